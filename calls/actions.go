@@ -1,0 +1,407 @@
+package calls
+
+import "time"
+
+// NewCall is the transition that creates a call: the caller is accepted,
+// each invitee is inviting with its timers armed. callerOnline says whether
+// the caller has a stream open now (then the caller-offline rule applies).
+func NewCall(id string, actor Actor, in InviteInput, now int64, cfg Config, callerOnline bool) (*Change, []ErrorUser, error) {
+	if in.Mode == "" {
+		in.Mode = ModeGeneral
+	}
+	if in.Timeout == 0 {
+		in.Timeout = DefaultTimeout
+	}
+	err := firstErr(
+		checkInvitees("invitees", in.Invitees, 1, actor.UserID),
+		checkExtendedData("extendedData", in.ExtendedData),
+		checkPushConfig(in.PushConfig),
+	)
+	switch {
+	case err != nil:
+		return nil, nil, err
+	case in.Mode != ModeGeneral && in.Mode != ModeAdvanced:
+		return nil, nil, invalid("mode", "must be general or advanced, got %q", in.Mode)
+	case in.Timeout < 1 || in.Timeout > MaxTimeout:
+		return nil, nil, invalid("timeout", "must be 1 to %d seconds, got %d", MaxTimeout, in.Timeout)
+	}
+	call := &Call{
+		ID: id, Caller: actor.UserID, Mode: in.Mode, State: CallStarted, Timeout: in.Timeout,
+		ExtendedData: in.ExtendedData, CreateTime: now, NotReceivedCheck: in.EnableNotReceivedCheck,
+		CallerTracked: callerOnline,
+		Users: []*CallUser{{
+			UserID: actor.UserID, State: StateAccepted, Inviter: actor.UserID, ExtendedData: in.ExtendedData,
+			UpdateTime: now, AcceptTime: now, dirty: true,
+		}},
+	}
+	t := &transition{ch: &Change{Call: call, Created: true, now: now}, call: call, now: now, callDirty: true}
+	invited, errUsers := t.invite(actor.UserID, in.Invitees, cfg)
+	info := call.Info()
+	t.emit(EventCreated, createdData{
+		CallID: id, Caller: call.Caller, Mode: call.Mode, Timeout: call.Timeout, CreateTime: now,
+		ExtendedData: call.ExtendedData, CallUserList: info.CallUserList,
+	}, actor.UserID)
+	t.emitReceived(actor.UserID, invited)
+	t.hook(HookCallCreated, info)
+	t.requestPush(PushInvitation, in.PushConfig, invited)
+	t.finish(actor.UserID, "") // only when every invitee was refused (a tiny MaxCallUsers)
+	return t.ch, errUsers, nil
+}
+
+// invite adds or re-invites users; used by NewCall and CallingInvite. Users
+// already pending or in the call, and users beyond the call's size limit,
+// come back in the error list.
+func (t *transition) invite(inviter string, ids []string, cfg Config) (invited []string, errUsers []ErrorUser) {
+	errUsers = []ErrorUser{}
+	for _, id := range ids {
+		u := t.call.User(id)
+		switch {
+		case u != nil && u.State.Active():
+			errUsers = append(errUsers, ErrorUser{UserID: id, Reason: ReasonAlreadyInCall})
+			continue
+		case u == nil && len(t.call.Users) >= cfg.MaxCallUsers:
+			errUsers = append(errUsers, ErrorUser{UserID: id, Reason: ReasonCallFull})
+			continue
+		case u == nil:
+			u = &CallUser{UserID: id}
+			t.call.Users = append(t.call.Users, u)
+		}
+		t.setState(u, StateInviting)
+		u.Inviter, u.InviteTime, u.MainDevice = inviter, t.now, ""
+		u.TimeoutAt = t.now + int64(t.call.Timeout)*1000
+		t.arm(u.TimeoutAt)
+		if t.call.NotReceivedCheck {
+			u.NotReceivedAt = t.now + cfg.NotReceivedAfter.Milliseconds()
+			t.arm(u.NotReceivedAt)
+		}
+		invited = append(invited, id)
+	}
+	return invited, errUsers
+}
+
+func (t *transition) emitReceived(inviter string, invited []string) {
+	if len(invited) == 0 {
+		return
+	}
+	c := t.call
+	t.emit(EventReceived, receivedData{
+		CallID: c.ID, Caller: c.Caller, Inviter: inviter, Mode: c.Mode, Timeout: c.Timeout,
+		CreateTime: c.CreateTime, ExtendedData: c.ExtendedData, CallUserList: c.Info().CallUserList,
+	}, invited...)
+}
+
+// Cancel withdraws pending invitations the actor sent. It returns the named
+// invitees that could not be cancelled.
+func Cancel(call *Call, actor Actor, in CancelInput, now int64) (*Change, []string, error) {
+	if _, err := member(call, actor.UserID); err != nil {
+		return nil, nil, err
+	}
+	if call.State == CallEnded {
+		return nil, nil, errorf(CodeCallEnded, "call %s has ended", call.ID)
+	}
+	if err := firstErr(checkInvitees("invitees", in.Invitees, 0, actor.UserID), checkExtendedData("extendedData", in.ExtendedData), checkPushConfig(in.PushConfig)); err != nil {
+		return nil, nil, err
+	}
+	t := begin(call, now)
+	var targets []*CallUser
+	errInvitees := []string{}
+	mine := false
+	if len(in.Invitees) == 0 {
+		for _, u := range t.call.Users {
+			if u.Inviter == actor.UserID && u.State.Pending() && u.UserID != actor.UserID {
+				targets = append(targets, u)
+			}
+		}
+		mine = len(targets) > 0
+	} else {
+		for _, id := range in.Invitees {
+			u := t.call.User(id)
+			if u == nil || u.Inviter != actor.UserID || u.UserID == actor.UserID {
+				errInvitees = append(errInvitees, id)
+				continue
+			}
+			mine = true
+			if !u.State.Pending() {
+				errInvitees = append(errInvitees, id)
+				continue
+			}
+			targets = append(targets, u)
+		}
+	}
+	switch {
+	case !mine:
+		return nil, nil, errorf(CodeForbidden, "you did not invite these users")
+	case len(targets) == 0:
+		return nil, nil, errorf(CodeInvalidState, "none of these invitations is pending any more")
+	}
+	t.cancel(actor.UserID, targets, in.ExtendedData, in.PushConfig)
+	t.finish(actor.UserID, "")
+	return t.done(), errInvitees, nil
+}
+
+func (t *transition) cancel(inviter string, targets []*CallUser, ext string, push *PushConfig) {
+	ids := make([]string, len(targets))
+	for i, u := range targets {
+		t.setState(u, StateCancelled)
+		ids[i] = u.UserID
+	}
+	t.emit(EventCancelled, cancelledData{CallID: t.call.ID, Inviter: inviter, Mode: t.call.Mode, ExtendedData: ext}, ids...)
+	t.stateChanged(targets...)
+	t.requestPush(PushCancellation, push, ids)
+}
+
+// Answer accepts (accept=true) or rejects the actor's pending invitation.
+// Accepting makes the actor's device its main device for the call.
+func Answer(call *Call, actor Actor, accept bool, ext string, now int64) (*Change, error) {
+	action, state := "reject", StateRejected
+	if accept {
+		action, state = "accept", StateAccepted
+	}
+	u, err := member(call, actor.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if err := firstErr(checkAction(call, u, false, UserState.Pending, action), checkExtendedData("extendedData", ext)); err != nil {
+		return nil, err
+	}
+	t := begin(call, now)
+	u = t.call.User(actor.UserID)
+	t.setState(u, state)
+	u.ExtendedData = ext
+	if accept {
+		t.becomeMain(u, actor.Device)
+	}
+	t.stateChanged(u)
+	t.finish(actor.UserID, "")
+	return t.done(), nil
+}
+
+func (t *transition) becomeMain(u *CallUser, device string) {
+	u.MainDevice = device
+	if t.announced == nil {
+		t.announced = map[string]bool{}
+	}
+	t.announced[u.UserID] = true
+}
+
+// CallingInvite invites more users into an advanced call from a member who
+// is in it.
+func CallingInvite(call *Call, actor Actor, in CallingInviteInput, now int64, cfg Config) (*Change, []ErrorUser, error) {
+	u, err := member(call, actor.UserID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := firstErr(checkAction(call, u, true, isAccepted, "invite"), checkInvitees("invitees", in.Invitees, 1, ""), checkPushConfig(in.PushConfig)); err != nil {
+		return nil, nil, err
+	}
+	t := begin(call, now)
+	invited, errUsers := t.invite(actor.UserID, in.Invitees, cfg)
+	t.emitReceived(actor.UserID, invited)
+	changed := make([]*CallUser, len(invited))
+	for i, id := range invited {
+		changed[i] = t.call.User(id)
+	}
+	t.stateChanged(changed...)
+	t.requestPush(PushInvitation, in.PushConfig, invited)
+	return t.done(), errUsers, nil
+}
+
+// Join puts the actor into an advanced call, or moves its main device to
+// actor.Device when it is already in from another device. Anyone holding
+// the callID of an advanced call may join it while there is room.
+func Join(call *Call, actor Actor, ext string, now int64, cfg Config) (*Change, error) {
+	u := call.User(actor.UserID)
+	switch {
+	case u == nil && call.Mode != ModeAdvanced:
+		return nil, errorf(CodeCallNotFound, "call %s not found", call.ID)
+	case call.State == CallEnded:
+		return nil, errorf(CodeCallEnded, "call %s has ended", call.ID)
+	case call.Mode != ModeAdvanced:
+		return nil, errorf(CodeWrongMode, "join needs an advanced-mode call")
+	case u != nil && u.State == StateAccepted && u.MainDevice == actor.Device:
+		return nil, errorf(CodeAlreadyInCall, "already in the call on device %q", actor.Device)
+	case u == nil && len(call.Users) >= cfg.MaxCallUsers:
+		return nil, errorf(CodeCallFull, "call %s already has %d users", call.ID, len(call.Users))
+	}
+	if err := checkExtendedData("extendedData", ext); err != nil {
+		return nil, err
+	}
+	t := begin(call, now)
+	u = t.call.User(actor.UserID)
+	if u == nil {
+		// Nobody invited a user who joins on their own: like the caller, it
+		// is its own inviter.
+		u = &CallUser{UserID: actor.UserID, Inviter: actor.UserID}
+		t.call.Users = append(t.call.Users, u)
+	}
+	u.ExtendedData = ext
+	if u.State == StateAccepted {
+		// A device switch: only the user's own devices hear of it.
+		u.dirty = true
+		t.becomeMain(u, actor.Device)
+		t.emit(EventUserStateChanged, userStateChangedData{CallID: call.ID, CallUserList: []CallUserInfo{u.Info()}}, u.UserID)
+		return t.ch, nil
+	}
+	t.setState(u, StateAccepted)
+	t.becomeMain(u, actor.Device)
+	t.stateChanged(u)
+	return t.ch, nil
+}
+
+// Quit takes the actor out of an advanced call; the call ends when nobody
+// is left in it or invited to it.
+func Quit(call *Call, actor Actor, in LeaveInput, now int64) (*Change, error) {
+	u, err := member(call, actor.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if err := firstErr(checkAction(call, u, true, isAccepted, "quit"), checkExtendedData("extendedData", in.ExtendedData), checkPushConfig(in.PushConfig)); err != nil {
+		return nil, err
+	}
+	t := begin(call, now)
+	u = t.call.User(actor.UserID)
+	t.setState(u, StateQuit)
+	u.ExtendedData = in.ExtendedData
+	t.stateChanged(u)
+	t.requestPush(PushEnd, in.PushConfig, t.audience(actor.UserID))
+	t.finish(actor.UserID, "")
+	return t.ch, nil
+}
+
+// End ends an advanced call for everyone; user states stay as they are.
+func End(call *Call, actor Actor, in LeaveInput, now int64) (*Change, error) {
+	u, err := member(call, actor.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if err := firstErr(checkAction(call, u, true, isAccepted, "end"), checkExtendedData("extendedData", in.ExtendedData), checkPushConfig(in.PushConfig)); err != nil {
+		return nil, err
+	}
+	t := begin(call, now)
+	to := t.audience("")
+	t.end(actor.UserID, EndByEnd)
+	t.emit(EventEnded, endedData{
+		CallID: call.ID, Caller: call.Caller, OperatedUserID: actor.UserID, Mode: call.Mode, EndTime: now, ExtendedData: in.ExtendedData,
+	}, to...)
+	t.requestPush(PushEnd, in.PushConfig, t.audience(actor.UserID))
+	return t.ch, nil
+}
+
+// audience lists the users pending or in the call, except one.
+func (t *transition) audience(except string) []string {
+	var ids []string
+	for _, u := range t.call.Users {
+		if u.State.Active() && u.UserID != except {
+			ids = append(ids, u.UserID)
+		}
+	}
+	return ids
+}
+
+// Delivered moves an invitee whose invitation reached one of its streams to
+// received. Anything else is a no-op (nil change): delivery is reported for
+// every flushed invitation, including ones already answered.
+func Delivered(call *Call, userID string, now int64) *Change {
+	u := call.User(userID)
+	if call.State == CallEnded || u == nil || (u.State != StateInviting && u.State != StateNotYetReceived) {
+		return nil
+	}
+	t := begin(call, now)
+	u = t.call.User(userID)
+	t.setState(u, StateReceived)
+	t.stateChanged(u)
+	return t.ch
+}
+
+// Expire fires one due deadline. It is idempotent: a deadline that lost a
+// race (the invitee answered, the caller came back) only clears itself.
+func Expire(call *Call, d Deadline, now int64) *Change {
+	t := begin(call, now)
+	c := t.call
+	if c.State == CallEnded {
+		return t.clearStale(d)
+	}
+	switch d.Kind {
+	case DeadlineTimeout:
+		u := c.User(d.UserID)
+		if u == nil || !u.State.Pending() || u.TimeoutAt == 0 || u.TimeoutAt > now {
+			return t.clearStale(d)
+		}
+		t.setState(u, StateTimeout)
+		t.emit(EventTimeout, timeoutData{CallID: c.ID, Mode: c.Mode}, u.UserID)
+		t.stateChanged(u)
+		t.finish(u.UserID, "")
+	case DeadlineNotReceived:
+		u := c.User(d.UserID)
+		if u == nil || u.State != StateInviting || u.NotReceivedAt == 0 || u.NotReceivedAt > now {
+			return t.clearStale(d)
+		}
+		t.setState(u, StateNotYetReceived)
+		t.stateChanged(u)
+	case DeadlineCallerOffline:
+		if c.CallerOfflineAt == 0 || c.CallerOfflineAt > now || anyInviteeAccepted(c) {
+			return t.clearStale(d)
+		}
+		c.CallerOfflineAt, t.callDirty = 0, true
+		var pending []*CallUser
+		for _, u := range c.Users {
+			if u.State.Pending() {
+				pending = append(pending, u)
+			}
+		}
+		if len(pending) > 0 {
+			t.cancel(c.Caller, pending, "", nil)
+		}
+		t.finish(c.Caller, EndCallerOffline)
+	}
+	return t.done()
+}
+
+// clearStale zeroes a deadline that fired but no longer applies, so the
+// scheduler does not see it again.
+func (t *transition) clearStale(d Deadline) *Change {
+	c := t.call
+	switch d.Kind {
+	case DeadlineCallerOffline:
+		if c.CallerOfflineAt != 0 && (c.CallerOfflineAt <= t.now || c.State == CallEnded || anyInviteeAccepted(c)) {
+			c.CallerOfflineAt, t.callDirty = 0, true
+		}
+	case DeadlineTimeout, DeadlineNotReceived:
+		if u := c.User(d.UserID); u != nil {
+			if d.Kind == DeadlineTimeout && u.TimeoutAt != 0 && (u.TimeoutAt <= t.now || !u.State.Pending() || c.State == CallEnded) {
+				u.TimeoutAt, u.dirty = 0, true
+			}
+			if d.Kind == DeadlineNotReceived && u.NotReceivedAt != 0 && (u.NotReceivedAt <= t.now || u.State != StateInviting || c.State == CallEnded) {
+				u.NotReceivedAt, u.dirty = 0, true
+			}
+		}
+	}
+	return t.done()
+}
+
+func anyInviteeAccepted(c *Call) bool {
+	for _, u := range c.Users {
+		if u.UserID != c.Caller && u.AcceptTime > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// CallerPresence applies the caller going online (tracked, timer cleared) or
+// offline (timer armed at now+grace) to one of its pending calls.
+func CallerPresence(call *Call, online bool, now int64, grace time.Duration) *Change {
+	if call.State == CallEnded || anyInviteeAccepted(call) {
+		return nil
+	}
+	t := begin(call, now)
+	c := t.call
+	switch {
+	case online && (!c.CallerTracked || c.CallerOfflineAt != 0):
+		c.CallerTracked, c.CallerOfflineAt, t.callDirty = true, 0, true
+	case !online && c.CallerTracked:
+		c.CallerOfflineAt, t.callDirty = now+grace.Milliseconds(), true
+		t.arm(c.CallerOfflineAt)
+	}
+	return t.done()
+}

@@ -1,0 +1,73 @@
+package calls
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code is a stable, machine-readable error code; handlers map it to an HTTP
+// status and a problem+json body.
+type Code string
+
+const (
+	CodeInvalidRequest Code = "invalid_request"
+	CodeForbidden      Code = "forbidden"
+	CodeCallNotFound   Code = "call_not_found"
+	CodeWrongMode      Code = "wrong_mode"
+	CodeInvalidState   Code = "invalid_state"
+	CodeCallEnded      Code = "call_ended"
+	CodeAlreadyInCall  Code = "already_in_call"
+	CodeCallFull       Code = "call_full"
+)
+
+// Error is a domain error: a stable code, a human message and, for invalid
+// input, the offending fields.
+type Error struct {
+	Code    Code
+	Message string
+	Fields  []FieldError
+}
+
+// FieldError names one invalid input field.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
+
+// Is lets errors.Is match on the code alone: errors.Is(err, calls.ErrCallEnded).
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code
+}
+
+// Sentinels to compare against with errors.Is.
+var (
+	ErrInvalidRequest = &Error{Code: CodeInvalidRequest, Message: "invalid request"}
+	ErrForbidden      = &Error{Code: CodeForbidden, Message: "forbidden"}
+	ErrCallNotFound   = &Error{Code: CodeCallNotFound, Message: "call not found"}
+	ErrWrongMode      = &Error{Code: CodeWrongMode, Message: "wrong mode"}
+	ErrInvalidState   = &Error{Code: CodeInvalidState, Message: "invalid state"}
+	ErrCallEnded      = &Error{Code: CodeCallEnded, Message: "call ended"}
+	ErrAlreadyInCall  = &Error{Code: CodeAlreadyInCall, Message: "already in call"}
+	ErrCallFull       = &Error{Code: CodeCallFull, Message: "call full"}
+)
+
+func errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func invalid(field, format string, args ...any) *Error {
+	msg := fmt.Sprintf(format, args...)
+	return &Error{Code: CodeInvalidRequest, Message: field + ": " + msg, Fields: []FieldError{{Field: field, Message: msg}}}
+}
+
+// CodeOf returns the domain code of err, or "" when err is not a domain error.
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}

@@ -1,0 +1,100 @@
+package calls
+
+import (
+	"context"
+	"time"
+)
+
+// Store persists calls, the per-user event log and the webhook outbox.
+// Implementations live in package db.
+type Store interface {
+	// Update runs fn in a write transaction serialized with every other write.
+	// Everything fn saves commits together, or nothing does when fn returns an
+	// error. Update returns only once the commit is durable, so a caller may
+	// acknowledge the request. Implementations may commit several concurrent
+	// Updates in one transaction (group commit); each fn still sees the effects
+	// of the ones before it and fails alone.
+	Update(ctx context.Context, fn func(Tx) error) error
+	// Call loads a committed call with all its users, or ErrCallNotFound.
+	Call(ctx context.Context, callID string) (*Call, error)
+	// ListCalls returns the calls userID is or was in, newest first, with
+	// Seq < before (before <= 0: from the newest), at most limit of them.
+	ListCalls(ctx context.Context, userID string, before int64, limit int) ([]*Call, error)
+	// DueDeadlines returns up to limit deadlines with At <= now, earliest first.
+	DueDeadlines(ctx context.Context, now int64, limit int) ([]Deadline, error)
+	// NextDeadline returns the earliest pending deadline, or 0 when none.
+	NextDeadline(ctx context.Context) (int64, error)
+}
+
+// Tx is the view of the store inside Update.
+type Tx interface {
+	// Call loads a call for update, or ErrCallNotFound.
+	Call(ctx context.Context, callID string) (*Call, error)
+	// Save writes a transition's outcome: the call row (inserted when
+	// ch.Created), the users marked dirty, the events (assigning their IDs in
+	// place, in order) and the webhook messages with one outbox row per
+	// subscribed, enabled endpoint.
+	Save(ctx context.Context, ch *Change) error
+	// PendingCallsOfCaller returns the started calls whose caller is userID and
+	// in which some invitee is still pending.
+	PendingCallsOfCaller(ctx context.Context, userID string) ([]*Call, error)
+	// ArmTrackedCallers sets the caller-offline deadline of every started,
+	// caller-tracked call to at; used at start, when no stream is open.
+	ArmTrackedCallers(ctx context.Context, at int64) (int, error)
+}
+
+// DeadlineKind says which timer a deadline is.
+type DeadlineKind string
+
+const (
+	DeadlineTimeout       DeadlineKind = "timeout"
+	DeadlineNotReceived   DeadlineKind = "notReceived"
+	DeadlineCallerOffline DeadlineKind = "callerOffline"
+)
+
+// Deadline is one durable timer: a column of a call or call user row.
+type Deadline struct {
+	CallID string
+	UserID string // empty for DeadlineCallerOffline
+	Kind   DeadlineKind
+	At     int64 // Unix ms
+}
+
+// Notifier is told, after each commit, what was committed, so delivery can
+// wake up. It must not block: delivery reads the log, so a lost notification
+// only delays, never loses, an event.
+type Notifier interface {
+	Committed(events []Event, hooks int)
+}
+
+// Presence answers whether a user has a live event stream.
+type Presence interface {
+	Online(userID string) bool
+}
+
+// Clock is injected so tests drive deadlines without sleeping.
+type Clock interface {
+	Now() time.Time
+	// AfterFunc runs f in its own goroutine after d; Stop cancels it.
+	AfterFunc(d time.Duration, f func()) Timer
+}
+
+// Timer is a stoppable pending call to a func, like *time.Timer.
+type Timer interface {
+	Stop() bool
+}
+
+// SystemClock is the real clock.
+type SystemClock struct{}
+
+func (SystemClock) Now() time.Time { return time.Now() }
+
+func (SystemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+
+type nopNotifier struct{}
+
+func (nopNotifier) Committed([]Event, int) {}
+
+type nobodyOnline struct{}
+
+func (nobodyOnline) Online(string) bool { return false }

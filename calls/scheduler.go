@@ -1,0 +1,149 @@
+package calls
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Scheduler fires the durable deadlines (invitation timeouts, not-received
+// checks, caller-offline grace). The deadlines live in the store; the
+// scheduler keeps one timer on the earliest of them, so an idle server does
+// no work, and a restart re-arms everything with one query.
+type Scheduler struct {
+	s    *Service
+	wake chan struct{}
+
+	mu    sync.Mutex
+	next  int64 // when the armed timer fires (Unix ms), 0 when none
+	timer Timer
+}
+
+// How many due deadlines one round fetches and how many it expires at once;
+// concurrent expiries let the store commit them in groups.
+const (
+	dueBatch       = 1000
+	expireParallel = 64
+	retryDelay     = time.Second
+)
+
+func newScheduler(s *Service) *Scheduler {
+	return &Scheduler{s: s, wake: make(chan struct{}, 1)}
+}
+
+// Arm makes sure the scheduler wakes up by at. Cheap when a timer for an
+// earlier deadline is already set, which is the common case.
+func (sc *Scheduler) Arm(at int64) {
+	sc.mu.Lock()
+	earlier := sc.next == 0 || at < sc.next
+	sc.mu.Unlock()
+	if earlier {
+		sc.poke()
+	}
+}
+
+func (sc *Scheduler) poke() {
+	select {
+	case sc.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run fires due deadlines until ctx is done.
+func (sc *Scheduler) run(ctx context.Context) {
+	defer sc.setTimer(0, 0)
+	for {
+		next, err := sc.round(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		now := sc.s.now()
+		switch {
+		case err != nil:
+			sc.s.log.Error("deadline scheduler", "err", err)
+			sc.setTimer(now+retryDelay.Milliseconds(), retryDelay)
+		case next > 0:
+			sc.setTimer(next, time.Duration(max(next-now, 0))*time.Millisecond)
+		default:
+			sc.setTimer(0, 0)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-sc.wake:
+		}
+	}
+}
+
+// round expires everything due now and returns the next deadline.
+func (sc *Scheduler) round(ctx context.Context) (int64, error) {
+	for {
+		due, err := sc.s.store.DueDeadlines(ctx, sc.s.now(), dueBatch)
+		if err != nil {
+			return 0, err
+		}
+		if failed := sc.expireAll(ctx, due); failed > 0 {
+			// Retry later rather than spin on a deadline that keeps failing.
+			return 0, fmt.Errorf("%d of %d deadlines failed to expire", failed, len(due))
+		}
+		if len(due) < dueBatch {
+			break
+		}
+	}
+	return sc.s.store.NextDeadline(ctx)
+}
+
+func (sc *Scheduler) expireAll(ctx context.Context, due []Deadline) (failed int64) {
+	var wg sync.WaitGroup
+	var failures atomic.Int64
+	sem := make(chan struct{}, expireParallel)
+	for _, d := range due {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := sc.s.Expire(ctx, d); err != nil && ctx.Err() == nil {
+				sc.s.log.Error("expire deadline", "call", d.CallID, "user", d.UserID, "kind", d.Kind, "err", err)
+				failures.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return failures.Load()
+}
+
+// setTimer replaces the pending timer with one that pokes the loop after d.
+func (sc *Scheduler) setTimer(at int64, d time.Duration) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.timer != nil {
+		sc.timer.Stop()
+		sc.timer = nil
+	}
+	sc.next = at
+	if at > 0 {
+		sc.timer = sc.s.clock.AfterFunc(d, sc.poke)
+	}
+}
+
+// Start re-arms the caller-offline grace of every tracked call (no stream
+// can be open yet after a start) and runs the scheduler until ctx is done.
+// The returned func waits for the scheduler to stop.
+func (s *Service) Start(ctx context.Context) (wait func(), err error) {
+	at := s.now() + s.cfg.HeartbeatTimeout.Milliseconds()
+	err = s.store.Update(ctx, func(tx Tx) error {
+		_, err := tx.ArmTrackedCallers(ctx, at)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.sched.run(ctx)
+	}()
+	return func() { <-done }, nil
+}

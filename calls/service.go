@@ -1,0 +1,82 @@
+package calls
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+)
+
+// Limits and durations of the contract that a deployment may configure.
+type Config struct {
+	MaxCallUsers     int           // users ever in one call, caller included (default 10)
+	NotReceivedAfter time.Duration // enableNotReceivedCheck delay (default 5s)
+	HeartbeatTimeout time.Duration // caller-offline grace (default 30s)
+}
+
+// Defaults of the contract.
+const (
+	DefaultTimeout      = 90
+	MaxTimeout          = 600
+	MaxInvitees         = 9
+	MaxExtendedData     = 2048
+	DefaultMaxCallUsers = 10
+	DefaultListCount    = 20
+	MaxListCount        = 100
+)
+
+// Service runs the call use-cases: each method is one transaction that loads
+// the call, applies a pure transition and saves the outcome with its events.
+type Service struct {
+	store    Store
+	clock    Clock
+	notifier Notifier
+	presence Presence
+	cfg      Config
+	newID    func() string
+	log      *slog.Logger
+	sched    *Scheduler
+}
+
+// Options wires a Service; zero fields get working defaults.
+type Options struct {
+	Store    Store
+	Clock    Clock
+	Notifier Notifier
+	Presence Presence
+	Config   Config
+	NewID    func() string // callID generator (default: 128 random bits)
+	Logger   *slog.Logger
+}
+
+// NewService returns a Service. Call Start to run its deadline scheduler.
+func NewService(o Options) *Service {
+	if o.Clock == nil {
+		o.Clock = SystemClock{}
+	}
+	if o.Notifier == nil {
+		o.Notifier = nopNotifier{}
+	}
+	if o.Presence == nil {
+		o.Presence = nobodyOnline{}
+	}
+	if o.Config.MaxCallUsers <= 0 {
+		o.Config.MaxCallUsers = DefaultMaxCallUsers
+	}
+	if o.Config.NotReceivedAfter <= 0 {
+		o.Config.NotReceivedAfter = 5 * time.Second
+	}
+	if o.Config.HeartbeatTimeout <= 0 {
+		o.Config.HeartbeatTimeout = 30 * time.Second
+	}
+	if o.NewID == nil {
+		o.NewID = NewCallID
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{store: o.Store, clock: o.Clock, notifier: o.Notifier, presence: o.Presence, cfg: o.Config, newID: o.NewID, log: o.Logger}
+	s.sched = newScheduler(s)
+	return s
+}
+
+var errTODO = errors.New("not implemented")

@@ -1,0 +1,269 @@
+package calls
+
+import (
+	"context"
+	"fmt"
+)
+
+// Invite starts a call from actor to in.Invitees (POST /calls).
+func (s *Service) Invite(ctx context.Context, actor Actor, in InviteInput) (*InviteResult, error) {
+	id := s.newID()
+	var (
+		ch       *Change
+		errUsers []ErrorUser
+	)
+	err := s.store.Update(ctx, func(tx Tx) error {
+		var err error
+		ch, errUsers, err = NewCall(id, actor, in, s.now(), s.cfg, s.presence.Online(actor.UserID))
+		if err != nil {
+			return err
+		}
+		s.resolvePush(ch)
+		return tx.Save(ctx, ch)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("invite: %w", err)
+	}
+	s.committed(ch)
+	c := ch.Call
+	return &InviteResult{CallID: c.ID, Timeout: c.Timeout, ErrorUserList: errUsers, Call: c.Info()}, nil
+}
+
+// Cancel cancels pending invitations the actor sent.
+func (s *Service) Cancel(ctx context.Context, actor Actor, callID string, in CancelInput) (*CancelResult, error) {
+	var errInvitees []string
+	_, err := s.mutate(ctx, "cancel", callID, func(c *Call, now int64) (ch *Change, err error) {
+		ch, errInvitees, err = Cancel(c, actor, in, now)
+		return ch, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &CancelResult{CallID: callID, ErrorInvitees: errInvitees}, nil
+}
+
+// Accept accepts the actor's pending invitation.
+func (s *Service) Accept(ctx context.Context, actor Actor, callID, extendedData string) (*ActionResult, error) {
+	return s.answer(ctx, actor, callID, true, extendedData)
+}
+
+// Reject rejects the actor's pending invitation.
+func (s *Service) Reject(ctx context.Context, actor Actor, callID, extendedData string) (*ActionResult, error) {
+	return s.answer(ctx, actor, callID, false, extendedData)
+}
+
+func (s *Service) answer(ctx context.Context, actor Actor, callID string, accept bool, ext string) (*ActionResult, error) {
+	op := map[bool]string{true: "accept", false: "reject"}[accept]
+	_, err := s.mutate(ctx, op, callID, func(c *Call, now int64) (*Change, error) {
+		return Answer(c, actor, accept, ext, now)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &ActionResult{CallID: callID}, nil
+}
+
+// CallingInvite invites more users into an advanced call.
+func (s *Service) CallingInvite(ctx context.Context, actor Actor, callID string, in CallingInviteInput) (*CallingInviteResult, error) {
+	var errUsers []ErrorUser
+	_, err := s.mutate(ctx, "invite", callID, func(c *Call, now int64) (ch *Change, err error) {
+		ch, errUsers, err = CallingInvite(c, actor, in, now, s.cfg)
+		return ch, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &CallingInviteResult{CallID: callID, ErrorUserList: errUsers}, nil
+}
+
+// Join joins an advanced call or moves the actor's main device. The answer
+// carries the call's extendedData (what it was created with), which a user
+// who joins uninvited has not seen yet.
+func (s *Service) Join(ctx context.Context, actor Actor, callID, extendedData string) (*JoinResult, error) {
+	ch, err := s.mutate(ctx, "join", callID, func(c *Call, now int64) (*Change, error) {
+		return Join(c, actor, extendedData, now, s.cfg)
+	})
+	if err != nil {
+		return nil, err
+	}
+	c := ch.Call
+	return &JoinResult{CallID: callID, CreateTime: c.CreateTime, JoinTime: ch.now, ExtendedData: c.ExtendedData, CallUserList: c.Info().CallUserList}, nil
+}
+
+// Quit leaves an advanced call.
+func (s *Service) Quit(ctx context.Context, actor Actor, callID string, in LeaveInput) (*QuitResult, error) {
+	var acceptTime int64
+	ch, err := s.mutate(ctx, "quit", callID, func(c *Call, now int64) (*Change, error) {
+		if u := c.User(actor.UserID); u != nil {
+			acceptTime = u.AcceptTime
+		}
+		return Quit(c, actor, in, now)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &QuitResult{CallID: callID, CreateTime: ch.Call.CreateTime, AcceptTime: acceptTime, QuitTime: ch.now}, nil
+}
+
+// End ends an advanced call for everyone.
+func (s *Service) End(ctx context.Context, actor Actor, callID string, in LeaveInput) (*EndResult, error) {
+	ch, err := s.mutate(ctx, "end", callID, func(c *Call, now int64) (*Change, error) {
+		return End(c, actor, in, now)
+	})
+	if err != nil {
+		return nil, err
+	}
+	c := ch.Call
+	return &EndResult{CallID: callID, CreateTime: c.CreateTime, AcceptTime: c.User(actor.UserID).AcceptTime, EndTime: c.EndTime}, nil
+}
+
+// Get returns a call the actor is in.
+func (s *Service) Get(ctx context.Context, actor Actor, callID string) (*CallInfo, error) {
+	c, err := s.store.Call(ctx, callID)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", callID, err)
+	}
+	if _, err := member(c, actor.UserID); err != nil {
+		return nil, err
+	}
+	info := c.Info()
+	return &info, nil
+}
+
+// List pages through the calls the actor is or was in, newest first.
+// nextFlag 0 starts at the newest; a returned NextFlag of 0 means no more.
+func (s *Service) List(ctx context.Context, actor Actor, count int, nextFlag int64) (*ListResult, error) {
+	switch {
+	case count <= 0:
+		count = DefaultListCount
+	case count > MaxListCount:
+		count = MaxListCount
+	}
+	if nextFlag < 0 {
+		return nil, invalid("nextFlag", "must not be negative")
+	}
+	list, err := s.store.ListCalls(ctx, actor.UserID, nextFlag, count+1)
+	if err != nil {
+		return nil, fmt.Errorf("list calls of %s: %w", actor.UserID, err)
+	}
+	res := &ListResult{CallList: make([]CallInfo, 0, len(list))}
+	if len(list) > count {
+		list = list[:count]
+		res.NextFlag = list[count-1].Seq
+	}
+	for _, c := range list {
+		res.CallList = append(res.CallList, c.Info())
+	}
+	return res, nil
+}
+
+// MarkDelivered records that userID's invitation to callID was flushed to
+// one of its streams: inviting or notYetReceived becomes received.
+func (s *Service) MarkDelivered(ctx context.Context, callID, userID string) error {
+	_, err := s.mutate(ctx, "mark delivered", callID, func(c *Call, now int64) (*Change, error) {
+		return Delivered(c, userID, now), nil
+	})
+	return err
+}
+
+// Expire fires one due deadline; see the pure Expire for the rules.
+func (s *Service) Expire(ctx context.Context, d Deadline) error {
+	_, err := s.mutate(ctx, "expire "+string(d.Kind), d.CallID, func(c *Call, now int64) (*Change, error) {
+		return Expire(c, d, now), nil
+	})
+	return err
+}
+
+// UserOnline is called when a user's first stream opens: the caller-offline
+// timers of its pending calls stop, and those calls become tracked.
+func (s *Service) UserOnline(ctx context.Context, userID string) error {
+	return s.callerPresence(ctx, userID, true)
+}
+
+// UserOffline is called when a user's last stream closes: its pending,
+// tracked calls get cancelled unless it comes back within the grace period.
+func (s *Service) UserOffline(ctx context.Context, userID string) error {
+	return s.callerPresence(ctx, userID, false)
+}
+
+func (s *Service) callerPresence(ctx context.Context, userID string, online bool) error {
+	var changes []*Change
+	err := s.store.Update(ctx, func(tx Tx) error {
+		changes = changes[:0]
+		list, err := tx.PendingCallsOfCaller(ctx, userID)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		for _, c := range list {
+			if ch := CallerPresence(c, online, now, s.cfg.HeartbeatTimeout); ch != nil {
+				if err := tx.Save(ctx, ch); err != nil {
+					return err
+				}
+				changes = append(changes, ch)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("caller presence of %s: %w", userID, err)
+	}
+	for _, ch := range changes {
+		s.committed(ch)
+	}
+	return nil
+}
+
+// mutate runs one transition on one call in one transaction. The clock is
+// read inside the transaction, so times follow commit order.
+func (s *Service) mutate(ctx context.Context, op, callID string, f func(c *Call, now int64) (*Change, error)) (*Change, error) {
+	var ch *Change
+	err := s.store.Update(ctx, func(tx Tx) error {
+		c, err := tx.Call(ctx, callID)
+		if err != nil {
+			return err
+		}
+		ch, err = f(c, s.now())
+		if err != nil || ch == nil {
+			return err
+		}
+		s.resolvePush(ch)
+		return tx.Save(ctx, ch)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", op, callID, err)
+	}
+	if ch != nil {
+		s.committed(ch)
+	}
+	return ch, nil
+}
+
+// resolvePush turns a push request into call.push_requested webhooks for
+// the users with no open stream; it runs inside the transaction so the
+// webhooks commit with the change.
+func (s *Service) resolvePush(ch *Change) {
+	p := ch.push
+	if p == nil {
+		return
+	}
+	for _, u := range p.users {
+		if !s.presence.Online(u) {
+			ch.Hooks = append(ch.Hooks, HookEvent{
+				Type: HookPushRequested, CallID: ch.Call.ID, Time: ch.now,
+				Data: mustJSON(pushRequestedHookData{CallID: ch.Call.ID, UserID: u, Kind: p.kind, PushConfig: p.config}),
+			})
+		}
+	}
+	ch.push = nil
+}
+
+// committed wakes delivery and the scheduler after a durable commit.
+func (s *Service) committed(ch *Change) {
+	s.notifier.Committed(ch.Events, len(ch.Hooks))
+	if ch.Deadline > 0 {
+		s.sched.Arm(ch.Deadline)
+	}
+}
+
+func (s *Service) now() int64 { return s.clock.Now().UnixMilli() }

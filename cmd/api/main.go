@@ -1,0 +1,119 @@
+// Command api runs the callsig server, or with `token` mints a user token.
+//
+//	go run ./cmd/api                       # serve on :8080 with ./callsig.db
+//	go run ./cmd/api token -user alice     # print a JWT for alice
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"callsig/internal/app"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "callsig:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "token" {
+		return token(args[1:], getenv, stdout)
+	}
+	return serve(ctx, args, getenv, stderr)
+}
+
+// serve reads like the table of contents of the server: configure, build,
+// listen, and on a signal shut down in order.
+func serve(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := app.ParseConfig("callsig", args, getenv, nil)
+	if err != nil {
+		return err
+	}
+	log, err := app.NewLogger(cfg.LogLevel, cfg.LogFormat, stderr)
+	if err != nil {
+		return err
+	}
+	a, err := app.New(ctx, cfg, app.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	srv := a.Server()
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		a.Close()
+		return err
+	}
+	log.Info("callsig listening", "addr", ln.Addr().String(), "db", cfg.DB, "synchronous", cfg.Synchronous)
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		a.Close()
+		return err
+	case <-ctx.Done():
+	}
+
+	log.Info("shutting down: finishing in-flight requests and closing streams")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	a.BeginShutdown()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("shutdown did not finish in time", "err", err)
+		srv.Close()
+	}
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Warn("serve", "err", err)
+	}
+	if err := a.Close(); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// token prints a JWT signed with the configured (or development) secret.
+func token(args []string, getenv func(string) string, stdout io.Writer) error {
+	var (
+		user  string
+		ttl   time.Duration
+		admin bool
+	)
+	cfg, err := app.ParseConfig("callsig token", args, getenv, func(fs *flag.FlagSet) {
+		fs.StringVar(&user, "user", "", "user ID (the token's sub)")
+		fs.DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
+		fs.BoolVar(&admin, "admin", false, "add role=admin (webhook administration)")
+	})
+	if err != nil {
+		return err
+	}
+	if user == "" {
+		return errors.New("token: -user is required")
+	}
+	secret, _, _, err := app.ResolveSecret(cfg)
+	if err != nil {
+		return err
+	}
+	tok, err := app.MintToken(secret, app.TokenRequest{UserID: user, TTL: ttl, Admin: admin, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}, time.Now())
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, tok)
+	return err
+}

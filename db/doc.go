@@ -1,0 +1,13 @@
+// Package db is the SQLite storage adapter: it implements calls.Store over
+// one database file, with embedded, numbered migrations, the per-user event
+// log the SSE layer replays, and the webhook outbox the dispatcher drains.
+//
+// Every write goes through one writer goroutine that group-commits the
+// requests waiting at that moment in one transaction, each in its own
+// savepoint, and answers a request only once its commit is durable. Reads use
+// a separate query-only connection pool and never block the writer.
+//
+// This package must never decide anything about calls: the state machine
+// lives in package calls. It must never hold a transaction open across
+// network I/O, and it never imports another adapter (handlers, sse, webhooks).
+package db

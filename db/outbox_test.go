@@ -1,0 +1,58 @@
+package db
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/jmoiron/sqlx"
+
+	"callsig/calls"
+)
+
+func TestHooksFanOutToSubscribedEnabledEndpoints(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	err := s.write(ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.Exec(`INSERT INTO webhook_endpoints (id, url, secret, event_types, created_at, enabled, deleted) VALUES
+			('all', 'https://a', 's', '', 1, 1, 0),
+			('created', 'https://b', 's', ',call.created,call.ended,', 1, 1, 0),
+			('prefix', 'https://c', 's', ',call.created_x,', 1, 1, 0),
+			('ended', 'https://d', 's', ',call.ended,', 1, 1, 0),
+			('disabled', 'https://e', 's', '', 1, 0, 0),
+			('deleted', 'https://f', 's', '', 1, 1, 1)`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := newCall("c1", "alice", 1_700_000_000_123, "bob")
+	ch.Hooks = []calls.HookEvent{{Type: calls.HookCallCreated, CallID: "c1", Data: json.RawMessage(`{"callID":"c1"}`), Time: 1_700_000_000_123}}
+	save(t, s, ch)
+
+	var got []string
+	if err := s.rdb.Select(&got, `SELECT endpoint_id FROM webhook_deliveries
+		WHERE status = 'pending' AND next_attempt_at = 1700000000123 ORDER BY endpoint_id`); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "all,created" {
+		t.Errorf("deliveries to %v, want [all created]", got)
+	}
+	var msg struct {
+		MsgID   string `db:"msg_id"`
+		Type    string `db:"type"`
+		CallID  string `db:"call_id"`
+		Payload []byte `db:"payload"`
+	}
+	if err := s.rdb.Get(&msg, `SELECT msg_id, type, call_id, payload FROM webhook_messages`); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(msg.MsgID, "msg_") || msg.Type != "call.created" || msg.CallID != "c1" {
+		t.Errorf("message = %+v", msg)
+	}
+	want := `{"type":"call.created","timestamp":"2023-11-14T22:13:20.123Z","data":{"callID":"c1"}}`
+	if string(msg.Payload) != want {
+		t.Errorf("payload = %s\nwant      %s", msg.Payload, want)
+	}
+}

@@ -1,0 +1,136 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/jmoiron/sqlx"
+
+	"callsig/calls"
+)
+
+// Update runs fn in the write transaction (see write: fn shares a group
+// commit with concurrent Updates but fails alone) and returns once its
+// changes are durable.
+func (s *Store) Update(ctx context.Context, fn func(calls.Tx) error) error {
+	return s.write(ctx, func(tx *sqlx.Tx) error {
+		return fn(&callsTx{s: s, tx: tx})
+	})
+}
+
+// callsTx is the calls.Tx given to an Update fn.
+type callsTx struct {
+	s  *Store
+	tx *sqlx.Tx
+}
+
+var _ calls.Tx = (*callsTx)(nil)
+
+func (t *callsTx) stmt(st *sqlx.Stmt) *sqlx.Stmt { return t.s.txStmt(t.tx, st) }
+
+// Call loads a call inside the write transaction: it sees the changes of
+// the requests committed before and of those earlier in the same batch.
+func (t *callsTx) Call(ctx context.Context, callID string) (*calls.Call, error) {
+	return loadCall(ctx, t.stmt(t.s.wst.selectCallByID), t.stmt(t.s.wst.selectUsers), callID)
+}
+
+// Save writes a transition's outcome; see calls.Tx.
+func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
+	c := ch.Call
+	if c == nil {
+		return errors.New("db: save: change without a call")
+	}
+	if err := t.saveCall(ctx, c, ch.Created); err != nil {
+		return err
+	}
+	for i, u := range c.Users {
+		if !ch.Created && !u.Dirty() {
+			continue
+		}
+		_, err := t.stmt(t.s.wst.upsertUser).ExecContext(ctx, c.Seq, u.UserID, i, string(u.State),
+			u.Inviter, u.ExtendedData, u.UpdateTime, u.InviteTime, u.AcceptTime, u.TimeoutAt,
+			u.NotReceivedAt, u.MainDevice)
+		if err != nil {
+			return fmt.Errorf("db: save user %s of %s: %w", u.UserID, c.ID, err)
+		}
+	}
+	for i := range ch.Events {
+		if err := t.insertEvent(ctx, &ch.Events[i]); err != nil {
+			return err
+		}
+	}
+	for i := range ch.Hooks {
+		if err := t.insertHook(ctx, &ch.Hooks[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// saveCall inserts or updates the call row and sets c.Seq.
+func (t *callsTx) saveCall(ctx context.Context, c *calls.Call, created bool) error {
+	if created {
+		err := t.stmt(t.s.wst.insertCall).QueryRowContext(ctx, c.ID, c.Caller, string(c.Mode),
+			string(c.State), c.Timeout, c.ExtendedData, c.CreateTime, c.EndTime, string(c.EndReason),
+			boolInt(c.NotReceivedCheck), boolInt(c.CallerTracked), c.CallerOfflineAt).Scan(&c.Seq)
+		if err != nil {
+			return fmt.Errorf("db: insert call %s: %w", c.ID, err)
+		}
+		return nil
+	}
+	err := t.stmt(t.s.wst.updateCall).QueryRowContext(ctx, string(c.Mode), string(c.State),
+		c.Timeout, c.ExtendedData, c.EndTime, string(c.EndReason), boolInt(c.NotReceivedCheck),
+		boolInt(c.CallerTracked), c.CallerOfflineAt, c.ID).Scan(&c.Seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return calls.ErrCallNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("db: update call %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// insertEvent appends ev to the log and sets ev.ID; ids grow in commit
+// order because one writer assigns them all.
+func (t *callsTx) insertEvent(ctx context.Context, ev *calls.Event) error {
+	data := string(ev.Data)
+	if data == "" {
+		data = "null"
+	}
+	err := t.stmt(t.s.wst.insertEvent).QueryRowContext(ctx, ev.UserID, ev.Device, ev.CallID,
+		string(ev.Type), data, ev.Time).Scan(&ev.ID)
+	if err != nil {
+		return fmt.Errorf("db: insert %s event for %s: %w", ev.Type, ev.UserID, err)
+	}
+	return nil
+}
+
+// PendingCallsOfCaller returns the started calls of caller userID in which
+// some invitee is still pending, oldest first, with their users.
+func (t *callsTx) PendingCallsOfCaller(ctx context.Context, userID string) ([]*calls.Call, error) {
+	// The literal state = 'started' is what lets SQLite use the partial
+	// index calls_started_by_caller.
+	return queryCalls(ctx, t.tx, `SELECT `+callColumns+` FROM calls c
+		WHERE c.caller = ? AND c.state = 'started'
+		AND EXISTS (SELECT 1 FROM call_users u WHERE u.call_seq = c.seq AND u.state IN (`+pendingStates+`))
+		ORDER BY c.seq`, userID)
+}
+
+// ArmTrackedCallers sets the caller-offline deadline of every started,
+// caller-tracked call to at and returns how many it armed.
+func (t *callsTx) ArmTrackedCallers(ctx context.Context, at int64) (int, error) {
+	res, err := t.tx.ExecContext(ctx, `UPDATE calls SET caller_offline_at = ?
+		WHERE state = 'started' AND caller_tracked = 1`, at)
+	if err != nil {
+		return 0, fmt.Errorf("db: arm tracked callers: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+// pendingStates is the SQL list of the user states calls.UserState.Pending
+// accepts.
+var pendingStates = fmt.Sprintf("'%s', '%s', '%s'",
+	calls.StateInviting, calls.StateReceived, calls.StateNotYetReceived)

@@ -1,0 +1,413 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jmoiron/sqlx"
+
+	"callsig/calls"
+)
+
+// Webhook endpoints and the outbox side the dispatcher drains. The rows are
+// written by Save (insertHook, in outbox.go) in the transaction of the
+// change that caused them; everything here runs after that commit.
+
+const endpointColumns = `id, url, secret, event_types, description, created_at, enabled, disabled_reason`
+
+// deliveryColumns are read from webhook_deliveries d joined with
+// webhook_messages m.
+const deliveryColumns = `d.id, d.endpoint_id, m.type, d.status, d.attempts, d.last_status_code,
+	d.last_error, d.next_attempt_at, d.created_at, d.delivered_at`
+
+// encodeEventTypes stores a type filter as ",a,b," (see the schema); no
+// types is '', which subscribes to every type.
+func encodeEventTypes(types []calls.HookType) string {
+	if len(types) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	for _, t := range types {
+		b.WriteString(",")
+		b.WriteString(string(t))
+	}
+	b.WriteString(",")
+	return b.String()
+}
+
+func decodeEventTypes(s string) []calls.HookType {
+	types := []calls.HookType{}
+	for _, t := range strings.Split(strings.Trim(s, ","), ",") {
+		if t != "" {
+			types = append(types, calls.HookType(t))
+		}
+	}
+	return types
+}
+
+func scanEndpoint(sc scanner) (*calls.WebhookEndpoint, error) {
+	var e calls.WebhookEndpoint
+	var types string
+	if err := sc.Scan(&e.ID, &e.URL, &e.Secret, &types, &e.Description, &e.CreatedAt, &e.Enabled, &e.DisabledReason); err != nil {
+		return nil, err
+	}
+	e.EventTypes = decodeEventTypes(types)
+	return &e, nil
+}
+
+func scanDelivery(sc scanner) (calls.WebhookDelivery, error) {
+	var d calls.WebhookDelivery
+	var id int64
+	var typ, status string
+	if err := sc.Scan(&id, &d.WebhookID, &typ, &status, &d.Attempts, &d.LastStatusCode,
+		&d.LastError, &d.NextAttemptAt, &d.CreatedAt, &d.DeliveredAt); err != nil {
+		return d, err
+	}
+	d.ID, d.Type, d.Status = strconv.FormatInt(id, 10), calls.HookType(typ), calls.DeliveryStatus(status)
+	if d.Status != calls.DeliveryPending {
+		d.NextAttemptAt = 0 // nothing is scheduled for a finished delivery
+	}
+	return d, nil
+}
+
+// InsertWebhookEndpoint registers a new endpoint, secret included.
+func (s *Store) InsertWebhookEndpoint(ctx context.Context, e *calls.WebhookEndpoint) error {
+	return s.write(ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints
+			(id, url, secret, event_types, description, created_at, enabled, disabled_reason)
+			VALUES (?, ?, ?, ?, ?, ?, 1, '')`,
+			e.ID, e.URL, e.Secret, encodeEventTypes(e.EventTypes), e.Description, e.CreatedAt)
+		if err != nil {
+			return fmt.Errorf("db: insert webhook %s: %w", e.ID, err)
+		}
+		return nil
+	})
+}
+
+// PutWebhookEndpoint creates or replaces the endpoint with e.ID, as the
+// configuration (not the API) describes it. A replaced endpoint keeps its
+// creation time; it is enabled again only when its URL or secret changed,
+// so restarting with the configuration that earned a 410 does not undo it.
+func (s *Store) PutWebhookEndpoint(ctx context.Context, e *calls.WebhookEndpoint) error {
+	return s.write(ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints
+			(id, url, secret, event_types, description, created_at, enabled, disabled_reason)
+			VALUES (?, ?, ?, ?, ?, ?, 1, '')
+			ON CONFLICT (id) DO UPDATE SET
+				enabled = CASE WHEN deleted = 0 AND url = excluded.url AND secret = excluded.secret
+					THEN enabled ELSE 1 END,
+				disabled_reason = CASE WHEN deleted = 0 AND url = excluded.url AND secret = excluded.secret
+					THEN disabled_reason ELSE '' END,
+				url = excluded.url, secret = excluded.secret, event_types = excluded.event_types,
+				description = excluded.description, deleted = 0`,
+			e.ID, e.URL, e.Secret, encodeEventTypes(e.EventTypes), e.Description, e.CreatedAt)
+		if err != nil {
+			return fmt.Errorf("db: put webhook %s: %w", e.ID, err)
+		}
+		return nil
+	})
+}
+
+// WebhookEndpoints returns the live endpoints, oldest first, with secrets.
+func (s *Store) WebhookEndpoints(ctx context.Context) ([]calls.WebhookEndpoint, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT `+endpointColumns+` FROM webhook_endpoints
+		WHERE deleted = 0 ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("db: list webhooks: %w", err)
+	}
+	defer rows.Close()
+	list := []calls.WebhookEndpoint{}
+	for rows.Next() {
+		e, err := scanEndpoint(rows)
+		if err != nil {
+			return nil, fmt.Errorf("db: list webhooks: %w", err)
+		}
+		list = append(list, *e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("db: list webhooks: %w", err)
+	}
+	return list, nil
+}
+
+// WebhookEndpoint returns one live endpoint with its secret, or an error
+// matching calls.ErrNotFound.
+func (s *Store) WebhookEndpoint(ctx context.Context, id string) (*calls.WebhookEndpoint, error) {
+	e, err := scanEndpoint(s.rdb.QueryRowContext(ctx, `SELECT `+endpointColumns+`
+		FROM webhook_endpoints WHERE id = ? AND deleted = 0`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, webhookNotFound(id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("db: load webhook %s: %w", id, err)
+	}
+	return e, nil
+}
+
+func webhookNotFound(id string) error {
+	return &calls.Error{Code: calls.CodeNotFound, Message: fmt.Sprintf("webhook %s not found", id)}
+}
+
+// DeleteWebhookEndpoint soft-deletes an endpoint (its deliveries keep
+// pointing at the row) and fails its pending deliveries, so nothing more is
+// sent to it. An unknown or already deleted id matches calls.ErrNotFound.
+func (s *Store) DeleteWebhookEndpoint(ctx context.Context, id string) error {
+	return s.write(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE webhook_endpoints SET deleted = 1, enabled = 0
+			WHERE id = ? AND deleted = 0`, id)
+		if err != nil {
+			return fmt.Errorf("db: delete webhook %s: %w", id, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("db: delete webhook %s: %w", id, err)
+		} else if n == 0 {
+			return webhookNotFound(id)
+		}
+		return failPending(ctx, tx, id, "endpoint deleted")
+	})
+}
+
+// failPending fails every pending delivery of an endpoint that will not be
+// sent to any more.
+func failPending(ctx context.Context, tx *sqlx.Tx, endpointID, reason string) error {
+	_, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries
+		SET status = 'failed', last_error = ?, next_attempt_at = 0, locked_until = 0
+		WHERE endpoint_id = ? AND status = 'pending'`, reason, endpointID)
+	if err != nil {
+		return fmt.Errorf("db: fail deliveries of %s: %w", endpointID, err)
+	}
+	return nil
+}
+
+// WebhookDeliveries lists an endpoint's deliveries newest first, or fails
+// with calls.ErrNotFound for an unknown endpoint.
+func (s *Store) WebhookDeliveries(ctx context.Context, endpointID string, q calls.DeliveryQuery) ([]calls.WebhookDelivery, error) {
+	if q.Limit <= 0 {
+		q.Limit = calls.DefaultDeliveryLimit
+	}
+	list := []calls.WebhookDelivery{}
+	err := s.read(ctx, func(tx *sqlx.Tx) error {
+		var one int
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM webhook_endpoints WHERE id = ? AND deleted = 0`, endpointID).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return webhookNotFound(endpointID)
+		}
+		if err != nil {
+			return err
+		}
+		// Walks webhook_deliveries_by_endpoint backwards; a status filter is
+		// applied on the way, which is cheap for the statuses admins look for.
+		query := `SELECT ` + deliveryColumns + ` FROM webhook_deliveries d
+			JOIN webhook_messages m ON m.id = d.message_id
+			WHERE d.endpoint_id = ?`
+		args := []any{endpointID}
+		if q.Status != "" {
+			query += ` AND d.status = ?`
+			args = append(args, string(q.Status))
+		}
+		query += ` ORDER BY d.id DESC LIMIT ?`
+		rows, err := tx.QueryContext(ctx, query, append(args, q.Limit)...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			d, err := scanDelivery(rows)
+			if err != nil {
+				return err
+			}
+			list = append(list, d)
+		}
+		return rows.Err()
+	})
+	if err != nil && calls.CodeOf(err) == "" {
+		err = fmt.Errorf("db: list deliveries of %s: %w", endpointID, err)
+	}
+	return list, err
+}
+
+// RetryWebhookDelivery puts a delivery of a live endpoint back to pending,
+// due at now, whatever its status, and returns it. Its attempt count is
+// kept: a failed delivery retried by hand gets one more attempt. A lease
+// held by an attempt in flight is left alone, so the retry never sends the
+// delivery twice at the same time.
+func (s *Store) RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*calls.WebhookDelivery, error) {
+	var d calls.WebhookDelivery
+	err := s.write(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries
+			SET status = 'pending', next_attempt_at = ?, delivered_at = 0
+			WHERE id = ? AND endpoint_id = ?
+			AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = endpoint_id AND e.deleted = 0)`,
+			now, deliveryID, endpointID)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return &calls.Error{Code: calls.CodeNotFound,
+				Message: fmt.Sprintf("delivery %d of webhook %s not found", deliveryID, endpointID)}
+		}
+		d, err = scanDelivery(tx.QueryRowContext(ctx, `SELECT `+deliveryColumns+` FROM webhook_deliveries d
+			JOIN webhook_messages m ON m.id = d.message_id WHERE d.id = ?`, deliveryID))
+		return err
+	})
+	if err != nil {
+		if calls.CodeOf(err) == "" {
+			err = fmt.Errorf("db: retry delivery %d: %w", deliveryID, err)
+		}
+		return nil, err
+	}
+	return &d, nil
+}
+
+// ClaimWebhookDeliveries leases up to limit pending deliveries due at now
+// (and not leased by another attempt) until leaseUntil, earliest due first,
+// and returns them ready to send. Due deliveries of an endpoint that was
+// disabled or deleted meanwhile are failed instead of returned. more reports
+// that limit rows were looked at, so more may be due.
+//
+// The claim runs on the single writer, so two claims never return the same
+// delivery; the lease keeps it from being claimed again, even by a process
+// started after a crash, until the attempt is finished or released.
+func (s *Store) ClaimWebhookDeliveries(ctx context.Context, now, leaseUntil int64, limit int) (claimed []calls.WebhookAttempt, more bool, err error) {
+	err = s.write(ctx, func(tx *sqlx.Tx) error {
+		claimed, more = nil, false
+		// The literal status = 'pending' lets SQLite walk the partial index
+		// webhook_deliveries_due in due order.
+		rows, err := tx.QueryContext(ctx, `SELECT d.id, d.endpoint_id, d.attempts, d.created_at,
+				m.msg_id, m.type, m.payload,
+				COALESCE(e.url, ''), COALESCE(e.secret, ''), COALESCE(e.enabled, 0), COALESCE(e.deleted, 1)
+			FROM webhook_deliveries d
+			JOIN webhook_messages m ON m.id = d.message_id
+			LEFT JOIN webhook_endpoints e ON e.id = d.endpoint_id
+			WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND d.locked_until <= ?
+			ORDER BY d.next_attempt_at, d.id LIMIT ?`, now, now, limit)
+		if err != nil {
+			return err
+		}
+		var dead []calls.WebhookAttempt // endpoint disabled or deleted
+		var deadDeleted []bool
+		n := 0
+		for rows.Next() {
+			n++
+			var a calls.WebhookAttempt
+			var typ string
+			var enabled, deleted bool
+			if err := rows.Scan(&a.DeliveryID, &a.EndpointID, &a.Attempts, &a.CreatedAt, &a.MsgID, &typ,
+				&a.Payload, &a.URL, &a.Secret, &enabled, &deleted); err != nil {
+				rows.Close()
+				return err
+			}
+			a.Type = calls.HookType(typ)
+			if !enabled || deleted {
+				dead = append(dead, a)
+				deadDeleted = append(deadDeleted, deleted)
+				continue
+			}
+			claimed = append(claimed, a)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		more = n == limit
+		for _, a := range claimed {
+			if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET locked_until = ? WHERE id = ?`,
+				leaseUntil, a.DeliveryID); err != nil {
+				return err
+			}
+		}
+		for i, a := range dead {
+			reason := "endpoint disabled"
+			if deadDeleted[i] {
+				reason = "endpoint deleted"
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries
+				SET status = 'failed', last_error = ?, next_attempt_at = 0, locked_until = 0 WHERE id = ?`,
+				reason, a.DeliveryID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("db: claim webhook deliveries: %w", err)
+	}
+	return claimed, more, nil
+}
+
+// FinishWebhookAttempt records the outcome of an attempt and ends its
+// lease: delivered, pending again at o.NextAttemptAt, or failed. With
+// o.DisableReason the endpoint is disabled and its other pending deliveries
+// fail in the same transaction.
+func (s *Store) FinishWebhookAttempt(ctx context.Context, o calls.WebhookOutcome) error {
+	status, next, deliveredAt := calls.DeliveryFailed, int64(0), int64(0)
+	switch {
+	case o.Delivered:
+		status, deliveredAt = calls.DeliveryDelivered, o.At
+	case o.NextAttemptAt > 0 && o.DisableReason == "":
+		status, next = calls.DeliveryPending, o.NextAttemptAt
+	}
+	err := s.write(ctx, func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET attempts = attempts + 1,
+			last_status_code = ?, last_error = ?, status = ?, next_attempt_at = ?, delivered_at = ?,
+			locked_until = 0 WHERE id = ?`,
+			o.StatusCode, o.Error, string(status), next, deliveredAt, o.DeliveryID); err != nil {
+			return err
+		}
+		if o.DisableReason == "" {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ?
+			WHERE id = ? AND enabled = 1`, o.DisableReason, o.EndpointID); err != nil {
+			return err
+		}
+		return failPending(ctx, tx, o.EndpointID, "endpoint disabled: "+o.DisableReason)
+	})
+	if err != nil {
+		return fmt.Errorf("db: finish delivery %d: %w", o.DeliveryID, err)
+	}
+	return nil
+}
+
+// ReleaseWebhookDelivery ends the lease of an attempt that was abandoned
+// without an outcome (shutdown), so the delivery is due again at once and
+// the abandoned try does not count as an attempt.
+func (s *Store) ReleaseWebhookDelivery(ctx context.Context, deliveryID int64) error {
+	err := s.write(ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET locked_until = 0 WHERE id = ?`, deliveryID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("db: release delivery %d: %w", deliveryID, err)
+	}
+	return nil
+}
+
+// NextWebhookDue returns when the earliest pending delivery can next be
+// claimed (its due time, or the end of its lease), 0 when none is pending.
+func (s *Store) NextWebhookDue(ctx context.Context) (int64, error) {
+	var at int64
+	err := s.rdb.QueryRowContext(ctx, `SELECT COALESCE(MIN(MAX(next_attempt_at, locked_until)), 0)
+		FROM webhook_deliveries WHERE status = 'pending'`).Scan(&at)
+	if err != nil {
+		return 0, fmt.Errorf("db: next webhook due: %w", err)
+	}
+	return at, nil
+}
+
+// WebhookQueueStats returns how many deliveries are pending and when the
+// oldest of them was queued (0 when none).
+func (s *Store) WebhookQueueStats(ctx context.Context) (pending int, oldest int64, err error) {
+	err = s.rdb.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(MIN(created_at), 0)
+		FROM webhook_deliveries WHERE status = 'pending'`).Scan(&pending, &oldest)
+	if err != nil {
+		return 0, 0, fmt.Errorf("db: webhook queue stats: %w", err)
+	}
+	return pending, oldest, nil
+}

@@ -1,0 +1,176 @@
+package handlers
+
+import (
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// AuthConfig says how requests are authenticated.
+type AuthConfig struct {
+	// Secret is the HS256 key (its raw bytes). Required.
+	Secret []byte
+	// Issuer and Audience, when set, must match the token's iss and aud.
+	Issuer   string
+	Audience string
+	// AdminToken, when set, is accepted as a bearer token on admin routes.
+	AdminToken string
+}
+
+// DefaultDevice is the device of a request that names none.
+const DefaultDevice = "default"
+
+// adminTokenUser identifies the admin token in logs, rate limits and
+// idempotency scopes; '#' cannot occur in a user ID, so it never collides.
+const adminTokenUser = "#admin"
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_.@:-]{1,128}$`)
+
+// ValidID reports whether s is a valid user or device ID.
+func ValidID(s string) bool { return idPattern.MatchString(s) }
+
+// tokenClaims are the claims callsig reads: sub is the user ID, role
+// "admin" grants the admin endpoints.
+type tokenClaims struct {
+	jwt.RegisteredClaims
+	Role string `json:"role,omitempty"`
+}
+
+type authenticator struct {
+	cfg    AuthConfig
+	parser *jwt.Parser
+}
+
+func newAuthenticator(cfg AuthConfig) *authenticator {
+	// The algorithm is fixed here, never taken from the token: this refuses
+	// "none" and asymmetric algorithms (key-confusion attacks).
+	opts := []jwt.ParserOption{jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired()}
+	if cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
+	}
+	if cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(cfg.Audience))
+	}
+	return &authenticator{cfg: cfg, parser: jwt.NewParser(opts...)}
+}
+
+// parse verifies a JWT and returns its user and whether it carries the
+// admin role. Error messages are safe to show the client.
+func (a *authenticator) parse(token string) (user string, admin bool, err error) {
+	var c tokenClaims
+	_, err = a.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.cfg.Secret, nil })
+	switch {
+	case err == nil:
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "", false, errors.New("token is expired")
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return "", false, errors.New("token has no exp claim")
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "", false, errors.New("token is not valid yet")
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return "", false, errors.New("token has the wrong issuer")
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return "", false, errors.New("token has the wrong audience")
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
+		return "", false, errors.New("token signature is invalid")
+	default:
+		return "", false, errors.New("token is invalid")
+	}
+	if !ValidID(c.Subject) {
+		return "", false, errors.New("token sub is not a valid user ID")
+	}
+	return c.Subject, c.Role == "admin", nil
+}
+
+// bearer extracts the token of an "Authorization: Bearer" header.
+func bearer(r *http.Request) string {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(token)
+}
+
+// unauthorized answers 401 with the challenge RFC 6750 asks for.
+func unauthorized(w http.ResponseWriter, r *http.Request, reason string, tokenGiven bool) {
+	challenge := `Bearer realm="callsig"`
+	if tokenGiven {
+		challenge += `, error="invalid_token", error_description="` + reason + `"`
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	writeError(w, r, newError(codeUnauthorized, "%s", reason))
+}
+
+// requireUser authenticates a user by bearer JWT (or, with fromQuery, by
+// ?access_token=, which EventSource needs) and names the device: from
+// X-Device-ID, or from ?deviceID= with fromQuery; missing means "default".
+func (a *authenticator) requireUser(fromQuery bool) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			token := bearer(r)
+			device := r.Header.Get("X-Device-ID")
+			deviceField := "X-Device-ID"
+			if fromQuery {
+				q := r.URL.Query()
+				if token == "" {
+					token = q.Get("access_token")
+				}
+				if q.Has("deviceID") {
+					device, deviceField = q.Get("deviceID"), "deviceID"
+				}
+			}
+			if token == "" {
+				unauthorized(w, r, "missing bearer token", false)
+				return
+			}
+			user, admin, err := a.parse(token)
+			if err != nil {
+				unauthorized(w, r, err.Error(), true)
+				return
+			}
+			if device == "" {
+				device = DefaultDevice
+			} else if !ValidID(device) {
+				writeError(w, r, invalidField(deviceField, "must be 1–128 characters of [A-Za-z0-9_.@:-]"))
+				return
+			}
+			r, info := ensureInfo(r)
+			info.user, info.device, info.admin = user, device, admin
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// requireAdmin admits the admin token (compared in constant time) or a JWT
+// with role "admin": 401 without valid credentials, 403 for a user token
+// without the role.
+func (a *authenticator) requireAdmin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token := bearer(r)
+		if token == "" {
+			unauthorized(w, r, "missing bearer token", false)
+			return
+		}
+		r, info := ensureInfo(r)
+		if a.cfg.AdminToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(a.cfg.AdminToken)) == 1 {
+			info.user, info.device, info.admin = adminTokenUser, DefaultDevice, true
+			next.ServeHTTP(w, r)
+			return
+		}
+		user, admin, err := a.parse(token)
+		if err != nil {
+			unauthorized(w, r, err.Error(), true)
+			return
+		}
+		info.user, info.device, info.admin = user, DefaultDevice, admin
+		if !admin {
+			writeError(w, r, newError(codeForbidden, "admin rights needed"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

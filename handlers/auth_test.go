@@ -1,0 +1,163 @@
+package handlers
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// whoAmI answers 200 with the authenticated user, device and admin flag.
+var whoAmI = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	info := infoFrom(r.Context())
+	admin := ""
+	if info.admin {
+		admin = " admin"
+	}
+	_, _ = w.Write([]byte(info.user + " " + info.device + admin))
+})
+
+func signed(t *testing.T, method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(method, claims).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestRequireUser(t *testing.T) {
+	exp := time.Now().Add(time.Hour).Unix()
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An RS256 header over an HMAC signature made with the secret: the
+	// classic key-confusion forgery.
+	confused := func() string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": exp})
+		tok.Header["alg"] = "RS256"
+		s, err := tok.SignedString(testSecret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}()
+	none := signed(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, jwt.MapClaims{"sub": "alice", "exp": exp})
+
+	tests := []struct {
+		name     string
+		cfg      AuthConfig
+		header   string
+		query    string
+		device   string
+		want     int
+		wantBody string
+	}{
+		{name: "valid", header: "Bearer " + token(t, "alice", nil), want: 200, wantBody: "alice default"},
+		{name: "scheme is case-insensitive", header: "bearer " + token(t, "alice", nil), want: 200},
+		{name: "device header", header: "Bearer " + token(t, "alice", nil), device: "phone-1", want: 200, wantBody: "alice phone-1"},
+		{name: "bad device", header: "Bearer " + token(t, "alice", nil), device: "bad device", want: 400},
+		{name: "missing", want: 401, wantBody: "missing bearer token"},
+		{name: "basic scheme", header: "Basic YWxpY2U6eA==", want: 401},
+		{name: "garbage", header: "Bearer not.a.jwt", want: 401},
+		{name: "expired", header: "Bearer " + token(t, "alice", jwt.MapClaims{"exp": time.Now().Add(-time.Minute).Unix()}), want: 401, wantBody: "token is expired"},
+		{name: "missing exp", header: "Bearer " + token(t, "alice", jwt.MapClaims{"exp": nil}), want: 401, wantBody: "no exp"},
+		{name: "alg none", header: "Bearer " + none, want: 401},
+		{name: "HS384", header: "Bearer " + signed(t, jwt.SigningMethodHS384, testSecret, jwt.MapClaims{"sub": "alice", "exp": exp}), want: 401},
+		{name: "RS256", header: "Bearer " + signed(t, jwt.SigningMethodRS256, rsaKey, jwt.MapClaims{"sub": "alice", "exp": exp}), want: 401},
+		{name: "RS256 header, HMAC signature", header: "Bearer " + confused, want: 401},
+		{name: "wrong secret", header: "Bearer " + signed(t, jwt.SigningMethodHS256, []byte("other"), jwt.MapClaims{"sub": "alice", "exp": exp}), want: 401, wantBody: "signature"},
+		{name: "bad sub", header: "Bearer " + token(t, "alice bob", nil), want: 401, wantBody: "sub"},
+		{name: "empty sub", header: "Bearer " + token(t, "", nil), want: 401},
+		{name: "long sub", header: "Bearer " + token(t, strings.Repeat("a", 129), nil), want: 401},
+		{name: "issuer required", cfg: AuthConfig{Issuer: "callsig"}, header: "Bearer " + token(t, "alice", nil), want: 401, wantBody: "issuer"},
+		{name: "issuer wrong", cfg: AuthConfig{Issuer: "callsig"}, header: "Bearer " + token(t, "alice", jwt.MapClaims{"iss": "evil"}), want: 401},
+		{name: "issuer ok", cfg: AuthConfig{Issuer: "callsig"}, header: "Bearer " + token(t, "alice", jwt.MapClaims{"iss": "callsig"}), want: 200},
+		{name: "audience wrong", cfg: AuthConfig{Audience: "api"}, header: "Bearer " + token(t, "alice", jwt.MapClaims{"aud": "web"}), want: 401, wantBody: "audience"},
+		{name: "audience ok", cfg: AuthConfig{Audience: "api"}, header: "Bearer " + token(t, "alice", jwt.MapClaims{"aud": []string{"web", "api"}}), want: 200},
+		{name: "query token refused on REST", query: "?access_token=" + token(t, "alice", nil), want: 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.Secret = testSecret
+			h := newAuthenticator(tt.cfg).requireUser(false)(whoAmI)
+			r := httptest.NewRequest("GET", "/calls"+tt.query, nil)
+			if tt.header != "" {
+				r.Header.Set("Authorization", tt.header)
+			}
+			if tt.device != "" {
+				r.Header.Set("X-Device-ID", tt.device)
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != tt.want || !strings.Contains(w.Body.String(), tt.wantBody) {
+				t.Fatalf("got %d %s, want %d containing %q", w.Code, w.Body, tt.want, tt.wantBody)
+			}
+			if tt.want == 401 {
+				decodeProblem(t, w, 401, "unauthorized")
+				if !strings.HasPrefix(w.Header().Get("WWW-Authenticate"), "Bearer") {
+					t.Fatalf("WWW-Authenticate = %q", w.Header().Get("WWW-Authenticate"))
+				}
+			}
+		})
+	}
+}
+
+func TestRequireUserFromQuery(t *testing.T) {
+	h := newAuthenticator(AuthConfig{Secret: testSecret}).requireUser(true)(whoAmI)
+	r := httptest.NewRequest("GET", "/events?access_token="+token(t, "bob", nil)+"&deviceID=tab-2", nil)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != 200 || w.Body.String() != "bob tab-2" {
+		t.Fatalf("got %d %q", w.Code, w.Body)
+	}
+	r = httptest.NewRequest("GET", "/events?access_token="+token(t, "bob", nil)+"&deviceID=", nil)
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != 200 || w.Body.String() != "bob default" {
+		t.Fatalf("empty deviceID: got %d %q", w.Code, w.Body)
+	}
+}
+
+func TestRequireAdmin(t *testing.T) {
+	a := newAuthenticator(AuthConfig{Secret: testSecret, AdminToken: "admin-secret"})
+	tests := []struct {
+		name, header string
+		want         int
+	}{
+		{"admin token", "Bearer admin-secret", 200},
+		{"admin role", "Bearer " + token(t, "ops", jwt.MapClaims{"role": "admin"}), 200},
+		{"user token", "Bearer " + token(t, "alice", nil), 403},
+		{"other role", "Bearer " + token(t, "alice", jwt.MapClaims{"role": "user"}), 403},
+		{"wrong admin token", "Bearer admin-secreT", 401},
+		{"no token", "", 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/webhooks", nil)
+			if tt.header != "" {
+				r.Header.Set("Authorization", tt.header)
+			}
+			w := httptest.NewRecorder()
+			a.requireAdmin(whoAmI).ServeHTTP(w, r)
+			if w.Code != tt.want {
+				t.Fatalf("got %d %s, want %d", w.Code, w.Body, tt.want)
+			}
+		})
+	}
+	// Without a configured admin token, an empty-looking one never matches.
+	noToken := newAuthenticator(AuthConfig{Secret: testSecret})
+	r := httptest.NewRequest("GET", "/webhooks", nil)
+	r.Header.Set("Authorization", "Bearer ")
+	w := httptest.NewRecorder()
+	noToken.requireAdmin(whoAmI).ServeHTTP(w, r)
+	if w.Code != 401 {
+		t.Fatalf("empty admin token: got %d", w.Code)
+	}
+}

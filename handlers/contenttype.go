@@ -1,0 +1,35 @@
+package handlers
+
+import (
+	"mime"
+	"net/http"
+	"strings"
+)
+
+// requireJSON refuses a request body that is not declared as JSON with 415.
+// An empty body needs no Content-Type: accept, reject, join, quit, end and
+// cancel have optional bodies, and a required one missing is a 400 that
+// validation reports. Charset and other parameters are allowed.
+func requireJSON(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := requestBody(r)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		if len(body) > 0 && !isJSON(r.Header.Get("Content-Type")) {
+			writeError(w, r, newError(codeUnsupportedMediaType, "Content-Type must be application/json"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func isJSON(contentType string) bool {
+	mt, params, err := mime.ParseMediaType(contentType)
+	if err != nil || mt != "application/json" {
+		return false
+	}
+	cs, ok := params["charset"]
+	return !ok || strings.EqualFold(cs, "utf-8")
+}

@@ -1,0 +1,179 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"callsig/api"
+	"callsig/calls"
+)
+
+// Deps is everything the HTTP layer needs, wired by cmd/api.
+type Deps struct {
+	Service *calls.Service // required
+	Auth    AuthConfig     // Secret required
+	// Idempotency stores Idempotency-Key records (db.Store). Nil disables
+	// idempotency: keys are then ignored.
+	Idempotency IdempotencyStore
+	// Ready reports whether the server can serve (the database answers);
+	// nil means always ready.
+	Ready  func(ctx context.Context) error
+	Logger *slog.Logger // nil discards
+	// Registry receives the HTTP metrics and is served at /metrics; nil
+	// means a fresh registry.
+	Registry *prometheus.Registry
+	// CORSOrigins are the browser origins allowed (exact match, or "*");
+	// entries may be comma-separated lists. Empty: no CORS headers.
+	CORSOrigins []string
+	// BodyLimit is the largest request body in bytes (0: DefaultBodyLimit).
+	BodyLimit int64
+	// RateLimit is requests per second per user (0: no limit), with bursts
+	// of RateBurst (0: the rate rounded up, at least 1).
+	RateLimit float64
+	RateBurst int
+	// Events serves GET /events when set.
+	Events EventStream
+	// DevToken mints a user token for POST /dev/token (development mode
+	// only); nil leaves the route out, ok=false answers 404.
+	DevToken func(userID string, ttl time.Duration) (token string, expiresAt time.Time, ok bool)
+	// Webhooks serves the admin /webhooks endpoints when set.
+	Webhooks calls.WebhookRegistry
+}
+
+// EventStream serves one user's Server-Sent Events stream (package sse).
+// The request is authenticated; the handler owns the response until the
+// client leaves or r.Context() is done.
+type EventStream interface {
+	ServeEvents(w http.ResponseWriter, r *http.Request, userID, deviceID string)
+}
+
+// requestTimeout bounds REST requests (never the event stream), so a stuck
+// dependency cannot pin a connection forever.
+const requestTimeout = 30 * time.Second
+
+const eventsRoute = "/events"
+
+// server holds what the routes and middleware share.
+type server struct {
+	deps     Deps
+	log      *slog.Logger
+	auth     *authenticator
+	metrics  *httpMetrics
+	validate *validator
+	limit    func(http.Handler) http.Handler
+	idem     func(http.Handler) http.Handler
+}
+
+// New builds the HTTP handler of the whole API.
+func New(d Deps) (http.Handler, error) {
+	if d.Service == nil {
+		return nil, errors.New("handlers: Deps.Service is required")
+	}
+	if len(d.Auth.Secret) == 0 {
+		return nil, errors.New("handlers: Deps.Auth.Secret is required")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Registry == nil {
+		d.Registry = prometheus.NewRegistry()
+	}
+	if d.BodyLimit <= 0 {
+		d.BodyLimit = DefaultBodyLimit
+	}
+	if d.Ready == nil {
+		d.Ready = func(context.Context) error { return nil }
+	}
+	s := &server{deps: d, log: d.Logger, auth: newAuthenticator(d.Auth), limit: passThrough, idem: passThrough}
+	var err error
+	if s.metrics, err = newHTTPMetrics(d.Registry); err != nil {
+		return nil, fmt.Errorf("handlers: metrics: %w", err)
+	}
+	doc, err := api.Load(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("handlers: %w", err)
+	}
+	if s.validate, err = newValidator(doc); err != nil {
+		return nil, fmt.Errorf("handlers: openapi router: %w", err)
+	}
+	if d.RateLimit > 0 {
+		s.limit = newRateLimiter(d.RateLimit, d.RateBurst, time.Now).middleware
+	}
+	if d.Idempotency != nil {
+		s.idem = (&idempotency{store: d.Idempotency, now: time.Now}).middleware
+	}
+	return s.routes(), nil
+}
+
+func (s *server) routes() http.Handler {
+	r := chi.NewRouter()
+	// Every request, streams included: none of these buffers the body.
+	r.Use(requestID(s.log), accessLog, s.metrics.middleware, recoverPanics, cors(parseOrigins(s.deps.CORSOrigins)))
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, newError(codeNotFound, "no such resource: %s", r.URL.Path))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
+		if allow := allowedMethods(r, req.URL.Path); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		writeError(w, req, newError(codeMethodNotAllowed, "method %s not allowed on %s", req.Method, req.URL.Path))
+	})
+
+	mountSystem(r, s)
+
+	// REST: authenticated, limited, read whole, validated, idempotent.
+	r.Group(func(r chi.Router) {
+		r.Use(s.auth.requireUser(false), s.limit, timeout(requestTimeout), bodyLimit(s.deps.BodyLimit),
+			requireJSON, s.validate.middleware, s.idem)
+		mountCalls(r, s.deps.Service)
+	})
+
+	// Admin: the admin token or a JWT with role "admin".
+	r.Group(func(r chi.Router) {
+		r.Use(s.auth.requireAdmin, s.limit, timeout(requestTimeout), bodyLimit(s.deps.BodyLimit),
+			requireJSON, s.validate.middleware, s.idem)
+		s.mountAdmin(r)
+	})
+
+	// The event stream: authenticated (also by ?access_token=) and limited,
+	// but never buffered, validated or timed out.
+	if s.deps.Events != nil {
+		r.With(s.auth.requireUser(true), s.limit).Get(eventsRoute, func(w http.ResponseWriter, r *http.Request) {
+			info := infoFrom(r.Context())
+			s.deps.Events.ServeEvents(w, r, info.user, info.device)
+		})
+	}
+	return r
+}
+
+// allowedMethods lists the methods that path is routed for, for Allow.
+func allowedMethods(r *chi.Mux, path string) string {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+		if r.Match(chi.NewRouteContext(), m, path) {
+			allow = append(allow, m)
+		}
+	}
+	return strings.Join(allow, ", ")
+}
+
+// timeout gives REST requests a deadline through their context.
+func timeout(d time.Duration) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), d)
+			defer cancel()
+			next.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
+}
+
+func passThrough(next http.Handler) http.Handler { return next }

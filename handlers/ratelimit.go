@@ -1,0 +1,94 @@
+package handlers
+
+import (
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// rateLimiter is a token bucket per key (the user): rate tokens a second,
+// at most burst saved up. Buckets that have refilled are dropped by a sweep
+// that runs at most once a sweepEvery, inside allow, so no goroutine is
+// needed and memory stays bounded by the users active in the last minute.
+type rateLimiter struct {
+	rate, burst float64
+	now         func() time.Time
+
+	mu        sync.Mutex
+	buckets   map[string]*bucket
+	lastSweep time.Time
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+const sweepEvery = time.Minute
+
+func newRateLimiter(rate float64, burst int, now func() time.Time) *rateLimiter {
+	if burst <= 0 {
+		burst = max(1, int(math.Ceil(rate)))
+	}
+	return &rateLimiter{rate: rate, burst: float64(burst), now: now, buckets: map[string]*bucket{}}
+}
+
+// allow takes a token for key, or says how long until one is available.
+func (l *rateLimiter) allow(key string) (ok bool, retryAfter time.Duration) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.lastSweep) >= sweepEvery {
+		l.sweep(now)
+	}
+	b := l.buckets[key]
+	if b == nil {
+		b = &bucket{tokens: l.burst, last: now}
+		l.buckets[key] = b
+	}
+	b.refill(now, l.rate, l.burst)
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, 0
+	}
+	return false, time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
+}
+
+func (b *bucket) refill(now time.Time, rate, burst float64) {
+	if elapsed := now.Sub(b.last).Seconds(); elapsed > 0 {
+		b.tokens = min(burst, b.tokens+elapsed*rate)
+		b.last = now
+	}
+}
+
+// sweep forgets full buckets: a new bucket starts full, so this changes
+// nothing for their users.
+func (l *rateLimiter) sweep(now time.Time) {
+	for key, b := range l.buckets {
+		b.refill(now, l.rate, l.burst)
+		if b.tokens >= l.burst {
+			delete(l.buckets, key)
+		}
+	}
+	l.lastSweep = now
+}
+
+// middleware limits each authenticated user; it must run after auth.
+func (l *rateLimiter) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := ""
+		if info := infoFrom(r.Context()); info != nil {
+			key = info.user
+		}
+		if ok, wait := l.allow(key); !ok {
+			secs := int(math.Ceil(wait.Seconds()))
+			secs = max(secs, 1)
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			writeError(w, r, newError(codeRateLimited, "rate limit exceeded, retry in %d s", secs))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,76 @@
+package handlers
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+)
+
+// responseRecorder remembers the status and size of a response, and
+// optionally a copy of its body (for idempotent replay). It forwards
+// Flush and Unwrap, so http.ResponseController and streaming still work
+// through it.
+type responseRecorder struct {
+	http.ResponseWriter
+	status      int
+	bytes       int64
+	wroteHeader bool
+	body        *bytes.Buffer // nil: do not capture
+}
+
+// recorderFor reuses w when it already records, so stacked observers share
+// one wrapper.
+func recorderFor(w http.ResponseWriter) *responseRecorder {
+	if rec, ok := w.(*responseRecorder); ok && rec.body == nil {
+		return rec
+	}
+	return &responseRecorder{ResponseWriter: w}
+}
+
+func (w *responseRecorder) WriteHeader(code int) {
+	if !w.wroteHeader && code >= 200 {
+		w.status, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseRecorder) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	if w.body != nil {
+		w.body.Write(p[:n])
+	}
+	return n, err
+}
+
+// Status is the status sent, 200 when the handler wrote nothing.
+func (w *responseRecorder) Status() int {
+	if !w.wroteHeader {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+func (w *responseRecorder) Flush() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *responseRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// writeJSON encodes v as the response body with status.
+func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}

@@ -1,0 +1,82 @@
+package handlers
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"callsig/api"
+)
+
+const readyTimeout = 2 * time.Second
+
+// mountSystem registers the unauthenticated endpoints: health, readiness,
+// the spec, metrics and, in development mode, the token helper.
+func mountSystem(r chi.Router, s *server) {
+	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+		defer cancel()
+		if err := s.deps.Ready(ctx); err != nil {
+			loggerFrom(r.Context()).Warn("not ready", "err", err)
+			writeError(w, r, newError(codeUnavailable, "the server is not ready: its database does not answer"))
+			return
+		}
+		writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Get("/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		_, _ = w.Write(api.Spec)
+	})
+	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.deps.Registry, promhttp.HandlerOpts{}))
+	if s.deps.DevToken != nil {
+		r.With(s.limit, bodyLimit(s.deps.BodyLimit), requireJSON, s.validate.middleware, s.idem).
+			Post("/dev/token", devToken(s.deps.DevToken))
+	}
+}
+
+type devTokenBody struct {
+	UserID     string `json:"userID"`
+	TTLSeconds int    `json:"ttlSeconds"`
+}
+
+type devTokenResult struct {
+	Token     string `json:"token"`
+	UserID    string `json:"userID"`
+	ExpiresAt int64  `json:"expiresAt"`
+}
+
+// devToken serves POST /dev/token: a user token signed with the server's
+// secret, for local development and the demo page.
+func devToken(mint func(string, time.Duration) (string, time.Time, bool)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var b devTokenBody
+		if err := decodeJSON(r, &b, false); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		if !ValidID(b.UserID) {
+			writeError(w, r, invalidField("userID", "must be 1–128 characters of [A-Za-z0-9_.@:-]"))
+			return
+		}
+		ttl := time.Hour
+		if b.TTLSeconds != 0 {
+			if b.TTLSeconds < 60 || b.TTLSeconds > 86400 {
+				writeError(w, r, invalidField("ttlSeconds", "must be between 60 and 86400"))
+				return
+			}
+			ttl = time.Duration(b.TTLSeconds) * time.Second
+		}
+		token, exp, ok := mint(b.UserID, ttl)
+		if !ok {
+			writeError(w, r, newError(codeNotFound, "tokens are minted only in development mode"))
+			return
+		}
+		writeJSON(w, r, http.StatusOK, devTokenResult{Token: token, UserID: b.UserID, ExpiresAt: exp.UnixMilli()})
+	}
+}

@@ -1,0 +1,204 @@
+package handlers
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+
+	"callsig/calls"
+)
+
+// validator checks requests against the OpenAPI document, so the spec and
+// the server cannot drift apart silently.
+type validator struct {
+	router routers.Router
+	opts   *openapi3filter.Options
+}
+
+func newValidator(doc *openapi3.T) (*validator, error) {
+	// Match paths only: the document's servers may name hosts this process
+	// is not reached by.
+	doc.Servers = openapi3.Servers{{URL: "/"}}
+	router, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		return nil, err
+	}
+	return &validator{router: router, opts: &openapi3filter.Options{
+		// Authentication is our own middleware's job.
+		AuthenticationFunc: openapi3filter.NoopAuthenticationFunc,
+		MultiError:         true,
+		// The service applies defaults; the body the handler decodes stays
+		// the bytes the client sent (and the idempotency fingerprint hashed).
+		SkipSettingDefaults: true,
+	}}, nil
+}
+
+// middleware answers 400 invalid_request, listing every offending field,
+// when the request breaks the document. Requests for operations the
+// document does not describe pass through (routing answers them).
+func (v *validator) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		route, params, err := v.router.FindRoute(r)
+		if err != nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := requestBody(r)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		err = openapi3filter.ValidateRequest(r.Context(), &openapi3filter.RequestValidationInput{
+			Request: r, PathParams: params, Route: route, Options: v.opts,
+		})
+		setBody(r, body) // validation consumed it
+		if err != nil {
+			writeError(w, r, validationError(err))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// validationError turns kin-openapi's error tree into one invalid_request
+// listing readable fields: "invitees/3", "pushConfig/title", a query
+// parameter's or header's name, or "body" for the body as a whole.
+func validationError(err error) *httpError {
+	var fields []calls.FieldError
+	collectFields(err, "", &fields)
+	if len(fields) == 0 {
+		fields = []calls.FieldError{{Field: "body", Message: "the request does not match the API description"}}
+	}
+	msgs := make([]string, len(fields))
+	for i, f := range fields {
+		msgs[i] = f.Field + ": " + f.Message
+	}
+	return &httpError{code: codeInvalidRequest, detail: strings.Join(msgs, "; "), fields: fields}
+}
+
+func collectFields(err error, field string, out *[]calls.FieldError) {
+	var (
+		multi openapi3.MultiError
+		reqE  *openapi3filter.RequestError
+		schE  *openapi3.SchemaError
+		parse *openapi3filter.ParseError
+	)
+	switch {
+	case errors.As(err, &multi) && isMulti(err):
+		for _, e := range multi {
+			collectFields(e, field, out)
+		}
+	case errors.As(err, &reqE):
+		switch {
+		case reqE.Parameter != nil:
+			field = reqE.Parameter.Name
+		case reqE.RequestBody != nil:
+			field = "body"
+		}
+		switch {
+		case reqE.Err == nil:
+			add(out, field, reqE.Reason)
+		case errors.Is(reqE.Err, openapi3filter.ErrInvalidRequired):
+			if reqE.Parameter != nil {
+				add(out, field, "is required")
+			} else {
+				add(out, field, "request body is required")
+			}
+		default:
+			collectFields(reqE.Err, field, out)
+		}
+	case errors.As(err, &schE):
+		add(out, schemaField(field, schE), schemaMessage(schE))
+	case errors.As(err, &parse):
+		if path := parse.Path(); len(path) > 0 && field == "body" {
+			parts := make([]string, len(path))
+			for i, p := range path {
+				parts[i] = fmt.Sprint(p)
+			}
+			field = strings.Join(parts, "/")
+		}
+		msg := parse.Reason
+		if msg == "" && parse.Cause != nil {
+			msg = parse.Cause.Error()
+		}
+		if field == "body" {
+			msg = "malformed JSON: " + msg
+		} else {
+			msg = paramMessage(msg)
+		}
+		add(out, field, msg)
+	default:
+		add(out, field, err.Error())
+	}
+}
+
+// isMulti reports whether err itself (not something it wraps) is a
+// MultiError; MultiError.As matches any member, which would loop.
+func isMulti(err error) bool {
+	_, ok := err.(openapi3.MultiError)
+	return ok
+}
+
+// schemaField is the JSON pointer of the failing value below the body or
+// parameter; an unknown property is named itself.
+func schemaField(base string, e *openapi3.SchemaError) string {
+	path := e.JSONPointer()
+	if name, ok := unknownProperty(e); ok {
+		path = append(path, name)
+	}
+	if len(path) == 0 {
+		return base
+	}
+	if base == "body" || base == "" {
+		return strings.Join(path, "/")
+	}
+	return base + "/" + strings.Join(path, "/")
+}
+
+func schemaMessage(e *openapi3.SchemaError) string {
+	if _, ok := unknownProperty(e); ok {
+		return "unknown field"
+	}
+	if e.SchemaField == "required" {
+		return "is required"
+	}
+	return e.Reason
+}
+
+// unknownProperty recognises additionalProperties: false refusing a key.
+func unknownProperty(e *openapi3.SchemaError) (string, bool) {
+	name, ok := strings.CutPrefix(e.Reason, `property "`)
+	if !ok {
+		return "", false
+	}
+	return strings.CutSuffix(name, `" is unsupported`)
+}
+
+// paramMessage words a parameter that does not parse: "an invalid
+// integer" becomes "must be an integer".
+func paramMessage(reason string) string {
+	if rest, ok := strings.CutPrefix(reason, "an invalid "); ok {
+		return "must be " + article(rest) + rest
+	}
+	return reason
+}
+
+func article(word string) string {
+	if word != "" && strings.ContainsRune("aeiou", rune(word[0])) {
+		return "an "
+	}
+	return "a "
+}
+
+func add(out *[]calls.FieldError, field, msg string) {
+	if field == "" {
+		field = "request"
+	}
+	*out = append(*out, calls.FieldError{Field: field, Message: msg})
+}

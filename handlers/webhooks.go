@@ -1,0 +1,66 @@
+package handlers
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/go-chi/chi/v5"
+
+	"callsig/calls"
+)
+
+// createWebhookBody is the body of POST /webhooks.
+type createWebhookBody struct {
+	URL         string           `json:"url"`
+	EventTypes  []calls.HookType `json:"eventTypes"`
+	Description string           `json:"description"`
+}
+
+// mountWebhooks registers the webhook administration endpoints on r, which
+// already requires admin rights. Nothing is mounted without a registry.
+func mountWebhooks(r chi.Router, reg calls.WebhookRegistry) {
+	if reg == nil {
+		return
+	}
+	r.Post("/webhooks", func(w http.ResponseWriter, r *http.Request) {
+		var b createWebhookBody
+		if err := decodeJSON(r, &b, false); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		e, err := reg.Create(r.Context(), calls.CreateWebhookInput{URL: b.URL, EventTypes: b.EventTypes, Description: b.Description})
+		respond(w, r, http.StatusCreated, e, err)
+	})
+	r.Get("/webhooks", func(w http.ResponseWriter, r *http.Request) {
+		list, err := reg.List(r.Context())
+		respond(w, r, http.StatusOK, map[string]any{"webhooks": list}, err)
+	})
+	r.Get("/webhooks/{id}", func(w http.ResponseWriter, r *http.Request) {
+		e, err := reg.Get(r.Context(), chi.URLParam(r, "id"))
+		respond(w, r, http.StatusOK, e, err)
+	})
+	r.Delete("/webhooks/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if err := reg.Delete(r.Context(), chi.URLParam(r, "id")); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	r.Get("/webhooks/{id}/deliveries", func(w http.ResponseWriter, r *http.Request) {
+		q := calls.DeliveryQuery{Status: calls.DeliveryStatus(r.URL.Query().Get("status"))}
+		if s := r.URL.Query().Get("limit"); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 || n > calls.MaxDeliveryLimit {
+				writeError(w, r, invalidField("limit", "must be an integer from 1 to %d", calls.MaxDeliveryLimit))
+				return
+			}
+			q.Limit = n
+		}
+		list, err := reg.Deliveries(r.Context(), chi.URLParam(r, "id"), q)
+		respond(w, r, http.StatusOK, map[string]any{"deliveries": list}, err)
+	})
+	r.Post("/webhooks/{id}/deliveries/{deliveryID}/retry", func(w http.ResponseWriter, r *http.Request) {
+		d, err := reg.Retry(r.Context(), chi.URLParam(r, "id"), chi.URLParam(r, "deliveryID"))
+		respond(w, r, http.StatusAccepted, d, err)
+	})
+}

@@ -1,0 +1,193 @@
+// Package app wires callsig together: the store, the call service, event
+// delivery and the HTTP routes, in one readable place shared by cmd/api and
+// the end-to-end tests (which start exactly what production starts).
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"callsig/calls"
+	"callsig/db"
+	"callsig/handlers"
+)
+
+// App is a running callsig: everything but the listener.
+type App struct {
+	Config   Config
+	Secret   []byte // the JWT secret in use
+	DevMode  bool   // true when the secret was generated for development
+	Store    *db.Store
+	Service  *calls.Service
+	Handler  http.Handler
+	Registry *prometheus.Registry
+
+	log        *slog.Logger
+	stop       context.CancelFunc
+	wait       []func()
+	onShutdown []func()
+}
+
+// Options are the parts tests replace.
+type Options struct {
+	Clock  calls.Clock  // default: the system clock
+	Logger *slog.Logger // default: slog.Default()
+}
+
+// New opens the store, builds the service and the routes, and starts the
+// background work (deadline scheduler). Close releases everything.
+func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if opts.Clock == nil {
+		opts.Clock = calls.SystemClock{}
+	}
+	a := &App{Config: cfg, log: log}
+
+	var secretPath string
+	var err error
+	if a.Secret, a.DevMode, secretPath, err = ResolveSecret(cfg); err != nil {
+		return nil, err
+	}
+	if a.DevMode {
+		log.Warn("DEVELOPMENT MODE: no CALLSIG_JWT_SECRET configured; using a generated secret. Do not expose this server.", "secret_file", secretPath)
+	}
+
+	if a.Store, err = db.Open(ctx, cfg.DB, db.Options{Synchronous: cfg.Synchronous, Logger: log}); err != nil {
+		return nil, err
+	}
+
+	a.Registry = prometheus.NewRegistry()
+	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	events, err := a.newEvents(opts)
+	if err != nil {
+		a.Store.Close()
+		return nil, err
+	}
+	hooks, err := a.newWebhooks(opts)
+	if err != nil {
+		a.Store.Close()
+		return nil, err
+	}
+	var notify notifiers
+	for _, n := range []calls.Notifier{events.Notifier, hooks.Notifier} {
+		if n != nil {
+			notify = append(notify, n)
+		}
+	}
+
+	a.Service = calls.NewService(calls.Options{
+		Store:    a.Store,
+		Clock:    opts.Clock,
+		Notifier: notify,
+		Presence: events.Presence,
+		Logger:   log,
+		Config:   calls.Config{MaxCallUsers: cfg.MaxCallUsers, NotReceivedAfter: cfg.NotReceivedAfter, HeartbeatTimeout: cfg.HeartbeatTimeout},
+	})
+
+	a.Handler, err = handlers.New(handlers.Deps{
+		Service:     a.Service,
+		Auth:        handlers.AuthConfig{Secret: a.Secret, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, AdminToken: cfg.AdminToken},
+		Idempotency: a.Store,
+		Ready:       a.Store.Ping,
+		Logger:      log,
+		Registry:    a.Registry,
+		CORSOrigins: cfg.CORSOrigins,
+		RateLimit:   cfg.RateLimit,
+		RateBurst:   cfg.RateBurst,
+		Events:      events.Stream,
+		Webhooks:    hooks.Registry,
+	})
+	if err != nil {
+		a.Store.Close()
+		return nil, err
+	}
+
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	a.stop = stop
+	waitSched, err := a.Service.Start(runCtx)
+	if err != nil {
+		stop()
+		a.Store.Close()
+		return nil, fmt.Errorf("start scheduler: %w", err)
+	}
+	a.wait = append(a.wait, waitSched)
+	if events.Start != nil {
+		wait, err := events.Start(runCtx, a.Service)
+		if err != nil {
+			a.Close()
+			return nil, fmt.Errorf("start event delivery: %w", err)
+		}
+		a.wait = append(a.wait, wait)
+	}
+	if events.Shutdown != nil {
+		a.onShutdown = append(a.onShutdown, events.Shutdown)
+	}
+	if hooks.Start != nil {
+		wait, err := hooks.Start(runCtx)
+		if err != nil {
+			a.Close()
+			return nil, fmt.Errorf("start webhook dispatcher: %w", err)
+		}
+		a.wait = append(a.wait, wait)
+	}
+	return a, nil
+}
+
+// Close stops the background work and closes the database. In-flight HTTP
+// requests must be finished first (http.Server.Shutdown).
+func (a *App) Close() error {
+	a.stop()
+	for _, w := range a.wait {
+		w()
+	}
+	return a.Store.Close()
+}
+
+// NewLogger returns the process logger for a level and format.
+func NewLogger(level, format string, w interface{ Write([]byte) (int, error) }) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	o := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	}
+	return nil, errors.New("log format must be text or json")
+}
+
+// Server returns the HTTP server for the app. No WriteTimeout: event
+// streams are long-lived and set per-write deadlines themselves.
+func (a *App) Server() *http.Server {
+	return &http.Server{
+		Addr:              a.Config.Addr,
+		Handler:           a.Handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// BeginShutdown ends open event streams so their clients reconnect
+// elsewhere while the HTTP server drains the other requests.
+func (a *App) BeginShutdown() {
+	for _, f := range a.onShutdown {
+		f()
+	}
+}

@@ -1,0 +1,134 @@
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Config is the server configuration: flags, with the same names as
+// CALLSIG_* environment variables (a flag wins over its variable).
+type Config struct {
+	Addr                string
+	DB                  string
+	JWTSecret           string
+	JWTIssuer           string
+	JWTAudience         string
+	AdminToken          string
+	HeartbeatTimeout    time.Duration
+	NotReceivedAfter    time.Duration
+	MaxCallUsers        int
+	WebhookAllowPrivate bool
+	WebhookURL          string
+	WebhookSecret       string
+	CORSOrigins         []string
+	Synchronous         string
+	EventRetention      time.Duration
+	RateLimit           float64
+	RateBurst           int
+	ShutdownTimeout     time.Duration
+	LogLevel            string
+	LogFormat           string
+}
+
+// Defaults returns the configuration `go run ./cmd/api` starts with.
+func Defaults() Config {
+	return Config{
+		Addr: ":8080", DB: "callsig.db", HeartbeatTimeout: 30 * time.Second, NotReceivedAfter: 5 * time.Second,
+		MaxCallUsers: 10, Synchronous: "FULL", EventRetention: 24 * time.Hour, RateLimit: 50, RateBurst: 100,
+		ShutdownTimeout: 15 * time.Second, LogLevel: "info", LogFormat: "text",
+	}
+}
+
+// ParseConfig reads flags from args and, for flags not given, the
+// environment through getenv. extra, when not nil, registers more flags
+// (a subcommand's own).
+func ParseConfig(name string, args []string, getenv func(string) string, extra func(*flag.FlagSet)) (Config, error) {
+	c := Defaults()
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	if extra != nil {
+		extra(fs)
+	}
+	var cors string
+	vars := []struct {
+		flag, env, usage string
+		p                any
+	}{
+		{"addr", "CALLSIG_ADDR", "listen address", &c.Addr},
+		{"db", "CALLSIG_DB", "SQLite database file", &c.DB},
+		{"jwt-secret", "CALLSIG_JWT_SECRET", "HS256 secret for user tokens (empty: development mode, generated secret)", &c.JWTSecret},
+		{"jwt-issuer", "CALLSIG_JWT_ISSUER", "required JWT iss (optional)", &c.JWTIssuer},
+		{"jwt-audience", "CALLSIG_JWT_AUDIENCE", "required JWT aud (optional)", &c.JWTAudience},
+		{"admin-token", "CALLSIG_ADMIN_TOKEN", "bearer token for admin endpoints", &c.AdminToken},
+		{"heartbeat-timeout", "CALLSIG_HEARTBEAT_TIMEOUT", "caller-offline grace period", &c.HeartbeatTimeout},
+		{"not-received-after", "CALLSIG_NOT_RECEIVED_AFTER", "delay before an undelivered invitee becomes notYetReceived", &c.NotReceivedAfter},
+		{"max-call-users", "CALLSIG_MAX_CALL_USERS", "users ever in one call, caller included", &c.MaxCallUsers},
+		{"webhook-allow-private", "CALLSIG_WEBHOOK_ALLOW_PRIVATE", "allow webhooks to loopback/private addresses", &c.WebhookAllowPrivate},
+		{"webhook-url", "CALLSIG_WEBHOOK_URL", "a webhook endpoint configured without the API", &c.WebhookURL},
+		{"webhook-secret", "CALLSIG_WEBHOOK_SECRET", "its signing secret (whsec_...)", &c.WebhookSecret},
+		{"cors-origins", "CALLSIG_CORS_ORIGINS", "comma-separated origins allowed for browser apps", &cors},
+		{"synchronous", "CALLSIG_SYNCHRONOUS", "SQLite synchronous: FULL (durable) or NORMAL", &c.Synchronous},
+		{"event-retention", "CALLSIG_EVENT_RETENTION", "how long the event log keeps events for replay", &c.EventRetention},
+		{"rate-limit", "CALLSIG_RATE_LIMIT", "requests per second per user (0: off)", &c.RateLimit},
+		{"rate-burst", "CALLSIG_RATE_BURST", "burst of the per-user rate limit", &c.RateBurst},
+		{"shutdown-timeout", "CALLSIG_SHUTDOWN_TIMEOUT", "how long shutdown waits for in-flight requests", &c.ShutdownTimeout},
+		{"log-level", "CALLSIG_LOG_LEVEL", "debug, info, warn or error", &c.LogLevel},
+		{"log-format", "CALLSIG_LOG_FORMAT", "text or json", &c.LogFormat},
+	}
+	for _, v := range vars {
+		switch p := v.p.(type) {
+		case *string:
+			fs.StringVar(p, v.flag, *p, v.usage+" ($"+v.env+")")
+		case *time.Duration:
+			fs.DurationVar(p, v.flag, *p, v.usage+" ($"+v.env+")")
+		case *int:
+			fs.IntVar(p, v.flag, *p, v.usage+" ($"+v.env+")")
+		case *bool:
+			fs.BoolVar(p, v.flag, *p, v.usage+" ($"+v.env+")")
+		case *float64:
+			fs.Float64Var(p, v.flag, *p, v.usage+" ($"+v.env+")")
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, v := range vars {
+		val := getenv(v.env)
+		if given[v.flag] || val == "" {
+			continue
+		}
+		if err := fs.Set(v.flag, val); err != nil {
+			return c, fmt.Errorf("%s=%q: %w", v.env, val, err)
+		}
+	}
+	for _, o := range strings.Split(cors, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			c.CORSOrigins = append(c.CORSOrigins, o)
+		}
+	}
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.MaxCallUsers < 2 {
+		errs = append(errs, errors.New("max-call-users must be at least 2"))
+	}
+	if c.HeartbeatTimeout <= 0 || c.NotReceivedAfter <= 0 {
+		errs = append(errs, errors.New("heartbeat-timeout and not-received-after must be positive"))
+	}
+	if s := strings.ToUpper(c.Synchronous); s != "FULL" && s != "NORMAL" {
+		errs = append(errs, fmt.Errorf("synchronous must be FULL or NORMAL, not %q", c.Synchronous))
+	}
+	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
+		errs = append(errs, errors.New("jwt-secret must be at least 32 bytes"))
+	}
+	if strings.HasPrefix(c.DB, "postgres://") || strings.HasPrefix(c.DB, "postgresql://") {
+		errs = append(errs, errors.New("PostgreSQL is not supported yet: use a SQLite file path"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,92 @@
+// Package fakeclock is a manual clock for tests: time moves only when the
+// test says so, and timers due by then fire. It satisfies calls.Clock.
+package fakeclock
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"callsig/calls"
+)
+
+// Clock is a manually advanced clock.
+type Clock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []*timer
+}
+
+type timer struct {
+	c    *Clock
+	at   time.Time
+	f    func()
+	done bool
+}
+
+var _ calls.Clock = (*Clock)(nil)
+
+// New returns a clock standing at t.
+func New(t time.Time) *Clock { return &Clock{now: t} }
+
+// Now returns the clock's current time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// AfterFunc schedules f to run in its own goroutine once the clock has been
+// advanced by d; d <= 0 runs it at once.
+func (c *Clock) AfterFunc(d time.Duration, f func()) calls.Timer {
+	c.mu.Lock()
+	t := &timer{c: c, at: c.now.Add(d), f: f}
+	if d <= 0 {
+		t.done = true
+		c.mu.Unlock()
+		go f()
+		return t
+	}
+	c.timers = append(c.timers, t)
+	c.mu.Unlock()
+	return t
+}
+
+// Advance moves the clock forward by d and fires the timers now due, in
+// deadline order.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	var due, rest []*timer
+	for _, t := range c.timers {
+		if !t.at.After(c.now) {
+			t.done = true
+			due = append(due, t)
+		} else {
+			rest = append(rest, t)
+		}
+	}
+	c.timers = rest
+	c.mu.Unlock()
+	sort.Slice(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
+	for _, t := range due {
+		go t.f()
+	}
+}
+
+// Stop cancels the timer; it reports whether it was still pending.
+func (t *timer) Stop() bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	if t.done {
+		return false
+	}
+	t.done = true
+	for i, x := range t.c.timers {
+		if x == t {
+			t.c.timers = append(t.c.timers[:i], t.c.timers[i+1:]...)
+			break
+		}
+	}
+	return true
+}

@@ -1,0 +1,189 @@
+package testkit
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"callsig/internal/app"
+	"callsig/internal/fakeclock"
+)
+
+// Epoch is where fake clocks start: a fixed, readable instant.
+var Epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// Server is a running callsig for one test.
+type Server struct {
+	T      testing.TB
+	Dir    string
+	Config app.Config
+	Clock  *fakeclock.Clock // nil when the server runs on the real clock
+	App    *app.App
+	URL    string
+
+	http *httptest.Server
+	addr string
+	spec *specValidator
+	mu   sync.Mutex
+}
+
+// Option adjusts a test server before it starts.
+type Option func(*settings)
+
+type settings struct {
+	cfg       app.Config
+	fakeClock bool
+}
+
+// WithFakeClock runs the server on a manual clock (s.Clock.Advance).
+func WithFakeClock() Option { return func(s *settings) { s.fakeClock = true } }
+
+// WithConfig edits the configuration.
+func WithConfig(f func(*app.Config)) Option { return func(s *settings) { f(&s.cfg) } }
+
+// AdminToken is the admin bearer token test servers are configured with.
+const AdminToken = "test-admin-token-0123456789abcdef"
+
+// Start starts a server on 127.0.0.1 with a fresh database in t.TempDir and
+// stops it when the test ends.
+func Start(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	st := settings{cfg: app.Defaults()}
+	st.cfg.DB = filepath.Join(dir, "callsig.db")
+	st.cfg.JWTSecret = "test-secret-0123456789abcdef0123456789"
+	st.cfg.AdminToken = AdminToken
+	st.cfg.RateLimit = 0
+	st.cfg.WebhookAllowPrivate = true
+	for _, o := range opts {
+		o(&st)
+	}
+	s := &Server{T: t, Dir: dir, Config: st.cfg, spec: loadSpec(t)}
+	if st.fakeClock {
+		s.Clock = fakeclock.New(Epoch)
+	}
+	s.start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func (s *Server) start() {
+	t := s.T
+	t.Helper()
+	opts := app.Options{Logger: testLogger(t)}
+	if s.Clock != nil {
+		opts.Clock = s.Clock
+	}
+	a, err := app.New(context.Background(), s.Config, opts)
+	if err != nil {
+		t.Fatalf("start callsig: %v", err)
+	}
+	addr := s.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := listen(addr)
+	if err != nil {
+		a.Close()
+		t.Fatalf("listen %s: %v", addr, err)
+	}
+	hs := httptest.NewUnstartedServer(a.Handler)
+	hs.Listener.Close()
+	hs.Listener = ln
+	hs.Config = a.Server()
+	hs.Start()
+	s.mu.Lock()
+	s.App, s.http, s.addr, s.URL = a, hs, ln.Addr().String(), hs.URL
+	s.mu.Unlock()
+}
+
+// listen binds addr, retrying briefly: after a restart the old socket may
+// need a moment to be released.
+func listen(addr string) (net.Listener, error) {
+	var err error
+	for range 50 {
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			return ln, nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil, err
+}
+
+// Stop shuts the server down as SIGTERM would. Safe to call twice.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	a, hs := s.App, s.http
+	s.App, s.http = nil, nil
+	s.mu.Unlock()
+	if a == nil {
+		return
+	}
+	a.BeginShutdown()
+	hs.Config.SetKeepAlivesEnabled(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hs.Config.Shutdown(ctx); err != nil {
+		s.T.Errorf("shutdown: %v", err)
+	}
+	hs.Close()
+	if err := a.Close(); err != nil {
+		s.T.Errorf("close app: %v", err)
+	}
+}
+
+// Restart stops the server and starts it again on the same database file,
+// address and clock, as an operator restarting the process would.
+func (s *Server) Restart() {
+	s.T.Helper()
+	s.Stop()
+	s.start()
+}
+
+// testLogger sends server logs to the test log, shown only on failure.
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("CALLSIG_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+// Token mints a one-hour user token.
+func (s *Server) Token(user string) string {
+	tok, err := app.MintToken(s.App.Secret, app.TokenRequest{UserID: user, TTL: time.Hour, Issuer: s.Config.JWTIssuer, Audience: s.Config.JWTAudience}, time.Now())
+	if err != nil {
+		s.T.Fatalf("mint token: %v", err)
+	}
+	return tok
+}
+
+// Advance moves the fake clock.
+func (s *Server) Advance(d time.Duration) {
+	s.T.Helper()
+	if s.Clock == nil {
+		s.T.Fatal("Advance needs WithFakeClock")
+	}
+	s.Clock.Advance(d)
+}
+
+// Now returns the server's current time in Unix ms.
+func (s *Server) Now() int64 {
+	if s.Clock != nil {
+		return s.Clock.Now().UnixMilli()
+	}
+	return time.Now().UnixMilli()
+}

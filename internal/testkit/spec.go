@@ -1,0 +1,77 @@
+package testkit
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+
+	"callsig/api"
+)
+
+// specValidator checks responses against api/openapi.yaml, so the spec
+// cannot drift from what the server really answers.
+type specValidator struct {
+	doc    *openapi3.T
+	router routers.Router
+}
+
+var (
+	specOnce sync.Once
+	specVal  *specValidator
+	specErr  error
+)
+
+func loadSpec(t testing.TB) *specValidator {
+	specOnce.Do(func() {
+		doc, err := api.Load(context.Background())
+		if err != nil {
+			specErr = err
+			return
+		}
+		r, err := gorillamux.NewRouter(doc)
+		if err != nil {
+			specErr = err
+			return
+		}
+		specVal = &specValidator{doc: doc, router: r}
+	})
+	if specErr != nil {
+		t.Fatalf("load openapi spec: %v", specErr)
+	}
+	return specVal
+}
+
+// validate checks one exchange; reqBody is the body that was sent.
+func (v *specValidator) validate(req *http.Request, reqBody []byte, status int, header http.Header, body []byte) error {
+	// Route on the path alone: the spec's server is "/".
+	r := req.Clone(context.Background())
+	r.URL.Scheme, r.URL.Host, r.Host = "", "", ""
+	if reqBody != nil {
+		r.Body = io.NopCloser(bytes.NewReader(reqBody))
+	}
+	route, params, err := v.router.FindRoute(r)
+	if err != nil {
+		return err
+	}
+	in := &openapi3filter.RequestValidationInput{
+		Request: r, PathParams: params, Route: route,
+		Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, IncludeResponseStatus: true, MultiError: true},
+	}
+	out := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: in, Status: status, Header: header,
+		Body: io.NopCloser(bytes.NewReader(body)), Options: in.Options,
+	}
+	if strings.HasPrefix(header.Get("Content-Type"), "text/event-stream") {
+		return nil // streams are checked by the SSE client, event by event
+	}
+	return openapi3filter.ValidateResponse(context.Background(), out)
+}

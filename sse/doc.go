@@ -1,0 +1,16 @@
+// Package sse delivers the committed call events to users over
+// Server-Sent Events (GET /events) and tracks who is online.
+//
+// The Hub keeps the open streams by user and device. After each commit the
+// calls.Service hands it the new events (Hub.Committed, calls.Notifier); the
+// hub puts them, in id order, into the matching streams' small buffers and
+// never waits for a stream. A stream that falls behind, or reconnects with
+// Last-Event-ID, reads what it missed from the event log, which is the
+// single source of truth: the hub's buffers only make delivery fast.
+//
+// A user is online while at least one of its streams is open
+// (calls.Presence); the first open and the last close are reported to the
+// service, as is every flushed callInvitationReceived (Service.MarkDelivered).
+// Those reports run on the hub's own workers: this package must never block a
+// request or a commit on the database, and never decides call rules itself.
+package sse

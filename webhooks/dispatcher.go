@@ -1,0 +1,380 @@
+package webhooks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"callsig/calls"
+)
+
+// Defaults of the Dispatcher.
+const (
+	DefaultWorkers = 8
+	// DefaultLease is how long a claimed delivery stays claimed without an
+	// outcome: well beyond one attempt's timeout, so a delivery is never
+	// sent twice at the same time, and short enough that a crash mid-attempt
+	// delays it by minutes, not hours.
+	DefaultLease = 2 * time.Minute
+	// storeRetry is how soon the dispatcher tries again after the store
+	// failed it.
+	storeRetry = time.Second
+)
+
+// DispatcherOptions configures NewDispatcher; zero fields get defaults.
+type DispatcherOptions struct {
+	Clock    calls.Clock           // default: the system clock
+	Client   *http.Client          // default: NewClient(ClientOptions{})
+	Logger   *slog.Logger          // default: discard
+	Registry prometheus.Registerer // nil: no metrics exported
+	Workers  int                   // attempts in flight at most (default DefaultWorkers)
+	Lease    time.Duration         // default DefaultLease
+	Jitter   Jitter                // default TenPercent
+	// UserAgent is sent with every delivery.
+	UserAgent string
+}
+
+// Dispatcher drains the webhook outbox: it claims due deliveries, sends
+// each signed with its endpoint's secret by up to Workers goroutines, and
+// records the outcome (delivered, retry later, failed, endpoint gone). It
+// wakes when told a commit queued deliveries (Committed, Wake) and on a
+// timer set to the next due delivery, read from the store, so retries
+// survive restarts.
+type Dispatcher struct {
+	store     Store
+	clock     calls.Clock
+	client    *http.Client
+	log       *slog.Logger
+	metrics   *metrics
+	workers   int
+	lease     time.Duration
+	jitter    Jitter
+	userAgent string
+
+	wake chan struct{} // buffered(1): "look at the outbox again"
+
+	mu       sync.Mutex
+	inflight map[int64]bool // deliveries being sent by this process
+	timer    calls.Timer
+	timerAt  int64 // Unix ms the timer fires at, 0 when none
+	started  bool
+}
+
+var _ calls.Notifier = (*Dispatcher)(nil)
+
+// NewDispatcher returns a dispatcher over store; Start runs it.
+func NewDispatcher(store Store, o DispatcherOptions) (*Dispatcher, error) {
+	if o.Clock == nil {
+		o.Clock = calls.SystemClock{}
+	}
+	if o.Client == nil {
+		o.Client = NewClient(ClientOptions{})
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Workers <= 0 {
+		o.Workers = DefaultWorkers
+	}
+	if o.Lease <= 0 {
+		o.Lease = DefaultLease
+	}
+	if o.Jitter == nil {
+		o.Jitter = TenPercent
+	}
+	if o.UserAgent == "" {
+		o.UserAgent = "callsig-webhooks/1"
+	}
+	m, err := newMetrics(o.Registry, store, o.Clock)
+	if err != nil {
+		return nil, err
+	}
+	return &Dispatcher{
+		store: store, clock: o.Clock, client: o.Client, log: o.Logger, metrics: m,
+		workers: o.Workers, lease: o.Lease, jitter: o.Jitter, userAgent: o.UserAgent,
+		wake: make(chan struct{}, 1), inflight: map[int64]bool{},
+	}, nil
+}
+
+// Committed wakes the dispatcher when a commit queued webhook messages. It
+// never blocks (calls.Notifier).
+func (d *Dispatcher) Committed(_ []calls.Event, hooks int) {
+	if hooks > 0 {
+		d.Wake()
+	}
+}
+
+// Wake makes the dispatcher look at the outbox again. It never blocks; one
+// pending wake-up covers any number of calls.
+func (d *Dispatcher) Wake() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Start runs the dispatcher until ctx is done. The returned func waits for
+// it and its attempts to stop; an attempt cut short by the stop is released
+// to be sent again (same webhook-id) after a restart.
+func (d *Dispatcher) Start(ctx context.Context) (wait func(), err error) {
+	d.mu.Lock()
+	if d.started {
+		d.mu.Unlock()
+		return nil, errors.New("webhooks: dispatcher already started")
+	}
+	d.started = true
+	d.mu.Unlock()
+	var workers sync.WaitGroup
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.run(ctx, &workers)
+		workers.Wait()
+	}()
+	d.Wake() // deliveries left pending by a previous run
+	return func() { <-done }, nil
+}
+
+func (d *Dispatcher) run(ctx context.Context, workers *sync.WaitGroup) {
+	defer d.setTimer(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.wake:
+		}
+		d.drain(ctx, workers)
+	}
+}
+
+// drain starts attempts for due deliveries while workers are free, then
+// arms the timer for the next due one.
+func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
+	for ctx.Err() == nil {
+		d.mu.Lock()
+		free := d.workers - len(d.inflight)
+		d.mu.Unlock()
+		if free <= 0 {
+			return // a finishing attempt wakes the loop
+		}
+		now := d.clock.Now()
+		claimed, more, err := d.store.ClaimWebhookDeliveries(ctx, now.UnixMilli(), now.Add(d.lease).UnixMilli(), free)
+		if err != nil {
+			if ctx.Err() == nil {
+				d.log.Error("webhooks: claim deliveries", "err", err)
+				d.setTimer(now.Add(storeRetry).UnixMilli())
+			}
+			return
+		}
+		for _, a := range claimed {
+			d.mu.Lock()
+			// A lease can run out while its attempt is still in flight
+			// (a clock jump); the delivery is then already being sent here.
+			dup := d.inflight[a.DeliveryID]
+			d.inflight[a.DeliveryID] = true
+			d.mu.Unlock()
+			if dup {
+				continue
+			}
+			workers.Add(1)
+			go d.deliver(ctx, workers, a)
+		}
+		if !more {
+			break
+		}
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	next, err := d.store.NextWebhookDue(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Error("webhooks: next due delivery", "err", err)
+			d.setTimer(d.clock.Now().Add(storeRetry).UnixMilli())
+		}
+		return
+	}
+	d.setTimer(next)
+}
+
+// setTimer makes the dispatcher wake at Unix ms at (0: no timer). A due or
+// past time sets none: what is due now was claimed or is in flight, and a
+// finishing attempt wakes the loop.
+func (d *Dispatcher) setTimer(at int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.clock.Now().UnixMilli()
+	if at != 0 && at <= now {
+		at = 0
+	}
+	if at == d.timerAt {
+		return
+	}
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+	d.timerAt = at
+	if at != 0 {
+		d.timer = d.clock.AfterFunc(time.Duration(at-now)*time.Millisecond, func() {
+			d.mu.Lock()
+			if d.timerAt == at {
+				d.timerAt, d.timer = 0, nil
+			}
+			d.mu.Unlock()
+			d.Wake()
+		})
+	}
+}
+
+// deliver runs one attempt and records its outcome.
+func (d *Dispatcher) deliver(ctx context.Context, workers *sync.WaitGroup, a calls.WebhookAttempt) {
+	defer workers.Done()
+	defer func() {
+		d.mu.Lock()
+		delete(d.inflight, a.DeliveryID)
+		d.mu.Unlock()
+		d.Wake()
+	}()
+	o, abandoned := d.attempt(ctx, a)
+	// Recording must outlive ctx: the outcome of a finished attempt is
+	// worth keeping even while shutting down (the store closes after us).
+	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if abandoned {
+		if err := d.store.ReleaseWebhookDelivery(rec, a.DeliveryID); err != nil {
+			d.log.Error("webhooks: release delivery", "delivery", a.DeliveryID, "err", err)
+		}
+		return
+	}
+	if err := d.store.FinishWebhookAttempt(rec, o); err != nil {
+		d.log.Error("webhooks: record delivery attempt", "delivery", a.DeliveryID, "err", err)
+	}
+}
+
+// attempt sends a delivery once and decides what follows. abandoned
+// reports an attempt cut short by shutdown, which has no outcome.
+func (d *Dispatcher) attempt(ctx context.Context, a calls.WebhookAttempt) (o calls.WebhookOutcome, abandoned bool) {
+	o = calls.WebhookOutcome{DeliveryID: a.DeliveryID, EndpointID: a.EndpointID}
+	log := d.log.With("delivery", a.DeliveryID, "webhook", a.EndpointID, "webhook_id", a.MsgID, "type", a.Type, "attempt", a.Attempts+1)
+	status, retryAfter, body, err := d.send(ctx, a)
+	if err != nil && ctx.Err() != nil {
+		return o, true
+	}
+	now := d.clock.Now()
+	o.At, o.StatusCode = now.UnixMilli(), status
+
+	var outcome string
+	switch {
+	case err != nil:
+		o.Error = err.Error()
+	case status >= 200 && status < 300:
+		o.Delivered, outcome = true, OutcomeDelivered
+	case status == http.StatusGone:
+		o.Error = "endpoint answered 410 Gone"
+		o.DisableReason, outcome = "endpoint answered 410 Gone", OutcomeGone
+	case status >= 300 && status < 400:
+		o.Error = fmt.Sprintf("unexpected status %d (redirects are not followed)", status)
+	default:
+		o.Error = fmt.Sprintf("unexpected status %d", status)
+	}
+	if !o.Delivered && status != 0 && body != "" {
+		o.Error += ": " + body
+	}
+	if outcome == "" {
+		if delay, ok := nextDelay(a.Attempts+1, d.jitter, retryAfter); ok {
+			o.NextAttemptAt, outcome = now.Add(delay).UnixMilli(), OutcomeRetry
+			// Never 0, which means "no attempt scheduled".
+			o.NextAttemptAt = max(o.NextAttemptAt, 1)
+		} else {
+			outcome = OutcomeFailed
+		}
+	}
+	d.metrics.attempts.WithLabelValues(outcome).Inc()
+	switch outcome {
+	case OutcomeDelivered:
+		log.Debug("webhook delivered", "status", status)
+	case OutcomeRetry:
+		log.Info("webhook attempt failed; will retry", "status", status, "err", o.Error, "next_attempt_at", o.NextAttemptAt)
+	case OutcomeFailed:
+		log.Warn("webhook delivery failed; no attempt left", "status", status, "err", o.Error)
+	case OutcomeGone:
+		log.Warn("webhook endpoint answered 410 Gone; disabled", "url", a.URL)
+	}
+	return o, false
+}
+
+// send POSTs the signed payload and returns the status, Retry-After and
+// the start of the body of the answer, or the error that prevented one. At
+// most MaxResponseBody of the answer is read.
+func (d *Dispatcher) send(ctx context.Context, a calls.WebhookAttempt) (status int, retryAfter time.Duration, body string, err error) {
+	signer, err := NewSigner(a.Secret)
+	if err != nil {
+		return 0, 0, "", fmt.Errorf("endpoint secret: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.URL, bytes.NewReader(a.Payload))
+	if err != nil {
+		return 0, 0, "", fmt.Errorf("build request: %w", err)
+	}
+	for k, v := range signer.Headers(a.MsgID, d.clock.Now(), a.Payload) {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", d.userAgent)
+
+	start := time.Now() // real time: latency is a wall-clock matter
+	res, err := d.client.Do(req)
+	if err != nil {
+		d.metrics.latency.Observe(time.Since(start).Seconds())
+		return 0, 0, "", describe(err)
+	}
+	defer res.Body.Close()
+	raw, rerr := io.ReadAll(io.LimitReader(res.Body, MaxResponseBody))
+	d.metrics.latency.Observe(time.Since(start).Seconds())
+	if rerr != nil && ctx.Err() != nil {
+		return 0, 0, "", rerr
+	}
+	// A body cut short otherwise changes nothing: the status is the answer.
+	if res.StatusCode < 200 || res.StatusCode >= 300 {
+		retryAfter = parseRetryAfter(res.Header.Get("Retry-After"), d.clock.Now())
+	}
+	return res.StatusCode, retryAfter, snippet(raw), nil
+}
+
+// describe shortens transport errors for the delivery log: the URL is
+// known from the endpoint, and a timeout should say so plainly.
+func describe(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if ue.Timeout() {
+			return fmt.Errorf("timed out: %w", ue.Err)
+		}
+		return ue.Err
+	}
+	return err
+}
+
+// snippet is the first line-ish of a body, safe to store.
+func snippet(body []byte) string {
+	s := strings.TrimSpace(strings.ToValidUTF8(string(body), "\uFFFD"))
+	const max = 200
+	if len(s) > max {
+		s = s[:max]
+		for !utf8.ValidString(s) {
+			s = s[:len(s)-1]
+		}
+		s += "…"
+	}
+	return strings.Join(strings.Fields(s), " ")
+}

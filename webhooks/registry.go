@@ -1,0 +1,200 @@
+package webhooks
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"callsig/calls"
+)
+
+// ConfiguredID is the fixed ID of the endpoint configured by
+// CALLSIG_WEBHOOK_URL and CALLSIG_WEBHOOK_SECRET rather than the API.
+const ConfiguredID = "wh_config"
+
+// MaxDescription is the longest endpoint description, in bytes.
+const MaxDescription = 256
+
+// Registry is the admin side of webhooks (calls.WebhookRegistry): it
+// validates and stores endpoints and lists and retries their deliveries.
+type Registry struct {
+	store        Store
+	clock        calls.Clock
+	allowPrivate bool
+	resolver     Resolver
+	wake         func() // pokes the dispatcher after a manual retry
+}
+
+var _ calls.WebhookRegistry = (*Registry)(nil)
+
+// RegistryOptions configures NewRegistry.
+type RegistryOptions struct {
+	Clock        calls.Clock // default: the system clock
+	AllowPrivate bool        // accept URLs of loopback and private addresses
+	Resolver     Resolver    // default: net.DefaultResolver
+	// Wake is called after a delivery is put back to pending, so it is sent
+	// at once (the Dispatcher's Wake).
+	Wake func()
+}
+
+// NewRegistry returns the registry over store.
+func NewRegistry(store Store, o RegistryOptions) *Registry {
+	if o.Clock == nil {
+		o.Clock = calls.SystemClock{}
+	}
+	if o.Wake == nil {
+		o.Wake = func() {}
+	}
+	return &Registry{store: store, clock: o.Clock, allowPrivate: o.AllowPrivate, resolver: o.Resolver, wake: o.Wake}
+}
+
+func invalidField(field, format string, args ...any) *calls.Error {
+	msg := fmt.Sprintf(format, args...)
+	return &calls.Error{Code: calls.CodeInvalidRequest, Message: field + ": " + msg,
+		Fields: []calls.FieldError{{Field: field, Message: msg}}}
+}
+
+// validate checks an endpoint's URL, event types and description.
+func (r *Registry) validate(ctx context.Context, in calls.CreateWebhookInput) (*calls.CreateWebhookInput, error) {
+	if err := CheckURL(ctx, in.URL, r.allowPrivate, r.resolver); err != nil {
+		return nil, invalidField("url", "%s", err)
+	}
+	seen := map[calls.HookType]bool{}
+	types := []calls.HookType{}
+	for i, t := range in.EventTypes {
+		if !knownType(t) {
+			return nil, invalidField(fmt.Sprintf("eventTypes/%d", i), "unknown event type %q", t)
+		}
+		if !seen[t] {
+			seen[t] = true
+			types = append(types, t)
+		}
+	}
+	if len(in.Description) > MaxDescription || !utf8.ValidString(in.Description) {
+		return nil, invalidField("description", "must be valid UTF-8 of at most %d bytes", MaxDescription)
+	}
+	out := in
+	out.EventTypes = types
+	return &out, nil
+}
+
+func knownType(t calls.HookType) bool {
+	for _, k := range calls.HookTypes {
+		if t == k {
+			return true
+		}
+	}
+	return false
+}
+
+// Create registers an endpoint with a fresh secret.
+func (r *Registry) Create(ctx context.Context, in calls.CreateWebhookInput) (*calls.WebhookEndpoint, error) {
+	v, err := r.validate(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	e := &calls.WebhookEndpoint{
+		ID: newEndpointID(), URL: v.URL, EventTypes: v.EventTypes, Description: v.Description,
+		Secret: NewSecret(), CreatedAt: r.clock.Now().UnixMilli(), Enabled: true,
+	}
+	if err := r.store.InsertWebhookEndpoint(ctx, e); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Configure creates or updates the endpoint of the configuration
+// (ConfiguredID) with every event type; an empty url removes it. The secret
+// must be a valid whsec_ secret and the URL pass the same checks as Create.
+func (r *Registry) Configure(ctx context.Context, rawURL, secret string) error {
+	if rawURL == "" {
+		if secret != "" {
+			return fmt.Errorf("webhook secret given without a webhook URL")
+		}
+		err := r.store.DeleteWebhookEndpoint(ctx, ConfiguredID)
+		if calls.CodeOf(err) == calls.CodeNotFound {
+			err = nil
+		}
+		return err
+	}
+	if secret == "" {
+		return fmt.Errorf("webhook URL %q given without a webhook secret (whsec_...)", rawURL)
+	}
+	key, err := ParseSecret(secret)
+	if err != nil {
+		return err
+	}
+	if err := CheckURL(ctx, rawURL, r.allowPrivate, r.resolver); err != nil {
+		return fmt.Errorf("webhook URL %q: %s", rawURL, err)
+	}
+	return r.store.PutWebhookEndpoint(ctx, &calls.WebhookEndpoint{
+		ID: ConfiguredID, URL: rawURL, Secret: SecretPrefix + encodeKey(key),
+		Description: "configured by CALLSIG_WEBHOOK_URL", CreatedAt: r.clock.Now().UnixMilli(), Enabled: true,
+	})
+}
+
+// List returns the endpoints without their secrets.
+func (r *Registry) List(ctx context.Context) ([]calls.WebhookEndpoint, error) {
+	list, err := r.store.WebhookEndpoints(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range list {
+		list[i].Secret = ""
+	}
+	return list, nil
+}
+
+// Get returns one endpoint without its secret.
+func (r *Registry) Get(ctx context.Context, id string) (*calls.WebhookEndpoint, error) {
+	e, err := r.store.WebhookEndpoint(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	e.Secret = ""
+	return e, nil
+}
+
+// Delete removes an endpoint; its pending deliveries fail.
+func (r *Registry) Delete(ctx context.Context, id string) error {
+	return r.store.DeleteWebhookEndpoint(ctx, id)
+}
+
+// Deliveries lists an endpoint's deliveries, newest first.
+func (r *Registry) Deliveries(ctx context.Context, id string, q calls.DeliveryQuery) ([]calls.WebhookDelivery, error) {
+	if q.Status != "" && !q.Status.Valid() {
+		return nil, invalidField("status", "must be pending, delivered or failed")
+	}
+	if q.Limit <= 0 {
+		q.Limit = calls.DefaultDeliveryLimit
+	}
+	q.Limit = min(q.Limit, calls.MaxDeliveryLimit)
+	return r.store.WebhookDeliveries(ctx, id, q)
+}
+
+// Retry puts a delivery back to pending, due now, and wakes the dispatcher.
+func (r *Registry) Retry(ctx context.Context, id, deliveryID string) (*calls.WebhookDelivery, error) {
+	n, err := strconv.ParseInt(deliveryID, 10, 64)
+	if err != nil || n <= 0 {
+		return nil, &calls.Error{Code: calls.CodeNotFound, Message: fmt.Sprintf("delivery %s of webhook %s not found", deliveryID, id)}
+	}
+	d, err := r.store.RetryWebhookDelivery(ctx, id, n, r.clock.Now().UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	r.wake()
+	return d, nil
+}
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newEndpointID returns "wh_" and 80 random bits.
+func newEndpointID() string {
+	var b [10]byte
+	_, _ = rand.Read(b[:])
+	return "wh_" + strings.ToLower(idEncoding.EncodeToString(b[:]))
+}
