@@ -1,0 +1,201 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"callsig/internal/app"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// buildServer compiles cmd/api once per test run: the crash test must kill
+// a real process, not a goroutine.
+func buildServer(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "callsig-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "callsig")
+		out, err := exec.Command("go", "build", "-o", binPath, "callsig/cmd/api").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+type process struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	url  string
+	logs *bytes.Buffer
+}
+
+const crashSecret = "crash-test-secret-0123456789abcdef0123"
+
+func startProcess(t *testing.T, bin, dbPath, addr string) *process {
+	t.Helper()
+	cmd := exec.Command(bin, "-addr", addr, "-db", dbPath)
+	cmd.Env = append(os.Environ(), "CALLSIG_JWT_SECRET="+crashSecret, "CALLSIG_RATE_LIMIT=0")
+	logs := &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{t: t, cmd: cmd, url: "http://" + addr, logs: logs}
+	t.Cleanup(func() { p.cmd.Process.Kill(); p.cmd.Wait() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		res, err := http.Get(p.url + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return p
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server did not become ready: %v\n%s", err, logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (p *process) do(user, method, path string, body any) (int, map[string]any) {
+	p.t.Helper()
+	tok, err := app.MintToken([]byte(crashSecret), app.TokenRequest{UserID: user, TTL: time.Hour}, time.Now())
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	var rd io.Reader = http.NoBody
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, p.url+path, rd)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		p.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	var out map[string]any
+	json.NewDecoder(res.Body).Decode(&out)
+	return res.StatusCode, out
+}
+
+// SIGKILL the real binary right after it answered: every call that got a
+// 201 is there after a restart on the same file, and a timeout that fell
+// due while the server was down fires as soon as it is back.
+func TestCrashLosesNothing(t *testing.T) {
+	bin := buildServer(t)
+	dbPath := filepath.Join(t.TempDir(), "callsig.db")
+	addr := freeAddr(t)
+	p := startProcess(t, bin, dbPath, addr)
+
+	type acked struct{ id, caller string }
+	var created []acked
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			caller := fmt.Sprintf("caller%d", w)
+			for i := range 25 {
+				status, body := p.do(caller, "POST", "/calls", map[string]any{"invitees": []string{fmt.Sprintf("callee%d-%d", w, i)}, "timeout": 1})
+				if status == http.StatusCreated {
+					mu.Lock()
+					created = append(created, acked{body["callID"].(string), caller})
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Wait()
+	if len(created) != 200 {
+		t.Fatalf("only %d of 200 invitations were acknowledged", len(created))
+	}
+	// Let every 1 s timeout fall due while the server is down.
+	time.Sleep(1200 * time.Millisecond)
+
+	p = startProcess(t, bin, dbPath, addr)
+	deadline := time.Now().Add(10 * time.Second)
+	for _, c := range created {
+		for {
+			status, call := p.do(c.caller, "GET", "/calls/"+c.id, nil)
+			if status != http.StatusOK {
+				t.Fatalf("acknowledged call %s is gone after the crash: %d %v", c.id, status, call)
+			}
+			users := call["callUserList"].([]any)
+			if call["state"] == "ended" && users[1].(map[string]any)["state"] == "timeout" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("call %s did not time out after the restart: %v", c.id, call)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// SIGTERM: the server finishes, closes the database and exits 0; the data
+// is there on the next start.
+func TestGracefulShutdown(t *testing.T) {
+	bin := buildServer(t)
+	dbPath := filepath.Join(t.TempDir(), "callsig.db")
+	addr := freeAddr(t)
+	p := startProcess(t, bin, dbPath, addr)
+	status, body := p.do("alice", "POST", "/calls", map[string]any{"invitees": []string{"bob"}})
+	if status != http.StatusCreated {
+		t.Fatalf("invite: %d %v", status, body)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, p.logs)
+	}
+	p = startProcess(t, bin, dbPath, addr)
+	if status, _ := p.do("bob", "GET", "/calls/"+body["callID"].(string), nil); status != http.StatusOK {
+		t.Fatalf("call lost across a clean restart: %d", status)
+	}
+}

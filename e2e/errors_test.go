@@ -1,0 +1,162 @@
+package e2e
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"callsig/internal/app"
+	"callsig/internal/testkit"
+)
+
+// Every error code of the contract, reached over real HTTP, as a clear
+// problem+json body that matches the spec.
+func TestErrorCodes(t *testing.T) {
+	s := testkit.Start(t)
+	alice, bob := s.Client("alice"), s.Client("bob")
+	general := alice.Invite(nil, "bob").CallID
+	advanced := alice.Invite(map[string]any{"mode": "advanced"}, "bob", "carol").CallID
+	ended := alice.Invite(nil, "dave").CallID
+	s.Client("dave").Action(ended, "reject", nil).Want(http.StatusOK)
+
+	raw := func(c *testkit.Client, method, path, contentType, body string) *testkit.Response {
+		cp := *c
+		cp.Header = c.Header.Clone()
+		if contentType != "" {
+			cp.Header.Set("Content-Type", contentType)
+		}
+		return cp.Do(method, path, body)
+	}
+	anon := &testkit.Client{Header: http.Header{}}
+	*anon = *s.Client("x")
+	anon.Token = ""
+
+	tests := []struct {
+		name   string
+		do     func() *testkit.Response
+		status int
+		code   string
+	}{
+		{"malformed JSON", func() *testkit.Response { return raw(alice, "POST", "/calls", "", `{"invitees":`) }, 400, "invalid_request"},
+		{"ten invitees", func() *testkit.Response {
+			return alice.Post("/calls", map[string]any{"invitees": []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}})
+		}, 400, "invalid_request"},
+		{"duplicate invitee", func() *testkit.Response {
+			return alice.Post("/calls", map[string]any{"invitees": []string{"bob", "bob"}})
+		}, 400, "invalid_request"},
+		{"inviting yourself", func() *testkit.Response { return alice.Post("/calls", map[string]any{"invitees": []string{"alice"}}) }, 400, "invalid_request"},
+		{"bad user ID", func() *testkit.Response {
+			return alice.Post("/calls", map[string]any{"invitees": []string{"bob smith"}})
+		}, 400, "invalid_request"},
+		{"timeout out of range", func() *testkit.Response {
+			return alice.Post("/calls", map[string]any{"invitees": []string{"bob"}, "timeout": 601})
+		}, 400, "invalid_request"},
+		{"extendedData too long", func() *testkit.Response {
+			return alice.Post("/calls", map[string]any{"invitees": []string{"bob"}, "extendedData": strings.Repeat("é", 1500)})
+		}, 400, "invalid_request"},
+		{"unknown field", func() *testkit.Response { return alice.Post("/calls", map[string]any{"invitee": []string{"bob"}}) }, 400, "invalid_request"},
+		{"no token", func() *testkit.Response { return anon.Get("/calls") }, 401, "unauthorized"},
+		{"expired token", func() *testkit.Response {
+			c := *alice
+			c.Token = token(t, s, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(-time.Minute).Unix()}, jwt.SigningMethodHS256)
+			return c.Get("/calls")
+		}, 401, "unauthorized"},
+		{"token without exp", func() *testkit.Response {
+			c := *alice
+			c.Token = token(t, s, jwt.MapClaims{"sub": "alice"}, jwt.SigningMethodHS256)
+			return c.Get("/calls")
+		}, 401, "unauthorized"},
+		{"alg none", func() *testkit.Response {
+			c := *alice
+			c.Token = token(t, s, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}, jwt.SigningMethodNone)
+			return c.Get("/calls")
+		}, 401, "unauthorized"},
+		{"cancel someone else's invitee", func() *testkit.Response {
+			bob.Action(advanced, "accept", nil).Want(http.StatusOK)
+			return bob.Action(advanced, "cancel", map[string]any{"invitees": []string{"carol"}})
+		}, 403, "forbidden"},
+		{"admin endpoint as a user", func() *testkit.Response { return alice.Get("/webhooks") }, 403, "forbidden"},
+		{"unknown call", func() *testkit.Response { return alice.Get("/calls/nosuchcall0123456789") }, 404, "call_not_found"},
+		{"someone else's call", func() *testkit.Response { return s.Client("eve").Action(general, "accept", nil) }, 404, "call_not_found"},
+		{"unknown route", func() *testkit.Response { return alice.Get("/nope") }, 404, "not_found"},
+		{"wrong method", func() *testkit.Response { return alice.Do("DELETE", "/calls", nil) }, 405, "method_not_allowed"},
+		{"advanced action on a general call", func() *testkit.Response { return alice.Action(general, "end", nil) }, 409, "wrong_mode"},
+		{"caller accepts own call", func() *testkit.Response { return alice.Action(general, "accept", nil) }, 409, "invalid_state"},
+		{"action on an ended call", func() *testkit.Response { return s.Client("dave").Action(ended, "accept", nil) }, 409, "call_ended"},
+		{"join from the main device again", func() *testkit.Response { return bob.Action(advanced, "join", nil) }, 409, "already_in_call"},
+		{"idempotency key reused with another body", func() *testkit.Response {
+			c := *alice
+			c.Header = http.Header{"Idempotency-Key": {"k-1"}}
+			c.Post("/calls", map[string]any{"invitees": []string{"bob"}}).Want(http.StatusCreated)
+			return c.Post("/calls", map[string]any{"invitees": []string{"carol"}})
+		}, 422, "idempotency_conflict"},
+		{"body over 1 MiB", func() *testkit.Response {
+			return raw(alice, "POST", "/calls", "", `{"extendedData":"`+strings.Repeat("x", 2<<20)+`"}`)
+		}, 413, "payload_too_large"},
+		{"not JSON", func() *testkit.Response { return raw(alice, "POST", "/calls", "text/plain", "invitees=bob") }, 415, "unsupported_media_type"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := tt.do().WantProblem(tt.status, tt.code)
+			if p.Title == "" || p.Type == "" {
+				t.Errorf("problem without title or type: %+v", p)
+			}
+		})
+	}
+}
+
+// The per-user rate limit answers 429 with Retry-After.
+func TestRateLimited(t *testing.T) {
+	s := testkit.Start(t, testkit.WithConfig(func(c *app.Config) { c.RateLimit, c.RateBurst = 1, 2 }))
+	alice := s.Client("alice")
+	var last *testkit.Response
+	for range 5 {
+		if last = alice.Get("/calls"); last.Status == http.StatusTooManyRequests {
+			break
+		}
+	}
+	last.WantProblem(http.StatusTooManyRequests, "rate_limited")
+	if last.Header.Get("Retry-After") == "" {
+		t.Fatal("429 without Retry-After")
+	}
+	// Other users are not affected.
+	s.Client("bob").Get("/calls").Want(http.StatusOK)
+}
+
+// A repeated POST with the same Idempotency-Key returns the first answer
+// and creates nothing new.
+func TestIdempotentInvite(t *testing.T) {
+	s := testkit.Start(t)
+	alice := s.Client("alice")
+	alice.Header.Set("Idempotency-Key", "invite-bob-1")
+	first := alice.Post("/calls", map[string]any{"invitees": []string{"bob"}}).Want(http.StatusCreated)
+	again := alice.Post("/calls", map[string]any{"invitees": []string{"bob"}}).Want(http.StatusCreated)
+	if string(first.Body) != string(again.Body) || again.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("replay differs:\n%s\n%s (replayed=%q)", first.Body, again.Body, again.Header.Get("Idempotent-Replayed"))
+	}
+	var list struct{ CallList []testkit.Call }
+	s.Client("bob").Get("/calls").Want(http.StatusOK).JSON(&list)
+	if len(list.CallList) != 1 {
+		t.Fatalf("bob is in %d calls, want 1", len(list.CallList))
+	}
+	// The key is per user: bob may use the same key for his own request.
+	bob := s.Client("bob")
+	bob.Header.Set("Idempotency-Key", "invite-bob-1")
+	bob.Post("/calls", map[string]any{"invitees": []string{"carol"}}).Want(http.StatusCreated)
+}
+
+func token(t *testing.T, s *testkit.Server, claims jwt.MapClaims, m jwt.SigningMethod) string {
+	t.Helper()
+	key := any(s.App.Secret)
+	if m == jwt.SigningMethodNone {
+		key = jwt.UnsafeAllowNoneSignatureType
+	}
+	tok, err := jwt.NewWithClaims(m, claims).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
