@@ -68,7 +68,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 	}
 
 	a.Registry = prometheus.NewRegistry()
-	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newCallsCollector(a.Store))
 
 	events, err := a.newEvents(opts)
 	if err != nil {
@@ -189,5 +189,24 @@ func (a *App) Server() *http.Server {
 func (a *App) BeginShutdown() {
 	for _, f := range a.onShutdown {
 		f()
+	}
+}
+
+// devToken mints user tokens for POST /dev/token, only in development mode
+// (the generated secret): with a configured secret it answers 404, so a
+// production server never hands out tokens.
+// Tokens use the wall clock, as their verification does.
+func (a *App) devToken() func(string, time.Duration) (string, time.Time, bool) {
+	return func(userID string, ttl time.Duration) (string, time.Time, bool) {
+		if !a.DevMode {
+			return "", time.Time{}, false
+		}
+		now := time.Now()
+		tok, err := MintToken(a.Secret, TokenRequest{UserID: userID, TTL: ttl, Issuer: a.Config.JWTIssuer, Audience: a.Config.JWTAudience}, now)
+		if err != nil {
+			a.log.Error("mint development token", "err", err)
+			return "", time.Time{}, false
+		}
+		return tok, now.Add(ttl), true
 	}
 }

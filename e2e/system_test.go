@@ -1,0 +1,44 @@
+package e2e
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"callsig/internal/testkit"
+)
+
+// Health, readiness, the spec and Prometheus metrics are served without a
+// token; metrics count requests by route pattern and calls by state.
+func TestSystemEndpoints(t *testing.T) {
+	s := testkit.Start(t)
+	anon := s.Client("anon")
+	anon.Token = ""
+	anon.Get("/healthz").Want(http.StatusOK)
+	anon.Get("/readyz").Want(http.StatusOK)
+	if spec := anon.Get("/openapi.yaml").Want(http.StatusOK); !strings.Contains(string(spec.Body), "openapi: 3.0.3") {
+		t.Fatalf("spec body starts %q", spec.Body[:40])
+	}
+
+	alice := s.Client("alice")
+	id := alice.Invite(nil, "bob", "carol").CallID
+	s.Client("bob").Action(id, "reject", nil).Want(http.StatusOK)
+	ended := alice.Invite(nil, "dave").CallID
+	s.Client("dave").Action(ended, "accept", nil).Want(http.StatusOK)
+
+	metrics := string(anon.Get("/metrics").Want(http.StatusOK).Body)
+	for _, want := range []string{
+		`callsig_calls{state="started"} 1`,
+		`callsig_calls{state="ended"} 1`,
+		`callsig_http_requests_total{method="POST",route="/calls",status="201"} 2`,
+		`route="/calls/{callID}/reject"`,
+		`callsig_http_request_duration_seconds_bucket`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(metrics, id) {
+		t.Errorf("metrics leak a raw path with a callID")
+	}
+}
