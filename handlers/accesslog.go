@@ -18,12 +18,10 @@ func accessLog(next http.Handler) http.Handler {
 		rec := recorderFor(w)
 		next.ServeHTTP(rec, r)
 		status := rec.Status()
+		// Client errors are the client's business: only 5xx raise the level.
 		level := slog.LevelInfo
-		switch {
-		case status >= 500:
+		if status >= 500 {
 			level = slog.LevelError
-		case status >= 400:
-			level = slog.LevelWarn
 		}
 		var user string
 		if info := infoFrom(r.Context()); info != nil {

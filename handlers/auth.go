@@ -68,7 +68,7 @@ func (a *authenticator) parse(token string) (user string, admin bool, err error)
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return "", false, errors.New("token is expired")
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return "", false, errors.New("token has no exp claim")
+		return "", false, errors.New("token has no " + missingClaim(err) + " claim")
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
 		return "", false, errors.New("token is not valid yet")
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
@@ -84,6 +84,15 @@ func (a *authenticator) parse(token string) (user string, admin bool, err error)
 		return "", false, errors.New("token sub is not a valid user ID")
 	}
 	return c.Subject, c.Role == "admin", nil
+}
+
+// missingClaim names the claim of jwt's "<claim> claim is required" error.
+func missingClaim(err error) string {
+	msg, _, ok := strings.Cut(err.Error(), " claim is required")
+	if !ok {
+		return "required"
+	}
+	return msg[strings.LastIndex(msg, " ")+1:]
 }
 
 // bearer extracts the token of an "Authorization: Bearer" header.

@@ -1,7 +1,9 @@
 package handlers
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -16,12 +18,28 @@ import (
 
 var testSecret = []byte("test-secret-0123456789abcdef")
 
-// newTestHandler builds the whole API with a service that has no store
-// (its use-cases are exercised elsewhere); edit adjusts the deps.
+// brokenStore fails every operation, as a store whose disk is gone would.
+type brokenStore struct{}
+
+var errBroken = errors.New("disk on fire")
+
+func (brokenStore) Update(context.Context, func(calls.Tx) error) error { return errBroken }
+func (brokenStore) Call(context.Context, string) (*calls.Call, error)  { return nil, errBroken }
+func (brokenStore) ListCalls(context.Context, string, int64, int) ([]*calls.Call, error) {
+	return nil, errBroken
+}
+func (brokenStore) DueDeadlines(context.Context, int64, int) ([]calls.Deadline, error) {
+	return nil, errBroken
+}
+func (brokenStore) NextDeadline(context.Context) (int64, error) { return 0, errBroken }
+
+// newTestHandler builds the whole API over a service whose store always
+// fails (the happy paths run over a real store in calls_test.go); edit
+// adjusts the deps.
 func newTestHandler(t *testing.T, edit func(*Deps)) http.Handler {
 	t.Helper()
 	d := Deps{
-		Service: calls.NewService(calls.Options{}),
+		Service: calls.NewService(calls.Options{Store: brokenStore{}}),
 		Auth:    AuthConfig{Secret: testSecret, AdminToken: "admin-secret"},
 	}
 	if edit != nil {

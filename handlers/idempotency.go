@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -134,18 +133,7 @@ func (m *idempotency) prune(ctx context.Context, now time.Time) {
 // idempotencyScope is the user (the client's address for unauthenticated
 // routes), the method and the route pattern.
 func idempotencyScope(r *http.Request) string {
-	user := ""
-	if info := infoFrom(r.Context()); info != nil {
-		user = info.user
-	}
-	if user == "" {
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil {
-			host = r.RemoteAddr
-		}
-		user = "#anon:" + host
-	}
-	return user + " " + r.Method + " " + routePattern(r)
+	return clientKey(r) + " " + r.Method + " " + routePattern(r)
 }
 
 // fingerprint identifies a request's content: same method, path and body.

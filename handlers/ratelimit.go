@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"math"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -75,14 +76,11 @@ func (l *rateLimiter) sweep(now time.Time) {
 	l.lastSweep = now
 }
 
-// middleware limits each authenticated user; it must run after auth.
+// middleware limits each authenticated user (it must run after auth), or
+// each client address on unauthenticated routes.
 func (l *rateLimiter) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		key := ""
-		if info := infoFrom(r.Context()); info != nil {
-			key = info.user
-		}
-		if ok, wait := l.allow(key); !ok {
+		if ok, wait := l.allow(clientKey(r)); !ok {
 			secs := int(math.Ceil(wait.Seconds()))
 			secs = max(secs, 1)
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
@@ -91,4 +89,16 @@ func (l *rateLimiter) middleware(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// clientKey is the authenticated user, or "#anon:<address>" before auth.
+func clientKey(r *http.Request) string {
+	if info := infoFrom(r.Context()); info != nil && info.user != "" {
+		return info.user
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	return "#anon:" + host
 }

@@ -155,14 +155,34 @@ func testLogger(t testing.TB) *slog.Logger {
 	if _, fuzz := t.(*testing.F); fuzz {
 		return slog.New(slog.DiscardHandler) // f.Log panics inside a fuzz target
 	}
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	w := &tWriter{t: t}
+	// Registered first, so it runs last: after the server has stopped,
+	// a straggling goroutine must not log through a finished test.
+	t.Cleanup(w.close)
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-type tWriter struct{ t testing.TB }
+// tWriter sends logs to the test log, shown only on failure, until the
+// test is over.
+type tWriter struct {
+	mu     sync.Mutex
+	t      testing.TB
+	closed bool
+}
 
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(p))
+func (w *tWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.t.Log(string(p))
+	}
 	return len(p), nil
+}
+
+func (w *tWriter) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
 }
 
 // Token mints a one-hour user token.

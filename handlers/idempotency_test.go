@@ -1,0 +1,149 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"callsig/db"
+)
+
+var _ IdempotencyStore = (*db.Store)(nil)
+
+func openStore(t *testing.T) *db.Store {
+	t.Helper()
+	s, err := db.Open(context.Background(), filepath.Join(t.TempDir(), "callsig.db"), db.Options{})
+	if err != nil {
+		t.Fatalf("db.Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// idemRouter mounts handler behind auth and the idempotency middleware on
+// a chi route, as New does.
+func idemRouter(t *testing.T, store IdempotencyStore, handler http.HandlerFunc) http.Handler {
+	r := chi.NewRouter()
+	m := &idempotency{store: store, now: time.Now}
+	r.With(newAuthenticator(AuthConfig{Secret: testSecret}).requireUser(false), bodyLimit(1<<10), m.middleware).
+		Post("/things/{id}", handler)
+	return r
+}
+
+func idemPost(t *testing.T, h http.Handler, user, path, key, body string) *httptest.ResponseRecorder {
+	hdr := authed(t, user)
+	hdr["Idempotency-Key"] = key
+	return do(h, req{method: "POST", path: path, body: body, header: hdr})
+}
+
+func TestIdempotencyReplay(t *testing.T) {
+	var runs atomic.Int32
+	h := idemRouter(t, openStore(t), func(w http.ResponseWriter, r *http.Request) {
+		n := runs.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, `{"run":%d}`, n)
+	})
+
+	first := idemPost(t, h, "alice", "/things/1", "k1", `{"a":1}`)
+	if first.Code != 201 || first.Body.String() != `{"run":1}` || first.Header().Get("Idempotent-Replayed") != "" {
+		t.Fatalf("first: %d %s %v", first.Code, first.Body, first.Header())
+	}
+	again := idemPost(t, h, "alice", "/things/1", "k1", `{"a":1}`)
+	if again.Code != 201 || again.Body.String() != `{"run":1}` || again.Header().Get("Idempotent-Replayed") != "true" ||
+		again.Header().Get("Content-Type") != "application/json" {
+		t.Fatalf("replay: %d %s %v", again.Code, again.Body, again.Header())
+	}
+	if runs.Load() != 1 {
+		t.Fatalf("handler ran %d times", runs.Load())
+	}
+
+	p := decodeProblem(t, idemPost(t, h, "alice", "/things/1", "k1", `{"a":2}`), 422, "idempotency_conflict")
+	if !strings.Contains(p.Detail, "another request") {
+		t.Fatalf("detail = %q", p.Detail)
+	}
+	decodeProblem(t, idemPost(t, h, "alice", "/things/2", "k1", `{"a":1}`), 422, "idempotency_conflict")
+
+	// Keys are per user, and requests without a key are not deduplicated.
+	if w := idemPost(t, h, "bob", "/things/1", "k1", `{"a":1}`); w.Code != 201 || w.Header().Get("Idempotent-Replayed") != "" {
+		t.Fatalf("bob: %d %v", w.Code, w.Header())
+	}
+	if w := idemPost(t, h, "alice", "/things/1", "", `{"a":1}`); w.Code != 201 || runs.Load() != 3 {
+		t.Fatalf("no key: %d, runs %d", w.Code, runs.Load())
+	}
+	decodeProblem(t, idemPost(t, h, "alice", "/things/1", strings.Repeat("k", 256), `{}`), 400, "invalid_request")
+}
+
+func TestIdempotencyStoresClientErrors(t *testing.T) {
+	var runs atomic.Int32
+	h := idemRouter(t, openStore(t), func(w http.ResponseWriter, r *http.Request) {
+		runs.Add(1)
+		writeError(w, r, newError(codeForbidden, "no"))
+	})
+	idemPost(t, h, "alice", "/things/1", "k", `{}`)
+	w := idemPost(t, h, "alice", "/things/1", "k", `{}`)
+	decodeProblem(t, w, 403, "forbidden")
+	if w.Header().Get("Idempotent-Replayed") != "true" || runs.Load() != 1 {
+		t.Fatalf("4xx not replayed: runs %d, headers %v", runs.Load(), w.Header())
+	}
+}
+
+func TestIdempotencyReleasesOnServerError(t *testing.T) {
+	var runs atomic.Int32
+	h := idemRouter(t, openStore(t), func(w http.ResponseWriter, r *http.Request) {
+		switch runs.Add(1) {
+		case 1:
+			writeError(w, r, fmt.Errorf("transient"))
+		case 2:
+			panic("boom")
+		default:
+			w.WriteHeader(http.StatusOK)
+		}
+	})
+	h = recoverPanics(h)
+	decodeProblem(t, idemPost(t, h, "alice", "/things/1", "k", `{}`), 500, "internal")
+	decodeProblem(t, idemPost(t, h, "alice", "/things/1", "k", `{}`), 500, "internal")
+	if w := idemPost(t, h, "alice", "/things/1", "k", `{}`); w.Code != 200 || runs.Load() != 3 {
+		t.Fatalf("after 5xx and panic the key was not released: %d, runs %d", w.Code, runs.Load())
+	}
+}
+
+func TestIdempotencyInFlight(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	h := idemRouter(t, openStore(t), func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		w.WriteHeader(http.StatusOK)
+	})
+	done := make(chan *httptest.ResponseRecorder)
+	go func() { done <- idemPost(t, h, "alice", "/things/1", "k", `{}`) }()
+	<-entered
+	w := idemPost(t, h, "alice", "/things/1", "k", `{}`)
+	decodeProblem(t, w, 409, "idempotency_conflict")
+	if w.Header().Get("Retry-After") == "" {
+		t.Fatal("409 without Retry-After")
+	}
+	close(release)
+	if first := <-done; first.Code != 200 {
+		t.Fatalf("first request: %d", first.Code)
+	}
+	if w := idemPost(t, h, "alice", "/things/1", "k", `{}`); w.Code != 200 || w.Header().Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("after completion: %d %v", w.Code, w.Header())
+	}
+}
+
+func TestIdempotencyScope(t *testing.T) {
+	r := httptest.NewRequest("POST", "/dev/token", nil)
+	r.RemoteAddr = "192.0.2.7:5555"
+	if got := idempotencyScope(r); got != "#anon:192.0.2.7 POST unmatched" {
+		t.Fatalf("anonymous scope = %q", got)
+	}
+}

@@ -1,0 +1,192 @@
+package handlers
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestRequestID(t *testing.T) {
+	var seen string
+	h := requestID(slog.New(slog.DiscardHandler))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = infoFrom(r.Context()).id
+	}))
+	tests := []struct {
+		name, incoming string
+		keep           bool
+	}{
+		{"sane incoming kept", "3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b", true},
+		{"none generated", "", false},
+		{"header injection replaced", "abc\r\nX-Evil: 1", false},
+		{"spaces replaced", "a b", false},
+		{"too long replaced", strings.Repeat("a", 129), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/", nil)
+			if tt.incoming != "" {
+				r.Header["X-Request-Id"] = []string{tt.incoming}
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			got := w.Header().Get("X-Request-ID")
+			if got == "" || got != seen {
+				t.Fatalf("header %q, context %q", got, seen)
+			}
+			if (got == tt.incoming) != tt.keep {
+				t.Fatalf("X-Request-ID = %q for incoming %q, keep=%v", got, tt.incoming, tt.keep)
+			}
+		})
+	}
+}
+
+func TestRecoverPanics(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	h := requestID(log)(recoverPanics(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		panic("boom")
+	})))
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
+	decodeProblem(t, w, 500, "internal")
+	if strings.Contains(w.Body.String(), "boom") {
+		t.Fatalf("panic value leaked to the client: %s", w.Body)
+	}
+	if !strings.Contains(logs.String(), "boom") || !strings.Contains(logs.String(), "goroutine") {
+		t.Fatalf("panic not logged with its stack: %s", logs.String())
+	}
+
+	// http.ErrAbortHandler is net/http's own abort: let it through.
+	abort := recoverPanics(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic(http.ErrAbortHandler) }))
+	defer func() {
+		if p := recover(); p != http.ErrAbortHandler {
+			t.Fatalf("recovered %v, want http.ErrAbortHandler", p)
+		}
+	}()
+	abort.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+}
+
+// echoBody answers with the body it reads.
+var echoBody = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	_, _ = w.Write(b)
+})
+
+func TestBodyLimit(t *testing.T) {
+	h := bodyLimit(16)(echoBody)
+	tests := []struct {
+		name          string
+		body          string
+		unknownLength bool
+		want          int
+	}{
+		{"under", `{"a":1}`, false, 200},
+		{"exactly", strings.Repeat("x", 16), false, 200},
+		{"over by Content-Length", strings.Repeat("x", 17), false, 413},
+		{"over while reading", strings.Repeat("x", 100), true, 413},
+		{"empty", "", false, 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", "/", strings.NewReader(tt.body))
+			if tt.unknownLength {
+				r.ContentLength = -1
+				r.Body = io.NopCloser(strings.NewReader(tt.body))
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if tt.want == 413 {
+				p := decodeProblem(t, w, 413, "payload_too_large")
+				if !strings.Contains(p.Detail, "16 bytes") {
+					t.Fatalf("detail = %q", p.Detail)
+				}
+				return
+			}
+			if w.Code != tt.want || w.Body.String() != tt.body {
+				t.Fatalf("got %d %q", w.Code, w.Body)
+			}
+		})
+	}
+}
+
+func TestRequireJSON(t *testing.T) {
+	h := bodyLimit(1 << 10)(requireJSON(echoBody))
+	tests := []struct {
+		name, contentType, body string
+		want                    int
+	}{
+		{"json", "application/json", `{}`, 200},
+		{"json with charset", "application/json; charset=utf-8", `{}`, 200},
+		{"json upper case", "Application/JSON", `{}`, 200},
+		{"other charset", "application/json; charset=latin1", `{}`, 415},
+		{"text", "text/plain", `{}`, 415},
+		{"form", "application/x-www-form-urlencoded", `a=1`, 415},
+		{"no type with body", "", `{}`, 415},
+		{"malformed type", "application/", `{}`, 415},
+		{"no type, empty body", "", ``, 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", "/calls/x/accept", strings.NewReader(tt.body))
+			if tt.contentType != "" {
+				r.Header.Set("Content-Type", tt.contentType)
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if tt.want == 415 {
+				decodeProblem(t, w, 415, "unsupported_media_type")
+			} else if w.Code != tt.want || w.Body.String() != tt.body {
+				t.Fatalf("got %d %q", w.Code, w.Body)
+			}
+		})
+	}
+}
+
+func TestDecodeJSON(t *testing.T) {
+	type body struct {
+		Invitees []string `json:"invitees"`
+		Timeout  int      `json:"timeout"`
+		Push     *struct {
+			Title string `json:"title"`
+		} `json:"pushConfig"`
+	}
+	tests := []struct {
+		name, body string
+		optional   bool
+		field      string // "" = success
+	}{
+		{"ok", `{"invitees":["bob"],"timeout":5}`, false, ""},
+		{"empty optional", ``, true, ""},
+		{"empty required", ``, false, "body"},
+		{"whitespace optional", " \n", true, ""},
+		{"unknown field", `{"invitees":["bob"],"extra":1}`, false, "extra"},
+		{"unknown nested field", `{"pushConfig":{"title":"x","sound":"y"}}`, false, "sound"},
+		{"wrong type", `{"timeout":"5"}`, false, "timeout"},
+		{"wrong nested type", `{"pushConfig":{"title":5}}`, false, "pushConfig/title"},
+		{"not an object", `[1]`, false, "body"},
+		{"malformed", `{"invitees":`, false, "body"},
+		{"syntax error", `{"invitees" 1}`, false, "body"},
+		{"trailing data", `{} {}`, false, "body"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", "/", strings.NewReader(tt.body))
+			var b body
+			err := decodeJSON(r, &b, tt.optional)
+			if tt.field == "" {
+				if err != nil {
+					t.Fatalf("decodeJSON: %v", err)
+				}
+				return
+			}
+			p := toProblem(err)
+			if p.Code != "invalid_request" || len(p.Errors) != 1 || p.Errors[0].Field != tt.field {
+				t.Fatalf("problem = %+v, want field %q", p, tt.field)
+			}
+		})
+	}
+}

@@ -1,0 +1,84 @@
+package handlers
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time          { return c.t }
+func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
+func TestRateLimiterBucket(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	l := newRateLimiter(2, 3, clock.now) // 2/s, bursts of 3
+	for i := range 3 {
+		if ok, _ := l.allow("alice"); !ok {
+			t.Fatalf("request %d of the burst refused", i)
+		}
+	}
+	ok, wait := l.allow("alice")
+	if ok || wait != 500*time.Millisecond {
+		t.Fatalf("over burst: ok=%v wait=%v, want refused for 500ms", ok, wait)
+	}
+	if ok, _ := l.allow("bob"); !ok {
+		t.Fatal("bob limited by alice's bucket")
+	}
+	clock.advance(500 * time.Millisecond)
+	if ok, _ := l.allow("alice"); !ok {
+		t.Fatal("token not refilled after 500ms")
+	}
+	if ok, _ := l.allow("alice"); ok {
+		t.Fatal("more than one token refilled after 500ms")
+	}
+	// Refill caps at the burst.
+	clock.advance(time.Hour)
+	for i := range 3 {
+		if ok, _ := l.allow("alice"); !ok {
+			t.Fatalf("request %d after a long pause refused", i)
+		}
+	}
+	if ok, _ := l.allow("alice"); ok {
+		t.Fatal("bucket grew beyond its burst")
+	}
+}
+
+func TestRateLimiterSweep(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	l := newRateLimiter(1, 0, clock.now) // burst defaults to 1
+	l.allow("alice")
+	l.allow("bob")
+	clock.advance(2 * sweepEvery)
+	l.allow("carol") // triggers the sweep; alice and bob have refilled
+	if len(l.buckets) != 1 || l.buckets["carol"] == nil {
+		t.Fatalf("buckets after sweep: %v", l.buckets)
+	}
+}
+
+func TestRateLimitMiddleware(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	l := newRateLimiter(0.5, 1, clock.now)
+	h := newAuthenticator(AuthConfig{Secret: testSecret}).requireUser(false)(l.middleware(whoAmI))
+	call := func() *httptest.ResponseRecorder {
+		r := httptest.NewRequest("GET", "/calls", nil)
+		r.Header.Set("Authorization", "Bearer "+token(t, "alice", nil))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	if w := call(); w.Code != http.StatusOK {
+		t.Fatalf("first request: %d", w.Code)
+	}
+	w := call()
+	decodeProblem(t, w, 429, "rate_limited")
+	if got := w.Header().Get("Retry-After"); got != "2" {
+		t.Fatalf("Retry-After = %q, want 2", got)
+	}
+	clock.advance(2 * time.Second)
+	if w := call(); w.Code != http.StatusOK {
+		t.Fatalf("after waiting: %d", w.Code)
+	}
+}
