@@ -26,19 +26,6 @@ type WebhookEndpoint struct {
 	DisabledReason string     `json:"disabledReason"`
 }
 
-// Subscribed reports whether the endpoint wants events of type t.
-func (e *WebhookEndpoint) Subscribed(t HookType) bool {
-	if len(e.EventTypes) == 0 {
-		return true
-	}
-	for _, x := range e.EventTypes {
-		if x == t {
-			return true
-		}
-	}
-	return false
-}
-
 // DeliveryStatus is where one event × endpoint delivery stands.
 type DeliveryStatus string
 

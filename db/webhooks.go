@@ -25,7 +25,7 @@ const deliveryColumns = `d.id, d.endpoint_id, m.type, d.status, d.attempts, d.la
 	d.last_error, d.next_attempt_at, d.created_at, d.delivered_at`
 
 // encodeEventTypes stores a type filter as ",a,b," (see the schema); no
-// types is '', which subscribes to every type.
+// types is the empty string, which subscribes to every type.
 func encodeEventTypes(types []calls.HookType) string {
 	if len(types) == 0 {
 		return ""
@@ -153,9 +153,10 @@ func webhookNotFound(id string) error {
 }
 
 // DeleteWebhookEndpoint soft-deletes an endpoint (its deliveries keep
-// pointing at the row) and fails its pending deliveries, so nothing more is
-// sent to it. An unknown or already deleted id matches calls.ErrNotFound.
-func (s *Store) DeleteWebhookEndpoint(ctx context.Context, id string) error {
+// pointing at the row) and fails its pending deliveries not in flight at
+// now, so nothing more is sent to it. An unknown or already deleted id
+// matches calls.ErrNotFound.
+func (s *Store) DeleteWebhookEndpoint(ctx context.Context, id string, now int64) error {
 	return s.write(ctx, func(tx *sqlx.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE webhook_endpoints SET deleted = 1, enabled = 0
 			WHERE id = ? AND deleted = 0`, id)
@@ -167,16 +168,18 @@ func (s *Store) DeleteWebhookEndpoint(ctx context.Context, id string) error {
 		} else if n == 0 {
 			return webhookNotFound(id)
 		}
-		return failPending(ctx, tx, id, "endpoint deleted")
+		return failPending(ctx, tx, id, now, "endpoint deleted")
 	})
 }
 
-// failPending fails every pending delivery of an endpoint that will not be
-// sent to any more.
-func failPending(ctx context.Context, tx *sqlx.Tx, endpointID, reason string) error {
+// failPending fails the pending deliveries of an endpoint that will not be
+// sent to any more. Those leased at now are left to their attempt in
+// flight, which records what the receiver really answered; should it ask
+// for a retry, the claim fails the delivery then.
+func failPending(ctx context.Context, tx *sqlx.Tx, endpointID string, now int64, reason string) error {
 	_, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries
 		SET status = 'failed', last_error = ?, next_attempt_at = 0, locked_until = 0
-		WHERE endpoint_id = ? AND status = 'pending'`, reason, endpointID)
+		WHERE endpoint_id = ? AND status = 'pending' AND locked_until <= ?`, reason, endpointID, now)
 	if err != nil {
 		return fmt.Errorf("db: fail deliveries of %s: %w", endpointID, err)
 	}
@@ -367,7 +370,7 @@ func (s *Store) FinishWebhookAttempt(ctx context.Context, o calls.WebhookOutcome
 			WHERE id = ? AND enabled = 1`, o.DisableReason, o.EndpointID); err != nil {
 			return err
 		}
-		return failPending(ctx, tx, o.EndpointID, "endpoint disabled: "+o.DisableReason)
+		return failPending(ctx, tx, o.EndpointID, o.At, "endpoint disabled: "+o.DisableReason)
 	})
 	if err != nil {
 		return fmt.Errorf("db: finish delivery %d: %w", o.DeliveryID, err)

@@ -75,6 +75,9 @@ func NewClient(opts ClientOptions) *http.Client {
 	}
 }
 
+// ErrUnresolvable is CheckURL's error for a host name that does not resolve.
+var ErrUnresolvable = errors.New("host does not resolve")
+
 // Resolver looks up a host's addresses; *net.Resolver satisfies it.
 type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
@@ -125,7 +128,7 @@ func CheckURL(ctx context.Context, raw string, allowPrivate bool, resolver Resol
 	defer cancel()
 	addrs, err := resolver.LookupNetIP(ctx, "ip", strings.TrimSuffix(host, "."))
 	if err != nil || len(addrs) == 0 {
-		return fmt.Errorf("host %s does not resolve", host)
+		return fmt.Errorf("%w: %s", ErrUnresolvable, host)
 	}
 	for _, ip := range addrs {
 		if guardian.SafeAddr(ip.Unmap()) != nil {

@@ -208,15 +208,15 @@ func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
 	d.setTimer(next)
 }
 
-// setTimer makes the dispatcher wake at Unix ms at (0: no timer). A due or
-// past time sets none: what is due now was claimed or is in flight, and a
-// finishing attempt wakes the loop.
+// setTimer makes the dispatcher wake at Unix ms at (0: no timer). A time
+// already past (the clock moved while draining) wakes it at once.
 func (d *Dispatcher) setTimer(at int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.clock.Now().UnixMilli()
 	if at != 0 && at <= now {
 		at = 0
+		d.Wake()
 	}
 	if at == d.timerAt {
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -16,7 +17,7 @@ import (
 // CALLSIG_WEBHOOK_URL and CALLSIG_WEBHOOK_SECRET rather than the API.
 const ConfiguredID = "wh_config"
 
-// MaxDescription is the longest endpoint description, in bytes.
+// MaxDescription is the longest endpoint description, in characters.
 const MaxDescription = 256
 
 // Registry is the admin side of webhooks (calls.WebhookRegistry): it
@@ -74,8 +75,8 @@ func (r *Registry) validate(ctx context.Context, in calls.CreateWebhookInput) (*
 			types = append(types, t)
 		}
 	}
-	if len(in.Description) > MaxDescription || !utf8.ValidString(in.Description) {
-		return nil, invalidField("description", "must be valid UTF-8 of at most %d bytes", MaxDescription)
+	if !utf8.ValidString(in.Description) || utf8.RuneCountInString(in.Description) > MaxDescription {
+		return nil, invalidField("description", "must be at most %d characters", MaxDescription)
 	}
 	out := in
 	out.EventTypes = types
@@ -113,9 +114,9 @@ func (r *Registry) Create(ctx context.Context, in calls.CreateWebhookInput) (*ca
 func (r *Registry) Configure(ctx context.Context, rawURL, secret string) error {
 	if rawURL == "" {
 		if secret != "" {
-			return fmt.Errorf("webhook secret given without a webhook URL")
+			return errors.New("webhook secret given without a webhook URL")
 		}
-		err := r.store.DeleteWebhookEndpoint(ctx, ConfiguredID)
+		err := r.store.DeleteWebhookEndpoint(ctx, ConfiguredID, r.clock.Now().UnixMilli())
 		if calls.CodeOf(err) == calls.CodeNotFound {
 			err = nil
 		}
@@ -128,7 +129,9 @@ func (r *Registry) Configure(ctx context.Context, rawURL, secret string) error {
 	if err != nil {
 		return err
 	}
-	if err := CheckURL(ctx, rawURL, r.allowPrivate, r.resolver); err != nil {
+	// A name that does not resolve yet (DNS not up at boot) must not keep
+	// the server from starting; every delivery is checked at dial time.
+	if err := CheckURL(ctx, rawURL, r.allowPrivate, r.resolver); err != nil && !errors.Is(err, ErrUnresolvable) {
 		return fmt.Errorf("webhook URL %q: %s", rawURL, err)
 	}
 	return r.store.PutWebhookEndpoint(ctx, &calls.WebhookEndpoint{
@@ -161,7 +164,7 @@ func (r *Registry) Get(ctx context.Context, id string) (*calls.WebhookEndpoint, 
 
 // Delete removes an endpoint; its pending deliveries fail.
 func (r *Registry) Delete(ctx context.Context, id string) error {
-	return r.store.DeleteWebhookEndpoint(ctx, id)
+	return r.store.DeleteWebhookEndpoint(ctx, id, r.clock.Now().UnixMilli())
 }
 
 // Deliveries lists an endpoint's deliveries, newest first.

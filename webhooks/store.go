@@ -13,7 +13,7 @@ type Store interface {
 	PutWebhookEndpoint(ctx context.Context, e *calls.WebhookEndpoint) error
 	WebhookEndpoints(ctx context.Context) ([]calls.WebhookEndpoint, error)
 	WebhookEndpoint(ctx context.Context, id string) (*calls.WebhookEndpoint, error)
-	DeleteWebhookEndpoint(ctx context.Context, id string) error
+	DeleteWebhookEndpoint(ctx context.Context, id string, now int64) error
 	WebhookDeliveries(ctx context.Context, endpointID string, q calls.DeliveryQuery) ([]calls.WebhookDelivery, error)
 	RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*calls.WebhookDelivery, error)
 

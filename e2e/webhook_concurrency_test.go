@@ -1,0 +1,65 @@
+package e2e
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"callsig/internal/testkit"
+)
+
+// The dispatcher sends at most 8 deliveries at once and never one delivery
+// twice at the same time, even when a slow attempt outlives its lease.
+func TestWebhookDispatcherNeverSendsOneDeliveryTwiceAtOnce(t *testing.T) {
+	s := testkit.Start(t, testkit.WithFakeClock())
+	rcv := s.NewReceiver()
+	wh := s.RegisterWebhook(rcv, "call.created")
+	release := rcv.Hold()
+	defer release()
+	alice := s.Client("alice")
+
+	// Three attempts hang at the receiver.
+	for i := range 3 {
+		alice.Invite(nil, fmt.Sprintf("u%d", i))
+	}
+	rcv.WaitInFlight(3)
+
+	// Their leases run out while they are still in flight, and a new
+	// commit wakes the dispatcher: it must not send them again.
+	s.Advance(3 * time.Minute)
+	alice.Invite(nil, "u3")
+	rcv.WaitInFlight(4)
+	time.Sleep(quietPeriod)
+	if perID, _ := rcv.Concurrency(); perID != 1 {
+		t.Fatalf("one delivery was in flight %d times at once", perID)
+	}
+
+	// More work than workers: concurrency stays bounded.
+	for i := 4; i < 20; i++ {
+		alice.Invite(nil, fmt.Sprintf("u%d", i))
+	}
+	rcv.WaitInFlight(8)
+	time.Sleep(quietPeriod)
+	if n := rcv.InFlight(); n != 8 {
+		t.Fatalf("%d attempts in flight, want the 8 workers' worth", n)
+	}
+
+	release()
+	got := rcv.WaitFor(20, nil)
+	s.WaitDeliveries(wh.ID, func(l []testkit.WebhookDelivery) bool {
+		for _, d := range l {
+			if d.Status != "delivered" || d.Attempts != 1 {
+				return false
+			}
+		}
+		return len(l) == 20
+	})
+	ids := map[string]int{}
+	for _, d := range got {
+		ids[d.ID]++
+	}
+	perID, total := rcv.Concurrency()
+	if len(got) != 20 || len(ids) != 20 || perID != 1 || total != 8 {
+		t.Fatalf("%d deliveries of %d ids; at once: %d per id, %d in total", len(got), len(ids), perID, total)
+	}
+}

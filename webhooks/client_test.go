@@ -1,0 +1,155 @@
+package webhooks_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"code.dny.dev/ssrf"
+
+	"callsig/webhooks"
+)
+
+// fakeResolver answers lookups from a table, so the tests need no DNS.
+type fakeResolver map[string][]string
+
+func (f fakeResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	ips, ok := f[host]
+	if !ok {
+		return nil, errors.New("no such host")
+	}
+	var out []netip.Addr
+	for _, ip := range ips {
+		out = append(out, netip.MustParseAddr(ip))
+	}
+	return out, nil
+}
+
+func TestCheckURL(t *testing.T) {
+	dns := fakeResolver{
+		"hooks.example.com": {"93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"},
+		"sneaky.example":    {"93.184.216.34", "10.1.2.3"}, // one private answer is enough to refuse
+		"internal.example":  {"192.168.0.7"},
+		"v6.example":        {"fe80::1"},
+		"metadata.example":  {"169.254.169.254"},
+		"mapped.example":    {"::ffff:127.0.0.1"},
+	}
+	ok := []string{
+		"https://hooks.example.com/callsig",
+		"http://hooks.example.com:8080/x?y=1",
+		"https://93.184.216.34/hook",
+		"https://[2606:2800:220:1:248:1893:25c8:1946]/hook",
+	}
+	refused := []string{
+		"ftp://hooks.example.com/",
+		"hooks.example.com/hook",
+		"//hooks.example.com/hook",
+		"http:///hook",
+		"mailto:ops@example.com",
+		"https://user:pw@hooks.example.com/",
+		"https://hooks.example.com/#frag",
+		"https://nowhere.example/", // does not resolve
+		"http://10.0.0.1/",
+		"http://169.254.169.254/latest/meta-data/",
+		"http://[::1]/",
+		"http://127.0.0.1/",
+		"http://0.0.0.0/",
+		"http://[::]/",
+		"http://100.64.0.1/",
+		"http://[fc00::1]/",
+		"http://[fe80::1%25eth0]/",
+		"http://[::ffff:10.0.0.1]/",
+		"http://sneaky.example/",
+		"http://internal.example/",
+		"http://v6.example/",
+		"http://metadata.example/",
+		"http://mapped.example/",
+		"https://hooks.example.com/" + strings.Repeat("a", 2048),
+	}
+	for _, u := range ok {
+		if err := webhooks.CheckURL(context.Background(), u, false, dns); err != nil {
+			t.Errorf("%s refused: %v", u, err)
+		}
+	}
+	for _, u := range refused {
+		if err := webhooks.CheckURL(context.Background(), u, false, dns); err == nil {
+			t.Errorf("%s accepted", u)
+		}
+	}
+	// Allowing private addresses lifts the address checks, not the others.
+	if err := webhooks.CheckURL(context.Background(), "http://10.0.0.1/", true, dns); err != nil {
+		t.Errorf("private address refused when allowed: %v", err)
+	}
+	if err := webhooks.CheckURL(context.Background(), "ftp://10.0.0.1/", true, dns); err == nil {
+		t.Error("ftp accepted when private addresses are allowed")
+	}
+}
+
+// countingServer is a loopback receiver that counts requests.
+func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int32) {
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		// Reading the body to its end is also what lets the server notice a
+		// client that hangs up (the request's context is then done).
+		_, _ = io.Copy(io.Discard, r.Body)
+		if h != nil {
+			h(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &n
+}
+
+// The client checks the address it dials, whatever the URL said.
+func TestClientRefusesInternalAddressesAtDialTime(t *testing.T) {
+	srv, hits := countingServer(t, nil)
+	client := webhooks.NewClient(webhooks.ClientOptions{})
+	loopbackByName := strings.Replace(srv.URL, "127.0.0.1", "localhost", 1)
+	for _, u := range []string{srv.URL, loopbackByName, "http://10.0.0.1/", "http://169.254.169.254/", "http://[::1]:9/"} {
+		res, err := client.Post(u, "application/json", strings.NewReader("{}"))
+		if err == nil {
+			res.Body.Close()
+			t.Fatalf("%s: reached, status %d", u, res.StatusCode)
+		}
+		if !errors.Is(err, ssrf.ErrProhibitedIP) {
+			t.Errorf("%s: %v, want a prohibited IP error", u, err)
+		}
+	}
+	if hits.Load() != 0 {
+		t.Fatalf("the loopback server got %d requests", hits.Load())
+	}
+
+	allowed := webhooks.NewClient(webhooks.ClientOptions{AllowPrivate: true})
+	res, err := allowed.Post(srv.URL, "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatalf("with private addresses allowed: %v", err)
+	}
+	res.Body.Close()
+}
+
+func TestClientFollowsNoRedirectAndNoProxy(t *testing.T) {
+	target, targetHits := countingServer(t, nil)
+	bouncer, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target.URL, http.StatusTemporaryRedirect)
+	})
+	client := webhooks.NewClient(webhooks.ClientOptions{AllowPrivate: true})
+	res, err := client.Post(bouncer.URL, "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusTemporaryRedirect || targetHits.Load() != 0 {
+		t.Fatalf("status %d, target hit %d times", res.StatusCode, targetHits.Load())
+	}
+	// A proxy would dial for the client, out of reach of the address check.
+	if tr, ok := client.Transport.(*http.Transport); !ok || tr.Proxy != nil {
+		t.Fatal("the client takes a proxy from the environment")
+	}
+}

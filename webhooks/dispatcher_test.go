@@ -1,0 +1,305 @@
+package webhooks_test
+
+import (
+	"context"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"callsig/calls"
+	"callsig/db"
+	"callsig/internal/fakeclock"
+	"callsig/webhooks"
+)
+
+var epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// rig is a store, a fake clock and a call service producing webhook
+// messages, with dispatchers started on demand.
+type rig struct {
+	t     *testing.T
+	store *db.Store
+	clock *fakeclock.Clock
+	svc   *calls.Service
+	wake  notifierFunc
+}
+
+type notifierFunc struct{ fns *[]func() }
+
+func (n notifierFunc) Committed(_ []calls.Event, hooks int) {
+	if hooks > 0 {
+		for _, f := range *n.fns {
+			f()
+		}
+	}
+}
+
+func newRig(t *testing.T) *rig {
+	st, err := db.Open(context.Background(), filepath.Join(t.TempDir(), "callsig.db"), db.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	r := &rig{t: t, store: st, clock: fakeclock.New(epoch), wake: notifierFunc{fns: new([]func())}}
+	r.svc = calls.NewService(calls.Options{Store: st, Clock: r.clock, Notifier: r.wake})
+	return r
+}
+
+// endpoint registers url for call.created only, so each call is one
+// delivery.
+func (r *rig) endpoint(url string) *calls.WebhookEndpoint {
+	r.t.Helper()
+	reg := webhooks.NewRegistry(r.store, webhooks.RegistryOptions{Clock: r.clock, AllowPrivate: true})
+	e, err := reg.Create(context.Background(), calls.CreateWebhookInput{URL: url, EventTypes: []calls.HookType{calls.HookCallCreated}})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return e
+}
+
+// dispatcher starts a dispatcher; it stops when the test ends (or stop).
+func (r *rig) dispatcher(o webhooks.DispatcherOptions) (d *webhooks.Dispatcher, stop func()) {
+	r.t.Helper()
+	o.Clock = r.clock
+	if o.Client == nil {
+		o.Client = webhooks.NewClient(webhooks.ClientOptions{AllowPrivate: true})
+	}
+	d, err := webhooks.NewDispatcher(r.store, o)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	wait, err := d.Start(ctx)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	*r.wake.fns = append(*r.wake.fns, d.Wake)
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wait() }) }
+	r.t.Cleanup(stop)
+	return d, stop
+}
+
+func (r *rig) call() {
+	r.t.Helper()
+	if _, err := r.svc.Invite(context.Background(), calls.Actor{UserID: "alice", Device: "d"}, calls.InviteInput{Invitees: []string{"bob"}}); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// waitDelivery polls the endpoint's only delivery until match holds.
+func (r *rig) waitDelivery(endpointID string, match func(calls.WebhookDelivery) bool) calls.WebhookDelivery {
+	r.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l, err := r.store.WebhookDeliveries(context.Background(), endpointID, calls.DeliveryQuery{})
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		if len(l) == 1 && match(l[0]) {
+			return l[0]
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("deliveries %+v", l)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func attempts(n int, status calls.DeliveryStatus) func(calls.WebhookDelivery) bool {
+	return func(d calls.WebhookDelivery) bool { return d.Attempts == n && d.Status == status }
+}
+
+// With jitter injected away the schedule is exact, and the outcome
+// metrics count each attempt.
+func TestDispatcherRetryScheduleWithoutJitter(t *testing.T) {
+	r := newRig(t)
+	var hits atomic.Int32
+	srv, _ := countingServer(t, func(w http.ResponseWriter, _ *http.Request) {
+		if hits.Add(1) < 3 {
+			w.WriteHeader(http.StatusBadGateway)
+			w.Write([]byte("upstream down\n\tretry later"))
+		}
+	})
+	e := r.endpoint(srv.URL)
+	reg := prometheus.NewRegistry()
+	r.dispatcher(webhooks.DispatcherOptions{Jitter: webhooks.NoJitter, Registry: reg})
+
+	r.call()
+	d := r.waitDelivery(e.ID, attempts(1, calls.DeliveryPending))
+	if d.NextAttemptAt != epoch.Add(5*time.Second).UnixMilli() || d.LastError != "unexpected status 502: upstream down retry later" {
+		t.Fatalf("after one failure %+v", d)
+	}
+	if n := gauge(t, reg, "callsig_webhook_queue_depth"); n != 1 {
+		t.Fatalf("queue depth %v", n)
+	}
+	r.clock.Advance(5 * time.Second)
+	d = r.waitDelivery(e.ID, attempts(2, calls.DeliveryPending))
+	if d.NextAttemptAt != epoch.Add(5*time.Second+5*time.Minute).UnixMilli() {
+		t.Fatalf("after two failures %+v", d)
+	}
+	r.clock.Advance(time.Minute)
+	if age := gauge(t, reg, "callsig_webhook_oldest_pending_age_seconds"); age != 65 {
+		t.Fatalf("oldest pending age %v, want 65", age)
+	}
+	r.clock.Advance(4 * time.Minute)
+	r.waitDelivery(e.ID, attempts(3, calls.DeliveryDelivered))
+
+	if got := gauge(t, reg, "callsig_webhook_queue_depth"); got != 0 {
+		t.Fatalf("queue depth after delivery %v", got)
+	}
+	if got := gauge(t, reg, "callsig_webhook_oldest_pending_age_seconds"); got != 0 {
+		t.Fatalf("oldest pending age after delivery %v", got)
+	}
+	for outcome, want := range map[string]float64{"delivered": 1, "retry": 2, "failed": 0, "gone": 0} {
+		if got := counter(t, reg, "callsig_webhook_deliveries_total", outcome); got != want {
+			t.Errorf("outcome %s counted %v times, want %v", outcome, got, want)
+		}
+	}
+	if n := histogramCount(t, reg, "callsig_webhook_attempt_duration_seconds"); n != 3 {
+		t.Fatalf("latency observed %d times, want 3", n)
+	}
+}
+
+// family returns the gathered metric family called name.
+func family(t *testing.T, reg *prometheus.Registry, name string) *dto.MetricFamily {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return nil
+}
+
+func counter(t *testing.T, reg *prometheus.Registry, name, outcome string) float64 {
+	t.Helper()
+	for _, m := range family(t, reg, name).GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "outcome" && l.GetValue() == outcome {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return -1
+}
+
+func histogramCount(t *testing.T, reg *prometheus.Registry, name string) uint64 {
+	t.Helper()
+	return family(t, reg, name).GetMetric()[0].GetHistogram().GetSampleCount()
+}
+
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	return family(t, reg, name).GetMetric()[0].GetGauge().GetValue()
+}
+
+// An attempt that gets no answer in time is a failure, retried later.
+func TestDispatcherTimesOutSlowReceivers(t *testing.T) {
+	r := newRig(t)
+	srv, _ := countingServer(t, func(w http.ResponseWriter, req *http.Request) {
+		<-req.Context().Done()
+	})
+	e := r.endpoint(srv.URL)
+	r.dispatcher(webhooks.DispatcherOptions{Client: webhooks.NewClient(webhooks.ClientOptions{AllowPrivate: true, Timeout: 100 * time.Millisecond})})
+	r.call()
+	d := r.waitDelivery(e.ID, attempts(1, calls.DeliveryPending))
+	if d.LastStatusCode != 0 || !strings.Contains(d.LastError, "timed out") {
+		t.Fatalf("timed-out attempt %+v", d)
+	}
+}
+
+// A receiver's answer is read only so far, whatever it sends.
+func TestDispatcherReadsBoundedAnswers(t *testing.T) {
+	r := newRig(t)
+	srv, _ := countingServer(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+		chunk := []byte(strings.Repeat("x", 1<<10))
+		for range 64 << 10 { // 64 MiB unless the client hangs up
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	e := r.endpoint(srv.URL)
+	r.dispatcher(webhooks.DispatcherOptions{})
+	r.call()
+	d := r.waitDelivery(e.ID, attempts(1, calls.DeliveryPending))
+	if d.LastStatusCode != http.StatusInternalServerError || len(d.LastError) > 300 {
+		t.Fatalf("attempt record: status %d, error of %d bytes", d.LastStatusCode, len(d.LastError))
+	}
+}
+
+// The lease keeps a delivery from being sent twice at once even by two
+// dispatchers on one database (a restarted process while the old one is
+// still finishing, or several nodes); an attempt abandoned at shutdown is
+// released and sent again, with the same webhook-id, by the other.
+func TestDispatcherLeaseAcrossDispatchers(t *testing.T) {
+	r := newRig(t)
+	var mu sync.Mutex
+	var ids []string
+	inflight, maxInflight := 0, 0
+	hold := make(chan struct{})
+	srv, _ := countingServer(t, func(w http.ResponseWriter, req *http.Request) {
+		mu.Lock()
+		ids = append(ids, req.Header.Get("webhook-id"))
+		inflight++
+		maxInflight = max(maxInflight, inflight)
+		first := len(ids) == 1
+		mu.Unlock()
+		defer func() { mu.Lock(); inflight--; mu.Unlock() }()
+		if first {
+			select { // the first attempt hangs until its dispatcher stops
+			case <-hold:
+			case <-req.Context().Done():
+			}
+		}
+	})
+	e := r.endpoint(srv.URL)
+	_, stop1 := r.dispatcher(webhooks.DispatcherOptions{})
+	r.call()
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return inflight == 1 })
+
+	d2, _ := r.dispatcher(webhooks.DispatcherOptions{})
+	d2.Wake()
+	r.clock.Advance(time.Minute) // within the lease
+	time.Sleep(100 * time.Millisecond)
+	mu.Lock()
+	if len(ids) != 1 {
+		t.Fatalf("the second dispatcher sent a leased delivery: %v", ids)
+	}
+	mu.Unlock()
+
+	stop1() // abandons the attempt and releases the lease
+	d2.Wake()
+	r.waitDelivery(e.ID, attempts(1, calls.DeliveryDelivered))
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ids) != 2 || ids[0] != ids[1] || maxInflight != 1 {
+		t.Fatalf("webhook-ids %v, at most %d at once", ids, maxInflight)
+	}
+	close(hold)
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
