@@ -5,6 +5,7 @@ import (
 
 	"callsig/calls"
 	"callsig/handlers"
+	"callsig/sse"
 )
 
 // eventsPart is the SSE side: presence, live delivery and GET /events.
@@ -20,6 +21,28 @@ type eventsPart struct {
 	Shutdown func()
 }
 
+// newEvents builds the SSE hub on the store's event log. The hub is the
+// service's presence and one of its notifiers, and serves GET /events; its
+// workers report deliveries and presence to the service and prune the log
+// after Config.EventRetention.
 func (a *App) newEvents(opts Options) (*eventsPart, error) {
-	return &eventsPart{}, nil
+	hub, err := sse.New(context.Background(), sse.Options{
+		Log:        a.Store,
+		Clock:      opts.Clock,
+		Logger:     a.log.With("component", "sse"),
+		Registerer: a.Registry,
+		Retention:  a.Config.EventRetention,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &eventsPart{
+		Presence: hub,
+		Notifier: hub,
+		Stream:   hub,
+		Start: func(ctx context.Context, svc *calls.Service) (func(), error) {
+			return hub.Start(ctx, svc), nil
+		},
+		Shutdown: hub.Shutdown,
+	}, nil
 }

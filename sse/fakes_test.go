@@ -1,0 +1,312 @@
+package sse
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"callsig/calls"
+)
+
+// memLog is an in-memory event log.
+type memLog struct {
+	mu      sync.Mutex
+	events  []calls.Event
+	last    int64
+	pending map[string][]int64 // user → ids of its pending invitations
+	pruned  []int64            // cutoffs PruneEvents was called with
+	// gate, when set, holds PendingInvitations until closed; entered is
+	// signalled when a call starts waiting.
+	gate, entered chan struct{}
+}
+
+func newMemLog() *memLog { return &memLog{pending: map[string][]int64{}} }
+
+// add appends events, assigning ids, and returns them as committed.
+func (l *memLog) add(evs ...calls.Event) []calls.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range evs {
+		l.last++
+		evs[i].ID = l.last
+		if evs[i].Time == 0 {
+			evs[i].Time = time.Now().UnixMilli() // else the first pruning takes it
+		}
+		if evs[i].Data == nil {
+			evs[i].Data = json.RawMessage(`{"callID":"` + evs[i].CallID + `"}`)
+		}
+		l.events = append(l.events, evs[i])
+	}
+	return evs
+}
+
+func (l *memLog) EventsAfter(_ context.Context, user string, after int64, limit int) ([]calls.Event, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []calls.Event
+	for _, e := range l.events {
+		if e.UserID == user && e.ID > after && len(out) < limit {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func (l *memLog) PendingInvitations(_ context.Context, user string) ([]calls.Event, error) {
+	if l.gate != nil {
+		l.entered <- struct{}{}
+		<-l.gate
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []calls.Event
+	for _, id := range l.pending[user] {
+		for _, e := range l.events {
+			if e.ID == id {
+				out = append(out, e)
+			}
+		}
+	}
+	return out, nil
+}
+
+func (l *memLog) OldestEventID(context.Context) (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.events) == 0 {
+		return 0, nil
+	}
+	return l.events[0].ID, nil
+}
+
+func (l *memLog) LastEventID(context.Context) (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last, nil
+}
+
+func (l *memLog) PruneEvents(_ context.Context, before int64) (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.pruned = append(l.pruned, before)
+	n := 0
+	for n < len(l.events) && l.events[n].Time < before {
+		n++
+	}
+	l.events = l.events[n:]
+	return int64(n), nil
+}
+
+func (l *memLog) prunedCutoffs() []int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]int64(nil), l.pruned...)
+}
+
+// recorder is a Service that records the reports it gets.
+type recorder struct {
+	mu      sync.Mutex
+	reports []string
+	changed chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{changed: make(chan struct{}, 1)} }
+
+func (r *recorder) add(s string) error {
+	r.mu.Lock()
+	r.reports = append(r.reports, s)
+	r.mu.Unlock()
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (r *recorder) MarkDelivered(_ context.Context, callID, user string) error {
+	return r.add("delivered " + callID + " " + user)
+}
+func (r *recorder) UserOnline(_ context.Context, user string) error  { return r.add("online " + user) }
+func (r *recorder) UserOffline(_ context.Context, user string) error { return r.add("offline " + user) }
+
+func (r *recorder) list() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.reports...)
+}
+
+// waitReports waits until the recorder holds exactly want.
+func (r *recorder) waitReports(t *testing.T, want ...string) {
+	t.Helper()
+	deadline := time.After(3 * time.Second)
+	for {
+		if got := r.list(); strings.Join(got, "|") == strings.Join(want, "|") {
+			return
+		} else if len(got) > len(want) {
+			t.Fatalf("reports %q, want %q", got, want)
+		}
+		select {
+		case <-r.changed:
+		case <-deadline:
+			t.Fatalf("reports %q, want %q", r.list(), want)
+		}
+	}
+}
+
+// rig is a hub serving GET /events?user=&device= on a test server.
+type rig struct {
+	t   *testing.T
+	hub *Hub
+	log *memLog
+	svc *recorder
+	srv *httptest.Server
+}
+
+func newRig(t *testing.T, o Options, configure ...func(*http.Server)) *rig {
+	t.Helper()
+	r := &rig{t: t, log: newMemLog(), svc: newRecorder()}
+	if o.Log == nil {
+		o.Log = r.log
+	} else {
+		r.log = o.Log.(*memLog)
+	}
+	hub, err := New(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.hub = hub
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := hub.Start(ctx, r.svc)
+	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		q := req.URL.Query()
+		hub.ServeEvents(w, req, q.Get("user"), q.Get("device"))
+	}))
+	for _, f := range configure {
+		f(r.srv.Config)
+	}
+	r.srv.Start()
+	t.Cleanup(func() {
+		hub.Shutdown()
+		r.srv.Close()
+		cancel()
+		wait()
+	})
+	return r
+}
+
+// block is one parsed SSE block.
+type block struct {
+	id, event, data string
+	comment         bool
+}
+
+// client is a minimal SSE reader for unit tests (the WHATWG-exact one is
+// internal/testkit's).
+type client struct {
+	t      *testing.T
+	res    *http.Response
+	blocks chan block
+	done   chan struct{}
+}
+
+func (r *rig) open(user, device, lastEventID string) *client {
+	r.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, r.srv.URL+"/?user="+user+"&device="+device, nil)
+	if lastEventID != "" {
+		req.Header.Set("Last-Event-ID", lastEventID)
+	}
+	res, err := r.srv.Client().Do(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	c := &client{t: r.t, res: res, blocks: make(chan block, 1000), done: make(chan struct{})}
+	go c.read()
+	r.t.Cleanup(c.close)
+	return c
+}
+
+func (c *client) read() {
+	defer close(c.done)
+	defer close(c.blocks)
+	sc := bufio.NewScanner(c.res.Body)
+	var b block
+	var any bool
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if any {
+				c.blocks <- b
+			}
+			b, any = block{}, false
+			continue
+		case strings.HasPrefix(line, ":"):
+			b.comment = true
+		default:
+			k, v, _ := strings.Cut(line, ": ")
+			switch k {
+			case "id":
+				b.id = v
+			case "event":
+				b.event = v
+			case "data":
+				b.data = v
+			}
+		}
+		any = true
+	}
+}
+
+func (c *client) close() {
+	c.res.Body.Close()
+	<-c.done
+}
+
+// next returns the next block that is not a comment or an opening block.
+func (c *client) next() block {
+	c.t.Helper()
+	for {
+		select {
+		case b, ok := <-c.blocks:
+			if !ok {
+				c.t.Fatal("stream ended")
+			}
+			if b.event != "" {
+				return b
+			}
+		case <-time.After(3 * time.Second):
+			c.t.Fatal("no event")
+		}
+	}
+}
+
+// raw returns the next block of any kind.
+func (c *client) raw() block {
+	c.t.Helper()
+	select {
+	case b, ok := <-c.blocks:
+		if !ok {
+			c.t.Fatal("stream ended")
+		}
+		return b
+	case <-time.After(3 * time.Second):
+		c.t.Fatal("no block")
+	}
+	return block{}
+}
+
+// ended waits for the server to end the stream.
+func (c *client) ended() {
+	c.t.Helper()
+	select {
+	case <-c.done:
+	case <-time.After(3 * time.Second):
+		c.t.Fatal("stream still open")
+	}
+}

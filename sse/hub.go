@@ -1,0 +1,356 @@
+package sse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"callsig/calls"
+)
+
+// Log is the committed event log the streams read; db.Store implements it.
+type Log interface {
+	// EventsAfter returns up to limit of userID's events with ID > afterID,
+	// oldest first, whatever their device.
+	EventsAfter(ctx context.Context, userID string, afterID int64, limit int) ([]calls.Event, error)
+	// PendingInvitations returns the newest callInvitationReceived of each
+	// call in which userID is still pending, in id order.
+	PendingInvitations(ctx context.Context, userID string) ([]calls.Event, error)
+	// OldestEventID is the smallest id still kept (0: empty log).
+	OldestEventID(ctx context.Context) (int64, error)
+	// LastEventID is the highest id ever assigned (0: none yet).
+	LastEventID(ctx context.Context) (int64, error)
+	// PruneEvents deletes the events older than before (Unix ms).
+	PruneEvents(ctx context.Context, before int64) (int64, error)
+}
+
+// Service is what the hub reports deliveries and presence to; calls.Service
+// implements it.
+type Service interface {
+	MarkDelivered(ctx context.Context, callID, userID string) error
+	UserOnline(ctx context.Context, userID string) error
+	UserOffline(ctx context.Context, userID string) error
+}
+
+// Options configures a Hub; zero durations and sizes get the defaults.
+type Options struct {
+	Log        Log // required
+	Clock      calls.Clock
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer // nil: metrics are kept but not exported
+
+	Retention  time.Duration // how long events are kept for replay (default 24h)
+	PruneEvery time.Duration // clock time between prunings (default 1m)
+	Heartbeat  time.Duration // comment line interval, real time (default 15s)
+	// WriteTimeout bounds each write to a stream; a client that reads
+	// nothing for that long is disconnected (default 10s).
+	WriteTimeout time.Duration
+	Retry        time.Duration // the reconnection delay suggested to clients (default 3s)
+	// Buffer is how many events a stream may have waiting before it is
+	// marked lagging and catches up from the log instead (default 32).
+	Buffer int
+	// GapWait is how long the hub holds events back waiting for a missing
+	// lower id before it lets every stream catch up from the log (default 1s).
+	GapWait time.Duration
+	Workers int // concurrent presence and delivery reports (default 16)
+}
+
+func (o *Options) defaults() {
+	if o.Clock == nil {
+		o.Clock = calls.SystemClock{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.Retention, 24*time.Hour)
+	def(&o.PruneEvery, time.Minute)
+	def(&o.Heartbeat, 15*time.Second)
+	def(&o.WriteTimeout, 10*time.Second)
+	def(&o.Retry, 3*time.Second)
+	def(&o.GapWait, time.Second)
+	if o.Buffer <= 0 {
+		o.Buffer = 32
+	}
+	if o.Workers <= 0 {
+		o.Workers = 16
+	}
+}
+
+// Hub holds the open streams by user and device and hands them the
+// committed events. It is calls.Notifier and calls.Presence.
+type Hub struct {
+	o    Options
+	log  *slog.Logger
+	m    *metrics
+	work *work
+	done chan struct{} // closed by Shutdown: every stream ends
+
+	mu     sync.RWMutex
+	users  map[string][]*subscriber
+	closed bool
+	// The sequencer. Services report commits from many goroutines, so a
+	// later commit can be reported first; a stream that wrote the later
+	// event would then drop the earlier one as a duplicate. The hub passes
+	// events on strictly in id order (ids are gap-free: one writer assigns
+	// them in commit order), holding back any that arrive early.
+	next     int64            // the lowest id not yet passed on
+	held     map[int64]*frame // early arrivals, by id
+	gapTimer *time.Timer
+}
+
+var (
+	_ calls.Notifier = (*Hub)(nil)
+	_ calls.Presence = (*Hub)(nil)
+)
+
+// subscriber is one open stream as the hub sees it. Kept small: a server
+// may hold tens of thousands.
+type subscriber struct {
+	user, device string
+	ch           chan *frame // nil entries only wake the stream
+	// lagging is set when an event could not be buffered (or was skipped by
+	// the sequencer): the stream reads the log before writing anything newer.
+	lagging atomic.Bool
+	// interruptible is set once the client could resume losslessly if the
+	// stream ended (see stream.open); only then does Shutdown cut its writes.
+	interruptible atomic.Bool
+	rc            *http.ResponseController
+}
+
+// New returns a hub whose sequencer starts after the log's last event.
+func New(ctx context.Context, o Options) (*Hub, error) {
+	if o.Log == nil {
+		return nil, errors.New("sse: Options.Log is required")
+	}
+	o.defaults()
+	last, err := o.Log.LastEventID(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("sse: read the event log head: %w", err)
+	}
+	m, err := newMetrics(o.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Hub{
+		o: o, log: o.Logger, m: m, work: newWork(o.Logger),
+		done: make(chan struct{}), users: map[string][]*subscriber{},
+		next: last + 1, held: map[int64]*frame{},
+	}, nil
+}
+
+// Start runs the hub's background work with svc until ctx is done: the
+// presence and delivery reports and the pruning of the event log. The
+// returned func waits for it to stop, after reporting the deliveries still
+// queued (a flushed invitation must not stay "inviting" across a restart).
+func (h *Hub) Start(ctx context.Context, svc Service) (wait func()) {
+	h.work.svc = svc
+	var wg sync.WaitGroup
+	for range h.o.Workers {
+		wg.Go(func() { h.work.run(ctx) })
+	}
+	wg.Go(func() { h.prune(ctx) })
+	return func() {
+		wg.Wait()
+		h.work.drain(ctx)
+		h.mu.Lock()
+		h.stopGapTimer()
+		h.mu.Unlock()
+	}
+}
+
+// Shutdown ends every stream and refuses new ones; clients reconnect (to
+// this server once restarted, or another) with Last-Event-ID. Presence
+// changes caused by the shutdown are not reported: a restart re-arms the
+// callers' grace period anyway.
+func (h *Hub) Shutdown() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	h.closed = true
+	h.work.stopPresence()
+	close(h.done)
+	now := time.Now()
+	for _, list := range h.users {
+		for _, s := range list {
+			// Unblocks a write stuck on a client that reads nothing. The
+			// stream is still registered, so its handler has not returned.
+			// One still opening finishes (bounded by its write deadline) and
+			// then sees done.
+			if s.interruptible.Load() {
+				_ = s.rc.SetWriteDeadline(now)
+			}
+		}
+	}
+	h.stopGapTimer()
+}
+
+// Online reports whether userID has a stream open (calls.Presence).
+func (h *Hub) Online(userID string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.users[userID]) > 0
+}
+
+// Streams returns how many streams are open.
+func (h *Hub) Streams() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	n := 0
+	for _, list := range h.users {
+		n += len(list)
+	}
+	return n
+}
+
+// subscribe registers a stream and returns it with the id of the last event
+// passed on before it: every later event reaches its channel. ok is false
+// once the hub is shut down.
+func (h *Hub) subscribe(user, device string, rc *http.ResponseController) (s *subscriber, head int64, ok bool) {
+	s = &subscriber{user: user, device: device, ch: make(chan *frame, h.o.Buffer), rc: rc}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, 0, false
+	}
+	list := h.users[user]
+	h.users[user] = append(list, s)
+	h.m.open.Inc()
+	if len(list) == 0 {
+		h.work.presence(user, true)
+	}
+	return s, h.next - 1, true
+}
+
+// unsubscribe removes a stream; the handler calls it before it returns.
+func (h *Hub) unsubscribe(s *subscriber) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	list := h.users[s.user]
+	i := slices.Index(list, s)
+	if i < 0 {
+		return
+	}
+	list[i] = list[len(list)-1]
+	list[len(list)-1] = nil
+	list = list[:len(list)-1]
+	h.m.open.Dec()
+	if len(list) > 0 {
+		h.users[s.user] = list
+		return
+	}
+	delete(h.users, s.user)
+	h.work.presence(s.user, false)
+}
+
+// Committed is told of each commit's events (calls.Notifier). It never
+// blocks on a stream: a stream whose buffer is full is marked lagging and
+// reads the log instead.
+func (h *Hub) Committed(events []calls.Event, _ int) {
+	if len(events) == 0 {
+		return
+	}
+	now := time.Now()
+	frames := make([]*frame, 0, len(events))
+	for i := range events {
+		if events[i].ID > 0 {
+			frames = append(frames, newFrame(&events[i], now))
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, f := range frames {
+		// Below next: passed over by onGap, and every stream read it from
+		// the log; sending it now would be out of order.
+		if f.id >= h.next {
+			h.held[f.id] = f
+		}
+	}
+	h.release()
+}
+
+// release passes on the held events that are next in id order. mu is held.
+func (h *Hub) release() {
+	for {
+		f, ok := h.held[h.next]
+		if !ok {
+			break
+		}
+		delete(h.held, h.next)
+		h.next++
+		h.dispatch(f)
+	}
+	switch {
+	case len(h.held) == 0:
+		h.stopGapTimer()
+	case h.gapTimer == nil && !h.closed:
+		h.gapTimer = time.AfterFunc(h.o.GapWait, h.onGap)
+	}
+}
+
+func (h *Hub) stopGapTimer() {
+	if h.gapTimer != nil {
+		h.gapTimer.Stop()
+		h.gapTimer = nil
+	}
+}
+
+// dispatch offers f to the user's streams on its device. mu is held.
+func (h *Hub) dispatch(f *frame) {
+	for _, s := range h.users[f.user] {
+		if !f.forDevice(s.device) {
+			continue
+		}
+		select {
+		case s.ch <- f:
+		default:
+			if !s.lagging.Swap(true) {
+				h.m.dropped.Inc()
+			}
+		}
+	}
+}
+
+// onGap gives up waiting for a missing id (its commit was never reported,
+// or it was rolled back): every stream catches up from the log, which holds
+// whatever did commit, before it writes anything newer.
+func (h *Hub) onGap() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.gapTimer = nil
+	if len(h.held) == 0 || h.closed {
+		return
+	}
+	lowest := int64(-1)
+	for id := range h.held {
+		if lowest < 0 || id < lowest {
+			lowest = id
+		}
+	}
+	h.log.Warn("event ids never reported as committed; streams catch up from the log", "from", h.next, "to", lowest-1)
+	h.next = lowest
+	for _, list := range h.users {
+		for _, s := range list {
+			s.lagging.Store(true)
+			select {
+			case s.ch <- nil:
+			default: // not empty: the stream wakes anyway
+			}
+		}
+	}
+	h.release()
+}

@@ -1,0 +1,77 @@
+package sse
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the hub's Prometheus series.
+type metrics struct {
+	open    prometheus.Gauge
+	written prometheus.Counter
+	lag     prometheus.Histogram
+	dropped prometheus.Counter
+	pruned  prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		open: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "callsig_sse_streams_open",
+			Help: "Event streams (GET /events) open now.",
+		}),
+		written: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "callsig_events_written_total",
+			Help: "Events written to event streams (one per stream an event reached).",
+		}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "callsig_sse_delivery_lag_seconds",
+			Help:    "Time from an event's commit to its write on a live stream.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "callsig_sse_subscribers_dropped_total",
+			Help: "Times a stream fell behind its buffer and had to catch up from the event log.",
+		}),
+		pruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "callsig_events_pruned_total",
+			Help: "Events deleted from the log after the retention period.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var err error
+	if m.open, err = register(reg, m.open); err != nil {
+		return nil, err
+	}
+	if m.written, err = register(reg, m.written); err != nil {
+		return nil, err
+	}
+	if m.lag, err = register(reg, m.lag); err != nil {
+		return nil, err
+	}
+	if m.dropped, err = register(reg, m.dropped); err != nil {
+		return nil, err
+	}
+	if m.pruned, err = register(reg, m.pruned); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// register registers c, or returns the identical collector a previous hub
+// registered on the same registry.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, err
+	}
+	return c, nil
+}

@@ -1,0 +1,31 @@
+package sse
+
+import (
+	"context"
+	"time"
+)
+
+// prune deletes the events older than the retention period now and then
+// every PruneEvery of clock time, until ctx is done. A Last-Event-ID below
+// what is kept gets `event: reset` (see stream.expired).
+func (h *Hub) prune(ctx context.Context) {
+	for {
+		before := h.o.Clock.Now().Add(-h.o.Retention).UnixMilli()
+		n, err := h.o.Log.PruneEvents(ctx, before)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			h.log.Error("prune event log", "err", err)
+		case n > 0:
+			h.m.pruned.Add(float64(n))
+			h.log.Debug("pruned event log", "events", n, "before", time.UnixMilli(before).UTC())
+		}
+		fired := make(chan struct{})
+		t := h.o.Clock.AfterFunc(h.o.PruneEvery, func() { close(fired) })
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-fired:
+		}
+	}
+}

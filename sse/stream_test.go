@@ -1,0 +1,140 @@
+package sse
+
+import (
+	"io"
+	"net/http"
+	"testing"
+	"time"
+)
+
+func TestEncodeEvent(t *testing.T) {
+	got := string(encodeEvent(42, "callInvitationReceived", []byte("{\"a\":\n1}")))
+	want := "id: 42\nevent: callInvitationReceived\ndata: {\"a\": 1}\n\n"
+	if got != want {
+		t.Fatalf("%q, want %q", got, want)
+	}
+	if got := string(openingBlock(3*time.Second, 7, true)); got != "retry: 3000\nid: 7\n\n" {
+		t.Fatalf("opening %q", got)
+	}
+	if got := string(openingBlock(3*time.Second, 0, false)); got != "retry: 3000\n\n" {
+		t.Fatalf("opening %q", got)
+	}
+}
+
+// A new stream starts with the pending invitations, then an id-only block
+// at the head; a resumed one replays after its id; a pruned id gets reset.
+func TestOpeningAStream(t *testing.T) {
+	r := newRig(t, Options{})
+	evs := r.log.add(inv("bob", "c1"), changedEv("bob", "c1", ""), inv("bob", "c2"), changedEv("carol", "c3", ""))
+	r.hub.Committed(evs, 0)
+	r.log.pending["bob"] = []int64{1, 3}
+
+	c := r.open("bob", "default", "")
+	if b := c.raw(); b.data != "" || b.id != "" {
+		t.Fatalf("opening %+v", b)
+	}
+	for _, want := range []string{"1", "3"} {
+		if b := c.raw(); b.id != want || b.event != "callInvitationReceived" {
+			t.Fatalf("pending %+v, want id %s", b, want)
+		}
+	}
+	if b := c.raw(); b.id != "4" || b.event != "" {
+		t.Fatalf("head block %+v, want id 4", b)
+	}
+
+	c = r.open("bob", "default", "1")
+	if b := c.raw(); b.id != "1" {
+		t.Fatalf("opening %+v, want the id repeated", b)
+	}
+	for _, want := range []string{"2", "3"} {
+		if b := c.next(); b.id != want {
+			t.Fatalf("replay %+v, want %s", b, want)
+		}
+	}
+
+	r.log.mu.Lock()
+	r.log.events = r.log.events[2:] // ids 1 and 2 pruned
+	r.log.mu.Unlock()
+	c = r.open("bob", "default", "0")
+	if b := c.next(); b.event != "reset" {
+		t.Fatalf("first %+v, want reset", b)
+	}
+	if b := c.next(); b.id != "3" {
+		t.Fatalf("after reset %+v, want the pending invitation 3", b)
+	}
+}
+
+// Heartbeat comments come at the configured interval.
+func TestHeartbeat(t *testing.T) {
+	r := newRig(t, Options{Heartbeat: 20 * time.Millisecond})
+	c := r.open("bob", "default", "")
+	c.raw() // opening
+	c.raw() // head
+	for range 3 {
+		if b := c.raw(); !b.comment {
+			t.Fatalf("%+v, want a comment", b)
+		}
+	}
+}
+
+// The server's ReadTimeout would cancel a request mid-stream; the stream
+// clears its read deadline.
+func TestStreamOutlivesReadTimeout(t *testing.T) {
+	r := newRig(t, Options{}, func(s *http.Server) { s.ReadTimeout = 50 * time.Millisecond })
+	c := r.open("bob", "default", "")
+	time.Sleep(150 * time.Millisecond) // past the ReadTimeout, which is real time
+	r.hub.Committed(r.log.add(changedEv("bob", "c1", "")), 0)
+	if b := c.next(); b.id != "1" {
+		t.Fatalf("got %+v", b)
+	}
+}
+
+// Device-bound events go only to that device's streams.
+func TestMainDeviceEventsGoToThatDeviceOnly(t *testing.T) {
+	r := newRig(t, Options{})
+	phone, laptop := r.open("bob", "phone", ""), r.open("bob", "laptop", "")
+	r.hub.Committed(r.log.add(changedEv("bob", "c1", "phone"), changedEv("bob", "c2", "")), 0)
+	if b := phone.next(); b.id != "1" {
+		t.Fatalf("phone got %+v", b)
+	}
+	if b := laptop.next(); b.id != "2" {
+		t.Fatalf("laptop got %+v, want only event 2", b)
+	}
+	// Replay filters by device as well.
+	again := r.open("bob", "laptop", "0")
+	if b := again.next(); b.id != "2" {
+		t.Fatalf("laptop replay got %+v", b)
+	}
+}
+
+// Shutdown while a new stream is still reading what to start with: the
+// stream still sends its pending invitations and the id of the log head
+// before it ends, so the client resumes from there and loses nothing
+// committed after it subscribed.
+func TestShutdownWhileANewStreamOpens(t *testing.T) {
+	log := newMemLog()
+	r := newRig(t, Options{Log: log})
+	r.hub.Committed(log.add(inv("bob", "c1"), changedEv("carol", "c2", "")), 0)
+	log.pending["bob"] = []int64{1}
+	log.gate, log.entered = make(chan struct{}), make(chan struct{}, 1)
+
+	body := make(chan string, 1)
+	go func() {
+		res, err := http.Get(r.srv.URL + "/?user=bob&device=d")
+		if err != nil {
+			body <- err.Error()
+			return
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		body <- string(b)
+	}()
+	<-log.entered
+	r.hub.Shutdown()
+	close(log.gate)
+	got := <-body
+	want := "retry: 3000\n\nid: 1\nevent: callInvitationReceived\ndata: {\"callID\":\"c1\"}\n\nid: 2\n\n"
+	if got != want {
+		t.Fatalf("stream %q, want %q", got, want)
+	}
+}
