@@ -46,6 +46,8 @@ type Deps struct {
 	DevToken func(userID string, ttl time.Duration) (token string, expiresAt time.Time, ok bool)
 	// Webhooks serves the admin /webhooks endpoints when set.
 	Webhooks calls.WebhookRegistry
+	// Demo serves the browser demo under /demo/ (package web) when set.
+	Demo http.Handler
 }
 
 // EventStream serves one user's Server-Sent Events stream (package sse).
@@ -128,6 +130,7 @@ func (s *server) routes() http.Handler {
 	})
 
 	mountSystem(r, s)
+	mountDemo(r, s.deps.Demo)
 
 	// REST: authenticated, limited, read whole, validated, idempotent.
 	r.Group(func(r chi.Router) {

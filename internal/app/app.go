@@ -18,6 +18,7 @@ import (
 	"callsig/calls"
 	"callsig/db"
 	"callsig/handlers"
+	"callsig/web"
 )
 
 // App is a running callsig: everything but the listener.
@@ -108,6 +109,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		RateBurst:   cfg.RateBurst,
 		Events:      events.Stream,
 		Webhooks:    hooks.Registry,
+		DevToken:    a.devToken(),
+		Demo:        web.Handler(),
 	})
 	if err != nil {
 		a.Store.Close()
