@@ -1,12 +1,13 @@
 package handlers
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"callsig/internal/prom"
 )
 
 // httpMetrics are the RED metrics of the HTTP API. Labels use the route
@@ -27,28 +28,13 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"route", "method"})
 	var err error
-	if requests, err = register(reg, requests); err != nil {
+	if requests, err = prom.Register(reg, requests); err != nil {
 		return nil, err
 	}
-	if duration, err = register(reg, duration); err != nil {
+	if duration, err = prom.Register(reg, duration); err != nil {
 		return nil, err
 	}
 	return &httpMetrics{requests: requests, duration: duration}, nil
-}
-
-// register registers c, or returns the identical collector already
-// registered (New called twice on one registry, as tests do).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }
 
 // middleware counts every request; it times all but the event stream,

@@ -1,9 +1,9 @@
 package sse
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"callsig/internal/prom"
 )
 
 // metrics are the hub's Prometheus series.
@@ -43,35 +43,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var err error
-	if m.open, err = register(reg, m.open); err != nil {
+	if m.open, err = prom.Register(reg, m.open); err != nil {
 		return nil, err
 	}
-	if m.written, err = register(reg, m.written); err != nil {
+	if m.written, err = prom.Register(reg, m.written); err != nil {
 		return nil, err
 	}
-	if m.lag, err = register(reg, m.lag); err != nil {
+	if m.lag, err = prom.Register(reg, m.lag); err != nil {
 		return nil, err
 	}
-	if m.dropped, err = register(reg, m.dropped); err != nil {
+	if m.dropped, err = prom.Register(reg, m.dropped); err != nil {
 		return nil, err
 	}
-	if m.pruned, err = register(reg, m.pruned); err != nil {
+	if m.pruned, err = prom.Register(reg, m.pruned); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the identical collector a previous hub
-// registered on the same registry.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }

@@ -2,12 +2,12 @@ package webhooks
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"callsig/calls"
+	"callsig/internal/prom"
 )
 
 // Outcomes of one attempt, the label of callsig_webhook_deliveries_total.
@@ -43,31 +43,16 @@ func newMetrics(reg prometheus.Registerer, store Store, clock calls.Clock) (*met
 		return m, nil
 	}
 	var err error
-	if m.attempts, err = register(reg, m.attempts); err != nil {
+	if m.attempts, err = prom.Register(reg, m.attempts); err != nil {
 		return nil, err
 	}
-	if m.latency, err = register(reg, m.latency); err != nil {
+	if m.latency, err = prom.Register(reg, m.latency); err != nil {
 		return nil, err
 	}
-	if _, err = register(reg, &queueCollector{store: store, clock: clock}); err != nil {
+	if _, err = prom.Register(reg, &queueCollector{store: store, clock: clock}); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector already registered under
-// its name (an app rebuilt on one registry).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }
 
 var (
