@@ -24,7 +24,15 @@ const timestampLayout = "2006-01-02T15:04:05.000Z07:00"
 
 // insertHook stores one webhook message and fans it out to the outbox: one
 // pending delivery per enabled endpoint subscribed to its type, due at once.
+// A message no endpoint is subscribed to is not stored.
 func (t *callsTx) insertHook(ctx context.Context, h *calls.HookEvent) error {
+	var subscribed bool
+	if err := t.stmt(t.s.wst.subscribed).QueryRowContext(ctx, string(h.Type)).Scan(&subscribed); err != nil {
+		return fmt.Errorf("db: webhook subscribers of %s: %w", h.Type, err)
+	}
+	if !subscribed {
+		return nil
+	}
 	payload, err := json.Marshal(webhookBody{
 		Type:      h.Type,
 		Timestamp: time.UnixMilli(h.Time).UTC().Format(timestampLayout),

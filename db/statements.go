@@ -57,6 +57,11 @@ const (
 	// One outbox row per enabled, live endpoint subscribed to the type:
 	// event_types is ",a,b," (or '' for all), so ",type," matches exactly one
 	// whole entry and never a prefix of another.
+	// Whether any endpoint would get a message of a type: most servers run
+	// without webhooks, and a message nobody is subscribed to is never sent,
+	// so it is not stored at all (a third of a call's write work otherwise).
+	sqlSubscribed = `SELECT EXISTS (SELECT 1 FROM webhook_endpoints
+		WHERE enabled = 1 AND deleted = 0 AND (event_types = '' OR instr(event_types, ',' || ? || ',') > 0))`
 	sqlFanOut = `INSERT INTO webhook_deliveries (message_id, endpoint_id, status, next_attempt_at, created_at)
 		SELECT ?, id, 'pending', ?, ? FROM webhook_endpoints
 		WHERE enabled = 1 AND deleted = 0 AND (event_types = '' OR instr(event_types, ',' || ? || ',') > 0)`
@@ -71,6 +76,7 @@ type writeStatements struct {
 	insertCall, updateCall      *sqlx.Stmt
 	upsertUser, insertEvent     *sqlx.Stmt
 	insertMessage, fanOut       *sqlx.Stmt
+	subscribed                  *sqlx.Stmt
 }
 
 func prepareWrite(ctx context.Context, db *sqlx.DB) (*writeStatements, error) {
@@ -89,6 +95,7 @@ func prepareWrite(ctx context.Context, db *sqlx.DB) (*writeStatements, error) {
 	st.insertEvent = p.prepare(sqlInsertEvent)
 	st.insertMessage = p.prepare(sqlInsertMessage)
 	st.fanOut = p.prepare(sqlFanOut)
+	st.subscribed = p.prepare(sqlSubscribed)
 	if p.err != nil {
 		st.close()
 		return nil, p.err
@@ -101,7 +108,7 @@ func (st *writeStatements) close() {
 		return
 	}
 	closeAll(st.savepoint, st.release, st.rollbackTo, st.selectCallByID, st.selectUsers,
-		st.insertCall, st.updateCall, st.upsertUser, st.insertEvent, st.insertMessage, st.fanOut)
+		st.insertCall, st.updateCall, st.upsertUser, st.insertEvent, st.insertMessage, st.fanOut, st.subscribed)
 }
 
 // readStatements are prepared on the read pool; database/sql prepares each

@@ -42,3 +42,16 @@ func TestSystemEndpoints(t *testing.T) {
 		t.Errorf("metrics leak a raw path with a callID")
 	}
 }
+
+// The profiler is there for admins and nobody else.
+func TestPprofNeedsAdmin(t *testing.T) {
+	s := testkit.Start(t)
+	user := s.Client("alice")
+	user.SkipSpec = true // /debug/pprof is operational, not part of the API contract
+	user.Get("/debug/pprof/").WantProblem(http.StatusForbidden, "forbidden")
+	admin := s.Admin()
+	admin.SkipSpec = true
+	if res := admin.Get("/debug/pprof/goroutine?debug=1").Want(http.StatusOK); !strings.Contains(string(res.Body), "goroutine profile") {
+		t.Fatalf("goroutine profile: %.100s", res.Body)
+	}
+}

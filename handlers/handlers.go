@@ -130,6 +130,7 @@ func (s *server) routes() http.Handler {
 	})
 
 	mountSystem(r, s)
+	s.mountPprof(r)
 	mountDemo(r, s.deps.Demo)
 
 	// REST: authenticated, limited, read whole, validated, idempotent.

@@ -1,0 +1,27 @@
+package handlers
+
+import (
+	"net/http"
+	"net/http/pprof"
+
+	"github.com/go-chi/chi/v5"
+)
+
+// mountPprof serves Go's profiler under /debug/pprof/ for admins only: it
+// is how a slow production server is profiled (go tool pprof
+// -http=: 'http://host/debug/pprof/profile?seconds=20' with the admin
+// token as a bearer header). Not behind the REST timeout: a CPU profile
+// runs as long as it is asked to.
+func (s *server) mountPprof(r chi.Router) {
+	r.Route("/debug/pprof", func(r chi.Router) {
+		r.Use(s.auth.requireAdmin)
+		r.Get("/", pprof.Index)
+		r.Get("/cmdline", pprof.Cmdline)
+		r.Get("/profile", pprof.Profile)
+		r.Get("/symbol", pprof.Symbol)
+		r.Get("/trace", pprof.Trace)
+		r.Get("/{name}", func(w http.ResponseWriter, req *http.Request) {
+			pprof.Handler(chi.URLParam(req, "name")).ServeHTTP(w, req)
+		})
+	})
+}
