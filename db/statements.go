@@ -51,7 +51,7 @@ const (
 		accept_time = excluded.accept_time, timeout_at = excluded.timeout_at,
 		not_received_at = excluded.not_received_at, main_device = excluded.main_device`
 	sqlInsertEvent = `INSERT INTO events (user_id, device, call_id, type, data, time)
-		VALUES (?, ?, ?, ?, ?, ?) RETURNING id`
+		VALUES (?, ?, ?, ?, ?, ?)`
 	sqlInsertMessage = `INSERT INTO webhook_messages (msg_id, type, call_id, payload, created_at)
 		VALUES (?, ?, ?, ?, ?) RETURNING id`
 	// One outbox row per enabled, live endpoint subscribed to the type:
