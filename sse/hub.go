@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,6 +97,13 @@ type Hub struct {
 	m    *metrics
 	work *work
 	done chan struct{} // closed by Shutdown: every stream ends
+	// ctx is the live streams' context (they outlive their requests);
+	// Shutdown cancels it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// streams counts the goroutines of the live streams (see
+	// stream.goLive); the wait func of Start waits for them.
+	streams sync.WaitGroup
 
 	mu     sync.RWMutex
 	users  map[string][]*subscriber
@@ -127,7 +134,14 @@ type subscriber struct {
 	// interruptible is set once the client could resume losslessly if the
 	// stream ended (see stream.open); only then does Shutdown cut its writes.
 	interruptible atomic.Bool
-	rc            *http.ResponseController
+	cut           deadliner // the stream's connection or response writer
+}
+
+// deadliner is what Shutdown cuts a stuck write with: the hijacked
+// net.Conn, or the http.ResponseController when the stream could not
+// take its connection over.
+type deadliner interface {
+	SetWriteDeadline(time.Time) error
 }
 
 // New returns a hub whose sequencer starts after the log's last event.
@@ -144,17 +158,22 @@ func New(ctx context.Context, o Options) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Hub{
+	h := &Hub{
 		o: o, log: o.Logger, m: m, work: newWork(o.Logger),
 		done: make(chan struct{}), users: map[string][]*subscriber{},
 		next: last + 1, held: map[int64]*frame{},
-	}, nil
+	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	return h, nil
 }
 
 // Start runs the hub's background work with svc until ctx is done: the
 // presence and delivery reports and the pruning of the event log. The
 // returned func waits for it to stop, after reporting the deliveries still
 // queued (a flushed invitation must not stay "inviting" across a restart).
+// The wait func also shuts the hub down (see Shutdown) if that has not been
+// done, and waits for the live streams to end: they no longer belong to the
+// HTTP server.
 func (h *Hub) Start(ctx context.Context, svc Service) (wait func()) {
 	h.work.svc = svc
 	var wg sync.WaitGroup
@@ -164,6 +183,8 @@ func (h *Hub) Start(ctx context.Context, svc Service) (wait func()) {
 	wg.Go(func() { h.prune(ctx) })
 	return func() {
 		wg.Wait()
+		h.Shutdown()
+		h.streams.Wait() // their last flushes report deliveries: before drain
 		h.work.drain(ctx)
 		h.mu.Lock()
 		h.stopGapTimer()
@@ -184,6 +205,7 @@ func (h *Hub) Shutdown() {
 	h.closed = true
 	h.work.stopPresence()
 	close(h.done)
+	h.cancel()
 	now := time.Now()
 	for _, list := range h.users {
 		for _, s := range list {
@@ -192,7 +214,7 @@ func (h *Hub) Shutdown() {
 			// One still opening finishes (bounded by its write deadline) and
 			// then sees done.
 			if s.interruptible.Load() {
-				_ = s.rc.SetWriteDeadline(now)
+				_ = s.cut.SetWriteDeadline(now)
 			}
 		}
 	}
@@ -220,8 +242,11 @@ func (h *Hub) Streams() int {
 // subscribe registers a stream and returns it with the id of the last event
 // passed on before it: every later event reaches its channel. ok is false
 // once the hub is shut down.
-func (h *Hub) subscribe(user, device string, rc *http.ResponseController) (s *subscriber, head int64, ok bool) {
-	s = &subscriber{user: user, device: device, ch: make(chan *frame, h.o.Buffer), rc: rc}
+func (h *Hub) subscribe(user, device string, cut deadliner) (s *subscriber, head int64, ok bool) {
+	// Cloned: they may point into the request (its URL or token), which a
+	// live stream must not keep alive.
+	user, device = strings.Clone(user), strings.Clone(device)
+	s = &subscriber{user: user, device: device, ch: make(chan *frame, h.o.Buffer), cut: cut}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -236,7 +261,19 @@ func (h *Hub) subscribe(user, device string, rc *http.ResponseController) (s *su
 	return s, h.next - 1, true
 }
 
-// unsubscribe removes a stream; the handler calls it before it returns.
+// adopt counts n goroutines of a live stream in h.streams, unless the hub
+// is shut down (false): Shutdown's waiters must see every one.
+func (h *Hub) adopt(n int) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	h.streams.Add(n)
+	return true
+}
+
+// unsubscribe removes a stream when it ends.
 func (h *Hub) unsubscribe(s *subscriber) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

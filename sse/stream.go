@@ -1,8 +1,10 @@
 package sse
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,17 +19,33 @@ const pageSize = 256
 // maxBatch is how many buffered events a stream writes between flushes.
 const maxBatch = 64
 
-var errShutdown = errors.New("sse: server shutting down")
+// flushAt is how many bytes a hijacked stream gathers before it writes
+// them (its catch-up, say), short of an explicit flush.
+const flushAt = 16 << 10
+
+var (
+	errShutdown = errors.New("sse: server shutting down")
+	errGone     = errors.New("sse: client gone")
+)
 
 // ServeEvents streams userID's events to a client on deviceID (GET /events;
-// the caller has authenticated the request). It returns when the client
-// goes away, a write fails or times out, or the hub shuts down; the client
-// then reconnects with Last-Event-ID.
+// the caller has authenticated the request). The stream ends when the
+// client goes away, a write fails or times out, or the hub shuts down; the
+// client then reconnects with Last-Event-ID.
 //
 // Order of work: subscribe first, so nothing committed from then on can be
 // missed; then catch the client up from the log (after its Last-Event-ID,
 // or with the invitations still pending for a new stream); then write live
 // events, dropping any already written (ids only increase).
+//
+// An idle stream must cost little memory: a server holds tens of thousands.
+// So over HTTP/1.x the stream takes the connection over (Hijack) and writes
+// the response itself, with no buffers of net/http; it catches up on the
+// handler's goroutine, then hands the live part to two small goroutines of
+// its own (see goLive) and returns, which frees the handler's deep stack.
+// The body is not chunked: it ends when the connection closes
+// (Connection: close). Where the connection cannot be taken over (HTTP/2,
+// a test recorder) the handler streams through w until the end instead.
 func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, deviceID string) {
 	rc := http.NewResponseController(w)
 	// The server's ReadTimeout would otherwise fire mid-stream and cancel
@@ -41,34 +59,119 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 	hdr.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 
 	st := &stream{h: h, w: w, rc: rc, user: userID, device: deviceID, deadlines: true}
+	var cut deadliner = rc
+	if conn, head := hijack(rc, hdr); conn != nil {
+		st.w, st.rc, st.conn, st.head = nil, nil, conn, head
+		cut = conn
+	}
 	last, resume := lastEventID(r)
-	sub, head, ok := h.subscribe(userID, deviceID, rc)
+	sub, head, ok := h.subscribe(userID, deviceID, cut)
 	if !ok {
 		// Shutting down: an empty stream, so the client reconnects
 		// (elsewhere, or here once restarted) with the same Last-Event-ID.
-		w.WriteHeader(http.StatusOK)
-		_ = rc.SetWriteDeadline(time.Now().Add(h.o.WriteTimeout))
-		_, _ = w.Write(openingBlock(h.o.Retry, last, resume && last >= 0))
-		_ = rc.Flush()
+		st.writeHeader()
+		if st.writeRaw(openingBlock(h.o.Retry, last, resume && last >= 0)) == nil {
+			_ = st.flush()
+		}
+		st.close()
 		return
 	}
 	st.sub = sub
-	defer h.unsubscribe(sub)
 
 	ctx := r.Context()
 	if err := st.open(ctx, last, resume, head); err != nil {
-		st.ended(ctx, err)
+		st.end(ctx, err)
 		return
 	}
-	st.ended(ctx, st.run(ctx))
+	if st.conn != nil && st.goLive() {
+		return // the stream lives on without this goroutine
+	}
+	st.end(ctx, st.run(ctx, nil))
 }
 
-// stream is one GET /events in progress; only its handler goroutine uses it.
+// hijack takes the connection over from net/http, if it can, and returns
+// it with the response head to send first. net/http's buffers are dropped.
+func hijack(rc *http.ResponseController, hdr http.Header) (net.Conn, []byte) {
+	conn, _, err := rc.Hijack()
+	if err != nil {
+		return nil, nil // not HTTP/1.x: stream through the ResponseWriter
+	}
+	// Whatever the client sent after its request is dropped with the
+	// reader: an event stream's client sends nothing more.
+	hdr.Del("Content-Length")
+	hdr.Del("Transfer-Encoding")
+	hdr.Set("Connection", "close") // the body ends with the connection
+	if _, ok := hdr["Date"]; !ok {
+		hdr.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	}
+	var b bytes.Buffer
+	b.WriteString("HTTP/1.1 200 OK\r\n")
+	_ = hdr.Write(&b)
+	b.WriteString("\r\n")
+	return conn, b.Bytes()
+}
+
+// goLive hands the stream to two goroutines of its own: one writes live
+// events and heartbeats (run), the other reads the connection to see the
+// client leave (a client sends nothing after its request). It returns
+// false, and the handler ends the stream, once the hub is shut down.
+func (st *stream) goLive() bool {
+	h := st.h
+	if !h.adopt(2) {
+		return false
+	}
+	gone := make(chan struct{})
+	go func() {
+		defer h.streams.Done()
+		st.end(h.ctx, st.run(h.ctx, gone))
+	}()
+	go func() {
+		defer h.streams.Done()
+		watch(st.conn, gone)
+	}()
+	return true
+}
+
+// watch reads conn until it fails (the client left, or the stream closed
+// it), then closes it, which cuts short a write stuck on a client that
+// left, and gone.
+func watch(conn net.Conn, gone chan<- struct{}) {
+	defer close(gone)
+	var b [16]byte
+	for {
+		if _, err := conn.Read(b[:]); err != nil {
+			_ = conn.Close()
+			return
+		}
+	}
+}
+
+// end unsubscribes the stream and closes its connection, if it has one.
+func (st *stream) end(ctx context.Context, err error) {
+	st.h.unsubscribe(st.sub)
+	st.close()
+	st.ended(ctx, err)
+}
+
+// close closes a hijacked connection; the client sees the body end.
+func (st *stream) close() {
+	if st.conn != nil {
+		_ = st.conn.Close()
+	}
+}
+
+// stream is one GET /events in progress; one goroutine at a time uses it
+// (the handler's, then the live one's).
 type stream struct {
-	h            *Hub
-	w            http.ResponseWriter
-	rc           *http.ResponseController
-	sub          *subscriber
+	h   *Hub
+	w   http.ResponseWriter      // nil once hijacked
+	rc  *http.ResponseController // nil once hijacked
+	sub *subscriber
+	// conn is the hijacked connection (nil: writing through w). Its writes
+	// are gathered in buf and written by flush; head is the response head,
+	// sent with the first flush.
+	conn         net.Conn
+	buf, head    []byte
 	user, device string
 	// lastID is the highest id written or passed over: the stream's
 	// position in the log, and the duplicate filter.
@@ -120,7 +223,7 @@ func (st *stream) open(ctx context.Context, last int64, resume bool, head int64)
 	}
 	if resume && !reset {
 		st.interruptible()
-		st.w.WriteHeader(http.StatusOK)
+		st.writeHeader()
 		if err := st.writeRaw(openingBlock(h.o.Retry, last, true)); err != nil {
 			return err
 		}
@@ -134,7 +237,7 @@ func (st *stream) open(ctx context.Context, last int64, resume bool, head int64)
 	if err != nil {
 		return err
 	}
-	st.w.WriteHeader(http.StatusOK)
+	st.writeHeader()
 	if err := st.writeRaw(openingBlock(h.o.Retry, 0, false)); err != nil {
 		return err
 	}
@@ -228,33 +331,61 @@ func (st *stream) catchUp(ctx context.Context, lagging bool) error {
 	}
 }
 
-// run writes live events and heartbeats until the stream ends.
-func (st *stream) run(ctx context.Context) error {
+// run writes live events and heartbeats until the stream ends; gone, when
+// not nil, closes when the client leaves (the stream then runs on its own
+// goroutine: see goLive and onFreshStack).
+func (st *stream) run(ctx context.Context, gone <-chan struct{}) error {
 	h := st.h
 	tick := time.NewTicker(h.o.Heartbeat)
 	defer tick.Stop()
 	for {
+		var err error
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-h.done:
 			return errShutdown
+		case <-gone:
+			return errGone
 		case <-tick.C:
-			if err := st.writeRaw(heartbeatBlock); err != nil {
-				return err
-			}
-			if err := st.flush(); err != nil {
-				return err
-			}
+			err = st.work(gone != nil, func() error {
+				if err := st.writeRaw(heartbeatBlock); err != nil {
+					return err
+				}
+				return st.flush()
+			})
 		case f := <-st.sub.ch:
-			if err := st.batch(ctx, f); err != nil {
-				return err
-			}
-			if err := st.flush(); err != nil {
-				return err
-			}
+			err = st.work(gone != nil, func() error {
+				if err := st.batch(ctx, f); err != nil {
+					return err
+				}
+				return st.flush()
+			})
+		}
+		if err != nil {
+			return err
 		}
 	}
+}
+
+// work runs f, on a goroutine of its own when fresh is set (see
+// onFreshStack).
+func (st *stream) work(fresh bool, f func() error) error {
+	if !fresh {
+		return f()
+	}
+	return onFreshStack(f)
+}
+
+// onFreshStack runs f on a new goroutine and waits for it. Writing (and
+// reading the log, for a lagging stream) grows a goroutine's stack past its
+// initial 2 KiB, and a parked goroutine keeps its stack until a collection
+// shrinks it; run's own goroutine, parked in its select nearly all the
+// time, so keeps the smallest stack. A goroutine costs about a microsecond.
+func onFreshStack(f func() error) error {
+	errc := make(chan error, 1)
+	go func() { errc <- f() }()
+	return <-errc
 }
 
 // batch writes f and whatever else is buffered, up to maxBatch events.
@@ -307,8 +438,29 @@ func (st *stream) writeFrame(f *frame) error {
 	return nil
 }
 
-// writeRaw writes b under a fresh write deadline.
+// writeHeader starts the response.
+func (st *stream) writeHeader() {
+	if st.conn == nil {
+		st.w.WriteHeader(http.StatusOK)
+		return
+	}
+	st.buf = append(st.buf, st.head...)
+	st.head = nil
+}
+
+// writeRaw writes b under a fresh write deadline (a hijacked stream
+// gathers it for flush).
 func (st *stream) writeRaw(b []byte) error {
+	if st.conn != nil {
+		if err := st.stopping(); err != nil {
+			return err
+		}
+		st.buf = append(st.buf, b...)
+		if len(st.buf) >= flushAt {
+			return st.flush()
+		}
+		return nil
+	}
 	if err := st.deadline(); err != nil {
 		return err
 	}
@@ -321,11 +473,23 @@ func (st *stream) writeRaw(b []byte) error {
 // that stops reading is dropped and resumes later with Last-Event-ID.
 func (st *stream) deadline() error {
 	if st.deadlines {
-		if err := st.rc.SetWriteDeadline(time.Now().Add(st.h.o.WriteTimeout)); errors.Is(err, http.ErrNotSupported) {
+		var err error
+		if at := time.Now().Add(st.h.o.WriteTimeout); st.conn != nil {
+			err = st.conn.SetWriteDeadline(at)
+		} else {
+			err = st.rc.SetWriteDeadline(at)
+		}
+		if errors.Is(err, http.ErrNotSupported) {
 			st.deadlines = false
 			st.h.log.Warn("event stream without write deadlines: the response writer does not support them")
 		}
 	}
+	return st.stopping()
+}
+
+// stopping returns errShutdown once the hub shuts down, if the stream may
+// stop (see open).
+func (st *stream) stopping() error {
 	if !st.canStop {
 		return nil
 	}
@@ -351,7 +515,15 @@ func (st *stream) flush() error {
 	if err := st.deadline(); err != nil {
 		return err
 	}
-	if err := st.rc.Flush(); err != nil {
+	if st.conn != nil {
+		if len(st.buf) > 0 {
+			_, err := st.conn.Write(st.buf)
+			st.buf = nil // not kept: an idle stream holds no buffer
+			if err != nil {
+				return err
+			}
+		}
+	} else if err := st.rc.Flush(); err != nil {
 		return err
 	}
 	for i, f := range st.invitations {
@@ -364,7 +536,7 @@ func (st *stream) flush() error {
 
 // ended logs why a stream ended when that is worth knowing.
 func (st *stream) ended(ctx context.Context, err error) {
-	if err == nil || errors.Is(err, errShutdown) || ctx.Err() != nil {
+	if err == nil || errors.Is(err, errShutdown) || errors.Is(err, errGone) || ctx.Err() != nil {
 		return
 	}
 	st.h.log.Debug("event stream ended", "user", st.user, "device", st.device, "err", err)

@@ -1,8 +1,13 @@
 package sse
 
 import (
+	"bufio"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -136,5 +141,68 @@ func TestShutdownWhileANewStreamOpens(t *testing.T) {
 	want := "retry: 3000\n\nid: 1\nevent: callInvitationReceived\ndata: {\"callID\":\"c1\"}\n\nid: 2\n\n"
 	if got != want {
 		t.Fatalf("stream %q, want %q", got, want)
+	}
+}
+
+// Over HTTP/1.1 the stream takes its connection over: the handler returns
+// while the stream lives on, the response keeps the headers set before
+// ServeEvents (CORS), is not chunked and ends with the connection.
+func TestHijackedStream(t *testing.T) {
+	var returned atomic.Int32
+	r := newRig(t, Options{}, func(s *http.Server) {
+		inner := s.Handler
+		s.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			w.Header().Set("Access-Control-Allow-Origin", "https://app.example")
+			inner.ServeHTTP(w, req)
+			returned.Add(1)
+		})
+	})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(r.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprint(conn, "GET /?user=bob&device=d HTTP/1.1\r\nHost: x\r\n\r\n")
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{
+		"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+		"Access-Control-Allow-Origin": "https://app.example",
+	} {
+		if got := res.Header.Get(k); got != v {
+			t.Errorf("%s: %q, want %q", k, got, v)
+		}
+	}
+	if res.StatusCode != http.StatusOK || len(res.TransferEncoding) > 0 || res.ContentLength != -1 || !res.Close {
+		t.Fatalf("status %d, transfer encoding %v, length %d, close %v", res.StatusCode, res.TransferEncoding, res.ContentLength, res.Close)
+	}
+	for deadline := time.Now().Add(3 * time.Second); returned.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the handler did not return")
+		}
+	}
+	r.hub.Committed(r.log.add(changedEv("bob", "c1", "")), 0)
+	want := "retry: 3000\n\nid: 0\n\nid: 1\nevent: callUserStateChanged\ndata: {\"callID\":\"c1\"}\n\n"
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(res.Body, got); err != nil || string(got) != want {
+		t.Fatalf("body %q (%v), want %q", got, err, want)
+	}
+	r.hub.Shutdown()
+	if rest, err := io.ReadAll(res.Body); err != nil || len(rest) > 0 { // to the end of the connection
+		t.Fatalf("after shutdown %q, %v; want a clean end", rest, err)
+	}
+}
+
+// A hijacked stream sees its client leave: the user goes offline.
+func TestHijackedStreamClientLeaves(t *testing.T) {
+	r := newRig(t, Options{})
+	c := r.open("bob", "d", "")
+	r.svc.waitReports(t, "online bob")
+	c.close()
+	r.svc.waitReports(t, "online bob", "offline bob")
+	if r.hub.Streams() != 0 {
+		t.Fatal("stream still registered")
 	}
 }
