@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestLoadgen runs each mode briefly against a real spawned server, so the
+// tool cannot rot. It checks that every cycle completed and no event was
+// lost, never a speed: figures come from real runs, see docs/benchmarks.md.
+func TestLoadgen(t *testing.T) {
+	bin, err := buildServer(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	spawn := []string{"-spawn", "-server-bin", bin, "-server-log-level", "warn"}
+
+	t.Run("cycle", func(t *testing.T) {
+		fig := runLoadgen(t, append(spawn, "cycle", "-duration", "2s", "-users", "20")...)
+		started, completed := fig["cycles_started"].(float64), fig["cycles_completed"].(float64)
+		if completed == 0 || completed != started {
+			t.Errorf("cycles: %v started, %v completed; want all completed", started, completed)
+		}
+		wantZero(t, fig, "errors", "lost_events", "bad_events", "server_log_errors")
+		for _, k := range []string{"cycles_per_sec", "delivery_p99_ms", "http_p99_ms", "peak_rss_bytes"} {
+			if v, _ := fig[k].(float64); v <= 0 {
+				t.Errorf("%s = %v, want > 0", k, fig[k])
+			}
+		}
+	})
+
+	t.Run("streams", func(t *testing.T) {
+		fig := runLoadgen(t, append(spawn, "streams", "-streams", "200", "-settle", "200ms")...)
+		if fig["streams"] != 200.0 {
+			t.Errorf("streams = %v, want 200", fig["streams"])
+		}
+		wantZero(t, fig, "stream_failures", "server_log_errors")
+		for _, k := range []string{"bytes_per_stream", "open_time_ms"} {
+			if _, ok := fig[k].(float64); !ok {
+				t.Errorf("no %s in %v", k, fig)
+			}
+		}
+	})
+
+	t.Run("deadlines", func(t *testing.T) {
+		fig := runLoadgen(t, append(spawn, "deadlines", "-invitations", "50", "-users", "10", "-timeout", "1s", "-restart")...)
+		if fig["invitations"] != 50.0 || fig["timeouts_received"] != 50.0 {
+			t.Errorf("%v invitations, %v timeouts received; want 50 and 50", fig["invitations"], fig["timeouts_received"])
+		}
+		wantZero(t, fig, "missing", "early", "errors", "bad_events")
+		if _, ok := fig["rearm_ms"].(float64); !ok {
+			t.Errorf("no rearm_ms in %v", fig)
+		}
+	})
+}
+
+// runLoadgen runs the tool in-process and returns its last line, the JSON
+// figures.
+func runLoadgen(t *testing.T, args ...string) map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	if err := run(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("loadgen %s: %v\n%s%s", strings.Join(args, " "), err, stdout.Bytes(), stderr.Bytes())
+	}
+	if testing.Verbose() {
+		os.Stdout.Write(stdout.Bytes())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var fig map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &fig); err != nil {
+		t.Fatalf("last line is not the JSON figures: %v\n%s", err, stdout.Bytes())
+	}
+	return fig
+}
+
+func wantZero(t *testing.T, fig map[string]any, keys ...string) {
+	t.Helper()
+	for _, k := range keys {
+		v, ok := fig[k].(float64)
+		if !ok || v != 0 {
+			t.Errorf("%s = %v, want 0", k, fig[k])
+		}
+	}
+}

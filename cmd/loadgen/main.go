@@ -1,0 +1,336 @@
+// Command loadgen measures a callsig server over real HTTP and real SSE
+// streams: full call cycles, idle streams, and invitation deadlines. It
+// drives a running server (-url, with tokens minted from -secret) or starts
+// one itself on a temporary database (-spawn).
+//
+//	go run ./cmd/loadgen -spawn cycle -duration 10s
+//	go run ./cmd/loadgen -spawn streams -streams 15000
+//	go run ./cmd/loadgen -spawn deadlines -invitations 1000 -timeout 5s -restart
+//
+// Every mode prints a readable table and, as its last line, one JSON object
+// with the figures.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net/url"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// config holds every flag; each mode reads the ones it needs.
+type config struct {
+	mode string
+
+	// the server
+	url, secret, secretFile, issuer, audience string
+	spawn                                     bool
+	serverBin, synchronous, serverLogLevel    string
+	serverFlags                               string
+
+	// cycle
+	duration     time.Duration
+	users        int
+	workers      int
+	rate         float64
+	callTimeout  time.Duration
+	eventTimeout time.Duration
+
+	// streams
+	streams         int
+	openConcurrency int
+	settle          time.Duration
+
+	// deadlines
+	invitations int
+	restart     bool
+	down        time.Duration
+}
+
+const usageText = `usage: loadgen [flags] cycle|streams|deadlines [flags]
+
+Modes:
+  cycle      N users (-users) hold an SSE stream; workers run full call cycles
+             (invite, invitee's stream gets callInvitationReceived, accept,
+             caller's stream gets the accepted state change) at -rate cycles/s
+             (0: as fast as possible) for -duration.
+  streams    opens -streams idle streams; reports server memory per stream and
+             the time to open them.
+  deadlines  creates -invitations pending invitations with -timeout; invitees
+             hold streams; reports how late each callInvitationTimeout arrives.
+             With -restart (and -spawn) the server is killed (SIGKILL) once they
+             are created and restarted after -down; reports how long the
+             restart takes until the deadlines are armed again.
+
+Flags:
+`
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageText)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.url, "url", "http://127.0.0.1:8080", "base URL of a running server (ignored with -spawn)")
+	fs.StringVar(&c.secret, "secret", "", "the server's JWT secret, to mint tokens ($CALLSIG_JWT_SECRET)")
+	fs.StringVar(&c.secretFile, "secret-file", "", "read the secret from this file (a development server's callsig.db.secret)")
+	fs.StringVar(&c.issuer, "jwt-issuer", "", "iss claim of the minted tokens, when the server checks it")
+	fs.StringVar(&c.audience, "jwt-audience", "", "aud claim of the minted tokens, when the server checks it")
+	fs.BoolVar(&c.spawn, "spawn", false, "build and start a server on a temporary database, with the per-user rate limit off")
+	fs.StringVar(&c.serverBin, "server-bin", "", "with -spawn: a prebuilt callsig server binary instead of building callsig/cmd/api")
+	fs.StringVar(&c.synchronous, "synchronous", "FULL", "with -spawn: SQLite synchronous, FULL or NORMAL")
+	fs.StringVar(&c.serverLogLevel, "server-log-level", "info", "with -spawn: the server's log level (its log goes to a temporary file)")
+	fs.StringVar(&c.serverFlags, "server-flags", "", "with -spawn: more server flags, space-separated")
+
+	fs.DurationVar(&c.duration, "duration", 10*time.Second, "cycle: how long to start cycles")
+	fs.IntVar(&c.users, "users", 0, "cycle: users holding a stream, paired caller/invitee (default 200); deadlines: invitees holding a stream (default 100)")
+	fs.IntVar(&c.workers, "workers", 0, "cycle: concurrent cycles (default: one per pair); deadlines: concurrent invitations (default 64)")
+	fs.Float64Var(&c.rate, "rate", 0, "cycle: cycles (invitations) started per second, 0 = as fast as possible; deadlines: invitations per second")
+	fs.DurationVar(&c.callTimeout, "timeout", 0, "invitation timeout, whole seconds (cycle default 60s, deadlines default 5s)")
+	fs.DurationVar(&c.eventTimeout, "event-timeout", 10*time.Second, "how long to wait for an event before counting it lost")
+
+	fs.IntVar(&c.streams, "streams", 1000, "streams: idle streams to open")
+	fs.IntVar(&c.openConcurrency, "open-concurrency", 128, "streams: connections being opened at once")
+	fs.DurationVar(&c.settle, "settle", 3*time.Second, "streams: wait this long after opening before reading memory")
+
+	fs.IntVar(&c.invitations, "invitations", 1000, "deadlines: pending invitations to create")
+	fs.BoolVar(&c.restart, "restart", false, "deadlines: kill and restart the spawned server once the invitations exist")
+	fs.DurationVar(&c.down, "down", 0, "deadlines with -restart: how long the server stays down")
+
+	// Flags may come before and after the mode.
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return c, errors.New("no mode given")
+	}
+	c.mode = fs.Arg(0)
+	if err := fs.Parse(fs.Args()[1:]); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	return c, c.check()
+}
+
+func (c *config) check() error {
+	switch c.mode {
+	case "cycle":
+		if c.users == 0 {
+			c.users = 200
+		}
+		if c.callTimeout == 0 {
+			c.callTimeout = 60 * time.Second
+		}
+		if c.users < 2 {
+			return errors.New("cycle needs -users of at least 2")
+		}
+	case "streams":
+		if c.streams < 1 {
+			return errors.New("streams needs -streams of at least 1")
+		}
+	case "deadlines":
+		if c.users == 0 {
+			c.users = 100
+		}
+		if c.workers == 0 {
+			c.workers = 64
+		}
+		if c.callTimeout == 0 {
+			c.callTimeout = 5 * time.Second
+		}
+		if c.restart && !c.spawn {
+			return errors.New("-restart needs -spawn: only a server it started can be killed and restarted")
+		}
+		if c.invitations < 1 || c.users < 1 {
+			return errors.New("deadlines needs -invitations and -users of at least 1")
+		}
+	default:
+		return fmt.Errorf("unknown mode %q (cycle, streams or deadlines)", c.mode)
+	}
+	if c.mode != "streams" && (c.callTimeout%time.Second != 0 || c.callTimeout < time.Second || c.callTimeout > 600*time.Second) {
+		return errors.New("-timeout must be whole seconds between 1s and 600s (the API takes seconds)")
+	}
+	if s := strings.ToUpper(c.synchronous); s != "FULL" && s != "NORMAL" {
+		return fmt.Errorf("-synchronous must be FULL or NORMAL, not %q", c.synchronous)
+	}
+	c.synchronous = strings.ToUpper(c.synchronous)
+	if c.rate < 0 || c.workers < 0 || c.users < 0 {
+		return errors.New("-rate, -workers and -users must not be negative")
+	}
+	return nil
+}
+
+// target is the server under load, and what the modes share.
+type target struct {
+	cfg    config
+	base   *url.URL
+	client *client
+	tokens *tokens
+	srv    *server // nil unless spawned
+	up     *gate   // shut while a spawned server restarts
+	// prefix makes this run's user IDs unique, so a long-lived server's
+	// older invitations never reach this run's streams.
+	prefix string
+	log    io.Writer
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	limit, err := raiseOpenFileLimit()
+	if err != nil {
+		fmt.Fprintln(stderr, "loadgen: cannot raise the open-file limit:", err)
+	}
+	t, err := newTarget(ctx, cfg, stderr)
+	if err != nil {
+		return err
+	}
+	defer t.close()
+
+	modes := map[string]func(context.Context, *target, *table, figures) error{
+		"cycle": runCycle, "streams": runStreams, "deadlines": runDeadlines,
+	}
+	tab := &table{}
+	fig := figures{"mode": cfg.mode}
+	usage := t.startUsage()
+	if err := modes[cfg.mode](ctx, t, tab, fig); err != nil {
+		return err
+	}
+	usage.report(tab, fig)
+	tab.add("open-file limit", "%d", limit)
+	tab.print(stdout)
+	line, err := json.Marshal(fig)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%s\n", line)
+	return err
+}
+
+// newTarget spawns the server (with -spawn) and prepares the clients.
+func newTarget(ctx context.Context, cfg config, stderr io.Writer) (*target, error) {
+	t := &target{cfg: cfg, log: stderr, up: newGate()}
+	raw := make([]byte, 3)
+	_, _ = rand.Read(raw)
+	t.prefix = "lg" + hex.EncodeToString(raw)
+
+	secret := cfg.secret
+	if cfg.spawn {
+		fmt.Fprintf(stderr, "loadgen: starting a server (synchronous=%s)…\n", cfg.synchronous)
+		srv, err := spawn(ctx, spawnOptions{bin: cfg.serverBin, synchronous: cfg.synchronous, logLevel: cfg.serverLogLevel, extra: strings.Fields(cfg.serverFlags)})
+		if err != nil {
+			return nil, err
+		}
+		t.srv, secret, t.cfg.url = srv, srv.secret, srv.url()
+	} else {
+		if secret == "" && cfg.secretFile != "" {
+			b, err := os.ReadFile(cfg.secretFile)
+			if err != nil {
+				return nil, err
+			}
+			secret = strings.TrimSpace(string(b))
+		}
+		if secret == "" {
+			secret = os.Getenv("CALLSIG_JWT_SECRET")
+		}
+		if secret == "" {
+			return nil, errors.New("give the server's JWT secret (-secret, -secret-file or $CALLSIG_JWT_SECRET), or use -spawn")
+		}
+	}
+	var err error
+	if t.base, err = url.Parse(t.cfg.url); err != nil {
+		t.close()
+		return nil, fmt.Errorf("-url: %w", err)
+	}
+	ttl := max(time.Hour, 2*(cfg.duration+cfg.callTimeout+cfg.down))
+	t.tokens = newTokens([]byte(secret), cfg.issuer, cfg.audience, ttl)
+	t.client = newClient(t.cfg.url, t.tokens)
+	return t, nil
+}
+
+// close stops a spawned server and removes its files.
+func (t *target) close() {
+	if t.client != nil {
+		t.client.close()
+	}
+	if t.srv != nil {
+		if err := t.srv.stop(); err != nil {
+			fmt.Fprintln(t.log, "loadgen:", err)
+		}
+		t.srv.cleanup()
+	}
+}
+
+// usage is the CPU time used during a run: by the server, by the load
+// generator itself, and by anything else on the machine, which would skew
+// the figures (the load generator shares the cores with the server).
+type usage struct {
+	t                   *target
+	began               time.Time
+	busy, self, server0 time.Duration
+}
+
+func (t *target) startUsage() *usage {
+	u := &usage{t: t, began: time.Now(), busy: machineBusy(), self: selfCPU()}
+	if t.srv != nil {
+		u.server0 = t.srv.totalCPU()
+	}
+	return u
+}
+
+func (u *usage) report(tab *table, fig figures) {
+	wall := time.Since(u.began)
+	self := selfCPU() - u.self
+	tab.add("loadgen CPU", "%.2f s in %s", self.Seconds(), wall.Round(time.Millisecond))
+	fig["loadgen_cpu_s"] = round2(self.Seconds())
+	srv := u.t.srv
+	if srv == nil {
+		return
+	}
+	server := srv.totalCPU() - u.server0
+	other := max(machineBusy()-u.busy-server-self, 0)
+	peak := srv.peakRSS()
+	tab.add("server CPU", "%.2f s", server.Seconds())
+	tab.add("other processes' CPU", "%.2f s (of %d cores × %s)", other.Seconds(), runtime.NumCPU(), wall.Round(time.Millisecond))
+	tab.add("server peak RSS", "%s", mib(peak))
+	tab.add("server log", "%d ERROR lines", srv.logErrors())
+	fig["synchronous"] = u.t.cfg.synchronous
+	fig["server_cpu_s"] = round2(server.Seconds())
+	fig["other_cpu_s"] = round2(other.Seconds())
+	fig["peak_rss_bytes"] = peak
+	fig["server_log_errors"] = srv.logErrors()
+}
+
+func round2(f float64) float64 {
+	return math.Round(f*100) / 100
+}
