@@ -85,13 +85,6 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		wdb.Close()
 		return nil, err
 	}
-	if s.ckpt, err = startCheckpointer(ctx, path); err != nil {
-		s.wst.close()
-		s.rst.close()
-		rdb.Close()
-		wdb.Close()
-		return nil, err
-	}
 	go s.runWriter()
 	return s, nil
 }
@@ -121,9 +114,6 @@ func writerParams(sync string) string {
 		// In memory it costs a memcpy; it is discarded at commit anyway and
 		// holds nothing durable.
 		"_pragma=temp_store(MEMORY)",
-		// The checkpointer goroutine (checkpoint.go) copies the WAL back
-		// into the database, so a COMMIT on the writer never does.
-		"_pragma=wal_autocheckpoint(0)",
 		// BEGIN IMMEDIATE takes the write lock at BEGIN, so a transaction can
 		// never fail halfway when upgrading a read lock (a SQLITE_BUSY that
 		// busy_timeout cannot retry).

@@ -38,8 +38,6 @@ type Store struct {
 
 	wst *writeStatements // prepared on wdb
 	rst *readStatements  // prepared on rdb
-	// ckpt checkpoints the WAL in the background (see checkpoint.go).
-	ckpt *checkpointer
 
 	// The write queue, see writer.go.
 	mu      sync.Mutex
@@ -86,7 +84,7 @@ func (s *Store) Close() error {
 		_, _ = s.wdb.Exec("PRAGMA optimize")
 		s.wst.close()
 		s.rst.close()
-		s.closeErr = errors.Join(s.rdb.Close(), s.ckpt.close(), s.wdb.Close())
+		s.closeErr = errors.Join(s.rdb.Close(), s.wdb.Close())
 	})
 	return s.closeErr
 }
