@@ -161,14 +161,14 @@ func (r *recorder) waitReports(t *testing.T, want ...string) {
 
 // rig is a hub serving GET /events?user=&device= on a test server.
 type rig struct {
-	t   *testing.T
+	t   testing.TB
 	hub *Hub
 	log *memLog
 	svc *recorder
 	srv *httptest.Server
 }
 
-func newRig(t *testing.T, o Options, configure ...func(*http.Server)) *rig {
+func newRig(t testing.TB, o Options, configure ...func(*http.Server)) *rig {
 	t.Helper()
 	r := &rig{t: t, log: newMemLog(), svc: newRecorder()}
 	if o.Log == nil {
@@ -209,7 +209,7 @@ type block struct {
 // client is a minimal SSE reader for unit tests (the WHATWG-exact one is
 // internal/testkit's).
 type client struct {
-	t      *testing.T
+	t      testing.TB
 	res    *http.Response
 	blocks chan block
 	done   chan struct{}
