@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -50,6 +51,7 @@ type config struct {
 	spawn                                     bool
 	serverBin, synchronous, serverLogLevel    string
 	serverFlags                               string
+	cpuProfile                                string
 
 	// cycle
 	duration     time.Duration
@@ -106,6 +108,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.synchronous, "synchronous", "FULL", "with -spawn: SQLite synchronous, FULL or NORMAL")
 	fs.StringVar(&c.serverLogLevel, "server-log-level", "info", "with -spawn: the server's log level (its log goes to a temporary file)")
 	fs.StringVar(&c.serverFlags, "server-flags", "", "with -spawn: more server flags, space-separated")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file (it shares the cores with the server)")
 
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "cycle: how long to start cycles")
 	fs.IntVar(&c.users, "users", 0, "cycle: users holding a stream, paired caller/invitee (default 200); deadlines: invitees holding a stream (default 100)")
@@ -216,6 +219,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer t.close()
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	modes := map[string]func(context.Context, *target, *table, figures) error{
 		"cycle": runCycle, "streams": runStreams, "deadlines": runDeadlines,
