@@ -130,21 +130,16 @@ func TestGeneralCallTimeout(t *testing.T) {
 	wantTypes(t, s.Log("alice"), id, calls.EventCreated, calls.EventUserStateChanged)
 }
 
-// waitCall polls a call until cond holds: timers fire on their own
+// waitCall waits until the call satisfies cond: timers fire on their own
 // goroutine, so the test waits with a deadline rather than sleeping.
 func waitCall(t *testing.T, c *testkit.Client, id string, cond func(testkit.Call) bool) testkit.Call {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got := c.GetCall(id)
-		if cond(got) {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("call never reached the expected state: %+v", got)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	var got testkit.Call
+	waitUntil(t, "call "+id+" to reach the expected state", func() bool {
+		got = c.GetCall(id)
+		return cond(got)
+	})
+	return got
 }
 
 func wantTypes(t *testing.T, log []testkit.LoggedEvent, callID string, want ...calls.EventType) {
