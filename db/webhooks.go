@@ -11,6 +11,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"callsig/calls"
+	"callsig/webhooks"
 )
 
 // Webhook endpoints and the outbox side the dispatcher drains. The rows are
@@ -49,8 +50,8 @@ func decodeEventTypes(s string) []calls.HookType {
 	return types
 }
 
-func scanEndpoint(sc scanner) (*calls.WebhookEndpoint, error) {
-	var e calls.WebhookEndpoint
+func scanEndpoint(sc scanner) (*webhooks.Endpoint, error) {
+	var e webhooks.Endpoint
 	var types string
 	if err := sc.Scan(&e.ID, &e.URL, &e.Secret, &types, &e.Description, &e.CreatedAt, &e.Enabled, &e.DisabledReason); err != nil {
 		return nil, err
@@ -59,23 +60,23 @@ func scanEndpoint(sc scanner) (*calls.WebhookEndpoint, error) {
 	return &e, nil
 }
 
-func scanDelivery(sc scanner) (calls.WebhookDelivery, error) {
-	var d calls.WebhookDelivery
+func scanDelivery(sc scanner) (webhooks.Delivery, error) {
+	var d webhooks.Delivery
 	var id int64
 	var typ, status string
 	if err := sc.Scan(&id, &d.WebhookID, &typ, &status, &d.Attempts, &d.LastStatusCode,
 		&d.LastError, &d.NextAttemptAt, &d.CreatedAt, &d.DeliveredAt); err != nil {
 		return d, err
 	}
-	d.ID, d.Type, d.Status = strconv.FormatInt(id, 10), calls.HookType(typ), calls.DeliveryStatus(status)
-	if d.Status != calls.DeliveryPending {
+	d.ID, d.Type, d.Status = strconv.FormatInt(id, 10), calls.HookType(typ), webhooks.DeliveryStatus(status)
+	if d.Status != webhooks.DeliveryPending {
 		d.NextAttemptAt = 0 // nothing is scheduled for a finished delivery
 	}
 	return d, nil
 }
 
 // InsertWebhookEndpoint registers a new endpoint, secret included.
-func (s *Store) InsertWebhookEndpoint(ctx context.Context, e *calls.WebhookEndpoint) error {
+func (s *Store) InsertWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) error {
 	return s.write(ctx, func(tx *sqlx.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints
 			(id, url, secret, event_types, description, created_at, enabled, disabled_reason)
@@ -92,7 +93,7 @@ func (s *Store) InsertWebhookEndpoint(ctx context.Context, e *calls.WebhookEndpo
 // configuration (not the API) describes it. A replaced endpoint keeps its
 // creation time; it is enabled again only when its URL or secret changed,
 // so restarting with the configuration that earned a 410 does not undo it.
-func (s *Store) PutWebhookEndpoint(ctx context.Context, e *calls.WebhookEndpoint) error {
+func (s *Store) PutWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) error {
 	return s.write(ctx, func(tx *sqlx.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints
 			(id, url, secret, event_types, description, created_at, enabled, disabled_reason)
@@ -113,14 +114,14 @@ func (s *Store) PutWebhookEndpoint(ctx context.Context, e *calls.WebhookEndpoint
 }
 
 // WebhookEndpoints returns the live endpoints, oldest first, with secrets.
-func (s *Store) WebhookEndpoints(ctx context.Context) ([]calls.WebhookEndpoint, error) {
+func (s *Store) WebhookEndpoints(ctx context.Context) ([]webhooks.Endpoint, error) {
 	rows, err := s.rdb.QueryContext(ctx, `SELECT `+endpointColumns+` FROM webhook_endpoints
 		WHERE deleted = 0 ORDER BY created_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("db: list webhooks: %w", err)
 	}
 	defer rows.Close()
-	list := []calls.WebhookEndpoint{}
+	list := []webhooks.Endpoint{}
 	for rows.Next() {
 		e, err := scanEndpoint(rows)
 		if err != nil {
@@ -136,7 +137,7 @@ func (s *Store) WebhookEndpoints(ctx context.Context) ([]calls.WebhookEndpoint, 
 
 // WebhookEndpoint returns one live endpoint with its secret, or an error
 // matching calls.ErrNotFound.
-func (s *Store) WebhookEndpoint(ctx context.Context, id string) (*calls.WebhookEndpoint, error) {
+func (s *Store) WebhookEndpoint(ctx context.Context, id string) (*webhooks.Endpoint, error) {
 	e, err := scanEndpoint(s.rdb.QueryRowContext(ctx, `SELECT `+endpointColumns+`
 		FROM webhook_endpoints WHERE id = ? AND deleted = 0`, id))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -188,11 +189,11 @@ func failPending(ctx context.Context, tx *sqlx.Tx, endpointID string, now int64,
 
 // WebhookDeliveries lists an endpoint's deliveries newest first, or fails
 // with calls.ErrNotFound for an unknown endpoint.
-func (s *Store) WebhookDeliveries(ctx context.Context, endpointID string, q calls.DeliveryQuery) ([]calls.WebhookDelivery, error) {
+func (s *Store) WebhookDeliveries(ctx context.Context, endpointID string, q webhooks.DeliveryQuery) ([]webhooks.Delivery, error) {
 	if q.Limit <= 0 {
-		q.Limit = calls.DefaultDeliveryLimit
+		q.Limit = webhooks.DefaultDeliveryLimit
 	}
-	list := []calls.WebhookDelivery{}
+	list := []webhooks.Delivery{}
 	err := s.read(ctx, func(tx *sqlx.Tx) error {
 		var one int
 		err := tx.QueryRowContext(ctx, `SELECT 1 FROM webhook_endpoints WHERE id = ? AND deleted = 0`, endpointID).Scan(&one)
@@ -238,8 +239,8 @@ func (s *Store) WebhookDeliveries(ctx context.Context, endpointID string, q call
 // kept: a failed delivery retried by hand gets one more attempt. A lease
 // held by an attempt in flight is left alone, so the retry never sends the
 // delivery twice at the same time.
-func (s *Store) RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*calls.WebhookDelivery, error) {
-	var d calls.WebhookDelivery
+func (s *Store) RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*webhooks.Delivery, error) {
+	var d webhooks.Delivery
 	err := s.write(ctx, func(tx *sqlx.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries
 			SET status = 'pending', next_attempt_at = ?, delivered_at = 0
@@ -277,7 +278,7 @@ func (s *Store) RetryWebhookDelivery(ctx context.Context, endpointID string, del
 // The claim runs on the single writer, so two claims never return the same
 // delivery; the lease keeps it from being claimed again, even by a process
 // started after a crash, until the attempt is finished or released.
-func (s *Store) ClaimWebhookDeliveries(ctx context.Context, now, leaseUntil int64, limit int) (claimed []calls.WebhookAttempt, more bool, err error) {
+func (s *Store) ClaimWebhookDeliveries(ctx context.Context, now, leaseUntil int64, limit int) (claimed []webhooks.Attempt, more bool, err error) {
 	err = s.write(ctx, func(tx *sqlx.Tx) error {
 		claimed, more = nil, false
 		// The literal status = 'pending' lets SQLite walk the partial index
@@ -293,12 +294,12 @@ func (s *Store) ClaimWebhookDeliveries(ctx context.Context, now, leaseUntil int6
 		if err != nil {
 			return err
 		}
-		var dead []calls.WebhookAttempt // endpoint disabled or deleted
+		var dead []webhooks.Attempt // endpoint disabled or deleted
 		var deadDeleted []bool
 		n := 0
 		for rows.Next() {
 			n++
-			var a calls.WebhookAttempt
+			var a webhooks.Attempt
 			var typ string
 			var enabled, deleted bool
 			if err := rows.Scan(&a.DeliveryID, &a.EndpointID, &a.Attempts, &a.CreatedAt, &a.MsgID, &typ,
@@ -348,13 +349,13 @@ func (s *Store) ClaimWebhookDeliveries(ctx context.Context, now, leaseUntil int6
 // lease: delivered, pending again at o.NextAttemptAt, or failed. With
 // o.DisableReason the endpoint is disabled and its other pending deliveries
 // fail in the same transaction.
-func (s *Store) FinishWebhookAttempt(ctx context.Context, o calls.WebhookOutcome) error {
-	status, next, deliveredAt := calls.DeliveryFailed, int64(0), int64(0)
+func (s *Store) FinishWebhookAttempt(ctx context.Context, o webhooks.Outcome) error {
+	status, next, deliveredAt := webhooks.DeliveryFailed, int64(0), int64(0)
 	switch {
 	case o.Delivered:
-		status, deliveredAt = calls.DeliveryDelivered, o.At
+		status, deliveredAt = webhooks.DeliveryDelivered, o.At
 	case o.NextAttemptAt > 0 && o.DisableReason == "":
-		status, next = calls.DeliveryPending, o.NextAttemptAt
+		status, next = webhooks.DeliveryPending, o.NextAttemptAt
 	}
 	err := s.write(ctx, func(tx *sqlx.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET attempts = attempts + 1,

@@ -239,7 +239,7 @@ func (d *Dispatcher) setTimer(at int64) {
 }
 
 // deliver runs one attempt and records its outcome.
-func (d *Dispatcher) deliver(ctx context.Context, workers *sync.WaitGroup, a calls.WebhookAttempt) {
+func (d *Dispatcher) deliver(ctx context.Context, workers *sync.WaitGroup, a Attempt) {
 	defer workers.Done()
 	defer func() {
 		d.mu.Lock()
@@ -265,8 +265,8 @@ func (d *Dispatcher) deliver(ctx context.Context, workers *sync.WaitGroup, a cal
 
 // attempt sends a delivery once and decides what follows. abandoned
 // reports an attempt cut short by shutdown, which has no outcome.
-func (d *Dispatcher) attempt(ctx context.Context, a calls.WebhookAttempt) (o calls.WebhookOutcome, abandoned bool) {
-	o = calls.WebhookOutcome{DeliveryID: a.DeliveryID, EndpointID: a.EndpointID}
+func (d *Dispatcher) attempt(ctx context.Context, a Attempt) (o Outcome, abandoned bool) {
+	o = Outcome{DeliveryID: a.DeliveryID, EndpointID: a.EndpointID}
 	log := d.log.With("delivery", a.DeliveryID, "webhook", a.EndpointID, "webhook_id", a.MsgID, "type", a.Type, "attempt", a.Attempts+1)
 	status, retryAfter, body, err := d.send(ctx, a)
 	if err != nil && ctx.Err() != nil {
@@ -318,7 +318,7 @@ func (d *Dispatcher) attempt(ctx context.Context, a calls.WebhookAttempt) (o cal
 // send POSTs the signed payload and returns the status, Retry-After and
 // the start of the body of the answer, or the error that prevented one. At
 // most MaxResponseBody of the answer is read.
-func (d *Dispatcher) send(ctx context.Context, a calls.WebhookAttempt) (status int, retryAfter time.Duration, body string, err error) {
+func (d *Dispatcher) send(ctx context.Context, a Attempt) (status int, retryAfter time.Duration, body string, err error) {
 	signer, err := NewSigner(a.Secret)
 	if err != nil {
 		return 0, 0, "", fmt.Errorf("endpoint secret: %w", err)

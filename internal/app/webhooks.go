@@ -7,6 +7,7 @@ import (
 
 	"callsig/calls"
 	"callsig/db"
+	"callsig/handlers"
 	"callsig/webhooks"
 )
 
@@ -15,7 +16,7 @@ import (
 type webhooksPart struct {
 	Notifier calls.Notifier
 	// Registry serves the admin /webhooks endpoints.
-	Registry calls.WebhookRegistry
+	Registry handlers.WebhookAdmin
 	// Start runs the dispatcher; the returned func waits for it to stop
 	// after ctx is cancelled.
 	Start func(ctx context.Context) (wait func(), err error)
