@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -269,73 +270,114 @@ func (s *Store) RetryWebhookDelivery(ctx context.Context, endpointID string, del
 	return &d, nil
 }
 
-// ClaimWebhookDeliveries leases up to limit pending deliveries due at now
-// (and not leased by another attempt) until leaseUntil, earliest due first,
-// and returns them ready to send. Due deliveries of an endpoint that was
-// disabled or deleted meanwhile are failed instead of returned. more reports
-// that limit rows were looked at, so more may be due.
+// ClaimWebhookDeliveries leases, for each live endpoint, up to its free
+// share (c.FreeFor) of pending deliveries due at c.Now and not leased, until
+// c.LeaseUntil, and returns at most c.Limit of them, earliest due first,
+// ready to send. Pending deliveries of endpoints disabled or deleted
+// meanwhile are failed on the way. more reports that c.Limit left due
+// deliveries behind.
 //
-// The claim runs on the single writer, so two claims never return the same
-// delivery; the lease keeps it from being claimed again, even by a process
-// started after a crash, until the attempt is finished or released.
-func (s *Store) ClaimWebhookDeliveries(ctx context.Context, now, leaseUntil int64, limit int) (claimed []webhooks.Attempt, more bool, err error) {
+// Each endpoint is read from its own range of webhook_deliveries_pending,
+// so an endpoint with a large backlog costs the claim its share, never its
+// backlog. The claim runs on the single writer, so two claims never return
+// the same delivery; the lease keeps it from being claimed again, even by
+// a process started after a crash, until the attempt is finished or
+// released.
+func (s *Store) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) (claimed []webhooks.Attempt, more bool, err error) {
 	err = s.write(ctx, func(tx *sqlx.Tx) error {
 		claimed, more = nil, false
-		// The literal status = 'pending' lets SQLite walk the partial index
-		// webhook_deliveries_due in due order.
-		rows, err := tx.QueryContext(ctx, `SELECT d.id, d.endpoint_id, d.attempts, d.created_at,
-				m.msg_id, m.type, m.payload,
-				COALESCE(e.url, ''), COALESCE(e.secret, ''), COALESCE(e.enabled, 0), COALESCE(e.deleted, 1)
-			FROM webhook_deliveries d
-			JOIN webhook_messages m ON m.id = d.message_id
-			LEFT JOIN webhook_endpoints e ON e.id = d.endpoint_id
-			WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND d.locked_until <= ?
-			ORDER BY d.next_attempt_at, d.id LIMIT ?`, now, now, limit)
+		if err := failDeadEndpoints(ctx, tx, c.Now); err != nil {
+			return err
+		}
+		type endpoint struct{ id, url, secret string }
+		var live []endpoint
+		rows, err := tx.QueryContext(ctx, `SELECT id, url, secret FROM webhook_endpoints
+			WHERE enabled = 1 AND deleted = 0 ORDER BY id`)
 		if err != nil {
 			return err
 		}
-		var dead []webhooks.Attempt // endpoint disabled or deleted
-		var deadDeleted []bool
-		n := 0
 		for rows.Next() {
-			n++
-			var a webhooks.Attempt
-			var typ string
-			var enabled, deleted bool
-			if err := rows.Scan(&a.DeliveryID, &a.EndpointID, &a.Attempts, &a.CreatedAt, &a.MsgID, &typ,
-				&a.Payload, &a.URL, &a.Secret, &enabled, &deleted); err != nil {
+			var e endpoint
+			if err := rows.Scan(&e.id, &e.url, &e.secret); err != nil {
 				rows.Close()
 				return err
 			}
-			a.Type = calls.HookType(typ)
-			if !enabled || deleted {
-				dead = append(dead, a)
-				deadDeleted = append(deadDeleted, deleted)
-				continue
-			}
-			claimed = append(claimed, a)
+			live = append(live, e)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		more = n == limit
-		for _, a := range claimed {
-			if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET locked_until = ? WHERE id = ?`,
-				leaseUntil, a.DeliveryID); err != nil {
+
+		type candidate struct {
+			a       webhooks.Attempt
+			due     int64
+			message int64
+		}
+		var cands []candidate
+		var renew []int64 // in flight here, lease run out: still ours
+		for _, e := range live {
+			free := c.FreeFor(e.id)
+			if free <= 0 || c.Limit <= 0 {
+				continue
+			}
+			// Read past the deliveries in flight here, whose lease may have
+			// run out (a clock jump): they are skipped, not sent twice.
+			rows, err := tx.QueryContext(ctx, sqlClaimEndpoint, e.id, c.Now, c.Now, free+len(c.InFlight))
+			if err != nil {
+				return err
+			}
+			n := 0
+			for rows.Next() {
+				var k candidate
+				k.a.EndpointID, k.a.URL, k.a.Secret = e.id, e.url, e.secret
+				if err := rows.Scan(&k.a.DeliveryID, &k.a.Attempts, &k.a.CreatedAt, &k.due, &k.message); err != nil {
+					rows.Close()
+					return err
+				}
+				if c.InFlight[k.a.DeliveryID] {
+					renew = append(renew, k.a.DeliveryID)
+					continue
+				}
+				if n == free {
+					continue
+				}
+				n++
+				cands = append(cands, k)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
 				return err
 			}
 		}
-		for i, a := range dead {
-			reason := "endpoint disabled"
-			if deadDeleted[i] {
-				reason = "endpoint deleted"
+		sort.Slice(cands, func(i, j int) bool {
+			if cands[i].due != cands[j].due {
+				return cands[i].due < cands[j].due
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries
-				SET status = 'failed', last_error = ?, next_attempt_at = 0, locked_until = 0 WHERE id = ?`,
-				reason, a.DeliveryID); err != nil {
+			return cands[i].a.DeliveryID < cands[j].a.DeliveryID
+		})
+		if len(cands) > c.Limit {
+			cands, more = cands[:max(c.Limit, 0)], true
+		}
+		for _, id := range renew {
+			if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET locked_until = ? WHERE id = ?`,
+				c.LeaseUntil, id); err != nil {
 				return err
 			}
+		}
+		for _, k := range cands {
+			a := k.a
+			var typ string
+			if err := tx.QueryRowContext(ctx, `SELECT msg_id, type, payload FROM webhook_messages WHERE id = ?`,
+				k.message).Scan(&a.MsgID, &typ, &a.Payload); err != nil {
+				return fmt.Errorf("message of delivery %d: %w", a.DeliveryID, err)
+			}
+			a.Type = calls.HookType(typ)
+			if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET locked_until = ? WHERE id = ?`,
+				c.LeaseUntil, a.DeliveryID); err != nil {
+				return err
+			}
+			claimed = append(claimed, a)
 		}
 		return nil
 	})
@@ -343,6 +385,19 @@ func (s *Store) ClaimWebhookDeliveries(ctx context.Context, now, leaseUntil int6
 		return nil, false, fmt.Errorf("db: claim webhook deliveries: %w", err)
 	}
 	return claimed, more, nil
+}
+
+// failDeadEndpoints fails the pending deliveries, not leased at now, of
+// endpoints that were disabled or deleted: they will never be sent. Most
+// are failed when the endpoint goes (failPending); these are the ones an
+// attempt in flight then put back to pending. Each dead endpoint costs one
+// probe of webhook_deliveries_pending.
+func failDeadEndpoints(ctx context.Context, tx *sqlx.Tx, now int64) error {
+	_, err := tx.ExecContext(ctx, sqlFailDeadEndpoints, now)
+	if err != nil {
+		return fmt.Errorf("fail deliveries of dead endpoints: %w", err)
+	}
+	return nil
 }
 
 // FinishWebhookAttempt records the outcome of an attempt and ends its
@@ -393,25 +448,132 @@ func (s *Store) ReleaseWebhookDelivery(ctx context.Context, deliveryID int64) er
 	return nil
 }
 
-// NextWebhookDue returns when the earliest pending delivery can next be
-// claimed (its due time, or the end of its lease), 0 when none is pending.
-func (s *Store) NextWebhookDue(ctx context.Context) (int64, error) {
-	var at int64
-	err := s.rdb.QueryRowContext(ctx, `SELECT COALESCE(MIN(MAX(next_attempt_at, locked_until)), 0)
-		FROM webhook_deliveries WHERE status = 'pending'`).Scan(&at)
+// NextWebhookDue returns, for each live endpoint with a pending delivery
+// not leased at now, when its earliest one is due, and when the earliest
+// lease running at now ends (0: none). Each endpoint is one probe of
+// webhook_deliveries_pending (past its few leased rows), the lease end the
+// first entry of webhook_deliveries_leased: the cost does not grow with
+// the backlog.
+func (s *Store) NextWebhookDue(ctx context.Context, now int64) (webhooks.Due, error) {
+	due := webhooks.Due{Endpoints: map[string]int64{}}
+	err := s.read(ctx, func(tx *sqlx.Tx) error {
+		rows, err := tx.QueryContext(ctx, sqlNextDueByEndpoint, now)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			var at sql.NullInt64
+			if err := rows.Scan(&id, &at); err != nil {
+				return err
+			}
+			if at.Valid {
+				due.Endpoints[id] = at.Int64
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, sqlNextLeaseEnd, now).Scan(&due.LeaseEnd)
+	})
 	if err != nil {
-		return 0, fmt.Errorf("db: next webhook due: %w", err)
+		return webhooks.Due{}, fmt.Errorf("db: next webhook due: %w", err)
 	}
-	return at, nil
+	return due, nil
 }
 
+// The outbox's schedule and statistics; the plan test runs these very
+// statements under EXPLAIN QUERY PLAN.
+const (
+	// One endpoint's due deliveries, not leased, in due order: a range of
+	// webhook_deliveries_pending from the endpoint's oldest due entry.
+	sqlClaimEndpoint = `SELECT id, attempts, created_at, next_attempt_at, message_id
+		FROM webhook_deliveries INDEXED BY webhook_deliveries_pending
+		WHERE endpoint_id = ? AND status = 'pending' AND next_attempt_at <= ? AND locked_until <= ?
+		ORDER BY next_attempt_at, id LIMIT ?`
+	sqlNextDueByEndpoint = `SELECT e.id, (SELECT d.next_attempt_at
+			FROM webhook_deliveries d INDEXED BY webhook_deliveries_pending
+			WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.locked_until <= ?1
+			ORDER BY d.next_attempt_at LIMIT 1)
+		FROM webhook_endpoints e WHERE e.enabled = 1 AND e.deleted = 0`
+	sqlNextLeaseEnd = `SELECT COALESCE(MIN(locked_until), 0) FROM webhook_deliveries
+		WHERE locked_until > 0 AND locked_until > ?`
+	sqlPendingCount = `SELECT COUNT(*) FROM webhook_deliveries INDEXED BY webhook_deliveries_by_status_age
+		WHERE status = 'pending'`
+	sqlOldestPending = `SELECT COALESCE(MIN(created_at), 0) FROM webhook_deliveries
+		INDEXED BY webhook_deliveries_by_status_age WHERE status = 'pending'`
+	// Finished deliveries past retention, oldest first per status: a range
+	// of webhook_deliveries_by_status_age each, never a pending row.
+	sqlPruneDeliveries = `DELETE FROM webhook_deliveries WHERE id IN (
+			SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_by_status_age
+			WHERE status IN ('delivered', 'failed') AND created_at < ? LIMIT ?)
+		RETURNING message_id`
+	sqlFailDeadEndpoints = `UPDATE webhook_deliveries INDEXED BY webhook_deliveries_pending
+		SET status = 'failed', next_attempt_at = 0, locked_until = 0,
+			last_error = (SELECT CASE WHEN e.deleted = 1 THEN 'endpoint deleted' ELSE 'endpoint disabled' END
+				FROM webhook_endpoints e WHERE e.id = endpoint_id)
+		WHERE status = 'pending' AND locked_until <= ?
+		AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE enabled = 0 OR deleted = 1)`
+	// A message goes with its last delivery; webhook_deliveries_by_message
+	// answers "is it still referenced".
+	sqlPruneMessage = `DELETE FROM webhook_messages WHERE id = ?1
+		AND NOT EXISTS (SELECT 1 FROM webhook_deliveries WHERE message_id = ?1)`
+)
+
 // WebhookQueueStats returns how many deliveries are pending and when the
-// oldest of them was queued (0 when none).
+// oldest of them was queued (0 when none). Both are read from the index
+// webhook_deliveries_by_status_age alone: a count of the pending range, and
+// its first entry.
 func (s *Store) WebhookQueueStats(ctx context.Context) (pending int, oldest int64, err error) {
-	err = s.rdb.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(MIN(created_at), 0)
-		FROM webhook_deliveries WHERE status = 'pending'`).Scan(&pending, &oldest)
+	err = s.read(ctx, func(tx *sqlx.Tx) error {
+		if err := tx.QueryRowContext(ctx, sqlPendingCount).Scan(&pending); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, sqlOldestPending).Scan(&oldest)
+	})
 	if err != nil {
 		return 0, 0, fmt.Errorf("db: webhook queue stats: %w", err)
 	}
 	return pending, oldest, nil
+}
+
+// PruneWebhookDeliveries deletes up to limit finished deliveries created
+// before before (Unix ms) and the messages left without a delivery, in one
+// write through the writer, and returns how many deliveries it deleted.
+// Pending deliveries are never pruned, however old. Callers loop while a
+// full batch came back, so a backlog never holds the writer for long.
+func (s *Store) PruneWebhookDeliveries(ctx context.Context, before int64, limit int) (int, error) {
+	var n int
+	err := s.write(ctx, func(tx *sqlx.Tx) error {
+		n = 0
+		rows, err := tx.QueryContext(ctx, sqlPruneDeliveries, before, limit)
+		if err != nil {
+			return err
+		}
+		messages := map[int64]bool{}
+		for rows.Next() {
+			var m int64
+			if err := rows.Scan(&m); err != nil {
+				rows.Close()
+				return err
+			}
+			n++
+			messages[m] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for m := range messages {
+			if _, err := tx.ExecContext(ctx, sqlPruneMessage, m); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("db: prune webhook deliveries: %w", err)
+	}
+	return n, nil
 }

@@ -76,13 +76,18 @@ func (r *rig) dispatcher(o webhooks.DispatcherOptions) (d *webhooks.Dispatcher, 
 		r.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	wait, err := d.Start(ctx)
-	if err != nil {
-		r.t.Fatal(err)
-	}
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
 	*r.wake.fns = append(*r.wake.fns, d.Wake)
 	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); wait() }) }
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				r.t.Errorf("dispatcher run: %v", err)
+			}
+		})
+	}
 	r.t.Cleanup(stop)
 	return d, stop
 }
