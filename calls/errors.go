@@ -18,6 +18,9 @@ const (
 	CodeCallEnded      Code = "call_ended"
 	CodeAlreadyInCall  Code = "already_in_call"
 	CodeCallFull       Code = "call_full"
+	// CodeNotFound is an unknown resource other than a call (a webhook
+	// endpoint or delivery of the admin API).
+	CodeNotFound Code = "not_found"
 )
 
 // Error is a domain error: a stable code, a human message and, for invalid
@@ -52,6 +55,7 @@ var (
 	ErrCallEnded      = &Error{Code: CodeCallEnded, Message: "call ended"}
 	ErrAlreadyInCall  = &Error{Code: CodeAlreadyInCall, Message: "already in call"}
 	ErrCallFull       = &Error{Code: CodeCallFull, Message: "call full"}
+	ErrNotFound       = &Error{Code: CodeNotFound, Message: "not found"}
 )
 
 func errorf(code Code, format string, args ...any) *Error {

@@ -9,5 +9,9 @@
 //
 // This package must never decide anything about calls: the state machine
 // lives in package calls. It must never hold a transaction open across
-// network I/O, and it never imports another adapter (handlers, sse, webhooks).
+// network I/O, and it never imports another adapter (handlers, sse) — with
+// one exception: it implements the webhooks package's outbox port with that
+// package's nouns (webhooks.Endpoint, webhooks.Attempt, …) and lets it build
+// each message body (webhooks.NewMessage), as it implements calls.Store with
+// the nouns of calls. Package webhooks imports no adapter, so no cycle arises.
 package db

@@ -22,7 +22,14 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		{"caller's started calls", `SELECT seq FROM calls c WHERE c.caller = ? AND c.state = 'started'`, "calls_started_by_caller", []any{"u"}},
 		{"replay", `SELECT id FROM events WHERE user_id = ? AND id > ? ORDER BY id`, "events_by_user", []any{"u", 1}},
 		{"prune", `SELECT id FROM events WHERE time < ? ORDER BY time LIMIT 10`, "events_by_time", []any{1}},
-		{"outbox due", `SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at`, "webhook_deliveries_due", []any{1}},
+		// The outbox's production statements (db/webhooks.go), not copies.
+		{"outbox claim per endpoint", sqlClaimEndpoint, "webhook_deliveries_pending", []any{"wh", 1, 1, 4}},
+		{"outbox next due per endpoint", sqlNextDueByEndpoint, "webhook_deliveries_pending", []any{1}},
+		{"outbox next lease end", sqlNextLeaseEnd, "webhook_deliveries_leased", []any{1}},
+		{"outbox pending count", sqlPendingCount, "COVERING INDEX webhook_deliveries_by_status_age", nil},
+		{"outbox oldest pending", sqlOldestPending, "COVERING INDEX webhook_deliveries_by_status_age", nil},
+		{"outbox prune", sqlPruneDeliveries, "COVERING INDEX webhook_deliveries_by_status_age", []any{1, 10}},
+		{"outbox dead endpoints", sqlFailDeadEndpoints, "webhook_deliveries_pending", []any{1}},
 	} {
 		rows, err := s.rdb.Query("EXPLAIN QUERY PLAN "+q.query, q.args...)
 		if err != nil {
@@ -38,6 +45,7 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 			plan = append(plan, detail)
 		}
 		rows.Close()
+		t.Logf("%s: %s", q.name, strings.Join(plan, "; "))
 		if p := strings.Join(plan, "; "); !strings.Contains(p, q.index) || strings.Contains(p, "TEMP B-TREE") {
 			t.Errorf("%s: plan %q, want it to use %s without a sort", q.name, p, q.index)
 		}

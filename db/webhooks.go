@@ -11,11 +11,13 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"callsig/calls"
+	"callsig/webhooks"
 )
 
-// Webhook endpoints and the outbox side the dispatcher drains. The rows are
-// written by Save (insertHook, in outbox.go) in the transaction of the
-// change that caused them; everything here runs after that commit.
+// Webhook endpoints and the admin view of their deliveries. The outbox rows
+// are written by Save (insertHook, in outbox.go) in the transaction of the
+// change that caused them; the dispatcher drains them (outbox_claim.go) and
+// retention prunes them (outbox_schedule.go).
 
 const endpointColumns = `id, url, secret, event_types, description, created_at, enabled, disabled_reason`
 
@@ -49,8 +51,8 @@ func decodeEventTypes(s string) []calls.HookType {
 	return types
 }
 
-func scanEndpoint(sc scanner) (*calls.WebhookEndpoint, error) {
-	var e calls.WebhookEndpoint
+func scanEndpoint(sc scanner) (*webhooks.Endpoint, error) {
+	var e webhooks.Endpoint
 	var types string
 	if err := sc.Scan(&e.ID, &e.URL, &e.Secret, &types, &e.Description, &e.CreatedAt, &e.Enabled, &e.DisabledReason); err != nil {
 		return nil, err
@@ -59,23 +61,23 @@ func scanEndpoint(sc scanner) (*calls.WebhookEndpoint, error) {
 	return &e, nil
 }
 
-func scanDelivery(sc scanner) (calls.WebhookDelivery, error) {
-	var d calls.WebhookDelivery
+func scanDelivery(sc scanner) (webhooks.Delivery, error) {
+	var d webhooks.Delivery
 	var id int64
 	var typ, status string
 	if err := sc.Scan(&id, &d.WebhookID, &typ, &status, &d.Attempts, &d.LastStatusCode,
 		&d.LastError, &d.NextAttemptAt, &d.CreatedAt, &d.DeliveredAt); err != nil {
 		return d, err
 	}
-	d.ID, d.Type, d.Status = strconv.FormatInt(id, 10), calls.HookType(typ), calls.DeliveryStatus(status)
-	if d.Status != calls.DeliveryPending {
+	d.ID, d.Type, d.Status = strconv.FormatInt(id, 10), calls.HookType(typ), webhooks.DeliveryStatus(status)
+	if d.Status != webhooks.DeliveryPending {
 		d.NextAttemptAt = 0 // nothing is scheduled for a finished delivery
 	}
 	return d, nil
 }
 
 // InsertWebhookEndpoint registers a new endpoint, secret included.
-func (s *Store) InsertWebhookEndpoint(ctx context.Context, e *calls.WebhookEndpoint) error {
+func (s *Store) InsertWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) error {
 	return s.write(ctx, func(tx *sqlx.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints
 			(id, url, secret, event_types, description, created_at, enabled, disabled_reason)
@@ -92,7 +94,7 @@ func (s *Store) InsertWebhookEndpoint(ctx context.Context, e *calls.WebhookEndpo
 // configuration (not the API) describes it. A replaced endpoint keeps its
 // creation time; it is enabled again only when its URL or secret changed,
 // so restarting with the configuration that earned a 410 does not undo it.
-func (s *Store) PutWebhookEndpoint(ctx context.Context, e *calls.WebhookEndpoint) error {
+func (s *Store) PutWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) error {
 	return s.write(ctx, func(tx *sqlx.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints
 			(id, url, secret, event_types, description, created_at, enabled, disabled_reason)
@@ -113,14 +115,14 @@ func (s *Store) PutWebhookEndpoint(ctx context.Context, e *calls.WebhookEndpoint
 }
 
 // WebhookEndpoints returns the live endpoints, oldest first, with secrets.
-func (s *Store) WebhookEndpoints(ctx context.Context) ([]calls.WebhookEndpoint, error) {
+func (s *Store) WebhookEndpoints(ctx context.Context) ([]webhooks.Endpoint, error) {
 	rows, err := s.rdb.QueryContext(ctx, `SELECT `+endpointColumns+` FROM webhook_endpoints
 		WHERE deleted = 0 ORDER BY created_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("db: list webhooks: %w", err)
 	}
 	defer rows.Close()
-	list := []calls.WebhookEndpoint{}
+	list := []webhooks.Endpoint{}
 	for rows.Next() {
 		e, err := scanEndpoint(rows)
 		if err != nil {
@@ -136,7 +138,7 @@ func (s *Store) WebhookEndpoints(ctx context.Context) ([]calls.WebhookEndpoint, 
 
 // WebhookEndpoint returns one live endpoint with its secret, or an error
 // matching calls.ErrNotFound.
-func (s *Store) WebhookEndpoint(ctx context.Context, id string) (*calls.WebhookEndpoint, error) {
+func (s *Store) WebhookEndpoint(ctx context.Context, id string) (*webhooks.Endpoint, error) {
 	e, err := scanEndpoint(s.rdb.QueryRowContext(ctx, `SELECT `+endpointColumns+`
 		FROM webhook_endpoints WHERE id = ? AND deleted = 0`, id))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -188,11 +190,11 @@ func failPending(ctx context.Context, tx *sqlx.Tx, endpointID string, now int64,
 
 // WebhookDeliveries lists an endpoint's deliveries newest first, or fails
 // with calls.ErrNotFound for an unknown endpoint.
-func (s *Store) WebhookDeliveries(ctx context.Context, endpointID string, q calls.DeliveryQuery) ([]calls.WebhookDelivery, error) {
+func (s *Store) WebhookDeliveries(ctx context.Context, endpointID string, q webhooks.DeliveryQuery) ([]webhooks.Delivery, error) {
 	if q.Limit <= 0 {
-		q.Limit = calls.DefaultDeliveryLimit
+		q.Limit = webhooks.DefaultDeliveryLimit
 	}
-	list := []calls.WebhookDelivery{}
+	list := []webhooks.Delivery{}
 	err := s.read(ctx, func(tx *sqlx.Tx) error {
 		var one int
 		err := tx.QueryRowContext(ctx, `SELECT 1 FROM webhook_endpoints WHERE id = ? AND deleted = 0`, endpointID).Scan(&one)
@@ -238,8 +240,8 @@ func (s *Store) WebhookDeliveries(ctx context.Context, endpointID string, q call
 // kept: a failed delivery retried by hand gets one more attempt. A lease
 // held by an attempt in flight is left alone, so the retry never sends the
 // delivery twice at the same time.
-func (s *Store) RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*calls.WebhookDelivery, error) {
-	var d calls.WebhookDelivery
+func (s *Store) RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*webhooks.Delivery, error) {
+	var d webhooks.Delivery
 	err := s.write(ctx, func(tx *sqlx.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries
 			SET status = 'pending', next_attempt_at = ?, delivered_at = 0
@@ -266,151 +268,4 @@ func (s *Store) RetryWebhookDelivery(ctx context.Context, endpointID string, del
 		return nil, err
 	}
 	return &d, nil
-}
-
-// ClaimWebhookDeliveries leases up to limit pending deliveries due at now
-// (and not leased by another attempt) until leaseUntil, earliest due first,
-// and returns them ready to send. Due deliveries of an endpoint that was
-// disabled or deleted meanwhile are failed instead of returned. more reports
-// that limit rows were looked at, so more may be due.
-//
-// The claim runs on the single writer, so two claims never return the same
-// delivery; the lease keeps it from being claimed again, even by a process
-// started after a crash, until the attempt is finished or released.
-func (s *Store) ClaimWebhookDeliveries(ctx context.Context, now, leaseUntil int64, limit int) (claimed []calls.WebhookAttempt, more bool, err error) {
-	err = s.write(ctx, func(tx *sqlx.Tx) error {
-		claimed, more = nil, false
-		// The literal status = 'pending' lets SQLite walk the partial index
-		// webhook_deliveries_due in due order.
-		rows, err := tx.QueryContext(ctx, `SELECT d.id, d.endpoint_id, d.attempts, d.created_at,
-				m.msg_id, m.type, m.payload,
-				COALESCE(e.url, ''), COALESCE(e.secret, ''), COALESCE(e.enabled, 0), COALESCE(e.deleted, 1)
-			FROM webhook_deliveries d
-			JOIN webhook_messages m ON m.id = d.message_id
-			LEFT JOIN webhook_endpoints e ON e.id = d.endpoint_id
-			WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND d.locked_until <= ?
-			ORDER BY d.next_attempt_at, d.id LIMIT ?`, now, now, limit)
-		if err != nil {
-			return err
-		}
-		var dead []calls.WebhookAttempt // endpoint disabled or deleted
-		var deadDeleted []bool
-		n := 0
-		for rows.Next() {
-			n++
-			var a calls.WebhookAttempt
-			var typ string
-			var enabled, deleted bool
-			if err := rows.Scan(&a.DeliveryID, &a.EndpointID, &a.Attempts, &a.CreatedAt, &a.MsgID, &typ,
-				&a.Payload, &a.URL, &a.Secret, &enabled, &deleted); err != nil {
-				rows.Close()
-				return err
-			}
-			a.Type = calls.HookType(typ)
-			if !enabled || deleted {
-				dead = append(dead, a)
-				deadDeleted = append(deadDeleted, deleted)
-				continue
-			}
-			claimed = append(claimed, a)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		more = n == limit
-		for _, a := range claimed {
-			if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET locked_until = ? WHERE id = ?`,
-				leaseUntil, a.DeliveryID); err != nil {
-				return err
-			}
-		}
-		for i, a := range dead {
-			reason := "endpoint disabled"
-			if deadDeleted[i] {
-				reason = "endpoint deleted"
-			}
-			if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries
-				SET status = 'failed', last_error = ?, next_attempt_at = 0, locked_until = 0 WHERE id = ?`,
-				reason, a.DeliveryID); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, false, fmt.Errorf("db: claim webhook deliveries: %w", err)
-	}
-	return claimed, more, nil
-}
-
-// FinishWebhookAttempt records the outcome of an attempt and ends its
-// lease: delivered, pending again at o.NextAttemptAt, or failed. With
-// o.DisableReason the endpoint is disabled and its other pending deliveries
-// fail in the same transaction.
-func (s *Store) FinishWebhookAttempt(ctx context.Context, o calls.WebhookOutcome) error {
-	status, next, deliveredAt := calls.DeliveryFailed, int64(0), int64(0)
-	switch {
-	case o.Delivered:
-		status, deliveredAt = calls.DeliveryDelivered, o.At
-	case o.NextAttemptAt > 0 && o.DisableReason == "":
-		status, next = calls.DeliveryPending, o.NextAttemptAt
-	}
-	err := s.write(ctx, func(tx *sqlx.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET attempts = attempts + 1,
-			last_status_code = ?, last_error = ?, status = ?, next_attempt_at = ?, delivered_at = ?,
-			locked_until = 0 WHERE id = ?`,
-			o.StatusCode, o.Error, string(status), next, deliveredAt, o.DeliveryID); err != nil {
-			return err
-		}
-		if o.DisableReason == "" {
-			return nil
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ?
-			WHERE id = ? AND enabled = 1`, o.DisableReason, o.EndpointID); err != nil {
-			return err
-		}
-		return failPending(ctx, tx, o.EndpointID, o.At, "endpoint disabled: "+o.DisableReason)
-	})
-	if err != nil {
-		return fmt.Errorf("db: finish delivery %d: %w", o.DeliveryID, err)
-	}
-	return nil
-}
-
-// ReleaseWebhookDelivery ends the lease of an attempt that was abandoned
-// without an outcome (shutdown), so the delivery is due again at once and
-// the abandoned try does not count as an attempt.
-func (s *Store) ReleaseWebhookDelivery(ctx context.Context, deliveryID int64) error {
-	err := s.write(ctx, func(tx *sqlx.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET locked_until = 0 WHERE id = ?`, deliveryID)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("db: release delivery %d: %w", deliveryID, err)
-	}
-	return nil
-}
-
-// NextWebhookDue returns when the earliest pending delivery can next be
-// claimed (its due time, or the end of its lease), 0 when none is pending.
-func (s *Store) NextWebhookDue(ctx context.Context) (int64, error) {
-	var at int64
-	err := s.rdb.QueryRowContext(ctx, `SELECT COALESCE(MIN(MAX(next_attempt_at, locked_until)), 0)
-		FROM webhook_deliveries WHERE status = 'pending'`).Scan(&at)
-	if err != nil {
-		return 0, fmt.Errorf("db: next webhook due: %w", err)
-	}
-	return at, nil
-}
-
-// WebhookQueueStats returns how many deliveries are pending and when the
-// oldest of them was queued (0 when none).
-func (s *Store) WebhookQueueStats(ctx context.Context) (pending int, oldest int64, err error) {
-	err = s.rdb.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(MIN(created_at), 0)
-		FROM webhook_deliveries WHERE status = 'pending'`).Scan(&pending, &oldest)
-	if err != nil {
-		return 0, 0, fmt.Errorf("db: webhook queue stats: %w", err)
-	}
-	return pending, oldest, nil
 }

@@ -6,10 +6,12 @@ import (
 	"time"
 
 	"callsig/internal/testkit"
+	"callsig/webhooks"
 )
 
-// The dispatcher sends at most 8 deliveries at once and never one delivery
-// twice at the same time, even when a slow attempt outlives its lease.
+// The dispatcher sends at most an endpoint's share of deliveries to it at
+// once and never one delivery twice at the same time, even when a slow
+// attempt outlives its lease.
 func TestWebhookDispatcherNeverSendsOneDeliveryTwiceAtOnce(t *testing.T) {
 	s := testkit.Start(t, testkit.WithFakeClock())
 	rcv := s.NewReceiver()
@@ -18,8 +20,9 @@ func TestWebhookDispatcherNeverSendsOneDeliveryTwiceAtOnce(t *testing.T) {
 	defer release()
 	alice := s.Client("alice")
 
-	// Three attempts hang at the receiver.
-	for i := range 3 {
+	share := webhooks.DefaultShare
+	// All but one of the share's attempts hang at the receiver.
+	for i := range share - 1 {
 		alice.Invite(nil, fmt.Sprintf("u%d", i))
 	}
 	rcv.WaitInFlight(3)
@@ -27,21 +30,20 @@ func TestWebhookDispatcherNeverSendsOneDeliveryTwiceAtOnce(t *testing.T) {
 	// Their leases run out while they are still in flight, and a new
 	// commit wakes the dispatcher: it must not send them again.
 	s.Advance(3 * time.Minute)
-	alice.Invite(nil, "u3")
-	rcv.WaitInFlight(4)
+	alice.Invite(nil, "last")
+	rcv.WaitInFlight(share)
 	time.Sleep(quietPeriod)
 	if perID, _ := rcv.Concurrency(); perID != 1 {
 		t.Fatalf("one delivery was in flight %d times at once", perID)
 	}
 
-	// More work than workers: concurrency stays bounded.
-	for i := 4; i < 20; i++ {
+	// More work than the share: concurrency stays bounded.
+	for i := share; i < 20; i++ {
 		alice.Invite(nil, fmt.Sprintf("u%d", i))
 	}
-	rcv.WaitInFlight(8)
 	time.Sleep(quietPeriod)
-	if n := rcv.InFlight(); n != 8 {
-		t.Fatalf("%d attempts in flight, want the 8 workers' worth", n)
+	if n := rcv.InFlight(); n != share {
+		t.Fatalf("%d attempts in flight, want the endpoint's share, %d", n, share)
 	}
 
 	release()
@@ -59,7 +61,7 @@ func TestWebhookDispatcherNeverSendsOneDeliveryTwiceAtOnce(t *testing.T) {
 		ids[d.ID]++
 	}
 	perID, total := rcv.Concurrency()
-	if len(got) != 20 || len(ids) != 20 || perID != 1 || total != 8 {
+	if len(got) != 20 || len(ids) != 20 || perID != 1 || total != share {
 		t.Fatalf("%d deliveries of %d ids; at once: %d per id, %d in total", len(got), len(ids), perID, total)
 	}
 }

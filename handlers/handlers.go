@@ -45,7 +45,7 @@ type Deps struct {
 	// only); nil leaves the route out, ok=false answers 404.
 	DevToken func(userID string, ttl time.Duration) (token string, expiresAt time.Time, ok bool)
 	// Webhooks serves the admin /webhooks endpoints when set.
-	Webhooks calls.WebhookRegistry
+	Webhooks WebhookAdmin
 	// Demo serves the browser demo under /demo/ (package web) when set.
 	Demo http.Handler
 }

@@ -1,13 +1,34 @@
 package handlers
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 
 	"github.com/go-chi/chi/v5"
 
 	"callsig/calls"
+	"callsig/webhooks"
 )
+
+// WebhookAdmin is the admin side of webhooks the /webhooks endpoints serve
+// (webhooks.Registry). Errors are *calls.Error: invalid_request for a bad
+// URL or event type, not_found for an unknown endpoint or delivery.
+type WebhookAdmin interface {
+	// Create registers an endpoint and returns it with its secret, the
+	// only time the secret is shown.
+	Create(ctx context.Context, in webhooks.CreateInput) (*webhooks.Endpoint, error)
+	// List returns the endpoints, oldest first, without secrets.
+	List(ctx context.Context) ([]webhooks.Endpoint, error)
+	// Get returns one endpoint without its secret.
+	Get(ctx context.Context, id string) (*webhooks.Endpoint, error)
+	// Delete removes an endpoint; its pending deliveries fail.
+	Delete(ctx context.Context, id string) error
+	// Deliveries lists an endpoint's deliveries still kept, newest first.
+	Deliveries(ctx context.Context, id string, q webhooks.DeliveryQuery) ([]webhooks.Delivery, error)
+	// Retry puts a delivery back to pending, due now, and returns it.
+	Retry(ctx context.Context, id, deliveryID string) (*webhooks.Delivery, error)
+}
 
 // createWebhookBody is the body of POST /webhooks.
 type createWebhookBody struct {
@@ -18,7 +39,7 @@ type createWebhookBody struct {
 
 // mountWebhooks registers the webhook administration endpoints on r, which
 // already requires admin rights. Nothing is mounted without a registry.
-func mountWebhooks(r chi.Router, reg calls.WebhookRegistry) {
+func mountWebhooks(r chi.Router, reg WebhookAdmin) {
 	if reg == nil {
 		return
 	}
@@ -28,7 +49,7 @@ func mountWebhooks(r chi.Router, reg calls.WebhookRegistry) {
 			writeError(w, r, err)
 			return
 		}
-		e, err := reg.Create(r.Context(), calls.CreateWebhookInput{URL: b.URL, EventTypes: b.EventTypes, Description: b.Description})
+		e, err := reg.Create(r.Context(), webhooks.CreateInput{URL: b.URL, EventTypes: b.EventTypes, Description: b.Description})
 		respond(w, r, http.StatusCreated, e, err)
 	})
 	r.Get("/webhooks", func(w http.ResponseWriter, r *http.Request) {
@@ -47,11 +68,11 @@ func mountWebhooks(r chi.Router, reg calls.WebhookRegistry) {
 		w.WriteHeader(http.StatusNoContent)
 	})
 	r.Get("/webhooks/{id}/deliveries", func(w http.ResponseWriter, r *http.Request) {
-		q := calls.DeliveryQuery{Status: calls.DeliveryStatus(r.URL.Query().Get("status"))}
+		q := webhooks.DeliveryQuery{Status: webhooks.DeliveryStatus(r.URL.Query().Get("status"))}
 		if s := r.URL.Query().Get("limit"); s != "" {
 			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 || n > calls.MaxDeliveryLimit {
-				writeError(w, r, invalidField("limit", "must be an integer from 1 to %d", calls.MaxDeliveryLimit))
+			if err != nil || n < 1 || n > webhooks.MaxDeliveryLimit {
+				writeError(w, r, invalidField("limit", "must be an integer from 1 to %d", webhooks.MaxDeliveryLimit))
 				return
 			}
 			q.Limit = n

@@ -1,18 +1,12 @@
 package webhooks
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -21,7 +15,13 @@ import (
 
 // Defaults of the Dispatcher.
 const (
-	DefaultWorkers = 8
+	// DefaultWorkers bounds the attempts in flight over all endpoints: a
+	// goroutine and an outgoing connection each.
+	DefaultWorkers = 64
+	// DefaultShare bounds the attempts in flight to one endpoint, so a slow
+	// or hanging receiver holds at most its share of the workers, never
+	// all of them, and a receiver is not flooded either.
+	DefaultShare = 4
 	// DefaultLease is how long a claimed delivery stays claimed without an
 	// outcome: well beyond one attempt's timeout, so a delivery is never
 	// sent twice at the same time, and short enough that a crash mid-attempt
@@ -39,18 +39,22 @@ type DispatcherOptions struct {
 	Logger   *slog.Logger          // default: discard
 	Registry prometheus.Registerer // nil: no metrics exported
 	Workers  int                   // attempts in flight at most (default DefaultWorkers)
-	Lease    time.Duration         // default DefaultLease
-	Jitter   Jitter                // default TenPercent
+	Share    int                   // attempts in flight per endpoint at most (default DefaultShare)
+	Breaker  BreakerOptions
+	Lease    time.Duration // default DefaultLease
+	Jitter   Jitter        // default TenPercent
 	// UserAgent is sent with every delivery.
 	UserAgent string
 }
 
 // Dispatcher drains the webhook outbox: it claims due deliveries, sends
-// each signed with its endpoint's secret by up to Workers goroutines, and
-// records the outcome (delivered, retry later, failed, endpoint gone). It
-// wakes when told a commit queued deliveries (Committed, Wake) and on a
-// timer set to the next due delivery, read from the store, so retries
-// survive restarts.
+// each signed with its endpoint's secret by up to Workers goroutines, at
+// most Share of them to any one endpoint, and records the outcome
+// (delivered, retry later, failed, endpoint gone). An endpoint that keeps
+// failing trips its circuit breaker (breaker.go). The dispatcher wakes when
+// told a commit queued deliveries (Committed, Wake), when an attempt ends,
+// and on a timer set to the next due delivery, read from the store, so
+// retries survive restarts.
 type Dispatcher struct {
 	store     Store
 	clock     calls.Clock
@@ -58,22 +62,26 @@ type Dispatcher struct {
 	log       *slog.Logger
 	metrics   *metrics
 	workers   int
+	share     int
+	breakerO  BreakerOptions
 	lease     time.Duration
 	jitter    Jitter
 	userAgent string
 
 	wake chan struct{} // buffered(1): "look at the outbox again"
 
-	mu       sync.Mutex
-	inflight map[int64]bool // deliveries being sent by this process
-	timer    calls.Timer
-	timerAt  int64 // Unix ms the timer fires at, 0 when none
-	started  bool
+	mu          sync.Mutex
+	inflight    map[int64]string // deliveries being sent by this process → endpoint
+	perEndpoint map[string]int   // attempts in flight per endpoint
+	breakers    map[string]*breaker
+	timer       calls.Timer
+	timerAt     int64 // Unix ms the timer fires at, 0 when none
+	running     bool
 }
 
 var _ calls.Notifier = (*Dispatcher)(nil)
 
-// NewDispatcher returns a dispatcher over store; Start runs it.
+// NewDispatcher returns a dispatcher over store; Run runs it.
 func NewDispatcher(store Store, o DispatcherOptions) (*Dispatcher, error) {
 	if o.Clock == nil {
 		o.Clock = calls.SystemClock{}
@@ -87,6 +95,11 @@ func NewDispatcher(store Store, o DispatcherOptions) (*Dispatcher, error) {
 	if o.Workers <= 0 {
 		o.Workers = DefaultWorkers
 	}
+	if o.Share <= 0 {
+		o.Share = DefaultShare
+	}
+	o.Share = min(o.Share, o.Workers)
+	o.Breaker.defaults()
 	if o.Lease <= 0 {
 		o.Lease = DefaultLease
 	}
@@ -102,8 +115,9 @@ func NewDispatcher(store Store, o DispatcherOptions) (*Dispatcher, error) {
 	}
 	return &Dispatcher{
 		store: store, clock: o.Clock, client: o.Client, log: o.Logger, metrics: m,
-		workers: o.Workers, lease: o.Lease, jitter: o.Jitter, userAgent: o.UserAgent,
-		wake: make(chan struct{}, 1), inflight: map[int64]bool{},
+		workers: o.Workers, share: o.Share, breakerO: o.Breaker, lease: o.Lease, jitter: o.Jitter,
+		userAgent: o.UserAgent, wake: make(chan struct{}, 1),
+		inflight: map[int64]string{}, perEndpoint: map[string]int{}, breakers: map[string]*breaker{},
 	}, nil
 }
 
@@ -124,52 +138,47 @@ func (d *Dispatcher) Wake() {
 	}
 }
 
-// Start runs the dispatcher until ctx is done. The returned func waits for
-// it and its attempts to stop; an attempt cut short by the stop is released
-// to be sent again (same webhook-id) after a restart.
-func (d *Dispatcher) Start(ctx context.Context) (wait func(), err error) {
+// Run drains the outbox until ctx is done, then waits for the attempts in
+// flight to stop and returns nil. An attempt cut short by the stop is
+// released to be sent again (same webhook-id) by the next run.
+func (d *Dispatcher) Run(ctx context.Context) error {
 	d.mu.Lock()
-	if d.started {
+	if d.running {
 		d.mu.Unlock()
-		return nil, errors.New("webhooks: dispatcher already started")
+		return errors.New("webhooks: dispatcher already running")
 	}
-	d.started = true
+	d.running = true
 	d.mu.Unlock()
-	var workers sync.WaitGroup
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		d.run(ctx, &workers)
-		workers.Wait()
+	defer func() {
+		d.mu.Lock()
+		d.running = false
+		d.mu.Unlock()
 	}()
-	d.Wake() // deliveries left pending by a previous run
-	return func() { <-done }, nil
-}
 
-func (d *Dispatcher) run(ctx context.Context, workers *sync.WaitGroup) {
+	var workers sync.WaitGroup
+	defer workers.Wait()
 	defer d.setTimer(0)
+	d.Wake() // deliveries left pending by a previous run
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-d.wake:
 		}
-		d.drain(ctx, workers)
+		d.drain(ctx, &workers)
 	}
 }
 
-// drain starts attempts for due deliveries while workers are free, then
-// arms the timer for the next due one.
+// drain starts attempts for due deliveries while workers and shares are
+// free, then arms the timer for the next delivery that can be sent.
 func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
 	for ctx.Err() == nil {
-		d.mu.Lock()
-		free := d.workers - len(d.inflight)
-		d.mu.Unlock()
-		if free <= 0 {
+		now := d.clock.Now()
+		c := d.claim(now)
+		if c.Limit <= 0 {
 			return // a finishing attempt wakes the loop
 		}
-		now := d.clock.Now()
-		claimed, more, err := d.store.ClaimWebhookDeliveries(ctx, now.UnixMilli(), now.Add(d.lease).UnixMilli(), free)
+		claimed, more, err := d.store.ClaimWebhookDeliveries(ctx, c)
 		if err != nil {
 			if ctx.Err() == nil {
 				d.log.Error("webhooks: claim deliveries", "err", err)
@@ -179,10 +188,13 @@ func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
 		}
 		for _, a := range claimed {
 			d.mu.Lock()
-			// A lease can run out while its attempt is still in flight
-			// (a clock jump); the delivery is then already being sent here.
-			dup := d.inflight[a.DeliveryID]
-			d.inflight[a.DeliveryID] = true
+			// The claim skips what is in flight; this guards the map's
+			// invariant should a store not.
+			_, dup := d.inflight[a.DeliveryID]
+			if !dup {
+				d.inflight[a.DeliveryID] = a.EndpointID
+				d.perEndpoint[a.EndpointID]++
+			}
 			d.mu.Unlock()
 			if dup {
 				continue
@@ -197,15 +209,70 @@ func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
 	if ctx.Err() != nil {
 		return
 	}
-	next, err := d.store.NextWebhookDue(ctx)
+	now := d.clock.Now().UnixMilli()
+	due, err := d.store.NextWebhookDue(ctx, now)
 	if err != nil {
 		if ctx.Err() == nil {
 			d.log.Error("webhooks: next due delivery", "err", err)
-			d.setTimer(d.clock.Now().Add(storeRetry).UnixMilli())
+			d.setTimer(now + storeRetry.Milliseconds())
 		}
 		return
 	}
-	d.setTimer(next)
+	d.setTimer(d.nextWake(due, now))
+}
+
+// claim describes what may be claimed at now: the free workers, and for
+// each endpoint with attempts in flight or a breaker not closed, its free
+// share.
+func (d *Dispatcher) claim(now time.Time) Claim {
+	ms := now.UnixMilli()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c := Claim{
+		Now: ms, LeaseUntil: now.Add(d.lease).UnixMilli(), Limit: d.workers - len(d.inflight),
+		Share: d.share, Free: map[string]int{}, InFlight: make(map[int64]bool, len(d.inflight)),
+	}
+	for id := range d.inflight {
+		c.InFlight[id] = true
+	}
+	for id, n := range d.perEndpoint {
+		c.Free[id] = max(d.share-n, 0)
+	}
+	for id, b := range d.breakers {
+		slots, tr := b.slots(ms, d.share)
+		d.report(id, tr)
+		c.Free[id] = max(slots-d.perEndpoint[id], 0)
+	}
+	return c
+}
+
+// nextWake returns when the dispatcher must look again (Unix ms, 0: only
+// when woken): the earliest due time of an endpoint that has a free share
+// (an endpoint at its share is woken for by its finishing attempt), put
+// off to the end of its cool-down while its breaker is open, or the end
+// of a lease, whichever comes first.
+func (d *Dispatcher) nextWake(due Due, now int64) int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	next := due.LeaseEnd
+	for id, at := range due.Endpoints {
+		slots := d.share
+		if b := d.breakers[id]; b != nil {
+			switch b.state {
+			case BreakerOpen:
+				at, slots = max(at, b.openUntil), 1
+			case BreakerHalfOpen:
+				slots = 1
+			}
+		}
+		if d.perEndpoint[id] >= slots {
+			continue
+		}
+		if next == 0 || at < next {
+			next = at
+		}
+	}
+	return next
 }
 
 // setTimer makes the dispatcher wake at Unix ms at (0: no timer). A time
@@ -238,16 +305,20 @@ func (d *Dispatcher) setTimer(at int64) {
 	}
 }
 
-// deliver runs one attempt and records its outcome.
-func (d *Dispatcher) deliver(ctx context.Context, workers *sync.WaitGroup, a calls.WebhookAttempt) {
+// deliver runs one attempt, records its outcome and feeds its endpoint's
+// breaker.
+func (d *Dispatcher) deliver(ctx context.Context, workers *sync.WaitGroup, a Attempt) {
 	defer workers.Done()
 	defer func() {
 		d.mu.Lock()
 		delete(d.inflight, a.DeliveryID)
+		if d.perEndpoint[a.EndpointID]--; d.perEndpoint[a.EndpointID] <= 0 {
+			delete(d.perEndpoint, a.EndpointID)
+		}
 		d.mu.Unlock()
 		d.Wake()
 	}()
-	o, abandoned := d.attempt(ctx, a)
+	o, failed, abandoned := d.attempt(ctx, a)
 	// Recording must outlive ctx: the outcome of a finished attempt is
 	// worth keeping even while shutting down (the store closes after us).
 	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -261,120 +332,42 @@ func (d *Dispatcher) deliver(ctx context.Context, workers *sync.WaitGroup, a cal
 	if err := d.store.FinishWebhookAttempt(rec, o); err != nil {
 		d.log.Error("webhooks: record delivery attempt", "delivery", a.DeliveryID, "err", err)
 	}
-}
-
-// attempt sends a delivery once and decides what follows. abandoned
-// reports an attempt cut short by shutdown, which has no outcome.
-func (d *Dispatcher) attempt(ctx context.Context, a calls.WebhookAttempt) (o calls.WebhookOutcome, abandoned bool) {
-	o = calls.WebhookOutcome{DeliveryID: a.DeliveryID, EndpointID: a.EndpointID}
-	log := d.log.With("delivery", a.DeliveryID, "webhook", a.EndpointID, "webhook_id", a.MsgID, "type", a.Type, "attempt", a.Attempts+1)
-	status, retryAfter, body, err := d.send(ctx, a)
-	if err != nil && ctx.Err() != nil {
-		return o, true
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if o.DisableReason != "" {
+		delete(d.breakers, a.EndpointID)
+		d.metrics.breakerState.DeleteLabelValues(a.EndpointID)
+		return
 	}
-	now := d.clock.Now()
-	o.At, o.StatusCode = now.UnixMilli(), status
-
-	var outcome string
-	switch {
-	case err != nil:
-		o.Error = err.Error()
-	case status >= 200 && status < 300:
-		o.Delivered, outcome = true, OutcomeDelivered
-	case status == http.StatusGone:
-		o.Error = "endpoint answered 410 Gone"
-		o.DisableReason, outcome = "endpoint answered 410 Gone", OutcomeGone
-	case status >= 300 && status < 400:
-		o.Error = fmt.Sprintf("unexpected status %d (redirects are not followed)", status)
-	default:
-		o.Error = fmt.Sprintf("unexpected status %d", status)
-	}
-	if !o.Delivered && status != 0 && body != "" {
-		o.Error += ": " + body
-	}
-	if outcome == "" {
-		if delay, ok := nextDelay(a.Attempts+1, d.jitter, retryAfter); ok {
-			o.NextAttemptAt, outcome = now.Add(delay).UnixMilli(), OutcomeRetry
-			// Never 0, which means "no attempt scheduled".
-			o.NextAttemptAt = max(o.NextAttemptAt, 1)
-		} else {
-			outcome = OutcomeFailed
+	b := d.breakers[a.EndpointID]
+	if b == nil {
+		if !failed {
+			return
 		}
+		b = &breaker{}
+		d.breakers[a.EndpointID] = b
 	}
-	d.metrics.attempts.WithLabelValues(outcome).Inc()
-	switch outcome {
-	case OutcomeDelivered:
-		log.Debug("webhook delivered", "status", status)
-	case OutcomeRetry:
-		log.Info("webhook attempt failed; will retry", "status", status, "err", o.Error, "next_attempt_at", o.NextAttemptAt)
-	case OutcomeFailed:
-		log.Warn("webhook delivery failed; no attempt left", "status", status, "err", o.Error)
-	case OutcomeGone:
-		log.Warn("webhook endpoint answered 410 Gone; disabled", "url", a.URL)
+	d.report(a.EndpointID, b.record(failed, o.At, d.breakerO))
+	if b.state == BreakerClosed && b.failures == 0 {
+		delete(d.breakers, a.EndpointID) // a closed, healthy breaker is the default
 	}
-	return o, false
 }
 
-// send POSTs the signed payload and returns the status, Retry-After and
-// the start of the body of the answer, or the error that prevented one. At
-// most MaxResponseBody of the answer is read.
-func (d *Dispatcher) send(ctx context.Context, a calls.WebhookAttempt) (status int, retryAfter time.Duration, body string, err error) {
-	signer, err := NewSigner(a.Secret)
-	if err != nil {
-		return 0, 0, "", fmt.Errorf("endpoint secret: %w", err)
+// report logs and exports a breaker transition; d.mu is held.
+func (d *Dispatcher) report(endpointID string, tr *transition) {
+	if tr == nil {
+		return
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.URL, bytes.NewReader(a.Payload))
-	if err != nil {
-		return 0, 0, "", fmt.Errorf("build request: %w", err)
+	d.metrics.breakerState.WithLabelValues(endpointID).Set(float64(tr.to))
+	log := d.log.With("webhook", endpointID)
+	switch tr.to {
+	case BreakerOpen:
+		d.metrics.breakerTrips.WithLabelValues(endpointID).Inc()
+		log.Warn("webhook endpoint keeps failing; circuit breaker open, its deliveries wait",
+			"failures", tr.failures, "until", time.UnixMilli(tr.until).UTC().Format(time.RFC3339))
+	case BreakerHalfOpen:
+		log.Info("webhook circuit breaker half-open; sending one probe")
+	case BreakerClosed:
+		log.Info("webhook endpoint answers again; circuit breaker closed")
 	}
-	for k, v := range signer.Headers(a.MsgID, d.clock.Now(), a.Payload) {
-		req.Header[k] = v
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", d.userAgent)
-
-	start := time.Now() // real time: latency is a wall-clock matter
-	res, err := d.client.Do(req)
-	if err != nil {
-		d.metrics.latency.Observe(time.Since(start).Seconds())
-		return 0, 0, "", describe(err)
-	}
-	defer res.Body.Close()
-	raw, rerr := io.ReadAll(io.LimitReader(res.Body, MaxResponseBody))
-	d.metrics.latency.Observe(time.Since(start).Seconds())
-	if rerr != nil && ctx.Err() != nil {
-		return 0, 0, "", rerr
-	}
-	// A body cut short otherwise changes nothing: the status is the answer.
-	if res.StatusCode < 200 || res.StatusCode >= 300 {
-		retryAfter = parseRetryAfter(res.Header.Get("Retry-After"), d.clock.Now())
-	}
-	return res.StatusCode, retryAfter, snippet(raw), nil
-}
-
-// describe shortens transport errors for the delivery log: the URL is
-// known from the endpoint, and a timeout should say so plainly.
-func describe(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		if ue.Timeout() {
-			return fmt.Errorf("timed out: %w", ue.Err)
-		}
-		return ue.Err
-	}
-	return err
-}
-
-// snippet is the first line-ish of a body, safe to store.
-func snippet(body []byte) string {
-	s := strings.TrimSpace(strings.ToValidUTF8(string(body), "\uFFFD"))
-	const max = 200
-	if len(s) > max {
-		s = s[:max]
-		for !utf8.ValidString(s) {
-			s = s[:len(s)-1]
-		}
-		s += "…"
-	}
-	return strings.Join(strings.Fields(s), " ")
 }

@@ -54,10 +54,10 @@ func newRig(t *testing.T) *rig {
 
 // endpoint registers url for call.created only, so each call is one
 // delivery.
-func (r *rig) endpoint(url string) *calls.WebhookEndpoint {
+func (r *rig) endpoint(url string) *webhooks.Endpoint {
 	r.t.Helper()
 	reg := webhooks.NewRegistry(r.store, webhooks.RegistryOptions{Clock: r.clock, AllowPrivate: true})
-	e, err := reg.Create(context.Background(), calls.CreateWebhookInput{URL: url, EventTypes: []calls.HookType{calls.HookCallCreated}})
+	e, err := reg.Create(context.Background(), webhooks.CreateInput{URL: url, EventTypes: []calls.HookType{calls.HookCallCreated}})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -76,13 +76,18 @@ func (r *rig) dispatcher(o webhooks.DispatcherOptions) (d *webhooks.Dispatcher, 
 		r.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	wait, err := d.Start(ctx)
-	if err != nil {
-		r.t.Fatal(err)
-	}
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
 	*r.wake.fns = append(*r.wake.fns, d.Wake)
 	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); wait() }) }
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				r.t.Errorf("dispatcher run: %v", err)
+			}
+		})
+	}
 	r.t.Cleanup(stop)
 	return d, stop
 }
@@ -95,11 +100,11 @@ func (r *rig) call() {
 }
 
 // waitDelivery polls the endpoint's only delivery until match holds.
-func (r *rig) waitDelivery(endpointID string, match func(calls.WebhookDelivery) bool) calls.WebhookDelivery {
+func (r *rig) waitDelivery(endpointID string, match func(webhooks.Delivery) bool) webhooks.Delivery {
 	r.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		l, err := r.store.WebhookDeliveries(context.Background(), endpointID, calls.DeliveryQuery{})
+		l, err := r.store.WebhookDeliveries(context.Background(), endpointID, webhooks.DeliveryQuery{})
 		if err != nil {
 			r.t.Fatal(err)
 		}
@@ -113,8 +118,8 @@ func (r *rig) waitDelivery(endpointID string, match func(calls.WebhookDelivery) 
 	}
 }
 
-func attempts(n int, status calls.DeliveryStatus) func(calls.WebhookDelivery) bool {
-	return func(d calls.WebhookDelivery) bool { return d.Attempts == n && d.Status == status }
+func attempts(n int, status webhooks.DeliveryStatus) func(webhooks.Delivery) bool {
+	return func(d webhooks.Delivery) bool { return d.Attempts == n && d.Status == status }
 }
 
 // With jitter injected away the schedule is exact, and the outcome
@@ -133,7 +138,7 @@ func TestDispatcherRetryScheduleWithoutJitter(t *testing.T) {
 	r.dispatcher(webhooks.DispatcherOptions{Jitter: webhooks.NoJitter, Registry: reg})
 
 	r.call()
-	d := r.waitDelivery(e.ID, attempts(1, calls.DeliveryPending))
+	d := r.waitDelivery(e.ID, attempts(1, webhooks.DeliveryPending))
 	if d.NextAttemptAt != epoch.Add(5*time.Second).UnixMilli() || d.LastError != "unexpected status 502: upstream down retry later" {
 		t.Fatalf("after one failure %+v", d)
 	}
@@ -141,7 +146,7 @@ func TestDispatcherRetryScheduleWithoutJitter(t *testing.T) {
 		t.Fatalf("queue depth %v", n)
 	}
 	r.clock.Advance(5 * time.Second)
-	d = r.waitDelivery(e.ID, attempts(2, calls.DeliveryPending))
+	d = r.waitDelivery(e.ID, attempts(2, webhooks.DeliveryPending))
 	if d.NextAttemptAt != epoch.Add(5*time.Second+5*time.Minute).UnixMilli() {
 		t.Fatalf("after two failures %+v", d)
 	}
@@ -150,7 +155,7 @@ func TestDispatcherRetryScheduleWithoutJitter(t *testing.T) {
 		t.Fatalf("oldest pending age %v, want 65", age)
 	}
 	r.clock.Advance(4 * time.Minute)
-	r.waitDelivery(e.ID, attempts(3, calls.DeliveryDelivered))
+	r.waitDelivery(e.ID, attempts(3, webhooks.DeliveryDelivered))
 
 	if got := gauge(t, reg, "callsig_webhook_queue_depth"); got != 0 {
 		t.Fatalf("queue depth after delivery %v", got)
@@ -215,7 +220,7 @@ func TestDispatcherTimesOutSlowReceivers(t *testing.T) {
 	e := r.endpoint(srv.URL)
 	r.dispatcher(webhooks.DispatcherOptions{Client: webhooks.NewClient(webhooks.ClientOptions{AllowPrivate: true, Timeout: 100 * time.Millisecond})})
 	r.call()
-	d := r.waitDelivery(e.ID, attempts(1, calls.DeliveryPending))
+	d := r.waitDelivery(e.ID, attempts(1, webhooks.DeliveryPending))
 	if d.LastStatusCode != 0 || !strings.Contains(d.LastError, "timed out") {
 		t.Fatalf("timed-out attempt %+v", d)
 	}
@@ -236,7 +241,7 @@ func TestDispatcherReadsBoundedAnswers(t *testing.T) {
 	e := r.endpoint(srv.URL)
 	r.dispatcher(webhooks.DispatcherOptions{})
 	r.call()
-	d := r.waitDelivery(e.ID, attempts(1, calls.DeliveryPending))
+	d := r.waitDelivery(e.ID, attempts(1, webhooks.DeliveryPending))
 	if d.LastStatusCode != http.StatusInternalServerError || len(d.LastError) > 300 {
 		t.Fatalf("attempt record: status %d, error of %d bytes", d.LastStatusCode, len(d.LastError))
 	}
@@ -284,7 +289,7 @@ func TestDispatcherLeaseAcrossDispatchers(t *testing.T) {
 
 	stop1() // abandons the attempt and releases the lease
 	d2.Wake()
-	r.waitDelivery(e.ID, attempts(1, calls.DeliveryDelivered))
+	r.waitDelivery(e.ID, attempts(1, webhooks.DeliveryDelivered))
 	mu.Lock()
 	defer mu.Unlock()
 	if len(ids) != 2 || ids[0] != ids[1] || maxInflight != 1 {

@@ -20,8 +20,10 @@ const (
 
 // metrics of the dispatcher.
 type metrics struct {
-	attempts *prometheus.CounterVec
-	latency  prometheus.Histogram
+	attempts     *prometheus.CounterVec
+	latency      prometheus.Histogram
+	breakerState *prometheus.GaugeVec
+	breakerTrips *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, store Store, clock calls.Clock) (*metrics, error) {
@@ -35,6 +37,16 @@ func newMetrics(reg prometheus.Registerer, store Store, clock calls.Clock) (*met
 			Help:    "Time from sending a webhook to its answer (or error).",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15},
 		}),
+		// Per endpoint: endpoints are few and registered by an admin, so
+		// the label's cardinality is bounded by configuration.
+		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "callsig_webhook_breaker_state",
+			Help: "Circuit breaker of a webhook endpoint that failed: 0 closed, 1 open (its deliveries wait), 2 half-open (one probe).",
+		}, []string{"webhook"}),
+		breakerTrips: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "callsig_webhook_breaker_opened_total",
+			Help: "Times a webhook endpoint's circuit breaker opened.",
+		}, []string{"webhook"}),
 	}
 	for _, o := range []string{OutcomeDelivered, OutcomeRetry, OutcomeFailed, OutcomeGone} {
 		m.attempts.WithLabelValues(o) // export zeros, so rates work from the start
@@ -47,6 +59,12 @@ func newMetrics(reg prometheus.Registerer, store Store, clock calls.Clock) (*met
 		return nil, err
 	}
 	if m.latency, err = prom.Register(reg, m.latency); err != nil {
+		return nil, err
+	}
+	if m.breakerState, err = prom.Register(reg, m.breakerState); err != nil {
+		return nil, err
+	}
+	if m.breakerTrips, err = prom.Register(reg, m.breakerTrips); err != nil {
 		return nil, err
 	}
 	if _, err = prom.Register(reg, &queueCollector{store: store, clock: clock}); err != nil {

@@ -20,7 +20,7 @@ const ConfiguredID = "wh_config"
 // MaxDescription is the longest endpoint description, in characters.
 const MaxDescription = 256
 
-// Registry is the admin side of webhooks (calls.WebhookRegistry): it
+// Registry is the admin side of webhooks (handlers.WebhookAdmin): it
 // validates and stores endpoints and lists and retries their deliveries.
 type Registry struct {
 	store        Store
@@ -29,8 +29,6 @@ type Registry struct {
 	resolver     Resolver
 	wake         func() // pokes the dispatcher after a manual retry
 }
-
-var _ calls.WebhookRegistry = (*Registry)(nil)
 
 // RegistryOptions configures NewRegistry.
 type RegistryOptions struct {
@@ -60,7 +58,7 @@ func invalidField(field, format string, args ...any) *calls.Error {
 }
 
 // validate checks an endpoint's URL, event types and description.
-func (r *Registry) validate(ctx context.Context, in calls.CreateWebhookInput) (*calls.CreateWebhookInput, error) {
+func (r *Registry) validate(ctx context.Context, in CreateInput) (*CreateInput, error) {
 	if err := CheckURL(ctx, in.URL, r.allowPrivate, r.resolver); err != nil {
 		return nil, invalidField("url", "%s", err)
 	}
@@ -93,12 +91,12 @@ func knownType(t calls.HookType) bool {
 }
 
 // Create registers an endpoint with a fresh secret.
-func (r *Registry) Create(ctx context.Context, in calls.CreateWebhookInput) (*calls.WebhookEndpoint, error) {
+func (r *Registry) Create(ctx context.Context, in CreateInput) (*Endpoint, error) {
 	v, err := r.validate(ctx, in)
 	if err != nil {
 		return nil, err
 	}
-	e := &calls.WebhookEndpoint{
+	e := &Endpoint{
 		ID: newEndpointID(), URL: v.URL, EventTypes: v.EventTypes, Description: v.Description,
 		Secret: NewSecret(), CreatedAt: r.clock.Now().UnixMilli(), Enabled: true,
 	}
@@ -134,14 +132,14 @@ func (r *Registry) Configure(ctx context.Context, rawURL, secret string) error {
 	if err := CheckURL(ctx, rawURL, r.allowPrivate, r.resolver); err != nil && !errors.Is(err, ErrUnresolvable) {
 		return fmt.Errorf("webhook URL %q: %s", rawURL, err)
 	}
-	return r.store.PutWebhookEndpoint(ctx, &calls.WebhookEndpoint{
+	return r.store.PutWebhookEndpoint(ctx, &Endpoint{
 		ID: ConfiguredID, URL: rawURL, Secret: SecretPrefix + encodeKey(key),
 		Description: "configured by CALLSIG_WEBHOOK_URL", CreatedAt: r.clock.Now().UnixMilli(), Enabled: true,
 	})
 }
 
 // List returns the endpoints without their secrets.
-func (r *Registry) List(ctx context.Context) ([]calls.WebhookEndpoint, error) {
+func (r *Registry) List(ctx context.Context) ([]Endpoint, error) {
 	list, err := r.store.WebhookEndpoints(ctx)
 	if err != nil {
 		return nil, err
@@ -153,7 +151,7 @@ func (r *Registry) List(ctx context.Context) ([]calls.WebhookEndpoint, error) {
 }
 
 // Get returns one endpoint without its secret.
-func (r *Registry) Get(ctx context.Context, id string) (*calls.WebhookEndpoint, error) {
+func (r *Registry) Get(ctx context.Context, id string) (*Endpoint, error) {
 	e, err := r.store.WebhookEndpoint(ctx, id)
 	if err != nil {
 		return nil, err
@@ -168,19 +166,19 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 }
 
 // Deliveries lists an endpoint's deliveries, newest first.
-func (r *Registry) Deliveries(ctx context.Context, id string, q calls.DeliveryQuery) ([]calls.WebhookDelivery, error) {
+func (r *Registry) Deliveries(ctx context.Context, id string, q DeliveryQuery) ([]Delivery, error) {
 	if q.Status != "" && !q.Status.Valid() {
 		return nil, invalidField("status", "must be pending, delivered or failed")
 	}
 	if q.Limit <= 0 {
-		q.Limit = calls.DefaultDeliveryLimit
+		q.Limit = DefaultDeliveryLimit
 	}
-	q.Limit = min(q.Limit, calls.MaxDeliveryLimit)
+	q.Limit = min(q.Limit, MaxDeliveryLimit)
 	return r.store.WebhookDeliveries(ctx, id, q)
 }
 
 // Retry puts a delivery back to pending, due now, and wakes the dispatcher.
-func (r *Registry) Retry(ctx context.Context, id, deliveryID string) (*calls.WebhookDelivery, error) {
+func (r *Registry) Retry(ctx context.Context, id, deliveryID string) (*Delivery, error) {
 	n, err := strconv.ParseInt(deliveryID, 10, 64)
 	if err != nil || n <= 0 {
 		return nil, &calls.Error{Code: calls.CodeNotFound, Message: fmt.Sprintf("delivery %s of webhook %s not found", deliveryID, id)}

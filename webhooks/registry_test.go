@@ -16,7 +16,7 @@ func TestRegistryCreateValidates(t *testing.T) {
 	reg := webhooks.NewRegistry(r.store, webhooks.RegistryOptions{Clock: r.clock, Resolver: fakeResolver{"hooks.example.com": {"93.184.216.34"}}})
 	ctx := context.Background()
 
-	e, err := reg.Create(ctx, calls.CreateWebhookInput{URL: "https://hooks.example.com/x",
+	e, err := reg.Create(ctx, webhooks.CreateInput{URL: "https://hooks.example.com/x",
 		EventTypes: []calls.HookType{calls.HookCallEnded, calls.HookCallCreated, calls.HookCallEnded}, Description: strings.Repeat("é", 256)})
 	if err != nil {
 		t.Fatal(err)
@@ -30,7 +30,7 @@ func TestRegistryCreateValidates(t *testing.T) {
 		t.Fatalf("get %+v %v", got, err)
 	}
 
-	for _, in := range []calls.CreateWebhookInput{
+	for _, in := range []webhooks.CreateInput{
 		{URL: "http://localhost/x"},
 		{URL: "gopher://hooks.example.com/"},
 		{URL: "https://hooks.example.com/x", EventTypes: []calls.HookType{"call.nope"}},
@@ -46,7 +46,7 @@ func TestRegistryCreateValidates(t *testing.T) {
 	if _, err := reg.Retry(ctx, e.ID, "12"); !errors.Is(err, calls.ErrNotFound) {
 		t.Errorf("unknown delivery: %v", err)
 	}
-	if _, err := reg.Deliveries(ctx, e.ID, calls.DeliveryQuery{Status: "lost"}); calls.CodeOf(err) != calls.CodeInvalidRequest {
+	if _, err := reg.Deliveries(ctx, e.ID, webhooks.DeliveryQuery{Status: "lost"}); calls.CodeOf(err) != calls.CodeInvalidRequest {
 		t.Errorf("bad status filter: %v", err)
 	}
 }

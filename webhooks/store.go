@@ -1,25 +1,65 @@
 package webhooks
 
-import (
-	"context"
+import "context"
 
-	"callsig/calls"
-)
-
-// Store is what the registry and the dispatcher need from storage; the
-// SQLite store of package db implements it.
+// Store is what the registry, the dispatcher and the retention pruner need
+// from storage; the SQLite store of package db implements it.
 type Store interface {
-	InsertWebhookEndpoint(ctx context.Context, e *calls.WebhookEndpoint) error
-	PutWebhookEndpoint(ctx context.Context, e *calls.WebhookEndpoint) error
-	WebhookEndpoints(ctx context.Context) ([]calls.WebhookEndpoint, error)
-	WebhookEndpoint(ctx context.Context, id string) (*calls.WebhookEndpoint, error)
+	InsertWebhookEndpoint(ctx context.Context, e *Endpoint) error
+	PutWebhookEndpoint(ctx context.Context, e *Endpoint) error
+	WebhookEndpoints(ctx context.Context) ([]Endpoint, error)
+	WebhookEndpoint(ctx context.Context, id string) (*Endpoint, error)
 	DeleteWebhookEndpoint(ctx context.Context, id string, now int64) error
-	WebhookDeliveries(ctx context.Context, endpointID string, q calls.DeliveryQuery) ([]calls.WebhookDelivery, error)
-	RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*calls.WebhookDelivery, error)
+	WebhookDeliveries(ctx context.Context, endpointID string, q DeliveryQuery) ([]Delivery, error)
+	RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*Delivery, error)
 
-	ClaimWebhookDeliveries(ctx context.Context, now, leaseUntil int64, limit int) ([]calls.WebhookAttempt, bool, error)
-	FinishWebhookAttempt(ctx context.Context, o calls.WebhookOutcome) error
+	// ClaimWebhookDeliveries leases due deliveries as c allows and fails
+	// the pending ones of disabled or deleted endpoints. more reports that
+	// c.Limit cut the claim short.
+	ClaimWebhookDeliveries(ctx context.Context, c Claim) (claimed []Attempt, more bool, err error)
+	FinishWebhookAttempt(ctx context.Context, o Outcome) error
 	ReleaseWebhookDelivery(ctx context.Context, deliveryID int64) error
-	NextWebhookDue(ctx context.Context) (int64, error)
+	// NextWebhookDue says when each live endpoint's earliest pending
+	// delivery not leased at now is due, and when the next lease ends.
+	NextWebhookDue(ctx context.Context, now int64) (Due, error)
 	WebhookQueueStats(ctx context.Context) (pending int, oldest int64, err error)
+	// PruneWebhookDeliveries deletes up to limit finished (delivered or
+	// failed) deliveries created before before, and the messages no
+	// delivery references any more; it returns how many deliveries went.
+	PruneWebhookDeliveries(ctx context.Context, before int64, limit int) (int, error)
+}
+
+// Claim is what the dispatcher may take in one claim: each endpoint gets
+// at most its share of attempts in flight, so a slow endpoint never holds
+// every worker, and the whole claim at most the free workers.
+type Claim struct {
+	Now        int64 // Unix ms: deliveries due at or before it are claimable
+	LeaseUntil int64 // Unix ms the leases of the claimed deliveries end
+	Limit      int   // attempts to claim at most, over all endpoints
+	// Share is how many attempts an endpoint not in Free may be given.
+	Share int
+	// Free overrides Share for endpoints with attempts in flight or a
+	// circuit breaker not closed (0: claim nothing for it).
+	Free map[string]int
+	// InFlight are the deliveries this process is sending now; a lease that
+	// ran out during a long attempt (a clock jump) must not send one twice.
+	InFlight map[int64]bool
+}
+
+// FreeFor returns how many attempts the claim allows for an endpoint.
+func (c Claim) FreeFor(endpointID string) int {
+	if n, ok := c.Free[endpointID]; ok {
+		return n
+	}
+	return c.Share
+}
+
+// Due is the outbox's schedule as NextWebhookDue reads it.
+type Due struct {
+	// Endpoints maps each live endpoint with a pending delivery not leased
+	// at the time asked to the Unix ms its earliest one is due.
+	Endpoints map[string]int64
+	// LeaseEnd is the Unix ms the earliest lease running at the time asked
+	// ends (0: none).
+	LeaseEnd int64
 }

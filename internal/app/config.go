@@ -23,6 +23,7 @@ type Config struct {
 	WebhookAllowPrivate bool
 	WebhookURL          string
 	WebhookSecret       string
+	WebhookRetention    time.Duration
 	CORSOrigins         []string
 	Synchronous         string
 	EventRetention      time.Duration
@@ -37,7 +38,7 @@ type Config struct {
 func Defaults() Config {
 	return Config{
 		Addr: ":8080", DB: "callsig.db", HeartbeatTimeout: 30 * time.Second, NotReceivedAfter: 5 * time.Second,
-		MaxCallUsers: 10, Synchronous: "FULL", EventRetention: 24 * time.Hour, RateLimit: 50, RateBurst: 100,
+		MaxCallUsers: 10, WebhookRetention: 7 * 24 * time.Hour, Synchronous: "FULL", EventRetention: 24 * time.Hour, RateLimit: 50, RateBurst: 100,
 		ShutdownTimeout: 15 * time.Second, LogLevel: "info", LogFormat: "text",
 	}
 }
@@ -68,6 +69,7 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"webhook-allow-private", "CALLSIG_WEBHOOK_ALLOW_PRIVATE", "allow webhooks to loopback/private addresses", &c.WebhookAllowPrivate},
 		{"webhook-url", "CALLSIG_WEBHOOK_URL", "a webhook endpoint configured without the API", &c.WebhookURL},
 		{"webhook-secret", "CALLSIG_WEBHOOK_SECRET", "its signing secret (whsec_...)", &c.WebhookSecret},
+		{"webhook-retention", "CALLSIG_WEBHOOK_RETENTION", "how long finished webhook deliveries stay in the delivery log", &c.WebhookRetention},
 		{"cors-origins", "CALLSIG_CORS_ORIGINS", "comma-separated origins allowed for browser apps", &cors},
 		{"synchronous", "CALLSIG_SYNCHRONOUS", "SQLite synchronous: FULL (durable) or NORMAL", &c.Synchronous},
 		{"event-retention", "CALLSIG_EVENT_RETENTION", "how long the event log keeps events for replay", &c.EventRetention},
@@ -120,6 +122,9 @@ func (c Config) validate() error {
 	}
 	if c.HeartbeatTimeout <= 0 || c.NotReceivedAfter <= 0 {
 		errs = append(errs, errors.New("heartbeat-timeout and not-received-after must be positive"))
+	}
+	if c.WebhookRetention <= 0 {
+		errs = append(errs, errors.New("webhook-retention must be positive"))
 	}
 	if s := strings.ToUpper(c.Synchronous); s != "FULL" && s != "NORMAL" {
 		errs = append(errs, fmt.Errorf("synchronous must be FULL or NORMAL, not %q", c.Synchronous))

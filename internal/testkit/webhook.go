@@ -64,6 +64,7 @@ type Delivery struct {
 	Data      json.RawMessage // the body's data
 	Status    int             // what the receiver answered
 	Valid     bool            // the signature, timestamp and body checked out
+	Received  time.Time       // when the request arrived (wall clock)
 }
 
 // Decode decodes the delivery's data into v.
@@ -267,6 +268,7 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	d := Delivery{
 		ID: req.Header.Get("webhook-id"), Signature: req.Header.Get("webhook-signature"), Body: body,
+		Received: time.Now(),
 	}
 	d.Timestamp, _ = strconv.ParseInt(req.Header.Get("webhook-timestamp"), 10, 64)
 

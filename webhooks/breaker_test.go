@@ -1,0 +1,132 @@
+package webhooks_test
+
+import (
+	"context"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"callsig/webhooks"
+)
+
+// deliveries lists an endpoint's deliveries, newest first.
+func (r *rig) deliveries(endpointID string) []webhooks.Delivery {
+	r.t.Helper()
+	l, err := r.store.WebhookDeliveries(context.Background(), endpointID, webhooks.DeliveryQuery{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return l
+}
+
+// count returns how many of an endpoint's deliveries match.
+func (r *rig) count(endpointID string, match func(webhooks.Delivery) bool) int {
+	n := 0
+	for _, d := range r.deliveries(endpointID) {
+		if match(d) {
+			n++
+		}
+	}
+	return n
+}
+
+func delivered(d webhooks.Delivery) bool { return d.Status == webhooks.DeliveryDelivered }
+
+// labeled returns the value of a gauge or counter with label webhook=id.
+func labeled(t *testing.T, reg *prometheus.Registry, name, id string) float64 {
+	t.Helper()
+	for _, m := range family(t, reg, name).GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "webhook" && l.GetValue() == id {
+				if m.GetGauge() != nil {
+					return m.GetGauge().GetValue()
+				}
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return -1
+}
+
+// An endpoint that keeps failing opens its breaker: its deliveries wait,
+// pending with no attempt counted, while another endpoint is served; after
+// the cool-down one probe is sent; a failed probe opens it again for twice
+// as long; a successful one closes it and the backlog is delivered.
+func TestDispatcherCircuitBreaker(t *testing.T) {
+	r := newRig(t)
+	var down atomic.Bool
+	down.Store(true)
+	srv, hits := countingServer(t, func(w http.ResponseWriter, _ *http.Request) {
+		if down.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	okSrv, _ := countingServer(t, nil)
+	failing, healthy := r.endpoint(srv.URL), r.endpoint(okSrv.URL)
+	reg := prometheus.NewRegistry()
+	r.dispatcher(webhooks.DispatcherOptions{Jitter: webhooks.NoJitter, Registry: reg,
+		Breaker: webhooks.BreakerOptions{Failures: 3, CoolDown: time.Minute}})
+
+	// Three failures in a row open it.
+	for range 3 {
+		r.call()
+	}
+	waitFor(t, func() bool {
+		return r.count(failing.ID, func(d webhooks.Delivery) bool { return d.Attempts == 1 }) == 3
+	})
+	waitFor(t, func() bool {
+		return labeled(t, reg, "callsig_webhook_breaker_state", failing.ID) == webhooks.BreakerOpen
+	})
+	if n := labeled(t, reg, "callsig_webhook_breaker_opened_total", failing.ID); n != 1 {
+		t.Fatalf("breaker opened %v times", n)
+	}
+
+	// While open, nothing is sent to it, not even the retries now due;
+	// the healthy endpoint's delivery of the same call is the marker that
+	// the dispatcher looked.
+	r.call()
+	r.clock.Advance(5 * time.Second) // the three retries fall due
+	r.call()
+	waitFor(t, func() bool { return r.count(healthy.ID, delivered) == 5 })
+	if n := hits.Load(); n != 3 {
+		t.Fatalf("%d attempts to an endpoint whose breaker is open, want the 3 that opened it", n)
+	}
+	for _, d := range r.deliveries(failing.ID) {
+		if d.Status != webhooks.DeliveryPending {
+			t.Fatalf("a delivery of an open breaker is %s, want pending (postponed): %+v", d.Status, d)
+		}
+	}
+
+	// After the cool-down: one probe; it fails, so the breaker opens again
+	// for twice the cool-down.
+	r.clock.Advance(time.Minute)
+	waitFor(t, func() bool {
+		return labeled(t, reg, "callsig_webhook_breaker_opened_total", failing.ID) == 2
+	})
+	if n := hits.Load(); n != 4 {
+		t.Fatalf("%d attempts after the cool-down, want one probe", n-3)
+	}
+	r.clock.Advance(time.Minute) // half of the doubled cool-down
+	r.call()
+	waitFor(t, func() bool { return r.count(healthy.ID, delivered) == 6 })
+	if n := hits.Load(); n != 4 {
+		t.Fatalf("%d attempts during the doubled cool-down", n-4)
+	}
+
+	// The receiver is back: the next probe closes the breaker and the
+	// whole backlog goes out.
+	down.Store(false)
+	r.clock.Advance(time.Minute)
+	waitFor(t, func() bool { return r.count(failing.ID, delivered) == 6 })
+	if s := labeled(t, reg, "callsig_webhook_breaker_state", failing.ID); s != webhooks.BreakerClosed {
+		t.Fatalf("breaker state %v after a successful probe", s)
+	}
+	for _, d := range r.deliveries(failing.ID) {
+		if d.Attempts > 2 {
+			t.Fatalf("a delivery took %d attempts: the breaker must not spend them", d.Attempts)
+		}
+	}
+}

@@ -1,0 +1,125 @@
+package webhooks
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"callsig/calls"
+	"callsig/internal/prom"
+)
+
+// Defaults of the Retention.
+const (
+	// DefaultRetention is how long finished deliveries stay in the delivery
+	// log (GET /webhooks/{id}/deliveries): a week to look into what an
+	// endpoint got, after which the outbox forgets them.
+	DefaultRetention = 7 * 24 * time.Hour
+	// DefaultPruneInterval is how often the outbox is pruned.
+	DefaultPruneInterval = 10 * time.Minute
+	// DefaultPruneBatch bounds each pruning write, so a large backlog never
+	// holds the single writer (and the requests queued behind it) for long.
+	DefaultPruneBatch = 500
+)
+
+// RetentionOptions configures NewRetention; zero fields get defaults.
+type RetentionOptions struct {
+	Clock    calls.Clock           // default: the system clock
+	Logger   *slog.Logger          // default: discard
+	Registry prometheus.Registerer // nil: no metrics exported
+	Period   time.Duration         // default DefaultRetention
+	Interval time.Duration         // default DefaultPruneInterval (at most Period)
+	Batch    int                   // default DefaultPruneBatch
+}
+
+// Retention prunes the outbox: finished (delivered or failed) deliveries
+// created more than Period ago, and each message once no delivery refers
+// to it. Pending deliveries are never pruned, however old, so pruning
+// never loses a delivery that is still to be made.
+type Retention struct {
+	store    Store
+	clock    calls.Clock
+	log      *slog.Logger
+	period   time.Duration
+	interval time.Duration
+	batch    int
+	pruned   prometheus.Counter
+}
+
+// NewRetention returns the pruner of store's outbox; Run runs it.
+func NewRetention(store Store, o RetentionOptions) (*Retention, error) {
+	if o.Clock == nil {
+		o.Clock = calls.SystemClock{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Period <= 0 {
+		o.Period = DefaultRetention
+	}
+	if o.Interval <= 0 {
+		o.Interval = DefaultPruneInterval
+	}
+	o.Interval = min(o.Interval, o.Period)
+	if o.Batch <= 0 {
+		o.Batch = DefaultPruneBatch
+	}
+	pruned := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "callsig_webhook_deliveries_pruned_total",
+		Help: "Finished webhook deliveries deleted after the retention period.",
+	})
+	if o.Registry != nil {
+		var err error
+		if pruned, err = prom.Register(o.Registry, pruned); err != nil {
+			return nil, err
+		}
+	}
+	return &Retention{store: store, clock: o.Clock, log: o.Logger, period: o.Period,
+		interval: o.Interval, batch: o.Batch, pruned: pruned}, nil
+}
+
+// Run prunes at once and then every Interval until ctx is done; it
+// returns nil then. A failed pruning is logged and tried again next time.
+func (r *Retention) Run(ctx context.Context) error {
+	tick := make(chan struct{}, 1)
+	for {
+		if _, err := r.Prune(ctx); err != nil && ctx.Err() == nil {
+			r.log.Error("webhooks: prune outbox", "err", err)
+		}
+		t := r.clock.AfterFunc(r.interval, func() {
+			select {
+			case tick <- struct{}{}:
+			default:
+			}
+		})
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-tick:
+		}
+	}
+}
+
+// Prune deletes what is past retention now, one bounded batch per write,
+// and returns how many deliveries it deleted.
+func (r *Retention) Prune(ctx context.Context) (int, error) {
+	before := r.clock.Now().Add(-r.period).UnixMilli()
+	total := 0
+	for {
+		n, err := r.store.PruneWebhookDeliveries(ctx, before, r.batch)
+		total += n
+		r.pruned.Add(float64(n))
+		if err != nil {
+			return total, err
+		}
+		if n < r.batch {
+			if total > 0 {
+				r.log.Info("webhook deliveries pruned", "deleted", total, "created_before", time.UnixMilli(before).UTC().Format(time.RFC3339))
+			}
+			return total, nil
+		}
+	}
+}

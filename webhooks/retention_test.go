@@ -1,0 +1,71 @@
+package webhooks_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"callsig/webhooks"
+)
+
+// Finished deliveries older than the retention leave the delivery log,
+// younger ones stay, and a pending delivery is never pruned, however old.
+func TestRetentionPrunesOnlyFinishedDeliveries(t *testing.T) {
+	r := newRig(t)
+	okSrv, _ := countingServer(t, nil)
+	goneSrv, _ := countingServer(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusGone) })
+	downSrv, _ := countingServer(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	ok, gone, down := r.endpoint(okSrv.URL), r.endpoint(goneSrv.URL), r.endpoint(downSrv.URL)
+	failed := func(d webhooks.Delivery) bool { return d.Status == webhooks.DeliveryFailed }
+	pending := func(d webhooks.Delivery) bool { return d.Status == webhooks.DeliveryPending && d.Attempts > 0 }
+
+	// At the epoch: three calls, delivered to ok, failed at gone (its 410
+	// disables it, so it may get fewer), pending at down (retrying).
+	_, stop := r.dispatcher(webhooks.DispatcherOptions{Jitter: webhooks.NoJitter})
+	for range 3 {
+		r.call()
+	}
+	waitFor(t, func() bool {
+		return r.count(ok.ID, delivered) == 3 && r.count(gone.ID, failed) == len(r.deliveries(gone.ID)) && r.count(gone.ID, failed) > 0 && r.count(down.ID, pending) == 3
+	})
+	stop() // down's deliveries stay pending from here on
+
+	// Six days later, one more call, delivered to ok, pending at down.
+	r.clock.Advance(6 * 24 * time.Hour)
+	_, stop = r.dispatcher(webhooks.DispatcherOptions{Jitter: webhooks.NoJitter})
+	r.call()
+	waitFor(t, func() bool { return r.count(ok.ID, delivered) == 4 && r.count(down.ID, pending) == 4 })
+	stop()
+
+	ret, err := webhooks.NewRetention(r.store, webhooks.RetentionOptions{
+		Clock: r.clock, Period: 7 * 24 * time.Hour, Interval: time.Hour, Batch: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ret.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("retention run: %v", err)
+		}
+	}()
+
+	// Step the clock by the interval until the epoch's finished deliveries
+	// are past retention and pruned (in batches of 2).
+	waitFor(t, func() bool {
+		if r.clock.Now().Before(epoch.Add(8 * 24 * time.Hour)) {
+			r.clock.Advance(time.Hour)
+		}
+		return len(r.deliveries(ok.ID)) == 1 && len(r.deliveries(gone.ID)) == 0
+	})
+	if l := r.deliveries(ok.ID); l[0].CreatedAt != epoch.Add(6*24*time.Hour).UnixMilli() || l[0].Status != webhooks.DeliveryDelivered {
+		t.Fatalf("kept %+v, want the delivery within retention", l[0])
+	}
+	if n := r.count(down.ID, pending); n != 4 {
+		t.Fatalf("%d pending deliveries left, want all 4: pending ones are never pruned", n)
+	}
+}
