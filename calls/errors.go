@@ -18,6 +18,9 @@ const (
 	CodeCallEnded      Code = "call_ended"
 	CodeAlreadyInCall  Code = "already_in_call"
 	CodeCallFull       Code = "call_full"
+	// CodeUnavailable: the store cannot serve now (overloaded, busy or
+	// closed for shutdown); the same request may succeed when retried.
+	CodeUnavailable Code = "unavailable"
 )
 
 // Error is a domain error: a stable code, a human message and, for invalid
@@ -52,6 +55,11 @@ var (
 	ErrCallEnded      = &Error{Code: CodeCallEnded, Message: "call ended"}
 	ErrAlreadyInCall  = &Error{Code: CodeAlreadyInCall, Message: "already in call"}
 	ErrCallFull       = &Error{Code: CodeCallFull, Message: "call full"}
+	// ErrUnavailable is what a Store wraps its transient failures in (a
+	// closed store, a lock held past the busy timeout), so the transport
+	// answers "retry later" instead of "internal error". Its message is
+	// what the client sees; the wrapped cause is for the log.
+	ErrUnavailable = &Error{Code: CodeUnavailable, Message: "the server cannot serve this now (overloaded, busy or shutting down); retry later"}
 )
 
 func errorf(code Code, format string, args ...any) *Error {
