@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 
 	"callsig/calls"
 )
@@ -19,6 +20,7 @@ const (
 	codeNotFound             = "not_found"
 	codeMethodNotAllowed     = "method_not_allowed"
 	codeIdempotencyConflict  = "idempotency_conflict"
+	codeRequestTimeout       = "request_timeout"
 	codePayloadTooLarge      = "payload_too_large"
 	codeUnsupportedMediaType = "unsupported_media_type"
 	codeRateLimited          = "rate_limited"
@@ -45,6 +47,7 @@ var codes = map[string]codeInfo{
 	string(calls.CodeAlreadyInCall): {http.StatusConflict, "Already in call"},
 	string(calls.CodeCallFull):      {http.StatusConflict, "Call full"},
 	codeIdempotencyConflict:         {http.StatusConflict, "Idempotency conflict"},
+	codeRequestTimeout:              {http.StatusRequestTimeout, "Request timeout"},
 	codePayloadTooLarge:             {http.StatusRequestEntityTooLarge, "Payload too large"},
 	codeUnsupportedMediaType:        {http.StatusUnsupportedMediaType, "Unsupported media type"},
 	codeRateLimited:                 {http.StatusTooManyRequests, "Too many requests"},
@@ -115,6 +118,9 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusServiceUnavailable && h.Get("Retry-After") == "" {
 		h.Set("Retry-After", retryAfterUnavailable)
 	}
+	// Always sized: an answer written before the connection closes (413,
+	// 408) must be complete without a chunked terminator.
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }

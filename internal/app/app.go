@@ -180,8 +180,8 @@ func (a *App) Server() *http.Server {
 	return &http.Server{
 		Addr:              a.Config.Addr,
 		Handler:           a.Handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
+		ReadHeaderTimeout: min(10*time.Second, a.Config.ReadTimeout),
+		ReadTimeout:       a.Config.ReadTimeout,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}

@@ -29,6 +29,7 @@ type Config struct {
 	RateLimit           float64
 	RateBurst           int
 	ShutdownTimeout     time.Duration
+	ReadTimeout         time.Duration
 	LogLevel            string
 	LogFormat           string
 }
@@ -38,7 +39,7 @@ func Defaults() Config {
 	return Config{
 		Addr: ":8080", DB: "callsig.db", HeartbeatTimeout: 30 * time.Second, NotReceivedAfter: 5 * time.Second,
 		MaxCallUsers: 10, Synchronous: "FULL", EventRetention: 24 * time.Hour, RateLimit: 50, RateBurst: 100,
-		ShutdownTimeout: 15 * time.Second, LogLevel: "info", LogFormat: "text",
+		ShutdownTimeout: 15 * time.Second, ReadTimeout: 30 * time.Second, LogLevel: "info", LogFormat: "text",
 	}
 }
 
@@ -74,6 +75,7 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"rate-limit", "CALLSIG_RATE_LIMIT", "requests per second per user (0: off)", &c.RateLimit},
 		{"rate-burst", "CALLSIG_RATE_BURST", "burst of the per-user rate limit", &c.RateBurst},
 		{"shutdown-timeout", "CALLSIG_SHUTDOWN_TIMEOUT", "how long shutdown waits for in-flight requests", &c.ShutdownTimeout},
+		{"read-timeout", "CALLSIG_READ_TIMEOUT", "how long a request (headers and body) may take to arrive; slower is 408", &c.ReadTimeout},
 		{"log-level", "CALLSIG_LOG_LEVEL", "debug, info, warn or error", &c.LogLevel},
 		{"log-format", "CALLSIG_LOG_FORMAT", "text or json", &c.LogFormat},
 	}
@@ -117,6 +119,9 @@ func (c Config) validate() error {
 	var errs []error
 	if c.MaxCallUsers < 2 {
 		errs = append(errs, errors.New("max-call-users must be at least 2"))
+	}
+	if c.ReadTimeout <= 0 {
+		errs = append(errs, errors.New("read-timeout must be positive"))
 	}
 	if c.HeartbeatTimeout <= 0 || c.NotReceivedAfter <= 0 {
 		errs = append(errs, errors.New("heartbeat-timeout and not-received-after must be positive"))
