@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +69,12 @@ func TestRequireUser(t *testing.T) {
 		{name: "garbage", header: "Bearer not.a.jwt", want: 401},
 		{name: "expired", header: "Bearer " + token(t, "alice", jwt.MapClaims{"exp": time.Now().Add(-time.Minute).Unix()}), want: 401, wantBody: "token is expired"},
 		{name: "missing exp", header: "Bearer " + token(t, "alice", jwt.MapClaims{"exp": nil}), want: 401, wantBody: "token has no exp claim"},
+		{name: "iat in the future", header: "Bearer " + token(t, "alice", jwt.MapClaims{"iat": time.Now().Add(time.Hour).Unix()}), want: 401, wantBody: "token iat is in the future"},
+		{name: "iat within clock skew", header: "Bearer " + token(t, "alice", jwt.MapClaims{"iat": time.Now().Add(2 * time.Second).Unix()}), want: 200},
+		{name: "iat in the past", header: "Bearer " + token(t, "alice", jwt.MapClaims{"iat": time.Now().Add(-time.Hour).Unix()}), want: 200},
+		{name: "exp as a string", header: "Bearer " + token(t, "alice", jwt.MapClaims{"exp": strconv.FormatInt(exp, 10)}), want: 401, wantBody: "must be JSON numbers"},
+		{name: "iat as a string", header: "Bearer " + token(t, "alice", jwt.MapClaims{"iat": strconv.FormatInt(time.Now().Unix(), 10)}), want: 401, wantBody: "must be JSON numbers"},
+		{name: "nbf as a string", header: "Bearer " + token(t, "alice", jwt.MapClaims{"nbf": "0"}), want: 401, wantBody: "must be JSON numbers"},
 		{name: "alg none", header: "Bearer " + none, want: 401},
 		{name: "HS384", header: "Bearer " + signed(t, jwt.SigningMethodHS384, testSecret, jwt.MapClaims{"sub": "alice", "exp": exp}), want: 401},
 		{name: "RS256", header: "Bearer " + signed(t, jwt.SigningMethodRS256, rsaKey, jwt.MapClaims{"sub": "alice", "exp": exp}), want: 401},
