@@ -168,3 +168,27 @@ func TestRequireAdmin(t *testing.T) {
 		t.Fatalf("empty admin token: got %d", w.Code)
 	}
 }
+
+// What MintToken mints, the authenticator accepts, with the same issuer,
+// audience and role rules: the two live side by side so they cannot drift.
+func TestMintTokenRoundTrip(t *testing.T) {
+	cfg := AuthConfig{Secret: testSecret, Issuer: "callsig", Audience: "api"}
+	a := newAuthenticator(cfg)
+	for _, admin := range []bool{false, true} {
+		tok, err := MintToken(testSecret, TokenRequest{UserID: "alice", TTL: time.Minute, Admin: admin, Issuer: "callsig", Audience: "api"}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		user, isAdmin, err := a.parse(tok)
+		if err != nil || user != "alice" || isAdmin != admin {
+			t.Fatalf("parse(minted, admin=%v) = %q %v %v", admin, user, isAdmin, err)
+		}
+	}
+	expired, err := MintToken(testSecret, TokenRequest{UserID: "alice", TTL: time.Minute, Issuer: "callsig", Audience: "api"}, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.parse(expired); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("parse(expired) err = %v", err)
+	}
+}

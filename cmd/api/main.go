@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"callsig/handlers"
 	"callsig/internal/app"
 )
 
@@ -110,7 +111,7 @@ func token(args []string, getenv func(string) string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	tok, err := app.MintToken(secret, app.TokenRequest{UserID: user, TTL: ttl, Admin: admin, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}, time.Now())
+	tok, err := handlers.MintToken(secret, handlers.TokenRequest{UserID: user, TTL: ttl, Admin: admin, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}, time.Now())
 	if err != nil {
 		return err
 	}

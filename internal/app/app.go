@@ -205,7 +205,7 @@ func (a *App) devToken() func(string, time.Duration) (string, time.Time, bool) {
 			return "", time.Time{}, false
 		}
 		now := time.Now()
-		tok, err := MintToken(a.Secret, TokenRequest{UserID: userID, TTL: ttl, Issuer: a.Config.JWTIssuer, Audience: a.Config.JWTAudience}, now)
+		tok, err := handlers.MintToken(a.Secret, handlers.TokenRequest{UserID: userID, TTL: ttl, Issuer: a.Config.JWTIssuer, Audience: a.Config.JWTAudience}, now)
 		if err != nil {
 			a.log.Error("mint development token", "err", err)
 			return "", time.Time{}, false

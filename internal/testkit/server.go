@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"callsig/handlers"
 	"callsig/internal/app"
 	"callsig/internal/fakeclock"
 )
@@ -187,7 +188,7 @@ func (w *tWriter) close() {
 
 // Token mints a one-hour user token.
 func (s *Server) Token(user string) string {
-	tok, err := app.MintToken(s.App.Secret, app.TokenRequest{UserID: user, TTL: time.Hour, Issuer: s.Config.JWTIssuer, Audience: s.Config.JWTAudience}, time.Now())
+	tok, err := handlers.MintToken(s.App.Secret, handlers.TokenRequest{UserID: user, TTL: time.Hour, Issuer: s.Config.JWTIssuer, Audience: s.Config.JWTAudience}, time.Now())
 	if err != nil {
 		s.T.Fatalf("mint token: %v", err)
 	}
