@@ -55,7 +55,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		return err
 	}
 	srv := a.Server()
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln, err := net.Listen("tcp", a.ListenAddr())
 	if err != nil {
 		a.Close()
 		return err

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -61,7 +62,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		return nil, err
 	}
 	if a.DevMode {
-		log.Warn("DEVELOPMENT MODE: no CALLSIG_JWT_SECRET configured; using a generated secret. Do not expose this server.", "secret_file", secretPath)
+		log.Warn("DEVELOPMENT MODE: no CALLSIG_JWT_SECRET configured; using a generated secret and minting tokens for anyone at POST /dev/token. Do not expose this server.", "secret_file", secretPath, "addr", a.ListenAddr())
 	}
 
 	if a.Store, err = db.Open(ctx, cfg.DB, db.Options{Synchronous: cfg.Synchronous, Logger: log}); err != nil {
@@ -174,11 +175,26 @@ func NewLogger(level, format string, w interface{ Write([]byte) (int, error) }) 
 	return nil, errors.New("log format must be text or json")
 }
 
+// ListenAddr is the address to listen on: the configured one, except in
+// development mode (no secret: POST /dev/token mints tokens for anyone)
+// without an explicit address, where only this machine may connect: the
+// configured port on 127.0.0.1.
+func (a *App) ListenAddr() string {
+	if !a.DevMode || a.Config.AddrSet {
+		return a.Config.Addr
+	}
+	_, port, err := net.SplitHostPort(a.Config.Addr)
+	if err != nil {
+		port = "8080"
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
+
 // Server returns the HTTP server for the app. No WriteTimeout: event
 // streams are long-lived and set per-write deadlines themselves.
 func (a *App) Server() *http.Server {
 	return &http.Server{
-		Addr:              a.Config.Addr,
+		Addr:              a.ListenAddr(),
 		Handler:           a.Handler,
 		ReadHeaderTimeout: min(10*time.Second, a.Config.ReadTimeout),
 		ReadTimeout:       a.Config.ReadTimeout,

@@ -11,7 +11,10 @@ import (
 // Config is the server configuration: flags, with the same names as
 // CALLSIG_* environment variables (a flag wins over its variable).
 type Config struct {
-	Addr                string
+	Addr string
+	// AddrSet is true when the address was configured explicitly (flag or
+	// environment): development mode then listens where it is told.
+	AddrSet             bool
 	DB                  string
 	JWTSecret           string
 	JWTIssuer           string
@@ -107,6 +110,7 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 			return c, fmt.Errorf("%s=%q: %w", v.env, val, err)
 		}
 	}
+	c.AddrSet = given["addr"] || getenv("CALLSIG_ADDR") != ""
 	for _, o := range strings.Split(cors, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			c.CORSOrigins = append(c.CORSOrigins, o)
