@@ -33,6 +33,8 @@ type Config struct {
 	RateBurst           int
 	ShutdownTimeout     time.Duration
 	ReadTimeout         time.Duration
+	MaxStreamsPerUser   int
+	MaxConnections      int
 	LogLevel            string
 	LogFormat           string
 }
@@ -42,7 +44,7 @@ func Defaults() Config {
 	return Config{
 		Addr: ":8080", DB: "callsig.db", HeartbeatTimeout: 30 * time.Second, NotReceivedAfter: 5 * time.Second,
 		MaxCallUsers: 10, Synchronous: "FULL", EventRetention: 24 * time.Hour, RateLimit: 50, RateBurst: 100,
-		ShutdownTimeout: 15 * time.Second, ReadTimeout: 30 * time.Second, LogLevel: "info", LogFormat: "text",
+		ShutdownTimeout: 15 * time.Second, ReadTimeout: 30 * time.Second, MaxStreamsPerUser: 10, LogLevel: "info", LogFormat: "text",
 	}
 }
 
@@ -79,6 +81,8 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"rate-burst", "CALLSIG_RATE_BURST", "burst of the per-user rate limit", &c.RateBurst},
 		{"shutdown-timeout", "CALLSIG_SHUTDOWN_TIMEOUT", "how long shutdown waits for in-flight requests", &c.ShutdownTimeout},
 		{"read-timeout", "CALLSIG_READ_TIMEOUT", "how long a request (headers and body) may take to arrive; slower is 408", &c.ReadTimeout},
+		{"max-streams-per-user", "CALLSIG_MAX_STREAMS_PER_USER", "open event streams per user; a newer one closes the oldest", &c.MaxStreamsPerUser},
+		{"max-connections", "CALLSIG_MAX_CONNECTIONS", "connections served at once (0: the open-file limit less headroom)", &c.MaxConnections},
 		{"log-level", "CALLSIG_LOG_LEVEL", "debug, info, warn or error", &c.LogLevel},
 		{"log-format", "CALLSIG_LOG_FORMAT", "text or json", &c.LogFormat},
 	}
@@ -123,6 +127,12 @@ func (c Config) validate() error {
 	var errs []error
 	if c.MaxCallUsers < 2 {
 		errs = append(errs, errors.New("max-call-users must be at least 2"))
+	}
+	if c.MaxStreamsPerUser < 1 {
+		errs = append(errs, errors.New("max-streams-per-user must be at least 1"))
+	}
+	if c.MaxConnections < 0 {
+		errs = append(errs, errors.New("max-connections must not be negative"))
 	}
 	if c.ReadTimeout <= 0 {
 		errs = append(errs, errors.New("read-timeout must be positive"))
