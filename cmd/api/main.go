@@ -60,7 +60,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		a.Close()
 		return err
 	}
-	log.Info("callsig listening", "addr", ln.Addr().String(), "db", cfg.DB, "synchronous", cfg.Synchronous)
+	ln = a.Listener(ln) // the connection cap
+	log.Info("callsig listening", "addr", ln.Addr().String(), "db", cfg.DB, "synchronous", cfg.Synchronous, "max_connections", a.MaxConnections())
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

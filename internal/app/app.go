@@ -33,6 +33,7 @@ type App struct {
 	Registry *prometheus.Registry
 
 	log        *slog.Logger
+	maxConns   int // the connection cap (see Listener)
 	stop       context.CancelFunc
 	wait       []func()
 	onShutdown []func()
@@ -55,6 +56,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		opts.Clock = calls.SystemClock{}
 	}
 	a := &App{Config: cfg, log: log}
+	a.maxConns = maxConnections(cfg.MaxConnections, log)
 
 	var secretPath string
 	var err error
@@ -199,6 +201,7 @@ func (a *App) Server() *http.Server {
 		ReadHeaderTimeout: min(10*time.Second, a.Config.ReadTimeout),
 		ReadTimeout:       a.Config.ReadTimeout,
 		IdleTimeout:       120 * time.Second,
+		ConnContext:       handlers.ConnContext,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
 }

@@ -96,7 +96,7 @@ func (s *Server) start() {
 	}
 	hs := httptest.NewUnstartedServer(a.Handler)
 	hs.Listener.Close()
-	hs.Listener = ln
+	hs.Listener = a.Listener(ln)
 	hs.Config = a.Server()
 	hs.Start()
 	s.mu.Lock()
