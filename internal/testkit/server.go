@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"net/http/httptest"
@@ -30,6 +31,7 @@ type Server struct {
 
 	http *httptest.Server
 	addr string
+	logs io.Writer // nil: the test log
 	spec *specValidator
 	mu   sync.Mutex
 }
@@ -40,10 +42,15 @@ type Option func(*settings)
 type settings struct {
 	cfg       app.Config
 	fakeClock bool
+	logs      io.Writer
 }
 
 // WithFakeClock runs the server on a manual clock (s.Clock.Advance).
 func WithFakeClock() Option { return func(s *settings) { s.fakeClock = true } }
+
+// WithLogs sends the server's log, from level info, to w as JSON lines
+// (for tests of what it logs) instead of the test log.
+func WithLogs(w io.Writer) Option { return func(s *settings) { s.logs = w } }
 
 // WithConfig edits the configuration.
 func WithConfig(f func(*app.Config)) Option { return func(s *settings) { f(&s.cfg) } }
@@ -65,7 +72,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	for _, o := range opts {
 		o(&st)
 	}
-	s := &Server{T: t, Dir: dir, Config: st.cfg, spec: loadSpec(t)}
+	s := &Server{T: t, Dir: dir, Config: st.cfg, spec: loadSpec(t), logs: st.logs}
 	if st.fakeClock {
 		s.Clock = fakeclock.New(Epoch)
 	}
@@ -78,6 +85,9 @@ func (s *Server) start() {
 	t := s.T
 	t.Helper()
 	opts := app.Options{Logger: testLogger(t)}
+	if s.logs != nil {
+		opts.Logger = slog.New(slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
 	if s.Clock != nil {
 		opts.Clock = s.Clock
 	}
