@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,6 +58,16 @@ func TestConnectionCapKeepsHealthAnswering(t *testing.T) {
 		if res, body := fresh(t, s, path, ""); res.StatusCode != http.StatusOK {
 			t.Fatalf("%s at the cap: %d %s", path, res.StatusCode, body)
 		}
+	}
+	// An event stream at the cap: not a 503, on which EventSource would
+	// give up for good, but an empty stream asking for a later reconnection.
+	res, body = fresh(t, s, "/events", s.Token("dave"))
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "text/event-stream" ||
+		!strings.HasPrefix(string(body), "retry: ") || strings.Contains(string(body), "id:") {
+		t.Fatalf("event stream at the cap: %d %s %q", res.StatusCode, res.Header.Get("Content-Type"), body)
+	}
+	if got := scrapeMetric(t, s, "callsig_http_connections_max"); got != 3 {
+		t.Fatalf("callsig_http_connections_max = %v, want 3", got)
 	}
 	for _, st := range streams {
 		if st.Ended() {

@@ -15,7 +15,7 @@ func TestLimitListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := LimitListener(inner, 1, 1)
+	ln := NewConnLimit(1, 1).Listener(inner)
 	defer ln.Close()
 	accepted := make(chan net.Conn, 4)
 	go func() {

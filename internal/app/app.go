@@ -33,7 +33,8 @@ type App struct {
 	Registry *prometheus.Registry
 
 	log        *slog.Logger
-	maxConns   int // the connection cap (see Listener)
+	maxConns   int                 // the connection cap (see Listener)
+	conns      *handlers.ConnLimit // applies it
 	stop       context.CancelFunc
 	wait       []func()
 	onShutdown []func()
@@ -73,6 +74,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 
 	a.Registry = prometheus.NewRegistry()
 	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newCallsCollector(a.Store))
+	a.conns = handlers.NewConnLimit(a.maxConns, connReserve)
+	if err := a.conns.Register(a.Registry); err != nil {
+		a.Store.Close()
+		return nil, err
+	}
 
 	events, err := a.newEvents(opts)
 	if err != nil {

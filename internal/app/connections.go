@@ -4,8 +4,6 @@ import (
 	"log/slog"
 	"net"
 	"syscall"
-
-	"callsig/handlers"
 )
 
 // connReserve is how many connections beyond the cap are accepted to answer
@@ -48,11 +46,9 @@ func maxConnections(configured int, log *slog.Logger) int {
 	return configured
 }
 
-// Listener wraps ln with the connection cap (see handlers.LimitListener);
+// Listener wraps ln with the connection cap (see handlers.ConnLimit);
 // cmd/api and the test kit serve on what it returns.
-func (a *App) Listener(ln net.Listener) net.Listener {
-	return handlers.LimitListener(ln, a.maxConns, connReserve)
-}
+func (a *App) Listener(ln net.Listener) net.Listener { return a.conns.Listener(ln) }
 
 // MaxConnections is the connection cap in force.
 func (a *App) MaxConnections() int { return a.maxConns }
