@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -46,7 +47,9 @@ func accessLine(r *http.Request, rec *responseRecorder) func(bytes int64, d time
 	if info := infoFrom(r.Context()); info != nil {
 		user = info.user
 	}
-	log, method, route := loggerFrom(r.Context()), r.Method, routePattern(r)
+	// Cloned: a stream's line lives as long as the stream, and the method
+	// points into the request line (its URL may hold a token).
+	log, method, route := loggerFrom(r.Context()), strings.Clone(r.Method), routePattern(r)
 	return func(bytes int64, d time.Duration) {
 		log.LogAttrs(context.Background(), level, "http request",
 			slog.String("method", method),
