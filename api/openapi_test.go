@@ -59,7 +59,7 @@ func TestOperationsFollowConventions(t *testing.T) {
 
 			authenticated := op.Security == nil || len(*op.Security) > 0
 			if authenticated {
-				for _, status := range []int{400, 401, 429, 500} {
+				for _, status := range []int{400, 401, 429, 500, 503} {
 					if op.Responses.Status(status) == nil {
 						t.Errorf("%s: authenticated operation lacks %d", name, status)
 					}
@@ -79,7 +79,7 @@ func TestOperationsFollowConventions(t *testing.T) {
 				}
 			}
 			if op.RequestBody != nil {
-				for _, status := range []int{413, 415} {
+				for _, status := range []int{408, 413, 415} {
 					if op.Responses.Status(status) == nil {
 						t.Errorf("%s: operation with a body lacks %d", name, status)
 					}
@@ -276,7 +276,9 @@ func TestResponseValidation(t *testing.T) {
 		{name: "delivery retried", method: "POST", target: "/webhooks/wh1/deliveries/17/retry", status: 202, contentType: jsonCT, body: `{"id":"17","webhookID":"wh1","type":"call.push_requested","status":"pending","attempts":3,"lastStatusCode":0,"lastError":"dial tcp: timeout","nextAttemptAt":5,"createdAt":1,"deliveredAt":0}`},
 
 		{name: "healthz", method: "GET", target: "/healthz", status: 200, contentType: jsonCT, body: `{"status":"ok"}`},
-		{name: "readyz down", method: "GET", target: "/readyz", status: 503, contentType: problemCT, body: problem(503, "unavailable")},
+		{name: "readyz down", method: "GET", target: "/readyz", status: 503, contentType: problemCT, header: map[string]string{"Retry-After": "1"}, body: problem(503, "unavailable")},
+		{name: "unavailable without Retry-After", method: "POST", target: "/calls", reqBody: `{"invitees":["bob"]}`, status: 503, contentType: problemCT, body: problem(503, "unavailable"), wantErr: true},
+		{name: "create call unavailable", method: "POST", target: "/calls", reqBody: `{"invitees":["bob"]}`, status: 503, contentType: problemCT, header: map[string]string{"Retry-After": "1"}, body: problem(503, "unavailable")},
 		{name: "spec", method: "GET", target: "/openapi.yaml", status: 200, contentType: "application/yaml", body: string(Spec)},
 		{name: "metrics", method: "GET", target: "/metrics", status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: "up 1\n"},
 		{name: "demo", method: "GET", target: "/demo/", status: 200, contentType: "text/html; charset=utf-8", body: "<!doctype html><title>demo</title>"},

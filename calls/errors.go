@@ -21,6 +21,9 @@ const (
 	// CodeNotFound is an unknown resource other than a call (a webhook
 	// endpoint or delivery of the admin API).
 	CodeNotFound Code = "not_found"
+	// CodeUnavailable: the store cannot serve now (overloaded, busy or
+	// closed for shutdown); the same request may succeed when retried.
+	CodeUnavailable Code = "unavailable"
 )
 
 // Error is a domain error: a stable code, a human message and, for invalid
@@ -56,6 +59,11 @@ var (
 	ErrAlreadyInCall  = &Error{Code: CodeAlreadyInCall, Message: "already in call"}
 	ErrCallFull       = &Error{Code: CodeCallFull, Message: "call full"}
 	ErrNotFound       = &Error{Code: CodeNotFound, Message: "not found"}
+	// ErrUnavailable is what a Store wraps its transient failures in (a
+	// closed store, a lock held past the busy timeout), so the transport
+	// answers "retry later" instead of "internal error". Its message is
+	// what the client sees; the wrapped cause is for the log.
+	ErrUnavailable = &Error{Code: CodeUnavailable, Message: "the server cannot serve this now (overloaded, busy or shutting down); retry later"}
 )
 
 func errorf(code Code, format string, args ...any) *Error {

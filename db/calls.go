@@ -48,12 +48,15 @@ func (s *Store) ListCalls(ctx context.Context, userID string, before int64, limi
 // read runs fn in a read-only transaction on the read pool, so the several
 // queries of one read (a call, then its users) see one snapshot.
 func (s *Store) read(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
 	tx, err := s.rdb.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return fmt.Errorf("db: begin read: %w", err)
+		return s.readFailed(fmt.Errorf("db: begin read: %w", err))
 	}
 	defer tx.Rollback() //nolint:errcheck // read-only: nothing to undo
-	return fn(tx)
+	return s.readFailed(fn(tx))
 }
 
 // loadCall reads one call by ID with its users, in list order.

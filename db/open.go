@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/jmoiron/sqlx"
@@ -32,6 +33,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 
+	if err := createPrivate(path); err != nil {
+		return nil, err
+	}
 	wdb, err := sqlx.Open("sqlite", path+"?"+writerParams(sync))
 	if err != nil {
 		return nil, fmt.Errorf("db: open writer: %w", err)
@@ -87,6 +91,22 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	go s.runWriter()
 	return s, nil
+}
+
+// createPrivate creates the database file readable by its owner only
+// (0600), like the development secret beside it: it holds webhook signing
+// secrets and stored responses. SQLite gives the -wal and -shm files it
+// creates the database file's permissions. An existing file is left as the
+// operator set it.
+func createPrivate(path string) error {
+	if path == ":memory:" {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("db: create %s: %w", path, err)
+	}
+	return f.Close()
 }
 
 // writerParams are the DSN parameters of the writer connection. The driver

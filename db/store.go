@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -12,8 +13,10 @@ import (
 	"callsig/calls"
 )
 
-// ErrClosed is returned by writes attempted after Close.
-var ErrClosed = errors.New("db: store closed")
+// ErrClosed is returned by reads and writes attempted after Close. It wraps
+// calls.ErrUnavailable: a request that meets a store closing for shutdown
+// is answered 503 and retried elsewhere or after the restart.
+var ErrClosed = fmt.Errorf("db: store closed: %w", calls.ErrUnavailable)
 
 var _ calls.Store = (*Store)(nil)
 

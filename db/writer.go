@@ -54,7 +54,7 @@ func (s *Store) write(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	s.queue = append(s.queue, r)
 	s.mu.Unlock()
 	s.signal()
-	return <-r.done
+	return unavailable(<-r.done)
 }
 
 // signal wakes the writer without blocking; one pending wake is enough since

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"callsig/internal/app"
+	"callsig/handlers"
 )
 
 var (
@@ -84,7 +84,7 @@ func startProcess(t *testing.T, bin, dbPath, addr string) *process {
 
 func (p *process) do(user, method, path string, body any) (int, map[string]any) {
 	p.t.Helper()
-	tok, err := app.MintToken([]byte(crashSecret), app.TokenRequest{UserID: user, TTL: time.Hour}, time.Now())
+	tok, err := handlers.MintToken([]byte(crashSecret), handlers.TokenRequest{UserID: user, TTL: time.Hour}, time.Now())
 	if err != nil {
 		p.t.Fatal(err)
 	}

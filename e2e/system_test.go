@@ -54,4 +54,6 @@ func TestPprofNeedsAdmin(t *testing.T) {
 	if res := admin.Get("/debug/pprof/goroutine?debug=1").Want(http.StatusOK); !strings.Contains(string(res.Body), "goroutine profile") {
 		t.Fatalf("goroutine profile: %.100s", res.Body)
 	}
+	// An unknown profile is a 404 like any other: problem+json.
+	admin.Get("/debug/pprof/bogus").WantProblem(http.StatusNotFound, "not_found")
 }

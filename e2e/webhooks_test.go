@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"callsig/calls"
-	"callsig/internal/app"
+	"callsig/handlers"
 	"callsig/internal/testkit"
 )
 
@@ -37,7 +37,7 @@ const quietPeriod = 200 * time.Millisecond
 
 // adminJWT mints a token with the admin role.
 func adminJWT(t *testing.T, s *testkit.Server) string {
-	tok, err := app.MintToken(s.App.Secret, app.TokenRequest{UserID: "ops", TTL: time.Hour, Admin: true}, time.Now())
+	tok, err := handlers.MintToken(s.App.Secret, handlers.TokenRequest{UserID: "ops", TTL: time.Hour, Admin: true}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,10 @@
 package handlers
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -11,31 +13,53 @@ import (
 // accessLog writes one structured line per request once it is answered:
 // method, route pattern (never the raw path, which may hold tokens or IDs
 // worth keeping out of logs), status, duration, bytes, user and request ID
-// (the latter from the request's logger).
+// (the latter from the request's logger). A request whose handler took the
+// connection over (GET /events, a lingering close) is logged when that
+// connection closes, with the bytes written on it and the whole duration.
 func accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := recorderFor(w)
+		rec.onHijack = func() func(int64) {
+			// Taken now, on the handler's goroutine: the request's routing
+			// state is recycled once the handler returns.
+			line := accessLine(r, rec)
+			before := rec.bytes
+			return func(written int64) { line(before+written, time.Since(start)) }
+		}
 		next.ServeHTTP(rec, r)
-		status := rec.Status()
-		// Client errors are the client's business: only 5xx raise the level.
-		level := slog.LevelInfo
-		if status >= 500 {
-			level = slog.LevelError
+		if rec.hijacked {
+			return // logged when the connection closes
 		}
-		var user string
-		if info := infoFrom(r.Context()); info != nil {
-			user = info.user
-		}
-		loggerFrom(r.Context()).LogAttrs(r.Context(), level, "http request",
-			slog.String("method", r.Method),
-			slog.String("route", routePattern(r)),
+		accessLine(r, rec)(rec.bytes, time.Since(start))
+	})
+}
+
+// accessLine fixes a request's log line but for its size and duration.
+func accessLine(r *http.Request, rec *responseRecorder) func(bytes int64, d time.Duration) {
+	status := rec.Status()
+	// Client errors are the client's business: only 5xx raise the level.
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	var user string
+	if info := infoFrom(r.Context()); info != nil {
+		user = info.user
+	}
+	// Cloned: a stream's line lives as long as the stream, and the method
+	// points into the request line (its URL may hold a token).
+	log, method, route := loggerFrom(r.Context()), strings.Clone(r.Method), routePattern(r)
+	return func(bytes int64, d time.Duration) {
+		log.LogAttrs(context.Background(), level, "http request",
+			slog.String("method", method),
+			slog.String("route", route),
 			slog.Int("status", status),
-			slog.Duration("duration", time.Since(start)),
-			slog.Int64("bytes", rec.bytes),
+			slog.Duration("duration", d),
+			slog.Int64("bytes", bytes),
 			slog.String("user", user),
 		)
-	})
+	}
 }
 
 // routePattern is the chi pattern the request matched, or "unmatched". It is

@@ -2,10 +2,12 @@ package handlers
 
 import (
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -40,6 +42,49 @@ type tokenClaims struct {
 	Role string `json:"role,omitempty"`
 }
 
+// iatSkew is how far in the future a token's iat may lie: the clock of the
+// machine that minted it may run a little ahead of ours.
+const iatSkew = 5 * time.Second
+
+// errClaimNotNumber: exp, iat or nbf given as something other than a JSON
+// number. RFC 7519 NumericDate is a number; jwt's decoder also takes
+// "1767229200" (a string), which a careless issuer could produce.
+var errClaimNotNumber = errors.New("token exp, iat and nbf must be JSON numbers")
+
+// errIssuedInFuture: iat later than now (beyond iatSkew), a token from a
+// clock gone wrong or a forger hoping to outlive exp checks elsewhere.
+var errIssuedInFuture = errors.New("token iat is in the future")
+
+// UnmarshalJSON refuses time claims that are not JSON numbers, then decodes
+// the claims as usual.
+func (c *tokenClaims) UnmarshalJSON(b []byte) error {
+	var times struct {
+		Exp, Iat, Nbf json.RawMessage
+	}
+	if err := json.Unmarshal(b, &times); err != nil {
+		return err
+	}
+	for _, raw := range []json.RawMessage{times.Exp, times.Iat, times.Nbf} {
+		if raw == nil {
+			continue
+		}
+		if ch := raw[0]; ch != '-' && (ch < '0' || ch > '9') {
+			return errClaimNotNumber
+		}
+	}
+	type plain tokenClaims // without this method: no recursion
+	return json.Unmarshal(b, (*plain)(c))
+}
+
+// Validate runs after jwt's own checks (jwt.ClaimsValidator): a token
+// issued in the future is refused.
+func (c *tokenClaims) Validate() error {
+	if c.IssuedAt != nil && c.IssuedAt.After(time.Now().Add(iatSkew)) {
+		return errIssuedInFuture
+	}
+	return nil
+}
+
 type authenticator struct {
 	cfg    AuthConfig
 	parser *jwt.Parser
@@ -65,6 +110,8 @@ func (a *authenticator) parse(token string) (user string, admin bool, err error)
 	_, err = a.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.cfg.Secret, nil })
 	switch {
 	case err == nil:
+	case errors.Is(err, errClaimNotNumber), errors.Is(err, errIssuedInFuture):
+		return "", false, unwrapOurs(err)
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return "", false, errors.New("token is expired")
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
@@ -84,6 +131,17 @@ func (a *authenticator) parse(token string) (user string, admin bool, err error)
 		return "", false, errors.New("token sub is not a valid user ID")
 	}
 	return c.Subject, c.Role == "admin", nil
+}
+
+// unwrapOurs returns the error of ours that err wraps (jwt adds its own
+// words around it).
+func unwrapOurs(err error) error {
+	for _, e := range []error{errClaimNotNumber, errIssuedInFuture} {
+		if errors.Is(err, e) {
+			return e
+		}
+	}
+	return err
 }
 
 // missingClaim names the claim of jwt's "<claim> claim is required" error.

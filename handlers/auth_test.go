@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +69,12 @@ func TestRequireUser(t *testing.T) {
 		{name: "garbage", header: "Bearer not.a.jwt", want: 401},
 		{name: "expired", header: "Bearer " + token(t, "alice", jwt.MapClaims{"exp": time.Now().Add(-time.Minute).Unix()}), want: 401, wantBody: "token is expired"},
 		{name: "missing exp", header: "Bearer " + token(t, "alice", jwt.MapClaims{"exp": nil}), want: 401, wantBody: "token has no exp claim"},
+		{name: "iat in the future", header: "Bearer " + token(t, "alice", jwt.MapClaims{"iat": time.Now().Add(time.Hour).Unix()}), want: 401, wantBody: "token iat is in the future"},
+		{name: "iat within clock skew", header: "Bearer " + token(t, "alice", jwt.MapClaims{"iat": time.Now().Add(2 * time.Second).Unix()}), want: 200},
+		{name: "iat in the past", header: "Bearer " + token(t, "alice", jwt.MapClaims{"iat": time.Now().Add(-time.Hour).Unix()}), want: 200},
+		{name: "exp as a string", header: "Bearer " + token(t, "alice", jwt.MapClaims{"exp": strconv.FormatInt(exp, 10)}), want: 401, wantBody: "must be JSON numbers"},
+		{name: "iat as a string", header: "Bearer " + token(t, "alice", jwt.MapClaims{"iat": strconv.FormatInt(time.Now().Unix(), 10)}), want: 401, wantBody: "must be JSON numbers"},
+		{name: "nbf as a string", header: "Bearer " + token(t, "alice", jwt.MapClaims{"nbf": "0"}), want: 401, wantBody: "must be JSON numbers"},
 		{name: "alg none", header: "Bearer " + none, want: 401},
 		{name: "HS384", header: "Bearer " + signed(t, jwt.SigningMethodHS384, testSecret, jwt.MapClaims{"sub": "alice", "exp": exp}), want: 401},
 		{name: "RS256", header: "Bearer " + signed(t, jwt.SigningMethodRS256, rsaKey, jwt.MapClaims{"sub": "alice", "exp": exp}), want: 401},
@@ -159,5 +166,29 @@ func TestRequireAdmin(t *testing.T) {
 	noToken.requireAdmin(whoAmI).ServeHTTP(w, r)
 	if w.Code != 401 {
 		t.Fatalf("empty admin token: got %d", w.Code)
+	}
+}
+
+// What MintToken mints, the authenticator accepts, with the same issuer,
+// audience and role rules: the two live side by side so they cannot drift.
+func TestMintTokenRoundTrip(t *testing.T) {
+	cfg := AuthConfig{Secret: testSecret, Issuer: "callsig", Audience: "api"}
+	a := newAuthenticator(cfg)
+	for _, admin := range []bool{false, true} {
+		tok, err := MintToken(testSecret, TokenRequest{UserID: "alice", TTL: time.Minute, Admin: admin, Issuer: "callsig", Audience: "api"}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		user, isAdmin, err := a.parse(tok)
+		if err != nil || user != "alice" || isAdmin != admin {
+			t.Fatalf("parse(minted, admin=%v) = %q %v %v", admin, user, isAdmin, err)
+		}
+	}
+	expired, err := MintToken(testSecret, TokenRequest{UserID: "alice", TTL: time.Minute, Issuer: "callsig", Audience: "api"}, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.parse(expired); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("parse(expired) err = %v", err)
 	}
 }

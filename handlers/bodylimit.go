@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 )
 
 // DefaultBodyLimit is the largest request body accepted when Deps.BodyLimit
@@ -14,24 +15,33 @@ const DefaultBodyLimit = 1 << 20
 
 // bodyLimit reads the whole request body, refusing more than limit bytes
 // with 413, and keeps it in memory: validation, idempotency fingerprints
-// and decoding all need the same bytes, and our bodies are small.
+// and decoding all need the same bytes, and our bodies are small. A body
+// that stops arriving before the server's read timeout is 408.
 func bodyLimit(limit int64) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.ContentLength > limit {
-				writeError(w, r, &http.MaxBytesError{Limit: limit})
+				refuseTooLarge(w, r, limit)
 				return
 			}
 			var body []byte
 			if r.Body != nil && r.Body != http.NoBody {
 				var err error
 				body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-				if err != nil {
-					var mbe *http.MaxBytesError
-					if !errors.As(err, &mbe) {
-						err = newError(codeInvalidRequest, "reading the request body failed")
-					}
-					writeError(w, r, err)
+				var mbe *http.MaxBytesError
+				switch {
+				case err == nil:
+				case errors.As(err, &mbe):
+					refuseTooLarge(w, r, limit)
+					return
+				case errors.Is(err, os.ErrDeadlineExceeded):
+					// The server's ReadTimeout passed while the body trickled
+					// in: the client was too slow, not wrong (RFC 9110 §15.5.9).
+					w.Header().Set("Connection", "close")
+					writeError(w, r, newError(codeRequestTimeout, "the request body did not arrive within the server's read timeout"))
+					return
+				default:
+					writeError(w, r, newError(codeInvalidRequest, "reading the request body failed"))
 					return
 				}
 			}

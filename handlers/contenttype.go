@@ -6,7 +6,8 @@ import (
 	"strings"
 )
 
-// requireJSON refuses a request body that is not declared as JSON with 415.
+// requireJSON refuses a request body that is not declared as JSON with 415,
+// and one whose strings are not valid UTF-8 with 400 (see invalidText).
 // An empty body needs no Content-Type: accept, reject, join, quit, end and
 // cancel have optional bodies, and a required one missing is a 400 that
 // validation reports. Charset and other parameters are allowed.
@@ -19,6 +20,10 @@ func requireJSON(next http.Handler) http.Handler {
 		}
 		if len(body) > 0 && !isJSON(r.Header.Get("Content-Type")) {
 			writeError(w, r, newError(codeUnsupportedMediaType, "Content-Type must be application/json"))
+			return
+		}
+		if field, bad := invalidText(body); bad {
+			writeError(w, r, invalidField(field, "must be valid UTF-8 text (no invalid bytes, no unpaired surrogate escapes)"))
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -118,7 +118,7 @@ func New(d Deps) (http.Handler, error) {
 func (s *server) routes() http.Handler {
 	r := chi.NewRouter()
 	// Every request, streams included: none of these buffers the body.
-	r.Use(requestID(s.log), accessLog, s.metrics.middleware, recoverPanics, cors(parseOrigins(s.deps.CORSOrigins)))
+	r.Use(requestID(s.log), accessLog, s.metrics.middleware, recoverPanics, refuseOverflow, cors(parseOrigins(s.deps.CORSOrigins)))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, newError(codeNotFound, "no such resource: %s", r.URL.Path))
 	})

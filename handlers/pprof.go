@@ -3,6 +3,7 @@ package handlers
 import (
 	"net/http"
 	"net/http/pprof"
+	runtimepprof "runtime/pprof"
 
 	"github.com/go-chi/chi/v5"
 )
@@ -21,7 +22,13 @@ func (s *server) mountPprof(r chi.Router) {
 		r.Get("/symbol", pprof.Symbol)
 		r.Get("/trace", pprof.Trace)
 		r.Get("/{name}", func(w http.ResponseWriter, req *http.Request) {
-			pprof.Handler(chi.URLParam(req, "name")).ServeHTTP(w, req)
+			name := chi.URLParam(req, "name")
+			// pprof's own answer to an unknown profile is text/plain.
+			if runtimepprof.Lookup(name) == nil {
+				writeError(w, req, newError(codeNotFound, "no such profile: %s", name))
+				return
+			}
+			pprof.Handler(name).ServeHTTP(w, req)
 		})
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 
 	"callsig/calls"
 )
@@ -19,6 +20,7 @@ const (
 	codeNotFound             = "not_found"
 	codeMethodNotAllowed     = "method_not_allowed"
 	codeIdempotencyConflict  = "idempotency_conflict"
+	codeRequestTimeout       = "request_timeout"
 	codePayloadTooLarge      = "payload_too_large"
 	codeUnsupportedMediaType = "unsupported_media_type"
 	codeRateLimited          = "rate_limited"
@@ -45,6 +47,7 @@ var codes = map[string]codeInfo{
 	string(calls.CodeAlreadyInCall): {http.StatusConflict, "Already in call"},
 	string(calls.CodeCallFull):      {http.StatusConflict, "Call full"},
 	codeIdempotencyConflict:         {http.StatusConflict, "Idempotency conflict"},
+	codeRequestTimeout:              {http.StatusRequestTimeout, "Request timeout"},
 	codePayloadTooLarge:             {http.StatusRequestEntityTooLarge, "Payload too large"},
 	codeUnsupportedMediaType:        {http.StatusUnsupportedMediaType, "Unsupported media type"},
 	codeRateLimited:                 {http.StatusTooManyRequests, "Too many requests"},
@@ -85,9 +88,15 @@ func invalidField(field, format string, args ...any) *httpError {
 		fields: []calls.FieldError{{Field: field, Message: msg}}}
 }
 
+// retryAfterUnavailable is the Retry-After of a 503: overload, a busy
+// database and a shutdown all pass within seconds (or the client lands on
+// another instance).
+const retryAfterUnavailable = "1"
+
 // writeError is the one place that turns an error into a problem+json
 // response. Domain errors keep their message; anything unexpected becomes a
-// 500 with a generic detail and is logged with the request's ID.
+// 500 with a generic detail and is logged with the request's ID. A 503
+// always carries Retry-After.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	p := toProblem(err)
 	var raised *httpError // raised on purpose: whoever raised it logged what matters
@@ -96,15 +105,29 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		switch {
 		case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 			log.Info("request cancelled by the client", "err", err)
+		case p.Code == codeUnavailable:
+			log.Warn("request refused: the store cannot serve now", "err", err)
 		default:
 			log.Error("request failed", "err", err)
 		}
 	}
-	body, _ := json.Marshal(p) // strings and ints only: cannot fail
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(p.Status)
+	status, body := p.Status, encodeProblem(p)
+	h := w.Header()
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if status == http.StatusServiceUnavailable && h.Get("Retry-After") == "" {
+		h.Set("Retry-After", retryAfterUnavailable)
+	}
+	// Always sized: an answer written before the connection closes (413,
+	// 408) must be complete without a chunked terminator.
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
 	_, _ = w.Write(body)
+}
+
+func encodeProblem(p problem) []byte {
+	body, _ := json.Marshal(p) // strings and ints only: cannot fail
+	return body
 }
 
 // toProblem maps an error to its problem document.
@@ -127,6 +150,10 @@ func toProblem(err error) problem {
 		code, status, detail, fields = he.code, he.status, he.detail, he.fields
 	case errors.As(err, &mbe):
 		code, detail = codePayloadTooLarge, fmt.Sprintf("request body is larger than %d bytes", mbe.Limit)
+	case errors.Is(err, context.DeadlineExceeded):
+		// The request's deadline passed waiting for the store (its read
+		// pool or writer queue full): overload, not a bug.
+		code, detail = codeUnavailable, "the server is overloaded; retry later"
 	}
 	info, ok := codes[code]
 	if !ok {

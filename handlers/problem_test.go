@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -42,6 +43,8 @@ func TestToProblem(t *testing.T) {
 		{"unsupported media type", newError(codeUnsupportedMediaType, "json please"), 415, "unsupported_media_type", "json please", 0},
 		{"rate limited", newError(codeRateLimited, "slow down"), 429, "rate_limited", "slow down", 0},
 		{"unavailable", newError(codeUnavailable, "db down"), 503, "unavailable", "db down", 0},
+		{"store unavailable", fmt.Errorf("accept c1: %w", fmt.Errorf("%w: database is locked", calls.ErrUnavailable)), 503, "unavailable", calls.ErrUnavailable.Message, 0},
+		{"deadline exceeded", fmt.Errorf("db: begin read: %w", context.DeadlineExceeded), 503, "unavailable", "the server is overloaded; retry later", 0},
 		{"invalid field", invalidField("count", "must be an integer"), 400, "invalid_request", "count: must be an integer", 1},
 		{"plain error", errors.New("disk on fire at /var/lib"), 500, "internal", generic, 0},
 	}

@@ -1,9 +1,13 @@
 package handlers
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 )
 
 // responseRecorder remembers the status and size of a response, and
@@ -16,6 +20,11 @@ type responseRecorder struct {
 	bytes       int64
 	wroteHeader bool
 	body        *bytes.Buffer // nil: do not capture
+	// onHijack, when set, is called on the handler's goroutine when the
+	// handler takes the connection over, and returns what to call once the
+	// connection closes, with the bytes written on it (see accessLog).
+	onHijack func() (closed func(written int64))
+	hijacked bool
 }
 
 // recorderFor reuses w when it already records, so stacked observers share
@@ -62,6 +71,49 @@ func (w *responseRecorder) Flush() {
 }
 
 func (w *responseRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Hijack hands the connection over (an event stream, a lingering close)
+// but keeps counting what is written on it, for the access log.
+func (w *responseRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.hijacked = true
+	if w.onHijack == nil {
+		return conn, brw, nil
+	}
+	return &countingConn{Conn: conn, closed: w.onHijack()}, brw, nil
+}
+
+// countingConn counts the bytes written on a hijacked connection and
+// reports them once, when it is closed.
+type countingConn struct {
+	net.Conn
+	written atomic.Int64
+	once    sync.Once
+	closed  func(written int64)
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.closed(c.written.Load()) })
+	return err
+}
+
+// CloseWrite passes a half-close through (see lingeringClose).
+func (c *countingConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
 
 // writeJSON encodes v as the response body with status.
 func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {

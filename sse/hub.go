@@ -61,6 +61,10 @@ type Options struct {
 	// lower id before it lets every stream catch up from the log (default 1s).
 	GapWait time.Duration
 	Workers int // concurrent presence and delivery reports (default 16)
+	// MaxStreamsPerUser caps one user's open streams (devices and tabs,
+	// default 10): a new stream beyond it closes that user's oldest one,
+	// whose client resumes with Last-Event-ID (see subscribe).
+	MaxStreamsPerUser int
 }
 
 func (o *Options) defaults() {
@@ -87,6 +91,9 @@ func (o *Options) defaults() {
 	if o.Workers <= 0 {
 		o.Workers = 16
 	}
+	if o.MaxStreamsPerUser <= 0 {
+		o.MaxStreamsPerUser = 10
+	}
 }
 
 // Hub holds the open streams by user and device and hands them the
@@ -107,6 +114,7 @@ type Hub struct {
 
 	mu     sync.RWMutex
 	users  map[string][]*subscriber
+	opened uint64 // subscriptions so far: subscriber.seq, oldest first
 	closed bool
 	// The sequencer. Services report commits from many goroutines, so a
 	// later commit can be reported first; a stream that wrote the later
@@ -135,6 +143,10 @@ type subscriber struct {
 	// stream ended (see stream.open); only then does Shutdown cut its writes.
 	interruptible atomic.Bool
 	cut           deadliner // the stream's connection or response writer
+	seq           uint64    // subscription order: the lowest is the oldest
+	// evicted is closed when a newer stream of the user took this one's
+	// place (see subscribe): the stream ends, its client resumes.
+	evicted chan struct{}
 }
 
 // deadliner is what Shutdown cuts a stuck write with: the hijacked
@@ -246,19 +258,51 @@ func (h *Hub) subscribe(user, device string, cut deadliner) (s *subscriber, head
 	// Cloned: they may point into the request (its URL or token), which a
 	// live stream must not keep alive.
 	user, device = strings.Clone(user), strings.Clone(device)
-	s = &subscriber{user: user, device: device, ch: make(chan *frame, h.o.Buffer), cut: cut}
+	s = &subscriber{user: user, device: device, ch: make(chan *frame, h.o.Buffer), cut: cut, evicted: make(chan struct{})}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil, 0, false
 	}
+	h.opened++
+	s.seq = h.opened
 	list := h.users[user]
+	if len(list) >= h.o.MaxStreamsPerUser {
+		list = h.evictOldest(list)
+	}
 	h.users[user] = append(list, s)
 	h.m.open.Inc()
 	if len(list) == 0 {
 		h.work.presence(user, true)
 	}
 	return s, h.next - 1, true
+}
+
+// evictOldest ends the oldest stream of list to make room for a new one and
+// returns list without it. mu is held.
+//
+// Why the oldest goes rather than the newest being refused (429): the
+// newest is the device the user is looking at, while the oldest is the
+// likeliest to be a tab or a sleeping laptop nobody reads, whose dead
+// connection could otherwise lock the user out until a write fails; and
+// EventSource gives up for good on a 429 but reconnects after a closed
+// stream, resuming with Last-Event-ID, so the evicted client loses nothing.
+// Each user still holds at most MaxStreamsPerUser connections.
+func (h *Hub) evictOldest(list []*subscriber) []*subscriber {
+	oldest := 0
+	for i, s := range list {
+		if s.seq < list[oldest].seq {
+			oldest = i
+		}
+	}
+	old := list[oldest]
+	close(old.evicted)
+	if old.interruptible.Load() {
+		_ = old.cut.SetWriteDeadline(time.Now()) // a write stuck on it ends now
+	}
+	h.m.open.Dec() // its unsubscribe will not find it
+	h.log.Debug("event stream closed for a newer one of the same user", "user", old.user, "device", old.device)
+	return slices.Delete(list, oldest, oldest+1)
 }
 
 // adopt counts n goroutines of a live stream in h.streams, unless the hub

@@ -26,6 +26,7 @@ const flushAt = 16 << 10
 var (
 	errShutdown = errors.New("sse: server shutting down")
 	errGone     = errors.New("sse: client gone")
+	errEvicted  = errors.New("sse: closed for a newer stream of the user")
 )
 
 // ServeEvents streams userID's events to a client on deviceID (GET /events;
@@ -347,6 +348,8 @@ func (st *stream) run(ctx context.Context, gone <-chan struct{}) error {
 			return errShutdown
 		case <-gone:
 			return errGone
+		case <-st.sub.evicted:
+			return errEvicted
 		case <-tick.C:
 			err = st.work(gone != nil, func() error {
 				if err := st.writeRaw(heartbeatBlock); err != nil {
@@ -536,7 +539,7 @@ func (st *stream) flush() error {
 
 // ended logs why a stream ended when that is worth knowing.
 func (st *stream) ended(ctx context.Context, err error) {
-	if err == nil || errors.Is(err, errShutdown) || errors.Is(err, errGone) || ctx.Err() != nil {
+	if err == nil || errors.Is(err, errShutdown) || errors.Is(err, errGone) || errors.Is(err, errEvicted) || ctx.Err() != nil {
 		return
 	}
 	st.h.log.Debug("event stream ended", "user", st.user, "device", st.device, "err", err)

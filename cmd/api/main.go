@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"callsig/handlers"
 	"callsig/internal/app"
 )
 
@@ -54,12 +55,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		return err
 	}
 	srv := a.Server()
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln, err := net.Listen("tcp", a.ListenAddr())
 	if err != nil {
 		a.Close()
 		return err
 	}
-	log.Info("callsig listening", "addr", ln.Addr().String(), "db", cfg.DB, "synchronous", cfg.Synchronous)
+	ln = a.Listener(ln) // the connection cap
+	log.Info("callsig listening", "addr", ln.Addr().String(), "db", cfg.DB, "synchronous", cfg.Synchronous, "max_connections", a.MaxConnections())
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -110,7 +112,7 @@ func token(args []string, getenv func(string) string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	tok, err := app.MintToken(secret, app.TokenRequest{UserID: user, TTL: ttl, Admin: admin, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}, time.Now())
+	tok, err := handlers.MintToken(secret, handlers.TokenRequest{UserID: user, TTL: ttl, Admin: admin, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}, time.Now())
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"callsig/internal/app"
+	"callsig/handlers"
 )
 
 // client makes the REST requests of the load: one shared connection pool,
@@ -134,7 +134,7 @@ func (t *tokens) mint(users ...string) error {
 		if _, ok := t.raw[u]; ok {
 			continue
 		}
-		tok, err := app.MintToken(t.secret, app.TokenRequest{UserID: u, TTL: t.ttl, Issuer: t.issuer, Audience: t.audience}, now)
+		tok, err := handlers.MintToken(t.secret, handlers.TokenRequest{UserID: u, TTL: t.ttl, Issuer: t.issuer, Audience: t.audience}, now)
 		if err != nil {
 			return fmt.Errorf("mint token for %s: %w", u, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -32,6 +33,8 @@ type App struct {
 	Registry *prometheus.Registry
 
 	log        *slog.Logger
+	maxConns   int                 // the connection cap (see Listener)
+	conns      *handlers.ConnLimit // applies it
 	stop       context.CancelFunc
 	wait       []func()
 	onShutdown []func()
@@ -54,6 +57,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		opts.Clock = calls.SystemClock{}
 	}
 	a := &App{Config: cfg, log: log}
+	a.maxConns = maxConnections(cfg.MaxConnections, log)
 
 	var secretPath string
 	var err error
@@ -61,7 +65,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		return nil, err
 	}
 	if a.DevMode {
-		log.Warn("DEVELOPMENT MODE: no CALLSIG_JWT_SECRET configured; using a generated secret. Do not expose this server.", "secret_file", secretPath)
+		log.Warn("DEVELOPMENT MODE: no CALLSIG_JWT_SECRET configured; using a generated secret and minting tokens for anyone at POST /dev/token. Do not expose this server.", "secret_file", secretPath, "addr", a.ListenAddr())
 	}
 
 	if a.Store, err = db.Open(ctx, cfg.DB, db.Options{Synchronous: cfg.Synchronous, Logger: log}); err != nil {
@@ -70,6 +74,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 
 	a.Registry = prometheus.NewRegistry()
 	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newCallsCollector(a.Store))
+	a.conns = handlers.NewConnLimit(a.maxConns, connReserve)
+	if err := a.conns.Register(a.Registry); err != nil {
+		a.Store.Close()
+		return nil, err
+	}
 
 	events, err := a.newEvents(opts)
 	if err != nil {
@@ -174,15 +183,31 @@ func NewLogger(level, format string, w interface{ Write([]byte) (int, error) }) 
 	return nil, errors.New("log format must be text or json")
 }
 
+// ListenAddr is the address to listen on: the configured one, except in
+// development mode (no secret: POST /dev/token mints tokens for anyone)
+// without an explicit address, where only this machine may connect: the
+// configured port on 127.0.0.1.
+func (a *App) ListenAddr() string {
+	if !a.DevMode || a.Config.AddrSet {
+		return a.Config.Addr
+	}
+	_, port, err := net.SplitHostPort(a.Config.Addr)
+	if err != nil {
+		port = "8080"
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
+
 // Server returns the HTTP server for the app. No WriteTimeout: event
 // streams are long-lived and set per-write deadlines themselves.
 func (a *App) Server() *http.Server {
 	return &http.Server{
-		Addr:              a.Config.Addr,
+		Addr:              a.ListenAddr(),
 		Handler:           a.Handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
+		ReadHeaderTimeout: min(10*time.Second, a.Config.ReadTimeout),
+		ReadTimeout:       a.Config.ReadTimeout,
 		IdleTimeout:       120 * time.Second,
+		ConnContext:       handlers.ConnContext,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
 }
@@ -205,7 +230,7 @@ func (a *App) devToken() func(string, time.Duration) (string, time.Time, bool) {
 			return "", time.Time{}, false
 		}
 		now := time.Now()
-		tok, err := MintToken(a.Secret, TokenRequest{UserID: userID, TTL: ttl, Issuer: a.Config.JWTIssuer, Audience: a.Config.JWTAudience}, now)
+		tok, err := handlers.MintToken(a.Secret, handlers.TokenRequest{UserID: userID, TTL: ttl, Issuer: a.Config.JWTIssuer, Audience: a.Config.JWTAudience}, now)
 		if err != nil {
 			a.log.Error("mint development token", "err", err)
 			return "", time.Time{}, false

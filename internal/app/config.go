@@ -11,7 +11,10 @@ import (
 // Config is the server configuration: flags, with the same names as
 // CALLSIG_* environment variables (a flag wins over its variable).
 type Config struct {
-	Addr                string
+	Addr string
+	// AddrSet is true when the address was configured explicitly (flag or
+	// environment): development mode then listens where it is told.
+	AddrSet             bool
 	DB                  string
 	JWTSecret           string
 	JWTIssuer           string
@@ -30,6 +33,9 @@ type Config struct {
 	RateLimit           float64
 	RateBurst           int
 	ShutdownTimeout     time.Duration
+	ReadTimeout         time.Duration
+	MaxStreamsPerUser   int
+	MaxConnections      int
 	LogLevel            string
 	LogFormat           string
 }
@@ -39,7 +45,7 @@ func Defaults() Config {
 	return Config{
 		Addr: ":8080", DB: "callsig.db", HeartbeatTimeout: 30 * time.Second, NotReceivedAfter: 5 * time.Second,
 		MaxCallUsers: 10, WebhookRetention: 7 * 24 * time.Hour, Synchronous: "FULL", EventRetention: 24 * time.Hour, RateLimit: 50, RateBurst: 100,
-		ShutdownTimeout: 15 * time.Second, LogLevel: "info", LogFormat: "text",
+		ShutdownTimeout: 15 * time.Second, ReadTimeout: 30 * time.Second, MaxStreamsPerUser: 10, LogLevel: "info", LogFormat: "text",
 	}
 }
 
@@ -76,6 +82,9 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"rate-limit", "CALLSIG_RATE_LIMIT", "requests per second per user (0: off)", &c.RateLimit},
 		{"rate-burst", "CALLSIG_RATE_BURST", "burst of the per-user rate limit", &c.RateBurst},
 		{"shutdown-timeout", "CALLSIG_SHUTDOWN_TIMEOUT", "how long shutdown waits for in-flight requests", &c.ShutdownTimeout},
+		{"read-timeout", "CALLSIG_READ_TIMEOUT", "how long a request (headers and body) may take to arrive; slower is 408", &c.ReadTimeout},
+		{"max-streams-per-user", "CALLSIG_MAX_STREAMS_PER_USER", "open event streams per user; a newer one closes the oldest", &c.MaxStreamsPerUser},
+		{"max-connections", "CALLSIG_MAX_CONNECTIONS", "connections served at once (0: the open-file limit less headroom)", &c.MaxConnections},
 		{"log-level", "CALLSIG_LOG_LEVEL", "debug, info, warn or error", &c.LogLevel},
 		{"log-format", "CALLSIG_LOG_FORMAT", "text or json", &c.LogFormat},
 	}
@@ -107,6 +116,7 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 			return c, fmt.Errorf("%s=%q: %w", v.env, val, err)
 		}
 	}
+	c.AddrSet = given["addr"] || getenv("CALLSIG_ADDR") != ""
 	for _, o := range strings.Split(cors, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			c.CORSOrigins = append(c.CORSOrigins, o)
@@ -119,6 +129,15 @@ func (c Config) validate() error {
 	var errs []error
 	if c.MaxCallUsers < 2 {
 		errs = append(errs, errors.New("max-call-users must be at least 2"))
+	}
+	if c.MaxStreamsPerUser < 1 {
+		errs = append(errs, errors.New("max-streams-per-user must be at least 1"))
+	}
+	if c.MaxConnections < 0 {
+		errs = append(errs, errors.New("max-connections must not be negative"))
+	}
+	if c.ReadTimeout <= 0 {
+		errs = append(errs, errors.New("read-timeout must be positive"))
 	}
 	if c.HeartbeatTimeout <= 0 || c.NotReceivedAfter <= 0 {
 		errs = append(errs, errors.New("heartbeat-timeout and not-received-after must be positive"))

@@ -32,6 +32,8 @@ func (a *App) newEvents(opts Options) (*eventsPart, error) {
 		Logger:     a.log.With("component", "sse"),
 		Registerer: a.Registry,
 		Retention:  a.Config.EventRetention,
+
+		MaxStreamsPerUser: a.Config.MaxStreamsPerUser,
 	})
 	if err != nil {
 		return nil, err

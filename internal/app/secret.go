@@ -8,9 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"strings"
-	"time"
-
-	"github.com/golang-jwt/jwt/v5"
 )
 
 // devSecret loads the development secret kept beside the database, creating
@@ -59,29 +56,4 @@ func ResolveSecret(c Config) (secret []byte, dev bool, path string, err error) {
 	}
 	secret, path, err = devSecret(c.DB)
 	return secret, true, path, err
-}
-
-// TokenRequest describes a token to mint.
-type TokenRequest struct {
-	UserID   string
-	TTL      time.Duration
-	Admin    bool   // adds the claim role=admin
-	Issuer   string // iss, when the server checks it
-	Audience string // aud, when the server checks it
-}
-
-// MintToken returns an HS256 JWT. Used by the token subcommand, /dev/token
-// and tests.
-func MintToken(secret []byte, r TokenRequest, now time.Time) (string, error) {
-	claims := jwt.MapClaims{"sub": r.UserID, "iat": now.Unix(), "exp": now.Add(r.TTL).Unix()}
-	if r.Admin {
-		claims["role"] = "admin"
-	}
-	if r.Issuer != "" {
-		claims["iss"] = r.Issuer
-	}
-	if r.Audience != "" {
-		claims["aud"] = r.Audience
-	}
-	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
 }

@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"callsig/handlers"
 	"callsig/internal/app"
 	"callsig/internal/fakeclock"
 )
@@ -29,6 +31,7 @@ type Server struct {
 
 	http *httptest.Server
 	addr string
+	logs io.Writer // nil: the test log
 	spec *specValidator
 	mu   sync.Mutex
 }
@@ -39,10 +42,15 @@ type Option func(*settings)
 type settings struct {
 	cfg       app.Config
 	fakeClock bool
+	logs      io.Writer
 }
 
 // WithFakeClock runs the server on a manual clock (s.Clock.Advance).
 func WithFakeClock() Option { return func(s *settings) { s.fakeClock = true } }
+
+// WithLogs sends the server's log, from level info, to w as JSON lines
+// (for tests of what it logs) instead of the test log.
+func WithLogs(w io.Writer) Option { return func(s *settings) { s.logs = w } }
 
 // WithConfig edits the configuration.
 func WithConfig(f func(*app.Config)) Option { return func(s *settings) { f(&s.cfg) } }
@@ -64,7 +72,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	for _, o := range opts {
 		o(&st)
 	}
-	s := &Server{T: t, Dir: dir, Config: st.cfg, spec: loadSpec(t)}
+	s := &Server{T: t, Dir: dir, Config: st.cfg, spec: loadSpec(t), logs: st.logs}
 	if st.fakeClock {
 		s.Clock = fakeclock.New(Epoch)
 	}
@@ -77,6 +85,9 @@ func (s *Server) start() {
 	t := s.T
 	t.Helper()
 	opts := app.Options{Logger: testLogger(t)}
+	if s.logs != nil {
+		opts.Logger = slog.New(slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
 	if s.Clock != nil {
 		opts.Clock = s.Clock
 	}
@@ -95,7 +106,7 @@ func (s *Server) start() {
 	}
 	hs := httptest.NewUnstartedServer(a.Handler)
 	hs.Listener.Close()
-	hs.Listener = ln
+	hs.Listener = a.Listener(ln)
 	hs.Config = a.Server()
 	hs.Start()
 	s.mu.Lock()
@@ -187,7 +198,7 @@ func (w *tWriter) close() {
 
 // Token mints a one-hour user token.
 func (s *Server) Token(user string) string {
-	tok, err := app.MintToken(s.App.Secret, app.TokenRequest{UserID: user, TTL: time.Hour, Issuer: s.Config.JWTIssuer, Audience: s.Config.JWTAudience}, time.Now())
+	tok, err := handlers.MintToken(s.App.Secret, handlers.TokenRequest{UserID: user, TTL: time.Hour, Issuer: s.Config.JWTIssuer, Audience: s.Config.JWTAudience}, time.Now())
 	if err != nil {
 		s.T.Fatalf("mint token: %v", err)
 	}

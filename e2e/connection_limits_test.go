@@ -1,0 +1,83 @@
+package e2e
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"callsig/internal/app"
+	"callsig/internal/testkit"
+)
+
+// fresh sends one request on a connection of its own (the cap counts
+// connections, so a pooled one would blur the test) and reads the answer;
+// a hang fails the test instead of blocking it.
+func fresh(t *testing.T, s *testkit.Server, path, token string) (*http.Response, []byte) {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	req, err := http.NewRequest(http.MethodGet, s.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("GET %s: read: %v", path, err)
+	}
+	return res, body
+}
+
+// With every connection the server allows taken (here by three event
+// streams), another user's request gets a fast 503 with Retry-After rather
+// than hanging, health, readiness and metrics still answer, and once a
+// connection is freed the server serves again.
+func TestConnectionCapKeepsHealthAnswering(t *testing.T) {
+	s := testkit.Start(t, testkit.WithConfig(func(c *app.Config) { c.MaxConnections = 3 }))
+	streams := []*testkit.Stream{s.Stream("alice", "", ""), s.Stream("bob", "", ""), s.Stream("carol", "", "")}
+
+	res, body := fresh(t, s, "/calls", s.Token("dave"))
+	var p testkit.Problem
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatalf("body %q: %v", body, err)
+	}
+	if res.StatusCode != http.StatusServiceUnavailable || p.Code != "unavailable" ||
+		res.Header.Get("Content-Type") != "application/problem+json" || res.Header.Get("Retry-After") == "" {
+		t.Fatalf("at the cap: %d %v %s; want 503 unavailable with Retry-After", res.StatusCode, res.Header, body)
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		if res, body := fresh(t, s, path, ""); res.StatusCode != http.StatusOK {
+			t.Fatalf("%s at the cap: %d %s", path, res.StatusCode, body)
+		}
+	}
+	// An event stream at the cap: not a 503, on which EventSource would
+	// give up for good, but an empty stream asking for a later reconnection.
+	res, body = fresh(t, s, "/events", s.Token("dave"))
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "text/event-stream" ||
+		!strings.HasPrefix(string(body), "retry: ") || strings.Contains(string(body), "id:") {
+		t.Fatalf("event stream at the cap: %d %s %q", res.StatusCode, res.Header.Get("Content-Type"), body)
+	}
+	if got := scrapeMetric(t, s, "callsig_http_connections_max"); got != 3 {
+		t.Fatalf("callsig_http_connections_max = %v, want 3", got)
+	}
+	for _, st := range streams {
+		if st.Ended() {
+			t.Fatal("a stream holding a connection was closed")
+		}
+	}
+
+	streams[0].Close()
+	waitUntil(t, "a freed connection to serve again", func() bool {
+		res, _ := fresh(t, s, "/calls", s.Token("dave"))
+		return res.StatusCode == http.StatusOK
+	})
+}

@@ -1,0 +1,28 @@
+package app
+
+import (
+	"log/slog"
+	"syscall"
+	"testing"
+)
+
+// The cap stays below the open-file limit with headroom for the database,
+// webhooks and the health reserve, whatever is configured.
+func TestMaxConnectionsBelowTheFileLimit(t *testing.T) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	limit := int(min(rl.Cur, 1<<20))
+	log := slog.New(slog.DiscardHandler)
+	derived := maxConnections(0, log)
+	if derived < 1 || derived+connReserve+fdHeadroom(limit) > limit && derived > limit/2 {
+		t.Fatalf("derived cap %d for an open-file limit of %d", derived, limit)
+	}
+	if got := maxConnections(5, log); got != 5 {
+		t.Fatalf("configured 5: cap %d", got)
+	}
+	if got := maxConnections(limit*2, log); got != derived {
+		t.Fatalf("configured above the limit: cap %d, want it lowered to %d", got, derived)
+	}
+}
