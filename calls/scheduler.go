@@ -128,22 +128,68 @@ func (sc *Scheduler) setTimer(at int64, d time.Duration) {
 	}
 }
 
-// Start re-arms the caller-offline grace of every tracked call (no stream
-// can be open yet after a start) and runs the scheduler until ctx is done.
-// The returned func waits for the scheduler to stop.
-func (s *Service) Start(ctx context.Context) (wait func(), err error) {
-	at := s.now() + s.cfg.HeartbeatTimeout.Milliseconds()
-	err = s.store.Update(ctx, func(tx Tx) error {
-		_, err := tx.ArmTrackedCallers(ctx, at)
-		return err
-	})
-	if err != nil {
-		return nil, err
+// armBatch is how many calls one startup arming transaction handles, so a
+// restart with many tracked calls never holds the writer for long.
+const armBatch = 500
+
+// Run re-arms the caller-offline grace of the calls the rule watches (after
+// a start no stream has been open for them yet), then fires deadlines until
+// ctx is done. It returns nil after ctx is done, or the error that kept it
+// from arming.
+func (s *Service) Run(ctx context.Context) error {
+	if err := s.armCallersAtStart(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("arm caller-offline deadlines: %w", err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.sched.run(ctx)
-	}()
-	return func() { <-done }, nil
+	s.sched.run(ctx)
+	return nil
+}
+
+// armCallersAtStart treats every tracked caller as just gone offline,
+// through the same pure CallerPresence (and so the same predicate) that
+// UserOffline uses. A caller whose stream is already open again is skipped:
+// Run may start after the HTTP server, and Presence turns online before
+// UserOnline runs, so either this transaction sees the caller online, or
+// UserOnline's later transaction clears what this one armed.
+func (s *Service) armCallersAtStart(ctx context.Context) error {
+	var after int64
+	for {
+		var (
+			changes []*Change
+			n       int
+		)
+		err := s.store.Update(ctx, func(tx Tx) error {
+			changes = changes[:0]
+			list, err := tx.TrackedCallerOfflineCalls(ctx, after, armBatch)
+			if err != nil {
+				return err
+			}
+			n = len(list)
+			now := s.now()
+			for _, c := range list {
+				after = max(after, c.Seq)
+				if s.presence.Online(c.Caller) {
+					continue
+				}
+				if ch := CallerPresence(c, false, now, s.cfg.HeartbeatTimeout); ch != nil {
+					if err := tx.Save(ctx, ch); err != nil {
+						return err
+					}
+					changes = append(changes, ch)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, ch := range changes {
+			s.committed(ch)
+		}
+		if n < armBatch {
+			return nil
+		}
+	}
 }

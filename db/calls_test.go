@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 
 	"callsig/calls"
@@ -167,48 +168,87 @@ func TestListCallsPaging(t *testing.T) {
 	}
 }
 
-func TestPendingCallsOfCallerAndArm(t *testing.T) {
+// The caller-offline queries select exactly the calls the pure predicate
+// calls.CallerOfflineApplies accepts (tracked ones only, for the start-up
+// arming), including a lone caller's advanced call: the one predicate of
+// arming and clearing (issue 9, defect 5).
+func TestCallerOfflineCallsMatchThePredicate(t *testing.T) {
 	s := openTest(t)
 	ctx := context.Background()
-	pending := newCall("pending", "alice", 1000, "bob")
-	pending.Call.CallerTracked = true
-	save(t, s, pending)
+	var all []*calls.Change
+	add := func(ch *calls.Change, tracked bool) {
+		ch.Call.CallerTracked = tracked
+		save(t, s, ch)
+		all = append(all, ch)
+	}
+	add(newCall("pending", "alice", 1000, "bob"), true)
 	answered := newCall("answered", "alice", 1000, "bob")
-	answered.Call.Users[1].State = calls.StateAccepted
-	answered.Call.CallerTracked = true
-	save(t, s, answered)
+	answered.Call.Users[1].State, answered.Call.Users[1].AcceptTime = calls.StateAccepted, 1500
+	add(answered, true)
+	quitAfterAccept := newCall("quit", "alice", 1000, "bob")
+	quitAfterAccept.Call.Mode = calls.ModeAdvanced
+	quitAfterAccept.Call.Users[1].State, quitAfterAccept.Call.Users[1].AcceptTime = calls.StateQuit, 1500
+	add(quitAfterAccept, true)
+	lone := newCall("lone", "alice", 1000, "bob")
+	lone.Call.Mode = calls.ModeAdvanced
+	lone.Call.Users[1].State = calls.StateRejected
+	add(lone, true)
+	untrackedLone := newCall("untracked-lone", "alice", 1000, "bob")
+	untrackedLone.Call.Mode = calls.ModeAdvanced
+	untrackedLone.Call.Users[1].State = calls.StateTimeout
+	add(untrackedLone, false)
 	ended := newCall("ended", "alice", 1000, "bob")
 	ended.Call.State = calls.CallEnded
-	ended.Call.CallerTracked = true
-	save(t, s, ended)
-	save(t, s, newCall("others", "carol", 1000, "bob"))
-	untracked := newCall("untracked", "dave", 1000, "erin")
-	save(t, s, untracked)
+	add(ended, true)
+	add(newCall("others", "carol", 1000, "bob"), true)
+	add(newCall("untracked", "dave", 1000, "erin"), false)
 
+	want := func(caller string, trackedOnly bool) []string {
+		var ids []string
+		for _, ch := range all {
+			c := ch.Call
+			if calls.CallerOfflineApplies(c) && (caller == "" || c.Caller == caller) && (!trackedOnly || c.CallerTracked) {
+				ids = append(ids, c.ID)
+			}
+		}
+		return ids
+	}
+	idsOf := func(list []*calls.Call) []string {
+		var ids []string
+		for _, c := range list {
+			if len(c.Users) != 2 {
+				t.Errorf("%s loaded with %d users, want 2", c.ID, len(c.Users))
+			}
+			ids = append(ids, c.ID)
+		}
+		return ids
+	}
 	err := s.Update(ctx, func(tx calls.Tx) error {
-		list, err := tx.PendingCallsOfCaller(ctx, "alice")
+		list, err := tx.CallerOfflineCalls(ctx, "alice")
 		if err != nil {
 			return err
 		}
-		if len(list) != 1 || list[0].ID != "pending" || len(list[0].Users) != 2 {
-			t.Errorf("PendingCallsOfCaller(alice) = %+v, want [pending] with its users", list)
+		if got, want := idsOf(list), want("alice", false); !slices.Equal(got, want) || !slices.Contains(got, "lone") {
+			t.Errorf("CallerOfflineCalls(alice) = %v, want %v", got, want)
 		}
-		n, err := tx.ArmTrackedCallers(ctx, 5000)
-		if n != 2 {
-			t.Errorf("ArmTrackedCallers armed %d, want 2 (started and tracked)", n)
+		var paged []*calls.Call
+		for after := int64(0); ; {
+			page, err := tx.TrackedCallerOfflineCalls(ctx, after, 1)
+			if err != nil {
+				return err
+			}
+			if len(page) == 0 {
+				break
+			}
+			paged = append(paged, page...)
+			after = page[len(page)-1].Seq
 		}
-		return err
+		if got, want := idsOf(paged), want("", true); !slices.Equal(got, want) || len(got) != 3 {
+			t.Errorf("TrackedCallerOfflineCalls = %v, want %v", got, want)
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	for id, want := range map[string]int64{"pending": 5000, "answered": 5000, "ended": 0, "untracked": 0} {
-		c, err := s.Call(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c.CallerOfflineAt != want {
-			t.Errorf("%s callerOfflineAt = %d, want %d", id, c.CallerOfflineAt, want)
-		}
 	}
 }
