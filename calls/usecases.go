@@ -218,7 +218,9 @@ func (s *Service) callerPresence(ctx context.Context, userID string, online bool
 
 // mutate runs one transition on one call in one transaction. The clock is
 // read inside the transaction, so times follow commit order. result builds
-// the use-case's answer from the change inside the same transaction, so
+// the use-case's answer from the change (nil when the transition changed
+// nothing, e.g. a calling invite refused for every invitee) inside the
+// same transaction, so
 // that an Idempotency in ctx records it with the change (nil: no answer,
 // for the internal use-cases). On a replay nothing is applied and the zero
 // R is returned: the answer is the Idempotency's Response.
@@ -242,12 +244,14 @@ func mutate[R any](s *Service, ctx context.Context, op, callID string, f func(c 
 			return err
 		}
 		ch, err = f(c, s.now())
-		if err != nil || ch == nil {
+		if err != nil {
 			return err
 		}
-		s.resolvePush(ch)
-		if err := tx.Save(ctx, ch); err != nil {
-			return err
+		if ch != nil {
+			s.resolvePush(ch)
+			if err := tx.Save(ctx, ch); err != nil {
+				return err
+			}
 		}
 		if result == nil {
 			return nil
