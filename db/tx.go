@@ -120,23 +120,29 @@ func (t *callsTx) insertEvent(ctx context.Context, ev *calls.Event) error {
 const noInviteeAccepted = `NOT EXISTS (SELECT 1 FROM call_users u
 	WHERE u.call_seq = c.seq AND u.user_id <> c.caller AND u.accept_time > 0)`
 
+// The caller-offline queries. The literal state = 'started' lets SQLite use
+// calls_started_by_caller; with caller_tracked = 1 also the partial index
+// calls_tracked_started (0003), which pages the start-up arming by seq.
+const (
+	sqlCallerOfflineCalls = `SELECT ` + callColumns + ` FROM calls c
+		WHERE c.caller = ? AND c.state = 'started' AND ` + noInviteeAccepted + `
+		ORDER BY c.seq`
+	sqlTrackedCallerOfflineCalls = `SELECT ` + callColumns + ` FROM calls c
+		WHERE c.state = 'started' AND c.caller_tracked = 1 AND c.seq > ? AND ` + noInviteeAccepted + `
+		ORDER BY c.seq LIMIT ?`
+)
+
 // CallerOfflineCalls returns the started calls of caller userID in which
 // no invitee has accepted, oldest first, with their users.
 func (t *callsTx) CallerOfflineCalls(ctx context.Context, userID string) ([]*calls.Call, error) {
-	// The literal state = 'started' lets SQLite use calls_started_by_caller.
-	return queryCalls(ctx, t.tx, `SELECT `+callColumnsC+` FROM calls c
-		WHERE c.caller = ? AND c.state = 'started' AND `+noInviteeAccepted+`
-		ORDER BY c.seq`, userID)
+	return queryCalls(ctx, t.tx, sqlCallerOfflineCalls, userID)
 }
 
 // TrackedCallerOfflineCalls returns up to limit started, caller-tracked
 // calls with seq > after in which no invitee has accepted, in seq order,
 // with their users.
 func (t *callsTx) TrackedCallerOfflineCalls(ctx context.Context, after int64, limit int) ([]*calls.Call, error) {
-	// The literals match the partial index calls_tracked_started (0003).
-	return queryCalls(ctx, t.tx, `SELECT `+callColumnsC+` FROM calls c
-		WHERE c.state = 'started' AND c.caller_tracked = 1 AND c.seq > ? AND `+noInviteeAccepted+`
-		ORDER BY c.seq LIMIT ?`, after, limit)
+	return queryCalls(ctx, t.tx, sqlTrackedCallerOfflineCalls, after, limit)
 }
 
 // pendingStates is the SQL list of the user states calls.UserState.Pending
