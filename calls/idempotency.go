@@ -40,7 +40,10 @@ var ErrIdempotencyMismatch = errors.New("idempotency key was used with another r
 
 // Idempotency asks a use-case to run at most once per (Scope, Key): the
 // transport puts it in the request's context (WithIdempotency) and reads
-// the answer from Response once the use-case has returned.
+// the answer from Response once the use-case has returned. On a replay the
+// use-case applies nothing and returns a nil result and a nil error; the
+// answer is only in Response. The user actions (Invite, Cancel, Accept,
+// Reject, CallingInvite, Join, Quit, End) honour it; the others ignore it.
 type Idempotency struct {
 	Scope       string
 	Key         string
@@ -101,7 +104,7 @@ func (r *idempotentRun) recorded(ctx context.Context, tx Tx) (bool, error) {
 	if r == nil {
 		return false, nil
 	}
-	r.response, r.replayed = nil, false // fn may run again on a later attempt
+	r.response, r.replayed = nil, false // nothing of an earlier, failed run survives
 	rec, err := tx.IdempotencyRecord(ctx, r.i.Scope, r.i.Key, r.i.Now)
 	switch {
 	case err != nil:
