@@ -8,8 +8,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"callsig/calls"
+	"callsig/internal/fakeclock"
 )
 
 func TestSaveCallRoundTrip(t *testing.T) {
@@ -284,5 +286,55 @@ func TestCallerOfflineAndIdempotencyPlans(t *testing.T) {
 		if p := strings.Join(plan, "; "); !strings.Contains(p, q.index) || strings.Contains(p, "TEMP B-TREE") || strings.Contains(p, "SCAN c") {
 			t.Errorf("%s: plan %q, want it to use %s without a scan or sort", q.name, p, q.index)
 		}
+	}
+}
+
+// onlineSet is a calls.Presence with a fixed set of users online.
+type onlineSet map[string]bool
+
+func (o onlineSet) Online(u string) bool { return o[u] }
+
+// commits is a calls.Notifier that reports each commit of the service.
+type commits chan int
+
+func (c commits) Committed(events []calls.Event, hooks int) { c <- len(events) }
+
+// Service.Run is a background part: it arms the caller-offline grace of
+// the tracked calls the rule applies to (skipping callers already back
+// online), fires deadlines, and returns nil once its context ends.
+func TestServiceRunArmsTrackedCallersAndStops(t *testing.T) {
+	s := openTest(t)
+	clock := fakeclock.New(time.UnixMilli(10_000))
+	for _, c := range []struct {
+		id, caller string
+		tracked    bool
+	}{{"gone", "alice", true}, {"back", "bob", true}, {"backend", "carol", false}} {
+		ch := newCall(c.id, c.caller, 1000, "dave")
+		ch.Call.CallerTracked = c.tracked
+		save(t, s, ch)
+	}
+	committed := make(commits, 10)
+	svc := calls.NewService(calls.Options{Store: s, Clock: clock, Presence: onlineSet{"bob": true},
+		Notifier: committed, Config: calls.Config{HeartbeatTimeout: 30 * time.Second}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+
+	select {
+	case <-committed: // the arming of "gone", the only change it makes
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run armed nothing")
+	}
+	for id, want := range map[string]int64{"gone": 40_000, "back": 0, "backend": 0} {
+		if c, _ := s.Call(context.Background(), id); c.CallerOfflineAt != want {
+			t.Errorf("%s: callerOfflineAt %d, want %d", id, c.CallerOfflineAt, want)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v after cancel, want nil", err)
+	}
+	if len(committed) != 0 {
+		t.Errorf("%d more commits, want only the one arming", len(committed))
 	}
 }
