@@ -53,21 +53,18 @@ func (sc *Scheduler) poke() {
 
 // run fires due deadlines until ctx is done.
 func (sc *Scheduler) run(ctx context.Context) {
-	defer sc.setTimer(0, 0)
+	defer sc.setTimer(0)
 	for {
 		next, err := sc.round(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		now := sc.s.now()
 		switch {
 		case err != nil:
 			sc.s.log.Error("deadline scheduler", "err", err)
-			sc.setTimer(now+retryDelay.Milliseconds(), retryDelay)
-		case next > 0:
-			sc.setTimer(next, time.Duration(max(next-now, 0))*time.Millisecond)
+			sc.setTimer(sc.s.now() + retryDelay.Milliseconds())
 		default:
-			sc.setTimer(0, 0)
+			sc.setTimer(next) // 0: nothing pending
 		}
 		select {
 		case <-ctx.Done():
@@ -114,8 +111,9 @@ func (sc *Scheduler) expireAll(ctx context.Context, due []Deadline) (failed int6
 	return failures.Load()
 }
 
-// setTimer replaces the pending timer with one that pokes the loop after d.
-func (sc *Scheduler) setTimer(at int64, d time.Duration) {
+// setTimer replaces the pending timer with one that pokes the loop at at
+// (Unix ms; 0: none).
+func (sc *Scheduler) setTimer(at int64) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if sc.timer != nil {
@@ -123,8 +121,21 @@ func (sc *Scheduler) setTimer(at int64, d time.Duration) {
 		sc.timer = nil
 	}
 	sc.next = at
-	if at > 0 {
-		sc.timer = sc.s.clock.AfterFunc(d, sc.poke)
+	if at <= 0 {
+		return
+	}
+	for {
+		// AfterFunc takes a duration, so a clock that moves between reading
+		// it and setting the timer (a test's fake clock jumping ahead) would
+		// make the timer fire late or never: then set it again from the new
+		// time. A stale timer that fires anyway only pokes the loop once more.
+		before := sc.s.clock.Now()
+		t := sc.s.clock.AfterFunc(time.Duration(max(at-before.UnixMilli(), 0))*time.Millisecond, sc.poke)
+		if sc.s.clock.Now().Sub(before) <= time.Millisecond {
+			sc.timer = t
+			return
+		}
+		t.Stop()
 	}
 }
 
