@@ -339,7 +339,7 @@ func Expire(call *Call, d Deadline, now int64) *Change {
 		t.setState(u, StateNotYetReceived)
 		t.stateChanged(u)
 	case DeadlineCallerOffline:
-		if c.CallerOfflineAt == 0 || c.CallerOfflineAt > now || anyInviteeAccepted(c) {
+		if c.CallerOfflineAt == 0 || c.CallerOfflineAt > now || !CallerOfflineApplies(c) {
 			return t.clearStale(d)
 		}
 		c.CallerOfflineAt, t.callDirty = 0, true
@@ -363,7 +363,7 @@ func (t *transition) clearStale(d Deadline) *Change {
 	c := t.call
 	switch d.Kind {
 	case DeadlineCallerOffline:
-		if c.CallerOfflineAt != 0 && (c.CallerOfflineAt <= t.now || c.State == CallEnded || anyInviteeAccepted(c)) {
+		if c.CallerOfflineAt != 0 && (c.CallerOfflineAt <= t.now || !CallerOfflineApplies(c)) {
 			c.CallerOfflineAt, t.callDirty = 0, true
 		}
 	case DeadlineTimeout, DeadlineNotReceived:
@@ -388,10 +388,24 @@ func anyInviteeAccepted(c *Call) bool {
 	return false
 }
 
+// CallerOfflineApplies is the one predicate of the contract's "Caller
+// offline" rule: the rule watches a call while it is started and no
+// invitee has accepted. It does not ask for a pending invitee: an advanced
+// call whose invitees all rejected or timed out still holds its caller in
+// accepted, and a caller gone for good would otherwise keep it (and stay
+// busy) forever; the rule ends it, as "if no one but the caller is left in
+// accepted, it ends" says. Arming at start, arming when the caller's last
+// stream closes, clearing when a stream opens and firing (Expire) all use
+// this predicate, so a call armed by one path is always cleared by another.
+func CallerOfflineApplies(c *Call) bool {
+	return c.State == CallStarted && !anyInviteeAccepted(c)
+}
+
 // CallerPresence applies the caller going online (tracked, timer cleared) or
-// offline (timer armed at now+grace) to one of its pending calls.
+// offline (timer armed at now+grace) to one of its calls the caller-offline
+// rule applies to; any other call is left alone (nil).
 func CallerPresence(call *Call, online bool, now int64, grace time.Duration) *Change {
-	if call.State == CallEnded || anyInviteeAccepted(call) {
+	if !CallerOfflineApplies(call) {
 		return nil
 	}
 	t := begin(call, now)

@@ -35,12 +35,20 @@ type Tx interface {
 	// place, in order) and the webhook messages with one outbox row per
 	// subscribed, enabled endpoint.
 	Save(ctx context.Context, ch *Change) error
-	// PendingCallsOfCaller returns the started calls whose caller is userID and
-	// in which some invitee is still pending.
-	PendingCallsOfCaller(ctx context.Context, userID string) ([]*Call, error)
-	// ArmTrackedCallers sets the caller-offline deadline of every started,
-	// caller-tracked call to at; used at start, when no stream is open.
-	ArmTrackedCallers(ctx context.Context, at int64) (int, error)
+	// CallerOfflineCalls returns the calls of caller userID that the
+	// caller-offline rule may apply to (see CallerOfflineApplies): started,
+	// and no invitee has accepted. The store may return more; callers
+	// filter with CallerOfflineApplies.
+	CallerOfflineCalls(ctx context.Context, userID string) ([]*Call, error)
+	// TrackedCallerOfflineCalls is CallerOfflineCalls over every tracked
+	// caller, in call order, at most limit calls with Seq > after (paging).
+	TrackedCallerOfflineCalls(ctx context.Context, after int64, limit int) ([]*Call, error)
+	// IdempotencyRecord returns the record under (scope, key) unless it
+	// expired at or before now; nil when there is none.
+	IdempotencyRecord(ctx context.Context, scope, key string, now int64) (*IdempotencyRecord, error)
+	// PutIdempotencyRecord stores rec, replacing an expired record under
+	// its key (the caller has checked with IdempotencyRecord).
+	PutIdempotencyRecord(ctx context.Context, rec IdempotencyRecord) error
 }
 
 // DeadlineKind says which timer a deadline is.

@@ -53,21 +53,18 @@ func (sc *Scheduler) poke() {
 
 // run fires due deadlines until ctx is done.
 func (sc *Scheduler) run(ctx context.Context) {
-	defer sc.setTimer(0, 0)
+	defer sc.setTimer(0)
 	for {
 		next, err := sc.round(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		now := sc.s.now()
 		switch {
 		case err != nil:
 			sc.s.log.Error("deadline scheduler", "err", err)
-			sc.setTimer(now+retryDelay.Milliseconds(), retryDelay)
-		case next > 0:
-			sc.setTimer(next, time.Duration(max(next-now, 0))*time.Millisecond)
+			sc.setTimer(sc.s.now() + retryDelay.Milliseconds())
 		default:
-			sc.setTimer(0, 0)
+			sc.setTimer(next) // 0: nothing pending
 		}
 		select {
 		case <-ctx.Done():
@@ -114,8 +111,9 @@ func (sc *Scheduler) expireAll(ctx context.Context, due []Deadline) (failed int6
 	return failures.Load()
 }
 
-// setTimer replaces the pending timer with one that pokes the loop after d.
-func (sc *Scheduler) setTimer(at int64, d time.Duration) {
+// setTimer replaces the pending timer with one that pokes the loop at at
+// (Unix ms; 0: none).
+func (sc *Scheduler) setTimer(at int64) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if sc.timer != nil {
@@ -123,27 +121,86 @@ func (sc *Scheduler) setTimer(at int64, d time.Duration) {
 		sc.timer = nil
 	}
 	sc.next = at
-	if at > 0 {
-		sc.timer = sc.s.clock.AfterFunc(d, sc.poke)
+	if at <= 0 {
+		return
+	}
+	for {
+		// AfterFunc takes a duration, so a clock that moves between reading
+		// it and setting the timer (a test's fake clock jumping ahead) would
+		// make the timer fire late or never: then set it again from the new
+		// time. A stale timer that fires anyway only pokes the loop once more.
+		before := sc.s.clock.Now()
+		t := sc.s.clock.AfterFunc(time.Duration(max(at-before.UnixMilli(), 0))*time.Millisecond, sc.poke)
+		if sc.s.clock.Now().Sub(before) <= time.Millisecond {
+			sc.timer = t
+			return
+		}
+		t.Stop()
 	}
 }
 
-// Start re-arms the caller-offline grace of every tracked call (no stream
-// can be open yet after a start) and runs the scheduler until ctx is done.
-// The returned func waits for the scheduler to stop.
-func (s *Service) Start(ctx context.Context) (wait func(), err error) {
-	at := s.now() + s.cfg.HeartbeatTimeout.Milliseconds()
-	err = s.store.Update(ctx, func(tx Tx) error {
-		_, err := tx.ArmTrackedCallers(ctx, at)
-		return err
-	})
-	if err != nil {
-		return nil, err
+// armBatch is how many calls one startup arming transaction handles, so a
+// restart with many tracked calls never holds the writer for long.
+const armBatch = 500
+
+// Run re-arms the caller-offline grace of the calls the rule watches (after
+// a start no stream has been open for them yet), then fires deadlines until
+// ctx is done. It returns nil after ctx is done, or the error that kept it
+// from arming.
+func (s *Service) Run(ctx context.Context) error {
+	if err := s.armCallersAtStart(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("arm caller-offline deadlines: %w", err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.sched.run(ctx)
-	}()
-	return func() { <-done }, nil
+	s.sched.run(ctx)
+	return nil
+}
+
+// armCallersAtStart treats every tracked caller as just gone offline,
+// through the same pure CallerPresence (and so the same predicate) that
+// UserOffline uses. A caller whose stream is already open again is skipped:
+// Run may start after the HTTP server, and Presence turns online before
+// UserOnline runs, so either this transaction sees the caller online, or
+// UserOnline's later transaction clears what this one armed.
+func (s *Service) armCallersAtStart(ctx context.Context) error {
+	var after int64
+	for {
+		var (
+			changes []*Change
+			n       int
+		)
+		err := s.store.Update(ctx, func(tx Tx) error {
+			changes = changes[:0]
+			list, err := tx.TrackedCallerOfflineCalls(ctx, after, armBatch)
+			if err != nil {
+				return err
+			}
+			n = len(list)
+			now := s.now()
+			for _, c := range list {
+				after = max(after, c.Seq)
+				if s.presence.Online(c.Caller) {
+					continue
+				}
+				if ch := CallerPresence(c, false, now, s.cfg.HeartbeatTimeout); ch != nil {
+					if err := tx.Save(ctx, ch); err != nil {
+						return err
+					}
+					changes = append(changes, ch)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, ch := range changes {
+			s.committed(ch)
+		}
+		if n < armBatch {
+			return nil
+		}
+	}
 }

@@ -48,7 +48,7 @@ type Options struct {
 	Logger   *slog.Logger
 }
 
-// NewService returns a Service. Call Start to run its deadline scheduler.
+// NewService returns a Service. Run runs its deadline scheduler.
 func NewService(o Options) *Service {
 	if o.Clock == nil {
 		o.Clock = SystemClock{}

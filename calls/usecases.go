@@ -8,38 +8,49 @@ import (
 // Invite starts a call from actor to in.Invitees (POST /calls).
 func (s *Service) Invite(ctx context.Context, actor Actor, in InviteInput) (*InviteResult, error) {
 	id := s.newID()
+	idem := newIdempotentRun(ctx)
 	var (
-		ch       *Change
-		errUsers []ErrorUser
+		ch  *Change
+		res *InviteResult
 	)
 	err := s.store.Update(ctx, func(tx Tx) error {
+		ch, res = nil, nil
+		if replay, err := idem.recorded(ctx, tx); replay || err != nil {
+			return err
+		}
+		var errUsers []ErrorUser
 		var err error
 		ch, errUsers, err = NewCall(id, actor, in, s.now(), s.cfg, s.presence.Online(actor.UserID))
 		if err != nil {
 			return err
 		}
 		s.resolvePush(ch)
-		return tx.Save(ctx, ch)
+		if err := tx.Save(ctx, ch); err != nil {
+			return err
+		}
+		c := ch.Call
+		res = &InviteResult{CallID: c.ID, Timeout: c.Timeout, ErrorUserList: errUsers, Call: c.Info()}
+		return idem.record(ctx, tx, res)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("invite: %w", err)
 	}
-	s.committed(ch)
-	c := ch.Call
-	return &InviteResult{CallID: c.ID, Timeout: c.Timeout, ErrorUserList: errUsers, Call: c.Info()}, nil
+	idem.committed()
+	if ch != nil {
+		s.committed(ch)
+	}
+	return res, nil
 }
 
 // Cancel cancels pending invitations the actor sent.
 func (s *Service) Cancel(ctx context.Context, actor Actor, callID string, in CancelInput) (*CancelResult, error) {
 	var errInvitees []string
-	_, err := s.mutate(ctx, "cancel", callID, func(c *Call, now int64) (ch *Change, err error) {
+	return mutate(s, ctx, "cancel", callID, func(c *Call, now int64) (ch *Change, err error) {
 		ch, errInvitees, err = Cancel(c, actor, in, now)
 		return ch, err
+	}, func(*Change) *CancelResult {
+		return &CancelResult{CallID: callID, ErrorInvitees: errInvitees}
 	})
-	if err != nil {
-		return nil, err
-	}
-	return &CancelResult{CallID: callID, ErrorInvitees: errInvitees}, nil
 }
 
 // Accept accepts the actor's pending invitation.
@@ -54,67 +65,57 @@ func (s *Service) Reject(ctx context.Context, actor Actor, callID, extendedData 
 
 func (s *Service) answer(ctx context.Context, actor Actor, callID string, accept bool, ext string) (*ActionResult, error) {
 	op := map[bool]string{true: "accept", false: "reject"}[accept]
-	_, err := s.mutate(ctx, op, callID, func(c *Call, now int64) (*Change, error) {
+	return mutate(s, ctx, op, callID, func(c *Call, now int64) (*Change, error) {
 		return Answer(c, actor, accept, ext, now)
+	}, func(*Change) *ActionResult {
+		return &ActionResult{CallID: callID}
 	})
-	if err != nil {
-		return nil, err
-	}
-	return &ActionResult{CallID: callID}, nil
 }
 
 // CallingInvite invites more users into an advanced call.
 func (s *Service) CallingInvite(ctx context.Context, actor Actor, callID string, in CallingInviteInput) (*CallingInviteResult, error) {
 	var errUsers []ErrorUser
-	_, err := s.mutate(ctx, "invite", callID, func(c *Call, now int64) (ch *Change, err error) {
+	return mutate(s, ctx, "invite", callID, func(c *Call, now int64) (ch *Change, err error) {
 		ch, errUsers, err = CallingInvite(c, actor, in, now, s.cfg)
 		return ch, err
+	}, func(*Change) *CallingInviteResult {
+		return &CallingInviteResult{CallID: callID, ErrorUserList: errUsers}
 	})
-	if err != nil {
-		return nil, err
-	}
-	return &CallingInviteResult{CallID: callID, ErrorUserList: errUsers}, nil
 }
 
 // Join joins an advanced call or moves the actor's main device. The answer
 // carries the call's extendedData (what it was created with), which a user
 // who joins uninvited has not seen yet.
 func (s *Service) Join(ctx context.Context, actor Actor, callID, extendedData string) (*JoinResult, error) {
-	ch, err := s.mutate(ctx, "join", callID, func(c *Call, now int64) (*Change, error) {
+	return mutate(s, ctx, "join", callID, func(c *Call, now int64) (*Change, error) {
 		return Join(c, actor, extendedData, now, s.cfg)
+	}, func(ch *Change) *JoinResult {
+		c := ch.Call
+		return &JoinResult{CallID: callID, CreateTime: c.CreateTime, JoinTime: ch.now, ExtendedData: c.ExtendedData, CallUserList: c.Info().CallUserList}
 	})
-	if err != nil {
-		return nil, err
-	}
-	c := ch.Call
-	return &JoinResult{CallID: callID, CreateTime: c.CreateTime, JoinTime: ch.now, ExtendedData: c.ExtendedData, CallUserList: c.Info().CallUserList}, nil
 }
 
 // Quit leaves an advanced call.
 func (s *Service) Quit(ctx context.Context, actor Actor, callID string, in LeaveInput) (*QuitResult, error) {
 	var acceptTime int64
-	ch, err := s.mutate(ctx, "quit", callID, func(c *Call, now int64) (*Change, error) {
+	return mutate(s, ctx, "quit", callID, func(c *Call, now int64) (*Change, error) {
 		if u := c.User(actor.UserID); u != nil {
 			acceptTime = u.AcceptTime
 		}
 		return Quit(c, actor, in, now)
+	}, func(ch *Change) *QuitResult {
+		return &QuitResult{CallID: callID, CreateTime: ch.Call.CreateTime, AcceptTime: acceptTime, QuitTime: ch.now}
 	})
-	if err != nil {
-		return nil, err
-	}
-	return &QuitResult{CallID: callID, CreateTime: ch.Call.CreateTime, AcceptTime: acceptTime, QuitTime: ch.now}, nil
 }
 
 // End ends an advanced call for everyone.
 func (s *Service) End(ctx context.Context, actor Actor, callID string, in LeaveInput) (*EndResult, error) {
-	ch, err := s.mutate(ctx, "end", callID, func(c *Call, now int64) (*Change, error) {
+	return mutate(s, ctx, "end", callID, func(c *Call, now int64) (*Change, error) {
 		return End(c, actor, in, now)
+	}, func(ch *Change) *EndResult {
+		c := ch.Call
+		return &EndResult{CallID: callID, CreateTime: c.CreateTime, AcceptTime: c.User(actor.UserID).AcceptTime, EndTime: c.EndTime}
 	})
-	if err != nil {
-		return nil, err
-	}
-	c := ch.Call
-	return &EndResult{CallID: callID, CreateTime: c.CreateTime, AcceptTime: c.User(actor.UserID).AcceptTime, EndTime: c.EndTime}, nil
 }
 
 // Get returns a call the actor is in.
@@ -160,28 +161,29 @@ func (s *Service) List(ctx context.Context, actor Actor, count int, nextFlag int
 // MarkDelivered records that userID's invitation to callID was flushed to
 // one of its streams: inviting or notYetReceived becomes received.
 func (s *Service) MarkDelivered(ctx context.Context, callID, userID string) error {
-	_, err := s.mutate(ctx, "mark delivered", callID, func(c *Call, now int64) (*Change, error) {
+	_, err := mutate[struct{}](s, ctx, "mark delivered", callID, func(c *Call, now int64) (*Change, error) {
 		return Delivered(c, userID, now), nil
-	})
+	}, nil)
 	return err
 }
 
 // Expire fires one due deadline; see the pure Expire for the rules.
 func (s *Service) Expire(ctx context.Context, d Deadline) error {
-	_, err := s.mutate(ctx, "expire "+string(d.Kind), d.CallID, func(c *Call, now int64) (*Change, error) {
+	_, err := mutate[struct{}](s, ctx, "expire "+string(d.Kind), d.CallID, func(c *Call, now int64) (*Change, error) {
 		return Expire(c, d, now), nil
-	})
+	}, nil)
 	return err
 }
 
-// UserOnline is called when a user's first stream opens: the caller-offline
-// timers of its pending calls stop, and those calls become tracked.
+// UserOnline is called when a user's first stream opens, after Presence
+// reports the user online: the caller-offline timers of its calls stop,
+// and those calls become tracked.
 func (s *Service) UserOnline(ctx context.Context, userID string) error {
 	return s.callerPresence(ctx, userID, true)
 }
 
-// UserOffline is called when a user's last stream closes: its pending,
-// tracked calls get cancelled unless it comes back within the grace period.
+// UserOffline is called when a user's last stream closes: its tracked
+// calls get cancelled unless it comes back within the grace period.
 func (s *Service) UserOffline(ctx context.Context, userID string) error {
 	return s.callerPresence(ctx, userID, false)
 }
@@ -190,7 +192,7 @@ func (s *Service) callerPresence(ctx context.Context, userID string, online bool
 	var changes []*Change
 	err := s.store.Update(ctx, func(tx Tx) error {
 		changes = changes[:0]
-		list, err := tx.PendingCallsOfCaller(ctx, userID)
+		list, err := tx.CallerOfflineCalls(ctx, userID)
 		if err != nil {
 			return err
 		}
@@ -215,28 +217,57 @@ func (s *Service) callerPresence(ctx context.Context, userID string, online bool
 }
 
 // mutate runs one transition on one call in one transaction. The clock is
-// read inside the transaction, so times follow commit order.
-func (s *Service) mutate(ctx context.Context, op, callID string, f func(c *Call, now int64) (*Change, error)) (*Change, error) {
-	var ch *Change
+// read inside the transaction, so times follow commit order. result builds
+// the use-case's answer from the change (nil when the transition changed
+// nothing, e.g. a calling invite refused for every invitee) inside the
+// same transaction, so
+// that an Idempotency in ctx records it with the change (nil: no answer,
+// for the internal use-cases). On a replay nothing is applied and the zero
+// R is returned: the answer is the Idempotency's Response.
+func mutate[R any](s *Service, ctx context.Context, op, callID string, f func(c *Call, now int64) (*Change, error), result func(*Change) R) (R, error) {
+	var (
+		ch  *Change
+		res R
+	)
+	idem := newIdempotentRun(ctx)
+	if result == nil {
+		idem = nil
+	}
 	err := s.store.Update(ctx, func(tx Tx) error {
+		var zero R
+		ch, res = nil, zero
+		if replay, err := idem.recorded(ctx, tx); replay || err != nil {
+			return err
+		}
 		c, err := tx.Call(ctx, callID)
 		if err != nil {
 			return err
 		}
 		ch, err = f(c, s.now())
-		if err != nil || ch == nil {
+		if err != nil {
 			return err
 		}
-		s.resolvePush(ch)
-		return tx.Save(ctx, ch)
+		if ch != nil {
+			s.resolvePush(ch)
+			if err := tx.Save(ctx, ch); err != nil {
+				return err
+			}
+		}
+		if result == nil {
+			return nil
+		}
+		res = result(ch)
+		return idem.record(ctx, tx, res)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", op, callID, err)
+		var zero R
+		return zero, fmt.Errorf("%s %s: %w", op, callID, err)
 	}
+	idem.committed()
 	if ch != nil {
 		s.committed(ch)
 	}
-	return ch, nil
+	return res, nil
 }
 
 // resolvePush turns a push request into call.push_requested webhooks for

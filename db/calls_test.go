@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"callsig/calls"
+	"callsig/internal/fakeclock"
 )
 
 func TestSaveCallRoundTrip(t *testing.T) {
@@ -167,48 +171,170 @@ func TestListCallsPaging(t *testing.T) {
 	}
 }
 
-func TestPendingCallsOfCallerAndArm(t *testing.T) {
+// The caller-offline queries select exactly the calls the pure predicate
+// calls.CallerOfflineApplies accepts (tracked ones only, for the start-up
+// arming), including a lone caller's advanced call: the one predicate of
+// arming and clearing (issue 9, defect 5).
+func TestCallerOfflineCallsMatchThePredicate(t *testing.T) {
 	s := openTest(t)
 	ctx := context.Background()
-	pending := newCall("pending", "alice", 1000, "bob")
-	pending.Call.CallerTracked = true
-	save(t, s, pending)
+	var all []*calls.Change
+	add := func(ch *calls.Change, tracked bool) {
+		ch.Call.CallerTracked = tracked
+		save(t, s, ch)
+		all = append(all, ch)
+	}
+	add(newCall("pending", "alice", 1000, "bob"), true)
 	answered := newCall("answered", "alice", 1000, "bob")
-	answered.Call.Users[1].State = calls.StateAccepted
-	answered.Call.CallerTracked = true
-	save(t, s, answered)
+	answered.Call.Users[1].State, answered.Call.Users[1].AcceptTime = calls.StateAccepted, 1500
+	add(answered, true)
+	quitAfterAccept := newCall("quit", "alice", 1000, "bob")
+	quitAfterAccept.Call.Mode = calls.ModeAdvanced
+	quitAfterAccept.Call.Users[1].State, quitAfterAccept.Call.Users[1].AcceptTime = calls.StateQuit, 1500
+	add(quitAfterAccept, true)
+	lone := newCall("lone", "alice", 1000, "bob")
+	lone.Call.Mode = calls.ModeAdvanced
+	lone.Call.Users[1].State = calls.StateRejected
+	add(lone, true)
+	untrackedLone := newCall("untracked-lone", "alice", 1000, "bob")
+	untrackedLone.Call.Mode = calls.ModeAdvanced
+	untrackedLone.Call.Users[1].State = calls.StateTimeout
+	add(untrackedLone, false)
 	ended := newCall("ended", "alice", 1000, "bob")
 	ended.Call.State = calls.CallEnded
-	ended.Call.CallerTracked = true
-	save(t, s, ended)
-	save(t, s, newCall("others", "carol", 1000, "bob"))
-	untracked := newCall("untracked", "dave", 1000, "erin")
-	save(t, s, untracked)
+	add(ended, true)
+	add(newCall("others", "carol", 1000, "bob"), true)
+	add(newCall("untracked", "dave", 1000, "erin"), false)
 
+	want := func(caller string, trackedOnly bool) []string {
+		var ids []string
+		for _, ch := range all {
+			c := ch.Call
+			if calls.CallerOfflineApplies(c) && (caller == "" || c.Caller == caller) && (!trackedOnly || c.CallerTracked) {
+				ids = append(ids, c.ID)
+			}
+		}
+		return ids
+	}
+	idsOf := func(list []*calls.Call) []string {
+		var ids []string
+		for _, c := range list {
+			if len(c.Users) != 2 {
+				t.Errorf("%s loaded with %d users, want 2", c.ID, len(c.Users))
+			}
+			ids = append(ids, c.ID)
+		}
+		return ids
+	}
 	err := s.Update(ctx, func(tx calls.Tx) error {
-		list, err := tx.PendingCallsOfCaller(ctx, "alice")
+		list, err := tx.CallerOfflineCalls(ctx, "alice")
 		if err != nil {
 			return err
 		}
-		if len(list) != 1 || list[0].ID != "pending" || len(list[0].Users) != 2 {
-			t.Errorf("PendingCallsOfCaller(alice) = %+v, want [pending] with its users", list)
+		if got, want := idsOf(list), want("alice", false); !slices.Equal(got, want) || !slices.Contains(got, "lone") {
+			t.Errorf("CallerOfflineCalls(alice) = %v, want %v", got, want)
 		}
-		n, err := tx.ArmTrackedCallers(ctx, 5000)
-		if n != 2 {
-			t.Errorf("ArmTrackedCallers armed %d, want 2 (started and tracked)", n)
+		var paged []*calls.Call
+		for after := int64(0); ; {
+			page, err := tx.TrackedCallerOfflineCalls(ctx, after, 1)
+			if err != nil {
+				return err
+			}
+			if len(page) == 0 {
+				break
+			}
+			paged = append(paged, page...)
+			after = page[len(page)-1].Seq
 		}
-		return err
+		if got, want := idsOf(paged), want("", true); !slices.Equal(got, want) || len(got) != 3 {
+			t.Errorf("TrackedCallerOfflineCalls = %v, want %v", got, want)
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for id, want := range map[string]int64{"pending": 5000, "answered": 5000, "ended": 0, "untracked": 0} {
-		c, err := s.Call(ctx, id)
+}
+
+// The production caller-offline and idempotency queries use their indexes
+// (no scan of the whole call history or key table, no sort).
+func TestCallerOfflineAndIdempotencyPlans(t *testing.T) {
+	s := openTest(t)
+	for _, q := range []struct {
+		name, query, index string
+		args               []any
+	}{
+		{"caller's offline calls", sqlCallerOfflineCalls, "calls_started_by_caller", []any{"u"}},
+		{"tracked offline calls", sqlTrackedCallerOfflineCalls, "calls_tracked_started", []any{0, 10}},
+		{"idempotency record", selectIdempotency, "sqlite_autoindex_idempotency_keys_1", []any{"s", "k", 1}},
+	} {
+		rows, err := s.rdb.Query("EXPLAIN QUERY PLAN "+q.query, q.args...)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: %v", q.name, err)
 		}
-		if c.CallerOfflineAt != want {
-			t.Errorf("%s callerOfflineAt = %d, want %d", id, c.CallerOfflineAt, want)
+		var plan []string
+		for rows.Next() {
+			var id, parent, notused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
 		}
+		rows.Close()
+		t.Logf("%s: %s", q.name, strings.Join(plan, "; "))
+		if p := strings.Join(plan, "; "); !strings.Contains(p, q.index) || strings.Contains(p, "TEMP B-TREE") || strings.Contains(p, "SCAN c") {
+			t.Errorf("%s: plan %q, want it to use %s without a scan or sort", q.name, p, q.index)
+		}
+	}
+}
+
+// onlineSet is a calls.Presence with a fixed set of users online.
+type onlineSet map[string]bool
+
+func (o onlineSet) Online(u string) bool { return o[u] }
+
+// commits is a calls.Notifier that reports each commit of the service.
+type commits chan int
+
+func (c commits) Committed(events []calls.Event, hooks int) { c <- len(events) }
+
+// Service.Run is a background part: it arms the caller-offline grace of
+// the tracked calls the rule applies to (skipping callers already back
+// online), fires deadlines, and returns nil once its context ends.
+func TestServiceRunArmsTrackedCallersAndStops(t *testing.T) {
+	s := openTest(t)
+	clock := fakeclock.New(time.UnixMilli(10_000))
+	for _, c := range []struct {
+		id, caller string
+		tracked    bool
+	}{{"gone", "alice", true}, {"back", "bob", true}, {"backend", "carol", false}} {
+		ch := newCall(c.id, c.caller, 1000, "dave")
+		ch.Call.CallerTracked = c.tracked
+		save(t, s, ch)
+	}
+	committed := make(commits, 10)
+	svc := calls.NewService(calls.Options{Store: s, Clock: clock, Presence: onlineSet{"bob": true},
+		Notifier: committed, Config: calls.Config{HeartbeatTimeout: 30 * time.Second}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+
+	select {
+	case <-committed: // the arming of "gone", the only change it makes
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run armed nothing")
+	}
+	for id, want := range map[string]int64{"gone": 40_000, "back": 0, "backend": 0} {
+		if c, _ := s.Call(context.Background(), id); c.CallerOfflineAt != want {
+			t.Errorf("%s: callerOfflineAt %d, want %d", id, c.CallerOfflineAt, want)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v after cancel, want nil", err)
+	}
+	if len(committed) != 0 {
+		t.Errorf("%d more commits, want only the one arming", len(committed))
 	}
 }

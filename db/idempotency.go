@@ -7,71 +7,94 @@ import (
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
+
+	"callsig/calls"
 )
 
-// Idempotency-Key records for the HTTP layer (handlers.IdempotencyStore).
-// All times are Unix milliseconds; status 0 marks a request still in flight.
+// Idempotency-Key records. The use-cases read and write them inside their
+// own write transaction (callsTx.IdempotencyRecord, PutIdempotencyRecord),
+// so a record commits with the change it guards. The HTTP layer reads them
+// for its fast path (LookupIdempotency) and stores the answers of requests
+// that changed nothing (PutIdempotency). All times are Unix milliseconds.
 
-// Reserve claims (scope, key) for a request with fingerprint until
-// expiresAt, unless an unexpired record exists; an expired one is replaced.
-// found=false means the key was claimed; found=true returns the record.
-// Read and claim happen in one write transaction, so two concurrent first
-// requests cannot both claim the key.
-func (s *Store) Reserve(ctx context.Context, scope, key, fingerprint string, now, expiresAt int64) (found bool, storedFingerprint string, status int, contentType string, body []byte, err error) {
-	err = s.write(ctx, func(tx *sqlx.Tx) error {
-		var expires int64
-		row := tx.QueryRowContext(ctx, `SELECT fingerprint, status, content_type, body, expires_at
-			FROM idempotency_keys WHERE scope = ? AND key = ?`, scope, key)
-		switch err := row.Scan(&storedFingerprint, &status, &contentType, &body, &expires); {
-		case err == nil && expires > now:
-			found = true
-			return nil
-		case err == nil, errors.Is(err, sql.ErrNoRows):
-		default:
-			return err
-		}
-		found, storedFingerprint, status, contentType, body = false, "", 0, "", nil
-		_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO idempotency_keys
-			(scope, key, fingerprint, status, content_type, body, created_at, expires_at)
-			VALUES (?, ?, ?, 0, '', NULL, ?, ?)`, scope, key, fingerprint, now, expiresAt)
-		return err
-	})
-	if err != nil {
-		return false, "", 0, "", nil, fmt.Errorf("db: reserve idempotency key: %w", err)
+const selectIdempotency = `SELECT fingerprint, status, content_type, body, created_at, expires_at
+	FROM idempotency_keys WHERE scope = ? AND key = ? AND expires_at > ?`
+
+// upsertIdempotency inserts a record; an existing one is replaced only when
+// it has expired (the excluded row's created_at is the new request's now),
+// so a live record is never overwritten.
+const upsertIdempotency = `INSERT INTO idempotency_keys
+	(scope, key, fingerprint, status, content_type, body, created_at, expires_at)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT (scope, key) DO UPDATE SET
+		fingerprint = excluded.fingerprint, status = excluded.status,
+		content_type = excluded.content_type, body = excluded.body,
+		created_at = excluded.created_at, expires_at = excluded.expires_at
+	WHERE idempotency_keys.expires_at <= excluded.created_at`
+
+func getIdempotency(ctx context.Context, q sqlx.QueryerContext, scope, key string, now int64) (*calls.IdempotencyRecord, error) {
+	rec := &calls.IdempotencyRecord{Scope: scope, Key: key}
+	err := q.QueryRowxContext(ctx, selectIdempotency, scope, key, now).Scan(&rec.Fingerprint,
+		&rec.Response.Status, &rec.Response.ContentType, &rec.Response.Body, &rec.CreatedAt, &rec.ExpiresAt)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("db: read idempotency key: %w", err)
 	}
-	return found, storedFingerprint, status, contentType, body, nil
+	return rec, nil
 }
 
-// Complete stores the response of an in-flight record, kept until expiresAt.
-// A record no longer in flight (released, or replaced after its lease ran
-// out) is left alone.
-func (s *Store) Complete(ctx context.Context, scope, key string, status int, contentType string, body []byte, expiresAt int64) error {
+func putIdempotency(ctx context.Context, tx *sqlx.Tx, rec calls.IdempotencyRecord) error {
+	body := rec.Response.Body
 	if body == nil {
 		body = []byte{}
 	}
-	err := s.write(ctx, func(tx *sqlx.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE idempotency_keys
-			SET status = ?, content_type = ?, body = ?, expires_at = ?
-			WHERE scope = ? AND key = ? AND status = 0`, status, contentType, body, expiresAt, scope, key)
-		return err
-	})
+	_, err := tx.ExecContext(ctx, upsertIdempotency, rec.Scope, rec.Key, rec.Fingerprint,
+		rec.Response.Status, rec.Response.ContentType, body, rec.CreatedAt, rec.ExpiresAt)
 	if err != nil {
-		return fmt.Errorf("db: complete idempotency key: %w", err)
+		return fmt.Errorf("db: store idempotency key: %w", err)
 	}
 	return nil
 }
 
-// Release forgets an in-flight record, so the key may be used again.
-func (s *Store) Release(ctx context.Context, scope, key string) error {
-	err := s.write(ctx, func(tx *sqlx.Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM idempotency_keys
-			WHERE scope = ? AND key = ? AND status = 0`, scope, key)
+// IdempotencyRecord reads the record under (scope, key) inside the write
+// transaction, nil when none is live at now.
+func (t *callsTx) IdempotencyRecord(ctx context.Context, scope, key string, now int64) (*calls.IdempotencyRecord, error) {
+	return getIdempotency(ctx, t.tx, scope, key, now)
+}
+
+// PutIdempotencyRecord stores rec in the write transaction, with the change.
+func (t *callsTx) PutIdempotencyRecord(ctx context.Context, rec calls.IdempotencyRecord) error {
+	return putIdempotency(ctx, t.tx, rec)
+}
+
+// LookupIdempotency reads the record under (scope, key) from the read
+// pool, nil when none is live at now. It sees only committed records.
+func (s *Store) LookupIdempotency(ctx context.Context, scope, key string, now int64) (*calls.IdempotencyRecord, error) {
+	var rec *calls.IdempotencyRecord
+	err := s.read(ctx, func(tx *sqlx.Tx) error {
+		var err error
+		rec, err = getIdempotency(ctx, tx, scope, key, now)
 		return err
 	})
-	if err != nil {
-		return fmt.Errorf("db: release idempotency key: %w", err)
-	}
-	return nil
+	return rec, err
+}
+
+// PutIdempotency stores rec in its own transaction unless a live record
+// holds the key; it reports whether rec was stored. It is for answers that
+// changed nothing (a refused request): those have no change to commit with.
+func (s *Store) PutIdempotency(ctx context.Context, rec calls.IdempotencyRecord) (bool, error) {
+	var stored bool
+	err := s.write(ctx, func(tx *sqlx.Tx) error {
+		cur, err := getIdempotency(ctx, tx, rec.Scope, rec.Key, rec.CreatedAt)
+		if err != nil || cur != nil {
+			return err
+		}
+		stored = true
+		return putIdempotency(ctx, tx, rec)
+	})
+	return stored && err == nil, err
 }
 
 // PruneIdempotency deletes the records expired at before, in batches through
@@ -94,7 +117,7 @@ func (s *Store) PruneIdempotency(ctx context.Context, before int64) (int64, erro
 			return total, fmt.Errorf("db: prune idempotency keys: %w", err)
 		}
 		total += n
-		if n < pruneBatch {
+		if n < pruneBatch || ctx.Err() != nil {
 			return total, nil
 		}
 	}

@@ -2,94 +2,52 @@ package db
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"sync"
 	"testing"
+	"time"
+
+	"callsig/calls"
 )
 
-func TestIdempotencyReserveCompleteReplay(t *testing.T) {
-	s := openTest(t)
-	ctx := context.Background()
-
-	found, _, _, _, _, err := s.Reserve(ctx, "alice POST /calls", "k1", "fp1", 1000, 2000)
-	if err != nil || found {
-		t.Fatalf("first Reserve: found=%v err=%v", found, err)
-	}
-	found, fp, status, _, _, err := s.Reserve(ctx, "alice POST /calls", "k1", "fp2", 1500, 2500)
-	if err != nil || !found || fp != "fp1" || status != 0 {
-		t.Fatalf("Reserve in flight: found=%v fp=%q status=%d err=%v", found, fp, status, err)
-	}
-	if err := s.Complete(ctx, "alice POST /calls", "k1", 201, "application/json", []byte(`{"a":1}`), 90000); err != nil {
-		t.Fatalf("Complete: %v", err)
-	}
-	found, fp, status, ct, body, err := s.Reserve(ctx, "alice POST /calls", "k1", "fp1", 5000, 6000)
-	if err != nil || !found || fp != "fp1" || status != 201 || ct != "application/json" || string(body) != `{"a":1}` {
-		t.Fatalf("Reserve completed: found=%v fp=%q status=%d ct=%q body=%q err=%v", found, fp, status, ct, body, err)
-	}
-	// Another scope does not see the key.
-	if found, _, _, _, _, err := s.Reserve(ctx, "bob POST /calls", "k1", "fp1", 5000, 6000); err != nil || found {
-		t.Fatalf("other scope: found=%v err=%v", found, err)
-	}
-	// Completion does not touch a completed record again.
-	if err := s.Complete(ctx, "alice POST /calls", "k1", 500, "text/plain", nil, 90000); err != nil {
-		t.Fatalf("Complete again: %v", err)
-	}
-	if _, _, status, _, _, _ := s.Reserve(ctx, "alice POST /calls", "k1", "fp1", 5000, 6000); status != 201 {
-		t.Fatalf("status after second Complete = %d, want 201", status)
-	}
+func record(scope, key, fp string, status int, body string, created, expires int64) calls.IdempotencyRecord {
+	return calls.IdempotencyRecord{Scope: scope, Key: key, Fingerprint: fp,
+		Response:  calls.StoredResponse{Status: status, ContentType: "application/json", Body: []byte(body)},
+		CreatedAt: created, ExpiresAt: expires}
 }
 
-func TestIdempotencyExpiredAndReleased(t *testing.T) {
+func TestIdempotencyLookupAndPut(t *testing.T) {
 	s := openTest(t)
 	ctx := context.Background()
-
-	if _, _, _, _, _, err := s.Reserve(ctx, "sc", "k", "fp1", 1000, 2000); err != nil {
-		t.Fatal(err)
+	if rec, err := s.LookupIdempotency(ctx, "alice POST /calls", "k1", 1000); err != nil || rec != nil {
+		t.Fatalf("empty lookup = %+v, %v", rec, err)
 	}
-	// The in-flight lease ran out: the key is claimed anew.
-	if found, _, _, _, _, err := s.Reserve(ctx, "sc", "k", "fp2", 2000, 3000); err != nil || found {
-		t.Fatalf("Reserve after expiry: found=%v err=%v", found, err)
+	if ok, err := s.PutIdempotency(ctx, record("alice POST /calls", "k1", "fp1", 403, `{"a":1}`, 1000, 5000)); err != nil || !ok {
+		t.Fatalf("first Put = %v, %v", ok, err)
 	}
-	if err := s.Release(ctx, "sc", "k"); err != nil {
-		t.Fatal(err)
+	rec, err := s.LookupIdempotency(ctx, "alice POST /calls", "k1", 4999)
+	if err != nil || rec == nil || rec.Fingerprint != "fp1" || rec.Response.Status != 403 ||
+		rec.Response.ContentType != "application/json" || string(rec.Response.Body) != `{"a":1}` || rec.ExpiresAt != 5000 {
+		t.Fatalf("lookup = %+v, %v", rec, err)
 	}
-	if found, _, _, _, _, err := s.Reserve(ctx, "sc", "k", "fp3", 2100, 3000); err != nil || found {
-		t.Fatalf("Reserve after Release: found=%v err=%v", found, err)
+	// A live record is never overwritten.
+	if ok, err := s.PutIdempotency(ctx, record("alice POST /calls", "k1", "fp2", 201, `{}`, 2000, 9000)); err != nil || ok {
+		t.Fatalf("Put over a live record = %v, %v", ok, err)
 	}
-	if err := s.Complete(ctx, "sc", "k", 200, "application/json", []byte("{}"), 9000); err != nil {
-		t.Fatal(err)
+	// Other scopes do not see the key.
+	if rec, _ := s.LookupIdempotency(ctx, "bob POST /calls", "k1", 2000); rec != nil {
+		t.Fatalf("other scope sees %+v", rec)
 	}
-	// Release leaves completed records alone.
-	if err := s.Release(ctx, "sc", "k"); err != nil {
-		t.Fatal(err)
+	// An expired record is invisible and replaced.
+	if rec, _ := s.LookupIdempotency(ctx, "alice POST /calls", "k1", 5000); rec != nil {
+		t.Fatalf("expired record visible: %+v", rec)
 	}
-	if found, _, _, _, _, _ := s.Reserve(ctx, "sc", "k", "fp3", 2200, 3000); !found {
-		t.Fatal("Release deleted a completed record")
+	if ok, err := s.PutIdempotency(ctx, record("alice POST /calls", "k1", "fp3", 201, `{}`, 5000, 9000)); err != nil || !ok {
+		t.Fatalf("Put over an expired record = %v, %v", ok, err)
 	}
-}
-
-func TestIdempotencyConcurrentReserveClaimsOnce(t *testing.T) {
-	s := openTest(t)
-	ctx := context.Background()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	claimed := 0
-	for range 20 {
-		wg.Go(func() {
-			found, _, _, _, _, err := s.Reserve(ctx, "sc", "k", "fp", 1000, 5000)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			if !found {
-				mu.Lock()
-				claimed++
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	if claimed != 1 {
-		t.Fatalf("%d requests claimed the key, want 1", claimed)
+	if rec, _ := s.LookupIdempotency(ctx, "alice POST /calls", "k1", 5000); rec == nil || rec.Fingerprint != "fp3" {
+		t.Fatalf("after replacing: %+v", rec)
 	}
 }
 
@@ -97,7 +55,7 @@ func TestPruneIdempotency(t *testing.T) {
 	s := openTest(t)
 	ctx := context.Background()
 	for i, exp := range []int64{100, 200, 300} {
-		if _, _, _, _, _, err := s.Reserve(ctx, "sc", string(rune('a'+i)), "fp", 0, exp); err != nil {
+		if _, err := s.PutIdempotency(ctx, record("sc", string(rune('a'+i)), "fp", 200, "{}", 0, exp)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -107,5 +65,134 @@ func TestPruneIdempotency(t *testing.T) {
 	}
 	if got := count(t, s, "idempotency_keys"); got != 1 {
 		t.Fatalf("%d records left, want 1", got)
+	}
+}
+
+// The pruner is a background part: it prunes at once, then every Every,
+// and returns nil once its context ends.
+func TestIdempotencyPrunerRun(t *testing.T) {
+	s := openTest(t)
+	if _, err := s.PutIdempotency(context.Background(), record("sc", "k", "fp", 200, "{}", 0, 100)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rounds := make(chan struct{}, 100)
+	done := make(chan error, 1)
+	go func() {
+		done <- (&IdempotencyPruner{Store: s, Every: time.Millisecond, Now: func() time.Time {
+			select {
+			case rounds <- struct{}{}:
+			default: // the test has seen enough rounds
+			}
+			return time.UnixMilli(1000)
+		}}).Run(ctx)
+	}()
+	for range 2 { // a second round begins only once the first has pruned
+		select {
+		case <-rounds:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the pruner does not run its rounds")
+		}
+	}
+	if n := count(t, s, "idempotency_keys"); n != 0 {
+		t.Fatalf("%d records after a round, want the expired one pruned", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v after cancel, want nil", err)
+	}
+}
+
+// keyed returns a context asking the next use-case to record its answer
+// under key; encode defaults to JSON with status 201.
+func keyed(key, fp string, encode func(any) (calls.StoredResponse, error)) (context.Context, *calls.Idempotency) {
+	if encode == nil {
+		encode = func(v any) (calls.StoredResponse, error) {
+			b, err := json.Marshal(v)
+			return calls.StoredResponse{Status: 201, ContentType: "application/json", Body: b}, err
+		}
+	}
+	i := &calls.Idempotency{Scope: "alice POST /calls", Key: key, Fingerprint: fp, Now: 1000, ExpiresAt: 1000 + 86_400_000, Encode: encode}
+	return calls.WithIdempotency(context.Background(), i), i
+}
+
+// A change and its Idempotency-Key record commit in one transaction: a
+// failure after the change was saved but before the record was (here the
+// encoder failing or panicking inside the write, as a crash at that instant
+// would) leaves neither, and a success leaves both. Issue 9, defect 2: the
+// old Reserve / act / Complete in three transactions left a call without a
+// finished record, which a retry then created a second time.
+func TestIdempotentChangeCommitsWithItsRecord(t *testing.T) {
+	s := openTest(t)
+	svc := calls.NewService(calls.Options{Store: s})
+	alice := calls.Actor{UserID: "alice"}
+	in := calls.InviteInput{Invitees: []string{"bob"}}
+	boom := errors.New("crash between the change and its record")
+
+	ctx, _ := keyed("k", "fp", func(any) (calls.StoredResponse, error) { return calls.StoredResponse{}, boom })
+	if _, err := svc.Invite(ctx, alice, in); !errors.Is(err, boom) {
+		t.Fatalf("Invite with a failing record = %v, want %v", err, boom)
+	}
+	ctx, _ = keyed("k", "fp", func(any) (calls.StoredResponse, error) { panic(boom) })
+	var pe *PanicError
+	if _, err := svc.Invite(ctx, alice, in); !errors.As(err, &pe) {
+		t.Fatalf("Invite with a panicking record = %v, want a PanicError", err)
+	}
+	if n, k, e := count(t, s, "calls"), count(t, s, "idempotency_keys"), count(t, s, "events"); n+k+e != 0 {
+		t.Fatalf("after failed records: %d calls, %d keys, %d events; want none", n, k, e)
+	}
+
+	ctx, first := keyed("k", "fp", nil)
+	res, err := svc.Invite(ctx, alice, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, replayed, ok := first.Response()
+	want, _ := json.Marshal(res)
+	if !ok || replayed || resp.Status != 201 || string(resp.Body) != string(want) {
+		t.Fatalf("first answer %+v replayed=%v ok=%v, want %s", resp, replayed, ok, want)
+	}
+	if n, k := count(t, s, "calls"), count(t, s, "idempotency_keys"); n != 1 || k != 1 {
+		t.Fatalf("after the first request: %d calls, %d keys; want 1 and 1", n, k)
+	}
+
+	// The same key again, and from many at once: replayed, nothing applied.
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			ctx, again := keyed("k", "fp", nil)
+			res, err := svc.Invite(ctx, alice, in)
+			resp, replayed, ok := again.Response()
+			if err != nil || res != nil || !ok || !replayed || string(resp.Body) != string(want) {
+				t.Errorf("retry: res=%v err=%v answer=%s replayed=%v ok=%v", res, err, resp.Body, replayed, ok)
+			}
+		})
+	}
+	wg.Wait()
+	ctx, _ = keyed("k", "other", nil)
+	if _, err := svc.Invite(ctx, alice, in); !errors.Is(err, calls.ErrIdempotencyMismatch) {
+		t.Fatalf("another request under the key = %v, want ErrIdempotencyMismatch", err)
+	}
+	if n := count(t, s, "calls"); n != 1 {
+		t.Fatalf("%d calls after the retries, want 1", n)
+	}
+
+	// The same holds for the actions on a call (mutate): the retried accept
+	// is replayed, not refused as invalid_state, and writes no event.
+	bob := calls.Actor{UserID: "bob"}
+	accept := func() (*calls.ActionResult, *calls.Idempotency, error) {
+		i := &calls.Idempotency{Scope: "bob POST /calls/{callID}/accept", Key: "a", Fingerprint: "fp",
+			Now: 1000, ExpiresAt: 2000, Encode: first.Encode}
+		res, err := svc.Accept(calls.WithIdempotency(context.Background(), i), bob, res.CallID, "")
+		return res, i, err
+	}
+	if r, _, err := accept(); err != nil || r == nil {
+		t.Fatalf("accept: %v, %v", r, err)
+	}
+	events := count(t, s, "events")
+	if _, i, err := accept(); err != nil {
+		t.Fatalf("retried accept: %v", err)
+	} else if _, replayed, _ := i.Response(); !replayed || count(t, s, "events") != events {
+		t.Fatalf("retried accept: replayed=%v, events %d → %d", replayed, events, count(t, s, "events"))
 	}
 }

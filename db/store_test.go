@@ -31,7 +31,7 @@ func TestMigrationsIdempotentOnReopen(t *testing.T) {
 			t.Fatalf("Open: %v", err)
 		}
 		if n := count(t, s, "schema_migrations"); n != len(list) {
-			t.Errorf("schema_migrations has %d rows, want %d", n, len(list))
+			t.Errorf("schema_migrations has %d rows, want %d (one per migration)", n, len(list))
 		}
 		if err := s.Close(); err != nil {
 			t.Fatalf("Close: %v", err)

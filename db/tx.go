@@ -112,27 +112,37 @@ func (t *callsTx) insertEvent(ctx context.Context, ev *calls.Event) error {
 	return nil
 }
 
-// PendingCallsOfCaller returns the started calls of caller userID in which
-// some invitee is still pending, oldest first, with their users.
-func (t *callsTx) PendingCallsOfCaller(ctx context.Context, userID string) ([]*calls.Call, error) {
-	// The literal state = 'started' is what lets SQLite use the partial
-	// index calls_started_by_caller.
-	return queryCalls(ctx, t.tx, `SELECT `+callColumns+` FROM calls c
-		WHERE c.caller = ? AND c.state = 'started'
-		AND EXISTS (SELECT 1 FROM call_users u WHERE u.call_seq = c.seq AND u.state IN (`+pendingStates+`))
-		ORDER BY c.seq`, userID)
+// noInviteeAccepted is the SQL side of calls.CallerOfflineApplies (with
+// state = 'started', which the queries spell as a literal so that SQLite
+// can use its partial indexes): no user but the caller ever accepted. The
+// rows it selects are filtered again with the pure predicate; this only
+// keeps the calls the rule cannot apply to from being loaded.
+const noInviteeAccepted = `NOT EXISTS (SELECT 1 FROM call_users u
+	WHERE u.call_seq = c.seq AND u.user_id <> c.caller AND u.accept_time > 0)`
+
+// The caller-offline queries. The literal state = 'started' lets SQLite use
+// calls_started_by_caller; with caller_tracked = 1 also the partial index
+// calls_tracked_started (0003), which pages the start-up arming by seq.
+const (
+	sqlCallerOfflineCalls = `SELECT ` + callColumns + ` FROM calls c
+		WHERE c.caller = ? AND c.state = 'started' AND ` + noInviteeAccepted + `
+		ORDER BY c.seq`
+	sqlTrackedCallerOfflineCalls = `SELECT ` + callColumns + ` FROM calls c
+		WHERE c.state = 'started' AND c.caller_tracked = 1 AND c.seq > ? AND ` + noInviteeAccepted + `
+		ORDER BY c.seq LIMIT ?`
+)
+
+// CallerOfflineCalls returns the started calls of caller userID in which
+// no invitee has accepted, oldest first, with their users.
+func (t *callsTx) CallerOfflineCalls(ctx context.Context, userID string) ([]*calls.Call, error) {
+	return queryCalls(ctx, t.tx, sqlCallerOfflineCalls, userID)
 }
 
-// ArmTrackedCallers sets the caller-offline deadline of every started,
-// caller-tracked call to at and returns how many it armed.
-func (t *callsTx) ArmTrackedCallers(ctx context.Context, at int64) (int, error) {
-	res, err := t.tx.ExecContext(ctx, `UPDATE calls SET caller_offline_at = ?
-		WHERE state = 'started' AND caller_tracked = 1`, at)
-	if err != nil {
-		return 0, fmt.Errorf("db: arm tracked callers: %w", err)
-	}
-	n, err := res.RowsAffected()
-	return int(n), err
+// TrackedCallerOfflineCalls returns up to limit started, caller-tracked
+// calls with seq > after in which no invitee has accepted, in seq order,
+// with their users.
+func (t *callsTx) TrackedCallerOfflineCalls(ctx context.Context, after int64, limit int) ([]*calls.Call, error) {
+	return queryCalls(ctx, t.tx, sqlTrackedCallerOfflineCalls, after, limit)
 }
 
 // pendingStates is the SQL list of the user states calls.UserState.Pending

@@ -118,7 +118,9 @@ func TestCallerGraceAfterRestart(t *testing.T) {
 	restartedAt := s.Now()
 	bob.reconnect()
 	for _, id := range []string{c1, c2} {
-		if at := loadCall(t, s, id).CallerOfflineAt; at != restartedAt+grace.Milliseconds() {
+		// The scheduler arms them as it starts running, beside the server.
+		at := offlineArmed(t, s, id)
+		if at != restartedAt+grace.Milliseconds() {
 			t.Fatalf("call %s: offline deadline %d, want restart+grace %d", id, at, restartedAt+grace.Milliseconds())
 		}
 	}
@@ -147,5 +149,89 @@ func TestCallerReconnectsAfterRestart(t *testing.T) {
 	bob.nothing()
 	if c := loadCall(t, s, c1); c.State != calls.CallStarted {
 		t.Fatalf("call after the caller reconnected: %s", c.State)
+	}
+}
+
+// loneCallerCall starts an advanced call from alice (with a stream open,
+// so tracked) to bob, which bob rejects: alice is left alone in accepted
+// and the call stays started, as advanced mode says.
+func loneCallerCall(t *testing.T, s *testkit.Server) (alice *listener, callID string) {
+	t.Helper()
+	alice = listen(t, s, "alice", "")
+	callID = s.Client("alice").Invite(map[string]any{"mode": "advanced", "timeout": 600}, "bob").CallID
+	s.Client("bob").Action(callID, "reject", nil).Want(http.StatusOK)
+	alice.expect(ev(calls.EventCreated, callID), changed(callID, "bob=rejected"))
+	if c := loadCall(t, s, callID); c.State != calls.CallStarted || !c.CallerTracked {
+		t.Fatalf("lone caller's call: %s, tracked %v", c.State, c.CallerTracked)
+	}
+	return alice, callID
+}
+
+// passDeadlines advances the clock by d and waits until the scheduler has
+// fired everything due by then: a marker invitation timing out just before
+// the end of d is the positive sign.
+func passDeadlines(t *testing.T, s *testkit.Server, d time.Duration) {
+	t.Helper()
+	marker := s.Client("backend").Invite(map[string]any{"timeout": int(d/time.Second) - 1}, "marker").CallID
+	s.Advance(d)
+	waitUntil(t, "the marker invitation to time out", func() bool { return loadCall(t, s, marker).State == calls.CallEnded })
+}
+
+// Issue 9, defect 5: after a restart, a caller left alone in its advanced
+// call that reconnects within the heartbeat timeout keeps the call. The
+// start-up arming and the reconnection's clearing use one predicate; before
+// the fix the arming took the call and the clearing did not (it asked for a
+// pending invitee), so the call ended as caller_offline.
+func TestLoneCallerReconnectsAfterRestart(t *testing.T) {
+	s := testkit.Start(t, testkit.WithFakeClock())
+	grace := s.Config.HeartbeatTimeout
+	alice, c1 := loneCallerCall(t, s)
+
+	s.Restart()
+	offlineArmed(t, s, c1) // nobody's stream is open after a start
+	s.Advance(grace / 2)
+	alice.reconnect()
+	waitUntil(t, "the deadline to clear", func() bool { return loadCall(t, s, c1).CallerOfflineAt == 0 })
+	passDeadlines(t, s, 2*grace)
+	c := s.Client("alice").GetCall(c1)
+	if c.State != calls.CallStarted || testkit.UserState(c, "alice") != calls.StateAccepted {
+		t.Fatalf("call after the caller reconnected: %+v", c)
+	}
+	alice.nothing()
+}
+
+// The converse: a lone caller that does not come back after the restart
+// has its call ended once the heartbeat timeout passes ("if no one but the
+// caller is left in accepted, it ends"), and so does one whose stream
+// closes without a restart: both paths apply the same rule.
+func TestLoneCallerGoneEndsTheCall(t *testing.T) {
+	s := testkit.Start(t, testkit.WithFakeClock())
+	grace := s.Config.HeartbeatTimeout
+	alice, c1 := loneCallerCall(t, s)
+	alice.drop()
+	offlineArmed(t, s, c1)
+	s.Advance(grace / 2)
+	s.Restart()
+	// After a start the grace counts from the start.
+	at := s.Now() + grace.Milliseconds()
+	waitUntil(t, "the deadline to be re-armed", func() bool { return loadCall(t, s, c1).CallerOfflineAt == at })
+	s.Advance(time.Duration(at-s.Now())*time.Millisecond - time.Millisecond)
+	if c := loadCall(t, s, c1); c.State != calls.CallStarted {
+		t.Fatalf("call ended before the grace passed: %s", c.State)
+	}
+	s.Advance(time.Millisecond)
+	waitUntil(t, "the call to end", func() bool { return loadCall(t, s, c1).State == calls.CallEnded })
+	if c := loadCall(t, s, c1); c.EndReason != calls.EndCallerOffline || c.EndTime != at {
+		t.Fatalf("call ended with %q at %d, want caller_offline at %d", c.EndReason, c.EndTime, at)
+	}
+
+	// Without a restart: the last stream closing arms the lone call too.
+	alice, c2 := loneCallerCall(t, s)
+	alice.drop()
+	at = offlineArmed(t, s, c2)
+	s.Advance(time.Duration(at-s.Now()) * time.Millisecond)
+	waitUntil(t, "the call to end", func() bool { return loadCall(t, s, c2).State == calls.CallEnded })
+	if c := loadCall(t, s, c2); c.EndReason != calls.EndCallerOffline {
+		t.Fatalf("call ended with %q, want caller_offline", c.EndReason)
 	}
 }

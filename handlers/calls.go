@@ -76,7 +76,9 @@ func mountCalls(r chi.Router, svc *calls.Service) {
 
 // action is the shape of every POST on calls: decode the body B (optional
 // or not), call the service as the authenticated actor on {callID}, and
-// encode its result with status.
+// encode its result with status. With an Idempotency-Key the service
+// records the encoded answer in the transaction of its change (or replays
+// the one recorded before), and that answer is what is sent.
 func action[B, R any](optionalBody bool, status int, do func(context.Context, calls.Actor, string, B) (R, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var body B
@@ -84,8 +86,9 @@ func action[B, R any](optionalBody bool, status int, do func(context.Context, ca
 			writeError(w, r, err)
 			return
 		}
-		res, err := do(r.Context(), actorOf(r), chi.URLParam(r, "callID"), body)
-		respond(w, r, status, res, err)
+		ctx, intent := idempotentContext(r, status)
+		res, err := do(ctx, actorOf(r), chi.URLParam(r, "callID"), body)
+		respondIdempotent(w, r, intent, status, res, err)
 	}
 }
 

@@ -1,7 +1,10 @@
 package handlers
 
 import (
+	"context"
 	"encoding/json"
+	"net/http/httptest"
+	"sync"
 	"testing"
 
 	"callsig/calls"
@@ -73,5 +76,41 @@ func mustDecode(t *testing.T, b []byte, v any) {
 	t.Helper()
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("decode %s: %v", b, err)
+	}
+}
+
+// Requests with one Idempotency-Key at the same time run one after the
+// other in the store: one creates the call, the others replay its answer
+// byte for byte; nobody gets 409, and one call exists.
+func TestConcurrentKeyedCreatesMakeOneCall(t *testing.T) {
+	store := openStore(t)
+	svc := calls.NewService(calls.Options{Store: store})
+	h := newTestHandler(t, func(d *Deps) {
+		d.Service = svc
+		d.Idempotency = store
+	})
+	alice := authed(t, "alice")
+	alice["Idempotency-Key"] = "together"
+	const n = 16
+	answers := make([]*httptest.ResponseRecorder, n)
+	var wg sync.WaitGroup
+	for i := range answers {
+		wg.Go(func() {
+			answers[i] = do(h, req{method: "POST", path: "/calls", body: `{"invitees":["bob"]}`, header: alice})
+		})
+	}
+	wg.Wait()
+	fresh := 0
+	for _, w := range answers {
+		if w.Code != 201 || w.Body.String() != answers[0].Body.String() {
+			t.Fatalf("answer %d %s, want 201 %s", w.Code, w.Body, answers[0].Body)
+		}
+		if w.Header().Get("Idempotent-Replayed") != "true" {
+			fresh++
+		}
+	}
+	list, err := svc.List(context.Background(), calls.Actor{UserID: "bob"}, 10, 0)
+	if err != nil || fresh != 1 || len(list.CallList) != 1 {
+		t.Fatalf("%d fresh answers and %d calls (%v), want 1 and 1", fresh, len(list.CallList), err)
 	}
 }

@@ -5,50 +5,75 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"net/http"
-	"sync/atomic"
+	"sync"
 	"time"
+
+	"callsig/calls"
 )
 
-// IdempotencyStore keeps Idempotency-Key records. It uses plain Go types so
-// that package db implements it without importing handlers. Times are Unix
-// milliseconds. A record's status is 0 while its first request is in flight.
+// IdempotencyStore keeps Idempotency-Key records (db.Store). Records of
+// requests that changed something are written by the use-case itself, in
+// the transaction of the change (calls.Idempotency); this interface only
+// serves the fast path and the answers that changed nothing. Times are Unix
+// milliseconds of the middleware's clock.
 type IdempotencyStore interface {
-	// Reserve claims (scope, key) for a request with fingerprint, as in
-	// flight until expiresAt, unless an unexpired record exists (an expired
-	// one is replaced). It reports found=false when it claimed the key, or
-	// found=true with the existing record.
-	Reserve(ctx context.Context, scope, key, fingerprint string, now, expiresAt int64) (found bool, storedFingerprint string, status int, contentType string, body []byte, err error)
-	// Complete stores the response of the in-flight record, kept until expiresAt.
-	Complete(ctx context.Context, scope, key string, status int, contentType string, body []byte, expiresAt int64) error
-	// Release forgets an in-flight record, so the key may be used again.
-	Release(ctx context.Context, scope, key string) error
-	// PruneIdempotency deletes the records expired at before; it returns how many.
-	PruneIdempotency(ctx context.Context, before int64) (int64, error)
+	// LookupIdempotency returns the committed record under (scope, key),
+	// nil when none is live at now.
+	LookupIdempotency(ctx context.Context, scope, key string, now int64) (*calls.IdempotencyRecord, error)
+	// PutIdempotency stores rec unless a live record holds its key, and
+	// reports whether it did.
+	PutIdempotency(ctx context.Context, rec calls.IdempotencyRecord) (bool, error)
 }
 
-const (
-	// idempotencyTTL is how long a response is replayed.
-	idempotencyTTL = 24 * time.Hour
-	// idempotencyLease bounds an in-flight record, so a request cut short by
-	// a crash does not block its key for a whole day.
-	idempotencyLease = 5 * time.Minute
-	pruneEvery       = time.Hour
-)
+// idempotencyTTL is how long a response is replayed.
+const idempotencyTTL = 24 * time.Hour
 
+// idempotency is the Idempotency-Key middleware. See middleware.
 type idempotency struct {
-	store     IdempotencyStore
-	now       func() time.Time
-	lastPrune atomic.Int64
+	store IdempotencyStore
+	now   func() time.Time
+	// serialize makes concurrent requests with one key wait for each other
+	// in this process. It is for routes whose handlers cannot record their
+	// answer in their change's transaction (the webhook admin routes): the
+	// call routes need no such wait, the store serializes them.
+	serialize bool
+
+	mu       sync.Mutex
+	inflight map[string]chan struct{} // closed when the request holding the key is done
 }
 
-// middleware makes a POST with Idempotency-Key happen at most once: the
-// first request runs and its response (if not a 5xx) is stored; a repeat
-// with the same key and the same method, path and body gets that response
-// again with Idempotent-Replayed: true. The same key with another request is
-// 422; while the first is still running it is 409. Keys are scoped by user
-// and route, so users never see each other's keys. It runs after
-// validation: a request refused by the schema consumes no key.
+func newIdempotency(store IdempotencyStore, now func() time.Time, serialize bool) *idempotency {
+	return &idempotency{store: store, now: now, serialize: serialize, inflight: map[string]chan struct{}{}}
+}
+
+// idemRequest is what the middleware knows of a keyed request; a handler
+// that records atomically turns it into a calls.Idempotency (intent).
+type idemRequest struct {
+	scope, key, fingerprint string
+	now, expiresAt          int64
+	intent                  *calls.Idempotency
+}
+
+type idemRequestKey struct{}
+
+// middleware makes a POST with Idempotency-Key happen at most once. Keys
+// are scoped by user and route, so users never see each other's keys; it
+// runs after validation, so a request refused by the schema consumes no key.
+//
+//   - A committed record with the same method, path and body is replayed
+//     (Idempotent-Replayed: true); another request under the key is 422.
+//   - Otherwise the handler runs. The call handlers pass the key down to the
+//     use-case, which looks it up again inside its write transaction (a
+//     concurrent request with the key may have committed meanwhile: then it
+//     replays that one) and stores its answer with its change, so a crash
+//     leaves either both or neither.
+//   - An answer not recorded that way and not a 5xx (a refused request, which
+//     changed nothing, or a webhook admin answer) is stored afterwards in
+//     its own transaction, unless the key got a record meanwhile.
+//
+// A 5xx or a panic stores nothing: the key may be retried.
 func (m *idempotency) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key := r.Header.Get("Idempotency-Key")
@@ -65,69 +90,118 @@ func (m *idempotency) middleware(next http.Handler) http.Handler {
 			writeError(w, r, err)
 			return
 		}
-		ctx := context.WithoutCancel(r.Context()) // record the outcome even if the client left
-		now := m.now()
-		m.prune(ctx, now)
 		scope := idempotencyScope(r)
-		fp := fingerprint(r.Method, r.URL.Path, body)
-		found, storedFP, status, ctype, stored, err := m.store.Reserve(ctx, scope, key, fp,
-			now.UnixMilli(), now.Add(idempotencyLease).UnixMilli())
+		if m.serialize {
+			release, err := m.acquire(r.Context(), scope+"\x00"+key)
+			if err != nil {
+				writeError(w, r, err)
+				return
+			}
+			defer release()
+		}
+		now := m.now()
+		req := &idemRequest{scope: scope, key: key, fingerprint: fingerprint(r.Method, r.URL.Path, body),
+			now: now.UnixMilli(), expiresAt: now.Add(idempotencyTTL).UnixMilli()}
+		rec, err := m.store.LookupIdempotency(r.Context(), scope, key, req.now)
 		switch {
 		case err != nil:
 			writeError(w, r, err)
 			return
-		case found && storedFP != fp:
-			writeError(w, r, &httpError{code: codeIdempotencyConflict, status: http.StatusUnprocessableEntity,
-				detail: "Idempotency-Key was used with another request"})
+		case rec != nil && rec.Fingerprint != req.fingerprint:
+			writeError(w, r, idempotencyMismatch())
 			return
-		case found && status == 0:
-			w.Header().Set("Retry-After", "1")
-			writeError(w, r, newError(codeIdempotencyConflict, "a request with this Idempotency-Key is still in progress"))
-			return
-		case found:
-			if ctype != "" {
-				w.Header().Set("Content-Type", ctype)
-			}
-			w.Header().Set("Idempotent-Replayed", "true")
-			w.WriteHeader(status)
-			_, _ = w.Write(stored)
+		case rec != nil:
+			writeStored(w, rec.Response, true)
 			return
 		}
 
-		rec := &responseRecorder{ResponseWriter: w, body: &bytes.Buffer{}}
-		completed := false
-		defer func() {
-			if !completed { // the handler panicked: let the key be retried
-				if err := m.store.Release(ctx, scope, key); err != nil {
-					loggerFrom(ctx).Error("releasing idempotency key", "err", err)
-				}
-			}
-		}()
-		next.ServeHTTP(rec, r)
-		completed = true
-		if rec.Status() >= 500 {
-			err = m.store.Release(ctx, scope, key)
-		} else {
-			err = m.store.Complete(ctx, scope, key, rec.Status(), rec.Header().Get("Content-Type"),
-				rec.body.Bytes(), m.now().Add(idempotencyTTL).UnixMilli())
+		rw := &responseRecorder{ResponseWriter: w, body: &bytes.Buffer{}}
+		next.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), idemRequestKey{}, req)))
+		if _, _, recorded := req.intent.Response(); recorded || rw.Status() >= 500 {
+			return
 		}
+		// Record the outcome even if the client left meanwhile.
+		ctx := context.WithoutCancel(r.Context())
+		_, err = m.store.PutIdempotency(ctx, calls.IdempotencyRecord{
+			Scope: scope, Key: key, Fingerprint: req.fingerprint,
+			Response:  calls.StoredResponse{Status: rw.Status(), ContentType: rw.Header().Get("Content-Type"), Body: rw.body.Bytes()},
+			CreatedAt: req.now, ExpiresAt: req.expiresAt,
+		})
 		if err != nil {
 			loggerFrom(ctx).Error("recording idempotent response", "err", err)
 		}
 	})
 }
 
-// prune deletes expired records at most once per pruneEvery, on the
-// request that notices it is due; Reserve replaces expired rows anyway, so
-// this only bounds the table's size.
-func (m *idempotency) prune(ctx context.Context, now time.Time) {
-	last := m.lastPrune.Load()
-	if now.UnixMilli()-last < pruneEvery.Milliseconds() || !m.lastPrune.CompareAndSwap(last, now.UnixMilli()) {
+// acquire waits until no other request of this process holds id, then
+// holds it until release is called.
+func (m *idempotency) acquire(ctx context.Context, id string) (release func(), err error) {
+	for {
+		m.mu.Lock()
+		busy, ok := m.inflight[id]
+		if !ok {
+			done := make(chan struct{})
+			m.inflight[id] = done
+			m.mu.Unlock()
+			return func() {
+				m.mu.Lock()
+				delete(m.inflight, id)
+				m.mu.Unlock()
+				close(done)
+			}, nil
+		}
+		m.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// idempotentContext returns the context to run a use-case in: when the
+// request carries a key, it holds the calls.Idempotency that makes the
+// use-case record (or replay) its answer, encoded as JSON with status.
+func idempotentContext(r *http.Request, status int) (context.Context, *calls.Idempotency) {
+	req, _ := r.Context().Value(idemRequestKey{}).(*idemRequest)
+	if req == nil {
+		return r.Context(), nil
+	}
+	req.intent = &calls.Idempotency{
+		Scope: req.scope, Key: req.key, Fingerprint: req.fingerprint, Now: req.now, ExpiresAt: req.expiresAt,
+		Encode: func(result any) (calls.StoredResponse, error) { return encodeJSON(status, result) },
+	}
+	return calls.WithIdempotency(r.Context(), req.intent), req.intent
+}
+
+// respondIdempotent answers a use-case run in idempotentContext: the answer
+// it recorded or replayed, else res or err as usual.
+func respondIdempotent(w http.ResponseWriter, r *http.Request, intent *calls.Idempotency, status int, res any, err error) {
+	if resp, replayed, ok := intent.Response(); ok && err == nil {
+		writeStored(w, resp, replayed)
 		return
 	}
-	if _, err := m.store.PruneIdempotency(ctx, now.UnixMilli()); err != nil {
-		loggerFrom(ctx).Error("pruning idempotency keys", "err", err)
+	if errors.Is(err, calls.ErrIdempotencyMismatch) {
+		err = idempotencyMismatch()
 	}
+	respond(w, r, status, res, err)
+}
+
+// writeStored sends a recorded answer byte for byte.
+func writeStored(w http.ResponseWriter, resp calls.StoredResponse, replayed bool) {
+	if resp.ContentType != "" {
+		w.Header().Set("Content-Type", resp.ContentType)
+	}
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	w.WriteHeader(resp.Status)
+	_, _ = w.Write(resp.Body)
+}
+
+func idempotencyMismatch() error {
+	return &httpError{code: codeIdempotencyConflict, status: http.StatusUnprocessableEntity,
+		detail: "Idempotency-Key was used with another request"}
 }
 
 // idempotencyScope is the user (the client's address for unauthenticated

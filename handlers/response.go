@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+
+	"callsig/calls"
 )
 
 // responseRecorder remembers the status and size of a response, and
@@ -117,12 +119,21 @@ func (c *countingConn) CloseWrite() error {
 
 // writeJSON encodes v as the response body with status.
 func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
-	body, err := json.Marshal(v)
+	resp, err := encodeJSON(status, v)
 	if err != nil {
 		writeError(w, r, err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	writeStored(w, resp, false)
+}
+
+// encodeJSON is the one encoding of a JSON answer, shared by writeJSON and
+// the answers the use-cases record for Idempotency-Key replay, so a replay
+// is byte for byte the first answer.
+func encodeJSON(status int, v any) (calls.StoredResponse, error) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return calls.StoredResponse{}, err
+	}
+	return calls.StoredResponse{Status: status, ContentType: "application/json", Body: append(body, '\n')}, nil
 }

@@ -128,13 +128,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	a.stop = stop
-	waitSched, err := a.Service.Start(runCtx)
-	if err != nil {
-		stop()
-		a.Store.Close()
-		return nil, fmt.Errorf("start scheduler: %w", err)
-	}
-	a.wait = append(a.wait, waitSched)
+	a.run(runCtx, "deadline scheduler", a.Service.Run)
+	a.run(runCtx, "idempotency pruner", (&db.IdempotencyPruner{Store: a.Store, Log: log}).Run)
 	if events.Start != nil {
 		wait, err := events.Start(runCtx, a.Service)
 		if err != nil {
@@ -155,6 +150,20 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		a.wait = append(a.wait, wait)
 	}
 	return a, nil
+}
+
+// run starts a background part with the Run(ctx) error shape; Close waits
+// for it. A part that fails is logged: the composition root is to run them
+// under one errgroup that stops the process instead.
+func (a *App) run(ctx context.Context, name string, run func(context.Context) error) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := run(ctx); err != nil {
+			a.log.Error(name+" stopped", "err", err)
+		}
+	}()
+	a.wait = append(a.wait, func() { <-done })
 }
 
 // Close stops the background work and closes the database. In-flight HTTP
