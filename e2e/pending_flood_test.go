@@ -43,36 +43,43 @@ func TestManyPendingInvitationsStallNobody(t *testing.T) {
 }
 
 // The same at 30,000 pending invitations, written straight into the
-// database file while the server is stopped (through the API it would take
-// minutes), as the rows Save writes.
+// database file (through the API it would take minutes).
 func TestThirtyThousandPendingInvitations(t *testing.T) {
 	s := testkit.Start(t, testkit.WithConfig(func(c *app.Config) { c.Synchronous = "NORMAL" }))
+	writeFlood(t, s, "victim", 30_000)
+	floodStory(t, s, "victim")
+}
+
+// writeFlood gives user n pending invitations from 40 callers, written
+// straight into the server's database file as Save writes them, with the
+// server stopped; it restarts the server.
+func writeFlood(tb testing.TB, s *testkit.Server, user string, n int) {
+	tb.Helper()
 	s.Stop()
 	db, err := sql.Open("sqlite", s.Config.DB)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer db.Close()
 	now := time.Now().UnixMilli()
 	for _, q := range []string{
-		`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30000)
+		`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?3)
 		INSERT INTO calls (id, caller, mode, state, timeout, create_time)
 		SELECT 'flood' || printf('%012d', i), 'caller' || (i % 40), 'general', 'started', 600, ?1 FROM n`,
 		`INSERT INTO events (user_id, call_id, type, data, time)
-		SELECT 'victim', id, 'callInvitationReceived', '{"callID":"' || id || '"}', ?1 FROM calls WHERE id LIKE 'flood%' ORDER BY seq`,
+		SELECT ?2, id, 'callInvitationReceived', '{"callID":"' || id || '"}', ?1 FROM calls WHERE id LIKE 'flood%' ORDER BY seq`,
 		`INSERT INTO call_users (call_seq, user_id, ord, state, update_time, accept_time)
 		SELECT seq, caller, 0, 'accepted', ?1, ?1 FROM calls WHERE id LIKE 'flood%'`,
 		`INSERT INTO call_users (call_seq, user_id, ord, state, inviter, update_time, invite_time, timeout_at, invitation_event_id)
-		SELECT c.seq, 'victim', 1, 'inviting', c.caller, ?1, ?1, ?1 + 600000, e.id
-		FROM events e JOIN calls c ON c.id = e.call_id WHERE e.user_id = 'victim' AND e.call_id LIKE 'flood%'`,
+		SELECT c.seq, ?2, 1, 'inviting', c.caller, ?1, ?1, ?1 + 600000, e.id
+		FROM events e JOIN calls c ON c.id = e.call_id WHERE e.user_id = ?2 AND e.call_id LIKE 'flood%'`,
 	} {
-		if _, err := db.Exec(q, now); err != nil {
-			t.Fatalf("write the flood: %v", err)
+		if _, err := db.Exec(q, now, user, n); err != nil {
+			tb.Fatalf("write the flood: %v", err)
 		}
 	}
 	db.Close()
 	s.Restart()
-	floodStory(t, s, "victim")
 }
 
 // floodStory checks a server on which victim has far more pending
@@ -167,4 +174,61 @@ func timedStream(t *testing.T, s *testkit.Server, user string) *testkit.Stream {
 		t.Errorf("first byte of the stream after %v", d)
 	}
 	return st
+}
+
+// BenchmarkFloodedStream measures, with 30,000 invitations pending for one
+// user, the time to the first byte of that user's new stream and to the
+// end of its replay (the newest 100), and another user's GET /calls while
+// that user keeps opening and dropping streams.
+//
+//	go test ./e2e -run '^$' -bench FloodedStream -benchtime 100x
+func BenchmarkFloodedStream(b *testing.B) {
+	s := testkit.Start(b, testkit.WithConfig(func(c *app.Config) { c.Synchronous = "NORMAL" }))
+	writeFlood(b, s, "victim", 30_000)
+	b.Run("first-byte", func(b *testing.B) {
+		for b.Loop() {
+			st, err := s.TryStream(testkit.StreamOptions{User: "victim"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			st.Close()
+		}
+	})
+	b.Run("replay-100", func(b *testing.B) {
+		for b.Loop() {
+			st, err := s.TryStream(testkit.StreamOptions{User: "victim"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for range 100 {
+				st.WaitFor(string(calls.EventReceived), nil, eventWait)
+			}
+			st.Close()
+		}
+	})
+	b.Run("other-user-list-calls", func(b *testing.B) {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if st, err := s.TryStream(testkit.StreamOptions{User: "victim"}); err == nil {
+						st.Close()
+					}
+				}
+			})
+		}
+		carol := s.Client("carol")
+		carol.SkipSpec = true
+		for b.Loop() {
+			carol.Get("/calls").Want(http.StatusOK)
+		}
+		close(stop)
+		wg.Wait()
+	})
 }
