@@ -3,8 +3,12 @@ package db
 import (
 	"context"
 	"fmt"
+	"io/fs"
+	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -177,4 +181,39 @@ func BenchmarkInvitations(b *testing.B) {
 			}
 		}
 	})
+}
+
+// Migration 0002 backfills the invitation event id of the invitations
+// pending when it runs, so a stream opened right after the upgrade still
+// replays them.
+func TestMigration0002BackfillsPendingInvitations(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	raw, err := sqlx.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	schema1, err := fs.ReadFile(migrationFiles, "migrations/0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrateFS(ctx, raw, slog.New(slog.DiscardHandler), fstest.MapFS{"migrations/0001_init.sql": {Data: schema1}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO calls (id, caller, mode, state, timeout, create_time) VALUES ('c1', 'alice', 'general', 'started', 600, 1000)`,
+		`INSERT INTO events (user_id, call_id, type, data, time) VALUES ('bob', 'c1', 'callInvitationReceived', '{"callID":"c1"}', 1000)`,
+		`INSERT INTO events (user_id, call_id, type, data, time) VALUES ('bob', 'c1', 'callUserStateChanged', '{}', 1000)`,
+		`INSERT INTO call_users (call_seq, user_id, ord, state, timeout_at) VALUES (1, 'alice', 0, 'accepted', 0), (1, 'bob', 1, 'inviting', 601000)`,
+	} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.Close()
+	s := openAt(t, path)
+	got, err := s.PendingInvitations(ctx, "bob", 10)
+	if err != nil || len(got) != 1 || got[0].ID != 1 || got[0].Type != calls.EventReceived {
+		t.Fatalf("PendingInvitations after the upgrade = %+v (%v), want event 1", got, err)
+	}
 }

@@ -401,9 +401,12 @@ func (h *Hub) dispatch(f *frame) {
 	}
 }
 
-// maxGapUsers bounds the users onGap reads for one gap; past it every
-// stream catches up, as if the log could not be read.
-const maxGapUsers = 1024
+// maxGapUsers and maxGapIDs bound what onGap reads for one gap: past
+// them every stream catches up, as if the log could not be read.
+const (
+	maxGapUsers = 1024
+	maxGapIDs   = 4096
+)
 
 // onGap gives up waiting for missing ids (their commits were never
 // reported, or rolled back): the streams of the users those ids went to
@@ -452,6 +455,9 @@ func (h *Hub) onGap() {
 // gapUsers reads the users of the events from..to from the log; all is set
 // when they could not be told (too many, or the read failed).
 func (h *Hub) gapUsers(from, to int64) (users []string, all bool) {
+	if to-from >= maxGapIDs {
+		return nil, true
+	}
 	ctx, cancel := context.WithTimeout(h.ctx, h.o.ReadTimeout)
 	defer cancel()
 	users, more, err := h.o.Log.EventRecipients(ctx, from, to, maxGapUsers)
