@@ -73,7 +73,8 @@ type Options struct {
 	// marked lagging and catches up from the log instead (default 32).
 	Buffer int
 	// GapWait is how long the hub holds events back waiting for a missing
-	// lower id before it lets every stream catch up from the log (default 1s).
+	// lower id before it lets the streams of that id's user catch up from
+	// the log (default 1s).
 	GapWait time.Duration
 	Workers int // concurrent presence and delivery reports (default 16)
 	// PendingReplay caps how many pending invitations a stream opened
