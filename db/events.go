@@ -1,9 +1,11 @@
 package db
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 
 	"github.com/jmoiron/sqlx"
 
@@ -21,26 +23,92 @@ func (s *Store) EventsAfter(ctx context.Context, userID string, afterID int64, l
 		WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?`, userID, afterID, limit)
 }
 
-// PendingInvitations returns, for each started call in which userID is
-// still pending, the newest callInvitationReceived event addressed to it,
-// in id order: what a stream opened without Last-Event-ID replays so an
-// invitee that was offline still sees the invitations it can answer.
-func (s *Store) PendingInvitations(ctx context.Context, userID string) ([]calls.Event, error) {
-	var list []calls.Event
-	// The inner lookup walks events_by_user backwards from the newest and
-	// stops at the first match; the invitation is recent (at most the
-	// invitation timeout old), so that walk is short.
-	err := s.read(ctx, func(tx *sqlx.Tx) (err error) {
-		list, err = queryEvents(ctx, tx, `SELECT `+eventColumns+` FROM events WHERE id IN (
-			SELECT (SELECT e.id FROM events e
-				WHERE e.user_id = u.user_id AND e.call_id = c.id AND e.type = ?
-				ORDER BY e.id DESC LIMIT 1)
-			FROM call_users u JOIN calls c ON c.seq = u.call_seq
-			WHERE u.user_id = ? AND c.state = 'started' AND u.state IN (`+pendingStates+`))
-			ORDER BY id`, string(calls.EventReceived), userID)
-		return err
-	})
-	return list, err
+// sqlPendingInvitations selects the newest invitation events of a user's
+// live invitations (at most a limit of them). It walks the partial index
+// call_users_invitations backwards from the user's newest invitation: one
+// index step, one call row and one event row per invitation returned,
+// whatever the length of the user's history (see migration 0002). The
+// literal u.timeout_at > 0 is what lets SQLite use that partial index.
+var sqlPendingInvitations = `SELECT ` + eventColumnsE + ` FROM (
+	SELECT u.invitation_event_id AS id FROM call_users u JOIN calls c ON c.seq = u.call_seq
+	WHERE u.user_id = ? AND u.timeout_at > 0 AND u.state IN (` + pendingStates + `)
+	AND c.state = 'started'
+	ORDER BY u.invitation_event_id DESC LIMIT ?) p
+	JOIN events e ON e.id = p.id`
+
+// sqlUnreceivedInvitations is sqlPendingInvitations for the live
+// invitations with an event id up to a bound, among which those whose
+// invitee is still inviting or notYetReceived are returned. Only the newest
+// limit below the bound are looked at, so the read is bounded whatever the
+// number of invitations the user has.
+var sqlUnreceivedInvitations = `SELECT ` + eventColumnsE + ` FROM (
+	SELECT u.invitation_event_id AS id, u.state AS state FROM call_users u JOIN calls c ON c.seq = u.call_seq
+	WHERE u.user_id = ? AND u.timeout_at > 0 AND u.invitation_event_id <= ?
+	AND c.state = 'started'
+	ORDER BY u.invitation_event_id DESC LIMIT ?) p
+	JOIN events e ON e.id = p.id
+	WHERE p.state IN ('` + string(calls.StateInviting) + `', '` + string(calls.StateNotYetReceived) + `')`
+
+// eventColumnsE is eventColumns qualified for a query joining events as e.
+var eventColumnsE = prefixed("e.", eventColumns)
+
+// PendingInvitations returns, for the newest limit started calls in which
+// userID is still pending, the newest callInvitationReceived event
+// addressed to it, in id order: what a stream opened without Last-Event-ID
+// replays so an invitee that was offline still sees the invitations it can
+// answer. limit <= 0 means 100.
+func (s *Store) PendingInvitations(ctx context.Context, userID string, limit int) ([]calls.Event, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	list, err := queryEvents(ctx, s.rdb, sqlPendingInvitations, userID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("db: pending invitations of %s: %w", userID, err)
+	}
+	sortByID(list)
+	return list, nil
+}
+
+// UnreceivedInvitations returns the invitation events, with id <= upTo, of
+// userID's invitations that are still pending in state inviting or
+// notYetReceived, looking at the newest limit live invitations up to upTo
+// only, in id order. A client that resumes after upTo has had those events:
+// the SSE layer reports them delivered again (calls.Service.MarkDelivered is
+// idempotent), so a report lost to a crash or a failed write is re-derived
+// from the log and the client's own Last-Event-ID. limit <= 0 means 100.
+func (s *Store) UnreceivedInvitations(ctx context.Context, userID string, upTo int64, limit int) ([]calls.Event, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	list, err := queryEvents(ctx, s.rdb, sqlUnreceivedInvitations, userID, upTo, limit)
+	if err != nil {
+		return nil, fmt.Errorf("db: unreceived invitations of %s: %w", userID, err)
+	}
+	sortByID(list)
+	return list, nil
+}
+
+// sortByID puts events read through an index on another column in id order.
+func sortByID(list []calls.Event) {
+	slices.SortFunc(list, func(a, b calls.Event) int { return cmp.Compare(a.ID, b.ID) })
+}
+
+// EventRecipients returns the distinct users of the events with ids from
+// fromID to toID, at most limit of them; more reports whether there may be
+// others. The SSE hub reads it when it gives up waiting for ids it was never
+// told of: only those users' streams must catch up from the log.
+func (s *Store) EventRecipients(ctx context.Context, fromID, toID int64, limit int) (users []string, more bool, err error) {
+	// A range of the primary key; the distinct users are gathered in a temp
+	// b-tree bounded by the range.
+	err = s.rdb.SelectContext(ctx, &users, `SELECT DISTINCT user_id FROM events WHERE id BETWEEN ? AND ? LIMIT ?`,
+		fromID, toID, limit+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("db: recipients of events %d to %d: %w", fromID, toID, err)
+	}
+	if len(users) > limit {
+		return users[:limit], true, nil
+	}
+	return users, false, nil
 }
 
 // OldestEventID returns the smallest event ID still in the log, 0 when the

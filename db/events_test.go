@@ -103,14 +103,14 @@ func TestPendingInvitations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.PendingInvitations(ctx, "bob")
+	got, err := s.PendingInvitations(ctx, "bob", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 1 || got[0].ID != reinvite.ID || string(got[0].Data) != `{"again":true}` {
 		t.Errorf("PendingInvitations(bob) = %+v, want only the re-invitation %d", got, reinvite.ID)
 	}
-	if got, _ := s.PendingInvitations(ctx, "alice"); len(got) != 0 {
+	if got, _ := s.PendingInvitations(ctx, "alice", 0); len(got) != 0 {
 		t.Errorf("PendingInvitations(alice) = %+v, want none", got)
 	}
 }

@@ -52,6 +52,10 @@ const (
 		not_received_at = excluded.not_received_at, main_device = excluded.main_device`
 	sqlInsertEvent = `INSERT INTO events (user_id, device, call_id, type, data, time)
 		VALUES (?, ?, ?, ?, ?, ?)`
+	// The invitee's row remembers its newest invitation event, so a stream
+	// finds the pending invitations without searching the log (see
+	// migration 0002 and Store.PendingInvitations).
+	sqlSetInvitation = `UPDATE call_users SET invitation_event_id = ? WHERE call_seq = ? AND user_id = ?`
 	sqlInsertMessage = `INSERT INTO webhook_messages (msg_id, type, call_id, payload, created_at)
 		VALUES (?, ?, ?, ?, ?) RETURNING id`
 	// One outbox row per enabled, live endpoint subscribed to the type:
@@ -75,6 +79,7 @@ type writeStatements struct {
 	selectCallByID, selectUsers *sqlx.Stmt
 	insertCall, updateCall      *sqlx.Stmt
 	upsertUser, insertEvent     *sqlx.Stmt
+	setInvitation               *sqlx.Stmt
 	insertMessage, fanOut       *sqlx.Stmt
 	subscribed                  *sqlx.Stmt
 }
@@ -93,6 +98,7 @@ func prepareWrite(ctx context.Context, db *sqlx.DB) (*writeStatements, error) {
 	st.updateCall = p.prepare(sqlUpdateCall)
 	st.upsertUser = p.prepare(sqlUpsertUser)
 	st.insertEvent = p.prepare(sqlInsertEvent)
+	st.setInvitation = p.prepare(sqlSetInvitation)
 	st.insertMessage = p.prepare(sqlInsertMessage)
 	st.fanOut = p.prepare(sqlFanOut)
 	st.subscribed = p.prepare(sqlSubscribed)
@@ -108,7 +114,7 @@ func (st *writeStatements) close() {
 		return
 	}
 	closeAll(st.savepoint, st.release, st.rollbackTo, st.selectCallByID, st.selectUsers,
-		st.insertCall, st.updateCall, st.upsertUser, st.insertEvent, st.insertMessage, st.fanOut, st.subscribed)
+		st.insertCall, st.updateCall, st.upsertUser, st.insertEvent, st.setInvitation, st.insertMessage, st.fanOut, st.subscribed)
 }
 
 // readStatements are prepared on the read pool; database/sql prepares each

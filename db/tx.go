@@ -57,8 +57,14 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 		}
 	}
 	for i := range ch.Events {
-		if err := t.insertEvent(ctx, &ch.Events[i]); err != nil {
+		ev := &ch.Events[i]
+		if err := t.insertEvent(ctx, ev); err != nil {
 			return err
+		}
+		if ev.Type == calls.EventReceived {
+			if err := t.setInvitation(ctx, c, ev); err != nil {
+				return err
+			}
 		}
 	}
 	for i := range ch.Hooks {
@@ -108,6 +114,26 @@ func (t *callsTx) insertEvent(ctx context.Context, ev *calls.Event) error {
 	}
 	if err != nil {
 		return fmt.Errorf("db: insert %s event for %s: %w", ev.Type, ev.UserID, err)
+	}
+	return nil
+}
+
+// setInvitation records ev, an invitation just inserted, on its invitee's
+// row: in the same transaction as the event, so the row never points at an
+// event that did not commit, nor misses one that did.
+func (t *callsTx) setInvitation(ctx context.Context, c *calls.Call, ev *calls.Event) error {
+	if ev.CallID != c.ID {
+		return fmt.Errorf("db: save: %s event for call %s in a change of %s", ev.Type, ev.CallID, c.ID)
+	}
+	res, err := t.stmt(t.s.wst.setInvitation).ExecContext(ctx, ev.ID, c.Seq, ev.UserID)
+	if err == nil {
+		var n int64
+		if n, err = res.RowsAffected(); err == nil && n != 1 {
+			err = fmt.Errorf("%s is not in the call", ev.UserID)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("db: record invitation %d of %s to %s: %w", ev.ID, c.ID, ev.UserID, err)
 	}
 	return nil
 }

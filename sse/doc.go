@@ -10,7 +10,10 @@
 //
 // A user is online while at least one of its streams is open
 // (calls.Presence); the first open and the last close are reported to the
-// service, as is every flushed callInvitationReceived (Service.MarkDelivered).
-// Those reports run on the hub's own workers: this package must never block a
-// request or a commit on the database, and never decides call rules itself.
+// service, as is every flushed callInvitationReceived (Service.MarkDelivered,
+// retried when it fails, and made again from the log when the client resumes
+// past an invitation still inviting: a lost report is re-derived, not kept).
+// Those reports run on the hub's own workers (Hub.Run): this package must
+// never block a request or a commit on the database, never let streams take
+// the whole read pool, and never decides call rules itself.
 package sse

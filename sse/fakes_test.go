@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -21,12 +22,19 @@ type memLog struct {
 	last    int64
 	pending map[string][]int64 // user → ids of its pending invitations
 	pruned  []int64            // cutoffs PruneEvents was called with
+	// unreceived holds, per user, the ids of its invitations still
+	// inviting or notYetReceived (UnreceivedInvitations).
+	unreceived map[string][]int64
+	// reads counts EventsAfter calls per user.
+	reads map[string]int
 	// gate, when set, holds PendingInvitations until closed; entered is
 	// signalled when a call starts waiting.
 	gate, entered chan struct{}
 }
 
-func newMemLog() *memLog { return &memLog{pending: map[string][]int64{}} }
+func newMemLog() *memLog {
+	return &memLog{pending: map[string][]int64{}, unreceived: map[string][]int64{}, reads: map[string]int{}}
+}
 
 // add appends events, assigning ids, and returns them as committed.
 func (l *memLog) add(evs ...calls.Event) []calls.Event {
@@ -49,6 +57,7 @@ func (l *memLog) add(evs ...calls.Event) []calls.Event {
 func (l *memLog) EventsAfter(_ context.Context, user string, after int64, limit int) ([]calls.Event, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.reads[user]++
 	var out []calls.Event
 	for _, e := range l.events {
 		if e.UserID == user && e.ID > after && len(out) < limit {
@@ -58,22 +67,75 @@ func (l *memLog) EventsAfter(_ context.Context, user string, after int64, limit 
 	return out, nil
 }
 
-func (l *memLog) PendingInvitations(_ context.Context, user string) ([]calls.Event, error) {
+// PendingInvitations waits for gate, if set, or for ctx: a read the stream
+// gave up on.
+func (l *memLog) PendingInvitations(ctx context.Context, user string, limit int) ([]calls.Event, error) {
 	if l.gate != nil {
 		l.entered <- struct{}{}
-		<-l.gate
+		select {
+		case <-l.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	ids := l.pending[user]
+	if len(ids) > limit {
+		ids = ids[len(ids)-limit:]
+	}
+	return l.byID(ids), nil
+}
+
+// byID returns the events with the given ids, in the order given. mu is held.
+func (l *memLog) byID(ids []int64) []calls.Event {
 	var out []calls.Event
-	for _, id := range l.pending[user] {
+	for _, id := range ids {
 		for _, e := range l.events {
 			if e.ID == id {
 				out = append(out, e)
 			}
 		}
 	}
-	return out, nil
+	return out
+}
+
+func (l *memLog) UnreceivedInvitations(_ context.Context, user string, upTo int64, limit int) ([]calls.Event, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var ids []int64
+	for _, id := range l.unreceived[user] {
+		if id <= upTo {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) > limit {
+		ids = ids[len(ids)-limit:]
+	}
+	return l.byID(ids), nil
+}
+
+func (l *memLog) EventRecipients(_ context.Context, from, to int64, limit int) ([]string, bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	seen := map[string]bool{}
+	var out []string
+	for _, e := range l.events {
+		if e.ID >= from && e.ID <= to && !seen[e.UserID] {
+			seen[e.UserID] = true
+			out = append(out, e.UserID)
+		}
+	}
+	if len(out) > limit {
+		return out[:limit], true, nil
+	}
+	return out, false, nil
+}
+
+func (l *memLog) readsOf(user string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.reads[user]
 }
 
 func (l *memLog) OldestEventID(context.Context) (int64, error) {
@@ -114,6 +176,9 @@ type recorder struct {
 	mu      sync.Mutex
 	reports []string
 	changed chan struct{}
+	// failDeliveries makes that many MarkDelivered calls fail first (each
+	// recorded as "failed …").
+	failDeliveries int
 }
 
 func newRecorder() *recorder { return &recorder{changed: make(chan struct{}, 1)} }
@@ -130,6 +195,16 @@ func (r *recorder) add(s string) error {
 }
 
 func (r *recorder) MarkDelivered(_ context.Context, callID, user string) error {
+	r.mu.Lock()
+	fail := r.failDeliveries > 0
+	if fail {
+		r.failDeliveries--
+	}
+	r.mu.Unlock()
+	if fail {
+		_ = r.add("failed " + callID + " " + user)
+		return errors.New("store unreachable")
+	}
 	return r.add("delivered " + callID + " " + user)
 }
 func (r *recorder) UserOnline(_ context.Context, user string) error  { return r.add("online " + user) }
@@ -176,13 +251,19 @@ func newRig(t testing.TB, o Options, configure ...func(*http.Server)) *rig {
 	} else {
 		r.log = o.Log.(*memLog)
 	}
+	if o.Service == nil {
+		o.Service = r.svc
+	} else {
+		r.svc = o.Service.(*recorder)
+	}
 	hub, err := New(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.hub = hub
 	ctx, cancel := context.WithCancel(context.Background())
-	wait := hub.Start(ctx, r.svc)
+	ran := make(chan error, 1)
+	go func() { ran <- hub.Run(ctx) }()
 	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		q := req.URL.Query()
 		hub.ServeEvents(w, req, q.Get("user"), q.Get("device"))
@@ -195,7 +276,9 @@ func newRig(t testing.TB, o Options, configure ...func(*http.Server)) *rig {
 		hub.Shutdown()
 		r.srv.Close()
 		cancel()
-		wait()
+		if err := <-ran; err != nil {
+			t.Error(err)
+		}
 	})
 	return r
 }

@@ -17,13 +17,25 @@ import (
 )
 
 // Log is the committed event log the streams read; db.Store implements it.
+// Every read is bounded: by a limit on what it returns and, from the hub,
+// by Options.ReadTimeout.
 type Log interface {
 	// EventsAfter returns up to limit of userID's events with ID > afterID,
 	// oldest first, whatever their device.
 	EventsAfter(ctx context.Context, userID string, afterID int64, limit int) ([]calls.Event, error)
 	// PendingInvitations returns the newest callInvitationReceived of each
-	// call in which userID is still pending, in id order.
-	PendingInvitations(ctx context.Context, userID string) ([]calls.Event, error)
+	// of the newest limit calls in which userID is still pending, in id
+	// order.
+	PendingInvitations(ctx context.Context, userID string, limit int) ([]calls.Event, error)
+	// UnreceivedInvitations returns the callInvitationReceived events, with
+	// ID <= upTo, of userID's pending invitations still in state inviting or
+	// notYetReceived, among the newest limit pending ones up to upTo, in id
+	// order.
+	UnreceivedInvitations(ctx context.Context, userID string, upTo int64, limit int) ([]calls.Event, error)
+	// EventRecipients returns the distinct users of the events with IDs
+	// from fromID to toID, at most limit of them; more is set when there
+	// may be others.
+	EventRecipients(ctx context.Context, fromID, toID int64, limit int) (users []string, more bool, err error)
 	// OldestEventID is the smallest id still kept (0: empty log).
 	OldestEventID(ctx context.Context) (int64, error)
 	// LastEventID is the highest id ever assigned (0: none yet).
@@ -42,7 +54,10 @@ type Service interface {
 
 // Options configures a Hub; zero durations and sizes get the defaults.
 type Options struct {
-	Log        Log // required
+	Log Log // required
+	// Service receives the presence and delivery reports (required); they
+	// are made while Run runs.
+	Service    Service
 	Clock      calls.Clock
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // nil: metrics are kept but not exported
@@ -58,13 +73,30 @@ type Options struct {
 	// marked lagging and catches up from the log instead (default 32).
 	Buffer int
 	// GapWait is how long the hub holds events back waiting for a missing
-	// lower id before it lets every stream catch up from the log (default 1s).
+	// lower id before it lets the streams of that id's user catch up from
+	// the log (default 1s).
 	GapWait time.Duration
 	Workers int // concurrent presence and delivery reports (default 16)
 	// MaxStreamsPerUser caps one user's open streams (devices and tabs,
 	// default 10): a new stream beyond it closes that user's oldest one,
 	// whose client resumes with Last-Event-ID (see subscribe).
 	MaxStreamsPerUser int
+	// PendingReplay caps how many pending invitations a stream opened
+	// without Last-Event-ID (or after a reset) starts with: the newest ones
+	// (default 100, far more than a person answers; a flood of invitations
+	// must not make every open read and send thousands). Older ones still
+	// pending are not replayed; they time out as usual.
+	PendingReplay int
+	// ReadTimeout bounds each read of the event log by a stream (one page
+	// of catch-up, the pending invitations), once its turn came (see
+	// LogReaders); a stream whose read times out ends and its client
+	// resumes (default 5s).
+	ReadTimeout time.Duration
+	// LogReaders caps the streams reading the log at once (default 2).
+	// Below the store's read pool (4 connections by default), so streams
+	// opening or catching up in numbers queue here, not in the pool, and
+	// API requests and /readyz always find a connection.
+	LogReaders int
 }
 
 func (o *Options) defaults() {
@@ -85,6 +117,13 @@ func (o *Options) defaults() {
 	def(&o.WriteTimeout, 10*time.Second)
 	def(&o.Retry, 3*time.Second)
 	def(&o.GapWait, time.Second)
+	def(&o.ReadTimeout, 5*time.Second)
+	if o.PendingReplay <= 0 {
+		o.PendingReplay = 100
+	}
+	if o.LogReaders <= 0 {
+		o.LogReaders = 2
+	}
 	if o.Buffer <= 0 {
 		o.Buffer = 32
 	}
@@ -104,12 +143,15 @@ type Hub struct {
 	m    *metrics
 	work *work
 	done chan struct{} // closed by Shutdown: every stream ends
+	// readers holds a token per stream reading the log (Options.LogReaders).
+	readers chan struct{}
 	// ctx is the live streams' context (they outlive their requests);
 	// Shutdown cancels it.
 	ctx    context.Context
 	cancel context.CancelFunc
-	// streams counts the goroutines of the live streams (see
-	// stream.goLive); the wait func of Start waits for them.
+	// streams counts the goroutines of the open streams (see ServeEvents)
+	// and of a gap being resolved (onGap); Run waits for them once the hub
+	// is shut down.
 	streams sync.WaitGroup
 
 	mu     sync.RWMutex
@@ -158,8 +200,8 @@ type deadliner interface {
 
 // New returns a hub whose sequencer starts after the log's last event.
 func New(ctx context.Context, o Options) (*Hub, error) {
-	if o.Log == nil {
-		return nil, errors.New("sse: Options.Log is required")
+	if o.Log == nil || o.Service == nil {
+		return nil, errors.New("sse: Options.Log and Options.Service are required")
 	}
 	o.defaults()
 	last, err := o.Log.LastEventID(ctx)
@@ -171,37 +213,35 @@ func New(ctx context.Context, o Options) (*Hub, error) {
 		return nil, err
 	}
 	h := &Hub{
-		o: o, log: o.Logger, m: m, work: newWork(o.Logger),
-		done: make(chan struct{}), users: map[string][]*subscriber{},
-		next: last + 1, held: map[int64]*frame{},
+		o: o, log: o.Logger, m: m, work: newWork(o.Logger, o.Service),
+		done: make(chan struct{}), readers: make(chan struct{}, o.LogReaders),
+		users: map[string][]*subscriber{},
+		next:  last + 1, held: map[int64]*frame{},
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	return h, nil
 }
 
-// Start runs the hub's background work with svc until ctx is done: the
-// presence and delivery reports and the pruning of the event log. The
-// returned func waits for it to stop, after reporting the deliveries still
-// queued (a flushed invitation must not stay "inviting" across a restart).
-// The wait func also shuts the hub down (see Shutdown) if that has not been
-// done, and waits for the live streams to end: they no longer belong to the
-// HTTP server.
-func (h *Hub) Start(ctx context.Context, svc Service) (wait func()) {
-	h.work.svc = svc
+// Run does the hub's background work until ctx is done: the presence and
+// delivery reports and the pruning of the event log. Then it shuts the hub
+// down (see Shutdown) if that has not been done, waits for the open
+// streams to end (they no longer belong to the HTTP server) and reports
+// the deliveries still queued (a flushed invitation must not stay
+// "inviting" across a restart) before it returns. Run once.
+func (h *Hub) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for range h.o.Workers {
 		wg.Go(func() { h.work.run(ctx) })
 	}
 	wg.Go(func() { h.prune(ctx) })
-	return func() {
-		wg.Wait()
-		h.Shutdown()
-		h.streams.Wait() // their last flushes report deliveries: before drain
-		h.work.drain(ctx)
-		h.mu.Lock()
-		h.stopGapTimer()
-		h.mu.Unlock()
-	}
+	wg.Wait()
+	h.Shutdown()
+	h.streams.Wait() // their last flushes report deliveries: before drain
+	h.work.drain(ctx)
+	h.mu.Lock()
+	h.stopGapTimer()
+	h.mu.Unlock()
+	return nil
 }
 
 // Shutdown ends every stream and refuses new ones; clients reconnect (to
@@ -406,32 +446,94 @@ func (h *Hub) dispatch(f *frame) {
 	}
 }
 
-// onGap gives up waiting for a missing id (its commit was never reported,
-// or it was rolled back): every stream catches up from the log, which holds
-// whatever did commit, before it writes anything newer.
+// maxGapUsers and maxGapIDs bound what onGap reads for one gap: past
+// them every stream catches up, as if the log could not be read.
+const (
+	maxGapUsers = 1024
+	maxGapIDs   = 4096
+)
+
+// onGap gives up waiting for missing ids (their commits were never
+// reported, or rolled back): the streams of the users those ids went to
+// catch up from the log, which holds whatever did commit, before they write
+// anything newer. The users are read from the log once, so a late
+// notification costs one small read and the affected streams' catch-up,
+// not a re-read by every stream over the small read pool.
 func (h *Hub) onGap() {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	h.gapTimer = nil
 	if len(h.held) == 0 || h.closed {
+		h.mu.Unlock()
 		return
 	}
+	from, to := h.next, h.lowestHeld()-1
+	h.streams.Add(1) // under mu, not closed: Run's Wait sees it
+	h.mu.Unlock()
+	defer h.streams.Done()
+
+	users, all := h.gapUsers(from, to)
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || h.next != from {
+		// Some of the ids were reported meanwhile and passed on; the
+		// release that did it armed a new timer if others are missing.
+		return
+	}
+	lowest := h.lowestHeld() // a lower id may have come meanwhile: a smaller gap, within the one read
+	h.log.Warn("event ids never reported as committed; their users' streams catch up from the log",
+		"from", from, "to", lowest-1, "users", len(users), "all_streams", all)
+	h.next = lowest
+	h.m.gaps.Inc()
+	if all {
+		for _, list := range h.users {
+			h.lag(list)
+		}
+	} else {
+		for _, u := range users {
+			h.lag(h.users[u])
+		}
+	}
+	h.release()
+}
+
+// gapUsers reads the users of the events from..to from the log; all is set
+// when they could not be told (too many, or the read failed).
+func (h *Hub) gapUsers(from, to int64) (users []string, all bool) {
+	if to-from >= maxGapIDs {
+		return nil, true
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, h.o.ReadTimeout)
+	defer cancel()
+	users, more, err := h.o.Log.EventRecipients(ctx, from, to, maxGapUsers)
+	if err != nil {
+		if h.ctx.Err() == nil {
+			h.log.Error("read the users of missing event ids; every stream catches up", "err", err)
+		}
+		return nil, true
+	}
+	return users, more
+}
+
+// lowestHeld returns the lowest id held back; mu is held, held not empty.
+func (h *Hub) lowestHeld() int64 {
 	lowest := int64(-1)
 	for id := range h.held {
 		if lowest < 0 || id < lowest {
 			lowest = id
 		}
 	}
-	h.log.Warn("event ids never reported as committed; streams catch up from the log", "from", h.next, "to", lowest-1)
-	h.next = lowest
-	for _, list := range h.users {
-		for _, s := range list {
-			s.lagging.Store(true)
-			select {
-			case s.ch <- nil:
-			default: // not empty: the stream wakes anyway
-			}
+	return lowest
+}
+
+// lag makes streams read the log before they write anything newer, and
+// wakes them. mu is held.
+func (h *Hub) lag(list []*subscriber) {
+	for _, s := range list {
+		s.lagging.Store(true)
+		select {
+		case s.ch <- nil:
+		default: // not empty: the stream wakes anyway
 		}
 	}
-	h.release()
 }

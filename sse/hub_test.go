@@ -69,7 +69,7 @@ func TestMissingIDIsCaughtUpFromTheLog(t *testing.T) {
 // waited for; when it writes again it reads the log first.
 func TestFullBufferCatchesUpFromTheLog(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	hub, err := New(context.Background(), Options{Log: newMemLog(), Buffer: 2, Registerer: reg})
+	hub, err := New(context.Background(), Options{Log: newMemLog(), Service: newRecorder(), Buffer: 2, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,8 +83,8 @@ func TestFullBufferCatchesUpFromTheLog(t *testing.T) {
 	if !sub.lagging.Load() || counter(hub.m.dropped) != 1 {
 		t.Fatalf("lagging %v, dropped %v", sub.lagging.Load(), counter(hub.m.dropped))
 	}
-	st := &stream{h: hub, w: w, rc: http.NewResponseController(w), sub: sub, user: "bob", device: "default", lastID: head}
-	if err := st.batch(context.Background(), <-sub.ch); err != nil {
+	st := &stream{h: hub, w: w, rc: http.NewResponseController(w), sub: sub, user: "bob", device: "default", lastID: head, ctx: context.Background()}
+	if err := st.batch(<-sub.ch); err != nil {
 		t.Fatal(err)
 	}
 	var ids []string

@@ -13,6 +13,7 @@ type metrics struct {
 	lag     prometheus.Histogram
 	dropped prometheus.Counter
 	pruned  prometheus.Counter
+	gaps    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -38,6 +39,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "callsig_events_pruned_total",
 			Help: "Events deleted from the log after the retention period.",
 		}),
+		gaps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "callsig_sse_gaps_total",
+			Help: "Times event ids were never reported as committed and their users' streams caught up from the log.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -56,6 +61,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.pruned, err = prom.Register(reg, m.pruned); err != nil {
+		return nil, err
+	}
+	if m.gaps, err = prom.Register(reg, m.gaps); err != nil {
 		return nil, err
 	}
 	return m, nil

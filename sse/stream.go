@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -35,18 +36,23 @@ var (
 // client then reconnects with Last-Event-ID.
 //
 // Order of work: subscribe first, so nothing committed from then on can be
-// missed; then catch the client up from the log (after its Last-Event-ID,
-// or with the invitations still pending for a new stream); then write live
-// events, dropping any already written (ids only increase).
+// missed; send the headers and the opening block at once, before any read
+// of the log; then catch the client up from the log (after its
+// Last-Event-ID, or with the invitations still pending for a new stream);
+// then write live events, dropping any already written (ids only
+// increase). Every log read is bounded (Options.ReadTimeout, page sizes,
+// Options.PendingReplay) and ends as soon as the client leaves.
 //
 // An idle stream must cost little memory: a server holds tens of thousands.
 // So over HTTP/1.x the stream takes the connection over (Hijack) and writes
 // the response itself, with no buffers of net/http; it catches up on the
-// handler's goroutine, then hands the live part to two small goroutines of
-// its own (see goLive) and returns, which frees the handler's deep stack.
-// The body is not chunked: it ends when the connection closes
-// (Connection: close). Where the connection cannot be taken over (HTTP/2,
-// a test recorder) the handler streams through w until the end instead.
+// handler's goroutine, then hands the live part to a small goroutine of its
+// own (see goLive) and returns, which frees the handler's deep stack.
+// Another small goroutine reads the connection from the start to see the
+// client leave (see watch). The body is not chunked: it ends when the
+// connection closes (Connection: close). Where the connection cannot be
+// taken over (HTTP/2, a test recorder) the handler streams through w until
+// the end instead.
 func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, deviceID string) {
 	rc := http.NewResponseController(w)
 	// The server's ReadTimeout would otherwise fire mid-stream and cancel
@@ -67,6 +73,16 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 	}
 	last, resume := lastEventID(r)
 	sub, head, ok := h.subscribe(userID, deviceID, cut)
+	// The stream's goroutines (this one, then the live one; and the
+	// watcher) are counted from here, for Run to wait on.
+	goroutines := 1
+	if st.conn != nil {
+		goroutines = 2
+	}
+	if ok && !h.adopt(goroutines) {
+		h.unsubscribe(sub)
+		ok = false
+	}
 	if !ok {
 		// Shutting down: an empty stream, so the client reconnects
 		// (elsewhere, or here once restarted) with the same Last-Event-ID.
@@ -79,15 +95,35 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 	}
 	st.sub = sub
 
-	ctx := r.Context()
-	if err := st.open(ctx, last, resume, head); err != nil {
-		st.end(ctx, err)
+	// The context of the stream's log reads. Not the request's once the
+	// connection is taken over: that one ends when this handler returns,
+	// and it holds the request alive.
+	base := context.Background()
+	if st.conn == nil {
+		base = r.Context() // net/http cancels it when the client leaves
+	}
+	st.ctx, st.cancel = context.WithCancel(base)
+	if st.conn != nil {
+		gone := make(chan struct{})
+		st.gone = gone
+		go func() {
+			defer h.streams.Done()
+			watch(st.conn, gone)
+			st.cancel() // the client left: stop any read for it
+		}()
+	}
+
+	if err := st.open(last, resume, head); err != nil {
+		st.end(err)
+		h.streams.Done()
 		return
 	}
-	if st.conn != nil && st.goLive() {
-		return // the stream lives on without this goroutine
+	if st.conn != nil {
+		st.goLive() // the stream lives on without this goroutine
+		return
 	}
-	st.end(ctx, st.run(ctx, nil))
+	st.end(st.run())
+	h.streams.Done()
 }
 
 // hijack takes the connection over from net/http, if it can, and returns
@@ -112,30 +148,19 @@ func hijack(rc *http.ResponseController, hdr http.Header) (net.Conn, []byte) {
 	return conn, b.Bytes()
 }
 
-// goLive hands the stream to two goroutines of its own: one writes live
-// events and heartbeats (run), the other reads the connection to see the
-// client leave (a client sends nothing after its request). It returns
-// false, and the handler ends the stream, once the hub is shut down.
-func (st *stream) goLive() bool {
-	h := st.h
-	if !h.adopt(2) {
-		return false
-	}
-	gone := make(chan struct{})
+// goLive hands the stream to a goroutine of its own, which writes live
+// events and heartbeats (run) and takes over the handler's count in
+// h.streams. Once the hub is shut down, run ends at once.
+func (st *stream) goLive() {
 	go func() {
-		defer h.streams.Done()
-		st.end(h.ctx, st.run(h.ctx, gone))
+		defer st.h.streams.Done()
+		st.end(st.run())
 	}()
-	go func() {
-		defer h.streams.Done()
-		watch(st.conn, gone)
-	}()
-	return true
 }
 
 // watch reads conn until it fails (the client left, or the stream closed
 // it), then closes it, which cuts short a write stuck on a client that
-// left, and gone.
+// left, and gone. A client sends nothing after its request.
 func watch(conn net.Conn, gone chan<- struct{}) {
 	defer close(gone)
 	var b [16]byte
@@ -148,10 +173,14 @@ func watch(conn net.Conn, gone chan<- struct{}) {
 }
 
 // end unsubscribes the stream and closes its connection, if it has one.
-func (st *stream) end(ctx context.Context, err error) {
+func (st *stream) end(err error) {
 	st.h.unsubscribe(st.sub)
 	st.close()
-	st.ended(ctx, err)
+	st.ended(err)
+	st.cancel()
+	if st.stopOnShutdown != nil {
+		st.stopOnShutdown()
+	}
 }
 
 // close closes a hijacked connection; the client sees the body end.
@@ -168,6 +197,14 @@ type stream struct {
 	w   http.ResponseWriter      // nil once hijacked
 	rc  *http.ResponseController // nil once hijacked
 	sub *subscriber
+	// ctx bounds the stream's log reads: cancelled when the client leaves,
+	// when the stream ends and, once the stream is interruptible (see
+	// open), when the hub shuts down (stopOnShutdown undoes that link).
+	ctx            context.Context
+	cancel         context.CancelFunc
+	stopOnShutdown func() bool
+	// gone closes when the client of a hijacked stream leaves (see watch).
+	gone <-chan struct{}
 	// conn is the hijacked connection (nil: writing through w). Its writes
 	// are gathered in buf and written by flush; head is the response head,
 	// sent with the first flush.
@@ -206,40 +243,56 @@ func lastEventID(r *http.Request) (id int64, ok bool) {
 
 // open sends the headers, the opening block and the catch-up.
 //
-// A resuming client is interruptible from the start: its opening block
-// repeats its Last-Event-ID, so if shutdown ends the stream anywhere it
-// resumes losslessly. A new stream is not, until its id-only block is out:
-// ended before that, its client would come back without an id and miss
-// what was committed since it subscribed. So its pending invitations are
-// read before anything is sent, and its first block through its id block
-// go out in one run that only the write deadline can cut short.
-func (st *stream) open(ctx context.Context, last int64, resume bool, head int64) error {
+// The headers and the opening block go out first, before any read of the
+// log, so the client sees the stream open at once whatever the catch-up
+// costs (a new stream's block carries no id, a resuming one's repeats the
+// client's own).
+//
+// Shutdown may end a stream (cut its writes, cancel its log reads) only
+// once its client could resume losslessly: interruptible. A resuming
+// client can as soon as it is known not to need a reset: its opening block
+// repeats its Last-Event-ID, and whatever follows has higher ids, in order.
+// A new stream (or a reset one) cannot until its id-only block is out:
+// ended before that, its client would come back without an id (or with one
+// of its pending invitations') and miss what was committed since it
+// subscribed, e.g. its own callInvitationCreated. So from the opening block
+// through the id block it is not interruptible: its pending invitations
+// are read whatever Shutdown does (bounded by Options.ReadTimeout, ended
+// only by the client leaving), and written with the id block in one run
+// that only the write deadline can cut short.
+func (st *stream) open(last int64, resume bool, head int64) error {
 	h := st.h
+	st.writeHeader()
+	if err := st.writeRaw(openingBlock(h.o.Retry, last, resume && last >= 0)); err != nil {
+		return err
+	}
+	if err := st.flush(); err != nil {
+		return err
+	}
 	reset := false
 	if resume {
 		var err error
-		if reset, err = st.expired(ctx, last, head); err != nil {
+		if reset, err = st.expired(last, head); err != nil {
 			return err
 		}
 	}
 	if resume && !reset {
 		st.interruptible()
-		st.writeHeader()
-		if err := st.writeRaw(openingBlock(h.o.Retry, last, true)); err != nil {
+		st.lastID = last
+		if err := st.rederive(last); err != nil {
 			return err
 		}
-		st.lastID = last
-		if err := st.catchUp(ctx, false); err != nil {
+		if err := st.catchUp(false); err != nil {
 			return err
 		}
 		return st.flush()
 	}
-	pending, err := h.o.Log.PendingInvitations(ctx, st.user)
-	if err != nil {
+	var pending []calls.Event
+	err := st.read(func(ctx context.Context) (err error) {
+		pending, err = h.o.Log.PendingInvitations(ctx, st.user, h.o.PendingReplay)
 		return err
-	}
-	st.writeHeader()
-	if err := st.writeRaw(openingBlock(h.o.Retry, 0, false)); err != nil {
+	})
+	if err != nil {
 		return err
 	}
 	if reset {
@@ -257,28 +310,85 @@ func (st *stream) open(ctx context.Context, last int64, resume bool, head int64)
 	return nil
 }
 
+// read runs one read of the log in turn with the other streams'
+// (Options.LogReaders). The wait for a turn ends only with the stream (a
+// burst of opens queues here, cheaply, rather than failing and coming back
+// as a burst of reconnections); the read itself is bounded by
+// Options.ReadTimeout. Both end when the client leaves.
+func (st *stream) read(f func(ctx context.Context) error) error {
+	select {
+	case st.h.readers <- struct{}{}:
+	case <-st.ctx.Done():
+		return fmt.Errorf("sse: wait to read the event log: %w", st.ctx.Err())
+	}
+	defer func() { <-st.h.readers }()
+	ctx, cancel := context.WithTimeout(st.ctx, st.h.o.ReadTimeout)
+	defer cancel()
+	return f(ctx)
+}
+
+// rederive reports again as delivered the user's invitations at or below
+// last that are still inviting or notYetReceived. The client resumed after
+// last, so it had every event up to there meant for its device; a report
+// lost with the server (a crash between the flush and MarkDelivered's
+// commit) or given up after its retries is thus made from what is durable:
+// the log, the call rows and the client's own Last-Event-ID. Reports are
+// idempotent, so one made twice costs a no-op transaction.
+//
+// One inaccuracy remains, only past Options.PendingReplay: a new stream
+// with more pending invitations than that skips the oldest, yet its id
+// block puts its client past them. Only the newest PendingReplay ones up
+// to last are looked at, which are the ones it sent unless some of those
+// were answered since.
+func (st *stream) rederive(last int64) error {
+	if last <= 0 {
+		return nil
+	}
+	var list []calls.Event
+	err := st.read(func(ctx context.Context) (err error) {
+		list, err = st.h.o.Log.UnreceivedInvitations(ctx, st.user, last, st.h.o.PendingReplay)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range list {
+		if e.Device == "" || e.Device == st.device {
+			st.h.work.delivered(e.ID, e.CallID, st.user)
+		}
+	}
+	return nil
+}
+
 // expired reports whether events after last may have been pruned (or last
 // is not an id this server gave): the client must start over.
-func (st *stream) expired(ctx context.Context, last, head int64) (bool, error) {
+func (st *stream) expired(last, head int64) (bool, error) {
 	log := st.h.o.Log
 	if last < 0 {
 		return true, nil
 	}
-	if last > head {
-		// Possibly written from the log before the hub passed it on.
-		top, err := log.LastEventID(ctx)
-		if err != nil || last > top {
-			return true, err
+	var expired bool
+	err := st.read(func(ctx context.Context) error {
+		if last > head {
+			// Possibly written from the log before the hub passed it on.
+			top, err := log.LastEventID(ctx)
+			if err != nil || last > top {
+				expired = true
+				return err
+			}
 		}
-	}
-	oldest, err := log.OldestEventID(ctx)
-	if err != nil {
-		return false, err
-	}
-	if oldest == 0 {
-		return last < head, nil // everything up to head was pruned
-	}
-	return last < oldest-1, nil
+		oldest, err := log.OldestEventID(ctx)
+		if err != nil {
+			return err
+		}
+		if oldest == 0 {
+			expired = last < head // everything up to head was pruned
+		} else {
+			expired = last < oldest-1
+		}
+		return nil
+	})
+	return expired, err
 }
 
 // pending writes what a new stream starts with: the invitations still
@@ -307,13 +417,17 @@ func (st *stream) pending(list []calls.Event, head int64) error {
 	return nil
 }
 
-// catchUp writes the user's events after lastID from the log. lagging
-// marks a live stream that fell behind: its lag is measured from the
-// events' own time when the clock is real.
-func (st *stream) catchUp(ctx context.Context, lagging bool) error {
+// catchUp writes the user's events after lastID from the log, a page per
+// bounded read. lagging marks a live stream that fell behind: its lag is
+// measured from the events' own time when the clock is real.
+func (st *stream) catchUp(lagging bool) error {
 	_, realClock := st.h.o.Clock.(calls.SystemClock)
 	for {
-		list, err := st.h.o.Log.EventsAfter(ctx, st.user, st.lastID, pageSize)
+		var list []calls.Event
+		err := st.read(func(ctx context.Context) (err error) {
+			list, err = st.h.o.Log.EventsAfter(ctx, st.user, st.lastID, pageSize)
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -332,34 +446,34 @@ func (st *stream) catchUp(ctx context.Context, lagging bool) error {
 	}
 }
 
-// run writes live events and heartbeats until the stream ends; gone, when
-// not nil, closes when the client leaves (the stream then runs on its own
-// goroutine: see goLive and onFreshStack).
-func (st *stream) run(ctx context.Context, gone <-chan struct{}) error {
+// run writes live events and heartbeats until the stream ends. A hijacked
+// stream runs on its own goroutine (see goLive and onFreshStack).
+func (st *stream) run() error {
 	h := st.h
 	tick := time.NewTicker(h.o.Heartbeat)
 	defer tick.Stop()
+	fresh := st.conn != nil
 	for {
 		var err error
 		select {
-		case <-ctx.Done():
-			return ctx.Err()
+		case <-st.ctx.Done():
+			return st.ctx.Err()
 		case <-h.done:
 			return errShutdown
-		case <-gone:
+		case <-st.gone: // nil, never ready, when not hijacked
 			return errGone
 		case <-st.sub.evicted:
 			return errEvicted
 		case <-tick.C:
-			err = st.work(gone != nil, func() error {
+			err = st.work(fresh, func() error {
 				if err := st.writeRaw(heartbeatBlock); err != nil {
 					return err
 				}
 				return st.flush()
 			})
 		case f := <-st.sub.ch:
-			err = st.work(gone != nil, func() error {
-				if err := st.batch(ctx, f); err != nil {
+			err = st.work(fresh, func() error {
+				if err := st.batch(f); err != nil {
 					return err
 				}
 				return st.flush()
@@ -392,12 +506,12 @@ func onFreshStack(f func() error) error {
 }
 
 // batch writes f and whatever else is buffered, up to maxBatch events.
-func (st *stream) batch(ctx context.Context, f *frame) error {
+func (st *stream) batch(f *frame) error {
 	for n := 1; ; n++ {
 		// Checked before each write: the event that did not fit is older
 		// than anything buffered after it, so the log must come first.
 		if st.sub.lagging.Swap(false) {
-			if err := st.catchUp(ctx, true); err != nil {
+			if err := st.catchUp(true); err != nil {
 				return err
 			}
 		}
@@ -506,10 +620,12 @@ func (st *stream) stopping() error {
 	}
 }
 
-// interruptible lets Shutdown end the stream from now on (see open).
+// interruptible lets Shutdown end the stream from now on (see open), its
+// log reads included.
 func (st *stream) interruptible() {
 	st.canStop = true
 	st.sub.interruptible.Store(true)
+	st.stopOnShutdown = context.AfterFunc(st.h.ctx, st.cancel)
 }
 
 // flush pushes the written bytes to the client, then reports the
@@ -538,8 +654,8 @@ func (st *stream) flush() error {
 }
 
 // ended logs why a stream ended when that is worth knowing.
-func (st *stream) ended(ctx context.Context, err error) {
-	if err == nil || errors.Is(err, errShutdown) || errors.Is(err, errGone) || errors.Is(err, errEvicted) || ctx.Err() != nil {
+func (st *stream) ended(err error) {
+	if err == nil || errors.Is(err, errShutdown) || errors.Is(err, errGone) || errors.Is(err, errEvicted) || st.ctx.Err() != nil {
 		return
 	}
 	st.h.log.Debug("event stream ended", "user", st.user, "device", st.device, "err", err)

@@ -2,9 +2,12 @@ package sse
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
+
+	"callsig/calls"
 )
 
 // work runs the hub's reports to the Service off the request path: a
@@ -13,7 +16,7 @@ import (
 // transaction, so several run at once and the store commits them together.
 type work struct {
 	log  *slog.Logger
-	svc  Service // set by Hub.Start before the workers run
+	svc  Service
 	wake chan struct{}
 
 	mu sync.Mutex
@@ -37,6 +40,7 @@ type presenceState struct {
 }
 
 type delivery struct {
+	id           int64 // the invitation event
 	callID, user string
 }
 
@@ -46,9 +50,20 @@ const maxReported = 8192
 // deliveryTimeout bounds one delivery report.
 const deliveryTimeout = 5 * time.Second
 
-func newWork(log *slog.Logger) *work {
+// A delivery report that fails (the store busy or briefly unreachable) is
+// retried deliveryAttempts times in all, waiting deliveryBackoff, then twice
+// that, and so on (1.5 s in all), holding its worker meanwhile. One that
+// still fails is given up: the invitee stays inviting until its client
+// resumes with a Last-Event-ID past the invitation, which re-derives the
+// report (see stream.rederive), or the invitation times out.
+const (
+	deliveryAttempts = 5
+	deliveryBackoff  = 100 * time.Millisecond
+)
+
+func newWork(log *slog.Logger, svc Service) *work {
 	return &work{
-		log: log, wake: make(chan struct{}, 1),
+		log: log, svc: svc, wake: make(chan struct{}, 1),
 		users: map[string]*presenceState{}, reported: map[int64]struct{}{},
 	}
 }
@@ -92,7 +107,7 @@ func (w *work) delivered(id int64, callID, user string) {
 		clear(w.reported)
 	}
 	w.reported[id] = struct{}{}
-	w.deliveries = append(w.deliveries, delivery{callID: callID, user: user})
+	w.deliveries = append(w.deliveries, delivery{id: id, callID: callID, user: user})
 	w.signal()
 }
 
@@ -161,9 +176,7 @@ func (w *work) step(ctx context.Context) bool {
 		if more {
 			w.signal()
 		}
-		// A delivery is a fact about bytes already sent: it is recorded even
-		// while the server stops, hence a context that outlives ctx.
-		w.reportDelivery(context.WithoutCancel(ctx), d)
+		w.reportDelivery(ctx, d, deliveryAttempts)
 		return true
 	}
 	w.mu.Unlock()
@@ -189,21 +202,51 @@ func (w *work) reportPresence(ctx context.Context, user string, online bool) {
 	}
 }
 
-func (w *work) reportDelivery(ctx context.Context, d delivery) {
-	ctx, cancel := context.WithTimeout(ctx, deliveryTimeout)
-	defer cancel()
-	if err := w.svc.MarkDelivered(ctx, d.callID, d.user); err != nil {
-		w.log.Error("report delivery", "call", d.callID, "user", d.user, "err", err)
+// reportDelivery reports d, retrying up to attempts times in all while ctx
+// lasts. A delivery is a fact about bytes already sent: each report is made
+// even while the server stops, hence a context that outlives ctx; only the
+// waits between retries end with it.
+func (w *work) reportDelivery(ctx context.Context, d delivery, attempts int) {
+	wait := deliveryBackoff
+	for n := 1; ; n++ {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliveryTimeout)
+		err := w.svc.MarkDelivered(rctx, d.callID, d.user)
+		cancel()
+		var domain *calls.Error
+		if err == nil || errors.As(err, &domain) {
+			// Done, or refused for good (the call is gone): no retry helps.
+			return
+		}
+		if n >= attempts || ctx.Err() != nil {
+			w.log.Error("report delivery", "call", d.callID, "user", d.user, "attempts", n, "err", err)
+			w.forgetReported(d.id) // a resuming stream may report it again
+			return
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		wait *= 2
 	}
 }
 
-// drain reports the deliveries still queued once the workers have stopped.
+// forgetReported lets the invitation event id be reported again.
+func (w *work) forgetReported(id int64) {
+	w.mu.Lock()
+	delete(w.reported, id)
+	w.mu.Unlock()
+}
+
+// drain reports the deliveries still queued once the workers have stopped,
+// one attempt each.
 func (w *work) drain(ctx context.Context) {
 	w.mu.Lock()
 	rest := w.deliveries
 	w.deliveries = nil
 	w.mu.Unlock()
 	for _, d := range rest {
-		w.reportDelivery(context.WithoutCancel(ctx), d)
+		w.reportDelivery(ctx, d, 1)
 	}
 }

@@ -26,8 +26,10 @@ type eventsPart struct {
 // workers report deliveries and presence to the service and prune the log
 // after Config.EventRetention.
 func (a *App) newEvents(opts Options) (*eventsPart, error) {
+	svc := &hubService{}
 	hub, err := sse.New(context.Background(), sse.Options{
 		Log:        a.Store,
+		Service:    svc,
 		Clock:      opts.Clock,
 		Logger:     a.log.With("component", "sse"),
 		Registerer: a.Registry,
@@ -42,9 +44,18 @@ func (a *App) newEvents(opts Options) (*eventsPart, error) {
 		Presence: hub,
 		Notifier: hub,
 		Stream:   hub,
-		Start: func(ctx context.Context, svc *calls.Service) (func(), error) {
-			return hub.Start(ctx, svc), nil
+		Start: func(ctx context.Context, s *calls.Service) (func(), error) {
+			svc.Service = s
+			ran := make(chan error, 1)
+			go func() { ran <- hub.Run(ctx) }()
+			return func() { <-ran }, nil
 		},
 		Shutdown: hub.Shutdown,
 	}, nil
 }
+
+// hubService is the hub's sse.Service: the hub and calls.Service need each
+// other (the service asks the hub who is online and tells it of commits,
+// the hub reports deliveries and presence back), so the hub is built first
+// and reports through this, pointed at the service before the hub runs.
+type hubService struct{ *calls.Service }

@@ -1,0 +1,158 @@
+package sse
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// waitUntil polls cond until it holds, failing the test after 3 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// The headers and the opening block arrive at once, before the pending
+// invitations are read; the invitations follow when the read returns.
+func TestHeadersBeforeTheCatchUp(t *testing.T) {
+	r := newRig(t, Options{})
+	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
+	r.log.pending["bob"] = []int64{1}
+	r.log.gate, r.log.entered = make(chan struct{}), make(chan struct{}, 1)
+	opened := make(chan *client, 1)
+	go func() { opened <- r.open("bob", "d", "") }()
+	var c *client
+	select {
+	case c = <-opened:
+	case <-time.After(3 * time.Second):
+		close(r.log.gate) // let the stream go, so the rig can stop
+		t.Fatal("no response headers while the pending invitations are read")
+	}
+	<-r.log.entered
+	if b := c.raw(); b.id != "" || b.event != "" { // the opening block, read is still held
+		t.Fatalf("first block %+v, want the opening block", b)
+	}
+	close(r.log.gate)
+	if b := c.next(); b.id != "1" {
+		t.Fatalf("after the read %+v, want invitation 1", b)
+	}
+}
+
+// A client that leaves while its stream waits on a log read cancels the
+// read: the stream ends at once, its read-pool turn is free again.
+func TestClientLeavingCancelsTheCatchUp(t *testing.T) {
+	r := newRig(t, Options{})
+	r.log.gate, r.log.entered = make(chan struct{}), make(chan struct{}, 1)
+	defer close(r.log.gate)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(r.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(conn, "GET /?user=bob&device=d HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil {
+		t.Fatal(err)
+	}
+	<-r.log.entered
+	conn.Close()
+	waitUntil(t, "the stream to end", func() bool { return r.hub.Streams() == 0 && len(r.hub.readers) == 0 })
+}
+
+// A new stream replays at most PendingReplay invitations (the log returns
+// the newest); the last is the head here, so no id block follows.
+func TestPendingReplayIsCapped(t *testing.T) {
+	r := newRig(t, Options{PendingReplay: 2})
+	evs := r.log.add(inv("bob", "c1"), inv("bob", "c2"), inv("bob", "c3"))
+	r.hub.Committed(evs, 0)
+	r.log.pending["bob"] = []int64{1, 2, 3}
+	c := r.open("bob", "d", "")
+	c.raw() // opening
+	for _, want := range []string{"2", "3"} {
+		if b := c.raw(); b.id != want || b.event == "" {
+			t.Fatalf("%+v, want invitation %s", b, want)
+		}
+	}
+	r.svc.waitReports(t, "online bob", "delivered c2 bob", "delivered c3 bob")
+}
+
+// A late notification (an id never reported) makes only the streams of
+// the users that id went to catch up from the log; another user's stream
+// keeps getting live events without reading the log.
+func TestGapCatchesUpOnlyItsUsers(t *testing.T) {
+	r := newRig(t, Options{GapWait: 20 * time.Millisecond})
+	bob, carol := r.open("bob", "d", ""), r.open("carol", "d", "")
+	evs := r.log.add(changedEv("bob", "c1", ""), changedEv("carol", "c2", ""), changedEv("bob", "c3", ""))
+	r.hub.Committed(evs[1:], 0) // 1 is never reported
+	for _, want := range []string{"1", "3"} {
+		if b := bob.next(); b.id != want {
+			t.Fatalf("bob got %+v, want %s", b, want)
+		}
+	}
+	if b := carol.next(); b.id != "2" {
+		t.Fatalf("carol got %+v, want 2", b)
+	}
+	if n := r.log.readsOf("bob"); n == 0 {
+		t.Fatal("bob's stream did not read the log")
+	}
+	if n := r.log.readsOf("carol"); n != 0 {
+		t.Fatalf("carol's stream read the log %d times for a gap that was not hers", n)
+	}
+	if n := counter(r.hub.m.gaps); n != 1 {
+		t.Fatalf("gaps %v, want 1", n)
+	}
+}
+
+// A failed delivery report is retried.
+func TestFailedDeliveryReportIsRetried(t *testing.T) {
+	r := newRig(t, Options{})
+	r.svc.failDeliveries = 2
+	c := r.open("bob", "d", "")
+	r.svc.waitReports(t, "online bob")
+	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
+	c.next()
+	r.svc.waitReports(t, "online bob", "failed c1 bob", "failed c1 bob", "delivered c1 bob")
+}
+
+// A delivery report lost for good (every retry failed, or the server died
+// before it) is made again when the client resumes past the invitation:
+// it had the event, its Last-Event-ID says so.
+func TestResumeReportsALostDelivery(t *testing.T) {
+	r := newRig(t, Options{})
+	r.svc.failDeliveries = deliveryAttempts
+	c := r.open("bob", "d", "")
+	r.svc.waitReports(t, "online bob")
+	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
+	last := c.next()
+	waitUntil(t, "the report to be given up", func() bool {
+		n := 0
+		for _, rep := range r.svc.list() {
+			if strings.HasPrefix(rep, "failed") {
+				n++
+			}
+		}
+		return n == deliveryAttempts
+	})
+	c.close()
+	// c2 comes while bob is away: above the resume point, it is not
+	// reported from the log but written, and reported once flushed.
+	r.hub.Committed(r.log.add(inv("bob", "c2")), 0)
+	r.log.mu.Lock()
+	r.log.unreceived["bob"] = []int64{1, 2}
+	r.log.mu.Unlock()
+	c = r.open("bob", "d", last.id)
+	if b := c.next(); b.id != "2" {
+		t.Fatalf("resumed with %+v, want 2", b)
+	}
+	waitUntil(t, "the deliveries", func() bool {
+		list := r.svc.list()
+		return slices.Contains(list, "delivered c1 bob") && slices.Contains(list, "delivered c2 bob")
+	})
+}
