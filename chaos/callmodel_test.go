@@ -12,7 +12,7 @@ package chaos
 // and an invitee with an open stream becomes received once the invitation
 // is flushed to it. When those happen is up to the server's scheduler and
 // delivery, so the model is nondeterministic: after every operation the
-// state is every state those moves can reach (settle). Time is explicit:
+// state is every state those moves can reach. Time is explicit:
 // the test runs the server on a fake clock that only moves in tick
 // operations, an operation happens at the clock's time where it is
 // linearized, and a timeout or notYetReceived move is possible only once
@@ -212,63 +212,66 @@ func (c callModel) moves() []callModel {
 	return out
 }
 
-// settle returns every state reachable from c by the server's own moves,
-// c included.
-func settle(c callModel) []any {
-	seen := map[callModel]bool{c: true}
-	queue := []callModel{c}
-	out := []any{c}
-	for len(queue) > 0 {
-		s := queue[0]
-		queue = queue[1:]
-		for _, m := range s.moves() {
+// callStates is the set of states a call may be in (no duplicates): the
+// porcupine state of the model.
+type callStates []callModel
+
+// step is the nondeterministic step on a set: every state the call can be
+// in after op, given what the server answered (none: the answer is
+// impossible), closed under the server's own moves.
+func step(states callStates, in callInput, out callOutput) callStates {
+	seen := map[callModel]bool{}
+	var next callStates
+	for _, c := range states {
+		if n, ok := stepOne(c, in, out); ok && !seen[n] {
+			seen[n] = true
+			next = append(next, n)
+		}
+	}
+	if in.Kind == opFinal {
+		return next // only settled states pass stepOne
+	}
+	for i := 0; i < len(next); i++ {
+		for _, m := range next[i].moves() {
 			if !seen[m] {
 				seen[m] = true
-				queue = append(queue, m)
-				out = append(out, m)
+				next = append(next, m)
 			}
 		}
 	}
-	return out
+	return next
 }
 
-// step is the nondeterministic step: every state the call can be in after
-// op, given what the server answered (none: the answer is impossible).
+// stepOne applies op to one state.
 //
 // Ticks are operations of the history too, so porcupine tries an
 // operation on either side of a concurrent tick; the clock where it is
 // linearized must lie within the clock readings around the request.
 // Before the first tick of a partition the clock is unknown; the create's
 // createTime sets it.
-func step(state, input, output any) []any {
-	c, in, out := state.(callModel), input.(callInput), output.(callOutput)
+func stepOne(c callModel, in callInput, out callOutput) (callModel, bool) {
 	if in.Kind == opTick {
-		if in.Now < c.clock {
-			return nil
-		}
+		ok := in.Now >= c.clock
 		c.clock = in.Now
-		return settle(c)
+		return c, ok
 	}
 	if c.clock == 0 && in.Kind == opCreate && out.Info != nil {
 		c.clock = out.Info.CreateTime
 	}
 	if c.clock < in.Now || c.clock > in.NowMax {
-		return nil // the server's clock cannot have shown that time during the request
+		return c, false // the server's clock cannot have shown that time during the request
 	}
 	next, ok := c.apply(in, out)
-	switch {
-	case !ok:
-		return nil
-	case in.Kind == opFinal && len(next.moves()) > 0:
-		return nil // after the drain the server must have done every due move
+	if in.Kind == opFinal && len(next.moves()) > 0 {
+		return c, false // after the drain the server must have done every due move
 	}
-	return settle(next)
+	return next, ok
 }
 
 // apply runs one client operation on c and reports whether out is what
 // the seed and the contract say the server answers.
 func (c callModel) apply(in callInput, out callOutput) (callModel, bool) {
-	at := when{in.Now, c.clock}
+	at := when{in.Now, in.NowMax}
 	if in.Kind == opCreate {
 		return c.create(in, out, at)
 	}

@@ -28,6 +28,7 @@ type driver struct {
 
 	mu      sync.Mutex
 	ops     []porcupine.Operation
+	sent    int       // requests in ops (the rest are ticks)
 	slots   []slot    // the shared calls clients act on
 	created []created // every call created, for the final reads
 }
@@ -92,9 +93,19 @@ func (d *driver) record(client int, in callInput, out callOutput, call, ret int6
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.ops = append(d.ops, porcupine.Operation{ClientId: client, Input: in, Output: out, Call: call, Return: ret})
+	if in.Kind != opTick {
+		d.sent++
+	}
 	if in.Kind == opCreate && in.Call != "" {
 		d.created = append(d.created, created{id: in.Call, caller: in.User})
 	}
+}
+
+// requests counts the requests recorded so far.
+func (d *driver) requests() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.sent
 }
 
 // do sends the request and decodes the answer.

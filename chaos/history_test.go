@@ -110,20 +110,48 @@ func (out callOutput) problem(code string) bool {
 	return out.Problem && out.Status == statusOf[code] && out.Code == code
 }
 
-// newModel is callModel as a porcupine model, one partition per call.
+// newModel is the call model for porcupine, one partition per call; its
+// state is the set of states the call may be in.
 func newModel() porcupine.Model {
-	nm := &porcupine.NondeterministicModel{
+	return porcupine.Model{
 		Partition: partition,
-		Init:      func() []any { return []any{callModel{}} },
-		Step:      step,
-		Equal:     func(a, b any) bool { return a.(callModel) == b.(callModel) },
-		Hash: func(s any) uint64 {
-			return maphash.Comparable(hashSeed, s.(callModel))
+		Init:      func() any { return callStates{{}} },
+		Step: func(state, input, output any) (bool, any) {
+			next := step(state.(callStates), input.(callInput), output.(callOutput))
+			return len(next) > 0, next
+		},
+		Equal: func(a, b any) bool {
+			x, y := a.(callStates), b.(callStates)
+			if len(x) != len(y) {
+				return false
+			}
+			in := make(map[callModel]bool, len(y))
+			for _, c := range y {
+				in[c] = true
+			}
+			for _, c := range x {
+				if !in[c] {
+					return false
+				}
+			}
+			return true
+		},
+		Hash: func(state any) uint64 {
+			var h uint64
+			for _, c := range state.(callStates) {
+				h ^= maphash.Comparable(hashSeed, c) // order-free: it is a set
+			}
+			return h
 		},
 		DescribeOperation: describeOperation,
-		DescribeState:     describeState,
+		DescribeState: func(state any) string {
+			var parts []string
+			for _, c := range state.(callStates) {
+				parts = append(parts, describeState(c))
+			}
+			return fmt.Sprintf("%d possible: {%s}", len(parts), strings.Join(parts, " | "))
+		},
 	}
-	return nm.ToModel()
 }
 
 var hashSeed = maphash.MakeSeed()
@@ -228,8 +256,7 @@ func describeUsers(list []userInfo) string {
 }
 
 // describeState renders one of the states the call may be in.
-func describeState(state any) string {
-	c := state.(callModel)
+func describeState(c callModel) string {
 	if !c.exists {
 		return fmt.Sprintf("t=%d no call", c.clock)
 	}

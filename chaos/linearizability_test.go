@@ -37,9 +37,11 @@ func TestLinearizability(t *testing.T) {
 		tickStep  = 250 * time.Millisecond
 		tickEvery = 40 * time.Millisecond
 	)
-	run, checkTimeout := 10*time.Second, time.Minute
+	// The load runs for run, and on a slow (or busy) machine on until the
+	// history holds enough operations to exercise every rule, up to most.
+	run, enough, most, checkTimeout := 8*time.Second, 800, 20*time.Second, time.Minute
 	if *long {
-		run, checkTimeout = 3*time.Minute, 10*time.Minute
+		run, enough, most, checkTimeout = 3*time.Minute, 0, 3*time.Minute, 10*time.Minute
 	}
 	srv := testkit.Start(t, testkit.WithFakeClock(), testkit.WithConfig(func(c *app.Config) {
 		c.MaxCallUsers = maxUsers
@@ -50,9 +52,10 @@ func TestLinearizability(t *testing.T) {
 	srv.Stream(streamUser, "d1", "")
 
 	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d, %d clients on %d calls for %v", seed, clients, slots, run)
+	t.Logf("seed %d, %d clients on %d calls for %v (and on to %d requests, at most %v)", seed, clients, slots, run, enough, most)
 	d := newDriver(srv, slots, clients)
-	ctx, cancel := context.WithTimeout(context.Background(), run)
+	t.Cleanup(d.client.CloseIdleConnections)
+	ctx, cancel := context.WithTimeout(context.Background(), most)
 	defer cancel()
 	var wg sync.WaitGroup
 	for i := range clients {
@@ -67,14 +70,19 @@ func TestLinearizability(t *testing.T) {
 				return
 			case <-tk.C:
 				d.tick(clients, tickStep)
+				if time.Since(d.start) >= run && d.requests() >= enough {
+					cancel()
+				}
 			}
 		}
 	})
 	wg.Wait()
+	began := time.Now()
 	d.settle(clients, 10*time.Second)
+	t.Logf("settled %d calls in %v", len(d.created), time.Since(began).Round(time.Millisecond))
 
 	outcomes, seen := summary(d.ops)
-	t.Logf("%d operations on %d calls; outcomes:%s\nuser states seen by reads:%s", len(d.ops), len(d.created), formatCounts(outcomes), formatCounts(seen))
+	t.Logf("%d requests and %d ticks on %d calls; outcomes:%s\nuser states seen by reads:%s", d.sent, len(d.ops)-d.sent, len(d.created), formatCounts(outcomes), formatCounts(seen))
 	checkHistory(t, d.ops, checkTimeout)
 	wantExercised(t, outcomes, seen)
 }
@@ -99,7 +107,11 @@ func checkHistory(t *testing.T, history []porcupine.Operation, timeout time.Dura
 	if err := porcupine.VisualizePath(m, info, path); err != nil {
 		t.Fatalf("history is %s; writing its visualization: %v", res, err)
 	}
-	t.Errorf("history is %s against the seed's state machine (Unknown: the checker ran out of time); open %s", res, path)
+	why := "not linearizable against the seed's state machine"
+	if res == porcupine.Unknown {
+		why = "undecided: porcupine ran out of time (" + timeout.String() + ")"
+	}
+	t.Errorf("history is %s; its visualization: %s", why, path)
 	logFailingCall(t, m, history)
 }
 
@@ -116,9 +128,12 @@ func logFailingCall(t *testing.T, m porcupine.Model, history []porcupine.Operati
 		slices.SortFunc(ops, func(a, b porcupine.Operation) int { return cmp.Compare(a.Call, b.Call) })
 		var b strings.Builder
 		for _, op := range ops {
+			if op.Input.(callInput).Kind == opTick {
+				continue // each operation shows the clock it saw
+			}
 			fmt.Fprintf(&b, "\n  [%d..%d] client %d: %s", op.Call/1000, op.Return/1000, op.ClientId, describeOperation(op.Input, op.Output))
 		}
-		t.Logf("the first call that is not linearizable (times in µs):%s", b.String())
+		t.Logf("the first call that is not linearizable (real times in µs, t= the server clock around the request; ticks left out):%s", b.String())
 		return
 	}
 }
