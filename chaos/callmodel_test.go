@@ -11,12 +11,14 @@ package chaos
 // an inviting invitee with enableNotReceivedCheck becomes notYetReceived,
 // and an invitee with an open stream becomes received once the invitation
 // is flushed to it. When those happen is up to the server's scheduler and
-// delivery, so the model is nondeterministic: after every operation the
-// state is every state those moves can reach. Time is explicit:
-// the test runs the server on a fake clock that only moves in tick
-// operations, an operation happens at the clock's time where it is
-// linearized, and a timeout or notYetReceived move is possible only once
-// its deadline is due.
+// delivery, so the model is nondeterministic: its state is the set of
+// states the call may be in, and after every operation that set is closed
+// under those moves. Time is explicit: the server runs on a fake clock
+// that only moves in tick operations; a timeout or notYetReceived move is
+// possible only once the clock has reached its deadline, and a time an
+// answer or a read shows must lie within the clock readings around the
+// request that caused it (a move the server made on its own: between its
+// deadline and the read that shows it).
 
 // The test server's limits the model must know.
 const (
