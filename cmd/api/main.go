@@ -54,7 +54,6 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	if err != nil {
 		return err
 	}
-	srv := a.Server()
 	ln, err := net.Listen("tcp", a.ListenAddr())
 	if err != nil {
 		a.Close()
@@ -63,13 +62,27 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	ln = a.Listener(ln) // the connection cap
 	log.Info("callsig listening", "addr", ln.Addr().String(), "db", cfg.DB, "synchronous", cfg.Synchronous, "max_connections", a.MaxConnections())
 
+	// The background parts outlive the signal: they stop only once the
+	// HTTP server has finished its requests.
+	partsCtx, stopParts := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopParts()
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(partsCtx) }()
+	srv := a.Server()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+
+	var failed error
 	select {
-	case err := <-served:
-		a.Close()
-		return err
+	case failed = <-served:
+		served <- failed // for the wait below
+	case failed = <-ran:
+		ran <- failed
+		failed = fmt.Errorf("background part stopped: %w", failed)
 	case <-ctx.Done():
+	}
+	if failed != nil {
+		log.Error("stopping", "err", failed)
 	}
 
 	log.Info("shutting down: finishing in-flight requests and closing streams")
@@ -83,8 +96,15 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Warn("serve", "err", err)
 	}
+	stopParts()
+	if err := <-ran; err != nil {
+		log.Warn("background parts", "err", err)
+	}
 	if err := a.Close(); err != nil {
 		return fmt.Errorf("close: %w", err)
+	}
+	if failed != nil {
+		return failed
 	}
 	log.Info("stopped")
 	return nil

@@ -15,10 +15,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
 
 	"callsig/calls"
 	"callsig/db"
 	"callsig/handlers"
+	"callsig/sse"
 	"callsig/web"
 )
 
@@ -32,12 +34,18 @@ type App struct {
 	Handler  http.Handler
 	Registry *prometheus.Registry
 
-	log        *slog.Logger
-	maxConns   int                 // the connection cap (see Listener)
-	conns      *handlers.ConnLimit // applies it
-	stop       context.CancelFunc
-	wait       []func()
-	onShutdown []func()
+	log      *slog.Logger
+	maxConns int                 // the connection cap (see Listener)
+	conns    *handlers.ConnLimit // applies it
+	hub      *sse.Hub
+	parts    []part // the background parts Run runs
+}
+
+// part is one background part: it works until ctx is done and returns nil
+// then, or returns early with the error that stopped it.
+type part struct {
+	name string
+	run  func(ctx context.Context) error
 }
 
 // Options are the parts tests replace.
@@ -46,8 +54,9 @@ type Options struct {
 	Logger *slog.Logger // default: slog.Default()
 }
 
-// New opens the store, builds the service and the routes, and starts the
-// background work (deadline scheduler). Close releases everything.
+// New opens the store and builds the service, event delivery and the
+// routes; nothing runs yet. The caller runs the background parts with Run,
+// serves Handler, and once Run has returned releases the store with Close.
 func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 	log := opts.Logger
 	if log == nil {
@@ -80,8 +89,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		return nil, err
 	}
 
-	events, err := a.newEvents(opts)
-	if err != nil {
+	fwd := &hubService{}
+	if a.hub, err = a.newEvents(ctx, opts, fwd); err != nil {
 		a.Store.Close()
 		return nil, err
 	}
@@ -90,21 +99,23 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		a.Store.Close()
 		return nil, err
 	}
-	var notify notifiers
-	for _, n := range []calls.Notifier{events.Notifier, hooks.Notifier} {
-		if n != nil {
-			notify = append(notify, n)
-		}
-	}
 
 	a.Service = calls.NewService(calls.Options{
 		Store:    a.Store,
 		Clock:    opts.Clock,
-		Notifier: notify,
-		Presence: events.Presence,
+		Notifier: notifiers{a.hub, hooks.dispatcher},
+		Presence: a.hub,
 		Logger:   log,
 		Config:   calls.Config{MaxCallUsers: cfg.MaxCallUsers, NotReceivedAfter: cfg.NotReceivedAfter, HeartbeatTimeout: cfg.HeartbeatTimeout},
 	})
+	fwd.Service = a.Service
+	a.parts = []part{
+		{"deadline scheduler", a.Service.Run},
+		{"event hub", a.hub.Run},
+		{"webhook dispatcher", hooks.dispatcher.Run},
+		{"webhook retention", hooks.retention.Run},
+		{"idempotency pruner", (&db.IdempotencyPruner{Store: a.Store, Log: log}).Run},
+	}
 
 	a.Handler, err = handlers.New(handlers.Deps{
 		Service:     a.Service,
@@ -116,8 +127,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		CORSOrigins: cfg.CORSOrigins,
 		RateLimit:   cfg.RateLimit,
 		RateBurst:   cfg.RateBurst,
-		Events:      events.Stream,
-		Webhooks:    hooks.Registry,
+		Events:      a.hub,
+		Webhooks:    hooks.registry,
 		DevToken:    a.devToken(),
 		Demo:        web.Handler(),
 	})
@@ -126,53 +137,30 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		return nil, err
 	}
 
-	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	a.stop = stop
-	a.run(runCtx, "deadline scheduler", a.Service.Run)
-	a.run(runCtx, "idempotency pruner", (&db.IdempotencyPruner{Store: a.Store, Log: log}).Run)
-	if events.Start != nil {
-		wait, err := events.Start(runCtx, a.Service)
-		if err != nil {
-			a.Close()
-			return nil, fmt.Errorf("start event delivery: %w", err)
-		}
-		a.wait = append(a.wait, wait)
-	}
-	if events.Shutdown != nil {
-		a.onShutdown = append(a.onShutdown, events.Shutdown)
-	}
-	if hooks.Start != nil {
-		wait, err := hooks.Start(runCtx)
-		if err != nil {
-			a.Close()
-			return nil, fmt.Errorf("start webhook dispatcher: %w", err)
-		}
-		a.wait = append(a.wait, wait)
-	}
 	return a, nil
 }
 
-// run starts a background part with the Run(ctx) error shape; Close waits
-// for it. A part that fails is logged: the composition root is to run them
-// under one errgroup that stops the process instead.
-func (a *App) run(ctx context.Context, name string, run func(context.Context) error) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := run(ctx); err != nil {
-			a.log.Error(name+" stopped", "err", err)
-		}
-	}()
-	a.wait = append(a.wait, func() { <-done })
+// Run runs the background parts (deadline scheduler, event hub, webhook
+// dispatcher and retention, idempotency pruner) until ctx is done, then
+// waits for all of them to stop. If one fails, the others are stopped too
+// and Run returns that failure: a server missing one of its parts (its
+// deadlines not firing, say) must not go on answering as if whole.
+func (a *App) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, p := range a.parts {
+		g.Go(func() error {
+			if err := p.run(ctx); err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }
 
-// Close stops the background work and closes the database. In-flight HTTP
-// requests must be finished first (http.Server.Shutdown).
+// Close closes the database. Call it after Run has returned (and the HTTP
+// server has finished its requests): the parts write until they stop.
 func (a *App) Close() error {
-	a.stop()
-	for _, w := range a.wait {
-		w()
-	}
 	return a.Store.Close()
 }
 
@@ -224,9 +212,7 @@ func (a *App) Server() *http.Server {
 // BeginShutdown ends open event streams so their clients reconnect
 // elsewhere while the HTTP server drains the other requests.
 func (a *App) BeginShutdown() {
-	for _, f := range a.onShutdown {
-		f()
-	}
+	a.hub.Shutdown()
 }
 
 // devToken mints user tokens for POST /dev/token, only in development mode

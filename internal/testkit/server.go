@@ -33,7 +33,11 @@ type Server struct {
 	addr string
 	logs io.Writer // nil: the test log
 	spec *specValidator
-	mu   sync.Mutex
+	// stopParts stops the app's background parts; ran answers when they
+	// have (see app.App.Run).
+	stopParts context.CancelFunc
+	ran       chan error
+	mu        sync.Mutex
 }
 
 // Option adjusts a test server before it starts.
@@ -108,9 +112,13 @@ func (s *Server) start() {
 	hs.Listener.Close()
 	hs.Listener = a.Listener(ln)
 	hs.Config = a.Server()
+	ctx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(ctx) }()
 	hs.Start()
 	s.mu.Lock()
 	s.App, s.http, s.addr, s.URL = a, hs, ln.Addr().String(), hs.URL
+	s.stopParts, s.ran = stop, ran
 	s.mu.Unlock()
 }
 
@@ -131,7 +139,7 @@ func listen(addr string) (net.Listener, error) {
 // Stop shuts the server down as SIGTERM would. Safe to call twice.
 func (s *Server) Stop() {
 	s.mu.Lock()
-	a, hs := s.App, s.http
+	a, hs, stopParts, ran := s.App, s.http, s.stopParts, s.ran
 	s.App, s.http = nil, nil
 	s.mu.Unlock()
 	if a == nil {
@@ -145,6 +153,10 @@ func (s *Server) Stop() {
 		s.T.Errorf("shutdown: %v", err)
 	}
 	hs.Close()
+	stopParts()
+	if err := <-ran; err != nil {
+		s.T.Errorf("background parts: %v", err)
+	}
 	if err := a.Close(); err != nil {
 		s.T.Errorf("close app: %v", err)
 	}

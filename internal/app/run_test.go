@@ -1,0 +1,65 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// One failing part stops the others, and Run says which part failed: a
+// server whose deadlines no longer fire must not go on as if whole.
+func TestRunStopsEveryPartWhenOneFails(t *testing.T) {
+	stopped := make(chan struct{})
+	a := &App{parts: []part{
+		{"steady", func(ctx context.Context) error {
+			<-ctx.Done()
+			close(stopped)
+			return nil
+		}},
+		{"broken", func(context.Context) error { return errors.New("boom") }},
+	}}
+	err := a.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "broken: boom") {
+		t.Fatalf("Run = %v, want the broken part's error", err)
+	}
+	select {
+	case <-stopped:
+	default:
+		t.Fatal("Run returned before the steady part stopped")
+	}
+}
+
+// The real parts run until their context ends, then stop cleanly, and the
+// store closes after them.
+func TestRunStopsOnCancel(t *testing.T) {
+	cfg, err := ParseConfig("test", []string{"-db", filepath.Join(t.TempDir(), "callsig.db")}, func(string) string { return "" }, nil)
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	a, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if len(a.parts) != 5 {
+		t.Fatalf("%d background parts, want 5 (scheduler, hub, dispatcher, retention, pruner)", len(a.parts))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(ctx) }()
+	cancel()
+	select {
+	case err := <-ran:
+		if err != nil {
+			t.Fatalf("Run = %v, want nil after cancel", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+	if err := a.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
