@@ -422,15 +422,13 @@ func (c callModel) observeUsers(list []userInfo) (callModel, bool) {
 	return c, true
 }
 
-// callerDevice is the caller's main device after creating a call. The seed
-// ("the main device refers to the device that actively calls the interface
-// to initiate, accept or join the call") and api/openapi.yaml (createCall:
-// "on the device named by X-Device-ID") make it the creating device, so a
-// join from that device would be 409 already_in_call. The server gives the
-// caller no main device, and answers that join 200 as a device switch.
-// KNOWN DEVIATION, reported to the lead: the model follows the server
-// until the contract and the server agree; return device to check the
-// seed's reading.
+// callerDevice is the caller's main device after creating a call: none.
+// The seed counts the initiating device as a main device, but the contract
+// (which the server follows and api/openapi.yaml now states) routes a
+// user's call events to one device only once it accepted or joined from
+// it: a caller creating calls from a backend (no X-Device-ID) must keep
+// getting them on every stream. So a caller's join from any device sets its
+// main device (200), never 409 already_in_call.
 func callerDevice(device string) string { return "" }
 
 // refusal is the error code the contract gives op on c ("" when allowed),
