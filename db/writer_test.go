@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"callsig/calls"
+	"callsig/internal/wait"
 )
 
 // holdWriter occupies the writer goroutine until the returned func is
@@ -39,19 +40,11 @@ func holdWriter(t *testing.T, s *Store) (release func()) {
 // waitQueued waits until n requests are queued behind the held writer.
 func waitQueued(t *testing.T, s *Store, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	wait.For(t, 5*time.Second, fmt.Sprintf("%d requests queued", n), func() bool {
 		s.mu.Lock()
-		got := len(s.queue)
-		s.mu.Unlock()
-		if got == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d requests queued, want %d", got, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer s.mu.Unlock()
+		return len(s.queue) == n
+	})
 }
 
 // goWrite queues one write and returns where its outcome arrives.
@@ -208,19 +201,11 @@ func TestCloseDrainsQueuedWrites(t *testing.T) {
 	}
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	wait.For(t, 5*time.Second, "Close to mark the store closed", func() bool {
 		s.mu.Lock()
-		c := s.closed
-		s.mu.Unlock()
-		if c {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("Close did not mark the store closed")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer s.mu.Unlock()
+		return s.closed
+	})
 	if err := s.write(ctx, insertEvent("late")); !errors.Is(err, ErrClosed) {
 		t.Errorf("write after Close began: err = %v, want ErrClosed", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"callsig/internal/testkit"
+	"callsig/internal/wait"
 )
 
 // logBuffer collects the server's JSON log lines.
@@ -59,7 +60,7 @@ func TestEventStreamAccessLogWhenItEnds(t *testing.T) {
 	open := time.Since(opened)
 
 	var line map[string]any
-	waitUntil(t, "the stream's access-log line", func() bool {
+	wait.For(t, eventWait, "the stream's access-log line", func() bool {
 		got := logs.requests(t, "/events")
 		if len(got) > 0 {
 			line = got[0]

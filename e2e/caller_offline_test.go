@@ -7,6 +7,7 @@ import (
 
 	"callsig/calls"
 	"callsig/internal/testkit"
+	"callsig/internal/wait"
 )
 
 // offlineArmed waits until the server has seen the caller's last stream
@@ -14,7 +15,7 @@ import (
 func offlineArmed(t *testing.T, s *testkit.Server, id string) int64 {
 	t.Helper()
 	var at int64
-	waitUntil(t, "the caller-offline deadline", func() bool {
+	wait.For(t, eventWait, "the caller-offline deadline", func() bool {
 		at = loadCall(t, s, id).CallerOfflineAt
 		return at != 0
 	})
@@ -69,7 +70,7 @@ func TestCallerBackWithinGrace(t *testing.T) {
 	offlineArmed(t, s, c1)
 	s.Advance(grace / 2)
 	alice.reconnect()
-	waitUntil(t, "the deadline to clear", func() bool { return loadCall(t, s, c1).CallerOfflineAt == 0 })
+	wait.For(t, eventWait, "the deadline to clear", func() bool { return loadCall(t, s, c1).CallerOfflineAt == 0 })
 	s.Advance(2 * grace)
 	bob.nothing()
 	if c := s.Client("bob").GetCall(c1); c.State != calls.CallStarted || testkit.UserState(c, "bob") != calls.StateReceived {
@@ -144,7 +145,7 @@ func TestCallerReconnectsAfterRestart(t *testing.T) {
 	s.Restart()
 	alice.reconnect()
 	bob.reconnect()
-	waitUntil(t, "the deadline to clear", func() bool { return loadCall(t, s, c1).CallerOfflineAt == 0 })
+	wait.For(t, eventWait, "the deadline to clear", func() bool { return loadCall(t, s, c1).CallerOfflineAt == 0 })
 	s.Advance(2 * grace)
 	bob.nothing()
 	if c := loadCall(t, s, c1); c.State != calls.CallStarted {
@@ -174,7 +175,7 @@ func passDeadlines(t *testing.T, s *testkit.Server, d time.Duration) {
 	t.Helper()
 	marker := s.Client("backend").Invite(map[string]any{"timeout": int(d/time.Second) - 1}, "marker").CallID
 	s.Advance(d)
-	waitUntil(t, "the marker invitation to time out", func() bool { return loadCall(t, s, marker).State == calls.CallEnded })
+	wait.For(t, eventWait, "the marker invitation to time out", func() bool { return loadCall(t, s, marker).State == calls.CallEnded })
 }
 
 // Issue 9, defect 5: after a restart, a caller left alone in its advanced
@@ -191,7 +192,7 @@ func TestLoneCallerReconnectsAfterRestart(t *testing.T) {
 	offlineArmed(t, s, c1) // nobody's stream is open after a start
 	s.Advance(grace / 2)
 	alice.reconnect()
-	waitUntil(t, "the deadline to clear", func() bool { return loadCall(t, s, c1).CallerOfflineAt == 0 })
+	wait.For(t, eventWait, "the deadline to clear", func() bool { return loadCall(t, s, c1).CallerOfflineAt == 0 })
 	passDeadlines(t, s, 2*grace)
 	c := s.Client("alice").GetCall(c1)
 	if c.State != calls.CallStarted || testkit.UserState(c, "alice") != calls.StateAccepted {
@@ -214,13 +215,13 @@ func TestLoneCallerGoneEndsTheCall(t *testing.T) {
 	s.Restart()
 	// After a start the grace counts from the start.
 	at := s.Now() + grace.Milliseconds()
-	waitUntil(t, "the deadline to be re-armed", func() bool { return loadCall(t, s, c1).CallerOfflineAt == at })
+	wait.For(t, eventWait, "the deadline to be re-armed", func() bool { return loadCall(t, s, c1).CallerOfflineAt == at })
 	s.Advance(time.Duration(at-s.Now())*time.Millisecond - time.Millisecond)
 	if c := loadCall(t, s, c1); c.State != calls.CallStarted {
 		t.Fatalf("call ended before the grace passed: %s", c.State)
 	}
 	s.Advance(time.Millisecond)
-	waitUntil(t, "the call to end", func() bool { return loadCall(t, s, c1).State == calls.CallEnded })
+	wait.For(t, eventWait, "the call to end", func() bool { return loadCall(t, s, c1).State == calls.CallEnded })
 	if c := loadCall(t, s, c1); c.EndReason != calls.EndCallerOffline || c.EndTime != at {
 		t.Fatalf("call ended with %q at %d, want caller_offline at %d", c.EndReason, c.EndTime, at)
 	}
@@ -230,7 +231,7 @@ func TestLoneCallerGoneEndsTheCall(t *testing.T) {
 	alice.drop()
 	at = offlineArmed(t, s, c2)
 	s.Advance(time.Duration(at-s.Now()) * time.Millisecond)
-	waitUntil(t, "the call to end", func() bool { return loadCall(t, s, c2).State == calls.CallEnded })
+	wait.For(t, eventWait, "the call to end", func() bool { return loadCall(t, s, c2).State == calls.CallEnded })
 	if c := loadCall(t, s, c2); c.EndReason != calls.EndCallerOffline {
 		t.Fatalf("call ended with %q, want caller_offline", c.EndReason)
 	}

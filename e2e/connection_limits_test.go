@@ -10,6 +10,7 @@ import (
 
 	"callsig/internal/app"
 	"callsig/internal/testkit"
+	"callsig/internal/wait"
 )
 
 // fresh sends one request on a connection of its own (the cap counts
@@ -76,7 +77,7 @@ func TestConnectionCapKeepsHealthAnswering(t *testing.T) {
 	}
 
 	streams[0].Close()
-	waitUntil(t, "a freed connection to serve again", func() bool {
+	wait.For(t, eventWait, "a freed connection to serve again", func() bool {
 		res, _ := fresh(t, s, "/calls", s.Token("dave"))
 		return res.StatusCode == http.StatusOK
 	})

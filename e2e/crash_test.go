@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"callsig/handlers"
+	"callsig/internal/wait"
 )
 
 var (
@@ -66,20 +67,19 @@ func startProcess(t *testing.T, bin, dbPath, addr string) *process {
 	}
 	p := &process{t: t, cmd: cmd, url: "http://" + addr, logs: logs}
 	t.Cleanup(func() { p.cmd.Process.Kill(); p.cmd.Wait() })
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		res, err := http.Get(p.url + "/readyz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return p
-			}
+	var err error
+	ready := wait.Until(20*time.Second, func() bool {
+		var res *http.Response
+		if res, err = http.Get(p.url + "/readyz"); err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server did not become ready: %v\n%s", err, logs)
-		}
-		time.Sleep(20 * time.Millisecond)
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	})
+	if !ready {
+		t.Fatalf("server did not become ready: %v\n%s", err, logs)
 	}
+	return p
 }
 
 func (p *process) do(user, method, path string, body any) (int, map[string]any) {
@@ -148,21 +148,19 @@ func TestCrashLosesNothing(t *testing.T) {
 	time.Sleep(1200 * time.Millisecond)
 
 	p = startProcess(t, bin, dbPath, addr)
-	deadline := time.Now().Add(10 * time.Second)
 	for _, c := range created {
-		for {
-			status, call := p.do(c.caller, "GET", "/calls/"+c.id, nil)
+		var call map[string]any
+		timedOut := wait.Until(10*time.Second, func() bool {
+			var status int
+			status, call = p.do(c.caller, "GET", "/calls/"+c.id, nil)
 			if status != http.StatusOK {
 				t.Fatalf("acknowledged call %s is gone after the crash: %d %v", c.id, status, call)
 			}
 			users := call["callUserList"].([]any)
-			if call["state"] == "ended" && users[1].(map[string]any)["state"] == "timeout" {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("call %s did not time out after the restart: %v", c.id, call)
-			}
-			time.Sleep(10 * time.Millisecond)
+			return call["state"] == "ended" && users[1].(map[string]any)["state"] == "timeout"
+		})
+		if !timedOut {
+			t.Fatalf("call %s did not time out after the restart: %v", c.id, call)
 		}
 	}
 }

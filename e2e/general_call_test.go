@@ -8,6 +8,7 @@ import (
 
 	"callsig/calls"
 	"callsig/internal/testkit"
+	"callsig/internal/wait"
 )
 
 // A caller invites one user in general mode; the invitee accepts and the
@@ -135,7 +136,7 @@ func TestGeneralCallTimeout(t *testing.T) {
 func waitCall(t *testing.T, c *testkit.Client, id string, cond func(testkit.Call) bool) testkit.Call {
 	t.Helper()
 	var got testkit.Call
-	waitUntil(t, "call "+id+" to reach the expected state", func() bool {
+	wait.For(t, eventWait, "call "+id+" to reach the expected state", func() bool {
 		got = c.GetCall(id)
 		return cond(got)
 	})

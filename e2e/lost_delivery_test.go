@@ -6,6 +6,7 @@ import (
 
 	"callsig/calls"
 	"callsig/internal/testkit"
+	"callsig/internal/wait"
 )
 
 // The received transition survives losing its report. Bob's stream gets an
@@ -19,7 +20,7 @@ func TestLostDeliveryReportIsMadeOnResume(t *testing.T) {
 	alice := s.Client("alice")
 	c1 := alice.Invite(map[string]any{"timeout": 600}, "bob").CallID
 	got := bob.WaitFor(string(calls.EventReceived), nil, eventWait)
-	waitUntil(t, "the delivery", func() bool { return testkit.UserState(alice.GetCall(c1), "bob") == calls.StateReceived })
+	wait.For(t, eventWait, "the delivery", func() bool { return testkit.UserState(alice.GetCall(c1), "bob") == calls.StateReceived })
 	bob.Close()
 	s.Stop()
 
@@ -42,7 +43,7 @@ func TestLostDeliveryReportIsMadeOnResume(t *testing.T) {
 	}
 
 	bob = s.Stream("bob", "", got.LastEventID)
-	waitUntil(t, "bob received after resuming", func() bool {
+	wait.For(t, eventWait, "bob received after resuming", func() bool {
 		return testkit.UserState(alice.GetCall(c1), "bob") == calls.StateReceived
 	})
 	bob.WaitFor(string(calls.EventUserStateChanged), func(e testkit.Event) bool { return e.Users()["bob"] == "received" }, eventWait)

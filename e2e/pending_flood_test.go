@@ -15,6 +15,7 @@ import (
 	"callsig/calls"
 	"callsig/internal/app"
 	"callsig/internal/testkit"
+	"callsig/internal/wait"
 )
 
 // fastBound is what "fast" means below: generous for a loaded machine and
@@ -157,7 +158,7 @@ func floodStory(t *testing.T, s *testkit.Server, victim string) {
 	}
 	close(stop)
 	wg.Wait()
-	waitUntil(t, "the dropped streams to end", func() bool { return scrapeMetric(t, s, "callsig_sse_streams_open") == 0 })
+	wait.For(t, eventWait, "the dropped streams to end", func() bool { return scrapeMetric(t, s, "callsig_sse_streams_open") == 0 })
 }
 
 // timedStream opens a new stream of user and fails unless its headers came

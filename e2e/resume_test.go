@@ -9,6 +9,7 @@ import (
 
 	"callsig/calls"
 	"callsig/internal/testkit"
+	"callsig/internal/wait"
 )
 
 // A client that drops its connection and comes back with Last-Event-ID gets
@@ -103,7 +104,7 @@ func TestResumeWithNothingNew(t *testing.T) {
 	bob.expect(ev(calls.EventReceived, c1), changed(c1, "bob=received"))
 	last := bob.Stream.LastEventID()
 	bob.reconnect()
-	waitUntil(t, "the opening block", func() bool { return bob.Retry() > 0 })
+	wait.For(t, eventWait, "the opening block", func() bool { return bob.Retry() > 0 })
 	bob.nothing()
 	if got := bob.Stream.LastEventID(); got != last {
 		t.Fatalf("last event ID after reconnecting: %q, want %q", got, last)
@@ -123,7 +124,7 @@ func TestResetWhenLastEventIDWasPruned(t *testing.T) {
 	alice.Action(c1, "cancel", nil).Want(http.StatusOK) // missed by bob
 
 	s.Advance(s.Config.EventRetention + time.Hour)
-	waitUntil(t, "pruning", func() bool {
+	wait.For(t, eventWait, "pruning", func() bool {
 		oldest, err := s.App.Store.OldestEventID(context.Background())
 		return err == nil && oldest == 0
 	})

@@ -11,6 +11,7 @@ import (
 	"callsig/calls"
 	"callsig/internal/app"
 	"callsig/internal/testkit"
+	"callsig/internal/wait"
 )
 
 // A stream answers at once with the event-stream headers and a retry hint,
@@ -24,7 +25,7 @@ func TestEventStreamOpens(t *testing.T) {
 			t.Errorf("%s: %q, want %q", k, got, v)
 		}
 	}
-	waitUntil(t, "the retry hint", func() bool { return st.Retry() > 0 })
+	wait.For(t, eventWait, "the retry hint", func() bool { return st.Retry() > 0 })
 
 	// EventSource cannot send headers: the token comes as ?access_token=.
 	q := s.OpenStream(testkit.StreamOptions{User: "bob", NoAuthHeader: true, Query: url.Values{"access_token": {s.Token("bob")}}})

@@ -192,18 +192,6 @@ func (l *listener) nothing() {
 	l.NoEvent(quietWindow)
 }
 
-// waitUntil polls cond until it holds, failing after eventWait.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(eventWait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // loadCall reads a call straight from the store, for the state the API
 // does not show (the caller-offline deadline).
 func loadCall(t *testing.T, s *testkit.Server, id string) *calls.Call {

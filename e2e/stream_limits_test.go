@@ -5,6 +5,7 @@ import (
 
 	"callsig/internal/app"
 	"callsig/internal/testkit"
+	"callsig/internal/wait"
 )
 
 // One user cannot hold more than CALLSIG_MAX_STREAMS_PER_USER streams: a
@@ -20,7 +21,7 @@ func TestStreamsPerUserCapClosesTheOldest(t *testing.T) {
 	if second.Ended() || third.Ended() {
 		t.Fatal("a newer stream was closed instead of the oldest")
 	}
-	waitUntil(t, "two streams open", func() bool { return scrapeMetric(t, s, "callsig_sse_streams_open") == 2 })
+	wait.For(t, eventWait, "two streams open", func() bool { return scrapeMetric(t, s, "callsig_sse_streams_open") == 2 })
 
 	// Committed while the phone is away: it gets it on resuming.
 	callID := s.Client("bob").Invite(nil, "alice").CallID
@@ -37,5 +38,5 @@ func TestStreamsPerUserCapClosesTheOldest(t *testing.T) {
 	// Other users are not affected by alice's cap.
 	s.Stream("bob", "", "")
 	s.Stream("bob", "", "")
-	waitUntil(t, "four streams open", func() bool { return scrapeMetric(t, s, "callsig_sse_streams_open") == 4 })
+	wait.For(t, eventWait, "four streams open", func() bool { return scrapeMetric(t, s, "callsig_sse_streams_open") == 4 })
 }

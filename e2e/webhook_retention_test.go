@@ -6,6 +6,7 @@ import (
 
 	"callsig/internal/app"
 	"callsig/internal/testkit"
+	"callsig/internal/wait"
 )
 
 // The delivery log keeps finished deliveries for CALLSIG_WEBHOOK_RETENTION
@@ -37,7 +38,7 @@ func TestWebhookDeliveryLogKeepsWhatIsWithinRetention(t *testing.T) {
 
 	// The pruner runs every 10 minutes: step the clock past the first
 	// delivery's retention until it is gone.
-	waitUntil(t, "the delivery past retention to be pruned", func() bool {
+	wait.For(t, eventWait, "the delivery past retention to be pruned", func() bool {
 		if s.Now() < start+(25*time.Hour).Milliseconds() {
 			s.Advance(time.Hour)
 		}

@@ -5,16 +5,13 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"callsig/internal/fakeclock"
 )
 
-type fakeClock struct{ t time.Time }
-
-func (c *fakeClock) now() time.Time          { return c.t }
-func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
-
 func TestRateLimiterBucket(t *testing.T) {
-	clock := &fakeClock{t: time.Unix(1000, 0)}
-	l := newRateLimiter(2, 3, clock.now) // 2/s, bursts of 3
+	clock := fakeclock.New(time.Unix(1000, 0))
+	l := newRateLimiter(2, 3, clock.Now) // 2/s, bursts of 3
 	for i := range 3 {
 		if ok, _ := l.allow("alice"); !ok {
 			t.Fatalf("request %d of the burst refused", i)
@@ -27,7 +24,7 @@ func TestRateLimiterBucket(t *testing.T) {
 	if ok, _ := l.allow("bob"); !ok {
 		t.Fatal("bob limited by alice's bucket")
 	}
-	clock.advance(500 * time.Millisecond)
+	clock.Advance(500 * time.Millisecond)
 	if ok, _ := l.allow("alice"); !ok {
 		t.Fatal("token not refilled after 500ms")
 	}
@@ -35,7 +32,7 @@ func TestRateLimiterBucket(t *testing.T) {
 		t.Fatal("more than one token refilled after 500ms")
 	}
 	// Refill caps at the burst.
-	clock.advance(time.Hour)
+	clock.Advance(time.Hour)
 	for i := range 3 {
 		if ok, _ := l.allow("alice"); !ok {
 			t.Fatalf("request %d after a long pause refused", i)
@@ -47,11 +44,11 @@ func TestRateLimiterBucket(t *testing.T) {
 }
 
 func TestRateLimiterSweep(t *testing.T) {
-	clock := &fakeClock{t: time.Unix(1000, 0)}
-	l := newRateLimiter(1, 0, clock.now) // burst defaults to 1
+	clock := fakeclock.New(time.Unix(1000, 0))
+	l := newRateLimiter(1, 0, clock.Now) // burst defaults to 1
 	l.allow("alice")
 	l.allow("bob")
-	clock.advance(2 * sweepEvery)
+	clock.Advance(2 * sweepEvery)
 	l.allow("carol") // triggers the sweep; alice and bob have refilled
 	if len(l.buckets) != 1 || l.buckets["carol"] == nil {
 		t.Fatalf("buckets after sweep: %v", l.buckets)
@@ -59,8 +56,8 @@ func TestRateLimiterSweep(t *testing.T) {
 }
 
 func TestRateLimitMiddleware(t *testing.T) {
-	clock := &fakeClock{t: time.Unix(1000, 0)}
-	l := newRateLimiter(0.5, 1, clock.now)
+	clock := fakeclock.New(time.Unix(1000, 0))
+	l := newRateLimiter(0.5, 1, clock.Now)
 	h := newAuthenticator(AuthConfig{Secret: testSecret}).requireUser(false)(l.middleware(whoAmI))
 	call := func() *httptest.ResponseRecorder {
 		r := httptest.NewRequest("GET", "/calls", nil)
@@ -77,7 +74,7 @@ func TestRateLimitMiddleware(t *testing.T) {
 	if got := w.Header().Get("Retry-After"); got != "2" {
 		t.Fatalf("Retry-After = %q, want 2", got)
 	}
-	clock.advance(2 * time.Second)
+	clock.Advance(2 * time.Second)
 	if w := call(); w.Code != http.StatusOK {
 		t.Fatalf("after waiting: %d", w.Code)
 	}

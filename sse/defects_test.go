@@ -9,17 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// waitUntil polls cond until it holds, failing the test after 3 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(3 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
+	"callsig/internal/wait"
+)
 
 // The headers and the opening block arrive at once, before the pending
 // invitations are read; the invitations follow when the read returns.
@@ -63,7 +55,7 @@ func TestClientLeavingCancelsTheCatchUp(t *testing.T) {
 	}
 	<-r.log.entered
 	conn.Close()
-	waitUntil(t, "the stream to end", func() bool { return r.hub.Streams() == 0 && len(r.hub.readers) == 0 })
+	wait.For(t, 3*time.Second, "the stream to end", func() bool { return r.hub.Streams() == 0 && len(r.hub.readers) == 0 })
 }
 
 // A new stream replays at most PendingReplay invitations (the log returns
@@ -131,7 +123,7 @@ func TestResumeReportsALostDelivery(t *testing.T) {
 	r.svc.waitReports(t, "online bob")
 	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
 	last := c.next()
-	waitUntil(t, "the report to be given up", func() bool {
+	wait.For(t, 3*time.Second, "the report to be given up", func() bool {
 		n := 0
 		for _, rep := range r.svc.list() {
 			if strings.HasPrefix(rep, "failed") {
@@ -151,7 +143,7 @@ func TestResumeReportsALostDelivery(t *testing.T) {
 	if b := c.next(); b.id != "2" {
 		t.Fatalf("resumed with %+v, want 2", b)
 	}
-	waitUntil(t, "the deliveries", func() bool {
+	wait.For(t, 3*time.Second, "the deliveries", func() bool {
 		list := r.svc.list()
 		return slices.Contains(list, "delivered c1 bob") && slices.Contains(list, "delivered c2 bob")
 	})

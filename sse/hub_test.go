@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"callsig/calls"
+	"callsig/internal/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -135,11 +136,7 @@ func TestShutdownUnblocksAStuckWrite(t *testing.T) {
 	}
 	defer conn.Close()
 	fmt.Fprint(conn, "GET /?user=stuck&device=d HTTP/1.1\r\nHost: x\r\n\r\n") // and never read
-	for deadline := time.Now().Add(3 * time.Second); !r.hub.Online("stuck"); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("stream not open")
-		}
-	}
+	wait.For(t, 3*time.Second, "the stream to open", func() bool { return r.hub.Online("stuck") })
 	big := json.RawMessage(`{"x":"` + strings.Repeat("x", 64<<10) + `"}`)
 	for i := 0; counter(r.hub.m.dropped) == 0; i++ {
 		if i == 5000 {
@@ -151,12 +148,6 @@ func TestShutdownUnblocksAStuckWrite(t *testing.T) {
 			t.Fatalf("Committed took %v", d)
 		}
 	}
-	start := time.Now()
 	r.hub.Shutdown()
-	for r.hub.Streams() > 0 {
-		if time.Since(start) > 2*time.Second {
-			t.Fatal("the stuck stream outlived Shutdown")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.For(t, 2*time.Second, "the stuck stream to end after Shutdown", func() bool { return r.hub.Streams() == 0 })
 }

@@ -1,10 +1,12 @@
 package sse
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
 	"callsig/internal/fakeclock"
+	"callsig/internal/wait"
 )
 
 // Pruning runs at start and every PruneEvery of clock time, with the
@@ -14,13 +16,7 @@ func TestPruneFollowsTheClock(t *testing.T) {
 	log := newMemLog()
 	r := newRig(t, Options{Log: log, Clock: clk, Retention: time.Hour, PruneEvery: time.Minute})
 	waitCutoffs := func(n int) []int64 {
-		deadline := time.Now().Add(3 * time.Second)
-		for len(log.prunedCutoffs()) < n {
-			if time.Now().After(deadline) {
-				t.Fatalf("prunes %v, want %d", log.prunedCutoffs(), n)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		wait.For(t, 3*time.Second, fmt.Sprintf("%d prunes", n), func() bool { return len(log.prunedCutoffs()) >= n })
 		return log.prunedCutoffs()
 	}
 	start := clk.Now()

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"callsig/internal/wait"
 )
 
 func TestEncodeEvent(t *testing.T) {
@@ -178,11 +180,7 @@ func TestHijackedStream(t *testing.T) {
 	if res.StatusCode != http.StatusOK || len(res.TransferEncoding) > 0 || res.ContentLength != -1 || !res.Close {
 		t.Fatalf("status %d, transfer encoding %v, length %d, close %v", res.StatusCode, res.TransferEncoding, res.ContentLength, res.Close)
 	}
-	for deadline := time.Now().Add(3 * time.Second); returned.Load() == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the handler did not return")
-		}
-	}
+	wait.For(t, 3*time.Second, "the handler to return", func() bool { return returned.Load() != 0 })
 	r.hub.Committed(r.log.add(changedEv("bob", "c1", "")), 0)
 	want := "retry: 3000\n\nid: 0\n\nid: 1\nevent: callUserStateChanged\ndata: {\"callID\":\"c1\"}\n\n"
 	got := make([]byte, len(want))

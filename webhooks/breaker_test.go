@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"callsig/internal/wait"
 	"callsig/webhooks"
 )
 
@@ -74,10 +75,10 @@ func TestDispatcherCircuitBreaker(t *testing.T) {
 	for range 3 {
 		r.call()
 	}
-	waitFor(t, func() bool {
+	wait.For(t, 10*time.Second, "three first attempts to the failing endpoint", func() bool {
 		return r.count(failing.ID, func(d webhooks.Delivery) bool { return d.Attempts == 1 }) == 3
 	})
-	waitFor(t, func() bool {
+	wait.For(t, 10*time.Second, "the breaker to open", func() bool {
 		return labeled(t, reg, "callsig_webhook_breaker_state", failing.ID) == webhooks.BreakerOpen
 	})
 	if n := labeled(t, reg, "callsig_webhook_breaker_opened_total", failing.ID); n != 1 {
@@ -90,7 +91,7 @@ func TestDispatcherCircuitBreaker(t *testing.T) {
 	r.call()
 	r.clock.Advance(5 * time.Second) // the three retries fall due
 	r.call()
-	waitFor(t, func() bool { return r.count(healthy.ID, delivered) == 5 })
+	wait.For(t, 10*time.Second, "the healthy endpoint's fifth delivery", func() bool { return r.count(healthy.ID, delivered) == 5 })
 	if n := hits.Load(); n != 3 {
 		t.Fatalf("%d attempts to an endpoint whose breaker is open, want the 3 that opened it", n)
 	}
@@ -103,7 +104,7 @@ func TestDispatcherCircuitBreaker(t *testing.T) {
 	// After the cool-down: one probe; it fails, so the breaker opens again
 	// for twice the cool-down.
 	r.clock.Advance(time.Minute)
-	waitFor(t, func() bool {
+	wait.For(t, 10*time.Second, "the breaker to open again after the failed probe", func() bool {
 		return labeled(t, reg, "callsig_webhook_breaker_opened_total", failing.ID) == 2
 	})
 	if n := hits.Load(); n != 4 {
@@ -111,7 +112,7 @@ func TestDispatcherCircuitBreaker(t *testing.T) {
 	}
 	r.clock.Advance(time.Minute) // half of the doubled cool-down
 	r.call()
-	waitFor(t, func() bool { return r.count(healthy.ID, delivered) == 6 })
+	wait.For(t, 10*time.Second, "the healthy endpoint's sixth delivery", func() bool { return r.count(healthy.ID, delivered) == 6 })
 	if n := hits.Load(); n != 4 {
 		t.Fatalf("%d attempts during the doubled cool-down", n-4)
 	}
@@ -120,7 +121,7 @@ func TestDispatcherCircuitBreaker(t *testing.T) {
 	// whole backlog goes out.
 	down.Store(false)
 	r.clock.Advance(time.Minute)
-	waitFor(t, func() bool { return r.count(failing.ID, delivered) == 6 })
+	wait.For(t, 10*time.Second, "the failing endpoint's backlog to be delivered", func() bool { return r.count(failing.ID, delivered) == 6 })
 	if s := labeled(t, reg, "callsig_webhook_breaker_state", failing.ID); s != webhooks.BreakerClosed {
 		t.Fatalf("breaker state %v after a successful probe", s)
 	}

@@ -16,6 +16,7 @@ import (
 	"callsig/calls"
 	"callsig/db"
 	"callsig/internal/fakeclock"
+	"callsig/internal/wait"
 	"callsig/webhooks"
 )
 
@@ -102,20 +103,18 @@ func (r *rig) call() {
 // waitDelivery polls the endpoint's only delivery until match holds.
 func (r *rig) waitDelivery(endpointID string, match func(webhooks.Delivery) bool) webhooks.Delivery {
 	r.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		l, err := r.store.WebhookDeliveries(context.Background(), endpointID, webhooks.DeliveryQuery{})
-		if err != nil {
+	var l []webhooks.Delivery
+	matched := wait.Until(10*time.Second, func() bool {
+		var err error
+		if l, err = r.store.WebhookDeliveries(context.Background(), endpointID, webhooks.DeliveryQuery{}); err != nil {
 			r.t.Fatal(err)
 		}
-		if len(l) == 1 && match(l[0]) {
-			return l[0]
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("deliveries %+v", l)
-		}
-		time.Sleep(5 * time.Millisecond)
+		return len(l) == 1 && match(l[0])
+	})
+	if !matched {
+		r.t.Fatalf("deliveries %+v", l)
 	}
+	return l[0]
 }
 
 func attempts(n int, status webhooks.DeliveryStatus) func(webhooks.Delivery) bool {
@@ -275,7 +274,7 @@ func TestDispatcherLeaseAcrossDispatchers(t *testing.T) {
 	e := r.endpoint(srv.URL)
 	_, stop1 := r.dispatcher(webhooks.DispatcherOptions{})
 	r.call()
-	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return inflight == 1 })
+	wait.For(t, 10*time.Second, "one attempt in flight", func() bool { mu.Lock(); defer mu.Unlock(); return inflight == 1 })
 
 	d2, _ := r.dispatcher(webhooks.DispatcherOptions{})
 	d2.Wake()
@@ -296,15 +295,4 @@ func TestDispatcherLeaseAcrossDispatchers(t *testing.T) {
 		t.Fatalf("webhook-ids %v, at most %d at once", ids, maxInflight)
 	}
 	close(hold)
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

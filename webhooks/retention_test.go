@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"callsig/internal/wait"
 	"callsig/webhooks"
 )
 
@@ -26,7 +27,7 @@ func TestRetentionPrunesOnlyFinishedDeliveries(t *testing.T) {
 	for range 3 {
 		r.call()
 	}
-	waitFor(t, func() bool {
+	wait.For(t, 10*time.Second, "the first deliveries to settle", func() bool {
 		return r.count(ok.ID, delivered) == 3 && r.count(gone.ID, failed) == len(r.deliveries(gone.ID)) && r.count(gone.ID, failed) > 0 && r.count(down.ID, pending) == 3
 	})
 	stop() // down's deliveries stay pending from here on
@@ -35,7 +36,7 @@ func TestRetentionPrunesOnlyFinishedDeliveries(t *testing.T) {
 	r.clock.Advance(6 * 24 * time.Hour)
 	_, stop = r.dispatcher(webhooks.DispatcherOptions{Jitter: webhooks.NoJitter})
 	r.call()
-	waitFor(t, func() bool { return r.count(ok.ID, delivered) == 4 && r.count(down.ID, pending) == 4 })
+	wait.For(t, 10*time.Second, "the fourth call's deliveries to settle", func() bool { return r.count(ok.ID, delivered) == 4 && r.count(down.ID, pending) == 4 })
 	stop()
 
 	ret, err := webhooks.NewRetention(r.store, webhooks.RetentionOptions{
@@ -56,7 +57,7 @@ func TestRetentionPrunesOnlyFinishedDeliveries(t *testing.T) {
 
 	// Step the clock by the interval until the epoch's finished deliveries
 	// are past retention and pruned (in batches of 2).
-	waitFor(t, func() bool {
+	wait.For(t, 10*time.Second, "the retention to prune", func() bool {
 		if r.clock.Now().Before(epoch.Add(8 * 24 * time.Hour)) {
 			r.clock.Advance(time.Hour)
 		}
