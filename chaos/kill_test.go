@@ -29,7 +29,10 @@ import (
 //   - integrity: the SQLite file passes PRAGMA integrity_check after the
 //     last SIGKILL.
 //
-// go test ./chaos -run TestKillNineChaos -chaos.long runs it for minutes.
+// go test ./chaos -run TestKillNineChaos -chaos.long -timeout 30m runs 80
+// rounds and keeps retrying unanswered creates for up to 6 minutes (past
+// the 5-minute in-flight lease of the unfixed idempotency store, so its
+// duplicates show: 85 of 255 retried keys made a second call in one run).
 func TestKillNineChaos(t *testing.T) {
 	rounds, workers, retryBudget := 10, 6, 10*time.Second
 	if *long {

@@ -148,7 +148,10 @@ func (f *kFinal) checkAcknowledged(t *testing.T) {
 			}
 		case "invite":
 			var res kCreated
-			_ = json.Unmarshal(r.resp, &res)
+			if json.Unmarshal(r.resp, &res) != nil || res.CallID != r.callID {
+				fail(r, "a 200 to invite must be {callID, errorUserList}")
+				continue
+			}
 			var in struct{ Invitees []string }
 			_ = json.Unmarshal(r.body, &in)
 			for _, v := range in.Invitees {
