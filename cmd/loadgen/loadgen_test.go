@@ -57,6 +57,25 @@ func TestLoadgen(t *testing.T) {
 			t.Errorf("no rearm_ms in %v", fig)
 		}
 	})
+
+	// Seconds, not minutes: whether the trends are flat is for real runs
+	// (docs/benchmarks.md); here the samples and slopes must be there.
+	t.Run("soak", func(t *testing.T) {
+		fig := runLoadgen(t, append(spawn, "-mode", "soak", "-duration", "3s", "-users", "10", "-churn", "5", "-rate", "20", "-sample-every", "500ms", "-warmup", "1s")...)
+		wantZero(t, fig, "errors", "lost_events", "bad_events", "server_log_errors")
+		if n, _ := fig["samples"].(float64); n < 4 {
+			t.Errorf("samples = %v, want at least 4", fig["samples"])
+		}
+		if c, _ := fig["cycles_completed"].(float64); c < 20 {
+			t.Errorf("cycles_completed = %v, want at least 20", fig["cycles_completed"])
+		}
+		slopes, _ := fig["slope_per_min"].(map[string]any)
+		for _, g := range soakGauges {
+			if _, ok := slopes[g.name].(float64); !ok {
+				t.Errorf("no slope for %s in %v", g.name, fig["slope_per_min"])
+			}
+		}
+	})
 }
 
 // runLoadgen runs the tool in-process and returns its last line, the JSON

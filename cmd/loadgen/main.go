@@ -6,6 +6,7 @@
 //	go run ./cmd/loadgen -spawn cycle -duration 10s
 //	go run ./cmd/loadgen -spawn streams -streams 15000
 //	go run ./cmd/loadgen -spawn deadlines -invitations 1000 -timeout 5s -restart
+//	go run ./cmd/loadgen -spawn -mode soak -duration 10m
 //
 // Every mode prints a readable table and, as its last line, one JSON object
 // with the figures.
@@ -70,9 +71,15 @@ type config struct {
 	invitations int
 	restart     bool
 	down        time.Duration
+
+	// soak
+	churn       int
+	sampleEvery time.Duration
+	warmup      time.Duration
 }
 
-const usageText = `usage: loadgen [flags] cycle|streams|deadlines [flags]
+const usageText = `usage: loadgen [flags] cycle|streams|deadlines|soak [flags]
+       loadgen -mode cycle|streams|deadlines|soak [flags]
 
 Modes:
   cycle      N users (-users) hold an SSE stream; workers run full call cycles
@@ -86,6 +93,13 @@ Modes:
              With -restart (and -spawn) the server is killed (SIGKILL) once they
              are created and restarted after -down; reports how long the
              restart takes until the deadlines are armed again.
+  soak       mixed load for -duration (use minutes): calls at -rate/s (default
+             10) over -users steady streams, ending accepted, rejected,
+             cancelled or timed out (-timeout, default 3s), and -churn streams
+             coming and going (held 1-15 s, half of them resuming). Samples the
+             server's goroutines, open fds, heap and RSS from /metrics every
+             -sample-every and reports the least-squares slope of each per
+             minute after -warmup, flagging any that is not flat.
 
 Flags:
 `
@@ -110,7 +124,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.serverFlags, "server-flags", "", "with -spawn: more server flags, space-separated")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file (it shares the cores with the server)")
 
-	fs.DurationVar(&c.duration, "duration", 10*time.Second, "cycle: how long to start cycles")
+	fs.DurationVar(&c.duration, "duration", 10*time.Second, "cycle and soak: how long to run the load")
 	fs.IntVar(&c.users, "users", 0, "cycle: users holding a stream, paired caller/invitee (default 200); deadlines: invitees holding a stream (default 100)")
 	fs.IntVar(&c.workers, "workers", 0, "cycle: concurrent cycles (default: one per pair); deadlines: concurrent invitations (default 64)")
 	fs.Float64Var(&c.rate, "rate", 0, "cycle: cycles (invitations) started per second, 0 = as fast as possible; deadlines: invitations per second")
@@ -125,17 +139,27 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.restart, "restart", false, "deadlines: kill and restart the spawned server once the invitations exist")
 	fs.DurationVar(&c.down, "down", 0, "deadlines with -restart: how long the server stays down")
 
+	fs.StringVar(&c.mode, "mode", "", "the mode, instead of giving it as an argument")
+	fs.IntVar(&c.churn, "churn", 50, "soak: streams that come and go")
+	fs.DurationVar(&c.sampleEvery, "sample-every", 10*time.Second, "soak: how often to read the server's /metrics")
+	fs.DurationVar(&c.warmup, "warmup", 0, "soak: samples before this are not fitted (default a fifth of -duration)")
+
 	// Flags may come before and after the mode.
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	if fs.NArg() == 0 {
+	if fs.NArg() > 0 {
+		if c.mode != "" && c.mode != fs.Arg(0) {
+			return c, fmt.Errorf("two modes given: -mode %s and %s", c.mode, fs.Arg(0))
+		}
+		c.mode = fs.Arg(0)
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return c, err
+		}
+	}
+	if c.mode == "" {
 		fs.Usage()
 		return c, errors.New("no mode given")
-	}
-	c.mode = fs.Arg(0)
-	if err := fs.Parse(fs.Args()[1:]); err != nil {
-		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
@@ -175,8 +199,24 @@ func (c *config) check() error {
 		if c.invitations < 1 || c.users < 1 {
 			return errors.New("deadlines needs -invitations and -users of at least 1")
 		}
+	case "soak":
+		if c.users == 0 {
+			c.users = 100
+		}
+		if c.rate == 0 {
+			c.rate = 10
+		}
+		if c.callTimeout == 0 {
+			c.callTimeout = 3 * time.Second
+		}
+		if c.warmup == 0 {
+			c.warmup = c.duration / 5
+		}
+		if c.users < 2 || c.churn < 0 || c.sampleEvery <= 0 {
+			return errors.New("soak needs -users of at least 2, -churn of at least 0 and a positive -sample-every")
+		}
 	default:
-		return fmt.Errorf("unknown mode %q (cycle, streams or deadlines)", c.mode)
+		return fmt.Errorf("unknown mode %q (cycle, streams, deadlines or soak)", c.mode)
 	}
 	if c.mode != "streams" && (c.callTimeout%time.Second != 0 || c.callTimeout < time.Second || c.callTimeout > 600*time.Second) {
 		return errors.New("-timeout must be whole seconds between 1s and 600s (the API takes seconds)")
@@ -232,7 +272,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	modes := map[string]func(context.Context, *target, *table, figures) error{
-		"cycle": runCycle, "streams": runStreams, "deadlines": runDeadlines,
+		"cycle": runCycle, "streams": runStreams, "deadlines": runDeadlines, "soak": runSoak,
 	}
 	tab := &table{}
 	fig := figures{"mode": cfg.mode}
