@@ -16,6 +16,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"callsig/internal/testkit"
+	"callsig/internal/wait"
 )
 
 // driver runs concurrent clients against one real server and records
@@ -304,14 +305,16 @@ func (d *driver) settle(client int, within time.Duration) {
 	deadline := time.Now().Add(within)
 	for _, c := range calls {
 		in := callInput{Kind: opFinal, Call: c.id, User: c.caller, Device: devices[0]}
-		for {
-			in, out, call, ret := d.perform(in, http.MethodGet, "/calls/"+c.id, nil)
-			if settled(out) || time.Now().After(deadline) {
-				d.record(client, in, out, call, ret)
-				break
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
+		var (
+			done      callInput
+			out       callOutput
+			call, ret int64
+		)
+		wait.Until(time.Until(deadline), func() bool {
+			done, out, call, ret = d.perform(in, http.MethodGet, "/calls/"+c.id, nil)
+			return settled(out)
+		})
+		d.record(client, done, out, call, ret)
 	}
 }
 

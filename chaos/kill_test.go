@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"callsig/internal/wait"
 )
 
 // TestKillNineChaos runs the real binary under concurrent load (calls
@@ -191,26 +193,22 @@ func (f *kFinal) collect(ctx context.Context, t *testing.T, strict bool) map[str
 // by themselves; nothing else touches them).
 func (f *kFinal) waitDeadlines(ctx context.Context, t *testing.T) {
 	t.Helper()
-	end := time.Now().Add(30 * time.Second)
-	for {
+	started := 0
+	ended := wait.Until(30*time.Second, func() bool {
 		list, err := f.listCalls(ctx, f.l.deadlineCaller)
 		if err != nil {
 			t.Fatal(err)
 		}
-		started := 0
+		started = 0
 		for _, call := range list {
 			if call.State != "ended" {
 				started++
 			}
 		}
-		if started == 0 {
-			return
-		}
-		if time.Now().After(end) {
-			t.Errorf("%d deadline calls still started 30s after the last restart (their 1s timeouts never fired)", started)
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+		return started == 0
+	})
+	if !ended {
+		t.Errorf("%d deadline calls still started 30s after the last restart (their 1s timeouts never fired)", started)
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"callsig/internal/app"
+	"callsig/handlers"
 )
 
 // killRecord is one request of the history and its answer. status 0 means
@@ -63,7 +63,7 @@ func newKillClient(t *testing.T, base string, gate *killGate, users []string) *k
 		http: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
 	}
 	for _, u := range users {
-		tok, err := app.MintToken([]byte(killSecret), app.TokenRequest{UserID: u, TTL: 2 * time.Hour}, time.Now())
+		tok, err := handlers.MintToken([]byte(killSecret), handlers.TokenRequest{UserID: u, TTL: 2 * time.Hour}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
