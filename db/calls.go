@@ -34,16 +34,19 @@ func (s *Store) ListCalls(ctx context.Context, userID string, before int64, limi
 	}
 	var list []*calls.Call
 	err := s.read(ctx, func(tx *sqlx.Tx) (err error) {
-		// Filter and order on u.call_seq, not c.seq: that is what lets SQLite
-		// walk call_users_by_user backwards and stop after limit rows.
-		list, err = queryCalls(ctx, tx, `SELECT `+callColumnsC+`
-			FROM call_users u JOIN calls c ON c.seq = u.call_seq
-			WHERE u.user_id = ? AND u.call_seq < ?
-			ORDER BY u.call_seq DESC LIMIT ?`, userID, before, limit)
+		list, err = queryCalls(ctx, tx, sqlListCalls, userID, before, limit)
 		return err
 	})
 	return list, err
 }
+
+// sqlListCalls pages a user's calls newest first. It filters and orders on
+// u.call_seq, not c.seq: that is what lets SQLite walk call_users_by_user
+// backwards and stop after limit rows.
+var sqlListCalls = `SELECT ` + callColumnsC + `
+	FROM call_users u JOIN calls c ON c.seq = u.call_seq
+	WHERE u.user_id = ? AND u.call_seq < ?
+	ORDER BY u.call_seq DESC LIMIT ?`
 
 // read runs fn in a read-only transaction on the read pool, so the several
 // queries of one read (a call, then its users) see one snapshot.

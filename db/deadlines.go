@@ -7,15 +7,9 @@ import (
 	"callsig/calls"
 )
 
-// DueDeadlines returns up to limit deadlines with At <= now, earliest first
-// (limit <= 0: 100). Each kind is read from its own partial index, taking
-// at most limit from each before merging, so the cost does not grow with
-// how many deadlines are due.
-func (s *Store) DueDeadlines(ctx context.Context, now int64, limit int) ([]calls.Deadline, error) {
-	if limit <= 0 {
-		limit = 100
-	}
-	rows, err := s.rdb.QueryContext(ctx, `
+// sqlDueDeadlines reads each kind of deadline from its own partial index,
+// at most limit of each, then merges them (a sort of at most 3 × limit rows).
+const sqlDueDeadlines = `
 		SELECT * FROM (
 			SELECT c.id, u.user_id, ? AS kind, u.timeout_at AS at
 			FROM call_users u JOIN calls c ON c.seq = u.call_seq
@@ -28,7 +22,23 @@ func (s *Store) DueDeadlines(ctx context.Context, now int64, limit int) ([]calls
 			SELECT id, '', ?, caller_offline_at
 			FROM calls
 			WHERE caller_offline_at > 0 AND caller_offline_at <= ? ORDER BY caller_offline_at LIMIT ?)
-		ORDER BY at, kind, id, user_id LIMIT ?`,
+		ORDER BY at, kind, id, user_id LIMIT ?`
+
+// sqlNextDeadline reads the first entry of each deadline index.
+const sqlNextDeadline = `SELECT COALESCE(MIN(at), 0) FROM (
+		SELECT * FROM (SELECT timeout_at AS at FROM call_users WHERE timeout_at > 0 ORDER BY timeout_at LIMIT 1)
+		UNION ALL SELECT * FROM (SELECT not_received_at FROM call_users WHERE not_received_at > 0 ORDER BY not_received_at LIMIT 1)
+		UNION ALL SELECT * FROM (SELECT caller_offline_at FROM calls WHERE caller_offline_at > 0 ORDER BY caller_offline_at LIMIT 1))`
+
+// DueDeadlines returns up to limit deadlines with At <= now, earliest first
+// (limit <= 0: 100). Each kind is read from its own partial index, taking
+// at most limit from each before merging, so the cost does not grow with
+// how many deadlines are due.
+func (s *Store) DueDeadlines(ctx context.Context, now int64, limit int) ([]calls.Deadline, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	rows, err := s.rdb.QueryContext(ctx, sqlDueDeadlines,
 		string(calls.DeadlineTimeout), now, limit,
 		string(calls.DeadlineNotReceived), now, limit,
 		string(calls.DeadlineCallerOffline), now, limit,
@@ -57,10 +67,7 @@ func (s *Store) DueDeadlines(ctx context.Context, now int64, limit int) ([]calls
 // arm reads the first entry of its partial index.
 func (s *Store) NextDeadline(ctx context.Context) (int64, error) {
 	var next int64
-	err := s.rdb.QueryRowContext(ctx, `SELECT COALESCE(MIN(at), 0) FROM (
-		SELECT * FROM (SELECT timeout_at AS at FROM call_users WHERE timeout_at > 0 ORDER BY timeout_at LIMIT 1)
-		UNION ALL SELECT * FROM (SELECT not_received_at FROM call_users WHERE not_received_at > 0 ORDER BY not_received_at LIMIT 1)
-		UNION ALL SELECT * FROM (SELECT caller_offline_at FROM calls WHERE caller_offline_at > 0 ORDER BY caller_offline_at LIMIT 1))`).Scan(&next)
+	err := s.rdb.QueryRowContext(ctx, sqlNextDeadline).Scan(&next)
 	if err != nil {
 		return 0, fmt.Errorf("db: next deadline: %w", err)
 	}

@@ -12,6 +12,10 @@ import (
 	"callsig/calls"
 )
 
+// sqlEventsAfter is a stream's replay: a range scan of events_by_user.
+const sqlEventsAfter = `SELECT ` + eventColumns + ` FROM events
+	WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?`
+
 // EventsAfter returns up to limit of userID's events with ID > afterID,
 // oldest first: the replay of an SSE stream after its Last-Event-ID. Events
 // addressed to one device are included; the stream filters by device.
@@ -19,8 +23,7 @@ func (s *Store) EventsAfter(ctx context.Context, userID string, afterID int64, l
 	if limit <= 0 {
 		limit = 100
 	}
-	return queryEvents(ctx, s.rdb, `SELECT `+eventColumns+` FROM events
-		WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?`, userID, afterID, limit)
+	return queryEvents(ctx, s.rdb, sqlEventsAfter, userID, afterID, limit)
 }
 
 // sqlPendingInvitations selects the newest invitation events of a user's
@@ -140,6 +143,10 @@ func (s *Store) LastEventID(ctx context.Context) (int64, error) {
 // holds the writer (and the requests queued behind it) for long.
 const pruneBatch = 1000
 
+// sqlPruneEvents deletes one batch from the front of events_by_time.
+const sqlPruneEvents = `DELETE FROM events WHERE id IN (
+	SELECT id FROM events WHERE time < ? ORDER BY time LIMIT ?)`
+
 // PruneEvents deletes the events older than before (Unix ms), in batches
 // through the writer, and returns how many it deleted.
 func (s *Store) PruneEvents(ctx context.Context, before int64) (int64, error) {
@@ -147,8 +154,7 @@ func (s *Store) PruneEvents(ctx context.Context, before int64) (int64, error) {
 	for {
 		var n int64
 		err := s.write(ctx, func(tx *sqlx.Tx) error {
-			res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE id IN (
-				SELECT id FROM events WHERE time < ? ORDER BY time LIMIT ?)`, before, pruneBatch)
+			res, err := tx.ExecContext(ctx, sqlPruneEvents, before, pruneBatch)
 			if err != nil {
 				return err
 			}
