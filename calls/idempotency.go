@@ -43,7 +43,8 @@ var ErrIdempotencyMismatch = errors.New("idempotency key was used with another r
 // the answer from Response once the use-case has returned. On a replay the
 // use-case applies nothing and returns a nil result and a nil error; the
 // answer is only in Response. The user actions (Invite, Cancel, Accept,
-// Reject, CallingInvite, Join, Quit, End) honour it; the others ignore it.
+// Reject, CallingInvite, Join, Quit, End) honour it, and so do the webhook
+// admin writes (webhooks.Registry.Create and Retry); the others ignore it.
 type Idempotency struct {
 	Scope       string
 	Key         string
@@ -82,25 +83,41 @@ func (i *Idempotency) Response() (resp StoredResponse, replayed, ok bool) {
 	return *i.response, i.replayed, true
 }
 
-// idempotentRun is one use-case's view of its Idempotency inside a write
-// transaction. Every method is a no-op on a nil receiver, so use-cases call
-// them whether or not the request carried a key.
-type idempotentRun struct {
+// IdempotentRun is one write's view of the Idempotency its context carries,
+// inside the write transaction: the call use-cases use it, and so does any
+// other write a key may guard (the webhook admin writes of package
+// webhooks), so the lookup and the record are written once. Every method is
+// a no-op on a nil receiver, so a write calls them whether or not the
+// request carried a key. The shape is always:
+//
+//	run := NewIdempotentRun(ctx)
+//	err := store.Update(ctx, func(tx) error {
+//		if replay, err := run.Recorded(ctx, tx); replay || err != nil {
+//			return err // replay: apply nothing
+//		}
+//		... apply the change, build result ...
+//		return run.Record(ctx, tx, result)
+//	})
+//	if err == nil { run.Committed() }
+type IdempotentRun struct {
 	i        *Idempotency
 	response *StoredResponse
 	replayed bool
 }
 
-func newIdempotentRun(ctx context.Context) *idempotentRun {
+// NewIdempotentRun returns the run of the Idempotency ctx carries, nil when
+// it carries none.
+func NewIdempotentRun(ctx context.Context) *IdempotentRun {
 	if i := idempotencyFrom(ctx); i != nil {
-		return &idempotentRun{i: i}
+		return &IdempotentRun{i: i}
 	}
 	return nil
 }
 
-// recorded looks the key up in tx. It reports true when an earlier request
-// holds it: then the use-case applies nothing and its answer is replayed.
-func (r *idempotentRun) recorded(ctx context.Context, tx Tx) (bool, error) {
+// Recorded looks the key up in tx. It reports true when an earlier request
+// holds it: then the write applies nothing and its answer is replayed. A
+// record of another request under the key is ErrIdempotencyMismatch.
+func (r *IdempotentRun) Recorded(ctx context.Context, tx IdempotencyTx) (bool, error) {
 	if r == nil {
 		return false, nil
 	}
@@ -118,9 +135,10 @@ func (r *idempotentRun) recorded(ctx context.Context, tx Tx) (bool, error) {
 	return true, nil
 }
 
-// record encodes result and stores it under the key in tx, beside the
-// change the same transaction saves.
-func (r *idempotentRun) record(ctx context.Context, tx Tx, result any) error {
+// Record encodes result and stores it under the key in tx, beside the
+// change the same transaction saves. An Encode error fails the write, so
+// the change rolls back with it.
+func (r *IdempotentRun) Record(ctx context.Context, tx IdempotencyTx, result any) error {
 	if r == nil {
 		return nil
 	}
@@ -139,8 +157,8 @@ func (r *idempotentRun) record(ctx context.Context, tx Tx, result any) error {
 	return nil
 }
 
-// committed publishes the answer once the transaction is durable.
-func (r *idempotentRun) committed() {
+// Committed publishes the answer once the transaction is durable.
+func (r *IdempotentRun) Committed() {
 	if r != nil {
 		r.i.response, r.i.replayed = r.response, r.replayed
 	}

@@ -43,6 +43,13 @@ type Tx interface {
 	// TrackedCallerOfflineCalls is CallerOfflineCalls over every tracked
 	// caller, in call order, at most limit calls with Seq > after (paging).
 	TrackedCallerOfflineCalls(ctx context.Context, after int64, limit int) ([]*Call, error)
+	IdempotencyTx
+}
+
+// IdempotencyTx keeps Idempotency-Key records inside a write transaction, so
+// a record commits with the change it guards (see IdempotentRun). Tx has it,
+// and so does every other store transaction a key may guard.
+type IdempotencyTx interface {
 	// IdempotencyRecord returns the record under (scope, key) unless it
 	// expired at or before now; nil when there is none.
 	IdempotencyRecord(ctx context.Context, scope, key string, now int64) (*IdempotencyRecord, error)

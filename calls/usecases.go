@@ -8,14 +8,14 @@ import (
 // Invite starts a call from actor to in.Invitees (POST /calls).
 func (s *Service) Invite(ctx context.Context, actor Actor, in InviteInput) (*InviteResult, error) {
 	id := s.newID()
-	idem := newIdempotentRun(ctx)
+	idem := NewIdempotentRun(ctx)
 	var (
 		ch  *Change
 		res *InviteResult
 	)
 	err := s.store.Update(ctx, func(tx Tx) error {
 		ch, res = nil, nil
-		if replay, err := idem.recorded(ctx, tx); replay || err != nil {
+		if replay, err := idem.Recorded(ctx, tx); replay || err != nil {
 			return err
 		}
 		var errUsers []ErrorUser
@@ -30,12 +30,12 @@ func (s *Service) Invite(ctx context.Context, actor Actor, in InviteInput) (*Inv
 		}
 		c := ch.Call
 		res = &InviteResult{CallID: c.ID, Timeout: c.Timeout, ErrorUserList: errUsers, Call: c.Info()}
-		return idem.record(ctx, tx, res)
+		return idem.Record(ctx, tx, res)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("invite: %w", err)
 	}
-	idem.committed()
+	idem.Committed()
 	if ch != nil {
 		s.committed(ch)
 	}
@@ -229,14 +229,14 @@ func mutate[R any](s *Service, ctx context.Context, op, callID string, f func(c 
 		ch  *Change
 		res R
 	)
-	idem := newIdempotentRun(ctx)
+	idem := NewIdempotentRun(ctx)
 	if result == nil {
 		idem = nil
 	}
 	err := s.store.Update(ctx, func(tx Tx) error {
 		var zero R
 		ch, res = nil, zero
-		if replay, err := idem.recorded(ctx, tx); replay || err != nil {
+		if replay, err := idem.Recorded(ctx, tx); replay || err != nil {
 			return err
 		}
 		c, err := tx.Call(ctx, callID)
@@ -257,13 +257,13 @@ func mutate[R any](s *Service, ctx context.Context, op, callID string, f func(c 
 			return nil
 		}
 		res = result(ch)
-		return idem.record(ctx, tx, res)
+		return idem.Record(ctx, tx, res)
 	})
 	if err != nil {
 		var zero R
 		return zero, fmt.Errorf("%s %s: %w", op, callID, err)
 	}
-	idem.committed()
+	idem.Committed()
 	if ch != nil {
 		s.committed(ch)
 	}

@@ -12,8 +12,8 @@ import (
 )
 
 // Idempotency-Key records. The use-cases read and write them inside their
-// own write transaction (callsTx.IdempotencyRecord, PutIdempotencyRecord),
-// so a record commits with the change it guards. The HTTP layer reads them
+// own write transaction (idempotencyTx, part of callsTx and webhookTx), so
+// a record commits with the change it guards. The HTTP layer reads them
 // for its fast path (LookupIdempotency) and stores the answers of requests
 // that changed nothing (PutIdempotency). All times are Unix milliseconds.
 
@@ -58,14 +58,19 @@ func putIdempotency(ctx context.Context, tx *sqlx.Tx, rec calls.IdempotencyRecor
 	return nil
 }
 
+// idempotencyTx is the calls.IdempotencyTx of a write transaction: the
+// use-cases (callsTx) and the webhook admin writes (webhookTx) keep their
+// records through it, with their change.
+type idempotencyTx struct{ tx *sqlx.Tx }
+
 // IdempotencyRecord reads the record under (scope, key) inside the write
 // transaction, nil when none is live at now.
-func (t *callsTx) IdempotencyRecord(ctx context.Context, scope, key string, now int64) (*calls.IdempotencyRecord, error) {
+func (t idempotencyTx) IdempotencyRecord(ctx context.Context, scope, key string, now int64) (*calls.IdempotencyRecord, error) {
 	return getIdempotency(ctx, t.tx, scope, key, now)
 }
 
 // PutIdempotencyRecord stores rec in the write transaction, with the change.
-func (t *callsTx) PutIdempotencyRecord(ctx context.Context, rec calls.IdempotencyRecord) error {
+func (t idempotencyTx) PutIdempotencyRecord(ctx context.Context, rec calls.IdempotencyRecord) error {
 	return putIdempotency(ctx, t.tx, rec)
 }
 

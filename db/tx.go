@@ -16,14 +16,15 @@ import (
 // changes are durable.
 func (s *Store) Update(ctx context.Context, fn func(calls.Tx) error) error {
 	return s.write(ctx, func(tx *sqlx.Tx) error {
-		return fn(&callsTx{s: s, tx: tx})
+		return fn(&callsTx{idempotencyTx: idempotencyTx{tx}, s: s})
 	})
 }
 
-// callsTx is the calls.Tx given to an Update fn.
+// callsTx is the calls.Tx given to an Update fn; its tx (the write
+// transaction) comes with the embedded idempotencyTx.
 type callsTx struct {
-	s  *Store
-	tx *sqlx.Tx
+	idempotencyTx
+	s *Store
 }
 
 var _ calls.Tx = (*callsTx)(nil)

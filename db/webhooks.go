@@ -76,18 +76,29 @@ func scanDelivery(sc scanner) (webhooks.Delivery, error) {
 	return d, nil
 }
 
-// InsertWebhookEndpoint registers a new endpoint, secret included.
-func (s *Store) InsertWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) error {
+// UpdateWebhooks runs fn in the write transaction (see write: it shares a
+// group commit but fails alone) and returns once its changes are durable.
+func (s *Store) UpdateWebhooks(ctx context.Context, fn func(webhooks.Tx) error) error {
 	return s.write(ctx, func(tx *sqlx.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints
-			(id, url, secret, event_types, description, created_at, enabled, disabled_reason)
-			VALUES (?, ?, ?, ?, ?, ?, 1, '')`,
-			e.ID, e.URL, e.Secret, encodeEventTypes(e.EventTypes), e.Description, e.CreatedAt)
-		if err != nil {
-			return fmt.Errorf("db: insert webhook %s: %w", e.ID, err)
-		}
-		return nil
+		return fn(&webhookTx{idempotencyTx{tx}})
 	})
+}
+
+// webhookTx is the webhooks.Tx given to an UpdateWebhooks fn.
+type webhookTx struct{ idempotencyTx }
+
+var _ webhooks.Tx = (*webhookTx)(nil)
+
+// InsertWebhookEndpoint registers a new endpoint, secret included.
+func (t *webhookTx) InsertWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) error {
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO webhook_endpoints
+		(id, url, secret, event_types, description, created_at, enabled, disabled_reason)
+		VALUES (?, ?, ?, ?, ?, ?, 1, '')`,
+		e.ID, e.URL, e.Secret, encodeEventTypes(e.EventTypes), e.Description, e.CreatedAt)
+	if err != nil {
+		return fmt.Errorf("db: insert webhook %s: %w", e.ID, err)
+	}
+	return nil
 }
 
 // PutWebhookEndpoint creates or replaces the endpoint with e.ID, as the
@@ -240,32 +251,27 @@ func (s *Store) WebhookDeliveries(ctx context.Context, endpointID string, q webh
 // kept: a failed delivery retried by hand gets one more attempt. A lease
 // held by an attempt in flight is left alone, so the retry never sends the
 // delivery twice at the same time.
-func (s *Store) RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*webhooks.Delivery, error) {
-	var d webhooks.Delivery
-	err := s.write(ctx, func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries
-			SET status = 'pending', next_attempt_at = ?, delivered_at = 0
-			WHERE id = ? AND endpoint_id = ?
-			AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = endpoint_id AND e.deleted = 0)`,
-			now, deliveryID, endpointID)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			return &calls.Error{Code: calls.CodeNotFound,
-				Message: fmt.Sprintf("delivery %d of webhook %s not found", deliveryID, endpointID)}
-		}
-		d, err = scanDelivery(tx.QueryRowContext(ctx, `SELECT `+deliveryColumns+` FROM webhook_deliveries d
-			JOIN webhook_messages m ON m.id = d.message_id WHERE d.id = ?`, deliveryID))
-		return err
-	})
+func (t *webhookTx) RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*webhooks.Delivery, error) {
+	res, err := t.tx.ExecContext(ctx, `UPDATE webhook_deliveries
+		SET status = 'pending', next_attempt_at = ?, delivered_at = 0
+		WHERE id = ? AND endpoint_id = ?
+		AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = endpoint_id AND e.deleted = 0)`,
+		now, deliveryID, endpointID)
+	var n int64
+	if err == nil {
+		n, err = res.RowsAffected()
+	}
 	if err != nil {
-		if calls.CodeOf(err) == "" {
-			err = fmt.Errorf("db: retry delivery %d: %w", deliveryID, err)
-		}
-		return nil, err
+		return nil, fmt.Errorf("db: retry delivery %d: %w", deliveryID, err)
+	}
+	if n == 0 {
+		return nil, &calls.Error{Code: calls.CodeNotFound,
+			Message: fmt.Sprintf("delivery %d of webhook %s not found", deliveryID, endpointID)}
+	}
+	d, err := scanDelivery(t.tx.QueryRowContext(ctx, `SELECT `+deliveryColumns+` FROM webhook_deliveries d
+		JOIN webhook_messages m ON m.id = d.message_id WHERE d.id = ?`, deliveryID))
+	if err != nil {
+		return nil, fmt.Errorf("db: retry delivery %d: %w", deliveryID, err)
 	}
 	return &d, nil
 }

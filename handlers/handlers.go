@@ -72,9 +72,6 @@ type server struct {
 	validate *validator
 	limit    func(http.Handler) http.Handler
 	idem     func(http.Handler) http.Handler
-	// idemAdmin is idem for the webhook admin routes, whose answers are
-	// recorded after the change (see idempotency.serialize).
-	idemAdmin func(http.Handler) http.Handler
 }
 
 // New builds the HTTP handler of the whole API.
@@ -97,7 +94,7 @@ func New(d Deps) (http.Handler, error) {
 	if d.Ready == nil {
 		d.Ready = func(context.Context) error { return nil }
 	}
-	s := &server{deps: d, log: d.Logger, auth: newAuthenticator(d.Auth), limit: passThrough, idem: passThrough, idemAdmin: passThrough}
+	s := &server{deps: d, log: d.Logger, auth: newAuthenticator(d.Auth), limit: passThrough, idem: passThrough}
 	var err error
 	if s.metrics, err = newHTTPMetrics(d.Registry); err != nil {
 		return nil, fmt.Errorf("handlers: metrics: %w", err)
@@ -113,8 +110,7 @@ func New(d Deps) (http.Handler, error) {
 		s.limit = newRateLimiter(d.RateLimit, d.RateBurst, time.Now).middleware
 	}
 	if d.Idempotency != nil {
-		s.idem = newIdempotency(d.Idempotency, time.Now, false).middleware
-		s.idemAdmin = newIdempotency(d.Idempotency, time.Now, true).middleware
+		s.idem = newIdempotency(d.Idempotency, time.Now).middleware
 	}
 	return s.routes(), nil
 }
@@ -147,7 +143,7 @@ func (s *server) routes() http.Handler {
 	// Admin: the admin token or a JWT with role "admin".
 	r.Group(func(r chi.Router) {
 		r.Use(s.auth.requireAdmin, s.limit, timeout(requestTimeout), bodyLimit(s.deps.BodyLimit),
-			requireJSON, s.validate.middleware, s.idemAdmin)
+			requireJSON, s.validate.middleware, s.idem)
 		s.mountAdmin(r)
 	})
 

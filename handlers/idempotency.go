@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
-	"sync"
 	"time"
 
 	"callsig/calls"
@@ -34,18 +33,10 @@ const idempotencyTTL = 24 * time.Hour
 type idempotency struct {
 	store IdempotencyStore
 	now   func() time.Time
-	// serialize makes concurrent requests with one key wait for each other
-	// in this process. It is for routes whose handlers cannot record their
-	// answer in their change's transaction (the webhook admin routes): the
-	// call routes need no such wait, the store serializes them.
-	serialize bool
-
-	mu       sync.Mutex
-	inflight map[string]chan struct{} // closed when the request holding the key is done
 }
 
-func newIdempotency(store IdempotencyStore, now func() time.Time, serialize bool) *idempotency {
-	return &idempotency{store: store, now: now, serialize: serialize, inflight: map[string]chan struct{}{}}
+func newIdempotency(store IdempotencyStore, now func() time.Time) *idempotency {
+	return &idempotency{store: store, now: now}
 }
 
 // idemRequest is what the middleware knows of a keyed request; a handler
@@ -64,14 +55,17 @@ type idemRequestKey struct{}
 //
 //   - A committed record with the same method, path and body is replayed
 //     (Idempotent-Replayed: true); another request under the key is 422.
-//   - Otherwise the handler runs. The call handlers pass the key down to the
-//     use-case, which looks it up again inside its write transaction (a
-//     concurrent request with the key may have committed meanwhile: then it
-//     replays that one) and stores its answer with its change, so a crash
-//     leaves either both or neither.
-//   - An answer not recorded that way and not a 5xx (a refused request, which
-//     changed nothing, or a webhook admin answer) is stored afterwards in
-//     its own transaction, unless the key got a record meanwhile.
+//   - Otherwise the handler runs. Every handler that changes something (the
+//     call actions, the webhook admin POSTs) passes the key down
+//     (idempotentContext) to its use-case, which looks it up again inside
+//     its write transaction (a concurrent request with the key may have
+//     committed meanwhile: then it replays that one) and stores its answer
+//     with its change, so a crash leaves either both or neither. The store
+//     serializes writes, so concurrent requests with one key need no wait
+//     here.
+//   - An answer not recorded that way and not a 5xx (a refused request,
+//     which changed nothing) is stored afterwards in its own transaction,
+//     unless the key got a record meanwhile.
 //
 // A 5xx or a panic stores nothing: the key may be retried.
 func (m *idempotency) middleware(next http.Handler) http.Handler {
@@ -91,14 +85,6 @@ func (m *idempotency) middleware(next http.Handler) http.Handler {
 			return
 		}
 		scope := idempotencyScope(r)
-		if m.serialize {
-			release, err := m.acquire(r.Context(), scope+"\x00"+key)
-			if err != nil {
-				writeError(w, r, err)
-				return
-			}
-			defer release()
-		}
 		now := m.now()
 		req := &idemRequest{scope: scope, key: key, fingerprint: fingerprint(r.Method, r.URL.Path, body),
 			now: now.UnixMilli(), expiresAt: now.Add(idempotencyTTL).UnixMilli()}
@@ -131,32 +117,6 @@ func (m *idempotency) middleware(next http.Handler) http.Handler {
 			loggerFrom(ctx).Error("recording idempotent response", "err", err)
 		}
 	})
-}
-
-// acquire waits until no other request of this process holds id, then
-// holds it until release is called.
-func (m *idempotency) acquire(ctx context.Context, id string) (release func(), err error) {
-	for {
-		m.mu.Lock()
-		busy, ok := m.inflight[id]
-		if !ok {
-			done := make(chan struct{})
-			m.inflight[id] = done
-			m.mu.Unlock()
-			return func() {
-				m.mu.Lock()
-				delete(m.inflight, id)
-				m.mu.Unlock()
-				close(done)
-			}, nil
-		}
-		m.mu.Unlock()
-		select {
-		case <-busy:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
 }
 
 // idempotentContext returns the context to run a use-case in: when the

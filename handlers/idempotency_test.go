@@ -31,12 +31,8 @@ func openStore(t *testing.T) *db.Store {
 // idemRouter mounts handler behind auth and the idempotency middleware on
 // a chi route, as New does.
 func idemRouter(t *testing.T, store IdempotencyStore, handler http.HandlerFunc) http.Handler {
-	return idemRouterWith(newIdempotency(store, time.Now, false), handler)
-}
-
-func idemRouterWith(m *idempotency, handler http.HandlerFunc) http.Handler {
 	r := chi.NewRouter()
-	r.With(newAuthenticator(AuthConfig{Secret: testSecret}).requireUser(false), bodyLimit(1<<10), m.middleware).
+	r.With(newAuthenticator(AuthConfig{Secret: testSecret}).requireUser(false), bodyLimit(1<<10), newIdempotency(store, time.Now).middleware).
 		Post("/things/{id}", handler)
 	return r
 }
@@ -116,40 +112,6 @@ func TestIdempotencyReleasesOnServerError(t *testing.T) {
 	decodeProblem(t, idemPost(t, h, "alice", "/things/1", "k", `{}`), 500, "internal")
 	if w := idemPost(t, h, "alice", "/things/1", "k", `{}`); w.Code != 200 || runs.Load() != 3 {
 		t.Fatalf("after 5xx and panic the key was not released: %d, runs %d", w.Code, runs.Load())
-	}
-}
-
-// On a route whose handler records after the fact (the webhook admin
-// routes), a second request with the key waits for the first and then gets
-// its answer replayed: no 409, and the handler runs once.
-func TestIdempotencySerializedRouteWaits(t *testing.T) {
-	var runs atomic.Int32
-	entered, release := make(chan struct{}), make(chan struct{})
-	h := idemRouterWith(newIdempotency(openStore(t), time.Now, true), func(w http.ResponseWriter, r *http.Request) {
-		if runs.Add(1) == 1 {
-			close(entered)
-			<-release
-		}
-		w.WriteHeader(http.StatusCreated)
-	})
-	first := make(chan *httptest.ResponseRecorder)
-	go func() { first <- idemPost(t, h, "alice", "/things/1", "k", `{}`) }()
-	<-entered
-	second := make(chan *httptest.ResponseRecorder)
-	go func() { second <- idemPost(t, h, "alice", "/things/1", "k", `{}`) }()
-	// Another key is not held up by the first.
-	if w := idemPost(t, h, "alice", "/things/1", "other", `{}`); w.Code != 201 {
-		t.Fatalf("other key: %d", w.Code)
-	}
-	close(release)
-	if w := <-first; w.Code != 201 || w.Header().Get("Idempotent-Replayed") != "" {
-		t.Fatalf("first request: %d %v", w.Code, w.Header())
-	}
-	if w := <-second; w.Code != 201 || w.Header().Get("Idempotent-Replayed") != "true" {
-		t.Fatalf("second request: %d %v", w.Code, w.Header())
-	}
-	if runs.Load() != 2 {
-		t.Fatalf("handler ran %d times, want 2 (first and other key)", runs.Load())
 	}
 }
 

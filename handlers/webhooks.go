@@ -16,7 +16,9 @@ import (
 // URL or event type, not_found for an unknown endpoint or delivery.
 type WebhookAdmin interface {
 	// Create registers an endpoint and returns it with its secret, the
-	// only time the secret is shown.
+	// only time the secret is shown. Like Retry it honours the
+	// calls.Idempotency ctx carries (idempotentContext): the answer is
+	// stored with the change, and a replay returns nil and no error.
 	Create(ctx context.Context, in webhooks.CreateInput) (*webhooks.Endpoint, error)
 	// List returns the endpoints, oldest first, without secrets.
 	List(ctx context.Context) ([]webhooks.Endpoint, error)
@@ -49,8 +51,9 @@ func mountWebhooks(r chi.Router, reg WebhookAdmin) {
 			writeError(w, r, err)
 			return
 		}
-		e, err := reg.Create(r.Context(), webhooks.CreateInput{URL: b.URL, EventTypes: b.EventTypes, Description: b.Description})
-		respond(w, r, http.StatusCreated, e, err)
+		ctx, intent := idempotentContext(r, http.StatusCreated)
+		e, err := reg.Create(ctx, webhooks.CreateInput{URL: b.URL, EventTypes: b.EventTypes, Description: b.Description})
+		respondIdempotent(w, r, intent, http.StatusCreated, e, err)
 	})
 	r.Get("/webhooks", func(w http.ResponseWriter, r *http.Request) {
 		list, err := reg.List(r.Context())
@@ -81,7 +84,8 @@ func mountWebhooks(r chi.Router, reg WebhookAdmin) {
 		respond(w, r, http.StatusOK, map[string]any{"deliveries": list}, err)
 	})
 	r.Post("/webhooks/{id}/deliveries/{deliveryID}/retry", func(w http.ResponseWriter, r *http.Request) {
-		d, err := reg.Retry(r.Context(), chi.URLParam(r, "id"), chi.URLParam(r, "deliveryID"))
-		respond(w, r, http.StatusAccepted, d, err)
+		ctx, intent := idempotentContext(r, http.StatusAccepted)
+		d, err := reg.Retry(ctx, chi.URLParam(r, "id"), chi.URLParam(r, "deliveryID"))
+		respondIdempotent(w, r, intent, http.StatusAccepted, d, err)
 	})
 }

@@ -90,7 +90,12 @@ func knownType(t calls.HookType) bool {
 	return false
 }
 
-// Create registers an endpoint with a fresh secret.
+// Create registers an endpoint with a fresh secret. It honours the
+// calls.Idempotency ctx carries as the call use-cases do: the key is looked
+// up and the answer stored in the transaction that inserts the endpoint,
+// so a retry after a crash replays it (id and secret included) or creates
+// it now, never a second one. On a replay it returns nil and no error; the
+// answer is the Idempotency's Response.
 func (r *Registry) Create(ctx context.Context, in CreateInput) (*Endpoint, error) {
 	v, err := r.validate(ctx, in)
 	if err != nil {
@@ -100,10 +105,24 @@ func (r *Registry) Create(ctx context.Context, in CreateInput) (*Endpoint, error
 		ID: newEndpointID(), URL: v.URL, EventTypes: v.EventTypes, Description: v.Description,
 		Secret: NewSecret(), CreatedAt: r.clock.Now().UnixMilli(), Enabled: true,
 	}
-	if err := r.store.InsertWebhookEndpoint(ctx, e); err != nil {
-		return nil, err
+	idem := calls.NewIdempotentRun(ctx)
+	var out *Endpoint
+	err = r.store.UpdateWebhooks(ctx, func(tx Tx) error {
+		out = nil
+		if replay, err := idem.Recorded(ctx, tx); replay || err != nil {
+			return err
+		}
+		if err := tx.InsertWebhookEndpoint(ctx, e); err != nil {
+			return err
+		}
+		out = e
+		return idem.Record(ctx, tx, e)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create webhook: %w", err)
 	}
-	return e, nil
+	idem.Committed()
+	return out, nil
 }
 
 // Configure creates or updates the endpoint of the configuration
@@ -178,17 +197,35 @@ func (r *Registry) Deliveries(ctx context.Context, id string, q DeliveryQuery) (
 }
 
 // Retry puts a delivery back to pending, due now, and wakes the dispatcher.
+// Like Create it honours the calls.Idempotency ctx carries in its write
+// transaction; on a replay it returns nil and no error.
 func (r *Registry) Retry(ctx context.Context, id, deliveryID string) (*Delivery, error) {
 	n, err := strconv.ParseInt(deliveryID, 10, 64)
 	if err != nil || n <= 0 {
 		return nil, &calls.Error{Code: calls.CodeNotFound, Message: fmt.Sprintf("delivery %s of webhook %s not found", deliveryID, id)}
 	}
-	d, err := r.store.RetryWebhookDelivery(ctx, id, n, r.clock.Now().UnixMilli())
+	idem := calls.NewIdempotentRun(ctx)
+	var out *Delivery
+	err = r.store.UpdateWebhooks(ctx, func(tx Tx) error {
+		out = nil
+		if replay, err := idem.Recorded(ctx, tx); replay || err != nil {
+			return err
+		}
+		d, err := tx.RetryWebhookDelivery(ctx, id, n, r.clock.Now().UnixMilli())
+		if err != nil {
+			return err
+		}
+		out = d
+		return idem.Record(ctx, tx, d)
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("retry delivery %s of webhook %s: %w", deliveryID, id, err)
 	}
-	r.wake()
-	return d, nil
+	idem.Committed()
+	if out != nil {
+		r.wake()
+	}
+	return out, nil
 }
 
 var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)

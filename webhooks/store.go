@@ -1,17 +1,23 @@
 package webhooks
 
-import "context"
+import (
+	"context"
+
+	"callsig/calls"
+)
 
 // Store is what the registry, the dispatcher and the retention pruner need
 // from storage; the SQLite store of package db implements it.
 type Store interface {
-	InsertWebhookEndpoint(ctx context.Context, e *Endpoint) error
+	// UpdateWebhooks runs fn in a write transaction: what fn writes commits
+	// together, or nothing does when fn returns an error. It returns once
+	// the commit is durable.
+	UpdateWebhooks(ctx context.Context, fn func(Tx) error) error
 	PutWebhookEndpoint(ctx context.Context, e *Endpoint) error
 	WebhookEndpoints(ctx context.Context) ([]Endpoint, error)
 	WebhookEndpoint(ctx context.Context, id string) (*Endpoint, error)
 	DeleteWebhookEndpoint(ctx context.Context, id string, now int64) error
 	WebhookDeliveries(ctx context.Context, endpointID string, q DeliveryQuery) ([]Delivery, error)
-	RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*Delivery, error)
 
 	// ClaimWebhookDeliveries leases due deliveries as c allows and fails
 	// the pending ones of disabled or deleted endpoints. more reports that
@@ -27,6 +33,19 @@ type Store interface {
 	// failed) deliveries created before before, and the messages no
 	// delivery references any more; it returns how many deliveries went.
 	PruneWebhookDeliveries(ctx context.Context, before int64, limit int) (int, error)
+}
+
+// Tx is the view of the store inside UpdateWebhooks: the admin writes an
+// Idempotency-Key may guard, and the keys' records (calls.IdempotencyTx),
+// so such a write stores its answer in the transaction of its change.
+type Tx interface {
+	calls.IdempotencyTx
+	// InsertWebhookEndpoint registers a new endpoint, secret included.
+	InsertWebhookEndpoint(ctx context.Context, e *Endpoint) error
+	// RetryWebhookDelivery puts a delivery of a live endpoint back to
+	// pending, due at now, and returns it; calls.ErrNotFound when there is
+	// no such delivery.
+	RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*Delivery, error)
 }
 
 // Claim is what the dispatcher may take in one claim: each endpoint gets
