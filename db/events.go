@@ -96,15 +96,16 @@ func sortByID(list []calls.Event) {
 	slices.SortFunc(list, func(a, b calls.Event) int { return cmp.Compare(a.ID, b.ID) })
 }
 
+// sqlEventRecipients reads a range of the primary key; the distinct users
+// are gathered in a temp b-tree bounded by the range.
+const sqlEventRecipients = `SELECT DISTINCT user_id FROM events WHERE id BETWEEN ? AND ? LIMIT ?`
+
 // EventRecipients returns the distinct users of the events with ids from
 // fromID to toID, at most limit of them; more reports whether there may be
 // others. The SSE hub reads it when it gives up waiting for ids it was never
 // told of: only those users' streams must catch up from the log.
 func (s *Store) EventRecipients(ctx context.Context, fromID, toID int64, limit int) (users []string, more bool, err error) {
-	// A range of the primary key; the distinct users are gathered in a temp
-	// b-tree bounded by the range.
-	err = s.rdb.SelectContext(ctx, &users, `SELECT DISTINCT user_id FROM events WHERE id BETWEEN ? AND ? LIMIT ?`,
-		fromID, toID, limit+1)
+	err = s.rdb.SelectContext(ctx, &users, sqlEventRecipients, fromID, toID, limit+1)
 	if err != nil {
 		return nil, false, fmt.Errorf("db: recipients of events %d to %d: %w", fromID, toID, err)
 	}

@@ -16,50 +16,6 @@ import (
 	"callsig/calls"
 )
 
-// The production queries of the pending-invitation lookups use the partial
-// index of migration 0002, walked from the user's newest invitation: no
-// scan of the user's events or history, no sort of what the index yields.
-func TestInvitationQueryPlans(t *testing.T) {
-	s := openTest(t)
-	for _, q := range []struct {
-		name, query string
-		args        []any
-	}{
-		{"pending invitations", sqlPendingInvitations, []any{"u", 100}},
-		{"unreceived invitations", sqlUnreceivedInvitations, []any{"u", 10, 100}},
-	} {
-		plan := queryPlan(t, s, q.query, q.args...)
-		if !strings.Contains(plan, "USING INDEX call_users_invitations") ||
-			strings.Contains(plan, "events_by_user") || strings.Contains(plan, "SCAN e") ||
-			strings.Contains(plan, "TEMP B-TREE") {
-			t.Errorf("%s: plan %q, want call_users_invitations, events by primary key, no sort", q.name, plan)
-		}
-	}
-	if plan := queryPlan(t, s, `SELECT DISTINCT user_id FROM events WHERE id BETWEEN ? AND ? LIMIT ?`, 1, 2, 3); !strings.Contains(plan, "USING INTEGER PRIMARY KEY") {
-		t.Errorf("event recipients: plan %q, want a range of the primary key", plan)
-	}
-}
-
-// queryPlan returns the EXPLAIN QUERY PLAN details of query, joined by "; ".
-func queryPlan(t *testing.T, s *Store, query string, args ...any) string {
-	t.Helper()
-	rows, err := s.rdb.Query("EXPLAIN QUERY PLAN "+query, args...)
-	if err != nil {
-		t.Fatalf("explain %q: %v", query, err)
-	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var id, parent, notused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, detail)
-	}
-	return strings.Join(plan, "; ")
-}
-
 // The replay is capped to the newest invitations, and the invitations an
 // invitee is still to receive are found below a bound.
 func TestPendingInvitationsCapAndUnreceived(t *testing.T) {
