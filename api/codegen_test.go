@@ -85,12 +85,13 @@ func run(baseURL, token string) error {
 //
 // The temporary module copies this module's go.mod and go.sum, so it uses
 // exactly the versions CI has downloaded; GOPROXY=off proves that it needs
-// nothing from the network.
+// nothing from the network, and -mod=readonly that no go.mod (this
+// module's included, where go tool runs) is rewritten.
 func TestGeneratedGoClient(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	env := append(os.Environ(), "GOPROXY=off", "GOFLAGS=-mod=mod", "GOWORK=off", "GOTOOLCHAIN=local")
+	env := append(os.Environ(), "GOPROXY=off", "GOFLAGS=-mod=readonly", "GOWORK=off", "GOTOOLCHAIN=local")
 	goCmd := func(wd string, args ...string) []byte {
 		t.Helper()
 		cmd := exec.CommandContext(ctx, "go", args...)
