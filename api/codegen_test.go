@@ -88,6 +88,7 @@ func run(baseURL, token string) error {
 // nothing from the network, and -mod=readonly that no go.mod (this
 // module's included, where go tool runs) is rewritten.
 func TestGeneratedGoClient(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
