@@ -279,7 +279,8 @@ func TestResponseValidation(t *testing.T) {
 		{name: "create call unavailable", method: "POST", target: "/calls", reqBody: `{"invitees":["bob"]}`, status: 503, contentType: problemCT, header: map[string]string{"Retry-After": "1"}, body: problem(503, "unavailable")},
 		{name: "spec", method: "GET", target: "/openapi.yaml", status: 200, contentType: "application/yaml", body: string(Spec)},
 		{name: "metrics", method: "GET", target: "/metrics", status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: "up 1\n"},
-		{name: "demo", method: "GET", target: "/demo/", status: 200, contentType: "text/html; charset=utf-8", body: "<!doctype html><title>demo</title>"},
+		{name: "demo redirect", method: "GET", target: "/demo?user=alice", status: 301, header: map[string]string{"Location": "/demo/?user=alice"}},
+		{name: "demo page", method: "GET", target: "/demo/index.html", status: 200, contentType: "text/html; charset=utf-8", body: "<!doctype html><title>demo</title>"},
 		{name: "dev token", method: "POST", target: "/dev/token", reqBody: `{"userID":"alice"}`, status: 200, contentType: jsonCT, body: `{"token":"a.b.c","userID":"alice","expiresAt":1767229200000}`},
 		{name: "dev token outside development", method: "POST", target: "/dev/token", reqBody: `{"userID":"alice"}`, status: 404, contentType: problemCT, body: problem(404, "not_found")},
 	}

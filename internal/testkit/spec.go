@@ -56,6 +56,12 @@ func (v *specValidator) validate(req *http.Request, reqBody []byte, status int, 
 	// Route on the path alone: the spec's server is "/".
 	r := req.Clone(context.Background())
 	r.URL.Scheme, r.URL.Host, r.Host = "", "", ""
+	// The spec lists no path with a trailing slash (Redocly's recommended
+	// rules forbid it); the one such address, the demo page /demo/, is
+	// documented as GET /demo/{file} with the name index.html.
+	if r.URL.Path == "/demo/" {
+		r.URL.Path, r.URL.RawPath = "/demo/index.html", ""
+	}
 	if reqBody != nil {
 		r.Body = io.NopCloser(bytes.NewReader(reqBody))
 	}
