@@ -83,7 +83,7 @@ var (
 	errJWKSUnavailable = errors.New("the identity provider's signing keys are not available yet")
 	errNoKID           = errors.New("token has no kid header")
 	errUnknownKID      = errors.New("token kid is not in the identity provider's key set")
-	errKeyMismatch     = errors.New("token alg does not fit the key its kid names")
+	errKeyMismatch     = errors.New("token kid names no signing key for its alg")
 )
 
 // NewJWKS prepares a key set for o.URL; nothing is fetched until Run.

@@ -42,6 +42,8 @@ type idpKey struct {
 	// bareJWK leaves "alg" out of the published key, as some providers
 	// do: the key's type alone must then pin the algorithm.
 	bareJWK bool
+	// encryption publishes the key with "use": "enc".
+	encryption bool
 }
 
 // NewIdentityProvider starts a provider for the test's lifetime.
@@ -68,6 +70,12 @@ func (p *IdentityProvider) AddKey(kid string, method jwt.SigningMethod) {
 // AddBareKey publishes a key like AddKey, without "alg" in its JWK.
 func (p *IdentityProvider) AddBareKey(kid string, method jwt.SigningMethod) {
 	p.addKey(kid, idpKey{method: method, private: p.generate(method, 2048), bareJWK: true})
+}
+
+// AddEncryptionKey publishes a key like AddKey, marked "use": "enc": a
+// key for encryption, which must never verify a signature.
+func (p *IdentityProvider) AddEncryptionKey(kid string, method jwt.SigningMethod) {
+	p.addKey(kid, idpKey{method: method, private: p.generate(method, 2048), encryption: true})
 }
 
 // AddWeakRSAKey publishes a 1024-bit RSA key for RS256, which callsig
@@ -183,6 +191,9 @@ func (p *IdentityProvider) serve(w http.ResponseWriter, r *http.Request) {
 		meta := jwkset.JWKMetadataOptions{KID: kid, USE: jwkset.UseSig}
 		if !k.bareJWK {
 			meta.ALG = jwkset.ALG(k.method.Alg())
+		}
+		if k.encryption {
+			meta.USE = jwkset.UseEnc
 		}
 		jwk, err := jwkset.NewJWKFromKey(k.private.Public(), jwkset.JWKOptions{Metadata: meta})
 		if err != nil {
