@@ -7,10 +7,17 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/MicahParks/jwkset"
+	"github.com/golang-jwt/jwt/v5"
+
+	"callsig/internal/wait"
 )
 
 // A provider that never answers holds neither startup nor shutdown:
@@ -70,5 +77,57 @@ func TestKeyFits(t *testing.T) {
 				t.Errorf("keyFits(%s, %s) = %v, want %v", alg, name, got, want)
 			}
 		}
+	}
+}
+
+// The periodic refresh failing (the provider down after a good fetch)
+// keeps the keys already fetched: tokens signed with them stay valid.
+func TestJWKSRefreshFailureKeepsKeys(t *testing.T) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwk, err := jwkset.NewJWKFromKey(priv.Public(), jwkset.JWKOptions{Metadata: jwkset.JWKMetadataOptions{KID: "ed-1", USE: jwkset.UseSig}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := json.Marshal(jwkset.JWKSMarshal{Keys: []jwkset.JWKMarshal{jwk.Marshal()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var down atomic.Bool
+	var hits atomic.Int64
+	provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write(doc)
+	}))
+	defer provider.Close()
+
+	j, err := NewJWKS(JWKSOptions{URL: provider.URL, RefreshEvery: time.Millisecond, RetryMin: time.Millisecond, RetryMax: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- j.Run(ctx) }()
+	defer func() { cancel(); <-ran }()
+
+	a := newAuthenticator(AuthConfig{Secret: testSecret, JWKS: j})
+	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
+	tok.Header["kid"] = "ed-1"
+	signed, err := tok.SignedString(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "the first fetch", func() bool { return j.current.Load() != nil })
+	down.Store(true)
+	failedFrom := hits.Load()
+	wait.For(t, 10*time.Second, "refreshes against the provider while it is down", func() bool { return hits.Load() >= failedFrom+3 })
+	if user, _, err := a.parse(context.Background(), signed); err != nil || user != "alice" {
+		t.Fatalf("after failed refreshes: %q %v", user, err)
 	}
 }
