@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,12 @@ type AuthConfig struct {
 	Audience string
 	// AdminToken, when set, is accepted as a bearer token on admin routes.
 	AdminToken string
+	// UserClaim names the claim holding the user ID, in every token;
+	// empty means "sub".
+	UserClaim string
+	// JWKS, when set, also admits RS256, ES256 and EdDSA tokens signed by
+	// the app's identity provider, under the same claim rules.
+	JWKS *JWKS
 }
 
 // DefaultDevice is the device of a request that names none.
@@ -35,11 +42,16 @@ var idPattern = regexp.MustCompile(`^[A-Za-z0-9_.@:-]{1,128}$`)
 // ValidID reports whether s is a valid user or device ID.
 func ValidID(s string) bool { return idPattern.MatchString(s) }
 
-// tokenClaims are the claims callsig reads: sub is the user ID, role
-// "admin" grants the admin endpoints.
+// tokenClaims are the claims callsig reads: the user claim (sub unless
+// configured otherwise) is the user ID, role "admin" grants the admin
+// endpoints.
 type tokenClaims struct {
 	jwt.RegisteredClaims
 	Role string `json:"role,omitempty"`
+
+	userClaim string // the claim to read into user, set before decoding
+	user      string // its value, when a JSON string
+	hasUser   bool   // whether the claim is present at all
 }
 
 // iatSkew is how far in the future a token's iat may lie: the clock of the
@@ -55,22 +67,25 @@ var errClaimNotNumber = errors.New("token exp, iat and nbf must be JSON numbers"
 // clock gone wrong or a forger hoping to outlive exp checks elsewhere.
 var errIssuedInFuture = errors.New("token iat is in the future")
 
-// UnmarshalJSON refuses time claims that are not JSON numbers, then decodes
-// the claims as usual.
+// UnmarshalJSON refuses time claims that are not JSON numbers, reads the
+// user claim, then decodes the claims as usual.
 func (c *tokenClaims) UnmarshalJSON(b []byte) error {
-	var times struct {
-		Exp, Iat, Nbf json.RawMessage
-	}
-	if err := json.Unmarshal(b, &times); err != nil {
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
 		return err
 	}
-	for _, raw := range []json.RawMessage{times.Exp, times.Iat, times.Nbf} {
-		if raw == nil {
+	for _, name := range []string{"exp", "iat", "nbf"} {
+		raw, ok := all[name]
+		if !ok {
 			continue
 		}
 		if ch := raw[0]; ch != '-' && (ch < '0' || ch > '9') {
 			return errClaimNotNumber
 		}
+	}
+	if raw, ok := all[c.userClaim]; ok && string(raw) != "null" {
+		c.hasUser = true
+		_ = json.Unmarshal(raw, &c.user) // not a string: stays "", refused as invalid
 	}
 	type plain tokenClaims // without this method: no recursion
 	return json.Unmarshal(b, (*plain)(c))
@@ -91,9 +106,20 @@ type authenticator struct {
 }
 
 func newAuthenticator(cfg AuthConfig) *authenticator {
-	// The algorithm is fixed here, never taken from the token: this refuses
-	// "none" and asymmetric algorithms (key-confusion attacks).
-	opts := []jwt.ParserOption{jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired()}
+	if cfg.UserClaim == "" {
+		cfg.UserClaim = "sub"
+	}
+	// The algorithms are fixed here, never taken from the token alone:
+	// this refuses "none", and HS256 only ever verifies with the secret
+	// while the provider's algorithms only ever verify with a provider key
+	// of the type each is pinned to (keyFits), which defeats key-confusion
+	// attacks (an HS256 MAC made with a public key, an RS256 header on an
+	// EC key). Without a JWKS, only HS256.
+	methods := []string{"HS256"}
+	if cfg.JWKS != nil {
+		methods = append(methods, jwksMethods...)
+	}
+	opts := []jwt.ParserOption{jwt.WithValidMethods(methods), jwt.WithExpirationRequired()}
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
 	}
@@ -103,14 +129,29 @@ func newAuthenticator(cfg AuthConfig) *authenticator {
 	return &authenticator{cfg: cfg, parser: jwt.NewParser(opts...)}
 }
 
+// keyFor picks the verification key: the secret for HS256, the provider's
+// key named by kid for the others (which the parser admits only when a
+// JWKS is configured).
+func (a *authenticator) keyFor(ctx context.Context) jwt.Keyfunc {
+	return func(t *jwt.Token) (any, error) {
+		if t.Method == jwt.SigningMethodHS256 {
+			return a.cfg.Secret, nil
+		}
+		if a.cfg.JWKS == nil {
+			return nil, errKeyMismatch
+		}
+		return a.cfg.JWKS.key(ctx, t)
+	}
+}
+
 // parse verifies a JWT and returns its user and whether it carries the
 // admin role. Error messages are safe to show the client.
-func (a *authenticator) parse(token string) (user string, admin bool, err error) {
-	var c tokenClaims
-	_, err = a.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.cfg.Secret, nil })
+func (a *authenticator) parse(ctx context.Context, token string) (user string, admin bool, err error) {
+	c := tokenClaims{userClaim: a.cfg.UserClaim}
+	_, err = a.parser.ParseWithClaims(token, &c, a.keyFor(ctx))
 	switch {
 	case err == nil:
-	case errors.Is(err, errClaimNotNumber), errors.Is(err, errIssuedInFuture):
+	case isOurs(err):
 		return "", false, unwrapOurs(err)
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return "", false, errors.New("token is expired")
@@ -127,16 +168,31 @@ func (a *authenticator) parse(token string) (user string, admin bool, err error)
 	default:
 		return "", false, errors.New("token is invalid")
 	}
-	if !ValidID(c.Subject) {
-		return "", false, errors.New("token sub is not a valid user ID")
+	if !c.hasUser {
+		return "", false, errors.New("token has no " + a.cfg.UserClaim + " claim")
 	}
-	return c.Subject, c.Role == "admin", nil
+	if !ValidID(c.user) {
+		return "", false, errors.New("token " + a.cfg.UserClaim + " is not a valid user ID")
+	}
+	return c.user, c.Role == "admin", nil
 }
 
-// unwrapOurs returns the error of ours that err wraps (jwt adds its own
-// words around it).
+// ourTokenErrors are the token errors of ours, with messages for the
+// client, that jwt wraps in its own words.
+var ourTokenErrors = []error{errClaimNotNumber, errIssuedInFuture, errJWKSUnavailable, errNoKID, errUnknownKID, errKeyMismatch}
+
+func isOurs(err error) bool {
+	for _, e := range ourTokenErrors {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// unwrapOurs returns the error of ours that err wraps, or err.
 func unwrapOurs(err error) error {
-	for _, e := range []error{errClaimNotNumber, errIssuedInFuture} {
+	for _, e := range ourTokenErrors {
 		if errors.Is(err, e) {
 			return e
 		}
@@ -194,7 +250,7 @@ func (a *authenticator) requireUser(fromQuery bool) func(http.Handler) http.Hand
 				unauthorized(w, r, "missing bearer token", false)
 				return
 			}
-			user, admin, err := a.parse(token)
+			user, admin, err := a.parse(r.Context(), token)
 			if err != nil {
 				unauthorized(w, r, err.Error(), true)
 				return
@@ -228,7 +284,7 @@ func (a *authenticator) requireAdmin(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		user, admin, err := a.parse(token)
+		user, admin, err := a.parse(r.Context(), token)
 		if err != nil {
 			unauthorized(w, r, err.Error(), true)
 			return

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"net/http"
@@ -88,6 +89,11 @@ func TestRequireUser(t *testing.T) {
 		{name: "issuer ok", cfg: AuthConfig{Issuer: "callsig"}, header: "Bearer " + token(t, "alice", jwt.MapClaims{"iss": "callsig"}), want: 200},
 		{name: "audience wrong", cfg: AuthConfig{Audience: "api"}, header: "Bearer " + token(t, "alice", jwt.MapClaims{"aud": "web"}), want: 401, wantBody: "audience"},
 		{name: "audience ok", cfg: AuthConfig{Audience: "api"}, header: "Bearer " + token(t, "alice", jwt.MapClaims{"aud": []string{"web", "api"}}), want: 200},
+		{name: "user claim", cfg: AuthConfig{UserClaim: "uid"}, header: "Bearer " + token(t, "alice", jwt.MapClaims{"uid": "carol"}), want: 200, wantBody: "carol default"},
+		{name: "user claim missing", cfg: AuthConfig{UserClaim: "uid"}, header: "Bearer " + token(t, "alice", nil), want: 401, wantBody: "token has no uid claim"},
+		{name: "user claim null", cfg: AuthConfig{UserClaim: "uid"}, header: "Bearer " + token(t, "alice", jwt.MapClaims{"uid": nil}), want: 401, wantBody: "token has no uid claim"},
+		{name: "user claim not a string", cfg: AuthConfig{UserClaim: "uid"}, header: "Bearer " + token(t, "alice", jwt.MapClaims{"uid": 42}), want: 401, wantBody: "token uid is not a valid user ID"},
+		{name: "user claim invalid", cfg: AuthConfig{UserClaim: "email"}, header: "Bearer " + token(t, "alice", jwt.MapClaims{"email": "a b@example.com"}), want: 401, wantBody: "token email is not a valid user ID"},
 		{name: "query token refused on REST", query: "?access_token=" + token(t, "alice", nil), want: 401},
 	}
 	for _, tt := range tests {
@@ -179,7 +185,7 @@ func TestMintTokenRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		user, isAdmin, err := a.parse(tok)
+		user, isAdmin, err := a.parse(context.Background(), tok)
 		if err != nil || user != "alice" || isAdmin != admin {
 			t.Fatalf("parse(minted, admin=%v) = %q %v %v", admin, user, isAdmin, err)
 		}
@@ -188,7 +194,16 @@ func TestMintTokenRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := a.parse(expired); err == nil || !strings.Contains(err.Error(), "expired") {
+	if _, _, err := a.parse(context.Background(), expired); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("parse(expired) err = %v", err)
+	}
+	// With CALLSIG_JWT_USER_CLAIM, minted tokens carry the user there too.
+	uid := newAuthenticator(AuthConfig{Secret: testSecret, UserClaim: "uid"})
+	tok, err := MintToken(testSecret, TokenRequest{UserID: "carol", TTL: time.Minute, UserClaim: "uid"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if user, _, err := uid.parse(context.Background(), tok); err != nil || user != "carol" {
+		t.Fatalf("parse(minted with uid) = %q %v", user, err)
 	}
 }

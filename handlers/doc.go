@@ -1,6 +1,7 @@
 // Package handlers is callsig's HTTP adapter: a chi router, the middleware
 // every request passes (request ID, access log, metrics, recovery, CORS,
-// JWT auth, rate limit, body limit, content type, OpenAPI validation,
+// JWT auth (HS256, and the identity provider's keys through a JWKS),
+// rate limit, body limit, content type, OpenAPI validation,
 // idempotency) and thin handlers that decode a request, call calls.Service
 // and encode its result.
 //

@@ -13,6 +13,9 @@ type TokenRequest struct {
 	Admin    bool   // adds the claim role=admin
 	Issuer   string // iss, when the server checks it
 	Audience string // aud, when the server checks it
+	// UserClaim, when set and not "sub", also carries the user ID: the
+	// server reads it from there (CALLSIG_JWT_USER_CLAIM).
+	UserClaim string
 }
 
 // MintToken returns an HS256 JWT that authenticator.parse accepts: minting
@@ -20,6 +23,9 @@ type TokenRequest struct {
 // token subcommand, POST /dev/token and tests.
 func MintToken(secret []byte, r TokenRequest, now time.Time) (string, error) {
 	claims := jwt.MapClaims{"sub": r.UserID, "iat": now.Unix(), "exp": now.Add(r.TTL).Unix()}
+	if r.UserClaim != "" {
+		claims[r.UserClaim] = r.UserID
+	}
 	if r.Admin {
 		claims["role"] = "admin"
 	}

@@ -118,7 +118,7 @@ func token(args []string, getenv func(string) string, stdout io.Writer) error {
 		admin bool
 	)
 	cfg, err := app.ParseConfig("callsig token", args, getenv, func(fs *flag.FlagSet) {
-		fs.StringVar(&user, "user", "", "user ID (the token's sub)")
+		fs.StringVar(&user, "user", "", "user ID (the token's sub, and its -jwt-user-claim)")
 		fs.DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
 		fs.BoolVar(&admin, "admin", false, "add role=admin (webhook administration)")
 	})
@@ -132,7 +132,7 @@ func token(args []string, getenv func(string) string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	tok, err := handlers.MintToken(secret, handlers.TokenRequest{UserID: user, TTL: ttl, Admin: admin, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}, time.Now())
+	tok, err := handlers.MintToken(secret, handlers.TokenRequest{UserID: user, TTL: ttl, Admin: admin, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, UserClaim: cfg.JWTUserClaim}, time.Now())
 	if err != nil {
 		return err
 	}

@@ -117,9 +117,20 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		{"idempotency pruner", (&db.IdempotencyPruner{Store: a.Store, Log: log}).Run},
 	}
 
+	auth := handlers.AuthConfig{Secret: a.Secret, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, AdminToken: cfg.AdminToken, UserClaim: cfg.JWTUserClaim}
+	if cfg.JWKSURL != "" {
+		// Nothing is fetched before Run: a provider that is down or slow
+		// never delays or fails startup (see handlers.JWKS).
+		if auth.JWKS, err = handlers.NewJWKS(handlers.JWKSOptions{URL: cfg.JWKSURL, Logger: log}); err != nil {
+			a.Store.Close()
+			return nil, err
+		}
+		a.parts = append(a.parts, part{"identity provider keys", auth.JWKS.Run})
+	}
+
 	a.Handler, err = handlers.New(handlers.Deps{
 		Service:     a.Service,
-		Auth:        handlers.AuthConfig{Secret: a.Secret, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, AdminToken: cfg.AdminToken},
+		Auth:        auth,
 		Idempotency: a.Store,
 		Ready:       a.Store.Ping,
 		Logger:      log,
@@ -141,7 +152,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 }
 
 // Run runs the background parts (deadline scheduler, event hub, webhook
-// dispatcher and retention, idempotency pruner) until ctx is done, then
+// dispatcher and retention, idempotency pruner, and the identity
+// provider's key set when configured) until ctx is done, then
 // waits for all of them to stop. If one fails, the others are stopped too
 // and Run returns that failure: a server missing one of its parts (its
 // deadlines not firing, say) must not go on answering as if whole.
@@ -225,7 +237,7 @@ func (a *App) devToken() func(string, time.Duration) (string, time.Time, bool) {
 			return "", time.Time{}, false
 		}
 		now := time.Now()
-		tok, err := handlers.MintToken(a.Secret, handlers.TokenRequest{UserID: userID, TTL: ttl, Issuer: a.Config.JWTIssuer, Audience: a.Config.JWTAudience}, now)
+		tok, err := handlers.MintToken(a.Secret, handlers.TokenRequest{UserID: userID, TTL: ttl, Issuer: a.Config.JWTIssuer, Audience: a.Config.JWTAudience, UserClaim: a.Config.JWTUserClaim}, now)
 		if err != nil {
 			a.log.Error("mint development token", "err", err)
 			return "", time.Time{}, false

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -19,6 +21,8 @@ type Config struct {
 	JWTSecret           string
 	JWTIssuer           string
 	JWTAudience         string
+	JWTUserClaim        string
+	JWKSURL             string
 	AdminToken          string
 	HeartbeatTimeout    time.Duration
 	NotReceivedAfter    time.Duration
@@ -43,7 +47,7 @@ type Config struct {
 // Defaults returns the configuration `go run ./cmd/api` starts with.
 func Defaults() Config {
 	return Config{
-		Addr: ":8080", DB: "callsig.db", HeartbeatTimeout: 30 * time.Second, NotReceivedAfter: 5 * time.Second,
+		Addr: ":8080", DB: "callsig.db", JWTUserClaim: "sub", HeartbeatTimeout: 30 * time.Second, NotReceivedAfter: 5 * time.Second,
 		MaxCallUsers: 10, WebhookRetention: 7 * 24 * time.Hour, Synchronous: "FULL", EventRetention: 24 * time.Hour, RateLimit: 50, RateBurst: 100,
 		ShutdownTimeout: 15 * time.Second, ReadTimeout: 30 * time.Second, MaxStreamsPerUser: 10, LogLevel: "info", LogFormat: "text",
 	}
@@ -68,6 +72,8 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"jwt-secret", "CALLSIG_JWT_SECRET", "HS256 secret for user tokens (empty: development mode, generated secret)", &c.JWTSecret},
 		{"jwt-issuer", "CALLSIG_JWT_ISSUER", "required JWT iss (optional)", &c.JWTIssuer},
 		{"jwt-audience", "CALLSIG_JWT_AUDIENCE", "required JWT aud (optional)", &c.JWTAudience},
+		{"jwt-user-claim", "CALLSIG_JWT_USER_CLAIM", "JWT claim holding the user ID, in every token", &c.JWTUserClaim},
+		{"jwks-url", "CALLSIG_JWKS_URL", "JWKS of the app's identity provider: also accept its RS256/ES256/EdDSA tokens (optional)", &c.JWKSURL},
 		{"admin-token", "CALLSIG_ADMIN_TOKEN", "bearer token for admin endpoints", &c.AdminToken},
 		{"heartbeat-timeout", "CALLSIG_HEARTBEAT_TIMEOUT", "caller-offline grace period", &c.HeartbeatTimeout},
 		{"not-received-after", "CALLSIG_NOT_RECEIVED_AFTER", "delay before an undelivered invitee becomes notYetReceived", &c.NotReceivedAfter},
@@ -125,6 +131,15 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 	return c, c.validate()
 }
 
+// claimPattern is what a user claim name may hold: enough for "sub",
+// "email" and namespaced claims such as "https://example.com/uid", and
+// nothing that needs escaping in a WWW-Authenticate header.
+var claimPattern = regexp.MustCompile(`^[A-Za-z0-9_.:/@#-]{1,128}$`)
+
+// registeredClaims cannot hold the user ID: callsig reads them for
+// something else.
+var registeredClaims = map[string]bool{"iss": true, "aud": true, "exp": true, "nbf": true, "iat": true, "jti": true, "role": true}
+
 func (c Config) validate() error {
 	var errs []error
 	if c.MaxCallUsers < 2 {
@@ -150,6 +165,14 @@ func (c Config) validate() error {
 	}
 	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
 		errs = append(errs, errors.New("jwt-secret must be at least 32 bytes"))
+	}
+	if !claimPattern.MatchString(c.JWTUserClaim) || registeredClaims[c.JWTUserClaim] {
+		errs = append(errs, fmt.Errorf("jwt-user-claim %q must be a claim name of [A-Za-z0-9_.:/@#-] other than iss, aud, exp, nbf, iat, jti and role", c.JWTUserClaim))
+	}
+	if c.JWKSURL != "" {
+		if u, err := url.Parse(c.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("jwks-url %q must be an absolute http(s) URL", c.JWKSURL))
+		}
 	}
 	if strings.HasPrefix(c.DB, "postgres://") || strings.HasPrefix(c.DB, "postgresql://") {
 		errs = append(errs, errors.New("PostgreSQL is not supported yet: use a SQLite file path"))

@@ -210,7 +210,7 @@ func (w *tWriter) close() {
 
 // Token mints a one-hour user token.
 func (s *Server) Token(user string) string {
-	tok, err := handlers.MintToken(s.App.Secret, handlers.TokenRequest{UserID: user, TTL: time.Hour, Issuer: s.Config.JWTIssuer, Audience: s.Config.JWTAudience}, time.Now())
+	tok, err := handlers.MintToken(s.App.Secret, handlers.TokenRequest{UserID: user, TTL: time.Hour, Issuer: s.Config.JWTIssuer, Audience: s.Config.JWTAudience, UserClaim: s.Config.JWTUserClaim}, time.Now())
 	if err != nil {
 		s.T.Fatalf("mint token: %v", err)
 	}

@@ -1,0 +1,41 @@
+package app
+
+import (
+	"strings"
+	"testing"
+)
+
+// The identity provider's settings come from flags or CALLSIG_* variables
+// like every other, with sub as the default user claim.
+func TestConfigIdentityProvider(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	c, err := ParseConfig("test", nil, env(nil), nil)
+	if err != nil || c.JWTUserClaim != "sub" || c.JWKSURL != "" {
+		t.Fatalf("defaults: %q %q %v", c.JWTUserClaim, c.JWKSURL, err)
+	}
+	c, err = ParseConfig("test", nil, env(map[string]string{
+		"CALLSIG_JWKS_URL": "https://idp.example/.well-known/jwks.json", "CALLSIG_JWT_USER_CLAIM": "https://example.com/uid",
+	}), nil)
+	if err != nil || c.JWKSURL != "https://idp.example/.well-known/jwks.json" || c.JWTUserClaim != "https://example.com/uid" {
+		t.Fatalf("from the environment: %q %q %v", c.JWKSURL, c.JWTUserClaim, err)
+	}
+	c, err = ParseConfig("test", []string{"-jwks-url", "http://127.0.0.1:9000/jwks", "-jwt-user-claim", "email"},
+		env(map[string]string{"CALLSIG_JWT_USER_CLAIM": "uid"}), nil)
+	if err != nil || c.JWKSURL != "http://127.0.0.1:9000/jwks" || c.JWTUserClaim != "email" {
+		t.Fatalf("flags win: %q %q %v", c.JWKSURL, c.JWTUserClaim, err)
+	}
+	for _, bad := range [][]string{
+		{"-jwks-url", "idp.example/jwks"},
+		{"-jwks-url", "ftp://idp.example/jwks"},
+		{"-jwks-url", "https:///jwks"},
+		{"-jwt-user-claim", ""},
+		{"-jwt-user-claim", "exp"},
+		{"-jwt-user-claim", "role"},
+		{"-jwt-user-claim", `a"b`},
+		{"-jwt-user-claim", strings.Repeat("c", 129)},
+	} {
+		if _, err := ParseConfig("test", bad, env(nil), nil); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
