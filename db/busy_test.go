@@ -2,8 +2,14 @@ package db
 
 import (
 	"context"
+	"io/fs"
+	"log/slog"
+	"path/filepath"
 	"slices"
 	"testing"
+	"testing/fstest"
+
+	"github.com/jmoiron/sqlx"
 
 	"callsig/calls"
 )
@@ -114,5 +120,82 @@ func TestMissedTimeRoundTrip(t *testing.T) {
 	}
 	if got := c.User("carol").MissedTime; got != 0 {
 		t.Fatalf("carol's missed time %d, want 0", got)
+	}
+}
+
+// The busy check runs inside the invitation's write transaction: it sees a
+// change saved earlier in the same transaction (or batch), not only what
+// was committed before it began.
+func TestBusyUsersSeesTheTransaction(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	ch, _, err := calls.NewCall("same-tx-call-0000001", calls.Actor{UserID: "alice"}, calls.InviteInput{Invitees: []string{"bob", "carol"}}, 1_000, calls.Config{MaxCallUsers: 10}, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	save(t, s, ch)
+	err = s.Update(ctx, func(tx calls.Tx) error {
+		c, err := tx.Call(ctx, ch.Call.ID)
+		if err != nil {
+			return err
+		}
+		accepted, err := calls.Answer(c, calls.Actor{UserID: "bob"}, true, "", 2_000)
+		if err != nil {
+			return err
+		}
+		if err := tx.Save(ctx, accepted); err != nil {
+			return err
+		}
+		busy, err := tx.BusyUsers(ctx, []string{"bob", "carol"}, "another-call")
+		if err == nil && !slices.Equal(busy, []string{"bob"}) {
+			t.Errorf("busy in the same transaction: %v, want [bob]", busy)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Migration 0005 marks the users accepted in calls started when it runs as
+// busy, and no one else: an upgrade must not forget who is on a call.
+func TestMigration0005BackfillsBusy(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	raw, err := sqlx.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := fstest.MapFS{}
+	for _, name := range []string{"0001_init.sql", "0002_invitation_event.sql", "0003_idempotency_atomic.sql", "0004_webhook_outbox_shares.sql"} {
+		b, err := fs.ReadFile(migrationFiles, "migrations/"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old["migrations/"+name] = &fstest.MapFile{Data: b}
+	}
+	if err := migrateFS(ctx, raw, slog.New(slog.DiscardHandler), old); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO calls (id, caller, mode, state, timeout, create_time) VALUES ('live', 'alice', 'advanced', 'started', 600, 1000)`,
+		`INSERT INTO calls (id, caller, mode, state, timeout, create_time, end_time) VALUES ('over', 'carol', 'general', 'ended', 600, 1000, 2000)`,
+		`INSERT INTO call_users (call_seq, user_id, ord, state, accept_time, timeout_at) VALUES
+			(1, 'alice', 0, 'accepted', 1000, 0), (1, 'bob', 1, 'accepted', 1500, 0), (1, 'dave', 2, 'inviting', 0, 601000),
+			(2, 'carol', 0, 'accepted', 1000, 0), (2, 'erin', 1, 'accepted', 1500, 0)`,
+	} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.Close()
+	s := openAt(t, path)
+	var busy []string
+	err = s.Update(ctx, func(tx calls.Tx) (err error) {
+		busy, err = tx.BusyUsers(ctx, []string{"alice", "bob", "carol", "dave", "erin"}, "")
+		return err
+	})
+	if err != nil || !slices.Equal(busy, []string{"alice", "bob"}) {
+		t.Fatalf("busy after the upgrade = %v (%v), want [alice bob]", busy, err)
 	}
 }
