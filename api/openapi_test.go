@@ -122,6 +122,10 @@ func TestRequestValidation(t *testing.T) {
 		{name: "create call timeout 0", method: "POST", target: "/calls", body: `{"invitees":["bob"],"timeout":0}`, wantErr: true},
 		{name: "create call timeout 601", method: "POST", target: "/calls", body: `{"invitees":["bob"],"timeout":601}`, wantErr: true},
 		{name: "create call unknown mode", method: "POST", target: "/calls", body: `{"invitees":["bob"],"mode":"common"}`, wantErr: true},
+		{name: "create call busyPolicy reject", method: "POST", target: "/calls", body: `{"invitees":["bob"],"busyPolicy":"reject"}`},
+		{name: "create call unknown busyPolicy", method: "POST", target: "/calls", body: `{"invitees":["bob"],"busyPolicy":"hangup"}`, wantErr: true},
+		{name: "calling invite busyPolicy ring", method: "POST", target: callPath + "/invite", body: `{"invitees":["dave"],"busyPolicy":"ring"}`},
+		{name: "calling invite unknown busyPolicy", method: "POST", target: callPath + "/invite", body: `{"invitees":["dave"],"busyPolicy":"Ring"}`, wantErr: true},
 		{name: "create call bad user ID", method: "POST", target: "/calls", body: `{"invitees":["bob smith"]}`, wantErr: true},
 		{name: "create call extendedData too long", method: "POST", target: "/calls", body: `{"invitees":["bob"],"extendedData":"` + longData + `"}`, wantErr: true},
 		{name: "create call unknown field", method: "POST", target: "/calls", body: `{"invitees":["bob"],"timeOut":30}`, wantErr: true},
@@ -245,8 +249,12 @@ func TestResponseValidation(t *testing.T) {
 		{name: "error as plain JSON", method: "GET", target: callPath, status: 404, contentType: jsonCT, body: problem(404, "call_not_found"), wantErr: true},
 		{name: "undocumented status", method: "GET", target: callPath, status: 418, contentType: problemCT, body: problem(418, "internal"), wantErr: true},
 
-		{name: "create call", method: "POST", target: "/calls", reqBody: `{"invitees":["bob"]}`, status: 201, contentType: jsonCT, body: `{"callID":"Zk3vQ9mT2xLp8RwN4bYc7A","timeout":90,"errorUserList":[{"userID":"carol","reason":"call_full"}],"call":` + callInfo + `}`},
-		{name: "create call null errorUserList", method: "POST", target: "/calls", reqBody: `{"invitees":["bob"]}`, status: 201, contentType: jsonCT, body: `{"callID":"Zk3vQ9mT2xLp8RwN4bYc7A","timeout":90,"errorUserList":null,"call":` + callInfo + `}`, wantErr: true},
+		{name: "create call", method: "POST", target: "/calls", reqBody: `{"invitees":["bob"]}`, status: 201, contentType: jsonCT, body: `{"callID":"Zk3vQ9mT2xLp8RwN4bYc7A","timeout":90,"errorUserList":[{"userID":"carol","reason":"call_full"}],"busyUsers":[],"call":` + callInfo + `}`},
+		{name: "create call with busy users", method: "POST", target: "/calls", reqBody: `{"invitees":["bob","carol"],"busyPolicy":"reject"}`, status: 201, contentType: jsonCT, body: `{"callID":"Zk3vQ9mT2xLp8RwN4bYc7A","timeout":90,"errorUserList":[{"userID":"carol","reason":"busy"}],"busyUsers":[],"call":` + callInfo + `}`},
+		{name: "create call without busyUsers", method: "POST", target: "/calls", reqBody: `{"invitees":["bob"]}`, status: 201, contentType: jsonCT, body: `{"callID":"Zk3vQ9mT2xLp8RwN4bYc7A","timeout":90,"errorUserList":[],"call":` + callInfo + `}`, wantErr: true},
+		{name: "calling invite", method: "POST", target: callPath + "/invite", reqBody: `{"invitees":["dave"],"busyPolicy":"ring"}`, status: 200, contentType: jsonCT, body: `{"callID":"Zk3vQ9mT2xLp8RwN4bYc7A","errorUserList":[],"busyUsers":["dave"]}`},
+		{name: "calling invite without busyUsers", method: "POST", target: callPath + "/invite", reqBody: `{"invitees":["dave"]}`, status: 200, contentType: jsonCT, body: `{"callID":"Zk3vQ9mT2xLp8RwN4bYc7A","errorUserList":[]}`, wantErr: true},
+		{name: "create call null errorUserList", method: "POST", target: "/calls", reqBody: `{"invitees":["bob"]}`, status: 201, contentType: jsonCT, body: `{"callID":"Zk3vQ9mT2xLp8RwN4bYc7A","timeout":90,"errorUserList":null,"busyUsers":[],"call":` + callInfo + `}`, wantErr: true},
 		{name: "list calls", method: "GET", target: "/calls", status: 200, contentType: jsonCT, body: `{"callList":[` + callInfo + `],"nextFlag":0}`},
 		{name: "list calls without nextFlag", method: "GET", target: "/calls", status: 200, contentType: jsonCT, body: `{"callList":[]}`, wantErr: true},
 
@@ -334,6 +342,8 @@ func TestDocumentationSchemas(t *testing.T) {
 		{schema: "WebhookPayload", value: `{"type":"call.ended","timestamp":"2026-01-01T00:00:12Z","data":{"callID":"Zk3vQ9mT2xLp8RwN4bYc7A","operatedUserID":"alice","endTime":1,"reason":"caller_offline"}}`},
 		{schema: "WebhookPayload", value: `{"type":"call.push_requested","timestamp":"2026-01-01T00:00:12Z","data":{"callID":"Zk3vQ9mT2xLp8RwN4bYc7A","userID":"bob","kind":"invitation","pushConfig":{"title":"t"}}}`},
 		{schema: "WebhookPayload", value: `{"type":"call.ended","timestamp":"2026-01-01T00:00:12Z","data":{"callID":"Zk3vQ9mT2xLp8RwN4bYc7A","operatedUserID":"alice","endTime":1,"reason":"hangup"}}`, wantErr: true},
+		{schema: "WebhookPayload", value: `{"type":"call.missed","timestamp":"2026-01-01T00:00:12Z","data":{"callID":"Zk3vQ9mT2xLp8RwN4bYc7A","userID":"bob","caller":"alice","inviter":"alice","reason":"timeout","time":1}}`},
+		{schema: "WebhookPayload", value: `{"type":"call.missed","timestamp":"2026-01-01T00:00:12Z","data":{"callID":"Zk3vQ9mT2xLp8RwN4bYc7A","userID":"bob","caller":"alice","inviter":"alice","reason":"rejected","time":1}}`, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.schema, func(t *testing.T) {

@@ -4,8 +4,9 @@ import "time"
 
 // NewCall is the transition that creates a call: the caller is accepted,
 // each invitee is inviting with its timers armed. callerOnline says whether
-// the caller has a stream open now (then the caller-offline rule applies).
-func NewCall(id string, actor Actor, in InviteInput, now int64, cfg Config, callerOnline bool) (*Change, []ErrorUser, error) {
+// the caller has a stream open now (then the caller-offline rule applies);
+// busy holds the invitees accepted in another started call (see busy.go).
+func NewCall(id string, actor Actor, in InviteInput, now int64, cfg Config, callerOnline bool, busy Busy) (*Change, []ErrorUser, error) {
 	if in.Mode == "" {
 		in.Mode = ModeGeneral
 	}
@@ -16,6 +17,7 @@ func NewCall(id string, actor Actor, in InviteInput, now int64, cfg Config, call
 		checkInvitees("invitees", in.Invitees, 1, actor.UserID),
 		checkExtendedData("extendedData", in.ExtendedData),
 		checkPushConfig(in.PushConfig),
+		checkBusyPolicy(in.BusyPolicy),
 	)
 	switch {
 	case err != nil:
@@ -35,7 +37,7 @@ func NewCall(id string, actor Actor, in InviteInput, now int64, cfg Config, call
 		}},
 	}
 	t := &transition{ch: &Change{Call: call, Created: true, now: now}, call: call, now: now, callDirty: true}
-	invited, errUsers := t.invite(actor.UserID, in.Invitees, cfg)
+	invited, errUsers := t.invite(actor.UserID, in.Invitees, cfg, in.BusyPolicy, busy)
 	info := call.Info()
 	t.emit(EventCreated, createdData{
 		CallID: id, Caller: call.Caller, Mode: call.Mode, Timeout: call.Timeout, CreateTime: now,
@@ -49,15 +51,21 @@ func NewCall(id string, actor Actor, in InviteInput, now int64, cfg Config, call
 }
 
 // invite adds or re-invites users; used by NewCall and CallingInvite. Users
-// already pending or in the call, and users beyond the call's size limit,
-// come back in the error list.
-func (t *transition) invite(inviter string, ids []string, cfg Config) (invited []string, errUsers []ErrorUser) {
+// already pending or in the call, busy users under BusyReject, and users
+// beyond the call's size limit come back in the error list, checked in that
+// order (a refused busy user takes no place in the call). Busy users who
+// are invited are recorded in the change's BusyUsers.
+func (t *transition) invite(inviter string, ids []string, cfg Config, policy BusyPolicy, busy Busy) (invited []string, errUsers []ErrorUser) {
 	errUsers = []ErrorUser{}
+	t.ch.BusyUsers = []string{}
 	for _, id := range ids {
 		u := t.call.User(id)
 		switch {
 		case u != nil && u.State.Active():
 			errUsers = append(errUsers, ErrorUser{UserID: id, Reason: ReasonAlreadyInCall})
+			continue
+		case busy[id] && policy == BusyReject:
+			errUsers = append(errUsers, ErrorUser{UserID: id, Reason: ReasonBusy})
 			continue
 		case u == nil && len(t.call.Users) >= cfg.MaxCallUsers:
 			errUsers = append(errUsers, ErrorUser{UserID: id, Reason: ReasonCallFull})
@@ -75,6 +83,9 @@ func (t *transition) invite(inviter string, ids []string, cfg Config) (invited [
 			t.arm(u.NotReceivedAt)
 		}
 		invited = append(invited, id)
+		if busy[id] {
+			t.ch.BusyUsers = append(t.ch.BusyUsers, id)
+		}
 	}
 	return invited, errUsers
 }
@@ -134,12 +145,14 @@ func Cancel(call *Call, actor Actor, in CancelInput, now int64) (*Change, []stri
 	case len(targets) == 0:
 		return nil, nil, errorf(CodeInvalidState, "none of these invitations is pending any more")
 	}
-	t.cancel(actor.UserID, targets, in.ExtendedData, in.PushConfig)
+	t.cancel(actor.UserID, targets, in.ExtendedData, in.PushConfig, MissedCancelled)
 	t.finish(actor.UserID, "")
 	return t.done(), errInvitees, nil
 }
 
-func (t *transition) cancel(inviter string, targets []*CallUser, ext string, push *PushConfig) {
+// cancel withdraws pending invitations; why is the call.missed reason
+// (cancelled by the inviter, or because the caller went offline).
+func (t *transition) cancel(inviter string, targets []*CallUser, ext string, push *PushConfig, why MissedReason) {
 	ids := make([]string, len(targets))
 	for i, u := range targets {
 		t.setState(u, StateCancelled)
@@ -147,6 +160,9 @@ func (t *transition) cancel(inviter string, targets []*CallUser, ext string, pus
 	}
 	t.emit(EventCancelled, cancelledData{CallID: t.call.ID, Inviter: inviter, Mode: t.call.Mode, ExtendedData: ext}, ids...)
 	t.stateChanged(targets...)
+	for _, u := range targets {
+		t.missed(u, why)
+	}
 	t.requestPush(PushCancellation, push, ids)
 }
 
@@ -185,17 +201,17 @@ func (t *transition) becomeMain(u *CallUser, device string) {
 }
 
 // CallingInvite invites more users into an advanced call from a member who
-// is in it.
-func CallingInvite(call *Call, actor Actor, in CallingInviteInput, now int64, cfg Config) (*Change, []ErrorUser, error) {
+// is in it; busy is as for NewCall.
+func CallingInvite(call *Call, actor Actor, in CallingInviteInput, now int64, cfg Config, busy Busy) (*Change, []ErrorUser, error) {
 	u, err := member(call, actor.UserID)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := firstErr(checkAction(call, u, true, isAccepted, "invite"), checkInvitees("invitees", in.Invitees, 1, ""), checkPushConfig(in.PushConfig)); err != nil {
+	if err := firstErr(checkAction(call, u, true, isAccepted, "invite"), checkInvitees("invitees", in.Invitees, 1, ""), checkPushConfig(in.PushConfig), checkBusyPolicy(in.BusyPolicy)); err != nil {
 		return nil, nil, err
 	}
 	t := begin(call, now)
-	invited, errUsers := t.invite(actor.UserID, in.Invitees, cfg)
+	invited, errUsers := t.invite(actor.UserID, in.Invitees, cfg, in.BusyPolicy, busy)
 	t.emitReceived(actor.UserID, invited)
 	changed := make([]*CallUser, len(invited))
 	for i, id := range invited {
@@ -330,6 +346,7 @@ func Expire(call *Call, d Deadline, now int64) *Change {
 		t.setState(u, StateTimeout)
 		t.emit(EventTimeout, timeoutData{CallID: c.ID, Mode: c.Mode}, u.UserID)
 		t.stateChanged(u)
+		t.missed(u, MissedTimeout)
 		t.finish(u.UserID, "")
 	case DeadlineNotReceived:
 		u := c.User(d.UserID)
@@ -350,7 +367,7 @@ func Expire(call *Call, d Deadline, now int64) *Change {
 			}
 		}
 		if len(pending) > 0 {
-			t.cancel(c.Caller, pending, "", nil)
+			t.cancel(c.Caller, pending, "", nil, MissedCallerOffline)
 		}
 		t.finish(c.Caller, EndCallerOffline)
 	}

@@ -14,7 +14,7 @@ func BenchmarkNewCall(b *testing.B) {
 	in := InviteInput{Invitees: []string{"bob", "carol", "dave"}, ExtendedData: "video", PushConfig: &PushConfig{Title: "Alice"}}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, _, err := NewCall("zk3vq9mt2xlp8rwn4byc7aaaaa", Actor{UserID: "alice", Device: "phone"}, in, 1_000, cfg, true); err != nil {
+		if _, _, err := NewCall("zk3vq9mt2xlp8rwn4byc7aaaaa", Actor{UserID: "alice", Device: "phone"}, in, 1_000, cfg, true, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -22,7 +22,7 @@ func BenchmarkNewCall(b *testing.B) {
 
 func BenchmarkAccept(b *testing.B) {
 	cfg := Config{MaxCallUsers: 10, NotReceivedAfter: 5 * time.Second}
-	ch, _, err := NewCall("zk3vq9mt2xlp8rwn4byc7aaaaa", Actor{UserID: "alice"}, InviteInput{Invitees: []string{"bob", "carol", "dave"}}, 1_000, cfg, false)
+	ch, _, err := NewCall("zk3vq9mt2xlp8rwn4byc7aaaaa", Actor{UserID: "alice"}, InviteInput{Invitees: []string{"bob", "carol", "dave"}}, 1_000, cfg, false, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func BenchmarkAccept(b *testing.B) {
 // with the whole user list), encoded once per change and shared by its
 // recipients.
 func BenchmarkEncodeReceived(b *testing.B) {
-	ch, _, err := NewCall("zk3vq9mt2xlp8rwn4byc7aaaaa", Actor{UserID: "alice"}, InviteInput{Invitees: []string{"bob", "carol", "dave"}}, 1_000, Config{MaxCallUsers: 10}, false)
+	ch, _, err := NewCall("zk3vq9mt2xlp8rwn4byc7aaaaa", Actor{UserID: "alice"}, InviteInput{Invitees: []string{"bob", "carol", "dave"}}, 1_000, Config{MaxCallUsers: 10}, false, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -10,6 +10,9 @@ type Change struct {
 	// Deadline is the earliest deadline the change armed (0: none), so the
 	// scheduler can be woken after the commit.
 	Deadline int64
+	// BusyUsers are the invitees this change invited although they were
+	// busy (BusyRing), for the answer's busyUsers.
+	BusyUsers []string
 
 	now  int64
 	push *pushRequest

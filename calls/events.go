@@ -37,10 +37,11 @@ const (
 	HookUserStateChanged HookType = "call.user_state_changed"
 	HookCallEnded        HookType = "call.ended"
 	HookPushRequested    HookType = "call.push_requested"
+	HookCallMissed       HookType = "call.missed" // see missed.go
 )
 
 // HookTypes lists every webhook event type, for validation and docs.
-var HookTypes = []HookType{HookCallCreated, HookUserStateChanged, HookCallEnded, HookPushRequested}
+var HookTypes = []HookType{HookCallCreated, HookUserStateChanged, HookCallEnded, HookPushRequested, HookCallMissed}
 
 // HookEvent is one webhook message, fanned out by the store to every
 // endpoint subscribed to its type.

@@ -78,6 +78,7 @@ var (
 		HookCallCreated:      callInfoFields,
 		HookUserStateChanged: sorted("callID", "callUserList"),
 		HookCallEnded:        sorted("callID", "operatedUserID", "endTime", "reason"),
+		HookCallMissed:       sorted("callID", "userID", "caller", "inviter", "reason", "time"),
 	}
 )
 
@@ -152,7 +153,7 @@ func TestEventShapes(t *testing.T) {
 	ch, _, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{
 		Mode: ModeAdvanced, Invitees: []string{"bob", "carol", "dave", "erin"}, Timeout: 60, ExtendedData: "x",
 		PushConfig: push, EnableNotReceivedCheck: true,
-	}, now0, testCfg, true)
+	}, now0, testCfg, true, nil)
 	c := mustChange(t, ch, err)
 	wantShape(t, ch, now0)
 	seen := map[EventType]bool{}
@@ -181,7 +182,7 @@ func TestEventShapes(t *testing.T) {
 			return Expire(c, Deadline{CallID: c.ID, UserID: "erin", Kind: DeadlineTimeout}, now), nil
 		}},
 		{"bob invites frank", now0 + 61_000, func(c *Call, now int64) (*Change, error) {
-			ch, _, err := CallingInvite(c, as("bob"), CallingInviteInput{Invitees: []string{"frank"}, PushConfig: push}, now, testCfg)
+			ch, _, err := CallingInvite(c, as("bob"), CallingInviteInput{Invitees: []string{"frank"}, PushConfig: push}, now, testCfg, nil)
 			return ch, err
 		}},
 		{"carol joins", now0 + 62_000, func(c *Call, now int64) (*Change, error) { return Join(c, on("carol", "laptop"), "j", now, testCfg) }},
@@ -255,7 +256,7 @@ func TestCallInvitationReceived(t *testing.T) {
 	t.Run("sent to each new invitee of a callingInvite, with the member who invited as inviter", func(t *testing.T) {
 		ch, err := Answer(c, on("bob", "phone"), true, "", now0+1000)
 		c := mustChange(t, ch, err)
-		ch, _, err = CallingInvite(c, as("bob"), CallingInviteInput{Invitees: []string{"dave", "alice"}}, now0+2000, testCfg)
+		ch, _, err = CallingInvite(c, as("bob"), CallingInviteInput{Invitees: []string{"dave", "alice"}}, now0+2000, testCfg, nil)
 		mustChange(t, ch, err)
 		evs := eventsOf(ch, EventReceived)
 		if got := recipientsOf(evs); !slices.Equal(got, []string{"dave"}) {
@@ -384,7 +385,7 @@ func TestCallUserStateChangedRecipients(t *testing.T) {
 		{"jane, never invited, joins", func(c *Call) (*Change, error) { return Join(c, as("jane"), "", now, testCfg) },
 			map[string]UserState{"jane": StateAccepted}, append(slices.Clone(active), "jane")},
 		{"bob invites greta (cancelled earlier) and kate", func(c *Call) (*Change, error) {
-			ch, _, err := CallingInvite(c, as("bob"), CallingInviteInput{Invitees: []string{"greta", "kate"}}, now, testCfg)
+			ch, _, err := CallingInvite(c, as("bob"), CallingInviteInput{Invitees: []string{"greta", "kate"}}, now, testCfg, nil)
 			return ch, err
 		}, map[string]UserState{"greta": StateInviting, "kate": StateInviting}, append(slices.Clone(active), "greta", "kate")},
 	}
@@ -462,7 +463,7 @@ func TestMainDevice(t *testing.T) {
 		c = mustChange(t, ch, err)
 		wantDevice(t, ch, "bob", "phone")
 
-		ch, _, err = CallingInvite(c, as("alice"), CallingInviteInput{Invitees: []string{"dave"}}, now0+3000, testCfg)
+		ch, _, err = CallingInvite(c, as("alice"), CallingInviteInput{Invitees: []string{"dave"}}, now0+3000, testCfg, nil)
 		c = mustChange(t, ch, err)
 		wantDevice(t, ch, "bob", "phone")
 		wantDevice(t, ch, "dave", "")
@@ -486,7 +487,7 @@ func TestMainDevice(t *testing.T) {
 			t.Errorf("bob after the switch %+v, want accepted on the tablet", *u)
 		}
 
-		ch, _, err = CallingInvite(c, as("alice"), CallingInviteInput{Invitees: []string{"erin"}}, now0+95_000, testCfg)
+		ch, _, err = CallingInvite(c, as("alice"), CallingInviteInput{Invitees: []string{"erin"}}, now0+95_000, testCfg, nil)
 		c = mustChange(t, ch, err)
 		wantDevice(t, ch, "bob", "tablet")
 
@@ -516,7 +517,7 @@ func TestHooks(t *testing.T) {
 		want []HookType
 	}{
 		{"creating a call sends call.created with the CallInfo", func(t *testing.T) *Change {
-			ch, _, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Invitees: []string{"bob"}, PushConfig: push}, now0, testCfg, false)
+			ch, _, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Invitees: []string{"bob"}, PushConfig: push}, now0, testCfg, false, nil)
 			mustChange(t, ch, err)
 			var info CallInfo
 			if err := json.Unmarshal(ch.Hooks[0].Data, &info); err != nil || !reflect.DeepEqual(info, ch.Call.Info()) {
@@ -533,9 +534,9 @@ func TestHooks(t *testing.T) {
 		{"a cancel", func(t *testing.T) *Change {
 			ch, _, err := Cancel(tableCall(ModeAdvanced, StateInviting), as("alice"), CancelInput{Invitees: []string{"carol"}, PushConfig: push}, tableNow)
 			return errFree(t)(ch, err)
-		}, []HookType{HookUserStateChanged}},
+		}, []HookType{HookUserStateChanged, HookCallMissed}},
 		{"a callingInvite", func(t *testing.T) *Change {
-			ch, _, err := CallingInvite(tableCall(ModeAdvanced, StateAccepted), as("bob"), CallingInviteInput{Invitees: []string{"erin"}, PushConfig: push}, tableNow, testCfg)
+			ch, _, err := CallingInvite(tableCall(ModeAdvanced, StateAccepted), as("bob"), CallingInviteInput{Invitees: []string{"erin"}, PushConfig: push}, tableNow, testCfg, nil)
 			return errFree(t)(ch, err)
 		}, []HookType{HookUserStateChanged}},
 		{"a join", func(t *testing.T) *Change {
@@ -550,19 +551,19 @@ func TestHooks(t *testing.T) {
 		}, []HookType{HookUserStateChanged, HookCallEnded}},
 		{"an end", func(t *testing.T) *Change {
 			return errFree(t)(End(tableCall(ModeAdvanced, StateAccepted), as("bob"), LeaveInput{PushConfig: push}, tableNow))
-		}, []HookType{HookCallEnded}},
+		}, []HookType{HookCallMissed, HookCallMissed, HookCallEnded}}, // carol and dave were pending
 		{"a delivery", func(t *testing.T) *Change {
 			return Delivered(tableCall(ModeGeneral, StateInviting), "bob", tableNow)
 		}, []HookType{HookUserStateChanged}},
 		{"a timeout", func(t *testing.T) *Change {
 			c := tableCall(ModeGeneral, StateInviting)
 			return Expire(c, Deadline{CallID: c.ID, UserID: "bob", Kind: DeadlineTimeout}, now0+90_000)
-		}, []HookType{HookUserStateChanged}},
+		}, []HookType{HookUserStateChanged, HookCallMissed}},
 		{"the caller going offline", func(t *testing.T) *Change {
 			c := tableCall(ModeGeneral, StateInviting)
 			c.CallerTracked, c.CallerOfflineAt = true, tableNow
 			return Expire(c, Deadline{CallID: c.ID, Kind: DeadlineCallerOffline}, tableNow)
-		}, []HookType{HookUserStateChanged, HookCallEnded}},
+		}, []HookType{HookUserStateChanged, HookCallMissed, HookCallMissed, HookCallMissed, HookCallEnded}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+" hooks "+fmt.Sprint(tc.want), func(t *testing.T) {
@@ -598,11 +599,11 @@ func TestPushRequests(t *testing.T) {
 		users []string // nil = not checked
 	}{
 		{"a new call asks for invitation pushes to its invitees", func(t *testing.T) *Change {
-			ch, _, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Invitees: []string{"bob", "carol"}, PushConfig: push}, now0, testCfg, false)
+			ch, _, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Invitees: []string{"bob", "carol"}, PushConfig: push}, now0, testCfg, false, nil)
 			return errFree(t)(ch, err)
 		}, PushInvitation, []string{"bob", "carol"}},
 		{"a callingInvite asks for invitation pushes to the new invitees", func(t *testing.T) *Change {
-			ch, _, err := CallingInvite(tableCall(ModeAdvanced, StateAccepted), as("bob"), CallingInviteInput{Invitees: []string{"erin", "carol"}, PushConfig: push}, tableNow, testCfg)
+			ch, _, err := CallingInvite(tableCall(ModeAdvanced, StateAccepted), as("bob"), CallingInviteInput{Invitees: []string{"erin", "carol"}, PushConfig: push}, tableNow, testCfg, nil)
 			return errFree(t)(ch, err)
 		}, PushInvitation, []string{"erin"}},
 		{"a cancel asks for cancellation pushes to the cancelled invitees", func(t *testing.T) *Change {

@@ -11,6 +11,7 @@ type InviteInput struct {
 	ExtendedData           string
 	PushConfig             *PushConfig
 	EnableNotReceivedCheck bool
+	BusyPolicy             BusyPolicy // "" means BusyRing
 }
 
 // InviteResult is the answer to POST /calls.
@@ -18,7 +19,9 @@ type InviteResult struct {
 	CallID        string      `json:"callID"`
 	Timeout       int         `json:"timeout"`
 	ErrorUserList []ErrorUser `json:"errorUserList"`
-	Call          CallInfo    `json:"call"`
+	// BusyUsers are the invitees invited although busy (BusyRing); never nil.
+	BusyUsers []string `json:"busyUsers"`
+	Call      CallInfo `json:"call"`
 }
 
 // CancelInput cancels pending invitations; no invitees means all the
@@ -39,12 +42,15 @@ type CancelResult struct {
 type CallingInviteInput struct {
 	Invitees   []string
 	PushConfig *PushConfig
+	BusyPolicy BusyPolicy // "" means BusyRing
 }
 
 // CallingInviteResult is the answer to invite.
 type CallingInviteResult struct {
 	CallID        string      `json:"callID"`
 	ErrorUserList []ErrorUser `json:"errorUserList"`
+	// BusyUsers are the invitees invited although busy (BusyRing); never nil.
+	BusyUsers []string `json:"busyUsers"`
 }
 
 // JoinResult is the answer to join.

@@ -43,6 +43,11 @@ type Tx interface {
 	// TrackedCallerOfflineCalls is CallerOfflineCalls over every tracked
 	// caller, in call order, at most limit calls with Seq > after (paging).
 	TrackedCallerOfflineCalls(ctx context.Context, after int64, limit int) ([]*Call, error)
+	// BusyUsers returns those of userIDs that are accepted in a started call
+	// other than exceptCallID (any device): the busy invitees of an
+	// invitation (see busy.go). Asked inside the invitation's transaction, so
+	// the answer is the committed truth the invitation is written against.
+	BusyUsers(ctx context.Context, userIDs []string, exceptCallID string) ([]string, error)
 	IdempotencyTx
 }
 

@@ -123,12 +123,17 @@ func (t *transition) finish(operator string, reason EndReason) {
 	t.end(operator, reason)
 }
 
-// end marks the call ended and clears every timer it still had.
+// end marks the call ended and clears every timer it still had. Users
+// still pending keep their state (End leaves states as they are) but their
+// invitation is over: they missed the call.
 func (t *transition) end(operator string, reason EndReason) {
 	c := t.call
 	c.State, c.EndTime, c.EndReason, c.CallerOfflineAt = CallEnded, t.now, reason, 0
 	t.callDirty = true
 	for _, u := range c.Users {
+		if u.State.Pending() {
+			t.missed(u, MissedEnded)
+		}
 		if u.TimeoutAt != 0 || u.NotReceivedAt != 0 {
 			u.TimeoutAt, u.NotReceivedAt, u.dirty = 0, 0, true
 		}

@@ -95,7 +95,7 @@ func mustChange(t *testing.T, ch *Change, err error) *Call {
 func newCall(t *testing.T, mode Mode, in InviteInput, invitees ...string) (*Change, *Call) {
 	t.Helper()
 	in.Mode, in.Invitees = mode, invitees
-	ch, _, err := NewCall("call0123456789abcdef", as("alice"), in, now0, testCfg, false)
+	ch, _, err := NewCall("call0123456789abcdef", as("alice"), in, now0, testCfg, false, nil)
 	return ch, mustChange(t, ch, err)
 }
 
@@ -248,7 +248,7 @@ var tableOps = []tableOp{
 		}},
 	{name: "callingInvite", advancedOnly: true, device: "phone",
 		run: func(c *Call, a Actor) (*Change, error) {
-			ch, errUsers, err := CallingInvite(c, a, CallingInviteInput{Invitees: []string{"erin"}}, tableNow, testCfg)
+			ch, errUsers, err := CallingInvite(c, a, CallingInviteInput{Invitees: []string{"erin"}}, tableNow, testCfg, nil)
 			if err == nil && len(errUsers) != 0 {
 				return ch, fmt.Errorf("errorUserList %v, want empty", errUsers)
 			}
@@ -664,7 +664,7 @@ func TestMaxCallUsers(t *testing.T) {
 	cfg.MaxCallUsers = 4
 	t.Run("invitees beyond the limit come back with call_full", func(t *testing.T) {
 		ch, errUsers, err := NewCall("call0123456789abcdef", as("alice"),
-			InviteInput{Mode: ModeAdvanced, Invitees: []string{"bob", "carol", "dave", "erin", "frank"}}, now0, cfg, false)
+			InviteInput{Mode: ModeAdvanced, Invitees: []string{"bob", "carol", "dave", "erin", "frank"}}, now0, cfg, false, nil)
 		c := mustChange(t, ch, err)
 		want := []ErrorUser{{UserID: "erin", Reason: ReasonCallFull}, {UserID: "frank", Reason: ReasonCallFull}}
 		if !reflect.DeepEqual(errUsers, want) {
@@ -678,13 +678,13 @@ func TestMaxCallUsers(t *testing.T) {
 		}
 	})
 	t.Run("callingInvite counts everyone ever in the list, but re-inviting a member needs no room", func(t *testing.T) {
-		ch, _, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Mode: ModeAdvanced, Invitees: []string{"bob", "carol", "dave"}}, now0, cfg, false)
+		ch, _, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Mode: ModeAdvanced, Invitees: []string{"bob", "carol", "dave"}}, now0, cfg, false, nil)
 		c := mustChange(t, ch, err)
 		ch, err = Answer(c, as("bob"), true, "", now0+1000)
 		c = mustChange(t, ch, err)
 		ch, err = Answer(c, as("carol"), false, "", now0+2000)
 		c = mustChange(t, ch, err)
-		ch, errUsers, err := CallingInvite(c, as("bob"), CallingInviteInput{Invitees: []string{"gina", "carol"}}, now0+3000, cfg)
+		ch, errUsers, err := CallingInvite(c, as("bob"), CallingInviteInput{Invitees: []string{"gina", "carol"}}, now0+3000, cfg, nil)
 		c = mustChange(t, ch, err)
 		if want := []ErrorUser{{UserID: "gina", Reason: ReasonCallFull}}; !reflect.DeepEqual(errUsers, want) {
 			t.Errorf("errorUserList %v, want %v", errUsers, want)
@@ -699,7 +699,7 @@ func TestMaxCallUsers(t *testing.T) {
 	t.Run("a general call where every invitee was refused ends at once", func(t *testing.T) {
 		small := cfg
 		small.MaxCallUsers = 1
-		ch, errUsers, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Invitees: []string{"bob"}}, now0, small, false)
+		ch, errUsers, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Invitees: []string{"bob"}}, now0, small, false, nil)
 		mustChange(t, ch, err)
 		if want := []ErrorUser{{UserID: "bob", Reason: ReasonCallFull}}; !reflect.DeepEqual(errUsers, want) {
 			t.Errorf("errorUserList %v, want %v", errUsers, want)
@@ -714,7 +714,7 @@ func TestCallingInviteOfExistingUsers(t *testing.T) {
 		t.Run(fmt.Sprintf("a user in %s comes back with already_in_call", s), func(t *testing.T) {
 			c := buildCall(ModeAdvanced, row("bob", StateAccepted, "alice"), row("carol", s, "alice"))
 			before := c.Clone()
-			ch, errUsers, err := CallingInvite(c, on("bob", "phone"), CallingInviteInput{Invitees: []string{"carol"}}, now, testCfg)
+			ch, errUsers, err := CallingInvite(c, on("bob", "phone"), CallingInviteInput{Invitees: []string{"carol"}}, now, testCfg, nil)
 			wantCode(t, err, ok)
 			if want := []ErrorUser{{UserID: "carol", Reason: ReasonAlreadyInCall}}; !reflect.DeepEqual(errUsers, want) {
 				t.Errorf("errorUserList %v, want %v", errUsers, want)
@@ -731,7 +731,7 @@ func TestCallingInviteOfExistingUsers(t *testing.T) {
 	}
 	t.Run("the caller comes back with already_in_call", func(t *testing.T) {
 		c := buildCall(ModeAdvanced, row("bob", StateAccepted, "alice"))
-		_, errUsers, err := CallingInvite(c, on("bob", "phone"), CallingInviteInput{Invitees: []string{"alice"}}, now, testCfg)
+		_, errUsers, err := CallingInvite(c, on("bob", "phone"), CallingInviteInput{Invitees: []string{"alice"}}, now, testCfg, nil)
 		wantCode(t, err, ok)
 		if want := []ErrorUser{{UserID: "alice", Reason: ReasonAlreadyInCall}}; !reflect.DeepEqual(errUsers, want) {
 			t.Errorf("errorUserList %v, want %v", errUsers, want)
@@ -741,7 +741,7 @@ func TestCallingInviteOfExistingUsers(t *testing.T) {
 		t.Run(fmt.Sprintf("a user in %s is invited again", s), func(t *testing.T) {
 			c := buildCall(ModeAdvanced, row("bob", StateAccepted, "alice"), row("carol", s, "alice"))
 			c.User("carol").ExtendedData = "earlier"
-			ch, errUsers, err := CallingInvite(c, on("bob", "phone"), CallingInviteInput{Invitees: []string{"carol"}}, now, testCfg)
+			ch, errUsers, err := CallingInvite(c, on("bob", "phone"), CallingInviteInput{Invitees: []string{"carol"}}, now, testCfg, nil)
 			after := mustChange(t, ch, err)
 			if len(errUsers) != 0 || errUsers == nil {
 				t.Errorf("errorUserList %#v, want an empty list", errUsers)
@@ -949,7 +949,7 @@ func TestCallerOffline(t *testing.T) {
 	due := offAt + grace.Milliseconds()
 	for _, mode := range []Mode{ModeGeneral, ModeAdvanced} {
 		t.Run(fmt.Sprintf("%s call: the grace runs out, every pending invitee is cancelled and the call ends with reason caller_offline", mode), func(t *testing.T) {
-			ch, _, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Mode: mode, Invitees: []string{"bob", "carol", "dave"}}, now0, testCfg, true)
+			ch, _, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Mode: mode, Invitees: []string{"bob", "carol", "dave"}}, now0, testCfg, true, nil)
 			c := mustChange(t, ch, err)
 			ch, err = Answer(c, as("dave"), false, "", now0+500)
 			c = mustChange(t, ch, err)
@@ -980,7 +980,7 @@ func TestCallerOffline(t *testing.T) {
 		})
 	}
 	t.Run("nothing happens once an invitee has accepted", func(t *testing.T) {
-		ch, _, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Invitees: []string{"bob", "carol"}}, now0, testCfg, true)
+		ch, _, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Invitees: []string{"bob", "carol"}}, now0, testCfg, true, nil)
 		c := mustChange(t, ch, err)
 		ch = CallerPresence(c, false, offAt, grace)
 		c = mustChange(t, ch, nil)
@@ -1008,7 +1008,7 @@ func TestCallerOffline(t *testing.T) {
 		}
 	})
 	t.Run("the caller coming back within the grace keeps the call", func(t *testing.T) {
-		ch, _, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Invitees: []string{"bob"}}, now0, testCfg, true)
+		ch, _, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Invitees: []string{"bob"}}, now0, testCfg, true, nil)
 		c := mustChange(t, ch, err)
 		c = mustChange(t, CallerPresence(c, false, offAt, grace), nil)
 		c = mustChange(t, CallerPresence(c, true, offAt+10, grace), nil)

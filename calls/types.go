@@ -90,6 +90,10 @@ type CallUser struct {
 	// MainDevice is the device that accepted or joined; once set, the user's
 	// events for this call go only to that device.
 	MainDevice string
+	// MissedTime is when the call.missed webhook was produced for this user
+	// (0: never). It makes that webhook once per invitee per call, however
+	// often the user is invited again (see missed.go).
+	MissedTime int64
 	// dirty marks rows a transition changed, so storage writes only those.
 	dirty bool
 }
@@ -142,4 +146,5 @@ type ErrorUser struct {
 const (
 	ReasonAlreadyInCall = "already_in_call"
 	ReasonCallFull      = "call_full"
+	// ReasonBusy (busy.go) is the third.
 )

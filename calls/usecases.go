@@ -18,9 +18,12 @@ func (s *Service) Invite(ctx context.Context, actor Actor, in InviteInput) (*Inv
 		if replay, err := idem.Recorded(ctx, tx); replay || err != nil {
 			return err
 		}
+		busy, err := tx.BusyUsers(ctx, in.Invitees, id)
+		if err != nil {
+			return err
+		}
 		var errUsers []ErrorUser
-		var err error
-		ch, errUsers, err = NewCall(id, actor, in, s.now(), s.cfg, s.presence.Online(actor.UserID))
+		ch, errUsers, err = NewCall(id, actor, in, s.now(), s.cfg, s.presence.Online(actor.UserID), NewBusy(busy))
 		if err != nil {
 			return err
 		}
@@ -29,7 +32,7 @@ func (s *Service) Invite(ctx context.Context, actor Actor, in InviteInput) (*Inv
 			return err
 		}
 		c := ch.Call
-		res = &InviteResult{CallID: c.ID, Timeout: c.Timeout, ErrorUserList: errUsers, Call: c.Info()}
+		res = &InviteResult{CallID: c.ID, Timeout: c.Timeout, ErrorUserList: errUsers, BusyUsers: ch.BusyUsers, Call: c.Info()}
 		return idem.Record(ctx, tx, res)
 	})
 	if err != nil {
@@ -72,14 +75,23 @@ func (s *Service) answer(ctx context.Context, actor Actor, callID string, accept
 	})
 }
 
-// CallingInvite invites more users into an advanced call.
+// CallingInvite invites more users into an advanced call. Who of them is
+// busy is read in the invitation's transaction.
 func (s *Service) CallingInvite(ctx context.Context, actor Actor, callID string, in CallingInviteInput) (*CallingInviteResult, error) {
 	var errUsers []ErrorUser
-	return mutate(s, ctx, "invite", callID, func(c *Call, now int64) (ch *Change, err error) {
-		ch, errUsers, err = CallingInvite(c, actor, in, now, s.cfg)
+	return mutateTx(s, ctx, "invite", callID, func(tx Tx, c *Call, now int64) (ch *Change, err error) {
+		busy, err := tx.BusyUsers(ctx, in.Invitees, c.ID)
+		if err != nil {
+			return nil, err
+		}
+		ch, errUsers, err = CallingInvite(c, actor, in, now, s.cfg, NewBusy(busy))
 		return ch, err
-	}, func(*Change) *CallingInviteResult {
-		return &CallingInviteResult{CallID: callID, ErrorUserList: errUsers}
+	}, func(ch *Change) *CallingInviteResult {
+		res := &CallingInviteResult{CallID: callID, ErrorUserList: errUsers, BusyUsers: []string{}}
+		if ch != nil {
+			res.BusyUsers = ch.BusyUsers
+		}
+		return res
 	})
 }
 
@@ -225,6 +237,12 @@ func (s *Service) callerPresence(ctx context.Context, userID string, online bool
 // for the internal use-cases). On a replay nothing is applied and the zero
 // R is returned: the answer is the Idempotency's Response.
 func mutate[R any](s *Service, ctx context.Context, op, callID string, f func(c *Call, now int64) (*Change, error), result func(*Change) R) (R, error) {
+	return mutateTx(s, ctx, op, callID, func(_ Tx, c *Call, now int64) (*Change, error) { return f(c, now) }, result)
+}
+
+// mutateTx is mutate for a transition that needs more facts from the
+// store than the call itself (read with tx, in the same transaction).
+func mutateTx[R any](s *Service, ctx context.Context, op, callID string, f func(tx Tx, c *Call, now int64) (*Change, error), result func(*Change) R) (R, error) {
 	var (
 		ch  *Change
 		res R
@@ -243,7 +261,7 @@ func mutate[R any](s *Service, ctx context.Context, op, callID string, f func(c 
 		if err != nil {
 			return err
 		}
-		ch, err = f(c, s.now())
+		ch, err = f(tx, c, s.now())
 		if err != nil {
 			return err
 		}

@@ -87,7 +87,7 @@ func TestNewCallValidation(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ch, errUsers, err := NewCall("call0123456789abcdef", as("alice"), tc.in, now0, testCfg, false)
+			ch, errUsers, err := NewCall("call0123456789abcdef", as("alice"), tc.in, now0, testCfg, false, nil)
 			if tc.field == "" {
 				c := mustChange(t, ch, err)
 				if errUsers == nil || len(errUsers) != 0 {
@@ -141,15 +141,15 @@ func TestActionValidation(t *testing.T) {
 			return errOf(End(tableCall(ModeAdvanced, StateAccepted), as("bob"), LeaveInput{ExtendedData: long}, tableNow))
 		}},
 		{"callingInvite of nobody", func() error {
-			_, _, err := CallingInvite(tableCall(ModeAdvanced, StateAccepted), as("bob"), CallingInviteInput{}, tableNow, testCfg)
+			_, _, err := CallingInvite(tableCall(ModeAdvanced, StateAccepted), as("bob"), CallingInviteInput{}, tableNow, testCfg, nil)
 			return err
 		}},
 		{"callingInvite of ten users", func() error {
-			_, _, err := CallingInvite(tableCall(ModeAdvanced, StateAccepted), as("bob"), CallingInviteInput{Invitees: append(nineInvitees(), "u9")}, tableNow, testCfg)
+			_, _, err := CallingInvite(tableCall(ModeAdvanced, StateAccepted), as("bob"), CallingInviteInput{Invitees: append(nineInvitees(), "u9")}, tableNow, testCfg, nil)
 			return err
 		}},
 		{"callingInvite of a bad user ID", func() error {
-			_, _, err := CallingInvite(tableCall(ModeAdvanced, StateAccepted), as("bob"), CallingInviteInput{Invitees: []string{"no way"}}, tableNow, testCfg)
+			_, _, err := CallingInvite(tableCall(ModeAdvanced, StateAccepted), as("bob"), CallingInviteInput{Invitees: []string{"no way"}}, tableNow, testCfg, nil)
 			return err
 		}},
 	}

@@ -42,6 +42,10 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		{"outbox oldest pending", sqlOldestPending, nil, []string{"COVERING INDEX webhook_deliveries_by_status_age"}, nil, false},
 		{"outbox prune", sqlPruneDeliveries, []any{1, 10}, []string{"COVERING INDEX webhook_deliveries_by_status_age"}, nil, false},
 		{"outbox dead endpoints", sqlFailDeadEndpoints, []any{1}, []string{"webhook_deliveries_pending"}, nil, false},
+		// The busy check looks each invitee up in 0005's partial index: never
+		// the invitee's history (call_users_by_user) nor a scan.
+		{"busy users", sqlBusyUsers, []any{`["bob","carol"]`, "c"}, []string{"call_users_busy (user_id=?)"}, []string{"call_users_by_user", "SCAN u", "SCAN c"}, false},
+		{"free an ended call's users", sqlClearBusy, []any{1}, []string{"USING PRIMARY KEY (call_seq=?)"}, nil, false},
 	} {
 		p := queryPlan(t, s, q.query, q.args...)
 		t.Logf("%s: %s", q.name, p)

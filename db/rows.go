@@ -31,7 +31,7 @@ func scanUser(sc scanner, lead ...any) (*calls.CallUser, error) {
 	var u calls.CallUser
 	var state string
 	err := sc.Scan(append(lead, &u.UserID, &state, &u.Inviter, &u.ExtendedData, &u.UpdateTime,
-		&u.InviteTime, &u.AcceptTime, &u.TimeoutAt, &u.NotReceivedAt, &u.MainDevice)...)
+		&u.InviteTime, &u.AcceptTime, &u.TimeoutAt, &u.NotReceivedAt, &u.MainDevice, &u.MissedTime)...)
 	if err != nil {
 		return nil, err
 	}

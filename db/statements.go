@@ -13,7 +13,7 @@ const (
 	callColumns = `seq, id, caller, mode, state, timeout, extended_data, create_time,
 		end_time, end_reason, not_received_check, caller_tracked, caller_offline_at`
 	userColumns = `user_id, state, inviter, extended_data, update_time, invite_time,
-		accept_time, timeout_at, not_received_at, main_device`
+		accept_time, timeout_at, not_received_at, main_device, missed_time`
 	eventColumns = `id, user_id, device, call_id, type, data, time`
 )
 
@@ -43,13 +43,19 @@ const (
 		end_time = ?, end_reason = ?, not_received_check = ?, caller_tracked = ?, caller_offline_at = ?
 		WHERE id = ? RETURNING seq`
 	sqlUpsertUser = `INSERT INTO call_users (call_seq, user_id, ord, state, inviter, extended_data,
-		update_time, invite_time, accept_time, timeout_at, not_received_at, main_device)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		update_time, invite_time, accept_time, timeout_at, not_received_at, main_device,
+		missed_time, busy)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (call_seq, user_id) DO UPDATE SET ord = excluded.ord, state = excluded.state,
 		inviter = excluded.inviter, extended_data = excluded.extended_data,
 		update_time = excluded.update_time, invite_time = excluded.invite_time,
 		accept_time = excluded.accept_time, timeout_at = excluded.timeout_at,
-		not_received_at = excluded.not_received_at, main_device = excluded.main_device`
+		not_received_at = excluded.not_received_at, main_device = excluded.main_device,
+		missed_time = excluded.missed_time, busy = excluded.busy`
+	// A call that ended frees all its users at once (migration 0005): the
+	// rows of users accepted until then are not dirty, End leaves states as
+	// they are. Only rows still busy are touched, through the primary key.
+	sqlClearBusy   = `UPDATE call_users SET busy = 0 WHERE call_seq = ? AND busy = 1`
 	sqlInsertEvent = `INSERT INTO events (user_id, device, call_id, type, data, time)
 		VALUES (?, ?, ?, ?, ?, ?)`
 	// The invitee's row remembers its newest invitation event, so a stream
@@ -79,7 +85,7 @@ type writeStatements struct {
 	selectCallByID, selectUsers *sqlx.Stmt
 	insertCall, updateCall      *sqlx.Stmt
 	upsertUser, insertEvent     *sqlx.Stmt
-	setInvitation               *sqlx.Stmt
+	setInvitation, clearBusy    *sqlx.Stmt
 	insertMessage, fanOut       *sqlx.Stmt
 	subscribed                  *sqlx.Stmt
 }
@@ -99,6 +105,7 @@ func prepareWrite(ctx context.Context, db *sqlx.DB) (*writeStatements, error) {
 	st.upsertUser = p.prepare(sqlUpsertUser)
 	st.insertEvent = p.prepare(sqlInsertEvent)
 	st.setInvitation = p.prepare(sqlSetInvitation)
+	st.clearBusy = p.prepare(sqlClearBusy)
 	st.insertMessage = p.prepare(sqlInsertMessage)
 	st.fanOut = p.prepare(sqlFanOut)
 	st.subscribed = p.prepare(sqlSubscribed)
@@ -114,7 +121,7 @@ func (st *writeStatements) close() {
 		return
 	}
 	closeAll(st.savepoint, st.release, st.rollbackTo, st.selectCallByID, st.selectUsers,
-		st.insertCall, st.updateCall, st.upsertUser, st.insertEvent, st.setInvitation, st.insertMessage, st.fanOut, st.subscribed)
+		st.insertCall, st.updateCall, st.upsertUser, st.insertEvent, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed)
 }
 
 // readStatements are prepared on the read pool; database/sql prepares each

@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -46,13 +47,19 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 	if err := t.saveCall(ctx, c, ch.Created); err != nil {
 		return err
 	}
+	if c.State == calls.CallEnded && !ch.Created {
+		if _, err := t.stmt(t.s.wst.clearBusy).ExecContext(ctx, c.Seq); err != nil {
+			return fmt.Errorf("db: free the users of %s: %w", c.ID, err)
+		}
+	}
 	for i, u := range c.Users {
 		if !ch.Created && !u.Dirty() {
 			continue
 		}
+		busy := c.State == calls.CallStarted && u.State == calls.StateAccepted
 		_, err := t.stmt(t.s.wst.upsertUser).ExecContext(ctx, c.Seq, u.UserID, i, string(u.State),
 			u.Inviter, u.ExtendedData, u.UpdateTime, u.InviteTime, u.AcceptTime, u.TimeoutAt,
-			u.NotReceivedAt, u.MainDevice)
+			u.NotReceivedAt, u.MainDevice, u.MissedTime, boolInt(busy))
 		if err != nil {
 			return fmt.Errorf("db: save user %s of %s: %w", u.UserID, c.ID, err)
 		}
@@ -176,3 +183,27 @@ func (t *callsTx) TrackedCallerOfflineCalls(ctx context.Context, after int64, li
 // accepts.
 var pendingStates = fmt.Sprintf("'%s', '%s', '%s'",
 	calls.StateInviting, calls.StateReceived, calls.StateNotYetReceived)
+
+// sqlBusyUsers is the busy check (calls.Tx.BusyUsers): the invitees, as a
+// JSON array, each looked up in migration 0005's partial index
+// call_users_busy, which holds only users accepted in a started call.
+const sqlBusyUsers = `SELECT DISTINCT u.user_id FROM call_users u JOIN calls c ON c.seq = u.call_seq
+	WHERE u.user_id IN (SELECT value FROM json_each(?)) AND u.busy = 1 AND c.id <> ?
+	ORDER BY u.user_id`
+
+// BusyUsers returns those of userIDs accepted in a started call other than
+// exceptCallID.
+func (t *callsTx) BusyUsers(ctx context.Context, userIDs []string, exceptCallID string) ([]string, error) {
+	if len(userIDs) == 0 {
+		return nil, nil
+	}
+	ids, err := json.Marshal(userIDs)
+	if err != nil {
+		return nil, fmt.Errorf("db: busy users: %w", err)
+	}
+	var busy []string
+	if err := t.tx.SelectContext(ctx, &busy, sqlBusyUsers, string(ids), exceptCallID); err != nil {
+		return nil, fmt.Errorf("db: busy users: %w", err)
+	}
+	return busy, nil
+}

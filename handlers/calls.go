@@ -19,6 +19,7 @@ type (
 		ExtendedData           string            `json:"extendedData"`
 		PushConfig             *calls.PushConfig `json:"pushConfig"`
 		EnableNotReceivedCheck bool              `json:"enableNotReceivedCheck"`
+		BusyPolicy             calls.BusyPolicy  `json:"busyPolicy"`
 	}
 	cancelBody struct {
 		Invitees     []string          `json:"invitees"`
@@ -31,6 +32,7 @@ type (
 	inviteBody struct {
 		Invitees   []string          `json:"invitees"`
 		PushConfig *calls.PushConfig `json:"pushConfig"`
+		BusyPolicy calls.BusyPolicy  `json:"busyPolicy"`
 	}
 	leaveBody struct {
 		ExtendedData string            `json:"extendedData"`
@@ -43,7 +45,7 @@ func mountCalls(r chi.Router, svc *calls.Service) {
 	r.Post("/calls", action(false, http.StatusCreated, func(ctx context.Context, a calls.Actor, _ string, b createCallBody) (*calls.InviteResult, error) {
 		return svc.Invite(ctx, a, calls.InviteInput{
 			Invitees: b.Invitees, Mode: b.Mode, Timeout: b.Timeout, ExtendedData: b.ExtendedData,
-			PushConfig: b.PushConfig, EnableNotReceivedCheck: b.EnableNotReceivedCheck,
+			PushConfig: b.PushConfig, EnableNotReceivedCheck: b.EnableNotReceivedCheck, BusyPolicy: b.BusyPolicy,
 		})
 	}))
 	r.Get("/calls", listCalls(svc))
@@ -61,7 +63,7 @@ func mountCalls(r chi.Router, svc *calls.Service) {
 		return svc.Reject(ctx, a, id, b.ExtendedData)
 	}))
 	r.Post("/calls/{callID}/invite", action(false, http.StatusOK, func(ctx context.Context, a calls.Actor, id string, b inviteBody) (*calls.CallingInviteResult, error) {
-		return svc.CallingInvite(ctx, a, id, calls.CallingInviteInput{Invitees: b.Invitees, PushConfig: b.PushConfig})
+		return svc.CallingInvite(ctx, a, id, calls.CallingInviteInput{Invitees: b.Invitees, PushConfig: b.PushConfig, BusyPolicy: b.BusyPolicy})
 	}))
 	r.Post("/calls/{callID}/join", action(true, http.StatusOK, func(ctx context.Context, a calls.Actor, id string, b extendedDataBody) (*calls.JoinResult, error) {
 		return svc.Join(ctx, a, id, b.ExtendedData)
