@@ -103,34 +103,35 @@ func newAuthenticator(cfg AuthConfig) *authenticator {
 	return &authenticator{cfg: cfg, parser: jwt.NewParser(opts...)}
 }
 
-// parse verifies a JWT and returns its user and whether it carries the
-// admin role. Error messages are safe to show the client.
-func (a *authenticator) parse(token string) (user string, admin bool, err error) {
+// parse verifies a JWT and returns its user, whether it carries the admin
+// role and its exp (which an event stream must not outlive). Error messages
+// are safe to show the client.
+func (a *authenticator) parse(token string) (user string, admin bool, exp time.Time, err error) {
 	var c tokenClaims
 	_, err = a.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.cfg.Secret, nil })
 	switch {
 	case err == nil:
 	case errors.Is(err, errClaimNotNumber), errors.Is(err, errIssuedInFuture):
-		return "", false, unwrapOurs(err)
+		return "", false, time.Time{}, unwrapOurs(err)
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return "", false, errors.New("token is expired")
+		return "", false, time.Time{}, errors.New("token is expired")
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return "", false, errors.New("token has no " + missingClaim(err) + " claim")
+		return "", false, time.Time{}, errors.New("token has no " + missingClaim(err) + " claim")
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return "", false, errors.New("token is not valid yet")
+		return "", false, time.Time{}, errors.New("token is not valid yet")
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
-		return "", false, errors.New("token has the wrong issuer")
+		return "", false, time.Time{}, errors.New("token has the wrong issuer")
 	case errors.Is(err, jwt.ErrTokenInvalidAudience):
-		return "", false, errors.New("token has the wrong audience")
+		return "", false, time.Time{}, errors.New("token has the wrong audience")
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
-		return "", false, errors.New("token signature is invalid")
+		return "", false, time.Time{}, errors.New("token signature is invalid")
 	default:
-		return "", false, errors.New("token is invalid")
+		return "", false, time.Time{}, errors.New("token is invalid")
 	}
 	if !ValidID(c.Subject) {
-		return "", false, errors.New("token sub is not a valid user ID")
+		return "", false, time.Time{}, errors.New("token sub is not a valid user ID")
 	}
-	return c.Subject, c.Role == "admin", nil
+	return c.Subject, c.Role == "admin", c.ExpiresAt.Time, nil
 }
 
 // unwrapOurs returns the error of ours that err wraps (jwt adds its own
@@ -194,7 +195,7 @@ func (a *authenticator) requireUser(fromQuery bool) func(http.Handler) http.Hand
 				unauthorized(w, r, "missing bearer token", false)
 				return
 			}
-			user, admin, err := a.parse(token)
+			user, admin, exp, err := a.parse(token)
 			if err != nil {
 				unauthorized(w, r, err.Error(), true)
 				return
@@ -206,7 +207,7 @@ func (a *authenticator) requireUser(fromQuery bool) func(http.Handler) http.Hand
 				return
 			}
 			r, info := ensureInfo(r)
-			info.user, info.device, info.admin = user, device, admin
+			info.user, info.device, info.admin, info.expires = user, device, admin, exp
 			next.ServeHTTP(w, r)
 		})
 	}
@@ -228,7 +229,7 @@ func (a *authenticator) requireAdmin(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		user, admin, err := a.parse(token)
+		user, admin, _, err := a.parse(token)
 		if err != nil {
 			unauthorized(w, r, err.Error(), true)
 			return

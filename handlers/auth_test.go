@@ -179,7 +179,7 @@ func TestMintTokenRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		user, isAdmin, err := a.parse(tok)
+		user, isAdmin, _, err := a.parse(tok)
 		if err != nil || user != "alice" || isAdmin != admin {
 			t.Fatalf("parse(minted, admin=%v) = %q %v %v", admin, user, isAdmin, err)
 		}
@@ -188,7 +188,7 @@ func TestMintTokenRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := a.parse(expired); err == nil || !strings.Contains(err.Error(), "expired") {
+	if _, _, _, err := a.parse(expired); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("parse(expired) err = %v", err)
 	}
 }

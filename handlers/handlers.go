@@ -52,9 +52,10 @@ type Deps struct {
 
 // EventStream serves one user's Server-Sent Events stream (package sse).
 // The request is authenticated; the handler owns the response until the
-// client leaves or r.Context() is done.
+// client leaves or r.Context() is done. tokenLeft is how long the token has
+// before its exp: the stream warns before then and ends at it.
 type EventStream interface {
-	ServeEvents(w http.ResponseWriter, r *http.Request, userID, deviceID string)
+	ServeEvents(w http.ResponseWriter, r *http.Request, userID, deviceID string, tokenLeft time.Duration)
 }
 
 // requestTimeout bounds REST requests (never the event stream), so a stuck
@@ -152,7 +153,7 @@ func (s *server) routes() http.Handler {
 	if s.deps.Events != nil {
 		r.With(s.auth.requireUser(true), s.limit).Get(eventsRoute, func(w http.ResponseWriter, r *http.Request) {
 			info := infoFrom(r.Context())
-			s.deps.Events.ServeEvents(w, r, info.user, info.device)
+			s.deps.Events.ServeEvents(w, r, info.user, info.device, tokenLeft(info.expires))
 		})
 	}
 	return r
@@ -178,6 +179,16 @@ func timeout(d time.Duration) func(http.Handler) http.Handler {
 			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}
+}
+
+// tokenLeft is the time until exp by the wall clock JWTs are checked with;
+// the stream then counts it down on its own clock. Never 0 (which would
+// mean "no limit") for a token that has one.
+func tokenLeft(exp time.Time) time.Duration {
+	if exp.IsZero() {
+		return 0
+	}
+	return max(time.Until(exp), time.Nanosecond)
 }
 
 func passThrough(next http.Handler) http.Handler { return next }
