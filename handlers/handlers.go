@@ -48,6 +48,9 @@ type Deps struct {
 	Webhooks WebhookAdmin
 	// Demo serves the browser demo under /demo/ (package web) when set.
 	Demo http.Handler
+	// SDK serves the JavaScript client at GET /sdk/callsig.js (package web)
+	// when set.
+	SDK http.Handler
 }
 
 // EventStream serves one user's Server-Sent Events stream (package sse).
@@ -63,6 +66,9 @@ type EventStream interface {
 const requestTimeout = 30 * time.Second
 
 const eventsRoute = "/events"
+
+// sdkRoute is where the JavaScript client is served.
+const sdkRoute = "/sdk/callsig.js"
 
 // server holds what the routes and middleware share.
 type server struct {
@@ -133,6 +139,11 @@ func (s *server) routes() http.Handler {
 	mountSystem(r, s)
 	s.mountPprof(r)
 	mountDemo(r, s.deps.Demo)
+	if s.deps.SDK != nil {
+		// Static and public, like the demo: a page loads it before it has
+		// a token.
+		r.Get(sdkRoute, s.deps.SDK.ServeHTTP)
+	}
 
 	// REST: authenticated, limited, read whole, validated, idempotent.
 	r.Group(func(r chi.Router) {
