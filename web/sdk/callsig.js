@@ -138,6 +138,10 @@ export class CallsigClient {
   }
 
   #emit(name, data) {
+    if (name === 'error' && !this.#handlers.get('error')?.size) {
+      console.error('callsig:', data.event, data.error); // nobody listens: do not swallow it
+      return;
+    }
     for (const h of [...(this.#handlers.get(name) || [])]) {
       try {
         h(this, data);
@@ -233,6 +237,9 @@ export class CallsigClient {
       }
       // Refused (an expired token, say): EventSource gives up; we do not.
       this.#streams.delete(es);
+      if (es === this.#current && this.#streams.size > 0) {
+        this.#current = [...this.#streams].pop(); // a renewal failed: the old stream goes on
+      }
       if (login && !opened) {
         this.#loggedIn = false;
         for (const s of this.#streams) s.close();
