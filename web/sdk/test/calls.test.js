@@ -3,7 +3,7 @@
 import {test, after} from 'node:test';
 import assert from 'node:assert/strict';
 import {CallsigClient, CallsigError} from '../callsig.js';
-import {advance, client, is, URL, user} from './helpers.js';
+import {advance, client, is, token, URL, user} from './helpers.js';
 
 const clients = [];
 async function online(name) {
@@ -143,4 +143,18 @@ test('errors are CallsigError with the problem status, code and detail', async (
   const nowhere = new CallsigClient({baseURL: 'http://127.0.0.1:1', token: 'x', retry: {attempts: 2, baseDelay: 1}});
   e = await fail(nowhere.callInvite(['bob']));
   assert.deepEqual([e.status, e.code], [0, 'network_error']);
+});
+
+test('a 401 gets one retry with a token from tokenProvider', async () => {
+  const bobID = user('bob');
+  const aliceID = user('alice');
+  let asked = 0;
+  const alice = client(aliceID, {token: 'expired.or.revoked', tokenProvider: () => {
+    asked++;
+    return token(aliceID);
+  }});
+  const res = await alice.callInvite([bobID], {timeout: 600});
+  assert.equal(asked, 1);
+  assert.equal(alice.userID, aliceID);
+  assert.equal((await alice.queryCall(res.callID)).caller, aliceID);
 });

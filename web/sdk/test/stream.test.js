@@ -66,3 +66,21 @@ test('logout closes the stream: disconnected', async () => {
   assert.equal(bob.connectionState, 'disconnected');
   assert.deepEqual(bob.events.of('connectionStateChanged').map((e) => e.data.state), ['connecting', 'connected', 'disconnected']);
 });
+
+test('without a tokenProvider, renewToken on tokenWillExpire renews the stream the same way', async (t) => {
+  const bobID = user('bob');
+  const bob = client(bobID, {tokenProvider: undefined, token: await token(bobID, 40)});
+  bob.on('tokenWillExpire', async (c) => c.renewToken(await token(bobID)));
+  const alice = client(user('alice'));
+  await bob.login();
+  t.after(() => bob.logout());
+  await advance(10_000);
+  await bob.events.wait((e) => e.name === 'tokenWillExpire', 'tokenWillExpire');
+  const c1 = await alice.callInvite([bobID], {timeout: 600});
+  await bob.events.wait(is('callUserStateChanged', c1.callID, bobID, 'received'));
+  await advance(30_000);
+  const c2 = await alice.callInvite([bobID], {timeout: 600});
+  await bob.events.wait(is('callUserStateChanged', c2.callID, bobID, 'received'), 'an event after the old token expired');
+  assert.deepEqual(bob.events.of('connectionStateChanged').map((e) => e.data.state), ['connecting', 'connected']);
+  await exactlyTheLog(bob);
+});
