@@ -171,9 +171,10 @@ export class CallsigClient {
     await new Promise((resolve, reject) => this.#connect({resolve, reject}));
   }
 
-  /** Closes the event stream. */
+  /** Closes the event stream; a later login starts a new one (with the invitations still pending). */
   logout() {
     this.#loggedIn = false;
+    this.#lastEventID = -1;
     clearTimeout(this.#reconnectTimer);
     for (const es of this.#streams) es.close();
     this.#streams.clear();
