@@ -144,37 +144,38 @@ func (a *authenticator) keyFor(ctx context.Context) jwt.Keyfunc {
 	}
 }
 
-// parse verifies a JWT and returns its user and whether it carries the
-// admin role. Error messages are safe to show the client.
-func (a *authenticator) parse(ctx context.Context, token string) (user string, admin bool, err error) {
+// parse verifies a JWT and returns its user, whether it carries the admin
+// role and its exp (which an event stream must not outlive). Error messages
+// are safe to show the client.
+func (a *authenticator) parse(ctx context.Context, token string) (user string, admin bool, exp time.Time, err error) {
 	c := tokenClaims{userClaim: a.cfg.UserClaim}
 	_, err = a.parser.ParseWithClaims(token, &c, a.keyFor(ctx))
 	switch {
 	case err == nil:
 	case isOurs(err):
-		return "", false, unwrapOurs(err)
+		return "", false, time.Time{}, unwrapOurs(err)
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return "", false, errors.New("token is expired")
+		return "", false, time.Time{}, errors.New("token is expired")
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return "", false, errors.New("token has no " + missingClaim(err) + " claim")
+		return "", false, time.Time{}, errors.New("token has no " + missingClaim(err) + " claim")
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return "", false, errors.New("token is not valid yet")
+		return "", false, time.Time{}, errors.New("token is not valid yet")
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
-		return "", false, errors.New("token has the wrong issuer")
+		return "", false, time.Time{}, errors.New("token has the wrong issuer")
 	case errors.Is(err, jwt.ErrTokenInvalidAudience):
-		return "", false, errors.New("token has the wrong audience")
+		return "", false, time.Time{}, errors.New("token has the wrong audience")
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
-		return "", false, errors.New("token signature is invalid")
+		return "", false, time.Time{}, errors.New("token signature is invalid")
 	default:
-		return "", false, errors.New("token is invalid")
+		return "", false, time.Time{}, errors.New("token is invalid")
 	}
 	if !c.hasUser {
-		return "", false, errors.New("token has no " + a.cfg.UserClaim + " claim")
+		return "", false, time.Time{}, errors.New("token has no " + a.cfg.UserClaim + " claim")
 	}
 	if !ValidID(c.user) {
-		return "", false, errors.New("token " + a.cfg.UserClaim + " is not a valid user ID")
+		return "", false, time.Time{}, errors.New("token " + a.cfg.UserClaim + " is not a valid user ID")
 	}
-	return c.user, c.Role == "admin", nil
+	return c.user, c.Role == "admin", c.ExpiresAt.Time, nil
 }
 
 // ourTokenErrors are the token errors of ours, with messages for the
@@ -250,7 +251,7 @@ func (a *authenticator) requireUser(fromQuery bool) func(http.Handler) http.Hand
 				unauthorized(w, r, "missing bearer token", false)
 				return
 			}
-			user, admin, err := a.parse(r.Context(), token)
+			user, admin, exp, err := a.parse(r.Context(), token)
 			if err != nil {
 				unauthorized(w, r, err.Error(), true)
 				return
@@ -262,7 +263,7 @@ func (a *authenticator) requireUser(fromQuery bool) func(http.Handler) http.Hand
 				return
 			}
 			r, info := ensureInfo(r)
-			info.user, info.device, info.admin = user, device, admin
+			info.user, info.device, info.admin, info.expires = user, device, admin, exp
 			next.ServeHTTP(w, r)
 		})
 	}
@@ -284,7 +285,7 @@ func (a *authenticator) requireAdmin(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		user, admin, err := a.parse(r.Context(), token)
+		user, admin, _, err := a.parse(r.Context(), token)
 		if err != nil {
 			unauthorized(w, r, err.Error(), true)
 			return

@@ -185,7 +185,7 @@ func TestMintTokenRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		user, isAdmin, err := a.parse(context.Background(), tok)
+		user, isAdmin, _, err := a.parse(context.Background(), tok)
 		if err != nil || user != "alice" || isAdmin != admin {
 			t.Fatalf("parse(minted, admin=%v) = %q %v %v", admin, user, isAdmin, err)
 		}
@@ -194,7 +194,7 @@ func TestMintTokenRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := a.parse(context.Background(), expired); err == nil || !strings.Contains(err.Error(), "expired") {
+	if _, _, _, err := a.parse(context.Background(), expired); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("parse(expired) err = %v", err)
 	}
 	// With CALLSIG_JWT_USER_CLAIM, minted tokens carry the user there too.
@@ -203,7 +203,7 @@ func TestMintTokenRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if user, _, err := uid.parse(context.Background(), tok); err != nil || user != "carol" {
+	if user, _, _, err := uid.parse(context.Background(), tok); err != nil || user != "carol" {
 		t.Fatalf("parse(minted with uid) = %q %v", user, err)
 	}
 }

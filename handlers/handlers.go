@@ -48,13 +48,17 @@ type Deps struct {
 	Webhooks WebhookAdmin
 	// Demo serves the browser demo under /demo/ (package web) when set.
 	Demo http.Handler
+	// SDK serves the JavaScript client at GET /sdk/callsig.js (package web)
+	// when set.
+	SDK http.Handler
 }
 
 // EventStream serves one user's Server-Sent Events stream (package sse).
 // The request is authenticated; the handler owns the response until the
-// client leaves or r.Context() is done.
+// client leaves or r.Context() is done. tokenLeft is how long the token has
+// before its exp: the stream warns before then and ends at it.
 type EventStream interface {
-	ServeEvents(w http.ResponseWriter, r *http.Request, userID, deviceID string)
+	ServeEvents(w http.ResponseWriter, r *http.Request, userID, deviceID string, tokenLeft time.Duration)
 }
 
 // requestTimeout bounds REST requests (never the event stream), so a stuck
@@ -62,6 +66,9 @@ type EventStream interface {
 const requestTimeout = 30 * time.Second
 
 const eventsRoute = "/events"
+
+// sdkRoute is where the JavaScript client is served.
+const sdkRoute = "/sdk/callsig.js"
 
 // server holds what the routes and middleware share.
 type server struct {
@@ -132,6 +139,11 @@ func (s *server) routes() http.Handler {
 	mountSystem(r, s)
 	s.mountPprof(r)
 	mountDemo(r, s.deps.Demo)
+	if s.deps.SDK != nil {
+		// Static and public, like the demo: a page loads it before it has
+		// a token.
+		r.Get(sdkRoute, s.deps.SDK.ServeHTTP)
+	}
 
 	// REST: authenticated, limited, read whole, validated, idempotent.
 	r.Group(func(r chi.Router) {
@@ -152,7 +164,7 @@ func (s *server) routes() http.Handler {
 	if s.deps.Events != nil {
 		r.With(s.auth.requireUser(true), s.limit).Get(eventsRoute, func(w http.ResponseWriter, r *http.Request) {
 			info := infoFrom(r.Context())
-			s.deps.Events.ServeEvents(w, r, info.user, info.device)
+			s.deps.Events.ServeEvents(w, r, info.user, info.device, tokenLeft(info.expires))
 		})
 	}
 	return r
@@ -178,6 +190,16 @@ func timeout(d time.Duration) func(http.Handler) http.Handler {
 			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}
+}
+
+// tokenLeft is the time until exp by the wall clock JWTs are checked with;
+// the stream then counts it down on its own clock. Never 0 (which would
+// mean "no limit") for a token that has one.
+func tokenLeft(exp time.Time) time.Duration {
+	if exp.IsZero() {
+		return 0
+	}
+	return max(time.Until(exp), time.Nanosecond)
 }
 
 func passThrough(next http.Handler) http.Handler { return next }

@@ -127,7 +127,7 @@ func TestJWKSRefreshFailureKeepsKeys(t *testing.T) {
 	down.Store(true)
 	failedFrom := hits.Load()
 	wait.For(t, 10*time.Second, "refreshes against the provider while it is down", func() bool { return hits.Load() >= failedFrom+3 })
-	if user, _, err := a.parse(context.Background(), signed); err != nil || user != "alice" {
+	if user, _, _, err := a.parse(context.Background(), signed); err != nil || user != "alice" {
 		t.Fatalf("after failed refreshes: %q %v", user, err)
 	}
 }

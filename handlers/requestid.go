@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"log/slog"
 	"net/http"
+	"time"
 )
 
 // requestInfo is the per-request state that outer middleware (access log,
@@ -16,6 +17,8 @@ type requestInfo struct {
 	user   string // authenticated user ID ("" before auth)
 	device string
 	admin  bool
+	// expires is the exp of the user's token (zero before auth).
+	expires time.Time
 }
 
 type ctxKey int

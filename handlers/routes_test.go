@@ -102,7 +102,7 @@ func TestCallRoutesMiddleware(t *testing.T) {
 
 type fakeStream struct{ user, device string }
 
-func (f *fakeStream) ServeEvents(w http.ResponseWriter, r *http.Request, userID, deviceID string) {
+func (f *fakeStream) ServeEvents(w http.ResponseWriter, r *http.Request, userID, deviceID string, _ time.Duration) {
 	f.user, f.device = userID, deviceID
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.WriteHeader(http.StatusOK)

@@ -266,7 +266,7 @@ func newRig(t testing.TB, o Options, configure ...func(*http.Server)) *rig {
 	go func() { ran <- hub.Run(ctx) }()
 	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		q := req.URL.Query()
-		hub.ServeEvents(w, req, q.Get("user"), q.Get("device"))
+		hub.ServeEvents(w, req, q.Get("user"), q.Get("device"), 0)
 	}))
 	for _, f := range configure {
 		f(r.srv.Config)

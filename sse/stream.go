@@ -28,6 +28,8 @@ var (
 	errShutdown = errors.New("sse: server shutting down")
 	errGone     = errors.New("sse: client gone")
 	errEvicted  = errors.New("sse: closed for a newer stream of the user")
+	// errTokenExpired ends a stream at its token's exp.
+	errTokenExpired = errors.New("sse: the stream's token expired")
 )
 
 // ServeEvents streams userID's events to a client on deviceID (GET /events;
@@ -53,7 +55,12 @@ var (
 // connection closes (Connection: close). Where the connection cannot be
 // taken over (HTTP/2, a test recorder) the handler streams through w until
 // the end instead.
-func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, deviceID string) {
+//
+// tokenLeft is how long the request's token has before its exp (0: no
+// limit): the stream must not outlive it. TokenWarning (of hub-clock time)
+// before the end it sends tokenWillExpire, and at the end it
+// closes (see expiry).
+func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, deviceID string, tokenLeft time.Duration) {
 	rc := http.NewResponseController(w)
 	// The server's ReadTimeout would otherwise fire mid-stream and cancel
 	// the request (net/http's background read treats it as the client
@@ -66,6 +73,10 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 	hdr.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 
 	st := &stream{h: h, w: w, rc: rc, user: userID, device: deviceID, deadlines: true}
+	if tokenLeft > 0 {
+		// Measured from now on the hub's clock, so tests drive it.
+		st.expires = h.o.Clock.Now().Add(tokenLeft)
+	}
 	var cut deadliner = rc
 	if conn, head := hijack(rc, hdr); conn != nil {
 		st.w, st.rc, st.conn, st.head = nil, nil, conn, head
@@ -218,6 +229,9 @@ type stream struct {
 	canStop   bool // Shutdown may end the stream (see open)
 	// invitations written since the last flush, reported once flushed.
 	invitations []*frame
+	// expires is when the stream's token expires, on the hub's clock (zero:
+	// never); see expiry.
+	expires time.Time
 }
 
 // lastEventID reads Last-Event-ID, or ?lastEventID= when the header is
@@ -452,12 +466,24 @@ func (st *stream) run() error {
 	h := st.h
 	tick := time.NewTicker(h.o.Heartbeat)
 	defer tick.Stop()
+	warn, expired, stop := st.expiry()
+	defer stop()
 	fresh := st.conn != nil
 	for {
 		var err error
 		select {
 		case <-st.ctx.Done():
 			return st.ctx.Err()
+		case <-expired:
+			return errTokenExpired
+		case <-warn:
+			warn = nil
+			err = st.work(fresh, func() error {
+				if err := st.writeRaw(tokenWillExpireBlock(st.lastID, st.expires.Sub(h.o.Clock.Now()))); err != nil {
+					return err
+				}
+				return st.flush()
+			})
 		case <-h.done:
 			return errShutdown
 		case <-st.gone: // nil, never ready, when not hijacked
@@ -655,7 +681,7 @@ func (st *stream) flush() error {
 
 // ended logs why a stream ended when that is worth knowing.
 func (st *stream) ended(err error) {
-	if err == nil || errors.Is(err, errShutdown) || errors.Is(err, errGone) || errors.Is(err, errEvicted) || st.ctx.Err() != nil {
+	if err == nil || errors.Is(err, errShutdown) || errors.Is(err, errGone) || errors.Is(err, errEvicted) || errors.Is(err, errTokenExpired) || st.ctx.Err() != nil {
 		return
 	}
 	st.h.log.Debug("event stream ended", "user", st.user, "device", st.device, "err", err)

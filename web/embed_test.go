@@ -86,3 +86,22 @@ func TestPageHasTestHooks(t *testing.T) {
 		t.Error("cards carry no data-call-id")
 	}
 }
+
+// The client is served as a JavaScript module that revalidates: 200 with
+// an ETag, then 304 for that ETag.
+func TestSDKHandler(t *testing.T) {
+	w := httptest.NewRecorder()
+	SDKHandler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, SDKPath, nil))
+	h := w.Header()
+	if w.Code != http.StatusOK || h.Get("Content-Type") != "text/javascript; charset=utf-8" || h.Get("Cache-Control") != "no-cache" ||
+		h.Get("ETag") == "" || !strings.Contains(w.Body.String(), "export class CallsigClient") {
+		t.Fatalf("GET %s: %d %v", SDKPath, w.Code, h)
+	}
+	req := httptest.NewRequest(http.MethodGet, SDKPath, nil)
+	req.Header.Set("If-None-Match", h.Get("ETag"))
+	w2 := httptest.NewRecorder()
+	SDKHandler().ServeHTTP(w2, req)
+	if w2.Code != http.StatusNotModified || w2.Body.Len() != 0 {
+		t.Fatalf("revalidation: %d, %d bytes", w2.Code, w2.Body.Len())
+	}
+}

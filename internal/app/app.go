@@ -142,6 +142,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		Webhooks:    hooks.registry,
 		DevToken:    a.devToken(),
 		Demo:        web.Handler(),
+		SDK:         web.SDKHandler(),
 	})
 	if err != nil {
 		a.Store.Close()

@@ -209,8 +209,14 @@ func (w *tWriter) close() {
 }
 
 // Token mints a one-hour user token.
-func (s *Server) Token(user string) string {
-	tok, err := handlers.MintToken(s.App.Secret, handlers.TokenRequest{UserID: user, TTL: time.Hour, Issuer: s.Config.JWTIssuer, Audience: s.Config.JWTAudience, UserClaim: s.Config.JWTUserClaim}, time.Now())
+func (s *Server) Token(user string) string { return s.TokenFor(user, time.Hour) }
+
+// TokenFor mints a user token that expires ttl from now (wall time: JWTs
+// are checked on it; a stream then counts its token's time down on the
+// server's clock, fake or not).
+func (s *Server) TokenFor(user string, ttl time.Duration) string {
+	s.T.Helper()
+	tok, err := handlers.MintToken(s.App.Secret, handlers.TokenRequest{UserID: user, TTL: ttl, Issuer: s.Config.JWTIssuer, Audience: s.Config.JWTAudience, UserClaim: s.Config.JWTUserClaim}, time.Now())
 	if err != nil {
 		s.T.Fatalf("mint token: %v", err)
 	}

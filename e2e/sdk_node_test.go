@@ -1,0 +1,118 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"callsig/internal/testkit"
+)
+
+// The JavaScript client's own tests (web/sdk/test, node --test) against a
+// real server on loopback. The server runs on the fake clock; a control
+// server of this test, on another loopback port, lets them mint tokens of
+// any lifetime, move the clock (token expiry, invitation timeouts), restart
+// the server on its address and read a user's committed event log. None of
+// that is in the production server.
+func TestSDKNode(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node (>= 20) is needed for the JavaScript client's tests")
+	}
+	dir, err := filepath.Abs("../web/sdk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "eventsource")); err != nil {
+		t.Fatal("web/sdk/node_modules is missing: run `npm ci` in web/sdk (scripts/test does)")
+	}
+	s := testkit.Start(t, testkit.WithFakeClock())
+	control := startSDKControl(t, s)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// The test files by name: given the directory, node 20 would run
+	// test/helpers.js as a test too.
+	files, err := filepath.Glob(filepath.Join(dir, "test", "*.test.js"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no web/sdk/test/*.test.js (%v)", err)
+	}
+	args := append([]string{"--test", "--test-concurrency=1", "--test-reporter=spec"}, files...)
+	cmd := exec.CommandContext(ctx, node, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CALLSIG_URL="+s.URL, "CALLSIG_CONTROL_URL="+control, "NO_COLOR=1")
+	out, err := cmd.CombinedOutput()
+	t.Logf("node --test:\n%s", out)
+	if err != nil {
+		t.Fatalf("node --test: %v", err)
+	}
+}
+
+// startSDKControl serves the test-only controls of TestSDKNode and returns
+// its URL.
+func startSDKControl(t *testing.T, s *testkit.Server) string {
+	var mu sync.Mutex // one control at a time: a restart swaps s.App
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /token", func(w http.ResponseWriter, r *http.Request) {
+		ttl, err := strconv.Atoi(r.URL.Query().Get("ttl"))
+		if err != nil || ttl <= 0 {
+			ttl = 3600
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		writeJSON(w, map[string]string{"token": s.TokenFor(r.URL.Query().Get("user"), time.Duration(ttl)*time.Second)})
+	})
+	mux.HandleFunc("POST /advance", func(w http.ResponseWriter, r *http.Request) {
+		ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+		if err != nil || ms <= 0 {
+			http.Error(w, "ms", http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		s.Clock.Advance(time.Duration(ms) * time.Millisecond)
+		writeJSON(w, map[string]int64{"now": s.Now()})
+	})
+	mux.HandleFunc("POST /restart", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		s.Restart()
+		writeJSON(w, map[string]string{"url": s.URL})
+	})
+	mux.HandleFunc("GET /log", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		type entry struct {
+			ID     int64  `json:"id"`
+			Type   string `json:"type"`
+			Device string `json:"device"`
+			CallID string `json:"callID"`
+		}
+		list := []entry{}
+		for _, e := range s.Log(r.URL.Query().Get("user")) {
+			list = append(list, entry{e.ID, string(e.Type), e.Device, e.CallID})
+		}
+		writeJSON(w, list)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,44 @@
+package sse
+
+import (
+	"strconv"
+	"time"
+)
+
+// TokenWarning is how long before its token's exp a stream sends
+// tokenWillExpire (at once when less is left): time for the client to get a
+// fresh token and open the next stream before this one ends.
+const TokenWarning = 30 * time.Second
+
+// expiry arms the stream's token timers on the hub's clock: warn closes
+// TokenWarning before the token's exp (at once when less is left), expired
+// at exp. Both are nil (never ready) for a stream without expiry; stop
+// disarms them.
+func (st *stream) expiry() (warn, expired <-chan struct{}, stop func()) {
+	if st.expires.IsZero() {
+		return nil, nil, func() {}
+	}
+	clock := st.h.o.Clock
+	left := st.expires.Sub(clock.Now())
+	w, e := make(chan struct{}), make(chan struct{})
+	tw := clock.AfterFunc(left-TokenWarning, func() { close(w) })
+	te := clock.AfterFunc(left, func() { close(e) })
+	return w, e, func() { tw.Stop(); te.Stop() }
+}
+
+// tokenWillExpireBlock is the warning event: data {"second": N}, N the
+// whole seconds left (rounded up). Its id is the stream's position (the
+// last id written or passed over), which moves the client nowhere new but
+// tells it where the next stream must resume: a client that has seen no
+// event yet would otherwise not know the position an id-only block gave it.
+func tokenWillExpireBlock(lastID int64, left time.Duration) []byte {
+	secs := int64((left + time.Second - 1) / time.Second)
+	if secs < 0 {
+		secs = 0
+	}
+	b := append([]byte(nil), "id: "...)
+	b = strconv.AppendInt(b, lastID, 10)
+	b = append(b, "\nevent: tokenWillExpire\ndata: {\"second\":"...)
+	b = strconv.AppendInt(b, secs, 10)
+	return append(b, "}\n\n"...)
+}

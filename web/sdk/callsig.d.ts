@@ -1,0 +1,295 @@
+// Types of callsig.js, the JavaScript client of callsig. Results and event
+// data are the HTTP contract's bodies (api/openapi.yaml). All times are Unix
+// milliseconds.
+
+export type CallMode = 'general' | 'advanced';
+export type CallState = 'started' | 'ended';
+export type CallUserState =
+  | 'inviting' | 'received' | 'notYetReceived' | 'accepted' | 'rejected'
+  | 'cancelled' | 'timeout' | 'quit' | 'unknown';
+/** What to do with an invitee already accepted in another started call. */
+export type BusyPolicy = 'ring' | 'reject';
+export type ConnectionState = 'connecting' | 'connected' | 'reconnecting' | 'disconnected';
+
+export interface PushConfig {
+  title?: string;
+  content?: string;
+  payload?: string;
+  resourcesID?: string;
+}
+
+export interface CallUserInfo {
+  userID: string;
+  state: CallUserState;
+  inviter: string;
+  extendedData: string;
+  updateTime: number;
+}
+
+export interface CallInfo {
+  callID: string;
+  caller: string;
+  mode: CallMode;
+  state: CallState;
+  timeout: number;
+  extendedData: string;
+  createTime: number;
+  /** 0 while started. */
+  endTime: number;
+  callUserList: CallUserInfo[];
+}
+
+export interface ErrorUser {
+  userID: string;
+  /** `already_in_call`, `call_full`, `busy` (with busyPolicy `reject`), … */
+  reason: 'already_in_call' | 'call_full' | 'busy' | (string & {});
+}
+
+// ---- configs ----------------------------------------------------------------
+
+export interface CallInviteConfig {
+  mode?: CallMode;
+  /** Seconds an invitee has to answer, 1–600 (default 90). */
+  timeout?: number;
+  /** At most 2048 bytes, sent to the invitees. */
+  extendedData?: string;
+  pushConfig?: PushConfig;
+  enableNotReceivedCheck?: boolean;
+  /** Default `ring`. */
+  busyPolicy?: BusyPolicy;
+}
+
+export interface CallCancelConfig {
+  extendedData?: string;
+  pushConfig?: PushConfig;
+}
+
+export interface CallAcceptConfig {
+  extendedData?: string;
+}
+
+export type CallRejectConfig = CallAcceptConfig;
+export type CallJoinConfig = CallAcceptConfig;
+
+export interface CallingInviteConfig {
+  pushConfig?: PushConfig;
+  busyPolicy?: BusyPolicy;
+}
+
+export interface CallQuitConfig {
+  extendedData?: string;
+  pushConfig?: PushConfig;
+}
+
+export type CallEndConfig = CallQuitConfig;
+
+export interface CallInvitationQueryConfig {
+  /** Default 20, at most 100. */
+  count?: number;
+  /** 0 or absent: from the newest; else a nextFlag from a previous page. */
+  nextFlag?: number;
+}
+
+// ---- results ----------------------------------------------------------------
+
+export interface CallInviteResult {
+  callID: string;
+  timeout: number;
+  errorUserList: ErrorUser[];
+  /** Invitees on another call, invited anyway (busyPolicy `ring`). */
+  busyUsers?: string[];
+  call: CallInfo;
+}
+
+export interface CallCancelResult {
+  callID: string;
+  errorInvitees: string[];
+}
+
+export interface CallAcceptResult { callID: string; }
+export interface CallRejectResult { callID: string; }
+
+export interface CallingInviteResult {
+  callID: string;
+  errorUserList: ErrorUser[];
+  busyUsers?: string[];
+}
+
+export interface CallJoinResult {
+  callID: string;
+  createTime: number;
+  joinTime: number;
+  extendedData: string;
+  callUserList: CallUserInfo[];
+}
+
+export interface CallQuitResult {
+  callID: string;
+  createTime: number;
+  acceptTime: number;
+  quitTime: number;
+}
+
+export interface CallEndResult {
+  callID: string;
+  createTime: number;
+  acceptTime: number;
+  endTime: number;
+}
+
+export interface CallInvitationListResult {
+  /** Newest first. */
+  callList: CallInfo[];
+  /** 0: no more. */
+  nextFlag: number;
+}
+
+// ---- events -----------------------------------------------------------------
+
+export interface CallInvitationCreatedData {
+  callID: string;
+  caller: string;
+  mode: CallMode;
+  timeout: number;
+  createTime: number;
+  extendedData: string;
+  callUserList: CallUserInfo[];
+}
+
+export interface CallInvitationReceivedData extends CallInvitationCreatedData {
+  inviter: string;
+}
+
+export interface CallInvitationCancelledData {
+  callID: string;
+  inviter: string;
+  mode: CallMode;
+  extendedData: string;
+}
+
+export interface CallInvitationTimeoutData {
+  callID: string;
+  mode: CallMode;
+}
+
+export interface CallInvitationEndedData {
+  callID: string;
+  caller: string;
+  operatedUserID: string;
+  mode: CallMode;
+  endTime: number;
+  extendedData: string;
+}
+
+export interface CallUserStateChangedData {
+  callID: string;
+  /** The users whose state changed. */
+  callUserList: CallUserInfo[];
+}
+
+export interface ConnectionStateChangedData {
+  state: ConnectionState;
+  /** Why, when known: `network`, `refused`, `logout`. */
+  reason: string;
+}
+
+export interface TokenWillExpireData {
+  /** Seconds until the stream's token expires. */
+  second: number;
+}
+
+export interface CallsigEventMap {
+  callInvitationCreated: CallInvitationCreatedData;
+  callInvitationReceived: CallInvitationReceivedData;
+  callInvitationCancelled: CallInvitationCancelledData;
+  callInvitationTimeout: CallInvitationTimeoutData;
+  callInvitationEnded: CallInvitationEndedData;
+  callUserStateChanged: CallUserStateChangedData;
+  connectionStateChanged: ConnectionStateChangedData;
+  tokenWillExpire: TokenWillExpireData;
+  /** Events after the client's position were pruned: reload with queryCallInvitationList. */
+  reset: Record<string, never>;
+  /** A handler threw, or tokenProvider failed. */
+  error: { error: unknown; event: string };
+}
+
+export type CallsigEventName = keyof CallsigEventMap;
+export type CallsigEventHandler<K extends CallsigEventName> = (client: CallsigClient, data: CallsigEventMap[K]) => void;
+
+export const CALL_EVENTS: readonly [
+  'callInvitationCreated', 'callInvitationReceived', 'callInvitationCancelled',
+  'callInvitationTimeout', 'callInvitationEnded', 'callUserStateChanged',
+];
+
+// ---- the client ---------------------------------------------------------------
+
+/** The minimal EventSource the client needs (the browser's, or the `eventsource` package's). */
+export interface EventSourceLike {
+  readonly readyState: number;
+  onopen: ((ev: any) => any) | null;
+  onerror: ((ev: any) => any) | null;
+  addEventListener(type: string, listener: (ev: { data: string; lastEventId: string }) => void): void;
+  close(): void;
+}
+
+export interface CallsigClientOptions {
+  /** The server, e.g. `https://calls.example.com`; "" (default) is the page's origin. */
+  baseURL?: string;
+  /** A user JWT. Give this or tokenProvider. */
+  token?: string;
+  /** Returns a fresh JWT: called at login without token, after a 401 and on tokenWillExpire. */
+  tokenProvider?: () => string | Promise<string>;
+  /** This device (default `default`). */
+  deviceID?: string;
+  /** Required where there is no global EventSource (Node: `import { EventSource } from 'eventsource'`). */
+  EventSource?: new (url: string) => EventSourceLike;
+  fetch?: typeof fetch;
+  /** Retries of network errors and 503: attempts in all (default 5), first delay and cap in ms (200, 5000). */
+  retry?: { attempts?: number; baseDelay?: number; maxDelay?: number };
+}
+
+/** An HTTP API error: the problem+json body. */
+export class CallsigError extends Error {
+  /** HTTP status; 0 when the server could not be reached. */
+  readonly status: number;
+  /** The problem's stable code; `network_error` (status 0), `stream_refused` (login). */
+  readonly code: string;
+  readonly detail: string;
+  readonly title: string;
+  readonly errors: { field: string; message: string }[];
+  /** Seconds from Retry-After, when sent. */
+  readonly retryAfter?: number;
+}
+
+export class CallsigClient {
+  constructor(options: CallsigClientOptions);
+
+  /** The token's user ID (sub). */
+  readonly userID: string;
+  readonly deviceID: string;
+  readonly connectionState: ConnectionState;
+  /** The id of the last event handed to the handlers ("" before any). */
+  readonly lastEventID: string;
+
+  on<K extends CallsigEventName>(name: K, handler: CallsigEventHandler<K>): this;
+  off<K extends CallsigEventName>(name: K, handler?: CallsigEventHandler<K>): this;
+
+  /** Opens the user's event stream; resolves once it is open. */
+  login(): Promise<void>;
+  /** Closes the event stream. */
+  logout(): void;
+  /** Replaces the token (without tokenProvider: call it on tokenWillExpire). */
+  renewToken(token: string): Promise<void>;
+
+  callInvite(invitees: string[], config?: CallInviteConfig): Promise<CallInviteResult>;
+  callCancel(invitees: string[], callID: string, config?: CallCancelConfig): Promise<CallCancelResult>;
+  callAccept(callID: string, config?: CallAcceptConfig): Promise<CallAcceptResult>;
+  callReject(callID: string, config?: CallRejectConfig): Promise<CallRejectResult>;
+  callingInvite(invitees: string[], callID: string, config?: CallingInviteConfig): Promise<CallingInviteResult>;
+  callJoin(callID: string, config?: CallJoinConfig): Promise<CallJoinResult>;
+  callQuit(callID: string, config?: CallQuitConfig): Promise<CallQuitResult>;
+  callEnd(callID: string, config?: CallEndConfig): Promise<CallEndResult>;
+  queryCallInvitationList(config?: CallInvitationQueryConfig): Promise<CallInvitationListResult>;
+  /** One call as it stands (GET /calls/{callID}); not in ZIM. */
+  queryCall(callID: string): Promise<CallInfo>;
+}

@@ -1,0 +1,444 @@
+// callsig.js: the JavaScript client of callsig, with the shape of ZEGO
+// ZIM's call-invitation API, so that porting a ZIM call screen is mostly
+// changing one import.
+//
+// One ES module, no build step, no runtime dependency. Browsers use their
+// own EventSource and fetch; in Node (>= 20) pass an EventSource
+// implementation (the `eventsource` npm package) in the options.
+//
+// What it does that apps otherwise get wrong:
+// - every POST carries a generated Idempotency-Key and is retried with the
+//   same key on network errors and 503 (with backoff, honouring
+//   Retry-After), so a retried callInvite never creates two calls;
+// - the event stream resumes from the last event id whatever ends it
+//   (network, server restart, token expiry) and drops an event it gets
+//   twice, so handlers see each event once, in order;
+// - on tokenWillExpire it asks tokenProvider for a new token and opens the
+//   next stream from the last event id before the server ends the old one.
+
+/** The call events of ZIM, in the names the server sends. */
+export const CALL_EVENTS = Object.freeze([
+  'callInvitationCreated',
+  'callInvitationReceived',
+  'callInvitationCancelled',
+  'callInvitationTimeout',
+  'callInvitationEnded',
+  'callUserStateChanged',
+]);
+
+const CLIENT_EVENTS = new Set([...CALL_EVENTS, 'connectionStateChanged', 'tokenWillExpire', 'reset', 'error']);
+
+/** An HTTP API error: the problem+json body's status, code and detail. */
+export class CallsigError extends Error {
+  constructor({status = 0, code = 'unknown', detail = '', title = '', errors, retryAfter} = {}) {
+    super(detail || title || code);
+    this.name = 'CallsigError';
+    /** HTTP status; 0 when the server could not be reached. */
+    this.status = status;
+    /** The stable problem code (`invalid_state`, `call_ended`, …; `network_error` with status 0). */
+    this.code = code;
+    this.detail = detail;
+    this.title = title;
+    /** Per-field messages of a validation error. */
+    this.errors = errors || [];
+    /** Seconds from Retry-After, when the server sent it. */
+    this.retryAfter = retryAfter;
+  }
+}
+
+// Random ids from getRandomValues: crypto.randomUUID exists only in secure
+// contexts, and a demo on a LAN address is not one.
+function randomKey() {
+  const b = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(b);
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// The user ID (sub) of a JWT, read without verifying it: for display only.
+function tokenSubject(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    return JSON.parse(globalThis.atob(part + '='.repeat((4 - (part.length % 4)) % 4))).sub || '';
+  } catch {
+    return '';
+  }
+}
+
+function pick(config, keys) {
+  const out = {};
+  for (const k of keys) if (config && config[k] !== undefined) out[k] = config[k];
+  return out;
+}
+
+export class CallsigClient {
+  #baseURL;
+  #token;
+  #tokenProvider;
+  #refreshing = null;
+  #deviceID;
+  #EventSource;
+  #fetch;
+  #retry;
+  #handlers = new Map();
+  #state = 'disconnected';
+  #loggedIn = false;
+  #lastEventID = -1; // the highest event id handed to the app (-1: none yet)
+  #streams = new Set(); // open EventSources: more than one only while renewing
+  #current = null; // the newest stream
+  #reconnectTimer = 0;
+  #backoff = 0;
+
+  /**
+   * @param {object} options
+   * @param {string} [options.baseURL] the server, e.g. "https://calls.example.com" ("" = this page's origin)
+   * @param {string} [options.token] a user JWT
+   * @param {() => string | Promise<string>} [options.tokenProvider] returns a fresh JWT (called at login without token, on 401 and on tokenWillExpire)
+   * @param {string} [options.deviceID] this device ("default" when left out)
+   * @param {typeof EventSource} [options.EventSource] required where there is no global EventSource (Node)
+   * @param {typeof fetch} [options.fetch]
+   * @param {{attempts?: number, baseDelay?: number, maxDelay?: number}} [options.retry]
+   */
+  constructor(options = {}) {
+    const {baseURL = '', token, tokenProvider, deviceID = 'default', EventSource: ES, fetch: f, retry} = options;
+    if (!token && !tokenProvider) throw new TypeError('CallsigClient: give a token or a tokenProvider');
+    this.#baseURL = String(baseURL).replace(/\/+$/, '');
+    this.#token = token || '';
+    this.#tokenProvider = tokenProvider || null;
+    this.#deviceID = deviceID;
+    this.#EventSource = ES || globalThis.EventSource;
+    this.#fetch = f || globalThis.fetch.bind(globalThis);
+    this.#retry = {attempts: 5, baseDelay: 200, maxDelay: 5000, ...retry};
+  }
+
+  /** The signed-in user (the token's sub). */
+  get userID() { return tokenSubject(this.#token); }
+  get deviceID() { return this.#deviceID; }
+  /** connecting, connected, reconnecting or disconnected. */
+  get connectionState() { return this.#state; }
+  /** The id of the last event handed to the handlers ("" before any). */
+  get lastEventID() { return this.#lastEventID < 0 ? '' : String(this.#lastEventID); }
+
+  // ---- events ---------------------------------------------------------
+
+  /** Adds handler(client, data) for event name. */
+  on(name, handler) {
+    if (!CLIENT_EVENTS.has(name)) throw new TypeError(`CallsigClient.on: unknown event ${name}`);
+    if (!this.#handlers.has(name)) this.#handlers.set(name, new Set());
+    this.#handlers.get(name).add(handler);
+    return this;
+  }
+
+  /** Removes handler for name (every handler of name when left out). */
+  off(name, handler) {
+    const set = this.#handlers.get(name);
+    if (set) handler ? set.delete(handler) : set.clear();
+    return this;
+  }
+
+  #emit(name, data) {
+    if (name === 'error' && !this.#handlers.get('error')?.size) {
+      console.error('callsig:', data.event, data.error); // nobody listens: do not swallow it
+      return;
+    }
+    for (const h of [...(this.#handlers.get(name) || [])]) {
+      try {
+        h(this, data);
+      } catch (e) {
+        // One app handler's bug must not stop the others or the stream.
+        if (name !== 'error') this.#emit('error', {error: e, event: name});
+        else console.error(e);
+      }
+    }
+  }
+
+  #setState(state, reason) {
+    if (this.#state === state) return;
+    this.#state = state;
+    this.#emit('connectionStateChanged', {state, reason: reason || ''});
+  }
+
+  // ---- session ------------------------------------------------------------
+
+  /** Opens the user's event stream; resolves once it is open. */
+  async login() {
+    if (this.#loggedIn) return;
+    if (!this.#token) await this.#refreshToken();
+    if (!this.#EventSource) throw new TypeError('CallsigClient: no EventSource; pass one in the options (Node: the eventsource package)');
+    this.#loggedIn = true;
+    this.#setState('connecting');
+    await new Promise((resolve, reject) => this.#connect({resolve, reject}));
+  }
+
+  /** Closes the event stream; a later login starts a new one (with the invitations still pending). */
+  logout() {
+    this.#loggedIn = false;
+    this.#lastEventID = -1;
+    clearTimeout(this.#reconnectTimer);
+    for (const es of this.#streams) es.close();
+    this.#streams.clear();
+    this.#current = null;
+    this.#setState('disconnected', 'logout');
+  }
+
+  /** Replaces the token (ZIM's renewToken); a logged-in client reopens its stream with it, from the last event. */
+  async renewToken(token) {
+    this.#token = token;
+    if (this.#loggedIn) this.#connect();
+  }
+
+  async #refreshToken() {
+    if (!this.#tokenProvider) return false;
+    if (!this.#refreshing) {
+      this.#refreshing = Promise.resolve()
+        .then(() => this.#tokenProvider())
+        .then((t) => {
+          if (!t) throw new CallsigError({code: 'no_token', detail: 'tokenProvider returned no token'});
+          this.#token = t;
+          return true;
+        })
+        .finally(() => { this.#refreshing = null; });
+    }
+    return this.#refreshing;
+  }
+
+  // ---- the event stream ---------------------------------------------------
+
+  // connect opens a new stream from the last event id. The streams already
+  // open stay until it is open (a renewal has no gap); events that come on
+  // both are handed over once, by id.
+  #connect(login) {
+    clearTimeout(this.#reconnectTimer);
+    const q = new URLSearchParams({access_token: this.#token, deviceID: this.#deviceID});
+    if (this.#lastEventID >= 0) q.set('lastEventID', String(this.#lastEventID));
+    const es = new this.#EventSource(`${this.#baseURL}/events?${q}`);
+    this.#streams.add(es);
+    this.#current = es;
+    let opened = false;
+    es.onopen = () => {
+      if (!this.#streams.has(es)) return;
+      opened = true;
+      this.#backoff = 0;
+      for (const old of this.#streams) {
+        if (old !== es) {
+          old.close();
+          this.#streams.delete(old);
+        }
+      }
+      this.#setState('connected');
+      if (login) login.resolve();
+    };
+    es.onerror = (ev) => {
+      if (!this.#streams.has(es)) return;
+      if (es.readyState !== 2 /* CLOSED */) {
+        // The EventSource reconnects by itself, with Last-Event-ID.
+        if (this.#streams.size === 1) this.#setState('reconnecting', 'network');
+        return;
+      }
+      // Refused (an expired token, say): EventSource gives up; we do not.
+      this.#streams.delete(es);
+      if (es === this.#current && this.#streams.size > 0) {
+        this.#current = [...this.#streams].pop(); // a renewal failed: the old stream goes on
+      }
+      if (login && !opened) {
+        this.#loggedIn = false;
+        for (const s of this.#streams) s.close();
+        this.#streams.clear();
+        this.#setState('disconnected', 'refused');
+        login.reject(new CallsigError({status: ev && ev.code ? ev.code : 0, code: 'stream_refused',
+          detail: (ev && ev.message) || 'the server refused the event stream'}));
+        return;
+      }
+      if (this.#streams.size === 0 && this.#loggedIn) this.#reconnectLater();
+    };
+    for (const type of CALL_EVENTS) es.addEventListener(type, (ev) => this.#onEvent(es, type, ev));
+    es.addEventListener('reset', (ev) => this.#onReset(es, ev));
+    es.addEventListener('tokenWillExpire', (ev) => this.#onTokenWillExpire(es, ev));
+  }
+
+  #reconnectLater() {
+    this.#setState('reconnecting', 'refused');
+    this.#backoff = Math.min(15000, this.#backoff ? this.#backoff * 2 : 500);
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = setTimeout(async () => {
+      if (!this.#loggedIn) return;
+      try {
+        await this.#refreshToken();
+      } catch (e) {
+        this.#emit('error', {error: e, event: 'tokenProvider'});
+      }
+      if (this.#loggedIn && this.#streams.size === 0) this.#connect();
+    }, this.#backoff);
+  }
+
+  // seen moves the position to ev's id; false when ev was handed over
+  // already (it came on an older stream too).
+  #seen(ev) {
+    const id = Number(ev.lastEventId);
+    if (ev.lastEventId === '' || !Number.isSafeInteger(id)) return true;
+    if (id <= this.#lastEventID) return false;
+    this.#lastEventID = id;
+    return true;
+  }
+
+  #onEvent(es, type, ev) {
+    if (!this.#streams.has(es) || !this.#seen(ev)) return;
+    let data;
+    try {
+      data = JSON.parse(ev.data);
+    } catch {
+      return; // the server sends JSON only
+    }
+    this.#emit(type, data);
+  }
+
+  // reset: events after our position were pruned; the app should reload
+  // its calls (queryCallInvitationList).
+  #onReset(es) {
+    if (this.#streams.has(es)) this.#emit('reset', {});
+  }
+
+  async #onTokenWillExpire(es, ev) {
+    if (es !== this.#current) return;
+    // Its id is the stream's position, also when no event came yet.
+    const id = Number(ev.lastEventId);
+    if (ev.lastEventId !== '' && Number.isSafeInteger(id) && id > this.#lastEventID) this.#lastEventID = id;
+    let second = 0;
+    try {
+      second = JSON.parse(ev.data).second;
+    } catch {
+      // keep 0
+    }
+    this.#emit('tokenWillExpire', {second});
+    if (!this.#tokenProvider) return; // the app calls renewToken
+    try {
+      await this.#refreshToken();
+    } catch (e) {
+      this.#emit('error', {error: e, event: 'tokenProvider'});
+      return;
+    }
+    if (this.#loggedIn && es === this.#current) this.#connect();
+  }
+
+  // ---- HTTP -------------------------------------------------------------------
+
+  // request sends one API call and returns the decoded body. A POST carries
+  // one Idempotency-Key over all its attempts; network errors and 503 are
+  // retried with backoff (Retry-After when given); a 401 gets one retry
+  // with a token from tokenProvider.
+  async #request(method, path, body) {
+    const key = method === 'POST' ? randomKey() : '';
+    let renewed = false;
+    for (let attempt = 0; ; attempt++) {
+      if (!this.#token) await this.#refreshToken();
+      const headers = {Authorization: `Bearer ${this.#token}`, 'X-Device-ID': this.#deviceID, Accept: 'application/json'};
+      const init = {method, headers, cache: 'no-store'};
+      if (method === 'POST') {
+        headers['Content-Type'] = 'application/json';
+        headers['Idempotency-Key'] = key;
+        init.body = JSON.stringify(body || {});
+      }
+      let res;
+      try {
+        res = await this.#fetch(this.#baseURL + path, init);
+      } catch (e) {
+        if (attempt + 1 < this.#retry.attempts) {
+          await sleep(this.#delay(attempt));
+          continue;
+        }
+        throw new CallsigError({code: 'network_error', detail: `the server did not answer: ${e && e.message ? e.message : e}`});
+      }
+      const text = await res.text().catch(() => '');
+      let data = null;
+      try {
+        data = text ? JSON.parse(text) : null;
+      } catch {
+        data = null;
+      }
+      if (res.ok) return data || {};
+      const retryAfter = res.headers.get('Retry-After') ? Number(res.headers.get('Retry-After')) : undefined;
+      if (res.status === 503 && attempt + 1 < this.#retry.attempts) {
+        await sleep(this.#delay(attempt, retryAfter));
+        continue;
+      }
+      if (res.status === 401 && !renewed && this.#tokenProvider) {
+        renewed = true;
+        await this.#refreshToken();
+        attempt--; // not a failure of the server's
+        continue;
+      }
+      const p = data && typeof data === 'object' ? data : {};
+      throw new CallsigError({status: res.status, code: p.code || `http_${res.status}`, detail: p.detail || text.slice(0, 200),
+        title: p.title || res.statusText, errors: p.errors, retryAfter});
+    }
+  }
+
+  #delay(attempt, retryAfter) {
+    const {baseDelay, maxDelay} = this.#retry;
+    if (Number.isFinite(retryAfter) && retryAfter >= 0) return Math.min(maxDelay, retryAfter * 1000);
+    const d = Math.min(maxDelay, baseDelay * 2 ** attempt);
+    return d / 2 + Math.random() * (d / 2); // jitter: retries of many clients spread out
+  }
+
+  #post(callID, action, body) {
+    return this.#request('POST', `/calls/${encodeURIComponent(callID)}/${action}`, body);
+  }
+
+  // ---- the ZIM call-invitation API --------------------------------------------
+
+  /** Starts a call (POST /calls). config: mode, timeout, extendedData, pushConfig, enableNotReceivedCheck, busyPolicy. */
+  callInvite(invitees, config = {}) {
+    return this.#request('POST', '/calls', {invitees,
+      ...pick(config, ['mode', 'timeout', 'extendedData', 'pushConfig', 'enableNotReceivedCheck', 'busyPolicy'])});
+  }
+
+  /** Cancels invitations the user sent (empty invitees: all pending ones). config: extendedData, pushConfig. */
+  callCancel(invitees, callID, config = {}) {
+    return this.#post(callID, 'cancel', {invitees: invitees || [], ...pick(config, ['extendedData', 'pushConfig'])});
+  }
+
+  /** Accepts an invitation. config: extendedData. */
+  callAccept(callID, config = {}) {
+    return this.#post(callID, 'accept', pick(config, ['extendedData']));
+  }
+
+  /** Rejects an invitation. config: extendedData. */
+  callReject(callID, config = {}) {
+    return this.#post(callID, 'reject', pick(config, ['extendedData']));
+  }
+
+  /** Invites more users into an advanced call. config: pushConfig, busyPolicy. */
+  callingInvite(invitees, callID, config = {}) {
+    return this.#post(callID, 'invite', {invitees, ...pick(config, ['pushConfig', 'busyPolicy'])});
+  }
+
+  /** Joins an advanced call. config: extendedData. */
+  callJoin(callID, config = {}) {
+    return this.#post(callID, 'join', pick(config, ['extendedData']));
+  }
+
+  /** Leaves an advanced call. config: extendedData, pushConfig. */
+  callQuit(callID, config = {}) {
+    return this.#post(callID, 'quit', pick(config, ['extendedData', 'pushConfig']));
+  }
+
+  /** Ends an advanced call for everyone. config: extendedData, pushConfig. */
+  callEnd(callID, config = {}) {
+    return this.#post(callID, 'end', pick(config, ['extendedData', 'pushConfig']));
+  }
+
+  /** The user's calls, newest first. config: count (default 20), nextFlag (0 = from the newest). */
+  queryCallInvitationList(config = {}) {
+    const q = new URLSearchParams();
+    if (config.count !== undefined) q.set('count', String(config.count));
+    if (config.nextFlag) q.set('nextFlag', String(config.nextFlag));
+    const qs = q.toString();
+    return this.#request('GET', qs ? `/calls?${qs}` : '/calls');
+  }
+
+  /** One call as it stands (GET /calls/{callID}); not in ZIM. */
+  queryCall(callID) {
+    return this.#request('GET', `/calls/${encodeURIComponent(callID)}`);
+  }
+}
