@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -288,9 +289,15 @@ func (p *page) call(invitees, mode string, timeout int) string {
 	return id
 }
 
-// screenshot saves the whole page as PNG to path.
-func (p *page) screenshot(path string) {
+// screenshot saves the page as name in the test's temp folder, or as
+// docs/name with CALLSIG_UPDATE_DOCS=1: a test run must not rewrite the
+// repository's files by itself (every run would leave docs/demo.png changed).
+func (p *page) screenshot(name string) {
 	p.t.Helper()
+	path := filepath.Join(p.t.TempDir(), name)
+	if os.Getenv("CALLSIG_UPDATE_DOCS") == "1" {
+		path = filepath.Join("..", "docs", name)
+	}
 	ctx, cancel := context.WithTimeout(p.ctx, browserWait)
 	defer cancel()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))

@@ -78,7 +78,7 @@ func TestBrowserDemo(t *testing.T) {
 	alice.waitText(card(adv, userState("dave")), "inviting")
 	carol.waitText(card(adv, userState("dave")), "inviting")
 	alice.waitCount(`[data-testid=history-item]`, 2)
-	alice.screenshot("../docs/demo.png")
+	alice.screenshot("demo.png")
 
 	bob.click(card(adv, `[data-testid=quit]`))
 	alice.waitText(card(adv, userState("bob")), "quit")
