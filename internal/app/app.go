@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"callsig/calls"
-	"callsig/db"
+	"callsig/db/sqlite"
 	"callsig/handlers"
 	"callsig/sse"
 	"callsig/web"
@@ -29,7 +29,7 @@ type App struct {
 	Config   Config
 	Secret   []byte // the JWT secret in use
 	DevMode  bool   // true when the secret was generated for development
-	Store    *db.Store
+	Store    *sqlite.Store
 	Service  *calls.Service
 	Handler  http.Handler
 	Registry *prometheus.Registry
@@ -77,7 +77,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		log.Warn("DEVELOPMENT MODE: no CALLSIG_JWT_SECRET configured; using a generated secret and minting tokens for anyone at POST /dev/token. Do not expose this server.", "secret_file", secretPath, "addr", a.ListenAddr())
 	}
 
-	if a.Store, err = db.Open(ctx, cfg.DB, db.Options{Synchronous: cfg.Synchronous, Logger: log}); err != nil {
+	if a.Store, err = sqlite.Open(ctx, cfg.DB, sqlite.Options{Synchronous: cfg.Synchronous, Logger: log}); err != nil {
 		return nil, err
 	}
 
@@ -114,7 +114,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		{"event hub", a.hub.Run},
 		{"webhook dispatcher", hooks.dispatcher.Run},
 		{"webhook retention", hooks.retention.Run},
-		{"idempotency pruner", (&db.IdempotencyPruner{Store: a.Store, Log: log}).Run},
+		{"idempotency pruner", (&sqlite.IdempotencyPruner{Store: a.Store, Log: log}).Run},
 	}
 
 	a.Handler, err = handlers.New(handlers.Deps{

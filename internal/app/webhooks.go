@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"callsig/calls"
-	"callsig/db"
+	"callsig/db/sqlite"
 	"callsig/webhooks"
 )
 
@@ -20,7 +20,7 @@ type webhookParts struct {
 }
 
 // The SQLite store is the webhook outbox.
-var _ webhooks.Store = (*db.Store)(nil)
+var _ webhooks.Store = (*sqlite.Store)(nil)
 
 func (a *App) newWebhooks(opts Options) (*webhookParts, error) {
 	clock := opts.Clock

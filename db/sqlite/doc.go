@@ -1,4 +1,4 @@
-// Package db is the SQLite storage adapter: it implements calls.Store over
+// Package sqlite is the SQLite storage adapter: it implements calls.Store over
 // one database file, with embedded, numbered migrations, the per-user event
 // log the SSE layer replays, and the webhook outbox the dispatcher drains.
 //
@@ -14,4 +14,4 @@
 // package's nouns (webhooks.Endpoint, webhooks.Attempt, …) and lets it build
 // each message body (webhooks.NewMessage), as it implements calls.Store with
 // the nouns of calls. Package webhooks imports no adapter, so no cycle arises.
-package db
+package sqlite

@@ -1,4 +1,4 @@
-package db
+package sqlite
 
 // The dispatcher's side of the outbox: claiming due deliveries per
 // endpoint, recording outcomes, releasing abandoned attempts.

@@ -1,4 +1,4 @@
-package db
+package sqlite
 
 // The outbox's schedule, statistics and retention: reads of indexes only,
 // and the pruning of finished deliveries.

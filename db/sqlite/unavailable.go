@@ -1,10 +1,10 @@
-package db
+package sqlite
 
 import (
 	"errors"
 	"fmt"
 
-	"modernc.org/sqlite"
+	msqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"callsig/calls"
@@ -19,7 +19,7 @@ func unavailable(err error) error {
 	if err == nil || errors.Is(err, calls.ErrUnavailable) {
 		return err
 	}
-	var se *sqlite.Error
+	var se *msqlite.Error
 	if errors.As(err, &se) {
 		switch se.Code() & 0xff { // the primary code; extended codes add high bits
 		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
