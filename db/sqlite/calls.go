@@ -10,6 +10,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"callsig/calls"
+	"callsig/db"
 )
 
 // Call loads a committed call with its users, or calls.ErrCallNotFound.
@@ -52,7 +53,7 @@ var sqlListCalls = `SELECT ` + callColumnsC + `
 // queries of one read (a call, then its users) see one snapshot.
 func (s *Store) read(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	if s.isClosed() {
-		return ErrClosed
+		return db.ErrClosed
 	}
 	tx, err := s.rdb.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
@@ -64,7 +65,7 @@ func (s *Store) read(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 
 // loadCall reads one call by ID with its users, in list order.
 func loadCall(ctx context.Context, callStmt, usersStmt *sqlx.Stmt, callID string) (*calls.Call, error) {
-	c, err := scanCall(callStmt.QueryRowContext(ctx, callID))
+	c, err := db.ScanCall(callStmt.QueryRowContext(ctx, callID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, calls.ErrCallNotFound
 	}
@@ -77,7 +78,7 @@ func loadCall(ctx context.Context, callStmt, usersStmt *sqlx.Stmt, callID string
 	}
 	defer rows.Close()
 	for rows.Next() {
-		u, err := scanUser(rows)
+		u, err := db.ScanUser(rows)
 		if err != nil {
 			return nil, fmt.Errorf("db: load users of %s: %w", callID, err)
 		}
@@ -99,7 +100,7 @@ func queryCalls(ctx context.Context, q sqlx.QueryerContext, query string, args .
 	defer rows.Close()
 	var list []*calls.Call
 	for rows.Next() {
-		c, err := scanCall(rows)
+		c, err := db.ScanCall(rows)
 		if err != nil {
 			return nil, fmt.Errorf("db: query calls: %w", err)
 		}
@@ -138,7 +139,7 @@ func loadUsers(ctx context.Context, q sqlx.QueryerContext, list []*calls.Call) e
 	defer rows.Close()
 	for rows.Next() {
 		var seq int64
-		u, err := scanUser(rows, &seq)
+		u, err := db.ScanUser(rows, &seq)
 		if err != nil {
 			return fmt.Errorf("db: load users: %w", err)
 		}

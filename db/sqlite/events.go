@@ -10,6 +10,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"callsig/calls"
+	"callsig/db"
 )
 
 // sqlEventsAfter is a stream's replay: a range scan of events_by_user.
@@ -53,7 +54,7 @@ var sqlUnreceivedInvitations = `SELECT ` + eventColumnsE + ` FROM (
 	WHERE p.state IN ('` + string(calls.StateInviting) + `', '` + string(calls.StateNotYetReceived) + `')`
 
 // eventColumnsE is eventColumns qualified for a query joining events as e.
-var eventColumnsE = prefixed("e.", eventColumns)
+var eventColumnsE = db.Prefixed("e.", eventColumns)
 
 // PendingInvitations returns, for the newest limit started calls in which
 // userID is still pending, the newest callInvitationReceived event
@@ -180,7 +181,7 @@ func queryEvents(ctx context.Context, q sqlx.QueryerContext, query string, args 
 	defer rows.Close()
 	var list []calls.Event
 	for rows.Next() {
-		e, err := scanEvent(rows)
+		e, err := db.ScanEvent(rows)
 		if err != nil {
 			return nil, fmt.Errorf("db: query events: %w", err)
 		}

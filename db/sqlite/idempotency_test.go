@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"callsig/calls"
+	"callsig/db"
 )
 
 func record(scope, key, fp string, status int, body string, created, expires int64) calls.IdempotencyRecord {
@@ -79,7 +80,7 @@ func TestIdempotencyPrunerRun(t *testing.T) {
 	rounds := make(chan struct{}, 100)
 	done := make(chan error, 1)
 	go func() {
-		done <- (&IdempotencyPruner{Store: s, Every: time.Millisecond, Now: func() time.Time {
+		done <- (&db.IdempotencyPruner{Store: s, Every: time.Millisecond, Now: func() time.Time {
 			select {
 			case rounds <- struct{}{}:
 			default: // the test has seen enough rounds
@@ -134,7 +135,7 @@ func TestIdempotentChangeCommitsWithItsRecord(t *testing.T) {
 		t.Fatalf("Invite with a failing record = %v, want %v", err, boom)
 	}
 	ctx, _ = keyed("k", "fp", func(any) (calls.StoredResponse, error) { panic(boom) })
-	var pe *PanicError
+	var pe *db.PanicError
 	if _, err := svc.Invite(ctx, alice, in); !errors.As(err, &pe) {
 		t.Fatalf("Invite with a panicking record = %v, want a PanicError", err)
 	}

@@ -3,31 +3,21 @@ package sqlite
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/jmoiron/sqlx"
+
+	"callsig/db"
 )
 
-// Column lists shared by the statements and the scanners in rows.go.
+// Column lists of the shared schema, read by db's scanners.
 const (
-	callColumns = `seq, id, caller, mode, state, timeout, extended_data, create_time,
-		end_time, end_reason, not_received_check, caller_tracked, caller_offline_at`
-	userColumns = `user_id, state, inviter, extended_data, update_time, invite_time,
-		accept_time, timeout_at, not_received_at, main_device`
-	eventColumns = `id, user_id, device, call_id, type, data, time`
+	callColumns  = db.CallColumns
+	userColumns  = db.UserColumns
+	eventColumns = db.EventColumns
 )
 
 // callColumnsC is callColumns qualified for a query joining calls as c.
-var callColumnsC = prefixed("c.", callColumns)
-
-// prefixed qualifies each column of a column list.
-func prefixed(prefix, columns string) string {
-	cols := strings.Split(columns, ",")
-	for i, c := range cols {
-		cols[i] = prefix + strings.TrimSpace(c)
-	}
-	return strings.Join(cols, ", ")
-}
+var callColumnsC = db.Prefixed("c.", callColumns)
 
 // The hot statements, prepared once.
 const (

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -11,14 +10,16 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"callsig/calls"
+	"callsig/db"
+	"callsig/webhooks"
 )
 
-// ErrClosed is returned by reads and writes attempted after Close. It wraps
-// calls.ErrUnavailable: a request that meets a store closing for shutdown
-// is answered 503 and retried elsewhere or after the restart.
-var ErrClosed = fmt.Errorf("db: store closed: %w", calls.ErrUnavailable)
-
-var _ calls.Store = (*Store)(nil)
+// The ports this store implements, proven at compile time.
+var (
+	_ db.Store       = (*Store)(nil)
+	_ calls.Store    = (*Store)(nil)
+	_ webhooks.Store = (*Store)(nil)
+)
 
 // Options configures Open; the zero value is the durable default.
 type Options struct {
@@ -32,8 +33,8 @@ type Options struct {
 	ReadConns int
 }
 
-// Store is the SQLite implementation of calls.Store, plus the event-log
-// reads of the SSE layer. It is safe for concurrent use.
+// Store is the SQLite implementation of db.Store: calls.Store, the event
+// log the SSE layer reads, the webhook outbox and the idempotency records. It is safe for concurrent use.
 type Store struct {
 	wdb *sqlx.DB // exactly one connection, used only by the writer goroutine
 	rdb *sqlx.DB // query_only pool for every read outside a write
@@ -72,7 +73,7 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // Close drains the writes already queued, stops the writer and closes both
-// connection pools. Writes after Close fail with ErrClosed.
+// connection pools. Writes after Close fail with db.ErrClosed.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"callsig/calls"
+	"callsig/db"
 )
 
 // TestMain fails the package if any test leaves a goroutine running, the
@@ -21,7 +22,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestMigrationsIdempotentOnReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "m.db")
-	list, err := migrations(migrationFiles)
+	list, err := db.Migrations(migrationFiles, "migrations")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,8 +119,8 @@ func TestDataSurvivesReopen(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Update(context.Background(), func(calls.Tx) error { return nil }); !errors.Is(err, ErrClosed) {
-		t.Errorf("Update after Close: err = %v, want ErrClosed", err)
+	if err := s.Update(context.Background(), func(calls.Tx) error { return nil }); !errors.Is(err, db.ErrClosed) {
+		t.Errorf("Update after Close: err = %v, want db.ErrClosed", err)
 	}
 
 	s = openAt(t, path)

@@ -8,12 +8,13 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"callsig/calls"
+	"callsig/db"
 )
 
 // unavailable marks the failures that say "not now" rather than "broken"
 // as calls.ErrUnavailable, so the HTTP layer answers 503 with Retry-After
 // instead of 500: the lock held by another process past busy_timeout
-// (SQLITE_BUSY, SQLITE_LOCKED). A closed store is ErrClosed, which wraps
+// (SQLITE_BUSY, SQLITE_LOCKED). A closed store is db.ErrClosed, which wraps
 // calls.ErrUnavailable already.
 func unavailable(err error) error {
 	if err == nil || errors.Is(err, calls.ErrUnavailable) {
@@ -37,10 +38,10 @@ func (s *Store) isClosed() bool {
 }
 
 // readFailed classifies a read's error: one that raced Close (the pool
-// closed under it) is ErrClosed, not an internal error.
+// closed under it) is db.ErrClosed, not an internal error.
 func (s *Store) readFailed(err error) error {
-	if err != nil && !errors.Is(err, ErrClosed) && s.isClosed() {
-		return fmt.Errorf("%w: %w", ErrClosed, err)
+	if err != nil && !errors.Is(err, db.ErrClosed) && s.isClosed() {
+		return fmt.Errorf("%w: %w", db.ErrClosed, err)
 	}
 	return unavailable(err)
 }

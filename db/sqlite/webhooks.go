@@ -5,12 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/jmoiron/sqlx"
 
 	"callsig/calls"
+	"callsig/db"
 	"callsig/webhooks"
 )
 
@@ -18,63 +17,6 @@ import (
 // are written by Save (insertHook, in outbox.go) in the transaction of the
 // change that caused them; the dispatcher drains them (outbox_claim.go) and
 // retention prunes them (outbox_schedule.go).
-
-const endpointColumns = `id, url, secret, event_types, description, created_at, enabled, disabled_reason`
-
-// deliveryColumns are read from webhook_deliveries d joined with
-// webhook_messages m.
-const deliveryColumns = `d.id, d.endpoint_id, m.type, d.status, d.attempts, d.last_status_code,
-	d.last_error, d.next_attempt_at, d.created_at, d.delivered_at`
-
-// encodeEventTypes stores a type filter as ",a,b," (see the schema); no
-// types is the empty string, which subscribes to every type.
-func encodeEventTypes(types []calls.HookType) string {
-	if len(types) == 0 {
-		return ""
-	}
-	var b strings.Builder
-	for _, t := range types {
-		b.WriteString(",")
-		b.WriteString(string(t))
-	}
-	b.WriteString(",")
-	return b.String()
-}
-
-func decodeEventTypes(s string) []calls.HookType {
-	types := []calls.HookType{}
-	for _, t := range strings.Split(strings.Trim(s, ","), ",") {
-		if t != "" {
-			types = append(types, calls.HookType(t))
-		}
-	}
-	return types
-}
-
-func scanEndpoint(sc scanner) (*webhooks.Endpoint, error) {
-	var e webhooks.Endpoint
-	var types string
-	if err := sc.Scan(&e.ID, &e.URL, &e.Secret, &types, &e.Description, &e.CreatedAt, &e.Enabled, &e.DisabledReason); err != nil {
-		return nil, err
-	}
-	e.EventTypes = decodeEventTypes(types)
-	return &e, nil
-}
-
-func scanDelivery(sc scanner) (webhooks.Delivery, error) {
-	var d webhooks.Delivery
-	var id int64
-	var typ, status string
-	if err := sc.Scan(&id, &d.WebhookID, &typ, &status, &d.Attempts, &d.LastStatusCode,
-		&d.LastError, &d.NextAttemptAt, &d.CreatedAt, &d.DeliveredAt); err != nil {
-		return d, err
-	}
-	d.ID, d.Type, d.Status = strconv.FormatInt(id, 10), calls.HookType(typ), webhooks.DeliveryStatus(status)
-	if d.Status != webhooks.DeliveryPending {
-		d.NextAttemptAt = 0 // nothing is scheduled for a finished delivery
-	}
-	return d, nil
-}
 
 // UpdateWebhooks runs fn in the write transaction (see write: it shares a
 // group commit but fails alone) and returns once its changes are durable.
@@ -94,7 +36,7 @@ func (t *webhookTx) InsertWebhookEndpoint(ctx context.Context, e *webhooks.Endpo
 	_, err := t.tx.ExecContext(ctx, `INSERT INTO webhook_endpoints
 		(id, url, secret, event_types, description, created_at, enabled, disabled_reason)
 		VALUES (?, ?, ?, ?, ?, ?, 1, '')`,
-		e.ID, e.URL, e.Secret, encodeEventTypes(e.EventTypes), e.Description, e.CreatedAt)
+		e.ID, e.URL, e.Secret, db.EncodeEventTypes(e.EventTypes), e.Description, e.CreatedAt)
 	if err != nil {
 		return fmt.Errorf("db: insert webhook %s: %w", e.ID, err)
 	}
@@ -117,7 +59,7 @@ func (s *Store) PutWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) er
 					THEN disabled_reason ELSE '' END,
 				url = excluded.url, secret = excluded.secret, event_types = excluded.event_types,
 				description = excluded.description, deleted = 0`,
-			e.ID, e.URL, e.Secret, encodeEventTypes(e.EventTypes), e.Description, e.CreatedAt)
+			e.ID, e.URL, e.Secret, db.EncodeEventTypes(e.EventTypes), e.Description, e.CreatedAt)
 		if err != nil {
 			return fmt.Errorf("db: put webhook %s: %w", e.ID, err)
 		}
@@ -127,7 +69,7 @@ func (s *Store) PutWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) er
 
 // WebhookEndpoints returns the live endpoints, oldest first, with secrets.
 func (s *Store) WebhookEndpoints(ctx context.Context) ([]webhooks.Endpoint, error) {
-	rows, err := s.rdb.QueryContext(ctx, `SELECT `+endpointColumns+` FROM webhook_endpoints
+	rows, err := s.rdb.QueryContext(ctx, `SELECT `+db.EndpointColumns+` FROM webhook_endpoints
 		WHERE deleted = 0 ORDER BY created_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("db: list webhooks: %w", err)
@@ -135,7 +77,7 @@ func (s *Store) WebhookEndpoints(ctx context.Context) ([]webhooks.Endpoint, erro
 	defer rows.Close()
 	list := []webhooks.Endpoint{}
 	for rows.Next() {
-		e, err := scanEndpoint(rows)
+		e, err := db.ScanEndpoint(rows)
 		if err != nil {
 			return nil, fmt.Errorf("db: list webhooks: %w", err)
 		}
@@ -150,7 +92,7 @@ func (s *Store) WebhookEndpoints(ctx context.Context) ([]webhooks.Endpoint, erro
 // WebhookEndpoint returns one live endpoint with its secret, or an error
 // matching calls.ErrNotFound.
 func (s *Store) WebhookEndpoint(ctx context.Context, id string) (*webhooks.Endpoint, error) {
-	e, err := scanEndpoint(s.rdb.QueryRowContext(ctx, `SELECT `+endpointColumns+`
+	e, err := db.ScanEndpoint(s.rdb.QueryRowContext(ctx, `SELECT `+db.EndpointColumns+`
 		FROM webhook_endpoints WHERE id = ? AND deleted = 0`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, webhookNotFound(id)
@@ -217,7 +159,7 @@ func (s *Store) WebhookDeliveries(ctx context.Context, endpointID string, q webh
 		}
 		// Walks webhook_deliveries_by_endpoint backwards; a status filter is
 		// applied on the way, which is cheap for the statuses admins look for.
-		query := `SELECT ` + deliveryColumns + ` FROM webhook_deliveries d
+		query := `SELECT ` + db.DeliveryColumns + ` FROM webhook_deliveries d
 			JOIN webhook_messages m ON m.id = d.message_id
 			WHERE d.endpoint_id = ?`
 		args := []any{endpointID}
@@ -232,7 +174,7 @@ func (s *Store) WebhookDeliveries(ctx context.Context, endpointID string, q webh
 		}
 		defer rows.Close()
 		for rows.Next() {
-			d, err := scanDelivery(rows)
+			d, err := db.ScanDelivery(rows)
 			if err != nil {
 				return err
 			}
@@ -268,7 +210,7 @@ func (t *webhookTx) RetryWebhookDelivery(ctx context.Context, endpointID string,
 		return nil, &calls.Error{Code: calls.CodeNotFound,
 			Message: fmt.Sprintf("delivery %d of webhook %s not found", deliveryID, endpointID)}
 	}
-	d, err := scanDelivery(t.tx.QueryRowContext(ctx, `SELECT `+deliveryColumns+` FROM webhook_deliveries d
+	d, err := db.ScanDelivery(t.tx.QueryRowContext(ctx, `SELECT `+db.DeliveryColumns+` FROM webhook_deliveries d
 		JOIN webhook_messages m ON m.id = d.message_id WHERE d.id = ?`, deliveryID))
 	if err != nil {
 		return nil, fmt.Errorf("db: retry delivery %d: %w", deliveryID, err)

@@ -6,6 +6,8 @@ import (
 	"runtime/debug"
 
 	"github.com/jmoiron/sqlx"
+
+	"callsig/db"
 )
 
 // maxBatch caps how many requests share one transaction, so one commit never
@@ -18,15 +20,6 @@ type writeRequest struct {
 	fn   func(tx *sqlx.Tx) error
 	done chan error // buffered(1): the writer never blocks answering
 }
-
-// PanicError is the error of a write whose function panicked; the panic is
-// contained to that request, the others in its batch commit.
-type PanicError struct {
-	Value any
-	Stack []byte
-}
-
-func (e *PanicError) Error() string { return fmt.Sprintf("db: write function panicked: %v", e.Value) }
 
 // write runs fn in the write transaction, inside its own savepoint, and
 // returns once the transaction that holds fn's changes has committed
@@ -49,7 +42,7 @@ func (s *Store) write(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return ErrClosed
+		return db.ErrClosed
 	}
 	s.queue = append(s.queue, r)
 	s.mu.Unlock()
@@ -168,11 +161,11 @@ func (s *Store) runSavepoint(tx *sqlx.Tx, fn func(tx *sqlx.Tx) error) (err, fata
 	return err, nil
 }
 
-// callContained runs fn, turning a panic into a *PanicError.
+// callContained runs fn, turning a panic into a *db.PanicError.
 func callContained(fn func(tx *sqlx.Tx) error, tx *sqlx.Tx) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = &PanicError{Value: p, Stack: debug.Stack()}
+			err = &db.PanicError{Value: p, Stack: debug.Stack()}
 		}
 	}()
 	return fn(tx)

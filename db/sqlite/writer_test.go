@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"callsig/calls"
+	"callsig/db"
 	"callsig/internal/wait"
 )
 
@@ -120,9 +121,9 @@ func TestFailingRequestsFailAloneInTheirBatch(t *testing.T) {
 	if err := <-failing; !errors.Is(err, errBoom) {
 		t.Errorf("failing: err = %v, want its own error", err)
 	}
-	var perr *PanicError
+	var perr *db.PanicError
 	if err := <-panicking; !errors.As(err, &perr) || perr.Value != "kaboom" || len(perr.Stack) == 0 {
-		t.Errorf("panicking: err = %v, want a *PanicError with the value and a stack", err)
+		t.Errorf("panicking: err = %v, want a *db.PanicError with the value and a stack", err)
 	}
 	if err := <-last; err != nil {
 		t.Errorf("last: %v", err)
@@ -206,8 +207,8 @@ func TestCloseDrainsQueuedWrites(t *testing.T) {
 		defer s.mu.Unlock()
 		return s.closed
 	})
-	if err := s.write(ctx, insertEvent("late")); !errors.Is(err, ErrClosed) {
-		t.Errorf("write after Close began: err = %v, want ErrClosed", err)
+	if err := s.write(ctx, insertEvent("late")); !errors.Is(err, db.ErrClosed) {
+		t.Errorf("write after Close began: err = %v, want db.ErrClosed", err)
 	}
 	release()
 	for i, done := range queued {

@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"callsig/calls"
-	"callsig/db/sqlite"
+	"callsig/db"
 	"callsig/handlers"
 	"callsig/sse"
 	"callsig/web"
@@ -29,7 +29,7 @@ type App struct {
 	Config   Config
 	Secret   []byte // the JWT secret in use
 	DevMode  bool   // true when the secret was generated for development
-	Store    *sqlite.Store
+	Store    db.Store
 	Service  *calls.Service
 	Handler  http.Handler
 	Registry *prometheus.Registry
@@ -66,6 +66,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		opts.Clock = calls.SystemClock{}
 	}
 	a := &App{Config: cfg, log: log}
+	// The backend first: a DSN this build cannot serve must fail before
+	// anything is created beside it (the development secret, say).
+	if err := checkBackend(cfg.DB); err != nil {
+		return nil, err
+	}
 	a.maxConns = maxConnections(cfg.MaxConnections, log)
 
 	var secretPath string
@@ -77,7 +82,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		log.Warn("DEVELOPMENT MODE: no CALLSIG_JWT_SECRET configured; using a generated secret and minting tokens for anyone at POST /dev/token. Do not expose this server.", "secret_file", secretPath, "addr", a.ListenAddr())
 	}
 
-	if a.Store, err = sqlite.Open(ctx, cfg.DB, sqlite.Options{Synchronous: cfg.Synchronous, Logger: log}); err != nil {
+	if a.Store, err = openStore(ctx, cfg, log); err != nil {
 		return nil, err
 	}
 
@@ -114,7 +119,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		{"event hub", a.hub.Run},
 		{"webhook dispatcher", hooks.dispatcher.Run},
 		{"webhook retention", hooks.retention.Run},
-		{"idempotency pruner", (&sqlite.IdempotencyPruner{Store: a.Store, Log: log}).Run},
+		{"idempotency pruner", (&db.IdempotencyPruner{Store: a.Store, Log: log}).Run},
 	}
 
 	a.Handler, err = handlers.New(handlers.Deps{

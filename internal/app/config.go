@@ -151,8 +151,5 @@ func (c Config) validate() error {
 	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
 		errs = append(errs, errors.New("jwt-secret must be at least 32 bytes"))
 	}
-	if strings.HasPrefix(c.DB, "postgres://") || strings.HasPrefix(c.DB, "postgresql://") {
-		errs = append(errs, errors.New("PostgreSQL is not supported yet: use a SQLite file path"))
-	}
 	return errors.Join(errs...)
 }

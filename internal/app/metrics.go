@@ -6,17 +6,17 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"callsig/db/sqlite"
+	"callsig/db"
 )
 
 // callsCollector exports callsig_calls{state}: calls by state, read from
 // the database at scrape time so it is right across restarts.
 type callsCollector struct {
-	store *sqlite.Store
+	store db.Store
 	desc  *prometheus.Desc
 }
 
-func newCallsCollector(store *sqlite.Store) *callsCollector {
+func newCallsCollector(store db.Store) *callsCollector {
 	return &callsCollector{store: store, desc: prometheus.NewDesc("callsig_calls", "Calls by state (started, ended).", []string{"state"}, nil)}
 }
 
