@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
-	"reflect"
 	"testing"
-	"unsafe"
 
 	"callsig/calls"
 )
@@ -25,14 +23,6 @@ func openAt(t testing.TB, path string) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-// markDirty sets the unexported dirty flag, as a transition would. Package
-// calls offers no exported way (storage must not mark rows), so the test
-// reaches it through reflection.
-func markDirty(u *calls.CallUser) {
-	f := reflect.ValueOf(u).Elem().FieldByName("dirty")
-	reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem().SetBool(true)
 }
 
 // newCall returns the change that creates a started call by caller inviting

@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"fmt"
 	"io/fs"
 	"log/slog"
 	"path/filepath"
@@ -58,62 +57,6 @@ func queryPlan(t *testing.T, s *Store, query string, args ...any) string {
 		plan = append(plan, detail)
 	}
 	return strings.Join(plan, "; ")
-}
-
-// The replay is capped to the newest invitations, and the invitations an
-// invitee is still to receive are found below a bound.
-func TestPendingInvitationsCapAndUnreceived(t *testing.T) {
-	s := openTest(t)
-	ctx := context.Background()
-	var ids []int64
-	for i := range 10 {
-		ch := newCall(fmt.Sprintf("c%d", i), "alice", 1000, "bob")
-		save(t, s, ch)
-		ids = append(ids, ch.Events[0].ID)
-	}
-	got, err := s.PendingInvitations(ctx, "bob", 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 3 || got[0].ID != ids[7] || got[2].ID != ids[9] || got[0].CallID != "c7" {
-		t.Fatalf("PendingInvitations(bob, 3) = %+v, want the newest three in id order", got)
-	}
-
-	// c3 was received, c4 timed out (its deadline cleared).
-	err = s.Update(ctx, func(tx calls.Tx) error {
-		for id, f := range map[string]func(u *calls.CallUser){
-			"c3": func(u *calls.CallUser) { u.State = calls.StateReceived },
-			"c4": func(u *calls.CallUser) { u.State, u.TimeoutAt = calls.StateTimeout, 0 },
-		} {
-			c, err := tx.Call(ctx, id)
-			if err != nil {
-				return err
-			}
-			f(c.User("bob"))
-			markDirty(c.User("bob"))
-			if err := tx.Save(ctx, &calls.Change{Call: c}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err = s.UnreceivedInvitations(ctx, "bob", ids[5], 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var calls []string
-	for _, e := range got {
-		calls = append(calls, e.CallID)
-	}
-	if strings.Join(calls, ",") != "c0,c1,c2,c5" {
-		t.Fatalf("UnreceivedInvitations(bob, id of c5) = %v, want c0,c1,c2,c5", calls)
-	}
-	if got, _ := s.UnreceivedInvitations(ctx, "bob", ids[5], 2); len(got) != 1 || got[0].CallID != "c5" {
-		t.Fatalf("UnreceivedInvitations limited to 2 = %+v, want c5 only (c4 is no longer live)", got)
-	}
 }
 
 // manyPending gives user n pending invitations, each in its own call, and

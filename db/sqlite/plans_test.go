@@ -58,3 +58,36 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		}
 	}
 }
+
+// The production caller-offline and idempotency queries use their indexes
+// (no scan of the whole call history or key table, no sort).
+func TestCallerOfflineAndIdempotencyPlans(t *testing.T) {
+	s := openTest(t)
+	for _, q := range []struct {
+		name, query, index string
+		args               []any
+	}{
+		{"caller's offline calls", sqlCallerOfflineCalls, "calls_started_by_caller", []any{"u"}},
+		{"tracked offline calls", sqlTrackedCallerOfflineCalls, "calls_tracked_started", []any{0, 10}},
+		{"idempotency record", selectIdempotency, "sqlite_autoindex_idempotency_keys_1", []any{"s", "k", 1}},
+	} {
+		rows, err := s.rdb.Query("EXPLAIN QUERY PLAN "+q.query, q.args...)
+		if err != nil {
+			t.Fatalf("%s: %v", q.name, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, notused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		t.Logf("%s: %s", q.name, strings.Join(plan, "; "))
+		if p := strings.Join(plan, "; "); !strings.Contains(p, q.index) || strings.Contains(p, "TEMP B-TREE") || strings.Contains(p, "SCAN c") {
+			t.Errorf("%s: plan %q, want it to use %s without a scan or sort", q.name, p, q.index)
+		}
+	}
+}

@@ -1,4 +1,4 @@
-package sqlite
+package storetest
 
 import (
 	"context"
@@ -6,16 +6,15 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"callsig/calls"
+	"callsig/db"
 	"callsig/internal/fakeclock"
 )
 
-func TestSaveCallRoundTrip(t *testing.T) {
-	s := openTest(t)
+func testSaveCallRoundTrip(t *testing.T, s db.Store) {
 	ctx := context.Background()
 	want := &calls.Call{
 		ID: "c1", Caller: "alice", Mode: calls.ModeAdvanced, State: calls.CallEnded, Timeout: 45,
@@ -40,7 +39,7 @@ func TestSaveCallRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, want) {
-		t.Errorf("read back (read pool):\n got %+v\nwant %+v", got, want)
+		t.Errorf("read back (committed):\n got %+v\nwant %+v", got, want)
 	}
 	for i := range got.Users {
 		if !reflect.DeepEqual(got.Users[i], want.Users[i]) {
@@ -62,6 +61,13 @@ func TestSaveCallRoundTrip(t *testing.T) {
 	if _, err := s.Call(ctx, "nope"); !errors.Is(err, calls.ErrCallNotFound) {
 		t.Errorf("Call(unknown): err = %v, want ErrCallNotFound", err)
 	}
+	err = s.Update(ctx, func(tx calls.Tx) error {
+		_, err := tx.Call(ctx, "nope")
+		return err
+	})
+	if !errors.Is(err, calls.ErrCallNotFound) {
+		t.Errorf("Tx.Call(unknown): err = %v, want ErrCallNotFound", err)
+	}
 	ghost := &calls.Change{Call: &calls.Call{ID: "ghost", State: calls.CallEnded}}
 	err = s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, ghost) })
 	if !errors.Is(err, calls.ErrCallNotFound) {
@@ -73,8 +79,7 @@ func TestSaveCallRoundTrip(t *testing.T) {
 	}
 }
 
-func TestSaveWritesOnlyDirtyUsers(t *testing.T) {
-	s := openTest(t)
+func testSaveWritesOnlyDirtyUsers(t *testing.T, s db.Store) {
 	ctx := context.Background()
 	save(t, s, newCall("c1", "alice", 1000, "bob", "carol"))
 
@@ -130,8 +135,46 @@ func TestSaveWritesOnlyDirtyUsers(t *testing.T) {
 	}
 }
 
-func TestListCallsPaging(t *testing.T) {
-	s := openTest(t)
+// An Update whose fn fails or panics after saving leaves nothing: not the
+// call, not its events. A panic comes back as a *db.PanicError, and the
+// store goes on serving.
+func testFailedUpdateLeavesNothing(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	boom := errors.New("boom")
+	err := s.Update(ctx, func(tx calls.Tx) error {
+		if err := tx.Save(ctx, newCall("failed", "alice", 1000, "bob")); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("failing Update = %v, want its own error", err)
+	}
+	err = s.Update(ctx, func(tx calls.Tx) error {
+		if err := tx.Save(ctx, newCall("panicked", "alice", 1000, "bob")); err != nil {
+			return err
+		}
+		panic("kaboom")
+	})
+	var pe *db.PanicError
+	if !errors.As(err, &pe) || pe.Value != "kaboom" {
+		t.Fatalf("panicking Update = %v, want a *db.PanicError with the value", err)
+	}
+	for _, id := range []string{"failed", "panicked"} {
+		if _, err := s.Call(ctx, id); !errors.Is(err, calls.ErrCallNotFound) {
+			t.Errorf("Call(%s) after its Update failed: %v, want ErrCallNotFound", id, err)
+		}
+	}
+	if evs := events(t, s, "bob"); len(evs) != 0 {
+		t.Errorf("events of failed Updates: %+v", evs)
+	}
+	save(t, s, newCall("after", "alice", 1000, "bob"))
+	if evs := events(t, s, "bob"); len(evs) != 1 || evs[0].CallID != "after" {
+		t.Errorf("events after a good Update: %+v, want the one of 'after'", evs)
+	}
+}
+
+func testListCallsPaging(t *testing.T, s db.Store) {
 	ctx := context.Background()
 	for i := range 25 {
 		save(t, s, newCall(fmt.Sprintf("c%02d", i), "alice", int64(1000+i), "bob"))
@@ -169,14 +212,17 @@ func TestListCallsPaging(t *testing.T) {
 	if list, _ := s.ListCalls(ctx, "nobody", 0, 10); len(list) != 0 {
 		t.Errorf("ListCalls(nobody) = %d calls", len(list))
 	}
+	// limit <= 0 is calls.DefaultListCount; the caller sees its calls too.
+	if list, err := s.ListCalls(ctx, "alice", 0, 0); err != nil || len(list) != min(25, calls.DefaultListCount) {
+		t.Errorf("ListCalls(alice, limit 0) = %d calls (%v), want %d", len(list), err, min(25, calls.DefaultListCount))
+	}
 }
 
 // The caller-offline queries select exactly the calls the pure predicate
 // calls.CallerOfflineApplies accepts (tracked ones only, for the start-up
 // arming), including a lone caller's advanced call: the one predicate of
 // arming and clearing (issue 9, defect 5).
-func TestCallerOfflineCallsMatchThePredicate(t *testing.T) {
-	s := openTest(t)
+func testCallerOfflineCallsMatchThePredicate(t *testing.T, s db.Store) {
 	ctx := context.Background()
 	var all []*calls.Change
 	add := func(ch *calls.Change, tracked bool) {
@@ -256,39 +302,6 @@ func TestCallerOfflineCallsMatchThePredicate(t *testing.T) {
 	}
 }
 
-// The production caller-offline and idempotency queries use their indexes
-// (no scan of the whole call history or key table, no sort).
-func TestCallerOfflineAndIdempotencyPlans(t *testing.T) {
-	s := openTest(t)
-	for _, q := range []struct {
-		name, query, index string
-		args               []any
-	}{
-		{"caller's offline calls", sqlCallerOfflineCalls, "calls_started_by_caller", []any{"u"}},
-		{"tracked offline calls", sqlTrackedCallerOfflineCalls, "calls_tracked_started", []any{0, 10}},
-		{"idempotency record", selectIdempotency, "sqlite_autoindex_idempotency_keys_1", []any{"s", "k", 1}},
-	} {
-		rows, err := s.rdb.Query("EXPLAIN QUERY PLAN "+q.query, q.args...)
-		if err != nil {
-			t.Fatalf("%s: %v", q.name, err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, notused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
-		t.Logf("%s: %s", q.name, strings.Join(plan, "; "))
-		if p := strings.Join(plan, "; "); !strings.Contains(p, q.index) || strings.Contains(p, "TEMP B-TREE") || strings.Contains(p, "SCAN c") {
-			t.Errorf("%s: plan %q, want it to use %s without a scan or sort", q.name, p, q.index)
-		}
-	}
-}
-
 // onlineSet is a calls.Presence with a fixed set of users online.
 type onlineSet map[string]bool
 
@@ -302,8 +315,7 @@ func (c commits) Committed(events []calls.Event, hooks int) { c <- len(events) }
 // Service.Run is a background part: it arms the caller-offline grace of
 // the tracked calls the rule applies to (skipping callers already back
 // online), fires deadlines, and returns nil once its context ends.
-func TestServiceRunArmsTrackedCallersAndStops(t *testing.T) {
-	s := openTest(t)
+func testServiceRunArmsTrackedCallersAndStops(t *testing.T, s db.Store) {
 	clock := fakeclock.New(time.UnixMilli(10_000))
 	for _, c := range []struct {
 		id, caller string
@@ -336,5 +348,109 @@ func TestServiceRunArmsTrackedCallersAndStops(t *testing.T) {
 	}
 	if len(committed) != 0 {
 		t.Errorf("%d more commits, want only the one arming", len(committed))
+	}
+}
+
+func testDeadlinesAcrossKinds(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	if next, err := s.NextDeadline(ctx); err != nil || next != 0 {
+		t.Errorf("NextDeadline with none = %d (%v), want 0", next, err)
+	}
+
+	// a: bob times out at 300, carol becomes notYetReceived at 200.
+	a := newCall("a", "alice", 0, "bob", "carol")
+	a.Call.Users[1].TimeoutAt = 300
+	a.Call.Users[2].TimeoutAt = 0
+	a.Call.Users[2].NotReceivedAt = 200
+	// b: the caller dave goes offline at 100.
+	b := newCall("b", "dave", 0, "erin")
+	b.Call.Users[1].TimeoutAt = 0
+	b.Call.CallerOfflineAt = 100
+	// c: gina becomes notYetReceived at 400; her timeout (900) is not due.
+	c := newCall("c", "frank", 0, "gina")
+	c.Call.Users[1].TimeoutAt = 900
+	c.Call.Users[1].NotReceivedAt = 400
+	for _, ch := range []*calls.Change{a, b, c} {
+		save(t, s, ch)
+	}
+
+	if next, err := s.NextDeadline(ctx); err != nil || next != 100 {
+		t.Errorf("NextDeadline = %d (%v), want 100", next, err)
+	}
+	due, err := s.DueDeadlines(ctx, 500, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []calls.Deadline{
+		{CallID: "b", Kind: calls.DeadlineCallerOffline, At: 100},
+		{CallID: "a", UserID: "carol", Kind: calls.DeadlineNotReceived, At: 200},
+		{CallID: "a", UserID: "bob", Kind: calls.DeadlineTimeout, At: 300},
+		{CallID: "c", UserID: "gina", Kind: calls.DeadlineNotReceived, At: 400},
+	}
+	if fmt.Sprint(due) != fmt.Sprint(want) {
+		t.Errorf("DueDeadlines(500) =\n %v\nwant\n %v", due, want)
+	}
+	if due, _ := s.DueDeadlines(ctx, 500, 2); fmt.Sprint(due) != fmt.Sprint(want[:2]) {
+		t.Errorf("DueDeadlines(500, limit 2) = %v, want %v", due, want[:2])
+	}
+	if due, _ := s.DueDeadlines(ctx, 99, 10); len(due) != 0 {
+		t.Errorf("DueDeadlines(99) = %v, want none", due)
+	}
+
+	// Clearing a deadline (as a transition does) removes it.
+	update(t, s, "b", func(b *calls.Call) *calls.Change {
+		b.CallerOfflineAt = 0
+		return &calls.Change{Call: b}
+	})
+	if next, _ := s.NextDeadline(ctx); next != 200 {
+		t.Errorf("NextDeadline after clearing = %d, want 200", next)
+	}
+}
+
+func testCallCounts(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	if started, ended, err := s.CallCounts(ctx); err != nil || started != 0 || ended != 0 {
+		t.Errorf("CallCounts of an empty store = %d, %d (%v), want 0, 0", started, ended, err)
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		save(t, s, newCall(id, "alice", 1000, "bob"))
+	}
+	update(t, s, "b", func(c *calls.Call) *calls.Change {
+		c.State, c.EndTime, c.EndReason = calls.CallEnded, 2000, calls.EndCallerOffline
+		return &calls.Change{Call: c}
+	})
+	if started, ended, err := s.CallCounts(ctx); err != nil || started != 2 || ended != 1 {
+		t.Errorf("CallCounts = %d started, %d ended (%v), want 2 and 1", started, ended, err)
+	}
+}
+
+// Ping answers while the store is open; after Close every read and write
+// fails with an error matching db.ErrClosed and calls.ErrUnavailable (the
+// HTTP layer's 503), never a panic.
+func testClosedStoreIsUnavailable(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	save(t, s, newCall("c1", "alice", 1000, "bob"))
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, db.ErrClosed) || !errors.Is(err, calls.ErrUnavailable) {
+			t.Errorf("%s after Close: %v, want db.ErrClosed (calls.ErrUnavailable)", what, err)
+		}
+	}
+	check("Update", s.Update(ctx, func(calls.Tx) error { return nil }))
+	_, err := s.Call(ctx, "c1")
+	check("Call", err)
+	_, err = s.PutIdempotency(ctx, record("sc", "k", "fp", 200, "{}", 0, 100))
+	check("PutIdempotency", err)
+	if err := s.Ping(ctx); err == nil {
+		t.Error("Ping after Close succeeded")
 	}
 }
