@@ -13,7 +13,7 @@ import (
 // with many concurrent requests, each creating a small call with one event,
 // the size of a typical invitation. Run with:
 //
-//	go test -run '^$' -bench Update -benchtime 5s ./db/
+//	go test -run '^$' -bench Update -benchtime 5s ./db/sqlite/
 func BenchmarkUpdate(b *testing.B) {
 	s := openTest(b)
 	ctx := context.Background()

@@ -1,6 +1,9 @@
-// Package sqlite is the SQLite storage adapter: it implements calls.Store over
-// one database file, with embedded, numbered migrations, the per-user event
-// log the SSE layer replays, and the webhook outbox the dispatcher drains.
+// Package sqlite is the embedded storage backend, the default: it
+// implements db.Store (calls.Store, the per-user event log the SSE layer
+// replays, the webhook outbox the dispatcher drains, the Idempotency-Key
+// records) over one database file, with its own embedded, numbered
+// migrations (migrations/NNNN_*.sql, applied by db.Migrate). Its tests run
+// the contract suite db/storetest and test what is SQLite's own.
 //
 // Every write goes through one writer goroutine that group-commits the
 // requests waiting at that moment in one transaction, each in its own

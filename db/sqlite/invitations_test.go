@@ -97,7 +97,7 @@ func manyPending(tb testing.TB, s *Store, user string, n int) {
 // A user with 30,000 pending invitations: the capped replay and the
 // re-derivation stay a few index steps. Figures in docs/benchmarks.md:
 //
-//	go test -run '^$' -bench Invitations -benchtime 2s ./db/
+//	go test -run '^$' -bench Invitations -benchtime 2s ./db/sqlite/
 func BenchmarkInvitations(b *testing.B) {
 	s := openTest(b)
 	start := time.Now()
