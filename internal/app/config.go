@@ -151,5 +151,11 @@ func (c Config) validate() error {
 	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
 		errs = append(errs, errors.New("jwt-secret must be at least 32 bytes"))
 	}
+	// Refused here too, not only when the store opens: `callsig token`
+	// never opens it, and would look for a development secret named after
+	// the URL.
+	if err := checkBackend(c.DB); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
