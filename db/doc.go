@@ -4,8 +4,9 @@
 // migrations, the row mapping of the shared schema, and the errors the
 // layers above classify (ErrClosed, PanicError).
 //
-// The backends live beside it: db/sqlite (the embedded default) and, in
-// cluster mode, db/postgres. db/storetest is the one contract suite both run.
+// The backends live beside it: db/sqlite, the embedded default, and
+// db/postgres for cluster mode once it is built (issue 10). db/storetest is
+// the one contract suite every backend runs.
 // This package imports no backend; the composition root (internal/app)
 // picks one from the configured DSN.
 //
