@@ -1,17 +1,18 @@
-// Package db is the SQLite storage adapter: it implements calls.Store over
-// one database file, with embedded, numbered migrations, the per-user event
-// log the SSE layer replays, and the webhook outbox the dispatcher drains.
+// Package db holds what every storage backend of callsig shares: the Store
+// every backend implements (the union of the ports the application needs),
+// the migration runner each backend drives with its own embedded, numbered
+// migrations, the row mapping of the shared schema, and the errors the
+// layers above classify (ErrClosed, PanicError).
 //
-// Every write goes through one writer goroutine that group-commits the
-// requests waiting at that moment in one transaction, each in its own
-// savepoint, and answers a request only once its commit is durable. Reads use
-// a separate query-only connection pool and never block the writer.
+// The backends live beside it: db/sqlite, the embedded default, and
+// db/postgres for cluster mode once it is built (issue 10). db/storetest is
+// the one contract suite every backend runs.
+// This package imports no backend; the composition root (internal/app)
+// picks one from the configured DSN.
 //
-// This package must never decide anything about calls: the state machine
-// lives in package calls. It must never hold a transaction open across
-// network I/O, and it never imports another adapter (handlers, sse) — with
-// one exception: it implements the webhooks package's outbox port with that
-// package's nouns (webhooks.Endpoint, webhooks.Attempt, …) and lets it build
-// each message body (webhooks.NewMessage), as it implements calls.Store with
-// the nouns of calls. Package webhooks imports no adapter, so no cycle arises.
+// Storage must never decide anything about calls: the state machine lives
+// in package calls. A backend implements the webhooks package's outbox port
+// with that package's nouns (webhooks.Endpoint, webhooks.Attempt, …) as it
+// implements calls.Store with the nouns of calls; package webhooks imports
+// no adapter, so no cycle arises.
 package db

@@ -9,10 +9,12 @@ import (
 // IdempotencyPruner deletes expired Idempotency-Key records in the
 // background, so the table holds about one TTL's worth of keys. Expired
 // records are already ignored and replaced by the lookups; pruning only
-// bounds the file. Each round deletes in batches (PruneIdempotency), so it
-// never holds the writer for long.
+// bounds the storage. Each round deletes in batches (PruneIdempotency), so
+// it never holds the writer for long.
 type IdempotencyPruner struct {
-	Store *Store
+	Store interface {
+		PruneIdempotency(ctx context.Context, before int64) (int64, error)
+	}
 	Every time.Duration    // between rounds (default: an hour)
 	Now   func() time.Time // the clock the records' times come from (default: time.Now)
 	Log   *slog.Logger     // default: discarded

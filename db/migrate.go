@@ -2,7 +2,6 @@ package db
 
 import (
 	"context"
-	"embed"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -10,31 +9,25 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
-
-	"github.com/jmoiron/sqlx"
 )
 
-// migrationFiles are the schema changes, applied once each in version order.
-// A file is named NNNN_what.sql; a released file is never edited, a change is
-// a new file.
-//
-//go:embed migrations/*.sql
-var migrationFiles embed.FS
-
-type migration struct {
-	version int
-	name    string
-	sql     string
+// Migration is one numbered schema change of a backend. Each backend embeds
+// its own files, named NNNN_what.sql: a released file is never edited, a
+// change is a new file.
+type Migration struct {
+	Version int
+	Name    string // the file name, for logs and errors
+	SQL     string
 }
 
-// migrations returns the embedded migrations sorted by version.
-func migrations(fsys fs.FS) ([]migration, error) {
-	names, err := fs.Glob(fsys, "migrations/*.sql")
+// Migrations reads the *.sql files of dir in fsys, sorted by version (as
+// numbers: 10 comes after 2).
+func Migrations(fsys fs.FS, dir string) ([]Migration, error) {
+	names, err := fs.Glob(fsys, path.Join(dir, "*.sql"))
 	if err != nil {
 		return nil, err
 	}
-	var list []migration
+	var list []Migration
 	seen := map[int]string{}
 	for _, name := range names {
 		base := path.Base(name)
@@ -51,73 +44,49 @@ func migrations(fsys fs.FS) ([]migration, error) {
 		if err != nil {
 			return nil, err
 		}
-		list = append(list, migration{version: v, name: base, sql: string(body)})
+		list = append(list, Migration{Version: v, Name: base, SQL: string(body)})
 	}
-	sort.Slice(list, func(i, j int) bool { return list[i].version < list[j].version })
+	sort.Slice(list, func(i, j int) bool { return list[i].Version < list[j].Version })
 	return list, nil
 }
 
-// migrate brings the schema up to date. Each migration runs in its own
-// transaction together with its schema_migrations row, so a failed one
-// leaves the schema at the previous version and the next Open retries it.
-func migrate(ctx context.Context, db *sqlx.DB, log *slog.Logger) error {
-	return migrateFS(ctx, db, log, migrationFiles)
+// Migrator is a backend's side of the migration runner: the SQL dialect
+// and its transactions stay in the backend, the order and the checks here.
+type Migrator interface {
+	// Version creates the bookkeeping of applied versions if missing and
+	// returns the highest version applied (0: none).
+	Version(ctx context.Context) (int, error)
+	// Apply runs m and records its version in one transaction, so a failed
+	// migration leaves the schema at the previous version and the next
+	// start retries it. It reports false, changing nothing, when the
+	// version was applied meanwhile (another process opening the same
+	// database).
+	Apply(ctx context.Context, m Migration) (applied bool, err error)
 }
 
-func migrateFS(ctx context.Context, db *sqlx.DB, log *slog.Logger, fsys fs.FS) error {
-	list, err := migrations(fsys)
+// Migrate brings the schema up to date: it applies the migrations of list
+// (sorted, as Migrations returns them) newer than the database's version,
+// in order, each once. A database newer than the program is refused rather
+// than misread.
+func Migrate(ctx context.Context, m Migrator, list []Migration, log *slog.Logger) error {
+	current, err := m.Version(ctx)
 	if err != nil {
-		return err
-	}
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version    INTEGER PRIMARY KEY,
-		applied_at INTEGER NOT NULL
-	)`); err != nil {
-		return fmt.Errorf("db: create schema_migrations: %w", err)
-	}
-	var current int
-	if err := db.GetContext(ctx, &current, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`); err != nil {
 		return fmt.Errorf("db: read schema version: %w", err)
 	}
-	if n := len(list); n > 0 && current > list[n-1].version {
-		return fmt.Errorf("db: schema version %d is newer than this program's %d", current, list[n-1].version)
+	if n := len(list); n > 0 && current > list[n-1].Version {
+		return fmt.Errorf("db: schema version %d is newer than this program's %d", current, list[n-1].Version)
 	}
-	for _, m := range list {
-		if m.version <= current {
+	for _, mig := range list {
+		if mig.Version <= current {
 			continue
 		}
-		if err := apply(ctx, db, m); err != nil {
-			return err
+		applied, err := m.Apply(ctx, mig)
+		if err != nil {
+			return fmt.Errorf("db: migration %s: %w", mig.Name, err)
 		}
-		log.Info("database migration applied", "version", m.version, "name", m.name)
-	}
-	return nil
-}
-
-func apply(ctx context.Context, db *sqlx.DB, m migration) error {
-	tx, err := db.BeginTxx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("db: migration %s: %w", m.name, err)
-	}
-	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	// Checked again under the write lock (BEGIN IMMEDIATE): another process
-	// opening the same file may have applied it meanwhile.
-	var done int
-	if err := tx.GetContext(ctx, &done, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, m.version); err != nil {
-		return fmt.Errorf("db: migration %s: %w", m.name, err)
-	}
-	if done > 0 {
-		return nil
-	}
-	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-		return fmt.Errorf("db: migration %s: %w", m.name, err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
-		m.version, time.Now().UnixMilli()); err != nil {
-		return fmt.Errorf("db: migration %s: %w", m.name, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("db: migration %s: %w", m.name, err)
+		if applied {
+			log.Info("database migration applied", "version", mig.Version, "name", mig.Name)
+		}
 	}
 	return nil
 }

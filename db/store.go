@@ -2,92 +2,61 @@ package db
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
-	"sync"
-	"sync/atomic"
-
-	"github.com/jmoiron/sqlx"
 
 	"callsig/calls"
+	"callsig/webhooks"
 )
+
+// Store is everything the application needs from storage, whichever the
+// backend: the ports of calls and webhooks, the event log the SSE hub reads
+// (sse.Log), the Idempotency-Key records of the HTTP layer
+// (handlers.IdempotencyStore) and their pruning, the metrics' counts, and
+// the lifecycle. The methods of sse.Log and handlers.IdempotencyStore are
+// spelled out rather than embedded: those packages' tests open a real
+// store, and embedding would make them import this package back.
+// internal/app proves each port is satisfied at compile time.
+type Store interface {
+	calls.Store
+	webhooks.Store
+
+	// The event log (sse.Log).
+	EventsAfter(ctx context.Context, userID string, afterID int64, limit int) ([]calls.Event, error)
+	PendingInvitations(ctx context.Context, userID string, limit int) ([]calls.Event, error)
+	UnreceivedInvitations(ctx context.Context, userID string, upTo int64, limit int) ([]calls.Event, error)
+	EventRecipients(ctx context.Context, fromID, toID int64, limit int) (users []string, more bool, err error)
+	OldestEventID(ctx context.Context) (int64, error)
+	LastEventID(ctx context.Context) (int64, error)
+	PruneEvents(ctx context.Context, before int64) (int64, error)
+
+	// Idempotency-Key records outside a change (handlers.IdempotencyStore)
+	// and their retention (IdempotencyPruner).
+	LookupIdempotency(ctx context.Context, scope, key string, now int64) (*calls.IdempotencyRecord, error)
+	PutIdempotency(ctx context.Context, rec calls.IdempotencyRecord) (bool, error)
+	PruneIdempotency(ctx context.Context, before int64) (int64, error)
+
+	// CallCounts returns how many calls are started and ended (the
+	// callsig_calls gauge).
+	CallCounts(ctx context.Context) (started, ended int64, err error)
+
+	// Ping checks that the store answers, reads and writes (/readyz).
+	Ping(ctx context.Context) error
+	// Close finishes the writes already accepted and releases the store;
+	// later calls fail with ErrClosed. Closing twice is harmless.
+	Close() error
+}
 
 // ErrClosed is returned by reads and writes attempted after Close. It wraps
 // calls.ErrUnavailable: a request that meets a store closing for shutdown
 // is answered 503 and retried elsewhere or after the restart.
 var ErrClosed = fmt.Errorf("db: store closed: %w", calls.ErrUnavailable)
 
-var _ calls.Store = (*Store)(nil)
-
-// Options configures Open; the zero value is the durable default.
-type Options struct {
-	// Synchronous is the SQLite synchronous level of the writer: "FULL"
-	// (default: an acknowledged write survives power loss) or "NORMAL" (a
-	// crash of the machine may lose the last commits, never corrupt).
-	Synchronous string
-	// Logger receives migration notices (default: discarded).
-	Logger *slog.Logger
-	// ReadConns is the size of the read pool (default 4).
-	ReadConns int
+// PanicError is the error of a write whose function panicked; the panic is
+// contained to that request (in a group commit the others commit), and the
+// write's changes are rolled back.
+type PanicError struct {
+	Value any
+	Stack []byte
 }
 
-// Store is the SQLite implementation of calls.Store, plus the event-log
-// reads of the SSE layer. It is safe for concurrent use.
-type Store struct {
-	wdb *sqlx.DB // exactly one connection, used only by the writer goroutine
-	rdb *sqlx.DB // query_only pool for every read outside a write
-	log *slog.Logger
-
-	wst *writeStatements // prepared on wdb
-	rst *readStatements  // prepared on rdb
-
-	// The write queue, see writer.go.
-	mu      sync.Mutex
-	queue   []*writeRequest
-	closed  bool
-	wake    chan struct{} // buffered(1): "the queue changed"
-	stopped chan struct{} // closed when the writer goroutine has returned
-
-	// Statements of the batch in progress, bound to its transaction; only
-	// the writer goroutine touches these (see txStmt).
-	batchTx    *sqlx.Tx
-	batchStmts map[*sqlx.Stmt]*sqlx.Stmt
-	commits    atomic.Int64 // transactions the writer committed, for tests and benchmarks
-
-	closeOnce sync.Once
-	closeErr  error
-}
-
-// Ping checks that both the writer and the read pool reach the database.
-// The writer is pinged through the write queue, so a wedged writer shows.
-func (s *Store) Ping(ctx context.Context) error {
-	if err := s.rdb.PingContext(ctx); err != nil {
-		return err
-	}
-	return s.write(ctx, func(tx *sqlx.Tx) error {
-		var one int
-		return tx.QueryRowContext(ctx, "SELECT 1").Scan(&one)
-	})
-}
-
-// Close drains the writes already queued, stops the writer and closes both
-// connection pools. Writes after Close fail with ErrClosed.
-func (s *Store) Close() error {
-	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		s.signal()
-		<-s.stopped
-
-		// PRAGMA optimize is what SQLite recommends running before closing a
-		// long-lived connection: it refreshes the planner's statistics where
-		// they drifted. Best effort; a failure changes nothing stored.
-		_, _ = s.wdb.Exec("PRAGMA optimize")
-		s.wst.close()
-		s.rst.close()
-		s.closeErr = errors.Join(s.rdb.Close(), s.wdb.Close())
-	})
-	return s.closeErr
-}
+func (e *PanicError) Error() string { return fmt.Sprintf("db: write function panicked: %v", e.Value) }

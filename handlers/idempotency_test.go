@@ -13,16 +13,16 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"callsig/db"
+	"callsig/db/sqlite"
 )
 
-var _ IdempotencyStore = (*db.Store)(nil)
+var _ IdempotencyStore = (*sqlite.Store)(nil)
 
-func openStore(t *testing.T) *db.Store {
+func openStore(t *testing.T) *sqlite.Store {
 	t.Helper()
-	s, err := db.Open(context.Background(), filepath.Join(t.TempDir(), "callsig.db"), db.Options{})
+	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "callsig.db"), sqlite.Options{})
 	if err != nil {
-		t.Fatalf("db.Open: %v", err)
+		t.Fatalf("sqlite.Open: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s

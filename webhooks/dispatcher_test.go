@@ -14,7 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"callsig/calls"
-	"callsig/db"
+	"callsig/db/sqlite"
 	"callsig/internal/fakeclock"
 	"callsig/internal/wait"
 	"callsig/webhooks"
@@ -26,7 +26,7 @@ var epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 // messages, with dispatchers started on demand.
 type rig struct {
 	t     *testing.T
-	store *db.Store
+	store *sqlite.Store
 	clock *fakeclock.Clock
 	svc   *calls.Service
 	wake  notifierFunc
@@ -43,7 +43,7 @@ func (n notifierFunc) Committed(_ []calls.Event, hooks int) {
 }
 
 func newRig(t *testing.T) *rig {
-	st, err := db.Open(context.Background(), filepath.Join(t.TempDir(), "callsig.db"), db.Options{})
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "callsig.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@
 // or a restart loses nothing, and a delivery is sent at least once with the
 // same webhook-id on every attempt. The package owns the nouns of that
 // outbox (Endpoint, Delivery, Attempt, Outcome) and its storage port
-// (Store), which package db implements.
+// (Store), which every storage backend under db/ implements.
 //
 // This package must never decide anything about calls, never import another
 // adapter (db, handlers, sse), and never hold a database transaction across

@@ -7,7 +7,7 @@ import (
 )
 
 // Store is what the registry, the dispatcher and the retention pruner need
-// from storage; the SQLite store of package db implements it.
+// from storage; every backend under db/ (db.Store) implements it.
 type Store interface {
 	// UpdateWebhooks runs fn in a write transaction: what fn writes commits
 	// together, or nothing does when fn returns an error. It returns once

@@ -29,7 +29,7 @@ type App struct {
 	Config   Config
 	Secret   []byte // the JWT secret in use
 	DevMode  bool   // true when the secret was generated for development
-	Store    *db.Store
+	Store    db.Store
 	Service  *calls.Service
 	Handler  http.Handler
 	Registry *prometheus.Registry
@@ -66,6 +66,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		opts.Clock = calls.SystemClock{}
 	}
 	a := &App{Config: cfg, log: log}
+	// The backend first: a DSN this build cannot serve must fail before
+	// anything is created beside it (the development secret, say).
+	if err := checkBackend(cfg.DB); err != nil {
+		return nil, err
+	}
 	a.maxConns = maxConnections(cfg.MaxConnections, log)
 
 	var secretPath string
@@ -77,7 +82,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		log.Warn("DEVELOPMENT MODE: no CALLSIG_JWT_SECRET configured; using a generated secret and minting tokens for anyone at POST /dev/token. Do not expose this server.", "secret_file", secretPath, "addr", a.ListenAddr())
 	}
 
-	if a.Store, err = db.Open(ctx, cfg.DB, db.Options{Synchronous: cfg.Synchronous, Logger: log}); err != nil {
+	if a.Store, err = openStore(ctx, cfg, log); err != nil {
 		return nil, err
 	}
 

@@ -174,8 +174,11 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Errorf("jwks-url %q must be an absolute http(s) URL", c.JWKSURL))
 		}
 	}
-	if strings.HasPrefix(c.DB, "postgres://") || strings.HasPrefix(c.DB, "postgresql://") {
-		errs = append(errs, errors.New("PostgreSQL is not supported yet: use a SQLite file path"))
+	// Refused here too, not only when the store opens: `callsig token`
+	// never opens it, and would look for a development secret named after
+	// the URL.
+	if err := checkBackend(c.DB); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

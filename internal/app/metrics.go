@@ -12,11 +12,11 @@ import (
 // callsCollector exports callsig_calls{state}: calls by state, read from
 // the database at scrape time so it is right across restarts.
 type callsCollector struct {
-	store *db.Store
+	store db.Store
 	desc  *prometheus.Desc
 }
 
-func newCallsCollector(store *db.Store) *callsCollector {
+func newCallsCollector(store db.Store) *callsCollector {
 	return &callsCollector{store: store, desc: prometheus.NewDesc("callsig_calls", "Calls by state (started, ended).", []string{"state"}, nil)}
 }
 

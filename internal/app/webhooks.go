@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"callsig/calls"
-	"callsig/db"
 	"callsig/webhooks"
 )
 
@@ -18,9 +17,6 @@ type webhookParts struct {
 	retention  *webhooks.Retention
 	registry   *webhooks.Registry
 }
-
-// The SQLite store is the webhook outbox.
-var _ webhooks.Store = (*db.Store)(nil)
 
 func (a *App) newWebhooks(opts Options) (*webhookParts, error) {
 	clock := opts.Clock

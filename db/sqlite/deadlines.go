@@ -1,0 +1,75 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+
+	"callsig/calls"
+)
+
+// sqlDueDeadlines reads each kind of deadline from its own partial index,
+// at most limit of each, then merges them (a sort of at most 3 × limit rows).
+const sqlDueDeadlines = `
+		SELECT * FROM (
+			SELECT c.id, u.user_id, ? AS kind, u.timeout_at AS at
+			FROM call_users u JOIN calls c ON c.seq = u.call_seq
+			WHERE u.timeout_at > 0 AND u.timeout_at <= ? ORDER BY u.timeout_at LIMIT ?)
+		UNION ALL SELECT * FROM (
+			SELECT c.id, u.user_id, ?, u.not_received_at
+			FROM call_users u JOIN calls c ON c.seq = u.call_seq
+			WHERE u.not_received_at > 0 AND u.not_received_at <= ? ORDER BY u.not_received_at LIMIT ?)
+		UNION ALL SELECT * FROM (
+			SELECT id, '', ?, caller_offline_at
+			FROM calls
+			WHERE caller_offline_at > 0 AND caller_offline_at <= ? ORDER BY caller_offline_at LIMIT ?)
+		ORDER BY at, kind, id, user_id LIMIT ?`
+
+// sqlNextDeadline reads the first entry of each deadline index.
+const sqlNextDeadline = `SELECT COALESCE(MIN(at), 0) FROM (
+		SELECT * FROM (SELECT timeout_at AS at FROM call_users WHERE timeout_at > 0 ORDER BY timeout_at LIMIT 1)
+		UNION ALL SELECT * FROM (SELECT not_received_at FROM call_users WHERE not_received_at > 0 ORDER BY not_received_at LIMIT 1)
+		UNION ALL SELECT * FROM (SELECT caller_offline_at FROM calls WHERE caller_offline_at > 0 ORDER BY caller_offline_at LIMIT 1))`
+
+// DueDeadlines returns up to limit deadlines with At <= now, earliest first
+// (limit <= 0: 100). Each kind is read from its own partial index, taking
+// at most limit from each before merging, so the cost does not grow with
+// how many deadlines are due.
+func (s *Store) DueDeadlines(ctx context.Context, now int64, limit int) ([]calls.Deadline, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	rows, err := s.rdb.QueryContext(ctx, sqlDueDeadlines,
+		string(calls.DeadlineTimeout), now, limit,
+		string(calls.DeadlineNotReceived), now, limit,
+		string(calls.DeadlineCallerOffline), now, limit,
+		limit)
+	if err != nil {
+		return nil, fmt.Errorf("db: due deadlines: %w", err)
+	}
+	defer rows.Close()
+	var due []calls.Deadline
+	for rows.Next() {
+		var d calls.Deadline
+		var kind string
+		if err := rows.Scan(&d.CallID, &d.UserID, &kind, &d.At); err != nil {
+			return nil, fmt.Errorf("db: due deadlines: %w", err)
+		}
+		d.Kind = calls.DeadlineKind(kind)
+		due = append(due, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("db: due deadlines: %w", err)
+	}
+	return due, nil
+}
+
+// NextDeadline returns the earliest armed deadline of any kind, or 0. Each
+// arm reads the first entry of its partial index.
+func (s *Store) NextDeadline(ctx context.Context) (int64, error) {
+	var next int64
+	err := s.rdb.QueryRowContext(ctx, sqlNextDeadline).Scan(&next)
+	if err != nil {
+		return 0, fmt.Errorf("db: next deadline: %w", err)
+	}
+	return next, nil
+}

@@ -1,0 +1,20 @@
+// Package sqlite is the embedded storage backend, the default: it
+// implements db.Store (calls.Store, the per-user event log the SSE layer
+// replays, the webhook outbox the dispatcher drains, the Idempotency-Key
+// records) over one database file, with its own embedded, numbered
+// migrations (migrations/NNNN_*.sql, applied by db.Migrate). Its tests run
+// the contract suite db/storetest and test what is SQLite's own.
+//
+// Every write goes through one writer goroutine that group-commits the
+// requests waiting at that moment in one transaction, each in its own
+// savepoint, and answers a request only once its commit is durable. Reads use
+// a separate query-only connection pool and never block the writer.
+//
+// This package must never decide anything about calls: the state machine
+// lives in package calls. It must never hold a transaction open across
+// network I/O, and it never imports another adapter (handlers, sse) — with
+// one exception: it implements the webhooks package's outbox port with that
+// package's nouns (webhooks.Endpoint, webhooks.Attempt, …) and lets it build
+// each message body (webhooks.NewMessage), as it implements calls.Store with
+// the nouns of calls. Package webhooks imports no adapter, so no cycle arises.
+package sqlite

@@ -1,0 +1,153 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/jmoiron/sqlx"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// Open opens (creating if needed) the SQLite database at path, applies the
+// pending migrations, prepares the hot statements and starts the writer.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if path == "" || strings.ContainsRune(path, '?') {
+		return nil, fmt.Errorf("db: invalid database path %q", path)
+	}
+	sync := strings.ToUpper(opts.Synchronous)
+	switch sync {
+	case "":
+		sync = "FULL"
+	case "FULL", "NORMAL":
+	default:
+		return nil, fmt.Errorf("db: synchronous must be FULL or NORMAL, not %q", opts.Synchronous)
+	}
+	if opts.ReadConns <= 0 {
+		opts.ReadConns = 4
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+
+	if err := createPrivate(path); err != nil {
+		return nil, err
+	}
+	wdb, err := sqlx.Open("sqlite", path+"?"+writerParams(sync))
+	if err != nil {
+		return nil, fmt.Errorf("db: open writer: %w", err)
+	}
+	// One connection: SQLite allows one writer per file anyway, and a single
+	// connection makes every write go through the group-commit queue instead
+	// of fighting over the lock with busy retries. Kept open forever so the
+	// statements prepared on it stay valid.
+	wdb.SetMaxOpenConns(1)
+	wdb.SetMaxIdleConns(1)
+	wdb.SetConnMaxLifetime(0)
+	wdb.SetConnMaxIdleTime(0)
+	// Opening the writer first puts the file in WAL mode before any reader
+	// connects, and migrating before the readers open means they never see
+	// an old schema.
+	if err := wdb.PingContext(ctx); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("db: open %s: %w", path, err)
+	}
+	if err := migrate(ctx, wdb, log); err != nil {
+		wdb.Close()
+		return nil, err
+	}
+
+	rdb, err := sqlx.Open("sqlite", path+"?"+readerParams())
+	if err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("db: open readers: %w", err)
+	}
+	rdb.SetMaxOpenConns(opts.ReadConns)
+	rdb.SetMaxIdleConns(opts.ReadConns)
+	if err := rdb.PingContext(ctx); err != nil {
+		rdb.Close()
+		wdb.Close()
+		return nil, fmt.Errorf("db: open readers %s: %w", path, err)
+	}
+
+	s := &Store{
+		wdb:     wdb,
+		rdb:     rdb,
+		log:     log,
+		wake:    make(chan struct{}, 1),
+		stopped: make(chan struct{}),
+	}
+	if s.wst, err = prepareWrite(ctx, wdb); err == nil {
+		s.rst, err = prepareRead(ctx, rdb)
+	}
+	if err != nil {
+		s.wst.close()
+		rdb.Close()
+		wdb.Close()
+		return nil, err
+	}
+	go s.runWriter()
+	return s, nil
+}
+
+// createPrivate creates the database file readable by its owner only
+// (0600), like the development secret beside it: it holds webhook signing
+// secrets and stored responses. SQLite gives the -wal and -shm files it
+// creates the database file's permissions. An existing file is left as the
+// operator set it.
+func createPrivate(path string) error {
+	if path == ":memory:" {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("db: create %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// writerParams are the DSN parameters of the writer connection. The driver
+// runs busy_timeout first and the other _pragma values after it in name
+// order; none of them depends on running before another.
+func writerParams(sync string) string {
+	return strings.Join([]string{
+		// Another process (a backup, the sqlite3 shell) may hold the lock
+		// briefly: wait up to 5 s instead of failing with SQLITE_BUSY. First,
+		// so the pragmas below that touch the file wait too.
+		"_pragma=busy_timeout(5000)",
+		// Readers never block the writer nor the writer readers, and a commit
+		// appends to the WAL (one fsync) instead of rewriting pages in place.
+		"_pragma=journal_mode(WAL)",
+		// FULL fsyncs the WAL at every commit, so an acknowledged request
+		// survives power loss; NORMAL (opt-in) syncs only at checkpoints and
+		// may lose the last commits, never consistency.
+		"_pragma=synchronous(" + sync + ")",
+		// call_users and webhook_deliveries must point at existing parents;
+		// SQLite leaves enforcement off unless asked, per connection.
+		"_pragma=foreign_keys(1)",
+		// Every request of a group commit runs in its own SAVEPOINT, and
+		// SQLite copies each page a savepoint first touches to a statement
+		// journal: a temp file by default, i.e. a write syscall per page.
+		// In memory it costs a memcpy; it is discarded at commit anyway and
+		// holds nothing durable.
+		"_pragma=temp_store(MEMORY)",
+		// BEGIN IMMEDIATE takes the write lock at BEGIN, so a transaction can
+		// never fail halfway when upgrading a read lock (a SQLITE_BUSY that
+		// busy_timeout cannot retry).
+		"_txlock=immediate",
+	}, "&")
+}
+
+// readerParams are the DSN parameters of the read pool.
+func readerParams() string {
+	return strings.Join([]string{
+		// A reader can meet a lock while the WAL index is being rebuilt.
+		"_pragma=busy_timeout(5000)",
+		// A bug that writes through the read pool fails loudly instead of
+		// racing the writer for the lock.
+		"_pragma=query_only(1)",
+	}, "&")
+}

@@ -1,0 +1,89 @@
+package sqlite
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestQueryPlansUseIndexes guards the indexes the schema comments promise:
+// a query rewritten so SQLite no longer uses its index would still pass the
+// functional tests, only slowly on a real history.
+func TestQueryPlansUseIndexes(t *testing.T) {
+	s := openTest(t)
+	// The pending-invitation lookups walk migration 0002's partial index from
+	// the user's newest invitation and read events by primary key: never the
+	// user's events or history.
+	invitation := []string{"events_by_user", "SCAN e"}
+	for _, q := range []struct {
+		name, query string
+		args        []any
+		indexes     []string // every one must appear in the plan
+		forbid      []string // none may
+		sorts       bool     // a TEMP B-TREE is expected (a bounded merge)
+	}{
+		// Production statements only, never copies: a copy keeps passing
+		// after the real query changed.
+		{"list calls", sqlListCalls, []any{"u", 10, 10}, []string{"call_users_by_user"}, nil, false},
+		{"due deadlines", sqlDueDeadlines, []any{"t", 1, 10, "n", 1, 10, "c", 1, 10, 10},
+			[]string{"call_users_timeout", "call_users_not_received", "calls_caller_offline"}, nil, true},
+		{"next deadline", sqlNextDeadline, nil, []string{"call_users_timeout", "call_users_not_received", "calls_caller_offline"}, nil, false},
+		{"caller's offline calls", sqlCallerOfflineCalls, []any{"u"}, []string{"calls_started_by_caller"}, []string{"SCAN c"}, false},
+		{"tracked offline calls", sqlTrackedCallerOfflineCalls, []any{0, 10}, []string{"calls_tracked_started"}, []string{"SCAN c"}, false},
+		{"idempotency record", selectIdempotency, []any{"s", "k", 1}, []string{"sqlite_autoindex_idempotency_keys_1"}, nil, false},
+		{"replay", sqlEventsAfter, []any{"u", 1, 10}, []string{"events_by_user"}, nil, false},
+		{"pending invitations", sqlPendingInvitations, []any{"u", 100}, []string{"USING INDEX call_users_invitations"}, invitation, false},
+		{"unreceived invitations", sqlUnreceivedInvitations, []any{"u", 10, 100}, []string{"USING INDEX call_users_invitations"}, invitation, false},
+		{"event recipients", sqlEventRecipients, []any{1, 2, 3}, []string{"USING INTEGER PRIMARY KEY"}, nil, true},
+		{"prune events", sqlPruneEvents, []any{1, 10}, []string{"events_by_time"}, nil, false},
+		{"outbox claim per endpoint", sqlClaimEndpoint, []any{"wh", 1, 1, 4}, []string{"webhook_deliveries_pending"}, nil, false},
+		{"outbox next due per endpoint", sqlNextDueByEndpoint, []any{1}, []string{"webhook_deliveries_pending"}, nil, false},
+		{"outbox next lease end", sqlNextLeaseEnd, []any{1}, []string{"webhook_deliveries_leased"}, nil, false},
+		{"outbox pending count", sqlPendingCount, nil, []string{"COVERING INDEX webhook_deliveries_by_status_age"}, nil, false},
+		{"outbox oldest pending", sqlOldestPending, nil, []string{"COVERING INDEX webhook_deliveries_by_status_age"}, nil, false},
+		{"outbox prune", sqlPruneDeliveries, []any{1, 10}, []string{"COVERING INDEX webhook_deliveries_by_status_age"}, nil, false},
+		{"outbox dead endpoints", sqlFailDeadEndpoints, []any{1}, []string{"webhook_deliveries_pending"}, nil, false},
+		// The busy check looks each invitee up in 0005's partial index: never
+		// the invitee's history (call_users_by_user) nor a scan.
+		{"busy users", sqlBusyUsers, []any{`["bob","carol"]`, "c"}, []string{"call_users_busy (user_id=?)"}, []string{"call_users_by_user", "SCAN u", "SCAN c"}, false},
+		{"free an ended call's users", sqlClearBusy, []any{1}, []string{"USING PRIMARY KEY (call_seq=?)"}, nil, false},
+	} {
+		p := queryPlan(t, s, q.query, q.args...)
+		t.Logf("%s: %s", q.name, p)
+		for _, index := range q.indexes {
+			if !strings.Contains(p, index) {
+				t.Errorf("%s: plan %q, want it to use %s", q.name, p, index)
+			}
+		}
+		for _, f := range q.forbid {
+			if strings.Contains(p, f) {
+				t.Errorf("%s: plan %q, want no %s", q.name, p, f)
+			}
+		}
+		if strings.Contains(p, "TEMP B-TREE") && !q.sorts {
+			t.Errorf("%s: plan %q sorts, want the index order", q.name, p)
+		}
+	}
+}
+
+// queryPlan returns the EXPLAIN QUERY PLAN details of query, joined by "; ".
+func queryPlan(t *testing.T, s *Store, query string, args ...any) string {
+	t.Helper()
+	rows, err := s.rdb.Query("EXPLAIN QUERY PLAN "+query, args...)
+	if err != nil {
+		t.Fatalf("explain %q: %v", query, err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(plan, "; ")
+}

@@ -1,0 +1,168 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jmoiron/sqlx"
+
+	"callsig/db"
+)
+
+// Column lists of the shared schema, read by db's scanners.
+const (
+	callColumns  = db.CallColumns
+	userColumns  = db.UserColumns
+	eventColumns = db.EventColumns
+)
+
+// callColumnsC is callColumns qualified for a query joining calls as c.
+var callColumnsC = db.Prefixed("c.", callColumns)
+
+// The hot statements, prepared once.
+const (
+	sqlSelectCallByID = `SELECT ` + callColumns + ` FROM calls WHERE id = ?`
+	sqlSelectUsers    = `SELECT ` + userColumns + ` FROM call_users WHERE call_seq = ? ORDER BY ord`
+
+	sqlInsertCall = `INSERT INTO calls (id, caller, mode, state, timeout, extended_data, create_time,
+		end_time, end_reason, not_received_check, caller_tracked, caller_offline_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`
+	// The ID, caller and creation time never change; the rest is written
+	// whole, which costs the same to SQLite as writing the changed columns.
+	sqlUpdateCall = `UPDATE calls SET mode = ?, state = ?, timeout = ?, extended_data = ?,
+		end_time = ?, end_reason = ?, not_received_check = ?, caller_tracked = ?, caller_offline_at = ?
+		WHERE id = ? RETURNING seq`
+	sqlUpsertUser = `INSERT INTO call_users (call_seq, user_id, ord, state, inviter, extended_data,
+		update_time, invite_time, accept_time, timeout_at, not_received_at, main_device,
+		missed_time, busy)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (call_seq, user_id) DO UPDATE SET ord = excluded.ord, state = excluded.state,
+		inviter = excluded.inviter, extended_data = excluded.extended_data,
+		update_time = excluded.update_time, invite_time = excluded.invite_time,
+		accept_time = excluded.accept_time, timeout_at = excluded.timeout_at,
+		not_received_at = excluded.not_received_at, main_device = excluded.main_device,
+		missed_time = excluded.missed_time, busy = excluded.busy`
+	// A call that ended frees all its users at once (migration 0005): the
+	// rows of users accepted until then are not dirty, End leaves states as
+	// they are. Only rows still busy are touched, through the primary key.
+	sqlClearBusy   = `UPDATE call_users SET busy = 0 WHERE call_seq = ? AND busy = 1`
+	sqlInsertEvent = `INSERT INTO events (user_id, device, call_id, type, data, time)
+		VALUES (?, ?, ?, ?, ?, ?)`
+	// The invitee's row remembers its newest invitation event, so a stream
+	// finds the pending invitations without searching the log (see
+	// migration 0002 and Store.PendingInvitations).
+	sqlSetInvitation = `UPDATE call_users SET invitation_event_id = ? WHERE call_seq = ? AND user_id = ?`
+	sqlInsertMessage = `INSERT INTO webhook_messages (msg_id, type, call_id, payload, created_at)
+		VALUES (?, ?, ?, ?, ?) RETURNING id`
+	// One outbox row per enabled, live endpoint subscribed to the type:
+	// event_types is ",a,b," (or '' for all), so ",type," matches exactly one
+	// whole entry and never a prefix of another.
+	// Whether any endpoint would get a message of a type: most servers run
+	// without webhooks, and a message nobody is subscribed to is never sent,
+	// so it is not stored at all (a third of a call's write work otherwise).
+	sqlSubscribed = `SELECT EXISTS (SELECT 1 FROM webhook_endpoints
+		WHERE enabled = 1 AND deleted = 0 AND (event_types = '' OR instr(event_types, ',' || ? || ',') > 0))`
+	sqlFanOut = `INSERT INTO webhook_deliveries (message_id, endpoint_id, status, next_attempt_at, created_at)
+		SELECT ?, id, 'pending', ?, ? FROM webhook_endpoints
+		WHERE enabled = 1 AND deleted = 0 AND (event_types = '' OR instr(event_types, ',' || ? || ',') > 0)`
+)
+
+// writeStatements are prepared on the single writer connection and bound to
+// each batch's transaction with txStmt.
+type writeStatements struct {
+	savepoint, release, rollbackTo *sqlx.Stmt
+
+	selectCallByID, selectUsers *sqlx.Stmt
+	insertCall, updateCall      *sqlx.Stmt
+	upsertUser, insertEvent     *sqlx.Stmt
+	setInvitation, clearBusy    *sqlx.Stmt
+	insertMessage, fanOut       *sqlx.Stmt
+	subscribed                  *sqlx.Stmt
+}
+
+func prepareWrite(ctx context.Context, db *sqlx.DB) (*writeStatements, error) {
+	st := &writeStatements{}
+	p := preparer{ctx: ctx, db: db}
+	// One savepoint name is enough: savepoints never nest here, each request
+	// releases its own before the next one starts.
+	st.savepoint = p.prepare("SAVEPOINT request")
+	st.release = p.prepare("RELEASE request")
+	st.rollbackTo = p.prepare("ROLLBACK TO request")
+	st.selectCallByID = p.prepare(sqlSelectCallByID)
+	st.selectUsers = p.prepare(sqlSelectUsers)
+	st.insertCall = p.prepare(sqlInsertCall)
+	st.updateCall = p.prepare(sqlUpdateCall)
+	st.upsertUser = p.prepare(sqlUpsertUser)
+	st.insertEvent = p.prepare(sqlInsertEvent)
+	st.setInvitation = p.prepare(sqlSetInvitation)
+	st.clearBusy = p.prepare(sqlClearBusy)
+	st.insertMessage = p.prepare(sqlInsertMessage)
+	st.fanOut = p.prepare(sqlFanOut)
+	st.subscribed = p.prepare(sqlSubscribed)
+	if p.err != nil {
+		st.close()
+		return nil, p.err
+	}
+	return st, nil
+}
+
+func (st *writeStatements) close() {
+	if st == nil {
+		return
+	}
+	closeAll(st.savepoint, st.release, st.rollbackTo, st.selectCallByID, st.selectUsers,
+		st.insertCall, st.updateCall, st.upsertUser, st.insertEvent, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed)
+}
+
+// readStatements are prepared on the read pool; database/sql prepares each
+// again on every pooled connection it is first used on.
+type readStatements struct {
+	selectCallByID, selectUsers *sqlx.Stmt
+}
+
+func prepareRead(ctx context.Context, db *sqlx.DB) (*readStatements, error) {
+	p := preparer{ctx: ctx, db: db}
+	st := &readStatements{
+		selectCallByID: p.prepare(sqlSelectCallByID),
+		selectUsers:    p.prepare(sqlSelectUsers),
+	}
+	if p.err != nil {
+		st.close()
+		return nil, p.err
+	}
+	return st, nil
+}
+
+func (st *readStatements) close() {
+	if st == nil {
+		return
+	}
+	closeAll(st.selectCallByID, st.selectUsers)
+}
+
+// preparer prepares statements until the first error.
+type preparer struct {
+	ctx context.Context
+	db  *sqlx.DB
+	err error
+}
+
+func (p *preparer) prepare(query string) *sqlx.Stmt {
+	if p.err != nil {
+		return nil
+	}
+	st, err := p.db.PreparexContext(p.ctx, query)
+	if err != nil {
+		p.err = fmt.Errorf("db: prepare %q: %w", query, err)
+	}
+	return st
+}
+
+// closeAll closes statements, ignoring errors: closing one only frees memory.
+func closeAll(stmts ...*sqlx.Stmt) {
+	for _, st := range stmts {
+		if st != nil {
+			_ = st.Close()
+		}
+	}
+}

@@ -1,0 +1,141 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"go.uber.org/goleak"
+
+	"callsig/calls"
+	"callsig/db"
+)
+
+// TestMain fails the package if any test leaves a goroutine running, the
+// writer's above all.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestMigrationsIdempotentOnReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.db")
+	list, err := db.Migrations(migrationFiles, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		s, err := Open(context.Background(), path, Options{})
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		if n := count(t, s, "schema_migrations"); n != len(list) {
+			t.Errorf("schema_migrations has %d rows, want %d (one per migration)", n, len(list))
+		}
+		if err := s.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+}
+
+func TestMigrationsApplyInVersionOrder(t *testing.T) {
+	s := openTest(t)
+	// 10_c needs 2_b's table; compared as text, "10_c" would sort first.
+	fsys := fstest.MapFS{
+		"migrations/1_a.sql":  {Data: []byte("CREATE TABLE t1 (a INTEGER);")},
+		"migrations/10_c.sql": {Data: []byte("ALTER TABLE t2 ADD COLUMN c TEXT; INSERT INTO t2 (b, c) VALUES (1, 'x');")},
+		"migrations/2_b.sql":  {Data: []byte("CREATE TABLE t2 (b INTEGER);\nCREATE INDEX t2_b ON t2 (b);")},
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// A fresh schema_migrations: this test's migrations are their own history.
+	if _, err := s.wdb.Exec("DROP TABLE schema_migrations"); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := migrateFS(context.Background(), s.wdb, log, fsys); err != nil {
+			t.Fatalf("migrate: %v", err)
+		}
+	}
+	if n := count(t, s, "t2 WHERE c = 'x'"); n != 1 {
+		t.Errorf("t2 rows = %d, want 1 (migrations ran out of order or twice)", n)
+	}
+	var versions []int
+	if err := s.wdb.Select(&versions, "SELECT version FROM schema_migrations ORDER BY applied_at, version"); err != nil {
+		t.Fatal(err)
+	}
+	if len(versions) != 3 || versions[0] != 1 || versions[1] != 2 || versions[2] != 10 {
+		t.Errorf("applied versions = %v, want [1 2 10]", versions)
+	}
+
+	// A database newer than the program is refused rather than misread.
+	older := fstest.MapFS{"migrations/1_a.sql": fsys["migrations/1_a.sql"]}
+	err := migrateFS(context.Background(), s.wdb, log, older)
+	if err == nil || !strings.Contains(err.Error(), "newer") {
+		t.Errorf("migrate with an older program: err = %v, want a 'newer' error", err)
+	}
+}
+
+func TestPragmas(t *testing.T) {
+	s := openTest(t)
+	for pragma, want := range map[string]string{
+		"journal_mode": "wal", "synchronous": "2", "foreign_keys": "1", "busy_timeout": "5000",
+	} {
+		var got string
+		if err := s.wdb.Get(&got, "PRAGMA "+pragma); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("writer %s = %s, want %s", pragma, got, want)
+		}
+	}
+	if _, err := s.rdb.Exec("DELETE FROM events"); err == nil {
+		t.Error("a write through the read pool succeeded; want query_only to refuse it")
+	}
+
+	normal, err := Open(context.Background(), filepath.Join(t.TempDir(), "n.db"), Options{Synchronous: "normal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer normal.Close()
+	var got string
+	if err := normal.wdb.Get(&got, "PRAGMA synchronous"); err != nil || got != "1" {
+		t.Errorf("synchronous with NORMAL = %s (%v), want 1", got, err)
+	}
+	if _, err := Open(context.Background(), filepath.Join(t.TempDir(), "x.db"), Options{Synchronous: "OFF"}); err == nil {
+		t.Error("Open accepted synchronous OFF")
+	}
+}
+
+func TestDataSurvivesReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.db")
+	s, err := Open(context.Background(), path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := newCall("c1", "alice", 1000, "bob")
+	save(t, s, ch)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(context.Background(), func(calls.Tx) error { return nil }); !errors.Is(err, db.ErrClosed) {
+		t.Errorf("Update after Close: err = %v, want db.ErrClosed", err)
+	}
+
+	s = openAt(t, path)
+	c, err := s.Call(context.Background(), "c1")
+	if err != nil {
+		t.Fatalf("Call after reopen: %v", err)
+	}
+	if len(c.Users) != 2 || c.Users[1].UserID != "bob" {
+		t.Errorf("users after reopen = %+v", c.Users)
+	}
+	evs, err := s.EventsAfter(context.Background(), "bob", 0, 10)
+	if err != nil || len(evs) != 1 || evs[0].ID != ch.Events[0].ID {
+		t.Errorf("events after reopen = %+v (%v), want the one saved with id %d", evs, err, ch.Events[0].ID)
+	}
+	if err := s.Ping(context.Background()); err != nil {
+		t.Errorf("Ping: %v", err)
+	}
+}

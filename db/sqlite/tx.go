@@ -1,0 +1,209 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jmoiron/sqlx"
+
+	"callsig/calls"
+)
+
+// Update runs fn in the write transaction (see write: fn shares a group
+// commit with concurrent Updates but fails alone) and returns once its
+// changes are durable.
+func (s *Store) Update(ctx context.Context, fn func(calls.Tx) error) error {
+	return s.write(ctx, func(tx *sqlx.Tx) error {
+		return fn(&callsTx{idempotencyTx: idempotencyTx{tx}, s: s})
+	})
+}
+
+// callsTx is the calls.Tx given to an Update fn; its tx (the write
+// transaction) comes with the embedded idempotencyTx.
+type callsTx struct {
+	idempotencyTx
+	s *Store
+}
+
+var _ calls.Tx = (*callsTx)(nil)
+
+func (t *callsTx) stmt(st *sqlx.Stmt) *sqlx.Stmt { return t.s.txStmt(t.tx, st) }
+
+// Call loads a call inside the write transaction: it sees the changes of
+// the requests committed before and of those earlier in the same batch.
+func (t *callsTx) Call(ctx context.Context, callID string) (*calls.Call, error) {
+	return loadCall(ctx, t.stmt(t.s.wst.selectCallByID), t.stmt(t.s.wst.selectUsers), callID)
+}
+
+// Save writes a transition's outcome; see calls.Tx.
+func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
+	c := ch.Call
+	if c == nil {
+		return errors.New("db: save: change without a call")
+	}
+	if err := t.saveCall(ctx, c, ch.Created); err != nil {
+		return err
+	}
+	if c.State == calls.CallEnded && !ch.Created {
+		if _, err := t.stmt(t.s.wst.clearBusy).ExecContext(ctx, c.Seq); err != nil {
+			return fmt.Errorf("db: free the users of %s: %w", c.ID, err)
+		}
+	}
+	for i, u := range c.Users {
+		if !ch.Created && !u.Dirty() {
+			continue
+		}
+		busy := c.State == calls.CallStarted && u.State == calls.StateAccepted
+		_, err := t.stmt(t.s.wst.upsertUser).ExecContext(ctx, c.Seq, u.UserID, i, string(u.State),
+			u.Inviter, u.ExtendedData, u.UpdateTime, u.InviteTime, u.AcceptTime, u.TimeoutAt,
+			u.NotReceivedAt, u.MainDevice, u.MissedTime, boolInt(busy))
+		if err != nil {
+			return fmt.Errorf("db: save user %s of %s: %w", u.UserID, c.ID, err)
+		}
+	}
+	for i := range ch.Events {
+		ev := &ch.Events[i]
+		if err := t.insertEvent(ctx, ev); err != nil {
+			return err
+		}
+		if ev.Type == calls.EventReceived {
+			if err := t.setInvitation(ctx, c, ev); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range ch.Hooks {
+		if err := t.insertHook(ctx, &ch.Hooks[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// saveCall inserts or updates the call row and sets c.Seq.
+func (t *callsTx) saveCall(ctx context.Context, c *calls.Call, created bool) error {
+	if created {
+		err := t.stmt(t.s.wst.insertCall).QueryRowContext(ctx, c.ID, c.Caller, string(c.Mode),
+			string(c.State), c.Timeout, c.ExtendedData, c.CreateTime, c.EndTime, string(c.EndReason),
+			boolInt(c.NotReceivedCheck), boolInt(c.CallerTracked), c.CallerOfflineAt).Scan(&c.Seq)
+		if err != nil {
+			return fmt.Errorf("db: insert call %s: %w", c.ID, err)
+		}
+		return nil
+	}
+	err := t.stmt(t.s.wst.updateCall).QueryRowContext(ctx, string(c.Mode), string(c.State),
+		c.Timeout, c.ExtendedData, c.EndTime, string(c.EndReason), boolInt(c.NotReceivedCheck),
+		boolInt(c.CallerTracked), c.CallerOfflineAt, c.ID).Scan(&c.Seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return calls.ErrCallNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("db: update call %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// insertEvent appends ev to the log and sets ev.ID; ids grow in commit
+// order because one writer assigns them all.
+func (t *callsTx) insertEvent(ctx context.Context, ev *calls.Event) error {
+	data := string(ev.Data)
+	if data == "" {
+		data = "null"
+	}
+	// Exec and LastInsertId rather than RETURNING: no result set to build
+	// for every event on the hottest statement of the write path.
+	res, err := t.stmt(t.s.wst.insertEvent).ExecContext(ctx, ev.UserID, ev.Device, ev.CallID,
+		string(ev.Type), data, ev.Time)
+	if err == nil {
+		ev.ID, err = res.LastInsertId()
+	}
+	if err != nil {
+		return fmt.Errorf("db: insert %s event for %s: %w", ev.Type, ev.UserID, err)
+	}
+	return nil
+}
+
+// setInvitation records ev, an invitation just inserted, on its invitee's
+// row: in the same transaction as the event, so the row never points at an
+// event that did not commit, nor misses one that did.
+func (t *callsTx) setInvitation(ctx context.Context, c *calls.Call, ev *calls.Event) error {
+	if ev.CallID != c.ID {
+		return fmt.Errorf("db: save: %s event for call %s in a change of %s", ev.Type, ev.CallID, c.ID)
+	}
+	res, err := t.stmt(t.s.wst.setInvitation).ExecContext(ctx, ev.ID, c.Seq, ev.UserID)
+	if err == nil {
+		var n int64
+		if n, err = res.RowsAffected(); err == nil && n != 1 {
+			err = fmt.Errorf("%s is not in the call", ev.UserID)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("db: record invitation %d of %s to %s: %w", ev.ID, c.ID, ev.UserID, err)
+	}
+	return nil
+}
+
+// noInviteeAccepted is the SQL side of calls.CallerOfflineApplies (with
+// state = 'started', which the queries spell as a literal so that SQLite
+// can use its partial indexes): no user but the caller ever accepted. The
+// rows it selects are filtered again with the pure predicate; this only
+// keeps the calls the rule cannot apply to from being loaded.
+const noInviteeAccepted = `NOT EXISTS (SELECT 1 FROM call_users u
+	WHERE u.call_seq = c.seq AND u.user_id <> c.caller AND u.accept_time > 0)`
+
+// The caller-offline queries. The literal state = 'started' lets SQLite use
+// calls_started_by_caller; with caller_tracked = 1 also the partial index
+// calls_tracked_started (0003), which pages the start-up arming by seq.
+const (
+	sqlCallerOfflineCalls = `SELECT ` + callColumns + ` FROM calls c
+		WHERE c.caller = ? AND c.state = 'started' AND ` + noInviteeAccepted + `
+		ORDER BY c.seq`
+	sqlTrackedCallerOfflineCalls = `SELECT ` + callColumns + ` FROM calls c
+		WHERE c.state = 'started' AND c.caller_tracked = 1 AND c.seq > ? AND ` + noInviteeAccepted + `
+		ORDER BY c.seq LIMIT ?`
+)
+
+// CallerOfflineCalls returns the started calls of caller userID in which
+// no invitee has accepted, oldest first, with their users.
+func (t *callsTx) CallerOfflineCalls(ctx context.Context, userID string) ([]*calls.Call, error) {
+	return queryCalls(ctx, t.tx, sqlCallerOfflineCalls, userID)
+}
+
+// TrackedCallerOfflineCalls returns up to limit started, caller-tracked
+// calls with seq > after in which no invitee has accepted, in seq order,
+// with their users.
+func (t *callsTx) TrackedCallerOfflineCalls(ctx context.Context, after int64, limit int) ([]*calls.Call, error) {
+	return queryCalls(ctx, t.tx, sqlTrackedCallerOfflineCalls, after, limit)
+}
+
+// pendingStates is the SQL list of the user states calls.UserState.Pending
+// accepts.
+var pendingStates = fmt.Sprintf("'%s', '%s', '%s'",
+	calls.StateInviting, calls.StateReceived, calls.StateNotYetReceived)
+
+// sqlBusyUsers is the busy check (calls.Tx.BusyUsers): the invitees, as a
+// JSON array, each looked up in migration 0005's partial index
+// call_users_busy, which holds only users accepted in a started call.
+const sqlBusyUsers = `SELECT DISTINCT u.user_id FROM call_users u JOIN calls c ON c.seq = u.call_seq
+	WHERE u.user_id IN (SELECT value FROM json_each(?)) AND u.busy = 1 AND c.id <> ?
+	ORDER BY u.user_id`
+
+// BusyUsers returns those of userIDs accepted in a started call other than
+// exceptCallID.
+func (t *callsTx) BusyUsers(ctx context.Context, userIDs []string, exceptCallID string) ([]string, error) {
+	if len(userIDs) == 0 {
+		return nil, nil
+	}
+	ids, err := json.Marshal(userIDs)
+	if err != nil {
+		return nil, fmt.Errorf("db: busy users: %w", err)
+	}
+	var busy []string
+	if err := t.tx.SelectContext(ctx, &busy, sqlBusyUsers, string(ids), exceptCallID); err != nil {
+		return nil, fmt.Errorf("db: busy users: %w", err)
+	}
+	return busy, nil
+}

@@ -1,0 +1,456 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"callsig/calls"
+	"callsig/db"
+	"callsig/internal/fakeclock"
+)
+
+func testSaveCallRoundTrip(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	want := &calls.Call{
+		ID: "c1", Caller: "alice", Mode: calls.ModeAdvanced, State: calls.CallEnded, Timeout: 45,
+		ExtendedData: `{"k":"v"}`, CreateTime: 1000, EndTime: 9000, EndReason: calls.EndCallerOffline,
+		NotReceivedCheck: true, CallerTracked: true, CallerOfflineAt: 7000,
+		Users: []*calls.CallUser{
+			{UserID: "zed", State: calls.StateAccepted, UpdateTime: 1000, AcceptTime: 1000, MainDevice: "phone"},
+			{UserID: "bob", State: calls.StateNotYetReceived, Inviter: "zed", ExtendedData: "e",
+				UpdateTime: 2000, InviteTime: 1500, AcceptTime: 0, TimeoutAt: 31000, NotReceivedAt: 6500, MainDevice: "tablet"},
+			{UserID: "amy", State: calls.StateQuit, Inviter: "bob", UpdateTime: 3000, InviteTime: 1600, AcceptTime: 2500},
+		},
+	}
+	in := want.Clone()
+	save(t, s, &calls.Change{Call: in, Created: true})
+	if in.Seq <= 0 {
+		t.Fatalf("Save did not assign Seq: %d", in.Seq)
+	}
+	want.Seq = in.Seq
+
+	got, err := s.Call(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("read back (committed):\n got %+v\nwant %+v", got, want)
+	}
+	for i := range got.Users {
+		if !reflect.DeepEqual(got.Users[i], want.Users[i]) {
+			t.Errorf("user %d:\n got %+v\nwant %+v", i, got.Users[i], want.Users[i])
+		}
+	}
+	// The same call read inside a write transaction.
+	err = s.Update(ctx, func(tx calls.Tx) error {
+		c, err := tx.Call(ctx, "c1")
+		if err == nil && !reflect.DeepEqual(c, want) {
+			t.Errorf("read back (tx):\n got %+v\nwant %+v", c, want)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := s.Call(ctx, "nope"); !errors.Is(err, calls.ErrCallNotFound) {
+		t.Errorf("Call(unknown): err = %v, want ErrCallNotFound", err)
+	}
+	err = s.Update(ctx, func(tx calls.Tx) error {
+		_, err := tx.Call(ctx, "nope")
+		return err
+	})
+	if !errors.Is(err, calls.ErrCallNotFound) {
+		t.Errorf("Tx.Call(unknown): err = %v, want ErrCallNotFound", err)
+	}
+	ghost := &calls.Change{Call: &calls.Call{ID: "ghost", State: calls.CallEnded}}
+	err = s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, ghost) })
+	if !errors.Is(err, calls.ErrCallNotFound) {
+		t.Errorf("Save of an unknown call: err = %v, want ErrCallNotFound", err)
+	}
+	dup := &calls.Change{Call: want.Clone(), Created: true}
+	if err := s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, dup) }); err == nil {
+		t.Error("creating a call with an existing ID succeeded")
+	}
+}
+
+func testSaveWritesOnlyDirtyUsers(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	save(t, s, newCall("c1", "alice", 1000, "bob", "carol"))
+
+	err := s.Update(ctx, func(tx calls.Tx) error {
+		c, err := tx.Call(ctx, "c1")
+		if err != nil {
+			return err
+		}
+		for _, u := range c.Users {
+			if u.Dirty() {
+				t.Errorf("loaded user %s is dirty", u.UserID)
+			}
+		}
+		// bob accepts (dirty); carol changes without the flag, which must
+		// not be written; dave joins (dirty, appended).
+		c.State = calls.CallStarted
+		c.ExtendedData = "changed"
+		bob, carol := c.User("bob"), c.User("carol")
+		bob.State, bob.AcceptTime, bob.TimeoutAt, bob.MainDevice = calls.StateAccepted, 2000, 0, "d1"
+		markDirty(bob)
+		carol.State = calls.StateRejected
+		dave := &calls.CallUser{UserID: "dave", State: calls.StateInviting, Inviter: "bob", InviteTime: 2000}
+		markDirty(dave)
+		c.Users = append(c.Users, dave)
+		return tx.Save(ctx, &calls.Change{Call: c})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	c, err := s.Call(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, u := range c.Users {
+		order = append(order, u.UserID)
+	}
+	if fmt.Sprint(order) != "[alice bob carol dave]" {
+		t.Errorf("users = %v, want [alice bob carol dave]", order)
+	}
+	if c.ExtendedData != "changed" {
+		t.Errorf("call extendedData = %q, want the update", c.ExtendedData)
+	}
+	if b := c.User("bob"); b.State != calls.StateAccepted || b.AcceptTime != 2000 || b.TimeoutAt != 0 || b.MainDevice != "d1" {
+		t.Errorf("bob = %+v, want the dirty update written", b)
+	}
+	if st := c.User("carol").State; st != calls.StateInviting {
+		t.Errorf("carol = %s, want inviting: a clean user must not be written", st)
+	}
+	if d := c.User("dave"); d == nil || d.Inviter != "bob" {
+		t.Errorf("dave = %+v, want inserted", d)
+	}
+}
+
+// An Update whose fn fails or panics after saving leaves nothing: not the
+// call, not its events. A panic comes back as a *db.PanicError, and the
+// store goes on serving.
+func testFailedUpdateLeavesNothing(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	boom := errors.New("boom")
+	err := s.Update(ctx, func(tx calls.Tx) error {
+		if err := tx.Save(ctx, newCall("failed", "alice", 1000, "bob")); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("failing Update = %v, want its own error", err)
+	}
+	err = s.Update(ctx, func(tx calls.Tx) error {
+		if err := tx.Save(ctx, newCall("panicked", "alice", 1000, "bob")); err != nil {
+			return err
+		}
+		panic("kaboom")
+	})
+	var pe *db.PanicError
+	if !errors.As(err, &pe) || pe.Value != "kaboom" {
+		t.Fatalf("panicking Update = %v, want a *db.PanicError with the value", err)
+	}
+	for _, id := range []string{"failed", "panicked"} {
+		if _, err := s.Call(ctx, id); !errors.Is(err, calls.ErrCallNotFound) {
+			t.Errorf("Call(%s) after its Update failed: %v, want ErrCallNotFound", id, err)
+		}
+	}
+	if evs := events(t, s, "bob"); len(evs) != 0 {
+		t.Errorf("events of failed Updates: %+v", evs)
+	}
+	save(t, s, newCall("after", "alice", 1000, "bob"))
+	if evs := events(t, s, "bob"); len(evs) != 1 || evs[0].CallID != "after" {
+		t.Errorf("events after a good Update: %+v, want the one of 'after'", evs)
+	}
+}
+
+func testListCallsPaging(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	for i := range 25 {
+		save(t, s, newCall(fmt.Sprintf("c%02d", i), "alice", int64(1000+i), "bob"))
+		save(t, s, newCall(fmt.Sprintf("other%02d", i), "carol", int64(1000+i), "dave"))
+	}
+	var seen []string
+	var before int64
+	for page := 0; ; page++ {
+		list, err := s.ListCalls(ctx, "bob", before, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) == 0 {
+			break
+		}
+		if page > 3 {
+			t.Fatal("paging does not end")
+		}
+		for _, c := range list {
+			seen = append(seen, c.ID)
+			if len(c.Users) != 2 || c.Users[0].UserID != "alice" || c.Users[1].UserID != "bob" {
+				t.Errorf("%s users = %+v, want [alice bob]", c.ID, c.Users)
+			}
+		}
+		before = list[len(list)-1].Seq
+	}
+	if len(seen) != 25 {
+		t.Fatalf("listed %d calls, want 25: %v", len(seen), seen)
+	}
+	for i, id := range seen {
+		if want := fmt.Sprintf("c%02d", 24-i); id != want {
+			t.Errorf("position %d = %s, want %s (newest first, each once)", i, id, want)
+		}
+	}
+	if list, _ := s.ListCalls(ctx, "nobody", 0, 10); len(list) != 0 {
+		t.Errorf("ListCalls(nobody) = %d calls", len(list))
+	}
+	// limit <= 0 is calls.DefaultListCount; the caller sees its calls too.
+	if list, err := s.ListCalls(ctx, "alice", 0, 0); err != nil || len(list) != min(25, calls.DefaultListCount) {
+		t.Errorf("ListCalls(alice, limit 0) = %d calls (%v), want %d", len(list), err, min(25, calls.DefaultListCount))
+	}
+}
+
+// The caller-offline queries select exactly the calls the pure predicate
+// calls.CallerOfflineApplies accepts (tracked ones only, for the start-up
+// arming), including a lone caller's advanced call: the one predicate of
+// arming and clearing (issue 9, defect 5).
+func testCallerOfflineCallsMatchThePredicate(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	var all []*calls.Change
+	add := func(ch *calls.Change, tracked bool) {
+		ch.Call.CallerTracked = tracked
+		save(t, s, ch)
+		all = append(all, ch)
+	}
+	add(newCall("pending", "alice", 1000, "bob"), true)
+	answered := newCall("answered", "alice", 1000, "bob")
+	answered.Call.Users[1].State, answered.Call.Users[1].AcceptTime = calls.StateAccepted, 1500
+	add(answered, true)
+	quitAfterAccept := newCall("quit", "alice", 1000, "bob")
+	quitAfterAccept.Call.Mode = calls.ModeAdvanced
+	quitAfterAccept.Call.Users[1].State, quitAfterAccept.Call.Users[1].AcceptTime = calls.StateQuit, 1500
+	add(quitAfterAccept, true)
+	lone := newCall("lone", "alice", 1000, "bob")
+	lone.Call.Mode = calls.ModeAdvanced
+	lone.Call.Users[1].State = calls.StateRejected
+	add(lone, true)
+	untrackedLone := newCall("untracked-lone", "alice", 1000, "bob")
+	untrackedLone.Call.Mode = calls.ModeAdvanced
+	untrackedLone.Call.Users[1].State = calls.StateTimeout
+	add(untrackedLone, false)
+	ended := newCall("ended", "alice", 1000, "bob")
+	ended.Call.State = calls.CallEnded
+	add(ended, true)
+	add(newCall("others", "carol", 1000, "bob"), true)
+	add(newCall("untracked", "dave", 1000, "erin"), false)
+
+	want := func(caller string, trackedOnly bool) []string {
+		var ids []string
+		for _, ch := range all {
+			c := ch.Call
+			if calls.CallerOfflineApplies(c) && (caller == "" || c.Caller == caller) && (!trackedOnly || c.CallerTracked) {
+				ids = append(ids, c.ID)
+			}
+		}
+		return ids
+	}
+	idsOf := func(list []*calls.Call) []string {
+		var ids []string
+		for _, c := range list {
+			if len(c.Users) != 2 {
+				t.Errorf("%s loaded with %d users, want 2", c.ID, len(c.Users))
+			}
+			ids = append(ids, c.ID)
+		}
+		return ids
+	}
+	err := s.Update(ctx, func(tx calls.Tx) error {
+		list, err := tx.CallerOfflineCalls(ctx, "alice")
+		if err != nil {
+			return err
+		}
+		if got, want := idsOf(list), want("alice", false); !slices.Equal(got, want) || !slices.Contains(got, "lone") {
+			t.Errorf("CallerOfflineCalls(alice) = %v, want %v", got, want)
+		}
+		var paged []*calls.Call
+		for after := int64(0); ; {
+			page, err := tx.TrackedCallerOfflineCalls(ctx, after, 1)
+			if err != nil {
+				return err
+			}
+			if len(page) == 0 {
+				break
+			}
+			paged = append(paged, page...)
+			after = page[len(page)-1].Seq
+		}
+		if got, want := idsOf(paged), want("", true); !slices.Equal(got, want) || len(got) != 3 {
+			t.Errorf("TrackedCallerOfflineCalls = %v, want %v", got, want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// onlineSet is a calls.Presence with a fixed set of users online.
+type onlineSet map[string]bool
+
+func (o onlineSet) Online(u string) bool { return o[u] }
+
+// commits is a calls.Notifier that reports each commit of the service.
+type commits chan int
+
+func (c commits) Committed(events []calls.Event, hooks int) { c <- len(events) }
+
+// Service.Run is a background part: it arms the caller-offline grace of
+// the tracked calls the rule applies to (skipping callers already back
+// online), fires deadlines, and returns nil once its context ends.
+func testServiceRunArmsTrackedCallersAndStops(t *testing.T, s db.Store) {
+	clock := fakeclock.New(time.UnixMilli(10_000))
+	for _, c := range []struct {
+		id, caller string
+		tracked    bool
+	}{{"gone", "alice", true}, {"back", "bob", true}, {"backend", "carol", false}} {
+		ch := newCall(c.id, c.caller, 1000, "dave")
+		ch.Call.CallerTracked = c.tracked
+		save(t, s, ch)
+	}
+	committed := make(commits, 10)
+	svc := calls.NewService(calls.Options{Store: s, Clock: clock, Presence: onlineSet{"bob": true},
+		Notifier: committed, Config: calls.Config{HeartbeatTimeout: 30 * time.Second}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+
+	select {
+	case <-committed: // the arming of "gone", the only change it makes
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run armed nothing")
+	}
+	for id, want := range map[string]int64{"gone": 40_000, "back": 0, "backend": 0} {
+		if c, _ := s.Call(context.Background(), id); c.CallerOfflineAt != want {
+			t.Errorf("%s: callerOfflineAt %d, want %d", id, c.CallerOfflineAt, want)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v after cancel, want nil", err)
+	}
+	if len(committed) != 0 {
+		t.Errorf("%d more commits, want only the one arming", len(committed))
+	}
+}
+
+func testDeadlinesAcrossKinds(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	if next, err := s.NextDeadline(ctx); err != nil || next != 0 {
+		t.Errorf("NextDeadline with none = %d (%v), want 0", next, err)
+	}
+
+	// a: bob times out at 300, carol becomes notYetReceived at 200.
+	a := newCall("a", "alice", 0, "bob", "carol")
+	a.Call.Users[1].TimeoutAt = 300
+	a.Call.Users[2].TimeoutAt = 0
+	a.Call.Users[2].NotReceivedAt = 200
+	// b: the caller dave goes offline at 100.
+	b := newCall("b", "dave", 0, "erin")
+	b.Call.Users[1].TimeoutAt = 0
+	b.Call.CallerOfflineAt = 100
+	// c: gina becomes notYetReceived at 400; her timeout (900) is not due.
+	c := newCall("c", "frank", 0, "gina")
+	c.Call.Users[1].TimeoutAt = 900
+	c.Call.Users[1].NotReceivedAt = 400
+	for _, ch := range []*calls.Change{a, b, c} {
+		save(t, s, ch)
+	}
+
+	if next, err := s.NextDeadline(ctx); err != nil || next != 100 {
+		t.Errorf("NextDeadline = %d (%v), want 100", next, err)
+	}
+	due, err := s.DueDeadlines(ctx, 500, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []calls.Deadline{
+		{CallID: "b", Kind: calls.DeadlineCallerOffline, At: 100},
+		{CallID: "a", UserID: "carol", Kind: calls.DeadlineNotReceived, At: 200},
+		{CallID: "a", UserID: "bob", Kind: calls.DeadlineTimeout, At: 300},
+		{CallID: "c", UserID: "gina", Kind: calls.DeadlineNotReceived, At: 400},
+	}
+	if fmt.Sprint(due) != fmt.Sprint(want) {
+		t.Errorf("DueDeadlines(500) =\n %v\nwant\n %v", due, want)
+	}
+	if due, _ := s.DueDeadlines(ctx, 500, 2); fmt.Sprint(due) != fmt.Sprint(want[:2]) {
+		t.Errorf("DueDeadlines(500, limit 2) = %v, want %v", due, want[:2])
+	}
+	if due, _ := s.DueDeadlines(ctx, 99, 10); len(due) != 0 {
+		t.Errorf("DueDeadlines(99) = %v, want none", due)
+	}
+
+	// Clearing a deadline (as a transition does) removes it.
+	update(t, s, "b", func(b *calls.Call) *calls.Change {
+		b.CallerOfflineAt = 0
+		return &calls.Change{Call: b}
+	})
+	if next, _ := s.NextDeadline(ctx); next != 200 {
+		t.Errorf("NextDeadline after clearing = %d, want 200", next)
+	}
+}
+
+func testCallCounts(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	if started, ended, err := s.CallCounts(ctx); err != nil || started != 0 || ended != 0 {
+		t.Errorf("CallCounts of an empty store = %d, %d (%v), want 0, 0", started, ended, err)
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		save(t, s, newCall(id, "alice", 1000, "bob"))
+	}
+	update(t, s, "b", func(c *calls.Call) *calls.Change {
+		c.State, c.EndTime, c.EndReason = calls.CallEnded, 2000, calls.EndCallerOffline
+		return &calls.Change{Call: c}
+	})
+	if started, ended, err := s.CallCounts(ctx); err != nil || started != 2 || ended != 1 {
+		t.Errorf("CallCounts = %d started, %d ended (%v), want 2 and 1", started, ended, err)
+	}
+}
+
+// Ping answers while the store is open; after Close every read and write
+// fails with an error matching db.ErrClosed and calls.ErrUnavailable (the
+// HTTP layer's 503), never a panic.
+func testClosedStoreIsUnavailable(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	save(t, s, newCall("c1", "alice", 1000, "bob"))
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, db.ErrClosed) || !errors.Is(err, calls.ErrUnavailable) {
+			t.Errorf("%s after Close: %v, want db.ErrClosed (calls.ErrUnavailable)", what, err)
+		}
+	}
+	check("Update", s.Update(ctx, func(calls.Tx) error { return nil }))
+	_, err := s.Call(ctx, "c1")
+	check("Call", err)
+	_, err = s.PutIdempotency(ctx, record("sc", "k", "fp", 200, "{}", 0, 100))
+	check("PutIdempotency", err)
+	if err := s.Ping(ctx); err == nil {
+		t.Error("Ping after Close succeeded")
+	}
+}

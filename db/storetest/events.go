@@ -1,0 +1,282 @@
+package storetest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"callsig/calls"
+	"callsig/db"
+)
+
+// Event ids are what Last-Event-ID resumes from: for each user they are
+// unique, increase along the events of a change and from one committed
+// Update to the next, and EventsAfter pages through them in that order.
+// (Whether ids also follow one global order is the SQLite backend's own
+// test: in cluster mode they are per user.)
+func testEventIDsIncreasePerUser(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	var changes []*calls.Change
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			ch := newCall(fmt.Sprintf("c%d", i), "alice", 1000, "bob", "carol", "dave")
+			// A second event for carol in the same change.
+			ch.Events = append(ch.Events, calls.Event{UserID: "carol", CallID: ch.Call.ID,
+				Type: calls.EventUserStateChanged, Data: json.RawMessage(`{}`), Time: 1000})
+			if err := s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, ch) }); err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			changes = append(changes, ch)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	seen := map[string]map[int64]bool{}
+	for _, ch := range changes {
+		if ch.Events[1].ID >= ch.Events[3].ID {
+			t.Errorf("%s: carol's events got ids %d then %d, want increasing along the change",
+				ch.Call.ID, ch.Events[1].ID, ch.Events[3].ID)
+		}
+		for _, ev := range ch.Events {
+			if ev.ID <= 0 {
+				t.Fatalf("%s: event without an id: %+v", ch.Call.ID, ev)
+			}
+			if seen[ev.UserID] == nil {
+				seen[ev.UserID] = map[int64]bool{}
+			}
+			if seen[ev.UserID][ev.ID] {
+				t.Fatalf("event id %d given twice to %s", ev.ID, ev.UserID)
+			}
+			seen[ev.UserID][ev.ID] = true
+		}
+	}
+	all := events(t, s, "carol")
+	if len(all) != 100 {
+		t.Fatalf("EventsAfter(carol) = %d events, want 100", len(all))
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i].ID <= all[i-1].ID {
+			t.Fatalf("EventsAfter(carol) not in id order at %d: %d after %d", i, all[i].ID, all[i-1].ID)
+		}
+	}
+	page, _ := s.EventsAfter(ctx, "carol", all[9].ID, 5)
+	if len(page) != 5 || page[0].ID != all[10].ID || page[4].ID != all[14].ID {
+		t.Errorf("EventsAfter(carol, %d, 5) = %+v, want events 10..14", all[9].ID, page)
+	}
+	ev := all[0]
+	if ev.UserID != "carol" || ev.Time != 1000 || !json.Valid(ev.Data) ||
+		(ev.Type != calls.EventReceived && ev.Type != calls.EventUserStateChanged) {
+		t.Errorf("event read back = %+v", ev)
+	}
+	// An Update that returned (committed) comes after every earlier one.
+	later := newCall("later", "erin", 2000, "carol")
+	save(t, s, later)
+	if id := later.Events[0].ID; id <= all[len(all)-1].ID {
+		t.Errorf("a later commit gave carol id %d, not above %d", id, all[len(all)-1].ID)
+	}
+	// A device-addressed event is in its user's log, device kept.
+	update(t, s, "later", func(c *calls.Call) *calls.Change {
+		return &calls.Change{Call: c, Events: []calls.Event{{UserID: "carol", Device: "phone", CallID: "later",
+			Type: calls.EventUserStateChanged, Data: json.RawMessage(`{}`), Time: 2001}}}
+	})
+	if evs, _ := s.EventsAfter(ctx, "carol", later.Events[0].ID, 10); len(evs) != 1 || evs[0].Device != "phone" {
+		t.Errorf("device event read back = %+v", evs)
+	}
+}
+
+func testPendingInvitations(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	save(t, s, newCall("c1", "alice", 1000, "bob"))
+	save(t, s, newCall("c2", "carol", 1000, "bob"))
+	save(t, s, newCall("c3", "dave", 1000, "bob"))
+
+	// c1 re-invites bob: the newest invitation event of c1 is the one to replay.
+	// c2: bob accepted, nothing to replay. c3 ended.
+	var reinvite calls.Event
+	err := s.Update(ctx, func(tx calls.Tx) error {
+		c1, err := tx.Call(ctx, "c1")
+		if err != nil {
+			return err
+		}
+		ch := &calls.Change{Call: c1, Events: []calls.Event{
+			{UserID: "bob", CallID: "c1", Type: calls.EventReceived, Data: json.RawMessage(`{"again":true}`), Time: 2000},
+			{UserID: "bob", CallID: "c1", Type: calls.EventUserStateChanged, Data: json.RawMessage(`{}`), Time: 2000},
+		}}
+		if err := tx.Save(ctx, ch); err != nil {
+			return err
+		}
+		reinvite = ch.Events[0]
+		c2, err := tx.Call(ctx, "c2")
+		if err != nil {
+			return err
+		}
+		c2.User("bob").State = calls.StateAccepted
+		markDirty(c2.User("bob"))
+		if err := tx.Save(ctx, &calls.Change{Call: c2}); err != nil {
+			return err
+		}
+		c3, err := tx.Call(ctx, "c3")
+		if err != nil {
+			return err
+		}
+		c3.State = calls.CallEnded
+		return tx.Save(ctx, &calls.Change{Call: c3})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.PendingInvitations(ctx, "bob", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].ID != reinvite.ID || string(got[0].Data) != `{"again":true}` {
+		t.Errorf("PendingInvitations(bob) = %+v, want only the re-invitation %d", got, reinvite.ID)
+	}
+	if got, _ := s.PendingInvitations(ctx, "alice", 0); len(got) != 0 {
+		t.Errorf("PendingInvitations(alice) = %+v, want none", got)
+	}
+}
+
+// The replay is capped to the newest invitations, and the invitations an
+// invitee is still to receive are found below a bound.
+func testPendingInvitationsCapAndUnreceived(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	var ids []int64
+	for i := range 10 {
+		ch := newCall(fmt.Sprintf("c%d", i), "alice", 1000, "bob")
+		save(t, s, ch)
+		ids = append(ids, ch.Events[0].ID)
+	}
+	got, err := s.PendingInvitations(ctx, "bob", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].ID != ids[7] || got[2].ID != ids[9] || got[0].CallID != "c7" {
+		t.Fatalf("PendingInvitations(bob, 3) = %+v, want the newest three in id order", got)
+	}
+
+	// c3 was received, c4 timed out (its deadline cleared).
+	err = s.Update(ctx, func(tx calls.Tx) error {
+		for id, f := range map[string]func(u *calls.CallUser){
+			"c3": func(u *calls.CallUser) { u.State = calls.StateReceived },
+			"c4": func(u *calls.CallUser) { u.State, u.TimeoutAt = calls.StateTimeout, 0 },
+		} {
+			c, err := tx.Call(ctx, id)
+			if err != nil {
+				return err
+			}
+			f(c.User("bob"))
+			markDirty(c.User("bob"))
+			if err := tx.Save(ctx, &calls.Change{Call: c}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.UnreceivedInvitations(ctx, "bob", ids[5], 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var callIDs []string
+	for _, e := range got {
+		callIDs = append(callIDs, e.CallID)
+	}
+	if strings.Join(callIDs, ",") != "c0,c1,c2,c5" {
+		t.Fatalf("UnreceivedInvitations(bob, id of c5) = %v, want c0,c1,c2,c5", callIDs)
+	}
+	if got, _ := s.UnreceivedInvitations(ctx, "bob", ids[5], 2); len(got) != 1 || got[0].CallID != "c5" {
+		t.Fatalf("UnreceivedInvitations limited to 2 = %+v, want c5 only (c4 is no longer live)", got)
+	}
+}
+
+// Pruning deletes the events older than the cut-off, however many (more
+// than one internal batch here), and the bounds of the log follow: the
+// oldest id kept moves up, the last id ever given does not come down.
+func testPruneEventsAndBounds(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	if id, err := s.LastEventID(ctx); err != nil || id != 0 {
+		t.Errorf("LastEventID on empty log = %d (%v), want 0", id, err)
+	}
+	if id, err := s.OldestEventID(ctx); err != nil || id != 0 {
+		t.Errorf("OldestEventID on empty log = %d (%v), want 0", id, err)
+	}
+	// 2500 old events (the invitation and 2499 more) and 10 recent ones.
+	ch := newCall("c1", "alice", 1000, "bob")
+	for i := range 2509 {
+		at := int64(1000)
+		if i >= 2499 {
+			at = 9000
+		}
+		ch.Events = append(ch.Events, calls.Event{UserID: "bob", CallID: "c1",
+			Type: calls.EventUserStateChanged, Data: json.RawMessage(`{}`), Time: at})
+	}
+	save(t, s, ch)
+	last, err := s.LastEventID(ctx)
+	if err != nil || last < ch.Events[len(ch.Events)-1].ID {
+		t.Fatalf("LastEventID = %d (%v), want at least the last saved id %d", last, err, ch.Events[len(ch.Events)-1].ID)
+	}
+	n, err := s.PruneEvents(ctx, 5000)
+	if err != nil || n != 2500 {
+		t.Fatalf("PruneEvents = %d (%v), want 2500", n, err)
+	}
+	left := events(t, s, "bob")
+	if len(left) != 10 || left[0].ID != ch.Events[2500].ID {
+		t.Fatalf("%d events left, want the 10 recent ones", len(left))
+	}
+	if oldest, _ := s.OldestEventID(ctx); oldest != left[0].ID {
+		t.Errorf("OldestEventID = %d, want %d", oldest, left[0].ID)
+	}
+	if n, _ := s.PruneEvents(ctx, 99999); n != 10 {
+		t.Errorf("pruning the rest deleted %d, want 10", n)
+	}
+	if got, _ := s.LastEventID(ctx); got != last {
+		t.Errorf("LastEventID after emptying the log = %d, want %d (ids are never reused)", got, last)
+	}
+	if got, _ := s.OldestEventID(ctx); got != 0 {
+		t.Errorf("OldestEventID of an emptied log = %d, want 0", got)
+	}
+	// A new event after the log was emptied gets a fresh id.
+	next := newCall("c2", "alice", 10_000, "bob")
+	save(t, s, next)
+	if next.Events[0].ID <= last {
+		t.Errorf("first id after emptying = %d, want above %d", next.Events[0].ID, last)
+	}
+}
+
+// EventRecipients names the distinct users of a range of event ids, at
+// most limit of them, saying when there may be more.
+func testEventRecipients(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	a := newCall("a", "alice", 1000, "bob", "carol")
+	save(t, s, a)
+	b := newCall("b", "dave", 1000, "bob", "erin", "frank")
+	save(t, s, b)
+	from, to := a.Events[0].ID, b.Events[2].ID
+	users, more, err := s.EventRecipients(ctx, from, to, 10)
+	slices.Sort(users)
+	if err != nil || more || strings.Join(users, ",") != "bob,carol,erin,frank" {
+		t.Errorf("EventRecipients(all) = %v, more %v (%v), want bob,carol,erin,frank", users, more, err)
+	}
+	users, more, err = s.EventRecipients(ctx, from, to, 2)
+	if err != nil || !more || len(users) != 2 {
+		t.Errorf("EventRecipients(limit 2) = %v, more %v (%v), want 2 and more", users, more, err)
+	}
+	users, _, err = s.EventRecipients(ctx, b.Events[1].ID, b.Events[1].ID, 10)
+	if err != nil || strings.Join(users, ",") != "erin" {
+		t.Errorf("EventRecipients(one id) = %v (%v), want erin", users, err)
+	}
+	if users, more, _ := s.EventRecipients(ctx, to+1, to+100, 10); len(users) != 0 || more {
+		t.Errorf("EventRecipients past the log = %v, more %v", users, more)
+	}
+}
