@@ -149,7 +149,7 @@ func (a *authenticator) keyFor(ctx context.Context) jwt.Keyfunc {
 // are safe to show the client.
 func (a *authenticator) parse(ctx context.Context, token string) (user string, admin bool, exp time.Time, err error) {
 	c := tokenClaims{userClaim: a.cfg.UserClaim}
-	_, err = a.parser.ParseWithClaims(token, &c, a.keyFor(ctx))
+	tok, err := a.parser.ParseWithClaims(token, &c, a.keyFor(ctx))
 	switch {
 	case err == nil:
 	case isOurs(err):
@@ -175,7 +175,11 @@ func (a *authenticator) parse(ctx context.Context, token string) (user string, a
 	if !ValidID(c.user) {
 		return "", false, time.Time{}, errors.New("token " + a.cfg.UserClaim + " is not a valid user ID")
 	}
-	return c.user, c.Role == "admin", c.ExpiresAt.Time, nil
+	// Only tokens signed with callsig's own secret grant the admin role: an
+	// identity provider's "role" claim is the app's business (its own
+	// admins), not a licence to read every call's webhooks.
+	admin = c.Role == "admin" && tok.Method == jwt.SigningMethodHS256
+	return c.user, admin, c.ExpiresAt.Time, nil
 }
 
 // ourTokenErrors are the token errors of ours, with messages for the

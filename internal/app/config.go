@@ -173,6 +173,13 @@ func (c Config) validate() error {
 		if u, err := url.Parse(c.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("jwks-url %q must be an absolute http(s) URL", c.JWKSURL))
 		}
+		// A provider's keys sign tokens for every app it serves (every
+		// Firebase project shares one key set): without iss or aud pinned,
+		// a user of any other app of that provider could sign in here as
+		// anyone.
+		if c.JWTIssuer == "" && c.JWTAudience == "" {
+			errs = append(errs, errors.New("jwks-url needs jwt-issuer or jwt-audience (or both): the provider's keys also sign other apps' tokens"))
+		}
 	}
 	// Refused here too, not only when the store opens: `callsig token`
 	// never opens it, and would look for a development secret named after

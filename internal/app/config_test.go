@@ -15,16 +15,20 @@ func TestConfigIdentityProvider(t *testing.T) {
 	}
 	c, err = ParseConfig("test", nil, env(map[string]string{
 		"CALLSIG_JWKS_URL": "https://idp.example/.well-known/jwks.json", "CALLSIG_JWT_USER_CLAIM": "https://example.com/uid",
+		"CALLSIG_JWT_AUDIENCE": "callsig",
 	}), nil)
 	if err != nil || c.JWKSURL != "https://idp.example/.well-known/jwks.json" || c.JWTUserClaim != "https://example.com/uid" {
 		t.Fatalf("from the environment: %q %q %v", c.JWKSURL, c.JWTUserClaim, err)
 	}
-	c, err = ParseConfig("test", []string{"-jwks-url", "http://127.0.0.1:9000/jwks", "-jwt-user-claim", "email"},
+	c, err = ParseConfig("test", []string{"-jwks-url", "http://127.0.0.1:9000/jwks", "-jwt-user-claim", "email", "-jwt-issuer", "http://127.0.0.1:9000"},
 		env(map[string]string{"CALLSIG_JWT_USER_CLAIM": "uid"}), nil)
 	if err != nil || c.JWKSURL != "http://127.0.0.1:9000/jwks" || c.JWTUserClaim != "email" {
 		t.Fatalf("flags win: %q %q %v", c.JWKSURL, c.JWTUserClaim, err)
 	}
 	for _, bad := range [][]string{
+		// A provider's keys sign other apps' tokens too: iss or aud must
+		// say which are for this one.
+		{"-jwks-url", "https://idp.example/jwks"},
 		{"-jwks-url", "idp.example/jwks"},
 		{"-jwks-url", "ftp://idp.example/jwks"},
 		{"-jwks-url", "https:///jwks"},

@@ -131,9 +131,14 @@ func (p *IdentityProvider) PrivateKey(kid string) crypto.Signer {
 	return p.keys[kid].private
 }
 
+// IdentityProviderAudience is the aud of the provider's tokens, which a
+// server trusting it must be configured with (CALLSIG_JWT_AUDIENCE): a
+// provider's keys sign other apps' tokens too.
+const IdentityProviderAudience = "callsig"
+
 // Token signs claims with the key kid names, in that key's algorithm and
-// with kid in the header. sub and exp (one hour) are added unless claims
-// has them; a nil value removes a claim.
+// with kid in the header. sub, aud (IdentityProviderAudience) and exp (one
+// hour) are added unless claims has them; a nil value removes a claim.
 func (p *IdentityProvider) Token(kid string, claims jwt.MapClaims) string {
 	p.t.Helper()
 	p.mu.Lock()
@@ -149,7 +154,7 @@ func (p *IdentityProvider) Token(kid string, claims jwt.MapClaims) string {
 // kid in the header ("" leaves it out): for forgeries.
 func (p *IdentityProvider) Sign(method jwt.SigningMethod, key any, kid string, claims jwt.MapClaims) string {
 	p.t.Helper()
-	c := jwt.MapClaims{"sub": "alice", "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()}
+	c := jwt.MapClaims{"sub": "alice", "aud": IdentityProviderAudience, "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()}
 	for name, v := range claims {
 		if v == nil {
 			delete(c, name)
