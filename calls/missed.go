@@ -14,8 +14,9 @@ package calls
 //     no call.missed for that invitation.
 //   - At most once per invitee per call. An advanced-call invitee may be
 //     invited again after a first invitation ended (missed, rejected, or
-//     after quitting). The first invitation of theirs that ends unanswered
-//     sends call.missed; a later one in the same call sends none (the
+//     after quitting; the caller too, once it quit). The first invitation
+//     of theirs that ends unanswered sends call.missed; a later one in the
+//     same call sends none (the
 //     backend has already shown that call as missed). One that was sent is
 //     never withdrawn, even if the user later accepts a new invitation or
 //     joins: it was missed when it was sent.
@@ -43,7 +44,7 @@ type callMissedHookData struct {
 // missed produces call.missed for u, whose pending invitation has just
 // ended unanswered, unless one was produced for u in this call before.
 func (t *transition) missed(u *CallUser, reason MissedReason) {
-	if u.MissedTime != 0 || u.UserID == t.call.Caller {
+	if u.MissedTime != 0 {
 		return
 	}
 	u.MissedTime, u.dirty = t.now, true

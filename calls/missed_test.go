@@ -81,6 +81,12 @@ func TestCallMissed(t *testing.T) {
 			missedOf("carol", "alice", MissedEnded, tableNow),
 			missedOf("dave", "bob", MissedEnded, tableNow),
 		}},
+		{"the caller, invited back after quitting, timing out", func(t *testing.T) *Change {
+			c := buildCall(ModeAdvanced, row("bob", StateAccepted, "alice"))
+			caller := c.User("alice")
+			caller.State, caller.Inviter, caller.InviteTime, caller.TimeoutAt = StateInviting, "bob", now0, now0+90_000
+			return Expire(c, Deadline{CallID: c.ID, UserID: "alice", Kind: DeadlineTimeout}, now0+90_000)
+		}, []callMissedHookData{missedOf("alice", "bob", MissedTimeout, now0+90_000)}},
 		{"an end with nobody pending", func(t *testing.T) *Change {
 			c := buildCall(ModeAdvanced, row("bob", StateAccepted, "alice"), row("carol", StateRejected, "alice"), row("dave", StateTimeout, "alice"))
 			return errFree(t)(End(c, as("bob"), LeaveInput{}, tableNow))
