@@ -72,7 +72,7 @@ func TestPendingReplayIsCapped(t *testing.T) {
 			t.Fatalf("%+v, want invitation %s", b, want)
 		}
 	}
-	r.svc.waitReports(t, "online bob", "delivered c2 bob", "delivered c3 bob")
+	r.svc.waitReportSet(t, "online bob", "delivered c2 bob", "delivered c3 bob")
 }
 
 // A late notification (an id never reported) makes only the streams of

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -219,9 +220,22 @@ func (r *recorder) list() []string {
 // waitReports waits until the recorder holds exactly want.
 func (r *recorder) waitReports(t *testing.T, want ...string) {
 	t.Helper()
+	r.waitFor(t, want, func(got []string) bool { return strings.Join(got, "|") == strings.Join(want, "|") })
+}
+
+// waitReportSet is waitReports for reports in any order: several workers
+// report at once, so two deliveries may be recorded either way round.
+func (r *recorder) waitReportSet(t *testing.T, want ...string) {
+	t.Helper()
+	sorted := slices.Sorted(slices.Values(want))
+	r.waitFor(t, want, func(got []string) bool { return slices.Equal(slices.Sorted(slices.Values(got)), sorted) })
+}
+
+func (r *recorder) waitFor(t *testing.T, want []string, done func(got []string) bool) {
+	t.Helper()
 	deadline := time.After(3 * time.Second)
 	for {
-		if got := r.list(); strings.Join(got, "|") == strings.Join(want, "|") {
+		if got := r.list(); done(got) {
 			return
 		} else if len(got) > len(want) {
 			t.Fatalf("reports %q, want %q", got, want)
