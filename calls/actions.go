@@ -405,6 +405,16 @@ func anyInviteeAccepted(c *Call) bool {
 	return false
 }
 
+// anyInviteePending reports whether some invitee still has to answer.
+func anyInviteePending(c *Call) bool {
+	for _, u := range c.Users {
+		if u.UserID != c.Caller && u.State.Pending() {
+			return true
+		}
+	}
+	return false
+}
+
 // CallerOfflineApplies is the one predicate of the contract's "Caller
 // offline" rule: the rule watches a call while it is started and no
 // invitee has accepted. It does not ask for a pending invitee: an advanced
@@ -428,8 +438,13 @@ func CallerPresence(call *Call, online bool, now int64, grace time.Duration) *Ch
 	t := begin(call, now)
 	c := t.call
 	switch {
-	case online && (!c.CallerTracked || c.CallerOfflineAt != 0):
-		c.CallerTracked, c.CallerOfflineAt, t.callDirty = true, 0, true
+	case online && c.CallerOfflineAt != 0: // tracked, and back in time
+		c.CallerOfflineAt, t.callDirty = 0, true
+	case online && !c.CallerTracked && anyInviteePending(c):
+		// The contract tracks a caller that opens a stream while the call
+		// is pending, not one whose invitees have all answered or timed
+		// out (a backend's call stays untracked).
+		c.CallerTracked, t.callDirty = true, true
 	case !online && c.CallerTracked:
 		c.CallerOfflineAt, t.callDirty = now+grace.Milliseconds(), true
 		t.arm(c.CallerOfflineAt)

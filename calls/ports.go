@@ -37,9 +37,11 @@ type Tx interface {
 	Save(ctx context.Context, ch *Change) error
 	// CallerOfflineCalls returns the calls of caller userID that the
 	// caller-offline rule may apply to (see CallerOfflineApplies): started,
-	// and no invitee has accepted. The store may return more; callers
-	// filter with CallerOfflineApplies.
-	CallerOfflineCalls(ctx context.Context, userID string) ([]*Call, error)
+	// and no invitee has accepted; in call order, at most limit calls with
+	// Seq > after (paging: one user's presence must not hold the writer for
+	// all of its calls at once). The store may return more; callers filter
+	// with CallerOfflineApplies.
+	CallerOfflineCalls(ctx context.Context, userID string, after int64, limit int) ([]*Call, error)
 	// TrackedCallerOfflineCalls is CallerOfflineCalls over every tracked
 	// caller, in call order, at most limit calls with Seq > after (paging).
 	TrackedCallerOfflineCalls(ctx context.Context, after int64, limit int) ([]*Call, error)

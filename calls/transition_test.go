@@ -1030,6 +1030,18 @@ func TestCallerOffline(t *testing.T) {
 			t.Errorf("callerOfflineAt %d, want %d", c.CallerOfflineAt, offAt+10+grace.Milliseconds())
 		}
 	})
+	t.Run("a stream opened once nobody is pending does not start tracking", func(t *testing.T) {
+		// A backend's advanced call whose invitee rejected: its caller
+		// opening a stream for another reason must not make the call end
+		// as caller_offline when that stream closes.
+		c := buildCall(ModeAdvanced, row("bob", StateRejected, "alice"))
+		if ch := CallerPresence(c, true, offAt, grace); ch != nil {
+			t.Fatalf("tracking started with nobody pending: %+v", ch.Call)
+		}
+		if ch := CallerPresence(c, false, offAt+10, grace); ch != nil {
+			t.Fatalf("an untracked call was armed: %+v", ch.Call)
+		}
+	})
 }
 
 // Of an accept and a cancel racing for one invitee, exactly one wins and the

@@ -201,32 +201,52 @@ func (s *Service) UserOffline(ctx context.Context, userID string) error {
 }
 
 func (s *Service) callerPresence(ctx context.Context, userID string, online bool) error {
-	var changes []*Change
-	err := s.store.Update(ctx, func(tx Tx) error {
-		changes = changes[:0]
-		list, err := tx.CallerOfflineCalls(ctx, userID)
-		if err != nil {
-			return err
-		}
-		now := s.now()
-		for _, c := range list {
-			if ch := CallerPresence(c, online, now, s.cfg.HeartbeatTimeout); ch != nil {
-				if err := tx.Save(ctx, ch); err != nil {
-					return err
-				}
-				changes = append(changes, ch)
+	// In pages of presenceBatch calls, one transaction each: a caller with
+	// thousands of started calls must not hold the writer (and every other
+	// request behind it) for all of them at once. Each page is idempotent,
+	// so a failure part-way leaves earlier pages applied, as a later report
+	// would apply them anyway.
+	for after := int64(0); ; {
+		var (
+			changes []*Change
+			n       int
+			last    int64
+		)
+		err := s.store.Update(ctx, func(tx Tx) error {
+			changes = changes[:0]
+			list, err := tx.CallerOfflineCalls(ctx, userID, after, presenceBatch)
+			if err != nil {
+				return err
 			}
+			n = len(list)
+			now := s.now()
+			for _, c := range list {
+				last = c.Seq
+				if ch := CallerPresence(c, online, now, s.cfg.HeartbeatTimeout); ch != nil {
+					if err := tx.Save(ctx, ch); err != nil {
+						return err
+					}
+					changes = append(changes, ch)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("caller presence of %s: %w", userID, err)
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("caller presence of %s: %w", userID, err)
+		for _, ch := range changes {
+			s.committed(ch)
+		}
+		if n < presenceBatch {
+			return nil
+		}
+		after = last
 	}
-	for _, ch := range changes {
-		s.committed(ch)
-	}
-	return nil
 }
+
+// presenceBatch is how many of a caller's calls one presence transaction
+// handles (see callerPresence).
+const presenceBatch = 200
 
 // mutate runs one transition on one call in one transaction. The clock is
 // read inside the transaction, so times follow commit order. result builds

@@ -159,17 +159,18 @@ const noInviteeAccepted = `NOT EXISTS (SELECT 1 FROM call_users u
 // calls_tracked_started (0003), which pages the start-up arming by seq.
 const (
 	sqlCallerOfflineCalls = `SELECT ` + callColumns + ` FROM calls c
-		WHERE c.caller = ? AND c.state = 'started' AND ` + noInviteeAccepted + `
-		ORDER BY c.seq`
+		WHERE c.caller = ? AND c.state = 'started' AND c.seq > ? AND ` + noInviteeAccepted + `
+		ORDER BY c.seq LIMIT ?`
 	sqlTrackedCallerOfflineCalls = `SELECT ` + callColumns + ` FROM calls c
 		WHERE c.state = 'started' AND c.caller_tracked = 1 AND c.seq > ? AND ` + noInviteeAccepted + `
 		ORDER BY c.seq LIMIT ?`
 )
 
-// CallerOfflineCalls returns the started calls of caller userID in which
-// no invitee has accepted, oldest first, with their users.
-func (t *callsTx) CallerOfflineCalls(ctx context.Context, userID string) ([]*calls.Call, error) {
-	return queryCalls(ctx, t.tx, sqlCallerOfflineCalls, userID)
+// CallerOfflineCalls returns up to limit started calls of caller userID
+// with seq > after in which no invitee has accepted, oldest first, with
+// their users.
+func (t *callsTx) CallerOfflineCalls(ctx context.Context, userID string, after int64, limit int) ([]*calls.Call, error) {
+	return queryCalls(ctx, t.tx, sqlCallerOfflineCalls, userID, after, limit)
 }
 
 // TrackedCallerOfflineCalls returns up to limit started, caller-tracked

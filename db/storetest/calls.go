@@ -273,9 +273,20 @@ func testCallerOfflineCallsMatchThePredicate(t *testing.T, s db.Store) {
 		return ids
 	}
 	err := s.Update(ctx, func(tx calls.Tx) error {
-		list, err := tx.CallerOfflineCalls(ctx, "alice")
-		if err != nil {
-			return err
+		var list []*calls.Call
+		for after := int64(0); ; { // in pages of 2
+			page, err := tx.CallerOfflineCalls(ctx, "alice", after, 2)
+			if err != nil {
+				return err
+			}
+			if len(page) > 2 {
+				t.Errorf("CallerOfflineCalls(alice, limit 2) returned %d calls", len(page))
+			}
+			list = append(list, page...)
+			if len(page) < 2 {
+				break
+			}
+			after = page[len(page)-1].Seq
 		}
 		if got, want := idsOf(list), want("alice", false); !slices.Equal(got, want) || !slices.Contains(got, "lone") {
 			t.Errorf("CallerOfflineCalls(alice) = %v, want %v", got, want)
@@ -315,6 +326,76 @@ func (c commits) Committed(events []calls.Event, hooks int) { c <- len(events) }
 // Service.Run is a background part: it arms the caller-offline grace of
 // the tracked calls the rule applies to (skipping callers already back
 // online), fires deadlines, and returns nil once its context ends.
+// A caller's presence is applied to its calls in pages, one transaction
+// each, so a caller with thousands of started calls never holds the writer
+// for all of them at once (issue 9 review: 20,000 calls stalled every other
+// request for seconds), and every page is reached.
+func testCallerPresenceInPages(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	const n = 450
+	err := s.Update(ctx, func(tx calls.Tx) error {
+		for i := range n {
+			if err := tx.Save(ctx, newCall(fmt.Sprintf("p%03d", i), "alice", 1000, "bob")); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := &savesPerUpdate{Store: s}
+	clock := fakeclock.New(time.UnixMilli(10_000))
+	svc := calls.NewService(calls.Options{Store: counted, Clock: clock, Config: calls.Config{HeartbeatTimeout: 30 * time.Second}})
+	check := func(what string, want func(c *calls.Call) bool) {
+		t.Helper()
+		if counted.max == 0 || counted.max > 200 {
+			t.Errorf("%s: %d calls saved in one transaction, want 1–200 (a page)", what, counted.max)
+		}
+		for i := range n {
+			c, err := s.Call(ctx, fmt.Sprintf("p%03d", i))
+			if err != nil || !want(c) {
+				t.Fatalf("%s: call %d: tracked %v, offline at %d (%v)", what, i, c.CallerTracked, c.CallerOfflineAt, err)
+			}
+		}
+		counted.max = 0
+	}
+	if err := svc.UserOnline(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	check("online", func(c *calls.Call) bool { return c.CallerTracked && c.CallerOfflineAt == 0 })
+	if err := svc.UserOffline(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	check("offline", func(c *calls.Call) bool { return c.CallerOfflineAt == 40_000 })
+}
+
+// savesPerUpdate is a db.Store that records the most calls one Update saved.
+type savesPerUpdate struct {
+	db.Store
+	max int
+}
+
+func (s *savesPerUpdate) Update(ctx context.Context, fn func(calls.Tx) error) error {
+	tx := &countingTx{}
+	err := s.Store.Update(ctx, func(inner calls.Tx) error {
+		tx.Tx, tx.saves = inner, 0
+		return fn(tx)
+	})
+	s.max = max(s.max, tx.saves)
+	return err
+}
+
+type countingTx struct {
+	calls.Tx
+	saves int
+}
+
+func (t *countingTx) Save(ctx context.Context, ch *calls.Change) error {
+	t.saves++
+	return t.Tx.Save(ctx, ch)
+}
+
 func testServiceRunArmsTrackedCallersAndStops(t *testing.T, s db.Store) {
 	clock := fakeclock.New(time.UnixMilli(10_000))
 	for _, c := range []struct {

@@ -43,6 +43,7 @@ var tests = []contract{
 	{"FailedUpdateLeavesNothing", testFailedUpdateLeavesNothing},
 	{"ListCallsPaging", testListCallsPaging},
 	{"CallerOfflineCallsMatchThePredicate", testCallerOfflineCallsMatchThePredicate},
+	{"CallerPresenceInPages", testCallerPresenceInPages},
 	{"ServiceRunArmsTrackedCallersAndStops", testServiceRunArmsTrackedCallersAndStops},
 	{"DeadlinesAcrossKinds", testDeadlinesAcrossKinds},
 	{"CallCounts", testCallCounts},
