@@ -3,6 +3,7 @@ package sse
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -147,4 +148,72 @@ func TestResumeReportsALostDelivery(t *testing.T) {
 		list := r.svc.list()
 		return slices.Contains(list, "delivered c1 bob") && slices.Contains(list, "delivered c2 bob")
 	})
+}
+
+// Streams of one user beyond MaxStreamsPerUser end even while they are
+// still opening (waiting for a log read, here held shut): eviction cancels
+// the stream's reads, so a user opening streams in a loop holds at most
+// the cap's worth of connections and goroutines.
+func TestEvictedStreamEndsWhileOpening(t *testing.T) {
+	r := newRig(t, Options{MaxStreamsPerUser: 2, LogReaders: 1})
+	r.log.gate, r.log.entered = make(chan struct{}), make(chan struct{}, 100)
+	defer close(r.log.gate)
+	closed := make(chan int, 8)
+	for i := range 8 {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(r.srv.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "GET /?user=bob&device=d%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+		br := bufio.NewReader(conn)
+		if _, err := http.ReadResponse(br, nil); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			_, _ = io.Copy(io.Discard, br) // until the server closes it
+			closed <- i
+		}()
+	}
+	var ended []int
+	for range 6 {
+		select {
+		case i := <-closed:
+			ended = append(ended, i)
+		case <-time.After(3 * time.Second):
+			t.Fatalf("only streams %v of 8 ended; the cap is 2", ended)
+		}
+	}
+	wait.For(t, 3*time.Second, "the hub to count the cap's 2 streams", func() bool { return r.hub.Streams() == 2 })
+	slices.Sort(ended)
+	if !slices.Equal(ended, []int{0, 1, 2, 3, 4, 5}) {
+		t.Errorf("streams %v ended, want the six oldest", ended)
+	}
+}
+
+// Log reads take turns per user first: a user whose streams keep reading
+// holds at most one shared read token, so another user's read is not
+// queued behind all of them.
+func TestLogReadsTakeTurnsPerUser(t *testing.T) {
+	r := newRig(t, Options{MaxStreamsPerUser: 10, LogReaders: 2})
+	r.log.gate, r.log.entered = make(chan struct{}), make(chan struct{}, 100)
+	for i := range 5 {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(r.srv.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "GET /?user=bob&device=d%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+		if _, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-r.log.entered // one of bob's reads holds a shared token; his others wait for his turn
+	if n := len(r.hub.readers); n != 1 {
+		t.Fatalf("bob holds %d shared read tokens, want 1", n)
+	}
+	carol := r.open("carol", "d", "")
+	<-r.log.entered // carol's read got the other shared token at once
+	close(r.log.gate)
+	carol.raw() // opening
 }

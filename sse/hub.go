@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"slices"
 	"strings"
@@ -145,6 +146,10 @@ type Hub struct {
 	done chan struct{} // closed by Shutdown: every stream ends
 	// readers holds a token per stream reading the log (Options.LogReaders).
 	readers chan struct{}
+	// userReaders serializes the log reads of one user's streams (by a
+	// stripe of the user ID): a user opening streams in a loop queues one
+	// read at a time for readers, so other users' streams are not starved.
+	userReaders [readerStripes]chan struct{}
 	// ctx is the live streams' context (they outlive their requests);
 	// Shutdown cancels it.
 	ctx    context.Context
@@ -189,6 +194,10 @@ type subscriber struct {
 	// evicted is closed when a newer stream of the user took this one's
 	// place (see subscribe): the stream ends, its client resumes.
 	evicted chan struct{}
+	// stop cancels the stream's context: an evicted stream still opening
+	// (waiting for or in a log read) ends at once too, so one user never
+	// holds more than MaxStreamsPerUser streams' worth of work.
+	stop context.CancelFunc
 }
 
 // deadliner is what Shutdown cuts a stuck write with: the hijacked
@@ -218,8 +227,22 @@ func New(ctx context.Context, o Options) (*Hub, error) {
 		users: map[string][]*subscriber{},
 		next:  last + 1, held: map[int64]*frame{},
 	}
+	for i := range h.userReaders {
+		h.userReaders[i] = make(chan struct{}, 1)
+	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	return h, nil
+}
+
+// readerStripes is how many stripes userReaders has: users sharing a stripe
+// take turns too, which costs little with this many.
+const readerStripes = 64
+
+// userReader is the token of user's stripe of userReaders.
+func (h *Hub) userReader(user string) chan struct{} {
+	f := fnv.New32a()
+	_, _ = f.Write([]byte(user))
+	return h.userReaders[f.Sum32()%readerStripes]
 }
 
 // Run does the hub's background work until ctx is done: the presence and
@@ -294,11 +317,11 @@ func (h *Hub) Streams() int {
 // subscribe registers a stream and returns it with the id of the last event
 // passed on before it: every later event reaches its channel. ok is false
 // once the hub is shut down.
-func (h *Hub) subscribe(user, device string, cut deadliner) (s *subscriber, head int64, ok bool) {
+func (h *Hub) subscribe(user, device string, cut deadliner, stop context.CancelFunc) (s *subscriber, head int64, ok bool) {
 	// Cloned: they may point into the request (its URL or token), which a
 	// live stream must not keep alive.
 	user, device = strings.Clone(user), strings.Clone(device)
-	s = &subscriber{user: user, device: device, ch: make(chan *frame, h.o.Buffer), cut: cut, evicted: make(chan struct{})}
+	s = &subscriber{user: user, device: device, ch: make(chan *frame, h.o.Buffer), cut: cut, evicted: make(chan struct{}), stop: stop}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -337,6 +360,7 @@ func (h *Hub) evictOldest(list []*subscriber) []*subscriber {
 	}
 	old := list[oldest]
 	close(old.evicted)
+	old.stop() // ends a wait for, or a read of, the log
 	if old.interruptible.Load() {
 		_ = old.cut.SetWriteDeadline(time.Now()) // a write stuck on it ends now
 	}

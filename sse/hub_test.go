@@ -76,7 +76,7 @@ func TestFullBufferCatchesUpFromTheLog(t *testing.T) {
 	}
 	log := hub.o.Log.(*memLog)
 	w := httptest.NewRecorder()
-	sub, head, _ := hub.subscribe("bob", "default", http.NewResponseController(w))
+	sub, head, _ := hub.subscribe("bob", "default", http.NewResponseController(w), func() {})
 	defer hub.unsubscribe(sub)
 	for i := range 5 {
 		hub.Committed(log.add(changedEv("bob", fmt.Sprint("c", i), "")), 0)

@@ -83,7 +83,16 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 		cut = conn
 	}
 	last, resume := lastEventID(r)
-	sub, head, ok := h.subscribe(userID, deviceID, cut)
+	// The context of the stream's log reads, ended when the client leaves,
+	// when the stream ends or is evicted (see subscriber.stop). Not the
+	// request's once the connection is taken over: that one ends when this
+	// handler returns, and it holds the request alive.
+	base := context.Background()
+	if st.conn == nil {
+		base = r.Context() // net/http cancels it when the client leaves
+	}
+	st.ctx, st.cancel = context.WithCancel(base)
+	sub, head, ok := h.subscribe(userID, deviceID, cut, st.cancel)
 	// The stream's goroutines (this one, then the live one; and the
 	// watcher) are counted from here, for Run to wait on.
 	goroutines := 1
@@ -102,18 +111,11 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 			_ = st.flush()
 		}
 		st.close()
+		st.cancel()
 		return
 	}
 	st.sub = sub
 
-	// The context of the stream's log reads. Not the request's once the
-	// connection is taken over: that one ends when this handler returns,
-	// and it holds the request alive.
-	base := context.Background()
-	if st.conn == nil {
-		base = r.Context() // net/http cancels it when the client leaves
-	}
-	st.ctx, st.cancel = context.WithCancel(base)
 	if st.conn != nil {
 		gone := make(chan struct{})
 		st.gone = gone
@@ -330,12 +332,17 @@ func (st *stream) open(last int64, resume bool, head int64) error {
 // as a burst of reconnections); the read itself is bounded by
 // Options.ReadTimeout. Both end when the client leaves.
 func (st *stream) read(f func(ctx context.Context) error) error {
-	select {
-	case st.h.readers <- struct{}{}:
-	case <-st.ctx.Done():
-		return fmt.Errorf("sse: wait to read the event log: %w", st.ctx.Err())
+	// First the user's own turn, then one of the shared ones: a user's
+	// streams wait for each other here, so each user has at most one read
+	// waiting for (or holding) a shared token.
+	for _, tokens := range []chan struct{}{st.h.userReader(st.user), st.h.readers} {
+		select {
+		case tokens <- struct{}{}:
+			defer func() { <-tokens }()
+		case <-st.ctx.Done():
+			return fmt.Errorf("sse: wait to read the event log: %w", st.ctx.Err())
+		}
 	}
-	defer func() { <-st.h.readers }()
 	ctx, cancel := context.WithTimeout(st.ctx, st.h.o.ReadTimeout)
 	defer cancel()
 	return f(ctx)
