@@ -67,11 +67,21 @@ func (s *Store) failed(err error) error {
 // Commit returns once PostgreSQL has made it durable (synchronous_commit
 // on, set by Open); PostgreSQL group-commits concurrent transactions
 // itself.
+//
+// A ctx already done skips the write. Once begun, the transaction is not
+// tied to ctx (fn's own statements still are): database/sql would roll it
+// back when ctx ends, and an end during COMMIT would leave the caller an
+// error for a change that may have committed. So an Update that returns an
+// error did not commit, bar a connection lost during COMMIT itself; the
+// statement timeout bounds the rest.
 func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	if s.closed.Load() {
 		return db.ErrClosed
 	}
-	tx, err := s.db.BeginTxx(ctx, nil)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	tx, err := s.db.BeginTxx(context.WithoutCancel(ctx), nil)
 	if err != nil {
 		return s.failed(fmt.Errorf("db: begin: %w", err))
 	}
