@@ -39,6 +39,16 @@
 // change addressing several users locks their rows in user order first,
 // so two changes never deadlock on them.
 //
+// Busy check: BusyUsers locks the invitees' event_users rows before
+// reading, and Save locks the rows of the users it writes busy, so a check
+// waits for a change making one of its users busy and reads its outcome,
+// as with SQLite's single writer. Known limit: the check locks the
+// invitees before the invitation's Save locks its caller, so two users
+// inviting each other at the same instant ("glare") can deadlock;
+// PostgreSQL aborts one after deadlock_timeout (1 s by default), which is
+// answered 503 and retried by the client. Update does not re-run fn on
+// such an abort: calls.Store does not promise that fn may run twice.
+//
 // Deadlines: DueDeadlines is a plain read, the same on every node; a
 // deadline fires once because Service.Expire's transaction locks the call
 // row (FOR UPDATE) and the pure Expire does nothing when the deadline was

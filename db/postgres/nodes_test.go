@@ -258,3 +258,39 @@ func TestSameKeyOnTwoNodesRunsOnce(t *testing.T) {
 		}
 	}
 }
+
+// Two users inviting each other at the same instant on two nodes ("glare"):
+// each busy check holds the other user while its Save wants its own caller,
+// and PostgreSQL aborts one of the two (see doc.go). That one fails with
+// calls.ErrUnavailable, a 503 the client retries, never a 500 or a hang;
+// the other commits.
+func TestGlareAbortsOneAsUnavailable(t *testing.T) {
+	nodes, _ := openNodes(t, 2)
+	ctx := context.Background()
+	var checked sync.WaitGroup
+	checked.Add(2)
+	invite := func(s *postgres.Store, id, caller, invitee string) error {
+		first := true
+		return s.Update(ctx, func(tx calls.Tx) error {
+			if _, err := tx.BusyUsers(ctx, []string{invitee}, id); err != nil {
+				return err
+			}
+			if first { // both checks are done before either saves
+				first = false
+				checked.Done()
+				checked.Wait()
+			}
+			return tx.Save(ctx, started(id, caller, invitee))
+		})
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- invite(nodes[0], "c1", "alice", "bob") }()
+	go func() { errs <- invite(nodes[1], "c2", "bob", "alice") }()
+	e1, e2 := <-errs, <-errs
+	if (e1 == nil) == (e2 == nil) {
+		t.Fatalf("glare: errors %v and %v, want exactly one to fail", e1, e2)
+	}
+	if err := errors.Join(e1, e2); !errors.Is(err, calls.ErrUnavailable) {
+		t.Fatalf("glare: the aborted invitation failed with %v, want calls.ErrUnavailable", err)
+	}
+}
