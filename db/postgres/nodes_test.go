@@ -15,6 +15,7 @@ import (
 
 	"callsig/calls"
 	"callsig/db/postgres"
+	"callsig/internal/wait"
 	"callsig/webhooks"
 )
 
@@ -130,12 +131,11 @@ func waitForLockOrDone[T any](t *testing.T, dsn string, done chan T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	wait.For(t, 10*time.Second, "a session waiting for a lock, or the update done", func() bool {
 		select {
 		case v := <-done:
 			done <- v
-			return
+			return true
 		default:
 		}
 		var waiting int
@@ -143,17 +143,8 @@ func waitForLockOrDone[T any](t *testing.T, dsn string, done chan T) {
 			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
-		if waiting > 0 {
-			return
-		}
-		select {
-		case v := <-done:
-			done <- v
-			return
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	t.Fatal("no session waited for a lock and none finished within 10 s")
+		return waiting > 0
+	})
 }
 
 // Two nodes draining one outbox at once never claim the same delivery
