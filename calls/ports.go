@@ -6,7 +6,8 @@ import (
 )
 
 // Store persists calls, the per-user event log and the webhook outbox.
-// Implementations live under db/ (db/sqlite; each runs db/storetest).
+// Implementations live under db/ (db/sqlite, db/postgres; each runs
+// db/storetest).
 type Store interface {
 	// Update runs fn in a write transaction serialized with every other write.
 	// Everything fn saves commits together, or nothing does when fn returns an

@@ -5,8 +5,8 @@
 // layers above classify (ErrClosed, PanicError).
 //
 // The backends live beside it: db/sqlite, the embedded default, and
-// db/postgres for cluster mode once it is built (issue 10). db/storetest is
-// the one contract suite every backend runs.
+// db/postgres for cluster mode (issue 10; not selectable at startup yet).
+// db/storetest is the one contract suite every backend runs.
 // This package imports no backend; the composition root (internal/app)
 // picks one from the configured DSN.
 //

@@ -1,8 +1,8 @@
 // Package storetest is the contract suite of db.Store: one set of tests,
 // through the public interfaces only, that every storage backend runs from
-// its own tests (db/sqlite's store_contract_test.go; db/postgres's when it
-// exists). A behaviour one backend has and another lacks is a failing test
-// here, not a comment. Tests of one backend's internals (query plans,
+// its own tests (db/sqlite's and db/postgres's store_contract_test.go). A
+// behaviour one backend has and another lacks is a failing test here, not
+// a comment. Tests of one backend's internals (query plans,
 // pragmas, its writer's batching, file modes) stay in that backend.
 package storetest
 

@@ -1,0 +1,143 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/jmoiron/sqlx"
+
+	"callsig/calls"
+	"callsig/db"
+)
+
+// Call loads a committed call with its users, or calls.ErrCallNotFound.
+func (s *Store) Call(ctx context.Context, callID string) (*calls.Call, error) {
+	var c *calls.Call
+	err := s.read(ctx, func(tx *sqlx.Tx) (err error) {
+		c, err = loadCall(ctx, tx, sqlSelectCallByID, callID)
+		return err
+	})
+	return c, err
+}
+
+// sqlListCalls pages a user's calls newest first along call_users_by_user.
+var sqlListCalls = `SELECT ` + db.Prefixed("c.", db.CallColumns) + `
+	FROM call_users u JOIN calls c ON c.seq = u.call_seq
+	WHERE u.user_id = $1 AND u.call_seq < $2
+	ORDER BY u.call_seq DESC LIMIT $3`
+
+// ListCalls returns the calls userID is or was in, newest first, with
+// Seq < before (before <= 0: from the newest), at most limit of them
+// (limit <= 0: calls.DefaultListCount).
+func (s *Store) ListCalls(ctx context.Context, userID string, before int64, limit int) ([]*calls.Call, error) {
+	if before <= 0 {
+		before = math.MaxInt64
+	}
+	if limit <= 0 {
+		limit = calls.DefaultListCount
+	}
+	var list []*calls.Call
+	err := s.read(ctx, func(tx *sqlx.Tx) (err error) {
+		list, err = queryCalls(ctx, tx, sqlListCalls, userID, before, limit)
+		return err
+	})
+	return list, err
+}
+
+// CallCounts returns how many calls are started and ended, for the
+// callsig_calls gauge. The started ones are counted on the partial index
+// calls_started_by_caller; the total is a count of the table, which
+// PostgreSQL answers from an index-only scan of the primary key.
+func (s *Store) CallCounts(ctx context.Context) (started, ended int64, err error) {
+	var total int64
+	err = s.read(ctx, func(tx *sqlx.Tx) error {
+		if err := tx.GetContext(ctx, &started, `SELECT count(*) FROM calls WHERE state = 'started'`); err != nil {
+			return err
+		}
+		return tx.GetContext(ctx, &total, `SELECT count(*) FROM calls`)
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("count calls: %w", err)
+	}
+	return started, total - started, nil
+}
+
+// loadCall reads one call by ID (with query, locking or not) and its
+// users, in list order.
+func loadCall(ctx context.Context, tx *sqlx.Tx, query, callID string) (*calls.Call, error) {
+	c, err := db.ScanCall(tx.QueryRowContext(ctx, query, callID))
+	if errNoRows(err) {
+		return nil, calls.ErrCallNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("db: load call %s: %w", callID, err)
+	}
+	rows, err := tx.QueryContext(ctx, sqlSelectUsers, c.Seq)
+	if err != nil {
+		return nil, fmt.Errorf("db: load users of %s: %w", callID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		u, err := db.ScanUser(rows)
+		if err != nil {
+			return nil, fmt.Errorf("db: load users of %s: %w", callID, err)
+		}
+		c.Users = append(c.Users, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("db: load users of %s: %w", callID, err)
+	}
+	return c, nil
+}
+
+// queryCalls runs a query selecting CallColumns and loads the users of
+// every call it returns with one more query.
+func queryCalls(ctx context.Context, q sqlx.QueryerContext, query string, args ...any) ([]*calls.Call, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("db: query calls: %w", err)
+	}
+	defer rows.Close()
+	var list []*calls.Call
+	for rows.Next() {
+		c, err := db.ScanCall(rows)
+		if err != nil {
+			return nil, fmt.Errorf("db: query calls: %w", err)
+		}
+		list = append(list, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("db: query calls: %w", err)
+	}
+	rows.Close() // before the next query on the same transaction
+	if len(list) == 0 {
+		return list, nil
+	}
+	bySeq := make(map[int64]*calls.Call, len(list))
+	seqs := make([]int64, len(list))
+	for i, c := range list {
+		bySeq[c.Seq] = c
+		seqs[i] = c.Seq
+	}
+	urows, err := q.QueryContext(ctx, `SELECT call_seq, `+db.UserColumns+` FROM call_users
+		WHERE call_seq = ANY($1) ORDER BY call_seq, ord`, seqs)
+	if err != nil {
+		return nil, fmt.Errorf("db: load users: %w", err)
+	}
+	defer urows.Close()
+	for urows.Next() {
+		var seq int64
+		u, err := db.ScanUser(urows, &seq)
+		if err != nil {
+			return nil, fmt.Errorf("db: load users: %w", err)
+		}
+		if c := bySeq[seq]; c != nil {
+			c.Users = append(c.Users, u)
+		}
+	}
+	if err := urows.Err(); err != nil {
+		return nil, fmt.Errorf("db: load users: %w", err)
+	}
+	return list, nil
+}

@@ -1,0 +1,199 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/jmoiron/sqlx"
+
+	"callsig/calls"
+	"callsig/db"
+	"callsig/webhooks"
+)
+
+// The ports this store implements, proven at compile time.
+var (
+	_ db.Store       = (*Store)(nil)
+	_ calls.Store    = (*Store)(nil)
+	_ webhooks.Store = (*Store)(nil)
+)
+
+// Options configures Open; the zero value suits a 2-core node.
+type Options struct {
+	// MaxConns caps the connection pool (default 8): every Update holds
+	// one connection for its transaction.
+	MaxConns int
+	// StatementTimeout bounds each statement on the server (default 10 s),
+	// so a stuck query fails (503) instead of holding a connection.
+	StatementTimeout time.Duration
+	// Logger receives migration notices (default: discarded).
+	Logger *slog.Logger
+}
+
+// Store is the PostgreSQL implementation of db.Store. It is safe for
+// concurrent use, and several processes may share one database.
+type Store struct {
+	db     *sqlx.DB
+	log    *slog.Logger
+	closed atomic.Bool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// migrationFiles are PostgreSQL's schema changes, applied once each in
+// version order by db.Migrate. A released file is never edited.
+//
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Open connects to the database named by dsn (a postgres:// URL or a
+// key=value string), applies the pending migrations and returns the store.
+// The pool goes through pgx's database/sql driver with sqlx (see doc.go).
+func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 8
+	}
+	if opts.StatementTimeout <= 0 {
+		opts.StatementTimeout = 10 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		// pgx's message never repeats the password.
+		return nil, fmt.Errorf("db: postgres dsn: %w", err)
+	}
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	// An Update answers only once its commit is durable: whatever the
+	// server's default, this store's sessions commit synchronously.
+	cfg.RuntimeParams["synchronous_commit"] = "on"
+	cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(opts.StatementTimeout.Milliseconds(), 10)
+	sdb := sqlx.NewDb(stdlib.OpenDB(*cfg), "pgx")
+	sdb.SetMaxOpenConns(opts.MaxConns)
+	sdb.SetMaxIdleConns(opts.MaxConns)
+	sdb.SetConnMaxIdleTime(5 * time.Minute)
+	if err := sdb.PingContext(ctx); err != nil {
+		sdb.Close()
+		return nil, unavailable(fmt.Errorf("db: connect to postgres %s/%s: %w", cfg.Host, cfg.Database, err))
+	}
+	list, err := db.Migrations(migrationFiles, "migrations")
+	if err == nil {
+		err = db.Migrate(ctx, migrator{sdb}, list, log)
+	}
+	if err != nil {
+		sdb.Close()
+		return nil, err
+	}
+	return &Store{db: sdb, log: log}, nil
+}
+
+// Ping checks that the database answers a transaction and takes writes
+// (/readyz): a server that turned into a read-only standby (after a
+// failover) is unavailable, not ready.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		var standby bool
+		if err := tx.QueryRowContext(ctx, "SELECT pg_is_in_recovery()").Scan(&standby); err != nil {
+			return err
+		}
+		if standby {
+			return fmt.Errorf("db: postgres is a read-only standby: %w", calls.ErrUnavailable)
+		}
+		return nil
+	})
+}
+
+// Close closes the pool, waiting for the statements running; later calls
+// fail with db.ErrClosed. Closing twice is harmless.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.closeErr = s.db.Close()
+	})
+	return s.closeErr
+}
+
+// migrationLock is the advisory lock key that serializes migrations of
+// processes opening the same database at once ("callsig" in ASCII).
+const migrationLock = 0x63616c6c736967
+
+// migrator is the db.Migrator of a PostgreSQL database: the applied
+// versions are rows of schema_migrations, each written in its migration's
+// transaction.
+type migrator struct{ db *sqlx.DB }
+
+func (m migrator) Version(ctx context.Context) (int, error) {
+	err := m.inLock(ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    INTEGER PRIMARY KEY,
+			applied_at BIGINT  NOT NULL
+		)`)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("create schema_migrations: %w", err)
+	}
+	var current int
+	if err := m.db.GetContext(ctx, &current, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`); err != nil {
+		return 0, err
+	}
+	return current, nil
+}
+
+func (m migrator) Apply(ctx context.Context, mig db.Migration) (bool, error) {
+	applied := false
+	err := m.inLock(ctx, func(tx *sqlx.Tx) error {
+		// Checked again under the lock: another process may have applied it.
+		var done int
+		if err := tx.GetContext(ctx, &done, `SELECT COUNT(*) FROM schema_migrations WHERE version = $1`, mig.Version); err != nil {
+			return err
+		}
+		if done > 0 {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, mig.SQL); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)`,
+			mig.Version, time.Now().UnixMilli()); err != nil {
+			return err
+		}
+		applied = true
+		return nil
+	})
+	return applied && err == nil, err
+}
+
+// inLock runs fn in a transaction holding the migration lock.
+func (m migrator) inLock(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	tx, err := m.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLock)); err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// errNoRows reports whether err is the empty result of a single-row query.
+func errNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }

@@ -1,0 +1,272 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/jmoiron/sqlx"
+
+	"callsig/calls"
+	"callsig/db"
+)
+
+// Update runs fn in its own transaction (one per request: PostgreSQL
+// group-commits concurrent ones) and returns once the commit is durable.
+func (s *Store) Update(ctx context.Context, fn func(calls.Tx) error) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		return fn(&callsTx{idempotencyTx{tx}})
+	})
+}
+
+// callsTx is the calls.Tx given to an Update fn.
+type callsTx struct{ idempotencyTx }
+
+var _ calls.Tx = (*callsTx)(nil)
+
+// The statements of the write path.
+const (
+	// FOR UPDATE: concurrent writers of one call, on any node, take turns,
+	// each seeing the call as the one before committed it. That is what
+	// makes a deadline fire once: the second Expire finds it cleared.
+	sqlSelectCallForUpdate = `SELECT ` + db.CallColumns + ` FROM calls WHERE id = $1 FOR UPDATE`
+	sqlSelectCallByID      = `SELECT ` + db.CallColumns + ` FROM calls WHERE id = $1`
+	sqlSelectUsers         = `SELECT ` + db.UserColumns + ` FROM call_users WHERE call_seq = $1 ORDER BY ord`
+
+	sqlInsertCall = `INSERT INTO calls (id, caller, mode, state, timeout, extended_data, create_time,
+		end_time, end_reason, not_received_check, caller_tracked, caller_offline_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING seq`
+	sqlUpdateCall = `UPDATE calls SET mode = $1, state = $2, timeout = $3, extended_data = $4,
+		end_time = $5, end_reason = $6, not_received_check = $7, caller_tracked = $8, caller_offline_at = $9
+		WHERE id = $10 RETURNING seq`
+	sqlUpsertUser = `INSERT INTO call_users (call_seq, user_id, ord, state, inviter, extended_data,
+		update_time, invite_time, accept_time, timeout_at, not_received_at, main_device,
+		missed_time, busy)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+		ON CONFLICT (call_seq, user_id) DO UPDATE SET ord = excluded.ord, state = excluded.state,
+		inviter = excluded.inviter, extended_data = excluded.extended_data,
+		update_time = excluded.update_time, invite_time = excluded.invite_time,
+		accept_time = excluded.accept_time, timeout_at = excluded.timeout_at,
+		not_received_at = excluded.not_received_at, main_device = excluded.main_device,
+		missed_time = excluded.missed_time, busy = excluded.busy`
+	sqlClearBusy = `UPDATE call_users SET busy = false WHERE call_seq = $1 AND busy`
+
+	// sqlNextEventID takes the recipient's event_users row (inserting it
+	// for a first event) and gives it the next id of the global sequence.
+	// The row stays locked until commit, so the user's next writer, on any
+	// node, takes its id only after this transaction's events are
+	// committed: ids follow each user's commit order. nextval is evaluated
+	// in the SET, after the lock is held; the VALUES one is spent only by a
+	// user's very first event (a gap, which ids may have anyway).
+	sqlNextEventID = `INSERT INTO event_users (user_id, last_id) VALUES ($1, nextval('event_ids'))
+		ON CONFLICT (user_id) DO UPDATE SET last_id = nextval('event_ids')
+		RETURNING last_id`
+	sqlInsertEvent = `INSERT INTO events (id, user_id, device, call_id, type, data, time)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`
+	sqlSetInvitation = `UPDATE call_users SET invitation_event_id = $1 WHERE call_seq = $2 AND user_id = $3`
+)
+
+// Call loads a call for update: the row stays locked until commit.
+func (t *callsTx) Call(ctx context.Context, callID string) (*calls.Call, error) {
+	return loadCall(ctx, t.tx, sqlSelectCallForUpdate, callID)
+}
+
+// Save writes a transition's outcome; see calls.Tx.
+func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
+	c := ch.Call
+	if c == nil {
+		return errors.New("db: save: change without a call")
+	}
+	if err := t.saveCall(ctx, c, ch.Created); err != nil {
+		return err
+	}
+	if c.State == calls.CallEnded && !ch.Created {
+		if _, err := t.tx.ExecContext(ctx, sqlClearBusy, c.Seq); err != nil {
+			return fmt.Errorf("db: free the users of %s: %w", c.ID, err)
+		}
+	}
+	var madeBusy []string
+	for i, u := range c.Users {
+		if !ch.Created && !u.Dirty() {
+			continue
+		}
+		busy := c.State == calls.CallStarted && u.State == calls.StateAccepted
+		if busy {
+			madeBusy = append(madeBusy, u.UserID)
+		}
+		_, err := t.tx.ExecContext(ctx, sqlUpsertUser, c.Seq, u.UserID, i, string(u.State),
+			u.Inviter, u.ExtendedData, u.UpdateTime, u.InviteTime, u.AcceptTime, u.TimeoutAt,
+			u.NotReceivedAt, u.MainDevice, u.MissedTime, busy)
+		if err != nil {
+			return fmt.Errorf("db: save user %s of %s: %w", u.UserID, c.ID, err)
+		}
+	}
+	if err := t.lockRecipients(ctx, ch.Events, madeBusy); err != nil {
+		return err
+	}
+	for i := range ch.Events {
+		ev := &ch.Events[i]
+		if err := t.insertEvent(ctx, ev); err != nil {
+			return err
+		}
+		if ev.Type == calls.EventReceived {
+			if err := t.setInvitation(ctx, c, ev); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range ch.Hooks {
+		if err := t.insertHook(ctx, &ch.Hooks[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lockRecipients takes the event_users rows of the events' recipients and
+// of the users written busy, in user order, before any event is inserted:
+// two changes addressing the same users in another order wait for each
+// other instead of deadlocking, and a busy check (BusyUsers) waits for a
+// change making one of its users busy. One recipient alone needs no
+// ordering: sqlNextEventID locks its row.
+func (t *callsTx) lockRecipients(ctx context.Context, evs []calls.Event, busy []string) error {
+	users := slices.Clone(busy)
+	for _, ev := range evs {
+		users = append(users, ev.UserID)
+	}
+	slices.Sort(users)
+	users = slices.Compact(users)
+	if len(users) == 0 || len(users) == 1 && len(busy) == 0 {
+		return nil
+	}
+	if err := lockEventUsers(ctx, t.tx, users); err != nil {
+		return fmt.Errorf("db: lock event recipients: %w", err)
+	}
+	return nil
+}
+
+// lockEventUsers takes the event_users rows of users (creating those of
+// first-time users, last_id 0: no id given yet) in user order, for the
+// rest of the transaction.
+func lockEventUsers(ctx context.Context, tx *sqlx.Tx, users []string) error {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO event_users (user_id, last_id)
+		SELECT u, 0 FROM unnest($1::text[]) AS u ORDER BY u COLLATE "C" ON CONFLICT (user_id) DO NOTHING`, users); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `SELECT 1 FROM event_users WHERE user_id = ANY($1)
+		ORDER BY user_id COLLATE "C" FOR UPDATE`, users)
+	return err
+}
+
+// saveCall inserts or updates the call row and sets c.Seq.
+func (t *callsTx) saveCall(ctx context.Context, c *calls.Call, created bool) error {
+	if created {
+		err := t.tx.QueryRowContext(ctx, sqlInsertCall, c.ID, c.Caller, string(c.Mode),
+			string(c.State), c.Timeout, c.ExtendedData, c.CreateTime, c.EndTime, string(c.EndReason),
+			c.NotReceivedCheck, c.CallerTracked, c.CallerOfflineAt).Scan(&c.Seq)
+		if err != nil {
+			return fmt.Errorf("db: insert call %s: %w", c.ID, err)
+		}
+		return nil
+	}
+	err := t.tx.QueryRowContext(ctx, sqlUpdateCall, string(c.Mode), string(c.State),
+		c.Timeout, c.ExtendedData, c.EndTime, string(c.EndReason), c.NotReceivedCheck,
+		c.CallerTracked, c.CallerOfflineAt, c.ID).Scan(&c.Seq)
+	if errNoRows(err) {
+		return calls.ErrCallNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("db: update call %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// insertEvent appends ev to the log and sets ev.ID (see sqlNextEventID).
+func (t *callsTx) insertEvent(ctx context.Context, ev *calls.Event) error {
+	data := string(ev.Data)
+	if data == "" {
+		data = "null"
+	}
+	err := t.tx.QueryRowContext(ctx, sqlNextEventID, ev.UserID).Scan(&ev.ID)
+	if err == nil {
+		_, err = t.tx.ExecContext(ctx, sqlInsertEvent, ev.ID, ev.UserID, ev.Device, ev.CallID,
+			string(ev.Type), data, ev.Time)
+	}
+	if err != nil {
+		return fmt.Errorf("db: insert %s event for %s: %w", ev.Type, ev.UserID, err)
+	}
+	return nil
+}
+
+// setInvitation records ev, an invitation just inserted, on its invitee's
+// row, in the same transaction as the event.
+func (t *callsTx) setInvitation(ctx context.Context, c *calls.Call, ev *calls.Event) error {
+	if ev.CallID != c.ID {
+		return fmt.Errorf("db: save: %s event for call %s in a change of %s", ev.Type, ev.CallID, c.ID)
+	}
+	res, err := t.tx.ExecContext(ctx, sqlSetInvitation, ev.ID, c.Seq, ev.UserID)
+	if err == nil {
+		var n int64
+		if n, err = res.RowsAffected(); err == nil && n != 1 {
+			err = fmt.Errorf("%s is not in the call", ev.UserID)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("db: record invitation %d of %s to %s: %w", ev.ID, c.ID, ev.UserID, err)
+	}
+	return nil
+}
+
+// noInviteeAccepted is the SQL side of calls.CallerOfflineApplies: no user
+// but the caller ever accepted. Rows it selects are filtered again with
+// the pure predicate.
+const noInviteeAccepted = `NOT EXISTS (SELECT 1 FROM call_users u
+	WHERE u.call_seq = c.seq AND u.user_id <> c.caller AND u.accept_time > 0)`
+
+var (
+	sqlCallerOfflineCalls = `SELECT ` + db.Prefixed("c.", db.CallColumns) + ` FROM calls c
+		WHERE c.caller = $1 AND c.state = 'started' AND ` + noInviteeAccepted + `
+		ORDER BY c.seq`
+	sqlTrackedCallerOfflineCalls = `SELECT ` + db.Prefixed("c.", db.CallColumns) + ` FROM calls c
+		WHERE c.state = 'started' AND c.caller_tracked AND c.seq > $1 AND ` + noInviteeAccepted + `
+		ORDER BY c.seq LIMIT $2`
+)
+
+// CallerOfflineCalls returns the started calls of caller userID in which
+// no invitee has accepted, oldest first, with their users.
+func (t *callsTx) CallerOfflineCalls(ctx context.Context, userID string) ([]*calls.Call, error) {
+	return queryCalls(ctx, t.tx, sqlCallerOfflineCalls, userID)
+}
+
+// TrackedCallerOfflineCalls returns up to limit started, caller-tracked
+// calls with seq > after in which no invitee has accepted, in seq order.
+func (t *callsTx) TrackedCallerOfflineCalls(ctx context.Context, after int64, limit int) ([]*calls.Call, error) {
+	return queryCalls(ctx, t.tx, sqlTrackedCallerOfflineCalls, after, limit)
+}
+
+// sqlBusyUsers is the busy check: each invitee looked up in the partial
+// index call_users_busy.
+const sqlBusyUsers = `SELECT DISTINCT u.user_id COLLATE "C" FROM call_users u JOIN calls c ON c.seq = u.call_seq
+	WHERE u.user_id = ANY($1) AND u.busy AND c.id <> $2
+	ORDER BY 1`
+
+// BusyUsers returns those of userIDs accepted in a started call other than
+// exceptCallID.
+func (t *callsTx) BusyUsers(ctx context.Context, userIDs []string, exceptCallID string) ([]string, error) {
+	if len(userIDs) == 0 {
+		return nil, nil
+	}
+	// A transaction writing one of them busy holds that user's
+	// event_users row until it commits (Save, lockRecipients). Taking the
+	// rows first makes this check wait for such a transaction and then
+	// read what it committed, as SQLite's single writer would.
+	if err := lockEventUsers(ctx, t.tx, userIDs); err != nil {
+		return nil, fmt.Errorf("db: busy users: %w", err)
+	}
+	var busy []string
+	if err := t.tx.SelectContext(ctx, &busy, sqlBusyUsers, userIDs, exceptCallID); err != nil {
+		return nil, fmt.Errorf("db: busy users: %w", err)
+	}
+	return busy, nil
+}

@@ -1,0 +1,129 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"net"
+	"runtime/debug"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jmoiron/sqlx"
+
+	"callsig/calls"
+	"callsig/db"
+)
+
+// unavailable marks the failures that say "not now" rather than "broken"
+// as calls.ErrUnavailable, so the HTTP layer answers 503 with Retry-After
+// instead of 500: the server unreachable or going away, too many
+// connections, a statement timeout, and the conflicts PostgreSQL resolves
+// by aborting one transaction (deadlock, serialization failure, lock not
+// available). A retry later may well succeed.
+func unavailable(err error) error {
+	if err == nil || errors.Is(err, calls.ErrUnavailable) {
+		return err
+	}
+	if transient(err) {
+		return fmt.Errorf("%w: %w", calls.ErrUnavailable, err)
+	}
+	return err
+}
+
+func transient(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case pe.Code[:2] == "08": // connection exception
+			return true
+		case pe.Code == "40001", pe.Code == "40P01": // serialization failure, deadlock
+			return true
+		case pe.Code == "53300", pe.Code == "55P03", pe.Code == "57014": // too many connections, lock not available, statement timeout
+			return true
+		case pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03": // shutdown, cannot connect now
+			return true
+		}
+		return false
+	}
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	return errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, sql.ErrConnDone) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) && !errors.Is(err, context.Canceled)
+}
+
+// failed classifies an error: one met after Close (the pool closed under
+// it) is db.ErrClosed, a transient one calls.ErrUnavailable.
+func (s *Store) failed(err error) error {
+	if err != nil && !errors.Is(err, db.ErrClosed) && s.closed.Load() {
+		return fmt.Errorf("%w: %w", db.ErrClosed, err)
+	}
+	return unavailable(err)
+}
+
+// inTx runs fn in one transaction and commits it: what fn writes commits
+// together, or nothing does when fn fails or panics (a *db.PanicError).
+// Commit returns once PostgreSQL has made it durable (synchronous_commit
+// on, set by Open); PostgreSQL group-commits concurrent transactions
+// itself.
+//
+// A ctx already done skips the write. Once begun, the transaction is not
+// tied to ctx (fn's own statements still are): database/sql would roll it
+// back when ctx ends, and an end during COMMIT would leave the caller an
+// error for a change that may have committed. So an Update that returns an
+// error did not commit, bar a connection lost during COMMIT itself; the
+// statement timeout bounds the rest.
+func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	if s.closed.Load() {
+		return db.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	tx, err := s.db.BeginTxx(context.WithoutCancel(ctx), nil)
+	if err != nil {
+		return s.failed(fmt.Errorf("db: begin: %w", err))
+	}
+	if err := contained(tx, fn); err != nil {
+		_ = tx.Rollback()
+		return s.failed(err)
+	}
+	if err := tx.Commit(); err != nil {
+		return s.failed(fmt.Errorf("db: commit: %w", err))
+	}
+	return nil
+}
+
+// contained runs fn, turning a panic into a *db.PanicError: the panic is
+// contained to the one request, whose transaction is rolled back.
+func contained(tx *sqlx.Tx, fn func(tx *sqlx.Tx) error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &db.PanicError{Value: p, Stack: debug.Stack()}
+		}
+	}()
+	return fn(tx)
+}
+
+// read runs fn in a read-only transaction, so the several queries of one
+// read (a call, then its users) see one snapshot (REPEATABLE READ).
+func (s *Store) read(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	if s.closed.Load() {
+		return db.ErrClosed
+	}
+	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead})
+	if err != nil {
+		return s.failed(fmt.Errorf("db: begin read: %w", err))
+	}
+	defer tx.Rollback() //nolint:errcheck // read-only: nothing to undo
+	return s.failed(fn(tx))
+}
+
+// query is the pool for a read of one statement, or db.ErrClosed.
+func (s *Store) query() (*sqlx.DB, error) {
+	if s.closed.Load() {
+		return nil, db.ErrClosed
+	}
+	return s.db, nil
+}
