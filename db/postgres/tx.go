@@ -226,17 +226,18 @@ const noInviteeAccepted = `NOT EXISTS (SELECT 1 FROM call_users u
 
 var (
 	sqlCallerOfflineCalls = `SELECT ` + db.Prefixed("c.", db.CallColumns) + ` FROM calls c
-		WHERE c.caller = $1 AND c.state = 'started' AND ` + noInviteeAccepted + `
-		ORDER BY c.seq`
+		WHERE c.caller = $1 AND c.state = 'started' AND c.seq > $2 AND ` + noInviteeAccepted + `
+		ORDER BY c.seq LIMIT $3`
 	sqlTrackedCallerOfflineCalls = `SELECT ` + db.Prefixed("c.", db.CallColumns) + ` FROM calls c
 		WHERE c.state = 'started' AND c.caller_tracked AND c.seq > $1 AND ` + noInviteeAccepted + `
 		ORDER BY c.seq LIMIT $2`
 )
 
-// CallerOfflineCalls returns the started calls of caller userID in which
-// no invitee has accepted, oldest first, with their users.
-func (t *callsTx) CallerOfflineCalls(ctx context.Context, userID string) ([]*calls.Call, error) {
-	return queryCalls(ctx, t.tx, sqlCallerOfflineCalls, userID)
+// CallerOfflineCalls returns up to limit started calls of caller userID
+// with seq > after in which no invitee has accepted, oldest first, with
+// their users.
+func (t *callsTx) CallerOfflineCalls(ctx context.Context, userID string, after int64, limit int) ([]*calls.Call, error) {
+	return queryCalls(ctx, t.tx, sqlCallerOfflineCalls, userID, after, limit)
 }
 
 // TrackedCallerOfflineCalls returns up to limit started, caller-tracked
