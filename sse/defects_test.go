@@ -114,6 +114,16 @@ func TestFailedDeliveryReportIsRetried(t *testing.T) {
 	r.svc.waitReports(t, "online bob", "failed c1 bob", "failed c1 bob", "delivered c1 bob")
 }
 
+// A failed presence report is retried like a delivery report: a caller
+// whose "online" never reached the store would have its calls end as
+// caller_offline while it is connected (issue 9 review).
+func TestFailedPresenceReportIsRetried(t *testing.T) {
+	r := newRig(t, Options{})
+	r.svc.failPresence = 2
+	r.open("bob", "d", "")
+	r.svc.waitReports(t, "failed online bob", "failed online bob", "online bob")
+}
+
 // A delivery report lost for good (every retry failed, or the server died
 // before it) is made again when the client resumes past the invitation:
 // it had the event, its Last-Event-ID says so.

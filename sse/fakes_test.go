@@ -178,8 +178,9 @@ type recorder struct {
 	reports []string
 	changed chan struct{}
 	// failDeliveries makes that many MarkDelivered calls fail first (each
-	// recorded as "failed …").
-	failDeliveries int
+	// recorded as "failed …"); failPresence the same for UserOnline and
+	// UserOffline.
+	failDeliveries, failPresence int
 }
 
 func newRecorder() *recorder { return &recorder{changed: make(chan struct{}, 1)} }
@@ -208,8 +209,26 @@ func (r *recorder) MarkDelivered(_ context.Context, callID, user string) error {
 	}
 	return r.add("delivered " + callID + " " + user)
 }
-func (r *recorder) UserOnline(_ context.Context, user string) error  { return r.add("online " + user) }
-func (r *recorder) UserOffline(_ context.Context, user string) error { return r.add("offline " + user) }
+func (r *recorder) UserOnline(_ context.Context, user string) error {
+	return r.presence("online " + user)
+}
+func (r *recorder) UserOffline(_ context.Context, user string) error {
+	return r.presence("offline " + user)
+}
+
+func (r *recorder) presence(report string) error {
+	r.mu.Lock()
+	fail := r.failPresence > 0
+	if fail {
+		r.failPresence--
+	}
+	r.mu.Unlock()
+	if fail {
+		_ = r.add("failed " + report)
+		return errors.New("store unreachable")
+	}
+	return r.add(report)
+}
 
 func (r *recorder) list() []string {
 	r.mu.Lock()

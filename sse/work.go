@@ -190,15 +190,34 @@ func (w *work) forget(user string, st *presenceState) {
 	}
 }
 
+// reportPresence reports user online or offline, retrying with backoff
+// (as many times as a delivery report) while ctx lasts: a lost "online"
+// would let a caller's calls end as caller_offline while it is connected,
+// a lost "offline" would never arm its grace period.
 func (w *work) reportPresence(ctx context.Context, user string, online bool) {
-	var err error
-	if online {
-		err = w.svc.UserOnline(ctx, user)
-	} else {
-		err = w.svc.UserOffline(ctx, user)
-	}
-	if err != nil && ctx.Err() == nil {
-		w.log.Error("report presence", "user", user, "online", online, "err", err)
+	wait := deliveryBackoff
+	for n := 1; ; n++ {
+		var err error
+		if online {
+			err = w.svc.UserOnline(ctx, user)
+		} else {
+			err = w.svc.UserOffline(ctx, user)
+		}
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		if n >= deliveryAttempts {
+			w.log.Error("report presence", "user", user, "online", online, "attempts", n, "err", err)
+			return
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait *= 2
 	}
 }
 
