@@ -242,7 +242,8 @@ export interface CallsigClientOptions {
    * Returns a fresh JWT: called at login without token, when login's stream
    * or a request gets 401, and on tokenWillExpire (the stream is reopened
    * only with a token expiring later than its own; otherwise it is asked
-   * again with backoff while the stream lasts).
+   * again with backoff while the stream lasts; a renewal's stream warned
+   * at once again, its token as short, waits 1 s, 2 s, … up to 15 s).
    */
   tokenProvider?: () => string | Promise<string>;
   /** This device (default `default`). */

@@ -90,6 +90,10 @@ function newerToken(next, current) {
 // is about to expire and the provider keeps returning one that is not newer.
 const RENEW_MAX_DELAY = 15000;
 const RENEW_FIRST_DELAY = 1000;
+const renewDelay = (n) => Math.min(RENEW_MAX_DELAY, RENEW_FIRST_DELAY * 2 ** n);
+// A warning this soon after a renewal's stream opened counts as one more
+// renewal in a row.
+const RENEW_CHAIN_WINDOW = 10000;
 
 function pick(config, keys) {
   const out = {};
@@ -114,6 +118,7 @@ export class CallsigClient {
   #streams = new Set(); // open EventSources: more than one only while renewing
   #current = null; // the newest stream
   #streamTokens = new Map(); // EventSource -> the token it was opened with
+  #renewals = new Map(); // EventSource -> {chain, openedAt}: renewals in a row that led to it, when it opened
   #reconnectTimer = 0;
   #renewTimer = 0;
   #backoff = 0;
@@ -233,6 +238,7 @@ export class CallsigClient {
     for (const es of this.#streams) es.close();
     this.#streams.clear();
     this.#streamTokens.clear();
+    this.#renewals.clear();
     this.#current = null;
     this.#setState('disconnected', 'logout');
     if (this.#pendingLogin) this.#pendingLogin.reject(loggedOut());
@@ -281,7 +287,7 @@ export class CallsigClient {
   // connect opens a new stream from the last event id. The streams already
   // open stay until it is open (a renewal has no gap); events that come on
   // both are handed over once, by id.
-  #connect(login) {
+  #connect(login, chain = 0) {
     clearTimeout(this.#reconnectTimer);
     clearTimeout(this.#renewTimer);
     const q = new URLSearchParams({access_token: this.#token, deviceID: this.#deviceID});
@@ -289,17 +295,21 @@ export class CallsigClient {
     const es = new this.#EventSource(`${this.#baseURL}/events?${q}`);
     this.#streams.add(es);
     this.#streamTokens.set(es, this.#token);
+    this.#renewals.set(es, {chain, openedAt: 0});
     this.#current = es;
     let opened = false;
     es.onopen = () => {
       if (!this.#streams.has(es)) return;
       opened = true;
       this.#backoff = 0;
+      const r = this.#renewals.get(es);
+      if (r) r.openedAt = Date.now();
       for (const old of this.#streams) {
         if (old !== es) {
           old.close();
           this.#streams.delete(old);
           this.#streamTokens.delete(old);
+          this.#renewals.delete(old);
         }
       }
       this.#setState('connected');
@@ -315,6 +325,7 @@ export class CallsigClient {
       // Refused (an expired token, say): EventSource gives up; we do not.
       this.#streams.delete(es);
       this.#streamTokens.delete(es);
+      this.#renewals.delete(es);
       if (es === this.#current && this.#streams.size > 0) {
         this.#current = [...this.#streams].pop(); // a renewal failed: the old stream goes on
       }
@@ -339,6 +350,7 @@ export class CallsigClient {
         for (const s of this.#streams) s.close();
         this.#streams.clear();
         this.#streamTokens.clear();
+    this.#renewals.clear();
         this.#setState('disconnected', 'refused');
         login.reject(new CallsigError({status, code: 'stream_refused',
           detail: (ev && ev.message) || 'the server refused the event stream'}));
@@ -406,14 +418,22 @@ export class CallsigClient {
     }
     this.#emit('tokenWillExpire', {second});
     if (!this.#tokenProvider) return; // the app calls renewToken
-    this.#renewStream(es, 0);
+    // A stream opened by a renewal and warned soon after got a token with
+    // little time left too (a provider handing out short tokens): each such
+    // renewal in a row waits longer, or they would follow each other as
+    // fast as the network allows.
+    const r = this.#renewals.get(es);
+    const chain = r && r.chain > 0 && Date.now() - r.openedAt < RENEW_CHAIN_WINDOW ? r.chain : 0;
+    clearTimeout(this.#renewTimer);
+    if (chain === 0) this.#renewStream(es, 0, 1);
+    else this.#renewTimer = setTimeout(() => this.#renewStream(es, 0, chain + 1), renewDelay(chain - 1));
   }
 
   // renewStream reopens the stream es with the provider's token if that
   // expires later than es's. If it does not (a cached token, one minted
   // with the same exp), es goes on and the provider is asked again with
   // backoff while es lasts; once es ends, reconnection takes over.
-  async #renewStream(es, attempt) {
+  async #renewStream(es, attempt, chain) {
     const live = () => this.#loggedIn && es === this.#current && this.#streams.has(es);
     if (!live()) return;
     let t = '';
@@ -425,12 +445,11 @@ export class CallsigClient {
     if (!live()) return;
     if (t && newerToken(t, this.#streamTokens.get(es))) {
       this.#token = t;
-      this.#connect();
+      this.#connect(null, chain);
       return;
     }
     clearTimeout(this.#renewTimer);
-    this.#renewTimer = setTimeout(() => this.#renewStream(es, attempt + 1),
-      Math.min(RENEW_MAX_DELAY, RENEW_FIRST_DELAY * 2 ** attempt));
+    this.#renewTimer = setTimeout(() => this.#renewStream(es, attempt + 1, chain), renewDelay(attempt));
   }
 
   // ---- HTTP -------------------------------------------------------------------

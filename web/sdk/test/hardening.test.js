@@ -8,12 +8,13 @@ import http from 'node:http';
 import {CallsigClient} from '../callsig.js';
 import {advance, client, is, token, URL, user} from './helpers.js';
 
-// calls returns a tokenProvider that answers call n with answer(n) and a
+// counted returns a tokenProvider that answers call n with answer(n) and a
 // waiter resolved at its nth call (a positive marker, never a sleep).
 function counted(answer) {
   const waiters = [];
   const provider = async () => {
     provider.n++;
+    provider.times.push(performance.now());
     const t = await answer(provider.n);
     for (const w of waiters.filter((w) => w.n <= provider.n)) {
       waiters.splice(waiters.indexOf(w), 1);
@@ -23,6 +24,7 @@ function counted(answer) {
     return t;
   };
   provider.n = 0;
+  provider.times = [];
   provider.called = (n, ms = 10000) => (provider.n >= n ? Promise.resolve() : new Promise((resolve, reject) => {
     const w = {n, resolve};
     w.timer = setTimeout(() => reject(new Error(`tokenProvider called ${provider.n} times, not ${n}, within ${ms} ms`)), ms);
@@ -67,6 +69,21 @@ test('D1 tokenWillExpire: a provider minting tokens with the same short exp does
   t.after(() => bob.logout());
   await provider.called(3); // login, the warning, the first retry
   assert.equal(bob.events.of('tokenWillExpire').length, 1);
+  assert.deepEqual(bob.events.of('connectionStateChanged').map((e) => e.data.state), ['connecting', 'connected']);
+});
+
+test('D1 tokenWillExpire: renewals in a row with short tokens, each newer, back off', async (t) => {
+  const bobID = user('bob');
+  // Each token expires a second later than the one before, and has less
+  // than 30 s: every new stream is warned at once.
+  const provider = counted((n) => token(bobID, 20 + n));
+  const bob = client(bobID, {tokenProvider: provider});
+  await bob.login();
+  t.after(() => bob.logout());
+  await provider.called(4); // login, the first renewal, two renewals in a row
+  const [, second, third, fourth] = provider.times;
+  assert.ok(third - second >= 900, `the second renewal in a row came ${Math.round(third - second)} ms after the first`);
+  assert.ok(fourth - third >= 1900, `the third renewal in a row came ${Math.round(fourth - third)} ms after the second`);
   assert.deepEqual(bob.events.of('connectionStateChanged').map((e) => e.data.state), ['connecting', 'connected']);
 });
 
