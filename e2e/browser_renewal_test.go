@@ -9,6 +9,7 @@ import (
 
 	"callsig/internal/app"
 	"callsig/internal/testkit"
+	"callsig/internal/wait"
 )
 
 // The demo page, built on the JavaScript client, renews its token when the
@@ -25,6 +26,12 @@ func TestBrowserTokenRenewal(t *testing.T) {
 	alice.signIn("alice")
 	bob.signIn("bob")
 	const accept = `[data-testid=accept]`
+	// Development tokens are minted on the wall clock with whole-second
+	// exps; the fake clock's hour passes in no wall time, so a token minted
+	// in the sign-in's second would expire with the old one, and the client
+	// reopens its stream only with a token that expires later.
+	signedIn := time.Now().Unix()
+	wait.For(t, 3*time.Second, "the wall clock's next second", func() bool { return time.Now().Unix() > signedIn })
 
 	s.Advance(time.Hour - 30*time.Second) // development tokens live an hour
 	const warned = `[data-testid=event-log] li[data-event=tokenWillExpire]`

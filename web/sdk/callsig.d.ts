@@ -96,8 +96,8 @@ export interface CallInviteResult {
   callID: string;
   timeout: number;
   errorUserList: ErrorUser[];
-  /** Invitees on another call, invited anyway (busyPolicy `ring`). */
-  busyUsers?: string[];
+  /** Invitees on another call, invited anyway (busyPolicy `ring`); empty when none. */
+  busyUsers: string[];
   call: CallInfo;
 }
 
@@ -112,7 +112,8 @@ export interface CallRejectResult { callID: string; }
 export interface CallingInviteResult {
   callID: string;
   errorUserList: ErrorUser[];
-  busyUsers?: string[];
+  /** Invitees on another call, invited anyway (busyPolicy `ring`); empty when none. */
+  busyUsers: string[];
 }
 
 export interface CallJoinResult {
@@ -237,10 +238,21 @@ export interface CallsigClientOptions {
   baseURL?: string;
   /** A user JWT. Give this or tokenProvider. */
   token?: string;
-  /** Returns a fresh JWT: called at login without token, after a 401 and on tokenWillExpire. */
+  /**
+   * Returns a fresh JWT: called at login without token, when login's stream
+   * or a request gets 401, and on tokenWillExpire (the stream is reopened
+   * only with a token expiring later than its own; otherwise it is asked
+   * again with backoff while the stream lasts; a renewal's stream warned
+   * at once again, its token as short, waits 1 s, 2 s, … up to 15 s).
+   */
   tokenProvider?: () => string | Promise<string>;
   /** This device (default `default`). */
   deviceID?: string;
+  /**
+   * The JWT claim holding the user ID, the same as the server's
+   * `CALLSIG_JWT_USER_CLAIM` (default `sub`); `userID` reads it.
+   */
+  userClaim?: string;
   /** Required where there is no global EventSource (Node: `import { EventSource } from 'eventsource'`). */
   EventSource?: new (url: string) => EventSourceLike;
   fetch?: typeof fetch;
@@ -248,14 +260,44 @@ export interface CallsigClientOptions {
   retry?: { attempts?: number; baseDelay?: number; maxDelay?: number };
 }
 
+/**
+ * The codes the client itself produces, beside the server's problem codes:
+ * - `network_error` (status 0): the server did not answer, or its 2xx
+ *   answer was cut, after every retry;
+ * - `stream_refused`: login's event stream was refused (after one retry
+ *   with a token from tokenProvider);
+ * - `logged_out`: logout() was called while login() was connecting;
+ * - `no_token`: tokenProvider returned no token;
+ * - `http_<status>`: an error answer without a problem body;
+ * - `unknown`: a CallsigError built without a code.
+ */
+export type CallsigClientErrorCode =
+  | 'network_error' | 'stream_refused' | 'logged_out' | 'no_token' | 'unknown' | `http_${number}`;
+
+/** A problem code of the server (`invalid_state`, `call_ended`, …) or of the client. */
+export type CallsigErrorCode = CallsigClientErrorCode | (string & {});
+
+/** What a CallsigError is built from: the problem+json body's fields. */
+export interface CallsigErrorInit {
+  status?: number;
+  code?: CallsigErrorCode;
+  detail?: string;
+  title?: string;
+  errors?: { field: string; message: string }[];
+  retryAfter?: number;
+}
+
 /** An HTTP API error: the problem+json body. */
 export class CallsigError extends Error {
-  /** HTTP status; 0 when the server could not be reached. */
+  constructor(init?: CallsigErrorInit);
+  readonly name: 'CallsigError';
+  /** HTTP status; 0 when the server could not be reached or the error is the client's. */
   readonly status: number;
-  /** The problem's stable code; `network_error` (status 0), `stream_refused` (login). */
-  readonly code: string;
+  /** The problem's stable code, or one of CallsigClientErrorCode. */
+  readonly code: CallsigErrorCode;
   readonly detail: string;
   readonly title: string;
+  /** Per-field messages of a validation error (empty otherwise). */
   readonly errors: { field: string; message: string }[];
   /** Seconds from Retry-After, when sent. */
   readonly retryAfter?: number;
@@ -264,7 +306,7 @@ export class CallsigError extends Error {
 export class CallsigClient {
   constructor(options: CallsigClientOptions);
 
-  /** The token's user ID (sub). */
+  /** The token's user ID: its `userClaim` (default `sub`); "" when the token is not a JWT. */
   readonly userID: string;
   readonly deviceID: string;
   readonly connectionState: ConnectionState;
@@ -274,11 +316,19 @@ export class CallsigClient {
   on<K extends CallsigEventName>(name: K, handler: CallsigEventHandler<K>): this;
   off<K extends CallsigEventName>(name: K, handler?: CallsigEventHandler<K>): this;
 
-  /** Opens the user's event stream; resolves once it is open. */
+  /**
+   * Opens the user's event stream; resolves once it is open. Rejects with
+   * code `stream_refused` (after one retry with tokenProvider's token) or
+   * `logged_out` (logout() came first).
+   */
   login(): Promise<void>;
-  /** Closes the event stream. */
+  /** Closes the event stream; a login() still connecting rejects with `logged_out`. */
   logout(): void;
-  /** Replaces the token (without tokenProvider: call it on tokenWillExpire). */
+  /**
+   * Replaces the token (without tokenProvider: call it on tokenWillExpire).
+   * The stream is reopened with it only when it expires later than the
+   * stream's token.
+   */
   renewToken(token: string): Promise<void>;
 
   callInvite(invitees: string[], config?: CallInviteConfig): Promise<CallInviteResult>;

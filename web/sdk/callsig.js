@@ -14,7 +14,11 @@
 //   (network, server restart, token expiry) and drops an event it gets
 //   twice, so handlers see each event once, in order;
 // - on tokenWillExpire it asks tokenProvider for a new token and opens the
-//   next stream from the last event id before the server ends the old one.
+//   next stream from the last event id before the server ends the old one,
+//   but only with a token that expires later than the stream's: a new
+//   stream whose token has 30 s or less left is warned at once, and
+//   reopening it with such a token again would loop as fast as the network
+//   allows.
 
 /** The call events of ZIM, in the names the server sends. */
 export const CALL_EVENTS = Object.freeze([
@@ -54,17 +58,42 @@ function randomKey() {
   return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 }
 
+const loggedOut = () => new CallsigError({code: 'logged_out', detail: 'logout() was called before the stream opened'});
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// The user ID (sub) of a JWT, read without verifying it: for display only.
-function tokenSubject(token) {
+// The claims of a JWT, read without verifying it (the server verifies):
+// for the user ID shown to the app and the exp that orders renewals. null
+// when token is not a JWT.
+function tokenClaims(token) {
   try {
     const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    return JSON.parse(globalThis.atob(part + '='.repeat((4 - (part.length % 4)) % 4))).sub || '';
+    const claims = JSON.parse(globalThis.atob(part + '='.repeat((4 - (part.length % 4)) % 4)));
+    return claims && typeof claims === 'object' ? claims : null;
   } catch {
-    return '';
+    return null;
   }
 }
+
+// newerToken tells whether next expires later than current, so that a
+// stream reopened with it outlives the one it replaces. Without a numeric
+// exp on both (not JWTs), a different token is taken as newer.
+function newerToken(next, current) {
+  if (!next) return false;
+  const a = tokenClaims(next)?.exp;
+  const b = tokenClaims(current)?.exp;
+  if (Number.isFinite(a) && Number.isFinite(b)) return a > b;
+  return next !== current;
+}
+
+// The longest wait between two tokenProvider calls while a stream's token
+// is about to expire and the provider keeps returning one that is not newer.
+const RENEW_MAX_DELAY = 15000;
+const RENEW_FIRST_DELAY = 1000;
+const renewDelay = (n) => Math.min(RENEW_MAX_DELAY, RENEW_FIRST_DELAY * 2 ** n);
+// A warning this soon after a renewal's stream opened counts as one more
+// renewal in a row.
+const RENEW_CHAIN_WINDOW = 10000;
 
 function pick(config, keys) {
   const out = {};
@@ -77,6 +106,7 @@ export class CallsigClient {
   #token;
   #tokenProvider;
   #refreshing = null;
+  #userClaim;
   #deviceID;
   #EventSource;
   #fetch;
@@ -87,8 +117,13 @@ export class CallsigClient {
   #lastEventID = -1; // the highest event id handed to the app (-1: none yet)
   #streams = new Set(); // open EventSources: more than one only while renewing
   #current = null; // the newest stream
+  #streamTokens = new Map(); // EventSource -> the token it was opened with
+  #renewals = new Map(); // EventSource -> {chain, openedAt}: renewals in a row that led to it, when it opened
   #reconnectTimer = 0;
+  #renewTimer = 0;
   #backoff = 0;
+  #pendingLogin = null; // {resolve, reject} of a login() whose stream is not open yet
+  #session = 0; // bumped by logout(): a login() begun before it must not go on
 
   /**
    * @param {object} options
@@ -96,24 +131,29 @@ export class CallsigClient {
    * @param {string} [options.token] a user JWT
    * @param {() => string | Promise<string>} [options.tokenProvider] returns a fresh JWT (called at login without token, on 401 and on tokenWillExpire)
    * @param {string} [options.deviceID] this device ("default" when left out)
+   * @param {string} [options.userClaim] the JWT claim holding the user ID, as the server's CALLSIG_JWT_USER_CLAIM ("sub" when left out)
    * @param {typeof EventSource} [options.EventSource] required where there is no global EventSource (Node)
    * @param {typeof fetch} [options.fetch]
    * @param {{attempts?: number, baseDelay?: number, maxDelay?: number}} [options.retry]
    */
   constructor(options = {}) {
-    const {baseURL = '', token, tokenProvider, deviceID = 'default', EventSource: ES, fetch: f, retry} = options;
+    const {baseURL = '', token, tokenProvider, deviceID = 'default', userClaim = 'sub', EventSource: ES, fetch: f, retry} = options;
     if (!token && !tokenProvider) throw new TypeError('CallsigClient: give a token or a tokenProvider');
     this.#baseURL = String(baseURL).replace(/\/+$/, '');
     this.#token = token || '';
     this.#tokenProvider = tokenProvider || null;
     this.#deviceID = deviceID;
+    this.#userClaim = userClaim;
     this.#EventSource = ES || globalThis.EventSource;
     this.#fetch = f || globalThis.fetch.bind(globalThis);
     this.#retry = {attempts: 5, baseDelay: 200, maxDelay: 5000, ...retry};
   }
 
-  /** The signed-in user (the token's sub). */
-  get userID() { return tokenSubject(this.#token); }
+  /** The signed-in user: the token's userClaim ("sub" by default); "" when the token is not a JWT. */
+  get userID() {
+    const v = tokenClaims(this.#token)?.[this.#userClaim];
+    return typeof v === 'string' ? v : '';
+  }
   get deviceID() { return this.#deviceID; }
   /** connecting, connected, reconnecting or disconnected. */
   get connectionState() { return this.#state; }
@@ -162,45 +202,84 @@ export class CallsigClient {
   // ---- session ------------------------------------------------------------
 
   /** Opens the user's event stream; resolves once it is open. */
+  /**
+   * Opens the user's event stream; resolves once it is open. Rejects with
+   * CallsigError code `stream_refused` when the server refuses it (after
+   * one retry with a token from tokenProvider), `logged_out` when logout()
+   * comes first.
+   */
   async login() {
     if (this.#loggedIn) return;
+    const session = this.#session;
     if (!this.#token) await this.#refreshToken();
+    if (session !== this.#session) throw loggedOut();
+    if (this.#loggedIn) return; // another login() got there during the await
     if (!this.#EventSource) throw new TypeError('CallsigClient: no EventSource; pass one in the options (Node: the eventsource package)');
     this.#loggedIn = true;
     this.#setState('connecting');
-    await new Promise((resolve, reject) => this.#connect({resolve, reject}));
+    await new Promise((resolve, reject) => {
+      const login = {
+        resolve: () => { this.#pendingLogin = null; resolve(); },
+        reject: (e) => { this.#pendingLogin = null; reject(e); },
+        renewed: false,
+      };
+      this.#pendingLogin = login;
+      this.#connect(login);
+    });
   }
 
-  /** Closes the event stream; a later login starts a new one (with the invitations still pending). */
+  /** Closes the event stream; a later login starts a new one (with the invitations still pending). A login() still connecting rejects with code `logged_out`. */
   logout() {
+    this.#session++;
     this.#loggedIn = false;
     this.#lastEventID = -1;
     clearTimeout(this.#reconnectTimer);
+    clearTimeout(this.#renewTimer);
     for (const es of this.#streams) es.close();
     this.#streams.clear();
+    this.#streamTokens.clear();
+    this.#renewals.clear();
     this.#current = null;
     this.#setState('disconnected', 'logout');
+    if (this.#pendingLogin) this.#pendingLogin.reject(loggedOut());
   }
 
-  /** Replaces the token (ZIM's renewToken); a logged-in client reopens its stream with it, from the last event. */
+  /**
+   * Replaces the token (ZIM's renewToken). A logged-in client reopens its
+   * stream with it, from the last event, when it expires later than the
+   * stream's token; otherwise the stream goes on as it is (reopening with a
+   * token as old would be warned at once again).
+   */
   async renewToken(token) {
     this.#token = token;
-    if (this.#loggedIn) this.#connect();
+    if (!this.#loggedIn) return;
+    const es = this.#current;
+    if (!es || !this.#streams.has(es)) {
+      if (!this.#pendingLogin) this.#connect(); // waiting to reconnect: now
+      return;
+    }
+    if (newerToken(token, this.#streamTokens.get(es))) this.#connect();
   }
 
-  async #refreshToken() {
-    if (!this.#tokenProvider) return false;
+  // fetchToken asks tokenProvider for a token (one call at a time).
+  #fetchToken() {
     if (!this.#refreshing) {
       this.#refreshing = Promise.resolve()
         .then(() => this.#tokenProvider())
         .then((t) => {
-          if (!t) throw new CallsigError({code: 'no_token', detail: 'tokenProvider returned no token'});
-          this.#token = t;
-          return true;
+          if (!t || typeof t !== 'string') throw new CallsigError({code: 'no_token', detail: 'tokenProvider returned no token'});
+          return t;
         })
         .finally(() => { this.#refreshing = null; });
     }
     return this.#refreshing;
+  }
+
+  // refreshToken replaces the token with the provider's; false without one.
+  async #refreshToken() {
+    if (!this.#tokenProvider) return false;
+    this.#token = await this.#fetchToken();
+    return true;
   }
 
   // ---- the event stream ---------------------------------------------------
@@ -208,22 +287,29 @@ export class CallsigClient {
   // connect opens a new stream from the last event id. The streams already
   // open stay until it is open (a renewal has no gap); events that come on
   // both are handed over once, by id.
-  #connect(login) {
+  #connect(login, chain = 0) {
     clearTimeout(this.#reconnectTimer);
+    clearTimeout(this.#renewTimer);
     const q = new URLSearchParams({access_token: this.#token, deviceID: this.#deviceID});
     if (this.#lastEventID >= 0) q.set('lastEventID', String(this.#lastEventID));
     const es = new this.#EventSource(`${this.#baseURL}/events?${q}`);
     this.#streams.add(es);
+    this.#streamTokens.set(es, this.#token);
+    this.#renewals.set(es, {chain, openedAt: 0});
     this.#current = es;
     let opened = false;
     es.onopen = () => {
       if (!this.#streams.has(es)) return;
       opened = true;
       this.#backoff = 0;
+      const r = this.#renewals.get(es);
+      if (r) r.openedAt = Date.now();
       for (const old of this.#streams) {
         if (old !== es) {
           old.close();
           this.#streams.delete(old);
+          this.#streamTokens.delete(old);
+          this.#renewals.delete(old);
         }
       }
       this.#setState('connected');
@@ -238,15 +324,35 @@ export class CallsigClient {
       }
       // Refused (an expired token, say): EventSource gives up; we do not.
       this.#streams.delete(es);
+      this.#streamTokens.delete(es);
+      this.#renewals.delete(es);
       if (es === this.#current && this.#streams.size > 0) {
         this.#current = [...this.#streams].pop(); // a renewal failed: the old stream goes on
+      }
+      const status = ev && ev.code ? ev.code : 0;
+      if (login && !opened && !login.renewed && this.#tokenProvider && (status === 0 || status === 401)) {
+        // The token given was stale (a browser's EventSource does not tell
+        // the status): one more try with the provider's.
+        login.renewed = true;
+        const session = this.#session;
+        this.#refreshToken().then(() => {
+          if (session === this.#session && this.#loggedIn) this.#connect(login);
+        }, (e) => {
+          if (session !== this.#session) return;
+          this.#loggedIn = false;
+          this.#setState('disconnected', 'refused');
+          login.reject(e);
+        });
+        return;
       }
       if (login && !opened) {
         this.#loggedIn = false;
         for (const s of this.#streams) s.close();
         this.#streams.clear();
+        this.#streamTokens.clear();
+    this.#renewals.clear();
         this.#setState('disconnected', 'refused');
-        login.reject(new CallsigError({status: ev && ev.code ? ev.code : 0, code: 'stream_refused',
+        login.reject(new CallsigError({status, code: 'stream_refused',
           detail: (ev && ev.message) || 'the server refused the event stream'}));
         return;
       }
@@ -312,13 +418,38 @@ export class CallsigClient {
     }
     this.#emit('tokenWillExpire', {second});
     if (!this.#tokenProvider) return; // the app calls renewToken
+    // A stream opened by a renewal and warned soon after got a token with
+    // little time left too (a provider handing out short tokens): each such
+    // renewal in a row waits longer, or they would follow each other as
+    // fast as the network allows.
+    const r = this.#renewals.get(es);
+    const chain = r && r.chain > 0 && Date.now() - r.openedAt < RENEW_CHAIN_WINDOW ? r.chain : 0;
+    clearTimeout(this.#renewTimer);
+    if (chain === 0) this.#renewStream(es, 0, 1);
+    else this.#renewTimer = setTimeout(() => this.#renewStream(es, 0, chain + 1), renewDelay(chain - 1));
+  }
+
+  // renewStream reopens the stream es with the provider's token if that
+  // expires later than es's. If it does not (a cached token, one minted
+  // with the same exp), es goes on and the provider is asked again with
+  // backoff while es lasts; once es ends, reconnection takes over.
+  async #renewStream(es, attempt, chain) {
+    const live = () => this.#loggedIn && es === this.#current && this.#streams.has(es);
+    if (!live()) return;
+    let t = '';
     try {
-      await this.#refreshToken();
+      t = await this.#fetchToken();
     } catch (e) {
       this.#emit('error', {error: e, event: 'tokenProvider'});
+    }
+    if (!live()) return;
+    if (t && newerToken(t, this.#streamTokens.get(es))) {
+      this.#token = t;
+      this.#connect(null, chain);
       return;
     }
-    if (this.#loggedIn && es === this.#current) this.#connect();
+    clearTimeout(this.#renewTimer);
+    this.#renewTimer = setTimeout(() => this.#renewStream(es, attempt + 1, chain), renewDelay(attempt));
   }
 
   // ---- HTTP -------------------------------------------------------------------
@@ -339,24 +470,44 @@ export class CallsigClient {
         headers['Idempotency-Key'] = key;
         init.body = JSON.stringify(body || {});
       }
+      // A network error, and a 2xx whose body is cut or unreadable: the
+      // server may have done it, so retry with the same key (it replays
+      // the stored answer) rather than report success without the result.
+      const networkError = async (e) => {
+        if (attempt + 1 < this.#retry.attempts) {
+          await sleep(this.#delay(attempt));
+          return;
+        }
+        throw new CallsigError({code: 'network_error', detail: `the server did not answer: ${e && e.message ? e.message : e}`});
+      };
       let res;
       try {
         res = await this.#fetch(this.#baseURL + path, init);
       } catch (e) {
-        if (attempt + 1 < this.#retry.attempts) {
-          await sleep(this.#delay(attempt));
+        await networkError(e);
+        continue;
+      }
+      let text = '';
+      try {
+        text = await res.text();
+      } catch (e) {
+        if (res.ok) {
+          await networkError(e);
           continue;
         }
-        throw new CallsigError({code: 'network_error', detail: `the server did not answer: ${e && e.message ? e.message : e}`});
       }
-      const text = await res.text().catch(() => '');
       let data = null;
       try {
         data = text ? JSON.parse(text) : null;
       } catch {
         data = null;
       }
-      if (res.ok) return data || {};
+      if (res.ok) {
+        if (res.status === 204) return {};
+        if (data && typeof data === 'object') return data;
+        await networkError(new Error(`unreadable ${res.status} answer`));
+        continue;
+      }
       const retryAfter = res.headers.get('Retry-After') ? Number(res.headers.get('Retry-After')) : undefined;
       if (res.status === 503 && attempt + 1 < this.#retry.attempts) {
         await sleep(this.#delay(attempt, retryAfter));

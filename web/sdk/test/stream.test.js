@@ -44,7 +44,8 @@ test('tokenWillExpire: the stream is renewed with a new token and loses nothing'
 
   await advance(10_000); // 30 s left
   const warn = await bob.events.wait((e) => e.name === 'tokenWillExpire', 'tokenWillExpire');
-  assert.equal(warn.data.second, 30);
+  // exp is whole seconds, cut from the wall clock at minting: up to 1 s less.
+  assert.ok(warn.data.second === 30 || warn.data.second === 29, `second ${warn.data.second}`);
   await alice.callCancel([], c1.callID); // around the switch to the new stream
   await bob.events.wait((e) => e.name === 'callInvitationCancelled');
   const c2 = await alice.callInvite([bob.userID], {timeout: 600});
