@@ -23,6 +23,10 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first signal starts a graceful shutdown; stopping the
+	// notification then gives the signals back their default action, so a
+	// second SIGTERM or Ctrl-C kills a shutdown that takes too long.
+	context.AfterFunc(ctx, stop)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
@@ -97,17 +101,39 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		log.Warn("serve", "err", err)
 	}
 	stopParts()
-	if err := <-ran; err != nil {
-		log.Warn("background parts", "err", err)
+	if err := waitParts(ran, cfg.ShutdownTimeout); err != nil {
+		if errors.Is(err, errPartsTimeout) {
+			log.Error("stopping", "err", err)
+			failed = errors.Join(failed, err)
+		} else {
+			log.Warn("background parts", "err", err)
+		}
 	}
 	if err := a.Close(); err != nil {
-		return fmt.Errorf("close: %w", err)
+		return errors.Join(failed, fmt.Errorf("close: %w", err))
 	}
 	if failed != nil {
 		return failed
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// errPartsTimeout is waitParts giving up on the background parts.
+var errPartsTimeout = errors.New("background parts did not stop within the shutdown timeout")
+
+// waitParts waits for the background parts (App.Run) to return after their
+// context was cancelled, at most timeout: a part stuck in a write must not
+// keep the process from exiting, which then reports the failure.
+func waitParts(ran <-chan error, timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-ran:
+		return err
+	case <-t.C:
+		return fmt.Errorf("%w (%s)", errPartsTimeout, timeout)
+	}
 }
 
 // token prints a JWT signed with the configured (or development) secret.
