@@ -22,13 +22,12 @@ import (
 )
 
 func main() {
+	// The first signal starts a graceful shutdown; serve then calls stop,
+	// which gives the signals back their default action, so a second
+	// SIGTERM or Ctrl-C kills a shutdown that takes too long.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	// The first signal starts a graceful shutdown; stopping the
-	// notification then gives the signals back their default action, so a
-	// second SIGTERM or Ctrl-C kills a shutdown that takes too long.
-	context.AfterFunc(ctx, stop)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	if err := run(ctx, stop, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "callsig:", err)
 		}
@@ -36,16 +35,18 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, stopSignals func(), args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "token" {
 		return token(args[1:], getenv, stdout)
 	}
-	return serve(ctx, args, getenv, stderr)
+	return serve(ctx, stopSignals, args, getenv, stderr)
 }
 
 // serve reads like the table of contents of the server: configure, build,
-// listen, and on a signal shut down in order.
-func serve(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+// listen, and on a signal shut down in order. stopSignals is called as the
+// shutdown begins (before anything is logged), so that from then on a
+// signal has its default action: a second one kills the process.
+func serve(ctx context.Context, stopSignals func(), args []string, getenv func(string) string, stderr io.Writer) error {
 	cfg, err := app.ParseConfig("callsig", args, getenv, nil)
 	if err != nil {
 		return err
@@ -85,6 +86,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		failed = fmt.Errorf("background part stopped: %w", failed)
 	case <-ctx.Done():
 	}
+	stopSignals()
 	if failed != nil {
 		log.Error("stopping", "err", failed)
 	}

@@ -85,7 +85,7 @@ func TestServeStopsWhenContextIsDone(t *testing.T) {
 		return ""
 	}
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, args, getenv, logs) }()
+	go func() { done <- serve(ctx, func() {}, args, getenv, logs) }()
 	listening(t, logs)
 	cancel()
 	select {
