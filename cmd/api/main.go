@@ -103,15 +103,19 @@ func serve(ctx context.Context, stopSignals func(), args []string, getenv func(s
 		log.Warn("serve", "err", err)
 	}
 	stopParts()
-	if err := waitParts(ran, cfg.ShutdownTimeout); err != nil {
-		if errors.Is(err, errPartsTimeout) {
-			log.Error("stopping", "err", err)
-			failed = errors.Join(failed, err)
-		} else {
-			log.Warn("background parts", "err", err)
-		}
+	if err := waitFor(ran, cfg.ShutdownTimeout); errors.Is(err, errShutdownTimeout) {
+		err = fmt.Errorf("background parts: %w", err)
+		log.Error("stopping", "err", err)
+		failed = errors.Join(failed, err)
+	} else if err != nil {
+		log.Warn("background parts", "err", err)
 	}
-	if err := a.Close(); err != nil {
+	// A part that did not stop may hold the store: closing it waits for
+	// the part's statement, so that wait is bounded too. Whatever it had
+	// not committed is rolled back, as after a crash.
+	closed := make(chan error, 1)
+	go func() { closed <- a.Close() }()
+	if err := waitFor(closed, cfg.ShutdownTimeout); err != nil {
 		return errors.Join(failed, fmt.Errorf("close: %w", err))
 	}
 	if failed != nil {
@@ -121,20 +125,20 @@ func serve(ctx context.Context, stopSignals func(), args []string, getenv func(s
 	return nil
 }
 
-// errPartsTimeout is waitParts giving up on the background parts.
-var errPartsTimeout = errors.New("background parts did not stop within the shutdown timeout")
+// errShutdownTimeout is waitFor giving up.
+var errShutdownTimeout = errors.New("did not stop within the shutdown timeout")
 
-// waitParts waits for the background parts (App.Run) to return after their
-// context was cancelled, at most timeout: a part stuck in a write must not
-// keep the process from exiting, which then reports the failure.
-func waitParts(ran <-chan error, timeout time.Duration) error {
+// waitFor waits for a step of the shutdown to report on done, at most
+// timeout: a background part stuck in a write must not keep the process
+// from exiting, which then reports the failure (exit status 1).
+func waitFor(done <-chan error, timeout time.Duration) error {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
-	case err := <-ran:
+	case err := <-done:
 		return err
 	case <-t.C:
-		return fmt.Errorf("%w (%s)", errPartsTimeout, timeout)
+		return fmt.Errorf("%w (%s)", errShutdownTimeout, timeout)
 	}
 }
 

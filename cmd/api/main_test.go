@@ -101,22 +101,23 @@ func TestServeStopsWhenContextIsDone(t *testing.T) {
 	}
 }
 
-// waitParts gives up on background parts that do not stop in time, so the
-// process can exit (non-zero), and passes on what they returned otherwise.
-func TestWaitPartsIsBounded(t *testing.T) {
+// waitFor gives up on background parts (or a store close) that do not
+// stop in time, so the process can exit (non-zero), and passes on what
+// they returned otherwise.
+func TestWaitForIsBounded(t *testing.T) {
 	stuck := make(chan error)
 	start := time.Now()
-	if err := waitParts(stuck, 50*time.Millisecond); !errors.Is(err, errPartsTimeout) {
-		t.Fatalf("waitParts on stuck parts = %v, want errPartsTimeout", err)
+	if err := waitFor(stuck, 50*time.Millisecond); !errors.Is(err, errShutdownTimeout) {
+		t.Fatalf("waitFor on stuck parts = %v, want errShutdownTimeout", err)
 	}
 	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("waitParts took %v past its 50ms bound", d)
+		t.Fatalf("waitFor took %v past its 50ms bound", d)
 	}
 	ran := make(chan error, 1)
 	boom := errors.New("boom")
 	ran <- boom
-	if err := waitParts(ran, time.Hour); !errors.Is(err, boom) {
-		t.Fatalf("waitParts = %v, want the parts' error", err)
+	if err := waitFor(ran, time.Hour); !errors.Is(err, boom) {
+		t.Fatalf("waitFor = %v, want the parts' error", err)
 	}
 }
 
