@@ -21,6 +21,12 @@ const (
 	// CodeNotFound is an unknown resource other than a call (a webhook
 	// endpoint or delivery of the admin API).
 	CodeNotFound Code = "not_found"
+	// CodeDeliveryInFlight: a webhook delivery cannot be retried while an
+	// attempt holds it; its outcome would overwrite the retry.
+	CodeDeliveryInFlight Code = "delivery_in_flight"
+	// CodeEndpointDisabled: a delivery of a disabled webhook endpoint
+	// cannot be retried; it would be failed unsent.
+	CodeEndpointDisabled Code = "endpoint_disabled"
 	// CodeUnavailable: the store cannot serve now (overloaded, busy or
 	// closed for shutdown); the same request may succeed when retried.
 	CodeUnavailable Code = "unavailable"
@@ -50,15 +56,17 @@ func (e *Error) Is(target error) bool {
 
 // Sentinels to compare against with errors.Is.
 var (
-	ErrInvalidRequest = &Error{Code: CodeInvalidRequest, Message: "invalid request"}
-	ErrForbidden      = &Error{Code: CodeForbidden, Message: "forbidden"}
-	ErrCallNotFound   = &Error{Code: CodeCallNotFound, Message: "call not found"}
-	ErrWrongMode      = &Error{Code: CodeWrongMode, Message: "wrong mode"}
-	ErrInvalidState   = &Error{Code: CodeInvalidState, Message: "invalid state"}
-	ErrCallEnded      = &Error{Code: CodeCallEnded, Message: "call ended"}
-	ErrAlreadyInCall  = &Error{Code: CodeAlreadyInCall, Message: "already in call"}
-	ErrCallFull       = &Error{Code: CodeCallFull, Message: "call full"}
-	ErrNotFound       = &Error{Code: CodeNotFound, Message: "not found"}
+	ErrInvalidRequest   = &Error{Code: CodeInvalidRequest, Message: "invalid request"}
+	ErrForbidden        = &Error{Code: CodeForbidden, Message: "forbidden"}
+	ErrCallNotFound     = &Error{Code: CodeCallNotFound, Message: "call not found"}
+	ErrWrongMode        = &Error{Code: CodeWrongMode, Message: "wrong mode"}
+	ErrInvalidState     = &Error{Code: CodeInvalidState, Message: "invalid state"}
+	ErrCallEnded        = &Error{Code: CodeCallEnded, Message: "call ended"}
+	ErrAlreadyInCall    = &Error{Code: CodeAlreadyInCall, Message: "already in call"}
+	ErrCallFull         = &Error{Code: CodeCallFull, Message: "call full"}
+	ErrNotFound         = &Error{Code: CodeNotFound, Message: "not found"}
+	ErrDeliveryInFlight = &Error{Code: CodeDeliveryInFlight, Message: "delivery in flight"}
+	ErrEndpointDisabled = &Error{Code: CodeEndpointDisabled, Message: "endpoint disabled"}
 	// ErrUnavailable is what a Store wraps its transient failures in (a
 	// closed store, a lock held past the busy timeout), so the transport
 	// answers "retry later" instead of "internal error". Its message is

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -81,4 +82,45 @@ func TestConnectionCapKeepsHealthAnswering(t *testing.T) {
 		res, _ := fresh(t, s, "/calls", s.Token("dave"))
 		return res.StatusCode == http.StatusOK
 	})
+}
+
+// The reserve above the cap is for health checks and scrapes, which send
+// their request at once: a client that opens reserve connections and stays
+// silent loses them after a short cutoff (2 s, not ReadHeaderTimeout's
+// 10 s), and /healthz answers again while the cap is still full.
+func TestConnectionReserveDropsSilentClients(t *testing.T) {
+	s := testkit.Start(t, testkit.WithConfig(func(c *app.Config) { c.MaxConnections = 1 }))
+	stream := s.Stream("alice", "", "") // holds the one normal slot
+	addr := strings.TrimPrefix(s.URL, "http://")
+	var silent []net.Conn
+	for range 16 { // the whole reserve
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		silent = append(silent, c)
+	}
+	healthz := func() int {
+		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		res, err := client.Get(s.URL + "/healthz")
+		if err != nil {
+			return 0 // closed at accept: cap and reserve full
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	wait.For(t, eventWait, "the silent connections to fill the reserve", func() bool { return healthz() == 0 })
+
+	start := time.Now()
+	for i, c := range silent {
+		_ = c.SetReadDeadline(start.Add(6 * time.Second)) // before ReadHeaderTimeout
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("silent reserve connection %d: read err = %v after %v, want it closed by the server", i, err, time.Since(start))
+		}
+	}
+	wait.For(t, eventWait, "/healthz to answer once the silent connections are gone", func() bool { return healthz() == http.StatusOK })
+	if stream.Ended() {
+		t.Fatal("the stream holding the normal slot was closed")
+	}
 }

@@ -255,3 +255,37 @@ func TestWebhookFailedDeliveryRetriedByHand(t *testing.T) {
 	}
 	onlyDelivery(s, wh.ID, afterAttempts(9, "delivered"))
 }
+
+// A retry by hand is refused with 409 while an attempt of the delivery is
+// in flight (that attempt's outcome would overwrite it, and the retry the
+// API acknowledged would be lost) and once the endpoint is disabled (the
+// delivery would be failed unsent); otherwise it is taken and sent.
+func TestWebhookRetryRefusedInFlightOrDisabled(t *testing.T) {
+	s := testkit.Start(t, testkit.WithFakeClock())
+	rcv := s.NewReceiver()
+	wh := s.RegisterWebhook(rcv, "call.created")
+	release := rcv.Hold()
+	defer release()
+
+	s.Client("alice").Invite(nil, "bob")
+	rcv.WaitInFlight(1)
+	d := onlyDelivery(s, wh.ID, afterAttempts(0, "pending"))
+	retry := "/webhooks/" + wh.ID + "/deliveries/" + d.ID + "/retry"
+	s.Admin().Post(retry, nil).WantProblem(http.StatusConflict, "delivery_in_flight")
+	release()
+	onlyDelivery(s, wh.ID, afterAttempts(1, "delivered"))
+
+	// Once the attempt has ended the retry is taken, and sent.
+	rcv.AnswerStatus(http.StatusGone)
+	s.Admin().Post(retry, nil).Want(http.StatusAccepted)
+	d = onlyDelivery(s, wh.ID, afterAttempts(2, "failed"))
+	if d.LastStatusCode != http.StatusGone {
+		t.Fatalf("after the retry: %+v, want the receiver's 410", d)
+	}
+	// The 410 disabled the endpoint: a retry now is refused, not failed later.
+	s.Admin().Post(retry, nil).WantProblem(http.StatusConflict, "endpoint_disabled")
+	onlyDelivery(s, wh.ID, afterAttempts(2, "failed"))
+	if n := len(rcv.Deliveries()); n != 2 {
+		t.Fatalf("receiver got %d requests, want 2", n)
+	}
+}

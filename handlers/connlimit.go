@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -26,16 +27,29 @@ import (
 // either is served or learns at once that it is not, the way nginx's
 // limit_conn answers 503, and a load balancer's health checks keep working
 // as on envoy's separate admin listener.
+//
+// A reserve connection must send its request within overflowRequestWait of
+// being accepted, or it is closed: a health check or a scrape sends at
+// once, and a client that connects and stays silent would otherwise hold a
+// reserve slot for the whole ReadHeaderTimeout, so that a single client
+// could fill the reserve and make the health checks fail.
 type ConnLimit struct {
 	max, reserve int64
+	overflowWait time.Duration // see overflowRequestWait
 	open         atomic.Int64
 	refused      atomic.Int64 // closed at accept, past the reserve
 }
 
+// overflowRequestWait is how long after accept a connection in the reserve
+// may take to deliver its request (headers and body): long enough for any
+// health checker on a loaded network, short enough that silent
+// connections cannot keep the reserve full.
+const overflowRequestWait = 2 * time.Second
+
 // NewConnLimit returns a cap of max connections plus reserve for
 // observability.
 func NewConnLimit(max, reserve int) *ConnLimit {
-	return &ConnLimit{max: int64(max), reserve: int64(reserve)}
+	return &ConnLimit{max: int64(max), reserve: int64(reserve), overflowWait: overflowRequestWait}
 }
 
 // Listener applies the cap to the connections accepted from ln.
@@ -79,8 +93,15 @@ func (ll *limitListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		n := l.open.Add(1)
+		if n <= l.max {
+			return &limitedConn{Conn: c, l: l}, nil
+		}
 		if n <= l.max+l.reserve {
-			return &limitedConn{Conn: c, l: l, overflow: n > l.max}, nil
+			lc := &limitedConn{Conn: c, l: l, overflow: true, cutoff: time.Now().Add(l.overflowWait)}
+			// net/http sets its own deadline only once it starts reading;
+			// this one covers the time until then.
+			_ = c.SetReadDeadline(lc.cutoff)
+			return lc, nil
 		}
 		l.open.Add(-1)
 		l.refused.Add(1)
@@ -93,8 +114,35 @@ func (ll *limitListener) Accept() (net.Conn, error) {
 type limitedConn struct {
 	net.Conn
 	l        *ConnLimit
-	overflow bool // accepted above max: health and metrics only
+	overflow bool      // accepted above max: health and metrics only
+	cutoff   time.Time // overflow only: reads end by then (see ConnLimit)
 	once     sync.Once
+}
+
+// SetReadDeadline clamps every read deadline of an overflow connection to
+// its cutoff: net/http sets ReadHeaderTimeout when it starts reading, and
+// no deadline at all once the headers are in, which would each give a
+// silent client a reserve slot for longer.
+func (c *limitedConn) SetReadDeadline(t time.Time) error {
+	return c.Conn.SetReadDeadline(c.clamp(t))
+}
+
+// SetDeadline clamps the read half as SetReadDeadline does.
+func (c *limitedConn) SetDeadline(t time.Time) error {
+	if c.cutoff.IsZero() {
+		return c.Conn.SetDeadline(t)
+	}
+	if err := c.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetReadDeadline(c.clamp(t))
+}
+
+func (c *limitedConn) clamp(t time.Time) time.Time {
+	if !c.cutoff.IsZero() && (t.IsZero() || t.After(c.cutoff)) {
+		return c.cutoff
+	}
+	return t
 }
 
 func (c *limitedConn) Close() error {

@@ -71,3 +71,54 @@ func TestLimitListener(t *testing.T) {
 	default:
 	}
 }
+
+// Every read deadline set on a reserve connection is clamped to its
+// cutoff, the one net/http clears once the headers are in included, so a
+// client that sends headers and then stalls is cut off too; a connection
+// under the cap keeps the deadlines it is given.
+func TestOverflowReadDeadlineClamped(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewConnLimit(1, 1)
+	l.overflowWait = 100 * time.Millisecond
+	ln := l.Listener(inner)
+	defer ln.Close()
+	for range 2 {
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	normal, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer normal.Close()
+	over, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer over.Close()
+	if !over.(*limitedConn).overflow || normal.(*limitedConn).overflow {
+		t.Fatal("second connection not the overflow one")
+	}
+	for _, set := range []func(time.Time) error{over.SetReadDeadline, over.SetDeadline} {
+		if err := set(time.Time{}); err != nil { // "no deadline", as net/http sets after the headers
+			t.Fatal(err)
+		}
+		start := time.Now()
+		var ne net.Error
+		if _, err := over.Read(make([]byte, 1)); !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("read on a silent overflow connection = %v, want a timeout at the cutoff", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("overflow read ended after %v, long past the cutoff", d)
+		}
+	}
+	if got := normal.(*limitedConn).clamp(time.Time{}); !got.IsZero() {
+		t.Fatalf("a connection under the cap had its deadline clamped to %v", got)
+	}
+}

@@ -44,7 +44,8 @@ type Tx interface {
 	InsertWebhookEndpoint(ctx context.Context, e *Endpoint) error
 	// RetryWebhookDelivery puts a delivery of a live endpoint back to
 	// pending, due at now, and returns it; calls.ErrNotFound when there is
-	// no such delivery.
+	// no such delivery, calls.ErrDeliveryInFlight while an attempt holds its
+	// lease at now, calls.ErrEndpointDisabled when its endpoint is disabled.
 	RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*Delivery, error)
 }
 

@@ -22,9 +22,12 @@ import (
 )
 
 func main() {
+	// The first signal starts a graceful shutdown; serve then calls stop,
+	// which gives the signals back their default action, so a second
+	// SIGTERM or Ctrl-C kills a shutdown that takes too long.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	if err := run(ctx, stop, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "callsig:", err)
 		}
@@ -32,16 +35,18 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, stopSignals func(), args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "token" {
 		return token(args[1:], getenv, stdout)
 	}
-	return serve(ctx, args, getenv, stderr)
+	return serve(ctx, stopSignals, args, getenv, stderr)
 }
 
 // serve reads like the table of contents of the server: configure, build,
-// listen, and on a signal shut down in order.
-func serve(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+// listen, and on a signal shut down in order. stopSignals is called as the
+// shutdown begins (before anything is logged), so that from then on a
+// signal has its default action: a second one kills the process.
+func serve(ctx context.Context, stopSignals func(), args []string, getenv func(string) string, stderr io.Writer) error {
 	cfg, err := app.ParseConfig("callsig", args, getenv, nil)
 	if err != nil {
 		return err
@@ -81,6 +86,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		failed = fmt.Errorf("background part stopped: %w", failed)
 	case <-ctx.Done():
 	}
+	stopSignals()
 	if failed != nil {
 		log.Error("stopping", "err", failed)
 	}
@@ -97,17 +103,43 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		log.Warn("serve", "err", err)
 	}
 	stopParts()
-	if err := <-ran; err != nil {
+	if err := waitFor(ran, cfg.ShutdownTimeout); errors.Is(err, errShutdownTimeout) {
+		err = fmt.Errorf("background parts: %w", err)
+		log.Error("stopping", "err", err)
+		failed = errors.Join(failed, err)
+	} else if err != nil {
 		log.Warn("background parts", "err", err)
 	}
-	if err := a.Close(); err != nil {
-		return fmt.Errorf("close: %w", err)
+	// A part that did not stop may hold the store: closing it waits for
+	// the part's statement, so that wait is bounded too. Whatever it had
+	// not committed is rolled back, as after a crash.
+	closed := make(chan error, 1)
+	go func() { closed <- a.Close() }()
+	if err := waitFor(closed, cfg.ShutdownTimeout); err != nil {
+		return errors.Join(failed, fmt.Errorf("close: %w", err))
 	}
 	if failed != nil {
 		return failed
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// errShutdownTimeout is waitFor giving up.
+var errShutdownTimeout = errors.New("did not stop within the shutdown timeout")
+
+// waitFor waits for a step of the shutdown to report on done, at most
+// timeout: a background part stuck in a write must not keep the process
+// from exiting, which then reports the failure (exit status 1).
+func waitFor(done <-chan error, timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("%w (%s)", errShutdownTimeout, timeout)
+	}
 }
 
 // token prints a JWT signed with the configured (or development) secret.

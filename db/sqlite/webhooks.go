@@ -190,25 +190,36 @@ func (s *Store) WebhookDeliveries(ctx context.Context, endpointID string, q webh
 
 // RetryWebhookDelivery puts a delivery of a live endpoint back to pending,
 // due at now, whatever its status, and returns it. Its attempt count is
-// kept: a failed delivery retried by hand gets one more attempt. A lease
-// held by an attempt in flight is left alone, so the retry never sends the
-// delivery twice at the same time.
+// kept: a failed delivery retried by hand gets one more attempt. A delivery
+// leased at now (an attempt in flight) is refused with
+// calls.ErrDeliveryInFlight: that attempt's outcome would overwrite the
+// retry. One of a disabled endpoint is refused with
+// calls.ErrEndpointDisabled: the dispatcher would fail it unsent.
 func (t *webhookTx) RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*webhooks.Delivery, error) {
-	res, err := t.tx.ExecContext(ctx, `UPDATE webhook_deliveries
-		SET status = 'pending', next_attempt_at = ?, delivered_at = 0
-		WHERE id = ? AND endpoint_id = ?
-		AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = endpoint_id AND e.deleted = 0)`,
-		now, deliveryID, endpointID)
-	var n int64
-	if err == nil {
-		n, err = res.RowsAffected()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("db: retry delivery %d: %w", deliveryID, err)
-	}
-	if n == 0 {
+	var (
+		lockedUntil int64
+		enabled     bool
+		reason      string
+	)
+	err := t.tx.QueryRowContext(ctx, `SELECT d.locked_until, e.enabled, e.disabled_reason FROM webhook_deliveries d
+		JOIN webhook_endpoints e ON e.id = d.endpoint_id
+		WHERE d.id = ? AND d.endpoint_id = ? AND e.deleted = 0`, deliveryID, endpointID).Scan(&lockedUntil, &enabled, &reason)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
 		return nil, &calls.Error{Code: calls.CodeNotFound,
 			Message: fmt.Sprintf("delivery %d of webhook %s not found", deliveryID, endpointID)}
+	case err != nil:
+		return nil, fmt.Errorf("db: retry delivery %d: %w", deliveryID, err)
+	case !enabled:
+		return nil, &calls.Error{Code: calls.CodeEndpointDisabled,
+			Message: fmt.Sprintf("webhook %s is disabled (%s); delivery %d would not be sent", endpointID, reason, deliveryID)}
+	case lockedUntil > now:
+		return nil, &calls.Error{Code: calls.CodeDeliveryInFlight,
+			Message: fmt.Sprintf("delivery %d of webhook %s is being attempted now; retry once the attempt ends", deliveryID, endpointID)}
+	}
+	if _, err := t.tx.ExecContext(ctx, `UPDATE webhook_deliveries
+		SET status = 'pending', next_attempt_at = ?, delivered_at = 0 WHERE id = ?`, now, deliveryID); err != nil {
+		return nil, fmt.Errorf("db: retry delivery %d: %w", deliveryID, err)
 	}
 	d, err := db.ScanDelivery(t.tx.QueryRowContext(ctx, `SELECT `+db.DeliveryColumns+` FROM webhook_deliveries d
 		JOIN webhook_messages m ON m.id = d.message_id WHERE d.id = ?`, deliveryID))

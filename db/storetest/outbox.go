@@ -395,7 +395,8 @@ func testClaimFailsDeadEndpointsDeliveries(t *testing.T, s db.Store) {
 
 // An attempt's outcome is recorded and ends its lease; a released attempt
 // is due again at once without counting; a retry by hand puts any delivery
-// back to pending, but never one in flight twice.
+// back to pending, but is refused for one in flight or of a disabled
+// endpoint.
 func testFinishReleaseAndRetryDeliveries(t *testing.T, s db.Store) {
 	ctx := context.Background()
 	putEndpoint(t, s, "a", 1)
@@ -461,12 +462,20 @@ func testFinishReleaseAndRetryDeliveries(t *testing.T, s db.Store) {
 	if got, _, _ := claim(t, s, c(70)); len(got) != 1 || got[0].Attempts != 2 {
 		t.Fatalf("after the retry: claimed %+v", got)
 	}
-	// Retried while in flight: the lease stays, it is not sent twice.
-	if _, err := retry("a", d, 80); err != nil {
-		t.Fatal(err)
+	// Retried while in flight: refused, since the attempt's outcome would
+	// overwrite the retry; the lease and the schedule stay as they were.
+	if r, err := retry("a", d, 80); !errors.Is(err, calls.ErrDeliveryInFlight) {
+		t.Fatalf("retry of a delivery in flight = %+v (%v), want ErrDeliveryInFlight", r, err)
+	}
+	if l := deliveries(t, s, "a"); l[0].Status != webhooks.DeliveryPending || l[0].NextAttemptAt != 70 {
+		t.Fatalf("after a refused retry: %+v, want it as the claim left it", l[0])
 	}
 	if _, ids, _ := claim(t, s, c(80)); len(ids) != 0 {
 		t.Fatalf("a delivery in flight was claimed again after a retry: %v", ids)
+	}
+	// Once the lease has passed (an attempt that died), the retry is taken.
+	if r, err := retry("a", d, 70+100); err != nil || r.Status != webhooks.DeliveryPending || r.NextAttemptAt != 170 {
+		t.Fatalf("retry after the lease = %+v (%v)", r, err)
 	}
 	finish(t, s, webhooks.Outcome{DeliveryID: d, EndpointID: "a", At: 90, StatusCode: 400})
 	hook(t, s, "c2", calls.HookCallCreated, 100)
@@ -478,6 +487,21 @@ func testFinishReleaseAndRetryDeliveries(t *testing.T, s db.Store) {
 	}
 	if l, _ := s.WebhookDeliveries(ctx, "a", webhooks.DeliveryQuery{Limit: 1}); len(l) != 1 || l[0].CreatedAt != 100 {
 		t.Errorf("newest delivery: %+v, want c2's", l)
+	}
+
+	// An endpoint disabled (410 Gone): a retry of its delivery is refused,
+	// since the delivery would be failed unsent.
+	got, _, _ = claim(t, s, c(200))
+	if len(got) != 1 {
+		t.Fatalf("claimed %+v, want c2's delivery", got)
+	}
+	gone := got[0].DeliveryID
+	finish(t, s, webhooks.Outcome{DeliveryID: gone, EndpointID: "a", At: 210, StatusCode: 410, DisableReason: "endpoint answered 410 Gone"})
+	if r, err := retry("a", gone, 220); !errors.Is(err, calls.ErrEndpointDisabled) {
+		t.Fatalf("retry on a disabled endpoint = %+v (%v), want ErrEndpointDisabled", r, err)
+	}
+	if l := deliveries(t, s, "a"); l[len(l)-1].Status != webhooks.DeliveryFailed {
+		t.Fatalf("after a refused retry on a disabled endpoint: %+v, want it still failed", l[len(l)-1])
 	}
 }
 

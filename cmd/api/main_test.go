@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"callsig/handlers"
+	"callsig/internal/wait"
+)
+
+// TestMain runs the real main when the test binary is started as the
+// server by a test below (CALLSIG_TEST_MAIN_ARGS holds its arguments), so
+// signals reach the process exactly as they reach a deployed one.
+func TestMain(m *testing.M) {
+	if args, ok := os.LookupEnv("CALLSIG_TEST_MAIN_ARGS"); ok {
+		os.Args = append([]string{"callsig"}, strings.Fields(args)...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+const testSecret = "test-secret-of-at-least-32-bytes!!"
+
+// logBuffer collects a server's log lines for the test to wait on.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var listeningAddr = regexp.MustCompile(`msg="callsig listening" addr=(\S+)`)
+
+// listening waits for the server's "listening" line and returns its address.
+func listening(t *testing.T, logs *logBuffer) string {
+	t.Helper()
+	var addr string
+	ok := wait.Until(20*time.Second, func() bool {
+		m := listeningAddr.FindStringSubmatch(logs.String())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	})
+	if !ok {
+		t.Fatalf("the server did not log that it listens:\n%s", logs)
+	}
+	return addr
+}
+
+// serve returns once its context is done: the HTTP server, the background
+// parts and the store all stop within the shutdown timeout.
+func TestServeStopsWhenContextIsDone(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &logBuffer{}
+	args := []string{"-addr", "127.0.0.1:0", "-db", filepath.Join(t.TempDir(), "callsig.db"), "-shutdown-timeout", "2s"}
+	getenv := func(k string) string {
+		if k == "CALLSIG_JWT_SECRET" {
+			return testSecret
+		}
+		return ""
+	}
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, func() {}, args, getenv, logs) }()
+	listening(t, logs)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve = %v, want nil after a clean shutdown\n%s", err, logs)
+		}
+	case <-time.After(2*2*time.Second + 5*time.Second): // HTTP drain and parts, each bounded, and slack
+		t.Fatalf("serve did not return after its context was done\n%s", logs)
+	}
+	if !strings.Contains(logs.String(), "stopped") {
+		t.Fatalf("no clean stop logged:\n%s", logs)
+	}
+}
+
+// waitFor gives up on background parts (or a store close) that do not
+// stop in time, so the process can exit (non-zero), and passes on what
+// they returned otherwise.
+func TestWaitForIsBounded(t *testing.T) {
+	stuck := make(chan error)
+	start := time.Now()
+	if err := waitFor(stuck, 50*time.Millisecond); !errors.Is(err, errShutdownTimeout) {
+		t.Fatalf("waitFor on stuck parts = %v, want errShutdownTimeout", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("waitFor took %v past its 50ms bound", d)
+	}
+	ran := make(chan error, 1)
+	boom := errors.New("boom")
+	ran <- boom
+	if err := waitFor(ran, time.Hour); !errors.Is(err, boom) {
+		t.Fatalf("waitFor = %v, want the parts' error", err)
+	}
+}
+
+// The first SIGTERM starts a graceful shutdown, which waits for requests
+// in flight; a second one kills the process at once, as an operator
+// pressing Ctrl-C twice expects.
+func TestSecondSignalKills(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(),
+		"CALLSIG_TEST_MAIN_ARGS=-addr 127.0.0.1:0 -db "+filepath.Join(t.TempDir(), "callsig.db")+
+			" -shutdown-timeout 60s -read-timeout 60s",
+		"CALLSIG_JWT_SECRET="+testSecret)
+	logs := &logBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	addr := listening(t, logs)
+
+	// A request whose body never finishes keeps the graceful shutdown
+	// waiting (up to the read and shutdown timeouts, here a minute).
+	tok, err := handlers.MintToken([]byte(testSecret), handlers.TokenRequest{UserID: "alice", TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Expect: 100-continue makes the server say when a handler starts
+	// reading the body: from then on the request is in flight.
+	fmt.Fprintf(conn, "POST /calls HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n", addr, tok)
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.Contains(status, "100 Continue") {
+		t.Fatalf("the slow request: %q (%v), want 100 Continue\n%s", status, err, logs)
+	}
+	fmt.Fprint(conn, "{")
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "the first signal to start the shutdown", func() bool {
+		return strings.Contains(logs.String(), "shutting down")
+	})
+	select {
+	case err := <-exited:
+		t.Fatalf("exited (%v) on the first signal despite a request in flight\n%s", err, logs)
+	default:
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		exited <- err // for the cleanup
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Success() {
+			t.Fatalf("after the second signal: %v, want the process killed\n%s", err, logs)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the second signal did not end the process\n%s", logs)
+	}
+}
