@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
@@ -192,21 +194,32 @@ func (s *Store) WebhookDeliveries(ctx context.Context, endpointID string, q webh
 // due at now, whatever its status, and returns it. A lease held by an
 // attempt in flight is left alone.
 func (t *webhookTx) RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*webhooks.Delivery, error) {
-	res, err := t.tx.ExecContext(ctx, `UPDATE webhook_deliveries d
-		SET status = 'pending', next_attempt_at = $1, delivered_at = 0
-		WHERE d.id = $2 AND d.endpoint_id = $3
-		AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = d.endpoint_id AND NOT e.deleted)`,
-		now, deliveryID, endpointID)
-	var n int64
-	if err == nil {
-		n, err = res.RowsAffected()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("db: retry delivery %d: %w", deliveryID, err)
-	}
-	if n == 0 {
+	var (
+		lockedUntil int64
+		enabled     bool
+		reason      string
+	)
+	// FOR UPDATE OF d: a node claiming the delivery meanwhile waits for this
+	// retry (or this retry for its lease), never both at once.
+	err := t.tx.QueryRowContext(ctx, `SELECT d.locked_until, e.enabled, e.disabled_reason FROM webhook_deliveries d
+		JOIN webhook_endpoints e ON e.id = d.endpoint_id
+		WHERE d.id = $1 AND d.endpoint_id = $2 AND NOT e.deleted FOR UPDATE OF d`, deliveryID, endpointID).Scan(&lockedUntil, &enabled, &reason)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
 		return nil, &calls.Error{Code: calls.CodeNotFound,
 			Message: fmt.Sprintf("delivery %d of webhook %s not found", deliveryID, endpointID)}
+	case err != nil:
+		return nil, fmt.Errorf("db: retry delivery %d: %w", deliveryID, err)
+	case !enabled:
+		return nil, &calls.Error{Code: calls.CodeEndpointDisabled,
+			Message: fmt.Sprintf("webhook %s is disabled (%s); delivery %d would not be sent", endpointID, reason, deliveryID)}
+	case lockedUntil > now:
+		return nil, &calls.Error{Code: calls.CodeDeliveryInFlight,
+			Message: fmt.Sprintf("delivery %d of webhook %s is being attempted now; retry once the attempt ends", deliveryID, endpointID)}
+	}
+	if _, err := t.tx.ExecContext(ctx, `UPDATE webhook_deliveries
+		SET status = 'pending', next_attempt_at = $1, delivered_at = 0 WHERE id = $2`, now, deliveryID); err != nil {
+		return nil, fmt.Errorf("db: retry delivery %d: %w", deliveryID, err)
 	}
 	d, err := db.ScanDelivery(t.tx.QueryRowContext(ctx, `SELECT `+db.DeliveryColumns+` FROM webhook_deliveries d
 		JOIN webhook_messages m ON m.id = d.message_id WHERE d.id = $1`, deliveryID))
