@@ -1,6 +1,7 @@
 package db
 
 import (
+	"database/sql"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -41,6 +42,34 @@ func Prefixed(prefix, columns string) string {
 // Scanner is a *sql.Row or *sql.Rows.
 type Scanner interface {
 	Scan(dest ...any) error
+}
+
+// ScanRows reads every row of rows with scan, then closes rows: the one
+// loop behind every multi-row query of every backend. No rows is an empty,
+// non-nil list (it encodes as [], not null).
+func ScanRows[T any](rows *sql.Rows, scan func(Scanner) (T, error)) ([]T, error) {
+	defer rows.Close()
+	list := []T{}
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return list, nil
+}
+
+// ScanDeadline reads a due deadline: call ID, user ID, kind, time.
+func ScanDeadline(sc Scanner) (calls.Deadline, error) {
+	var d calls.Deadline
+	var kind string
+	err := sc.Scan(&d.CallID, &d.UserID, &kind, &d.At)
+	d.Kind = calls.DeadlineKind(kind)
+	return d, err
 }
 
 // ScanCall reads CallColumns.

@@ -77,15 +77,7 @@ func loadCall(ctx context.Context, tx *sqlx.Tx, query, callID string) (*calls.Ca
 	if err != nil {
 		return nil, fmt.Errorf("db: load users of %s: %w", callID, err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		u, err := db.ScanUser(rows)
-		if err != nil {
-			return nil, fmt.Errorf("db: load users of %s: %w", callID, err)
-		}
-		c.Users = append(c.Users, u)
-	}
-	if err := rows.Err(); err != nil {
+	if c.Users, err = db.ScanRows(rows, func(sc db.Scanner) (*calls.CallUser, error) { return db.ScanUser(sc) }); err != nil {
 		return nil, fmt.Errorf("db: load users of %s: %w", callID, err)
 	}
 	return c, nil
@@ -98,19 +90,10 @@ func queryCalls(ctx context.Context, q sqlx.QueryerContext, query string, args .
 	if err != nil {
 		return nil, fmt.Errorf("db: query calls: %w", err)
 	}
-	defer rows.Close()
-	var list []*calls.Call
-	for rows.Next() {
-		c, err := db.ScanCall(rows)
-		if err != nil {
-			return nil, fmt.Errorf("db: query calls: %w", err)
-		}
-		list = append(list, c)
-	}
-	if err := rows.Err(); err != nil {
+	list, err := db.ScanRows(rows, db.ScanCall) // closes rows: the tx is free for the users query
+	if err != nil {
 		return nil, fmt.Errorf("db: query calls: %w", err)
 	}
-	rows.Close() // before the next query on the same transaction
 	if len(list) == 0 {
 		return list, nil
 	}

@@ -174,16 +174,8 @@ func (s *Store) queryEvents(ctx context.Context, query string, args ...any) ([]c
 	if err != nil {
 		return nil, s.failed(fmt.Errorf("db: query events: %w", err))
 	}
-	defer rows.Close()
-	var list []calls.Event
-	for rows.Next() {
-		e, err := db.ScanEvent(rows)
-		if err != nil {
-			return nil, s.failed(fmt.Errorf("db: query events: %w", err))
-		}
-		list = append(list, e)
-	}
-	if err := rows.Err(); err != nil {
+	list, err := db.ScanRows(rows, db.ScanEvent)
+	if err != nil {
 		return nil, s.failed(fmt.Errorf("db: query events: %w", err))
 	}
 	return list, nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"callsig/calls"
+	"callsig/db"
 )
 
 // sqlDueDeadlines reads each kind of deadline from its own partial index,
@@ -46,18 +47,8 @@ func (s *Store) DueDeadlines(ctx context.Context, now int64, limit int) ([]calls
 	if err != nil {
 		return nil, fmt.Errorf("db: due deadlines: %w", err)
 	}
-	defer rows.Close()
-	var due []calls.Deadline
-	for rows.Next() {
-		var d calls.Deadline
-		var kind string
-		if err := rows.Scan(&d.CallID, &d.UserID, &kind, &d.At); err != nil {
-			return nil, fmt.Errorf("db: due deadlines: %w", err)
-		}
-		d.Kind = calls.DeadlineKind(kind)
-		due = append(due, d)
-	}
-	if err := rows.Err(); err != nil {
+	due, err := db.ScanRows(rows, db.ScanDeadline)
+	if err != nil {
 		return nil, fmt.Errorf("db: due deadlines: %w", err)
 	}
 	return due, nil

@@ -179,16 +179,8 @@ func queryEvents(ctx context.Context, q sqlx.QueryerContext, query string, args 
 	if err != nil {
 		return nil, fmt.Errorf("db: query events: %w", err)
 	}
-	defer rows.Close()
-	var list []calls.Event
-	for rows.Next() {
-		e, err := db.ScanEvent(rows)
-		if err != nil {
-			return nil, fmt.Errorf("db: query events: %w", err)
-		}
-		list = append(list, e)
-	}
-	if err := rows.Err(); err != nil {
+	list, err := db.ScanRows(rows, db.ScanEvent)
+	if err != nil {
 		return nil, fmt.Errorf("db: query events: %w", err)
 	}
 	return list, nil

@@ -172,15 +172,8 @@ func (s *Store) WebhookDeliveries(ctx context.Context, endpointID string, q webh
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			d, err := db.ScanDelivery(rows)
-			if err != nil {
-				return err
-			}
-			list = append(list, d)
-		}
-		return rows.Err()
+		list, err = db.ScanRows(rows, db.ScanDelivery)
+		return err
 	})
 	if err != nil && calls.CodeOf(err) == "" {
 		err = fmt.Errorf("db: list deliveries of %s: %w", endpointID, err)
