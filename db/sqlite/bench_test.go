@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"callsig/calls"
+	"callsig/db/storetest"
 )
 
 // BenchmarkUpdate measures durable transactions per second (synchronous=FULL)
@@ -23,7 +24,7 @@ func BenchmarkUpdate(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			ch := newCall(fmt.Sprintf("c%d", n.Add(1)), "alice", 1000, "bob")
+			ch := storetest.NewCall(fmt.Sprintf("c%d", n.Add(1)), "alice", 1000, "bob")
 			if err := s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, ch) }); err != nil {
 				b.Error(err)
 				return

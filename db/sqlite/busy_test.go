@@ -12,6 +12,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"callsig/calls"
+	"callsig/db/storetest"
 )
 
 // The busy column follows the calls through the real transitions: a user is
@@ -38,7 +39,7 @@ func TestBusyUsers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		save(t, s, ch)
+		storetest.Save(t, s, ch)
 		c, err := s.Call(ctx, ch.Call.ID)
 		if err != nil {
 			t.Fatal(err)
@@ -105,13 +106,13 @@ func TestMissedTimeRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	save(t, s, ch)
+	storetest.Save(t, s, ch)
 	c, err := s.Call(ctx, ch.Call.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ch = calls.Expire(c, calls.Deadline{CallID: c.ID, UserID: "bob", Kind: calls.DeadlineTimeout}, 1_000+90_000)
-	save(t, s, ch)
+	storetest.Save(t, s, ch)
 	if c, err = s.Call(ctx, c.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +134,7 @@ func TestBusyUsersSeesTheTransaction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	save(t, s, ch)
+	storetest.Save(t, s, ch)
 	err = s.Update(ctx, func(tx calls.Tx) error {
 		c, err := tx.Call(ctx, ch.Call.ID)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"callsig/calls"
+	"callsig/db/storetest"
 )
 
 // SQLite gives event ids from one global sequence, in the order the single
@@ -22,7 +23,7 @@ func TestEventIDsIncreaseInCommitOrder(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 50 {
 		wg.Go(func() {
-			ch := newCall(fmt.Sprintf("c%d", i), "alice", 1000, "bob", "carol", "dave")
+			ch := storetest.NewCall(fmt.Sprintf("c%d", i), "alice", 1000, "bob", "carol", "dave")
 			err := s.Update(ctx, func(tx calls.Tx) error {
 				if err := tx.Save(ctx, ch); err != nil {
 					return err

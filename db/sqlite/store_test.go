@@ -14,6 +14,7 @@ import (
 
 	"callsig/calls"
 	"callsig/db"
+	"callsig/db/storetest"
 )
 
 // TestMain fails the package if any test leaves a goroutine running, the
@@ -114,8 +115,8 @@ func TestDataSurvivesReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch := newCall("c1", "alice", 1000, "bob")
-	save(t, s, ch)
+	ch := storetest.NewCall("c1", "alice", 1000, "bob")
+	storetest.Save(t, s, ch)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"callsig/calls"
 	"callsig/db"
+	"callsig/db/storetest"
 	"callsig/internal/wait"
 )
 
@@ -68,7 +69,7 @@ func TestConcurrentUpdatesAllCommit(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 200 {
 		wg.Go(func() {
-			ch := newCall(fmt.Sprintf("c%03d", i), "alice", 1000, "bob")
+			ch := storetest.NewCall(fmt.Sprintf("c%03d", i), "alice", 1000, "bob")
 			if err := s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, ch) }); err != nil {
 				t.Errorf("Update %d: %v", i, err)
 			}
@@ -229,7 +230,7 @@ func TestNoGoroutineLeftAfterClose(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	save(t, s, newCall("c1", "alice", 1000, "bob"))
+	storetest.Save(t, s, storetest.NewCall("c1", "alice", 1000, "bob"))
 	if _, err := s.Call(ctx, "c1"); err != nil {
 		t.Error(err)
 	}

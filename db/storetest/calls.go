@@ -28,7 +28,7 @@ func testSaveCallRoundTrip(t *testing.T, s db.Store) {
 		},
 	}
 	in := want.Clone()
-	save(t, s, &calls.Change{Call: in, Created: true})
+	Save(t, s, &calls.Change{Call: in, Created: true})
 	if in.Seq <= 0 {
 		t.Fatalf("Save did not assign Seq: %d", in.Seq)
 	}
@@ -81,7 +81,7 @@ func testSaveCallRoundTrip(t *testing.T, s db.Store) {
 
 func testSaveWritesOnlyDirtyUsers(t *testing.T, s db.Store) {
 	ctx := context.Background()
-	save(t, s, newCall("c1", "alice", 1000, "bob", "carol"))
+	Save(t, s, NewCall("c1", "alice", 1000, "bob", "carol"))
 
 	err := s.Update(ctx, func(tx calls.Tx) error {
 		c, err := tx.Call(ctx, "c1")
@@ -142,7 +142,7 @@ func testFailedUpdateLeavesNothing(t *testing.T, s db.Store) {
 	ctx := context.Background()
 	boom := errors.New("boom")
 	err := s.Update(ctx, func(tx calls.Tx) error {
-		if err := tx.Save(ctx, newCall("failed", "alice", 1000, "bob")); err != nil {
+		if err := tx.Save(ctx, NewCall("failed", "alice", 1000, "bob")); err != nil {
 			return err
 		}
 		return boom
@@ -151,7 +151,7 @@ func testFailedUpdateLeavesNothing(t *testing.T, s db.Store) {
 		t.Fatalf("failing Update = %v, want its own error", err)
 	}
 	err = s.Update(ctx, func(tx calls.Tx) error {
-		if err := tx.Save(ctx, newCall("panicked", "alice", 1000, "bob")); err != nil {
+		if err := tx.Save(ctx, NewCall("panicked", "alice", 1000, "bob")); err != nil {
 			return err
 		}
 		panic("kaboom")
@@ -168,7 +168,7 @@ func testFailedUpdateLeavesNothing(t *testing.T, s db.Store) {
 	if evs := events(t, s, "bob"); len(evs) != 0 {
 		t.Errorf("events of failed Updates: %+v", evs)
 	}
-	save(t, s, newCall("after", "alice", 1000, "bob"))
+	Save(t, s, NewCall("after", "alice", 1000, "bob"))
 	if evs := events(t, s, "bob"); len(evs) != 1 || evs[0].CallID != "after" {
 		t.Errorf("events after a good Update: %+v, want the one of 'after'", evs)
 	}
@@ -177,8 +177,8 @@ func testFailedUpdateLeavesNothing(t *testing.T, s db.Store) {
 func testListCallsPaging(t *testing.T, s db.Store) {
 	ctx := context.Background()
 	for i := range 25 {
-		save(t, s, newCall(fmt.Sprintf("c%02d", i), "alice", int64(1000+i), "bob"))
-		save(t, s, newCall(fmt.Sprintf("other%02d", i), "carol", int64(1000+i), "dave"))
+		Save(t, s, NewCall(fmt.Sprintf("c%02d", i), "alice", int64(1000+i), "bob"))
+		Save(t, s, NewCall(fmt.Sprintf("other%02d", i), "carol", int64(1000+i), "dave"))
 	}
 	var seen []string
 	var before int64
@@ -227,30 +227,30 @@ func testCallerOfflineCallsMatchThePredicate(t *testing.T, s db.Store) {
 	var all []*calls.Change
 	add := func(ch *calls.Change, tracked bool) {
 		ch.Call.CallerTracked = tracked
-		save(t, s, ch)
+		Save(t, s, ch)
 		all = append(all, ch)
 	}
-	add(newCall("pending", "alice", 1000, "bob"), true)
-	answered := newCall("answered", "alice", 1000, "bob")
+	add(NewCall("pending", "alice", 1000, "bob"), true)
+	answered := NewCall("answered", "alice", 1000, "bob")
 	answered.Call.Users[1].State, answered.Call.Users[1].AcceptTime = calls.StateAccepted, 1500
 	add(answered, true)
-	quitAfterAccept := newCall("quit", "alice", 1000, "bob")
+	quitAfterAccept := NewCall("quit", "alice", 1000, "bob")
 	quitAfterAccept.Call.Mode = calls.ModeAdvanced
 	quitAfterAccept.Call.Users[1].State, quitAfterAccept.Call.Users[1].AcceptTime = calls.StateQuit, 1500
 	add(quitAfterAccept, true)
-	lone := newCall("lone", "alice", 1000, "bob")
+	lone := NewCall("lone", "alice", 1000, "bob")
 	lone.Call.Mode = calls.ModeAdvanced
 	lone.Call.Users[1].State = calls.StateRejected
 	add(lone, true)
-	untrackedLone := newCall("untracked-lone", "alice", 1000, "bob")
+	untrackedLone := NewCall("untracked-lone", "alice", 1000, "bob")
 	untrackedLone.Call.Mode = calls.ModeAdvanced
 	untrackedLone.Call.Users[1].State = calls.StateTimeout
 	add(untrackedLone, false)
-	ended := newCall("ended", "alice", 1000, "bob")
+	ended := NewCall("ended", "alice", 1000, "bob")
 	ended.Call.State = calls.CallEnded
 	add(ended, true)
-	add(newCall("others", "carol", 1000, "bob"), true)
-	add(newCall("untracked", "dave", 1000, "erin"), false)
+	add(NewCall("others", "carol", 1000, "bob"), true)
+	add(NewCall("untracked", "dave", 1000, "erin"), false)
 
 	want := func(caller string, trackedOnly bool) []string {
 		var ids []string
@@ -335,7 +335,7 @@ func testCallerPresenceInPages(t *testing.T, s db.Store) {
 	const n = 450
 	err := s.Update(ctx, func(tx calls.Tx) error {
 		for i := range n {
-			if err := tx.Save(ctx, newCall(fmt.Sprintf("p%03d", i), "alice", 1000, "bob")); err != nil {
+			if err := tx.Save(ctx, NewCall(fmt.Sprintf("p%03d", i), "alice", 1000, "bob")); err != nil {
 				return err
 			}
 		}
@@ -402,9 +402,9 @@ func testServiceRunArmsTrackedCallersAndStops(t *testing.T, s db.Store) {
 		id, caller string
 		tracked    bool
 	}{{"gone", "alice", true}, {"back", "bob", true}, {"backend", "carol", false}} {
-		ch := newCall(c.id, c.caller, 1000, "dave")
+		ch := NewCall(c.id, c.caller, 1000, "dave")
 		ch.Call.CallerTracked = c.tracked
-		save(t, s, ch)
+		Save(t, s, ch)
 	}
 	committed := make(commits, 10)
 	svc := calls.NewService(calls.Options{Store: s, Clock: clock, Presence: onlineSet{"bob": true},
@@ -439,20 +439,20 @@ func testDeadlinesAcrossKinds(t *testing.T, s db.Store) {
 	}
 
 	// a: bob times out at 300, carol becomes notYetReceived at 200.
-	a := newCall("a", "alice", 0, "bob", "carol")
+	a := NewCall("a", "alice", 0, "bob", "carol")
 	a.Call.Users[1].TimeoutAt = 300
 	a.Call.Users[2].TimeoutAt = 0
 	a.Call.Users[2].NotReceivedAt = 200
 	// b: the caller dave goes offline at 100.
-	b := newCall("b", "dave", 0, "erin")
+	b := NewCall("b", "dave", 0, "erin")
 	b.Call.Users[1].TimeoutAt = 0
 	b.Call.CallerOfflineAt = 100
 	// c: gina becomes notYetReceived at 400; her timeout (900) is not due.
-	c := newCall("c", "frank", 0, "gina")
+	c := NewCall("c", "frank", 0, "gina")
 	c.Call.Users[1].TimeoutAt = 900
 	c.Call.Users[1].NotReceivedAt = 400
 	for _, ch := range []*calls.Change{a, b, c} {
-		save(t, s, ch)
+		Save(t, s, ch)
 	}
 
 	if next, err := s.NextDeadline(ctx); err != nil || next != 100 {
@@ -494,7 +494,7 @@ func testCallCounts(t *testing.T, s db.Store) {
 		t.Errorf("CallCounts of an empty store = %d, %d (%v), want 0, 0", started, ended, err)
 	}
 	for _, id := range []string{"a", "b", "c"} {
-		save(t, s, newCall(id, "alice", 1000, "bob"))
+		Save(t, s, NewCall(id, "alice", 1000, "bob"))
 	}
 	update(t, s, "b", func(c *calls.Call) *calls.Change {
 		c.State, c.EndTime, c.EndReason = calls.CallEnded, 2000, calls.EndCallerOffline
@@ -513,7 +513,7 @@ func testClosedStoreIsUnavailable(t *testing.T, s db.Store) {
 	if err := s.Ping(ctx); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
-	save(t, s, newCall("c1", "alice", 1000, "bob"))
+	Save(t, s, NewCall("c1", "alice", 1000, "bob"))
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}

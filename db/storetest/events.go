@@ -25,7 +25,7 @@ func testEventIDsIncreasePerUser(t *testing.T, s db.Store) {
 	var wg sync.WaitGroup
 	for i := range 50 {
 		wg.Go(func() {
-			ch := newCall(fmt.Sprintf("c%d", i), "alice", 1000, "bob", "carol", "dave")
+			ch := NewCall(fmt.Sprintf("c%d", i), "alice", 1000, "bob", "carol", "dave")
 			// A second event for carol in the same change.
 			ch.Events = append(ch.Events, calls.Event{UserID: "carol", CallID: ch.Call.ID,
 				Type: calls.EventUserStateChanged, Data: json.RawMessage(`{}`), Time: 1000})
@@ -77,8 +77,8 @@ func testEventIDsIncreasePerUser(t *testing.T, s db.Store) {
 		t.Errorf("event read back = %+v", ev)
 	}
 	// An Update that returned (committed) comes after every earlier one.
-	later := newCall("later", "erin", 2000, "carol")
-	save(t, s, later)
+	later := NewCall("later", "erin", 2000, "carol")
+	Save(t, s, later)
 	if id := later.Events[0].ID; id <= all[len(all)-1].ID {
 		t.Errorf("a later commit gave carol id %d, not above %d", id, all[len(all)-1].ID)
 	}
@@ -94,9 +94,9 @@ func testEventIDsIncreasePerUser(t *testing.T, s db.Store) {
 
 func testPendingInvitations(t *testing.T, s db.Store) {
 	ctx := context.Background()
-	save(t, s, newCall("c1", "alice", 1000, "bob"))
-	save(t, s, newCall("c2", "carol", 1000, "bob"))
-	save(t, s, newCall("c3", "dave", 1000, "bob"))
+	Save(t, s, NewCall("c1", "alice", 1000, "bob"))
+	Save(t, s, NewCall("c2", "carol", 1000, "bob"))
+	Save(t, s, NewCall("c3", "dave", 1000, "bob"))
 
 	// c1 re-invites bob: the newest invitation event of c1 is the one to replay.
 	// c2: bob accepted, nothing to replay. c3 ended.
@@ -151,8 +151,8 @@ func testPendingInvitationsCapAndUnreceived(t *testing.T, s db.Store) {
 	ctx := context.Background()
 	var ids []int64
 	for i := range 10 {
-		ch := newCall(fmt.Sprintf("c%d", i), "alice", 1000, "bob")
-		save(t, s, ch)
+		ch := NewCall(fmt.Sprintf("c%d", i), "alice", 1000, "bob")
+		Save(t, s, ch)
 		ids = append(ids, ch.Events[0].ID)
 	}
 	got, err := s.PendingInvitations(ctx, "bob", 3)
@@ -212,7 +212,7 @@ func testPruneEventsAndBounds(t *testing.T, s db.Store) {
 		t.Errorf("OldestEventID on empty log = %d (%v), want 0", id, err)
 	}
 	// 2500 old events (the invitation and 2499 more) and 10 recent ones.
-	ch := newCall("c1", "alice", 1000, "bob")
+	ch := NewCall("c1", "alice", 1000, "bob")
 	for i := range 2509 {
 		at := int64(1000)
 		if i >= 2499 {
@@ -221,7 +221,7 @@ func testPruneEventsAndBounds(t *testing.T, s db.Store) {
 		ch.Events = append(ch.Events, calls.Event{UserID: "bob", CallID: "c1",
 			Type: calls.EventUserStateChanged, Data: json.RawMessage(`{}`), Time: at})
 	}
-	save(t, s, ch)
+	Save(t, s, ch)
 	last, err := s.LastEventID(ctx)
 	if err != nil || last < ch.Events[len(ch.Events)-1].ID {
 		t.Fatalf("LastEventID = %d (%v), want at least the last saved id %d", last, err, ch.Events[len(ch.Events)-1].ID)
@@ -247,8 +247,8 @@ func testPruneEventsAndBounds(t *testing.T, s db.Store) {
 		t.Errorf("OldestEventID of an emptied log = %d, want 0", got)
 	}
 	// A new event after the log was emptied gets a fresh id.
-	next := newCall("c2", "alice", 10_000, "bob")
-	save(t, s, next)
+	next := NewCall("c2", "alice", 10_000, "bob")
+	Save(t, s, next)
 	if next.Events[0].ID <= last {
 		t.Errorf("first id after emptying = %d, want above %d", next.Events[0].ID, last)
 	}
@@ -258,10 +258,10 @@ func testPruneEventsAndBounds(t *testing.T, s db.Store) {
 // most limit of them, saying when there may be more.
 func testEventRecipients(t *testing.T, s db.Store) {
 	ctx := context.Background()
-	a := newCall("a", "alice", 1000, "bob", "carol")
-	save(t, s, a)
-	b := newCall("b", "dave", 1000, "bob", "erin", "frank")
-	save(t, s, b)
+	a := NewCall("a", "alice", 1000, "bob", "carol")
+	Save(t, s, a)
+	b := NewCall("b", "dave", 1000, "bob", "erin", "frank")
+	Save(t, s, b)
 	from, to := a.Events[0].ID, b.Events[2].ID
 	users, more, err := s.EventRecipients(ctx, from, to, 10)
 	slices.Sort(users)

@@ -29,9 +29,9 @@ func putEndpoint(t testing.TB, s db.Store, id string, createdAt int64, types ...
 // time at; the store fans it out to the subscribed endpoints.
 func hook(t testing.TB, s db.Store, callID string, typ calls.HookType, at int64) {
 	t.Helper()
-	ch := newCall(callID, "alice", at)
+	ch := NewCall(callID, "alice", at)
 	ch.Hooks = []calls.HookEvent{{Type: typ, CallID: callID, Data: json.RawMessage(`{"callID":"` + callID + `"}`), Time: at}}
-	save(t, s, ch)
+	Save(t, s, ch)
 }
 
 // deliveries lists an endpoint's deliveries, oldest first.

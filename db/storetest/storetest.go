@@ -77,9 +77,9 @@ func markDirty(u *calls.CallUser) {
 	reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem().SetBool(true)
 }
 
-// newCall returns the change that creates a started call by caller inviting
+// NewCall returns the change that creates a started call by caller inviting
 // invitees at time now, with an event for each invitee.
-func newCall(id, caller string, now int64, invitees ...string) *calls.Change {
+func NewCall(id, caller string, now int64, invitees ...string) *calls.Change {
 	c := &calls.Call{
 		ID: id, Caller: caller, Mode: calls.ModeGeneral, State: calls.CallStarted,
 		Timeout: 30, ExtendedData: "x", CreateTime: now,
@@ -99,8 +99,8 @@ func newCall(id, caller string, now int64, invitees ...string) *calls.Change {
 	return ch
 }
 
-// save runs one Save in its own Update.
-func save(t testing.TB, s db.Store, ch *calls.Change) {
+// Save runs one Save in its own Update, failing t on error.
+func Save(t testing.TB, s db.Store, ch *calls.Change) {
 	t.Helper()
 	err := s.Update(context.Background(), func(tx calls.Tx) error { return tx.Save(context.Background(), ch) })
 	if err != nil {
