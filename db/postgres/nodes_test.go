@@ -15,6 +15,7 @@ import (
 
 	"callsig/calls"
 	"callsig/db/postgres"
+	"callsig/internal/pgtest"
 	"callsig/internal/wait"
 	"callsig/webhooks"
 )
@@ -28,7 +29,7 @@ import (
 // the database's DSN.
 func openNodes(t *testing.T, n int) ([]*postgres.Store, string) {
 	t.Helper()
-	dsn := newDatabase(t)
+	dsn := pgtest.NewDatabase(t)
 	var nodes []*postgres.Store
 	for range n {
 		s, err := postgres.Open(context.Background(), dsn, postgres.Options{})

@@ -65,12 +65,16 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 	if opts.Clock == nil {
 		opts.Clock = calls.SystemClock{}
 	}
-	a := &App{Config: cfg, log: log}
-	// The backend first: a DSN this build cannot serve must fail before
-	// anything is created beside it (the development secret, say).
-	if err := checkBackend(cfg.DB); err != nil {
+	if cfg.NodeID == "" {
+		cfg.NodeID = randomNodeID()
+	}
+	// Checked here too for a Config built by hand (tests): a PostgreSQL
+	// DSN must never be taken for the place of a development secret.
+	if err := errors.Join(cfg.validateCluster()...); err != nil {
 		return nil, err
 	}
+	log = log.With("node", cfg.NodeID)
+	a := &App{Config: cfg, log: log}
 	a.maxConns = maxConnections(cfg.MaxConnections, log)
 
 	var secretPath string

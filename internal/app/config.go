@@ -1,6 +1,8 @@
 package app
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -42,6 +44,13 @@ type Config struct {
 	MaxConnections      int
 	LogLevel            string
 	LogFormat           string
+
+	// Cluster mode (a postgres:// DB; see docs/cluster.md).
+	NATSURL            string        // NATS server(s) carrying wake-ups between nodes; "" runs one node
+	NodeID             string        // this node's name in logs, metrics and /readyz (default: random per start)
+	PGMaxConns         int           // PostgreSQL connection pool size
+	PGStatementTimeout time.Duration // bound on every PostgreSQL statement
+	PresenceLease      time.Duration // how long a silent node's streams still count as online
 }
 
 // Defaults returns the configuration `go run ./cmd/api` starts with.
@@ -50,6 +59,7 @@ func Defaults() Config {
 		Addr: ":8080", DB: "callsig.db", JWTUserClaim: "sub", HeartbeatTimeout: 30 * time.Second, NotReceivedAfter: 5 * time.Second,
 		MaxCallUsers: 10, WebhookRetention: 7 * 24 * time.Hour, Synchronous: "FULL", EventRetention: 24 * time.Hour, RateLimit: 50, RateBurst: 100,
 		ShutdownTimeout: 15 * time.Second, ReadTimeout: 30 * time.Second, MaxStreamsPerUser: 10, LogLevel: "info", LogFormat: "text",
+		PGMaxConns: 16, PGStatementTimeout: 5 * time.Second, PresenceLease: 15 * time.Second,
 	}
 }
 
@@ -68,7 +78,7 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		p                any
 	}{
 		{"addr", "CALLSIG_ADDR", "listen address", &c.Addr},
-		{"db", "CALLSIG_DB", "SQLite database file", &c.DB},
+		{"db", "CALLSIG_DB", "SQLite database file, or a postgres:// URL for cluster mode", &c.DB},
 		{"jwt-secret", "CALLSIG_JWT_SECRET", "HS256 secret for user tokens (empty: development mode, generated secret)", &c.JWTSecret},
 		{"jwt-issuer", "CALLSIG_JWT_ISSUER", "required JWT iss (optional)", &c.JWTIssuer},
 		{"jwt-audience", "CALLSIG_JWT_AUDIENCE", "required JWT aud (optional)", &c.JWTAudience},
@@ -93,6 +103,11 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"max-connections", "CALLSIG_MAX_CONNECTIONS", "connections served at once (0: the open-file limit less headroom)", &c.MaxConnections},
 		{"log-level", "CALLSIG_LOG_LEVEL", "debug, info, warn or error", &c.LogLevel},
 		{"log-format", "CALLSIG_LOG_FORMAT", "text or json", &c.LogFormat},
+		{"nats-url", "CALLSIG_NATS_URL", "NATS URL for wake-ups between cluster nodes (needs a postgres:// db)", &c.NATSURL},
+		{"node-id", "CALLSIG_NODE_ID", "this node's id in logs, metrics and /readyz (default: random per start)", &c.NodeID},
+		{"pg-max-conns", "CALLSIG_PG_MAX_CONNS", "PostgreSQL connection pool size", &c.PGMaxConns},
+		{"pg-statement-timeout", "CALLSIG_PG_STATEMENT_TIMEOUT", "bound on each PostgreSQL statement", &c.PGStatementTimeout},
+		{"presence-lease", "CALLSIG_PRESENCE_LEASE", "how long the streams of a node that stopped renewing still count as online", &c.PresenceLease},
 	}
 	for _, v := range vars {
 		switch p := v.p.(type) {
@@ -123,6 +138,9 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		}
 	}
 	c.AddrSet = given["addr"] || getenv("CALLSIG_ADDR") != ""
+	if c.NodeID == "" {
+		c.NodeID = randomNodeID()
+	}
 	for _, o := range strings.Split(cors, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			c.CORSOrigins = append(c.CORSOrigins, o)
@@ -181,11 +199,43 @@ func (c Config) validate() error {
 			errs = append(errs, errors.New("jwks-url needs jwt-issuer or jwt-audience (or both): the provider's keys also sign other apps' tokens"))
 		}
 	}
-	// Refused here too, not only when the store opens: `callsig token`
-	// never opens it, and would look for a development secret named after
-	// the URL.
-	if err := checkBackend(c.DB); err != nil {
-		errs = append(errs, err)
-	}
+	errs = append(errs, c.validateCluster()...)
 	return errors.Join(errs...)
+}
+
+// nodeIDPattern is what a node id may hold: it is a metrics label value and
+// a NATS subject token.
+var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// validateCluster checks the cluster-mode settings. The errors never repeat
+// the DSN, which may hold a password.
+func (c Config) validateCluster() []error {
+	var errs []error
+	pg := IsPostgresDSN(c.DB)
+	if c.NATSURL != "" && !pg {
+		errs = append(errs, errors.New("nats-url needs a PostgreSQL db (postgres://...): a SQLite file serves one node, which has nobody to wake up"))
+	}
+	if pg && c.JWTSecret == "" {
+		errs = append(errs, errors.New("a PostgreSQL db needs jwt-secret: every node of a cluster must verify the same tokens, and development mode generates a secret per node"))
+	}
+	if !nodeIDPattern.MatchString(c.NodeID) {
+		errs = append(errs, fmt.Errorf("node-id %q must be 1 to 64 of [A-Za-z0-9_-]", c.NodeID))
+	}
+	if c.PGMaxConns < 2 {
+		errs = append(errs, errors.New("pg-max-conns must be at least 2"))
+	}
+	if c.PGStatementTimeout <= 0 {
+		errs = append(errs, errors.New("pg-statement-timeout must be positive"))
+	}
+	if c.PresenceLease < time.Second || c.PresenceLease > 2*c.HeartbeatTimeout {
+		errs = append(errs, errors.New("presence-lease must be at least 1s and at most twice heartbeat-timeout: a dead node's callers must go offline before long"))
+	}
+	return errs
+}
+
+// randomNodeID names a node that was given no id: unique per start.
+func randomNodeID() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return "node-" + hex.EncodeToString(b)
 }

@@ -2,12 +2,14 @@ package app
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 
 	"callsig/calls"
 	"callsig/db"
+	"callsig/db/postgres"
 	"callsig/db/sqlite"
 	"callsig/handlers"
 	"callsig/sse"
@@ -22,36 +24,60 @@ var (
 	_ sse.Log                   = db.Store(nil)
 	_ handlers.IdempotencyStore = db.Store(nil)
 	_ db.Store                  = (*sqlite.Store)(nil)
+	_ db.Store                  = (*postgres.Store)(nil)
 )
 
-// errPostgresNotBuilt refuses a PostgreSQL DSN until that backend exists
-// (issue 10): a clear startup error rather than a SQLite file named after
-// the URL.
-var errPostgresNotBuilt = errors.New("db: PostgreSQL backend not built yet: set CALLSIG_DB to a SQLite file path")
-
-// checkBackend says whether dsn names a backend this build has: a
-// postgres:// or postgresql:// URL selects PostgreSQL, anything else is the
-// path of a SQLite file. The error never repeats the DSN, which may hold a
-// password.
-func checkBackend(dsn string) error {
-	if isPostgresDSN(dsn) {
-		return errPostgresNotBuilt
-	}
-	return nil
-}
-
-func isPostgresDSN(dsn string) bool {
+// IsPostgresDSN says whether dsn selects PostgreSQL (cluster mode): a
+// postgres:// or postgresql:// URL. Anything else is the path of a SQLite
+// file.
+func IsPostgresDSN(dsn string) bool {
 	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
 }
 
-// openStore opens the backend cfg.DB names (see checkBackend).
+// openStore opens the backend cfg.DB names (see IsPostgresDSN) and logs
+// which one it is: with PostgreSQL the host and database, never the
+// password.
 func openStore(ctx context.Context, cfg Config, log *slog.Logger) (db.Store, error) {
-	if err := checkBackend(cfg.DB); err != nil {
-		return nil, err
+	if !IsPostgresDSN(cfg.DB) {
+		s, err := sqlite.Open(ctx, cfg.DB, sqlite.Options{Synchronous: cfg.Synchronous, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		log.Info("store open", "backend", "sqlite", "path", cfg.DB, "synchronous", strings.ToUpper(cfg.Synchronous))
+		return s, nil
 	}
-	s, err := sqlite.Open(ctx, cfg.DB, sqlite.Options{Synchronous: cfg.Synchronous, Logger: log})
+	host, database := describePostgres(cfg.DB)
+	s, err := postgres.Open(ctx, cfg.DB, postgres.Options{MaxConns: cfg.PGMaxConns, StatementTimeout: cfg.PGStatementTimeout, Logger: log})
 	if err != nil {
-		return nil, err
+		// pgx errors may quote the connection string; say where, not how.
+		return nil, fmt.Errorf("open PostgreSQL database %q on %s: %w", database, host, redactDSN(err, cfg.DB))
 	}
+	log.Info("store open", "backend", "postgres", "host", host, "database", database, "pool", cfg.PGMaxConns, "statement_timeout", cfg.PGStatementTimeout)
 	return s, nil
+}
+
+// describePostgres returns the host and database a postgres:// URL names.
+func describePostgres(dsn string) (host, database string) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "?", "?"
+	}
+	host, database = u.Host, strings.TrimPrefix(u.Path, "/")
+	if host == "" {
+		host = "localhost"
+	}
+	return host, database
+}
+
+// redactDSN keeps a password in dsn out of err's text.
+func redactDSN(err error, dsn string) error {
+	u, perr := url.Parse(dsn)
+	if perr != nil || u.User == nil {
+		return err
+	}
+	pw, ok := u.User.Password()
+	if !ok || pw == "" || !strings.Contains(err.Error(), pw) {
+		return err
+	}
+	return fmt.Errorf("%s", strings.ReplaceAll(err.Error(), pw, "xxxxx"))
 }

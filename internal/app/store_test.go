@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -10,39 +9,75 @@ import (
 	"testing"
 )
 
-// A PostgreSQL DSN is refused at startup with a clear error until that
-// backend is built, never taken for a SQLite file name (nor for the place
-// of a development secret), and the error does not repeat the password.
-// Refused by the configuration (cmd/api serve and token) and by New for a
-// Config built by hand.
-func TestPostgresDSNIsAStartupError(t *testing.T) {
-	check := func(what string, err error) {
-		t.Helper()
-		if !errors.Is(err, errPostgresNotBuilt) || !strings.Contains(err.Error(), "PostgreSQL backend not built yet") {
-			t.Errorf("%s: %v, want the PostgreSQL-not-built error", what, err)
-		}
-		if err != nil && strings.Contains(err.Error(), "s3cret") {
-			t.Errorf("%s: the error shows the password: %v", what, err)
-		}
+// The cluster settings are checked at startup with clear errors that never
+// repeat a password: NATS without PostgreSQL has nobody to wake, and a
+// PostgreSQL DSN without a configured secret would give each node its own
+// development secret (and put it in a file named after the URL). Refused
+// by the configuration (cmd/api serve and token) and by New for a Config
+// built by hand, before anything is created.
+func TestClusterSettingsAreCheckedAtStartup(t *testing.T) {
+	noenv := func(string) string { return "" }
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"nats with sqlite", []string{"-db", "x.db", "-nats-url", "nats://127.0.0.1:4222", "-jwt-secret", strings.Repeat("k", 32)}, "nats-url needs a PostgreSQL db"},
+		{"postgres without secret", []string{"-db", "postgres://callsig:s3cret@127.0.0.1:5432/callsig"}, "needs jwt-secret"},
+		{"postgresql without secret", []string{"-db", "postgresql://callsig:s3cret@localhost/callsig?sslmode=disable"}, "needs jwt-secret"},
+		{"bad node id", []string{"-node-id", "a b"}, "node-id"},
+		{"lease too long", []string{"-presence-lease", "2m"}, "presence-lease"},
 	}
-	for _, dsn := range []string{"postgres://callsig:s3cret@127.0.0.1:5432/callsig", "postgresql://localhost/callsig?sslmode=disable"} {
-		_, err := ParseConfig("test", []string{"-db", dsn}, func(string) string { return "" }, nil)
-		check("ParseConfig -db "+dsn, err)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig("test", tc.args, noenv, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("ParseConfig %v: %v, want an error saying %q", tc.args, err, tc.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("the error shows the password: %v", err)
+			}
+		})
+	}
 
-		dir := t.TempDir()
-		t.Chdir(dir) // where a secret named after the relative "path" would land
-		cfg, err := ParseConfig("test", []string{"-db", filepath.Join(dir, "callsig.db")}, func(string) string { return "" }, nil)
-		if err != nil {
-			t.Fatal(err)
+	dir := t.TempDir()
+	t.Chdir(dir)
+	cfg := Defaults()
+	cfg.DB = "postgres://callsig:s3cret@127.0.0.1:5432/callsig"
+	a, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err == nil {
+		a.Close()
+		t.Fatal("New started on PostgreSQL without a secret")
+	}
+	if strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("the error shows the password: %v", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("New created %v", entries)
+	}
+}
+
+// A node gets a random id when given none, and keeps a given one.
+func TestNodeID(t *testing.T) {
+	noenv := func(string) string { return "" }
+	a, err := ParseConfig("test", []string{"-db", filepath.Join(t.TempDir(), "x.db")}, noenv, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ParseConfig("test", []string{"-db", filepath.Join(t.TempDir(), "x.db")}, noenv, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(a.NodeID, "node-") || a.NodeID == b.NodeID {
+		t.Errorf("random node ids %q and %q", a.NodeID, b.NodeID)
+	}
+	c, err := ParseConfig("test", nil, func(k string) string {
+		if k == "CALLSIG_NODE_ID" {
+			return "eu-1"
 		}
-		cfg.DB = dsn // development mode: no secret configured
-		a, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.DiscardHandler)})
-		if err == nil {
-			a.Close()
-		}
-		check("New with "+dsn, err)
-		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
-			t.Errorf("New with %s created %v", dsn, entries)
-		}
+		return ""
+	}, nil)
+	if err != nil || c.NodeID != "eu-1" {
+		t.Errorf("CALLSIG_NODE_ID=eu-1: %q, %v", c.NodeID, err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"callsig/handlers"
 	"callsig/internal/app"
 	"callsig/internal/fakeclock"
+	"callsig/internal/pgtest"
 )
 
 // Epoch is where fake clocks start: a fixed, readable instant.
@@ -47,6 +48,7 @@ type settings struct {
 	cfg       app.Config
 	fakeClock bool
 	logs      io.Writer
+	postgres  bool
 }
 
 // WithFakeClock runs the server on a manual clock (s.Clock.Advance).
@@ -58,6 +60,12 @@ func WithLogs(w io.Writer) Option { return func(s *settings) { s.logs = w } }
 
 // WithConfig edits the configuration.
 func WithConfig(f func(*app.Config)) Option { return func(s *settings) { f(&s.cfg) } }
+
+// WithPostgres runs the server on its own fresh PostgreSQL database
+// (pgtest.NewDatabase), dropped when the test ends.
+func WithPostgres() Option {
+	return func(s *settings) { s.postgres = true }
+}
 
 // AdminToken is the admin bearer token test servers are configured with.
 const AdminToken = "test-admin-token-0123456789abcdef"
@@ -75,6 +83,9 @@ func Start(t testing.TB, opts ...Option) *Server {
 	st.cfg.WebhookAllowPrivate = true
 	for _, o := range opts {
 		o(&st)
+	}
+	if st.postgres {
+		st.cfg.DB = pgtest.NewDatabase(t)
 	}
 	s := &Server{T: t, Dir: dir, Config: st.cfg, spec: loadSpec(t), logs: st.logs}
 	if st.fakeClock {
