@@ -22,4 +22,3 @@ func TestContract(t *testing.T) {
 		return s
 	})
 }
-
