@@ -464,7 +464,7 @@ func (u *usage) report(tab *table, fig figures) {
 	tab.add(name+" log", "%d ERROR lines", logErrors)
 	if len(srvs) > 1 {
 		for _, n := range u.t.nodes {
-			tab.add(fmt.Sprintf("node %d", n.index), "%s: CPU %.2f s in all, peak RSS %s, %d ERROR lines", n.url, n.srv.totalCPU().Seconds(), mib(n.srv.peakRSS()), n.srv.logErrors())
+			tab.add(fmt.Sprintf("node %d process", n.index), "%s: CPU %.2f s in all, peak RSS %s, %d ERROR lines", n.url, n.srv.totalCPU().Seconds(), mib(n.srv.peakRSS()), n.srv.logErrors())
 		}
 	}
 	fig["synchronous"] = u.t.cfg.synchronous
