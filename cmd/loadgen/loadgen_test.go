@@ -50,7 +50,7 @@ func TestLoadgen(t *testing.T) {
 		if fig["invitations"] != 50.0 || fig["timeouts_received"] != 50.0 {
 			t.Errorf("%v invitations, %v timeouts received; want 50 and 50", fig["invitations"], fig["timeouts_received"])
 		}
-		wantZero(t, fig, "missing", "early", "errors", "bad_events")
+		wantZero(t, fig, "missing", "early", "errors", "bad_events", "duplicate_timeouts")
 		if _, ok := fig["rearm_ms"].(float64); !ok {
 			t.Errorf("no rearm_ms in %v", fig)
 		}

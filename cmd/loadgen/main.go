@@ -109,6 +109,11 @@ Modes:
              -sample-every and reports the least-squares slope of each per
              minute after -warmup, flagging any that is not flat.
 
+Cluster: -spawn -nodes N -postgres URL [-postgres-fresh] [-nats URL] starts N
+nodes on one PostgreSQL database; -urls u1,u2,… drives running nodes. cycle
+and deadlines hold a user's stream on one node and send the request that
+makes its event to another, and report per node.
+
 Flags:
 `
 
