@@ -47,6 +47,7 @@ type Option func(*settings)
 type settings struct {
 	cfg       app.Config
 	fakeClock bool
+	clockAt   time.Time // where the fake clock starts; zero: Epoch
 	logs      io.Writer
 	postgres  bool
 }
@@ -89,7 +90,11 @@ func Start(t testing.TB, opts ...Option) *Server {
 	}
 	s := &Server{T: t, Dir: dir, Config: st.cfg, spec: loadSpec(t), logs: st.logs}
 	if st.fakeClock {
-		s.Clock = fakeclock.New(Epoch)
+		at := Epoch
+		if !st.clockAt.IsZero() {
+			at = st.clockAt
+		}
+		s.Clock = fakeclock.New(at)
 	}
 	s.start()
 	t.Cleanup(s.Stop)
