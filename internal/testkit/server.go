@@ -49,6 +49,7 @@ type settings struct {
 	fakeClock bool
 	logs      io.Writer
 	postgres  bool
+	dsn       string // a database shared with other servers (WithDB)
 }
 
 // WithFakeClock runs the server on a manual clock (s.Clock.Advance).
@@ -84,7 +85,10 @@ func Start(t testing.TB, opts ...Option) *Server {
 	for _, o := range opts {
 		o(&st)
 	}
-	if st.postgres {
+	switch {
+	case st.dsn != "":
+		st.cfg.DB = st.dsn
+	case st.postgres:
 		st.cfg.DB = pgtest.NewDatabase(t)
 	}
 	s := &Server{T: t, Dir: dir, Config: st.cfg, spec: loadSpec(t), logs: st.logs}
