@@ -139,50 +139,55 @@ const (
 	claimBatch    = 32
 	// claimBackoff is how long a node waits when everything due is held by
 	// other transactions (other nodes firing it): they are about to commit.
+	// Real time, not the Clock's.
 	claimBackoff = 50 * time.Millisecond
 )
 
 // claimRound is round over a DeadlineClaimer: claimParallel workers each
-// claim and fire batches until nothing due is left unclaimed. When due
-// deadlines remain that others hold, the next look is claimBackoff away
-// rather than at once.
+// claim and fire batches until nothing due is left unclaimed. Due
+// deadlines that other transactions hold (other nodes firing them) are
+// looked at again after claimBackoff of real time (lock holders are real
+// transactions, whatever the clock), until none is left.
 func (sc *Scheduler) claimRound(ctx context.Context, cl DeadlineClaimer) (int64, error) {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		fired int
-		errs  []error
-	)
-	for range claimParallel {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				n, err := sc.s.expireClaimed(ctx, cl, claimBatch)
-				mu.Lock()
-				fired += n
-				if err != nil {
-					errs = append(errs, err)
+	for {
+		var (
+			wg   sync.WaitGroup
+			mu   sync.Mutex
+			errs []error
+		)
+		for range claimParallel {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					n, err := sc.s.expireClaimed(ctx, cl, claimBatch)
+					if err != nil {
+						mu.Lock()
+						errs = append(errs, err)
+						mu.Unlock()
+					}
+					if err != nil || n == 0 {
+						return
+					}
 				}
-				mu.Unlock()
-				if err != nil || n == 0 {
-					return
-				}
-			}
-		}()
+			}()
+		}
+		wg.Wait()
+		if len(errs) > 0 {
+			return 0, fmt.Errorf("fire claimed deadlines: %w", errs[0])
+		}
+		next, err := sc.s.store.NextDeadline(ctx)
+		if err != nil || next == 0 || next > sc.s.now() {
+			return next, err
+		}
+		t := time.NewTimer(claimBackoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, ctx.Err()
+		case <-t.C:
+		}
 	}
-	wg.Wait()
-	if len(errs) > 0 {
-		return 0, fmt.Errorf("fire claimed deadlines: %w", errs[0])
-	}
-	next, err := sc.s.store.NextDeadline(ctx)
-	if err != nil {
-		return 0, err
-	}
-	if now := sc.s.now(); next > 0 && next <= now {
-		next = now + claimBackoff.Milliseconds()
-	}
-	return next, nil
 }
 
 // setTimer replaces the pending timer with one that pokes the loop at at
