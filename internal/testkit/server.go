@@ -50,6 +50,7 @@ type settings struct {
 	clockAt   time.Time // where the fake clock starts; zero: Epoch
 	logs      io.Writer
 	postgres  bool
+	dsn       string // a database shared with other servers (WithDB)
 }
 
 // WithFakeClock runs the server on a manual clock (s.Clock.Advance).
@@ -85,7 +86,10 @@ func Start(t testing.TB, opts ...Option) *Server {
 	for _, o := range opts {
 		o(&st)
 	}
-	if st.postgres {
+	switch {
+	case st.dsn != "":
+		st.cfg.DB = st.dsn
+	case st.postgres:
 		st.cfg.DB = pgtest.NewDatabase(t)
 	}
 	s := &Server{T: t, Dir: dir, Config: st.cfg, spec: loadSpec(t), logs: st.logs}
