@@ -2,11 +2,6 @@ package testkit
 
 import "context"
 
-// WithDB runs the server on the PostgreSQL database dsn, which the test
-// created (pgtest.NewDatabase) and may share between several servers: the
-// nodes of one cluster.
-func WithDB(dsn string) Option { return func(s *settings) { s.dsn = dsn } }
-
 // Kill stops the server as a crash would, for the rest of the cluster: its
 // presence stops renewing its lease and is not cleaned up (the other nodes
 // must find the lease lapsed), its connections are cut without the

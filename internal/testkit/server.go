@@ -50,7 +50,6 @@ type settings struct {
 	clockAt   time.Time // where the fake clock starts; zero: Epoch
 	logs      io.Writer
 	postgres  bool
-	dsn       string // a database shared with other servers (WithDB)
 }
 
 // WithFakeClock runs the server on a manual clock (s.Clock.Advance).
@@ -86,10 +85,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	for _, o := range opts {
 		o(&st)
 	}
-	switch {
-	case st.dsn != "":
-		st.cfg.DB = st.dsn
-	case st.postgres:
+	if st.postgres {
 		st.cfg.DB = pgtest.NewDatabase(t)
 	}
 	s := &Server{T: t, Dir: dir, Config: st.cfg, spec: loadSpec(t), logs: st.logs}
