@@ -1,5 +1,43 @@
 // Package cluster holds what several callsig nodes sharing one PostgreSQL
-// database need beyond the store. Presence (presence.go): a user is online
+// database need beyond the store: the wake-ups (fanout.go) and presence
+// (presence.go).
+//
+// Wake-ups (NATS): after a commit, a node announces the users
+// its events went to, and every other node wakes its own streams of those
+// users, which then read the shared event log (see sse.PerUserIDOrder).
+// The log stays the truth: NATS carries no event, only "look now", so a
+// lost wake-up only delays a delivery until the hub's periodic catch-up
+// (at most about a second), never loses it.
+//
+// Subject design: one subject for the cluster (Options.Subject, default
+// "callsig.wake"), each message a batch of user ids, and every node
+// subscribed to it; a node looks each user up in its own hub, which costs
+// a map lookup for a user without a stream there. Per-user subjects would
+// spare a node the messages for users it has no stream of, but need a
+// subscription (and its interest propagated through the servers) per user
+// with a local stream, made and undone on every connect and disconnect, and
+// a wake-up published before the new stream's subscription has reached the
+// server would be lost. At 500 invitations/s a commit addresses two or
+// three users: about 1,500 users a second, which the publisher batches
+// further (whatever queued while it published goes in one message), so
+// each node reads at most a few hundred small messages a second, far below
+// what one NATS connection carries. Past that, the subject would be split
+// by a hash of the user id (callsig.wake.<n>) with a node subscribing to
+// all parts: still no per-user interest.
+//
+// Never blocking a request: Committed only appends to an in-memory queue
+// (bounded; a full queue drops, counts and leaves it to the catch-up); one
+// goroutine publishes (nats.go buffers and flushes on its own). While
+// NATS is unreachable publishing fails at once (no reconnect buffer: a
+// wake-up replayed minutes later is useless) and is counted. The
+// connection retries forever, including at startup, so a NATS server that
+// is down never stops a node from starting or serving.
+//
+// A node's own wake-ups are not delivered back to it (the NoEcho
+// connection option: it woke its streams itself at commit); each message
+// also names its node, and one from this node is skipped.
+//
+// Presence (presence.go): a user is online
 // while any live node holds a stream of theirs; each node keeps a lease and
 // one row per user it holds, and the nodes sweep a dead node's rows after
 // its lease, so its callers' calls follow the caller-offline rule. It never

@@ -27,6 +27,7 @@ type Store interface {
 	EventRecipients(ctx context.Context, fromID, toID int64, limit int) (users []string, more bool, err error)
 	OldestEventID(ctx context.Context) (int64, error)
 	LastEventID(ctx context.Context) (int64, error)
+	NewestEventIDs(ctx context.Context, users []string) (map[string]int64, error)
 	PruneEvents(ctx context.Context, before int64) (int64, error)
 
 	// Idempotency-Key records outside a change (handlers.IdempotencyStore)

@@ -281,8 +281,10 @@ func newRig(t testing.TB, o Options, configure ...func(*http.Server)) *rig {
 	r := &rig{t: t, log: newMemLog(), svc: newRecorder()}
 	if o.Log == nil {
 		o.Log = r.log
+	} else if ml, ok := o.Log.(*memLog); ok {
+		r.log = ml
 	} else {
-		r.log = o.Log.(*memLog)
+		r.log = nil // a real store (see peruser_test.go)
 	}
 	if o.Service == nil {
 		o.Service = r.svc
@@ -425,4 +427,16 @@ func (c *client) ended() {
 	case <-time.After(3 * time.Second):
 		c.t.Fatal("stream still open")
 	}
+}
+
+func (l *memLog) NewestEventIDs(_ context.Context, users []string) (map[string]int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]int64{}
+	for _, e := range l.events {
+		if slices.Contains(users, e.UserID) {
+			out[e.UserID] = max(out[e.UserID], e.ID)
+		}
+	}
+	return out, nil
 }

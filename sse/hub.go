@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -41,6 +42,9 @@ type Log interface {
 	OldestEventID(ctx context.Context) (int64, error)
 	// LastEventID is the highest id ever assigned (0: none yet).
 	LastEventID(ctx context.Context) (int64, error)
+	// NewestEventIDs returns the newest event id of each of users, in one
+	// bounded read; users without events are left out.
+	NewestEventIDs(ctx context.Context, users []string) (map[string]int64, error)
 	// PruneEvents deletes the events older than before (Unix ms).
 	PruneEvents(ctx context.Context, before int64) (int64, error)
 }
@@ -98,7 +102,44 @@ type Options struct {
 	// opening or catching up in numbers queue here, not in the pool, and
 	// API requests and /readyz always find a connection.
 	LogReaders int
+	// IDOrder says how the log's ids are ordered, and so how committed
+	// events reach the streams (default GlobalIDOrder).
+	IDOrder IDOrder
+	// CatchUpEvery is how often, with PerUserIDOrder, the hub checks the
+	// log for events its streams were not woken for (a wake-up from
+	// another node lost or late): at most this delays a delivery when
+	// wake-ups fail (default 1s, real time).
+	CatchUpEvery time.Duration
+	// CatchUpBatch is how many users one read of that check asks about
+	// (default 500).
+	CatchUpBatch int
 }
+
+// IDOrder is what the event log promises about the order of its ids.
+type IDOrder int
+
+const (
+	// GlobalIDOrder: ids are gap-free and assigned in commit order by one
+	// writer (SQLite). The hub passes committed events on in that one
+	// order straight into the streams' buffers, holding back early ones
+	// (the sequencer), and reads the log only for a stream that fell
+	// behind or resumes.
+	GlobalIDOrder IDOrder = iota
+	// PerUserIDOrder: ids are unique and strictly increasing per user in
+	// that user's commit order, but have gaps and follow no global commit
+	// order (PostgreSQL, cluster mode), and events also commit on other
+	// nodes. A commit, local or announced by another node (Hub.Wake), only
+	// wakes its users' streams, and each reads its user's log after the
+	// last id it wrote; a periodic check (CatchUpEvery) wakes streams
+	// whose user's newest id is past it. Every write thus comes from the
+	// log, in the user's order: a stream never skips or repeats.
+	//
+	// Why not push frames as in GlobalIDOrder: a stream could only write a
+	// pushed event knowing it is the user's next id, which needs the
+	// previous one (not in the event); a log read per wake-up (one index
+	// range scan) is simpler, and provably in order.
+	PerUserIDOrder
+)
 
 func (o *Options) defaults() {
 	if o.Clock == nil {
@@ -119,6 +160,10 @@ func (o *Options) defaults() {
 	def(&o.Retry, 3*time.Second)
 	def(&o.GapWait, time.Second)
 	def(&o.ReadTimeout, 5*time.Second)
+	def(&o.CatchUpEvery, time.Second)
+	if o.CatchUpBatch <= 0 {
+		o.CatchUpBatch = 500
+	}
 	if o.PendingReplay <= 0 {
 		o.PendingReplay = 100
 	}
@@ -198,6 +243,12 @@ type subscriber struct {
 	// (waiting for or in a log read) ends at once too, so one user never
 	// holds more than MaxStreamsPerUser streams' worth of work.
 	stop context.CancelFunc
+	// With PerUserIDOrder only: the stream's position in the log (its
+	// lastID; unpositioned, the largest int64, until its opening set it)
+	// and whether it is reading the log after a wake-up, for the periodic
+	// catch-up (see Hub.catchUp).
+	position atomic.Int64
+	reading  atomic.Bool
 }
 
 // deadliner is what Shutdown cuts a stuck write with: the hijacked
@@ -257,6 +308,9 @@ func (h *Hub) Run(ctx context.Context) error {
 		wg.Go(func() { h.work.run(ctx) })
 	}
 	wg.Go(func() { h.prune(ctx) })
+	if h.perUser() {
+		wg.Go(func() { h.catchUpLoop(ctx) })
+	}
 	wg.Wait()
 	h.Shutdown()
 	h.streams.Wait() // their last flushes report deliveries: before drain
@@ -321,7 +375,14 @@ func (h *Hub) subscribe(user, device string, cut deadliner, stop context.CancelF
 	// Cloned: they may point into the request (its URL or token), which a
 	// live stream must not keep alive.
 	user, device = strings.Clone(user), strings.Clone(device)
-	s = &subscriber{user: user, device: device, ch: make(chan *frame, h.o.Buffer), cut: cut, evicted: make(chan struct{}), stop: stop}
+	buffer := h.o.Buffer
+	if h.perUser() {
+		buffer = 1 // only wake-ups (nil) are sent: one pending is enough
+	}
+	s = &subscriber{user: user, device: device, ch: make(chan *frame, buffer), cut: cut, evicted: make(chan struct{}), stop: stop}
+	if h.perUser() {
+		s.position.Store(math.MaxInt64)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -407,6 +468,16 @@ func (h *Hub) unsubscribe(s *subscriber) {
 // reads the log instead.
 func (h *Hub) Committed(events []calls.Event, _ int) {
 	if len(events) == 0 {
+		return
+	}
+	if h.perUser() {
+		h.mu.RLock()
+		defer h.mu.RUnlock()
+		for i := range events {
+			if events[i].ID > 0 {
+				h.lag(h.users[events[i].UserID])
+			}
+		}
 		return
 	}
 	now := time.Now()
@@ -551,13 +622,20 @@ func (h *Hub) lowestHeld() int64 {
 }
 
 // lag makes streams read the log before they write anything newer, and
-// wakes them. mu is held.
+// wakes them. mu is held (read-locked is enough: it only sets flags and
+// sends without blocking).
 func (h *Hub) lag(list []*subscriber) {
 	for _, s := range list {
-		s.lagging.Store(true)
-		select {
-		case s.ch <- nil:
-		default: // not empty: the stream wakes anyway
-		}
+		s.wake()
+	}
+}
+
+// wake makes the stream read the log before it writes anything newer, and
+// wakes it.
+func (s *subscriber) wake() {
+	s.lagging.Store(true)
+	select {
+	case s.ch <- nil:
+	default: // not empty: the stream wakes anyway
 	}
 }

@@ -14,6 +14,7 @@ type metrics struct {
 	dropped prometheus.Counter
 	pruned  prometheus.Counter
 	gaps    prometheus.Counter
+	missed  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,6 +44,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "callsig_sse_gaps_total",
 			Help: "Times event ids were never reported as committed and their users' streams caught up from the log.",
 		}),
+		missed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "callsig_sse_catchup_missed_total",
+			Help: "Streams the periodic catch-up (per-user id order, cluster mode) found behind the event log with no wake-up pending: a wake-up from another node lost or late.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -64,6 +69,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.gaps, err = prom.Register(reg, m.gaps); err != nil {
+		return nil, err
+	}
+	if m.missed, err = prom.Register(reg, m.missed); err != nil {
 		return nil, err
 	}
 	return m, nil

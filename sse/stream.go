@@ -276,14 +276,27 @@ func lastEventID(r *http.Request) (id int64, ok bool) {
 // are read whatever Shutdown does (bounded by Options.ReadTimeout, ended
 // only by the client leaving), and written with the id block in one run
 // that only the write deadline can cut short.
+//
+// With PerUserIDOrder the head is the user's newest id, read before the
+// headers go out (the one read that precedes them, a primary-key lookup):
+// whatever commits once the client sees its stream open then has a higher
+// id and is read from the log. If that read fails, the stream still sends
+// its opening block, then ends: the client resumes where it was.
 func (st *stream) open(last int64, resume bool, head int64) error {
 	h := st.h
+	var headErr error
+	if h.perUser() {
+		head, headErr = st.userHead()
+	}
 	st.writeHeader()
 	if err := st.writeRaw(openingBlock(h.o.Retry, last, resume && last >= 0)); err != nil {
 		return err
 	}
 	if err := st.flush(); err != nil {
 		return err
+	}
+	if headErr != nil {
+		return headErr
 	}
 	reset := false
 	if resume {
@@ -294,7 +307,7 @@ func (st *stream) open(last int64, resume bool, head int64) error {
 	}
 	if resume && !reset {
 		st.interruptible()
-		st.lastID = last
+		st.setPosition(last)
 		if err := st.rederive(last); err != nil {
 			return err
 		}
@@ -324,6 +337,26 @@ func (st *stream) open(last int64, resume bool, head int64) error {
 	}
 	st.interruptible()
 	return nil
+}
+
+// userHead reads the user's newest event id (0: none), for PerUserIDOrder.
+func (st *stream) userHead() (int64, error) {
+	var head int64
+	err := st.read(func(ctx context.Context) error {
+		newest, err := st.h.o.Log.NewestEventIDs(ctx, []string{st.user})
+		head = newest[st.user]
+		return err
+	})
+	return head, err
+}
+
+// setPosition moves the stream's position in the log (lastID), published
+// for the periodic catch-up with PerUserIDOrder.
+func (st *stream) setPosition(id int64) {
+	st.lastID = id
+	if st.h.perUser() {
+		st.sub.position.Store(id)
+	}
 }
 
 // read runs one read of the log in turn with the other streams'
@@ -388,6 +421,17 @@ func (st *stream) expired(last, head int64) (bool, error) {
 	if last < 0 {
 		return true, nil
 	}
+	if st.h.perUser() {
+		// head is the user's newest id: above it, last is no id this
+		// user was given (and resuming from it would skip the user's
+		// next ids); equal to it, nothing was missed.
+		if last > head {
+			return true, nil
+		}
+		if last == head {
+			return false, nil
+		}
+	}
 	var expired bool
 	err := st.read(func(ctx context.Context) error {
 		if last > head {
@@ -434,7 +478,7 @@ func (st *stream) pending(list []calls.Event, head int64) error {
 			return err
 		}
 	}
-	st.lastID = head
+	st.setPosition(head)
 	return nil
 }
 
@@ -543,10 +587,17 @@ func (st *stream) batch(f *frame) error {
 	for n := 1; ; n++ {
 		// Checked before each write: the event that did not fit is older
 		// than anything buffered after it, so the log must come first.
+		perUser := st.h.perUser()
+		if perUser {
+			st.sub.reading.Store(true) // before the flag is taken: see Hub.catchUp
+		}
 		if st.sub.lagging.Swap(false) {
 			if err := st.catchUp(true); err != nil {
 				return err
 			}
+		}
+		if perUser {
+			st.sub.reading.Store(false)
 		}
 		if f != nil {
 			if err := st.writeFrame(f); err != nil {
@@ -570,7 +621,7 @@ func (st *stream) writeFrame(f *frame) error {
 	if f.id <= st.lastID {
 		return nil
 	}
-	st.lastID = f.id
+	st.setPosition(f.id)
 	if !f.forDevice(st.device) {
 		return nil
 	}

@@ -131,6 +131,41 @@ func (s *Store) LastEventID(ctx context.Context) (int64, error) {
 	return id, nil
 }
 
+// NewestEventIDs returns the newest event id of each of users who ever got
+// an event (event_users.last_id, one primary-key lookup each, in one
+// query); users with none are left out (a row with last_id 0 is a user
+// locked for a busy check, never given an event). It is the id of a committed event
+// (the row is updated in the event's transaction), though pruning may have
+// deleted it since. The SSE hub's periodic catch-up asks it which of its
+// streams are behind the log.
+func (s *Store) NewestEventIDs(ctx context.Context, users []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(users))
+	if len(users) == 0 {
+		return out, nil
+	}
+	q, err := s.query()
+	if err != nil {
+		return nil, err
+	}
+	rows, err := q.QueryContext(ctx, `SELECT user_id, last_id FROM event_users WHERE user_id = ANY($1) AND last_id > 0`, users)
+	if err != nil {
+		return nil, s.failed(fmt.Errorf("db: newest event ids: %w", err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var user string
+		var id int64
+		if err := rows.Scan(&user, &id); err != nil {
+			return nil, s.failed(fmt.Errorf("db: newest event ids: %w", err))
+		}
+		out[user] = id
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.failed(fmt.Errorf("db: newest event ids: %w", err))
+	}
+	return out, nil
+}
+
 // pruneBatch bounds each pruning transaction.
 const pruneBatch = 1000
 

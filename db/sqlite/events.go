@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -139,6 +140,46 @@ func (s *Store) LastEventID(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("db: last event: %w", err)
 	}
 	return id, nil
+}
+
+// sqlNewestEventIDs looks each user up with a correlated MAX, which SQLite
+// answers with one seek at the end of the user's range of events_by_user,
+// whatever the length of the user's history (a GROUP BY would scan it).
+const sqlNewestEventIDs = `SELECT u.value, (SELECT MAX(id) FROM events WHERE user_id = u.value)
+	FROM json_each(?) u`
+
+// NewestEventIDs returns the id of the newest event kept for each of users;
+// users with none are left out. (SQLite's hub passes events on in one
+// global order and does not need it; it is here so both backends keep one
+// contract.)
+func (s *Store) NewestEventIDs(ctx context.Context, users []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(users))
+	if len(users) == 0 {
+		return out, nil
+	}
+	list, err := json.Marshal(users)
+	if err != nil {
+		return nil, fmt.Errorf("db: newest event ids: %w", err)
+	}
+	rows, err := s.rdb.QueryContext(ctx, sqlNewestEventIDs, string(list))
+	if err != nil {
+		return nil, fmt.Errorf("db: newest event ids: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var user string
+		var id sql.NullInt64
+		if err := rows.Scan(&user, &id); err != nil {
+			return nil, fmt.Errorf("db: newest event ids: %w", err)
+		}
+		if id.Valid {
+			out[user] = id.Int64
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("db: newest event ids: %w", err)
+	}
+	return out, nil
 }
 
 // pruneBatch bounds each pruning transaction, so a large backlog never

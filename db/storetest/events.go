@@ -280,3 +280,45 @@ func testEventRecipients(t *testing.T, s db.Store) {
 		t.Errorf("EventRecipients past the log = %v, more %v", users, more)
 	}
 }
+
+// NewestEventIDs gives, in one call, each listed user's newest event id:
+// what the SSE hub's periodic catch-up compares its streams' positions
+// with. Users without events are left out; the answer follows new commits.
+func testNewestEventIDs(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	if got, err := s.NewestEventIDs(ctx, nil); err != nil || len(got) != 0 {
+		t.Errorf("NewestEventIDs(none) = %v (%v), want empty", got, err)
+	}
+	a := NewCall("a", "alice", 1000, "bob", "carol")
+	Save(t, s, a)
+	b := NewCall("b", "dave", 1000, "bob")
+	b.Events = append(b.Events, calls.Event{UserID: "bob", CallID: "b",
+		Type: calls.EventUserStateChanged, Data: json.RawMessage(`{}`), Time: 1000})
+	Save(t, s, b)
+	got, err := s.NewestEventIDs(ctx, []string{"bob", "carol", "nobody", "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{"bob": b.Events[1].ID, "carol": a.Events[1].ID}
+	if len(got) != len(want) || got["bob"] != want["bob"] || got["carol"] != want["carol"] {
+		t.Errorf("NewestEventIDs = %v, want %v (alice and nobody have no events)", got, want)
+	}
+	c := NewCall("c", "erin", 2000, "carol")
+	Save(t, s, c)
+	got, err = s.NewestEventIDs(ctx, []string{"carol"})
+	if err != nil || got["carol"] != c.Events[0].ID {
+		t.Errorf("NewestEventIDs(carol) after a new event = %v (%v), want %d", got, err, c.Events[0].ID)
+	}
+	// Many users in one call (a catch-up batch).
+	users := make([]string, 0, 200)
+	for i := range 200 {
+		users = append(users, fmt.Sprintf("u%03d", i))
+	}
+	many := NewCall("many", "zed", 3000, users[:100]...)
+	Save(t, s, many)
+	got, err = s.NewestEventIDs(ctx, users)
+	if err != nil || len(got) != 100 || got["u000"] != many.Events[0].ID || got["u099"] != many.Events[99].ID {
+		t.Errorf("NewestEventIDs(200 users, 100 with events) = %d entries (%v), u000 %d want %d",
+			len(got), err, got["u000"], many.Events[0].ID)
+	}
+}

@@ -54,6 +54,7 @@ var tests = []contract{
 	{"PendingInvitationsCapAndUnreceived", testPendingInvitationsCapAndUnreceived},
 	{"PruneEventsAndBounds", testPruneEventsAndBounds},
 	{"EventRecipients", testEventRecipients},
+	{"NewestEventIDs", testNewestEventIDs},
 	// Idempotency-Key records
 	{"IdempotencyLookupAndPut", testIdempotencyLookupAndPut},
 	{"PruneIdempotency", testPruneIdempotency},

@@ -40,7 +40,8 @@ type App struct {
 	maxConns int                 // the connection cap (see Listener)
 	conns    *handlers.ConnLimit // applies it
 	hub      *sse.Hub
-	parts    []part // the background parts Run runs
+	fanout   *fanout // nil without NATS
+	parts    []part  // the background parts Run runs
 	// Presence is the cluster-wide presence (PostgreSQL); nil with SQLite,
 	// whose presence is the hub's alone.
 	Presence      *cluster.Presence
@@ -58,6 +59,10 @@ type part struct {
 type Options struct {
 	Clock  calls.Clock  // default: the system clock
 	Logger *slog.Logger // default: slog.Default()
+	// EventCatchUp is the hub's periodic catch-up with PostgreSQL
+	// (sse.Options.CatchUpEvery, default 1s); a test of NATS wake-ups
+	// lengthens it so only they can deliver in time.
+	EventCatchUp time.Duration
 }
 
 // New opens the store and builds the service, event delivery and the
@@ -130,11 +135,15 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		a.Close()
 		return nil, err
 	}
+	if a.fanout, err = a.newFanout(a.hub); err != nil {
+		a.Close()
+		return nil, err
+	}
 
 	a.Service = calls.NewService(calls.Options{
 		Store:    a.Store,
 		Clock:    opts.Clock,
-		Notifier: notifiers{a.hub, hooks.dispatcher},
+		Notifier: append(notifiers{a.hub, hooks.dispatcher}, a.fanout.notifiers()...),
 		Presence: presence,
 		Logger:   log,
 		Config: calls.Config{MaxCallUsers: cfg.MaxCallUsers, NotReceivedAfter: cfg.NotReceivedAfter, HeartbeatTimeout: cfg.HeartbeatTimeout,
@@ -151,6 +160,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 	if a.Presence != nil {
 		a.parts = append(a.parts, part{"cluster presence", a.Presence.Run})
 	}
+	a.parts = append(a.parts, a.fanout.parts()...)
 
 	auth := handlers.AuthConfig{Secret: a.Secret, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, AdminToken: cfg.AdminToken, UserClaim: cfg.JWTUserClaim}
 	if cfg.JWKSURL != "" {
@@ -183,7 +193,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		a.Close()
 		return nil, err
 	}
-
+	// Last, so no failure above leaves a connection behind.
+	if err := a.fanout.connect(); err != nil {
+		a.Close()
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -209,6 +223,7 @@ func (a *App) Run(ctx context.Context) error {
 // Close closes the database. Call it after Run has returned (and the HTTP
 // server has finished its requests): the parts write until they stop.
 func (a *App) Close() error {
+	a.fanout.close()
 	var err error
 	if a.presenceStore != nil {
 		err = a.presenceStore.Close()

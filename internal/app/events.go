@@ -11,8 +11,13 @@ import (
 // service's presence and one of its notifiers, and serves GET /events; it
 // reports deliveries and presence to the service through svc and prunes
 // the log after Config.EventRetention.
+//
+// With PostgreSQL the hub follows ids per user (sse.PerUserIDOrder: they
+// have no global commit order there), so every delivery is a read of the
+// log; its streams may then hold half the pool (the default 2 readers
+// suit SQLite's small read pool, where deliveries rarely read).
 func (a *App) newEvents(ctx context.Context, opts Options, svc sse.Service) (*sse.Hub, error) {
-	return sse.New(ctx, sse.Options{
+	o := sse.Options{
 		Log:        a.Store,
 		Service:    svc,
 		Clock:      opts.Clock,
@@ -21,7 +26,13 @@ func (a *App) newEvents(ctx context.Context, opts Options, svc sse.Service) (*ss
 		Retention:  a.Config.EventRetention,
 
 		MaxStreamsPerUser: a.Config.MaxStreamsPerUser,
-	})
+	}
+	if IsPostgresDSN(a.Config.DB) {
+		o.IDOrder = sse.PerUserIDOrder
+		o.LogReaders = max(2, a.Config.PGMaxConns/2)
+		o.CatchUpEvery = opts.EventCatchUp
+	}
+	return sse.New(ctx, o)
 }
 
 // hubService is the hub's sse.Service: the hub and calls.Service need each

@@ -33,7 +33,9 @@ type Server struct {
 	http *httptest.Server
 	addr string
 	logs io.Writer // nil: the test log
-	spec *specValidator
+	// catchUp is app.Options.EventCatchUp (0: the default).
+	catchUp time.Duration
+	spec    *specValidator
 	// stopParts stops the app's background parts; ran answers when they
 	// have (see app.App.Run).
 	stopParts context.CancelFunc
@@ -50,6 +52,7 @@ type settings struct {
 	clockAt   time.Time // where the fake clock starts; zero: Epoch
 	logs      io.Writer
 	postgres  bool
+	catchUp   time.Duration
 }
 
 // WithFakeClock runs the server on a manual clock (s.Clock.Advance).
@@ -67,6 +70,10 @@ func WithConfig(f func(*app.Config)) Option { return func(s *settings) { f(&s.cf
 func WithPostgres() Option {
 	return func(s *settings) { s.postgres = true }
 }
+
+// WithEventCatchUp sets the hub's periodic catch-up with PostgreSQL
+// (app.Options.EventCatchUp): a test proving NATS wake-ups lengthens it.
+func WithEventCatchUp(d time.Duration) Option { return func(s *settings) { s.catchUp = d } }
 
 // AdminToken is the admin bearer token test servers are configured with.
 const AdminToken = "test-admin-token-0123456789abcdef"
@@ -88,7 +95,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	if st.postgres {
 		st.cfg.DB = pgtest.NewDatabase(t)
 	}
-	s := &Server{T: t, Dir: dir, Config: st.cfg, spec: loadSpec(t), logs: st.logs}
+	s := &Server{T: t, Dir: dir, Config: st.cfg, spec: loadSpec(t), logs: st.logs, catchUp: st.catchUp}
 	if st.fakeClock {
 		at := Epoch
 		if !st.clockAt.IsZero() {
@@ -104,7 +111,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 func (s *Server) start() {
 	t := s.T
 	t.Helper()
-	opts := app.Options{Logger: testLogger(t)}
+	opts := app.Options{Logger: testLogger(t), EventCatchUp: s.catchUp}
 	if s.logs != nil {
 		opts.Logger = slog.New(slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}

@@ -1,0 +1,104 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"callsig/calls"
+	"callsig/internal/app"
+	"callsig/internal/pgtest"
+	"callsig/internal/testkit"
+)
+
+// natsURL is the development NATS server (see the README's test script).
+const natsURL = "nats://127.0.0.1:4222"
+
+// startNodes starts n in-process nodes on one fresh PostgreSQL database,
+// with NATS at natsURL unless nats is "", and the other options.
+func startNodes(t *testing.T, n int, nats string, opts ...testkit.Option) []*testkit.Server {
+	t.Helper()
+	dsn := pgtest.NewDatabase(t) // dropped after the nodes stop (cleanups run last first)
+	nodes := make([]*testkit.Server, n)
+	for i := range nodes {
+		id := fmt.Sprintf("node%c", 'a'+i)
+		o := append([]testkit.Option{testkit.WithDB(dsn), testkit.WithConfig(func(c *app.Config) {
+			c.NATSURL, c.NodeID = nats, id
+		})}, opts...)
+		nodes[i] = testkit.Start(t, o...)
+	}
+	return nodes
+}
+
+// An invitation sent to node B reaches the invitee's stream on node A,
+// the acceptance sent to node C reaches the caller's stream on node A:
+// every delivery crosses nodes. The catch-up is lengthened to an hour, so
+// only the NATS wake-ups can deliver within the wait.
+func TestClusterDeliveryAcrossNodes(t *testing.T) {
+	nodes := startNodes(t, 3, natsURL, testkit.WithEventCatchUp(time.Hour))
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	for _, n := range nodes {
+		waitNATS(t, n)
+	}
+	aliceA := a.Stream("alice", "", "")
+	bobA := a.Stream("bob", "", "")
+
+	res := b.Client("alice").Invite(map[string]any{"timeout": 30}, "bob")
+	got := bobA.WaitFor(string(calls.EventReceived), nil, 5*time.Second)
+	if got.CallID() != res.CallID {
+		t.Fatalf("bob on node A got %v, want the invitation to %s", got, res.CallID)
+	}
+	aliceA.WaitFor(string(calls.EventCreated), nil, 5*time.Second)
+
+	c.Client("bob").Action(res.CallID, "accept", nil).Want(http.StatusOK)
+	aliceA.WaitFor(string(calls.EventUserStateChanged), func(e testkit.Event) bool {
+		return e.CallID() == res.CallID && e.Users()["bob"] == string(calls.StateAccepted)
+	}, 5*time.Second)
+
+	if n := scrapeMetric(t, a, "callsig_cluster_wakeups_received_total"); n < 2 {
+		t.Errorf("node A received %v wake-ups, want at least 2", n)
+	}
+	if n := scrapeMetric(t, b, "callsig_cluster_wakeups_published_total"); n < 1 {
+		t.Errorf("node B published %v wake-ups, want at least 1", n)
+	}
+	if n := scrapeMetric(t, a, "callsig_nats_connected"); n != 1 {
+		t.Errorf("callsig_nats_connected on A = %v, want 1", n)
+	}
+}
+
+// Without NATS (PostgreSQL, two nodes on one database) an event committed
+// on node B still reaches the stream on node A, through the periodic
+// catch-up, which counts it; the node says at startup it runs without
+// NATS.
+func TestClusterDeliveryWithoutNATS(t *testing.T) {
+	logs := &logBuffer{}
+	nodes := startNodes(t, 2, "", testkit.WithLogs(logs))
+	a, b := nodes[0], nodes[1]
+	bobA := a.Stream("bob", "", "")
+	res := b.Client("alice").Invite(map[string]any{"timeout": 30}, "bob")
+	if got := bobA.WaitFor(string(calls.EventReceived), nil, 5*time.Second); got.CallID() != res.CallID {
+		t.Fatalf("bob on node A got %v", got)
+	}
+	if n := scrapeMetric(t, a, "callsig_sse_catchup_missed_total"); n < 1 {
+		t.Errorf("callsig_sse_catchup_missed_total on A = %v, want at least 1", n)
+	}
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	if !bytes.Contains(logs.buf.Bytes(), []byte("PostgreSQL without NATS: single node")) {
+		t.Errorf("no startup line about running without NATS in %s", logs.buf.String())
+	}
+}
+
+// waitNATS waits until node n is connected to NATS.
+func waitNATS(t *testing.T, n *testkit.Server) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for scrapeMetric(t, n, "callsig_nats_connected") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s not connected to NATS at %s", n.Config.NodeID, natsURL)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,162 @@
+package sse
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"callsig/calls"
+	"callsig/db/postgres"
+	"callsig/db/storetest"
+	"callsig/internal/pgtest"
+)
+
+// The hub in PerUserIDOrder on a real PostgreSQL store, whose ids follow
+// each user's commit order only.
+
+// openPostgres opens a store on a fresh database, closed with the test.
+func openPostgres(t *testing.T) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(context.Background(), pgtest.NewDatabase(t), postgres.Options{MaxConns: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// perUserRig is a rig in PerUserIDOrder on a PostgreSQL store.
+func perUserRig(t *testing.T, o Options) (*rig, *postgres.Store) {
+	t.Helper()
+	store := openPostgres(t)
+	o.Log, o.IDOrder = store, PerUserIDOrder
+	if o.LogReaders == 0 {
+		o.LogReaders = 4
+	}
+	return newRig(t, o), store
+}
+
+// event returns a change to call id adding one event for user.
+func addEvent(t *testing.T, store *postgres.Store, user string, n int) calls.Event {
+	t.Helper()
+	ch := storetest.NewCall(fmt.Sprintf("%s-%d", user, n), "caller", time.Now().UnixMilli(), user)
+	ch.Events[0].Type = calls.EventUserStateChanged
+	ch.Events[0].Data = json.RawMessage(`{"n":` + strconv.Itoa(n) + `}`)
+	storetest.Save(t, store, ch)
+	return ch.Events[0]
+}
+
+// Many writers commit events for one user at once; their commit
+// notifications come in any order, some never. The stream writes every
+// event of the user once, in id order, and the ids are those of the log.
+func TestPerUserOrderWritesEveryEventOnceInOrder(t *testing.T) {
+	r, store := perUserRig(t, Options{CatchUpEvery: 50 * time.Millisecond})
+	c := r.open("bob", "default", "")
+	if b := c.raw(); b.id != "" {
+		t.Fatalf("opening block %+v", b)
+	}
+	if b := c.raw(); b.id != "0" {
+		t.Fatalf("id block %+v, want id 0 (bob has no events yet)", b)
+	}
+	const writers, each = 8, 15
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				user := "bob"
+				if i%3 == 0 {
+					user = fmt.Sprintf("other%d", w) // ids in between for others
+				}
+				e := addEvent(t, store, user, w*100+i)
+				if rand.IntN(10) > 0 { // one in ten is never reported
+					r.hub.Committed([]calls.Event{e}, 0)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	want, err := store.EventsAfter(context.Background(), "bob", 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) != writers*each*2/3 {
+		t.Fatalf("log holds %d events of bob", len(want))
+	}
+	for i, e := range want {
+		b := c.next()
+		if b.id != strconv.FormatInt(e.ID, 10) {
+			t.Fatalf("event %d: id %s, want %d (the log's order)", i, b.id, e.ID)
+		}
+	}
+}
+
+// An event committed elsewhere reaches the stream on Wake, without a
+// local commit notification and long before the periodic catch-up.
+func TestPerUserWakeReadsTheLog(t *testing.T) {
+	r, store := perUserRig(t, Options{CatchUpEvery: time.Hour})
+	c := r.open("bob", "default", "")
+	c.raw()
+	c.raw()
+	e := addEvent(t, store, "bob", 1)
+	r.hub.Wake([]string{"nobody-here", "bob"})
+	if b := c.next(); b.id != strconv.FormatInt(e.ID, 10) {
+		t.Fatalf("got %+v, want event %d", b, e.ID)
+	}
+}
+
+// Without any notification (a wake-up lost), the periodic catch-up finds
+// the stream behind the log, wakes it and counts it.
+func TestPerUserCatchUpFindsMissedEvents(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	r, store := perUserRig(t, Options{CatchUpEvery: 20 * time.Millisecond, Registerer: reg})
+	c := r.open("bob", "default", "")
+	c.raw()
+	c.raw()
+	e := addEvent(t, store, "bob", 1)
+	if b := c.next(); b.id != strconv.FormatInt(e.ID, 10) {
+		t.Fatalf("got %+v, want event %d", b, e.ID)
+	}
+	if n := counter(r.hub.m.missed); n < 1 {
+		t.Errorf("callsig_sse_catchup_missed_total = %v, want at least 1", n)
+	}
+}
+
+// A new stream starts at its user's newest id (not the log's global
+// head), after the user's pending invitations; resuming from that id needs
+// no reset, and an id above it (none this user was given) is a reset.
+func TestPerUserStreamStartsAtTheUsersHead(t *testing.T) {
+	r, store := perUserRig(t, Options{CatchUpEvery: time.Hour})
+	inv := storetest.NewCall("c1", "alice", time.Now().UnixMilli(), "bob")
+	storetest.Save(t, store, inv)
+	addEvent(t, store, "carol", 1) // a higher id, of someone else
+	c := r.open("bob", "default", "")
+	c.raw() // opening block
+	if b := c.next(); b.id != strconv.FormatInt(inv.Events[0].ID, 10) || b.event != string(calls.EventReceived) {
+		t.Fatalf("first event %+v, want the pending invitation %d", b, inv.Events[0].ID)
+	}
+	head := inv.Events[0].ID
+	c.close()
+
+	again := r.open("bob", "default", strconv.FormatInt(head, 10))
+	if b := again.raw(); b.id != strconv.FormatInt(head, 10) {
+		t.Fatalf("resumed opening block %+v", b)
+	}
+	e := addEvent(t, store, "bob", 2)
+	r.hub.Committed([]calls.Event{e}, 0)
+	if b := again.next(); b.id != strconv.FormatInt(e.ID, 10) {
+		t.Fatalf("resumed stream got %+v, want %d (no reset)", b, e.ID)
+	}
+	again.close()
+
+	ahead := r.open("bob", "default", strconv.FormatInt(e.ID+1000, 10))
+	if b := ahead.next(); b.event != "reset" {
+		t.Fatalf("stream resumed past bob's newest id got %+v, want reset", b)
+	}
+}
