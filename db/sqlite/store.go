@@ -36,6 +36,12 @@ type Options struct {
 // Store is the SQLite implementation of db.Store: calls.Store, the event
 // log the SSE layer reads, the webhook outbox and the idempotency records. It is safe for concurrent use.
 type Store struct {
+	// The webhook endpoints and outbox over this store's writer and read
+	// pool (set by Open).
+	db.Webhooks
+	// The event log's reads, over the read pool (set by Open).
+	db.EventLog
+
 	wdb *sqlx.DB // exactly one connection, used only by the writer goroutine
 	rdb *sqlx.DB // query_only pool for every read outside a write
 	log *slog.Logger
