@@ -40,38 +40,52 @@ func (t *callsTx) insertHook(ctx context.Context, h *calls.HookEvent) error {
 	}, h)
 }
 
-const (
-	sqlLiveEndpoints = `SELECT id, url, secret FROM webhook_endpoints
-		WHERE enabled AND NOT deleted ORDER BY id COLLATE "C"`
-	// One endpoint's due deliveries, not leased, in due order. SKIP LOCKED:
-	// rows another node is claiming right now are passed over, not waited
-	// for; the lease it writes keeps them from being claimed after.
-	sqlClaimEndpoint = `SELECT id, attempts, created_at, next_attempt_at, message_id
-		FROM webhook_deliveries
-		WHERE endpoint_id = $1 AND status = 'pending' AND next_attempt_at <= $2 AND locked_until <= $3
-		ORDER BY next_attempt_at, id LIMIT $4
-		FOR UPDATE SKIP LOCKED`
-	sqlFailDeadEndpoints = `UPDATE webhook_deliveries d
+// webhookSQL is what db.Webhooks runs on PostgreSQL.
+var webhookSQL = db.WebhookSQL{
+	PutEndpoint: `INSERT INTO webhook_endpoints AS w
+		(id, url, secret, event_types, description, created_at, enabled, disabled_reason)
+		VALUES ($1, $2, $3, $4, $5, $6, true, '')
+		ON CONFLICT (id) DO UPDATE SET
+			enabled = CASE WHEN NOT w.deleted AND w.url = excluded.url AND w.secret = excluded.secret
+				THEN w.enabled ELSE true END,
+			disabled_reason = CASE WHEN NOT w.deleted AND w.url = excluded.url AND w.secret = excluded.secret
+				THEN w.disabled_reason ELSE '' END,
+			url = excluded.url, secret = excluded.secret, event_types = excluded.event_types,
+			description = excluded.description, deleted = false`,
+	DeleteEndpoint: `UPDATE webhook_endpoints SET deleted = true, enabled = false
+		WHERE id = $1 AND NOT deleted`,
+	EndpointExists: `SELECT 1 FROM webhook_endpoints WHERE id = $1 AND NOT deleted`,
+	DisableEndpoint: `UPDATE webhook_endpoints SET enabled = false, disabled_reason = $1
+		WHERE id = $2 AND enabled`,
+	LiveEndpoints: `SELECT id, url, secret FROM webhook_endpoints
+		WHERE enabled AND NOT deleted ORDER BY id COLLATE "C"`,
+	FailDeadEndpoints: `UPDATE webhook_deliveries d
 		SET status = 'failed', next_attempt_at = 0, locked_until = 0,
 			last_error = CASE WHEN e.deleted THEN 'endpoint deleted' ELSE 'endpoint disabled' END
 		FROM webhook_endpoints e
 		WHERE e.id = d.endpoint_id AND (NOT e.enabled OR e.deleted)
-		AND d.status = 'pending' AND d.locked_until <= $1`
-	sqlDisableEndpoint = `UPDATE webhook_endpoints SET enabled = false, disabled_reason = $1
-		WHERE id = $2 AND enabled`
-	sqlNextDueByEndpoint = `SELECT e.id, (SELECT d.next_attempt_at FROM webhook_deliveries d
+		AND d.status = 'pending' AND d.locked_until <= $1`,
+	// One endpoint's due deliveries, not leased, in due order. SKIP LOCKED:
+	// rows another node is claiming right now are passed over, not waited
+	// for; the lease it writes keeps them from being claimed after.
+	ClaimEndpoint: `SELECT id, attempts, created_at, next_attempt_at, message_id
+		FROM webhook_deliveries
+		WHERE endpoint_id = $1 AND status = 'pending' AND next_attempt_at <= $2 AND locked_until <= $3
+		ORDER BY next_attempt_at, id LIMIT $4
+		FOR UPDATE SKIP LOCKED`,
+	NextDueByEndpoint: `SELECT e.id, (SELECT d.next_attempt_at FROM webhook_deliveries d
 			WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.locked_until <= $1
 			ORDER BY d.next_attempt_at LIMIT 1)
-		FROM webhook_endpoints e WHERE e.enabled AND NOT e.deleted`
-	sqlNextLeaseEnd = `SELECT COALESCE(min(locked_until), 0) FROM webhook_deliveries
-		WHERE locked_until > 0 AND locked_until > $1`
-	sqlPruneDeliveries = `DELETE FROM webhook_deliveries WHERE id IN (
+		FROM webhook_endpoints e WHERE e.enabled AND NOT e.deleted`,
+	NextLeaseEnd: `SELECT COALESCE(min(locked_until), 0) FROM webhook_deliveries
+		WHERE locked_until > 0 AND locked_until > $1`,
+	PruneDeliveries: `DELETE FROM webhook_deliveries WHERE id IN (
 			SELECT id FROM webhook_deliveries
 			WHERE status IN ('delivered', 'failed') AND created_at < $1 LIMIT $2)
-		RETURNING message_id`
-	sqlPruneMessage = `DELETE FROM webhook_messages WHERE id = $1
-		AND NOT EXISTS (SELECT 1 FROM webhook_deliveries WHERE message_id = $1)`
-)
+		RETURNING message_id`,
+	PruneMessage: `DELETE FROM webhook_messages WHERE id = $1
+		AND NOT EXISTS (SELECT 1 FROM webhook_deliveries WHERE message_id = $1)`,
+}
 
 // WebhookQueueStats returns how many deliveries are pending and when the
 // oldest of them was queued (0 when none).

@@ -16,38 +16,10 @@ import (
 // caused them; the dispatcher drains them (db.Webhooks, with the SQL of
 // outbox.go).
 
-// webhookSQL is what db.Webhooks runs on PostgreSQL.
-var webhookSQL = db.WebhookSQL{
-	PutEndpoint:       sqlPutEndpoint,
-	DeleteEndpoint:    sqlDeleteEndpoint,
-	EndpointExists:    sqlEndpointExists,
-	DisableEndpoint:   sqlDisableEndpoint,
-	LiveEndpoints:     sqlLiveEndpoints,
-	FailDeadEndpoints: sqlFailDeadEndpoints,
-	ClaimEndpoint:     sqlClaimEndpoint,
-	NextDueByEndpoint: sqlNextDueByEndpoint,
-	NextLeaseEnd:      sqlNextLeaseEnd,
-	PruneDeliveries:   sqlPruneDeliveries,
-	PruneMessage:      sqlPruneMessage,
-}
-
 const (
 	sqlInsertEndpoint = `INSERT INTO webhook_endpoints
 		(id, url, secret, event_types, description, created_at, enabled, disabled_reason)
 		VALUES ($1, $2, $3, $4, $5, $6, true, '')`
-	sqlPutEndpoint = `INSERT INTO webhook_endpoints AS w
-		(id, url, secret, event_types, description, created_at, enabled, disabled_reason)
-		VALUES ($1, $2, $3, $4, $5, $6, true, '')
-		ON CONFLICT (id) DO UPDATE SET
-			enabled = CASE WHEN NOT w.deleted AND w.url = excluded.url AND w.secret = excluded.secret
-				THEN w.enabled ELSE true END,
-			disabled_reason = CASE WHEN NOT w.deleted AND w.url = excluded.url AND w.secret = excluded.secret
-				THEN w.disabled_reason ELSE '' END,
-			url = excluded.url, secret = excluded.secret, event_types = excluded.event_types,
-			description = excluded.description, deleted = false`
-	sqlDeleteEndpoint = `UPDATE webhook_endpoints SET deleted = true, enabled = false
-		WHERE id = $1 AND NOT deleted`
-	sqlEndpointExists = `SELECT 1 FROM webhook_endpoints WHERE id = $1 AND NOT deleted`
 	// FOR UPDATE OF d: a node claiming the delivery meanwhile waits for
 	// this retry (or this retry for its lease), never both at once.
 	sqlRetryTarget = `SELECT d.locked_until, e.enabled, e.disabled_reason FROM webhook_deliveries d

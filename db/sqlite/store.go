@@ -9,17 +9,12 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"callsig/calls"
 	"callsig/db"
-	"callsig/webhooks"
 )
 
-// The ports this store implements, proven at compile time.
-var (
-	_ db.Store       = (*Store)(nil)
-	_ calls.Store    = (*Store)(nil)
-	_ webhooks.Store = (*Store)(nil)
-)
+// The ports this store implements, proven at compile time: db.Store
+// embeds calls.Store and webhooks.Store.
+var _ db.Store = (*Store)(nil)
 
 // Options configures Open; the zero value is the durable default.
 type Options struct {
