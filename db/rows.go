@@ -122,6 +122,15 @@ func ScanEndpoint(sc Scanner) (*webhooks.Endpoint, error) {
 	return &e, nil
 }
 
+// ScanEndpointValue is ScanEndpoint for lists of endpoints (ScanRows).
+func ScanEndpointValue(sc Scanner) (webhooks.Endpoint, error) {
+	e, err := ScanEndpoint(sc)
+	if err != nil {
+		return webhooks.Endpoint{}, err
+	}
+	return *e, nil
+}
+
 // ScanDelivery reads DeliveryColumns.
 func ScanDelivery(sc Scanner) (webhooks.Delivery, error) {
 	var d webhooks.Delivery

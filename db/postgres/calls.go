@@ -80,63 +80,20 @@ func (s *Store) CallCounts(ctx context.Context) (started, ended int64, err error
 }
 
 // loadCall reads one call by ID (with query, locking or not) and its
-// users, in list order.
+// users, in list order (db.LoadCall).
 func loadCall(ctx context.Context, tx *sqlx.Tx, query, callID string) (*calls.Call, error) {
-	c, err := db.ScanCall(tx.QueryRowContext(ctx, query, callID))
-	if errNoRows(err) {
-		return nil, calls.ErrCallNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("db: load call %s: %w", callID, err)
-	}
-	rows, err := tx.QueryContext(ctx, sqlSelectUsers, c.Seq)
-	if err != nil {
-		return nil, fmt.Errorf("db: load users of %s: %w", callID, err)
-	}
-	if c.Users, err = db.ScanRows(rows, func(sc db.Scanner) (*calls.CallUser, error) { return db.ScanUser(sc) }); err != nil {
-		return nil, fmt.Errorf("db: load users of %s: %w", callID, err)
-	}
-	return c, nil
+	return db.LoadCall(ctx, db.TxStatement(tx, query), db.TxStatement(tx, sqlSelectUsers), callID)
 }
 
 // queryCalls runs a query selecting CallColumns and loads the users of
-// every call it returns with one more query.
+// every call it returns with one more query (db.QueryCalls).
 func queryCalls(ctx context.Context, q sqlx.QueryerContext, query string, args ...any) ([]*calls.Call, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("db: query calls: %w", err)
-	}
-	list, err := db.ScanRows(rows, db.ScanCall) // closes rows: the tx is free for the users query
-	if err != nil {
-		return nil, fmt.Errorf("db: query calls: %w", err)
-	}
-	if len(list) == 0 {
-		return list, nil
-	}
-	bySeq := make(map[int64]*calls.Call, len(list))
-	seqs := make([]int64, len(list))
-	for i, c := range list {
-		bySeq[c.Seq] = c
-		seqs[i] = c.Seq
-	}
-	urows, err := q.QueryContext(ctx, `SELECT call_seq, `+db.UserColumns+` FROM call_users
-		WHERE call_seq = ANY($1) ORDER BY call_seq, ord`, seqs)
-	if err != nil {
-		return nil, fmt.Errorf("db: load users: %w", err)
-	}
-	defer urows.Close()
-	for urows.Next() {
-		var seq int64
-		u, err := db.ScanUser(urows, &seq)
-		if err != nil {
-			return nil, fmt.Errorf("db: load users: %w", err)
-		}
-		if c := bySeq[seq]; c != nil {
-			c.Users = append(c.Users, u)
-		}
-	}
-	if err := urows.Err(); err != nil {
-		return nil, fmt.Errorf("db: load users: %w", err)
-	}
-	return list, nil
+	return db.QueryCalls(ctx, q, usersOfCalls, query, args...)
+}
+
+// usersOfCalls selects the users of several calls, the seqs passed as one
+// array.
+func usersOfCalls(seqs []int64) (string, []any, error) {
+	return `SELECT call_seq, ` + db.UserColumns + ` FROM call_users
+		WHERE call_seq = ANY($1) ORDER BY call_seq, ord`, []any{seqs}, nil
 }

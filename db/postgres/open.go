@@ -18,15 +18,11 @@ import (
 
 	"callsig/calls"
 	"callsig/db"
-	"callsig/webhooks"
 )
 
-// The ports this store implements, proven at compile time.
-var (
-	_ db.Store       = (*Store)(nil)
-	_ calls.Store    = (*Store)(nil)
-	_ webhooks.Store = (*Store)(nil)
-)
+// The ports this store implements, proven at compile time: db.Store
+// embeds calls.Store and webhooks.Store.
+var _ db.Store = (*Store)(nil)
 
 // Options configures Open; the zero value suits a 2-core node.
 type Options struct {
@@ -43,6 +39,12 @@ type Options struct {
 // Store is the PostgreSQL implementation of db.Store. It is safe for
 // concurrent use, and several processes may share one database.
 type Store struct {
+	// The webhook endpoints and outbox over this store's transactions
+	// (set by Open).
+	db.Webhooks
+	// The event log's reads, over the pool (set by Open).
+	db.EventLog
+
 	db     *sqlx.DB
 	log    *slog.Logger
 	closed atomic.Bool
@@ -99,7 +101,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		sdb.Close()
 		return nil, err
 	}
-	return &Store{db: sdb, log: log}, nil
+	s := &Store{db: sdb, log: log}
+	s.Webhooks = db.NewWebhooks(webhookSQL, s.inTx, s.read)
+	s.EventLog = s.eventLog()
+	return s, nil
 }
 
 // Ping checks that the database answers a transaction and takes writes

@@ -2,8 +2,6 @@ package postgres
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
@@ -15,7 +13,19 @@ import (
 
 // Webhook endpoints and the admin view of their deliveries. The outbox rows
 // are written by Save (insertHook) in the transaction of the change that
-// caused them; the dispatcher drains them (outbox.go).
+// caused them; the dispatcher drains them (db.Webhooks, with the SQL of
+// outbox.go).
+
+const (
+	sqlInsertEndpoint = `INSERT INTO webhook_endpoints
+		(id, url, secret, event_types, description, created_at, enabled, disabled_reason)
+		VALUES ($1, $2, $3, $4, $5, $6, true, '')`
+	// FOR UPDATE OF d: a node claiming the delivery meanwhile waits for
+	// this retry (or this retry for its lease), never both at once.
+	sqlRetryTarget = `SELECT d.locked_until, e.enabled, e.disabled_reason FROM webhook_deliveries d
+		JOIN webhook_endpoints e ON e.id = d.endpoint_id
+		WHERE d.id = $1 AND d.endpoint_id = $2 AND NOT e.deleted FOR UPDATE OF d`
+)
 
 // UpdateWebhooks runs fn in its own transaction and returns once its
 // changes are durable.
@@ -32,57 +42,26 @@ var _ webhooks.Tx = (*webhookTx)(nil)
 
 // InsertWebhookEndpoint registers a new endpoint, secret included.
 func (t *webhookTx) InsertWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) error {
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO webhook_endpoints
-		(id, url, secret, event_types, description, created_at, enabled, disabled_reason)
-		VALUES ($1, $2, $3, $4, $5, $6, true, '')`,
-		e.ID, e.URL, e.Secret, db.EncodeEventTypes(e.EventTypes), e.Description, e.CreatedAt)
-	if err != nil {
-		return fmt.Errorf("db: insert webhook %s: %w", e.ID, err)
-	}
-	return nil
+	return db.InsertEndpoint(ctx, t.tx, sqlInsertEndpoint, e)
 }
 
-// PutWebhookEndpoint creates or replaces the endpoint with e.ID, as the
-// configuration describes it. A replaced endpoint keeps its creation time;
-// it is enabled again only when its URL or secret changed.
-func (s *Store) PutWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints AS w
-			(id, url, secret, event_types, description, created_at, enabled, disabled_reason)
-			VALUES ($1, $2, $3, $4, $5, $6, true, '')
-			ON CONFLICT (id) DO UPDATE SET
-				enabled = CASE WHEN NOT w.deleted AND w.url = excluded.url AND w.secret = excluded.secret
-					THEN w.enabled ELSE true END,
-				disabled_reason = CASE WHEN NOT w.deleted AND w.url = excluded.url AND w.secret = excluded.secret
-					THEN w.disabled_reason ELSE '' END,
-				url = excluded.url, secret = excluded.secret, event_types = excluded.event_types,
-				description = excluded.description, deleted = false`,
-			e.ID, e.URL, e.Secret, db.EncodeEventTypes(e.EventTypes), e.Description, e.CreatedAt)
-		if err != nil {
-			return fmt.Errorf("db: put webhook %s: %w", e.ID, err)
-		}
-		return nil
-	})
+// RetryWebhookDelivery puts a delivery back to pending; see
+// db.RetryDelivery.
+func (t *webhookTx) RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*webhooks.Delivery, error) {
+	return db.RetryDelivery(ctx, t.tx, sqlRetryTarget, endpointID, deliveryID, now)
 }
 
 // WebhookEndpoints returns the live endpoints, oldest first, with secrets.
 func (s *Store) WebhookEndpoints(ctx context.Context) ([]webhooks.Endpoint, error) {
-	list := []webhooks.Endpoint{}
+	var list []webhooks.Endpoint
 	err := s.read(ctx, func(tx *sqlx.Tx) error {
 		rows, err := tx.QueryContext(ctx, `SELECT `+db.EndpointColumns+` FROM webhook_endpoints
 			WHERE NOT deleted ORDER BY created_at, id COLLATE "C"`)
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			e, err := db.ScanEndpoint(rows)
-			if err != nil {
-				return err
-			}
-			list = append(list, *e)
-		}
-		return rows.Err()
+		list, err = db.ScanRows(rows, db.ScanEndpointValue)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("db: list webhooks: %w", err)
@@ -98,7 +77,7 @@ func (s *Store) WebhookEndpoint(ctx context.Context, id string) (*webhooks.Endpo
 		e, err = db.ScanEndpoint(tx.QueryRowContext(ctx, `SELECT `+db.EndpointColumns+`
 			FROM webhook_endpoints WHERE id = $1 AND NOT deleted`, id))
 		if errNoRows(err) {
-			return webhookNotFound(id)
+			return db.WebhookNotFound(id)
 		}
 		return err
 	})
@@ -106,118 +85,4 @@ func (s *Store) WebhookEndpoint(ctx context.Context, id string) (*webhooks.Endpo
 		err = fmt.Errorf("db: load webhook %s: %w", id, err)
 	}
 	return e, err
-}
-
-func webhookNotFound(id string) error {
-	return &calls.Error{Code: calls.CodeNotFound, Message: fmt.Sprintf("webhook %s not found", id)}
-}
-
-// DeleteWebhookEndpoint soft-deletes an endpoint and fails its pending
-// deliveries not in flight at now. An unknown or already deleted id
-// matches calls.ErrNotFound.
-func (s *Store) DeleteWebhookEndpoint(ctx context.Context, id string, now int64) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE webhook_endpoints SET deleted = true, enabled = false
-			WHERE id = $1 AND NOT deleted`, id)
-		if err != nil {
-			return fmt.Errorf("db: delete webhook %s: %w", id, err)
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return fmt.Errorf("db: delete webhook %s: %w", id, err)
-		} else if n == 0 {
-			return webhookNotFound(id)
-		}
-		return failPending(ctx, tx, id, now, "endpoint deleted")
-	})
-}
-
-// failPending fails the pending deliveries of an endpoint that will not be
-// sent to any more; those leased at now are left to their attempt.
-func failPending(ctx context.Context, tx *sqlx.Tx, endpointID string, now int64, reason string) error {
-	_, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries
-		SET status = 'failed', last_error = $1, next_attempt_at = 0, locked_until = 0
-		WHERE endpoint_id = $2 AND status = 'pending' AND locked_until <= $3`, reason, endpointID, now)
-	if err != nil {
-		return fmt.Errorf("db: fail deliveries of %s: %w", endpointID, err)
-	}
-	return nil
-}
-
-// WebhookDeliveries lists an endpoint's deliveries newest first, or fails
-// with calls.ErrNotFound for an unknown endpoint.
-func (s *Store) WebhookDeliveries(ctx context.Context, endpointID string, q webhooks.DeliveryQuery) ([]webhooks.Delivery, error) {
-	if q.Limit <= 0 {
-		q.Limit = webhooks.DefaultDeliveryLimit
-	}
-	list := []webhooks.Delivery{}
-	err := s.read(ctx, func(tx *sqlx.Tx) error {
-		var one int
-		err := tx.QueryRowContext(ctx, `SELECT 1 FROM webhook_endpoints WHERE id = $1 AND NOT deleted`, endpointID).Scan(&one)
-		if errNoRows(err) {
-			return webhookNotFound(endpointID)
-		}
-		if err != nil {
-			return err
-		}
-		query := `SELECT ` + db.DeliveryColumns + ` FROM webhook_deliveries d
-			JOIN webhook_messages m ON m.id = d.message_id
-			WHERE d.endpoint_id = $1`
-		args := []any{endpointID}
-		if q.Status != "" {
-			query += ` AND d.status = $3`
-			args = append(args, q.Limit, string(q.Status))
-		} else {
-			args = append(args, q.Limit)
-		}
-		query += ` ORDER BY d.id DESC LIMIT $2`
-		rows, err := tx.QueryContext(ctx, query, args...)
-		if err != nil {
-			return err
-		}
-		list, err = db.ScanRows(rows, db.ScanDelivery)
-		return err
-	})
-	if err != nil && calls.CodeOf(err) == "" {
-		err = fmt.Errorf("db: list deliveries of %s: %w", endpointID, err)
-	}
-	return list, err
-}
-
-// RetryWebhookDelivery puts a delivery of a live endpoint back to pending,
-// due at now, whatever its status, and returns it. A lease held by an
-// attempt in flight is left alone.
-func (t *webhookTx) RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*webhooks.Delivery, error) {
-	var (
-		lockedUntil int64
-		enabled     bool
-		reason      string
-	)
-	// FOR UPDATE OF d: a node claiming the delivery meanwhile waits for this
-	// retry (or this retry for its lease), never both at once.
-	err := t.tx.QueryRowContext(ctx, `SELECT d.locked_until, e.enabled, e.disabled_reason FROM webhook_deliveries d
-		JOIN webhook_endpoints e ON e.id = d.endpoint_id
-		WHERE d.id = $1 AND d.endpoint_id = $2 AND NOT e.deleted FOR UPDATE OF d`, deliveryID, endpointID).Scan(&lockedUntil, &enabled, &reason)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return nil, &calls.Error{Code: calls.CodeNotFound,
-			Message: fmt.Sprintf("delivery %d of webhook %s not found", deliveryID, endpointID)}
-	case err != nil:
-		return nil, fmt.Errorf("db: retry delivery %d: %w", deliveryID, err)
-	case !enabled:
-		return nil, &calls.Error{Code: calls.CodeEndpointDisabled,
-			Message: fmt.Sprintf("webhook %s is disabled (%s); delivery %d would not be sent", endpointID, reason, deliveryID)}
-	case lockedUntil > now:
-		return nil, &calls.Error{Code: calls.CodeDeliveryInFlight,
-			Message: fmt.Sprintf("delivery %d of webhook %s is being attempted now; retry once the attempt ends", deliveryID, endpointID)}
-	}
-	if _, err := t.tx.ExecContext(ctx, `UPDATE webhook_deliveries
-		SET status = 'pending', next_attempt_at = $1, delivered_at = 0 WHERE id = $2`, now, deliveryID); err != nil {
-		return nil, fmt.Errorf("db: retry delivery %d: %w", deliveryID, err)
-	}
-	d, err := db.ScanDelivery(t.tx.QueryRowContext(ctx, `SELECT `+db.DeliveryColumns+` FROM webhook_deliveries d
-		JOIN webhook_messages m ON m.id = d.message_id WHERE d.id = $1`, deliveryID))
-	if err != nil {
-		return nil, fmt.Errorf("db: retry delivery %d: %w", deliveryID, err)
-	}
-	return &d, nil
 }

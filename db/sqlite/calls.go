@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"math"
 
@@ -63,75 +62,21 @@ func (s *Store) read(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	return s.readFailed(fn(tx))
 }
 
-// loadCall reads one call by ID with its users, in list order.
+// loadCall reads one call by ID with its users (db.LoadCall), with the
+// prepared statements bound to the transaction.
 func loadCall(ctx context.Context, callStmt, usersStmt *sqlx.Stmt, callID string) (*calls.Call, error) {
-	c, err := db.ScanCall(callStmt.QueryRowContext(ctx, callID))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, calls.ErrCallNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("db: load call %s: %w", callID, err)
-	}
-	rows, err := usersStmt.QueryContext(ctx, c.Seq)
-	if err != nil {
-		return nil, fmt.Errorf("db: load users of %s: %w", callID, err)
-	}
-	if c.Users, err = db.ScanRows(rows, func(sc db.Scanner) (*calls.CallUser, error) { return db.ScanUser(sc) }); err != nil {
-		return nil, fmt.Errorf("db: load users of %s: %w", callID, err)
-	}
-	return c, nil
+	return db.LoadCall(ctx, db.PreparedStatement(callStmt), db.PreparedStatement(usersStmt), callID)
 }
 
 // queryCalls runs a query selecting callColumns and loads the users of every
-// call it returns.
+// call it returns (db.QueryCalls).
 func queryCalls(ctx context.Context, q sqlx.QueryerContext, query string, args ...any) ([]*calls.Call, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("db: query calls: %w", err)
-	}
-	list, err := db.ScanRows(rows, db.ScanCall) // closes rows: the tx is free for the users query
-	if err != nil {
-		return nil, fmt.Errorf("db: query calls: %w", err)
-	}
-	if err := loadUsers(ctx, q, list); err != nil {
-		return nil, err
-	}
-	return list, nil
+	return db.QueryCalls(ctx, q, usersOfCalls, query, args...)
 }
 
-// loadUsers fills the users of all the calls with one query.
-func loadUsers(ctx context.Context, q sqlx.QueryerContext, list []*calls.Call) error {
-	if len(list) == 0 {
-		return nil
-	}
-	bySeq := make(map[int64]*calls.Call, len(list))
-	seqs := make([]int64, len(list))
-	for i, c := range list {
-		bySeq[c.Seq] = c
-		seqs[i] = c.Seq
-	}
-	query, args, err := sqlx.In(`SELECT call_seq, `+userColumns+` FROM call_users
+// usersOfCalls selects the users of several calls: sqlx.In expands the
+// seqs into one placeholder each.
+func usersOfCalls(seqs []int64) (string, []any, error) {
+	return sqlx.In(`SELECT call_seq, `+userColumns+` FROM call_users
 		WHERE call_seq IN (?) ORDER BY call_seq, ord`, seqs)
-	if err != nil {
-		return fmt.Errorf("db: load users: %w", err)
-	}
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return fmt.Errorf("db: load users: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var seq int64
-		u, err := db.ScanUser(rows, &seq)
-		if err != nil {
-			return fmt.Errorf("db: load users: %w", err)
-		}
-		if c := bySeq[seq]; c != nil {
-			c.Users = append(c.Users, u)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("db: load users: %w", err)
-	}
-	return nil
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"callsig/db"
 )
 
 // Open opens (creating if needed) the SQLite database at path, applies the
@@ -80,6 +82,8 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		wake:    make(chan struct{}, 1),
 		stopped: make(chan struct{}),
 	}
+	s.Webhooks = db.NewWebhooks(webhookSQL, s.write, s.read)
+	s.EventLog = s.eventLog()
 	if s.wst, err = prepareWrite(ctx, wdb); err == nil {
 		s.rst, err = prepareRead(ctx, rdb)
 	}

@@ -2,36 +2,26 @@ package sqlite
 
 import (
 	"context"
-	"fmt"
 
 	"callsig/calls"
-	"callsig/webhooks"
+	"callsig/db"
 )
 
-// insertHook stores one webhook message and fans it out to the outbox: one
-// pending delivery per enabled endpoint subscribed to its type, due at once.
-// A message no endpoint is subscribed to is not stored. The body is built
-// by package webhooks, which owns its format; the store keeps the bytes.
+// insertHook stores one webhook message and fans it out to the outbox (see
+// db.InsertHook) with the write statements prepared on the writer.
 func (t *callsTx) insertHook(ctx context.Context, h *calls.HookEvent) error {
-	var subscribed bool
-	if err := t.stmt(t.s.wst.subscribed).QueryRowContext(ctx, string(h.Type)).Scan(&subscribed); err != nil {
-		return fmt.Errorf("db: webhook subscribers of %s: %w", h.Type, err)
+	return db.InsertHook(ctx, t.hookStatement, h)
+}
+
+// hookStatement binds a step's prepared statement to the write transaction
+// only when the step runs: most hooks stop at the subscription check.
+func (t *callsTx) hookStatement(step db.HookStep) db.Statement {
+	switch step {
+	case db.HookSubscribed:
+		return db.PreparedStatement(t.stmt(t.s.wst.subscribed))
+	case db.HookInsertMessage:
+		return db.PreparedStatement(t.stmt(t.s.wst.insertMessage))
+	default:
+		return db.PreparedStatement(t.stmt(t.s.wst.fanOut))
 	}
-	if !subscribed {
-		return nil
-	}
-	msg, err := webhooks.NewMessage(*h)
-	if err != nil {
-		return fmt.Errorf("db: %w", err)
-	}
-	var id int64
-	err = t.stmt(t.s.wst.insertMessage).QueryRowContext(ctx, msg.ID, string(h.Type),
-		h.CallID, msg.Payload, h.Time).Scan(&id)
-	if err != nil {
-		return fmt.Errorf("db: insert %s webhook: %w", h.Type, err)
-	}
-	if _, err := t.stmt(t.s.wst.fanOut).ExecContext(ctx, id, h.Time, h.Time, string(h.Type)); err != nil {
-		return fmt.Errorf("db: queue %s webhook: %w", h.Type, err)
-	}
-	return nil
 }

@@ -1,56 +1,24 @@
 package sqlite
 
-// The outbox's schedule, statistics and retention: reads of indexes only,
-// and the pruning of finished deliveries.
+// The outbox's SQL (its Go logic is db.Webhooks'): each statement reads
+// an index, so the claim, the schedule and retention cost the same however
+// long the backlog; and the queue statistics.
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
-
-	"callsig/webhooks"
 )
 
-// NextWebhookDue returns, for each live endpoint with a pending delivery
-// not leased at now, when its earliest one is due, and when the earliest
-// lease running at now ends (0: none). Each endpoint is one probe of
-// webhook_deliveries_pending (past its few leased rows), the lease end the
-// first entry of webhook_deliveries_leased: the cost does not grow with
-// the backlog.
-func (s *Store) NextWebhookDue(ctx context.Context, now int64) (webhooks.Due, error) {
-	due := webhooks.Due{Endpoints: map[string]int64{}}
-	err := s.read(ctx, func(tx *sqlx.Tx) error {
-		rows, err := tx.QueryContext(ctx, sqlNextDueByEndpoint, now)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var id string
-			var at sql.NullInt64
-			if err := rows.Scan(&id, &at); err != nil {
-				return err
-			}
-			if at.Valid {
-				due.Endpoints[id] = at.Int64
-			}
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		return tx.QueryRowContext(ctx, sqlNextLeaseEnd, now).Scan(&due.LeaseEnd)
-	})
-	if err != nil {
-		return webhooks.Due{}, fmt.Errorf("db: next webhook due: %w", err)
-	}
-	return due, nil
-}
-
-// The outbox's schedule and statistics; the plan test runs these very
-// statements under EXPLAIN QUERY PLAN.
+// The outbox's claim, schedule, statistics and retention; the plan test
+// runs these very statements under EXPLAIN QUERY PLAN. The claim and the
+// schedule read each live endpoint's range of webhook_deliveries_pending
+// (past its few leased rows), the lease end the first entry of
+// webhook_deliveries_leased.
 const (
+	sqlLiveEndpoints = `SELECT id, url, secret FROM webhook_endpoints
+		WHERE enabled = 1 AND deleted = 0 ORDER BY id`
 	// One endpoint's due deliveries, not leased, in due order: a range of
 	// webhook_deliveries_pending from the endpoint's oldest due entry.
 	sqlClaimEndpoint = `SELECT id, attempts, created_at, next_attempt_at, message_id
@@ -74,6 +42,11 @@ const (
 			SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_by_status_age
 			WHERE status IN ('delivered', 'failed') AND created_at < ? LIMIT ?)
 		RETURNING message_id`
+	// The pending deliveries, not leased at now, of endpoints that were
+	// disabled or deleted: they will never be sent. Most are failed when
+	// the endpoint goes (failPending); these are the ones an attempt in
+	// flight then put back to pending. Each dead endpoint costs one probe
+	// of webhook_deliveries_pending.
 	sqlFailDeadEndpoints = `UPDATE webhook_deliveries INDEXED BY webhook_deliveries_pending
 		SET status = 'failed', next_attempt_at = 0, locked_until = 0,
 			last_error = (SELECT CASE WHEN e.deleted = 1 THEN 'endpoint deleted' ELSE 'endpoint disabled' END
@@ -84,6 +57,9 @@ const (
 	// answers "is it still referenced".
 	sqlPruneMessage = `DELETE FROM webhook_messages WHERE id = ?1
 		AND NOT EXISTS (SELECT 1 FROM webhook_deliveries WHERE message_id = ?1)`
+	// An attempt answered 410 disables its endpoint.
+	sqlDisableEndpoint = `UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ?
+		WHERE id = ? AND enabled = 1`
 )
 
 // WebhookQueueStats returns how many deliveries are pending and when the
@@ -101,44 +77,4 @@ func (s *Store) WebhookQueueStats(ctx context.Context) (pending int, oldest int6
 		return 0, 0, fmt.Errorf("db: webhook queue stats: %w", err)
 	}
 	return pending, oldest, nil
-}
-
-// PruneWebhookDeliveries deletes up to limit finished deliveries created
-// before before (Unix ms) and the messages left without a delivery, in one
-// write through the writer, and returns how many deliveries it deleted.
-// Pending deliveries are never pruned, however old. Callers loop while a
-// full batch came back, so a backlog never holds the writer for long.
-func (s *Store) PruneWebhookDeliveries(ctx context.Context, before int64, limit int) (int, error) {
-	var n int
-	err := s.write(ctx, func(tx *sqlx.Tx) error {
-		n = 0
-		rows, err := tx.QueryContext(ctx, sqlPruneDeliveries, before, limit)
-		if err != nil {
-			return err
-		}
-		messages := map[int64]bool{}
-		for rows.Next() {
-			var m int64
-			if err := rows.Scan(&m); err != nil {
-				rows.Close()
-				return err
-			}
-			n++
-			messages[m] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for m := range messages {
-			if _, err := tx.ExecContext(ctx, sqlPruneMessage, m); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("db: prune webhook deliveries: %w", err)
-	}
-	return n, nil
 }

@@ -9,17 +9,12 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"callsig/calls"
 	"callsig/db"
-	"callsig/webhooks"
 )
 
-// The ports this store implements, proven at compile time.
-var (
-	_ db.Store       = (*Store)(nil)
-	_ calls.Store    = (*Store)(nil)
-	_ webhooks.Store = (*Store)(nil)
-)
+// The ports this store implements, proven at compile time: db.Store
+// embeds calls.Store and webhooks.Store.
+var _ db.Store = (*Store)(nil)
 
 // Options configures Open; the zero value is the durable default.
 type Options struct {
@@ -36,6 +31,12 @@ type Options struct {
 // Store is the SQLite implementation of db.Store: calls.Store, the event
 // log the SSE layer reads, the webhook outbox and the idempotency records. It is safe for concurrent use.
 type Store struct {
+	// The webhook endpoints and outbox over this store's writer and read
+	// pool (set by Open).
+	db.Webhooks
+	// The event log's reads, over the read pool (set by Open).
+	db.EventLog
+
 	wdb *sqlx.DB // exactly one connection, used only by the writer goroutine
 	rdb *sqlx.DB // query_only pool for every read outside a write
 	log *slog.Logger

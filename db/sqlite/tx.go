@@ -180,11 +180,6 @@ func (t *callsTx) TrackedCallerOfflineCalls(ctx context.Context, after int64, li
 	return queryCalls(ctx, t.tx, sqlTrackedCallerOfflineCalls, after, limit)
 }
 
-// pendingStates is the SQL list of the user states calls.UserState.Pending
-// accepts.
-var pendingStates = fmt.Sprintf("'%s', '%s', '%s'",
-	calls.StateInviting, calls.StateReceived, calls.StateNotYetReceived)
-
 // sqlBusyUsers is the busy check (calls.Tx.BusyUsers): the invitees, as a
 // JSON array, each looked up in migration 0005's partial index
 // call_users_busy, which holds only users accepted in a started call.

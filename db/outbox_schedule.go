@@ -1,0 +1,85 @@
+package db
+
+// The outbox's schedule and retention, for every backend.
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/jmoiron/sqlx"
+
+	"callsig/webhooks"
+)
+
+// NextWebhookDue returns, for each live endpoint with a pending delivery
+// not leased at now, when its earliest one is due, and when the earliest
+// lease running at now ends (0: none).
+func (w Webhooks) NextWebhookDue(ctx context.Context, now int64) (webhooks.Due, error) {
+	due := webhooks.Due{Endpoints: map[string]int64{}}
+	err := w.read(ctx, func(tx *sqlx.Tx) error {
+		rows, err := tx.QueryContext(ctx, w.sql.NextDueByEndpoint, now)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			var at sql.NullInt64
+			if err := rows.Scan(&id, &at); err != nil {
+				return err
+			}
+			if at.Valid {
+				due.Endpoints[id] = at.Int64
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, w.sql.NextLeaseEnd, now).Scan(&due.LeaseEnd)
+	})
+	if err != nil {
+		return webhooks.Due{}, fmt.Errorf("db: next webhook due: %w", err)
+	}
+	return due, nil
+}
+
+// PruneWebhookDeliveries deletes up to limit finished deliveries created
+// before before (Unix ms) and the messages left without a delivery, in one
+// write transaction, and returns how many deliveries it deleted. Pending
+// deliveries are never pruned, however old. Callers loop while a full
+// batch came back, so a backlog never holds a write transaction for long.
+func (w Webhooks) PruneWebhookDeliveries(ctx context.Context, before int64, limit int) (int, error) {
+	var n int
+	err := w.write(ctx, func(tx *sqlx.Tx) error {
+		n = 0
+		rows, err := tx.QueryContext(ctx, w.sql.PruneDeliveries, before, limit)
+		if err != nil {
+			return err
+		}
+		messages := map[int64]bool{}
+		for rows.Next() {
+			var m int64
+			if err := rows.Scan(&m); err != nil {
+				rows.Close()
+				return err
+			}
+			n++
+			messages[m] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for m := range messages {
+			if _, err := tx.ExecContext(ctx, w.sql.PruneMessage, m); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("db: prune webhook deliveries: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,238 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/jmoiron/sqlx"
+
+	"callsig/calls"
+	"callsig/webhooks"
+)
+
+// The webhook endpoints, their outbox and the admin view of its deliveries,
+// as every backend keeps them: the same tables, read and written by the
+// same Go logic (here, outbox.go and outbox_schedule.go). What differs
+// between backends is given to NewWebhooks: the SQL they spell their own
+// way (booleans, collations, index hints, row locks) as a WebhookSQL, and
+// how a transaction runs (SQLite's single writer with group commit,
+// PostgreSQL's transaction per request). The statements spelled alike in
+// every dialect are written here with ? placeholders and rebound for the
+// driver of the transaction (tx.Rebind: a no-op for SQLite).
+
+// RunTx runs fn in a transaction of a backend: what fn writes commits
+// together (and durably before RunTx returns), or nothing does when fn
+// fails. For reads, fn sees one snapshot.
+type RunTx func(ctx context.Context, fn func(tx *sqlx.Tx) error) error
+
+// WebhookSQL is a backend's text of the webhook statements it spells its
+// own way. Each takes the arguments named in its comment, in that order.
+type WebhookSQL struct {
+	// PutEndpoint(id, url, secret, event types, description, created at)
+	// creates or replaces an endpoint; a replaced one keeps its creation
+	// time and is enabled again only when its URL or secret changed.
+	PutEndpoint string
+	// DeleteEndpoint(id) soft-deletes a live endpoint and disables it.
+	DeleteEndpoint string
+	// EndpointExists(id) selects 1 for a live endpoint.
+	EndpointExists string
+	// DisableEndpoint(reason, id) disables an enabled endpoint.
+	DisableEndpoint string
+
+	// LiveEndpoints() selects id, url, secret of the enabled, live
+	// endpoints, ordered by id bytewise.
+	LiveEndpoints string
+	// FailDeadEndpoints(now) fails the pending deliveries, not leased at
+	// now, of the endpoints disabled or deleted.
+	FailDeadEndpoints string
+	// ClaimEndpoint(endpoint id, now, now, limit) selects id, attempts,
+	// created_at, next_attempt_at, message_id of an endpoint's pending
+	// deliveries due at now and not leased at now, in due order (then id),
+	// locking them where the backend has row locks.
+	ClaimEndpoint string
+	// NextDueByEndpoint(now) selects each live endpoint's id and when its
+	// earliest pending delivery not leased at now is due (NULL: none).
+	NextDueByEndpoint string
+	// NextLeaseEnd(now) selects when the earliest lease running at now
+	// ends (0: none).
+	NextLeaseEnd string
+	// PruneDeliveries(before, limit) deletes up to limit finished
+	// deliveries created before before, RETURNING their message_id.
+	PruneDeliveries string
+	// PruneMessage(id) deletes a message no delivery refers to any more.
+	PruneMessage string
+}
+
+// Webhooks implements the webhooks.Store methods whose logic every backend
+// shares; a backend embeds it and adds UpdateWebhooks (its own webhooks.Tx,
+// whose methods call InsertEndpoint and RetryDelivery with its SQL), the
+// endpoint reads and the queue statistics.
+type Webhooks struct {
+	sql         WebhookSQL
+	write, read RunTx
+}
+
+// NewWebhooks returns the shared webhook store over a backend's SQL and
+// transactions.
+func NewWebhooks(q WebhookSQL, write, read RunTx) Webhooks {
+	return Webhooks{sql: q, write: write, read: read}
+}
+
+// The statements spelled alike everywhere, with ? placeholders.
+const (
+	sqlFailPending = `UPDATE webhook_deliveries
+		SET status = 'failed', last_error = ?, next_attempt_at = 0, locked_until = 0
+		WHERE endpoint_id = ? AND status = 'pending' AND locked_until <= ?`
+	sqlSelectDeliveries = `SELECT ` + DeliveryColumns + ` FROM webhook_deliveries d
+		JOIN webhook_messages m ON m.id = d.message_id
+		WHERE d.endpoint_id = ?`
+	sqlSelectDelivery = `SELECT ` + DeliveryColumns + ` FROM webhook_deliveries d
+		JOIN webhook_messages m ON m.id = d.message_id WHERE d.id = ?`
+	sqlRetryDelivery = `UPDATE webhook_deliveries
+		SET status = 'pending', next_attempt_at = ?, delivered_at = 0 WHERE id = ?`
+)
+
+// WebhookNotFound is the error of an unknown or deleted endpoint.
+func WebhookNotFound(id string) error {
+	return &calls.Error{Code: calls.CodeNotFound, Message: fmt.Sprintf("webhook %s not found", id)}
+}
+
+// InsertEndpoint registers a new endpoint, secret included (webhooks.Tx):
+// query takes id, url, secret, event types, description and creation time,
+// and inserts the endpoint enabled.
+func InsertEndpoint(ctx context.Context, tx *sqlx.Tx, query string, e *webhooks.Endpoint) error {
+	_, err := tx.ExecContext(ctx, query,
+		e.ID, e.URL, e.Secret, EncodeEventTypes(e.EventTypes), e.Description, e.CreatedAt)
+	if err != nil {
+		return fmt.Errorf("db: insert webhook %s: %w", e.ID, err)
+	}
+	return nil
+}
+
+// PutWebhookEndpoint creates or replaces the endpoint with e.ID, as the
+// configuration (not the API) describes it. A replaced endpoint keeps its
+// creation time; it is enabled again only when its URL or secret changed,
+// so restarting with the configuration that earned a 410 does not undo it.
+func (w Webhooks) PutWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) error {
+	return w.write(ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.ExecContext(ctx, w.sql.PutEndpoint,
+			e.ID, e.URL, e.Secret, EncodeEventTypes(e.EventTypes), e.Description, e.CreatedAt)
+		if err != nil {
+			return fmt.Errorf("db: put webhook %s: %w", e.ID, err)
+		}
+		return nil
+	})
+}
+
+// DeleteWebhookEndpoint soft-deletes an endpoint (its deliveries keep
+// pointing at the row) and fails its pending deliveries not in flight at
+// now, so nothing more is sent to it. An unknown or already deleted id
+// matches calls.ErrNotFound.
+func (w Webhooks) DeleteWebhookEndpoint(ctx context.Context, id string, now int64) error {
+	return w.write(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, w.sql.DeleteEndpoint, id)
+		if err != nil {
+			return fmt.Errorf("db: delete webhook %s: %w", id, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("db: delete webhook %s: %w", id, err)
+		} else if n == 0 {
+			return WebhookNotFound(id)
+		}
+		return failPending(ctx, tx, id, now, "endpoint deleted")
+	})
+}
+
+// failPending fails the pending deliveries of an endpoint that will not be
+// sent to any more. Those leased at now are left to their attempt in
+// flight, which records what the receiver really answered; should it ask
+// for a retry, the claim fails the delivery then.
+func failPending(ctx context.Context, tx *sqlx.Tx, endpointID string, now int64, reason string) error {
+	_, err := tx.ExecContext(ctx, tx.Rebind(sqlFailPending), reason, endpointID, now)
+	if err != nil {
+		return fmt.Errorf("db: fail deliveries of %s: %w", endpointID, err)
+	}
+	return nil
+}
+
+// WebhookDeliveries lists an endpoint's deliveries newest first, or fails
+// with calls.ErrNotFound for an unknown endpoint.
+func (w Webhooks) WebhookDeliveries(ctx context.Context, endpointID string, q webhooks.DeliveryQuery) ([]webhooks.Delivery, error) {
+	if q.Limit <= 0 {
+		q.Limit = webhooks.DefaultDeliveryLimit
+	}
+	list := []webhooks.Delivery{}
+	err := w.read(ctx, func(tx *sqlx.Tx) error {
+		var one int
+		err := tx.QueryRowContext(ctx, w.sql.EndpointExists, endpointID).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return WebhookNotFound(endpointID)
+		}
+		if err != nil {
+			return err
+		}
+		// Walks the deliveries of the endpoint by id backwards; a status
+		// filter is applied on the way, which is cheap for the statuses
+		// admins look for.
+		query := sqlSelectDeliveries
+		args := []any{endpointID}
+		if q.Status != "" {
+			query += ` AND d.status = ?`
+			args = append(args, string(q.Status))
+		}
+		query += ` ORDER BY d.id DESC LIMIT ?`
+		rows, err := tx.QueryContext(ctx, tx.Rebind(query), append(args, q.Limit)...)
+		if err != nil {
+			return err
+		}
+		list, err = ScanRows(rows, ScanDelivery)
+		return err
+	})
+	if err != nil && calls.CodeOf(err) == "" {
+		err = fmt.Errorf("db: list deliveries of %s: %w", endpointID, err)
+	}
+	return list, err
+}
+
+// RetryDelivery puts a delivery of a live endpoint back to pending, due at
+// now, whatever its status, and returns it (webhooks.Tx). Its attempt count
+// is kept: a failed delivery retried by hand gets one more attempt. A
+// delivery leased at now (an attempt in flight) is refused with
+// calls.ErrDeliveryInFlight: that attempt's outcome would overwrite the
+// retry. One of a disabled endpoint is refused with
+// calls.ErrEndpointDisabled: the dispatcher would fail it unsent.
+//
+// target takes the delivery id and the endpoint id and selects the
+// delivery's locked_until and its live endpoint's enabled and
+// disabled_reason, locking the delivery where the backend has row locks.
+func RetryDelivery(ctx context.Context, tx *sqlx.Tx, target, endpointID string, deliveryID, now int64) (*webhooks.Delivery, error) {
+	var (
+		lockedUntil int64
+		enabled     bool
+		reason      string
+	)
+	err := tx.QueryRowContext(ctx, target, deliveryID, endpointID).Scan(&lockedUntil, &enabled, &reason)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, &calls.Error{Code: calls.CodeNotFound,
+			Message: fmt.Sprintf("delivery %d of webhook %s not found", deliveryID, endpointID)}
+	case err != nil:
+		return nil, fmt.Errorf("db: retry delivery %d: %w", deliveryID, err)
+	case !enabled:
+		return nil, &calls.Error{Code: calls.CodeEndpointDisabled,
+			Message: fmt.Sprintf("webhook %s is disabled (%s); delivery %d would not be sent", endpointID, reason, deliveryID)}
+	case lockedUntil > now:
+		return nil, &calls.Error{Code: calls.CodeDeliveryInFlight,
+			Message: fmt.Sprintf("delivery %d of webhook %s is being attempted now; retry once the attempt ends", deliveryID, endpointID)}
+	}
+	if _, err := tx.ExecContext(ctx, tx.Rebind(sqlRetryDelivery), now, deliveryID); err != nil {
+		return nil, fmt.Errorf("db: retry delivery %d: %w", deliveryID, err)
+	}
+	d, err := ScanDelivery(tx.QueryRowContext(ctx, tx.Rebind(sqlSelectDelivery), deliveryID))
+	if err != nil {
+		return nil, fmt.Errorf("db: retry delivery %d: %w", deliveryID, err)
+	}
+	return &d, nil
+}
