@@ -80,6 +80,15 @@ type StreamOptions struct {
 	NoAuthHeader bool
 	// Header is added to the request (e.g. Origin).
 	Header http.Header
+	// Node, when set, opens the stream on that node of a cluster (see
+	// Server.Nodes) instead of through the balancer.
+	Node *int
+}
+
+// StreamOn opens a stream of user on node i of a cluster.
+func (s *Server) StreamOn(i int, user, lastEventID string) *Stream {
+	s.T.Helper()
+	return s.OpenStream(StreamOptions{User: user, LastEventID: lastEventID, Node: &i})
 }
 
 // Stream is a client reading GET /events byte by byte, parsed exactly as
@@ -179,6 +188,9 @@ func (s *Server) dialStream(o StreamOptions) (*Stream, *http.Response, error) {
 		q.Set("deviceID", o.Device)
 	}
 	u := s.URL + "/events"
+	if o.Node != nil {
+		u = s.Nodes()[*o.Node] + "/events"
+	}
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
