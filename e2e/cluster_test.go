@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"sync"
@@ -146,4 +147,32 @@ func TestClusterWebhooksOnce(t *testing.T) {
 			t.Errorf("message %s delivered %d times", id, k)
 		}
 	}
+}
+
+// Each node says who it is: /readyz names the node and the backend, and
+// /metrics exports callsig_node_info with them.
+func TestNodeIdentity(t *testing.T) {
+	testkit.Matrix(t, func(t *testing.T, backend testkit.Option) {
+		s := testkit.Start(t, backend)
+		want := "sqlite"
+		if s.Backend != testkit.SQLite {
+			want = "postgres"
+		}
+		for i, u := range s.Nodes() {
+			res, err := http.Get(u + "/readyz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body map[string]string
+			_ = json.NewDecoder(res.Body).Decode(&body)
+			res.Body.Close()
+			node := s.NodeApp(i).Config.NodeID
+			if body["status"] != "ok" || body["node"] != node || body["backend"] != want {
+				t.Errorf("node %d /readyz: %v, want node %s on %s", i, body, node, want)
+			}
+			if v, ok := nodeMetric(t, u, `callsig_node_info{backend="`+want+`",node="`+node+`"}`); !ok || v != 1 {
+				t.Errorf("node %d: callsig_node_info for %s/%s: %v %v", i, node, want, v, ok)
+			}
+		}
+	})
 }

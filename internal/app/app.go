@@ -91,7 +91,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 	}
 
 	a.Registry = prometheus.NewRegistry()
-	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newCallsCollector(a.Store))
+	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newCallsCollector(a.Store), newNodeInfo(cfg.NodeID, a.Backend()))
 	a.conns = handlers.NewConnLimit(a.maxConns, connReserve)
 	if err := a.conns.Register(a.Registry); err != nil {
 		a.Store.Close()
@@ -142,6 +142,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		Auth:        auth,
 		Idempotency: a.Store,
 		Ready:       a.Store.Ping,
+		Node:        cfg.NodeID,
+		Backend:     a.Backend(),
 		Logger:      log,
 		Registry:    a.Registry,
 		CORSOrigins: cfg.CORSOrigins,
@@ -184,6 +186,14 @@ func (a *App) Run(ctx context.Context) error {
 // server has finished its requests): the parts write until they stop.
 func (a *App) Close() error {
 	return a.Store.Close()
+}
+
+// Backend names the storage backend: "postgres" or "sqlite".
+func (a *App) Backend() string {
+	if IsPostgresDSN(a.Config.DB) {
+		return "postgres"
+	}
+	return "sqlite"
 }
 
 // NewLogger returns the process logger for a level and format.
