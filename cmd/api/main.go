@@ -1,7 +1,9 @@
-// Command api runs the callsig server, or with `token` mints a user token.
+// Command api runs the callsig server, or with `token` mints a user token,
+// or with `migrate` copies a stopped node's SQLite file into PostgreSQL.
 //
 //	go run ./cmd/api                       # serve on :8080 with ./callsig.db
 //	go run ./cmd/api token -user alice     # print a JWT for alice
+//	go run ./cmd/api migrate -from callsig.db -to postgres://user@host/callsig
 package main
 
 import (
@@ -38,6 +40,9 @@ func main() {
 func run(ctx context.Context, stopSignals func(), args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "token" {
 		return token(args[1:], getenv, stdout)
+	}
+	if len(args) > 0 && args[0] == "migrate" {
+		return migrate(ctx, args[1:], stdout, stderr)
 	}
 	return serve(ctx, stopSignals, args, getenv, stderr)
 }

@@ -9,8 +9,12 @@ import (
 )
 
 // pair is a caller and an invitee; a pair is in at most one cycle at a
-// time, so each waits for exactly one event at a time.
-type pair struct{ caller, invitee string }
+// time, so each waits for exactly one event at a time. k numbers the pair;
+// with several nodes it picks the pair's nodes (pairRoute).
+type pair struct {
+	k               int
+	caller, invitee string
+}
 
 // cycleLoad is the state of a cycle run.
 type cycleLoad struct {
@@ -23,6 +27,25 @@ type cycleLoad struct {
 	httpInvite, httpAccept samples // request sent → answer read
 	toInvitee, toCaller    samples // request sent → event read on the other side
 	cycle                  samples // invite sent → caller read the acceptance
+
+	perNode []*nodeLoad // by node index
+}
+
+// nodeLoad is one node's share of a cycle run: the cycles whose streams it
+// holds, with the deliveries to them (made by requests to other nodes), and
+// the requests it answered.
+type nodeLoad struct {
+	completed atomic.Int64
+	delivery  samples // request sent (to another node) → event read on this node's stream
+	http      samples // requests this node answered
+}
+
+func newNodeLoads(n int) []*nodeLoad {
+	out := make([]*nodeLoad, n)
+	for i := range out {
+		out[i] = &nodeLoad{}
+	}
+	return out
 }
 
 func runCycle(ctx context.Context, t *target, tab *table, fig figures) error {
@@ -35,10 +58,11 @@ func runCycle(ctx context.Context, t *target, tab *table, fig figures) error {
 	if err := t.tokens.mint(users...); err != nil {
 		return err
 	}
-	l := &cycleLoad{t: t, mb: newMailbox()}
+	l := &cycleLoad{t: t, mb: newMailbox(), perNode: newNodeLoads(len(t.nodes))}
 	var badEvents atomic.Int64
 	fmt.Fprintf(t.log, "loadgen: opening %d streams…\n", n)
-	set, openTime, err := openStreams(ctx, t, users, 128, true, cycleEvents(l.mb, func(err error) {
+	streamNode := func(i int) int { return pairRoute(i/2, len(t.nodes)).streams }
+	set, openTime, err := openStreams(ctx, t, users, streamNode, 128, true, cycleEvents(l.mb, func(err error) {
 		badEvents.Add(1)
 		l.fail(fmt.Errorf("bad event data: %w", err))
 	}))
@@ -49,7 +73,7 @@ func runCycle(ctx context.Context, t *target, tab *table, fig figures) error {
 
 	pairs := make(chan pair, n/2)
 	for i := 0; i < n; i += 2 {
-		pairs <- pair{caller: users[i], invitee: users[i+1]}
+		pairs <- pair{k: i / 2, caller: users[i], invitee: users[i+1]}
 	}
 	workers := cfg.workers
 	if workers <= 0 || workers > n/2 {
@@ -130,6 +154,42 @@ func (l *cycleLoad) report(tab *table, fig figures, r cycleRun) {
 	l.toInvitee.summarize().put(fig, "delivery_invitation")
 	l.toCaller.summarize().put(fig, "delivery_acceptance")
 	l.cycle.summarize().put(fig, "cycle")
+	if cfg.cluster() {
+		l.reportNodes(tab, fig, r)
+	}
+}
+
+// reportNodes adds each node's share, and says how the load crossed nodes.
+func (l *cycleLoad) reportNodes(tab *table, fig figures, r cycleRun) {
+	nodes := l.t.nodes
+	tab.add("backend", "PostgreSQL, %d node(s)%s", len(nodes), crossing(len(nodes)))
+	var list []map[string]any
+	for i, nl := range l.perNode {
+		c := nl.completed.Load()
+		d, h := nl.delivery.summarize(), nl.http.summarize()
+		tab.add(fmt.Sprintf("node %d", i), "%s: %d cycles on its streams (%.0f/s), %d requests answered", nodes[i].url, c, float64(c)/r.elapsed.Seconds(), h.N)
+		tab.dist(fmt.Sprintf("node %d: delivery to its streams", i), d)
+		tab.dist(fmt.Sprintf("node %d: HTTP it answered", i), h)
+		m := map[string]any{"node": i, "url": nodes[i].url, "cycles_completed": c, "cycles_per_sec": round2(float64(c) / r.elapsed.Seconds())}
+		d.put(m, "delivery")
+		h.put(m, "http")
+		list = append(list, m)
+	}
+	fig["backend"] = "postgres"
+	fig["node_count"] = len(nodes)
+	fig["per_node"] = list
+}
+
+// crossing says how requests and streams were spread.
+func crossing(nodes int) string {
+	switch nodes {
+	case 1:
+		return ""
+	case 2:
+		return "; streams of pair k on node k mod 2, both requests to the other node"
+	default:
+		return fmt.Sprintf("; streams of pair k on node k mod %d, invitation to the next node, acceptance to the previous one", nodes)
+	}
 }
 
 // closedLoop runs cycles back to back on workers goroutines until the
@@ -188,34 +248,41 @@ func (l *cycleLoad) paced(ctx context.Context, pairs chan pair, began time.Time)
 // run is one full cycle on p.
 func (l *cycleLoad) run(ctx context.Context, p pair) {
 	l.started.Add(1)
-	c, cfg := l.t.client, l.t.cfg
-	res, sent, err := c.invite(ctx, p.caller, p.invitee, cfg.callTimeout)
+	cfg := l.t.cfg
+	r := pairRoute(p.k, len(l.t.nodes))
+	home := l.perNode[r.streams]
+	res, sent, err := l.t.nodes[r.invite].client.invite(ctx, p.caller, p.invitee, cfg.callTimeout)
 	if err != nil {
 		l.httpFail(ctx, err)
 		return
 	}
 	l.httpInvite.add(time.Since(sent))
+	l.perNode[r.invite].http.add(time.Since(sent))
 	at, ok := l.mb.wait(ctx, mailKey{p.invitee, res.CallID, gotInvitation}, cfg.eventTimeout)
 	if !ok {
 		l.lose(ctx, fmt.Errorf("callInvitationReceived for %s on %s not read within %s", res.CallID, p.invitee, cfg.eventTimeout))
 		return
 	}
 	l.toInvitee.add(at.Sub(sent))
+	home.delivery.add(at.Sub(sent))
 
-	sent2, err := c.accept(ctx, p.invitee, res.CallID)
+	sent2, err := l.t.nodes[r.accept].client.accept(ctx, p.invitee, res.CallID)
 	if err != nil {
 		l.httpFail(ctx, err)
 		return
 	}
 	l.httpAccept.add(time.Since(sent2))
+	l.perNode[r.accept].http.add(time.Since(sent2))
 	at, ok = l.mb.wait(ctx, mailKey{p.caller, res.CallID, gotAccepted}, cfg.eventTimeout)
 	if !ok {
 		l.lose(ctx, fmt.Errorf("acceptance of %s not read on %s within %s", res.CallID, p.caller, cfg.eventTimeout))
 		return
 	}
 	l.toCaller.add(at.Sub(sent2))
+	home.delivery.add(at.Sub(sent2))
 	l.cycle.add(at.Sub(sent))
 	l.completed.Add(1)
+	home.completed.Add(1)
 }
 
 func (l *cycleLoad) httpFail(ctx context.Context, err error) {

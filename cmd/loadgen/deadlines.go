@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,13 +16,17 @@ type invitation struct {
 	callID   string
 	acked    time.Time // the answer to POST /calls was read
 	deadline time.Time // the server's createTime + timeout
+	node     int       // the node that created it (and armed its deadline)
 }
 
-// timeouts records when each call's callInvitationTimeout was read.
+// timeouts records when each call's callInvitationTimeout was read, and
+// how many times: each call has one invitee with one stream, so a deadline
+// that fired exactly once cluster-wide is read exactly once.
 type timeouts struct {
-	mu sync.Mutex
-	at map[string]time.Time
-	n  atomic.Int64
+	mu    sync.Mutex
+	at    map[string]time.Time
+	n     atomic.Int64 // calls with a timeout read
+	extra atomic.Int64 // timeouts read again for a call that had one
 }
 
 func (tm *timeouts) onEvent(bad func(error)) func(*sseStream, *event) {
@@ -37,6 +43,8 @@ func (tm *timeouts) onEvent(bad func(error)) func(*sseStream, *event) {
 		if _, dup := tm.at[d.CallID]; !dup {
 			tm.at[d.CallID] = ev.at
 			tm.n.Add(1)
+		} else {
+			tm.extra.Add(1)
 		}
 		tm.mu.Unlock()
 	}
@@ -55,7 +63,8 @@ func runDeadlines(ctx context.Context, t *target, tab *table, fig figures) error
 	tm := &timeouts{at: map[string]time.Time{}}
 	var badEvents atomic.Int64
 	fmt.Fprintf(t.log, "loadgen: opening %d invitee streams…\n", len(invitees))
-	set, openTime, err := openStreams(ctx, t, invitees, 128, true, tm.onEvent(func(error) { badEvents.Add(1) }))
+	streamNode := func(u int) int { return pairRoute(u, len(t.nodes)).streams }
+	set, openTime, err := openStreams(ctx, t, invitees, streamNode, 128, true, tm.onEvent(func(error) { badEvents.Add(1) }))
 	if err != nil {
 		return err
 	}
@@ -79,7 +88,7 @@ func runDeadlines(ctx context.Context, t *target, tab *table, fig figures) error
 		return err
 	}
 
-	lt := measureLateness(t.cfg, tm, created, &rs)
+	lt := measureLateness(t.cfg, tm, created, &rs, len(t.nodes))
 
 	tab.title = "callsig loadgen: deadlines"
 	tab.add("server", "%s", cfg.url)
@@ -90,6 +99,7 @@ func runDeadlines(ctx context.Context, t *target, tab *table, fig figures) error
 	}
 	tab.add("pending once created", "%d", pendingAfterCreate)
 	tab.add("timeouts read", "%d of %d (%d missing, %d early, %d bad events)", tm.n.Load(), len(created), lt.missing, lt.early, badEvents.Load())
+	tab.add("duplicate timeouts", "%d (a call's callInvitationTimeout read more than once)", tm.extra.Load())
 	tab.add("streams", "%d events read, %d reconnections", set.counters.events.Load(), set.counters.reconnects.Load())
 	if cfg.restart {
 		tab.add("restart", "SIGKILL with %d pending, down %s, ready (deadlines re-armed) %s after exec", rs.pendingAtKill, cfg.down, rs.rearm.Round(time.Millisecond))
@@ -112,6 +122,7 @@ func runDeadlines(ctx context.Context, t *target, tab *table, fig figures) error
 	fig["early"] = lt.early
 	fig["errors"] = errs
 	fig["bad_events"] = badEvents.Load()
+	fig["duplicate_timeouts"] = tm.extra.Load()
 	lt.late.put(fig, "timeout_lateness")
 	lt.lateServer.put(fig, "timeout_lateness_vs_create")
 	if cfg.restart {
@@ -123,7 +134,36 @@ func runDeadlines(ctx context.Context, t *target, tab *table, fig figures) error
 		}
 		lt.overdue.put(fig, "due_while_down_after_ready")
 	}
+	if cfg.cluster() {
+		reportDeadlineNodes(t, tab, fig, created, lt)
+	}
 	return nil
+}
+
+// reportDeadlineNodes adds, per node, the deadlines it created and how late
+// they fired (whichever node fired them).
+func reportDeadlineNodes(t *target, tab *table, fig figures, created []invitation, lt lateness) {
+	n := len(t.nodes)
+	spread := ""
+	if n > 1 {
+		spread = "; invitee u's stream on node u mod N, its invitations created on node u+1 mod N"
+	}
+	tab.add("backend", "PostgreSQL, %d node(s)%s", n, spread)
+	perNode := make([]int, n)
+	for _, inv := range created {
+		perNode[inv.node]++
+	}
+	var list []map[string]any
+	for i, nd := range t.nodes {
+		tab.add(fmt.Sprintf("node %d", i), "%s: created %d invitations", nd.url, perNode[i])
+		tab.dist(fmt.Sprintf("node %d: lateness vs createTime+timeout", i), lt.perNode[i])
+		m := map[string]any{"node": i, "url": nd.url, "invitations": perNode[i]}
+		lt.perNode[i].put(m, "timeout_lateness_vs_create")
+		list = append(list, m)
+	}
+	fig["backend"] = "postgres"
+	fig["node_count"] = n
+	fig["per_node"] = list
 }
 
 // lateness is how late the timeouts arrived.
@@ -135,14 +175,17 @@ type lateness struct {
 	late, lateServer summary
 	// overdue: deadlines that fell due while the server was down, measured
 	// from the restarted server's readiness.
-	overdue        summary
-	lastOverdue    time.Time
+	overdue     summary
+	lastOverdue time.Time
+	// perNode is lateServer by the node that created the invitation.
+	perNode        []summary
 	missing, early int64
 }
 
-func measureLateness(cfg config, tm *timeouts, created []invitation, rs *restart) lateness {
+func measureLateness(cfg config, tm *timeouts, created []invitation, rs *restart, nodes int) lateness {
 	var lt lateness
 	var late, lateServer, overdue samples
+	byNode := make([]samples, nodes)
 	tm.mu.Lock()
 	defer tm.mu.Unlock()
 	for _, inv := range created {
@@ -162,40 +205,61 @@ func measureLateness(cfg config, tm *timeouts, created []invitation, rs *restart
 		late.add(at.Sub(inv.acked.Add(cfg.callTimeout)))
 		d := at.Sub(inv.deadline)
 		lateServer.add(d)
+		byNode[inv.node].add(d)
 		if d < -time.Millisecond { // createTime has millisecond resolution
 			lt.early++
 		}
 	}
 	lt.late, lt.lateServer, lt.overdue = late.summarize(), lateServer.summarize(), overdue.summarize()
+	for i := range byNode {
+		lt.perNode = append(lt.perNode, byNode[i].summarize())
+	}
 	return lt
 }
 
-// restart is a crash (SIGKILL) once every invitation is committed, then a
-// new process on the same database after cfg.down.
+// restart is a crash (SIGKILL) of every spawned node once every invitation
+// is committed, then new processes on the same database after cfg.down.
 type restart struct {
 	pendingAtKill             int64
 	killedAt, execAt, readyAt time.Time
-	// rearm is exec → /readyz answers: the database opened (and recovered
-	// from the crash), the deadlines re-armed, the listener up.
+	// rearm is exec → /readyz answers (on every node): the database opened
+	// (and recovered from the crash), the deadlines re-armed, the listener
+	// up.
 	rearm time.Duration
 }
 
 func (rs *restart) run(ctx context.Context, t *target) error {
-	fmt.Fprintf(t.log, "loadgen: killing the server with %d invitations pending…\n", rs.pendingAtKill)
+	srvs := t.servers()
+	fmt.Fprintf(t.log, "loadgen: killing %d server(s) with %d invitations pending…\n", len(srvs), rs.pendingAtKill)
 	t.up.shut()
 	defer t.up.open()
 	rs.killedAt = time.Now()
-	t.srv.kill()
+	for _, s := range srvs {
+		s.kill()
+	}
 	select {
 	case <-time.After(t.cfg.down):
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	rs.execAt = time.Now()
-	var err error
-	if rs.rearm, err = t.srv.start(ctx); err != nil {
-		return fmt.Errorf("restart: %w", err)
+	errs := make([]error, len(srvs))
+	took := make([]time.Duration, len(srvs))
+	var wg sync.WaitGroup
+	for i, s := range srvs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if took[i], errs[i] = s.start(ctx); errs[i] != nil {
+				errs[i] = fmt.Errorf("restart node %d: %w", i, errs[i])
+			}
+		}()
 	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	rs.rearm = slices.Max(took)
 	rs.readyAt = rs.execAt.Add(rs.rearm)
 	t.up.open()
 	fmt.Fprintf(t.log, "loadgen: restarted and ready in %s\n", rs.rearm.Round(time.Millisecond))
@@ -261,7 +325,8 @@ func createInvitations(ctx context.Context, t *target, callers, invitees []strin
 					}
 				}
 				u := int(i) % len(invitees)
-				res, _, err := t.client.invite(ctx, callers[u], invitees[u], cfg.callTimeout)
+				on := pairRoute(u, len(t.nodes)).invite
+				res, _, err := t.nodes[on].client.invite(ctx, callers[u], invitees[u], cfg.callTimeout)
 				acked := time.Now()
 				mu.Lock()
 				if err != nil {
@@ -272,7 +337,7 @@ func createInvitations(ctx context.Context, t *target, callers, invitees []strin
 						}
 					}
 				} else {
-					list = append(list, invitation{callID: res.CallID, acked: acked, deadline: time.UnixMilli(res.Call.CreateTime).Add(cfg.callTimeout)})
+					list = append(list, invitation{callID: res.CallID, acked: acked, deadline: time.UnixMilli(res.Call.CreateTime).Add(cfg.callTimeout), node: on})
 				}
 				mu.Unlock()
 			}

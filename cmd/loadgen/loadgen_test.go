@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -14,10 +15,7 @@ import (
 // tool cannot rot. It checks that every cycle completed and no event was
 // lost, never a speed: figures come from real runs, see docs/benchmarks.md.
 func TestLoadgen(t *testing.T) {
-	bin, err := buildServer(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := serverBinary(t)
 	spawn := []string{"-spawn", "-server-bin", bin, "-server-log-level", "warn"}
 
 	t.Run("cycle", func(t *testing.T) {
@@ -52,7 +50,7 @@ func TestLoadgen(t *testing.T) {
 		if fig["invitations"] != 50.0 || fig["timeouts_received"] != 50.0 {
 			t.Errorf("%v invitations, %v timeouts received; want 50 and 50", fig["invitations"], fig["timeouts_received"])
 		}
-		wantZero(t, fig, "missing", "early", "errors", "bad_events")
+		wantZero(t, fig, "missing", "early", "errors", "bad_events", "duplicate_timeouts")
 		if _, ok := fig["rearm_ms"].(float64); !ok {
 			t.Errorf("no rearm_ms in %v", fig)
 		}
@@ -76,6 +74,35 @@ func TestLoadgen(t *testing.T) {
 			}
 		}
 	})
+}
+
+// built is the server binary the tests of this package share: building
+// it takes longer than most of them.
+var built struct {
+	once     sync.Once
+	dir, bin string
+	err      error
+}
+
+func serverBinary(t *testing.T) string {
+	t.Helper()
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "loadgen-test-*"); built.err == nil {
+			built.bin, built.err = buildServer(context.Background(), built.dir)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.bin
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
 }
 
 // runLoadgen runs the tool in-process and returns its last line, the JSON

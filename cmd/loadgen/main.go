@@ -7,6 +7,7 @@
 //	go run ./cmd/loadgen -spawn streams -streams 15000
 //	go run ./cmd/loadgen -spawn deadlines -invitations 1000 -timeout 5s -restart
 //	go run ./cmd/loadgen -spawn -mode soak -duration 10m
+//	go run ./cmd/loadgen -spawn -nodes 3 -postgres postgres://postgres@127.0.0.1:5432/postgres -postgres-fresh -nats nats://127.0.0.1:4222 cycle
 //
 // Every mode prints a readable table and, as its last line, one JSON object
 // with the figures.
@@ -53,6 +54,13 @@ type config struct {
 	serverBin, synchronous, serverLogLevel    string
 	serverFlags                               string
 	cpuProfile                                string
+
+	// cluster: several nodes on one PostgreSQL database (see cluster.go)
+	nodes         int
+	postgres      string
+	postgresFresh bool
+	nats          string
+	urls          []string
 
 	// cycle
 	duration     time.Duration
@@ -101,6 +109,11 @@ Modes:
              -sample-every and reports the least-squares slope of each per
              minute after -warmup, flagging any that is not flat.
 
+Cluster: -spawn -nodes N -postgres URL [-postgres-fresh] [-nats URL] starts N
+nodes on one PostgreSQL database; -urls u1,u2,… drives running nodes. cycle
+and deadlines hold a user's stream on one node and send the request that
+makes its event to another, and report per node.
+
 Flags:
 `
 
@@ -122,6 +135,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.synchronous, "synchronous", "FULL", "with -spawn: SQLite synchronous, FULL or NORMAL")
 	fs.StringVar(&c.serverLogLevel, "server-log-level", "info", "with -spawn: the server's log level (its log goes to a temporary file)")
 	fs.StringVar(&c.serverFlags, "server-flags", "", "with -spawn: more server flags, space-separated")
+	fs.IntVar(&c.nodes, "nodes", 0, "with -spawn: server processes to start, all on the -postgres database (default 1; more than 1 needs -postgres)")
+	fs.StringVar(&c.postgres, "postgres", "", "with -spawn: the postgres:// URL of the database the spawned nodes use, as is (default: a SQLite file)")
+	fs.BoolVar(&c.postgresFresh, "postgres-fresh", false, "with -postgres: create a database callsig_load_<random> on that URL's server (the URL names the database to connect to for that), use it, and drop it at the end")
+	fs.StringVar(&c.nats, "nats", "", "with -spawn and -postgres: NATS URL for the nodes ($CALLSIG_NATS_URL of each)")
+	urls := fs.String("urls", "", "without -spawn: comma-separated base URLs of running nodes of one cluster, instead of -url")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file (it shares the cores with the server)")
 
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "cycle and soak: how long to run the load")
@@ -163,6 +181,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	for _, u := range strings.Split(*urls, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			c.urls = append(c.urls, u)
+		}
+	}
+	if err := c.checkCluster(); err != nil {
+		return c, err
 	}
 	return c, c.check()
 }
@@ -233,7 +259,11 @@ func (c *config) check() error {
 
 // target is the server under load, and what the modes share.
 type target struct {
-	cfg    config
+	cfg config
+	// nodes are the servers: one, or the nodes of a cluster (-nodes,
+	// -urls). base, client and srv are the first one's, for the modes that
+	// drive a single server.
+	nodes  []*node
 	base   *url.URL
 	client *client
 	tokens *tokens
@@ -243,6 +273,8 @@ type target struct {
 	// older invitations never reach this run's streams.
 	prefix string
 	log    io.Writer
+	// dropDB drops the database made for this run (-postgres-fresh).
+	dropDB func(context.Context) error
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -291,7 +323,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-// newTarget spawns the server (with -spawn) and prepares the clients.
+// newTarget spawns the servers (with -spawn) and prepares the clients.
 func newTarget(ctx context.Context, cfg config, stderr io.Writer) (*target, error) {
 	t := &target{cfg: cfg, log: stderr, up: newGate()}
 	raw := make([]byte, 3)
@@ -299,13 +331,22 @@ func newTarget(ctx context.Context, cfg config, stderr io.Writer) (*target, erro
 	t.prefix = "lg" + hex.EncodeToString(raw)
 
 	secret := cfg.secret
+	urls := cfg.urls
+	if len(urls) == 0 {
+		urls = []string{cfg.url}
+	}
+	var srvs []*server
 	if cfg.spawn {
-		fmt.Fprintf(stderr, "loadgen: starting a server (synchronous=%s)…\n", cfg.synchronous)
-		srv, err := spawn(ctx, spawnOptions{bin: cfg.serverBin, synchronous: cfg.synchronous, logLevel: cfg.serverLogLevel, extra: strings.Fields(cfg.serverFlags)})
-		if err != nil {
+		var err error
+		if srvs, err = t.spawnNodes(ctx); err != nil {
+			t.close()
 			return nil, err
 		}
-		t.srv, secret, t.cfg.url = srv, srv.secret, srv.url()
+		urls = urls[:0:0]
+		for _, s := range srvs {
+			urls = append(urls, s.url())
+		}
+		secret = srvs[0].secret
 	} else {
 		if secret == "" && cfg.secretFile != "" {
 			b, err := os.ReadFile(cfg.secretFile)
@@ -321,28 +362,63 @@ func newTarget(ctx context.Context, cfg config, stderr io.Writer) (*target, erro
 			return nil, errors.New("give the server's JWT secret (-secret, -secret-file or $CALLSIG_JWT_SECRET), or use -spawn")
 		}
 	}
-	var err error
-	if t.base, err = url.Parse(t.cfg.url); err != nil {
-		t.close()
-		return nil, fmt.Errorf("-url: %w", err)
-	}
 	ttl := max(time.Hour, 2*(cfg.duration+cfg.callTimeout+cfg.down))
 	t.tokens = newTokens([]byte(secret), cfg.issuer, cfg.audience, ttl)
-	t.client = newClient(t.cfg.url, t.tokens)
+	for i, u := range urls {
+		n := &node{index: i, url: u}
+		if srvs != nil {
+			n.srv = srvs[i]
+		}
+		t.nodes = append(t.nodes, n)
+		base, err := url.Parse(u)
+		if err != nil || base.Scheme == "" || base.Host == "" {
+			t.close()
+			return nil, fmt.Errorf("server URL %q is not an absolute http URL", u)
+		}
+		n.base, n.client = base, newClient(u, t.tokens)
+	}
+	first := t.nodes[0]
+	t.base, t.client, t.srv, t.cfg.url = first.base, first.client, first.srv, first.url
 	return t, nil
 }
 
-// close stops a spawned server and removes its files.
+// close stops the spawned servers, removes their files and drops a
+// database made for the run.
 func (t *target) close() {
-	if t.client != nil {
-		t.client.close()
+	for _, n := range t.nodes {
+		if n.client != nil {
+			n.client.close()
+		}
+		if n.srv != nil {
+			if err := n.srv.stop(); err != nil {
+				fmt.Fprintf(t.log, "loadgen: node %d: %v\n", n.index, err)
+			}
+		}
 	}
-	if t.srv != nil {
-		if err := t.srv.stop(); err != nil {
+	for _, n := range t.nodes {
+		if n.srv != nil {
+			n.srv.cleanup()
+		}
+	}
+	if t.dropDB != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := t.dropDB(ctx); err != nil {
 			fmt.Fprintln(t.log, "loadgen:", err)
 		}
-		t.srv.cleanup()
 	}
+}
+
+// servers are the spawned server processes (none when driving running
+// servers).
+func (t *target) servers() []*server {
+	var out []*server
+	for _, n := range t.nodes {
+		if n.srv != nil {
+			out = append(out, n.srv)
+		}
+	}
+	return out
 }
 
 // usage is the CPU time used during a run: by the server, by the load
@@ -356,8 +432,8 @@ type usage struct {
 
 func (t *target) startUsage() *usage {
 	u := &usage{t: t, began: time.Now(), busy: machineBusy(), self: selfCPU()}
-	if t.srv != nil {
-		u.server0 = t.srv.totalCPU()
+	for _, srv := range t.servers() {
+		u.server0 += srv.totalCPU()
 	}
 	return u
 }
@@ -367,22 +443,40 @@ func (u *usage) report(tab *table, fig figures) {
 	self := selfCPU() - u.self
 	tab.add("loadgen CPU", "%.2f s in %s", self.Seconds(), wall.Round(time.Millisecond))
 	fig["loadgen_cpu_s"] = round2(self.Seconds())
-	srv := u.t.srv
-	if srv == nil {
+	srvs := u.t.servers()
+	if len(srvs) == 0 {
 		return
 	}
-	server := srv.totalCPU() - u.server0
+	// With several nodes: CPU and log errors summed, peak RSS the highest
+	// node's (each node's is in the per-node lines).
+	var server time.Duration
+	var peak int64
+	var logErrors int
+	for _, srv := range srvs {
+		server += srv.totalCPU()
+		peak = max(peak, srv.peakRSS())
+		logErrors += srv.logErrors()
+	}
+	server -= u.server0
 	other := max(machineBusy()-u.busy-server-self, 0)
-	peak := srv.peakRSS()
-	tab.add("server CPU", "%.2f s", server.Seconds())
+	name := "server"
+	if len(srvs) > 1 {
+		name = fmt.Sprintf("servers (%d)", len(srvs))
+	}
+	tab.add(name+" CPU", "%.2f s", server.Seconds())
 	tab.add("other processes' CPU", "%.2f s (of %d cores × %s)", other.Seconds(), runtime.NumCPU(), wall.Round(time.Millisecond))
-	tab.add("server peak RSS", "%s", mib(peak))
-	tab.add("server log", "%d ERROR lines", srv.logErrors())
+	tab.add(name+" peak RSS", "%s", mib(peak))
+	tab.add(name+" log", "%d ERROR lines", logErrors)
+	if len(srvs) > 1 {
+		for _, n := range u.t.nodes {
+			tab.add(fmt.Sprintf("node %d process", n.index), "%s: CPU %.2f s in all, peak RSS %s, %d ERROR lines", n.url, n.srv.totalCPU().Seconds(), mib(n.srv.peakRSS()), n.srv.logErrors())
+		}
+	}
 	fig["synchronous"] = u.t.cfg.synchronous
 	fig["server_cpu_s"] = round2(server.Seconds())
 	fig["other_cpu_s"] = round2(other.Seconds())
 	fig["peak_rss_bytes"] = peak
-	fig["server_log_errors"] = srv.logErrors()
+	fig["server_log_errors"] = logErrors
 }
 
 func round2(f float64) float64 {

@@ -43,7 +43,7 @@ func runSoak(ctx context.Context, t *target, tab *table, fig figures) error {
 	l := &soakLoad{cycleLoad: cycleLoad{t: t, mb: newMailbox()}, churnUsers: churn}
 	var badEvents atomic.Int64
 	fmt.Fprintf(t.log, "loadgen: opening %d steady streams…\n", n)
-	set, _, err := openStreams(ctx, t, users, 128, true, cycleEvents(l.mb, func(err error) {
+	set, _, err := openStreams(ctx, t, users, nil, 128, true, cycleEvents(l.mb, func(err error) {
 		badEvents.Add(1)
 		l.fail(fmt.Errorf("bad event data: %w", err))
 	}))
@@ -76,7 +76,7 @@ func runSoak(ctx context.Context, t *target, tab *table, fig figures) error {
 
 	pairs := make(chan pair, n/2)
 	for i := 0; i < n; i += 2 {
-		pairs <- pair{caller: users[i], invitee: users[i+1]}
+		pairs <- pair{k: i / 2, caller: users[i], invitee: users[i+1]}
 	}
 	fmt.Fprintf(t.log, "loadgen: soak for %s: %.0f cycles/s over %d pairs, %d streams coming and going, a sample every %s…\n",
 		cfg.duration, cfg.rate, n/2, len(churn), cfg.sampleEvery)

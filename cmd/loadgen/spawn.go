@@ -27,6 +27,7 @@ type server struct {
 	bin, dir, db, addr string
 	secret             string
 	args               []string
+	env                []string // added to the inherited environment
 	logPath            string
 	cmd                *exec.Cmd
 	exited             chan struct{}
@@ -55,6 +56,12 @@ type spawnOptions struct {
 	synchronous string
 	logLevel    string
 	extra       []string // more server flags
+	// Cluster mode: a postgres:// DSN (empty: a SQLite file in the
+	// temporary directory), this node's id and the NATS URL. They go to
+	// the server in its environment, so the DSN's password is not on the
+	// command line for every user of the machine to read.
+	postgres, nodeID, nats string
+	secret                 string // the JWT secret; empty: a new one (every node of a cluster shares one)
 }
 
 // spawn builds (unless given a binary) and starts a server, and waits until
@@ -71,20 +78,29 @@ func spawn(ctx context.Context, o spawnOptions) (*server, error) {
 			return nil, err
 		}
 	}
-	raw := make([]byte, 32)
-	if _, err := rand.Read(raw); err != nil {
-		s.cleanup()
-		return nil, err
+	if s.secret = o.secret; s.secret == "" {
+		raw := make([]byte, 32)
+		if _, err := rand.Read(raw); err != nil {
+			s.cleanup()
+			return nil, err
+		}
+		s.secret = hex.EncodeToString(raw)
 	}
-	s.secret = hex.EncodeToString(raw)
 	if s.addr, err = freeLoopbackAddr(); err != nil {
 		s.cleanup()
 		return nil, err
 	}
-	s.args = append([]string{
-		"-addr", s.addr, "-db", s.db, "-jwt-secret", s.secret, "-rate-limit", "0",
+	s.args = []string{"-addr", s.addr}
+	if o.postgres == "" {
+		s.args = append(s.args, "-db", s.db)
+	} else {
+		s.db = o.postgres
+		s.env = []string{"CALLSIG_DB=" + o.postgres, "CALLSIG_NODE_ID=" + o.nodeID, "CALLSIG_NATS_URL=" + o.nats}
+	}
+	s.args = append(append(s.args,
+		"-jwt-secret", s.secret, "-rate-limit", "0",
 		"-synchronous", o.synchronous, "-log-level", o.logLevel,
-	}, o.extra...)
+	), o.extra...)
 	if s.log, err = os.Create(s.logPath); err != nil {
 		s.cleanup()
 		return nil, err
@@ -113,6 +129,9 @@ func (s *server) url() string { return "http://" + s.addr }
 func (s *server) start(ctx context.Context) (time.Duration, error) {
 	cmd := exec.Command(s.bin, s.args...)
 	cmd.Stdout, cmd.Stderr = s.log, s.log
+	if s.env != nil {
+		cmd.Env = append(os.Environ(), s.env...)
+	}
 	// Never outlive the load generator, whatever happens to it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	began := time.Now()

@@ -245,8 +245,9 @@ type streamSet struct {
 // openStreams starts one stream per user, at most concurrency connecting
 // at once, and waits until each has its response headers (the server has
 // subscribed it: nothing committed from then on can be missed). It returns
-// how long opening them took.
-func openStreams(ctx context.Context, t *target, users []string, concurrency int, reconnect bool, onEvent func(*sseStream, *event)) (*streamSet, time.Duration, error) {
+// how long opening them took. nodeOf says which node users[i]'s stream
+// goes to (nil: the first).
+func openStreams(ctx context.Context, t *target, users []string, nodeOf func(i int) int, concurrency int, reconnect bool, onEvent func(*sseStream, *event)) (*streamSet, time.Duration, error) {
 	set := &streamSet{counters: &streamCounters{}}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	set.cancel = cancel
@@ -256,8 +257,12 @@ func openStreams(ctx context.Context, t *target, users []string, concurrency int
 		set.close()
 		return nil, 0, err
 	}
-	for _, u := range users {
-		s := newStream(t.base, u, t.tokens.token(u), reconnect, t.up, set.counters, onEvent)
+	for i, u := range users {
+		base := t.base
+		if nodeOf != nil {
+			base = t.nodes[nodeOf(i)].base
+		}
+		s := newStream(base, u, t.tokens.token(u), reconnect, t.up, set.counters, onEvent)
 		set.list = append(set.list, s)
 		select {
 		case sem <- struct{}{}:

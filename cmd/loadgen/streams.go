@@ -75,7 +75,7 @@ func runStreams(ctx context.Context, t *target, tab *table, fig figures) error {
 		return err
 	}
 	fmt.Fprintf(t.log, "loadgen: opening %d idle streams, %d at once…\n", cfg.streams, cfg.openConcurrency)
-	set, openTime, err := openStreams(ctx, t, users, cfg.openConcurrency, false, nil)
+	set, openTime, err := openStreams(ctx, t, users, nil, cfg.openConcurrency, false, nil)
 	if err != nil {
 		return err
 	}

@@ -79,3 +79,17 @@ func (m migrator) Apply(ctx context.Context, mig db.Migration) (bool, error) {
 	}
 	return true, nil
 }
+
+// SchemaVersion is the version of the newest migration this build has: a
+// file whose schema_migrations says otherwise was written by another
+// version of callsig (db/sqlitetopg reads only files at this version).
+func SchemaVersion() (int, error) {
+	list, err := db.Migrations(migrationFiles, "migrations")
+	if err != nil {
+		return 0, err
+	}
+	if len(list) == 0 {
+		return 0, nil
+	}
+	return list[len(list)-1].Version, nil
+}

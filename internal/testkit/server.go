@@ -60,6 +60,7 @@ type Option func(*settings)
 type settings struct {
 	cfg       app.Config
 	fakeClock bool
+	clockAt   time.Time // where the fake clock starts; zero: Epoch
 	logs      io.Writer
 	backend   Backend
 	// Cluster settings (see WithNATS, WithDSN).
@@ -102,7 +103,11 @@ func Start(t testing.TB, opts ...Option) *Server {
 	s := &Server{T: t, Dir: dir, Backend: st.backend, spec: loadSpec(t), logs: st.logs}
 	s.Config = st.configure(t)
 	if st.fakeClock {
-		s.Clock = fakeclock.New(Epoch)
+		at := Epoch
+		if !st.clockAt.IsZero() {
+			at = st.clockAt
+		}
+		s.Clock = fakeclock.New(at)
 	}
 	for i := range st.backend.nodes() {
 		cfg := s.Config

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"callsig/handlers"
+	"callsig/internal/pgtest"
+)
+
+// runMain runs the real main (the callsig binary, see TestMain) with args
+// and returns its exit code and output.
+func runMain(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "CALLSIG_TEST_MAIN_ARGS="+strings.Join(args, " "))
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	default:
+		t.Fatal(err)
+	}
+	return code, out.String(), errOut.String()
+}
+
+// `callsig migrate` refuses a file a running node has open, copies it once
+// the node stopped, refuses to copy into the database again, and never
+// prints the password of the target URL.
+func TestMigrateCommand(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "callsig.db")
+	server := exec.Command(os.Args[0], "-test.run=^$")
+	server.Env = append(os.Environ(), "CALLSIG_TEST_MAIN_ARGS=-addr 127.0.0.1:0 -db "+path,
+		"CALLSIG_JWT_SECRET="+testSecret)
+	logs := &logBuffer{}
+	server.Stdout, server.Stderr = logs, logs
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- server.Wait() }()
+	t.Cleanup(func() {
+		_ = server.Process.Kill()
+		<-exited
+	})
+	addr := listening(t, logs)
+	tok, err := handlers.MintToken([]byte(testSecret), handlers.TokenRequest{UserID: "alice", TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/calls", strings.NewReader(`{"invitees":["bob"]}`))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("invite: %s", res.Status)
+	}
+
+	// Trust auth ignores the password; it must still never be printed.
+	const password = "s3cret-pw"
+	dsn := strings.Replace(pgtest.NewDatabase(t), "postgres@", "postgres:"+password+"@", 1)
+	code, out, errOut := runMain(t, "migrate", "-from", path, "-to", dsn)
+	if code == 0 || !strings.Contains(errOut, "in use") {
+		t.Fatalf("migrate of a file in use: exit %d\n%s%s", code, out, errOut)
+	}
+
+	if err := server.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		exited <- err
+		if err != nil {
+			t.Fatalf("server: %v\n%s", err, logs)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the server did not stop\n%s", logs)
+	}
+
+	code, out, errOut = runMain(t, "migrate", "-from", path, "-to", dsn)
+	if code != 0 || !strings.Contains(out, "calls  1") || !strings.Contains(out, "copied into 127.0.0.1:5432/callsig_test_") {
+		t.Fatalf("migrate: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out2, errOut2 := runMain(t, "migrate", "-from", path, "-to", dsn)
+	if code == 0 || !strings.Contains(errOut2, "not empty") {
+		t.Fatalf("second migrate: exit %d\n%s%s", code, out2, errOut2)
+	}
+	for _, s := range []string{out, errOut, out2, errOut2} {
+		if strings.Contains(s, password) {
+			t.Fatalf("the password was printed:\n%s", s)
+		}
+	}
+}

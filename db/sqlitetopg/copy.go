@@ -1,0 +1,211 @@
+package sqlitetopg
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"callsig/db/postgres"
+)
+
+// ErrTargetNotEmpty is returned when the PostgreSQL database already holds
+// callsig data: the copy only fills an empty database, it never merges.
+var ErrTargetNotEmpty = errors.New("the PostgreSQL database is not empty")
+
+// Options adjusts Copy.
+type Options struct {
+	// Now is the instant live idempotency keys are judged against
+	// (default: time.Now).
+	Now func() time.Time
+	// LockTimeout bounds the wait for the target's tables (default 10 s):
+	// a node running on the target makes the copy fail instead of hang.
+	LockTimeout time.Duration
+}
+
+// TableCount is how many rows of one table were copied.
+type TableCount struct {
+	Table string
+	Rows  int64
+}
+
+// Report says what Copy did.
+type Report struct {
+	Tables []TableCount // in copy order, event_users last
+	// LastEventID is where PostgreSQL's event id sequence now stands: the
+	// next event gets a larger id.
+	LastEventID int64
+	Took        time.Duration
+}
+
+// Copy copies the SQLite file at from (a stopped node's) into the empty
+// PostgreSQL database named by dsn, migrating its schema first
+// (postgres.Open), in one transaction. Errors never contain dsn.
+func Copy(ctx context.Context, from, dsn string, opts Options) (*Report, error) {
+	rep, err := copyAll(ctx, from, dsn, opts)
+	return rep, redact(err, dsn)
+}
+
+func copyAll(ctx context.Context, from, dsn string, opts Options) (*Report, error) {
+	start := time.Now()
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = 10 * time.Second
+	}
+	src, err := openSource(ctx, from)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+
+	// Opening the store applies PostgreSQL's migrations (under their
+	// advisory lock); the copy itself then runs on one plain connection.
+	store, err := postgres.Open(ctx, dsn, postgres.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	if err := store.Close(); err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err) // pgx never repeats the password
+	}
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	cfg.RuntimeParams["synchronous_commit"] = "on"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("target %s/%s: %w", cfg.Host, cfg.Database, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+
+	// One snapshot of the file for every table.
+	stx, err := src.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("source: begin: %w", err)
+	}
+	defer stx.Rollback() //nolint:errcheck // read-only
+	seqs, err := sequences(ctx, stx)
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("target: begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after Commit
+	if err := lockEmpty(ctx, tx, opts.LockTimeout); err != nil {
+		return nil, err
+	}
+	rep := &Report{}
+	now := opts.Now().UnixMilli()
+	for _, t := range tables {
+		n, err := copyTable(ctx, stx, tx, t, now)
+		if err != nil {
+			return nil, fmt.Errorf("copy %s: %w", t.name, err)
+		}
+		rep.Tables = append(rep.Tables, TableCount{Table: t.name, Rows: n})
+		if t.identity != "" {
+			if _, err := moveSequence(ctx, tx, t.name, t.identity, fmt.Sprintf("pg_get_serial_sequence('%s', '%s')", t.name, t.identity), seqs[t.name]); err != nil {
+				return nil, fmt.Errorf("copy %s: %w", t.name, err)
+			}
+		}
+	}
+	// Each user's newest id, the row db/postgres's writers update to take
+	// the user's next id.
+	tag, err := tx.Exec(ctx, `INSERT INTO event_users (user_id, last_id) SELECT user_id, max(id) FROM events GROUP BY user_id`)
+	if err != nil {
+		return nil, fmt.Errorf("fill event_users: %w", err)
+	}
+	rep.Tables = append(rep.Tables, TableCount{Table: "event_users", Rows: tag.RowsAffected()})
+	if rep.LastEventID, err = moveSequence(ctx, tx, "events", "id", "'event_ids'", seqs["events"]); err != nil {
+		return nil, fmt.Errorf("copy events: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("target: commit: %w", err)
+	}
+	rep.Took = time.Since(start)
+	return rep, nil
+}
+
+// lockEmpty keeps the target's tables from every other writer until the
+// copy commits, then checks that they are empty and that no event id was
+// ever given (a database used, then pruned, is not empty either: its ids
+// would run backwards).
+func lockEmpty(ctx context.Context, tx pgx.Tx, timeout time.Duration) error {
+	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", timeout.Milliseconds())); err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(targetTables, ", ")+" IN EXCLUSIVE MODE"); err != nil {
+		return fmt.Errorf("target: lock its tables (is a node running on it?): %w", err)
+	}
+	parts := make([]string, 0, len(targetTables)+1)
+	for _, name := range targetTables {
+		parts = append(parts, fmt.Sprintf("SELECT '%[1]s' WHERE EXISTS (SELECT 1 FROM %[1]s)", name))
+	}
+	parts = append(parts, "SELECT 'event_ids (an event id was given)' FROM event_ids WHERE is_called")
+	rows, err := tx.Query(ctx, strings.Join(parts, " UNION ALL "))
+	if err != nil {
+		return fmt.Errorf("target: check it is empty: %w", err)
+	}
+	used, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("target: check it is empty: %w", err)
+	}
+	if len(used) > 0 {
+		return fmt.Errorf("%w: %s has rows; copy into a new, empty database", ErrTargetNotEmpty, strings.Join(used, ", "))
+	}
+	return nil
+}
+
+// copyTable streams t's rows from the SQLite snapshot into PostgreSQL with
+// COPY: pgx sends them in chunks as the cursor yields them, so memory stays
+// bounded however big the file. COPY writes identity columns as given
+// (like INSERT … OVERRIDING SYSTEM VALUE), which keeps every id.
+func copyTable(ctx context.Context, stx *sql.Tx, tx pgx.Tx, t table, now int64) (int64, error) {
+	names := t.names()
+	q := "SELECT " + strings.Join(names, ", ") + " FROM " + t.name
+	var args []any
+	if t.where != "" {
+		q += " WHERE " + t.where
+		args = append(args, now)
+	}
+	rows, err := stx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return 0, fmt.Errorf("read: %w", err)
+	}
+	defer rows.Close()
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{t.name}, names, newRowSource(rows, t.columns))
+	if err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+// moveSequence sets the sequence named by the SQL expression seq to the
+// larger of SQLite's high-water mark and the highest copied value of
+// table.col, and returns it (0: nothing to move, the sequence is left
+// unused).
+func moveSequence(ctx context.Context, tx pgx.Tx, table, col, seq string, high int64) (int64, error) {
+	var top int64
+	if err := tx.QueryRow(ctx, fmt.Sprintf("SELECT COALESCE(max(%s), 0) FROM %s", col, table)).Scan(&top); err != nil {
+		return 0, fmt.Errorf("highest %s: %w", col, err)
+	}
+	top = max(top, high)
+	if top == 0 {
+		return 0, nil
+	}
+	if _, err := tx.Exec(ctx, fmt.Sprintf("SELECT setval(%s, $1)", seq), top); err != nil {
+		return 0, fmt.Errorf("move its sequence to %d: %w", top, err)
+	}
+	return top, nil
+}

@@ -1,0 +1,99 @@
+package sqlitetopg
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"callsig/db/sqlite"
+)
+
+// ErrSourceInUse is returned when another process has the SQLite file
+// open: a node still running would keep writing what the copy misses.
+var ErrSourceInUse = errors.New("the SQLite file is in use by another process: stop the node first")
+
+// openSource opens the SQLite file at path read-only, after checking that
+// it exists, that no other process has it open, and that its schema is the
+// one this build writes (the columns copied are read by name).
+func openSource(ctx context.Context, path string) (*sql.DB, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("source %s: %w", path, err)
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	busy, err := inUse(abs)
+	if err != nil {
+		return nil, fmt.Errorf("source %s: check whether it is in use: %w", path, err)
+	}
+	if busy {
+		return nil, fmt.Errorf("source %s: %w", path, ErrSourceInUse)
+	}
+	// A file: URI, so SQLite itself applies mode=ro (a plain path would
+	// drop it and open read-write, creating what is missing). busy_timeout
+	// waits out a checkpoint by a process that is just closing the file.
+	u := url.URL{Scheme: "file", Path: abs, RawQuery: "mode=ro&_pragma=busy_timeout(5000)"}
+	src, err := sql.Open("sqlite", u.String())
+	if err != nil {
+		return nil, fmt.Errorf("source %s: %w", path, err)
+	}
+	// One connection: every read is in one transaction (one snapshot).
+	src.SetMaxOpenConns(1)
+	if err := checkSchema(ctx, src); err != nil {
+		src.Close()
+		return nil, fmt.Errorf("source %s: %w", path, err)
+	}
+	return src, nil
+}
+
+// checkSchema refuses a file that is not a callsig database at the
+// schema version of this build.
+func checkSchema(ctx context.Context, src *sql.DB) error {
+	want, err := sqlite.SchemaVersion()
+	if err != nil {
+		return err
+	}
+	var got int
+	err = src.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&got)
+	if err != nil {
+		if strings.Contains(err.Error(), "no such table") {
+			return errors.New("not a callsig database (no schema_migrations table)")
+		}
+		return fmt.Errorf("read its schema version: %w", err)
+	}
+	switch {
+	case got < want:
+		return fmt.Errorf("its schema is at version %d, this callsig's at %d: start and stop a node of this version on it once (that upgrades it), then copy", got, want)
+	case got > want:
+		return fmt.Errorf("its schema is at version %d, newer than this callsig's (%d): use the callsig that wrote it", got, want)
+	}
+	return nil
+}
+
+// sequences reads sqlite_sequence: the highest value each AUTOINCREMENT
+// table ever gave, which may be above the highest row still kept (pruned
+// events, deleted rows). The copy moves PostgreSQL's sequences past it, so
+// no id is ever given twice.
+func sequences(ctx context.Context, tx *sql.Tx) (map[string]int64, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT name, seq FROM sqlite_sequence`)
+	if err != nil {
+		return nil, fmt.Errorf("read sqlite_sequence: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var name string
+		var seq int64
+		if err := rows.Scan(&name, &seq); err != nil {
+			return nil, fmt.Errorf("read sqlite_sequence: %w", err)
+		}
+		out[name] = seq
+	}
+	return out, rows.Err()
+}

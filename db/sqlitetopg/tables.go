@@ -1,0 +1,87 @@
+package sqlitetopg
+
+// kind is how a column's SQLite value is read and handed to PostgreSQL.
+type kind int
+
+const (
+	integer kind = iota // INTEGER → BIGINT/INTEGER
+	text                // TEXT → TEXT
+	flag                // INTEGER 0/1 → BOOLEAN
+	blob                // BLOB (NULL allowed) → BYTEA
+)
+
+type column struct {
+	name string
+	kind kind
+}
+
+// table is one table copied as is: the same name and columns on both
+// sides (the two schemas are equal in meaning, see db/postgres's 0001).
+type table struct {
+	name    string
+	columns []column
+	// where filters the SQLite rows (its ? is bound to the copy's now in
+	// Unix ms), "" for all.
+	where string
+	// identity is the column whose PostgreSQL identity sequence must be
+	// moved past the copied values, "" for none.
+	identity string
+}
+
+// tables are copied in this order: a row's references come first
+// (call_users → calls, webhook_deliveries → webhook_messages).
+var tables = []table{
+	{name: "calls", identity: "seq", columns: []column{
+		{"seq", integer}, {"id", text}, {"caller", text}, {"mode", text}, {"state", text},
+		{"timeout", integer}, {"extended_data", text}, {"create_time", integer},
+		{"end_time", integer}, {"end_reason", text}, {"not_received_check", flag},
+		{"caller_tracked", flag}, {"caller_offline_at", integer},
+	}},
+	{name: "call_users", columns: []column{
+		{"call_seq", integer}, {"user_id", text}, {"ord", integer}, {"state", text},
+		{"inviter", text}, {"extended_data", text}, {"update_time", integer},
+		{"invite_time", integer}, {"accept_time", integer}, {"timeout_at", integer},
+		{"not_received_at", integer}, {"main_device", text}, {"invitation_event_id", integer},
+		{"busy", flag}, {"missed_time", integer},
+	}},
+	{name: "events", columns: []column{
+		{"id", integer}, {"user_id", text}, {"device", text}, {"call_id", text},
+		{"type", text}, {"data", text}, {"time", integer},
+	}},
+	{name: "webhook_endpoints", columns: []column{
+		{"id", text}, {"url", text}, {"secret", text}, {"event_types", text},
+		{"description", text}, {"created_at", integer}, {"enabled", flag},
+		{"disabled_reason", text}, {"deleted", flag},
+	}},
+	{name: "webhook_messages", identity: "id", columns: []column{
+		{"id", integer}, {"msg_id", text}, {"type", text}, {"call_id", text},
+		{"payload", blob}, {"created_at", integer},
+	}},
+	// Finished deliveries too: an endpoint's delivery history (GET
+	// /webhooks/{id}/deliveries) stays as it was, and retention prunes
+	// them as before.
+	{name: "webhook_deliveries", identity: "id", columns: []column{
+		{"id", integer}, {"message_id", integer}, {"endpoint_id", text}, {"status", text},
+		{"attempts", integer}, {"last_status_code", integer}, {"last_error", text},
+		{"next_attempt_at", integer}, {"created_at", integer}, {"delivered_at", integer},
+		{"locked_until", integer},
+	}},
+	// Live keys only: an expired key would be pruned at once anyway.
+	{name: "idempotency_keys", where: "expires_at > ?", columns: []column{
+		{"scope", text}, {"key", text}, {"fingerprint", text}, {"status", integer},
+		{"content_type", text}, {"body", blob}, {"created_at", integer}, {"expires_at", integer},
+	}},
+}
+
+// targetTables are the tables that must be empty in the target: the
+// copied ones and event_users.
+var targetTables = []string{"calls", "call_users", "events", "event_users",
+	"webhook_endpoints", "webhook_messages", "webhook_deliveries", "idempotency_keys"}
+
+func (t table) names() []string {
+	out := make([]string, len(t.columns))
+	for i, c := range t.columns {
+		out[i] = c.name
+	}
+	return out
+}
