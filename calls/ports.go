@@ -14,7 +14,11 @@ type Store interface {
 	// error. Update returns only once the commit is durable, so a caller may
 	// acknowledge the request. Implementations may commit several concurrent
 	// Updates in one transaction (group commit); each fn still sees the effects
-	// of the ones before it and fails alone.
+	// of the ones before it and fails alone. fn may run more than once: a
+	// store whose database aborts a transaction to resolve a conflict
+	// (PostgreSQL's deadlock or serialization failure) rolls it back and runs
+	// fn again, so fn reads only through tx and keeps nothing of a run that
+	// did not commit (the Service's fns reset what they build on entry).
 	Update(ctx context.Context, fn func(Tx) error) error
 	// Call loads a committed call with all its users, or ErrCallNotFound.
 	Call(ctx context.Context, callID string) (*Call, error)
@@ -25,6 +29,30 @@ type Store interface {
 	DueDeadlines(ctx context.Context, now int64, limit int) ([]Deadline, error)
 	// NextDeadline returns the earliest pending deadline, or 0 when none.
 	NextDeadline(ctx context.Context) (int64, error)
+}
+
+// DeadlineClaimer is an optional Store capability for a store that several
+// nodes share: firing a deadline claims it, so each node passes over the
+// deadlines another is firing instead of waiting for them and finding them
+// done. Without it the Scheduler reads DueDeadlines and fires each through
+// Expire (one node: nobody else to pass over).
+type DeadlineClaimer interface {
+	// UpdateDue runs fn in one write transaction (as Update, fn may run
+	// more than once) with up to limit deadlines due at now, earliest first,
+	// whose calls the transaction has locked; calls another transaction
+	// holds are passed over. It returns how many deadlines fn was given
+	// (0: nothing due that is not being handled elsewhere).
+	UpdateDue(ctx context.Context, now int64, limit int, fn func(tx Tx, due []Deadline) error) (int, error)
+}
+
+// UserLocker is an optional Tx capability of a store whose transactions
+// lock per-user rows (PostgreSQL's event_users, for event ids and the busy
+// check): LockUsers takes the rows of every user a use-case will touch in
+// one order, before it reads or writes any, so two changes over the same
+// users (two users inviting each other at once) wait for each other
+// instead of deadlocking.
+type UserLocker interface {
+	LockUsers(ctx context.Context, userIDs []string) error
 }
 
 // Tx is the view of the store inside Update.
@@ -93,6 +121,14 @@ type Notifier interface {
 // Presence answers whether a user has a live event stream.
 type Presence interface {
 	Online(userID string) bool
+}
+
+// CheckedPresence is an optional Presence capability for a presence that
+// may not know (a cluster's presence table unreachable): each use then
+// picks the answer that is safe for it (see Service.online).
+type CheckedPresence interface {
+	Presence
+	CheckOnline(ctx context.Context, userID string) (bool, error)
 }
 
 // Clock is injected so tests drive deadlines without sleeping.

@@ -2,6 +2,7 @@ package calls
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -64,7 +65,7 @@ func (sc *Scheduler) run(ctx context.Context) {
 			sc.s.log.Error("deadline scheduler", "err", err)
 			sc.setTimer(sc.s.now() + retryDelay.Milliseconds())
 		default:
-			sc.setTimer(next) // 0: nothing pending
+			sc.setTimer(sc.poll(next)) // 0: nothing pending
 		}
 		select {
 		case <-ctx.Done():
@@ -76,6 +77,9 @@ func (sc *Scheduler) run(ctx context.Context) {
 
 // round expires everything due now and returns the next deadline.
 func (sc *Scheduler) round(ctx context.Context) (int64, error) {
+	if cl, ok := sc.s.store.(DeadlineClaimer); ok {
+		return sc.claimRound(ctx, cl)
+	}
 	for {
 		due, err := sc.s.store.DueDeadlines(ctx, sc.s.now(), dueBatch)
 		if err != nil {
@@ -109,6 +113,81 @@ func (sc *Scheduler) expireAll(ctx context.Context, due []Deadline) (failed int6
 	}
 	wg.Wait()
 	return failures.Load()
+}
+
+// poll bounds the wait for next (Unix ms, 0: none) by Config.DeadlinePoll
+// when set: in a cluster a deadline may be created by a node that dies
+// before firing it, earlier than anything this node's timer knows, and
+// only reading the store again finds it.
+func (sc *Scheduler) poll(next int64) int64 {
+	p := sc.s.cfg.DeadlinePoll
+	if p <= 0 {
+		return next
+	}
+	limit := sc.s.now() + p.Milliseconds()
+	if next == 0 || next > limit {
+		return limit
+	}
+	return next
+}
+
+// claimParallel is how many claiming transactions one node runs at once,
+// and claimBatch how many deadlines each takes: several small batches let
+// PostgreSQL group-commit them, and keep each transaction's locks short.
+const (
+	claimParallel = 4
+	claimBatch    = 32
+	// claimBackoff is how long a node waits when everything due is held by
+	// other transactions (other nodes firing it): they are about to commit.
+	// Real time, not the Clock's.
+	claimBackoff = 50 * time.Millisecond
+)
+
+// claimRound is round over a DeadlineClaimer: claimParallel workers each
+// claim and fire batches until nothing due is left unclaimed. Due
+// deadlines that other transactions hold (other nodes firing them) are
+// looked at again after claimBackoff of real time (lock holders are real
+// transactions, whatever the clock), until none is left.
+func (sc *Scheduler) claimRound(ctx context.Context, cl DeadlineClaimer) (int64, error) {
+	for {
+		var (
+			wg   sync.WaitGroup
+			mu   sync.Mutex
+			errs []error
+		)
+		for range claimParallel {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					n, err := sc.s.expireClaimed(ctx, cl, claimBatch)
+					if err != nil {
+						mu.Lock()
+						errs = append(errs, err)
+						mu.Unlock()
+					}
+					if err != nil || n == 0 {
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if len(errs) > 0 {
+			return 0, fmt.Errorf("fire claimed deadlines: %w", errs[0])
+		}
+		next, err := sc.s.store.NextDeadline(ctx)
+		if err != nil || next == 0 || next > sc.s.now() {
+			return next, err
+		}
+		t := time.NewTimer(claimBackoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 // setTimer replaces the pending timer with one that pokes the loop at at
@@ -170,9 +249,10 @@ func (s *Service) armCallersAtStart(ctx context.Context) error {
 		var (
 			changes []*Change
 			n       int
+			last    int64
 		)
 		err := s.store.Update(ctx, func(tx Tx) error {
-			changes = changes[:0]
+			changes, last = changes[:0], after // fn may run again (see Store.Update)
 			list, err := tx.TrackedCallerOfflineCalls(ctx, after, armBatch)
 			if err != nil {
 				return err
@@ -180,8 +260,10 @@ func (s *Service) armCallersAtStart(ctx context.Context) error {
 			n = len(list)
 			now := s.now()
 			for _, c := range list {
-				after = max(after, c.Seq)
-				if s.presence.Online(c.Caller) {
+				last = max(last, c.Seq)
+				// Unknown counts as online: arming the grace of a caller
+				// connected to another node would cancel its calls.
+				if s.online(ctx, c.Caller, true) {
 					continue
 				}
 				if ch := CallerPresence(c, false, now, s.cfg.HeartbeatTimeout); ch != nil {
@@ -202,5 +284,73 @@ func (s *Service) armCallersAtStart(ctx context.Context) error {
 		if n < armBatch {
 			return nil
 		}
+		after = last
 	}
+}
+
+// expireClaimed fires up to limit due deadlines claimed through cl in one
+// transaction, each through the pure Expire as Service.Expire would, and
+// returns how many it was given.
+func (s *Service) expireClaimed(ctx context.Context, cl DeadlineClaimer, limit int) (int, error) {
+	var changes []*Change
+	n, err := cl.UpdateDue(ctx, s.now(), limit, func(tx Tx, due []Deadline) error {
+		changes = changes[:0]
+		now := s.now()
+		// The claim holds several calls: their users are locked first, all
+		// in one order (UserLocker), as every other change does, so firing
+		// them never deadlocks with a request over the same users.
+		loaded := map[string]*Call{}
+		var users []string
+		for _, d := range due {
+			if _, ok := loaded[d.CallID]; ok {
+				continue
+			}
+			c, err := tx.Call(ctx, d.CallID)
+			if errors.Is(err, ErrCallNotFound) {
+				loaded[d.CallID] = nil
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			loaded[d.CallID] = c
+			for _, u := range c.Users {
+				users = append(users, u.UserID)
+			}
+		}
+		if err := lockUsers(ctx, tx, users); err != nil {
+			return err
+		}
+		for _, d := range due {
+			c, ok := loaded[d.CallID]
+			if ok && c == nil {
+				continue // gone
+			}
+			if !ok { // changed by an earlier deadline of this batch: read it again
+				var err error
+				if c, err = tx.Call(ctx, d.CallID); err != nil {
+					return err
+				}
+			}
+			ch := Expire(c, d, now)
+			if ch == nil {
+				loaded[d.CallID] = c // unchanged
+				continue
+			}
+			delete(loaded, d.CallID)
+			s.resolvePush(ctx, ch)
+			if err := tx.Save(ctx, ch); err != nil {
+				return fmt.Errorf("expire %s of %s: %w", d.Kind, d.CallID, err)
+			}
+			changes = append(changes, ch)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, ch := range changes {
+		s.committed(ch)
+	}
+	return n, nil
 }

@@ -11,6 +11,11 @@ type Config struct {
 	MaxCallUsers     int           // users ever in one call, caller included (default 10)
 	NotReceivedAfter time.Duration // enableNotReceivedCheck delay (default 5s)
 	HeartbeatTimeout time.Duration // caller-offline grace (default 30s)
+	// DeadlinePoll, when set, is the longest the scheduler waits before
+	// reading the earliest deadline again (cluster mode: a node that dies
+	// may leave a deadline earlier than any this node armed). 0: the
+	// scheduler's own timer only (one node knows every deadline).
+	DeadlinePoll time.Duration
 }
 
 // Defaults of the contract.

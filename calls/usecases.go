@@ -3,6 +3,7 @@ package calls
 import (
 	"context"
 	"fmt"
+	"slices"
 )
 
 // Invite starts a call from actor to in.Invitees (POST /calls).
@@ -18,16 +19,19 @@ func (s *Service) Invite(ctx context.Context, actor Actor, in InviteInput) (*Inv
 		if replay, err := idem.Recorded(ctx, tx); replay || err != nil {
 			return err
 		}
+		if err := lockUsers(ctx, tx, append([]string{actor.UserID}, in.Invitees...)); err != nil {
+			return err
+		}
 		busy, err := tx.BusyUsers(ctx, in.Invitees, id)
 		if err != nil {
 			return err
 		}
 		var errUsers []ErrorUser
-		ch, errUsers, err = NewCall(id, actor, in, s.now(), s.cfg, s.presence.Online(actor.UserID), NewBusy(busy))
+		ch, errUsers, err = NewCall(id, actor, in, s.now(), s.cfg, s.online(ctx, actor.UserID, false), NewBusy(busy))
 		if err != nil {
 			return err
 		}
-		s.resolvePush(ch)
+		s.resolvePush(ctx, ch)
 		if err := tx.Save(ctx, ch); err != nil {
 			return err
 		}
@@ -80,6 +84,16 @@ func (s *Service) answer(ctx context.Context, actor Actor, callID string, accept
 func (s *Service) CallingInvite(ctx context.Context, actor Actor, callID string, in CallingInviteInput) (*CallingInviteResult, error) {
 	var errUsers []ErrorUser
 	return mutateTx(s, ctx, "invite", callID, func(tx Tx, c *Call, now int64) (ch *Change, err error) {
+		// Everyone the invitation may address: the call's users and the
+		// invitees, locked together before the busy check locks the
+		// invitees alone (see UserLocker).
+		users := slices.Clone(in.Invitees)
+		for _, u := range c.Users {
+			users = append(users, u.UserID)
+		}
+		if err := lockUsers(ctx, tx, users); err != nil {
+			return nil, err
+		}
 		busy, err := tx.BusyUsers(ctx, in.Invitees, c.ID)
 		if err != nil {
 			return nil, err
@@ -286,7 +300,7 @@ func mutateTx[R any](s *Service, ctx context.Context, op, callID string, f func(
 			return err
 		}
 		if ch != nil {
-			s.resolvePush(ch)
+			s.resolvePush(ctx, ch)
 			if err := tx.Save(ctx, ch); err != nil {
 				return err
 			}
@@ -310,14 +324,15 @@ func mutateTx[R any](s *Service, ctx context.Context, op, callID string, f func(
 
 // resolvePush turns a push request into call.push_requested webhooks for
 // the users with no open stream; it runs inside the transaction so the
-// webhooks commit with the change.
-func (s *Service) resolvePush(ch *Change) {
+// webhooks commit with the change. A user whose presence is unknown gets
+// the push: one notification too many beats an offline user never rung.
+func (s *Service) resolvePush(ctx context.Context, ch *Change) {
 	p := ch.push
 	if p == nil {
 		return
 	}
 	for _, u := range p.users {
-		if !s.presence.Online(u) {
+		if !s.online(ctx, u, false) {
 			ch.Hooks = append(ch.Hooks, HookEvent{
 				Type: HookPushRequested, CallID: ch.Call.ID, Time: ch.now,
 				Data: mustJSON(pushRequestedHookData{CallID: ch.Call.ID, UserID: u, Kind: p.kind, PushConfig: p.config}),
@@ -336,3 +351,31 @@ func (s *Service) committed(ch *Change) {
 }
 
 func (s *Service) now() int64 { return s.clock.Now().UnixMilli() }
+
+// online asks Presence whether userID has a stream. When a CheckedPresence
+// cannot tell, it answers ifUnknown, the answer safe for the asker: false
+// where "offline" costs at most a push too many or a call not watched by
+// the caller-offline rule, true where "offline" would arm a grace period
+// that cancels the calls of a caller who may be connected.
+func (s *Service) online(ctx context.Context, userID string, ifUnknown bool) bool {
+	cp, ok := s.presence.(CheckedPresence)
+	if !ok {
+		return s.presence.Online(userID)
+	}
+	on, err := cp.CheckOnline(ctx, userID)
+	if err != nil {
+		s.log.Warn("presence unknown", "user", userID, "assumed_online", ifUnknown, "err", err)
+		return ifUnknown
+	}
+	return on
+}
+
+// lockUsers takes the users' rows first when the store locks per user
+// (UserLocker); a no-op otherwise (SQLite's single writer).
+func lockUsers(ctx context.Context, tx Tx, users []string) error {
+	l, ok := tx.(UserLocker)
+	if !ok {
+		return nil
+	}
+	return l.LockUsers(ctx, users)
+}

@@ -45,22 +45,38 @@ func (s *Store) ListCalls(ctx context.Context, userID string, before int64, limi
 	return list, err
 }
 
+// exactCountBelow is the table size (by the planner's estimate) up to
+// which CallCounts counts the ended calls exactly.
+const exactCountBelow = 100_000
+
 // CallCounts returns how many calls are started and ended, for the
-// callsig_calls gauge. The started ones are counted on the partial index
-// calls_started_by_caller; the total is a count of the table, which
-// PostgreSQL answers from an index-only scan of the primary key.
+// callsig_calls gauge, read on every scrape of every node, so it must stay
+// cheap however big the table grows. Started calls (the live ones, few)
+// are counted exactly along the partial index calls_started_by_caller.
+// Ended calls are nearly every row: up to exactCountBelow rows they are
+// counted exactly, beyond that the total is PostgreSQL's own estimate
+// (pg_class.reltuples, refreshed by autovacuum and ANALYZE), so a scrape
+// never scans millions of rows; the gauge is then approximate for ended
+// calls only.
 func (s *Store) CallCounts(ctx context.Context) (started, ended int64, err error) {
 	var total int64
 	err = s.read(ctx, func(tx *sqlx.Tx) error {
 		if err := tx.GetContext(ctx, &started, `SELECT count(*) FROM calls WHERE state = 'started'`); err != nil {
 			return err
 		}
+		// reltuples is -1 for a table never vacuumed or analyzed.
+		if err := tx.GetContext(ctx, &total, `SELECT reltuples::bigint FROM pg_class WHERE oid = 'calls'::regclass`); err != nil {
+			return err
+		}
+		if total >= exactCountBelow {
+			return nil
+		}
 		return tx.GetContext(ctx, &total, `SELECT count(*) FROM calls`)
 	})
 	if err != nil {
 		return 0, 0, fmt.Errorf("count calls: %w", err)
 	}
-	return started, total - started, nil
+	return started, max(total-started, 0), nil
 }
 
 // loadCall reads one call by ID (with query, locking or not) and its

@@ -1,8 +1,12 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
+
+	"github.com/jmoiron/sqlx"
 
 	"callsig/calls"
 	"callsig/db"
@@ -31,6 +35,77 @@ const sqlNextDeadline = `SELECT COALESCE(LEAST(
 		(SELECT min(timeout_at) FROM call_users WHERE timeout_at > 0),
 		(SELECT min(not_received_at) FROM call_users WHERE not_received_at > 0),
 		(SELECT min(caller_offline_at) FROM calls WHERE caller_offline_at > 0)), 0)`
+
+var _ calls.DeadlineClaimer = (*Store)(nil)
+
+// sqlClaimDue reads one kind of due deadline (%s: its column on
+// call_users, or on calls) along its partial index, earliest first, and
+// locks the calls: FOR UPDATE OF c SKIP LOCKED passes over a call another
+// transaction holds (another node firing it, or a request changing it:
+// a later round sees it again if it is still due), and LIMIT counts only
+// the rows locked.
+const (
+	sqlClaimUserDeadlines = `SELECT c.id, u.user_id, $1::text, u.%[1]s
+		FROM call_users u JOIN calls c ON c.seq = u.call_seq
+		WHERE u.%[1]s > 0 AND u.%[1]s <= $2 ORDER BY u.%[1]s LIMIT $3
+		FOR UPDATE OF c SKIP LOCKED`
+	sqlClaimCallerOffline = `SELECT id, '', $1::text, caller_offline_at
+		FROM calls WHERE caller_offline_at > 0 AND caller_offline_at <= $2
+		ORDER BY caller_offline_at LIMIT $3
+		FOR UPDATE SKIP LOCKED`
+)
+
+// UpdateDue claims up to limit due deadlines and runs fn on them in the
+// claiming transaction (calls.DeadlineClaimer): the calls are locked
+// FOR UPDATE SKIP LOCKED while they are read, so nodes firing the same
+// due deadlines take disjoint calls and never wait for each other; each
+// deadline fires once, and the pure Expire still finds a deadline cleared
+// by a change that committed meanwhile. Like Update, it runs fn again on a
+// deadlock or serialization failure.
+func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(calls.Tx, []calls.Deadline) error) (int, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	var n int
+	err := s.retryConflicts(ctx, func() error {
+		return s.inTx(ctx, func(tx *sqlx.Tx) error {
+			n = 0
+			var due []calls.Deadline
+			kinds := []struct {
+				kind  calls.DeadlineKind
+				query string
+			}{
+				{calls.DeadlineTimeout, fmt.Sprintf(sqlClaimUserDeadlines, "timeout_at")},
+				{calls.DeadlineNotReceived, fmt.Sprintf(sqlClaimUserDeadlines, "not_received_at")},
+				{calls.DeadlineCallerOffline, sqlClaimCallerOffline},
+			}
+			for _, k := range kinds {
+				if len(due) >= limit {
+					break
+				}
+				rows, err := tx.QueryContext(ctx, k.query, string(k.kind), now, limit-len(due))
+				if err != nil {
+					return fmt.Errorf("db: claim %s deadlines: %w", k.kind, err)
+				}
+				got, err := db.ScanRows(rows, db.ScanDeadline)
+				if err != nil {
+					return fmt.Errorf("db: claim %s deadlines: %w", k.kind, err)
+				}
+				due = append(due, got...)
+			}
+			if len(due) == 0 {
+				return nil
+			}
+			slices.SortFunc(due, func(a, b calls.Deadline) int { return cmp.Compare(a.At, b.At) })
+			n = len(due)
+			return fn(&callsTx{idempotencyTx{tx}}, due)
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
 
 // DueDeadlines returns up to limit deadlines with At <= now, earliest first
 // (limit <= 0: 100). Every node may read the same ones: firing one goes

@@ -42,20 +42,33 @@
 // Busy check: BusyUsers locks the invitees' event_users rows before
 // reading, and Save locks the rows of the users it writes busy, so a check
 // waits for a change making one of its users busy and reads its outcome,
-// as with SQLite's single writer. Known limit: the check locks the
-// invitees before the invitation's Save locks its caller, so two users
-// inviting each other at the same instant ("glare") can deadlock;
-// PostgreSQL aborts one after deadlock_timeout (1 s by default), which is
-// answered 503 and retried by the client. Update does not re-run fn on
-// such an abort: calls.Store does not promise that fn may run twice.
+// as with SQLite's single writer. Glare (two users inviting each other at
+// the same instant) would deadlock if the check locked the invitees and
+// Save the caller later; calls.Service therefore takes every user's row
+// first, in user order (calls.UserLocker, callsTx.LockUsers), so the two
+// invitations wait for each other instead. As a net for any conflict left,
+// Update runs a transaction PostgreSQL aborts as a deadlock (40P01) or
+// serialization failure (40001) again, up to 4 times with a short backoff
+// (calls.Store.Update allows fn to run more than once), before answering
+// 503.
 //
-// Deadlines: DueDeadlines is a plain read, the same on every node; a
-// deadline fires once because Service.Expire's transaction locks the call
-// row (FOR UPDATE) and the pure Expire does nothing when the deadline was
-// cleared by the node that fired first. A claim with SKIP LOCKED (a node
-// passing over a deadline another is firing, rather than waiting for it)
-// would need a claiming method on calls.Tx; that is left to the cluster
-// session, the interface is unchanged here.
+// Deadlines: every node runs the scheduler. UpdateDue (calls.
+// DeadlineClaimer) reads the due deadlines with their calls locked
+// FOR UPDATE SKIP LOCKED inside the transaction that fires them, so nodes
+// take disjoint calls and never wait for each other; each deadline fires
+// once, and the pure Expire still finds one cleared by a change that
+// committed meanwhile. DueDeadlines stays the plain read of the contract.
+// In cluster mode the scheduler also reads NextDeadline at least every
+// second (calls.Config.DeadlinePoll): a deadline written by a node that
+// died is earlier than anything the others armed.
+//
+// Presence (presence.go, migration 0002): node leases and (node, user)
+// rows for cluster.Presence, on a small pool of its own, timed by the
+// database's clock.
+//
+// CallCounts counts started calls on their partial index and, once the
+// table holds 100,000 rows or more, takes the ended ones from the
+// planner's estimate (pg_class.reltuples): a scrape never scans the table.
 //
 // Webhook outbox: claims take due rows FOR UPDATE SKIP LOCKED and write a
 // lease (locked_until), so the dispatchers of several nodes never claim one

@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -251,38 +252,59 @@ func TestSameKeyOnTwoNodesRunsOnce(t *testing.T) {
 	}
 }
 
-// Two users inviting each other at the same instant on two nodes ("glare"):
-// each busy check holds the other user while its Save wants its own caller,
-// and PostgreSQL aborts one of the two (see doc.go). That one fails with
-// calls.ErrUnavailable, a 503 the client retries, never a 500 or a hang;
-// the other commits.
-func TestGlareAbortsOneAsUnavailable(t *testing.T) {
-	nodes, _ := openNodes(t, 2)
-	ctx := context.Background()
-	var checked sync.WaitGroup
-	checked.Add(2)
-	invite := func(s *postgres.Store, id, caller, invitee string) error {
-		first := true
-		return s.Update(ctx, func(tx calls.Tx) error {
-			if _, err := tx.BusyUsers(ctx, []string{invitee}, id); err != nil {
-				return err
+// Two users inviting each other at the same instant on two nodes ("glare"),
+// each busy check taken before either saves: without LockUsers each check
+// holds the other user while its Save wants its own caller, PostgreSQL
+// aborts one of the two as a deadlock, and Update runs that one's fn again
+// (calls.Store.Update allows it): both commit, no 503. With LockUsers
+// first (what calls.Service does) there is no deadlock at all: each fn
+// runs once.
+func TestGlare(t *testing.T) {
+	for _, lockFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lockUsersFirst=%v", lockFirst), func(t *testing.T) {
+			nodes, _ := openNodes(t, 2)
+			ctx := context.Background()
+			var checked sync.WaitGroup
+			checked.Add(2)
+			var runs atomic.Int32
+			invite := func(s *postgres.Store, id, caller, invitee string) error {
+				first := true
+				return s.Update(ctx, func(tx calls.Tx) error {
+					runs.Add(1)
+					if lockFirst {
+						if err := tx.(calls.UserLocker).LockUsers(ctx, []string{caller, invitee}); err != nil {
+							return err
+						}
+					}
+					if _, err := tx.BusyUsers(ctx, []string{invitee}, id); err != nil {
+						return err
+					}
+					if first && !lockFirst { // both checks are done before either saves
+						first = false
+						checked.Done()
+						checked.Wait()
+					}
+					return tx.Save(ctx, started(id, caller, invitee))
+				})
 			}
-			if first { // both checks are done before either saves
-				first = false
-				checked.Done()
-				checked.Wait()
+			errs := make(chan error, 2)
+			go func() { errs <- invite(nodes[0], "c1", "alice", "bob") }()
+			go func() { errs <- invite(nodes[1], "c2", "bob", "alice") }()
+			if err := errors.Join(<-errs, <-errs); err != nil {
+				t.Fatalf("glare: %v, want both invitations committed", err)
 			}
-			return tx.Save(ctx, started(id, caller, invitee))
+			want := int32(3) // the deadlock's victim ran twice
+			if lockFirst {
+				want = 2
+			}
+			if got := runs.Load(); got != want {
+				t.Errorf("fn ran %d times in all, want %d", got, want)
+			}
+			for _, id := range []string{"c1", "c2"} {
+				if _, err := nodes[0].Call(ctx, id); err != nil {
+					t.Errorf("call %s: %v", id, err)
+				}
+			}
 		})
-	}
-	errs := make(chan error, 2)
-	go func() { errs <- invite(nodes[0], "c1", "alice", "bob") }()
-	go func() { errs <- invite(nodes[1], "c2", "bob", "alice") }()
-	e1, e2 := <-errs, <-errs
-	if (e1 == nil) == (e2 == nil) {
-		t.Fatalf("glare: errors %v and %v, want exactly one to fail", e1, e2)
-	}
-	if err := errors.Join(e1, e2); !errors.Is(err, calls.ErrUnavailable) {
-		t.Fatalf("glare: the aborted invitation failed with %v, want calls.ErrUnavailable", err)
 	}
 }

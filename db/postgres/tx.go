@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jmoiron/sqlx"
 
 	"callsig/calls"
@@ -14,16 +17,79 @@ import (
 
 // Update runs fn in its own transaction (one per request: PostgreSQL
 // group-commits concurrent ones) and returns once the commit is durable.
+// A transaction PostgreSQL aborts to resolve a conflict is run again (see
+// retryConflicts); calls.Store.Update allows fn to run more than once.
 func (s *Store) Update(ctx context.Context, fn func(calls.Tx) error) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
-		return fn(&callsTx{idempotencyTx{tx}})
+	return s.retryConflicts(ctx, func() error {
+		return s.inTx(ctx, func(tx *sqlx.Tx) error {
+			return fn(&callsTx{idempotencyTx{tx}})
+		})
 	})
 }
 
 // callsTx is the calls.Tx given to an Update fn.
 type callsTx struct{ idempotencyTx }
 
-var _ calls.Tx = (*callsTx)(nil)
+var (
+	_ calls.Tx         = (*callsTx)(nil)
+	_ calls.UserLocker = (*callsTx)(nil)
+)
+
+// LockUsers takes the event_users rows of users in user order for the
+// rest of the transaction (calls.UserLocker): a use-case that would
+// otherwise lock some of them in its busy check and the rest when it
+// saves (an invitation: its invitees, then its caller) takes them all in
+// one order, so two users inviting each other at once wait for each other
+// rather than deadlock.
+func (t *callsTx) LockUsers(ctx context.Context, users []string) error {
+	users = slices.Clone(users)
+	slices.Sort(users)
+	users = slices.Compact(users)
+	if len(users) == 0 {
+		return nil
+	}
+	if err := lockEventUsers(ctx, t.tx, users); err != nil {
+		return fmt.Errorf("db: lock users: %w", err)
+	}
+	return nil
+}
+
+// Conflict retries: PostgreSQL aborts one transaction of a deadlock (after
+// deadlock_timeout) or of a serialization failure; such a transaction
+// changed nothing and is run again, up to conflictAttempts times in all,
+// after a short, growing pause, before the conflict is answered 503.
+const (
+	conflictAttempts = 4
+	conflictBackoff  = 5 * time.Millisecond
+)
+
+// retryConflicts runs write until it succeeds, fails otherwise than by a
+// conflict, or has been tried conflictAttempts times.
+func (s *Store) retryConflicts(ctx context.Context, write func() error) error {
+	wait := conflictBackoff
+	for n := 1; ; n++ {
+		err := write()
+		if err == nil || n >= conflictAttempts || !conflict(err) {
+			return err
+		}
+		t := time.NewTimer(wait + time.Duration(rand.Int64N(int64(wait))))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait *= 2
+	}
+}
+
+// conflict reports whether err is PostgreSQL aborting a transaction to
+// resolve a conflict with another: deadlock_detected (40P01) or
+// serialization_failure (40001).
+func conflict(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
+}
 
 // The statements of the write path.
 const (

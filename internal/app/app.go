@@ -18,7 +18,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"callsig/calls"
+	"callsig/cluster"
 	"callsig/db"
+	"callsig/db/postgres"
 	"callsig/handlers"
 	"callsig/sse"
 	"callsig/web"
@@ -39,6 +41,10 @@ type App struct {
 	conns    *handlers.ConnLimit // applies it
 	hub      *sse.Hub
 	parts    []part // the background parts Run runs
+	// Presence is the cluster-wide presence (PostgreSQL); nil with SQLite,
+	// whose presence is the hub's alone.
+	Presence      *cluster.Presence
+	presenceStore *postgres.Presence
 }
 
 // part is one background part: it works until ctx is done and returns nil
@@ -99,13 +105,29 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 	}
 
 	fwd := &hubService{}
-	if a.hub, err = a.newEvents(ctx, opts, fwd); err != nil {
-		a.Store.Close()
+	var hubSvc sse.Service = fwd
+	if IsPostgresDSN(cfg.DB) {
+		if err := a.newClusterPresence(ctx, fwd); err != nil {
+			a.Close()
+			return nil, err
+		}
+		hubSvc = a.Presence
+	}
+	if a.hub, err = a.newEvents(ctx, opts, hubSvc); err != nil {
+		a.Close()
 		return nil, err
+	}
+	var presence calls.Presence = a.hub
+	var deadlinePoll time.Duration
+	if a.Presence != nil {
+		a.Presence.SetLocal(a.hub)
+		presence = a.Presence
+		// Another node may create a deadline and die before firing it.
+		deadlinePoll = clusterDeadlinePoll
 	}
 	hooks, err := a.newWebhooks(opts)
 	if err != nil {
-		a.Store.Close()
+		a.Close()
 		return nil, err
 	}
 
@@ -113,9 +135,10 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		Store:    a.Store,
 		Clock:    opts.Clock,
 		Notifier: notifiers{a.hub, hooks.dispatcher},
-		Presence: a.hub,
+		Presence: presence,
 		Logger:   log,
-		Config:   calls.Config{MaxCallUsers: cfg.MaxCallUsers, NotReceivedAfter: cfg.NotReceivedAfter, HeartbeatTimeout: cfg.HeartbeatTimeout},
+		Config: calls.Config{MaxCallUsers: cfg.MaxCallUsers, NotReceivedAfter: cfg.NotReceivedAfter, HeartbeatTimeout: cfg.HeartbeatTimeout,
+			DeadlinePoll: deadlinePoll},
 	})
 	fwd.Service = a.Service
 	a.parts = []part{
@@ -125,13 +148,16 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		{"webhook retention", hooks.retention.Run},
 		{"idempotency pruner", (&db.IdempotencyPruner{Store: a.Store, Log: log}).Run},
 	}
+	if a.Presence != nil {
+		a.parts = append(a.parts, part{"cluster presence", a.Presence.Run})
+	}
 
 	auth := handlers.AuthConfig{Secret: a.Secret, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, AdminToken: cfg.AdminToken, UserClaim: cfg.JWTUserClaim}
 	if cfg.JWKSURL != "" {
 		// Nothing is fetched before Run: a provider that is down or slow
 		// never delays or fails startup (see handlers.JWKS).
 		if auth.JWKS, err = handlers.NewJWKS(handlers.JWKSOptions{URL: cfg.JWKSURL, Logger: log}); err != nil {
-			a.Store.Close()
+			a.Close()
 			return nil, err
 		}
 		a.parts = append(a.parts, part{"identity provider keys", auth.JWKS.Run})
@@ -156,7 +182,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		SDK:         web.SDKHandler(),
 	})
 	if err != nil {
-		a.Store.Close()
+		a.Close()
 		return nil, err
 	}
 
@@ -185,7 +211,11 @@ func (a *App) Run(ctx context.Context) error {
 // Close closes the database. Call it after Run has returned (and the HTTP
 // server has finished its requests): the parts write until they stop.
 func (a *App) Close() error {
-	return a.Store.Close()
+	var err error
+	if a.presenceStore != nil {
+		err = a.presenceStore.Close()
+	}
+	return errors.Join(a.Store.Close(), err)
 }
 
 // Backend names the storage backend: "postgres" or "sqlite".

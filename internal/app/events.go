@@ -11,7 +11,7 @@ import (
 // service's presence and one of its notifiers, and serves GET /events; it
 // reports deliveries and presence to the service through svc and prunes
 // the log after Config.EventRetention.
-func (a *App) newEvents(ctx context.Context, opts Options, svc *hubService) (*sse.Hub, error) {
+func (a *App) newEvents(ctx context.Context, opts Options, svc sse.Service) (*sse.Hub, error) {
 	return sse.New(ctx, sse.Options{
 		Log:        a.Store,
 		Service:    svc,

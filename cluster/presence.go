@@ -1,0 +1,382 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"callsig/calls"
+)
+
+// PresenceStore is the shared presence table set: node leases and one row
+// per (node, user) holding a stream. db/postgres.Presence implements it;
+// times are the database's, so the nodes' clocks need not agree.
+type PresenceStore interface {
+	// RenewLease extends node's lease; inserted is true when the node had
+	// no row (its first renewal, or it was swept as dead meanwhile).
+	RenewLease(ctx context.Context, node string, lease time.Duration) (inserted bool, err error)
+	AddPresence(ctx context.Context, node, user string) error
+	AddPresences(ctx context.Context, node string, users []string) error
+	RemovePresence(ctx context.Context, node, user string) error
+	// Online: a row of user on a live node other than except ("": any).
+	Online(ctx context.Context, user, except string) (bool, error)
+	// SweepDead removes the nodes whose lease expired (never self) with
+	// their rows, and returns the users left with no row on a live node.
+	SweepDead(ctx context.Context, self string) (nodes int, offline []string, err error)
+	// RemoveNode deletes node's row and any rows of its left.
+	RemoveNode(ctx context.Context, node string) error
+}
+
+// Service is what presence changes are reported to: calls.Service, as the
+// SSE hub's sse.Service (the hub reports deliveries through it too).
+type Service interface {
+	MarkDelivered(ctx context.Context, callID, userID string) error
+	UserOnline(ctx context.Context, userID string) error
+	UserOffline(ctx context.Context, userID string) error
+}
+
+// PresenceOptions configures NewPresence.
+type PresenceOptions struct {
+	Store   PresenceStore // required
+	Service Service       // required; called only once Run runs
+	Node    string        // this node's id (required)
+	// Lease is how long this node's rows count after its last renewal
+	// (renewed every Lease/3; the dead nodes are swept as often).
+	Lease      time.Duration
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer // nil: metrics kept, not exported
+	// CheckTimeout bounds one "online anywhere" query (default 250 ms): it
+	// is asked inside a write transaction.
+	CheckTimeout time.Duration
+}
+
+// Presence is cluster-wide presence: a user is online while any live node
+// holds a stream of theirs. It stands between the local SSE hub and
+// calls.Service on both sides: as calls.Presence it answers from the local
+// hub first (no query) and then from the shared table; as the hub's
+// sse.Service it writes this node's (node, user) rows and tells the
+// service a user went offline only when no other live node holds one.
+type Presence struct {
+	o     PresenceOptions
+	log   *slog.Logger
+	local calls.Presence // the hub; set by SetLocal before anything runs
+
+	mu    sync.Mutex
+	users map[string]struct{} // users this node reported online: its rows
+
+	abandoned atomic.Bool
+
+	gauge         prometheus.GaugeFunc
+	renewalFailed prometheus.Counter
+	swept         prometheus.Counter
+	unknown       prometheus.Counter
+}
+
+var (
+	_ calls.CheckedPresence = (*Presence)(nil)
+	_ Service               = (*Presence)(nil)
+)
+
+// NewPresence returns the cluster presence of node o.Node. Join writes its
+// first lease; Run keeps it and sweeps the dead nodes.
+func NewPresence(o PresenceOptions) (*Presence, error) {
+	if o.Store == nil || o.Service == nil || o.Node == "" || o.Lease <= 0 {
+		return nil, errors.New("cluster presence: Store, Service, Node and Lease are required")
+	}
+	if o.CheckTimeout <= 0 {
+		o.CheckTimeout = 250 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Presence{o: o, log: o.Logger, users: map[string]struct{}{}}
+	p.gauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "callsig_presence_users", Help: "Users with a stream on this node (its rows in the cluster presence table).",
+	}, func() float64 { return float64(p.LocalUsers()) })
+	p.renewalFailed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "callsig_presence_lease_renewals_failed_total", Help: "Renewals of this node's presence lease that failed.",
+	})
+	p.swept = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "callsig_presence_nodes_swept_total", Help: "Dead nodes (lease expired) whose presence this node removed.",
+	})
+	p.unknown = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "callsig_presence_checks_failed_total", Help: "Cluster presence checks that failed (answered as safest for the asker).",
+	})
+	if o.Registerer != nil {
+		for _, c := range []prometheus.Collector{p.gauge, p.renewalFailed, p.swept, p.unknown} {
+			if err := o.Registerer.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return p, nil
+}
+
+// SetLocal gives the local hub (its Online is the fast path). Call it
+// before anything asks.
+func (p *Presence) SetLocal(local calls.Presence) { p.local = local }
+
+// Join writes this node's first lease, so its rows count from the first
+// stream on.
+func (p *Presence) Join(ctx context.Context) error {
+	_, err := p.o.Store.RenewLease(ctx, p.o.Node, p.o.Lease)
+	return err
+}
+
+// LocalUsers is how many users have a stream on this node.
+func (p *Presence) LocalUsers() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.users)
+}
+
+// Online reports whether userID has a stream on any live node; unknown
+// (the table unreachable) is offline. calls.Service asks CheckOnline.
+func (p *Presence) Online(userID string) bool {
+	on, err := p.CheckOnline(context.Background(), userID)
+	return on && err == nil
+}
+
+// CheckOnline answers from the local hub when it holds a stream (no
+// query), else from the rows of the other live nodes (this node's own are
+// the hub's, which may be a report behind it).
+func (p *Presence) CheckOnline(ctx context.Context, userID string) (bool, error) {
+	if p.local != nil && p.local.Online(userID) {
+		return true, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.o.CheckTimeout)
+	defer cancel()
+	on, err := p.o.Store.Online(ctx, userID, p.o.Node)
+	if err != nil {
+		p.unknown.Inc()
+		return false, err
+	}
+	return on, nil
+}
+
+// MarkDelivered passes a delivery report on.
+func (p *Presence) MarkDelivered(ctx context.Context, callID, userID string) error {
+	return p.o.Service.MarkDelivered(ctx, callID, userID)
+}
+
+// UserOnline records the user's first stream on this node: its row first,
+// so other nodes see it before the service's transaction runs, then the
+// service (which clears the caller-offline grace of the user's calls).
+func (p *Presence) UserOnline(ctx context.Context, userID string) error {
+	if p.abandoned.Load() {
+		return nil
+	}
+	p.mu.Lock()
+	p.users[userID] = struct{}{}
+	p.mu.Unlock()
+	if err := p.o.Store.AddPresence(ctx, p.o.Node, userID); err != nil {
+		return err
+	}
+	return p.o.Service.UserOnline(ctx, userID)
+}
+
+// UserOffline records that the user's last stream on this node closed.
+func (p *Presence) UserOffline(ctx context.Context, userID string) error {
+	if p.abandoned.Load() {
+		return nil
+	}
+	p.mu.Lock()
+	delete(p.users, userID)
+	p.mu.Unlock()
+	if err := p.o.Store.RemovePresence(ctx, p.o.Node, userID); err != nil {
+		return err
+	}
+	return p.offlineUnlessElsewhere(ctx, userID)
+}
+
+// offlineUnlessElsewhere reports userID offline to the service unless a
+// live node other than this one holds a stream of theirs. Two nodes may
+// race: this one finds no other row and reports offline while another
+// writes its row and reports online; if the online report committed first,
+// the grace armed by the offline one would cancel a connected caller's
+// calls. So after reporting offline the rows are read again, and a row
+// found then (written before that online report began) is answered with
+// an online report, which clears the grace.
+func (p *Presence) offlineUnlessElsewhere(ctx context.Context, userID string) error {
+	on, err := p.o.Store.Online(ctx, userID, p.o.Node)
+	if err != nil || on {
+		return err
+	}
+	if err := p.o.Service.UserOffline(ctx, userID); err != nil {
+		return err
+	}
+	if on, err = p.o.Store.Online(ctx, userID, p.o.Node); err != nil || !on {
+		return err
+	}
+	return p.o.Service.UserOnline(ctx, userID)
+}
+
+// Run renews this node's lease and sweeps the dead nodes every Lease/3
+// until ctx is done, then leaves the cluster (see leave). It returns nil.
+func (p *Presence) Run(ctx context.Context) error {
+	every := max(p.o.Lease/3, 10*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			p.leave(context.WithoutCancel(ctx))
+			return nil
+		case <-t.C:
+		}
+		if p.abandoned.Load() {
+			continue
+		}
+		p.renew(ctx)
+		p.sweep(ctx)
+	}
+}
+
+// renew extends the lease. A node that finds its row gone was swept as
+// dead (a pause longer than the lease, or the database unreachable from
+// here): its users were reported offline, so it writes their rows again
+// and reports them online, which clears the grace the sweep armed.
+func (p *Presence) renew(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, p.o.Lease/3)
+	defer cancel()
+	inserted, err := p.o.Store.RenewLease(rctx, p.o.Node, p.o.Lease)
+	if err != nil {
+		if ctx.Err() == nil {
+			p.renewalFailed.Inc()
+			p.log.Error("renew presence lease", "err", err)
+		}
+		return
+	}
+	if !inserted {
+		return
+	}
+	p.mu.Lock()
+	users := make([]string, 0, len(p.users))
+	for u := range p.users {
+		users = append(users, u)
+	}
+	p.mu.Unlock()
+	p.log.Warn("presence lease had lapsed and this node was swept as dead; writing its users' presence again", "users", len(users))
+	if len(users) == 0 {
+		return
+	}
+	if err := p.o.Store.AddPresences(ctx, p.o.Node, users); err != nil {
+		p.log.Error("write presence again after a lapsed lease", "err", err)
+		return
+	}
+	for _, u := range users {
+		if err := p.o.Service.UserOnline(ctx, u); err != nil && ctx.Err() == nil {
+			p.log.Error("report user online again after a lapsed lease", "user", u, "err", err)
+		}
+	}
+}
+
+// sweep removes dead nodes and reports their users who are now offline
+// everywhere, so those users' calls follow the caller-offline rule as if
+// their streams had closed now.
+func (p *Presence) sweep(ctx context.Context) {
+	for ctx.Err() == nil {
+		n, offline, err := p.o.Store.SweepDead(ctx, p.o.Node)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.log.Error("sweep dead nodes", "err", err)
+			}
+			return
+		}
+		if n == 0 {
+			return
+		}
+		p.swept.Add(float64(n))
+		p.log.Info("swept dead nodes", "nodes", n, "users_offline", len(offline))
+		p.each(ctx, offline, func(ctx context.Context, u string) error {
+			return p.offlineUnlessElsewhere(ctx, u)
+		})
+	}
+}
+
+// reportWorkers bounds the concurrent reports of a sweep or a leave.
+const reportWorkers = 8
+
+// each runs f for every user, reportWorkers at a time, retrying a failure
+// twice; failures left are logged (the rows are gone, nothing retries
+// them later).
+func (p *Presence) each(ctx context.Context, users []string, f func(context.Context, string) error) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, reportWorkers)
+	for _, u := range users {
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			var err error
+			for range 3 {
+				if err = f(ctx, u); err == nil || ctx.Err() != nil {
+					break
+				}
+			}
+			if err != nil {
+				p.log.Error("report presence", "user", u, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// leaveTimeout bounds a graceful leave.
+const leaveTimeout = 5 * time.Second
+
+// leave runs on a graceful stop. The hub ended every stream of this node
+// (their clients reconnect to other nodes) and reports no presence while
+// stopping, so the node removes its own rows now and reports offline the
+// users no other node holds: their grace starts when their streams closed,
+// as on one node, and a client that reconnects elsewhere clears it with
+// that node's online report. Waiting for the lease to lapse instead would
+// keep them online for a lease after they left and start their grace that
+// much late. Whatever the time bound leaves undone (thousands of users)
+// stays for the lease to lapse: the node's row is then kept, so another
+// node sweeps the remaining rows and reports those users.
+func (p *Presence) leave(ctx context.Context) {
+	if p.abandoned.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, min(leaveTimeout, p.o.Lease))
+	defer cancel()
+	p.mu.Lock()
+	users := make([]string, 0, len(p.users))
+	for u := range p.users {
+		users = append(users, u)
+	}
+	p.mu.Unlock()
+	var left atomic.Int64
+	p.each(ctx, users, func(ctx context.Context, u string) error {
+		if err := p.o.Store.RemovePresence(ctx, p.o.Node, u); err != nil {
+			return err
+		}
+		p.mu.Lock()
+		delete(p.users, u)
+		p.mu.Unlock()
+		left.Add(1)
+		return p.offlineUnlessElsewhere(ctx, u)
+	})
+	if int(left.Load()) < len(users) {
+		p.log.Warn("left the cluster partly: the lease will lapse and another node will sweep the rest", "users", len(users), "removed", left.Load())
+		return
+	}
+	if err := p.o.Store.RemoveNode(ctx, p.o.Node); err != nil {
+		p.log.Warn("leave the cluster: remove node (its lease will lapse)", "err", err)
+	}
+}
+
+// Abandon makes this node behave as if it had died: it stops renewing its
+// lease, writes and reports no presence any more, and will not clean up
+// when stopped, so the other nodes find its lease lapsed and sweep it.
+// For tests of a node's death; a real node never calls it.
+func (p *Presence) Abandon() { p.abandoned.Store(true) }
