@@ -129,23 +129,25 @@ func TestRateLimited(t *testing.T) {
 // A repeated POST with the same Idempotency-Key returns the first answer
 // and creates nothing new.
 func TestIdempotentInvite(t *testing.T) {
-	s := testkit.Start(t)
-	alice := s.Client("alice")
-	alice.Header.Set("Idempotency-Key", "invite-bob-1")
-	first := alice.Post("/calls", map[string]any{"invitees": []string{"bob"}}).Want(http.StatusCreated)
-	again := alice.Post("/calls", map[string]any{"invitees": []string{"bob"}}).Want(http.StatusCreated)
-	if string(first.Body) != string(again.Body) || again.Header.Get("Idempotent-Replayed") != "true" {
-		t.Fatalf("replay differs:\n%s\n%s (replayed=%q)", first.Body, again.Body, again.Header.Get("Idempotent-Replayed"))
-	}
-	var list struct{ CallList []testkit.Call }
-	s.Client("bob").Get("/calls").Want(http.StatusOK).JSON(&list)
-	if len(list.CallList) != 1 {
-		t.Fatalf("bob is in %d calls, want 1", len(list.CallList))
-	}
-	// The key is per user: bob may use the same key for his own request.
-	bob := s.Client("bob")
-	bob.Header.Set("Idempotency-Key", "invite-bob-1")
-	bob.Post("/calls", map[string]any{"invitees": []string{"carol"}}).Want(http.StatusCreated)
+	testkit.Matrix(t, func(t *testing.T, backend testkit.Option) {
+		s := testkit.Start(t, backend, backend)
+		alice := s.Client("alice")
+		alice.Header.Set("Idempotency-Key", "invite-bob-1")
+		first := alice.Post("/calls", map[string]any{"invitees": []string{"bob"}}).Want(http.StatusCreated)
+		again := alice.Post("/calls", map[string]any{"invitees": []string{"bob"}}).Want(http.StatusCreated)
+		if string(first.Body) != string(again.Body) || again.Header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("replay differs:\n%s\n%s (replayed=%q)", first.Body, again.Body, again.Header.Get("Idempotent-Replayed"))
+		}
+		var list struct{ CallList []testkit.Call }
+		s.Client("bob").Get("/calls").Want(http.StatusOK).JSON(&list)
+		if len(list.CallList) != 1 {
+			t.Fatalf("bob is in %d calls, want 1", len(list.CallList))
+		}
+		// The key is per user: bob may use the same key for his own request.
+		bob := s.Client("bob")
+		bob.Header.Set("Idempotency-Key", "invite-bob-1")
+		bob.Post("/calls", map[string]any{"invitees": []string{"carol"}}).Want(http.StatusCreated)
+	})
 }
 
 func token(t *testing.T, s *testkit.Server, claims jwt.MapClaims, m jwt.SigningMethod) string {

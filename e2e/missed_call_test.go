@@ -70,61 +70,67 @@ func waitEnded(t *testing.T, s *testkit.Server, id string) {
 // An invitee nobody heard from within the timeout missed the call; the one
 // who accepted did not.
 func TestCallMissedOnTimeout(t *testing.T) {
-	s := testkit.Start(t, testkit.WithFakeClock())
-	rcv := s.NewReceiver()
-	wh := s.RegisterWebhook(rcv, "call.missed", "call.ended")
-	bob := listen(t, s, "bob", "")
-	c := s.Client("alice").Invite(map[string]any{"timeout": 30}, "bob", "carol").CallID
-	bob.expect(ev(calls.EventReceived, c), changed(c, "bob=received"))
-	s.Client("bob").Action(c, "accept", nil).Want(http.StatusOK)
+	testkit.Matrix(t, func(t *testing.T, backend testkit.Option) {
+		s := testkit.Start(t, backend, testkit.WithFakeClock())
+		rcv := s.NewReceiver()
+		wh := s.RegisterWebhook(rcv, "call.missed", "call.ended")
+		bob := listen(t, s, "bob", "")
+		c := s.Client("alice").Invite(map[string]any{"timeout": 30}, "bob", "carol").CallID
+		bob.expect(ev(calls.EventReceived, c), changed(c, "bob=received"))
+		s.Client("bob").Action(c, "accept", nil).Want(http.StatusOK)
 
-	s.Advance(30 * time.Second)
-	waitEnded(t, s, c)
-	wantMissed(t, missedCalls(t, s, rcv, wh, c),
-		hookMissed{CallID: c, UserID: "carol", Caller: "alice", Inviter: "alice", Reason: "timeout", Time: s.Now()})
+		s.Advance(30 * time.Second)
+		waitEnded(t, s, c)
+		wantMissed(t, missedCalls(t, s, rcv, wh, c),
+			hookMissed{CallID: c, UserID: "carol", Caller: "alice", Inviter: "alice", Reason: "timeout", Time: s.Now()})
+	})
 }
 
 // A cancelled invitee missed the call; one who rejected and one who
 // accepted answered it.
 func TestCallMissedOnCancel(t *testing.T) {
-	s := testkit.Start(t, testkit.WithFakeClock())
-	rcv := s.NewReceiver()
-	wh := s.RegisterWebhook(rcv) // every type
-	c := s.Client("alice").Invite(nil, "bob", "carol", "dave").CallID
-	s.Client("bob").Action(c, "reject", nil).Want(http.StatusOK)
-	s.Advance(time.Second)
-	s.Client("alice").Action(c, "cancel", map[string]any{"invitees": []string{"carol"}}).Want(http.StatusOK)
-	cancelledAt := s.Now()
-	s.Advance(time.Second)
-	s.Client("dave").Action(c, "accept", nil).Want(http.StatusOK) // the last answer ends the call
+	testkit.Matrix(t, func(t *testing.T, backend testkit.Option) {
+		s := testkit.Start(t, backend, testkit.WithFakeClock())
+		rcv := s.NewReceiver()
+		wh := s.RegisterWebhook(rcv) // every type
+		c := s.Client("alice").Invite(nil, "bob", "carol", "dave").CallID
+		s.Client("bob").Action(c, "reject", nil).Want(http.StatusOK)
+		s.Advance(time.Second)
+		s.Client("alice").Action(c, "cancel", map[string]any{"invitees": []string{"carol"}}).Want(http.StatusOK)
+		cancelledAt := s.Now()
+		s.Advance(time.Second)
+		s.Client("dave").Action(c, "accept", nil).Want(http.StatusOK) // the last answer ends the call
 
-	wantMissed(t, missedCalls(t, s, rcv, wh, c),
-		hookMissed{CallID: c, UserID: "carol", Caller: "alice", Inviter: "alice", Reason: "cancelled", Time: cancelledAt})
-	if n := len(rcv.WaitType("call.ended", 1, ofCall(c))); n != 1 {
-		t.Fatalf("%d call.ended", n)
-	}
+		wantMissed(t, missedCalls(t, s, rcv, wh, c),
+			hookMissed{CallID: c, UserID: "carol", Caller: "alice", Inviter: "alice", Reason: "cancelled", Time: cancelledAt})
+		if n := len(rcv.WaitType("call.ended", 1, ofCall(c))); n != 1 {
+			t.Fatalf("%d call.ended", n)
+		}
+	})
 }
 
 // A caller gone offline cancels every pending invitation: each of those
 // invitees, whether their devices got the invitation or not, missed it.
 func TestCallMissedWhenTheCallerGoesOffline(t *testing.T) {
-	s := testkit.Start(t, testkit.WithFakeClock())
-	grace := s.Config.HeartbeatTimeout
-	rcv := s.NewReceiver()
-	wh := s.RegisterWebhook(rcv, "call.missed")
-	alice := listen(t, s, "alice", "")
-	bob := listen(t, s, "bob", "")
-	c := s.Client("alice").Invite(map[string]any{"timeout": 600}, "bob", "carol").CallID
-	bob.expect(ev(calls.EventReceived, c), changed(c, "bob=received")) // carol has no stream: inviting
+	testkit.Matrix(t, func(t *testing.T, backend testkit.Option) {
+		s := testkit.Start(t, backend, testkit.WithFakeClock())
+		grace := s.Config.HeartbeatTimeout
+		rcv := s.NewReceiver()
+		wh := s.RegisterWebhook(rcv, "call.missed")
+		alice := listen(t, s, "alice", "")
+		bob := listen(t, s, "bob", "")
+		c := s.Client("alice").Invite(map[string]any{"timeout": 600}, "bob", "carol").CallID
+		bob.expect(ev(calls.EventReceived, c), changed(c, "bob=received")) // carol has no stream: inviting
 
-	alice.drop()
-	offlineArmed(t, s, c)
-	s.Advance(grace)
-	waitEnded(t, s, c)
-	at := s.Now()
-	wantMissed(t, missedCalls(t, s, rcv, wh, c),
-		hookMissed{CallID: c, UserID: "bob", Caller: "alice", Inviter: "alice", Reason: "caller_offline", Time: at},
-		hookMissed{CallID: c, UserID: "carol", Caller: "alice", Inviter: "alice", Reason: "caller_offline", Time: at})
+		alice.drop()
+		offlineArmed(t, s, c)
+		s.Advance(grace)
+		waitEnded(t, s, c)
+		at := s.Now()
+		wantMissed(t, missedCalls(t, s, rcv, wh, c),
+			hookMissed{CallID: c, UserID: "bob", Caller: "alice", Inviter: "alice", Reason: "caller_offline", Time: at},
+			hookMissed{CallID: c, UserID: "carol", Caller: "alice", Inviter: "alice", Reason: "caller_offline", Time: at})
+	})
 }
 
 // An advanced call ended while invitations are pending: those invitees
@@ -132,30 +138,32 @@ func TestCallMissedWhenTheCallerGoesOffline(t *testing.T) {
 // is once per invitee per call: carol, who already missed a first
 // invitation, gets none for the second.
 func TestCallMissedWhenTheCallEnds(t *testing.T) {
-	s := testkit.Start(t, testkit.WithFakeClock())
-	rcv := s.NewReceiver()
-	wh := s.RegisterWebhook(rcv, "call.missed")
-	alice, bob := s.Client("alice"), s.Client("bob")
-	c := alice.Invite(map[string]any{"mode": "advanced", "timeout": 30, "enableNotReceivedCheck": true}, "bob", "carol").CallID
-	bob.Action(c, "accept", nil).Want(http.StatusOK)
+	testkit.Matrix(t, func(t *testing.T, backend testkit.Option) {
+		s := testkit.Start(t, backend, testkit.WithFakeClock())
+		rcv := s.NewReceiver()
+		wh := s.RegisterWebhook(rcv, "call.missed")
+		alice, bob := s.Client("alice"), s.Client("bob")
+		c := alice.Invite(map[string]any{"mode": "advanced", "timeout": 30, "enableNotReceivedCheck": true}, "bob", "carol").CallID
+		bob.Action(c, "accept", nil).Want(http.StatusOK)
 
-	// carol, with no stream, goes notYetReceived, then times out.
-	s.Advance(30 * time.Second)
-	wait.For(t, eventWait, "carol to time out", func() bool { return loadCall(t, s, c).User("carol").State == calls.StateTimeout })
-	timedOut := s.Now()
-	wantMissed(t, missedCalls(t, s, rcv, wh, c),
-		hookMissed{CallID: c, UserID: "carol", Caller: "alice", Inviter: "alice", Reason: "timeout", Time: timedOut})
+		// carol, with no stream, goes notYetReceived, then times out.
+		s.Advance(30 * time.Second)
+		wait.For(t, eventWait, "carol to time out", func() bool { return loadCall(t, s, c).User("carol").State == calls.StateTimeout })
+		timedOut := s.Now()
+		wantMissed(t, missedCalls(t, s, rcv, wh, c),
+			hookMissed{CallID: c, UserID: "carol", Caller: "alice", Inviter: "alice", Reason: "timeout", Time: timedOut})
 
-	// bob invites carol again and dave; alice ends the call while both ring.
-	s.Advance(time.Second)
-	var res calls.CallingInviteResult
-	bob.Action(c, "invite", map[string]any{"invitees": []string{"carol", "dave"}}).Want(http.StatusOK).JSON(&res)
-	if len(res.ErrorUserList) != 0 {
-		t.Fatalf("calling invite %+v", res)
-	}
-	s.Advance(time.Second)
-	alice.Action(c, "end", nil).Want(http.StatusOK)
-	wantMissed(t, missedCalls(t, s, rcv, wh, c),
-		hookMissed{CallID: c, UserID: "carol", Caller: "alice", Inviter: "alice", Reason: "timeout", Time: timedOut},
-		hookMissed{CallID: c, UserID: "dave", Caller: "alice", Inviter: "bob", Reason: "ended", Time: s.Now()})
+		// bob invites carol again and dave; alice ends the call while both ring.
+		s.Advance(time.Second)
+		var res calls.CallingInviteResult
+		bob.Action(c, "invite", map[string]any{"invitees": []string{"carol", "dave"}}).Want(http.StatusOK).JSON(&res)
+		if len(res.ErrorUserList) != 0 {
+			t.Fatalf("calling invite %+v", res)
+		}
+		s.Advance(time.Second)
+		alice.Action(c, "end", nil).Want(http.StatusOK)
+		wantMissed(t, missedCalls(t, s, rcv, wh, c),
+			hookMissed{CallID: c, UserID: "carol", Caller: "alice", Inviter: "alice", Reason: "timeout", Time: timedOut},
+			hookMissed{CallID: c, UserID: "dave", Caller: "alice", Inviter: "bob", Reason: "ended", Time: s.Now()})
+	})
 }

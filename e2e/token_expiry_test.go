@@ -34,98 +34,104 @@ func second(t *testing.T, e testkit.Event) int {
 // A stream warns 30 s before its token's exp, with the seconds left, and
 // the server ends it at exp.
 func TestTokenWillExpireThenStreamEnds(t *testing.T) {
-	s := testkit.Start(t, testkit.WithFakeClock())
-	// exp is whole seconds: 99–100 s are left when the stream opens.
-	st := streamWithToken(s, "bob", s.TokenFor("bob", 100*time.Second), "")
-	s.Advance(69 * time.Second) // 30–31 s left: not yet
-	c := s.Client("alice").Invite(map[string]any{"timeout": 600}, "bob").CallID
-	st.WaitFor(string(calls.EventUserStateChanged), func(e testkit.Event) bool { return e.CallID() == c }, eventWait)
-	st.NoEvent(quietWindow)
+	testkit.Matrix(t, func(t *testing.T, backend testkit.Option) {
+		s := testkit.Start(t, backend, testkit.WithFakeClock())
+		// exp is whole seconds: 99–100 s are left when the stream opens.
+		st := streamWithToken(s, "bob", s.TokenFor("bob", 100*time.Second), "")
+		s.Advance(69 * time.Second) // 30–31 s left: not yet
+		c := s.Client("alice").Invite(map[string]any{"timeout": 600}, "bob").CallID
+		st.WaitFor(string(calls.EventUserStateChanged), func(e testkit.Event) bool { return e.CallID() == c }, eventWait)
+		st.NoEvent(quietWindow)
 
-	s.Advance(time.Second) // 29–30 s left
-	warn := st.Next(eventWait)
-	if warn.Type != "tokenWillExpire" || second(t, warn) != 30 {
-		t.Fatalf("got %v, want tokenWillExpire with second 30", warn)
-	}
-	// Its id is the stream's position: where the next stream resumes.
-	if warn.LastEventID == "" || warn.ID() < 0 {
-		t.Fatalf("tokenWillExpire id %q, want the stream's position", warn.LastEventID)
-	}
-	if st.Ended() {
-		t.Fatal("the stream ended before its token expired")
-	}
-	s.Advance(29 * time.Second)
-	st.NoEvent(quietWindow)
-	if st.Ended() {
-		t.Fatal("the stream ended before its token expired")
-	}
-	s.Advance(time.Second)
-	st.WaitEnded(eventWait)
+		s.Advance(time.Second) // 29–30 s left
+		warn := st.Next(eventWait)
+		if warn.Type != "tokenWillExpire" || second(t, warn) != 30 {
+			t.Fatalf("got %v, want tokenWillExpire with second 30", warn)
+		}
+		// Its id is the stream's position: where the next stream resumes.
+		if warn.LastEventID == "" || warn.ID() < 0 {
+			t.Fatalf("tokenWillExpire id %q, want the stream's position", warn.LastEventID)
+		}
+		if st.Ended() {
+			t.Fatal("the stream ended before its token expired")
+		}
+		s.Advance(29 * time.Second)
+		st.NoEvent(quietWindow)
+		if st.Ended() {
+			t.Fatal("the stream ended before its token expired")
+		}
+		s.Advance(time.Second)
+		st.WaitEnded(eventWait)
+	})
 }
 
 // A token with less than 30 s left is warned about at once, with what is
 // left.
 func TestTokenWillExpireAtOnceWhenLittleIsLeft(t *testing.T) {
-	s := testkit.Start(t, testkit.WithFakeClock())
-	st := streamWithToken(s, "bob", s.TokenFor("bob", 10*time.Second), "")
-	warn := st.Next(eventWait)
-	if n := second(t, warn); warn.Type != "tokenWillExpire" || n < 9 || n > 10 {
-		t.Fatalf("got %v, want tokenWillExpire with second 9 or 10", warn)
-	}
-	s.Advance(10 * time.Second)
-	st.WaitEnded(eventWait)
+	testkit.Matrix(t, func(t *testing.T, backend testkit.Option) {
+		s := testkit.Start(t, backend, testkit.WithFakeClock())
+		st := streamWithToken(s, "bob", s.TokenFor("bob", 10*time.Second), "")
+		warn := st.Next(eventWait)
+		if n := second(t, warn); warn.Type != "tokenWillExpire" || n < 9 || n > 10 {
+			t.Fatalf("got %v, want tokenWillExpire with second 9 or 10", warn)
+		}
+		s.Advance(10 * time.Second)
+		st.WaitEnded(eventWait)
+	})
 }
 
 // A client reopening with a fresh token and the warning's id, before the
 // old stream ends, gets every event once: those committed while both were
 // open, and those after the old one ended.
 func TestTokenRenewalResumeLosesNothing(t *testing.T) {
-	s := testkit.Start(t, testkit.WithFakeClock())
-	alice := s.Client("alice")
-	old := streamWithToken(s, "bob", s.TokenFor("bob", 40*time.Second), "")
-	c1 := alice.Invite(map[string]any{"timeout": 600}, "bob").CallID
-	var seen []testkit.Event
-	seen = append(seen, old.WaitFor(string(calls.EventReceived), nil, eventWait))
-	seen = append(seen, old.WaitFor(string(calls.EventUserStateChanged), nil, eventWait))
+	testkit.Matrix(t, func(t *testing.T, backend testkit.Option) {
+		s := testkit.Start(t, backend, testkit.WithFakeClock())
+		alice := s.Client("alice")
+		old := streamWithToken(s, "bob", s.TokenFor("bob", 40*time.Second), "")
+		c1 := alice.Invite(map[string]any{"timeout": 600}, "bob").CallID
+		var seen []testkit.Event
+		seen = append(seen, old.WaitFor(string(calls.EventReceived), nil, eventWait))
+		seen = append(seen, old.WaitFor(string(calls.EventUserStateChanged), nil, eventWait))
 
-	s.Advance(10 * time.Second)
-	warn := old.WaitFor("tokenWillExpire", nil, eventWait)
-	if warn.LastEventID != seen[1].LastEventID {
-		t.Fatalf("tokenWillExpire at id %s, want the last event's %s", warn.LastEventID, seen[1].LastEventID)
-	}
-	alice.Action(c1, "cancel", nil).Want(200) // on the old stream only
-
-	renewed := streamWithToken(s, "bob", s.TokenFor("bob", time.Hour), warn.LastEventID)
-	alice.Invite(map[string]any{"timeout": 600}, "bob") // on both
-	s.Advance(30 * time.Second)
-	old.WaitEnded(eventWait)
-	c3 := alice.Invite(map[string]any{"timeout": 600}, "bob").CallID // on the new one only
-
-	// The client keeps the old stream's events up to where the new one
-	// took over and drops repeats by id, as the library does.
-	last := warn.ID()
-	for _, e := range append(old.Pending(), drain(t, renewed, c3)...) {
-		if e.ID() > last {
-			seen = append(seen, e)
-			last = e.ID()
+		s.Advance(10 * time.Second)
+		warn := old.WaitFor("tokenWillExpire", nil, eventWait)
+		if warn.LastEventID != seen[1].LastEventID {
+			t.Fatalf("tokenWillExpire at id %s, want the last event's %s", warn.LastEventID, seen[1].LastEventID)
 		}
-	}
-	var got []string
-	for _, e := range seen {
-		got = append(got, e.LastEventID+" "+e.Type)
-	}
-	var want []string
-	for _, e := range s.Log("bob") {
-		want = append(want, strconv.FormatInt(e.ID, 10)+" "+string(e.Type))
-	}
-	if len(got) != len(want) {
-		t.Fatalf("received\n%v\nthe log holds\n%v", got, want)
-	}
-	for i := range got {
-		if got[i] != want[i] {
+		alice.Action(c1, "cancel", nil).Want(200) // on the old stream only
+
+		renewed := streamWithToken(s, "bob", s.TokenFor("bob", time.Hour), warn.LastEventID)
+		alice.Invite(map[string]any{"timeout": 600}, "bob") // on both
+		s.Advance(30 * time.Second)
+		old.WaitEnded(eventWait)
+		c3 := alice.Invite(map[string]any{"timeout": 600}, "bob").CallID // on the new one only
+
+		// The client keeps the old stream's events up to where the new one
+		// took over and drops repeats by id, as the library does.
+		last := warn.ID()
+		for _, e := range append(old.Pending(), drain(t, renewed, c3)...) {
+			if e.ID() > last {
+				seen = append(seen, e)
+				last = e.ID()
+			}
+		}
+		var got []string
+		for _, e := range seen {
+			got = append(got, e.LastEventID+" "+e.Type)
+		}
+		var want []string
+		for _, e := range s.Log("bob") {
+			want = append(want, strconv.FormatInt(e.ID, 10)+" "+string(e.Type))
+		}
+		if len(got) != len(want) {
 			t.Fatalf("received\n%v\nthe log holds\n%v", got, want)
 		}
-	}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("received\n%v\nthe log holds\n%v", got, want)
+			}
+		}
+	})
 }
 
 // drain takes st's events up to bob's received callUserStateChanged of

@@ -25,8 +25,11 @@ type Deps struct {
 	Idempotency IdempotencyStore
 	// Ready reports whether the server can serve (the database answers);
 	// nil means always ready.
-	Ready  func(ctx context.Context) error
-	Logger *slog.Logger // nil discards
+	Ready func(ctx context.Context) error
+	// Node and Backend name this node in /readyz (cluster mode: which
+	// node of several answered).
+	Node, Backend string
+	Logger        *slog.Logger // nil discards
 	// Registry receives the HTTP metrics and is served at /metrics; nil
 	// means a fresh registry.
 	Registry *prometheus.Registry

@@ -27,7 +27,11 @@ func mountSystem(r chi.Router, s *server) {
 			writeError(w, r, newError(codeUnavailable, "the server is not ready: its database does not answer"))
 			return
 		}
-		writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
+		body := map[string]string{"status": "ok"}
+		if s.deps.Node != "" {
+			body["node"], body["backend"] = s.deps.Node, s.deps.Backend
+		}
+		writeJSON(w, r, http.StatusOK, body)
 	})
 	r.Get("/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")

@@ -32,6 +32,11 @@ func unavailable(err error) error {
 	return err
 }
 
+// transient says whether err is a "not now" failure. A connection that
+// pgx closed after a failure earlier in the operation (the path to the
+// server cut mid-request) is one: pgconn.ErrConnClosed, which pgx marks
+// unsafe to retry because a request may have been sent, is still the
+// server out of reach, not a bug; 503 says "maybe", which it is.
 func transient(err error) bool {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
@@ -50,7 +55,7 @@ func transient(err error) bool {
 	var ce *pgconn.ConnectError
 	var ne net.Error
 	return errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) ||
-		errors.Is(err, sql.ErrConnDone) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) && !errors.Is(err, context.Canceled)
+		errors.Is(err, sql.ErrConnDone) || errors.Is(err, pgconn.ErrConnClosed) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) && !errors.Is(err, context.Canceled)
 }
 
 // failed classifies an error: one met after Close (the pool closed under

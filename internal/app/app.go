@@ -102,7 +102,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 	}
 
 	a.Registry = prometheus.NewRegistry()
-	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newCallsCollector(a.Store))
+	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newCallsCollector(a.Store), newNodeInfo(cfg.NodeID, a.Backend()))
 	a.conns = handlers.NewConnLimit(a.maxConns, connReserve)
 	if err := a.conns.Register(a.Registry); err != nil {
 		a.Store.Close()
@@ -178,6 +178,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		Auth:        auth,
 		Idempotency: a.Store,
 		Ready:       a.Store.Ping,
+		Node:        cfg.NodeID,
+		Backend:     a.Backend(),
 		Logger:      log,
 		Registry:    a.Registry,
 		CORSOrigins: cfg.CORSOrigins,
@@ -229,6 +231,14 @@ func (a *App) Close() error {
 		err = a.presenceStore.Close()
 	}
 	return errors.Join(a.Store.Close(), err)
+}
+
+// Backend names the storage backend: "postgres" or "sqlite".
+func (a *App) Backend() string {
+	if IsPostgresDSN(a.Config.DB) {
+		return "postgres"
+	}
+	return "sqlite"
 }
 
 // NewLogger returns the process logger for a level and format.

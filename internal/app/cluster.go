@@ -23,7 +23,7 @@ func (a *App) newFanout(hub cluster.Waker) (*fanout, error) {
 		return nil, nil
 	}
 	f, err := cluster.New(cluster.Options{
-		URL: a.Config.NATSURL, NodeID: a.Config.NodeID, Waker: hub,
+		URL: a.Config.NATSURL, NodeID: a.Config.NodeID, Waker: hub, Subject: a.Config.NATSPrefix + ".wake",
 		Logger: a.log.With("component", "cluster"), Registerer: a.Registry,
 	})
 	if err != nil {

@@ -47,6 +47,7 @@ type Config struct {
 
 	// Cluster mode (a postgres:// DB; see docs/cluster.md).
 	NATSURL            string        // NATS server(s) carrying wake-ups between nodes; "" runs one node
+	NATSPrefix         string        // subject prefix: clusters sharing one NATS must differ
 	NodeID             string        // this node's name in logs, metrics and /readyz (default: random per start)
 	PGMaxConns         int           // PostgreSQL connection pool size
 	PGStatementTimeout time.Duration // bound on every PostgreSQL statement
@@ -59,7 +60,7 @@ func Defaults() Config {
 		Addr: ":8080", DB: "callsig.db", JWTUserClaim: "sub", HeartbeatTimeout: 30 * time.Second, NotReceivedAfter: 5 * time.Second,
 		MaxCallUsers: 10, WebhookRetention: 7 * 24 * time.Hour, Synchronous: "FULL", EventRetention: 24 * time.Hour, RateLimit: 50, RateBurst: 100,
 		ShutdownTimeout: 15 * time.Second, ReadTimeout: 30 * time.Second, MaxStreamsPerUser: 10, LogLevel: "info", LogFormat: "text",
-		PGMaxConns: 16, PGStatementTimeout: 5 * time.Second, PresenceLease: 15 * time.Second,
+		PGMaxConns: 16, PGStatementTimeout: 5 * time.Second, PresenceLease: 15 * time.Second, NATSPrefix: "callsig",
 	}
 }
 
@@ -104,6 +105,7 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"log-level", "CALLSIG_LOG_LEVEL", "debug, info, warn or error", &c.LogLevel},
 		{"log-format", "CALLSIG_LOG_FORMAT", "text or json", &c.LogFormat},
 		{"nats-url", "CALLSIG_NATS_URL", "NATS URL for wake-ups between cluster nodes (needs a postgres:// db)", &c.NATSURL},
+		{"nats-prefix", "CALLSIG_NATS_PREFIX", "NATS subject prefix (clusters sharing one NATS server need different ones)", &c.NATSPrefix},
 		{"node-id", "CALLSIG_NODE_ID", "this node's id in logs, metrics and /readyz (default: random per start)", &c.NodeID},
 		{"pg-max-conns", "CALLSIG_PG_MAX_CONNS", "PostgreSQL connection pool size", &c.PGMaxConns},
 		{"pg-statement-timeout", "CALLSIG_PG_STATEMENT_TIMEOUT", "bound on each PostgreSQL statement", &c.PGStatementTimeout},
@@ -220,6 +222,9 @@ func (c Config) validateCluster() []error {
 	}
 	if !nodeIDPattern.MatchString(c.NodeID) {
 		errs = append(errs, fmt.Errorf("node-id %q must be 1 to 64 of [A-Za-z0-9_-]", c.NodeID))
+	}
+	if !nodeIDPattern.MatchString(c.NATSPrefix) {
+		errs = append(errs, fmt.Errorf("nats-prefix %q must be 1 to 64 of [A-Za-z0-9_-]", c.NATSPrefix))
 	}
 	if c.PGMaxConns < 2 {
 		errs = append(errs, errors.New("pg-max-conns must be at least 2"))

@@ -33,3 +33,16 @@ func (c *callsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(started), "started")
 	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(ended), "ended")
 }
+
+// newNodeInfo exports callsig_node_info{node, backend} 1: which node a
+// scrape came from, joinable onto every other series by instance (the
+// usual Prometheus "info" metric, rather than a node label on each series).
+func newNodeInfo(node, backend string) prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "callsig_node_info",
+		Help:        "This node: its id (CALLSIG_NODE_ID) and storage backend.",
+		ConstLabels: prometheus.Labels{"node": node, "backend": backend},
+	})
+	g.Set(1)
+	return g
+}

@@ -20,6 +20,9 @@ type Client struct {
 	// SkipSpec turns off response validation, for tests that deliberately
 	// send what the spec does not describe.
 	SkipSpec bool
+	// base is the node the client talks to ("": the server's URL, the
+	// balancer in a cluster).
+	base string
 }
 
 // Client returns a client for user on the default device.
@@ -38,6 +41,22 @@ func (c *Client) OnDevice(device string) *Client {
 	cp.Device = device
 	cp.Header = c.Header.Clone()
 	return &cp
+}
+
+// OnNode returns a copy of the client that talks to node i of a cluster
+// directly, for stories that say which node serves what.
+func (c *Client) OnNode(i int) *Client {
+	cp := *c
+	cp.base = c.s.Nodes()[i]
+	cp.Header = c.Header.Clone()
+	return &cp
+}
+
+func (c *Client) url() string {
+	if c.base != "" {
+		return c.base
+	}
+	return c.s.URL
 }
 
 // Response is a fully read HTTP response.
@@ -67,7 +86,7 @@ func (c *Client) Do(method, path string, body any) *Response {
 			c.s.T.Fatalf("encode body: %v", err)
 		}
 	}
-	req, err := http.NewRequest(method, c.s.URL+path, bytes.NewReader(raw))
+	req, err := http.NewRequest(method, c.url()+path, bytes.NewReader(raw))
 	if err != nil {
 		c.s.T.Fatalf("new request: %v", err)
 	}

@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -15,32 +16,44 @@ import (
 	"callsig/handlers"
 	"callsig/internal/app"
 	"callsig/internal/fakeclock"
-	"callsig/internal/pgtest"
 )
 
 // Epoch is where fake clocks start: a fixed, readable instant.
 var Epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
-// Server is a running callsig for one test.
+// Server is a running callsig for one test: one node, or with
+// WithBackend(Cluster) several nodes on one PostgreSQL database and NATS,
+// behind a round-robin balancer at URL, so consecutive requests and
+// streams land on different nodes.
 type Server struct {
-	T      testing.TB
-	Dir    string
-	Config app.Config
-	Clock  *fakeclock.Clock // nil when the server runs on the real clock
-	App    *app.App
-	URL    string
+	T       testing.TB
+	Dir     string
+	Config  app.Config
+	Backend Backend
+	Clock   *fakeclock.Clock // nil when the server runs on the real clock
+	App     *app.App         // the first node's
+	URL     string
 
-	http *httptest.Server
-	addr string
-	logs io.Writer // nil: the test log
+	nodes []*node
+	lb    *balancer // nil with one node
+	logs  io.Writer // nil: the test log
+	spec  *specValidator
+	mu    sync.Mutex
 	// catchUp is app.Options.EventCatchUp (0: the default).
 	catchUp time.Duration
-	spec    *specValidator
+}
+
+// node is one running app of a Server.
+type node struct {
+	cfg  app.Config
+	app  *app.App
+	http *httptest.Server
+	addr string
+	url  string
 	// stopParts stops the app's background parts; ran answers when they
 	// have (see app.App.Run).
 	stopParts context.CancelFunc
 	ran       chan error
-	mu        sync.Mutex
 }
 
 // Option adjusts a test server before it starts.
@@ -51,8 +64,11 @@ type settings struct {
 	fakeClock bool
 	clockAt   time.Time // where the fake clock starts; zero: Epoch
 	logs      io.Writer
-	postgres  bool
+	backend   Backend
 	catchUp   time.Duration
+	// Cluster settings (see WithNATS, WithDSN).
+	natsURL    string
+	rewriteDSN func(string) string
 }
 
 // WithFakeClock runs the server on a manual clock (s.Clock.Advance).
@@ -62,14 +78,12 @@ func WithFakeClock() Option { return func(s *settings) { s.fakeClock = true } }
 // (for tests of what it logs) instead of the test log.
 func WithLogs(w io.Writer) Option { return func(s *settings) { s.logs = w } }
 
-// WithConfig edits the configuration.
+// WithConfig edits the configuration (of every node).
 func WithConfig(f func(*app.Config)) Option { return func(s *settings) { f(&s.cfg) } }
 
 // WithPostgres runs the server on its own fresh PostgreSQL database
 // (pgtest.NewDatabase), dropped when the test ends.
-func WithPostgres() Option {
-	return func(s *settings) { s.postgres = true }
-}
+func WithPostgres() Option { return WithBackend(Postgres) }
 
 // WithEventCatchUp sets the hub's periodic catch-up with PostgreSQL
 // (app.Options.EventCatchUp): a test proving NATS wake-ups lengthens it.
@@ -78,8 +92,9 @@ func WithEventCatchUp(d time.Duration) Option { return func(s *settings) { s.cat
 // AdminToken is the admin bearer token test servers are configured with.
 const AdminToken = "test-admin-token-0123456789abcdef"
 
-// Start starts a server on 127.0.0.1 with a fresh database in t.TempDir and
-// stops it when the test ends.
+// Start starts a server on 127.0.0.1 with a fresh database (a SQLite file
+// in t.TempDir unless WithBackend says otherwise) and stops it when the
+// test ends.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	dir := t.TempDir()
@@ -92,16 +107,19 @@ func Start(t testing.TB, opts ...Option) *Server {
 	for _, o := range opts {
 		o(&st)
 	}
-	if st.postgres {
-		st.cfg.DB = pgtest.NewDatabase(t)
-	}
-	s := &Server{T: t, Dir: dir, Config: st.cfg, spec: loadSpec(t), logs: st.logs, catchUp: st.catchUp}
+	s := &Server{T: t, Dir: dir, Backend: st.backend, spec: loadSpec(t), logs: st.logs, catchUp: st.catchUp}
+	s.Config = st.configure(t)
 	if st.fakeClock {
 		at := Epoch
 		if !st.clockAt.IsZero() {
 			at = st.clockAt
 		}
 		s.Clock = fakeclock.New(at)
+	}
+	for i := range st.backend.nodes() {
+		cfg := s.Config
+		cfg.NodeID = fmt.Sprintf("node-%c", 'a'+i)
+		s.nodes = append(s.nodes, &node{cfg: cfg})
 	}
 	s.start()
 	t.Cleanup(s.Stop)
@@ -111,6 +129,29 @@ func Start(t testing.TB, opts ...Option) *Server {
 func (s *Server) start() {
 	t := s.T
 	t.Helper()
+	for _, n := range s.nodes {
+		s.startNode(n)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.App = s.nodes[0].app
+	if len(s.nodes) == 1 {
+		s.URL = s.nodes[0].url
+		return
+	}
+	if s.lb == nil {
+		urls := make([]string, len(s.nodes))
+		for i, n := range s.nodes {
+			urls[i] = n.url
+		}
+		s.lb = startBalancer(t, urls)
+	}
+	s.URL = s.lb.url
+}
+
+func (s *Server) startNode(n *node) {
+	t := s.T
+	t.Helper()
 	opts := app.Options{Logger: testLogger(t), EventCatchUp: s.catchUp}
 	if s.logs != nil {
 		opts.Logger = slog.New(slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -118,11 +159,11 @@ func (s *Server) start() {
 	if s.Clock != nil {
 		opts.Clock = s.Clock
 	}
-	a, err := app.New(context.Background(), s.Config, opts)
+	a, err := app.New(context.Background(), n.cfg, opts)
 	if err != nil {
 		t.Fatalf("start callsig: %v", err)
 	}
-	addr := s.addr
+	addr := n.addr
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
@@ -140,8 +181,8 @@ func (s *Server) start() {
 	go func() { ran <- a.Run(ctx) }()
 	hs.Start()
 	s.mu.Lock()
-	s.App, s.http, s.addr, s.URL = a, hs, ln.Addr().String(), hs.URL
-	s.stopParts, s.ran = stop, ran
+	n.app, n.http, n.addr, n.url = a, hs, ln.Addr().String(), hs.URL
+	n.stopParts, n.ran = stop, ran
 	s.mu.Unlock()
 }
 
@@ -159,11 +200,20 @@ func listen(addr string) (net.Listener, error) {
 	return nil, err
 }
 
-// Stop shuts the server down as SIGTERM would. Safe to call twice.
+// Stop shuts the server (every node) down as SIGTERM would. Safe to call
+// twice.
 func (s *Server) Stop() {
+	for _, n := range s.nodes {
+		s.stopNode(n)
+	}
+}
+
+// stopNode shuts one node down as SIGTERM would; a stopped node is left
+// alone.
+func (s *Server) stopNode(n *node) {
 	s.mu.Lock()
-	a, hs, stopParts, ran := s.App, s.http, s.stopParts, s.ran
-	s.App, s.http = nil, nil
+	a, hs, stopParts, ran := n.app, n.http, n.stopParts, n.ran
+	n.app, n.http = nil, nil
 	s.mu.Unlock()
 	if a == nil {
 		return
@@ -185,12 +235,54 @@ func (s *Server) Stop() {
 	}
 }
 
-// Restart stops the server and starts it again on the same database file,
-// address and clock, as an operator restarting the process would.
+// Restart stops the server and starts it again on the same database,
+// addresses and clock, as an operator restarting the process would.
 func (s *Server) Restart() {
 	s.T.Helper()
 	s.Stop()
 	s.start()
+}
+
+// Nodes returns the URL of each node (one without a cluster), for stories
+// that choose which node serves what.
+func (s *Server) Nodes() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	urls := make([]string, len(s.nodes))
+	for i, n := range s.nodes {
+		urls[i] = n.url
+	}
+	return urls
+}
+
+// NodeApp returns node i's app (nil while it is stopped).
+func (s *Server) NodeApp(i int) *app.App {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nodes[i].app
+}
+
+// StopNode shuts node i down gracefully (as SIGTERM would); the balancer
+// then skips it. StartNode starts it again on its address.
+func (s *Server) StopNode(i int) {
+	if s.lb != nil {
+		s.lb.setDown(i, true)
+	}
+	s.stopNode(s.nodes[i])
+}
+
+// StartNode starts a stopped node i again on its address.
+func (s *Server) StartNode(i int) {
+	s.T.Helper()
+	s.startNode(s.nodes[i])
+	if s.lb != nil {
+		s.lb.setDown(i, false)
+	}
+	if i == 0 {
+		s.mu.Lock()
+		s.App = s.nodes[0].app
+		s.mu.Unlock()
+	}
 }
 
 // testLogger sends server logs to the test log, shown only on failure.

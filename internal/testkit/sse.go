@@ -80,6 +80,15 @@ type StreamOptions struct {
 	NoAuthHeader bool
 	// Header is added to the request (e.g. Origin).
 	Header http.Header
+	// Node, when set, opens the stream on that node of a cluster (see
+	// Server.Nodes) instead of through the balancer.
+	Node *int
+}
+
+// StreamOn opens a stream of user on node i of a cluster.
+func (s *Server) StreamOn(i int, user, lastEventID string) *Stream {
+	s.T.Helper()
+	return s.OpenStream(StreamOptions{User: user, LastEventID: lastEventID, Node: &i})
 }
 
 // Stream is a client reading GET /events byte by byte, parsed exactly as
@@ -171,6 +180,34 @@ func (s *Server) StreamResponse(o StreamOptions) *http.Response {
 }
 
 func (s *Server) dialStream(o StreamOptions) (*Stream, *http.Response, error) {
+	base := s.URL
+	if o.Node != nil {
+		base = s.Nodes()[*o.Node]
+	}
+	tok := ""
+	if !o.NoAuthHeader {
+		tok = s.Token(o.User)
+	}
+	return dialStream(s.T, base, tok, o)
+}
+
+// DialStream opens GET /events on the server at base (a process the test
+// started itself, say) with token, and returns the stream once the
+// response headers arrived; it fails unless the answer is a 200 stream.
+// The stream is closed when t ends.
+func DialStream(t testing.TB, base, token string, o StreamOptions) (*Stream, error) {
+	st, res, err := dialStream(t, base, token, o)
+	if err != nil {
+		return nil, err
+	}
+	if res.StatusCode != http.StatusOK {
+		st.Close()
+		return nil, fmt.Errorf("open stream of %s: %d", o.User, res.StatusCode)
+	}
+	return st, nil
+}
+
+func dialStream(t testing.TB, base, token string, o StreamOptions) (*Stream, *http.Response, error) {
 	q := url.Values{}
 	for k, v := range o.Query {
 		q[k] = v
@@ -178,7 +215,7 @@ func (s *Server) dialStream(o StreamOptions) (*Stream, *http.Response, error) {
 	if o.Device != "" {
 		q.Set("deviceID", o.Device)
 	}
-	u := s.URL + "/events"
+	u := base + "/events"
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
@@ -192,8 +229,8 @@ func (s *Server) dialStream(o StreamOptions) (*Stream, *http.Response, error) {
 		req.Header[k] = v
 	}
 	req.Header.Set("Accept", "text/event-stream")
-	if !o.NoAuthHeader {
-		req.Header.Set("Authorization", "Bearer "+s.Token(o.User))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	if o.LastEventID != "" {
 		req.Header.Set("Last-Event-ID", o.LastEventID)
@@ -204,7 +241,7 @@ func (s *Server) dialStream(o StreamOptions) (*Stream, *http.Response, error) {
 		return nil, nil, err
 	}
 	st := &Stream{
-		t: s.T, User: o.User, Device: o.Device, Header: res.Header,
+		t: t, User: o.User, Device: o.Device, Header: res.Header,
 		body: res.Body, cancel: cancel, done: make(chan struct{}),
 		arrived: make(chan struct{}, 1), retry: -1,
 	}
@@ -213,7 +250,7 @@ func (s *Server) dialStream(o StreamOptions) (*Stream, *http.Response, error) {
 	} else {
 		close(st.done)
 	}
-	s.T.Cleanup(st.Close)
+	t.Cleanup(st.Close)
 	return st, res, nil
 }
 
@@ -309,6 +346,10 @@ func (st *Stream) Pending() []Event {
 	st.queue = nil
 	return out
 }
+
+// TryNext returns the next event, or false when none came in timeout
+// (the stream may have ended: see Ended); safe off the test's goroutine.
+func (st *Stream) TryNext(timeout time.Duration) (Event, bool) { return st.next(timeout) }
 
 func (st *Stream) next(timeout time.Duration) (Event, bool) {
 	timer := time.NewTimer(max(timeout, 0))

@@ -1,0 +1,118 @@
+package testkit
+
+import (
+	"io"
+	"net"
+	"sync"
+	"testing"
+)
+
+// TCPProxy forwards a local port to a backend address until the test cuts
+// it: the tests of an unreachable PostgreSQL put one between the nodes and
+// the server. Cut closes every forwarded connection and makes new ones
+// fail at once (accepted and closed), as a dropped network path or a
+// restarting server looks to a client; Restore forwards again.
+type TCPProxy struct {
+	Addr    string // where clients connect
+	backend string
+	ln      net.Listener
+
+	mu    sync.Mutex
+	cut   bool
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+// StartTCPProxy listens on a free loopback port and forwards to backend
+// until t ends.
+func StartTCPProxy(t testing.TB, backend string) *TCPProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("proxy listen: %v", err)
+	}
+	p := &TCPProxy{Addr: ln.Addr().String(), backend: backend, ln: ln, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *TCPProxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.cut {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		p.conns[c] = struct{}{}
+		p.wg.Add(1)
+		p.mu.Unlock()
+		go p.forward(c)
+	}
+}
+
+func (p *TCPProxy) forward(c net.Conn) {
+	defer p.wg.Done()
+	defer p.drop(c)
+	b, err := net.Dial("tcp", p.backend)
+	if err != nil {
+		return
+	}
+	if !p.track(b) {
+		b.Close()
+		return
+	}
+	defer p.drop(b)
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(b, c); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(c, b); done <- struct{}{} }()
+	<-done // either side ending ends both
+}
+
+// track registers a backend connection unless the proxy was cut meanwhile.
+func (p *TCPProxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cut {
+		return false
+	}
+	p.conns[c] = struct{}{}
+	return true
+}
+
+func (p *TCPProxy) drop(c net.Conn) {
+	c.Close()
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}
+
+// Cut closes every forwarded connection and refuses new ones.
+func (p *TCPProxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+// Restore forwards new connections again.
+func (p *TCPProxy) Restore() {
+	p.mu.Lock()
+	p.cut = false
+	p.mu.Unlock()
+}
+
+func (p *TCPProxy) close() {
+	p.Cut()
+	p.ln.Close()
+	p.wg.Wait()
+}
