@@ -237,7 +237,8 @@ func (s *Service) Run(ctx context.Context) error {
 	return nil
 }
 
-// armCallersAtStart treats every tracked caller as just gone offline,
+// armCallersAtStart treats every tracked caller as just gone offline
+// (with Config.SharedPresence, only those with no grace armed),
 // through the same pure CallerPresence (and so the same predicate) that
 // UserOffline uses. A caller whose stream is already open again is skipped:
 // Run may start after the HTTP server, and Presence turns online before
@@ -261,6 +262,12 @@ func (s *Service) armCallersAtStart(ctx context.Context) error {
 			now := s.now()
 			for _, c := range list {
 				last = max(last, c.Seq)
+				if s.cfg.SharedPresence && c.CallerOfflineAt > 0 {
+					// Armed when the caller left (or by a node's sweep); a
+					// node restarting must not postpone it: in a rolling
+					// restart every node would.
+					continue
+				}
 				// Unknown counts as online: arming the grace of a caller
 				// connected to another node would cancel its calls.
 				if s.online(ctx, c.Caller, true) {

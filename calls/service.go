@@ -16,6 +16,13 @@ type Config struct {
 	// may leave a deadline earlier than any this node armed). 0: the
 	// scheduler's own timer only (one node knows every deadline).
 	DeadlinePoll time.Duration
+	// SharedPresence says presence outlives this process (a cluster's
+	// presence is in the shared database, and other nodes served while this
+	// one was down): a start then arms the caller-offline grace only of
+	// tracked calls that have none armed, and leaves an armed grace where it
+	// is. Without it (one node) a start re-arms every tracked call from
+	// now, because no stream could be open while the process was down.
+	SharedPresence bool
 }
 
 // Defaults of the contract.

@@ -37,6 +37,7 @@ func TestClusterCallAcrossNodes(t *testing.T) {
 
 	s.Client("bob").OnNode(c).Action(id, "accept", nil).Want(http.StatusOK)
 	alice.expect(changed(id, "bob=accepted"))
+	bob.expect(changed(id, "bob=accepted"))
 
 	// The caller's stream moves to node C and resumes from its last id.
 	alice.drop()

@@ -147,7 +147,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		Presence: presence,
 		Logger:   log,
 		Config: calls.Config{MaxCallUsers: cfg.MaxCallUsers, NotReceivedAfter: cfg.NotReceivedAfter, HeartbeatTimeout: cfg.HeartbeatTimeout,
-			DeadlinePoll: deadlinePoll},
+			DeadlinePoll: deadlinePoll, SharedPresence: a.Presence != nil},
 	})
 	fwd.Service = a.Service
 	a.parts = []part{

@@ -116,10 +116,8 @@ func Start(t testing.TB, opts ...Option) *Server {
 		}
 		s.Clock = fakeclock.New(at)
 	}
-	for i := range st.backend.nodes() {
-		cfg := s.Config
-		cfg.NodeID = fmt.Sprintf("node-%c", 'a'+i)
-		s.nodes = append(s.nodes, &node{cfg: cfg})
+	for range st.backend.nodes() {
+		s.nodes = append(s.nodes, &node{})
 	}
 	s.start()
 	t.Cleanup(s.Stop)
@@ -129,7 +127,12 @@ func Start(t testing.TB, opts ...Option) *Server {
 func (s *Server) start() {
 	t := s.T
 	t.Helper()
-	for _, n := range s.nodes {
+	for i, n := range s.nodes {
+		// From s.Config at each start: a test may change it and restart.
+		n.cfg = s.Config
+		if len(s.nodes) > 1 || n.cfg.NodeID == "" {
+			n.cfg.NodeID = fmt.Sprintf("node-%c", 'a'+i)
+		}
 		s.startNode(n)
 	}
 	s.mu.Lock()
