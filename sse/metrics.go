@@ -15,6 +15,8 @@ type metrics struct {
 	pruned  prometheus.Counter
 	gaps    prometheus.Counter
 	missed  prometheus.Counter
+	// storeRetries counts log reads that found the store down.
+	storeRetries prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -48,6 +50,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "callsig_sse_catchup_missed_total",
 			Help: "Streams the periodic catch-up (per-user id order, cluster mode) found behind the event log with no wake-up pending: a wake-up from another node lost or late.",
 		}),
+		storeRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "callsig_sse_store_retries_total",
+			Help: "Log reads by streams that found the store unable to serve (e.g. PostgreSQL out of reach); the stream stays open and reads again a second later.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -72,6 +78,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.missed, err = prom.Register(reg, m.missed); err != nil {
+		return nil, err
+	}
+	if m.storeRetries, err = prom.Register(reg, m.storeRetries); err != nil {
 		return nil, err
 	}
 	return m, nil

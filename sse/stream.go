@@ -593,7 +593,18 @@ func (st *stream) batch(f *frame) error {
 		}
 		if st.sub.lagging.Swap(false) {
 			if err := st.catchUp(true); err != nil {
-				return err
+				if !storeDown(err) || st.ctx.Err() != nil {
+					return err
+				}
+				// The store cannot serve now (PostgreSQL out of reach, say):
+				// the stream stays open and behind, writes nothing newer,
+				// and reads again shortly; its client keeps its connection.
+				st.sub.lagging.Store(true)
+				if perUser {
+					st.sub.reading.Store(false)
+				}
+				st.retryLater()
+				return nil
 			}
 		}
 		if perUser {
@@ -613,6 +624,29 @@ func (st *stream) batch(f *frame) error {
 			return nil
 		}
 	}
+}
+
+// storeRetry is how soon a stream whose log read found the store down
+// reads again.
+const storeRetry = time.Second
+
+// storeDown says whether a log read failed because the store cannot serve
+// now (calls.ErrUnavailable), not because the read ran out of its time
+// (Options.ReadTimeout: a stream that slow ends, as before) or the stream
+// ended.
+func storeDown(err error) bool {
+	return errors.Is(err, calls.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled)
+}
+
+// retryLater wakes the stream after storeRetry, to read the log again.
+func (st *stream) retryLater() {
+	st.h.m.storeRetries.Inc()
+	time.AfterFunc(storeRetry, func() {
+		select {
+		case st.sub.ch <- nil:
+		default: // a wake-up is pending anyway
+		}
+	})
 }
 
 // writeFrame writes f unless the stream is past it or it is for another

@@ -45,9 +45,10 @@ type Store struct {
 	// The event log's reads, over the pool (set by Open).
 	db.EventLog
 
-	db     *sqlx.DB
-	log    *slog.Logger
-	closed atomic.Bool
+	db       *sqlx.DB
+	maxConns int // the pool's size (Options.MaxConns)
+	log      *slog.Logger
+	closed   atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -101,7 +102,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		sdb.Close()
 		return nil, err
 	}
-	s := &Store{db: sdb, log: log}
+	s := &Store{db: sdb, maxConns: opts.MaxConns, log: log}
 	s.Webhooks = db.NewWebhooks(webhookSQL, s.inTx, s.read)
 	s.EventLog = s.eventLog()
 	return s, nil

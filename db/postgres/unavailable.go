@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"runtime/debug"
 
@@ -64,7 +65,31 @@ func (s *Store) failed(err error) error {
 	if err != nil && !errors.Is(err, db.ErrClosed) && s.closed.Load() {
 		return fmt.Errorf("%w: %w", db.ErrClosed, err)
 	}
+	if lostConnection(err) {
+		s.flushIdle()
+	}
 	return unavailable(err)
+}
+
+// lostConnection says whether err is a connection that broke (the server
+// restarted, the network path was cut), as opposed to an error the server
+// answered with.
+func lostConnection(err error) bool {
+	var pe *pgconn.PgError
+	if err == nil || errors.As(err, &pe) {
+		return false
+	}
+	var ne net.Error
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, pgconn.ErrConnClosed) || errors.As(err, &ne)
+}
+
+// flushIdle closes the pool's idle connections: when one connection broke,
+// the others opened before it most likely broke with it, and database/sql
+// would hand each of them to a request (which would fail) before finding
+// out. The next requests open fresh ones.
+func (s *Store) flushIdle() {
+	s.db.SetMaxIdleConns(0)
+	s.db.SetMaxIdleConns(s.maxConns)
 }
 
 // inTx runs fn in one transaction and commits it: what fn writes commits
