@@ -7,6 +7,11 @@ type Change struct {
 	Created bool // insert the call row instead of updating it
 	Events  []Event
 	Hooks   []HookEvent
+	// HooksQueued is set by Store.Save: how many of Hooks an enabled
+	// endpoint subscribes to, so were queued in the outbox. The webhook
+	// dispatcher is woken only when it is not 0: without endpoints, a
+	// commit must not make it read the outbox.
+	HooksQueued int
 	// Deadline is the earliest deadline the change armed (0: none), so the
 	// scheduler can be woken after the commit.
 	Deadline int64

@@ -344,7 +344,7 @@ func (s *Service) resolvePush(ctx context.Context, ch *Change) {
 
 // committed wakes delivery and the scheduler after a durable commit.
 func (s *Service) committed(ch *Change) {
-	s.notifier.Committed(ch.Events, len(ch.Hooks))
+	s.notifier.Committed(ch.Events, ch.HooksQueued)
 	if ch.Deadline > 0 {
 		s.sched.Arm(ch.Deadline)
 	}

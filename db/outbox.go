@@ -74,32 +74,32 @@ const (
 
 // InsertHook stores one webhook message and fans it out to the outbox: one
 // pending delivery per enabled endpoint subscribed to its type, due at once.
-// A message no endpoint is subscribed to is not stored. The body is built
+// A message no endpoint is subscribed to is not stored (queued false). The body is built
 // by package webhooks, which owns its format; the store keeps the bytes.
 // stmt gives each step's statement in the write transaction, asked for only
 // when the step runs.
-func InsertHook(ctx context.Context, stmt func(HookStep) Statement, h *calls.HookEvent) error {
+func InsertHook(ctx context.Context, stmt func(HookStep) Statement, h *calls.HookEvent) (queued bool, err error) {
 	var subscribed bool
 	if err := stmt(HookSubscribed).QueryRowContext(ctx, string(h.Type)).Scan(&subscribed); err != nil {
-		return fmt.Errorf("db: webhook subscribers of %s: %w", h.Type, err)
+		return false, fmt.Errorf("db: webhook subscribers of %s: %w", h.Type, err)
 	}
 	if !subscribed {
-		return nil
+		return false, nil
 	}
 	msg, err := webhooks.NewMessage(*h)
 	if err != nil {
-		return fmt.Errorf("db: %w", err)
+		return false, fmt.Errorf("db: %w", err)
 	}
 	var id int64
 	err = stmt(HookInsertMessage).QueryRowContext(ctx, msg.ID, string(h.Type),
 		h.CallID, msg.Payload, h.Time).Scan(&id)
 	if err != nil {
-		return fmt.Errorf("db: insert %s webhook: %w", h.Type, err)
+		return false, fmt.Errorf("db: insert %s webhook: %w", h.Type, err)
 	}
 	if _, err := stmt(HookFanOut).ExecContext(ctx, id, h.Time, h.Time, string(h.Type)); err != nil {
-		return fmt.Errorf("db: queue %s webhook: %w", h.Type, err)
+		return false, fmt.Errorf("db: queue %s webhook: %w", h.Type, err)
 	}
-	return nil
+	return true, nil
 }
 
 // The outbox statements spelled alike everywhere, with ? placeholders.

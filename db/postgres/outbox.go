@@ -34,7 +34,7 @@ var hookSteps = [...]string{
 
 // insertHook stores one webhook message and fans it out to the outbox (see
 // db.InsertHook).
-func (t *callsTx) insertHook(ctx context.Context, h *calls.HookEvent) error {
+func (t *callsTx) insertHook(ctx context.Context, h *calls.HookEvent) (bool, error) {
 	return db.InsertHook(ctx, func(step db.HookStep) db.Statement {
 		return db.TxStatement(t.tx, hookSteps[step])
 	}, h)

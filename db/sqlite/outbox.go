@@ -9,7 +9,7 @@ import (
 
 // insertHook stores one webhook message and fans it out to the outbox (see
 // db.InsertHook) with the write statements prepared on the writer.
-func (t *callsTx) insertHook(ctx context.Context, h *calls.HookEvent) error {
+func (t *callsTx) insertHook(ctx context.Context, h *calls.HookEvent) (bool, error) {
 	return db.InsertHook(ctx, t.hookStatement, h)
 }
 

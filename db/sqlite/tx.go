@@ -75,9 +75,14 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 			}
 		}
 	}
+	ch.HooksQueued = 0
 	for i := range ch.Hooks {
-		if err := t.insertHook(ctx, &ch.Hooks[i]); err != nil {
+		queued, err := t.insertHook(ctx, &ch.Hooks[i])
+		if err != nil {
 			return err
+		}
+		if queued {
+			ch.HooksQueued++
 		}
 	}
 	return nil
