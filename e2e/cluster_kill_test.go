@@ -52,7 +52,10 @@ func startClusterProcs(t *testing.T, n int, dsn string) []*clusterProc {
 			fmt.Sprintf("CALLSIG_NODE_ID=node-%d", i), "CALLSIG_JWT_SECRET="+clusterSecret,
 			"CALLSIG_ADMIN_TOKEN="+testkit.AdminToken, "CALLSIG_RATE_LIMIT=0", "CALLSIG_WEBHOOK_ALLOW_PRIVATE=true",
 			// A dead node's streams stop counting soon.
-			"CALLSIG_PRESENCE_LEASE=2s", "CALLSIG_HEARTBEAT_TIMEOUT=2s")
+			"CALLSIG_PRESENCE_LEASE=2s", "CALLSIG_HEARTBEAT_TIMEOUT=2s",
+			// The attempts the killed node had in flight are retried by
+			// the others after this.
+			"CALLSIG_WEBHOOK_LEASE=20s")
 		logs := &bytes.Buffer{}
 		cmd.Stdout, cmd.Stderr = logs, logs
 		if err := cmd.Start(); err != nil {
@@ -278,10 +281,18 @@ func TestClusterNodeKill(t *testing.T) {
 	for _, id := range acked {
 		wantCalls[id] = true
 	}
-	rcv.WaitFor(len(acked), func(d testkit.Delivery) bool {
-		var data struct{ CallID string }
-		_ = json.Unmarshal(d.Data, &data)
-		return d.Type == "call.created" && wantCalls[data.CallID]
+	// An attempt the victim had in flight is retried when its lease (20 s)
+	// runs out.
+	wait.For(t, 40*time.Second, "every acknowledged call's call.created delivered", func() bool {
+		got := map[string]bool{}
+		for _, d := range rcv.Deliveries() {
+			var data struct{ CallID string }
+			_ = json.Unmarshal(d.Data, &data)
+			if d.Type == "call.created" && wantCalls[data.CallID] {
+				got[data.CallID] = true
+			}
+		}
+		return len(got) == len(wantCalls)
 	})
 	per := map[string]int{}
 	for _, d := range rcv.Deliveries() {

@@ -33,6 +33,7 @@ type Config struct {
 	WebhookURL          string
 	WebhookSecret       string
 	WebhookRetention    time.Duration
+	WebhookLease        time.Duration
 	CORSOrigins         []string
 	Synchronous         string
 	EventRetention      time.Duration
@@ -58,7 +59,7 @@ type Config struct {
 func Defaults() Config {
 	return Config{
 		Addr: ":8080", DB: "callsig.db", JWTUserClaim: "sub", HeartbeatTimeout: 30 * time.Second, NotReceivedAfter: 5 * time.Second,
-		MaxCallUsers: 10, WebhookRetention: 7 * 24 * time.Hour, Synchronous: "FULL", EventRetention: 24 * time.Hour, RateLimit: 50, RateBurst: 100,
+		MaxCallUsers: 10, WebhookRetention: 7 * 24 * time.Hour, WebhookLease: 2 * time.Minute, Synchronous: "FULL", EventRetention: 24 * time.Hour, RateLimit: 50, RateBurst: 100,
 		ShutdownTimeout: 15 * time.Second, ReadTimeout: 30 * time.Second, MaxStreamsPerUser: 10, LogLevel: "info", LogFormat: "text",
 		PGMaxConns: 16, PGStatementTimeout: 5 * time.Second, PresenceLease: 15 * time.Second, NATSPrefix: "callsig",
 	}
@@ -93,6 +94,7 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"webhook-url", "CALLSIG_WEBHOOK_URL", "a webhook endpoint configured without the API", &c.WebhookURL},
 		{"webhook-secret", "CALLSIG_WEBHOOK_SECRET", "its signing secret (whsec_...)", &c.WebhookSecret},
 		{"webhook-retention", "CALLSIG_WEBHOOK_RETENTION", "how long finished webhook deliveries stay in the delivery log", &c.WebhookRetention},
+		{"webhook-lease", "CALLSIG_WEBHOOK_LEASE", "how long a webhook attempt stays claimed by the node making it; a dead node's attempts are retried by another after it", &c.WebhookLease},
 		{"cors-origins", "CALLSIG_CORS_ORIGINS", "comma-separated origins allowed for browser apps", &cors},
 		{"synchronous", "CALLSIG_SYNCHRONOUS", "SQLite synchronous: FULL (durable) or NORMAL", &c.Synchronous},
 		{"event-retention", "CALLSIG_EVENT_RETENTION", "how long the event log keeps events for replay", &c.EventRetention},
@@ -176,6 +178,9 @@ func (c Config) validate() error {
 	}
 	if c.HeartbeatTimeout <= 0 || c.NotReceivedAfter <= 0 {
 		errs = append(errs, errors.New("heartbeat-timeout and not-received-after must be positive"))
+	}
+	if c.WebhookLease < 20*time.Second {
+		errs = append(errs, errors.New("webhook-lease must be at least 20s: longer than an attempt (15 s), or a slow attempt would be made twice"))
 	}
 	if c.WebhookRetention <= 0 {
 		errs = append(errs, errors.New("webhook-retention must be positive"))

@@ -29,6 +29,7 @@ func (a *App) newWebhooks(opts Options) (*webhookParts, error) {
 		Client:   webhooks.NewClient(webhooks.ClientOptions{AllowPrivate: a.Config.WebhookAllowPrivate}),
 		Logger:   log,
 		Registry: a.Registry,
+		Lease:    a.Config.WebhookLease,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("webhook dispatcher: %w", err)
