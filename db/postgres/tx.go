@@ -118,18 +118,21 @@ const (
 		missed_time = excluded.missed_time, busy = excluded.busy`
 	sqlClearBusy = `UPDATE call_users SET busy = false WHERE call_seq = $1 AND busy`
 
-	// sqlNextEventID takes the recipient's event_users row (inserting it
-	// for a first event) and gives it the next id of the global sequence.
-	// The row stays locked until commit, so the user's next writer, on any
-	// node, takes its id only after this transaction's events are
-	// committed: ids follow each user's commit order. nextval is evaluated
-	// in the SET, after the lock is held; the VALUES one is spent only by a
-	// user's very first event (a gap, which ids may have anyway).
-	sqlNextEventID = `INSERT INTO event_users (user_id, last_id) VALUES ($1, nextval('event_ids'))
-		ON CONFLICT (user_id) DO UPDATE SET last_id = nextval('event_ids')
-		RETURNING last_id`
-	sqlInsertEvent = `INSERT INTO events (id, user_id, device, call_id, type, data, time)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`
+	// sqlInsertEvent takes the recipient's event_users row (inserting it
+	// for a first event), gives it the next id of the global sequence and
+	// writes the event with it, in one round trip. The row stays locked
+	// until commit, so the user's next writer, on any node, takes its id
+	// only after this transaction's events are committed: ids follow each
+	// user's commit order. The SET's nextval is evaluated after the lock is
+	// held. The VALUES one is evaluated too, even on conflict, so ids step
+	// by two: gaps, which ids may have anyway.
+	sqlInsertEvent = `WITH next AS (
+			INSERT INTO event_users (user_id, last_id) VALUES ($1, nextval('event_ids'))
+			ON CONFLICT (user_id) DO UPDATE SET last_id = nextval('event_ids')
+			RETURNING last_id)
+		INSERT INTO events (id, user_id, device, call_id, type, data, time)
+		SELECT last_id, $1, $2, $3, $4, $5, $6 FROM next
+		RETURNING id`
 	sqlSetInvitation = `UPDATE call_users SET invitation_event_id = $1 WHERE call_seq = $2 AND user_id = $3`
 )
 
@@ -200,7 +203,7 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 // two changes addressing the same users in another order wait for each
 // other instead of deadlocking, and a busy check (BusyUsers) waits for a
 // change making one of its users busy. One recipient alone needs no
-// ordering: sqlNextEventID locks its row.
+// ordering: sqlInsertEvent locks its row.
 func (t *callsTx) lockRecipients(ctx context.Context, evs []calls.Event, busy []string) error {
 	users := slices.Clone(busy)
 	for _, ev := range evs {
@@ -253,17 +256,15 @@ func (t *callsTx) saveCall(ctx context.Context, c *calls.Call, created bool) err
 	return nil
 }
 
-// insertEvent appends ev to the log and sets ev.ID (see sqlNextEventID).
+// insertEvent appends ev to the log and sets ev.ID (see sqlInsertEvent):
+// one round trip takes the id and writes the event.
 func (t *callsTx) insertEvent(ctx context.Context, ev *calls.Event) error {
 	data := string(ev.Data)
 	if data == "" {
 		data = "null"
 	}
-	err := t.tx.QueryRowContext(ctx, sqlNextEventID, ev.UserID).Scan(&ev.ID)
-	if err == nil {
-		_, err = t.tx.ExecContext(ctx, sqlInsertEvent, ev.ID, ev.UserID, ev.Device, ev.CallID,
-			string(ev.Type), data, ev.Time)
-	}
+	err := t.tx.QueryRowContext(ctx, sqlInsertEvent, ev.UserID, ev.Device, ev.CallID,
+		string(ev.Type), data, ev.Time).Scan(&ev.ID)
 	if err != nil {
 		return fmt.Errorf("db: insert %s event for %s: %w", ev.Type, ev.UserID, err)
 	}
