@@ -180,6 +180,17 @@ func (p *Presence) UserOnline(ctx context.Context, userID string) error {
 	return p.o.Service.UserOnline(ctx, userID)
 }
 
+// Announce records a stream of userID on this node as it opens, before
+// its headers are sent (sse.Options.Announce), so every node counts the
+// user online from the moment the client can act. Idempotent: the
+// UserOnline report that follows writes the same row.
+func (p *Presence) Announce(ctx context.Context, userID string) error {
+	if p.abandoned.Load() {
+		return nil
+	}
+	return p.o.Store.AddPresence(ctx, p.o.Node, userID)
+}
+
 // UserOffline records that the user's last stream on this node closed.
 func (p *Presence) UserOffline(ctx context.Context, userID string) error {
 	if p.abandoned.Load() {

@@ -177,3 +177,20 @@ func TestNodeIdentity(t *testing.T) {
 		}
 	})
 }
+
+// A stream counts online on every node from the moment its client sees it
+// open: a caller who opens a stream on node A and at once invites through
+// node B is tracked by the caller-offline rule (the node records the
+// presence before sending the stream's headers, not a moment later).
+func TestClusterOnlineAsSoonAsTheStreamOpens(t *testing.T) {
+	s := testkit.Start(t, testkit.WithBackend(testkit.Cluster))
+	for i := range 20 {
+		caller := fmt.Sprintf("caller%d", i)
+		st := s.StreamOn(0, caller, "")
+		id := s.Client(caller).OnNode(1).Invite(nil, "bob").CallID
+		if c := loadCall(t, s, id); !c.CallerTracked {
+			t.Fatalf("call %d made on node B right after the caller's stream opened on node A: not tracked (caller counted offline)", i)
+		}
+		st.Close()
+	}
+}

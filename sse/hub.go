@@ -97,6 +97,14 @@ type Options struct {
 	// LogReaders); a stream whose read times out ends and its client
 	// resumes (default 5s).
 	ReadTimeout time.Duration
+	// Announce, when set, is called as a stream opens, before its headers
+	// are sent, to record the user's presence where other nodes see it
+	// (cluster mode): the Service's UserOnline report comes from a worker a
+	// moment later, and a client that sees its stream open may act at
+	// once on another node (invite, and expect to be tracked as online).
+	// It must be idempotent and quick; an error is logged and the stream
+	// opens anyway (the worker's report retries).
+	Announce func(ctx context.Context, userID string) error
 	// LogReaders caps the streams reading the log at once (default 2).
 	// Below the store's read pool (4 connections by default), so streams
 	// opening or catching up in numbers queue here, not in the pool, and

@@ -126,6 +126,7 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 		}()
 	}
 
+	st.announce(userID)
 	if err := st.open(last, resume, head); err != nil {
 		st.end(err)
 		h.streams.Done()
@@ -623,6 +624,19 @@ func (st *stream) batch(f *frame) error {
 		default:
 			return nil
 		}
+	}
+}
+
+// announce records the user's presence before the headers go out (see
+// Options.Announce).
+func (st *stream) announce(userID string) {
+	if st.h.o.Announce == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(st.ctx, st.h.o.ReadTimeout)
+	defer cancel()
+	if err := st.h.o.Announce(ctx, userID); err != nil && st.ctx.Err() == nil {
+		st.h.log.Warn("record presence before the stream opens; the presence report retries", "user", userID, "err", err)
 	}
 }
 

@@ -32,6 +32,9 @@ func (a *App) newEvents(ctx context.Context, opts Options, svc sse.Service) (*ss
 		o.LogReaders = max(2, a.Config.PGMaxConns/2)
 		o.CatchUpEvery = opts.EventCatchUp
 	}
+	if a.Presence != nil {
+		o.Announce = a.Presence.Announce
+	}
 	return sse.New(ctx, o)
 }
 
