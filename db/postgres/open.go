@@ -60,6 +60,33 @@ type Store struct {
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
+// openPool connects a pool of maxConns sessions to the database named by
+// dsn, each committing synchronously (an Update answers only once its
+// commit is durable, whatever the server's default) and bounding every
+// statement by timeout, and checks that the server answers. what names
+// the pool in the error ("" for the store's).
+func openPool(ctx context.Context, dsn string, maxConns int, timeout time.Duration, what string) (*sqlx.DB, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		// pgx's message never repeats the password.
+		return nil, fmt.Errorf("db: postgres dsn: %w", err)
+	}
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	cfg.RuntimeParams["synchronous_commit"] = "on"
+	cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(timeout.Milliseconds(), 10)
+	sdb := sqlx.NewDb(stdlib.OpenDB(*cfg), "pgx")
+	sdb.SetMaxOpenConns(maxConns)
+	sdb.SetMaxIdleConns(maxConns)
+	sdb.SetConnMaxIdleTime(5 * time.Minute)
+	if err := sdb.PingContext(ctx); err != nil {
+		sdb.Close()
+		return nil, unavailable(fmt.Errorf("db: connect %sto postgres %s/%s: %w", what, cfg.Host, cfg.Database, err))
+	}
+	return sdb, nil
+}
+
 // Open connects to the database named by dsn (a postgres:// URL or a
 // key=value string), applies the pending migrations and returns the store.
 // The pool goes through pgx's database/sql driver with sqlx (see doc.go).
@@ -74,25 +101,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cfg, err := pgx.ParseConfig(dsn)
+	sdb, err := openPool(ctx, dsn, opts.MaxConns, opts.StatementTimeout, "")
 	if err != nil {
-		// pgx's message never repeats the password.
-		return nil, fmt.Errorf("db: postgres dsn: %w", err)
-	}
-	if cfg.RuntimeParams == nil {
-		cfg.RuntimeParams = map[string]string{}
-	}
-	// An Update answers only once its commit is durable: whatever the
-	// server's default, this store's sessions commit synchronously.
-	cfg.RuntimeParams["synchronous_commit"] = "on"
-	cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(opts.StatementTimeout.Milliseconds(), 10)
-	sdb := sqlx.NewDb(stdlib.OpenDB(*cfg), "pgx")
-	sdb.SetMaxOpenConns(opts.MaxConns)
-	sdb.SetMaxIdleConns(opts.MaxConns)
-	sdb.SetConnMaxIdleTime(5 * time.Minute)
-	if err := sdb.PingContext(ctx); err != nil {
-		sdb.Close()
-		return nil, unavailable(fmt.Errorf("db: connect to postgres %s/%s: %w", cfg.Host, cfg.Database, err))
+		return nil, err
 	}
 	list, err := db.Migrations(migrationFiles, "migrations")
 	if err == nil {

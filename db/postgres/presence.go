@@ -4,12 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/jmoiron/sqlx"
 
 	"callsig/db"
@@ -45,21 +42,9 @@ func OpenPresence(ctx context.Context, dsn string, opts PresenceOptions) (*Prese
 	if opts.StatementTimeout <= 0 {
 		opts.StatementTimeout = 2 * time.Second
 	}
-	cfg, err := pgx.ParseConfig(dsn)
+	sdb, err := openPool(ctx, dsn, opts.MaxConns, opts.StatementTimeout, "the presence pool ")
 	if err != nil {
-		return nil, fmt.Errorf("db: postgres dsn: %w", err)
-	}
-	if cfg.RuntimeParams == nil {
-		cfg.RuntimeParams = map[string]string{}
-	}
-	cfg.RuntimeParams["synchronous_commit"] = "on"
-	cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(opts.StatementTimeout.Milliseconds(), 10)
-	sdb := sqlx.NewDb(stdlib.OpenDB(*cfg), "pgx")
-	sdb.SetMaxOpenConns(opts.MaxConns)
-	sdb.SetMaxIdleConns(opts.MaxConns)
-	if err := sdb.PingContext(ctx); err != nil {
-		sdb.Close()
-		return nil, unavailable(fmt.Errorf("db: connect presence pool to %s/%s: %w", cfg.Host, cfg.Database, err))
+		return nil, err
 	}
 	return &Presence{db: sdb}, nil
 }
