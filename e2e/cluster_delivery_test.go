@@ -11,6 +11,7 @@ import (
 	"callsig/internal/app"
 	"callsig/internal/pgtest"
 	"callsig/internal/testkit"
+	"callsig/internal/wait"
 )
 
 // natsURL is the development NATS server (see the README's test script).
@@ -94,11 +95,7 @@ func TestClusterDeliveryWithoutNATS(t *testing.T) {
 // waitNATS waits until node n is connected to NATS.
 func waitNATS(t *testing.T, n *testkit.Server) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for scrapeMetric(t, n, "callsig_nats_connected") != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("node %s not connected to NATS at %s", n.Config.NodeID, natsURL)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "node "+n.Config.NodeID+" connected to NATS at "+natsURL, func() bool {
+		return scrapeMetric(t, n, "callsig_nats_connected") == 1
+	})
 }

@@ -203,7 +203,13 @@ func TestClusterNodeKill(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(1500 * time.Millisecond)
+	// Killed once the load is well under way: some calls acknowledged on
+	// every node, the victim included.
+	wait.For(t, 10*time.Second, "calls acknowledged under load", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) >= 30
+	})
 	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
