@@ -32,9 +32,9 @@ var hookSteps = [...]string{
 	db.HookFanOut:        sqlFanOut,
 }
 
-// insertHook stores one webhook message and fans it out to the outbox (see
+// InsertHook stores one webhook message and fans it out to the outbox (see
 // db.InsertHook).
-func (t *callsTx) insertHook(ctx context.Context, h *calls.HookEvent) (bool, error) {
+func (t *callsTx) InsertHook(ctx context.Context, h *calls.HookEvent) (bool, error) {
 	return db.InsertHook(ctx, func(step db.HookStep) db.Statement {
 		return db.TxStatement(t.tx, hookSteps[step])
 	}, h)

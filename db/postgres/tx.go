@@ -174,28 +174,7 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 	if err := t.lockRecipients(ctx, ch.Events, madeBusy); err != nil {
 		return err
 	}
-	for i := range ch.Events {
-		ev := &ch.Events[i]
-		if err := t.insertEvent(ctx, ev); err != nil {
-			return err
-		}
-		if ev.Type == calls.EventReceived {
-			if err := t.setInvitation(ctx, c, ev); err != nil {
-				return err
-			}
-		}
-	}
-	ch.HooksQueued = 0
-	for i := range ch.Hooks {
-		queued, err := t.insertHook(ctx, &ch.Hooks[i])
-		if err != nil {
-			return err
-		}
-		if queued {
-			ch.HooksQueued++
-		}
-	}
-	return nil
+	return db.SaveLog(ctx, t, ch)
 }
 
 // lockRecipients takes the event_users rows of the events' recipients and
@@ -256,9 +235,9 @@ func (t *callsTx) saveCall(ctx context.Context, c *calls.Call, created bool) err
 	return nil
 }
 
-// insertEvent appends ev to the log and sets ev.ID (see sqlInsertEvent):
+// InsertEvent appends ev to the log and sets ev.ID (see sqlInsertEvent):
 // one round trip takes the id and writes the event.
-func (t *callsTx) insertEvent(ctx context.Context, ev *calls.Event) error {
+func (t *callsTx) InsertEvent(ctx context.Context, ev *calls.Event) error {
 	data := string(ev.Data)
 	if data == "" {
 		data = "null"
@@ -271,9 +250,9 @@ func (t *callsTx) insertEvent(ctx context.Context, ev *calls.Event) error {
 	return nil
 }
 
-// setInvitation records ev, an invitation just inserted, on its invitee's
+// SetInvitation records ev, an invitation just inserted, on its invitee's
 // row, in the same transaction as the event.
-func (t *callsTx) setInvitation(ctx context.Context, c *calls.Call, ev *calls.Event) error {
+func (t *callsTx) SetInvitation(ctx context.Context, c *calls.Call, ev *calls.Event) error {
 	if ev.CallID != c.ID {
 		return fmt.Errorf("db: save: %s event for call %s in a change of %s", ev.Type, ev.CallID, c.ID)
 	}

@@ -12,7 +12,7 @@ import (
 )
 
 // Webhook endpoints and the admin view of their deliveries. The outbox rows
-// are written by Save (insertHook) in the transaction of the change that
+// are written by Save (InsertHook) in the transaction of the change that
 // caused them; the dispatcher drains them (db.Webhooks, with the SQL of
 // outbox.go).
 

@@ -7,9 +7,9 @@ import (
 	"callsig/db"
 )
 
-// insertHook stores one webhook message and fans it out to the outbox (see
+// InsertHook stores one webhook message and fans it out to the outbox (see
 // db.InsertHook) with the write statements prepared on the writer.
-func (t *callsTx) insertHook(ctx context.Context, h *calls.HookEvent) (bool, error) {
+func (t *callsTx) InsertHook(ctx context.Context, h *calls.HookEvent) (bool, error) {
 	return db.InsertHook(ctx, t.hookStatement, h)
 }
 

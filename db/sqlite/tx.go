@@ -10,6 +10,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"callsig/calls"
+	"callsig/db"
 )
 
 // Update runs fn in the write transaction (see write: fn shares a group
@@ -64,28 +65,7 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 			return fmt.Errorf("db: save user %s of %s: %w", u.UserID, c.ID, err)
 		}
 	}
-	for i := range ch.Events {
-		ev := &ch.Events[i]
-		if err := t.insertEvent(ctx, ev); err != nil {
-			return err
-		}
-		if ev.Type == calls.EventReceived {
-			if err := t.setInvitation(ctx, c, ev); err != nil {
-				return err
-			}
-		}
-	}
-	ch.HooksQueued = 0
-	for i := range ch.Hooks {
-		queued, err := t.insertHook(ctx, &ch.Hooks[i])
-		if err != nil {
-			return err
-		}
-		if queued {
-			ch.HooksQueued++
-		}
-	}
-	return nil
+	return db.SaveLog(ctx, t, ch)
 }
 
 // saveCall inserts or updates the call row and sets c.Seq.
@@ -111,9 +91,9 @@ func (t *callsTx) saveCall(ctx context.Context, c *calls.Call, created bool) err
 	return nil
 }
 
-// insertEvent appends ev to the log and sets ev.ID; ids grow in commit
+// InsertEvent appends ev to the log and sets ev.ID; ids grow in commit
 // order because one writer assigns them all.
-func (t *callsTx) insertEvent(ctx context.Context, ev *calls.Event) error {
+func (t *callsTx) InsertEvent(ctx context.Context, ev *calls.Event) error {
 	data := string(ev.Data)
 	if data == "" {
 		data = "null"
@@ -131,10 +111,10 @@ func (t *callsTx) insertEvent(ctx context.Context, ev *calls.Event) error {
 	return nil
 }
 
-// setInvitation records ev, an invitation just inserted, on its invitee's
+// SetInvitation records ev, an invitation just inserted, on its invitee's
 // row: in the same transaction as the event, so the row never points at an
 // event that did not commit, nor misses one that did.
-func (t *callsTx) setInvitation(ctx context.Context, c *calls.Call, ev *calls.Event) error {
+func (t *callsTx) SetInvitation(ctx context.Context, c *calls.Call, ev *calls.Event) error {
 	if ev.CallID != c.ID {
 		return fmt.Errorf("db: save: %s event for call %s in a change of %s", ev.Type, ev.CallID, c.ID)
 	}
