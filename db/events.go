@@ -8,6 +8,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/jmoiron/sqlx"
@@ -22,9 +23,9 @@ import (
 // one call row and one event row per invitation returned, whatever the
 // length of the user's history.
 var (
-	// EventsAfterSQL(user, after id, limit) is a stream's replay.
+	// EventsAfterSQL(user, after id, up to id, limit) is a stream's replay.
 	EventsAfterSQL = `SELECT ` + EventColumns + ` FROM events
-	WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?`
+	WHERE user_id = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?`
 	// PendingInvitationsSQL(user, limit) selects the newest invitation
 	// events of a user's live invitations (at most limit of them). The
 	// literal u.timeout_at > 0 is what lets SQLite use its partial index.
@@ -69,6 +70,10 @@ var (
 type EventLog struct {
 	pool   func() (sqlx.QueryerContext, error)
 	failed func(error) error
+	// visible, when set, is the highest id a stream may read: a backend
+	// whose commits are visible before they are durable (SQLite's
+	// pipelined fsync) keeps the newer ones from leaving the server.
+	visible func() int64
 
 	eventsAfter, pendingInvitations, unreceivedInvitations, eventRecipients, oldestEventID string
 }
@@ -89,6 +94,12 @@ func NewEventLog(bindType int, pool func() (sqlx.QueryerContext, error), failed 
 	}
 }
 
+// Visible returns l with its replays capped at what upTo returns.
+func (l EventLog) Visible(upTo func() int64) EventLog {
+	l.visible = upTo
+	return l
+}
+
 // EventsAfter returns up to limit of userID's events with ID > afterID,
 // oldest first: the replay of an SSE stream after its Last-Event-ID. Events
 // addressed to one device are included; the stream filters by device.
@@ -96,7 +107,11 @@ func (l EventLog) EventsAfter(ctx context.Context, userID string, afterID int64,
 	if limit <= 0 {
 		limit = 100
 	}
-	return l.queryEvents(ctx, l.eventsAfter, userID, afterID, limit)
+	upTo := int64(math.MaxInt64)
+	if l.visible != nil {
+		upTo = l.visible()
+	}
+	return l.queryEvents(ctx, l.eventsAfter, userID, afterID, upTo, limit)
 }
 
 // PendingInvitations returns, for the newest limit started calls in which

@@ -34,7 +34,7 @@ var (
 func (s *Store) eventLog() db.EventLog {
 	return db.NewEventLog(sqlx.QUESTION,
 		func() (sqlx.QueryerContext, error) { return s.rdb, nil },
-		func(err error) error { return err })
+		func(err error) error { return err }).Visible(s.durableEvent.Load)
 }
 
 // LastEventID returns the highest event ID ever assigned, 0 before the

@@ -38,7 +38,13 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err := createPrivate(path); err != nil {
 		return nil, err
 	}
-	wdb, err := sqlx.Open("sqlite", path+"?"+writerParams(sync))
+	// FULL is kept by the syncer (see syncer.go): the connection commits
+	// with NORMAL and the WAL is fsynced before the answers.
+	connSync := sync
+	if sync == "FULL" && !opts.InlineSync {
+		connSync = "NORMAL"
+	}
+	wdb, err := sqlx.Open("sqlite", path+"?"+writerParams(connSync))
 	if err != nil {
 		return nil, fmt.Errorf("db: open writer: %w", err)
 	}
@@ -81,7 +87,24 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		log:     log,
 		wake:    make(chan struct{}, 1),
 		stopped: make(chan struct{}),
+		toSync:  make(chan committedBatch, syncQueue),
+		idle:    make(chan struct{}, 1),
+		wal:     walSyncer{path: path + "-wal"},
 	}
+	if connSync != sync {
+		if err := s.pipelineSync(ctx, path); err != nil {
+			rdb.Close()
+			wdb.Close()
+			return nil, err
+		}
+	}
+	head, err := s.LastEventID(ctx)
+	if err != nil {
+		rdb.Close()
+		wdb.Close()
+		return nil, err
+	}
+	s.durableEvent.Store(head)
 	s.Webhooks = db.NewWebhooks(webhookSQL, s.write, s.read)
 	s.EventLog = s.eventLog()
 	if s.wst, err = prepareWrite(ctx, wdb); err == nil {
@@ -95,6 +118,31 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	go s.runWriter()
 	return s, nil
+}
+
+// syncQueue bounds how many committed batches wait for their fsync: the
+// writer stops running new ones when the disk is that far behind.
+const syncQueue = 64
+
+// pipelineSync sets the syncer to fsync the WAL before answering, after
+// checking the file really is in WAL mode (a filesystem without shared
+// memory support refuses it; :memory: has no WAL): otherwise COMMIT must
+// sync by itself, and the connection is set back to FULL. What a crashed
+// process left in the WAL may be in the page cache only: it is made
+// durable now, before anything reads it as durable.
+func (s *Store) pipelineSync(ctx context.Context, path string) error {
+	var mode string
+	if err := s.wdb.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("db: read journal mode: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") || path == ":memory:" {
+		if _, err := s.wdb.ExecContext(ctx, "PRAGMA synchronous=FULL"); err != nil {
+			return fmt.Errorf("db: set synchronous: %w", err)
+		}
+		return nil
+	}
+	s.syncWAL = s.wal.sync
+	return s.wal.sync()
 }
 
 // createPrivate creates the database file readable by its owner only

@@ -30,7 +30,7 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		{"caller's offline calls", sqlCallerOfflineCalls, []any{"u", 0, 200}, []string{"calls_started_by_caller"}, []string{"SCAN c"}, false},
 		{"tracked offline calls", sqlTrackedCallerOfflineCalls, []any{0, 10}, []string{"calls_tracked_started"}, []string{"SCAN c"}, false},
 		{"idempotency record", selectIdempotency, []any{"s", "k", 1}, []string{"sqlite_autoindex_idempotency_keys_1"}, nil, false},
-		{"replay", sqlEventsAfter, []any{"u", 1, 10}, []string{"events_by_user"}, nil, false},
+		{"replay", sqlEventsAfter, []any{"u", 1, 100, 10}, []string{"events_by_user"}, nil, false},
 		{"pending invitations", sqlPendingInvitations, []any{"u", 100}, []string{"USING INDEX call_users_invitations"}, invitation, false},
 		{"unreceived invitations", sqlUnreceivedInvitations, []any{"u", 10, 100}, []string{"USING INDEX call_users_invitations"}, invitation, false},
 		{"event recipients", sqlEventRecipients, []any{1, 2, 3}, []string{"USING INTEGER PRIMARY KEY"}, nil, true},

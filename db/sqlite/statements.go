@@ -70,14 +70,14 @@ const (
 // writeStatements are prepared on the single writer connection and bound to
 // each batch's transaction with txStmt.
 type writeStatements struct {
-	savepoint, release, rollbackTo *sqlx.Stmt
+	savepoint, release, rollbackTo, lastEventID *sqlx.Stmt
 
 	selectCallByID, selectUsers *sqlx.Stmt
 	insertCall, updateCall      *sqlx.Stmt
 	upsertUser, insertEvent     *sqlx.Stmt
 	setInvitation, clearBusy    *sqlx.Stmt
 	insertMessage, fanOut       *sqlx.Stmt
-	subscribed                  *sqlx.Stmt
+	subscribed, busyUsers       *sqlx.Stmt
 }
 
 func prepareWrite(ctx context.Context, db *sqlx.DB) (*writeStatements, error) {
@@ -88,6 +88,7 @@ func prepareWrite(ctx context.Context, db *sqlx.DB) (*writeStatements, error) {
 	st.savepoint = p.prepare("SAVEPOINT request")
 	st.release = p.prepare("RELEASE request")
 	st.rollbackTo = p.prepare("ROLLBACK TO request")
+	st.lastEventID = p.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
 	st.selectCallByID = p.prepare(sqlSelectCallByID)
 	st.selectUsers = p.prepare(sqlSelectUsers)
 	st.insertCall = p.prepare(sqlInsertCall)
@@ -99,6 +100,7 @@ func prepareWrite(ctx context.Context, db *sqlx.DB) (*writeStatements, error) {
 	st.insertMessage = p.prepare(sqlInsertMessage)
 	st.fanOut = p.prepare(sqlFanOut)
 	st.subscribed = p.prepare(sqlSubscribed)
+	st.busyUsers = p.prepare(sqlBusyUsers)
 	if p.err != nil {
 		st.close()
 		return nil, p.err
@@ -110,8 +112,8 @@ func (st *writeStatements) close() {
 	if st == nil {
 		return
 	}
-	closeAll(st.savepoint, st.release, st.rollbackTo, st.selectCallByID, st.selectUsers,
-		st.insertCall, st.updateCall, st.upsertUser, st.insertEvent, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed)
+	closeAll(st.savepoint, st.release, st.rollbackTo, st.lastEventID, st.selectCallByID, st.selectUsers,
+		st.insertCall, st.updateCall, st.upsertUser, st.insertEvent, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed, st.busyUsers)
 }
 
 // readStatements are prepared on the read pool; database/sql prepares each

@@ -26,6 +26,10 @@ type Options struct {
 	Logger *slog.Logger
 	// ReadConns is the size of the read pool (default 4).
 	ReadConns int
+	// InlineSync makes FULL sync inside each COMMIT, as SQLite does by
+	// itself, instead of in the pipelined syncer (see syncer.go): for
+	// benchmarks that compare the two.
+	InlineSync bool
 }
 
 // Store is the SQLite implementation of db.Store: calls.Store, the event
@@ -56,6 +60,18 @@ type Store struct {
 	batchTx    *sqlx.Tx
 	batchStmts map[*sqlx.Stmt]*sqlx.Stmt
 	commits    atomic.Int64 // transactions the writer committed, for tests and benchmarks
+
+	// Pipelined durability, see syncer.go. toSync carries the committed
+	// batches from the writer to the syncer; syncWAL makes the WAL durable
+	// (nil when COMMIT does, or with synchronous=NORMAL).
+	toSync       chan committedBatch
+	wal          walSyncer // the syncer goroutine's only
+	syncWAL      func() error
+	syncFailed   atomic.Bool
+	syncs        atomic.Int64  // fsyncs the syncer made, for tests
+	inflight     atomic.Int64  // batches handed to the syncer, not yet answered
+	idle         chan struct{} // buffered(1): "nothing is in flight"
+	durableEvent atomic.Int64  // the highest event id known durable
 
 	closeOnce sync.Once
 	closeErr  error

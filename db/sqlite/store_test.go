@@ -81,7 +81,8 @@ func TestMigrationsApplyInVersionOrder(t *testing.T) {
 func TestPragmas(t *testing.T) {
 	s := openTest(t)
 	for pragma, want := range map[string]string{
-		"journal_mode": "wal", "synchronous": "2", "foreign_keys": "1", "busy_timeout": "5000",
+		// FULL's fsync is the syncer's (syncer.go): the connection commits with NORMAL.
+		"journal_mode": "wal", "synchronous": "1", "foreign_keys": "1", "busy_timeout": "5000",
 	} {
 		var got string
 		if err := s.wdb.Get(&got, "PRAGMA "+pragma); err != nil {
@@ -90,6 +91,9 @@ func TestPragmas(t *testing.T) {
 		if got != want {
 			t.Errorf("writer %s = %s, want %s", pragma, got, want)
 		}
+	}
+	if s.syncWAL == nil {
+		t.Error("FULL: no syncer fsync; want the pipelined one")
 	}
 	if _, err := s.rdb.Exec("DELETE FROM events"); err == nil {
 		t.Error("a write through the read pool succeeded; want query_only to refuse it")
@@ -103,6 +107,17 @@ func TestPragmas(t *testing.T) {
 	var got string
 	if err := normal.wdb.Get(&got, "PRAGMA synchronous"); err != nil || got != "1" {
 		t.Errorf("synchronous with NORMAL = %s (%v), want 1", got, err)
+	}
+	if normal.syncWAL != nil {
+		t.Error("NORMAL: the syncer fsyncs the WAL; want no fsync before answers")
+	}
+	inline, err := Open(context.Background(), filepath.Join(t.TempDir(), "i.db"), Options{InlineSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inline.Close()
+	if err := inline.wdb.Get(&got, "PRAGMA synchronous"); err != nil || got != "2" {
+		t.Errorf("synchronous with InlineSync = %s (%v), want 2 (FULL)", got, err)
 	}
 	if _, err := Open(context.Background(), filepath.Join(t.TempDir(), "x.db"), Options{Synchronous: "OFF"}); err == nil {
 		t.Error("Open accepted synchronous OFF")

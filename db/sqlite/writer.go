@@ -2,11 +2,14 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"runtime/debug"
 
 	"github.com/jmoiron/sqlx"
 
+	"callsig/calls"
 	"callsig/db"
 )
 
@@ -38,6 +41,9 @@ func (s *Store) write(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if s.syncFailed.Load() {
+		return fmt.Errorf("%w: %w", calls.ErrUnavailable, errSyncFailed)
+	}
 	r := &writeRequest{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	s.mu.Lock()
 	if s.closed {
@@ -61,27 +67,70 @@ func (s *Store) signal() {
 
 // runWriter is the writer goroutine. It is owned by the Store: Close marks
 // the queue closed and waits on s.stopped; the loop returns only once the
-// queue is empty, so every request queued before Close is answered.
+// queue is empty and the syncer (see syncer.go) has answered every batch,
+// so every request queued before Close is answered.
+//
+// A batch's transaction stays open, taking in the requests that arrive,
+// for as long as the syncer is busy with an fsync: no fsync could start
+// for it before that one ends, so committing it sooner would answer
+// nobody sooner, while one larger commit writes fewer WAL pages than
+// several small ones (each writes every page it touched). It commits as
+// soon as the syncer is idle, or when it holds maxBatch requests.
 func (s *Store) runWriter() {
-	defer close(s.stopped)
+	synced := make(chan struct{})
+	go func() {
+		defer close(synced)
+		s.runSyncer()
+	}()
+	defer func() {
+		close(s.toSync)
+		<-synced
+		close(s.stopped)
+	}()
+	var open *openBatch
 	for {
-		batch, closed := s.nextBatch()
-		if len(batch) > 0 {
-			s.commit(batch)
+		room := maxBatch
+		if open != nil {
+			room -= len(open.batch)
+		}
+		reqs, closed := s.nextBatch(room)
+		if len(reqs) > 0 {
+			if open == nil {
+				open = s.begin()
+			}
+			open.run(s, reqs)
+			if open.failed() {
+				s.handOver(open)
+				open = nil
+				continue
+			}
+		}
+		if open != nil && (len(open.batch) >= maxBatch || s.inflight.Load() == 0 || (closed && len(reqs) == 0)) {
+			s.handOver(open.commit(s))
+			open = nil
 			continue
 		}
-		if closed {
+		if len(reqs) > 0 {
+			continue // more may be queued
+		}
+		if open == nil && closed {
 			return
 		}
-		<-s.wake
+		select {
+		case <-s.wake:
+		case <-s.idle:
+		}
 	}
 }
 
-// nextBatch takes up to maxBatch requests off the queue.
-func (s *Store) nextBatch() ([]*writeRequest, bool) {
+// nextBatch takes up to n requests off the queue.
+func (s *Store) nextBatch(n int) ([]*writeRequest, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := min(len(s.queue), maxBatch)
+	n = min(len(s.queue), n)
+	if n == 0 {
+		return nil, s.closed
+	}
 	batch := make([]*writeRequest, n)
 	copy(batch, s.queue)
 	clear(s.queue[:n]) // drop references so answered requests can be collected
@@ -92,48 +141,85 @@ func (s *Store) nextBatch() ([]*writeRequest, bool) {
 	return batch, s.closed
 }
 
-// commit runs one batch in one transaction and answers every request.
-func (s *Store) commit(batch []*writeRequest) {
-	errs := make([]error, len(batch))
-	batchErr := s.runBatch(batch, errs)
-	for i, r := range batch {
-		err := errs[i]
-		if err == nil {
-			err = batchErr // the commit failed: nothing of this batch is stored
+// openBatch is the transaction the writer is filling.
+type openBatch struct {
+	committedBatch
+	tx *sqlx.Tx
+}
+
+// failed reports that the batch cannot commit: BEGIN or a savepoint failed.
+func (b *openBatch) failed() bool { return b.err != nil }
+
+// begin opens a batch's transaction. Its context is not any request's: one
+// request giving up must not roll back the others.
+func (s *Store) begin() *openBatch {
+	b := &openBatch{}
+	tx, err := s.wdb.BeginTxx(context.Background(), nil)
+	if err != nil {
+		b.err = fmt.Errorf("db: begin: %w", err)
+		return b
+	}
+	b.tx = tx
+	s.batchTx, s.batchStmts = tx, make(map[*sqlx.Stmt]*sqlx.Stmt)
+	return b
+}
+
+// run adds reqs to the batch, each in its own savepoint, recording each
+// one's own outcome. After a savepoint failure the transaction is rolled
+// back and the batch failed: the requests without an error of their own
+// get the batch's.
+func (b *openBatch) run(s *Store, reqs []*writeRequest) {
+	for _, r := range reqs {
+		b.batch = append(b.batch, r)
+		var err error
+		switch {
+		case b.err != nil:
+		case r.ctx.Err() != nil:
+			err = r.ctx.Err()
+		default:
+			var fatal error
+			err, fatal = s.runSavepoint(b.tx, r.fn)
+			if fatal != nil {
+				b.rollback(s, fatal) // the transaction is unusable; its outcome is fatal
+			}
 		}
-		r.done <- err
+		b.errs = append(b.errs, err)
 	}
 }
 
-// runBatch fills errs with each request's own outcome and returns the error
-// that failed the whole transaction, if any.
-func (s *Store) runBatch(batch []*writeRequest, errs []error) error {
-	// The transaction's context is not any request's: one request giving up
-	// must not roll back the others.
-	tx, err := s.wdb.BeginTxx(context.Background(), nil)
-	if err != nil {
-		return fmt.Errorf("db: begin: %w", err)
-	}
-	s.batchTx, s.batchStmts = tx, make(map[*sqlx.Stmt]*sqlx.Stmt)
-	defer func() { s.batchTx, s.batchStmts = nil, nil }()
+// rollback ends a batch that cannot commit, with err as its outcome.
+func (b *openBatch) rollback(s *Store, err error) {
+	_ = b.tx.Rollback()
+	b.err = err
+	s.batchTx, s.batchStmts = nil, nil
+}
 
-	for i, r := range batch {
-		if err := r.ctx.Err(); err != nil {
-			errs[i] = err
-			continue
-		}
-		ferr, fatal := s.runSavepoint(tx, r.fn)
-		errs[i] = ferr
-		if fatal != nil {
-			_ = tx.Rollback() // the transaction is unusable; its outcome is fatal
-			return fatal
-		}
+// commit commits the batch and returns it for the syncer, with the log's
+// highest event id as committed (the streams' cap, see syncer.go): read
+// inside the transaction, so it is exactly what this commit leaves.
+func (b *openBatch) commit(s *Store) *openBatch {
+	defer func() { s.batchTx, s.batchStmts = nil, nil }()
+	err := s.txStmt(b.tx, s.wst.lastEventID).QueryRow().Scan(&b.lastEvent)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		_ = b.tx.Rollback()
+		b.err = fmt.Errorf("db: read the event log head: %w", err)
+		return b
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("db: commit: %w", err)
+	if err := b.tx.Commit(); err != nil {
+		b.err = fmt.Errorf("db: commit: %w", err)
+		return b
 	}
 	s.commits.Add(1)
-	return nil
+	return b
+}
+
+// handOver passes a committed (or failed) batch to the syncer, which
+// answers every request once the batch is durable. Even a request that
+// failed is answered then: its error may depend on what the batches
+// before it wrote, which are not durable yet either.
+func (s *Store) handOver(b *openBatch) {
+	s.inflight.Add(1)
+	s.toSync <- b.committedBatch
 }
 
 // runSavepoint runs fn between SAVEPOINT and RELEASE, rolling back to the

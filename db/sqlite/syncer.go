@@ -1,0 +1,201 @@
+package sqlite
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+
+	"callsig/calls"
+)
+
+// Pipelined durability.
+//
+// With synchronous=FULL, SQLite fsyncs the WAL inside COMMIT, and the
+// writer goroutine sits idle for the whole fsync: nothing else can be
+// executed meanwhile, and every request of the next batch waits for it.
+// Here the writer connection runs with synchronous=NORMAL (a COMMIT appends
+// its WAL frames and returns without syncing) and the writer hands each
+// committed batch to a second goroutine, the syncer, which fsyncs the -wal
+// file and only then answers the batch's requests. The writer executes
+// batch N+1 while batch N's fsync is in flight; one fsync covers every
+// batch committed before it started.
+//
+// Why it is as durable as FULL: a request is answered only after an fsync
+// of the WAL file that began after its COMMIT had written its frames, and
+// fsync (on Linux, per inode, whichever descriptor wrote) makes every frame
+// written before it durable, with the file's size. Pages that a checkpoint
+// moves into the database file are synced by SQLite itself (NORMAL syncs
+// the WAL before a checkpoint and the database after it), and a WAL
+// restart only overwrites frames a completed checkpoint has synced. So
+// after a power cut, every acknowledged request is on disk, as with FULL.
+//
+// What differs from FULL is what other readers may see before the fsync:
+// a committed batch is visible to the read pool at once. The event log
+// hides it (Store.durableEvent caps what a stream reads), so no SSE event,
+// webhook (its claim is a write, answered after a later fsync) or answer
+// leaves the server before it is durable; a GET of a call may show, for a
+// millisecond, a change whose request has not been answered yet, which a
+// power cut at that instant loses — as it loses the request, which the
+// client never saw acknowledged and retries (with its Idempotency-Key).
+//
+// A failed fsync is not retried: after one, Linux may have dropped the
+// dirty pages and reports success next time (the "fsyncgate" lesson
+// PostgreSQL learnt). The store stops writing (every later write is
+// unavailable, /readyz fails) and says so in its log; restarting the
+// process recovers from what the disk really holds.
+
+// committedBatch is a batch the writer has run, waiting for its fsync.
+type committedBatch struct {
+	batch []*writeRequest
+	errs  []error // each request's own outcome
+	err   error   // the transaction's failure: nothing of it is stored
+	// lastEvent is the log's highest event id once the batch committed.
+	lastEvent int64
+}
+
+// errSyncFailed is what writes get after an fsync of the WAL failed.
+var errSyncFailed = errors.New("db: an fsync of the SQLite WAL failed; the store refuses writes until restarted")
+
+// walSyncer fsyncs a database's -wal file.
+type walSyncer struct {
+	path string   // the -wal file
+	f    *os.File // nil until the first sync
+}
+
+// sync makes every frame written to the WAL so far durable. It reopens the
+// file when it is not the one held (SQLite deletes the WAL when the last
+// connection closes; another process may have), and then syncs the
+// directory too, so a newly created WAL file's entry survives as well.
+func (w *walSyncer) sync() error {
+	if w.f != nil {
+		held, err1 := w.f.Stat()
+		cur, err2 := os.Stat(w.path)
+		if err1 != nil || err2 != nil || !os.SameFile(held, cur) {
+			w.close()
+		}
+	}
+	if w.f == nil {
+		f, err := os.OpenFile(w.path, os.O_RDWR, 0)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // nothing written yet: nothing to make durable
+		}
+		if err != nil {
+			return fmt.Errorf("db: open %s: %w", w.path, err)
+		}
+		w.f = f
+		if err := syncDir(filepath.Dir(w.path)); err != nil {
+			return err
+		}
+	}
+	if err := w.f.Sync(); err != nil {
+		return fmt.Errorf("db: fsync %s: %w", w.path, err)
+	}
+	return nil
+}
+
+func (w *walSyncer) close() {
+	if w.f != nil {
+		_ = w.f.Close()
+		w.f = nil
+	}
+}
+
+// syncDir fsyncs a directory, so the entries created in it are durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("db: open %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("db: fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// runSyncer answers the batches the writer committed, in commit order,
+// each after an fsync that began after its commit. It returns when
+// s.toSync is closed and drained.
+func (s *Store) runSyncer() {
+	defer s.wal.close()
+	for first := range s.toSync {
+		pending := []committedBatch{first}
+	more: // every batch committed meanwhile shares the fsync
+		for {
+			select {
+			case b, ok := <-s.toSync:
+				if !ok {
+					break more
+				}
+				pending = append(pending, b)
+			default:
+				break more
+			}
+		}
+		syncErr := s.syncPending(pending)
+		for _, b := range pending {
+			for i, r := range b.batch {
+				err := b.errs[i]
+				if err == nil {
+					err = b.err
+				}
+				if err == nil {
+					err = syncErr
+				}
+				r.done <- err
+			}
+		}
+		// The writer commits its open batch when nothing is in flight.
+		if s.inflight.Add(-int64(len(pending))) == 0 {
+			select {
+			case s.idle <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// syncPending fsyncs the WAL for pending, when one of them committed, and
+// moves the durable event watermark past their events.
+func (s *Store) syncPending(pending []committedBatch) error {
+	var last int64
+	needed := false
+	for _, b := range pending {
+		if b.err == nil {
+			needed = true
+			last = max(last, b.lastEvent)
+		}
+	}
+	if !needed {
+		return nil
+	}
+	if s.syncFailed.Load() {
+		return fmt.Errorf("%w: %w", calls.ErrUnavailable, errSyncFailed)
+	}
+	if s.syncWAL == nil { // COMMIT synced already (FULL inline), or NORMAL
+		advance(&s.durableEvent, last)
+		return nil
+	}
+	if err := s.syncWAL(); err != nil {
+		s.syncFailed.Store(true)
+		s.log.Error("the store stops writing: restart the process", "err", err)
+		return fmt.Errorf("%w: %w", calls.ErrUnavailable, err)
+	}
+	s.syncs.Add(1)
+	if last > 0 {
+		advance(&s.durableEvent, last)
+	}
+	return nil
+}
+
+// advance raises v to at least n.
+func advance(v *atomic.Int64, n int64) {
+	for {
+		cur := v.Load()
+		if n <= cur || v.CompareAndSwap(cur, n) {
+			return
+		}
+	}
+}

@@ -1,0 +1,143 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"callsig/calls"
+	"callsig/internal/wait"
+)
+
+// gatedSync replaces s's WAL fsync with one that signals entered, waits
+// for gate and then makes the real fsync; done counts the completed ones.
+// Set before the first write: the syncer reads it after a channel
+// receive that follows the write. Call open to let the fsyncs pass; a
+// test that fails before does so at its end, so the store can close.
+func gatedSync(t *testing.T, s *Store) (entered chan struct{}, open func(), done *atomic.Int64) {
+	entered, gate, done := make(chan struct{}, 16), make(chan struct{}), new(atomic.Int64)
+	open = sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(open)
+	real := s.syncWAL
+	s.syncWAL = func() error {
+		entered <- struct{}{}
+		<-gate
+		err := real()
+		done.Add(1)
+		return err
+	}
+	return entered, open, done
+}
+
+// The order that makes FULL's guarantee hold with the fsync out of the
+// writer: a request is answered only after an fsync that began after its
+// batch committed, while the writer goes on committing the next batch.
+func TestAnswerOnlyAfterTheWALIsSynced(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	entered, open, synced := gatedSync(t, s)
+
+	// a commits, and its fsync blocks.
+	a := goWrite(s, ctx, insertEvent("a"))
+	<-entered
+	// Committed, visible to SQL, but not to a stream: not durable yet.
+	if n := count(t, s, "events WHERE user_id = 'a'"); n != 1 {
+		t.Fatalf("a's event rows = %d, want 1 (committed)", n)
+	}
+	if evs, err := s.EventsAfter(ctx, "a", 0, 10); err != nil || len(evs) != 0 {
+		t.Fatalf("EventsAfter(a) during its fsync = %d events (%v), want none", len(evs), err)
+	}
+
+	// b runs while a's fsync is still in flight (pipelining).
+	ran := make(chan struct{})
+	b := goWrite(s, ctx, func(tx *sqlx.Tx) error {
+		defer close(ran)
+		return insertEvent("b")(tx)
+	})
+	<-ran
+	select {
+	case err := <-a:
+		t.Fatalf("a answered (%v) while its fsync is blocked", err)
+	case err := <-b:
+		t.Fatalf("b answered (%v) while no fsync covers it", err)
+	default:
+	}
+
+	open() // every fsync from now on passes
+	if err := <-a; err != nil {
+		t.Fatal(err)
+	}
+	if n := synced.Load(); n < 1 {
+		t.Fatalf("a answered after %d fsyncs, want ≥ 1", n)
+	}
+	if err := <-b; err != nil {
+		t.Fatal(err)
+	}
+	// The fsync in flight when b committed does not cover it: b needed
+	// a second one.
+	if n := synced.Load(); n < 2 {
+		t.Fatalf("b answered after %d fsyncs, want ≥ 2", n)
+	}
+	if evs, err := s.EventsAfter(ctx, "a", 0, 10); err != nil || len(evs) != 1 {
+		t.Fatalf("EventsAfter(a) once durable = %d events (%v), want 1", len(evs), err)
+	}
+}
+
+// The requests that arrive during an fsync run at once but wait in one
+// open transaction, committed when the fsync ends: one commit and one
+// fsync for all of them.
+func TestRequestsDuringAnFsyncShareTheNextCommit(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	entered, open, synced := gatedSync(t, s)
+	first := goWrite(s, ctx, insertEvent("first"))
+	<-entered
+	var ran atomic.Int64
+	var waiting []<-chan error
+	for i := range 5 {
+		waiting = append(waiting, goWrite(s, ctx, func(tx *sqlx.Tx) error {
+			ran.Add(1)
+			return insertEvent(fmt.Sprint("u", i))(tx)
+		}))
+	}
+	wait.For(t, 5*time.Second, "the 5 requests ran", func() bool { return ran.Load() == 5 })
+	if n := s.commits.Load(); n != 1 {
+		t.Errorf("%d commits while the first fsync is in flight, want 1 (the others wait, open)", n)
+	}
+	open()
+	for _, w := range append(waiting, first) {
+		if err := <-w; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c, n := s.commits.Load(), synced.Load(); c != 2 || n != 2 {
+		t.Errorf("6 requests answered after %d commits and %d fsyncs, want 2 and 2", c, n)
+	}
+}
+
+// After a failed fsync nothing more is written: the pages may be lost
+// even though a retry would report success.
+func TestFailedWALSyncStopsWrites(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	s.syncWAL = func() error { return errors.New("EIO") }
+	err := <-goWrite(s, ctx, insertEvent("a"))
+	if !errors.Is(err, calls.ErrUnavailable) {
+		t.Fatalf("write with a failing fsync: %v, want unavailable", err)
+	}
+	if err := <-goWrite(s, ctx, insertEvent("b")); !errors.Is(err, calls.ErrUnavailable) {
+		t.Fatalf("write after a failed fsync: %v, want unavailable", err)
+	}
+	if err := s.Ping(ctx); err == nil {
+		t.Fatal("Ping after a failed fsync succeeded; want the store reported down")
+	}
+	if n := count(t, s, "events WHERE user_id = 'b'"); n != 0 {
+		t.Errorf("b's event written after the failed fsync")
+	}
+}
