@@ -103,7 +103,15 @@ func (c *tokenClaims) Validate() error {
 type authenticator struct {
 	cfg    AuthConfig
 	parser *jwt.Parser
+	cache  *tokenCache
 }
+
+// Verified tokens are remembered for a minute, at most 100,000 of them
+// (about 40 MB at worst, with 300-byte tokens).
+const (
+	tokenCacheTTL = time.Minute
+	tokenCacheMax = 100_000
+)
 
 func newAuthenticator(cfg AuthConfig) *authenticator {
 	if cfg.UserClaim == "" {
@@ -126,7 +134,7 @@ func newAuthenticator(cfg AuthConfig) *authenticator {
 	if cfg.Audience != "" {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
-	return &authenticator{cfg: cfg, parser: jwt.NewParser(opts...)}
+	return &authenticator{cfg: cfg, parser: jwt.NewParser(opts...), cache: newTokenCache(tokenCacheTTL, tokenCacheMax)}
 }
 
 // keyFor picks the verification key: the secret for HS256, the provider's
@@ -146,8 +154,22 @@ func (a *authenticator) keyFor(ctx context.Context) jwt.Keyfunc {
 
 // parse verifies a JWT and returns its user, whether it carries the admin
 // role and its exp (which an event stream must not outlive). Error messages
-// are safe to show the client.
+// are safe to show the client. A token verified lately is taken from the
+// cache (see tokenCache).
 func (a *authenticator) parse(ctx context.Context, token string) (user string, admin bool, exp time.Time, err error) {
+	now := time.Now()
+	if v, ok := a.cache.get(token, now); ok {
+		return v.user, v.admin, v.exp, nil
+	}
+	user, admin, exp, err = a.verify(ctx, token)
+	if err == nil {
+		a.cache.put(token, verifiedToken{user: user, admin: admin, exp: exp}, now)
+	}
+	return user, admin, exp, err
+}
+
+// verify is parse without the cache.
+func (a *authenticator) verify(ctx context.Context, token string) (user string, admin bool, exp time.Time, err error) {
 	c := tokenClaims{userClaim: a.cfg.UserClaim}
 	tok, err := a.parser.ParseWithClaims(token, &c, a.keyFor(ctx))
 	switch {
