@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"callsig/calls"
 	"callsig/db/storetest"
+	"callsig/internal/fakeclock"
+	"callsig/internal/wait"
 )
 
 // BenchmarkUpdate measures durable transactions per second (synchronous=FULL)
@@ -35,5 +38,82 @@ func BenchmarkUpdate(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tx/s")
 	if commits := s.commits.Load() - before; commits > 0 {
 		b.ReportMetric(float64(b.N)/float64(commits), "tx/commit")
+	}
+}
+
+// BenchmarkFireDeadlines measures how fast the scheduler fires due
+// deadlines on SQLite: b.N calls, each with one invitee whose invitation
+// times out, all due at once; the clock passes them and the timer runs
+// until every timeout event has committed (ns/op is per deadline).
+// "batched" is the scheduler as wired; "each" hides any optional store
+// capability, so the scheduler reads DueDeadlines and fires every deadline
+// through its own Service.Expire (one savepoint each, group-committed): the
+// path SQLite took before it fired deadlines in batches. Run with:
+//
+//	go test -run '^$' -bench FireDeadlines -benchtime 20000x ./db/sqlite/
+func BenchmarkFireDeadlines(b *testing.B) {
+	modes := []struct {
+		name string
+		wrap func(*Store) calls.Store
+	}{
+		{"batched", func(s *Store) calls.Store { return s }},
+		{"each", func(s *Store) calls.Store { return struct{ calls.Store }{s} }},
+	}
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) { benchFireDeadlines(b, m.wrap) })
+	}
+}
+
+func benchFireDeadlines(b *testing.B, wrap func(*Store) calls.Store) {
+	s := openTest(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const perTx = 500
+	for i := 0; i < b.N; i += perTx {
+		err := s.Update(ctx, func(tx calls.Tx) error {
+			for j := i; j < min(i+perTx, b.N); j++ {
+				ch := storetest.NewCall(fmt.Sprintf("c%07d", j), fmt.Sprintf("caller%d", j), 1_000, fmt.Sprintf("callee%d", j))
+				if err := tx.Save(ctx, ch); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	clock := fakeclock.New(time.UnixMilli(1_000))
+	fired := &timeouts{}
+	svc := calls.NewService(calls.Options{Store: wrap(s), Clock: clock, Notifier: fired})
+	done := make(chan error, 1)
+	before := s.commits.Load()
+	b.ResetTimer()
+	go func() { done <- svc.Run(ctx) }()
+	clock.Advance(40 * time.Second) // every invitation's 30 s timeout is due
+	wait.For(b, 10*time.Minute, "every deadline to fire", func() bool { return fired.n.Load() >= int64(b.N) })
+	b.StopTimer()
+	commits := s.commits.Load() - before
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	if n := fired.n.Load(); n != int64(b.N) {
+		b.Fatalf("%d timeout events for %d deadlines", n, b.N)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "deadlines/s")
+	if commits > 0 {
+		b.ReportMetric(float64(b.N)/float64(commits), "deadlines/commit")
+	}
+}
+
+// timeouts is a calls.Notifier counting the timeout events committed.
+type timeouts struct{ n atomic.Int64 }
+
+func (t *timeouts) Committed(evs []calls.Event, _ int) {
+	for _, e := range evs {
+		if e.Type == calls.EventTimeout {
+			t.n.Add(1)
+		}
 	}
 }
