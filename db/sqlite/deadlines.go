@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/jmoiron/sqlx"
+
 	"callsig/calls"
 	"callsig/db"
 )
@@ -36,10 +38,47 @@ const sqlNextDeadline = `SELECT COALESCE(MIN(at), 0) FROM (
 // at most limit from each before merging, so the cost does not grow with
 // how many deadlines are due.
 func (s *Store) DueDeadlines(ctx context.Context, now int64, limit int) ([]calls.Deadline, error) {
+	return dueDeadlines(ctx, s.rdb, now, limit)
+}
+
+var _ calls.DeadlineClaimer = (*Store)(nil)
+
+// UpdateDue runs fn in the write transaction (see write) with up to limit
+// deadlines due at now, earliest first (limit <= 0: 100), and returns how
+// many it gave fn (calls.DeadlineClaimer): the scheduler fires a batch of
+// deadlines with one request and one savepoint instead of one each.
+//
+// The deadlines are read with DueDeadlines' query inside fn's savepoint,
+// not from the read pool: they include the changes of the requests before
+// it in the group commit, and the single writer runs concurrent UpdateDues
+// one after the other, so no deadline is handed to two of them (the read
+// pool would show each the last commit, and the same deadlines to all).
+// No other transaction writes, so none is passed over. fn's error rolls
+// back only its own savepoint.
+func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(calls.Tx, []calls.Deadline) error) (int, error) {
+	var n int
+	err := s.write(ctx, func(tx *sqlx.Tx) error {
+		n = 0
+		due, err := dueDeadlines(ctx, tx, now, limit)
+		if err != nil || len(due) == 0 {
+			return err
+		}
+		n = len(due)
+		return fn(s.callsTx(tx), due)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// dueDeadlines runs sqlDueDeadlines on q: the read pool, or the write
+// transaction.
+func dueDeadlines(ctx context.Context, q sqlx.QueryerContext, now int64, limit int) ([]calls.Deadline, error) {
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := s.rdb.QueryContext(ctx, sqlDueDeadlines,
+	rows, err := q.QueryContext(ctx, sqlDueDeadlines,
 		string(calls.DeadlineTimeout), now, limit,
 		string(calls.DeadlineNotReceived), now, limit,
 		string(calls.DeadlineCallerOffline), now, limit,
