@@ -49,6 +49,17 @@ type DeadlineClaimer interface {
 	UpdateDue(ctx context.Context, now int64, limit int, fn func(tx Tx, due []Deadline) error) (int, error)
 }
 
+// DeadlineBatcher is an optional DeadlineClaimer capability: the store says
+// how the Scheduler splits due deadlines into claiming transactions, since
+// the best split depends on how the store commits. A claimer without it
+// gets claimParallel transactions at once of claimBatch deadlines each
+// (sized for PostgreSQL; see scheduler.go).
+type DeadlineBatcher interface {
+	// DeadlineBatching returns how many UpdateDue calls the Scheduler runs
+	// at once and the limit it passes each.
+	DeadlineBatching() (parallel, batch int)
+}
+
 // UserLocker is an optional Tx capability of a store whose transactions
 // lock per-user rows (PostgreSQL's event_users, for event ids and the busy
 // check): LockUsers takes the rows of every user a use-case will touch in

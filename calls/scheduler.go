@@ -132,8 +132,9 @@ func (sc *Scheduler) poll(next int64) int64 {
 }
 
 // claimParallel is how many claiming transactions one node runs at once,
-// and claimBatch how many deadlines each takes: several small batches let
-// PostgreSQL group-commit them, and keep each transaction's locks short.
+// and claimBatch how many deadlines each takes, unless the store says
+// otherwise (DeadlineBatcher): several small batches let PostgreSQL
+// group-commit them, and keep each transaction's locks short.
 const (
 	claimParallel = 4
 	claimBatch    = 32
@@ -143,24 +144,25 @@ const (
 	claimBackoff = 50 * time.Millisecond
 )
 
-// claimRound is round over a DeadlineClaimer: claimParallel workers each
-// claim and fire batches until nothing due is left unclaimed. Due
-// deadlines that other transactions hold (other nodes firing them) are
-// looked at again after claimBackoff of real time (lock holders are real
-// transactions, whatever the clock), until none is left.
+// claimRound is round over a DeadlineClaimer: parallel workers (see
+// claimBatching) each claim and fire batches until nothing due is left
+// unclaimed. Due deadlines that other transactions hold (other nodes
+// firing them) are looked at again after claimBackoff of real time (lock
+// holders are real transactions, whatever the clock), until none is left.
 func (sc *Scheduler) claimRound(ctx context.Context, cl DeadlineClaimer) (int64, error) {
+	parallel, batch := claimBatching(cl)
 	for {
 		var (
 			wg   sync.WaitGroup
 			mu   sync.Mutex
 			errs []error
 		)
-		for range claimParallel {
+		for range parallel {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				for ctx.Err() == nil {
-					n, err := sc.s.expireClaimed(ctx, cl, claimBatch)
+					n, err := sc.s.expireClaimed(ctx, cl, batch)
 					if err != nil {
 						mu.Lock()
 						errs = append(errs, err)
@@ -188,6 +190,18 @@ func (sc *Scheduler) claimRound(ctx context.Context, cl DeadlineClaimer) (int64,
 		case <-t.C:
 		}
 	}
+}
+
+// claimBatching returns how many claiming transactions to run at once and
+// how many deadlines each takes: the store's DeadlineBatching when it has
+// one (and both are positive), else claimParallel and claimBatch.
+func claimBatching(cl DeadlineClaimer) (parallel, batch int) {
+	if b, ok := cl.(DeadlineBatcher); ok {
+		if p, n := b.DeadlineBatching(); p > 0 && n > 0 {
+			return p, n
+		}
+	}
+	return claimParallel, claimBatch
 }
 
 // setTimer replaces the pending timer with one that pokes the loop at at
