@@ -346,3 +346,68 @@ func testSchedulerFiresEachDeadlineOnce(t *testing.T, s db.Store) {
 		t.Errorf("off: %+v (%v), want ended by callerOffline", c, err)
 	}
 }
+
+// changeDuringRound is a store that reports its first NextDeadline (the
+// first round has read the next deadline), and whose first NextDeadline
+// to find nothing pending runs during after its read: a change that
+// commits while a round runs, after the round read the next deadline.
+type changeDuringRound struct {
+	db.Store
+	calls.DeadlineClaimer
+	during    func()
+	read, ran chan struct{}
+	readOnce  sync.Once
+	ranOnce   sync.Once
+}
+
+func (s *changeDuringRound) NextDeadline(ctx context.Context) (int64, error) {
+	next, err := s.Store.NextDeadline(ctx)
+	s.readOnce.Do(func() { close(s.read) })
+	if err == nil && next == 0 {
+		s.ranOnce.Do(func() { s.during(); close(s.ran) })
+	}
+	return next, err
+}
+
+// A deadline created while a round runs fires, even when the round read
+// the next deadline before it committed and found none: the scheduler
+// sets its timer from what was armed during the round too.
+func testSchedulerArmsDeadlineCreatedDuringRound(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	saveDue(t, s, "first", 1) // due at 31,000
+	clock := fakeclock.New(time.UnixMilli(1_000))
+	store := &changeDuringRound{Store: s, DeadlineClaimer: claimer(t, s),
+		read: make(chan struct{}), ran: make(chan struct{})}
+	svc := calls.NewService(calls.Options{Store: store, Clock: clock})
+	var late string
+	store.during = func() {
+		res, err := svc.Invite(ctx, calls.Actor{UserID: "late-caller"}, calls.InviteInput{Invitees: []string{"late-callee"}, Timeout: 30})
+		if err != nil {
+			t.Errorf("invite during a round: %v", err)
+			return
+		}
+		late = res.CallID
+	}
+	runScheduler(t, svc)
+	received := func(ch chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+	// The first round arms the timer for 31,000 (or, when the clock has
+	// passed it by then, for now).
+	received(store.read, "the first round")
+	clock.Advance(40 * time.Second) // "first" is due: a round fires it, then finds nothing pending
+	received(store.ran, "a round to fire the first deadline")
+	if late == "" {
+		t.FailNow()
+	}
+	clock.Advance(40 * time.Second) // the late invitation's 30 s timeout is due
+	wait.For(t, 10*time.Second, "the invitation created during a round to time out", func() bool {
+		c, err := s.Call(ctx, late)
+		return err == nil && c.User("late-callee").State == calls.StateTimeout
+	})
+}

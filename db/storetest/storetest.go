@@ -51,6 +51,7 @@ var tests = []contract{
 	{"UpdateDueRollsBackOnError", testUpdateDueRollsBackOnError},
 	{"UpdateDueFiresEachDeadlineOnce", testUpdateDueFiresEachDeadlineOnce},
 	{"SchedulerFiresEachDeadlineOnce", testSchedulerFiresEachDeadlineOnce},
+	{"SchedulerArmsDeadlineCreatedDuringRound", testSchedulerArmsDeadlineCreatedDuringRound},
 	{"CallCounts", testCallCounts},
 	{"ClosedStoreIsUnavailable", testClosedStoreIsUnavailable},
 	// the event log (sse.Log)
