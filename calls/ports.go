@@ -31,18 +31,33 @@ type Store interface {
 	NextDeadline(ctx context.Context) (int64, error)
 }
 
-// DeadlineClaimer is an optional Store capability for a store that several
-// nodes share: firing a deadline claims it, so each node passes over the
-// deadlines another is firing instead of waiting for them and finding them
-// done. Without it the Scheduler reads DueDeadlines and fires each through
-// Expire (one node: nobody else to pass over).
+// DeadlineClaimer is an optional Store capability: the Scheduler fires
+// several due deadlines in one transaction that claims them. A store that
+// several nodes share passes over the deadlines another node is firing
+// instead of waiting for them and finding them done (PostgreSQL); a
+// single writer saves a transaction, a savepoint and a request per
+// deadline (SQLite). Without it the Scheduler reads DueDeadlines and fires
+// each through Service.Expire, its own write.
 type DeadlineClaimer interface {
 	// UpdateDue runs fn in one write transaction (as Update, fn may run
-	// more than once) with up to limit deadlines due at now, earliest first,
+	// more than once) with up to limit deadlines due at now, in At order,
 	// whose calls the transaction has locked; calls another transaction
 	// holds are passed over. It returns how many deadlines fn was given
-	// (0: nothing due that is not being handled elsewhere).
+	// (0: nothing due that is not being handled elsewhere). fn fires each
+	// through the pure Expire, which reads the call in the transaction: a
+	// deadline another transaction fired meanwhile is found cleared.
 	UpdateDue(ctx context.Context, now int64, limit int, fn func(tx Tx, due []Deadline) error) (int, error)
+}
+
+// DeadlineBatcher is an optional DeadlineClaimer capability: the store says
+// how the Scheduler splits due deadlines into claiming transactions, since
+// the best split depends on how the store commits. A claimer without it
+// gets claimParallel transactions at once of claimBatch deadlines each
+// (sized for PostgreSQL; see scheduler.go).
+type DeadlineBatcher interface {
+	// DeadlineBatching returns how many UpdateDue calls the Scheduler runs
+	// at once and the limit it passes each.
+	DeadlineBatching() (parallel, batch int)
 }
 
 // UserLocker is an optional Tx capability of a store whose transactions

@@ -20,6 +20,12 @@ type Scheduler struct {
 	mu    sync.Mutex
 	next  int64 // when the armed timer fires (Unix ms), 0 when none
 	timer Timer
+	// inRound is set while a round runs, and armed is the earliest
+	// deadline Arm was given meanwhile (0: none). The round may have read
+	// NextDeadline before that deadline's change committed, and next is
+	// stale until it ends, so the timer it sets must cover armed too.
+	inRound bool
+	armed   int64
 }
 
 // How many due deadlines one round fetches and how many it expires at once;
@@ -35,9 +41,18 @@ func newScheduler(s *Service) *Scheduler {
 }
 
 // Arm makes sure the scheduler wakes up by at. Cheap when a timer for an
-// earlier deadline is already set, which is the common case.
+// earlier deadline is already set, which is the common case, or when a
+// round is running: the round's end sets the timer for at if it is the
+// earliest.
 func (sc *Scheduler) Arm(at int64) {
 	sc.mu.Lock()
+	if sc.inRound {
+		if sc.armed == 0 || at < sc.armed {
+			sc.armed = at
+		}
+		sc.mu.Unlock()
+		return
+	}
 	earlier := sc.next == 0 || at < sc.next
 	sc.mu.Unlock()
 	if earlier {
@@ -56,6 +71,9 @@ func (sc *Scheduler) poke() {
 func (sc *Scheduler) run(ctx context.Context) {
 	defer sc.setTimer(0)
 	for {
+		sc.mu.Lock()
+		sc.inRound = true
+		sc.mu.Unlock()
 		next, err := sc.round(ctx)
 		if ctx.Err() != nil {
 			return
@@ -63,9 +81,9 @@ func (sc *Scheduler) run(ctx context.Context) {
 		switch {
 		case err != nil:
 			sc.s.log.Error("deadline scheduler", "err", err)
-			sc.setTimer(sc.s.now() + retryDelay.Milliseconds())
+			sc.endRound(sc.s.now() + retryDelay.Milliseconds())
 		default:
-			sc.setTimer(sc.poll(next)) // 0: nothing pending
+			sc.endRound(sc.poll(next)) // 0: nothing pending
 		}
 		select {
 		case <-ctx.Done():
@@ -132,8 +150,9 @@ func (sc *Scheduler) poll(next int64) int64 {
 }
 
 // claimParallel is how many claiming transactions one node runs at once,
-// and claimBatch how many deadlines each takes: several small batches let
-// PostgreSQL group-commit them, and keep each transaction's locks short.
+// and claimBatch how many deadlines each takes, unless the store says
+// otherwise (DeadlineBatcher): several small batches let PostgreSQL
+// group-commit them, and keep each transaction's locks short.
 const (
 	claimParallel = 4
 	claimBatch    = 32
@@ -143,24 +162,25 @@ const (
 	claimBackoff = 50 * time.Millisecond
 )
 
-// claimRound is round over a DeadlineClaimer: claimParallel workers each
-// claim and fire batches until nothing due is left unclaimed. Due
-// deadlines that other transactions hold (other nodes firing them) are
-// looked at again after claimBackoff of real time (lock holders are real
-// transactions, whatever the clock), until none is left.
+// claimRound is round over a DeadlineClaimer: parallel workers (see
+// claimBatching) each claim and fire batches until nothing due is left
+// unclaimed. Due deadlines that other transactions hold (other nodes
+// firing them) are looked at again after claimBackoff of real time (lock
+// holders are real transactions, whatever the clock), until none is left.
 func (sc *Scheduler) claimRound(ctx context.Context, cl DeadlineClaimer) (int64, error) {
+	parallel, batch := claimBatching(cl)
 	for {
 		var (
 			wg   sync.WaitGroup
 			mu   sync.Mutex
 			errs []error
 		)
-		for range claimParallel {
+		for range parallel {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				for ctx.Err() == nil {
-					n, err := sc.s.expireClaimed(ctx, cl, claimBatch)
+					n, err := sc.s.expireClaimed(ctx, cl, batch)
 					if err != nil {
 						mu.Lock()
 						errs = append(errs, err)
@@ -190,11 +210,41 @@ func (sc *Scheduler) claimRound(ctx context.Context, cl DeadlineClaimer) (int64,
 	}
 }
 
+// claimBatching returns how many claiming transactions to run at once and
+// how many deadlines each takes: the store's DeadlineBatching when it has
+// one (and both are positive), else claimParallel and claimBatch.
+func claimBatching(cl DeadlineClaimer) (parallel, batch int) {
+	if b, ok := cl.(DeadlineBatcher); ok {
+		if p, n := b.DeadlineBatching(); p > 0 && n > 0 {
+			return p, n
+		}
+	}
+	return claimParallel, claimBatch
+}
+
+// endRound sets the timer for at (Unix ms; 0: none) or for the earliest
+// deadline armed during the round, if earlier. Both in one critical
+// section with the end of inRound: an Arm in between would compare its
+// deadline with a stale next.
+func (sc *Scheduler) endRound(at int64) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.armed != 0 && (at == 0 || sc.armed < at) {
+		at = sc.armed
+	}
+	sc.inRound, sc.armed = false, 0
+	sc.setTimerLocked(at)
+}
+
 // setTimer replaces the pending timer with one that pokes the loop at at
 // (Unix ms; 0: none).
 func (sc *Scheduler) setTimer(at int64) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
+	sc.setTimerLocked(at)
+}
+
+func (sc *Scheduler) setTimerLocked(at int64) {
 	if sc.timer != nil {
 		sc.timer.Stop()
 		sc.timer = nil

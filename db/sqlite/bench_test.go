@@ -4,12 +4,17 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"callsig/calls"
 	"callsig/db/storetest"
+	"callsig/internal/fakeclock"
+	"callsig/internal/wait"
 )
 
 // BenchmarkUpdate measures durable transactions per second (synchronous=FULL)
@@ -63,5 +68,132 @@ func benchUpdate(b *testing.B, opts Options, conc int) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tx/s")
 	if commits := s.commits.Load() - before; commits > 0 {
 		b.ReportMetric(float64(b.N)/float64(commits), "tx/commit")
+	}
+}
+
+// BenchmarkFireDeadlines measures how fast the scheduler fires due
+// deadlines on SQLite: b.N calls, each with one invitee whose invitation
+// times out, all due at once; the clock passes them and the timer runs
+// until every timeout event has committed (ns/op is per deadline).
+// "batched" is the scheduler as wired; "each" hides any optional store
+// capability, so the scheduler reads DueDeadlines and fires every deadline
+// through its own Service.Expire (one savepoint each, group-committed): the
+// path SQLite took before it fired deadlines in batches. cpu-µs/deadline
+// is the process's CPU time over the same span, write-p99-ms the p99
+// latency of small writes made one after the other meanwhile (what a
+// request waits behind the deadlines firing). Run with:
+//
+//	go test -run '^$' -bench FireDeadlines -benchtime 20000x ./db/sqlite/
+func BenchmarkFireDeadlines(b *testing.B) {
+	modes := []struct {
+		name string
+		wrap func(*Store) calls.Store
+	}{
+		{"batched", func(s *Store) calls.Store { return s }},
+		{"each", func(s *Store) calls.Store { return struct{ calls.Store }{s} }},
+	}
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) { benchFireDeadlines(b, m.wrap) })
+	}
+}
+
+func benchFireDeadlines(b *testing.B, wrap func(*Store) calls.Store) {
+	s := openTest(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const perTx = 500
+	for i := 0; i < b.N; i += perTx {
+		err := s.Update(ctx, func(tx calls.Tx) error {
+			for j := i; j < min(i+perTx, b.N); j++ {
+				ch := storetest.NewCall(fmt.Sprintf("c%07d", j), fmt.Sprintf("caller%d", j), 1_000, fmt.Sprintf("callee%d", j))
+				if err := tx.Save(ctx, ch); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	clock := fakeclock.New(time.UnixMilli(1_000))
+	fired := &timeouts{}
+	svc := calls.NewService(calls.Options{Store: wrap(s), Clock: clock, Notifier: fired})
+	done := make(chan error, 1)
+	before, cpuBefore := s.commits.Load(), processCPU(b)
+	b.ResetTimer()
+	go func() { done <- svc.Run(ctx) }()
+	clock.Advance(40 * time.Second) // every invitation's 30 s timeout is due
+	stopProbe, probe := probeWrites(b, s)
+	wait.For(b, 10*time.Minute, "every deadline to fire", func() bool { return fired.n.Load() >= int64(b.N) })
+	b.StopTimer()
+	commits, cpu := s.commits.Load()-before, processCPU(b)-cpuBefore
+	close(stopProbe)
+	writes := <-probe
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	if n := fired.n.Load(); n != int64(b.N) {
+		b.Fatalf("%d timeout events for %d deadlines", n, b.N)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "deadlines/s")
+	if commits > 0 {
+		b.ReportMetric(float64(b.N)/float64(commits), "deadlines/commit")
+	}
+	// CPU time, all goroutines: on a shared machine it moves less than the
+	// wall time with what else runs.
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/deadline")
+	if len(writes) > 0 {
+		slices.Sort(writes)
+		p99 := writes[min(len(writes)*99/100, len(writes)-1)]
+		b.ReportMetric(float64(p99.Microseconds())/1000, "write-p99-ms")
+	}
+}
+
+// probeWrites creates small calls through s, one after the other, until
+// stop is closed, and then sends how long each Update took: what a request
+// waits behind the deadlines firing.
+func probeWrites(b *testing.B, s *Store) (stop chan struct{}, took chan []time.Duration) {
+	stop, took = make(chan struct{}), make(chan []time.Duration, 1)
+	ctx := context.Background()
+	go func() {
+		var lat []time.Duration
+		defer func() { took <- lat }()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ch := storetest.NewCall(fmt.Sprintf("probe%07d", i), "prober", 41_000, fmt.Sprintf("probed%d", i))
+			start := time.Now()
+			if err := s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, ch) }); err != nil {
+				b.Error(err)
+				return
+			}
+			lat = append(lat, time.Since(start))
+		}
+	}()
+	return stop, took
+}
+
+// processCPU is the CPU time (user and system) the test process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// timeouts is a calls.Notifier counting the timeout events committed.
+type timeouts struct{ n atomic.Int64 }
+
+func (t *timeouts) Committed(evs []calls.Event, _ int) {
+	for _, e := range evs {
+		if e.Type == calls.EventTimeout {
+			t.n.Add(1)
+		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/jmoiron/sqlx"
+
 	"callsig/calls"
 	"callsig/db"
 )
@@ -36,10 +38,65 @@ const sqlNextDeadline = `SELECT COALESCE(MIN(at), 0) FROM (
 // at most limit from each before merging, so the cost does not grow with
 // how many deadlines are due.
 func (s *Store) DueDeadlines(ctx context.Context, now int64, limit int) ([]calls.Deadline, error) {
+	return dueDeadlines(ctx, s.rdb, now, limit)
+}
+
+var _ calls.DeadlineClaimer = (*Store)(nil)
+
+// UpdateDue runs fn in the write transaction (see write) with up to limit
+// deadlines due at now, earliest first (limit <= 0: 100), and returns how
+// many it gave fn (calls.DeadlineClaimer): the scheduler fires a batch of
+// deadlines with one request and one savepoint instead of one each.
+//
+// The deadlines are read with DueDeadlines' query inside fn's savepoint,
+// not from the read pool: they include the changes of the requests before
+// it in the group commit, and the single writer runs concurrent UpdateDues
+// one after the other, so no deadline is handed to two of them (the read
+// pool would show each the last commit, and the same deadlines to all).
+// No other transaction writes, so none is passed over. fn's error rolls
+// back only its own savepoint.
+func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(calls.Tx, []calls.Deadline) error) (int, error) {
+	var n int
+	err := s.write(ctx, func(tx *sqlx.Tx) error {
+		n = 0
+		due, err := dueDeadlines(ctx, tx, now, limit)
+		if err != nil || len(due) == 0 {
+			return err
+		}
+		n = len(due)
+		return fn(s.callsTx(tx), due)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// DeadlineBatching has the scheduler fire due deadlines one claim at a
+// time, 64 deadlines each (calls.DeadlineBatcher), where PostgreSQL runs
+// 4 claims of 32 at once. One writer runs every transaction in turn, so
+// parallel claims only queue behind each other, and a request queued
+// behind them waits for all of them: its group commit holds what was
+// queued before it and what arrives before the writer takes the batch.
+// With one claim of 64, a request waits behind about as much deadline
+// work as it did when each deadline was its own request (64 of them in
+// flight), while a claim pays for one request and one savepoint over all
+// its deadlines. Measured with BenchmarkFireDeadlines on a 2-core VM, the
+// p99 of a write made while 20,000 deadlines fire: 1 × 64, 20 ms (the
+// per-deadline path: 16–20 ms); 4 × 32, 31–33 ms; 1 × 128, 33–46 ms;
+// 2 × 128, 64–66 ms, for only 10–15 % more deadlines per second (what a
+// deadline costs is its statements, not its request or commit).
+func (s *Store) DeadlineBatching() (parallel, batch int) { return 1, 64 }
+
+var _ calls.DeadlineBatcher = (*Store)(nil)
+
+// dueDeadlines runs sqlDueDeadlines on q: the read pool, or the write
+// transaction.
+func dueDeadlines(ctx context.Context, q sqlx.QueryerContext, now int64, limit int) ([]calls.Deadline, error) {
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := s.rdb.QueryContext(ctx, sqlDueDeadlines,
+	rows, err := q.QueryContext(ctx, sqlDueDeadlines,
 		string(calls.DeadlineTimeout), now, limit,
 		string(calls.DeadlineNotReceived), now, limit,
 		string(calls.DeadlineCallerOffline), now, limit,

@@ -8,7 +8,9 @@
 // Every write goes through one writer goroutine that group-commits the
 // requests waiting at that moment in one transaction, each in its own
 // savepoint, and answers a request only once its commit is durable. Reads use
-// a separate query-only connection pool and never block the writer.
+// a separate query-only connection pool and never block the writer. Due
+// deadlines are fired in batches, each read and fired by one write request
+// (UpdateDue, calls.DeadlineClaimer).
 //
 // This package must never decide anything about calls: the state machine
 // lives in package calls. It must never hold a transaction open across

@@ -17,9 +17,13 @@ import (
 // commit with concurrent Updates but fails alone) and returns once its
 // changes are durable.
 func (s *Store) Update(ctx context.Context, fn func(calls.Tx) error) error {
-	return s.write(ctx, func(tx *sqlx.Tx) error {
-		return fn(&callsTx{idempotencyTx: idempotencyTx{tx}, s: s})
-	})
+	return s.write(ctx, func(tx *sqlx.Tx) error { return fn(s.callsTx(tx)) })
+}
+
+// callsTx returns the calls.Tx over tx, the write transaction: only valid
+// inside a write fn, on the writer goroutine.
+func (s *Store) callsTx(tx *sqlx.Tx) *callsTx {
+	return &callsTx{idempotencyTx: idempotencyTx{tx}, s: s}
 }
 
 // callsTx is the calls.Tx given to an Update fn; its tx (the write

@@ -46,6 +46,12 @@ var tests = []contract{
 	{"CallerPresenceInPages", testCallerPresenceInPages},
 	{"ServiceRunArmsTrackedCallersAndStops", testServiceRunArmsTrackedCallersAndStops},
 	{"DeadlinesAcrossKinds", testDeadlinesAcrossKinds},
+	// calls.DeadlineClaimer and the scheduler over it
+	{"UpdateDueHandsDueDeadlines", testUpdateDueHandsDueDeadlines},
+	{"UpdateDueRollsBackOnError", testUpdateDueRollsBackOnError},
+	{"UpdateDueFiresEachDeadlineOnce", testUpdateDueFiresEachDeadlineOnce},
+	{"SchedulerFiresEachDeadlineOnce", testSchedulerFiresEachDeadlineOnce},
+	{"SchedulerArmsDeadlineCreatedDuringRound", testSchedulerArmsDeadlineCreatedDuringRound},
 	{"CallCounts", testCallCounts},
 	{"ClosedStoreIsUnavailable", testClosedStoreIsUnavailable},
 	// the event log (sse.Log)
