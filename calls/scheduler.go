@@ -349,9 +349,13 @@ func (s *Service) armCallersAtStart(ctx context.Context) error {
 // transaction, each through the pure Expire as Service.Expire would, and
 // returns how many it was given.
 func (s *Service) expireClaimed(ctx context.Context, cl DeadlineClaimer, limit int) (int, error) {
-	var changes []*Change
+	var (
+		changes []*Change
+		claimed []Deadline
+	)
 	n, err := cl.UpdateDue(ctx, s.now(), limit, func(tx Tx, due []Deadline) error {
 		changes = changes[:0]
+		claimed = append(claimed[:0], due...)
 		now := s.now()
 		// The claim holds several calls: their users are locked first, all
 		// in one order (UserLocker), as every other change does, so firing
@@ -404,10 +408,37 @@ func (s *Service) expireClaimed(ctx context.Context, cl DeadlineClaimer, limit i
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return s.expireEach(ctx, claimed, err)
 	}
 	for _, ch := range changes {
 		s.committed(ch)
 	}
 	return n, nil
+}
+
+// expireEach fires, each in its own transaction, the deadlines of a claim
+// that failed with err, so that one deadline that cannot be fired (a bad
+// row, a bug in a transition) does not hold back the others claimed with
+// it, round after round. It returns how many it was given, or err when
+// none of them could be fired (nothing was claimed; the store is down;
+// every one fails), which ends the round until it is retried.
+func (s *Service) expireEach(ctx context.Context, claimed []Deadline, err error) (int, error) {
+	if len(claimed) == 0 || ctx.Err() != nil || errors.Is(err, ErrUnavailable) {
+		return 0, err
+	}
+	s.log.Warn("a claim of deadlines failed: firing them one by one", "deadlines", len(claimed), "err", err)
+	fired := 0
+	for _, d := range claimed {
+		if ferr := s.Expire(ctx, d); ferr != nil {
+			if ctx.Err() == nil {
+				s.log.Error("expire deadline", "call", d.CallID, "user", d.UserID, "kind", d.Kind, "err", ferr)
+			}
+			continue
+		}
+		fired++
+	}
+	if fired == 0 {
+		return 0, err
+	}
+	return len(claimed), nil
 }

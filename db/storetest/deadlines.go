@@ -411,3 +411,62 @@ func testSchedulerArmsDeadlineCreatedDuringRound(t *testing.T, s db.Store) {
 		return err == nil && c.User("late-callee").State == calls.StateTimeout
 	})
 }
+
+// poisoned is a store on which saving one call always fails, inside
+// claims (UpdateDue) and alone (Update) alike: a deadline that cannot be
+// fired.
+type poisoned struct {
+	db.Store
+	cl     calls.DeadlineClaimer
+	callID string
+}
+
+func (s *poisoned) Update(ctx context.Context, fn func(calls.Tx) error) error {
+	return s.Store.Update(ctx, func(tx calls.Tx) error { return fn(&poisonTx{Tx: tx, callID: s.callID}) })
+}
+
+func (s *poisoned) UpdateDue(ctx context.Context, now int64, limit int, fn func(calls.Tx, []calls.Deadline) error) (int, error) {
+	return s.cl.UpdateDue(ctx, now, limit, func(tx calls.Tx, due []calls.Deadline) error {
+		return fn(&poisonTx{Tx: tx, callID: s.callID}, due)
+	})
+}
+
+type poisonTx struct {
+	calls.Tx
+	callID string
+}
+
+func (t *poisonTx) Save(ctx context.Context, ch *calls.Change) error {
+	if ch.Call != nil && ch.Call.ID == t.callID {
+		return errors.New("poisoned call")
+	}
+	return t.Tx.Save(ctx, ch)
+}
+
+// LockUsers passes the backend's user locks through (calls.UserLocker).
+func (t *poisonTx) LockUsers(ctx context.Context, users []string) error {
+	if l, ok := t.Tx.(calls.UserLocker); ok {
+		return l.LockUsers(ctx, users)
+	}
+	return nil
+}
+
+// A deadline that cannot be fired does not hold back those claimed with
+// it: the failed claim's deadlines are fired one by one.
+func testSchedulerFiresPastAPoisonedDeadline(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	const n = 20
+	saveDue(t, s, "p", n) // p000…p019, due at 31,000
+	clock := fakeclock.New(time.UnixMilli(1_000))
+	counter := &eventCounter{n: map[calls.EventType]int{}}
+	store := &poisoned{Store: s, cl: claimer(t, s), callID: "p003"}
+	svc := calls.NewService(calls.Options{Store: store, Clock: clock, Notifier: counter})
+	runScheduler(t, svc)
+	clock.Advance(40 * time.Second)
+	wait.For(t, 20*time.Second, "every deadline but the poisoned one to fire", func() bool {
+		return counter.count(calls.EventTimeout) == n-1
+	})
+	if c, err := s.Call(ctx, "p003"); err != nil || c.State != calls.CallStarted {
+		t.Errorf("the poisoned call: %+v (%v), want still started", c, err)
+	}
+}

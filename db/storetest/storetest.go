@@ -52,6 +52,7 @@ var tests = []contract{
 	{"UpdateDueFiresEachDeadlineOnce", testUpdateDueFiresEachDeadlineOnce},
 	{"SchedulerFiresEachDeadlineOnce", testSchedulerFiresEachDeadlineOnce},
 	{"SchedulerArmsDeadlineCreatedDuringRound", testSchedulerArmsDeadlineCreatedDuringRound},
+	{"SchedulerFiresPastAPoisonedDeadline", testSchedulerFiresPastAPoisonedDeadline},
 	{"CallCounts", testCallCounts},
 	{"ClosedStoreIsUnavailable", testClosedStoreIsUnavailable},
 	// the event log (sse.Log)
