@@ -59,7 +59,7 @@ func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(cal
 	var n int
 	err := s.write(ctx, func(tx *sqlx.Tx) error {
 		n = 0
-		due, err := dueDeadlines(ctx, tx, now, limit)
+		due, err := dueDeadlines(detached(ctx), tx, now, limit)
 		if err != nil || len(due) == 0 {
 			return err
 		}

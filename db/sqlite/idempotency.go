@@ -66,11 +66,13 @@ type idempotencyTx struct{ tx *sqlx.Tx }
 // IdempotencyRecord reads the record under (scope, key) inside the write
 // transaction, nil when none is live at now.
 func (t idempotencyTx) IdempotencyRecord(ctx context.Context, scope, key string, now int64) (*calls.IdempotencyRecord, error) {
+	ctx = detached(ctx)
 	return getIdempotency(ctx, t.tx, scope, key, now)
 }
 
 // PutIdempotencyRecord stores rec in the write transaction, with the change.
 func (t idempotencyTx) PutIdempotencyRecord(ctx context.Context, rec calls.IdempotencyRecord) error {
+	ctx = detached(ctx)
 	return putIdempotency(ctx, t.tx, rec)
 }
 

@@ -10,6 +10,7 @@ import (
 // InsertHook stores one webhook message and fans it out to the outbox (see
 // db.InsertHook) with the write statements prepared on the writer.
 func (t *callsTx) InsertHook(ctx context.Context, h *calls.HookEvent) (bool, error) {
+	ctx = detached(ctx)
 	return db.InsertHook(ctx, t.hookStatement, h)
 }
 
