@@ -128,6 +128,7 @@ const (
 // or released.
 func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) (claimed []webhooks.Attempt, more bool, err error) {
 	err = w.write(ctx, func(tx *sqlx.Tx) error {
+		ctx := w.statementCtx(ctx)
 		claimed, more = nil, false
 		if _, err := tx.ExecContext(ctx, w.sql.FailDeadEndpoints, c.Now); err != nil {
 			return fmt.Errorf("fail deliveries of dead endpoints: %w", err)
@@ -240,6 +241,7 @@ func (w Webhooks) FinishWebhookAttempt(ctx context.Context, o webhooks.Outcome) 
 		status, next = webhooks.DeliveryPending, o.NextAttemptAt
 	}
 	err := w.write(ctx, func(tx *sqlx.Tx) error {
+		ctx := w.statementCtx(ctx)
 		if _, err := tx.ExecContext(ctx, tx.Rebind(sqlFinishAttempt),
 			o.StatusCode, o.Error, string(status), next, deliveredAt, o.DeliveryID); err != nil {
 			return err
@@ -263,6 +265,7 @@ func (w Webhooks) FinishWebhookAttempt(ctx context.Context, o webhooks.Outcome) 
 // the abandoned try does not count as an attempt.
 func (w Webhooks) ReleaseWebhookDelivery(ctx context.Context, deliveryID int64) error {
 	err := w.write(ctx, func(tx *sqlx.Tx) error {
+		ctx := w.statementCtx(ctx)
 		_, err := tx.ExecContext(ctx, tx.Rebind(sqlReleaseDelivery), deliveryID)
 		return err
 	})

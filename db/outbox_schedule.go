@@ -52,6 +52,7 @@ func (w Webhooks) NextWebhookDue(ctx context.Context, now int64) (webhooks.Due, 
 func (w Webhooks) PruneWebhookDeliveries(ctx context.Context, before int64, limit int) (int, error) {
 	var n int
 	err := w.write(ctx, func(tx *sqlx.Tx) error {
+		ctx := w.statementCtx(ctx)
 		n = 0
 		rows, err := tx.QueryContext(ctx, w.sql.PruneDeliveries, before, limit)
 		if err != nil {

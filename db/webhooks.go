@@ -72,12 +72,32 @@ type WebhookSQL struct {
 type Webhooks struct {
 	sql         WebhookSQL
 	write, read RunTx
+	// stmtCtx, when set, is the context a write's statements run on,
+	// made from the caller's (see WithStatementContext).
+	stmtCtx func(context.Context) context.Context
 }
 
 // NewWebhooks returns the shared webhook store over a backend's SQL and
 // transactions.
 func NewWebhooks(q WebhookSQL, write, read RunTx) Webhooks {
 	return Webhooks{sql: q, write: write, read: read}
+}
+
+// WithStatementContext returns w with its writes' statements run on
+// f(ctx): SQLite's group commit detaches them from the caller's
+// cancellation, since an interrupted statement would roll back the whole
+// batch the write shares with others.
+func (w Webhooks) WithStatementContext(f func(context.Context) context.Context) Webhooks {
+	w.stmtCtx = f
+	return w
+}
+
+// statementCtx is the context of a write's statements.
+func (w Webhooks) statementCtx(ctx context.Context) context.Context {
+	if w.stmtCtx == nil {
+		return ctx
+	}
+	return w.stmtCtx(ctx)
 }
 
 // The statements spelled alike everywhere, with ? placeholders.
@@ -117,6 +137,7 @@ func InsertEndpoint(ctx context.Context, tx *sqlx.Tx, query string, e *webhooks.
 // so restarting with the configuration that earned a 410 does not undo it.
 func (w Webhooks) PutWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) error {
 	return w.write(ctx, func(tx *sqlx.Tx) error {
+		ctx := w.statementCtx(ctx)
 		_, err := tx.ExecContext(ctx, w.sql.PutEndpoint,
 			e.ID, e.URL, e.Secret, EncodeEventTypes(e.EventTypes), e.Description, e.CreatedAt)
 		if err != nil {
@@ -132,6 +153,7 @@ func (w Webhooks) PutWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) 
 // matches calls.ErrNotFound.
 func (w Webhooks) DeleteWebhookEndpoint(ctx context.Context, id string, now int64) error {
 	return w.write(ctx, func(tx *sqlx.Tx) error {
+		ctx := w.statementCtx(ctx)
 		res, err := tx.ExecContext(ctx, w.sql.DeleteEndpoint, id)
 		if err != nil {
 			return fmt.Errorf("db: delete webhook %s: %w", id, err)

@@ -37,10 +37,19 @@ func (s *Store) eventLog() db.EventLog {
 		func(err error) error { return err }).Visible(s.durableEvent.Load)
 }
 
-// LastEventID returns the highest event ID ever assigned, 0 before the
-// first event. It survives pruning (AUTOINCREMENT keeps it in
-// sqlite_sequence), so a Last-Event-ID above it is not one this server gave.
-func (s *Store) LastEventID(ctx context.Context) (int64, error) {
+// LastEventID returns the highest event ID assigned and durable, 0 before
+// the first event: the streams' cap (see syncer.go), so a hub starting
+// from it never passes over an event a stream could not read yet. It
+// survives pruning, so a Last-Event-ID above it is not one this server
+// gave (a stream never sends an id before it is durable).
+func (s *Store) LastEventID(context.Context) (int64, error) {
+	return s.durableEvent.Load(), nil
+}
+
+// readLastEventID reads the highest event ID ever assigned, 0 before the
+// first event, from sqlite_sequence (AUTOINCREMENT keeps it there through
+// pruning).
+func (s *Store) readLastEventID(ctx context.Context) (int64, error) {
 	var id int64
 	err := s.rdb.QueryRowContext(ctx, `SELECT seq FROM sqlite_sequence WHERE name = 'events'`).Scan(&id)
 	if err == sql.ErrNoRows {
@@ -103,7 +112,7 @@ func (s *Store) PruneEvents(ctx context.Context, before int64) (int64, error) {
 	for {
 		var n int64
 		err := s.write(ctx, func(tx *sqlx.Tx) error {
-			res, err := tx.ExecContext(ctx, sqlPruneEvents, before, pruneBatch)
+			res, err := tx.ExecContext(detached(ctx), sqlPruneEvents, before, pruneBatch)
 			if err != nil {
 				return err
 			}

@@ -77,7 +77,9 @@ func (t idempotencyTx) PutIdempotencyRecord(ctx context.Context, rec calls.Idemp
 }
 
 // LookupIdempotency reads the record under (scope, key) from the read
-// pool, nil when none is live at now. It sees only committed records.
+// pool, nil when none is live at now. It sees only committed records, and
+// returns one only once it is durable: the caller replays it as the
+// answer to the request that stored it (see waitDurable).
 func (s *Store) LookupIdempotency(ctx context.Context, scope, key string, now int64) (*calls.IdempotencyRecord, error) {
 	var rec *calls.IdempotencyRecord
 	err := s.read(ctx, func(tx *sqlx.Tx) error {
@@ -85,7 +87,13 @@ func (s *Store) LookupIdempotency(ctx context.Context, scope, key string, now in
 		rec, err = getIdempotency(ctx, tx, scope, key, now)
 		return err
 	})
-	return rec, err
+	if err != nil || rec == nil {
+		return rec, err
+	}
+	if err := s.waitDurable(ctx); err != nil {
+		return nil, fmt.Errorf("db: idempotency record: %w", err)
+	}
+	return rec, nil
 }
 
 // PutIdempotency stores rec in its own transaction unless a live record
@@ -94,6 +102,7 @@ func (s *Store) LookupIdempotency(ctx context.Context, scope, key string, now in
 func (s *Store) PutIdempotency(ctx context.Context, rec calls.IdempotencyRecord) (bool, error) {
 	var stored bool
 	err := s.write(ctx, func(tx *sqlx.Tx) error {
+		ctx := detached(ctx)
 		cur, err := getIdempotency(ctx, tx, rec.Scope, rec.Key, rec.CreatedAt)
 		if err != nil || cur != nil {
 			return err
@@ -112,7 +121,7 @@ func (s *Store) PruneIdempotency(ctx context.Context, before int64) (int64, erro
 		var n int64
 		err := s.write(ctx, func(tx *sqlx.Tx) error {
 			// The expires_at index makes the inner select a range scan.
-			res, err := tx.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE rowid IN (
+			res, err := tx.ExecContext(detached(ctx), `DELETE FROM idempotency_keys WHERE rowid IN (
 				SELECT rowid FROM idempotency_keys WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)`, before, pruneBatch)
 			if err != nil {
 				return err

@@ -82,30 +82,30 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 
 	s := &Store{
-		wdb:     wdb,
-		rdb:     rdb,
-		log:     log,
-		wake:    make(chan struct{}, 1),
-		stopped: make(chan struct{}),
-		toSync:  make(chan committedBatch, syncQueue),
-		idle:    make(chan struct{}, 1),
-		wal:     walSyncer{path: path + "-wal"},
+		wdb:      wdb,
+		rdb:      rdb,
+		log:      log,
+		wake:     make(chan struct{}, 1),
+		stopped:  make(chan struct{}),
+		toSync:   make(chan committedBatch, syncQueue),
+		idle:     make(chan struct{}, 1),
+		syncedCh: make(chan struct{}),
 	}
 	if connSync != sync {
-		if err := s.pipelineSync(ctx, path); err != nil {
+		if err := s.pipelineSync(ctx); err != nil {
 			rdb.Close()
 			wdb.Close()
 			return nil, err
 		}
 	}
-	head, err := s.LastEventID(ctx)
+	head, err := s.readLastEventID(ctx)
 	if err != nil {
 		rdb.Close()
 		wdb.Close()
 		return nil, err
 	}
 	s.durableEvent.Store(head)
-	s.Webhooks = db.NewWebhooks(webhookSQL, s.write, s.read)
+	s.Webhooks = db.NewWebhooks(webhookSQL, s.write, s.read).WithStatementContext(detached)
 	s.EventLog = s.eventLog()
 	if s.wst, err = prepareWrite(ctx, wdb); err == nil {
 		s.rst, err = prepareRead(ctx, rdb)
@@ -130,19 +130,49 @@ const syncQueue = 64
 // sync by itself, and the connection is set back to FULL. What a crashed
 // process left in the WAL may be in the page cache only: it is made
 // durable now, before anything reads it as durable.
-func (s *Store) pipelineSync(ctx context.Context, path string) error {
+func (s *Store) pipelineSync(ctx context.Context) error {
 	var mode string
 	if err := s.wdb.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
 		return fmt.Errorf("db: read journal mode: %w", err)
 	}
-	if !strings.EqualFold(mode, "wal") || path == ":memory:" {
+	// The file SQLite opened, which is not path when path is a symlink:
+	// its WAL is beside the target. Empty for an in-memory database.
+	file, err := mainFile(ctx, s.wdb)
+	if err != nil {
+		return err
+	}
+	if !strings.EqualFold(mode, "wal") || file == "" {
 		if _, err := s.wdb.ExecContext(ctx, "PRAGMA synchronous=FULL"); err != nil {
 			return fmt.Errorf("db: set synchronous: %w", err)
 		}
 		return nil
 	}
+	s.wal.path = file + "-wal"
 	s.syncWAL = s.wal.sync
 	return s.wal.sync()
+}
+
+// mainFile returns the file of the main database as SQLite opened it.
+func mainFile(ctx context.Context, wdb *sqlx.DB) (string, error) {
+	rows, err := wdb.QueryContext(ctx, "PRAGMA database_list")
+	if err != nil {
+		return "", fmt.Errorf("db: list databases: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int
+		var name, file string
+		if err := rows.Scan(&seq, &name, &file); err != nil {
+			return "", fmt.Errorf("db: list databases: %w", err)
+		}
+		if name == "main" {
+			return file, rows.Close()
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return "", fmt.Errorf("db: list databases: %w", err)
+	}
+	return "", nil
 }
 
 // createPrivate creates the database file readable by its owner only

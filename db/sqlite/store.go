@@ -72,6 +72,13 @@ type Store struct {
 	inflight     atomic.Int64  // batches handed to the syncer, not yet answered
 	idle         chan struct{} // buffered(1): "nothing is in flight"
 	durableEvent atomic.Int64  // the highest event id known durable
+	// Commit numbers: commitSeq is the last given (before COMMIT),
+	// syncedSeq the last known durable; syncedCh is closed and replaced
+	// after every fsync (waitDurable).
+	commitSeq, syncedSeq atomic.Int64
+	syncMu               sync.Mutex
+	syncedCh             chan struct{}
+	durableWaits         atomic.Int64 // times waitDurable waited, for tests
 
 	closeOnce sync.Once
 	closeErr  error
@@ -85,7 +92,7 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	return s.write(ctx, func(tx *sqlx.Tx) error {
 		var one int
-		return tx.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+		return tx.QueryRowContext(detached(ctx), "SELECT 1").Scan(&one)
 	})
 }
 

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -33,18 +34,26 @@ import (
 //
 // What differs from FULL is what other readers may see before the fsync:
 // a committed batch is visible to the read pool at once. The event log
-// hides it (Store.durableEvent caps what a stream reads), so no SSE event,
-// webhook (its claim is a write, answered after a later fsync) or answer
-// leaves the server before it is durable; a GET of a call may show, for a
+// hides it (Store.durableEvent caps what a stream reads, and LastEventID
+// is that cap), a stored answer is replayed for an Idempotency-Key only
+// once durable (waitDurable), so no SSE event, replayed answer or webhook
+// (its claim is a write, answered after a later fsync) leaves the server
+// before it is durable. A GET of a call may show, for a
 // millisecond, a change whose request has not been answered yet, which a
 // power cut at that instant loses — as it loses the request, which the
 // client never saw acknowledged and retries (with its Idempotency-Key).
 //
 // A failed fsync is not retried: after one, Linux may have dropped the
 // dirty pages and reports success next time (the "fsyncgate" lesson
-// PostgreSQL learnt). The store stops writing (every later write is
-// unavailable, /readyz fails) and says so in its log; restarting the
-// process recovers from what the disk really holds.
+// PostgreSQL learnt). The store stops writing: the batch left open during
+// that fsync is rolled back, every later write is unavailable, /readyz
+// fails, and the log says so; restarting the process recovers from what
+// the disk really holds. (The batches committed before the failure and
+// answered 503 may or may not survive: as with any 503, the client
+// retries with its Idempotency-Key.)
+//
+// The WAL fsynced is the one SQLite writes, found with PRAGMA
+// database_list (a symlinked database keeps its WAL beside the target).
 
 // committedBatch is a batch the writer has run, waiting for its fsync.
 type committedBatch struct {
@@ -53,15 +62,27 @@ type committedBatch struct {
 	err   error   // the transaction's failure: nothing of it is stored
 	// lastEvent is the log's highest event id once the batch committed.
 	lastEvent int64
+	// seq numbers the batch's COMMIT (0: it never got that far).
+	seq int64
 }
 
-// errSyncFailed is what writes get after an fsync of the WAL failed.
-var errSyncFailed = errors.New("db: an fsync of the SQLite WAL failed; the store refuses writes until restarted")
+// errSyncFailed is what writes get after an fsync of the WAL failed, and
+// errStopped the same as unavailable (503).
+var (
+	errSyncFailed = errors.New("db: an fsync of the SQLite WAL failed; the store refuses writes until restarted")
+	errStopped    = fmt.Errorf("%w: %w", calls.ErrUnavailable, errSyncFailed)
+)
 
 // walSyncer fsyncs a database's -wal file.
 type walSyncer struct {
-	path string   // the -wal file
+	// path is the -wal file SQLite writes: the one beside the database
+	// file SQLite opened (PRAGMA database_list), symlinks resolved, not
+	// the path callsig was given.
+	path string
 	f    *os.File // nil until the first sync
+	// committed is set once a commit has been handed to the syncer: from
+	// then on a missing WAL is an error, not "nothing written yet".
+	committed bool
 }
 
 // sync makes every frame written to the WAL so far durable. It reopens the
@@ -78,7 +99,7 @@ func (w *walSyncer) sync() error {
 	}
 	if w.f == nil {
 		f, err := os.OpenFile(w.path, os.O_RDWR, 0)
-		if errors.Is(err, os.ErrNotExist) {
+		if errors.Is(err, os.ErrNotExist) && !w.committed {
 			return nil // nothing written yet: nothing to make durable
 		}
 		if err != nil {
@@ -135,6 +156,7 @@ func (s *Store) runSyncer() {
 			}
 		}
 		syncErr := s.syncPending(pending)
+		s.synced(pending, syncErr)
 		for _, b := range pending {
 			for i, r := range b.batch {
 				err := b.errs[i]
@@ -172,12 +194,13 @@ func (s *Store) syncPending(pending []committedBatch) error {
 		return nil
 	}
 	if s.syncFailed.Load() {
-		return fmt.Errorf("%w: %w", calls.ErrUnavailable, errSyncFailed)
+		return errStopped
 	}
 	if s.syncWAL == nil { // COMMIT synced already (FULL inline), or NORMAL
 		advance(&s.durableEvent, last)
 		return nil
 	}
+	s.wal.committed = true
 	if err := s.syncWAL(); err != nil {
 		s.syncFailed.Store(true)
 		s.log.Error("the store stops writing: restart the process", "err", err)
@@ -196,6 +219,48 @@ func advance(v *atomic.Int64, n int64) {
 		cur := v.Load()
 		if n <= cur || v.CompareAndSwap(cur, n) {
 			return
+		}
+	}
+}
+
+// synced records that the commits of pending are durable (or that the
+// fsync failed) and wakes the readers waiting for it (waitDurable).
+func (s *Store) synced(pending []committedBatch, syncErr error) {
+	if syncErr == nil {
+		var seq int64
+		for _, b := range pending {
+			seq = max(seq, b.seq)
+		}
+		advance(&s.syncedSeq, seq)
+	}
+	s.syncMu.Lock()
+	close(s.syncedCh)
+	s.syncedCh = make(chan struct{})
+	s.syncMu.Unlock()
+}
+
+// waitDurable returns once every transaction committed before it was
+// called is durable. A read from the pool sees commits whose fsync is
+// still in flight; one that acknowledges a write (an idempotent replay of
+// a stored answer) must wait for it, as SQLite's FULL would have made it
+// wait for the commit itself.
+func (s *Store) waitDurable(ctx context.Context) error {
+	target := s.commitSeq.Load()
+	for {
+		s.syncMu.Lock()
+		ch := s.syncedCh
+		s.syncMu.Unlock()
+		switch {
+		case s.syncedSeq.Load() >= target:
+			return nil
+		case s.syncFailed.Load():
+			return errStopped
+		}
+		s.durableWaits.Add(1)
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }

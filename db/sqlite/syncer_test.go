@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -139,5 +141,106 @@ func TestFailedWALSyncStopsWrites(t *testing.T) {
 	}
 	if n := count(t, s, "events WHERE user_id = 'b'"); n != 0 {
 		t.Errorf("b's event written after the failed fsync")
+	}
+}
+
+// The WAL fsynced is the one SQLite writes: beside the database file a
+// symlink points to, not beside the symlink.
+func TestSyncsTheWALOfASymlinkedDatabase(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "data", "real.db")
+	if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(target, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "callsig.db")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	s := openAt(t, link)
+	if err := <-goWrite(s, context.Background(), insertEvent("a")); err != nil {
+		t.Fatal(err)
+	}
+	if want := target + "-wal"; s.wal.path != want {
+		t.Fatalf("fsyncs %s, want %s", s.wal.path, want)
+	}
+	if _, err := os.Stat(s.wal.path); err != nil {
+		t.Fatalf("the WAL fsynced does not exist: %v", err)
+	}
+	if s.syncs.Load() == 0 {
+		t.Fatal("a write was answered without an fsync")
+	}
+}
+
+// The requests that ran in the batch left open during the fsync that
+// fails are rolled back, not committed: after a failed fsync nothing more
+// is committed, not even what was already executed.
+func TestFailedWALSyncRollsBackTheOpenBatch(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	entered, gate := make(chan struct{}, 4), make(chan struct{})
+	s.syncWAL = func() error {
+		entered <- struct{}{}
+		<-gate
+		return errors.New("EIO")
+	}
+	a := goWrite(s, ctx, insertEvent("a"))
+	<-entered
+	ran := make(chan struct{})
+	b := goWrite(s, ctx, func(tx *sqlx.Tx) error {
+		defer close(ran)
+		return insertEvent("b")(tx)
+	})
+	<-ran // b executed in the open batch during a's fsync
+	close(gate)
+	for name, ch := range map[string]<-chan error{"a": a, "b": b} {
+		if err := <-ch; !errors.Is(err, calls.ErrUnavailable) {
+			t.Errorf("%s: %v, want unavailable", name, err)
+		}
+	}
+	if n := count(t, s, "events WHERE user_id = 'b'"); n != 0 {
+		t.Errorf("b's event was committed after the failed fsync")
+	}
+}
+
+// A stored answer is replayed only once durable: the read pool sees the
+// record as soon as it is committed, during its fsync.
+func TestIdempotencyLookupWaitsForTheFsync(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	entered, open, synced := gatedSync(t, s)
+	rec := calls.IdempotencyRecord{Scope: "alice", Key: "k1", Fingerprint: "f", CreatedAt: 1, ExpiresAt: 1 << 40}
+	put := make(chan error, 1)
+	go func() {
+		_, err := s.PutIdempotency(ctx, rec)
+		put <- err
+	}()
+	<-entered // committed, its fsync blocked
+	if n := count(t, s, "idempotency_keys WHERE key = 'k1'"); n != 1 {
+		t.Fatalf("record rows = %d, want 1 (committed)", n)
+	}
+	type lookup struct {
+		rec    *calls.IdempotencyRecord
+		err    error
+		synced int64
+	}
+	got := make(chan lookup, 1)
+	go func() {
+		r, err := s.LookupIdempotency(ctx, "alice", "k1", 2)
+		got <- lookup{r, err, synced.Load()}
+	}()
+	wait.For(t, 5*time.Second, "the lookup to wait for the fsync", func() bool { return s.durableWaits.Load() > 0 })
+	open()
+	l := <-got
+	if l.err != nil || l.rec == nil {
+		t.Fatalf("lookup: %+v, %v", l.rec, l.err)
+	}
+	if l.synced < 1 {
+		t.Fatal("the record was replayed before its fsync completed")
+	}
+	if err := <-put; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -70,6 +70,7 @@ var _ webhooks.Tx = (*webhookTx)(nil)
 
 // InsertWebhookEndpoint registers a new endpoint, secret included.
 func (t *webhookTx) InsertWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) error {
+	ctx = detached(ctx)
 	return db.InsertEndpoint(ctx, t.tx, sqlInsertEndpoint, e)
 }
 
@@ -77,6 +78,7 @@ func (t *webhookTx) InsertWebhookEndpoint(ctx context.Context, e *webhooks.Endpo
 // db.RetryDelivery. The single writer keeps an attempt from taking its
 // lease meanwhile.
 func (t *webhookTx) RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*webhooks.Delivery, error) {
+	ctx = detached(ctx)
 	return db.RetryDelivery(ctx, t.tx, sqlRetryTarget, endpointID, deliveryID, now)
 }
 

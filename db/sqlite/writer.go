@@ -9,7 +9,6 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"callsig/calls"
 	"callsig/db"
 )
 
@@ -42,7 +41,7 @@ func (s *Store) write(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 		return err
 	}
 	if s.syncFailed.Load() {
-		return fmt.Errorf("%w: %w", calls.ErrUnavailable, errSyncFailed)
+		return errStopped
 	}
 	r := &writeRequest{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	s.mu.Lock()
@@ -174,6 +173,9 @@ func (b *openBatch) run(s *Store, reqs []*writeRequest) {
 		var err error
 		switch {
 		case b.err != nil:
+		case s.syncFailed.Load():
+			// Nothing more may commit after a failed fsync (see syncer.go).
+			b.rollback(s, errStopped)
 		case r.ctx.Err() != nil:
 			err = r.ctx.Err()
 		default:
@@ -199,12 +201,20 @@ func (b *openBatch) rollback(s *Store, err error) {
 // inside the transaction, so it is exactly what this commit leaves.
 func (b *openBatch) commit(s *Store) *openBatch {
 	defer func() { s.batchTx, s.batchStmts = nil, nil }()
+	if s.syncFailed.Load() { // an fsync failed while the batch was open
+		b.rollback(s, errStopped)
+		return b
+	}
 	err := s.txStmt(b.tx, s.wst.lastEventID).QueryRow().Scan(&b.lastEvent)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		_ = b.tx.Rollback()
 		b.err = fmt.Errorf("db: read the event log head: %w", err)
 		return b
 	}
+	// Numbered before COMMIT, which makes it visible to readers: a reader
+	// that sees it and then asks for durability (waitDurable) waits for
+	// this number at least.
+	b.seq = s.commitSeq.Add(1)
 	if err := b.tx.Commit(); err != nil {
 		b.err = fmt.Errorf("db: commit: %w", err)
 		return b
