@@ -98,7 +98,7 @@ func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(cal
 			}
 			slices.SortFunc(due, func(a, b calls.Deadline) int { return cmp.Compare(a.At, b.At) })
 			n = len(due)
-			return fn(&callsTx{idempotencyTx{tx}}, due)
+			return fn(&callsTx{idempotencyTx: idempotencyTx{tx}}, due)
 		})
 	})
 	if err != nil {

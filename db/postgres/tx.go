@@ -22,13 +22,44 @@ import (
 func (s *Store) Update(ctx context.Context, fn func(calls.Tx) error) error {
 	return s.retryConflicts(ctx, func() error {
 		return s.inTx(ctx, func(tx *sqlx.Tx) error {
-			return fn(&callsTx{idempotencyTx{tx}})
+			return fn(&callsTx{idempotencyTx: idempotencyTx{tx}})
 		})
 	})
 }
 
 // callsTx is the calls.Tx given to an Update fn.
-type callsTx struct{ idempotencyTx }
+type callsTx struct {
+	idempotencyTx
+	// locked holds the users whose event_users row this transaction has
+	// taken (lockUsers): a use-case takes them up front (LockUsers), and
+	// the busy check and Save would otherwise take them again, two
+	// statements each time for locks already held.
+	locked map[string]struct{}
+}
+
+// lockUsers takes the event_users rows of users not locked yet by this
+// transaction, in user order (lockEventUsers).
+func (t *callsTx) lockUsers(ctx context.Context, users []string) error {
+	var todo []string
+	for _, u := range users {
+		if _, ok := t.locked[u]; !ok {
+			todo = append(todo, u)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	if err := lockEventUsers(ctx, t.tx, todo); err != nil {
+		return err
+	}
+	if t.locked == nil {
+		t.locked = make(map[string]struct{}, len(todo))
+	}
+	for _, u := range todo {
+		t.locked[u] = struct{}{}
+	}
+	return nil
+}
 
 var (
 	_ calls.Tx         = (*callsTx)(nil)
@@ -48,7 +79,7 @@ func (t *callsTx) LockUsers(ctx context.Context, users []string) error {
 	if len(users) == 0 {
 		return nil
 	}
-	if err := lockEventUsers(ctx, t.tx, users); err != nil {
+	if err := t.lockUsers(ctx, users); err != nil {
 		return fmt.Errorf("db: lock users: %w", err)
 	}
 	return nil
@@ -193,7 +224,7 @@ func (t *callsTx) lockRecipients(ctx context.Context, evs []calls.Event, busy []
 	if len(users) == 0 || len(users) == 1 && len(busy) == 0 {
 		return nil
 	}
-	if err := lockEventUsers(ctx, t.tx, users); err != nil {
+	if err := t.lockUsers(ctx, users); err != nil {
 		return fmt.Errorf("db: lock event recipients: %w", err)
 	}
 	return nil
@@ -313,7 +344,7 @@ func (t *callsTx) BusyUsers(ctx context.Context, userIDs []string, exceptCallID 
 	// event_users row until it commits (Save, lockRecipients). Taking the
 	// rows first makes this check wait for such a transaction and then
 	// read what it committed, as SQLite's single writer would.
-	if err := lockEventUsers(ctx, t.tx, userIDs); err != nil {
+	if err := t.lockUsers(ctx, userIDs); err != nil {
 		return nil, fmt.Errorf("db: busy users: %w", err)
 	}
 	var busy []string
