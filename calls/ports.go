@@ -42,10 +42,12 @@ type DeadlineClaimer interface {
 	// UpdateDue runs fn in one write transaction (as Update, fn may run
 	// more than once) with up to limit deadlines due at now, in At order,
 	// whose calls the transaction has locked; calls another transaction
-	// holds are passed over. It returns how many deadlines fn was given
-	// (0: nothing due that is not being handled elsewhere). fn fires each
-	// through the pure Expire, which reads the call in the transaction: a
-	// deadline another transaction fired meanwhile is found cleared.
+	// holds are passed over, and a deadline another transaction fired is
+	// never handed out. It returns how many due deadlines it claimed (0:
+	// nothing due that is not being handled elsewhere; fn may have been
+	// given fewer, or not called, when claimed ones were fired meanwhile).
+	// fn fires each through the pure Expire, which reads the call in the
+	// transaction.
 	UpdateDue(ctx context.Context, now int64, limit int, fn func(tx Tx, due []Deadline) error) (int, error)
 }
 

@@ -96,8 +96,12 @@ func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(cal
 			if len(due) == 0 {
 				return nil
 			}
-			slices.SortFunc(due, func(a, b calls.Deadline) int { return cmp.Compare(a.At, b.At) })
 			n = len(due)
+			due, err := stillDue(ctx, tx, due)
+			if err != nil || len(due) == 0 {
+				return err
+			}
+			slices.SortFunc(due, func(a, b calls.Deadline) int { return cmp.Compare(a.At, b.At) })
 			return fn(&callsTx{idempotencyTx: idempotencyTx{tx}}, due)
 		})
 	})
@@ -105,6 +109,55 @@ func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(cal
 		return 0, err
 	}
 	return n, nil
+}
+
+// sqlCallDeadlines reads the deadlines of calls as they are now.
+const sqlCallDeadlines = `SELECT c.id, COALESCE(u.user_id, ''), COALESCE(u.timeout_at, 0),
+		COALESCE(u.not_received_at, 0), c.caller_offline_at
+	FROM calls c LEFT JOIN call_users u ON u.call_seq = c.seq WHERE c.id = ANY($1)`
+
+// stillDue keeps the claimed deadlines that are still armed as claimed.
+// The claim read call_users in its statement's snapshot, and locked the
+// calls after: a call another transaction fired and committed in between
+// is locked all the same, with its deadline read from before. Read again
+// now, in a new snapshot and with the calls locked (every change of a call
+// locks it first), what is armed is what holds: a deadline fired
+// meanwhile is not handed out a second time.
+func stillDue(ctx context.Context, tx *sqlx.Tx, due []calls.Deadline) ([]calls.Deadline, error) {
+	ids := make([]string, 0, len(due))
+	for _, d := range due {
+		ids = append(ids, d.CallID)
+	}
+	rows, err := tx.QueryContext(ctx, sqlCallDeadlines, ids)
+	if err != nil {
+		return nil, fmt.Errorf("db: claimed deadlines: %w", err)
+	}
+	defer rows.Close()
+	type key struct {
+		call, user string
+		kind       calls.DeadlineKind
+	}
+	armed := map[key]int64{}
+	for rows.Next() {
+		var call, user string
+		var timeout, notReceived, callerOffline int64
+		if err := rows.Scan(&call, &user, &timeout, &notReceived, &callerOffline); err != nil {
+			return nil, fmt.Errorf("db: claimed deadlines: %w", err)
+		}
+		armed[key{call, user, calls.DeadlineTimeout}] = timeout
+		armed[key{call, user, calls.DeadlineNotReceived}] = notReceived
+		armed[key{call, "", calls.DeadlineCallerOffline}] = callerOffline
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("db: claimed deadlines: %w", err)
+	}
+	kept := due[:0]
+	for _, d := range due {
+		if at := armed[key{d.CallID, d.UserID, d.Kind}]; at > 0 && at == d.At {
+			kept = append(kept, d)
+		}
+	}
+	return kept, nil
 }
 
 // DueDeadlines returns up to limit deadlines with At <= now, earliest first

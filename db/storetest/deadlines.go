@@ -175,10 +175,10 @@ func testUpdateDueRollsBackOnError(t *testing.T, s db.Store) {
 	}
 }
 
-// Concurrent UpdateDues (the scheduler's workers, or nodes) fire each due
-// deadline exactly once through the pure Expire: a deadline may be handed
-// out again after another UpdateDue fired it (PostgreSQL: see UpdateDue
-// there), but Expire then finds it cleared, and together they hand out all.
+// Concurrent UpdateDues (the scheduler's workers, or nodes) hand out each
+// due deadline exactly once, and so fire it once: SQLite reads the due
+// deadlines inside its one writer's transaction, PostgreSQL reads again
+// the deadlines of the calls it locked (see stillDue there).
 func testUpdateDueFiresEachDeadlineOnce(t *testing.T, s db.Store) {
 	ctx := context.Background()
 	cl := claimer(t, s)
@@ -187,18 +187,22 @@ func testUpdateDueFiresEachDeadlineOnce(t *testing.T, s db.Store) {
 	var (
 		mu    sync.Mutex
 		fired = map[string]int{}
-		wg    sync.WaitGroup
-		errs  = make(chan error, workers)
+		// handed counts the deadlines given to fn in transactions that
+		// committed.
+		handed = map[string]int{}
+		wg     sync.WaitGroup
+		errs   = make(chan error, workers)
 	)
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
-				var ids []string
+				var ids, given []string
 				got, err := cl.UpdateDue(ctx, 40_000, 7, func(tx calls.Tx, due []calls.Deadline) error {
-					ids = ids[:0] // fn may run more than once
+					ids, given = ids[:0], given[:0] // fn may run more than once
 					for _, d := range due {
+						given = append(given, d.CallID)
 						c, err := tx.Call(ctx, d.CallID)
 						if err != nil {
 							return err
@@ -225,6 +229,9 @@ func testUpdateDueFiresEachDeadlineOnce(t *testing.T, s db.Store) {
 				for _, id := range ids {
 					fired[id]++
 				}
+				for _, id := range given {
+					handed[id]++
+				}
 				mu.Unlock()
 			}
 		}()
@@ -235,8 +242,8 @@ func testUpdateDueFiresEachDeadlineOnce(t *testing.T, s db.Store) {
 		t.Fatal(err)
 	}
 	for i := range n {
-		if id := fmt.Sprintf("o%03d", i); fired[id] != 1 {
-			t.Errorf("%s fired %d times, want once", id, fired[id])
+		if id := fmt.Sprintf("o%03d", i); fired[id] != 1 || handed[id] != 1 {
+			t.Errorf("%s handed out %d times and fired %d times, want once each", id, handed[id], fired[id])
 		}
 		var timeouts int
 		for _, e := range events(t, s, fmt.Sprintf("o-callee%d", i)) {
