@@ -167,6 +167,23 @@ func (SystemClock) Now() time.Time { return time.Now() }
 
 func (SystemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
+// TimerAt sets f to run once clock reaches at (Unix ms; at once when it
+// has). AfterFunc takes a duration, so a clock that moves between reading
+// it and setting the timer (a test's fake clock jumping ahead) would make
+// the timer fire late or never: then it is set again from the new time. A
+// stale timer that fires before it is stopped runs f once more, which f
+// must tolerate.
+func TimerAt(clock Clock, at int64, f func()) Timer {
+	for {
+		before := clock.Now()
+		t := clock.AfterFunc(time.Duration(max(at-before.UnixMilli(), 0))*time.Millisecond, f)
+		if clock.Now().Sub(before) <= time.Millisecond {
+			return t
+		}
+		t.Stop()
+	}
+}
+
 type nopNotifier struct{}
 
 func (nopNotifier) Committed([]Event, int) {}

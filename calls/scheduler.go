@@ -253,19 +253,7 @@ func (sc *Scheduler) setTimerLocked(at int64) {
 	if at <= 0 {
 		return
 	}
-	for {
-		// AfterFunc takes a duration, so a clock that moves between reading
-		// it and setting the timer (a test's fake clock jumping ahead) would
-		// make the timer fire late or never: then set it again from the new
-		// time. A stale timer that fires anyway only pokes the loop once more.
-		before := sc.s.clock.Now()
-		t := sc.s.clock.AfterFunc(time.Duration(max(at-before.UnixMilli(), 0))*time.Millisecond, sc.poke)
-		if sc.s.clock.Now().Sub(before) <= time.Millisecond {
-			sc.timer = t
-			return
-		}
-		t.Stop()
-	}
+	sc.timer = TimerAt(sc.s.clock, at, sc.poke) // a stale poke only runs a round more
 }
 
 // armBatch is how many calls one startup arming transaction handles, so a

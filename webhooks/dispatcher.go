@@ -294,7 +294,9 @@ func (d *Dispatcher) setTimer(at int64) {
 	}
 	d.timerAt = at
 	if at != 0 {
-		d.timer = d.clock.AfterFunc(time.Duration(at-now)*time.Millisecond, func() {
+		// TimerAt: a fake clock moved by a test between reading now and
+		// setting the timer made it fire a jump late (a retry never sent).
+		d.timer = calls.TimerAt(d.clock, at, func() {
 			d.mu.Lock()
 			if d.timerAt == at {
 				d.timerAt, d.timer = 0, nil
