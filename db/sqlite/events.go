@@ -8,6 +8,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"callsig/calls"
 	"callsig/db"
 )
 
@@ -35,6 +36,34 @@ func (s *Store) eventLog() db.EventLog {
 	return db.NewEventLog(sqlx.QUESTION,
 		func() (sqlx.QueryerContext, error) { return s.rdb, nil },
 		func(err error) error { return err }).Visible(s.durableEvent.Load)
+}
+
+// PendingInvitations is db.EventLog's, returned once every commit it
+// could have seen is durable: it reads call state, not only events below
+// the durable cap, and what it returns tells a new stream which
+// invitations are live (see syncer.go).
+func (s *Store) PendingInvitations(ctx context.Context, userID string, limit int) ([]calls.Event, error) {
+	evs, err := s.EventLog.PendingInvitations(ctx, userID, limit)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.waitDurable(ctx); err != nil {
+		return nil, fmt.Errorf("db: pending invitations: %w", err)
+	}
+	return evs, nil
+}
+
+// UnreceivedInvitations is db.EventLog's, returned once durable, as
+// PendingInvitations.
+func (s *Store) UnreceivedInvitations(ctx context.Context, userID string, upTo int64, limit int) ([]calls.Event, error) {
+	evs, err := s.EventLog.UnreceivedInvitations(ctx, userID, upTo, limit)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.waitDurable(ctx); err != nil {
+		return nil, fmt.Errorf("db: unreceived invitations: %w", err)
+	}
+	return evs, nil
 }
 
 // LastEventID returns the highest event ID assigned and durable, 0 before

@@ -36,7 +36,9 @@ import (
 // a committed batch is visible to the read pool at once. The event log
 // hides it (Store.durableEvent caps what a stream reads, and LastEventID
 // is that cap), a stored answer is replayed for an Idempotency-Key only
-// once durable (waitDurable), so no SSE event, replayed answer or webhook
+// once durable (waitDurable), and so is a new stream's list of live
+// invitations (it reads call state), so no SSE event, replayed answer or
+// webhook
 // (its claim is a write, answered after a later fsync) leaves the server
 // before it is durable. A GET of a call may show, for a
 // millisecond, a change whose request has not been answered yet, which a

@@ -14,6 +14,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"callsig/calls"
+	"callsig/db/storetest"
 	"callsig/internal/wait"
 )
 
@@ -241,6 +242,40 @@ func TestIdempotencyLookupWaitsForTheFsync(t *testing.T) {
 		t.Fatal("the record was replayed before its fsync completed")
 	}
 	if err := <-put; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A new stream's replay of the live invitations reads call state, which
+// a commit in its fsync has changed already: it is returned only once
+// that commit is durable.
+func TestPendingInvitationsWaitForTheFsync(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	entered, open, synced := gatedSync(t, s)
+	saved := make(chan error, 1)
+	go func() {
+		ch := storetest.NewCall("c1", "alice", 1_000, "bob")
+		saved <- s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, ch) })
+	}()
+	<-entered // committed, its fsync blocked
+	type result struct {
+		n      int
+		err    error
+		synced int64
+	}
+	got := make(chan result, 1)
+	go func() {
+		evs, err := s.PendingInvitations(ctx, "bob", 10)
+		got <- result{len(evs), err, synced.Load()}
+	}()
+	wait.For(t, 5*time.Second, "the replay to wait for the fsync", func() bool { return s.durableWaits.Load() > 0 })
+	open()
+	r := <-got
+	if r.err != nil || r.n != 1 || r.synced < 1 {
+		t.Fatalf("pending invitations: %d (%v) after %d fsyncs; want 1 after ≥ 1", r.n, r.err, r.synced)
+	}
+	if err := <-saved; err != nil {
 		t.Fatal(err)
 	}
 }
