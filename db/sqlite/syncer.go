@@ -35,15 +35,15 @@ import (
 // What differs from FULL is what other readers may see before the fsync:
 // a committed batch is visible to the read pool at once. The event log
 // hides it (Store.durableEvent caps what a stream reads, and LastEventID
-// is that cap), a stored answer is replayed for an Idempotency-Key only
+// is that cap); a stored answer is replayed for an Idempotency-Key only
 // once durable (waitDurable), and so is a new stream's list of live
-// invitations (it reads call state), so no SSE event, replayed answer or
-// webhook
-// (its claim is a write, answered after a later fsync) leaves the server
-// before it is durable. A GET of a call may show, for a
-// millisecond, a change whose request has not been answered yet, which a
-// power cut at that instant loses — as it loses the request, which the
-// client never saw acknowledged and retries (with its Idempotency-Key).
+// invitations (it reads call state); a webhook's claim is a write,
+// answered after a later fsync. So no SSE event, replayed answer or
+// webhook leaves the server before it is durable. A GET of a call may
+// show, for a millisecond, a change whose request has not been answered
+// yet, which a power cut at that instant loses — as it loses the request,
+// which the client never saw acknowledged and retries (with its
+// Idempotency-Key).
 //
 // A failed fsync is not retried: after one, Linux may have dropped the
 // dirty pages and reports success next time (the "fsyncgate" lesson
