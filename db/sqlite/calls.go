@@ -12,14 +12,28 @@ import (
 	"callsig/db"
 )
 
-// Call loads a committed call with its users, or calls.ErrCallNotFound.
+// Call loads a committed call with its users, or calls.ErrCallNotFound,
+// returned once what it read is durable: a client never sees a state that
+// a power cut could take back, nor one its stream has no events for yet
+// (the streams read only durable events; see syncer.go).
 func (s *Store) Call(ctx context.Context, callID string) (*calls.Call, error) {
 	var c *calls.Call
 	err := s.read(ctx, func(tx *sqlx.Tx) (err error) {
 		c, err = loadCall(ctx, tx.Stmtx(s.rst.selectCallByID), tx.Stmtx(s.rst.selectUsers), callID)
 		return err
 	})
-	return c, err
+	if err != nil {
+		return nil, err
+	}
+	return c, s.durable(ctx)
+}
+
+// durable is waitDurable for a read's answer, with context.
+func (s *Store) durable(ctx context.Context) error {
+	if err := s.waitDurable(ctx); err != nil {
+		return fmt.Errorf("db: read: %w", err)
+	}
+	return nil
 }
 
 // ListCalls returns the calls userID is or was in, newest first, with
@@ -37,7 +51,10 @@ func (s *Store) ListCalls(ctx context.Context, userID string, before int64, limi
 		list, err = queryCalls(ctx, tx, sqlListCalls, userID, before, limit)
 		return err
 	})
-	return list, err
+	if err != nil {
+		return nil, err
+	}
+	return list, s.durable(ctx) // as Call
 }
 
 // sqlListCalls pages a user's calls newest first. It filters and orders on

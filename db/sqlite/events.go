@@ -47,10 +47,7 @@ func (s *Store) PendingInvitations(ctx context.Context, userID string, limit int
 	if err != nil {
 		return nil, err
 	}
-	if err := s.waitDurable(ctx); err != nil {
-		return nil, fmt.Errorf("db: pending invitations: %w", err)
-	}
-	return evs, nil
+	return evs, s.durable(ctx)
 }
 
 // UnreceivedInvitations is db.EventLog's, returned once durable, as
@@ -60,10 +57,7 @@ func (s *Store) UnreceivedInvitations(ctx context.Context, userID string, upTo i
 	if err != nil {
 		return nil, err
 	}
-	if err := s.waitDurable(ctx); err != nil {
-		return nil, fmt.Errorf("db: unreceived invitations: %w", err)
-	}
-	return evs, nil
+	return evs, s.durable(ctx)
 }
 
 // LastEventID returns the highest event ID assigned and durable, 0 before

@@ -90,8 +90,8 @@ func (s *Store) LookupIdempotency(ctx context.Context, scope, key string, now in
 	if err != nil || rec == nil {
 		return rec, err
 	}
-	if err := s.waitDurable(ctx); err != nil {
-		return nil, fmt.Errorf("db: idempotency record: %w", err)
+	if err := s.durable(ctx); err != nil {
+		return nil, err
 	}
 	return rec, nil
 }

@@ -35,15 +35,14 @@ import (
 // What differs from FULL is what other readers may see before the fsync:
 // a committed batch is visible to the read pool at once. The event log
 // hides it (Store.durableEvent caps what a stream reads, and LastEventID
-// is that cap); a stored answer is replayed for an Idempotency-Key only
-// once durable (waitDurable), and so is a new stream's list of live
-// invitations (it reads call state); a webhook's claim is a write,
-// answered after a later fsync. So no SSE event, replayed answer or
-// webhook leaves the server before it is durable. A GET of a call may
-// show, for a millisecond, a change whose request has not been answered
-// yet, which a power cut at that instant loses — as it loses the request,
-// which the client never saw acknowledged and retries (with its
-// Idempotency-Key).
+// is that cap); the reads that return call state (a GET of a call or of
+// a user's calls, a new stream's list of live invitations) and a stored
+// answer replayed for an Idempotency-Key wait, after reading, until every
+// commit they could have seen is durable (waitDurable: at most the fsync
+// in flight); a webhook's claim is a write, answered after a later fsync.
+// So nothing a client or a webhook receiver sees can be taken back by a
+// power cut, and a GET never shows a state its stream has no events for
+// yet.
 //
 // A failed fsync is not retried: after one, Linux may have dropped the
 // dirty pages and reports success next time (the "fsyncgate" lesson

@@ -246,36 +246,53 @@ func TestIdempotencyLookupWaitsForTheFsync(t *testing.T) {
 	}
 }
 
-// A new stream's replay of the live invitations reads call state, which
-// a commit in its fsync has changed already: it is returned only once
-// that commit is durable.
-func TestPendingInvitationsWaitForTheFsync(t *testing.T) {
-	s := openTest(t)
-	ctx := context.Background()
-	entered, open, synced := gatedSync(t, s)
-	saved := make(chan error, 1)
-	go func() {
-		ch := storetest.NewCall("c1", "alice", 1_000, "bob")
-		saved <- s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, ch) })
-	}()
-	<-entered // committed, its fsync blocked
-	type result struct {
-		n      int
-		err    error
-		synced int64
-	}
-	got := make(chan result, 1)
-	go func() {
-		evs, err := s.PendingInvitations(ctx, "bob", 10)
-		got <- result{len(evs), err, synced.Load()}
-	}()
-	wait.For(t, 5*time.Second, "the replay to wait for the fsync", func() bool { return s.durableWaits.Load() > 0 })
-	open()
-	r := <-got
-	if r.err != nil || r.n != 1 || r.synced < 1 {
-		t.Fatalf("pending invitations: %d (%v) after %d fsyncs; want 1 after ≥ 1", r.n, r.err, r.synced)
-	}
-	if err := <-saved; err != nil {
-		t.Fatal(err)
+// The reads that return call state (a GET of a call or of a user's calls,
+// a new stream's list of live invitations) see a commit whose fsync is
+// in flight: they answer only once it is durable.
+func TestReadsOfCallStateWaitForTheFsync(t *testing.T) {
+	for name, read := range map[string]func(s *Store) (int, error){
+		"Call": func(s *Store) (int, error) {
+			_, err := s.Call(context.Background(), "c1")
+			return 1, err
+		},
+		"ListCalls": func(s *Store) (int, error) {
+			l, err := s.ListCalls(context.Background(), "bob", 0, 10)
+			return len(l), err
+		},
+		"PendingInvitations": func(s *Store) (int, error) {
+			evs, err := s.PendingInvitations(context.Background(), "bob", 10)
+			return len(evs), err
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := openTest(t)
+			ctx := context.Background()
+			entered, open, synced := gatedSync(t, s)
+			saved := make(chan error, 1)
+			go func() {
+				ch := storetest.NewCall("c1", "alice", 1_000, "bob")
+				saved <- s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, ch) })
+			}()
+			<-entered // committed, its fsync blocked
+			type result struct {
+				n      int
+				err    error
+				synced int64
+			}
+			got := make(chan result, 1)
+			go func() {
+				n, err := read(s)
+				got <- result{n, err, synced.Load()}
+			}()
+			wait.For(t, 5*time.Second, "the read to wait for the fsync", func() bool { return s.durableWaits.Load() > 0 })
+			open()
+			r := <-got
+			if r.err != nil || r.n != 1 || r.synced < 1 {
+				t.Fatalf("read %d (%v) after %d fsyncs; want 1 after ≥ 1", r.n, r.err, r.synced)
+			}
+			if err := <-saved; err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
