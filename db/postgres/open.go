@@ -113,10 +113,44 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		sdb.Close()
 		return nil, err
 	}
+	warmPool(ctx, sdb, min(opts.MaxConns, warmConns), log)
 	s := &Store{db: sdb, maxConns: opts.MaxConns, log: log}
 	s.Webhooks = db.NewWebhooks(webhookSQL, s.inTx, s.read)
 	s.EventLog = s.eventLog()
 	return s, nil
+}
+
+// warmConns is how many sessions Open opens ahead of the first requests.
+// Opened on demand, the first burst after a start waits for PostgreSQL to
+// fork a backend per session: on a loaded 2-core box every request over
+// 40 ms of a 3-node run came in its first half second (docs/benchmarks.md,
+// "The cross-node tail at 50 cycles/s"). Four, not the whole pool: the
+// rest open as load needs them, and many nodes (or test apps) share
+// max_connections.
+const warmConns = 4
+
+// warmPool opens n sessions at once and returns them to the pool idle.
+// Best effort: the pool has answered a ping and migrated already, and a
+// session that fails to open now will be opened on demand.
+func warmPool(ctx context.Context, sdb *sqlx.DB, n int, log *slog.Logger) {
+	conns := make([]*sql.Conn, n)
+	var wg sync.WaitGroup
+	for i := range conns {
+		wg.Go(func() {
+			c, err := sdb.Conn(ctx)
+			if err != nil {
+				log.Debug("postgres pool warm-up", "err", err)
+				return
+			}
+			conns[i] = c
+		})
+	}
+	wg.Wait()
+	for _, c := range conns {
+		if c != nil {
+			_ = c.Close() // back to the pool, open
+		}
+	}
 }
 
 // Ping checks that the database answers a transaction and takes writes
