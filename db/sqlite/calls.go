@@ -13,19 +13,16 @@ import (
 )
 
 // Call loads a committed call with its users, or calls.ErrCallNotFound,
-// returned once what it read is durable: a client never sees a state that
-// a power cut could take back, nor one its stream has no events for yet
-// (the streams read only durable events; see syncer.go).
+// returned once what it read is durable (see read): a client never sees a
+// state that a power cut could take back, nor one its stream has no events
+// for yet (the streams read only durable events; see syncer.go).
 func (s *Store) Call(ctx context.Context, callID string) (*calls.Call, error) {
 	var c *calls.Call
 	err := s.read(ctx, func(tx *sqlx.Tx) (err error) {
 		c, err = loadCall(ctx, tx.Stmtx(s.rst.selectCallByID), tx.Stmtx(s.rst.selectUsers), callID)
 		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return c, s.durable(ctx)
+	return c, err
 }
 
 // durable is waitDurable for a read's answer, with context.
@@ -51,10 +48,7 @@ func (s *Store) ListCalls(ctx context.Context, userID string, before int64, limi
 		list, err = queryCalls(ctx, tx, sqlListCalls, userID, before, limit)
 		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return list, s.durable(ctx) // as Call
+	return list, err
 }
 
 // sqlListCalls pages a user's calls newest first. It filters and orders on
@@ -66,8 +60,19 @@ var sqlListCalls = `SELECT ` + callColumnsC + `
 	ORDER BY u.call_seq DESC LIMIT ?`
 
 // read runs fn in a read-only transaction on the read pool, so the several
-// queries of one read (a call, then its users) see one snapshot.
+// queries of one read (a call, then its users) see one snapshot, and
+// returns once what fn read is durable (see durable): every read through
+// it answers with state a power cut cannot take back.
 func (s *Store) read(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	if err := s.readNow(ctx, fn); err != nil {
+		return err
+	}
+	return s.durable(ctx)
+}
+
+// readNow is read without the wait: for a read that waits itself only
+// when what it found needs it (LookupIdempotency's hits).
+func (s *Store) readNow(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	if s.isClosed() {
 		return db.ErrClosed
 	}

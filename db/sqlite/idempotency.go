@@ -82,13 +82,13 @@ func (t idempotencyTx) PutIdempotencyRecord(ctx context.Context, rec calls.Idemp
 // answer to the request that stored it (see waitDurable).
 func (s *Store) LookupIdempotency(ctx context.Context, scope, key string, now int64) (*calls.IdempotencyRecord, error) {
 	var rec *calls.IdempotencyRecord
-	err := s.read(ctx, func(tx *sqlx.Tx) error {
+	err := s.readNow(ctx, func(tx *sqlx.Tx) error {
 		var err error
 		rec, err = getIdempotency(ctx, tx, scope, key, now)
 		return err
 	})
 	if err != nil || rec == nil {
-		return rec, err
+		return rec, err // a miss needs no wait: nothing is replayed
 	}
 	if err := s.durable(ctx); err != nil {
 		return nil, err

@@ -35,11 +35,12 @@ import (
 // What differs from FULL is what other readers may see before the fsync:
 // a committed batch is visible to the read pool at once. The event log
 // hides it (Store.durableEvent caps what a stream reads, and LastEventID
-// is that cap); the reads that return call state (a GET of a call or of
-// a user's calls, a new stream's list of live invitations) and a stored
-// answer replayed for an Idempotency-Key wait, after reading, until every
-// commit they could have seen is durable (waitDurable: at most the fsync
-// in flight); a webhook's claim is a write, answered after a later fsync.
+// is that cap); every other read (Store.read: a GET of a call, of a
+// user's calls, of webhook deliveries; a new stream's list of live
+// invitations; a stored answer replayed for an Idempotency-Key) waits,
+// after reading, until every commit it could have seen is durable
+// (waitDurable: at most the fsync in flight); a webhook's claim is a
+// write, answered after a later fsync.
 // So nothing a client or a webhook receiver sees can be taken back by a
 // power cut, and a GET never shows a state its stream has no events for
 // yet.
