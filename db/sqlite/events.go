@@ -47,7 +47,10 @@ func (s *Store) PendingInvitations(ctx context.Context, userID string, limit int
 	if err != nil {
 		return nil, err
 	}
-	return evs, s.durable(ctx)
+	if err := s.durable(ctx); err != nil {
+		return nil, err
+	}
+	return evs, nil
 }
 
 // UnreceivedInvitations is db.EventLog's, returned once durable, as
@@ -57,7 +60,10 @@ func (s *Store) UnreceivedInvitations(ctx context.Context, userID string, upTo i
 	if err != nil {
 		return nil, err
 	}
-	return evs, s.durable(ctx)
+	if err := s.durable(ctx); err != nil {
+		return nil, err
+	}
+	return evs, nil
 }
 
 // LastEventID returns the highest event ID assigned and durable, 0 before

@@ -209,9 +209,7 @@ func (s *Store) syncPending(pending []committedBatch) error {
 		return fmt.Errorf("%w: %w", calls.ErrUnavailable, err)
 	}
 	s.syncs.Add(1)
-	if last > 0 {
-		advance(&s.durableEvent, last)
-	}
+	advance(&s.durableEvent, last)
 	return nil
 }
 

@@ -24,6 +24,11 @@ import (
 // receive that follows the write. Call open to let the fsyncs pass; a
 // test that fails before does so at its end, so the store can close.
 func gatedSync(t *testing.T, s *Store) (entered chan struct{}, open func(), done *atomic.Int64) {
+	return gatedSyncFailing(t, s, nil)
+}
+
+// gatedSyncFailing is gatedSync whose fsyncs fail with fail, when set.
+func gatedSyncFailing(t *testing.T, s *Store, fail error) (entered chan struct{}, open func(), done *atomic.Int64) {
 	entered, gate, done := make(chan struct{}, 16), make(chan struct{}), new(atomic.Int64)
 	open = sync.OnceFunc(func() { close(gate) })
 	t.Cleanup(open)
@@ -31,7 +36,10 @@ func gatedSync(t *testing.T, s *Store) (entered chan struct{}, open func(), done
 	s.syncWAL = func() error {
 		entered <- struct{}{}
 		<-gate
-		err := real()
+		err := fail
+		if err == nil {
+			err = real()
+		}
 		done.Add(1)
 		return err
 	}
@@ -181,12 +189,7 @@ func TestSyncsTheWALOfASymlinkedDatabase(t *testing.T) {
 func TestFailedWALSyncRollsBackTheOpenBatch(t *testing.T) {
 	s := openTest(t)
 	ctx := context.Background()
-	entered, gate := make(chan struct{}, 4), make(chan struct{})
-	s.syncWAL = func() error {
-		entered <- struct{}{}
-		<-gate
-		return errors.New("EIO")
-	}
+	entered, open, _ := gatedSyncFailing(t, s, errors.New("EIO"))
 	a := goWrite(s, ctx, insertEvent("a"))
 	<-entered
 	ran := make(chan struct{})
@@ -195,7 +198,7 @@ func TestFailedWALSyncRollsBackTheOpenBatch(t *testing.T) {
 		return insertEvent("b")(tx)
 	})
 	<-ran // b executed in the open batch during a's fsync
-	close(gate)
+	open()
 	for name, ch := range map[string]<-chan error{"a": a, "b": b} {
 		if err := <-ch; !errors.Is(err, calls.ErrUnavailable) {
 			t.Errorf("%s: %v, want unavailable", name, err)

@@ -432,28 +432,34 @@ func testServiceRunArmsTrackedCallersAndStops(t *testing.T, s db.Store) {
 	}
 }
 
-func testDeadlinesAcrossKinds(t *testing.T, s db.Store) {
-	ctx := context.Background()
-	if next, err := s.NextDeadline(ctx); err != nil || next != 0 {
-		t.Errorf("NextDeadline with none = %d (%v), want 0", next, err)
-	}
-
-	// a: bob times out at 300, carol becomes notYetReceived at 200.
+// saveDeadlinesOfEveryKind saves three calls with deadlines of every kind:
+// a: bob times out at 300, carol becomes notYetReceived at 200; b: the
+// caller dave goes offline at 100; c: gina becomes notYetReceived at 400,
+// her timeout (900) is not due.
+func saveDeadlinesOfEveryKind(t *testing.T, s db.Store) {
+	t.Helper()
 	a := NewCall("a", "alice", 0, "bob", "carol")
 	a.Call.Users[1].TimeoutAt = 300
 	a.Call.Users[2].TimeoutAt = 0
 	a.Call.Users[2].NotReceivedAt = 200
-	// b: the caller dave goes offline at 100.
 	b := NewCall("b", "dave", 0, "erin")
 	b.Call.Users[1].TimeoutAt = 0
 	b.Call.CallerOfflineAt = 100
-	// c: gina becomes notYetReceived at 400; her timeout (900) is not due.
 	c := NewCall("c", "frank", 0, "gina")
 	c.Call.Users[1].TimeoutAt = 900
 	c.Call.Users[1].NotReceivedAt = 400
 	for _, ch := range []*calls.Change{a, b, c} {
 		Save(t, s, ch)
 	}
+}
+
+func testDeadlinesAcrossKinds(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	if next, err := s.NextDeadline(ctx); err != nil || next != 0 {
+		t.Errorf("NextDeadline with none = %d (%v), want 0", next, err)
+	}
+
+	saveDeadlinesOfEveryKind(t, s)
 
 	if next, err := s.NextDeadline(ctx); err != nil || next != 100 {
 		t.Errorf("NextDeadline = %d (%v), want 100", next, err)

@@ -54,19 +54,7 @@ func saveDue(t *testing.T, s db.Store, prefix string, n int) {
 func testUpdateDueHandsDueDeadlines(t *testing.T, s db.Store) {
 	ctx := context.Background()
 	cl := claimer(t, s)
-	a := NewCall("a", "alice", 0, "bob", "carol")
-	a.Call.Users[1].TimeoutAt = 300
-	a.Call.Users[2].TimeoutAt = 0
-	a.Call.Users[2].NotReceivedAt = 200
-	b := NewCall("b", "dave", 0, "erin")
-	b.Call.Users[1].TimeoutAt = 0
-	b.Call.CallerOfflineAt = 100
-	c := NewCall("c", "frank", 0, "gina")
-	c.Call.Users[1].TimeoutAt = 900
-	c.Call.Users[1].NotReceivedAt = 400
-	for _, ch := range []*calls.Change{a, b, c} {
-		Save(t, s, ch)
-	}
+	saveDeadlinesOfEveryKind(t, s)
 	want := []calls.Deadline{
 		{CallID: "b", Kind: calls.DeadlineCallerOffline, At: 100},
 		{CallID: "a", UserID: "carol", Kind: calls.DeadlineNotReceived, At: 200},
