@@ -12,32 +12,39 @@ import (
 
 	"callsig/calls"
 	"callsig/db"
+	"callsig/webhooks"
 )
 
-// One outbox row per enabled, live endpoint subscribed to the type.
-const (
-	sqlSubscribed = `SELECT EXISTS (SELECT 1 FROM webhook_endpoints
-		WHERE enabled AND NOT deleted AND (event_types = '' OR strpos(event_types, ',' || $1 || ',') > 0))`
-	sqlInsertMessage = `INSERT INTO webhook_messages (msg_id, type, call_id, payload, created_at)
-		VALUES ($1, $2, $3, $4, $5) RETURNING id`
-	sqlFanOut = `INSERT INTO webhook_deliveries (message_id, endpoint_id, status, next_attempt_at, created_at)
-		SELECT $1, id, 'pending', $2, $3 FROM webhook_endpoints
-		WHERE enabled AND NOT deleted AND (event_types = '' OR strpos(event_types, ',' || $4 || ',') > 0)`
-)
+// sqlInsertHook stores a message ($1 msg id, $2 type, $3 call id, $4
+// payload, $5 time) and one pending delivery per enabled, live endpoint
+// subscribed to its type, or nothing when there is none, in one round
+// trip; both halves read one snapshot, so they agree on the endpoints.
+const sqlInsertHook = `WITH m AS (
+		INSERT INTO webhook_messages (msg_id, type, call_id, payload, created_at)
+		SELECT $1::text, $2::text, $3::text, $4::bytea, $5::bigint WHERE EXISTS (SELECT 1 FROM webhook_endpoints
+			WHERE enabled AND NOT deleted AND (event_types = '' OR strpos(event_types, ',' || $2::text || ',') > 0))
+		RETURNING id),
+	d AS (
+		INSERT INTO webhook_deliveries (message_id, endpoint_id, status, next_attempt_at, created_at)
+		SELECT m.id, e.id, 'pending', $5::bigint, $5::bigint FROM m, webhook_endpoints e
+		WHERE e.enabled AND NOT e.deleted AND (e.event_types = '' OR strpos(e.event_types, ',' || $2::text || ',') > 0))
+	SELECT count(*) FROM m`
 
-// hookSteps are the statements of db.InsertHook, by step.
-var hookSteps = [...]string{
-	db.HookSubscribed:    sqlSubscribed,
-	db.HookInsertMessage: sqlInsertMessage,
-	db.HookFanOut:        sqlFanOut,
-}
-
-// InsertHook stores one webhook message and fans it out to the outbox (see
-// db.InsertHook).
+// InsertHook stores one webhook message and fans it out to the outbox, as
+// db.InsertHook does, in one statement. Save asks only for the types
+// SubscribedHooks found subscribed, so the message is built (and its body
+// encoded) for those alone; the statement checks again, in its snapshot.
 func (t *callsTx) InsertHook(ctx context.Context, h *calls.HookEvent) (bool, error) {
-	return db.InsertHook(ctx, func(step db.HookStep) db.Statement {
-		return db.TxStatement(t.tx, hookSteps[step])
-	}, h)
+	msg, err := webhooks.NewMessage(*h)
+	if err != nil {
+		return false, fmt.Errorf("db: %w", err)
+	}
+	var stored int
+	if err := t.tx.QueryRowContext(ctx, sqlInsertHook, msg.ID, string(h.Type), h.CallID,
+		msg.Payload, h.Time).Scan(&stored); err != nil {
+		return false, fmt.Errorf("db: insert %s webhook: %w", h.Type, err)
+	}
+	return stored > 0, nil
 }
 
 // webhookSQL is what db.Webhooks runs on PostgreSQL.

@@ -149,22 +149,10 @@ const (
 		missed_time = excluded.missed_time, busy = excluded.busy`
 	sqlClearBusy = `UPDATE call_users SET busy = false WHERE call_seq = $1 AND busy`
 
-	// sqlInsertEvent takes the recipient's event_users row (inserting it
-	// for a first event), gives it the next id of the global sequence and
-	// writes the event with it, in one round trip. The row stays locked
-	// until commit, so the user's next writer, on any node, takes its id
-	// only after this transaction's events are committed: ids follow each
-	// user's commit order. The SET's nextval is evaluated after the lock is
-	// held. The VALUES one is evaluated too, even on conflict, so ids step
-	// by two: gaps, which ids may have anyway.
-	sqlInsertEvent = `WITH next AS (
-			INSERT INTO event_users (user_id, last_id) VALUES ($1, nextval('event_ids'))
-			ON CONFLICT (user_id) DO UPDATE SET last_id = nextval('event_ids')
-			RETURNING last_id)
-		INSERT INTO events (id, user_id, device, call_id, type, data, time)
-		SELECT last_id, $1, $2, $3, $4, $5, $6 FROM next
-		RETURNING id`
-	sqlSetInvitation = `UPDATE call_users SET invitation_event_id = $1 WHERE call_seq = $2 AND user_id = $3`
+	// sqlLockEventUsers: see lockEventUsers.
+	sqlLockEventUsers = `INSERT INTO event_users (user_id, last_id)
+		SELECT u, 0 FROM unnest($1::text[]) AS u ORDER BY u COLLATE "C"
+		ON CONFLICT (user_id) DO UPDATE SET last_id = event_users.last_id`
 )
 
 // Call loads a call for update: the row stays locked until commit.
@@ -232,14 +220,12 @@ func (t *callsTx) lockRecipients(ctx context.Context, evs []calls.Event, busy []
 
 // lockEventUsers takes the event_users rows of users (creating those of
 // first-time users, last_id 0: no id given yet) in user order, for the
-// rest of the transaction.
+// rest of the transaction, in one statement. DO UPDATE, not DO NOTHING and
+// a SELECT … FOR UPDATE: it locks a row another transaction inserted and
+// committed while this statement ran, which a SELECT in the statement's
+// snapshot would not see, let alone lock.
 func lockEventUsers(ctx context.Context, tx *sqlx.Tx, users []string) error {
-	if _, err := tx.ExecContext(ctx, `INSERT INTO event_users (user_id, last_id)
-		SELECT u, 0 FROM unnest($1::text[]) AS u ORDER BY u COLLATE "C" ON CONFLICT (user_id) DO NOTHING`, users); err != nil {
-		return err
-	}
-	_, err := tx.ExecContext(ctx, `SELECT 1 FROM event_users WHERE user_id = ANY($1)
-		ORDER BY user_id COLLATE "C" FOR UPDATE`, users)
+	_, err := tx.ExecContext(ctx, sqlLockEventUsers, users)
 	return err
 }
 
@@ -262,40 +248,6 @@ func (t *callsTx) saveCall(ctx context.Context, c *calls.Call, created bool) err
 	}
 	if err != nil {
 		return fmt.Errorf("db: update call %s: %w", c.ID, err)
-	}
-	return nil
-}
-
-// InsertEvent appends ev to the log and sets ev.ID (see sqlInsertEvent):
-// one round trip takes the id and writes the event.
-func (t *callsTx) InsertEvent(ctx context.Context, ev *calls.Event) error {
-	data := string(ev.Data)
-	if data == "" {
-		data = "null"
-	}
-	err := t.tx.QueryRowContext(ctx, sqlInsertEvent, ev.UserID, ev.Device, ev.CallID,
-		string(ev.Type), data, ev.Time).Scan(&ev.ID)
-	if err != nil {
-		return fmt.Errorf("db: insert %s event for %s: %w", ev.Type, ev.UserID, err)
-	}
-	return nil
-}
-
-// SetInvitation records ev, an invitation just inserted, on its invitee's
-// row, in the same transaction as the event.
-func (t *callsTx) SetInvitation(ctx context.Context, c *calls.Call, ev *calls.Event) error {
-	if ev.CallID != c.ID {
-		return fmt.Errorf("db: save: %s event for call %s in a change of %s", ev.Type, ev.CallID, c.ID)
-	}
-	res, err := t.tx.ExecContext(ctx, sqlSetInvitation, ev.ID, c.Seq, ev.UserID)
-	if err == nil {
-		var n int64
-		if n, err = res.RowsAffected(); err == nil && n != 1 {
-			err = fmt.Errorf("%s is not in the call", ev.UserID)
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("db: record invitation %d of %s to %s: %w", ev.ID, c.ID, ev.UserID, err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -89,6 +90,51 @@ func testEventIDsIncreasePerUser(t *testing.T, s db.Store) {
 	})
 	if evs, _ := s.EventsAfter(ctx, "carol", later.Events[0].ID, 10); len(evs) != 1 || evs[0].Device != "phone" {
 		t.Errorf("device event read back = %+v", evs)
+	}
+}
+
+// Every event of a change gets a larger id than the one before it, and
+// an invitation addressed to a user who is not in the call fails the
+// change, leaving nothing of it: alone in its change, or among others.
+func testChangeEventsInOrderAndInvitationsChecked(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	ch := NewCall("ordered", "alice", 1000, "bob", "carol", "dave")
+	for _, u := range []string{"alice", "carol", "alice", "bob"} {
+		ch.Events = append(ch.Events, calls.Event{UserID: u, CallID: "ordered",
+			Type: calls.EventUserStateChanged, Data: json.RawMessage(`{}`), Time: 1000})
+	}
+	Save(t, s, ch)
+	for i := 1; i < len(ch.Events); i++ {
+		if ch.Events[i].ID <= ch.Events[i-1].ID {
+			t.Fatalf("event %d of the change got id %d after %d, want increasing", i, ch.Events[i].ID, ch.Events[i-1].ID)
+		}
+	}
+	pending, err := s.PendingInvitations(ctx, "carol", 10)
+	if err != nil || len(pending) != 1 || pending[0].ID != ch.Events[1].ID {
+		t.Errorf("carol's pending invitations = %+v, %v; want the one of id %d", pending, err, ch.Events[1].ID)
+	}
+	for _, tc := range []struct {
+		name    string
+		invitee string
+		others  int
+	}{{"alone", "mallory", 0}, {"among others", "mallory", 2}} {
+		ch := NewCall("bad-"+strings.ReplaceAll(tc.name, " ", "-"), "alice", 2000, "bob")
+		ch.Events = append(ch.Events[:0], calls.Event{UserID: tc.invitee, CallID: ch.Call.ID,
+			Type: calls.EventReceived, Data: json.RawMessage(`{}`), Time: 2000})
+		for range tc.others {
+			ch.Events = append(ch.Events, calls.Event{UserID: "alice", CallID: ch.Call.ID,
+				Type: calls.EventUserStateChanged, Data: json.RawMessage(`{}`), Time: 2000})
+		}
+		err := s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, ch) })
+		if err == nil {
+			t.Errorf("%s: an invitation to %s, not in the call, saved", tc.name, tc.invitee)
+		}
+		if _, err := s.Call(ctx, ch.Call.ID); !errors.Is(err, calls.ErrCallNotFound) {
+			t.Errorf("%s: Call after the failed save = %v, want ErrCallNotFound", tc.name, err)
+		}
+		if evs := events(t, s, tc.invitee); len(evs) != 0 {
+			t.Errorf("%s: %d events of the failed change in the log", tc.name, len(evs))
+		}
 	}
 }
 

@@ -283,6 +283,39 @@ func testHooksFanOutToSubscribedEnabledEndpoints(t *testing.T, s db.Store) {
 	}
 }
 
+// A change with several messages queues those an endpoint is subscribed
+// to, counts them in HooksQueued, and skips the rest, whichever way the
+// backend writes them (PostgreSQL asks for all types at once).
+func testChangeQueuesItsSubscribedHooks(t *testing.T, s db.Store) {
+	putEndpoint(t, s, "ended", 1, calls.HookCallEnded)
+	ch := NewCall("mixed", "alice", 100, "bob")
+	for i, typ := range []calls.HookType{calls.HookCallEnded, calls.HookCallCreated, calls.HookCallEnded, calls.HookPushRequested} {
+		ch.Hooks = append(ch.Hooks, calls.HookEvent{Type: typ, CallID: "mixed",
+			Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i)), Time: 100})
+	}
+	Save(t, s, ch)
+	if ch.HooksQueued != 2 {
+		t.Errorf("HooksQueued = %d, want 2 (the two call.ended)", ch.HooksQueued)
+	}
+	got, _, _ := claim(t, s, webhooks.Claim{Now: 100, LeaseUntil: 1000, Limit: 10, Share: 10})
+	if len(got) != 2 {
+		t.Fatalf("claimed %d deliveries, want 2", len(got))
+	}
+	for i, a := range got {
+		want := fmt.Sprintf(`"data":{"n":%d}`, 2*i)
+		if a.Type != calls.HookCallEnded || !strings.Contains(string(a.Payload), want) {
+			t.Errorf("delivery %d = %s %s, want call.ended with %s, in the change's order", i, a.Type, a.Payload, want)
+		}
+	}
+	// No endpoint subscribed at all: nothing queued, the change saved.
+	none := NewCall("none", "alice", 200, "bob")
+	none.Hooks = []calls.HookEvent{{Type: calls.HookCallCreated, CallID: "none", Data: json.RawMessage(`{}`), Time: 200}}
+	Save(t, s, none)
+	if none.HooksQueued != 0 {
+		t.Errorf("HooksQueued = %d for a type nobody takes, want 0", none.HooksQueued)
+	}
+}
+
 // A claim gives each live endpoint at most its free share, skips what is
 // in flight here (renewing its lease), orders the claim by due time within
 // the limit; the schedule and statistics follow the leases.

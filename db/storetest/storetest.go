@@ -57,6 +57,7 @@ var tests = []contract{
 	{"ClosedStoreIsUnavailable", testClosedStoreIsUnavailable},
 	// the event log (sse.Log)
 	{"EventIDsIncreasePerUser", testEventIDsIncreasePerUser},
+	{"ChangeEventsInOrderAndInvitationsChecked", testChangeEventsInOrderAndInvitationsChecked},
 	{"PendingInvitations", testPendingInvitations},
 	{"PendingInvitationsCapAndUnreceived", testPendingInvitationsCapAndUnreceived},
 	{"PruneEventsAndBounds", testPruneEventsAndBounds},
@@ -71,6 +72,7 @@ var tests = []contract{
 	{"WebhookEndpointsAdmin", testWebhookEndpointsAdmin},
 	{"IdempotentWebhookCreate", testIdempotentWebhookCreate},
 	{"HooksFanOutToSubscribedEnabledEndpoints", testHooksFanOutToSubscribedEnabledEndpoints},
+	{"ChangeQueuesItsSubscribedHooks", testChangeQueuesItsSubscribedHooks},
 	{"ClaimWebhookDeliveriesPerEndpoint", testClaimWebhookDeliveriesPerEndpoint},
 	{"ClaimFailsDeadEndpointsDeliveries", testClaimFailsDeadEndpointsDeliveries},
 	{"FinishReleaseAndRetryDeliveries", testFinishReleaseAndRetryDeliveries},
