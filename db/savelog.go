@@ -19,17 +19,6 @@ type LogWriter interface {
 	InsertHook(ctx context.Context, h *calls.HookEvent) (queued bool, err error)
 }
 
-// HookFilter is a LogWriter that can tell in one round trip which of a
-// change's webhook messages an endpoint is subscribed to, where asking
-// message by message costs a round trip each (PostgreSQL): SaveLog then
-// hands InsertHook only those.
-type HookFilter interface {
-	LogWriter
-	// SubscribedHooks reports, for each of types, whether an enabled, live
-	// endpoint is subscribed to it.
-	SubscribedHooks(ctx context.Context, types []calls.HookType) ([]bool, error)
-}
-
 // SaveLog writes what a change causes after its call and user rows, the
 // same on every backend: the events in order (ids assigned in place), each
 // invitation's id on its invitee's row, and the webhook messages, counting
@@ -48,21 +37,7 @@ func SaveLog(ctx context.Context, w LogWriter, ch *calls.Change) error {
 		}
 	}
 	ch.HooksQueued = 0
-	var subscribed []bool
-	if f, ok := w.(HookFilter); ok && len(ch.Hooks) > 0 {
-		types := make([]calls.HookType, len(ch.Hooks))
-		for i, h := range ch.Hooks {
-			types[i] = h.Type
-		}
-		var err error
-		if subscribed, err = f.SubscribedHooks(ctx, types); err != nil {
-			return err
-		}
-	}
 	for i := range ch.Hooks {
-		if subscribed != nil && !subscribed[i] {
-			continue
-		}
 		queued, err := w.InsertHook(ctx, &ch.Hooks[i])
 		if err != nil {
 			return err

@@ -68,7 +68,7 @@ func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(cal
 	}
 	var n int
 	err := s.retryConflicts(ctx, func() error {
-		return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		return s.inConnTx(ctx, func(tx *sqlx.Tx, conn *sqlx.Conn) error {
 			n = 0
 			var due []calls.Deadline
 			kinds := []struct {
@@ -102,7 +102,7 @@ func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(cal
 				return err
 			}
 			slices.SortFunc(due, func(a, b calls.Deadline) int { return cmp.Compare(a.At, b.At) })
-			return fn(&callsTx{idempotencyTx: idempotencyTx{tx}}, due)
+			return fn(&callsTx{idempotencyTx: idempotencyTx{tx}, conn: conn}, due)
 		})
 	})
 	if err != nil {

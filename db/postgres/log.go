@@ -1,17 +1,18 @@
 package postgres
 
-// The event log's side of Save (db.SaveLog): events, invitations and
-// webhook messages, each statement one round trip to the server.
+// The event log's side of Save (what db.SaveLog does on SQLite): events,
+// invitations and webhook messages, queued on Save's pipeline.
 
 import (
 	"context"
 	"fmt"
 
-	"callsig/calls"
-	"callsig/db"
-)
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 
-var _ db.HookFilter = (*callsTx)(nil)
+	"callsig/calls"
+	"callsig/webhooks"
+)
 
 const (
 	// sqlInsertEvent takes the recipient's event_users row (inserting it
@@ -29,7 +30,22 @@ const (
 		INSERT INTO events (id, user_id, device, call_id, type, data, time)
 		SELECT last_id, $1, $2, $3, $4, $5, $6 FROM next
 		RETURNING id`
-	sqlSetInvitation = `UPDATE call_users SET invitation_event_id = $1 WHERE call_seq = $2 AND user_id = $3`
+	// sqlInsertInvitation is sqlInsertEvent for an invitation, which it
+	// also records on its invitee's row of call $7; the second column
+	// counts the rows recorded (1, or 0 for a user not in the call).
+	sqlInsertInvitation = `WITH next AS (
+			INSERT INTO event_users (user_id, last_id) VALUES ($1, nextval('event_ids'))
+			ON CONFLICT (user_id) DO UPDATE SET last_id = nextval('event_ids')
+			RETURNING last_id),
+		ev AS (
+			INSERT INTO events (id, user_id, device, call_id, type, data, time)
+			SELECT last_id, $1, $2, $3, $4, $5, $6 FROM next
+			RETURNING id),
+		invited AS (
+			UPDATE call_users SET invitation_event_id = (SELECT id FROM ev)
+			WHERE call_seq = $7 AND user_id = $1
+			RETURNING 1)
+		SELECT id, (SELECT count(*) FROM invited) FROM ev`
 
 	// sqlSubscribedHooks: for each type of $1, in order, whether an
 	// enabled, live endpoint is subscribed to it.
@@ -38,53 +54,92 @@ const (
 		FROM unnest($1::text[]) WITH ORDINALITY AS h(type, ord) ORDER BY ord`
 )
 
-// InsertEvent appends ev to the log and sets ev.ID (see sqlInsertEvent):
-// one round trip takes the id and writes the event.
-func (t *callsTx) InsertEvent(ctx context.Context, ev *calls.Event) error {
-	data := string(ev.Data)
-	if data == "" {
-		data = "null"
-	}
-	err := t.tx.QueryRowContext(ctx, sqlInsertEvent, ev.UserID, ev.Device, ev.CallID,
-		string(ev.Type), data, ev.Time).Scan(&ev.ID)
-	if err != nil {
-		return fmt.Errorf("db: insert %s event for %s: %w", ev.Type, ev.UserID, err)
-	}
-	return nil
-}
-
-// SetInvitation records ev, an invitation just inserted, on its invitee's
-// row, in the same transaction as the event.
-func (t *callsTx) SetInvitation(ctx context.Context, c *calls.Call, ev *calls.Event) error {
-	if ev.CallID != c.ID {
-		return fmt.Errorf("db: save: %s event for call %s in a change of %s", ev.Type, ev.CallID, c.ID)
-	}
-	res, err := t.tx.ExecContext(ctx, sqlSetInvitation, ev.ID, c.Seq, ev.UserID)
-	if err == nil {
-		var n int64
-		if n, err = res.RowsAffected(); err == nil && n != 1 {
-			err = fmt.Errorf("%s is not in the call", ev.UserID)
+// queueEvents queues the inserts of evs on b, in order, each setting its
+// event's ID when the pipeline is read.
+func queueEvents(b *pgx.Batch, c *calls.Call, evs []calls.Event) error {
+	for i := range evs {
+		ev := &evs[i]
+		data := string(ev.Data)
+		if data == "" {
+			data = "null"
 		}
-	}
-	if err != nil {
-		return fmt.Errorf("db: record invitation %d of %s to %s: %w", ev.ID, c.ID, ev.UserID, err)
+		if ev.Type != calls.EventReceived {
+			b.Queue(sqlInsertEvent, ev.UserID, ev.Device, ev.CallID, string(ev.Type), data, ev.Time).
+				QueryRow(func(row pgx.Row) error {
+					if err := row.Scan(&ev.ID); err != nil {
+						return fmt.Errorf("insert %s event for %s: %w", ev.Type, ev.UserID, err)
+					}
+					return nil
+				})
+			continue
+		}
+		if ev.CallID != c.ID {
+			return fmt.Errorf("db: save: %s event for call %s in a change of %s", ev.Type, ev.CallID, c.ID)
+		}
+		b.Queue(sqlInsertInvitation, ev.UserID, ev.Device, ev.CallID, string(ev.Type), data, ev.Time, c.Seq).
+			QueryRow(func(row pgx.Row) error {
+				var recorded int
+				if err := row.Scan(&ev.ID, &recorded); err != nil {
+					return fmt.Errorf("insert invitation of %s to %s: %w", c.ID, ev.UserID, err)
+				}
+				if recorded != 1 {
+					return fmt.Errorf("record invitation %d of %s to %s: %s is not in the call", ev.ID, c.ID, ev.UserID, ev.UserID)
+				}
+				return nil
+			})
 	}
 	return nil
 }
 
-// SubscribedHooks reports, in one round trip, which of types an enabled,
-// live endpoint is subscribed to (see db.HookFilter).
-func (t *callsTx) SubscribedHooks(ctx context.Context, types []calls.HookType) ([]bool, error) {
-	names := make([]string, len(types))
-	for i, ty := range types {
-		names[i] = string(ty)
+// saveHooks stores the change's webhook messages an endpoint is subscribed
+// to, one statement each (sqlInsertHook) in one pipeline, and counts in
+// ch.HooksQueued those queued. The message (its id and body) is built only
+// for those.
+func (t *callsTx) saveHooks(ctx context.Context, ch *calls.Change, subscribed []bool) error {
+	ch.HooksQueued = 0
+	b := &pgx.Batch{}
+	for i := range ch.Hooks {
+		if !subscribed[i] {
+			continue
+		}
+		h := &ch.Hooks[i]
+		msg, err := webhooks.NewMessage(*h)
+		if err != nil {
+			return fmt.Errorf("db: %w", err)
+		}
+		b.Queue(sqlInsertHook, msg.ID, string(h.Type), h.CallID, msg.Payload, h.Time).
+			QueryRow(func(row pgx.Row) error {
+				var stored int
+				if err := row.Scan(&stored); err != nil {
+					return fmt.Errorf("insert %s webhook: %w", h.Type, err)
+				}
+				if stored > 0 {
+					ch.HooksQueued++
+				}
+				return nil
+			})
 	}
-	subscribed := make([]bool, 0, len(types))
-	if err := t.tx.SelectContext(ctx, &subscribed, sqlSubscribedHooks, names); err != nil {
-		return nil, fmt.Errorf("db: webhook subscribers: %w", err)
+	if err := t.send(ctx, b); err != nil {
+		return fmt.Errorf("db: save %s: %w", ch.Call.ID, err)
 	}
-	if len(subscribed) != len(types) {
-		return nil, fmt.Errorf("db: webhook subscribers: %d answers for %d types", len(subscribed), len(types))
+	return nil
+}
+
+// send runs b's statements on the transaction's connection in one round
+// trip (pgx's pipeline, reached through database/sql's Conn.Raw: the
+// transaction was begun on that same connection, so they run inside it)
+// and reads their results in order through their callbacks. The first
+// error, of a statement or of a callback, is returned; PostgreSQL skips
+// the statements after a failed one.
+func (t *callsTx) send(ctx context.Context, b *pgx.Batch) error {
+	if b.Len() == 0 {
+		return nil
 	}
-	return subscribed, nil
+	return t.conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("db: a %T is not a pgx connection", dc)
+		}
+		return c.Conn().SendBatch(ctx, b).Close()
+	})
 }

@@ -10,9 +10,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"callsig/calls"
 	"callsig/db"
-	"callsig/webhooks"
 )
 
 // sqlInsertHook stores a message ($1 msg id, $2 type, $3 call id, $4
@@ -29,23 +27,6 @@ const sqlInsertHook = `WITH m AS (
 		SELECT m.id, e.id, 'pending', $5::bigint, $5::bigint FROM m, webhook_endpoints e
 		WHERE e.enabled AND NOT e.deleted AND (e.event_types = '' OR strpos(e.event_types, ',' || $2::text || ',') > 0))
 	SELECT count(*) FROM m`
-
-// InsertHook stores one webhook message and fans it out to the outbox, as
-// db.InsertHook does, in one statement. Save asks only for the types
-// SubscribedHooks found subscribed, so the message is built (and its body
-// encoded) for those alone; the statement checks again, in its snapshot.
-func (t *callsTx) InsertHook(ctx context.Context, h *calls.HookEvent) (bool, error) {
-	msg, err := webhooks.NewMessage(*h)
-	if err != nil {
-		return false, fmt.Errorf("db: %w", err)
-	}
-	var stored int
-	if err := t.tx.QueryRowContext(ctx, sqlInsertHook, msg.ID, string(h.Type), h.CallID,
-		msg.Payload, h.Time).Scan(&stored); err != nil {
-		return false, fmt.Errorf("db: insert %s webhook: %w", h.Type, err)
-	}
-	return stored > 0, nil
-}
 
 // webhookSQL is what db.Webhooks runs on PostgreSQL.
 var webhookSQL = db.WebhookSQL{

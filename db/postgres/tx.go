@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jmoiron/sqlx"
 
@@ -21,8 +22,8 @@ import (
 // retryConflicts); calls.Store.Update allows fn to run more than once.
 func (s *Store) Update(ctx context.Context, fn func(calls.Tx) error) error {
 	return s.retryConflicts(ctx, func() error {
-		return s.inTx(ctx, func(tx *sqlx.Tx) error {
-			return fn(&callsTx{idempotencyTx: idempotencyTx{tx}})
+		return s.inConnTx(ctx, func(tx *sqlx.Tx, conn *sqlx.Conn) error {
+			return fn(&callsTx{idempotencyTx: idempotencyTx{tx}, conn: conn})
 		})
 	})
 }
@@ -30,6 +31,9 @@ func (s *Store) Update(ctx context.Context, fn func(calls.Tx) error) error {
 // callsTx is the calls.Tx given to an Update fn.
 type callsTx struct {
 	idempotencyTx
+	// conn is the connection tx runs on: Call and Save send their
+	// statements through it in one pipeline each (send).
+	conn *sqlx.Conn
 	// locked holds the users whose event_users row this transaction has
 	// taken (lockUsers): a use-case takes them up front (LockUsers), and
 	// the busy check and Save would otherwise take them again, two
@@ -40,25 +44,38 @@ type callsTx struct {
 // lockUsers takes the event_users rows of users not locked yet by this
 // transaction, in user order (lockEventUsers).
 func (t *callsTx) lockUsers(ctx context.Context, users []string) error {
-	var todo []string
-	for _, u := range users {
-		if _, ok := t.locked[u]; !ok {
-			todo = append(todo, u)
-		}
-	}
+	todo := t.unlocked(users)
 	if len(todo) == 0 {
 		return nil
 	}
 	if err := lockEventUsers(ctx, t.tx, todo); err != nil {
 		return err
 	}
-	if t.locked == nil {
-		t.locked = make(map[string]struct{}, len(todo))
+	t.markLocked(todo)
+	return nil
+}
+
+// unlocked returns those of users whose row this transaction has not
+// taken yet, in the order given.
+func (t *callsTx) unlocked(users []string) []string {
+	var todo []string
+	for _, u := range users {
+		if _, ok := t.locked[u]; !ok {
+			todo = append(todo, u)
+		}
 	}
-	for _, u := range todo {
+	return todo
+}
+
+// markLocked records users' rows as taken, once the statement taking them
+// has run.
+func (t *callsTx) markLocked(users []string) {
+	if t.locked == nil {
+		t.locked = make(map[string]struct{}, len(users))
+	}
+	for _, u := range users {
 		t.locked[u] = struct{}{}
 	}
-	return nil
 }
 
 var (
@@ -130,6 +147,8 @@ const (
 	sqlSelectCallForUpdate = `SELECT ` + db.CallColumns + ` FROM calls WHERE id = $1 FOR UPDATE`
 	sqlSelectCallByID      = `SELECT ` + db.CallColumns + ` FROM calls WHERE id = $1`
 	sqlSelectUsers         = `SELECT ` + db.UserColumns + ` FROM call_users WHERE call_seq = $1 ORDER BY ord`
+	sqlSelectUsersOfCallID = `SELECT ` + db.UserColumns + ` FROM call_users
+		WHERE call_seq = (SELECT seq FROM calls WHERE id = $1) ORDER BY ord`
 
 	sqlInsertCall = `INSERT INTO calls (id, caller, mode, state, timeout, extended_data, create_time,
 		end_time, end_reason, not_received_check, caller_tracked, caller_offline_at)
@@ -155,24 +174,76 @@ const (
 		ON CONFLICT (user_id) DO UPDATE SET last_id = event_users.last_id`
 )
 
-// Call loads a call for update: the row stays locked until commit.
+// Call loads a call for update (the row stays locked until commit) with
+// its users, both queries in one round trip. The users' query runs after
+// the lock is held, in a snapshot of its own, so it reads them as the last
+// writer of the call committed them.
 func (t *callsTx) Call(ctx context.Context, callID string) (*calls.Call, error) {
-	return loadCall(ctx, t.tx, sqlSelectCallForUpdate, callID)
+	var c *calls.Call
+	users := []*calls.CallUser{}
+	b := &pgx.Batch{}
+	b.Queue(sqlSelectCallForUpdate, callID).QueryRow(func(row pgx.Row) (err error) {
+		c, err = db.ScanCall(row)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return calls.ErrCallNotFound
+		}
+		return err
+	})
+	b.Queue(sqlSelectUsersOfCallID, callID).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			u, err := db.ScanUser(rows)
+			if err != nil {
+				return err
+			}
+			users = append(users, u)
+		}
+		return rows.Err()
+	})
+	if err := t.send(ctx, b); err != nil {
+		if errors.Is(err, calls.ErrCallNotFound) {
+			return nil, calls.ErrCallNotFound
+		}
+		return nil, fmt.Errorf("db: load call %s: %w", callID, err)
+	}
+	c.Users = users
+	return c, nil
 }
 
-// Save writes a transition's outcome; see calls.Tx.
+// Save writes a transition's outcome (see calls.Tx) as db.SaveLog does on
+// SQLite, but in one pipeline: the call and user rows, the recipients'
+// locks, the events (an invitation's id recorded by its insert) and the
+// question which webhook messages an endpoint takes go to PostgreSQL
+// together and are answered together, then the subscribed messages in a
+// second pipeline if there are any. Each statement runs in order, as if
+// sent one by one (a failed one fails the rest and the transaction), but
+// the change costs one or two round trips rather than one per statement:
+// on a loaded box the round trips, not the statements, were most of the
+// cost (docs/benchmarks.md). A new call's insert goes first on its own,
+// because every other row needs its seq.
 func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 	c := ch.Call
 	if c == nil {
 		return errors.New("db: save: change without a call")
 	}
-	if err := t.saveCall(ctx, c, ch.Created); err != nil {
-		return err
-	}
-	if c.State == calls.CallEnded && !ch.Created {
-		if _, err := t.tx.ExecContext(ctx, sqlClearBusy, c.Seq); err != nil {
-			return fmt.Errorf("db: free the users of %s: %w", c.ID, err)
+	b := &pgx.Batch{}
+	if ch.Created || c.Seq == 0 {
+		if err := t.saveCall(ctx, c, ch.Created); err != nil {
+			return err
 		}
+	} else {
+		b.Queue(sqlUpdateCall, string(c.Mode), string(c.State), c.Timeout, c.ExtendedData,
+			c.EndTime, string(c.EndReason), c.NotReceivedCheck, c.CallerTracked, c.CallerOfflineAt,
+			c.ID).QueryRow(func(row pgx.Row) error {
+			var seq int64
+			err := row.Scan(&seq)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return calls.ErrCallNotFound
+			}
+			return err
+		})
+	}
+	if !ch.Created && c.State == calls.CallEnded {
+		b.Queue(sqlClearBusy, c.Seq)
 	}
 	var madeBusy []string
 	for i, u := range c.Users {
@@ -183,39 +254,65 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 		if busy {
 			madeBusy = append(madeBusy, u.UserID)
 		}
-		_, err := t.tx.ExecContext(ctx, sqlUpsertUser, c.Seq, u.UserID, i, string(u.State),
+		b.Queue(sqlUpsertUser, c.Seq, u.UserID, i, string(u.State),
 			u.Inviter, u.ExtendedData, u.UpdateTime, u.InviteTime, u.AcceptTime, u.TimeoutAt,
 			u.NotReceivedAt, u.MainDevice, u.MissedTime, busy)
-		if err != nil {
-			return fmt.Errorf("db: save user %s of %s: %w", u.UserID, c.ID, err)
-		}
 	}
-	if err := t.lockRecipients(ctx, ch.Events, madeBusy); err != nil {
+	lock := t.unlocked(recipients(ch.Events, madeBusy))
+	if len(lock) > 0 {
+		b.Queue(sqlLockEventUsers, lock)
+	}
+	if err := queueEvents(b, c, ch.Events); err != nil {
 		return err
 	}
-	return db.SaveLog(ctx, t, ch)
+	var subscribed []bool
+	if len(ch.Hooks) > 0 {
+		types := make([]string, len(ch.Hooks))
+		for i, h := range ch.Hooks {
+			types[i] = string(h.Type)
+		}
+		b.Queue(sqlSubscribedHooks, types).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var ok bool
+				if err := rows.Scan(&ok); err != nil {
+					return err
+				}
+				subscribed = append(subscribed, ok)
+			}
+			return rows.Err()
+		})
+	}
+	if err := t.send(ctx, b); err != nil {
+		if errors.Is(err, calls.ErrCallNotFound) {
+			return calls.ErrCallNotFound
+		}
+		return fmt.Errorf("db: save %s: %w", c.ID, err)
+	}
+	t.markLocked(lock)
+	if len(subscribed) != len(ch.Hooks) {
+		return fmt.Errorf("db: save %s: %d webhook subscriptions read for %d messages", c.ID, len(subscribed), len(ch.Hooks))
+	}
+	return t.saveHooks(ctx, ch, subscribed)
 }
 
-// lockRecipients takes the event_users rows of the events' recipients and
-// of the users written busy, in user order, before any event is inserted:
-// two changes addressing the same users in another order wait for each
-// other instead of deadlocking, and a busy check (BusyUsers) waits for a
-// change making one of its users busy. One recipient alone needs no
-// ordering: sqlInsertEvent locks its row.
-func (t *callsTx) lockRecipients(ctx context.Context, evs []calls.Event, busy []string) error {
+// recipients returns, sorted and once each, the events' recipients and
+// the users written busy: the rows Save takes, in user order, before any
+// event is inserted. Two changes addressing the same users in another
+// order so wait for each other instead of deadlocking, and a busy check
+// (BusyUsers) waits for a change making one of its users busy. One
+// recipient alone needs no ordering (sqlInsertEvent locks its row), so
+// then none is returned.
+func recipients(evs []calls.Event, busy []string) []string {
 	users := slices.Clone(busy)
 	for _, ev := range evs {
 		users = append(users, ev.UserID)
 	}
 	slices.Sort(users)
 	users = slices.Compact(users)
-	if len(users) == 0 || len(users) == 1 && len(busy) == 0 {
+	if len(users) == 1 && len(busy) == 0 {
 		return nil
 	}
-	if err := t.lockUsers(ctx, users); err != nil {
-		return fmt.Errorf("db: lock event recipients: %w", err)
-	}
-	return nil
+	return users
 }
 
 // lockEventUsers takes the event_users rows of users (creating those of
@@ -293,7 +390,7 @@ func (t *callsTx) BusyUsers(ctx context.Context, userIDs []string, exceptCallID 
 		return nil, nil
 	}
 	// A transaction writing one of them busy holds that user's
-	// event_users row until it commits (Save, lockRecipients). Taking the
+	// event_users row until it commits (Save, recipients). Taking the
 	// rows first makes this check wait for such a transaction and then
 	// read what it committed, as SQLite's single writer would.
 	if err := t.lockUsers(ctx, userIDs); err != nil {
