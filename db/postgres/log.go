@@ -31,8 +31,9 @@ const (
 		SELECT last_id, $1, $2, $3, $4, $5, $6 FROM next
 		RETURNING id`
 	// sqlInsertInvitation is sqlInsertEvent for an invitation, which it
-	// also records on its invitee's row of call $7; the second column
-	// counts the rows recorded (1, or 0 for a user not in the call).
+	// also records on its invitee's row of its call ($3, by id); the
+	// second column counts the rows recorded (1, or 0 for a user not in
+	// the call).
 	sqlInsertInvitation = `WITH next AS (
 			INSERT INTO event_users (user_id, last_id) VALUES ($1, nextval('event_ids'))
 			ON CONFLICT (user_id) DO UPDATE SET last_id = nextval('event_ids')
@@ -43,7 +44,7 @@ const (
 			RETURNING id),
 		invited AS (
 			UPDATE call_users SET invitation_event_id = (SELECT id FROM ev)
-			WHERE call_seq = $7 AND user_id = $1
+			WHERE call_seq = (SELECT seq FROM calls WHERE id = $3) AND user_id = $1
 			RETURNING 1)
 		SELECT id, (SELECT count(*) FROM invited) FROM ev`
 
@@ -76,7 +77,7 @@ func queueEvents(b *pgx.Batch, c *calls.Call, evs []calls.Event) error {
 		if ev.CallID != c.ID {
 			return fmt.Errorf("db: save: %s event for call %s in a change of %s", ev.Type, ev.CallID, c.ID)
 		}
-		b.Queue(sqlInsertInvitation, ev.UserID, ev.Device, ev.CallID, string(ev.Type), data, ev.Time, c.Seq).
+		b.Queue(sqlInsertInvitation, ev.UserID, ev.Device, ev.CallID, string(ev.Type), data, ev.Time).
 			QueryRow(func(row pgx.Row) error {
 				var recorded int
 				if err := row.Scan(&ev.ID, &recorded); err != nil {
@@ -125,21 +126,31 @@ func (t *callsTx) saveHooks(ctx context.Context, ch *calls.Change, subscribed []
 	return nil
 }
 
-// send runs b's statements on the transaction's connection in one round
-// trip (pgx's pipeline, reached through database/sql's Conn.Raw: the
+// send runs the deferred locks (deferLocks), then b's statements, on the
+// transaction's connection in one round trip (pgx's pipeline, reached through database/sql's Conn.Raw: the
 // transaction was begun on that same connection, so they run inside it)
 // and reads their results in order through their callbacks. The first
 // error, of a statement or of a callback, is returned; PostgreSQL skips
 // the statements after a failed one.
 func (t *callsTx) send(ctx context.Context, b *pgx.Batch) error {
+	locks := t.pending
+	if len(locks) > 0 {
+		lock := &pgx.QueuedQuery{SQL: sqlLockEventUsers, Arguments: []any{locks}}
+		b.QueuedQueries = append([]*pgx.QueuedQuery{lock}, b.QueuedQueries...)
+		t.pending = nil
+	}
 	if b.Len() == 0 {
 		return nil
 	}
-	return t.conn.Raw(func(dc any) error {
+	err := t.conn.Raw(func(dc any) error {
 		c, ok := dc.(*stdlib.Conn)
 		if !ok {
 			return fmt.Errorf("db: a %T is not a pgx connection", dc)
 		}
 		return c.Conn().SendBatch(ctx, b).Close()
 	})
+	if err == nil {
+		t.markLocked(locks)
+	}
+	return err
 }

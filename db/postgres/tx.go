@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -31,28 +32,18 @@ func (s *Store) Update(ctx context.Context, fn func(calls.Tx) error) error {
 // callsTx is the calls.Tx given to an Update fn.
 type callsTx struct {
 	idempotencyTx
-	// conn is the connection tx runs on: Call and Save send their
-	// statements through it in one pipeline each (send).
+	// conn is the connection tx runs on: Call, BusyUsers and Save send
+	// their statements through it in one pipeline each (send).
 	conn *sqlx.Conn
+	// pending are users whose rows LockUsers or a pipeline asked for and
+	// no statement has taken yet, in user order: the next pipeline takes
+	// them first (send), which saves LockUsers a round trip of its own.
+	pending []string
 	// locked holds the users whose event_users row this transaction has
 	// taken (lockUsers): a use-case takes them up front (LockUsers), and
 	// the busy check and Save would otherwise take them again, two
 	// statements each time for locks already held.
 	locked map[string]struct{}
-}
-
-// lockUsers takes the event_users rows of users not locked yet by this
-// transaction, in user order (lockEventUsers).
-func (t *callsTx) lockUsers(ctx context.Context, users []string) error {
-	todo := t.unlocked(users)
-	if len(todo) == 0 {
-		return nil
-	}
-	if err := lockEventUsers(ctx, t.tx, todo); err != nil {
-		return err
-	}
-	t.markLocked(todo)
-	return nil
 }
 
 // unlocked returns those of users whose row this transaction has not
@@ -90,16 +81,22 @@ var (
 // one order, so two users inviting each other at once wait for each other
 // rather than deadlock.
 func (t *callsTx) LockUsers(ctx context.Context, users []string) error {
-	users = slices.Clone(users)
-	slices.Sort(users)
-	users = slices.Compact(users)
-	if len(users) == 0 {
-		return nil
-	}
-	if err := t.lockUsers(ctx, users); err != nil {
-		return fmt.Errorf("db: lock users: %w", err)
-	}
+	t.deferLocks(users)
 	return nil
+}
+
+// deferLocks adds those of users not locked yet to the rows the next
+// pipeline takes first, keeping them in user order. Nothing that runs in
+// between depends on them: every statement that does (the busy check, the
+// events' inserts) goes out in a pipeline, after them.
+func (t *callsTx) deferLocks(users []string) {
+	todo := t.unlocked(users)
+	if len(todo) == 0 {
+		return
+	}
+	t.pending = append(t.pending, todo...)
+	slices.SortFunc(t.pending, strings.Compare)
+	t.pending = slices.Compact(t.pending)
 }
 
 // Conflict retries: PostgreSQL aborts one transaction of a deadlock (after
@@ -159,16 +156,22 @@ const (
 	sqlUpsertUser = `INSERT INTO call_users (call_seq, user_id, ord, state, inviter, extended_data,
 		update_time, invite_time, accept_time, timeout_at, not_received_at, main_device,
 		missed_time, busy)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+		VALUES ((SELECT seq FROM calls WHERE id = $1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 		ON CONFLICT (call_seq, user_id) DO UPDATE SET ord = excluded.ord, state = excluded.state,
 		inviter = excluded.inviter, extended_data = excluded.extended_data,
 		update_time = excluded.update_time, invite_time = excluded.invite_time,
 		accept_time = excluded.accept_time, timeout_at = excluded.timeout_at,
 		not_received_at = excluded.not_received_at, main_device = excluded.main_device,
 		missed_time = excluded.missed_time, busy = excluded.busy`
-	sqlClearBusy = `UPDATE call_users SET busy = false WHERE call_seq = $1 AND busy`
+	sqlClearBusy = `UPDATE call_users SET busy = false
+		WHERE call_seq = (SELECT seq FROM calls WHERE id = $1) AND busy`
 
-	// sqlLockEventUsers: see lockEventUsers.
+	// sqlLockEventUsers takes the event_users rows of users (creating
+	// those of first-time users, last_id 0: no id given yet) in user order,
+	// for the rest of the transaction, in one statement. DO UPDATE, not DO
+	// NOTHING and a SELECT … FOR UPDATE: it locks a row another transaction
+	// inserted and committed while this statement ran, which a SELECT in
+	// the statement's snapshot would not see, let alone lock.
 	sqlLockEventUsers = `INSERT INTO event_users (user_id, last_id)
 		SELECT u, 0 FROM unnest($1::text[]) AS u ORDER BY u COLLATE "C"
 		ON CONFLICT (user_id) DO UPDATE SET last_id = event_users.last_id`
@@ -218,24 +221,26 @@ func (t *callsTx) Call(ctx context.Context, callID string) (*calls.Call, error) 
 // sent one by one (a failed one fails the rest and the transaction), but
 // the change costs one or two round trips rather than one per statement:
 // on a loaded box the round trips, not the statements, were most of the
-// cost (docs/benchmarks.md). A new call's insert goes first on its own,
-// because every other row needs its seq.
+// cost (docs/benchmarks.md). Rows of the call are addressed by its id, so
+// a new call's insert goes in the same pipeline as its users.
 func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 	c := ch.Call
 	if c == nil {
 		return errors.New("db: save: change without a call")
 	}
 	b := &pgx.Batch{}
-	if ch.Created || c.Seq == 0 {
-		if err := t.saveCall(ctx, c, ch.Created); err != nil {
-			return err
-		}
-	} else {
+	switch {
+	case ch.Created:
+		b.Queue(sqlInsertCall, c.ID, c.Caller, string(c.Mode), string(c.State), c.Timeout,
+			c.ExtendedData, c.CreateTime, c.EndTime, string(c.EndReason), c.NotReceivedCheck,
+			c.CallerTracked, c.CallerOfflineAt).QueryRow(func(row pgx.Row) error {
+			return row.Scan(&c.Seq)
+		})
+	default:
 		b.Queue(sqlUpdateCall, string(c.Mode), string(c.State), c.Timeout, c.ExtendedData,
 			c.EndTime, string(c.EndReason), c.NotReceivedCheck, c.CallerTracked, c.CallerOfflineAt,
 			c.ID).QueryRow(func(row pgx.Row) error {
-			var seq int64
-			err := row.Scan(&seq)
+			err := row.Scan(&c.Seq)
 			if errors.Is(err, pgx.ErrNoRows) {
 				return calls.ErrCallNotFound
 			}
@@ -243,7 +248,7 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 		})
 	}
 	if !ch.Created && c.State == calls.CallEnded {
-		b.Queue(sqlClearBusy, c.Seq)
+		b.Queue(sqlClearBusy, c.ID)
 	}
 	var madeBusy []string
 	for i, u := range c.Users {
@@ -254,13 +259,17 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 		if busy {
 			madeBusy = append(madeBusy, u.UserID)
 		}
-		b.Queue(sqlUpsertUser, c.Seq, u.UserID, i, string(u.State),
+		b.Queue(sqlUpsertUser, c.ID, u.UserID, i, string(u.State),
 			u.Inviter, u.ExtendedData, u.UpdateTime, u.InviteTime, u.AcceptTime, u.TimeoutAt,
 			u.NotReceivedAt, u.MainDevice, u.MissedTime, busy)
 	}
-	lock := t.unlocked(recipients(ch.Events, madeBusy))
-	if len(lock) > 0 {
-		b.Queue(sqlLockEventUsers, lock)
+	// After the call's and users' rows, before any event: the order the
+	// statements had when each was its own round trip.
+	t.deferLocks(recipients(ch.Events, madeBusy))
+	locks := t.pending
+	t.pending = nil
+	if len(locks) > 0 {
+		b.Queue(sqlLockEventUsers, locks)
 	}
 	if err := queueEvents(b, c, ch.Events); err != nil {
 		return err
@@ -288,7 +297,7 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 		}
 		return fmt.Errorf("db: save %s: %w", c.ID, err)
 	}
-	t.markLocked(lock)
+	t.markLocked(locks)
 	if len(subscribed) != len(ch.Hooks) {
 		return fmt.Errorf("db: save %s: %d webhook subscriptions read for %d messages", c.ID, len(subscribed), len(ch.Hooks))
 	}
@@ -313,40 +322,6 @@ func recipients(evs []calls.Event, busy []string) []string {
 		return nil
 	}
 	return users
-}
-
-// lockEventUsers takes the event_users rows of users (creating those of
-// first-time users, last_id 0: no id given yet) in user order, for the
-// rest of the transaction, in one statement. DO UPDATE, not DO NOTHING and
-// a SELECT … FOR UPDATE: it locks a row another transaction inserted and
-// committed while this statement ran, which a SELECT in the statement's
-// snapshot would not see, let alone lock.
-func lockEventUsers(ctx context.Context, tx *sqlx.Tx, users []string) error {
-	_, err := tx.ExecContext(ctx, sqlLockEventUsers, users)
-	return err
-}
-
-// saveCall inserts or updates the call row and sets c.Seq.
-func (t *callsTx) saveCall(ctx context.Context, c *calls.Call, created bool) error {
-	if created {
-		err := t.tx.QueryRowContext(ctx, sqlInsertCall, c.ID, c.Caller, string(c.Mode),
-			string(c.State), c.Timeout, c.ExtendedData, c.CreateTime, c.EndTime, string(c.EndReason),
-			c.NotReceivedCheck, c.CallerTracked, c.CallerOfflineAt).Scan(&c.Seq)
-		if err != nil {
-			return fmt.Errorf("db: insert call %s: %w", c.ID, err)
-		}
-		return nil
-	}
-	err := t.tx.QueryRowContext(ctx, sqlUpdateCall, string(c.Mode), string(c.State),
-		c.Timeout, c.ExtendedData, c.EndTime, string(c.EndReason), c.NotReceivedCheck,
-		c.CallerTracked, c.CallerOfflineAt, c.ID).Scan(&c.Seq)
-	if errNoRows(err) {
-		return calls.ErrCallNotFound
-	}
-	if err != nil {
-		return fmt.Errorf("db: update call %s: %w", c.ID, err)
-	}
-	return nil
 }
 
 // noInviteeAccepted is the SQL side of calls.CallerOfflineApplies: no user
@@ -391,13 +366,23 @@ func (t *callsTx) BusyUsers(ctx context.Context, userIDs []string, exceptCallID 
 	}
 	// A transaction writing one of them busy holds that user's
 	// event_users row until it commits (Save, recipients). Taking the
-	// rows first makes this check wait for such a transaction and then
-	// read what it committed, as SQLite's single writer would.
-	if err := t.lockUsers(ctx, userIDs); err != nil {
-		return nil, fmt.Errorf("db: busy users: %w", err)
-	}
+	// rows first (send takes the deferred locks before the query) makes
+	// this check wait for such a transaction and then read what it
+	// committed, as SQLite's single writer would.
+	t.deferLocks(userIDs)
 	var busy []string
-	if err := t.tx.SelectContext(ctx, &busy, sqlBusyUsers, userIDs, exceptCallID); err != nil {
+	b := &pgx.Batch{}
+	b.Queue(sqlBusyUsers, userIDs, exceptCallID).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var u string
+			if err := rows.Scan(&u); err != nil {
+				return err
+			}
+			busy = append(busy, u)
+		}
+		return rows.Err()
+	})
+	if err := t.send(ctx, b); err != nil {
 		return nil, fmt.Errorf("db: busy users: %w", err)
 	}
 	return busy, nil
