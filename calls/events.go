@@ -17,7 +17,12 @@ const (
 // Event is one entry of the per-user event log: what one recipient (on all
 // its devices, or on one device) is told about a call.
 type Event struct {
-	ID     int64 // assigned by the store; the SSE id, increasing in commit order
+	ID int64 // assigned by the store; the SSE id, increasing in commit order
+	// After is the id of the recipient's event just before this one in the
+	// log, when the store knows it (0: not known). A stream that has
+	// written exactly that id can take this event as it is, without reading
+	// the log to be sure it skips nothing.
+	After  int64
 	UserID string
 	// Device restricts the event to one device's streams ("" = every device):
 	// the main-device rule of the contract.

@@ -77,7 +77,7 @@ func (h *Hub) catchUp(ctx context.Context) error {
 				// The flags before the position: a stream idle with
 				// nothing pending and still short of id missed it.
 				busy := s.reading.Load() || s.lagging.Load()
-				if s.position.Load() >= id {
+				if max(s.position.Load(), s.handed.Load()) >= id {
 					continue
 				}
 				if !busy {

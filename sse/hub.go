@@ -257,6 +257,47 @@ type subscriber struct {
 	// catch-up (see Hub.catchUp).
 	position atomic.Int64
 	reading  atomic.Bool
+	// With PerUserIDOrder only, the hand-over of committed events without a
+	// log read (handOver): handed is the id of the last event handed to ch,
+	// or the stream's position when it last finished reading the log;
+	// direct is set once it has (the first event after the opening always
+	// comes from the log). Both under handMu; handed is also read, without
+	// it, by the periodic catch-up.
+	handMu sync.Mutex
+	handed atomic.Int64
+	direct bool
+}
+
+// handOver buffers f for the stream if f's event is the one right after
+// the last one handed to it (after, the event's Event.After) and the
+// buffer has room. Handed over in that chain, every event reaches the
+// stream in the log's order with none skipped: the chain starts at an id
+// the stream read the log up to (resumeHandOver), and each link names the
+// event before it. Otherwise (reported false) the stream must read the log.
+func (s *subscriber) handOver(f *frame, after int64) bool {
+	s.handMu.Lock()
+	defer s.handMu.Unlock()
+	if !s.direct || after <= 0 || s.handed.Load() != after {
+		return false
+	}
+	select {
+	case s.ch <- f:
+		s.handed.Store(f.id)
+		return true
+	default:
+		return false
+	}
+}
+
+// resumeHandOver lets the hand-over go on after the stream read the log up
+// to position. A chain handed over meanwhile, past position, goes on
+// where it ended: every event between position and its end is in the
+// buffer (each link names the event before it).
+func (s *subscriber) resumeHandOver(position int64) {
+	s.handMu.Lock()
+	defer s.handMu.Unlock()
+	s.handed.Store(max(s.handed.Load(), position))
+	s.direct = true
 }
 
 // deadliner is what Shutdown cuts a stuck write with: the hijacked
@@ -479,11 +520,22 @@ func (h *Hub) Committed(events []calls.Event, _ int) {
 		return
 	}
 	if h.perUser() {
+		now := time.Now()
 		h.mu.RLock()
 		defer h.mu.RUnlock()
 		for i := range events {
-			if events[i].ID > 0 {
-				h.lag(h.users[events[i].UserID])
+			ev := &events[i]
+			if ev.ID <= 0 {
+				continue
+			}
+			var f *frame
+			for _, s := range h.users[ev.UserID] {
+				if f == nil && ev.After > 0 {
+					f = newFrame(ev, now)
+				}
+				if f == nil || !s.handOver(f, ev.After) {
+					s.wake()
+				}
 			}
 		}
 		return

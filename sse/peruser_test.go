@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -158,5 +159,82 @@ func TestPerUserStreamStartsAtTheUsersHead(t *testing.T) {
 	ahead := r.open("bob", "default", strconv.FormatInt(e.ID+1000, 10))
 	if b := ahead.next(); b.event != "reset" {
 		t.Fatalf("stream resumed past bob's newest id got %+v, want reset", b)
+	}
+}
+
+// countingLog counts EventsAfter reads per user.
+type countingLog struct {
+	Log
+	mu    sync.Mutex
+	reads map[string]int
+}
+
+func (l *countingLog) EventsAfter(ctx context.Context, user string, after int64, limit int) ([]calls.Event, error) {
+	l.mu.Lock()
+	l.reads[user]++
+	l.mu.Unlock()
+	return l.Log.EventsAfter(ctx, user, after, limit)
+}
+
+func (l *countingLog) readsOf(user string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.reads[user]
+}
+
+// A committed event that names as its predecessor (Event.After) the last
+// one the stream has goes to the stream as it is: after the first event,
+// which the stream reads from the log, a chain of commits reported in
+// order costs no log read. An event whose predecessor the stream has not
+// seen (a commit reported late, or never) sends it to the log, which
+// writes what was skipped, in order, once.
+func TestPerUserHandsOverEventsThatFollowOn(t *testing.T) {
+	store := openPostgres(t)
+	counted := &countingLog{Log: store, reads: map[string]int{}}
+	r := newRig(t, Options{Log: counted, IDOrder: PerUserIDOrder, LogReaders: 4, CatchUpEvery: time.Hour})
+	c := r.open("bob", "default", "")
+	c.raw()
+	c.raw()
+	first := addEvent(t, store, "bob", 0)
+	if first.After != 0 {
+		t.Fatalf("bob's first event has After %d, want 0 (none before it)", first.After)
+	}
+	r.hub.Committed([]calls.Event{first}, 0)
+	if b := c.next(); b.id != strconv.FormatInt(first.ID, 10) {
+		t.Fatalf("got %+v, want event %d", b, first.ID)
+	}
+	readsBefore := counted.readsOf("bob")
+	prev := first
+	for n := 1; n <= 20; n++ {
+		e := addEvent(t, store, "bob", n)
+		if e.After != prev.ID {
+			t.Fatalf("event %d has After %d, want %d (bob's previous)", e.ID, e.After, prev.ID)
+		}
+		r.hub.Committed([]calls.Event{e}, 0)
+		if b := c.next(); b.id != strconv.FormatInt(e.ID, 10) || !strings.Contains(b.data, fmt.Sprintf(`"n":%d`, n)) {
+			t.Fatalf("got %+v, want event %d (n %d)", b, e.ID, n)
+		}
+		prev = e
+	}
+	if got := counted.readsOf("bob") - readsBefore; got != 0 {
+		t.Errorf("%d log reads for 20 events that each followed on, want 0", got)
+	}
+
+	// Three commits; the middle one is reported last, the first never.
+	var gap []calls.Event
+	for n := 21; n <= 23; n++ {
+		gap = append(gap, addEvent(t, store, "bob", n))
+	}
+	r.hub.Committed(gap[2:], 0) // follows gap[1], which the stream lacks: read
+	for _, e := range gap {
+		if b := c.next(); b.id != strconv.FormatInt(e.ID, 10) {
+			t.Fatalf("got %+v, want event %d (the log's order)", b, e.ID)
+		}
+	}
+	r.hub.Committed(gap[1:2], 0) // late: already written from the log
+	last := addEvent(t, store, "bob", 24)
+	r.hub.Committed([]calls.Event{last}, 0)
+	if b := c.next(); b.id != strconv.FormatInt(last.ID, 10) {
+		t.Fatalf("got %+v, want event %d, each event once", b, last.ID)
 	}
 }

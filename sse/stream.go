@@ -607,6 +607,11 @@ func (st *stream) batch(f *frame) error {
 				st.retryLater()
 				return nil
 			}
+			if perUser {
+				// Read up to lastID, nothing skipped: the hand-over may
+				// go on from there.
+				st.sub.resumeHandOver(st.lastID)
+			}
 		}
 		if perUser {
 			st.sub.reading.Store(false)

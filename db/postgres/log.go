@@ -15,17 +15,14 @@ import (
 )
 
 const (
-	// sqlInsertEvent takes the recipient's event_users row (inserting it
-	// for a first event), gives it the next id of the global sequence and
-	// writes the event with it, in one round trip. The row stays locked
-	// until commit, so the user's next writer, on any node, takes its id
-	// only after this transaction's events are committed: ids follow each
-	// user's commit order. The SET's nextval is evaluated after the lock is
-	// held. The VALUES one is evaluated too, even on conflict, so ids step
-	// by two: gaps, which ids may have anyway.
+	// sqlInsertEvent gives the recipient's event_users row, which Save
+	// took beforehand (queueLocks), the next id of the global sequence and
+	// writes the event with it. The row stays locked until commit, so the
+	// user's next writer, on any node, takes its id only after this
+	// transaction's events are committed: ids follow each user's commit
+	// order.
 	sqlInsertEvent = `WITH next AS (
-			INSERT INTO event_users (user_id, last_id) VALUES ($1, nextval('event_ids'))
-			ON CONFLICT (user_id) DO UPDATE SET last_id = nextval('event_ids')
+			UPDATE event_users SET last_id = nextval('event_ids') WHERE user_id = $1
 			RETURNING last_id)
 		INSERT INTO events (id, user_id, device, call_id, type, data, time)
 		SELECT last_id, $1, $2, $3, $4, $5, $6 FROM next
@@ -35,8 +32,7 @@ const (
 	// second column counts the rows recorded (1, or 0 for a user not in
 	// the call).
 	sqlInsertInvitation = `WITH next AS (
-			INSERT INTO event_users (user_id, last_id) VALUES ($1, nextval('event_ids'))
-			ON CONFLICT (user_id) DO UPDATE SET last_id = nextval('event_ids')
+			UPDATE event_users SET last_id = nextval('event_ids') WHERE user_id = $1
 			RETURNING last_id),
 		ev AS (
 			INSERT INTO events (id, user_id, device, call_id, type, data, time)
@@ -135,8 +131,9 @@ func (t *callsTx) saveHooks(ctx context.Context, ch *calls.Change, subscribed []
 func (t *callsTx) send(ctx context.Context, b *pgx.Batch) error {
 	locks := t.pending
 	if len(locks) > 0 {
-		lock := &pgx.QueuedQuery{SQL: sqlLockEventUsers, Arguments: []any{locks}}
-		b.QueuedQueries = append([]*pgx.QueuedQuery{lock}, b.QueuedQueries...)
+		first := &pgx.Batch{}
+		t.queueLocks(first, locks)
+		b.QueuedQueries = append(first.QueuedQueries, b.QueuedQueries...)
 		t.pending = nil
 	}
 	if b.Len() == 0 {

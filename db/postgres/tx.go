@@ -40,10 +40,13 @@ type callsTx struct {
 	// them first (send), which saves LockUsers a round trip of its own.
 	pending []string
 	// locked holds the users whose event_users row this transaction has
-	// taken (lockUsers): a use-case takes them up front (LockUsers), and
-	// the busy check and Save would otherwise take them again, two
-	// statements each time for locks already held.
+	// taken (queueLocks): a use-case takes them up front (LockUsers), and
+	// the busy check and Save would otherwise take them again.
 	locked map[string]struct{}
+	// last holds, per user whose row this transaction took, the id of the
+	// user's newest event: read when the row was taken, then each event
+	// this transaction gives the user (Event.After).
+	last map[string]int64
 }
 
 // unlocked returns those of users whose row this transaction has not
@@ -59,7 +62,7 @@ func (t *callsTx) unlocked(users []string) []string {
 }
 
 // markLocked records users' rows as taken, once the statement taking them
-// has run.
+// has run (queueLocks).
 func (t *callsTx) markLocked(users []string) {
 	if t.locked == nil {
 		t.locked = make(map[string]struct{}, len(users))
@@ -67,6 +70,28 @@ func (t *callsTx) markLocked(users []string) {
 	for _, u := range users {
 		t.locked[u] = struct{}{}
 	}
+}
+
+// queueLocks queues on b the statement taking users' rows (none: nothing
+// queued), which reads each one's newest event id into t.last.
+func (t *callsTx) queueLocks(b *pgx.Batch, users []string) {
+	if len(users) == 0 {
+		return
+	}
+	b.Queue(sqlLockEventUsers, users).Query(func(rows pgx.Rows) error {
+		if t.last == nil {
+			t.last = make(map[string]int64, len(users))
+		}
+		for rows.Next() {
+			var u string
+			var last int64
+			if err := rows.Scan(&u, &last); err != nil {
+				return err
+			}
+			t.last[u] = last
+		}
+		return rows.Err()
+	})
 }
 
 var (
@@ -174,7 +199,8 @@ const (
 	// the statement's snapshot would not see, let alone lock.
 	sqlLockEventUsers = `INSERT INTO event_users (user_id, last_id)
 		SELECT u, 0 FROM unnest($1::text[]) AS u ORDER BY u COLLATE "C"
-		ON CONFLICT (user_id) DO UPDATE SET last_id = event_users.last_id`
+		ON CONFLICT (user_id) DO UPDATE SET last_id = event_users.last_id
+		RETURNING user_id, last_id`
 )
 
 // Call loads a call for update (the row stays locked until commit) with
@@ -268,9 +294,7 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 	t.deferLocks(recipients(ch.Events, madeBusy))
 	locks := t.pending
 	t.pending = nil
-	if len(locks) > 0 {
-		b.Queue(sqlLockEventUsers, locks)
-	}
+	t.queueLocks(b, locks)
 	if err := queueEvents(b, c, ch.Events); err != nil {
 		return err
 	}
@@ -298,6 +322,11 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 		return fmt.Errorf("db: save %s: %w", c.ID, err)
 	}
 	t.markLocked(locks)
+	for i := range ch.Events {
+		ev := &ch.Events[i]
+		ev.After = t.last[ev.UserID]
+		t.last[ev.UserID] = ev.ID
+	}
 	if len(subscribed) != len(ch.Hooks) {
 		return fmt.Errorf("db: save %s: %d webhook subscriptions read for %d messages", c.ID, len(subscribed), len(ch.Hooks))
 	}
@@ -308,20 +337,16 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 // the users written busy: the rows Save takes, in user order, before any
 // event is inserted. Two changes addressing the same users in another
 // order so wait for each other instead of deadlocking, and a busy check
-// (BusyUsers) waits for a change making one of its users busy. One
-// recipient alone needs no ordering (sqlInsertEvent locks its row), so
-// then none is returned.
+// (BusyUsers) waits for a change making one of its users busy. Taking the
+// row of a lone recipient too (sqlInsertEvent would) costs no round trip in
+// the pipeline and reads the user's newest id, each event's After.
 func recipients(evs []calls.Event, busy []string) []string {
 	users := slices.Clone(busy)
 	for _, ev := range evs {
 		users = append(users, ev.UserID)
 	}
 	slices.Sort(users)
-	users = slices.Compact(users)
-	if len(users) == 1 && len(busy) == 0 {
-		return nil
-	}
-	return users
+	return slices.Compact(users)
 }
 
 // noInviteeAccepted is the SQL side of calls.CallerOfflineApplies: no user

@@ -59,6 +59,24 @@ func testEventIDsIncreasePerUser(t *testing.T, s db.Store) {
 			seen[ev.UserID][ev.ID] = true
 		}
 	}
+	// After, where the store knows it, names the event just before in the
+	// recipient's log.
+	before := map[int64]int64{}
+	for _, u := range []string{"bob", "carol", "dave"} {
+		var prev int64
+		for _, ev := range events(t, s, u) {
+			before[ev.ID] = prev
+			prev = ev.ID
+		}
+	}
+	for _, ch := range changes {
+		for _, ev := range ch.Events {
+			if ev.After != 0 && ev.After != before[ev.ID] {
+				t.Errorf("%s's event %d has After %d, want %d (the one before it in the log)",
+					ev.UserID, ev.ID, ev.After, before[ev.ID])
+			}
+		}
+	}
 	all := events(t, s, "carol")
 	if len(all) != 100 {
 		t.Fatalf("EventsAfter(carol) = %d events, want 100", len(all))
