@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,10 +15,12 @@ import (
 	"callsig/calls"
 )
 
-// Waker is what a wake-up from another node is handed to: the SSE hub
-// (sse.Hub.Wake), which wakes its streams of those users.
+// Waker is what the announcements of another node are handed to: the SSE
+// hub, which hands an event to a stream it follows on (sse.Hub.Committed)
+// and otherwise wakes the user's streams to read the log (Wake).
 type Waker interface {
 	Wake(users []string)
+	Committed(events []calls.Event, n int)
 }
 
 // Options configures a Fanout.
@@ -35,7 +38,7 @@ type Options struct {
 	ReconnectWait time.Duration
 }
 
-// maxQueue bounds the users waiting to be announced; past it they are
+// maxQueue bounds the events waiting to be announced; past it they are
 // dropped (and counted): their streams elsewhere catch up within a second.
 const maxQueue = 100_000
 
@@ -52,7 +55,7 @@ type Fanout struct {
 
 	mu    sync.Mutex
 	nc    *nats.Conn
-	queue []string // users to announce
+	queue []calls.Event // events to announce
 	kick  chan struct{}
 	// failing is set while publishing fails, so the log says it once.
 	failing bool
@@ -137,7 +140,7 @@ func (f *Fanout) Connect() error {
 	return nil
 }
 
-// Committed queues the users of a commit's events for the other nodes
+// Committed queues a commit's events for the other nodes
 // (calls.Notifier). It never blocks on NATS.
 func (f *Fanout) Committed(events []calls.Event, _ int) {
 	f.mu.Lock()
@@ -150,7 +153,7 @@ func (f *Fanout) Committed(events []calls.Event, _ int) {
 			n++
 			continue
 		}
-		f.queue = append(f.queue, events[i].UserID)
+		f.queue = append(f.queue, events[i])
 	}
 	f.mu.Unlock()
 	if n > 0 {
@@ -199,26 +202,32 @@ func (f *Fanout) Close() {
 	nc.Close()
 }
 
-// publish sends what is queued, deduplicated, in as few messages as fit.
+// publish sends what is queued in as few messages as fit: each event that
+// names its predecessor (Event.After) as itself, for the other nodes to
+// hand over without reading the log, and the users of the others once
+// each, as wake-ups.
 func (f *Fanout) publish() {
 	f.mu.Lock()
-	users := f.queue
+	events := f.queue
 	f.queue = nil
 	nc := f.nc
 	f.mu.Unlock()
-	if len(users) == 0 {
+	if len(events) == 0 {
 		return
 	}
-	seen := make(map[string]struct{}, len(users))
-	uniq := users[:0]
-	for _, u := range users {
-		if _, ok := seen[u]; !ok {
-			seen[u] = struct{}{}
-			uniq = append(uniq, u)
+	seen := make(map[string]struct{}, len(events))
+	lines := make([]string, 0, len(events))
+	for i := range events {
+		if line, ok := eventLine(&events[i]); ok {
+			lines = append(lines, line)
+			continue
+		}
+		if u := events[i].UserID; !seenBefore(seen, u) {
+			lines = append(lines, u)
 		}
 	}
 	var failed error
-	for _, msg := range encode(f.o.NodeID, uniq, nil) {
+	for _, msg := range encode(f.o.NodeID, lines, nil) {
 		if err := nc.Publish(f.o.Subject, msg); err != nil {
 			f.m.failed.Inc()
 			failed = err
@@ -236,12 +245,36 @@ func (f *Fanout) publish() {
 	}
 }
 
-// receive hands another node's wake-up to the Waker.
+// receive hands another node's events and wake-ups to the Waker.
 func (f *Fanout) receive(msg *nats.Msg) {
-	node, users := decode(msg.Data)
+	node, lines := decode(msg.Data)
 	if node == f.o.NodeID {
 		return // our own, should NoEcho not hold: woken at commit already
 	}
 	f.m.received.Inc()
-	f.o.Waker.Wake(users)
+	var users []string
+	var events []calls.Event
+	for _, line := range lines {
+		if ev, ok := parseEventLine(line); ok {
+			events = append(events, ev)
+			continue
+		}
+		user, _, _ := strings.Cut(line, "\t")
+		users = append(users, user)
+	}
+	if len(events) > 0 {
+		f.o.Waker.Committed(events, 0)
+	}
+	if len(users) > 0 {
+		f.o.Waker.Wake(users)
+	}
+}
+
+// seenBefore reports whether u is in seen, adding it.
+func seenBefore(seen map[string]struct{}, u string) bool {
+	if _, ok := seen[u]; ok {
+		return true
+	}
+	seen[u] = struct{}{}
+	return false
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -18,10 +20,23 @@ import (
 // natsURL is the development NATS server (see the README's test script).
 const natsURL = "nats://127.0.0.1:4222"
 
-// wakes records the users it is woken for.
+// wakes records the users it is woken for and the events handed to it.
 type wakes struct {
-	mu    sync.Mutex
-	users []string
+	mu     sync.Mutex
+	users  []string
+	events []calls.Event
+}
+
+func (w *wakes) Committed(events []calls.Event, _ int) {
+	w.mu.Lock()
+	w.events = append(w.events, events...)
+	w.mu.Unlock()
+}
+
+func (w *wakes) handed() []calls.Event {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.events)
 }
 
 func (w *wakes) Wake(users []string) {
@@ -118,6 +133,34 @@ func TestWakeUpsReachTheOtherNodes(t *testing.T) {
 	}
 	if got := value(t, regB, "callsig_cluster_wakeups_received_total"); got < 1 {
 		t.Errorf("received on b = %v, want at least 1", got)
+	}
+}
+
+// An event that names its predecessor reaches the other nodes whole, to be
+// handed over there; one that does not (a user's first), and a garbled
+// line, only wake their users.
+func TestEventsThatFollowOnTravelWhole(t *testing.T) {
+	subj := subject(t)
+	var wa, wb wakes
+	a := node(t, "a", subj, &wa, nil)
+	node(t, "b", subj, &wb, nil)
+	ev := calls.Event{ID: 12, After: 9, UserID: "bob", Device: "phone", CallID: "c1",
+		Type: calls.EventUserStateChanged, Data: json.RawMessage(`{"text":"two\nlines\ttab"}`), Time: 1700}
+	a.Committed([]calls.Event{ev, {ID: 13, UserID: "carol"}}, 0)
+	wait.For(t, 5*time.Second, "b handed the event and woken for carol", func() bool {
+		return len(wb.handed()) == 1 && len(wb.list()) == 1
+	})
+	if got := wb.handed()[0]; !reflect.DeepEqual(got, ev) {
+		t.Errorf("handed %+v, want %+v", got, ev)
+	}
+	if got := wb.list(); !slices.Equal(got, []string{"carol"}) {
+		t.Errorf("woken for %v, want carol", got)
+	}
+	if _, ok := parseEventLine("bob\t{not json"); ok {
+		t.Error("a garbled event line parsed")
+	}
+	if _, ok := parseEventLine("bob"); ok {
+		t.Error("a wake-up line parsed as an event")
 	}
 }
 

@@ -18,7 +18,7 @@ func newMetrics(reg prometheus.Registerer, nc func() *nats.Conn) (*metrics, erro
 	m := &metrics{
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "callsig_cluster_wakeups_published_total",
-			Help: "Wake-up messages published to NATS (each names the users of one or more commits).",
+			Help: "Wake-up messages published to NATS (each carries the events, or names the users, of one or more commits).",
 		}),
 		received: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "callsig_cluster_wakeups_received_total",
