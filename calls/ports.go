@@ -72,6 +72,14 @@ type UserLocker interface {
 	LockUsers(ctx context.Context, userIDs []string) error
 }
 
+// CallsLoader is an optional Tx capability of a store for which loading
+// several calls at once is cheaper than one by one (PostgreSQL: one round
+// trip for all): Calls loads each of callIDs for update, as Call would,
+// leaving out those that do not exist.
+type CallsLoader interface {
+	Calls(ctx context.Context, callIDs []string) (map[string]*Call, error)
+}
+
 // Tx is the view of the store inside Update.
 type Tx interface {
 	// Call loads a call for update, or ErrCallNotFound.

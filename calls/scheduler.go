@@ -348,21 +348,15 @@ func (s *Service) expireClaimed(ctx context.Context, cl DeadlineClaimer, limit i
 		// The claim holds several calls: their users are locked first, all
 		// in one order (UserLocker), as every other change does, so firing
 		// them never deadlocks with a request over the same users.
-		loaded := map[string]*Call{}
+		loaded, err := loadClaimed(ctx, tx, due)
+		if err != nil {
+			return err
+		}
 		var users []string
-		for _, d := range due {
-			if _, ok := loaded[d.CallID]; ok {
+		for _, c := range loaded {
+			if c == nil {
 				continue
 			}
-			c, err := tx.Call(ctx, d.CallID)
-			if errors.Is(err, ErrCallNotFound) {
-				loaded[d.CallID] = nil
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			loaded[d.CallID] = c
 			for _, u := range c.Users {
 				users = append(users, u.UserID)
 			}
@@ -402,6 +396,40 @@ func (s *Service) expireClaimed(ctx context.Context, cl DeadlineClaimer, limit i
 		s.committed(ch)
 	}
 	return n, nil
+}
+
+// loadClaimed loads the calls of due deadlines for update, each once (nil:
+// gone), all at once where the store can (CallsLoader).
+func loadClaimed(ctx context.Context, tx Tx, due []Deadline) (map[string]*Call, error) {
+	loaded := make(map[string]*Call, len(due))
+	ids := make([]string, 0, len(due))
+	for _, d := range due {
+		if _, ok := loaded[d.CallID]; !ok {
+			loaded[d.CallID] = nil
+			ids = append(ids, d.CallID)
+		}
+	}
+	if l, ok := tx.(CallsLoader); ok {
+		found, err := l.Calls(ctx, ids)
+		if err != nil {
+			return nil, err
+		}
+		for id, c := range found {
+			loaded[id] = c
+		}
+		return loaded, nil
+	}
+	for _, id := range ids {
+		c, err := tx.Call(ctx, id)
+		if errors.Is(err, ErrCallNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		loaded[id] = c
+	}
+	return loaded, nil
 }
 
 // expireEach fires, each in its own transaction, the deadlines of a claim
