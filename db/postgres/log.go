@@ -151,3 +151,18 @@ func (t *callsTx) send(ctx context.Context, b *pgx.Batch) error {
 	}
 	return err
 }
+
+// appendColumn reads a one-column result into *dst, a value a row, for a
+// pipelined query's callback.
+func appendColumn[T any](dst *[]T) func(pgx.Rows) error {
+	return func(rows pgx.Rows) error {
+		for rows.Next() {
+			var v T
+			if err := rows.Scan(&v); err != nil {
+				return err
+			}
+			*dst = append(*dst, v)
+		}
+		return rows.Err()
+	}
+}

@@ -214,33 +214,14 @@ const (
 // the lock is held, in a snapshot of its own, so it reads them as the last
 // writer of the call committed them.
 func (t *callsTx) Call(ctx context.Context, callID string) (*calls.Call, error) {
-	var c *calls.Call
-	users := []*calls.CallUser{}
-	b := &pgx.Batch{}
-	b.Queue(sqlSelectCallForUpdate, callID).QueryRow(func(row pgx.Row) (err error) {
-		c, err = db.ScanCall(row)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return calls.ErrCallNotFound
-		}
-		return err
-	})
-	b.Queue(sqlSelectUsersOfCallID, callID).Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			u, err := db.ScanUser(rows)
-			if err != nil {
-				return err
-			}
-			users = append(users, u)
-		}
-		return rows.Err()
-	})
-	if err := t.send(ctx, b); err != nil {
-		if errors.Is(err, calls.ErrCallNotFound) {
-			return nil, calls.ErrCallNotFound
-		}
-		return nil, fmt.Errorf("db: load call %s: %w", callID, err)
+	found, err := t.Calls(ctx, []string{callID})
+	if err != nil {
+		return nil, err
 	}
-	c.Users = users
+	c, ok := found[callID]
+	if !ok {
+		return nil, calls.ErrCallNotFound
+	}
 	return c, nil
 }
 
@@ -353,16 +334,7 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 		for i, h := range ch.Hooks {
 			types[i] = string(h.Type)
 		}
-		b.Queue(sqlSubscribedHooks, types).Query(func(rows pgx.Rows) error {
-			for rows.Next() {
-				var ok bool
-				if err := rows.Scan(&ok); err != nil {
-					return err
-				}
-				subscribed = append(subscribed, ok)
-			}
-			return rows.Err()
-		})
+		b.Queue(sqlSubscribedHooks, types).Query(appendColumn(&subscribed))
 	}
 	if err := t.send(ctx, b); err != nil {
 		if errors.Is(err, calls.ErrCallNotFound) {
@@ -446,16 +418,7 @@ func (t *callsTx) BusyUsers(ctx context.Context, userIDs []string, exceptCallID 
 	t.deferLocks(userIDs)
 	var busy []string
 	b := &pgx.Batch{}
-	b.Queue(sqlBusyUsers, userIDs, exceptCallID).Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			var u string
-			if err := rows.Scan(&u); err != nil {
-				return err
-			}
-			busy = append(busy, u)
-		}
-		return rows.Err()
-	})
+	b.Queue(sqlBusyUsers, userIDs, exceptCallID).Query(appendColumn(&busy))
 	if err := t.send(ctx, b); err != nil {
 		return nil, fmt.Errorf("db: busy users: %w", err)
 	}
