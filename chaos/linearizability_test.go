@@ -32,10 +32,18 @@ func TestLinearizability(t *testing.T) {
 	const (
 		clients = 6
 		slots   = 3
-		// Each tick moves the server's clock by tickStep every tickEvery of
-		// real time: invitations (1–2 s) time out after a few ticks.
-		tickStep  = 250 * time.Millisecond
-		tickEvery = 40 * time.Millisecond
+		// Each tick moves the server's clock by tickStep, once every
+		// requestsPerTick requests and at least every tickEvery of real
+		// time: invitations (1–2 s) time out after a few ticks. Paced by
+		// requests, the number of operations a call sees before its
+		// invitations time out does not depend on how fast the machine
+		// answers; paced by real time alone, a fast machine ended every
+		// call by request before any timed out, and the history exercised
+		// neither timeout nor notYetReceived.
+		tickStep        = 250 * time.Millisecond
+		tickEvery       = 40 * time.Millisecond
+		requestsPerTick = 6
+		tickPoll        = 2 * time.Millisecond
 	)
 	// The load runs for run, and on a slow (or busy) machine on until the
 	// history holds enough operations to exercise every rule, up to most.
@@ -62,15 +70,21 @@ func TestLinearizability(t *testing.T) {
 		wg.Go(func() { d.runClient(ctx, i, rand.New(rand.NewPCG(seed, uint64(i)))) })
 	}
 	wg.Go(func() {
-		tk := time.NewTicker(tickEvery)
+		tk := time.NewTicker(tickPoll)
 		defer tk.Stop()
+		lastTick, lastRequests := time.Now(), 0
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-tk.C:
+				n := d.requests()
+				if n-lastRequests < requestsPerTick && time.Since(lastTick) < tickEvery {
+					continue
+				}
 				d.tick(clients, tickStep)
-				if time.Since(d.start) >= run && d.requests() >= enough {
+				lastTick, lastRequests = time.Now(), n
+				if time.Since(d.start) >= run && n >= enough {
 					cancel()
 				}
 			}
