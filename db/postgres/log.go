@@ -15,29 +15,26 @@ import (
 )
 
 const (
-	// sqlInsertEvent gives the recipient's event_users row, which Save
-	// took beforehand (queueLocks), the next id of the global sequence and
-	// writes the event with it. The row stays locked until commit, so the
+	// insertEvent gives the recipient's event_users row, which Save took
+	// beforehand (queueLocks), the next id of the global sequence and
+	// writes the event ($1 user, $2 device, $3 call id, $4 type, $5 data,
+	// $6 time) with it, as ev. The row stays locked until commit, so the
 	// user's next writer, on any node, takes its id only after this
 	// transaction's events are committed: ids follow each user's commit
 	// order.
-	sqlInsertEvent = `WITH next AS (
-			UPDATE event_users SET last_id = nextval('event_ids') WHERE user_id = $1
-			RETURNING last_id)
-		INSERT INTO events (id, user_id, device, call_id, type, data, time)
-		SELECT last_id, $1, $2, $3, $4, $5, $6 FROM next
-		RETURNING id`
-	// sqlInsertInvitation is sqlInsertEvent for an invitation, which it
-	// also records on its invitee's row of its call ($3, by id); the
-	// second column counts the rows recorded (1, or 0 for a user not in
-	// the call).
-	sqlInsertInvitation = `WITH next AS (
+	insertEvent = `WITH next AS (
 			UPDATE event_users SET last_id = nextval('event_ids') WHERE user_id = $1
 			RETURNING last_id),
 		ev AS (
 			INSERT INTO events (id, user_id, device, call_id, type, data, time)
 			SELECT last_id, $1, $2, $3, $4, $5, $6 FROM next
-			RETURNING id),
+			RETURNING id)`
+	sqlInsertEvent = insertEvent + ` SELECT id FROM ev`
+	// sqlInsertInvitation is sqlInsertEvent for an invitation, which it
+	// also records on its invitee's row of its call ($3, by id); the
+	// second column counts the rows recorded (1, or 0 for a user not in
+	// the call).
+	sqlInsertInvitation = insertEvent + `,
 		invited AS (
 			UPDATE call_users SET invitation_event_id = (SELECT id FROM ev)
 			WHERE call_seq = (SELECT seq FROM calls WHERE id = $3) AND user_id = $1
@@ -46,8 +43,7 @@ const (
 
 	// sqlSubscribedHooks: for each type of $1, in order, whether an
 	// enabled, live endpoint is subscribed to it.
-	sqlSubscribedHooks = `SELECT EXISTS (SELECT 1 FROM webhook_endpoints
-			WHERE enabled AND NOT deleted AND (event_types = '' OR strpos(event_types, ',' || h.type || ',') > 0))
+	sqlSubscribedHooks = `SELECT EXISTS (SELECT 1 FROM webhook_endpoints e WHERE ` + endpointTakesType + `)
 		FROM unnest($1::text[]) WITH ORDINALITY AS h(type, ord) ORDER BY ord`
 )
 
@@ -123,9 +119,10 @@ func (t *callsTx) saveHooks(ctx context.Context, ch *calls.Change, subscribed []
 }
 
 // send runs the deferred locks (deferLocks), then b's statements, on the
-// transaction's connection in one round trip (pgx's pipeline, reached through database/sql's Conn.Raw: the
-// transaction was begun on that same connection, so they run inside it)
-// and reads their results in order through their callbacks. The first
+// transaction's connection in one round trip (pgx's pipeline, reached
+// through database/sql's Conn.Raw: the transaction was begun on that same
+// connection, so they run inside it) and reads their results in order
+// through their callbacks. The first
 // error, of a statement or of a callback, is returned; PostgreSQL skips
 // the statements after a failed one.
 func (t *callsTx) send(ctx context.Context, b *pgx.Batch) error {

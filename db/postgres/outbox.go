@@ -13,19 +13,26 @@ import (
 	"callsig/db"
 )
 
+// endpointTakesType is the condition under which webhook endpoint e takes
+// messages of type h.type: enabled, live, and subscribed to every type or
+// to that one.
+const endpointTakesType = `e.enabled AND NOT e.deleted AND
+	(e.event_types = '' OR strpos(e.event_types, ',' || h.type || ',') > 0)`
+
 // sqlInsertHook stores a message ($1 msg id, $2 type, $3 call id, $4
-// payload, $5 time) and one pending delivery per enabled, live endpoint
-// subscribed to its type, or nothing when there is none, in one round
-// trip; both halves read one snapshot, so they agree on the endpoints.
-const sqlInsertHook = `WITH m AS (
+// payload, $5 time) and one pending delivery per endpoint that takes its
+// type, or nothing when none does, in one round trip; both halves read
+// one snapshot, so they agree on the endpoints.
+const sqlInsertHook = `WITH h AS (SELECT $2::text AS type),
+	m AS (
 		INSERT INTO webhook_messages (msg_id, type, call_id, payload, created_at)
-		SELECT $1::text, $2::text, $3::text, $4::bytea, $5::bigint WHERE EXISTS (SELECT 1 FROM webhook_endpoints
-			WHERE enabled AND NOT deleted AND (event_types = '' OR strpos(event_types, ',' || $2::text || ',') > 0))
+		SELECT $1::text, h.type, $3::text, $4::bytea, $5::bigint FROM h
+		WHERE EXISTS (SELECT 1 FROM webhook_endpoints e WHERE ` + endpointTakesType + `)
 		RETURNING id),
 	d AS (
 		INSERT INTO webhook_deliveries (message_id, endpoint_id, status, next_attempt_at, created_at)
-		SELECT m.id, e.id, 'pending', $5::bigint, $5::bigint FROM m, webhook_endpoints e
-		WHERE e.enabled AND NOT e.deleted AND (e.event_types = '' OR strpos(e.event_types, ',' || $2::text || ',') > 0))
+		SELECT m.id, e.id, 'pending', $5::bigint, $5::bigint FROM m, h, webhook_endpoints e
+		WHERE ` + endpointTakesType + `)
 	SELECT count(*) FROM m`
 
 // webhookSQL is what db.Webhooks runs on PostgreSQL.
