@@ -7,7 +7,7 @@ type Change struct {
 	Created bool // insert the call row instead of updating it
 	Events  []Event
 	Hooks   []HookEvent
-	// HooksQueued is set by Store.Save: how many of Hooks an enabled
+	// HooksQueued is set by Store.Save (by the time Update returns): how many of Hooks an enabled
 	// endpoint subscribes to, so were queued in the outbox. The webhook
 	// dispatcher is woken only when it is not 0: without endpoints, a
 	// commit must not make it read the outbox.

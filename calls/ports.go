@@ -85,9 +85,12 @@ type Tx interface {
 	// Call loads a call for update, or ErrCallNotFound.
 	Call(ctx context.Context, callID string) (*Call, error)
 	// Save writes a transition's outcome: the call row (inserted when
-	// ch.Created), the users marked dirty, the events (assigning their IDs in
-	// place, in order) and the webhook messages with one outbox row per
-	// subscribed, enabled endpoint.
+	// ch.Created), the users marked dirty, the events (assigning their IDs
+	// and After in place, in order) and the webhook messages with one
+	// outbox row per subscribed, enabled endpoint (counted in
+	// ch.HooksQueued). A store may send the writes with the commit: the
+	// IDs, After and HooksQueued are set by the time Update returns, and
+	// an error in the writes may be Update's rather than Save's.
 	Save(ctx context.Context, ch *Change) error
 	// CallerOfflineCalls returns the calls of caller userID that the
 	// caller-offline rule may apply to (see CallerOfflineApplies): started,

@@ -68,8 +68,12 @@ func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(cal
 	}
 	var n int
 	err := s.retryConflicts(ctx, func() error {
-		return s.inConnTx(ctx, func(tx *sqlx.Tx, conn *sqlx.Conn) error {
+		return s.inPipeTx(ctx, func(p *pipe) error {
 			n = 0
+			tx, err := p.ready(ctx)
+			if err != nil {
+				return err
+			}
 			var due []calls.Deadline
 			kinds := []struct {
 				kind  calls.DeadlineKind
@@ -97,12 +101,12 @@ func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(cal
 				return nil
 			}
 			n = len(due)
-			due, err := stillDue(ctx, tx, due)
+			due, err = stillDue(ctx, tx, due)
 			if err != nil || len(due) == 0 {
 				return err
 			}
 			slices.SortFunc(due, func(a, b calls.Deadline) int { return cmp.Compare(a.At, b.At) })
-			return fn(&callsTx{idempotencyTx: idempotencyTx{tx}, conn: conn}, due)
+			return fn(newCallsTx(p), due)
 		})
 	})
 	if err != nil {
@@ -123,7 +127,7 @@ const sqlCallDeadlines = `SELECT c.id, COALESCE(u.user_id, ''), COALESCE(u.timeo
 // now, in a new snapshot and with the calls locked (every change of a call
 // locks it first), what is armed is what holds: a deadline fired
 // meanwhile is not handed out a second time.
-func stillDue(ctx context.Context, tx *sqlx.Tx, due []calls.Deadline) ([]calls.Deadline, error) {
+func stillDue(ctx context.Context, tx sqlx.QueryerContext, due []calls.Deadline) ([]calls.Deadline, error) {
 	ids := make([]string, 0, len(due))
 	for _, d := range due {
 		ids = append(ids, d.CallID)

@@ -20,6 +20,17 @@
 // *db.PanicError. Writers of one call take turns on its row (calls.Tx.Call
 // is SELECT … FOR UPDATE).
 //
+// A write's statements go in pipelines on its connection (pipe.go, reached
+// through database/sql's Conn.Raw), one round trip per answer the
+// use-case waits for: BEGIN rides on the first, and Save's writes ride on
+// COMMIT's, so an invitation costs two round trips (its busy check, its
+// commit) and a delivery mark or an answer two (the call's load, the
+// commit). A check of what such a write did is made in SQL
+// (callsig_fail, migration 0003): its result is read after COMMIT ran.
+// The one exception left: a result a callback cannot scan (a bug, never
+// data) is reported as an error for a change that committed, as a
+// connection lost during COMMIT would be.
+//
 // Event ids: per user, strictly increasing in that user's commit order, on
 // every node. Each event's id is taken by updating the recipient's row of
 // event_users (INSERT … ON CONFLICT DO UPDATE … RETURNING) inside the

@@ -46,7 +46,7 @@ func getIdempotency(ctx context.Context, q sqlx.QueryerContext, scope, key strin
 }
 
 // lockedIdempotency locks the key in tx, then reads its record.
-func lockedIdempotency(ctx context.Context, tx *sqlx.Tx, scope, key string, now int64) (*calls.IdempotencyRecord, error) {
+func lockedIdempotency(ctx context.Context, tx execQuerier, scope, key string, now int64) (*calls.IdempotencyRecord, error) {
 	if _, err := tx.ExecContext(ctx, lockIdempotency, scope, key); err != nil {
 		return nil, fmt.Errorf("db: lock idempotency key: %w", err)
 	}
@@ -55,7 +55,7 @@ func lockedIdempotency(ctx context.Context, tx *sqlx.Tx, scope, key string, now 
 
 // putIdempotency stores rec unless a live record holds its key; it reports
 // whether rec was stored.
-func putIdempotency(ctx context.Context, tx *sqlx.Tx, rec calls.IdempotencyRecord) (bool, error) {
+func putIdempotency(ctx context.Context, tx execQuerier, rec calls.IdempotencyRecord) (bool, error) {
 	body := rec.Response.Body
 	if body == nil {
 		body = []byte{}
@@ -72,6 +72,12 @@ func putIdempotency(ctx context.Context, tx *sqlx.Tx, rec calls.IdempotencyRecor
 	return n == 1, nil
 }
 
+// execQuerier is a transaction or the connection one runs on.
+type execQuerier interface {
+	sqlx.ExecerContext
+	sqlx.QueryerContext
+}
+
 // idempotencyTx is the calls.IdempotencyTx of a write transaction.
 type idempotencyTx struct{ tx *sqlx.Tx }
 
@@ -86,10 +92,14 @@ func (t idempotencyTx) IdempotencyRecord(ctx context.Context, scope, key string,
 // committed without taking the key's lock) fails the transaction, so the
 // change never runs twice.
 func (t idempotencyTx) PutIdempotencyRecord(ctx context.Context, rec calls.IdempotencyRecord) error {
-	if _, err := t.tx.ExecContext(ctx, lockIdempotency, rec.Scope, rec.Key); err != nil {
+	return putIdempotencyRecord(ctx, t.tx, rec)
+}
+
+func putIdempotencyRecord(ctx context.Context, tx execQuerier, rec calls.IdempotencyRecord) error {
+	if _, err := tx.ExecContext(ctx, lockIdempotency, rec.Scope, rec.Key); err != nil {
 		return fmt.Errorf("db: lock idempotency key: %w", err)
 	}
-	stored, err := putIdempotency(ctx, t.tx, rec)
+	stored, err := putIdempotency(ctx, tx, rec)
 	if err != nil {
 		return err
 	}

@@ -1,14 +1,13 @@
 package postgres
 
 // The event log's side of Save (what db.SaveLog does on SQLite): events,
-// invitations and webhook messages, queued on Save's pipeline.
+// invitations and webhook messages, queued with the commit (pipe).
 
 import (
 	"context"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 
 	"callsig/calls"
 	"callsig/webhooks"
@@ -31,70 +30,56 @@ const (
 			RETURNING id)`
 	sqlInsertEvent = insertEvent + ` SELECT id FROM ev`
 	// sqlInsertInvitation is sqlInsertEvent for an invitation, which it
-	// also records on its invitee's row of its call ($3, by id); the
-	// second column counts the rows recorded (1, or 0 for a user not in
-	// the call).
+	// also records on its invitee's row of its call ($3, by id). It fails
+	// (callsig_fail) when the invitee is not in the call: it is sent with
+	// the commit, too late for a check in Go.
 	sqlInsertInvitation = insertEvent + `,
 		invited AS (
 			UPDATE call_users SET invitation_event_id = (SELECT id FROM ev)
 			WHERE call_seq = (SELECT seq FROM calls WHERE id = $3) AND user_id = $1
 			RETURNING 1)
-		SELECT id, (SELECT count(*) FROM invited) FROM ev`
-
-	// sqlSubscribedHooks: for each type of $1, in order, whether an
-	// enabled, live endpoint is subscribed to it.
-	sqlSubscribedHooks = `SELECT EXISTS (SELECT 1 FROM webhook_endpoints e WHERE ` + endpointTakesType + `)
-		FROM unnest($1::text[]) WITH ORDINALITY AS h(type, ord) ORDER BY ord`
+		SELECT CASE WHEN EXISTS (SELECT 1 FROM invited) THEN id ELSE ` + sqlFailNotInvitee + ` END FROM ev`
 )
 
-// queueEvents queues the inserts of evs on b, in order, each setting its
-// event's ID when the pipeline is read.
-func queueEvents(b *pgx.Batch, c *calls.Call, evs []calls.Event) error {
+// queueEvents queues the inserts of ch's events on b, in order. When the
+// pipeline is read, each sets its event's ID and After: the id its
+// recipient's row held (read by the row's lock, queueLocks, earlier in the
+// pipeline) or this transaction's previous event for the user.
+func (t *callsTx) queueEvents(b *pgx.Batch, c *calls.Call, evs []calls.Event) error {
 	for i := range evs {
 		ev := &evs[i]
 		data := string(ev.Data)
 		if data == "" {
 			data = "null"
 		}
-		if ev.Type != calls.EventReceived {
-			b.Queue(sqlInsertEvent, ev.UserID, ev.Device, ev.CallID, string(ev.Type), data, ev.Time).
-				QueryRow(func(row pgx.Row) error {
-					if err := row.Scan(&ev.ID); err != nil {
-						return fmt.Errorf("insert %s event for %s: %w", ev.Type, ev.UserID, err)
-					}
-					return nil
-				})
-			continue
+		query, what := sqlInsertEvent, fmt.Sprintf("insert %s event for %s", ev.Type, ev.UserID)
+		if ev.Type == calls.EventReceived {
+			if ev.CallID != c.ID {
+				return fmt.Errorf("db: save: %s event for call %s in a change of %s", ev.Type, ev.CallID, c.ID)
+			}
+			query, what = sqlInsertInvitation, fmt.Sprintf("insert invitation of %s to %s", c.ID, ev.UserID)
 		}
-		if ev.CallID != c.ID {
-			return fmt.Errorf("db: save: %s event for call %s in a change of %s", ev.Type, ev.CallID, c.ID)
-		}
-		b.Queue(sqlInsertInvitation, ev.UserID, ev.Device, ev.CallID, string(ev.Type), data, ev.Time).
+		b.Queue(query, ev.UserID, ev.Device, ev.CallID, string(ev.Type), data, ev.Time).
 			QueryRow(func(row pgx.Row) error {
-				var recorded int
-				if err := row.Scan(&ev.ID, &recorded); err != nil {
-					return fmt.Errorf("insert invitation of %s to %s: %w", c.ID, ev.UserID, err)
+				if err := row.Scan(&ev.ID); err != nil {
+					return fmt.Errorf("%s: %w", what, err)
 				}
-				if recorded != 1 {
-					return fmt.Errorf("record invitation %d of %s to %s: %s is not in the call", ev.ID, c.ID, ev.UserID, ev.UserID)
-				}
+				ev.After = t.last[ev.UserID]
+				t.last[ev.UserID] = ev.ID
 				return nil
 			})
 	}
 	return nil
 }
 
-// saveHooks stores the change's webhook messages an endpoint is subscribed
-// to, one statement each (sqlInsertHook) in one pipeline, and counts in
-// ch.HooksQueued those queued. The message (its id and body) is built only
-// for those.
-func (t *callsTx) saveHooks(ctx context.Context, ch *calls.Change, subscribed []bool) error {
+// queueHooks queues on b the change's webhook messages, one statement each
+// (sqlInsertHook, which stores one only where an endpoint takes its type),
+// counting in ch.HooksQueued those stored. Sent with the commit, they cost
+// no round trip of their own, so no statement asks beforehand which types
+// are taken.
+func queueHooks(b *pgx.Batch, ch *calls.Change) error {
 	ch.HooksQueued = 0
-	b := &pgx.Batch{}
 	for i := range ch.Hooks {
-		if !subscribed[i] {
-			continue
-		}
 		h := &ch.Hooks[i]
 		msg, err := webhooks.NewMessage(*h)
 		if err != nil {
@@ -112,41 +97,27 @@ func (t *callsTx) saveHooks(ctx context.Context, ch *calls.Change, subscribed []
 				return nil
 			})
 	}
-	if err := t.send(ctx, b); err != nil {
-		return fmt.Errorf("db: save %s: %w", ch.Call.ID, err)
-	}
 	return nil
 }
 
-// send runs the deferred locks (deferLocks), then b's statements, on the
-// transaction's connection in one round trip (pgx's pipeline, reached
-// through database/sql's Conn.Raw: the transaction was begun on that same
-// connection, so they run inside it) and reads their results in order
-// through their callbacks. The first
-// error, of a statement or of a callback, is returned; PostgreSQL skips
-// the statements after a failed one.
+// send sends b's statements now, behind the deferred locks (deferLocks)
+// and whatever is queued for the transaction (stage), in one round trip,
+// and reads their results in order through their callbacks (pipe.flush).
 func (t *callsTx) send(ctx context.Context, b *pgx.Batch) error {
-	locks := t.pending
-	if len(locks) > 0 {
+	t.stage(b)
+	return t.p.flush(ctx)
+}
+
+// stage queues b's statements, behind the deferred locks, for the next
+// round trip: a later send's, or the commit's.
+func (t *callsTx) stage(b *pgx.Batch) {
+	if locks := t.pending; len(locks) > 0 {
+		t.pending = nil
 		first := &pgx.Batch{}
 		t.queueLocks(first, locks)
-		b.QueuedQueries = append(first.QueuedQueries, b.QueuedQueries...)
-		t.pending = nil
+		t.p.queue(first)
 	}
-	if b.Len() == 0 {
-		return nil
-	}
-	err := t.conn.Raw(func(dc any) error {
-		c, ok := dc.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("db: a %T is not a pgx connection", dc)
-		}
-		return c.Conn().SendBatch(ctx, b).Close()
-	})
-	if err == nil {
-		t.markLocked(locks)
-	}
-	return err
+	t.p.queue(b)
 }
 
 // appendColumn reads a one-column result into *dst, a value a row, for a

@@ -74,7 +74,7 @@ func TestOpenUnreachableIsUnavailable(t *testing.T) {
 }
 
 // The busy check of an invitation on one node waits for a transaction on
-// another node that is making the invitee busy, and then sees it: the
+// another node that has written the invitee busy, and then sees it: the
 // invitation is never written against a busy state that was about to
 // change, as with SQLite's single writer.
 func TestBusyCheckWaitsForAChangeMakingTheUserBusy(t *testing.T) {
@@ -85,6 +85,12 @@ func TestBusyCheckWaitsForAChangeMakingTheUserBusy(t *testing.T) {
 	go func() {
 		aDone <- nodes[0].Update(ctx, func(tx calls.Tx) error {
 			if err := tx.Save(ctx, started("c1", "bob", "carol")); err != nil {
+				return err
+			}
+			// Save's writes go with the commit; a read after it sends
+			// them first, and from then on this transaction holds bob's
+			// row while it makes him busy.
+			if _, err := tx.Call(ctx, "c1"); err != nil {
 				return err
 			}
 			close(saved)

@@ -11,7 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jmoiron/sqlx"
 
 	"callsig/calls"
 	"callsig/db"
@@ -23,21 +22,18 @@ import (
 // retryConflicts); calls.Store.Update allows fn to run more than once.
 func (s *Store) Update(ctx context.Context, fn func(calls.Tx) error) error {
 	return s.retryConflicts(ctx, func() error {
-		return s.inConnTx(ctx, func(tx *sqlx.Tx, conn *sqlx.Conn) error {
-			return fn(&callsTx{idempotencyTx: idempotencyTx{tx}, conn: conn})
-		})
+		return s.inPipeTx(ctx, func(p *pipe) error { return fn(newCallsTx(p)) })
 	})
 }
 
 // callsTx is the calls.Tx given to an Update fn.
 type callsTx struct {
-	idempotencyTx
-	// conn is the connection tx runs on: Call, BusyUsers and Save send
-	// their statements through it in one pipeline each (send).
-	conn *sqlx.Conn
+	// p is the transaction: Call and BusyUsers send their statements in
+	// one pipeline each (send), Save queues its own for the next (stage).
+	p *pipe
 	// pending are users whose rows LockUsers or a pipeline asked for and
 	// no statement has taken yet, in user order: the next pipeline takes
-	// them first (send), which saves LockUsers a round trip of its own.
+	// them first (stage), which saves LockUsers a round trip of its own.
 	pending []string
 	// locked holds the users whose event_users row this transaction has
 	// taken (queueLocks): a use-case takes them up front (LockUsers), and
@@ -47,6 +43,30 @@ type callsTx struct {
 	// user's newest event: read when the row was taken, then each event
 	// this transaction gives the user (Event.After).
 	last map[string]int64
+}
+
+func newCallsTx(p *pipe) *callsTx {
+	return &callsTx{p: p, locked: map[string]struct{}{}, last: map[string]int64{}}
+}
+
+// IdempotencyRecord locks the key for the rest of the transaction and
+// reads its record, nil when none is live at now.
+func (t *callsTx) IdempotencyRecord(ctx context.Context, scope, key string, now int64) (*calls.IdempotencyRecord, error) {
+	conn, err := t.p.ready(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return lockedIdempotency(ctx, conn, scope, key, now)
+}
+
+// PutIdempotencyRecord stores rec in the write transaction, with the
+// change; see idempotencyTx.PutIdempotencyRecord.
+func (t *callsTx) PutIdempotencyRecord(ctx context.Context, rec calls.IdempotencyRecord) error {
+	conn, err := t.p.ready(ctx)
+	if err != nil {
+		return err
+	}
+	return putIdempotencyRecord(ctx, conn, rec)
 }
 
 // unlocked returns those of users whose row this transaction has not
@@ -61,27 +81,18 @@ func (t *callsTx) unlocked(users []string) []string {
 	return todo
 }
 
-// markLocked records users' rows as taken, once the statement taking them
-// has run (queueLocks).
-func (t *callsTx) markLocked(users []string) {
-	if t.locked == nil {
-		t.locked = make(map[string]struct{}, len(users))
-	}
-	for _, u := range users {
-		t.locked[u] = struct{}{}
-	}
-}
-
 // queueLocks queues on b the statement taking users' rows (none: nothing
-// queued), which reads each one's newest event id into t.last.
+// queued), which reads each one's newest event id into t.last. The rows
+// count as taken from then on: every later statement of the transaction
+// runs after this one, and if it fails the transaction fails.
 func (t *callsTx) queueLocks(b *pgx.Batch, users []string) {
 	if len(users) == 0 {
 		return
 	}
+	for _, u := range users {
+		t.locked[u] = struct{}{}
+	}
 	b.Queue(sqlLockEventUsers, users).Query(func(rows pgx.Rows) error {
-		if t.last == nil {
-			t.last = make(map[string]int64, len(users))
-		}
 		for rows.Next() {
 			var u string
 			var last int64
@@ -175,9 +186,12 @@ const (
 	sqlInsertCall = `INSERT INTO calls (id, caller, mode, state, timeout, extended_data, create_time,
 		end_time, end_reason, not_received_check, caller_tracked, caller_offline_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING seq`
-	sqlUpdateCall = `UPDATE calls SET mode = $1, state = $2, timeout = $3, extended_data = $4,
+	// sqlUpdateCall fails (callsig_fail) when the call does not exist: it
+	// is sent with the commit, too late for a check in Go.
+	sqlUpdateCall = `WITH u AS (UPDATE calls SET mode = $1, state = $2, timeout = $3, extended_data = $4,
 		end_time = $5, end_reason = $6, not_received_check = $7, caller_tracked = $8, caller_offline_at = $9
-		WHERE id = $10 RETURNING seq`
+		WHERE id = $10 RETURNING seq)
+		SELECT coalesce((SELECT seq FROM u), callsig_fail('` + codeCallNotFound + `', 'no such call'))`
 	sqlUpsertUser = `INSERT INTO call_users (call_seq, user_id, ord, state, inviter, extended_data,
 		update_time, invite_time, accept_time, timeout_at, not_received_at, main_device,
 		missed_time, busy)
@@ -265,16 +279,14 @@ func (t *callsTx) Calls(ctx context.Context, callIDs []string) (map[string]*call
 var _ calls.CallsLoader = (*callsTx)(nil)
 
 // Save writes a transition's outcome (see calls.Tx) as db.SaveLog does on
-// SQLite, but in one pipeline: the call and user rows, the recipients'
-// locks, the events (an invitation's id recorded by its insert) and the
-// question which webhook messages an endpoint takes go to PostgreSQL
-// together and are answered together, then the subscribed messages in a
-// second pipeline if there are any. Each statement runs in order, as if
-// sent one by one (a failed one fails the rest and the transaction), but
-// the change costs one or two round trips rather than one per statement:
-// on a loaded box the round trips, not the statements, were most of the
-// cost (docs/benchmarks.md). Rows of the call are addressed by its id, so
-// a new call's insert goes in the same pipeline as its users.
+// SQLite, but queued for the commit's round trip (pipe): the call and user
+// rows, the recipients' locks, the events (an invitation's id recorded by
+// its insert) and the webhook messages. Each statement runs in order, as
+// if sent one by one (a failed one fails the rest and the transaction);
+// the events' IDs and After, the call's Seq and ch.HooksQueued are set
+// when the results are read, at the latest once Update has committed.
+// Rows of the call are addressed by its id, so a new call's insert goes in
+// the same pipeline as its users.
 func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 	c := ch.Call
 	if c == nil {
@@ -292,11 +304,7 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 		b.Queue(sqlUpdateCall, string(c.Mode), string(c.State), c.Timeout, c.ExtendedData,
 			c.EndTime, string(c.EndReason), c.NotReceivedCheck, c.CallerTracked, c.CallerOfflineAt,
 			c.ID).QueryRow(func(row pgx.Row) error {
-			err := row.Scan(&c.Seq)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return calls.ErrCallNotFound
-			}
-			return err
+			return row.Scan(&c.Seq)
 		})
 	}
 	if !ch.Created && c.State == calls.CallEnded {
@@ -325,33 +333,14 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 	locks := t.pending
 	t.pending = nil
 	t.queueLocks(b, locks)
-	if err := queueEvents(b, c, ch.Events); err != nil {
+	if err := t.queueEvents(b, c, ch.Events); err != nil {
 		return err
 	}
-	var subscribed []bool
-	if len(ch.Hooks) > 0 {
-		types := make([]string, len(ch.Hooks))
-		for i, h := range ch.Hooks {
-			types[i] = string(h.Type)
-		}
-		b.Queue(sqlSubscribedHooks, types).Query(appendColumn(&subscribed))
+	if err := queueHooks(b, ch); err != nil {
+		return err
 	}
-	if err := t.send(ctx, b); err != nil {
-		if errors.Is(err, calls.ErrCallNotFound) {
-			return calls.ErrCallNotFound
-		}
-		return fmt.Errorf("db: save %s: %w", c.ID, err)
-	}
-	t.markLocked(locks)
-	for i := range ch.Events {
-		ev := &ch.Events[i]
-		ev.After = t.last[ev.UserID]
-		t.last[ev.UserID] = ev.ID
-	}
-	if len(subscribed) != len(ch.Hooks) {
-		return fmt.Errorf("db: save %s: %d webhook subscriptions read for %d messages", c.ID, len(subscribed), len(ch.Hooks))
-	}
-	return t.saveHooks(ctx, ch, subscribed)
+	t.stage(b)
+	return nil
 }
 
 // recipients returns, sorted and once each, the events' recipients and
@@ -389,13 +378,21 @@ var (
 // with seq > after in which no invitee has accepted, oldest first, with
 // their users.
 func (t *callsTx) CallerOfflineCalls(ctx context.Context, userID string, after int64, limit int) ([]*calls.Call, error) {
-	return queryCalls(ctx, t.tx, sqlCallerOfflineCalls, userID, after, limit)
+	conn, err := t.p.ready(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return queryCalls(ctx, conn, sqlCallerOfflineCalls, userID, after, limit)
 }
 
 // TrackedCallerOfflineCalls returns up to limit started, caller-tracked
 // calls with seq > after in which no invitee has accepted, in seq order.
 func (t *callsTx) TrackedCallerOfflineCalls(ctx context.Context, after int64, limit int) ([]*calls.Call, error) {
-	return queryCalls(ctx, t.tx, sqlTrackedCallerOfflineCalls, after, limit)
+	conn, err := t.p.ready(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return queryCalls(ctx, conn, sqlTrackedCallerOfflineCalls, after, limit)
 }
 
 // sqlBusyUsers is the busy check: each invitee looked up in the partial

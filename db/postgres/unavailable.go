@@ -105,28 +105,17 @@ func (s *Store) flushIdle() {
 // error did not commit, bar a connection lost during COMMIT itself; the
 // statement timeout bounds the rest.
 func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
-	return s.inConnTx(ctx, func(tx *sqlx.Tx, _ *sqlx.Conn) error { return fn(tx) })
-}
-
-// inConnTx is inTx that also hands fn the connection the transaction runs
-// on, for statements sent in one pipeline (callsTx.send).
-func (s *Store) inConnTx(ctx context.Context, fn func(tx *sqlx.Tx, conn *sqlx.Conn) error) error {
 	if s.closed.Load() {
 		return db.ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	conn, err := s.db.Connx(context.WithoutCancel(ctx))
+	tx, err := s.db.BeginTxx(context.WithoutCancel(ctx), nil)
 	if err != nil {
 		return s.failed(fmt.Errorf("db: begin: %w", err))
 	}
-	defer conn.Close()
-	tx, err := conn.BeginTxx(context.WithoutCancel(ctx), nil)
-	if err != nil {
-		return s.failed(fmt.Errorf("db: begin: %w", err))
-	}
-	if err := contained(tx, conn, fn); err != nil {
+	if err := contained(tx, fn); err != nil {
 		_ = tx.Rollback()
 		return s.failed(err)
 	}
@@ -136,15 +125,15 @@ func (s *Store) inConnTx(ctx context.Context, fn func(tx *sqlx.Tx, conn *sqlx.Co
 	return nil
 }
 
-// contained runs fn, turning a panic into a *db.PanicError: the panic is
-// contained to the one request, whose transaction is rolled back.
-func contained(tx *sqlx.Tx, conn *sqlx.Conn, fn func(tx *sqlx.Tx, conn *sqlx.Conn) error) (err error) {
+// contained runs fn(tx), turning a panic into a *db.PanicError: the panic
+// is contained to the one request, whose transaction is rolled back.
+func contained[T any](tx T, fn func(T) error) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = &db.PanicError{Value: p, Stack: debug.Stack()}
 		}
 	}()
-	return fn(tx, conn)
+	return fn(tx)
 }
 
 // read runs fn in a read-only transaction, so the several queries of one

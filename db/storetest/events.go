@@ -164,7 +164,7 @@ func testPendingInvitations(t *testing.T, s db.Store) {
 
 	// c1 re-invites bob: the newest invitation event of c1 is the one to replay.
 	// c2: bob accepted, nothing to replay. c3 ended.
-	var reinvite calls.Event
+	var reinvite *calls.Event // its ID is set by the time Update returns
 	err := s.Update(ctx, func(tx calls.Tx) error {
 		c1, err := tx.Call(ctx, "c1")
 		if err != nil {
@@ -177,7 +177,7 @@ func testPendingInvitations(t *testing.T, s db.Store) {
 		if err := tx.Save(ctx, ch); err != nil {
 			return err
 		}
-		reinvite = ch.Events[0]
+		reinvite = &ch.Events[0]
 		c2, err := tx.Call(ctx, "c2")
 		if err != nil {
 			return err

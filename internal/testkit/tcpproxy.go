@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -11,7 +12,8 @@ import (
 // it: the tests of an unreachable PostgreSQL put one between the nodes and
 // the server. Cut closes every forwarded connection and makes new ones
 // fail at once (accepted and closed), as a dropped network path or a
-// restarting server looks to a client; Restore forwards again.
+// restarting server looks to a client; Restore forwards again. Turns
+// counts round trips: the tests of PostgreSQL's pipelines count them.
 type TCPProxy struct {
 	Addr    string // where clients connect
 	backend string
@@ -21,7 +23,14 @@ type TCPProxy struct {
 	cut   bool
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
+
+	turns atomic.Int64
 }
+
+// Turns returns how many times, over all connections, the client began
+// to send after the server had answered (or for the first time): the
+// round trips, however the bytes of each were split.
+func (p *TCPProxy) Turns() int64 { return p.turns.Load() }
 
 // StartTCPProxy listens on a free loopback port and forwards to backend
 // until t ends.
@@ -70,10 +79,36 @@ func (p *TCPProxy) forward(c net.Conn) {
 		return
 	}
 	defer p.drop(b)
+	var answered atomic.Bool // the last bytes went from the server to the client
+	answered.Store(true)
 	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(b, c); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, b); done <- struct{}{} }()
+	go func() {
+		_, _ = io.Copy(b, watched{c, func() {
+			if answered.Swap(false) {
+				p.turns.Add(1)
+			}
+		}})
+		done <- struct{}{}
+	}()
+	go func() {
+		_, _ = io.Copy(c, watched{b, func() { answered.Store(true) }})
+		done <- struct{}{}
+	}()
 	<-done // either side ending ends both
+}
+
+// watched is a reader that calls read before it hands on bytes it read.
+type watched struct {
+	r    io.Reader
+	read func()
+}
+
+func (w watched) Read(b []byte) (int, error) {
+	n, err := w.r.Read(b)
+	if n > 0 {
+		w.read()
+	}
+	return n, err
 }
 
 // track registers a backend connection unless the proxy was cut meanwhile.
