@@ -37,7 +37,9 @@ func unavailable(err error) error {
 // pgx closed after a failure earlier in the operation (the path to the
 // server cut mid-request) is one: pgconn.ErrConnClosed, which pgx marks
 // unsafe to retry because a request may have been sent, is still the
-// server out of reach, not a bug; 503 says "maybe", which it is.
+// server out of reach, not a bug; 503 says "maybe", which it is. So is a
+// connection that ends mid-answer (io.ErrUnexpectedEOF): a pipeline is
+// often the first a write sends on a connection that broke meanwhile.
 func transient(err error) bool {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
@@ -55,7 +57,7 @@ func transient(err error) bool {
 	}
 	var ce *pgconn.ConnectError
 	var ne net.Error
-	return errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) ||
+	return errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) || lostConnection(err) ||
 		errors.Is(err, sql.ErrConnDone) || errors.Is(err, pgconn.ErrConnClosed) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) && !errors.Is(err, context.Canceled)
 }
 
