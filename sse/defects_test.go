@@ -130,6 +130,10 @@ func TestFailedPresenceReportIsRetried(t *testing.T) {
 func TestResumeReportsALostDelivery(t *testing.T) {
 	r := newRig(t, Options{})
 	r.svc.failDeliveries = deliveryAttempts
+	// The stream resumes while the last failure is still on its way back
+	// (on a loaded box, by chance): the resumed stream's report of c1 must
+	// not be taken for one still under way.
+	r.svc.lastFailReturns = 500 * time.Millisecond
 	c := r.open("bob", "d", "")
 	r.svc.waitReports(t, "online bob")
 	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)

@@ -181,6 +181,9 @@ type recorder struct {
 	// recorded as "failed …"); failPresence the same for UserOnline and
 	// UserOffline.
 	failDeliveries, failPresence int
+	// lastFailReturns delays the return of the last failing MarkDelivered
+	// past its record, as a store's error arrives after the fact.
+	lastFailReturns time.Duration
 }
 
 func newRecorder() *recorder { return &recorder{changed: make(chan struct{}, 1)} }
@@ -202,9 +205,14 @@ func (r *recorder) MarkDelivered(_ context.Context, callID, user string) error {
 	if fail {
 		r.failDeliveries--
 	}
+	delay := time.Duration(0)
+	if fail && r.failDeliveries == 0 {
+		delay = r.lastFailReturns
+	}
 	r.mu.Unlock()
 	if fail {
 		_ = r.add("failed " + callID + " " + user)
+		time.Sleep(delay)
 		return errors.New("store unreachable")
 	}
 	return r.add("delivered " + callID + " " + user)

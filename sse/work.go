@@ -228,6 +228,12 @@ func (w *work) reportPresence(ctx context.Context, user string, online bool) {
 func (w *work) reportDelivery(ctx context.Context, d delivery, attempts int) {
 	wait := deliveryBackoff
 	for n := 1; ; n++ {
+		if n >= attempts {
+			// The last try: a stream resuming from now on may report the
+			// invitation again, even while this try fails, rather than
+			// find it still counted as reported and be ignored.
+			w.forgetReported(d.id)
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliveryTimeout)
 		err := w.svc.MarkDelivered(rctx, d.callID, d.user)
 		cancel()
