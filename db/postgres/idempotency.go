@@ -26,6 +26,12 @@ const upsertIdempotency = `INSERT INTO idempotency_keys
 		created_at = excluded.created_at, expires_at = excluded.expires_at
 	WHERE idempotency_keys.expires_at <= excluded.created_at`
 
+// sqlPutIdempotency is upsertIdempotency for a write transaction's
+// pipeline: it fails (callsig_fail) when a live record holds the key, as
+// it is sent with the commit, too late for a check in Go.
+const sqlPutIdempotency = `WITH put AS (` + upsertIdempotency + ` RETURNING 1)
+	SELECT CASE WHEN EXISTS (SELECT 1 FROM put) THEN 1 ELSE ` + sqlFailKeyHeld + ` END`
+
 // lockIdempotency takes a transaction-scoped advisory lock on the key, so
 // two requests with one key, on any nodes, run one after the other: the
 // second reads the record the first committed and replays it. A hash
@@ -46,7 +52,7 @@ func getIdempotency(ctx context.Context, q sqlx.QueryerContext, scope, key strin
 }
 
 // lockedIdempotency locks the key in tx, then reads its record.
-func lockedIdempotency(ctx context.Context, tx execQuerier, scope, key string, now int64) (*calls.IdempotencyRecord, error) {
+func lockedIdempotency(ctx context.Context, tx *sqlx.Tx, scope, key string, now int64) (*calls.IdempotencyRecord, error) {
 	if _, err := tx.ExecContext(ctx, lockIdempotency, scope, key); err != nil {
 		return nil, fmt.Errorf("db: lock idempotency key: %w", err)
 	}
@@ -55,7 +61,7 @@ func lockedIdempotency(ctx context.Context, tx execQuerier, scope, key string, n
 
 // putIdempotency stores rec unless a live record holds its key; it reports
 // whether rec was stored.
-func putIdempotency(ctx context.Context, tx execQuerier, rec calls.IdempotencyRecord) (bool, error) {
+func putIdempotency(ctx context.Context, tx *sqlx.Tx, rec calls.IdempotencyRecord) (bool, error) {
 	body := rec.Response.Body
 	if body == nil {
 		body = []byte{}
@@ -72,12 +78,6 @@ func putIdempotency(ctx context.Context, tx execQuerier, rec calls.IdempotencyRe
 	return n == 1, nil
 }
 
-// execQuerier is a transaction or the connection one runs on.
-type execQuerier interface {
-	sqlx.ExecerContext
-	sqlx.QueryerContext
-}
-
 // idempotencyTx is the calls.IdempotencyTx of a write transaction.
 type idempotencyTx struct{ tx *sqlx.Tx }
 
@@ -92,14 +92,10 @@ func (t idempotencyTx) IdempotencyRecord(ctx context.Context, scope, key string,
 // committed without taking the key's lock) fails the transaction, so the
 // change never runs twice.
 func (t idempotencyTx) PutIdempotencyRecord(ctx context.Context, rec calls.IdempotencyRecord) error {
-	return putIdempotencyRecord(ctx, t.tx, rec)
-}
-
-func putIdempotencyRecord(ctx context.Context, tx execQuerier, rec calls.IdempotencyRecord) error {
-	if _, err := tx.ExecContext(ctx, lockIdempotency, rec.Scope, rec.Key); err != nil {
+	if _, err := t.tx.ExecContext(ctx, lockIdempotency, rec.Scope, rec.Key); err != nil {
 		return fmt.Errorf("db: lock idempotency key: %w", err)
 	}
-	stored, err := putIdempotency(ctx, tx, rec)
+	stored, err := putIdempotency(ctx, t.tx, rec)
 	if err != nil {
 		return err
 	}

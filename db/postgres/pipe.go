@@ -108,14 +108,22 @@ func (p *pipe) raw(f func(*pgx.Conn) error) error {
 const (
 	codeCallNotFound  = "CS404" // Save of a call that does not exist
 	codeNotInvitee    = "CS409" // an invitation to a user not in its call
+	codeKeyHeld       = "CS503" // an Idempotency-Key's live record stored meanwhile
 	sqlFailNotInvitee = `callsig_fail('` + codeNotInvitee + `', 'the invitee is not in the call')`
+	sqlFailKeyHeld    = `callsig_fail('` + codeKeyHeld + `', 'the idempotency key is held by another request')`
 )
 
 // checked turns callsig_fail's errors into the domain's.
 func checked(err error) error {
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == codeCallNotFound {
+	if !errors.As(err, &pe) {
+		return err
+	}
+	switch pe.Code {
+	case codeCallNotFound:
 		return fmt.Errorf("db: save: %w", calls.ErrCallNotFound)
+	case codeKeyHeld:
+		return fmt.Errorf("db: idempotency key held by another request: %w", calls.ErrUnavailable)
 	}
 	return err
 }

@@ -50,23 +50,44 @@ func newCallsTx(p *pipe) *callsTx {
 }
 
 // IdempotencyRecord locks the key for the rest of the transaction and
-// reads its record, nil when none is live at now.
+// reads its record, nil when none is live at now: both statements in one
+// round trip (the first of a keyed request, so BEGIN's too).
 func (t *callsTx) IdempotencyRecord(ctx context.Context, scope, key string, now int64) (*calls.IdempotencyRecord, error) {
-	conn, err := t.p.ready(ctx)
-	if err != nil {
-		return nil, err
+	var rec *calls.IdempotencyRecord
+	b := &pgx.Batch{}
+	b.Queue(lockIdempotency, scope, key)
+	b.Queue(selectIdempotency, scope, key, now).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			r := &calls.IdempotencyRecord{Scope: scope, Key: key}
+			if err := rows.Scan(&r.Fingerprint, &r.Response.Status, &r.Response.ContentType,
+				&r.Response.Body, &r.CreatedAt, &r.ExpiresAt); err != nil {
+				return err
+			}
+			rec = r
+		}
+		return rows.Err()
+	})
+	if err := t.send(ctx, b); err != nil {
+		return nil, fmt.Errorf("db: read idempotency key: %w", err)
 	}
-	return lockedIdempotency(ctx, conn, scope, key, now)
+	return rec, nil
 }
 
-// PutIdempotencyRecord stores rec in the write transaction, with the
-// change; see idempotencyTx.PutIdempotencyRecord.
+// PutIdempotencyRecord stores rec with the change, queued for the commit
+// like Save's writes. A live record under the key (a request with the same
+// key that committed without taking the key's lock) fails the transaction
+// in SQL (sqlPutIdempotency), so the change never runs twice.
 func (t *callsTx) PutIdempotencyRecord(ctx context.Context, rec calls.IdempotencyRecord) error {
-	conn, err := t.p.ready(ctx)
-	if err != nil {
-		return err
+	body := rec.Response.Body
+	if body == nil {
+		body = []byte{}
 	}
-	return putIdempotencyRecord(ctx, conn, rec)
+	b := &pgx.Batch{}
+	b.Queue(lockIdempotency, rec.Scope, rec.Key)
+	b.Queue(sqlPutIdempotency, rec.Scope, rec.Key, rec.Fingerprint,
+		rec.Response.Status, rec.Response.ContentType, body, rec.CreatedAt, rec.ExpiresAt)
+	t.stage(b)
+	return nil
 }
 
 // unlocked returns those of users whose row this transaction has not
