@@ -99,3 +99,50 @@ func waitNATS(t *testing.T, n *testkit.Server) {
 		return scrapeMetric(t, n, "callsig_nats_connected") == 1
 	})
 }
+
+// Events that follow on what a stream already has are handed to it from
+// their commit report, even when another node committed them (they travel
+// whole over NATS): the stream's node reads no log for them. Each action
+// waits for its event, so the reports reach node A in the log's order;
+// the catch-up is an hour away, so nothing else reads.
+func TestClusterHandsOverEventsWithoutLogReads(t *testing.T) {
+	nodes := startNodes(t, 2, natsURL, testkit.WithEventCatchUp(time.Hour))
+	a, b := nodes[0], nodes[1]
+	for _, n := range nodes {
+		waitNATS(t, n)
+	}
+	_ = b.Stream("alice", "", "") // the caller stays online
+	bobA := a.Stream("bob", "", "")
+	alice := b.Client("alice")
+	round := func() {
+		id := alice.Invite(map[string]any{"timeout": 30}, "bob").CallID
+		bobA.WaitFor(string(calls.EventReceived), func(e testkit.Event) bool { return e.CallID() == id }, 5*time.Second)
+		// Node A's own delivery mark, then the cancel from node B.
+		bobA.WaitFor(string(calls.EventUserStateChanged), func(e testkit.Event) bool {
+			return e.CallID() == id && e.Users()["bob"] == string(calls.StateReceived)
+		}, 5*time.Second)
+		alice.Action(id, "cancel", map[string]any{"invitees": []string{"bob"}}).Want(http.StatusOK)
+		bobA.WaitFor(string(calls.EventCancelled), func(e testkit.Event) bool { return e.CallID() == id }, 5*time.Second)
+	}
+	round() // bob's first event has no predecessor: read from the log
+	metric := func(name string) float64 {
+		v, ok := nodeMetric(t, a.URL, name)
+		if !ok {
+			t.Fatalf("node A exports no %s", name)
+		}
+		return v
+	}
+	reads, handed := metric("callsig_sse_log_reads_total"), metric("callsig_sse_events_handed_over_total")
+	const rounds = 4
+	for range rounds {
+		round()
+	}
+	if got := metric("callsig_sse_log_reads_total") - reads; got != 0 {
+		t.Errorf("node A read the log %v times for events that followed on, want 0", got)
+	}
+	// At least the invitation (node B), the received state (node A) and
+	// the cancellation (node B) of each round.
+	if got := metric("callsig_sse_events_handed_over_total") - handed; got < 3*rounds {
+		t.Errorf("node A handed over %v events, want at least %d", got, 3*rounds)
+	}
+}

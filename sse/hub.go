@@ -533,7 +533,9 @@ func (h *Hub) Committed(events []calls.Event, _ int) {
 				if f == nil && ev.After > 0 {
 					f = newFrame(ev, now)
 				}
-				if f == nil || !s.handOver(f, ev.After) {
+				if f != nil && s.handOver(f, ev.After) {
+					h.m.handedOver.Inc()
+				} else {
 					s.wake()
 				}
 			}

@@ -17,6 +17,9 @@ type metrics struct {
 	missed  prometheus.Counter
 	// storeRetries counts log reads that found the store down.
 	storeRetries prometheus.Counter
+	// logReads and handedOver say how events reach live streams: read from
+	// the log after a wake-up, or handed over from the commit report.
+	logReads, handedOver prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -54,6 +57,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "callsig_sse_store_retries_total",
 			Help: "Log reads by streams that found the store unable to serve (e.g. PostgreSQL out of reach); the stream stays open and reads again a second later.",
 		}),
+		logReads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "callsig_sse_log_reads_total",
+			Help: "Reads of the event log by streams catching up (after a wake-up, a lost hand-over or a full buffer).",
+		}),
+		handedOver: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "callsig_sse_events_handed_over_total",
+			Help: "Events handed to a live stream from their commit report, without a log read (per-user id order: PostgreSQL, cluster mode).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -81,6 +92,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.storeRetries, err = prom.Register(reg, m.storeRetries); err != nil {
+		return nil, err
+	}
+	if m.logReads, err = prom.Register(reg, m.logReads); err != nil {
+		return nil, err
+	}
+	if m.handedOver, err = prom.Register(reg, m.handedOver); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -491,6 +491,7 @@ func (st *stream) catchUp(lagging bool) error {
 	for {
 		var list []calls.Event
 		err := st.read(func(ctx context.Context) (err error) {
+			st.h.m.logReads.Inc()
 			list, err = st.h.o.Log.EventsAfter(ctx, st.user, st.lastID, pageSize)
 			return err
 		})
