@@ -40,9 +40,10 @@ func (p *pipe) queue(b *pgx.Batch) {
 }
 
 // flush sends the queued statements, BEGIN first if it has not been sent
-// (alone if nothing is queued), in one round trip and reads their results in order through their
-// callbacks. The first error, of a statement or of a callback, is
-// returned; PostgreSQL skips the statements after a failed one.
+// (alone if nothing is queued), in one round trip, and reads their results
+// in order through their callbacks. The first error, of a statement or of
+// a callback, is returned; PostgreSQL skips the statements after a failed
+// one.
 func (p *pipe) flush(ctx context.Context) error {
 	if p.begun && len(p.queued.QueuedQueries) == 0 {
 		return nil
