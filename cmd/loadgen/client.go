@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ type client struct {
 	base   string
 	http   *http.Client
 	tokens *tokens
+	keyed  bool // every POST carries a fresh Idempotency-Key
 }
 
 func newClient(base string, tok *tokens) *client {
@@ -55,6 +57,9 @@ func (c *client) post(ctx context.Context, user, path string, body []byte, want 
 	}
 	req.Header.Set("Authorization", c.tokens.bearer(user))
 	req.Header.Set("Content-Type", "application/json")
+	if c.keyed {
+		req.Header.Set("Idempotency-Key", rand.Text())
+	}
 	sent := time.Now()
 	res, err := c.http.Do(req)
 	if err != nil {

@@ -123,6 +123,9 @@ func (l *cycleLoad) report(tab *table, fig figures, r cycleRun) {
 	} else {
 		tab.add("target rate", "as fast as possible, %d cycles at once, %s", r.workers, cfg.duration)
 	}
+	if cfg.keyed {
+		tab.add("idempotency keys", "a fresh one on every POST")
+	}
 	tab.add("cycles", "%d started, %d completed in %s", l.started.Load(), completed, r.elapsed.Round(time.Millisecond))
 	tab.add("cycles/s", "%.0f (%.0f HTTP requests/s)", rate, 2*rate)
 	tab.add("errors", "%d HTTP, %d events lost (not read within %s), %d bad events", l.errs.Load(), l.lost.Load(), cfg.eventTimeout, r.badEvents)
@@ -139,6 +142,7 @@ func (l *cycleLoad) report(tab *table, fig figures, r cycleRun) {
 	tab.dist("whole cycle", l.cycle.summarize())
 
 	fig["users"] = r.users
+	fig["idempotency_keys"] = cfg.keyed
 	fig["rate_target"] = cfg.rate
 	fig["duration_s"] = round2(r.elapsed.Seconds())
 	fig["cycles_started"] = l.started.Load()

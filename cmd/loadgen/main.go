@@ -69,6 +69,7 @@ type config struct {
 	rate         float64
 	callTimeout  time.Duration
 	eventTimeout time.Duration
+	keyed        bool // every POST carries an Idempotency-Key of its own
 
 	// streams
 	streams         int
@@ -148,6 +149,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Float64Var(&c.rate, "rate", 0, "cycle: cycles (invitations) started per second, 0 = as fast as possible; deadlines: invitations per second")
 	fs.DurationVar(&c.callTimeout, "timeout", 0, "invitation timeout, whole seconds (cycle default 60s, deadlines default 5s)")
 	fs.DurationVar(&c.eventTimeout, "event-timeout", 10*time.Second, "how long to wait for an event before counting it lost")
+	fs.BoolVar(&c.keyed, "idempotency-keys", false, "send every POST with an Idempotency-Key of its own, as a client that retries safely does")
 
 	fs.IntVar(&c.streams, "streams", 1000, "streams: idle streams to open")
 	fs.IntVar(&c.openConcurrency, "open-concurrency", 128, "streams: connections being opened at once")
@@ -376,6 +378,7 @@ func newTarget(ctx context.Context, cfg config, stderr io.Writer) (*target, erro
 			return nil, fmt.Errorf("server URL %q is not an absolute http URL", u)
 		}
 		n.base, n.client = base, newClient(u, t.tokens)
+		n.client.keyed = t.cfg.keyed
 	}
 	first := t.nodes[0]
 	t.base, t.client, t.srv, t.cfg.url = first.base, first.client, first.srv, first.url
