@@ -32,9 +32,13 @@ const upsertIdempotency = `INSERT INTO idempotency_keys
 		created_at = excluded.created_at, expires_at = excluded.expires_at
 	WHERE idempotency_keys.expires_at <= excluded.created_at`
 
-func getIdempotency(ctx context.Context, q sqlx.QueryerContext, scope, key string, now int64) (*calls.IdempotencyRecord, error) {
+// getIdempotency reads a record with st, selectIdempotency prepared and
+// bound to the transaction: an unprepared statement is parsed again on
+// every request, which made a keyed write cost half again an unkeyed one
+// (docs/benchmarks.md).
+func getIdempotency(ctx context.Context, st *sqlx.Stmt, scope, key string, now int64) (*calls.IdempotencyRecord, error) {
 	rec := &calls.IdempotencyRecord{Scope: scope, Key: key}
-	err := q.QueryRowxContext(ctx, selectIdempotency, scope, key, now).Scan(&rec.Fingerprint,
+	err := st.QueryRowxContext(ctx, scope, key, now).Scan(&rec.Fingerprint,
 		&rec.Response.Status, &rec.Response.ContentType, &rec.Response.Body, &rec.CreatedAt, &rec.ExpiresAt)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -45,12 +49,14 @@ func getIdempotency(ctx context.Context, q sqlx.QueryerContext, scope, key strin
 	return rec, nil
 }
 
-func putIdempotency(ctx context.Context, tx *sqlx.Tx, rec calls.IdempotencyRecord) error {
+// putIdempotency stores rec with st, upsertIdempotency prepared and bound
+// to the write transaction.
+func putIdempotency(ctx context.Context, st *sqlx.Stmt, rec calls.IdempotencyRecord) error {
 	body := rec.Response.Body
 	if body == nil {
 		body = []byte{}
 	}
-	_, err := tx.ExecContext(ctx, upsertIdempotency, rec.Scope, rec.Key, rec.Fingerprint,
+	_, err := st.ExecContext(ctx, rec.Scope, rec.Key, rec.Fingerprint,
 		rec.Response.Status, rec.Response.ContentType, body, rec.CreatedAt, rec.ExpiresAt)
 	if err != nil {
 		return fmt.Errorf("db: store idempotency key: %w", err)
@@ -61,19 +67,22 @@ func putIdempotency(ctx context.Context, tx *sqlx.Tx, rec calls.IdempotencyRecor
 // idempotencyTx is the calls.IdempotencyTx of a write transaction: the
 // use-cases (callsTx) and the webhook admin writes (webhookTx) keep their
 // records through it, with their change.
-type idempotencyTx struct{ tx *sqlx.Tx }
+type idempotencyTx struct {
+	tx *sqlx.Tx
+	s  *Store
+}
 
 // IdempotencyRecord reads the record under (scope, key) inside the write
 // transaction, nil when none is live at now.
 func (t idempotencyTx) IdempotencyRecord(ctx context.Context, scope, key string, now int64) (*calls.IdempotencyRecord, error) {
 	ctx = detached(ctx)
-	return getIdempotency(ctx, t.tx, scope, key, now)
+	return getIdempotency(ctx, t.s.txStmt(t.tx, t.s.wst.selectIdempotency), scope, key, now)
 }
 
 // PutIdempotencyRecord stores rec in the write transaction, with the change.
 func (t idempotencyTx) PutIdempotencyRecord(ctx context.Context, rec calls.IdempotencyRecord) error {
 	ctx = detached(ctx)
-	return putIdempotency(ctx, t.tx, rec)
+	return putIdempotency(ctx, t.s.txStmt(t.tx, t.s.wst.upsertIdempotency), rec)
 }
 
 // LookupIdempotency reads the record under (scope, key) from the read
@@ -84,7 +93,7 @@ func (s *Store) LookupIdempotency(ctx context.Context, scope, key string, now in
 	var rec *calls.IdempotencyRecord
 	err := s.readNow(ctx, func(tx *sqlx.Tx) error {
 		var err error
-		rec, err = getIdempotency(ctx, tx, scope, key, now)
+		rec, err = getIdempotency(ctx, tx.Stmtx(s.rst.selectIdempotency), scope, key, now)
 		return err
 	})
 	if err != nil || rec == nil {
@@ -103,12 +112,13 @@ func (s *Store) PutIdempotency(ctx context.Context, rec calls.IdempotencyRecord)
 	var stored bool
 	err := s.write(ctx, func(tx *sqlx.Tx) error {
 		ctx := detached(ctx)
-		cur, err := getIdempotency(ctx, tx, rec.Scope, rec.Key, rec.CreatedAt)
+		t := idempotencyTx{tx, s}
+		cur, err := t.IdempotencyRecord(ctx, rec.Scope, rec.Key, rec.CreatedAt)
 		if err != nil || cur != nil {
 			return err
 		}
 		stored = true
-		return putIdempotency(ctx, tx, rec)
+		return t.PutIdempotencyRecord(ctx, rec)
 	})
 	return stored && err == nil, err
 }

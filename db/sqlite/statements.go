@@ -78,6 +78,8 @@ type writeStatements struct {
 	setInvitation, clearBusy    *sqlx.Stmt
 	insertMessage, fanOut       *sqlx.Stmt
 	subscribed, busyUsers       *sqlx.Stmt
+
+	selectIdempotency, upsertIdempotency *sqlx.Stmt
 }
 
 func prepareWrite(ctx context.Context, db *sqlx.DB) (*writeStatements, error) {
@@ -101,6 +103,8 @@ func prepareWrite(ctx context.Context, db *sqlx.DB) (*writeStatements, error) {
 	st.fanOut = p.prepare(sqlFanOut)
 	st.subscribed = p.prepare(sqlSubscribed)
 	st.busyUsers = p.prepare(sqlBusyUsers)
+	st.selectIdempotency = p.prepare(selectIdempotency)
+	st.upsertIdempotency = p.prepare(upsertIdempotency)
 	if p.err != nil {
 		st.close()
 		return nil, p.err
@@ -113,20 +117,22 @@ func (st *writeStatements) close() {
 		return
 	}
 	closeAll(st.savepoint, st.release, st.rollbackTo, st.lastEventID, st.selectCallByID, st.selectUsers,
-		st.insertCall, st.updateCall, st.upsertUser, st.insertEvent, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed, st.busyUsers)
+		st.insertCall, st.updateCall, st.upsertUser, st.insertEvent, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed, st.busyUsers,
+		st.selectIdempotency, st.upsertIdempotency)
 }
 
 // readStatements are prepared on the read pool; database/sql prepares each
 // again on every pooled connection it is first used on.
 type readStatements struct {
-	selectCallByID, selectUsers *sqlx.Stmt
+	selectCallByID, selectUsers, selectIdempotency *sqlx.Stmt
 }
 
 func prepareRead(ctx context.Context, db *sqlx.DB) (*readStatements, error) {
 	p := preparer{ctx: ctx, db: db}
 	st := &readStatements{
-		selectCallByID: p.prepare(sqlSelectCallByID),
-		selectUsers:    p.prepare(sqlSelectUsers),
+		selectCallByID:    p.prepare(sqlSelectCallByID),
+		selectUsers:       p.prepare(sqlSelectUsers),
+		selectIdempotency: p.prepare(selectIdempotency),
 	}
 	if p.err != nil {
 		st.close()
@@ -139,7 +145,7 @@ func (st *readStatements) close() {
 	if st == nil {
 		return
 	}
-	closeAll(st.selectCallByID, st.selectUsers)
+	closeAll(st.selectCallByID, st.selectUsers, st.selectIdempotency)
 }
 
 // preparer prepares statements until the first error.

@@ -23,7 +23,7 @@ func (s *Store) Update(ctx context.Context, fn func(calls.Tx) error) error {
 // callsTx returns the calls.Tx over tx, the write transaction: only valid
 // inside a write fn, on the writer goroutine.
 func (s *Store) callsTx(tx *sqlx.Tx) *callsTx {
-	return &callsTx{idempotencyTx: idempotencyTx{tx}, s: s}
+	return &callsTx{idempotencyTx: idempotencyTx{tx, s}, s: s}
 }
 
 // callsTx is the calls.Tx given to an Update fn; its tx (the write

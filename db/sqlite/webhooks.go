@@ -59,7 +59,7 @@ const (
 // group commit but fails alone) and returns once its changes are durable.
 func (s *Store) UpdateWebhooks(ctx context.Context, fn func(webhooks.Tx) error) error {
 	return s.write(ctx, func(tx *sqlx.Tx) error {
-		return fn(&webhookTx{idempotencyTx{tx}})
+		return fn(&webhookTx{idempotencyTx{tx, s}})
 	})
 }
 
