@@ -42,7 +42,7 @@ type (
 
 // mountCalls registers the call endpoints on r.
 func mountCalls(r chi.Router, svc *calls.Service) {
-	r.Post("/calls", action(false, http.StatusCreated, func(ctx context.Context, a calls.Actor, _ string, b createCallBody) (*calls.InviteResult, error) {
+	r.Method(http.MethodPost, "/calls", action(false, http.StatusCreated, func(ctx context.Context, a calls.Actor, _ string, b createCallBody) (*calls.InviteResult, error) {
 		return svc.Invite(ctx, a, calls.InviteInput{
 			Invitees: b.Invitees, Mode: b.Mode, Timeout: b.Timeout, ExtendedData: b.ExtendedData,
 			PushConfig: b.PushConfig, EnableNotReceivedCheck: b.EnableNotReceivedCheck, BusyPolicy: b.BusyPolicy,
@@ -53,25 +53,25 @@ func mountCalls(r chi.Router, svc *calls.Service) {
 		res, err := svc.Get(r.Context(), actorOf(r), chi.URLParam(r, "callID"))
 		respond(w, r, http.StatusOK, res, err)
 	})
-	r.Post("/calls/{callID}/cancel", action(true, http.StatusOK, func(ctx context.Context, a calls.Actor, id string, b cancelBody) (*calls.CancelResult, error) {
+	r.Method(http.MethodPost, "/calls/{callID}/cancel", action(true, http.StatusOK, func(ctx context.Context, a calls.Actor, id string, b cancelBody) (*calls.CancelResult, error) {
 		return svc.Cancel(ctx, a, id, calls.CancelInput{Invitees: b.Invitees, ExtendedData: b.ExtendedData, PushConfig: b.PushConfig})
 	}))
-	r.Post("/calls/{callID}/accept", action(true, http.StatusOK, func(ctx context.Context, a calls.Actor, id string, b extendedDataBody) (*calls.ActionResult, error) {
+	r.Method(http.MethodPost, "/calls/{callID}/accept", action(true, http.StatusOK, func(ctx context.Context, a calls.Actor, id string, b extendedDataBody) (*calls.ActionResult, error) {
 		return svc.Accept(ctx, a, id, b.ExtendedData)
 	}))
-	r.Post("/calls/{callID}/reject", action(true, http.StatusOK, func(ctx context.Context, a calls.Actor, id string, b extendedDataBody) (*calls.ActionResult, error) {
+	r.Method(http.MethodPost, "/calls/{callID}/reject", action(true, http.StatusOK, func(ctx context.Context, a calls.Actor, id string, b extendedDataBody) (*calls.ActionResult, error) {
 		return svc.Reject(ctx, a, id, b.ExtendedData)
 	}))
-	r.Post("/calls/{callID}/invite", action(false, http.StatusOK, func(ctx context.Context, a calls.Actor, id string, b inviteBody) (*calls.CallingInviteResult, error) {
+	r.Method(http.MethodPost, "/calls/{callID}/invite", action(false, http.StatusOK, func(ctx context.Context, a calls.Actor, id string, b inviteBody) (*calls.CallingInviteResult, error) {
 		return svc.CallingInvite(ctx, a, id, calls.CallingInviteInput{Invitees: b.Invitees, PushConfig: b.PushConfig, BusyPolicy: b.BusyPolicy})
 	}))
-	r.Post("/calls/{callID}/join", action(true, http.StatusOK, func(ctx context.Context, a calls.Actor, id string, b extendedDataBody) (*calls.JoinResult, error) {
+	r.Method(http.MethodPost, "/calls/{callID}/join", action(true, http.StatusOK, func(ctx context.Context, a calls.Actor, id string, b extendedDataBody) (*calls.JoinResult, error) {
 		return svc.Join(ctx, a, id, b.ExtendedData)
 	}))
-	r.Post("/calls/{callID}/quit", action(true, http.StatusOK, func(ctx context.Context, a calls.Actor, id string, b leaveBody) (*calls.QuitResult, error) {
+	r.Method(http.MethodPost, "/calls/{callID}/quit", action(true, http.StatusOK, func(ctx context.Context, a calls.Actor, id string, b leaveBody) (*calls.QuitResult, error) {
 		return svc.Quit(ctx, a, id, calls.LeaveInput{ExtendedData: b.ExtendedData, PushConfig: b.PushConfig})
 	}))
-	r.Post("/calls/{callID}/end", action(true, http.StatusOK, func(ctx context.Context, a calls.Actor, id string, b leaveBody) (*calls.EndResult, error) {
+	r.Method(http.MethodPost, "/calls/{callID}/end", action(true, http.StatusOK, func(ctx context.Context, a calls.Actor, id string, b leaveBody) (*calls.EndResult, error) {
 		return svc.End(ctx, a, id, calls.LeaveInput{ExtendedData: b.ExtendedData, PushConfig: b.PushConfig})
 	}))
 }
@@ -81,7 +81,7 @@ func mountCalls(r chi.Router, svc *calls.Service) {
 // encode its result with status. With an Idempotency-Key the service
 // records the encoded answer in the transaction of its change (or replays
 // the one recorded before), and that answer is what is sent.
-func action[B, R any](optionalBody bool, status int, do func(context.Context, calls.Actor, string, B) (R, error)) http.HandlerFunc {
+func action[B, R any](optionalBody bool, status int, do func(context.Context, calls.Actor, string, B) (R, error)) recordsInTx {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var body B
 		if err := decodeJSON(r, &body, optionalBody); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"callsig/calls"
@@ -112,5 +113,64 @@ func TestConcurrentKeyedCreatesMakeOneCall(t *testing.T) {
 	list, err := svc.List(context.Background(), calls.Actor{UserID: "bob"}, 10, 0)
 	if err != nil || fresh != 1 || len(list.CallList) != 1 {
 		t.Fatalf("%d fresh answers and %d calls (%v), want 1 and 1", fresh, len(list.CallList), err)
+	}
+}
+
+// lookupCounter counts the middleware's own reads of a key.
+type lookupCounter struct {
+	IdempotencyStore
+	lookups atomic.Int32
+}
+
+func (c *lookupCounter) LookupIdempotency(ctx context.Context, scope, key string, now int64) (*calls.IdempotencyRecord, error) {
+	c.lookups.Add(1)
+	return c.IdempotencyStore.LookupIdempotency(ctx, scope, key, now)
+}
+
+// The call actions record their key in the use-case's transaction
+// (recordsInTx), so a keyed request costs no lookup of its own before it
+// runs; replays, refusals and mismatches still answer as the contract
+// says. The middleware reads the key only when a refused request finds it
+// already taken.
+func TestKeyedActionsReadTheirKeyInTheirTransaction(t *testing.T) {
+	store := openStore(t)
+	counter := &lookupCounter{IdempotencyStore: store}
+	h := newTestHandler(t, func(d *Deps) {
+		d.Service = calls.NewService(calls.Options{Store: store})
+		d.Idempotency = counter
+	})
+	keyed := func(key string) map[string]string {
+		hdr := authed(t, "alice")
+		hdr["Idempotency-Key"] = key
+		return hdr
+	}
+	post := func(path, key, body string) *httptest.ResponseRecorder {
+		return do(h, req{method: "POST", path: path, body: body, header: keyed(key)})
+	}
+
+	first := post("/calls", "k1", `{"invitees":["bob"]}`)
+	again := post("/calls", "k1", `{"invitees":["bob"]}`)
+	if first.Code != 201 || again.Code != 201 || again.Body.String() != first.Body.String() ||
+		again.Header().Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("create %d %s, replay %d %s %v", first.Code, first.Body, again.Code, again.Body, again.Header())
+	}
+	// Refused in the use-case, stored after it, replayed from its transaction.
+	decodeProblem(t, post("/calls/nope/accept", "k2", ``), 404, "call_not_found")
+	refused := post("/calls/nope/accept", "k2", ``)
+	decodeProblem(t, refused, 404, "call_not_found")
+	if refused.Header().Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("a refusal's retry was not replayed: %v", refused.Header())
+	}
+	if n := counter.lookups.Load(); n != 0 {
+		t.Fatalf("the middleware looked keys up %d times, want 0", n)
+	}
+	// Another body under a key: the use-case finds the mismatch (422), and
+	// the middleware, finding the key taken, answers the same.
+	decodeProblem(t, post("/calls", "k1", `{"invitees":["carol"]}`), 422, "idempotency_conflict")
+	// Refused before any use-case ran (the body does not decode), under a
+	// key another request holds: still 422, from the middleware's lookup.
+	decodeProblem(t, post("/calls", "k1", `{"invitees":["bob"]} {}`), 422, "idempotency_conflict")
+	if n := counter.lookups.Load(); n != 2 {
+		t.Fatalf("the middleware looked keys up %d times, want 2 (the taken keys)", n)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"maps"
 	"net/http"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 // IdempotencyStore keeps Idempotency-Key records (db.Store). Records of
 // requests that changed something are written by the use-case itself, in
 // the transaction of the change (calls.Idempotency); this interface only
-// serves the fast path and the answers that changed nothing. Times are Unix
+// serves the answers that changed nothing. Times are Unix
 // milliseconds of the middleware's clock.
 type IdempotencyStore interface {
 	// LookupIdempotency returns the committed record under (scope, key),
@@ -53,22 +54,27 @@ type idemRequestKey struct{}
 // are scoped by user and route, so users never see each other's keys; it
 // runs after validation, so a request refused by the schema consumes no key.
 //
-//   - A committed record with the same method, path and body is replayed
-//     (Idempotent-Replayed: true); another request under the key is 422.
-//   - Otherwise the handler runs. Every handler that changes something (the
-//     call actions, the webhook admin POSTs) passes the key down
-//     (idempotentContext) to its use-case, which looks it up again inside
-//     its write transaction (a concurrent request with the key may have
-//     committed meanwhile: then it replays that one) and stores its answer
-//     with its change, so a crash leaves either both or neither. The store
-//     serializes writes, so concurrent requests with one key need no wait
-//     here.
-//   - An answer not recorded that way and not a 5xx (a refused request,
-//     which changed nothing) is stored afterwards in its own transaction,
-//     unless the key got a record meanwhile.
+//   - A handler that changes something (the call actions, the webhook admin
+//     POSTs) is a recordsInTx: it passes the key down (idempotentContext) to
+//     its use-case, which looks it up inside its write transaction. A record
+//     of the same method, path and body is replayed (Idempotent-Replayed:
+//     true), one of another request is 422; otherwise the use-case stores
+//     its answer with its change, so a crash leaves either both or neither.
+//     The store serializes writes, so concurrent requests with one key need
+//     no wait. The middleware does not look the key up first: that second
+//     lookup on every keyed request cost more than the replays it sped up
+//     (docs/benchmarks.md).
+//   - Any other handler runs only if the key holds no committed record, as
+//     above (looked up first).
+//   - An answer not recorded in a use-case's transaction and not a 5xx (a
+//     refused request, which changed nothing) is stored afterwards in its
+//     own transaction; if the key holds a record by then, that record
+//     decides the answer instead. So the answer is held (heldResponse)
+//     until the handler has returned.
 //
 // A 5xx or a panic stores nothing: the key may be retried.
 func (m *idempotency) middleware(next http.Handler) http.Handler {
+	_, inTx := next.(recordsInTx)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key := r.Header.Get("Idempotency-Key")
 		if r.Method != http.MethodPost || key == "" {
@@ -88,35 +94,95 @@ func (m *idempotency) middleware(next http.Handler) http.Handler {
 		now := m.now()
 		req := &idemRequest{scope: scope, key: key, fingerprint: fingerprint(r.Method, r.URL.Path, body),
 			now: now.UnixMilli(), expiresAt: now.Add(idempotencyTTL).UnixMilli()}
-		rec, err := m.store.LookupIdempotency(r.Context(), scope, key, req.now)
-		switch {
-		case err != nil:
-			writeError(w, r, err)
-			return
-		case rec != nil && rec.Fingerprint != req.fingerprint:
-			writeError(w, r, idempotencyMismatch())
-			return
-		case rec != nil:
-			writeStored(w, rec.Response, true)
+		if !inTx && m.replayed(w, r, req) {
 			return
 		}
 
-		rw := &responseRecorder{ResponseWriter: w, body: &bytes.Buffer{}}
-		next.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), idemRequestKey{}, req)))
-		if _, _, recorded := req.intent.Response(); recorded || rw.Status() >= 500 {
+		held := &heldResponse{header: http.Header{}}
+		next.ServeHTTP(held, r.WithContext(context.WithValue(r.Context(), idemRequestKey{}, req)))
+		if _, _, recorded := req.intent.Response(); recorded || held.Status() >= 500 {
+			held.sendTo(w)
 			return
 		}
 		// Record the outcome even if the client left meanwhile.
 		ctx := context.WithoutCancel(r.Context())
-		_, err = m.store.PutIdempotency(ctx, calls.IdempotencyRecord{
+		stored, err := m.store.PutIdempotency(ctx, calls.IdempotencyRecord{
 			Scope: scope, Key: key, Fingerprint: req.fingerprint,
-			Response:  calls.StoredResponse{Status: rw.Status(), ContentType: rw.Header().Get("Content-Type"), Body: rw.body.Bytes()},
+			Response:  calls.StoredResponse{Status: held.Status(), ContentType: held.header.Get("Content-Type"), Body: held.body.Bytes()},
 			CreatedAt: req.now, ExpiresAt: req.expiresAt,
 		})
 		if err != nil {
 			loggerFrom(ctx).Error("recording idempotent response", "err", err)
 		}
+		if err == nil && !stored && m.replayed(w, r.WithContext(ctx), req) {
+			return // the key was used before: that request's answer stands
+		}
+		held.sendTo(w)
 	})
+}
+
+// replayed answers req from the committed record its key holds, if any:
+// that record's answer, or 422 when it is another request's. It reports
+// whether it answered.
+func (m *idempotency) replayed(w http.ResponseWriter, r *http.Request, req *idemRequest) bool {
+	rec, err := m.store.LookupIdempotency(r.Context(), req.scope, req.key, req.now)
+	switch {
+	case err != nil:
+		writeError(w, r, err)
+	case rec != nil && rec.Fingerprint != req.fingerprint:
+		writeError(w, r, idempotencyMismatch())
+	case rec != nil:
+		writeStored(w, rec.Response, true)
+	default:
+		return false
+	}
+	return true
+}
+
+// recordsInTx is a handler that records its Idempotency-Key in its
+// use-case's write transaction (see middleware). Register it with
+// chi's Method, which keeps the type; Post would convert it away.
+type recordsInTx http.HandlerFunc
+
+func (h recordsInTx) ServeHTTP(w http.ResponseWriter, r *http.Request) { h(w, r) }
+
+// heldResponse keeps a keyed request's answer (status, headers, body) in
+// memory until the middleware knows it is the one to send. The answers of
+// POSTs are small JSON documents, never streamed.
+type heldResponse struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (h *heldResponse) Header() http.Header { return h.header }
+
+func (h *heldResponse) WriteHeader(code int) {
+	if h.status == 0 && code >= 200 {
+		h.status = code
+	}
+}
+
+func (h *heldResponse) Write(p []byte) (int, error) {
+	if h.status == 0 {
+		h.status = http.StatusOK
+	}
+	return h.body.Write(p)
+}
+
+// Status is the status written, 200 when the handler wrote nothing.
+func (h *heldResponse) Status() int {
+	if h.status == 0 {
+		return http.StatusOK
+	}
+	return h.status
+}
+
+// sendTo writes the held answer to w.
+func (h *heldResponse) sendTo(w http.ResponseWriter) {
+	maps.Copy(w.Header(), h.header)
+	w.WriteHeader(h.Status())
+	_, _ = w.Write(h.body.Bytes())
 }
 
 // idempotentContext returns the context to run a use-case in: when the

@@ -2,7 +2,6 @@ package handlers
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -12,8 +11,7 @@ import (
 	"callsig/calls"
 )
 
-// responseRecorder remembers the status and size of a response, and
-// optionally a copy of its body (for idempotent replay). It forwards
+// responseRecorder remembers the status and size of a response. It forwards
 // Flush and Unwrap, so http.ResponseController and streaming still work
 // through it.
 type responseRecorder struct {
@@ -21,7 +19,6 @@ type responseRecorder struct {
 	status      int
 	bytes       int64
 	wroteHeader bool
-	body        *bytes.Buffer // nil: do not capture
 	// onHijack, when set, is called on the handler's goroutine when the
 	// handler takes the connection over, and returns what to call once the
 	// connection closes, with the bytes written on it (see accessLog).
@@ -32,7 +29,7 @@ type responseRecorder struct {
 // recorderFor reuses w when it already records, so stacked observers share
 // one wrapper.
 func recorderFor(w http.ResponseWriter) *responseRecorder {
-	if rec, ok := w.(*responseRecorder); ok && rec.body == nil {
+	if rec, ok := w.(*responseRecorder); ok {
 		return rec
 	}
 	return &responseRecorder{ResponseWriter: w}
@@ -51,9 +48,6 @@ func (w *responseRecorder) Write(p []byte) (int, error) {
 	}
 	n, err := w.ResponseWriter.Write(p)
 	w.bytes += int64(n)
-	if w.body != nil {
-		w.body.Write(p[:n])
-	}
 	return n, err
 }
 

@@ -45,7 +45,7 @@ func mountWebhooks(r chi.Router, reg WebhookAdmin) {
 	if reg == nil {
 		return
 	}
-	r.Post("/webhooks", func(w http.ResponseWriter, r *http.Request) {
+	r.Method(http.MethodPost, "/webhooks", recordsInTx(func(w http.ResponseWriter, r *http.Request) {
 		var b createWebhookBody
 		if err := decodeJSON(r, &b, false); err != nil {
 			writeError(w, r, err)
@@ -54,7 +54,7 @@ func mountWebhooks(r chi.Router, reg WebhookAdmin) {
 		ctx, intent := idempotentContext(r, http.StatusCreated)
 		e, err := reg.Create(ctx, webhooks.CreateInput{URL: b.URL, EventTypes: b.EventTypes, Description: b.Description})
 		respondIdempotent(w, r, intent, http.StatusCreated, e, err)
-	})
+	}))
 	r.Get("/webhooks", func(w http.ResponseWriter, r *http.Request) {
 		list, err := reg.List(r.Context())
 		respond(w, r, http.StatusOK, map[string]any{"webhooks": list}, err)
@@ -83,9 +83,9 @@ func mountWebhooks(r chi.Router, reg WebhookAdmin) {
 		list, err := reg.Deliveries(r.Context(), chi.URLParam(r, "id"), q)
 		respond(w, r, http.StatusOK, map[string]any{"deliveries": list}, err)
 	})
-	r.Post("/webhooks/{id}/deliveries/{deliveryID}/retry", func(w http.ResponseWriter, r *http.Request) {
+	r.Method(http.MethodPost, "/webhooks/{id}/deliveries/{deliveryID}/retry", recordsInTx(func(w http.ResponseWriter, r *http.Request) {
 		ctx, intent := idempotentContext(r, http.StatusAccepted)
 		d, err := reg.Retry(ctx, chi.URLParam(r, "id"), chi.URLParam(r, "deliveryID"))
 		respondIdempotent(w, r, intent, http.StatusAccepted, d, err)
-	})
+	}))
 }
