@@ -57,10 +57,20 @@ func WithDSN(rewrite func(dsn string) string) Option {
 // Matrix runs story once on each backend, as subtests named after them, so
 // one end-to-end test covers SQLite, PostgreSQL and a cluster with the same
 // code. story passes opt to Start with its other options.
+//
+// The backends run in parallel (go test's -parallel bounds how many at
+// once): each has its own server, database and NATS prefix, and most of a
+// story's time is spent waiting on PostgreSQL, so the matrix costs about
+// its slowest backend rather than the sum. A story must therefore keep all
+// its state inside story.
 func Matrix(t *testing.T, story func(t *testing.T, opt Option)) {
 	t.Helper()
+	t.Parallel()
 	for _, b := range Backends {
-		t.Run(b.String(), func(t *testing.T) { story(t, WithBackend(b)) })
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			story(t, WithBackend(b))
+		})
 	}
 }
 
