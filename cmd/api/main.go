@@ -24,6 +24,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) < 2 || (os.Args[1] != "token" && os.Args[1] != "migrate") {
+		smallStacks() // the server only: it may hold tens of thousands of streams
+	}
 	// The first signal starts a graceful shutdown; serve then calls stop,
 	// which gives the signals back their default action, so a second
 	// SIGTERM or Ctrl-C kills a shutdown that takes too long.
