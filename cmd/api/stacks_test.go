@@ -18,7 +18,7 @@ import (
 // which the runtime read as it started.
 func TestServerStartsWithSmallStacks(t *testing.T) {
 	if runtime.GOOS != "linux" {
-		t.Skip("reads /proc/<pid>/environ")
+		t.Skip("needs Linux: the check reads the server's environment from /proc/<pid>/environ")
 	}
 	for _, tc := range []struct{ godebug, want string }{
 		{"", "adaptivestackstart=0"},

@@ -58,11 +58,11 @@ func WithDSN(rewrite func(dsn string) string) Option {
 // one end-to-end test covers SQLite, PostgreSQL and a cluster with the same
 // code. story passes opt to Start with its other options.
 //
-// The backends run in parallel (go test's -parallel bounds how many at
-// once): each has its own server, database and NATS prefix, and most of a
-// story's time is spent waiting on PostgreSQL, so the matrix costs about
-// its slowest backend rather than the sum. A story must therefore keep all
-// its state inside story.
+// The story runs in parallel with the other parallel tests, and so do its
+// backends (go test's -parallel bounds how many at once): each backend has
+// its own server, database and NATS prefix, and much of a story's time is
+// spent waiting on PostgreSQL. A story must therefore keep all its state
+// inside story, and cannot use t.Setenv.
 func Matrix(t *testing.T, story func(t *testing.T, opt Option)) {
 	t.Helper()
 	t.Parallel()
