@@ -29,8 +29,10 @@ type memLog struct {
 	// reads counts EventsAfter calls per user.
 	reads map[string]int
 	// gate, when set, holds PendingInvitations until closed; entered is
-	// signalled when a call starts waiting.
-	gate, entered chan struct{}
+	// signalled when a call starts waiting. afterGate and afterEntered do
+	// the same for EventsAfter.
+	gate, entered           chan struct{}
+	afterGate, afterEntered chan struct{}
 }
 
 func newMemLog() *memLog {
@@ -55,7 +57,10 @@ func (l *memLog) add(evs ...calls.Event) []calls.Event {
 	return evs
 }
 
-func (l *memLog) EventsAfter(_ context.Context, user string, after int64, limit int) ([]calls.Event, error) {
+func (l *memLog) EventsAfter(ctx context.Context, user string, after int64, limit int) ([]calls.Event, error) {
+	if err := waitGate(ctx, l.afterGate, l.afterEntered); err != nil {
+		return nil, err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.reads[user]++
@@ -71,13 +76,8 @@ func (l *memLog) EventsAfter(_ context.Context, user string, after int64, limit 
 // PendingInvitations waits for gate, if set, or for ctx: a read the stream
 // gave up on.
 func (l *memLog) PendingInvitations(ctx context.Context, user string, limit int) ([]calls.Event, error) {
-	if l.gate != nil {
-		l.entered <- struct{}{}
-		select {
-		case <-l.gate:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	if err := waitGate(ctx, l.gate, l.entered); err != nil {
+		return nil, err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -86,6 +86,21 @@ func (l *memLog) PendingInvitations(ctx context.Context, user string, limit int)
 		ids = ids[len(ids)-limit:]
 	}
 	return l.byID(ids), nil
+}
+
+// waitGate signals entered and waits for gate to close, or for ctx; a nil
+// gate lets the read through.
+func waitGate(ctx context.Context, gate, entered chan struct{}) error {
+	if gate == nil {
+		return nil
+	}
+	entered <- struct{}{}
+	select {
+	case <-gate:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // byID returns the events with the given ids, in the order given. mu is held.

@@ -249,7 +249,8 @@ type subscriber struct {
 	evicted chan struct{}
 	// stop cancels the stream's context: an evicted stream still opening
 	// (waiting for or in a log read) ends at once too, so one user never
-	// holds more than MaxStreamsPerUser streams' worth of work.
+	// holds more than MaxStreamsPerUser streams' worth of work; and
+	// Shutdown ends the log reads of the interruptible ones.
 	stop context.CancelFunc
 	// With PerUserIDOrder only: the stream's position in the log (its
 	// lastID; unpositioned, the largest int64, until its opening set it)
@@ -393,6 +394,7 @@ func (h *Hub) Shutdown() {
 			// then sees done.
 			if s.interruptible.Load() {
 				_ = s.cut.SetWriteDeadline(now)
+				s.stop() // and its reads of the log
 			}
 		}
 	}

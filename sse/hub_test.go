@@ -117,6 +117,22 @@ func TestShutdown(t *testing.T) {
 	r.svc.waitReports(t, "online bob") // no offline report for a shutdown
 }
 
+// Shutdown ends a stream that is reading the log once its client could
+// resume losslessly (a resuming one, here): the read is cancelled, so the
+// stream ends at once rather than after Options.ReadTimeout, and its turn
+// to read is free again.
+func TestShutdownCancelsAResumingStreamsRead(t *testing.T) {
+	r := newRig(t, Options{ReadTimeout: time.Minute})
+	r.log.add(inv("bob", "c1"))
+	r.log.afterGate, r.log.afterEntered = make(chan struct{}), make(chan struct{}, 1)
+	defer close(r.log.afterGate)
+	c := r.open("bob", "default", "1")
+	<-r.log.afterEntered // its catch-up waits in EventsAfter
+	r.hub.Shutdown()
+	c.ended()
+	wait.For(t, 3*time.Second, "the stream's read turn back", func() bool { return r.hub.Streams() == 0 && len(r.hub.readers) == 0 })
+}
+
 func counter(c prometheus.Counter) float64 {
 	var m dto.Metric
 	if err := c.Write(&m); err != nil {
