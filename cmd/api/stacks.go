@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"strings"
+	"syscall"
 )
 
 // stacksSetting is the runtime setting smallStacks adds to GODEBUG.
@@ -44,5 +45,5 @@ func smallStacks() {
 			env = append(env, kv)
 		}
 	}
-	_ = execve(exe, os.Args, env) // returns only if it failed
+	_ = syscall.Exec(exe, os.Args, env) // returns only if it failed
 }
