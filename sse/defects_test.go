@@ -20,21 +20,21 @@ func TestHeadersBeforeTheCatchUp(t *testing.T) {
 	r := newRig(t, Options{})
 	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
 	r.log.pending["bob"] = []int64{1}
-	r.log.gate, r.log.entered = make(chan struct{}), make(chan struct{}, 1)
+	r.log.pendingGate = newGate(1)
 	opened := make(chan *client, 1)
 	go func() { opened <- r.open("bob", "d", "") }()
 	var c *client
 	select {
 	case c = <-opened:
 	case <-time.After(3 * time.Second):
-		close(r.log.gate) // let the stream go, so the rig can stop
+		close(r.log.pendingGate.hold) // let the stream go, so the rig can stop
 		t.Fatal("no response headers while the pending invitations are read")
 	}
-	<-r.log.entered
+	<-r.log.pendingGate.entered
 	if b := c.raw(); b.id != "" || b.event != "" { // the opening block, read is still held
 		t.Fatalf("first block %+v, want the opening block", b)
 	}
-	close(r.log.gate)
+	close(r.log.pendingGate.hold)
 	if b := c.next(); b.id != "1" {
 		t.Fatalf("after the read %+v, want invitation 1", b)
 	}
@@ -44,8 +44,8 @@ func TestHeadersBeforeTheCatchUp(t *testing.T) {
 // read: the stream ends at once, its read-pool turn is free again.
 func TestClientLeavingCancelsTheCatchUp(t *testing.T) {
 	r := newRig(t, Options{})
-	r.log.gate, r.log.entered = make(chan struct{}), make(chan struct{}, 1)
-	defer close(r.log.gate)
+	r.log.pendingGate = newGate(1)
+	defer close(r.log.pendingGate.hold)
 	conn, err := net.Dial("tcp", strings.TrimPrefix(r.srv.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +54,7 @@ func TestClientLeavingCancelsTheCatchUp(t *testing.T) {
 	if _, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil {
 		t.Fatal(err)
 	}
-	<-r.log.entered
+	<-r.log.pendingGate.entered
 	conn.Close()
 	wait.For(t, 3*time.Second, "the stream to end", func() bool { return r.hub.Streams() == 0 && len(r.hub.readers) == 0 })
 }
@@ -170,8 +170,8 @@ func TestResumeReportsALostDelivery(t *testing.T) {
 // the cap's worth of connections and goroutines.
 func TestEvictedStreamEndsWhileOpening(t *testing.T) {
 	r := newRig(t, Options{MaxStreamsPerUser: 2, LogReaders: 1})
-	r.log.gate, r.log.entered = make(chan struct{}), make(chan struct{}, 100)
-	defer close(r.log.gate)
+	r.log.pendingGate = newGate(100)
+	defer close(r.log.pendingGate.hold)
 	closed := make(chan int, 8)
 	for i := range 8 {
 		conn, err := net.Dial("tcp", strings.TrimPrefix(r.srv.URL, "http://"))
@@ -210,7 +210,7 @@ func TestEvictedStreamEndsWhileOpening(t *testing.T) {
 // queued behind all of them.
 func TestLogReadsTakeTurnsPerUser(t *testing.T) {
 	r := newRig(t, Options{MaxStreamsPerUser: 10, LogReaders: 2})
-	r.log.gate, r.log.entered = make(chan struct{}), make(chan struct{}, 100)
+	r.log.pendingGate = newGate(100)
 	for i := range 5 {
 		conn, err := net.Dial("tcp", strings.TrimPrefix(r.srv.URL, "http://"))
 		if err != nil {
@@ -222,12 +222,12 @@ func TestLogReadsTakeTurnsPerUser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	<-r.log.entered // one of bob's reads holds a shared token; his others wait for his turn
+	<-r.log.pendingGate.entered // one of bob's reads holds a shared token; his others wait for his turn
 	if n := len(r.hub.readers); n != 1 {
 		t.Fatalf("bob holds %d shared read tokens, want 1", n)
 	}
 	carol := r.open("carol", "d", "")
-	<-r.log.entered // carol's read got the other shared token at once
-	close(r.log.gate)
+	<-r.log.pendingGate.entered // carol's read got the other shared token at once
+	close(r.log.pendingGate.hold)
 	carol.raw() // opening
 }

@@ -28,11 +28,32 @@ type memLog struct {
 	unreceived map[string][]int64
 	// reads counts EventsAfter calls per user.
 	reads map[string]int
-	// gate, when set, holds PendingInvitations until closed; entered is
-	// signalled when a call starts waiting. afterGate and afterEntered do
-	// the same for EventsAfter.
-	gate, entered           chan struct{}
-	afterGate, afterEntered chan struct{}
+	// Gates, when set, hold a kind of read: PendingInvitations, EventsAfter
+	// and OldestEventID.
+	pendingGate, afterGate, oldestGate readGate
+}
+
+// readGate holds the reads it guards until hold is closed; entered is
+// signalled when one starts waiting. The zero value lets reads through.
+type readGate struct{ hold, entered chan struct{} }
+
+// newGate returns a closed-off gate whose entered signal buffers n reads.
+func newGate(n int) readGate {
+	return readGate{hold: make(chan struct{}), entered: make(chan struct{}, n)}
+}
+
+// wait signals entered and waits for hold to close, or for ctx.
+func (g readGate) wait(ctx context.Context) error {
+	if g.hold == nil {
+		return nil
+	}
+	g.entered <- struct{}{}
+	select {
+	case <-g.hold:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func newMemLog() *memLog {
@@ -58,7 +79,7 @@ func (l *memLog) add(evs ...calls.Event) []calls.Event {
 }
 
 func (l *memLog) EventsAfter(ctx context.Context, user string, after int64, limit int) ([]calls.Event, error) {
-	if err := waitGate(ctx, l.afterGate, l.afterEntered); err != nil {
+	if err := l.afterGate.wait(ctx); err != nil {
 		return nil, err
 	}
 	l.mu.Lock()
@@ -73,10 +94,10 @@ func (l *memLog) EventsAfter(ctx context.Context, user string, after int64, limi
 	return out, nil
 }
 
-// PendingInvitations waits for gate, if set, or for ctx: a read the stream
+// PendingInvitations waits for its gate, if set, or for ctx: a read the stream
 // gave up on.
 func (l *memLog) PendingInvitations(ctx context.Context, user string, limit int) ([]calls.Event, error) {
-	if err := waitGate(ctx, l.gate, l.entered); err != nil {
+	if err := l.pendingGate.wait(ctx); err != nil {
 		return nil, err
 	}
 	l.mu.Lock()
@@ -86,21 +107,6 @@ func (l *memLog) PendingInvitations(ctx context.Context, user string, limit int)
 		ids = ids[len(ids)-limit:]
 	}
 	return l.byID(ids), nil
-}
-
-// waitGate signals entered and waits for gate to close, or for ctx; a nil
-// gate lets the read through.
-func waitGate(ctx context.Context, gate, entered chan struct{}) error {
-	if gate == nil {
-		return nil
-	}
-	entered <- struct{}{}
-	select {
-	case <-gate:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // byID returns the events with the given ids, in the order given. mu is held.
@@ -154,7 +160,10 @@ func (l *memLog) readsOf(user string) int {
 	return l.reads[user]
 }
 
-func (l *memLog) OldestEventID(context.Context) (int64, error) {
+func (l *memLog) OldestEventID(ctx context.Context) (int64, error) {
+	if err := l.oldestGate.wait(ctx); err != nil {
+		return 0, err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.events) == 0 {

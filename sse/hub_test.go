@@ -124,11 +124,28 @@ func TestShutdown(t *testing.T) {
 func TestShutdownCancelsAResumingStreamsRead(t *testing.T) {
 	r := newRig(t, Options{ReadTimeout: time.Minute})
 	r.log.add(inv("bob", "c1"))
-	r.log.afterGate, r.log.afterEntered = make(chan struct{}), make(chan struct{}, 1)
-	defer close(r.log.afterGate)
+	r.log.afterGate = newGate(1)
+	defer close(r.log.afterGate.hold)
 	c := r.open("bob", "default", "1")
-	<-r.log.afterEntered // its catch-up waits in EventsAfter
+	<-r.log.afterGate.entered // its catch-up waits in EventsAfter
 	r.hub.Shutdown()
+	c.ended()
+	wait.For(t, 3*time.Second, "the stream's read turn back", func() bool { return r.hub.Streams() == 0 && len(r.hub.readers) == 0 })
+}
+
+// A resuming stream still checking its Last-Event-ID when Shutdown runs is
+// not interruptible yet, so Shutdown leaves its read alone; it turns
+// interruptible once the check is done, sees the shutdown there, and its
+// catch-up read ends at once rather than after Options.ReadTimeout.
+func TestStreamInterruptibleAfterShutdownStopsReading(t *testing.T) {
+	r := newRig(t, Options{ReadTimeout: time.Minute})
+	r.log.add(inv("bob", "c1"), inv("bob", "c2"))
+	r.log.oldestGate, r.log.afterGate = newGate(1), newGate(1)
+	defer close(r.log.afterGate.hold)
+	c := r.open("bob", "default", "1")
+	<-r.log.oldestGate.entered // is 1 still in the log? (see stream.expired)
+	r.hub.Shutdown()
+	close(r.log.oldestGate.hold)
 	c.ended()
 	wait.For(t, 3*time.Second, "the stream's read turn back", func() bool { return r.hub.Streams() == 0 && len(r.hub.readers) == 0 })
 }

@@ -123,7 +123,7 @@ func TestShutdownWhileANewStreamOpens(t *testing.T) {
 	r := newRig(t, Options{Log: log})
 	r.hub.Committed(log.add(inv("bob", "c1"), changedEv("carol", "c2", "")), 0)
 	log.pending["bob"] = []int64{1}
-	log.gate, log.entered = make(chan struct{}), make(chan struct{}, 1)
+	log.pendingGate = newGate(1)
 
 	body := make(chan string, 1)
 	go func() {
@@ -136,9 +136,9 @@ func TestShutdownWhileANewStreamOpens(t *testing.T) {
 		b, _ := io.ReadAll(res.Body)
 		body <- string(b)
 	}()
-	<-log.entered
+	<-log.pendingGate.entered
 	r.hub.Shutdown()
-	close(log.gate)
+	close(log.pendingGate.hold)
 	got := <-body
 	want := "retry: 3000\n\nid: 1\nevent: callInvitationReceived\ndata: {\"callID\":\"c1\"}\n\nid: 2\n\n"
 	if got != want {
