@@ -260,16 +260,23 @@ func (sc *Scheduler) setTimerLocked(at int64) {
 // restart with many tracked calls never holds the writer for long.
 const armBatch = 500
 
+// armRetryMax caps the wait between two attempts of a startup arming
+// transaction that failed; the first retry comes after retryDelay.
+const armRetryMax = 30 * time.Second
+
 // Run re-arms the caller-offline grace of the calls the rule watches (after
 // a start no stream has been open for them yet), then fires deadlines until
-// ctx is done. It returns nil after ctx is done, or the error that kept it
-// from arming.
+// ctx is done. It returns nil once ctx is done.
+//
+// A failed arming transaction (the store out of reach as the server
+// starts, say) is logged and tried again, in real time, until it commits:
+// returning the error would stop the whole server (see app.App.Run) and
+// end every open stream over what is usually a passing outage. Deadlines
+// fire only once arming is done; while the store cannot serve, nothing
+// would fire anyway.
 func (s *Service) Run(ctx context.Context) error {
-	if err := s.armCallersAtStart(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("arm caller-offline deadlines: %w", err)
+	if !s.armCallersAtStart(ctx) {
+		return nil
 	}
 	s.sched.run(ctx)
 	return nil
@@ -282,55 +289,80 @@ func (s *Service) Run(ctx context.Context) error {
 // Run may start after the HTTP server, and Presence turns online before
 // UserOnline runs, so either this transaction sees the caller online, or
 // UserOnline's later transaction clears what this one armed.
-func (s *Service) armCallersAtStart(ctx context.Context) error {
+//
+// A batch that fails is retried from where it began, with a growing wait;
+// what earlier batches armed stays armed. It returns false when ctx ended
+// first.
+func (s *Service) armCallersAtStart(ctx context.Context) bool {
 	var after int64
+	wait := retryDelay
 	for {
-		var (
-			changes []*Change
-			n       int
-			last    int64
-		)
-		err := s.store.Update(ctx, func(tx Tx) error {
-			changes, last = changes[:0], after // fn may run again (see Store.Update)
-			list, err := tx.TrackedCallerOfflineCalls(ctx, after, armBatch)
-			if err != nil {
-				return err
-			}
-			n = len(list)
-			now := s.now()
-			for _, c := range list {
-				last = max(last, c.Seq)
-				if s.cfg.SharedPresence && c.CallerOfflineAt > 0 {
-					// Armed when the caller left (or by a node's sweep); a
-					// node restarting must not postpone it: in a rolling
-					// restart every node would.
-					continue
-				}
-				// Unknown counts as online: arming the grace of a caller
-				// connected to another node would cancel its calls.
-				if s.online(ctx, c.Caller, true) {
-					continue
-				}
-				if ch := CallerPresence(c, false, now, s.cfg.HeartbeatTimeout); ch != nil {
-					if err := tx.Save(ctx, ch); err != nil {
-						return err
-					}
-					changes = append(changes, ch)
-				}
-			}
-			return nil
-		})
+		n, last, err := s.armCallersBatch(ctx, after)
+		if ctx.Err() != nil {
+			return false
+		}
 		if err != nil {
-			return err
+			s.log.Error("arm caller-offline deadlines; retrying", "err", err, "retry_in", wait)
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return false
+			case <-t.C:
+			}
+			wait = min(2*wait, armRetryMax)
+			continue
 		}
-		for _, ch := range changes {
-			s.committed(ch)
-		}
+		wait = retryDelay
 		if n < armBatch {
-			return nil
+			return true
 		}
 		after = last
 	}
+}
+
+// armCallersBatch arms, in one transaction, the grace of up to armBatch
+// tracked calls after sequence number after; it returns how many it looked
+// at and the last sequence number among them.
+func (s *Service) armCallersBatch(ctx context.Context, after int64) (n int, last int64, err error) {
+	var changes []*Change
+	err = s.store.Update(ctx, func(tx Tx) error {
+		changes, last = changes[:0], after // fn may run again (see Store.Update)
+		list, err := tx.TrackedCallerOfflineCalls(ctx, after, armBatch)
+		if err != nil {
+			return err
+		}
+		n = len(list)
+		now := s.now()
+		for _, c := range list {
+			last = max(last, c.Seq)
+			if s.cfg.SharedPresence && c.CallerOfflineAt > 0 {
+				// Armed when the caller left (or by a node's sweep); a
+				// node restarting must not postpone it: in a rolling
+				// restart every node would.
+				continue
+			}
+			// Unknown counts as online: arming the grace of a caller
+			// connected to another node would cancel its calls.
+			if s.online(ctx, c.Caller, true) {
+				continue
+			}
+			if ch := CallerPresence(c, false, now, s.cfg.HeartbeatTimeout); ch != nil {
+				if err := tx.Save(ctx, ch); err != nil {
+					return err
+				}
+				changes = append(changes, ch)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("arm caller-offline deadlines: %w", err)
+	}
+	for _, ch := range changes {
+		s.committed(ch)
+	}
+	return n, last, nil
 }
 
 // expireClaimed fires up to limit due deadlines claimed through cl in one

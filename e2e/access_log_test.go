@@ -23,6 +23,13 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
+// has says whether any log line so far contains s.
+func (b *logBuffer) has(s string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Contains(b.buf.Bytes(), []byte(s))
+}
+
 // requests returns the access-log lines for route.
 func (b *logBuffer) requests(t *testing.T, route string) []map[string]any {
 	b.mu.Lock()

@@ -133,3 +133,43 @@ func TestClusterPostgresUnreachable(t *testing.T) {
 	bob.expect(ev(calls.EventReceived, c2), changed(c2, "bob=received")) // the same stream
 	bob.seenExactlyTheLog()
 }
+
+// PostgreSQL out of reach just as the server starts its background parts:
+// the scheduler's first transaction (re-arming the callers' grace) fails.
+// The server does not stop over it: it tries again until PostgreSQL is
+// back, then arms the grace, and deadlines fire as after any restart.
+func TestPostgresUnreachableAsTheServerStarts(t *testing.T) {
+	proxy := testkit.StartTCPProxy(t, "127.0.0.1:5432")
+	logs := &logBuffer{}
+	s := testkit.Start(t, testkit.WithBackend(testkit.Postgres), testkit.WithFakeClock(), testkit.WithLogs(logs),
+		testkit.WithDSN(func(dsn string) string { return strings.Replace(dsn, "127.0.0.1:5432", proxy.Addr, 1) }))
+	grace := s.Config.HeartbeatTimeout
+	listen(t, s, "alice", "") // the caller had a stream: the rule watches the call
+	c1 := s.Client("alice").Invite(nil, "bob").CallID
+
+	s.BeforeRun = proxy.Cut
+	s.Restart()
+	restartedAt := s.Now()
+	wait.For(t, 10*time.Second, "the failed arming logged", func() bool {
+		return logs.has("arm caller-offline deadlines; retrying")
+	})
+	proxy.Restore()
+	wait.For(t, 20*time.Second, "/readyz is 200 again", func() bool {
+		res, err := http.Get(s.URL + "/readyz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	})
+	bob := listen(t, s, "bob", "")
+	bob.expect(ev(calls.EventReceived, c1), changed(c1, "bob=received"))
+	wait.For(t, 20*time.Second, "the caller-offline deadline", func() bool {
+		return loadCall(t, s, c1).CallerOfflineAt != 0
+	})
+	if at := loadCall(t, s, c1).CallerOfflineAt; at != restartedAt+grace.Milliseconds() {
+		t.Fatalf("offline deadline %d, want restart+grace %d", at, restartedAt+grace.Milliseconds())
+	}
+	s.Advance(grace)
+	bob.expect(ev(calls.EventCancelled, c1), changed(c1, "bob=cancelled"))
+}

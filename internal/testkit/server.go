@@ -41,6 +41,10 @@ type Server struct {
 	mu    sync.Mutex
 	// catchUp is app.Options.EventCatchUp (0: the default).
 	catchUp time.Duration
+	// BeforeRun, when set, runs at each node's start between building the
+	// app and starting its background parts: a story can make the store
+	// unreachable just as the parts start (see TCPProxy.Cut).
+	BeforeRun func()
 }
 
 // node is one running app of a Server.
@@ -179,6 +183,9 @@ func (s *Server) startNode(n *node) {
 	hs.Listener.Close()
 	hs.Listener = a.Listener(ln)
 	hs.Config = a.Server()
+	if s.BeforeRun != nil {
+		s.BeforeRun()
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- a.Run(ctx) }()
