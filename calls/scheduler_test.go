@@ -2,7 +2,10 @@ package calls
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // claimerOnly is a DeadlineClaimer that says nothing about batching.
@@ -36,6 +39,99 @@ func TestClaimBatching(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if p, b := claimBatching(tc.cl); p != tc.parallel || b != tc.batchSize {
 				t.Errorf("claimBatching = %d × %d, want %d × %d", p, b, tc.parallel, tc.batchSize)
+			}
+		})
+	}
+}
+
+// setClock is a clock a test sets by hand; its timers are never used here.
+type setClock struct{ ms atomic.Int64 }
+
+func (c *setClock) Now() time.Time { return time.UnixMilli(c.ms.Load()) }
+func (c *setClock) AfterFunc(d time.Duration, f func()) Timer {
+	panic("setClock: no timers")
+}
+
+// claimStore is a DeadlineClaimer over bare deadline times. A claim takes
+// every pending deadline due at its now, except one held by another
+// transaction (held counts the claims it is still held for); afterClaim
+// runs after each claim.
+type claimStore struct {
+	Store      // the rest of the port: never called by claimRound
+	mu         sync.Mutex
+	pending    []int64
+	held       map[int64]int
+	afterClaim func()
+}
+
+func (s *claimStore) DeadlineBatching() (int, int) { return 1, 64 }
+
+func (s *claimStore) UpdateDue(_ context.Context, now int64, limit int, _ func(Tx, []Deadline) error) (int, error) {
+	s.mu.Lock()
+	claimed, keep := 0, s.pending[:0]
+	for _, at := range s.pending {
+		switch {
+		case at <= now && s.held[at] > 0:
+			s.held[at]--
+		case at <= now && claimed < limit:
+			claimed++
+			continue
+		}
+		keep = append(keep, at)
+	}
+	s.pending = keep
+	after := s.afterClaim
+	s.afterClaim = nil
+	s.mu.Unlock()
+	if after != nil {
+		after()
+	}
+	return claimed, nil
+}
+
+func (s *claimStore) NextDeadline(context.Context) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := int64(0)
+	for _, at := range s.pending {
+		if next == 0 || at < next {
+			next = at
+		}
+	}
+	return next, nil
+}
+
+// A round waits for a due deadline only when another transaction holds it.
+// One that fell due while the round's claims ran is claimed again at once:
+// a wait for it would make a steady stream of deadlines claimBackoff late
+// (on one node, where nobody else ever holds one, the round never waits).
+func TestClaimRoundWaitsOnlyForHeldDeadlines(t *testing.T) {
+	const t0 = int64(1_000_000)
+	for _, tc := range []struct {
+		name     string
+		pending  []int64
+		held     map[int64]int
+		advance  int64 // the clock moves this far during the first claim
+		backoffs int64
+	}{
+		{name: "falls due during the claim", pending: []int64{t0 + 5}, advance: 10, backoffs: 0},
+		{name: "held by another transaction", pending: []int64{t0 - 1}, held: map[int64]int{t0 - 1: 1}, backoffs: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := &setClock{}
+			clock.ms.Store(t0)
+			st := &claimStore{pending: tc.pending, held: tc.held}
+			st.afterClaim = func() { clock.ms.Add(tc.advance) }
+			s := NewService(Options{Store: st, Clock: clock})
+			next, err := s.sched.claimRound(context.Background(), st)
+			if err != nil || next != 0 {
+				t.Fatalf("claimRound = %d, %v; want 0 (nothing left), nil", next, err)
+			}
+			if len(st.pending) != 0 {
+				t.Fatalf("left unfired: %v", st.pending)
+			}
+			if got := s.sched.backoffs.Load(); got != tc.backoffs {
+				t.Fatalf("waited %d times for held deadlines, want %d", got, tc.backoffs)
 			}
 		})
 	}
