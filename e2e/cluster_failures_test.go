@@ -36,6 +36,19 @@ func nodeMetric(t *testing.T, nodeURL, series string) (v float64, ok bool) {
 	return 0, false
 }
 
+// waitReady waits until /readyz answers 200 (PostgreSQL reachable again).
+func waitReady(t *testing.T, s *testkit.Server) {
+	t.Helper()
+	wait.For(t, 20*time.Second, "/readyz is 200 again", func() bool {
+		res, err := http.Get(s.URL + "/readyz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	})
+}
+
 // natsConnected is the gauge each node exports for its NATS connection.
 const natsConnected = "callsig_nats_connected"
 
@@ -118,14 +131,7 @@ func TestClusterPostgresUnreachable(t *testing.T) {
 	}
 
 	proxy.Restore()
-	wait.For(t, 20*time.Second, "/readyz is 200 again", func() bool {
-		res, err := http.Get(s.URL + "/readyz")
-		if err != nil {
-			return false
-		}
-		res.Body.Close()
-		return res.StatusCode == http.StatusOK
-	})
+	waitReady(t, s)
 	if got := alice.GetCall(c1); got.CallID != c1 {
 		t.Fatalf("call acknowledged before the cut: %+v", got)
 	}
@@ -154,14 +160,7 @@ func TestPostgresUnreachableAsTheServerStarts(t *testing.T) {
 		return logs.has("arm caller-offline deadlines; retrying")
 	})
 	proxy.Restore()
-	wait.For(t, 20*time.Second, "/readyz is 200 again", func() bool {
-		res, err := http.Get(s.URL + "/readyz")
-		if err != nil {
-			return false
-		}
-		res.Body.Close()
-		return res.StatusCode == http.StatusOK
-	})
+	waitReady(t, s)
 	bob := listen(t, s, "bob", "")
 	bob.expect(ev(calls.EventReceived, c1), changed(c1, "bob=received"))
 	wait.For(t, 20*time.Second, "the caller-offline deadline", func() bool {
