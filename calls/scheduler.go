@@ -281,17 +281,22 @@ const armRetryMax = 30 * time.Second
 
 // Run re-arms the caller-offline grace of the calls the rule watches (after
 // a start no stream has been open for them yet), then fires deadlines until
-// ctx is done. It returns nil once ctx is done.
+// ctx is done. It returns nil once ctx is done, or the error that kept it
+// from arming.
 //
-// A failed arming transaction (the store out of reach as the server
-// starts, say) is logged and tried again, in real time, until it commits:
-// returning the error would stop the whole server (see app.App.Run) and
-// end every open stream over what is usually a passing outage. Deadlines
-// fire only once arming is done; while the store cannot serve, nothing
-// would fire anyway.
+// An arming transaction the store cannot serve now (ErrUnavailable: the
+// store out of reach as the server starts, say) is logged and tried again,
+// in real time, until it commits: returning it would stop the whole server
+// (see app.App.Run) and end every open stream over a passing outage, and
+// while the store cannot serve, no deadline would fire anyway. Any other
+// failure is returned: a server whose deadlines cannot be armed must not go
+// on answering as if whole.
 func (s *Service) Run(ctx context.Context) error {
-	if !s.armCallersAtStart(ctx) {
-		return nil
+	if err := s.armCallersAtStart(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
 	}
 	s.sched.run(ctx)
 	return nil
@@ -305,24 +310,23 @@ func (s *Service) Run(ctx context.Context) error {
 // UserOnline runs, so either this transaction sees the caller online, or
 // UserOnline's later transaction clears what this one armed.
 //
-// A batch that fails is retried from where it began, with a growing wait;
-// what earlier batches armed stays armed. It returns false when ctx ended
-// first.
-func (s *Service) armCallersAtStart(ctx context.Context) bool {
+// A batch the store cannot serve now is retried from where it began, with
+// a growing wait; what earlier batches armed stays armed.
+func (s *Service) armCallersAtStart(ctx context.Context) error {
 	var after int64
 	wait := retryDelay
 	for {
 		n, last, err := s.armCallersBatch(ctx, after)
-		if ctx.Err() != nil {
-			return false
-		}
 		if err != nil {
+			if ctx.Err() != nil || !errors.Is(err, ErrUnavailable) {
+				return err
+			}
 			s.log.Error("arm caller-offline deadlines; retrying", "err", err, "retry_in", wait)
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return false
+				return ctx.Err()
 			case <-t.C:
 			}
 			wait = min(2*wait, armRetryMax)
@@ -330,7 +334,7 @@ func (s *Service) armCallersAtStart(ctx context.Context) bool {
 		}
 		wait = retryDelay
 		if n < armBatch {
-			return true
+			return nil
 		}
 		after = last
 	}

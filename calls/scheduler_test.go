@@ -2,10 +2,14 @@ package calls
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"callsig/internal/wait"
 )
 
 // claimerOnly is a DeadlineClaimer that says nothing about batching.
@@ -135,4 +139,67 @@ func TestClaimRoundWaitsOnlyForHeldDeadlines(t *testing.T) {
 			}
 		})
 	}
+}
+
+// armStore fails the startup arming transactions with errs, in turn, then
+// commits them (with nothing to arm); it has no deadlines.
+type armStore struct {
+	Store
+	mu      sync.Mutex
+	errs    []error
+	updates int
+}
+
+func (s *armStore) Update(context.Context, func(Tx) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.updates++
+	if len(s.errs) == 0 {
+		return nil
+	}
+	err := s.errs[0]
+	s.errs = s.errs[1:]
+	return err
+}
+
+func (s *armStore) DueDeadlines(context.Context, int64, int) ([]Deadline, error) { return nil, nil }
+func (s *armStore) NextDeadline(context.Context) (int64, error)                  { return 0, nil }
+
+func (s *armStore) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.updates
+}
+
+// The startup arming waits out a store that cannot serve now (Run goes on,
+// and arms once it can) but stops the server over any other failure.
+func TestRunRetriesArmingOnlyWhileTheStoreIsUnavailable(t *testing.T) {
+	t.Run("unavailable, then back", func(t *testing.T) {
+		st := &armStore{errs: []error{fmt.Errorf("db: begin: %w", ErrUnavailable)}}
+		s := NewService(Options{Store: st})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		wait.For(t, 10*time.Second, "the arming tried again", func() bool { return st.count() >= 2 })
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned %v while the store was only unavailable", err)
+		default:
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run = %v after its context ended, want nil", err)
+		}
+	})
+	t.Run("broken", func(t *testing.T) {
+		broken := errors.New("no such column: caller_offline_at")
+		st := &armStore{errs: []error{broken}}
+		err := NewService(Options{Store: st}).Run(context.Background())
+		if !errors.Is(err, broken) {
+			t.Fatalf("Run = %v, want the store's failure", err)
+		}
+		if n := st.count(); n != 1 {
+			t.Fatalf("%d arming attempts, want 1", n)
+		}
+	})
 }
