@@ -40,6 +40,33 @@ func TestHeadersBeforeTheCatchUp(t *testing.T) {
 	}
 }
 
+// Over HTTP/1.x the handler returns once the stream has taken the
+// connection over, before the catch-up reads the log: net/http's reader
+// and writer for the connection (8 KiB, never reused after a takeover) and
+// the handler's deep stack are not held while the catch-up waits. In a
+// burst of opens the catch-ups queue for their turn to read, and holding
+// them there doubled the memory a burst of 15,000 streams left behind.
+func TestHandlerReturnsBeforeTheCatchUp(t *testing.T) {
+	r := newRig(t, Options{})
+	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
+	r.log.pending["bob"] = []int64{1}
+	r.log.pendingGate = newGate(1)
+	released := false
+	defer func() {
+		if !released {
+			close(r.log.pendingGate.hold) // let the stream go, so the rig can stop
+		}
+	}()
+	c := r.open("bob", "d", "")
+	<-r.log.pendingGate.entered
+	wait.For(t, 3*time.Second, "the handler to return while the catch-up waits", func() bool { return r.served.Load() == 1 })
+	close(r.log.pendingGate.hold)
+	released = true
+	if b := c.next(); b.id != "1" {
+		t.Fatalf("after the read %+v, want invitation 1", b)
+	}
+}
+
 // A client that leaves while its stream waits on a log read cancels the
 // read: the stream ends at once, its read-pool turn is free again.
 func TestClientLeavingCancelsTheCatchUp(t *testing.T) {

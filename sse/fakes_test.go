@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -306,6 +307,8 @@ type rig struct {
 	log *memLog
 	svc *recorder
 	srv *httptest.Server
+	// served counts the handler calls that have returned.
+	served atomic.Int64
 }
 
 func newRig(t testing.TB, o Options, configure ...func(*http.Server)) *rig {
@@ -334,6 +337,7 @@ func newRig(t testing.TB, o Options, configure ...func(*http.Server)) *rig {
 	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		q := req.URL.Query()
 		hub.ServeEvents(w, req, q.Get("user"), q.Get("device"), 0)
+		r.served.Add(1)
 	}))
 	for _, f := range configure {
 		f(r.srv.Config)

@@ -47,9 +47,10 @@ var (
 //
 // An idle stream must cost little memory: a server holds tens of thousands.
 // So over HTTP/1.x the stream takes the connection over (Hijack) and writes
-// the response itself, with no buffers of net/http; it catches up on the
-// handler's goroutine, then hands the live part to a small goroutine of its
-// own (see goLive) and returns, which frees the handler's deep stack.
+// the response itself, with no buffers of net/http; the handler returns
+// at once, which frees those buffers and its deep stack, and the stream
+// catches up on a goroutine of its own, then hands the live part to a
+// small one (see goLive).
 // Another small goroutine reads the connection from the start to see the
 // client leave (see watch). The body is not chunked: it ends when the
 // connection closes (Connection: close). Where the connection cannot be
@@ -126,18 +127,38 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 		}()
 	}
 
+	if st.conn != nil {
+		// The handler returns now, so net/http's buffers for the
+		// connection (a reader and a writer, 4 KiB each, which it never
+		// reuses after a takeover) and the handler's deep stack are freed
+		// at once, not after the catch-up: in a burst of opens the
+		// catch-ups queue for their turn to read the log (see read), and
+		// each waiting handler held them. The opening goroutine takes
+		// over this one's count in h.streams.
+		go func() {
+			if st.openOrEnd(userID, last, resume, head) {
+				st.goLive() // the stream lives on without this goroutine
+			}
+		}()
+		return
+	}
+	if st.openOrEnd(userID, last, resume, head) {
+		st.end(st.run())
+		h.streams.Done()
+	}
+}
+
+// openOrEnd announces the stream and opens it (see open); when that fails it
+// ends the stream, gives up its goroutine's count in h.streams and returns
+// false.
+func (st *stream) openOrEnd(userID string, last int64, resume bool, head int64) bool {
 	st.announce(userID)
 	if err := st.open(last, resume, head); err != nil {
 		st.end(err)
-		h.streams.Done()
-		return
+		st.h.streams.Done()
+		return false
 	}
-	if st.conn != nil {
-		st.goLive() // the stream lives on without this goroutine
-		return
-	}
-	st.end(st.run())
-	h.streams.Done()
+	return true
 }
 
 // hijack takes the connection over from net/http, if it can, and returns
