@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,17 +52,12 @@ func TestHandlerReturnsBeforeTheCatchUp(t *testing.T) {
 	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
 	r.log.pending["bob"] = []int64{1}
 	r.log.pendingGate = newGate(1)
-	released := false
-	defer func() {
-		if !released {
-			close(r.log.pendingGate.hold) // let the stream go, so the rig can stop
-		}
-	}()
+	release := sync.OnceFunc(func() { close(r.log.pendingGate.hold) })
+	defer release() // on a failure too: let the stream go, so the rig can stop
 	c := r.open("bob", "d", "")
 	<-r.log.pendingGate.entered
 	wait.For(t, 3*time.Second, "the handler to return while the catch-up waits", func() bool { return r.served.Load() == 1 })
-	close(r.log.pendingGate.hold)
-	released = true
+	release()
 	if b := c.next(); b.id != "1" {
 		t.Fatalf("after the read %+v, want invitation 1", b)
 	}
