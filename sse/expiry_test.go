@@ -23,3 +23,26 @@ func TestTokenWillExpireBlock(t *testing.T) {
 		}
 	}
 }
+
+// On the system clock a hijacked stream's read deadline stands for the
+// token's timers: with less than TokenWarning left the warning comes at
+// once, with the seconds left, and the stream ends at exp. The heartbeat,
+// an hour away, does not hold the deadline back.
+func TestTokenExpiryOnTheSystemClock(t *testing.T) {
+	r := newRig(t, Options{Heartbeat: time.Hour})
+	start := time.Now()
+	c := r.openQuery("user=bob&device=d&left=1500ms", "")
+	c.raw() // opening
+	c.raw() // head
+	b := c.next()
+	if b.event != "tokenWillExpire" || b.data != `{"second":2}` {
+		t.Fatalf("got %+v, want the warning with 2 s left", b)
+	}
+	c.ended()
+	if d := time.Since(start); d < 1400*time.Millisecond {
+		t.Fatalf("the stream ended after %v, before its token's exp", d)
+	}
+	if r.hub.Streams() != 0 {
+		t.Fatal("stream still registered")
+	}
+}

@@ -336,7 +336,8 @@ func newRig(t testing.TB, o Options, configure ...func(*http.Server)) *rig {
 	go func() { ran <- hub.Run(ctx) }()
 	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		q := req.URL.Query()
-		hub.ServeEvents(w, req, q.Get("user"), q.Get("device"), 0)
+		left, _ := time.ParseDuration(q.Get("left")) // the token's time left (none: 0)
+		hub.ServeEvents(w, req, q.Get("user"), q.Get("device"), left)
 		r.served.Add(1)
 	}))
 	for _, f := range configure {
@@ -371,7 +372,13 @@ type client struct {
 
 func (r *rig) open(user, device, lastEventID string) *client {
 	r.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, r.srv.URL+"/?user="+user+"&device="+device, nil)
+	return r.openQuery("user="+user+"&device="+device, lastEventID)
+}
+
+// openQuery opens a stream with the query q (user=, device=, left=).
+func (r *rig) openQuery(q, lastEventID string) *client {
+	r.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, r.srv.URL+"/?"+q, nil)
 	if lastEventID != "" {
 		req.Header.Set("Last-Event-ID", lastEventID)
 	}

@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"math"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -235,7 +236,15 @@ var (
 // may hold tens of thousands.
 type subscriber struct {
 	user, device string
-	ch           chan *frame // nil entries only wake the stream
+	// The frames buffered for the stream, at most limit, and whether it
+	// was woken to read the log; under qmu (see push).
+	qmu   sync.Mutex
+	queue []*frame
+	limit int
+	woken bool
+	// ch signals a stream that could not take its connection over (run);
+	// a hijacked one is poked instead (nil).
+	ch chan struct{}
 	// lagging is set when an event could not be buffered (or was skipped by
 	// the sequencer): the stream reads the log before writing anything newer.
 	lagging atomic.Bool
@@ -243,7 +252,9 @@ type subscriber struct {
 	// stream ended (see stream.open); only then does Shutdown cut its writes.
 	interruptible atomic.Bool
 	cut           deadliner // the stream's connection or response writer
-	seq           uint64    // subscription order: the lowest is the oldest
+	// conn is a hijacked stream's connection (nil otherwise), to poke.
+	conn net.Conn
+	seq  uint64 // subscription order: the lowest is the oldest
 	// evicted is closed when a newer stream of the user took this one's
 	// place (see subscribe): the stream ends, its client resumes.
 	evicted chan struct{}
@@ -281,13 +292,11 @@ func (s *subscriber) handOver(f *frame, after int64) bool {
 	if !s.direct || after <= 0 || s.handed.Load() != after {
 		return false
 	}
-	select {
-	case s.ch <- f:
-		s.handed.Store(f.id)
-		return true
-	default:
+	if !s.push(f) {
 		return false
 	}
+	s.handed.Store(f.id)
+	return true
 }
 
 // resumeHandOver lets the hand-over go on after the stream read the log up
@@ -396,6 +405,7 @@ func (h *Hub) Shutdown() {
 				_ = s.cut.SetWriteDeadline(now)
 				s.stop() // and its reads of the log
 			}
+			s.poke()
 		}
 	}
 	h.stopGapTimer()
@@ -420,17 +430,16 @@ func (h *Hub) Streams() int {
 }
 
 // subscribe registers a stream and returns it with the id of the last event
-// passed on before it: every later event reaches its channel. ok is false
+// passed on before it: every later event reaches its buffer. ok is false
 // once the hub is shut down.
-func (h *Hub) subscribe(user, device string, cut deadliner, stop context.CancelFunc) (s *subscriber, head int64, ok bool) {
+func (h *Hub) subscribe(user, device string, cut deadliner, conn net.Conn, stop context.CancelFunc) (s *subscriber, head int64, ok bool) {
 	// Cloned: they may point into the request (its URL or token), which a
 	// live stream must not keep alive.
 	user, device = strings.Clone(user), strings.Clone(device)
-	buffer := h.o.Buffer
-	if h.perUser() {
-		buffer = 1 // only wake-ups (nil) are sent: one pending is enough
+	s = &subscriber{user: user, device: device, limit: h.o.Buffer, cut: cut, conn: conn, evicted: make(chan struct{}), stop: stop}
+	if conn == nil {
+		s.ch = make(chan struct{}, 1)
 	}
-	s = &subscriber{user: user, device: device, ch: make(chan *frame, buffer), cut: cut, evicted: make(chan struct{}), stop: stop}
 	if h.perUser() {
 		s.position.Store(math.MaxInt64)
 	}
@@ -473,6 +482,7 @@ func (h *Hub) evictOldest(list []*subscriber) []*subscriber {
 	old := list[oldest]
 	close(old.evicted)
 	old.stop() // ends a wait for, or a read of, the log
+	old.poke()
 	if old.interruptible.Load() {
 		_ = old.cut.SetWriteDeadline(time.Now()) // a write stuck on it ends now
 	}
@@ -595,9 +605,7 @@ func (h *Hub) dispatch(f *frame) {
 		if !f.forDevice(s.device) {
 			continue
 		}
-		select {
-		case s.ch <- f:
-		default:
+		if !s.push(f) {
 			if !s.lagging.Swap(true) {
 				h.m.dropped.Inc()
 			}
@@ -698,8 +706,5 @@ func (h *Hub) lag(list []*subscriber) {
 // wakes it.
 func (s *subscriber) wake() {
 	s.lagging.Store(true)
-	select {
-	case s.ch <- nil:
-	default: // not empty: the stream wakes anyway
-	}
+	s.push(nil)
 }

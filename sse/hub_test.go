@@ -76,7 +76,7 @@ func TestFullBufferCatchesUpFromTheLog(t *testing.T) {
 	}
 	log := hub.o.Log.(*memLog)
 	w := httptest.NewRecorder()
-	sub, head, _ := hub.subscribe("bob", "default", http.NewResponseController(w), func() {})
+	sub, head, _ := hub.subscribe("bob", "default", http.NewResponseController(w), nil, func() {})
 	defer hub.unsubscribe(sub)
 	for i := range 5 {
 		hub.Committed(log.add(changedEv("bob", fmt.Sprint("c", i), "")), 0)
@@ -85,7 +85,7 @@ func TestFullBufferCatchesUpFromTheLog(t *testing.T) {
 		t.Fatalf("lagging %v, dropped %v", sub.lagging.Load(), counter(hub.m.dropped))
 	}
 	st := &stream{h: hub, w: w, rc: http.NewResponseController(w), sub: sub, user: "bob", device: "default", lastID: head, ctx: context.Background()}
-	if err := st.batch(<-sub.ch); err != nil {
+	if err := st.batch(); err != nil {
 		t.Fatal(err)
 	}
 	var ids []string

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"callsig/calls"
@@ -49,13 +51,12 @@ var (
 // So over HTTP/1.x the stream takes the connection over (Hijack) and writes
 // the response itself, with no buffers of net/http; the handler returns
 // at once, which frees those buffers and its deep stack, and the stream
-// catches up on a goroutine of its own, then hands the live part to a
-// small one (see goLive).
-// Another small goroutine reads the connection from the start to see the
-// client leave (see watch). The body is not chunked: it ends when the
-// connection closes (Connection: close). Where the connection cannot be
-// taken over (HTTP/2, a test recorder) the handler streams through w until
-// the end instead.
+// catches up on a goroutine of its own, then lives on one small goroutine
+// that reads the connection, to see the client leave, and is woken from
+// that read for everything else (see serve). The body is not chunked: it
+// ends when the connection closes (Connection: close). Where the
+// connection cannot be taken over (HTTP/2, a test recorder) the handler
+// streams through w until the end instead.
 //
 // tokenLeft is how long the request's token has before its exp (0: no
 // limit): the stream must not outlive it. TokenWarning (of hub-clock time)
@@ -92,10 +93,14 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 	if st.conn == nil {
 		base = r.Context() // net/http cancels it when the client leaves
 	}
-	st.ctx, st.cancel = context.WithCancel(base)
-	sub, head, ok := h.subscribe(userID, deviceID, cut, st.cancel)
-	// The stream's goroutines (this one, then the live one; and the
-	// watcher) are counted from here, for Run to wait on.
+	st.ctx, st.stopCtx = context.WithCancel(base)
+	sub, head, ok := h.subscribe(userID, deviceID, cut, st.conn, st.cancel)
+	if ok {
+		// The subscriber's copies: these may point into the request.
+		st.user, st.device = sub.user, sub.device
+	}
+	// The stream's goroutines (this one, then the opening one; and the
+	// one of serve) are counted from here, for Run to wait on.
 	goroutines := 1
 	if st.conn != nil {
 		goroutines = 2
@@ -118,16 +123,7 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 	st.sub = sub
 
 	if st.conn != nil {
-		gone := make(chan struct{})
-		st.gone = gone
-		go func() {
-			defer h.streams.Done()
-			watch(st.conn, gone)
-			st.cancel() // the client left: stop any read for it
-		}()
-	}
-
-	if st.conn != nil {
+		go st.serve()
 		// The handler returns now, so net/http's buffers for the
 		// connection (a reader and a writer, 4 KiB each, which it never
 		// reuses after a takeover) and the handler's deep stack are freed
@@ -137,7 +133,7 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 		// over this one's count in h.streams.
 		go func() {
 			if st.openOrEnd(userID, last, resume, head) {
-				st.goLive() // the stream lives on without this goroutine
+				st.goLive() // serve's goroutine writes from now on
 			}
 		}()
 		return
@@ -183,33 +179,10 @@ func hijack(rc *http.ResponseController, hdr http.Header) (net.Conn, []byte) {
 	return conn, b.Bytes()
 }
 
-// goLive hands the stream to a goroutine of its own, which writes live
-// events and heartbeats (run) and takes over the handler's count in
-// h.streams. Once the hub is shut down, run ends at once.
-func (st *stream) goLive() {
-	go func() {
-		defer st.h.streams.Done()
-		st.end(st.run())
-	}()
-}
-
-// watch reads conn until it fails (the client left, or the stream closed
-// it), then closes it, which cuts short a write stuck on a client that
-// left, and gone. A client sends nothing after its request.
-func watch(conn net.Conn, gone chan<- struct{}) {
-	defer close(gone)
-	var b [16]byte
-	for {
-		if _, err := conn.Read(b[:]); err != nil {
-			_ = conn.Close()
-			return
-		}
-	}
-}
-
 // end unsubscribes the stream and closes its connection, if it has one.
 func (st *stream) end(err error) {
 	st.h.unsubscribe(st.sub)
+	st.disarmToken()
 	st.close()
 	st.ended(err)
 	st.cancel()
@@ -222,20 +195,22 @@ func (st *stream) close() {
 	}
 }
 
-// stream is one GET /events in progress; one goroutine at a time uses it
-// (the handler's, then the live one's).
+// stream is one GET /events in progress; one goroutine at a time writes it
+// (the handler's; when hijacked, the opening one's, then serve's).
 type stream struct {
 	h   *Hub
 	w   http.ResponseWriter      // nil once hijacked
 	rc  *http.ResponseController // nil once hijacked
 	sub *subscriber
-	// ctx bounds the stream's log reads: cancelled when the client leaves,
-	// when the stream ends and, once the stream is interruptible (see
-	// open), when the hub shuts down.
-	ctx    context.Context
-	cancel context.CancelFunc
-	// gone closes when the client of a hijacked stream leaves (see watch).
-	gone <-chan struct{}
+	// ctx bounds the stream's log reads: cancelled (see cancel) when the
+	// client leaves, when the stream ends and, once the stream is
+	// interruptible (see open), when the hub shuts down.
+	ctx     context.Context
+	stopCtx context.CancelFunc
+	// op cancels the wait for, or use of, the store in progress (see
+	// opContext), under opMu.
+	opMu sync.Mutex
+	op   context.CancelFunc
 	// conn is the hijacked connection (nil: writing through w). Its writes
 	// are gathered in buf and written by flush; head is the response head,
 	// sent with the first flush.
@@ -252,6 +227,10 @@ type stream struct {
 	// expires is when the stream's token expires, on the hub's clock (zero:
 	// never); see expiry.
 	expires time.Time
+	// The state of a hijacked stream's serve loop (see conn.go).
+	state    atomic.Int32
+	nextBeat time.Time
+	token    tokenState
 }
 
 // lastEventID reads Last-Event-ID, or ?lastEventID= when the header is
@@ -386,17 +365,57 @@ func (st *stream) read(f func(ctx context.Context) error) error {
 	// First the user's own turn, then one of the shared ones: a user's
 	// streams wait for each other here, so each user has at most one read
 	// waiting for (or holding) a shared token.
+	octx, ocancel := st.opContext()
+	defer ocancel()
 	for _, tokens := range []chan struct{}{st.h.userReader(st.user), st.h.readers} {
 		select {
 		case tokens <- struct{}{}:
 			defer func() { <-tokens }()
-		case <-st.ctx.Done():
-			return fmt.Errorf("sse: wait to read the event log: %w", st.ctx.Err())
+		case <-octx.Done():
+			return fmt.Errorf("sse: wait to read the event log: %w", octx.Err())
 		}
 	}
-	ctx, cancel := context.WithTimeout(st.ctx, st.h.o.ReadTimeout)
+	ctx, cancel := context.WithTimeout(octx, st.h.o.ReadTimeout)
 	defer cancel()
 	return f(ctx)
+}
+
+// opContext returns the context of one wait for, or use of, the store (a
+// log read, the announce): it ends with the stream's (see cancel). A
+// hijacked stream's is not derived from st.ctx: a child registers in its
+// parent's set of children, which, once made, stays allocated with the
+// parent's done channel for the stream's life (some 500 bytes per idle
+// stream); cancel ends it instead. One at a time: only the goroutine that
+// writes the stream uses the store for it.
+func (st *stream) opContext() (context.Context, context.CancelFunc) {
+	if st.conn == nil {
+		return context.WithCancel(st.ctx) // the request's, which net/http ends
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	st.opMu.Lock()
+	defer st.opMu.Unlock()
+	if st.ctx.Err() != nil {
+		cancel()
+		return ctx, cancel
+	}
+	st.op = cancel
+	return ctx, func() {
+		st.opMu.Lock()
+		st.op = nil
+		st.opMu.Unlock()
+		cancel()
+	}
+}
+
+// cancel ends the stream's context, and with it a wait for, or a use of,
+// the store (see opContext).
+func (st *stream) cancel() {
+	st.stopCtx()
+	st.opMu.Lock()
+	if st.op != nil {
+		st.op()
+	}
+	st.opMu.Unlock()
 }
 
 // rederive reports again as delivered the user's invitations at or below
@@ -530,15 +549,15 @@ func (st *stream) catchUp(lagging bool) error {
 	}
 }
 
-// run writes live events and heartbeats until the stream ends. A hijacked
-// stream runs on its own goroutine (see goLive and onFreshStack).
+// run writes live events and heartbeats until the stream ends, for a
+// stream that could not take its connection over (a hijacked one is
+// served by serve).
 func (st *stream) run() error {
 	h := st.h
 	tick := time.NewTicker(h.o.Heartbeat)
 	defer tick.Stop()
 	warn, expired, stop := st.expiry()
 	defer stop()
-	fresh := st.conn != nil
 	for {
 		var err error
 		select {
@@ -548,32 +567,17 @@ func (st *stream) run() error {
 			return errTokenExpired
 		case <-warn:
 			warn = nil
-			err = st.work(fresh, func() error {
-				if err := st.writeRaw(tokenWillExpireBlock(st.lastID, st.expires.Sub(h.o.Clock.Now()))); err != nil {
-					return err
-				}
-				return st.flush()
-			})
+			err = st.writeWarning()
 		case <-h.done:
 			return errShutdown
-		case <-st.gone: // nil, never ready, when not hijacked
-			return errGone
 		case <-st.sub.evicted:
 			return errEvicted
 		case <-tick.C:
-			err = st.work(fresh, func() error {
-				if err := st.writeRaw(heartbeatBlock); err != nil {
-					return err
-				}
-				return st.flush()
-			})
-		case f := <-st.sub.ch:
-			err = st.work(fresh, func() error {
-				if err := st.batch(f); err != nil {
-					return err
-				}
-				return st.flush()
-			})
+			err = st.writeHeartbeat()
+		case <-st.sub.ch:
+			if st.sub.due() {
+				err = st.writeBatch()
+			}
 		}
 		if err != nil {
 			return err
@@ -581,29 +585,51 @@ func (st *stream) run() error {
 	}
 }
 
-// work runs f, on a goroutine of its own when fresh is set (see
-// onFreshStack).
-func (st *stream) work(fresh bool, f func() error) error {
-	if !fresh {
-		return f()
+// writeWarning writes and flushes tokenWillExpire.
+func (st *stream) writeWarning() error {
+	if err := st.writeRaw(tokenWillExpireBlock(st.lastID, st.expires.Sub(st.h.o.Clock.Now()))); err != nil {
+		return err
 	}
-	return onFreshStack(f)
+	return st.flush()
+}
+
+// writeHeartbeat writes and flushes a heartbeat comment.
+func (st *stream) writeHeartbeat() error {
+	if err := st.writeRaw(heartbeatBlock); err != nil {
+		return err
+	}
+	return st.flush()
+}
+
+// writeBatch writes what is buffered (see batch), and flushes.
+func (st *stream) writeBatch() error {
+	if err := st.batch(); err != nil {
+		return err
+	}
+	return st.flush()
 }
 
 // onFreshStack runs f on a new goroutine and waits for it. Writing (and
 // reading the log, for a lagging stream) grows a goroutine's stack past its
 // initial 2 KiB, and a parked goroutine keeps its stack until a collection
-// shrinks it; run's own goroutine, parked in its select nearly all the
-// time, so keeps the smallest stack. A goroutine costs about a microsecond.
+// shrinks it; serve's goroutine, parked in its read nearly all the time,
+// so keeps the smallest stack. A goroutine costs about a microsecond.
 func onFreshStack(f func() error) error {
 	errc := make(chan error, 1)
 	go func() { errc <- f() }()
 	return <-errc
 }
 
-// batch writes f and whatever else is buffered, up to maxBatch events.
-func (st *stream) batch(f *frame) error {
-	for n := 1; ; n++ {
+// batch writes what is buffered, up to maxBatch events, reading the log
+// first when the stream lags.
+func (st *stream) batch() error {
+	for n := 0; ; n++ {
+		if n == maxBatch {
+			// More may wait, or the stream may have fallen behind
+			// meanwhile: come back for them.
+			st.sub.push(nil)
+			return nil
+		}
 		// Checked before each write: the event that did not fit is older
 		// than anything buffered after it, so the log must come first.
 		perUser := st.h.perUser()
@@ -634,18 +660,12 @@ func (st *stream) batch(f *frame) error {
 		if perUser {
 			st.sub.reading.Store(false)
 		}
-		if f != nil {
-			if err := st.writeFrame(f); err != nil {
-				return err
-			}
-		}
-		if n == maxBatch {
+		f := st.sub.pop()
+		if f == nil {
 			return nil
 		}
-		select {
-		case f = <-st.sub.ch:
-		default:
-			return nil
+		if err := st.writeFrame(f); err != nil {
+			return err
 		}
 	}
 }
@@ -656,7 +676,9 @@ func (st *stream) announce(userID string) {
 	if st.h.o.Announce == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(st.ctx, st.h.o.ReadTimeout)
+	octx, ocancel := st.opContext()
+	defer ocancel()
+	ctx, cancel := context.WithTimeout(octx, st.h.o.ReadTimeout)
 	defer cancel()
 	if err := st.h.o.Announce(ctx, userID); err != nil && st.ctx.Err() == nil {
 		st.h.log.Warn("record presence before the stream opens; the presence report retries", "user", userID, "err", err)
@@ -679,10 +701,7 @@ func storeDown(err error) bool {
 func (st *stream) retryLater() {
 	st.h.m.storeRetries.Inc()
 	time.AfterFunc(storeRetry, func() {
-		select {
-		case st.sub.ch <- nil:
-		default: // a wake-up is pending anyway
-		}
+		st.sub.push(nil)
 	})
 }
 

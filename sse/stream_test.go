@@ -2,10 +2,12 @@ package sse
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -203,4 +205,40 @@ func TestHijackedStreamClientLeaves(t *testing.T) {
 	if r.hub.Streams() != 0 {
 		t.Fatal("stream still registered")
 	}
+}
+
+// An idle hijacked stream holds one goroutine, serve's, parked in a read of
+// its connection: no second one watching the connection, no select loop,
+// no opening one left behind.
+func TestIdleStreamHoldsOneGoroutine(t *testing.T) {
+	r := newRig(t, Options{})
+	const n = 20
+	clients := make([]*client, n)
+	for i := range n {
+		clients[i] = r.open(fmt.Sprint("u", i), "d", "")
+		clients[i].raw() // opening
+		clients[i].raw() // the id block: open
+	}
+	wait.For(t, 3*time.Second, fmt.Sprintf("%d goroutines for %d streams", n, n), func() bool {
+		return streamGoroutines() == n
+	})
+	// And that one is enough: it wakes for an event.
+	r.hub.Committed(r.log.add(changedEv(fmt.Sprint("u", n-1), "c1", "")), 0)
+	if b := clients[n-1].next(); b.data != `{"callID":"c1"}` {
+		t.Fatalf("got %+v", b)
+	}
+}
+
+// streamGoroutines counts the goroutines of this process that run a
+// stream's code.
+func streamGoroutines() int {
+	var b bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
+	n := 0
+	for _, g := range strings.Split(b.String(), "\n\n") {
+		if strings.Contains(g, "callsig/sse.(*stream)") || strings.Contains(g, "callsig/sse.(*Hub).ServeEvents") {
+			n++
+		}
+	}
+	return n
 }

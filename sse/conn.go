@@ -1,0 +1,201 @@
+package sse
+
+import (
+	"errors"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"callsig/calls"
+)
+
+// This file holds the one goroutine a hijacked stream lives on (serve).
+
+// The states of a hijacked stream (stream.state).
+const (
+	opening int32 = iota // the opening goroutine writes (see ServeEvents)
+	live                 // serve's goroutine writes
+	left                 // the client left before the stream went live
+)
+
+// aLongTimeAgo is a read deadline already past: setting it wakes serve.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// serve is the goroutine of a hijacked stream for its whole life. It reads
+// the connection, where a client sends nothing after its request, and so
+// sees the client leave as soon as the kernel does. Whatever else it has to
+// do wakes it from that read by moving the read deadline into the past
+// (subscriber.poke): an event buffered for it, a wake-up to read the log,
+// eviction, shutdown, the token's timers; the deadline it sets itself is
+// the next heartbeat. Parked in a read, it needs no select (whose waiters,
+// one per case, stay allocated while it waits), no ticker and no second
+// goroutine to watch the connection: see docs/benchmarks.md for what that
+// saves per idle stream. The writes run on fresh stacks (onFreshStack), so
+// its own stays at the smallest size.
+//
+// Until the opening goroutine hands over (goLive), serve only reads: when
+// the client leaves it closes the connection, which cuts a write short,
+// and cancels the stream's context, which ends a read of the log; the
+// opening goroutine then fails and ends the stream.
+func (st *stream) serve() {
+	defer st.h.streams.Done()
+	b := make([]byte, 16)
+	for {
+		isLive := st.state.Load() == live
+		var at time.Time // before going live: no deadline
+		if isLive {
+			at = st.wakeAt()
+		}
+		// The deadline before the checks: a poke from now on, after a
+		// check found nothing to do, makes the read return at once.
+		_ = st.conn.SetReadDeadline(at)
+		if !isLive && st.state.Load() == live {
+			continue // went live between the two loads; its poke may be lost
+		}
+		if isLive {
+			worked, err := st.step()
+			if err != nil {
+				st.end(err)
+				return
+			}
+			if worked {
+				continue
+			}
+		}
+		_, err := st.conn.Read(b)
+		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			continue
+		}
+		// The client left (or the stream closed the connection).
+		if st.state.CompareAndSwap(opening, left) {
+			st.close()
+			st.cancel()
+			return
+		}
+		st.end(errGone)
+		return
+	}
+}
+
+// goLive hands a hijacked stream over to serve once it is open, and gives
+// up the opening goroutine's count in h.streams. If the client left
+// meanwhile, serve is gone, and the stream ends here.
+func (st *stream) goLive() {
+	defer st.h.streams.Done()
+	st.nextBeat = time.Now().Add(st.h.o.Heartbeat)
+	st.armToken()
+	if !st.state.CompareAndSwap(opening, live) {
+		st.end(errGone)
+		return
+	}
+	st.sub.poke()
+}
+
+// step does what serve was woken for, if anything: it reports an error to
+// end the stream with, or whether it wrote.
+func (st *stream) step() (worked bool, err error) {
+	select {
+	case <-st.h.done:
+		return false, errShutdown
+	case <-st.sub.evicted:
+		return false, errEvicted
+	default:
+	}
+	if err := st.ctx.Err(); err != nil {
+		return false, err
+	}
+	if st.token.byDeadline {
+		now := time.Now()
+		st.token.expired.Store(!now.Before(st.expires))
+		st.token.warn.Store(!now.Before(st.expires.Add(-TokenWarning)))
+	}
+	if st.token.expired.Load() {
+		return false, errTokenExpired
+	}
+	if st.token.warn.Load() && !st.token.warned {
+		st.token.warned = true
+		st.armTokenEnd()
+		return true, onFreshStack(st.writeWarning)
+	}
+	if now := time.Now(); !now.Before(st.nextBeat) {
+		st.nextBeat = now.Add(st.h.o.Heartbeat)
+		return true, onFreshStack(st.writeHeartbeat)
+	}
+	if st.sub.due() {
+		return true, onFreshStack(st.writeBatch)
+	}
+	return false, nil
+}
+
+// tokenState is a hijacked stream's token expiry (a stream served by run
+// selects on expiry's channels instead). On the system clock serve's read
+// deadline stands for its timers (see wakeAt), which saves a timer per
+// stream; on another (a test's) a timer sets the flags and pokes serve,
+// one at a time: the warning's, then the end's, armed once the warning is
+// written.
+type tokenState struct {
+	warn, expired atomic.Bool
+	warned        bool
+	timer         calls.Timer
+	byDeadline    bool
+}
+
+// wakeAt is serve's read deadline: the next heartbeat, or the token's
+// warning or end when sooner and told by the read deadline.
+func (st *stream) wakeAt() time.Time {
+	at := st.nextBeat
+	if st.token.byDeadline {
+		due := st.expires
+		if !st.token.warned {
+			due = due.Add(-TokenWarning)
+		}
+		if due.Before(at) {
+			at = due
+		}
+	}
+	return at
+}
+
+// armToken arms the token's first timer: the warning, TokenWarning before
+// exp (at once when less is left).
+func (st *stream) armToken() {
+	if st.expires.IsZero() {
+		return
+	}
+	clock := st.h.o.Clock
+	if _, ok := clock.(calls.SystemClock); ok {
+		st.token.byDeadline = true
+		return
+	}
+	st.token.timer = clock.AfterFunc(st.expires.Sub(clock.Now())-TokenWarning, func() {
+		st.token.warn.Store(true)
+		st.sub.poke()
+	})
+}
+
+// armTokenEnd arms the token's second timer, at exp.
+func (st *stream) armTokenEnd() {
+	if st.token.byDeadline {
+		return
+	}
+	clock := st.h.o.Clock
+	st.token.timer = clock.AfterFunc(st.expires.Sub(clock.Now()), func() {
+		st.token.expired.Store(true)
+		st.sub.poke()
+	})
+}
+
+// disarmToken stops the token's timer, if armed.
+func (st *stream) disarmToken() {
+	if st.token.timer != nil {
+		st.token.timer.Stop()
+	}
+}
+
+// poke wakes a hijacked stream's serve from its read; other streams
+// select on what changed, and need nothing more.
+func (s *subscriber) poke() {
+	if s.conn != nil {
+		_ = s.conn.SetReadDeadline(aLongTimeAgo)
+	}
+}
