@@ -43,22 +43,34 @@ func accessLine(r *http.Request, rec *responseRecorder) func(bytes int64, d time
 	if status >= 500 {
 		level = slog.LevelError
 	}
-	var user string
-	if info := infoFrom(r.Context()); info != nil {
-		user = info.user
-	}
 	// Cloned: a stream's line lives as long as the stream, and the method
 	// points into the request line (its URL may hold a token).
 	log, method, route := loggerFrom(r.Context()), strings.Clone(r.Method), routePattern(r)
+	var user, id string
+	if info := infoFrom(r.Context()); info != nil {
+		user = info.user
+		if info.base != nil {
+			// The server's logger and the ID as an attribute, the same
+			// line: the request's logger is a copy of the handler with
+			// the ID formatted in, some 300 bytes a stream would keep.
+			log, id = info.base, info.id
+		}
+	}
 	return func(bytes int64, d time.Duration) {
-		log.LogAttrs(context.Background(), level, "http request",
+		attrs := [...]slog.Attr{
+			slog.String("request_id", id),
 			slog.String("method", method),
 			slog.String("route", route),
 			slog.Int("status", status),
 			slog.Duration("duration", d),
 			slog.Int64("bytes", bytes),
 			slog.String("user", user),
-		)
+		}
+		line := attrs[:]
+		if id == "" {
+			line = line[1:] // the logger has it, or there is none
+		}
+		log.LogAttrs(context.Background(), level, "http request", line...)
 	}
 }
 

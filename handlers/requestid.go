@@ -12,8 +12,11 @@ import (
 // metrics) read after inner middleware (auth) filled it in. It is written
 // and read on the request's own goroutine only.
 type requestInfo struct {
-	id     string
-	log    *slog.Logger
+	id  string
+	log *slog.Logger // base with the ID attached
+	// base is the server's logger, for a line that outlives the request
+	// (see accessLine).
+	base   *slog.Logger
 	user   string // authenticated user ID ("" before auth)
 	device string
 	admin  bool
@@ -54,7 +57,7 @@ func requestID(base *slog.Logger) func(http.Handler) http.Handler {
 				id = rand.Text()
 			}
 			w.Header().Set("X-Request-ID", id)
-			info := &requestInfo{id: id, log: base.With("request_id", id)}
+			info := &requestInfo{id: id, log: base.With("request_id", id), base: base}
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), infoKey, info)))
 		})
 	}
