@@ -254,3 +254,39 @@ func TestLogReadsTakeTurnsPerUser(t *testing.T) {
 	close(r.log.pendingGate.hold)
 	carol.raw() // opening
 }
+
+// A burst of opens past Options.MaxOpeners waits in a queue, not in
+// goroutines: each stream sends its head at once, no more than MaxOpeners
+// catch up at a time, and every one opens once the log can be read, then
+// holds only its own goroutine.
+func TestOpenersAreCapped(t *testing.T) {
+	const streams, openers = 10, 3
+	r := newRig(t, Options{MaxOpeners: openers})
+	r.log.pendingGate = newGate(streams)
+	release := sync.OnceFunc(func() { close(r.log.pendingGate.hold) })
+	defer release()
+	clients := make([]*client, streams)
+	for i := range clients {
+		clients[i] = r.open(fmt.Sprint("u", i), "d", "")
+		if b := clients[i].raw(); b != (block{}) { // "retry: …" alone
+			t.Fatalf("stream %d began with %+v, want the opening block", i, b)
+		}
+	}
+	wait.For(t, 3*time.Second, "the queue to hold the streams past the cap", func() bool {
+		r.hub.omu.Lock()
+		defer r.hub.omu.Unlock()
+		return r.hub.openers == openers && len(r.hub.oqueue) == streams-openers
+	})
+	if n := goroutinesIn("callsig/sse.(*Hub).opener"); n != openers {
+		t.Fatalf("%d openers running, want %d", n, openers)
+	}
+	release()
+	for i, c := range clients {
+		if b := c.raw(); b.id != "0" {
+			t.Fatalf("stream %d: %+v, want its id block", i, b)
+		}
+	}
+	wait.For(t, 3*time.Second, "the openers to end", func() bool {
+		return goroutinesIn("callsig/sse.(*Hub).opener") == 0 && streamGoroutines() == streams
+	})
+}

@@ -111,6 +111,10 @@ type Options struct {
 	// opening or catching up in numbers queue here, not in the pool, and
 	// API requests and /readyz always find a connection.
 	LogReaders int
+	// MaxOpeners caps the goroutines opening (catching up) hijacked
+	// streams at once; past it, opening streams wait in a queue (see
+	// startOpening). Default 256.
+	MaxOpeners int
 	// IDOrder says how the log's ids are ordered, and so how committed
 	// events reach the streams (default GlobalIDOrder).
 	IDOrder IDOrder
@@ -179,6 +183,9 @@ func (o *Options) defaults() {
 	if o.LogReaders <= 0 {
 		o.LogReaders = 2
 	}
+	if o.MaxOpeners <= 0 {
+		o.MaxOpeners = 256
+	}
 	if o.Buffer <= 0 {
 		o.Buffer = 32
 	}
@@ -204,6 +211,11 @@ type Hub struct {
 	// stripe of the user ID): a user opening streams in a loop queues one
 	// read at a time for readers, so other users' streams are not starved.
 	userReaders [readerStripes]chan struct{}
+	// The openers of hijacked streams running, and the streams waiting
+	// for one; under omu (see startOpening).
+	omu     sync.Mutex
+	openers int
+	oqueue  []*stream
 	// ctx is the live streams' context (they outlive their requests);
 	// Shutdown cancels it.
 	ctx    context.Context

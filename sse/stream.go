@@ -129,13 +129,19 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 		// reuses after a takeover) and the handler's deep stack are freed
 		// at once, not after the catch-up: in a burst of opens the
 		// catch-ups queue for their turn to read the log (see read), and
-		// each waiting handler held them. The opening goroutine takes
-		// over this one's count in h.streams.
-		go func() {
-			if st.openOrEnd(userID, last, resume, head) {
-				st.goLive() // serve's goroutine writes from now on
+		// each waiting handler held them. An opener (see startOpening)
+		// takes over this one's count in h.streams.
+		if !h.perUser() && h.o.Announce == nil {
+			// Nothing to read before the head: it goes out now, however
+			// many streams wait for an opener.
+			if err := st.sendHead(last, resume); err != nil {
+				st.end(err)
+				h.streams.Done()
+				return
 			}
-		}()
+		}
+		st.opening = openArgs{last: last, resume: resume, head: head}
+		h.startOpening(st)
 		return
 	}
 	if st.openOrEnd(userID, last, resume, head) {
@@ -227,6 +233,10 @@ type stream struct {
 	// expires is when the stream's token expires, on the hub's clock (zero:
 	// never); see expiry.
 	expires time.Time
+	// headSent is set once the response head and the opening block are
+	// out; opening holds what a hijacked stream's opener needs.
+	headSent bool
+	opening  openArgs
 	// The state of a hijacked stream's serve loop (see conn.go).
 	state    atomic.Int32
 	nextBeat time.Time
@@ -282,15 +292,13 @@ func lastEventID(r *http.Request) (id int64, ok bool) {
 func (st *stream) open(last int64, resume bool, head int64) error {
 	h := st.h
 	var headErr error
-	if h.perUser() {
-		head, headErr = st.userHead()
-	}
-	st.writeHeader()
-	if err := st.writeRaw(openingBlock(h.o.Retry, last, resume && last >= 0)); err != nil {
-		return err
-	}
-	if err := st.flush(); err != nil {
-		return err
+	if !st.headSent {
+		if h.perUser() {
+			head, headErr = st.userHead()
+		}
+		if err := st.sendHead(last, resume); err != nil {
+			return err
+		}
 	}
 	if headErr != nil {
 		return headErr

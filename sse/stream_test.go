@@ -232,12 +232,21 @@ func TestIdleStreamHoldsOneGoroutine(t *testing.T) {
 // streamGoroutines counts the goroutines of this process that run a
 // stream's code.
 func streamGoroutines() int {
+	return goroutinesIn("callsig/sse.(*stream)", "callsig/sse.(*Hub).ServeEvents")
+}
+
+// goroutinesIn counts the goroutines of this process with any of the
+// functions in their stacks.
+func goroutinesIn(funcs ...string) int {
 	var b bytes.Buffer
 	_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
 	n := 0
 	for _, g := range strings.Split(b.String(), "\n\n") {
-		if strings.Contains(g, "callsig/sse.(*stream)") || strings.Contains(g, "callsig/sse.(*Hub).ServeEvents") {
-			n++
+		for _, f := range funcs {
+			if strings.Contains(g, f) {
+				n++
+				break
+			}
 		}
 	}
 	return n
