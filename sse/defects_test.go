@@ -2,6 +2,7 @@ package sse
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"callsig/calls"
 	"callsig/internal/wait"
 )
 
@@ -277,7 +279,7 @@ func TestOpenersAreCapped(t *testing.T) {
 		defer r.hub.omu.Unlock()
 		return r.hub.openers == openers && len(r.hub.oqueue) == streams-openers
 	})
-	if n := goroutinesIn("callsig/sse.(*Hub).opener"); n != openers {
+	if n := goroutinesIn("callsig/sse.(*stream).runOpening"); n != openers {
 		t.Fatalf("%d openers running, want %d", n, openers)
 	}
 	release()
@@ -287,6 +289,42 @@ func TestOpenersAreCapped(t *testing.T) {
 		}
 	}
 	wait.For(t, 3*time.Second, "the openers to end", func() bool {
-		return goroutinesIn("callsig/sse.(*Hub).opener") == 0 && streamGoroutines() == streams
+		return goroutinesIn("callsig/sse.(*stream).runOpening") == 0 && streamGoroutines() == streams
 	})
+}
+
+// A client that reads nothing holds no one else's turn to open: its
+// catch-up blocks on a full socket, the stream gives its opener slot up
+// (after writeProbe, not after the write timeout) and the next stream
+// opens while it waits.
+func TestSlowClientGivesItsOpenerSlotUp(t *testing.T) {
+	r := newRig(t, Options{MaxOpeners: 1}, func(s *http.Server) {
+		s.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			_ = c.(*net.TCPConn).SetWriteBuffer(4096) // a catch-up fills it
+			return ctx
+		}
+	})
+	pad := strings.Repeat("x", 1000)
+	for i := range 300 {
+		r.hub.Committed(r.log.add(calls.Event{UserID: "slow", CallID: fmt.Sprint("c", i), Type: calls.EventUserStateChanged,
+			Data: []byte(`{"callID":"c` + fmt.Sprint(i) + `","pad":"` + pad + `"}`)}), 0)
+	}
+	conn, err := net.Dial("tcp", strings.TrimPrefix(r.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprint(conn, "GET /?user=slow&device=d HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 0\r\n\r\n")
+	// Read nothing: its catch-up, 300 KB, stays stuck in the socket.
+	wait.For(t, 3*time.Second, "the slow stream to give its slot up", func() bool {
+		r.hub.omu.Lock()
+		defer r.hub.omu.Unlock()
+		return r.hub.openers == 0
+	})
+	c := r.open("bob", "d", "")
+	c.raw() // opening
+	if b := c.raw(); b.id == "" {
+		t.Fatalf("bob's stream: %+v, want its id block", b)
+	}
 }

@@ -1,7 +1,13 @@
 package sse
 
-// This file holds the openers of hijacked streams: the goroutines that
-// catch a stream up from the log before serve takes it over.
+import (
+	"errors"
+	"os"
+	"time"
+)
+
+// This file holds the opening of hijacked streams: catching a stream up
+// from the log before serve takes it over, a bounded number at a time.
 
 // openArgs is what an opener needs of the request: its Last-Event-ID
 // (see lastEventID) and the head the subscription returned.
@@ -11,8 +17,13 @@ type openArgs struct {
 	head   int64
 }
 
-// startOpening has st opened (openOrEnd, then goLive) by a new opener or,
-// past Options.MaxOpeners, by the first to finish its stream.
+// writeProbe is how long an opening stream's write may block before the
+// stream gives its opener slot to the next in the queue (see writeConn).
+const writeProbe = 20 * time.Millisecond
+
+// startOpening has st opened (openOrEnd, then goLive) on a goroutine of its
+// own, at once if fewer than Options.MaxOpeners are opening, else once a
+// slot frees (see releaseSlot).
 //
 // Why a cap: openers read the log Options.LogReaders at a time, so in a
 // burst of opens most of them wait. A waiting stream costs a slice entry
@@ -20,43 +31,82 @@ type openArgs struct {
 // descriptor, which the runtime never frees. 15,000 streams opened 128 at
 // a time had left thousands of openers waiting, and the heap the burst
 // grew stayed with the process (docs/benchmarks.md).
+//
+// A slot is held for reading and writing, not for waiting on a client: a
+// stream whose write blocks gives its slot up (writeConn) and finishes on
+// its own goroutine, so clients that read slowly, or not at all, hold no
+// one else's turn.
 func (h *Hub) startOpening(st *stream) {
 	h.omu.Lock()
 	if h.openers < h.o.MaxOpeners {
 		h.openers++
 		h.omu.Unlock()
-		go h.opener(st)
+		st.slotted = true
+		go st.runOpening()
 		return
 	}
 	h.oqueue = append(h.oqueue, st)
 	h.omu.Unlock()
 }
 
-// opener opens st, then the queued streams, until none is left.
-func (h *Hub) opener(st *stream) {
-	for st != nil {
-		a := st.opening
-		if st.openOrEnd(st.user, a.last, a.resume, a.head) {
-			st.goLive()
-		}
-		st = h.nextToOpen()
+// runOpening opens the stream and gives up its slot.
+func (st *stream) runOpening() {
+	a := st.opening
+	ok := st.openOrEnd(st.user, a.last, a.resume, a.head)
+	st.releaseSlot() // before goLive: from then on serve writes the stream
+	if ok {
+		st.goLive()
 	}
 }
 
-// nextToOpen takes the oldest queued stream; with none, the opener ends
-// (nil). The queue is let go once empty.
-func (h *Hub) nextToOpen() *stream {
-	h.omu.Lock()
-	defer h.omu.Unlock()
-	if len(h.oqueue) == 0 {
-		h.oqueue = nil
-		h.openers--
-		return nil
+// releaseSlot hands the stream's opener slot, if it holds one, to the
+// oldest queued stream; with none queued the slot is free.
+func (st *stream) releaseSlot() {
+	if !st.slotted {
+		return
 	}
-	st := h.oqueue[0]
+	st.slotted = false
+	h := st.h
+	h.omu.Lock()
+	if len(h.oqueue) == 0 {
+		h.openers--
+		h.oqueue = nil // let the queue go once empty
+		h.omu.Unlock()
+		return
+	}
+	next := h.oqueue[0]
 	h.oqueue[0] = nil
 	h.oqueue = h.oqueue[1:]
-	return st
+	h.omu.Unlock()
+	next.slotted = true
+	go next.runOpening()
+}
+
+// writeConn writes b to the hijacked connection (flush has armed the write
+// deadline). While the stream holds an opener slot it first gives the
+// write writeProbe: a write still blocked then gives the slot up, and the
+// rest goes out under the full deadline.
+func (st *stream) writeConn(b []byte) error {
+	if !st.slotted {
+		_, err := st.conn.Write(b)
+		return err
+	}
+	_ = st.conn.SetWriteDeadline(time.Now().Add(writeProbe))
+	n, err := st.conn.Write(b)
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	st.releaseSlot()
+	// The timeout may have been Shutdown's or an eviction's cut, not the
+	// probe's: those end the stream, as they would any write.
+	if err := st.ctx.Err(); err != nil {
+		return err
+	}
+	if err := st.deadline(); err != nil {
+		return err
+	}
+	_, err = st.conn.Write(b[n:])
+	return err
 }
 
 // sendHead writes and flushes the response head and the opening block.

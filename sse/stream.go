@@ -234,9 +234,11 @@ type stream struct {
 	// never); see expiry.
 	expires time.Time
 	// headSent is set once the response head and the opening block are
-	// out; opening holds what a hijacked stream's opener needs.
+	// out; opening holds what a hijacked stream's opener needs, slotted
+	// whether it holds an opener slot (see startOpening).
 	headSent bool
 	opening  openArgs
+	slotted  bool
 	// The state of a hijacked stream's serve loop (see conn.go).
 	state    atomic.Int32
 	nextBeat time.Time
@@ -827,7 +829,7 @@ func (st *stream) flush() error {
 	}
 	if st.conn != nil {
 		if len(st.buf) > 0 {
-			_, err := st.conn.Write(st.buf)
+			err := st.writeConn(st.buf)
 			st.buf = nil // not kept: an idle stream holds no buffer
 			if err != nil {
 				return err
