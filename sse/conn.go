@@ -68,6 +68,11 @@ func (st *stream) serve() {
 		}
 		// The client left (or the stream closed the connection).
 		if st.state.CompareAndSwap(opening, left) {
+			// Gone from the hub now, not once an opener gets to it
+			// (it may wait in the queue): the user may be offline, and
+			// it must not take a place of the user's streams. The
+			// opener still ends it.
+			st.h.unsubscribe(st.sub)
 			st.close()
 			st.cancel()
 			return

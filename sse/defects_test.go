@@ -328,3 +328,50 @@ func TestSlowClientGivesItsOpenerSlotUp(t *testing.T) {
 		t.Fatalf("bob's stream: %+v, want its id block", b)
 	}
 }
+
+// While the store is down, a lagging stream with frames buffered reads the
+// log once per retry, not in a loop, and keeps its connection; once the
+// store is back it writes every event, in order.
+func TestLaggingStreamWaitsForTheStore(t *testing.T) {
+	r := newRig(t, Options{Buffer: 2})
+	c := r.open("bob", "d", "")
+	c.raw() // opening
+	c.raw() // id block
+	r.log.mu.Lock()
+	r.log.afterErr = fmt.Errorf("store down: %w", calls.ErrUnavailable)
+	r.log.mu.Unlock()
+	for i := range 10 { // past the buffer: the stream lags, and frames wait
+		r.hub.Committed(r.log.add(changedEv("bob", fmt.Sprint("c", i), "")), 0)
+	}
+	wait.For(t, 3*time.Second, "a log read to find the store down", func() bool { return counter(r.hub.m.storeRetries) >= 1 })
+	time.Sleep(300 * time.Millisecond) // a loop would read thousands of times meanwhile
+	if n := r.log.readsOf("bob"); n > 3 {
+		t.Fatalf("%d log reads while the store was down, want one per retry", n)
+	}
+	r.log.mu.Lock()
+	r.log.afterErr = nil
+	r.log.mu.Unlock()
+	for i := 1; i <= 10; i++ {
+		if b := c.next(); b.id != fmt.Sprint(i) {
+			t.Fatalf("event %d: %+v", i, b)
+		}
+	}
+}
+
+// A client that leaves while its stream waits for an opener is gone from
+// the hub at once: the user goes offline without waiting for the queue.
+func TestClientLeavingWhileQueuedGoesOffline(t *testing.T) {
+	r := newRig(t, Options{MaxOpeners: 1})
+	r.log.pendingGate = newGate(2)
+	release := sync.OnceFunc(func() { close(r.log.pendingGate.hold) })
+	defer release()
+	r.open("alice", "d", "").raw() // holds the only opener, in its read
+	<-r.log.pendingGate.entered
+	bob := r.open("bob", "d", "")
+	bob.raw() // opening: bob waits in the queue
+	wait.For(t, 3*time.Second, "bob online", func() bool { return r.hub.Online("bob") })
+	bob.close()
+	wait.For(t, 3*time.Second, "bob offline while the queue waits", func() bool { return !r.hub.Online("bob") })
+	release()
+	wait.For(t, 3*time.Second, "alice's stream alone", func() bool { return r.hub.Streams() == 1 })
+}

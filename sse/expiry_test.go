@@ -45,4 +45,17 @@ func TestTokenExpiryOnTheSystemClock(t *testing.T) {
 	if r.hub.Streams() != 0 {
 		t.Fatal("stream still registered")
 	}
+
+	// A warning not yet due comes when it is: the read deadline waits for
+	// it, not for the heartbeat.
+	start = time.Now()
+	c = r.openQuery("user=bob&device=d&left="+(TokenWarning+500*time.Millisecond).String(), "")
+	c.raw() // opening
+	c.raw() // head
+	if b := c.next(); b.event != "tokenWillExpire" {
+		t.Fatalf("got %+v, want the warning", b)
+	}
+	if d := time.Since(start); d < 400*time.Millisecond {
+		t.Fatalf("the warning came after %v, before it was due", d)
+	}
 }

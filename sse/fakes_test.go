@@ -29,6 +29,8 @@ type memLog struct {
 	unreceived map[string][]int64
 	// reads counts EventsAfter calls per user.
 	reads map[string]int
+	// afterErr, when set, is what EventsAfter returns (after counting).
+	afterErr error
 	// Gates, when set, hold a kind of read: PendingInvitations, EventsAfter
 	// and OldestEventID.
 	pendingGate, afterGate, oldestGate readGate
@@ -86,6 +88,9 @@ func (l *memLog) EventsAfter(ctx context.Context, user string, after int64, limi
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.reads[user]++
+	if l.afterErr != nil {
+		return nil, l.afterErr
+	}
 	var out []calls.Event
 	for _, e := range l.events {
 		if e.UserID == user && e.ID > after && len(out) < limit {

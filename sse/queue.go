@@ -47,6 +47,15 @@ func (s *subscriber) due() bool {
 	return d
 }
 
+// drop lets the buffered frames go (the stream will read them from the
+// log).
+func (s *subscriber) drop() {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	clear(s.queue)
+	s.queue = nil
+}
+
 // pop takes the oldest buffered frame (nil: none). The buffer is let go
 // once empty.
 func (s *subscriber) pop() *frame {

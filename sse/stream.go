@@ -239,6 +239,9 @@ type stream struct {
 	headSent bool
 	opening  openArgs
 	slotted  bool
+	// retrying is set while a retry of a log read the store refused is
+	// pending (see retryLater).
+	retrying atomic.Bool
 	// The state of a hijacked stream's serve loop (see conn.go).
 	state    atomic.Int32
 	nextBeat time.Time
@@ -658,6 +661,10 @@ func (st *stream) batch() error {
 				if perUser {
 					st.sub.reading.Store(false)
 				}
+				// What is buffered is in the log, past lastID, and the
+				// read that comes first will write it; kept, it would
+				// wake the stream again at once, in a loop.
+				st.sub.drop()
 				st.retryLater()
 				return nil
 			}
@@ -710,7 +717,11 @@ func storeDown(err error) bool {
 // retryLater wakes the stream after storeRetry, to read the log again.
 func (st *stream) retryLater() {
 	st.h.m.storeRetries.Inc()
+	if st.retrying.Swap(true) {
+		return // one retry pending is enough
+	}
 	time.AfterFunc(storeRetry, func() {
+		st.retrying.Store(false)
 		st.sub.push(nil)
 	})
 }
