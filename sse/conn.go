@@ -68,13 +68,17 @@ func (st *stream) serve() {
 		}
 		// The client left (or the stream closed the connection).
 		if st.state.CompareAndSwap(opening, left) {
-			// Gone from the hub now, not once an opener gets to it
-			// (it may wait in the queue): the user may be offline, and
-			// it must not take a place of the user's streams. The
-			// opener still ends it.
-			st.h.unsubscribe(st.sub)
 			st.close()
 			st.cancel()
+			if st.picked.CompareAndSwap(false, true) {
+				// No opener has it (it may wait in the queue): gone
+				// from the hub now, not once one gets to it, so the
+				// user may go offline and it takes no place of the
+				// user's streams. The opener that gets to it only
+				// ends it. One that has it already (announcing
+				// presence, say) ends it itself, after its work.
+				st.h.unsubscribe(st.sub)
+			}
 			return
 		}
 		st.end(errGone)

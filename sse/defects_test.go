@@ -316,7 +316,9 @@ func TestSlowClientGivesItsOpenerSlotUp(t *testing.T) {
 	defer conn.Close()
 	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
 	fmt.Fprint(conn, "GET /?user=slow&device=d HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 0\r\n\r\n")
-	// Read nothing: its catch-up, 300 KB, stays stuck in the socket.
+	// Read nothing: its catch-up, 300 KB, stays stuck in the socket. Its
+	// first log read shows it holds the slot, which it then gives up.
+	wait.For(t, 3*time.Second, "the slow stream's catch-up to start", func() bool { return r.log.readsOf("slow") >= 1 })
 	wait.For(t, 3*time.Second, "the slow stream to give its slot up", func() bool {
 		r.hub.omu.Lock()
 		defer r.hub.omu.Unlock()
@@ -344,9 +346,12 @@ func TestLaggingStreamWaitsForTheStore(t *testing.T) {
 		r.hub.Committed(r.log.add(changedEv("bob", fmt.Sprint("c", i), "")), 0)
 	}
 	wait.For(t, 3*time.Second, "a log read to find the store down", func() bool { return counter(r.hub.m.storeRetries) >= 1 })
+	// Every commit above may have cost a read (each refilled the buffer);
+	// from here, the last of them and the retry, a second away, at most.
+	before := r.log.readsOf("bob")
 	time.Sleep(300 * time.Millisecond) // a loop would read thousands of times meanwhile
-	if n := r.log.readsOf("bob"); n > 3 {
-		t.Fatalf("%d log reads while the store was down, want one per retry", n)
+	if n := r.log.readsOf("bob") - before; n > 2 {
+		t.Fatalf("%d log reads in 300 ms while the store was down, want one per retry", n)
 	}
 	r.log.mu.Lock()
 	r.log.afterErr = nil
@@ -374,4 +379,44 @@ func TestClientLeavingWhileQueuedGoesOffline(t *testing.T) {
 	wait.For(t, 3*time.Second, "bob offline while the queue waits", func() bool { return !r.hub.Online("bob") })
 	release()
 	wait.For(t, 3*time.Second, "alice's stream alone", func() bool { return r.hub.Streams() == 1 })
+}
+
+// A client that leaves while its stream's opener announces its presence
+// is reported offline only after the announcement: a presence record
+// written after the offline report would count the user online on other
+// nodes until their next stream here closed.
+func TestClientLeavingDuringAnnounceGoesOfflineAfterIt(t *testing.T) {
+	svc := newRecorder()
+	entered, hold := make(chan struct{}, 1), make(chan struct{})
+	release := sync.OnceFunc(func() { close(hold) })
+	defer release()
+	r := newRig(t, Options{Service: svc, Announce: func(_ context.Context, user string) error {
+		entered <- struct{}{}
+		<-hold // a write in flight lands whatever the context says
+		return svc.add("announce " + user)
+	}})
+	// Raw: the head waits for the announcement, which the test holds.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(r.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(conn, "GET /?user=bob&device=d HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-entered
+	conn.Close()
+	wait.For(t, 3*time.Second, "the server to see the client leave", func() bool { return streamCancelled(r.hub, "bob") })
+	release()
+	svc.waitFor(t, []string{"online bob", "announce bob", "offline bob"}, func(got []string) bool { return slices.Contains(got, "offline bob") })
+	got := svc.list()
+	if a, o := slices.Index(got, "announce bob"), slices.Index(got, "offline bob"); a < 0 || a > o {
+		t.Fatalf("reports %v: want the announcement before the offline report", got)
+	}
+}
+
+// streamCancelled reports whether user's first stream saw its client
+// leave: serve closed the connection, so setting a deadline fails.
+func streamCancelled(h *Hub, user string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	list := h.users[user]
+	return len(list) == 0 || list[0].conn.SetReadDeadline(time.Time{}) != nil
 }

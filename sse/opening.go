@@ -49,8 +49,15 @@ func (h *Hub) startOpening(st *stream) {
 	h.omu.Unlock()
 }
 
-// runOpening opens the stream and gives up its slot.
+// runOpening opens the stream and gives up its slot. A stream its client
+// left before an opener got to it (see serve) is only ended.
 func (st *stream) runOpening() {
+	if !st.picked.CompareAndSwap(false, true) {
+		st.end(errGone)
+		st.h.streams.Done()
+		st.releaseSlot()
+		return
+	}
 	a := st.opening
 	ok := st.openOrEnd(st.user, a.last, a.resume, a.head)
 	st.releaseSlot() // before goLive: from then on serve writes the stream
@@ -98,11 +105,16 @@ func (st *stream) writeConn(b []byte) error {
 	}
 	st.releaseSlot()
 	// The timeout may have been Shutdown's or an eviction's cut, not the
-	// probe's: those end the stream, as they would any write.
+	// probe's: those end the stream, as they end its reads (an evicted
+	// stream still opening ends, interruptible or not). Checked after the
+	// deadline is armed again too: a cut in between must not be undone.
 	if err := st.ctx.Err(); err != nil {
 		return err
 	}
 	if err := st.deadline(); err != nil {
+		return err
+	}
+	if err := st.ctx.Err(); err != nil {
 		return err
 	}
 	_, err = st.conn.Write(b[n:])

@@ -239,6 +239,9 @@ type stream struct {
 	headSent bool
 	opening  openArgs
 	slotted  bool
+	// picked is set by the opener that takes the stream, or by serve when
+	// the client left before one did (see serve).
+	picked atomic.Bool
 	// retrying is set while a retry of a log read the store refused is
 	// pending (see retryLater).
 	retrying atomic.Bool
