@@ -10,6 +10,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -222,6 +223,13 @@ func TestIdleStreamHoldsOneGoroutine(t *testing.T) {
 	wait.For(t, 3*time.Second, fmt.Sprintf("%d goroutines for %d streams", n, n), func() bool {
 		return streamGoroutines() == n
 	})
+	// Parked, not spinning: a goroutine woken over and over (a read
+	// deadline left in the past, say) would burn a core meanwhile.
+	before := cpuTime(t)
+	time.Sleep(300 * time.Millisecond)
+	if used := cpuTime(t) - before; used > 100*time.Millisecond {
+		t.Fatalf("%v of CPU in 300 ms with %d idle streams", used, n)
+	}
 	// And that one is enough: it wakes for an event.
 	r.hub.Committed(r.log.add(changedEv(fmt.Sprint("u", n-1), "c1", "")), 0)
 	if b := clients[n-1].next(); b.data != `{"callID":"c1"}` {
@@ -250,4 +258,14 @@ func goroutinesIn(funcs ...string) int {
 		}
 	}
 	return n
+}
+
+// cpuTime is the CPU time this process has used, user and system.
+func cpuTime(t *testing.T) time.Duration {
+	t.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
