@@ -10,6 +10,11 @@ import (
 // what is kept gets `event: reset` (see stream.expired).
 func (h *Hub) prune(ctx context.Context) {
 	for {
+		// The next round is armed before this one prunes: a clock moved
+		// on while it prunes (a test's, once it sees the prune) still
+		// brings the next round.
+		fired := make(chan struct{})
+		t := h.o.Clock.AfterFunc(h.o.PruneEvery, func() { close(fired) })
 		before := h.o.Clock.Now().Add(-h.o.Retention).UnixMilli()
 		n, err := h.o.Log.PruneEvents(ctx, before)
 		switch {
@@ -19,8 +24,6 @@ func (h *Hub) prune(ctx context.Context) {
 			h.m.pruned.Add(float64(n))
 			h.log.Debug("pruned event log", "events", n, "before", time.UnixMilli(before).UTC())
 		}
-		fired := make(chan struct{})
-		t := h.o.Clock.AfterFunc(h.o.PruneEvery, func() { close(fired) })
 		select {
 		case <-ctx.Done():
 			t.Stop()
