@@ -92,7 +92,6 @@ func (st *stream) serve() {
 func (st *stream) goLive() {
 	defer st.h.streams.Done()
 	st.nextBeat = time.Now().Add(st.h.o.Heartbeat)
-	st.armToken()
 	if !st.state.CompareAndSwap(opening, live) {
 		st.end(errGone)
 		return
@@ -165,10 +164,13 @@ func (st *stream) wakeAt() time.Time {
 	return at
 }
 
-// armToken arms the token's first timer: the warning, TokenWarning before
-// exp (at once when less is left).
-func (st *stream) armToken() {
-	if st.expires.IsZero() {
+// armToken arms the token's first timer, left being what the token has
+// (0: no limit): the warning, TokenWarning before exp (at once when less
+// is left). Armed as the stream subscribes, before its client can see it
+// open, and from left rather than from a second reading of the clock: a
+// test's clock moved on in between would delay the timer by as much.
+func (st *stream) armToken(left time.Duration) {
+	if left <= 0 {
 		return
 	}
 	clock := st.h.o.Clock
@@ -176,7 +178,7 @@ func (st *stream) armToken() {
 		st.token.byDeadline = true
 		return
 	}
-	st.token.timer = clock.AfterFunc(st.expires.Sub(clock.Now())-TokenWarning, func() {
+	st.token.timer = clock.AfterFunc(left-TokenWarning, func() {
 		st.token.warn.Store(true)
 		st.sub.poke()
 	})

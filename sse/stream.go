@@ -123,6 +123,7 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 	st.sub = sub
 
 	if st.conn != nil {
+		st.armToken(tokenLeft)
 		go st.serve()
 		// The handler returns now, so net/http's buffers for the
 		// connection (a reader and a writer, 4 KiB each, which it never
