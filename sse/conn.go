@@ -13,9 +13,9 @@ import (
 
 // The states of a hijacked stream (stream.state).
 const (
-	opening int32 = iota // the opening goroutine writes (see ServeEvents)
-	live                 // serve's goroutine writes
-	left                 // the client left before the stream went live
+	opening  int32 = iota // the opening goroutine writes (see ServeEvents)
+	live                  // serve's goroutine writes
+	deserted              // the client left before the stream went live
 )
 
 // aLongTimeAgo is a read deadline already past: setting it wakes serve.
@@ -67,7 +67,7 @@ func (st *stream) serve() {
 			continue
 		}
 		// The client left (or the stream closed the connection).
-		if st.state.CompareAndSwap(opening, left) {
+		if st.state.CompareAndSwap(opening, deserted) {
 			st.close()
 			st.cancel()
 			if st.picked.CompareAndSwap(false, true) {
@@ -122,7 +122,6 @@ func (st *stream) step() (worked bool, err error) {
 	}
 	if st.token.warn.Load() && !st.token.warned {
 		st.token.warned = true
-		st.armTokenEnd()
 		return true, onFreshStack(st.writeWarning)
 	}
 	if now := time.Now(); !now.Before(st.nextBeat) {
@@ -137,14 +136,12 @@ func (st *stream) step() (worked bool, err error) {
 
 // tokenState is a hijacked stream's token expiry (a stream served by run
 // selects on expiry's channels instead). On the system clock serve's read
-// deadline stands for its timers (see wakeAt), which saves a timer per
-// stream; on another (a test's) a timer sets the flags and pokes serve,
-// one at a time: the warning's, then the end's, armed once the warning is
-// written.
+// deadline stands for its timers (see wakeAt), which saves two timers per
+// stream; on another (a test's) two timers set the flags and poke serve.
 type tokenState struct {
 	warn, expired atomic.Bool
 	warned        bool
-	timer         calls.Timer
+	timers        [2]calls.Timer
 	byDeadline    bool
 }
 
@@ -164,11 +161,11 @@ func (st *stream) wakeAt() time.Time {
 	return at
 }
 
-// armToken arms the token's first timer, left being what the token has
-// (0: no limit): the warning, TokenWarning before exp (at once when less
-// is left). Armed as the stream subscribes, before its client can see it
-// open, and from left rather than from a second reading of the clock: a
-// test's clock moved on in between would delay the timer by as much.
+// armToken arms the token's timers, left being what the token has (0: no
+// limit): the warning TokenWarning before exp (at once when less is left),
+// and the end at exp. Armed as the stream subscribes, before its client
+// can see it open, and from left rather than from a second reading of the
+// clock: a test's clock moved on in between would delay them by as much.
 func (st *stream) armToken(left time.Duration) {
 	if left <= 0 {
 		return
@@ -178,28 +175,22 @@ func (st *stream) armToken(left time.Duration) {
 		st.token.byDeadline = true
 		return
 	}
-	st.token.timer = clock.AfterFunc(left-TokenWarning, func() {
+	st.token.timers[0] = clock.AfterFunc(left-TokenWarning, func() {
 		st.token.warn.Store(true)
 		st.sub.poke()
 	})
-}
-
-// armTokenEnd arms the token's second timer, at exp.
-func (st *stream) armTokenEnd() {
-	if st.token.byDeadline {
-		return
-	}
-	clock := st.h.o.Clock
-	st.token.timer = clock.AfterFunc(st.expires.Sub(clock.Now()), func() {
+	st.token.timers[1] = clock.AfterFunc(left, func() {
 		st.token.expired.Store(true)
 		st.sub.poke()
 	})
 }
 
-// disarmToken stops the token's timer, if armed.
+// disarmToken stops the token's timers, if armed.
 func (st *stream) disarmToken() {
-	if st.token.timer != nil {
-		st.token.timer.Stop()
+	for _, t := range st.token.timers {
+		if t != nil {
+			t.Stop()
+		}
 	}
 }
 

@@ -59,7 +59,7 @@ func (st *stream) runOpening() {
 		return
 	}
 	a := st.opening
-	ok := st.openOrEnd(st.user, a.last, a.resume, a.head)
+	ok := st.openOrEnd(a.last, a.resume, a.head)
 	st.releaseSlot() // before goLive: from then on serve writes the stream
 	if ok {
 		st.goLive()

@@ -145,7 +145,7 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 		h.startOpening(st)
 		return
 	}
-	if st.openOrEnd(userID, last, resume, head) {
+	if st.openOrEnd(last, resume, head) {
 		st.end(st.run())
 		h.streams.Done()
 	}
@@ -154,8 +154,8 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 // openOrEnd announces the stream and opens it (see open); when that fails it
 // ends the stream, gives up its goroutine's count in h.streams and returns
 // false.
-func (st *stream) openOrEnd(userID string, last int64, resume bool, head int64) bool {
-	st.announce(userID)
+func (st *stream) openOrEnd(last int64, resume bool, head int64) bool {
+	st.announce()
 	if err := st.open(last, resume, head); err != nil {
 		st.end(err)
 		st.h.streams.Done()
@@ -693,7 +693,7 @@ func (st *stream) batch() error {
 
 // announce records the user's presence before the headers go out (see
 // Options.Announce).
-func (st *stream) announce(userID string) {
+func (st *stream) announce() {
 	if st.h.o.Announce == nil {
 		return
 	}
@@ -701,8 +701,8 @@ func (st *stream) announce(userID string) {
 	defer ocancel()
 	ctx, cancel := context.WithTimeout(octx, st.h.o.ReadTimeout)
 	defer cancel()
-	if err := st.h.o.Announce(ctx, userID); err != nil && st.ctx.Err() == nil {
-		st.h.log.Warn("record presence before the stream opens; the presence report retries", "user", userID, "err", err)
+	if err := st.h.o.Announce(ctx, st.user); err != nil && st.ctx.Err() == nil {
+		st.h.log.Warn("record presence before the stream opens; the presence report retries", "user", st.user, "err", err)
 	}
 }
 
