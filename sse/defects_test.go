@@ -363,6 +363,35 @@ func TestLaggingStreamWaitsForTheStore(t *testing.T) {
 	}
 }
 
+// A stream keeps one store retry pending, however many of its reads found
+// the store down: a timer per failed read would pile up while the store is
+// out, each one reading the log again every storeRetry.
+func TestStoreRetriesDoNotPileUp(t *testing.T) {
+	r := newRig(t, Options{Buffer: 2})
+	c := r.open("bob", "d", "")
+	c.raw() // opening
+	c.raw() // id block
+	r.log.mu.Lock()
+	r.log.afterErr = fmt.Errorf("store down: %w", calls.ErrUnavailable)
+	r.log.mu.Unlock()
+	// Bursts past the buffer: the stream lags and reads the log, and each
+	// read finds the store down.
+	for i := 0; counter(r.hub.m.storeRetries) < 6; i++ {
+		if i == 1000 {
+			t.Fatalf("%v store retries after %d bursts of commits, want 6", counter(r.hub.m.storeRetries), i)
+		}
+		for j := range 10 {
+			r.hub.Committed(r.log.add(changedEv("bob", fmt.Sprint("c", i, "-", j), "")), 0)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	before := r.log.readsOf("bob")
+	time.Sleep(storeRetry + 300*time.Millisecond) // every retry armed so far has fired
+	if n := r.log.readsOf("bob") - before; n > 2 {
+		t.Fatalf("%d log reads in %v after six reads found the store down, want one retry", n, storeRetry+300*time.Millisecond)
+	}
+}
+
 // A client that leaves while its stream waits for an opener is gone from
 // the hub at once: the user goes offline without waiting for the queue.
 func TestClientLeavingWhileQueuedGoesOffline(t *testing.T) {
