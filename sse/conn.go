@@ -117,11 +117,9 @@ func (st *stream) step() (worked bool, err error) {
 		st.token.expired.Store(!now.Before(st.expires))
 		st.token.warn.Store(!now.Before(st.expires.Add(-TokenWarning)))
 	}
-	if st.token.expired.Load() {
-		return false, errTokenExpired
-	}
-	if st.token.warn.Load() && !st.token.warned {
-		st.token.warned = true
+	if warn, err := st.tokenDue(); err != nil {
+		return false, err
+	} else if warn {
 		return true, onFreshStack(st.writeWarning)
 	}
 	if now := time.Now(); !now.Before(st.nextBeat) {
@@ -134,10 +132,10 @@ func (st *stream) step() (worked bool, err error) {
 	return false, nil
 }
 
-// tokenState is a hijacked stream's token expiry (a stream served by run
-// selects on expiry's channels instead). On the system clock serve's read
-// deadline stands for its timers (see wakeAt), which saves two timers per
-// stream; on another (a test's) two timers set the flags and poke serve.
+// tokenState is a stream's token expiry: two timers set the flags and wake
+// the stream (see armToken). A hijacked stream on the system clock has no
+// timers: serve's read deadline stands for them (see wakeAt), which saves
+// two timers per stream.
 type tokenState struct {
 	warn, expired atomic.Bool
 	warned        bool
@@ -166,23 +164,39 @@ func (st *stream) wakeAt() time.Time {
 // and the end at exp. Armed as the stream subscribes, before its client
 // can see it open, and from left rather than from a second reading of the
 // clock: a test's clock moved on in between would delay them by as much.
+// A timer sets its flag and wakes the stream (see tokenDue); a hijacked
+// stream on the system clock needs no timers, its read deadline stands
+// for them (see wakeAt).
 func (st *stream) armToken(left time.Duration) {
 	if left <= 0 {
 		return
 	}
 	clock := st.h.o.Clock
-	if _, ok := clock.(calls.SystemClock); ok {
+	if _, ok := clock.(calls.SystemClock); ok && st.conn != nil {
 		st.token.byDeadline = true
 		return
 	}
 	st.token.timers[0] = clock.AfterFunc(left-TokenWarning, func() {
 		st.token.warn.Store(true)
-		st.sub.poke()
+		st.sub.signal()
 	})
 	st.token.timers[1] = clock.AfterFunc(left, func() {
 		st.token.expired.Store(true)
-		st.sub.poke()
+		st.sub.signal()
 	})
+}
+
+// tokenDue reports errTokenExpired once the token has ended, else whether
+// the warning is due and not yet sent (it is then taken as sent).
+func (st *stream) tokenDue() (warn bool, err error) {
+	if st.token.expired.Load() {
+		return false, errTokenExpired
+	}
+	if st.token.warn.Load() && !st.token.warned {
+		st.token.warned = true
+		return true, nil
+	}
+	return false, nil
 }
 
 // disarmToken stops the token's timers, if armed.

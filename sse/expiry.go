@@ -10,22 +10,6 @@ import (
 // fresh token and open the next stream before this one ends.
 const TokenWarning = 30 * time.Second
 
-// expiry arms the stream's token timers on the hub's clock: warn closes
-// TokenWarning before the token's exp (at once when less is left), expired
-// at exp. Both are nil (never ready) for a stream without expiry; stop
-// disarms them.
-func (st *stream) expiry() (warn, expired <-chan struct{}, stop func()) {
-	if st.expires.IsZero() {
-		return nil, nil, func() {}
-	}
-	clock := st.h.o.Clock
-	left := st.expires.Sub(clock.Now())
-	w, e := make(chan struct{}), make(chan struct{})
-	tw := clock.AfterFunc(left-TokenWarning, func() { close(w) })
-	te := clock.AfterFunc(left, func() { close(e) })
-	return w, e, func() { tw.Stop(); te.Stop() }
-}
-
 // tokenWillExpireBlock is the warning event: data {"second": N}, N the
 // whole seconds left (rounded up). Its id is the stream's position (the
 // last id written or passed over), which moves the client nowhere new but

@@ -1,8 +1,14 @@
 package sse
 
 import (
+	"fmt"
+	"net/http"
+	"slices"
 	"testing"
 	"time"
+
+	"callsig/internal/fakeclock"
+	"callsig/internal/wait"
 )
 
 // The warning is one block with the stream's position as id and the whole
@@ -58,4 +64,50 @@ func TestTokenExpiryOnTheSystemClock(t *testing.T) {
 	if d := time.Since(start); d < 400*time.Millisecond {
 		t.Fatalf("the warning came after %v, before it was due", d)
 	}
+}
+
+// noHijack hides the connection from ServeEvents, as HTTP/2 does: the
+// stream is served through the ResponseWriter (run), not taken over.
+type noHijack struct{ http.ResponseWriter }
+
+func (w noHijack) Flush() { w.ResponseWriter.(http.Flusher).Flush() }
+
+// A stream that cannot take its connection over keeps its token's timers
+// too: on the hub's clock, the warning TokenWarning before exp, with the
+// seconds left, then the end at exp.
+func TestTokenExpiryWithoutTakeover(t *testing.T) {
+	clk := fakeclock.New(time.UnixMilli(1_000_000_000))
+	r := newRig(t, Options{Clock: clk, Heartbeat: time.Hour}, func(s *http.Server) {
+		inner := s.Handler
+		s.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			inner.ServeHTTP(noHijack{w}, req)
+		})
+	})
+	c := r.openQuery("user=bob&device=d&left="+(TokenWarning+10*time.Second).String(), "")
+	if !slices.Contains(c.res.TransferEncoding, "chunked") {
+		t.Fatalf("transfer encoding %v: the stream took its connection over", c.res.TransferEncoding)
+	}
+	c.raw() // opening
+	c.raw() // head
+	r.hub.Committed(r.log.add(changedEv("bob", "c1", "")), 0)
+	if b := c.next(); b.id != "1" {
+		t.Fatalf("got %+v, want event 1", b)
+	}
+	clk.Advance(9 * time.Second)
+	r.hub.Committed(r.log.add(changedEv("bob", "c2", "")), 0)
+	if b := c.next(); b.id != "2" { // not the warning: it is a second away
+		t.Fatalf("got %+v, want event 2", b)
+	}
+	clk.Advance(time.Second)
+	if b := c.next(); b.event != "tokenWillExpire" || b.data != fmt.Sprintf(`{"second":%d}`, int(TokenWarning/time.Second)) {
+		t.Fatalf("got %+v, want the warning", b)
+	}
+	clk.Advance(TokenWarning - time.Second)
+	r.hub.Committed(r.log.add(changedEv("bob", "c3", "")), 0)
+	if b := c.next(); b.id != "3" { // still open a second before exp
+		t.Fatalf("got %+v, want event 3", b)
+	}
+	clk.Advance(time.Second)
+	c.ended()
+	wait.For(t, 3*time.Second, "the stream gone", func() bool { return r.hub.Streams() == 0 })
 }

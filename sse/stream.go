@@ -122,8 +122,8 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 	}
 	st.sub = sub
 
+	st.armToken(tokenLeft)
 	if st.conn != nil {
-		st.armToken(tokenLeft)
 		go st.serve()
 		// The handler returns now, so net/http's buffers for the
 		// connection (a reader and a writer, 4 KiB each, which it never
@@ -232,7 +232,7 @@ type stream struct {
 	// invitations written since the last flush, reported once flushed.
 	invitations []*frame
 	// expires is when the stream's token expires, on the hub's clock (zero:
-	// never); see expiry.
+	// never); see armToken.
 	expires time.Time
 	// headSent is set once the response head and the opening block are
 	// out; opening holds what a hijacked stream's opener needs, slotted
@@ -573,26 +573,23 @@ func (st *stream) run() error {
 	h := st.h
 	tick := time.NewTicker(h.o.Heartbeat)
 	defer tick.Stop()
-	warn, expired, stop := st.expiry()
-	defer stop()
 	for {
 		var err error
 		select {
 		case <-st.ctx.Done():
 			return st.ctx.Err()
-		case <-expired:
-			return errTokenExpired
-		case <-warn:
-			warn = nil
-			err = st.writeWarning()
 		case <-h.done:
 			return errShutdown
 		case <-st.sub.evicted:
 			return errEvicted
 		case <-tick.C:
 			err = st.writeHeartbeat()
-		case <-st.sub.ch:
-			if st.sub.due() {
+		case <-st.sub.ch: // frames, a wake-up, or a token timer (see armToken)
+			var warn bool
+			if warn, err = st.tokenDue(); err == nil && warn {
+				err = st.writeWarning()
+			}
+			if err == nil && st.sub.due() {
 				err = st.writeBatch()
 			}
 		}
