@@ -1,0 +1,37 @@
+package calls
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// Call IDs are 26 characters of lower-case base32, distinct, and sort in
+// creation order from one millisecond to the next.
+func TestNewCallID(t *testing.T) {
+	seen := make(map[string]bool)
+	var prev string
+	for i := range 2000 {
+		id := NewCallID()
+		if len(id) != 26 || strings.Trim(id, "abcdefghijklmnopqrstuvwxyz234567") != "" {
+			t.Fatalf("ID %q: want 26 characters of lower-case base32", id)
+		}
+		if seen[id] {
+			t.Fatalf("ID %q twice", id)
+		}
+		seen[id] = true
+		if i%500 == 0 {
+			if id <= prev {
+				t.Fatalf("ID %q made after %q sorts before it", id, prev)
+			}
+			prev = id
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	// The random part: two IDs of the same millisecond share at most their
+	// time prefix (48 bits: the first 9 characters, the tenth in part).
+	a, b := NewCallID(), NewCallID()
+	if a[10:] == b[10:] {
+		t.Fatalf("IDs %q and %q share their random part", a, b)
+	}
+}
