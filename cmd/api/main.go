@@ -63,6 +63,8 @@ func serve(ctx context.Context, stopSignals func(), args []string, getenv func(s
 	if err != nil {
 		return err
 	}
+	// Process-wide (see gc.go), so undone when serve returns.
+	defer tuneGC(uint64(cfg.GCHeadroomMiB)<<20, getenv("GOGC") != "", log)()
 	a, err := app.New(ctx, cfg, app.Options{Logger: log})
 	if err != nil {
 		return err

@@ -45,6 +45,9 @@ type Config struct {
 	MaxConnections      int
 	LogLevel            string
 	LogFormat           string
+	// GCHeadroomMiB is the heap growth, in MiB, the garbage collector
+	// allows between collections at least (0: GOGC alone; see cmd/api).
+	GCHeadroomMiB int
 
 	// Cluster mode (a postgres:// DB; see docs/cluster.md).
 	NATSURL            string        // NATS server(s) carrying wake-ups between nodes; "" runs one node
@@ -61,7 +64,8 @@ func Defaults() Config {
 		Addr: ":8080", DB: "callsig.db", JWTUserClaim: "sub", HeartbeatTimeout: 30 * time.Second, NotReceivedAfter: 5 * time.Second,
 		MaxCallUsers: 10, WebhookRetention: 7 * 24 * time.Hour, WebhookLease: 2 * time.Minute, Synchronous: "FULL", EventRetention: 24 * time.Hour, RateLimit: 50, RateBurst: 100,
 		ShutdownTimeout: 15 * time.Second, ReadTimeout: 30 * time.Second, MaxStreamsPerUser: 10, LogLevel: "info", LogFormat: "text",
-		PGMaxConns: 16, PGStatementTimeout: 5 * time.Second, PresenceLease: 15 * time.Second, NATSPrefix: "callsig",
+		GCHeadroomMiB: 32,
+		PGMaxConns:    16, PGStatementTimeout: 5 * time.Second, PresenceLease: 15 * time.Second, NATSPrefix: "callsig",
 	}
 }
 
@@ -106,6 +110,7 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"max-connections", "CALLSIG_MAX_CONNECTIONS", "connections served at once (0: the open-file limit less headroom)", &c.MaxConnections},
 		{"log-level", "CALLSIG_LOG_LEVEL", "debug, info, warn or error", &c.LogLevel},
 		{"log-format", "CALLSIG_LOG_FORMAT", "text or json", &c.LogFormat},
+		{"gc-headroom-mib", "CALLSIG_GC_HEADROOM_MIB", "heap growth in MiB the garbage collector allows between collections at least (0: GOGC alone; ignored when GOGC is set)", &c.GCHeadroomMiB},
 		{"nats-url", "CALLSIG_NATS_URL", "NATS URL for wake-ups between cluster nodes (needs a postgres:// db)", &c.NATSURL},
 		{"nats-prefix", "CALLSIG_NATS_PREFIX", "NATS subject prefix (clusters sharing one NATS server need different ones)", &c.NATSPrefix},
 		{"node-id", "CALLSIG_NODE_ID", "this node's id in logs, metrics and /readyz (default: random per start)", &c.NodeID},
@@ -172,6 +177,9 @@ func (c Config) validate() error {
 	}
 	if c.MaxConnections < 0 {
 		errs = append(errs, errors.New("max-connections must not be negative"))
+	}
+	if c.GCHeadroomMiB < 0 || c.GCHeadroomMiB > 1<<20 {
+		errs = append(errs, errors.New("gc-headroom-mib must be between 0 and 1048576"))
 	}
 	if c.ReadTimeout <= 0 {
 		errs = append(errs, errors.New("read-timeout must be positive"))

@@ -43,3 +43,26 @@ func TestConfigIdentityProvider(t *testing.T) {
 		}
 	}
 }
+
+// The garbage collector's headroom is 32 MiB unless configured; 0 turns
+// it off, and a negative one is refused.
+func TestConfigGCHeadroom(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	for _, tt := range []struct {
+		args []string
+		env  map[string]string
+		want int
+	}{
+		{nil, nil, 32},
+		{nil, map[string]string{"CALLSIG_GC_HEADROOM_MIB": "0"}, 0},
+		{[]string{"-gc-headroom-mib", "128"}, map[string]string{"CALLSIG_GC_HEADROOM_MIB": "0"}, 128},
+	} {
+		c, err := ParseConfig("test", tt.args, env(tt.env), nil)
+		if err != nil || c.GCHeadroomMiB != tt.want {
+			t.Errorf("%v %v: %d, %v; want %d", tt.args, tt.env, c.GCHeadroomMiB, err, tt.want)
+		}
+	}
+	if _, err := ParseConfig("test", []string{"-gc-headroom-mib", "-1"}, env(nil), nil); err == nil || !strings.Contains(err.Error(), "gc-headroom-mib") {
+		t.Errorf("a negative headroom: %v", err)
+	}
+}
