@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"math"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -49,15 +50,36 @@ const minHeap = 4 << 20
 
 // gcTuner sets the GOGC percent after every collection, from the heap
 // that collection left live (see gcPercentFor).
+//
+// A raised percent suits the heap it was computed for. When the next
+// collection leaves much more live (a burst of stream opens), the runtime
+// sets that cycle's goal from the old percent until adjust runs again,
+// after the sweep, and that goal could be many times the new live heap.
+// So while the percent is raised, a soft memory limit holds the process
+// to 2 * headroom past what it used when the percent was set: a runtime
+// goal is the lower of the two. The operator's own GOMEMLIMIT, if lower,
+// stays, and it is all that applies once the percent is back at base.
 type gcTuner struct {
 	headroom uint64
-	base     int              // GOGC as the process started (debug.SetGCPercent's answer)
-	scanned  []metrics.Sample // what GOGC multiplies: live heap, stacks, globals
+	base     int   // GOGC as the process started (debug.SetGCPercent's answer)
+	limit    int64 // GOMEMLIMIT as the process started
+	samples  []metrics.Sample
 
 	mu      sync.Mutex
 	stopped bool
-	percent int // last set
+	percent int   // last set
+	set     int64 // memory limit last set
 }
+
+// The samples adjust reads: what GOGC multiplies (live heap, stacks,
+// globals), then what the memory limit counts (total less released).
+const (
+	sampleLive = iota
+	sampleStacks
+	sampleGlobals
+	sampleTotal
+	sampleReleased
+)
 
 // gcSentinel is allocated and dropped at once: its cleanup runs after the
 // next collection. Larger than 16 bytes, so not in the tiny allocator,
@@ -66,8 +88,8 @@ type gcSentinel [32]byte
 
 // tuneGC keeps headroom bytes of heap growth between collections, unless
 // headroom is 0 or the operator set GOGC (then the runtime's own pacing is
-// the operator's choice). stop restores the percent the process started
-// with.
+// the operator's choice). stop restores the percent and memory limit the
+// process started with.
 func tuneGC(headroom uint64, gogcSet bool, log *slog.Logger) (stop func()) {
 	if headroom == 0 || gogcSet {
 		if gogcSet && headroom > 0 {
@@ -80,8 +102,13 @@ func tuneGC(headroom uint64, gogcSet bool, log *slog.Logger) (stop func()) {
 	if base <= 0 { // collection off (GOGC=off via debug.SetGCPercent): leave it
 		return func() {}
 	}
-	t := &gcTuner{headroom: headroom, base: base, percent: base, scanned: []metrics.Sample{
-		{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"},
+	limit := debug.SetMemoryLimit(-1) // reads it
+	t := &gcTuner{headroom: headroom, base: base, limit: limit, percent: base, set: limit, samples: []metrics.Sample{
+		sampleLive:     {Name: "/gc/heap/live:bytes"},
+		sampleStacks:   {Name: "/gc/scan/stack:bytes"},
+		sampleGlobals:  {Name: "/gc/scan/globals:bytes"},
+		sampleTotal:    {Name: "/memory/classes/total:bytes"},
+		sampleReleased: {Name: "/memory/classes/heap/released:bytes"},
 	}}
 	t.arm() // the first collection comes at the runtime's own goal
 	return t.stop
@@ -96,20 +123,22 @@ func (t *gcTuner) arm() {
 	}, t)
 }
 
-// adjust sets the percent for what the last collection left, and reports
-// whether the tuner still runs.
+// adjust sets the percent and the memory limit for what the last
+// collection left, and reports whether the tuner still runs.
 func (t *gcTuner) adjust() bool {
-	metrics.Read(t.scanned)
-	var scanned uint64
-	for _, m := range t.scanned {
+	metrics.Read(t.samples)
+	for _, m := range t.samples {
 		if m.Value.Kind() != metrics.KindUint64 {
-			return false // a runtime without these metrics: leave GOGC alone
+			return false // a runtime without these metrics: leave the collector alone
 		}
-		scanned += m.Value.Uint64()
 	}
-	p := t.base
-	if live := t.scanned[0].Value.Uint64(); live > 0 { // a collection has measured it
-		p = gcPercentFor(live, scanned, t.headroom, t.base)
+	v := func(i int) uint64 { return t.samples[i].Value.Uint64() }
+	p, limit := t.base, t.limit
+	if live := v(sampleLive); live > 0 { // a collection has measured it
+		p = gcPercentFor(live, live+v(sampleStacks)+v(sampleGlobals), t.headroom, t.base)
+	}
+	if used := v(sampleTotal) - min(v(sampleReleased), v(sampleTotal)); p > t.base {
+		limit = min(t.limit, int64(min(used+2*t.headroom, math.MaxInt64/2)))
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -120,6 +149,10 @@ func (t *gcTuner) adjust() bool {
 		debug.SetGCPercent(p)
 		t.percent = p
 	}
+	if limit != t.set {
+		debug.SetMemoryLimit(limit)
+		t.set = limit
+	}
 	return true
 }
 
@@ -129,5 +162,6 @@ func (t *gcTuner) stop() {
 	if !t.stopped {
 		t.stopped = true
 		debug.SetGCPercent(t.base)
+		debug.SetMemoryLimit(t.limit)
 	}
 }

@@ -49,6 +49,10 @@ func TestTuneGCKeepsTheHeadroom(t *testing.T) {
 	const headroom = 64 * mib
 	base := debug.SetGCPercent(100)
 	debug.SetGCPercent(base)
+	limit := debug.SetMemoryLimit(-1)
+	if limit < 4*headroom {
+		t.Skipf("GOMEMLIMIT %d MiB leaves no room for a %d MiB headroom", limit/mib, headroom/mib)
+	}
 	runtime.GC()
 	if g := gcGrowth(); g > headroom/2 {
 		t.Skipf("this heap already grows by %d MiB: nothing to tune", g/mib)
@@ -60,9 +64,17 @@ func TestTuneGCKeepsTheHeadroom(t *testing.T) {
 		g := gcGrowth()
 		return g > headroom*9/10 && g < headroom*11/10
 	})
+	// While GOGC is raised, a memory limit bounds the goal a collection
+	// that finds the heap much larger would set from it (see gcTuner).
+	if l := debug.SetMemoryLimit(-1); l >= limit || l < 2*headroom {
+		t.Fatalf("memory limit %d MiB while tuned (%d MiB before), want 2 * headroom past the memory in use", l/mib, limit/mib)
+	}
 	stop()
 	if p := debug.SetGCPercent(base); p != base {
 		t.Fatalf("GOGC %d after stop, want %d", p, base)
+	}
+	if l := debug.SetMemoryLimit(-1); l != limit {
+		t.Fatalf("memory limit %d after stop, want %d", l, limit)
 	}
 	runtime.GC()
 	if g := gcGrowth(); g > headroom/2 {
@@ -74,6 +86,7 @@ func TestTuneGCKeepsTheHeadroom(t *testing.T) {
 func TestTuneGCLeavesAnOperatorsGOGC(t *testing.T) {
 	base := debug.SetGCPercent(100)
 	debug.SetGCPercent(base)
+	limit := debug.SetMemoryLimit(-1)
 	for _, tt := range []struct {
 		headroom uint64
 		gogcSet  bool
@@ -83,6 +96,9 @@ func TestTuneGCLeavesAnOperatorsGOGC(t *testing.T) {
 		runtime.GC()
 		if p := debug.SetGCPercent(base); p != base {
 			t.Fatalf("headroom %d, GOGC set %v: GOGC %d, want %d", tt.headroom, tt.gogcSet, p, base)
+		}
+		if l := debug.SetMemoryLimit(-1); l != limit {
+			t.Fatalf("headroom %d, GOGC set %v: memory limit %d, want %d", tt.headroom, tt.gogcSet, l, limit)
 		}
 		stop()
 	}
