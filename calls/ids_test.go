@@ -28,6 +28,18 @@ func TestNewCallID(t *testing.T) {
 			time.Sleep(2 * time.Millisecond)
 		}
 	}
+	// Encoded, IDs sort as their bytes do: every 5-bit symbol sorts after
+	// the one below it (the first character is the top 5 bits of byte 0).
+	prev = ""
+	for k := range 32 {
+		var b [16]byte
+		b[0] = byte(k << 3)
+		id := callIDEncoding.EncodeToString(b[:])
+		if id <= prev {
+			t.Fatalf("symbol %d encodes %q, not after %q", k, id, prev)
+		}
+		prev = id
+	}
 	// The random part: two IDs of the same millisecond share at most their
 	// time prefix (48 bits: the first 9 characters, the tenth in part).
 	a, b := NewCallID(), NewCallID()

@@ -56,7 +56,7 @@ type Options struct {
 	Notifier Notifier
 	Presence Presence
 	Config   Config
-	NewID    func() string // callID generator (default: 128 random bits)
+	NewID    func() string // callID generator (default: NewCallID)
 	Logger   *slog.Logger
 }
 

@@ -387,8 +387,10 @@ func TestStoreRetriesDoNotPileUp(t *testing.T) {
 	}
 	before := r.log.readsOf("bob")
 	time.Sleep(storeRetry + 300*time.Millisecond) // every retry armed so far has fired
-	if n := r.log.readsOf("bob") - before; n > 2 {
-		t.Fatalf("%d log reads in %v after six reads found the store down, want one retry", n, storeRetry+300*time.Millisecond)
+	// One retry, a second after the first failure; a second one only if
+	// the bursts above took most of that second.
+	if n := r.log.readsOf("bob") - before; n < 1 || n > 2 {
+		t.Fatalf("%d log reads in %v after six reads found the store down, want the one retry", n, storeRetry+300*time.Millisecond)
 	}
 }
 

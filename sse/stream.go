@@ -61,7 +61,7 @@ var (
 // tokenLeft is how long the request's token has before its exp (0: no
 // limit): the stream must not outlive it. TokenWarning (of hub-clock time)
 // before the end it sends tokenWillExpire, and at the end it
-// closes (see expiry).
+// closes (see armToken).
 func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, deviceID string, tokenLeft time.Duration) {
 	rc := http.NewResponseController(w)
 	// The server's ReadTimeout would otherwise fire mid-stream and cancel
