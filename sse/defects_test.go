@@ -342,10 +342,19 @@ func TestLaggingStreamWaitsForTheStore(t *testing.T) {
 	r.log.mu.Lock()
 	r.log.afterErr = fmt.Errorf("store down: %w", calls.ErrUnavailable)
 	r.log.mu.Unlock()
-	for i := range 10 { // past the buffer: the stream lags, and frames wait
-		r.hub.Committed(r.log.add(changedEv("bob", fmt.Sprint("c", i), "")), 0)
+	// Bursts past the buffer until the stream lags and a log read finds
+	// the store down (a stream quick enough keeps up with a burst).
+	n := 0
+	for counter(r.hub.m.storeRetries) < 1 {
+		if n >= 10000 {
+			t.Fatalf("no log read found the store down after %d commits", n)
+		}
+		for range 10 {
+			n++
+			r.hub.Committed(r.log.add(changedEv("bob", fmt.Sprint("c", n), "")), 0)
+		}
+		time.Sleep(time.Millisecond)
 	}
-	wait.For(t, 3*time.Second, "a log read to find the store down", func() bool { return counter(r.hub.m.storeRetries) >= 1 })
 	// Every commit above may have cost a read (each refilled the buffer);
 	// from here, the last of them and the retry, a second away, at most.
 	before := r.log.readsOf("bob")
@@ -356,7 +365,7 @@ func TestLaggingStreamWaitsForTheStore(t *testing.T) {
 	r.log.mu.Lock()
 	r.log.afterErr = nil
 	r.log.mu.Unlock()
-	for i := 1; i <= 10; i++ {
+	for i := 1; i <= n; i++ {
 		if b := c.next(); b.id != fmt.Sprint(i) {
 			t.Fatalf("event %d: %+v", i, b)
 		}
