@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -41,6 +42,36 @@ func TestSystemEndpoints(t *testing.T) {
 	if strings.Contains(metrics, id) {
 		t.Errorf("metrics leak a raw path with a callID")
 	}
+	// The SQLite writer's totals: the four actions above and their
+	// delivery marks were written, each durable before its answer.
+	if s.Backend == testkit.SQLite {
+		for _, name := range []string{"callsig_store_writes_total", "callsig_store_commits_total", "callsig_store_wal_syncs_total",
+			"callsig_store_write_seconds_total", "callsig_store_writer_busy_seconds_total", "callsig_store_wal_sync_seconds_total"} {
+			if v := metricValue(t, metrics, name); v <= 0 {
+				t.Errorf("%s = %v, want more than 0", name, v)
+			}
+		}
+		if w := metricValue(t, metrics, "callsig_store_writes_total"); w < 4 {
+			t.Errorf("callsig_store_writes_total = %v, want at least the 4 actions", w)
+		}
+	}
+}
+
+// metricValue returns the value of the unlabelled series name in a
+// Prometheus text exposition.
+func metricValue(t *testing.T, exposition, name string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(exposition, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("metrics lack %s", name)
+	return 0
 }
 
 // The profiler is there for admins and nobody else.

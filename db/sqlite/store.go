@@ -60,6 +60,7 @@ type Store struct {
 	batchTx    *sqlx.Tx
 	batchStmts map[*sqlx.Stmt]*sqlx.Stmt
 	commits    atomic.Int64 // transactions the writer committed, for tests and benchmarks
+	stats      writerCounters
 
 	// Pipelined durability, see syncer.go. toSync carries the committed
 	// batches from the writer to the syncer; syncWAL makes the WAL durable

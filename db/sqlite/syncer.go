@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"time"
 
 	"callsig/calls"
 )
@@ -203,7 +204,10 @@ func (s *Store) syncPending(pending []committedBatch) error {
 		return nil
 	}
 	s.wal.committed = true
-	if err := s.syncWAL(); err != nil {
+	began := time.Now()
+	err := s.syncWAL()
+	s.stats.synced(began)
+	if err != nil {
 		s.syncFailed.Store(true)
 		s.log.Error("the store stops writing: restart the process", "err", err)
 		return fmt.Errorf("%w: %w", calls.ErrUnavailable, err)

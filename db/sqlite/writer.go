@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -21,6 +22,8 @@ type writeRequest struct {
 	ctx  context.Context
 	fn   func(tx *sqlx.Tx) error
 	done chan error // buffered(1): the writer never blocks answering
+	// queued is when write queued it, for the writer's statistics.
+	queued time.Time
 }
 
 // write runs fn in the write transaction, inside its own savepoint, and
@@ -43,7 +46,7 @@ func (s *Store) write(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	if s.syncFailed.Load() {
 		return errStopped
 	}
-	r := &writeRequest{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	r := &writeRequest{ctx: ctx, fn: fn, done: make(chan error, 1), queued: time.Now()}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -52,7 +55,9 @@ func (s *Store) write(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	s.queue = append(s.queue, r)
 	s.mu.Unlock()
 	s.signal()
-	return unavailable(<-r.done)
+	err := <-r.done
+	s.stats.answered(r.queued)
+	return unavailable(err)
 }
 
 // signal wakes the writer without blocking; one pending wake is enough since
@@ -94,10 +99,13 @@ func (s *Store) runWriter() {
 		}
 		reqs, closed := s.nextBatch(room)
 		if len(reqs) > 0 {
+			began := time.Now()
+			s.stats.started(reqs, began)
 			if open == nil {
 				open = s.begin()
 			}
 			open.run(s, reqs)
+			s.stats.busy(began)
 			if open.failed() {
 				s.handOver(open)
 				open = nil
@@ -105,7 +113,10 @@ func (s *Store) runWriter() {
 			}
 		}
 		if open != nil && (len(open.batch) >= maxBatch || s.inflight.Load() == 0 || (closed && len(reqs) == 0)) {
-			s.handOver(open.commit(s))
+			began := time.Now()
+			committed := open.commit(s)
+			s.stats.busy(began)
+			s.handOver(committed)
 			open = nil
 			continue
 		}

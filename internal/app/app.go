@@ -103,6 +103,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 
 	a.Registry = prometheus.NewRegistry()
 	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newCallsCollector(a.Store), newNodeInfo(cfg.NodeID, a.Backend()))
+	if w, ok := a.Store.(writerStatser); ok {
+		a.Registry.MustRegister(newWriterCollector(w))
+	}
 	a.conns = handlers.NewConnLimit(a.maxConns, connReserve)
 	if err := a.conns.Register(a.Registry); err != nil {
 		a.Store.Close()

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"callsig/db"
+	"callsig/db/sqlite"
 )
 
 // callsCollector exports callsig_calls{state}: calls by state, read from
@@ -45,4 +46,52 @@ func newNodeInfo(node, backend string) prometheus.Collector {
 	})
 	g.Set(1)
 	return g
+}
+
+// writerStatser is a store with a single writer (SQLite).
+type writerStatser interface{ WriterStats() sqlite.WriterStats }
+
+// writerCollector exports the SQLite writer's running totals
+// (sqlite.WriterStats) as counters, read at scrape time: a rate of a
+// _seconds_total over the rate of its count is a mean, and
+// callsig_store_writer_busy_seconds_total per second is how much of the
+// one writer's time is taken, the embedded backend's ceiling.
+type writerCollector struct {
+	store                                       writerStatser
+	writes, commits, syncs, latency, wait, busy *prometheus.Desc
+	sync                                        *prometheus.Desc
+}
+
+func newWriterCollector(store writerStatser) *writerCollector {
+	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
+	return &writerCollector{
+		store:   store,
+		writes:  d("callsig_store_writes_total", "Writes the SQLite writer answered (each durable, or failed)."),
+		commits: d("callsig_store_commits_total", "Transactions the SQLite writer committed (group commits)."),
+		syncs:   d("callsig_store_wal_syncs_total", "fsyncs of the SQLite WAL before answering (pipelined durability)."),
+		latency: d("callsig_store_write_seconds_total", "Time from queueing a write to its answer, summed over callsig_store_writes_total."),
+		wait:    d("callsig_store_write_wait_seconds_total", "Time writes waited in the queue before the writer ran them, summed."),
+		busy:    d("callsig_store_writer_busy_seconds_total", "Time the single writer spent running writes and committing."),
+		sync:    d("callsig_store_wal_sync_seconds_total", "Time spent in fsync of the SQLite WAL."),
+	}
+}
+
+func (c *writerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.writes, c.commits, c.syncs, c.latency, c.wait, c.busy, c.sync} {
+		ch <- d
+	}
+}
+
+func (c *writerCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.store.WriterStats()
+	counter := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
+	}
+	counter(c.writes, float64(s.Writes))
+	counter(c.commits, float64(s.Commits))
+	counter(c.syncs, float64(s.Syncs))
+	counter(c.latency, s.Latency.Seconds())
+	counter(c.wait, s.Wait.Seconds())
+	counter(c.busy, s.Busy.Seconds())
+	counter(c.sync, s.Sync.Seconds())
 }
