@@ -88,3 +88,31 @@ func TestPprofNeedsAdmin(t *testing.T) {
 	// An unknown profile is a 404 like any other: problem+json.
 	admin.Get("/debug/pprof/bogus").WantProblem(http.StatusNotFound, "not_found")
 }
+
+// Every connection pool's database/sql statistics are on /metrics, named
+// by pool: the writer and the read pool on SQLite, the store's and the
+// presence's pools on PostgreSQL.
+func TestPoolMetrics(t *testing.T) {
+	for _, tt := range []struct {
+		backend testkit.Backend
+		pools   []string
+	}{
+		{testkit.SQLite, []string{"sqlite_write", "sqlite_read"}},
+		{testkit.Postgres, []string{"postgres", "postgres_presence"}},
+	} {
+		t.Run(tt.backend.String(), func(t *testing.T) {
+			s := testkit.Start(t, testkit.WithBackend(tt.backend))
+			s.Client("alice").Invite(nil, "bob")
+			anon := s.Client("anon")
+			anon.Token = ""
+			metrics := string(anon.Get("/metrics").Want(http.StatusOK).Body)
+			for _, pool := range tt.pools {
+				for _, series := range []string{"go_sql_open_connections", "go_sql_wait_count_total"} {
+					if want := series + `{db_name="` + pool + `"}`; !strings.Contains(metrics, want) {
+						t.Errorf("metrics lack %s", want)
+					}
+				}
+			}
+		})
+	}
+}

@@ -248,3 +248,7 @@ func (m migrator) inLock(ctx context.Context, fn func(tx *sqlx.Tx) error) error 
 
 // errNoRows reports whether err is the empty result of a single-row query.
 func errNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
+
+// Pools returns the store's connection pool by name, for its metrics
+// (go_sql_* on /metrics: open, in use, waits); not for queries.
+func (s *Store) Pools() map[string]*sql.DB { return map[string]*sql.DB{"postgres": s.db.DB} }

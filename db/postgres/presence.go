@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -55,6 +56,12 @@ func (p *Presence) Close() error {
 		return nil
 	}
 	return p.db.Close()
+}
+
+// Pools returns the presence pool by name, for its metrics; not for
+// queries.
+func (p *Presence) Pools() map[string]*sql.DB {
+	return map[string]*sql.DB{"postgres_presence": p.db.DB}
 }
 
 func (p *Presence) pool() (*sqlx.DB, error) {

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"database/sql"
 	"sync/atomic"
 	"time"
 )
@@ -62,3 +63,9 @@ func (c *writerCounters) busy(began time.Time) { c.busyNs.Add(int64(time.Since(b
 
 // synced adds an fsync that began at began.
 func (c *writerCounters) synced(began time.Time) { c.syncNs.Add(int64(time.Since(began))) }
+
+// Pools returns the writer's connection and the read pool by name, for
+// their metrics (go_sql_* on /metrics); not for queries.
+func (s *Store) Pools() map[string]*sql.DB {
+	return map[string]*sql.DB{"sqlite_write": s.wdb.DB, "sqlite_read": s.rdb.DB}
+}

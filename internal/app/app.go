@@ -106,6 +106,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 	if w, ok := a.Store.(writerStatser); ok {
 		a.Registry.MustRegister(newWriterCollector(w))
 	}
+	registerPools(a.Registry, a.Store)
 	a.conns = handlers.NewConnLimit(a.maxConns, connReserve)
 	if err := a.conns.Register(a.Registry); err != nil {
 		a.Store.Close()

@@ -2,9 +2,11 @@ package app
 
 import (
 	"context"
+	"database/sql"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"callsig/db"
 	"callsig/db/sqlite"
@@ -94,4 +96,17 @@ func (c *writerCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.wait, s.Wait.Seconds())
 	counter(c.busy, s.Busy.Seconds())
 	counter(c.sync, s.Sync.Seconds())
+}
+
+// registerPools exports the database/sql statistics (go_sql_*, labelled
+// db_name) of every connection pool p has: whether requests wait for a
+// connection is the first thing to look at when a node slows down.
+func registerPools(reg prometheus.Registerer, p any) {
+	pools, ok := p.(interface{ Pools() map[string]*sql.DB })
+	if !ok {
+		return
+	}
+	for name, db := range pools.Pools() {
+		reg.MustRegister(collectors.NewDBStatsCollector(db, name))
+	}
 }

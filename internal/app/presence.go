@@ -23,6 +23,7 @@ func (a *App) newClusterPresence(ctx context.Context, svc cluster.Service) error
 		return redactDSN(err, a.Config.DB)
 	}
 	a.presenceStore = ps
+	registerPools(a.Registry, ps)
 	a.Presence, err = cluster.NewPresence(cluster.PresenceOptions{
 		Store: ps, Service: svc, Node: a.Config.NodeID, Lease: a.Config.PresenceLease,
 		Logger: a.log.With("component", "presence"), Registerer: a.Registry,
