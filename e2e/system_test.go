@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -47,31 +46,14 @@ func TestSystemEndpoints(t *testing.T) {
 	if s.Backend == testkit.SQLite {
 		for _, name := range []string{"callsig_store_writes_total", "callsig_store_commits_total", "callsig_store_wal_syncs_total",
 			"callsig_store_write_seconds_total", "callsig_store_writer_busy_seconds_total", "callsig_store_wal_sync_seconds_total"} {
-			if v := metricValue(t, metrics, name); v <= 0 {
+			if v := scrapeMetric(t, s, name); v <= 0 {
 				t.Errorf("%s = %v, want more than 0", name, v)
 			}
 		}
-		if w := metricValue(t, metrics, "callsig_store_writes_total"); w < 4 {
+		if w := scrapeMetric(t, s, "callsig_store_writes_total"); w < 4 {
 			t.Errorf("callsig_store_writes_total = %v, want at least the 4 actions", w)
 		}
 	}
-}
-
-// metricValue returns the value of the unlabelled series name in a
-// Prometheus text exposition.
-func metricValue(t *testing.T, exposition, name string) float64 {
-	t.Helper()
-	for _, line := range strings.Split(exposition, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s: %v", line, err)
-			}
-			return f
-		}
-	}
-	t.Fatalf("metrics lack %s", name)
-	return 0
 }
 
 // The profiler is there for admins and nobody else.

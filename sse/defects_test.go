@@ -331,10 +331,9 @@ func TestSlowClientGivesItsOpenerSlotUp(t *testing.T) {
 	}
 }
 
-// While the store is down, a lagging stream with frames buffered reads the
-// log once per retry, not in a loop, and keeps its connection; once the
-// store is back it writes every event, in order.
-func TestLaggingStreamWaitsForTheStore(t *testing.T) {
+// downStoreRig opens bob's stream on a rig whose two-frame buffer a burst
+// overflows, and makes every log read fail as with the store down.
+func downStoreRig(t *testing.T) (*rig, *client) {
 	r := newRig(t, Options{Buffer: 2})
 	c := r.open("bob", "d", "")
 	c.raw() // opening
@@ -342,12 +341,17 @@ func TestLaggingStreamWaitsForTheStore(t *testing.T) {
 	r.log.mu.Lock()
 	r.log.afterErr = fmt.Errorf("store down: %w", calls.ErrUnavailable)
 	r.log.mu.Unlock()
-	// Bursts past the buffer until the stream lags and a log read finds
-	// the store down (a stream quick enough keeps up with a burst).
-	n := 0
-	for counter(r.hub.m.storeRetries) < 1 {
+	return r, c
+}
+
+// lagUntilRetries commits bob's events in bursts past the buffer until
+// want log reads have found the store down (a stream quick enough keeps
+// up with one burst), and returns how many it committed: ids 1 to n.
+func lagUntilRetries(t *testing.T, r *rig, want float64) (n int) {
+	t.Helper()
+	for counter(r.hub.m.storeRetries) < want {
 		if n >= 10000 {
-			t.Fatalf("no log read found the store down after %d commits", n)
+			t.Fatalf("%v log reads found the store down after %d commits, want %v", counter(r.hub.m.storeRetries), n, want)
 		}
 		for range 10 {
 			n++
@@ -355,12 +359,21 @@ func TestLaggingStreamWaitsForTheStore(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+	return n
+}
+
+// While the store is down, a lagging stream with frames buffered reads the
+// log once per retry, not in a loop, and keeps its connection; once the
+// store is back it writes every event, in order.
+func TestLaggingStreamWaitsForTheStore(t *testing.T) {
+	r, c := downStoreRig(t)
+	n := lagUntilRetries(t, r, 1)
 	// Every commit above may have cost a read (each refilled the buffer);
 	// from here, the last of them and the retry, a second away, at most.
 	before := r.log.readsOf("bob")
 	time.Sleep(300 * time.Millisecond) // a loop would read thousands of times meanwhile
-	if n := r.log.readsOf("bob") - before; n > 2 {
-		t.Fatalf("%d log reads in 300 ms while the store was down, want one per retry", n)
+	if reads := r.log.readsOf("bob") - before; reads > 2 {
+		t.Fatalf("%d log reads in 300 ms while the store was down, want one per retry", reads)
 	}
 	r.log.mu.Lock()
 	r.log.afterErr = nil
@@ -376,24 +389,8 @@ func TestLaggingStreamWaitsForTheStore(t *testing.T) {
 // the store down: a timer per failed read would pile up while the store is
 // out, each one reading the log again every storeRetry.
 func TestStoreRetriesDoNotPileUp(t *testing.T) {
-	r := newRig(t, Options{Buffer: 2})
-	c := r.open("bob", "d", "")
-	c.raw() // opening
-	c.raw() // id block
-	r.log.mu.Lock()
-	r.log.afterErr = fmt.Errorf("store down: %w", calls.ErrUnavailable)
-	r.log.mu.Unlock()
-	// Bursts past the buffer: the stream lags and reads the log, and each
-	// read finds the store down.
-	for i := 0; counter(r.hub.m.storeRetries) < 6; i++ {
-		if i == 1000 {
-			t.Fatalf("%v store retries after %d bursts of commits, want 6", counter(r.hub.m.storeRetries), i)
-		}
-		for j := range 10 {
-			r.hub.Committed(r.log.add(changedEv("bob", fmt.Sprint("c", i, "-", j), "")), 0)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	r, _ := downStoreRig(t)
+	lagUntilRetries(t, r, 6)
 	before := r.log.readsOf("bob")
 	time.Sleep(storeRetry + 300*time.Millisecond) // every retry armed so far has fired
 	// One retry, a second after the first failure; a second one only if
