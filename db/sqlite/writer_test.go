@@ -82,6 +82,36 @@ func TestConcurrentUpdatesAllCommit(t *testing.T) {
 	t.Logf("200 updates in %d commits", s.commits.Load())
 }
 
+// The writer's totals count every write answered, each fsync, and times
+// that add up: no write waits longer in the queue than it takes in all.
+func TestWriterStatsCountTheWrites(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	before := s.WriterStats()
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			ch := storetest.NewCall(fmt.Sprintf("c%03d", i), "alice", 1000, "bob")
+			if err := s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, ch) }); err != nil {
+				t.Errorf("Update %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	st := s.WriterStats()
+	if n := st.Writes - before.Writes; n != 50 {
+		t.Errorf("%d writes counted, want 50", n)
+	}
+	commits, syncs := st.Commits-before.Commits, st.Syncs-before.Syncs
+	if commits < 1 || commits > 50 || syncs < 1 || syncs > commits {
+		t.Errorf("%d commits and %d fsyncs for 50 writes", commits, syncs)
+	}
+	latency, wait := st.Latency-before.Latency, st.Wait-before.Wait
+	if latency <= 0 || wait <= 0 || wait > latency || st.Busy <= before.Busy || st.Sync <= before.Sync {
+		t.Errorf("latency %v, wait %v, busy %v, sync %v: want positive times, the wait within the latency", latency, wait, st.Busy-before.Busy, st.Sync-before.Sync)
+	}
+}
+
 func TestFailingRequestsFailAloneInTheirBatch(t *testing.T) {
 	s := openTest(t)
 	ctx := context.Background()
