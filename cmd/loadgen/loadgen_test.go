@@ -25,10 +25,15 @@ func TestLoadgen(t *testing.T) {
 			t.Errorf("cycles: %v started, %v completed; want all completed", started, completed)
 		}
 		wantZero(t, fig, "errors", "lost_events", "bad_events", "server_log_errors")
-		for _, k := range []string{"cycles_per_sec", "delivery_p99_ms", "http_p99_ms", "peak_rss_bytes"} {
+		for _, k := range []string{"cycles_per_sec", "delivery_p99_ms", "http_p99_ms", "peak_rss_bytes",
+			"store_writes", "store_writes_per_commit", "store_write_ms_mean", "store_writer_busy_pct"} {
 			if v, _ := fig[k].(float64); v <= 0 {
 				t.Errorf("%s = %v, want > 0", k, fig[k])
 			}
+		}
+		// Each cycle is an invitation, its delivery mark and an accept.
+		if w, _ := fig["store_writes"].(float64); w < 2*completed {
+			t.Errorf("store_writes = %v for %v cycles, want at least two a cycle", w, completed)
 		}
 	})
 

@@ -310,11 +310,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	tab := &table{}
 	fig := figures{"mode": cfg.mode}
-	usage := t.startUsage()
+	usage := t.startUsage(ctx)
 	if err := modes[cfg.mode](ctx, t, tab, fig); err != nil {
 		return err
 	}
-	usage.report(tab, fig)
+	usage.report(ctx, tab, fig)
 	tab.add("open-file limit", "%d", limit)
 	tab.print(stdout)
 	line, err := json.Marshal(fig)
@@ -431,18 +431,20 @@ type usage struct {
 	t                   *target
 	began               time.Time
 	busy, self, server0 time.Duration
+	writer0             writerTotals
 }
 
-func (t *target) startUsage() *usage {
-	u := &usage{t: t, began: time.Now(), busy: machineBusy(), self: selfCPU()}
+func (t *target) startUsage(ctx context.Context) *usage {
+	u := &usage{t: t, began: time.Now(), busy: machineBusy(), self: selfCPU(), writer0: readWriter(ctx, t)}
 	for _, srv := range t.servers() {
 		u.server0 += srv.totalCPU()
 	}
 	return u
 }
 
-func (u *usage) report(tab *table, fig figures) {
+func (u *usage) report(ctx context.Context, tab *table, fig figures) {
 	wall := time.Since(u.began)
+	readWriter(ctx, u.t).report(u.writer0, wall, tab, fig)
 	self := selfCPU() - u.self
 	tab.add("loadgen CPU", "%.2f s in %s", self.Seconds(), wall.Round(time.Millisecond))
 	fig["loadgen_cpu_s"] = round2(self.Seconds())
