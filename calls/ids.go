@@ -21,9 +21,12 @@ var callIDEncoding = base32.NewEncoding("234567abcdefghijklmnopqrstuvwxyz").With
 // (a tenth of SQLite's WAL frames under load, see docs/benchmarks.md). 80
 // random bits keep the ID unguessable; the millisecond it shows is within
 // the call's createTime, which the call's users see anyway.
-func NewCallID() string {
+func NewCallID() string { return callIDAt(time.Now().UnixMilli()) }
+
+// callIDAt is a call ID made at Unix millisecond ms.
+func callIDAt(ms int64) string {
 	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixMilli())<<16)
+	binary.BigEndian.PutUint64(b[:8], uint64(ms)<<16)
 	_, _ = rand.Read(b[6:]) // crypto/rand.Read never fails on supported platforms
 	return callIDEncoding.EncodeToString(b[:])
 }

@@ -10,8 +10,7 @@ import (
 // creation order from one millisecond to the next.
 func TestNewCallID(t *testing.T) {
 	seen := make(map[string]bool)
-	var prev string
-	for i := range 2000 {
+	for range 2000 {
 		id := NewCallID()
 		if len(id) != 26 || strings.Trim(id, "abcdefghijklmnopqrstuvwxyz234567") != "" {
 			t.Fatalf("ID %q: want 26 characters of lower-case base32", id)
@@ -20,12 +19,18 @@ func TestNewCallID(t *testing.T) {
 			t.Fatalf("ID %q twice", id)
 		}
 		seen[id] = true
-		if i%500 == 0 {
-			if id <= prev {
-				t.Fatalf("ID %q made after %q sorts before it", id, prev)
+	}
+	// Made a millisecond later, an ID sorts later, whatever its random part.
+	var prev string
+	for _, ms := range []int64{0, 1, 31, 32, 1023, 1024, time.Now().UnixMilli(), time.Now().UnixMilli() + 1, 1<<48 - 1} {
+		for range 20 {
+			if id := callIDAt(ms); id <= prev {
+				t.Fatalf("ID %q of millisecond %d sorts before %q, made earlier", id, ms, prev)
 			}
-			prev = id
-			time.Sleep(2 * time.Millisecond)
+		}
+		prev = callIDAt(ms)
+		for range 20 { // and every ID of ms sorts before the next millisecond's
+			prev = max(prev, callIDAt(ms))
 		}
 	}
 	// Encoded, IDs sort as their bytes do: every 5-bit symbol sorts after

@@ -63,11 +63,12 @@ func insertEvent(user string) func(tx *sqlx.Tx) error {
 	}
 }
 
-func TestConcurrentUpdatesAllCommit(t *testing.T) {
-	s := openTest(t)
+// saveCalls saves n new calls, each in an Update of its own, all at once.
+func saveCalls(t *testing.T, s *Store, n int) {
+	t.Helper()
 	ctx := context.Background()
 	var wg sync.WaitGroup
-	for i := range 200 {
+	for i := range n {
 		wg.Go(func() {
 			ch := storetest.NewCall(fmt.Sprintf("c%03d", i), "alice", 1000, "bob")
 			if err := s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, ch) }); err != nil {
@@ -76,6 +77,11 @@ func TestConcurrentUpdatesAllCommit(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+func TestConcurrentUpdatesAllCommit(t *testing.T) {
+	s := openTest(t)
+	saveCalls(t, s, 200)
 	if n := count(t, s, "calls"); n != 200 {
 		t.Errorf("%d calls stored, want 200", n)
 	}
@@ -86,18 +92,8 @@ func TestConcurrentUpdatesAllCommit(t *testing.T) {
 // that add up: no write waits longer in the queue than it takes in all.
 func TestWriterStatsCountTheWrites(t *testing.T) {
 	s := openTest(t)
-	ctx := context.Background()
 	before := s.WriterStats()
-	var wg sync.WaitGroup
-	for i := range 50 {
-		wg.Go(func() {
-			ch := storetest.NewCall(fmt.Sprintf("c%03d", i), "alice", 1000, "bob")
-			if err := s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, ch) }); err != nil {
-				t.Errorf("Update %d: %v", i, err)
-			}
-		})
-	}
-	wg.Wait()
+	saveCalls(t, s, 50)
 	st := s.WriterStats()
 	if n := st.Writes - before.Writes; n != 50 {
 		t.Errorf("%d writes counted, want 50", n)
