@@ -122,6 +122,18 @@ func (c *Call) Clone() *Call {
 	return &cp
 }
 
+// Saved returns a deep copy of c with no user marked dirty: c as a store
+// reads it back once Save has written it. A store that keeps the calls it
+// wrote (db/sqlite's writer) hands out such copies instead of reading them
+// back.
+func (c *Call) Saved() *Call {
+	cp := c.Clone()
+	for _, u := range cp.Users {
+		u.dirty = false
+	}
+	return cp
+}
+
 // Actor is who performs an action: the user and the device it acts from.
 type Actor struct {
 	UserID string

@@ -91,6 +91,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		idle:     make(chan struct{}, 1),
 		syncedCh: make(chan struct{}),
 	}
+	if !opts.NoCallCache {
+		s.cache = newCallCache()
+	}
 	if connSync != sync {
 		if err := s.pipelineSync(ctx); err != nil {
 			rdb.Close()

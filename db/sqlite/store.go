@@ -30,6 +30,9 @@ type Options struct {
 	// itself, instead of in the pipelined syncer (see syncer.go): for
 	// benchmarks that compare the two.
 	InlineSync bool
+	// NoCallCache turns off the writer's call cache (see callcache.go):
+	// for benchmarks that compare.
+	NoCallCache bool
 }
 
 // Store is the SQLite implementation of db.Store: calls.Store, the event
@@ -59,8 +62,11 @@ type Store struct {
 	// the writer goroutine touches these (see txStmt).
 	batchTx    *sqlx.Tx
 	batchStmts map[*sqlx.Stmt]*sqlx.Stmt
-	commits    atomic.Int64 // transactions the writer committed, for tests and benchmarks
-	stats      writerCounters
+	// The calls as the write transaction holds them (see callcache.go);
+	// the writer goroutine's only; nil with Options.NoCallCache.
+	cache   *callCache
+	commits atomic.Int64 // transactions the writer committed, for tests and benchmarks
+	stats   writerCounters
 
 	// Pipelined durability, see syncer.go. toSync carries the committed
 	// batches from the writer to the syncer; syncWAL makes the WAL durable

@@ -48,14 +48,33 @@ func detached(ctx context.Context) context.Context { return context.WithoutCance
 
 // Call loads a call inside the write transaction: it sees the changes of
 // the requests committed before and of those earlier in the same batch.
+// A call the writer read or wrote recently comes from its cache.
 func (t *callsTx) Call(ctx context.Context, callID string) (*calls.Call, error) {
-	ctx = detached(ctx)
-	return loadCall(ctx, t.stmt(t.s.wst.selectCallByID), t.stmt(t.s.wst.selectUsers), callID)
+	if c := t.s.cache.get(callID); c != nil {
+		return c, nil
+	}
+	c, err := loadCall(detached(ctx), t.stmt(t.s.wst.selectCallByID), t.stmt(t.s.wst.selectUsers), callID)
+	if err != nil {
+		return nil, err
+	}
+	t.s.cache.put(c)
+	return c, nil
 }
 
-// Save writes a transition's outcome; see calls.Tx.
+// Save writes a transition's outcome; see calls.Tx. The call, as written,
+// goes to the writer's cache; a Save that fails leaves rows the cache
+// cannot know (its request may still release its savepoint), so it empties
+// the cache.
 func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
-	ctx = detached(ctx)
+	if err := t.save(detached(ctx), ch); err != nil {
+		t.s.cache.reset()
+		return err
+	}
+	t.s.cache.put(ch.Call)
+	return nil
+}
+
+func (t *callsTx) save(ctx context.Context, ch *calls.Change) error {
 	c := ch.Call
 	if c == nil {
 		return errors.New("db: save: change without a call")

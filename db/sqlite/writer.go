@@ -203,6 +203,7 @@ func (b *openBatch) run(s *Store, reqs []*writeRequest) {
 // rollback ends a batch that cannot commit, with err as its outcome.
 func (b *openBatch) rollback(s *Store, err error) {
 	_ = b.tx.Rollback()
+	s.cache.reset()
 	b.err = err
 	s.batchTx, s.batchStmts = nil, nil
 }
@@ -218,8 +219,7 @@ func (b *openBatch) commit(s *Store) *openBatch {
 	}
 	err := s.txStmt(b.tx, s.wst.lastEventID).QueryRow().Scan(&b.lastEvent)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		_ = b.tx.Rollback()
-		b.err = fmt.Errorf("db: read the event log head: %w", err)
+		b.rollback(s, fmt.Errorf("db: read the event log head: %w", err))
 		return b
 	}
 	// Numbered before COMMIT, which makes it visible to readers: a reader
@@ -227,9 +227,11 @@ func (b *openBatch) commit(s *Store) *openBatch {
 	// this number at least.
 	b.seq = s.commitSeq.Add(1)
 	if err := b.tx.Commit(); err != nil {
+		s.cache.reset()
 		b.err = fmt.Errorf("db: commit: %w", err)
 		return b
 	}
+	s.cache.committed()
 	s.commits.Add(1)
 	return b
 }
@@ -255,8 +257,10 @@ func (s *Store) runSavepoint(tx *sqlx.Tx, fn func(tx *sqlx.Tx) error) (err, fata
 		if _, err := s.txStmt(tx, s.wst.release).Exec(); err != nil {
 			return nil, fmt.Errorf("db: release savepoint: %w", err)
 		}
+		s.cache.released()
 		return nil, nil
 	}
+	s.cache.rolledBack()
 	if _, rerr := s.txStmt(tx, s.wst.rollbackTo).Exec(); rerr != nil {
 		return err, fmt.Errorf("db: rollback to savepoint: %w (after %w)", rerr, err)
 	}
