@@ -57,7 +57,7 @@ var _ calls.DeadlineClaimer = (*Store)(nil)
 // back only its own savepoint.
 func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(calls.Tx, []calls.Deadline) error) (int, error) {
 	var n int
-	err := s.write(ctx, func(tx *sqlx.Tx) error {
+	err := s.writeCalls(ctx, func(tx *sqlx.Tx) error {
 		n = 0
 		due, err := dueDeadlines(detached(ctx), tx, now, limit)
 		if err != nil || len(due) == 0 {

@@ -90,6 +90,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		toSync:   make(chan committedBatch, syncQueue),
 		idle:     make(chan struct{}, 1),
 		syncedCh: make(chan struct{}),
+		subs:     make(subscriptions),
 	}
 	if !opts.NoCallCache {
 		s.cache = newCallCache()

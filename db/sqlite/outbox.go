@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"fmt"
 
 	"callsig/calls"
 	"callsig/db"
@@ -9,8 +10,20 @@ import (
 
 // InsertHook stores one webhook message and fans it out to the outbox (see
 // db.InsertHook) with the write statements prepared on the writer.
+// Whether an endpoint subscribes to h's type comes from the writer's memo
+// when it has the answer (see subscriptions.go).
 func (t *callsTx) InsertHook(ctx context.Context, h *calls.HookEvent) (bool, error) {
 	ctx = detached(ctx)
+	subscribed, known := t.s.subs[h.Type]
+	if !known {
+		if err := t.stmt(t.s.wst.subscribed).QueryRowContext(ctx, string(h.Type)).Scan(&subscribed); err != nil {
+			return false, fmt.Errorf("db: webhook subscribers of %s: %w", h.Type, err)
+		}
+		t.s.subs[h.Type] = subscribed
+	}
+	if !subscribed {
+		return false, nil
+	}
 	return db.InsertHook(ctx, t.hookStatement, h)
 }
 

@@ -65,7 +65,8 @@ type Store struct {
 	// The calls as the write transaction holds them (see callcache.go);
 	// the writer goroutine's only; nil with Options.NoCallCache.
 	cache   *callCache
-	commits atomic.Int64 // transactions the writer committed, for tests and benchmarks
+	subs    subscriptions // the writer's too, see subscriptions.go
+	commits atomic.Int64  // transactions the writer committed, for tests and benchmarks
 	stats   writerCounters
 
 	// Pipelined durability, see syncer.go. toSync carries the committed

@@ -17,7 +17,7 @@ import (
 // commit with concurrent Updates but fails alone) and returns once its
 // changes are durable.
 func (s *Store) Update(ctx context.Context, fn func(calls.Tx) error) error {
-	return s.write(ctx, func(tx *sqlx.Tx) error { return fn(s.callsTx(tx)) })
+	return s.writeCalls(ctx, func(tx *sqlx.Tx) error { return fn(s.callsTx(tx)) })
 }
 
 // callsTx returns the calls.Tx over tx, the write transaction: only valid

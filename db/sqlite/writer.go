@@ -24,6 +24,9 @@ type writeRequest struct {
 	done chan error // buffered(1): the writer never blocks answering
 	// queued is when write queued it, for the writer's statistics.
 	queued time.Time
+	// callsOnly: fn writes only through a callsTx, so it cannot change the
+	// webhook endpoints (see subscriptions.go).
+	callsOnly bool
 }
 
 // write runs fn in the write transaction, inside its own savepoint, and
@@ -40,13 +43,22 @@ type writeRequest struct {
 // queued, write waits for the outcome even if ctx ends meanwhile: returning
 // early could report a failure for a change that then commits.
 func (s *Store) write(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	return s.enqueue(ctx, fn, false)
+}
+
+// writeCalls is write for a fn that writes only through a callsTx.
+func (s *Store) writeCalls(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	return s.enqueue(ctx, fn, true)
+}
+
+func (s *Store) enqueue(ctx context.Context, fn func(tx *sqlx.Tx) error, callsOnly bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if s.syncFailed.Load() {
 		return errStopped
 	}
-	r := &writeRequest{ctx: ctx, fn: fn, done: make(chan error, 1), queued: time.Now()}
+	r := &writeRequest{ctx: ctx, fn: fn, done: make(chan error, 1), queued: time.Now(), callsOnly: callsOnly}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -190,6 +202,9 @@ func (b *openBatch) run(s *Store, reqs []*writeRequest) {
 		case r.ctx.Err() != nil:
 			err = r.ctx.Err()
 		default:
+			if !r.callsOnly {
+				s.subs.reset()
+			}
 			var fatal error
 			err, fatal = s.runSavepoint(b.tx, r.fn)
 			if fatal != nil {
@@ -204,6 +219,7 @@ func (b *openBatch) run(s *Store, reqs []*writeRequest) {
 func (b *openBatch) rollback(s *Store, err error) {
 	_ = b.tx.Rollback()
 	s.cache.reset()
+	s.subs.reset()
 	b.err = err
 	s.batchTx, s.batchStmts = nil, nil
 }
@@ -228,6 +244,7 @@ func (b *openBatch) commit(s *Store) *openBatch {
 	b.seq = s.commitSeq.Add(1)
 	if err := b.tx.Commit(); err != nil {
 		s.cache.reset()
+		s.subs.reset()
 		b.err = fmt.Errorf("db: commit: %w", err)
 		return b
 	}
