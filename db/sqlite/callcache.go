@@ -45,12 +45,21 @@ func newCallCache() *callCache {
 // get returns a copy of the call as the transaction holds it, or nil when
 // it is not cached.
 func (cc *callCache) get(id string) *calls.Call {
+	if c := cc.peek(id); c != nil {
+		return c.Saved()
+	}
+	return nil
+}
+
+// peek is get without the copy: the caller must not change what it
+// returns.
+func (cc *callCache) peek(id string) *calls.Call {
 	if cc == nil {
 		return nil
 	}
 	for _, m := range [...]map[string]*calls.Call{cc.req, cc.batch, cc.cur, cc.old} {
 		if c, ok := m[id]; ok {
-			return c.Saved()
+			return c
 		}
 	}
 	return nil

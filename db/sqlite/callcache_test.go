@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -220,5 +221,36 @@ func TestCallCacheIsBounded(t *testing.T) {
 	}
 	if cc.get("0") != nil {
 		t.Fatal("the first call saved is still cached")
+	}
+}
+
+// A change to any column sqlUpdateCall sets makes the update necessary.
+func TestSameCallRowSeesEveryUpdatedColumn(t *testing.T) {
+	row := &calls.Call{ID: "c", Seq: 7, Caller: "ann", Mode: calls.ModeGeneral, State: calls.CallStarted,
+		Timeout: 30, ExtendedData: "x", CreateTime: 1}
+	changes := map[string]func(c *calls.Call){
+		"id":                 func(c *calls.Call) { c.ID = "d" },
+		"mode":               func(c *calls.Call) { c.Mode = calls.ModeAdvanced },
+		"state":              func(c *calls.Call) { c.State = calls.CallEnded },
+		"timeout":            func(c *calls.Call) { c.Timeout = 31 },
+		"extended_data":      func(c *calls.Call) { c.ExtendedData = "y" },
+		"end_time":           func(c *calls.Call) { c.EndTime = 2 },
+		"end_reason":         func(c *calls.Call) { c.EndReason = calls.EndCompleted },
+		"not_received_check": func(c *calls.Call) { c.NotReceivedCheck = true },
+		"caller_tracked":     func(c *calls.Call) { c.CallerTracked = true },
+		"caller_offline_at":  func(c *calls.Call) { c.CallerOfflineAt = 3 },
+	}
+	if !sameCallRow(row, row.Saved()) {
+		t.Fatal("a call is not the same row as its copy")
+	}
+	for column, change := range changes {
+		c := row.Saved()
+		change(c)
+		if sameCallRow(row, c) {
+			t.Errorf("a new %s leaves the row the same", column)
+		}
+	}
+	if n := strings.Count(sqlUpdateCall, "?"); n != len(changes) {
+		t.Errorf("sqlUpdateCall has %d placeholders, the test changes %d columns: a column is missing here", n, len(changes))
 	}
 }

@@ -102,8 +102,16 @@ func (t *callsTx) save(ctx context.Context, ch *calls.Change) error {
 	return db.SaveLog(ctx, t, ch)
 }
 
-// saveCall inserts or updates the call row and sets c.Seq.
+// saveCall inserts or updates the call row and sets c.Seq. An update that
+// would write what the row holds already (the cache says so; a delivery
+// mark or an accept changes only users) is skipped.
 func (t *callsTx) saveCall(ctx context.Context, c *calls.Call, created bool) error {
+	if !created {
+		if row := t.s.cache.peek(c.ID); row != nil && sameCallRow(row, c) {
+			c.Seq = row.Seq
+			return nil
+		}
+	}
 	if created {
 		err := t.stmt(t.s.wst.insertCall).QueryRowContext(ctx, c.ID, c.Caller, string(c.Mode),
 			string(c.State), c.Timeout, c.ExtendedData, c.CreateTime, c.EndTime, string(c.EndReason),
@@ -123,6 +131,16 @@ func (t *callsTx) saveCall(ctx context.Context, c *calls.Call, created bool) err
 		return fmt.Errorf("db: update call %s: %w", c.ID, err)
 	}
 	return nil
+}
+
+// sameCallRow reports whether sqlUpdateCall would leave row, the call as
+// stored, as it is when saving c: the columns it sets and the one it
+// matches are equal.
+func sameCallRow(row, c *calls.Call) bool {
+	return row.ID == c.ID && row.Mode == c.Mode && row.State == c.State && row.Timeout == c.Timeout &&
+		row.ExtendedData == c.ExtendedData && row.EndTime == c.EndTime && row.EndReason == c.EndReason &&
+		row.NotReceivedCheck == c.NotReceivedCheck && row.CallerTracked == c.CallerTracked &&
+		row.CallerOfflineAt == c.CallerOfflineAt
 }
 
 // InsertEvent appends ev to the log and sets ev.ID; ids grow in commit
