@@ -61,6 +61,40 @@ func (t *callsTx) Call(ctx context.Context, callID string) (*calls.Call, error) 
 	return c, nil
 }
 
+// Calls loads several calls at once (calls.CallsLoader, the scheduler's
+// claim of due deadlines): those the writer's cache holds from it, the
+// others with one query for the calls and one for their users, where Call
+// would run two statements for each.
+func (t *callsTx) Calls(ctx context.Context, callIDs []string) (map[string]*calls.Call, error) {
+	found := make(map[string]*calls.Call, len(callIDs))
+	var missing []string
+	for _, id := range callIDs {
+		if c := t.s.cache.get(id); c != nil {
+			found[id] = c
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) == 0 {
+		return found, nil
+	}
+	query, args, err := sqlx.In(`SELECT `+callColumns+` FROM calls WHERE id IN (?)`, missing)
+	if err != nil {
+		return nil, fmt.Errorf("db: load calls: %w", err)
+	}
+	list, err := queryCalls(detached(ctx), t.tx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("db: load calls: %w", err)
+	}
+	for _, c := range list {
+		t.s.cache.put(c)
+		found[c.ID] = c
+	}
+	return found, nil
+}
+
+var _ calls.CallsLoader = (*callsTx)(nil)
+
 // Save writes a transition's outcome; see calls.Tx. The call, as written,
 // goes to the writer's cache; a Save that fails leaves rows the cache
 // cannot know (its request may still release its savepoint), so it empties

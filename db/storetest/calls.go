@@ -138,6 +138,47 @@ func testSaveWritesOnlyDirtyUsers(t *testing.T, s db.Store) {
 // An Update whose fn fails or panics after saving leaves nothing: not the
 // call, not its events. A panic comes back as a *db.PanicError, and the
 // store goes on serving.
+// Calls (calls.CallsLoader, which the scheduler's claims use) loads several
+// calls in one go, each as Call loads it, leaves out an id that names no
+// call, and sees what the transaction wrote before it.
+func testCallsLoadsSeveralAsCallDoes(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	Save(t, s, NewCall("c1", "alice", 1000, "bob", "carol"))
+	Save(t, s, NewCall("c2", "dave", 1000, "erin"))
+	err := s.Update(ctx, func(tx calls.Tx) error {
+		loader, ok := tx.(calls.CallsLoader)
+		if !ok {
+			return fmt.Errorf("the Tx (%T) is no calls.CallsLoader", tx)
+		}
+		if err := tx.Save(ctx, NewCall("c3", "frank", 2000, "gina")); err != nil {
+			return err
+		}
+		got, err := loader.Calls(ctx, []string{"c2", "nope", "c1", "c3"})
+		if err != nil {
+			return err
+		}
+		if len(got) != 3 || got["nope"] != nil {
+			t.Errorf("Calls = %d calls (%v), want c1, c2 and c3 only", len(got), got)
+		}
+		for _, id := range []string{"c1", "c2", "c3"} {
+			one, err := tx.Call(ctx, id)
+			if err != nil {
+				return err
+			}
+			if !reflect.DeepEqual(got[id], one) {
+				t.Errorf("Calls gave %s as %+v, Call as %+v", id, got[id], one)
+			}
+		}
+		if n := len(got["c1"].Users); n != 3 {
+			t.Errorf("c1 loaded with %d users, want 3", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func testFailedUpdateLeavesNothing(t *testing.T, s db.Store) {
 	ctx := context.Background()
 	boom := errors.New("boom")

@@ -41,6 +41,7 @@ var tests = []contract{
 	{"SaveCallRoundTrip", testSaveCallRoundTrip},
 	{"SaveWritesOnlyDirtyUsers", testSaveWritesOnlyDirtyUsers},
 	{"FailedUpdateLeavesNothing", testFailedUpdateLeavesNothing},
+	{"CallsLoadsSeveralAsCallDoes", testCallsLoadsSeveralAsCallDoes},
 	{"ListCallsPaging", testListCallsPaging},
 	{"CallerOfflineCallsMatchThePredicate", testCallerOfflineCallsMatchThePredicate},
 	{"CallerPresenceInPages", testCallerPresenceInPages},
