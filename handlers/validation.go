@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/go-chi/chi/v5"
 
 	"callsig/calls"
 )
@@ -19,6 +21,11 @@ import (
 type validator struct {
 	router routers.Router
 	opts   *openapi3filter.Options
+	// routes maps "METHOD pattern" (chi's route pattern) to the document's
+	// route of that path: finding it by matching the path against every
+	// route was most of the validator's cost. chi's patterns are finite, so
+	// the map is too.
+	routes sync.Map
 }
 
 func newValidator(doc *openapi3.T) (*validator, error) {
@@ -44,8 +51,8 @@ func newValidator(doc *openapi3.T) (*validator, error) {
 // document does not describe pass through (routing answers them).
 func (v *validator) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		route, params, err := v.router.FindRoute(r)
-		if err != nil {
+		route, params := v.find(r)
+		if route == nil {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -64,6 +71,41 @@ func (v *validator) middleware(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// find returns r's route in the document and its path parameters, or a
+// nil route when the document does not describe the operation. The
+// validator runs inside chi's route groups, so chi has routed r already:
+// its route pattern, the document's path, finds the route once matched,
+// and its URL parameters are the path parameters the handler reads. A
+// route is kept only when the document's path is chi's pattern, so no
+// request can make another operation's route stand for a pattern (paths
+// with escaped slashes match differently in the two routers); anything
+// else is matched afresh each time, as before.
+func (v *validator) find(r *http.Request) (*routers.Route, map[string]string) {
+	rctx := chi.RouteContext(r.Context())
+	var pattern string
+	if rctx != nil {
+		pattern = rctx.RoutePattern()
+	}
+	key := r.Method + " " + pattern
+	cached, ok := v.routes.Load(key)
+	if !ok {
+		route, params, err := v.router.FindRoute(r)
+		if err != nil {
+			return nil, nil
+		}
+		if pattern == "" || route.Path != pattern {
+			return route, params
+		}
+		cached, _ = v.routes.LoadOrStore(key, route)
+	}
+	route := cached.(*routers.Route)
+	params := make(map[string]string, len(rctx.URLParams.Keys))
+	for i, k := range rctx.URLParams.Keys {
+		params[k] = rctx.URLParams.Values[i]
+	}
+	return route, params
 }
 
 // validationError turns kin-openapi's error tree into one invalid_request

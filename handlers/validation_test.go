@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/go-chi/chi/v5"
 )
 
 // smallSpec is a self-contained document, so these tests do not depend on
@@ -64,12 +65,72 @@ func smallValidator(t *testing.T) *validator {
 	return v
 }
 
+// The validator on its own (matching each path against the document) and
+// inside chi's routes, as the server mounts it (finding the route by chi's
+// pattern, kept after the first request): the same answers either way.
 func TestValidationErrors(t *testing.T) {
 	var got string
-	h := bodyLimit(1 << 10)(smallValidator(t).middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	read := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		got = string(b)
-	})))
+	})
+	bare := smallValidator(t)
+	routed := smallValidator(t)
+	mux := chi.NewRouter()
+	mux.Group(func(r chi.Router) {
+		r.Use(bodyLimit(1<<10), routed.middleware)
+		r.Post("/things/{id}", read)
+		r.Post("/other", read)
+	})
+	for _, setup := range []struct {
+		name string
+		h    http.Handler
+	}{
+		{"bare", bodyLimit(1 << 10)(bare.middleware(read))},
+		{"in chi", mux},
+	} {
+		t.Run(setup.name, func(t *testing.T) { testValidationErrors(t, setup.h, &got) })
+	}
+	if _, ok := routed.routes.Load("POST /things/{id}"); !ok {
+		t.Error("the routed validator kept no route for POST /things/{id}")
+	}
+	n := 0
+	routed.routes.Range(func(key, _ any) bool { n++; return true })
+	if n != 1 {
+		t.Errorf("the routed validator kept %d routes, want 1 (/other is not in the document)", n)
+	}
+}
+
+// A route is kept for chi's pattern only when it is the document's route
+// of that very path: should the two routers ever disagree on a path (chi
+// routes on the raw path, the document's router may not), the request is
+// validated against what the document's router found, and that route is
+// not kept where it would stand for another operation.
+func TestValidatorKeepsOnlyTheRouteOfThePattern(t *testing.T) {
+	v := smallValidator(t)
+	request := func(pattern string) *http.Request {
+		r := httptest.NewRequest("POST", "/things/abc", nil)
+		rctx := chi.NewRouteContext()
+		rctx.RoutePatterns = []string{pattern}
+		rctx.URLParams.Add("id", "abc")
+		return r.WithContext(context.WithValue(r.Context(), chi.RouteCtxKey, rctx))
+	}
+	route, params := v.find(request("/elsewhere/{id}"))
+	if route == nil || route.Path != "/things/{id}" || params["id"] != "abc" {
+		t.Fatalf("find = %v %v, want the route of /things/{id}", route, params)
+	}
+	if kept, ok := v.routes.Load("POST /elsewhere/{id}"); ok {
+		t.Fatalf("kept %v for another pattern", kept)
+	}
+	if route, _ := v.find(request("/things/{id}")); route == nil {
+		t.Fatal("no route for /things/{id}")
+	}
+	if _, ok := v.routes.Load("POST /things/{id}"); !ok {
+		t.Fatal("the route of POST /things/{id} was not kept")
+	}
+}
+
+func testValidationErrors(t *testing.T, h http.Handler, got *string) {
 	tests := []struct {
 		name, path, body string
 		fields           []string // nil: valid
@@ -92,14 +153,14 @@ func TestValidationErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got = ""
+			*got = ""
 			r := httptest.NewRequest("POST", tt.path, strings.NewReader(tt.body))
 			r.Header.Set("Content-Type", "application/json; charset=utf-8")
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, r)
 			if tt.fields == nil {
-				if w.Code != 200 || got != tt.body {
-					t.Fatalf("got %d %s; handler read %q, want %q", w.Code, w.Body, got, tt.body)
+				if w.Code != 200 || *got != tt.body {
+					t.Fatalf("got %d %s; handler read %q, want %q", w.Code, w.Body, *got, tt.body)
 				}
 				return
 			}
