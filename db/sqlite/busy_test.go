@@ -22,12 +22,25 @@ func TestBusyUsers(t *testing.T) {
 	s := openTest(t)
 	ctx := context.Background()
 	cfg := calls.Config{MaxCallUsers: 10}
+	// busyOf asks for ids at once, and for each alone (a statement of its
+	// own, the usual one-invitee invitation): both must agree.
 	busyOf := func(except string, ids ...string) []string {
 		t.Helper()
 		var got []string
 		err := s.Update(ctx, func(tx calls.Tx) (err error) {
-			got, err = tx.BusyUsers(ctx, ids, except)
-			return err
+			if got, err = tx.BusyUsers(ctx, ids, except); err != nil {
+				return err
+			}
+			for _, id := range ids {
+				one, err := tx.BusyUsers(ctx, []string{id}, except)
+				if err != nil {
+					return err
+				}
+				if want := slices.Contains(got, id); (len(one) == 1 && one[0] == id) != want || len(one) > 1 {
+					t.Errorf("%s alone: busy %v; among %v: %t", id, one, ids, want)
+				}
+			}
+			return nil
 		})
 		if err != nil {
 			t.Fatal(err)

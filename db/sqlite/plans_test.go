@@ -45,6 +45,7 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		// The busy check looks each invitee up in 0005's partial index: never
 		// the invitee's history (call_users_by_user) nor a scan.
 		{"busy users", sqlBusyUsers, []any{`["bob","carol"]`, "c"}, []string{"call_users_busy (user_id=?)"}, []string{"call_users_by_user", "SCAN u", "SCAN c"}, false},
+		{"busy user", sqlUserBusy, []any{"bob", "c"}, []string{"call_users_busy (user_id=?)"}, []string{"call_users_by_user", "SCAN u", "SCAN c"}, false},
 		{"free an ended call's users", sqlClearBusy, []any{1}, []string{"USING PRIMARY KEY (call_seq=?)"}, nil, false},
 	} {
 		p := queryPlan(t, s, q.query, q.args...)

@@ -78,6 +78,7 @@ type writeStatements struct {
 	setInvitation, clearBusy    *sqlx.Stmt
 	insertMessage, fanOut       *sqlx.Stmt
 	subscribed, busyUsers       *sqlx.Stmt
+	userBusy                    *sqlx.Stmt
 
 	selectIdempotency, upsertIdempotency *sqlx.Stmt
 }
@@ -103,6 +104,7 @@ func prepareWrite(ctx context.Context, db *sqlx.DB) (*writeStatements, error) {
 	st.fanOut = p.prepare(sqlFanOut)
 	st.subscribed = p.prepare(sqlSubscribed)
 	st.busyUsers = p.prepare(sqlBusyUsers)
+	st.userBusy = p.prepare(sqlUserBusy)
 	st.selectIdempotency = p.prepare(selectIdempotency)
 	st.upsertIdempotency = p.prepare(upsertIdempotency)
 	if p.err != nil {
@@ -117,7 +119,7 @@ func (st *writeStatements) close() {
 		return
 	}
 	closeAll(st.savepoint, st.release, st.rollbackTo, st.lastEventID, st.selectCallByID, st.selectUsers,
-		st.insertCall, st.updateCall, st.upsertUser, st.insertEvent, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed, st.busyUsers,
+		st.insertCall, st.updateCall, st.upsertUser, st.insertEvent, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed, st.busyUsers, st.userBusy,
 		st.selectIdempotency, st.upsertIdempotency)
 }
 
