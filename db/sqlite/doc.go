@@ -10,7 +10,11 @@
 // savepoint, and answers a request only once its commit is durable. Reads use
 // a separate query-only connection pool and never block the writer. Due
 // deadlines are fired in batches, each read and fired by one write request
-// (UpdateDue, calls.DeadlineClaimer).
+// (UpdateDue, calls.DeadlineClaimer). The writer keeps what it needs again
+// and again in memory, mirroring the rows exactly because it is their only
+// writer: the calls it recently read or wrote (callcache.go, so a change
+// does not read its call back, nor rewrite a call row it leaves as is) and
+// which webhook types have subscribers (subscriptions.go).
 //
 // This package must never decide anything about calls: the state machine
 // lives in package calls. It must never hold a transaction open across
