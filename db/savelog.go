@@ -9,8 +9,8 @@ import (
 // LogWriter is what SaveLog writes with: a backend's statements, inside
 // its write transaction.
 type LogWriter interface {
-	// InsertEvent appends ev to the log and sets ev.ID.
-	InsertEvent(ctx context.Context, ev *calls.Event) error
+	// InsertEvents appends evs to the log, in order, and sets each ID.
+	InsertEvents(ctx context.Context, evs []calls.Event) error
 	// SetInvitation records ev, an invitation just inserted, on its
 	// invitee's row of c.
 	SetInvitation(ctx context.Context, c *calls.Call, ev *calls.Event) error
@@ -25,11 +25,11 @@ type LogWriter interface {
 // in ch.HooksQueued those an endpoint subscribes to (the dispatcher is
 // woken only for those).
 func SaveLog(ctx context.Context, w LogWriter, ch *calls.Change) error {
+	if err := w.InsertEvents(ctx, ch.Events); err != nil {
+		return err
+	}
 	for i := range ch.Events {
 		ev := &ch.Events[i]
-		if err := w.InsertEvent(ctx, ev); err != nil {
-			return err
-		}
 		if ev.Type == calls.EventReceived {
 			if err := w.SetInvitation(ctx, ch.Call, ev); err != nil {
 				return err

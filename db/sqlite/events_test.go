@@ -49,3 +49,43 @@ func TestEventIDsIncreaseInCommitOrder(t *testing.T) {
 		}
 	}
 }
+
+// A change's events go in INSERTs of up to maxEventRows rows: each event
+// gets the id of its own row, in order, across the statements, and each
+// invitee's row points at its own invitation.
+func TestEventsOfAChangeKeepTheirIDs(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	for _, n := range []int{1, maxEventRows - 1, maxEventRows, maxEventRows + 1, 2*maxEventRows + 3} {
+		invitees := make([]string, n)
+		for i := range invitees {
+			invitees[i] = fmt.Sprintf("u%d-%d", n, i)
+		}
+		ch := storetest.NewCall(fmt.Sprintf("call-of-%d", n), "alice", 1000, invitees...)
+		if err := s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, ch) }); err != nil {
+			t.Fatal(err)
+		}
+		if len(ch.Events) != n {
+			t.Fatalf("%d invitees, %d events", n, len(ch.Events))
+		}
+		for i, ev := range ch.Events {
+			var user, typ string
+			if err := s.rdb.QueryRow(`SELECT user_id, type FROM events WHERE id = ?`, ev.ID).Scan(&user, &typ); err != nil {
+				t.Fatalf("%d events, event %d (id %d): %v", n, i, ev.ID, err)
+			}
+			if user != ev.UserID || typ != string(ev.Type) {
+				t.Errorf("%d events, event %d: id %d holds %s for %s, want %s for %s", n, i, ev.ID, typ, user, ev.Type, ev.UserID)
+			}
+			if i > 0 && ev.ID != ch.Events[i-1].ID+1 {
+				t.Errorf("%d events: ids %d then %d", n, ch.Events[i-1].ID, ev.ID)
+			}
+			var invitation int64
+			if err := s.rdb.QueryRow(`SELECT invitation_event_id FROM call_users WHERE user_id = ?`, ev.UserID).Scan(&invitation); err != nil {
+				t.Fatal(err)
+			}
+			if invitation != ev.ID {
+				t.Errorf("%s's row points at event %d, its invitation is %d", ev.UserID, invitation, ev.ID)
+			}
+		}
+	}
+}

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/jmoiron/sqlx"
 
@@ -48,6 +49,9 @@ const (
 	sqlClearBusy   = `UPDATE call_users SET busy = 0 WHERE call_seq = ? AND busy = 1`
 	sqlInsertEvent = `INSERT INTO events (user_id, device, call_id, type, data, time)
 		VALUES (?, ?, ?, ?, ?, ?)`
+	// maxEventRows is how many events one INSERT writes (see InsertEvents),
+	// each count its own prepared statement.
+	maxEventRows = 4
 	// The invitee's row remembers its newest invitation event, so a stream
 	// finds the pending invitations without searching the log (see
 	// migration 0002 and Store.PendingInvitations).
@@ -74,7 +78,8 @@ type writeStatements struct {
 
 	selectCallByID, selectUsers *sqlx.Stmt
 	insertCall, updateCall      *sqlx.Stmt
-	upsertUser, insertEvent     *sqlx.Stmt
+	upsertUser                  *sqlx.Stmt
+	insertEvents                [maxEventRows]*sqlx.Stmt // [n-1] inserts n rows
 	setInvitation, clearBusy    *sqlx.Stmt
 	insertMessage, fanOut       *sqlx.Stmt
 	subscribed, busyUsers       *sqlx.Stmt
@@ -97,7 +102,9 @@ func prepareWrite(ctx context.Context, db *sqlx.DB) (*writeStatements, error) {
 	st.insertCall = p.prepare(sqlInsertCall)
 	st.updateCall = p.prepare(sqlUpdateCall)
 	st.upsertUser = p.prepare(sqlUpsertUser)
-	st.insertEvent = p.prepare(sqlInsertEvent)
+	for n := range maxEventRows {
+		st.insertEvents[n] = p.prepare(sqlInsertEvent + strings.Repeat(", (?, ?, ?, ?, ?, ?)", n))
+	}
 	st.setInvitation = p.prepare(sqlSetInvitation)
 	st.clearBusy = p.prepare(sqlClearBusy)
 	st.insertMessage = p.prepare(sqlInsertMessage)
@@ -118,8 +125,9 @@ func (st *writeStatements) close() {
 	if st == nil {
 		return
 	}
+	closeAll(st.insertEvents[:]...)
 	closeAll(st.savepoint, st.release, st.rollbackTo, st.lastEventID, st.selectCallByID, st.selectUsers,
-		st.insertCall, st.updateCall, st.upsertUser, st.insertEvent, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed, st.busyUsers, st.userBusy,
+		st.insertCall, st.updateCall, st.upsertUser, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed, st.busyUsers, st.userBusy,
 		st.selectIdempotency, st.upsertIdempotency)
 }
 

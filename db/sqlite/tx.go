@@ -177,22 +177,39 @@ func sameCallRow(row, c *calls.Call) bool {
 		row.CallerOfflineAt == c.CallerOfflineAt
 }
 
-// InsertEvent appends ev to the log and sets ev.ID; ids grow in commit
-// order because one writer assigns them all.
-func (t *callsTx) InsertEvent(ctx context.Context, ev *calls.Event) error {
-	data := string(ev.Data)
-	if data == "" {
-		data = "null"
-	}
-	// Exec and LastInsertId rather than RETURNING: no result set to build
-	// for every event on the hottest statement of the write path.
-	res, err := t.stmt(t.s.wst.insertEvent).ExecContext(ctx, ev.UserID, ev.Device, ev.CallID,
-		string(ev.Type), data, ev.Time)
-	if err == nil {
-		ev.ID, err = res.LastInsertId()
-	}
-	if err != nil {
-		return fmt.Errorf("db: insert %s event for %s: %w", ev.Type, ev.UserID, err)
+// InsertEvents appends evs to the log and sets their IDs; ids grow in
+// commit order because one writer assigns them all. Up to maxEventRows
+// events go in one INSERT: a statement costs its execution and an update
+// of the table's sqlite_sequence row whatever its rows, and most changes
+// have two or three events.
+func (t *callsTx) InsertEvents(ctx context.Context, evs []calls.Event) error {
+	var args [6 * maxEventRows]any
+	for len(evs) > 0 {
+		n := min(len(evs), maxEventRows)
+		for i := range evs[:n] {
+			ev := &evs[i]
+			data := string(ev.Data)
+			if data == "" {
+				data = "null"
+			}
+			copy(args[6*i:], []any{ev.UserID, ev.Device, ev.CallID, string(ev.Type), data, ev.Time})
+		}
+		// Exec and LastInsertId rather than RETURNING: no result set to
+		// build on the hottest statement of the write path. The rows of one
+		// INSERT take consecutive ids (AUTOINCREMENT, and no other writer),
+		// so the last id gives them all.
+		res, err := t.stmt(t.s.wst.insertEvents[n-1]).ExecContext(ctx, args[:6*n]...)
+		var last int64
+		if err == nil {
+			last, err = res.LastInsertId()
+		}
+		if err != nil {
+			return fmt.Errorf("db: insert %s event for %s and %d more: %w", evs[0].Type, evs[0].UserID, n-1, err)
+		}
+		for i := range evs[:n] {
+			evs[i].ID = last - int64(n-1-i)
+		}
+		evs = evs[n:]
 	}
 	return nil
 }
