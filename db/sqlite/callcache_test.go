@@ -7,12 +7,14 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 
 	"callsig/calls"
+	"callsig/db"
 	"callsig/db/storetest"
 	"callsig/internal/fakeclock"
 )
@@ -57,76 +59,112 @@ func dump(c *calls.Call) string {
 	return s
 }
 
-// Random use-cases over a few users and calls, through the real service:
-// after each one, every call the writer's cache holds is what its rows say.
-// Most random actions are refused (wrong state, not in the call): the
+// walk runs random use-cases over a few users and the newest calls through
+// the real service. Most are refused (wrong state, not in the call): the
 // refusals roll back, and the cache must forget what they read too.
+type walk struct {
+	svc   *calls.Service
+	clock *fakeclock.Clock
+	users []string
+
+	mu     sync.Mutex
+	ids    []string
+	served int
+}
+
+// step runs one random action; seeded by rng, the actions of one goroutine
+// repeat from run to run (several goroutines interleave as they may).
+func (w *walk) step(ctx context.Context, rng *rand.Rand) (op int, err error) {
+	pick := func() string { return w.users[rng.IntN(len(w.users))] }
+	actor := calls.Actor{UserID: pick(), Device: "d" + fmt.Sprint(rng.IntN(2))}
+	w.mu.Lock()
+	var id string
+	if len(w.ids) > 0 {
+		id = w.ids[len(w.ids)-1-rng.IntN(min(len(w.ids), 6))]
+	}
+	w.mu.Unlock()
+	op = rng.IntN(12)
+	switch {
+	case op == 0 || op == 11 || id == "":
+		mode := calls.ModeGeneral
+		if rng.IntN(2) == 0 {
+			mode = calls.ModeAdvanced
+		}
+		var r *calls.InviteResult
+		r, err = w.svc.Invite(ctx, actor, calls.InviteInput{Invitees: []string{pick(), pick()}, Mode: mode,
+			Timeout: 1 + rng.IntN(20), EnableNotReceivedCheck: rng.IntN(2) == 0})
+		if err == nil {
+			w.mu.Lock()
+			w.ids = append(w.ids, r.CallID)
+			w.mu.Unlock()
+		}
+	case op == 1:
+		err = w.svc.MarkDelivered(ctx, id, actor.UserID)
+	case op == 2:
+		_, err = w.svc.Accept(ctx, actor, id, "x")
+	case op == 3:
+		_, err = w.svc.Reject(ctx, actor, id, "")
+	case op == 4:
+		_, err = w.svc.Cancel(ctx, actor, id, calls.CancelInput{Invitees: []string{pick()}})
+	case op == 5:
+		_, err = w.svc.CallingInvite(ctx, actor, id, calls.CallingInviteInput{Invitees: []string{pick()}})
+	case op == 6:
+		_, err = w.svc.Join(ctx, actor, id, "")
+	case op == 7:
+		_, err = w.svc.Quit(ctx, actor, id, calls.LeaveInput{})
+	case op == 8:
+		_, err = w.svc.End(ctx, actor, id, calls.LeaveInput{})
+	case op == 9:
+		err = w.svc.Expire(ctx, calls.Deadline{CallID: id, UserID: pick(), Kind: calls.DeadlineTimeout, At: w.clock.Now().UnixMilli()})
+	case op == 10:
+		err = w.svc.UserOffline(ctx, actor.UserID)
+	}
+	if err == nil {
+		w.mu.Lock()
+		w.served++
+		w.mu.Unlock()
+	}
+	return op, err
+}
+
+// Random use-cases through the real service: one at a time, every call the
+// writer's cache holds is what its rows say after each; then from several
+// goroutines at once, so that requests share batches and some roll back
+// between others, checked at the end.
 func TestCallCacheMirrorsTheRows(t *testing.T) {
 	s := openTest(t)
 	ctx := context.Background()
 	clock := fakeclock.New(time.UnixMilli(1_000_000))
-	svc := calls.NewService(calls.Options{Store: s, Clock: clock,
-		Config: calls.Config{MaxCallUsers: 4, HeartbeatTimeout: 30 * time.Second}})
-	users := []string{"ann", "ben", "cat", "dan", "eve"}
+	w := &walk{clock: clock, users: []string{"ann", "ben", "cat", "dan", "eve"},
+		svc: calls.NewService(calls.Options{Store: s, Clock: clock,
+			Config: calls.Config{MaxCallUsers: 4, HeartbeatTimeout: 30 * time.Second}})}
 	rng := rand.New(rand.NewPCG(1, 2))
-	pick := func() string { return users[rng.IntN(len(users))] }
-	var ids []string
-	served := 0
-	const steps = 700
+	const steps = 600
 	for step := range steps {
 		clock.Advance(time.Duration(rng.IntN(3000)) * time.Millisecond)
-		actor := calls.Actor{UserID: pick(), Device: "d" + fmt.Sprint(rng.IntN(2))}
-		var id string
-		if len(ids) > 0 {
-			id = ids[len(ids)-1-rng.IntN(min(len(ids), 6))]
-		}
-		var err error
-		op := rng.IntN(12)
-		switch {
-		case op == 0 || op == 11 || id == "":
-			mode := calls.ModeGeneral
-			if rng.IntN(2) == 0 {
-				mode = calls.ModeAdvanced
-			}
-			var r *calls.InviteResult
-			r, err = svc.Invite(ctx, actor, calls.InviteInput{Invitees: []string{pick(), pick()}, Mode: mode,
-				Timeout: 1 + rng.IntN(20), EnableNotReceivedCheck: rng.IntN(2) == 0})
-			if err == nil {
-				ids = append(ids, r.CallID)
-			}
-		case op == 1:
-			err = svc.MarkDelivered(ctx, id, actor.UserID)
-		case op == 2:
-			_, err = svc.Accept(ctx, actor, id, "x")
-		case op == 3:
-			_, err = svc.Reject(ctx, actor, id, "")
-		case op == 4:
-			_, err = svc.Cancel(ctx, actor, id, calls.CancelInput{Invitees: []string{pick()}})
-		case op == 5:
-			_, err = svc.CallingInvite(ctx, actor, id, calls.CallingInviteInput{Invitees: []string{pick()}})
-		case op == 6:
-			_, err = svc.Join(ctx, actor, id, "")
-		case op == 7:
-			_, err = svc.Quit(ctx, actor, id, calls.LeaveInput{})
-		case op == 8:
-			_, err = svc.End(ctx, actor, id, calls.LeaveInput{})
-		case op == 9:
-			err = svc.Expire(ctx, calls.Deadline{CallID: id, UserID: pick(), Kind: calls.DeadlineTimeout, At: clock.Now().UnixMilli()})
-		case op == 10:
-			err = svc.UserOffline(ctx, actor.UserID)
-		}
-		if err == nil {
-			served++
-		}
+		op, err := w.step(ctx, rng)
 		// The actions pick among the newest calls; the offline rule may
 		// end older ones, which a later pick reads through the cache.
-		checkCached(t, s, ids[max(0, len(ids)-12):], fmt.Sprintf("step %d (op %d, err %v)", step, op, err))
+		checkCached(t, s, w.ids[max(0, len(w.ids)-12):], fmt.Sprintf("step %d (op %d, err %v)", step, op, err))
 	}
-	checkCached(t, s, ids, "the walk")
-	t.Logf("%d calls, %d of %d actions served", len(ids), served, steps)
-	if len(ids) < 40 || served < 200 {
-		t.Fatalf("only %d calls and %d served actions: the walk did not exercise the cache", len(ids), served)
+	checkCached(t, s, w.ids, "the walk")
+	t.Logf("one at a time: %d calls, %d of %d actions served", len(w.ids), w.served, steps)
+	if len(w.ids) < 35 || w.served < 170 {
+		t.Fatalf("only %d calls and %d served actions: the walk did not exercise the cache", len(w.ids), w.served)
 	}
+
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(3, uint64(g)))
+			for range 60 {
+				w.step(ctx, rng) //nolint:errcheck // refusals are part of the walk
+			}
+		})
+	}
+	wg.Wait()
+	checkCached(t, s, w.ids, "the concurrent walk")
+	t.Logf("after the concurrent walk: %d calls, %d actions served; %d commits", len(w.ids), w.served, s.commits.Load())
 }
 
 // A request that saved a call and then failed leaves no trace in the
@@ -198,30 +236,126 @@ func TestCallCacheForgetsWhatDidNotCommit(t *testing.T) {
 	if got := dataNow(); got != "kept" {
 		t.Fatalf("after a failed batch: %q, want kept", got)
 	}
-	checkCached(t, s, []string{"cache-call-000000001"}, "the failed batch")
+
+	// A panic after the save rolls its savepoint back.
+	err := s.write(ctx, func(tx *sqlx.Tx) error {
+		_ = setData("panicked", nil)(tx)
+		panic("kaboom")
+	})
+	if pe := (*db.PanicError)(nil); !errors.As(err, &pe) {
+		t.Fatalf("panicking request: %v", err)
+	}
+	if got := dataNow(); got != "kept" {
+		t.Fatalf("after a panic: %q, want kept", got)
+	}
+
+	// A COMMIT that fails (a foreign key deferred to it, broken by another
+	// request of the batch) takes every save of its batch with it.
+	release = holdWriter(t, s)
+	saved = goWrite(s, ctx, setData("lost with its commit", nil))
+	waitQueued(t, s, 1)
+	breaker = goWrite(s, ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.Exec(`PRAGMA defer_foreign_keys = ON;
+			INSERT INTO call_users (call_seq, user_id, ord, state) VALUES (999999, 'nobody', 0, 'inviting')`)
+		return err
+	})
+	waitQueued(t, s, 2)
+	release()
+	if err := <-saved; err == nil {
+		t.Fatal("a save in a batch whose COMMIT failed was acknowledged")
+	}
+	<-breaker
+	if got := dataNow(); got != "kept" {
+		t.Fatalf("after a failed COMMIT: %q, want kept", got)
+	}
+	checkCached(t, s, []string{"cache-call-000000001"}, "the failed batches")
 }
 
-// The cache holds at most two generations of cacheCalls calls, and the
-// newest saves are the ones found.
+// The cache holds at most two generations of cacheGeneration bytes, and
+// the newest saves are the ones found; one batch adds at most cachePending.
 func TestCallCacheIsBounded(t *testing.T) {
 	cc := newCallCache()
-	n := 3*cacheCalls + 7
+	big := strings.Repeat("x", 2048)
+	call := func(i int) *calls.Call {
+		return &calls.Call{ID: fmt.Sprint(i), ExtendedData: big,
+			Users: []*calls.CallUser{{UserID: "a", ExtendedData: big}, {UserID: "b", ExtendedData: big}}}
+	}
+	size := callSize(call(0))
+	n := 3*cacheGeneration/size + 7
 	for i := range n {
-		cc.put(&calls.Call{ID: fmt.Sprint(i)})
+		cc.put(call(i))
 		cc.released()
 		cc.committed()
 	}
-	if got := len(cc.cur) + len(cc.old); got > 2*cacheCalls {
-		t.Fatalf("%d calls cached, want at most %d", got, 2*cacheCalls)
+	held := 0
+	for _, m := range []map[string]*calls.Call{cc.cur, cc.old} {
+		for _, c := range m {
+			held += callSize(c)
+		}
 	}
-	for i := n - cacheCalls; i < n; i++ {
+	if held > 2*cacheGeneration+size {
+		t.Fatalf("%d bytes cached, want at most %d", held, 2*cacheGeneration)
+	}
+	for i := n - cacheGeneration/size; i < n; i++ {
 		if cc.get(fmt.Sprint(i)) == nil {
-			t.Fatalf("call %d, among the last %d saved, is not cached", i, cacheCalls)
+			t.Fatalf("call %d, among the last %d saved, is not cached", i, cacheGeneration/size)
 		}
 	}
 	if cc.get("0") != nil {
 		t.Fatal("the first call saved is still cached")
 	}
+
+	// One batch: past cachePending the cache forgets instead of adding,
+	// including an older copy of the call it cannot hold any more.
+	cc.reset()
+	cc.put(call(-1))
+	cc.released()
+	cc.committed()
+	for i := range 2 * cachePending / size {
+		cc.put(call(i))
+		cc.released()
+	}
+	cc.put(call(-1))
+	if len(cc.batch)*size > cachePending {
+		t.Fatalf("%d calls pending in one batch, want at most %d bytes' worth", len(cc.batch), cachePending)
+	}
+	if cc.get("-1") != nil {
+		t.Fatal("a call the batch could not hold kept its older copy")
+	}
+}
+
+// Save caches only a call whose every row it knows: a change that alters a
+// user it does not mark dirty (Save does not write that row) leaves the
+// call to be read back from the rows.
+func TestCallCacheKeepsOnlyWhatSaveWrote(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	storetest.Save(t, s, storetest.NewCall("cache-call-000000002", "alice", 1000, "bob", "carol"))
+	err := s.Update(ctx, func(tx calls.Tx) error {
+		c, err := tx.Call(ctx, "cache-call-000000002")
+		if err != nil {
+			return err
+		}
+		c.User("carol").State = calls.StateRejected // not marked dirty: not written
+		return tx.Save(ctx, &calls.Change{Call: c})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(ctx, func(tx calls.Tx) error {
+		c, err := tx.Call(ctx, "cache-call-000000002")
+		if err != nil {
+			return err
+		}
+		if st := c.User("carol").State; st != calls.StateInviting {
+			t.Errorf("carol is %s to the writer, her row says inviting", st)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCached(t, s, []string{"cache-call-000000002"}, "an unmarked change")
 }
 
 // A change to any column sqlUpdateCall sets makes the update necessary.

@@ -96,15 +96,19 @@ func (t *callsTx) Calls(ctx context.Context, callIDs []string) (map[string]*call
 var _ calls.CallsLoader = (*callsTx)(nil)
 
 // Save writes a transition's outcome; see calls.Tx. The call, as written,
-// goes to the writer's cache; a Save that fails leaves rows the cache
-// cannot know (its request may still release its savepoint), so it empties
-// the cache.
+// goes to the writer's cache (callCache.saved); a Save that fails leaves
+// rows the cache cannot know (its request may still release its
+// savepoint), so it empties the cache.
 func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
+	var prev *calls.Call
+	if ch.Call != nil {
+		prev = t.s.cache.peek(ch.Call.ID)
+	}
 	if err := t.save(detached(ctx), ch); err != nil {
 		t.s.cache.reset()
 		return err
 	}
-	t.s.cache.put(ch.Call)
+	t.s.cache.saved(ch, prev)
 	return nil
 }
 

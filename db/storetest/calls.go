@@ -135,9 +135,6 @@ func testSaveWritesOnlyDirtyUsers(t *testing.T, s db.Store) {
 	}
 }
 
-// An Update whose fn fails or panics after saving leaves nothing: not the
-// call, not its events. A panic comes back as a *db.PanicError, and the
-// store goes on serving.
 // Calls (calls.CallsLoader, which the scheduler's claims use) loads several
 // calls in one go, each as Call loads it, leaves out an id that names no
 // call, and sees what the transaction wrote before it.
@@ -179,6 +176,9 @@ func testCallsLoadsSeveralAsCallDoes(t *testing.T, s db.Store) {
 	}
 }
 
+// An Update whose fn fails or panics after saving leaves nothing: not the
+// call, not its events. A panic comes back as a *db.PanicError, and the
+// store goes on serving.
 func testFailedUpdateLeavesNothing(t *testing.T, s db.Store) {
 	ctx := context.Background()
 	boom := errors.New("boom")
