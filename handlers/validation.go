@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -21,11 +20,9 @@ import (
 type validator struct {
 	router routers.Router
 	opts   *openapi3filter.Options
-	// routes maps "METHOD pattern" (chi's route pattern) to the document's
-	// route of that path: finding it by matching the path against every
-	// route was most of the validator's cost. chi's patterns are finite, so
-	// the map is too.
-	routes sync.Map
+	// routes maps "METHOD path" to every operation of the document, for
+	// the lookup by chi's route pattern (see find). Built once, read only.
+	routes map[string]*routers.Route
 }
 
 func newValidator(doc *openapi3.T) (*validator, error) {
@@ -36,7 +33,14 @@ func newValidator(doc *openapi3.T) (*validator, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &validator{router: router, opts: &openapi3filter.Options{
+	routes := make(map[string]*routers.Route)
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			routes[method+" "+path] = &routers.Route{Spec: doc, Server: doc.Servers[0],
+				Path: path, PathItem: item, Method: method, Operation: op}
+		}
+	}
+	return &validator{router: router, routes: routes, opts: &openapi3filter.Options{
 		// Authentication is our own middleware's job.
 		AuthenticationFunc: openapi3filter.NoopAuthenticationFunc,
 		MultiError:         true,
@@ -75,32 +79,27 @@ func (v *validator) middleware(next http.Handler) http.Handler {
 
 // find returns r's route in the document and its path parameters, or a
 // nil route when the document does not describe the operation. The
-// validator runs inside chi's route groups, so chi has routed r already:
-// its route pattern, the document's path, finds the route once matched,
-// and its URL parameters are the path parameters the handler reads. A
-// route is kept only when the document's path is chi's pattern, so no
-// request can make another operation's route stand for a pattern (paths
-// with escaped slashes match differently in the two routers); anything
-// else is matched afresh each time, as before.
+// validator runs inside chi's route groups, so chi has routed r already,
+// and its route pattern is the document's path (a test walks the routes):
+// the operation is one map lookup, where matching the path against every
+// route of the document was most of the validator's cost, and the path
+// parameters are chi's, the ones the handler reads. The same pattern
+// always finds the same operation, whatever the path looks like (an empty
+// segment that only chi matches is validated, and refused, every time).
+// Outside chi's routes the document's own router matches the path.
 func (v *validator) find(r *http.Request) (*routers.Route, map[string]string) {
 	rctx := chi.RouteContext(r.Context())
-	var pattern string
+	var route *routers.Route
 	if rctx != nil {
-		pattern = rctx.RoutePattern()
+		route = v.routes[r.Method+" "+rctx.RoutePattern()]
 	}
-	key := r.Method + " " + pattern
-	cached, ok := v.routes.Load(key)
-	if !ok {
+	if route == nil {
 		route, params, err := v.router.FindRoute(r)
 		if err != nil {
 			return nil, nil
 		}
-		if pattern == "" || route.Path != pattern {
-			return route, params
-		}
-		cached, _ = v.routes.LoadOrStore(key, route)
+		return route, params
 	}
-	route := cached.(*routers.Route)
 	params := make(map[string]string, len(rctx.URLParams.Keys))
 	for i, k := range rctx.URLParams.Keys {
 		params[k] = rctx.URLParams.Values[i]

@@ -11,6 +11,8 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/go-chi/chi/v5"
+
+	"callsig/api"
 )
 
 // smallSpec is a self-contained document, so these tests do not depend on
@@ -91,42 +93,54 @@ func TestValidationErrors(t *testing.T) {
 	} {
 		t.Run(setup.name, func(t *testing.T) { testValidationErrors(t, setup.h, &got) })
 	}
-	if _, ok := routed.routes.Load("POST /things/{id}"); !ok {
-		t.Error("the routed validator kept no route for POST /things/{id}")
+}
+
+// Every route that passes through the validator is an operation of the
+// document under chi's very pattern: the validator finds operations by it,
+// so a route spelled otherwise would be matched path by path instead.
+func TestValidatedRoutesAreDocumentPaths(t *testing.T) {
+	routes, ok := newTestHandler(t, nil).(chi.Routes)
+	if !ok {
+		t.Fatal("the handler is no chi.Routes")
+	}
+	doc, err := api.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := newValidator(doc)
+	if err != nil {
+		t.Fatal(err)
 	}
 	n := 0
-	routed.routes.Range(func(key, _ any) bool { n++; return true })
-	if n != 1 {
-		t.Errorf("the routed validator kept %d routes, want 1 (/other is not in the document)", n)
+	err = chi.Walk(routes, func(method, pattern string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+		if !strings.HasPrefix(pattern, "/calls") && !strings.HasPrefix(pattern, "/webhooks") {
+			return nil // not in the validated groups
+		}
+		n++
+		if v.routes[method+" "+pattern] == nil {
+			t.Errorf("%s %s is routed but is no operation of the document", method, pattern)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 10 {
+		t.Fatalf("walked %d validated routes, want the calls and webhooks API", n)
 	}
 }
 
-// A route is kept for chi's pattern only when it is the document's route
-// of that very path: should the two routers ever disagree on a path (chi
-// routes on the raw path, the document's router may not), the request is
-// validated against what the document's router found, and that route is
-// not kept where it would stand for another operation.
-func TestValidatorKeepsOnlyTheRouteOfThePattern(t *testing.T) {
-	v := smallValidator(t)
-	request := func(pattern string) *http.Request {
-		r := httptest.NewRequest("POST", "/things/abc", nil)
-		rctx := chi.NewRouteContext()
-		rctx.RoutePatterns = []string{pattern}
-		rctx.URLParams.Add("id", "abc")
-		return r.WithContext(context.WithValue(r.Context(), chi.RouteCtxKey, rctx))
-	}
-	route, params := v.find(request("/elsewhere/{id}"))
-	if route == nil || route.Path != "/things/{id}" || params["id"] != "abc" {
-		t.Fatalf("find = %v %v, want the route of /things/{id}", route, params)
-	}
-	if kept, ok := v.routes.Load("POST /elsewhere/{id}"); ok {
-		t.Fatalf("kept %v for another pattern", kept)
-	}
-	if route, _ := v.find(request("/things/{id}")); route == nil {
-		t.Fatal("no route for /things/{id}")
-	}
-	if _, ok := v.routes.Load("POST /things/{id}"); !ok {
-		t.Fatal("the route of POST /things/{id} was not kept")
+// A path with an empty segment, which chi routes and the document's own
+// router does not, is validated by chi's pattern, and refused the same way
+// on a cold server as on a warm one.
+func TestEmptyPathSegmentIsValidated(t *testing.T) {
+	h := newTestHandler(t, nil)
+	for range 2 {
+		w := do(h, req{method: "POST", path: "/calls//accept", body: `{}`, header: authed(t, "alice")})
+		p := decodeProblem(t, w, 400, "invalid_request")
+		if len(p.Errors) == 0 || p.Errors[0].Field != "callID" {
+			t.Fatalf("errors %+v, want callID", p.Errors)
+		}
 	}
 }
 
