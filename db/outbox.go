@@ -57,49 +57,28 @@ func (s Statement) ExecContext(ctx context.Context, args ...any) (sql.Result, er
 	return s.tx.ExecContext(ctx, s.query, args...)
 }
 
-// HookStep names the statements of InsertHook.
-type HookStep int
-
-const (
-	// HookSubscribed(type) selects whether any enabled, live endpoint is
-	// subscribed to the type.
-	HookSubscribed HookStep = iota
-	// HookInsertMessage(msg id, type, call id, payload, created at) inserts
-	// a message RETURNING its id.
-	HookInsertMessage
-	// HookFanOut(message id, due at, created at, type) inserts one pending
-	// delivery per enabled, live endpoint subscribed to the type.
-	HookFanOut
-)
-
-// InsertHook stores one webhook message and fans it out to the outbox: one
-// pending delivery per enabled endpoint subscribed to its type, due at once.
-// A message no endpoint is subscribed to is not stored (queued false). The body is built
-// by package webhooks, which owns its format; the store keeps the bytes.
-// stmt gives each step's statement in the write transaction, asked for only
-// when the step runs.
-func InsertHook(ctx context.Context, stmt func(HookStep) Statement, h *calls.HookEvent) (queued bool, err error) {
-	var subscribed bool
-	if err := stmt(HookSubscribed).QueryRowContext(ctx, string(h.Type)).Scan(&subscribed); err != nil {
-		return false, fmt.Errorf("db: webhook subscribers of %s: %w", h.Type, err)
-	}
-	if !subscribed {
-		return false, nil
-	}
+// QueueHook stores one webhook message and fans it out to the outbox: one
+// pending delivery per enabled endpoint subscribed to its type, due at
+// once. The caller has found that an endpoint is subscribed (a message
+// nobody takes is not stored at all). The body is built by package
+// webhooks, which owns its format; the store keeps the bytes. insert
+// (msg id, type, call id, payload, created at) inserts the message
+// RETURNING its id; fanOut (message id, due at, created at, type) inserts
+// the deliveries.
+func QueueHook(ctx context.Context, insert, fanOut Statement, h *calls.HookEvent) error {
 	msg, err := webhooks.NewMessage(*h)
 	if err != nil {
-		return false, fmt.Errorf("db: %w", err)
+		return fmt.Errorf("db: %w", err)
 	}
 	var id int64
-	err = stmt(HookInsertMessage).QueryRowContext(ctx, msg.ID, string(h.Type),
-		h.CallID, msg.Payload, h.Time).Scan(&id)
+	err = insert.QueryRowContext(ctx, msg.ID, string(h.Type), h.CallID, msg.Payload, h.Time).Scan(&id)
 	if err != nil {
-		return false, fmt.Errorf("db: insert %s webhook: %w", h.Type, err)
+		return fmt.Errorf("db: insert %s webhook: %w", h.Type, err)
 	}
-	if _, err := stmt(HookFanOut).ExecContext(ctx, id, h.Time, h.Time, string(h.Type)); err != nil {
-		return false, fmt.Errorf("db: queue %s webhook: %w", h.Type, err)
+	if _, err := fanOut.ExecContext(ctx, id, h.Time, h.Time, string(h.Type)); err != nil {
+		return fmt.Errorf("db: queue %s webhook: %w", h.Type, err)
 	}
-	return true, nil
+	return nil
 }
 
 // The outbox statements spelled alike everywhere, with ? placeholders.

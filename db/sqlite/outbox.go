@@ -8,10 +8,9 @@ import (
 	"callsig/db"
 )
 
-// InsertHook stores one webhook message and fans it out to the outbox (see
-// db.InsertHook) with the write statements prepared on the writer.
-// Whether an endpoint subscribes to h's type comes from the writer's memo
-// when it has the answer (see subscriptions.go).
+// InsertHook stores one webhook message and fans it out to the outbox
+// (db.QueueHook), when an enabled endpoint subscribes to its type: the
+// writer's memo knows, or one query finds out (see subscriptions.go).
 func (t *callsTx) InsertHook(ctx context.Context, h *calls.HookEvent) (bool, error) {
 	ctx = detached(ctx)
 	subscribed, known := t.s.subs[h.Type]
@@ -24,18 +23,7 @@ func (t *callsTx) InsertHook(ctx context.Context, h *calls.HookEvent) (bool, err
 	if !subscribed {
 		return false, nil
 	}
-	return db.InsertHook(ctx, t.hookStatement, h)
-}
-
-// hookStatement binds a step's prepared statement to the write transaction
-// only when the step runs: most hooks stop at the subscription check.
-func (t *callsTx) hookStatement(step db.HookStep) db.Statement {
-	switch step {
-	case db.HookSubscribed:
-		return db.PreparedStatement(t.stmt(t.s.wst.subscribed))
-	case db.HookInsertMessage:
-		return db.PreparedStatement(t.stmt(t.s.wst.insertMessage))
-	default:
-		return db.PreparedStatement(t.stmt(t.s.wst.fanOut))
-	}
+	err := db.QueueHook(ctx, db.PreparedStatement(t.stmt(t.s.wst.insertMessage)),
+		db.PreparedStatement(t.stmt(t.s.wst.fanOut)), h)
+	return err == nil, err
 }
