@@ -218,20 +218,8 @@ func TestCallCacheForgetsWhatDidNotCommit(t *testing.T) {
 		t.Fatalf("after a rolled-back save: %q, want kept", got)
 	}
 
-	release := holdWriter(t, s)
-	saved := goWrite(s, ctx, setData("lost with its batch", nil))
-	waitQueued(t, s, 1)
-	breaker := goWrite(s, ctx, func(tx *sqlx.Tx) error {
-		_, err := tx.Exec("ROLLBACK")
-		return err
-	})
-	waitQueued(t, s, 2)
-	release()
-	if err := <-saved; err == nil {
-		t.Fatal("a save in a batch that could not commit was acknowledged")
-	}
-	if err := <-breaker; err == nil {
-		t.Fatal("the breaking request succeeded")
+	if errs := inOneBatch(t, s, setData("lost with its batch", nil), breakTx); errs[0] == nil || errs[1] == nil {
+		t.Fatalf("a batch that could not commit answered %v", errs)
 	}
 	if got := dataNow(); got != "kept" {
 		t.Fatalf("after a failed batch: %q, want kept", got)
@@ -251,20 +239,14 @@ func TestCallCacheForgetsWhatDidNotCommit(t *testing.T) {
 
 	// A COMMIT that fails (a foreign key deferred to it, broken by another
 	// request of the batch) takes every save of its batch with it.
-	release = holdWriter(t, s)
-	saved = goWrite(s, ctx, setData("lost with its commit", nil))
-	waitQueued(t, s, 1)
-	breaker = goWrite(s, ctx, func(tx *sqlx.Tx) error {
+	errs := inOneBatch(t, s, setData("lost with its commit", nil), func(tx *sqlx.Tx) error {
 		_, err := tx.Exec(`PRAGMA defer_foreign_keys = ON;
 			INSERT INTO call_users (call_seq, user_id, ord, state) VALUES (999999, 'nobody', 0, 'inviting')`)
 		return err
 	})
-	waitQueued(t, s, 2)
-	release()
-	if err := <-saved; err == nil {
+	if errs[0] == nil {
 		t.Fatal("a save in a batch whose COMMIT failed was acknowledged")
 	}
-	<-breaker
 	if got := dataNow(); got != "kept" {
 		t.Fatalf("after a failed COMMIT: %q, want kept", got)
 	}

@@ -49,6 +49,31 @@ func waitQueued(t *testing.T, s *Store, n int) {
 	})
 }
 
+// inOneBatch runs fns as one batch, in order (the writer held until all
+// are queued), and returns their outcomes in the same order.
+func inOneBatch(t *testing.T, s *Store, fns ...func(tx *sqlx.Tx) error) []error {
+	t.Helper()
+	release := holdWriter(t, s)
+	done := make([]<-chan error, len(fns))
+	for i, fn := range fns {
+		done[i] = goWrite(s, context.Background(), fn)
+		waitQueued(t, s, i+1)
+	}
+	release()
+	errs := make([]error, len(fns))
+	for i, d := range done {
+		errs[i] = <-d
+	}
+	return errs
+}
+
+// breakTx ends the transaction behind the writer's back, leaving nothing
+// to commit.
+func breakTx(tx *sqlx.Tx) error {
+	_, err := tx.Exec("ROLLBACK")
+	return err
+}
+
 // goWrite queues one write and returns where its outcome arrives.
 func goWrite(s *Store, ctx context.Context, fn func(tx *sqlx.Tx) error) <-chan error {
 	done := make(chan error, 1)
@@ -189,21 +214,13 @@ func TestCancelledRequestIsSkipped(t *testing.T) {
 func TestBrokenTransactionFailsTheWholeBatch(t *testing.T) {
 	s := openTest(t)
 	ctx := context.Background()
-	release := holdWriter(t, s)
-	ok := goWrite(s, ctx, insertEvent("ok"))
-	waitQueued(t, s, 1)
 	// Ending the transaction behind the writer's back leaves nothing to
 	// commit: the request before it, already run, must not be acknowledged.
-	breaker := goWrite(s, ctx, func(tx *sqlx.Tx) error {
-		_, err := tx.Exec("ROLLBACK")
-		return err
-	})
-	waitQueued(t, s, 2)
-	release()
-	if err := <-ok; err == nil {
+	errs := inOneBatch(t, s, insertEvent("ok"), breakTx)
+	if errs[0] == nil {
 		t.Error("a request of a batch that could not commit was acknowledged")
 	}
-	if err := <-breaker; err == nil {
+	if errs[1] == nil {
 		t.Error("the breaking request succeeded")
 	}
 	if n := count(t, s, "events"); n != 0 {
