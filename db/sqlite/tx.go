@@ -104,7 +104,7 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 	if ch.Call != nil {
 		prev = t.s.cache.peek(ch.Call.ID)
 	}
-	if err := t.save(detached(ctx), ch); err != nil {
+	if err := t.save(detached(ctx), ch, prev); err != nil {
 		t.s.cache.reset()
 		return err
 	}
@@ -112,12 +112,13 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 	return nil
 }
 
-func (t *callsTx) save(ctx context.Context, ch *calls.Change) error {
+// save writes ch; prev is its call as the rows hold it, when cached.
+func (t *callsTx) save(ctx context.Context, ch *calls.Change, prev *calls.Call) error {
 	c := ch.Call
 	if c == nil {
 		return errors.New("db: save: change without a call")
 	}
-	if err := t.saveCall(ctx, c, ch.Created); err != nil {
+	if err := t.saveCall(ctx, c, ch.Created, prev); err != nil {
 		return err
 	}
 	if c.State == calls.CallEnded && !ch.Created {
@@ -141,14 +142,12 @@ func (t *callsTx) save(ctx context.Context, ch *calls.Change) error {
 }
 
 // saveCall inserts or updates the call row and sets c.Seq. An update that
-// would write what the row holds already (the cache says so; a delivery
-// mark or an accept changes only users) is skipped.
-func (t *callsTx) saveCall(ctx context.Context, c *calls.Call, created bool) error {
-	if !created {
-		if row := t.s.cache.peek(c.ID); row != nil && sameCallRow(row, c) {
-			c.Seq = row.Seq
-			return nil
-		}
+// would write what the row holds already (row, the cached call, says so;
+// a delivery mark or an accept changes only users) is skipped.
+func (t *callsTx) saveCall(ctx context.Context, c *calls.Call, created bool, row *calls.Call) error {
+	if !created && row != nil && sameCallRow(row, c) {
+		c.Seq = row.Seq
+		return nil
 	}
 	if created {
 		err := t.stmt(t.s.wst.insertCall).QueryRowContext(ctx, c.ID, c.Caller, string(c.Mode),
