@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	sqlitedriver "modernc.org/sqlite"
 
 	"callsig/calls"
 	"callsig/db"
@@ -127,12 +129,65 @@ func (w *walk) step(ctx context.Context, rng *rand.Rand) (op int, err error) {
 	return op, err
 }
 
+// guardRowWriters fails t if any row of calls or call_users changes outside
+// callsTx.save: the writer's call cache mirrors those rows only because
+// every write to them goes through it (see callcache.go). A pre-update hook
+// on the writer's connection looks for save on the Go stack of each change.
+func guardRowWriters(t *testing.T, s *Store) {
+	t.Helper()
+	var mu sync.Mutex
+	var outside []string
+	hook := func(d sqlitedriver.SQLitePreUpdateData) {
+		if d.TableName != "calls" && d.TableName != "call_users" {
+			return
+		}
+		pcs := make([]uintptr, 64)
+		frames := runtime.CallersFrames(pcs[:runtime.Callers(1, pcs)])
+		for {
+			f, more := frames.Next()
+			if strings.HasSuffix(f.Function, "db/sqlite.(*callsTx).save") {
+				return
+			}
+			if !more {
+				break
+			}
+		}
+		mu.Lock()
+		outside = append(outside, fmt.Sprintf("op %d on %s row %d", d.Op, d.TableName, d.NewRowID))
+		mu.Unlock()
+	}
+	register := func(fn sqlitedriver.PreUpdateHookFn) {
+		conn, err := s.wdb.Conn(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		err = conn.Raw(func(dc any) error {
+			dc.(sqlitedriver.HookRegisterer).RegisterPreUpdateHook(fn)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	register(hook)
+	t.Cleanup(func() {
+		register(nil)
+		mu.Lock()
+		defer mu.Unlock()
+		if len(outside) > 0 {
+			t.Errorf("%d changes to calls or call_users outside Save, e.g. %s", len(outside), outside[0])
+		}
+	})
+}
+
 // Random use-cases through the real service: one at a time, every call the
 // writer's cache holds is what its rows say after each; then from several
 // goroutines at once, so that requests share batches and some roll back
 // between others, checked at the end.
 func TestCallCacheMirrorsTheRows(t *testing.T) {
 	s := openTest(t)
+	guardRowWriters(t, s)
 	ctx := context.Background()
 	clock := fakeclock.New(time.UnixMilli(1_000_000))
 	w := &walk{clock: clock, users: []string{"ann", "ben", "cat", "dan", "eve"},
