@@ -53,6 +53,14 @@ func TestSystemEndpoints(t *testing.T) {
 		if w := scrapeMetric(t, s, "callsig_store_writes_total"); w < 4 {
 			t.Errorf("callsig_store_writes_total = %v, want at least the 4 actions", w)
 		}
+		// The reject and the accept change calls the writer has just
+		// written: both come from its cache.
+		if h := scrapeMetric(t, s, "callsig_store_call_cache_hits_total"); h < 2 {
+			t.Errorf("callsig_store_call_cache_hits_total = %v, want at least the reject and the accept", h)
+		}
+		if !strings.Contains(metrics, "callsig_store_call_cache_misses_total") {
+			t.Error("metrics lack callsig_store_call_cache_misses_total")
+		}
 	}
 }
 

@@ -219,6 +219,9 @@ func TestCallCacheMirrorsTheRows(t *testing.T) {
 	}
 	wg.Wait()
 	checkCached(t, s, w.ids, "the concurrent walk")
+	if st := s.WriterStats(); st.CallCacheHits < int64(w.served) {
+		t.Errorf("call cache hits %d after %d actions served on calls just written", st.CallCacheHits, w.served)
+	}
 	t.Logf("after the concurrent walk: %d calls, %d actions served; %d commits", len(w.ids), w.served, s.commits.Load())
 }
 
@@ -276,8 +279,12 @@ func TestCallCacheForgetsWhatDidNotCommit(t *testing.T) {
 	if errs := inOneBatch(t, s, setData("lost with its batch", nil), breakTx); errs[0] == nil || errs[1] == nil {
 		t.Fatalf("a batch that could not commit answered %v", errs)
 	}
+	misses := s.WriterStats().CallCacheMisses
 	if got := dataNow(); got != "kept" {
 		t.Fatalf("after a failed batch: %q, want kept", got)
+	}
+	if n := s.WriterStats().CallCacheMisses - misses; n != 1 {
+		t.Errorf("%d cache misses reading the call after a failed batch, want 1 (the cache was emptied)", n)
 	}
 
 	// A panic after the save rolls its savepoint back.

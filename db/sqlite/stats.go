@@ -22,6 +22,9 @@ type WriterStats struct {
 	Wait    time.Duration // queued to running, summed over the writes run
 	Busy    time.Duration // the writer running writes and COMMITs
 	Sync    time.Duration // in fsync of the WAL
+	// Calls a write loaded from the writer's call cache (see callcache.go)
+	// and from the rows: how much reading back the cache saves.
+	CallCacheHits, CallCacheMisses int64
 }
 
 // WriterStats returns the writer's running totals.
@@ -35,12 +38,16 @@ func (s *Store) WriterStats() WriterStats {
 		Wait:    time.Duration(c.wait.Load()),
 		Busy:    time.Duration(c.busyNs.Load()),
 		Sync:    time.Duration(c.syncNs.Load()),
+
+		CallCacheHits:   c.cacheHits.Load(),
+		CallCacheMisses: c.cacheMisses.Load(),
 	}
 }
 
 // writerCounters are the atomics behind WriterStats, in nanoseconds.
 type writerCounters struct {
 	writes, latency, wait, busyNs, syncNs atomic.Int64
+	cacheHits, cacheMisses                atomic.Int64
 }
 
 // answered counts a write answered now, queued at queued.

@@ -51,8 +51,10 @@ func detached(ctx context.Context) context.Context { return context.WithoutCance
 // A call the writer read or wrote recently comes from its cache.
 func (t *callsTx) Call(ctx context.Context, callID string) (*calls.Call, error) {
 	if c := t.s.cache.get(callID); c != nil {
+		t.s.stats.cacheHits.Add(1)
 		return c, nil
 	}
+	t.s.stats.cacheMisses.Add(1)
 	c, err := loadCall(detached(ctx), t.stmt(t.s.wst.selectCallByID), t.stmt(t.s.wst.selectUsers), callID)
 	if err != nil {
 		return nil, err
@@ -75,6 +77,8 @@ func (t *callsTx) Calls(ctx context.Context, callIDs []string) (map[string]*call
 			missing = append(missing, id)
 		}
 	}
+	t.s.stats.cacheHits.Add(int64(len(found)))
+	t.s.stats.cacheMisses.Add(int64(len(missing)))
 	if len(missing) == 0 {
 		return found, nil
 	}

@@ -61,7 +61,7 @@ type writerStatser interface{ WriterStats() sqlite.WriterStats }
 type writerCollector struct {
 	store                                       writerStatser
 	writes, commits, syncs, latency, wait, busy *prometheus.Desc
-	sync                                        *prometheus.Desc
+	sync, cacheHits, cacheMisses                *prometheus.Desc
 }
 
 func newWriterCollector(store writerStatser) *writerCollector {
@@ -75,11 +75,14 @@ func newWriterCollector(store writerStatser) *writerCollector {
 		wait:    d("callsig_store_write_wait_seconds_total", "Time writes waited in the queue before the writer ran them, summed."),
 		busy:    d("callsig_store_writer_busy_seconds_total", "Time the single writer spent running writes and committing."),
 		sync:    d("callsig_store_wal_sync_seconds_total", "Time spent in fsync of the SQLite WAL."),
+		cacheHits: d("callsig_store_call_cache_hits_total",
+			"Calls a write loaded from the SQLite writer's call cache instead of reading them back."),
+		cacheMisses: d("callsig_store_call_cache_misses_total", "Calls a write read from the SQLite rows."),
 	}
 }
 
 func (c *writerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.writes, c.commits, c.syncs, c.latency, c.wait, c.busy, c.sync} {
+	for _, d := range []*prometheus.Desc{c.writes, c.commits, c.syncs, c.latency, c.wait, c.busy, c.sync, c.cacheHits, c.cacheMisses} {
 		ch <- d
 	}
 }
@@ -96,6 +99,8 @@ func (c *writerCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.wait, s.Wait.Seconds())
 	counter(c.busy, s.Busy.Seconds())
 	counter(c.sync, s.Sync.Seconds())
+	counter(c.cacheHits, float64(s.CallCacheHits))
+	counter(c.cacheMisses, float64(s.CallCacheMisses))
 }
 
 // registerPools exports the database/sql statistics (go_sql_*, labelled
