@@ -94,11 +94,11 @@ func (v *validator) find(r *http.Request) (*routers.Route, map[string]string) {
 		route = v.routes[r.Method+" "+rctx.RoutePattern()]
 	}
 	if route == nil {
-		route, params, err := v.router.FindRoute(r)
+		found, params, err := v.router.FindRoute(r)
 		if err != nil {
 			return nil, nil
 		}
-		return route, params
+		return found, params
 	}
 	params := make(map[string]string, len(rctx.URLParams.Keys))
 	for i, k := range rctx.URLParams.Keys {

@@ -37,12 +37,18 @@ func BenchmarkUpdate(b *testing.B) {
 	}
 }
 
-func benchUpdate(b *testing.B, opts Options, conc int) {
+// openBench opens a store on a fresh file for one benchmark.
+func openBench(b *testing.B, opts Options) *Store {
 	s, err := Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), opts)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+func benchUpdate(b *testing.B, opts Options, conc int) {
+	s := openBench(b, opts)
 	ctx := context.Background()
 	var n atomic.Int64
 	before := s.commits.Load()
@@ -217,11 +223,7 @@ func BenchmarkCycle(b *testing.B) {
 }
 
 func benchCycle(b *testing.B, opts Options, conc int) {
-	s, err := Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), opts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := openBench(b, opts)
 	ctx := context.Background()
 	svc := calls.NewService(calls.Options{Store: s})
 	var n atomic.Int64

@@ -40,9 +40,9 @@ const (
 // nothing.
 type callCache struct {
 	req, batch, cur, old map[string]*calls.Call
-	// pendingBytes is what req and batch hold, curBytes what cur holds
-	// (an overestimate: a replaced entry is counted twice).
-	pendingBytes, curBytes int
+	// What req, batch and cur hold, in callSize bytes (an overestimate: a
+	// replaced entry is counted twice).
+	reqBytes, batchBytes, curBytes int
 }
 
 func newCallCache() *callCache {
@@ -94,11 +94,11 @@ func (cc *callCache) put(c *calls.Call) {
 		return
 	}
 	size := callSize(c)
-	if cc.pendingBytes+size > cachePending {
+	if cc.reqBytes+cc.batchBytes+size > cachePending {
 		cc.forget(c.ID)
 		return
 	}
-	cc.pendingBytes += size
+	cc.reqBytes += size
 	cc.req[c.ID] = c.Saved()
 }
 
@@ -160,6 +160,8 @@ func (cc *callCache) released() {
 		cc.batch[id] = c
 	}
 	cc.req = emptied(cc.req)
+	cc.batchBytes += cc.reqBytes
+	cc.reqBytes = 0
 }
 
 // rolledBack forgets what the running request left: its savepoint was
@@ -167,10 +169,7 @@ func (cc *callCache) released() {
 func (cc *callCache) rolledBack() {
 	if cc != nil {
 		cc.req = emptied(cc.req)
-		cc.pendingBytes = 0
-		for _, c := range cc.batch {
-			cc.pendingBytes += callSize(c)
-		}
+		cc.reqBytes = 0
 	}
 }
 
@@ -189,7 +188,7 @@ func (cc *callCache) committed() {
 		delete(cc.old, id) // cur shadows it; keep only one copy
 	}
 	cc.batch = emptied(cc.batch)
-	cc.pendingBytes = 0
+	cc.batchBytes = 0
 }
 
 // reset forgets everything: the transaction failed, or a write left the
@@ -200,7 +199,7 @@ func (cc *callCache) reset() {
 	}
 	cc.req, cc.batch = emptied(cc.req), emptied(cc.batch)
 	cc.cur, cc.old = emptied(cc.cur), emptied(cc.old)
-	cc.pendingBytes, cc.curBytes = 0, 0
+	cc.reqBytes, cc.batchBytes, cc.curBytes = 0, 0, 0
 }
 
 // emptied returns m cleared, or a new map when m had grown large: a Go map

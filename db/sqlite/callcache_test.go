@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,15 +130,38 @@ func (w *walk) step(ctx context.Context, rng *rand.Rand) (op int, err error) {
 	return op, err
 }
 
+// onRowChange calls fn, on the writer goroutine, before every row change
+// the writer's connection makes until the test ends (a pre-update hook,
+// modernc's HookRegisterer). The writer must be idle when it is called.
+func onRowChange(t *testing.T, s *Store, fn func(sqlitedriver.SQLitePreUpdateData)) {
+	t.Helper()
+	register := func(fn sqlitedriver.PreUpdateHookFn) {
+		conn, err := s.wdb.Conn(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		err = conn.Raw(func(dc any) error {
+			dc.(sqlitedriver.HookRegisterer).RegisterPreUpdateHook(fn)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	register(fn)
+	t.Cleanup(func() { register(nil) })
+}
+
 // guardRowWriters fails t if any row of calls or call_users changes outside
 // callsTx.save: the writer's call cache mirrors those rows only because
-// every write to them goes through it (see callcache.go). A pre-update hook
-// on the writer's connection looks for save on the Go stack of each change.
+// every write to them goes through it (see callcache.go). It looks for save
+// on the Go stack of each change.
 func guardRowWriters(t *testing.T, s *Store) {
 	t.Helper()
 	var mu sync.Mutex
 	var outside []string
-	hook := func(d sqlitedriver.SQLitePreUpdateData) {
+	onRowChange(t, s, func(d sqlitedriver.SQLitePreUpdateData) {
 		if d.TableName != "calls" && d.TableName != "call_users" {
 			return
 		}
@@ -155,30 +179,41 @@ func guardRowWriters(t *testing.T, s *Store) {
 		mu.Lock()
 		outside = append(outside, fmt.Sprintf("op %d on %s row %d", d.Op, d.TableName, d.NewRowID))
 		mu.Unlock()
-	}
-	register := func(fn sqlitedriver.PreUpdateHookFn) {
-		conn, err := s.wdb.Conn(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		err = conn.Raw(func(dc any) error {
-			dc.(sqlitedriver.HookRegisterer).RegisterPreUpdateHook(fn)
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	register(hook)
+	})
 	t.Cleanup(func() {
-		register(nil)
 		mu.Lock()
 		defer mu.Unlock()
 		if len(outside) > 0 {
 			t.Errorf("%d changes to calls or call_users outside Save, e.g. %s", len(outside), outside[0])
 		}
 	})
+}
+
+// A delivery mark changes its invitee's row and leaves the call row
+// alone: Save skips the UPDATE that would write it as it is (sameCallRow).
+func TestDeliveryMarkLeavesTheCallRow(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	svc := calls.NewService(calls.Options{Store: s})
+	r, err := svc.Invite(ctx, calls.Actor{UserID: "alice"}, calls.InviteInput{Invitees: []string{"bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var callRows, userRows atomic.Int64
+	onRowChange(t, s, func(d sqlitedriver.SQLitePreUpdateData) {
+		switch d.TableName {
+		case "calls":
+			callRows.Add(1)
+		case "call_users":
+			userRows.Add(1)
+		}
+	})
+	if err := svc.MarkDelivered(ctx, r.CallID, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if callRows.Load() != 0 || userRows.Load() == 0 {
+		t.Fatalf("the mark changed %d call rows and %d user rows, want 0 and some", callRows.Load(), userRows.Load())
+	}
 }
 
 // Random use-cases through the real service: one at a time, every call the

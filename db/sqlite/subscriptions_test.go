@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 
+	"github.com/jmoiron/sqlx"
+
 	"callsig/calls"
 	"callsig/webhooks"
 )
@@ -31,6 +33,14 @@ func TestSubscriptionMemoFollowsTheEndpoints(t *testing.T) {
 
 	if c := invite(); deliveries(c) != 0 {
 		t.Fatalf("no endpoint, yet %d deliveries", deliveries(c))
+	}
+	// Read on the writer, in a write that leaves the memo as it is.
+	var memo int
+	if err := s.writeCalls(ctx, func(*sqlx.Tx) error { memo = len(s.subs); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if memo == 0 {
+		t.Fatal("an invitation's webhook types did not reach the writer's memo")
 	}
 	if err := s.PutWebhookEndpoint(ctx, endpoint); err != nil {
 		t.Fatal(err)
