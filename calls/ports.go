@@ -45,9 +45,12 @@ type DeadlineClaimer interface {
 	// holds are passed over, and a deadline another transaction fired is
 	// never handed out. It returns how many due deadlines it claimed (0:
 	// nothing due that is not being handled elsewhere; fn may have been
-	// given fewer, or not called, when claimed ones were fired meanwhile).
-	// fn fires each through the pure Expire, which reads the call in the
-	// transaction.
+	// given fewer when claimed ones were fired meanwhile). fn is called in
+	// every run of the transaction, with due empty when that run has
+	// nothing to fire, so that it drops what an earlier run built: a run
+	// that did not commit may have been given deadlines the last one was
+	// not. fn fires each through the pure Expire, which reads the call in
+	// the transaction.
 	UpdateDue(ctx context.Context, now int64, limit int, fn func(tx Tx, due []Deadline) error) (int, error)
 }
 

@@ -395,6 +395,9 @@ func (s *Service) expireClaimed(ctx context.Context, cl DeadlineClaimer, limit i
 	n, err := cl.UpdateDue(ctx, s.now(), limit, func(tx Tx, due []Deadline) error {
 		changes = changes[:0]
 		claimed = append(claimed[:0], due...)
+		if len(due) == 0 {
+			return nil // nothing in this run; an earlier one's changes are gone
+		}
 		now := s.now()
 		// The claim holds several calls: their users are locked first, all
 		// in one order (UserLocker), as every other change does, so firing

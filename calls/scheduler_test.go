@@ -203,3 +203,54 @@ func TestRunRetriesArmingOnlyWhileTheStoreIsUnavailable(t *testing.T) {
 		}
 	})
 }
+
+// rerunClaimer runs its UpdateDue transaction twice, as a store retrying a
+// conflict or replaying a group commit does: the first run is given one
+// due invitation and does not commit; in the second it is no longer due.
+type rerunClaimer struct {
+	Store // the rest of the port: never called by expireClaimed
+	call  *Call
+}
+
+func (s *rerunClaimer) UpdateDue(_ context.Context, _ int64, _ int, fn func(Tx, []Deadline) error) (int, error) {
+	due := []Deadline{{CallID: s.call.ID, UserID: "bob", Kind: DeadlineTimeout, At: 1}}
+	if err := fn(oneCallTx{call: s.call}, due); err != nil {
+		return 0, err
+	}
+	return 0, fn(oneCallTx{call: s.call}, nil)
+}
+
+// oneCallTx holds one call and takes saves without keeping them.
+type oneCallTx struct {
+	Tx
+	call *Call
+}
+
+func (t oneCallTx) Call(context.Context, string) (*Call, error) { return t.call.Clone(), nil }
+func (t oneCallTx) Save(context.Context, *Change) error         { return nil }
+
+// eventCounter is a Notifier counting the events it is told committed.
+type eventCounter struct{ n atomic.Int64 }
+
+func (c *eventCounter) Committed(evs []Event, _ int) { c.n.Add(int64(len(evs))) }
+
+// What a run of the claim built and did not commit is not published: the
+// last run, given nothing, drops it (DeadlineClaimer).
+func TestExpireClaimedPublishesOnlyTheLastRun(t *testing.T) {
+	clock := &setClock{}
+	clock.ms.Store(100_000)
+	call := &Call{ID: "c1", Caller: "alice", Mode: ModeGeneral, State: CallStarted, Timeout: 30, CreateTime: 1,
+		Users: []*CallUser{{UserID: "alice", State: StateInviting}, {UserID: "bob", State: StateInviting, Inviter: "alice", TimeoutAt: 1}}}
+	st := &rerunClaimer{call: call}
+	events := &eventCounter{}
+	s := NewService(Options{Store: st, Clock: clock, Notifier: events})
+	if ch := Expire(call.Clone(), Deadline{CallID: "c1", UserID: "bob", Kind: DeadlineTimeout, At: 1}, 100_000); ch == nil || len(ch.Events) == 0 {
+		t.Fatal("the fixture's deadline fires nothing: the test would prove nothing")
+	}
+	if _, err := s.expireClaimed(context.Background(), st, 64); err != nil {
+		t.Fatal(err)
+	}
+	if n := events.n.Load(); n != 0 {
+		t.Fatalf("%d events published from a run that did not commit", n)
+	}
+}

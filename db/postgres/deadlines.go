@@ -97,13 +97,11 @@ func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(cal
 				}
 				due = append(due, got...)
 			}
-			if len(due) == 0 {
-				return nil
-			}
 			n = len(due)
-			due, err = stillDue(ctx, tx, due)
-			if err != nil || len(due) == 0 {
-				return err
+			if len(due) > 0 {
+				if due, err = stillDue(ctx, tx, due); err != nil {
+					return err
+				}
 			}
 			slices.SortFunc(due, func(a, b calls.Deadline) int { return cmp.Compare(a.At, b.At) })
 			return fn(newCallsTx(p), due)

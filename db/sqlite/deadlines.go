@@ -46,7 +46,8 @@ var _ calls.DeadlineClaimer = (*Store)(nil)
 // UpdateDue runs fn in the write transaction (see write) with up to limit
 // deadlines due at now, earliest first (limit <= 0: 100), and returns how
 // many it gave fn (calls.DeadlineClaimer): the scheduler fires a batch of
-// deadlines with one request and one savepoint instead of one each.
+// deadlines with one request and one savepoint instead of one each. fn
+// is called even when nothing is due, given nothing.
 //
 // The deadlines are read with DueDeadlines' query inside fn's savepoint,
 // not from the read pool: they include the changes of the requests before
@@ -60,11 +61,11 @@ func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(cal
 	err := s.writeCalls(ctx, func(tx *sqlx.Tx) error {
 		n = 0
 		due, err := dueDeadlines(detached(ctx), tx, now, limit)
-		if err != nil || len(due) == 0 {
+		if err != nil {
 			return err
 		}
 		n = len(due)
-		return fn(s.callsTx(tx), due)
+		return fn(s.callsTx(tx), due) // even with none: see calls.DeadlineClaimer
 	})
 	if err != nil {
 		return 0, err
