@@ -17,8 +17,10 @@ type Store interface {
 	// of the ones before it and fails alone. fn may run more than once: a
 	// store whose database aborts a transaction to resolve a conflict
 	// (PostgreSQL's deadlock or serialization failure) rolls it back and runs
-	// fn again, so fn reads only through tx and keeps nothing of a run that
-	// did not commit (the Service's fns reset what they build on entry).
+	// fn again, and the SQLite writer replays a group commit in which a
+	// change failed after writing (db/sqlite/writer.go); so fn reads only
+	// through tx and keeps nothing of a run that did not commit (the
+	// Service's fns reset what they build on entry).
 	Update(ctx context.Context, fn func(Tx) error) error
 	// Call loads a committed call with all its users, or ErrCallNotFound.
 	Call(ctx context.Context, callID string) (*Call, error)

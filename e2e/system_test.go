@@ -58,8 +58,14 @@ func TestSystemEndpoints(t *testing.T) {
 		if h := scrapeMetric(t, s, "callsig_store_call_cache_hits_total"); h < 2 {
 			t.Errorf("callsig_store_call_cache_hits_total = %v, want at least the reject and the accept", h)
 		}
-		if !strings.Contains(metrics, "callsig_store_call_cache_misses_total") {
-			t.Error("metrics lack callsig_store_call_cache_misses_total")
+		for _, name := range []string{"callsig_store_call_cache_misses_total", "callsig_store_batch_replays_total"} {
+			if !strings.Contains(metrics, name) {
+				t.Errorf("metrics lack %s", name)
+			}
+		}
+		// Nothing failed after writing: no group commit was run twice.
+		if r := scrapeMetric(t, s, "callsig_store_batch_replays_total"); r != 0 {
+			t.Errorf("callsig_store_batch_replays_total = %v, want 0", r)
 		}
 	}
 }

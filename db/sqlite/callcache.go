@@ -28,8 +28,8 @@ const (
 // call_users goes through callsTx.Save, on the writer goroutine, calls are
 // never deleted, and Save caches a call only when it knows every row it
 // holds (see saved). It is layered as the transaction is: what the
-// running request saved or read (req, dropped when its savepoint rolls
-// back), what the released requests of the open batch left (batch,
+// running request saved or read (req, dropped when the request fails:
+// its savepoint rolls back, or it wrote nothing), what the released requests of the open batch left (batch,
 // dropped when the batch rolls back or its COMMIT fails), and what
 // committed batches left (cur and old, two generations: when cur is full
 // it becomes old and the old one is dropped). A Save that fails part way
@@ -150,8 +150,8 @@ func (cc *callCache) forget(id string) {
 	}
 }
 
-// released keeps what the running request left: its savepoint was
-// released into the batch.
+// released keeps what the running request left: it succeeded, its
+// savepoint (if it had one) released into the batch.
 func (cc *callCache) released() {
 	if cc == nil {
 		return
@@ -164,8 +164,8 @@ func (cc *callCache) released() {
 	cc.reqBytes = 0
 }
 
-// rolledBack forgets what the running request left: its savepoint was
-// rolled back.
+// rolledBack forgets what the running request left: it failed, its
+// savepoint rolled back or, without one, having written nothing.
 func (cc *callCache) rolledBack() {
 	if cc != nil {
 		cc.req = emptied(cc.req)

@@ -46,16 +46,17 @@ var _ calls.DeadlineClaimer = (*Store)(nil)
 // UpdateDue runs fn in the write transaction (see write) with up to limit
 // deadlines due at now, earliest first (limit <= 0: 100), and returns how
 // many it gave fn (calls.DeadlineClaimer): the scheduler fires a batch of
-// deadlines with one request and one savepoint instead of one each. fn
-// is called even when nothing is due, given nothing.
+// deadlines with one request instead of one each. fn is called even when
+// nothing is due, given nothing.
 //
-// The deadlines are read with DueDeadlines' query inside fn's savepoint,
-// not from the read pool: they include the changes of the requests before
-// it in the group commit, and the single writer runs concurrent UpdateDues
-// one after the other, so no deadline is handed to two of them (the read
-// pool would show each the last commit, and the same deadlines to all).
-// No other transaction writes, so none is passed over. fn's error rolls
-// back only its own savepoint.
+// The deadlines are read with DueDeadlines' query inside the write
+// transaction, not from the read pool: they include the changes of the
+// requests before it in the group commit, and the single writer runs
+// concurrent UpdateDues one after the other, so no deadline is handed to
+// two of them (the read pool would show each the last commit, and the same
+// deadlines to all).
+// No other transaction writes, so none is passed over. fn's error undoes
+// only what fn wrote (see writer.go: the batch may run it again).
 func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(calls.Tx, []calls.Deadline) error) (int, error) {
 	var n int
 	err := s.writeCalls(ctx, func(tx *sqlx.Tx) error {

@@ -6,8 +6,10 @@
 // the contract suite db/storetest and test what is SQLite's own.
 //
 // Every write goes through one writer goroutine that group-commits the
-// requests waiting at that moment in one transaction, each in its own
-// savepoint, and answers a request only once its commit is durable. Reads use
+// requests waiting at that moment in one transaction, each that may fail
+// alone in its own savepoint (a change to calls is replayed with the batch
+// instead, see writer.go), and answers a request only once its commit is
+// durable. Reads use
 // a separate query-only connection pool and never block the writer. Due
 // deadlines are fired in batches, each read and fired by one write request
 // (UpdateDue, calls.DeadlineClaimer). The writer keeps what it needs again

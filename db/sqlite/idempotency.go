@@ -81,6 +81,7 @@ func (t idempotencyTx) IdempotencyRecord(ctx context.Context, scope, key string,
 
 // PutIdempotencyRecord stores rec in the write transaction, with the change.
 func (t idempotencyTx) PutIdempotencyRecord(ctx context.Context, rec calls.IdempotencyRecord) error {
+	t.s.reqWrote = true // see runBare
 	ctx = detached(ctx)
 	return putIdempotency(ctx, t.s.txStmt(t.tx, t.s.wst.upsertIdempotency), rec)
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/jmoiron/sqlx"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	msqlite "modernc.org/sqlite" // also registers the "sqlite" driver
 
 	"callsig/db"
 )
@@ -111,7 +111,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	s.durableEvent.Store(head)
 	s.Webhooks = db.NewWebhooks(webhookSQL, s.write, s.read).WithStatementContext(detached)
 	s.EventLog = s.eventLog()
-	if s.wst, err = prepareWrite(ctx, wdb); err == nil {
+	if err = s.watchRollbacks(ctx); err == nil {
+		s.wst, err = prepareWrite(ctx, wdb)
+	}
+	if err == nil {
 		s.rst, err = prepareRead(ctx, rdb)
 	}
 	if err != nil {
@@ -122,6 +125,33 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	go s.runWriter()
 	return s, nil
+}
+
+// watchRollbacks sets txEnded whenever the writer connection's
+// transaction is rolled back. A change to calls runs without a savepoint
+// (see openBatch.run): if SQLite rolled the transaction back under it (on
+// SQLITE_FULL, an I/O error) and its fn went on, no RELEASE would fail to
+// say so, and the requests after it would run outside any transaction.
+// The writer is one connection kept for the store's life, so one
+// registration holds.
+func (s *Store) watchRollbacks(ctx context.Context) error {
+	conn, err := s.wdb.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("db: watch rollbacks: %w", err)
+	}
+	defer conn.Close()
+	err = conn.Raw(func(dc any) error {
+		h, ok := dc.(msqlite.HookRegisterer)
+		if !ok {
+			return fmt.Errorf("driver connection %T has no hooks", dc)
+		}
+		h.RegisterRollbackHook(func() { s.txEnded.Store(true) })
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("db: watch rollbacks: %w", err)
+	}
+	return nil
 }
 
 // syncQueue bounds how many committed batches wait for their fsync: the

@@ -25,6 +25,10 @@ type WriterStats struct {
 	// Calls a write loaded from the writer's call cache (see callcache.go)
 	// and from the rows: how much reading back the cache saves.
 	CallCacheHits, CallCacheMisses int64
+	// Batches rolled back and run again because a change to calls,
+	// running without a savepoint, failed after writing (see run):
+	// near zero unless writes fail in the database.
+	Replays int64
 }
 
 // WriterStats returns the writer's running totals.
@@ -41,6 +45,7 @@ func (s *Store) WriterStats() WriterStats {
 
 		CallCacheHits:   c.cacheHits.Load(),
 		CallCacheMisses: c.cacheMisses.Load(),
+		Replays:         s.replays.Load(),
 	}
 }
 

@@ -67,6 +67,14 @@ type Store struct {
 	cache   *callCache
 	subs    subscriptions // the writer's too, see subscriptions.go
 	commits atomic.Int64  // transactions the writer committed, for tests and benchmarks
+	// reqWrote: the write running without a savepoint (runBare) has
+	// started a write statement. Set by the calls.Tx methods that write.
+	reqWrote bool
+	replays  atomic.Int64 // batches rolled back and run again (replay)
+	// txEnded: the writer's transaction was rolled back since its BEGIN,
+	// by a ROLLBACK or by SQLite itself on an error (the rollback hook,
+	// see watchRollbacks); not by ROLLBACK TO a savepoint.
+	txEnded atomic.Bool
 	stats   writerCounters
 
 	// Pipelined durability, see syncer.go. toSync carries the committed

@@ -101,9 +101,10 @@ var _ calls.CallsLoader = (*callsTx)(nil)
 
 // Save writes a transition's outcome; see calls.Tx. The call, as written,
 // goes to the writer's cache (callCache.saved); a Save that fails leaves
-// rows the cache cannot know (its request may still release its
-// savepoint), so it empties the cache.
+// rows the cache cannot know (its request may still succeed), so it
+// empties the cache.
 func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
+	t.s.reqWrote = true // before any statement: a failure may follow one that wrote
 	var prev *calls.Call
 	if ch.Call != nil {
 		prev = t.s.cache.peek(ch.Call.ID)

@@ -3,12 +3,14 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"runtime/debug"
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	msqlite "modernc.org/sqlite"
 
 	"callsig/db"
 )
@@ -34,7 +36,8 @@ type writeRequest struct {
 // durably, or fn's error (its changes rolled back, the others' kept).
 //
 // Requests waiting together are committed together (group commit): one
-// BEGIN IMMEDIATE, one savepoint per request, one COMMIT and one fsync for
+// BEGIN IMMEDIATE, one savepoint per request (none for a change to calls
+// while it can be replayed instead, see run), one COMMIT and one fsync for
 // all of them. fn sees the changes of the requests before it in the batch.
 // fn runs on the writer goroutine: it must not call write itself, nor wait
 // on anything outside the database.
@@ -46,7 +49,9 @@ func (s *Store) write(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	return s.enqueue(ctx, fn, false)
 }
 
-// writeCalls is write for a fn that writes only through a callsTx.
+// writeCalls is write for a fn that writes only through a callsTx, and
+// may run more than once (calls.Store.Update): it runs without a savepoint
+// (see run).
 func (s *Store) writeCalls(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	return s.enqueue(ctx, fn, true)
 }
@@ -167,6 +172,8 @@ func (s *Store) nextBatch(n int) ([]*writeRequest, bool) {
 type openBatch struct {
 	committedBatch
 	tx *sqlx.Tx
+	// guarded: every request from now on runs in a savepoint (see run).
+	guarded bool
 }
 
 // failed reports that the batch cannot commit: BEGIN or a savepoint failed.
@@ -176,6 +183,7 @@ func (b *openBatch) failed() bool { return b.err != nil }
 // request giving up must not roll back the others.
 func (s *Store) begin() *openBatch {
 	b := &openBatch{}
+	s.txEnded.Store(false)
 	tx, err := s.wdb.BeginTxx(context.Background(), nil)
 	if err != nil {
 		b.err = fmt.Errorf("db: begin: %w", err)
@@ -186,10 +194,16 @@ func (s *Store) begin() *openBatch {
 	return b
 }
 
-// run adds reqs to the batch, each in its own savepoint, recording each
-// one's own outcome. After a savepoint failure the transaction is rolled
-// back and the batch failed: the requests without an error of their own
-// get the batch's.
+// run adds reqs to the batch, recording each one's own outcome. After a
+// failure of the savepoint machinery the transaction is rolled back and
+// the batch failed: the requests without an error of their own get the
+// batch's.
+//
+// A change to calls (callsOnly) runs without a savepoint of its own while
+// no other kind of write has succeeded in the batch (see runBare): a
+// savepoint costs a statement journal copy of every page it first touches,
+// 5 to 8 % of the writer's CPU (docs/benchmarks.md), and such a request
+// nearly always either succeeds or fails before writing anything.
 func (b *openBatch) run(s *Store, reqs []*writeRequest) {
 	for _, r := range reqs {
 		b.batch = append(b.batch, r)
@@ -202,11 +216,19 @@ func (b *openBatch) run(s *Store, reqs []*writeRequest) {
 		case r.ctx.Err() != nil:
 			err = r.ctx.Err()
 		default:
-			if !r.callsOnly {
-				s.subs.reset()
-			}
 			var fatal error
-			err, fatal = s.runSavepoint(b.tx, r.fn)
+			if r.callsOnly && !b.guarded {
+				err, fatal = b.runBare(s, r)
+			} else {
+				if !r.callsOnly {
+					s.subs.reset()
+				}
+				err, fatal = s.runSavepoint(b.tx, r.fn)
+				// A write that is not a change to calls may not run twice
+				// (write's fn need not be re-runnable): once one is in the
+				// batch, a failure must be undone without replaying it.
+				b.guarded = b.guarded || (err == nil && !r.callsOnly)
+			}
 			if fatal != nil {
 				b.rollback(s, fatal) // the transaction is unusable; its outcome is fatal
 			}
@@ -215,9 +237,81 @@ func (b *openBatch) run(s *Store, reqs []*writeRequest) {
 	}
 }
 
+// runBare runs the batch's last request, r, a change to calls, with no
+// savepoint. When it fails before writing anything (the use-case refused
+// the transition, or a call was not found) there is nothing to undo.
+// Otherwise, or when the failure may have broken the transaction (a driver
+// error, a panic), its writes can only go with the whole transaction: the
+// batch is rolled back and run again (replay), r included, every request in
+// its own savepoint. Only changes to calls ran before r without a savepoint
+// (guarded), and their fns may run more than once (calls.Store.Update).
+func (b *openBatch) runBare(s *Store, r *writeRequest) (err, fatal error) {
+	s.reqWrote = false
+	err = callContained(r.fn, b.tx)
+	if s.txEnded.Load() {
+		// SQLite rolled the transaction back (an error fn did not pass
+		// on): the statements since then ran outside it.
+		return b.replay(s)
+	}
+	if err == nil {
+		s.cache.released()
+		return nil, nil
+	}
+	if !s.reqWrote && !mayHaveBroken(err) {
+		s.cache.rolledBack()
+		return err, nil
+	}
+	return b.replay(s)
+}
+
+// mayHaveBroken reports whether a write's error may have come with
+// changes of its own or a transaction SQLite rolled back by itself: an
+// error of the driver or database/sql, or a panic. Such a failure is
+// undone by replaying the batch, never by carrying on.
+func mayHaveBroken(err error) bool {
+	var se *msqlite.Error
+	var pe *db.PanicError
+	return errors.As(err, &se) || errors.As(err, &pe) ||
+		errors.Is(err, sql.ErrTxDone) || errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn)
+}
+
+// replay rolls the batch's transaction back and runs its requests again in
+// a new one, each in its own savepoint: those that had succeeded, then the
+// last, whose failure sent it here. Their callers are all still waiting.
+// The rest of the batch keeps savepoints too (guarded), so a batch is
+// replayed at most once. It returns the last request's outcome.
+func (b *openBatch) replay(s *Store) (err, fatal error) {
+	s.replays.Add(1)
+	_ = b.tx.Rollback() // may fail if SQLite rolled back already
+	s.cache.reset()
+	s.subs.reset()
+	s.batchTx, s.batchStmts = nil, nil
+	b.tx = nil
+	b.guarded = true
+	s.txEnded.Store(false)
+	tx, berr := s.wdb.BeginTxx(context.Background(), nil)
+	if berr != nil {
+		return nil, fmt.Errorf("db: begin a replay: %w", berr)
+	}
+	b.tx = tx
+	s.batchTx, s.batchStmts = tx, make(map[*sqlx.Stmt]*sqlx.Stmt)
+	last := len(b.batch) - 1
+	for i, r := range b.batch[:last] {
+		if b.errs[i] != nil {
+			continue // failed without writing: nothing of it to redo
+		}
+		if b.errs[i], fatal = s.runSavepoint(tx, r.fn); fatal != nil {
+			return nil, fatal
+		}
+	}
+	return s.runSavepoint(tx, b.batch[last].fn)
+}
+
 // rollback ends a batch that cannot commit, with err as its outcome.
 func (b *openBatch) rollback(s *Store, err error) {
-	_ = b.tx.Rollback()
+	if b.tx != nil {
+		_ = b.tx.Rollback()
+	}
 	s.cache.reset()
 	s.subs.reset()
 	b.err = err

@@ -53,14 +53,39 @@ func waitQueued(t *testing.T, s *Store, n int) {
 // are queued), and returns their outcomes in the same order.
 func inOneBatch(t *testing.T, s *Store, fns ...func(tx *sqlx.Tx) error) []error {
 	t.Helper()
-	release := holdWriter(t, s)
-	done := make([]<-chan error, len(fns))
+	reqs := make([]batchReq, len(fns))
 	for i, fn := range fns {
-		done[i] = goWrite(s, context.Background(), fn)
+		reqs[i] = batchReq{fn: fn}
+	}
+	return inOneBatchOf(t, s, reqs...)
+}
+
+// batchReq is a request for inOneBatchOf: a change to calls (writeCalls)
+// or any other write.
+type batchReq struct {
+	calls bool
+	fn    func(tx *sqlx.Tx) error
+}
+
+// inOneBatchOf is inOneBatch for requests queued through write or
+// writeCalls, as each says.
+func inOneBatchOf(t *testing.T, s *Store, reqs ...batchReq) []error {
+	t.Helper()
+	release := holdWriter(t, s)
+	done := make([]chan error, len(reqs))
+	for i, r := range reqs {
+		done[i] = make(chan error, 1)
+		go func() {
+			if r.calls {
+				done[i] <- s.writeCalls(context.Background(), r.fn)
+			} else {
+				done[i] <- s.write(context.Background(), r.fn)
+			}
+		}()
 		waitQueued(t, s, i+1)
 	}
 	release()
-	errs := make([]error, len(fns))
+	errs := make([]error, len(reqs))
 	for i, d := range done {
 		errs[i] = <-d
 	}

@@ -61,7 +61,7 @@ type writerStatser interface{ WriterStats() sqlite.WriterStats }
 type writerCollector struct {
 	store                                       writerStatser
 	writes, commits, syncs, latency, wait, busy *prometheus.Desc
-	sync, cacheHits, cacheMisses                *prometheus.Desc
+	sync, cacheHits, cacheMisses, replays       *prometheus.Desc
 }
 
 func newWriterCollector(store writerStatser) *writerCollector {
@@ -78,11 +78,13 @@ func newWriterCollector(store writerStatser) *writerCollector {
 		cacheHits: d("callsig_store_call_cache_hits_total",
 			"Calls a write loaded from the SQLite writer's call cache instead of reading them back."),
 		cacheMisses: d("callsig_store_call_cache_misses_total", "Calls a write read from the SQLite rows."),
+		replays: d("callsig_store_batch_replays_total",
+			"Group commits rolled back and run again because a write failed after writing without a savepoint; near zero unless the database fails writes."),
 	}
 }
 
 func (c *writerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.writes, c.commits, c.syncs, c.latency, c.wait, c.busy, c.sync, c.cacheHits, c.cacheMisses} {
+	for _, d := range []*prometheus.Desc{c.writes, c.commits, c.syncs, c.latency, c.wait, c.busy, c.sync, c.cacheHits, c.cacheMisses, c.replays} {
 		ch <- d
 	}
 }
@@ -101,6 +103,7 @@ func (c *writerCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.sync, s.Sync.Seconds())
 	counter(c.cacheHits, float64(s.CallCacheHits))
 	counter(c.cacheMisses, float64(s.CallCacheMisses))
+	counter(c.replays, float64(s.Replays))
 }
 
 // registerPools exports the database/sql statistics (go_sql_*, labelled

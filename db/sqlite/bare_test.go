@@ -1,0 +1,214 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jmoiron/sqlx"
+	sqlitedriver "modernc.org/sqlite"
+
+	"callsig/calls"
+	"callsig/db"
+	"callsig/db/storetest"
+)
+
+// A change to calls runs without a savepoint of its own (runBare). A
+// failure that wrote nothing is its own outcome and nobody runs twice;
+// any other failure rolls the batch back and runs it again, each request
+// in a savepoint, so the failed request leaves nothing and the others
+// commit. Once a write that is not a change to calls has succeeded in the
+// batch (it may not run twice), the rest keep savepoints and nothing is
+// replayed.
+func TestBareRequestsReplayOnlyWhenTheyMust(t *testing.T) {
+	boom := errors.New("boom")
+	type req struct {
+		calls bool
+		fn    func(s *Store, tx *sqlx.Tx) error
+	}
+	save := func(id string, then error) req {
+		return req{calls: true, fn: func(s *Store, tx *sqlx.Tx) error {
+			ctx := context.Background()
+			if err := s.callsTx(tx).Save(ctx, storetest.NewCall(id, "alice", 1000, "bob")); err != nil {
+				return err
+			}
+			return then
+		}}
+	}
+	refuse := req{calls: true, fn: func(s *Store, tx *sqlx.Tx) error {
+		_, err := s.callsTx(tx).Call(context.Background(), "bare-call-nowhere")
+		return err
+	}}
+	panics := req{calls: true, fn: func(*Store, *sqlx.Tx) error { panic("kaboom") }}
+	badSQL := req{calls: true, fn: func(_ *Store, tx *sqlx.Tx) error {
+		_, err := tx.Exec(`SELECT x FROM nowhere`)
+		return err
+	}}
+	other := req{fn: func(_ *Store, tx *sqlx.Tx) error { return insertEvent("other")(tx) }}
+	otherFails := req{fn: func(_ *Store, tx *sqlx.Tx) error {
+		if err := insertEvent("other")(tx); err != nil {
+			return err
+		}
+		return boom
+	}}
+	// A fn that ends the transaction and says nothing, as one that swallowed
+	// SQLite's own rollback (on SQLITE_FULL) would.
+	breaks := req{calls: true, fn: func(_ *Store, tx *sqlx.Tx) error {
+		_ = breakTx(tx)
+		return nil
+	}}
+	failed := func(err error) bool { return err != nil }
+	isNotFound := func(err error) bool { return errors.Is(err, calls.ErrCallNotFound) }
+	isBoom := func(err error) bool { return errors.Is(err, boom) }
+	isPanic := func(err error) bool { pe := (*db.PanicError)(nil); return errors.As(err, &pe) }
+	isDriver := func(err error) bool { se := (*sqlitedriver.Error)(nil); return errors.As(err, &se) }
+	ok := func(err error) bool { return err == nil }
+
+	for _, tc := range []struct {
+		name    string
+		reqs    []req
+		outcome []func(error) bool
+		runs    []int64
+		replays int64
+		kept    []string // calls that must exist, of bare-call-1..3
+	}{
+		{"refused before writing", []req{save("bare-call-1", nil), refuse, save("bare-call-3", nil)},
+			[]func(error) bool{ok, isNotFound, ok}, []int64{1, 1, 1}, 0, []string{"bare-call-1", "bare-call-3"}},
+		{"failed after writing", []req{save("bare-call-1", nil), refuse, save("bare-call-2", boom), save("bare-call-3", nil)},
+			[]func(error) bool{ok, isNotFound, isBoom, ok}, []int64{2, 1, 2, 1}, 1, []string{"bare-call-1", "bare-call-3"}},
+		{"panicked", []req{save("bare-call-1", nil), panics, save("bare-call-3", nil)},
+			[]func(error) bool{ok, isPanic, ok}, []int64{2, 2, 1}, 1, []string{"bare-call-1", "bare-call-3"}},
+		{"driver error", []req{save("bare-call-1", nil), badSQL, save("bare-call-3", nil)},
+			[]func(error) bool{ok, isDriver, ok}, []int64{2, 2, 1}, 1, []string{"bare-call-1", "bare-call-3"}},
+		{"after another write", []req{save("bare-call-1", nil), other, save("bare-call-2", boom), save("bare-call-3", nil)},
+			[]func(error) bool{ok, ok, isBoom, ok}, []int64{1, 1, 1, 1}, 0, []string{"bare-call-1", "bare-call-3"}},
+		{"after another write failed", []req{save("bare-call-1", nil), otherFails, save("bare-call-3", nil)},
+			[]func(error) bool{ok, isBoom, ok}, []int64{1, 1, 1}, 0, []string{"bare-call-1", "bare-call-3"}},
+		// Replayed, the fn breaks the transaction again, now under a
+		// savepoint whose RELEASE fails: nothing of the batch commits.
+		{"ended the transaction", []req{save("bare-call-1", nil), breaks, save("bare-call-3", nil)},
+			[]func(error) bool{failed, failed, failed}, []int64{2, 2, 0}, 1, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTest(t)
+			runs := make([]atomic.Int64, len(tc.reqs))
+			reqs := make([]batchReq, len(tc.reqs))
+			for i, r := range tc.reqs {
+				reqs[i] = batchReq{calls: r.calls, fn: func(tx *sqlx.Tx) error {
+					runs[i].Add(1)
+					return r.fn(s, tx)
+				}}
+			}
+			errs := inOneBatchOf(t, s, reqs...)
+			for i, err := range errs {
+				if !tc.outcome[i](err) {
+					t.Errorf("request %d answered %v", i, err)
+				}
+				if n := runs[i].Load(); n != tc.runs[i] {
+					t.Errorf("request %d ran %d times, want %d", i, n, tc.runs[i])
+				}
+			}
+			if n := s.replays.Load(); n != tc.replays {
+				t.Errorf("%d replays, want %d", n, tc.replays)
+			}
+			for i := 1; i <= 3; i++ {
+				id := fmt.Sprintf("bare-call-%d", i)
+				_, err := s.Call(context.Background(), id)
+				want := false
+				for _, k := range tc.kept {
+					want = want || k == id
+				}
+				switch {
+				case want && err != nil:
+					t.Errorf("%s: %v, want it committed", id, err)
+				case !want && !errors.Is(err, calls.ErrCallNotFound):
+					t.Errorf("%s: %v, want it rolled back", id, err)
+				}
+			}
+			checkCached(t, s, []string{"bare-call-1", "bare-call-2", "bare-call-3"}, tc.name)
+		})
+	}
+}
+
+// unmarkedBareWrite describes a row change by a request running without
+// a savepoint (runBare) before it said it writes (reqWrote), "" for any
+// other change: a failure after such a change would be taken for one that
+// wrote nothing, and the change would commit. The pre-update hook runs on
+// the writer goroutine, inside the statement.
+func unmarkedBareWrite(s *Store, d sqlitedriver.SQLitePreUpdateData) string {
+	if s.reqWrote || !onStack("db/sqlite.(*openBatch).runBare") {
+		return ""
+	}
+	return fmt.Sprintf("op %d on %s by a bare request not marked writing", d.Op, d.TableName)
+}
+
+// onStack reports whether the calling goroutine is inside function fn
+// (its name ends with fn).
+func onStack(fn string) bool {
+	pcs := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(2, pcs)])
+	for {
+		f, more := frames.Next()
+		if strings.HasSuffix(f.Function, fn) {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
+}
+
+// The guard itself: a bare request that writes through its transaction
+// without a calls.Tx method is caught, one that writes through Save is not.
+func TestUnmarkedBareWriteIsCaught(t *testing.T) {
+	s := openTest(t)
+	var caught []string
+	onRowChange(t, s, func(d sqlitedriver.SQLitePreUpdateData) {
+		if msg := unmarkedBareWrite(s, d); msg != "" {
+			caught = append(caught, msg) // the writer goroutine only
+		}
+	})
+	storetest.Save(t, s, storetest.NewCall("bare-call-1", "alice", 1000, "bob"))
+	if len(caught) != 0 {
+		t.Fatalf("a Save was caught: %v", caught)
+	}
+	if err := s.writeCalls(context.Background(), insertEvent("unmarked")); err != nil {
+		t.Fatal(err)
+	}
+	if len(caught) != 1 || !strings.Contains(caught[0], "events") {
+		t.Fatalf("a raw insert in a bare request: caught %v, want one on events", caught)
+	}
+}
+
+// An Idempotency-Key record is a write too: a bare request that stored one
+// and then failed is replayed, and the key stays free.
+func TestBareKeyRecordThenFailureLeavesNoKey(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	boom := errors.New("boom")
+	rec := calls.IdempotencyRecord{Scope: "alice", Key: "bare-key", Fingerprint: "f",
+		Response: calls.StoredResponse{Status: 200}, CreatedAt: 1, ExpiresAt: 1 << 40}
+	errs := inOneBatchOf(t, s,
+		batchReq{calls: true, fn: func(tx *sqlx.Tx) error {
+			return s.callsTx(tx).Save(ctx, storetest.NewCall("bare-call-1", "alice", 1000, "bob"))
+		}},
+		batchReq{calls: true, fn: func(tx *sqlx.Tx) error {
+			if err := s.callsTx(tx).PutIdempotencyRecord(ctx, rec); err != nil {
+				return err
+			}
+			return boom
+		}})
+	if errs[0] != nil || !errors.Is(errs[1], boom) {
+		t.Fatalf("answered %v", errs)
+	}
+	if n := s.replays.Load(); n != 1 {
+		t.Errorf("%d replays, want 1", n)
+	}
+	if got, err := s.LookupIdempotency(ctx, "alice", "bare-key", 2); err != nil || got != nil {
+		t.Errorf("the failed request's key: %+v, %v; want none", got, err)
+	}
+}
