@@ -212,3 +212,40 @@ func TestBareKeyRecordThenFailureLeavesNoKey(t *testing.T) {
 		t.Errorf("the failed request's key: %+v, %v; want none", got, err)
 	}
 }
+
+// The events' INSERT keeps the rows it wrote before a failing one (OR
+// FAIL, no statement journal): the request fails after writing, and its
+// rows go with it, bare (replayed) or in a savepoint.
+func TestEventsOfAFailedInsertDoNotCommit(t *testing.T) {
+	for _, bare := range []bool{true, false} {
+		t.Run(fmt.Sprintf("bare=%t", bare), func(t *testing.T) {
+			s := openTest(t)
+			ctx := context.Background()
+			// A trigger on the writer connection fails the third row.
+			if _, err := s.wdb.Exec(`CREATE TEMP TRIGGER poison BEFORE INSERT ON main.events
+				WHEN NEW.type = 'poison' BEGIN SELECT RAISE(FAIL, 'poisoned event'); END`); err != nil {
+				t.Fatal(err)
+			}
+			ch := storetest.NewCall("bare-call-2", "alice", 1000, "bob", "carl", "dora", "erin")
+			ch.Events[2].Type = "poison"
+			save := func(ch *calls.Change) batchReq {
+				return batchReq{calls: bare, fn: func(tx *sqlx.Tx) error { return s.callsTx(tx).Save(ctx, ch) }}
+			}
+			errs := inOneBatchOf(t, s,
+				save(storetest.NewCall("bare-call-1", "alice", 1000, "bob")),
+				save(ch),
+				save(storetest.NewCall("bare-call-3", "alice", 1000, "bob")))
+			if errs[0] != nil || errs[1] == nil || !strings.Contains(errs[1].Error(), "poisoned event") || errs[2] != nil {
+				t.Fatalf("answered %v", errs)
+			}
+			for _, u := range []string{"carl", "dora", "erin"} {
+				if n := count(t, s, "events WHERE user_id = '"+u+"'"); n != 0 {
+					t.Errorf("%d events of the failed insert for %s committed", n, u)
+				}
+			}
+			if n := count(t, s, "events WHERE user_id = 'bob'"); n != 2 {
+				t.Errorf("bob has %d events, want the 2 of the calls that committed", n)
+			}
+		})
+	}
+}

@@ -46,8 +46,16 @@ const (
 	// A call that ended frees all its users at once (migration 0005): the
 	// rows of users accepted until then are not dirty, End leaves states as
 	// they are. Only rows still busy are touched, through the primary key.
-	sqlClearBusy   = `UPDATE call_users SET busy = 0 WHERE call_seq = ? AND busy = 1`
-	sqlInsertEvent = `INSERT INTO events (user_id, device, call_id, type, data, time)
+	sqlClearBusy = `UPDATE call_users SET busy = 0 WHERE call_seq = ? AND busy = 1`
+	// OR FAIL: a statement that writes several rows and may abort on a
+	// constraint has SQLite copy every page it first touches to a statement
+	// journal, to undo its own earlier rows; a few % of the writer's CPU
+	// with the events' multi-row INSERT (docs/benchmarks.md). With FAIL it
+	// keeps them, and the request they belong to fails after writing: its
+	// savepoint, or the replay of its batch (writer.go), undoes them. An
+	// I/O error or a full disk then rolls back the whole transaction,
+	// which the writer sees (txEnded).
+	sqlInsertEvent = `INSERT OR FAIL INTO events (user_id, device, call_id, type, data, time)
 		VALUES (?, ?, ?, ?, ?, ?)`
 	// maxEventRows is how many events one INSERT writes (see InsertEvents),
 	// each count its own prepared statement.
