@@ -183,15 +183,25 @@ func (b *openBatch) failed() bool { return b.err != nil }
 // request giving up must not roll back the others.
 func (s *Store) begin() *openBatch {
 	b := &openBatch{}
-	s.txEnded.Store(false)
-	tx, err := s.wdb.BeginTxx(context.Background(), nil)
+	tx, err := s.beginTx()
 	if err != nil {
 		b.err = fmt.Errorf("db: begin: %w", err)
 		return b
 	}
 	b.tx = tx
-	s.batchTx, s.batchStmts = tx, make(map[*sqlx.Stmt]*sqlx.Stmt)
 	return b
+}
+
+// beginTx opens the writer's transaction (see begin) and binds the batch's
+// statements to it.
+func (s *Store) beginTx() (*sqlx.Tx, error) {
+	s.txEnded.Store(false)
+	tx, err := s.wdb.BeginTxx(context.Background(), nil)
+	if err != nil {
+		return nil, err
+	}
+	s.batchTx, s.batchStmts = tx, make(map[*sqlx.Stmt]*sqlx.Stmt)
+	return tx, nil
 }
 
 // run adds reqs to the batch, recording each one's own outcome. After a
@@ -288,13 +298,11 @@ func (b *openBatch) replay(s *Store) (err, fatal error) {
 	s.batchTx, s.batchStmts = nil, nil
 	b.tx = nil
 	b.guarded = true
-	s.txEnded.Store(false)
-	tx, berr := s.wdb.BeginTxx(context.Background(), nil)
+	tx, berr := s.beginTx()
 	if berr != nil {
 		return nil, fmt.Errorf("db: begin a replay: %w", berr)
 	}
 	b.tx = tx
-	s.batchTx, s.batchStmts = tx, make(map[*sqlx.Stmt]*sqlx.Stmt)
 	last := len(b.batch) - 1
 	for i, r := range b.batch[:last] {
 		if b.errs[i] != nil {
