@@ -292,11 +292,7 @@ func mayHaveBroken(err error) bool {
 // replayed at most once. It returns the last request's outcome.
 func (b *openBatch) replay(s *Store) (err, fatal error) {
 	s.replays.Add(1)
-	_ = b.tx.Rollback() // may fail if SQLite rolled back already
-	s.cache.reset()
-	s.subs.reset()
-	s.batchTx, s.batchStmts = nil, nil
-	b.tx = nil
+	b.discard(s)
 	b.guarded = true
 	tx, berr := s.beginTx()
 	if berr != nil {
@@ -317,12 +313,19 @@ func (b *openBatch) replay(s *Store) (err, fatal error) {
 
 // rollback ends a batch that cannot commit, with err as its outcome.
 func (b *openBatch) rollback(s *Store, err error) {
+	b.discard(s)
+	b.err = err
+}
+
+// discard rolls the batch's transaction back (SQLite may have done so
+// already) and forgets what the writer kept of it.
+func (b *openBatch) discard(s *Store) {
 	if b.tx != nil {
 		_ = b.tx.Rollback()
 	}
+	b.tx = nil
 	s.cache.reset()
 	s.subs.reset()
-	b.err = err
 	s.batchTx, s.batchStmts = nil, nil
 }
 
