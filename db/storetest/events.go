@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -152,6 +153,67 @@ func testChangeEventsInOrderAndInvitationsChecked(t *testing.T, s db.Store) {
 		}
 		if evs := events(t, s, tc.invitee); len(evs) != 0 {
 			t.Errorf("%s: %d events of the failed change in the log", tc.name, len(evs))
+		}
+	}
+}
+
+// A change with more events than a store writes in one statement (37,
+// over three users) keeps them in order: ids increasing in the change's
+// order, each event's After the user's previous id where the store sets
+// it, every event in its
+// user's log with its own data, and the user's newest id the last one.
+func testManyEventsInOneChange(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	first := NewCall("many", "alice", 1000, "bob", "carol")
+	Save(t, s, first)
+	before := map[string]int64{}
+	for _, ev := range first.Events {
+		before[ev.UserID] = max(before[ev.UserID], ev.ID)
+	}
+	users := []string{"bob", "carol", "dave"}
+	var ch *calls.Change
+	update(t, s, "many", func(c *calls.Call) *calls.Change {
+		ch = &calls.Change{Call: c}
+		for i := range 37 {
+			ch.Events = append(ch.Events, calls.Event{UserID: users[i%len(users)], CallID: "many",
+				Type: calls.EventUserStateChanged, Data: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i)), Time: 2000})
+		}
+		return ch
+	})
+	last := maps.Clone(before)
+	for i, ev := range ch.Events {
+		if i > 0 && ev.ID <= ch.Events[i-1].ID {
+			t.Fatalf("event %d got id %d after %d, want increasing", i, ev.ID, ch.Events[i-1].ID)
+		}
+		if ev.After != 0 && ev.After != last[ev.UserID] {
+			t.Errorf("event %d to %s: After = %d, want %d or 0 (not known)", i, ev.UserID, ev.After, last[ev.UserID])
+		}
+		last[ev.UserID] = ev.ID
+	}
+	for _, u := range users {
+		var want []string
+		for i, ev := range ch.Events {
+			if ev.UserID == u {
+				want = append(want, fmt.Sprintf(`%d {"i":%d}`, ev.ID, i))
+			}
+		}
+		var got []string
+		for _, ev := range events(t, s, u) {
+			if ev.CallID == "many" && ev.ID > before[u] {
+				got = append(got, fmt.Sprintf("%d %s", ev.ID, ev.Data))
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s's log = %v, want %v", u, got, want)
+		}
+	}
+	newest, err := s.NewestEventIDs(ctx, users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		if newest[u] != last[u] {
+			t.Errorf("NewestEventIDs[%s] = %d, want %d", u, newest[u], last[u])
 		}
 	}
 }

@@ -59,6 +59,7 @@ var tests = []contract{
 	// the event log (sse.Log)
 	{"EventIDsIncreasePerUser", testEventIDsIncreasePerUser},
 	{"ChangeEventsInOrderAndInvitationsChecked", testChangeEventsInOrderAndInvitationsChecked},
+	{"ManyEventsInOneChange", testManyEventsInOneChange},
 	{"PendingInvitations", testPendingInvitations},
 	{"PendingInvitationsCapAndUnreceived", testPendingInvitationsCapAndUnreceived},
 	{"PruneEventsAndBounds", testPruneEventsAndBounds},
