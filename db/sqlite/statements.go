@@ -27,13 +27,15 @@ const (
 
 	sqlInsertCall = `INSERT INTO calls (id, caller, mode, state, timeout, extended_data, create_time,
 		end_time, end_reason, not_received_check, caller_tracked, caller_offline_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	// The ID, caller and creation time never change; the rest is written
 	// whole, which costs the same to SQLite as writing the changed columns.
 	sqlUpdateCall = `UPDATE calls SET mode = ?, state = ?, timeout = ?, extended_data = ?,
 		end_time = ?, end_reason = ?, not_received_check = ?, caller_tracked = ?, caller_offline_at = ?
-		WHERE id = ? RETURNING seq`
-	sqlUpsertUser = `INSERT INTO call_users (call_seq, user_id, ord, state, inviter, extended_data,
+		WHERE id = ?`
+	// sqlUpdateCallSeq is sqlUpdateCall for a call whose seq is not known.
+	sqlUpdateCallSeq = sqlUpdateCall + ` RETURNING seq`
+	sqlUpsertUser    = `INSERT INTO call_users (call_seq, user_id, ord, state, inviter, extended_data,
 		update_time, invite_time, accept_time, timeout_at, not_received_at, main_device,
 		missed_time, busy)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -86,6 +88,7 @@ type writeStatements struct {
 
 	selectCallByID, selectUsers *sqlx.Stmt
 	insertCall, updateCall      *sqlx.Stmt
+	updateCallSeq               *sqlx.Stmt
 	upsertUser                  *sqlx.Stmt
 	insertEvents                [maxEventRows]*sqlx.Stmt // [n-1] inserts n rows
 	setInvitation, clearBusy    *sqlx.Stmt
@@ -109,6 +112,7 @@ func prepareWrite(ctx context.Context, db *sqlx.DB) (*writeStatements, error) {
 	st.selectUsers = p.prepare(sqlSelectUsers)
 	st.insertCall = p.prepare(sqlInsertCall)
 	st.updateCall = p.prepare(sqlUpdateCall)
+	st.updateCallSeq = p.prepare(sqlUpdateCallSeq)
 	st.upsertUser = p.prepare(sqlUpsertUser)
 	for n := range maxEventRows {
 		st.insertEvents[n] = p.prepare(sqlInsertEvent + strings.Repeat(", (?, ?, ?, ?, ?, ?)", n))
@@ -135,7 +139,7 @@ func (st *writeStatements) close() {
 	}
 	closeAll(st.insertEvents[:]...)
 	closeAll(st.savepoint, st.release, st.rollbackTo, st.lastEventID, st.selectCallByID, st.selectUsers,
-		st.insertCall, st.updateCall, st.upsertUser, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed, st.busyUsers, st.userBusy,
+		st.insertCall, st.updateCall, st.updateCallSeq, st.upsertUser, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed, st.busyUsers, st.userBusy,
 		st.selectIdempotency, st.upsertIdempotency)
 }
 

@@ -154,25 +154,50 @@ func (t *callsTx) saveCall(ctx context.Context, c *calls.Call, created bool, row
 		c.Seq = row.Seq
 		return nil
 	}
+	// Exec, not a query with RETURNING: database/sql watches every Rows
+	// of a transaction with a goroutine of its own (the transaction's
+	// context is always cancellable), and starting and waking it was 5 %
+	// of BenchmarkCycle's CPU, in the writer goroutine.
 	if created {
-		err := t.stmt(t.s.wst.insertCall).QueryRowContext(ctx, c.ID, c.Caller, string(c.Mode),
+		res, err := t.stmt(t.s.wst.insertCall).ExecContext(ctx, c.ID, c.Caller, string(c.Mode),
 			string(c.State), c.Timeout, c.ExtendedData, c.CreateTime, c.EndTime, string(c.EndReason),
-			boolInt(c.NotReceivedCheck), boolInt(c.CallerTracked), c.CallerOfflineAt).Scan(&c.Seq)
+			boolInt(c.NotReceivedCheck), boolInt(c.CallerTracked), c.CallerOfflineAt)
+		if err == nil {
+			c.Seq, err = res.LastInsertId() // seq is the rowid
+		}
 		if err != nil {
 			return fmt.Errorf("db: insert call %s: %w", c.ID, err)
 		}
 		return nil
 	}
-	err := t.stmt(t.s.wst.updateCall).QueryRowContext(ctx, string(c.Mode), string(c.State),
-		c.Timeout, c.ExtendedData, c.EndTime, string(c.EndReason), boolInt(c.NotReceivedCheck),
-		boolInt(c.CallerTracked), c.CallerOfflineAt, c.ID).Scan(&c.Seq)
-	if errors.Is(err, sql.ErrNoRows) {
-		return calls.ErrCallNotFound
+	if c.Seq == 0 { // a call not read from the store: its seq is read back
+		err := t.stmt(t.s.wst.updateCallSeq).QueryRowContext(ctx, callRowArgs(c)...).Scan(&c.Seq)
+		if errors.Is(err, sql.ErrNoRows) {
+			return calls.ErrCallNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("db: update call %s: %w", c.ID, err)
+		}
+		return nil
+	}
+	res, err := t.stmt(t.s.wst.updateCall).ExecContext(ctx, callRowArgs(c)...)
+	var n int64
+	if err == nil {
+		n, err = res.RowsAffected()
 	}
 	if err != nil {
 		return fmt.Errorf("db: update call %s: %w", c.ID, err)
 	}
+	if n == 0 {
+		return calls.ErrCallNotFound
+	}
 	return nil
+}
+
+// callRowArgs are sqlUpdateCall's arguments for c.
+func callRowArgs(c *calls.Call) []any {
+	return []any{string(c.Mode), string(c.State), c.Timeout, c.ExtendedData, c.EndTime,
+		string(c.EndReason), boolInt(c.NotReceivedCheck), boolInt(c.CallerTracked), c.CallerOfflineAt, c.ID}
 }
 
 // sameCallRow reports whether sqlUpdateCall would leave row, the call as

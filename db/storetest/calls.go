@@ -68,10 +68,25 @@ func testSaveCallRoundTrip(t *testing.T, s db.Store) {
 	if !errors.Is(err, calls.ErrCallNotFound) {
 		t.Errorf("Tx.Call(unknown): err = %v, want ErrCallNotFound", err)
 	}
-	ghost := &calls.Change{Call: &calls.Call{ID: "ghost", State: calls.CallEnded}}
-	err = s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, ghost) })
-	if !errors.Is(err, calls.ErrCallNotFound) {
-		t.Errorf("Save of an unknown call: err = %v, want ErrCallNotFound", err)
+	for _, seq := range []int64{0, 999_999} { // a seq known or not
+		ghost := &calls.Change{Call: &calls.Call{ID: "ghost", Seq: seq, State: calls.CallEnded}}
+		err = s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, ghost) })
+		if !errors.Is(err, calls.ErrCallNotFound) {
+			t.Errorf("Save of an unknown call (seq %d): err = %v, want ErrCallNotFound", seq, err)
+		}
+	}
+	// A call saved without its seq (not read from the store) gets it back.
+	stored, err := s.Call(ctx, want.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unread := stored.Clone()
+	unread.Seq = 0
+	if err := s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, &calls.Change{Call: unread}) }); err != nil {
+		t.Fatal(err)
+	}
+	if unread.Seq != stored.Seq {
+		t.Errorf("Save of a call without its seq set Seq = %d, want %d", unread.Seq, stored.Seq)
 	}
 	dup := &calls.Change{Call: want.Clone(), Created: true}
 	if err := s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, dup) }); err == nil {
