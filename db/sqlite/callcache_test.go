@@ -461,7 +461,10 @@ func TestSameCallRowSeesEveryUpdatedColumn(t *testing.T) {
 			t.Errorf("a new %s leaves the row the same", column)
 		}
 	}
-	if n := strings.Count(sqlUpdateCall, "?"); n != len(changes) {
-		t.Errorf("sqlUpdateCall has %d placeholders, the test changes %d columns: a column is missing here", n, len(changes))
+	if n := strings.Count(sqlUpdateCallSeq, "?"); n != len(changes) {
+		t.Errorf("sqlUpdateCallSeq has %d placeholders, the test changes %d columns: a column is missing here", n, len(changes))
+	}
+	if n := strings.Count(sqlUpdateCall, "?"); n != len(changes)+1 { // and the seq
+		t.Errorf("sqlUpdateCall has %d placeholders, want the %d columns and the seq", n, len(changes))
 	}
 }

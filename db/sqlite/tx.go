@@ -180,7 +180,7 @@ func (t *callsTx) saveCall(ctx context.Context, c *calls.Call, created bool, row
 		}
 		return nil
 	}
-	res, err := t.stmt(t.s.wst.updateCall).ExecContext(ctx, callRowArgs(c)...)
+	res, err := t.stmt(t.s.wst.updateCall).ExecContext(ctx, append(callRowArgs(c), c.Seq)...)
 	var n int64
 	if err == nil {
 		n, err = res.RowsAffected()
@@ -194,7 +194,8 @@ func (t *callsTx) saveCall(ctx context.Context, c *calls.Call, created bool, row
 	return nil
 }
 
-// callRowArgs are sqlUpdateCall's arguments for c.
+// callRowArgs are sqlUpdateCallSeq's arguments for c (sqlUpdateCall's
+// without the seq).
 func callRowArgs(c *calls.Call) []any {
 	return []any{string(c.Mode), string(c.State), c.Timeout, c.ExtendedData, c.EndTime,
 		string(c.EndReason), boolInt(c.NotReceivedCheck), boolInt(c.CallerTracked), c.CallerOfflineAt, c.ID}

@@ -88,6 +88,25 @@ func testSaveCallRoundTrip(t *testing.T, s db.Store) {
 	if unread.Seq != stored.Seq {
 		t.Errorf("Save of a call without its seq set Seq = %d, want %d", unread.Seq, stored.Seq)
 	}
+	// A call carrying another call's seq (a defect) never writes its users
+	// under that other call: the store refuses it or finds its own row.
+	Save(t, s, NewCall("other", "olga", 1000, "oscar"))
+	other, err := s.Call(ctx, "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := stored.Clone()
+	wrong.Seq = other.Seq
+	wrong.Users[0].State = calls.StateQuit
+	markDirty(wrong.Users[0])
+	_ = s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, &calls.Change{Call: wrong}) })
+	after, err := s.Call(ctx, "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(after, other) {
+		t.Errorf("call other after a Save of %s with its seq = %+v, want unchanged %+v", want.ID, after, other)
+	}
 	dup := &calls.Change{Call: want.Clone(), Created: true}
 	if err := s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, dup) }); err == nil {
 		t.Error("creating a call with an existing ID succeeded")
@@ -595,5 +614,68 @@ func testClosedStoreIsUnavailable(t *testing.T, s db.Store) {
 	check("PutIdempotency", err)
 	if err := s.Ping(ctx); err == nil {
 		t.Error("Ping after Close succeeded")
+	}
+}
+
+// BusyUsers answers who is accepted in a started call other than the one
+// excepted: for one user and for lists longer than a store checks in one
+// statement, with duplicates, unknown users, a user busy in two calls, one
+// busy only in the excepted call and one whose call ended; sorted, each
+// once.
+func testBusyUsers(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	var want []string
+	for i := range 20 {
+		u := fmt.Sprintf("u%02d", i)
+		Save(t, s, NewCall("busy-"+u, u, 1000, "callee-"+u)) // the caller is accepted: busy
+		want = append(want, u)
+	}
+	Save(t, s, NewCall("two-a", "two", 1000, "x"))
+	Save(t, s, NewCall("two-b", "two", 1000, "y"))
+	Save(t, s, NewCall("solo", "only", 1000, "z"))
+	Save(t, s, NewCall("endme", "ended", 1000, "w"))
+	update(t, s, "endme", func(c *calls.Call) *calls.Change {
+		c.State = calls.CallEnded
+		return &calls.Change{Call: c}
+	})
+	want = append(want, "two")
+	slices.Sort(want)
+
+	busy := func(users []string, except string) []string {
+		t.Helper()
+		var got []string
+		err := s.Update(ctx, func(tx calls.Tx) error {
+			var err error
+			got, err = tx.BusyUsers(ctx, users, except)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("BusyUsers(%v, %s): %v", users, except, err)
+		}
+		return got
+	}
+	users := []string{"nobody", "only", "ended", "two", "u03", "u03", "z", "callee-u01"}
+	for i := 19; i >= 0; i-- {
+		users = append(users, fmt.Sprintf("u%02d", i))
+	}
+	if got := busy(users, "solo"); !slices.Equal(got, want) {
+		t.Errorf("BusyUsers(%d users, except solo) = %v, want %v", len(users), got, want)
+	}
+	for _, tc := range []struct {
+		user, except string
+		want         []string
+	}{
+		{"only", "solo", nil},
+		{"only", "other", []string{"only"}},
+		{"two", "two-a", []string{"two"}},
+		{"ended", "other", nil},
+		{"nobody", "other", nil},
+	} {
+		if got := busy([]string{tc.user}, tc.except); !slices.Equal(got, tc.want) {
+			t.Errorf("BusyUsers([%s], except %s) = %v, want %v", tc.user, tc.except, got, tc.want)
+		}
+	}
+	if got := busy(nil, "solo"); len(got) != 0 {
+		t.Errorf("BusyUsers(none) = %v, want none", got)
 	}
 }

@@ -55,6 +55,7 @@ var tests = []contract{
 	{"SchedulerArmsDeadlineCreatedDuringRound", testSchedulerArmsDeadlineCreatedDuringRound},
 	{"SchedulerFiresPastAPoisonedDeadline", testSchedulerFiresPastAPoisonedDeadline},
 	{"CallCounts", testCallCounts},
+	{"BusyUsers", testBusyUsers},
 	{"ClosedStoreIsUnavailable", testClosedStoreIsUnavailable},
 	// the event log (sse.Log)
 	{"EventIDsIncreasePerUser", testEventIDsIncreasePerUser},
