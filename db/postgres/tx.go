@@ -420,9 +420,9 @@ func (t *callsTx) TrackedCallerOfflineCalls(ctx context.Context, after int64, li
 // invitee. Its users are a VALUES list of a fixed length, not an array: a
 // prepared statement's generic plan estimates an array parameter at ten
 // elements, costs more than a custom plan for the one or two invitees of an
-// invitation, and so PostgreSQL planned the statement afresh for nearly
-// every other execution (half its executions, 0.36 ms each: 5 % of
-// PostgreSQL's CPU in a cycle load, docs/benchmarks.md). With a fixed
+// invitation, and so PostgreSQL planned the statement afresh at about half
+// its executions (0.37 ms each: 5 % of PostgreSQL's CPU in a cycle load,
+// docs/benchmarks.md). With a fixed
 // length the generic plan costs what the custom ones did and is kept. The
 // LATERAL … LIMIT 1 keeps that plan a probe per user whatever the
 // statistics, never a scan of every busy user.
