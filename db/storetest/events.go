@@ -158,10 +158,10 @@ func testChangeEventsInOrderAndInvitationsChecked(t *testing.T, s db.Store) {
 }
 
 // A change with more events than a store writes in one statement (37,
-// over three users) keeps them in order: ids increasing in the change's
-// order, each event's After the user's previous id where the store sets
-// it, every event in its
-// user's log with its own data, and the user's newest id the last one.
+// over three users; SQLite inserts up to maxEventRows at once) keeps them
+// in order: ids increasing in the change's order, each event's After the
+// user's previous id where the store sets it, every event in its user's
+// log with its own data, and the user's newest id the last one.
 func testManyEventsInOneChange(t *testing.T, s db.Store) {
 	ctx := context.Background()
 	first := NewCall("many", "alice", 1000, "bob", "carol")
