@@ -41,6 +41,14 @@ func TestSystemEndpoints(t *testing.T) {
 	if strings.Contains(metrics, id) {
 		t.Errorf("metrics leak a raw path with a callID")
 	}
+	// The Go scheduler's latency, beside the store's own figures: the
+	// requests above ran goroutines, so it has counted waits.
+	if n := scrapeMetric(t, s, "callsig_sched_latency_seconds_count"); n <= 0 {
+		t.Errorf("callsig_sched_latency_seconds_count = %v, want more than 0", n)
+	}
+	if sum := scrapeMetric(t, s, "callsig_sched_latency_seconds_sum"); sum <= 0 {
+		t.Errorf("callsig_sched_latency_seconds_sum = %v", sum)
+	}
 	// The SQLite writer's totals: the four actions above and their
 	// delivery marks were written, each durable before its answer.
 	if s.Backend == testkit.SQLite {

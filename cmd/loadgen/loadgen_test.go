@@ -26,7 +26,7 @@ func TestLoadgen(t *testing.T) {
 		}
 		wantZero(t, fig, "errors", "lost_events", "bad_events", "server_log_errors")
 		for _, k := range []string{"cycles_per_sec", "delivery_p99_ms", "http_p99_ms", "peak_rss_bytes",
-			"store_writes", "store_writes_per_commit", "store_write_ms_mean", "store_writer_busy_pct"} {
+			"store_writes", "store_writes_per_commit", "store_write_ms_mean", "store_writer_busy_pct", "sched_latency_ms_mean"} {
 			if v, _ := fig[k].(float64); v <= 0 {
 				t.Errorf("%s = %v, want > 0", k, fig[k])
 			}

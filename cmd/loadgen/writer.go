@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"math"
 	"time"
 )
 
@@ -12,6 +13,11 @@ type writerTotals struct {
 	ok                                          bool
 	writes, commits, syncs, latency, wait, busy float64
 	sync                                        float64
+	// schedWaits and schedSum are the Go scheduler's latency histogram
+	// (callsig_sched_latency_seconds) of every node, whatever its backend:
+	// how often goroutines waited, runnable, for a thread, and for how
+	// long in all.
+	schedWaits, schedSum float64
 }
 
 // readWriter reads the writer's totals from every node.
@@ -23,6 +29,8 @@ func readWriter(ctx context.Context, t *target) writerTotals {
 			continue
 		}
 		v := metricValues(body)
+		w.schedWaits += v["callsig_sched_latency_seconds_count"]
+		w.schedSum += v["callsig_sched_latency_seconds_sum"]
 		if _, has := v["callsig_store_writes_total"]; !has {
 			continue
 		}
@@ -38,11 +46,18 @@ func readWriter(ctx context.Context, t *target) writerTotals {
 	return w
 }
 
-// report adds what the writer did between w0 and w, over wall: how many
-// writes it answered, how many shared a commit, how long one took from its
-// queueing to its durable answer and how much of that it waited for its
-// turn, how busy the one writer was, and how long an fsync took.
+// report adds the nodes' mean scheduling latency between w0 and w, and
+// what the writer did over wall: how many writes it answered, how many
+// shared a commit, how long one took from its queueing to its durable
+// answer and how much of that it waited for its turn, how busy the one
+// writer was, and how long an fsync took.
 func (w writerTotals) report(w0 writerTotals, wall time.Duration, tab *table, fig figures) {
+	if waits := w.schedWaits - w0.schedWaits; waits > 0 {
+		// To the microsecond: an idle server's waits are a few of them.
+		mean := math.Round((w.schedSum-w0.schedSum)/waits*1e6) / 1000
+		tab.add("Go scheduler", "a runnable goroutine waited %.3f ms on average for a thread", mean)
+		fig["sched_latency_ms_mean"] = mean
+	}
 	if !w.ok || !w0.ok {
 		return
 	}

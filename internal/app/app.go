@@ -102,7 +102,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 	}
 
 	a.Registry = prometheus.NewRegistry()
-	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newCallsCollector(a.Store), newNodeInfo(cfg.NodeID, a.Backend()))
+	a.Registry.MustRegister(collectors.NewGoCollector(), newSchedCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newCallsCollector(a.Store), newNodeInfo(cfg.NodeID, a.Backend()))
 	if w, ok := a.Store.(writerStatser); ok {
 		a.Registry.MustRegister(newWriterCollector(w))
 	}
