@@ -1,9 +1,12 @@
 // Package sse delivers the committed call events to users over
 // Server-Sent Events (GET /events) and tracks who is online.
 //
-// The Hub keeps the open streams by user and device. After each commit the
-// calls.Service hands it the new events (Hub.Committed, calls.Notifier); the
-// hub puts them, in id order, into the matching streams' small buffers and
+// The Hub keeps the open streams by user and device. Each commit's events
+// reach it (Hub.Committed) from the store where the store can hand them
+// over the moment they are durable (SQLite's syncer, sqlite.Store.OnDurable),
+// otherwise from the calls.Service after the commit (calls.Notifier; on
+// PostgreSQL, and from other nodes through the cluster's wake-ups); the hub
+// puts them, in id order, into the matching streams' small buffers and
 // never waits for a stream. A stream that falls behind, or reconnects with
 // Last-Event-ID, reads what it missed from the event log, which is the
 // single source of truth: the hub's buffers only make delivery fast.

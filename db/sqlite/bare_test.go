@@ -95,6 +95,8 @@ func TestBareRequestsReplayOnlyWhenTheyMust(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := openTest(t)
+			var fed []calls.Event // written by the syncer, read after every answer
+			s.OnDurable(func(evs []calls.Event) { fed = append(fed, evs...) })
 			runs := make([]atomic.Int64, len(tc.reqs))
 			reqs := make([]batchReq, len(tc.reqs))
 			for i, r := range tc.reqs {
@@ -130,7 +132,36 @@ func TestBareRequestsReplayOnlyWhenTheyMust(t *testing.T) {
 				}
 			}
 			checkCached(t, s, []string{"bare-call-1", "bare-call-2", "bare-call-3"}, tc.name)
+			checkFed(t, s, fed)
 		})
+	}
+}
+
+// checkFed checks that the events given to the durable feed are the calls'
+// events the log holds, each once, in id order: none of a write that
+// failed or of a run that a replay undid.
+func checkFed(t *testing.T, s *Store, fed []calls.Event) {
+	t.Helper()
+	rows, err := s.rdb.Query(`SELECT id, call_id FROM events WHERE call_id LIKE 'bare-call-%' ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var logged []string
+	for rows.Next() {
+		var id int64
+		var call string
+		if err := rows.Scan(&id, &call); err != nil {
+			t.Fatal(err)
+		}
+		logged = append(logged, fmt.Sprintf("%d %s", id, call))
+	}
+	var got []string
+	for _, ev := range fed {
+		got = append(got, fmt.Sprintf("%d %s", ev.ID, ev.CallID))
+	}
+	if strings.Join(got, ", ") != strings.Join(logged, ", ") {
+		t.Errorf("fed %v, the log holds %v", got, logged)
 	}
 }
 

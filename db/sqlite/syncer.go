@@ -67,6 +67,9 @@ type committedBatch struct {
 	lastEvent int64
 	// seq numbers the batch's COMMIT (0: it never got that far).
 	seq int64
+	// events are those of the batch's writes that succeeded, in id order
+	// (see Store.OnDurable).
+	events []calls.Event
 }
 
 // errSyncFailed is what writes get after an fsync of the WAL failed, and
@@ -160,6 +163,13 @@ func (s *Store) runSyncer() {
 		}
 		syncErr := s.syncPending(pending)
 		s.synced(pending, syncErr)
+		if feed := s.durableFeed.Load(); feed != nil && syncErr == nil {
+			for _, b := range pending { // in commit order, so in id order
+				if b.err == nil && len(b.events) > 0 {
+					(*feed)(b.events)
+				}
+			}
+		}
 		for _, b := range pending {
 			for i, r := range b.batch {
 				err := b.errs[i]

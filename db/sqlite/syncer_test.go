@@ -100,6 +100,58 @@ func TestAnswerOnlyAfterTheWALIsSynced(t *testing.T) {
 	}
 }
 
+// The durable feed (OnDurable) gets a batch's events after the fsync that
+// makes them durable has returned and before any of its writes is
+// answered, so a stream can show an event no sooner than a power cut
+// would keep it, and no later than its request learns of it.
+func TestDurableFeedFollowsTheFsync(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	entered, open, synced := gatedSync(t, s)
+	type feed struct {
+		ids    []int64
+		synced int64
+	}
+	fed := make(chan feed, 4)
+	s.OnDurable(func(evs []calls.Event) {
+		f := feed{synced: synced.Load()}
+		for _, ev := range evs {
+			f.ids = append(f.ids, ev.ID)
+		}
+		fed <- f
+	})
+	save := func(ch *calls.Change) error {
+		return s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, ch) })
+	}
+	a := make(chan error, 1)
+	go func() { a <- save(storetest.NewCall("feed-a", "alice", 1000, "bob", "carol")) }()
+	<-entered
+	select {
+	case f := <-fed:
+		t.Fatalf("fed %v before the fsync returned", f.ids)
+	default:
+	}
+	open()
+	f := <-fed
+	if f.synced < 1 {
+		t.Errorf("fed after %d fsyncs, want 1", f.synced)
+	}
+	if err := <-a; err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.EventsAfter(ctx, "bob", 0, 10)
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("bob's log: %v, %v", evs, err)
+	}
+	carol, err := s.EventsAfter(ctx, "carol", 0, 10)
+	if err != nil || len(carol) != 1 {
+		t.Fatalf("carol's log: %v, %v", carol, err)
+	}
+	if want := []int64{evs[0].ID, carol[0].ID}; fmt.Sprint(f.ids) != fmt.Sprint(want) {
+		t.Errorf("fed %v, want the logged %v", f.ids, want)
+	}
+}
+
 // The requests that arrive during an fsync run at once but wait in one
 // open transaction, committed when the fsync ends: one commit and one
 // fsync for all of them.

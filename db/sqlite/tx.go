@@ -243,6 +243,7 @@ func (t *callsTx) InsertEvents(ctx context.Context, evs []calls.Event) error {
 		for i := range evs[:n] {
 			evs[i].ID = last - int64(n-1-i)
 		}
+		t.s.reqEvents = append(t.s.reqEvents, evs[:n]...)
 		evs = evs[n:]
 	}
 	return nil

@@ -227,6 +227,7 @@ func (b *openBatch) run(s *Store, reqs []*writeRequest) {
 			err = r.ctx.Err()
 		default:
 			var fatal error
+			s.reqEvents = s.reqEvents[:0]
 			if r.callsOnly && !b.guarded {
 				err, fatal = b.runBare(s, r)
 			} else {
@@ -241,6 +242,8 @@ func (b *openBatch) run(s *Store, reqs []*writeRequest) {
 			}
 			if fatal != nil {
 				b.rollback(s, fatal) // the transaction is unusable; its outcome is fatal
+			} else if err == nil {
+				b.keepEvents(s)
 			}
 		}
 		b.errs = append(b.errs, err)
@@ -299,22 +302,34 @@ func (b *openBatch) replay(s *Store) (err, fatal error) {
 		return nil, fmt.Errorf("db: begin a replay: %w", berr)
 	}
 	b.tx = tx
+	b.events = nil
 	last := len(b.batch) - 1
 	for i, r := range b.batch[:last] {
 		if b.errs[i] != nil {
 			continue // failed without writing: nothing of it to redo
 		}
+		s.reqEvents = s.reqEvents[:0]
 		if b.errs[i], fatal = s.runSavepoint(tx, r.fn); fatal != nil {
 			return nil, fatal
 		}
+		if b.errs[i] == nil {
+			b.keepEvents(s)
+		}
 	}
+	s.reqEvents = s.reqEvents[:0]
 	return s.runSavepoint(tx, b.batch[last].fn)
 }
+
+// keepEvents adds the events of the write that has just succeeded to the
+// batch's; a write that fails drops its own (s.reqEvents is emptied before
+// each write runs).
+func (b *openBatch) keepEvents(s *Store) { b.events = append(b.events, s.reqEvents...) }
 
 // rollback ends a batch that cannot commit, with err as its outcome.
 func (b *openBatch) rollback(s *Store, err error) {
 	b.discard(s)
 	b.err = err
+	b.events = nil
 }
 
 // discard rolls the batch's transaction back (SQLite may have done so

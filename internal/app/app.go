@@ -144,10 +144,20 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		return nil, err
 	}
 
+	// The hub gets the events from the store itself where the store can
+	// hand them over as they become durable (SQLite's syncer); otherwise
+	// from the service, after each commit.
+	notify := notifiers{hooks.dispatcher}
+	if feed, ok := a.Store.(durableFeed); ok {
+		hub := a.hub
+		feed.OnDurable(func(evs []calls.Event) { hub.Committed(evs, 0) })
+	} else {
+		notify = append(notifiers{a.hub}, notify...)
+	}
 	a.Service = calls.NewService(calls.Options{
 		Store:    a.Store,
 		Clock:    opts.Clock,
-		Notifier: append(notifiers{a.hub, hooks.dispatcher}, a.fanout.notifiers()...),
+		Notifier: append(notify, a.fanout.notifiers()...),
 		Presence: presence,
 		Logger:   log,
 		Config: calls.Config{MaxCallUsers: cfg.MaxCallUsers, NotReceivedAfter: cfg.NotReceivedAfter, HeartbeatTimeout: cfg.HeartbeatTimeout,
