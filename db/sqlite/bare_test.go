@@ -39,6 +39,20 @@ func TestBareRequestsReplayOnlyWhenTheyMust(t *testing.T) {
 			return then
 		}}
 	}
+	// failsOnce saves id and fails its first run after writing (so the
+	// batch is replayed), then succeeds.
+	failsOnce := func(id string) req {
+		var ran atomic.Bool
+		return req{calls: true, fn: func(s *Store, tx *sqlx.Tx) error {
+			if err := s.callsTx(tx).Save(context.Background(), storetest.NewCall(id, "alice", 1000, "bob")); err != nil {
+				return err
+			}
+			if !ran.Swap(true) {
+				return boom
+			}
+			return nil
+		}}
+	}
 	refuse := req{calls: true, fn: func(s *Store, tx *sqlx.Tx) error {
 		_, err := s.callsTx(tx).Call(context.Background(), "bare-call-nowhere")
 		return err
@@ -80,6 +94,8 @@ func TestBareRequestsReplayOnlyWhenTheyMust(t *testing.T) {
 			[]func(error) bool{ok, isNotFound, ok}, []int64{1, 1, 1}, 0, []string{"bare-call-1", "bare-call-3"}},
 		{"failed after writing", []req{save("bare-call-1", nil), refuse, save("bare-call-2", boom), save("bare-call-3", nil)},
 			[]func(error) bool{ok, isNotFound, isBoom, ok}, []int64{2, 1, 2, 1}, 1, []string{"bare-call-1", "bare-call-3"}},
+		{"failed after writing, then succeeded replayed", []req{save("bare-call-1", nil), failsOnce("bare-call-2"), save("bare-call-3", nil)},
+			[]func(error) bool{ok, ok, ok}, []int64{2, 2, 1}, 1, []string{"bare-call-1", "bare-call-2", "bare-call-3"}},
 		{"panicked", []req{save("bare-call-1", nil), panics, save("bare-call-3", nil)},
 			[]func(error) bool{ok, isPanic, ok}, []int64{2, 2, 1}, 1, []string{"bare-call-1", "bare-call-3"}},
 		{"driver error", []req{save("bare-call-1", nil), badSQL, save("bare-call-3", nil)},

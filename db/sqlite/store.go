@@ -140,8 +140,8 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// OnDurable has f given the events of every batch committed from now on,
-// in id order, as soon as the fsync that makes them durable has returned
+// OnDurable has f given the events of every batch synced from now on, in
+// id order, as soon as the fsync that makes them durable has returned
 // and before the batch's writes are answered. It is for the SSE hub, which
 // so gets each event at the earliest instant a stream may show it, on the
 // syncer goroutine, instead of from each request's goroutine once that

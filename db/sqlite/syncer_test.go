@@ -112,13 +112,16 @@ func TestDurableFeedFollowsTheFsync(t *testing.T) {
 		ids    []int64
 		synced int64
 	}
-	fed := make(chan feed, 4)
+	fed, release := make(chan feed, 4), make(chan struct{})
+	letGo := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(letGo) // before the store closes: a failing test must not hang
 	s.OnDurable(func(evs []calls.Event) {
 		f := feed{synced: synced.Load()}
 		for _, ev := range evs {
 			f.ids = append(f.ids, ev.ID)
 		}
 		fed <- f
+		<-release // the answer must wait for the feed
 	})
 	save := func(ch *calls.Change) error {
 		return s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, ch) })
@@ -136,6 +139,12 @@ func TestDurableFeedFollowsTheFsync(t *testing.T) {
 	if f.synced < 1 {
 		t.Errorf("fed after %d fsyncs, want 1", f.synced)
 	}
+	select {
+	case err := <-a:
+		t.Fatalf("answered (%v) while the feed runs", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	letGo()
 	if err := <-a; err != nil {
 		t.Fatal(err)
 	}
@@ -185,14 +194,22 @@ func TestRequestsDuringAnFsyncShareTheNextCommit(t *testing.T) {
 }
 
 // After a failed fsync nothing more is written: the pages may be lost
-// even though a retry would report success.
+// even though a retry would report success. Nothing of the batch reaches
+// the durable feed either.
 func TestFailedWALSyncStopsWrites(t *testing.T) {
 	s := openTest(t)
 	ctx := context.Background()
 	s.syncWAL = func() error { return errors.New("EIO") }
-	err := <-goWrite(s, ctx, insertEvent("a"))
+	var fed atomic.Int64
+	s.OnDurable(func(evs []calls.Event) { fed.Add(int64(len(evs))) })
+	err := s.Update(ctx, func(tx calls.Tx) error {
+		return tx.Save(ctx, storetest.NewCall("fsync-fails", "alice", 1000, "bob"))
+	})
 	if !errors.Is(err, calls.ErrUnavailable) {
 		t.Fatalf("write with a failing fsync: %v, want unavailable", err)
+	}
+	if n := fed.Load(); n != 0 {
+		t.Errorf("%d events fed from a batch whose fsync failed", n)
 	}
 	if err := <-goWrite(s, ctx, insertEvent("b")); !errors.Is(err, calls.ErrUnavailable) {
 		t.Fatalf("write after a failed fsync: %v, want unavailable", err)

@@ -227,7 +227,7 @@ func (b *openBatch) run(s *Store, reqs []*writeRequest) {
 			err = r.ctx.Err()
 		default:
 			var fatal error
-			s.reqEvents = s.reqEvents[:0]
+			s.dropReqEvents()
 			if r.callsOnly && !b.guarded {
 				err, fatal = b.runBare(s, r)
 			} else {
@@ -308,7 +308,7 @@ func (b *openBatch) replay(s *Store) (err, fatal error) {
 		if b.errs[i] != nil {
 			continue // failed without writing: nothing of it to redo
 		}
-		s.reqEvents = s.reqEvents[:0]
+		s.dropReqEvents()
 		if b.errs[i], fatal = s.runSavepoint(tx, r.fn); fatal != nil {
 			return nil, fatal
 		}
@@ -316,14 +316,21 @@ func (b *openBatch) replay(s *Store) (err, fatal error) {
 			b.keepEvents(s)
 		}
 	}
-	s.reqEvents = s.reqEvents[:0]
+	s.dropReqEvents()
 	return s.runSavepoint(tx, b.batch[last].fn)
 }
 
 // keepEvents adds the events of the write that has just succeeded to the
-// batch's; a write that fails drops its own (s.reqEvents is emptied before
-// each write runs).
+// batch's; a write that fails drops its own (dropReqEvents runs before
+// each write).
 func (b *openBatch) keepEvents(s *Store) { b.events = append(b.events, s.reqEvents...) }
+
+// dropReqEvents empties s.reqEvents for the next write, letting go of the
+// events' data.
+func (s *Store) dropReqEvents() {
+	clear(s.reqEvents)
+	s.reqEvents = s.reqEvents[:0]
+}
 
 // rollback ends a batch that cannot commit, with err as its outcome.
 func (b *openBatch) rollback(s *Store, err error) {

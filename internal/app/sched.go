@@ -23,7 +23,7 @@ type schedCollector struct {
 	desc   *prometheus.Desc
 	bounds []float64
 
-	mu     sync.Mutex // metrics.Read fills sample in place
+	mu     sync.Mutex // metrics.Read fills sample, and its histogram, in place
 	sample []metrics.Sample
 }
 
@@ -41,14 +41,17 @@ func newSchedCollector() *schedCollector {
 func (c *schedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *schedCollector) Collect(ch chan<- prometheus.Metric) {
+	// Folded under mu too: the runtime refills the same histogram in
+	// place on the next Read, a concurrent scrape's.
 	c.mu.Lock()
 	metrics.Read(c.sample)
 	v := c.sample[0].Value
-	c.mu.Unlock()
 	if v.Kind() != metrics.KindFloat64Histogram {
+		c.mu.Unlock()
 		return // a runtime without the metric: nothing to say
 	}
 	count, sum, buckets := foldHistogram(v.Float64Histogram(), c.bounds)
+	c.mu.Unlock()
 	ch <- prometheus.MustNewConstHistogram(c.desc, count, sum, buckets)
 }
 
