@@ -49,6 +49,20 @@ func QueryCalls(ctx context.Context, q sqlx.QueryerContext, usersOf UsersOfCalls
 	if err != nil {
 		return nil, fmt.Errorf("db: query calls: %w", err)
 	}
+	return CallsWithUsers(rows, func(seqs []int64) (*sql.Rows, error) {
+		uquery, uargs, err := usersOf(seqs)
+		if err != nil {
+			return nil, err
+		}
+		return q.QueryContext(ctx, uquery, uargs...)
+	})
+}
+
+// CallsWithUsers scans rows (selecting CallColumns; it closes them) and
+// loads the users of every call they hold with users, given the calls'
+// seqs: its rows select call_seq then UserColumns, ordered by call_seq and
+// list order.
+func CallsWithUsers(rows *sql.Rows, users func(seqs []int64) (*sql.Rows, error)) ([]*calls.Call, error) {
 	list, err := ScanRows(rows, ScanCall) // closes rows: the tx is free for the users query
 	if err != nil {
 		return nil, fmt.Errorf("db: query calls: %w", err)
@@ -62,11 +76,7 @@ func QueryCalls(ctx context.Context, q sqlx.QueryerContext, usersOf UsersOfCalls
 		bySeq[c.Seq] = c
 		seqs[i] = c.Seq
 	}
-	uquery, uargs, err := usersOf(seqs)
-	if err != nil {
-		return nil, fmt.Errorf("db: load users: %w", err)
-	}
-	urows, err := q.QueryContext(ctx, uquery, uargs...)
+	urows, err := users(seqs)
 	if err != nil {
 		return nil, fmt.Errorf("db: load users: %w", err)
 	}

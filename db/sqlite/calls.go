@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"math"
+	"strconv"
 
 	"github.com/jmoiron/sqlx"
 
@@ -96,9 +97,30 @@ func queryCalls(ctx context.Context, q sqlx.QueryerContext, query string, args .
 	return db.QueryCalls(ctx, q, usersOfCalls, query, args...)
 }
 
-// usersOfCalls selects the users of several calls: sqlx.In expands the
-// seqs into one placeholder each.
+// sqlUsersOfCalls selects the users of several calls, their seqs one JSON
+// array: one statement text whatever their number, so the writer prepares
+// it once (a list of placeholders, one per seq, was parsed anew for every
+// claim of deadlines).
+const sqlUsersOfCalls = `SELECT call_seq, ` + userColumns + ` FROM call_users
+	WHERE call_seq IN (SELECT value FROM json_each(?)) ORDER BY call_seq, ord`
+
+// sqlCallsByID selects several calls, their ids one JSON array.
+const sqlCallsByID = `SELECT ` + callColumns + ` FROM calls WHERE id IN (SELECT value FROM json_each(?))`
+
+// usersOfCalls is sqlUsersOfCalls for db.QueryCalls.
 func usersOfCalls(seqs []int64) (string, []any, error) {
-	return sqlx.In(`SELECT call_seq, `+userColumns+` FROM call_users
-		WHERE call_seq IN (?) ORDER BY call_seq, ord`, seqs)
+	return sqlUsersOfCalls, []any{jsonInts(seqs)}, nil
+}
+
+// jsonInts is ns as a JSON array.
+func jsonInts(ns []int64) string {
+	b := make([]byte, 0, 2+len(ns)*8)
+	b = append(b, '[')
+	for i, n := range ns {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, n, 10)
+	}
+	return string(append(b, ']'))
 }

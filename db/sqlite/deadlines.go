@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
@@ -38,7 +39,10 @@ const sqlNextDeadline = `SELECT COALESCE(MIN(at), 0) FROM (
 // at most limit from each before merging, so the cost does not grow with
 // how many deadlines are due.
 func (s *Store) DueDeadlines(ctx context.Context, now int64, limit int) ([]calls.Deadline, error) {
-	return dueDeadlines(ctx, s.rdb, now, limit)
+	query := func(ctx context.Context, args ...any) (*sql.Rows, error) {
+		return s.rdb.QueryContext(ctx, sqlDueDeadlines, args...)
+	}
+	return dueDeadlines(ctx, query, now, limit)
 }
 
 var _ calls.DeadlineClaimer = (*Store)(nil)
@@ -61,7 +65,8 @@ func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(cal
 	var n int
 	err := s.writeCalls(ctx, func(tx *sqlx.Tx) error {
 		n = 0
-		due, err := dueDeadlines(detached(ctx), tx, now, limit)
+		// The prepared statement: parsing the query was 5 % of a claim.
+		due, err := dueDeadlines(detached(ctx), s.txStmt(tx, s.wst.dueDeadlines).QueryContext, now, limit)
 		if err != nil {
 			return err
 		}
@@ -92,13 +97,13 @@ func (s *Store) DeadlineBatching() (parallel, batch int) { return 1, 64 }
 
 var _ calls.DeadlineBatcher = (*Store)(nil)
 
-// dueDeadlines runs sqlDueDeadlines on q: the read pool, or the write
-// transaction.
-func dueDeadlines(ctx context.Context, q sqlx.QueryerContext, now int64, limit int) ([]calls.Deadline, error) {
+// dueDeadlines runs sqlDueDeadlines with query: on the read pool, or
+// prepared in the write transaction.
+func dueDeadlines(ctx context.Context, query func(context.Context, ...any) (*sql.Rows, error), now int64, limit int) ([]calls.Deadline, error) {
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := q.QueryContext(ctx, sqlDueDeadlines,
+	rows, err := query(ctx,
 		string(calls.DeadlineTimeout), now, limit,
 		string(calls.DeadlineNotReceived), now, limit,
 		string(calls.DeadlineCallerOffline), now, limit,

@@ -46,6 +46,10 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		// the invitee's history (call_users_by_user) nor a scan.
 		{"busy users", sqlBusyUsers, []any{`["bob","carol"]`, "c"}, []string{"call_users_busy (user_id=?)"}, []string{"call_users_by_user", "SCAN u", "SCAN c"}, false},
 		{"busy user", sqlUserBusy, []any{"bob", "c"}, []string{"call_users_busy (user_id=?)"}, []string{"call_users_by_user", "SCAN u", "SCAN c"}, false},
+		// A claim of deadlines loads its calls and their users by key, the
+		// keys one JSON array each (the users sorted into list order).
+		{"calls by id", sqlCallsByID, []any{`["a","b"]`}, []string{"sqlite_autoindex_calls_1 (id=?)"}, []string{"SCAN calls"}, false},
+		{"users of calls", sqlUsersOfCalls, []any{`[1,2]`}, []string{"PRIMARY KEY (call_seq=?)"}, []string{"SCAN call_users"}, true},
 		{"free an ended call's users", sqlClearBusy, []any{1}, []string{"USING PRIMARY KEY (call_seq=?)"}, nil, false},
 	} {
 		p := queryPlan(t, s, q.query, q.args...)

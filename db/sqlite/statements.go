@@ -100,6 +100,8 @@ type writeStatements struct {
 	insertMessage, fanOut       *sqlx.Stmt
 	subscribed, busyUsers       *sqlx.Stmt
 	userBusy                    *sqlx.Stmt
+	callsByID, usersOfCalls     *sqlx.Stmt // a claim's calls (callsTx.Calls)
+	dueDeadlines                *sqlx.Stmt // UpdateDue's claim
 
 	selectIdempotency, upsertIdempotency *sqlx.Stmt
 }
@@ -129,6 +131,9 @@ func prepareWrite(ctx context.Context, db *sqlx.DB) (*writeStatements, error) {
 	st.subscribed = p.prepare(sqlSubscribed)
 	st.busyUsers = p.prepare(sqlBusyUsers)
 	st.userBusy = p.prepare(sqlUserBusy)
+	st.callsByID = p.prepare(sqlCallsByID)
+	st.usersOfCalls = p.prepare(sqlUsersOfCalls)
+	st.dueDeadlines = p.prepare(sqlDueDeadlines)
 	st.selectIdempotency = p.prepare(selectIdempotency)
 	st.upsertIdempotency = p.prepare(upsertIdempotency)
 	if p.err != nil {
@@ -145,6 +150,7 @@ func (st *writeStatements) close() {
 	closeAll(st.insertEvents[:]...)
 	closeAll(st.savepoint, st.release, st.rollbackTo, st.lastEventID, st.selectCallByID, st.selectUsers,
 		st.insertCall, st.updateCall, st.updateCallSeq, st.upsertUser, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed, st.busyUsers, st.userBusy,
+		st.callsByID, st.usersOfCalls, st.dueDeadlines,
 		st.selectIdempotency, st.upsertIdempotency)
 }
 

@@ -82,11 +82,18 @@ func (t *callsTx) Calls(ctx context.Context, callIDs []string) (map[string]*call
 	if len(missing) == 0 {
 		return found, nil
 	}
-	query, args, err := sqlx.In(`SELECT `+callColumns+` FROM calls WHERE id IN (?)`, missing)
+	ids, err := json.Marshal(missing)
 	if err != nil {
 		return nil, fmt.Errorf("db: load calls: %w", err)
 	}
-	list, err := queryCalls(detached(ctx), t.tx, query, args...)
+	ctx = detached(ctx)
+	rows, err := t.stmt(t.s.wst.callsByID).QueryContext(ctx, string(ids))
+	if err != nil {
+		return nil, fmt.Errorf("db: load calls: %w", err)
+	}
+	list, err := db.CallsWithUsers(rows, func(seqs []int64) (*sql.Rows, error) {
+		return t.stmt(t.s.wst.usersOfCalls).QueryContext(ctx, jsonInts(seqs))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("db: load calls: %w", err)
 	}
