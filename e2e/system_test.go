@@ -75,6 +75,16 @@ func TestSystemEndpoints(t *testing.T) {
 		if r := scrapeMetric(t, s, "callsig_store_batch_replays_total"); r != 0 {
 			t.Errorf("callsig_store_batch_replays_total = %v, want 0", r)
 		}
+		// The hub learns of each event once, from the store as it becomes
+		// durable, before the request is answered. Were the service to
+		// report the commits too (after the store, before its answer),
+		// each of those reports would come late, below the hub's head.
+		if !strings.Contains(metrics, "callsig_sse_events_late_total") {
+			t.Errorf("metrics lack callsig_sse_events_late_total")
+		}
+		if n := scrapeMetric(t, s, "callsig_sse_events_late_total"); n != 0 {
+			t.Errorf("callsig_sse_events_late_total = %v, want 0: events reported to the hub twice or after a gap", n)
+		}
 	}
 }
 

@@ -580,6 +580,8 @@ func (h *Hub) Committed(events []calls.Event, _ int) {
 		// the log; sending it now would be out of order.
 		if f.id >= h.next {
 			h.held[f.id] = f
+		} else {
+			h.m.late.Inc()
 		}
 	}
 	h.release()

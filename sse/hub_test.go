@@ -57,12 +57,18 @@ func TestMissingIDIsCaughtUpFromTheLog(t *testing.T) {
 	if b := c.next(); b.id != "2" {
 		t.Fatalf("second %s, want 2", b.id)
 	}
-	// A late report of the skipped id changes nothing.
+	if n := counter(r.hub.m.late); n != 0 {
+		t.Fatalf("late reports %v before any", n)
+	}
+	// A late report of the skipped id changes nothing, but is counted.
 	r.hub.Committed(evs[:1], 0)
 	more := r.log.add(changedEv("bob", "c4", ""))
 	r.hub.Committed(more, 0)
 	if b := c.next(); b.id != "4" {
 		t.Fatalf("third %s, want 4", b.id)
+	}
+	if n := counter(r.hub.m.late); n != 1 {
+		t.Fatalf("late reports %v, want 1", n)
 	}
 }
 

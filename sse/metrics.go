@@ -20,6 +20,8 @@ type metrics struct {
 	// logReads and handedOver say how events reach live streams: read from
 	// the log after a wake-up, or handed over from the commit report.
 	logReads, handedOver prometheus.Counter
+	// late counts commit reports of ids already passed (global id order).
+	late prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -65,6 +67,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "callsig_sse_events_handed_over_total",
 			Help: "Events handed to a live stream from their commit report, without a log read (per-user id order: PostgreSQL, cluster mode).",
 		}),
+		late: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "callsig_sse_events_late_total",
+			Help: "Events reported committed after the hub had passed their id (global id order, SQLite): given up at a gap, or reported twice. Streams read them from the log; a count that grows with traffic means commits are reported late or twice.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -98,6 +104,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.handedOver, err = prom.Register(reg, m.handedOver); err != nil {
+		return nil, err
+	}
+	if m.late, err = prom.Register(reg, m.late); err != nil {
 		return nil, err
 	}
 	return m, nil
