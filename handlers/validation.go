@@ -19,7 +19,9 @@ import (
 // the server cannot drift apart silently.
 type validator struct {
 	router routers.Router
-	opts   *openapi3filter.Options
+	// opts lists every offending field; firstOnly stops at the first, for
+	// bodies above multiErrorBody (see middleware).
+	opts, firstOnly *openapi3filter.Options
 	// routes maps "METHOD path" to every operation of the document, for
 	// the lookup by chi's route pattern (see find). Built once, read only.
 	routes map[string]*routers.Route
@@ -40,15 +42,31 @@ func newValidator(doc *openapi3.T) (*validator, error) {
 				Path: path, PathItem: item, Method: method, Operation: op}
 		}
 	}
-	return &validator{router: router, routes: routes, opts: &openapi3filter.Options{
+	opts := &openapi3filter.Options{
 		// Authentication is our own middleware's job.
 		AuthenticationFunc: openapi3filter.NoopAuthenticationFunc,
 		MultiError:         true,
 		// The service applies defaults; the body the handler decodes stays
 		// the bytes the client sent (and the idempotency fingerprint hashed).
 		SkipSettingDefaults: true,
-	}}, nil
+	}
+	firstOnly := *opts
+	firstOnly.MultiError = false
+	return &validator{router: router, routes: routes, opts: opts, firstOnly: &firstOnly}, nil
 }
+
+// multiErrorBody is the largest body validated for every offending field.
+// With MultiError, kin-openapi checks every item of an array even past a
+// failed maxItems, and builds an error for each bad one: a 150 KB array of
+// empty strings made a 15 MB answer, and a few such requests at once held
+// hundreds of MB. A request of this API is well under 16 KiB (nine
+// invitees, extendedData of at most 2 KiB); a larger one is told its first
+// fault only, found without reading the rest.
+const multiErrorBody = 16 << 10
+
+// maxListedErrors bounds the fields an invalid_request lists, whatever
+// the body: the rest are counted in the detail.
+const maxListedErrors = 20
 
 // middleware answers 400 invalid_request, listing every offending field,
 // when the request breaks the document. Requests for operations the
@@ -65,8 +83,12 @@ func (v *validator) middleware(next http.Handler) http.Handler {
 			writeError(w, r, err)
 			return
 		}
+		opts := v.opts
+		if len(body) > multiErrorBody {
+			opts = v.firstOnly
+		}
 		err = openapi3filter.ValidateRequest(r.Context(), &openapi3filter.RequestValidationInput{
-			Request: r, PathParams: params, Route: route, Options: v.opts,
+			Request: r, PathParams: params, Route: route, Options: opts,
 		})
 		setBody(r, body) // validation consumed it
 		if err != nil {
@@ -116,9 +138,16 @@ func validationError(err error) *httpError {
 	if len(fields) == 0 {
 		fields = []calls.FieldError{{Field: "body", Message: "the request does not match the API description"}}
 	}
-	msgs := make([]string, len(fields))
+	more := len(fields) - maxListedErrors
+	if more > 0 {
+		fields = fields[:maxListedErrors]
+	}
+	msgs := make([]string, len(fields), len(fields)+1)
 	for i, f := range fields {
 		msgs[i] = f.Field + ": " + f.Message
+	}
+	if more > 0 {
+		msgs = append(msgs, fmt.Sprintf("and %d more", more))
 	}
 	return &httpError{code: codeInvalidRequest, detail: strings.Join(msgs, "; "), fields: fields}
 }

@@ -219,3 +219,41 @@ func TestValidationAgainstSpec(t *testing.T) {
 		})
 	}
 }
+
+// A body with thousands of faults gets a short answer, and a large one is
+// not checked item by item: each bad item was an error of its own, kept in
+// memory and listed twice in the answer (a 150 KB array of empty strings
+// made a 15 MB answer).
+func TestValidationErrorsAreBounded(t *testing.T) {
+	h := newTestHandler(t, nil)
+	hdr := authed(t, "alice")
+	invitees := func(n int) string {
+		return `{"invitees":[` + strings.TrimSuffix(strings.Repeat(`"",`, n), ",") + `]}`
+	}
+	tests := []struct {
+		name   string
+		body   string
+		listed int    // fields in errors
+		more   string // the detail's count of the rest ("": none)
+	}{
+		// Under multiErrorBody: every fault found, the first 20 listed.
+		{"many faults", invitees(5000), maxListedErrors, "; and "},
+		// Over it: the first fault only.
+		{"large body", invitees(100_000), 1, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := do(h, req{method: "POST", path: "/calls", body: tt.body, header: hdr})
+			if w.Body.Len() > 8<<10 {
+				t.Fatalf("answer of %d bytes to a body of %d", w.Body.Len(), len(tt.body))
+			}
+			p := decodeProblem(t, w, 400, "invalid_request")
+			if len(p.Errors) != tt.listed {
+				t.Fatalf("%d fields listed, want %d: %s", len(p.Errors), tt.listed, p.Detail)
+			}
+			if tt.more != "" && !strings.Contains(p.Detail, tt.more) || tt.more == "" && strings.Contains(p.Detail, " more") {
+				t.Fatalf("detail %q, want it to count the rest: %v", p.Detail, tt.more != "")
+			}
+		})
+	}
+}
