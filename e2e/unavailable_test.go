@@ -5,10 +5,12 @@ import (
 	"database/sql"
 	"net/http"
 	"testing"
+	"time"
 
 	_ "modernc.org/sqlite" // a second connection to the server's file
 
 	"callsig/internal/testkit"
+	"callsig/internal/wait"
 )
 
 // wantUnavailable checks the answer to overload and shutdown: 503
@@ -62,4 +64,20 @@ func TestBusyDatabaseAnswers503(t *testing.T) {
 	wantUnavailable(t, alice.Post("/calls", map[string]any{"invitees": []string{"carol"}}))
 	// Reads go on: WAL readers do not wait for the writer.
 	alice.Get("/calls").Want(http.StatusOK)
+
+	// Readiness answers within its 2 s, though its probe of the writer
+	// waits out busy_timeout (5 s) behind the lock.
+	anon := s.Client("anon")
+	anon.Token = ""
+	start := time.Now()
+	wantUnavailable(t, anon.Get("/readyz"))
+	if took := time.Since(start); took > 4*time.Second {
+		t.Fatalf("/readyz answered after %v, want its 2 s limit", took)
+	}
+	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "ready once the lock is gone", func() bool {
+		return anon.Get("/readyz").Status == http.StatusOK
+	})
 }

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -103,20 +104,57 @@ type Store struct {
 	syncedCh             chan struct{}
 	durableWaits         atomic.Int64 // times waitDurable waited, for tests
 
+	// ping is the writer probe in flight, if any (see Ping).
+	pingMu sync.Mutex
+	ping   *pingProbe
+
 	closeOnce sync.Once
 	closeErr  error
 }
 
 // Ping checks that both the writer and the read pool reach the database.
 // The writer is pinged through the write queue, so a wedged writer shows.
+// It answers within ctx: a write waits for its outcome whatever its
+// context does, and behind a database locked by another process that is
+// busy_timeout (5 s) and more, past /readyz's limit. So the probe runs on
+// its own, and a Ping that gives up leaves it to finish there; Pings made
+// meanwhile wait for that probe rather than queue more, so a load
+// balancer's checks against a stuck writer hold one goroutine, not one
+// each.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.rdb.PingContext(ctx); err != nil {
 		return err
 	}
-	return s.write(ctx, func(tx *sqlx.Tx) error {
-		var one int
-		return tx.QueryRowContext(detached(ctx), "SELECT 1").Scan(&one)
-	})
+	s.pingMu.Lock()
+	p := s.ping
+	if p == nil {
+		p = &pingProbe{done: make(chan struct{})}
+		s.ping = p
+		go func() {
+			p.err = s.write(context.Background(), func(tx *sqlx.Tx) error {
+				var one int
+				return tx.QueryRow("SELECT 1").Scan(&one)
+			})
+			s.pingMu.Lock()
+			s.ping = nil
+			s.pingMu.Unlock()
+			close(p.done)
+		}()
+	}
+	s.pingMu.Unlock()
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		return fmt.Errorf("db: ping: the writer did not answer in time: %w", ctx.Err())
+	}
+}
+
+// pingProbe is one write through the queue for Ping; err is set before
+// done is closed.
+type pingProbe struct {
+	done chan struct{}
+	err  error
 }
 
 // Close drains the writes already queued, stops the writer and closes both

@@ -2,19 +2,23 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"go.uber.org/goleak"
 
 	"callsig/calls"
 	"callsig/db"
 	"callsig/db/storetest"
+	"callsig/internal/wait"
 )
 
 // TestMain fails the package if any test leaves a goroutine running, the
@@ -153,5 +157,54 @@ func TestDataSurvivesReopen(t *testing.T) {
 	}
 	if err := s.Ping(context.Background()); err != nil {
 		t.Errorf("Ping: %v", err)
+	}
+}
+
+// Ping answers within its context while another process holds the write
+// lock (its probe waits out busy_timeout, 5 s), and the Pings made
+// meanwhile share that one probe instead of queueing a write each.
+func TestPingAnswersInTimeBehindALock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "callsig.db")
+	s := openAt(t, path)
+	ctx := context.Background()
+	other, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	conn, err := other.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatalf("take the write lock: %v", err)
+	}
+	before := s.WriterStats().Writes
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			if err := s.Ping(pctx); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Ping behind the lock: %v, want its deadline", err)
+			}
+			if took := time.Since(start); took > 2*time.Second {
+				t.Errorf("Ping answered after %v, want its 100 ms", took)
+			}
+		}()
+	}
+	wg.Wait()
+	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	// The shared probe ends (busy_timeout retries until the lock is
+	// gone), and the next Ping probes afresh.
+	wait.For(t, 10*time.Second, "a Ping to succeed", func() bool { return s.Ping(ctx) == nil })
+	if n := s.WriterStats().Writes - before; n > 2 {
+		t.Fatalf("%d writes answered for the Pings, want the shared probe and at most one more", n)
 	}
 }
