@@ -69,6 +69,11 @@ func TestErrorCodes(t *testing.T) {
 			c.Token = token(t, s, jwt.MapClaims{"sub": "alice"}, jwt.SigningMethodHS256)
 			return c.Get("/calls")
 		}, 401, "unauthorized"},
+		{"token not valid before a time past int64", func() *testkit.Response {
+			c := *alice
+			c.Token = token(t, s, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix(), "nbf": 1e300}, jwt.SigningMethodHS256)
+			return c.Get("/calls")
+		}, 401, "unauthorized"},
 		{"alg none", func() *testkit.Response {
 			c := *alice
 			c.Token = token(t, s, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}, jwt.SigningMethodNone)

@@ -366,7 +366,8 @@ func TestIdentityProviderEventStream(t *testing.T) {
 }
 
 // The claim rules of HS256 tokens hold for the provider's: exp required
-// and in the future, iat not in the future, numeric times, iss and aud
+// and in the future, iat not in the future, numeric times in years 1–9999
+// (nbf and iat past it are refused, never wrapped around), iss and aud
 // when configured; role=admin does not open the admin endpoints.
 func TestIdentityProviderClaimRules(t *testing.T) {
 	idp := testkit.NewIdentityProvider(t)
@@ -395,6 +396,9 @@ func TestIdentityProviderClaimRules(t *testing.T) {
 		{"exp as a string", with(jwt.MapClaims{"exp": strconv.FormatInt(now.Add(time.Hour).Unix(), 10)}), "must be JSON numbers"},
 		{"iat in the future", with(jwt.MapClaims{"iat": now.Add(time.Hour).Unix()}), "token iat is in the future"},
 		{"not valid yet", with(jwt.MapClaims{"nbf": now.Add(time.Hour).Unix()}), "token is not valid yet"},
+		// Too large for int64 seconds: must not wrap around to the past.
+		{"nbf 1e300", with(jwt.MapClaims{"nbf": 1e300}), "token is not valid yet"},
+		{"iat 1e300", with(jwt.MapClaims{"iat": 1e300}), "token iat is in the future"},
 		{"wrong issuer", with(jwt.MapClaims{"iss": "https://evil.example"}), "wrong issuer"},
 		{"no issuer", with(jwt.MapClaims{"iss": nil}), "token has no iss claim"},
 		{"wrong audience", with(jwt.MapClaims{"aud": "other"}), "wrong audience"},

@@ -52,6 +52,10 @@ type tokenClaims struct {
 	userClaim string // the claim to read into user, set before decoding
 	user      string // its value, when a JSON string
 	hasUser   bool   // whether the claim is present at all
+
+	// seconds holds exp, iat and nbf as the token gives them, for the range
+	// check of Validate: outside it jwt's NumericDate may have wrapped.
+	seconds map[string]float64
 }
 
 // iatSkew is how far in the future a token's iat may lie: the clock of the
@@ -66,6 +70,22 @@ var errClaimNotNumber = errors.New("token exp, iat and nbf must be JSON numbers"
 // errIssuedInFuture: iat later than now (beyond iatSkew), a token from a
 // clock gone wrong or a forger hoping to outlive exp checks elsewhere.
 var errIssuedInFuture = errors.New("token iat is in the future")
+
+// The time claims callsig accepts lie from year 1 to year 9999 (UTC), the
+// years of RFC 3339. jwt turns a NumericDate's float64 into int64 seconds
+// unchecked: 1e300 or 9.3e18 wraps around to the far past, so an nbf or iat
+// that far ahead would pass as long gone. Nothing genuine lies outside.
+const (
+	minNumericDate = -62135596800 // 0001-01-01T00:00:00Z
+	maxNumericDate = 253402300799 // 9999-12-31T23:59:59Z
+)
+
+// errNotValidYet: nbf past year 9999, as far in the future as it gets (jwt's
+// own check catches nbf in range and is mapped to the same words).
+var errNotValidYet = errors.New("token is not valid yet")
+
+// errTimeOutOfRange: exp past year 9999, or any time claim before year 1.
+var errTimeOutOfRange = errors.New("token exp, iat and nbf must lie between years 1 and 9999")
 
 // UnmarshalJSON refuses time claims that are not JSON numbers, reads the
 // user claim, then decodes the claims as usual.
@@ -82,6 +102,14 @@ func (c *tokenClaims) UnmarshalJSON(b []byte) error {
 		if ch := raw[0]; ch != '-' && (ch < '0' || ch > '9') {
 			return errClaimNotNumber
 		}
+		// A number too large for float64 (1e400) is left to jwt's decoder,
+		// which refuses it.
+		if f, err := json.Number(raw).Float64(); err == nil {
+			if c.seconds == nil {
+				c.seconds = make(map[string]float64, 3)
+			}
+			c.seconds[name] = f
+		}
 	}
 	if raw, ok := all[c.userClaim]; ok && string(raw) != "null" {
 		c.hasUser = true
@@ -91,9 +119,21 @@ func (c *tokenClaims) UnmarshalJSON(b []byte) error {
 	return json.Unmarshal(b, (*plain)(c))
 }
 
-// Validate runs after jwt's own checks (jwt.ClaimsValidator): a token
-// issued in the future is refused.
+// Validate runs after jwt's own checks (jwt.ClaimsValidator), and like
+// them only once the signature is verified: time claims outside years
+// 1–9999 and a token issued in the future are refused.
 func (c *tokenClaims) Validate() error {
+	if c.seconds["nbf"] > maxNumericDate {
+		return errNotValidYet
+	}
+	if c.seconds["iat"] > maxNumericDate {
+		return errIssuedInFuture
+	}
+	for _, s := range c.seconds {
+		if s < minNumericDate || s > maxNumericDate {
+			return errTimeOutOfRange
+		}
+	}
 	if c.IssuedAt != nil && c.IssuedAt.After(time.Now().Add(iatSkew)) {
 		return errIssuedInFuture
 	}
@@ -206,7 +246,7 @@ func (a *authenticator) verify(ctx context.Context, token string) (user string, 
 
 // ourTokenErrors are the token errors of ours, with messages for the
 // client, that jwt wraps in its own words.
-var ourTokenErrors = []error{errClaimNotNumber, errIssuedInFuture, errJWKSUnavailable, errNoKID, errUnknownKID, errKeyMismatch}
+var ourTokenErrors = []error{errClaimNotNumber, errIssuedInFuture, errNotValidYet, errTimeOutOfRange, errJWKSUnavailable, errNoKID, errUnknownKID, errKeyMismatch}
 
 func isOurs(err error) bool {
 	for _, e := range ourTokenErrors {

@@ -2,8 +2,11 @@ package handlers
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/json"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -11,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/MicahParks/jwkset"
 	"github.com/golang-jwt/jwt/v5"
+
+	"callsig/internal/wait"
 )
 
 // whoAmI answers 200 with the authenticated user, device and admin flag.
@@ -120,6 +126,126 @@ func TestRequireUser(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Time claims outside years 1–9999 are refused, whichever key signed the
+// token: jwt would wrap an nbf or iat too large for int64 seconds around to
+// the far past, where it passes.
+func TestTimeClaimsOutOfRange(t *testing.T) {
+	j, providerKey := testProvider(t)
+	a := newAuthenticator(AuthConfig{Secret: testSecret, JWKS: j})
+	hourAgo, inHour := time.Now().Add(-time.Hour).Unix(), time.Now().Add(time.Hour).Unix()
+	const (
+		notYet    = "token is not valid yet"
+		iatFuture = "token iat is in the future"
+		outside   = "token exp, iat and nbf must lie between years 1 and 9999"
+	)
+	tests := []struct {
+		name   string
+		claims jwt.MapClaims // over sub=alice, exp in an hour
+		want   string        // the error, "" for accepted
+	}{
+		{"nbf an hour ago", jwt.MapClaims{"nbf": hourAgo}, ""},
+		{"nbf in an hour", jwt.MapClaims{"nbf": inHour}, notYet},
+		{"nbf at the end of year 9999", jwt.MapClaims{"nbf": maxNumericDate}, notYet},
+		{"nbf in year 10000", jwt.MapClaims{"nbf": maxNumericDate + 1}, notYet},
+		{"nbf 9.3e18", jwt.MapClaims{"nbf": 9.3e18}, notYet},
+		{"nbf 1e19", jwt.MapClaims{"nbf": 1e19}, notYet},
+		{"nbf max int64", jwt.MapClaims{"nbf": int64(math.MaxInt64)}, notYet},
+		{"nbf 1e300", jwt.MapClaims{"nbf": 1e300}, notYet},
+		{"nbf -1e300", jwt.MapClaims{"nbf": -1e300}, outside},
+		{"nbf at the start of year 1", jwt.MapClaims{"nbf": minNumericDate}, ""},
+		{"nbf before year 1", jwt.MapClaims{"nbf": minNumericDate - 1}, outside},
+		{"iat an hour ago", jwt.MapClaims{"iat": hourAgo}, ""},
+		{"iat in year 10000", jwt.MapClaims{"iat": maxNumericDate + 1}, iatFuture},
+		{"iat 9.3e18", jwt.MapClaims{"iat": 9.3e18}, iatFuture},
+		{"iat max int64", jwt.MapClaims{"iat": int64(math.MaxInt64)}, iatFuture},
+		{"iat 1e300", jwt.MapClaims{"iat": 1e300}, iatFuture},
+		{"iat -1e300", jwt.MapClaims{"iat": -1e300}, outside},
+		{"exp at the end of year 9999", jwt.MapClaims{"exp": maxNumericDate}, ""},
+		{"exp in year 10000", jwt.MapClaims{"exp": maxNumericDate + 1}, outside},
+		{"exp 9e18", jwt.MapClaims{"exp": 9e18}, outside},
+		{"exp 1e300", jwt.MapClaims{"exp": 1e300}, outside},
+		{"exp -1e300", jwt.MapClaims{"exp": -1e300}, outside},
+		{"exp beyond float64", jwt.MapClaims{"exp": json.Number("1e400")}, "token is invalid"},
+	}
+	// The same claims, signed with callsig's secret and by the provider.
+	signers := []struct {
+		name   string
+		method jwt.SigningMethod
+		key    any
+		kid    string
+	}{
+		{"HS256", jwt.SigningMethodHS256, testSecret, ""},
+		{"provider EdDSA", jwt.SigningMethodEdDSA, providerKey, "ed-1"},
+	}
+	for _, tt := range tests {
+		claims := jwt.MapClaims{"sub": "alice", "exp": inHour}
+		for k, v := range tt.claims {
+			claims[k] = v
+		}
+		for _, sg := range signers {
+			t.Run(tt.name+"/"+sg.name, func(t *testing.T) {
+				tok := jwt.NewWithClaims(sg.method, claims)
+				if sg.kid != "" {
+					tok.Header["kid"] = sg.kid
+				}
+				s, err := tok.SignedString(sg.key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				user, _, _, err := a.verify(context.Background(), s)
+				if tt.want == "" {
+					if err != nil || user != "alice" {
+						t.Fatalf("refused: %q %v", user, err)
+					}
+					return
+				}
+				if err == nil || err.Error() != tt.want {
+					t.Fatalf("got %q %v, want %q", user, err, tt.want)
+				}
+			})
+		}
+	}
+	// Over HTTP, a refusal is the usual 401 problem.
+	h := a.requireUser(false)(whoAmI)
+	r := httptest.NewRequest("GET", "/calls", nil)
+	r.Header.Set("Authorization", "Bearer "+token(t, "alice", jwt.MapClaims{"nbf": 1e300}))
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if p := decodeProblem(t, w, 401, "unauthorized"); !strings.Contains(p.Detail, notYet) {
+		t.Fatalf("detail %q", p.Detail)
+	}
+}
+
+// testProvider serves an identity provider's JWKS with one Ed25519 key,
+// kid "ed-1", and returns the JWKS once it holds the key, with the key.
+func testProvider(t *testing.T) (*JWKS, ed25519.PrivateKey) {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwk, err := jwkset.NewJWKFromKey(priv.Public(), jwkset.JWKOptions{Metadata: jwkset.JWKMetadataOptions{KID: "ed-1", USE: jwkset.UseSig}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := json.Marshal(jwkset.JWKSMarshal{Keys: []jwkset.JWKMarshal{jwk.Marshal()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(doc) }))
+	t.Cleanup(srv.Close)
+	j, err := NewJWKS(JWKSOptions{URL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- j.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-ran })
+	wait.For(t, 10*time.Second, "the provider's keys", func() bool { return j.current.Load() != nil })
+	return j, priv
 }
 
 func TestRequireUserFromQuery(t *testing.T) {

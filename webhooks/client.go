@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -84,10 +85,11 @@ type Resolver interface {
 }
 
 // CheckURL validates an endpoint URL at registration: an absolute http or
-// https URL with a host and no credentials; unless allowPrivate, its
-// literal IP, or every address its host resolves to, must be public. The
-// dial-time check of NewClient still applies to every delivery: DNS
-// answers change. The error message is safe to show the admin.
+// https URL with a host, a port (when given) from 1 to 65535 and no
+// credentials; unless allowPrivate, its literal IP, or every address its
+// host resolves to, must be public. The dial-time check of NewClient still
+// applies to every delivery: DNS answers change. The error message is safe
+// to show the admin.
 func CheckURL(ctx context.Context, raw string, allowPrivate bool, resolver Resolver) error {
 	if len(raw) > MaxURLLength {
 		return fmt.Errorf("must be at most %d characters", MaxURLLength)
@@ -107,6 +109,16 @@ func CheckURL(ctx context.Context, raw string, allowPrivate bool, resolver Resol
 	}
 	if u.Fragment != "" {
 		return errors.New("must not have a fragment")
+	}
+	// url.Parse checks only that a port is digits: ":99999", ":0" and a
+	// bare ":" pass it, and every delivery to them would fail.
+	if strings.HasSuffix(u.Host, ":") {
+		return errors.New("must not have an empty port")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return errors.New("port must be from 1 to 65535")
+		}
 	}
 	if allowPrivate {
 		return nil

@@ -91,6 +91,45 @@ func TestCheckURL(t *testing.T) {
 	}
 }
 
+// A port, when the URL gives one, is 1–65535: url.Parse lets ":99999",
+// ":0" and an empty port through, and no delivery could ever reach them.
+// Allowing private addresses changes nothing here.
+func TestCheckURLPort(t *testing.T) {
+	dns := fakeResolver{"hooks.example.com": {"93.184.216.34"}}
+	tests := []struct {
+		url  string
+		want string // part of the error, "" for accepted
+	}{
+		{"http://93.184.216.34/", ""},
+		{"http://93.184.216.34:1/", ""},
+		{"https://93.184.216.34:443/hook", ""},
+		{"http://93.184.216.34:65535/", ""},
+		{"http://hooks.example.com:8080/x", ""},
+		{"https://[2606:2800:220:1:248:1893:25c8:1946]:8443/", ""},
+		{"http://93.184.216.34:99999/", "port must be from 1 to 65535"},
+		{"http://93.184.216.34:65536/", "port must be from 1 to 65535"},
+		{"http://93.184.216.34:0/", "port must be from 1 to 65535"},
+		{"http://93.184.216.34:00/", "port must be from 1 to 65535"},
+		{"http://93.184.216.34:99999999999999999999/", "port must be from 1 to 65535"},
+		{"http://hooks.example.com:99999/x", "port must be from 1 to 65535"},
+		{"https://[2606:2800:220:1:248:1893:25c8:1946]:70000/", "port must be from 1 to 65535"},
+		{"http://93.184.216.34:/", "must not have an empty port"},
+		{"http://hooks.example.com:/x", "must not have an empty port"},
+		{"https://[2606:2800:220:1:248:1893:25c8:1946]:/", "must not have an empty port"},
+	}
+	for _, tt := range tests {
+		for _, allowPrivate := range []bool{false, true} {
+			err := webhooks.CheckURL(context.Background(), tt.url, allowPrivate, dns)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("%s (allowPrivate %v) refused: %v", tt.url, allowPrivate, err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("%s (allowPrivate %v): %v, want %q", tt.url, allowPrivate, err, tt.want)
+			}
+		}
+	}
+}
+
 // countingServer is a loopback receiver that counts requests.
 func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int32) {
 	var n atomic.Int32

@@ -33,6 +33,8 @@ func TestRegistryCreateValidates(t *testing.T) {
 	for _, in := range []webhooks.CreateInput{
 		{URL: "http://localhost/x"},
 		{URL: "gopher://hooks.example.com/"},
+		{URL: "https://hooks.example.com:99999/x"},
+		{URL: "https://hooks.example.com:/x"},
 		{URL: "https://hooks.example.com/x", EventTypes: []calls.HookType{"call.nope"}},
 		{URL: "https://hooks.example.com/x", Description: strings.Repeat("x", 257)},
 	} {
@@ -64,6 +66,7 @@ func TestRegistryConfigure(t *testing.T) {
 		{"https://hooks.example.com/x", "whsec_c2hvcnQ="},
 		{"http://10.0.0.1/x", secret},
 		{"ftp://hooks.example.com/x", secret},
+		{"https://hooks.example.com:0/x", secret},
 	} {
 		if err := reg.Configure(ctx, c.url, c.secret); err == nil {
 			t.Errorf("Configure(%q, %q) accepted", c.url, c.secret)
