@@ -102,6 +102,12 @@ func TestErrorCodes(t *testing.T) {
 			return raw(alice, "POST", "/calls", "", `{"extendedData":"`+strings.Repeat("x", 2<<20)+`"}`)
 		}, 413, "payload_too_large"},
 		{"not JSON", func() *testkit.Response { return raw(alice, "POST", "/calls", "text/plain", "invitees=bob") }, 415, "unsupported_media_type"},
+		// A query string that does not parse is refused, not read as if
+		// the bad pairs were absent (the default page, a fresh stream).
+		{"malformed query escape", func() *testkit.Response { return alice.Get("/calls?count=%zz") }, 400, "invalid_request"},
+		{"query with a semicolon", func() *testkit.Response { return alice.Get("/calls?count=1;x=1") }, 400, "invalid_request"},
+		{"malformed query on a stream", func() *testkit.Response { return alice.Get("/events?lastEventID=5%") }, 400, "invalid_request"},
+		{"malformed query, admin", func() *testkit.Response { return s.Admin().Get("/webhooks?x=%") }, 400, "invalid_request"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -150,14 +150,14 @@ func (s *server) routes() http.Handler {
 
 	// REST: authenticated, limited, read whole, validated, idempotent.
 	r.Group(func(r chi.Router) {
-		r.Use(s.auth.requireUser(false), s.limit, timeout(requestTimeout), bodyLimit(s.deps.BodyLimit),
+		r.Use(s.auth.requireUser(false), s.limit, wellFormedQuery, timeout(requestTimeout), bodyLimit(s.deps.BodyLimit),
 			requireJSON, s.validate.middleware, s.idem)
 		mountCalls(r, s.deps.Service)
 	})
 
 	// Admin: the admin token or a JWT with role "admin".
 	r.Group(func(r chi.Router) {
-		r.Use(s.auth.requireAdmin, s.limit, timeout(requestTimeout), bodyLimit(s.deps.BodyLimit),
+		r.Use(s.auth.requireAdmin, s.limit, wellFormedQuery, timeout(requestTimeout), bodyLimit(s.deps.BodyLimit),
 			requireJSON, s.validate.middleware, s.idem)
 		s.mountAdmin(r)
 	})
@@ -165,7 +165,7 @@ func (s *server) routes() http.Handler {
 	// The event stream: authenticated (also by ?access_token=) and limited,
 	// but never buffered, validated or timed out.
 	if s.deps.Events != nil {
-		r.With(s.auth.requireUser(true), s.limit).Get(eventsRoute, func(w http.ResponseWriter, r *http.Request) {
+		r.With(s.auth.requireUser(true), s.limit, wellFormedQuery).Get(eventsRoute, func(w http.ResponseWriter, r *http.Request) {
 			info := infoFrom(r.Context())
 			s.deps.Events.ServeEvents(w, r, info.user, info.device, tokenLeft(info.expires))
 		})
