@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"time"
+	"unicode/utf8"
 
 	"callsig/calls"
 )
@@ -81,7 +82,8 @@ func (m *idempotency) middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if len(key) > 255 {
+		// Characters, as the document's maxLength counts them.
+		if utf8.RuneCountInString(key) > 255 {
 			writeError(w, r, invalidField("Idempotency-Key", "must be 1–255 characters"))
 			return
 		}

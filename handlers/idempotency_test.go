@@ -122,3 +122,30 @@ func TestIdempotencyScope(t *testing.T) {
 		t.Fatalf("anonymous scope = %q", got)
 	}
 }
+
+// A key is 1–255 characters, as the document's maxLength counts them, not
+// bytes: a key of 255 "é" is 510 bytes and fits.
+func TestIdempotencyKeyLength(t *testing.T) {
+	h := idemRouter(t, openStore(t), func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusCreated)
+	})
+	for _, tt := range []struct {
+		name, key string
+		ok        bool
+	}{
+		{"255 ASCII", strings.Repeat("k", 255), true},
+		{"256 ASCII", strings.Repeat("k", 256), false},
+		{"255 two-byte characters", strings.Repeat("é", 255), true},
+		{"256 two-byte characters", strings.Repeat("é", 256), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			w := idemPost(t, h, "alice", "/things/1", tt.key, `{}`)
+			if tt.ok && w.Code != http.StatusCreated {
+				t.Fatalf("status %d, want 201: %s", w.Code, w.Body)
+			}
+			if !tt.ok {
+				decodeProblem(t, w, http.StatusBadRequest, "invalid_request")
+			}
+		})
+	}
+}
