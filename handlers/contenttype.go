@@ -22,12 +22,33 @@ func requireJSON(next http.Handler) http.Handler {
 			writeError(w, r, newError(codeUnsupportedMediaType, "Content-Type must be application/json"))
 			return
 		}
+		// The body is read as sent: a compressed one would be refused as
+		// malformed JSON, and one labelled compressed but sent plain would
+		// be read as if the label were absent. Either is 415 (RFC 9110,
+		// 15.5.16), with the only coding understood named.
+		if ce := r.Header.Values("Content-Encoding"); len(body) > 0 && !identityOnly(ce) {
+			writeError(w, r, newError(codeUnsupportedMediaType, "Content-Encoding %q is not supported: send the body uncompressed", strings.Join(ce, ", ")))
+			return
+		}
 		if field, bad := invalidText(body); bad {
 			writeError(w, r, invalidField(field, "must be valid UTF-8 text (no invalid bytes, no unpaired surrogate escapes)"))
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// identityOnly reports whether Content-Encoding values name no coding but
+// identity.
+func identityOnly(values []string) bool {
+	for _, v := range values {
+		for _, c := range strings.Split(v, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func isJSON(contentType string) bool {

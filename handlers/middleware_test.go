@@ -118,22 +118,33 @@ func TestRequireJSON(t *testing.T) {
 	tests := []struct {
 		name, contentType, body string
 		want                    int
+		encoding                []string // Content-Encoding header lines
 	}{
-		{"json", "application/json", `{}`, 200},
-		{"json with charset", "application/json; charset=utf-8", `{}`, 200},
-		{"json upper case", "Application/JSON", `{}`, 200},
-		{"other charset", "application/json; charset=latin1", `{}`, 415},
-		{"text", "text/plain", `{}`, 415},
-		{"form", "application/x-www-form-urlencoded", `a=1`, 415},
-		{"no type with body", "", `{}`, 415},
-		{"malformed type", "application/", `{}`, 415},
-		{"no type, empty body", "", ``, 200},
+		{"json", "application/json", `{}`, 200, nil},
+		{"json with charset", "application/json; charset=utf-8", `{}`, 200, nil},
+		{"json upper case", "Application/JSON", `{}`, 200, nil},
+		{"other charset", "application/json; charset=latin1", `{}`, 415, nil},
+		{"text", "text/plain", `{}`, 415, nil},
+		{"form", "application/x-www-form-urlencoded", `a=1`, 415, nil},
+		{"no type with body", "", `{}`, 415, nil},
+		{"malformed type", "application/", `{}`, 415, nil},
+		{"no type, empty body", "", ``, 200, nil},
+		// The body is read as sent, so only the identity coding is.
+		{"gzip", "application/json", "\x1f\x8b\x08", 415, []string{"gzip"}},
+		{"labelled br, sent plain", "application/json", `{}`, 415, []string{"br"}},
+		{"identity then gzip", "application/json", `{}`, 415, []string{"identity, gzip"}},
+		{"second header line", "application/json", `{}`, 415, []string{"identity", "deflate"}},
+		{"identity", "application/json", `{}`, 200, []string{"Identity"}},
+		{"encoding, empty body", "", ``, 200, []string{"gzip"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := httptest.NewRequest("POST", "/calls/x/accept", strings.NewReader(tt.body))
 			if tt.contentType != "" {
 				r.Header.Set("Content-Type", tt.contentType)
+			}
+			for _, e := range tt.encoding {
+				r.Header.Add("Content-Encoding", e)
 			}
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, r)
