@@ -208,7 +208,12 @@ export interface CallsigEventMap {
   callUserStateChanged: CallUserStateChangedData;
   connectionStateChanged: ConnectionStateChangedData;
   tokenWillExpire: TokenWillExpireData;
-  /** Events after the client's position were pruned: reload with queryCallInvitationList. */
+  /**
+   * The server no longer has the events after the client's position (pruned,
+   * or the position is ahead of its log: its database was wiped or restored):
+   * reload with queryCallInvitationList. The client forgets the position;
+   * the invitations still pending follow, then live events.
+   */
   reset: Record<string, never>;
   /** A handler threw, or tokenProvider failed. */
   error: { error: unknown; event: string };
@@ -310,7 +315,7 @@ export class CallsigClient {
   readonly userID: string;
   readonly deviceID: string;
   readonly connectionState: ConnectionState;
-  /** The id of the last event handed to the handlers ("" before any). */
+  /** The id of the last event handed to the handlers ("" before any, and after a reset until the next). */
   readonly lastEventID: string;
 
   on<K extends CallsigEventName>(name: K, handler: CallsigEventHandler<K>): this;

@@ -114,7 +114,7 @@ export class CallsigClient {
   #handlers = new Map();
   #state = 'disconnected';
   #loggedIn = false;
-  #lastEventID = -1; // the highest event id handed to the app (-1: none yet)
+  #lastEventID = -1; // the highest event id handed to the app (-1: none yet, or since a reset)
   #streams = new Set(); // open EventSources: more than one only while renewing
   #current = null; // the newest stream
   #streamTokens = new Map(); // EventSource -> the token it was opened with
@@ -157,7 +157,7 @@ export class CallsigClient {
   get deviceID() { return this.#deviceID; }
   /** connecting, connected, reconnecting or disconnected. */
   get connectionState() { return this.#state; }
-  /** The id of the last event handed to the handlers ("" before any). */
+  /** The id of the last event handed to the handlers ("" before any, and after a reset until the next). */
   get lastEventID() { return this.#lastEventID < 0 ? '' : String(this.#lastEventID); }
 
   // ---- events ---------------------------------------------------------
@@ -304,14 +304,7 @@ export class CallsigClient {
       this.#backoff = 0;
       const r = this.#renewals.get(es);
       if (r) r.openedAt = Date.now();
-      for (const old of this.#streams) {
-        if (old !== es) {
-          old.close();
-          this.#streams.delete(old);
-          this.#streamTokens.delete(old);
-          this.#renewals.delete(old);
-        }
-      }
+      for (const old of this.#streams) if (old !== es) this.#drop(old);
       this.#setState('connected');
       if (login) login.resolve();
     };
@@ -363,6 +356,14 @@ export class CallsigClient {
     es.addEventListener('tokenWillExpire', (ev) => this.#onTokenWillExpire(es, ev));
   }
 
+  // drop closes es and forgets it.
+  #drop(es) {
+    es.close();
+    this.#streams.delete(es);
+    this.#streamTokens.delete(es);
+    this.#renewals.delete(es);
+  }
+
   #reconnectLater() {
     this.#setState('reconnecting', 'refused');
     this.#backoff = Math.min(15000, this.#backoff ? this.#backoff * 2 : 500);
@@ -399,10 +400,30 @@ export class CallsigClient {
     this.#emit(type, data);
   }
 
-  // reset: events after our position were pruned; the app should reload
-  // its calls (queryCallInvitationList).
+  // reset: the server does not have the events after our position, pruned
+  // or never written (a position ahead of its log: the database was wiped
+  // or restored while we held it). What follows is what a new stream gets,
+  // with the server's ids, which may be lower than ours: so the position is
+  // forgotten, or #seen would drop those invitations and every event after
+  // them until the ids passed it, and each reconnection would send it
+  // again. The app should reload its calls (queryCallInvitationList).
+  //
+  // Streams older than es were closed when it opened (a reset comes right
+  // after a stream's opening block), so no id of the log the position came
+  // from can come after this and set it back. A stream newer than es (a
+  // renewal not open yet: opened after es's opening, so from the position
+  // es's reset just voided) gets the same reset and replay, or resumes
+  // losslessly, and would close es when it opens: es is dropped at once,
+  // or each replayed invitation would be handed over twice, after two
+  // resets.
   #onReset(es) {
-    if (this.#streams.has(es)) this.#emit('reset', {});
+    if (!this.#streams.has(es)) return;
+    if (es !== this.#current && this.#streams.has(this.#current)) {
+      this.#drop(es);
+      return;
+    }
+    this.#lastEventID = -1;
+    this.#emit('reset', {});
   }
 
   async #onTokenWillExpire(es, ev) {

@@ -1,0 +1,151 @@
+// A reset from a position ahead of the server's log (its database wiped or
+// restored while a tab held on): what the server sends after the reset has
+// its own ids, lower than the client's position, and must reach the app.
+// A proxy in front of the real server plays the log as it was: the client's
+// first stream hands over an id far ahead and ends; the EventSource comes
+// back with it, and the server, which never gave that id, resets.
+import {test} from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import {client, is, log, token, URL, user} from './helpers.js';
+
+const AHEAD = 1_000_000_000;
+const GHOST = 'before-the-wipe'; // the call of the event with id AHEAD
+
+// aheadStream answers a stream as the lost log would: one event with id
+// AHEAD, then the end (the EventSource comes back 10 ms later, with it).
+function aheadStream(res) {
+  res.writeHead(200, {'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store'});
+  res.end(`retry: 10\nid: ${AHEAD}\nevent: callInvitationCancelled\ndata: {"callID":"${GHOST}","mode":"general"}\n\n`);
+}
+
+// forward passes req to the server and its answer back, the head once
+// head resolves and the body once body resolves.
+function forward(req, res, {head, body} = {}) {
+  const up = http.request(URL + req.url, {method: req.method, headers: req.headers});
+  res.on('close', () => up.destroy());
+  up.on('error', () => res.destroy());
+  up.on('response', async (ur) => {
+    await head;
+    res.writeHead(ur.statusCode, ur.headers);
+    res.flushHeaders();
+    await body;
+    ur.pipe(res);
+  });
+  req.pipe(up);
+}
+
+// streamProxy is a proxy to the server that records every GET /events:
+// its lastEventID (query), Last-Event-ID (header) and when the client
+// closed it. plan(n, req, res) answers the nth stream.
+function streamProxy(plan) {
+  const streams = [];
+  const waiters = [];
+  const server = http.createServer((req, res) => {
+    const u = new globalThis.URL(req.url, 'http://proxy');
+    if (req.method !== 'GET' || u.pathname !== '/events') return forward(req, res);
+    const s = {n: streams.length, query: u.searchParams.get('lastEventID'), header: req.headers['last-event-id']};
+    s.closed = new Promise((resolve) => res.on('close', resolve));
+    streams.push(s);
+    for (const w of waiters.filter((w) => w.n === s.n)) {
+      waiters.splice(waiters.indexOf(w), 1);
+      clearTimeout(w.timer);
+      w.resolve(s);
+    }
+    plan(s.n, req, res);
+  });
+  const proxy = {
+    server,
+    /** Resolves with the nth stream's record once it is asked for, or fails after ms. */
+    stream: (n, ms = 10000) => (streams[n] ? Promise.resolve(streams[n]) : new Promise((resolve, reject) => {
+      const w = {n, resolve};
+      w.timer = setTimeout(() => reject(new Error(`no stream ${n} within ${ms} ms (${streams.length} so far)`)), ms);
+      waiters.push(w);
+    })),
+    close: () => { server.closeAllConnections(); server.close(); },
+  };
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
+    proxy.url = `http://127.0.0.1:${server.address().port}`;
+    resolve(proxy);
+  }));
+}
+
+// handed lists the call events c handed over since the reset, as
+// "name callID", the event of the lost log left out.
+const handed = (c) => c.events.list.filter((e) => e.name.startsWith('call') && e.data.callID !== GHOST)
+  .map((e) => `${e.name} ${e.data.callID}`);
+
+const resets = (c) => c.events.of('reset').length;
+
+test('reset from a position ahead of the server\'s log: the replay and later events reach the app; the next stream does not send the old id', async (t) => {
+  const proxy = await streamProxy((n, req, res) => (n === 0 ? aheadStream(res) : forward(req, res)));
+  t.after(() => proxy.close());
+  const bobID = user('bob');
+  const bob = client(bobID, {baseURL: proxy.url});
+  const alice = client(user('alice'));
+  const c1 = await alice.callInvite([bobID], {timeout: 600}); // pending when bob's stream comes back
+  await bob.login();
+  t.after(() => bob.logout());
+
+  const back = await proxy.stream(1);
+  assert.equal(back.header, String(AHEAD), 'the EventSource came back from the lost log\'s id');
+  await bob.events.wait((e) => e.name === 'reset', 'reset');
+  await bob.events.wait(is('callInvitationReceived', c1.callID), 'the pending invitation replayed after the reset');
+  const c2 = await alice.callInvite([bobID], {timeout: 600});
+  await bob.events.wait(is('callUserStateChanged', c2.callID, bobID, 'received'), 'a live event after the reset');
+
+  // The next stream (a renewal here) resumes from the server's ids.
+  const position = bob.lastEventID;
+  const newest = Math.max(...(await log(bobID)).map((e) => e.id));
+  assert.equal(position, String(newest), 'the position is the newest id handed over');
+  await bob.renewToken(await token(bobID, 7200));
+  const renewed = await proxy.stream(2);
+  assert.equal(renewed.query, position, 'the renewal resumes from the server\'s id, not the lost log\'s');
+  await back.closed; // the renewal is open
+  const c3 = await alice.callInvite([bobID], {timeout: 600});
+  await bob.events.wait(is('callUserStateChanged', c3.callID, bobID, 'received'), 'an event on the renewed stream');
+
+  assert.equal(resets(bob), 1);
+  const want = (await log(bobID)).filter((e) => e.device === '' || e.device === bob.deviceID).map((e) => `${e.type} ${e.callID}`);
+  assert.deepEqual(handed(bob), want, 'every event of the server\'s log, once, in order');
+});
+
+test('reset on the old stream while a renewal opens from the same position: one reset, each event once', async (t) => {
+  let releaseOld;
+  let releaseNew;
+  const oldBody = new Promise((resolve) => { releaseOld = resolve; });
+  const newHead = new Promise((resolve) => { releaseNew = resolve; });
+  const proxy = await streamProxy((n, req, res) => {
+    if (n === 0) aheadStream(res);
+    else if (n === 1) forward(req, res, {body: oldBody}); // open, its reset held back
+    else forward(req, res, {head: newHead}); // the renewal: not open until released
+  });
+  t.after(() => proxy.close());
+  const bobID = user('bob');
+  const bob = client(bobID, {baseURL: proxy.url});
+  const alice = client(user('alice'));
+  const c1 = await alice.callInvite([bobID], {timeout: 600});
+  await bob.login();
+  t.after(() => bob.logout());
+
+  const old = await proxy.stream(1);
+  const connected = () => bob.events.of('connectionStateChanged').filter((e) => e.data.state === 'connected').length;
+  await bob.events.wait(() => connected() === 2, 'the old stream open again');
+  await bob.renewToken(await token(bobID, 7200));
+  const renewal = await proxy.stream(2);
+  assert.equal(renewal.query, String(AHEAD));
+  releaseOld(); // the old stream's reset comes while the renewal is not open
+  await Promise.race([old.closed, bob.events.wait((e) => e.name === 'reset', 'reset')]);
+  releaseNew();
+  await bob.events.wait(is('callInvitationReceived', c1.callID), 'the pending invitation replayed after the reset');
+  await old.closed;
+  const c2 = await alice.callInvite([bobID], {timeout: 600});
+  await bob.events.wait(is('callUserStateChanged', c2.callID, bobID, 'received'), 'a live event after the reset');
+
+  const got = handed(bob);
+  assert.deepEqual(got, [...new Set(got)], 'no event handed over twice');
+  assert.equal(resets(bob), 1, 'one reset');
+  assert.equal(got.filter((e) => e === `callInvitationReceived ${c1.callID}`).length, 1);
+  assert.equal(got.filter((e) => e === `callInvitationReceived ${c2.callID}`).length, 1);
+  assert.equal(bob.lastEventID, String(Math.max(...(await log(bobID)).map((e) => e.id))));
+});
