@@ -140,6 +140,10 @@ func Cancel(call *Call, actor Actor, in CancelInput, now int64) (*Change, []stri
 		}
 	}
 	switch {
+	case !mine && len(in.Invitees) == 0:
+		// An empty list means "all mine still pending": say that none is,
+		// rather than name users the caller never listed.
+		return nil, nil, errorf(CodeForbidden, "you have no pending invitations in this call to cancel")
 	case !mine:
 		return nil, nil, errorf(CodeForbidden, "you did not invite these users")
 	case len(targets) == 0:
