@@ -116,7 +116,7 @@ export class CallsigClient {
   #loggedIn = false;
   #lastEventID = -1; // the highest event id handed to the app (-1: none yet, or since a reset)
   #streams = new Set(); // open EventSources: more than one only while renewing
-  #current = null; // the newest stream
+  #current = null; // the newest stream, or the one that opened and closed the others
   #streamTokens = new Map(); // EventSource -> the token it was opened with
   #renewals = new Map(); // EventSource -> {chain, openedAt}: renewals in a row that led to it, when it opened
   #reconnectTimer = 0;
@@ -305,6 +305,11 @@ export class CallsigClient {
       const r = this.#renewals.get(es);
       if (r) r.openedAt = Date.now();
       for (const old of this.#streams) if (old !== es) this.#drop(old);
+      // es is the one stream left, so the current one, even when it is not
+      // the newest: an older stream whose EventSource reconnected by itself
+      // opens before a renewal's and closes it. Left on the renewal, its
+      // warnings would be ignored and it would end at its token's exp.
+      this.#current = es;
       this.#setState('connected');
       if (login) login.resolve();
     };
@@ -320,7 +325,10 @@ export class CallsigClient {
       this.#streamTokens.delete(es);
       this.#renewals.delete(es);
       if (es === this.#current && this.#streams.size > 0) {
-        this.#current = [...this.#streams].pop(); // a renewal failed: the old stream goes on
+        // A renewal failed (es never opened: had it, the others would be
+        // gone): the newest stream left goes on (a Set keeps the order
+        // they were opened in).
+        this.#current = [...this.#streams].pop();
       }
       const status = ev && ev.code ? ev.code : 0;
       if (login && !opened && !login.renewed && this.#tokenProvider && (status === 0 || status === 401)) {
@@ -343,7 +351,7 @@ export class CallsigClient {
         for (const s of this.#streams) s.close();
         this.#streams.clear();
         this.#streamTokens.clear();
-    this.#renewals.clear();
+        this.#renewals.clear();
         this.#setState('disconnected', 'refused');
         login.reject(new CallsigError({status, code: 'stream_refused',
           detail: (ev && ev.message) || 'the server refused the event stream'}));
@@ -415,7 +423,8 @@ export class CallsigClient {
   // es's reset just voided) gets the same reset and replay, or resumes
   // losslessly, and would close es when it opens: es is dropped at once,
   // or each replayed invitation would be handed over twice, after two
-  // resets.
+  // resets. #current is that newer stream: it stays the newest until a
+  // stream opens, and the one that opens closes every other.
   #onReset(es) {
     if (!this.#streams.has(es)) return;
     if (es !== this.#current && this.#streams.has(this.#current)) {

@@ -1,6 +1,8 @@
 // Shared by the client's tests: the server under test and the controls of
-// the Go test that runs them (e2e/sdk_node_test.go), and a recorder of a
-// client's events that waits for one with a deadline (never a sleep).
+// the Go test that runs them (e2e/sdk_node_test.go), a recorder of a
+// client's events that waits for one with a deadline (never a sleep) and a
+// check of what a client handed over against the server's log.
+import assert from 'node:assert/strict';
 import {EventSource} from 'eventsource';
 import {CallsigClient} from '../callsig.js';
 
@@ -76,6 +78,13 @@ export function recorder(c) {
       });
     },
   };
+}
+
+/** Checks that c's handlers got the user's committed events for its device, each once, in order. */
+export async function exactlyTheLog(c) {
+  const want = (await log(c.userID)).filter((e) => e.device === '' || e.device === c.deviceID).map((e) => `${e.type} ${e.callID}`);
+  const got = c.events.list.filter((e) => e.name.startsWith('call')).map((e) => `${e.name} ${e.data.callID}`);
+  assert.deepEqual(got, want);
 }
 
 /** Matches event name for callID (and, for callUserStateChanged, user in state). */

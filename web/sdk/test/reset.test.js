@@ -6,8 +6,8 @@
 // back with it, and the server, which never gave that id, resets.
 import {test} from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import {client, is, log, token, URL, user} from './helpers.js';
+import {client, is, log, token, user} from './helpers.js';
+import {forward, streamProxy} from './proxy.js';
 
 const AHEAD = 1_000_000_000;
 const GHOST = 'before-the-wipe'; // the call of the event with id AHEAD
@@ -17,57 +17,6 @@ const GHOST = 'before-the-wipe'; // the call of the event with id AHEAD
 function aheadStream(res) {
   res.writeHead(200, {'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store'});
   res.end(`retry: 10\nid: ${AHEAD}\nevent: callInvitationCancelled\ndata: {"callID":"${GHOST}","mode":"general"}\n\n`);
-}
-
-// forward passes req to the server and its answer back, the head once
-// head resolves and the body once body resolves.
-function forward(req, res, {head, body} = {}) {
-  const up = http.request(URL + req.url, {method: req.method, headers: req.headers});
-  res.on('close', () => up.destroy());
-  up.on('error', () => res.destroy());
-  up.on('response', async (ur) => {
-    await head;
-    res.writeHead(ur.statusCode, ur.headers);
-    res.flushHeaders();
-    await body;
-    ur.pipe(res);
-  });
-  req.pipe(up);
-}
-
-// streamProxy is a proxy to the server that records every GET /events:
-// its lastEventID (query), Last-Event-ID (header) and when the client
-// closed it. plan(n, req, res) answers the nth stream.
-function streamProxy(plan) {
-  const streams = [];
-  const waiters = [];
-  const server = http.createServer((req, res) => {
-    const u = new globalThis.URL(req.url, 'http://proxy');
-    if (req.method !== 'GET' || u.pathname !== '/events') return forward(req, res);
-    const s = {n: streams.length, query: u.searchParams.get('lastEventID'), header: req.headers['last-event-id']};
-    s.closed = new Promise((resolve) => res.on('close', resolve));
-    streams.push(s);
-    for (const w of waiters.filter((w) => w.n === s.n)) {
-      waiters.splice(waiters.indexOf(w), 1);
-      clearTimeout(w.timer);
-      w.resolve(s);
-    }
-    plan(s.n, req, res);
-  });
-  const proxy = {
-    server,
-    /** Resolves with the nth stream's record once it is asked for, or fails after ms. */
-    stream: (n, ms = 10000) => (streams[n] ? Promise.resolve(streams[n]) : new Promise((resolve, reject) => {
-      const w = {n, resolve};
-      w.timer = setTimeout(() => reject(new Error(`no stream ${n} within ${ms} ms (${streams.length} so far)`)), ms);
-      waiters.push(w);
-    })),
-    close: () => { server.closeAllConnections(); server.close(); },
-  };
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
-    proxy.url = `http://127.0.0.1:${server.address().port}`;
-    resolve(proxy);
-  }));
 }
 
 // handed lists the call events c handed over since the reset, as

@@ -2,15 +2,7 @@
 // across tokenWillExpire, each without loss or duplicate.
 import {test} from 'node:test';
 import assert from 'node:assert/strict';
-import {advance, client, is, log, restart, token, user} from './helpers.js';
-
-// exactlyTheLog checks that c's handlers got the user's committed events
-// for its device, each once, in order.
-async function exactlyTheLog(c) {
-  const want = (await log(c.userID)).filter((e) => e.device === '' || e.device === c.deviceID).map((e) => `${e.type} ${e.callID}`);
-  const got = c.events.list.filter((e) => e.name.startsWith('call')).map((e) => `${e.name} ${e.data.callID}`);
-  assert.deepEqual(got, want);
-}
+import {advance, client, exactlyTheLog, is, restart, token, user} from './helpers.js';
 
 test('after a server restart the stream resumes without loss or duplicate', async (t) => {
   const bob = client(user('bob'));
