@@ -104,9 +104,12 @@ type Store struct {
 	syncedCh             chan struct{}
 	durableWaits         atomic.Int64 // times waitDurable waited, for tests
 
-	// ping is the writer probe in flight, if any (see Ping).
-	pingMu sync.Mutex
-	ping   *pingProbe
+	// ping is the writer probe in flight, if any (see Ping); Close waits
+	// for probes, which end once the writer has answered them.
+	pingMu    sync.Mutex
+	ping      *pingProbe
+	probes    sync.WaitGroup
+	pingsDone bool // set by Close before it waits for probes
 
 	closeOnce sync.Once
 	closeErr  error
@@ -126,11 +129,17 @@ func (s *Store) Ping(ctx context.Context) error {
 		return err
 	}
 	s.pingMu.Lock()
+	if s.pingsDone {
+		s.pingMu.Unlock()
+		return db.ErrClosed
+	}
 	p := s.ping
 	if p == nil {
 		p = &pingProbe{done: make(chan struct{})}
 		s.ping = p
+		s.probes.Add(1)
 		go func() {
+			defer s.probes.Done()
 			p.err = s.write(context.Background(), func(tx *sqlx.Tx) error {
 				var one int
 				return tx.QueryRow("SELECT 1").Scan(&one)
@@ -166,6 +175,10 @@ func (s *Store) Close() error {
 		s.mu.Unlock()
 		s.signal()
 		<-s.stopped
+		s.pingMu.Lock()
+		s.pingsDone = true // no probe starts after the Wait below
+		s.pingMu.Unlock()
+		s.probes.Wait() // answered: the writer drained the queue
 
 		// PRAGMA optimize is what SQLite recommends running before closing a
 		// long-lived connection: it refreshes the planner's statistics where
