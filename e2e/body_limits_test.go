@@ -114,3 +114,21 @@ func TestTrickledBodyGets408(t *testing.T) {
 		t.Fatalf("got %d %s, want 408 request_timeout", res.StatusCode, data)
 	}
 }
+
+// A header block over 64 KiB is refused by the HTTP layer (431) before any
+// handler reads it; a token over 16 KiB, within that, is refused unread.
+func TestHeaderLimits(t *testing.T) {
+	s := testkit.Start(t)
+	res, _, err := rawPost(t, s, "GET /calls HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+strings.Repeat("a", 70<<10)+"\r\n\r\n", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("a 70 KiB header: status %d, want 431", res.StatusCode)
+	}
+	alice := s.Client("alice")
+	alice.Token = strings.Repeat("a", 20<<10)
+	if p := alice.Get("/calls").WantProblem(http.StatusUnauthorized, "unauthorized"); !strings.Contains(p.Detail, "16 KiB") {
+		t.Fatalf("a 20 KiB token: %q", p.Detail)
+	}
+}

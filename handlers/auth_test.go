@@ -101,6 +101,13 @@ func TestRequireUser(t *testing.T) {
 		{name: "user claim not a string", cfg: AuthConfig{UserClaim: "uid"}, header: "Bearer " + token(t, "alice", jwt.MapClaims{"uid": 42}), want: 401, wantBody: "token uid is not a valid user ID"},
 		{name: "user claim invalid", cfg: AuthConfig{UserClaim: "email"}, header: "Bearer " + token(t, "alice", jwt.MapClaims{"email": "a b@example.com"}), want: 401, wantBody: "token email is not a valid user ID"},
 		{name: "query token refused on REST", query: "?access_token=" + token(t, "alice", nil), want: 401},
+		// A forged token's claims are never decoded: its signature is
+		// checked first. Decoded, this one's string exp would be refused
+		// for that, after the work of decoding a large payload.
+		{name: "forged, claims not read", header: "Bearer " + signed(t, jwt.SigningMethodHS256, []byte("other"),
+			jwt.MapClaims{"sub": "alice", "exp": "soon", "pad": strings.Repeat("x", 8<<10)}), want: 401, wantBody: "token signature is invalid"},
+		{name: "longer than 16 KiB", header: "Bearer " + token(t, "alice", jwt.MapClaims{"pad": strings.Repeat("x", 16<<10)}), want: 401, wantBody: "longer than 16 KiB"},
+		{name: "a large valid token", header: "Bearer " + token(t, "alice", jwt.MapClaims{"pad": strings.Repeat("x", 8<<10)}), want: 200, wantBody: "alice default"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

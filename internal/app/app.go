@@ -286,6 +286,10 @@ func (a *App) ListenAddr() string {
 	return net.JoinHostPort("127.0.0.1", port)
 }
 
+// maxHeaderBytes bounds a request's header block; past it net/http
+// answers 431.
+const maxHeaderBytes = 64 << 10
+
 // Server returns the HTTP server for the app. No WriteTimeout: event
 // streams are long-lived and set per-write deadlines themselves.
 func (a *App) Server() *http.Server {
@@ -293,10 +297,14 @@ func (a *App) Server() *http.Server {
 		Addr:              a.ListenAddr(),
 		Handler:           a.Handler,
 		ReadHeaderTimeout: min(10*time.Second, a.Config.ReadTimeout),
-		ReadTimeout:       a.Config.ReadTimeout,
-		IdleTimeout:       120 * time.Second,
-		ConnContext:       handlers.ConnContext,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+		// A request's headers are well under 16 KiB, a token included
+		// (handlers refuses longer ones); Go's default of 1 MiB let a
+		// forged header cost the server far more than its sender.
+		MaxHeaderBytes: maxHeaderBytes,
+		ReadTimeout:    a.Config.ReadTimeout,
+		IdleTimeout:    120 * time.Second,
+		ConnContext:    handlers.ConnContext,
+		ErrorLog:       slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
 }
 
