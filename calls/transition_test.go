@@ -464,6 +464,7 @@ func TestCancelRules(t *testing.T) {
 		invitees      []string
 		prepare       func(c *Call)
 		want          Code
+		message       string // part of the error's message, when set
 		errInvitees   []string
 		cancelled     []string
 		stillInvolved []string // users whose state must not change
@@ -487,10 +488,10 @@ func TestCancelRules(t *testing.T) {
 		{name: "an invitee cancelling is forbidden", actor: "carol", invitees: []string{"greta"},
 			want: CodeForbidden},
 		{name: "an empty list when the actor invited none of the pending is forbidden", actor: "carol",
-			want: CodeForbidden},
+			want: CodeForbidden, message: "no pending invitations"},
 		{name: "an empty list when the actor's invitees all answered is forbidden", actor: "bob",
 			prepare: func(c *Call) { c.User("dave").State, c.User("dave").TimeoutAt = StateAccepted, 0 },
-			want:    CodeForbidden},
+			want:    CodeForbidden, message: "no pending invitations"},
 		{name: "naming only the actor's invitees that are no longer pending is invalid_state", actor: "alice", invitees: []string{"greta"},
 			want: CodeInvalidState},
 		{name: "naming the actor's answered invitee and someone else's is invalid_state", actor: "bob", invitees: []string{"frank", "carol"},
@@ -510,6 +511,9 @@ func TestCancelRules(t *testing.T) {
 			before := c.Clone()
 			ch, errInvitees, err := Cancel(c, as(tc.actor), CancelInput{Invitees: tc.invitees}, tableNow)
 			wantCode(t, err, tc.want)
+			if tc.message != "" && (err == nil || !strings.Contains(err.Error(), tc.message)) {
+				t.Errorf("error %v, want it to say %q", err, tc.message)
+			}
 			if tc.want != ok {
 				return
 			}

@@ -205,7 +205,7 @@ func TestWebhookAdminAPI(t *testing.T) {
 
 		// Validation.
 		for _, u := range []string{"ftp://example.com/x", "example.com/hook", "http://", "javascript:alert(1)", "http://user:pw@example.com/",
-			"http://93.184.216.34:99999/", "http://93.184.216.34:0/", "http://93.184.216.34:/"} {
+			"http://93.184.216.34:99999/", "http://93.184.216.34:0/"} {
 			p := admin.Post("/webhooks", map[string]any{"url": u}).WantProblem(http.StatusBadRequest, "invalid_request")
 			if len(p.Errors) == 0 || p.Errors[0].Field != "url" {
 				t.Errorf("%s: problem %+v", u, p)

@@ -82,7 +82,14 @@ func (m *idempotency) middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		// Characters, as the document's maxLength counts them.
+		// Characters, as the document's maxLength counts them; and text:
+		// a browser sends a key typed with "é" as the single byte 0xE9,
+		// which PostgreSQL's text column refuses (a 500 there, stored on
+		// SQLite).
+		if !utf8.ValidString(key) {
+			writeError(w, r, invalidField("Idempotency-Key", "must be valid UTF-8 text"))
+			return
+		}
 		if utf8.RuneCountInString(key) > 255 {
 			writeError(w, r, invalidField("Idempotency-Key", "must be 1–255 characters"))
 			return

@@ -136,6 +136,8 @@ func TestRequireJSON(t *testing.T) {
 		{"second header line", "application/json", `{}`, 415, []string{"identity", "deflate"}},
 		{"identity", "application/json", `{}`, 200, []string{"Identity"}},
 		{"encoding, empty body", "", ``, 200, []string{"gzip"}},
+		// Not repeated in the answer: a header can be long.
+		{"long encoding", "application/json", `{}`, 415, []string{strings.Repeat("x", 64<<10)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -150,6 +152,12 @@ func TestRequireJSON(t *testing.T) {
 			h.ServeHTTP(w, r)
 			if tt.want == 415 {
 				decodeProblem(t, w, 415, "unsupported_media_type")
+				if tt.encoding != nil && w.Header().Get("Accept-Encoding") != "identity" {
+					t.Fatalf("415 for a coding with Accept-Encoding %q, want identity", w.Header().Get("Accept-Encoding"))
+				}
+				if w.Body.Len() > 1<<10 {
+					t.Fatalf("a 415 of %d bytes", w.Body.Len())
+				}
 			} else if w.Code != tt.want || w.Body.String() != tt.body {
 				t.Fatalf("got %d %q", w.Code, w.Body)
 			}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -270,5 +271,23 @@ func add(out *[]calls.FieldError, field, msg string) {
 	if field == "" {
 		field = "request"
 	}
-	*out = append(*out, calls.FieldError{Field: field, Message: msg})
+	*out = append(*out, calls.FieldError{Field: clip(field), Message: clip(msg)})
+}
+
+// maxErrorText bounds a field name or message in an invalid_request: an
+// unknown property's name comes from the body, and is repeated in detail
+// and errors[] (a 900 KiB name made a 1.8 MB answer).
+const maxErrorText = 256
+
+// clip cuts s to maxErrorText bytes, on a character boundary, marking the
+// cut.
+func clip(s string) string {
+	if len(s) <= maxErrorText {
+		return s
+	}
+	cut := maxErrorText
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }

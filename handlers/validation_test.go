@@ -240,6 +240,9 @@ func TestValidationErrorsAreBounded(t *testing.T) {
 		{"many faults", invitees(5000), maxListedErrors, "; and "},
 		// Over it: the first fault only.
 		{"large body", invitees(100_000), 1, ""},
+		// A name from the body is cut, not repeated whole (twice).
+		{"long unknown property", `{"invitees":["bob"],"` + strings.Repeat("x", 100_000) + `":1}`, 1, ""},
+		{"long unknown property, small body", `{"invitees":["bob"],"` + strings.Repeat("é", 5000) + `":1}`, 1, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -110,11 +110,9 @@ func CheckURL(ctx context.Context, raw string, allowPrivate bool, resolver Resol
 	if u.Fragment != "" {
 		return errors.New("must not have a fragment")
 	}
-	// url.Parse checks only that a port is digits: ":99999", ":0" and a
-	// bare ":" pass it, and every delivery to them would fail.
-	if strings.HasSuffix(u.Host, ":") {
-		return errors.New("must not have an empty port")
-	}
+	// url.Parse checks only that a port is digits: ":99999" and ":0" pass
+	// it, and every delivery to them would fail. An empty one ("host:/")
+	// is the scheme's default (RFC 3986), which Go's transport dials.
 	if p := u.Port(); p != "" {
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
 			return errors.New("port must be from 1 to 65535")
