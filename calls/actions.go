@@ -432,6 +432,19 @@ func CallerOfflineApplies(c *Call) bool {
 	return c.State == CallStarted && !anyInviteeAccepted(c)
 }
 
+// PresenceMatters reports whether the caller's presence can change c: the
+// caller-offline rule applies, and the call is tracked, armed, or has an
+// invitee pending (a caller coming online then tracks it). An untracked
+// call whose invitees have all answered can never be changed by presence
+// (it ends by its members), and the stores leave such calls out of
+// CallerOfflineCalls: an advanced call created by a backend whose invitees
+// all timed out keeps its caller in accepted, and stays started until
+// someone ends it, so one user could pile up thousands that every stream
+// open and close would otherwise read through the writer.
+func PresenceMatters(c *Call) bool {
+	return CallerOfflineApplies(c) && (c.CallerTracked || c.CallerOfflineAt != 0 || anyInviteePending(c))
+}
+
 // CallerPresence applies the caller going online (tracked, timer cleared) or
 // offline (timer armed at now+grace) to one of its calls the caller-offline
 // rule applies to; any other call is left alone (nil).

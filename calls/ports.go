@@ -97,12 +97,12 @@ type Tx interface {
 	// IDs, After and HooksQueued are set by the time Update returns, and
 	// an error in the writes may be Update's rather than Save's.
 	Save(ctx context.Context, ch *Change) error
-	// CallerOfflineCalls returns the calls of caller userID that the
-	// caller-offline rule may apply to (see CallerOfflineApplies): started,
-	// and no invitee has accepted; in call order, at most limit calls with
-	// Seq > after (paging: one user's presence must not hold the writer for
-	// all of its calls at once). The store may return more; callers filter
-	// with CallerOfflineApplies.
+	// CallerOfflineCalls returns the calls of caller userID that its
+	// presence may change (see PresenceMatters): started, no invitee has
+	// accepted, and tracked, armed or with an invitee pending; in call
+	// order, at most limit calls with Seq > after (paging: one user's
+	// presence must not hold the writer for all of its calls at once). The
+	// store may return more; callers filter with CallerOfflineApplies.
 	CallerOfflineCalls(ctx context.Context, userID string, after int64, limit int) ([]*Call, error)
 	// TrackedCallerOfflineCalls is CallerOfflineCalls over every tracked
 	// caller, in call order, at most limit calls with Seq > after (paging).

@@ -389,6 +389,8 @@ const noInviteeAccepted = `NOT EXISTS (SELECT 1 FROM call_users u
 var (
 	sqlCallerOfflineCalls = `SELECT ` + db.Prefixed("c.", db.CallColumns) + ` FROM calls c
 		WHERE c.caller = $1 AND c.state = 'started' AND c.seq > $2 AND ` + noInviteeAccepted + `
+		AND (c.caller_tracked OR c.caller_offline_at > 0 OR EXISTS (SELECT 1 FROM call_users p
+			WHERE p.call_seq = c.seq AND p.user_id <> c.caller AND p.state IN ('inviting', 'received', 'notYetReceived')))
 		ORDER BY c.seq LIMIT $3`
 	sqlTrackedCallerOfflineCalls = `SELECT ` + db.Prefixed("c.", db.CallColumns) + ` FROM calls c
 		WHERE c.state = 'started' AND c.caller_tracked AND c.seq > $1 AND ` + noInviteeAccepted + `

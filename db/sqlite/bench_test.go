@@ -258,3 +258,47 @@ func benchCycle(b *testing.B, opts Options, conc int) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "cycles/s")
 	b.ReportMetric(float64((processCPU(b)-cpuBefore).Microseconds())/float64(b.N), "cpu-µs/cycle")
 }
+
+// BenchmarkPresenceStaleCalls measures one stream opening and closing
+// (Service.UserOnline, then UserOffline) for a caller holding 8,000
+// started advanced calls that presence cannot change: untracked, every
+// invitee timed out, the caller alone in accepted. A backend can leave
+// such calls behind, and a hostile user can pile them up; they must not
+// make every stream of that user a scan through the writer.
+//
+//	go test -run '^$' -bench PresenceStaleCalls ./db/sqlite/
+func BenchmarkPresenceStaleCalls(b *testing.B) {
+	s := openTest(b)
+	ctx := context.Background()
+	const stale, perTx = 8000, 500
+	for i := 0; i < stale; i += perTx {
+		err := s.Update(ctx, func(tx calls.Tx) error {
+			for j := i; j < min(i+perTx, stale); j++ {
+				ch := storetest.NewCall(fmt.Sprintf("stale%05d", j), "mallory", 1_000, "victim")
+				ch.Call.Mode = calls.ModeAdvanced
+				ch.Call.Users[1].State, ch.Call.Users[1].TimeoutAt = calls.StateTimeout, 0
+				ch.Events = nil
+				if err := tx.Save(ctx, ch); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	svc := calls.NewService(calls.Options{Store: s})
+	commits := s.commits.Load()
+	b.ResetTimer()
+	for range b.N {
+		if err := svc.UserOnline(ctx, "mallory"); err != nil {
+			b.Fatal(err)
+		}
+		if err := svc.UserOffline(ctx, "mallory"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(s.commits.Load()-commits)/float64(b.N), "commits/op")
+}

@@ -284,12 +284,19 @@ func (t *callsTx) SetInvitation(ctx context.Context, c *calls.Call, ev *calls.Ev
 const noInviteeAccepted = `NOT EXISTS (SELECT 1 FROM call_users u
 	WHERE u.call_seq = c.seq AND u.user_id <> c.caller AND u.accept_time > 0)`
 
+// presenceMatters is the rest of calls.PresenceMatters in SQL: tracked,
+// armed, or an invitee pending (a pending invitee's state is one of
+// these three).
+const presenceMatters = `(c.caller_tracked = 1 OR c.caller_offline_at > 0 OR EXISTS (SELECT 1 FROM call_users p
+	WHERE p.call_seq = c.seq AND p.user_id <> c.caller AND p.state IN ('inviting', 'received', 'notYetReceived')))`
+
 // The caller-offline queries. The literal state = 'started' lets SQLite use
 // calls_started_by_caller; with caller_tracked = 1 also the partial index
 // calls_tracked_started (0003), which pages the start-up arming by seq.
 const (
 	sqlCallerOfflineCalls = `SELECT ` + callColumns + ` FROM calls c
 		WHERE c.caller = ? AND c.state = 'started' AND c.seq > ? AND ` + noInviteeAccepted + `
+		AND ` + presenceMatters + `
 		ORDER BY c.seq LIMIT ?`
 	sqlTrackedCallerOfflineCalls = `SELECT ` + callColumns + ` FROM calls c
 		WHERE c.state = 'started' AND c.caller_tracked = 1 AND c.seq > ? AND ` + noInviteeAccepted + `

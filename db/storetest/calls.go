@@ -301,10 +301,13 @@ func testListCallsPaging(t *testing.T, s db.Store) {
 	}
 }
 
-// The caller-offline queries select exactly the calls the pure predicate
-// calls.CallerOfflineApplies accepts (tracked ones only, for the start-up
-// arming), including a lone caller's advanced call: the one predicate of
-// arming and clearing (issue 9, defect 5).
+// The caller-offline queries select exactly the calls the pure predicates
+// accept: calls.PresenceMatters for one caller's presence (never an
+// untracked call with nobody pending, which presence cannot change, so
+// that a pile of them costs a stream nothing), calls.CallerOfflineApplies
+// over the tracked ones for the start-up arming, including a lone caller's
+// advanced call: the one predicate of arming and clearing (issue 9,
+// defect 5).
 func testCallerOfflineCallsMatchThePredicate(t *testing.T, s db.Store) {
 	ctx := context.Background()
 	var all []*calls.Change
@@ -329,6 +332,11 @@ func testCallerOfflineCallsMatchThePredicate(t *testing.T, s db.Store) {
 	untrackedLone.Call.Mode = calls.ModeAdvanced
 	untrackedLone.Call.Users[1].State = calls.StateTimeout
 	add(untrackedLone, false)
+	add(NewCall("untracked-pending", "alice", 1000, "bob"), false)
+	armed := NewCall("armed", "alice", 1000, "bob")
+	armed.Call.Users[1].State = calls.StateTimeout
+	armed.Call.Mode, armed.Call.CallerOfflineAt = calls.ModeAdvanced, 5000
+	add(armed, false)
 	ended := NewCall("ended", "alice", 1000, "bob")
 	ended.Call.State = calls.CallEnded
 	add(ended, true)
@@ -339,7 +347,11 @@ func testCallerOfflineCallsMatchThePredicate(t *testing.T, s db.Store) {
 		var ids []string
 		for _, ch := range all {
 			c := ch.Call
-			if calls.CallerOfflineApplies(c) && (caller == "" || c.Caller == caller) && (!trackedOnly || c.CallerTracked) {
+			applies := calls.CallerOfflineApplies(c)
+			if !trackedOnly {
+				applies = calls.PresenceMatters(c)
+			}
+			if applies && (caller == "" || c.Caller == caller) && (!trackedOnly || c.CallerTracked) {
 				ids = append(ids, c.ID)
 			}
 		}
@@ -371,7 +383,8 @@ func testCallerOfflineCallsMatchThePredicate(t *testing.T, s db.Store) {
 			}
 			after = page[len(page)-1].Seq
 		}
-		if got, want := idsOf(list), want("alice", false); !slices.Equal(got, want) || !slices.Contains(got, "lone") {
+		if got, want := idsOf(list), want("alice", false); !slices.Equal(got, want) || !slices.Contains(got, "lone") ||
+			!slices.Contains(got, "untracked-pending") || !slices.Contains(got, "armed") || slices.Contains(got, "untracked-lone") {
 			t.Errorf("CallerOfflineCalls(alice) = %v, want %v", got, want)
 		}
 		var paged []*calls.Call
