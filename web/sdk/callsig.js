@@ -94,6 +94,9 @@ const renewDelay = (n) => Math.min(RENEW_MAX_DELAY, RENEW_FIRST_DELAY * 2 ** n);
 // A warning this soon after a renewal's stream opened counts as one more
 // renewal in a row.
 const RENEW_CHAIN_WINDOW = 10000;
+// How long a renewal dropped for a reset waits at most for the reset
+// stream's next event before it is made again (see #onReset).
+const RESET_RENEW_DELAY = 1000;
 
 function pick(config, keys) {
   const out = {};
@@ -116,11 +119,12 @@ export class CallsigClient {
   #loggedIn = false;
   #lastEventID = -1; // the highest event id handed to the app (-1: none yet, or since a reset)
   #streams = new Set(); // open EventSources: more than one only while renewing
-  #current = null; // the newest stream, or the one that opened and closed the others
+  #current = null; // the newest stream, or the one that opened and closed the others, or got a reset and closed them
   #streamTokens = new Map(); // EventSource -> the token it was opened with
   #renewals = new Map(); // EventSource -> {chain, openedAt}: renewals in a row that led to it, when it opened
   #reconnectTimer = 0;
   #renewTimer = 0;
+  #renewOnEvent = null; // {es, chain}: a renewal a reset dropped, made again on es's next event (or by #renewTimer)
   #backoff = 0;
   #pendingLogin = null; // {resolve, reject} of a login() whose stream is not open yet
   #session = 0; // bumped by logout(): a login() begun before it must not go on
@@ -235,6 +239,7 @@ export class CallsigClient {
     this.#lastEventID = -1;
     clearTimeout(this.#reconnectTimer);
     clearTimeout(this.#renewTimer);
+    this.#renewOnEvent = null;
     for (const es of this.#streams) es.close();
     this.#streams.clear();
     this.#streamTokens.clear();
@@ -290,6 +295,7 @@ export class CallsigClient {
   #connect(login, chain = 0) {
     clearTimeout(this.#reconnectTimer);
     clearTimeout(this.#renewTimer);
+    this.#renewOnEvent = null;
     const q = new URLSearchParams({access_token: this.#token, deviceID: this.#deviceID});
     if (this.#lastEventID >= 0) q.set('lastEventID', String(this.#lastEventID));
     const es = new this.#EventSource(`${this.#baseURL}/events?${q}`);
@@ -406,6 +412,7 @@ export class CallsigClient {
       return; // the server sends JSON only
     }
     this.#emit(type, data);
+    if (this.#renewOnEvent?.es === es) this.#renewAgain(this.#renewOnEvent);
   }
 
   // reset: the server does not have the events after our position, pruned
@@ -416,23 +423,52 @@ export class CallsigClient {
   // them until the ids passed it, and each reconnection would send it
   // again. The app should reload its calls (queryCallInvitationList).
   //
-  // Streams older than es were closed when it opened (a reset comes right
-  // after a stream's opening block), so no id of the log the position came
-  // from can come after this and set it back. A stream newer than es (a
-  // renewal not open yet: opened after es's opening, so from the position
-  // es's reset just voided) gets the same reset and replay, or resumes
-  // losslessly, and would close es when it opens: es is dropped at once,
-  // or each replayed invitation would be handed over twice, after two
-  // resets. #current is that newer stream: it stays the newest until a
-  // stream opens, and the one that opens closes every other.
+  // es is open (a reset comes right after a stream's opening block), so
+  // the streams older than es were closed when it opened, and no id of the
+  // log the position came from can come after this and set it back. Any
+  // other stream is a renewal not open yet, opened after es's opening, so
+  // from the position es's reset just voided: it would get the same reset
+  // and replay and hand each replayed invitation over a second time. It is
+  // dropped, not es: es is the one stream open, and the renewal may never
+  // open (its response held up, say), with nothing then to deliver the
+  // reset or anything after it, nor a timer to notice. es becomes the
+  // current stream; the renewal is made again (see #renewAgain).
   #onReset(es) {
     if (!this.#streams.has(es)) return;
     if (es !== this.#current && this.#streams.has(this.#current)) {
-      this.#drop(es);
-      return;
+      const chain = this.#renewals.get(this.#current)?.chain ?? 0;
+      for (const s of this.#streams) if (s !== es) this.#drop(s);
+      this.#current = es;
+      // es's token is about to expire (the renewal was for that) and es
+      // will not be warned again. Made again at once, the renewal would
+      // resume from no position, and might miss what es had not delivered
+      // when it opened and closed es: it waits for es's next event (the
+      // replay comes right after the reset) to resume from its id, or
+      // RESET_RENEW_DELAY when none comes (nothing pending).
+      const again = {es, chain};
+      this.#renewOnEvent = again;
+      clearTimeout(this.#renewTimer);
+      this.#renewTimer = setTimeout(() => this.#renewAgain(again), RESET_RENEW_DELAY);
     }
     this.#lastEventID = -1;
     this.#emit('reset', {});
+  }
+
+  // renewAgain makes the renewal that a reset on es dropped again, from
+  // es's position. The client's token is the one the dropped renewal was
+  // opened with (given by renewToken, or fetched from the provider), or a
+  // later one renewToken gave: used when newer than es's, without asking
+  // the provider again; else es is renewed the way a warning renews it
+  // (#renewStream). chain is the dropped renewal's, so renewals in a row
+  // still back off.
+  #renewAgain(again) {
+    if (this.#renewOnEvent !== again) return; // made already, or another renewal came first
+    this.#renewOnEvent = null;
+    clearTimeout(this.#renewTimer);
+    const {es, chain} = again;
+    if (!this.#loggedIn || es !== this.#current || !this.#streams.has(es)) return;
+    if (newerToken(this.#token, this.#streamTokens.get(es))) this.#connect(null, chain);
+    else if (this.#tokenProvider) this.#renewStream(es, 0, chain);
   }
 
   async #onTokenWillExpire(es, ev) {
@@ -448,6 +484,7 @@ export class CallsigClient {
     }
     this.#emit('tokenWillExpire', {second});
     if (!this.#tokenProvider) return; // the app calls renewToken
+    this.#renewOnEvent = null; // renewed below
     // A stream opened by a renewal and warned soon after got a token with
     // little time left too (a provider handing out short tokens): each such
     // renewal in a row waits longer, or they would follow each other as

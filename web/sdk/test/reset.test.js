@@ -7,7 +7,7 @@
 import {test} from 'node:test';
 import assert from 'node:assert/strict';
 import {client, is, log, token, user} from './helpers.js';
-import {forward, streamProxy} from './proxy.js';
+import {forward, gate, streamProxy} from './proxy.js';
 
 const AHEAD = 1_000_000_000;
 const GHOST = 'before-the-wipe'; // the call of the event with id AHEAD
@@ -25,6 +25,8 @@ const handed = (c) => c.events.list.filter((e) => e.name.startsWith('call') && e
   .map((e) => `${e.name} ${e.data.callID}`);
 
 const resets = (c) => c.events.of('reset').length;
+
+const connected = (c) => c.events.of('connectionStateChanged').filter((e) => e.data.state === 'connected').length;
 
 test('reset from a position ahead of the server\'s log: the replay and later events reach the app; the next stream does not send the old id', async (t) => {
   const proxy = await streamProxy((n, req, res) => (n === 0 ? aheadStream(res) : forward(req, res)));
@@ -78,8 +80,7 @@ test('reset on the old stream while a renewal opens from the same position: one 
   t.after(() => bob.logout());
 
   const old = await proxy.stream(1);
-  const connected = () => bob.events.of('connectionStateChanged').filter((e) => e.data.state === 'connected').length;
-  await bob.events.wait(() => connected() === 2, 'the old stream open again');
+  await bob.events.wait(() => connected(bob) === 2, 'the old stream open again');
   await bob.renewToken(await token(bobID, 7200));
   const renewal = await proxy.stream(2);
   assert.equal(renewal.query, String(AHEAD));
@@ -97,4 +98,63 @@ test('reset on the old stream while a renewal opens from the same position: one 
   assert.equal(got.filter((e) => e === `callInvitationReceived ${c1.callID}`).length, 1);
   assert.equal(got.filter((e) => e === `callInvitationReceived ${c2.callID}`).length, 1);
   assert.equal(bob.lastEventID, String(Math.max(...(await log(bobID)).map((e) => e.id))));
+});
+
+// The old stream is the only one open: it must go on delivering while the
+// renewal has not opened (it may never), and the renewal, opened from the
+// position the reset voided, is dropped and opened again from a real one.
+test('reset on the old stream while a renewal is held: the old stream goes on, the renewal reopens from the server\'s ids', async (t) => {
+  const oldBody = gate(); // the old stream's reset, held until the renewal is asked for
+  const renewedHead = gate(); // the renewal made again, held until the old stream has delivered
+  const proxy = await streamProxy((n, req, res) => {
+    if (n === 0) aheadStream(res);
+    else if (n === 1) forward(req, res, {body: oldBody}); // the old stream, back from AHEAD
+    else if (n === 2) forward(req, res, {head: gate()}); // the renewal from AHEAD: never opens
+    else forward(req, res, {head: renewedHead});
+  });
+  t.after(() => proxy.close());
+  const bobID = user('bob');
+  let provided = 0;
+  const bob = client(bobID, {baseURL: proxy.url, tokenProvider: () => { provided++; return token(bobID); }});
+  const alice = client(user('alice'));
+  const c1 = await alice.callInvite([bobID], {timeout: 600}); // pending when the old stream comes back
+  await bob.login();
+  t.after(() => bob.logout());
+
+  const old = await proxy.stream(1);
+  await bob.events.wait(() => connected(bob) === 2, 'the old stream open again');
+  const fresh = await token(bobID, 7200);
+  await bob.renewToken(fresh);
+  const renewal = await proxy.stream(2);
+  assert.equal(renewal.query, String(AHEAD));
+  oldBody.release(); // the old stream's reset comes while the renewal is not open
+
+  const promptly = 3000;
+  await bob.events.wait((e) => e.name === 'reset', 'reset', promptly);
+  await bob.events.wait(is('callInvitationReceived', c1.callID), 'the pending invitation replayed after the reset', promptly);
+  await renewal.closed; // dropped: it would reset again and hand c1 over twice
+  const c2 = await alice.callInvite([bobID], {timeout: 600});
+  await bob.events.wait(is('callInvitationReceived', c2.callID), 'a live invitation on the old stream', promptly);
+  await bob.events.wait(is('callUserStateChanged', c2.callID, bobID, 'received'), 'its state', promptly);
+  assert.equal(bob.connectionState, 'connected');
+  assert.equal(resets(bob), 1);
+
+  // The renewal is made again, with the token it was for, from an id of
+  // the server's log.
+  const renewed = await proxy.stream(3);
+  assert.equal(renewed.token, fresh, 'the renewal\'s token');
+  assert.notEqual(renewed.query, String(AHEAD), 'not from the lost log\'s id');
+  const ids = (await log(bobID)).map((e) => String(e.id));
+  assert.ok(ids.includes(renewed.query), `from an id of the server's log (${renewed.query}, log ${ids})`);
+  renewedHead.release();
+  await old.closed; // the renewal is open
+  const c3 = await alice.callInvite([bobID], {timeout: 600});
+  await bob.events.wait(is('callUserStateChanged', c3.callID, bobID, 'received'), 'an event on the renewed stream');
+
+  assert.equal(resets(bob), 1, 'one reset');
+  assert.equal(provided, 1, 'no token asked for after login: the renewal\'s was given');
+  assert.deepEqual(bob.events.of('connectionStateChanged').map((e) => e.data.state),
+    ['connecting', 'connected', 'reconnecting', 'connected'], 'no gap after the old stream came back');
+  const want = (await log(bobID)).filter((e) => e.device === '' || e.device === bob.deviceID).map((e) => `${e.type} ${e.callID}`);
+  assert.deepEqual(handed(bob), want, 'every event of the server\'s log, once, in order');
 });
