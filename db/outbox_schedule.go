@@ -44,6 +44,26 @@ func (w Webhooks) NextWebhookDue(ctx context.Context, now int64) (webhooks.Due, 
 	return due, nil
 }
 
+// ExpireWebhookDeliveries fails up to limit pending deliveries created
+// before createdBefore (Unix ms) and not leased at now, in one write
+// transaction, and returns how many. Callers loop while a full batch came
+// back.
+func (w Webhooks) ExpireWebhookDeliveries(ctx context.Context, createdBefore, now int64, limit int) (int, error) {
+	var n int64
+	err := w.write(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(w.statementCtx(ctx), w.sql.ExpireDeliveries, webhooks.ExpiredReason, createdBefore, now, limit)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("db: expire webhook deliveries: %w", err)
+	}
+	return int(n), nil
+}
+
 // PruneWebhookDeliveries deletes up to limit finished deliveries created
 // before before (Unix ms) and the messages left without a delivery, in one
 // write transaction, and returns how many deliveries it deleted. Pending

@@ -22,7 +22,13 @@ const (
 	// DefaultPruneBatch bounds each pruning write, so a large backlog never
 	// holds the single writer (and the requests queued behind it) for long.
 	DefaultPruneBatch = 500
+	// minExpireAfter is the least age at which a pending delivery is
+	// failed as expired: past the retry schedule's 32 hours.
+	minExpireAfter = 48 * time.Hour
 )
+
+// ExpiredReason is the last error of a delivery failed for its age.
+const ExpiredReason = "expired: still pending when its time ran out"
 
 // RetentionOptions configures NewRetention; zero fields get defaults.
 type RetentionOptions struct {
@@ -36,16 +42,23 @@ type RetentionOptions struct {
 
 // Retention prunes the outbox: finished (delivered or failed) deliveries
 // created more than Period ago, and each message once no delivery refers
-// to it. Pending deliveries are never pruned, however old, so pruning
-// never loses a delivery that is still to be made.
+// to it. Pending deliveries are never pruned; but one still pending half
+// the period after it was created (at least 48 h: the retry schedule ends
+// after about 32) is failed as expired first, and then kept listed until
+// the period ends. Without that, an endpoint that never takes its
+// deliveries (down with its breaker open, which counts no attempt, or
+// answering too slowly for what it is sent) would have them pile up for
+// as long as it stays registered.
 type Retention struct {
-	store    Store
-	clock    calls.Clock
-	log      *slog.Logger
-	period   time.Duration
-	interval time.Duration
-	batch    int
-	pruned   prometheus.Counter
+	store       Store
+	clock       calls.Clock
+	log         *slog.Logger
+	period      time.Duration
+	expireAfter time.Duration
+	interval    time.Duration
+	batch       int
+	pruned      prometheus.Counter
+	expired     prometheus.Counter
 }
 
 // NewRetention returns the pruner of store's outbox; Run runs it.
@@ -70,14 +83,22 @@ func NewRetention(store Store, o RetentionOptions) (*Retention, error) {
 		Name: "callsig_webhook_deliveries_pruned_total",
 		Help: "Finished webhook deliveries deleted after the retention period.",
 	})
+	expired := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "callsig_webhook_deliveries_expired_total",
+		Help: "Webhook deliveries failed because they were still pending half the retention period (at least 48 h) after they were created.",
+	})
 	if o.Registry != nil {
 		var err error
 		if pruned, err = prom.Register(o.Registry, pruned); err != nil {
 			return nil, err
 		}
+		if expired, err = prom.Register(o.Registry, expired); err != nil {
+			return nil, err
+		}
 	}
 	return &Retention{store: store, clock: o.Clock, log: o.Logger, period: o.Period,
-		interval: o.Interval, batch: o.Batch, pruned: pruned}, nil
+		expireAfter: max(o.Period/2, minExpireAfter),
+		interval:    o.Interval, batch: o.Batch, pruned: pruned, expired: expired}, nil
 }
 
 // Run prunes at once and then every Interval until ctx is done; it
@@ -103,9 +124,13 @@ func (r *Retention) Run(ctx context.Context) error {
 	}
 }
 
-// Prune deletes what is past retention now, one bounded batch per write,
-// and returns how many deliveries it deleted.
+// Prune fails the pending deliveries past their time and deletes what is
+// past retention now, one bounded batch per write, and returns how many
+// deliveries it deleted.
 func (r *Retention) Prune(ctx context.Context) (int, error) {
+	if err := r.expire(ctx); err != nil {
+		return 0, err
+	}
 	before := r.clock.Now().Add(-r.period).UnixMilli()
 	total := 0
 	for {
@@ -120,6 +145,29 @@ func (r *Retention) Prune(ctx context.Context) (int, error) {
 				r.log.Info("webhook deliveries pruned", "deleted", total, "created_before", time.UnixMilli(before).UTC().Format(time.RFC3339))
 			}
 			return total, nil
+		}
+	}
+}
+
+// expire fails the pending deliveries created more than expireAfter ago,
+// one bounded batch per write.
+func (r *Retention) expire(ctx context.Context) error {
+	now := r.clock.Now()
+	before := now.Add(-r.expireAfter).UnixMilli()
+	total := 0
+	for {
+		n, err := r.store.ExpireWebhookDeliveries(ctx, before, now.UnixMilli(), r.batch)
+		total += n
+		r.expired.Add(float64(n))
+		if err != nil {
+			return err
+		}
+		if n < r.batch {
+			if total > 0 {
+				r.log.Warn("webhook deliveries expired: still pending when their time ran out", "failed", total,
+					"created_before", time.UnixMilli(before).UTC().Format(time.RFC3339))
+			}
+			return nil
 		}
 	}
 }

@@ -11,7 +11,9 @@ import (
 )
 
 // Finished deliveries older than the retention leave the delivery log,
-// younger ones stay, and a pending delivery is never pruned, however old.
+// younger ones stay, and a pending delivery is never pruned while pending:
+// half the period after it was created it is failed as expired, and
+// pruned once past the period like any finished one.
 func TestRetentionPrunesOnlyFinishedDeliveries(t *testing.T) {
 	r := newRig(t)
 	okSrv, _ := countingServer(t, nil)
@@ -66,7 +68,41 @@ func TestRetentionPrunesOnlyFinishedDeliveries(t *testing.T) {
 	if l := r.deliveries(ok.ID); l[0].CreatedAt != epoch.Add(6*24*time.Hour).UnixMilli() || l[0].Status != webhooks.DeliveryDelivered {
 		t.Fatalf("kept %+v, want the delivery within retention", l[0])
 	}
-	if n := r.count(down.ID, pending); n != 4 {
-		t.Fatalf("%d pending deliveries left, want all 4: pending ones are never pruned", n)
+	if l := r.deliveries(down.ID); len(l) != 1 || l[0].Status != webhooks.DeliveryPending || l[0].CreatedAt != epoch.Add(6*24*time.Hour).UnixMilli() {
+		t.Fatalf("down's deliveries left: %+v, want the 2-day-old one pending (the epoch's expired at 3.5 days, pruned at 7)", l)
+	}
+}
+
+// A delivery its endpoint never takes (down, its breaker open: no attempt
+// counts) is failed as expired half the retention period after it was
+// created, keeps its attempts and is listed as failed until pruned.
+func TestRetentionExpiresStuckDeliveries(t *testing.T) {
+	r := newRig(t)
+	downSrv, _ := countingServer(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	down := r.endpoint(downSrv.URL)
+	r.call()
+	ret, err := webhooks.NewRetention(r.store, webhooks.RetentionOptions{Clock: r.clock, Period: 7 * 24 * time.Hour, Batch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.clock.Advance(84*time.Hour - time.Minute)
+	if _, err := ret.Prune(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if l := r.deliveries(down.ID); len(l) == 0 || l[0].Status != webhooks.DeliveryPending {
+		t.Fatalf("before half the period: %+v, want pending", l)
+	}
+	r.clock.Advance(2 * time.Minute)
+	if _, err := ret.Prune(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	l := r.deliveries(down.ID)
+	if len(l) == 0 {
+		t.Fatal("expired deliveries pruned at once, want them listed until the period ends")
+	}
+	for _, d := range l {
+		if d.Status != webhooks.DeliveryFailed || d.LastError != webhooks.ExpiredReason || d.NextAttemptAt != 0 {
+			t.Fatalf("after half the period: %+v, want failed as expired", d)
+		}
 	}
 }

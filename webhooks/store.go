@@ -33,6 +33,11 @@ type Store interface {
 	// failed) deliveries created before before, and the messages no
 	// delivery references any more; it returns how many deliveries went.
 	PruneWebhookDeliveries(ctx context.Context, before int64, limit int) (int, error)
+	// ExpireWebhookDeliveries fails up to limit pending deliveries created
+	// before createdBefore and not leased at now (their endpoint never
+	// took them: down, its breaker open, or too slow for what it gets);
+	// it returns how many it failed.
+	ExpireWebhookDeliveries(ctx context.Context, createdBefore, now int64, limit int) (int, error)
 }
 
 // Tx is the view of the store inside UpdateWebhooks: the admin writes an

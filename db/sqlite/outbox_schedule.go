@@ -42,6 +42,12 @@ const (
 			SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_by_status_age
 			WHERE status IN ('delivered', 'failed') AND created_at < ? LIMIT ?)
 		RETURNING message_id`
+	// Pending deliveries past their time, oldest first: a range of
+	// webhook_deliveries_by_status_age.
+	sqlExpireDeliveries = `UPDATE webhook_deliveries
+		SET status = 'failed', next_attempt_at = 0, locked_until = 0, last_error = ?
+		WHERE id IN (SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_by_status_age
+			WHERE status = 'pending' AND created_at < ? AND locked_until <= ? LIMIT ?)`
 	// The pending deliveries, not leased at now, of endpoints that were
 	// disabled or deleted: they will never be sent. Most are failed when
 	// the endpoint goes (failPending); these are the ones an attempt in

@@ -40,6 +40,7 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		{"outbox next lease end", sqlNextLeaseEnd, []any{1}, []string{"webhook_deliveries_leased"}, nil, false},
 		{"outbox pending count", sqlPendingCount, nil, []string{"COVERING INDEX webhook_deliveries_by_status_age"}, nil, false},
 		{"outbox oldest pending", sqlOldestPending, nil, []string{"COVERING INDEX webhook_deliveries_by_status_age"}, nil, false},
+		{"outbox expire", sqlExpireDeliveries, []any{"r", 1, 1, 10}, []string{"webhook_deliveries_by_status_age (status=? AND created_at<?)"}, nil, false},
 		{"outbox prune", sqlPruneDeliveries, []any{1, 10}, []string{"COVERING INDEX webhook_deliveries_by_status_age"}, nil, false},
 		{"outbox dead endpoints", sqlFailDeadEndpoints, []any{1}, []string{"webhook_deliveries_pending"}, nil, false},
 		// The busy check looks each invitee up in 0005's partial index: never

@@ -30,6 +30,7 @@ var webhookSQL = db.WebhookSQL{
 	NextLeaseEnd:      sqlNextLeaseEnd,
 	PruneDeliveries:   sqlPruneDeliveries,
 	PruneMessage:      sqlPruneMessage,
+	ExpireDeliveries:  sqlExpireDeliveries,
 }
 
 // The endpoints' statements; SQLite stores booleans as 0 and 1.

@@ -538,6 +538,46 @@ func testFinishReleaseAndRetryDeliveries(t *testing.T, s db.Store) {
 	}
 }
 
+// Expiry fails pending deliveries created before the cut-off and not
+// leased, a bounded batch per call, with the reason as their last error;
+// finished, newer and leased ones are left as they are.
+func testExpireWebhookDeliveries(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	putEndpoint(t, s, "a", 1)
+	hook(t, s, "m1", calls.HookCallCreated, 100)
+	hook(t, s, "m2", calls.HookCallCreated, 200)
+	hook(t, s, "m3", calls.HookCallCreated, 300)
+	hook(t, s, "m4", calls.HookCallCreated, 400)
+	hook(t, s, "m5", calls.HookCallCreated, 900)
+	a := deliveryIDs(t, s, "a")
+	// m1 delivered, m2 leased until 3000; m3 and m4 pending and free.
+	if _, ids, _ := claim(t, s, webhooks.Claim{Now: 1000, LeaseUntil: 3000, Limit: 2, Share: 2}); len(ids) != 2 {
+		t.Fatalf("claimed %v, want 2", ids)
+	}
+	finish(t, s, webhooks.Outcome{DeliveryID: a[0], EndpointID: "a", At: 1000, StatusCode: 200, Delivered: true})
+	for i, want := range []int{1, 1, 0} {
+		n, err := s.ExpireWebhookDeliveries(ctx, 500, 2000, 1)
+		if err != nil || n != want {
+			t.Fatalf("expire %d: failed %d (%v), want %d", i, n, err, want)
+		}
+	}
+	var got []string
+	for _, d := range deliveries(t, s, "a") {
+		got = append(got, fmt.Sprint(d.CreatedAt, "/", d.Status))
+		if d.CreatedAt == 300 && d.LastError != webhooks.ExpiredReason {
+			t.Errorf("expired delivery's last error %q, want %q", d.LastError, webhooks.ExpiredReason)
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"100/delivered", "200/pending", "300/failed", "400/failed", "900/pending"}; !slices.Equal(got, want) {
+		t.Errorf("deliveries after expiry: %v, want %v (the leased one kept until its lease ends)", got, want)
+	}
+	// Its lease over, the leased one expires too.
+	if n, err := s.ExpireWebhookDeliveries(ctx, 500, 3000, 10); err != nil || n != 1 {
+		t.Errorf("expire after the lease: failed %d (%v), want 1", n, err)
+	}
+}
+
 // Pruning deletes finished deliveries created before the cut-off, a
 // bounded batch per call, never a pending one however old.
 func testPruneWebhookDeliveries(t *testing.T, s db.Store) {

@@ -80,6 +80,7 @@ var tests = []contract{
 	{"ClaimFailsDeadEndpointsDeliveries", testClaimFailsDeadEndpointsDeliveries},
 	{"FinishReleaseAndRetryDeliveries", testFinishReleaseAndRetryDeliveries},
 	{"PruneWebhookDeliveries", testPruneWebhookDeliveries},
+	{"ExpireWebhookDeliveries", testExpireWebhookDeliveries},
 }
 
 // markDirty sets the unexported dirty flag, as a transition would. Package
