@@ -31,10 +31,15 @@ type Store interface {
 	PruneEvents(ctx context.Context, before int64) (int64, error)
 
 	// Idempotency-Key records outside a change (handlers.IdempotencyStore)
-	// and their retention (IdempotencyPruner).
+	// and their retention (Pruner).
 	LookupIdempotency(ctx context.Context, scope, key string, now int64) (*calls.IdempotencyRecord, error)
 	PutIdempotency(ctx context.Context, rec calls.IdempotencyRecord) (bool, error)
 	PruneIdempotency(ctx context.Context, before int64) (int64, error)
+
+	// PruneCalls deletes the calls that ended before endedBefore (Unix
+	// ms), with their users (the retention of ended calls, Pruner), and
+	// returns how many calls it deleted.
+	PruneCalls(ctx context.Context, endedBefore int64) (int64, error)
 
 	// CallCounts returns how many calls are started and ended (the
 	// callsig_calls gauge).

@@ -85,6 +85,52 @@ func (s *Store) PruneEvents(ctx context.Context, before int64) (int64, error) {
 	return s.pruneLoop(ctx, "events", sqlx.Rebind(sqlx.DOLLAR, db.PruneEventsSQL), before)
 }
 
+// The retention of ended calls: the oldest pruneBatch, their users first
+// (call_users refers to calls), locked so that two nodes pruning at once
+// take different calls.
+const (
+	sqlPruneCallUsers = `DELETE FROM call_users WHERE call_seq = ANY($1)`
+	sqlPruneCalls     = `DELETE FROM calls WHERE seq = ANY($1)`
+	sqlEndedCalls     = `SELECT seq FROM calls WHERE state = 'ended' AND end_time < $1
+		ORDER BY end_time, seq LIMIT $2 FOR UPDATE SKIP LOCKED`
+)
+
+// PruneCalls deletes the calls that ended before endedBefore (Unix ms),
+// with their users, a batch per transaction, and returns how many calls it
+// deleted.
+func (s *Store) PruneCalls(ctx context.Context, endedBefore int64) (int64, error) {
+	var total int64
+	for {
+		var n int64
+		err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+			var seqs []int64
+			if err := tx.SelectContext(ctx, &seqs, sqlEndedCalls, endedBefore, pruneBatch); err != nil {
+				return err
+			}
+			if len(seqs) == 0 {
+				n = 0
+				return nil
+			}
+			if _, err := tx.ExecContext(ctx, sqlPruneCallUsers, seqs); err != nil {
+				return err
+			}
+			res, err := tx.ExecContext(ctx, sqlPruneCalls, seqs)
+			if err != nil {
+				return err
+			}
+			n, err = res.RowsAffected()
+			return err
+		})
+		if err != nil {
+			return total, fmt.Errorf("db: prune calls: %w", err)
+		}
+		total += n
+		if n < pruneBatch || ctx.Err() != nil {
+			return total, nil
+		}
+	}
+}
+
 // pruneLoop runs a batched delete until a batch comes back short.
 func (s *Store) pruneLoop(ctx context.Context, what, query string, before int64) (int64, error) {
 	var total int64

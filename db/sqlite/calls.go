@@ -91,6 +91,49 @@ func loadCall(ctx context.Context, callStmt, usersStmt *sqlx.Stmt, callID string
 	return db.LoadCall(ctx, db.PreparedStatement(callStmt), db.PreparedStatement(usersStmt), callID)
 }
 
+// The retention of ended calls: the oldest pruneBatch, their users first
+// (call_users refers to calls). Both select the same calls in one write
+// transaction: the same rows in the same order.
+const (
+	sqlPruneCallUsers = `DELETE FROM call_users WHERE call_seq IN (
+		SELECT seq FROM calls INDEXED BY calls_ended
+		WHERE state = 'ended' AND end_time < ? ORDER BY end_time, seq LIMIT ?)`
+	sqlPruneCalls = `DELETE FROM calls WHERE seq IN (
+		SELECT seq FROM calls INDEXED BY calls_ended
+		WHERE state = 'ended' AND end_time < ? ORDER BY end_time, seq LIMIT ?)`
+)
+
+// PruneCalls deletes the calls that ended before endedBefore (Unix ms),
+// with their users, pruneBatch calls per write so that a backlog never
+// holds the writer for long, and returns how many calls it deleted. The
+// writer's cache forgets every call, pruned ones included.
+func (s *Store) PruneCalls(ctx context.Context, endedBefore int64) (int64, error) {
+	var total int64
+	for {
+		var n int64
+		err := s.write(ctx, func(tx *sqlx.Tx) error {
+			ctx := detached(ctx)
+			if _, err := tx.ExecContext(ctx, sqlPruneCallUsers, endedBefore, pruneBatch); err != nil {
+				return err
+			}
+			res, err := tx.ExecContext(ctx, sqlPruneCalls, endedBefore, pruneBatch)
+			if err != nil {
+				return err
+			}
+			s.cache.reset()
+			n, err = res.RowsAffected()
+			return err
+		})
+		if err != nil {
+			return total, fmt.Errorf("db: prune calls: %w", err)
+		}
+		total += n
+		if n < pruneBatch || ctx.Err() != nil {
+			return total, nil
+		}
+	}
+}
+
 // queryCalls runs a query selecting callColumns and loads the users of every
 // call it returns (db.QueryCalls).
 func queryCalls(ctx context.Context, q sqlx.QueryerContext, query string, args ...any) ([]*calls.Call, error) {

@@ -51,6 +51,10 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		// keys one JSON array each (the users sorted into list order).
 		{"calls by id", sqlCallsByID, []any{`["a","b"]`}, []string{"sqlite_autoindex_calls_1 (id=?)"}, []string{"SCAN calls"}, false},
 		{"users of calls", sqlUsersOfCalls, []any{`[1,2]`}, []string{"PRIMARY KEY (call_seq=?)"}, []string{"SCAN call_users"}, true},
+		// The retention of ended calls walks migration 0006's index from
+		// the oldest, never the table.
+		{"prune calls", sqlPruneCalls, []any{1, 10}, []string{"calls_ended (end_time<?)"}, []string{"SCAN calls"}, false},
+		{"prune their users", sqlPruneCallUsers, []any{1, 10}, []string{"calls_ended (end_time<?)", "PRIMARY KEY (call_seq=?)"}, []string{"SCAN call_users"}, false},
 		{"free an ended call's users", sqlClearBusy, []any{1}, []string{"USING PRIMARY KEY (call_seq=?)"}, nil, false},
 	} {
 		p := queryPlan(t, s, q.query, q.args...)

@@ -700,3 +700,50 @@ func testBusyUsers(t *testing.T, s db.Store) {
 		t.Errorf("BusyUsers(none) = %v, want none", got)
 	}
 }
+
+// PruneCalls deletes the calls that ended before the cut-off, with their
+// users; started calls and later ones stay, whatever their age.
+func testPruneCalls(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	add := func(id string, created, ended int64) {
+		ch := NewCall(id, "alice", created, "bob")
+		if ended > 0 {
+			ch.Call.State, ch.Call.EndTime = calls.CallEnded, ended
+			ch.Call.Users[1].State, ch.Call.Users[1].TimeoutAt = calls.StateRejected, 0
+		}
+		Save(t, s, ch)
+	}
+	add("ended-early", 10, 100)
+	add("ended-later", 20, 200)
+	add("ended-after-the-cut", 30, 900)
+	add("started-long-ago", 5, 0)
+	n, err := s.PruneCalls(ctx, 500)
+	if err != nil || n != 2 {
+		t.Fatalf("PruneCalls(500) = %d, %v; want 2", n, err)
+	}
+	for _, id := range []string{"ended-early", "ended-later"} {
+		if _, err := s.Call(ctx, id); !errors.Is(err, calls.ErrCallNotFound) {
+			t.Errorf("Call(%s) after pruning: %v, want ErrCallNotFound", id, err)
+		}
+	}
+	for _, user := range []string{"alice", "bob"} {
+		list, err := s.ListCalls(ctx, user, 0, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, c := range list {
+			ids = append(ids, c.ID)
+			if len(c.Users) != 2 {
+				t.Errorf("%s kept with %d users, want 2", c.ID, len(c.Users))
+			}
+		}
+		slices.Sort(ids)
+		if want := []string{"ended-after-the-cut", "started-long-ago"}; !slices.Equal(ids, want) {
+			t.Errorf("ListCalls(%s) after pruning = %v, want %v", user, ids, want)
+		}
+	}
+	if n, err := s.PruneCalls(ctx, 500); err != nil || n != 0 {
+		t.Errorf("PruneCalls(500) again = %d, %v; want 0", n, err)
+	}
+}

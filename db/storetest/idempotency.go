@@ -94,7 +94,7 @@ func testIdempotencyPrunerRun(t *testing.T, s db.Store) {
 	rounds := make(chan struct{}, 100)
 	done := make(chan error, 1)
 	go func() {
-		done <- (&db.IdempotencyPruner{Store: s, Every: time.Millisecond, Now: func() time.Time {
+		done <- (&db.Pruner{What: "idempotency keys", Prune: s.PruneIdempotency, Every: time.Millisecond, Now: func() time.Time {
 			select {
 			case rounds <- struct{}{}:
 			default: // the test has seen enough rounds

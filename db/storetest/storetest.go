@@ -79,6 +79,7 @@ var tests = []contract{
 	{"ClaimWebhookDeliveriesPerEndpoint", testClaimWebhookDeliveriesPerEndpoint},
 	{"ClaimFailsDeadEndpointsDeliveries", testClaimFailsDeadEndpointsDeliveries},
 	{"FinishReleaseAndRetryDeliveries", testFinishReleaseAndRetryDeliveries},
+	{"PruneCalls", testPruneCalls},
 	{"PruneWebhookDeliveries", testPruneWebhookDeliveries},
 	{"ExpireWebhookDeliveries", testExpireWebhookDeliveries},
 }

@@ -169,7 +169,13 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		{"event hub", a.hub.Run},
 		{"webhook dispatcher", hooks.dispatcher.Run},
 		{"webhook retention", hooks.retention.Run},
-		{"idempotency pruner", (&db.IdempotencyPruner{Store: a.Store, Log: log}).Run},
+		{"idempotency pruner", (&db.Pruner{What: "idempotency keys", Prune: a.Store.PruneIdempotency, Log: log}).Run},
+	}
+	if cfg.CallRetention > 0 {
+		// The calls' end times come from the app's clock (a fake one in
+		// tests), so the cut-off does too.
+		a.parts = append(a.parts, part{"call retention", (&db.Pruner{What: "ended calls", Prune: a.Store.PruneCalls,
+			Age: cfg.CallRetention, Now: opts.Clock.Now, Log: log}).Run})
 	}
 	if a.Presence != nil {
 		a.parts = append(a.parts, part{"cluster presence", a.Presence.Run})

@@ -37,6 +37,7 @@ type Config struct {
 	CORSOrigins         []string
 	Synchronous         string
 	EventRetention      time.Duration
+	CallRetention       time.Duration // ended calls older are deleted; 0: kept
 	RateLimit           float64
 	RateBurst           int
 	ShutdownTimeout     time.Duration
@@ -62,7 +63,7 @@ type Config struct {
 func Defaults() Config {
 	return Config{
 		Addr: ":8080", DB: "callsig.db", JWTUserClaim: "sub", HeartbeatTimeout: 30 * time.Second, NotReceivedAfter: 5 * time.Second,
-		MaxCallUsers: 10, WebhookRetention: 7 * 24 * time.Hour, WebhookLease: 2 * time.Minute, Synchronous: "FULL", EventRetention: 24 * time.Hour, RateLimit: 50, RateBurst: 100,
+		MaxCallUsers: 10, WebhookRetention: 7 * 24 * time.Hour, WebhookLease: 2 * time.Minute, Synchronous: "FULL", EventRetention: 24 * time.Hour, CallRetention: 30 * 24 * time.Hour, RateLimit: 50, RateBurst: 100,
 		ShutdownTimeout: 15 * time.Second, ReadTimeout: 30 * time.Second, MaxStreamsPerUser: 10, LogLevel: "info", LogFormat: "text",
 		GCHeadroomMiB: 32,
 		PGMaxConns:    16, PGStatementTimeout: 5 * time.Second, PresenceLease: 15 * time.Second, NATSPrefix: "callsig",
@@ -102,6 +103,7 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"cors-origins", "CALLSIG_CORS_ORIGINS", "comma-separated origins allowed for browser apps", &cors},
 		{"synchronous", "CALLSIG_SYNCHRONOUS", "SQLite synchronous: FULL (durable) or NORMAL", &c.Synchronous},
 		{"event-retention", "CALLSIG_EVENT_RETENTION", "how long the event log keeps events for replay", &c.EventRetention},
+		{"call-retention", "CALLSIG_CALL_RETENTION", "how long ended calls stay listed (GET /calls) after they ended; 0 keeps them forever", &c.CallRetention},
 		{"rate-limit", "CALLSIG_RATE_LIMIT", "requests per second per user (0: off)", &c.RateLimit},
 		{"rate-burst", "CALLSIG_RATE_BURST", "burst of the per-user rate limit", &c.RateBurst},
 		{"shutdown-timeout", "CALLSIG_SHUTDOWN_TIMEOUT", "how long shutdown waits for in-flight requests", &c.ShutdownTimeout},
@@ -189,6 +191,9 @@ func (c Config) validate() error {
 	}
 	if c.WebhookLease < 20*time.Second {
 		errs = append(errs, errors.New("webhook-lease must be at least 20s: longer than an attempt (15 s), or a slow attempt would be made twice"))
+	}
+	if c.CallRetention < 0 {
+		errs = append(errs, errors.New("call-retention must not be negative (0 keeps ended calls forever)"))
 	}
 	if c.WebhookRetention <= 0 {
 		errs = append(errs, errors.New("webhook-retention must be positive"))

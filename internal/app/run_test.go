@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,8 +45,12 @@ func TestRunStopsOnCancel(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	if len(a.parts) != 5 {
-		t.Fatalf("%d background parts, want 5 (scheduler, hub, dispatcher, retention, pruner)", len(a.parts))
+	var names []string
+	for _, p := range a.parts {
+		names = append(names, p.name)
+	}
+	if want := []string{"deadline scheduler", "event hub", "webhook dispatcher", "webhook retention", "idempotency pruner", "call retention"}; !slices.Equal(names, want) {
+		t.Fatalf("background parts %q, want %q", names, want)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
