@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 )
@@ -50,6 +51,25 @@ func (p *Pruner) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		}
+	}
+}
+
+// InBatches runs batch, one bounded delete per transaction, until it
+// deletes fewer than size rows or ctx ends, and returns how many rows it
+// deleted in all: how every store prunes, so that a backlog never holds a
+// write transaction (the SQLite writer above all) for long. what names the
+// rows in the error.
+func InBatches(ctx context.Context, what string, size int, batch func() (int64, error)) (int64, error) {
+	var total int64
+	for {
+		n, err := batch()
+		if err != nil {
+			return total, fmt.Errorf("db: prune %s: %w", what, err)
+		}
+		total += n
+		if n < int64(size) || ctx.Err() != nil {
+			return total, nil
 		}
 	}
 }

@@ -225,9 +225,9 @@ func TestTimeClaimsOutOfRange(t *testing.T) {
 	}
 }
 
-// testProvider serves an identity provider's JWKS with one Ed25519 key,
-// kid "ed-1", and returns the JWKS once it holds the key, with the key.
-func testProvider(t *testing.T) (*JWKS, ed25519.PrivateKey) {
+// ed25519KeySet makes an Ed25519 key and the JWKS document that publishes
+// it as kid "ed-1", for signing.
+func ed25519KeySet(t *testing.T) ([]byte, ed25519.PrivateKey) {
 	t.Helper()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -241,6 +241,14 @@ func testProvider(t *testing.T) (*JWKS, ed25519.PrivateKey) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return doc, priv
+}
+
+// testProvider serves an identity provider's JWKS with one Ed25519 key,
+// kid "ed-1", and returns the JWKS once it holds the key, with the key.
+func testProvider(t *testing.T) (*JWKS, ed25519.PrivateKey) {
+	t.Helper()
+	doc, priv := ed25519KeySet(t)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(doc) }))
 	t.Cleanup(srv.Close)
 	j, err := NewJWKS(JWKSOptions{URL: srv.URL})

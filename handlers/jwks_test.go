@@ -7,14 +7,12 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/MicahParks/jwkset"
 	"github.com/golang-jwt/jwt/v5"
 
 	"callsig/internal/wait"
@@ -83,18 +81,7 @@ func TestKeyFits(t *testing.T) {
 // The periodic refresh failing (the provider down after a good fetch)
 // keeps the keys already fetched: tokens signed with them stay valid.
 func TestJWKSRefreshFailureKeepsKeys(t *testing.T) {
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jwk, err := jwkset.NewJWKFromKey(priv.Public(), jwkset.JWKOptions{Metadata: jwkset.JWKMetadataOptions{KID: "ed-1", USE: jwkset.UseSig}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc, err := json.Marshal(jwkset.JWKSMarshal{Keys: []jwkset.JWKMarshal{jwk.Marshal()}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	doc, priv := ed25519KeySet(t)
 	var down atomic.Bool
 	var hits atomic.Int64
 	provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

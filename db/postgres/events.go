@@ -99,17 +99,11 @@ const (
 // with their users, a batch per transaction, and returns how many calls it
 // deleted.
 func (s *Store) PruneCalls(ctx context.Context, endedBefore int64) (int64, error) {
-	var total int64
-	for {
-		var n int64
-		err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return db.InBatches(ctx, "calls", pruneBatch, func() (n int64, err error) {
+		err = s.inTx(ctx, func(tx *sqlx.Tx) error {
 			var seqs []int64
-			if err := tx.SelectContext(ctx, &seqs, sqlEndedCalls, endedBefore, pruneBatch); err != nil {
+			if err := tx.SelectContext(ctx, &seqs, sqlEndedCalls, endedBefore, pruneBatch); err != nil || len(seqs) == 0 {
 				return err
-			}
-			if len(seqs) == 0 {
-				n = 0
-				return nil
 			}
 			if _, err := tx.ExecContext(ctx, sqlPruneCallUsers, seqs); err != nil {
 				return err
@@ -121,22 +115,14 @@ func (s *Store) PruneCalls(ctx context.Context, endedBefore int64) (int64, error
 			n, err = res.RowsAffected()
 			return err
 		})
-		if err != nil {
-			return total, fmt.Errorf("db: prune calls: %w", err)
-		}
-		total += n
-		if n < pruneBatch || ctx.Err() != nil {
-			return total, nil
-		}
-	}
+		return n, err
+	})
 }
 
 // pruneLoop runs a batched delete until a batch comes back short.
 func (s *Store) pruneLoop(ctx context.Context, what, query string, before int64) (int64, error) {
-	var total int64
-	for {
-		var n int64
-		err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return db.InBatches(ctx, what, pruneBatch, func() (n int64, err error) {
+		err = s.inTx(ctx, func(tx *sqlx.Tx) error {
 			res, err := tx.ExecContext(ctx, query, before, pruneBatch)
 			if err != nil {
 				return err
@@ -144,12 +130,6 @@ func (s *Store) pruneLoop(ctx context.Context, what, query string, before int64)
 			n, err = res.RowsAffected()
 			return err
 		})
-		if err != nil {
-			return total, fmt.Errorf("db: prune %s: %w", what, err)
-		}
-		total += n
-		if n < pruneBatch || ctx.Err() != nil {
-			return total, nil
-		}
-	}
+		return n, err
+	})
 }

@@ -108,10 +108,8 @@ const (
 // holds the writer for long, and returns how many calls it deleted. The
 // writer's cache forgets every call, pruned ones included.
 func (s *Store) PruneCalls(ctx context.Context, endedBefore int64) (int64, error) {
-	var total int64
-	for {
-		var n int64
-		err := s.write(ctx, func(tx *sqlx.Tx) error {
+	return db.InBatches(ctx, "calls", pruneBatch, func() (n int64, err error) {
+		err = s.write(ctx, func(tx *sqlx.Tx) error {
 			ctx := detached(ctx)
 			if _, err := tx.ExecContext(ctx, sqlPruneCallUsers, endedBefore, pruneBatch); err != nil {
 				return err
@@ -124,14 +122,8 @@ func (s *Store) PruneCalls(ctx context.Context, endedBefore int64) (int64, error
 			n, err = res.RowsAffected()
 			return err
 		})
-		if err != nil {
-			return total, fmt.Errorf("db: prune calls: %w", err)
-		}
-		total += n
-		if n < pruneBatch || ctx.Err() != nil {
-			return total, nil
-		}
-	}
+		return n, err
+	})
 }
 
 // queryCalls runs a query selecting callColumns and loads the users of every

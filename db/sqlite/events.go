@@ -137,10 +137,8 @@ const pruneBatch = 1000
 // PruneEvents deletes the events older than before (Unix ms), in batches
 // through the writer, and returns how many it deleted.
 func (s *Store) PruneEvents(ctx context.Context, before int64) (int64, error) {
-	var total int64
-	for {
-		var n int64
-		err := s.write(ctx, func(tx *sqlx.Tx) error {
+	return db.InBatches(ctx, "events", pruneBatch, func() (n int64, err error) {
+		err = s.write(ctx, func(tx *sqlx.Tx) error {
 			res, err := tx.ExecContext(detached(ctx), sqlPruneEvents, before, pruneBatch)
 			if err != nil {
 				return err
@@ -148,12 +146,6 @@ func (s *Store) PruneEvents(ctx context.Context, before int64) (int64, error) {
 			n, err = res.RowsAffected()
 			return err
 		})
-		if err != nil {
-			return total, fmt.Errorf("db: prune events: %w", err)
-		}
-		total += n
-		if n < pruneBatch {
-			return total, nil
-		}
-	}
+		return n, err
+	})
 }

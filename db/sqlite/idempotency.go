@@ -9,6 +9,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"callsig/calls"
+	"callsig/db"
 )
 
 // Idempotency-Key records. The use-cases read and write them inside their
@@ -127,10 +128,8 @@ func (s *Store) PutIdempotency(ctx context.Context, rec calls.IdempotencyRecord)
 // PruneIdempotency deletes the records expired at before, in batches through
 // the writer (see pruneBatch), and returns how many it deleted.
 func (s *Store) PruneIdempotency(ctx context.Context, before int64) (int64, error) {
-	var total int64
-	for {
-		var n int64
-		err := s.write(ctx, func(tx *sqlx.Tx) error {
+	return db.InBatches(ctx, "idempotency keys", pruneBatch, func() (n int64, err error) {
+		err = s.write(ctx, func(tx *sqlx.Tx) error {
 			// The expires_at index makes the inner select a range scan.
 			res, err := tx.ExecContext(detached(ctx), `DELETE FROM idempotency_keys WHERE rowid IN (
 				SELECT rowid FROM idempotency_keys WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)`, before, pruneBatch)
@@ -140,12 +139,6 @@ func (s *Store) PruneIdempotency(ctx context.Context, before int64) (int64, erro
 			n, err = res.RowsAffected()
 			return err
 		})
-		if err != nil {
-			return total, fmt.Errorf("db: prune idempotency keys: %w", err)
-		}
-		total += n
-		if n < pruneBatch || ctx.Err() != nil {
-			return total, nil
-		}
-	}
+		return n, err
+	})
 }
