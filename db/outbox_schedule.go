@@ -45,8 +45,8 @@ func (w Webhooks) NextWebhookDue(ctx context.Context, now int64) (webhooks.Due, 
 }
 
 // ExpireWebhookDeliveries fails up to limit pending deliveries created
-// before createdBefore (Unix ms) and not leased at now, in one write
-// transaction, and returns how many. Callers loop while a full batch came
+// before createdBefore (Unix ms), due before it too, and not leased at
+// now, in one write transaction, and returns how many. Callers loop while a full batch came
 // back.
 func (w Webhooks) ExpireWebhookDeliveries(ctx context.Context, createdBefore, now int64, limit int) (int, error) {
 	var n int64

@@ -63,9 +63,9 @@ type WebhookSQL struct {
 	PruneDeliveries string
 	// PruneMessage(id) deletes a message no delivery refers to any more.
 	PruneMessage string
-	// ExpireDeliveries(reason, createdBefore, now, limit) fails up to
-	// limit pending deliveries created before createdBefore and not leased
-	// at now, with reason as their last error.
+	// ExpireDeliveries(reason, before, now, limit) fails up to limit
+	// pending deliveries created before before, due before it too, and
+	// not leased at now, with reason as their last error.
 	ExpireDeliveries string
 }
 

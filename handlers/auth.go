@@ -269,11 +269,21 @@ func (a *authenticator) verify(ctx context.Context, token string) (user string, 
 func (a *authenticator) checkSignature(ctx context.Context, token string) error {
 	head, rest, ok := strings.Cut(token, ".")
 	payload, sig, ok2 := strings.Cut(rest, ".")
-	if !ok || !ok2 || strings.Contains(sig, ".") || len(head) > 1<<10 {
+	if !ok || !ok2 || strings.Contains(sig, ".") {
 		return jwt.ErrTokenMalformed
 	}
+	// Every segment is decoded before the key is looked up, as jwt does,
+	// so a malformed token is told so whatever its kid; the claims are
+	// only decoded from base64 (cheap), not read as JSON.
 	raw, err := a.parser.DecodeSegment(head)
 	if err != nil {
+		return jwt.ErrTokenMalformed
+	}
+	signature, err := a.parser.DecodeSegment(sig)
+	if err != nil {
+		return jwt.ErrTokenMalformed
+	}
+	if _, err := a.parser.DecodeSegment(payload); err != nil {
 		return jwt.ErrTokenMalformed
 	}
 	header := map[string]any{}
@@ -288,10 +298,6 @@ func (a *authenticator) checkSignature(ctx context.Context, token string) error 
 	key, err := a.keyFor(ctx)(&jwt.Token{Header: header, Method: method})
 	if err != nil {
 		return fmt.Errorf("%w: %w", jwt.ErrTokenUnverifiable, err)
-	}
-	signature, err := a.parser.DecodeSegment(sig)
-	if err != nil {
-		return jwt.ErrTokenMalformed
 	}
 	if err := method.Verify(head+"."+payload, signature, key); err != nil {
 		return jwt.ErrTokenSignatureInvalid

@@ -108,6 +108,17 @@ func TestRequireUser(t *testing.T) {
 			jwt.MapClaims{"sub": "alice", "exp": "soon", "pad": strings.Repeat("x", 8<<10)}), want: 401, wantBody: "token signature is invalid"},
 		{name: "longer than 16 KiB", header: "Bearer " + token(t, "alice", jwt.MapClaims{"pad": strings.Repeat("x", 16<<10)}), want: 401, wantBody: "longer than 16 KiB"},
 		{name: "a large valid token", header: "Bearer " + token(t, "alice", jwt.MapClaims{"pad": strings.Repeat("x", 8<<10)}), want: 200, wantBody: "alice default"},
+		// A large header (an x5c certificate chain) is no reason to refuse.
+		{name: "a large valid header", header: "Bearer " + func() string {
+			tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": exp})
+			tok.Header["x5c"] = []string{strings.Repeat("A", 2<<10)}
+			s, err := tok.SignedString(testSecret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}(), want: 200, wantBody: "alice default"},
+		{name: "undecodable signature", header: "Bearer " + token(t, "alice", nil) + "!", want: 401, wantBody: "token is invalid"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

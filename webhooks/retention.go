@@ -22,8 +22,8 @@ const (
 	// DefaultPruneBatch bounds each pruning write, so a large backlog never
 	// holds the single writer (and the requests queued behind it) for long.
 	DefaultPruneBatch = 500
-	// minExpireAfter is the least age at which a pending delivery is
-	// failed as expired: past the retry schedule's 32 hours.
+	// minExpireAfter is the least time a pending delivery is overdue
+	// before it is failed as expired: past the retry schedule's 32 hours.
 	minExpireAfter = 48 * time.Hour
 )
 
@@ -42,13 +42,15 @@ type RetentionOptions struct {
 
 // Retention prunes the outbox: finished (delivered or failed) deliveries
 // created more than Period ago, and each message once no delivery refers
-// to it. Pending deliveries are never pruned; but one still pending half
-// the period after it was created (at least 48 h: the retry schedule ends
-// after about 32) is failed as expired first, and then kept listed until
-// the period ends. Without that, an endpoint that never takes its
-// deliveries (down with its breaker open, which counts no attempt, or
+// to it. Pending deliveries are never pruned; but one still pending and
+// overdue by half the period (at least 48 h: the retry schedule's own
+// delays end after about 32) is failed as expired first, and then kept
+// listed until the period ends. Without that, an endpoint that never takes
+// its deliveries (down with its breaker open, which counts no attempt, or
 // answering too slowly for what it is sent) would have them pile up for
-// as long as it stays registered.
+// as long as it stays registered. Overdue, not old: one that a receiver's
+// Retry-After put off, or an admin's retry made due again, has its time
+// still to come.
 type Retention struct {
 	store       Store
 	clock       calls.Clock
@@ -85,7 +87,7 @@ func NewRetention(store Store, o RetentionOptions) (*Retention, error) {
 	})
 	expired := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "callsig_webhook_deliveries_expired_total",
-		Help: "Webhook deliveries failed because they were still pending half the retention period (at least 48 h) after they were created.",
+		Help: "Webhook deliveries failed as expired: still pending and overdue by half the retention period (at least 48 h).",
 	})
 	if o.Registry != nil {
 		var err error
@@ -149,7 +151,7 @@ func (r *Retention) Prune(ctx context.Context) (int, error) {
 	}
 }
 
-// expire fails the pending deliveries created more than expireAfter ago,
+// expire fails the pending deliveries overdue since more than expireAfter,
 // one bounded batch per write.
 func (r *Retention) expire(ctx context.Context) error {
 	now := r.clock.Now()

@@ -3,6 +3,7 @@ package webhooks_test
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -11,9 +12,8 @@ import (
 )
 
 // Finished deliveries older than the retention leave the delivery log,
-// younger ones stay, and a pending delivery is never pruned while pending:
-// half the period after it was created it is failed as expired, and
-// pruned once past the period like any finished one.
+// younger ones stay, and a pending delivery is never pruned while pending
+// (overdue by half the period it is failed as expired, see below).
 func TestRetentionPrunesOnlyFinishedDeliveries(t *testing.T) {
 	r := newRig(t)
 	okSrv, _ := countingServer(t, nil)
@@ -68,14 +68,17 @@ func TestRetentionPrunesOnlyFinishedDeliveries(t *testing.T) {
 	if l := r.deliveries(ok.ID); l[0].CreatedAt != epoch.Add(6*24*time.Hour).UnixMilli() || l[0].Status != webhooks.DeliveryDelivered {
 		t.Fatalf("kept %+v, want the delivery within retention", l[0])
 	}
-	if l := r.deliveries(down.ID); len(l) != 1 || l[0].Status != webhooks.DeliveryPending || l[0].CreatedAt != epoch.Add(6*24*time.Hour).UnixMilli() {
-		t.Fatalf("down's deliveries left: %+v, want the 2-day-old one pending (the epoch's expired at 3.5 days, pruned at 7)", l)
+	// down's epoch deliveries were attempted again at 6 days: overdue
+	// since then, less than half the period, so not expired.
+	if n := r.count(down.ID, pending); n != 4 {
+		t.Fatalf("%d of down's deliveries pending, want all 4: none is overdue by half the period", n)
 	}
 }
 
 // A delivery its endpoint never takes (down, its breaker open: no attempt
-// counts) is failed as expired half the retention period after it was
-// created, keeps its attempts and is listed as failed until pruned.
+// counts) is failed as expired once overdue by half the retention period,
+// and listed as failed until pruned; retried by hand, it is due again and
+// not expired before its attempt.
 func TestRetentionExpiresStuckDeliveries(t *testing.T) {
 	r := newRig(t)
 	downSrv, _ := countingServer(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
@@ -104,5 +107,23 @@ func TestRetentionExpiresStuckDeliveries(t *testing.T) {
 		if d.Status != webhooks.DeliveryFailed || d.LastError != webhooks.ExpiredReason || d.NextAttemptAt != 0 {
 			t.Fatalf("after half the period: %+v, want failed as expired", d)
 		}
+	}
+	id, err := strconv.ParseInt(l[0].ID, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.store.UpdateWebhooks(context.Background(), func(tx webhooks.Tx) error {
+		_, err := tx.RetryWebhookDelivery(context.Background(), down.ID, id, r.clock.Now().UnixMilli())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.clock.Advance(10 * time.Minute) // the next pass
+	if _, err := ret.Prune(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d := r.deliveries(down.ID)[0]; d.Status != webhooks.DeliveryPending {
+		t.Fatalf("a retried delivery after the next pass: %+v, want pending", d)
 	}
 }

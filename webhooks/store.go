@@ -34,9 +34,10 @@ type Store interface {
 	// delivery references any more; it returns how many deliveries went.
 	PruneWebhookDeliveries(ctx context.Context, before int64, limit int) (int, error)
 	// ExpireWebhookDeliveries fails up to limit pending deliveries created
-	// before createdBefore and not leased at now (their endpoint never
-	// took them: down, its breaker open, or too slow for what it gets);
-	// it returns how many it failed.
+	// before createdBefore, due since before it too, and not leased at now
+	// (their endpoint never took them: down, its breaker open, or too slow
+	// for what it gets); it returns how many it failed. One whose time is
+	// still to come (a Retry-After, an admin's retry) is left alone.
 	ExpireWebhookDeliveries(ctx context.Context, createdBefore, now int64, limit int) (int, error)
 }
 

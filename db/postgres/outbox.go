@@ -80,12 +80,13 @@ var webhookSQL = db.WebhookSQL{
 		RETURNING message_id`,
 	PruneMessage: `DELETE FROM webhook_messages WHERE id = $1
 		AND NOT EXISTS (SELECT 1 FROM webhook_deliveries WHERE message_id = $1)`,
-	// Rows an attempt holds (a node claiming them now) are skipped: their
-	// attempt records its outcome, and the next pass finds what is left.
+	// Overdue since the cut-off too (see SQLite's). Rows an attempt holds
+	// (a node claiming them now) are skipped: their attempt records its
+	// outcome, and the next pass finds what is left.
 	ExpireDeliveries: `UPDATE webhook_deliveries
 		SET status = 'failed', next_attempt_at = 0, locked_until = 0, last_error = $1
 		WHERE id IN (SELECT id FROM webhook_deliveries
-			WHERE status = 'pending' AND created_at < $2 AND locked_until <= $3
+			WHERE status = 'pending' AND created_at < $2 AND next_attempt_at < $2 AND locked_until <= $3
 			LIMIT $4 FOR UPDATE SKIP LOCKED)`,
 }
 

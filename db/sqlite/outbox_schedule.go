@@ -43,11 +43,13 @@ const (
 			WHERE status IN ('delivered', 'failed') AND created_at < ? LIMIT ?)
 		RETURNING message_id`
 	// Pending deliveries past their time, oldest first: a range of
-	// webhook_deliveries_by_status_age.
+	// webhook_deliveries_by_status_age. Only those overdue since the
+	// cut-off too: one a receiver's Retry-After put off, or an admin's
+	// retry made due again, has its time still to come.
 	sqlExpireDeliveries = `UPDATE webhook_deliveries
-		SET status = 'failed', next_attempt_at = 0, locked_until = 0, last_error = ?
+		SET status = 'failed', next_attempt_at = 0, locked_until = 0, last_error = ?1
 		WHERE id IN (SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_by_status_age
-			WHERE status = 'pending' AND created_at < ? AND locked_until <= ? LIMIT ?)`
+			WHERE status = 'pending' AND created_at < ?2 AND next_attempt_at < ?2 AND locked_until <= ?3 LIMIT ?4)`
 	// The pending deliveries, not leased at now, of endpoints that were
 	// disabled or deleted: they will never be sent. Most are failed when
 	// the endpoint goes (failPending); these are the ones an attempt in

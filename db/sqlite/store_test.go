@@ -208,3 +208,24 @@ func TestPingAnswersInTimeBehindALock(t *testing.T) {
 		t.Fatalf("%d writes answered for the Pings, want the shared probe and at most one more", n)
 	}
 }
+
+// A pruned call is gone from the writer's cache too: a write loading it
+// gets ErrCallNotFound, not the deleted call (which a transition would
+// then save over rows that no longer exist).
+func TestPruneCallsEmptiesTheCache(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	ch := storetest.NewCall("old-call", "alice", 10, "bob")
+	ch.Call.State, ch.Call.EndTime = calls.CallEnded, 100
+	storetest.Save(t, s, ch) // the writer caches the call it saved
+	if n, err := s.PruneCalls(ctx, 500); err != nil || n != 1 {
+		t.Fatalf("PruneCalls = %d, %v; want 1", n, err)
+	}
+	err := s.Update(ctx, func(tx calls.Tx) error {
+		_, err := tx.Call(ctx, "old-call")
+		return err
+	})
+	if !errors.Is(err, calls.ErrCallNotFound) {
+		t.Fatalf("loading the pruned call in a write: %v, want ErrCallNotFound", err)
+	}
+}

@@ -572,9 +572,23 @@ func testExpireWebhookDeliveries(t *testing.T, s db.Store) {
 	if want := []string{"100/delivered", "200/pending", "300/failed", "400/failed", "900/pending"}; !slices.Equal(got, want) {
 		t.Errorf("deliveries after expiry: %v, want %v (the leased one kept until its lease ends)", got, want)
 	}
-	// Its lease over, the leased one expires too.
+	// An expired one retried by hand is due again: its time is to come, so
+	// it is not expired again before it is sent. Its lease over, the leased
+	// one expires too.
+	err := s.UpdateWebhooks(ctx, func(tx webhooks.Tx) error {
+		_, err := tx.RetryWebhookDelivery(ctx, "a", a[2], 2500)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if n, err := s.ExpireWebhookDeliveries(ctx, 500, 3000, 10); err != nil || n != 1 {
-		t.Errorf("expire after the lease: failed %d (%v), want 1", n, err)
+		t.Errorf("expire after the lease: failed %d (%v), want 1 (not the retried one)", n, err)
+	}
+	for _, d := range deliveries(t, s, "a") {
+		if d.CreatedAt == 300 && (d.Status != webhooks.DeliveryPending || d.NextAttemptAt != 2500) {
+			t.Errorf("the retried delivery after another expiry: %+v, want pending, due at 2500", d)
+		}
 	}
 }
 

@@ -98,7 +98,7 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"webhook-allow-private", "CALLSIG_WEBHOOK_ALLOW_PRIVATE", "allow webhooks to loopback/private addresses", &c.WebhookAllowPrivate},
 		{"webhook-url", "CALLSIG_WEBHOOK_URL", "a webhook endpoint configured without the API", &c.WebhookURL},
 		{"webhook-secret", "CALLSIG_WEBHOOK_SECRET", "its signing secret (whsec_...)", &c.WebhookSecret},
-		{"webhook-retention", "CALLSIG_WEBHOOK_RETENTION", "how long finished webhook deliveries stay in the delivery log (pending ones are failed as expired at half of it, at least 48h)", &c.WebhookRetention},
+		{"webhook-retention", "CALLSIG_WEBHOOK_RETENTION", "how long finished webhook deliveries stay in the delivery log (a pending one overdue by half of it, at least 48h, is failed as expired)", &c.WebhookRetention},
 		{"webhook-lease", "CALLSIG_WEBHOOK_LEASE", "how long a webhook attempt stays claimed by the node making it; a dead node's attempts are retried by another after it", &c.WebhookLease},
 		{"cors-origins", "CALLSIG_CORS_ORIGINS", "comma-separated origins allowed for browser apps", &cors},
 		{"synchronous", "CALLSIG_SYNCHRONOUS", "SQLite synchronous: FULL (durable) or NORMAL", &c.Synchronous},

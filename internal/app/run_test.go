@@ -68,3 +68,24 @@ func TestRunStopsOnCancel(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 }
+
+// CALLSIG_CALL_RETENTION=0 keeps ended calls: no retention part runs.
+func TestCallRetentionZeroKeepsCalls(t *testing.T) {
+	cfg, err := ParseConfig("test", []string{"-db", filepath.Join(t.TempDir(), "callsig.db"), "-call-retention", "0"}, func(string) string { return "" }, nil)
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	a, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	defer a.Close()
+	for _, p := range a.parts {
+		if p.name == "call retention" {
+			t.Fatal("a call retention part runs with -call-retention 0")
+		}
+	}
+	if _, err := ParseConfig("test", []string{"-call-retention", "-1h"}, func(string) string { return "" }, nil); err == nil {
+		t.Fatal("a negative call retention was accepted")
+	}
+}
