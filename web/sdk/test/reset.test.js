@@ -100,19 +100,29 @@ test('reset on the old stream while a renewal opens from the same position: one 
   assert.equal(bob.lastEventID, String(Math.max(...(await log(bobID)).map((e) => e.id))));
 });
 
+// renewalHeldProxy answers bob's streams for the tests below: the first
+// as the lost log; the second (the old stream, back from AHEAD) open, its
+// reset held until oldBody is released (once the renewal is asked for);
+// the third (the renewal from AHEAD) never open; the next ones (the
+// renewal made again) open once renewedHead is released.
+async function renewalHeldProxy(t) {
+  const oldBody = gate();
+  const renewedHead = gate();
+  const proxy = await streamProxy((n, req, res) => {
+    if (n === 0) aheadStream(res);
+    else if (n === 1) forward(req, res, {body: oldBody});
+    else if (n === 2) forward(req, res, {head: gate()});
+    else forward(req, res, {head: renewedHead});
+  });
+  t.after(() => proxy.close());
+  return {proxy, oldBody, renewedHead};
+}
+
 // The old stream is the only one open: it must go on delivering while the
 // renewal has not opened (it may never), and the renewal, opened from the
 // position the reset voided, is dropped and opened again from a real one.
 test('reset on the old stream while a renewal is held: the old stream goes on, the renewal reopens from the server\'s ids', async (t) => {
-  const oldBody = gate(); // the old stream's reset, held until the renewal is asked for
-  const renewedHead = gate(); // the renewal made again, held until the old stream has delivered
-  const proxy = await streamProxy((n, req, res) => {
-    if (n === 0) aheadStream(res);
-    else if (n === 1) forward(req, res, {body: oldBody}); // the old stream, back from AHEAD
-    else if (n === 2) forward(req, res, {head: gate()}); // the renewal from AHEAD: never opens
-    else forward(req, res, {head: renewedHead});
-  });
-  t.after(() => proxy.close());
+  const {proxy, oldBody, renewedHead} = await renewalHeldProxy(t);
   const bobID = user('bob');
   let provided = 0;
   const bob = client(bobID, {baseURL: proxy.url, tokenProvider: () => { provided++; return token(bobID); }});
@@ -157,4 +167,50 @@ test('reset on the old stream while a renewal is held: the old stream goes on, t
     ['connecting', 'connected', 'reconnecting', 'connected'], 'no gap after the old stream came back');
   const want = (await log(bobID)).filter((e) => e.device === '' || e.device === bob.deviceID).map((e) => `${e.type} ${e.callID}`);
   assert.deepEqual(handed(bob), want, 'every event of the server\'s log, once, in order');
+});
+
+// As above with nothing pending at the reset and nothing coming after it:
+// no event on the old stream to make the renewal again from, so a timer
+// must, or the old stream's token, which the renewal was for, expires
+// with no renewal. With no position after the reset, the renewal made
+// again sends no id, and gets what a new stream gets.
+test('reset on the old stream while a renewal is held, nothing pending nor coming: the renewal is made again within a second or so', async (t) => {
+  const {proxy, oldBody, renewedHead} = await renewalHeldProxy(t);
+  const bobID = user('bob');
+  let provided = 0;
+  const bob = client(bobID, {baseURL: proxy.url, tokenProvider: () => { provided++; return token(bobID); }});
+  const alice = client(user('alice'));
+  await bob.login();
+  t.after(() => bob.logout());
+
+  const old = await proxy.stream(1);
+  await bob.events.wait(() => connected(bob) === 2, 'the old stream open again');
+  const fresh = await token(bobID, 7200);
+  await bob.renewToken(fresh);
+  const renewal = await proxy.stream(2);
+  assert.equal(renewal.query, String(AHEAD));
+  oldBody.release(); // the old stream's reset comes while the renewal is not open
+
+  await bob.events.wait((e) => e.name === 'reset', 'reset', 3000);
+  const again = proxy.stream(3, 2000); // RESET_RENEW_DELAY (1 s) and some slack
+  await renewal.closed; // dropped: it would reset again
+  const renewed = await again;
+  assert.deepEqual(handed(bob), [], 'nothing handed over since the reset: made again by the timer, not on an event');
+  assert.equal(renewed.token, fresh, 'the renewal\'s token');
+  assert.equal(renewed.query, null, 'no position after the reset: no lastEventID');
+  assert.equal(renewed.header, undefined, 'nor Last-Event-ID');
+  assert.equal(bob.connectionState, 'connected', 'the old stream went on');
+  renewedHead.release();
+  await old.closed; // the renewal is open
+  const c1 = await alice.callInvite([bobID], {timeout: 600});
+  await bob.events.wait(is('callUserStateChanged', c1.callID, bobID, 'received'), 'an event on the renewed stream');
+
+  assert.equal(resets(bob), 1, 'one reset');
+  assert.equal(provided, 1, 'no token asked for after login: the renewal\'s was given');
+  assert.deepEqual(bob.events.of('connectionStateChanged').map((e) => e.data.state),
+    ['connecting', 'connected', 'reconnecting', 'connected'], 'no gap after the old stream came back');
+  const got = handed(bob);
+  assert.equal(got.filter((e) => e === `callInvitationReceived ${c1.callID}`).length, 1, 'the invitation handed over once');
+  const want = (await log(bobID)).filter((e) => e.device === '' || e.device === bob.deviceID).map((e) => `${e.type} ${e.callID}`);
+  assert.deepEqual(got, want, 'every event of the server\'s log, once, in order');
 });
