@@ -16,6 +16,12 @@ func TestSystemEndpoints(t *testing.T) {
 	anon.Token = ""
 	anon.Get("/healthz").Want(http.StatusOK)
 	anon.Get("/readyz").Want(http.StatusOK)
+	// HEAD, as some health checkers send it: the status, no body.
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if r := anon.Do(http.MethodHead, path, nil).Want(http.StatusOK); len(r.Body) != 0 {
+			t.Errorf("HEAD %s: a body of %d bytes", path, len(r.Body))
+		}
+	}
 	if spec := anon.Get("/openapi.yaml").Want(http.StatusOK); !strings.Contains(string(spec.Body), "openapi: 3.0.3") {
 		t.Fatalf("spec body starts %q", spec.Body[:40])
 	}

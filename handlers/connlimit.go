@@ -19,7 +19,7 @@ import (
 //
 // Up to max connections are served normally. The next reserve connections
 // are accepted too, but only to keep the server observable while it is
-// full: on them GET /healthz, /readyz and /metrics are answered as usual
+// full: on them GET (or HEAD) /healthz, /readyz and /metrics are answered as usual
 // and every other request gets a fast 503 unavailable with Retry-After (an
 // event stream: an empty stream, see refuseOverflow); each is closed after
 // its one answer. Beyond max+reserve a connection is closed as soon as it
@@ -188,7 +188,7 @@ func refuseOverflow(next http.Handler) http.Handler {
 		}
 		w.Header().Set("Connection", "close")
 		switch {
-		case r.Method == http.MethodGet && observability[r.URL.Path]:
+		case (r.Method == http.MethodGet || r.Method == http.MethodHead) && observability[r.URL.Path]:
 			next.ServeHTTP(w, r)
 		case r.Method == http.MethodGet && r.URL.Path == eventsRoute:
 			// EventSource gives up for good on any status but 200, and

@@ -176,7 +176,7 @@ func (s *server) routes() http.Handler {
 // allowedMethods lists the methods that path is routed for, for Allow.
 func allowedMethods(r *chi.Mux, path string) string {
 	var allow []string
-	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodDelete} {
 		if r.Match(chi.NewRouteContext(), m, path) {
 			allow = append(allow, m)
 		}

@@ -16,10 +16,13 @@ const readyTimeout = 2 * time.Second
 // mountSystem registers the unauthenticated endpoints: health, readiness,
 // the spec, metrics and, in development mode, the token helper.
 func mountSystem(r chi.Router, s *server) {
-	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
+	healthz := func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	r.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {
+	}
+	// HEAD too, for health checkers that send it: net/http drops the body.
+	r.Get("/healthz", healthz)
+	r.Head("/healthz", healthz)
+	readyz := func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 		defer cancel()
 		if err := s.deps.Ready(ctx); err != nil {
@@ -32,7 +35,9 @@ func mountSystem(r chi.Router, s *server) {
 			body["node"], body["backend"] = s.deps.Node, s.deps.Backend
 		}
 		writeJSON(w, r, http.StatusOK, body)
-	})
+	}
+	r.Get("/readyz", readyz)
+	r.Head("/readyz", readyz)
 	r.Get("/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(api.Spec)
