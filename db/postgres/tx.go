@@ -205,13 +205,14 @@ const (
 		WHERE call_seq = (SELECT seq FROM calls WHERE id = $1) ORDER BY ord`
 
 	sqlInsertCall = `INSERT INTO calls (id, caller, mode, state, timeout, extended_data, create_time,
-		end_time, end_reason, not_received_check, caller_tracked, caller_offline_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING seq`
+		end_time, end_reason, not_received_check, caller_tracked, caller_offline_at, presence_matters)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING seq`
 	// sqlUpdateCall fails (callsig_fail) when the call does not exist: it
 	// is sent with the commit, too late for a check in Go.
 	sqlUpdateCall = `WITH u AS (UPDATE calls SET mode = $1, state = $2, timeout = $3, extended_data = $4,
-		end_time = $5, end_reason = $6, not_received_check = $7, caller_tracked = $8, caller_offline_at = $9
-		WHERE id = $10 RETURNING seq)
+		end_time = $5, end_reason = $6, not_received_check = $7, caller_tracked = $8, caller_offline_at = $9,
+		presence_matters = $10
+		WHERE id = $11 RETURNING seq)
 		SELECT coalesce((SELECT seq FROM u), callsig_fail('` + codeCallNotFound + `', 'no such call'))`
 	sqlUpsertUser = `INSERT INTO call_users (call_seq, user_id, ord, state, inviter, extended_data,
 		update_time, invite_time, accept_time, timeout_at, not_received_at, main_device,
@@ -318,13 +319,13 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 	case ch.Created:
 		b.Queue(sqlInsertCall, c.ID, c.Caller, string(c.Mode), string(c.State), c.Timeout,
 			c.ExtendedData, c.CreateTime, c.EndTime, string(c.EndReason), c.NotReceivedCheck,
-			c.CallerTracked, c.CallerOfflineAt).QueryRow(func(row pgx.Row) error {
+			c.CallerTracked, c.CallerOfflineAt, calls.PresenceMatters(c)).QueryRow(func(row pgx.Row) error {
 			return row.Scan(&c.Seq)
 		})
 	default:
 		b.Queue(sqlUpdateCall, string(c.Mode), string(c.State), c.Timeout, c.ExtendedData,
 			c.EndTime, string(c.EndReason), c.NotReceivedCheck, c.CallerTracked, c.CallerOfflineAt,
-			c.ID).QueryRow(func(row pgx.Row) error {
+			calls.PresenceMatters(c), c.ID).QueryRow(func(row pgx.Row) error {
 			return row.Scan(&c.Seq)
 		})
 	}
@@ -387,10 +388,9 @@ const noInviteeAccepted = `NOT EXISTS (SELECT 1 FROM call_users u
 	WHERE u.call_seq = c.seq AND u.user_id <> c.caller AND u.accept_time > 0)`
 
 var (
+	// Migration 0005's index holds just the calls presence can change.
 	sqlCallerOfflineCalls = `SELECT ` + db.Prefixed("c.", db.CallColumns) + ` FROM calls c
-		WHERE c.caller = $1 AND c.state = 'started' AND c.seq > $2 AND ` + noInviteeAccepted + `
-		AND (c.caller_tracked OR c.caller_offline_at > 0 OR EXISTS (SELECT 1 FROM call_users p
-			WHERE p.call_seq = c.seq AND p.user_id <> c.caller AND p.state IN ('inviting', 'received', 'notYetReceived')))
+		WHERE c.caller = $1 AND c.presence_matters AND c.seq > $2
 		ORDER BY c.seq LIMIT $3`
 	sqlTrackedCallerOfflineCalls = `SELECT ` + db.Prefixed("c.", db.CallColumns) + ` FROM calls c
 		WHERE c.state = 'started' AND c.caller_tracked AND c.seq > $1 AND ` + noInviteeAccepted + `

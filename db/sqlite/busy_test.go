@@ -213,3 +213,85 @@ func TestMigration0005BackfillsBusy(t *testing.T) {
 		t.Fatalf("busy after the upgrade = %v (%v), want [alice bob]", busy, err)
 	}
 }
+
+// Migration 0007 marks the started calls their caller's presence can
+// change (calls.PresenceMatters) and no others: an upgrade must not hide
+// a tracked or pending call from the caller-offline rule.
+func TestMigration0007BackfillsPresence(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	raw, err := sqlx.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := fstest.MapFS{}
+	entries, err := fs.ReadDir(migrationFiles, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() >= "0007" {
+			continue
+		}
+		b, err := fs.ReadFile(migrationFiles, "migrations/"+e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		old["migrations/"+e.Name()] = &fstest.MapFile{Data: b}
+	}
+	if err := migrateFS(ctx, raw, slog.New(slog.DiscardHandler), old); err != nil {
+		t.Fatal(err)
+	}
+	// seq: 1 tracked, bob pending; 2 untracked, bob pending; 3 untracked,
+	// bob timed out (dormant); 4 tracked, bob accepted; 5 armed, bob timed
+	// out; 6 ended.
+	for _, q := range []string{
+		`INSERT INTO calls (id, caller, mode, state, timeout, create_time, end_time, caller_tracked, caller_offline_at) VALUES
+			('tracked-pending', 'alice', 'advanced', 'started', 600, 1000, 0, 1, 0),
+			('untracked-pending', 'alice', 'advanced', 'started', 600, 1000, 0, 0, 0),
+			('dormant', 'alice', 'advanced', 'started', 600, 1000, 0, 0, 0),
+			('accepted', 'alice', 'advanced', 'started', 600, 1000, 0, 1, 0),
+			('armed', 'alice', 'advanced', 'started', 600, 1000, 0, 1, 9000),
+			('ended', 'alice', 'general', 'ended', 600, 1000, 2000, 1, 0)`,
+		`INSERT INTO call_users (call_seq, user_id, ord, state, accept_time, timeout_at) VALUES
+			(1, 'alice', 0, 'accepted', 1000, 0), (1, 'bob', 1, 'inviting', 0, 601000),
+			(2, 'alice', 0, 'accepted', 1000, 0), (2, 'bob', 1, 'received', 0, 601000),
+			(3, 'alice', 0, 'accepted', 1000, 0), (3, 'bob', 1, 'timeout', 0, 0),
+			(4, 'alice', 0, 'accepted', 1000, 0), (4, 'bob', 1, 'accepted', 1500, 0),
+			(5, 'alice', 0, 'accepted', 1000, 0), (5, 'bob', 1, 'timeout', 0, 0),
+			(6, 'alice', 0, 'accepted', 1000, 0), (6, 'bob', 1, 'inviting', 0, 0)`,
+	} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.Close()
+	s := openAt(t, path)
+	var got []string
+	err = s.Update(ctx, func(tx calls.Tx) error {
+		list, err := tx.CallerOfflineCalls(ctx, "alice", 0, 100)
+		for _, c := range list {
+			got = append(got, c.ID)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, id := range []string{"tracked-pending", "untracked-pending", "dormant", "accepted", "armed", "ended"} {
+		c, err := s.Call(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if calls.PresenceMatters(c) {
+			want = append(want, id)
+		}
+	}
+	if !slices.Equal(want, []string{"tracked-pending", "untracked-pending", "armed"}) {
+		t.Fatalf("the fixture's pure predicate: %v", want)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("CallerOfflineCalls after the upgrade = %v, want %v", got, want)
+	}
+}

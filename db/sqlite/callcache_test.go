@@ -450,6 +450,11 @@ func TestSameCallRowSeesEveryUpdatedColumn(t *testing.T) {
 		"not_received_check": func(c *calls.Call) { c.NotReceivedCheck = true },
 		"caller_tracked":     func(c *calls.Call) { c.CallerTracked = true },
 		"caller_offline_at":  func(c *calls.Call) { c.CallerOfflineAt = 3 },
+		// Derived from the users (calls.PresenceMatters): an invitee
+		// pending in an untracked call makes it one presence can change.
+		"presence_matters": func(c *calls.Call) {
+			c.Users = append(c.Users, &calls.CallUser{UserID: "bob", State: calls.StateInviting})
+		},
 	}
 	if !sameCallRow(row, row.Saved()) {
 		t.Fatal("a call is not the same row as its copy")

@@ -27,7 +27,7 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		{"due deadlines", sqlDueDeadlines, []any{"t", 1, 10, "n", 1, 10, "c", 1, 10, 10},
 			[]string{"call_users_timeout", "call_users_not_received", "calls_caller_offline"}, nil, true},
 		{"next deadline", sqlNextDeadline, nil, []string{"call_users_timeout", "call_users_not_received", "calls_caller_offline"}, nil, false},
-		{"caller's offline calls", sqlCallerOfflineCalls, []any{"u", 0, 200}, []string{"calls_started_by_caller"}, []string{"SCAN c"}, false},
+		{"caller's offline calls", sqlCallerOfflineCalls, []any{"u", 0, 200}, []string{"calls_presence (caller=? AND seq>?)"}, []string{"SCAN c"}, false},
 		{"tracked offline calls", sqlTrackedCallerOfflineCalls, []any{0, 10}, []string{"calls_tracked_started"}, []string{"SCAN c"}, false},
 		{"idempotency record", selectIdempotency, []any{"s", "k", 1}, []string{"sqlite_autoindex_idempotency_keys_1"}, nil, false},
 		{"replay", sqlEventsAfter, []any{"u", 1, 100, 10}, []string{"events_by_user"}, nil, false},

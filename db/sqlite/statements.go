@@ -26,19 +26,21 @@ const (
 	sqlSelectUsers    = `SELECT ` + userColumns + ` FROM call_users WHERE call_seq = ? ORDER BY ord`
 
 	sqlInsertCall = `INSERT INTO calls (id, caller, mode, state, timeout, extended_data, create_time,
-		end_time, end_reason, not_received_check, caller_tracked, caller_offline_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		end_time, end_reason, not_received_check, caller_tracked, caller_offline_at, presence_matters)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	// The ID, caller and creation time never change; the rest is written
 	// whole, which costs the same to SQLite as writing the changed columns.
 	// The row is matched by id and the seq the call was read with: a call
 	// carrying another call's seq (a defect) changes no row and fails,
 	// rather than its users being written under that other call.
 	sqlUpdateCall = `UPDATE calls SET mode = ?, state = ?, timeout = ?, extended_data = ?,
-		end_time = ?, end_reason = ?, not_received_check = ?, caller_tracked = ?, caller_offline_at = ?
+		end_time = ?, end_reason = ?, not_received_check = ?, caller_tracked = ?, caller_offline_at = ?,
+		presence_matters = ?
 		WHERE id = ? AND seq = ?`
 	// sqlUpdateCallSeq is sqlUpdateCall for a call whose seq is not known.
 	sqlUpdateCallSeq = `UPDATE calls SET mode = ?, state = ?, timeout = ?, extended_data = ?,
-		end_time = ?, end_reason = ?, not_received_check = ?, caller_tracked = ?, caller_offline_at = ?
+		end_time = ?, end_reason = ?, not_received_check = ?, caller_tracked = ?, caller_offline_at = ?,
+		presence_matters = ?
 		WHERE id = ? RETURNING seq`
 	sqlUpsertUser = `INSERT INTO call_users (call_seq, user_id, ord, state, inviter, extended_data,
 		update_time, invite_time, accept_time, timeout_at, not_received_at, main_device,

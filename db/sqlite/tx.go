@@ -168,7 +168,7 @@ func (t *callsTx) saveCall(ctx context.Context, c *calls.Call, created bool, row
 	if created {
 		res, err := t.stmt(t.s.wst.insertCall).ExecContext(ctx, c.ID, c.Caller, string(c.Mode),
 			string(c.State), c.Timeout, c.ExtendedData, c.CreateTime, c.EndTime, string(c.EndReason),
-			boolInt(c.NotReceivedCheck), boolInt(c.CallerTracked), c.CallerOfflineAt)
+			boolInt(c.NotReceivedCheck), boolInt(c.CallerTracked), c.CallerOfflineAt, boolInt(calls.PresenceMatters(c)))
 		if err == nil {
 			c.Seq, err = res.LastInsertId() // seq is the rowid
 		}
@@ -205,17 +205,20 @@ func (t *callsTx) saveCall(ctx context.Context, c *calls.Call, created bool, row
 // without the seq).
 func callRowArgs(c *calls.Call) []any {
 	return []any{string(c.Mode), string(c.State), c.Timeout, c.ExtendedData, c.EndTime,
-		string(c.EndReason), boolInt(c.NotReceivedCheck), boolInt(c.CallerTracked), c.CallerOfflineAt, c.ID}
+		string(c.EndReason), boolInt(c.NotReceivedCheck), boolInt(c.CallerTracked), c.CallerOfflineAt,
+		boolInt(calls.PresenceMatters(c)), c.ID}
 }
 
 // sameCallRow reports whether sqlUpdateCall would leave row, the call as
 // stored, as it is when saving c: the columns it sets and the one it
-// matches are equal.
+// matches are equal. presence_matters is derived from the users too, so
+// a change to users only (an invitee accepting in an advanced call) may
+// still rewrite the row.
 func sameCallRow(row, c *calls.Call) bool {
 	return row.ID == c.ID && row.Mode == c.Mode && row.State == c.State && row.Timeout == c.Timeout &&
 		row.ExtendedData == c.ExtendedData && row.EndTime == c.EndTime && row.EndReason == c.EndReason &&
 		row.NotReceivedCheck == c.NotReceivedCheck && row.CallerTracked == c.CallerTracked &&
-		row.CallerOfflineAt == c.CallerOfflineAt
+		row.CallerOfflineAt == c.CallerOfflineAt && calls.PresenceMatters(row) == calls.PresenceMatters(c)
 }
 
 // InsertEvents appends evs to the log and sets their IDs; ids grow in
@@ -284,19 +287,13 @@ func (t *callsTx) SetInvitation(ctx context.Context, c *calls.Call, ev *calls.Ev
 const noInviteeAccepted = `NOT EXISTS (SELECT 1 FROM call_users u
 	WHERE u.call_seq = c.seq AND u.user_id <> c.caller AND u.accept_time > 0)`
 
-// presenceMatters is the rest of calls.PresenceMatters in SQL: tracked,
-// armed, or an invitee pending (a pending invitee's state is one of
-// these three).
-const presenceMatters = `(c.caller_tracked = 1 OR c.caller_offline_at > 0 OR EXISTS (SELECT 1 FROM call_users p
-	WHERE p.call_seq = c.seq AND p.user_id <> c.caller AND p.state IN ('inviting', 'received', 'notYetReceived')))`
-
-// The caller-offline queries. The literal state = 'started' lets SQLite use
-// calls_started_by_caller; with caller_tracked = 1 also the partial index
-// calls_tracked_started (0003), which pages the start-up arming by seq.
+// The caller-offline queries. The start-up arming's literal state =
+// 'started' and caller_tracked = 1 let SQLite use the partial index
+// calls_tracked_started (0003), which pages it by seq.
 const (
-	sqlCallerOfflineCalls = `SELECT ` + callColumns + ` FROM calls c
-		WHERE c.caller = ? AND c.state = 'started' AND c.seq > ? AND ` + noInviteeAccepted + `
-		AND ` + presenceMatters + `
+	// Migration 0007's index holds just the calls presence can change.
+	sqlCallerOfflineCalls = `SELECT ` + callColumns + ` FROM calls c INDEXED BY calls_presence
+		WHERE c.caller = ? AND c.presence_matters = 1 AND c.seq > ?
 		ORDER BY c.seq LIMIT ?`
 	sqlTrackedCallerOfflineCalls = `SELECT ` + callColumns + ` FROM calls c
 		WHERE c.state = 'started' AND c.caller_tracked = 1 AND c.seq > ? AND ` + noInviteeAccepted + `

@@ -35,7 +35,7 @@ var tables = []table{
 		{"seq", integer}, {"id", text}, {"caller", text}, {"mode", text}, {"state", text},
 		{"timeout", integer}, {"extended_data", text}, {"create_time", integer},
 		{"end_time", integer}, {"end_reason", text}, {"not_received_check", flag},
-		{"caller_tracked", flag}, {"caller_offline_at", integer},
+		{"caller_tracked", flag}, {"caller_offline_at", integer}, {"presence_matters", flag},
 	}},
 	{name: "call_users", columns: []column{
 		{"call_seq", integer}, {"user_id", text}, {"ord", integer}, {"state", text},

@@ -747,3 +747,79 @@ func testPruneCalls(t *testing.T, s db.Store) {
 		t.Errorf("PruneCalls(500) again = %d, %v; want 0", n, err)
 	}
 }
+
+// The calls presence can change follow transitions that touch only users:
+// an advanced call leaves CallerOfflineCalls when an invitee accepts, a
+// dormant one (its invitees all done, its caller untracked) comes back
+// when its caller invites again, and leaves when that invitation is
+// answered. The stores keep this in a column Save derives from the whole
+// call, the users included (migration 0007 / 0005).
+func testPresenceFollowsUserChanges(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	cfg := calls.Config{MaxCallUsers: 10}
+	listed := func(id string) bool {
+		t.Helper()
+		var found bool
+		err := s.Update(ctx, func(tx calls.Tx) error {
+			list, err := tx.CallerOfflineCalls(ctx, "alice", 0, 100)
+			for _, c := range list {
+				found = found || c.ID == id
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return found
+	}
+	step := func(id, what string, f func(c *calls.Call) (*calls.Change, error), want bool) {
+		t.Helper()
+		update(t, s, id, func(c *calls.Call) *calls.Change {
+			ch, err := f(c)
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			return ch
+		})
+		if got := listed(id); got != want {
+			t.Fatalf("after %s: listed %v, want %v", what, got, want)
+		}
+	}
+	alice := calls.Actor{UserID: "alice"}
+
+	// Tracked (alice online), bob pending: listed; bob accepts: not.
+	ch, _, err := calls.NewCall("adv-accepted-000001", alice, calls.InviteInput{Mode: calls.ModeAdvanced, Invitees: []string{"bob"}}, 1_000, cfg, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Save(t, s, ch)
+	if !listed(ch.Call.ID) {
+		t.Fatal("a tracked call with bob pending is not listed")
+	}
+	step(ch.Call.ID, "bob's accept", func(c *calls.Call) (*calls.Change, error) {
+		return calls.Answer(c, calls.Actor{UserID: "bob"}, true, "", 2_000)
+	}, false)
+
+	// Untracked (alice offline), carol pending: listed; carol rejects: the
+	// call stays started with alice alone, not listed; alice invites dave
+	// (still offline): listed again; dave rejects: not.
+	ch, _, err = calls.NewCall("adv-dormant-0000001", alice, calls.InviteInput{Mode: calls.ModeAdvanced, Invitees: []string{"carol"}}, 1_000, cfg, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Save(t, s, ch)
+	if !listed(ch.Call.ID) {
+		t.Fatal("an untracked call with carol pending is not listed")
+	}
+	id := ch.Call.ID
+	step(id, "carol's reject", func(c *calls.Call) (*calls.Change, error) {
+		return calls.Answer(c, calls.Actor{UserID: "carol"}, false, "", 2_000)
+	}, false)
+	step(id, "alice inviting dave", func(c *calls.Call) (*calls.Change, error) {
+		ch, _, err := calls.CallingInvite(c, alice, calls.CallingInviteInput{Invitees: []string{"dave"}}, 3_000, cfg, nil)
+		return ch, err
+	}, true)
+	step(id, "dave's reject", func(c *calls.Call) (*calls.Change, error) {
+		return calls.Answer(c, calls.Actor{UserID: "dave"}, false, "", 4_000)
+	}, false)
+}

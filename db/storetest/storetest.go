@@ -80,6 +80,7 @@ var tests = []contract{
 	{"ClaimFailsDeadEndpointsDeliveries", testClaimFailsDeadEndpointsDeliveries},
 	{"FinishReleaseAndRetryDeliveries", testFinishReleaseAndRetryDeliveries},
 	{"PruneCalls", testPruneCalls},
+	{"PresenceFollowsUserChanges", testPresenceFollowsUserChanges},
 	{"PruneWebhookDeliveries", testPruneWebhookDeliveries},
 	{"ExpireWebhookDeliveries", testExpireWebhookDeliveries},
 }
