@@ -175,22 +175,7 @@ func TestBusyUsersSeesTheTransaction(t *testing.T) {
 // busy, and no one else: an upgrade must not forget who is on a call.
 func TestMigration0005BackfillsBusy(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "old.db")
-	raw, err := sqlx.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := fstest.MapFS{}
-	for _, name := range []string{"0001_init.sql", "0002_invitation_event.sql", "0003_idempotency_atomic.sql", "0004_webhook_outbox_shares.sql"} {
-		b, err := fs.ReadFile(migrationFiles, "migrations/"+name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		old["migrations/"+name] = &fstest.MapFile{Data: b}
-	}
-	if err := migrateFS(ctx, raw, slog.New(slog.DiscardHandler), old); err != nil {
-		t.Fatal(err)
-	}
+	path, raw := schemaBefore(t, "0005")
 	for _, q := range []string{
 		`INSERT INTO calls (id, caller, mode, state, timeout, create_time) VALUES ('live', 'alice', 'advanced', 'started', 600, 1000)`,
 		`INSERT INTO calls (id, caller, mode, state, timeout, create_time, end_time) VALUES ('over', 'carol', 'general', 'ended', 600, 1000, 2000)`,
@@ -205,7 +190,7 @@ func TestMigration0005BackfillsBusy(t *testing.T) {
 	raw.Close()
 	s := openAt(t, path)
 	var busy []string
-	err = s.Update(ctx, func(tx calls.Tx) (err error) {
+	err := s.Update(ctx, func(tx calls.Tx) (err error) {
 		busy, err = tx.BusyUsers(ctx, []string{"alice", "bob", "carol", "dave", "erin"}, "")
 		return err
 	})
@@ -219,29 +204,7 @@ func TestMigration0005BackfillsBusy(t *testing.T) {
 // a tracked or pending call from the caller-offline rule.
 func TestMigration0007BackfillsPresence(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "old.db")
-	raw, err := sqlx.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := fstest.MapFS{}
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if e.Name() >= "0007" {
-			continue
-		}
-		b, err := fs.ReadFile(migrationFiles, "migrations/"+e.Name())
-		if err != nil {
-			t.Fatal(err)
-		}
-		old["migrations/"+e.Name()] = &fstest.MapFile{Data: b}
-	}
-	if err := migrateFS(ctx, raw, slog.New(slog.DiscardHandler), old); err != nil {
-		t.Fatal(err)
-	}
+	path, raw := schemaBefore(t, "0007")
 	// seq: 1 tracked, bob pending; 2 untracked, bob pending; 3 untracked,
 	// bob timed out (dormant); 4 tracked, bob accepted; 5 armed, bob timed
 	// out; 6 ended.
@@ -268,7 +231,7 @@ func TestMigration0007BackfillsPresence(t *testing.T) {
 	raw.Close()
 	s := openAt(t, path)
 	var got []string
-	err = s.Update(ctx, func(tx calls.Tx) error {
+	err := s.Update(ctx, func(tx calls.Tx) error {
 		list, err := tx.CallerOfflineCalls(ctx, "alice", 0, 100)
 		for _, c := range list {
 			got = append(got, c.ID)
@@ -294,4 +257,36 @@ func TestMigration0007BackfillsPresence(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("CallerOfflineCalls after the upgrade = %v, want %v", got, want)
 	}
+}
+
+// schemaBefore makes a database file with the migrations numbered below
+// version applied, as a server of that time left it, and returns its path
+// and a connection to fill it (close it before opening the store, which
+// applies the rest).
+func schemaBefore(t *testing.T, version string) (string, *sqlx.DB) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "old.db")
+	raw, err := sqlx.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := fstest.MapFS{}
+	entries, err := fs.ReadDir(migrationFiles, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() >= version {
+			continue
+		}
+		b, err := fs.ReadFile(migrationFiles, "migrations/"+e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		old["migrations/"+e.Name()] = &fstest.MapFile{Data: b}
+	}
+	if err := migrateFS(context.Background(), raw, slog.New(slog.DiscardHandler), old); err != nil {
+		t.Fatal(err)
+	}
+	return path, raw
 }

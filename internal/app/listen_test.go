@@ -1,11 +1,6 @@
 package app
 
-import (
-	"context"
-	"log/slog"
-	"path/filepath"
-	"testing"
-)
+import "testing"
 
 // Development mode mints tokens for anyone, so without an explicit address
 // it listens on loopback only; an address given by flag or environment,
@@ -25,15 +20,7 @@ func TestListenAddr(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			args := append([]string{"-db", filepath.Join(t.TempDir(), "callsig.db")}, tt.args...)
-			cfg, err := ParseConfig("test", args, func(k string) string { return tt.env[k] }, nil)
-			if err != nil {
-				t.Fatalf("ParseConfig: %v", err)
-			}
-			a, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.DiscardHandler)})
-			if err != nil {
-				t.Fatalf("New: %v", err)
-			}
+			a := newTestApp(t, tt.env, tt.args...)
 			defer a.Close()
 			if got := a.ListenAddr(); got != tt.want {
 				t.Errorf("ListenAddr = %q, want %q", got, tt.want)

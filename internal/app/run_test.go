@@ -37,14 +37,7 @@ func TestRunStopsEveryPartWhenOneFails(t *testing.T) {
 // The real parts run until their context ends, then stop cleanly, and the
 // store closes after them.
 func TestRunStopsOnCancel(t *testing.T) {
-	cfg, err := ParseConfig("test", []string{"-db", filepath.Join(t.TempDir(), "callsig.db")}, func(string) string { return "" }, nil)
-	if err != nil {
-		t.Fatalf("ParseConfig: %v", err)
-	}
-	a, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
+	a := newTestApp(t, nil)
 	var names []string
 	for _, p := range a.parts {
 		names = append(names, p.name)
@@ -71,14 +64,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 
 // CALLSIG_CALL_RETENTION=0 keeps ended calls: no retention part runs.
 func TestCallRetentionZeroKeepsCalls(t *testing.T) {
-	cfg, err := ParseConfig("test", []string{"-db", filepath.Join(t.TempDir(), "callsig.db"), "-call-retention", "0"}, func(string) string { return "" }, nil)
-	if err != nil {
-		t.Fatalf("ParseConfig: %v", err)
-	}
-	a, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
+	a := newTestApp(t, nil, "-call-retention", "0")
 	defer a.Close()
 	for _, p := range a.parts {
 		if p.name == "call retention" {
@@ -88,4 +74,20 @@ func TestCallRetentionZeroKeepsCalls(t *testing.T) {
 	if _, err := ParseConfig("test", []string{"-call-retention", "-1h"}, func(string) string { return "" }, nil); err == nil {
 		t.Fatal("a negative call retention was accepted")
 	}
+}
+
+// newTestApp builds an app on a fresh SQLite file from args and env (nil:
+// none), as main would; the caller closes it.
+func newTestApp(t *testing.T, env map[string]string, args ...string) *App {
+	t.Helper()
+	args = append([]string{"-db", filepath.Join(t.TempDir(), "callsig.db")}, args...)
+	cfg, err := ParseConfig("test", args, func(k string) string { return env[k] }, nil)
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	a, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return a
 }
