@@ -143,10 +143,11 @@ func (c *tokenClaims) Validate() error {
 }
 
 type authenticator struct {
-	cfg     AuthConfig
-	parser  *jwt.Parser
-	methods []string // the algorithms the parser admits
-	cache   *tokenCache
+	cfg       AuthConfig
+	parser    *jwt.Parser    // decodes a token whose signature checkSignature verified
+	validator *jwt.Validator // then checks its claims, with the parser's options
+	methods   []string       // the algorithms admitted
+	cache     *tokenCache
 }
 
 // maxTokenLength bounds a token before any work is done on it. Real ones
@@ -182,7 +183,8 @@ func newAuthenticator(cfg AuthConfig) *authenticator {
 	if cfg.Audience != "" {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
-	return &authenticator{cfg: cfg, parser: jwt.NewParser(opts...), methods: methods, cache: newTokenCache(tokenCacheTTL, tokenCacheMax)}
+	return &authenticator{cfg: cfg, parser: jwt.NewParser(opts...), validator: jwt.NewValidator(opts...), methods: methods,
+		cache: newTokenCache(tokenCacheTTL, tokenCacheMax)}
 }
 
 // keyFor picks the verification key: the secret for HS256, the provider's
@@ -222,10 +224,15 @@ func (a *authenticator) verify(ctx context.Context, token string) (user string, 
 		return "", false, time.Time{}, errors.New("token is longer than 16 KiB")
 	}
 	c := tokenClaims{userClaim: a.cfg.UserClaim}
-	err = a.checkSignature(ctx, token)
-	var tok *jwt.Token
+	method, err := a.checkSignature(ctx, token)
 	if err == nil {
-		tok, err = a.parser.ParseWithClaims(token, &c, a.keyFor(ctx))
+		// Verified: the claims are decoded, once, and checked as jwt's
+		// ParseWithClaims would (our Validate included).
+		if _, _, err = a.parser.ParseUnverified(token, &c); err == nil {
+			if verr := a.validator.Validate(&c); verr != nil {
+				err = fmt.Errorf("%w: %w", jwt.ErrTokenInvalidClaims, verr)
+			}
+		}
 	}
 	switch {
 	case err == nil:
@@ -255,54 +262,54 @@ func (a *authenticator) verify(ctx context.Context, token string) (user string, 
 	// Only tokens signed with callsig's own secret grant the admin role: an
 	// identity provider's "role" claim is the app's business (its own
 	// admins), not a licence to read every call's webhooks.
-	admin = c.Role == "admin" && tok.Method == jwt.SigningMethodHS256
+	admin = c.Role == "admin" && method == jwt.SigningMethodHS256
 	return c.user, admin, c.ExpiresAt.Time, nil
 }
 
 // checkSignature verifies token's signature from its header alone, before
-// the parser decodes its claims: jwt decodes them first (and tokenClaims
-// twice), so a forged token with a large payload cost the server far more
-// than its sender, with no rate limit (one comes after authentication).
-// Its errors are jwt's own kinds, or the key lookup's, so verify words
-// them as before. A token that passes is parsed and verified again in
-// full; each is verified once a minute at most (tokenCache).
-func (a *authenticator) checkSignature(ctx context.Context, token string) error {
+// its claims are decoded: jwt's ParseWithClaims decodes them first (and
+// tokenClaims twice), so a forged token with a large payload cost the
+// server far more than its sender, with no rate limit (one comes after
+// authentication). It returns the token's signing method. Its errors are
+// jwt's own kinds, or the key lookup's, so verify words them as jwt's
+// parser would have.
+func (a *authenticator) checkSignature(ctx context.Context, token string) (jwt.SigningMethod, error) {
 	head, rest, ok := strings.Cut(token, ".")
 	payload, sig, ok2 := strings.Cut(rest, ".")
 	if !ok || !ok2 || strings.Contains(sig, ".") {
-		return jwt.ErrTokenMalformed
+		return nil, jwt.ErrTokenMalformed
 	}
 	// Every segment is decoded before the key is looked up, as jwt does,
 	// so a malformed token is told so whatever its kid; the claims are
 	// only decoded from base64 (cheap), not read as JSON.
 	raw, err := a.parser.DecodeSegment(head)
 	if err != nil {
-		return jwt.ErrTokenMalformed
+		return nil, jwt.ErrTokenMalformed
 	}
 	signature, err := a.parser.DecodeSegment(sig)
 	if err != nil {
-		return jwt.ErrTokenMalformed
+		return nil, jwt.ErrTokenMalformed
 	}
 	if _, err := a.parser.DecodeSegment(payload); err != nil {
-		return jwt.ErrTokenMalformed
+		return nil, jwt.ErrTokenMalformed
 	}
 	header := map[string]any{}
 	if err := json.Unmarshal(raw, &header); err != nil {
-		return jwt.ErrTokenMalformed
+		return nil, jwt.ErrTokenMalformed
 	}
 	alg, _ := header["alg"].(string)
 	method := jwt.GetSigningMethod(alg)
 	if method == nil || !slices.Contains(a.methods, alg) {
-		return jwt.ErrTokenSignatureInvalid
+		return nil, jwt.ErrTokenSignatureInvalid
 	}
 	key, err := a.keyFor(ctx)(&jwt.Token{Header: header, Method: method})
 	if err != nil {
-		return fmt.Errorf("%w: %w", jwt.ErrTokenUnverifiable, err)
+		return nil, fmt.Errorf("%w: %w", jwt.ErrTokenUnverifiable, err)
 	}
 	if err := method.Verify(head+"."+payload, signature, key); err != nil {
-		return jwt.ErrTokenSignatureInvalid
+		return nil, jwt.ErrTokenSignatureInvalid
 	}
-	return nil
+	return method, nil
 }
 
 // ourTokenErrors are the token errors of ours, with messages for the
