@@ -118,16 +118,17 @@ async function renewalHeldProxy(t) {
   return {proxy, oldBody, renewedHead};
 }
 
-// The old stream is the only one open: it must go on delivering while the
-// renewal has not opened (it may never), and the renewal, opened from the
-// position the reset voided, is dropped and opened again from a real one.
-test('reset on the old stream while a renewal is held: the old stream goes on, the renewal reopens from the server\'s ids', async (t) => {
+// heldRenewal brings bob to the moment the tests below start from: his old
+// stream back from AHEAD and open, a renewal to the fresh token asked for
+// and held, and the old stream's reset let through. before runs once the
+// clients exist, before bob logs in (to leave an invitation pending).
+async function heldRenewal(t, before = async () => {}) {
   const {proxy, oldBody, renewedHead} = await renewalHeldProxy(t);
   const bobID = user('bob');
-  let provided = 0;
-  const bob = client(bobID, {baseURL: proxy.url, tokenProvider: () => { provided++; return token(bobID); }});
+  const provided = {n: 0};
+  const bob = client(bobID, {baseURL: proxy.url, tokenProvider: () => { provided.n++; return token(bobID); }});
   const alice = client(user('alice'));
-  const c1 = await alice.callInvite([bobID], {timeout: 600}); // pending when the old stream comes back
+  await before(alice, bobID);
   await bob.login();
   t.after(() => bob.logout());
 
@@ -138,6 +139,30 @@ test('reset on the old stream while a renewal is held: the old stream goes on, t
   const renewal = await proxy.stream(2);
   assert.equal(renewal.query, String(AHEAD));
   oldBody.release(); // the old stream's reset comes while the renewal is not open
+  return {proxy, renewedHead, bob, bobID, alice, provided, old, fresh, renewal};
+}
+
+// wantOneResetNoGap checks the end of the tests below: one reset, no token
+// asked for after login (the renewal's was given), no gap after the old
+// stream came back, and every event of the server's log handed over once,
+// in order.
+async function wantOneResetNoGap(bob, bobID, provided) {
+  assert.equal(resets(bob), 1, 'one reset');
+  assert.equal(provided.n, 1, 'no token asked for after login: the renewal\'s was given');
+  assert.deepEqual(bob.events.of('connectionStateChanged').map((e) => e.data.state),
+    ['connecting', 'connected', 'reconnecting', 'connected'], 'no gap after the old stream came back');
+  const want = (await log(bobID)).filter((e) => e.device === '' || e.device === bob.deviceID).map((e) => `${e.type} ${e.callID}`);
+  assert.deepEqual(handed(bob), want, 'every event of the server\'s log, once, in order');
+}
+
+// The old stream is the only one open: it must go on delivering while the
+// renewal has not opened (it may never), and the renewal, opened from the
+// position the reset voided, is dropped and opened again from a real one.
+test('reset on the old stream while a renewal is held: the old stream goes on, the renewal reopens from the server\'s ids', async (t) => {
+  let c1;
+  const {proxy, renewedHead, bob, bobID, alice, provided, old, fresh, renewal} = await heldRenewal(t, async (alice, bobID) => {
+    c1 = await alice.callInvite([bobID], {timeout: 600}); // pending when the old stream comes back
+  });
 
   const promptly = 3000;
   await bob.events.wait((e) => e.name === 'reset', 'reset', promptly);
@@ -160,13 +185,7 @@ test('reset on the old stream while a renewal is held: the old stream goes on, t
   await old.closed; // the renewal is open
   const c3 = await alice.callInvite([bobID], {timeout: 600});
   await bob.events.wait(is('callUserStateChanged', c3.callID, bobID, 'received'), 'an event on the renewed stream');
-
-  assert.equal(resets(bob), 1, 'one reset');
-  assert.equal(provided, 1, 'no token asked for after login: the renewal\'s was given');
-  assert.deepEqual(bob.events.of('connectionStateChanged').map((e) => e.data.state),
-    ['connecting', 'connected', 'reconnecting', 'connected'], 'no gap after the old stream came back');
-  const want = (await log(bobID)).filter((e) => e.device === '' || e.device === bob.deviceID).map((e) => `${e.type} ${e.callID}`);
-  assert.deepEqual(handed(bob), want, 'every event of the server\'s log, once, in order');
+  await wantOneResetNoGap(bob, bobID, provided);
 });
 
 // As above with nothing pending at the reset and nothing coming after it:
@@ -175,21 +194,7 @@ test('reset on the old stream while a renewal is held: the old stream goes on, t
 // with no renewal. With no position after the reset, the renewal made
 // again sends no id, and gets what a new stream gets.
 test('reset on the old stream while a renewal is held, nothing pending nor coming: the renewal is made again within a second or so', async (t) => {
-  const {proxy, oldBody, renewedHead} = await renewalHeldProxy(t);
-  const bobID = user('bob');
-  let provided = 0;
-  const bob = client(bobID, {baseURL: proxy.url, tokenProvider: () => { provided++; return token(bobID); }});
-  const alice = client(user('alice'));
-  await bob.login();
-  t.after(() => bob.logout());
-
-  const old = await proxy.stream(1);
-  await bob.events.wait(() => connected(bob) === 2, 'the old stream open again');
-  const fresh = await token(bobID, 7200);
-  await bob.renewToken(fresh);
-  const renewal = await proxy.stream(2);
-  assert.equal(renewal.query, String(AHEAD));
-  oldBody.release(); // the old stream's reset comes while the renewal is not open
+  const {proxy, renewedHead, bob, bobID, alice, provided, old, fresh, renewal} = await heldRenewal(t);
 
   await bob.events.wait((e) => e.name === 'reset', 'reset', 3000);
   const again = proxy.stream(3, 2000); // RESET_RENEW_DELAY (1 s) and some slack
@@ -204,13 +209,6 @@ test('reset on the old stream while a renewal is held, nothing pending nor comin
   await old.closed; // the renewal is open
   const c1 = await alice.callInvite([bobID], {timeout: 600});
   await bob.events.wait(is('callUserStateChanged', c1.callID, bobID, 'received'), 'an event on the renewed stream');
-
-  assert.equal(resets(bob), 1, 'one reset');
-  assert.equal(provided, 1, 'no token asked for after login: the renewal\'s was given');
-  assert.deepEqual(bob.events.of('connectionStateChanged').map((e) => e.data.state),
-    ['connecting', 'connected', 'reconnecting', 'connected'], 'no gap after the old stream came back');
-  const got = handed(bob);
-  assert.equal(got.filter((e) => e === `callInvitationReceived ${c1.callID}`).length, 1, 'the invitation handed over once');
-  const want = (await log(bobID)).filter((e) => e.device === '' || e.device === bob.deviceID).map((e) => `${e.type} ${e.callID}`);
-  assert.deepEqual(got, want, 'every event of the server\'s log, once, in order');
+  assert.equal(handed(bob).filter((e) => e === `callInvitationReceived ${c1.callID}`).length, 1, 'the invitation handed over once');
+  await wantOneResetNoGap(bob, bobID, provided);
 });
