@@ -9,6 +9,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"callsig/calls"
+	"callsig/db/storetest"
+	"callsig/internal/fakeclock"
+	"callsig/internal/wait"
 )
 
 // One failing part stops the others, and Run says which part failed: a
@@ -73,6 +78,40 @@ func TestCallRetentionZeroKeepsCalls(t *testing.T) {
 	}
 	if _, err := ParseConfig("test", []string{"-call-retention", "-1h"}, func(string) string { return "" }, nil); err == nil {
 		t.Fatal("a negative call retention was accepted")
+	}
+}
+
+// The call retention measures a call's age on the app's clock, the one its
+// end time was taken from: on a fake clock 70 years ahead, a call that
+// ended a day ago by the wall clock is past the 30 days and pruned at the
+// pruner's first round (by the wall clock it would be kept).
+func TestCallRetentionUsesTheAppClock(t *testing.T) {
+	args := []string{"-db", filepath.Join(t.TempDir(), "callsig.db")}
+	cfg, err := ParseConfig("test", args, func(string) string { return "" }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := fakeclock.New(time.Now().AddDate(70, 0, 0))
+	a, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.DiscardHandler), Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := storetest.NewCall("ended-a-day-ago-0001", "alice", time.Now().Add(-25*time.Hour).UnixMilli(), "bob")
+	ended.Call.State, ended.Call.EndTime = calls.CallEnded, time.Now().Add(-24*time.Hour).UnixMilli()
+	storetest.Save(t, a.Store, ended)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(ctx) }()
+	wait.For(t, 10*time.Second, "the call retention's first round", func() bool {
+		_, err := a.Store.Call(context.Background(), ended.Call.ID)
+		return errors.Is(err, calls.ErrCallNotFound)
+	})
+	cancel()
+	if err := <-ran; err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 
