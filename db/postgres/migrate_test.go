@@ -1,0 +1,100 @@
+package postgres
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"callsig/calls"
+	"callsig/db"
+	"callsig/internal/pgtest"
+)
+
+// TestMigration0005BackfillsPresence upgrades a database a server before
+// 0005 left, with started calls in every case calls.PresenceMatters tells
+// apart, and checks that the backfill marks exactly the calls the pure
+// predicate picks: those are what presence reads after the upgrade (a
+// call left unmarked would never follow the caller-offline rule).
+func TestMigration0005BackfillsPresence(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	raw, err := openPool(ctx, dsn, 2, 10*time.Second, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := db.Migrations(migrationFiles, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := slices.DeleteFunc(all, func(m db.Migration) bool { return m.Version >= 5 })
+	if len(old) != 4 {
+		t.Fatalf("migrations before 0005: %d, want 4", len(old))
+	}
+	if err := db.Migrate(ctx, migrator{raw}, old, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	// The SQLite test's fixture (TestMigration0007BackfillsPresence): 1
+	// tracked, bob pending; 2 untracked, bob pending; 3 untracked, bob
+	// timed out (dormant); 4 tracked, bob accepted; 5 armed, bob timed
+	// out; 6 ended.
+	for _, q := range []string{
+		`INSERT INTO calls (id, caller, mode, state, timeout, create_time, end_time, caller_tracked, caller_offline_at) VALUES
+			('tracked-pending', 'alice', 'advanced', 'started', 600, 1000, 0, true, 0),
+			('untracked-pending', 'alice', 'advanced', 'started', 600, 1000, 0, false, 0),
+			('dormant', 'alice', 'advanced', 'started', 600, 1000, 0, false, 0),
+			('accepted', 'alice', 'advanced', 'started', 600, 1000, 0, true, 0),
+			('armed', 'alice', 'advanced', 'started', 600, 1000, 0, true, 9000),
+			('ended', 'alice', 'general', 'ended', 600, 1000, 2000, true, 0)`,
+		`INSERT INTO call_users (call_seq, user_id, ord, state, accept_time, timeout_at)
+			SELECT c.seq, v.user_id, v.ord, v.state, v.accept_time, v.timeout_at
+			FROM (VALUES
+				('tracked-pending', 'alice', 0, 'accepted', 1000, 0), ('tracked-pending', 'bob', 1, 'inviting', 0, 601000),
+				('untracked-pending', 'alice', 0, 'accepted', 1000, 0), ('untracked-pending', 'bob', 1, 'received', 0, 601000),
+				('dormant', 'alice', 0, 'accepted', 1000, 0), ('dormant', 'bob', 1, 'timeout', 0, 0),
+				('accepted', 'alice', 0, 'accepted', 1000, 0), ('accepted', 'bob', 1, 'accepted', 1500, 0),
+				('armed', 'alice', 0, 'accepted', 1000, 0), ('armed', 'bob', 1, 'timeout', 0, 0),
+				('ended', 'alice', 0, 'accepted', 1000, 0), ('ended', 'bob', 1, 'inviting', 0, 0)
+			) AS v (call_id, user_id, ord, state, accept_time, timeout_at)
+			JOIN calls c ON c.id = v.call_id`,
+	} {
+		if _, err := raw.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.Close()
+
+	s, err := Open(ctx, dsn, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	var got []string
+	err = s.Update(ctx, func(tx calls.Tx) error {
+		list, err := tx.CallerOfflineCalls(ctx, "alice", 0, 100)
+		for _, c := range list {
+			got = append(got, c.ID)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, id := range []string{"tracked-pending", "untracked-pending", "dormant", "accepted", "armed", "ended"} {
+		c, err := s.Call(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if calls.PresenceMatters(c) {
+			want = append(want, id)
+		}
+	}
+	if !slices.Equal(want, []string{"tracked-pending", "untracked-pending", "armed"}) {
+		t.Fatalf("the fixture's pure predicate: %v", want)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("CallerOfflineCalls after the upgrade = %v, want %v", got, want)
+	}
+}
