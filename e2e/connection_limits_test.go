@@ -71,6 +71,10 @@ func TestConnectionCapKeepsHealthAnswering(t *testing.T) {
 	if got := scrapeMetric(t, s, "callsig_http_connections_max"); got != 3 {
 		t.Fatalf("callsig_http_connections_max = %v, want 3", got)
 	}
+	// A share of 256 is the whole cap of 3: no per-address cap.
+	if got := scrapeMetric(t, s, "callsig_http_connections_per_address_max"); got != 0 {
+		t.Fatalf("callsig_http_connections_per_address_max = %v, want 0", got)
+	}
 	for _, st := range streams {
 		if st.Ended() {
 			t.Fatal("a stream holding a connection was closed")

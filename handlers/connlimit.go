@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,11 +34,17 @@ import (
 // once, and a client that connects and stays silent would otherwise hold a
 // reserve slot for the whole ReadHeaderTimeout, so that a single client
 // could fill the reserve and make the health checks fail.
+//
+// One client address holds at most perAddr of the max connections (see
+// SetPerAddress): past its share its next connection is closed at accept,
+// without a reserve slot, so that one party can neither take the whole cap
+// nor keep the reserve, and with it the health checks, full.
 type ConnLimit struct {
 	max, reserve int64
 	overflowWait time.Duration // see overflowRequestWait
 	open         atomic.Int64
 	refused      atomic.Int64 // closed at accept, past the reserve
+	perAddr      addrShares
 }
 
 // overflowRequestWait is how long after accept a connection in the reserve
@@ -51,6 +58,14 @@ const overflowRequestWait = 2 * time.Second
 func NewConnLimit(max, reserve int) *ConnLimit {
 	return &ConnLimit{max: int64(max), reserve: int64(reserve), overflowWait: overflowRequestWait}
 }
+
+// SetPerAddress caps the connections one client address holds at once at
+// n (0: no cap of its own). Loopback and private addresses are exempt:
+// they are what a proxy or load balancer in front of the server connects
+// from, carrying many clients; a proxy keeping the client's address (or
+// none in front) is capped per client. IPv6 addresses count by their /64,
+// what one host is usually given. Call it before Listener.
+func (l *ConnLimit) SetPerAddress(n int) { l.perAddr.max = n }
 
 // Listener applies the cap to the connections accepted from ln.
 func (l *ConnLimit) Listener(ln net.Listener) net.Listener {
@@ -72,6 +87,14 @@ func (l *ConnLimit) Register(reg prometheus.Registerer) error {
 			Name: "callsig_http_connections_refused_total",
 			Help: "Connections closed as soon as accepted: the cap and its reserve were full.",
 		}, func() float64 { return float64(l.refused.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "callsig_http_connections_per_address_max",
+			Help: "Connections one client address may hold at once (CALLSIG_MAX_CONNECTIONS_PER_ADDRESS; 0: no cap); loopback and private addresses are exempt.",
+		}, func() float64 { return float64(l.perAddr.max) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "callsig_http_connections_refused_per_address_total",
+			Help: "Connections closed as soon as accepted: their client address held its share of the cap already.",
+		}, func() float64 { return float64(l.perAddr.refused.Load()) }),
 	} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("handlers: connection metrics: %w", err)
@@ -92,10 +115,17 @@ func (ll *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
+		addr, ok := l.perAddr.take(c.RemoteAddr())
+		if !ok {
+			_ = c.Close()
+			continue
+		}
 		n := l.open.Add(1)
 		if n <= l.max {
-			return &limitedConn{Conn: c, l: l}, nil
+			return &limitedConn{Conn: c, l: l, addr: addr}, nil
 		}
+		// Above the cap: a reserve slot or none, and not the address's.
+		l.perAddr.release(addr)
 		if n <= l.max+l.reserve {
 			lc := &limitedConn{Conn: c, l: l, overflow: true, cutoff: time.Now().Add(l.overflowWait)}
 			// net/http sets its own deadline only once it starts reading;
@@ -114,8 +144,9 @@ func (ll *limitListener) Accept() (net.Conn, error) {
 type limitedConn struct {
 	net.Conn
 	l        *ConnLimit
-	overflow bool      // accepted above max: health and metrics only
-	cutoff   time.Time // overflow only: reads end by then (see ConnLimit)
+	addr     netip.Prefix // the client's share it holds (see addrShares); zero: none
+	overflow bool         // accepted above max: health and metrics only
+	cutoff   time.Time    // overflow only: reads end by then (see ConnLimit)
 	once     sync.Once
 }
 
@@ -147,7 +178,10 @@ func (c *limitedConn) clamp(t time.Time) time.Time {
 
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.l.open.Add(-1) })
+	c.once.Do(func() {
+		c.l.open.Add(-1)
+		c.l.perAddr.release(c.addr)
+	})
 	return err
 }
 
@@ -203,4 +237,70 @@ func refuseOverflow(next http.Handler) http.Handler {
 			writeError(w, r, newError(codeUnavailable, "the server holds as many connections as it allows; retry later"))
 		}
 	})
+}
+
+// addrShares counts the connections each client address holds, for the
+// per-address cap. Only addresses holding a connection have an entry, so
+// it is bounded by the connections open.
+type addrShares struct {
+	max     int // 0: no cap
+	mu      sync.Mutex
+	held    map[netip.Prefix]int
+	refused atomic.Int64
+}
+
+// take counts a connection from remote against its address's share and
+// returns the key to release it with (zero: not counted: no cap, an exempt
+// or unknown address), or false when the share is full.
+func (s *addrShares) take(remote net.Addr) (netip.Prefix, bool) {
+	if s.max <= 0 {
+		return netip.Prefix{}, true
+	}
+	key, capped := addrKey(remote)
+	if !capped {
+		return netip.Prefix{}, true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held[key] >= s.max {
+		s.refused.Add(1)
+		return netip.Prefix{}, false
+	}
+	if s.held == nil {
+		s.held = map[netip.Prefix]int{}
+	}
+	s.held[key]++
+	return key, true
+}
+
+// release gives back a connection take counted under key.
+func (s *addrShares) release(key netip.Prefix) {
+	if !key.IsValid() {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held[key]--; s.held[key] <= 0 {
+		delete(s.held, key)
+	}
+}
+
+// addrKey is the share a remote address counts against: an IPv4 address
+// itself, an IPv6 address's /64. Loopback, private and link-local
+// addresses, and what is not an IP address, are not capped (capped false).
+func addrKey(remote net.Addr) (key netip.Prefix, capped bool) {
+	ap, err := netip.ParseAddrPort(remote.String())
+	if err != nil {
+		return netip.Prefix{}, false
+	}
+	ip := ap.Addr().Unmap().WithZone("")
+	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() {
+		return netip.Prefix{}, false
+	}
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	key, err = ip.Prefix(bits)
+	return key, err == nil
 }

@@ -108,6 +108,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 	}
 	registerPools(a.Registry, a.Store)
 	a.conns = handlers.NewConnLimit(a.maxConns, connReserve)
+	a.conns.SetPerAddress(perAddressCap(cfg.MaxConnsPerAddress, a.maxConns))
 	if err := a.conns.Register(a.Registry); err != nil {
 		a.Store.Close()
 		return nil, err

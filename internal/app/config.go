@@ -44,6 +44,7 @@ type Config struct {
 	ReadTimeout         time.Duration
 	MaxStreamsPerUser   int
 	MaxConnections      int
+	MaxConnsPerAddress  int
 	LogLevel            string
 	LogFormat           string
 	// GCHeadroomMiB is the heap growth, in MiB, the garbage collector
@@ -110,6 +111,7 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"read-timeout", "CALLSIG_READ_TIMEOUT", "how long a request (headers and body) may take to arrive; slower is 408", &c.ReadTimeout},
 		{"max-streams-per-user", "CALLSIG_MAX_STREAMS_PER_USER", "open event streams per user; a newer one closes the oldest", &c.MaxStreamsPerUser},
 		{"max-connections", "CALLSIG_MAX_CONNECTIONS", "connections served at once (0: the open-file limit less headroom)", &c.MaxConnections},
+		{"max-connections-per-address", "CALLSIG_MAX_CONNECTIONS_PER_ADDRESS", "connections one client address may hold (0: a sixteenth of max-connections, at least 256; max-connections or more: no cap); loopback and private addresses are exempt", &c.MaxConnsPerAddress},
 		{"log-level", "CALLSIG_LOG_LEVEL", "debug, info, warn or error", &c.LogLevel},
 		{"log-format", "CALLSIG_LOG_FORMAT", "text or json", &c.LogFormat},
 		{"gc-headroom-mib", "CALLSIG_GC_HEADROOM_MIB", "heap growth in MiB the garbage collector allows between collections at least (0: GOGC alone; ignored when GOGC is set)", &c.GCHeadroomMiB},
@@ -179,6 +181,9 @@ func (c Config) validate() error {
 	}
 	if c.MaxConnections < 0 {
 		errs = append(errs, errors.New("max-connections must not be negative"))
+	}
+	if c.MaxConnsPerAddress < 0 {
+		errs = append(errs, errors.New("max-connections-per-address must not be negative"))
 	}
 	if c.GCHeadroomMiB < 0 || c.GCHeadroomMiB > 1<<20 {
 		errs = append(errs, errors.New("gc-headroom-mib must be between 0 and 1048576"))

@@ -46,6 +46,22 @@ func maxConnections(configured int, log *slog.Logger) int {
 	return configured
 }
 
+// perAddressCap is the connections one client address may hold (see
+// handlers.ConnLimit.SetPerAddress), 0 for no cap: the configured share,
+// or by default a sixteenth of the cap, at least 256 (an office or a
+// carrier's NAT puts many users behind one address, each holding a stream
+// and a request or two). A share of the whole cap or more is no cap.
+func perAddressCap(configured, maxConns int) int {
+	n := configured
+	if n == 0 {
+		n = max(256, maxConns/16)
+	}
+	if n >= maxConns {
+		return 0
+	}
+	return n
+}
+
 // Listener wraps ln with the connection cap (see handlers.ConnLimit);
 // cmd/api and the test kit serve on what it returns.
 func (a *App) Listener(ln net.Listener) net.Listener { return a.conns.Listener(ln) }
