@@ -193,8 +193,14 @@ func (s *Store) runSyncer() {
 }
 
 // syncPending fsyncs the WAL for pending, when one of them committed, and
-// moves the durable event watermark past their events.
+// moves the durable event watermark past their events. After a failed
+// fsync it fails every round, those whose batches all failed included:
+// a round that succeeded would move syncedSeq past the commits whose
+// fsync failed (see synced), and reads would take them for durable.
 func (s *Store) syncPending(pending []committedBatch) error {
+	if s.syncFailed.Load() {
+		return errStopped
+	}
 	var last int64
 	needed := false
 	for _, b := range pending {
@@ -205,9 +211,6 @@ func (s *Store) syncPending(pending []committedBatch) error {
 	}
 	if !needed {
 		return nil
-	}
-	if s.syncFailed.Load() {
-		return errStopped
 	}
 	if s.syncWAL == nil { // COMMIT synced already (FULL inline), or NORMAL
 		advance(&s.durableEvent, last)
