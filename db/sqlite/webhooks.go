@@ -83,14 +83,18 @@ func (t *webhookTx) RetryWebhookDelivery(ctx context.Context, endpointID string,
 	return db.RetryDelivery(ctx, t.tx, sqlRetryTarget, endpointID, deliveryID, now)
 }
 
-// WebhookEndpoints returns the live endpoints, oldest first, with secrets.
+// WebhookEndpoints returns the live endpoints, oldest first, with secrets,
+// once durable, as every read a client sees (see read).
 func (s *Store) WebhookEndpoints(ctx context.Context) ([]webhooks.Endpoint, error) {
-	rows, err := s.rdb.QueryContext(ctx, `SELECT `+db.EndpointColumns+` FROM webhook_endpoints
-		WHERE deleted = 0 ORDER BY created_at, id`)
-	if err != nil {
-		return nil, fmt.Errorf("db: list webhooks: %w", err)
-	}
-	list, err := db.ScanRows(rows, db.ScanEndpointValue)
+	var list []webhooks.Endpoint
+	err := s.read(ctx, func(tx *sqlx.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT `+db.EndpointColumns+` FROM webhook_endpoints
+			WHERE deleted = 0 ORDER BY created_at, id`)
+		if err == nil {
+			list, err = db.ScanRows(rows, db.ScanEndpointValue)
+		}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("db: list webhooks: %w", err)
 	}
@@ -98,15 +102,23 @@ func (s *Store) WebhookEndpoints(ctx context.Context) ([]webhooks.Endpoint, erro
 }
 
 // WebhookEndpoint returns one live endpoint with its secret, or an error
-// matching calls.ErrNotFound.
+// matching calls.ErrNotFound, once durable (see read): a deletion that
+// could still be lost is not yet a 404.
 func (s *Store) WebhookEndpoint(ctx context.Context, id string) (*webhooks.Endpoint, error) {
-	e, err := db.ScanEndpoint(s.rdb.QueryRowContext(ctx, `SELECT `+db.EndpointColumns+`
-		FROM webhook_endpoints WHERE id = ? AND deleted = 0`, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, db.WebhookNotFound(id)
-	}
+	var e *webhooks.Endpoint
+	err := s.read(ctx, func(tx *sqlx.Tx) (err error) {
+		e, err = db.ScanEndpoint(tx.QueryRowContext(ctx, `SELECT `+db.EndpointColumns+`
+			FROM webhook_endpoints WHERE id = ? AND deleted = 0`, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			e, err = nil, nil
+		}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("db: load webhook %s: %w", id, err)
+	}
+	if e == nil {
+		return nil, db.WebhookNotFound(id)
 	}
 	return e, nil
 }
