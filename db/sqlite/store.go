@@ -2,9 +2,12 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -180,15 +183,54 @@ func (s *Store) Close() error {
 		s.pingMu.Unlock()
 		s.probes.Wait() // answered: the writer drained the queue
 
-		// PRAGMA optimize is what SQLite recommends running before closing a
-		// long-lived connection: it refreshes the planner's statistics where
-		// they drifted. Best effort; a failure changes nothing stored.
-		_, _ = s.wdb.Exec("PRAGMA optimize")
+		var holder io.Closer
+		if s.syncFailed.Load() {
+			holder = s.holdWAL()
+		} else {
+			// PRAGMA optimize is what SQLite recommends running before
+			// closing a long-lived connection: it refreshes the planner's
+			// statistics where they drifted. Best effort; a failure
+			// changes nothing stored.
+			_, _ = s.wdb.Exec("PRAGMA optimize")
+		}
 		s.wst.close()
 		s.rst.close()
 		s.closeErr = errors.Join(s.rdb.Close(), s.wdb.Close())
+		if holder != nil {
+			_ = holder.Close()
+		}
 	})
 	return s.closeErr
+}
+
+// holdWAL keeps the WAL from being checkpointed into the database by the
+// closes that follow, after a failed fsync: the last connection to close
+// copies the WAL's frames into the database file without checking them,
+// and after a failed fsync the kernel may have dropped the pages it could
+// not write (so the frames read back may not be the ones written). The
+// next start's recovery reads the WAL from the disk and checks every
+// frame's checksum, keeping only the valid prefix. It returns a read-only
+// connection holding a read lock while the pools close, so none of them
+// can take the exclusive lock a checkpoint on close needs; being read-only,
+// it does not checkpoint when it closes last. Best effort: nil if the
+// connection cannot be opened.
+func (s *Store) holdWAL() io.Closer {
+	file := strings.TrimSuffix(s.wal.path, "-wal")
+	if file == "" {
+		return nil
+	}
+	hold, err := sql.Open("sqlite", "file:"+file+"?mode=ro")
+	if err != nil {
+		return nil
+	}
+	hold.SetMaxOpenConns(1)
+	var n int
+	if err := hold.QueryRow("SELECT count(*) FROM sqlite_schema").Scan(&n); err != nil {
+		s.log.Error("closing after a failed fsync: cannot hold the WAL; it may be checkpointed", "err", err)
+		_ = hold.Close()
+		return nil
+	}
+	return hold
 }
 
 // OnDurable has f given the events of every batch synced from now on, in
