@@ -701,6 +701,8 @@ func (st *stream) announce() {
 	if err := st.h.o.Announce(ctx, st.user); err != nil && st.ctx.Err() == nil {
 		st.h.log.Warn("record presence before the stream opens; the presence report retries", "user", st.user, "err", err)
 	}
+	// Even when it failed: it may have written the row all the same.
+	st.h.work.announced(st.user)
 }
 
 // storeRetry is how soon a stream whose log read found the store down

@@ -37,6 +37,12 @@ type presenceState struct {
 	want, applied bool // online now; online as last reported
 	dirty         bool // want changed since the last report began
 	queued, busy  bool
+	reporting     bool // busy: the report in flight is "online"
+	// announced: a stream's announcement (Options.Announce) may have
+	// written the user's presence row since the last report began, which
+	// no report accounts for yet: the next report is made even if the
+	// user is offline and reported so, and its UserOffline deletes it.
+	announced bool
 }
 
 type delivery struct {
@@ -81,6 +87,36 @@ func (w *work) presence(user string, online bool) {
 		w.users[user] = st
 	}
 	st.want, st.dirty = online, true
+	if !st.busy && !st.queued {
+		st.queued = true
+		w.queue = append(w.queue, user)
+		w.signal()
+	}
+}
+
+// announced records that a stream of user announced itself (see
+// Options.Announce), which may have written the user's presence row
+// outside the reports. When the last report made, or the one in flight,
+// is "online", the row is accounted for: going offline will be reported.
+// Otherwise a report is queued, made even if the user is offline by then,
+// so that its UserOffline deletes the row: a stream that opened and closed
+// while the workers were busy used to leave its online and offline
+// reports to cancel out, and the row kept the user online cluster-wide
+// for as long as this node lived.
+func (w *work) announced(user string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.presenceOff {
+		return
+	}
+	st := w.users[user]
+	if st == nil {
+		st = &presenceState{}
+		w.users[user] = st
+	} else if st.busy && st.reporting || !st.busy && st.applied {
+		return
+	}
+	st.announced, st.dirty = true, true
 	if !st.busy && !st.queued {
 		st.queued = true
 		w.queue = append(w.queue, user)
@@ -143,13 +179,13 @@ func (w *work) step(ctx context.Context) bool {
 		w.queue = w.queue[1:]
 		st := w.users[user]
 		st.queued = false
-		if !st.dirty || (!st.want && !st.applied) {
+		if !st.dirty || (!st.want && !st.applied && !st.announced) {
 			st.dirty = false
 			w.forget(user, st)
 			continue
 		}
-		st.busy, st.dirty = true, false
 		online := st.want
+		st.busy, st.reporting, st.dirty, st.announced = true, online, false, false
 		more := len(w.queue) > 0 || len(w.deliveries) > 0
 		w.mu.Unlock()
 		if more {
@@ -185,7 +221,7 @@ func (w *work) step(ctx context.Context) bool {
 
 // forget drops the state of a user that is offline and reported so. mu is held.
 func (w *work) forget(user string, st *presenceState) {
-	if !st.want && !st.applied && !st.busy && !st.queued && !st.dirty {
+	if !st.want && !st.applied && !st.busy && !st.queued && !st.dirty && !st.announced {
 		delete(w.users, user)
 	}
 }
