@@ -19,9 +19,10 @@ import (
 
 // unavailable marks the failures that say "not now" rather than "broken"
 // as calls.ErrUnavailable, so the HTTP layer answers 503 with Retry-After
-// instead of 500: the server unreachable or going away, too many
-// connections, a statement timeout, and the conflicts PostgreSQL resolves
-// by aborting one transaction (deadlock, serialization failure, lock not
+// instead of 500: the server unreachable or going away, out of
+// connections, memory or disk, failing I/O, turned into a read-only
+// standby, a statement timeout, and the conflicts PostgreSQL resolves by
+// aborting one transaction (deadlock, serialization failure, lock not
 // available). A retry later may well succeed.
 func unavailable(err error) error {
 	if err == nil || errors.Is(err, calls.ErrUnavailable) {
@@ -48,7 +49,13 @@ func transient(err error) bool {
 			return true
 		case pe.Code == "40001", pe.Code == "40P01": // serialization failure, deadlock
 			return true
-		case pe.Code == "53300", pe.Code == "55P03", pe.Code == "57014": // too many connections, lock not available, statement timeout
+		case pe.Code[:2] == "53": // insufficient resources: disk full, out of memory, too many connections
+			return true
+		case pe.Code == "55P03", pe.Code == "57014": // lock not available, statement timeout
+			return true
+		case pe.Code == "58030": // I/O error
+			return true
+		case pe.Code == "25006": // read-only transaction: a standby after a failover
 			return true
 		case pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03": // shutdown, cannot connect now
 			return true
