@@ -82,21 +82,30 @@ func QueueHook(ctx context.Context, insert, fanOut Statement, h *calls.HookEvent
 }
 
 // The outbox statements spelled alike everywhere, with ? placeholders.
+//
+// A lease is named by its end, locked_until: a claim takes only a delivery
+// whose lease has ended (locked_until <= now) and writes a later end, so a
+// lease taken over is always replaced by one that ends later. Finishing and
+// releasing are fenced on it (AND locked_until = the attempt's lease): the
+// late result of an attempt whose lease was taken over, or whose delivery
+// was finished, released or failed since, matches no row.
 const (
 	sqlLeaseDelivery   = `UPDATE webhook_deliveries SET locked_until = ? WHERE id = ?`
-	sqlReleaseDelivery = `UPDATE webhook_deliveries SET locked_until = 0 WHERE id = ?`
+	sqlReleaseDelivery = `UPDATE webhook_deliveries SET locked_until = 0 WHERE id = ? AND locked_until = ?`
 	sqlSelectMessage   = `SELECT msg_id, type, payload FROM webhook_messages WHERE id = ?`
 	sqlFinishAttempt   = `UPDATE webhook_deliveries SET attempts = attempts + 1,
 			last_status_code = ?, last_error = ?, status = ?, next_attempt_at = ?, delivered_at = ?,
-			locked_until = 0 WHERE id = ?`
+			locked_until = 0 WHERE id = ? AND locked_until = ?`
 )
 
 // ClaimWebhookDeliveries leases, for each live endpoint, up to its free
 // share (c.FreeFor) of pending deliveries due at c.Now and not leased, until
 // c.LeaseUntil, and returns at most c.Limit of them, earliest due first,
-// ready to send. Pending deliveries of endpoints disabled or deleted
-// meanwhile are failed on the way. more reports that c.Limit left due
-// deliveries behind.
+// ready to send, each with its lease. Deliveries of c.InFlight found not
+// leased are leased again for their attempt in flight, not returned as
+// attempts but as Renewed. Pending deliveries of endpoints disabled or
+// deleted meanwhile are failed on the way. More reports that c.Limit left
+// due deliveries behind.
 //
 // Each endpoint is read on its own (WebhookSQL.ClaimEndpoint), so an
 // endpoint with a large backlog costs the claim its share, never its
@@ -104,11 +113,16 @@ const (
 // one at a time on its single writer, PostgreSQL's take the rows FOR
 // UPDATE SKIP LOCKED. The lease keeps a delivery from being claimed again,
 // even by a process started after a crash, until the attempt is finished
-// or released.
-func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) (claimed []webhooks.Attempt, more bool, err error) {
-	err = w.write(ctx, func(tx *sqlx.Tx) error {
+// or released. c.LeaseUntil must be after c.Now: that is what makes each
+// lease of a delivery end later than the one it takes over.
+func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) (webhooks.Claimed, error) {
+	if c.LeaseUntil <= c.Now {
+		return webhooks.Claimed{}, fmt.Errorf("db: claim webhook deliveries: lease until %d does not end after now %d", c.LeaseUntil, c.Now)
+	}
+	var out webhooks.Claimed
+	err := w.write(ctx, func(tx *sqlx.Tx) error {
 		ctx := w.statementCtx(ctx)
-		claimed, more = nil, false
+		out = webhooks.Claimed{}
 		if _, err := tx.ExecContext(ctx, w.sql.FailDeadEndpoints, c.Now); err != nil {
 			return fmt.Errorf("fail deliveries of dead endpoints: %w", err)
 		}
@@ -179,7 +193,7 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 			return cands[i].a.DeliveryID < cands[j].a.DeliveryID
 		})
 		if len(cands) > c.Limit {
-			cands, more = cands[:max(c.Limit, 0)], true
+			cands, out.More = cands[:max(c.Limit, 0)], true
 		}
 		lease, message := tx.Rebind(sqlLeaseDelivery), tx.Rebind(sqlSelectMessage)
 		for _, id := range renew {
@@ -187,30 +201,34 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 				return err
 			}
 		}
+		out.Renewed = renew
 		for _, k := range cands {
 			a := k.a
 			var typ string
 			if err := tx.QueryRowContext(ctx, message, k.message).Scan(&a.MsgID, &typ, &a.Payload); err != nil {
 				return fmt.Errorf("message of delivery %d: %w", a.DeliveryID, err)
 			}
-			a.Type = calls.HookType(typ)
+			a.Type, a.Lease = calls.HookType(typ), c.LeaseUntil
 			if _, err := tx.ExecContext(ctx, lease, c.LeaseUntil, a.DeliveryID); err != nil {
 				return err
 			}
-			claimed = append(claimed, a)
+			out.Attempts = append(out.Attempts, a)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, false, fmt.Errorf("db: claim webhook deliveries: %w", err)
+		return webhooks.Claimed{}, fmt.Errorf("db: claim webhook deliveries: %w", err)
 	}
-	return claimed, more, nil
+	return out, nil
 }
 
 // FinishWebhookAttempt records the outcome of an attempt and ends its
 // lease: delivered, pending again at o.NextAttemptAt, or failed. With
 // o.DisableReason the endpoint is disabled and its other pending deliveries
-// fail in the same transaction.
+// fail in the same transaction. An attempt that no longer holds the
+// delivery's lease (o.Lease) writes nothing, the endpoint included, and
+// gets webhooks.ErrLeaseLost: the lease holder's outcome is the one that
+// counts.
 func (w Webhooks) FinishWebhookAttempt(ctx context.Context, o webhooks.Outcome) error {
 	status, next, deliveredAt := webhooks.DeliveryFailed, int64(0), int64(0)
 	switch {
@@ -219,10 +237,15 @@ func (w Webhooks) FinishWebhookAttempt(ctx context.Context, o webhooks.Outcome) 
 	case o.NextAttemptAt > 0 && o.DisableReason == "":
 		status, next = webhooks.DeliveryPending, o.NextAttemptAt
 	}
+	lost := false
 	err := w.write(ctx, func(tx *sqlx.Tx) error {
 		ctx := w.statementCtx(ctx)
-		if _, err := tx.ExecContext(ctx, tx.Rebind(sqlFinishAttempt),
-			o.StatusCode, o.Error, string(status), next, deliveredAt, o.DeliveryID); err != nil {
+		res, err := tx.ExecContext(ctx, tx.Rebind(sqlFinishAttempt),
+			o.StatusCode, o.Error, string(status), next, deliveredAt, o.DeliveryID, o.Lease)
+		if err != nil {
+			return err
+		}
+		if lost, err = leaseLost(res); err != nil || lost {
 			return err
 		}
 		if o.DisableReason == "" {
@@ -233,6 +256,9 @@ func (w Webhooks) FinishWebhookAttempt(ctx context.Context, o webhooks.Outcome) 
 		}
 		return failPending(ctx, tx, o.EndpointID, o.At, "endpoint disabled: "+o.DisableReason)
 	})
+	if err == nil && lost {
+		err = webhooks.ErrLeaseLost
+	}
 	if err != nil {
 		return fmt.Errorf("db: finish delivery %d: %w", o.DeliveryID, err)
 	}
@@ -241,15 +267,31 @@ func (w Webhooks) FinishWebhookAttempt(ctx context.Context, o webhooks.Outcome) 
 
 // ReleaseWebhookDelivery ends the lease of an attempt that was abandoned
 // without an outcome (shutdown), so the delivery is due again at once and
-// the abandoned try does not count as an attempt.
-func (w Webhooks) ReleaseWebhookDelivery(ctx context.Context, deliveryID int64) error {
+// the abandoned try does not count as an attempt. An attempt that no longer
+// holds the delivery's lease writes nothing and gets webhooks.ErrLeaseLost:
+// it must not end the lease of the attempt that took the delivery over.
+func (w Webhooks) ReleaseWebhookDelivery(ctx context.Context, deliveryID, lease int64) error {
+	lost := false
 	err := w.write(ctx, func(tx *sqlx.Tx) error {
-		ctx := w.statementCtx(ctx)
-		_, err := tx.ExecContext(ctx, tx.Rebind(sqlReleaseDelivery), deliveryID)
+		res, err := tx.ExecContext(w.statementCtx(ctx), tx.Rebind(sqlReleaseDelivery), deliveryID, lease)
+		if err != nil {
+			return err
+		}
+		lost, err = leaseLost(res)
 		return err
 	})
+	if err == nil && lost {
+		err = webhooks.ErrLeaseLost
+	}
 	if err != nil {
 		return fmt.Errorf("db: release delivery %d: %w", deliveryID, err)
 	}
 	return nil
+}
+
+// leaseLost reports that a statement fenced on an attempt's lease matched
+// no row: the delivery is no longer leased to that attempt.
+func leaseLost(res sql.Result) (bool, error) {
+	n, err := res.RowsAffected()
+	return n == 0, err
 }

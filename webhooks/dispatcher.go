@@ -71,12 +71,13 @@ type Dispatcher struct {
 	wake chan struct{} // buffered(1): "look at the outbox again"
 
 	mu          sync.Mutex
-	inflight    map[int64]string // deliveries being sent by this process → endpoint
-	perEndpoint map[string]int   // attempts in flight per endpoint
+	inflight    map[int64]int64 // deliveries being sent by this process → their lease
+	perEndpoint map[string]int  // attempts in flight per endpoint
 	breakers    map[string]*breaker
 	timer       calls.Timer
 	timerAt     int64 // Unix ms the timer fires at, 0 when none
 	running     bool
+	claiming    chan struct{} // open while a claim runs (lease.go)
 }
 
 var _ calls.Notifier = (*Dispatcher)(nil)
@@ -117,7 +118,7 @@ func NewDispatcher(store Store, o DispatcherOptions) (*Dispatcher, error) {
 		store: store, clock: o.Clock, client: o.Client, log: o.Logger, metrics: m,
 		workers: o.Workers, share: o.Share, breakerO: o.Breaker, lease: o.Lease, jitter: o.Jitter,
 		userAgent: o.UserAgent, wake: make(chan struct{}, 1),
-		inflight: map[int64]string{}, perEndpoint: map[string]int{}, breakers: map[string]*breaker{},
+		inflight: map[int64]int64{}, perEndpoint: map[string]int{}, breakers: map[string]*breaker{},
 	}, nil
 }
 
@@ -178,7 +179,7 @@ func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
 		if c.Limit <= 0 {
 			return // a finishing attempt wakes the loop
 		}
-		claimed, more, err := d.store.ClaimWebhookDeliveries(ctx, c)
+		claimed, err := d.claimDeliveries(ctx, c)
 		if err != nil {
 			if ctx.Err() == nil {
 				d.log.Error("webhooks: claim deliveries", "err", err)
@@ -186,13 +187,13 @@ func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
 			}
 			return
 		}
-		for _, a := range claimed {
+		for _, a := range claimed.Attempts {
 			d.mu.Lock()
 			// The claim skips what is in flight; this guards the map's
 			// invariant should a store not.
 			_, dup := d.inflight[a.DeliveryID]
 			if !dup {
-				d.inflight[a.DeliveryID] = a.EndpointID
+				d.inflight[a.DeliveryID] = a.Lease
 				d.perEndpoint[a.EndpointID]++
 			}
 			d.mu.Unlock()
@@ -202,7 +203,7 @@ func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
 			workers.Add(1)
 			go d.deliver(ctx, workers, a)
 		}
-		if !more {
+		if !claimed.More {
 			break
 		}
 	}
@@ -326,12 +327,23 @@ func (d *Dispatcher) deliver(ctx context.Context, workers *sync.WaitGroup, a Att
 	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if abandoned {
-		if err := d.store.ReleaseWebhookDelivery(rec, a.DeliveryID); err != nil {
+		err := d.record(a.DeliveryID, func(lease int64) error {
+			return d.store.ReleaseWebhookDelivery(rec, a.DeliveryID, lease)
+		})
+		if errors.Is(err, ErrLeaseLost) {
+			d.leaseLost(a, "release")
+		} else if err != nil {
 			d.log.Error("webhooks: release delivery", "delivery", a.DeliveryID, "err", err)
 		}
 		return
 	}
-	if err := d.store.FinishWebhookAttempt(rec, o); err != nil {
+	err := d.record(a.DeliveryID, func(lease int64) error {
+		o.Lease = lease
+		return d.store.FinishWebhookAttempt(rec, o)
+	})
+	if errors.Is(err, ErrLeaseLost) {
+		d.leaseLost(a, "outcome")
+	} else if err != nil {
 		d.log.Error("webhooks: record delivery attempt", "delivery", a.DeliveryID, "err", err)
 	}
 	d.mu.Lock()

@@ -24,6 +24,7 @@ type metrics struct {
 	latency      prometheus.Histogram
 	breakerState *prometheus.GaugeVec
 	breakerTrips *prometheus.CounterVec
+	fenced       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, store Store, clock calls.Clock) (*metrics, error) {
@@ -47,6 +48,10 @@ func newMetrics(reg prometheus.Registerer, store Store, clock calls.Clock) (*met
 			Name: "callsig_webhook_breaker_opened_total",
 			Help: "Times a webhook endpoint's circuit breaker opened.",
 		}, []string{"webhook"}),
+		fenced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "callsig_webhook_results_fenced_total",
+			Help: "Webhook attempt outcomes and releases ignored because the attempt no longer held its delivery's lease (it ran out and another attempt took the delivery over).",
+		}),
 	}
 	for _, o := range []string{OutcomeDelivered, OutcomeRetry, OutcomeFailed, OutcomeGone} {
 		m.attempts.WithLabelValues(o) // export zeros, so rates work from the start
@@ -65,6 +70,9 @@ func newMetrics(reg prometheus.Registerer, store Store, clock calls.Clock) (*met
 		return nil, err
 	}
 	if m.breakerTrips, err = prom.Register(reg, m.breakerTrips); err != nil {
+		return nil, err
+	}
+	if m.fenced, err = prom.Register(reg, m.fenced); err != nil {
 		return nil, err
 	}
 	if _, err = prom.Register(reg, &queueCollector{store: store, clock: clock}); err != nil {

@@ -2,6 +2,7 @@ package webhooks
 
 import (
 	"context"
+	"errors"
 
 	"callsig/calls"
 )
@@ -19,12 +20,18 @@ type Store interface {
 	DeleteWebhookEndpoint(ctx context.Context, id string, now int64) error
 	WebhookDeliveries(ctx context.Context, endpointID string, q DeliveryQuery) ([]Delivery, error)
 
-	// ClaimWebhookDeliveries leases due deliveries as c allows and fails
-	// the pending ones of disabled or deleted endpoints. more reports that
-	// c.Limit cut the claim short.
-	ClaimWebhookDeliveries(ctx context.Context, c Claim) (claimed []Attempt, more bool, err error)
+	// ClaimWebhookDeliveries leases due deliveries as c allows, renews the
+	// run-out leases of c.InFlight, and fails the pending deliveries of
+	// disabled or deleted endpoints.
+	ClaimWebhookDeliveries(ctx context.Context, c Claim) (Claimed, error)
+	// FinishWebhookAttempt records o and ends its lease, or changes nothing
+	// and fails with ErrLeaseLost when the delivery is no longer leased to
+	// o.Lease.
 	FinishWebhookAttempt(ctx context.Context, o Outcome) error
-	ReleaseWebhookDelivery(ctx context.Context, deliveryID int64) error
+	// ReleaseWebhookDelivery ends the lease of an attempt abandoned without
+	// an outcome, or changes nothing and fails with ErrLeaseLost when the
+	// delivery is no longer leased to lease.
+	ReleaseWebhookDelivery(ctx context.Context, deliveryID, lease int64) error
 	// NextWebhookDue says when each live endpoint's earliest pending
 	// delivery not leased at now is due, and when the next lease ends.
 	NextWebhookDue(ctx context.Context, now int64) (Due, error)
@@ -69,6 +76,7 @@ type Claim struct {
 	Free map[string]int
 	// InFlight are the deliveries this process is sending now; a lease that
 	// ran out during a long attempt (a clock jump) must not send one twice.
+	// Such a lease is renewed for the attempt in flight (Claimed.Renewed).
 	InFlight map[int64]bool
 }
 
@@ -79,6 +87,27 @@ func (c Claim) FreeFor(endpointID string) int {
 	}
 	return c.Share
 }
+
+// Claimed is what one claim took.
+type Claimed struct {
+	// Attempts are the deliveries leased until Claim.LeaseUntil, at most
+	// Claim.Limit of them, ready to send.
+	Attempts []Attempt
+	// Renewed are the deliveries of Claim.InFlight whose lease had run out
+	// and is now theirs again until Claim.LeaseUntil: their attempts'
+	// outcomes must carry that lease.
+	Renewed []int64
+	// More reports that Claim.Limit left due deliveries behind.
+	More bool
+}
+
+// ErrLeaseLost is the answer to an attempt's outcome or release when the
+// delivery is no longer leased to that attempt: its lease ran out and
+// another attempt (of another node, or after a restart) took the delivery
+// over, or the delivery was finished, released or failed meanwhile. Nothing
+// is written: only the lease holder's result counts, so a slow node's late
+// result never ends a lease it lost nor overwrites the holder's outcome.
+var ErrLeaseLost = errors.New("webhook delivery no longer leased to this attempt")
 
 // Due is the outbox's schedule as NextWebhookDue reads it.
 type Due struct {

@@ -76,6 +76,11 @@ const (
 // the lease ends or the attempt is finished or released.
 type Attempt struct {
 	DeliveryID int64
+	// Lease is the Unix ms the claim's lease ends. It also names the lease:
+	// each claim of a delivery writes a later end than the lease it takes
+	// over, so the attempt's outcome and release carry it and count only
+	// while the delivery is still leased to it (see ErrLeaseLost).
+	Lease      int64
 	EndpointID string
 	URL        string
 	Secret     string
@@ -89,6 +94,7 @@ type Attempt struct {
 // Outcome is the result of one finished attempt.
 type Outcome struct {
 	DeliveryID int64
+	Lease      int64 // the attempt's lease (Attempt.Lease, or its renewal)
 	EndpointID string
 	At         int64 // Unix ms the attempt finished
 	StatusCode int   // 0: no answer

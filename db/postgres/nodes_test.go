@@ -179,16 +179,16 @@ func TestTwoNodesClaimDisjointDeliveries(t *testing.T) {
 		wg.Go(func() {
 			s := nodes[w%2]
 			for {
-				got, _, err := s.ClaimWebhookDeliveries(ctx, webhooks.Claim{Now: 2000, LeaseUntil: 60_000, Limit: 7, Share: 7})
+				got, err := s.ClaimWebhookDeliveries(ctx, webhooks.Claim{Now: 2000, LeaseUntil: 60_000, Limit: 7, Share: 7})
 				if err != nil {
 					t.Error(err)
 					return
 				}
-				if len(got) == 0 {
+				if len(got.Attempts) == 0 {
 					return
 				}
 				mu.Lock()
-				for _, a := range got {
+				for _, a := range got.Attempts {
 					seen[a.DeliveryID]++
 				}
 				mu.Unlock()

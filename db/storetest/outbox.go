@@ -59,18 +59,23 @@ func deliveryIDs(t testing.TB, s db.Store, endpointID string) []int64 {
 	return ids
 }
 
-// claim runs one claim and returns the attempts' delivery ids.
+// claim runs one claim and returns the attempts, their delivery ids, and
+// whether the limit left due deliveries behind. Every attempt must carry
+// the claim's lease.
 func claim(t testing.TB, s db.Store, c webhooks.Claim) ([]webhooks.Attempt, []int64, bool) {
 	t.Helper()
-	got, more, err := s.ClaimWebhookDeliveries(context.Background(), c)
+	got, err := s.ClaimWebhookDeliveries(context.Background(), c)
 	if err != nil {
 		t.Fatalf("ClaimWebhookDeliveries: %v", err)
 	}
 	var ids []int64
-	for _, a := range got {
+	for _, a := range got.Attempts {
 		ids = append(ids, a.DeliveryID)
+		if a.Lease != c.LeaseUntil {
+			t.Fatalf("attempt of delivery %d carries lease %d, want the claim's %d", a.DeliveryID, a.Lease, c.LeaseUntil)
+		}
 	}
-	return got, ids, more
+	return got.Attempts, ids, got.More
 }
 
 func finish(t testing.TB, s db.Store, o webhooks.Outcome) {
@@ -127,7 +132,7 @@ func testWebhookEndpointsAdmin(t *testing.T, s db.Store) {
 	if len(ids) != 1 {
 		t.Fatalf("claimed %v, want wh_cfg's one delivery (wh_api is not subscribed)", ids)
 	}
-	finish(t, s, webhooks.Outcome{DeliveryID: ids[0], EndpointID: "wh_cfg", At: 310, StatusCode: 410, Error: "gone", DisableReason: "410 Gone"})
+	finish(t, s, webhooks.Outcome{DeliveryID: ids[0], Lease: 1000, EndpointID: "wh_cfg", At: 310, StatusCode: 410, Error: "gone", DisableReason: "410 Gone"})
 	if e, _ := s.WebhookEndpoint(ctx, "wh_cfg"); e.Enabled || e.DisabledReason != "410 Gone" {
 		t.Fatalf("after a 410: %+v, want disabled with the reason", e)
 	}
@@ -228,7 +233,7 @@ func testHooksFanOutToSubscribedEnabledEndpoints(t *testing.T, s db.Store) {
 	if len(ids) != 1 {
 		t.Fatalf("claimed %v, want the one delivery of 'disabled'", ids)
 	}
-	finish(t, s, webhooks.Outcome{DeliveryID: ids[0], EndpointID: "disabled", At: 11, StatusCode: 410, DisableReason: "410 Gone"})
+	finish(t, s, webhooks.Outcome{DeliveryID: ids[0], Lease: 100, EndpointID: "disabled", At: 11, StatusCode: 410, DisableReason: "410 Gone"})
 	putEndpoint(t, s, "all", 2)
 	putEndpoint(t, s, "created", 3, calls.HookCallCreated, calls.HookCallEnded)
 	putEndpoint(t, s, "prefix", 4, calls.HookType("call.created_x"))
@@ -339,10 +344,20 @@ func testClaimWebhookDeliveriesPerEndpoint(t *testing.T, s db.Store) {
 	// slow already has 1 in flight here (its first, lease run out): it
 	// may get 1 more; fast its whole share of 2, but the limit is 2, which
 	// goes to the earliest due.
-	got, ids, more := claim(t, s, webhooks.Claim{Now: 100, LeaseUntil: 1000, Limit: 2, Share: 2,
+	claimed, err := s.ClaimWebhookDeliveries(context.Background(), webhooks.Claim{Now: 100, LeaseUntil: 1000, Limit: 2, Share: 2,
 		Free: map[string]int{"slow": 1}, InFlight: map[int64]bool{slow[0]: true}})
-	if fmt.Sprint(ids) != fmt.Sprint([]int64{slow[1], fast[0]}) || !more {
-		t.Fatalf("claimed %v (more %v), want [%d %d] and more", ids, more, slow[1], fast[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ids := claimed.Attempts, []int64{}
+	for _, a := range got {
+		ids = append(ids, a.DeliveryID)
+	}
+	if fmt.Sprint(ids) != fmt.Sprint([]int64{slow[1], fast[0]}) || !claimed.More {
+		t.Fatalf("claimed %v (more %v), want [%d %d] and more", ids, claimed.More, slow[1], fast[0])
+	}
+	if fmt.Sprint(claimed.Renewed) != fmt.Sprint([]int64{slow[0]}) {
+		t.Errorf("renewed %v, want the one in flight [%d]", claimed.Renewed, slow[0])
 	}
 	if a := got[0]; a.EndpointID != "slow" || a.URL != "https://slow.example/hook" || a.Type != calls.HookCallCreated || a.CreatedAt != 11 {
 		t.Errorf("attempt %+v", a)
@@ -396,7 +411,7 @@ func testClaimFailsDeadEndpointsDeliveries(t *testing.T, s db.Store) {
 	if err := s.DeleteWebhookEndpoint(ctx, "gone", 20); err != nil {
 		t.Fatal(err)
 	}
-	finish(t, s, webhooks.Outcome{DeliveryID: byEndpoint["off"], EndpointID: "off", At: 20, StatusCode: 410, Error: "gone", DisableReason: "410 Gone"})
+	finish(t, s, webhooks.Outcome{DeliveryID: byEndpoint["off"], Lease: 1000, EndpointID: "off", At: 20, StatusCode: 410, Error: "gone", DisableReason: "410 Gone"})
 	// gone's attempt in flight is left to finish; off's other one failed.
 	if got := queueStats(t, s); got != "3 pending, oldest 10" {
 		t.Errorf("queue after delete and disable: %s, want gone's in flight and live's two", got)
@@ -407,7 +422,7 @@ func testClaimFailsDeadEndpointsDeliveries(t *testing.T, s db.Store) {
 		}
 	}
 	// gone's receiver asks for a retry: pending again, yet never claimed.
-	finish(t, s, webhooks.Outcome{DeliveryID: byEndpoint["gone"], EndpointID: "gone", At: 20, StatusCode: 503, NextAttemptAt: 30})
+	finish(t, s, webhooks.Outcome{DeliveryID: byEndpoint["gone"], Lease: 1000, EndpointID: "gone", At: 20, StatusCode: 503, NextAttemptAt: 30})
 	got, _, _ = claim(t, s, webhooks.Claim{Now: 100, LeaseUntil: 2000, Limit: 10, Share: 10})
 	for _, a := range got {
 		if a.EndpointID != "live" {
@@ -445,13 +460,13 @@ func testFinishReleaseAndRetryDeliveries(t *testing.T, s db.Store) {
 	if _, ids, _ := claim(t, s, c(10)); len(ids) != 0 {
 		t.Fatalf("a leased delivery was claimed again: %v", ids)
 	}
-	if err := s.ReleaseWebhookDelivery(ctx, d); err != nil {
+	if err := s.ReleaseWebhookDelivery(ctx, d, 110); err != nil {
 		t.Fatal(err)
 	}
 	if got, _, _ := claim(t, s, c(10)); len(got) != 1 || got[0].DeliveryID != d || got[0].Attempts != 0 {
 		t.Fatalf("after release: claimed %+v, want %d again with no attempt counted", got, d)
 	}
-	finish(t, s, webhooks.Outcome{DeliveryID: d, EndpointID: "a", At: 20, StatusCode: 500, Error: "boom", NextAttemptAt: 50})
+	finish(t, s, webhooks.Outcome{DeliveryID: d, Lease: 110, EndpointID: "a", At: 20, StatusCode: 500, Error: "boom", NextAttemptAt: 50})
 	if l := deliveries(t, s, "a"); len(l) != 1 || l[0].Status != webhooks.DeliveryPending || l[0].Attempts != 1 ||
 		l[0].LastStatusCode != 500 || l[0].LastError != "boom" || l[0].NextAttemptAt != 50 {
 		t.Fatalf("after a failed attempt: %+v", l)
@@ -465,7 +480,7 @@ func testFinishReleaseAndRetryDeliveries(t *testing.T, s db.Store) {
 	if got, _, _ := claim(t, s, c(50)); len(got) != 1 || got[0].Attempts != 1 {
 		t.Fatalf("at the retry: claimed %+v, want it with 1 attempt", got)
 	}
-	finish(t, s, webhooks.Outcome{DeliveryID: d, EndpointID: "a", At: 60, StatusCode: 200, Delivered: true})
+	finish(t, s, webhooks.Outcome{DeliveryID: d, Lease: 150, EndpointID: "a", At: 60, StatusCode: 200, Delivered: true})
 	if l := deliveries(t, s, "a"); l[0].Status != webhooks.DeliveryDelivered || l[0].DeliveredAt != 60 || l[0].NextAttemptAt != 0 || l[0].Attempts != 2 {
 		t.Fatalf("after delivery: %+v", l[0])
 	}
@@ -510,7 +525,9 @@ func testFinishReleaseAndRetryDeliveries(t *testing.T, s db.Store) {
 	if r, err := retry("a", d, 70+100); err != nil || r.Status != webhooks.DeliveryPending || r.NextAttemptAt != 170 {
 		t.Fatalf("retry after the lease = %+v (%v)", r, err)
 	}
-	finish(t, s, webhooks.Outcome{DeliveryID: d, EndpointID: "a", At: 90, StatusCode: 400})
+	// The attempt that held the lease records its outcome late: nothing
+	// took the delivery over, so it still counts, over the retry.
+	finish(t, s, webhooks.Outcome{DeliveryID: d, Lease: 170, EndpointID: "a", At: 90, StatusCode: 400})
 	hook(t, s, "c2", calls.HookCallCreated, 100)
 	for status, want := range map[webhooks.DeliveryStatus]int{webhooks.DeliveryFailed: 1, webhooks.DeliveryPending: 1, webhooks.DeliveryDelivered: 0, "": 2} {
 		l, err := s.WebhookDeliveries(ctx, "a", webhooks.DeliveryQuery{Status: status})
@@ -529,7 +546,7 @@ func testFinishReleaseAndRetryDeliveries(t *testing.T, s db.Store) {
 		t.Fatalf("claimed %+v, want c2's delivery", got)
 	}
 	gone := got[0].DeliveryID
-	finish(t, s, webhooks.Outcome{DeliveryID: gone, EndpointID: "a", At: 210, StatusCode: 410, DisableReason: "endpoint answered 410 Gone"})
+	finish(t, s, webhooks.Outcome{DeliveryID: gone, Lease: 300, EndpointID: "a", At: 210, StatusCode: 410, DisableReason: "endpoint answered 410 Gone"})
 	if r, err := retry("a", gone, 220); !errors.Is(err, calls.ErrEndpointDisabled) {
 		t.Fatalf("retry on a disabled endpoint = %+v (%v), want ErrEndpointDisabled", r, err)
 	}
@@ -554,7 +571,7 @@ func testExpireWebhookDeliveries(t *testing.T, s db.Store) {
 	if _, ids, _ := claim(t, s, webhooks.Claim{Now: 1000, LeaseUntil: 3000, Limit: 2, Share: 2}); len(ids) != 2 {
 		t.Fatalf("claimed %v, want 2", ids)
 	}
-	finish(t, s, webhooks.Outcome{DeliveryID: a[0], EndpointID: "a", At: 1000, StatusCode: 200, Delivered: true})
+	finish(t, s, webhooks.Outcome{DeliveryID: a[0], Lease: 3000, EndpointID: "a", At: 1000, StatusCode: 200, Delivered: true})
 	for i, want := range []int{1, 1, 0} {
 		n, err := s.ExpireWebhookDeliveries(ctx, 500, 2000, 1)
 		if err != nil || n != want {
@@ -606,12 +623,12 @@ func testPruneWebhookDeliveries(t *testing.T, s db.Store) {
 		t.Fatalf("claimed %v, want all 6", ids)
 	}
 	for _, o := range []webhooks.Outcome{
-		{DeliveryID: a[0], EndpointID: "a", At: 1000, StatusCode: 200, Delivered: true},
-		{DeliveryID: b[0], EndpointID: "b", At: 1000, StatusCode: 503, NextAttemptAt: 5000},
-		{DeliveryID: a[1], EndpointID: "a", At: 1000, StatusCode: 200, Delivered: true},
-		{DeliveryID: b[1], EndpointID: "b", At: 1000, StatusCode: 400},
-		{DeliveryID: a[2], EndpointID: "a", At: 1000, StatusCode: 200, Delivered: true},
-		{DeliveryID: b[2], EndpointID: "b", At: 1000, StatusCode: 200, Delivered: true},
+		{DeliveryID: a[0], Lease: 2000, EndpointID: "a", At: 1000, StatusCode: 200, Delivered: true},
+		{DeliveryID: b[0], Lease: 2000, EndpointID: "b", At: 1000, StatusCode: 503, NextAttemptAt: 5000},
+		{DeliveryID: a[1], Lease: 2000, EndpointID: "a", At: 1000, StatusCode: 200, Delivered: true},
+		{DeliveryID: b[1], Lease: 2000, EndpointID: "b", At: 1000, StatusCode: 400},
+		{DeliveryID: a[2], Lease: 2000, EndpointID: "a", At: 1000, StatusCode: 200, Delivered: true},
+		{DeliveryID: b[2], Lease: 2000, EndpointID: "b", At: 1000, StatusCode: 200, Delivered: true},
 	} {
 		finish(t, s, o)
 	}

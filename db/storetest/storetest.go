@@ -79,6 +79,7 @@ var tests = []contract{
 	{"ClaimWebhookDeliveriesPerEndpoint", testClaimWebhookDeliveriesPerEndpoint},
 	{"ClaimFailsDeadEndpointsDeliveries", testClaimFailsDeadEndpointsDeliveries},
 	{"FinishReleaseAndRetryDeliveries", testFinishReleaseAndRetryDeliveries},
+	{"LateAttemptCannotEndAnotherAttemptsLease", testLateAttemptCannotEndAnotherAttemptsLease},
 	{"PruneCalls", testPruneCalls},
 	{"PresenceFollowsUserChanges", testPresenceFollowsUserChanges},
 	{"PruneWebhookDeliveries", testPruneWebhookDeliveries},

@@ -1,0 +1,81 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"callsig/calls"
+	"callsig/db"
+	"callsig/webhooks"
+)
+
+// An attempt whose lease ran out and was taken over by another attempt (a
+// slow node, not a dead one, and a second node claiming the delivery again,
+// as it should) can neither end the new lease nor record its outcome, by
+// finishing or by releasing: the store answers webhooks.ErrLeaseLost and
+// changes nothing. Otherwise the delivery would be claimable again while
+// the second attempt is in flight (a third attempt at the same time), and
+// the two outcomes would overwrite each other. The lease holder's outcome
+// is the one recorded, and a late result after it changes nothing either.
+// One store plays both nodes: the lease lives in the row, not the process.
+func testLateAttemptCannotEndAnotherAttemptsLease(t *testing.T, s db.Store) {
+	// Each case has its endpoint, subscribed to a type of its own.
+	for _, tc := range []struct {
+		how string
+		typ calls.HookType
+	}{{"finish", calls.HookCallCreated}, {"release", calls.HookCallEnded}} {
+		how, typ := tc.how, tc.typ
+		t.Run(how, func(t *testing.T) {
+			ctx := context.Background()
+			putEndpoint(t, s, how, 1, typ)
+			hook(t, s, "c_"+how, typ, 1000)
+			// Node A claims at t=2000, leased to t=3000.
+			a, _, _ := claim(t, s, webhooks.Claim{Now: 2000, LeaseUntil: 3000, Limit: 4, Share: 4})
+			if len(a) != 1 {
+				t.Fatalf("node A claimed %+v, want the one delivery", a)
+			}
+			id := a[0].DeliveryID
+			// A's lease lapses; node B takes over at t=4000, until t=100000.
+			b, _, _ := claim(t, s, webhooks.Claim{Now: 4000, LeaseUntil: 100_000, Limit: 4, Share: 4})
+			if len(b) != 1 || b[0].DeliveryID != id {
+				t.Fatalf("node B claimed %+v, want delivery %d again", b, id)
+			}
+
+			// A's slow attempt ends now (a 500: retry at t=4500), or A shuts
+			// down and releases it.
+			late := func() error {
+				if how == "release" {
+					return s.ReleaseWebhookDelivery(ctx, id, a[0].Lease)
+				}
+				return s.FinishWebhookAttempt(ctx, webhooks.Outcome{DeliveryID: id, Lease: a[0].Lease, EndpointID: how,
+					At: 4400, StatusCode: 500, Error: "late", NextAttemptAt: 4500})
+			}
+			if err := late(); !errors.Is(err, webhooks.ErrLeaseLost) {
+				t.Fatalf("node A's late %s = %v, want ErrLeaseLost", how, err)
+			}
+			// At t=5000 B's attempt is in flight (leased to t=100000): nobody
+			// may claim the delivery, and the schedule waits for B's lease.
+			if _, ids, _ := claim(t, s, webhooks.Claim{Now: 5000, LeaseUntil: 200_000, Limit: 4, Share: 4}); len(ids) != 0 {
+				t.Fatalf("delivery claimed again at t=5000 while node B's lease runs to t=100000: node A's late %s ended it", how)
+			}
+			if due, err := s.NextWebhookDue(ctx, 5000); err != nil || len(due.Endpoints) != 0 || due.LeaseEnd != 100_000 {
+				t.Fatalf("NextWebhookDue(5000) = %+v (%v), want nothing due, B's lease ending at 100000", due, err)
+			}
+			if l := deliveries(t, s, how); len(l) != 1 || l[0].Status != webhooks.DeliveryPending ||
+				l[0].Attempts != 0 || l[0].LastStatusCode != 0 || l[0].LastError != "" {
+				t.Fatalf("after node A's late %s: %+v, want it untouched (pending, no attempt recorded)", how, l)
+			}
+
+			// B's outcome is recorded; A's result, late again, changes nothing.
+			finish(t, s, webhooks.Outcome{DeliveryID: id, Lease: b[0].Lease, EndpointID: how, At: 6000, StatusCode: 204, Delivered: true})
+			if err := late(); !errors.Is(err, webhooks.ErrLeaseLost) {
+				t.Fatalf("node A's %s after B's outcome = %v, want ErrLeaseLost", how, err)
+			}
+			if l := deliveries(t, s, how); len(l) != 1 || l[0].Status != webhooks.DeliveryDelivered ||
+				l[0].Attempts != 1 || l[0].LastStatusCode != 204 || l[0].DeliveredAt != 6000 {
+				t.Fatalf("after B's outcome and A's late %s: %+v, want B's: delivered at 6000, 1 attempt", how, l)
+			}
+		})
+	}
+}
