@@ -387,19 +387,45 @@ func recipients(evs []calls.Event, busy []string) []string {
 const noInviteeAccepted = `NOT EXISTS (SELECT 1 FROM call_users u
 	WHERE u.call_seq = c.seq AND u.user_id <> c.caller AND u.accept_time > 0)`
 
+// The caller-presence queries lock the calls they return (FOR UPDATE OF
+// c), as callsTx.Call does: Save writes every column of a call back from
+// the copy read here, so a copy read unlocked would undo a change another
+// node committed meanwhile (an invitee's accept ending the call would be
+// written back as started, with the caller's grace armed). They wait for
+// a call another transaction holds, never SKIP LOCKED: a presence change
+// passed over would be lost, as no later round looks for it.
+//
+// This cannot deadlock. A presence transaction waits only for call rows,
+// and takes them in seq order (the lock sits above ORDER BY, and seq never
+// changes, so the order holds across a wait; LIMIT counts only the rows
+// that still match once locked). It takes no other lock: CallerPresence
+// changes no user and gives no event, so Save takes no event_users row.
+// Whoever else waits for a call row holds no other call row meanwhile: a
+// change of one call (mutate) locks its call first, after nothing but its
+// idempotency key, which only a request with the same key waits for, one
+// holding nothing yet; another presence transaction goes in seq order
+// too; a new call's insert waits for no existing row; the deadline claims
+// skip locked calls. So no cycle of waits can pass through a presence
+// transaction.
+//
+// The users are read by a statement of their own once the calls are
+// locked (queryCalls), in a new snapshot (READ COMMITTED): they are the
+// rows the last writer of each call committed, which CallerPresence
+// checks again (CallerOfflineApplies), whatever the SQL re-check of a row
+// updated meanwhile saw of call_users.
 var (
 	// Migration 0005's index holds just the calls presence can change.
 	sqlCallerOfflineCalls = `SELECT ` + db.Prefixed("c.", db.CallColumns) + ` FROM calls c
 		WHERE c.caller = $1 AND c.presence_matters AND c.seq > $2
-		ORDER BY c.seq LIMIT $3`
+		ORDER BY c.seq LIMIT $3 FOR UPDATE OF c`
 	sqlTrackedCallerOfflineCalls = `SELECT ` + db.Prefixed("c.", db.CallColumns) + ` FROM calls c
 		WHERE c.state = 'started' AND c.caller_tracked AND c.seq > $1 AND ` + noInviteeAccepted + `
-		ORDER BY c.seq LIMIT $2`
+		ORDER BY c.seq LIMIT $2 FOR UPDATE OF c`
 )
 
 // CallerOfflineCalls returns up to limit started calls of caller userID
 // with seq > after in which no invitee has accepted, oldest first, with
-// their users.
+// their users, the calls locked until the transaction ends.
 func (t *callsTx) CallerOfflineCalls(ctx context.Context, userID string, after int64, limit int) ([]*calls.Call, error) {
 	conn, err := t.p.ready(ctx)
 	if err != nil {
@@ -409,7 +435,8 @@ func (t *callsTx) CallerOfflineCalls(ctx context.Context, userID string, after i
 }
 
 // TrackedCallerOfflineCalls returns up to limit started, caller-tracked
-// calls with seq > after in which no invitee has accepted, in seq order.
+// calls with seq > after in which no invitee has accepted, in seq order,
+// locked as CallerOfflineCalls' are.
 func (t *callsTx) TrackedCallerOfflineCalls(ctx context.Context, after int64, limit int) ([]*calls.Call, error) {
 	conn, err := t.p.ready(ctx)
 	if err != nil {
