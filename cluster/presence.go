@@ -30,6 +30,9 @@ type PresenceStore interface {
 	SweepDead(ctx context.Context, self string) (nodes int, offline []string, err error)
 	// RemoveNode deletes node's row and any rows of its left.
 	RemoveNode(ctx context.Context, node string) error
+	// ClearNode deletes node's rows (keeping its lease), and returns the
+	// users left with no row on a live node.
+	ClearNode(ctx context.Context, node string) (offline []string, err error)
 }
 
 // Service is what presence changes are reported to: calls.Service, as the
@@ -68,6 +71,9 @@ type Presence struct {
 
 	mu    sync.Mutex
 	users map[string]struct{} // users this node reported online: its rows
+	// leftover are the users Join found offline once it had deleted the
+	// rows of an earlier process under this node id; Run reports them.
+	leftover []string
 
 	abandoned atomic.Bool
 
@@ -122,9 +128,25 @@ func NewPresence(o PresenceOptions) (*Presence, error) {
 func (p *Presence) SetLocal(local calls.Presence) { p.local = local }
 
 // Join writes this node's first lease, so its rows count from the first
-// stream on.
+// stream on. A node restarted under the same id (CALLSIG_NODE_ID) after
+// its process was killed finds that process's rows still there, and the
+// lease it renews would keep them counting for ever: their streams died
+// with the process, and no sweep removes the rows of a live node. So Join
+// deletes them first (nothing on this node holds a stream yet), and Run
+// reports offline those users no live node holds, as a sweep of a dead
+// node would (see reportOffline).
 func (p *Presence) Join(ctx context.Context) error {
-	_, err := p.o.Store.RenewLease(ctx, p.o.Node, p.o.Lease)
+	offline, err := p.o.Store.ClearNode(ctx, p.o.Node)
+	if err != nil {
+		return err
+	}
+	if len(offline) > 0 {
+		p.log.Warn("removed the presence of an earlier process under this node id; reporting its users offline", "users", len(offline))
+	}
+	p.mu.Lock()
+	p.leftover = append(p.leftover, offline...)
+	p.mu.Unlock()
+	_, err = p.o.Store.RenewLease(ctx, p.o.Node, p.o.Lease)
 	return err
 }
 
@@ -206,30 +228,44 @@ func (p *Presence) UserOffline(ctx context.Context, userID string) error {
 }
 
 // offlineUnlessElsewhere reports userID offline to the service unless a
-// live node other than this one holds a stream of theirs. Two nodes may
-// race: this one finds no other row and reports offline while another
-// writes its row and reports online; if the online report committed first,
-// the grace armed by the offline one would cancel a connected caller's
-// calls. So after reporting offline the rows are read again, and a row
-// found then (written before that online report began) is answered with
-// an online report, which clears the grace.
+// live node holds a stream of theirs. Two nodes may race: this one finds
+// no row and reports offline while another writes its row and reports
+// online; if the online report committed first, the grace armed by the
+// offline one would cancel a connected caller's calls. So after reporting
+// offline the rows are read again, and a row found then (written before
+// that online report began) is answered with an online report, which
+// clears the grace.
+//
+// This node's own rows count too. Whoever calls this has deleted the row
+// it reports about, but the user may have opened a stream here since:
+// its row (written as it opens, before the hub's online report) then
+// stands for it. That matters most to the reports of a sweep or of Join,
+// which the hub does not order with its own: the clients of a killed node
+// reconnect just as its replacement reports their users.
 func (p *Presence) offlineUnlessElsewhere(ctx context.Context, userID string) error {
-	on, err := p.o.Store.Online(ctx, userID, p.o.Node)
+	on, err := p.o.Store.Online(ctx, userID, "")
 	if err != nil || on {
 		return err
 	}
 	if err := p.o.Service.UserOffline(ctx, userID); err != nil {
 		return err
 	}
-	if on, err = p.o.Store.Online(ctx, userID, p.o.Node); err != nil || !on {
+	if on, err = p.o.Store.Online(ctx, userID, ""); err != nil || !on {
 		return err
 	}
 	return p.o.Service.UserOnline(ctx, userID)
 }
 
-// Run renews this node's lease and sweeps the dead nodes every Lease/3
-// until ctx is done, then leaves the cluster (see leave). It returns nil.
+// Run reports offline the users Join found left by an earlier process
+// under this node id, then renews this node's lease and sweeps the dead
+// nodes every Lease/3 until ctx is done, then leaves the cluster (see
+// leave). It returns nil.
 func (p *Presence) Run(ctx context.Context) error {
+	p.mu.Lock()
+	leftover := p.leftover
+	p.leftover = nil
+	p.mu.Unlock()
+	p.reportOffline(ctx, leftover)
 	every := max(p.o.Lease/3, 10*time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -304,10 +340,17 @@ func (p *Presence) sweep(ctx context.Context) {
 		}
 		p.swept.Add(float64(n))
 		p.log.Info("swept dead nodes", "nodes", n, "users_offline", len(offline))
-		p.each(ctx, offline, func(ctx context.Context, u string) error {
-			return p.offlineUnlessElsewhere(ctx, u)
-		})
+		p.reportOffline(ctx, offline)
 	}
+}
+
+// reportOffline reports offline the users whose rows were removed because
+// the process holding them died (a sweep, or Join after a restart under
+// the same id), unless a live node holds them meanwhile.
+func (p *Presence) reportOffline(ctx context.Context, users []string) {
+	p.each(ctx, users, func(ctx context.Context, u string) error {
+		return p.offlineUnlessElsewhere(ctx, u)
+	})
 }
 
 // reportWorkers bounds the concurrent reports of a sweep or a leave.

@@ -189,18 +189,62 @@ func (p *Presence) SweepDead(ctx context.Context, self string) (nodes int, offli
 	if _, err := tx.ExecContext(ctx, `DELETE FROM nodes WHERE node_id = ANY($1)`, dead); err != nil {
 		return 0, nil, unavailable(fmt.Errorf("db: sweep dead nodes: %w", err))
 	}
-	if len(gone) > 0 {
-		if err := tx.SelectContext(ctx, &offline, `SELECT DISTINCT g FROM unnest($1::text[]) AS g
-			WHERE NOT EXISTS (SELECT 1 FROM presence p JOIN nodes n ON n.node_id = p.node_id
-				WHERE p.user_id = g AND n.lease_until > `+nowMS+`)
-			ORDER BY 1`, gone); err != nil {
-			return 0, nil, unavailable(fmt.Errorf("db: sweep: users now offline: %w", err))
-		}
+	if offline, err = nowOffline(ctx, tx, gone); err != nil {
+		return 0, nil, unavailable(fmt.Errorf("db: sweep: %w", err))
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, nil, unavailable(fmt.Errorf("db: sweep nodes: commit: %w", err))
 	}
 	return len(dead), offline, nil
+}
+
+// sqlNowOffline keeps, once each, those of the users $1 with no row on a
+// live node.
+const sqlNowOffline = `SELECT DISTINCT g FROM unnest($1::text[]) AS g
+	WHERE NOT EXISTS (SELECT 1 FROM presence p JOIN nodes n ON n.node_id = p.node_id
+		WHERE p.user_id = g AND n.lease_until > ` + nowMS + `)
+	ORDER BY 1`
+
+// nowOffline returns those of gone, the users whose rows tx deleted, left
+// with no row on any live node.
+func nowOffline(ctx context.Context, tx *sqlx.Tx, gone []string) ([]string, error) {
+	if len(gone) == 0 {
+		return nil, nil
+	}
+	var offline []string
+	if err := tx.SelectContext(ctx, &offline, sqlNowOffline, gone); err != nil {
+		return nil, fmt.Errorf("users now offline: %w", err)
+	}
+	return offline, nil
+}
+
+// ClearNode deletes the presence rows node holds, in one transaction, and
+// returns the users left with no row on any live node (each once). A node
+// calls it as it joins, before it holds any stream: rows it finds then
+// are those of an earlier process under the same node id, killed before it
+// could leave, whose streams died with it. Its lease does not lapse (the
+// new process renews the same row), so no sweep would ever remove them.
+func (p *Presence) ClearNode(ctx context.Context, node string) (offline []string, err error) {
+	q, err := p.pool()
+	if err != nil {
+		return nil, err
+	}
+	tx, err := q.BeginTxx(ctx, nil)
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("db: clear presence of node %s: begin: %w", node, err))
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	var gone []string
+	if err := tx.SelectContext(ctx, &gone, `DELETE FROM presence WHERE node_id = $1 RETURNING user_id`, node); err != nil {
+		return nil, unavailable(fmt.Errorf("db: clear presence of node %s: %w", node, err))
+	}
+	if offline, err = nowOffline(ctx, tx, gone); err != nil {
+		return nil, unavailable(fmt.Errorf("db: clear presence of node %s: %w", node, err))
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, unavailable(fmt.Errorf("db: clear presence of node %s: commit: %w", node, err))
+	}
+	return offline, nil
 }
 
 // RemoveNode deletes node's row (a node leaving gracefully, once its

@@ -7,8 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"callsig/cluster"
 	"callsig/db/postgres"
 	"callsig/internal/pgtest"
+	"callsig/internal/wait"
 )
 
 func openPresence(t *testing.T, dsn string) *postgres.Presence {
@@ -116,5 +118,149 @@ func TestPresenceLeasesAndSweep(t *testing.T) {
 	must(a.RemoveNode(ctx, "a"))
 	if online(c, "alice", "") {
 		t.Fatal("alice online after her node left")
+	}
+}
+
+// presenceReports is a cluster.Service recording the presence reports a
+// node's cluster presence makes.
+type presenceReports struct {
+	mu      sync.Mutex
+	online  []string
+	offline []string
+}
+
+func (r *presenceReports) MarkDelivered(context.Context, string, string) error { return nil }
+
+func (r *presenceReports) UserOnline(_ context.Context, userID string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.online = append(r.online, userID)
+	return nil
+}
+
+func (r *presenceReports) UserOffline(_ context.Context, userID string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.offline = append(r.offline, userID)
+	return nil
+}
+
+func (r *presenceReports) offlineReports() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Sorted(slices.Values(r.offline))
+}
+
+// countedChecks is a cluster.PresenceStore counting, per user, the
+// "online on a live node" checks answered: a node's report of a user is
+// past its check once the count moved.
+type countedChecks struct {
+	cluster.PresenceStore
+	mu      sync.Mutex
+	checked map[string]int
+}
+
+func (c *countedChecks) Online(ctx context.Context, user, except string) (bool, error) {
+	on, err := c.PresenceStore.Online(ctx, user, except)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.checked[user]++
+	return on, err
+}
+
+func (c *countedChecks) count(user string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.checked[user]
+}
+
+// A node restarted under the same id (CALLSIG_NODE_ID) after its process
+// was killed holding streams: the dead process's rows stop counting as
+// the new one joins, although the lease they hang on is renewed by it,
+// and the users they held are reported offline unless a live node holds
+// them, as a sweep of a dead node would. Before, the new process kept them
+// online for ever (no sweep removes the rows of a live node, and it never
+// deleted them, holding no stream of theirs), and the callers among them
+// never had their grace armed.
+func TestRestartUnderTheSameNodeIDDropsTheDeadProcessStreams(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	s, err := postgres.Open(context.Background(), dsn, postgres.Options{}) // migrates
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	join := func(node string, store cluster.PresenceStore, reports *presenceReports) *cluster.Presence {
+		t.Helper()
+		// A lease no test outlasts: nothing here lapses or is swept.
+		p, err := cluster.NewPresence(cluster.PresenceOptions{Store: store, Service: reports, Node: node, Lease: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Join(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	// The first process of n1 holds alice, bob and carol, n2 holds bob;
+	// then n1's process is killed (no leave) and n1 starts again at once.
+	first := join("n1", openPresence(t, dsn), &presenceReports{})
+	for _, u := range []string{"alice", "bob", "carol"} {
+		if err := first.UserOnline(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := join("n2", openPresence(t, dsn), &presenceReports{})
+	if err := other.UserOnline(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	first.Abandon()
+	reports := &presenceReports{}
+	checks := &countedChecks{PresenceStore: openPresence(t, dsn), checked: map[string]int{}}
+	restarted := join("n1", checks, reports)
+	// Carol's client reconnects to the new n1 before it reports.
+	if err := restarted.UserOnline(ctx, "carol"); err != nil {
+		t.Fatal(err)
+	}
+
+	table := openPresence(t, dsn)
+	for _, tc := range []struct {
+		user   string
+		online bool
+	}{
+		{"alice", false}, // her only stream died with the first process
+		{"bob", true},    // on n2
+		{"carol", true},  // on the restarted n1
+	} {
+		on, err := table.Online(ctx, tc.user, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if on != tc.online {
+			t.Errorf("%s online on a live node = %v after n1 restarted, want %v", tc.user, on, tc.online)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// Run reports the users the dead process left, once, as it starts:
+	// alice, and carol but for her new stream.
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan struct{})
+	go func() { _ = restarted.Run(runCtx); close(ran) }()
+	finish := sync.OnceFunc(func() {
+		restarted.Abandon() // stop without leaving: leaving would report carol offline
+		stop()
+		<-ran // Run returns once its first reports are done
+	})
+	defer finish()
+	wait.For(t, 10*time.Second, "the restarted n1 to report alice offline and to check carol", func() bool {
+		return slices.Contains(reports.offlineReports(), "alice") && checks.count("carol") > 0
+	})
+	finish()
+	if got := reports.offlineReports(); !slices.Equal(got, []string{"alice"}) {
+		t.Errorf("the restarted n1 reported offline %v, want [alice]: bob is on n2, carol on n1 again", got)
 	}
 }
