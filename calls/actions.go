@@ -400,9 +400,25 @@ func (t *transition) clearStale(d Deadline) *Change {
 	return t.done()
 }
 
+// anyInviteeAccepted reports whether some invitee of c has ever accepted,
+// the "no invitee has accepted" of the contract's caller-offline rule. An
+// invitee is a user someone invited: a user who joined without an
+// invitation is his own inviter (Join), as the caller is, and is no
+// invitee, so his join does not switch the rule off. A user who was
+// invited and then accepted, or joined instead of accepting (pending, or
+// after rejecting), counts, whoever invited him; so does a joiner who left
+// and accepted a later invitation, as Inviter then names that inviter.
+//
+// The row keeps no history of how its AcceptTime came: a user who joined
+// uninvited, left, and was then invited counts from that invitation on,
+// before he answers it, as his join's AcceptTime is indistinguishable
+// from an accepted invitation's.
+//
+// The stores' SQL (noInviteeAccepted in db/sqlite and db/postgres) must
+// select at least the calls this leaves out; see CallerOfflineApplies.
 func anyInviteeAccepted(c *Call) bool {
 	for _, u := range c.Users {
-		if u.UserID != c.Caller && u.AcceptTime > 0 {
+		if u.UserID != c.Caller && u.Inviter != u.UserID && u.AcceptTime > 0 {
 			return true
 		}
 	}
@@ -428,6 +444,9 @@ func anyInviteePending(c *Call) bool {
 // accepted, it ends" says. Arming at start, arming when the caller's last
 // stream closes, clearing when a stream opens and firing (Expire) all use
 // this predicate, so a call armed by one path is always cleared by another.
+// A user who joined uninvited is no invitee (anyInviteeAccepted): the rule
+// still cancels the pending invitations, and the call goes on with him
+// (finish).
 func CallerOfflineApplies(c *Call) bool {
 	return c.State == CallStarted && !anyInviteeAccepted(c)
 }

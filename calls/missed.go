@@ -10,16 +10,24 @@ package calls
 //   - It is sent when an invitation ends while the invitee is inviting,
 //     received or notYetReceived: timed out, cancelled by its inviter,
 //     cancelled because the caller went offline, or the call ended (advanced
-//     mode, end) while it was pending. Accepting or rejecting is an answer:
-//     no call.missed for that invitation.
-//   - At most once per invitee per call. An advanced-call invitee may be
-//     invited again after a first invitation ended (missed, rejected, or
-//     after quitting; the caller too, once it quit). The first invitation
-//     of theirs that ends unanswered sends call.missed; a later one in the
-//     same call sends none (the
-//     backend has already shown that call as missed). One that was sent is
-//     never withdrawn, even if the user later accepts a new invitation or
-//     joins: it was missed when it was sent.
+//     mode, end) while it was pending.
+//   - Never for a user who accepted or rejected in this call, nor for one
+//     who joined it (joining puts the user in accepted, as accepting does).
+//     An advanced-call user may be invited again after rejecting, or after
+//     quitting; when that invitation goes unanswered there is still no
+//     call.missed: the user answered this call once. The caller is in
+//     accepted by creating the call, which is no answer: invited back after
+//     quitting, it is treated as any invitee.
+//   - At most once per invitee per call. An invitee whose first invitation
+//     went unanswered may be invited again; a later one that ends
+//     unanswered sends none (the backend has already shown that call as
+//     missed). One that was sent is never withdrawn, even if the user later
+//     accepts a new invitation or joins: it was missed when it was sent.
+//
+// Both rules rest on CallUser.MissedTime, which settles call.missed for the
+// rest of the call: missed sets it when it produces the webhook, answered
+// when the user accepts, joins or rejects; once set, no call.missed
+// follows.
 
 // MissedReason says how an invitation ended unanswered.
 type MissedReason string
@@ -42,7 +50,8 @@ type callMissedHookData struct {
 }
 
 // missed produces call.missed for u, whose pending invitation has just
-// ended unanswered, unless one was produced for u in this call before.
+// ended unanswered, unless u's call.missed was settled in this call before
+// (produced, or made moot by an answer).
 func (t *transition) missed(u *CallUser, reason MissedReason) {
 	if u.MissedTime != 0 {
 		return
@@ -51,4 +60,13 @@ func (t *transition) missed(u *CallUser, reason MissedReason) {
 	t.hook(HookCallMissed, callMissedHookData{
 		CallID: t.call.ID, UserID: u.UserID, Caller: t.call.Caller, Inviter: u.Inviter, Reason: reason, Time: t.now,
 	})
+}
+
+// answered settles u's call.missed without one: u has just accepted, joined
+// or rejected, so no later invitation of u in this call that goes
+// unanswered sends call.missed.
+func (t *transition) answered(u *CallUser) {
+	if u.MissedTime == 0 {
+		u.MissedTime, u.dirty = t.now, true
+	}
 }

@@ -125,9 +125,9 @@ func TestCallMissed(t *testing.T) {
 }
 
 // Once per invitee per call: an advanced-call invitee invited again after
-// a first invitation ended unanswered gets no second call.missed, while an
-// invitee whose first invitation was answered does get one for a later
-// invitation that goes unanswered.
+// a first invitation ended unanswered gets no second call.missed, and an
+// invitee who answered the first one (here: rejected) gets none for a later
+// invitation that goes unanswered either.
 func TestCallMissedOncePerInviteePerCall(t *testing.T) {
 	c := tableCall(ModeAdvanced, StateAccepted) // bob accepted; carol, dave pending
 	now := tableNow
@@ -162,14 +162,14 @@ func TestCallMissedOncePerInviteePerCall(t *testing.T) {
 	now += 1000
 	step(errFree(t)(Answer(c, as("dave"), false, "", now)))
 
-	// Both are invited again and both miss it: only dave, whose first
-	// invitation was answered, gets a call.missed.
+	// Both are invited again and both miss it: carol's call.missed was
+	// sent, and dave answered this call: neither gets one.
 	reinvite("carol", "dave")
 	now += 1000
 	ch, _, err := Cancel(c, as("bob"), CancelInput{}, now)
 	step(errFree(t)(ch, err))
-	if got := missedHooks(t, ch); len(got) != 1 || got[0].UserID != "dave" || got[0].Inviter != "bob" || got[0].Reason != MissedCancelled {
-		t.Fatalf("second round: call.missed %+v, want dave's only (cancelled by bob)", got)
+	if got := missedHooks(t, ch); len(got) != 0 {
+		t.Fatalf("second round: call.missed %+v, want none", got)
 	}
 	if got := c.User("carol").MissedTime; got != missedAt {
 		t.Fatalf("carol's missed time moved from %d to %d", missedAt, got)
@@ -182,4 +182,110 @@ func TestCallMissedOncePerInviteePerCall(t *testing.T) {
 	if got := missedHooks(t, ch); len(got) != 0 {
 		t.Fatalf("third round: call.missed %+v, want none", got)
 	}
+}
+
+// "never for a user who accepted or rejected": an answer settles the
+// user's call.missed for the rest of the call, so an advanced-call user who
+// accepted, joined or rejected and is invited again gets no call.missed
+// when that invitation ends unanswered, however it ends. The caller, who
+// answered nothing, still gets one when invited back, and so does an
+// invitee who never answered. Each case plays its steps on alice's advanced
+// call to bob and carol, both pending; bob stays in so the call goes on.
+func TestCallMissedNeverAfterAnAnswer(t *testing.T) {
+	type step func(c *Call, now int64) (*Change, error)
+	accept := func(id string) step {
+		return func(c *Call, now int64) (*Change, error) { return Answer(c, as(id), true, "", now) }
+	}
+	reject := func(id string) step {
+		return func(c *Call, now int64) (*Change, error) { return Answer(c, as(id), false, "", now) }
+	}
+	join := func(id string) step {
+		return func(c *Call, now int64) (*Change, error) { return Join(c, as(id), "", now, testCfg) }
+	}
+	quit := func(id string) step {
+		return func(c *Call, now int64) (*Change, error) { return Quit(c, as(id), LeaveInput{}, now) }
+	}
+	invite := func(id string) step { // by bob
+		return func(c *Call, now int64) (*Change, error) {
+			ch, _, err := CallingInvite(c, as("bob"), CallingInviteInput{Invitees: []string{id}}, now, testCfg, nil)
+			return ch, err
+		}
+	}
+	timeout := func(id string) step {
+		return func(c *Call, _ int64) (*Change, error) {
+			return Expire(c, Deadline{CallID: c.ID, UserID: id, Kind: DeadlineTimeout}, c.User(id).TimeoutAt), nil
+		}
+	}
+	cancel := func(c *Call, now int64) (*Change, error) {
+		ch, _, err := Cancel(c, as("bob"), CancelInput{}, now)
+		return ch, err
+	}
+	end := func(c *Call, now int64) (*Change, error) { return End(c, as("bob"), LeaveInput{}, now) }
+	cases := []struct {
+		name  string
+		steps []step
+		// missed: the users call.missed is sent for, over all the steps.
+		missed []string
+	}{
+		{"rejected, invited again, timed out", []step{accept("bob"), reject("carol"), invite("carol"), timeout("carol")}, nil},
+		{"rejected, invited again, cancelled", []step{accept("bob"), reject("carol"), invite("carol"), cancel}, nil},
+		{"accepted and quit, invited again, timed out", []step{accept("bob"), accept("carol"), quit("carol"), invite("carol"), timeout("carol")}, nil},
+		{"accepted and quit, invited again, call ended", []step{accept("bob"), accept("carol"), quit("carol"), invite("carol"), end}, nil},
+		{"joined instead of accepting, quit, invited again, timed out", []step{accept("bob"), join("carol"), quit("carol"), invite("carol"), timeout("carol")}, nil},
+		{"joined uninvited, quit, invited, timed out", []step{accept("bob"), reject("carol"), join("dave"), quit("dave"), invite("dave"), timeout("dave")}, nil},
+		{"never answered, timed out", []step{accept("bob"), timeout("carol")}, []string{"carol"}},
+		{"the caller, invited back after quitting, timed out", []step{accept("bob"), reject("carol"), quit("alice"), invite("alice"), timeout("alice")}, []string{"alice"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ch, _, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Mode: ModeAdvanced, Invitees: []string{"bob", "carol"}}, now0, testCfg, false, nil)
+			c := mustChange(t, ch, err)
+			var missed []string
+			for i, s := range tc.steps {
+				now := now0 + int64(i+1)*1000
+				ch, err := s(c, now)
+				c = mustChange(t, ch, err)
+				for _, m := range missedHooks(t, ch) {
+					missed = append(missed, m.UserID)
+				}
+			}
+			if c.State != CallStarted && c.EndReason != EndByEnd {
+				t.Fatalf("the call ended (%s) before the last step", c.EndReason)
+			}
+			if !reflect.DeepEqual(missed, tc.missed) {
+				t.Errorf("call.missed sent for %v, want %v", missed, tc.missed)
+			}
+		})
+	}
+}
+
+// An answer records itself in MissedTime, written with the change, since
+// the store must keep it for any later invitation of the user.
+func TestAnswerSettlesCallMissed(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(c *Call) (*Change, error)
+	}{
+		{"accept", func(c *Call) (*Change, error) { return Answer(c, as("bob"), true, "", tableNow) }},
+		{"reject", func(c *Call) (*Change, error) { return Answer(c, as("bob"), false, "", tableNow) }},
+		{"join", func(c *Call) (*Change, error) { return Join(c, as("bob"), "", tableNow, testCfg) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ch, err := tc.run(tableCall(ModeAdvanced, StateReceived))
+			c := mustChange(t, ch, err)
+			if u := c.User("bob"); u.MissedTime != tableNow || !u.Dirty() {
+				t.Errorf("bob's missed time %d (dirty %v), want %d saved", u.MissedTime, u.Dirty(), tableNow)
+			}
+		})
+	}
+	t.Run("an earlier call.missed keeps its time", func(t *testing.T) {
+		c := tableCall(ModeAdvanced, StateReceived)
+		c.User("bob").MissedTime = now0
+		ch, err := Answer(c, as("bob"), true, "", tableNow)
+		c = mustChange(t, ch, err)
+		if got := c.User("bob").MissedTime; got != now0 {
+			t.Errorf("bob's missed time %d, want %d", got, now0)
+		}
+	})
 }

@@ -35,11 +35,14 @@ func (t *transition) setState(u *CallUser, state UserState) {
 	if state != StateInviting {
 		u.NotReceivedAt = 0
 	}
+	if state == StateAccepted || state == StateRejected {
+		t.answered(u)
+	}
 	if state == StateAccepted {
 		u.AcceptTime = t.now
-		// Once someone other than the caller is in, the caller going offline
-		// no longer cancels the call.
-		if u.UserID != t.call.Caller && t.call.CallerOfflineAt != 0 {
+		// Once an invitee is in, the caller going offline no longer
+		// cancels the call; a user who joined uninvited does not stop it.
+		if t.call.CallerOfflineAt != 0 && !CallerOfflineApplies(t.call) {
 			t.call.CallerOfflineAt = 0
 			t.callDirty = true
 		}
@@ -102,6 +105,9 @@ func (t *transition) stateChanged(changed ...*CallUser) {
 
 // finish ends the call when its mode's lifecycle says so: a general call
 // once nobody is pending, an advanced call once nobody is pending or in.
+// When the caller went offline (reason caller_offline) the caller does not
+// count: the call ends "if no one but the caller is left in accepted", and
+// goes on with a user who joined it uninvited.
 func (t *transition) finish(operator string, reason EndReason) {
 	if t.call.State == CallEnded {
 		return
@@ -110,7 +116,7 @@ func (t *transition) finish(operator string, reason EndReason) {
 		if u.State.Pending() {
 			return
 		}
-		if t.call.Mode == ModeAdvanced && u.State == StateAccepted && reason != EndCallerOffline {
+		if t.call.Mode == ModeAdvanced && u.State == StateAccepted && (reason != EndCallerOffline || u.UserID != t.call.Caller) {
 			return
 		}
 	}

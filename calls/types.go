@@ -90,9 +90,11 @@ type CallUser struct {
 	// MainDevice is the device that accepted or joined; once set, the user's
 	// events for this call go only to that device.
 	MainDevice string
-	// MissedTime is when the call.missed webhook was produced for this user
-	// (0: never). It makes that webhook once per invitee per call, however
-	// often the user is invited again (see missed.go).
+	// MissedTime is when this user's call.missed was settled (0: not yet):
+	// produced, or made moot by an answer (accept, join or reject). Once
+	// set, no call.missed follows for this user in this call, however often
+	// the user is invited again (see missed.go). No API answer or event
+	// shows it.
 	MissedTime int64
 	// dirty marks rows a transition changed, so storage writes only those.
 	dirty bool

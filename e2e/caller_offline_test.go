@@ -83,7 +83,7 @@ func TestCallerBackWithinGrace(t *testing.T) {
 }
 
 // The rule applies only to callers that had a stream: a backend calling the
-// API is never treated as offline. Nor does it apply once someone accepted.
+// API is never treated as offline. Nor does it apply once an invitee accepted.
 func TestCallerOfflineRuleScope(t *testing.T) {
 	testkit.Matrix(t, func(t *testing.T, backend testkit.Option) {
 		s := testkit.Start(t, backend, testkit.WithFakeClock())
@@ -105,6 +105,42 @@ func TestCallerOfflineRuleScope(t *testing.T) {
 			if c := loadCall(t, s, id); c.State != calls.CallStarted {
 				t.Fatalf("call %s: %s, want started", id, c.State)
 			}
+		}
+	})
+}
+
+// A user who joins an advanced call uninvited is no invitee, so his join
+// leaves the rule on ("no invitee has accepted"): once the caller's streams
+// stay closed past the grace, the pending invitee is cancelled as if the
+// caller had cancelled, and the call goes on with the joiner, as someone
+// besides the caller is left in accepted.
+func TestCallerOfflineWithUninvitedJoiner(t *testing.T) {
+	testkit.Matrix(t, func(t *testing.T, backend testkit.Option) {
+		s := testkit.Start(t, backend, testkit.WithFakeClock())
+		alice := listen(t, s, "alice", "")
+		bob := listen(t, s, "bob", "")
+		dave := listen(t, s, "dave", "")
+		id := s.Client("alice").Invite(map[string]any{"mode": "advanced", "timeout": 600}, "bob").CallID
+		bob.expect(ev(calls.EventReceived, id), changed(id, "bob=received"))
+
+		s.Client("dave").Action(id, "join", nil).Want(http.StatusOK) // dave was never invited
+		bob.expect(changed(id, "dave=accepted"))
+		dave.expect(changed(id, "dave=accepted"))
+
+		alice.drop()
+		at := offlineArmed(t, s, id)
+		s.Advance(time.Duration(at-s.Now()) * time.Millisecond)
+		e := bob.expect(ev(calls.EventCancelled, id), changed(id, "bob=cancelled"))[0].Fields()
+		if e["inviter"] != "alice" {
+			t.Fatalf("callInvitationCancelled %v, want the caller as inviter", e)
+		}
+		dave.expect(changed(id, "bob=cancelled"))
+		c := s.Client("dave").GetCall(id)
+		if c.State != calls.CallStarted || testkit.UserState(c, "dave") != calls.StateAccepted {
+			t.Fatalf("dave is still accepted, the call must go on: %+v", c)
+		}
+		if at := loadCall(t, s, id).CallerOfflineAt; at != 0 {
+			t.Fatalf("caller-offline deadline %d still armed after it fired", at)
 		}
 	})
 }

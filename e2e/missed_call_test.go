@@ -167,3 +167,35 @@ func TestCallMissedWhenTheCallEnds(t *testing.T) {
 			hookMissed{CallID: c, UserID: "dave", Caller: "alice", Inviter: "bob", Reason: "ended", Time: s.Now()})
 	})
 }
+
+// "never for a user who accepted or rejected": bob rejects, carol accepts
+// and quits; alice invites both again, with erin, who was never invited,
+// and all three invitations time out. bob and carol answered this call
+// once: only erin missed it.
+func TestCallMissedNeverAfterAnAnswer(t *testing.T) {
+	testkit.Matrix(t, func(t *testing.T, backend testkit.Option) {
+		s := testkit.Start(t, backend, testkit.WithFakeClock())
+		rcv := s.NewReceiver()
+		wh := s.RegisterWebhook(rcv, "call.missed")
+		alice, bob, carol := s.Client("alice"), s.Client("bob"), s.Client("carol")
+		c := alice.Invite(map[string]any{"mode": "advanced", "timeout": 30}, "bob", "carol").CallID
+		bob.Action(c, "reject", nil).Want(http.StatusOK)
+		carol.Action(c, "accept", nil).Want(http.StatusOK)
+		carol.Action(c, "quit", nil).Want(http.StatusOK)
+
+		s.Advance(time.Second)
+		var res calls.CallingInviteResult
+		alice.Action(c, "invite", map[string]any{"invitees": []string{"bob", "carol", "erin"}}).Want(http.StatusOK).JSON(&res)
+		if len(res.ErrorUserList) != 0 {
+			t.Fatalf("calling invite %+v", res)
+		}
+		s.Advance(30 * time.Second)
+		wait.For(t, eventWait, "the invitations to time out", func() bool {
+			cl := loadCall(t, s, c)
+			return cl.User("bob").State == calls.StateTimeout && cl.User("carol").State == calls.StateTimeout &&
+				cl.User("erin").State == calls.StateTimeout
+		})
+		wantMissed(t, missedCalls(t, s, rcv, wh, c),
+			hookMissed{CallID: c, UserID: "erin", Caller: "alice", Inviter: "alice", Reason: "timeout", Time: s.Now()})
+	})
+}

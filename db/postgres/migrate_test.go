@@ -12,12 +12,12 @@ import (
 	"callsig/internal/pgtest"
 )
 
-// TestMigration0005BackfillsPresence upgrades a database a server before
-// 0005 left, with started calls in every case calls.PresenceMatters tells
-// apart, and checks that the backfill marks exactly the calls the pure
-// predicate picks: those are what presence reads after the upgrade (a
+// TestMigrations0005And0006BackfillPresence upgrades a database a server
+// before 0005 left, with started calls in every case calls.PresenceMatters
+// tells apart (0006: a call only an uninvited joiner accepted), and checks
+// that the backfills mark exactly the calls the pure predicate picks: those are what presence reads after the upgrade (a
 // call left unmarked would never follow the caller-offline rule).
-func TestMigration0005BackfillsPresence(t *testing.T) {
+func TestMigrations0005And0006BackfillPresence(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.NewDatabase(t)
 	raw, err := openPool(ctx, dsn, 2, 10*time.Second, "")
@@ -58,6 +58,15 @@ func TestMigration0005BackfillsPresence(t *testing.T) {
 				('ended', 'alice', 0, 'accepted', 1000, 0), ('ended', 'bob', 1, 'inviting', 0, 0)
 			) AS v (call_id, user_id, ord, state, accept_time, timeout_at)
 			JOIN calls c ON c.id = v.call_id`,
+		// Tracked, bob timed out, dave joined uninvited (0006: no invitee).
+		`INSERT INTO calls (id, caller, mode, state, timeout, create_time, end_time, caller_tracked, caller_offline_at) VALUES
+			('joined', 'alice', 'advanced', 'started', 600, 1000, 0, true, 0)`,
+		`INSERT INTO call_users (call_seq, user_id, ord, state, inviter, accept_time, timeout_at)
+			SELECT c.seq, v.user_id, v.ord, v.state, v.inviter, v.accept_time, v.timeout_at
+			FROM (VALUES ('alice', 0, 'accepted', '', 1000, 0), ('bob', 1, 'timeout', 'alice', 0, 0),
+				('dave', 2, 'accepted', 'dave', 1200, 0)
+			) AS v (user_id, ord, state, inviter, accept_time, timeout_at)
+			JOIN calls c ON c.id = 'joined'`,
 	} {
 		if _, err := raw.ExecContext(ctx, q); err != nil {
 			t.Fatal(err)
@@ -82,7 +91,7 @@ func TestMigration0005BackfillsPresence(t *testing.T) {
 		t.Fatal(err)
 	}
 	var want []string
-	for _, id := range []string{"tracked-pending", "untracked-pending", "dormant", "accepted", "armed", "ended"} {
+	for _, id := range []string{"tracked-pending", "untracked-pending", "dormant", "accepted", "armed", "ended", "joined"} {
 		c, err := s.Call(ctx, id)
 		if err != nil {
 			t.Fatal(err)
@@ -91,7 +100,7 @@ func TestMigration0005BackfillsPresence(t *testing.T) {
 			want = append(want, id)
 		}
 	}
-	if !slices.Equal(want, []string{"tracked-pending", "untracked-pending", "armed"}) {
+	if !slices.Equal(want, []string{"tracked-pending", "untracked-pending", "armed", "joined"}) {
 		t.Fatalf("the fixture's pure predicate: %v", want)
 	}
 	if !slices.Equal(got, want) {

@@ -381,11 +381,12 @@ func recipients(evs []calls.Event, busy []string) []string {
 	return slices.Compact(users)
 }
 
-// noInviteeAccepted is the SQL side of calls.CallerOfflineApplies: no user
-// but the caller ever accepted. Rows it selects are filtered again with
-// the pure predicate.
+// noInviteeAccepted is the SQL side of calls.CallerOfflineApplies: no
+// invitee ever accepted, an invitee being a user someone else invited (a
+// user who joined uninvited is his own inviter, as the caller is). Rows it
+// selects are filtered again with the pure predicate.
 const noInviteeAccepted = `NOT EXISTS (SELECT 1 FROM call_users u
-	WHERE u.call_seq = c.seq AND u.user_id <> c.caller AND u.accept_time > 0)`
+	WHERE u.call_seq = c.seq AND u.user_id <> c.caller AND u.inviter <> u.user_id AND u.accept_time > 0)`
 
 // The caller-presence queries lock the calls they return (FOR UPDATE OF
 // c), as callsTx.Call does: Save writes every column of a call back from

@@ -199,10 +199,11 @@ func TestMigration0005BackfillsBusy(t *testing.T) {
 	}
 }
 
-// Migration 0007 marks the started calls their caller's presence can
-// change (calls.PresenceMatters) and no others: an upgrade must not hide
-// a tracked or pending call from the caller-offline rule.
-func TestMigration0007BackfillsPresence(t *testing.T) {
+// Migrations 0007 and 0008 mark the started calls their caller's presence
+// can change (calls.PresenceMatters) and no others: an upgrade must not
+// hide a tracked or pending call from the caller-offline rule (0008: nor
+// one only an uninvited joiner accepted).
+func TestMigrations0007And0008BackfillPresence(t *testing.T) {
 	ctx := context.Background()
 	path, raw := schemaBefore(t, "0007")
 	// seq: 1 tracked, bob pending; 2 untracked, bob pending; 3 untracked,
@@ -223,6 +224,12 @@ func TestMigration0007BackfillsPresence(t *testing.T) {
 			(4, 'alice', 0, 'accepted', 1000, 0), (4, 'bob', 1, 'accepted', 1500, 0),
 			(5, 'alice', 0, 'accepted', 1000, 0), (5, 'bob', 1, 'timeout', 0, 0),
 			(6, 'alice', 0, 'accepted', 1000, 0), (6, 'bob', 1, 'inviting', 0, 0)`,
+		// 7 tracked, bob timed out, dave joined uninvited (0008: no invitee).
+		`INSERT INTO calls (id, caller, mode, state, timeout, create_time, end_time, caller_tracked, caller_offline_at) VALUES
+			('joined', 'alice', 'advanced', 'started', 600, 1000, 0, 1, 0)`,
+		`INSERT INTO call_users (call_seq, user_id, ord, state, inviter, accept_time, timeout_at) VALUES
+			(7, 'alice', 0, 'accepted', '', 1000, 0), (7, 'bob', 1, 'timeout', 'alice', 0, 0),
+			(7, 'dave', 2, 'accepted', 'dave', 1200, 0)`,
 	} {
 		if _, err := raw.Exec(q); err != nil {
 			t.Fatal(err)
@@ -242,7 +249,7 @@ func TestMigration0007BackfillsPresence(t *testing.T) {
 		t.Fatal(err)
 	}
 	var want []string
-	for _, id := range []string{"tracked-pending", "untracked-pending", "dormant", "accepted", "armed", "ended"} {
+	for _, id := range []string{"tracked-pending", "untracked-pending", "dormant", "accepted", "armed", "ended", "joined"} {
 		c, err := s.Call(ctx, id)
 		if err != nil {
 			t.Fatal(err)
@@ -251,7 +258,7 @@ func TestMigration0007BackfillsPresence(t *testing.T) {
 			want = append(want, id)
 		}
 	}
-	if !slices.Equal(want, []string{"tracked-pending", "untracked-pending", "armed"}) {
+	if !slices.Equal(want, []string{"tracked-pending", "untracked-pending", "armed", "joined"}) {
 		t.Fatalf("the fixture's pure predicate: %v", want)
 	}
 	if !slices.Equal(got, want) {

@@ -281,11 +281,13 @@ func (t *callsTx) SetInvitation(ctx context.Context, c *calls.Call, ev *calls.Ev
 
 // noInviteeAccepted is the SQL side of calls.CallerOfflineApplies (with
 // state = 'started', which the queries spell as a literal so that SQLite
-// can use its partial indexes): no user but the caller ever accepted. The
-// rows it selects are filtered again with the pure predicate; this only
-// keeps the calls the rule cannot apply to from being loaded.
+// can use its partial indexes): no invitee ever accepted, an invitee being
+// a user someone else invited (a user who joined uninvited is his own
+// inviter, as the caller is). The rows it selects are filtered again with
+// the pure predicate; this only keeps the calls the rule cannot apply to
+// from being loaded.
 const noInviteeAccepted = `NOT EXISTS (SELECT 1 FROM call_users u
-	WHERE u.call_seq = c.seq AND u.user_id <> c.caller AND u.accept_time > 0)`
+	WHERE u.call_seq = c.seq AND u.user_id <> c.caller AND u.inviter <> u.user_id AND u.accept_time > 0)`
 
 // The caller-offline queries. The start-up arming's literal state =
 // 'started' and caller_tracked = 1 let SQLite use the partial index

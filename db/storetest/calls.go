@@ -337,6 +337,14 @@ func testCallerOfflineCallsMatchThePredicate(t *testing.T, s db.Store) {
 	armed.Call.Users[1].State = calls.StateTimeout
 	armed.Call.Mode, armed.Call.CallerOfflineAt = calls.ModeAdvanced, 5000
 	add(armed, false)
+	// bob timed out; dave joined uninvited (his own inviter) and is in:
+	// no invitee accepted, so the caller-offline rule still applies.
+	joined := NewCall("joined", "alice", 1000, "bob")
+	joined.Call.Mode = calls.ModeAdvanced
+	joined.Call.Users[1].State = calls.StateTimeout
+	joined.Call.Users = append(joined.Call.Users, &calls.CallUser{UserID: "dave", State: calls.StateAccepted,
+		Inviter: "dave", UpdateTime: 1200, AcceptTime: 1200})
+	add(joined, true)
 	ended := NewCall("ended", "alice", 1000, "bob")
 	ended.Call.State = calls.CallEnded
 	add(ended, true)
@@ -360,8 +368,8 @@ func testCallerOfflineCallsMatchThePredicate(t *testing.T, s db.Store) {
 	idsOf := func(list []*calls.Call) []string {
 		var ids []string
 		for _, c := range list {
-			if len(c.Users) != 2 {
-				t.Errorf("%s loaded with %d users, want 2", c.ID, len(c.Users))
+			if want := len(callOf(all, c.ID).Users); len(c.Users) != want {
+				t.Errorf("%s loaded with %d users, want %d", c.ID, len(c.Users), want)
 			}
 			ids = append(ids, c.ID)
 		}
@@ -384,7 +392,8 @@ func testCallerOfflineCallsMatchThePredicate(t *testing.T, s db.Store) {
 			after = page[len(page)-1].Seq
 		}
 		if got, want := idsOf(list), want("alice", false); !slices.Equal(got, want) || !slices.Contains(got, "lone") ||
-			!slices.Contains(got, "untracked-pending") || !slices.Contains(got, "armed") || slices.Contains(got, "untracked-lone") {
+			!slices.Contains(got, "untracked-pending") || !slices.Contains(got, "armed") || slices.Contains(got, "untracked-lone") ||
+			!slices.Contains(got, "joined") {
 			t.Errorf("CallerOfflineCalls(alice) = %v, want %v", got, want)
 		}
 		var paged []*calls.Call
@@ -399,7 +408,7 @@ func testCallerOfflineCallsMatchThePredicate(t *testing.T, s db.Store) {
 			paged = append(paged, page...)
 			after = page[len(page)-1].Seq
 		}
-		if got, want := idsOf(paged), want("", true); !slices.Equal(got, want) || len(got) != 3 {
+		if got, want := idsOf(paged), want("", true); !slices.Equal(got, want) || len(got) != 4 {
 			t.Errorf("TrackedCallerOfflineCalls = %v, want %v", got, want)
 		}
 		return nil
@@ -407,6 +416,16 @@ func testCallerOfflineCallsMatchThePredicate(t *testing.T, s db.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// callOf returns the call of all with id.
+func callOf(all []*calls.Change, id string) *calls.Call {
+	for _, ch := range all {
+		if ch.Call.ID == id {
+			return ch.Call
+		}
+	}
+	return nil
 }
 
 // onlineSet is a calls.Presence with a fixed set of users online.
