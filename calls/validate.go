@@ -1,6 +1,9 @@
 package calls
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // ValidUserID reports whether id is 1–128 characters of [A-Za-z0-9_.@:-].
 func ValidUserID(id string) bool {
@@ -44,9 +47,16 @@ func checkInvitees(field string, ids []string, min int, self string) error {
 	return nil
 }
 
+// checkExtendedData bounds an extendedData and refuses U+0000: it is
+// stored as text, which PostgreSQL cannot hold a NUL in (a call saved
+// with one failed there, and its SQLite file could not be moved to
+// PostgreSQL), and a NUL in an app's free text is a bug of the app.
 func checkExtendedData(field, s string) error {
 	if len(s) > MaxExtendedData {
 		return invalid(field, "at most %d bytes allowed, got %d", MaxExtendedData, len(s))
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return invalid(field, "must not contain U+0000 (NUL)")
 	}
 	return nil
 }

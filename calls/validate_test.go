@@ -71,6 +71,7 @@ func TestNewCallValidation(t *testing.T) {
 		{name: "extendedData of 2048 bytes is allowed", in: InviteInput{Invitees: []string{"bob"}, ExtendedData: strings.Repeat("x", 2048)}},
 		{name: "extendedData of 2049 bytes is invalid", in: InviteInput{Invitees: []string{"bob"}, ExtendedData: strings.Repeat("x", 2049)}, field: "extendedData"},
 		{name: "extendedData is measured in bytes, not characters", in: InviteInput{Invitees: []string{"bob"}, ExtendedData: strings.Repeat("é", 1025)}, field: "extendedData"},
+		{name: "extendedData holding U+0000 is invalid", in: InviteInput{Invitees: []string{"bob"}, ExtendedData: "a\x00b"}, field: "extendedData"},
 		{name: "mode foo is invalid", in: InviteInput{Invitees: []string{"bob"}, Mode: "foo"}, field: "mode"},
 		{name: "no mode means general", in: InviteInput{Invitees: []string{"bob"}},
 			check: func(t *testing.T, c *Call) {
@@ -139,6 +140,19 @@ func TestActionValidation(t *testing.T) {
 		}},
 		{"end with extendedData over 2048 bytes", func() error {
 			return errOf(End(tableCall(ModeAdvanced, StateAccepted), as("bob"), LeaveInput{ExtendedData: long}, tableNow))
+		}},
+		{"accept with extendedData holding U+0000", func() error {
+			return errOf(Answer(tableCall(ModeAdvanced, StateInviting), as("bob"), true, "\x00", tableNow))
+		}},
+		{"join with extendedData holding U+0000", func() error {
+			return errOf(Join(tableCall(ModeAdvanced, StateRejected), as("bob"), "\x00", tableNow, testCfg))
+		}},
+		{"quit with extendedData holding U+0000", func() error {
+			return errOf(Quit(tableCall(ModeAdvanced, StateAccepted), as("bob"), LeaveInput{ExtendedData: "\x00"}, tableNow))
+		}},
+		{"cancel with extendedData holding U+0000", func() error {
+			_, _, err := Cancel(tableCall(ModeAdvanced, StateInviting), as("alice"), CancelInput{ExtendedData: "\x00"}, tableNow)
+			return err
 		}},
 		{"callingInvite of nobody", func() error {
 			_, _, err := CallingInvite(tableCall(ModeAdvanced, StateAccepted), as("bob"), CallingInviteInput{}, tableNow, testCfg, nil)

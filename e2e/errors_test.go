@@ -173,3 +173,23 @@ func token(t *testing.T, s *testkit.Server, claims jwt.MapClaims, m jwt.SigningM
 	}
 	return tok
 }
+
+// A NUL (U+0000) in free text is a 400 on every backend: it is stored as
+// text, which PostgreSQL cannot hold one in (it was a 500 there, and a
+// SQLite file holding one could not be moved to PostgreSQL).
+func TestNULInFreeTextIsRefused(t *testing.T) {
+	testkit.Matrix(t, func(t *testing.T, backend testkit.Option) {
+		s := testkit.Start(t, backend)
+		alice, bob := s.Client("alice"), s.Client("bob")
+		p := alice.Post("/calls", map[string]any{"invitees": []string{"bob"}, "extendedData": "a\x00b"}).
+			WantProblem(http.StatusBadRequest, "invalid_request")
+		if len(p.Errors) == 0 || p.Errors[0].Field != "extendedData" {
+			t.Fatalf("problem %+v, want it to name extendedData", p)
+		}
+		id := alice.Invite(map[string]any{"mode": "advanced"}, "bob").CallID
+		bob.Action(id, "accept", map[string]any{"extendedData": "\x00"}).WantProblem(http.StatusBadRequest, "invalid_request")
+		bob.Action(id, "accept", map[string]any{"extendedData": "ok"}).Want(http.StatusOK)
+		s.Admin().Post("/webhooks", map[string]any{"url": "https://example.com/hook", "description": "x\x00"}).
+			WantProblem(http.StatusBadRequest, "invalid_request")
+	})
+}

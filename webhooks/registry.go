@@ -76,6 +76,9 @@ func (r *Registry) validate(ctx context.Context, in CreateInput) (*CreateInput, 
 	if !utf8.ValidString(in.Description) || utf8.RuneCountInString(in.Description) > MaxDescription {
 		return nil, invalidField("description", "must be at most %d characters", MaxDescription)
 	}
+	if strings.IndexByte(in.Description, 0) >= 0 { // stored as text: PostgreSQL holds no NUL
+		return nil, invalidField("description", "must not contain U+0000 (NUL)")
+	}
 	out := in
 	out.EventTypes = types
 	return &out, nil
