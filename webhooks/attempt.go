@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -122,7 +123,16 @@ func describe(err error) error {
 
 // snippet is the first line-ish of a body, safe to store.
 func snippet(body []byte) string {
-	s := strings.TrimSpace(strings.ToValidUTF8(string(body), "\uFFFD"))
+	// Control characters (a NUL above all, which PostgreSQL's text cannot
+	// hold: the outcome could not be recorded) become spaces, which the
+	// end folds.
+	s := strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(string(body), "\uFFFD"))
+	s = strings.TrimSpace(s)
 	const max = 200
 	if len(s) > max {
 		s = s[:max]
