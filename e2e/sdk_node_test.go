@@ -19,9 +19,9 @@ import (
 // The JavaScript client's own tests (web/sdk/test, node --test) against a
 // real server on loopback. The server runs on the fake clock; a control
 // server of this test, on another loopback port, lets them mint tokens of
-// any lifetime, move the clock (token expiry, invitation timeouts), restart
-// the server on its address and read a user's committed event log. None of
-// that is in the production server.
+// any lifetime or exp, move the clock (token expiry, invitation timeouts),
+// restart the server on its address and read a user's committed event log.
+// None of that is in the production server.
 func TestSDKNode(t *testing.T) {
 	node, err := exec.LookPath("node")
 	if err != nil {
@@ -61,14 +61,29 @@ func TestSDKNode(t *testing.T) {
 func startSDKControl(t *testing.T, s *testkit.Server) string {
 	var mu sync.Mutex // one control at a time: a restart swaps s.App
 	mux := http.NewServeMux()
+	// A token valid ttl seconds, or until exp (Unix seconds) when given.
+	// Tokens are minted on the wall clock, not the fake one, and exp has
+	// whole seconds: two minted with the same ttl get the same exp only
+	// within one wall-clock second, while those minted with the same exp
+	// get it whenever they are minted.
 	mux.HandleFunc("POST /token", func(w http.ResponseWriter, r *http.Request) {
-		ttl, err := strconv.Atoi(r.URL.Query().Get("ttl"))
-		if err != nil || ttl <= 0 {
-			ttl = 3600
+		q := r.URL.Query()
+		ttl := time.Hour
+		if n, err := strconv.Atoi(q.Get("ttl")); err == nil && n > 0 {
+			ttl = time.Duration(n) * time.Second
+		}
+		if q.Has("exp") {
+			exp, err := strconv.ParseInt(q.Get("exp"), 10, 64)
+			// Half a second more: TokenFor reads the clock again, and
+			// truncates now+ttl to the second.
+			if ttl = time.Until(time.Unix(exp, 0)) + 500*time.Millisecond; err != nil || ttl < time.Second {
+				http.Error(w, "exp: Unix seconds, in the future", http.StatusBadRequest)
+				return
+			}
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		writeJSON(w, map[string]string{"token": s.TokenFor(r.URL.Query().Get("user"), time.Duration(ttl)*time.Second)})
+		writeJSON(w, map[string]string{"token": s.TokenFor(q.Get("user"), ttl)})
 	})
 	mux.HandleFunc("POST /advance", func(w http.ResponseWriter, r *http.Request) {
 		ms, err := strconv.Atoi(r.URL.Query().Get("ms"))

@@ -6,7 +6,9 @@ import {test} from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import {CallsigClient} from '../callsig.js';
-import {advance, client, is, token, URL, user} from './helpers.js';
+import {advance, client, is, token, tokenUntil, URL, user} from './helpers.js';
+
+const exp = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString()).exp;
 
 // counted returns a tokenProvider that answers call n with answer(n) and a
 // waiter resolved at its nth call (a positive marker, never a sleep).
@@ -63,11 +65,25 @@ test('D1 tokenWillExpire with a token that is not newer keeps the stream, retrie
 
 test('D1 tokenWillExpire: a provider minting tokens with the same short exp does not make a reopen loop', async (t) => {
   const bobID = user('bob');
-  const provider = counted(() => token(bobID, 25)); // the server's clock stands still: same exp each time
+  // Each token minted afresh, with the first one's exp (25 s: warned at
+  // once). Not token(bobID, 25) each time: tokens are minted on the wall
+  // clock with exp in whole seconds, so one minted in the next second
+  // expires a second later, is newer, and rightly renews the stream.
+  const minted = [];
+  const provider = counted(async (n) => {
+    const t = n === 1 ? await token(bobID, 25) : await tokenUntil(bobID, exp(minted[0]));
+    minted.push(t);
+    return t;
+  });
   const bob = client(bobID, {tokenProvider: provider});
   await bob.login();
   t.after(() => bob.logout());
-  await provider.called(3); // login, the warning, the first retry
+  // Login, the warning, the first retry (1 s on) and the second (2 s after
+  // it): a stream reopened with the warning's token or the first retry's
+  // would have been warned long before the second retry.
+  await provider.called(4);
+  assert.deepEqual(minted.map(exp), minted.map(() => exp(minted[0])), 'the tokens do not all have the same exp');
+  assert.notEqual(minted[3], minted[0], 'not one token cached (the test above), but tokens minted afresh');
   assert.equal(bob.events.of('tokenWillExpire').length, 1);
   assert.deepEqual(bob.events.of('connectionStateChanged').map((e) => e.data.state), ['connecting', 'connected']);
 });

@@ -18,8 +18,14 @@ async function control(method, path) {
   return res.json();
 }
 
-/** A user token from the server's secret, valid ttl seconds. */
+/**
+ * A user token from the server's secret, valid ttl seconds. Minted on the
+ * wall clock (not the server's fake one), with exp in whole seconds: two
+ * minted with the same ttl have the same exp only within one second.
+ */
 export const token = async (user, ttl = 3600) => (await control('POST', `/token?user=${encodeURIComponent(user)}&ttl=${ttl}`)).token;
+/** A user token that expires at exp (Unix seconds), whenever it is minted. */
+export const tokenUntil = async (user, exp) => (await control('POST', `/token?user=${encodeURIComponent(user)}&exp=${exp}`)).token;
 /** Moves the server's (fake) clock. */
 export const advance = (ms) => control('POST', `/advance?ms=${ms}`);
 /** Restarts the server on the same address and database. */
