@@ -50,6 +50,14 @@ type Log interface {
 	PruneEvents(ctx context.Context, before int64) (int64, error)
 }
 
+// MovedLog is a Log that may carry on the log of a SQLite node (filled
+// from its file by callsig migrate); db/postgres implements it.
+type MovedLog interface {
+	// MovedEventID is the last id SQLite had given before the move, 0
+	// when there was none: every id given since is larger.
+	MovedEventID(ctx context.Context) (int64, error)
+}
+
 // Service is what the hub reports deliveries and presence to; calls.Service
 // implements it.
 type Service interface {

@@ -478,12 +478,19 @@ func (st *stream) expired(last, head int64) (bool, error) {
 	if st.h.perUser() {
 		// head is the user's newest id: above it, last is no id this
 		// user was given (and resuming from it would skip the user's
-		// next ids); equal to it, nothing was missed.
-		if last > head {
-			return true, nil
-		}
+		// next ids), unless SQLite gave it before the log was moved to
+		// PostgreSQL (movedEventID); equal to it, nothing was missed.
 		if last == head {
 			return false, nil
+		}
+		if last > head {
+			moved, err := st.movedEventID()
+			if err != nil {
+				return false, err
+			}
+			if last > moved {
+				return true, nil
+			}
 		}
 	}
 	var expired bool
@@ -508,6 +515,24 @@ func (st *stream) expired(last, head int64) (bool, error) {
 		return nil
 	})
 	return expired, err
+}
+
+// movedEventID returns the last id SQLite had given when the log was
+// moved from it (0: never moved; see MovedLog). A stream opened on SQLite
+// ends its opening with an id-only block carrying the global head, so a
+// client idle since holds an id above its own user's newest; every id
+// given since the move is above it, so resuming from it skips nothing.
+func (st *stream) movedEventID() (int64, error) {
+	ml, ok := st.h.o.Log.(MovedLog)
+	if !ok {
+		return 0, nil
+	}
+	var moved int64
+	err := st.read(func(ctx context.Context) (err error) {
+		moved, err = ml.MovedEventID(ctx)
+		return err
+	})
+	return moved, err
 }
 
 // pending writes what a new stream starts with: the invitations still

@@ -19,10 +19,16 @@ webhook endpoints with their secrets and deliveries, live idempotency keys,
 and the event log kept for replay, ids unchanged) into an EMPTY PostgreSQL
 database, in one transaction: on any error nothing is written.
 
+Text PostgreSQL cannot hold (a U+0000, which older servers stored, or
+bytes that are not UTF-8) is copied with U+FFFD in its place; the report
+counts the values changed, per column.
+
 Stop the node first: the file is opened read-only, and a file another
-process has open is refused. A target that already holds data is refused.
-Then start the nodes with CALLSIG_DB set to the PostgreSQL URL and the same
-JWT secret; clients keep their Last-Event-ID and paging cursors.
+process has open is refused. A target that already holds data, or that a
+callsig node is running on, is refused. Then start the nodes with CALLSIG_DB
+set to the PostgreSQL URL and the same JWT secret; clients keep their
+Last-Event-ID and paging cursors, and callers offline at the stop get a
+fresh grace from the first node's start, as on a restart.
 
 Flags:
 `
@@ -63,6 +69,20 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if len(rep.Replaced) > 0 {
+		fmt.Fprintln(stdout, "text PostgreSQL cannot store (U+0000, or bytes that are not UTF-8) was copied with U+FFFD in its place, in:")
+		for _, r := range rep.Replaced {
+			fmt.Fprintf(stdout, "  %s.%s: %d %s\n", r.Table, r.Column, r.Values, plural(r.Values, "value", "values"))
+		}
+	}
 	_, err = fmt.Fprintf(stdout, "copied into %s in %s (next event id after %d)\n", target, rep.Took.Round(1e6), rep.LastEventID)
 	return err
+}
+
+// plural returns one when n is 1, many otherwise.
+func plural(n int64, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

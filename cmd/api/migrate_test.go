@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"database/sql"
 	"errors"
 	"net/http"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"callsig/db/sqlite"
 	"callsig/handlers"
 	"callsig/internal/pgtest"
 )
@@ -105,5 +108,38 @@ func TestMigrateCommand(t *testing.T) {
 		if strings.Contains(s, password) {
 			t.Fatalf("the password was printed:\n%s", s)
 		}
+	}
+}
+
+// The report names the columns whose text was changed to fit PostgreSQL
+// (a NUL an older server stored in extendedData) and how many values, so
+// the operator knows what differs from the file.
+func TestMigrateReportsReplacedText(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "callsig.db")
+	s, err := sqlite.Open(ctx, path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, ext := range map[string]string{"c1": "a\x00b", "c2": "\x00"} {
+		if _, err := raw.Exec(`INSERT INTO calls (id, caller, mode, state, timeout, extended_data, create_time) VALUES (?, 'alice', 'general', 'ended', 30, ?, 1000)`, id, ext); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.Close()
+	var out, errOut bytes.Buffer
+	if err := migrate(ctx, []string{"-from", path, "-to", pgtest.NewDatabase(t)}, &out, &errOut); err != nil {
+		t.Fatalf("migrate: %v\n%s%s", err, out.String(), errOut.String())
+	}
+	if !strings.Contains(out.String(), "copied with U+FFFD in its place") || !strings.Contains(out.String(), "\n  calls.extended_data: 2 values\n") {
+		t.Fatalf("the report does not count the 2 values replaced:\n%s", out.String())
+	}
+	if strings.Count(out.String(), "  calls.") != 1 {
+		t.Fatalf("the report counts other columns too:\n%s", out.String())
 	}
 }

@@ -41,6 +41,22 @@ func (s *Store) LastEventID(ctx context.Context) (int64, error) {
 	return id, nil
 }
 
+// MovedEventID returns the last event id SQLite had given when callsig
+// migrate filled this database from its file, 0 for a database that was
+// never filled so: the event_ids sequence's start value, which the copy
+// sets past it. Every id given since is larger.
+func (s *Store) MovedEventID(ctx context.Context) (int64, error) {
+	q, err := s.query()
+	if err != nil {
+		return 0, err
+	}
+	var id int64
+	if err := q.QueryRowContext(ctx, `SELECT seqstart - 1 FROM pg_sequence WHERE seqrelid = 'event_ids'::regclass`).Scan(&id); err != nil {
+		return 0, s.failed(fmt.Errorf("db: where SQLite's event ids end: %w", err))
+	}
+	return id, nil
+}
+
 // NewestEventIDs returns the newest event id of each of users who ever got
 // an event (event_users.last_id, one primary-key lookup each, in one
 // query); users with none are left out (a row with last_id 0 is a user

@@ -17,6 +17,11 @@ import (
 // callsig data: the copy only fills an empty database, it never merges.
 var ErrTargetNotEmpty = errors.New("the PostgreSQL database is not empty")
 
+// ErrNodeRunning is returned when a callsig node is serving the target,
+// empty as it may be: it armed its callers' graces at its start, over no
+// calls, so the calls copied under it would never be watched.
+var ErrNodeRunning = errors.New("a callsig node is running on the target")
+
 // Options adjusts Copy.
 type Options struct {
 	// Now is the instant live idempotency keys are judged against
@@ -33,9 +38,20 @@ type TableCount struct {
 	Rows  int64
 }
 
+// ColumnCount is how many values of one column were changed.
+type ColumnCount struct {
+	Table, Column string
+	Values        int64
+}
+
 // Report says what Copy did.
 type Report struct {
 	Tables []TableCount // in copy order, event_users last
+	// Replaced counts, per column, the text values PostgreSQL cannot hold
+	// as they were (a U+0000, which servers before the API refused it
+	// stored, or bytes that are not UTF-8): they were copied with U+FFFD
+	// in place of each such character (fitText). Empty when none.
+	Replaced []ColumnCount
 	// LastEventID is where PostgreSQL's event id sequence now stands: the
 	// next event gets a larger id.
 	LastEventID int64
@@ -109,13 +125,22 @@ func copyAll(ctx context.Context, from, dsn string, opts Options) (*Report, erro
 	rep := &Report{}
 	now := opts.Now().UnixMilli()
 	for _, t := range tables {
-		n, err := copyTable(ctx, stx, tx, t, now)
+		n, fitted, err := copyTable(ctx, stx, tx, t, now)
 		if err != nil {
 			return nil, fmt.Errorf("copy %s: %w", t.name, err)
 		}
 		rep.Tables = append(rep.Tables, TableCount{Table: t.name, Rows: n})
+		for i, c := range t.columns {
+			if fitted[i] > 0 {
+				rep.Replaced = append(rep.Replaced, ColumnCount{Table: t.name, Column: c.name, Values: fitted[i]})
+			}
+		}
 		if t.identity != "" {
-			if _, err := moveSequence(ctx, tx, t.name, t.identity, fmt.Sprintf("pg_get_serial_sequence('%s', '%s')", t.name, t.identity), seqs[t.name]); err != nil {
+			var seq string
+			if err := tx.QueryRow(ctx, `SELECT pg_get_serial_sequence($1, $2)`, t.name, t.identity).Scan(&seq); err != nil {
+				return nil, fmt.Errorf("copy %s: its sequence: %w", t.name, err)
+			}
+			if _, err := moveSequence(ctx, tx, t.name, t.identity, seq, seqs[t.name]); err != nil {
 				return nil, fmt.Errorf("copy %s: %w", t.name, err)
 			}
 		}
@@ -127,8 +152,14 @@ func copyAll(ctx context.Context, from, dsn string, opts Options) (*Report, erro
 		return nil, fmt.Errorf("fill event_users: %w", err)
 	}
 	rep.Tables = append(rep.Tables, TableCount{Table: "event_users", Rows: tag.RowsAffected()})
-	if rep.LastEventID, err = moveSequence(ctx, tx, "events", "id", "'event_ids'", seqs["events"]); err != nil {
+	if rep.LastEventID, err = moveSequence(ctx, tx, "events", "id", "event_ids", seqs["events"]); err != nil {
 		return nil, fmt.Errorf("copy events: %w", err)
+	}
+	// event_ids' start value records where SQLite's ids end
+	// (postgres.Store.MovedEventID): a client may hold one of them above
+	// its own user's newest, from an id-only block (SQLite's global head).
+	if _, err := tx.Exec(ctx, fmt.Sprintf("ALTER SEQUENCE event_ids START WITH %d", rep.LastEventID+1)); err != nil {
+		return nil, fmt.Errorf("copy events: record where SQLite's ids end: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("target: commit: %w", err)
@@ -138,15 +169,22 @@ func copyAll(ctx context.Context, from, dsn string, opts Options) (*Report, erro
 }
 
 // lockEmpty keeps the target's tables from every other writer until the
-// copy commits, then checks that they are empty and that no event id was
-// ever given (a database used, then pruned, is not empty either: its ids
-// would run backwards).
+// copy commits, then checks that no node is running on it (noNode) and
+// that the tables are empty and no event id was ever given (a database
+// used, then pruned, is not empty either: its ids would run backwards).
 func lockEmpty(ctx context.Context, tx pgx.Tx, timeout time.Duration) error {
 	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", timeout.Milliseconds())); err != nil {
 		return fmt.Errorf("target: %w", err)
 	}
-	if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(targetTables, ", ")+" IN EXCLUSIVE MODE"); err != nil {
+	// nodes and presence too: a node starting meanwhile waits to write its
+	// lease until the copy is in, and then arms its callers' graces over
+	// the calls copied.
+	locked := append(append([]string{}, targetTables...), "nodes", "presence")
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(locked, ", ")+" IN EXCLUSIVE MODE"); err != nil {
 		return fmt.Errorf("target: lock its tables (is a node running on it?): %w", err)
+	}
+	if err := noNode(ctx, tx); err != nil {
+		return err
 	}
 	parts := make([]string, 0, len(targetTables)+1)
 	for _, name := range targetTables {
@@ -167,13 +205,38 @@ func lockEmpty(ctx context.Context, tx pgx.Tx, timeout time.Duration) error {
 	return nil
 }
 
+// noNode refuses a target a node is serving: one holding an unexpired
+// lease in nodes (db/postgres's presence tables, whose times are the
+// database server's clock), or one that left rows in presence, which a
+// node deletes as it stops: it crashed, or is stalled past its lease and
+// would come back (its next renewal writes its lease again).
+func noNode(ctx context.Context, tx pgx.Tx) error {
+	const nowMS = `(extract(epoch FROM clock_timestamp()) * 1000)::bigint`
+	var node string
+	var live bool
+	err := tx.QueryRow(ctx, `SELECT node_id, live FROM (
+			SELECT node_id, true AS live FROM nodes WHERE lease_until > `+nowMS+`
+			UNION ALL SELECT node_id, false FROM presence) AS n
+		ORDER BY live DESC LIMIT 1`).Scan(&node, &live)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	case err != nil:
+		return fmt.Errorf("target: check no node is running on it: %w", err)
+	case live:
+		return fmt.Errorf("%w (node %s): stop it first", ErrNodeRunning, node)
+	default:
+		return fmt.Errorf("%w, or crashed (node %s left rows in presence, its lease expired): make sure it is stopped, delete its rows from presence and nodes, then copy again", ErrNodeRunning, node)
+	}
+}
+
 // copyTable streams t's rows from the SQLite snapshot into PostgreSQL with
 // COPY: pgx sends them in chunks as the cursor yields them, so memory stays
 // bounded however big the file. COPY writes identity columns as given
-// (like INSERT … OVERRIDING SYSTEM VALUE), which keeps every id.
-func copyTable(ctx context.Context, stx *sql.Tx, tx pgx.Tx, t table, now int64) (int64, error) {
-	names := t.names()
-	q := "SELECT " + strings.Join(names, ", ") + " FROM " + t.name
+// (like INSERT … OVERRIDING SYSTEM VALUE), which keeps every id. It
+// returns the rows copied and, per column, the values fitText changed.
+func copyTable(ctx context.Context, stx *sql.Tx, tx pgx.Tx, t table, now int64) (int64, []int64, error) {
+	q := "SELECT " + strings.Join(t.reads(), ", ") + " FROM " + t.name
 	var args []any
 	if t.where != "" {
 		q += " WHERE " + t.where
@@ -181,20 +244,29 @@ func copyTable(ctx context.Context, stx *sql.Tx, tx pgx.Tx, t table, now int64) 
 	}
 	rows, err := stx.QueryContext(ctx, q, args...)
 	if err != nil {
-		return 0, fmt.Errorf("read: %w", err)
+		return 0, nil, fmt.Errorf("read: %w", err)
 	}
 	defer rows.Close()
-	n, err := tx.CopyFrom(ctx, pgx.Identifier{t.name}, names, newRowSource(rows, t.columns))
+	src := newRowSource(rows, t.columns)
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{t.name}, t.names(), src)
 	if err != nil {
-		return n, err
+		return n, nil, err
 	}
-	return n, nil
+	return n, src.fitted, nil
 }
 
-// moveSequence sets the sequence named by the SQL expression seq to the
-// larger of SQLite's high-water mark and the highest copied value of
-// table.col, and returns it (0: nothing to move, the sequence is left
-// unused).
+// moveSequence moves the sequence seq (a name, as pg_get_serial_sequence
+// returns it) to the larger of SQLite's high-water mark and the highest
+// copied value of table.col, and returns it (0: nothing to move, the
+// sequence is left unused).
+//
+// setval alone is never rolled back: a copy failing after it (at COMMIT
+// itself: a connection cut, the server stopping) would leave event_ids
+// moved over empty tables, and every later copy refused as "not empty".
+// ALTER SEQUENCE … RESTART is transactional (PostgreSQL 10 and later): it
+// gives the sequence new storage that the transaction's rollback drops,
+// and the setval that follows writes that new storage, so it goes with
+// it. It also blocks every other nextval on seq until the copy ends.
 func moveSequence(ctx context.Context, tx pgx.Tx, table, col, seq string, high int64) (int64, error) {
 	var top int64
 	if err := tx.QueryRow(ctx, fmt.Sprintf("SELECT COALESCE(max(%s), 0) FROM %s", col, table)).Scan(&top); err != nil {
@@ -204,7 +276,10 @@ func moveSequence(ctx context.Context, tx pgx.Tx, table, col, seq string, high i
 	if top == 0 {
 		return 0, nil
 	}
-	if _, err := tx.Exec(ctx, fmt.Sprintf("SELECT setval(%s, $1)", seq), top); err != nil {
+	if _, err := tx.Exec(ctx, "ALTER SEQUENCE "+seq+" RESTART"); err != nil {
+		return 0, fmt.Errorf("move its sequence: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT setval($1::regclass, $2)", seq, top); err != nil {
 		return 0, fmt.Errorf("move its sequence to %d: %w", top, err)
 	}
 	return top, nil

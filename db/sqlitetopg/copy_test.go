@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"callsig/db/postgres"
 	"callsig/db/sqlite"
 	"callsig/internal/pgtest"
+	"callsig/internal/testkit"
 )
 
 // sourceFile returns a SQLite file at the current schema holding one call,
@@ -130,5 +133,138 @@ func TestCopyRefusesOtherSchema(t *testing.T) {
 	_, err = Copy(context.Background(), path, "postgres://postgres@127.0.0.1:1/none", Options{})
 	if err == nil || !strings.Contains(err.Error(), "start and stop a node of this version") {
 		t.Fatalf("copy of an old file: %v", err)
+	}
+}
+
+// execSQLite runs stmts on the SQLite file at path (a stopped node's),
+// each with the arguments given with it.
+func execSQLite(t *testing.T, path string, stmts ...stmt) {
+	t.Helper()
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	for _, s := range stmts {
+		if _, err := raw.Exec(s.q, s.args...); err != nil {
+			t.Fatalf("%s: %v", s.q, err)
+		}
+	}
+}
+
+type stmt struct {
+	q    string
+	args []any
+}
+
+// openTarget migrates the empty database dsn (as a node's start would) and
+// connects to it.
+func openTarget(t *testing.T, dsn string) *pgx.Conn {
+	t.Helper()
+	ctx := context.Background()
+	s, err := postgres.Open(ctx, dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// Text PostgreSQL cannot hold, which SQLite kept (a NUL servers before the
+// API refused it stored, decoded from "\u0000" in extendedData or a webhook
+// description, a receiver's NUL in last_error, a browser's Latin-1 byte in
+// an Idempotency-Key), is copied with U+FFFD in its place instead of
+// failing the whole copy, and the report counts the values changed per
+// column. A JSON text's \u0000 escape is six ASCII bytes, kept as it is.
+func TestCopyReplacesTextPostgreSQLCannotHold(t *testing.T) {
+	ctx := context.Background()
+	path := sourceFile(t)
+	execSQLite(t, path,
+		stmt{`UPDATE calls SET extended_data = ? WHERE seq = 3`, []any{"a\x00b"}},
+		stmt{`UPDATE call_users SET extended_data = ? WHERE call_seq = 3`, []any{"\x00"}},
+		stmt{`UPDATE events SET data = ? WHERE id = 7`, []any{`{"extendedData":"a\u0000b"}`}},
+		stmt{`INSERT INTO webhook_endpoints (id, url, secret, description, created_at) VALUES ('w1', 'http://x', 'whsec_x', ?, 1)`, []any{"ops\x00"}},
+		stmt{`INSERT INTO webhook_messages (id, msg_id, type, call_id, payload, created_at) VALUES (1, 'msg_1', 'call.created', 'c1', x'7b00', 1)`, nil},
+		stmt{`INSERT INTO webhook_deliveries (id, message_id, endpoint_id, status, attempts, last_error, next_attempt_at, created_at) VALUES (1, 1, 'w1', 'failed', 3, ?, 0, 1)`, []any{"HTTP 500: \x00\x00"}},
+		stmt{`INSERT INTO idempotency_keys (scope, key, fingerprint, created_at, expires_at) VALUES ('alice', ?, 'f', 1, ?)`, []any{"caf\xe9", int64(1) << 50}},
+	)
+	dsn := pgtest.NewDatabase(t)
+	rep, err := Copy(ctx, path, dsn, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []ColumnCount{{"calls", "extended_data", 1}, {"call_users", "extended_data", 1},
+		{"webhook_endpoints", "description", 1}, {"webhook_deliveries", "last_error", 1}, {"idempotency_keys", "key", 1}}
+	if fmt.Sprint(rep.Replaced) != fmt.Sprint(want) {
+		t.Errorf("report of values replaced %v, want %v", rep.Replaced, want)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for q, want := range map[string]string{
+		`SELECT extended_data FROM calls WHERE seq = 3`:           "a\uFFFDb",
+		`SELECT extended_data FROM call_users WHERE call_seq = 3`: "\uFFFD",
+		`SELECT data FROM events WHERE id = 7`:                    `{"extendedData":"a\u0000b"}`,
+		`SELECT description FROM webhook_endpoints`:               "ops\uFFFD",
+		`SELECT last_error FROM webhook_deliveries`:               "HTTP 500: \uFFFD\uFFFD",
+		`SELECT key FROM idempotency_keys`:                        "caf\uFFFD",
+		`SELECT encode(payload, 'hex') FROM webhook_messages`:     "7b00", // BYTEA: as it was
+	} {
+		var got string
+		if err := conn.QueryRow(ctx, q).Scan(&got); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		if got != want {
+			t.Errorf("%s: %q, want %q", q, got, want)
+		}
+	}
+}
+
+// A node that crashed leaves its last commits in the -wal file (no
+// checkpoint at close): the copy, which opens the file read-only, still
+// reads them.
+func TestCopyReadsACrashedNodesWAL(t *testing.T) {
+	s1 := testkit.Start(t, testkit.WithFakeClock())
+	alice := s1.Client("alice")
+	for range 5 {
+		alice.Invite(nil, "bob")
+	}
+	// The file and its WAL as a crash would leave them, taken while the
+	// node runs.
+	crashed := filepath.Join(t.TempDir(), "callsig.db")
+	copyFile(t, s1.Config.DB, crashed)
+	copyFile(t, s1.Config.DB+"-wal", crashed+"-wal")
+	if st, err := os.Stat(crashed + "-wal"); err != nil || st.Size() == 0 {
+		t.Fatalf("premise: no WAL to read (%v)", err)
+	}
+	s1.Stop()
+	rep, err := Copy(context.Background(), crashed, pgtest.NewDatabase(t), Options{Now: s1.Clock.Now})
+	if err != nil {
+		t.Fatalf("copy of a crashed node's file: %v", err)
+	}
+	if rep.Tables[0].Table != "calls" || rep.Tables[0].Rows != 5 {
+		t.Fatalf("copied %+v, want 5 calls", rep.Tables)
+	}
+}
+
+// copyFile copies the file at from to to; a missing from copies nothing.
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if os.IsNotExist(err) {
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

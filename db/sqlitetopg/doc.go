@@ -13,7 +13,13 @@
 // the copied ids (event_ids, the identities), and event_users gets each
 // user's newest id, as db/postgres's writers expect.
 //
+// Rows are copied as they are, but for two things: text PostgreSQL cannot
+// hold (a U+0000, bytes that are not UTF-8) gets U+FFFD in its place, the
+// values changed counted in the Report; and no caller-offline grace stays
+// armed, so the first node arms them from its start, as a SQLite restart
+// does (tables.go says why).
+//
 // It never writes to the SQLite file (opened read-only, read in one
-// snapshot) and never prints or wraps the target's DSN, which may hold a
-// password.
+// snapshot), never fills a target a node is running on, and never prints
+// or wraps the target's DSN, which may hold a password.
 package sqlitetopg

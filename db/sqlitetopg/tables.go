@@ -26,12 +26,15 @@ type table struct {
 	// identity is the column whose PostgreSQL identity sequence must be
 	// moved past the copied values, "" for none.
 	identity string
+	// read maps a column to the SQLite expression read for it, when that
+	// is not the column itself.
+	read map[string]string
 }
 
 // tables are copied in this order: a row's references come first
 // (call_users → calls, webhook_deliveries → webhook_messages).
 var tables = []table{
-	{name: "calls", identity: "seq", columns: []column{
+	{name: "calls", identity: "seq", read: map[string]string{"caller_offline_at": callerOfflineAt}, columns: []column{
 		{"seq", integer}, {"id", text}, {"caller", text}, {"mode", text}, {"state", text},
 		{"timeout", integer}, {"extended_data", text}, {"create_time", integer},
 		{"end_time", integer}, {"end_reason", text}, {"not_received_check", flag},
@@ -73,15 +76,40 @@ var tables = []table{
 	}},
 }
 
+// callerOfflineAt is read for calls.caller_offline_at: no caller-offline
+// grace stays armed. A SQLite node's start re-arms every started, tracked
+// call whose caller is not connected, from its own start (none can be:
+// the only node was down), but a PostgreSQL node's start arms only the
+// calls with none armed (presence outlives a node there), so a grace
+// copied as it was would keep counting through the move and could end the
+// call the moment the first node starts, before its caller can reconnect.
+// Cleared, the first node arms them as a SQLite restart would.
+// presence_matters stays true for these calls (calls.PresenceMatters:
+// tracked is enough). An armed untracked call, which no version writes,
+// would keep its deadline: no start re-arms an untracked call.
+const callerOfflineAt = "CASE WHEN state = 'started' AND caller_tracked THEN 0 ELSE caller_offline_at END"
+
 // targetTables are the tables that must be empty in the target: the
 // copied ones and event_users.
 var targetTables = []string{"calls", "call_users", "events", "event_users",
 	"webhook_endpoints", "webhook_messages", "webhook_deliveries", "idempotency_keys"}
 
+// names are the columns' names, as COPY writes them.
 func (t table) names() []string {
 	out := make([]string, len(t.columns))
 	for i, c := range t.columns {
 		out[i] = c.name
+	}
+	return out
+}
+
+// reads are what the SELECT on SQLite reads for the columns.
+func (t table) reads() []string {
+	out := t.names()
+	for i, c := range t.columns {
+		if e, ok := t.read[c.name]; ok {
+			out[i] = e
+		}
 	}
 	return out
 }

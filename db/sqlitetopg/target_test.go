@@ -1,0 +1,118 @@
+package sqlitetopg
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"callsig/internal/pgtest"
+	"callsig/internal/testkit"
+)
+
+// What the copy refuses of its target, and what a failed copy leaves in it.
+
+// A node running on the (empty) target is refused, naming it: it armed
+// its callers' graces at its start, over no calls, so a tracked call
+// copied under it whose caller is not connected would never be ended
+// (a node started after the copy arms it). Nothing is copied.
+func TestCopyRefusesTargetANodeIsRunningOn(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	node := testkit.Start(t, testkit.WithDB(dsn))
+	node.Client("alice").Get("/calls").Want(http.StatusOK)
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var id string
+	if err := conn.QueryRow(ctx, `SELECT node_id FROM nodes`).Scan(&id); err != nil {
+		t.Fatalf("the running node's lease: %v", err)
+	}
+	_, err = Copy(ctx, sourceFile(t), dsn, Options{LockTimeout: 2 * time.Second})
+	if !errors.Is(err, ErrNodeRunning) || !strings.Contains(err.Error(), "(node "+id+"): stop it first") {
+		t.Fatalf("copy under a running node: %v, want ErrNodeRunning naming node %s", err, id)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM calls`); n != 0 {
+		t.Fatalf("the refused copy wrote %d calls", n)
+	}
+}
+
+// A node that crashed (or is stalled past its lease, and would renew it
+// when it wakes) leaves its rows in presence: the target is refused until
+// they are gone. An expired lease alone, of a node that held no stream, is
+// no obstacle: the first node started sweeps it.
+func TestCopyRefusesTargetACrashedNodeLeftPresenceIn(t *testing.T) {
+	ctx := context.Background()
+	src := sourceFile(t)
+	dsn := pgtest.NewDatabase(t)
+	conn := openTarget(t, dsn)
+	for _, q := range []string{
+		`INSERT INTO nodes (node_id, lease_until) VALUES ('gone', 1), ('stalled', 1)`,
+		`INSERT INTO presence (node_id, user_id) VALUES ('stalled', 'alice')`,
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := Copy(ctx, src, dsn, Options{})
+	if !errors.Is(err, ErrNodeRunning) || !strings.Contains(err.Error(), "node stalled left rows in presence") {
+		t.Fatalf("copy with a crashed node's presence: %v, want ErrNodeRunning naming node stalled", err)
+	}
+	if _, err := conn.Exec(ctx, `DELETE FROM presence`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Copy(ctx, src, dsn, Options{}); err != nil {
+		t.Fatalf("copy once the presence rows are gone (an expired lease left): %v", err)
+	}
+}
+
+// A copy failing at its very end (at COMMIT: a connection cut, the server
+// stopping, Ctrl-C) leaves the target as it found it, sequences included
+// (setval alone is never rolled back, and a moved event_ids made every
+// later copy "not empty"), so the copy can simply be run again.
+func TestCopyFailingAtCommitCanBeRunAgain(t *testing.T) {
+	ctx := context.Background()
+	src := sourceFile(t)
+	dsn := pgtest.NewDatabase(t)
+	conn := openTarget(t, dsn)
+	// A deferred trigger that fails stands in for any failure at COMMIT.
+	for _, q := range []string{
+		`CREATE FUNCTION fail_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'commit fails'; END $$`,
+		`CREATE CONSTRAINT TRIGGER fail_commit AFTER INSERT ON calls DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_commit()`,
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Copy(ctx, src, dsn, Options{}); err == nil || !strings.Contains(err.Error(), "commit") {
+		t.Fatalf("first copy: %v, want a failed commit", err)
+	}
+	if n := count(t, conn, `SELECT (SELECT count(*) FROM calls) + (SELECT count(*) FROM events) + (SELECT count(*) FROM event_users)`); n != 0 {
+		t.Fatalf("the failed copy left %d rows", n)
+	}
+	var seq string
+	if err := conn.QueryRow(ctx, `SELECT pg_get_serial_sequence('calls', 'seq')`).Scan(&seq); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"event_ids", seq} {
+		if n := count(t, conn, `SELECT count(*) FROM `+s+` WHERE is_called OR last_value <> 1`); n != 0 {
+			t.Errorf("the failed copy left sequence %s moved", s)
+		}
+	}
+	if _, err := conn.Exec(ctx, `DROP TRIGGER fail_commit ON calls`); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Copy(ctx, src, dsn, Options{})
+	if err != nil {
+		t.Fatalf("copy again after the failed one: %v", err)
+	}
+	if rep.LastEventID != 9 {
+		t.Fatalf("last event id %d, want 9", rep.LastEventID)
+	}
+}
