@@ -353,6 +353,9 @@ func (s *Service) armCallersBatch(ctx context.Context, after int64) (n int, last
 		}
 		n = len(list)
 		now := s.now()
+		// Each caller is looked up once a batch: in a cluster a lookup is
+		// a query, made while the batch holds its calls locked.
+		online := map[string]bool{}
 		for _, c := range list {
 			last = max(last, c.Seq)
 			if s.cfg.SharedPresence && c.CallerOfflineAt > 0 {
@@ -361,9 +364,14 @@ func (s *Service) armCallersBatch(ctx context.Context, after int64) (n int, last
 				// restart every node would.
 				continue
 			}
-			// Unknown counts as online: arming the grace of a caller
-			// connected to another node would cancel its calls.
-			if s.online(ctx, c.Caller, true) {
+			on, seen := online[c.Caller]
+			if !seen {
+				// Unknown counts as online: arming the grace of a caller
+				// connected to another node would cancel its calls.
+				on = s.online(ctx, c.Caller, true)
+				online[c.Caller] = on
+			}
+			if on {
 				continue
 			}
 			if ch := CallerPresence(c, false, now, s.cfg.HeartbeatTimeout); ch != nil {

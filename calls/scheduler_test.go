@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -252,5 +253,69 @@ func TestExpireClaimedPublishesOnlyTheLastRun(t *testing.T) {
 	}
 	if n := events.n.Load(); n != 0 {
 		t.Fatalf("%d events published from a run that did not commit", n)
+	}
+}
+
+// armTx serves a batch of tracked calls to the start-up arming and keeps
+// what it saves.
+type armTx struct {
+	Tx
+	calls []*Call
+	saved []string
+}
+
+func (t *armTx) TrackedCallerOfflineCalls(context.Context, int64, int) ([]*Call, error) {
+	return t.calls, nil
+}
+
+func (t *armTx) Save(_ context.Context, ch *Change) error {
+	t.saved = append(t.saved, ch.Call.ID)
+	return nil
+}
+
+type armBatchStore struct {
+	Store
+	tx *armTx
+}
+
+func (s armBatchStore) Update(_ context.Context, fn func(Tx) error) error { return fn(s.tx) }
+
+// countedPresence is a CheckedPresence with a set of users online that
+// counts its lookups per user.
+type countedPresence struct {
+	online  map[string]bool
+	lookups map[string]int
+}
+
+func (p *countedPresence) Online(u string) bool { return p.online[u] }
+func (p *countedPresence) CheckOnline(_ context.Context, u string) (bool, error) {
+	p.lookups[u]++
+	return p.online[u], nil
+}
+
+// The start-up arming looks each caller up once a batch, however many of
+// its calls the batch holds: in a cluster a lookup is a query, made while
+// the batch holds the calls locked. The calls of offline callers are
+// armed, those of online ones left alone.
+func TestArmingLooksEachCallerUpOnceABatch(t *testing.T) {
+	tracked := func(id, caller string, seq int64) *Call {
+		c := tableCall(ModeGeneral, StateInviting)
+		c.ID, c.Caller, c.Seq, c.CallerTracked = id, caller, seq, true
+		c.Users[0].UserID, c.Users[0].Inviter = caller, caller
+		c.Users[1].Inviter = caller
+		return c
+	}
+	tx := &armTx{calls: []*Call{tracked("a1", "alice", 1), tracked("c1", "carol", 2), tracked("a2", "alice", 3), tracked("a3", "alice", 4)}}
+	p := &countedPresence{online: map[string]bool{"carol": true}, lookups: map[string]int{}}
+	s := NewService(Options{Store: armBatchStore{tx: tx}, Presence: p})
+	n, last, err := s.armCallersBatch(context.Background(), 0)
+	if err != nil || n != 4 || last != 4 {
+		t.Fatalf("armCallersBatch = %d, %d, %v; want 4 calls up to seq 4", n, last, err)
+	}
+	if p.lookups["alice"] != 1 || p.lookups["carol"] != 1 {
+		t.Errorf("lookups %v, want one per caller", p.lookups)
+	}
+	if want := []string{"a1", "a2", "a3"}; !slices.Equal(tx.saved, want) {
+		t.Errorf("armed %v, want the offline caller's calls %v", tx.saved, want)
 	}
 }
