@@ -75,6 +75,10 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			fmt.Fprintf(stdout, "  %s.%s: %d %s\n", r.Table, r.Column, r.Values, plural(r.Values, "value", "values"))
 		}
 	}
+	for _, d := range rep.Dropped {
+		fmt.Fprintf(stdout, "left out of %s: %d %s whose key is not UTF-8 (no server since accepts such a key: no client can replay it)\n",
+			d.Table, d.Rows, plural(d.Rows, "row", "rows"))
+	}
 	_, err = fmt.Fprintf(stdout, "copied into %s in %s (next event id after %d)\n", target, rep.Took.Round(1e6), rep.LastEventID)
 	return err
 }

@@ -37,10 +37,11 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // on SQLite; after the move it must resume too (the docs promise clients
 // keep their Last-Event-ID), not get a `reset`.
 //
-// It fails until the fix proposed for it lands outside this package
-// (sse's expiry check and db/postgres): on PostgreSQL a Last-Event-ID
-// above the user's own newest id is reset, and what this package could
-// seed in event_users instead costs every idle stream a log read a second.
+// The copy records where SQLite's ids end (the event_ids sequence's start,
+// postgres.Store.MovedEventID), and a stream on PostgreSQL resumes from an
+// id above the user's own newest when it is not above that (sse's expiry
+// check): seeding event_users with SQLite's head instead would cost every
+// idle stream a log read a second.
 func TestIdleClientResumesAfterMove(t *testing.T) {
 	s1 := testkit.Start(t, testkit.WithFakeClock())
 	alice, bob := s1.Client("alice"), s1.Client("bob")

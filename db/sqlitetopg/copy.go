@@ -52,6 +52,10 @@ type Report struct {
 	// stored, or bytes that are not UTF-8): they were copied with U+FFFD
 	// in place of each such character (fitText). Empty when none.
 	Replaced []ColumnCount
+	// Dropped counts, per table, the rows left out because their key is
+	// text PostgreSQL cannot hold (an Idempotency-Key that is not UTF-8,
+	// which no server since accepts, so no client can replay it).
+	Dropped []TableCount
 	// LastEventID is where PostgreSQL's event id sequence now stands: the
 	// next event gets a larger id.
 	LastEventID int64
@@ -125,11 +129,14 @@ func copyAll(ctx context.Context, from, dsn string, opts Options) (*Report, erro
 	rep := &Report{}
 	now := opts.Now().UnixMilli()
 	for _, t := range tables {
-		n, fitted, err := copyTable(ctx, stx, tx, t, now)
+		n, fitted, dropped, err := copyTable(ctx, stx, tx, t, now)
 		if err != nil {
 			return nil, fmt.Errorf("copy %s: %w", t.name, err)
 		}
 		rep.Tables = append(rep.Tables, TableCount{Table: t.name, Rows: n})
+		if dropped > 0 {
+			rep.Dropped = append(rep.Dropped, TableCount{Table: t.name, Rows: dropped})
+		}
 		for i, c := range t.columns {
 			if fitted[i] > 0 {
 				rep.Replaced = append(rep.Replaced, ColumnCount{Table: t.name, Column: c.name, Values: fitted[i]})
@@ -234,8 +241,9 @@ func noNode(ctx context.Context, tx pgx.Tx) error {
 // COPY: pgx sends them in chunks as the cursor yields them, so memory stays
 // bounded however big the file. COPY writes identity columns as given
 // (like INSERT … OVERRIDING SYSTEM VALUE), which keeps every id. It
-// returns the rows copied and, per column, the values fitText changed.
-func copyTable(ctx context.Context, stx *sql.Tx, tx pgx.Tx, t table, now int64) (int64, []int64, error) {
+// returns the rows copied, per column the values fitText changed, and the
+// rows left out for an unfit key (table.key).
+func copyTable(ctx context.Context, stx *sql.Tx, tx pgx.Tx, t table, now int64) (int64, []int64, int64, error) {
 	q := "SELECT " + strings.Join(t.reads(), ", ") + " FROM " + t.name
 	var args []any
 	if t.where != "" {
@@ -244,15 +252,15 @@ func copyTable(ctx context.Context, stx *sql.Tx, tx pgx.Tx, t table, now int64) 
 	}
 	rows, err := stx.QueryContext(ctx, q, args...)
 	if err != nil {
-		return 0, nil, fmt.Errorf("read: %w", err)
+		return 0, nil, 0, fmt.Errorf("read: %w", err)
 	}
 	defer rows.Close()
-	src := newRowSource(rows, t.columns)
+	src := newRowSource(rows, t.columns, t.key)
 	n, err := tx.CopyFrom(ctx, pgx.Identifier{t.name}, t.names(), src)
 	if err != nil {
-		return n, nil, err
+		return n, nil, 0, err
 	}
-	return n, src.fitted, nil
+	return n, src.fitted, src.dropped, nil
 }
 
 // moveSequence moves the sequence seq (a name, as pg_get_serial_sequence

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -177,10 +178,11 @@ func openTarget(t *testing.T, dsn string) *pgx.Conn {
 
 // Text PostgreSQL cannot hold, which SQLite kept (a NUL servers before the
 // API refused it stored, decoded from "\u0000" in extendedData or a webhook
-// description, a receiver's NUL in last_error, a browser's Latin-1 byte in
-// an Idempotency-Key), is copied with U+FFFD in its place instead of
-// failing the whole copy, and the report counts the values changed per
-// column. A JSON text's \u0000 escape is six ASCII bytes, kept as it is.
+// description, a receiver's NUL in last_error), is copied with U+FFFD in
+// its place instead of failing the whole copy, and the report counts the
+// values changed per column. A JSON text's \u0000 escape is six ASCII
+// bytes, kept as it is. (An Idempotency-Key that is not UTF-8 is left out:
+// TestCopyLeavesOutKeysPostgreSQLCannotHold.)
 func TestCopyReplacesTextPostgreSQLCannotHold(t *testing.T) {
 	ctx := context.Background()
 	path := sourceFile(t)
@@ -191,7 +193,6 @@ func TestCopyReplacesTextPostgreSQLCannotHold(t *testing.T) {
 		stmt{`INSERT INTO webhook_endpoints (id, url, secret, description, created_at) VALUES ('w1', 'http://x', 'whsec_x', ?, 1)`, []any{"ops\x00"}},
 		stmt{`INSERT INTO webhook_messages (id, msg_id, type, call_id, payload, created_at) VALUES (1, 'msg_1', 'call.created', 'c1', x'7b00', 1)`, nil},
 		stmt{`INSERT INTO webhook_deliveries (id, message_id, endpoint_id, status, attempts, last_error, next_attempt_at, created_at) VALUES (1, 1, 'w1', 'failed', 3, ?, 0, 1)`, []any{"HTTP 500: \x00\x00"}},
-		stmt{`INSERT INTO idempotency_keys (scope, key, fingerprint, created_at, expires_at) VALUES ('alice', ?, 'f', 1, ?)`, []any{"caf\xe9", int64(1) << 50}},
 	)
 	dsn := pgtest.NewDatabase(t)
 	rep, err := Copy(ctx, path, dsn, Options{})
@@ -199,7 +200,7 @@ func TestCopyReplacesTextPostgreSQLCannotHold(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []ColumnCount{{"calls", "extended_data", 1}, {"call_users", "extended_data", 1},
-		{"webhook_endpoints", "description", 1}, {"webhook_deliveries", "last_error", 1}, {"idempotency_keys", "key", 1}}
+		{"webhook_endpoints", "description", 1}, {"webhook_deliveries", "last_error", 1}}
 	if fmt.Sprint(rep.Replaced) != fmt.Sprint(want) {
 		t.Errorf("report of values replaced %v, want %v", rep.Replaced, want)
 	}
@@ -214,7 +215,6 @@ func TestCopyReplacesTextPostgreSQLCannotHold(t *testing.T) {
 		`SELECT data FROM events WHERE id = 7`:                    `{"extendedData":"a\u0000b"}`,
 		`SELECT description FROM webhook_endpoints`:               "ops\uFFFD",
 		`SELECT last_error FROM webhook_deliveries`:               "HTTP 500: \uFFFD\uFFFD",
-		`SELECT key FROM idempotency_keys`:                        "caf\uFFFD",
 		`SELECT encode(payload, 'hex') FROM webhook_messages`:     "7b00", // BYTEA: as it was
 	} {
 		var got string
@@ -266,5 +266,33 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, b, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Idempotency-Keys that are not UTF-8, which servers before 13be079
+// stored, are left out and counted, not fitted: two that differ only in
+// such a byte would be fitted alike and collide on the primary key,
+// failing the whole copy, and no server since accepts such a key, so no
+// client can replay its row.
+func TestCopyLeavesOutKeysPostgreSQLCannotHold(t *testing.T) {
+	ctx := context.Background()
+	path := sourceFile(t)
+	execSQLite(t, path,
+		stmt{`INSERT INTO idempotency_keys (scope, key, fingerprint, created_at, expires_at) VALUES ('alice', ?, 'f1', 1, ?)`, []any{"caf\xe9", int64(1) << 50}},
+		stmt{`INSERT INTO idempotency_keys (scope, key, fingerprint, created_at, expires_at) VALUES ('alice', ?, 'f2', 1, ?)`, []any{"caf\xe8", int64(1) << 50}},
+		stmt{`INSERT INTO idempotency_keys (scope, key, fingerprint, created_at, expires_at) VALUES ('alice', ?, 'f3', 1, ?)`, []any{"café", int64(1) << 50}},
+	)
+	dsn := pgtest.NewDatabase(t)
+	rep, err := Copy(ctx, path, dsn, Options{})
+	if err != nil {
+		t.Fatalf("copy of a file holding two old keys that differ only in a non-UTF-8 byte: %v", err)
+	}
+	if want := []TableCount{{Table: "idempotency_keys", Rows: 2}}; !slices.Equal(rep.Dropped, want) {
+		t.Errorf("dropped %v, want %v", rep.Dropped, want)
+	}
+	for _, tc := range rep.Tables {
+		if tc.Table == "idempotency_keys" && tc.Rows != 1 {
+			t.Errorf("idempotency_keys copied: %d rows, want the valid key's only", tc.Rows)
+		}
 	}
 }

@@ -19,14 +19,21 @@ type rowSource struct {
 	err     error
 	// fitted counts, per column, the values fitText changed.
 	fitted []int64
+	// key is the index of the column whose unfit value drops its row (see
+	// table.key), -1 for none; dropped counts those rows.
+	key     int
+	dropped int64
 }
 
-func newRowSource(rows *sql.Rows, columns []column) *rowSource {
+func newRowSource(rows *sql.Rows, columns []column, key string) *rowSource {
 	r := &rowSource{rows: rows, columns: columns,
 		ints: make([]int64, len(columns)), texts: make([]string, len(columns)),
 		blobs: make([][]byte, len(columns)), ptrs: make([]any, len(columns)),
-		fitted: make([]int64, len(columns))}
+		fitted: make([]int64, len(columns)), key: -1}
 	for i, c := range columns {
+		if c.name == key {
+			r.key = i
+		}
 		switch c.kind {
 		case integer, flag:
 			r.ptrs[i] = &r.ints[i]
@@ -40,11 +47,20 @@ func newRowSource(rows *sql.Rows, columns []column) *rowSource {
 }
 
 func (r *rowSource) Next() bool {
-	if r.err != nil || !r.rows.Next() {
-		return false
-	}
-	if r.err = r.rows.Scan(r.ptrs...); r.err != nil {
-		return false
+	for {
+		if r.err != nil || !r.rows.Next() {
+			return false
+		}
+		if r.err = r.rows.Scan(r.ptrs...); r.err != nil {
+			return false
+		}
+		if r.key < 0 {
+			break
+		}
+		if _, unfit := fitText(r.texts[r.key]); !unfit {
+			break
+		}
+		r.dropped++
 	}
 	for i, c := range r.columns {
 		if c.kind != text {

@@ -29,6 +29,10 @@ type table struct {
 	// read maps a column to the SQLite expression read for it, when that
 	// is not the column itself.
 	read map[string]string
+	// key names a text column whose value PostgreSQL cannot hold (see
+	// fitText) drops its row rather than being fitted: two keys fitted
+	// alike would collide on the primary key. "" for none.
+	key string
 }
 
 // tables are copied in this order: a row's references come first
@@ -70,7 +74,9 @@ var tables = []table{
 		{"locked_until", integer},
 	}},
 	// Live keys only: an expired key would be pruned at once anyway.
-	{name: "idempotency_keys", where: "expires_at > ?", columns: []column{
+	// A key that is not UTF-8, which servers before 13be079 stored, is
+	// refused by every server since: no client can replay its row.
+	{name: "idempotency_keys", where: "expires_at > ?", key: "key", columns: []column{
 		{"scope", text}, {"key", text}, {"fingerprint", text}, {"status", integer},
 		{"content_type", text}, {"body", blob}, {"created_at", integer}, {"expires_at", integer},
 	}},
