@@ -173,24 +173,36 @@ func TestPerAddressShare(t *testing.T) {
 		}
 	}()
 	// connect dials as remote and returns the server's side of the
-	// connection, or nil when the server closed it at once.
+	// connection, or nil when the server refused it for its address: the
+	// refusal count goes up (the positive marker), and the client reads
+	// the connection's end, not a timeout.
 	connect := func(remote string) net.Conn {
 		t.Helper()
+		refused := l.perAddr.refused.Load()
 		from <- remote
 		c, err := net.Dial("tcp", inner.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		select {
-		case sc := <-accepted:
-			t.Cleanup(func() { sc.Close() })
-			return sc
-		case <-time.After(5 * time.Second):
+		deadline := time.After(5 * time.Second)
+		for {
+			select {
+			case sc := <-accepted:
+				t.Cleanup(func() { sc.Close() })
+				return sc
+			case <-deadline:
+				t.Fatalf("%s: neither accepted nor refused", remote)
+			case <-time.After(time.Millisecond):
+			}
+			if l.perAddr.refused.Load() > refused {
+				break
+			}
 		}
 		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Read(make([]byte, 1)); err == nil {
-			t.Fatalf("%s: neither accepted nor closed", remote)
+		var ne net.Error
+		if _, err := c.Read(make([]byte, 1)); err == nil || errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("%s: refused, but the client's read = %v, want the connection closed", remote, err)
 		}
 		return nil
 	}
