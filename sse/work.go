@@ -81,12 +81,25 @@ func (w *work) presence(user string, online bool) {
 	if w.presenceOff {
 		return
 	}
+	st := w.state(user)
+	st.want = online
+	w.due(user, st)
+}
+
+// state returns user's presence state, made if missing. mu is held.
+func (w *work) state(user string) *presenceState {
 	st := w.users[user]
 	if st == nil {
 		st = &presenceState{}
 		w.users[user] = st
 	}
-	st.want, st.dirty = online, true
+	return st
+}
+
+// due marks user's presence changed and queues a report unless one is
+// queued or in flight (which queues the next when it ends). mu is held.
+func (w *work) due(user string, st *presenceState) {
+	st.dirty = true
 	if !st.busy && !st.queued {
 		st.queued = true
 		w.queue = append(w.queue, user)
@@ -109,19 +122,12 @@ func (w *work) announced(user string) {
 	if w.presenceOff {
 		return
 	}
-	st := w.users[user]
-	if st == nil {
-		st = &presenceState{}
-		w.users[user] = st
-	} else if st.busy && st.reporting || !st.busy && st.applied {
+	st := w.state(user)
+	if st.busy && st.reporting || !st.busy && st.applied {
 		return
 	}
-	st.announced, st.dirty = true, true
-	if !st.busy && !st.queued {
-		st.queued = true
-		w.queue = append(w.queue, user)
-		w.signal()
-	}
+	st.announced = true
+	w.due(user, st)
 }
 
 func (w *work) stopPresence() {
