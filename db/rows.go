@@ -15,7 +15,10 @@ import (
 // scanners are shared. Rows are scanned by hand rather than with sqlx's
 // reflection: these run on every request.
 
-// Column lists, in the order the scanners read them.
+// Column lists, in the order the scanners read them. call_users.missed_time
+// is calls.CallUser.MissedTime: since 0ead6cf, when the user's call.missed
+// was settled (produced, or made moot by an answer), not only when it was
+// produced, as the first migrations' comments say.
 const (
 	CallColumns = `seq, id, caller, mode, state, timeout, extended_data, create_time,
 		end_time, end_reason, not_received_check, caller_tracked, caller_offline_at`
