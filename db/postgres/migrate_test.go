@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"callsig/calls"
 	"callsig/db"
+	"callsig/db/storetest"
 	"callsig/internal/pgtest"
 )
 
@@ -35,10 +35,7 @@ func TestMigrations0005And0006BackfillPresence(t *testing.T) {
 	if err := db.Migrate(ctx, migrator{raw}, old, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	// The SQLite test's fixture (TestMigration0007BackfillsPresence): 1
-	// tracked, bob pending; 2 untracked, bob pending; 3 untracked, bob
-	// timed out (dormant); 4 tracked, bob accepted; 5 armed, bob timed
-	// out; 6 ended.
+	// storetest.PresenceFixture, as SQLite's test writes it.
 	for _, q := range []string{
 		`INSERT INTO calls (id, caller, mode, state, timeout, create_time, end_time, caller_tracked, caller_offline_at) VALUES
 			('tracked-pending', 'alice', 'advanced', 'started', 600, 1000, 0, true, 0),
@@ -79,31 +76,5 @@ func TestMigrations0005And0006BackfillPresence(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	var got []string
-	err = s.Update(ctx, func(tx calls.Tx) error {
-		list, err := tx.CallerOfflineCalls(ctx, "alice", 0, 100)
-		for _, c := range list {
-			got = append(got, c.ID)
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want []string
-	for _, id := range []string{"tracked-pending", "untracked-pending", "dormant", "accepted", "armed", "ended", "joined"} {
-		c, err := s.Call(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if calls.PresenceMatters(c) {
-			want = append(want, id)
-		}
-	}
-	if !slices.Equal(want, []string{"tracked-pending", "untracked-pending", "armed", "joined"}) {
-		t.Fatalf("the fixture's pure predicate: %v", want)
-	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("CallerOfflineCalls after the upgrade = %v, want %v", got, want)
-	}
+	storetest.CheckPresenceBackfill(t, s)
 }

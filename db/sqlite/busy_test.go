@@ -204,11 +204,8 @@ func TestMigration0005BackfillsBusy(t *testing.T) {
 // hide a tracked or pending call from the caller-offline rule (0008: nor
 // one only an uninvited joiner accepted).
 func TestMigrations0007And0008BackfillPresence(t *testing.T) {
-	ctx := context.Background()
 	path, raw := schemaBefore(t, "0007")
-	// seq: 1 tracked, bob pending; 2 untracked, bob pending; 3 untracked,
-	// bob timed out (dormant); 4 tracked, bob accepted; 5 armed, bob timed
-	// out; 6 ended.
+	// storetest.PresenceFixture, seq 1 to 7.
 	for _, q := range []string{
 		`INSERT INTO calls (id, caller, mode, state, timeout, create_time, end_time, caller_tracked, caller_offline_at) VALUES
 			('tracked-pending', 'alice', 'advanced', 'started', 600, 1000, 0, 1, 0),
@@ -237,33 +234,7 @@ func TestMigrations0007And0008BackfillPresence(t *testing.T) {
 	}
 	raw.Close()
 	s := openAt(t, path)
-	var got []string
-	err := s.Update(ctx, func(tx calls.Tx) error {
-		list, err := tx.CallerOfflineCalls(ctx, "alice", 0, 100)
-		for _, c := range list {
-			got = append(got, c.ID)
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want []string
-	for _, id := range []string{"tracked-pending", "untracked-pending", "dormant", "accepted", "armed", "ended", "joined"} {
-		c, err := s.Call(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if calls.PresenceMatters(c) {
-			want = append(want, id)
-		}
-	}
-	if !slices.Equal(want, []string{"tracked-pending", "untracked-pending", "armed", "joined"}) {
-		t.Fatalf("the fixture's pure predicate: %v", want)
-	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("CallerOfflineCalls after the upgrade = %v, want %v", got, want)
-	}
+	storetest.CheckPresenceBackfill(t, s)
 }
 
 // schemaBefore makes a database file with the migrations numbered below

@@ -257,16 +257,7 @@ func TestSyncsTheWALOfASymlinkedDatabase(t *testing.T) {
 // is committed, not even what was already executed.
 func TestFailedWALSyncRollsBackTheOpenBatch(t *testing.T) {
 	s := openTest(t)
-	ctx := context.Background()
-	entered, open, _ := gatedSyncFailing(t, s, errors.New("EIO"))
-	a := goWrite(s, ctx, insertEvent("a"))
-	<-entered
-	ran := make(chan struct{})
-	b := goWrite(s, ctx, func(tx *sqlx.Tx) error {
-		defer close(ran)
-		return insertEvent("b")(tx)
-	})
-	<-ran // b executed in the open batch during a's fsync
+	a, b, open := batchOpenDuringAFailingFsync(t, s)
 	open()
 	for name, ch := range map[string]<-chan error{"a": a, "b": b} {
 		if err := <-ch; !errors.Is(err, calls.ErrUnavailable) {
@@ -276,6 +267,25 @@ func TestFailedWALSyncRollsBackTheOpenBatch(t *testing.T) {
 	if n := count(t, s, "events WHERE user_id = 'b'"); n != 0 {
 		t.Errorf("b's event was committed after the failed fsync")
 	}
+}
+
+// batchOpenDuringAFailingFsync writes a, whose batch commits and waits for
+// an fsync that will fail, then b, which runs in the next batch, left open
+// meanwhile. It returns their answers and the function that lets the
+// fsync go on (and fail).
+func batchOpenDuringAFailingFsync(t *testing.T, s *Store) (a, b <-chan error, open func()) {
+	t.Helper()
+	ctx := context.Background()
+	entered, open, _ := gatedSyncFailing(t, s, errors.New("EIO"))
+	a = goWrite(s, ctx, insertEvent("a"))
+	<-entered
+	ran := make(chan struct{})
+	b = goWrite(s, ctx, func(tx *sqlx.Tx) error {
+		defer close(ran)
+		return insertEvent("b")(tx)
+	})
+	<-ran // b executed in the open batch during a's fsync
+	return a, b, open
 }
 
 // A stored answer is replayed only once durable: the read pool sees the

@@ -244,15 +244,7 @@ func TestCloseAfterFailedFsyncLeavesTheWAL(t *testing.T) {
 func TestCloseWhileWaitingForAFailingFsync(t *testing.T) {
 	s := openTest(t)
 	ctx := context.Background()
-	entered, open, _ := gatedSyncFailing(t, s, errors.New("EIO"))
-	a := goWrite(s, ctx, insertEvent("a"))
-	<-entered
-	ran := make(chan struct{})
-	b := goWrite(s, ctx, func(tx *sqlx.Tx) error {
-		defer close(ran)
-		return insertEvent("b")(tx)
-	})
-	<-ran
+	a, b, open := batchOpenDuringAFailingFsync(t, s)
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
 	wait.For(t, 5*time.Second, "Close to begin", s.isClosed)
