@@ -92,20 +92,11 @@ func TestCopyKeepsIdsAndMovesSequences(t *testing.T) {
 func TestCopyRefusesNonEmptyTarget(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.NewDatabase(t)
-	s, err := postgres.Open(ctx, dsn, postgres.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := openTarget(t, dsn)
 	if _, err := conn.Exec(ctx, `INSERT INTO webhook_endpoints (id, url, secret, created_at) VALUES ('w1', 'http://x', 'whsec_x', 1)`); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Copy(ctx, sourceFile(t), dsn, Options{})
+	_, err := Copy(ctx, sourceFile(t), dsn, Options{})
 	if !errors.Is(err, ErrTargetNotEmpty) || !strings.Contains(err.Error(), "webhook_endpoints") {
 		t.Fatalf("copy into a database with an endpoint: %v, want ErrTargetNotEmpty naming webhook_endpoints", err)
 	}
