@@ -354,7 +354,13 @@ func (s *Service) armCallersBatch(ctx context.Context, after int64) (n int, last
 		n = len(list)
 		now := s.now()
 		// Each caller is looked up once a batch: in a cluster a lookup is
-		// a query, made while the batch holds its calls locked.
+		// a query, made while the batch holds its calls locked. Under the
+		// locks, not before them: a caller whose stream opens between a
+		// lookup made first and the locks would have its online report
+		// run and find no grace to clear, and the grace armed after it
+		// would cancel a connected caller's calls. Looked up under the
+		// locks, the presence row is either seen, or written before an
+		// online report that waits for these locks and then clears it.
 		online := map[string]bool{}
 		for _, c := range list {
 			last = max(last, c.Seq)
