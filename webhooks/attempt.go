@@ -34,7 +34,10 @@ func (d *Dispatcher) attempt(ctx context.Context, a Attempt) (o Outcome, failed,
 	var outcome string
 	switch {
 	case err != nil:
-		o.Error = err.Error()
+		// Cleaned and cut like an answer's body: the transport quotes
+		// the receiver's bad status or header line into its error whole
+		// (megabytes), and a certificate's names may hold a NUL.
+		o.Error = clean(err.Error(), maxErrorText)
 	case status >= 200 && status < 300:
 		o.Delivered, outcome = true, OutcomeDelivered
 	case status == http.StatusGone:
@@ -122,18 +125,27 @@ func describe(err error) error {
 }
 
 // snippet is the first line-ish of a body, safe to store.
-func snippet(body []byte) string {
-	// Control characters (a NUL above all, which PostgreSQL's text cannot
-	// hold: the outcome could not be recorded) become spaces, which the
-	// end folds.
-	s := strings.Map(func(r rune) rune {
+func snippet(body []byte) string { return clean(string(body), maxBodyText) }
+
+// The most of a receiver's answer kept in a delivery's last error: of its
+// body, and of a transport error (which may quote what it received).
+const (
+	maxBodyText  = 200
+	maxErrorText = 300
+)
+
+// clean returns s safe to store and log: valid UTF-8, control characters
+// (a NUL above all, which PostgreSQL's text cannot hold: the outcome
+// could not be recorded) turned into spaces, whitespace folded, cut at
+// max bytes on a character boundary.
+func clean(s string, max int) string {
+	s = strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) {
 			return ' '
 		}
 		return r
-	}, strings.ToValidUTF8(string(body), "\uFFFD"))
+	}, strings.ToValidUTF8(s, "\uFFFD"))
 	s = strings.TrimSpace(s)
-	const max = 200
 	if len(s) > max {
 		s = s[:max]
 		for !utf8.ValidString(s) {

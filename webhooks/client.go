@@ -41,6 +41,10 @@ type ClientOptions struct {
 // special ranges inside it. Any port: receivers listen where they like.
 var guardian = ssrf.New(ssrf.WithAnyPort())
 
+// maxResponseHeaderBytes bounds a receiver's answer's status line and
+// headers, as its body is bounded (4 KiB read).
+const maxResponseHeaderBytes = 64 << 10
+
 // NewClient returns the HTTP client deliveries are sent with. It follows no
 // redirect (a 3xx is the answer, and a failure), takes no proxy from the
 // environment, and unless opts.AllowPrivate checks the address it is about
@@ -66,6 +70,9 @@ func NewClient(opts ClientOptions) *http.Client {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: opts.Timeout,
 		ExpectContinueTimeout: time.Second,
+		// The answer's head is read whole: without this, up to 10 MB of
+		// headers per attempt (Go's default), for a status we read.
+		MaxResponseHeaderBytes: maxResponseHeaderBytes,
 	}
 	return &http.Client{
 		Transport: transport,

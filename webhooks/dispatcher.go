@@ -255,6 +255,16 @@ func (d *Dispatcher) claim(now time.Time) Claim {
 func (d *Dispatcher) nextWake(due Due, now int64) int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	// A breaker is kept while its endpoint has deliveries waiting or in
+	// flight: one deleted (or disabled) has none left, and its breaker
+	// and metric series would otherwise stay for as long as the process
+	// lives, however many endpoints are created and deleted. A live
+	// endpoint whose backlog emptied learns its state again if it fails.
+	for id := range d.breakers {
+		if _, waiting := due.Endpoints[id]; !waiting && d.perEndpoint[id] == 0 {
+			d.forgetBreaker(id)
+		}
+	}
 	next := due.LeaseEnd
 	for id, at := range due.Endpoints {
 		slots := d.share
@@ -349,8 +359,7 @@ func (d *Dispatcher) deliver(ctx context.Context, workers *sync.WaitGroup, a Att
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if o.DisableReason != "" {
-		delete(d.breakers, a.EndpointID)
-		d.metrics.breakerState.DeleteLabelValues(a.EndpointID)
+		d.forgetBreaker(a.EndpointID)
 		return
 	}
 	b := d.breakers[a.EndpointID]
@@ -365,6 +374,14 @@ func (d *Dispatcher) deliver(ctx context.Context, workers *sync.WaitGroup, a Att
 	if b.state == BreakerClosed && b.failures == 0 {
 		delete(d.breakers, a.EndpointID) // a closed, healthy breaker is the default
 	}
+}
+
+// forgetBreaker drops an endpoint's breaker and its metric series; d.mu
+// is held.
+func (d *Dispatcher) forgetBreaker(endpointID string) {
+	delete(d.breakers, endpointID)
+	d.metrics.breakerState.DeleteLabelValues(endpointID)
+	d.metrics.breakerTrips.DeleteLabelValues(endpointID)
 }
 
 // report logs and exports a breaker transition; d.mu is held.
