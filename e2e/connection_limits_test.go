@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"callsig/calls"
 	"callsig/internal/app"
 	"callsig/internal/testkit"
 	"callsig/internal/wait"
@@ -126,5 +127,62 @@ func TestConnectionReserveDropsSilentClients(t *testing.T) {
 	wait.For(t, eventWait, "/healthz to answer once the silent connections are gone", func() bool { return healthz() == http.StatusOK })
 	if stream.Ended() {
 		t.Fatal("the stream holding the normal slot was closed")
+	}
+}
+
+// A client resuming with Last-Event-ID that meets the connection cap gets
+// an empty stream asking for a later reconnection, which repeats its id:
+// parsed as WHATWG says (testkit's client), the block's end sets the
+// client's last event ID to the block's id buffer. Without the id the
+// client came back as a new stream and missed, with no reset, what
+// happened while it was away (here: the cancellation of its call).
+func TestClientRefusedAtTheCapKeepsItsLastEventID(t *testing.T) {
+	s := testkit.Start(t, testkit.WithFakeClock(), testkit.WithConfig(func(c *app.Config) { c.MaxConnections = 3 }))
+	bob := listen(t, s, "bob", "")
+	alice := s.Client("alice")
+	c1 := alice.Invite(map[string]any{"timeout": 600}, "bob").CallID
+	bob.expect(ev(calls.EventReceived, c1), changed(c1, "bob=received"))
+	held := bob.Stream.LastEventID()
+	bob.drop()
+	alice.Action(c1, "cancel", nil).Want(http.StatusOK) // bob is away
+
+	// Three other streams take every connection the server allows.
+	fillers := []*testkit.Stream{s.Stream("x", "", ""), s.Stream("y", "", ""), s.Stream("z", "", "")}
+	wait.For(t, eventWait, "the fillers' streams", func() bool {
+		for _, f := range fillers {
+			if f.Retry() <= 0 {
+				return false
+			}
+		}
+		return true
+	})
+
+	// bob's EventSource reconnects with its id and meets the cap.
+	over := s.Stream("bob", "", held)
+	over.WaitEnded(eventWait)
+	if over.Retry() != 5000 {
+		t.Fatalf("not the overflow stream: retry %d", over.Retry())
+	}
+	got := over.LastEventID()
+	fillers[0].Close()
+
+	// 5 s later it reconnects with whatever last event ID it now holds
+	// (again while the freed connection is still counted).
+	wait.For(t, eventWait, "a stream past the cap", func() bool {
+		st := s.Stream("bob", "", got)
+		wait.For(t, eventWait, "the opening block", func() bool { return st.Retry() > 0 })
+		if st.Retry() == 5000 {
+			st.Close()
+			return false
+		}
+		bob.Stream = st
+		return true
+	})
+	marker := s.Client("carol").Invite(nil, "bob").CallID
+	e := bob.Next(eventWait)
+	if e.Type != string(calls.EventCancelled) || e.CallID() != c1 {
+		t.Fatalf("after the overflow stream the client's last event ID is %q (was %q); reconnecting with it, the "+
+			"first event is %s %s (marker %s), want %s %s: the cancellation was skipped with no reset",
+			got, held, e.Type, e.CallID(), marker, calls.EventCancelled, c1)
 	}
 }

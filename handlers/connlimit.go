@@ -3,7 +3,6 @@ package handlers
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"callsig/sse"
 )
 
 // ConnLimit caps the connections the server holds at once, so that no
@@ -208,8 +209,9 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 // observability are the routes answered on a connection above the cap.
 var observability = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
 
-// overflowStream is the whole body of an event stream refused at the cap.
-const overflowStream = "retry: 5000\n: the server holds as many connections as it allows; reconnect later\n\n"
+// overflowRetry is how long a client refused at the cap waits before it
+// reconnects (the event stream's retry: field).
+const overflowRetry = 5 * time.Second
 
 // refuseOverflow answers the requests of a connection above the cap (see
 // LimitListener): health and metrics as usual, anything else 503, and the
@@ -225,14 +227,10 @@ func refuseOverflow(next http.Handler) http.Handler {
 		case (r.Method == http.MethodGet || r.Method == http.MethodHead) && observability[r.URL.Path]:
 			next.ServeHTTP(w, r)
 		case r.Method == http.MethodGet && r.URL.Path == eventsRoute:
-			// EventSource gives up for good on any status but 200, and
-			// reconnects after a stream that ends: an empty stream that
-			// asks for a later reconnection, keeping the client's
-			// Last-Event-ID (no id: line), as a shutdown does.
-			w.Header().Set("Content-Type", "text/event-stream")
-			w.Header().Set("Cache-Control", "no-cache")
-			w.WriteHeader(http.StatusOK)
-			_, _ = io.WriteString(w, overflowStream)
+			// Not a 503, on which EventSource gives up for good: an empty
+			// stream asking for a later reconnection from where the
+			// client was (see sse.Refuse).
+			sse.Refuse(w, r, overflowRetry, "the server holds as many connections as it allows; reconnect later")
 		default:
 			writeError(w, r, newError(codeUnavailable, "the server holds as many connections as it allows; retry later"))
 		}
