@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"code.dny.dev/ssrf"
+
+	"callsig/calls"
 )
 
 // AttemptTimeout bounds one delivery attempt, from dialing to the end of
@@ -144,8 +146,15 @@ func CheckURL(ctx context.Context, raw string, allowPrivate bool, resolver Resol
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	addrs, err := resolver.LookupNetIP(ctx, "ip", strings.TrimSuffix(host, "."))
-	if err != nil || len(addrs) == 0 {
+	var dnsErr *net.DNSError
+	switch {
+	case err == nil && len(addrs) == 0, errors.As(err, &dnsErr) && dnsErr.IsNotFound:
 		return fmt.Errorf("%w: %s", ErrUnresolvable, host)
+	case err != nil:
+		// Not an answer about the name: the request ended, the resolver
+		// timed out or failed. A 400 would be stored under the request's
+		// Idempotency-Key and replayed to every retry: "not now" instead.
+		return fmt.Errorf("%w: cannot resolve %s now: %w", calls.ErrUnavailable, host, err)
 	}
 	for _, ip := range addrs {
 		if guardian.SafeAddr(ip.Unmap()) != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 
 	"code.dny.dev/ssrf"
 
+	"callsig/calls"
 	"callsig/webhooks"
 )
 
@@ -21,8 +23,8 @@ type fakeResolver map[string][]string
 
 func (f fakeResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
 	ips, ok := f[host]
-	if !ok {
-		return nil, errors.New("no such host")
+	if !ok { // as net.Resolver answers a name that does not exist
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 	}
 	var out []netip.Addr
 	for _, ip := range ips {
@@ -191,5 +193,37 @@ func TestClientFollowsNoRedirectAndNoProxy(t *testing.T) {
 	// A proxy would dial for the client, out of reach of the address check.
 	if tr, ok := client.Transport.(*http.Transport); !ok || tr.Proxy != nil {
 		t.Fatal("the client takes a proxy from the environment")
+	}
+}
+
+// failingResolver fails every lookup with err.
+type failingResolver struct{ err error }
+
+func (f failingResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
+	return nil, f.err
+}
+
+// A name that does not exist is refused (400 at the API); a lookup that
+// gives no answer about the name (a timeout, a failing resolver, the
+// request gone) is "not now" (503), which the Idempotency-Key middleware
+// does not store: a retry may succeed.
+func TestCheckURLTellsAMissingNameFromAFailedLookup(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		err         error
+		unresolved  bool
+		unavailable bool
+	}{
+		{"no such host", &net.DNSError{Err: "no such host", Name: "h.example", IsNotFound: true}, true, false},
+		{"resolver timed out", &net.DNSError{Err: "i/o timeout", Name: "h.example", IsTimeout: true}, false, true},
+		{"server failure", &net.DNSError{Err: "server misbehaving", Name: "h.example", IsTemporary: true}, false, true},
+		{"request ended", context.Canceled, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := webhooks.CheckURL(context.Background(), "https://h.example/hook", false, failingResolver{tc.err})
+			if errors.Is(err, webhooks.ErrUnresolvable) != tc.unresolved || errors.Is(err, calls.ErrUnavailable) != tc.unavailable {
+				t.Errorf("CheckURL = %v; want unresolvable %v, unavailable %v", err, tc.unresolved, tc.unavailable)
+			}
+		})
 	}
 }

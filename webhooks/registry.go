@@ -59,7 +59,9 @@ func invalidField(field, format string, args ...any) *calls.Error {
 
 // validate checks an endpoint's URL, event types and description.
 func (r *Registry) validate(ctx context.Context, in CreateInput) (*CreateInput, error) {
-	if err := CheckURL(ctx, in.URL, r.allowPrivate, r.resolver); err != nil {
+	if err := CheckURL(ctx, in.URL, r.allowPrivate, r.resolver); errors.Is(err, calls.ErrUnavailable) {
+		return nil, err
+	} else if err != nil {
 		return nil, invalidField("url", "%s", err)
 	}
 	seen := map[calls.HookType]bool{}
@@ -151,7 +153,7 @@ func (r *Registry) Configure(ctx context.Context, rawURL, secret string) error {
 	}
 	// A name that does not resolve yet (DNS not up at boot) must not keep
 	// the server from starting; every delivery is checked at dial time.
-	if err := CheckURL(ctx, rawURL, r.allowPrivate, r.resolver); err != nil && !errors.Is(err, ErrUnresolvable) {
+	if err := CheckURL(ctx, rawURL, r.allowPrivate, r.resolver); err != nil && !errors.Is(err, ErrUnresolvable) && !errors.Is(err, calls.ErrUnavailable) {
 		return fmt.Errorf("webhook URL %q: %s", rawURL, err)
 	}
 	return r.store.PutWebhookEndpoint(ctx, &Endpoint{
