@@ -193,3 +193,24 @@ func TestNULInFreeTextIsRefused(t *testing.T) {
 			WantProblem(http.StatusBadRequest, "invalid_request")
 	})
 }
+
+// A replayed refusal carries the headers of the first answer: the
+// problem's X-Content-Type-Options was missing from the replay.
+func TestReplayedProblemKeepsItsHeaders(t *testing.T) {
+	s := testkit.Start(t)
+	bob := s.Client("bob")
+	bob.Header.Set("Idempotency-Key", "nf")
+	first := bob.Post("/calls/nosuchcall/accept", map[string]any{})
+	again := bob.Post("/calls/nosuchcall/accept", map[string]any{})
+	if again.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("not replayed")
+	}
+	for _, h := range []string{"Content-Type", "X-Content-Type-Options", "Content-Length"} {
+		if first.Header.Get(h) != again.Header.Get(h) {
+			t.Errorf("%s: first %q, replay %q", h, first.Header.Get(h), again.Header.Get(h))
+		}
+	}
+	if string(first.Body) != string(again.Body) || first.Status != again.Status {
+		t.Errorf("body/status differ")
+	}
+}

@@ -222,10 +222,14 @@ func respondIdempotent(w http.ResponseWriter, r *http.Request, intent *calls.Ide
 	respond(w, r, status, res, err)
 }
 
-// writeStored sends a recorded answer byte for byte.
+// writeStored sends a recorded answer byte for byte, with the headers
+// its kind was sent with (a problem's nosniff, as writeError sets it).
 func writeStored(w http.ResponseWriter, resp calls.StoredResponse, replayed bool) {
 	if resp.ContentType != "" {
 		w.Header().Set("Content-Type", resp.ContentType)
+	}
+	if resp.ContentType == "application/problem+json" {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
 	}
 	if replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
