@@ -30,12 +30,12 @@ func limitFileSize(t *testing.T, size int64) (restore func()) {
 	t.Helper()
 	var old syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
-		t.Skipf("getrlimit: %v", err)
+		t.Fatalf("getrlimit: %v", err)
 	}
 	lim := old
 	lim.Cur = uint64(size)
 	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
-		t.Skipf("setrlimit: %v", err)
+		t.Fatalf("setrlimit: %v", err)
 	}
 	done := false
 	restore = func() {
