@@ -325,10 +325,19 @@ func (st *stream) open(last int64, resume bool, head int64) error {
 		if err := st.rederive(last); err != nil {
 			return err
 		}
-		if err := st.catchUp(false); err != nil {
+		gap, more, err := st.resumeFrom(last, head)
+		if err != nil {
 			return err
 		}
-		return st.flush()
+		if !gap {
+			if more {
+				if err := st.catchUp(false); err != nil {
+					return err
+				}
+			}
+			return st.flush()
+		}
+		reset = true // pruned past last since expired looked
 	}
 	var pending []calls.Event
 	err := st.read(func(ctx context.Context) (err error) {
@@ -515,6 +524,38 @@ func (st *stream) expired(last, head int64) (bool, error) {
 		return nil
 	})
 	return expired, err
+}
+
+// resumeFrom writes the first page of a resuming stream's catch-up, after
+// last, and reports gap, having written nothing, when the log was pruned
+// past last since expired looked: between the two, a reconnection storm
+// can keep a stream waiting for its turn to read for seconds, and a
+// client at the retention's edge would otherwise skip the events pruned
+// meanwhile without a reset. The oldest id is read after the page:
+// pruning only raises it, so if it is still at most last+1 the page read
+// every event after last. more reports a full page: the catch-up goes on.
+func (st *stream) resumeFrom(last, head int64) (gap, more bool, err error) {
+	log := st.h.o.Log
+	var list []calls.Event
+	err = st.read(func(ctx context.Context) error {
+		st.h.m.logReads.Inc()
+		var err error
+		if list, err = log.EventsAfter(ctx, st.user, last, pageSize); err != nil {
+			return err
+		}
+		oldest, err := log.OldestEventID(ctx)
+		gap = oldest == 0 && len(list) == 0 && last < head || oldest > last+1
+		return err
+	})
+	if err != nil || gap {
+		return gap, false, err
+	}
+	for i := range list {
+		if err := st.writeFrame(newFrame(&list[i], time.Time{})); err != nil {
+			return false, false, err
+		}
+	}
+	return false, len(list) == pageSize, nil
 }
 
 // movedEventID returns the last id SQLite had given when the log was
