@@ -345,6 +345,7 @@ func (st *stream) open(last int64, resume bool, head int64) error {
 		return err
 	})
 	if err != nil {
+		st.resetIfEvicted()
 		return err
 	}
 	if reset {
@@ -881,6 +882,26 @@ func (st *stream) stopping() error {
 		return errShutdown
 	default:
 		return nil
+	}
+}
+
+// resetIfEvicted tells the client of a stream evicted while it opened
+// (see Hub.evictOldest), before its id-only block, to re-sync: its client
+// holds no position in the log (or an older one, about to be reset), and
+// coming back as a new stream it would miss, without a word, what was
+// committed since this one subscribed. Eviction cuts the opening's reads
+// short, so that a user opening streams in a loop while reads are slow
+// holds at most the cap's worth of them; a reset makes that lossless as
+// any reset is: the client reloads what it shows. Best effort: the write
+// is bounded by the stream's write deadline.
+func (st *stream) resetIfEvicted() {
+	select {
+	case <-st.sub.evicted:
+	default:
+		return
+	}
+	if st.writeRaw(resetBlock) == nil {
+		_ = st.flush()
 	}
 }
 
