@@ -49,8 +49,11 @@ type Idempotency struct {
 	Scope       string
 	Key         string
 	Fingerprint string // identifies the request's content; another one under the same key is a mismatch
-	Now         int64  // Unix ms: a record with ExpiresAt <= Now is ignored and replaced
-	ExpiresAt   int64  // Unix ms until which the new record is replayed
+	// Also is a fingerprint a record may hold and still match (""): the
+	// form an older version computed for the same request.
+	Also      string
+	Now       int64 // Unix ms: a record with ExpiresAt <= Now is ignored and replaced
+	ExpiresAt int64 // Unix ms until which the new record is replayed
 	// Encode turns the use-case's result into the answer that is stored
 	// with the change and then sent. It runs inside the write transaction,
 	// so it must be quick and do no I/O; an error rolls the change back.
@@ -128,11 +131,16 @@ func (r *IdempotentRun) Recorded(ctx context.Context, tx IdempotencyTx) (bool, e
 		return false, err
 	case rec == nil:
 		return false, nil
-	case rec.Fingerprint != r.i.Fingerprint:
+	case !r.i.Matches(rec.Fingerprint):
 		return false, ErrIdempotencyMismatch
 	}
 	r.response, r.replayed = &rec.Response, true
 	return true, nil
+}
+
+// Matches reports whether a record's fingerprint is this request's.
+func (i *Idempotency) Matches(fingerprint string) bool {
+	return fingerprint == i.Fingerprint || i.Also != "" && fingerprint == i.Also
 }
 
 // Record encodes result and stores it under the key in tx, beside the

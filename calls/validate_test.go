@@ -173,3 +173,23 @@ func TestActionValidation(t *testing.T) {
 		})
 	}
 }
+
+// A record matches the request's fingerprint, or its older form when it
+// has one: a record an older version stored is replayed, not run again.
+func TestIdempotencyMatches(t *testing.T) {
+	for _, tc := range []struct {
+		fp, also, stored string
+		want             bool
+	}{
+		{"new", "", "new", true},
+		{"new", "", "old", false},
+		{"new", "old", "old", true},
+		{"new", "old", "other", false},
+		{"new", "", "", false},
+	} {
+		i := &Idempotency{Fingerprint: tc.fp, Also: tc.also}
+		if got := i.Matches(tc.stored); got != tc.want {
+			t.Errorf("%+v.Matches(%q) = %v, want %v", tc, tc.stored, got, tc.want)
+		}
+	}
+}

@@ -214,3 +214,23 @@ func TestReplayedProblemKeepsItsHeaders(t *testing.T) {
 		t.Errorf("body/status differ")
 	}
 }
+
+// The device is part of what an Idempotency-Key stands for: it decides
+// which device becomes the main one. An accept retried from another
+// device under the same key is another request (422), not a replay of the
+// first device's answer, which told the second device it had accepted
+// while its own accept never ran. The first device's retry still replays.
+func TestIdempotencyKeyCoversTheDevice(t *testing.T) {
+	testkit.Matrix(t, func(t *testing.T, backend testkit.Option) {
+		s := testkit.Start(t, backend)
+		id := s.Client("alice").Invite(nil, "bob").CallID
+		phone, tablet := s.Client("bob").OnDevice("phone"), s.Client("bob").OnDevice("tablet")
+		phone.Header.Set("Idempotency-Key", "accept-"+id)
+		tablet.Header.Set("Idempotency-Key", "accept-"+id)
+		phone.Action(id, "accept", nil).Want(http.StatusOK)
+		tablet.Action(id, "accept", nil).WantProblem(http.StatusUnprocessableEntity, "idempotency_conflict")
+		if res := phone.Action(id, "accept", nil).Want(http.StatusOK); res.Header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("the phone's retry was not replayed: %v", res.Header)
+		}
+	})
+}

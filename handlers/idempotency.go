@@ -45,6 +45,7 @@ func newIdempotency(store IdempotencyStore, now func() time.Time) *idempotency {
 // that records atomically turns it into a calls.Idempotency (intent).
 type idemRequest struct {
 	scope, key, fingerprint string
+	also                    string // the fingerprint's older form (see fingerprint)
 	now, expiresAt          int64
 	intent                  *calls.Idempotency
 }
@@ -101,7 +102,8 @@ func (m *idempotency) middleware(next http.Handler) http.Handler {
 		}
 		scope := idempotencyScope(r)
 		now := m.now()
-		req := &idemRequest{scope: scope, key: key, fingerprint: fingerprint(r.Method, r.URL.Path, body),
+		fp, also := fingerprint(r.Method, r.URL.Path, requestDevice(r), body)
+		req := &idemRequest{scope: scope, key: key, fingerprint: fp, also: also,
 			now: now.UnixMilli(), expiresAt: now.Add(idempotencyTTL).UnixMilli()}
 		if !inTx && m.replayed(w, r, req) {
 			return
@@ -138,7 +140,7 @@ func (m *idempotency) replayed(w http.ResponseWriter, r *http.Request, req *idem
 	switch {
 	case err != nil:
 		writeError(w, r, err)
-	case rec != nil && rec.Fingerprint != req.fingerprint:
+	case rec != nil && !(&calls.Idempotency{Fingerprint: req.fingerprint, Also: req.also}).Matches(rec.Fingerprint):
 		writeError(w, r, idempotencyMismatch())
 	case rec != nil:
 		writeStored(w, rec.Response, true)
@@ -203,7 +205,7 @@ func idempotentContext(r *http.Request, status int) (context.Context, *calls.Ide
 		return r.Context(), nil
 	}
 	req.intent = &calls.Idempotency{
-		Scope: req.scope, Key: req.key, Fingerprint: req.fingerprint, Now: req.now, ExpiresAt: req.expiresAt,
+		Scope: req.scope, Key: req.key, Fingerprint: req.fingerprint, Also: req.also, Now: req.now, ExpiresAt: req.expiresAt,
 		Encode: func(result any) (calls.StoredResponse, error) { return encodeJSON(status, result) },
 	}
 	return calls.WithIdempotency(r.Context(), req.intent), req.intent
@@ -249,13 +251,35 @@ func idempotencyScope(r *http.Request) string {
 	return clientKey(r) + " " + r.Method + " " + routePattern(r)
 }
 
-// fingerprint identifies a request's content: same method, path and body.
-func fingerprint(method, path string, body []byte) string {
+// fingerprint identifies a request's content: same method, path, device
+// and body. The device counts because it changes what an action does (it
+// becomes the user's main device in the call): an accept retried from
+// another device under the same key is another request, not a replay of
+// the first device's answer. also is the form without the device, which
+// versions before it stored: a record made by one still matches (a retry
+// across the upgrade is replayed, never run again), and a request made
+// without X-Device-ID has only that form.
+func fingerprint(method, path, device string, body []byte) (fp, also string) {
 	h := sha256.New()
 	h.Write([]byte(method))
 	h.Write([]byte{0})
 	h.Write([]byte(path))
 	h.Write([]byte{0})
 	h.Write(body)
-	return hex.EncodeToString(h.Sum(nil))
+	legacy := hex.EncodeToString(h.Sum(nil))
+	if device == "" || device == DefaultDevice {
+		return legacy, ""
+	}
+	h.Write([]byte{0})
+	h.Write([]byte(device))
+	return hex.EncodeToString(h.Sum(nil)), legacy
+}
+
+// requestDevice is the device the request acts from ("" before
+// authentication).
+func requestDevice(r *http.Request) string {
+	if info := infoFrom(r.Context()); info != nil {
+		return info.device
+	}
+	return ""
 }

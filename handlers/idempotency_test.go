@@ -2,6 +2,8 @@ package handlers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -150,5 +152,29 @@ func TestIdempotencyKeyLength(t *testing.T) {
 				decodeProblem(t, w, http.StatusBadRequest, "invalid_request")
 			}
 		})
+	}
+}
+
+// The fingerprint tells devices apart, and keeps, as its second form, the
+// one versions before it computed, so that a record they stored still
+// matches a retry after an upgrade.
+func TestFingerprintCoversTheDevice(t *testing.T) {
+	body := []byte(`{"extendedData":"x"}`)
+	none, noneAlso := fingerprint("POST", "/calls/c/accept", "", body)
+	def, defAlso := fingerprint("POST", "/calls/c/accept", DefaultDevice, body)
+	phone, phoneAlso := fingerprint("POST", "/calls/c/accept", "phone", body)
+	tablet, tabletAlso := fingerprint("POST", "/calls/c/accept", "tablet", body)
+	switch {
+	case none != def || noneAlso != "" || defAlso != "":
+		t.Errorf("no device and the default device differ: %s %q, %s %q", none, noneAlso, def, defAlso)
+	case phone == tablet || phone == none:
+		t.Errorf("devices not told apart: phone %s, tablet %s, none %s", phone, tablet, none)
+	case phoneAlso != none || tabletAlso != none:
+		t.Errorf("older form %s / %s, want the form without a device %s", phoneAlso, tabletAlso, none)
+	}
+	// The form without a device is the one versions before it stored.
+	h := sha256.Sum256([]byte("POST\x00/calls/c/accept\x00" + string(body)))
+	if want := hex.EncodeToString(h[:]); none != want {
+		t.Errorf("fingerprint without a device %s, want the older versions' %s", none, want)
 	}
 }
