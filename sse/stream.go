@@ -551,12 +551,7 @@ func (st *stream) resumeFrom(last, head int64) (gap, more bool, err error) {
 	if err != nil || gap {
 		return gap, false, err
 	}
-	for i := range list {
-		if err := st.writeFrame(newFrame(&list[i], time.Time{})); err != nil {
-			return false, false, err
-		}
-	}
-	return false, len(list) == pageSize, nil
+	return false, len(list) == pageSize, st.writePage(list, false)
 }
 
 // movedEventID returns the last id SQLite had given when the log was
@@ -607,7 +602,6 @@ func (st *stream) pending(list []calls.Event, head int64) error {
 // bounded read. lagging marks a live stream that fell behind: its lag is
 // measured from the events' own time when the clock is real.
 func (st *stream) catchUp(lagging bool) error {
-	_, realClock := st.h.o.Clock.(calls.SystemClock)
 	for {
 		var list []calls.Event
 		err := st.read(func(ctx context.Context) (err error) {
@@ -618,19 +612,30 @@ func (st *stream) catchUp(lagging bool) error {
 		if err != nil {
 			return err
 		}
-		for i := range list {
-			var at time.Time
-			if lagging && realClock {
-				at = time.UnixMilli(list[i].Time)
-			}
-			if err := st.writeFrame(newFrame(&list[i], at)); err != nil {
-				return err
-			}
+		if err := st.writePage(list, lagging); err != nil {
+			return err
 		}
 		if len(list) < pageSize {
 			return nil
 		}
 	}
+}
+
+// writePage writes a page of the log read by a catch-up. A lagging
+// stream's frames carry their event's time as the start of their delivery
+// lag (on the real clock only: a fake one's times are not wall times).
+func (st *stream) writePage(list []calls.Event, lagging bool) error {
+	_, realClock := st.h.o.Clock.(calls.SystemClock)
+	for i := range list {
+		var at time.Time
+		if lagging && realClock {
+			at = time.UnixMilli(list[i].Time)
+		}
+		if err := st.writeFrame(newFrame(&list[i], at)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // run writes live events and heartbeats until the stream ends, for a
