@@ -18,17 +18,7 @@ func TestLimitListener(t *testing.T) {
 	}
 	ln := NewConnLimit(1, 1).Listener(inner)
 	defer ln.Close()
-	accepted := make(chan net.Conn, 4)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c
-		}
-	}()
+	accepted := acceptAll(ln, 4)
 	dial := func() net.Conn {
 		c, err := net.Dial("tcp", inner.Addr().String())
 		if err != nil {
@@ -161,17 +151,7 @@ func TestPerAddressShare(t *testing.T) {
 	from := make(chan string, 1)
 	ln := l.Listener(fakeRemote{Listener: inner, from: from})
 	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c
-		}
-	}()
+	accepted := acceptAll(ln, 1)
 	// connect dials as remote and returns the server's side of the
 	// connection, or nil when the server refused it for its address: the
 	// refusal count goes up (the positive marker), and the client reads
@@ -265,4 +245,21 @@ func TestAddrKey(t *testing.T) {
 			t.Errorf("addrKey(%s) = %q, want %q", tc.remote, got, tc.key)
 		}
 	}
+}
+
+// acceptAll accepts ln's connections into the channel it returns (of
+// buffer n), closed once ln is.
+func acceptAll(ln net.Listener, n int) <-chan net.Conn {
+	accepted := make(chan net.Conn, n)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	return accepted
 }
