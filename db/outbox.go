@@ -91,6 +91,7 @@ func QueueHook(ctx context.Context, insert, fanOut Statement, h *calls.HookEvent
 // was finished, released or failed since, matches no row.
 const (
 	sqlLeaseDelivery   = `UPDATE webhook_deliveries SET locked_until = ? WHERE id = ?`
+	sqlRenewDelivery   = `UPDATE webhook_deliveries SET locked_until = ? WHERE id = ? AND locked_until = ?`
 	sqlReleaseDelivery = `UPDATE webhook_deliveries SET locked_until = 0 WHERE id = ? AND locked_until = ?`
 	sqlSelectMessage   = `SELECT msg_id, type, payload FROM webhook_messages WHERE id = ?`
 	sqlFinishAttempt   = `UPDATE webhook_deliveries SET attempts = attempts + 1,
@@ -102,8 +103,9 @@ const (
 // share (c.FreeFor) of pending deliveries due at c.Now and not leased, until
 // c.LeaseUntil, and returns at most c.Limit of them, earliest due first,
 // ready to send, each with its lease. Deliveries of c.InFlight found not
-// leased are leased again for their attempt in flight, not returned as
-// attempts but as Renewed. Pending deliveries of endpoints disabled or
+// leased are never returned as attempts; those still holding the lease of
+// their attempt in flight (its lease ran out) are leased again for it and
+// returned as Renewed. Pending deliveries of endpoints disabled or
 // deleted meanwhile are failed on the way. More reports that c.Limit left
 // due deliveries behind.
 //
@@ -151,7 +153,8 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 			message int64
 		}
 		var cands []candidate
-		var renew []int64 // in flight here, lease run out: still ours
+		type inFlight struct{ id, lease int64 }
+		var renew []inFlight // in flight here, lease run out: still ours
 		for _, e := range live {
 			free := c.FreeFor(e.id)
 			if free <= 0 || c.Limit <= 0 {
@@ -171,8 +174,8 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 					rows.Close()
 					return err
 				}
-				if c.InFlight[k.a.DeliveryID] {
-					renew = append(renew, k.a.DeliveryID)
+				if held, ok := c.InFlight[k.a.DeliveryID]; ok {
+					renew = append(renew, inFlight{k.a.DeliveryID, held})
 					continue
 				}
 				if n == free {
@@ -196,12 +199,20 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 			cands, out.More = cands[:max(c.Limit, 0)], true
 		}
 		lease, message := tx.Rebind(sqlLeaseDelivery), tx.Rebind(sqlSelectMessage)
-		for _, id := range renew {
-			if _, err := tx.ExecContext(ctx, lease, c.LeaseUntil, id); err != nil {
+		for _, f := range renew {
+			// Fenced on the attempt's lease: an attempt that finished just
+			// now (the dispatcher learns of it a moment later) left the
+			// delivery unleased, due at once or later, and is not renewed.
+			res, err := tx.ExecContext(ctx, tx.Rebind(sqlRenewDelivery), c.LeaseUntil, f.id, f.lease)
+			if err != nil {
 				return err
 			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n == 1 {
+				out.Renewed = append(out.Renewed, f.id)
+			}
 		}
-		out.Renewed = renew
 		for _, k := range cands {
 			a := k.a
 			var typ string

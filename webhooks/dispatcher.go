@@ -231,10 +231,10 @@ func (d *Dispatcher) claim(now time.Time) Claim {
 	defer d.mu.Unlock()
 	c := Claim{
 		Now: ms, LeaseUntil: now.Add(d.lease).UnixMilli(), Limit: d.workers - len(d.inflight),
-		Share: d.share, Free: map[string]int{}, InFlight: make(map[int64]bool, len(d.inflight)),
+		Share: d.share, Free: map[string]int{}, InFlight: make(map[int64]int64, len(d.inflight)),
 	}
-	for id := range d.inflight {
-		c.InFlight[id] = true
+	for id, lease := range d.inflight {
+		c.InFlight[id] = lease
 	}
 	for id, n := range d.perEndpoint {
 		c.Free[id] = max(d.share-n, 0)

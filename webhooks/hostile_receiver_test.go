@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -212,7 +211,7 @@ func TestBreakersOfDeletedEndpointsAreForgotten(t *testing.T) {
 	var breakers, series int
 	ok := wait.Until(5*time.Second, func() bool {
 		d.Wake()
-		breakers, series = reflect.ValueOf(d).Elem().FieldByName("breakers").Len(), 0
+		breakers, series = d.Breakers(), 0
 		mfs, _ := prom.Gather()
 		for _, mf := range mfs {
 			if strings.HasPrefix(mf.GetName(), "callsig_webhook_breaker") {

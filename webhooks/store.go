@@ -74,10 +74,14 @@ type Claim struct {
 	// Free overrides Share for endpoints with attempts in flight or a
 	// circuit breaker not closed (0: claim nothing for it).
 	Free map[string]int
-	// InFlight are the deliveries this process is sending now; a lease that
-	// ran out during a long attempt (a clock jump) must not send one twice.
-	// Such a lease is renewed for the attempt in flight (Claimed.Renewed).
-	InFlight map[int64]bool
+	// InFlight are the deliveries this process is sending now, each with
+	// the lease its attempt holds; a lease that ran out during a long
+	// attempt (a clock jump) must not send one twice. Such a lease is
+	// renewed for the attempt in flight (Claimed.Renewed), but only while
+	// the delivery still holds that lease: an attempt that has just
+	// recorded its outcome ended it, and renewing would hold a retry due
+	// now back for a whole lease.
+	InFlight map[int64]int64
 }
 
 // FreeFor returns how many attempts the claim allows for an endpoint.

@@ -341,11 +341,14 @@ func testClaimWebhookDeliveriesPerEndpoint(t *testing.T, s db.Store) {
 		t.Errorf("queue: %s", got)
 	}
 
-	// slow already has 1 in flight here (its first, lease run out): it
-	// may get 1 more; fast its whole share of 2, but the limit is 2, which
-	// goes to the earliest due.
+	// slow already has 1 in flight here (its first, leased at 10 to 50,
+	// lease run out): it may get 1 more; fast its whole share of 2, but
+	// the limit is 2, which goes to the earliest due.
+	if _, ids, _ := claim(t, s, webhooks.Claim{Now: 10, LeaseUntil: 50, Limit: 1, Share: 1}); fmt.Sprint(ids) != fmt.Sprint(slow[:1]) {
+		t.Fatalf("claimed %v at 10, want slow's first %v", ids, slow[:1])
+	}
 	claimed, err := s.ClaimWebhookDeliveries(context.Background(), webhooks.Claim{Now: 100, LeaseUntil: 1000, Limit: 2, Share: 2,
-		Free: map[string]int{"slow": 1}, InFlight: map[int64]bool{slow[0]: true}})
+		Free: map[string]int{"slow": 1}, InFlight: map[int64]int64{slow[0]: 50}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -79,3 +79,37 @@ func testLateAttemptCannotEndAnotherAttemptsLease(t *testing.T, s db.Store) {
 		})
 	}
 }
+
+// A claim renews the run-out lease of an attempt in flight here only while
+// the delivery still holds it. An attempt that has just recorded its
+// outcome (a retry due at once, or due by the time the claim runs) is in
+// flight for the dispatcher a moment longer: renewing then leased the
+// pending delivery to nobody, and its retry waited a whole lease.
+func testClaimRenewsOnlyTheLeaseHeld(t *testing.T, s db.Store) {
+	putEndpoint(t, s, "renew", 1, calls.HookCallCreated)
+	hook(t, s, "c_renew", calls.HookCallCreated, 1000)
+	a, _, _ := claim(t, s, webhooks.Claim{Now: 1000, LeaseUntil: 2000, Limit: 4, Share: 4})
+	if len(a) != 1 {
+		t.Fatalf("claimed %+v, want the one delivery", a)
+	}
+	id := a[0].DeliveryID
+	// The attempt fails; its retry is due at 1500.
+	finish(t, s, webhooks.Outcome{DeliveryID: id, Lease: a[0].Lease, EndpointID: "renew", At: 1400, StatusCode: 503, NextAttemptAt: 1500})
+	// A claim at 1500 still counts the attempt in flight: it skips the
+	// delivery and renews nothing.
+	claimed, err := s.ClaimWebhookDeliveries(context.Background(), webhooks.Claim{Now: 1500, LeaseUntil: 100_000, Limit: 4, Share: 4,
+		InFlight: map[int64]int64{id: a[0].Lease}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(claimed.Attempts) != 0 || len(claimed.Renewed) != 0 {
+		t.Fatalf("claim beside the finished attempt = %+v, want nothing claimed or renewed", claimed)
+	}
+	// Once the dispatcher knows the attempt is over, the retry is due.
+	if due, err := s.NextWebhookDue(context.Background(), 1500); err != nil || due.Endpoints["renew"] != 1500 || due.LeaseEnd != 0 {
+		t.Fatalf("NextWebhookDue(1500) = %+v (%v), want the retry due at 1500 and no lease", due, err)
+	}
+	if b, _, _ := claim(t, s, webhooks.Claim{Now: 1500, LeaseUntil: 100_000, Limit: 4, Share: 4}); len(b) != 1 || b[0].DeliveryID != id {
+		t.Fatalf("claimed %+v at 1500, want the retry of delivery %d", b, id)
+	}
+}

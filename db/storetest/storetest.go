@@ -80,6 +80,7 @@ var tests = []contract{
 	{"ClaimFailsDeadEndpointsDeliveries", testClaimFailsDeadEndpointsDeliveries},
 	{"FinishReleaseAndRetryDeliveries", testFinishReleaseAndRetryDeliveries},
 	{"LateAttemptCannotEndAnotherAttemptsLease", testLateAttemptCannotEndAnotherAttemptsLease},
+	{"ClaimRenewsOnlyTheLeaseHeld", testClaimRenewsOnlyTheLeaseHeld},
 	{"PruneCalls", testPruneCalls},
 	{"PresenceFollowsUserChanges", testPresenceFollowsUserChanges},
 	{"PruneWebhookDeliveries", testPruneWebhookDeliveries},
