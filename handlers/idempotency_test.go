@@ -117,6 +117,30 @@ func TestIdempotencyReleasesOnServerError(t *testing.T) {
 	}
 }
 
+// A key belongs to the user and the operation (method and route), as the
+// document says: on another route it is another key and acts; on the
+// same route with another path it is another body (422).
+func TestIdempotencyKeyIsPerOperation(t *testing.T) {
+	var runs atomic.Int32
+	handler := func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, `{"run":%d}`, runs.Add(1)) }
+	r := chi.NewRouter()
+	r.With(newAuthenticator(AuthConfig{Secret: testSecret}).requireUser(false), bodyLimit(1<<10), newIdempotency(openStore(t), time.Now).middleware).
+		Group(func(r chi.Router) {
+			r.Post("/things/{id}/accept", handler)
+			r.Post("/things/{id}/reject", handler)
+		})
+	if w := idemPost(t, r, "alice", "/things/1/accept", "k", `{}`); w.Body.String() != `{"run":1}` {
+		t.Fatalf("accept: %d %s", w.Code, w.Body)
+	}
+	if w := idemPost(t, r, "alice", "/things/1/reject", "k", `{}`); w.Body.String() != `{"run":2}` || w.Header().Get("Idempotent-Replayed") != "" {
+		t.Fatalf("the accept's key on reject: %d %s %v, want it run as a key of its own", w.Code, w.Body, w.Header())
+	}
+	decodeProblem(t, idemPost(t, r, "alice", "/things/2/accept", "k", `{}`), 422, "idempotency_conflict")
+	if w := idemPost(t, r, "alice", "/things/1/reject", "k", `{}`); w.Body.String() != `{"run":2}` || w.Header().Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("reject again: %d %s, want the reject's answer replayed", w.Code, w.Body)
+	}
+}
+
 func TestIdempotencyScope(t *testing.T) {
 	r := httptest.NewRequest("POST", "/dev/token", nil)
 	r.RemoteAddr = "192.0.2.7:5555"
