@@ -209,6 +209,12 @@ func (c Config) validate() error {
 	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
 		errs = append(errs, errors.New("jwt-secret must be at least 32 bytes"))
 	}
+	// A failed login is never counted (the limiter keys on who signed
+	// in): a short admin token fell to guessing within seconds, and it
+	// can register a webhook that receives every user's calls.
+	if c.AdminToken != "" && len(c.AdminToken) < 32 {
+		errs = append(errs, errors.New("admin-token must be at least 32 bytes (e.g. head -c 24 /dev/urandom | base64)"))
+	}
 	if !claimPattern.MatchString(c.JWTUserClaim) || registeredClaims[c.JWTUserClaim] {
 		errs = append(errs, fmt.Errorf("jwt-user-claim %q must be a claim name of [A-Za-z0-9_.:/@#-] other than iss, aud, exp, nbf, iat, jti and role", c.JWTUserClaim))
 	}

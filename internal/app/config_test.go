@@ -20,6 +20,9 @@ func TestConfigIdentityProvider(t *testing.T) {
 	if err != nil || c.JWKSURL != "https://idp.example/.well-known/jwks.json" || c.JWTUserClaim != "https://example.com/uid" {
 		t.Fatalf("from the environment: %q %q %v", c.JWKSURL, c.JWTUserClaim, err)
 	}
+	if c, err := ParseConfig("test", []string{"-admin-token", strings.Repeat("a", 32)}, env(nil), nil); err != nil || c.AdminToken != strings.Repeat("a", 32) {
+		t.Fatalf("an admin token of 32 bytes: %q %v", c.AdminToken, err)
+	}
 	c, err = ParseConfig("test", []string{"-jwks-url", "http://127.0.0.1:9000/jwks", "-jwt-user-claim", "email", "-jwt-issuer", "http://127.0.0.1:9000"},
 		env(map[string]string{"CALLSIG_JWT_USER_CLAIM": "uid"}), nil)
 	if err != nil || c.JWKSURL != "http://127.0.0.1:9000/jwks" || c.JWTUserClaim != "email" {
@@ -37,6 +40,9 @@ func TestConfigIdentityProvider(t *testing.T) {
 		{"-jwt-user-claim", "role"},
 		{"-jwt-user-claim", `a"b`},
 		{"-jwt-user-claim", strings.Repeat("c", 129)},
+		// Failed logins are not counted: a short admin token is guessed.
+		{"-admin-token", "z9"},
+		{"-admin-token", strings.Repeat("a", 31)},
 	} {
 		if _, err := ParseConfig("test", bad, env(nil), nil); err == nil {
 			t.Errorf("%v accepted", bad)
