@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -243,7 +244,8 @@ func (r *recorder) MarkDelivered(_ context.Context, callID, user string) error {
 	if fail {
 		_ = r.add("failed " + callID + " " + user)
 		time.Sleep(delay)
-		return errors.New("store unreachable")
+		// As a store says it: a passing failure is calls.ErrUnavailable.
+		return fmt.Errorf("db: store unreachable: %w", calls.ErrUnavailable)
 	}
 	return r.add("delivered " + callID + " " + user)
 }

@@ -2,7 +2,6 @@ package sse
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -279,9 +278,11 @@ func (w *work) reportDelivery(ctx context.Context, d delivery, attempts int) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliveryTimeout)
 		err := w.svc.MarkDelivered(rctx, d.callID, d.user)
 		cancel()
-		var domain *calls.Error
-		if err == nil || errors.As(err, &domain) {
+		if code := calls.CodeOf(err); err == nil || code != "" && code != calls.CodeUnavailable {
 			// Done, or refused for good (the call is gone): no retry helps.
+			// Unavailable is a domain error too, but a passing one (the
+			// store cut off, busy or restarting): dropped after one try,
+			// the invitee stayed "inviting" with the invitation on screen.
 			return
 		}
 		if n >= attempts || ctx.Err() != nil {
