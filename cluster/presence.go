@@ -75,6 +75,15 @@ type Presence struct {
 	// rows of an earlier process under this node id; Run reports them.
 	leftover []string
 
+	// rewriteRows and reportAgain are what is left of rewriting this
+	// node's presence after it was swept as dead (see renew): its rows to
+	// write again, and the users to report online again. They outlive a
+	// failed attempt, as the next renewal finds the lease row there and
+	// would not tell that anything is missing. Only Run's goroutine
+	// touches them.
+	rewriteRows bool
+	reportAgain map[string]struct{}
+
 	abandoned atomic.Bool
 
 	gauge         prometheus.GaugeFunc
@@ -287,7 +296,9 @@ func (p *Presence) Run(ctx context.Context) error {
 // renew extends the lease. A node that finds its row gone was swept as
 // dead (a pause longer than the lease, or the database unreachable from
 // here): its users were reported offline, so it writes their rows again
-// and reports them online, which clears the grace the sweep armed.
+// and reports them online, which clears the grace the sweep armed. What
+// fails of that (the database still flapping) is retried on every renewal
+// until done (see rewrite).
 func (p *Presence) renew(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(ctx, p.o.Lease/3)
 	defer cancel()
@@ -299,28 +310,75 @@ func (p *Presence) renew(ctx context.Context) {
 		}
 		return
 	}
-	if !inserted {
-		return
+	if inserted {
+		users := p.localUsers()
+		p.log.Warn("presence lease had lapsed and this node was swept as dead; writing its users' presence again", "users", len(users))
+		p.rewriteRows = len(users) > 0
+		p.reportAgain = make(map[string]struct{}, len(users))
+		for _, u := range users {
+			p.reportAgain[u] = struct{}{}
+		}
 	}
+	p.rewrite(ctx)
+}
+
+// rewrite does what is left of writing this node's presence again after it
+// was swept as dead: the rows first, so that other nodes see the users
+// online before the service's transactions run (as UserOnline does), then
+// the online reports not yet made. Both are idempotent (the rows are
+// inserted ON CONFLICT DO NOTHING; an online report clears a grace or finds
+// none), so a retry may repeat the rows of users who wrote theirs since.
+// The rows written are those of the users held now, not when the row was
+// found gone: a user whose last stream closed meanwhile had their row
+// deleted and was reported offline then, and is neither written nor
+// reported online again.
+func (p *Presence) rewrite(ctx context.Context) {
+	if p.rewriteRows {
+		if users := p.localUsers(); len(users) > 0 {
+			if err := p.o.Store.AddPresences(ctx, p.o.Node, users); err != nil {
+				if ctx.Err() == nil {
+					p.log.Error("write presence again after a lapsed lease (retried at the next renewal)", "err", err)
+				}
+				return
+			}
+		}
+		p.rewriteRows = false
+	}
+	for u := range p.reportAgain {
+		if ctx.Err() != nil {
+			return
+		}
+		if !p.holds(u) {
+			delete(p.reportAgain, u)
+			continue
+		}
+		if err := p.o.Service.UserOnline(ctx, u); err != nil {
+			if ctx.Err() == nil {
+				p.log.Error("report user online again after a lapsed lease (retried at the next renewal)", "user", u, "err", err)
+			}
+			continue
+		}
+		delete(p.reportAgain, u)
+	}
+}
+
+// localUsers lists the users this node holds a stream of.
+func (p *Presence) localUsers() []string {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	users := make([]string, 0, len(p.users))
 	for u := range p.users {
 		users = append(users, u)
 	}
-	p.mu.Unlock()
-	p.log.Warn("presence lease had lapsed and this node was swept as dead; writing its users' presence again", "users", len(users))
-	if len(users) == 0 {
-		return
-	}
-	if err := p.o.Store.AddPresences(ctx, p.o.Node, users); err != nil {
-		p.log.Error("write presence again after a lapsed lease", "err", err)
-		return
-	}
-	for _, u := range users {
-		if err := p.o.Service.UserOnline(ctx, u); err != nil && ctx.Err() == nil {
-			p.log.Error("report user online again after a lapsed lease", "user", u, "err", err)
-		}
-	}
+	return users
+}
+
+// holds reports whether this node holds a stream of user.
+func (p *Presence) holds(user string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.users[user]
+	return ok
 }
 
 // sweep removes dead nodes and reports their users who are now offline
@@ -403,12 +461,7 @@ func (p *Presence) leave(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, min(leaveTimeout, p.o.Lease))
 	defer cancel()
-	p.mu.Lock()
-	users := make([]string, 0, len(p.users))
-	for u := range p.users {
-		users = append(users, u)
-	}
-	p.mu.Unlock()
+	users := p.localUsers()
 	var left atomic.Int64
 	p.each(ctx, users, func(ctx context.Context, u string) error {
 		if err := p.o.Store.RemovePresence(ctx, p.o.Node, u); err != nil {
