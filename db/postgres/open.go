@@ -46,7 +46,8 @@ type Store struct {
 	db.EventLog
 
 	db       *sqlx.DB
-	maxConns int // the pool's size (Options.MaxConns)
+	maxConns int           // the pool's size (Options.MaxConns)
+	txBound  time.Duration // how long a write transaction may take (writeContext)
 	log      *slog.Logger
 	closed   atomic.Bool
 
@@ -76,6 +77,7 @@ func openPool(ctx context.Context, dsn string, maxConns int, timeout time.Durati
 	}
 	cfg.RuntimeParams["synchronous_commit"] = "on"
 	cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(timeout.Milliseconds(), 10)
+	cfg.DialFunc = dialer(cfg.ConnectTimeout).DialContext
 	sdb := sqlx.NewDb(stdlib.OpenDB(*cfg), "pgx")
 	sdb.SetMaxOpenConns(maxConns)
 	sdb.SetMaxIdleConns(maxConns)
@@ -114,7 +116,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	warmPool(ctx, sdb, min(opts.MaxConns, warmConns), log)
-	s := &Store{db: sdb, maxConns: opts.MaxConns, log: log}
+	s := &Store{db: sdb, maxConns: opts.MaxConns, log: log, txBound: 2*opts.StatementTimeout + time.Second}
 	s.Webhooks = db.NewWebhooks(webhookSQL, s.inTx, s.read)
 	s.EventLog = s.eventLog()
 	return s, nil
@@ -157,7 +159,9 @@ func warmPool(ctx context.Context, sdb *sqlx.DB, n int, log *slog.Logger) {
 // (/readyz): a server that turned into a read-only standby (after a
 // failover) is unavailable, not ready.
 func (s *Store) Ping(ctx context.Context) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	// A read, bound to ctx: /readyz answers within its own bound, even
+	// while the pool's connections wait on a silent path.
+	return s.read(ctx, func(tx *sqlx.Tx) error {
 		var standby bool
 		if err := tx.QueryRowContext(ctx, "SELECT pg_is_in_recovery()").Scan(&standby); err != nil {
 			return err

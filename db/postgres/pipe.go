@@ -139,7 +139,8 @@ func (s *Store) inPipeTx(ctx context.Context, fn func(p *pipe) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	wctx := context.WithoutCancel(ctx)
+	wctx, cancel := s.writeContext(ctx)
+	defer cancel()
 	conn, err := s.db.Connx(wctx)
 	if err != nil {
 		return s.failed(fmt.Errorf("db: begin: %w", err))

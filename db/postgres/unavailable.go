@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"runtime/debug"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jmoiron/sqlx"
@@ -108,11 +109,11 @@ func (s *Store) flushIdle() {
 // itself.
 //
 // A ctx already done skips the write. Once begun, the transaction is not
-// tied to ctx (fn's own statements still are): database/sql would roll it
-// back when ctx ends, and an end during COMMIT would leave the caller an
-// error for a change that may have committed. So an Update that returns an
-// error did not commit, bar a connection lost during COMMIT itself; the
-// statement timeout bounds the rest.
+// ended by ctx's cancellation (fn's own statements still are): database/sql
+// would roll it back when ctx ends, and an end during COMMIT would leave
+// the caller an error for a change that may have committed. So an Update
+// that returns an error did not commit, bar a connection lost or a bound
+// run out during COMMIT itself (writeContext).
 func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	if s.closed.Load() {
 		return db.ErrClosed
@@ -120,7 +121,9 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	tx, err := s.db.BeginTxx(context.WithoutCancel(ctx), nil)
+	wctx, cancel := s.writeContext(ctx)
+	defer cancel()
+	tx, err := s.db.BeginTxx(wctx, nil)
 	if err != nil {
 		return s.failed(fmt.Errorf("db: begin: %w", err))
 	}
@@ -132,6 +135,24 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 		return s.failed(fmt.Errorf("db: commit: %w", err))
 	}
 	return nil
+}
+
+// writeContext is the context of a write transaction: ctx without its
+// cancellation (see inTx), but with a deadline, ctx's or txBound from now,
+// whichever comes first. The statement timeout is the server's and cannot
+// end a wait on a network path gone silent: without a deadline of ours, a
+// transaction waited for a pool connection, for BEGIN or for COMMIT's
+// answer as long as the kernel kept the connection (the dialer bounds that
+// too), holding its request, a background loop or a pool slot. A
+// transaction that runs out of time is a 503 (unavailable); one whose
+// COMMIT was under way may have committed, as with a connection lost
+// then, and an Idempotency-Key retry replays it.
+func (s *Store) writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(s.txBound)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), deadline)
 }
 
 // contained runs fn(tx), turning a panic into a *db.PanicError: the panic

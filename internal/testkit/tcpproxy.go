@@ -12,17 +12,21 @@ import (
 // it: the tests of an unreachable PostgreSQL put one between the nodes and
 // the server. Cut closes every forwarded connection and makes new ones
 // fail at once (accepted and closed), as a dropped network path or a
-// restarting server looks to a client; Restore forwards again. Turns
-// counts round trips: the tests of PostgreSQL's pipelines count them.
+// restarting server looks to a client; Restore forwards again. Freeze
+// makes the path silent instead, as a dead host or a partition looks: the
+// connections stay open and bytes are neither delivered nor refused
+// until Thaw. Turns counts round trips: the tests of PostgreSQL's
+// pipelines count them.
 type TCPProxy struct {
 	Addr    string // where clients connect
 	backend string
 	ln      net.Listener
 
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	cut    bool
+	frozen chan struct{} // while frozen: closed by Thaw
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
 
 	turns atomic.Int64
 }
@@ -84,6 +88,7 @@ func (p *TCPProxy) forward(c net.Conn) {
 	done := make(chan struct{}, 2)
 	go func() {
 		_, _ = io.Copy(b, watched{c, func() {
+			p.gate()
 			if answered.Swap(false) {
 				p.turns.Add(1)
 			}
@@ -91,7 +96,7 @@ func (p *TCPProxy) forward(c net.Conn) {
 		done <- struct{}{}
 	}()
 	go func() {
-		_, _ = io.Copy(c, watched{b, func() { answered.Store(true) }})
+		_, _ = io.Copy(c, watched{b, func() { p.gate(); answered.Store(true) }})
 		done <- struct{}{}
 	}()
 	<-done // either side ending ends both
@@ -139,6 +144,36 @@ func (p *TCPProxy) Cut() {
 	}
 }
 
+// Freeze holds every byte read from either side, of the connections open
+// and of new ones, until Thaw: nothing is refused or reset.
+func (p *TCPProxy) Freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.frozen == nil {
+		p.frozen = make(chan struct{})
+	}
+}
+
+// Thaw delivers what Freeze held, and forwards again.
+func (p *TCPProxy) Thaw() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.frozen != nil {
+		close(p.frozen)
+		p.frozen = nil
+	}
+}
+
+// gate waits while the proxy is frozen.
+func (p *TCPProxy) gate() {
+	p.mu.Lock()
+	ch := p.frozen
+	p.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}
+
 // Restore forwards new connections again.
 func (p *TCPProxy) Restore() {
 	p.mu.Lock()
@@ -147,6 +182,7 @@ func (p *TCPProxy) Restore() {
 }
 
 func (p *TCPProxy) close() {
+	p.Thaw()
 	p.Cut()
 	p.ln.Close()
 	p.wg.Wait()

@@ -1,0 +1,69 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"callsig/calls"
+	"callsig/db/postgres"
+	"callsig/internal/pgtest"
+	"callsig/internal/testkit"
+	"callsig/internal/wait"
+)
+
+// A network path to PostgreSQL that goes silent (packets dropped, no
+// reset) fails writes and pings as unavailable within their bounds, and
+// the store works again once the path does. Writes and /readyz's ping
+// used to wait for COMMIT's or BEGIN's answer for as long as the kernel
+// kept the connection (about 15 minutes): statement_timeout is the
+// server's, and the transaction was detached from every deadline.
+func TestSilentPathFailsWithinBounds(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	proxy := testkit.StartTCPProxy(t, "127.0.0.1:5432")
+	const statementTimeout = 500 * time.Millisecond // a write's bound: 2 s
+	s, err := postgres.Open(context.Background(), strings.Replace(dsn, "127.0.0.1:5432", proxy.Addr, 1),
+		postgres.Options{MaxConns: 2, StatementTimeout: statementTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	save := func(ctx context.Context, id string) error {
+		return s.Update(ctx, func(tx calls.Tx) error { return tx.Save(ctx, started(id, "alice", "bob")) })
+	}
+	if err := save(context.Background(), "before"); err != nil {
+		t.Fatal(err)
+	}
+
+	proxy.Freeze()
+	// A background loop's write has no deadline of its own; a request's
+	// has one past the store's bound.
+	for name, ctx := range map[string]context.Context{"no deadline": context.Background(), "a request's": withTimeout(t, 30*time.Second)} {
+		start := time.Now()
+		err := save(ctx, "during-"+strings.ReplaceAll(name, " ", "-"))
+		if took := time.Since(start); took > 5*time.Second || !errors.Is(err, calls.ErrUnavailable) {
+			t.Errorf("a write with %s deadline on a silent path: %v after %v; want unavailable within about 2 s", name, err, took)
+		}
+	}
+	start := time.Now()
+	if err := s.Ping(withTimeout(t, time.Second)); err == nil || time.Since(start) > 3*time.Second {
+		t.Errorf("ping with a 1 s deadline on a silent path: %v after %v; want an error within about 1 s", err, time.Since(start))
+	}
+
+	proxy.Thaw()
+	var last error
+	if !wait.Until(20*time.Second, func() bool { last = save(context.Background(), "after"); return last == nil }) {
+		t.Fatalf("the store did not write again once the path did: %v", last)
+	}
+	if err := s.Ping(withTimeout(t, time.Second)); err != nil {
+		t.Fatalf("ping after the path came back: %v", err)
+	}
+}
+
+func withTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
