@@ -13,8 +13,8 @@ const TokenWarning = 30 * time.Second
 // tokenWillExpireBlock is the warning event: data {"second": N}, N the
 // whole seconds left (rounded up). Its id is the stream's position (the
 // last id written or passed over), which moves the client nowhere new but
-// tells it where the next stream must resume: a client that has seen no
-// event yet would otherwise not know the position an id-only block gave it.
+// tells it where the next stream must resume: a client that missed the
+// synced event of the opening would otherwise not know its position.
 func tokenWillExpireBlock(lastID int64, left time.Duration) []byte {
 	secs := int64((left + time.Second - 1) / time.Second)
 	if secs < 0 {

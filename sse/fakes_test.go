@@ -436,7 +436,8 @@ func (c *client) close() {
 	<-c.done
 }
 
-// next returns the next block that is not a comment or an opening block.
+// next returns the next event of the user: not a comment, an opening
+// block or the synced event that ends an opening (read those with raw).
 func (c *client) next() block {
 	c.t.Helper()
 	for {
@@ -445,7 +446,7 @@ func (c *client) next() block {
 			if !ok {
 				c.t.Fatal("stream ended")
 			}
-			if b.event != "" {
+			if b.event != "" && b.event != "synced" {
 				return b
 			}
 		case <-time.After(3 * time.Second):

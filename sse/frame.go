@@ -88,10 +88,14 @@ func openingBlock(retry time.Duration, lastID int64, resume bool) []byte {
 	return append(b, '\n')
 }
 
-// idBlock moves the client's last event ID to id without an event (an
-// EventSource does not dispatch a block with no data).
-func idBlock(id int64) []byte {
+// syncedBlock ends a new stream's opening: event synced, with the head of
+// the log as its id. It was an id-only block once, which an EventSource
+// keeps for its own reconnections but dispatches to nobody: a client that
+// reopens the stream itself (to renew its token, after a refusal) knew no
+// position past the pending invitations, and got the history from before
+// it opened again (a call invited and cancelled meanwhile rang).
+func syncedBlock(id int64) []byte {
 	b := append([]byte(nil), "id: "...)
 	b = strconv.AppendInt(b, id, 10)
-	return append(b, "\n\n"...)
+	return append(b, "\nevent: synced\ndata: {}\n\n"...)
 }

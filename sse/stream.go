@@ -284,7 +284,7 @@ func lastEventID(r *http.Request) (id int64, ok bool) {
 // once its client could resume losslessly: interruptible. A resuming
 // client can as soon as it is known not to need a reset: its opening block
 // repeats its Last-Event-ID, and whatever follows has higher ids, in order.
-// A new stream (or a reset one) cannot until its id-only block is out:
+// A new stream (or a reset one) cannot until its synced event is out:
 // ended before that, its client would come back without an id (or with one
 // of its pending invitations') and miss what was committed since it
 // subscribed, e.g. its own callInvitationCreated. So from the opening block
@@ -573,10 +573,11 @@ func (st *stream) movedEventID() (int64, error) {
 }
 
 // pending writes what a new stream starts with: the invitations still
-// pending for the user, then an id-only block that moves the client to the
-// head of the log, so a reconnection resumes from there.
+// pending for the user, then the synced event that moves the client to the
+// head of the log, so a reconnection resumes from there. It is written
+// even when the last invitation is the head: the opening always ends with
+// it, and a client may wait for it.
 func (st *stream) pending(list []calls.Event, head int64) error {
-	written := int64(0)
 	for i := range list {
 		e := &list[i]
 		// Later ones reach the subscriber's buffer; writing them here too
@@ -587,12 +588,9 @@ func (st *stream) pending(list []calls.Event, head int64) error {
 		if err := st.writeFrame(newFrame(e, time.Time{})); err != nil {
 			return err
 		}
-		written = e.ID
 	}
-	if head > written || head == 0 {
-		if err := st.writeRaw(idBlock(head)); err != nil {
-			return err
-		}
+	if err := st.writeRaw(syncedBlock(head)); err != nil {
+		return err
 	}
 	st.setPosition(head)
 	return nil

@@ -31,7 +31,7 @@ func TestEncodeEvent(t *testing.T) {
 	}
 }
 
-// A new stream starts with the pending invitations, then an id-only block
+// A new stream starts with the pending invitations, then the synced event
 // at the head; a resumed one replays after its id; a pruned id gets reset.
 func TestOpeningAStream(t *testing.T) {
 	r := newRig(t, Options{})
@@ -48,8 +48,8 @@ func TestOpeningAStream(t *testing.T) {
 			t.Fatalf("pending %+v, want id %s", b, want)
 		}
 	}
-	if b := c.raw(); b.id != "4" || b.event != "" {
-		t.Fatalf("head block %+v, want id 4", b)
+	if b := c.raw(); b.id != "4" || b.event != "synced" || b.data != "{}" {
+		t.Fatalf("head block %+v, want synced with id 4", b)
 	}
 
 	c = r.open("bob", "default", "1")
@@ -143,7 +143,7 @@ func TestShutdownWhileANewStreamOpens(t *testing.T) {
 	r.hub.Shutdown()
 	close(log.pendingGate.hold)
 	got := <-body
-	want := "retry: 3000\n\nid: 1\nevent: callInvitationReceived\ndata: {\"callID\":\"c1\"}\n\nid: 2\n\n"
+	want := "retry: 3000\n\nid: 1\nevent: callInvitationReceived\ndata: {\"callID\":\"c1\"}\n\nid: 2\nevent: synced\ndata: {}\n\n"
 	if got != want {
 		t.Fatalf("stream %q, want %q", got, want)
 	}
@@ -185,7 +185,7 @@ func TestHijackedStream(t *testing.T) {
 	}
 	wait.For(t, 3*time.Second, "the handler to return", func() bool { return returned.Load() != 0 })
 	r.hub.Committed(r.log.add(changedEv("bob", "c1", "")), 0)
-	want := "retry: 3000\n\nid: 0\n\nid: 1\nevent: callUserStateChanged\ndata: {\"callID\":\"c1\"}\n\n"
+	want := "retry: 3000\n\nid: 0\nevent: synced\ndata: {}\n\nid: 1\nevent: callUserStateChanged\ndata: {\"callID\":\"c1\"}\n\n"
 	got := make([]byte, len(want))
 	if _, err := io.ReadFull(res.Body, got); err != nil || string(got) != want {
 		t.Fatalf("body %q (%v), want %q", got, err, want)

@@ -112,6 +112,7 @@ type Stream struct {
 	lastID   string        // the EventSource's last event ID string
 	retry    int           // the last valid retry: value, -1 if none
 	comments int
+	synced   int // synced events read (see Synced)
 	readErr  error
 }
 
@@ -295,6 +296,14 @@ func (st *Stream) Retry() int {
 	return st.retry
 }
 
+// Synced counts the synced events read so far (one per opening of a new
+// stream).
+func (st *Stream) Synced() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.synced
+}
+
 // Comments counts the comment lines read so far.
 func (st *Stream) Comments() int {
 	st.mu.Lock()
@@ -400,7 +409,13 @@ func (st *Stream) read() {
 func (st *Stream) dispatched(e Event, lastID string) {
 	st.mu.Lock()
 	st.lastID = lastID
-	if e.Type != "" {
+	switch e.Type {
+	case "":
+	case "synced":
+		// Ends a new stream's opening; an app listening for the call
+		// events does not see it either.
+		st.synced++
+	default:
 		st.queue = append(st.queue, e)
 	}
 	st.mu.Unlock()
