@@ -215,7 +215,7 @@ export interface CallsigEventMap {
    * the invitations still pending follow, then live events.
    */
   reset: Record<string, never>;
-  /** A handler threw, or tokenProvider failed. */
+  /** A handler threw (or the promise an async one returned rejected), or tokenProvider failed. */
   error: { error: unknown; event: string };
 }
 
@@ -273,11 +273,14 @@ export interface CallsigClientOptions {
  *   with a token from tokenProvider);
  * - `logged_out`: logout() was called while login() was connecting;
  * - `no_token`: tokenProvider returned no token;
+ * - `token_provider_failed`: tokenProvider threw or rejected (its error is
+ *   the CallsigError's `cause`);
  * - `http_<status>`: an error answer without a problem body;
  * - `unknown`: a CallsigError built without a code.
  */
 export type CallsigClientErrorCode =
-  | 'network_error' | 'stream_refused' | 'logged_out' | 'no_token' | 'unknown' | `http_${number}`;
+  | 'network_error' | 'stream_refused' | 'logged_out' | 'no_token' | 'token_provider_failed' | 'unknown'
+  | `http_${number}`;
 
 /** A problem code of the server (`invalid_state`, `call_ended`, …) or of the client. */
 export type CallsigErrorCode = CallsigClientErrorCode | (string & {});
@@ -290,6 +293,8 @@ export interface CallsigErrorInit {
   title?: string;
   errors?: { field: string; message: string }[];
   retryAfter?: number;
+  /** The error this one wraps (tokenProvider's, for `token_provider_failed`). */
+  cause?: unknown;
 }
 
 /** An HTTP API error: the problem+json body. */
@@ -324,7 +329,8 @@ export class CallsigClient {
   /**
    * Opens the user's event stream; resolves once it is open. Rejects with
    * code `stream_refused` (after one retry with tokenProvider's token) or
-   * `logged_out` (logout() came first).
+   * `logged_out` (logout() came first). A login() while another is in
+   * flight shares its outcome.
    */
   login(): Promise<void>;
   /** Closes the event stream; a login() still connecting rejects with `logged_out`. */

@@ -34,8 +34,8 @@ const CLIENT_EVENTS = new Set([...CALL_EVENTS, 'connectionStateChanged', 'tokenW
 
 /** An HTTP API error: the problem+json body's status, code and detail. */
 export class CallsigError extends Error {
-  constructor({status = 0, code = 'unknown', detail = '', title = '', errors, retryAfter} = {}) {
-    super(detail || title || code);
+  constructor({status = 0, code = 'unknown', detail = '', title = '', errors, retryAfter, cause} = {}) {
+    super(detail || title || code, cause === undefined ? undefined : {cause});
     this.name = 'CallsigError';
     /** HTTP status; 0 when the server could not be reached. */
     this.status = status;
@@ -97,6 +97,9 @@ const RENEW_CHAIN_WINDOW = 10000;
 // How long a renewal dropped for a reset waits at most for the reset
 // stream's next event before it is made again (see #onReset).
 const RESET_RENEW_DELAY = 1000;
+// How long renewToken waits at most for the position of a stream whose
+// opening has not come yet (see renewToken).
+const POSITION_WAIT = 5000;
 
 function pick(config, keys) {
   const out = {};
@@ -124,9 +127,11 @@ export class CallsigClient {
   #renewals = new Map(); // EventSource -> {chain, openedAt}: renewals in a row that led to it, when it opened
   #reconnectTimer = 0;
   #renewTimer = 0;
-  #renewOnEvent = null; // {es, chain}: a renewal a reset dropped, made again on es's next event (or by #renewTimer)
+  #unsynced = new WeakSet(); // streams opened without a position whose synced event has not come
+  #renewOnEvent = null; // {es, chain}: a renewal a reset dropped or renewToken put off, made again on es's synced event (or by #renewTimer)
   #backoff = 0;
   #pendingLogin = null; // {resolve, reject} of a login() whose stream is not open yet
+  #loginPromise = null; // the login() in flight, returned to concurrent callers
   #session = 0; // bumped by logout(): a login() begun before it must not go on
 
   /**
@@ -186,13 +191,19 @@ export class CallsigClient {
       console.error('callsig:', data.event, data.error); // nobody listens: do not swallow it
       return;
     }
+    // One app handler's bug must not stop the others or the stream; an
+    // async handler's rejection is reported the same way, not left
+    // unhandled.
+    const fail = (e) => {
+      if (name !== 'error') this.#emit('error', {error: e, event: name});
+      else console.error(e);
+    };
     for (const h of [...(this.#handlers.get(name) || [])]) {
       try {
-        h(this, data);
+        const r = h(this, data);
+        if (r && typeof r.then === 'function') r.then(undefined, fail);
       } catch (e) {
-        // One app handler's bug must not stop the others or the stream.
-        if (name !== 'error') this.#emit('error', {error: e, event: name});
-        else console.error(e);
+        fail(e);
       }
     }
   }
@@ -205,15 +216,23 @@ export class CallsigClient {
 
   // ---- session ------------------------------------------------------------
 
-  /** Opens the user's event stream; resolves once it is open. */
   /**
    * Opens the user's event stream; resolves once it is open. Rejects with
    * CallsigError code `stream_refused` when the server refuses it (after
    * one retry with a token from tokenProvider), `logged_out` when logout()
-   * comes first.
+   * comes first. A login() while another is in flight shares its outcome.
    */
-  async login() {
-    if (this.#loggedIn) return;
+  login() {
+    if (this.#loginPromise) return this.#loginPromise;
+    if (this.#loggedIn) return Promise.resolve();
+    const p = this.#login().finally(() => {
+      if (this.#loginPromise === p) this.#loginPromise = null;
+    });
+    this.#loginPromise = p;
+    return p;
+  }
+
+  async #login() {
     const session = this.#session;
     if (!this.#token) await this.#refreshToken();
     if (session !== this.#session) throw loggedOut();
@@ -223,8 +242,8 @@ export class CallsigClient {
     this.#setState('connecting');
     await new Promise((resolve, reject) => {
       const login = {
-        resolve: () => { this.#pendingLogin = null; resolve(); },
-        reject: (e) => { this.#pendingLogin = null; reject(e); },
+        resolve: () => { if (this.#pendingLogin === login) this.#pendingLogin = null; resolve(); },
+        reject: (e) => { if (this.#pendingLogin === login) this.#pendingLogin = null; reject(e); },
         renewed: false,
       };
       this.#pendingLogin = login;
@@ -245,8 +264,13 @@ export class CallsigClient {
     this.#streamTokens.clear();
     this.#renewals.clear();
     this.#current = null;
+    // The pending login is rejected before 'disconnected' is emitted: a
+    // login() from that event's handler is a new one, not to be rejected.
+    this.#loginPromise = null;
+    const pending = this.#pendingLogin;
+    this.#pendingLogin = null;
+    if (pending) pending.reject(loggedOut());
     this.#setState('disconnected', 'logout');
-    if (this.#pendingLogin) this.#pendingLogin.reject(loggedOut());
   }
 
   /**
@@ -263,7 +287,19 @@ export class CallsigClient {
       if (!this.#pendingLogin) this.#connect(); // waiting to reconnect: now
       return;
     }
-    if (newerToken(token, this.#streamTokens.get(es))) this.#connect();
+    if (!newerToken(token, this.#streamTokens.get(es))) return;
+    if (this.#lastEventID < 0 || this.#unsynced.has(es)) {
+      // No position yet: es's opening (its synced event) has not come.
+      // Reopened now, the stream would start at the head of the log, and
+      // closing es would drop what es holds before it; the renewal waits
+      // for es's next event, or POSITION_WAIT when none comes.
+      const again = {es, chain: 0};
+      this.#renewOnEvent = again;
+      clearTimeout(this.#renewTimer);
+      this.#renewTimer = setTimeout(() => this.#renewAgain(again), POSITION_WAIT);
+      return;
+    }
+    this.#connect();
   }
 
   // fetchToken asks tokenProvider for a token (one call at a time).
@@ -274,6 +310,9 @@ export class CallsigClient {
         .then((t) => {
           if (!t || typeof t !== 'string') throw new CallsigError({code: 'no_token', detail: 'tokenProvider returned no token'});
           return t;
+        }, (e) => {
+          throw new CallsigError({code: 'token_provider_failed',
+            detail: `tokenProvider failed: ${e && e.message ? e.message : String(e)}`, cause: e});
         })
         .finally(() => { this.#refreshing = null; });
     }
@@ -299,6 +338,7 @@ export class CallsigClient {
     const q = new URLSearchParams({access_token: this.#token, deviceID: this.#deviceID});
     if (this.#lastEventID >= 0) q.set('lastEventID', String(this.#lastEventID));
     const es = new this.#EventSource(`${this.#baseURL}/events?${q}`);
+    if (this.#lastEventID < 0) this.#unsynced.add(es);
     this.#streams.add(es);
     this.#streamTokens.set(es, this.#token);
     this.#renewals.set(es, {chain, openedAt: 0});
@@ -316,8 +356,11 @@ export class CallsigClient {
       // opens before a renewal's and closes it. Left on the renewal, its
       // warnings would be ignored and it would end at its token's exp.
       this.#current = es;
+      // A stream opened without the login object (renewToken while login's
+      // stream was connecting) closed login's: it settles the login.
+      const pending = login || this.#pendingLogin;
       this.#setState('connected');
-      if (login) login.resolve();
+      if (pending) pending.resolve();
     };
     es.onerror = (ev) => {
       if (!this.#streams.has(es)) return;
@@ -342,10 +385,12 @@ export class CallsigClient {
         // the status): one more try with the provider's.
         login.renewed = true;
         const session = this.#session;
+        // Another stream (a renewToken's) may open meanwhile and settle
+        // the login: then there is nothing left to retry or reject.
         this.#refreshToken().then(() => {
-          if (session === this.#session && this.#loggedIn) this.#connect(login);
+          if (session === this.#session && this.#loggedIn && this.#pendingLogin === login) this.#connect(login);
         }, (e) => {
-          if (session !== this.#session) return;
+          if (session !== this.#session || this.#pendingLogin !== login) return;
           this.#loggedIn = false;
           this.#setState('disconnected', 'refused');
           login.reject(e);
@@ -367,6 +412,7 @@ export class CallsigClient {
     };
     for (const type of CALL_EVENTS) es.addEventListener(type, (ev) => this.#onEvent(es, type, ev));
     es.addEventListener('reset', (ev) => this.#onReset(es, ev));
+    es.addEventListener('synced', (ev) => this.#onSynced(es, ev));
     es.addEventListener('tokenWillExpire', (ev) => this.#onTokenWillExpire(es, ev));
   }
 
@@ -412,6 +458,18 @@ export class CallsigClient {
       return; // the server sends JSON only
     }
     this.#emit(type, data);
+  }
+
+  // synced ends the opening of a stream opened without a position (after
+  // the pending invitations): its id is the head of the user's log, the
+  // position to reopen from. Without it, a stream the client reopens
+  // itself (a renewal, a reconnection after a refusal) resumed from the
+  // last pending invitation and handed the history since over again.
+  #onSynced(es, ev) {
+    if (!this.#streams.has(es)) return;
+    this.#unsynced.delete(es);
+    const id = Number(ev.lastEventId);
+    if (ev.lastEventId !== '' && Number.isSafeInteger(id) && id > this.#lastEventID) this.#lastEventID = id;
     if (this.#renewOnEvent?.es === es) this.#renewAgain(this.#renewOnEvent);
   }
 
@@ -442,9 +500,9 @@ export class CallsigClient {
       // es's token is about to expire (the renewal was for that) and es
       // will not be warned again. Made again at once, the renewal would
       // resume from no position, and might miss what es had not delivered
-      // when it opened and closed es: it waits for es's next event (the
-      // replay comes right after the reset) to resume from its id, or
-      // RESET_RENEW_DELAY when none comes (nothing pending).
+      // when it opened and closed es: it waits for es's synced event (which
+      // ends the replay after the reset) to resume from the head, or
+      // RESET_RENEW_DELAY should it not come.
       const again = {es, chain};
       this.#renewOnEvent = again;
       clearTimeout(this.#renewTimer);
@@ -454,8 +512,8 @@ export class CallsigClient {
     this.#emit('reset', {});
   }
 
-  // renewAgain makes the renewal that a reset on es dropped again, from
-  // es's position. The client's token is the one the dropped renewal was
+  // renewAgain makes the renewal that a reset on es dropped (or that
+  // renewToken put off until es had a position) again, from es's position. The client's token is the one the dropped renewal was
   // opened with (given by renewToken, or fetched from the provider), or a
   // later one renewToken gave: used when newer than es's, without asking
   // the provider again; else es is renewed the way a warning renews it
