@@ -292,3 +292,25 @@ func TestWebhookPushRequestedOnlyForOfflineUsers(t *testing.T) {
 		}
 	})
 }
+
+// A webhook id that is no id (a NUL, a byte that is not UTF-8) is refused
+// before the store, on every backend: PostgreSQL answered it with an
+// encoding error, a 500 (found by review).
+func TestWebhookIDThatIsNoID(t *testing.T) {
+	testkit.Matrix(t, func(t *testing.T, backend testkit.Option) {
+		s := testkit.Start(t, backend)
+		admin := s.Admin()
+		for _, r := range []struct{ method, path string }{
+			{"GET", "/webhooks/%00"},
+			{"GET", "/webhooks/%FF"},
+			{"GET", "/webhooks/%00/deliveries"},
+			{"DELETE", "/webhooks/wh%00x"},
+			{"POST", "/webhooks/%00/deliveries/1/retry"},
+		} {
+			p := admin.Do(r.method, r.path, nil).WantProblem(http.StatusBadRequest, "invalid_request")
+			if len(p.Errors) == 0 || p.Errors[0].Field != "id" {
+				t.Errorf("%s %s: errors %+v, want id", r.method, r.path, p.Errors)
+			}
+		}
+	})
+}
