@@ -372,7 +372,10 @@ func (d *Dispatcher) deliver(ctx context.Context, workers *sync.WaitGroup, a Att
 	}
 	d.report(a.EndpointID, b.record(failed, o.At, d.breakerO))
 	if b.state == BreakerClosed && b.failures == 0 {
-		delete(d.breakers, a.EndpointID) // a closed, healthy breaker is the default
+		// A closed, healthy breaker is the default, kept by nobody: its
+		// series go with it, or an endpoint that tripped, recovered and
+		// was deleted left them for as long as the process lives.
+		d.forgetBreaker(a.EndpointID)
 	}
 }
 
