@@ -70,7 +70,7 @@ func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(cal
 	err := s.retryConflicts(ctx, func() error {
 		return s.inPipeTx(ctx, func(p *pipe) error {
 			n = 0
-			tx, err := p.ready(ctx)
+			tx, ctx, err := p.ready(ctx)
 			if err != nil {
 				return err
 			}

@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -32,6 +33,32 @@ type pipe struct {
 	conn   *sqlx.Conn
 	queued pgx.Batch // statements not sent yet, in order
 	begun  bool      // BEGIN has been sent (possibly with a failed pipeline)
+	// deadline bounds every statement of the transaction, those sent with
+	// a use-case's context too (see writeContext); release ends the
+	// timers bound set, when the transaction is over.
+	deadline time.Time
+	release  []context.CancelFunc
+}
+
+// bound returns ctx with the transaction's deadline, unless ctx ends
+// sooner: a use-case's context may have no deadline (a background loop's)
+// or a later one, and a statement of the transaction must not wait past
+// it on a path gone silent.
+func (p *pipe) bound(ctx context.Context) context.Context {
+	if d, ok := ctx.Deadline(); ok && !d.After(p.deadline) || p.deadline.IsZero() {
+		return ctx
+	}
+	ctx, cancel := context.WithDeadline(ctx, p.deadline)
+	p.release = append(p.release, cancel)
+	return ctx
+}
+
+// close ends the timers of bound.
+func (p *pipe) close() {
+	for _, cancel := range p.release {
+		cancel()
+	}
+	p.release = nil
 }
 
 // queue appends b's statements to those waiting for the next flush.
@@ -54,14 +81,16 @@ func (p *pipe) flush(ctx context.Context) error {
 		b.QueuedQueries = append([]*pgx.QueuedQuery{{SQL: "BEGIN"}}, b.QueuedQueries...)
 		p.begun = true
 	}
+	ctx = p.bound(ctx)
 	return checked(p.raw(func(c *pgx.Conn) error { return c.SendBatch(ctx, &b).Close() }))
 }
 
 // ready flushes before a statement sent by other means (sqlx on p.conn):
 // the queued statements go first, so all run in the order they were asked
-// for, and the transaction has begun.
-func (p *pipe) ready(ctx context.Context) (*sqlx.Conn, error) {
-	return p.conn, p.flush(ctx)
+// for, and the transaction has begun. The statement is to be sent with
+// the context returned, which has the transaction's deadline (bound).
+func (p *pipe) ready(ctx context.Context) (*sqlx.Conn, context.Context, error) {
+	return p.conn, p.bound(ctx), p.flush(ctx)
 }
 
 // commit sends COMMIT behind the statements still queued. A transaction in
@@ -146,7 +175,9 @@ func (s *Store) inPipeTx(ctx context.Context, fn func(p *pipe) error) error {
 		return s.failed(fmt.Errorf("db: begin: %w", err))
 	}
 	defer conn.Close()
-	p := &pipe{conn: conn}
+	deadline, _ := wctx.Deadline()
+	p := &pipe{conn: conn, deadline: deadline}
+	defer p.close()
 	if err := contained(p, fn); err != nil {
 		p.abort(wctx)
 		return s.failed(err)

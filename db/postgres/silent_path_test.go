@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"callsig/internal/pgtest"
 	"callsig/internal/testkit"
 	"callsig/internal/wait"
+	"callsig/webhooks"
 )
 
 // A network path to PostgreSQL that goes silent (packets dropped, no
@@ -37,14 +39,30 @@ func TestSilentPathFailsWithinBounds(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	proxy.Freeze()
-	// A background loop's write has no deadline of its own; a request's
-	// has one past the store's bound.
-	for name, ctx := range map[string]context.Context{"no deadline": context.Background(), "a request's": withTimeout(t, 30*time.Second)} {
-		start := time.Now()
-		err := save(ctx, "during-"+strings.ReplaceAll(name, " ", "-"))
-		if took := time.Since(start); took > 5*time.Second || !errors.Is(err, calls.ErrUnavailable) {
-			t.Errorf("a write with %s deadline on a silent path: %v after %v; want unavailable within about 2 s", name, err, took)
+	// A write whose first statement is a read (a use-case loading its
+	// call) sends it with the use-case's context, before COMMIT.
+	load := func(ctx context.Context, _ string) error {
+		return s.Update(ctx, func(tx calls.Tx) error { _, err := tx.Call(ctx, "before"); return err })
+	}
+	warm := 0
+	for name, write := range map[string]func(context.Context, string) error{"save": save, "load": load} {
+		// A background loop's write has no deadline of its own; a
+		// request's has one past the store's bound.
+		for deadline, ctx := range map[string]context.Context{"no deadline": context.Background(), "a request's": withTimeout(t, 30*time.Second)} {
+			// On a connection just used (a pool checks one idle for
+			// long before handing it out, with the transaction's bound).
+			proxy.Thaw()
+			var last error
+			warm++
+			if !wait.Until(20*time.Second, func() bool { last = save(context.Background(), fmt.Sprint("warm", warm)); return last == nil }) {
+				t.Fatalf("no write before freezing: %v", last)
+			}
+			proxy.Freeze()
+			start := time.Now()
+			err := write(ctx, fmt.Sprint("during", warm))
+			if took := time.Since(start); took > 5*time.Second || !errors.Is(err, calls.ErrUnavailable) {
+				t.Errorf("%s with %s deadline on a silent path: %v after %v; want unavailable within about 2 s", name, deadline, err, took)
+			}
 		}
 	}
 	start := time.Now()
@@ -66,4 +84,27 @@ func withTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// A write transaction whose deadline passes between its statements is
+// rolled back by database/sql, and what it sends next fails with
+// sql.ErrTxDone: that is the write out of time (503), not a bug (500).
+func TestWriteOutOfTimeIsUnavailable(t *testing.T) {
+	s, err := postgres.Open(context.Background(), pgtest.NewDatabase(t), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := withTimeout(t, 300*time.Millisecond)
+	err = s.UpdateWebhooks(ctx, func(tx webhooks.Tx) error {
+		if _, err := tx.IdempotencyRecord(ctx, "admin", "k", 1); err != nil {
+			return err
+		}
+		<-ctx.Done() // the request's time runs out mid-transaction
+		time.Sleep(50 * time.Millisecond)
+		return nil
+	})
+	if !errors.Is(err, calls.ErrUnavailable) {
+		t.Fatalf("a write out of time = %v, want unavailable", err)
+	}
 }

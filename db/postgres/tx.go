@@ -428,7 +428,7 @@ var (
 // with seq > after in which no invitee has accepted, oldest first, with
 // their users, the calls locked until the transaction ends.
 func (t *callsTx) CallerOfflineCalls(ctx context.Context, userID string, after int64, limit int) ([]*calls.Call, error) {
-	conn, err := t.p.ready(ctx)
+	conn, ctx, err := t.p.ready(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -439,7 +439,7 @@ func (t *callsTx) CallerOfflineCalls(ctx context.Context, userID string, after i
 // calls with seq > after in which no invitee has accepted, in seq order,
 // locked as CallerOfflineCalls' are.
 func (t *callsTx) TrackedCallerOfflineCalls(ctx context.Context, after int64, limit int) ([]*calls.Call, error) {
-	conn, err := t.p.ready(ctx)
+	conn, ctx, err := t.p.ready(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -129,12 +129,23 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	}
 	if err := contained(tx, fn); err != nil {
 		_ = tx.Rollback()
-		return s.failed(err)
+		return s.failed(outOfTime(wctx, err))
 	}
 	if err := tx.Commit(); err != nil {
-		return s.failed(fmt.Errorf("db: commit: %w", err))
+		return s.failed(outOfTime(wctx, fmt.Errorf("db: commit: %w", err)))
 	}
 	return nil
+}
+
+// outOfTime marks err unavailable when the write transaction's deadline
+// has passed: database/sql rolls the transaction back then, and what
+// comes after (a statement, COMMIT) fails with sql.ErrTxDone, which is
+// no bug of the request's but its time run out (503, not 500).
+func outOfTime(wctx context.Context, err error) error {
+	if wctx.Err() != nil && !errors.Is(err, calls.ErrUnavailable) {
+		return fmt.Errorf("%w: the write ran out of time: %w", calls.ErrUnavailable, err)
+	}
+	return err
 }
 
 // writeContext is the context of a write transaction: ctx without its
