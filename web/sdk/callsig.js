@@ -288,8 +288,10 @@ export class CallsigClient {
       return;
     }
     if (!newerToken(token, this.#streamTokens.get(es))) return;
-    if (this.#lastEventID < 0 || this.#unsynced.has(es)) {
+    if ((this.#lastEventID < 0 || this.#unsynced.has(es)) && this.#renewals.get(es)?.openedAt) {
       // No position yet: es's opening (its synced event) has not come.
+      // (Not open yet, es has handed nothing over, and the renewal loses
+      // nothing by going now: it gets the pending invitations itself.)
       // Reopened now, the stream would start at the head of the log, and
       // closing es would drop what es holds before it; the renewal waits
       // for es's next event, or POSITION_WAIT when none comes.
