@@ -202,7 +202,8 @@ func (s *sseStream) read(r *bufio.Reader) error {
 			if idSeen {
 				s.lastID = id
 			}
-			if hasData {
+			// synced ends a new stream's opening: no event of the load.
+			if hasData && ev.typ != "synced" {
 				ev.id, ev.data, ev.at = s.lastID, data, time.Now()
 				s.counters.events.Add(1)
 				if s.onEvent != nil {
