@@ -148,6 +148,7 @@ type authenticator struct {
 	validator *jwt.Validator // then checks its claims, with the parser's options
 	methods   []string       // the algorithms admitted
 	cache     *tokenCache
+	failures  *rateLimiter // failed logins per address (authfail.go); nil: not limited
 }
 
 // maxTokenLength bounds a token before any work is done on it. Real ones
@@ -385,8 +386,12 @@ func (a *authenticator) requireUser(fromQuery bool) func(http.Handler) http.Hand
 				unauthorized(w, r, "missing bearer token", false)
 				return
 			}
+			if a.refuseFailing(w, r) {
+				return
+			}
 			user, admin, exp, err := a.parse(r.Context(), token)
 			if err != nil {
+				a.failed(r)
 				unauthorized(w, r, err.Error(), true)
 				return
 			}
@@ -413,6 +418,9 @@ func (a *authenticator) requireAdmin(next http.Handler) http.Handler {
 			unauthorized(w, r, "missing bearer token", false)
 			return
 		}
+		if a.refuseFailing(w, r) {
+			return
+		}
 		r, info := ensureInfo(r)
 		if a.cfg.AdminToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(a.cfg.AdminToken)) == 1 {
 			info.user, info.device, info.admin = adminTokenUser, DefaultDevice, true
@@ -421,6 +429,7 @@ func (a *authenticator) requireAdmin(next http.Handler) http.Handler {
 		}
 		user, admin, _, err := a.parse(r.Context(), token)
 		if err != nil {
+			a.failed(r)
 			unauthorized(w, r, err.Error(), true)
 			return
 		}

@@ -118,6 +118,7 @@ func New(d Deps) (http.Handler, error) {
 	}
 	if d.RateLimit > 0 {
 		s.limit = newRateLimiter(d.RateLimit, d.RateBurst, time.Now).middleware
+		s.auth.limitFailures(time.Now)
 	}
 	if d.Idempotency != nil {
 		s.idem = newIdempotency(d.Idempotency, time.Now).middleware

@@ -73,6 +73,7 @@ func token(t *testing.T, sub string, extra jwt.MapClaims) string {
 type req struct {
 	method, path, body string
 	header             map[string]string
+	remote             string // RemoteAddr ("": httptest's 192.0.2.1:1234)
 }
 
 // do serves one request and returns the recorded response.
@@ -82,6 +83,9 @@ func do(h http.Handler, rq req) *httptest.ResponseRecorder {
 		body = strings.NewReader(rq.body)
 	}
 	r := httptest.NewRequest(rq.method, rq.path, body)
+	if rq.remote != "" {
+		r.RemoteAddr = rq.remote
+	}
 	if rq.body != "" {
 		r.Header.Set("Content-Type", "application/json")
 	}
