@@ -257,8 +257,10 @@ func idempotencyScope(r *http.Request) string {
 // another device under the same key is another request, not a replay of
 // the first device's answer. also is the form without the device, which
 // versions before it stored: a record made by one still matches (a retry
-// across the upgrade is replayed, never run again), and a request made
-// without X-Device-ID has only that form.
+// across the upgrade is replayed, never run again). A request without
+// X-Device-ID is the default device's, with a form of its own: were it
+// the older form, a retry of its key from another device would match
+// it, and be told the default device's answer.
 func fingerprint(method, path, device string, body []byte) (fp, also string) {
 	h := sha256.New()
 	h.Write([]byte(method))
@@ -267,8 +269,8 @@ func fingerprint(method, path, device string, body []byte) (fp, also string) {
 	h.Write([]byte{0})
 	h.Write(body)
 	legacy := hex.EncodeToString(h.Sum(nil))
-	if device == "" || device == DefaultDevice {
-		return legacy, ""
+	if device == "" {
+		device = DefaultDevice
 	}
 	h.Write([]byte{0})
 	h.Write([]byte(device))

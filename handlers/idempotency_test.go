@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"callsig/calls"
 	"callsig/db/sqlite"
 )
 
@@ -188,17 +189,23 @@ func TestFingerprintCoversTheDevice(t *testing.T) {
 	def, defAlso := fingerprint("POST", "/calls/c/accept", DefaultDevice, body)
 	phone, phoneAlso := fingerprint("POST", "/calls/c/accept", "phone", body)
 	tablet, tabletAlso := fingerprint("POST", "/calls/c/accept", "tablet", body)
-	switch {
-	case none != def || noneAlso != "" || defAlso != "":
-		t.Errorf("no device and the default device differ: %s %q, %s %q", none, noneAlso, def, defAlso)
-	case phone == tablet || phone == none:
-		t.Errorf("devices not told apart: phone %s, tablet %s, none %s", phone, tablet, none)
-	case phoneAlso != none || tabletAlso != none:
-		t.Errorf("older form %s / %s, want the form without a device %s", phoneAlso, tabletAlso, none)
-	}
 	// The form without a device is the one versions before it stored.
 	h := sha256.Sum256([]byte("POST\x00/calls/c/accept\x00" + string(body)))
-	if want := hex.EncodeToString(h[:]); none != want {
-		t.Errorf("fingerprint without a device %s, want the older versions' %s", none, want)
+	legacy := hex.EncodeToString(h[:])
+	switch {
+	case none != def || noneAlso != defAlso:
+		t.Errorf("no device and the default device differ: %s %q, %s %q", none, noneAlso, def, defAlso)
+	case phone == tablet || phone == none || none == legacy:
+		t.Errorf("devices not told apart: phone %s, tablet %s, default %s, older form %s", phone, tablet, none, legacy)
+	case noneAlso != legacy || phoneAlso != legacy || tabletAlso != legacy:
+		t.Errorf("older forms %s / %s / %s, want the form without a device %s", noneAlso, phoneAlso, tabletAlso, legacy)
+	}
+	// A key first used without X-Device-ID, retried from another device,
+	// is another request (it matched the older form, and was replayed).
+	if (&calls.Idempotency{Fingerprint: phone, Also: phoneAlso}).Matches(none) {
+		t.Errorf("the default device's record matches a retry from the phone")
+	}
+	if !(&calls.Idempotency{Fingerprint: phone, Also: phoneAlso}).Matches(legacy) || !(&calls.Idempotency{Fingerprint: none, Also: noneAlso}).Matches(legacy) {
+		t.Errorf("a record stored before the upgrade no longer matches")
 	}
 }
