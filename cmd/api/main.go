@@ -75,7 +75,7 @@ func serve(ctx context.Context, stopSignals func(), args []string, getenv func(s
 		return err
 	}
 	ln = a.Listener(ln) // the connection cap
-	log.Info("callsig listening", "addr", ln.Addr().String(), "db", cfg.DB, "synchronous", cfg.Synchronous, "max_connections", a.MaxConnections())
+	log.Info("callsig listening", "addr", ln.Addr().String(), "db", app.RedactedDB(cfg.DB), "synchronous", cfg.Synchronous, "max_connections", a.MaxConnections())
 
 	// The background parts outlive the signal: they stop only once the
 	// HTTP server has finished its requests.

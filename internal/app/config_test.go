@@ -72,3 +72,16 @@ func TestConfigGCHeadroom(t *testing.T) {
 		t.Errorf("a negative headroom: %v", err)
 	}
 }
+
+// The startup log names the database without its password.
+func TestRedactedDB(t *testing.T) {
+	for dsn, want := range map[string]string{
+		"callsig.db": "callsig.db",
+		"postgres://callsig:S3cretPW@db.example:5432/callsig?sslmode=require": "postgres://callsig:xxxxx@db.example:5432/callsig?sslmode=require",
+		"postgresql://db.example/callsig":                                     "postgresql://db.example/callsig",
+	} {
+		if got := RedactedDB(dsn); got != want || strings.Contains(got, "S3cretPW") {
+			t.Errorf("RedactedDB(%q) = %q, want %q", dsn, got, want)
+		}
+	}
+}

@@ -69,6 +69,19 @@ func describePostgres(dsn string) (host, database string) {
 	return host, database
 }
 
+// RedactedDB is what may be logged of the CALLSIG_DB setting: a SQLite
+// path as it is, a PostgreSQL URL with its password replaced by xxxxx.
+func RedactedDB(dsn string) string {
+	if !IsPostgresDSN(dsn) {
+		return dsn
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "postgres://?" // unparsable: it may hold a password anywhere
+	}
+	return u.Redacted()
+}
+
 // redactDSN keeps a password in dsn out of err's text.
 func redactDSN(err error, dsn string) error {
 	u, perr := url.Parse(dsn)
