@@ -23,7 +23,7 @@ const (
 	// holds the single writer (and the requests queued behind it) for long.
 	DefaultPruneBatch = 500
 	// minExpireAfter is the least time a pending delivery is overdue
-	// before it is failed as expired: past the retry schedule's 32 hours.
+	// before it is failed as expired: past the retry schedule's ~28 hours.
 	minExpireAfter = 48 * time.Hour
 )
 
