@@ -457,3 +457,27 @@ func streamCancelled(h *Hub, user string) bool {
 	list := h.users[user]
 	return len(list) == 0 || list[0].conn.SetReadDeadline(time.Time{}) != nil
 }
+
+// A new stream whose pending invitations cannot be read (the store
+// unavailable, the read timed out) ends with a reset, as one evicted while
+// opening does: it ended with nothing, and its client came back as a new
+// stream that never got what was committed since the first subscribed
+// (found by review).
+func TestNewStreamWhoseOpeningFailsEndsWithReset(t *testing.T) {
+	r := newRig(t, Options{})
+	r.log.pendingGate = newGate(1)
+	r.log.mu.Lock()
+	r.log.pendingErr = calls.ErrUnavailable
+	r.log.mu.Unlock()
+	c := r.open("bob", "d", "")
+	if b := c.raw(); b.event != "" || b.id != "" {
+		t.Fatalf("opening %+v", b)
+	}
+	<-r.log.pendingGate.entered
+	r.hub.Committed(r.log.add(inv("bob", "c1")), 0) // subscribed: in its buffer
+	close(r.log.pendingGate.hold)
+	if b := c.raw(); b.event != "reset" {
+		t.Fatalf("after the failed read %+v, want reset", b)
+	}
+	c.ended()
+}

@@ -30,8 +30,9 @@ type memLog struct {
 	unreceived map[string][]int64
 	// reads counts EventsAfter calls per user.
 	reads map[string]int
-	// afterErr, when set, is what EventsAfter returns (after counting).
-	afterErr error
+	// afterErr, when set, is what EventsAfter returns (after counting);
+	// pendingErr what the next PendingInvitations returns (once).
+	afterErr, pendingErr error
 	// Gates, when set, hold a kind of read: PendingInvitations, EventsAfter
 	// and OldestEventID.
 	pendingGate, afterGate, oldestGate readGate
@@ -109,6 +110,10 @@ func (l *memLog) PendingInvitations(ctx context.Context, user string, limit int)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if err := l.pendingErr; err != nil {
+		l.pendingErr = nil
+		return nil, err
+	}
 	ids := l.pending[user]
 	if len(ids) > limit {
 		ids = ids[len(ids)-limit:]

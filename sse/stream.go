@@ -345,7 +345,7 @@ func (st *stream) open(last int64, resume bool, head int64) error {
 		return err
 	})
 	if err != nil {
-		st.resetIfEvicted()
+		st.resetOpening()
 		return err
 	}
 	if reset {
@@ -888,21 +888,18 @@ func (st *stream) stopping() error {
 	}
 }
 
-// resetIfEvicted tells the client of a stream evicted while it opened
-// (see Hub.evictOldest), before its id-only block, to re-sync: its client
-// holds no position in the log (or an older one, about to be reset), and
-// coming back as a new stream it would miss, without a word, what was
-// committed since this one subscribed. Eviction cuts the opening's reads
+// resetOpening tells the client of a new (or reset) stream that ends
+// before its synced event, its pending invitations unread (evicted at the
+// per-user cap, see Hub.evictOldest, or the read failed or timed out), to
+// re-sync: its client holds no position in the log (or an older one,
+// about to be reset), and coming back as a new stream it would miss,
+// without a word, what was committed since this one subscribed (its own
+// callInvitationCreated, say). A reset makes that lossless as any reset
+// is: the client reloads what it shows. Eviction cuts the opening's reads
 // short, so that a user opening streams in a loop while reads are slow
-// holds at most the cap's worth of them; a reset makes that lossless as
-// any reset is: the client reloads what it shows. Best effort: the write
-// is bounded by the stream's write deadline.
-func (st *stream) resetIfEvicted() {
-	select {
-	case <-st.sub.evicted:
-	default:
-		return
-	}
+// holds at most the cap's worth of them. Best effort: the write is bounded
+// by the stream's write deadline.
+func (st *stream) resetOpening() {
 	if st.writeRaw(resetBlock) == nil {
 		_ = st.flush()
 	}
