@@ -481,3 +481,59 @@ func TestNewStreamWhoseOpeningFailsEndsWithReset(t *testing.T) {
 	}
 	c.ended()
 }
+
+// A resumed catch-up longer than a page, pruned between two pages, ends
+// the stream rather than skip the events pruned: its client resumes from
+// its last id and is told to reset. Only the first page was checked, and
+// the rest went on from where it was, without a word (found by review).
+func TestCatchUpPrunedBetweenPagesEndsTheStream(t *testing.T) {
+	r := newRig(t, Options{})
+	var evs []calls.Event
+	for i := range pageSize + 44 {
+		evs = append(evs, inv("bob", fmt.Sprint("c", i)))
+	}
+	r.hub.Committed(r.log.add(evs...), 0)
+	r.log.mu.Lock()
+	r.log.onAfter = func(n int) {
+		if n == 2 { // between the first page and the second
+			r.log.mu.Lock()
+			r.log.events = r.log.events[pageSize+24:] // ids up to 280 pruned
+			r.log.mu.Unlock()
+		}
+	}
+	r.log.mu.Unlock()
+	c := r.open("bob", "d", "0")
+	if b := c.raw(); b.id != "0" {
+		t.Fatalf("opening %+v, want the id repeated", b)
+	}
+	var last string
+	for i := range pageSize {
+		b, ok := <-c.blocks
+		if !ok {
+			t.Fatalf("ended after %d blocks, last %s", i, last)
+		}
+		last = b.id
+	}
+	if last != fmt.Sprint(pageSize) {
+		t.Fatalf("first page ended at %s, want %d", last, pageSize)
+	}
+	c.ended()
+	for {
+		select {
+		case b, ok := <-c.blocks:
+			if !ok {
+				goto resumed
+			}
+			if b.event != "" {
+				t.Fatalf("after the first page %+v: events %d..%d were pruned meanwhile and skipped", b, pageSize+1, pageSize+24)
+			}
+		default:
+			goto resumed
+		}
+	}
+resumed:
+	c = r.open("bob", "d", last)
+	if b := c.next(); b.event != "reset" {
+		t.Fatalf("resuming from %s: %+v, want reset", last, b)
+	}
+}

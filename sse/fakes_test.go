@@ -30,6 +30,10 @@ type memLog struct {
 	unreceived map[string][]int64
 	// reads counts EventsAfter calls per user.
 	reads map[string]int
+	// onAfter, when set, runs as an EventsAfter begins, with the number
+	// of its call (from 1), before the read (a pruning between pages).
+	onAfter func(n int)
+	afters  int
 	// afterErr, when set, is what EventsAfter returns (after counting);
 	// pendingErr what the next PendingInvitations returns (once).
 	afterErr, pendingErr error
@@ -86,6 +90,13 @@ func (l *memLog) add(evs ...calls.Event) []calls.Event {
 func (l *memLog) EventsAfter(ctx context.Context, user string, after int64, limit int) ([]calls.Event, error) {
 	if err := l.afterGate.wait(ctx); err != nil {
 		return nil, err
+	}
+	l.mu.Lock()
+	l.afters++
+	n, hook := l.afters, l.onAfter
+	l.mu.Unlock()
+	if hook != nil {
+		hook(n)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -32,6 +32,10 @@ var (
 	errEvicted  = errors.New("sse: closed for a newer stream of the user")
 	// errTokenExpired ends a stream at its token's exp.
 	errTokenExpired = errors.New("sse: the stream's token expired")
+	// errPrunedBehind ends a stream whose catch-up found the log pruned
+	// past its position between two pages: its client resumes from its
+	// last id, and is told to reset.
+	errPrunedBehind = errors.New("sse: the log was pruned past the stream's position during its catch-up")
 )
 
 // ServeEvents streams userID's events to a client on deviceID (GET /events;
@@ -331,7 +335,7 @@ func (st *stream) open(last int64, resume bool, head int64) error {
 		}
 		if !gap {
 			if more {
-				if err := st.catchUp(false); err != nil {
+				if err := st.catchUp(false, 0); err != nil {
 					return err
 				}
 			}
@@ -599,16 +603,35 @@ func (st *stream) pending(list []calls.Event, head int64) error {
 // catchUp writes the user's events after lastID from the log, a page per
 // bounded read. lagging marks a live stream that fell behind: its lag is
 // measured from the events' own time when the clock is real.
-func (st *stream) catchUp(lagging bool) error {
-	for {
+//
+// From page checkFrom on (0: the first), the oldest id is read after each
+// page, as resumeFrom does for its first: a long catch-up at the
+// retention's edge, pruned between two pages, skipped the events pruned
+// without a reset. Such a gap cannot be reset in place, frames written,
+// so the stream ends (errPrunedBehind): its client resumes from its last
+// id and is told to reset. The first page of a live stream's catch-up is
+// not checked: its position is recent, far from what pruning removes.
+func (st *stream) catchUp(lagging bool, checkFrom int) error {
+	for page := 0; ; page++ {
 		var list []calls.Event
+		from, gap := st.lastID, false
 		err := st.read(func(ctx context.Context) (err error) {
 			st.h.m.logReads.Inc()
-			list, err = st.h.o.Log.EventsAfter(ctx, st.user, st.lastID, pageSize)
+			if list, err = st.h.o.Log.EventsAfter(ctx, st.user, from, pageSize); err != nil || page < checkFrom {
+				return err
+			}
+			oldest, err := st.h.o.Log.OldestEventID(ctx)
+			gap = oldest > from+1 || oldest == 0 && len(list) == 0
 			return err
 		})
 		if err != nil {
 			return err
+		}
+		if gap {
+			// What was written is the client's: its last id is where it
+			// resumes from, to be told to reset.
+			_ = st.flush()
+			return errPrunedBehind
 		}
 		if err := st.writePage(list, lagging); err != nil {
 			return err
@@ -721,7 +744,7 @@ func (st *stream) batch() error {
 			st.sub.reading.Store(true) // before the flag is taken: see Hub.catchUp
 		}
 		if st.sub.lagging.Swap(false) {
-			if err := st.catchUp(true); err != nil {
+			if err := st.catchUp(true, 1); err != nil {
 				if !storeDown(err) || st.ctx.Err() != nil {
 					return err
 				}
