@@ -49,9 +49,20 @@ var (
 	WHERE p.state IN ('` + string(calls.StateInviting) + `', '` + string(calls.StateNotYetReceived) + `')`
 	// EventRecipientsSQL(from id, to id, limit) reads a range of ids.
 	EventRecipientsSQL = `SELECT DISTINCT user_id FROM events WHERE id BETWEEN ? AND ? LIMIT ?`
-	// PruneEventsSQL(before, limit) deletes one batch of the oldest events.
+	// PruneEventsSQL(before, limit) deletes one batch of the oldest events:
+	// of the first limit by id, those before the first one at or after
+	// before. What is kept is a suffix of the ids, as the streams' gap
+	// check (OldestEventID) assumes: pruned by time alone, a newer id
+	// whose time came earlier (taken before its write, or on a node whose
+	// clock is behind) went while an older one stayed, and a client
+	// resuming between them skipped it without a reset. An event older
+	// than before stays while one before it in id order is not (seconds
+	// of clock skew at most).
 	PruneEventsSQL = `DELETE FROM events WHERE id IN (
-	SELECT id FROM events WHERE time < ? ORDER BY time LIMIT ?)`
+	SELECT f.id FROM (
+		SELECT id, MIN(CASE WHEN time >= ? THEN id END) OVER () AS stop
+		FROM (SELECT id, time FROM events ORDER BY id LIMIT ?) x) f
+	WHERE f.stop IS NULL OR f.id < f.stop)`
 
 	sqlOldestEventID = `SELECT COALESCE(MIN(id), 0) FROM events`
 

@@ -26,7 +26,8 @@ var (
 	// The recipients read a range of the primary key; the distinct users
 	// are gathered in a temp b-tree bounded by the range.
 	sqlEventRecipients = db.EventRecipientsSQL
-	// Pruning deletes one batch from the front of events_by_time.
+	// Pruning deletes one batch from the front of the ids (see
+	// db.PruneEventsSQL).
 	sqlPruneEvents = db.PruneEventsSQL
 )
 
