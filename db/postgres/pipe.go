@@ -35,9 +35,13 @@ type pipe struct {
 	begun  bool      // BEGIN has been sent (possibly with a failed pipeline)
 	// deadline bounds every statement of the transaction, those sent with
 	// a use-case's context too (see writeContext); release ends the
-	// timers bound set, when the transaction is over.
-	deadline time.Time
-	release  []context.CancelFunc
+	// timers bound set, when the transaction is over. boundOf and bounded
+	// are bound's last answer: a use-case sends all its statements with
+	// one context, which then costs one timer a transaction, not one a
+	// round trip.
+	deadline         time.Time
+	release          []context.CancelFunc
+	boundOf, bounded context.Context
 }
 
 // bound returns ctx with the transaction's deadline, unless ctx ends
@@ -48,9 +52,13 @@ func (p *pipe) bound(ctx context.Context) context.Context {
 	if d, ok := ctx.Deadline(); ok && !d.After(p.deadline) || p.deadline.IsZero() {
 		return ctx
 	}
-	ctx, cancel := context.WithDeadline(ctx, p.deadline)
+	if ctx == p.boundOf {
+		return p.bounded
+	}
+	b, cancel := context.WithDeadline(ctx, p.deadline)
 	p.release = append(p.release, cancel)
-	return ctx
+	p.boundOf, p.bounded = ctx, b
+	return b
 }
 
 // close ends the timers of bound.
