@@ -85,7 +85,10 @@ func (s *fakeStore) SweepDead(context.Context, string) (int, []string, error) {
 }
 
 func (s *fakeStore) RemoveNode(_ context.Context, node string) error {
-	s.sweptBy(node)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.nodes, node)
+	delete(s.rows, node)
 	return nil
 }
 
@@ -97,10 +100,12 @@ func (s *fakeStore) ClearNode(_ context.Context, node string) ([]string, error) 
 }
 
 // sweptBy deletes node's lease row and presence rows, as another node's
-// sweep does when node's lease lapsed.
-func (s *fakeStore) sweptBy(node string) {
+// sweep does when node's lease lapsed, and makes the next failAdds
+// AddPresences fail (the database still flapping).
+func (s *fakeStore) sweptBy(node string, failAdds int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.failAdds = failAdds
 	delete(s.nodes, node)
 	delete(s.rows, node)
 }
@@ -205,10 +210,7 @@ func TestRenewRewritesPresenceUntilDone(t *testing.T) {
 
 	t.Run("rows write fails", func(t *testing.T) {
 		n := newRewriteNode(t)
-		n.store.sweptBy("a")
-		n.store.mu.Lock()
-		n.store.failAdds = 1
-		n.store.mu.Unlock()
+		n.store.sweptBy("a", 1)
 		n.renew("renewal finding the row re-inserted, rows write failing", nil, none)
 		n.renew("next renewal", rewriteUsers, all)
 		n.renew("renewal once done", rewriteUsers, none)
@@ -216,7 +218,7 @@ func TestRenewRewritesPresenceUntilDone(t *testing.T) {
 
 	t.Run("online report fails", func(t *testing.T) {
 		n := newRewriteNode(t)
-		n.store.sweptBy("a")
+		n.store.sweptBy("a", 0)
 		n.svc.mu.Lock()
 		n.svc.fail["bob"] = 2
 		n.svc.mu.Unlock()
@@ -228,10 +230,7 @@ func TestRenewRewritesPresenceUntilDone(t *testing.T) {
 
 	t.Run("user leaves meanwhile", func(t *testing.T) {
 		n := newRewriteNode(t)
-		n.store.sweptBy("a")
-		n.store.mu.Lock()
-		n.store.failAdds = 1
-		n.store.mu.Unlock()
+		n.store.sweptBy("a", 1)
 		n.renew("renewal finding the row re-inserted, rows write failing", nil, none)
 		if err := n.p.UserOffline(t.Context(), "carol"); err != nil {
 			t.Fatal(err)
