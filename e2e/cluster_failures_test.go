@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"callsig/calls"
+	"callsig/internal/app"
+	"callsig/internal/pgtest"
 	"callsig/internal/testkit"
 	"callsig/internal/wait"
 )
@@ -126,6 +128,19 @@ func TestClusterPostgresUnreachable(t *testing.T) {
 	if res.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("/readyz with PostgreSQL unreachable: %d, want 503", res.StatusCode)
 	}
+	// /metrics serves what it can read: the series the database gives
+	// are left out, the others say what is going on.
+	res, err = http.Get(s.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Errorf("/metrics with PostgreSQL unreachable: %d, want 200", res.StatusCode)
+	}
+	if _, ok := nodeMetric(t, s.URL, "callsig_sse_streams_open"); !ok {
+		t.Errorf("/metrics with PostgreSQL unreachable has no callsig_sse_streams_open")
+	}
 	if bob.Ended() {
 		t.Fatal("the stream ended while PostgreSQL was unreachable")
 	}
@@ -171,4 +186,52 @@ func TestPostgresUnreachableAsTheServerStarts(t *testing.T) {
 	}
 	s.Advance(grace)
 	bob.expect(ev(calls.EventCancelled, c1), changed(c1, "bob=cancelled"))
+}
+
+// One node loses PostgreSQL while the others keep committing: node A,
+// which holds bob's stream, is cut off for longer than the presence lease,
+// and node B invites bob meanwhile. The others count bob offline while A
+// cannot renew its lease; A's stream stays open and shows the invitation.
+// Once A reaches PostgreSQL again, A's delivery report, which waited for
+// it, marks bob received, and bob counts online again for the next
+// invitation; the stream had every event once, in order.
+func TestClusterOneNodeLosesPostgres(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	proxy := testkit.StartTCPProxy(t, "127.0.0.1:5432")
+	node := func(id, db string) *testkit.Server {
+		return testkit.Start(t, testkit.WithDB(db), testkit.WithConfig(func(c *app.Config) {
+			c.NATSURL, c.NodeID, c.PresenceLease = natsURL, id, 2*time.Second
+		}))
+	}
+	a := node("nodea", strings.Replace(dsn, "127.0.0.1:5432", proxy.Addr, 1))
+	b := node("nodeb", dsn)
+	waitNATS(t, a)
+	waitNATS(t, b)
+	bob := listen(t, a, "bob", "")
+	c1 := b.Client("alice").Invite(nil, "bob").CallID
+	bob.expect(ev(calls.EventReceived, c1), changed(c1, "bob=received"))
+
+	proxy.Cut()
+	wait.For(t, 20*time.Second, "node B counts bob offline", func() bool { return !b.App.Presence.Online("bob") })
+	c2 := b.Client("carol").Invite(nil, "bob").CallID
+
+	// Node A hands the invitation to the stream from B's commit report
+	// over NATS, without reading the log. Its report that it did fails
+	// every quick retry and waits for PostgreSQL (parked).
+	bob.expect(ev(calls.EventReceived, c2))
+	parked := func() float64 { v, _ := nodeMetric(t, a.URL, "callsig_sse_reports_parked"); return v }
+	wait.For(t, 20*time.Second, "node A parks its delivery report", func() bool { return parked() >= 1 })
+	if bob.Ended() {
+		t.Fatal("bob's stream on node A ended while A could not reach PostgreSQL")
+	}
+	proxy.Restore()
+	waitReady(t, a)
+	bob.expect(changed(c2, "bob=received"))
+	if n := parked(); n != 0 {
+		t.Errorf("%v reports still parked after the delivery was made", n)
+	}
+	wait.For(t, 20*time.Second, "node B counts bob online again", func() bool { return b.App.Presence.Online("bob") })
+	c3 := b.Client("dave").Invite(nil, "bob").CallID
+	bob.expect(ev(calls.EventReceived, c3), changed(c3, "bob=received"))
+	bob.seenExactlyTheLog()
 }

@@ -2,6 +2,8 @@ package handlers
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -42,7 +44,14 @@ func mountSystem(r chi.Router, s *server) {
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(api.Spec)
 	})
-	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.deps.Registry, promhttp.HandlerOpts{}))
+	// A series that cannot be read now (the database out of reach) is left
+	// out and logged, and the rest is served: a scrape failed whole (500)
+	// when the store was down, taking every other series (NATS, reports
+	// waiting for the store) with it, just when they say what is wrong.
+	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.deps.Registry, promhttp.HandlerOpts{
+		ErrorHandling: promhttp.ContinueOnError,
+		ErrorLog:      scrapeLog{s.log},
+	}))
 	if s.deps.DevToken != nil {
 		r.With(s.limit, bodyLimit(s.deps.BodyLimit), requireJSON, s.validate.middleware, s.idem).
 			Post("/dev/token", devToken(s.deps.DevToken))
@@ -88,4 +97,11 @@ func devToken(mint func(string, time.Duration) (string, time.Time, bool)) http.H
 		}
 		writeJSON(w, r, http.StatusOK, devTokenResult{Token: token, UserID: b.UserID, ExpiresAt: exp.UnixMilli()})
 	}
+}
+
+// scrapeLog logs the series /metrics could not gather (promhttp.Logger).
+type scrapeLog struct{ log *slog.Logger }
+
+func (l scrapeLog) Println(v ...any) {
+	l.log.Warn("metrics: a series could not be gathered and is left out", "err", fmt.Sprint(v...))
 }

@@ -120,7 +120,7 @@ func TestAnnouncedQueuesOnlyWhenUnaccounted(t *testing.T) {
 		{"online report queued, not begun", &presenceState{want: true, dirty: true, queued: true}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := newWork(slog.New(slog.DiscardHandler), nil)
+			w := newWork(slog.New(slog.DiscardHandler), nil, nil)
 			if tc.st != nil {
 				w.users["u"] = tc.st
 				if tc.st.queued {

@@ -149,12 +149,40 @@ func TestFailedPresenceReportIsRetried(t *testing.T) {
 	r.svc.waitReports(t, "failed online bob", "failed online bob", "online bob")
 }
 
+// A report whose every quick retry failed because the store was out of
+// reach (a failover, a cut path) is parked and made once the store
+// answers: the invitation is on the invitee's screen, and a report given
+// up left the invitee "inviting" while its stream stayed open. The same
+// for a presence report.
+func TestReportsWaitForTheStore(t *testing.T) {
+	r := newRig(t, Options{})
+	r.svc.failPresence = deliveryAttempts + 1
+	r.svc.failDeliveries = deliveryAttempts + 1
+	c := r.open("bob", "d", "")
+	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
+	c.next()
+	wait.For(t, 10*time.Second, "both reports made", func() bool {
+		got := r.svc.list()
+		return slices.Contains(got, "online bob") && slices.Contains(got, "delivered c1 bob")
+	})
+	failed := 0
+	for _, rep := range r.svc.list() {
+		if strings.HasPrefix(rep, "failed") {
+			failed++
+		}
+	}
+	if want := 2 * (deliveryAttempts + 1); failed != want {
+		t.Errorf("%d failed reports before both were made, want %d: %v", failed, want, r.svc.list())
+	}
+}
+
 // A delivery report lost for good (every retry failed, or the server died
 // before it) is made again when the client resumes past the invitation:
 // it had the event, its Last-Event-ID says so.
 func TestResumeReportsALostDelivery(t *testing.T) {
 	r := newRig(t, Options{})
 	r.svc.failDeliveries = deliveryAttempts
+	r.svc.failHard = true // not the store out of reach: given up, not parked
 	// The stream resumes while the last failure is still on its way back
 	// (on a loaded box, by chance): the resumed stream's report of c1 must
 	// not be taken for one still under way.

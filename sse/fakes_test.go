@@ -228,6 +228,9 @@ type recorder struct {
 	// recorded as "failed …"); failPresence the same for UserOnline and
 	// UserOffline.
 	failDeliveries, failPresence int
+	// failHard makes MarkDelivered's failures errors of no domain code
+	// (not calls.ErrUnavailable): given up, not parked.
+	failHard bool
 	// lastFailReturns delays the return of the last failing MarkDelivered
 	// past its record, as a store's error arrives after the fact.
 	lastFailReturns time.Duration
@@ -256,10 +259,14 @@ func (r *recorder) MarkDelivered(_ context.Context, callID, user string) error {
 	if fail && r.failDeliveries == 0 {
 		delay = r.lastFailReturns
 	}
+	hard := r.failHard
 	r.mu.Unlock()
 	if fail {
 		_ = r.add("failed " + callID + " " + user)
 		time.Sleep(delay)
+		if hard {
+			return errors.New("db: no such table: calls")
+		}
 		// As a store says it: a passing failure is calls.ErrUnavailable.
 		return fmt.Errorf("db: store unreachable: %w", calls.ErrUnavailable)
 	}

@@ -352,7 +352,7 @@ func New(ctx context.Context, o Options) (*Hub, error) {
 		return nil, err
 	}
 	h := &Hub{
-		o: o, log: o.Logger, m: m, work: newWork(o.Logger, o.Service),
+		o: o, log: o.Logger, m: m, work: newWork(o.Logger, o.Service, m.parked),
 		done: make(chan struct{}), readers: make(chan struct{}, o.LogReaders),
 		users: map[string][]*subscriber{},
 		next:  last + 1, held: map[int64]*frame{},
@@ -387,6 +387,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		wg.Go(func() { h.work.run(ctx) })
 	}
 	wg.Go(func() { h.prune(ctx) })
+	wg.Go(func() { h.work.retryParked(ctx) })
 	if h.perUser() {
 		wg.Go(func() { h.catchUpLoop(ctx) })
 	}

@@ -22,6 +22,9 @@ type metrics struct {
 	logReads, handedOver prometheus.Counter
 	// late counts commit reports of ids already passed (global id order).
 	late prometheus.Counter
+	// parked is how many delivery and presence reports wait for the store
+	// to answer again (see deliveryAttempts).
+	parked prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -71,6 +74,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "callsig_sse_events_late_total",
 			Help: "Events reported committed after the hub had passed their id (global id order, SQLite): given up at a gap, or reported twice. Streams read them from the log; a count that grows with traffic means commits are reported late or twice.",
 		}),
+		parked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "callsig_sse_reports_parked",
+			Help: "Delivery and presence reports that failed every quick retry (the store out of reach) and are tried again every second until it answers.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -107,6 +114,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.late, err = prom.Register(reg, m.late); err != nil {
+		return nil, err
+	}
+	if m.parked, err = prom.Register(reg, m.parked); err != nil {
 		return nil, err
 	}
 	return m, nil

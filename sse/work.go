@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"callsig/calls"
 )
 
@@ -27,6 +29,11 @@ type work struct {
 	queue       []string // users with a report due
 	presenceOff bool     // shutting down: presence changes are not reported
 	deliveries  []delivery
+	// parked are the reports that failed every quick retry, tried again
+	// every parkedRetry (see deliveryAttempts).
+	parked      []delivery
+	parkedUsers []string
+	parkedGauge prometheus.Gauge // nil in tests of work alone
 	// reported holds the event ids already reported as delivered, so an
 	// invitation seen by several streams (devices, tabs) is reported once.
 	reported map[int64]struct{}
@@ -37,6 +44,8 @@ type presenceState struct {
 	dirty         bool // want changed since the last report began
 	queued, busy  bool
 	reporting     bool // busy: the report in flight is "online"
+	parked        bool // in work.parkedUsers
+	failing       bool // the last report failed: one attempt a retry
 	// announced: a stream's announcement (Options.Announce) may have
 	// written the user's presence row since the last report began, which
 	// no report accounts for yet: the next report is made even if the
@@ -47,6 +56,7 @@ type presenceState struct {
 type delivery struct {
 	id           int64 // the invitation event
 	callID, user string
+	parked       bool // tried before, failed: one attempt a retry
 }
 
 // maxReported bounds the dedup set; forgetting it only costs a no-op report.
@@ -58,17 +68,28 @@ const deliveryTimeout = 5 * time.Second
 // A delivery report that fails (the store busy or briefly unreachable) is
 // retried deliveryAttempts times in all, waiting deliveryBackoff, then twice
 // that, and so on (1.5 s in all), holding its worker meanwhile. One that
-// still fails is given up: the invitee stays inviting until its client
-// resumes with a Last-Event-ID past the invitation, which re-derives the
-// report (see stream.rederive), or the invitation times out.
+// still fails as unavailable (the store out of reach for longer: a
+// failover, a cut path) is parked, and tried again every parkedRetry
+// until the store answers: the invitation is on the invitee's screen, and
+// a report given up left the invitee "inviting" (the caller told it was
+// not received) until its client happened to resume. At most maxParked
+// wait so; the oldest beyond are given up. A report that fails otherwise
+// is given up: the invitee stays inviting until its client resumes with a
+// Last-Event-ID past the invitation, which re-derives the report (see
+// stream.rederive), or the invitation times out. A presence report that
+// fails deliveryAttempts times is parked likewise, whatever the error:
+// a lost "online" would let the user's calls end as caller_offline while
+// it is connected, a lost "offline" would never arm its grace period.
 const (
 	deliveryAttempts = 5
 	deliveryBackoff  = 100 * time.Millisecond
+	parkedRetry      = time.Second
+	maxParked        = maxReported
 )
 
-func newWork(log *slog.Logger, svc Service) *work {
+func newWork(log *slog.Logger, svc Service, parked prometheus.Gauge) *work {
 	return &work{
-		log: log, svc: svc, wake: make(chan struct{}, 1),
+		log: log, svc: svc, wake: make(chan struct{}, 1), parkedGauge: parked,
 		users: map[string]*presenceState{}, reported: map[int64]struct{}{},
 	}
 }
@@ -133,7 +154,76 @@ func (w *work) stopPresence() {
 	w.mu.Lock()
 	w.presenceOff = true
 	w.queue = nil
+	for _, user := range w.parkedUsers {
+		if st := w.users[user]; st != nil {
+			st.parked = false
+		}
+	}
+	w.parkedUsers = nil
+	w.countParked()
 	w.mu.Unlock()
+}
+
+// countParked sets the gauge of parked reports. mu is held.
+func (w *work) countParked() {
+	if w.parkedGauge == nil { // tests of work alone
+		return
+	}
+	w.parkedGauge.Set(float64(len(w.parked) + len(w.parkedUsers)))
+}
+
+// retryParked queues the parked reports again every parkedRetry until ctx
+// is done.
+func (w *work) retryParked(ctx context.Context) {
+	t := time.NewTicker(parkedRetry)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		w.unpark()
+	}
+}
+
+// unpark moves the parked reports back to the queues.
+func (w *work) unpark() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.parked) == 0 && len(w.parkedUsers) == 0 {
+		return
+	}
+	w.deliveries = append(w.deliveries, w.parked...)
+	w.parked = nil
+	users := w.parkedUsers
+	w.parkedUsers = nil
+	for _, user := range users {
+		st := w.users[user]
+		if st == nil || !st.parked {
+			continue
+		}
+		st.parked = false
+		if !w.presenceOff {
+			w.due(user, st)
+		}
+	}
+	w.countParked()
+	w.signal()
+}
+
+// park keeps d to be tried again later (see deliveryAttempts). mu is held.
+func (w *work) park(d delivery) {
+	d.parked = true
+	w.parked = append(w.parked, d)
+	if over := len(w.parked) - maxParked; over > 0 {
+		for _, old := range w.parked[:over] {
+			delete(w.reported, old.id) // a resuming stream may report it again
+		}
+		w.log.Error("report delivery: too many parked, the oldest given up", "given_up", over)
+		w.parked = append(w.parked[:0:0], w.parked[over:]...)
+	}
+	w.countParked()
 }
 
 // delivered records that the invitation event id reached one of user's
@@ -191,14 +281,31 @@ func (w *work) step(ctx context.Context) bool {
 		}
 		online := st.want
 		st.busy, st.reporting, st.dirty, st.announced = true, online, false, false
+		retry := st.failing
 		more := len(w.queue) > 0 || len(w.deliveries) > 0
 		w.mu.Unlock()
 		if more {
 			w.signal() // let another worker take the rest meanwhile
 		}
-		w.reportPresence(ctx, user, online)
+		ok := w.reportPresence(ctx, user, online, retry)
 		w.mu.Lock()
-		st.busy, st.applied = false, online
+		st.busy, st.failing = false, !ok
+		if ok {
+			st.applied = online
+		} else if !w.presenceOff && ctx.Err() == nil {
+			// Not applied, as far as we know: made again once the
+			// store answers (or sooner, when the user's presence
+			// changes meanwhile). It may have committed; both
+			// reports are idempotent.
+			st.dirty = true
+			if !st.parked {
+				st.parked = true
+				w.parkedUsers = append(w.parkedUsers, user)
+				w.countParked()
+			}
+			w.mu.Unlock()
+			return true
+		}
 		if st.dirty && !w.presenceOff {
 			st.queued = true
 			w.queue = append(w.queue, user)
@@ -217,7 +324,11 @@ func (w *work) step(ctx context.Context) bool {
 		if more {
 			w.signal()
 		}
-		w.reportDelivery(ctx, d, deliveryAttempts)
+		attempts := deliveryAttempts
+		if d.parked {
+			attempts = 1 // the store was out of reach: once a retry
+		}
+		w.reportDelivery(ctx, d, attempts)
 		return true
 	}
 	w.mu.Unlock()
@@ -232,10 +343,10 @@ func (w *work) forget(user string, st *presenceState) {
 }
 
 // reportPresence reports user online or offline, retrying with backoff
-// (as many times as a delivery report) while ctx lasts: a lost "online"
-// would let a caller's calls end as caller_offline while it is connected,
-// a lost "offline" would never arm its grace period.
-func (w *work) reportPresence(ctx context.Context, user string, online bool) {
+// (as many times as a delivery report) while ctx lasts, once only when
+// retry (a parked report tried again), and says whether the report was
+// made. A report that fails is parked (see deliveryAttempts).
+func (w *work) reportPresence(ctx context.Context, user string, online, retry bool) bool {
 	wait := deliveryBackoff
 	for n := 1; ; n++ {
 		var err error
@@ -244,18 +355,26 @@ func (w *work) reportPresence(ctx context.Context, user string, online bool) {
 		} else {
 			err = w.svc.UserOffline(ctx, user)
 		}
-		if err == nil || ctx.Err() != nil {
-			return
+		if err == nil {
+			if retry {
+				w.log.Info("report presence: made after the store came back", "user", user, "online", online)
+			}
+			return true
 		}
-		if n >= deliveryAttempts {
-			w.log.Error("report presence", "user", user, "online", online, "attempts", n, "err", err)
-			return
+		if ctx.Err() != nil {
+			return false
+		}
+		if retry || n >= deliveryAttempts {
+			if !retry {
+				w.log.Error("report presence: parked, tried again every second", "user", user, "online", online, "attempts", n, "err", err)
+			}
+			return false
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return false
 		case <-t.C:
 		}
 		wait *= 2
@@ -278,14 +397,27 @@ func (w *work) reportDelivery(ctx context.Context, d delivery, attempts int) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliveryTimeout)
 		err := w.svc.MarkDelivered(rctx, d.callID, d.user)
 		cancel()
-		if code := calls.CodeOf(err); err == nil || code != "" && code != calls.CodeUnavailable {
+		code := calls.CodeOf(err)
+		if err == nil || code != "" && code != calls.CodeUnavailable {
 			// Done, or refused for good (the call is gone): no retry helps.
 			// Unavailable is a domain error too, but a passing one (the
 			// store cut off, busy or restarting): dropped after one try,
 			// the invitee stayed "inviting" with the invitation on screen.
+			if err == nil && d.parked {
+				w.log.Info("report delivery: made after the store came back", "call", d.callID, "user", d.user)
+			}
 			return
 		}
 		if n >= attempts || ctx.Err() != nil {
+			if code == calls.CodeUnavailable && ctx.Err() == nil {
+				if !d.parked {
+					w.log.Error("report delivery: parked, tried again every second", "call", d.callID, "user", d.user, "attempts", n, "err", err)
+				}
+				w.mu.Lock()
+				w.park(d)
+				w.mu.Unlock()
+				return
+			}
 			w.log.Error("report delivery", "call", d.callID, "user", d.user, "attempts", n, "err", err)
 			w.forgetReported(d.id) // a resuming stream may report it again
 			return
@@ -311,8 +443,9 @@ func (w *work) forgetReported(id int64) {
 // one attempt each.
 func (w *work) drain(ctx context.Context) {
 	w.mu.Lock()
-	rest := w.deliveries
-	w.deliveries = nil
+	rest := append(w.deliveries, w.parked...)
+	w.deliveries, w.parked = nil, nil
+	w.countParked()
 	w.mu.Unlock()
 	for _, d := range rest {
 		w.reportDelivery(ctx, d, 1)

@@ -35,7 +35,7 @@ func TestPresenceAndDeliveryReports(t *testing.T) {
 // caller may have created calls while it looked offline).
 func TestPresenceReportsCoalesce(t *testing.T) {
 	rec := newRecorder()
-	w := newWork(slog.New(slog.DiscardHandler), rec)
+	w := newWork(slog.New(slog.DiscardHandler), rec, nil)
 	ctx := context.Background()
 	drain := func() {
 		for w.step(ctx) {
