@@ -8,6 +8,7 @@ package sqlite
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"syscall"
@@ -313,5 +314,40 @@ func TestCancelledWhileWaitingForTheFsync(t *testing.T) {
 	got, err := s.LookupIdempotency(context.Background(), "alice", "k-cancel", 2)
 	if err != nil || got == nil {
 		t.Fatalf("retry lookup: %v, %v; want the record", got, err)
+	}
+}
+
+// A request that fills the disk makes SQLite roll back the whole batch's
+// transaction (SQLITE_FULL): every request of the batch, not only the one
+// that hit it, was undone by the storage and is told "not now" (503).
+// Their error used to be the failed ROLLBACK TO ("no such savepoint", a
+// plain SQL error) that followed, which the HTTP layer answered with 500.
+func TestFullDiskFailsTheWholeBatchAsUnavailable(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	if err := <-goWrite(s, ctx, insertEvent("warm")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-goWrite(s, ctx, func(tx *sqlx.Tx) error {
+		var n int
+		if err := tx.Get(&n, `PRAGMA page_count`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(fmt.Sprintf(`PRAGMA max_page_count = %d`, n))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	big := func(tx *sqlx.Tx) error {
+		_, err := tx.Exec(`INSERT INTO events (user_id, type, data, time) VALUES ('x', 't', ?, 1)`, strings.Repeat("x", 200000))
+		return err
+	}
+	errs := inOneBatch(t, s, insertEvent("a"), big, insertEvent("b"))
+	for i, err := range errs {
+		if err == nil {
+			t.Errorf("request %d of a batch whose transaction SQLite rolled back succeeded", i)
+		} else if !errors.Is(err, calls.ErrUnavailable) {
+			t.Errorf("request %d: %v, want unavailable (503), not a 500", i, err)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	msqlite "modernc.org/sqlite"
 
+	"callsig/calls"
 	"callsig/db"
 )
 
@@ -241,7 +242,7 @@ func (b *openBatch) run(s *Store, reqs []*writeRequest) {
 				b.guarded = b.guarded || (err == nil && !r.callsOnly)
 			}
 			if fatal != nil {
-				b.rollback(s, fatal) // the transaction is unusable; its outcome is fatal
+				b.rollback(s, broken(fatal)) // the transaction is unusable; its outcome is fatal
 			} else if err == nil {
 				b.keepEvents(s)
 			}
@@ -406,7 +407,7 @@ func (s *Store) runSavepoint(tx *sqlx.Tx, fn func(tx *sqlx.Tx) error) (err, fata
 	}
 	s.cache.rolledBack()
 	if _, rerr := s.txStmt(tx, s.wst.rollbackTo).Exec(); rerr != nil {
-		return err, fmt.Errorf("db: rollback to savepoint: %w (after %w)", rerr, err)
+		return err, fmt.Errorf("db: rollback to savepoint after %w: %w", err, rerr)
 	}
 	// ROLLBACK TO keeps the savepoint open; release it so the next request
 	// starts from the same nesting depth.
@@ -414,6 +415,19 @@ func (s *Store) runSavepoint(tx *sqlx.Tx, fn func(tx *sqlx.Tx) error) (err, fata
 		return err, fmt.Errorf("db: release savepoint: %w", rerr)
 	}
 	return err, nil
+}
+
+// broken is the outcome of every request of a batch whose transaction
+// broke under it (the savepoint machinery failed: SQLite rolled the whole
+// transaction back on SQLITE_FULL or an I/O error): none of them was
+// applied and each may succeed later, a "not now" (503) whatever the
+// statement that found it out says. The requests beside the one that hit
+// the full disk were told "no such savepoint", a plain SQL error: 500.
+func broken(err error) error {
+	if errors.Is(err, calls.ErrUnavailable) {
+		return err
+	}
+	return fmt.Errorf("%w: the batch's transaction broke: %w", calls.ErrUnavailable, err)
 }
 
 // callContained runs fn, turning a panic into a *db.PanicError.
