@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/jmoiron/sqlx"
 
@@ -320,10 +321,13 @@ func (t *callsTx) TrackedCallerOfflineCalls(ctx context.Context, after int64, li
 
 // sqlBusyUsers is the busy check (calls.Tx.BusyUsers): the invitees, as a
 // JSON array, each looked up in migration 0005's partial index
-// call_users_busy, which holds only users accepted in a started call.
-const sqlBusyUsers = `SELECT DISTINCT u.user_id FROM call_users u JOIN calls c ON c.seq = u.call_seq
-	WHERE u.user_id IN (SELECT value FROM json_each(?)) AND u.busy = 1 AND c.id <> ?
-	ORDER BY u.user_id`
+// call_users_busy, which holds only users accepted in a started call, up
+// to its first row (EXISTS), in the array's order. A join read every busy
+// row of each invitee: a user accepted in 200,000 started calls (advanced
+// calls are never ended for it) held the one writer 52 ms for each
+// invitation that named it with another invitee.
+const sqlBusyUsers = `SELECT j.value FROM json_each(?) j WHERE EXISTS (SELECT 1 FROM call_users u
+	JOIN calls c ON c.seq = u.call_seq WHERE u.user_id = j.value AND u.busy = 1 AND c.id <> ?)`
 
 // sqlUserBusy is sqlBusyUsers for one invitee, the usual invitation: one
 // lookup in call_users_busy, without the JSON table, the sort and sqlx's
@@ -358,5 +362,6 @@ func (t *callsTx) BusyUsers(ctx context.Context, userIDs []string, exceptCallID 
 	if err := t.stmt(t.s.wst.busyUsers).SelectContext(ctx, &busy, string(ids), exceptCallID); err != nil {
 		return nil, fmt.Errorf("db: busy users: %w", err)
 	}
-	return busy, nil
+	slices.Sort(busy)
+	return slices.Compact(busy), nil
 }
