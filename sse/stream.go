@@ -489,6 +489,7 @@ func (st *stream) expired(last, head int64) (bool, error) {
 	if last < 0 {
 		return true, nil
 	}
+	var moved int64
 	if st.h.perUser() {
 		// head is the user's newest id: above it, last is no id this
 		// user was given (and resuming from it would skip the user's
@@ -498,8 +499,8 @@ func (st *stream) expired(last, head int64) (bool, error) {
 			return false, nil
 		}
 		if last > head {
-			moved, err := st.movedEventID()
-			if err != nil {
+			var err error
+			if moved, err = st.movedEventID(); err != nil {
 				return false, err
 			}
 			if last > moved {
@@ -522,7 +523,13 @@ func (st *stream) expired(last, head int64) (bool, error) {
 			return err
 		}
 		if oldest == 0 {
-			expired = last < head // everything up to head was pruned
+			// Everything up to head was pruned, and with a log moved
+			// from SQLite everything up to where its ids ended: a user
+			// with no event since the move has head 0, so an id SQLite
+			// gave below its last one may be followed by events of the
+			// user's that are gone (a client resumed from it silently
+			// skipped them).
+			expired = last < max(head, moved)
 		} else {
 			expired = last < oldest-1
 		}

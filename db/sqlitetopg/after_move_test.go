@@ -190,3 +190,40 @@ func TestLeasedDeliveryWaitsForItsLeaseAfterMove(t *testing.T) {
 		t.Fatalf("attempts %d, want 2", l[0].Attempts)
 	}
 }
+
+// A client holding an id SQLite gave, below where SQLite's ids ended, is
+// told to reset after the move when the log kept nothing (pruned past its
+// retention before the move): its user may have had events after that id,
+// gone now, as SQLite itself says. Its user has no id on PostgreSQL (head
+// 0), and the check used to compare with that head only: the client
+// resumed and silently skipped what it had missed.
+func TestEmptyLogAfterMoveResets(t *testing.T) {
+	s1 := testkit.Start(t, testkit.WithFakeClock())
+	c1 := s1.Client("alice").Invite(nil, "bob").CallID
+	held := s1.Log("bob")[0].ID // bob's client has his first event only
+	s1.Client("bob").Action(c1, "reject", nil).Want(http.StatusOK)
+	stoppedAt := s1.Clock.Now()
+	s1.Stop()
+	execSQLite(t, s1.Config.DB, stmt{q: `DELETE FROM events`}) // pruned past the retention
+	h := strconv.FormatInt(held, 10)
+
+	s0 := testkit.Start(t, testkit.WithDB(s1.Config.DB), testkit.WithFakeClockAt(stoppedAt))
+	st0 := s0.Stream("bob", "", h)
+	e0, ok := st0.TryNext(2 * time.Second)
+	st0.Close()
+	s0.Stop()
+	if !ok || e0.Type != "reset" {
+		t.Fatalf("premise: on SQLite bob's client resuming from %s read %v, want reset", h, e0.Type)
+	}
+
+	dsn := pgtest.NewDatabase(t)
+	if _, err := Copy(context.Background(), s1.Config.DB, dsn, Options{Now: s1.Clock.Now}); err != nil {
+		t.Fatal(err)
+	}
+	s2 := testkit.Start(t, testkit.WithDB(dsn), testkit.WithFakeClockAt(stoppedAt))
+	st2 := s2.Stream("bob", "", h)
+	defer st2.Close()
+	if e, ok := st2.TryNext(5 * time.Second); !ok || e.Type != "reset" {
+		t.Fatalf("after the move bob's client resuming from %s read ok=%v %q, want reset", h, ok, e.Type)
+	}
+}
