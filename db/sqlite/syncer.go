@@ -172,12 +172,20 @@ func (s *Store) runSyncer() {
 		}
 		for _, b := range pending {
 			for i, r := range b.batch {
+				// A batch that did not commit, or whose fsync failed,
+				// answers every request so, even one that failed on its
+				// own: its failure may rest on a batch-mate's change
+				// that never took effect (a cancel refused as
+				// call_ended after an accept in the same batch: a 409
+				// for a call still ringing, kept as the answer of its
+				// Idempotency-Key for a day). Nothing of it applied, so
+				// a retry learns the truth.
 				err := b.errs[i]
-				if err == nil {
-					err = b.err
-				}
-				if err == nil {
-					err = syncErr
+				switch {
+				case b.err != nil:
+					err = broken(b.err)
+				case syncErr != nil:
+					err = broken(syncErr)
 				}
 				r.done <- err
 			}

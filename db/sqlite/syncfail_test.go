@@ -351,3 +351,71 @@ func TestFullDiskFailsTheWholeBatchAsUnavailable(t *testing.T) {
 		}
 	}
 }
+
+// signalStore is a calls.Store that says when each use-case's fn has run
+// in the writer, so a test can place two use-cases in one batch.
+type signalStore struct {
+	*Store
+	ran chan error
+}
+
+func (w signalStore) Update(ctx context.Context, fn func(calls.Tx) error) error {
+	return w.Store.Update(ctx, func(tx calls.Tx) error { err := fn(tx); w.ran <- err; return err })
+}
+
+// A request that fails on its own in a batch that never becomes durable
+// is answered as the batch is (503), not with its own error: that error
+// may rest on a batch-mate's change that never took effect. Here bob's
+// accept and alice's cancel share a batch; the cancel is refused because
+// the accept ended the call; the batch then fails (its COMMIT cannot
+// write the WAL, or an fsync before it fails). The call still rings, and
+// alice was told call_ended, kept as her Idempotency-Key's answer.
+func TestBatchMatesOfAFailedBatchAreUnavailable(t *testing.T) {
+	for _, failure := range []string{"fsync", "commit"} {
+		t.Run(failure, func(t *testing.T) {
+			s := openTest(t)
+			ctx := context.Background()
+			w := signalStore{s, make(chan error, 16)}
+			svc := calls.NewService(calls.Options{Store: w})
+			res, err := svc.Invite(ctx, calls.Actor{UserID: "alice"}, calls.InviteInput{Invitees: []string{"bob"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			<-w.ran
+			var fail error
+			if failure == "fsync" {
+				fail = errors.New("EIO")
+			}
+			entered, open, _ := gatedSyncFailing(t, s, fail)
+			warm := goWrite(s, ctx, insertEvent("warm"))
+			<-entered // the writer holds its next batch open meanwhile
+			accepted, cancelled := make(chan error, 1), make(chan error, 1)
+			go func() {
+				_, err := svc.Accept(ctx, calls.Actor{UserID: "bob"}, res.CallID, "")
+				accepted <- err
+			}()
+			if err := <-w.ran; err != nil {
+				t.Fatalf("accept in the open batch: %v", err)
+			}
+			go func() {
+				_, err := svc.Cancel(ctx, calls.Actor{UserID: "alice"}, res.CallID, calls.CancelInput{})
+				cancelled <- err
+			}()
+			if err := <-w.ran; calls.CodeOf(err) == "" {
+				t.Fatalf("premise: the cancel after the accept in the same batch: %v, want refused", err)
+			}
+			if failure == "commit" {
+				defer limitFileSize(t, walSize(t, s))()
+			}
+			open()
+			<-warm
+			acc, can := <-accepted, <-cancelled
+			if !errors.Is(acc, calls.ErrUnavailable) {
+				t.Fatalf("premise: the accept of the failed batch: %v, want unavailable", acc)
+			}
+			if !errors.Is(can, calls.ErrUnavailable) {
+				t.Errorf("the cancel of the failed batch, refused on the accept's change: %v, want unavailable (the call still rings)", can)
+			}
+		})
+	}
+}
