@@ -60,9 +60,20 @@ type tokenClaims struct {
 	seconds map[string]float64
 }
 
-// iatSkew is how far in the future a token's iat may lie: the clock of the
-// machine that minted it may run a little ahead of ours.
+// iatSkew is how far in the future a token's iat or nbf may lie: the
+// clock of the machine that minted it may run a little ahead of ours (a
+// provider that sets nbf to iat, as Azure AD does, was refused for 2 s of
+// skew). exp gets none: a token is never taken after it.
 const iatSkew = 5 * time.Second
+
+// registeredClaims are the claims jwt decodes into its RegisteredClaims.
+var registeredClaims = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti"}
+
+// errClaimCase: a registered claim's name in another case ("Exp"), which
+// Go's JSON decoding takes for the claim itself, after the checks of the
+// exact name: an expired token with "Exp" in the future passed, as did
+// another app's token with "AUD" naming this one.
+var errClaimCase = errors.New("token has a claim named as a registered one in another case")
 
 // errClaimNotNumber: exp, iat or nbf given as something other than a JSON
 // number. RFC 7519 NumericDate is a number; jwt's decoder also takes
@@ -95,6 +106,13 @@ func (c *tokenClaims) UnmarshalJSON(b []byte) error {
 	var all map[string]json.RawMessage
 	if err := json.Unmarshal(b, &all); err != nil {
 		return err
+	}
+	for name := range all {
+		for _, r := range registeredClaims {
+			if name != r && strings.EqualFold(name, r) {
+				return errClaimCase
+			}
+		}
 	}
 	for _, name := range []string{"exp", "iat", "nbf"} {
 		raw, ok := all[name]
@@ -136,8 +154,13 @@ func (c *tokenClaims) Validate() error {
 			return errTimeOutOfRange
 		}
 	}
-	if c.IssuedAt != nil && c.IssuedAt.After(time.Now().Add(iatSkew)) {
+	now := time.Now()
+	if c.IssuedAt != nil && c.IssuedAt.After(now.Add(iatSkew)) {
 		return errIssuedInFuture
+	}
+	// jwt's leeway (iatSkew, for nbf) applies to exp too: none for it.
+	if c.ExpiresAt != nil && !now.Before(c.ExpiresAt.Time) {
+		return jwt.ErrTokenExpired
 	}
 	return nil
 }
@@ -157,10 +180,11 @@ type authenticator struct {
 const maxTokenLength = 16 << 10
 
 // Verified tokens are remembered for a minute, at most 100,000 of them
-// (about 40 MB at worst, with 300-byte tokens).
+// and 64 MiB of them (a 16 KiB token counts as such).
 const (
-	tokenCacheTTL = time.Minute
-	tokenCacheMax = 100_000
+	tokenCacheTTL   = time.Minute
+	tokenCacheMax   = 100_000
+	tokenCacheBytes = 64 << 20
 )
 
 func newAuthenticator(cfg AuthConfig) *authenticator {
@@ -177,7 +201,10 @@ func newAuthenticator(cfg AuthConfig) *authenticator {
 	if cfg.JWKS != nil {
 		methods = append(methods, jwksMethods...)
 	}
-	opts := []jwt.ParserOption{jwt.WithValidMethods(methods), jwt.WithExpirationRequired()}
+	// Strict decoding refuses a segment whose last character carries
+	// bits past the data: otherwise one token had 16 spellings, each
+	// verified and cached on its own (see tokenCharsOK).
+	opts := []jwt.ParserOption{jwt.WithValidMethods(methods), jwt.WithExpirationRequired(), jwt.WithStrictDecoding(), jwt.WithLeeway(iatSkew)}
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
 	}
@@ -185,7 +212,7 @@ func newAuthenticator(cfg AuthConfig) *authenticator {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
 	return &authenticator{cfg: cfg, parser: jwt.NewParser(opts...), validator: jwt.NewValidator(opts...), methods: methods,
-		cache: newTokenCache(tokenCacheTTL, tokenCacheMax)}
+		cache: newTokenCache(tokenCacheTTL, tokenCacheMax, tokenCacheBytes)}
 }
 
 // keyFor picks the verification key: the secret for HS256, the provider's
@@ -223,6 +250,9 @@ func (a *authenticator) parse(ctx context.Context, token string) (user string, a
 func (a *authenticator) verify(ctx context.Context, token string) (user string, admin bool, exp time.Time, err error) {
 	if len(token) > maxTokenLength {
 		return "", false, time.Time{}, errors.New("token is longer than 16 KiB")
+	}
+	if !tokenCharsOK(token) {
+		return "", false, time.Time{}, errors.New("token is invalid: a JWT has only base64url characters and dots")
 	}
 	c := tokenClaims{userClaim: a.cfg.UserClaim}
 	method, err := a.checkSignature(ctx, token)
@@ -313,9 +343,25 @@ func (a *authenticator) checkSignature(ctx context.Context, token string) (jwt.S
 	return method, nil
 }
 
+// tokenCharsOK reports whether token has only the characters of a JWT's
+// compact form (base64url segments and dots). The base64 decoder skips
+// line breaks, so a token with line breaks put in (%0A in the query string
+// of GET /events) verified as the same token, and each spelling was
+// cached on its own: one valid token filled the cache with 1.6 GB.
+func tokenCharsOK(token string) bool {
+	for i := range len(token) {
+		switch c := token[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // ourTokenErrors are the token errors of ours, with messages for the
 // client, that jwt wraps in its own words.
-var ourTokenErrors = []error{errClaimNotNumber, errIssuedInFuture, errNotValidYet, errTimeOutOfRange, errJWKSUnavailable, errNoKID, errUnknownKID, errKeyMismatch}
+var ourTokenErrors = []error{errClaimNotNumber, errClaimCase, errIssuedInFuture, errNotValidYet, errTimeOutOfRange, errJWKSUnavailable, errNoKID, errUnknownKID, errKeyMismatch}
 
 func isOurs(err error) bool {
 	for _, e := range ourTokenErrors {

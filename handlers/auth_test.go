@@ -79,6 +79,12 @@ func TestRequireUser(t *testing.T) {
 		{name: "iat in the future", header: "Bearer " + token(t, "alice", jwt.MapClaims{"iat": time.Now().Add(time.Hour).Unix()}), want: 401, wantBody: "token iat is in the future"},
 		{name: "iat within clock skew", header: "Bearer " + token(t, "alice", jwt.MapClaims{"iat": time.Now().Add(2 * time.Second).Unix()}), want: 200},
 		{name: "iat in the past", header: "Bearer " + token(t, "alice", jwt.MapClaims{"iat": time.Now().Add(-time.Hour).Unix()}), want: 200},
+		{name: "exp just passed (no leeway)", header: "Bearer " + token(t, "alice", jwt.MapClaims{"exp": time.Now().Add(-time.Second).Unix()}), want: 401, wantBody: "token is expired"},
+		{name: "nbf within clock skew", header: "Bearer " + token(t, "alice", jwt.MapClaims{"nbf": time.Now().Add(2 * time.Second).Unix()}), want: 200},
+		{name: "nbf in the future", header: "Bearer " + token(t, "alice", jwt.MapClaims{"nbf": time.Now().Add(time.Minute).Unix()}), want: 401, wantBody: "not valid yet"},
+		{name: "Exp beside an expired exp", header: "Bearer " + token(t, "alice", jwt.MapClaims{"exp": time.Now().Add(-time.Hour).Unix(), "Exp": strconv.FormatInt(exp, 10)}), want: 401, wantBody: "another case"},
+		{name: "NBF far ahead", header: "Bearer " + token(t, "alice", jwt.MapClaims{"NBF": 1e300}), want: 401, wantBody: "another case"},
+		{name: "AUD beside another app's aud", cfg: AuthConfig{Audience: "api"}, header: "Bearer " + token(t, "alice", jwt.MapClaims{"aud": "web", "AUD": "api"}), want: 401},
 		{name: "exp as a string", header: "Bearer " + token(t, "alice", jwt.MapClaims{"exp": strconv.FormatInt(exp, 10)}), want: 401, wantBody: "must be JSON numbers"},
 		{name: "iat as a string", header: "Bearer " + token(t, "alice", jwt.MapClaims{"iat": strconv.FormatInt(time.Now().Unix(), 10)}), want: 401, wantBody: "must be JSON numbers"},
 		{name: "nbf as a string", header: "Bearer " + token(t, "alice", jwt.MapClaims{"nbf": "0"}), want: 401, wantBody: "must be JSON numbers"},
@@ -357,5 +363,36 @@ func TestMintTokenRoundTrip(t *testing.T) {
 	}
 	if user, _, _, err := uid.parse(context.Background(), tok); err != nil || user != "carol" {
 		t.Fatalf("parse(minted with uid) = %q %v", user, err)
+	}
+}
+
+// A verified token has one spelling: the same token with line breaks put
+// in (which the base64 decoder skips; %0A in the query string of GET
+// /events) or with its signature's last character carrying stray bits
+// verified too, and each spelling was cached on its own, so one valid
+// token could fill the verified-token cache with 1.6 GB.
+func TestOneSpellingOfAToken(t *testing.T) {
+	a := newAuthenticator(AuthConfig{Secret: testSecret})
+	tok := token(t, "alice", nil)
+	if _, _, _, err := a.parse(context.Background(), tok); err != nil {
+		t.Fatalf("the token itself: %v", err)
+	}
+	dot := strings.LastIndex(tok, ".")
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, tok[len(tok)-1])
+	for name, spelling := range map[string]string{
+		"line breaks in the signature":     tok[:dot+1] + "\n" + tok[dot+1:] + "\r\n",
+		"a line break before it":           tok[:dot] + "\n" + tok[dot:],
+		"stray bits in the last character": tok[:len(tok)-1] + string(alphabet[last|1]),
+	} {
+		if spelling == tok {
+			t.Fatalf("%s: the spelling is the token", name)
+		}
+		if _, _, _, err := a.parse(context.Background(), spelling); err == nil {
+			t.Errorf("%s: verified", name)
+		}
+	}
+	if n := len(a.cache.entries); n != 1 {
+		t.Errorf("%d cached entries, want the one token", n)
 	}
 }

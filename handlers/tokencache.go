@@ -18,11 +18,13 @@ import (
 // not cached: a bad token pays the full check every time, which costs the
 // sender as much as the server.
 type tokenCache struct {
-	ttl time.Duration
-	max int
+	ttl      time.Duration
+	max      int // entries
+	maxBytes int // of the tokens, which are the keys
 
 	mu      sync.Mutex
 	entries map[string]verifiedToken
+	bytes   int
 }
 
 // verifiedToken is what parse returned for a token.
@@ -33,8 +35,8 @@ type verifiedToken struct {
 	until time.Time // the entry's own expiry: verified at + ttl
 }
 
-func newTokenCache(ttl time.Duration, max int) *tokenCache {
-	return &tokenCache{ttl: ttl, max: max, entries: map[string]verifiedToken{}}
+func newTokenCache(ttl time.Duration, max, maxBytes int) *tokenCache {
+	return &tokenCache{ttl: ttl, max: max, maxBytes: maxBytes, entries: map[string]verifiedToken{}}
 }
 
 // get returns the entry of token while both it and the token are live.
@@ -43,21 +45,27 @@ func (c *tokenCache) get(token string, now time.Time) (verifiedToken, bool) {
 	v, ok := c.entries[token]
 	if ok && (!now.Before(v.until) || !now.Before(v.exp)) {
 		delete(c.entries, token)
+		c.bytes -= len(token)
 		ok = false
 	}
 	c.mu.Unlock()
 	return v, ok
 }
 
-// put remembers a verified token. At max entries the cache is emptied
-// first: a crude bound, but a cheap one, and a full cache only costs one
-// verification per active token to refill.
+// put remembers a verified token. At max entries or maxBytes the cache is
+// emptied first: a crude bound, but a cheap one, and a full cache only
+// costs one verification per active token to refill.
 func (c *tokenCache) put(token string, v verifiedToken, now time.Time) {
 	v.until = now.Add(c.ttl)
 	c.mu.Lock()
-	if len(c.entries) >= c.max {
+	if _, ok := c.entries[token]; ok {
+		c.bytes -= len(token)
+	}
+	if len(c.entries) >= c.max || c.bytes+len(token) > c.maxBytes {
 		clear(c.entries)
+		c.bytes = 0
 	}
 	c.entries[token] = v
+	c.bytes += len(token)
 	c.mu.Unlock()
 }

@@ -21,7 +21,7 @@ func TestTokenCache(t *testing.T) {
 		{"at the token's exp", 30 * time.Second, 30 * time.Second, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newTokenCache(time.Minute, 10)
+			c := newTokenCache(time.Minute, 10, 1<<20)
 			v.exp = t0.Add(tc.exp)
 			c.put("tok", v, t0)
 			got, ok := c.get("tok", t0.Add(tc.at))
@@ -36,13 +36,28 @@ func TestTokenCache(t *testing.T) {
 			}
 		})
 	}
-	if _, ok := newTokenCache(time.Minute, 10).get("never verified", t0); ok {
+	if _, ok := newTokenCache(time.Minute, 10, 1<<20).get("never verified", t0); ok {
 		t.Fatal("a token never verified is a hit")
 	}
 }
 
+func TestTokenCacheIsBoundedInBytes(t *testing.T) {
+	c := newTokenCache(time.Minute, 100, 10)
+	t0 := time.Unix(1_000_000, 0)
+	v := verifiedToken{user: "u", exp: t0.Add(time.Hour)}
+	c.put("abcdef", v, t0)
+	c.put("abcdef", v, t0) // the same token again takes no more room
+	if _, ok := c.get("abcdef", t0); !ok || c.bytes != 6 {
+		t.Fatalf("after the same token twice: cached %v, %d bytes; want cached, 6", ok, c.bytes)
+	}
+	c.put("ghijkl", v, t0)
+	if _, ok := c.get("abcdef", t0); ok || c.bytes != 6 {
+		t.Fatalf("past 10 bytes: the first kept %v, %d bytes; want emptied first, 6", ok, c.bytes)
+	}
+}
+
 func TestTokenCacheIsBounded(t *testing.T) {
-	c := newTokenCache(time.Minute, 100)
+	c := newTokenCache(time.Minute, 100, 1<<20)
 	t0 := time.Unix(1_000_000, 0)
 	for i := range 1000 {
 		c.put(fmt.Sprint("tok", i), verifiedToken{user: "u", exp: t0.Add(time.Hour)}, t0)
