@@ -199,6 +199,13 @@ func (j *JWKS) key(ctx context.Context, t *jwt.Token) (any, error) {
 	if kid == "" {
 		return nil, errNoKID
 	}
+	// A refresh for an unknown kid runs past the request that asked for
+	// it (bounded by the fetch's own timeout): it takes the rate
+	// limiter's slot (UnknownKIDEvery) for everyone, and a client that
+	// hung up at once cancelled it, leaving the provider's newly published
+	// key unlearnt until the slot came round again.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*jwksFetchTimeout)
+	defer cancel()
 	// Read first on its own so "unknown kid" (including a refresh refused
 	// by the rate limiter or failed) is told apart from a key that does
 	// not fit; the keyfunc's own read below then hits the cache.

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -116,5 +117,58 @@ func TestJWKSRefreshFailureKeepsKeys(t *testing.T) {
 	wait.For(t, 10*time.Second, "refreshes against the provider while it is down", func() bool { return hits.Load() >= failedFrom+3 })
 	if user, _, _, err := a.parse(context.Background(), signed); err != nil || user != "alice" {
 		t.Fatalf("after failed refreshes: %q %v", user, err)
+	}
+}
+
+// A client naming a made-up kid that hangs up at once does not spend the
+// unknown-kid refresh for everyone: the refresh ran on its request's
+// context, was cancelled with it, and still took the rate limiter's slot
+// (30 s), so a real token signed with the provider's newly published key
+// was refused, and an unauthenticated client repeating this every 30 s
+// left new keys to the hourly refresh.
+func TestHungUpUnknownKIDDoesNotStallKeyRotation(t *testing.T) {
+	doc1, _ := ed25519KeySet(t)
+	doc2, priv2 := ed25519KeySet(t) // the rotated key, also kid "ed-1" in its doc
+	var rotated atomic.Bool
+	provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // a real provider is a WAN and a TLS handshake away
+		case <-time.After(150 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+		if rotated.Load() {
+			_, _ = w.Write(bytes.Replace(doc2, []byte(`"ed-1"`), []byte(`"ed-2"`), 1))
+			return
+		}
+		_, _ = w.Write(doc1)
+	}))
+	defer provider.Close()
+	j, err := NewJWKS(JWKSOptions{URL: provider.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- j.Run(ctx) }()
+	defer func() { cancel(); <-ran }()
+	wait.For(t, 10*time.Second, "the first fetch", func() bool { return j.current.Load() != nil })
+	a := newAuthenticator(AuthConfig{Secret: testSecret, JWKS: j})
+	sign := func(kid string, key ed25519.PrivateKey) string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
+		tok.Header["kid"] = kid
+		s, err := tok.SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+
+	rotated.Store(true)
+	_, junk, _ := ed25519.GenerateKey(rand.Reader) // no valid signature needed
+	gone, hangUp := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	_, _, _, _ = a.parse(gone, sign("made-up", junk))
+	hangUp()
+	if user, _, _, err := a.parse(context.Background(), sign("ed-2", priv2)); err != nil || user != "alice" {
+		t.Fatalf("a token signed with the key the provider rotated to: %q %v", user, err)
 	}
 }
