@@ -624,6 +624,13 @@ func testCallCounts(t *testing.T, s db.Store) {
 	if started, ended, err := s.CallCounts(ctx); err != nil || started != 2 || ended != 1 {
 		t.Errorf("CallCounts = %d started, %d ended (%v), want 2 and 1", started, ended, err)
 	}
+	// The calls kept, not the calls ever made: pruned ones are gone.
+	if n, err := s.PruneCalls(ctx, 3000); err != nil || n != 1 {
+		t.Fatalf("PruneCalls = %d, %v; want the ended call", n, err)
+	}
+	if started, ended, err := s.CallCounts(ctx); err != nil || started != 2 || ended != 0 {
+		t.Errorf("CallCounts after the ended call was pruned = %d started, %d ended (%v), want 2 and 0", started, ended, err)
+	}
 }
 
 // Ping answers while the store is open; after Close every read and write
