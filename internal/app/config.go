@@ -203,6 +203,12 @@ func (c Config) validate() error {
 	if c.WebhookRetention <= 0 {
 		errs = append(errs, errors.New("webhook-retention must be positive"))
 	}
+	if c.EventRetention < 24*time.Hour {
+		// The contract's replay promise; below it a stream resuming after
+		// a night away was reset, and one opening missed invitations
+		// still pending (they live up to 10 minutes).
+		errs = append(errs, errors.New("event-retention must be at least 24h: a client resuming with Last-Event-ID gets at least a day back"))
+	}
 	if s := strings.ToUpper(c.Synchronous); s != "FULL" && s != "NORMAL" {
 		errs = append(errs, fmt.Errorf("synchronous must be FULL or NORMAL, not %q", c.Synchronous))
 	}

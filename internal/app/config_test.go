@@ -73,6 +73,22 @@ func TestConfigGCHeadroom(t *testing.T) {
 	}
 }
 
+// The event log keeps at least the 24 hours of replay the contract
+// promises; more is allowed.
+func TestConfigEventRetention(t *testing.T) {
+	env := func(string) string { return "" }
+	for _, ok := range []string{"24h", "168h"} {
+		if c, err := ParseConfig("test", []string{"-event-retention", ok}, env, nil); err != nil || c.EventRetention.String() == "0s" {
+			t.Errorf("-event-retention %s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"23h59m", "10m", "0s", "-1h"} {
+		if _, err := ParseConfig("test", []string{"-event-retention", bad}, env, nil); err == nil || !strings.Contains(err.Error(), "event-retention") {
+			t.Errorf("-event-retention %s: %v, want refused", bad, err)
+		}
+	}
+}
+
 // The startup log names the database without its password.
 func TestRedactedDB(t *testing.T) {
 	for dsn, want := range map[string]string{
