@@ -77,7 +77,7 @@ func openPool(ctx context.Context, dsn string, maxConns int, timeout time.Durati
 	}
 	cfg.RuntimeParams["synchronous_commit"] = "on"
 	cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(timeout.Milliseconds(), 10)
-	cfg.DialFunc = dialer(cfg.ConnectTimeout).DialContext
+	cfg.DialFunc = dialQuiet(dialer(cfg.ConnectTimeout).DialContext, answerBound(timeout))
 	sdb := sqlx.NewDb(stdlib.OpenDB(*cfg), "pgx")
 	sdb.SetMaxOpenConns(maxConns)
 	sdb.SetMaxIdleConns(maxConns)
@@ -116,7 +116,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	warmPool(ctx, sdb, min(opts.MaxConns, warmConns), log)
-	s := &Store{db: sdb, maxConns: opts.MaxConns, log: log, txBound: 2*opts.StatementTimeout + time.Second}
+	s := &Store{db: sdb, maxConns: opts.MaxConns, log: log, txBound: answerBound(opts.StatementTimeout)}
 	s.Webhooks = db.NewWebhooks(webhookSQL, s.inTx, s.read)
 	s.EventLog = s.eventLog()
 	return s, nil

@@ -108,3 +108,60 @@ func TestWriteOutOfTimeIsUnavailable(t *testing.T) {
 		t.Fatalf("a write out of time = %v, want unavailable", err)
 	}
 }
+
+// A server frozen on a live host (the proxy acknowledges every byte and
+// answers none, so neither keepalive nor TCP_USER_TIMEOUT fires) fails
+// every statement within the answer bound, whatever its context: the
+// reads and writes of background loops (the scheduler's next deadline,
+// the webhook dispatcher's claim and next due time, the pruning of the
+// log) ran with a context of no deadline and waited until the server
+// answered, which a store failed over to another address never does.
+func TestFrozenServerFailsBackgroundStatements(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	proxy := testkit.StartTCPProxy(t, "127.0.0.1:5432")
+	s, err := postgres.Open(context.Background(), strings.Replace(dsn, "127.0.0.1:5432", proxy.Addr, 1),
+		postgres.Options{MaxConns: 8, StatementTimeout: 500 * time.Millisecond}) // bound: 2 s
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	bg := context.Background()
+	ops := map[string]func() error{
+		"next deadline":    func() error { _, err := s.NextDeadline(bg); return err },
+		"next webhook due": func() error { _, err := s.NextWebhookDue(bg, 1); return err },
+		"claim webhook deliveries": func() error {
+			_, err := s.ClaimWebhookDeliveries(bg, webhooks.Claim{Now: 1, LeaseUntil: 2, Limit: 4, Share: 4})
+			return err
+		},
+		"prune events": func() error { _, err := s.PruneEvents(bg, 1); return err },
+		"newest ids":   func() error { _, err := s.NewestEventIDs(bg, []string{"bob"}); return err },
+		"events after": func() error { _, err := s.EventsAfter(bg, "bob", 0, 10); return err },
+	}
+	for name, op := range ops {
+		if err := op(); err != nil {
+			t.Fatalf("%s before freezing: %v", name, err)
+		}
+	}
+	proxy.Freeze()
+	defer proxy.Thaw()
+	type outcome struct {
+		name string
+		err  error
+		took time.Duration
+	}
+	done := make(chan outcome, len(ops))
+	start := time.Now()
+	for name, op := range ops {
+		go func() { err := op(); done <- outcome{name, err, time.Since(start)} }()
+	}
+	for range ops {
+		select {
+		case o := <-done:
+			if !errors.Is(o.err, calls.ErrUnavailable) || o.took > 5*time.Second {
+				t.Errorf("%s with no deadline on a frozen server: %v after %v; want unavailable within about 2 s", o.name, o.err, o.took)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("statements with no deadline on a frozen server: still waiting after 15 s")
+		}
+	}
+}
