@@ -51,6 +51,13 @@ type presenceState struct {
 	// no report accounts for yet: the next report is made even if the
 	// user is offline and reported so, and its UserOffline deletes it.
 	announced bool
+	// episode: the user came online since the last report began. An
+	// online report accounts for it; otherwise, when the user is offline
+	// again before its turn, the offline is reported even if no online
+	// was: the caller may have created calls while connected (tracked from
+	// the start, see calls.NewCall), and without the offline their grace
+	// period was never armed.
+	episode bool
 }
 
 type delivery struct {
@@ -103,6 +110,9 @@ func (w *work) presence(user string, online bool) {
 	}
 	st := w.state(user)
 	st.want = online
+	if online {
+		st.episode = true
+	}
 	w.due(user, st)
 }
 
@@ -274,13 +284,13 @@ func (w *work) step(ctx context.Context) bool {
 		w.queue = w.queue[1:]
 		st := w.users[user]
 		st.queued = false
-		if !st.dirty || (!st.want && !st.applied && !st.announced) {
+		if !st.dirty || (!st.want && !st.applied && !st.announced && !st.episode) {
 			st.dirty = false
 			w.forget(user, st)
 			continue
 		}
-		online := st.want
-		st.busy, st.reporting, st.dirty, st.announced = true, online, false, false
+		online, episode := st.want, st.episode
+		st.busy, st.reporting, st.dirty, st.announced, st.episode = true, online, false, false, false
 		retry := st.failing
 		more := len(w.queue) > 0 || len(w.deliveries) > 0
 		w.mu.Unlock()
@@ -298,6 +308,7 @@ func (w *work) step(ctx context.Context) bool {
 			// changes meanwhile). It may have committed; both
 			// reports are idempotent.
 			st.dirty = true
+			st.episode = st.episode || episode
 			if !st.parked {
 				st.parked = true
 				w.parkedUsers = append(w.parkedUsers, user)
@@ -337,7 +348,7 @@ func (w *work) step(ctx context.Context) bool {
 
 // forget drops the state of a user that is offline and reported so. mu is held.
 func (w *work) forget(user string, st *presenceState) {
-	if !st.want && !st.applied && !st.busy && !st.queued && !st.dirty && !st.announced {
+	if !st.want && !st.applied && !st.busy && !st.queued && !st.dirty && !st.announced && !st.episode {
 		delete(w.users, user)
 	}
 }

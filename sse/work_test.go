@@ -32,7 +32,10 @@ func TestPresenceAndDeliveryReports(t *testing.T) {
 
 // Presence reports follow the transitions: an offline overtaken by a
 // reconnection is not reported, and every transition to online is (the
-// caller may have created calls while it looked offline).
+// caller may have created calls while it looked offline). A blip whose
+// online was never reported still reports the offline: calls the caller
+// made while connected are tracked from the start, and their grace period
+// is armed only by that report.
 func TestPresenceReportsCoalesce(t *testing.T) {
 	rec := newRecorder()
 	w := newWork(slog.New(slog.DiscardHandler), rec, nil)
@@ -44,9 +47,14 @@ func TestPresenceReportsCoalesce(t *testing.T) {
 	w.presence("a", true)
 	w.presence("a", false)
 	drain()
-	if got := rec.list(); len(got) != 0 {
-		t.Fatalf("a blip before any report: %q", got)
+	if got, want := strings.Join(rec.list(), "|"), "offline a"; got != want {
+		t.Fatalf("a blip before any report: %q, want %q", got, want)
 	}
+	if len(w.users) != 0 {
+		t.Fatalf("state kept after the blip: %v", w.users)
+	}
+	rec = newRecorder()
+	w = newWork(slog.New(slog.DiscardHandler), rec, nil)
 	w.presence("a", true)
 	drain()
 	w.presence("a", false)
@@ -59,5 +67,29 @@ func TestPresenceReportsCoalesce(t *testing.T) {
 	}
 	if len(w.users) != 0 {
 		t.Fatalf("state kept for offline users: %v", w.users)
+	}
+}
+
+// The offline that closes an unreported online episode is parked and made
+// again when it fails, like any other presence report, not dropped as
+// "offline and never reported online".
+func TestUnreportedEpisodeOfflineRetried(t *testing.T) {
+	rec := newRecorder()
+	rec.failPresence = deliveryAttempts // every quick retry of the first report
+	w := newWork(slog.New(slog.DiscardHandler), rec, nil)
+	ctx := context.Background()
+	w.presence("a", true)
+	w.presence("a", false)
+	for w.step(ctx) {
+	}
+	w.unpark()
+	for w.step(ctx) {
+	}
+	got := rec.list()
+	if len(got) == 0 || got[len(got)-1] != "offline a" {
+		t.Fatalf("reports %q, want the offline made after the failures", got)
+	}
+	if len(w.users) != 0 {
+		t.Fatalf("state kept after the offline was made: %v", w.users)
 	}
 }
