@@ -320,10 +320,17 @@ func (t *transition) audience(except string) []string {
 
 // Delivered moves an invitee whose invitation reached one of its streams to
 // received. Anything else is a no-op (nil change): delivery is reported for
-// every flushed invitation, including ones already answered.
-func Delivered(call *Call, userID string, now int64) *Change {
+// every flushed invitation, including ones already answered. invitedAt is
+// the delivered invitation's event time (0: not known): a report about an
+// earlier invitation (one the invitee answered or let time out, and was
+// invited again since in the same call) is late and says nothing about the
+// new one, which may not have reached any device yet.
+func Delivered(call *Call, userID string, invitedAt, now int64) *Change {
 	u := call.User(userID)
 	if call.State == CallEnded || u == nil || (u.State != StateInviting && u.State != StateNotYetReceived) {
+		return nil
+	}
+	if invitedAt != 0 && invitedAt < u.InviteTime {
 		return nil
 	}
 	t := begin(call, now)

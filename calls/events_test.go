@@ -168,7 +168,7 @@ func TestEventShapes(t *testing.T) {
 		now  int64
 		run  func(c *Call, now int64) (*Change, error)
 	}{
-		{"bob's invitation is delivered", now0 + 100, func(c *Call, now int64) (*Change, error) { return Delivered(c, "bob", now), nil }},
+		{"bob's invitation is delivered", now0 + 100, func(c *Call, now int64) (*Change, error) { return Delivered(c, "bob", 0, now), nil }},
 		{"carol's invitation is not received in time", now0 + 5_000, func(c *Call, now int64) (*Change, error) {
 			return Expire(c, Deadline{CallID: c.ID, UserID: "carol", Kind: DeadlineNotReceived}, now), nil
 		}},
@@ -371,7 +371,7 @@ func TestCallUserStateChangedRecipients(t *testing.T) {
 		{"dave times out", func(c *Call) (*Change, error) {
 			return Expire(c, Deadline{CallID: c.ID, UserID: "dave", Kind: DeadlineTimeout}, now0+90_000), nil
 		}, map[string]UserState{"dave": StateTimeout}, active},
-		{"carol's invitation is delivered", func(c *Call) (*Change, error) { return Delivered(c, "carol", now), nil },
+		{"carol's invitation is delivered", func(c *Call) (*Change, error) { return Delivered(c, "carol", 0, now), nil },
 			map[string]UserState{"carol": StateReceived}, active},
 		{"carol's invitation is not received in time", func(c *Call) (*Change, error) {
 			return Expire(c, Deadline{CallID: c.ID, UserID: "carol", Kind: DeadlineNotReceived}, now), nil
@@ -553,7 +553,7 @@ func TestHooks(t *testing.T) {
 			return errFree(t)(End(tableCall(ModeAdvanced, StateAccepted), as("bob"), LeaveInput{PushConfig: push}, tableNow))
 		}, []HookType{HookCallMissed, HookCallMissed, HookCallEnded}}, // carol and dave were pending
 		{"a delivery", func(t *testing.T) *Change {
-			return Delivered(tableCall(ModeGeneral, StateInviting), "bob", tableNow)
+			return Delivered(tableCall(ModeGeneral, StateInviting), "bob", 0, tableNow)
 		}, []HookType{HookUserStateChanged}},
 		{"a timeout", func(t *testing.T) *Change {
 			c := tableCall(ModeGeneral, StateInviting)

@@ -632,7 +632,7 @@ func TestAdvancedCallLifecycle(t *testing.T) {
 	})
 	t.Run("end keeps user states, ends the call with reason end and clears every timer", func(t *testing.T) {
 		_, c := newCall(t, ModeAdvanced, InviteInput{EnableNotReceivedCheck: true}, "bob", "carol", "dave", "erin")
-		ch := Delivered(c, "erin", now0+500)
+		ch := Delivered(c, "erin", 0, now0+500)
 		c = mustChange(t, ch, nil)
 		ch, err := Answer(c, as("bob"), true, "", now0+1000)
 		c = mustChange(t, ch, err)
@@ -655,7 +655,7 @@ func TestAdvancedCallLifecycle(t *testing.T) {
 		if ch := Expire(after, Deadline{CallID: c.ID, UserID: "carol", Kind: DeadlineTimeout}, now0+90_000); ch != nil && (len(ch.Events) > 0 || ch.Call.User("carol").State != StateInviting) {
 			t.Errorf("a timeout on an ended call changed it: events %v", ch.Events)
 		}
-		if ch := Delivered(after, "carol", now+1); ch != nil {
+		if ch := Delivered(after, "carol", 0, now+1); ch != nil {
 			t.Errorf("delivery on an ended call changed it: %+v", ch)
 		}
 	})
@@ -917,7 +917,7 @@ func TestDelivered(t *testing.T) {
 				bob.NotReceivedAt = now0 + 5_000
 			}
 			c := buildCall(ModeGeneral, bob)
-			ch := Delivered(c, "bob", now0+100)
+			ch := Delivered(c, "bob", 0, now0+100)
 			after := mustChange(t, ch, nil)
 			u := after.User("bob")
 			if u.State != StateReceived || u.UpdateTime != now0+100 || u.NotReceivedAt != 0 || u.TimeoutAt != bob.TimeoutAt {
@@ -930,18 +930,32 @@ func TestDelivered(t *testing.T) {
 	}
 	for _, s := range []UserState{StateReceived, StateAccepted, StateRejected, StateCancelled, StateTimeout, StateQuit} {
 		t.Run(fmt.Sprintf("is a no-op for a %s user", s), func(t *testing.T) {
-			if ch := Delivered(buildCall(ModeAdvanced, row("bob", s, "alice")), "bob", now0+100); ch != nil {
+			if ch := Delivered(buildCall(ModeAdvanced, row("bob", s, "alice")), "bob", 0, now0+100); ch != nil {
 				t.Errorf("change %+v, want nil", ch)
 			}
 		})
 	}
+	t.Run("applies the report of the pending invitation", func(t *testing.T) {
+		c := buildCall(ModeAdvanced, row("bob", StateInviting, "alice"))
+		if ch := Delivered(c, "bob", now0, now0+100); ch == nil {
+			t.Error("no change for the report of the invitation sent at InviteTime")
+		}
+	})
+	t.Run("is a no-op for a late report of an earlier invitation", func(t *testing.T) {
+		// bob was invited at now0-60s, let it time out, and was invited
+		// again at now0; the report of the first comes late.
+		c := buildCall(ModeAdvanced, row("bob", StateInviting, "alice"))
+		if ch := Delivered(c, "bob", now0-60_000, now0+100); ch != nil {
+			t.Errorf("change %+v, want nil: the new invitation was not delivered", ch)
+		}
+	})
 	t.Run("is a no-op on an ended call", func(t *testing.T) {
-		if ch := Delivered(endedCopy(buildCall(ModeAdvanced, row("bob", StateInviting, "alice"))), "bob", now0+100); ch != nil {
+		if ch := Delivered(endedCopy(buildCall(ModeAdvanced, row("bob", StateInviting, "alice"))), "bob", 0, now0+100); ch != nil {
 			t.Errorf("change %+v, want nil", ch)
 		}
 	})
 	t.Run("is a no-op for a user not in the call", func(t *testing.T) {
-		if ch := Delivered(buildCall(ModeAdvanced, row("bob", StateInviting, "alice")), "eve", now0+100); ch != nil {
+		if ch := Delivered(buildCall(ModeAdvanced, row("bob", StateInviting, "alice")), "eve", 0, now0+100); ch != nil {
 			t.Errorf("change %+v, want nil", ch)
 		}
 	})

@@ -184,11 +184,12 @@ func (s *Service) List(ctx context.Context, actor Actor, count int, nextFlag int
 	return res, nil
 }
 
-// MarkDelivered records that userID's invitation to callID was flushed to
+// MarkDelivered records that userID's invitation to callID, the one sent
+// at invitedAt (its event's Time; 0: whichever is pending), was flushed to
 // one of its streams: inviting or notYetReceived becomes received.
-func (s *Service) MarkDelivered(ctx context.Context, callID, userID string) error {
+func (s *Service) MarkDelivered(ctx context.Context, callID, userID string, invitedAt int64) error {
 	_, err := mutate[struct{}](s, ctx, "mark delivered", callID, func(c *Call, now int64) (*Change, error) {
-		return Delivered(c, userID, now), nil
+		return Delivered(c, userID, invitedAt, now), nil
 	}, nil)
 	return err
 }

@@ -38,7 +38,7 @@ type PresenceStore interface {
 // Service is what presence changes are reported to: calls.Service, as the
 // SSE hub's sse.Service (the hub reports deliveries through it too).
 type Service interface {
-	MarkDelivered(ctx context.Context, callID, userID string) error
+	MarkDelivered(ctx context.Context, callID, userID string, invitedAt int64) error
 	UserOnline(ctx context.Context, userID string) error
 	UserOffline(ctx context.Context, userID string) error
 }
@@ -191,8 +191,8 @@ func (p *Presence) CheckOnline(ctx context.Context, userID string) (bool, error)
 }
 
 // MarkDelivered passes a delivery report on.
-func (p *Presence) MarkDelivered(ctx context.Context, callID, userID string) error {
-	return p.o.Service.MarkDelivered(ctx, callID, userID)
+func (p *Presence) MarkDelivered(ctx context.Context, callID, userID string, invitedAt int64) error {
+	return p.o.Service.MarkDelivered(ctx, callID, userID, invitedAt)
 }
 
 // UserOnline records the user's first stream on this node: its row first,

@@ -129,7 +129,7 @@ func newFakeService() *fakeService {
 	return &fakeService{online: map[string]int{}, fail: map[string]int{}}
 }
 
-func (s *fakeService) MarkDelivered(context.Context, string, string) error { return nil }
+func (s *fakeService) MarkDelivered(context.Context, string, string, int64) error { return nil }
 
 func (s *fakeService) UserOnline(_ context.Context, user string) error {
 	s.mu.Lock()

@@ -39,7 +39,7 @@ func (z *announceRows) has(u string) bool {
 	return z.rows[u]
 }
 
-func (z *announceRows) MarkDelivered(context.Context, string, string) error { return nil }
+func (z *announceRows) MarkDelivered(context.Context, string, string, int64) error { return nil }
 func (z *announceRows) UserOnline(_ context.Context, u string) error {
 	if u == "blocker" {
 		z.entered <- struct{}{}

@@ -234,6 +234,9 @@ type recorder struct {
 	// lastFailReturns delays the return of the last failing MarkDelivered
 	// past its record, as a store's error arrives after the fact.
 	lastFailReturns time.Duration
+	// invitedAt holds the invitation time of each delivery report made,
+	// by "call user".
+	invitedAt map[string]int64
 }
 
 func newRecorder() *recorder { return &recorder{changed: make(chan struct{}, 1)} }
@@ -249,8 +252,12 @@ func (r *recorder) add(s string) error {
 	return nil
 }
 
-func (r *recorder) MarkDelivered(_ context.Context, callID, user string) error {
+func (r *recorder) MarkDelivered(_ context.Context, callID, user string, invitedAt int64) error {
 	r.mu.Lock()
+	if r.invitedAt == nil {
+		r.invitedAt = map[string]int64{}
+	}
+	r.invitedAt[callID+" "+user] = invitedAt
 	fail := r.failDeliveries > 0
 	if fail {
 		r.failDeliveries--

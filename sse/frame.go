@@ -15,6 +15,7 @@ type frame struct {
 	device string // "" = every device of the user
 	callID string
 	typ    calls.EventType
+	time   int64 // the event's Time
 	bytes  []byte
 	// committed is the wall time the hub was told of the event (zero for
 	// events read from the log): the start of the delivery lag.
@@ -23,7 +24,7 @@ type frame struct {
 
 func newFrame(e *calls.Event, committed time.Time) *frame {
 	return &frame{
-		id: e.ID, user: e.UserID, device: e.Device, callID: e.CallID, typ: e.Type,
+		id: e.ID, user: e.UserID, device: e.Device, callID: e.CallID, typ: e.Type, time: e.Time,
 		bytes: encodeEvent(e.ID, string(e.Type), e.Data), committed: committed,
 	}
 }

@@ -61,7 +61,7 @@ type MovedLog interface {
 // Service is what the hub reports deliveries and presence to; calls.Service
 // implements it.
 type Service interface {
-	MarkDelivered(ctx context.Context, callID, userID string) error
+	MarkDelivered(ctx context.Context, callID, userID string, invitedAt int64) error
 	UserOnline(ctx context.Context, userID string) error
 	UserOffline(ctx context.Context, userID string) error
 }

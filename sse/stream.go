@@ -476,7 +476,7 @@ func (st *stream) rederive(last int64) error {
 	}
 	for _, e := range list {
 		if e.Device == "" || e.Device == st.device {
-			st.h.work.delivered(e.ID, e.CallID, st.user)
+			st.h.work.delivered(e.ID, e.CallID, st.user, e.Time)
 		}
 	}
 	return nil
@@ -970,7 +970,7 @@ func (st *stream) flush() error {
 		return err
 	}
 	for i, f := range st.invitations {
-		st.h.work.delivered(f.id, f.callID, st.user)
+		st.h.work.delivered(f.id, f.callID, st.user, f.time)
 		st.invitations[i] = nil
 	}
 	st.invitations = st.invitations[:0]

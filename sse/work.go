@@ -63,7 +63,8 @@ type presenceState struct {
 type delivery struct {
 	id           int64 // the invitation event
 	callID, user string
-	parked       bool // tried before, failed: one attempt a retry
+	invitedAt    int64 // the invitation event's Time (see calls.Delivered)
+	parked       bool  // tried before, failed: one attempt a retry
 }
 
 // maxReported bounds the dedup set; forgetting it only costs a no-op report.
@@ -236,9 +237,9 @@ func (w *work) park(d delivery) {
 	w.countParked()
 }
 
-// delivered records that the invitation event id reached one of user's
-// streams.
-func (w *work) delivered(id int64, callID, user string) {
+// delivered records that the invitation event id, of time invitedAt,
+// reached one of user's streams.
+func (w *work) delivered(id int64, callID, user string, invitedAt int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if _, ok := w.reported[id]; ok {
@@ -248,7 +249,7 @@ func (w *work) delivered(id int64, callID, user string) {
 		clear(w.reported)
 	}
 	w.reported[id] = struct{}{}
-	w.deliveries = append(w.deliveries, delivery{id: id, callID: callID, user: user})
+	w.deliveries = append(w.deliveries, delivery{id: id, callID: callID, user: user, invitedAt: invitedAt})
 	w.signal()
 }
 
@@ -406,7 +407,7 @@ func (w *work) reportDelivery(ctx context.Context, d delivery, attempts int) {
 			w.forgetReported(d.id)
 		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliveryTimeout)
-		err := w.svc.MarkDelivered(rctx, d.callID, d.user)
+		err := w.svc.MarkDelivered(rctx, d.callID, d.user, d.invitedAt)
 		cancel()
 		code := calls.CodeOf(err)
 		if err == nil || code != "" && code != calls.CodeUnavailable {

@@ -3,6 +3,7 @@ package sse
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -91,5 +92,35 @@ func TestUnreportedEpisodeOfflineRetried(t *testing.T) {
 	}
 	if len(w.users) != 0 {
 		t.Fatalf("state kept after the offline was made: %v", w.users)
+	}
+}
+
+// A delivery report names the invitation it is about by its event's time,
+// whether the stream flushed it or re-derived it from the log on resuming:
+// the service ignores a late report of an earlier invitation of the same
+// user in the same call (see calls.Delivered).
+func TestDeliveryReportsNameTheInvitation(t *testing.T) {
+	r := newRig(t, Options{})
+	c := r.open("bob", "d", "")
+	r.svc.waitReports(t, "online bob")
+	first := inv("bob", "c1")
+	first.Time = 1_111
+	r.hub.Committed(r.log.add(first), 0)
+	c.next()
+	r.svc.waitReports(t, "online bob", "delivered c1 bob")
+	c.close()
+	r.svc.waitReports(t, "online bob", "delivered c1 bob", "offline bob")
+	second := inv("bob", "c2")
+	second.Time = 2_222
+	evs := r.log.add(second)
+	r.log.mu.Lock()
+	r.log.unreceived["bob"] = []int64{evs[0].ID}
+	r.log.mu.Unlock()
+	r.open("bob", "d", strconv.FormatInt(evs[0].ID, 10)) // had it, report lost
+	r.svc.waitReportSet(t, "online bob", "delivered c1 bob", "offline bob", "online bob", "delivered c2 bob")
+	r.svc.mu.Lock()
+	defer r.svc.mu.Unlock()
+	if got := r.svc.invitedAt; got["c1 bob"] != 1_111 || got["c2 bob"] != 2_222 {
+		t.Fatalf("reports named invitations %v, want c1 at 1111 (flushed) and c2 at 2222 (re-derived)", got)
 	}
 }

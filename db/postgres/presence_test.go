@@ -129,7 +129,7 @@ type presenceReports struct {
 	offline []string
 }
 
-func (r *presenceReports) MarkDelivered(context.Context, string, string) error { return nil }
+func (r *presenceReports) MarkDelivered(context.Context, string, string, int64) error { return nil }
 
 func (r *presenceReports) UserOnline(_ context.Context, userID string) error {
 	r.mu.Lock()

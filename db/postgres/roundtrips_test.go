@@ -34,7 +34,7 @@ func TestWritesCostOneRoundTripPerAnswer(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			ch := calls.Delivered(c, "bob", 2000)
+			ch := calls.Delivered(c, "bob", 0, 2000)
 			if ch == nil || len(ch.Events) == 0 || len(ch.Hooks) == 0 {
 				t.Fatalf("Delivered(%s, bob) = %+v, want a change with events and webhook messages", id, ch)
 			}

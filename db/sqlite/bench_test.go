@@ -241,7 +241,7 @@ func benchCycle(b *testing.B, opts Options, conc int) {
 				callee := calls.Actor{UserID: fmt.Sprintf("callee%d", i), Device: "phone"}
 				r, err := svc.Invite(ctx, caller, calls.InviteInput{Invitees: []string{callee.UserID}})
 				if err == nil {
-					err = svc.MarkDelivered(ctx, r.CallID, callee.UserID)
+					err = svc.MarkDelivered(ctx, r.CallID, callee.UserID, 0)
 				}
 				if err == nil {
 					_, err = svc.Accept(ctx, callee, r.CallID, "")

@@ -101,7 +101,7 @@ func (w *walk) step(ctx context.Context, rng *rand.Rand) (op int, err error) {
 			w.mu.Unlock()
 		}
 	case op == 1:
-		err = w.svc.MarkDelivered(ctx, id, actor.UserID)
+		err = w.svc.MarkDelivered(ctx, id, actor.UserID, 0)
 	case op == 2:
 		_, err = w.svc.Accept(ctx, actor, id, "x")
 	case op == 3:
@@ -206,7 +206,7 @@ func TestDeliveryMarkLeavesTheCallRow(t *testing.T) {
 			userRows.Add(1)
 		}
 	})
-	if err := svc.MarkDelivered(ctx, r.CallID, "bob"); err != nil {
+	if err := svc.MarkDelivered(ctx, r.CallID, "bob", 0); err != nil {
 		t.Fatal(err)
 	}
 	if callRows.Load() != 0 || userRows.Load() == 0 {

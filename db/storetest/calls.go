@@ -849,3 +849,60 @@ func testPresenceFollowsUserChanges(t *testing.T, s db.Store) {
 		return calls.Answer(c, calls.Actor{UserID: "dave"}, false, "", 4_000)
 	}, false)
 }
+
+// A delivery report names the invitation it is about (its event's time):
+// one that arrives after the invitee answered and was invited again in the
+// same call is about the earlier invitation, and leaves the new one
+// inviting (it has reached no device yet); the report of the new one
+// applies. The invitation time must survive the store's round trip.
+func testLateDeliveryOfAnEarlierInvitation(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	clock := fakeclock.New(time.UnixMilli(10_000))
+	svc := calls.NewService(calls.Options{Store: s, Clock: clock})
+	alice, bob := calls.Actor{UserID: "alice"}, calls.Actor{UserID: "bob"}
+	r, err := svc.Invite(ctx, alice, calls.InviteInput{Invitees: []string{"bob", "carol"}, Mode: calls.ModeAdvanced})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Second)
+	if _, err := svc.Reject(ctx, bob, r.CallID, ""); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(3 * time.Second)
+	if _, err := svc.CallingInvite(ctx, alice, r.CallID, calls.CallingInviteInput{Invitees: []string{"bob"}}); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.EventsAfter(ctx, "bob", 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent []int64
+	for _, e := range evs {
+		if e.Type == calls.EventReceived {
+			sent = append(sent, e.Time)
+		}
+	}
+	if len(sent) != 2 || sent[0] != 10_000 || sent[1] != 15_000 {
+		t.Fatalf("bob's invitations sent at %v, want [10000 15000]", sent)
+	}
+	state := func() calls.UserState {
+		t.Helper()
+		c, err := s.Call(ctx, r.CallID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.User("bob").State
+	}
+	if err := svc.MarkDelivered(ctx, r.CallID, "bob", sent[0]); err != nil {
+		t.Fatal(err)
+	}
+	if got := state(); got != calls.StateInviting {
+		t.Fatalf("after the late report of the first invitation bob is %s, want inviting", got)
+	}
+	if err := svc.MarkDelivered(ctx, r.CallID, "bob", sent[1]); err != nil {
+		t.Fatal(err)
+	}
+	if got := state(); got != calls.StateReceived {
+		t.Fatalf("after the report of the second invitation bob is %s, want received", got)
+	}
+}

@@ -47,6 +47,7 @@ var tests = []contract{
 	{"CallerPresenceInPages", testCallerPresenceInPages},
 	{"ServiceRunArmsTrackedCallersAndStops", testServiceRunArmsTrackedCallersAndStops},
 	{"DeadlinesAcrossKinds", testDeadlinesAcrossKinds},
+	{"LateDeliveryOfAnEarlierInvitation", testLateDeliveryOfAnEarlierInvitation},
 	// calls.DeadlineClaimer and the scheduler over it
 	{"UpdateDueHandsDueDeadlines", testUpdateDueHandsDueDeadlines},
 	{"UpdateDueRollsBackOnError", testUpdateDueRollsBackOnError},
