@@ -399,7 +399,7 @@ func (s *Service) armCallersBatch(ctx context.Context, after int64) (n int, last
 }
 
 // expireClaimed fires up to limit due deadlines claimed through cl in one
-// transaction, each through the pure Expire as Service.Expire would, and
+// transaction, each as Service.Expire would (see expire), and
 // returns how many it was given.
 func (s *Service) expireClaimed(ctx context.Context, cl DeadlineClaimer, limit int) (int, error) {
 	var (
@@ -443,7 +443,7 @@ func (s *Service) expireClaimed(ctx context.Context, cl DeadlineClaimer, limit i
 					return err
 				}
 			}
-			ch := Expire(c, d, now)
+			ch := s.expire(ctx, c, d, now)
 			if ch == nil {
 				loaded[d.CallID] = c // unchanged
 				continue

@@ -194,12 +194,27 @@ func (s *Service) MarkDelivered(ctx context.Context, callID, userID string, invi
 	return err
 }
 
-// Expire fires one due deadline; see the pure Expire for the rules.
+// Expire fires one due deadline; see expire.
 func (s *Service) Expire(ctx context.Context, d Deadline) error {
 	_, err := mutate[struct{}](s, ctx, "expire "+string(d.Kind), d.CallID, func(c *Call, now int64) (*Change, error) {
-		return Expire(c, d, now), nil
+		return s.expire(ctx, c, d, now), nil
 	}, nil)
 	return err
+}
+
+// expire is the pure Expire, except for a caller-offline grace that ends
+// while the caller has a stream again: its report (UserOnline) is still
+// on its way (the hub's workers busy, or the store briefly out of reach
+// for it), and ending the call would cancel the calls of a caller who is
+// connected. The grace is cleared instead, as that report would; should
+// the caller leave again, its offline report arms a new one. A presence
+// that cannot tell counts as offline: the grace ends as armed.
+func (s *Service) expire(ctx context.Context, c *Call, d Deadline, now int64) *Change {
+	if d.Kind == DeadlineCallerOffline && c.State != CallEnded && c.CallerOfflineAt != 0 &&
+		c.CallerOfflineAt <= now && CallerOfflineApplies(c) && s.online(ctx, c.Caller, false) {
+		return CallerPresence(c, true, now, s.cfg.HeartbeatTimeout)
+	}
+	return Expire(c, d, now)
 }
 
 // UserOnline is called when a user's first stream opens, after Presence

@@ -474,3 +474,74 @@ func testSchedulerFiresPastAPoisonedDeadline(t *testing.T, s db.Store) {
 		t.Errorf("the poisoned call: %+v (%v), want still started", c, err)
 	}
 }
+
+// livePresence is a calls.Presence whose online set a test changes while
+// the scheduler runs.
+type livePresence struct {
+	mu sync.Mutex
+	on map[string]bool
+}
+
+func (p *livePresence) Online(u string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.on[u]
+}
+
+func (p *livePresence) set(u string, online bool) {
+	p.mu.Lock()
+	p.on[u] = online
+	p.mu.Unlock()
+}
+
+// A caller-offline grace that ends while the caller has a stream again
+// (its online report not made yet: the hub's workers busy, the store
+// briefly out of reach for it) does not end the caller's calls: the
+// grace is cleared, as the report would clear it. A caller still away
+// loses its call as before. Both the scheduler's batched path and
+// Service.Expire (its fallback, one deadline at a time) hold to it.
+func testCallerBackBeforeItsReportKeepsItsCall(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	for _, c := range []struct{ id, caller string }{{"gone", "alice"}, {"back", "bob"}} {
+		ch := NewCall(c.id, c.caller, 1_000, c.caller+"-callee")
+		ch.Call.Users[1].TimeoutAt = 91_000
+		ch.Call.CallerTracked = true
+		Save(t, s, ch)
+	}
+	clock := fakeclock.New(time.UnixMilli(1_000))
+	presence := &livePresence{on: map[string]bool{}}
+	svc := calls.NewService(calls.Options{Store: s, Clock: clock, Presence: presence,
+		Config: calls.Config{HeartbeatTimeout: 30 * time.Second}})
+	stop := runScheduler(t, svc)
+	wait.For(t, 10*time.Second, "Run to arm both graces", func() bool {
+		a, errA := s.Call(ctx, "gone")
+		b, errB := s.Call(ctx, "back")
+		return errA == nil && errB == nil && a.CallerOfflineAt == 31_000 && b.CallerOfflineAt == 31_000
+	})
+	presence.set("bob", true) // bob's stream opened; its report is not made
+	clock.Advance(40 * time.Second)
+	wait.For(t, 10*time.Second, "alice's call to end", func() bool {
+		c, err := s.Call(ctx, "gone")
+		return err == nil && c.State == calls.CallEnded
+	})
+	stop()
+	if c, err := s.Call(ctx, "gone"); err != nil || c.EndReason != calls.EndCallerOffline {
+		t.Errorf("gone: %+v (%v), want ended by callerOffline", c, err)
+	}
+	c, err := s.Call(ctx, "back")
+	if err != nil || c.State != calls.CallStarted || c.CallerOfflineAt != 0 || c.User("bob-callee").State != calls.StateInviting {
+		t.Fatalf("back: %+v (%v), want started, its grace cleared, bob-callee still inviting", c, err)
+	}
+
+	ch := NewCall("later", "bob", 41_000, "bob-callee2")
+	ch.Call.Users[1].TimeoutAt = 131_000
+	ch.Call.CallerTracked = true
+	ch.Call.CallerOfflineAt = 41_000
+	Save(t, s, ch)
+	if err := svc.Expire(ctx, calls.Deadline{CallID: "later", Kind: calls.DeadlineCallerOffline, At: 41_000}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := s.Call(ctx, "later"); err != nil || c.State != calls.CallStarted || c.CallerOfflineAt != 0 {
+		t.Fatalf("later, fired by Service.Expire: %+v (%v), want started, its grace cleared", c, err)
+	}
+}

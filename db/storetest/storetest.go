@@ -55,6 +55,7 @@ var tests = []contract{
 	{"SchedulerFiresEachDeadlineOnce", testSchedulerFiresEachDeadlineOnce},
 	{"SchedulerArmsDeadlineCreatedDuringRound", testSchedulerArmsDeadlineCreatedDuringRound},
 	{"SchedulerFiresPastAPoisonedDeadline", testSchedulerFiresPastAPoisonedDeadline},
+	{"CallerBackBeforeItsReportKeepsItsCall", testCallerBackBeforeItsReportKeepsItsCall},
 	{"CallCounts", testCallCounts},
 	{"BusyUsers", testBusyUsers},
 	{"ClosedStoreIsUnavailable", testClosedStoreIsUnavailable},
