@@ -235,13 +235,17 @@ func (a *authenticator) keyFor(ctx context.Context) jwt.Keyfunc {
 // are safe to show the client. A token verified lately is taken from the
 // cache (see tokenCache).
 func (a *authenticator) parse(ctx context.Context, token string) (user string, admin bool, exp time.Time, err error) {
-	now := time.Now()
-	if v, ok := a.cache.get(token, now); ok {
+	if v, ok := a.cache.get(token, time.Now()); ok {
 		return v.user, v.admin, v.exp, nil
 	}
+	return a.verifyAndCache(ctx, token)
+}
+
+// verifyAndCache is parse after a cache miss.
+func (a *authenticator) verifyAndCache(ctx context.Context, token string) (user string, admin bool, exp time.Time, err error) {
 	user, admin, exp, err = a.verify(ctx, token)
 	if err == nil {
-		a.cache.put(token, verifiedToken{user: user, admin: admin, exp: exp}, now)
+		a.cache.put(token, verifiedToken{user: user, admin: admin, exp: exp}, time.Now())
 	}
 	return user, admin, exp, err
 }
@@ -432,14 +436,23 @@ func (a *authenticator) requireUser(fromQuery bool) func(http.Handler) http.Hand
 				unauthorized(w, r, "missing bearer token", false)
 				return
 			}
-			if a.refuseFailing(w, r) {
-				return
-			}
-			user, admin, exp, err := a.parse(r.Context(), token)
-			if err != nil {
-				a.failed(r)
-				unauthorized(w, r, err.Error(), true)
-				return
+			// A token verified lately is admitted whatever its address's
+			// failed logins (see authfail.go): it costs no signature
+			// check, and a client behind an address that others' failures
+			// used up (a carrier's NAT, an office proxy) keeps working
+			// with the token it has. Any other waits its address's turn.
+			v, cached := a.cache.get(token, time.Now())
+			user, admin, exp := v.user, v.admin, v.exp
+			if !cached {
+				if a.refuseFailing(w, r) {
+					return
+				}
+				var err error
+				if user, admin, exp, err = a.verifyAndCache(r.Context(), token); err != nil {
+					a.failed(r)
+					unauthorized(w, r, err.Error(), true)
+					return
+				}
 			}
 			if device == "" {
 				device = DefaultDevice
@@ -464,21 +477,29 @@ func (a *authenticator) requireAdmin(next http.Handler) http.Handler {
 			unauthorized(w, r, "missing bearer token", false)
 			return
 		}
-		if a.refuseFailing(w, r) {
-			return
-		}
+		// As in requireUser, a JWT verified lately passes an address
+		// whose failed logins are used up; the admin token does not: a
+		// correct guess that passed while wrong ones got 429 would tell
+		// the guesser, and the limit would no longer slow the guessing.
+		v, cached := a.cache.get(token, time.Now())
 		r, info := ensureInfo(r)
-		if a.cfg.AdminToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(a.cfg.AdminToken)) == 1 {
-			info.user, info.device, info.admin = adminTokenUser, DefaultDevice, true
-			next.ServeHTTP(w, r)
-			return
+		if !cached {
+			if a.refuseFailing(w, r) {
+				return
+			}
+			if a.cfg.AdminToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(a.cfg.AdminToken)) == 1 {
+				info.user, info.device, info.admin = adminTokenUser, DefaultDevice, true
+				next.ServeHTTP(w, r)
+				return
+			}
+			var err error
+			if v.user, v.admin, _, err = a.verifyAndCache(r.Context(), token); err != nil {
+				a.failed(r)
+				unauthorized(w, r, err.Error(), true)
+				return
+			}
 		}
-		user, admin, _, err := a.parse(r.Context(), token)
-		if err != nil {
-			a.failed(r)
-			unauthorized(w, r, err.Error(), true)
-			return
-		}
+		user, admin := v.user, v.admin
 		info.user, info.device, info.admin = user, DefaultDevice, admin
 		if !admin {
 			writeError(w, r, newError(codeForbidden, "admin rights needed"))

@@ -9,8 +9,10 @@ import (
 
 // Failed logins are limited per address: after failedAuthBurst bad tokens
 // an address gets 429 with Retry-After, before its token is looked at (a
-// good one too: that is the address's share), while other addresses, and
-// private ones (a proxy's), go on. A bad admin token counts alike.
+// good one too: that is the address's share), unless the token was
+// verified lately (it costs no signature check, and users behind one NAT
+// keep the sessions they have), while other addresses, and private ones
+// (a proxy's), go on. A bad admin token counts alike.
 func TestFailedLoginsAreLimitedPerAddress(t *testing.T) {
 	h := newTestHandler(t, func(d *Deps) { d.RateLimit = 1000 })
 	bad := map[string]string{"Authorization": "Bearer not-a-token"}
@@ -20,6 +22,12 @@ func TestFailedLoginsAreLimitedPerAddress(t *testing.T) {
 		return w.Code, w.Header().Get("Retry-After")
 	}
 	const guesser = "203.0.113.7:4000"
+	// bob signed in from the same address (a carrier's NAT) before the
+	// guesser used up its failed logins.
+	known := authed(t, "bob")
+	if code, _ := get(guesser, known); code == 401 || code == 429 {
+		t.Fatalf("bob's token before the failures: %d, want it admitted", code)
+	}
 	for i := range failedAuthBurst {
 		if code, _ := get(guesser, bad); code != 401 {
 			t.Fatalf("bad token %d: %d, want 401", i+1, code)
@@ -31,6 +39,10 @@ func TestFailedLoginsAreLimitedPerAddress(t *testing.T) {
 	if code, _ := get(guesser, good); code != 429 {
 		t.Fatalf("a good token from the limited address: %d, want 429", code)
 	}
+	// A token verified lately costs no signature check: bob goes on.
+	if code, _ := get(guesser, known); code == 401 || code == 429 {
+		t.Fatalf("bob's token, verified before, from the limited address: %d, want it admitted", code)
+	}
 	// The admin routes share the authenticator, and its count.
 	a := newAuthenticator(AuthConfig{Secret: testSecret, AdminToken: "admin-secret-0123456789abcdef0123"})
 	a.limitFailures(time.Now)
@@ -40,6 +52,10 @@ func TestFailedLoginsAreLimitedPerAddress(t *testing.T) {
 		decodeProblem(t, do(admin, req{method: "GET", path: "/webhooks", header: wrong, remote: guesser}), 401, "unauthorized")
 	}
 	decodeProblem(t, do(admin, req{method: "GET", path: "/webhooks", header: wrong, remote: guesser}), 429, "rate_limited")
+	// The right admin token waits too: were it let through while wrong
+	// ones get 429, the answer would tell the guesser it found it.
+	right := map[string]string{"Authorization": "Bearer admin-secret-0123456789abcdef0123"}
+	decodeProblem(t, do(admin, req{method: "GET", path: "/webhooks", header: right, remote: guesser}), 429, "rate_limited")
 	if code, _ := get("203.0.113.8:4000", good); code == 401 || code == 429 {
 		t.Fatalf("a good token from another address: %d", code)
 	}
