@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +21,7 @@ import (
 func TestMigrations0005And0006BackfillPresence(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.NewDatabase(t)
-	raw, err := openPool(ctx, dsn, 2, 10*time.Second, "")
+	raw, err := openPool(ctx, dsn, 2, 10*time.Second, false, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,4 +78,33 @@ func TestMigrations0005And0006BackfillPresence(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Close() })
 	storetest.CheckPresenceBackfill(t, s)
+}
+
+// A migration is a script of several statements sent as one query, which
+// PostgreSQL answers only once all have run: each within the statement
+// timeout, together for longer than a pool session waits for a silent
+// server (answerBound). migrate runs it on a session that does not count
+// that silence as a dead server; a pool session does, which is what the
+// script would have met there.
+func TestLongMigrationScriptOutlastsTheAnswerBound(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	const timeout = 500 * time.Millisecond                                                            // answerBound: 2 s
+	script := "CREATE TABLE slow_upgrade (id INTEGER);" + strings.Repeat(" SELECT pg_sleep(0.4);", 7) // 2.8 s
+	list := []db.Migration{{Version: 1, Name: "0001_slow.sql", SQL: script}}
+	if err := migrate(ctx, dsn, timeout, list, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatalf("a 2.8 s script of 0.4 s statements: %v", err)
+	}
+	pool, err := openPool(ctx, dsn, 1, timeout, true, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var n int
+	if err := pool.GetContext(ctx, &n, `SELECT count(*) FROM schema_migrations WHERE version = 1`); err != nil || n != 1 {
+		t.Fatalf("migration 1 recorded %d times (%v), want once", n, err)
+	}
+	if _, err := pool.ExecContext(ctx, script[strings.Index(script, "SELECT"):]); err == nil {
+		t.Fatal("the same statements on a pool session passed: the test shows nothing")
+	}
 }

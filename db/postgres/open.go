@@ -64,9 +64,12 @@ var migrationFiles embed.FS
 // openPool connects a pool of maxConns sessions to the database named by
 // dsn, each committing synchronously (an Update answers only once its
 // commit is durable, whatever the server's default) and bounding every
-// statement by timeout, and checks that the server answers. what names
-// the pool in the error ("" for the store's).
-func openPool(ctx context.Context, dsn string, maxConns int, timeout time.Duration, what string) (*sqlx.DB, error) {
+// statement by timeout, and checks that the server answers. quiet counts a
+// server silent for answerBound dead (quietConn): every pool but the
+// migrations' session, whose scripts run several statements in one query
+// that answers only at its end. what names the pool in the error ("" for
+// the store's).
+func openPool(ctx context.Context, dsn string, maxConns int, timeout time.Duration, quiet bool, what string) (*sqlx.DB, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		// pgx's message never repeats the password.
@@ -77,7 +80,10 @@ func openPool(ctx context.Context, dsn string, maxConns int, timeout time.Durati
 	}
 	cfg.RuntimeParams["synchronous_commit"] = "on"
 	cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(timeout.Milliseconds(), 10)
-	cfg.DialFunc = dialQuiet(dialer(cfg.ConnectTimeout).DialContext, answerBound(timeout))
+	cfg.DialFunc = dialer(cfg.ConnectTimeout).DialContext
+	if quiet {
+		cfg.DialFunc = dialQuiet(cfg.DialFunc, answerBound(timeout))
+	}
 	sdb := sqlx.NewDb(stdlib.OpenDB(*cfg), "pgx")
 	sdb.SetMaxOpenConns(maxConns)
 	sdb.SetMaxIdleConns(maxConns)
@@ -103,16 +109,15 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	sdb, err := openPool(ctx, dsn, opts.MaxConns, opts.StatementTimeout, "")
+	list, err := db.Migrations(migrationFiles, "migrations")
 	if err != nil {
 		return nil, err
 	}
-	list, err := db.Migrations(migrationFiles, "migrations")
-	if err == nil {
-		err = db.Migrate(ctx, migrator{sdb}, list, log)
+	if err := migrate(ctx, dsn, opts.StatementTimeout, list, log); err != nil {
+		return nil, err
 	}
+	sdb, err := openPool(ctx, dsn, opts.MaxConns, opts.StatementTimeout, true, "")
 	if err != nil {
-		sdb.Close()
 		return nil, err
 	}
 	warmPool(ctx, sdb, min(opts.MaxConns, warmConns), log)
@@ -120,6 +125,21 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	s.Webhooks = db.NewWebhooks(webhookSQL, s.inTx, s.read)
 	s.EventLog = s.eventLog()
 	return s, nil
+}
+
+// migrate brings the schema up to date on a session of its own: a
+// migration is a script of several statements sent as one query, and
+// PostgreSQL answers it only once all have run, each within the statement
+// timeout but together for longer than a pool session waits for a silent
+// server (quietConn): an upgrade over a large table would fail at every
+// start.
+func migrate(ctx context.Context, dsn string, timeout time.Duration, list []db.Migration, log *slog.Logger) error {
+	mdb, err := openPool(ctx, dsn, 1, timeout, false, "the migration session ")
+	if err != nil {
+		return err
+	}
+	defer mdb.Close()
+	return db.Migrate(ctx, migrator{mdb}, list, log)
 }
 
 // warmConns is how many sessions Open opens ahead of the first requests.

@@ -43,7 +43,7 @@ func OpenPresence(ctx context.Context, dsn string, opts PresenceOptions) (*Prese
 	if opts.StatementTimeout <= 0 {
 		opts.StatementTimeout = 2 * time.Second
 	}
-	sdb, err := openPool(ctx, dsn, opts.MaxConns, opts.StatementTimeout, "the presence pool ")
+	sdb, err := openPool(ctx, dsn, opts.MaxConns, opts.StatementTimeout, true, "the presence pool ")
 	if err != nil {
 		return nil, err
 	}
