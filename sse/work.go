@@ -290,7 +290,7 @@ func (w *work) step(ctx context.Context) bool {
 			w.forget(user, st)
 			continue
 		}
-		online, episode := st.want, st.episode
+		online, episode, announced := st.want, st.episode, st.announced
 		st.busy, st.reporting, st.dirty, st.announced, st.episode = true, online, false, false, false
 		retry := st.failing
 		more := len(w.queue) > 0 || len(w.deliveries) > 0
@@ -308,8 +308,12 @@ func (w *work) step(ctx context.Context) bool {
 			// store answers (or sooner, when the user's presence
 			// changes meanwhile). It may have committed; both
 			// reports are idempotent.
+			// What made it due is due still: a report that fails
+			// after an unreported episode or an announcement is made
+			// again even though the user is offline and reported so.
 			st.dirty = true
 			st.episode = st.episode || episode
+			st.announced = st.announced || announced
 			if !st.parked {
 				st.parked = true
 				w.parkedUsers = append(w.parkedUsers, user)

@@ -2,6 +2,7 @@ package sse
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -123,4 +124,68 @@ func TestDeliveryReportsNameTheInvitation(t *testing.T) {
 	if got := r.svc.invitedAt; got["c1 bob"] != 1_111 || got["c2 bob"] != 2_222 {
 		t.Fatalf("reports named invitations %v, want c1 at 1111 (flushed) and c2 at 2222 (re-derived)", got)
 	}
+}
+
+// A stream's late announcement (its presence row written after the offline
+// report deleted it) queues one more offline report; when that report
+// fails, it is parked and made again like any other, not dropped as
+// "offline and reported so": the row would keep the user online
+// cluster-wide for as long as this node lived.
+func TestAnnouncedReportRetriedAfterFailure(t *testing.T) {
+	svc := &scriptedReports{}
+	w := newWork(slog.New(slog.DiscardHandler), svc, nil)
+	ctx := context.Background()
+	w.presence("a", true)
+	for w.step(ctx) {
+	}
+	w.presence("a", false)
+	// A stream evicted meanwhile announces itself while the offline
+	// report runs, its insert landing after that report's delete.
+	svc.during = func() { w.announced("a") }
+	if !w.step(ctx) {
+		t.Fatal("no offline report")
+	}
+	svc.failing = true // the report for the row fails every quick retry
+	for w.step(ctx) {
+	}
+	svc.failing = false
+	w.unpark()
+	for w.step(ctx) {
+	}
+	if got, want := strings.Join(svc.made, "|"), "online a|offline a|offline a"; got != want || svc.failed != deliveryAttempts {
+		t.Fatalf("reports made %q after %d failures, want %q after %d", got, svc.failed, want, deliveryAttempts)
+	}
+	if len(w.users) != 0 {
+		t.Fatalf("state kept after the offline was made: %v", w.users)
+	}
+}
+
+// scriptedReports is a Service for one goroutine stepping work by hand:
+// during runs inside the next presence report, failing fails them.
+type scriptedReports struct {
+	made    []string
+	failed  int
+	failing bool
+	during  func()
+}
+
+func (s *scriptedReports) MarkDelivered(context.Context, string, string, int64) error { return nil }
+func (s *scriptedReports) UserOnline(_ context.Context, u string) error {
+	return s.report("online " + u)
+}
+func (s *scriptedReports) UserOffline(_ context.Context, u string) error {
+	return s.report("offline " + u)
+}
+
+func (s *scriptedReports) report(r string) error {
+	if f := s.during; f != nil {
+		s.during = nil
+		f()
+	}
+	if s.failing {
+		s.failed++
+		return errors.New("store unreachable")
+	}
+	s.made = append(s.made, r)
+	return nil
 }
