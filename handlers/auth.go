@@ -66,14 +66,17 @@ type tokenClaims struct {
 // skew). exp gets none: a token is never taken after it.
 const iatSkew = 5 * time.Second
 
-// registeredClaims are the claims jwt decodes into its RegisteredClaims.
-var registeredClaims = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti"}
+// decodedClaims are the claims decoded into tokenClaims' fields: those jwt
+// decodes into its RegisteredClaims, and role.
+var decodedClaims = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "role"}
 
-// errClaimCase: a registered claim's name in another case ("Exp"), which
-// Go's JSON decoding takes for the claim itself, after the checks of the
-// exact name: an expired token with "Exp" in the future passed, as did
-// another app's token with "AUD" naming this one.
-var errClaimCase = errors.New("token has a claim named as a registered one in another case")
+// errClaimCase: a decoded claim's name in another case ("Exp", "Role"),
+// which Go's JSON decoding takes for the claim itself, after the checks of
+// the exact name: an expired token with "Exp" in the future passed, as did
+// another app's token with "AUD" naming this one, and a backend that
+// copies a user's own attributes into its tokens would have let "Role":
+// "admin" grant the admin endpoints.
+var errClaimCase = errors.New("token has a claim named as a registered one (or role) in another case")
 
 // errClaimNotNumber: exp, iat or nbf given as something other than a JSON
 // number. RFC 7519 NumericDate is a number; jwt's decoder also takes
@@ -108,7 +111,7 @@ func (c *tokenClaims) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	for name := range all {
-		for _, r := range registeredClaims {
+		for _, r := range decodedClaims {
 			if name != r && strings.EqualFold(name, r) {
 				return errClaimCase
 			}

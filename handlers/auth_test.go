@@ -84,6 +84,7 @@ func TestRequireUser(t *testing.T) {
 		{name: "nbf in the future", header: "Bearer " + token(t, "alice", jwt.MapClaims{"nbf": time.Now().Add(time.Minute).Unix()}), want: 401, wantBody: "not valid yet"},
 		{name: "Exp beside an expired exp", header: "Bearer " + token(t, "alice", jwt.MapClaims{"exp": time.Now().Add(-time.Hour).Unix(), "Exp": strconv.FormatInt(exp, 10)}), want: 401, wantBody: "another case"},
 		{name: "NBF far ahead", header: "Bearer " + token(t, "alice", jwt.MapClaims{"NBF": 1e300}), want: 401, wantBody: "another case"},
+		{name: "Role admin", header: "Bearer " + token(t, "alice", jwt.MapClaims{"Role": "admin"}), want: 401, wantBody: "another case"},
 		{name: "AUD beside another app's aud", cfg: AuthConfig{Audience: "api"}, header: "Bearer " + token(t, "alice", jwt.MapClaims{"aud": "web", "AUD": "api"}), want: 401},
 		{name: "exp as a string", header: "Bearer " + token(t, "alice", jwt.MapClaims{"exp": strconv.FormatInt(exp, 10)}), want: 401, wantBody: "must be JSON numbers"},
 		{name: "iat as a string", header: "Bearer " + token(t, "alice", jwt.MapClaims{"iat": strconv.FormatInt(time.Now().Unix(), 10)}), want: 401, wantBody: "must be JSON numbers"},
