@@ -238,10 +238,21 @@ func (a *authenticator) keyFor(ctx context.Context) jwt.Keyfunc {
 // are safe to show the client. A token verified lately is taken from the
 // cache (see tokenCache).
 func (a *authenticator) parse(ctx context.Context, token string) (user string, admin bool, exp time.Time, err error) {
-	if v, ok := a.cache.get(token, time.Now()); ok {
+	if v, ok := a.recent(token); ok {
 		return v.user, v.admin, v.exp, nil
 	}
 	return a.verifyAndCache(ctx, token)
+}
+
+// recent returns token's claims when it was verified lately (the cache).
+// A token longer than any verified one is not looked up: hashing a
+// megabyte of query string for the lookup was work for nothing, done even
+// for an address whose failed logins are used up.
+func (a *authenticator) recent(token string) (verifiedToken, bool) {
+	if len(token) > maxTokenLength {
+		return verifiedToken{}, false
+	}
+	return a.cache.get(token, time.Now())
 }
 
 // verifyAndCache is parse after a cache miss.
@@ -444,7 +455,7 @@ func (a *authenticator) requireUser(fromQuery bool) func(http.Handler) http.Hand
 			// check, and a client behind an address that others' failures
 			// used up (a carrier's NAT, an office proxy) keeps working
 			// with the token it has. Any other waits its address's turn.
-			v, cached := a.cache.get(token, time.Now())
+			v, cached := a.recent(token)
 			user, admin, exp := v.user, v.admin, v.exp
 			if !cached {
 				if a.refuseFailing(w, r) {
@@ -484,7 +495,7 @@ func (a *authenticator) requireAdmin(next http.Handler) http.Handler {
 		// whose failed logins are used up; the admin token does not: a
 		// correct guess that passed while wrong ones got 429 would tell
 		// the guesser, and the limit would no longer slow the guessing.
-		v, cached := a.cache.get(token, time.Now())
+		v, cached := a.recent(token)
 		r, info := ensureInfo(r)
 		if !cached {
 			if a.refuseFailing(w, r) {
