@@ -413,6 +413,7 @@ func (s *Service) expireClaimed(ctx context.Context, cl DeadlineClaimer, limit i
 			return nil // nothing in this run; an earlier one's changes are gone
 		}
 		now := s.now()
+		unknown := false // presence could not tell (see expire)
 		// The claim holds several calls: their users are locked first, all
 		// in one order (UserLocker), as every other change does, so firing
 		// them never deadlocks with a request over the same users.
@@ -443,7 +444,7 @@ func (s *Service) expireClaimed(ctx context.Context, cl DeadlineClaimer, limit i
 					return err
 				}
 			}
-			ch := s.expire(ctx, c, d, now)
+			ch := s.expire(ctx, c, d, now, &unknown)
 			if ch == nil {
 				loaded[d.CallID] = c // unchanged
 				continue

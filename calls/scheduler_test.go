@@ -319,3 +319,70 @@ func TestArmingLooksEachCallerUpOnceABatch(t *testing.T) {
 		t.Errorf("armed %v, want the offline caller's calls %v", tx.saved, want)
 	}
 }
+
+// callsClaimer hands out its deadlines once, over calls it keeps, and
+// keeps what the claim saved.
+type callsClaimer struct {
+	Store // the rest of the port: never called by expireClaimed
+	calls map[string]*Call
+	due   []Deadline
+	saved map[string]*Call
+}
+
+func (s *callsClaimer) UpdateDue(_ context.Context, _ int64, _ int, fn func(Tx, []Deadline) error) (int, error) {
+	return len(s.due), fn(callsTx{s: s}, s.due)
+}
+
+type callsTx struct {
+	Tx
+	s *callsClaimer
+}
+
+func (t callsTx) Call(_ context.Context, id string) (*Call, error) { return t.s.calls[id].Clone(), nil }
+func (t callsTx) Save(_ context.Context, ch *Change) error {
+	t.s.saved[ch.Call.ID] = ch.Call
+	return nil
+}
+
+// failingPresence is a CheckedPresence that cannot tell, counting how
+// often it was asked.
+type failingPresence struct{ asked int }
+
+func (p *failingPresence) Online(string) bool { return false }
+func (p *failingPresence) CheckOnline(context.Context, string) (bool, error) {
+	p.asked++
+	return false, errors.New("presence table out of reach")
+}
+
+// A claim of caller-offline deadlines asks presence whether each caller
+// is back (see Service.expire) while it holds the calls' rows; once
+// presence cannot tell, it asks no more in that claim, each question
+// waiting out presence's own bound, and ends the graces as armed.
+func TestClaimStopsAskingPresenceItCannotReach(t *testing.T) {
+	clock := &setClock{}
+	clock.ms.Store(100_000)
+	st := &callsClaimer{calls: map[string]*Call{}, saved: map[string]*Call{}}
+	for _, caller := range []string{"alice", "bob", "carol"} {
+		c := tableCall(ModeGeneral, StateInviting)
+		c.ID, c.Caller, c.CallerTracked, c.CallerOfflineAt = caller+"-call", caller, true, 50_000
+		c.Users[0].UserID, c.Users[0].Inviter = caller, caller
+		for _, u := range c.Users[1:] {
+			u.Inviter = caller
+		}
+		st.calls[c.ID] = c
+		st.due = append(st.due, Deadline{CallID: c.ID, Kind: DeadlineCallerOffline, At: 50_000})
+	}
+	p := &failingPresence{}
+	s := NewService(Options{Store: st, Clock: clock, Presence: p, Config: Config{HeartbeatTimeout: 30 * time.Second}})
+	if _, err := s.expireClaimed(context.Background(), st, 64); err != nil {
+		t.Fatal(err)
+	}
+	if p.asked != 1 {
+		t.Errorf("presence asked %d times in one claim, want once", p.asked)
+	}
+	for id := range st.calls {
+		if c := st.saved[id]; c == nil || c.State != CallEnded || c.EndReason != EndCallerOffline {
+			t.Errorf("%s: %+v, want ended by callerOffline", id, c)
+		}
+	}
+}

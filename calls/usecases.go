@@ -197,7 +197,7 @@ func (s *Service) MarkDelivered(ctx context.Context, callID, userID string, invi
 // Expire fires one due deadline; see expire.
 func (s *Service) Expire(ctx context.Context, d Deadline) error {
 	_, err := mutate[struct{}](s, ctx, "expire "+string(d.Kind), d.CallID, func(c *Call, now int64) (*Change, error) {
-		return s.expire(ctx, c, d, now), nil
+		return s.expire(ctx, c, d, now, new(bool)), nil
 	}, nil)
 	return err
 }
@@ -208,11 +208,18 @@ func (s *Service) Expire(ctx context.Context, d Deadline) error {
 // for it), and ending the call would cancel the calls of a caller who is
 // connected. The grace is cleared instead, as that report would; should
 // the caller leave again, its offline report arms a new one. A presence
-// that cannot tell counts as offline: the grace ends as armed.
-func (s *Service) expire(ctx context.Context, c *Call, d Deadline, now int64) *Change {
-	if d.Kind == DeadlineCallerOffline && c.State != CallEnded && c.CallerOfflineAt != 0 &&
-		c.CallerOfflineAt <= now && CallerOfflineApplies(c) && s.online(ctx, c.Caller, false) {
-		return CallerPresence(c, true, now, s.cfg.HeartbeatTimeout)
+// that cannot tell counts as offline: the grace ends as armed, and
+// *unknown is set, after which expire asks no more (each question may
+// wait out the presence's own bound, and a claim of deadlines holds its
+// calls' rows meanwhile).
+func (s *Service) expire(ctx context.Context, c *Call, d Deadline, now int64, unknown *bool) *Change {
+	if d.Kind == DeadlineCallerOffline && !*unknown && c.State != CallEnded && c.CallerOfflineAt != 0 &&
+		c.CallerOfflineAt <= now && CallerOfflineApplies(c) {
+		on, known := s.checkOnline(ctx, c.Caller)
+		*unknown = !known
+		if on {
+			return CallerPresence(c, true, now, s.cfg.HeartbeatTimeout)
+		}
 	}
 	return Expire(c, d, now)
 }
@@ -374,16 +381,26 @@ func (s *Service) now() int64 { return s.clock.Now().UnixMilli() }
 // the caller-offline rule, true where "offline" would arm a grace period
 // that cancels the calls of a caller who may be connected.
 func (s *Service) online(ctx context.Context, userID string, ifUnknown bool) bool {
-	cp, ok := s.presence.(CheckedPresence)
-	if !ok {
-		return s.presence.Online(userID)
-	}
-	on, err := cp.CheckOnline(ctx, userID)
-	if err != nil {
-		s.log.Warn("presence unknown", "user", userID, "assumed_online", ifUnknown, "err", err)
+	on, known := s.checkOnline(ctx, userID)
+	if !known {
 		return ifUnknown
 	}
 	return on
+}
+
+// checkOnline asks Presence whether userID has a stream, and says whether
+// it could tell.
+func (s *Service) checkOnline(ctx context.Context, userID string) (on, known bool) {
+	cp, ok := s.presence.(CheckedPresence)
+	if !ok {
+		return s.presence.Online(userID), true
+	}
+	on, err := cp.CheckOnline(ctx, userID)
+	if err != nil {
+		s.log.Warn("presence unknown", "user", userID, "err", err)
+		return false, false
+	}
+	return on, true
 }
 
 // lockUsers takes the users' rows first when the store locks per user
