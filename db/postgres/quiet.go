@@ -56,6 +56,10 @@ func (c *quietConn) apply() error {
 	return c.Conn.SetReadDeadline(d)
 }
 
+// Write starts the wait for an answer, and starts it again once the bytes
+// are written: a write held by a full socket buffer (a large batch the
+// server reads while it runs the statements before) was itself time the
+// server spent, not silence.
 func (c *quietConn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	c.until = time.Now().Add(c.quiet)
@@ -64,7 +68,14 @@ func (c *quietConn) Write(b []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return c.Conn.Write(b)
+	n, err := c.Conn.Write(b)
+	if n > 0 {
+		c.mu.Lock()
+		c.until = time.Now().Add(c.quiet)
+		_ = c.apply() // fails only on a closed connection, which the next read reports
+		c.mu.Unlock()
+	}
+	return n, err
 }
 
 func (c *quietConn) Read(b []byte) (int, error) {
