@@ -155,9 +155,13 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 		var cands []candidate
 		type inFlight struct{ id, lease int64 }
 		var renew []inFlight // in flight here, lease run out: still ours
+		runOut := c.LeaseRunOut()
 		for _, e := range live {
 			free := c.FreeFor(e.id)
-			if free <= 0 || c.Limit <= 0 {
+			if c.Limit <= 0 {
+				free = 0
+			}
+			if free <= 0 && !runOut {
 				continue
 			}
 			// Read past the deliveries in flight here, whose lease may have

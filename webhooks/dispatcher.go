@@ -176,7 +176,7 @@ func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
 	for ctx.Err() == nil {
 		now := d.clock.Now()
 		c := d.claim(now)
-		if c.Limit <= 0 {
+		if c.Limit <= 0 && !c.LeaseRunOut() {
 			return // a finishing attempt wakes the loop
 		}
 		claimed, err := d.claimDeliveries(ctx, c)
@@ -203,7 +203,7 @@ func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
 			workers.Add(1)
 			go d.deliver(ctx, workers, a)
 		}
-		if !claimed.More {
+		if !claimed.More || c.Limit <= 0 {
 			break
 		}
 	}

@@ -102,31 +102,47 @@ func TestDispatcherIgnoresResultOfLeaseTakenOver(t *testing.T) {
 // An attempt that outlives its lease with nobody taking the delivery over
 // (the clock jumped) has its lease renewed by the dispatcher's next claim,
 // and its outcome, carrying the renewed lease, is recorded: the delivery is
-// neither sent again nor left pending.
+// neither sent again nor left pending. That holds too when the claim has
+// nothing else to take: the endpoint at its share, or every worker busy
+// (the claim used to skip the endpoint, or not run, and left the delivery
+// unleased for another node to send while the attempt went on).
 func TestDispatcherRenewsLeaseOfAttemptThatOutlivedIt(t *testing.T) {
-	r := newRig(t)
-	url, entered, release := hangingReceiver(t, http.StatusOK)
-	e := r.endpoint(url)
-	reg := prometheus.NewRegistry()
-	d, _ := r.dispatcher(webhooks.DispatcherOptions{Registry: reg})
-	r.call()
-	wait.For(t, 10*time.Second, "the attempt in flight", func() bool { return entered.Load() == 1 })
+	for name, o := range map[string]webhooks.DispatcherOptions{
+		"free share":        {},
+		"endpoint at share": {Share: 1},
+		"every worker busy": {Workers: 1},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t)
+			url, entered, release := hangingReceiver(t, http.StatusOK)
+			e := r.endpoint(url)
+			reg := prometheus.NewRegistry()
+			o.Registry = reg
+			d, _ := r.dispatcher(o)
+			r.call()
+			wait.For(t, 10*time.Second, "the attempt in flight", func() bool { return entered.Load() == 1 })
 
-	r.clock.Advance(3 * time.Minute) // past the 2-minute lease
-	d.Wake()
-	now, renewed := epoch.Add(3*time.Minute).UnixMilli(), epoch.Add(5*time.Minute).UnixMilli()
-	wait.For(t, 10*time.Second, "the lease renewed", func() bool {
-		due, err := r.store.NextWebhookDue(context.Background(), now)
-		return err == nil && due.LeaseEnd == renewed
-	})
+			r.clock.Advance(3 * time.Minute) // past the 2-minute lease
+			d.Wake()
+			now, renewed := epoch.Add(3*time.Minute).UnixMilli(), epoch.Add(5*time.Minute).UnixMilli()
+			wait.For(t, 10*time.Second, "the lease renewed", func() bool {
+				due, err := r.store.NextWebhookDue(context.Background(), now)
+				return err == nil && due.LeaseEnd == renewed
+			})
+			// Another node (or a process started after a crash) finds the
+			// delivery leased.
+			other, _ := r.dispatcher(o)
+			other.Wake()
 
-	close(release)
-	r.waitDelivery(e.ID, attempts(1, webhooks.DeliveryDelivered))
-	if n := fenced(t, reg); n != 0 {
-		t.Errorf("%v results fenced, want 0: the renewed lease is the attempt's own", n)
-	}
-	if n := entered.Load(); n != 1 {
-		t.Errorf("%d requests, want 1", n)
+			close(release)
+			r.waitDelivery(e.ID, attempts(1, webhooks.DeliveryDelivered))
+			if n := fenced(t, reg); n != 0 {
+				t.Errorf("%v results fenced, want 0: the renewed lease is the attempt's own", n)
+			}
+			if n := entered.Load(); n != 1 {
+				t.Errorf("%d requests, want 1", n)
+			}
+		})
 	}
 }
 

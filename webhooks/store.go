@@ -84,6 +84,19 @@ type Claim struct {
 	InFlight map[int64]int64
 }
 
+// LeaseRunOut reports whether an attempt in flight holds a lease that
+// ran out by Now: the claim must then renew it, even when it may take
+// nothing new (every worker busy, the endpoint at its share), or another
+// process would send the delivery again while the attempt goes on.
+func (c Claim) LeaseRunOut() bool {
+	for _, lease := range c.InFlight {
+		if lease <= c.Now {
+			return true
+		}
+	}
+	return false
+}
+
 // FreeFor returns how many attempts the claim allows for an endpoint.
 func (c Claim) FreeFor(endpointID string) int {
 	if n, ok := c.Free[endpointID]; ok {

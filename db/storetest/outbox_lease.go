@@ -113,3 +113,37 @@ func testClaimRenewsOnlyTheLeaseHeld(t *testing.T, s db.Store) {
 		t.Fatalf("claimed %+v at 1500, want the retry of delivery %d", b, id)
 	}
 }
+
+// A claim renews the run-out lease of an attempt in flight here even when
+// it may take nothing new: its endpoint at its share (Free 0), or every
+// worker busy (Limit 0). It used to skip the endpoint then, and the
+// delivery, unleased while its attempt went on, was another process's to
+// send again.
+func testClaimRenewsRunOutLeaseWhenFull(t *testing.T, s db.Store) {
+	putEndpoint(t, s, "full", 1, calls.HookCallCreated)
+	hook(t, s, "c_full1", calls.HookCallCreated, 1000)
+	hook(t, s, "c_full2", calls.HookCallCreated, 1000)
+	a, _, _ := claim(t, s, webhooks.Claim{Now: 1000, LeaseUntil: 2000, Limit: 1, Share: 1})
+	if len(a) != 1 {
+		t.Fatalf("claimed %+v, want one delivery", a)
+	}
+	id, lease := a[0].DeliveryID, a[0].Lease
+	for i, c := range []webhooks.Claim{
+		{Now: 3000, LeaseUntil: 5000, Limit: 4, Share: 4, Free: map[string]int{"full": 0}},
+		{Now: 6000, LeaseUntil: 8000, Limit: 0, Share: 4},
+	} {
+		c.InFlight = map[int64]int64{id: lease}
+		claimed, err := s.ClaimWebhookDeliveries(context.Background(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(claimed.Attempts) != 0 || len(claimed.Renewed) != 1 || claimed.Renewed[0] != id {
+			t.Fatalf("claim %d (%+v) = %+v, want only delivery %d renewed", i, c, claimed, id)
+		}
+		lease = c.LeaseUntil
+		due, err := s.NextWebhookDue(context.Background(), c.Now)
+		if err != nil || due.LeaseEnd != c.LeaseUntil {
+			t.Fatalf("after claim %d NextWebhookDue = %+v (%v), want the lease ending at %d", i, due, err, c.LeaseUntil)
+		}
+	}
+}

@@ -83,6 +83,7 @@ var tests = []contract{
 	{"FinishReleaseAndRetryDeliveries", testFinishReleaseAndRetryDeliveries},
 	{"LateAttemptCannotEndAnotherAttemptsLease", testLateAttemptCannotEndAnotherAttemptsLease},
 	{"ClaimRenewsOnlyTheLeaseHeld", testClaimRenewsOnlyTheLeaseHeld},
+	{"ClaimRenewsRunOutLeaseWhenFull", testClaimRenewsRunOutLeaseWhenFull},
 	{"PruneCalls", testPruneCalls},
 	{"PresenceFollowsUserChanges", testPresenceFollowsUserChanges},
 	{"PruneWebhookDeliveries", testPruneWebhookDeliveries},
