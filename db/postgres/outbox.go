@@ -74,9 +74,16 @@ var webhookSQL = db.WebhookSQL{
 		FROM webhook_endpoints e WHERE e.enabled AND NOT e.deleted`,
 	NextLeaseEnd: `SELECT COALESCE(min(locked_until), 0) FROM webhook_deliveries
 		WHERE locked_until > 0 AND locked_until > $1`,
+	// Rows another transaction holds (an admin's retry putting one back to
+	// pending) are skipped, not waited for: after the wait PostgreSQL
+	// rechecks only the outer statement's conditions, and a bare id IN
+	// deleted a delivery the retry had just made pending again (answered
+	// 202, then never sent). The status is checked again outside as well.
 	PruneDeliveries: `DELETE FROM webhook_deliveries WHERE id IN (
 			SELECT id FROM webhook_deliveries
-			WHERE status IN ('delivered', 'failed') AND created_at < $1 LIMIT $2)
+			WHERE status IN ('delivered', 'failed') AND created_at < $1 LIMIT $2
+			FOR UPDATE SKIP LOCKED)
+		AND status IN ('delivered', 'failed')
 		RETURNING message_id`,
 	PruneMessage: `DELETE FROM webhook_messages WHERE id = $1
 		AND NOT EXISTS (SELECT 1 FROM webhook_deliveries WHERE message_id = $1)`,

@@ -1,0 +1,84 @@
+package postgres_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"callsig/calls"
+	"callsig/db/postgres"
+	"callsig/db/storetest"
+	"callsig/internal/pgtest"
+	"callsig/webhooks"
+)
+
+// An admin's retry of a finished delivery older than the retention puts
+// it back to pending; a pruning pass that started meanwhile, and waited
+// for the retry's row lock, must not delete it: the retry was answered
+// 202, and the delivery would never be sent. (SQLite runs the two writes
+// one after the other; PostgreSQL rechecks only the outer statement's
+// conditions after such a wait.)
+func TestPruneSkipsADeliveryAnAdminIsRetrying(t *testing.T) {
+	ctx := context.Background()
+	s, err := postgres.Open(ctx, pgtest.NewDatabase(t), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.PutWebhookEndpoint(ctx, &webhooks.Endpoint{ID: "wh_a", URL: "https://a.example/hook", Secret: "whsec_a", CreatedAt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	ch := storetest.NewCall("c1", "alice", 1000)
+	ch.Hooks = []calls.HookEvent{{Type: calls.HookCallCreated, CallID: "c1", Data: json.RawMessage(`{}`), Time: 1000}}
+	storetest.Save(t, s, ch)
+	got, err := s.ClaimWebhookDeliveries(ctx, webhooks.Claim{Now: 2000, LeaseUntil: 100_000, Limit: 1, Share: 1})
+	if err != nil || len(got.Attempts) != 1 {
+		t.Fatalf("claim = %+v (%v), want the delivery", got, err)
+	}
+	a := got.Attempts[0]
+	if err := s.FinishWebhookAttempt(ctx, webhooks.Outcome{DeliveryID: a.DeliveryID, Lease: a.Lease, EndpointID: "wh_a", At: 3000, StatusCode: 400, Error: "bad request"}); err != nil {
+		t.Fatal(err)
+	}
+
+	now := (10 * 24 * time.Hour).Milliseconds()
+	retried, proceed, retryDone := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		retryDone <- s.UpdateWebhooks(ctx, func(tx webhooks.Tx) error {
+			if _, err := tx.RetryWebhookDelivery(ctx, "wh_a", a.DeliveryID, now); err != nil {
+				return err
+			}
+			close(retried)
+			<-proceed // the pruning pass runs meanwhile
+			return nil
+		})
+	}()
+	<-retried
+	pruneDone := make(chan error, 1)
+	go func() {
+		_, err := s.PruneWebhookDeliveries(ctx, now-(7*24*time.Hour).Milliseconds(), 500)
+		pruneDone <- err
+	}()
+	select {
+	case err := <-pruneDone: // skipped the locked row, as it should
+		if err != nil {
+			t.Fatal(err)
+		}
+		close(proceed)
+	case <-time.After(300 * time.Millisecond): // waiting for the lock
+		close(proceed)
+		if err := <-pruneDone; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-retryDone; err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.WebhookDeliveries(ctx, "wh_a", webhooks.DeliveryQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].Status != webhooks.DeliveryPending {
+		t.Fatalf("deliveries after the retry and the pruning: %+v, want the retried one pending", list)
+	}
+}
