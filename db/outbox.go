@@ -7,6 +7,7 @@ package db
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -97,6 +98,7 @@ const (
 	sqlFinishAttempt   = `UPDATE webhook_deliveries SET attempts = attempts + 1,
 			last_status_code = ?, last_error = ?, status = ?, next_attempt_at = ?, delivered_at = ?,
 			locked_until = 0 WHERE id = ? AND locked_until = ?`
+	sqlEndpointURL = `SELECT url FROM webhook_endpoints WHERE id = ?`
 )
 
 // ClaimWebhookDeliveries leases, for each live endpoint, up to its free
@@ -240,7 +242,10 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 // FinishWebhookAttempt records the outcome of an attempt and ends its
 // lease: delivered, pending again at o.NextAttemptAt, or failed. With
 // o.DisableReason the endpoint is disabled and its other pending deliveries
-// fail in the same transaction. An attempt that no longer holds the
+// fail in the same transaction, unless the endpoint's URL is no longer
+// o.URL (reconfigured while the attempt ran): the old address's 410 then
+// says nothing of the new one, and the delivery is due again at once, for
+// the new address. An attempt that no longer holds the
 // delivery's lease (o.Lease) writes nothing, the endpoint included, and
 // gets webhooks.ErrLeaseLost: the lease holder's outcome is the one that
 // counts.
@@ -255,6 +260,17 @@ func (w Webhooks) FinishWebhookAttempt(ctx context.Context, o webhooks.Outcome) 
 	lost := false
 	err := w.write(ctx, func(tx *sqlx.Tx) error {
 		ctx := w.statementCtx(ctx)
+		status, next, o := status, next, o // this run's: a rerun starts again
+		if o.DisableReason != "" && o.URL != "" {
+			var url string
+			err := tx.QueryRowContext(ctx, tx.Rebind(sqlEndpointURL), o.EndpointID).Scan(&url)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			if err == nil && url != o.URL {
+				status, next, o.DisableReason = webhooks.DeliveryPending, o.At, ""
+			}
+		}
 		res, err := tx.ExecContext(ctx, tx.Rebind(sqlFinishAttempt),
 			o.StatusCode, o.Error, string(status), next, deliveredAt, o.DeliveryID, o.Lease)
 		if err != nil {

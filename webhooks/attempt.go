@@ -21,7 +21,7 @@ import (
 // its breaker: no answer (timeout, refused), 5xx, 408 or 429. A 4xx is the
 // receiver's verdict on the message, not a sign that it is down.
 func (d *Dispatcher) attempt(ctx context.Context, a Attempt) (o Outcome, failed, abandoned bool) {
-	o = Outcome{DeliveryID: a.DeliveryID, EndpointID: a.EndpointID}
+	o = Outcome{DeliveryID: a.DeliveryID, EndpointID: a.EndpointID, URL: a.URL}
 	log := d.log.With("delivery", a.DeliveryID, "webhook", a.EndpointID, "webhook_id", a.MsgID, "type", a.Type, "attempt", a.Attempts+1)
 	status, retryAfter, body, err := d.send(ctx, a)
 	if err != nil && ctx.Err() != nil {

@@ -217,3 +217,34 @@ func TestDispatcherRecordsWithALeaseRenewedMeanwhile(t *testing.T) {
 		t.Errorf("%v results fenced, want 0", n)
 	}
 }
+
+// A 410 that comes back from the address the endpoint had when its attempt
+// began, after the endpoint was given another (CALLSIG_WEBHOOK_URL changed
+// at a restart), says nothing of the new address: the endpoint stays
+// enabled and the delivery goes to the new address, which takes it.
+func TestGoneFromAnOldURLLeavesTheNewOne(t *testing.T) {
+	r := newRig(t)
+	oldURL, entered, release := hangingReceiver(t, http.StatusGone)
+	newSrv, newHits := countingServer(t, func(w http.ResponseWriter, _ *http.Request) {})
+	reg := webhooks.NewRegistry(r.store, webhooks.RegistryOptions{Clock: r.clock, AllowPrivate: true})
+	ctx := context.Background()
+	secret := webhooks.NewSecret()
+	if err := reg.Configure(ctx, oldURL, secret); err != nil {
+		t.Fatal(err)
+	}
+	r.dispatcher(webhooks.DispatcherOptions{})
+	r.call()
+	wait.For(t, 10*time.Second, "the attempt to the old address", func() bool { return entered.Load() == 1 })
+	if err := reg.Configure(ctx, newSrv.URL, secret); err != nil {
+		t.Fatal(err)
+	}
+	close(release) // the old address answers 410
+	r.waitDelivery(webhooks.ConfiguredID, attempts(2, webhooks.DeliveryDelivered))
+	if n := newHits.Load(); n < 1 {
+		t.Errorf("%d requests to the new address, want the delivery", n)
+	}
+	e, err := r.store.WebhookEndpoint(ctx, webhooks.ConfiguredID)
+	if err != nil || !e.Enabled || e.URL != newSrv.URL {
+		t.Fatalf("endpoint %+v (%v), want enabled at the new address", e, err)
+	}
+}

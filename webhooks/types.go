@@ -106,4 +106,7 @@ type Outcome struct {
 	// DisableReason, when set, disables the endpoint (410 Gone) and fails
 	// its other pending deliveries.
 	DisableReason string
+	// URL is where the attempt was sent ("": not known). A 410 from an
+	// address the endpoint no longer has says nothing of the new one.
+	URL string
 }

@@ -147,3 +147,41 @@ func testClaimRenewsRunOutLeaseWhenFull(t *testing.T, s db.Store) {
 		}
 	}
 }
+
+// A 410 recorded for an address the endpoint no longer has (its URL
+// changed while the attempt ran) neither disables the endpoint nor fails
+// its deliveries: the delivery is due again at once, for the new address.
+// From the address it still has, the 410 disables it as ever.
+func testGoneFromAnOldURLKeepsTheEndpoint(t *testing.T, s db.Store) {
+	putEndpoint(t, s, "moved", 1, calls.HookCallCreated)
+	hook(t, s, "c_moved", calls.HookCallCreated, 1000)
+	a, _, _ := claim(t, s, webhooks.Claim{Now: 1000, LeaseUntil: 2000, Limit: 1, Share: 1})
+	if len(a) != 1 {
+		t.Fatalf("claimed %+v, want the delivery", a)
+	}
+	oldURL := a[0].URL
+	moved := &webhooks.Endpoint{ID: "moved", URL: "https://elsewhere.example/hook", Secret: "whsec_moved",
+		EventTypes: []calls.HookType{calls.HookCallCreated}, CreatedAt: 1}
+	if err := s.PutWebhookEndpoint(context.Background(), moved); err != nil {
+		t.Fatal(err)
+	}
+	gone := webhooks.Outcome{DeliveryID: a[0].DeliveryID, Lease: a[0].Lease, EndpointID: "moved", At: 1500,
+		StatusCode: 410, Error: "endpoint answered 410 Gone", DisableReason: "endpoint answered 410 Gone", URL: oldURL}
+	finish(t, s, gone)
+	e, err := s.WebhookEndpoint(context.Background(), "moved")
+	if err != nil || !e.Enabled {
+		t.Fatalf("endpoint after the old address's 410: %+v (%v), want enabled", e, err)
+	}
+	if due, err := s.NextWebhookDue(context.Background(), 1500); err != nil || due.Endpoints["moved"] != 1500 {
+		t.Fatalf("NextWebhookDue(1500) = %+v (%v), want the delivery due at once", due, err)
+	}
+	b, _, _ := claim(t, s, webhooks.Claim{Now: 1500, LeaseUntil: 3000, Limit: 1, Share: 1})
+	if len(b) != 1 || b[0].URL != moved.URL {
+		t.Fatalf("claimed %+v, want the delivery for the new address", b)
+	}
+	gone.Lease, gone.At, gone.URL = b[0].Lease, 1600, moved.URL
+	finish(t, s, gone)
+	if e, err := s.WebhookEndpoint(context.Background(), "moved"); err != nil || e.Enabled {
+		t.Fatalf("endpoint after its own address's 410: %+v (%v), want disabled", e, err)
+	}
+}

@@ -84,6 +84,7 @@ var tests = []contract{
 	{"LateAttemptCannotEndAnotherAttemptsLease", testLateAttemptCannotEndAnotherAttemptsLease},
 	{"ClaimRenewsOnlyTheLeaseHeld", testClaimRenewsOnlyTheLeaseHeld},
 	{"ClaimRenewsRunOutLeaseWhenFull", testClaimRenewsRunOutLeaseWhenFull},
+	{"GoneFromAnOldURLKeepsTheEndpoint", testGoneFromAnOldURLKeepsTheEndpoint},
 	{"PruneCalls", testPruneCalls},
 	{"PresenceFollowsUserChanges", testPresenceFollowsUserChanges},
 	{"PruneWebhookDeliveries", testPruneWebhookDeliveries},
