@@ -30,6 +30,9 @@ const (
 	// storeRetry is how soon the dispatcher tries again after the store
 	// failed it.
 	storeRetry = time.Second
+	// maxTimerWait bounds how long the dispatcher sleeps without reading
+	// what is due (see setTimer).
+	maxTimerWait = time.Minute
 )
 
 // DispatcherOptions configures NewDispatcher; zero fields get defaults.
@@ -67,6 +70,7 @@ type Dispatcher struct {
 	lease     time.Duration
 	jitter    Jitter
 	userAgent string
+	maxWait   time.Duration // maxTimerWait, but in tests
 
 	wake chan struct{} // buffered(1): "look at the outbox again"
 
@@ -116,7 +120,7 @@ func NewDispatcher(store Store, o DispatcherOptions) (*Dispatcher, error) {
 	}
 	return &Dispatcher{
 		store: store, clock: o.Clock, client: o.Client, log: o.Logger, metrics: m,
-		workers: o.Workers, share: o.Share, breakerO: o.Breaker, lease: o.Lease, jitter: o.Jitter,
+		workers: o.Workers, share: o.Share, breakerO: o.Breaker, lease: o.Lease, jitter: o.Jitter, maxWait: maxTimerWait,
 		userAgent: o.UserAgent, wake: make(chan struct{}, 1),
 		inflight: map[int64]int64{}, perEndpoint: map[string]int{}, breakers: map[string]*breaker{},
 	}, nil
@@ -295,6 +299,13 @@ func (d *Dispatcher) setTimer(at int64) {
 	if at != 0 && at <= now {
 		at = 0
 		d.Wake()
+	}
+	if at > now+d.maxWait.Milliseconds() {
+		// A timer counts elapsed time, not the wall clock's: after the
+		// clock stepped forward (NTP, a VM resumed) a retry an hour away
+		// would be an hour late. Looking again every maxTimerWait bounds
+		// that to a minute.
+		at = now + d.maxWait.Milliseconds()
 	}
 	if at == d.timerAt {
 		return

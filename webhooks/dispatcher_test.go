@@ -296,3 +296,45 @@ func TestDispatcherLeaseAcrossDispatchers(t *testing.T) {
 	}
 	close(hold)
 }
+
+// jumpClock is the system clock stepped forward by off, with real timers:
+// what a wall clock set forward by NTP, or a VM resumed, looks like to a
+// process.
+type jumpClock struct{ off atomic.Int64 }
+
+func (c *jumpClock) Now() time.Time { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *jumpClock) AfterFunc(d time.Duration, f func()) calls.Timer {
+	return time.AfterFunc(d, f)
+}
+
+// A retry due in an hour, whose time the wall clock then jumps past, is
+// sent once the dispatcher looks again (every maxTimerWait, shortened
+// here), not an hour of elapsed time later: its timer counts the elapsed
+// time, which no jump shortens.
+func TestRetryAfterAClockJumpIsNotAnHourLate(t *testing.T) {
+	r := newRig(t)
+	var hits atomic.Int32
+	srv, _ := countingServer(t, func(w http.ResponseWriter, _ *http.Request) {
+		if hits.Add(1) == 1 {
+			w.Header().Set("Retry-After", "3600")
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	e := r.endpoint(srv.URL)
+	clock := &jumpClock{}
+	d, err := webhooks.NewDispatcher(r.store, webhooks.DispatcherOptions{Clock: clock,
+		Client: webhooks.NewClient(webhooks.ClientOptions{AllowPrivate: true})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.SetMaxWait(200 * time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	*r.wake.fns = append(*r.wake.fns, d.Wake)
+	r.call()
+	r.waitDelivery(e.ID, attempts(1, webhooks.DeliveryPending))
+	clock.off.Store(int64(time.Hour + time.Minute))
+	r.waitDelivery(e.ID, attempts(2, webhooks.DeliveryDelivered))
+}
