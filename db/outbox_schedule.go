@@ -64,6 +64,28 @@ func (w Webhooks) ExpireWebhookDeliveries(ctx context.Context, createdBefore, no
 	return int(n), nil
 }
 
+// PurgeDeletedWebhookEndpoints deletes up to limit endpoints deleted
+// through the API (kept as rows while their deliveries are, for the
+// outbox's bookkeeping) once no delivery refers to them, and returns how
+// many it deleted: every claim checks the dead endpoints, and an admin
+// creating and deleting endpoints would otherwise grow that check (and
+// the table) without end.
+func (w Webhooks) PurgeDeletedWebhookEndpoints(ctx context.Context, limit int) (int, error) {
+	var n int64
+	err := w.write(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(w.statementCtx(ctx), w.sql.PurgeEndpoints, limit)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("db: purge deleted webhook endpoints: %w", err)
+	}
+	return int(n), nil
+}
+
 // PruneWebhookDeliveries deletes up to limit finished deliveries created
 // before before (Unix ms) and the messages left without a delivery, in one
 // write transaction, and returns how many deliveries it deleted. Pending

@@ -63,6 +63,9 @@ type WebhookSQL struct {
 	PruneDeliveries string
 	// PruneMessage(id) deletes a message no delivery refers to any more.
 	PruneMessage string
+	// PurgeEndpoints(limit) deletes up to limit deleted endpoints no
+	// delivery refers to any more.
+	PurgeEndpoints string
 	// ExpireDeliveries(reason, before, now, limit) fails up to limit
 	// pending deliveries created before before, due before it too, and
 	// not leased at now, with reason as their last error.

@@ -41,8 +41,8 @@ type RetentionOptions struct {
 }
 
 // Retention prunes the outbox: finished (delivered or failed) deliveries
-// created more than Period ago, and each message once no delivery refers
-// to it. Pending deliveries are never pruned; but one still pending and
+// created more than Period ago, each message once no delivery refers to
+// it, and each endpoint deleted through the API once no delivery does. Pending deliveries are never pruned; but one still pending and
 // overdue by half the period (at least 48 h: the retry schedule's own
 // delays end after about 32) is failed as expired first, and then kept
 // listed until the period ends. Without that, an endpoint that never takes
@@ -146,7 +146,18 @@ func (r *Retention) Prune(ctx context.Context) (int, error) {
 			if total > 0 {
 				r.log.Info("webhook deliveries pruned", "deleted", total, "created_before", time.UnixMilli(before).UTC().Format(time.RFC3339))
 			}
-			return total, nil
+			return total, r.purgeEndpoints(ctx)
+		}
+	}
+}
+
+// purgeEndpoints deletes the endpoints deleted through the API whose
+// deliveries are all pruned, one bounded batch per write.
+func (r *Retention) purgeEndpoints(ctx context.Context) error {
+	for {
+		n, err := r.store.PurgeDeletedWebhookEndpoints(ctx, r.batch)
+		if err != nil || n < r.batch {
+			return err
 		}
 	}
 }

@@ -133,3 +133,41 @@ func TestRetentionExpiresStuckDeliveries(t *testing.T) {
 		t.Fatalf("a retried delivery after the next pass: %+v, want pending", d)
 	}
 }
+
+// purgeCounter counts the purges of deleted endpoints asked of the store.
+type purgeCounter struct {
+	webhooks.Store
+	purged int
+}
+
+func (s *purgeCounter) PurgeDeletedWebhookEndpoints(ctx context.Context, limit int) (int, error) {
+	n, err := s.Store.PurgeDeletedWebhookEndpoints(ctx, limit)
+	s.purged += n
+	return n, err
+}
+
+// A pruning pass purges the endpoints deleted through the API whose
+// deliveries are gone: every claim checks the dead endpoints, so an admin
+// creating and deleting endpoints would otherwise slow every claim down.
+func TestRetentionPurgesDeletedEndpoints(t *testing.T) {
+	r := newRig(t)
+	reg := webhooks.NewRegistry(r.store, webhooks.RegistryOptions{Clock: r.clock, AllowPrivate: true})
+	ctx := context.Background()
+	for range 3 {
+		e := r.endpoint("http://127.0.0.1:1/hook")
+		if err := reg.Delete(ctx, e.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store := &purgeCounter{Store: r.store}
+	ret, err := webhooks.NewRetention(store, webhooks.RetentionOptions{Clock: r.clock, Batch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ret.Prune(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if store.purged != 3 {
+		t.Fatalf("%d deleted endpoints purged, want 3", store.purged)
+	}
+}

@@ -85,6 +85,14 @@ var webhookSQL = db.WebhookSQL{
 			FOR UPDATE SKIP LOCKED)
 		AND status IN ('delivered', 'failed')
 		RETURNING message_id`,
+	// Rows another transaction holds (PutEndpoint bringing the id back)
+	// are skipped, and deleted is checked again outside (see
+	// PruneDeliveries).
+	PurgeEndpoints: `DELETE FROM webhook_endpoints WHERE id IN (
+			SELECT e.id FROM webhook_endpoints e WHERE e.deleted
+			AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id) LIMIT $1
+			FOR UPDATE SKIP LOCKED)
+		AND deleted`,
 	PruneMessage: `DELETE FROM webhook_messages WHERE id = $1
 		AND NOT EXISTS (SELECT 1 FROM webhook_deliveries WHERE message_id = $1)`,
 	// Overdue since the cut-off too (see SQLite's). Rows an attempt holds

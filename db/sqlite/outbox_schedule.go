@@ -38,6 +38,11 @@ const (
 		INDEXED BY webhook_deliveries_by_status_age WHERE status = 'pending'`
 	// Finished deliveries past retention, oldest first per status: a range
 	// of webhook_deliveries_by_status_age each, never a pending row.
+	// Deleted endpoints whose deliveries are all pruned: each a probe of
+	// webhook_deliveries_by_endpoint.
+	sqlPurgeEndpoints = `DELETE FROM webhook_endpoints WHERE id IN (
+			SELECT e.id FROM webhook_endpoints e WHERE e.deleted = 1
+			AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id) LIMIT ?)`
 	sqlPruneDeliveries = `DELETE FROM webhook_deliveries WHERE id IN (
 			SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_by_status_age
 			WHERE status IN ('delivered', 'failed') AND created_at < ? LIMIT ?)

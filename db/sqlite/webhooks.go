@@ -30,6 +30,7 @@ var webhookSQL = db.WebhookSQL{
 	NextLeaseEnd:      sqlNextLeaseEnd,
 	PruneDeliveries:   sqlPruneDeliveries,
 	PruneMessage:      sqlPruneMessage,
+	PurgeEndpoints:    sqlPurgeEndpoints,
 	ExpireDeliveries:  sqlExpireDeliveries,
 }
 

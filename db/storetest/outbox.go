@@ -659,3 +659,47 @@ func testPruneWebhookDeliveries(t *testing.T, s db.Store) {
 		t.Errorf("claimed %+v after pruning, want b's pending one with its message", got)
 	}
 }
+
+// An endpoint deleted through the API stays a row while a delivery refers
+// to it (a pending one, or a finished one the retention keeps), and is
+// purged once none does; a live endpoint never is. The id can be put
+// again afterwards (the configured endpoint coming back).
+func testPurgeDeletedWebhookEndpoints(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	putEndpoint(t, s, "gone", 1)
+	putEndpoint(t, s, "kept", 2)
+	putEndpoint(t, s, "leased", 3)
+	hook(t, s, "p1", calls.HookCallCreated, 100)
+	putEndpoint(t, s, "idle", 4) // after the message: no delivery
+	gone := deliveryIDs(t, s, "gone")
+	if _, ids, _ := claim(t, s, webhooks.Claim{Now: 1000, LeaseUntil: 2000, Limit: 10, Share: 10}); len(ids) != 3 {
+		t.Fatalf("claimed %v, want 3", ids)
+	}
+	finish(t, s, webhooks.Outcome{DeliveryID: gone[0], Lease: 2000, EndpointID: "gone", At: 1000, StatusCode: 200, Delivered: true})
+	// leased: deleted while its attempt is in flight, the delivery
+	// pending under its lease.
+	for _, id := range []string{"gone", "idle", "leased"} {
+		if err := s.DeleteWebhookEndpoint(ctx, id, 1500); err != nil {
+			t.Fatal(err)
+		}
+	}
+	purge := func(want int) {
+		t.Helper()
+		if n, err := s.PurgeDeletedWebhookEndpoints(ctx, 10); err != nil || n != want {
+			t.Fatalf("PurgeDeletedWebhookEndpoints = %d (%v), want %d", n, err, want)
+		}
+	}
+	purge(1) // idle: deleted, no delivery; gone keeps its delivered one
+	if n, err := s.PruneWebhookDeliveries(ctx, 500, 10); err != nil || n != 1 {
+		t.Fatalf("PruneWebhookDeliveries = %d (%v), want gone's delivery", n, err)
+	}
+	purge(1) // gone
+	purge(0)
+	if _, err := s.WebhookEndpoint(ctx, "kept"); err != nil {
+		t.Fatalf("the live endpoint: %v", err)
+	}
+	putEndpoint(t, s, "gone", 5)
+	if e, err := s.WebhookEndpoint(ctx, "gone"); err != nil || !e.Enabled {
+		t.Fatalf("gone put again: %+v (%v)", e, err)
+	}
+}

@@ -88,6 +88,7 @@ var tests = []contract{
 	{"PruneCalls", testPruneCalls},
 	{"PresenceFollowsUserChanges", testPresenceFollowsUserChanges},
 	{"PruneWebhookDeliveries", testPruneWebhookDeliveries},
+	{"PurgeDeletedWebhookEndpoints", testPurgeDeletedWebhookEndpoints},
 	{"ExpireWebhookDeliveries", testExpireWebhookDeliveries},
 }
 
