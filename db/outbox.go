@@ -92,7 +92,7 @@ func QueueHook(ctx context.Context, insert, fanOut Statement, h *calls.HookEvent
 // was finished, released or failed since, matches no row.
 const (
 	sqlLeaseDelivery   = `UPDATE webhook_deliveries SET locked_until = ? WHERE id = ?`
-	sqlRenewDelivery   = `UPDATE webhook_deliveries SET locked_until = ? WHERE id = ? AND locked_until = ?`
+	sqlRenewDelivery   = `UPDATE webhook_deliveries SET locked_until = ? WHERE id = ? AND locked_until = ? AND status = 'pending'`
 	sqlReleaseDelivery = `UPDATE webhook_deliveries SET locked_until = 0 WHERE id = ? AND locked_until = ?`
 	sqlSelectMessage   = `SELECT msg_id, type, payload FROM webhook_messages WHERE id = ?`
 	sqlFinishAttempt   = `UPDATE webhook_deliveries SET attempts = attempts + 1,
@@ -127,6 +127,31 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 	err := w.write(ctx, func(tx *sqlx.Tx) error {
 		ctx := w.statementCtx(ctx)
 		out = webhooks.Claimed{}
+		// The attempts in flight here whose lease ran out (a clock jump,
+		// a paused process) are still ours: their leases are renewed
+		// first, each by its id, whatever else the claim may take (the
+		// endpoint at its share, every worker busy, other deliveries due
+		// before it), so that no other process sends the delivery while
+		// the attempt goes on, and the dead-endpoint sweep below leaves
+		// it to its attempt. Fenced on the attempt's lease: an attempt
+		// that finished just now (the dispatcher learns of it a moment
+		// later) left the delivery unleased, due at once or later, and
+		// is not renewed.
+		renew := tx.Rebind(sqlRenewDelivery)
+		for id, held := range c.InFlight {
+			if held > c.Now {
+				continue
+			}
+			res, err := tx.ExecContext(ctx, renew, c.LeaseUntil, id, held)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n == 1 {
+				out.Renewed = append(out.Renewed, id)
+			}
+		}
 		if _, err := tx.ExecContext(ctx, w.sql.FailDeadEndpoints, c.Now); err != nil {
 			return fmt.Errorf("fail deliveries of dead endpoints: %w", err)
 		}
@@ -155,15 +180,9 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 			message int64
 		}
 		var cands []candidate
-		type inFlight struct{ id, lease int64 }
-		var renew []inFlight // in flight here, lease run out: still ours
-		runOut := c.LeaseRunOut()
 		for _, e := range live {
 			free := c.FreeFor(e.id)
-			if c.Limit <= 0 {
-				free = 0
-			}
-			if free <= 0 && !runOut {
+			if free <= 0 || c.Limit <= 0 {
 				continue
 			}
 			// Read past the deliveries in flight here, whose lease may have
@@ -180,8 +199,7 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 					rows.Close()
 					return err
 				}
-				if held, ok := c.InFlight[k.a.DeliveryID]; ok {
-					renew = append(renew, inFlight{k.a.DeliveryID, held})
+				if _, ok := c.InFlight[k.a.DeliveryID]; ok {
 					continue
 				}
 				if n == free {
@@ -205,20 +223,6 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 			cands, out.More = cands[:max(c.Limit, 0)], true
 		}
 		lease, message := tx.Rebind(sqlLeaseDelivery), tx.Rebind(sqlSelectMessage)
-		for _, f := range renew {
-			// Fenced on the attempt's lease: an attempt that finished just
-			// now (the dispatcher learns of it a moment later) left the
-			// delivery unleased, due at once or later, and is not renewed.
-			res, err := tx.ExecContext(ctx, tx.Rebind(sqlRenewDelivery), c.LeaseUntil, f.id, f.lease)
-			if err != nil {
-				return err
-			}
-			if n, err := res.RowsAffected(); err != nil {
-				return err
-			} else if n == 1 {
-				out.Renewed = append(out.Renewed, f.id)
-			}
-		}
 		for _, k := range cands {
 			a := k.a
 			var typ string

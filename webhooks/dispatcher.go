@@ -180,8 +180,19 @@ func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
 	for ctx.Err() == nil {
 		now := d.clock.Now()
 		c := d.claim(now)
-		if c.Limit <= 0 && !c.LeaseRunOut() {
-			return // a finishing attempt wakes the loop
+		if c.Limit <= 0 {
+			// Every worker busy: a finishing attempt wakes the loop. A
+			// lease in flight that ran out is renewed meanwhile, once a
+			// wake (the claim takes nothing else); one that cannot be
+			// (another process took the delivery over) stays run out
+			// until its attempt ends, and must not make each wake claim
+			// again at once.
+			if c.LeaseRunOut() {
+				if _, err := d.claimDeliveries(ctx, c); err != nil && ctx.Err() == nil {
+					d.log.Error("webhooks: renew leases", "err", err)
+				}
+			}
+			return
 		}
 		claimed, err := d.claimDeliveries(ctx, c)
 		if err != nil {
@@ -207,7 +218,7 @@ func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
 			workers.Add(1)
 			go d.deliver(ctx, workers, a)
 		}
-		if !claimed.More || c.Limit <= 0 {
+		if !claimed.More {
 			break
 		}
 	}

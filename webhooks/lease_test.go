@@ -248,3 +248,52 @@ func TestGoneFromAnOldURLLeavesTheNewOne(t *testing.T) {
 		t.Fatalf("endpoint %+v (%v), want enabled at the new address", e, err)
 	}
 }
+
+// claimCounter counts the claims asked of the store.
+type claimCounter struct {
+	webhooks.Store
+	n atomic.Int64
+}
+
+func (s *claimCounter) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) (webhooks.Claimed, error) {
+	s.n.Add(1)
+	return s.Store.ClaimWebhookDeliveries(ctx, c)
+}
+
+// With every worker busy and the lease of one attempt run out and taken
+// over by another process (so it cannot be renewed), the dispatcher waits
+// for a finishing attempt: it does not claim again and again while
+// another endpoint's delivery is due and waiting for a worker.
+func TestBusyDispatcherWithALostLeaseDoesNotSpin(t *testing.T) {
+	r := newRig(t)
+	url, entered, release := hangingReceiver(t, http.StatusOK)
+	e := r.endpoint(url)
+	store := &claimCounter{Store: r.store}
+	d, err := webhooks.NewDispatcher(store, webhooks.DispatcherOptions{Clock: r.clock, Workers: 1,
+		Client: webhooks.NewClient(webhooks.ClientOptions{AllowPrivate: true})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() { close(release); cancel(); <-done })
+	*r.wake.fns = append(*r.wake.fns, d.Wake)
+	r.call()
+	wait.For(t, 10*time.Second, "the attempt in flight", func() bool { return entered.Load() == 1 })
+	f := r.endpoint("http://127.0.0.1:1/hook")
+	r.call() // f's delivery is due; the one worker is busy
+	r.clock.Advance(3 * time.Minute)
+	later := r.clock.Now()
+	taken, err := r.store.ClaimWebhookDeliveries(context.Background(), webhooks.Claim{Now: later.UnixMilli(),
+		LeaseUntil: later.Add(10 * time.Minute).UnixMilli(), Limit: 1, Share: 1, Free: map[string]int{f.ID: 0}})
+	if err != nil || len(taken.Attempts) != 1 || taken.Attempts[0].EndpointID != e.ID {
+		t.Fatalf("another process's claim = %+v (%v), want e's delivery", taken, err)
+	}
+	before := store.n.Load()
+	d.Wake()
+	time.Sleep(300 * time.Millisecond)
+	if n := store.n.Load() - before; n > 3 {
+		t.Fatalf("%d claims in 300 ms with the one worker busy: the dispatcher spins", n)
+	}
+}

@@ -116,16 +116,23 @@ func testClaimRenewsOnlyTheLeaseHeld(t *testing.T, s db.Store) {
 
 // A claim renews the run-out lease of an attempt in flight here even when
 // it may take nothing new: its endpoint at its share (Free 0), or every
-// worker busy (Limit 0). It used to skip the endpoint then, and the
-// delivery, unleased while its attempt went on, was another process's to
-// send again.
+// worker busy (Limit 0), and whatever else of the endpoint is due before
+// it. It used to find such a lease only among the endpoint's due
+// deliveries it read, and the delivery, unleased while its attempt went
+// on, was another process's to send again.
 func testClaimRenewsRunOutLeaseWhenFull(t *testing.T, s db.Store) {
 	putEndpoint(t, s, "full", 1, calls.HookCallCreated)
 	hook(t, s, "c_full1", calls.HookCallCreated, 1000)
 	hook(t, s, "c_full2", calls.HookCallCreated, 1000)
+	// Another process takes the first delivery and lets it go at its
+	// shutdown: due before ours, and unleased.
+	x, _, _ := claim(t, s, webhooks.Claim{Now: 1000, LeaseUntil: 1500, Limit: 1, Share: 1})
 	a, _, _ := claim(t, s, webhooks.Claim{Now: 1000, LeaseUntil: 2000, Limit: 1, Share: 1})
-	if len(a) != 1 {
-		t.Fatalf("claimed %+v, want one delivery", a)
+	if len(x) != 1 || len(a) != 1 {
+		t.Fatalf("claimed %+v and %+v, want a delivery each", x, a)
+	}
+	if err := s.ReleaseWebhookDelivery(context.Background(), x[0].DeliveryID, x[0].Lease); err != nil {
+		t.Fatal(err)
 	}
 	id, lease := a[0].DeliveryID, a[0].Lease
 	for i, c := range []webhooks.Claim{
@@ -145,6 +152,11 @@ func testClaimRenewsRunOutLeaseWhenFull(t *testing.T, s db.Store) {
 		if err != nil || due.LeaseEnd != c.LeaseUntil {
 			t.Fatalf("after claim %d NextWebhookDue = %+v (%v), want the lease ending at %d", i, due, err, c.LeaseUntil)
 		}
+	}
+	// Another process finds only the released delivery to take.
+	b, _, _ := claim(t, s, webhooks.Claim{Now: 6000, LeaseUntil: 9000, Limit: 4, Share: 4})
+	if len(b) != 1 || b[0].DeliveryID != x[0].DeliveryID {
+		t.Fatalf("another process claimed %+v, want only delivery %d", b, x[0].DeliveryID)
 	}
 }
 
