@@ -98,7 +98,6 @@ const (
 	sqlFinishAttempt   = `UPDATE webhook_deliveries SET attempts = attempts + 1,
 			last_status_code = ?, last_error = ?, status = ?, next_attempt_at = ?, delivered_at = ?,
 			locked_until = 0 WHERE id = ? AND locked_until = ?`
-	sqlEndpointURL = `SELECT url FROM webhook_endpoints WHERE id = ?`
 )
 
 // ClaimWebhookDeliveries leases, for each live endpoint, up to its free
@@ -267,7 +266,7 @@ func (w Webhooks) FinishWebhookAttempt(ctx context.Context, o webhooks.Outcome) 
 		status, next, o := status, next, o // this run's: a rerun starts again
 		if o.DisableReason != "" && o.URL != "" {
 			var url string
-			err := tx.QueryRowContext(ctx, tx.Rebind(sqlEndpointURL), o.EndpointID).Scan(&url)
+			err := tx.QueryRowContext(ctx, w.sql.EndpointURL, o.EndpointID).Scan(&url)
 			if err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}

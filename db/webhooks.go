@@ -40,6 +40,10 @@ type WebhookSQL struct {
 	EndpointExists string
 	// DisableEndpoint(reason, id) disables an enabled endpoint.
 	DisableEndpoint string
+	// EndpointURL(id) reads an endpoint's URL, locking its row until the
+	// transaction ends where the store locks rows: a PutEndpoint moving
+	// it commits before the read or after the transaction.
+	EndpointURL string
 
 	// LiveEndpoints() selects id, url, secret of the enabled, live
 	// endpoints, ordered by id bytewise.

@@ -52,6 +52,7 @@ var webhookSQL = db.WebhookSQL{
 	EndpointExists: `SELECT 1 FROM webhook_endpoints WHERE id = $1 AND NOT deleted`,
 	DisableEndpoint: `UPDATE webhook_endpoints SET enabled = false, disabled_reason = $1
 		WHERE id = $2 AND enabled`,
+	EndpointURL: `SELECT url FROM webhook_endpoints WHERE id = $1 FOR UPDATE`,
 	LiveEndpoints: `SELECT id, url, secret FROM webhook_endpoints
 		WHERE enabled AND NOT deleted ORDER BY id COLLATE "C"`,
 	FailDeadEndpoints: `UPDATE webhook_deliveries d

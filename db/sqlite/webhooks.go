@@ -23,6 +23,7 @@ var webhookSQL = db.WebhookSQL{
 	DeleteEndpoint:    sqlDeleteEndpoint,
 	EndpointExists:    sqlEndpointExists,
 	DisableEndpoint:   sqlDisableEndpoint,
+	EndpointURL:       `SELECT url FROM webhook_endpoints WHERE id = ?`, // one writer: no lock needed
 	LiveEndpoints:     sqlLiveEndpoints,
 	FailDeadEndpoints: sqlFailDeadEndpoints,
 	ClaimEndpoint:     sqlClaimEndpoint,
