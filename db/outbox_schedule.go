@@ -65,15 +65,18 @@ func (w Webhooks) ExpireWebhookDeliveries(ctx context.Context, createdBefore, no
 }
 
 // PurgeDeletedWebhookEndpoints deletes up to limit endpoints deleted
-// through the API (kept as rows while their deliveries are, for the
-// outbox's bookkeeping) once no delivery refers to them, and returns how
-// many it deleted: every claim checks the dead endpoints, and an admin
-// creating and deleting endpoints would otherwise grow that check (and
-// the table) without end.
-func (w Webhooks) PurgeDeletedWebhookEndpoints(ctx context.Context, limit int) (int, error) {
+// through the API before deletedBefore (Unix ms; kept as rows while their
+// deliveries are, for the outbox's bookkeeping) once no delivery refers
+// to them, and returns how many it deleted: every claim checks the dead
+// endpoints, and an admin creating and deleting endpoints would otherwise
+// grow that check (and the table) without end. deletedBefore leaves a
+// margin for a write that read the endpoint as live before its deletion
+// and has not committed its delivery yet (PostgreSQL): purged under it,
+// that delivery would belong to no endpoint, and nothing would fail it.
+func (w Webhooks) PurgeDeletedWebhookEndpoints(ctx context.Context, deletedBefore int64, limit int) (int, error) {
 	var n int64
 	err := w.write(ctx, func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(w.statementCtx(ctx), w.sql.PurgeEndpoints, limit)
+		res, err := tx.ExecContext(w.statementCtx(ctx), w.sql.PurgeEndpoints, deletedBefore, limit)
 		if err != nil {
 			return err
 		}

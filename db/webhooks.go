@@ -67,8 +67,8 @@ type WebhookSQL struct {
 	PruneDeliveries string
 	// PruneMessage(id) deletes a message no delivery refers to any more.
 	PruneMessage string
-	// PurgeEndpoints(limit) deletes up to limit deleted endpoints no
-	// delivery refers to any more.
+	// PurgeEndpoints(deleted before, limit) deletes up to limit endpoints
+	// deleted before then that no delivery refers to any more.
 	PurgeEndpoints string
 	// ExpireDeliveries(reason, before, now, limit) fails up to limit
 	// pending deliveries created before before, due before it too, and
@@ -165,7 +165,7 @@ func (w Webhooks) PutWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) 
 func (w Webhooks) DeleteWebhookEndpoint(ctx context.Context, id string, now int64) error {
 	return w.write(ctx, func(tx *sqlx.Tx) error {
 		ctx := w.statementCtx(ctx)
-		res, err := tx.ExecContext(ctx, w.sql.DeleteEndpoint, id)
+		res, err := tx.ExecContext(ctx, w.sql.DeleteEndpoint, now, id)
 		if err != nil {
 			return fmt.Errorf("db: delete webhook %s: %w", id, err)
 		}

@@ -151,11 +151,18 @@ func (r *Retention) Prune(ctx context.Context) (int, error) {
 	}
 }
 
-// purgeEndpoints deletes the endpoints deleted through the API whose
-// deliveries are all pruned, one bounded batch per write.
+// purgeAfter is how long a deleted endpoint stays a row at least: far
+// past the longest a write that read it as live before its deletion can
+// take to commit (twice the statement timeout and a second).
+const purgeAfter = time.Hour
+
+// purgeEndpoints deletes the endpoints deleted through the API, over
+// purgeAfter ago, whose deliveries are all pruned, one bounded batch per
+// write.
 func (r *Retention) purgeEndpoints(ctx context.Context) error {
+	before := r.clock.Now().Add(-purgeAfter).UnixMilli()
 	for {
-		n, err := r.store.PurgeDeletedWebhookEndpoints(ctx, r.batch)
+		n, err := r.store.PurgeDeletedWebhookEndpoints(ctx, before, r.batch)
 		if err != nil || n < r.batch {
 			return err
 		}

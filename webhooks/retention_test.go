@@ -140,15 +140,17 @@ type purgeCounter struct {
 	purged int
 }
 
-func (s *purgeCounter) PurgeDeletedWebhookEndpoints(ctx context.Context, limit int) (int, error) {
-	n, err := s.Store.PurgeDeletedWebhookEndpoints(ctx, limit)
+func (s *purgeCounter) PurgeDeletedWebhookEndpoints(ctx context.Context, before int64, limit int) (int, error) {
+	n, err := s.Store.PurgeDeletedWebhookEndpoints(ctx, before, limit)
 	s.purged += n
 	return n, err
 }
 
 // A pruning pass purges the endpoints deleted through the API whose
-// deliveries are gone: every claim checks the dead endpoints, so an admin
-// creating and deleting endpoints would otherwise slow every claim down.
+// deliveries are gone, once deleted an hour: every claim checks the dead
+// endpoints, so an admin creating and deleting endpoints would otherwise
+// slow every claim down. The hour is a margin for a write that read the
+// endpoint as live before its deletion (see purgeAfter).
 func TestRetentionPurgesDeletedEndpoints(t *testing.T) {
 	r := newRig(t)
 	reg := webhooks.NewRegistry(r.store, webhooks.RegistryOptions{Clock: r.clock, AllowPrivate: true})
@@ -164,6 +166,13 @@ func TestRetentionPurgesDeletedEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := ret.Prune(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if store.purged != 0 {
+		t.Fatalf("%d endpoints purged at once, want none within the hour", store.purged)
+	}
+	r.clock.Advance(time.Hour + time.Second)
 	if _, err := ret.Prune(ctx); err != nil {
 		t.Fatal(err)
 	}

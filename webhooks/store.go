@@ -40,9 +40,10 @@ type Store interface {
 	// failed) deliveries created before before, and the messages no
 	// delivery references any more; it returns how many deliveries went.
 	PruneWebhookDeliveries(ctx context.Context, before int64, limit int) (int, error)
-	// PurgeDeletedWebhookEndpoints deletes up to limit deleted endpoints
-	// that no delivery refers to any more, and returns how many.
-	PurgeDeletedWebhookEndpoints(ctx context.Context, limit int) (int, error)
+	// PurgeDeletedWebhookEndpoints deletes up to limit endpoints deleted
+	// before deletedBefore (Unix ms) that no delivery refers to any more,
+	// and returns how many.
+	PurgeDeletedWebhookEndpoints(ctx context.Context, deletedBefore int64, limit int) (int, error)
 	// ExpireWebhookDeliveries fails up to limit pending deliveries created
 	// before createdBefore, due since before it too, and not leased at now
 	// (their endpoint never took them: down, its breaker open, or too slow

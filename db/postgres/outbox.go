@@ -47,8 +47,8 @@ var webhookSQL = db.WebhookSQL{
 				THEN w.disabled_reason ELSE '' END,
 			url = excluded.url, secret = excluded.secret, event_types = excluded.event_types,
 			description = excluded.description, deleted = false`,
-	DeleteEndpoint: `UPDATE webhook_endpoints SET deleted = true, enabled = false
-		WHERE id = $1 AND NOT deleted`,
+	DeleteEndpoint: `UPDATE webhook_endpoints SET deleted = true, enabled = false, deleted_at = $1
+		WHERE id = $2 AND NOT deleted`,
 	EndpointExists: `SELECT 1 FROM webhook_endpoints WHERE id = $1 AND NOT deleted`,
 	DisableEndpoint: `UPDATE webhook_endpoints SET enabled = false, disabled_reason = $1
 		WHERE id = $2 AND enabled`,
@@ -90,8 +90,8 @@ var webhookSQL = db.WebhookSQL{
 	// are skipped, and deleted is checked again outside (see
 	// PruneDeliveries).
 	PurgeEndpoints: `DELETE FROM webhook_endpoints WHERE id IN (
-			SELECT e.id FROM webhook_endpoints e WHERE e.deleted
-			AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id) LIMIT $1
+			SELECT e.id FROM webhook_endpoints e WHERE e.deleted AND e.deleted_at < $1
+			AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id) LIMIT $2
 			FOR UPDATE SKIP LOCKED)
 		AND deleted`,
 	PruneMessage: `DELETE FROM webhook_messages WHERE id = $1

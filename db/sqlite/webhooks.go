@@ -50,7 +50,7 @@ const (
 				THEN disabled_reason ELSE '' END,
 			url = excluded.url, secret = excluded.secret, event_types = excluded.event_types,
 			description = excluded.description, deleted = 0`
-	sqlDeleteEndpoint = `UPDATE webhook_endpoints SET deleted = 1, enabled = 0
+	sqlDeleteEndpoint = `UPDATE webhook_endpoints SET deleted = 1, enabled = 0, deleted_at = ?
 		WHERE id = ? AND deleted = 0`
 	sqlEndpointExists = `SELECT 1 FROM webhook_endpoints WHERE id = ? AND deleted = 0`
 	sqlRetryTarget    = `SELECT d.locked_until, e.enabled, e.disabled_reason FROM webhook_deliveries d

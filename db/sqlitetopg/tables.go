@@ -58,7 +58,7 @@ var tables = []table{
 	{name: "webhook_endpoints", columns: []column{
 		{"id", text}, {"url", text}, {"secret", text}, {"event_types", text},
 		{"description", text}, {"created_at", integer}, {"enabled", flag},
-		{"disabled_reason", text}, {"deleted", flag},
+		{"disabled_reason", text}, {"deleted", flag}, {"deleted_at", integer},
 	}},
 	{name: "webhook_messages", identity: "id", columns: []column{
 		{"id", integer}, {"msg_id", text}, {"type", text}, {"call_id", text},

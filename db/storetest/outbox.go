@@ -662,7 +662,8 @@ func testPruneWebhookDeliveries(t *testing.T, s db.Store) {
 
 // An endpoint deleted through the API stays a row while a delivery refers
 // to it (a pending one, or a finished one the retention keeps), and is
-// purged once none does; a live endpoint never is. The id can be put
+// purged once none does and it was deleted before the given time; a live
+// endpoint never is. The id can be put
 // again afterwards (the configured endpoint coming back).
 func testPurgeDeletedWebhookEndpoints(t *testing.T, s db.Store) {
 	ctx := context.Background()
@@ -683,13 +684,15 @@ func testPurgeDeletedWebhookEndpoints(t *testing.T, s db.Store) {
 			t.Fatal(err)
 		}
 	}
-	purge := func(want int) {
+	purgeBefore := func(before int64, want int) {
 		t.Helper()
-		if n, err := s.PurgeDeletedWebhookEndpoints(ctx, 10); err != nil || n != want {
-			t.Fatalf("PurgeDeletedWebhookEndpoints = %d (%v), want %d", n, err, want)
+		if n, err := s.PurgeDeletedWebhookEndpoints(ctx, before, 10); err != nil || n != want {
+			t.Fatalf("PurgeDeletedWebhookEndpoints(%d) = %d (%v), want %d", before, n, err, want)
 		}
 	}
-	purge(1) // idle: deleted, no delivery; gone keeps its delivered one
+	purge := func(want int) { t.Helper(); purgeBefore(2000, want) }
+	purgeBefore(1500, 0) // deleted at 1500: not before it
+	purge(1)             // idle: deleted, no delivery; gone keeps its delivered one
 	if n, err := s.PruneWebhookDeliveries(ctx, 500, 10); err != nil || n != 1 {
 		t.Fatalf("PruneWebhookDeliveries = %d (%v), want gone's delivery", n, err)
 	}
