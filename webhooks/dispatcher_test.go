@@ -69,12 +69,26 @@ func (r *rig) endpoint(url string) *webhooks.Endpoint {
 func (r *rig) dispatcher(o webhooks.DispatcherOptions) (d *webhooks.Dispatcher, stop func()) {
 	r.t.Helper()
 	o.Clock = r.clock
+	return r.dispatcherOn(r.store, o, nil)
+}
+
+// dispatcherOn is dispatcher over store (r.store, seen through a test's
+// wrapper), with o's clock (r.clock when nil); prepare, when set, is
+// called before it runs.
+func (r *rig) dispatcherOn(store webhooks.Store, o webhooks.DispatcherOptions, prepare func(*webhooks.Dispatcher)) (d *webhooks.Dispatcher, stop func()) {
+	r.t.Helper()
+	if o.Clock == nil {
+		o.Clock = r.clock
+	}
 	if o.Client == nil {
 		o.Client = webhooks.NewClient(webhooks.ClientOptions{AllowPrivate: true})
 	}
-	d, err := webhooks.NewDispatcher(r.store, o)
+	d, err := webhooks.NewDispatcher(store, o)
 	if err != nil {
 		r.t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(d)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -322,17 +336,8 @@ func TestRetryAfterAClockJumpIsNotAnHourLate(t *testing.T) {
 	})
 	e := r.endpoint(srv.URL)
 	clock := &jumpClock{}
-	d, err := webhooks.NewDispatcher(r.store, webhooks.DispatcherOptions{Clock: clock,
-		Client: webhooks.NewClient(webhooks.ClientOptions{AllowPrivate: true})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.SetMaxWait(200 * time.Millisecond)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	*r.wake.fns = append(*r.wake.fns, d.Wake)
+	r.dispatcherOn(r.store, webhooks.DispatcherOptions{Clock: clock},
+		func(d *webhooks.Dispatcher) { d.SetMaxWait(200 * time.Millisecond) })
 	r.call()
 	r.waitDelivery(e.ID, attempts(1, webhooks.DeliveryPending))
 	clock.off.Store(int64(time.Hour + time.Minute))

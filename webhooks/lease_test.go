@@ -269,16 +269,8 @@ func TestBusyDispatcherWithALostLeaseDoesNotSpin(t *testing.T) {
 	url, entered, release := hangingReceiver(t, http.StatusOK)
 	e := r.endpoint(url)
 	store := &claimCounter{Store: r.store}
-	d, err := webhooks.NewDispatcher(store, webhooks.DispatcherOptions{Clock: r.clock, Workers: 1,
-		Client: webhooks.NewClient(webhooks.ClientOptions{AllowPrivate: true})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() { close(release); cancel(); <-done })
-	*r.wake.fns = append(*r.wake.fns, d.Wake)
+	d, _ := r.dispatcherOn(store, webhooks.DispatcherOptions{Workers: 1}, nil)
+	t.Cleanup(func() { close(release) }) // before the dispatcher stops
 	r.call()
 	wait.For(t, 10*time.Second, "the attempt in flight", func() bool { return entered.Load() == 1 })
 	f := r.endpoint("http://127.0.0.1:1/hook")

@@ -12,21 +12,19 @@ import (
 	"callsig/webhooks"
 )
 
-// A 410 from an endpoint's old address is recorded while a PutEndpoint
-// moving the endpoint (a node restarting with a new CALLSIG_WEBHOOK_URL)
-// has not committed yet: the outcome reads the URL after the move, not
-// before, and leaves the endpoint enabled at its new address. It read the
-// old URL without a lock, and its disable, rechecking only "enabled"
-// after waiting for the move's row lock, disabled the moved endpoint.
-func TestGoneFromTheOldURLDuringAMove(t *testing.T) {
+// claimedDelivery returns a store on a new database with endpoint wh_a
+// (at https://old.example/hook) and the attempt that claimed its one
+// delivery, leased until 100,000.
+func claimedDelivery(t *testing.T) (*Store, webhooks.Attempt) {
+	t.Helper()
 	ctx := context.Background()
 	s, err := Open(ctx, pgtest.NewDatabase(t), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	old := &webhooks.Endpoint{ID: "wh_a", URL: "https://old.example/hook", Secret: "whsec_a", CreatedAt: 1}
-	if err := s.PutWebhookEndpoint(ctx, old); err != nil {
+	e := &webhooks.Endpoint{ID: "wh_a", URL: "https://old.example/hook", Secret: "whsec_a", CreatedAt: 1}
+	if err := s.PutWebhookEndpoint(ctx, e); err != nil {
 		t.Fatal(err)
 	}
 	ch := storetest.NewCall("c1", "alice", 1000)
@@ -36,7 +34,18 @@ func TestGoneFromTheOldURLDuringAMove(t *testing.T) {
 	if err != nil || len(got.Attempts) != 1 {
 		t.Fatalf("claim = %+v (%v), want the delivery", got, err)
 	}
-	a := got.Attempts[0]
+	return s, got.Attempts[0]
+}
+
+// A 410 from an endpoint's old address is recorded while a PutEndpoint
+// moving the endpoint (a node restarting with a new CALLSIG_WEBHOOK_URL)
+// has not committed yet: the outcome reads the URL after the move, not
+// before, and leaves the endpoint enabled at its new address. It read the
+// old URL without a lock, and its disable, rechecking only "enabled"
+// after waiting for the move's row lock, disabled the moved endpoint.
+func TestGoneFromTheOldURLDuringAMove(t *testing.T) {
+	ctx := context.Background()
+	s, a := claimedDelivery(t)
 
 	move, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {

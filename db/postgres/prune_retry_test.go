@@ -1,15 +1,10 @@
-package postgres_test
+package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 	"time"
 
-	"callsig/calls"
-	"callsig/db/postgres"
-	"callsig/db/storetest"
-	"callsig/internal/pgtest"
 	"callsig/webhooks"
 )
 
@@ -21,22 +16,7 @@ import (
 // conditions after such a wait.)
 func TestPruneSkipsADeliveryAnAdminIsRetrying(t *testing.T) {
 	ctx := context.Background()
-	s, err := postgres.Open(ctx, pgtest.NewDatabase(t), postgres.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if err := s.PutWebhookEndpoint(ctx, &webhooks.Endpoint{ID: "wh_a", URL: "https://a.example/hook", Secret: "whsec_a", CreatedAt: 1}); err != nil {
-		t.Fatal(err)
-	}
-	ch := storetest.NewCall("c1", "alice", 1000)
-	ch.Hooks = []calls.HookEvent{{Type: calls.HookCallCreated, CallID: "c1", Data: json.RawMessage(`{}`), Time: 1000}}
-	storetest.Save(t, s, ch)
-	got, err := s.ClaimWebhookDeliveries(ctx, webhooks.Claim{Now: 2000, LeaseUntil: 100_000, Limit: 1, Share: 1})
-	if err != nil || len(got.Attempts) != 1 {
-		t.Fatalf("claim = %+v (%v), want the delivery", got, err)
-	}
-	a := got.Attempts[0]
+	s, a := claimedDelivery(t)
 	if err := s.FinishWebhookAttempt(ctx, webhooks.Outcome{DeliveryID: a.DeliveryID, Lease: a.Lease, EndpointID: "wh_a", At: 3000, StatusCode: 400, Error: "bad request"}); err != nil {
 		t.Fatal(err)
 	}
