@@ -69,14 +69,22 @@ func (w Webhooks) ExpireWebhookDeliveries(ctx context.Context, createdBefore, no
 // deliveries are, for the outbox's bookkeeping) once no delivery refers
 // to them, and returns how many it deleted: every claim checks the dead
 // endpoints, and an admin creating and deleting endpoints would otherwise
-// grow that check (and the table) without end. deletedBefore leaves a
+// grow that check (and the table) without end. An endpoint deleted with no
+// deletion time recorded is given now as its time. deletedBefore leaves a
 // margin for a write that read the endpoint as live before its deletion
 // and has not committed its delivery yet (PostgreSQL): purged under it,
 // that delivery would belong to no endpoint, and nothing would fail it.
-func (w Webhooks) PurgeDeletedWebhookEndpoints(ctx context.Context, deletedBefore int64, limit int) (int, error) {
+func (w Webhooks) PurgeDeletedWebhookEndpoints(ctx context.Context, now, deletedBefore int64, limit int) (int, error) {
 	var n int64
 	err := w.write(ctx, func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(w.statementCtx(ctx), w.sql.PurgeEndpoints, deletedBefore, limit)
+		ctx := w.statementCtx(ctx)
+		// A deletion of unknown time counts from now: purged at once, an
+		// endpoint deleted a moment ago by an older node would open the
+		// window deletedBefore is there to close.
+		if _, err := tx.ExecContext(ctx, w.sql.StampDeleted, now); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, w.sql.PurgeEndpoints, deletedBefore, limit)
 		if err != nil {
 			return err
 		}

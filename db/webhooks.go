@@ -70,6 +70,10 @@ type WebhookSQL struct {
 	// PurgeEndpoints(deleted before, limit) deletes up to limit endpoints
 	// deleted before then that no delivery refers to any more.
 	PurgeEndpoints string
+	// StampDeleted(now) gives deleted endpoints without a deletion time
+	// (deleted before the column, or by a node of an older version during
+	// a rolling upgrade) now as theirs.
+	StampDeleted string
 	// ExpireDeliveries(reason, before, now, limit) fails up to limit
 	// pending deliveries created before before, due before it too, and
 	// not leased at now, with reason as their last error.

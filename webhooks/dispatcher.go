@@ -190,8 +190,13 @@ func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
 			if c.LeaseRunOut() {
 				if _, err := d.claimDeliveries(ctx, c); err != nil && ctx.Err() == nil {
 					d.log.Error("webhooks: renew leases", "err", err)
+					d.setTimer(now.Add(storeRetry).UnixMilli())
+					return
 				}
 			}
+			// Wake again when a lease in flight runs out (a later jump or
+			// pause), or within maxWait: the next renewal is this loop's.
+			d.setTimer(d.nextLeaseEnd(now.UnixMilli()))
 			return
 		}
 		claimed, err := d.claimDeliveries(ctx, c)
@@ -260,6 +265,22 @@ func (d *Dispatcher) claim(now time.Time) Claim {
 		c.Free[id] = max(slots-d.perEndpoint[id], 0)
 	}
 	return c
+}
+
+// nextLeaseEnd returns the earliest end after now of the leases in flight
+// here, or now+maxWait when none ends later (one taken over by another
+// process stays run out until its attempt ends, and must not wake the loop
+// at once again and again).
+func (d *Dispatcher) nextLeaseEnd(now int64) int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	next := now + d.maxWait.Milliseconds()
+	for _, lease := range d.inflight {
+		if lease > now && lease < next {
+			next = lease
+		}
+	}
+	return next
 }
 
 // nextWake returns when the dispatcher must look again (Unix ms, 0: only

@@ -3,6 +3,7 @@ package webhooks_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -287,5 +288,37 @@ func TestBusyDispatcherWithALostLeaseDoesNotSpin(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if n := store.n.Load() - before; n > 3 {
 		t.Fatalf("%d claims in 300 ms with the one worker busy: the dispatcher spins", n)
+	}
+}
+
+// A busy dispatcher (every worker in an attempt) keeps renewing the lease
+// of a long attempt by itself, however often it runs out: after two jumps
+// of the clock past it, or when it runs out after a wake that found it
+// still valid. It renewed once and set no timer, and the second time the
+// lease ran out another process could send the delivery again.
+func TestBusyDispatcherKeepsRenewing(t *testing.T) {
+	for name, steps := range map[string][]time.Duration{
+		"two jumps past the lease":             {3 * time.Minute, 3 * time.Minute},
+		"runs out after a wake found it valid": {90 * time.Second, 60 * time.Second},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t)
+			url, entered, release := hangingReceiver(t, http.StatusOK)
+			r.endpoint(url)
+			r.dispatcher(webhooks.DispatcherOptions{Workers: 1})
+			t.Cleanup(func() { close(release) })
+			r.call()
+			wait.For(t, 10*time.Second, "the attempt in flight", func() bool { return entered.Load() == 1 })
+			ctx := context.Background()
+			for i, step := range steps {
+				time.Sleep(100 * time.Millisecond) // the dispatcher sets its timer
+				r.clock.Advance(step)
+				now := r.clock.Now().UnixMilli()
+				wait.For(t, 5*time.Second, fmt.Sprintf("the lease renewed after step %d", i), func() bool {
+					due, err := r.store.NextWebhookDue(ctx, now)
+					return err == nil && due.LeaseEnd > now
+				})
+			}
+		})
 	}
 }

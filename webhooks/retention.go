@@ -160,9 +160,10 @@ const purgeAfter = time.Hour
 // purgeAfter ago, whose deliveries are all pruned, one bounded batch per
 // write.
 func (r *Retention) purgeEndpoints(ctx context.Context) error {
-	before := r.clock.Now().Add(-purgeAfter).UnixMilli()
+	now := r.clock.Now()
+	before := now.Add(-purgeAfter).UnixMilli()
 	for {
-		n, err := r.store.PurgeDeletedWebhookEndpoints(ctx, before, r.batch)
+		n, err := r.store.PurgeDeletedWebhookEndpoints(ctx, now.UnixMilli(), before, r.batch)
 		if err != nil || n < r.batch {
 			return err
 		}

@@ -140,8 +140,8 @@ type purgeCounter struct {
 	purged int
 }
 
-func (s *purgeCounter) PurgeDeletedWebhookEndpoints(ctx context.Context, before int64, limit int) (int, error) {
-	n, err := s.Store.PurgeDeletedWebhookEndpoints(ctx, before, limit)
+func (s *purgeCounter) PurgeDeletedWebhookEndpoints(ctx context.Context, now, before int64, limit int) (int, error) {
+	n, err := s.Store.PurgeDeletedWebhookEndpoints(ctx, now, before, limit)
 	s.purged += n
 	return n, err
 }

@@ -42,8 +42,9 @@ type Store interface {
 	PruneWebhookDeliveries(ctx context.Context, before int64, limit int) (int, error)
 	// PurgeDeletedWebhookEndpoints deletes up to limit endpoints deleted
 	// before deletedBefore (Unix ms) that no delivery refers to any more,
-	// and returns how many.
-	PurgeDeletedWebhookEndpoints(ctx context.Context, deletedBefore int64, limit int) (int, error)
+	// and returns how many; one deleted at no known time counts as
+	// deleted at now.
+	PurgeDeletedWebhookEndpoints(ctx context.Context, now, deletedBefore int64, limit int) (int, error)
 	// ExpireWebhookDeliveries fails up to limit pending deliveries created
 	// before createdBefore, due since before it too, and not leased at now
 	// (their endpoint never took them: down, its breaker open, or too slow

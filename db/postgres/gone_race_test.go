@@ -75,3 +75,96 @@ func TestGoneFromTheOldURLDuringAMove(t *testing.T) {
 		t.Fatalf("NextWebhookDue = %+v (%v), want the delivery due again at once", due, err)
 	}
 }
+
+// An endpoint deleted by a node of an older version during a rolling
+// upgrade has no deletion time; the first pruning pass gives it its own
+// time, and the endpoint is purged an hour after that, not at once (which
+// would reopen the window the hour closes: a delivery left without its
+// endpoint row).
+func TestDeletedByAnOlderNodeIsPurgedAfterTheMargin(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, pgtest.NewDatabase(t), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.PutWebhookEndpoint(ctx, &webhooks.Endpoint{ID: "wh_old", URL: "https://x.example/", Secret: "whsec_x", CreatedAt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// The older node's DeleteEndpoint.
+	if _, err := s.db.ExecContext(ctx, `UPDATE webhook_endpoints SET deleted = true, enabled = false WHERE id = $1 AND NOT deleted`, "wh_old"); err != nil {
+		t.Fatal(err)
+	}
+	const now, hour = int64(10 * 3600 * 1000), int64(3600 * 1000)
+	if n, err := s.PurgeDeletedWebhookEndpoints(ctx, now, now-hour, 10); err != nil || n != 0 {
+		t.Fatalf("first pass: purged %d (%v), want none", n, err)
+	}
+	if n, err := s.PurgeDeletedWebhookEndpoints(ctx, now+hour+1, now+1, 10); err != nil || n != 1 {
+		t.Fatalf("an hour later: purged %d (%v), want the endpoint", n, err)
+	}
+}
+
+// Two nodes' claims, each renewing a run-out lease of its own on a
+// disabled endpoint's deliveries, then failing the dead endpoint's
+// deliveries: each sweep skips the row the other holds rather than wait
+// for it (they deadlocked, and one claim failed).
+func TestClaimsOfTwoNodesDoNotDeadlockOnADeadEndpoint(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, pgtest.NewDatabase(t), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.PutWebhookEndpoint(ctx, &webhooks.Endpoint{ID: "wh_e", URL: "https://e.example/", Secret: "whsec_e", CreatedAt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"c1", "c2"} {
+		ch := storetest.NewCall(id, "alice", 1000)
+		ch.Hooks = []calls.HookEvent{{Type: calls.HookCallCreated, CallID: id, Data: json.RawMessage(`{}`), Time: 1000}}
+		storetest.Save(t, s, ch)
+	}
+	a, err := s.ClaimWebhookDeliveries(ctx, webhooks.Claim{Now: 2000, LeaseUntil: 10_000, Limit: 1, Share: 4})
+	if err != nil || len(a.Attempts) != 1 {
+		t.Fatalf("A's claim = %+v (%v)", a, err)
+	}
+	b, err := s.ClaimWebhookDeliveries(ctx, webhooks.Claim{Now: 2000, LeaseUntil: 11_000, Limit: 1, Share: 4})
+	if err != nil || len(b.Attempts) != 1 {
+		t.Fatalf("B's claim = %+v (%v)", b, err)
+	}
+	d1, d2 := a.Attempts[0], b.Attempts[0]
+	if _, err := s.db.ExecContext(ctx, `UPDATE webhook_endpoints SET enabled = false, disabled_reason = 'x' WHERE id = 'wh_e'`); err != nil {
+		t.Fatal(err)
+	}
+	const now = 200_000
+	// B's claim, by hand: its renewal, then (after A's renewal) its sweep.
+	tb, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Rollback()
+	if _, err := tb.ExecContext(ctx, tb.Rebind(`UPDATE webhook_deliveries SET locked_until = ? WHERE id = ? AND locked_until = ? AND status = 'pending'`),
+		now+120_000, d2.DeliveryID, d2.Lease); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.ClaimWebhookDeliveries(ctx, webhooks.Claim{Now: now, LeaseUntil: now + 120_000, Limit: 4, Share: 4,
+			InFlight: map[int64]int64{d1.DeliveryID: d1.Lease}})
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	_, errB := tb.ExecContext(ctx, webhookSQL.FailDeadEndpoints, now)
+	var errA error
+	select {
+	case errA = <-done:
+	case <-time.After(5 * time.Second):
+		_ = tb.Rollback()
+		errA = <-done
+	}
+	if errA != nil || errB != nil {
+		t.Fatalf("A's claim: %v\nB's sweep: %v", errA, errB)
+	}
+	if err := tb.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -46,7 +46,7 @@ var webhookSQL = db.WebhookSQL{
 			disabled_reason = CASE WHEN NOT w.deleted AND w.url = excluded.url AND w.secret = excluded.secret
 				THEN w.disabled_reason ELSE '' END,
 			url = excluded.url, secret = excluded.secret, event_types = excluded.event_types,
-			description = excluded.description, deleted = false`,
+			description = excluded.description, deleted = false, deleted_at = 0`,
 	DeleteEndpoint: `UPDATE webhook_endpoints SET deleted = true, enabled = false, deleted_at = $1
 		WHERE id = $2 AND NOT deleted`,
 	EndpointExists: `SELECT 1 FROM webhook_endpoints WHERE id = $1 AND NOT deleted`,
@@ -55,12 +55,18 @@ var webhookSQL = db.WebhookSQL{
 	EndpointURL: `SELECT url FROM webhook_endpoints WHERE id = $1 FOR UPDATE`,
 	LiveEndpoints: `SELECT id, url, secret FROM webhook_endpoints
 		WHERE enabled AND NOT deleted ORDER BY id COLLATE "C"`,
+	// Rows another transaction holds are skipped: two nodes' claims each
+	// renew (lock) a lease of their own first, and waiting for each
+	// other's would deadlock. What is skipped is failed by a later claim.
 	FailDeadEndpoints: `UPDATE webhook_deliveries d
 		SET status = 'failed', next_attempt_at = 0, locked_until = 0,
 			last_error = CASE WHEN e.deleted THEN 'endpoint deleted' ELSE 'endpoint disabled' END
 		FROM webhook_endpoints e
 		WHERE e.id = d.endpoint_id AND (NOT e.enabled OR e.deleted)
-		AND d.status = 'pending' AND d.locked_until <= $1`,
+		AND d.status = 'pending' AND d.locked_until <= $1
+		AND d.id IN (SELECT x.id FROM webhook_deliveries x JOIN webhook_endpoints y ON y.id = x.endpoint_id
+			WHERE (NOT y.enabled OR y.deleted) AND x.status = 'pending' AND x.locked_until <= $1
+			FOR UPDATE OF x SKIP LOCKED)`,
 	// One endpoint's due deliveries, not leased, in due order. SKIP LOCKED:
 	// rows another node is claiming right now are passed over, not waited
 	// for; the lease it writes keeps them from being claimed after.
@@ -89,8 +95,9 @@ var webhookSQL = db.WebhookSQL{
 	// Rows another transaction holds (PutEndpoint bringing the id back)
 	// are skipped, and deleted is checked again outside (see
 	// PruneDeliveries).
+	StampDeleted: `UPDATE webhook_endpoints SET deleted_at = $1 WHERE deleted AND deleted_at = 0`,
 	PurgeEndpoints: `DELETE FROM webhook_endpoints WHERE id IN (
-			SELECT e.id FROM webhook_endpoints e WHERE e.deleted AND e.deleted_at < $1
+			SELECT e.id FROM webhook_endpoints e WHERE e.deleted AND e.deleted_at > 0 AND e.deleted_at < $1
 			AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id) LIMIT $2
 			FOR UPDATE SKIP LOCKED)
 		AND deleted`,

@@ -41,7 +41,7 @@ const (
 	// Deleted endpoints whose deliveries are all pruned: each a probe of
 	// webhook_deliveries_by_endpoint.
 	sqlPurgeEndpoints = `DELETE FROM webhook_endpoints WHERE id IN (
-			SELECT e.id FROM webhook_endpoints e WHERE e.deleted = 1 AND e.deleted_at < ?
+			SELECT e.id FROM webhook_endpoints e WHERE e.deleted = 1 AND e.deleted_at > 0 AND e.deleted_at < ?
 			AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id) LIMIT ?)`
 	sqlPruneDeliveries = `DELETE FROM webhook_deliveries WHERE id IN (
 			SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_by_status_age

@@ -32,6 +32,7 @@ var webhookSQL = db.WebhookSQL{
 	PruneDeliveries:   sqlPruneDeliveries,
 	PruneMessage:      sqlPruneMessage,
 	PurgeEndpoints:    sqlPurgeEndpoints,
+	StampDeleted:      `UPDATE webhook_endpoints SET deleted_at = ? WHERE deleted = 1 AND deleted_at = 0`,
 	ExpireDeliveries:  sqlExpireDeliveries,
 }
 
@@ -49,7 +50,7 @@ const (
 			disabled_reason = CASE WHEN deleted = 0 AND url = excluded.url AND secret = excluded.secret
 				THEN disabled_reason ELSE '' END,
 			url = excluded.url, secret = excluded.secret, event_types = excluded.event_types,
-			description = excluded.description, deleted = 0`
+			description = excluded.description, deleted = 0, deleted_at = 0`
 	sqlDeleteEndpoint = `UPDATE webhook_endpoints SET deleted = 1, enabled = 0, deleted_at = ?
 		WHERE id = ? AND deleted = 0`
 	sqlEndpointExists = `SELECT 1 FROM webhook_endpoints WHERE id = ? AND deleted = 0`

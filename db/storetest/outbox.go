@@ -686,7 +686,7 @@ func testPurgeDeletedWebhookEndpoints(t *testing.T, s db.Store) {
 	}
 	purgeBefore := func(before int64, want int) {
 		t.Helper()
-		if n, err := s.PurgeDeletedWebhookEndpoints(ctx, before, 10); err != nil || n != want {
+		if n, err := s.PurgeDeletedWebhookEndpoints(ctx, before, before, 10); err != nil || n != want {
 			t.Fatalf("PurgeDeletedWebhookEndpoints(%d) = %d (%v), want %d", before, n, err, want)
 		}
 	}
@@ -705,4 +705,11 @@ func testPurgeDeletedWebhookEndpoints(t *testing.T, s db.Store) {
 	if e, err := s.WebhookEndpoint(ctx, "gone"); err != nil || !e.Enabled {
 		t.Fatalf("gone put again: %+v (%v)", e, err)
 	}
+	// Put back, the endpoint forgets its first deletion: deleted again at
+	// 3000, it is not purged as deleted at 1500.
+	if err := s.DeleteWebhookEndpoint(ctx, "gone", 3000); err != nil {
+		t.Fatal(err)
+	}
+	purge(0)
+	purgeBefore(3001, 1)
 }
