@@ -88,19 +88,30 @@ func TestDeletedByAnOlderNodeIsPurgedAfterTheMargin(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	if err := s.PutWebhookEndpoint(ctx, &webhooks.Endpoint{ID: "wh_old", URL: "https://x.example/", Secret: "whsec_x", CreatedAt: 1}); err != nil {
+	for _, id := range []string{"wh_old", "wh_back"} {
+		if err := s.PutWebhookEndpoint(ctx, &webhooks.Endpoint{ID: id, URL: "https://x.example/", Secret: "whsec_x", CreatedAt: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// wh_back was deleted long ago by a new node, and put back since.
+	if err := s.DeleteWebhookEndpoint(ctx, "wh_back", 1000); err != nil {
 		t.Fatal(err)
 	}
-	// The older node's DeleteEndpoint.
-	if _, err := s.db.ExecContext(ctx, `UPDATE webhook_endpoints SET deleted = true, enabled = false WHERE id = $1 AND NOT deleted`, "wh_old"); err != nil {
+	if err := s.PutWebhookEndpoint(ctx, &webhooks.Endpoint{ID: "wh_back", URL: "https://x.example/", Secret: "whsec_x", CreatedAt: 1}); err != nil {
 		t.Fatal(err)
+	}
+	// The older node's DeleteEndpoint, of both.
+	for _, id := range []string{"wh_old", "wh_back"} {
+		if _, err := s.db.ExecContext(ctx, `UPDATE webhook_endpoints SET deleted = true, enabled = false WHERE id = $1 AND NOT deleted`, id); err != nil {
+			t.Fatal(err)
+		}
 	}
 	const now, hour = int64(10 * 3600 * 1000), int64(3600 * 1000)
 	if n, err := s.PurgeDeletedWebhookEndpoints(ctx, now, now-hour, 10); err != nil || n != 0 {
 		t.Fatalf("first pass: purged %d (%v), want none", n, err)
 	}
-	if n, err := s.PurgeDeletedWebhookEndpoints(ctx, now+hour+1, now+1, 10); err != nil || n != 1 {
-		t.Fatalf("an hour later: purged %d (%v), want the endpoint", n, err)
+	if n, err := s.PurgeDeletedWebhookEndpoints(ctx, now+hour+1, now+1, 10); err != nil || n != 2 {
+		t.Fatalf("an hour later: purged %d (%v), want both endpoints", n, err)
 	}
 }
 
