@@ -177,9 +177,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // drain starts attempts for due deliveries while workers and shares are
 // free, then arms the timer for the next delivery that can be sent.
 func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
+	took := 0           // attempts this drain started
+	var claimedAt int64 // Unix ms of its last claim
 	for ctx.Err() == nil {
 		now := d.clock.Now()
 		c := d.claim(now)
+		claimedAt = c.Now
 		if c.Limit <= 0 {
 			// Every worker busy: a finishing attempt wakes the loop. A
 			// lease in flight that ran out is renewed meanwhile, once a
@@ -221,6 +224,7 @@ func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
 				continue
 			}
 			workers.Add(1)
+			took++
 			go d.deliver(ctx, workers, a)
 		}
 		if !claimed.More {
@@ -239,7 +243,18 @@ func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
 		}
 		return
 	}
-	d.setTimer(d.nextWake(due, now))
+	next := d.nextWake(due, now)
+	if took == 0 && next != 0 && next <= claimedAt {
+		// Due when the claim ran, yet it took nothing: what is due cannot
+		// be claimed here (a delivery in flight here whose lease another
+		// process took and let go, or one another node is claiming at
+		// this moment). Woken at once, the loop claimed nothing again and
+		// again until that changed (875 claims in 300 ms); a commit or a
+		// finishing attempt still wakes it at once. (Due only since the
+		// claim, it is claimed at once.)
+		next = now + storeRetry.Milliseconds()
+	}
+	d.setTimer(next)
 }
 
 // claim describes what may be claimed at now: the free workers, and for

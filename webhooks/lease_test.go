@@ -322,3 +322,34 @@ func TestBusyDispatcherKeepsRenewing(t *testing.T) {
 		})
 	}
 }
+
+// With a worker free, a delivery in flight here that another process took
+// over and then let go (its shutdown) is due, yet not claimable here while
+// the attempt goes on: the dispatcher does not claim again and again
+// meanwhile.
+func TestFreeDispatcherDoesNotSpinOnItsOwnReleasedDelivery(t *testing.T) {
+	r := newRig(t)
+	url, entered, release := hangingReceiver(t, http.StatusOK)
+	r.endpoint(url)
+	store := &claimCounter{Store: r.store}
+	d, _ := r.dispatcherOn(store, webhooks.DispatcherOptions{Workers: 2}, nil)
+	t.Cleanup(func() { close(release) })
+	r.call()
+	wait.For(t, 10*time.Second, "the attempt in flight", func() bool { return entered.Load() == 1 })
+	ctx := context.Background()
+	later := epoch.Add(3 * time.Minute) // the other process's clock
+	taken, err := r.store.ClaimWebhookDeliveries(ctx, webhooks.Claim{Now: later.UnixMilli(),
+		LeaseUntil: later.Add(10 * time.Minute).UnixMilli(), Limit: 1, Share: 1})
+	if err != nil || len(taken.Attempts) != 1 {
+		t.Fatalf("the other process's claim = %+v (%v)", taken, err)
+	}
+	if err := r.store.ReleaseWebhookDelivery(ctx, taken.Attempts[0].DeliveryID, taken.Attempts[0].Lease); err != nil {
+		t.Fatal(err)
+	}
+	before := store.n.Load()
+	d.Wake()
+	time.Sleep(300 * time.Millisecond)
+	if n := store.n.Load() - before; n > 3 {
+		t.Fatalf("%d claims in 300 ms with nothing claimable: the dispatcher spins", n)
+	}
+}
