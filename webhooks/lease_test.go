@@ -305,13 +305,13 @@ func TestBusyDispatcherKeepsRenewing(t *testing.T) {
 			r := newRig(t)
 			url, entered, release := hangingReceiver(t, http.StatusOK)
 			r.endpoint(url)
-			r.dispatcher(webhooks.DispatcherOptions{Workers: 1})
+			d, _ := r.dispatcher(webhooks.DispatcherOptions{Workers: 1})
 			t.Cleanup(func() { close(release) })
 			r.call()
 			wait.For(t, 10*time.Second, "the attempt in flight", func() bool { return entered.Load() == 1 })
 			ctx := context.Background()
 			for i, step := range steps {
-				time.Sleep(100 * time.Millisecond) // the dispatcher sets its timer
+				wait.For(t, 5*time.Second, "the dispatcher's timer", func() bool { return d.TimerAt() > r.clock.Now().UnixMilli() })
 				r.clock.Advance(step)
 				now := r.clock.Now().UnixMilli()
 				wait.For(t, 5*time.Second, fmt.Sprintf("the lease renewed after step %d", i), func() bool {

@@ -9,8 +9,25 @@ import (
 	"callsig/calls"
 	"callsig/db/storetest"
 	"callsig/internal/pgtest"
+	"callsig/internal/wait"
 	"callsig/webhooks"
 )
+
+// waitForLockWait waits until a session of s's database waits for a row
+// lock, or until done (when set) reports that what might have waited has
+// finished.
+func waitForLockWait(t *testing.T, s *Store, done func() bool) {
+	t.Helper()
+	wait.For(t, 10*time.Second, "a session waiting for a lock", func() bool {
+		if done != nil && done() {
+			return true
+		}
+		var n int
+		err := s.db.QueryRowContext(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n)
+		return err == nil && n > 0
+	})
+}
 
 // claimedDelivery returns a store on a new database with endpoint wh_a
 // (at https://old.example/hook) and the attempt that claimed its one
@@ -60,7 +77,7 @@ func TestGoneFromTheOldURLDuringAMove(t *testing.T) {
 		done <- s.FinishWebhookAttempt(ctx, webhooks.Outcome{DeliveryID: a.DeliveryID, Lease: a.Lease, EndpointID: "wh_a", At: 3000,
 			StatusCode: 410, Error: "endpoint answered 410 Gone", DisableReason: "endpoint answered 410 Gone", URL: a.URL})
 	}()
-	time.Sleep(300 * time.Millisecond) // the outcome waits for the move's lock
+	waitForLockWait(t, s, nil) // the outcome waits for the move's lock
 	if err := move.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -163,14 +180,25 @@ func TestClaimsOfTwoNodesDoNotDeadlockOnADeadEndpoint(t *testing.T) {
 			InFlight: map[int64]int64{d1.DeliveryID: d1.Lease}})
 		done <- err
 	}()
-	time.Sleep(300 * time.Millisecond)
-	_, errB := tb.ExecContext(ctx, webhookSQL.FailDeadEndpoints, now)
+	// A's claim has renewed D1 and either finished or waits for D2's lock.
 	var errA error
-	select {
-	case errA = <-done:
-	case <-time.After(5 * time.Second):
-		_ = tb.Rollback()
-		errA = <-done
+	finished := false
+	waitForLockWait(t, s, func() bool {
+		select {
+		case errA = <-done:
+			finished = true
+		default:
+		}
+		return finished
+	})
+	_, errB := tb.ExecContext(ctx, webhookSQL.FailDeadEndpoints, now)
+	if !finished {
+		select {
+		case errA = <-done:
+		case <-time.After(5 * time.Second):
+			_ = tb.Rollback()
+			errA = <-done
+		}
 	}
 	if errA != nil || errB != nil {
 		t.Fatalf("A's claim: %v\nB's sweep: %v", errA, errB)
