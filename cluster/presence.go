@@ -79,10 +79,15 @@ type Presence struct {
 	// node's presence after it was swept as dead (see renew): its rows to
 	// write again, and the users to report online again. They outlive a
 	// failed attempt, as the next renewal finds the lease row there and
-	// would not tell that anything is missing. Only Run's goroutine
-	// touches them.
-	rewriteRows bool
-	reportAgain map[string]struct{}
+	// would not tell that anything is missing. offlineAgain are the users
+	// whose offline report failed after their rows were removed (a sweep,
+	// Join's leftovers): nothing else would report them. Only the work
+	// loop of Run touches the three.
+	rewriteRows  bool
+	reportAgain  map[string]struct{}
+	offlineAgain map[string]struct{}
+	// lapsed tells the work loop that a renewal found this node swept.
+	lapsed chan struct{}
 
 	abandoned atomic.Bool
 
@@ -109,7 +114,7 @@ func NewPresence(o PresenceOptions) (*Presence, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Presence{o: o, log: o.Logger, users: map[string]struct{}{}}
+	p := &Presence{o: o, log: o.Logger, users: map[string]struct{}{}, lapsed: make(chan struct{}, 1)}
 	p.gauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "callsig_presence_users", Help: "Users with a stream on this node (its rows in the cluster presence table).",
 	}, func() float64 { return float64(p.LocalUsers()) })
@@ -265,22 +270,27 @@ func (p *Presence) offlineUnlessElsewhere(ctx context.Context, userID string) er
 	return p.o.Service.UserOnline(ctx, userID)
 }
 
-// Run reports offline the users Join found left by an earlier process
-// under this node id, then renews this node's lease and sweeps the dead
-// nodes every Lease/3 until ctx is done, then leaves the cluster (see
-// leave). It returns nil.
+// Run renews this node's lease every Lease/3 until ctx is done, then
+// leaves the cluster (see leave), and returns nil. Meanwhile its work loop
+// (see work) reports offline the users Join found left by an earlier
+// process under this node id, sweeps the dead nodes and does the reports
+// that follows. The two are apart: reporting a dead node's tens of
+// thousands of users offline, one transaction each, took longer than a
+// lease, and the renewals waited behind it; this node's own lease lapsed,
+// another node swept it and reported its connected users offline.
 func (p *Presence) Run(ctx context.Context) error {
-	p.mu.Lock()
-	leftover := p.leftover
-	p.leftover = nil
-	p.mu.Unlock()
-	p.reportOffline(ctx, leftover)
 	every := max(p.o.Lease/3, 10*time.Millisecond)
+	worked := make(chan struct{})
+	go func() {
+		defer close(worked)
+		p.work(ctx, every)
+	}()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			<-worked
 			p.leave(context.WithoutCancel(ctx))
 			return nil
 		case <-t.C:
@@ -289,16 +299,68 @@ func (p *Presence) Run(ctx context.Context) error {
 			continue
 		}
 		p.renew(ctx)
-		p.sweep(ctx)
+	}
+}
+
+// work reports Join's leftovers offline, then every period until ctx is
+// done: rewrites this node's presence if a renewal found it swept, sweeps
+// the dead nodes and reports their users offline, and retries the offline
+// reports that failed.
+func (p *Presence) work(ctx context.Context, every time.Duration) {
+	p.mu.Lock()
+	leftover := p.leftover
+	p.leftover = nil
+	p.mu.Unlock()
+	p.reportOffline(ctx, leftover)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.lapsed:
+			select { // back for round, which takes it
+			case p.lapsed <- struct{}{}:
+			default: // a renewal put another
+			}
+		case <-t.C:
+		}
+		if !p.abandoned.Load() {
+			p.round(ctx)
+		}
+	}
+}
+
+// round is one round of the work loop.
+func (p *Presence) round(ctx context.Context) {
+	select {
+	case <-p.lapsed:
+		users := p.localUsers()
+		p.rewriteRows = len(users) > 0
+		p.reportAgain = make(map[string]struct{}, len(users))
+		for _, u := range users {
+			p.reportAgain[u] = struct{}{}
+		}
+	default:
+	}
+	p.rewrite(ctx)
+	p.sweep(ctx)
+	if len(p.offlineAgain) > 0 {
+		users := make([]string, 0, len(p.offlineAgain))
+		for u := range p.offlineAgain {
+			users = append(users, u)
+		}
+		clear(p.offlineAgain)
+		p.reportOffline(ctx, users)
 	}
 }
 
 // renew extends the lease. A node that finds its row gone was swept as
 // dead (a pause longer than the lease, or the database unreachable from
-// here): its users were reported offline, so it writes their rows again
-// and reports them online, which clears the grace the sweep armed. What
-// fails of that (the database still flapping) is retried on every renewal
-// until done (see rewrite).
+// here): its users were reported offline, so the work loop writes their
+// rows again and reports them online, which clears the grace the sweep
+// armed. What fails of that (the database still flapping) is retried on
+// every round until done (see rewrite).
 func (p *Presence) renew(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(ctx, p.o.Lease/3)
 	defer cancel()
@@ -311,15 +373,12 @@ func (p *Presence) renew(ctx context.Context) {
 		return
 	}
 	if inserted {
-		users := p.localUsers()
-		p.log.Warn("presence lease had lapsed and this node was swept as dead; writing its users' presence again", "users", len(users))
-		p.rewriteRows = len(users) > 0
-		p.reportAgain = make(map[string]struct{}, len(users))
-		for _, u := range users {
-			p.reportAgain[u] = struct{}{}
+		p.log.Warn("presence lease had lapsed and this node was swept as dead; writing its users' presence again", "users", p.LocalUsers())
+		select {
+		case p.lapsed <- struct{}{}:
+		default: // already told
 		}
 	}
-	p.rewrite(ctx)
 }
 
 // rewrite does what is left of writing this node's presence again after it
@@ -337,7 +396,7 @@ func (p *Presence) rewrite(ctx context.Context) {
 		if users := p.localUsers(); len(users) > 0 {
 			if err := p.o.Store.AddPresences(ctx, p.o.Node, users); err != nil {
 				if ctx.Err() == nil {
-					p.log.Error("write presence again after a lapsed lease (retried at the next renewal)", "err", err)
+					p.log.Error("write presence again after a lapsed lease (retried at the next round)", "err", err)
 				}
 				return
 			}
@@ -354,7 +413,7 @@ func (p *Presence) rewrite(ctx context.Context) {
 		}
 		if err := p.o.Service.UserOnline(ctx, u); err != nil {
 			if ctx.Err() == nil {
-				p.log.Error("report user online again after a lapsed lease (retried at the next renewal)", "user", u, "err", err)
+				p.log.Error("report user online again after a lapsed lease (retried at the next round)", "user", u, "err", err)
 			}
 			continue
 		}
@@ -404,21 +463,35 @@ func (p *Presence) sweep(ctx context.Context) {
 
 // reportOffline reports offline the users whose rows were removed because
 // the process holding them died (a sweep, or Join after a restart under
-// the same id), unless a live node holds them meanwhile.
+// the same id), unless a live node holds them meanwhile. Those whose
+// report fails are tried again at the work loop's next round: their rows
+// are gone, and nothing else would report them.
 func (p *Presence) reportOffline(ctx context.Context, users []string) {
-	p.each(ctx, users, func(ctx context.Context, u string) error {
+	failed := p.each(ctx, users, func(ctx context.Context, u string) error {
 		return p.offlineUnlessElsewhere(ctx, u)
 	})
+	if len(failed) > 0 && ctx.Err() == nil {
+		if p.offlineAgain == nil {
+			p.offlineAgain = make(map[string]struct{}, len(failed))
+		}
+		for _, u := range failed {
+			p.offlineAgain[u] = struct{}{}
+		}
+		p.log.Warn("report presence: offline reports failed, tried again at the next round", "users", len(failed))
+	}
 }
 
 // reportWorkers bounds the concurrent reports of a sweep or a leave.
 const reportWorkers = 8
 
 // each runs f for every user, reportWorkers at a time, retrying a failure
-// twice; failures left are logged (the rows are gone, nothing retries
-// them later).
-func (p *Presence) each(ctx context.Context, users []string, f func(context.Context, string) error) {
-	var wg sync.WaitGroup
+// twice, and returns the users whose f still failed (logged), or that ctx
+// ended before.
+func (p *Presence) each(ctx context.Context, users []string, f func(context.Context, string) error) (failed []string) {
+	var (
+		wg sync.WaitGroup
+		mu sync.Mutex
+	)
 	sem := make(chan struct{}, reportWorkers)
 	for _, u := range users {
 		if ctx.Err() != nil {
@@ -436,10 +509,14 @@ func (p *Presence) each(ctx context.Context, users []string, f func(context.Cont
 			}
 			if err != nil {
 				p.log.Error("report presence", "user", u, "err", err)
+				mu.Lock()
+				failed = append(failed, u)
+				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
+	return failed
 }
 
 // leaveTimeout bounds a graceful leave.

@@ -185,11 +185,12 @@ func newRewriteNode(t *testing.T) *rewriteNode {
 	return n
 }
 
-// renew runs one renewal, then checks node a's rows and the online
-// reports made during it.
+// renew runs one renewal and one round of the work loop, then checks node
+// a's rows and the online reports made during them.
 func (n *rewriteNode) renew(step string, rows []string, reports map[string]int) {
 	n.t.Helper()
 	n.p.renew(n.t.Context())
+	n.p.round(n.t.Context())
 	if got := n.store.users("a"); !slices.Equal(got, rows) {
 		n.t.Fatalf("%s: rows of node a = %v, want %v", step, got, rows)
 	}
