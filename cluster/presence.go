@@ -79,14 +79,16 @@ type Presence struct {
 	// node's presence after it was swept as dead (see renew): its rows to
 	// write again, and the users to report online again. They outlive a
 	// failed attempt, as the next renewal finds the lease row there and
-	// would not tell that anything is missing. offlineAgain are the users
-	// whose offline report failed after their rows were removed (a sweep,
-	// Join's leftovers): nothing else would report them. Only the work
-	// loop of Run touches the three.
+	// would not tell that anything is missing. Only the renewals touch
+	// rewriteRows. offlineAgain are the users whose offline report failed
+	// after their rows were removed (a sweep, Join's leftovers): nothing
+	// else would report them. Only the work loop of Run touches
+	// reportAgain and offlineAgain.
 	rewriteRows  bool
 	reportAgain  map[string]struct{}
 	offlineAgain map[string]struct{}
-	// lapsed tells the work loop that a renewal found this node swept.
+	// lapsed tells the work loop that a renewal wrote this node's rows
+	// again after it was swept: its users are to be reported online.
 	lapsed chan struct{}
 
 	abandoned atomic.Bool
@@ -257,6 +259,9 @@ func (p *Presence) UserOffline(ctx context.Context, userID string) error {
 // which the hub does not order with its own: the clients of a killed node
 // reconnect just as its replacement reports their users.
 func (p *Presence) offlineUnlessElsewhere(ctx context.Context, userID string) error {
+	if p.holds(userID) {
+		return nil // a stream here: online, whatever the rows say now
+	}
 	on, err := p.o.Store.Online(ctx, userID, "")
 	if err != nil || on {
 		return err
@@ -333,17 +338,7 @@ func (p *Presence) work(ctx context.Context, every time.Duration) {
 
 // round is one round of the work loop.
 func (p *Presence) round(ctx context.Context) {
-	select {
-	case <-p.lapsed:
-		users := p.localUsers()
-		p.rewriteRows = len(users) > 0
-		p.reportAgain = make(map[string]struct{}, len(users))
-		for _, u := range users {
-			p.reportAgain[u] = struct{}{}
-		}
-	default:
-	}
-	p.rewrite(ctx)
+	p.reportOnlineAgain(ctx)
 	p.sweep(ctx)
 	if len(p.offlineAgain) > 0 {
 		users := make([]string, 0, len(p.offlineAgain))
@@ -374,34 +369,54 @@ func (p *Presence) renew(ctx context.Context) {
 	}
 	if inserted {
 		p.log.Warn("presence lease had lapsed and this node was swept as dead; writing its users' presence again", "users", p.LocalUsers())
-		select {
-		case p.lapsed <- struct{}{}:
-		default: // already told
+		p.rewriteRows = true
+	}
+	p.rewrite(ctx)
+}
+
+// rewrite writes this node's rows again after it was swept as dead, on
+// the renewal that found it so (one statement): other nodes see its users
+// online from then on, whatever the work loop is busy with (a long
+// sweep), and their grace, armed by the sweep, is not fired (see
+// calls.Service's expire). Then it tells the work loop to report them
+// online, which clears that grace (reportOnlineAgain): rows first, as
+// UserOnline does. A failed write is retried at the next renewal. The
+// rows are inserted ON CONFLICT DO NOTHING, so a retry may repeat the
+// rows of users who wrote theirs since. They are those of the users held
+// now, not when the row was found gone: a user whose last stream closed
+// meanwhile had their row deleted and was reported offline then, and is
+// neither written nor reported online again.
+func (p *Presence) rewrite(ctx context.Context) {
+	if !p.rewriteRows {
+		return
+	}
+	if users := p.localUsers(); len(users) > 0 {
+		if err := p.o.Store.AddPresences(ctx, p.o.Node, users); err != nil {
+			if ctx.Err() == nil {
+				p.log.Error("write presence again after a lapsed lease (retried at the next renewal)", "err", err)
+			}
+			return
 		}
+	}
+	p.rewriteRows = false
+	select {
+	case p.lapsed <- struct{}{}:
+	default: // already told
 	}
 }
 
-// rewrite does what is left of writing this node's presence again after it
-// was swept as dead: the rows first, so that other nodes see the users
-// online before the service's transactions run (as UserOnline does), then
-// the online reports not yet made. Both are idempotent (the rows are
-// inserted ON CONFLICT DO NOTHING; an online report clears a grace or finds
-// none), so a retry may repeat the rows of users who wrote theirs since.
-// The rows written are those of the users held now, not when the row was
-// found gone: a user whose last stream closed meanwhile had their row
-// deleted and was reported offline then, and is neither written nor
-// reported online again.
-func (p *Presence) rewrite(ctx context.Context) {
-	if p.rewriteRows {
-		if users := p.localUsers(); len(users) > 0 {
-			if err := p.o.Store.AddPresences(ctx, p.o.Node, users); err != nil {
-				if ctx.Err() == nil {
-					p.log.Error("write presence again after a lapsed lease (retried at the next round)", "err", err)
-				}
-				return
-			}
+// reportOnlineAgain makes the online reports due after this node's rows
+// were written again (rewrite), and those that failed before: an online
+// report clears a grace or finds none, so repeating one is harmless.
+func (p *Presence) reportOnlineAgain(ctx context.Context) {
+	select {
+	case <-p.lapsed:
+		users := p.localUsers()
+		p.reportAgain = make(map[string]struct{}, len(users))
+		for _, u := range users {
+			p.reportAgain[u] = struct{}{}
 		}
-		p.rewriteRows = false
+	default:
 	}
 	for u := range p.reportAgain {
 		if ctx.Err() != nil {
@@ -458,6 +473,7 @@ func (p *Presence) sweep(ctx context.Context) {
 		p.swept.Add(float64(n))
 		p.log.Info("swept dead nodes", "nodes", n, "users_offline", len(offline))
 		p.reportOffline(ctx, offline)
+		p.reportOnlineAgain(ctx) // this node swept meanwhile: not after the whole sweep
 	}
 }
 
@@ -538,6 +554,15 @@ func (p *Presence) leave(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, min(leaveTimeout, p.o.Lease))
 	defer cancel()
+	if len(p.offlineAgain) > 0 { // the work loop has ended: one last try
+		again := make([]string, 0, len(p.offlineAgain))
+		for u := range p.offlineAgain {
+			again = append(again, u)
+		}
+		if failed := p.each(ctx, again, p.offlineUnlessElsewhere); len(failed) > 0 {
+			p.log.Error("leave the cluster: offline reports of swept users left unmade", "users", len(failed))
+		}
+	}
 	users := p.localUsers()
 	var left atomic.Int64
 	p.each(ctx, users, func(ctx context.Context, u string) error {

@@ -3,6 +3,8 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -122,4 +124,146 @@ func TestSweptUserOfflineRetriedAfterFailures(t *testing.T) {
 		defer svc.mu.Unlock()
 		return svc.offline["caller"] == 1
 	})
+}
+
+// seqSweepStore is a fakeStore whose SweepDead hands out batches of users
+// of dead nodes, one a call.
+type seqSweepStore struct {
+	*fakeStore
+	mu      sync.Mutex
+	batches [][]string
+	calls   int
+}
+
+func (s *seqSweepStore) SweepDead(context.Context, string) (int, []string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	if len(s.batches) == 0 {
+		return 0, nil, nil
+	}
+	b := s.batches[0]
+	s.batches = s.batches[1:]
+	return 1, b, nil
+}
+
+// slowFillers is a Service whose offline reports of users u… take delay
+// each, and which lists the other users it was told are offline.
+type slowFillers struct {
+	fakeService
+	delay   time.Duration
+	mu      sync.Mutex
+	offline []string
+}
+
+func (s *slowFillers) UserOffline(_ context.Context, u string) error {
+	if strings.HasPrefix(u, "u") {
+		time.Sleep(s.delay)
+		return nil
+	}
+	s.mu.Lock()
+	s.offline = append(s.offline, u)
+	s.mu.Unlock()
+	return nil
+}
+
+// A node swept as dead while it reports a long sweep of its own writes
+// its rows again at its next renewal, not after that sweep, and never
+// reports offline a user it holds a stream of (a later sweep batch may
+// name her, her row being gone).
+func TestSweptDuringASweepWritesItsRowsAtOnce(t *testing.T) {
+	var fillers []string
+	for i := range 400 {
+		fillers = append(fillers, fmt.Sprintf("u%d", i))
+	}
+	st := &seqSweepStore{fakeStore: newFakeStore(), batches: [][]string{fillers, {"alice"}}}
+	svc := &slowFillers{fakeService: *newFakeService(), delay: 20 * time.Millisecond} // the sweep takes 1 s
+	const lease = 300 * time.Millisecond
+	p, err := NewPresence(PresenceOptions{Store: st, Service: svc, Node: "a", Lease: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Join(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.UserOnline(t.Context(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	wait.For(t, 2*time.Second, "the sweep to start", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.calls > 0
+	})
+	st.sweptBy("a", 0) // another node sweeps a
+	swept := time.Now()
+	wait.For(t, 5*time.Second, "alice's row written again", func() bool { return slices.Contains(st.users("a"), "alice") })
+	if took := time.Since(swept); took > lease {
+		t.Errorf("node a's rows were missing %v after it was swept (lease %v)", took, lease)
+	}
+	wait.For(t, 5*time.Second, "the sweep's end", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return len(st.batches) == 0
+	})
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if len(svc.offline) > 0 {
+		t.Fatalf("node a reported offline %v, a user it holds a stream of", svc.offline)
+	}
+}
+
+// Offline reports still to be retried when the node stops gracefully get
+// one last try as it leaves: nothing else would ever make them.
+func TestLeaveTriesTheOfflineReportsLeft(t *testing.T) {
+	st := &sweepingStore{fakeStore: newFakeStore(), users: []string{"caller"}}
+	svc := &flakyOffline{fakeService: *newFakeService(), failN: 1 << 30, offline: map[string]int{}}
+	p, err := NewPresence(PresenceOptions{Store: st, Service: svc, Node: "a", Lease: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Join(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	p.round(t.Context()) // the sweep's report fails every try
+	if _, ok := p.offlineAgain["caller"]; !ok {
+		t.Fatalf("offlineAgain = %v, want caller", p.offlineAgain)
+	}
+	svc.mu.Lock()
+	svc.failN = 0 // the database back as the node stops
+	svc.mu.Unlock()
+	p.leave(t.Context())
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if svc.offline["caller"] != 1 {
+		t.Fatalf("caller reported offline %d times at leave, want once", svc.offline["caller"])
+	}
+}
+
+// A sweep that names a user this node holds a stream of (her row gone,
+// this node swept before its renewal wrote it again) does not report her
+// offline: the stream says she is online, whatever the rows say.
+func TestSweepSkipsAUserHeldHere(t *testing.T) {
+	st := &sweepingStore{fakeStore: newFakeStore(), users: []string{"alice"}}
+	svc := &flakyOffline{fakeService: *newFakeService(), offline: map[string]int{}}
+	p, err := NewPresence(PresenceOptions{Store: st, Service: svc, Node: "a", Lease: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Join(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.UserOnline(t.Context(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	st.sweptBy("a", 0)
+	p.round(t.Context())
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if svc.offline["alice"] != 0 {
+		t.Fatalf("alice, held here, reported offline %d times", svc.offline["alice"])
+	}
 }
