@@ -12,6 +12,27 @@ import (
 	"callsig/internal/wait"
 )
 
+// joined returns node "a" of store and svc, joined to the cluster.
+func joined(t *testing.T, store PresenceStore, svc Service, lease time.Duration) *Presence {
+	t.Helper()
+	p, err := NewPresence(PresenceOptions{Store: store, Service: svc, Node: "a", Lease: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Join(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// running runs p until the test ends.
+func running(t *testing.T, p *Presence) {
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 // sweepingStore is a fakeStore whose first SweepDead finds a dead node
 // holding users, and which records when this node renewed its lease.
 type sweepingStore struct {
@@ -61,13 +82,7 @@ func TestSweepReportsDoNotHoldTheLease(t *testing.T) {
 	}
 	svc := &offlineReports{fakeService: *newFakeService(), delay: 20 * time.Millisecond}
 	const lease = 300 * time.Millisecond
-	p, err := NewPresence(PresenceOptions{Store: st, Service: svc, Node: "a", Lease: lease})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Join(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	p := joined(t, st, svc, lease)
 	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond) // the reports take 1 s
 	defer cancel()
 	_ = p.Run(ctx)
@@ -108,17 +123,8 @@ func (s *flakyOffline) UserOffline(_ context.Context, u string) error {
 func TestSweptUserOfflineRetriedAfterFailures(t *testing.T) {
 	st := &sweepingStore{fakeStore: newFakeStore(), users: []string{"caller"}}
 	svc := &flakyOffline{fakeService: *newFakeService(), failN: 3, offline: map[string]int{}}
-	p, err := NewPresence(PresenceOptions{Store: st, Service: svc, Node: "a", Lease: 150 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Join(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	p := joined(t, st, svc, 150*time.Millisecond)
+	running(t, p)
 	wait.For(t, 5*time.Second, "the offline report of the dead node's user", func() bool {
 		svc.mu.Lock()
 		defer svc.mu.Unlock()
@@ -179,20 +185,11 @@ func TestSweptDuringASweepWritesItsRowsAtOnce(t *testing.T) {
 	st := &seqSweepStore{fakeStore: newFakeStore(), batches: [][]string{fillers, {"alice"}}}
 	svc := &slowFillers{fakeService: *newFakeService(), delay: 20 * time.Millisecond} // the sweep takes 1 s
 	const lease = 300 * time.Millisecond
-	p, err := NewPresence(PresenceOptions{Store: st, Service: svc, Node: "a", Lease: lease})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Join(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	p := joined(t, st, svc, lease)
 	if err := p.UserOnline(t.Context(), "alice"); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	running(t, p)
 	wait.For(t, 2*time.Second, "the sweep to start", func() bool {
 		st.mu.Lock()
 		defer st.mu.Unlock()
@@ -221,13 +218,7 @@ func TestSweptDuringASweepWritesItsRowsAtOnce(t *testing.T) {
 func TestLeaveTriesTheOfflineReportsLeft(t *testing.T) {
 	st := &sweepingStore{fakeStore: newFakeStore(), users: []string{"caller"}}
 	svc := &flakyOffline{fakeService: *newFakeService(), failN: 1 << 30, offline: map[string]int{}}
-	p, err := NewPresence(PresenceOptions{Store: st, Service: svc, Node: "a", Lease: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Join(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	p := joined(t, st, svc, time.Minute)
 	p.round(t.Context()) // the sweep's report fails every try
 	if _, ok := p.offlineAgain["caller"]; !ok {
 		t.Fatalf("offlineAgain = %v, want caller", p.offlineAgain)
@@ -249,13 +240,7 @@ func TestLeaveTriesTheOfflineReportsLeft(t *testing.T) {
 func TestSweepSkipsAUserHeldHere(t *testing.T) {
 	st := &sweepingStore{fakeStore: newFakeStore(), users: []string{"alice"}}
 	svc := &flakyOffline{fakeService: *newFakeService(), offline: map[string]int{}}
-	p, err := NewPresence(PresenceOptions{Store: st, Service: svc, Node: "a", Lease: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Join(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	p := joined(t, st, svc, time.Minute)
 	if err := p.UserOnline(t.Context(), "alice"); err != nil {
 		t.Fatal(err)
 	}

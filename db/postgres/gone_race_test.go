@@ -13,20 +13,35 @@ import (
 	"callsig/webhooks"
 )
 
-// waitForLockWait waits until a session of s's database waits for a row
-// lock, or until done (when set) reports that what might have waited has
-// finished.
-func waitForLockWait(t *testing.T, s *Store, done func() bool) {
+// lockedOrDone waits until a session of s's database waits for a row
+// lock, or until done (nil: never) delivers the outcome of what might have
+// waited: finished then says so, with that outcome.
+func lockedOrDone(t *testing.T, s *Store, done <-chan error) (finished bool, err error) {
 	t.Helper()
 	wait.For(t, 10*time.Second, "a session waiting for a lock", func() bool {
-		if done != nil && done() {
+		select {
+		case err = <-done:
+			finished = true
 			return true
+		default:
 		}
 		var n int
-		err := s.db.QueryRowContext(context.Background(), `SELECT count(*) FROM pg_stat_activity
+		qerr := s.db.QueryRowContext(context.Background(), `SELECT count(*) FROM pg_stat_activity
 			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n)
-		return err == nil && n > 0
+		return qerr == nil && n > 0
 	})
+	return finished, err
+}
+
+// openStore opens a store on a new database, closed when the test ends.
+func openStore(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), pgtest.NewDatabase(t), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 // claimedDelivery returns a store on a new database with endpoint wh_a
@@ -35,11 +50,7 @@ func waitForLockWait(t *testing.T, s *Store, done func() bool) {
 func claimedDelivery(t *testing.T) (*Store, webhooks.Attempt) {
 	t.Helper()
 	ctx := context.Background()
-	s, err := Open(ctx, pgtest.NewDatabase(t), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openStore(t)
 	e := &webhooks.Endpoint{ID: "wh_a", URL: "https://old.example/hook", Secret: "whsec_a", CreatedAt: 1}
 	if err := s.PutWebhookEndpoint(ctx, e); err != nil {
 		t.Fatal(err)
@@ -77,7 +88,7 @@ func TestGoneFromTheOldURLDuringAMove(t *testing.T) {
 		done <- s.FinishWebhookAttempt(ctx, webhooks.Outcome{DeliveryID: a.DeliveryID, Lease: a.Lease, EndpointID: "wh_a", At: 3000,
 			StatusCode: 410, Error: "endpoint answered 410 Gone", DisableReason: "endpoint answered 410 Gone", URL: a.URL})
 	}()
-	waitForLockWait(t, s, nil) // the outcome waits for the move's lock
+	lockedOrDone(t, s, nil) // the outcome waits for the move's lock
 	if err := move.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -100,11 +111,7 @@ func TestGoneFromTheOldURLDuringAMove(t *testing.T) {
 // endpoint row).
 func TestDeletedByAnOlderNodeIsPurgedAfterTheMargin(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, pgtest.NewDatabase(t), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openStore(t)
 	for _, id := range []string{"wh_old", "wh_back"} {
 		if err := s.PutWebhookEndpoint(ctx, &webhooks.Endpoint{ID: id, URL: "https://x.example/", Secret: "whsec_x", CreatedAt: 1}); err != nil {
 			t.Fatal(err)
@@ -138,11 +145,7 @@ func TestDeletedByAnOlderNodeIsPurgedAfterTheMargin(t *testing.T) {
 // for it (they deadlocked, and one claim failed).
 func TestClaimsOfTwoNodesDoNotDeadlockOnADeadEndpoint(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, pgtest.NewDatabase(t), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openStore(t)
 	if err := s.PutWebhookEndpoint(ctx, &webhooks.Endpoint{ID: "wh_e", URL: "https://e.example/", Secret: "whsec_e", CreatedAt: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -181,16 +184,7 @@ func TestClaimsOfTwoNodesDoNotDeadlockOnADeadEndpoint(t *testing.T) {
 		done <- err
 	}()
 	// A's claim has renewed D1 and either finished or waits for D2's lock.
-	var errA error
-	finished := false
-	waitForLockWait(t, s, func() bool {
-		select {
-		case errA = <-done:
-			finished = true
-		default:
-		}
-		return finished
-	})
+	finished, errA := lockedOrDone(t, s, done)
 	_, errB := tb.ExecContext(ctx, webhookSQL.FailDeadEndpoints, now)
 	if !finished {
 		select {

@@ -41,16 +41,7 @@ func TestPruneSkipsADeliveryAnAdminIsRetrying(t *testing.T) {
 	}()
 	// The pass skips the locked row and finishes, or (as it did) waits
 	// for the retry's lock.
-	var pruneErr error
-	pruned := false
-	waitForLockWait(t, s, func() bool {
-		select {
-		case pruneErr = <-pruneDone:
-			pruned = true
-		default:
-		}
-		return pruned
-	})
+	pruned, pruneErr := lockedOrDone(t, s, pruneDone)
 	close(proceed)
 	if !pruned {
 		pruneErr = <-pruneDone
