@@ -100,10 +100,31 @@ const (
 			locked_until = 0 WHERE id = ? AND locked_until = ?`
 )
 
+// pick returns what a claim takes of cands, sorted by due time: at most
+// c.Limit, the last c.Reserve of them only first attempts of endpoints
+// with none in flight; more reports that c.Limit left some behind (not
+// the reserve: what it holds back waits for an attempt to end, which wakes
+// the dispatcher).
+func pick[T any](c webhooks.Claim, cands []T, endpoint func(T) string) (taken []T, more bool) {
+	took := map[string]bool{}
+	for _, k := range cands {
+		if len(taken) >= c.Limit {
+			return taken, true
+		}
+		id := endpoint(k)
+		if (c.Sending[id] > 0 || took[id]) && len(taken) >= c.Limit-c.Reserve {
+			continue
+		}
+		took[id] = true
+		taken = append(taken, k)
+	}
+	return taken, false
+}
+
 // ClaimWebhookDeliveries leases, for each live endpoint, up to its free
 // share (c.FreeFor) of pending deliveries due at c.Now and not leased, until
-// c.LeaseUntil, and returns at most c.Limit of them, earliest due first,
-// ready to send, each with its lease. Deliveries of c.InFlight found not
+// c.LeaseUntil, and returns at most c.Limit of them, earliest due first
+// but only first attempts in c.Reserve (pick), ready to send, each with its lease. Deliveries of c.InFlight found not
 // leased are never returned as attempts; those still holding the lease of
 // their attempt in flight (its lease ran out) are leased again for it and
 // returned as Renewed. Pending deliveries of endpoints disabled or
@@ -218,9 +239,7 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 			}
 			return cands[i].a.DeliveryID < cands[j].a.DeliveryID
 		})
-		if len(cands) > c.Limit {
-			cands, out.More = cands[:max(c.Limit, 0)], true
-		}
+		cands, out.More = pick(c, cands, func(k candidate) string { return k.a.EndpointID })
 		lease, message := tx.Rebind(sqlLeaseDelivery), tx.Rebind(sqlSelectMessage)
 		for _, k := range cands {
 			a := k.a

@@ -22,6 +22,11 @@ const (
 	// or hanging receiver holds at most its share of the workers, never
 	// all of them, and a receiver is not flooded either.
 	DefaultShare = 4
+	// reserveDivisor sets the workers kept for first attempts (a quarter):
+	// an endpoint with an attempt in flight takes another only while more
+	// are free, so that more hanging endpoints than Workers/Share cannot
+	// hold every worker until their breakers open (Claim.Reserve).
+	reserveDivisor = 4
 	// DefaultLease is how long a claimed delivery stays claimed without an
 	// outcome: well beyond one attempt's timeout, so a delivery is never
 	// sent twice at the same time, and short enough that a crash mid-attempt
@@ -66,6 +71,7 @@ type Dispatcher struct {
 	metrics   *metrics
 	workers   int
 	share     int
+	reserve   int // workers kept for endpoints with none in flight
 	breakerO  BreakerOptions
 	lease     time.Duration
 	jitter    Jitter
@@ -120,7 +126,7 @@ func NewDispatcher(store Store, o DispatcherOptions) (*Dispatcher, error) {
 	}
 	return &Dispatcher{
 		store: store, clock: o.Clock, client: o.Client, log: o.Logger, metrics: m,
-		workers: o.Workers, share: o.Share, breakerO: o.Breaker, lease: o.Lease, jitter: o.Jitter, maxWait: maxTimerWait,
+		workers: o.Workers, share: o.Share, reserve: o.Workers / reserveDivisor, breakerO: o.Breaker, lease: o.Lease, jitter: o.Jitter, maxWait: maxTimerWait,
 		userAgent: o.UserAgent, wake: make(chan struct{}, 1),
 		inflight: map[int64]int64{}, perEndpoint: map[string]int{}, breakers: map[string]*breaker{},
 	}, nil
@@ -267,12 +273,14 @@ func (d *Dispatcher) claim(now time.Time) Claim {
 	c := Claim{
 		Now: ms, LeaseUntil: now.Add(d.lease).UnixMilli(), Limit: d.workers - len(d.inflight),
 		Share: d.share, Free: map[string]int{}, InFlight: make(map[int64]int64, len(d.inflight)),
+		Reserve: d.reserve, Sending: make(map[string]int, len(d.perEndpoint)),
 	}
 	for id, lease := range d.inflight {
 		c.InFlight[id] = lease
 	}
 	for id, n := range d.perEndpoint {
 		c.Free[id] = max(d.share-n, 0)
+		c.Sending[id] = n
 	}
 	for id, b := range d.breakers {
 		slots, tr := b.slots(ms, d.share)
@@ -300,7 +308,8 @@ func (d *Dispatcher) nextLeaseEnd(now int64) int64 {
 
 // nextWake returns when the dispatcher must look again (Unix ms, 0: only
 // when woken): the earliest due time of an endpoint that has a free share
-// (an endpoint at its share is woken for by its finishing attempt), put
+// (an endpoint at its share, or with an attempt in flight while only the
+// reserve is free, is woken for by a finishing attempt), put
 // off to the end of its cool-down while its breaker is open, or the end
 // of a lease, whichever comes first.
 func (d *Dispatcher) nextWake(due Due, now int64) int64 {
@@ -327,8 +336,8 @@ func (d *Dispatcher) nextWake(due Due, now int64) int64 {
 				slots = 1
 			}
 		}
-		if d.perEndpoint[id] >= slots {
-			continue
+		if n := d.perEndpoint[id]; n >= slots || n > 0 && d.workers-len(d.inflight) <= d.reserve {
+			continue // woken for by a finishing attempt
 		}
 		if next == 0 || at < next {
 			next = at

@@ -79,6 +79,13 @@ type Claim struct {
 	// Free overrides Share for endpoints with attempts in flight or a
 	// circuit breaker not closed (0: claim nothing for it).
 	Free map[string]int
+	// Reserve is how many of Limit go only to endpoints with no attempt
+	// in flight (Sending), one each: endpoints that hang hold at most
+	// the workers outside the reserve, whatever their number, and an
+	// endpoint that answers still gets an attempt at once.
+	Reserve int
+	// Sending counts the attempts in flight here per endpoint.
+	Sending map[string]int
 	// InFlight are the deliveries this process is sending now, each with
 	// the lease its attempt holds; a lease that ran out during a long
 	// attempt (a clock jump) must not send one twice. Such a lease is

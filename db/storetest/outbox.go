@@ -393,6 +393,50 @@ func testClaimWebhookDeliveriesPerEndpoint(t *testing.T, s db.Store) {
 	}
 }
 
+// The last Reserve attempts of a claim go only to endpoints with none in
+// flight, one each, whatever is due before: endpoints that hang cannot
+// take every worker. What the reserve holds back is not More (a claim
+// again at once would hold it back again).
+func testClaimKeepsTheReserveForFirstAttempts(t *testing.T, s db.Store) {
+	putEndpoint(t, s, "hung", 1, calls.HookCallCreated)
+	putEndpoint(t, s, "new", 2, calls.HookCallEnded)
+	putEndpoint(t, s, "other", 3, calls.HookCallMissed)
+	for i, at := range []int64{10, 11, 12, 13} {
+		hook(t, s, fmt.Sprint("h", i), calls.HookCallCreated, at)
+	}
+	for i, at := range []int64{20, 21} {
+		hook(t, s, fmt.Sprint("n", i), calls.HookCallEnded, at)
+	}
+	hook(t, s, "o0", calls.HookCallMissed, 30)
+	hung, fresh, other := deliveryIDs(t, s, "hung"), deliveryIDs(t, s, "new"), deliveryIDs(t, s, "other")
+
+	// hung has an attempt in flight: of a limit of 3 with a reserve of 2,
+	// it gets one more, though its deliveries are due first; new and
+	// other get their first attempts, and new's second is held back.
+	claimed, err := s.ClaimWebhookDeliveries(context.Background(), webhooks.Claim{Now: 100, LeaseUntil: 1000,
+		Limit: 3, Share: 4, Reserve: 2, Free: map[string]int{"hung": 3}, Sending: map[string]int{"hung": 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for _, a := range claimed.Attempts {
+		ids = append(ids, a.DeliveryID)
+	}
+	if want := []int64{hung[0], fresh[0], other[0]}; fmt.Sprint(ids) != fmt.Sprint(want) || claimed.More {
+		t.Fatalf("claimed %v (more %v), want %v and no more", ids, claimed.More, want)
+	}
+	// Only the reserve free: nothing for the endpoints now in flight.
+	if _, ids, more := claim(t, s, webhooks.Claim{Now: 100, LeaseUntil: 1000, Limit: 2, Share: 4, Reserve: 2,
+		Sending: map[string]int{"hung": 2, "new": 1, "other": 1}}); len(ids) != 0 || more {
+		t.Fatalf("claimed %v (more %v) from the reserve, want nothing", ids, more)
+	}
+	// One worker outside the reserve: the earliest due of those in flight.
+	if _, ids, more := claim(t, s, webhooks.Claim{Now: 100, LeaseUntil: 1000, Limit: 3, Share: 4, Reserve: 2,
+		Sending: map[string]int{"hung": 2, "new": 1, "other": 1}}); fmt.Sprint(ids) != fmt.Sprint(hung[1:2]) || more {
+		t.Fatalf("claimed %v (more %v), want %v", ids, more, hung[1:2])
+	}
+}
+
 // The pending deliveries of an endpoint deleted or disabled are failed,
 // never sent: at once for those not in flight, and by the next claim for
 // one whose attempt in flight then asked for a retry.

@@ -80,6 +80,7 @@ var tests = []contract{
 	{"ChangeQueuesItsSubscribedHooks", testChangeQueuesItsSubscribedHooks},
 	{"ClaimWebhookDeliveriesPerEndpoint", testClaimWebhookDeliveriesPerEndpoint},
 	{"ClaimFailsDeadEndpointsDeliveries", testClaimFailsDeadEndpointsDeliveries},
+	{"ClaimKeepsTheReserveForFirstAttempts", testClaimKeepsTheReserveForFirstAttempts},
 	{"FinishReleaseAndRetryDeliveries", testFinishReleaseAndRetryDeliveries},
 	{"LateAttemptCannotEndAnotherAttemptsLease", testLateAttemptCannotEndAnotherAttemptsLease},
 	{"ClaimRenewsOnlyTheLeaseHeld", testClaimRenewsOnlyTheLeaseHeld},
