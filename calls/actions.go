@@ -228,7 +228,8 @@ func CallingInvite(call *Call, actor Actor, in CallingInviteInput, now int64, cf
 
 // Join puts the actor into an advanced call, or moves its main device to
 // actor.Device when it is already in from another device. Anyone holding
-// the callID of an advanced call may join it while there is room.
+// the callID of an advanced call may join it while there is room; past
+// that, one not in the list gets call_not_found, as the contract has it.
 func Join(call *Call, actor Actor, ext string, now int64, cfg Config) (*Change, error) {
 	u := call.User(actor.UserID)
 	switch {
@@ -241,7 +242,9 @@ func Join(call *Call, actor Actor, ext string, now int64, cfg Config) (*Change, 
 	case u != nil && u.State == StateAccepted && u.MainDevice == actor.Device:
 		return nil, errorf(CodeAlreadyInCall, "already in the call on device %q", actor.Device)
 	case u == nil && len(call.Users) >= cfg.MaxCallUsers:
-		return nil, errorf(CodeCallFull, "call %s already has %d users", call.ID, len(call.Users))
+		// The contract's "a user who is not in the call and may not join
+		// it": 404, which also tells an outsider nothing of the call.
+		return nil, errorf(CodeCallNotFound, "call %s not found (it holds its %d users)", call.ID, len(call.Users))
 	}
 	if err := checkExtendedData("extendedData", ext); err != nil {
 		return nil, err

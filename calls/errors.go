@@ -17,7 +17,6 @@ const (
 	CodeInvalidState   Code = "invalid_state"
 	CodeCallEnded      Code = "call_ended"
 	CodeAlreadyInCall  Code = "already_in_call"
-	CodeCallFull       Code = "call_full"
 	// CodeNotFound is an unknown resource other than a call (a webhook
 	// endpoint or delivery of the admin API).
 	CodeNotFound Code = "not_found"
@@ -63,7 +62,6 @@ var (
 	ErrInvalidState     = &Error{Code: CodeInvalidState, Message: "invalid state"}
 	ErrCallEnded        = &Error{Code: CodeCallEnded, Message: "call ended"}
 	ErrAlreadyInCall    = &Error{Code: CodeAlreadyInCall, Message: "already in call"}
-	ErrCallFull         = &Error{Code: CodeCallFull, Message: "call full"}
 	ErrNotFound         = &Error{Code: CodeNotFound, Message: "not found"}
 	ErrDeliveryInFlight = &Error{Code: CodeDeliveryInFlight, Message: "delivery in flight"}
 	ErrEndpointDisabled = &Error{Code: CodeEndpointDisabled, Message: "endpoint disabled"}

@@ -418,13 +418,13 @@ func TestNonMember(t *testing.T) {
 			wantCode(t, err, CodeCallNotFound)
 		})
 	}
-	t.Run("advanced call/eve joins a call that already has MaxCallUsers users/is call_full", func(t *testing.T) {
+	t.Run("advanced call/eve joins a call that already has MaxCallUsers users/is call_not_found", func(t *testing.T) {
 		c := tableCall(ModeAdvanced, StateInviting)
 		for i := len(c.Users); i < testCfg.MaxCallUsers; i++ {
 			c.Users = append(c.Users, row(fmt.Sprintf("u%d", i), StateRejected, "alice"))
 		}
 		_, err := Join(c, as("eve"), "", tableNow, testCfg)
-		wantCode(t, err, CodeCallFull)
+		wantCode(t, err, CodeCallNotFound)
 		// A member already in the list still may join a full call.
 		ch, err := Join(c, as("u9"), "", tableNow, testCfg)
 		wantStates(t, mustChange(t, ch, err), map[string]UserState{"u9": StateAccepted})
@@ -698,7 +698,7 @@ func TestMaxCallUsers(t *testing.T) {
 			t.Error("gina was added beyond the limit")
 		}
 		_, err = Join(c, as("gina"), "", now0+4000, cfg)
-		wantCode(t, err, CodeCallFull)
+		wantCode(t, err, CodeCallNotFound)
 	})
 	t.Run("a general call where every invitee was refused ends at once", func(t *testing.T) {
 		small := cfg

@@ -462,7 +462,7 @@ func (c callModel) refusal(in callInput, me *modelUser) string {
 			return "already_in_call"
 		}
 		if me == nil && c.n >= maxUsers {
-			return "call_full"
+			return "call_not_found"
 		}
 	}
 	return ""

@@ -102,7 +102,7 @@ type errorUser struct {
 // statusOf is the HTTP status the contract gives each error code.
 var statusOf = map[string]int{
 	"call_not_found": 404, "forbidden": 403, "call_ended": 409, "wrong_mode": 409,
-	"invalid_state": 409, "already_in_call": 409, "call_full": 409,
+	"invalid_state": 409, "already_in_call": 409,
 }
 
 // problem reports whether out is the problem+json answer for code.

@@ -45,7 +45,6 @@ var codes = map[string]codeInfo{
 	string(calls.CodeInvalidState):     {http.StatusConflict, "Invalid state"},
 	string(calls.CodeCallEnded):        {http.StatusConflict, "Call ended"},
 	string(calls.CodeAlreadyInCall):    {http.StatusConflict, "Already in call"},
-	string(calls.CodeCallFull):         {http.StatusConflict, "Call full"},
 	codeIdempotencyConflict:            {http.StatusConflict, "Idempotency conflict"},
 	string(calls.CodeDeliveryInFlight): {http.StatusConflict, "Delivery in flight"},
 	string(calls.CodeEndpointDisabled): {http.StatusConflict, "Endpoint disabled"},

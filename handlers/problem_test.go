@@ -30,7 +30,6 @@ func TestToProblem(t *testing.T) {
 		{"invalid state", calls.ErrInvalidState, 409, "invalid_state", "invalid state", 0},
 		{"call ended", calls.ErrCallEnded, 409, "call_ended", "call ended", 0},
 		{"already in call", calls.ErrAlreadyInCall, 409, "already_in_call", "already in call", 0},
-		{"call full", calls.ErrCallFull, 409, "call_full", "call full", 0},
 		{"wrapped domain error", fmt.Errorf("accept c1: %w", calls.ErrCallEnded), 409, "call_ended", "call ended", 0},
 		{"unknown domain code", &calls.Error{Code: "bogus", Message: "secret internals"}, 500, "internal", generic, 0},
 		{"unauthorized", newError(codeUnauthorized, "token is expired"), 401, "unauthorized", "token is expired", 0},
