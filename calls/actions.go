@@ -74,6 +74,12 @@ func (t *transition) invite(inviter string, ids []string, cfg Config, policy Bus
 			u = &CallUser{UserID: id}
 			t.call.Users = append(t.call.Users, u)
 		}
+		if u.Inviter == u.UserID {
+			// He joined uninvited and is invited now: his join's AcceptTime
+			// would count as an accepted invitation (anyInviteeAccepted)
+			// and switch the caller-offline rule off before he answers.
+			u.AcceptTime = 0
+		}
 		t.setState(u, StateInviting)
 		u.Inviter, u.InviteTime, u.MainDevice = inviter, t.now, ""
 		u.TimeoutAt = t.now + int64(t.call.Timeout)*1000
@@ -419,10 +425,9 @@ func (t *transition) clearStale(d Deadline) *Change {
 // after rejecting), counts, whoever invited him; so does a joiner who left
 // and accepted a later invitation, as Inviter then names that inviter.
 //
-// The row keeps no history of how its AcceptTime came: a user who joined
-// uninvited, left, and was then invited counts from that invitation on,
-// before he answers it, as his join's AcceptTime is indistinguishable
-// from an accepted invitation's.
+// A user who joined uninvited, left, and was then invited has his join's
+// AcceptTime cleared by the invitation (invite), or it would count as an
+// accepted invitation before he answers.
 //
 // The stores' SQL (noInviteeAccepted in db/sqlite and db/postgres) must
 // select at least the calls this leaves out; see CallerOfflineApplies.

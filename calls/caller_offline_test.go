@@ -64,6 +64,9 @@ func TestCallerOfflineCountsOnlyInvitees(t *testing.T) {
 		{name: "an invitee accepted and quit", steps: []step{answer("bob", true), quit("bob")}},
 		{name: "an invitee joined instead of accepting", steps: []step{join("bob")}},
 		{name: "an invitee rejected, then joined", steps: []step{answer("bob", false), join("bob")}},
+		{name: "an uninvited joiner quit and was invited, no answer yet", steps: []step{join("dave"), quit("dave"), invite("alice", "dave")}, applies: true,
+			want:      map[string]UserState{"alice": StateAccepted, "bob": StateCancelled, "carol": StateCancelled, "dave": StateCancelled},
+			cancelled: []string{"bob", "carol", "dave"}},
 		{name: "an uninvited joiner quit, was invited and accepted", steps: []step{join("dave"), quit("dave"), invite("alice", "dave"), answer("dave", true)}},
 	}
 	for _, tc := range cases {
