@@ -52,6 +52,9 @@ func (st *stream) serve() {
 		if !isLive && st.state.Load() == live {
 			continue // went live between the two loads; its poke may be lost
 		}
+		if !isLive && st.dequeueEvicted() {
+			return
+		}
 		if isLive {
 			worked, err := st.step()
 			if err != nil {

@@ -1,10 +1,15 @@
 package sse
 
 import (
+	"fmt"
+	"io"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"callsig/calls"
+	"callsig/internal/wait"
 )
 
 // A new stream (no Last-Event-ID) evicted at the per-user cap while it is
@@ -38,5 +43,62 @@ func TestEvictedOpeningStreamEndsWithAReset(t *testing.T) {
 	if !reset && aLast == "" {
 		t.Fatal("tab1 was evicted while opening and ended holding no position and no reset: c1 (id 1, committed while it " +
 			"was open) would never reach its client, which comes back as a new stream")
+	}
+}
+
+// A stream evicted at the per-user cap while it waits in the openers'
+// queue (every opener busy, here with another user's slow read) ends at
+// once, with a reset as any new stream evicted while opening: it stayed
+// open, connection and goroutine, until an opener got to it, so a user
+// opening streams in a loop held any number past the cap. In per-user
+// order its headers wait for the opener too: it sends them first.
+func TestEvictedStreamWaitingForAnOpenerEnds(t *testing.T) {
+	for name, order := range map[string]IDOrder{"global": GlobalIDOrder, "per-user": PerUserIDOrder} {
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t, Options{MaxStreamsPerUser: 2, MaxOpeners: 1, IDOrder: order})
+			r.log.pendingGate = newGate(16)
+			defer close(r.log.pendingGate.hold)
+			r.open("carol", "d", "") // takes the one opener, its read held
+			select {
+			case <-r.log.pendingGate.entered:
+			case <-time.After(3 * time.Second):
+				t.Fatal("carol's stream never read its pending invitations")
+			}
+			subscriptions := func() uint64 {
+				r.hub.mu.RLock()
+				defer r.hub.mu.RUnlock()
+				return r.hub.opened
+			}
+			var bob []chan string // what each stream's client read, once it ended
+			for i := range 6 {
+				n := subscriptions()
+				conn, err := net.Dial("tcp", strings.TrimPrefix(r.srv.URL, "http://"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { conn.Close() })
+				fmt.Fprintf(conn, "GET /?user=bob&device=d%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+				got := make(chan string, 1)
+				go func() {
+					b, _ := io.ReadAll(conn)
+					got <- string(b)
+				}()
+				bob = append(bob, got)
+				wait.For(t, 3*time.Second, "bob's stream subscribed", func() bool { return subscriptions() > n })
+			}
+			for i, got := range bob[:4] { // each evicted by the third after it
+				select {
+				case b := <-got:
+					if !strings.Contains(b, "event: reset") {
+						t.Errorf("bob's stream %d, evicted while queued, ended without a reset: %q", i, b)
+					}
+				case <-time.After(3 * time.Second):
+					t.Fatalf("bob's stream %d was evicted and is still open", i)
+				}
+			}
+			if n := goroutinesIn("callsig/sse.(*stream).serve"); n != 3 {
+				t.Errorf("%d streams served, want carol's and bob's last two", n)
+			}
+		})
 	}
 }

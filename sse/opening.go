@@ -3,6 +3,7 @@ package sse
 import (
 	"errors"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -64,6 +65,44 @@ func (st *stream) runOpening() {
 	if ok {
 		st.goLive()
 	}
+}
+
+// dequeueEvicted ends the stream, and reports so, when it was evicted
+// (Hub.evictOldest) while it waited in the openers' queue. Eviction stops
+// a stream's reads of the log, but one no opener has picked reads nothing
+// yet: it stayed, connection and goroutine, until an opener got to it, so
+// a user opening streams in a loop while the openers were busy held any
+// number past Options.MaxStreamsPerUser. Taken out of the queue, it is
+// nobody else's: it tells its client what its opening would have (the
+// head, and a new stream's reset, see resetOpening) and ends, with the
+// opening's count in h.streams. One an opener has picked is ended by it.
+func (st *stream) dequeueEvicted() bool {
+	select {
+	case <-st.sub.evicted:
+	default:
+		return false
+	}
+	h := st.h
+	h.omu.Lock()
+	i := slices.Index(h.oqueue, st)
+	if i >= 0 {
+		h.oqueue = slices.Delete(h.oqueue, i, i+1)
+	}
+	h.omu.Unlock()
+	if i < 0 || !st.picked.CompareAndSwap(false, true) {
+		return false
+	}
+	a := st.opening
+	err := error(nil)
+	if !st.headSent {
+		err = st.sendHead(a.last, a.resume)
+	}
+	if err == nil && !a.resume {
+		st.resetOpening()
+	}
+	st.end(errEvicted)
+	h.streams.Done()
+	return true
 }
 
 // releaseSlot hands the stream's opener slot, if it holds one, to the

@@ -128,6 +128,7 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 
 	st.armToken(tokenLeft)
 	if st.conn != nil {
+		st.opening = openArgs{last: last, resume: resume, head: head} // before serve may read it
 		go st.serve()
 		// The handler returns now, so net/http's buffers for the
 		// connection (a reader and a writer, 4 KiB each, which it never
@@ -145,7 +146,6 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 				return
 			}
 		}
-		st.opening = openArgs{last: last, resume: resume, head: head}
 		h.startOpening(st)
 		return
 	}
