@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -63,12 +64,20 @@ var sqlListCalls = `SELECT ` + callColumnsC + `
 // read runs fn in a read-only transaction on the read pool, so the several
 // queries of one read (a call, then its users) see one snapshot, and
 // returns once what fn read is durable (see durable): every read through
-// it answers with state a power cut cannot take back.
+// it answers with state a power cut cannot take back. That holds for an
+// answer fn gives as an error too: a call or webhook not found may be a
+// deletion (retention, an admin's DELETE) whose fsync is still to come,
+// and could fail, answered 503 and the row kept.
 func (s *Store) read(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
-	if err := s.readNow(ctx, fn); err != nil {
-		return err
+	err := s.readNow(ctx, fn)
+	var answer *calls.Error
+	if err != nil && (!errors.As(err, &answer) || answer.Code == calls.CodeUnavailable) {
+		return err // the store failed: no answer to wait for
 	}
-	return s.durable(ctx)
+	if derr := s.durable(ctx); derr != nil {
+		return derr
+	}
+	return err
 }
 
 // readNow is read without the wait: for a read that waits itself only

@@ -419,3 +419,57 @@ func TestBatchMatesOfAFailedBatchAreUnavailable(t *testing.T) {
 		})
 	}
 }
+
+// A "not found" is an answer like any other read's: it waits for the
+// fsync of the deletion it saw. A call pruned, or a webhook deleted, while
+// that fsync was in flight was answered 404 at once, and still after the
+// fsync failed and the deletion was answered 503, its row kept.
+func TestNotFoundWaitsForTheFsyncOfTheDeletion(t *testing.T) {
+	ctx := context.Background()
+	for name, tc := range map[string]struct {
+		prepare func(*testing.T, *Store)
+		remove  func(*Store) error
+		read    func(*Store) error
+	}{
+		"call pruned": {
+			prepare: func(t *testing.T, s *Store) {
+				ch := storetest.NewCall("c-old", "alice", 1000, "bob")
+				ch.Call.State, ch.Call.EndTime = calls.CallEnded, 5
+				storetest.Save(t, s, ch)
+			},
+			remove: func(s *Store) error { _, err := s.PruneCalls(ctx, 10); return err },
+			read:   func(s *Store) error { _, err := s.Call(ctx, "c-old"); return err },
+		},
+		"webhook deleted": {
+			prepare: func(t *testing.T, s *Store) {
+				e := &webhooks.Endpoint{ID: "ep1", URL: "https://example.com/hook", Secret: "whsec_x", CreatedAt: 1, Enabled: true}
+				if err := s.PutWebhookEndpoint(ctx, e); err != nil {
+					t.Fatal(err)
+				}
+			},
+			remove: func(s *Store) error { return s.DeleteWebhookEndpoint(ctx, "ep1", 2) },
+			read: func(s *Store) error {
+				_, err := s.WebhookDeliveries(ctx, "ep1", webhooks.DeliveryQuery{})
+				return err
+			},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := openTest(t)
+			tc.prepare(t, s)
+			entered, open, _ := gatedSyncFailing(t, s, errors.New("EIO"))
+			removed := make(chan error, 1)
+			go func() { removed <- tc.remove(s) }()
+			<-entered // the deletion committed, its fsync held
+			read := make(chan error, 1)
+			go func() { read <- tc.read(s) }()
+			open() // the fsync fails
+			if err := <-removed; !errors.Is(err, calls.ErrUnavailable) {
+				t.Fatalf("deletion with a failed fsync: %v, want unavailable", err)
+			}
+			if err := <-read; !errors.Is(err, calls.ErrUnavailable) {
+				t.Errorf("read during the deletion's failed fsync: %v, want unavailable (not a not-found that may be taken back)", err)
+			}
+		})
+	}
+}
