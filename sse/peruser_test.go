@@ -17,6 +17,7 @@ import (
 	"callsig/db/postgres"
 	"callsig/db/storetest"
 	"callsig/internal/pgtest"
+	"callsig/internal/wait"
 )
 
 // The hub in PerUserIDOrder on a real PostgreSQL store, whose ids follow
@@ -237,4 +238,26 @@ func TestPerUserHandsOverEventsThatFollowOn(t *testing.T) {
 	if b := c.next(); b.id != strconv.FormatInt(last.ID, 10) {
 		t.Fatalf("got %+v, want event %d, each event once", b, last.ID)
 	}
+}
+
+// A live stream reading the log (with PerUserIDOrder, its first delivery
+// after opening) sees its client leave: it ends, and the user goes
+// offline, at once, not once the read (up to ReadTimeout), or the wait
+// for a turn (unbounded), is over and its write fails. Nobody read the
+// connection meanwhile.
+func TestLiveStreamReadingTheLogSeesItsClientLeave(t *testing.T) {
+	r := newRig(t, Options{IDOrder: PerUserIDOrder, CatchUpEvery: time.Hour})
+	r.log.afterGate = newGate(16)
+	defer close(r.log.afterGate.hold)
+	c := r.open("bob", "d", "")
+	c.raw() // opening
+	c.raw() // synced
+	r.hub.Committed(r.log.add(calls.Event{UserID: "bob", CallID: "c1", Type: calls.EventUserStateChanged}), 0)
+	select {
+	case <-r.log.afterGate.entered: // the stream reads the log, held
+	case <-time.After(3 * time.Second):
+		t.Fatal("the stream never read the log")
+	}
+	c.close() // the client leaves
+	wait.For(t, 3*time.Second, "bob offline", func() bool { return !r.hub.Online("bob") })
 }

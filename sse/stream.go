@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -398,6 +399,9 @@ func (st *stream) read(f func(ctx context.Context) error) error {
 	// waiting for (or holding) a shared token.
 	octx, ocancel := st.opContext()
 	defer ocancel()
+	if st.conn != nil && st.state.Load() == live {
+		defer st.watchClient()()
+	}
 	for _, tokens := range []chan struct{}{st.h.userReader(st.user), st.h.readers} {
 		select {
 		case tokens <- struct{}{}:
@@ -409,6 +413,48 @@ func (st *stream) read(f func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(octx, st.h.o.ReadTimeout)
 	defer cancel()
 	return f(ctx)
+}
+
+// watchClient has a goroutine read the connection of a live stream while
+// serve, its reader otherwise, waits for a turn to read the log and reads
+// it (see read): a client that leaves then cancels the stream (its wait,
+// its read), which ends and goes offline at once, not once a turn came
+// and the read ran for nobody. Only when a live stream reads the log (a
+// catch-up, with PerUserIDOrder a delivery), so an idle stream costs
+// nothing more. The returned func stops the goroutine and waits for it.
+//
+// A poke (a deadline set to wake serve) may end the watching Read: it
+// goes on watching until stopped. serve, once it gets the connection back,
+// checks for work before it reads, so the poke is not lost.
+func (st *stream) watchClient() (stop func()) {
+	var stopping atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var b [1]byte
+		for {
+			_, err := st.conn.Read(b[:])
+			switch {
+			case err == nil:
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				if stopping.Load() {
+					return
+				}
+				_ = st.conn.SetReadDeadline(time.Time{})
+				if stopping.Load() { // its deadline may have come before ours
+					return
+				}
+			default:
+				st.cancel() // the client left
+				return
+			}
+		}
+	}()
+	return func() {
+		stopping.Store(true)
+		_ = st.conn.SetReadDeadline(time.Unix(1, 0))
+		<-done
+	}
 }
 
 // opContext returns the context of one wait for, or use of, the store (a
