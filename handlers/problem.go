@@ -94,18 +94,27 @@ func invalidField(field, format string, args ...any) *httpError {
 // another instance).
 const retryAfterUnavailable = "1"
 
+// statusClientClosed is what the access log and the metrics record for a
+// request its client gave up on before the answer (nginx's 499): nobody
+// receives it, and counted as a 500 it made every impatient client look
+// like a bug on the dashboards.
+const statusClientClosed = 499
+
 // writeError is the one place that turns an error into a problem+json
 // response. Domain errors keep their message; anything unexpected becomes a
 // 500 with a generic detail and is logged with the request's ID. A 503
 // always carries Retry-After.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		loggerFrom(r.Context()).Info("request cancelled by the client", "err", err)
+		w.WriteHeader(statusClientClosed)
+		return
+	}
 	p := toProblem(err)
 	var raised *httpError // raised on purpose: whoever raised it logged what matters
 	if p.Status >= 500 && !errors.As(err, &raised) {
 		log := loggerFrom(r.Context())
 		switch {
-		case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-			log.Info("request cancelled by the client", "err", err)
 		case p.Code == codeUnavailable:
 			log.Warn("request refused: the store cannot serve now", "err", err)
 		default:

@@ -76,4 +76,18 @@ func TestWriteError(t *testing.T) {
 	if strings.Contains(w.Body.String(), "10.0.0.3") {
 		t.Fatalf("internal detail leaked: %s", w.Body)
 	}
+
+	// A request its client gave up on is no 500 in the access log and
+	// the metrics (nobody receives the answer); a cancellation the
+	// client did not ask for still is.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	w = httptest.NewRecorder()
+	writeError(w, r.WithContext(ctx), fmt.Errorf("db: read: %w", context.Canceled))
+	if w.Code != statusClientClosed {
+		t.Errorf("client gone: status %d, want %d", w.Code, statusClientClosed)
+	}
+	w = httptest.NewRecorder()
+	writeError(w, r, fmt.Errorf("db: read: %w", context.Canceled))
+	decodeProblem(t, w, 500, "internal")
 }
