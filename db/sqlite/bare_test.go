@@ -93,7 +93,7 @@ func TestBareRequestsReplayOnlyWhenTheyMust(t *testing.T) {
 		{"refused before writing", []req{save("bare-call-1", nil), refuse, save("bare-call-3", nil)},
 			[]func(error) bool{ok, isNotFound, ok}, []int64{1, 1, 1}, 0, []string{"bare-call-1", "bare-call-3"}},
 		{"failed after writing", []req{save("bare-call-1", nil), refuse, save("bare-call-2", boom), save("bare-call-3", nil)},
-			[]func(error) bool{ok, isNotFound, isBoom, ok}, []int64{2, 1, 2, 1}, 1, []string{"bare-call-1", "bare-call-3"}},
+			[]func(error) bool{ok, isNotFound, isBoom, ok}, []int64{2, 2, 2, 1}, 1, []string{"bare-call-1", "bare-call-3"}},
 		{"failed after writing, then succeeded replayed", []req{save("bare-call-1", nil), failsOnce("bare-call-2"), save("bare-call-3", nil)},
 			[]func(error) bool{ok, ok, ok}, []int64{2, 2, 1}, 1, []string{"bare-call-1", "bare-call-2", "bare-call-3"}},
 		{"panicked", []req{save("bare-call-1", nil), panics, save("bare-call-3", nil)},
@@ -294,5 +294,54 @@ func TestEventsOfAFailedInsertDoNotCommit(t *testing.T) {
 				t.Errorf("bob has %d events, want the 2 of the calls that committed", n)
 			}
 		})
+	}
+}
+
+// A replay runs again the changes to calls that the first run refused: a
+// refusal may rest on what an earlier request did in that run, and the
+// replay may decide otherwise (a use-case reads the clock and presence).
+// Kept, bob was told the call had ended while it rang on.
+func TestReplayRunsRefusedChangesAgain(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	storetest.Save(t, s, storetest.NewCall("c1", "alice", 1000, "bob"))
+	errEnded := errors.New("call ended")
+	var runs atomic.Int32
+	// The caller-offline grace: ends c1 on the first run; on the replay
+	// the caller is back, and nothing is done.
+	end := func(tx *sqlx.Tx) error {
+		ct := s.callsTx(tx)
+		c, err := ct.Call(ctx, "c1")
+		if err != nil || runs.Add(1) > 1 {
+			return err
+		}
+		c.State, c.EndTime = calls.CallEnded, 2000
+		return ct.Save(ctx, &calls.Change{Call: c})
+	}
+	// bob's accept: refused while c1 is ended, writing nothing.
+	accept := func(tx *sqlx.Tx) error {
+		c, err := s.callsTx(tx).Call(ctx, "c1")
+		if err == nil && c.State == calls.CallEnded {
+			return errEnded
+		}
+		return err
+	}
+	boom := errors.New("boom")
+	failsAfterWriting := func(tx *sqlx.Tx) error {
+		if err := s.callsTx(tx).Save(ctx, storetest.NewCall("c2", "carl", 1000, "dora")); err != nil {
+			return err
+		}
+		return boom
+	}
+	errs := inOneBatchOf(t, s, batchReq{calls: true, fn: end}, batchReq{calls: true, fn: accept}, batchReq{calls: true, fn: failsAfterWriting})
+	if s.replays.Load() != 1 || !errors.Is(errs[2], boom) {
+		t.Fatalf("replays %d, last answer %v: want one replay, boom", s.replays.Load(), errs[2])
+	}
+	c, err := s.Call(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.State != calls.CallStarted || errs[1] != nil {
+		t.Errorf("c1 committed %s, bob's accept answered %v: want started and the accept run again (nil)", c.State, errs[1])
 	}
 }

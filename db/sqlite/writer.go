@@ -290,9 +290,15 @@ func mayHaveBroken(err error) bool {
 }
 
 // replay rolls the batch's transaction back and runs its requests again in
-// a new one, each in its own savepoint: those that had succeeded, then the
-// last, whose failure sent it here. Their callers are all still waiting.
-// The rest of the batch keeps savepoints too (guarded), so a batch is
+// a new one, each in its own savepoint: those that had succeeded, the
+// changes to calls that were refused, then the last, whose failure sent it
+// here. Their callers are all still waiting. A refusal may rest on what an
+// earlier request of the first run did (bob's accept refused as the call
+// had ended), and that request may decide otherwise now (a use-case reads
+// the clock and presence): kept, it would answer for a state that never
+// committed. Changes to calls may run again (calls.Store.Update); other
+// writes that failed undid themselves (a savepoint each) and may not. The
+// rest of the batch keeps savepoints too (guarded), so a batch is
 // replayed at most once. It returns the last request's outcome.
 func (b *openBatch) replay(s *Store) (err, fatal error) {
 	s.replays.Add(1)
@@ -306,8 +312,8 @@ func (b *openBatch) replay(s *Store) (err, fatal error) {
 	b.events = nil
 	last := len(b.batch) - 1
 	for i, r := range b.batch[:last] {
-		if b.errs[i] != nil {
-			continue // failed without writing: nothing of it to redo
+		if b.errs[i] != nil && (!r.callsOnly || r.ctx.Err() != nil) {
+			continue // failed without writing, not to run again: nothing to redo
 		}
 		s.dropReqEvents()
 		if b.errs[i], fatal = s.runSavepoint(tx, r.fn); fatal != nil {
