@@ -240,7 +240,7 @@ func Join(call *Call, actor Actor, ext string, now int64, cfg Config) (*Change, 
 	u := call.User(actor.UserID)
 	switch {
 	case u == nil && call.Mode != ModeAdvanced:
-		return nil, errorf(CodeCallNotFound, "call %s not found", call.ID)
+		return nil, ErrCallNotFound
 	case call.State == CallEnded:
 		return nil, errorf(CodeCallEnded, "call %s has ended", call.ID)
 	case call.Mode != ModeAdvanced:
@@ -249,8 +249,9 @@ func Join(call *Call, actor Actor, ext string, now int64, cfg Config) (*Change, 
 		return nil, errorf(CodeAlreadyInCall, "already in the call on device %q", actor.Device)
 	case u == nil && len(call.Users) >= cfg.MaxCallUsers:
 		// The contract's "a user who is not in the call and may not join
-		// it": 404, which also tells an outsider nothing of the call.
-		return nil, errorf(CodeCallNotFound, "call %s not found (it holds its %d users)", call.ID, len(call.Users))
+		// it": 404, the very answer for an unknown call, so an outsider
+		// learns nothing of this one.
+		return nil, ErrCallNotFound
 	}
 	if err := checkExtendedData("extendedData", ext); err != nil {
 		return nil, err

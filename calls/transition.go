@@ -173,7 +173,7 @@ func (t *transition) done() *Change {
 func member(c *Call, userID string) (*CallUser, error) {
 	u := c.User(userID)
 	if u == nil {
-		return nil, errorf(CodeCallNotFound, "call %s not found", c.ID)
+		return nil, ErrCallNotFound // as for an unknown call: nothing of it shows
 	}
 	return u, nil
 }

@@ -118,7 +118,13 @@ func TestAdvancedCallFull(t *testing.T) {
 		if len(inv.ErrorUserList) != 1 || inv.ErrorUserList[0].Reason != "call_full" {
 			t.Fatalf("calling invite into a full call: %+v", inv)
 		}
-		s.Client("frank").Action(res.CallID, "join", nil).WantProblem(http.StatusConflict, "call_full")
+		// Not in the call and may not join it: the answer for an unknown
+		// call, to the byte.
+		full := s.Client("frank").Action(res.CallID, "join", nil).WantProblem(http.StatusNotFound, "call_not_found")
+		none := s.Client("frank").Action("doesnotexist0000000000", "join", nil).WantProblem(http.StatusNotFound, "call_not_found")
+		if full.Detail != none.Detail || full.Title != none.Title {
+			t.Errorf("a full call's 404 %+v differs from an unknown call's %+v", full, none)
+		}
 	})
 }
 
