@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,6 +137,31 @@ func TestAnnouncedQueuesOnlyWhenUnaccounted(t *testing.T) {
 			accounted := tc.st != nil && (tc.st.busy && tc.st.reporting || !tc.st.busy && tc.st.applied)
 			if st.announced == accounted {
 				t.Errorf("announced = %v for a state whose row is accounted for = %v", st.announced, accounted)
+			}
+		})
+	}
+}
+
+// A stream is announced once, before its headers, whichever stage of the
+// opening sends them (see startOpening): the heads stage announces, and
+// the catch-up that follows must not again (each announcement is an
+// episode of presence to account for).
+func TestStreamIsAnnouncedOnce(t *testing.T) {
+	for name, order := range map[string]IDOrder{"global": GlobalIDOrder, "per-user": PerUserIDOrder} {
+		t.Run(name, func(t *testing.T) {
+			var n atomic.Int32
+			r := newRig(t, Options{IDOrder: order, Announce: func(context.Context, string) error {
+				n.Add(1)
+				return nil
+			}})
+			c := r.open("bob", "d", "")
+			c.raw() // the opening block
+			if got := n.Load(); got != 1 {
+				t.Fatalf("announced %d times before the headers, want 1", got)
+			}
+			c.raw() // synced: the opening is over
+			if got := n.Load(); got != 1 {
+				t.Fatalf("announced %d times by the end of the opening, want 1", got)
 			}
 		})
 	}

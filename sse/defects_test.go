@@ -305,7 +305,7 @@ func TestOpenersAreCapped(t *testing.T) {
 	wait.For(t, 3*time.Second, "the queue to hold the streams past the cap", func() bool {
 		r.hub.omu.Lock()
 		defer r.hub.omu.Unlock()
-		return r.hub.openers == openers && len(r.hub.oqueue) == streams-openers
+		return r.hub.catchUps.n == openers && len(r.hub.catchUps.queue) == streams-openers
 	})
 	if n := goroutinesIn("callsig/sse.(*stream).runOpening"); n != openers {
 		t.Fatalf("%d openers running, want %d", n, openers)
@@ -350,7 +350,7 @@ func TestSlowClientGivesItsOpenerSlotUp(t *testing.T) {
 	wait.For(t, 3*time.Second, "the slow stream to give its slot up", func() bool {
 		r.hub.omu.Lock()
 		defer r.hub.omu.Unlock()
-		return r.hub.openers == 0
+		return r.hub.catchUps.n == 0
 	})
 	c := r.open("bob", "d", "")
 	c.raw() // opening

@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -100,5 +103,106 @@ func TestEvictedStreamWaitingForAnOpenerEnds(t *testing.T) {
 				t.Errorf("%d streams served, want carol's and bob's last two", n)
 			}
 		})
+	}
+}
+
+// gatedListener holds the first write on the next connection it accepts
+// (when gateNext) until release is closed, signalling entered.
+type gatedListener struct {
+	net.Listener
+	mu       sync.Mutex
+	gateNext bool
+	entered  chan struct{}
+	release  chan struct{}
+}
+
+func (l *gatedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	g := l.gateNext
+	l.gateNext = false
+	l.mu.Unlock()
+	if !g {
+		return c, nil
+	}
+	return &gatedConn{Conn: c, l: l}, nil
+}
+
+type gatedConn struct {
+	net.Conn
+	l    *gatedListener
+	once sync.Once
+}
+
+func (c *gatedConn) Write(b []byte) (int, error) {
+	c.once.Do(func() { c.l.entered <- struct{}{}; <-c.l.release })
+	return c.Conn.Write(b)
+}
+
+// A stream evicted after its serve started and before its handler queued
+// it for an opener (while the handler sends its head) ends too: the
+// eviction's poke found it in no queue, and nothing woke serve again once
+// it was queued.
+func TestEvictedBeforeItIsQueuedEnds(t *testing.T) {
+	r := newRig(t, Options{MaxStreamsPerUser: 1, MaxOpeners: 1})
+	r.log.pendingGate = newGate(16)
+	defer close(r.log.pendingGate.hold)
+	gl := &gatedListener{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		q := req.URL.Query()
+		r.hub.ServeEvents(w, req, q.Get("user"), q.Get("device"), 0)
+	}))
+	gl.Listener = srv.Listener
+	srv.Listener = gl
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	r.open("carol", "d", "") // takes the one catch-up slot, its read held
+	select {
+	case <-r.log.pendingGate.entered:
+	case <-time.After(3 * time.Second):
+		t.Fatal("carol's stream never read its pending invitations")
+	}
+	subscriptions := func() uint64 {
+		r.hub.mu.RLock()
+		defer r.hub.mu.RUnlock()
+		return r.hub.opened
+	}
+	dial := func(device string, gated bool) chan string {
+		gl.mu.Lock()
+		gl.gateNext = gated
+		gl.mu.Unlock()
+		n := subscriptions()
+		conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		fmt.Fprintf(conn, "GET /?user=bob&device=%s HTTP/1.1\r\nHost: x\r\n\r\n", device)
+		got := make(chan string, 1)
+		go func() {
+			b, _ := io.ReadAll(conn)
+			got <- string(b)
+		}()
+		wait.For(t, 3*time.Second, "bob's stream subscribed", func() bool { return subscriptions() > n })
+		return got
+	}
+	a := dial("a", true) // its handler holds in the head's write; serve runs
+	<-gl.entered
+	dial("b", false) // evicts a, whose serve is poked while a is in no queue
+	// The poke has to reach a's serve before its handler queues a, or the
+	// test passes whatever the code: no marker shows that, so a pause.
+	time.Sleep(100 * time.Millisecond)
+	close(gl.release) // a's handler sends the head and queues a
+	select {
+	case b := <-a:
+		if !strings.Contains(b, "event: reset") {
+			t.Errorf("a ended without a reset: %q", b)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("bob's stream a, evicted before its handler queued it, is still open while the opener is busy")
 	}
 }

@@ -121,7 +121,9 @@ type Options struct {
 	LogReaders int
 	// MaxOpeners caps the goroutines opening (catching up) hijacked
 	// streams at once; past it, opening streams wait in a queue (see
-	// startOpening). Default 256.
+	// startOpening). Default 256. A quarter as many more (at least one)
+	// send the headers of streams whose headers wait for the store
+	// (PerUserIDOrder, Announce).
 	MaxOpeners int
 	// IDOrder says how the log's ids are ordered, and so how committed
 	// events reach the streams (default GlobalIDOrder).
@@ -219,11 +221,11 @@ type Hub struct {
 	// stripe of the user ID): a user opening streams in a loop queues one
 	// read at a time for readers, so other users' streams are not starved.
 	userReaders [readerStripes]chan struct{}
-	// The openers of hijacked streams running, and the streams waiting
-	// for one; under omu (see startOpening).
-	omu     sync.Mutex
-	openers int
-	oqueue  []*stream
+	// The openers of hijacked streams, by stage (see startOpening), with
+	// the streams waiting for one; under omu.
+	omu      sync.Mutex
+	heads    openers
+	catchUps openers
 	// ctx is the live streams' context (they outlive their requests);
 	// Shutdown cancels it.
 	ctx    context.Context
@@ -354,6 +356,7 @@ func New(ctx context.Context, o Options) (*Hub, error) {
 	h := &Hub{
 		o: o, log: o.Logger, m: m, work: newWork(o.Logger, o.Service, m.parked),
 		done: make(chan struct{}), readers: make(chan struct{}, o.LogReaders),
+		heads: openers{max: max(1, o.MaxOpeners/4)}, catchUps: openers{max: o.MaxOpeners},
 		users: map[string][]*subscriber{},
 		next:  last + 1, held: map[int64]*frame{},
 	}

@@ -22,9 +22,27 @@ type openArgs struct {
 // stream gives its opener slot to the next in the queue (see writeConn).
 const writeProbe = 20 * time.Millisecond
 
-// startOpening has st opened (openOrEnd, then goLive) on a goroutine of its
-// own, at once if fewer than Options.MaxOpeners are opening, else once a
-// slot frees (see releaseSlot).
+// openers are the goroutines of one stage of opening hijacked streams, at
+// most max at once, and the streams waiting for one; under Hub.omu.
+type openers struct {
+	max   int
+	n     int
+	queue []*stream
+}
+
+// startOpening has st opened on a goroutine of its own, at once if a slot
+// of its stage is free, else once one frees (see releaseSlot). The stages:
+// heads sends the headers of a stream whose headers wait for the store
+// (announce, and with PerUserIDOrder the user's newest id: a one-row write
+// and a primary-key lookup), then queues it for catchUps, which catches it
+// up from the log (openOrEnd, then goLive). A stream whose head went out
+// from its handler starts at catchUps.
+//
+// Why stages: a catch-up holds its slot while it waits for a turn to read
+// the log (Options.LogReaders), and in a burst of reconnections every
+// slot is soon held so. Headers queued behind those waited for other
+// streams' catch-ups, where the contract has them sent at once; in their
+// own stage they wait only for other streams' headers.
 //
 // Why a cap: openers read the log Options.LogReaders at a time, so in a
 // burst of opens most of them wait. A waiting stream costs a slice entry
@@ -38,20 +56,33 @@ const writeProbe = 20 * time.Millisecond
 // its own goroutine, so clients that read slowly, or not at all, hold no
 // one else's turn.
 func (h *Hub) startOpening(st *stream) {
+	o := &h.catchUps
+	if !st.headSent {
+		o = &h.heads
+	}
 	h.omu.Lock()
-	if h.openers < h.o.MaxOpeners {
-		h.openers++
+	if o.n < o.max {
+		o.n++
 		h.omu.Unlock()
-		st.slotted = true
+		st.slot = o
 		go st.runOpening()
 		return
 	}
-	h.oqueue = append(h.oqueue, st)
+	o.queue = append(o.queue, st)
 	h.omu.Unlock()
+	select {
+	case <-st.sub.evicted:
+		// Evicted before it was queued: the eviction's poke found it
+		// nowhere (see dequeueEvicted), and serve waits in a read. One
+		// evicted from now on is poked by the eviction.
+		st.sub.poke()
+	default:
+	}
 }
 
-// runOpening opens the stream and gives up its slot. A stream its client
-// left before an opener got to it (see serve) is only ended.
+// runOpening runs the stream's stage of opening and gives up its slot. A
+// stream its client left before an opener got to it (see serve) is only
+// ended.
 func (st *stream) runOpening() {
 	if !st.picked.CompareAndSwap(false, true) {
 		st.end(errGone)
@@ -60,6 +91,17 @@ func (st *stream) runOpening() {
 		return
 	}
 	a := st.opening
+	if !st.headSent {
+		ok := st.openHead()
+		st.releaseSlot()
+		if ok {
+			// Up for the next stage, where serve may find it deserted or
+			// evicted (picked again) as in this one.
+			st.picked.Store(false)
+			st.h.startOpening(st)
+		}
+		return
+	}
 	ok := st.openOrEnd(a.last, a.resume, a.head)
 	st.releaseSlot() // before goLive: from then on serve writes the stream
 	if ok {
@@ -67,8 +109,33 @@ func (st *stream) runOpening() {
 	}
 }
 
+// openHead is the heads stage (see startOpening): it records the user's
+// presence, reads the user's newest id with PerUserIDOrder (see open),
+// and sends the headers and the opening block. When that fails it ends the
+// stream, gives up its goroutine's count in h.streams and returns false.
+// The read takes no turn of the catch-ups' (read): it is one primary-key
+// lookup, as the announce is one row's write, both bounded by the stage's
+// slots.
+func (st *stream) openHead() bool {
+	st.announce()
+	a := &st.opening
+	var err error
+	if st.h.perUser() {
+		a.head, err = st.userHead(false)
+	}
+	if serr := st.sendHead(a.last, a.resume); err == nil {
+		err = serr
+	}
+	if err != nil {
+		st.end(err)
+		st.h.streams.Done()
+		return false
+	}
+	return true
+}
+
 // dequeueEvicted ends the stream, and reports so, when it was evicted
-// (Hub.evictOldest) while it waited in the openers' queue. Eviction stops
+// (Hub.evictOldest) while it waited in an openers' queue. Eviction stops
 // a stream's reads of the log, but one no opener has picked reads nothing
 // yet: it stayed, connection and goroutine, until an opener got to it, so
 // a user opening streams in a loop while the openers were busy held any
@@ -84,12 +151,14 @@ func (st *stream) dequeueEvicted() bool {
 	}
 	h := st.h
 	h.omu.Lock()
-	i := slices.Index(h.oqueue, st)
-	if i >= 0 {
-		h.oqueue = slices.Delete(h.oqueue, i, i+1)
+	found := false
+	for _, o := range []*openers{&h.heads, &h.catchUps} {
+		if i := slices.Index(o.queue, st); i >= 0 {
+			o.queue, found = slices.Delete(o.queue, i, i+1), true
+		}
 	}
 	h.omu.Unlock()
-	if i < 0 || !st.picked.CompareAndSwap(false, true) {
+	if !found || !st.picked.CompareAndSwap(false, true) {
 		return false
 	}
 	a := st.opening
@@ -106,25 +175,26 @@ func (st *stream) dequeueEvicted() bool {
 }
 
 // releaseSlot hands the stream's opener slot, if it holds one, to the
-// oldest queued stream; with none queued the slot is free.
+// oldest stream queued for that stage; with none queued the slot is free.
 func (st *stream) releaseSlot() {
-	if !st.slotted {
+	o := st.slot
+	if o == nil {
 		return
 	}
-	st.slotted = false
+	st.slot = nil
 	h := st.h
 	h.omu.Lock()
-	if len(h.oqueue) == 0 {
-		h.openers--
-		h.oqueue = nil // let the queue go once empty
+	if len(o.queue) == 0 {
+		o.n--
+		o.queue = nil // let the queue go once empty
 		h.omu.Unlock()
 		return
 	}
-	next := h.oqueue[0]
-	h.oqueue[0] = nil
-	h.oqueue = h.oqueue[1:]
+	next := o.queue[0]
+	o.queue[0] = nil
+	o.queue = o.queue[1:]
 	h.omu.Unlock()
-	next.slotted = true
+	next.slot = o
 	go next.runOpening()
 }
 
@@ -133,7 +203,7 @@ func (st *stream) releaseSlot() {
 // write writeProbe: a write still blocked then gives the slot up, and the
 // rest goes out under the full deadline.
 func (st *stream) writeConn(b []byte) error {
-	if !st.slotted {
+	if st.slot == nil {
 		_, err := st.conn.Write(b)
 		return err
 	}

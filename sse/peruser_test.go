@@ -1,10 +1,13 @@
 package sse
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -260,4 +263,33 @@ func TestLiveStreamReadingTheLogSeesItsClientLeave(t *testing.T) {
 	}
 	c.close() // the client leaves
 	wait.For(t, 3*time.Second, "bob offline", func() bool { return !r.hub.Online("bob") })
+}
+
+// With PerUserIDOrder a stream's headers follow a read of the user's
+// newest id, and yet go out at once (the contract's "the headers are sent
+// at once"): not after other streams' catch-ups, which hold the one turn to
+// read the log (LogReaders) and the one catch-up slot (MaxOpeners), as a
+// burst of reconnections does. They waited for both.
+func TestPerUserHeadersDoNotWaitForOtherStreamsCatchUps(t *testing.T) {
+	r := newRig(t, Options{IDOrder: PerUserIDOrder, LogReaders: 1, MaxOpeners: 1, CatchUpEvery: time.Hour})
+	r.log.pendingGate = newGate(16)
+	defer close(r.log.pendingGate.hold)
+	r.open("carol", "d", "") // her catch-up holds the turn and the slot
+	select {
+	case <-r.log.pendingGate.entered:
+	case <-time.After(3 * time.Second):
+		t.Fatal("carol's stream never read its pending invitations")
+	}
+	for _, user := range []string{"bob", "dave"} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(r.srv.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "GET /?user=%s&device=d HTTP/1.1\r\nHost: x\r\n\r\n", user)
+		_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+		if _, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil {
+			t.Fatalf("%s's stream: no response head (%v) while carol's catch-up holds the turn", user, err)
+		}
+	}
 }

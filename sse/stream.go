@@ -156,11 +156,14 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 	}
 }
 
-// openOrEnd announces the stream and opens it (see open); when that fails it
+// openOrEnd announces the stream, unless its head is out (the heads stage
+// announced it, see openHead), and opens it (see open); when that fails it
 // ends the stream, gives up its goroutine's count in h.streams and returns
 // false.
 func (st *stream) openOrEnd(last int64, resume bool, head int64) bool {
-	st.announce()
+	if !st.headSent {
+		st.announce()
+	}
 	if err := st.open(last, resume, head); err != nil {
 		st.end(err)
 		st.h.streams.Done()
@@ -240,11 +243,11 @@ type stream struct {
 	// never); see armToken.
 	expires time.Time
 	// headSent is set once the response head and the opening block are
-	// out; opening holds what a hijacked stream's opener needs, slotted
-	// whether it holds an opener slot (see startOpening).
+	// out; opening holds what a hijacked stream's opener needs, slot the
+	// openers whose slot it holds, if any (see startOpening).
 	headSent bool
 	opening  openArgs
-	slotted  bool
+	slot     *openers
 	// picked is set by the opener that takes the stream, or by serve when
 	// the client left before one did (see serve).
 	picked atomic.Bool
@@ -308,7 +311,7 @@ func (st *stream) open(last int64, resume bool, head int64) error {
 	var headErr error
 	if !st.headSent {
 		if h.perUser() {
-			head, headErr = st.userHead()
+			head, headErr = st.userHead(true)
 		}
 		if err := st.sendHead(last, resume); err != nil {
 			return err
@@ -368,14 +371,24 @@ func (st *stream) open(last int64, resume bool, head int64) error {
 	return nil
 }
 
-// userHead reads the user's newest event id (0: none), for PerUserIDOrder.
-func (st *stream) userHead() (int64, error) {
+// userHead reads the user's newest event id (0: none), for PerUserIDOrder:
+// in turn with the other streams' reads (read), or alone (see openHead).
+func (st *stream) userHead(inTurn bool) (int64, error) {
 	var head int64
-	err := st.read(func(ctx context.Context) error {
+	f := func(ctx context.Context) error {
 		newest, err := st.h.o.Log.NewestEventIDs(ctx, []string{st.user})
 		head = newest[st.user]
 		return err
-	})
+	}
+	if !inTurn {
+		octx, ocancel := st.opContext()
+		defer ocancel()
+		ctx, cancel := context.WithTimeout(octx, st.h.o.ReadTimeout)
+		defer cancel()
+		err := f(ctx)
+		return head, err
+	}
+	err := st.read(f)
 	return head, err
 }
 
