@@ -111,7 +111,9 @@ func (m *idempotency) middleware(next http.Handler) http.Handler {
 
 		held := &heldResponse{header: http.Header{}}
 		next.ServeHTTP(held, r.WithContext(context.WithValue(r.Context(), idemRequestKey{}, req)))
-		if _, _, recorded := req.intent.Response(); recorded || held.Status() >= 500 {
+		// Nothing stored for a 5xx, nor for a client that gave up before
+		// an answer (499): a retry with the key must run the request.
+		if _, _, recorded := req.intent.Response(); recorded || held.Status() >= 500 || held.Status() == statusClientClosed {
 			held.sendTo(w)
 			return
 		}

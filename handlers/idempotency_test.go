@@ -209,3 +209,39 @@ func TestFingerprintCoversTheDevice(t *testing.T) {
 		t.Errorf("a record stored before the upgrade no longer matches")
 	}
 }
+
+type cancelKey struct{}
+
+// A request whose client gave up before its answer (a 499: the store
+// skipped it, say) leaves nothing under its key: the client's retry with
+// the key runs, where it was answered the stored 499 for a day.
+func TestIdempotencyStoresNothingForAClientThatLeft(t *testing.T) {
+	var runs atomic.Int32
+	h := idemRouter(t, openStore(t), func(w http.ResponseWriter, r *http.Request) {
+		if runs.Add(1) == 1 {
+			r.Context().Value(cancelKey{}).(context.CancelFunc)() // the client leaves
+			writeError(w, r, fmt.Errorf("skipped in the writer's queue: %w", r.Context().Err()))
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+	})
+	send := func(ctx context.Context) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", "/things/1", strings.NewReader(`{"a":1}`)).WithContext(ctx)
+		r.Header.Set("Content-Type", "application/json")
+		for k, v := range authed(t, "alice") {
+			r.Header.Set(k, v)
+		}
+		r.Header.Set("Idempotency-Key", "k1")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if w := send(context.WithValue(ctx, cancelKey{}, cancel)); w.Code != statusClientClosed {
+		t.Fatalf("the request the client left: %d, want %d", w.Code, statusClientClosed)
+	}
+	if w := send(context.Background()); w.Code != http.StatusCreated || runs.Load() != 2 {
+		t.Fatalf("the retry got %d (replayed %q, handler ran %d times), want it run: 201",
+			w.Code, w.Header().Get("Idempotent-Replayed"), runs.Load())
+	}
+}
