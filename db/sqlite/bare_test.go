@@ -300,48 +300,74 @@ func TestEventsOfAFailedInsertDoNotCommit(t *testing.T) {
 // A replay runs again the changes to calls that the first run refused: a
 // refusal may rest on what an earlier request did in that run, and the
 // replay may decide otherwise (a use-case reads the clock and presence).
-// Kept, bob was told the call had ended while it rang on.
+// Kept, bob was told the call had ended while it rang on; also when his
+// client had left meanwhile, as its answer is still recorded under its
+// Idempotency-Key.
 func TestReplayRunsRefusedChangesAgain(t *testing.T) {
-	s := openTest(t)
-	ctx := context.Background()
-	storetest.Save(t, s, storetest.NewCall("c1", "alice", 1000, "bob"))
-	errEnded := errors.New("call ended")
-	var runs atomic.Int32
-	// The caller-offline grace: ends c1 on the first run; on the replay
-	// the caller is back, and nothing is done.
-	end := func(tx *sqlx.Tx) error {
-		ct := s.callsTx(tx)
-		c, err := ct.Call(ctx, "c1")
-		if err != nil || runs.Add(1) > 1 {
-			return err
-		}
-		c.State, c.EndTime = calls.CallEnded, 2000
-		return ct.Save(ctx, &calls.Change{Call: c})
-	}
-	// bob's accept: refused while c1 is ended, writing nothing.
-	accept := func(tx *sqlx.Tx) error {
-		c, err := s.callsTx(tx).Call(ctx, "c1")
-		if err == nil && c.State == calls.CallEnded {
-			return errEnded
-		}
-		return err
-	}
-	boom := errors.New("boom")
-	failsAfterWriting := func(tx *sqlx.Tx) error {
-		if err := s.callsTx(tx).Save(ctx, storetest.NewCall("c2", "carl", 1000, "dora")); err != nil {
-			return err
-		}
-		return boom
-	}
-	errs := inOneBatchOf(t, s, batchReq{calls: true, fn: end}, batchReq{calls: true, fn: accept}, batchReq{calls: true, fn: failsAfterWriting})
-	if s.replays.Load() != 1 || !errors.Is(errs[2], boom) {
-		t.Fatalf("replays %d, last answer %v: want one replay, boom", s.replays.Load(), errs[2])
-	}
-	c, err := s.Call(ctx, "c1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.State != calls.CallStarted || errs[1] != nil {
-		t.Errorf("c1 committed %s, bob's accept answered %v: want started and the accept run again (nil)", c.State, errs[1])
+	for name, leaves := range map[string]bool{"client waiting": false, "client left": true} {
+		t.Run(name, func(t *testing.T) {
+			s := openTest(t)
+			ctx := context.Background()
+			storetest.Save(t, s, storetest.NewCall("c1", "alice", 1000, "bob"))
+			errEnded := errors.New("call ended")
+			var runs atomic.Int32
+			// The caller-offline grace: ends c1 on the first run; on the
+			// replay the caller is back, and nothing is done.
+			end := func(tx *sqlx.Tx) error {
+				ct := s.callsTx(tx)
+				c, err := ct.Call(ctx, "c1")
+				if err != nil || runs.Add(1) > 1 {
+					return err
+				}
+				c.State, c.EndTime = calls.CallEnded, 2000
+				return ct.Save(ctx, &calls.Change{Call: c})
+			}
+			// bob's accept: refused while c1 is ended, writing nothing.
+			acceptCtx, leave := context.WithCancel(ctx)
+			defer leave()
+			accept := func(tx *sqlx.Tx) error {
+				c, err := s.callsTx(tx).Call(ctx, "c1")
+				if err == nil && c.State == calls.CallEnded {
+					return errEnded
+				}
+				return err
+			}
+			boom := errors.New("boom")
+			failsAfterWriting := func(tx *sqlx.Tx) error {
+				if leaves {
+					leave() // after bob's accept ran, before the replay
+				}
+				if err := s.callsTx(tx).Save(ctx, storetest.NewCall("c2", "carl", 1000, "dora")); err != nil {
+					return err
+				}
+				return boom
+			}
+			release := holdWriter(t, s)
+			reqs := []struct {
+				ctx context.Context
+				fn  func(*sqlx.Tx) error
+			}{{ctx, end}, {acceptCtx, accept}, {ctx, failsAfterWriting}}
+			done := make([]chan error, len(reqs))
+			for i, r := range reqs {
+				done[i] = make(chan error, 1)
+				go func() { done[i] <- s.writeCalls(r.ctx, r.fn) }()
+				waitQueued(t, s, i+1)
+			}
+			release()
+			errs := make([]error, len(reqs))
+			for i := range done {
+				errs[i] = <-done[i]
+			}
+			if s.replays.Load() != 1 || !errors.Is(errs[2], boom) {
+				t.Fatalf("replays %d, last answer %v: want one replay, boom", s.replays.Load(), errs[2])
+			}
+			c, err := s.Call(ctx, "c1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.State != calls.CallStarted || errs[1] != nil {
+				t.Errorf("c1 committed %s, bob's accept answered %v: want started and the accept run again (nil)", c.State, errs[1])
+			}
+		})
 	}
 }

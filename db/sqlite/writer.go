@@ -292,7 +292,8 @@ func mayHaveBroken(err error) bool {
 // replay rolls the batch's transaction back and runs its requests again in
 // a new one, each in its own savepoint: those that had succeeded, the
 // changes to calls that were refused, then the last, whose failure sent it
-// here. Their callers are all still waiting. A refusal may rest on what an
+// here. Their callers are all still waiting (a client that left is still
+// answered, and its answer recorded). A refusal may rest on what an
 // earlier request of the first run did (bob's accept refused as the call
 // had ended), and that request may decide otherwise now (a use-case reads
 // the clock and presence): kept, it would answer for a state that never
@@ -312,7 +313,7 @@ func (b *openBatch) replay(s *Store) (err, fatal error) {
 	b.events = nil
 	last := len(b.batch) - 1
 	for i, r := range b.batch[:last] {
-		if b.errs[i] != nil && (!r.callsOnly || r.ctx.Err() != nil) {
+		if b.errs[i] != nil && (!r.callsOnly || skipped(b.errs[i])) {
 			continue // failed without writing, not to run again: nothing to redo
 		}
 		s.dropReqEvents()
@@ -325,6 +326,14 @@ func (b *openBatch) replay(s *Store) (err, fatal error) {
 	}
 	s.dropReqEvents()
 	return s.runSavepoint(tx, b.batch[last].fn)
+}
+
+// skipped reports whether a request's outcome in a batch is that it never
+// ran: its client left before its turn (run). A refusal stays a refusal
+// to rerun in a replay even when the client has left since: the answer is
+// still recorded under its Idempotency-Key.
+func skipped(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // keepEvents adds the events of the write that has just succeeded to the
