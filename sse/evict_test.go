@@ -107,9 +107,11 @@ func TestEvictedStreamWaitingForAnOpenerEnds(t *testing.T) {
 }
 
 // gatedListener holds the first write on the next connection it accepts
-// (when gateNext) until release is closed, signalling entered.
+// (when gateNext) until release is closed, signalling entered: before the
+// write, or once it is done (after).
 type gatedListener struct {
 	net.Listener
+	after    bool
 	mu       sync.Mutex
 	gateNext bool
 	entered  chan struct{}
@@ -137,9 +139,15 @@ type gatedConn struct {
 	once sync.Once
 }
 
-func (c *gatedConn) Write(b []byte) (int, error) {
+func (c *gatedConn) Write(b []byte) (n int, err error) {
+	if c.l.after {
+		n, err = c.Conn.Write(b)
+	}
 	c.once.Do(func() { c.l.entered <- struct{}{}; <-c.l.release })
-	return c.Conn.Write(b)
+	if !c.l.after {
+		n, err = c.Conn.Write(b)
+	}
+	return n, err
 }
 
 // A stream evicted after its serve started and before its handler queued

@@ -117,7 +117,10 @@ type Options struct {
 	// LogReaders caps the streams reading the log at once (default 2).
 	// Below the store's read pool (4 connections by default), so streams
 	// opening or catching up in numbers queue here, not in the pool, and
-	// API requests and /readyz always find a connection.
+	// API requests and /readyz always find a connection. A quarter as many
+	// more (at least one) read the user's newest id for streams' headers
+	// (see openHead): their own turns, so headers do not wait for
+	// catch-ups, within the pool all the same.
 	LogReaders int
 	// MaxOpeners caps the goroutines opening (catching up) hijacked
 	// streams at once; past it, opening streams wait in a queue (see
@@ -215,8 +218,9 @@ type Hub struct {
 	m    *metrics
 	work *work
 	done chan struct{} // closed by Shutdown: every stream ends
-	// readers holds a token per stream reading the log (Options.LogReaders).
-	readers chan struct{}
+	// readers holds a token per stream reading the log (Options.LogReaders),
+	// headReaders per stream reading its head for its headers.
+	readers, headReaders chan struct{}
 	// userReaders serializes the log reads of one user's streams (by a
 	// stripe of the user ID): a user opening streams in a loop queues one
 	// read at a time for readers, so other users' streams are not starved.
@@ -356,7 +360,8 @@ func New(ctx context.Context, o Options) (*Hub, error) {
 	h := &Hub{
 		o: o, log: o.Logger, m: m, work: newWork(o.Logger, o.Service, m.parked),
 		done: make(chan struct{}), readers: make(chan struct{}, o.LogReaders),
-		heads: openers{max: max(1, o.MaxOpeners/4)}, catchUps: openers{max: o.MaxOpeners},
+		headReaders: make(chan struct{}, max(1, o.LogReaders/4)),
+		heads:       openers{max: max(1, o.MaxOpeners/4)}, catchUps: openers{max: o.MaxOpeners},
 		users: map[string][]*subscriber{},
 		next:  last + 1, held: map[int64]*frame{},
 	}

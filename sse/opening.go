@@ -94,12 +94,21 @@ func (st *stream) runOpening() {
 	if !st.headSent {
 		ok := st.openHead()
 		st.releaseSlot()
-		if ok {
-			// Up for the next stage, where serve may find it deserted or
-			// evicted (picked again) as in this one.
-			st.picked.Store(false)
-			st.h.startOpening(st)
+		if !ok {
+			return
 		}
+		// Up for the next stage, where serve may find it deserted or
+		// evicted (picked again) as in this one. One whose client left
+		// during this stage was left to this opener by serve (picked):
+		// ended now, not once a catch-up slot frees, which a burst of
+		// reconnections makes seconds away, its user online meanwhile.
+		st.picked.Store(false)
+		if st.state.Load() == deserted && st.picked.CompareAndSwap(false, true) {
+			st.end(errGone)
+			st.h.streams.Done()
+			return
+		}
+		st.h.startOpening(st)
 		return
 	}
 	ok := st.openOrEnd(a.last, a.resume, a.head)

@@ -372,7 +372,8 @@ func (st *stream) open(last int64, resume bool, head int64) error {
 }
 
 // userHead reads the user's newest event id (0: none), for PerUserIDOrder:
-// in turn with the other streams' reads (read), or alone (see openHead).
+// in turn with the other streams' reads (read), or, for the headers (see
+// openHead), in a turn of the head reads' own (Hub.headReaders).
 func (st *stream) userHead(inTurn bool) (int64, error) {
 	var head int64
 	f := func(ctx context.Context) error {
@@ -383,6 +384,12 @@ func (st *stream) userHead(inTurn bool) (int64, error) {
 	if !inTurn {
 		octx, ocancel := st.opContext()
 		defer ocancel()
+		select {
+		case st.h.headReaders <- struct{}{}:
+			defer func() { <-st.h.headReaders }()
+		case <-octx.Done():
+			return 0, fmt.Errorf("sse: wait to read the user's newest event id: %w", octx.Err())
+		}
 		ctx, cancel := context.WithTimeout(octx, st.h.o.ReadTimeout)
 		defer cancel()
 		err := f(ctx)
