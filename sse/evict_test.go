@@ -61,33 +61,10 @@ func TestEvictedStreamWaitingForAnOpenerEnds(t *testing.T) {
 			r := newRig(t, Options{MaxStreamsPerUser: 2, MaxOpeners: 1, IDOrder: order})
 			r.log.pendingGate = newGate(16)
 			defer close(r.log.pendingGate.hold)
-			r.open("carol", "d", "") // takes the one opener, its read held
-			select {
-			case <-r.log.pendingGate.entered:
-			case <-time.After(3 * time.Second):
-				t.Fatal("carol's stream never read its pending invitations")
-			}
-			subscriptions := func() uint64 {
-				r.hub.mu.RLock()
-				defer r.hub.mu.RUnlock()
-				return r.hub.opened
-			}
+			holdAnOpener(t, r)
 			var bob []chan string // what each stream's client read, once it ended
 			for i := range 6 {
-				n := subscriptions()
-				conn, err := net.Dial("tcp", strings.TrimPrefix(r.srv.URL, "http://"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { conn.Close() })
-				fmt.Fprintf(conn, "GET /?user=bob&device=d%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
-				got := make(chan string, 1)
-				go func() {
-					b, _ := io.ReadAll(conn)
-					got <- string(b)
-				}()
-				bob = append(bob, got)
-				wait.For(t, 3*time.Second, "bob's stream subscribed", func() bool { return subscriptions() > n })
+				bob = append(bob, r.dialRaw(t, r.srv.URL, "bob", fmt.Sprint("d", i)))
 			}
 			for i, got := range bob[:4] { // each evicted by the third after it
 				select {
@@ -158,45 +135,13 @@ func TestEvictedBeforeItIsQueuedEnds(t *testing.T) {
 	r := newRig(t, Options{MaxStreamsPerUser: 1, MaxOpeners: 1})
 	r.log.pendingGate = newGate(16)
 	defer close(r.log.pendingGate.hold)
-	gl := &gatedListener{entered: make(chan struct{}, 1), release: make(chan struct{})}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		q := req.URL.Query()
-		r.hub.ServeEvents(w, req, q.Get("user"), q.Get("device"), 0)
-	}))
-	gl.Listener = srv.Listener
-	srv.Listener = gl
-	srv.Start()
-	t.Cleanup(srv.Close)
-
-	r.open("carol", "d", "") // takes the one catch-up slot, its read held
-	select {
-	case <-r.log.pendingGate.entered:
-	case <-time.After(3 * time.Second):
-		t.Fatal("carol's stream never read its pending invitations")
-	}
-	subscriptions := func() uint64 {
-		r.hub.mu.RLock()
-		defer r.hub.mu.RUnlock()
-		return r.hub.opened
-	}
+	gl, srv := r.gatedServer(t, false)
+	holdAnOpener(t, r)
 	dial := func(device string, gated bool) chan string {
 		gl.mu.Lock()
 		gl.gateNext = gated
 		gl.mu.Unlock()
-		n := subscriptions()
-		conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		fmt.Fprintf(conn, "GET /?user=bob&device=%s HTTP/1.1\r\nHost: x\r\n\r\n", device)
-		got := make(chan string, 1)
-		go func() {
-			b, _ := io.ReadAll(conn)
-			got <- string(b)
-		}()
-		wait.For(t, 3*time.Second, "bob's stream subscribed", func() bool { return subscriptions() > n })
-		return got
+		return r.dialRaw(t, srv.URL, "bob", device)
 	}
 	a := dial("a", true) // its handler holds in the head's write; serve runs
 	<-gl.entered
@@ -213,4 +158,60 @@ func TestEvictedBeforeItIsQueuedEnds(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("bob's stream a, evicted before its handler queued it, is still open while the opener is busy")
 	}
+}
+
+// holdAnOpener opens a stream of carol's whose read of her pending
+// invitations is held (r.log.pendingGate, set by the caller): it holds a
+// catch-up slot and a turn to read the log until the gate opens.
+func holdAnOpener(t *testing.T, r *rig) {
+	t.Helper()
+	r.open("carol", "d", "")
+	select {
+	case <-r.log.pendingGate.entered:
+	case <-time.After(3 * time.Second):
+		t.Fatal("carol's stream never read its pending invitations")
+	}
+}
+
+// subscriptions is how many streams the hub has subscribed so far.
+func (r *rig) subscriptions() uint64 {
+	r.hub.mu.RLock()
+	defer r.hub.mu.RUnlock()
+	return r.hub.opened
+}
+
+// dialRaw opens a stream of user on device at the server at url over a
+// bare connection, waits until the hub has subscribed it (its headers may
+// wait), and returns what the client read, sent once the stream ended.
+func (r *rig) dialRaw(t *testing.T, url, user, device string) chan string {
+	t.Helper()
+	n := r.subscriptions()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "GET /?user=%s&device=%s HTTP/1.1\r\nHost: x\r\n\r\n", user, device)
+	got := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(conn)
+		got <- string(b)
+	}()
+	wait.For(t, 3*time.Second, user+"'s stream subscribed", func() bool { return r.subscriptions() > n })
+	return got
+}
+
+// gatedServer serves r's hub behind a gatedListener (holding after the
+// first write when after is set), closed when the test ends.
+func (r *rig) gatedServer(t *testing.T, after bool) (*gatedListener, *httptest.Server) {
+	gl := &gatedListener{after: after, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		q := req.URL.Query()
+		r.hub.ServeEvents(w, req, q.Get("user"), q.Get("device"), 0)
+	}))
+	gl.Listener = srv.Listener
+	srv.Listener = gl
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return gl, srv
 }

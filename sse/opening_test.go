@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -22,22 +20,8 @@ func TestDesertedDuringTheHeadsStageEnds(t *testing.T) {
 	r := newRig(t, Options{IDOrder: PerUserIDOrder, MaxOpeners: 1, CatchUpEvery: time.Hour})
 	r.log.pendingGate = newGate(16)
 	defer close(r.log.pendingGate.hold)
-	gl := &gatedListener{after: true, entered: make(chan struct{}, 1), release: make(chan struct{})}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		q := req.URL.Query()
-		r.hub.ServeEvents(w, req, q.Get("user"), q.Get("device"), 0)
-	}))
-	gl.Listener = srv.Listener
-	srv.Listener = gl
-	srv.Start()
-	t.Cleanup(srv.Close)
-
-	r.open("carol", "d", "") // her catch-up holds the one catch-up slot
-	select {
-	case <-r.log.pendingGate.entered:
-	case <-time.After(3 * time.Second):
-		t.Fatal("carol's stream never read its pending invitations")
-	}
+	gl, srv := r.gatedServer(t, true)
+	holdAnOpener(t, r) // her catch-up holds the one catch-up slot
 	gl.mu.Lock()
 	gl.gateNext = true
 	gl.mu.Unlock()

@@ -274,12 +274,7 @@ func TestPerUserHeadersDoNotWaitForOtherStreamsCatchUps(t *testing.T) {
 	r := newRig(t, Options{IDOrder: PerUserIDOrder, LogReaders: 1, MaxOpeners: 1, CatchUpEvery: time.Hour})
 	r.log.pendingGate = newGate(16)
 	defer close(r.log.pendingGate.hold)
-	r.open("carol", "d", "") // her catch-up holds the turn and the slot
-	select {
-	case <-r.log.pendingGate.entered:
-	case <-time.After(3 * time.Second):
-		t.Fatal("carol's stream never read its pending invitations")
-	}
+	holdAnOpener(t, r) // her catch-up holds the turn and the slot
 	for _, user := range []string{"bob", "dave"} {
 		conn, err := net.Dial("tcp", strings.TrimPrefix(r.srv.URL, "http://"))
 		if err != nil {
