@@ -128,14 +128,27 @@ func TestDurableFeedFollowsTheFsync(t *testing.T) {
 	}
 	a := make(chan error, 1)
 	go func() { a <- save(storetest.NewCall("feed-a", "alice", 1000, "bob", "carol")) }()
-	<-entered
+	// A feed before the fsync would block it (the hook waits for release),
+	// so wait for either, never for one alone.
+	select {
+	case <-entered:
+	case f := <-fed:
+		t.Fatalf("fed %v before the fsync began", f.ids)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no fsync and no feed 10s after the write")
+	}
 	select {
 	case f := <-fed:
 		t.Fatalf("fed %v before the fsync returned", f.ids)
 	default:
 	}
 	open()
-	f := <-fed
+	var f feed
+	select {
+	case f = <-fed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no feed 10s after the fsync was let through")
+	}
 	if f.synced < 1 {
 		t.Errorf("fed after %d fsyncs, want 1", f.synced)
 	}
