@@ -9,8 +9,9 @@ import (
 // checkStreams: every user's stream read from id 0 has strictly increasing
 // ids and no duplicate event, holds every event the live streams read
 // (with the same id and data: nothing was delivered that a crash then
-// lost), and replaying each call's events reproduces the call as GET
-// shows it.
+// lost), the live streams read every event it has up to the last they
+// read (none was skipped, live or on resuming), and replaying each call's
+// events reproduces the call as GET shows it.
 func (f *kFinal) checkStreams(t *testing.T) {
 	var bad []string
 	fence := map[string]bool{}
@@ -46,9 +47,22 @@ func (f *kFinal) checkStreams(t *testing.T) {
 			for _, s := range lv.backwards {
 				bad = append(bad, fmt.Sprintf("%s's live stream went backwards: %s", u, s))
 			}
+			read := map[int64]bool{}
 			for _, e := range lv.events {
+				read[e.id] = true
 				if got, ok := byID[e.id]; !ok || got.typ != e.typ || got.raw != e.raw {
 					bad = append(bad, fmt.Sprintf("%s's live stream read event %d %s %s, the log from id 0 has %q %s", u, e.id, e.typ, e.raw, got.typ, got.raw))
+				}
+			}
+			// Each connection resumed from the last id the one before read,
+			// so the live streams together read every event of the log up to
+			// the last one they read: one missed is an event lost in delivery.
+			if n := len(lv.events); n > 0 {
+				last := lv.events[n-1].id
+				for _, e := range log {
+					if e.id <= last && !read[e.id] {
+						bad = append(bad, fmt.Sprintf("%s's live streams, which read up to id %d, never read event %d %s %s", u, last, e.id, e.typ, e.raw))
+					}
 				}
 			}
 		}
