@@ -2,13 +2,18 @@ package chaos
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"callsig/internal/pgtest"
+	"callsig/internal/testkit"
 	"callsig/internal/wait"
 )
 
@@ -16,7 +21,7 @@ import (
 // created with Idempotency-Key, answered, cancelled, advanced invite, join,
 // quit and end, a stream per user reading throughout, one-second
 // invitations nobody answers), SIGKILLs it at random instants and restarts
-// it on the same file, round after round. Then it quiesces the server and
+// it on the same store, round after round. Then it quiesces the server and
 // checks what the crashes must not break, one subtest per guarantee:
 //
 //   - acknowledged: every request answered 2xx is in the event log and in
@@ -32,11 +37,33 @@ import (
 //   - integrity: the SQLite file passes PRAGMA integrity_check after the
 //     last SIGKILL.
 //
+// It runs on both stores. On a SQLite file. On a cluster of three nodes
+// on one PostgreSQL database and NATS, where each round SIGKILLs one node
+// while the others serve: requests and stream connections go to random
+// live nodes, so a stream resumes on another node than the one that died,
+// and the deadlines the dead node would have fired must still fire
+// promptly, once, even when only the others' periodic read of the store
+// can find them; its last crash takes all three down. With -chaos.long,
+// also on one node on PostgreSQL, restarted on its database.
+//
 // go test ./chaos -run TestKillNineChaos -chaos.long -timeout 30m runs 80
 // rounds and keeps retrying unanswered creates for up to 6 minutes (past
 // the 5-minute in-flight lease of the unfixed idempotency store, so its
 // duplicates show: 85 of 255 retried keys made a second call in one run).
 func TestKillNineChaos(t *testing.T) {
+	bin := buildCallsig(t)
+	t.Run("sqlite", func(t *testing.T) { killChaos(t, bin, filepath.Join(t.TempDir(), "callsig.db"), 1) })
+	if *long {
+		// The cluster's last crash takes its three nodes down and up on
+		// one database, as this does: the suite's time goes to the cluster.
+		t.Run("postgres", func(t *testing.T) { killChaos(t, bin, pgtest.NewDatabase(t), 1) })
+	}
+	t.Run("cluster", func(t *testing.T) { killChaos(t, bin, pgtest.NewDatabase(t), 3) })
+}
+
+// killChaos runs the test on db with n nodes (more than one: a cluster
+// on NATS, db being PostgreSQL).
+func killChaos(t *testing.T, bin, db string, n int) {
 	rounds, workers, retryBudget := 10, 6, 10*time.Second
 	if *long {
 		// Past the 5-minute lease an unfixed server gives a key stuck "in
@@ -47,24 +74,44 @@ func TestKillNineChaos(t *testing.T) {
 	t.Logf("seed %d, %d rounds, %d workers", seed, rounds, workers)
 	rng := rand.New(rand.NewPCG(seed, 0))
 
-	srv := newKillServer(t, buildCallsig(t))
-	srv.start()
+	srvs := make([]*killServer, n)
+	urls := make([]string, n)
+	var r [4]byte
+	_, _ = crand.Read(r[:])
+	prefix := "callsig-chaos-" + hex.EncodeToString(r[:]) // this test's own NATS subjects
+	for i := range srvs {
+		var env []string
+		if n > 1 {
+			env = []string{"CALLSIG_NATS_URL=" + testkit.NATSURL, "CALLSIG_NATS_PREFIX=" + prefix, fmt.Sprintf("CALLSIG_NODE_ID=chaos-%d", i)}
+		}
+		srvs[i] = newKillServer(t, bin, db, env...)
+		srvs[i].start()
+		urls[i] = srvs[i].url()
+	}
+	nodes := newKillNodes(urls...)
 
 	users := []string{"ana", "ben", "cho", "dev", "eli", "fay"}
 	sleepers := []string{"sam", "sia", "sol"}
 	const deadlineCaller, fenceUser = "dora", "fence"
 	all := append(append(append([]string{}, users...), sleepers...), deadlineCaller, fenceUser)
 	gate := newKillGate()
-	c := newKillClient(t, srv.url(), gate, all)
+	c := newKillClient(t, nodes, gate, all)
 	l := newKillLoad(t, c, users, sleepers, deadlineCaller)
 	stopLoad, stopStreams := l.start(workers, seed)
 
-	var down []kDown
+	var down, nodeDown []kDown
 	began := time.Now()
 	for r := range rounds {
 		c.setRound(r + 1)
 		time.Sleep(400*time.Millisecond + time.Duration(rng.Int64N(int64(1200*time.Millisecond)))) // the load runs; the kill comes at a random instant
-		down = append(down, restart(srv, gate, l))
+		if n == 1 {
+			down = append(down, restart(srvs, nodes, gate, l))
+			continue
+		}
+		// Down for up to 4 s: past the lateness allowed, so the deadlines
+		// it had armed must be found by the others, not by its restart.
+		i := rng.IntN(n)
+		nodeDown = append(nodeDown, crash(srvs[i], i, nodes, 300*time.Millisecond+time.Duration(rng.Int64N(int64(3700*time.Millisecond)))))
 	}
 	c.setRound(rounds + 1)
 	time.Sleep(500 * time.Millisecond)
@@ -74,24 +121,47 @@ func TestKillNineChaos(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	l.drainRetries(ctx, retryBudget)
-	f := &kFinal{l: l, c: c, users: all, fenceUser: fenceUser, down: down}
+	f := &kFinal{l: l, c: c, users: all, fenceUser: fenceUser, down: down, nodeDown: nodeDown}
 	f.waitDeadlines(ctx, t)
 	f.endAll(ctx, t)
 	stopStreams()
+	if n > 1 {
+		// Deadlines created on node 0 alone, which then dies for longer
+		// than they may be late, while the others idle with nothing armed
+		// (restarted first, so no timer is left from the load): only their
+		// periodic read of the store finds them.
+		c.setRound(rounds + 2)
+		for i := 1; i < n; i++ {
+			f.nodeDown = append(f.nodeDown, crash(srvs[i], i, nodes, 0))
+		}
+		time.Sleep(500 * time.Millisecond) // past their first scheduling round
+		for i := 1; i < n; i++ {
+			nodes.set(i, false)
+		}
+		for _, s := range sleepers {
+			l.create(ctx, deadlineCaller, []string{s}, "general", 1, true)
+		}
+		for i := 1; i < n; i++ {
+			nodes.set(i, true)
+		}
+		f.nodeDown = append(f.nodeDown, crash(srvs[0], 0, nodes, time.Until(l.latestDue().Add(lateSlack+time.Second))))
+		f.waitDeadlines(ctx, t)
+	}
 	// A last crash with nothing after it: deadlines that fall due while
-	// the server is down, and no request or stream after the restart that
+	// the service is down, and no request or stream after the restart that
 	// could wake the scheduler. Only the restart's re-arming fires them.
-	c.setRound(rounds + 2)
+	c.setRound(rounds + 3)
 	for _, s := range sleepers {
 		l.create(ctx, deadlineCaller, []string{s}, "general", 1, true)
 	}
-	f.down = append(f.down, restart(srv, gate, l))
+	f.down = append(f.down, restart(srvs, nodes, gate, l))
 	f.waitDeadlines(ctx, t)
 	f.calls = f.collect(ctx, t, true)
 	f.fence(ctx, t)
 	f.readLogs(ctx, t)
-	srv.kill()
-	integrity, integrityErr := integrityCheck(srv.db)
+	for _, srv := range srvs {
+		srv.kill()
+	}
 
 	f.history = c.records()
 	f.summarize(t)
@@ -99,22 +169,29 @@ func TestKillNineChaos(t *testing.T) {
 	t.Run("idempotent", f.checkIdempotent)
 	t.Run("streams", f.checkStreams)
 	t.Run("deadlines", f.checkDeadlines)
-	t.Run("integrity", func(t *testing.T) {
-		if integrityErr != nil {
-			t.Fatalf("PRAGMA integrity_check on %s: %v", srv.db, integrityErr)
-		}
-		if integrity != "ok" {
-			t.Errorf("PRAGMA integrity_check on %s after the last SIGKILL:\n%s", srv.db, integrity)
-		}
-	})
+	if !strings.HasPrefix(db, "postgres") { // PostgreSQL recovers from its own WAL
+		t.Run("integrity", func(t *testing.T) {
+			integrity, integrityErr := integrityCheck(db)
+			if integrityErr != nil {
+				t.Fatalf("PRAGMA integrity_check on %s: %v", db, integrityErr)
+			}
+			if integrity != "ok" {
+				t.Errorf("PRAGMA integrity_check on %s after the last SIGKILL:\n%s", db, integrity)
+			}
+		})
+	}
 }
 
-// restart SIGKILLs srv and starts it again on the same file once every
-// deadline acknowledged so far is past, so some fall due while it is down.
-func restart(srv *killServer, gate *killGate, l *killLoad) kDown {
+// restart SIGKILLs every node and starts them again on the same store
+// once every deadline acknowledged so far is past, so some fall due while
+// the service is down.
+func restart(srvs []*killServer, nodes *killNodes, gate *killGate, l *killLoad) kDown {
 	gate.shut()
 	d := kDown{killAt: time.Now()}
-	srv.kill()
+	for i, srv := range srvs {
+		nodes.set(i, false)
+		srv.kill()
+	}
 	l.c.http.CloseIdleConnections()
 	until := l.latestDue().Add(300 * time.Millisecond)
 	if floor := d.killAt.Add(200 * time.Millisecond); until.Before(floor) {
@@ -122,9 +199,27 @@ func restart(srv *killServer, gate *killGate, l *killLoad) kDown {
 	}
 	time.Sleep(time.Until(until))
 	d.execAt = time.Now()
-	srv.start()
+	for i, srv := range srvs {
+		srv.start()
+		nodes.set(i, true)
+	}
 	d.readyAt = time.Now()
 	gate.open()
+	return d
+}
+
+// crash SIGKILLs node i of a cluster and starts it again after down,
+// while the other nodes serve: new requests and streams go to them
+// meanwhile, the ones in flight on node i fail.
+func crash(srv *killServer, i int, nodes *killNodes, down time.Duration) kDown {
+	nodes.set(i, false)
+	d := kDown{killAt: time.Now()}
+	srv.kill()
+	time.Sleep(down)
+	d.execAt = time.Now()
+	srv.start()
+	d.readyAt = time.Now()
+	nodes.set(i, true)
 	return d
 }
 
@@ -151,7 +246,8 @@ type kFinal struct {
 	c         *killClient
 	users     []string
 	fenceUser string
-	down      []kDown
+	down      []kDown // crashes of the whole service
+	nodeDown  []kDown // crashes of one node of a cluster, the others up
 	history   []*killRecord
 
 	calls  map[string]*kCall              // every call, as GET /calls shows it at the end

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -44,9 +45,50 @@ func (r *killRecord) String() string {
 	return fmt.Sprintf("round %d %s by %s on %s (key %q) → %d %s%s", r.round, r.op, r.actor, r.callID, r.key, r.status, bytes.TrimSpace(r.resp), r.err)
 }
 
+// killNodes is the nodes' base URLs and which of them are up. Each
+// request and each stream connection goes to a random node that is up, so
+// in a cluster a call's requests and its users' streams are spread over
+// the nodes and move to another when one dies.
+type killNodes struct {
+	mu   sync.Mutex
+	urls []string
+	up   []bool
+}
+
+func newKillNodes(urls ...string) *killNodes {
+	n := &killNodes{urls: urls, up: make([]bool, len(urls))}
+	for i := range n.up {
+		n.up[i] = true
+	}
+	return n
+}
+
+func (n *killNodes) set(i int, up bool) {
+	n.mu.Lock()
+	n.up[i] = up
+	n.mu.Unlock()
+}
+
+// pick returns a random node that is up, or any node when none is (the
+// gate holds the clients back then; a request in flight just fails).
+func (n *killNodes) pick() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var live []string
+	for i, u := range n.urls {
+		if n.up[i] {
+			live = append(live, u)
+		}
+	}
+	if len(live) == 0 {
+		live = n.urls
+	}
+	return live[rand.IntN(len(live))]
+}
+
 // killClient sends the requests of every user and keeps the history.
 type killClient struct {
-	base    string
+	nodes   *killNodes
 	http    *http.Client
 	gate    *killGate
 	bearers map[string]string // read-only once the load runs
@@ -56,10 +98,10 @@ type killClient struct {
 	round   int
 }
 
-func newKillClient(t *testing.T, base string, gate *killGate, users []string) *killClient {
+func newKillClient(t *testing.T, nodes *killNodes, gate *killGate, users []string) *killClient {
 	t.Helper()
 	c := &killClient{
-		base: base, gate: gate, bearers: map[string]string{},
+		nodes: nodes, gate: gate, bearers: map[string]string{},
 		http: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
 	}
 	for _, u := range users {
@@ -87,7 +129,7 @@ func (c *killClient) do(ctx context.Context, op, actor, method, path, callID, ke
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, c.nodes.pick()+path, rd)
 	if err != nil {
 		panic(err)
 	}
@@ -210,7 +252,7 @@ type kEvent struct {
 // until it returns false or the stream ends. It returns the last id read.
 func (c *killClient) readEvents(ctx context.Context, user string, lastID int64, each func(kEvent) bool) (int64, error) {
 	q := url.Values{"access_token": {c.bearers[user]}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/events?"+q.Encode(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.nodes.pick()+"/events?"+q.Encode(), nil)
 	if err != nil {
 		return lastID, err
 	}

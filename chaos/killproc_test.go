@@ -20,13 +20,14 @@ import (
 // killSecret is the fixed HS256 secret of the server under test.
 const killSecret = "chaos-kill-secret-0123456789abcdef-0123456789"
 
-// killServer is the real callsig binary on one SQLite file: started,
-// SIGKILLed at a random instant and started again on the same file, as
-// e2e/crash_test.go does once. A crash must be a process dying, not a
-// goroutine stopping.
+// killServer is the real callsig binary on one store (a SQLite file or a
+// PostgreSQL database): started, SIGKILLed at a random instant and started
+// again on the same store, as e2e/crash_test.go does once. A crash must be
+// a process dying, not a goroutine stopping.
 type killServer struct {
 	t                  *testing.T
 	bin, db, addr, log string
+	env                []string // added to the environment: a node's cluster settings
 	cmd                *exec.Cmd
 	exited             chan struct{}
 	starts             int
@@ -44,7 +45,9 @@ func buildCallsig(t *testing.T) string {
 	return bin
 }
 
-func newKillServer(t *testing.T, bin string) *killServer {
+// newKillServer runs bin on db (a SQLite file path or a postgres:// URL)
+// with env added to its environment.
+func newKillServer(t *testing.T, bin, db string, env ...string) *killServer {
 	t.Helper()
 	dir := t.TempDir()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -53,7 +56,7 @@ func newKillServer(t *testing.T, bin string) *killServer {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	s := &killServer{t: t, bin: bin, db: filepath.Join(dir, "callsig.db"), addr: addr, log: filepath.Join(dir, "server.log")}
+	s := &killServer{t: t, bin: bin, db: db, addr: addr, log: filepath.Join(dir, "server.log"), env: env}
 	t.Cleanup(s.kill)
 	return s
 }
@@ -79,6 +82,7 @@ func (s *killServer) start() time.Duration {
 		// call cancelled for that would hide what the check looks for.
 		"-heartbeat-timeout", "10m",
 		"-log-level", "warn")
+	cmd.Env = append(os.Environ(), s.env...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test
 	began := time.Now()
