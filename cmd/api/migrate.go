@@ -59,7 +59,10 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	target := sqlitetopg.Describe(to)
 	fmt.Fprintf(stdout, "copying %s into %s\n", from, target)
 	rep, err := sqlitetopg.Copy(ctx, from, to, sqlitetopg.Options{})
-	if err != nil {
+	switch {
+	case errors.Is(err, sqlitetopg.ErrCommitUnknown):
+		return fmt.Errorf("migrate: run it again to know whether it is in (if it is, the target is refused as not empty): %w", err)
+	case err != nil:
 		return fmt.Errorf("migrate: nothing was copied: %w", err)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"callsig/db/postgres"
 )
@@ -61,6 +62,11 @@ type Report struct {
 	LastEventID int64
 	Took        time.Duration
 }
+
+// ErrCommitUnknown is returned when the copy's COMMIT got no answer from
+// PostgreSQL: the copy may be in or not. Running it again tells, safely: a
+// copy that went in makes the target not empty, and it is refused.
+var ErrCommitUnknown = errors.New("the commit got no answer, so the copy may or may not be in the target")
 
 // Copy copies the SQLite file at from (a stopped node's) into the empty
 // PostgreSQL database named by dsn, migrating its schema first
@@ -168,7 +174,23 @@ func copyAll(ctx context.Context, from, dsn string, opts Options) (*Report, erro
 	if _, err := tx.Exec(ctx, fmt.Sprintf("ALTER SEQUENCE event_ids START WITH %d", rep.LastEventID+1)); err != nil {
 		return nil, fmt.Errorf("copy events: record where SQLite's ids end: %w", err)
 	}
+	// Everything is read: close the file, then make sure nothing wrote
+	// it while it was read.
+	if err := stx.Rollback(); err != nil {
+		return nil, fmt.Errorf("source: end its read: %w", err)
+	}
+	if err := src.Close(); err != nil {
+		return nil, fmt.Errorf("source: close: %w", err)
+	}
+	if err := src.unchanged(); err != nil {
+		return nil, err
+	}
 	if err := tx.Commit(ctx); err != nil {
+		// PostgreSQL's own refusal rolled everything back; anything else
+		// (the connection lost) may have come after the commit.
+		if !errors.As(err, new(*pgconn.PgError)) {
+			err = fmt.Errorf("%w: %w", ErrCommitUnknown, err)
+		}
 		return nil, fmt.Errorf("target: commit: %w", err)
 	}
 	rep.Took = time.Since(start)

@@ -5,10 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"callsig/db/sqlite"
 )
@@ -17,10 +19,47 @@ import (
 // open: a node still running would keep writing what the copy misses.
 var ErrSourceInUse = errors.New("the SQLite file is in use by another process: stop the node first")
 
+// ErrSourceChanged is returned when the SQLite file was written while the
+// copy read it (a node started on it meanwhile): what the copy read is
+// not all the file holds, so nothing is committed.
+var ErrSourceChanged = errors.New("the SQLite file was written during the copy (was a node started on it?): stop every node on it and run the copy again")
+
+// source is the SQLite file being copied: its connection, and what its
+// files looked like before it was opened, to tell at the end that nothing
+// wrote it meanwhile.
+type source struct {
+	*sql.DB
+	path  string // absolute
+	stamp stamp
+}
+
+// stamp is what any write to the file changes: the size and modification
+// time of the database file and of its WAL (zero when there is none).
+type stamp struct {
+	size, walSize int64
+	mod, walMod   time.Time
+}
+
+func stampOf(abs string) (stamp, error) {
+	var st stamp
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return st, err
+	}
+	st.size, st.mod = fi.Size(), fi.ModTime()
+	switch wi, err := os.Stat(abs + "-wal"); {
+	case err == nil:
+		st.walSize, st.walMod = wi.Size(), wi.ModTime()
+	case !errors.Is(err, fs.ErrNotExist):
+		return st, err
+	}
+	return st, nil
+}
+
 // openSource opens the SQLite file at path read-only, after checking that
 // it exists, that no other process has it open, and that its schema is the
 // one this build writes (the columns copied are read by name).
-func openSource(ctx context.Context, path string) (*sql.DB, error) {
+func openSource(ctx context.Context, path string) (*source, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("source %s: %w", path, err)
@@ -34,6 +73,10 @@ func openSource(ctx context.Context, path string) (*sql.DB, error) {
 	}
 	if busy {
 		return nil, fmt.Errorf("source %s: %w", path, ErrSourceInUse)
+	}
+	st, err := stampOf(abs)
+	if err != nil {
+		return nil, fmt.Errorf("source %s: %w", path, err)
 	}
 	// A file: URI, so SQLite itself applies mode=ro (a plain path would
 	// drop it and open read-write, creating what is missing). busy_timeout
@@ -49,7 +92,38 @@ func openSource(ctx context.Context, path string) (*sql.DB, error) {
 		src.Close()
 		return nil, fmt.Errorf("source %s: %w", path, err)
 	}
-	return src, nil
+	return &source{DB: src, path: abs, stamp: st}, nil
+}
+
+// unchanged checks, once the copy has read everything and closed the
+// file, that no process has it open now and that nothing wrote it since
+// it was opened: a node started during the copy (the target's lock may
+// take seconds) would otherwise lose what it wrote. The check runs after
+// the close because opening and closing the file here would drop the
+// POSIX locks this process's SQLite connection holds on it.
+func (s *source) unchanged() error {
+	busy, err := inUse(s.path)
+	if err != nil {
+		return fmt.Errorf("source %s: check whether it is in use: %w", s.path, err)
+	}
+	if busy {
+		return fmt.Errorf("source %s: %w", s.path, ErrSourceInUse)
+	}
+	st, err := stampOf(s.path)
+	if err != nil {
+		return fmt.Errorf("source %s: %w", s.path, err)
+	}
+	if !st.equal(s.stamp) {
+		return fmt.Errorf("source %s: %w", s.path, ErrSourceChanged)
+	}
+	return nil
+}
+
+// equal: an empty WAL is no WAL (the copy's own read-only open creates
+// one where a stopped node removed it); a write appends frames to it.
+func (a stamp) equal(b stamp) bool {
+	return a.size == b.size && a.mod.Equal(b.mod) && a.walSize == b.walSize &&
+		(a.walSize == 0 || a.walMod.Equal(b.walMod))
 }
 
 // checkSchema refuses a file that is not a callsig database at the

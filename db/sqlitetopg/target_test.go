@@ -2,6 +2,7 @@ package sqlitetopg
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"net/http"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"callsig/internal/pgtest"
 	"callsig/internal/testkit"
+	"callsig/internal/wait"
 )
 
 // What the copy refuses of its target, and what a failed copy leaves in it.
@@ -92,6 +94,8 @@ func TestCopyFailingAtCommitCanBeRunAgain(t *testing.T) {
 	}
 	if _, err := Copy(ctx, src, dsn, Options{}); err == nil || !strings.Contains(err.Error(), "commit") {
 		t.Fatalf("first copy: %v, want a failed commit", err)
+	} else if errors.Is(err, ErrCommitUnknown) {
+		t.Fatalf("first copy: %v: PostgreSQL refused the commit, so its outcome is known", err)
 	}
 	if n := count(t, conn, `SELECT (SELECT count(*) FROM calls) + (SELECT count(*) FROM events) + (SELECT count(*) FROM event_users)`); n != 0 {
 		t.Fatalf("the failed copy left %d rows", n)
@@ -114,5 +118,59 @@ func TestCopyFailingAtCommitCanBeRunAgain(t *testing.T) {
 	}
 	if rep.LastEventID != 9 {
 		t.Fatalf("last event id %d, want 9", rep.LastEventID)
+	}
+}
+
+// A node started on the file while the copy waits for the target's lock
+// writes what the copy's snapshot does not hold: the copy is refused
+// rather than committed without it, and runs once the writer is gone.
+func TestCopyRefusesSourceWrittenDuringIt(t *testing.T) {
+	ctx := context.Background()
+	src := sourceFile(t)
+	dsn := pgtest.NewDatabase(t)
+	conn := openTarget(t, dsn)
+	holder := openTarget(t, dsn)
+	lock, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.Exec(ctx, `LOCK TABLE calls IN ROW EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Copy(ctx, src, dsn, Options{LockTimeout: 30 * time.Second})
+		done <- err
+	}()
+	wait.For(t, 10*time.Second, "the copy waiting for the target's lock", func() bool {
+		return count(t, conn, `SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'calls'::regclass`) > 0
+	})
+	raw, err := sql.Open("sqlite", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO calls (seq, id, caller, mode, state, timeout, create_time, caller_tracked) VALUES (4, 'c2', 'bob', 'general', 'started', 30, 2000, 1)`,
+		`INSERT INTO call_users (call_seq, user_id, ord, state, busy) VALUES (4, 'bob', 0, 'accepted', 1)`,
+	} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	raw.Close()
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, ErrSourceChanged) {
+		t.Fatalf("copy of a file written while it ran: %v, want ErrSourceChanged", err)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM calls`); n != 0 {
+		t.Fatalf("the refused copy wrote %d calls", n)
+	}
+	if _, err := Copy(ctx, src, dsn, Options{}); err != nil {
+		t.Fatalf("copy again, the writer gone: %v", err)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM calls`); n != 2 {
+		t.Fatalf("the copy took %d calls, want 2 (c1, and c2 written during the first copy)", n)
 	}
 }
