@@ -34,6 +34,9 @@ import (
 //   - deadlines: every deadline, those that fell due while the server was
 //     down included, fired exactly once and promptly; a last crash with
 //     no load after the restart checks the restart re-arms them by itself;
+//   - webhooks: every message of the outbox reached a real receiver,
+//     signed, and nothing else did; each call has exactly one call.created
+//     and, ended, one call.ended message (the endpoint takes these two);
 //   - integrity: the SQLite file passes PRAGMA integrity_check after the
 //     last SIGKILL.
 //
@@ -79,15 +82,17 @@ func killChaos(t *testing.T, bin, db string, n int) {
 	var r [4]byte
 	_, _ = crand.Read(r[:])
 	prefix := "callsig-chaos-" + hex.EncodeToString(r[:]) // this test's own NATS subjects
+	hooks := newKHooks(t)
 	for i := range srvs {
-		var env []string
+		env := hooks.env()
 		if n > 1 {
-			env = []string{"CALLSIG_NATS_URL=" + testkit.NATSURL, "CALLSIG_NATS_PREFIX=" + prefix, fmt.Sprintf("CALLSIG_NODE_ID=chaos-%d", i)}
+			env = append(env, "CALLSIG_NATS_URL="+testkit.NATSURL, "CALLSIG_NATS_PREFIX="+prefix, fmt.Sprintf("CALLSIG_NODE_ID=chaos-%d", i))
 		}
 		srvs[i] = newKillServer(t, bin, db, env...)
 		srvs[i].start()
 		urls[i] = srvs[i].url()
 	}
+	hooks.register(t, urls[0])
 	nodes := newKillNodes(urls...)
 
 	users := []string{"ana", "ben", "cho", "dev", "eli", "fay"}
@@ -121,7 +126,7 @@ func killChaos(t *testing.T, bin, db string, n int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	l.drainRetries(ctx, retryBudget)
-	f := &kFinal{l: l, c: c, users: all, fenceUser: fenceUser, down: down, nodeDown: nodeDown}
+	f := &kFinal{l: l, c: c, users: all, fenceUser: fenceUser, down: down, nodeDown: nodeDown, hooks: hooks}
 	f.waitDeadlines(ctx, t)
 	f.endAll(ctx, t)
 	stopStreams()
@@ -159,6 +164,7 @@ func killChaos(t *testing.T, bin, db string, n int) {
 	f.calls = f.collect(ctx, t, true)
 	f.fence(ctx, t)
 	f.readLogs(ctx, t)
+	f.waitHooks(ctx, t, db)
 	for _, srv := range srvs {
 		srv.kill()
 	}
@@ -169,6 +175,7 @@ func killChaos(t *testing.T, bin, db string, n int) {
 	t.Run("idempotent", f.checkIdempotent)
 	t.Run("streams", f.checkStreams)
 	t.Run("deadlines", f.checkDeadlines)
+	t.Run("webhooks", f.checkHooks)
 	if !strings.HasPrefix(db, "postgres") { // PostgreSQL recovers from its own WAL
 		t.Run("integrity", func(t *testing.T) {
 			integrity, integrityErr := integrityCheck(db)
@@ -248,6 +255,8 @@ type kFinal struct {
 	fenceUser string
 	down      []kDown // crashes of the whole service
 	nodeDown  []kDown // crashes of one node of a cluster, the others up
+	hooks     *kHooks
+	outbox    map[string]kOutbox // webhook-id → its message, once all were delivered
 	history   []*killRecord
 
 	calls  map[string]*kCall              // every call, as GET /calls shows it at the end
