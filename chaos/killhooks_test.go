@@ -55,7 +55,7 @@ const killAdminToken = "chaos-admin-token-0123456789abcdef-0123456789"
 
 // env lets the server under test send webhooks to h: the admin token to
 // register it, loopback allowed, and the 20-s lease, the shortest allowed,
-// after which an attempt the kill cut off is made again.
+// after which another node makes an attempt the kill cut off again.
 func (h *kHooks) env() []string {
 	return []string{"CALLSIG_ADMIN_TOKEN=" + killAdminToken, "CALLSIG_WEBHOOK_ALLOW_PRIVATE=true", "CALLSIG_WEBHOOK_LEASE=20s"}
 }
@@ -165,7 +165,8 @@ func readOutbox(ctx context.Context, db string) (map[string]kOutbox, error) {
 
 // waitHooks waits, the servers up, until every message of the outbox has
 // been delivered, then keeps the outbox for checkHooks. A delivery the
-// kill cut off in flight is retried once its lease (20 s) has passed.
+// kill cut off in flight is sent again by another node once its lease
+// (20 s) has passed, or by the restart on SQLite.
 func (f *kFinal) waitHooks(ctx context.Context, t *testing.T, db string) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)

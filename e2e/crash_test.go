@@ -56,10 +56,12 @@ type process struct {
 
 const crashSecret = "crash-test-secret-0123456789abcdef0123"
 
-func startProcess(t *testing.T, bin, dbPath, addr string) *process {
+// startProcess runs bin on dbPath at addr, with env added to its
+// environment, and waits until it is ready.
+func startProcess(t *testing.T, bin, dbPath, addr string, env ...string) *process {
 	t.Helper()
 	cmd := exec.Command(bin, "-addr", addr, "-db", dbPath)
-	cmd.Env = append(os.Environ(), "CALLSIG_JWT_SECRET="+crashSecret, "CALLSIG_RATE_LIMIT=0")
+	cmd.Env = append(append(os.Environ(), "CALLSIG_JWT_SECRET="+crashSecret, "CALLSIG_RATE_LIMIT=0"), env...)
 	logs := &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {

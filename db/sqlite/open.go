@@ -67,6 +67,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		wdb.Close()
 		return nil, err
 	}
+	if err := releaseLeases(ctx, wdb, log); err != nil {
+		wdb.Close()
+		return nil, err
+	}
 
 	rdb, err := sqlx.Open("sqlite", path+"?"+readerParams())
 	if err != nil {
@@ -266,4 +270,20 @@ func readerParams() string {
 		// racing the writer for the lock.
 		"_pragma=query_only(1)",
 	}, "&")
+}
+
+// releaseLeases ends the webhook leases a process that died mid-attempt
+// left (SIGKILL, a power cut): a SQLite file is one node's, so at open
+// nobody is making those attempts, and waiting out the lease (minutes)
+// would only delay them. They are sent again at once, under the same
+// webhook-id, which receivers dedupe on. A clean stop released its own.
+func releaseLeases(ctx context.Context, wdb *sqlx.DB, log *slog.Logger) error {
+	res, err := wdb.ExecContext(ctx, `UPDATE webhook_deliveries SET locked_until = 0 WHERE locked_until > 0`)
+	if err != nil {
+		return fmt.Errorf("db: release the webhook leases of a process that died: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		log.Info("webhook attempts a process that died left in flight are due again", "deliveries", n)
+	}
+	return nil
 }
