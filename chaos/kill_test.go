@@ -68,6 +68,9 @@ func TestKillNineChaos(t *testing.T) {
 // on NATS, db being PostgreSQL).
 func killChaos(t *testing.T, bin, db string, n int) {
 	rounds, workers, retryBudget := 10, 6, 10*time.Second
+	if n > 1 {
+		rounds = 6 // a node stays down longer: about as many seconds of crashes
+	}
 	if *long {
 		// Past the 5-minute lease an unfixed server gives a key stuck "in
 		// progress" after a crash, so a duplicate would show.
