@@ -8,47 +8,24 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver, to read a PostgreSQL outbox
 
-	"callsig/webhooks"
+	"callsig/internal/testkit"
 )
 
-// kHooks is the webhook receiver of the kill test, in the test process
-// (it never dies): it checks each request's Standard Webhooks signature
-// and records every message by its webhook-id. Its endpoint takes
-// call.created and call.ended only: every event type would queue more
-// messages than one endpoint's share of the dispatcher (4 attempts in
-// flight) drains on these two cores, and these two are what the check
-// ties to the calls.
-type kHooks struct {
-	srv *httptest.Server
+// kHooks is the webhook endpoint of the kill test: testkit's receiver, in
+// the test process (it never dies), which checks every request's signature
+// and body and records it. The endpoint takes call.created and call.ended
+// only: every event type would queue more messages than one endpoint's
+// share of the dispatcher (4 attempts in flight) drains on these two cores,
+// and these two are what the check ties to the calls.
+type kHooks struct{ rcv *testkit.Receiver }
 
-	mu       sync.Mutex
-	signer   *webhooks.Signer // set by register, before any call
-	got      map[string]kHook // webhook-id → the first copy received
-	requests int
-	bad      []string // bad signatures, a message whose body changed between copies
-}
-
-type kHook struct {
-	typ, callID string
-	body        []byte
-}
-
-func newKHooks(t *testing.T) *kHooks {
-	t.Helper()
-	h := &kHooks{got: map[string]kHook{}}
-	h.srv = httptest.NewServer(http.HandlerFunc(h.serve))
-	t.Cleanup(h.srv.Close)
-	return h
-}
+func newKHooks(t *testing.T) *kHooks { return &kHooks{rcv: testkit.NewReceiver(t)} }
 
 // killAdminToken is the admin token of the server under test.
 const killAdminToken = "chaos-admin-token-0123456789abcdef-0123456789"
@@ -61,10 +38,10 @@ func (h *kHooks) env() []string {
 }
 
 // register subscribes h to call.created and call.ended on the server at
-// base, and keeps the secret the answer shows.
+// base, and gives the receiver the secret the answer shows.
 func (h *kHooks) register(t *testing.T, base string) {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"url": h.srv.URL, "eventTypes": []string{"call.created", "call.ended"}})
+	body, _ := json.Marshal(map[string]any{"url": h.rcv.URL(), "eventTypes": []string{"call.created", "call.ended"}})
 	req, err := http.NewRequest(http.MethodPost, base+"/webhooks", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -82,52 +59,40 @@ func (h *kHooks) register(t *testing.T, base string) {
 	if b, _ := io.ReadAll(res.Body); res.StatusCode != http.StatusCreated || json.Unmarshal(b, &ep) != nil {
 		t.Fatalf("POST /webhooks: %d %s", res.StatusCode, b)
 	}
-	signer, err := webhooks.NewSigner(ep.Secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.mu.Lock()
-	h.signer = signer
-	h.mu.Unlock()
+	h.rcv.SetSecret(ep.Secret)
 }
 
-func (h *kHooks) serve(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		return // the sender died mid-request
-	}
-	id := r.Header.Get(webhooks.HeaderID)
-	unix, _ := strconv.ParseInt(r.Header.Get(webhooks.HeaderTimestamp), 10, 64)
-	h.mu.Lock()
-	want := h.signer.Sign(id, time.Unix(unix, 0), body)
-	h.mu.Unlock()
-	signed := false
-	for _, sig := range strings.Fields(r.Header.Get(webhooks.HeaderSignature)) {
-		signed = signed || sig == want
-	}
-	var m struct {
-		Type string `json:"type"`
-		Data struct {
-			CallID string `json:"callID"`
-		} `json:"data"`
-	}
-	_ = json.Unmarshal(body, &m)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.requests++
-	if !signed {
-		h.bad = append(h.bad, fmt.Sprintf("webhook %s (%s): bad signature %q", id, m.Type, r.Header.Get(webhooks.HeaderSignature)))
-		w.WriteHeader(http.StatusUnauthorized)
-		return
-	}
-	if prev, ok := h.got[id]; ok {
-		if !bytes.Equal(prev.body, body) {
-			h.bad = append(h.bad, fmt.Sprintf("webhook %s sent twice with different bodies:\n    %s\n    %s", id, prev.body, body))
+// kHook is a message the receiver got, by its first valid copy.
+type kHook struct {
+	typ, callID string
+	body        []byte
+}
+
+// received returns the valid messages the receiver got by webhook-id, how
+// many requests it got, and what was wrong: an invalid request (the
+// receiver says why in the log), a message whose body changed between
+// copies.
+func (h *kHooks) received() (got map[string]kHook, requests int, bad []string) {
+	got = map[string]kHook{}
+	ds := h.rcv.Deliveries()
+	for _, d := range ds {
+		if !d.Valid {
+			bad = append(bad, fmt.Sprintf("webhook %s (%s): an invalid request", d.ID, d.Type))
+			continue
 		}
-	} else {
-		h.got[id] = kHook{typ: m.Type, callID: m.Data.CallID, body: body}
+		if prev, ok := got[d.ID]; ok {
+			if !bytes.Equal(prev.body, d.Body) {
+				bad = append(bad, fmt.Sprintf("webhook %s sent twice with different bodies:\n    %s\n    %s", d.ID, prev.body, d.Body))
+			}
+			continue
+		}
+		var data struct {
+			CallID string `json:"callID"`
+		}
+		_ = json.Unmarshal(d.Data, &data)
+		got[d.ID] = kHook{typ: d.Type, callID: data.CallID, body: d.Body}
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return got, len(ds), bad
 }
 
 // kOutbox is one message of the outbox and the status of its delivery.
@@ -199,12 +164,9 @@ func (f *kFinal) waitHooks(ctx context.Context, t *testing.T, db string) {
 // GET shows it at the end, has exactly one call.created message and, once
 // ended, exactly one call.ended (no change's messages lost or made twice).
 func (f *kFinal) checkHooks(t *testing.T) {
-	h := f.hooks
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	bad := append([]string(nil), h.bad...)
+	received, requests, bad := f.hooks.received()
 	for id, o := range f.outbox {
-		got, ok := h.got[id]
+		got, ok := received[id]
 		switch {
 		case o.status != "delivered":
 			bad = append(bad, fmt.Sprintf("webhook %s (%s of call %s) is %s, want delivered", id, o.typ, o.callID, o.status))
@@ -215,7 +177,7 @@ func (f *kFinal) checkHooks(t *testing.T) {
 		}
 	}
 	perCall := map[string]map[string]int{}
-	for id, got := range h.got {
+	for id, got := range received {
 		if _, ok := f.outbox[id]; !ok {
 			bad = append(bad, fmt.Sprintf("webhook %s (%s of call %s) received, not in the outbox", id, got.typ, got.callID))
 		}
@@ -244,9 +206,9 @@ func (f *kFinal) checkHooks(t *testing.T) {
 		}
 	}
 	types := map[string]int{}
-	for _, got := range h.got {
+	for _, got := range received {
 		types[got.typ]++
 	}
-	t.Logf("%d webhook messages in the outbox, %d received %v, in %d requests", len(f.outbox), len(h.got), types, h.requests)
+	t.Logf("%d webhook messages in the outbox, %d received %v, in %d requests", len(f.outbox), len(received), types, requests)
 	report(t, "webhooks", bad)
 }
