@@ -157,12 +157,12 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 		// that finished just now (the dispatcher learns of it a moment
 		// later) left the delivery unleased, due at once or later, and
 		// is not renewed.
-		renew := tx.Rebind(sqlRenewDelivery)
+		renew := w.writeStatement(tx, tx.Rebind(sqlRenewDelivery))
 		for id, held := range c.InFlight {
 			if held > c.Now {
 				continue
 			}
-			res, err := tx.ExecContext(ctx, renew, c.LeaseUntil, id, held)
+			res, err := renew.ExecContext(ctx, c.LeaseUntil, id, held)
 			if err != nil {
 				return err
 			}
@@ -172,12 +172,12 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 				out.Renewed = append(out.Renewed, id)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, w.sql.FailDeadEndpoints, c.Now); err != nil {
+		if _, err := w.writeStatement(tx, w.sql.FailDeadEndpoints).ExecContext(ctx, c.Now); err != nil {
 			return fmt.Errorf("fail deliveries of dead endpoints: %w", err)
 		}
 		type endpoint struct{ id, url, secret string }
 		var live []endpoint
-		rows, err := tx.QueryContext(ctx, w.sql.LiveEndpoints)
+		rows, err := w.writeStatement(tx, w.sql.LiveEndpoints).QueryContext(ctx)
 		if err != nil {
 			return err
 		}
@@ -200,6 +200,7 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 			message int64
 		}
 		var cands []candidate
+		claimEndpoint := w.writeStatement(tx, w.sql.ClaimEndpoint)
 		for _, e := range live {
 			free := c.FreeFor(e.id)
 			if free <= 0 || c.Limit <= 0 {
@@ -207,7 +208,7 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 			}
 			// Read past the deliveries in flight here, whose lease may have
 			// run out (a clock jump): they are skipped, not sent twice.
-			rows, err := tx.QueryContext(ctx, w.sql.ClaimEndpoint, e.id, c.Now, c.Now, free+len(c.InFlight))
+			rows, err := claimEndpoint.QueryContext(ctx, e.id, c.Now, c.Now, free+len(c.InFlight))
 			if err != nil {
 				return err
 			}
@@ -240,15 +241,15 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 			return cands[i].a.DeliveryID < cands[j].a.DeliveryID
 		})
 		cands, out.More = pick(c, cands, func(k candidate) string { return k.a.EndpointID })
-		lease, message := tx.Rebind(sqlLeaseDelivery), tx.Rebind(sqlSelectMessage)
+		lease, message := w.writeStatement(tx, tx.Rebind(sqlLeaseDelivery)), w.writeStatement(tx, tx.Rebind(sqlSelectMessage))
 		for _, k := range cands {
 			a := k.a
 			var typ string
-			if err := tx.QueryRowContext(ctx, message, k.message).Scan(&a.MsgID, &typ, &a.Payload); err != nil {
+			if err := message.QueryRowContext(ctx, k.message).Scan(&a.MsgID, &typ, &a.Payload); err != nil {
 				return fmt.Errorf("message of delivery %d: %w", a.DeliveryID, err)
 			}
 			a.Type, a.Lease = calls.HookType(typ), c.LeaseUntil
-			if _, err := tx.ExecContext(ctx, lease, c.LeaseUntil, a.DeliveryID); err != nil {
+			if _, err := lease.ExecContext(ctx, c.LeaseUntil, a.DeliveryID); err != nil {
 				return err
 			}
 			out.Attempts = append(out.Attempts, a)
@@ -293,7 +294,7 @@ func (w Webhooks) FinishWebhookAttempt(ctx context.Context, o webhooks.Outcome) 
 				status, next, o.DisableReason = webhooks.DeliveryPending, o.At, ""
 			}
 		}
-		res, err := tx.ExecContext(ctx, tx.Rebind(sqlFinishAttempt),
+		res, err := w.writeStatement(tx, tx.Rebind(sqlFinishAttempt)).ExecContext(ctx,
 			o.StatusCode, o.Error, string(status), next, deliveredAt, o.DeliveryID, o.Lease)
 		if err != nil {
 			return err
@@ -326,7 +327,7 @@ func (w Webhooks) FinishWebhookAttempt(ctx context.Context, o webhooks.Outcome) 
 func (w Webhooks) ReleaseWebhookDelivery(ctx context.Context, deliveryID, lease int64) error {
 	lost := false
 	err := w.write(ctx, func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(w.statementCtx(ctx), tx.Rebind(sqlReleaseDelivery), deliveryID, lease)
+		res, err := w.writeStatement(tx, tx.Rebind(sqlReleaseDelivery)).ExecContext(w.statementCtx(ctx), deliveryID, lease)
 		if err != nil {
 			return err
 		}

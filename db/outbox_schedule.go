@@ -18,7 +18,7 @@ import (
 func (w Webhooks) NextWebhookDue(ctx context.Context, now int64) (webhooks.Due, error) {
 	due := webhooks.Due{Endpoints: map[string]int64{}}
 	err := w.read(ctx, func(tx *sqlx.Tx) error {
-		rows, err := tx.QueryContext(ctx, w.sql.NextDueByEndpoint, now)
+		rows, err := w.readStatement(tx, w.sql.NextDueByEndpoint).QueryContext(ctx, now)
 		if err != nil {
 			return err
 		}
@@ -36,7 +36,7 @@ func (w Webhooks) NextWebhookDue(ctx context.Context, now int64) (webhooks.Due, 
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		return tx.QueryRowContext(ctx, w.sql.NextLeaseEnd, now).Scan(&due.LeaseEnd)
+		return w.readStatement(tx, w.sql.NextLeaseEnd).QueryRowContext(ctx, now).Scan(&due.LeaseEnd)
 	})
 	if err != nil {
 		return webhooks.Due{}, fmt.Errorf("db: next webhook due: %w", err)

@@ -113,7 +113,8 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.durableEvent.Store(head)
-	s.Webhooks = db.NewWebhooks(webhookSQL, s.write, s.read).WithStatementContext(detached)
+	s.Webhooks = db.NewWebhooks(webhookSQL, s.write, s.read).WithStatementContext(detached).
+		WithPrepared(s.preparedWrite, s.preparedRead)
 	s.EventLog = s.eventLog()
 	if err = s.watchRollbacks(ctx); err == nil {
 		s.wst, err = prepareWrite(ctx, wdb)

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/jmoiron/sqlx"
+
+	"callsig/webhooks"
 )
 
 // Pruning deletes finished deliveries created before the cut-off, a
@@ -48,5 +50,53 @@ func TestPruneWebhookDeliveriesDropsOrphanMessages(t *testing.T) {
 	}
 	if strings.Join(msgs, " ") != "msg_1 msg_3" {
 		t.Errorf("messages left: %v, want msg_2 gone with its last delivery", msgs)
+	}
+}
+
+// The dispatcher's statements run prepared: a claim (renewing a lease run
+// out, too), an outcome, a release and a look at the schedule parse no SQL
+// (the driver parses text anew on every run), and work as before.
+func TestDispatcherStatementsRunPrepared(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	err := s.write(ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.Exec(`
+			INSERT INTO webhook_endpoints (id, url, secret, created_at) VALUES ('a', 'https://a', 's', 1);
+			INSERT INTO webhook_messages (id, msg_id, type, payload, created_at) VALUES
+				(1, 'msg_1', 'call.created', '{}', 100), (2, 'msg_2', 'call.created', '{}', 100), (3, 'msg_3', 'call.created', '{}', 100);
+			INSERT INTO webhook_deliveries (message_id, endpoint_id, status, next_attempt_at, created_at) VALUES
+				(1, 'a', 'pending', 100, 100), (2, 'a', 'pending', 100, 100), (3, 'a', 'pending', 100, 100)`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := s.unprepared.Load()
+	claim := webhooks.Claim{Now: 1_000, LeaseUntil: 2_000, Limit: 2, Share: 2}
+	got, err := s.ClaimWebhookDeliveries(ctx, claim)
+	if err != nil || len(got.Attempts) != 2 || got.Attempts[0].MsgID != "msg_1" {
+		t.Fatalf("claim: %+v, %v", got, err)
+	}
+	a, b := got.Attempts[0], got.Attempts[1]
+	// b's lease runs out while it is in flight: the next claim renews it.
+	claim = webhooks.Claim{Now: 3_000, LeaseUntil: 4_000, Limit: 0, Share: 2, InFlight: map[int64]int64{b.DeliveryID: b.Lease}}
+	if got, err = s.ClaimWebhookDeliveries(ctx, claim); err != nil || len(got.Renewed) != 1 {
+		t.Fatalf("renewing claim: %+v, %v", got, err)
+	}
+	if err := s.FinishWebhookAttempt(ctx, webhooks.Outcome{DeliveryID: a.DeliveryID, Lease: a.Lease, EndpointID: "a", At: 1_500, StatusCode: 204, Delivered: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleaseWebhookDelivery(ctx, b.DeliveryID, 4_000); err != nil {
+		t.Fatal(err)
+	}
+	due, err := s.NextWebhookDue(ctx, 5_000)
+	if err != nil || due.Endpoints["a"] != 100 {
+		t.Fatalf("next due: %+v, %v", due, err)
+	}
+	if n := s.unprepared.Load() - before; n != 0 {
+		t.Fatalf("%d of the dispatcher's statements ran as SQL text, not prepared", n)
+	}
+	if n := count(t, s, "webhook_deliveries WHERE status = 'delivered'"); n != 1 {
+		t.Fatalf("%d deliveries delivered, want 1", n)
 	}
 }

@@ -3,6 +3,8 @@ package sqlite
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/jmoiron/sqlx"
@@ -106,11 +108,15 @@ type writeStatements struct {
 	dueDeadlines                *sqlx.Stmt // UpdateDue's claim
 
 	selectIdempotency, upsertIdempotency *sqlx.Stmt
+
+	// dispatcher holds the webhook dispatcher's writes (see
+	// Store.preparedWrite), by their text.
+	dispatcher map[string]*sqlx.Stmt
 }
 
-func prepareWrite(ctx context.Context, db *sqlx.DB) (*writeStatements, error) {
+func prepareWrite(ctx context.Context, wdb *sqlx.DB) (*writeStatements, error) {
 	st := &writeStatements{}
-	p := preparer{ctx: ctx, db: db}
+	p := preparer{ctx: ctx, db: wdb}
 	// One savepoint name is enough: savepoints never nest here, each request
 	// releases its own before the next one starts.
 	st.savepoint = p.prepare("SAVEPOINT request")
@@ -138,6 +144,8 @@ func prepareWrite(ctx context.Context, db *sqlx.DB) (*writeStatements, error) {
 	st.dueDeadlines = p.prepare(sqlDueDeadlines)
 	st.selectIdempotency = p.prepare(selectIdempotency)
 	st.upsertIdempotency = p.prepare(upsertIdempotency)
+	writes, _ := db.DispatcherStatements(webhookSQL)
+	st.dispatcher = p.prepareAll(writes)
 	if p.err != nil {
 		st.close()
 		return nil, p.err
@@ -154,21 +162,28 @@ func (st *writeStatements) close() {
 		st.insertCall, st.updateCall, st.updateCallSeq, st.upsertUser, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed, st.busyUsers, st.userBusy,
 		st.callsByID, st.usersOfCalls, st.dueDeadlines,
 		st.selectIdempotency, st.upsertIdempotency)
+	closeAll(slices.Collect(maps.Values(st.dispatcher))...)
 }
 
 // readStatements are prepared on the read pool; database/sql prepares each
 // again on every pooled connection it is first used on.
 type readStatements struct {
 	selectCallByID, selectUsers, selectIdempotency *sqlx.Stmt
+
+	// dispatcher holds the webhook dispatcher's reads (see
+	// Store.preparedRead), by their text.
+	dispatcher map[string]*sqlx.Stmt
 }
 
-func prepareRead(ctx context.Context, db *sqlx.DB) (*readStatements, error) {
-	p := preparer{ctx: ctx, db: db}
+func prepareRead(ctx context.Context, rdb *sqlx.DB) (*readStatements, error) {
+	p := preparer{ctx: ctx, db: rdb}
 	st := &readStatements{
 		selectCallByID:    p.prepare(sqlSelectCallByID),
 		selectUsers:       p.prepare(sqlSelectUsers),
 		selectIdempotency: p.prepare(selectIdempotency),
 	}
+	_, reads := db.DispatcherStatements(webhookSQL)
+	st.dispatcher = p.prepareAll(reads)
 	if p.err != nil {
 		st.close()
 		return nil, p.err
@@ -181,6 +196,7 @@ func (st *readStatements) close() {
 		return
 	}
 	closeAll(st.selectCallByID, st.selectUsers, st.selectIdempotency)
+	closeAll(slices.Collect(maps.Values(st.dispatcher))...)
 }
 
 // preparer prepares statements until the first error.
@@ -199,6 +215,17 @@ func (p *preparer) prepare(query string) *sqlx.Stmt {
 		p.err = fmt.Errorf("db: prepare %q: %w", query, err)
 	}
 	return st
+}
+
+// prepareAll prepares queries, keyed by their text.
+func (p *preparer) prepareAll(queries []string) map[string]*sqlx.Stmt {
+	m := make(map[string]*sqlx.Stmt, len(queries))
+	for _, q := range queries {
+		if _, ok := m[q]; !ok {
+			m[q] = p.prepare(q)
+		}
+	}
+	return m
 }
 
 // closeAll closes statements, ignoring errors: closing one only frees memory.

@@ -82,6 +82,9 @@ type Store struct {
 	// when its fsync has made them durable.
 	durableFeed atomic.Pointer[func([]calls.Event)]
 	replays     atomic.Int64 // batches rolled back and run again (replay)
+	// unprepared counts the statements db.Webhooks asked for prepared that
+	// ran as text instead (preparedWrite), for tests.
+	unprepared atomic.Int64
 	// txEnded: the writer's transaction was rolled back since its BEGIN,
 	// by a ROLLBACK or by SQLite itself on an error (the rollback hook,
 	// see watchRollbacks); not by ROLLBACK TO a savepoint.

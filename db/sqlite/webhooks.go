@@ -59,6 +59,29 @@ const (
 		WHERE d.id = ? AND d.endpoint_id = ? AND e.deleted = 0`
 )
 
+// preparedWrite is db.Prepared in the writer's transaction: the
+// dispatcher's writes run as the statements prepareWrite prepared on the
+// writer connection. Any other query runs as text, and is counted in
+// unprepared.
+func (s *Store) preparedWrite(tx *sqlx.Tx, query string) db.Statement {
+	if st := s.wst.dispatcher[query]; st != nil {
+		return db.PreparedStatement(s.txStmt(tx, st))
+	}
+	s.unprepared.Add(1)
+	return db.TxStatement(tx, query)
+}
+
+// preparedRead is db.Prepared in a read transaction on the pool, as
+// preparedWrite: database/sql prepares each statement once per pooled
+// connection.
+func (s *Store) preparedRead(tx *sqlx.Tx, query string) db.Statement {
+	if st := s.rst.dispatcher[query]; st != nil {
+		return db.PreparedStatement(tx.Stmtx(st))
+	}
+	s.unprepared.Add(1)
+	return db.TxStatement(tx, query)
+}
+
 // UpdateWebhooks runs fn in the write transaction (see write: it shares a
 // group commit but fails alone) and returns once its changes are durable.
 func (s *Store) UpdateWebhooks(ctx context.Context, fn func(webhooks.Tx) error) error {
