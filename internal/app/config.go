@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"callsig/webhooks"
 )
 
 // Config is the server configuration: flags, with the same names as
@@ -34,6 +36,8 @@ type Config struct {
 	WebhookSecret       string
 	WebhookRetention    time.Duration
 	WebhookLease        time.Duration
+	WebhookWorkers      int // webhook attempts in flight at most, over all endpoints
+	WebhookShare        int // webhook attempts in flight to one endpoint at most
 	CORSOrigins         []string
 	Synchronous         string
 	EventRetention      time.Duration
@@ -64,7 +68,7 @@ type Config struct {
 func Defaults() Config {
 	return Config{
 		Addr: ":8080", DB: "callsig.db", JWTUserClaim: "sub", HeartbeatTimeout: 30 * time.Second, NotReceivedAfter: 5 * time.Second,
-		MaxCallUsers: 10, WebhookRetention: 7 * 24 * time.Hour, WebhookLease: 2 * time.Minute, Synchronous: "FULL", EventRetention: 24 * time.Hour, CallRetention: 30 * 24 * time.Hour, RateLimit: 50, RateBurst: 100,
+		MaxCallUsers: 10, WebhookRetention: 7 * 24 * time.Hour, WebhookLease: 2 * time.Minute, WebhookWorkers: webhooks.DefaultWorkers, WebhookShare: webhooks.DefaultShare, Synchronous: "FULL", EventRetention: 24 * time.Hour, CallRetention: 30 * 24 * time.Hour, RateLimit: 50, RateBurst: 100,
 		ShutdownTimeout: 15 * time.Second, ReadTimeout: 30 * time.Second, MaxStreamsPerUser: 10, LogLevel: "info", LogFormat: "text",
 		GCHeadroomMiB: 32,
 		PGMaxConns:    16, PGStatementTimeout: 5 * time.Second, PresenceLease: 15 * time.Second, NATSPrefix: "callsig",
@@ -101,6 +105,8 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"webhook-secret", "CALLSIG_WEBHOOK_SECRET", "its signing secret (whsec_...)", &c.WebhookSecret},
 		{"webhook-retention", "CALLSIG_WEBHOOK_RETENTION", "how long finished webhook deliveries stay in the delivery log (a pending one overdue by half of it, at least 48h, is failed as expired)", &c.WebhookRetention},
 		{"webhook-lease", "CALLSIG_WEBHOOK_LEASE", "how long a webhook attempt stays claimed by the node making it; a dead node's attempts are retried by another after it", &c.WebhookLease},
+		{"webhook-workers", "CALLSIG_WEBHOOK_WORKERS", "webhook attempts in flight at most, over all endpoints (a goroutine and an outgoing connection each)", &c.WebhookWorkers},
+		{"webhook-share", "CALLSIG_WEBHOOK_SHARE", "webhook attempts in flight to any one endpoint at most: one endpoint's rate is at most this over its answer time", &c.WebhookShare},
 		{"cors-origins", "CALLSIG_CORS_ORIGINS", "comma-separated origins allowed for browser apps", &cors},
 		{"synchronous", "CALLSIG_SYNCHRONOUS", "SQLite synchronous: FULL (durable) or NORMAL", &c.Synchronous},
 		{"event-retention", "CALLSIG_EVENT_RETENTION", "how long the event log keeps events for replay", &c.EventRetention},
@@ -162,6 +168,10 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 	return c, c.validate()
 }
 
+// maxWebhookWorkers bounds webhook-workers: each is a goroutine and an
+// outgoing connection, held for up to an attempt's 15 s.
+const maxWebhookWorkers = 4096
+
 // claimPattern is what a user claim name may hold: enough for "sub",
 // "email" and namespaced claims such as "https://example.com/uid", and
 // nothing that needs escaping in a WWW-Authenticate header.
@@ -196,6 +206,12 @@ func (c Config) validate() error {
 	}
 	if c.WebhookLease < 20*time.Second {
 		errs = append(errs, errors.New("webhook-lease must be at least 20s: longer than an attempt (15 s), or a slow attempt would be made twice"))
+	}
+	if c.WebhookWorkers < 1 || c.WebhookWorkers > maxWebhookWorkers {
+		errs = append(errs, fmt.Errorf("webhook-workers must be between 1 and %d", maxWebhookWorkers))
+	}
+	if c.WebhookShare < 1 || c.WebhookShare > c.WebhookWorkers {
+		errs = append(errs, errors.New("webhook-share must be between 1 and webhook-workers"))
 	}
 	if c.CallRetention < 0 {
 		errs = append(errs, errors.New("call-retention must not be negative (0 keeps ended calls forever)"))

@@ -3,6 +3,8 @@ package app
 import (
 	"strings"
 	"testing"
+
+	"callsig/webhooks"
 )
 
 // The identity provider's settings come from flags or CALLSIG_* variables
@@ -98,6 +100,36 @@ func TestRedactedDB(t *testing.T) {
 	} {
 		if got := RedactedDB(dsn); got != want || strings.Contains(got, "S3cretPW") {
 			t.Errorf("RedactedDB(%q) = %q, want %q", dsn, got, want)
+		}
+	}
+}
+
+// The webhook dispatcher's bounds default to the package's and can be
+// set; a share larger than the workers, or none, is refused.
+func TestConfigWebhookWorkersAndShare(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	for _, tt := range []struct {
+		args                   []string
+		env                    map[string]string
+		wantWorkers, wantShare int
+	}{
+		{nil, nil, webhooks.DefaultWorkers, webhooks.DefaultShare},
+		{nil, map[string]string{"CALLSIG_WEBHOOK_SHARE": "64", "CALLSIG_WEBHOOK_WORKERS": "512"}, 512, 64},
+		{[]string{"-webhook-share", "8"}, map[string]string{"CALLSIG_WEBHOOK_SHARE": "64"}, webhooks.DefaultWorkers, 8},
+	} {
+		c, err := ParseConfig("test", tt.args, env(tt.env), nil)
+		if err != nil || c.WebhookWorkers != tt.wantWorkers || c.WebhookShare != tt.wantShare {
+			t.Errorf("%v %v: workers %d share %d, %v; want %d, %d", tt.args, tt.env, c.WebhookWorkers, c.WebhookShare, err, tt.wantWorkers, tt.wantShare)
+		}
+	}
+	for _, bad := range [][]string{
+		{"-webhook-share", "0"},
+		{"-webhook-workers", "0"},
+		{"-webhook-workers", "5000"},
+		{"-webhook-workers", "8", "-webhook-share", "9"},
+	} {
+		if _, err := ParseConfig("test", bad, env(nil), nil); err == nil || !strings.Contains(err.Error(), "webhook-") {
+			t.Errorf("%v: %v", bad, err)
 		}
 	}
 }

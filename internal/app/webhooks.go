@@ -30,6 +30,8 @@ func (a *App) newWebhooks(opts Options) (*webhookParts, error) {
 		Logger:   log,
 		Registry: a.Registry,
 		Lease:    a.Config.WebhookLease,
+		Workers:  a.Config.WebhookWorkers,
+		Share:    a.Config.WebhookShare,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("webhook dispatcher: %w", err)
