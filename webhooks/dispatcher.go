@@ -86,12 +86,16 @@ type Dispatcher struct {
 
 	mu          sync.Mutex
 	inflight    map[int64]int64 // deliveries being sent by this process → their lease
-	perEndpoint map[string]int  // attempts in flight per endpoint
-	breakers    map[string]*breaker
-	timer       calls.Timer
-	timerAt     int64 // Unix ms the timer fires at, 0 when none
-	running     bool
-	claiming    chan struct{} // open while a claim runs (lease.go)
+	perEndpoint map[string]int  // attempts at the receiver per endpoint (its share's use)
+	// unrecorded counts per endpoint the attempts started and not yet
+	// recorded: those at the receiver, and those answered whose outcome
+	// is being written (see deliver).
+	unrecorded map[string]int
+	breakers   map[string]*breaker
+	timer      calls.Timer
+	timerAt    int64 // Unix ms the timer fires at, 0 when none
+	running    bool
+	claiming   chan struct{} // open while a claim runs (lease.go)
 }
 
 var _ calls.Notifier = (*Dispatcher)(nil)
@@ -132,7 +136,7 @@ func NewDispatcher(store Store, o DispatcherOptions) (*Dispatcher, error) {
 		store: store, clock: o.Clock, client: o.Client, log: o.Logger, metrics: m,
 		workers: o.Workers, share: o.Share, reserve: o.Workers / reserveDivisor, breakerO: o.Breaker, lease: o.Lease, jitter: o.Jitter, maxWait: maxTimerWait,
 		userAgent: o.UserAgent, wake: make(chan struct{}, 1),
-		inflight: map[int64]int64{}, perEndpoint: map[string]int{}, breakers: map[string]*breaker{},
+		inflight: map[int64]int64{}, perEndpoint: map[string]int{}, unrecorded: map[string]int{}, breakers: map[string]*breaker{},
 	}, nil
 }
 
@@ -228,6 +232,7 @@ func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
 			if !dup {
 				d.inflight[a.DeliveryID] = a.Lease
 				d.perEndpoint[a.EndpointID]++
+				d.unrecorded[a.EndpointID]++
 			}
 			d.mu.Unlock()
 			if dup {
@@ -325,7 +330,7 @@ func (d *Dispatcher) nextWake(due Due, now int64) int64 {
 	// lives, however many endpoints are created and deleted. A live
 	// endpoint whose backlog emptied learns its state again if it fails.
 	for id := range d.breakers {
-		if _, waiting := due.Endpoints[id]; !waiting && d.perEndpoint[id] == 0 {
+		if _, waiting := due.Endpoints[id]; !waiting && d.unrecorded[id] == 0 {
 			d.forgetBreaker(id)
 		}
 	}
@@ -391,18 +396,41 @@ func (d *Dispatcher) setTimer(at int64) {
 
 // deliver runs one attempt, records its outcome and feeds its endpoint's
 // breaker.
+//
+// The endpoint's share counts requests at the receiver: an answered
+// attempt gives its slot back at once, breaker fed, while its outcome is
+// still being recorded. Recording waits for a commit (9 ms on a loaded
+// node), and a slot held through it sent nothing meanwhile: one loaded
+// node drained an all-events endpoint at a fraction of the rate its
+// events came in (docs/benchmarks.md). The delivery stays leased until
+// the outcome is recorded, so no claim takes it again meanwhile, and the
+// worker (a goroutine) stays taken. An answer that disables the endpoint
+// (410) keeps its slot until that is recorded, so that no other attempt
+// goes to an endpoint being disabled.
 func (d *Dispatcher) deliver(ctx context.Context, workers *sync.WaitGroup, a Attempt) {
 	defer workers.Done()
+	answered := false
 	defer func() {
 		d.mu.Lock()
 		delete(d.inflight, a.DeliveryID)
-		if d.perEndpoint[a.EndpointID]--; d.perEndpoint[a.EndpointID] <= 0 {
-			delete(d.perEndpoint, a.EndpointID)
+		if !answered {
+			d.releaseShare(a.EndpointID)
+		}
+		if d.unrecorded[a.EndpointID]--; d.unrecorded[a.EndpointID] <= 0 {
+			delete(d.unrecorded, a.EndpointID)
 		}
 		d.mu.Unlock()
 		d.Wake()
 	}()
 	o, failed, abandoned := d.attempt(ctx, a)
+	if !abandoned && o.DisableReason == "" {
+		d.mu.Lock()
+		d.releaseShare(a.EndpointID)
+		d.feedBreaker(a.EndpointID, failed, o.At)
+		answered = true
+		d.mu.Unlock()
+		d.Wake()
+	}
 	// Recording must outlive ctx: the outcome of a finished attempt is
 	// worth keeping even while shutting down (the store closes after us).
 	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -427,26 +455,38 @@ func (d *Dispatcher) deliver(ctx context.Context, workers *sync.WaitGroup, a Att
 	} else if err != nil {
 		d.log.Error("webhooks: record delivery attempt", "delivery", a.DeliveryID, "err", err)
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	if o.DisableReason != "" {
+		d.mu.Lock()
 		d.forgetBreaker(a.EndpointID)
-		return
+		d.mu.Unlock()
 	}
-	b := d.breakers[a.EndpointID]
+}
+
+// releaseShare ends one attempt's hold on its endpoint's share; d.mu is
+// held.
+func (d *Dispatcher) releaseShare(endpointID string) {
+	if d.perEndpoint[endpointID]--; d.perEndpoint[endpointID] <= 0 {
+		delete(d.perEndpoint, endpointID)
+	}
+}
+
+// feedBreaker records an answered attempt in its endpoint's breaker; d.mu
+// is held.
+func (d *Dispatcher) feedBreaker(endpointID string, failed bool, at int64) {
+	b := d.breakers[endpointID]
 	if b == nil {
 		if !failed {
 			return
 		}
 		b = &breaker{}
-		d.breakers[a.EndpointID] = b
+		d.breakers[endpointID] = b
 	}
-	d.report(a.EndpointID, b.record(failed, o.At, d.breakerO))
+	d.report(endpointID, b.record(failed, at, d.breakerO))
 	if b.state == BreakerClosed && b.failures == 0 {
 		// A closed, healthy breaker is the default, kept by nobody: its
 		// series go with it, or an endpoint that tripped, recovered and
 		// was deleted left them for as long as the process lives.
-		d.forgetBreaker(a.EndpointID)
+		d.forgetBreaker(endpointID)
 	}
 }
 

@@ -343,3 +343,49 @@ func TestRetryAfterAClockJumpIsNotAnHourLate(t *testing.T) {
 	clock.off.Store(int64(time.Hour + time.Minute))
 	r.waitDelivery(e.ID, attempts(2, webhooks.DeliveryDelivered))
 }
+
+// slowOutcomes is a store whose outcomes are held until release is
+// closed: an attempt answered, its commit still to come.
+type slowOutcomes struct {
+	webhooks.Store
+	release chan struct{}
+	held    atomic.Int32
+}
+
+func (s *slowOutcomes) FinishWebhookAttempt(ctx context.Context, o webhooks.Outcome) error {
+	s.held.Add(1)
+	<-s.release
+	return s.Store.FinishWebhookAttempt(ctx, o)
+}
+
+// An answered attempt gives its endpoint's share back at once, while its
+// outcome is still being recorded: with a share of one, the next delivery
+// is sent before the first one's outcome is written, never two at once at
+// the receiver, and both are recorded delivered in the end.
+func TestDispatcherFreesShareOnAnswerNotOnRecord(t *testing.T) {
+	r := newRig(t)
+	var now, most atomic.Int32
+	srv, hits := countingServer(t, func(w http.ResponseWriter, _ *http.Request) {
+		n := now.Add(1)
+		defer now.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	e := r.endpoint(srv.URL)
+	store := &slowOutcomes{Store: r.store, release: make(chan struct{})}
+	var once sync.Once
+	free := func() { once.Do(func() { close(store.release) }) }
+	r.dispatcherOn(store, webhooks.DispatcherOptions{Share: 1}, nil)
+	t.Cleanup(free) // before the dispatcher's stop, which waits for the outcomes
+	r.call()
+	r.call()
+	wait.For(t, 10*time.Second, "both deliveries sent, no outcome recorded yet", func() bool { return hits.Load() == 2 && store.held.Load() == 2 })
+	if m := most.Load(); m != 1 {
+		t.Fatalf("%d requests at the receiver at once, more than the share of 1", m)
+	}
+	free()
+	wait.For(t, 10*time.Second, "both recorded delivered", func() bool {
+		return r.count(e.ID, func(d webhooks.Delivery) bool { return d.Status == webhooks.DeliveryDelivered }) == 2
+	})
+}
