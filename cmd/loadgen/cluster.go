@@ -116,6 +116,9 @@ func (t *target) spawnNodes(ctx context.Context) ([]*server, error) {
 		return nil, err
 	}
 	o := spawnOptions{bin: cfg.serverBin, synchronous: cfg.synchronous, logLevel: cfg.serverLogLevel, extra: strings.Fields(cfg.serverFlags), postgres: dsn, nats: cfg.nats}
+	if t.hooks != nil {
+		o.env = t.hooks.env()
+	}
 	for i := range cfg.nodes {
 		if dsn == "" {
 			fmt.Fprintf(t.log, "loadgen: starting a server (synchronous=%s)…\n", cfg.synchronous)

@@ -97,6 +97,9 @@ func runCycle(ctx context.Context, t *target, tab *table, fig figures) error {
 	}
 
 	l.report(tab, fig, cycleRun{users: n, workers: workers, openTime: openTime, elapsed: elapsed, behind: behind, streams: set.counters, badEvents: badEvents.Load()})
+	if t.hooks != nil {
+		return t.hooks.report(ctx, t, tab, fig)
+	}
 	return nil
 }
 

@@ -37,6 +37,22 @@ func TestLoadgen(t *testing.T) {
 		}
 	})
 
+	// Every event of the cycles reaches the receiver in loadgen, signed,
+	// once each, and the outbox is empty when it reports.
+	t.Run("cycle with a webhook", func(t *testing.T) {
+		fig := runLoadgen(t, append(spawn, "-webhook", "-webhook-drain", "20s", "cycle", "-duration", "2s", "-users", "20")...)
+		wantZero(t, fig, "errors", "lost_events", "webhooks_bad", "webhooks_duplicate", "webhook_backlog_left", "server_log_errors")
+		// call.created, and call.user_state_changed for the invitee's
+		// received and accepted: three messages a cycle.
+		completed, got := fig["cycles_completed"].(float64), fig["webhooks_received"].(float64)
+		if completed == 0 || got < 3*completed {
+			t.Errorf("%v webhooks for %v cycles, want at least three a cycle", got, completed)
+		}
+		if _, ok := fig["webhook_lag_p99_ms"].(float64); !ok {
+			t.Errorf("no webhook_lag_p99_ms in %v", fig)
+		}
+	})
+
 	t.Run("streams", func(t *testing.T) {
 		fig := runLoadgen(t, append(spawn, "streams", "-streams", "200", "-settle", "200ms")...)
 		if fig["streams"] != 200.0 {

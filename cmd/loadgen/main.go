@@ -4,6 +4,7 @@
 // one itself on a temporary database (-spawn).
 //
 //	go run ./cmd/loadgen -spawn cycle -duration 10s
+//	go run ./cmd/loadgen -spawn -webhook cycle -rate 500 -duration 10s
 //	go run ./cmd/loadgen -spawn streams -streams 15000
 //	go run ./cmd/loadgen -spawn deadlines -invitations 1000 -timeout 5s -restart
 //	go run ./cmd/loadgen -spawn -mode soak -duration 10m
@@ -70,6 +71,9 @@ type config struct {
 	callTimeout  time.Duration
 	eventTimeout time.Duration
 	keyed        bool // every POST carries an Idempotency-Key of its own
+	webhook      bool // an all-events webhook endpoint here (webhook.go)
+	webhookDelay time.Duration
+	webhookDrain time.Duration
 
 	// streams
 	streams         int
@@ -94,7 +98,10 @@ Modes:
   cycle      N users (-users) hold an SSE stream; workers run full call cycles
              (invite, invitee's stream gets callInvitationReceived, accept,
              caller's stream gets the accepted state change) at -rate cycles/s
-             (0: as fast as possible) for -duration.
+             (0: as fast as possible) for -duration. With -webhook (and
+             -spawn) every event also goes to an all-events webhook endpoint
+             in loadgen: reports the lag from event to delivery and how long
+             the backlog took to drain.
   streams    opens -streams idle streams; reports server memory per stream and
              the time to open them.
   deadlines  creates -invitations pending invitations with -timeout; invitees
@@ -150,6 +157,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.callTimeout, "timeout", 0, "invitation timeout, whole seconds (cycle default 60s, deadlines default 5s)")
 	fs.DurationVar(&c.eventTimeout, "event-timeout", 10*time.Second, "how long to wait for an event before counting it lost")
 	fs.BoolVar(&c.keyed, "idempotency-keys", false, "send every POST with an Idempotency-Key of its own, as a client that retries safely does")
+	fs.BoolVar(&c.webhook, "webhook", false, "cycle with -spawn: give the servers an all-events webhook endpoint in the load generator, verify every delivery and report the lag from event to delivery and the backlog")
+	fs.DurationVar(&c.webhookDelay, "webhook-delay", 0, "with -webhook: the receiver answers after this long (a receiver that far away)")
+	fs.DurationVar(&c.webhookDrain, "webhook-drain", 2*time.Minute, "with -webhook: how long to wait after the load for the webhook backlog to drain")
 
 	fs.IntVar(&c.streams, "streams", 1000, "streams: idle streams to open")
 	fs.IntVar(&c.openConcurrency, "open-concurrency", 128, "streams: connections being opened at once")
@@ -253,6 +263,12 @@ func (c *config) check() error {
 		return fmt.Errorf("-synchronous must be FULL or NORMAL, not %q", c.synchronous)
 	}
 	c.synchronous = strings.ToUpper(c.synchronous)
+	if c.webhook && (c.mode != "cycle" || !c.spawn) {
+		return errors.New("-webhook works with cycle and -spawn: the spawned servers are given the endpoint")
+	}
+	if c.webhookDelay < 0 || c.webhookDrain < 0 {
+		return errors.New("-webhook-delay and -webhook-drain must not be negative")
+	}
 	if c.rate < 0 || c.workers < 0 || c.users < 0 {
 		return errors.New("-rate, -workers and -users must not be negative")
 	}
@@ -277,6 +293,8 @@ type target struct {
 	log    io.Writer
 	// dropDB drops the database made for this run (-postgres-fresh).
 	dropDB func(context.Context) error
+	// hooks is the webhook receiver of -webhook (nil without).
+	hooks *hookReceiver
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -338,6 +356,12 @@ func newTarget(ctx context.Context, cfg config, stderr io.Writer) (*target, erro
 		urls = []string{cfg.url}
 	}
 	var srvs []*server
+	if cfg.webhook {
+		var err error
+		if t.hooks, err = newHookReceiver(cfg.webhookDelay); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.spawn {
 		var err error
 		if srvs, err = t.spawnNodes(ctx); err != nil {
@@ -402,6 +426,9 @@ func (t *target) close() {
 		if n.srv != nil {
 			n.srv.cleanup()
 		}
+	}
+	if t.hooks != nil {
+		t.hooks.close()
 	}
 	if t.dropDB != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -56,6 +56,7 @@ type spawnOptions struct {
 	synchronous string
 	logLevel    string
 	extra       []string // more server flags
+	env         []string // more of the server's environment
 	// Cluster mode: a postgres:// DSN (empty: a SQLite file in the
 	// temporary directory), this node's id and the NATS URL. They go to
 	// the server in its environment, so the DSN's password is not on the
@@ -97,6 +98,7 @@ func spawn(ctx context.Context, o spawnOptions) (*server, error) {
 		s.db = o.postgres
 		s.env = []string{"CALLSIG_DB=" + o.postgres, "CALLSIG_NODE_ID=" + o.nodeID, "CALLSIG_NATS_URL=" + o.nats}
 	}
+	s.env = append(s.env, o.env...)
 	s.args = append(append(s.args,
 		"-jwt-secret", s.secret, "-rate-limit", "0",
 		"-synchronous", o.synchronous, "-log-level", o.logLevel,
