@@ -35,6 +35,12 @@ type ClientOptions struct {
 	AllowPrivate bool
 	// Timeout bounds one attempt (default AttemptTimeout).
 	Timeout time.Duration
+	// IdlePerHost and Idle are how many idle connections are kept to one
+	// host and in all (default DefaultShare and DefaultWorkers): as many
+	// as the dispatcher's attempts in flight to one endpoint and in all,
+	// or each attempt past them dials (and for https, handshakes) anew
+	// and closes its connection after.
+	IdlePerHost, Idle int
 }
 
 // guardian refuses the special-purpose IPv4 ranges of the IANA registry
@@ -56,6 +62,12 @@ func NewClient(opts ClientOptions) *http.Client {
 	if opts.Timeout <= 0 {
 		opts.Timeout = AttemptTimeout
 	}
+	if opts.IdlePerHost <= 0 {
+		opts.IdlePerHost = DefaultShare
+	}
+	if opts.Idle <= 0 {
+		opts.Idle = DefaultWorkers
+	}
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	if !opts.AllowPrivate {
 		// Control runs for every address the dialer tries, with the
@@ -66,8 +78,8 @@ func NewClient(opts ClientOptions) *http.Client {
 		Proxy:                 nil, // never HTTP(S)_PROXY: a proxy would dial for us, unchecked
 		DialContext:           dialer.DialContext,
 		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          64,
-		MaxIdleConnsPerHost:   8,
+		MaxIdleConns:          opts.Idle,
+		MaxIdleConnsPerHost:   opts.IdlePerHost,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: opts.Timeout,

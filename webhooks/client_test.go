@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -225,5 +226,51 @@ func TestCheckURLTellsAMissingNameFromAFailedLookup(t *testing.T) {
 				t.Errorf("CheckURL = %v; want unresolvable %v, unavailable %v", err, tc.unresolved, tc.unavailable)
 			}
 		})
+	}
+}
+
+// The client keeps as many idle connections to a host as the dispatcher
+// sends it attempts at once: the dispatcher sends in bursts (a claim
+// starts every attempt it took at once, once the last ones ended), and
+// connections beyond what was kept idle in between were dialed (and for
+// https, handshaken) anew for each burst and closed after it.
+func TestClientKeepsShareOfConnectionsToAHost(t *testing.T) {
+	const share, bursts = 32, 20
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	client := webhooks.NewClient(webhooks.ClientOptions{AllowPrivate: true, IdlePerHost: share})
+	for range bursts {
+		var wg sync.WaitGroup
+		for range share {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := client.Post(srv.URL, "application/json", strings.NewReader("{}"))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+			}()
+		}
+		wg.Wait()
+	}
+	// A request that finds no idle connection dials, and takes one freed
+	// meanwhile if that comes first: its dial then ends as one more idle
+	// connection. So a few more than the share, not a burst's worth for
+	// each burst (with 8 kept per host: hundreds).
+	if n := conns.Load(); n > 2*share {
+		t.Fatalf("%d connections for %d bursts of %d requests: want at most %d", n, bursts, share, 2*share)
 	}
 }

@@ -24,9 +24,12 @@ func (a *App) newWebhooks(opts Options) (*webhookParts, error) {
 		clock = calls.SystemClock{}
 	}
 	log := a.log.With("component", "webhooks")
+	client := webhooks.NewClient(webhooks.ClientOptions{
+		AllowPrivate: a.Config.WebhookAllowPrivate, IdlePerHost: a.Config.WebhookShare, Idle: a.Config.WebhookWorkers,
+	})
 	d, err := webhooks.NewDispatcher(a.Store, webhooks.DispatcherOptions{
 		Clock:    clock,
-		Client:   webhooks.NewClient(webhooks.ClientOptions{AllowPrivate: a.Config.WebhookAllowPrivate}),
+		Client:   client,
 		Logger:   log,
 		Registry: a.Registry,
 		Lease:    a.Config.WebhookLease,
