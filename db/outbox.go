@@ -262,17 +262,49 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 	return out, nil
 }
 
-// FinishWebhookAttempt records the outcome of an attempt and ends its
-// lease: delivered, pending again at o.NextAttemptAt, or failed. With
-// o.DisableReason the endpoint is disabled and its other pending deliveries
-// fail in the same transaction, unless the endpoint's URL is no longer
-// o.URL (reconfigured while the attempt ran): the old address's 410 then
-// says nothing of the new one, and the delivery is due again at once, for
-// the new address. An attempt that no longer holds the
-// delivery's lease (o.Lease) writes nothing, the endpoint included, and
-// gets webhooks.ErrLeaseLost: the lease holder's outcome is the one that
-// counts.
+// FinishWebhookAttempts records the outcome of each attempt and ends its
+// lease, all in one write transaction (one request to the store for every
+// attempt that ended meanwhile, rather than one each): delivered, pending
+// again at o.NextAttemptAt, or failed. With o.DisableReason the endpoint
+// is disabled and its other pending deliveries fail in the same
+// transaction, unless the endpoint's URL is no longer o.URL (reconfigured
+// while the attempt ran): the old address's 410 then says nothing of the
+// new one, and the delivery is due again at once, for the new address. An
+// attempt that no longer holds the delivery's lease (o.Lease) writes
+// nothing, the endpoint included, and is reported in lost: the lease
+// holder's outcome is the one that counts. An error records none.
+func (w Webhooks) FinishWebhookAttempts(ctx context.Context, outcomes []webhooks.Outcome) (lost []bool, err error) {
+	lost = make([]bool, len(outcomes))
+	err = w.write(ctx, func(tx *sqlx.Tx) error {
+		ctx := w.statementCtx(ctx)
+		finish := w.writeStatement(tx, tx.Rebind(sqlFinishAttempt))
+		for i, o := range outcomes {
+			var err error
+			if lost[i], err = w.finish(ctx, tx, finish, o); err != nil {
+				return fmt.Errorf("delivery %d: %w", o.DeliveryID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("db: finish webhook deliveries: %w", err)
+	}
+	return lost, nil
+}
+
+// FinishWebhookAttempt is FinishWebhookAttempts for one outcome, lost
+// as webhooks.ErrLeaseLost.
 func (w Webhooks) FinishWebhookAttempt(ctx context.Context, o webhooks.Outcome) error {
+	lost, err := w.FinishWebhookAttempts(ctx, []webhooks.Outcome{o})
+	if err == nil && lost[0] {
+		err = webhooks.ErrLeaseLost
+	}
+	return err
+}
+
+// finish records one outcome in tx (FinishWebhookAttempts); it runs
+// again, from o as given, when the transaction does.
+func (w Webhooks) finish(ctx context.Context, tx *sqlx.Tx, finish Statement, o webhooks.Outcome) (lost bool, err error) {
 	status, next, deliveredAt := webhooks.DeliveryFailed, int64(0), int64(0)
 	switch {
 	case o.Delivered:
@@ -280,43 +312,30 @@ func (w Webhooks) FinishWebhookAttempt(ctx context.Context, o webhooks.Outcome) 
 	case o.NextAttemptAt > 0 && o.DisableReason == "":
 		status, next = webhooks.DeliveryPending, o.NextAttemptAt
 	}
-	lost := false
-	err := w.write(ctx, func(tx *sqlx.Tx) error {
-		ctx := w.statementCtx(ctx)
-		status, next, o := status, next, o // this run's: a rerun starts again
-		if o.DisableReason != "" && o.URL != "" {
-			var url string
-			err := tx.QueryRowContext(ctx, w.sql.EndpointURL, o.EndpointID).Scan(&url)
-			if err != nil && !errors.Is(err, sql.ErrNoRows) {
-				return err
-			}
-			if err == nil && url != o.URL {
-				status, next, o.DisableReason = webhooks.DeliveryPending, o.At, ""
-			}
+	if o.DisableReason != "" && o.URL != "" {
+		var url string
+		err := tx.QueryRowContext(ctx, w.sql.EndpointURL, o.EndpointID).Scan(&url)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return false, err
 		}
-		res, err := w.writeStatement(tx, tx.Rebind(sqlFinishAttempt)).ExecContext(ctx,
-			o.StatusCode, o.Error, string(status), next, deliveredAt, o.DeliveryID, o.Lease)
-		if err != nil {
-			return err
+		if err == nil && url != o.URL {
+			status, next, o.DisableReason = webhooks.DeliveryPending, o.At, ""
 		}
-		if lost, err = leaseLost(res); err != nil || lost {
-			return err
-		}
-		if o.DisableReason == "" {
-			return nil
-		}
-		if _, err := tx.ExecContext(ctx, w.sql.DisableEndpoint, o.DisableReason, o.EndpointID); err != nil {
-			return err
-		}
-		return failPending(ctx, tx, o.EndpointID, o.At, "endpoint disabled: "+o.DisableReason)
-	})
-	if err == nil && lost {
-		err = webhooks.ErrLeaseLost
 	}
+	res, err := finish.ExecContext(ctx, o.StatusCode, o.Error, string(status), next, deliveredAt, o.DeliveryID, o.Lease)
 	if err != nil {
-		return fmt.Errorf("db: finish delivery %d: %w", o.DeliveryID, err)
+		return false, err
 	}
-	return nil
+	if lost, err = leaseLost(res); err != nil || lost {
+		return lost, err
+	}
+	if o.DisableReason == "" {
+		return false, nil
+	}
+	if _, err := tx.ExecContext(ctx, w.sql.DisableEndpoint, o.DisableReason, o.EndpointID); err != nil {
+		return false, err
+	}
+	return false, failPending(ctx, tx, o.EndpointID, o.At, "endpoint disabled: "+o.DisableReason)
 }
 
 // ReleaseWebhookDelivery ends the lease of an attempt that was abandoned

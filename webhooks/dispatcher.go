@@ -96,6 +96,10 @@ type Dispatcher struct {
 	timerAt    int64 // Unix ms the timer fires at, 0 when none
 	running    bool
 	claiming   chan struct{} // open while a claim runs (lease.go)
+
+	// outcomes carries the answered attempts' outcomes to the recorder
+	// (recorder.go); made by Run before any attempt starts.
+	outcomes chan pendingOutcome
 }
 
 var _ calls.Notifier = (*Dispatcher)(nil)
@@ -174,6 +178,17 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		d.mu.Unlock()
 	}()
 
+	// The recorder outlives every attempt: it stops once the workers'
+	// wait (deferred after it, so run before it) is over.
+	d.outcomes = make(chan pendingOutcome, d.workers)
+	var recorders sync.WaitGroup
+	for range outcomeWriters {
+		recorders.Go(func() { d.recordOutcomes(d.outcomes) })
+	}
+	defer func() {
+		close(d.outcomes)
+		recorders.Wait()
+	}()
 	var workers sync.WaitGroup
 	defer workers.Wait()
 	defer d.setTimer(0)
@@ -448,7 +463,7 @@ func (d *Dispatcher) deliver(ctx context.Context, workers *sync.WaitGroup, a Att
 	}
 	err := d.record(a.DeliveryID, func(lease int64) error {
 		o.Lease = lease
-		return d.store.FinishWebhookAttempt(rec, o)
+		return d.finish(o)
 	})
 	if errors.Is(err, ErrLeaseLost) {
 		d.leaseLost(a, "outcome")

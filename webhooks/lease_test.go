@@ -166,10 +166,21 @@ func (s *renewalHeld) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Cla
 	return claimed, err
 }
 
-func (s *renewalHeld) FinishWebhookAttempt(ctx context.Context, o webhooks.Outcome) error {
-	err := s.Store.FinishWebhookAttempt(ctx, o)
-	s.finishes <- err
-	return err
+// FinishWebhookAttempts reports each outcome's result: ErrLeaseLost for
+// a lost lease.
+func (s *renewalHeld) FinishWebhookAttempts(ctx context.Context, o []webhooks.Outcome) ([]bool, error) {
+	lost, err := s.Store.FinishWebhookAttempts(ctx, o)
+	for i := range o {
+		switch {
+		case err != nil:
+			s.finishes <- err
+		case lost[i]:
+			s.finishes <- webhooks.ErrLeaseLost
+		default:
+			s.finishes <- nil
+		}
+	}
+	return lost, err
 }
 
 // An attempt that records its outcome after a claim renewed its lease but

@@ -24,10 +24,11 @@ type Store interface {
 	// run-out leases of c.InFlight, and fails the pending deliveries of
 	// disabled or deleted endpoints.
 	ClaimWebhookDeliveries(ctx context.Context, c Claim) (Claimed, error)
-	// FinishWebhookAttempt records o and ends its lease, or changes nothing
-	// and fails with ErrLeaseLost when the delivery is no longer leased to
-	// o.Lease.
-	FinishWebhookAttempt(ctx context.Context, o Outcome) error
+	// FinishWebhookAttempts records each outcome and ends its lease, all in
+	// one transaction; lost[i] reports that outcomes[i] changed nothing,
+	// its delivery no longer leased to its Lease (see ErrLeaseLost). An
+	// error records none.
+	FinishWebhookAttempts(ctx context.Context, outcomes []Outcome) (lost []bool, err error)
 	// ReleaseWebhookDelivery ends the lease of an attempt abandoned without
 	// an outcome, or changes nothing and fails with ErrLeaseLost when the
 	// delivery is no longer leased to lease.

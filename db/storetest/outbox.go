@@ -80,9 +80,18 @@ func claim(t testing.TB, s db.Store, c webhooks.Claim) ([]webhooks.Attempt, []in
 
 func finish(t testing.TB, s db.Store, o webhooks.Outcome) {
 	t.Helper()
-	if err := s.FinishWebhookAttempt(context.Background(), o); err != nil {
-		t.Fatalf("FinishWebhookAttempt(%d): %v", o.DeliveryID, err)
+	if err := finishOne(context.Background(), s, o); err != nil {
+		t.Fatalf("FinishWebhookAttempts(%d): %v", o.DeliveryID, err)
 	}
+}
+
+// finishOne records one outcome, a lost lease as webhooks.ErrLeaseLost.
+func finishOne(ctx context.Context, s db.Store, o webhooks.Outcome) error {
+	lost, err := s.FinishWebhookAttempts(ctx, []webhooks.Outcome{o})
+	if err == nil && lost[0] {
+		err = webhooks.ErrLeaseLost
+	}
+	return err
 }
 
 func queueStats(t testing.TB, s db.Store) string {
@@ -599,6 +608,46 @@ func testFinishReleaseAndRetryDeliveries(t *testing.T, s db.Store) {
 	}
 	if l := deliveries(t, s, "a"); l[len(l)-1].Status != webhooks.DeliveryFailed {
 		t.Fatalf("after a refused retry on a disabled endpoint: %+v, want it still failed", l[len(l)-1])
+	}
+}
+
+// Several outcomes are recorded in one call, each fenced on its own lease:
+// one whose lease was taken over changes nothing and is reported lost,
+// the others count.
+func testFinishSeveralAttemptsAtOnce(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	putEndpoint(t, s, "a", 1)
+	for _, id := range []string{"c1", "c2", "c3"} {
+		hook(t, s, id, calls.HookCallCreated, 10)
+	}
+	got, ids, _ := claim(t, s, webhooks.Claim{Now: 10, LeaseUntil: 110, Limit: 10, Share: 10})
+	if len(ids) != 3 {
+		t.Fatalf("claimed %+v, want 3", got)
+	}
+	lost, err := s.FinishWebhookAttempts(ctx, []webhooks.Outcome{
+		{DeliveryID: ids[0], Lease: 110, EndpointID: "a", At: 20, StatusCode: 204, Delivered: true},
+		{DeliveryID: ids[1], Lease: 999, EndpointID: "a", At: 20, StatusCode: 204, Delivered: true}, // not its lease
+		{DeliveryID: ids[2], Lease: 110, EndpointID: "a", At: 20, StatusCode: 503, Error: "busy", NextAttemptAt: 80},
+	})
+	if err != nil || fmt.Sprint(lost) != "[false true false]" {
+		t.Fatalf("FinishWebhookAttempts = %v, %v; want [false true false]", lost, err)
+	}
+	byID := map[string]webhooks.Delivery{}
+	for _, d := range deliveries(t, s, "a") {
+		byID[d.ID] = d
+	}
+	one, two, three := byID[strconv.FormatInt(ids[0], 10)], byID[strconv.FormatInt(ids[1], 10)], byID[strconv.FormatInt(ids[2], 10)]
+	if one.Status != webhooks.DeliveryDelivered || one.Attempts != 1 {
+		t.Errorf("first: %+v, want delivered", one)
+	}
+	if two.Status != webhooks.DeliveryPending || two.Attempts != 0 || two.LastStatusCode != 0 {
+		t.Errorf("second (lost lease): %+v, want untouched", two)
+	}
+	if three.Status != webhooks.DeliveryPending || three.Attempts != 1 || three.NextAttemptAt != 80 {
+		t.Errorf("third: %+v, want pending again at 80", three)
+	}
+	if lost, err := s.FinishWebhookAttempts(ctx, nil); err != nil || len(lost) != 0 {
+		t.Errorf("no outcome: %v, %v", lost, err)
 	}
 }
 

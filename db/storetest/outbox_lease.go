@@ -48,7 +48,7 @@ func testLateAttemptCannotEndAnotherAttemptsLease(t *testing.T, s db.Store) {
 				if how == "release" {
 					return s.ReleaseWebhookDelivery(ctx, id, a[0].Lease)
 				}
-				return s.FinishWebhookAttempt(ctx, webhooks.Outcome{DeliveryID: id, Lease: a[0].Lease, EndpointID: how,
+				return finishOne(ctx, s, webhooks.Outcome{DeliveryID: id, Lease: a[0].Lease, EndpointID: how,
 					At: 4400, StatusCode: 500, Error: "late", NextAttemptAt: 4500})
 			}
 			if err := late(); !errors.Is(err, webhooks.ErrLeaseLost) {

@@ -82,6 +82,7 @@ var tests = []contract{
 	{"ClaimFailsDeadEndpointsDeliveries", testClaimFailsDeadEndpointsDeliveries},
 	{"ClaimKeepsTheReserveForFirstAttempts", testClaimKeepsTheReserveForFirstAttempts},
 	{"FinishReleaseAndRetryDeliveries", testFinishReleaseAndRetryDeliveries},
+	{"FinishSeveralAttemptsAtOnce", testFinishSeveralAttemptsAtOnce},
 	{"LateAttemptCannotEndAnotherAttemptsLease", testLateAttemptCannotEndAnotherAttemptsLease},
 	{"ClaimRenewsOnlyTheLeaseHeld", testClaimRenewsOnlyTheLeaseHeld},
 	{"ClaimRenewsRunOutLeaseWhenFull", testClaimRenewsRunOutLeaseWhenFull},
