@@ -5,10 +5,13 @@ package db
 // releasing abandoned attempts.
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 
 	"github.com/jmoiron/sqlx"
@@ -156,9 +159,12 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 		// it to its attempt. Fenced on the attempt's lease: an attempt
 		// that finished just now (the dispatcher learns of it a moment
 		// later) left the delivery unleased, due at once or later, and
-		// is not renewed.
+		// is not renewed. In id order, as FinishWebhookAttempts writes:
+		// two transactions locking the same rows in two orders deadlock
+		// on PostgreSQL.
 		renew := w.writeStatement(tx, tx.Rebind(sqlRenewDelivery))
-		for id, held := range c.InFlight {
+		for _, id := range slices.Sorted(maps.Keys(c.InFlight)) {
+			held := c.InFlight[id]
 			if held > c.Now {
 				continue
 			}
@@ -273,12 +279,22 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 // attempt that no longer holds the delivery's lease (o.Lease) writes
 // nothing, the endpoint included, and is reported in lost: the lease
 // holder's outcome is the one that counts. An error records none.
+//
+// The deliveries are written in id order, as a claim renews leases: in
+// two orders, a claim and a batch locking the same rows on PostgreSQL
+// deadlock, and one of them is aborted.
 func (w Webhooks) FinishWebhookAttempts(ctx context.Context, outcomes []webhooks.Outcome) (lost []bool, err error) {
 	lost = make([]bool, len(outcomes))
+	order := make([]int, len(outcomes))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(outcomes[a].DeliveryID, outcomes[b].DeliveryID) })
 	err = w.write(ctx, func(tx *sqlx.Tx) error {
 		ctx := w.statementCtx(ctx)
 		finish := w.writeStatement(tx, tx.Rebind(sqlFinishAttempt))
-		for i, o := range outcomes {
+		for _, i := range order {
+			o := outcomes[i]
 			var err error
 			if lost[i], err = w.finish(ctx, tx, finish, o); err != nil {
 				return fmt.Errorf("delivery %d: %w", o.DeliveryID, err)

@@ -2,6 +2,7 @@ package webhooks_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -383,8 +384,8 @@ func TestDispatcherFreesShareOnAnswerNotOnRecord(t *testing.T) {
 	t.Cleanup(free) // before the dispatcher's stop, which waits for the outcomes
 	r.call()
 	r.call()
-	// The first outcome is held at the store (the second waits behind it
-	// for the next write): none is recorded, yet both were sent.
+	// The first outcome is held at the store (the second too, or waiting
+	// for a write): none is recorded, yet both were sent.
 	wait.For(t, 10*time.Second, "both deliveries sent, no outcome recorded yet", func() bool { return hits.Load() == 2 && store.held.Load() >= 1 })
 	if m := most.Load(); m != 1 {
 		t.Fatalf("%d requests at the receiver at once, more than the share of 1", m)
@@ -419,5 +420,48 @@ func TestDispatcherRecordsWaitingOutcomesTogether(t *testing.T) {
 	})
 	if m := store.largest.Load(); m < 2 {
 		t.Fatalf("at most %d outcome per call to the store: each was recorded alone", m)
+	}
+}
+
+// refusingBatches is slowOutcomes whose store fails every write of more
+// than one outcome (as PostgreSQL aborting a batch, or one outcome the
+// store refuses): refused counts those writes.
+type refusingBatches struct {
+	slowOutcomes
+	refused atomic.Int32
+}
+
+func (s *refusingBatches) FinishWebhookAttempts(ctx context.Context, o []webhooks.Outcome) ([]bool, error) {
+	<-s.release
+	if len(o) > 1 {
+		s.refused.Add(1)
+		return nil, errors.New("batch refused")
+	}
+	return s.Store.FinishWebhookAttempts(ctx, o)
+}
+
+// A write of several outcomes that fails does not cost them their
+// outcomes: each is written again on its own, and every delivery ends
+// recorded delivered, not left leased to be sent again.
+func TestDispatcherRecordsEachOutcomeOfAFailedBatchAlone(t *testing.T) {
+	r := newRig(t)
+	srv, hits := countingServer(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	e := r.endpoint(srv.URL)
+	store := &refusingBatches{slowOutcomes: slowOutcomes{Store: r.store, release: make(chan struct{})}}
+	var once sync.Once
+	free := func() { once.Do(func() { close(store.release) }) }
+	r.dispatcherOn(store, webhooks.DispatcherOptions{}, nil)
+	t.Cleanup(free)
+	const n = 20
+	for range n {
+		r.call()
+	}
+	wait.For(t, 10*time.Second, "every delivery sent", func() bool { return hits.Load() == n })
+	free()
+	wait.For(t, 10*time.Second, "every delivery recorded", func() bool {
+		return r.count(e.ID, func(d webhooks.Delivery) bool { return d.Status == webhooks.DeliveryDelivered }) == n
+	})
+	if store.refused.Load() == 0 {
+		t.Fatal("no write of several outcomes was tried: the test proves nothing")
 	}
 }

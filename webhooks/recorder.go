@@ -2,6 +2,7 @@ package webhooks
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -60,18 +61,47 @@ func (d *Dispatcher) recordOutcomes(in <-chan pendingOutcome) {
 				break more
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
-		lost, err := d.store.FinishWebhookAttempts(ctx, outcomes)
-		cancel()
+		results := d.writeOutcomes(outcomes)
 		for i, p := range batch {
-			switch {
-			case err != nil:
-				p.done <- err
-			case lost[i]:
-				p.done <- ErrLeaseLost
-			default:
-				p.done <- nil
-			}
+			p.done <- results[i]
 		}
 	}
+}
+
+// writeOutcomes records outcomes and returns each one's result: nil,
+// ErrLeaseLost, or the store's error. When a write of several fails, each
+// is written again on its own: one outcome the store refuses, or a write
+// PostgreSQL aborted (a deadlock, a serialization failure), must not cost
+// the others their outcome, whose deliveries would otherwise be sent
+// again once their leases run out.
+func (d *Dispatcher) writeOutcomes(outcomes []Outcome) []error {
+	results := make([]error, len(outcomes))
+	lost, err := d.finishAll(outcomes)
+	if err != nil && len(outcomes) > 1 {
+		for i := range outcomes {
+			results[i] = d.writeOutcomes(outcomes[i : i+1])[0]
+		}
+		return results
+	}
+	for i := range outcomes {
+		switch {
+		case err != nil:
+			results[i] = err
+		case lost[i]:
+			results[i] = ErrLeaseLost
+		}
+	}
+	return results
+}
+
+// finishAll is the store's FinishWebhookAttempts, with its time bound and
+// its answer checked.
+func (d *Dispatcher) finishAll(outcomes []Outcome) ([]bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
+	defer cancel()
+	lost, err := d.store.FinishWebhookAttempts(ctx, outcomes)
+	if err == nil && len(lost) != len(outcomes) {
+		err = fmt.Errorf("webhooks: the store answered %d results for %d outcomes", len(lost), len(outcomes))
+	}
+	return lost, err
 }

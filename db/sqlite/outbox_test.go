@@ -71,7 +71,7 @@ func TestDispatcherStatementsRunPrepared(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := s.unprepared.Load()
+	before, hits := s.unprepared.Load(), s.prepared.Load()
 	claim := webhooks.Claim{Now: 1_000, LeaseUntil: 2_000, Limit: 2, Share: 2}
 	got, err := s.ClaimWebhookDeliveries(ctx, claim)
 	if err != nil || len(got.Attempts) != 2 || got.Attempts[0].MsgID != "msg_1" {
@@ -95,6 +95,12 @@ func TestDispatcherStatementsRunPrepared(t *testing.T) {
 	}
 	if n := s.unprepared.Load() - before; n != 0 {
 		t.Fatalf("%d of the dispatcher's statements ran as SQL text, not prepared", n)
+	}
+	// Two claims (the dead-endpoint sweep, the live endpoints, the
+	// endpoint's due deliveries; each claimed one's message and lease;
+	// one renewal), an outcome, a release and the schedule's two reads.
+	if n := s.prepared.Load() - hits; n < 13 {
+		t.Fatalf("%d statements ran prepared, want 13 at least: the dispatcher's statements do not go through them", n)
 	}
 	if n := count(t, s, "webhook_deliveries WHERE status = 'delivered'"); n != 1 {
 		t.Fatalf("%d deliveries delivered, want 1", n)

@@ -82,9 +82,10 @@ type Store struct {
 	// when its fsync has made them durable.
 	durableFeed atomic.Pointer[func([]calls.Event)]
 	replays     atomic.Int64 // batches rolled back and run again (replay)
-	// unprepared counts the statements db.Webhooks asked for prepared that
-	// ran as text instead (preparedWrite), for tests.
-	unprepared atomic.Int64
+	// prepared and unprepared count the statements db.Webhooks ran
+	// through preparedWrite and preparedRead: prepared, or as text
+	// (a statement it did not prepare), for tests.
+	prepared, unprepared atomic.Int64
 	// txEnded: the writer's transaction was rolled back since its BEGIN,
 	// by a ROLLBACK or by SQLite itself on an error (the rollback hook,
 	// see watchRollbacks); not by ROLLBACK TO a savepoint.

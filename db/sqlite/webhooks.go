@@ -61,10 +61,11 @@ const (
 
 // preparedWrite is db.Prepared in the writer's transaction: the
 // dispatcher's writes run as the statements prepareWrite prepared on the
-// writer connection. Any other query runs as text, and is counted in
-// unprepared.
+// writer connection (counted in prepared, for tests). Any other query
+// runs as text, and is counted in unprepared.
 func (s *Store) preparedWrite(tx *sqlx.Tx, query string) db.Statement {
 	if st := s.wst.dispatcher[query]; st != nil {
+		s.prepared.Add(1)
 		return db.PreparedStatement(s.txStmt(tx, st))
 	}
 	s.unprepared.Add(1)
@@ -76,6 +77,7 @@ func (s *Store) preparedWrite(tx *sqlx.Tx, query string) db.Statement {
 // connection.
 func (s *Store) preparedRead(tx *sqlx.Tx, query string) db.Statement {
 	if st := s.rst.dispatcher[query]; st != nil {
+		s.prepared.Add(1)
 		return db.PreparedStatement(tx.Stmtx(st))
 	}
 	s.unprepared.Add(1)

@@ -83,6 +83,7 @@ var tests = []contract{
 	{"ClaimKeepsTheReserveForFirstAttempts", testClaimKeepsTheReserveForFirstAttempts},
 	{"FinishReleaseAndRetryDeliveries", testFinishReleaseAndRetryDeliveries},
 	{"FinishSeveralAttemptsAtOnce", testFinishSeveralAttemptsAtOnce},
+	{"RenewalAndOutcomesDoNotDeadlock", testRenewalAndOutcomesDoNotDeadlock},
 	{"LateAttemptCannotEndAnotherAttemptsLease", testLateAttemptCannotEndAnotherAttemptsLease},
 	{"ClaimRenewsOnlyTheLeaseHeld", testClaimRenewsOnlyTheLeaseHeld},
 	{"ClaimRenewsRunOutLeaseWhenFull", testClaimRenewsRunOutLeaseWhenFull},

@@ -157,6 +157,11 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		}
 	}
 	c.AddrSet = given["addr"] || getenv("CALLSIG_ADDR") != ""
+	if !given["webhook-share"] && getenv("CALLSIG_WEBHOOK_SHARE") == "" {
+		// Fewer workers than the default share: the share is all of them,
+		// rather than a refusal of a setting that was not given.
+		c.WebhookShare = min(c.WebhookShare, c.WebhookWorkers)
+	}
 	if c.NodeID == "" {
 		c.NodeID = randomNodeID()
 	}

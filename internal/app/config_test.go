@@ -105,7 +105,7 @@ func TestRedactedDB(t *testing.T) {
 }
 
 // The webhook dispatcher's bounds default to the package's and can be
-// set; a share larger than the workers, or none, is refused.
+// set; a share given larger than the workers, or none, is refused.
 func TestConfigWebhookWorkersAndShare(t *testing.T) {
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 	for _, tt := range []struct {
@@ -116,6 +116,9 @@ func TestConfigWebhookWorkersAndShare(t *testing.T) {
 		{nil, nil, webhooks.DefaultWorkers, webhooks.DefaultShare},
 		{nil, map[string]string{"CALLSIG_WEBHOOK_SHARE": "64", "CALLSIG_WEBHOOK_WORKERS": "512"}, 512, 64},
 		{[]string{"-webhook-share", "8"}, map[string]string{"CALLSIG_WEBHOOK_SHARE": "64"}, webhooks.DefaultWorkers, 8},
+		// Fewer workers than the default share, the share not given: all
+		// of them.
+		{nil, map[string]string{"CALLSIG_WEBHOOK_WORKERS": "16"}, 16, 16},
 	} {
 		c, err := ParseConfig("test", tt.args, env(tt.env), nil)
 		if err != nil || c.WebhookWorkers != tt.wantWorkers || c.WebhookShare != tt.wantShare {
