@@ -400,13 +400,24 @@ func TestDispatcherFreesShareOnAnswerNotOnRecord(t *testing.T) {
 // recorded together, in one call for all of them, not one call each.
 func TestDispatcherRecordsWaitingOutcomesTogether(t *testing.T) {
 	r := newRig(t)
+	store := &slowOutcomes{Store: r.store, release: make(chan struct{})}
+	sendHeldThenRecord(t, r, store, store.release)
+	if m := store.largest.Load(); m < 2 {
+		t.Fatalf("at most %d outcome per call to the store: each was recorded alone", m)
+	}
+}
+
+// sendHeldThenRecord has the dispatcher send 20 deliveries over store
+// while store holds their outcomes until release is closed, then waits
+// until every one is recorded delivered.
+func sendHeldThenRecord(t *testing.T, r *rig, store webhooks.Store, release chan struct{}) {
+	t.Helper()
 	srv, hits := countingServer(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	e := r.endpoint(srv.URL)
-	store := &slowOutcomes{Store: r.store, release: make(chan struct{})}
 	var once sync.Once
-	free := func() { once.Do(func() { close(store.release) }) }
+	free := func() { once.Do(func() { close(release) }) }
 	r.dispatcherOn(store, webhooks.DispatcherOptions{}, nil)
-	t.Cleanup(free)
+	t.Cleanup(free) // before the dispatcher's stop, which waits for the outcomes
 	const n = 20
 	for range n {
 		r.call()
@@ -418,9 +429,6 @@ func TestDispatcherRecordsWaitingOutcomesTogether(t *testing.T) {
 	wait.For(t, 10*time.Second, "every delivery recorded", func() bool {
 		return r.count(e.ID, func(d webhooks.Delivery) bool { return d.Status == webhooks.DeliveryDelivered }) == n
 	})
-	if m := store.largest.Load(); m < 2 {
-		t.Fatalf("at most %d outcome per call to the store: each was recorded alone", m)
-	}
 }
 
 // refusingBatches is slowOutcomes whose store fails every write of more
@@ -445,22 +453,8 @@ func (s *refusingBatches) FinishWebhookAttempts(ctx context.Context, o []webhook
 // recorded delivered, not left leased to be sent again.
 func TestDispatcherRecordsEachOutcomeOfAFailedBatchAlone(t *testing.T) {
 	r := newRig(t)
-	srv, hits := countingServer(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
-	e := r.endpoint(srv.URL)
 	store := &refusingBatches{slowOutcomes: slowOutcomes{Store: r.store, release: make(chan struct{})}}
-	var once sync.Once
-	free := func() { once.Do(func() { close(store.release) }) }
-	r.dispatcherOn(store, webhooks.DispatcherOptions{}, nil)
-	t.Cleanup(free)
-	const n = 20
-	for range n {
-		r.call()
-	}
-	wait.For(t, 10*time.Second, "every delivery sent", func() bool { return hits.Load() == n })
-	free()
-	wait.For(t, 10*time.Second, "every delivery recorded", func() bool {
-		return r.count(e.ID, func(d webhooks.Delivery) bool { return d.Status == webhooks.DeliveryDelivered }) == n
-	})
+	sendHeldThenRecord(t, r, store, store.release)
 	if store.refused.Load() == 0 {
 		t.Fatal("no write of several outcomes was tried: the test proves nothing")
 	}
