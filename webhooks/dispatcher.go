@@ -302,16 +302,28 @@ func (d *Dispatcher) claim(now time.Time) Claim {
 	for id, lease := range d.inflight {
 		c.InFlight[id] = lease
 	}
-	for id, n := range d.perEndpoint {
-		c.Free[id] = max(d.share-n, 0)
-		c.Sending[id] = n
+	for id := range d.unrecorded { // every endpoint with an attempt not recorded
+		c.Free[id] = d.free(id, d.share)
+		if n := d.perEndpoint[id]; n > 0 {
+			c.Sending[id] = n
+		}
 	}
 	for id, b := range d.breakers {
 		slots, tr := b.slots(ms, d.share)
 		d.report(id, tr)
-		c.Free[id] = max(slots-d.perEndpoint[id], 0)
+		c.Free[id] = d.free(id, slots)
 	}
 	return c
+}
+
+// free is how many more attempts an endpoint may start with slots at the
+// receiver: those of its slots no attempt uses, but no more than leave it
+// twice its share of attempts not yet recorded. An answered attempt frees
+// its slot before its outcome is written (deliver), and while the store
+// is slow a fast endpoint would otherwise fill every worker with outcomes
+// waiting to be written. d.mu is held.
+func (d *Dispatcher) free(endpointID string, slots int) int {
+	return max(min(slots-d.perEndpoint[endpointID], 2*d.share-d.unrecorded[endpointID]), 0)
 }
 
 // nextLeaseEnd returns the earliest end after now of the leases in flight
@@ -360,7 +372,7 @@ func (d *Dispatcher) nextWake(due Due, now int64) int64 {
 				slots = 1
 			}
 		}
-		if n := d.perEndpoint[id]; n >= slots || n > 0 && d.workers-len(d.inflight) <= d.reserve {
+		if n := d.perEndpoint[id]; n >= slots || d.free(id, slots) == 0 || n > 0 && d.workers-len(d.inflight) <= d.reserve {
 			continue // woken for by a finishing attempt
 		}
 		if next == 0 || at < next {

@@ -459,3 +459,47 @@ func TestDispatcherRecordsEachOutcomeOfAFailedBatchAlone(t *testing.T) {
 		t.Fatal("no write of several outcomes was tried: the test proves nothing")
 	}
 }
+
+// countingClaims is slowOutcomes that counts the claims made.
+type countingClaims struct {
+	slowOutcomes
+	claims atomic.Int32
+}
+
+func (s *countingClaims) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) (webhooks.Claimed, error) {
+	defer s.claims.Add(1)
+	return s.Store.ClaimWebhookDeliveries(ctx, c)
+}
+
+// While its outcomes cannot be written, a fast endpoint starts at most
+// twice its share of attempts, not one per worker: its answered attempts
+// free their slots at the receiver, yet each holds a worker until its
+// outcome is written.
+func TestDispatcherBoundsAnEndpointsUnrecordedAttempts(t *testing.T) {
+	r := newRig(t)
+	srv, hits := countingServer(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	e := r.endpoint(srv.URL)
+	store := &countingClaims{slowOutcomes: slowOutcomes{Store: r.store, release: make(chan struct{})}}
+	var once sync.Once
+	free := func() { once.Do(func() { close(store.release) }) }
+	const share, n = 2, 10
+	d, _ := r.dispatcherOn(store, webhooks.DispatcherOptions{Share: share}, nil)
+	t.Cleanup(free)
+	for range n {
+		r.call()
+	}
+	wait.For(t, 10*time.Second, "twice the share sent", func() bool { return hits.Load() == 2*share })
+	// Two more claims, after which no more was sent.
+	for range 2 {
+		before := store.claims.Load()
+		d.Wake()
+		wait.For(t, 10*time.Second, "a claim", func() bool { return store.claims.Load() > before })
+	}
+	if got := hits.Load(); got != 2*share {
+		t.Fatalf("%d attempts started with no outcome recorded, want %d (twice the share)", got, 2*share)
+	}
+	free()
+	wait.For(t, 10*time.Second, "every delivery recorded", func() bool {
+		return r.count(e.ID, func(d webhooks.Delivery) bool { return d.Status == webhooks.DeliveryDelivered }) == n
+	})
+}
