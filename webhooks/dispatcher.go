@@ -372,7 +372,7 @@ func (d *Dispatcher) nextWake(due Due, now int64) int64 {
 				slots = 1
 			}
 		}
-		if n := d.perEndpoint[id]; n >= slots || d.free(id, slots) == 0 || n > 0 && d.workers-len(d.inflight) <= d.reserve {
+		if d.free(id, slots) == 0 || d.perEndpoint[id] > 0 && d.workers-len(d.inflight) <= d.reserve {
 			continue // woken for by a finishing attempt
 		}
 		if next == 0 || at < next {
