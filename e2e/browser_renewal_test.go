@@ -41,6 +41,11 @@ func TestBrowserTokenRenewal(t *testing.T) {
 	during := alice.call("bob", "general", 600)
 	bob.waitVisible(ringing(during, ""))
 	alice.click(card(during, `[data-testid=cancel]`))
+	// Alice's page first: a cancel that failed (shown in her page's
+	// errors) is then told apart from an event bob's stream missed. One
+	// fresh-clone CI run saw bob's page without the cancellation, with
+	// nothing to say which.
+	alice.waitText(card(during, `[data-testid=user-state-bob]`), "cancelled")
 	bob.waitText(card(during, `[data-testid=user-state-bob]`), "cancelled")
 	s.Advance(30 * time.Second) // the old streams end now, if still open
 	after := alice.call("bob", "general", 600)
