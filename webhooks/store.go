@@ -85,7 +85,9 @@ type Claim struct {
 	// the workers outside the reserve, whatever their number, and an
 	// endpoint that answers still gets an attempt at once.
 	Reserve int
-	// Sending counts the attempts in flight here per endpoint.
+	// Sending counts per endpoint the attempts of this process waiting for
+	// the receiver's answer (not those answered whose outcome is being
+	// written).
 	Sending map[string]int
 	// InFlight are the deliveries this process is sending now, each with
 	// the lease its attempt holds; a lease that ran out during a long
