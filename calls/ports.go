@@ -62,9 +62,24 @@ type DeadlineClaimer interface {
 // gets claimParallel transactions at once of claimBatch deadlines each
 // (sized for PostgreSQL; see scheduler.go).
 type DeadlineBatcher interface {
-	// DeadlineBatching returns how many UpdateDue calls the Scheduler runs
-	// at once and the limit it passes each.
-	DeadlineBatching() (parallel, batch int)
+	// DeadlineBatching says how many UpdateDue calls the Scheduler runs at
+	// once, the limit it passes each, and whether each may pipeline.
+	DeadlineBatching() ClaimBatching
+}
+
+// ClaimBatching is how the Scheduler splits due deadlines into claims
+// (DeadlineBatcher).
+type ClaimBatching struct {
+	// Parallel claims run at once, each given up to Batch deadlines.
+	Parallel, Batch int
+	// Pipelined: the store runs every claim's fn on one writer whose
+	// later claims see its changes as soon as fn has returned, long before
+	// they are durable (SQLite's writer hands each commit to a syncer). A
+	// claim then queues the next one once its fn has fired its deadlines,
+	// instead of once it is durable, so the writer fires the next batch
+	// while the last one is fsynced: at most two claims in flight for each
+	// of Parallel.
+	Pipelined bool
 }
 
 // UserLocker is an optional Tx capability of a store whose transactions

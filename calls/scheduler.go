@@ -1,6 +1,7 @@
 package calls
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -178,7 +179,7 @@ const (
 // that falls due during a round claimBackoff late, which at a steady rate
 // of deadlines is a good share of them.
 func (sc *Scheduler) claimRound(ctx context.Context, cl DeadlineClaimer) (int64, error) {
-	parallel, batch := claimBatching(cl)
+	b := claimBatching(cl)
 	for {
 		began := sc.s.now()
 		var (
@@ -186,20 +187,18 @@ func (sc *Scheduler) claimRound(ctx context.Context, cl DeadlineClaimer) (int64,
 			mu   sync.Mutex
 			errs []error
 		)
-		for range parallel {
+		for range b.Parallel {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for ctx.Err() == nil {
-					n, err := sc.s.expireClaimed(ctx, cl, batch)
-					if err != nil {
-						mu.Lock()
-						errs = append(errs, err)
-						mu.Unlock()
-					}
-					if err != nil || n == 0 {
-						return
-					}
+				claim := sc.claimAll
+				if b.Pipelined {
+					claim = sc.claimPipelined
+				}
+				if err := claim(ctx, cl, b.Batch); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
 				}
 			}()
 		}
@@ -225,16 +224,85 @@ func (sc *Scheduler) claimRound(ctx context.Context, cl DeadlineClaimer) (int64,
 	}
 }
 
-// claimBatching returns how many claiming transactions to run at once and
-// how many deadlines each takes: the store's DeadlineBatching when it has
-// one (and both are positive), else claimParallel and claimBatch.
-func claimBatching(cl DeadlineClaimer) (parallel, batch int) {
-	if b, ok := cl.(DeadlineBatcher); ok {
-		if p, n := b.DeadlineBatching(); p > 0 && n > 0 {
-			return p, n
+// claimAll claims and fires batches of deadlines through cl, one after the
+// other, until a claim finds nothing due or fails.
+func (sc *Scheduler) claimAll(ctx context.Context, cl DeadlineClaimer, batch int) error {
+	for ctx.Err() == nil {
+		n, err := sc.s.expireClaimed(ctx, cl, batch, nil)
+		if err != nil || n == 0 {
+			return err
 		}
 	}
-	return claimParallel, claimBatch
+	return nil
+}
+
+// claimPipelined is claimAll for a store whose claims pipeline
+// (ClaimBatching.Pipelined): the next claim is queued as soon as the last
+// one's fn has fired its deadlines, while that one is made durable, and
+// once the one before it has been answered, so at most two are in flight.
+// Without it, one claim on SQLite left the writer idle for every fsync and
+// for the scheduler's turn around; BenchmarkFireDeadlines measures both.
+func (sc *Scheduler) claimPipelined(ctx context.Context, cl DeadlineClaimer, batch int) error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		fail error
+	)
+	prev := make(chan struct{}) // answered when closed
+	close(prev)
+	for ctx.Err() == nil {
+		var (
+			ran  = make(chan int, 1) // the deadlines fn was given, in its first run
+			done = make(chan struct{})
+			n    int
+		)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(done)
+			var err error
+			n, err = sc.s.expireClaimed(ctx, cl, batch, ran)
+			if err != nil {
+				mu.Lock()
+				fail = cmp.Or(fail, err)
+				mu.Unlock()
+			}
+		}()
+		select {
+		case given := <-ran:
+			if given == 0 {
+				wg.Wait()
+				return fail // nothing left to claim
+			}
+		case <-done:
+			if n == 0 {
+				wg.Wait()
+				return fail
+			}
+		}
+		<-prev
+		prev = done
+		mu.Lock()
+		failed := fail != nil
+		mu.Unlock()
+		if failed {
+			break
+		}
+	}
+	wg.Wait()
+	return fail
+}
+
+// claimBatching returns how the store asks the Scheduler to claim
+// deadlines, when it does (with a positive Parallel and Batch); else
+// claimParallel claims of claimBatch deadlines each, not pipelined.
+func claimBatching(cl DeadlineClaimer) ClaimBatching {
+	if b, ok := cl.(DeadlineBatcher); ok {
+		if cb := b.DeadlineBatching(); cb.Parallel > 0 && cb.Batch > 0 {
+			return cb
+		}
+	}
+	return ClaimBatching{Parallel: claimParallel, Batch: claimBatch}
 }
 
 // endRound sets the timer for at (Unix ms; 0: none) or for the earliest
@@ -400,8 +468,10 @@ func (s *Service) armCallersBatch(ctx context.Context, after int64) (n int, last
 
 // expireClaimed fires up to limit due deadlines claimed through cl in one
 // transaction, each as Service.Expire would (see expire), and
-// returns how many it was given.
-func (s *Service) expireClaimed(ctx context.Context, cl DeadlineClaimer, limit int) (int, error) {
+// returns how many it was given. When ran is not nil, it gets how many
+// deadlines fn was given, once fn has run through without an error for
+// the first time (claimPipelined).
+func (s *Service) expireClaimed(ctx context.Context, cl DeadlineClaimer, limit int, ran chan<- int) (int, error) {
 	var (
 		changes []*Change
 		claimed []Deadline
@@ -410,6 +480,7 @@ func (s *Service) expireClaimed(ctx context.Context, cl DeadlineClaimer, limit i
 		changes = changes[:0]
 		claimed = append(claimed[:0], due...)
 		if len(due) == 0 {
+			tell(ran, 0)
 			return nil // nothing in this run; an earlier one's changes are gone
 		}
 		now := s.now()
@@ -456,6 +527,7 @@ func (s *Service) expireClaimed(ctx context.Context, cl DeadlineClaimer, limit i
 			}
 			changes = append(changes, ch)
 		}
+		tell(ran, len(due))
 		return nil
 	})
 	if err != nil {
@@ -465,6 +537,18 @@ func (s *Service) expireClaimed(ctx context.Context, cl DeadlineClaimer, limit i
 		s.committed(ch)
 	}
 	return n, nil
+}
+
+// tell sends n on ran, unless ran is nil or holds a count already (fn
+// runs again when the writer replays its batch).
+func tell(ran chan<- int, n int) {
+	if ran == nil {
+		return
+	}
+	select {
+	case ran <- n:
+	default:
+	}
 }
 
 // loadClaimed loads the calls of due deadlines for update, each once (nil:

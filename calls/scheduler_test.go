@@ -24,26 +24,30 @@ func (claimerOnly) UpdateDue(context.Context, int64, int, func(Tx, []Deadline) e
 type batchingClaimer struct {
 	claimerOnly
 	parallel, batch int
+	pipelined       bool
 }
 
-func (b batchingClaimer) DeadlineBatching() (int, int) { return b.parallel, b.batch }
+func (b batchingClaimer) DeadlineBatching() ClaimBatching {
+	return ClaimBatching{Parallel: b.parallel, Batch: b.batch, Pipelined: b.pipelined}
+}
 
 // The scheduler splits due deadlines as the store asks (DeadlineBatcher),
 // and as for PostgreSQL when the store does not say, or says nonsense.
 func TestClaimBatching(t *testing.T) {
 	for _, tc := range []struct {
-		name                string
-		cl                  DeadlineClaimer
-		parallel, batchSize int
+		name string
+		cl   DeadlineClaimer
+		want ClaimBatching
 	}{
-		{"store says nothing", claimerOnly{}, claimParallel, claimBatch},
-		{"store asks", batchingClaimer{parallel: 2, batch: 128}, 2, 128},
-		{"no workers", batchingClaimer{parallel: 0, batch: 128}, claimParallel, claimBatch},
-		{"empty batches", batchingClaimer{parallel: 2, batch: 0}, claimParallel, claimBatch},
+		{"store says nothing", claimerOnly{}, ClaimBatching{Parallel: claimParallel, Batch: claimBatch}},
+		{"store asks", batchingClaimer{parallel: 2, batch: 128}, ClaimBatching{Parallel: 2, Batch: 128}},
+		{"store pipelines", batchingClaimer{parallel: 1, batch: 64, pipelined: true}, ClaimBatching{Parallel: 1, Batch: 64, Pipelined: true}},
+		{"no workers", batchingClaimer{parallel: 0, batch: 128, pipelined: true}, ClaimBatching{Parallel: claimParallel, Batch: claimBatch}},
+		{"empty batches", batchingClaimer{parallel: 2, batch: 0}, ClaimBatching{Parallel: claimParallel, Batch: claimBatch}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if p, b := claimBatching(tc.cl); p != tc.parallel || b != tc.batchSize {
-				t.Errorf("claimBatching = %d × %d, want %d × %d", p, b, tc.parallel, tc.batchSize)
+			if got := claimBatching(tc.cl); got != tc.want {
+				t.Errorf("claimBatching = %+v, want %+v", got, tc.want)
 			}
 		})
 	}
@@ -69,7 +73,7 @@ type claimStore struct {
 	afterClaim func()
 }
 
-func (s *claimStore) DeadlineBatching() (int, int) { return 1, 64 }
+func (s *claimStore) DeadlineBatching() ClaimBatching { return ClaimBatching{Parallel: 1, Batch: 64} }
 
 func (s *claimStore) UpdateDue(_ context.Context, now int64, limit int, _ func(Tx, []Deadline) error) (int, error) {
 	s.mu.Lock()
@@ -248,7 +252,7 @@ func TestExpireClaimedPublishesOnlyTheLastRun(t *testing.T) {
 	if ch := Expire(call.Clone(), Deadline{CallID: "c1", UserID: "bob", Kind: DeadlineTimeout, At: 1}, 100_000); ch == nil || len(ch.Events) == 0 {
 		t.Fatal("the fixture's deadline fires nothing: the test would prove nothing")
 	}
-	if _, err := s.expireClaimed(context.Background(), st, 64); err != nil {
+	if _, err := s.expireClaimed(context.Background(), st, 64, nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := events.n.Load(); n != 0 {
@@ -374,7 +378,7 @@ func TestClaimStopsAskingPresenceItCannotReach(t *testing.T) {
 	}
 	p := &failingPresence{}
 	s := NewService(Options{Store: st, Clock: clock, Presence: p, Config: Config{HeartbeatTimeout: 30 * time.Second}})
-	if _, err := s.expireClaimed(context.Background(), st, 64); err != nil {
+	if _, err := s.expireClaimed(context.Background(), st, 64, nil); err != nil {
 		t.Fatal(err)
 	}
 	if p.asked != 1 {

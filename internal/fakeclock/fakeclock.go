@@ -90,3 +90,17 @@ func (t *timer) Stop() bool {
 	}
 	return true
 }
+
+// Armed reports whether a timer is pending for at: a test that needs some
+// goroutine idle until then (a scheduler armed for its next deadline)
+// waits for it before advancing the clock.
+func (c *Clock) Armed(at time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, t := range c.timers {
+		if t.at.Equal(at) {
+			return true
+		}
+	}
+	return false
+}
