@@ -651,6 +651,53 @@ func testFinishSeveralAttemptsAtOnce(t *testing.T, s db.Store) {
 	}
 }
 
+// A 410 in a batch of outcomes disables the endpoint and fails its
+// pending deliveries in the batch's transaction, whatever the order the
+// outcomes come in (they are written in delivery-id order): an earlier
+// delivery set pending again by the batch fails with it, a later one
+// delivered stays delivered, and one still in flight keeps its lease.
+func testFinishBatchWithGone(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	putEndpoint(t, s, "a", 1)
+	for _, id := range []string{"c1", "c2", "c3", "c4"} {
+		hook(t, s, id, calls.HookCallCreated, 10)
+	}
+	got, ids, _ := claim(t, s, webhooks.Claim{Now: 10, LeaseUntil: 110, Limit: 10, Share: 10})
+	if len(ids) != 4 {
+		t.Fatalf("claimed %+v, want 4", got)
+	}
+	const reason = "endpoint answered 410 Gone"
+	lost, err := s.FinishWebhookAttempts(ctx, []webhooks.Outcome{ // newest first
+		{DeliveryID: ids[2], Lease: 110, EndpointID: "a", At: 20, StatusCode: 204, Delivered: true},
+		{DeliveryID: ids[1], Lease: 110, EndpointID: "a", At: 20, StatusCode: 410, DisableReason: reason},
+		{DeliveryID: ids[0], Lease: 110, EndpointID: "a", At: 20, StatusCode: 503, Error: "busy", NextAttemptAt: 80},
+	})
+	if err != nil || fmt.Sprint(lost) != "[false false false]" {
+		t.Fatalf("FinishWebhookAttempts = %v, %v; want none lost", lost, err)
+	}
+	e, err := s.WebhookEndpoint(ctx, "a")
+	if err != nil || e.DisabledReason != reason {
+		t.Fatalf("endpoint after the batch: %+v (%v), want disabled: %q", e, err, reason)
+	}
+	byID := map[string]webhooks.Delivery{}
+	for _, d := range deliveries(t, s, "a") {
+		byID[d.ID] = d
+	}
+	for i, want := range []webhooks.DeliveryStatus{webhooks.DeliveryFailed, webhooks.DeliveryFailed, webhooks.DeliveryDelivered, webhooks.DeliveryPending} {
+		if d := byID[strconv.FormatInt(ids[i], 10)]; d.Status != want {
+			t.Errorf("delivery %d after the batch: %+v, want %s", i, d, want)
+		}
+	}
+	if d := byID[strconv.FormatInt(ids[0], 10)]; d.LastError != "endpoint disabled: "+reason {
+		t.Errorf("the delivery set pending by the batch: last error %q, want the endpoint's disabling", d.LastError)
+	}
+	// The one in flight still holds its lease: its attempt's outcome counts.
+	finish(t, s, webhooks.Outcome{DeliveryID: ids[3], Lease: 110, EndpointID: "a", At: 30, StatusCode: 200, Delivered: true})
+	if d := deliveries(t, s, "a")[3]; d.Status != webhooks.DeliveryDelivered {
+		t.Errorf("the delivery in flight during the batch, after its outcome: %+v, want delivered", d)
+	}
+}
+
 // Expiry fails pending deliveries created before the cut-off and not
 // leased, a bounded batch per call, with the reason as their last error;
 // finished, newer and leased ones are left as they are.

@@ -83,6 +83,7 @@ var tests = []contract{
 	{"ClaimKeepsTheReserveForFirstAttempts", testClaimKeepsTheReserveForFirstAttempts},
 	{"FinishReleaseAndRetryDeliveries", testFinishReleaseAndRetryDeliveries},
 	{"FinishSeveralAttemptsAtOnce", testFinishSeveralAttemptsAtOnce},
+	{"FinishBatchWithGone", testFinishBatchWithGone},
 	{"RenewalAndOutcomesDoNotDeadlock", testRenewalAndOutcomesDoNotDeadlock},
 	{"LateAttemptCannotEndAnotherAttemptsLease", testLateAttemptCannotEndAnotherAttemptsLease},
 	{"ClaimRenewsOnlyTheLeaseHeld", testClaimRenewsOnlyTheLeaseHeld},
