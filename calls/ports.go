@@ -62,15 +62,17 @@ type DeadlineClaimer interface {
 // gets claimParallel transactions at once of claimBatch deadlines each
 // (sized for PostgreSQL; see scheduler.go).
 type DeadlineBatcher interface {
-	// DeadlineBatching says how many UpdateDue calls the Scheduler runs at
-	// once, the limit it passes each, and whether each may pipeline.
+	// DeadlineBatching says how many claimers the Scheduler runs at once
+	// (each one UpdateDue at a time, or two when pipelined), the limit it
+	// passes each UpdateDue, and whether they pipeline.
 	DeadlineBatching() ClaimBatching
 }
 
 // ClaimBatching is how the Scheduler splits due deadlines into claims
 // (DeadlineBatcher).
 type ClaimBatching struct {
-	// Parallel claims run at once, each given up to Batch deadlines.
+	// Parallel claimers run at once, each claim given up to Batch
+	// deadlines.
 	Parallel, Batch int
 	// Pipelined: the store runs every claim's fn on one writer whose
 	// later claims see its changes as soon as fn has returned, long before
@@ -78,7 +80,8 @@ type ClaimBatching struct {
 	// claim then queues the next one once its fn has fired its deadlines,
 	// instead of once it is durable, so the writer fires the next batch
 	// while the last one is fsynced: at most two claims in flight for each
-	// of Parallel.
+	// of Parallel, so a request waits behind one claim running and one
+	// queued at most.
 	Pipelined bool
 }
 

@@ -241,7 +241,9 @@ func (sc *Scheduler) claimAll(ctx context.Context, cl DeadlineClaimer, batch int
 // one's fn has fired its deadlines, while that one is made durable, and
 // once the one before it has been answered, so at most two are in flight.
 // Without it, one claim on SQLite left the writer idle for every fsync and
-// for the scheduler's turn around; BenchmarkFireDeadlines measures both.
+// for the scheduler's turn around (BenchmarkFireDeadlines in db/sqlite
+// measures the two ways). The bound of two keeps what a request waits
+// behind to one claim running and one queued.
 func (sc *Scheduler) claimPipelined(ctx context.Context, cl DeadlineClaimer, batch int) error {
 	var (
 		wg   sync.WaitGroup
@@ -252,7 +254,7 @@ func (sc *Scheduler) claimPipelined(ctx context.Context, cl DeadlineClaimer, bat
 	close(prev)
 	for ctx.Err() == nil {
 		var (
-			ran  = make(chan int, 1) // the deadlines fn was given, in its first run
+			ran  = make(chan int, 1) // the deadlines fn was given, in its first run that returned nil
 			done = make(chan struct{})
 			n    int
 		)
@@ -539,8 +541,8 @@ func (s *Service) expireClaimed(ctx context.Context, cl DeadlineClaimer, limit i
 	return n, nil
 }
 
-// tell sends n on ran, unless ran is nil or holds a count already (fn
-// runs again when the writer replays its batch).
+// tell sends n on ran, unless ran is nil or full: fn runs again when the
+// writer replays its batch, and only the first count is read.
 func tell(ran chan<- int, n int) {
 	if ran == nil {
 		return

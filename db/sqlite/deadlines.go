@@ -79,17 +79,18 @@ func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(cal
 	return n, nil
 }
 
-// DeadlineBatching has the scheduler fire due deadlines one claim at a
-// time, 64 deadlines each (calls.DeadlineBatcher), where PostgreSQL runs
-// 4 claims of 32 at once. One writer runs every transaction in turn, so
+// DeadlineBatching has the scheduler fire due deadlines in one pipeline of
+// claims of 64 (calls.DeadlineBatcher), where PostgreSQL runs 4 claims of
+// 32 at once. One writer runs every transaction in turn, so
 // parallel claims only queue behind each other, and a request queued
 // behind them waits for all of them: its group commit holds what was
 // queued before it and what arrives before the writer takes the batch.
 // With one claim of 64, a request waits behind about as much deadline
 // work as it did when each deadline was its own request (64 of them in
 // flight), while a claim pays for one request and one savepoint over all
-// its deadlines. Measured with BenchmarkFireDeadlines on a 2-core VM, the
-// p99 of a write made while 20,000 deadlines fire: 1 × 64, 20 ms (the
+// its deadlines. Measured with BenchmarkFireDeadlines on a 2-core VM
+// (2026-12-01, before the pipeline), the p99 of a write made while 20,000
+// deadlines fire: 1 × 64, 20 ms (the
 // per-deadline path: 16–20 ms); 4 × 32, 31–33 ms; 1 × 128, 33–46 ms;
 // 2 × 128, 64–66 ms, for only 10–15 % more deadlines per second (what a
 // deadline costs is its statements, not its request or commit).
@@ -98,9 +99,10 @@ func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(cal
 // on the writer, and every claim queued after it returned sees its
 // changes, committed or still in the open batch, so the next claim can
 // run while this one is fsynced. One claim at a time had left the writer
-// idle for each fsync and each turn of the scheduler: 17,100–17,900
-// deadlines/s pipelined is 19,300–20,800, for a write p99 during the storm
-// of 12–16 ms instead of 8–9 (it may wait behind two claims). Pipelined
+// idle for each fsync and each turn of the scheduler. On 2026-12-05: one
+// claim at a time, 17,100–17,900 deadlines/s and a write p99 during the
+// storm of 8–9 ms; pipelined, 19,300–20,800 deadlines/s and 12–16 ms (a
+// write may wait behind two claims). Pipelined
 // claims of 32 fire no faster than one claim of 64 (docs/benchmarks.md).
 func (s *Store) DeadlineBatching() calls.ClaimBatching {
 	return calls.ClaimBatching{Parallel: 1, Batch: 64, Pipelined: true}

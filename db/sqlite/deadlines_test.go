@@ -68,7 +68,11 @@ func TestClaimsPipelineBehindTheFsync(t *testing.T) {
 	wait.For(t, 10*time.Second, "the scheduler armed for the deadlines", func() bool { return clock.Armed(time.UnixMilli(31_000)) })
 	hold.Store(true)
 	clock.Advance(40 * time.Second) // every invitation's 30 s timeout is due
-	<-entered                       // the first claim committed; its fsync is held
+	select {                        // the first claim committed; its fsync is held
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no claim reached an fsync within 10 s of the deadlines falling due")
+	}
 	// Counted in the writer's transaction, which holds what is committed
 	// or still open but not yet durable.
 	timedOut := func() int {
