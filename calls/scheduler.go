@@ -252,6 +252,7 @@ func (sc *Scheduler) claimPipelined(ctx context.Context, cl DeadlineClaimer, bat
 	)
 	prev := make(chan struct{}) // answered when closed
 	close(prev)
+claims:
 	for ctx.Err() == nil {
 		var (
 			ran  = make(chan int, 1) // the deadlines fn was given, in its first run that returned nil
@@ -273,13 +274,11 @@ func (sc *Scheduler) claimPipelined(ctx context.Context, cl DeadlineClaimer, bat
 		select {
 		case given := <-ran:
 			if given == 0 {
-				wg.Wait()
-				return fail // nothing left to claim
+				break claims // nothing left to claim
 			}
-		case <-done:
+		case <-done: // failed, or fn never said
 			if n == 0 {
-				wg.Wait()
-				return fail
+				break claims
 			}
 		}
 		<-prev

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"callsig/internal/wait"
@@ -389,4 +390,123 @@ func TestClaimStopsAskingPresenceItCannotReach(t *testing.T) {
 			t.Errorf("%s: %+v, want ended by callerOffline", id, c)
 		}
 	}
+}
+
+// pipeClaimer hands out claims of deadlines whose calls are gone (fn fires
+// nothing and returns at once), and holds each claim's answer until the
+// test releases it, as SQLite's syncer holds one until its fsync.
+type pipeClaimer struct {
+	Store    // the rest of the port: never called by claimPipelined
+	mu       sync.Mutex
+	left     int                // deadlines still due
+	started  int                // UpdateDue calls so far
+	inFlight int                // UpdateDue calls not answered
+	most     int                // the most inFlight has been
+	gates    map[int]chan error // claim number (from 1) -> its answer
+}
+
+func (s *pipeClaimer) gate(i int) chan error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gates[i] == nil {
+		s.gates[i] = make(chan error)
+	}
+	return s.gates[i]
+}
+
+func (s *pipeClaimer) counts() (started, inFlight, most int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.started, s.inFlight, s.most
+}
+
+func (s *pipeClaimer) UpdateDue(_ context.Context, _ int64, limit int, fn func(Tx, []Deadline) error) (int, error) {
+	s.mu.Lock()
+	s.started++
+	i := s.started
+	s.inFlight++
+	s.most = max(s.most, s.inFlight)
+	n := min(limit, s.left)
+	s.left -= n
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.inFlight--
+		s.mu.Unlock()
+	}()
+	due := make([]Deadline, n)
+	for k := range due {
+		due[k] = Deadline{CallID: fmt.Sprintf("gone-%d-%d", i, k), UserID: "bob", Kind: DeadlineTimeout, At: 1}
+	}
+	if err := fn(goneTx{}, due); err != nil {
+		return 0, err
+	}
+	if err := <-s.gate(i); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// goneTx finds no call.
+type goneTx struct{ Tx }
+
+func (goneTx) Call(context.Context, string) (*Call, error) { return nil, ErrCallNotFound }
+
+// A pipelined claimer queues its next claim once the last one's fn has
+// run, and no sooner than the claim before that is answered: never more
+// than two in flight, the next one started exactly when the oldest is
+// answered. A claim that fails ends the pipeline with its error once the
+// claims in flight are answered. (synctest: Wait returns once every
+// goroutine of the test is blocked, so each count is exact.)
+func TestClaimPipelineKeepsTwoInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const batch = 64
+		st := &pipeClaimer{left: 3 * batch, gates: map[int]chan error{}}
+		s := NewService(Options{Store: st, Clock: &setClock{}})
+		errc := make(chan error, 1)
+		go func() { errc <- s.sched.claimPipelined(context.Background(), st, batch) }()
+		synctest.Wait()
+		if started, inFlight, _ := st.counts(); started != 2 || inFlight != 2 {
+			t.Fatalf("before any answer: %d claims started, %d in flight; want 2 and 2", started, inFlight)
+		}
+		// Claims 3 and 4 (the last one given nothing) start as 1 and 2 are
+		// answered, one each.
+		for i := 1; i <= 2; i++ {
+			st.gate(i) <- nil
+			synctest.Wait()
+			if started, inFlight, _ := st.counts(); started != i+2 || inFlight != 2 {
+				t.Fatalf("claim %d answered: %d claims started, %d in flight; want %d and 2", i, started, inFlight, i+2)
+			}
+		}
+		st.gate(3) <- nil
+		st.gate(4) <- nil
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		if started, inFlight, most := st.counts(); started != 4 || inFlight != 0 || most != 2 {
+			t.Errorf("at the end: %d claims started, %d in flight, at most %d; want 4, 0, 2", started, inFlight, most)
+		}
+	})
+	synctest.Test(t, func(t *testing.T) {
+		st := &pipeClaimer{left: 10 * 64, gates: map[int]chan error{}}
+		s := NewService(Options{Store: st, Clock: &setClock{}})
+		errc := make(chan error, 1)
+		go func() { errc <- s.sched.claimPipelined(context.Background(), st, 64) }()
+		synctest.Wait()
+		down := fmt.Errorf("commit: %w", ErrUnavailable)
+		st.gate(1) <- down // the oldest claim fails
+		synctest.Wait()
+		// Claim 2 was queued before the failure was known, and one more
+		// may be; nothing after the failure is seen.
+		started, _, _ := st.counts()
+		for i := 2; i <= started; i++ {
+			st.gate(i) <- nil
+		}
+		if err := <-errc; !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("claimPipelined after a failed claim = %v, want its error", err)
+		}
+		if started, _, most := st.counts(); started > 3 || most > 2 {
+			t.Errorf("after a failed claim: %d claims started, at most %d in flight; want ≤ 3 and ≤ 2", started, most)
+		}
+	})
 }
