@@ -105,6 +105,13 @@ func NewEventLog(bindType int, pool func() (sqlx.QueryerContext, error), failed 
 	}
 }
 
+// Queries returns the text of every query l runs, for a backend that
+// prepares them ahead (sqlite: its driver parses a query's text on every
+// run).
+func (l EventLog) Queries() []string {
+	return []string{l.eventsAfter, l.pendingInvitations, l.unreceivedInvitations, l.eventRecipients, l.oldestEventID}
+}
+
 // Visible returns l with its replays capped at what upTo returns.
 func (l EventLog) Visible(upTo func() int64) EventLog {
 	l.visible = upTo

@@ -82,6 +82,86 @@ func BenchmarkInvitations(b *testing.B) {
 	})
 }
 
+// Every read of the event log runs its prepared statement: as text, the
+// driver would parse it on each run, most of a stream opening's reads.
+func TestEventLogReadsRunPrepared(t *testing.T) {
+	s := openTest(t)
+	manyPending(t, s, "bob", 2)
+	ctx := context.Background()
+	last, err := s.LastEventID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, hits := s.unprepared.Load(), s.prepared.Load()
+	if list, err := s.EventsAfter(ctx, "bob", 0, 100); err != nil || len(list) != 4 {
+		t.Fatalf("EventsAfter: %d events, %v", len(list), err)
+	}
+	if list, err := s.PendingInvitations(ctx, "bob", 100); err != nil || len(list) != 2 {
+		t.Fatalf("PendingInvitations: %d, %v", len(list), err)
+	}
+	if list, err := s.UnreceivedInvitations(ctx, "bob", last, 100); err != nil || len(list) != 2 {
+		t.Fatalf("UnreceivedInvitations: %d, %v", len(list), err)
+	}
+	if users, _, err := s.EventRecipients(ctx, 1, last, 10); err != nil || len(users) != 1 {
+		t.Fatalf("EventRecipients: %v, %v", users, err)
+	}
+	if id, err := s.OldestEventID(ctx); err != nil || id != 1 {
+		t.Fatalf("OldestEventID: %d, %v", id, err)
+	}
+	if n := s.unprepared.Load() - before; n != 0 {
+		t.Fatalf("%d of the event log's reads ran as SQL text, not prepared", n)
+	}
+	if n := s.prepared.Load() - hits; n != 5 {
+		t.Fatalf("%d reads ran prepared, want the 5 made", n)
+	}
+}
+
+// The reads a stream's opening runs, for a user with 3 pending
+// invitations: the replay after a Last-Event-ID, the invitations to
+// report delivered again, those a stream without one replays, the oldest
+// id kept. A restart has every stream open again at once, so their cost
+// is what a node pays for a reconnection storm. Figures in
+// docs/benchmarks.md:
+//
+//	go test -run '^$' -bench StreamOpening -benchtime 2s ./db/sqlite/
+func BenchmarkStreamOpening(b *testing.B) {
+	s := openTest(b)
+	manyPending(b, s, "bob", 3)
+	ctx := context.Background()
+	last, err := s.LastEventID(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("events-after", func(b *testing.B) {
+		for b.Loop() {
+			if list, err := s.EventsAfter(ctx, "bob", last-2, 100); err != nil || len(list) != 2 {
+				b.Fatalf("%d events, %v", len(list), err)
+			}
+		}
+	})
+	b.Run("unreceived", func(b *testing.B) {
+		for b.Loop() {
+			if list, err := s.UnreceivedInvitations(ctx, "bob", last, 100); err != nil || len(list) != 3 {
+				b.Fatalf("%d invitations, %v", len(list), err)
+			}
+		}
+	})
+	b.Run("pending", func(b *testing.B) {
+		for b.Loop() {
+			if list, err := s.PendingInvitations(ctx, "bob", 100); err != nil || len(list) != 3 {
+				b.Fatalf("%d invitations, %v", len(list), err)
+			}
+		}
+	})
+	b.Run("oldest", func(b *testing.B) {
+		for b.Loop() {
+			if id, err := s.OldestEventID(ctx); err != nil || id != 1 {
+				b.Fatalf("oldest %d, %v", id, err)
+			}
+		}
+	})
+}
+
 // Migration 0002 backfills the invitation event id of the invitations
 // pending when it runs, so a stream opened right after the upgrade still
 // replays them.

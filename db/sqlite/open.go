@@ -120,7 +120,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		s.wst, err = prepareWrite(ctx, wdb)
 	}
 	if err == nil {
-		s.rst, err = prepareRead(ctx, rdb)
+		s.rst, err = prepareRead(ctx, rdb, s.EventLog.Queries())
 	}
 	if err != nil {
 		s.wst.close()

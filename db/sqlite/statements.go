@@ -171,11 +171,14 @@ type readStatements struct {
 	selectCallByID, selectUsers, selectIdempotency *sqlx.Stmt
 
 	// dispatcher holds the webhook dispatcher's reads (see
-	// Store.preparedRead), by their text.
-	dispatcher map[string]*sqlx.Stmt
+	// Store.preparedRead), eventLog the event log's (preparedQueryer),
+	// by their text.
+	dispatcher, eventLog map[string]*sqlx.Stmt
 }
 
-func prepareRead(ctx context.Context, rdb *sqlx.DB) (*readStatements, error) {
+// prepareRead prepares the hot reads, with logQueries, the event log's
+// (db.EventLog.Queries).
+func prepareRead(ctx context.Context, rdb *sqlx.DB, logQueries []string) (*readStatements, error) {
 	p := preparer{ctx: ctx, db: rdb}
 	st := &readStatements{
 		selectCallByID:    p.prepare(sqlSelectCallByID),
@@ -184,6 +187,7 @@ func prepareRead(ctx context.Context, rdb *sqlx.DB) (*readStatements, error) {
 	}
 	_, reads := db.DispatcherStatements(webhookSQL)
 	st.dispatcher = p.prepareAll(reads)
+	st.eventLog = p.prepareAll(logQueries)
 	if p.err != nil {
 		st.close()
 		return nil, p.err
@@ -197,6 +201,7 @@ func (st *readStatements) close() {
 	}
 	closeAll(st.selectCallByID, st.selectUsers, st.selectIdempotency)
 	closeAll(slices.Collect(maps.Values(st.dispatcher))...)
+	closeAll(slices.Collect(maps.Values(st.eventLog))...)
 }
 
 // preparer prepares statements until the first error.

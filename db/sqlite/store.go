@@ -83,8 +83,9 @@ type Store struct {
 	durableFeed atomic.Pointer[func([]calls.Event)]
 	replays     atomic.Int64 // batches rolled back and run again (replay)
 	// prepared and unprepared count the statements db.Webhooks ran
-	// through preparedWrite and preparedRead: prepared, or as text
-	// (a statement it did not prepare), for tests.
+	// through preparedWrite and preparedRead, and db.EventLog through
+	// eventReads: prepared, or as text (a statement it did not
+	// prepare), for tests.
 	prepared, unprepared atomic.Int64
 	// txEnded: the writer's transaction was rolled back since its BEGIN,
 	// by a ROLLBACK or by SQLite itself on an error (the rollback hook,
