@@ -71,7 +71,13 @@ func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(cal
 			return err
 		}
 		n = len(due)
-		return fn(s.callsTx(tx), due) // even with none: see calls.DeadlineClaimer
+		// The claim's changes write their users and events together.
+		claim := s.callsTx(tx)
+		claim.deferred = &deferredRows{}
+		if err := fn(claim, due); err != nil { // even with none: see calls.DeadlineClaimer
+			return err
+		}
+		return claim.flush(detached(ctx))
 	})
 	if err != nil {
 		return 0, err

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -100,5 +101,122 @@ func TestClaimsPipelineBehindTheFsync(t *testing.T) {
 	}
 	if k := fired.n.Load(); k != n {
 		t.Errorf("%d timeouts for %d deadlines", k, n)
+	}
+}
+
+// A claim's user rows and events are written together at its end
+// (deferredRows), and the claim still reads its own writes: a read of the
+// rows, the busy check and the freeing of an ended call's users see the
+// changes saved before them; each event gets its id in the order saved.
+// With the writer's call cache, a call read again comes from the cache
+// and alice's end frees bob's row still held back; without it, tx.Call
+// reads the rows.
+func TestClaimWritesItsRowsTogether(t *testing.T) {
+	for _, cache := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cache=%v", cache), func(t *testing.T) { testClaimWritesItsRowsTogether(t, cache) })
+	}
+}
+
+func testClaimWritesItsRowsTogether(t *testing.T, cache bool) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "callsig.db"), Options{NoCallCache: !cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	for _, c := range [][2]string{{"alice", "bob"}, {"carol", "dave"}, {"erin", "frank"}} {
+		ch := storetest.NewCall("call-"+c[0], c[0], 1_000, c[1])
+		ch.Call.Mode = calls.ModeAdvanced // alice ends her call
+		storetest.Save(t, s, ch)
+	}
+	const now = 40_000 // every invitation's 30 s is due
+	var saved []*calls.Change
+	n, err := s.UpdateDue(ctx, now, 64, func(tx calls.Tx, due []calls.Deadline) error {
+		saved = saved[:0]
+		save := func(ch *calls.Change, err error) error {
+			if err != nil {
+				return err
+			}
+			saved = append(saved, ch)
+			return tx.Save(ctx, ch)
+		}
+		// bob accepts; alice, reading her call again, ends it.
+		c, err := tx.Call(ctx, "call-alice")
+		if err != nil {
+			return err
+		}
+		if err := save(calls.Answer(c, calls.Actor{UserID: "bob"}, true, "", now)); err != nil {
+			return err
+		}
+		if c, err = tx.Call(ctx, "call-alice"); err != nil {
+			return err
+		}
+		if u := c.User("bob"); u.State != calls.StateAccepted {
+			return fmt.Errorf("bob read back in the claim as %s, want %s", u.State, calls.StateAccepted)
+		}
+		if err := save(calls.End(c, calls.Actor{UserID: "alice"}, calls.LeaveInput{}, now)); err != nil {
+			return err
+		}
+		// frank accepts, and is busy at once.
+		if c, err = tx.Call(ctx, "call-erin"); err != nil {
+			return err
+		}
+		if err := save(calls.Answer(c, calls.Actor{UserID: "frank"}, true, "", now)); err != nil {
+			return err
+		}
+		busy, err := tx.BusyUsers(ctx, []string{"frank"}, "")
+		if err != nil {
+			return err
+		}
+		if len(busy) != 1 {
+			return fmt.Errorf("busy in the claim: %v, want frank", busy)
+		}
+		// dave times out, with no read after it.
+		for _, d := range due {
+			if d.CallID != "call-carol" {
+				continue
+			}
+			if c, err = tx.Call(ctx, d.CallID); err != nil {
+				return err
+			}
+			if err := save(calls.Expire(c, d, now), nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil || n != 3 {
+		t.Fatalf("UpdateDue = %d, %v; want 3 deadlines", n, err)
+	}
+	if n := count(t, s, "call_users WHERE busy = 1 AND call_seq = (SELECT seq FROM calls WHERE id = 'call-alice')"); n != 0 {
+		t.Errorf("%d users of alice's call busy after the claim, want none: the ended call frees bob", n)
+	}
+	var last int64
+	for _, ch := range saved {
+		for _, ev := range ch.Events {
+			if ev.ID <= last {
+				t.Fatalf("%s event of %s for %s has id %d after %d: ids not in the order saved", ev.Type, ev.CallID, ev.UserID, ev.ID, last)
+			}
+			last = ev.ID
+			logged, err := s.EventsAfter(ctx, ev.UserID, ev.ID-1, 1)
+			if err != nil || len(logged) != 1 || logged[0].ID != ev.ID || logged[0].Type != ev.Type || logged[0].CallID != ev.CallID {
+				t.Fatalf("log at %d for %s = %+v (%v), want the %s event of %s", ev.ID, ev.UserID, logged, err, ev.Type, ev.CallID)
+			}
+		}
+	}
+	if last == 0 {
+		t.Fatal("the claim saved no event")
+	}
+	for _, w := range []struct {
+		call, user string
+		state      calls.UserState
+	}{{"call-alice", "bob", calls.StateAccepted}, {"call-carol", "dave", calls.StateTimeout}, {"call-erin", "frank", calls.StateAccepted}} {
+		c, err := s.Call(ctx, w.call)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u := c.User(w.user); u == nil || u.State != w.state {
+			t.Errorf("%s in %s after the claim: %+v, want %s", w.user, w.call, u, w.state)
+		}
 	}
 }

@@ -44,10 +44,15 @@ const (
 		end_time = ?, end_reason = ?, not_received_check = ?, caller_tracked = ?, caller_offline_at = ?,
 		presence_matters = ?
 		WHERE id = ? RETURNING seq`
-	sqlUpsertUser = `INSERT INTO call_users (call_seq, user_id, ord, state, inviter, extended_data,
+	sqlUpsertUser = sqlUpsertUserInto + sqlUpsertUserRow + sqlUpsertUserSet
+	// userRowArgs is how many arguments a row of sqlUpsertUser takes.
+	userRowArgs       = 14
+	sqlUpsertUserInto = `INSERT INTO call_users (call_seq, user_id, ord, state, inviter, extended_data,
 		update_time, invite_time, accept_time, timeout_at, not_received_at, main_device,
 		missed_time, busy)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES `
+	sqlUpsertUserRow = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	sqlUpsertUserSet = `
 		ON CONFLICT (call_seq, user_id) DO UPDATE SET ord = excluded.ord, state = excluded.state,
 		inviter = excluded.inviter, extended_data = excluded.extended_data,
 		update_time = excluded.update_time, invite_time = excluded.invite_time,
@@ -71,6 +76,9 @@ const (
 	// maxEventRows is how many events one INSERT writes (see InsertEvents),
 	// each count its own prepared statement.
 	maxEventRows = 4
+	// wideRows is how many users or events one INSERT of a claim's
+	// deferred rows writes (see deferredRows).
+	wideRows = 16
 	// The invitee's row remembers its newest invitation event, so a stream
 	// finds the pending invitations without searching the log (see
 	// migration 0002 and Store.PendingInvitations).
@@ -100,6 +108,7 @@ type writeStatements struct {
 	updateCallSeq               *sqlx.Stmt
 	upsertUser                  *sqlx.Stmt
 	insertEvents                [maxEventRows]*sqlx.Stmt // [n-1] inserts n rows
+	wideEvents, wideUsers       *sqlx.Stmt               // wideRows rows each
 	setInvitation, clearBusy    *sqlx.Stmt
 	insertMessage, fanOut       *sqlx.Stmt
 	subscribed, busyUsers       *sqlx.Stmt
@@ -132,6 +141,9 @@ func prepareWrite(ctx context.Context, wdb *sqlx.DB) (*writeStatements, error) {
 	for n := range maxEventRows {
 		st.insertEvents[n] = p.prepare(sqlInsertEvent + strings.Repeat(", (?, ?, ?, ?, ?, ?)", n))
 	}
+	st.wideEvents = p.prepare(sqlInsertEvent + strings.Repeat(", (?, ?, ?, ?, ?, ?)", wideRows-1))
+	st.wideUsers = p.prepare(sqlUpsertUserInto + strings.Repeat(sqlUpsertUserRow+", ", wideRows-1) +
+		sqlUpsertUserRow + sqlUpsertUserSet)
 	st.setInvitation = p.prepare(sqlSetInvitation)
 	st.clearBusy = p.prepare(sqlClearBusy)
 	st.insertMessage = p.prepare(sqlInsertMessage)
@@ -158,6 +170,7 @@ func (st *writeStatements) close() {
 		return
 	}
 	closeAll(st.insertEvents[:]...)
+	closeAll(st.wideEvents, st.wideUsers)
 	closeAll(st.savepoint, st.release, st.rollbackTo, st.lastEventID, st.selectCallByID, st.selectUsers,
 		st.insertCall, st.updateCall, st.updateCallSeq, st.upsertUser, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed, st.busyUsers, st.userBusy,
 		st.callsByID, st.usersOfCalls, st.dueDeadlines,

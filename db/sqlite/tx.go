@@ -32,6 +32,9 @@ func (s *Store) callsTx(tx *sqlx.Tx) *callsTx {
 type callsTx struct {
 	idempotencyTx
 	s *Store
+	// deferred, when set, holds back the user rows and events of the
+	// changes saved (a claim's, see Store.UpdateDue).
+	deferred *deferredRows
 }
 
 var _ calls.Tx = (*callsTx)(nil)
@@ -56,6 +59,9 @@ func (t *callsTx) Call(ctx context.Context, callID string) (*calls.Call, error) 
 		return c, nil
 	}
 	t.s.stats.cacheMisses.Add(1)
+	if err := t.flush(ctx); err != nil {
+		return nil, err
+	}
 	c, err := loadCall(detached(ctx), t.stmt(t.s.wst.selectCallByID), t.stmt(t.s.wst.selectUsers), callID)
 	if err != nil {
 		return nil, err
@@ -82,6 +88,9 @@ func (t *callsTx) Calls(ctx context.Context, callIDs []string) (map[string]*call
 	t.s.stats.cacheMisses.Add(int64(len(missing)))
 	if len(missing) == 0 {
 		return found, nil
+	}
+	if err := t.flush(ctx); err != nil {
+		return nil, err
 	}
 	ids, err := json.Marshal(missing)
 	if err != nil {
@@ -135,6 +144,11 @@ func (t *callsTx) save(ctx context.Context, ch *calls.Change, prev *calls.Call) 
 		return err
 	}
 	if c.State == calls.CallEnded && !ch.Created {
+		if t.deferred != nil && t.deferred.holdsCall(c.Seq) {
+			if err := t.flush(ctx); err != nil {
+				return err
+			}
+		}
 		if _, err := t.stmt(t.s.wst.clearBusy).ExecContext(ctx, c.Seq); err != nil {
 			return fmt.Errorf("db: free the users of %s: %w", c.ID, err)
 		}
@@ -144,10 +158,14 @@ func (t *callsTx) save(ctx context.Context, ch *calls.Change, prev *calls.Call) 
 			continue
 		}
 		busy := c.State == calls.CallStarted && u.State == calls.StateAccepted
-		_, err := t.stmt(t.s.wst.upsertUser).ExecContext(ctx, c.Seq, u.UserID, i, string(u.State),
+		row := [userRowArgs]any{c.Seq, u.UserID, i, string(u.State),
 			u.Inviter, u.ExtendedData, u.UpdateTime, u.InviteTime, u.AcceptTime, u.TimeoutAt,
-			u.NotReceivedAt, u.MainDevice, u.MissedTime, boolInt(busy))
-		if err != nil {
+			u.NotReceivedAt, u.MainDevice, u.MissedTime, boolInt(busy)}
+		if t.deferred != nil {
+			t.deferred.users = append(t.deferred.users, row[:]...)
+			continue
+		}
+		if _, err := t.stmt(t.s.wst.upsertUser).ExecContext(ctx, row[:]...); err != nil {
 			return fmt.Errorf("db: save user %s of %s: %w", u.UserID, c.ID, err)
 		}
 	}
@@ -226,36 +244,57 @@ func sameCallRow(row, c *calls.Call) bool {
 // commit order because one writer assigns them all. Up to maxEventRows
 // events go in one INSERT: a statement costs its execution and an update
 // of the table's sqlite_sequence row whatever its rows, and most changes
-// have two or three events.
+// have two or three events. A claim's are held back (deferredRows).
 func (t *callsTx) InsertEvents(ctx context.Context, evs []calls.Event) error {
-	var args [6 * maxEventRows]any
+	if t.deferred != nil {
+		t.deferred.events = append(t.deferred.events, evs)
+		return nil
+	}
+	var rows [maxEventRows]*calls.Event
 	for len(evs) > 0 {
 		n := min(len(evs), maxEventRows)
-		for i := range evs[:n] {
-			ev := &evs[i]
-			data := string(ev.Data)
-			if data == "" {
-				data = "null"
-			}
-			copy(args[6*i:], []any{ev.UserID, ev.Device, ev.CallID, string(ev.Type), data, ev.Time})
+		for i := range n {
+			rows[i] = &evs[i]
 		}
-		// Exec and LastInsertId rather than RETURNING: no result set to
-		// build on the hottest statement of the write path. The rows of one
-		// INSERT take consecutive ids (AUTOINCREMENT, and no other writer),
-		// so the last id gives them all.
-		res, err := t.stmt(t.s.wst.insertEvents[n-1]).ExecContext(ctx, args[:6*n]...)
-		var last int64
-		if err == nil {
-			last, err = res.LastInsertId()
+		if err := t.insertEventRows(ctx, rows[:n]); err != nil {
+			return err
 		}
-		if err != nil {
-			return fmt.Errorf("db: insert %s event for %s and %d more: %w", evs[0].Type, evs[0].UserID, n-1, err)
-		}
-		for i := range evs[:n] {
-			evs[i].ID = last - int64(n-1-i)
-		}
-		t.s.reqEvents = append(t.s.reqEvents, evs[:n]...)
 		evs = evs[n:]
+	}
+	return nil
+}
+
+// insertEventRows inserts evs, 1 to maxEventRows of them or wideRows (the
+// counts with a statement of their own), sets their IDs and keeps them for
+// the streams (reqEvents).
+func (t *callsTx) insertEventRows(ctx context.Context, evs []*calls.Event) error {
+	st := t.s.wst.wideEvents
+	if len(evs) <= maxEventRows {
+		st = t.s.wst.insertEvents[len(evs)-1]
+	}
+	args := make([]any, 0, 6*len(evs))
+	for _, ev := range evs {
+		data := string(ev.Data)
+		if data == "" {
+			data = "null"
+		}
+		args = append(args, ev.UserID, ev.Device, ev.CallID, string(ev.Type), data, ev.Time)
+	}
+	// Exec and LastInsertId rather than RETURNING: no result set to
+	// build on the hottest statement of the write path. The rows of one
+	// INSERT take consecutive ids (AUTOINCREMENT, and no other writer),
+	// so the last id gives them all.
+	res, err := t.stmt(st).ExecContext(ctx, args...)
+	var last int64
+	if err == nil {
+		last, err = res.LastInsertId()
+	}
+	if err != nil {
+		return fmt.Errorf("db: insert %s event for %s and %d more: %w", evs[0].Type, evs[0].UserID, len(evs)-1, err)
+	}
+	for i, ev := range evs {
+		ev.ID = last - int64(len(evs)-1-i)
+		t.s.reqEvents = append(t.s.reqEvents, *ev)
 	}
 	return nil
 }
@@ -264,6 +303,9 @@ func (t *callsTx) InsertEvents(ctx context.Context, evs []calls.Event) error {
 // row: in the same transaction as the event, so the row never points at an
 // event that did not commit, nor misses one that did.
 func (t *callsTx) SetInvitation(ctx context.Context, c *calls.Call, ev *calls.Event) error {
+	if err := t.flush(ctx); err != nil { // ev's ID and the invitee's row
+		return err
+	}
 	if ev.CallID != c.ID {
 		return fmt.Errorf("db: save: %s event for call %s in a change of %s", ev.Type, ev.CallID, c.ID)
 	}
@@ -308,6 +350,9 @@ const (
 // their users.
 func (t *callsTx) CallerOfflineCalls(ctx context.Context, userID string, after int64, limit int) ([]*calls.Call, error) {
 	ctx = detached(ctx)
+	if err := t.flush(ctx); err != nil {
+		return nil, err
+	}
 	return queryCalls(ctx, t.tx, sqlCallerOfflineCalls, userID, after, limit)
 }
 
@@ -316,6 +361,9 @@ func (t *callsTx) CallerOfflineCalls(ctx context.Context, userID string, after i
 // with their users.
 func (t *callsTx) TrackedCallerOfflineCalls(ctx context.Context, after int64, limit int) ([]*calls.Call, error) {
 	ctx = detached(ctx)
+	if err := t.flush(ctx); err != nil {
+		return nil, err
+	}
 	return queryCalls(ctx, t.tx, sqlTrackedCallerOfflineCalls, after, limit)
 }
 
@@ -341,6 +389,9 @@ func (t *callsTx) BusyUsers(ctx context.Context, userIDs []string, exceptCallID 
 	ctx = detached(ctx)
 	if len(userIDs) == 0 {
 		return nil, nil
+	}
+	if err := t.flush(ctx); err != nil {
+		return nil, err
 	}
 	if len(userIDs) == 1 {
 		var busy bool
