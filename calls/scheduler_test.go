@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -403,7 +404,17 @@ type pipeClaimer struct {
 	inFlight int                // UpdateDue calls not answered
 	most     int                // the most inFlight has been
 	gates    map[int]chan error // claim number (from 1) -> its answer
+	// before fails a claim (by number) before its fn runs, as a store
+	// that cannot begin; broken has a claim's fn read its calls with
+	// brokenTx, so that fn fails, and so does firing them one by one
+	// (Update).
+	before map[int]error
+	broken map[int]bool
 }
+
+// Update runs fn with brokenTx: the one-by-one firing of a claim that
+// failed (expireEach) fails too.
+func (s *pipeClaimer) Update(_ context.Context, fn func(Tx) error) error { return fn(brokenTx{}) }
 
 func (s *pipeClaimer) gate(i int) chan error {
 	s.mu.Lock()
@@ -434,11 +445,18 @@ func (s *pipeClaimer) UpdateDue(_ context.Context, _ int64, limit int, fn func(T
 		s.inFlight--
 		s.mu.Unlock()
 	}()
+	if err := s.before[i]; err != nil {
+		return 0, err
+	}
 	due := make([]Deadline, n)
 	for k := range due {
 		due[k] = Deadline{CallID: fmt.Sprintf("gone-%d-%d", i, k), UserID: "bob", Kind: DeadlineTimeout, At: 1}
 	}
-	if err := fn(goneTx{}, due); err != nil {
+	var tx Tx = goneTx{}
+	if s.broken[i] {
+		tx = brokenTx{}
+	}
+	if err := fn(tx, due); err != nil {
 		return 0, err
 	}
 	if err := <-s.gate(i); err != nil {
@@ -451,6 +469,13 @@ func (s *pipeClaimer) UpdateDue(_ context.Context, _ int64, limit int, fn func(T
 type goneTx struct{ Tx }
 
 func (goneTx) Call(context.Context, string) (*Call, error) { return nil, ErrCallNotFound }
+
+// brokenTx cannot read a call.
+type brokenTx struct{ Tx }
+
+var errBrokenRow = errors.New("a broken row")
+
+func (brokenTx) Call(context.Context, string) (*Call, error) { return nil, errBrokenRow }
 
 // A pipelined claimer queues its next claim once the last one's fn has
 // run, and no sooner than the claim before that is answered: never more
@@ -509,4 +534,63 @@ func TestClaimPipelineKeepsTwoInFlight(t *testing.T) {
 			t.Errorf("after a failed claim: %d claims started, at most %d in flight; want ≤ 3 and ≤ 2", started, most)
 		}
 	})
+}
+
+// A pipeline of claims ends, with no claim left in flight and none
+// started after: when a claim fails before its fn runs (the store cannot
+// begin), with that error; when a claim's fn fails and so does firing its
+// deadlines one by one, with that error, once the claim before it is
+// answered; when its context is cancelled, with the claims in flight
+// answered and no error. (synctest, as above.)
+func TestClaimPipelineEnds(t *testing.T) {
+	down := fmt.Errorf("begin: %w", ErrUnavailable)
+	for _, tc := range []struct {
+		name        string
+		before      map[int]error
+		broken      map[int]bool
+		cancel      bool // once two claims are in flight
+		started     int  // claims started in all
+		wantErr     error
+		answerFirst bool // claim 1 is held until the pipeline has seen the failure
+	}{
+		{name: "store down before the first claim's fn", before: map[int]error{1: down}, started: 1, wantErr: ErrUnavailable},
+		{name: "store down before the second claim's fn", before: map[int]error{2: down}, started: 2, wantErr: ErrUnavailable, answerFirst: true},
+		{name: "the first claim's fn fails", broken: map[int]bool{1: true}, started: 1, wantErr: errBrokenRow},
+		{name: "the second claim's fn fails", broken: map[int]bool{2: true}, started: 2, wantErr: errBrokenRow, answerFirst: true},
+		{name: "cancelled", cancel: true, started: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				st := &pipeClaimer{left: 10 * 64, gates: map[int]chan error{}, before: tc.before, broken: tc.broken}
+				s := NewService(Options{Store: st, Clock: &setClock{}, Logger: slog.New(slog.DiscardHandler)})
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				errc := make(chan error, 1)
+				go func() { errc <- s.sched.claimPipelined(ctx, st, 64) }()
+				synctest.Wait()
+				if tc.cancel {
+					cancel()
+				}
+				if tc.answerFirst || tc.cancel {
+					select {
+					case err := <-errc:
+						t.Fatalf("claimPipelined returned (%v) with claim 1 in flight", err)
+					default:
+					}
+					st.gate(1) <- nil
+				}
+				if tc.cancel {
+					synctest.Wait()
+					st.gate(2) <- nil
+				}
+				err := <-errc
+				if tc.wantErr == nil && err != nil || tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+					t.Fatalf("claimPipelined = %v, want %v", err, tc.wantErr)
+				}
+				if started, inFlight, _ := st.counts(); started != tc.started || inFlight != 0 {
+					t.Errorf("%d claims started, %d in flight at the end; want %d and 0", started, inFlight, tc.started)
+				}
+			})
+		})
+	}
 }
