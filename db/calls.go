@@ -96,3 +96,33 @@ func CallsWithUsers(rows *sql.Rows, users func(seqs []int64) (*sql.Rows, error))
 	}
 	return list, nil
 }
+
+// CallRow is what an update of a call's row writes (every column but the
+// caller and the creation time, which never change), with the id and seq
+// it matches: saving a call whose CallRow equals the row's as read leaves
+// the row as it is, and a backend skips the update (a delivery mark, an
+// accept in an advanced call, change users only). presence_matters is
+// derived from the users too (calls.PresenceMatters).
+type CallRow struct {
+	ID               string
+	Seq              int64
+	Mode             calls.Mode
+	State            calls.CallState
+	Timeout          int
+	ExtendedData     string
+	EndTime          int64
+	EndReason        calls.EndReason
+	NotReceivedCheck bool
+	CallerTracked    bool
+	CallerOfflineAt  int64
+	PresenceMatters  bool
+}
+
+// RowOf returns c's CallRow.
+func RowOf(c *calls.Call) CallRow {
+	return CallRow{
+		ID: c.ID, Seq: c.Seq, Mode: c.Mode, State: c.State, Timeout: c.Timeout, ExtendedData: c.ExtendedData,
+		EndTime: c.EndTime, EndReason: c.EndReason, NotReceivedCheck: c.NotReceivedCheck,
+		CallerTracked: c.CallerTracked, CallerOfflineAt: c.CallerOfflineAt, PresenceMatters: calls.PresenceMatters(c),
+	}
+}

@@ -43,10 +43,14 @@ type callsTx struct {
 	// user's newest event: read when the row was taken, then each event
 	// this transaction gives the user (Event.After).
 	last map[string]int64
+	// rows holds the calls' rows as this transaction read them for update
+	// (Calls) or last wrote them (Save): Save skips an update that would
+	// leave a row as it is, a statement of each delivery mark.
+	rows map[string]db.CallRow
 }
 
 func newCallsTx(p *pipe) *callsTx {
-	return &callsTx{p: p, locked: map[string]struct{}{}, last: map[string]int64{}}
+	return &callsTx{p: p, locked: map[string]struct{}{}, last: map[string]int64{}, rows: map[string]db.CallRow{}}
 }
 
 // IdempotencyRecord locks the key for the rest of the transaction and
@@ -289,6 +293,9 @@ func (t *callsTx) Calls(ctx context.Context, callIDs []string) (map[string]*call
 					c.Users = append(c.Users, u)
 				}
 			}
+			if c != nil {
+				t.rows[id] = db.RowOf(c)
+			}
 			return rows.Err()
 		})
 	}
@@ -315,7 +322,9 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 		return errors.New("db: save: change without a call")
 	}
 	b := &pgx.Batch{}
-	switch {
+	switch row, read := t.rows[c.ID]; {
+	case !ch.Created && read && row == db.RowOf(c):
+		// Locked since it was read (FOR UPDATE): the row is as read.
 	case ch.Created:
 		b.Queue(sqlInsertCall, c.ID, c.Caller, string(c.Mode), string(c.State), c.Timeout,
 			c.ExtendedData, c.CreateTime, c.EndTime, string(c.EndReason), c.NotReceivedCheck,
@@ -328,6 +337,9 @@ func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
 			calls.PresenceMatters(c), c.ID).QueryRow(func(row pgx.Row) error {
 			return row.Scan(&c.Seq)
 		})
+		if read {
+			t.rows[c.ID] = db.RowOf(c) // as the update leaves it
+		}
 	}
 	if !ch.Created && c.State == calls.CallEnded {
 		users := make([]string, len(c.Users))

@@ -229,16 +229,8 @@ func callRowArgs(c *calls.Call) []any {
 }
 
 // sameCallRow reports whether sqlUpdateCall would leave row, the call as
-// stored, as it is when saving c: the columns it sets and the one it
-// matches are equal. presence_matters is derived from the users too, so
-// a change to users only (an invitee accepting in an advanced call) may
-// still rewrite the row.
-func sameCallRow(row, c *calls.Call) bool {
-	return row.ID == c.ID && row.Mode == c.Mode && row.State == c.State && row.Timeout == c.Timeout &&
-		row.ExtendedData == c.ExtendedData && row.EndTime == c.EndTime && row.EndReason == c.EndReason &&
-		row.NotReceivedCheck == c.NotReceivedCheck && row.CallerTracked == c.CallerTracked &&
-		row.CallerOfflineAt == c.CallerOfflineAt && calls.PresenceMatters(row) == calls.PresenceMatters(c)
-}
+// stored, as it is when saving c (db.CallRow).
+func sameCallRow(row, c *calls.Call) bool { return db.RowOf(row) == db.RowOf(c) }
 
 // InsertEvents appends evs to the log and sets their IDs; ids grow in
 // commit order because one writer assigns them all. Up to maxEventRows
