@@ -2,8 +2,11 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -105,12 +108,13 @@ func TestClaimsPipelineBehindTheFsync(t *testing.T) {
 }
 
 // A claim's user rows and events are written together at its end
-// (deferredRows), and the claim still reads its own writes: a read of the
-// rows, the busy check and the freeing of an ended call's users see the
-// changes saved before them; each event gets its id in the order saved.
-// With the writer's call cache, a call read again comes from the cache
-// and alice's end frees bob's row still held back; without it, tx.Call
-// reads the rows.
+// (deferredRows), and the claim still reads its own writes: each read
+// that could see them (a call's rows, several calls', the caller-offline
+// calls, the busy check), an invitation's row and the freeing of an ended
+// call's users come after a change saved and not yet written; each event
+// gets its id in the order saved. With the writer's call cache, a call
+// read again comes from the cache and alice's end frees bob's row still
+// held back; without it, tx.Call and tx.Calls read the rows.
 func TestClaimWritesItsRowsTogether(t *testing.T) {
 	for _, cache := range []bool{true, false} {
 		t.Run(fmt.Sprintf("cache=%v", cache), func(t *testing.T) { testClaimWritesItsRowsTogether(t, cache) })
@@ -124,9 +128,11 @@ func testClaimWritesItsRowsTogether(t *testing.T, cache bool) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	for _, c := range [][2]string{{"alice", "bob"}, {"carol", "dave"}, {"erin", "frank"}} {
+	pairs := [][2]string{{"alice", "bob"}, {"carol", "dave"}, {"erin", "frank"}, {"gina", "hank"}, {"ivan", "judy"}, {"kate", "liam"}}
+	for _, c := range pairs {
 		ch := storetest.NewCall("call-"+c[0], c[0], 1_000, c[1])
 		ch.Call.Mode = calls.ModeAdvanced // alice ends her call
+		ch.Call.CallerTracked = true      // for TrackedCallerOfflineCalls
 		storetest.Save(t, s, ch)
 	}
 	const now = 40_000 // every invitation's 30 s is due
@@ -140,15 +146,27 @@ func testClaimWritesItsRowsTogether(t *testing.T, cache bool) {
 			saved = append(saved, ch)
 			return tx.Save(ctx, ch)
 		}
+		deadline := func(callID string) calls.Deadline {
+			for _, d := range due {
+				if d.CallID == callID {
+					return d
+				}
+			}
+			return calls.Deadline{}
+		}
+		answer := func(callID, user string) error {
+			c, err := tx.Call(ctx, callID)
+			if err != nil {
+				return err
+			}
+			return save(calls.Answer(c, calls.Actor{UserID: user}, true, "", now))
+		}
 		// bob accepts; alice, reading her call again, ends it.
+		if err := answer("call-alice", "bob"); err != nil {
+			return err
+		}
 		c, err := tx.Call(ctx, "call-alice")
 		if err != nil {
-			return err
-		}
-		if err := save(calls.Answer(c, calls.Actor{UserID: "bob"}, true, "", now)); err != nil {
-			return err
-		}
-		if c, err = tx.Call(ctx, "call-alice"); err != nil {
 			return err
 		}
 		if u := c.User("bob"); u.State != calls.StateAccepted {
@@ -157,36 +175,71 @@ func testClaimWritesItsRowsTogether(t *testing.T, cache bool) {
 		if err := save(calls.End(c, calls.Actor{UserID: "alice"}, calls.LeaveInput{}, now)); err != nil {
 			return err
 		}
-		// frank accepts, and is busy at once.
-		if c, err = tx.Call(ctx, "call-erin"); err != nil {
+		// frank accepts: erin's call is no longer one presence can end.
+		if err := answer("call-erin", "frank"); err != nil {
 			return err
 		}
-		if err := save(calls.Answer(c, calls.Actor{UserID: "frank"}, true, "", now)); err != nil {
+		tracked, err := tx.TrackedCallerOfflineCalls(ctx, 0, 100)
+		if err != nil {
 			return err
 		}
-		busy, err := tx.BusyUsers(ctx, []string{"frank"}, "")
+		for _, c := range tracked {
+			if c.ID == "call-erin" {
+				return errors.New("call-erin still a tracked call with no invitee accepted: frank's accept unseen")
+			}
+		}
+		// liam's invitation is delivered: kate's calls come with it.
+		if c, err = tx.Call(ctx, "call-kate"); err != nil {
+			return err
+		}
+		if err := save(calls.Delivered(c, "liam", 0, now), nil); err != nil {
+			return err
+		}
+		offline, err := tx.CallerOfflineCalls(ctx, "kate", 0, 100)
+		if err != nil {
+			return err
+		}
+		if len(offline) != 1 || offline[0].User("liam").State != calls.StateReceived {
+			return fmt.Errorf("kate's calls in the claim: %+v, want call-kate with liam received", offline)
+		}
+		// A new call's invitation, recorded on its invitee's row.
+		if err := save(storetest.NewCall("call-xena", "xena", now, "yan"), nil); err != nil {
+			return err
+		}
+		// dave times out; reading several calls gives the rows as saved.
+		loader := tx.(calls.CallsLoader)
+		found, err := loader.Calls(ctx, []string{"call-carol"})
+		if err != nil {
+			return err
+		}
+		if err := save(calls.Expire(found["call-carol"], deadline("call-carol"), now), nil); err != nil {
+			return err
+		}
+		if found, err = loader.Calls(ctx, []string{"call-carol"}); err != nil {
+			return err
+		}
+		if u := found["call-carol"].User("dave"); u.State != calls.StateTimeout {
+			return fmt.Errorf("dave read back in the claim as %s, want %s", u.State, calls.StateTimeout)
+		}
+		// hank accepts, and is busy at once.
+		if err := answer("call-gina", "hank"); err != nil {
+			return err
+		}
+		busy, err := tx.BusyUsers(ctx, []string{"hank"}, "")
 		if err != nil {
 			return err
 		}
 		if len(busy) != 1 {
-			return fmt.Errorf("busy in the claim: %v, want frank", busy)
+			return fmt.Errorf("busy in the claim: %v, want hank", busy)
 		}
-		// dave times out, with no read after it.
-		for _, d := range due {
-			if d.CallID != "call-carol" {
-				continue
-			}
-			if c, err = tx.Call(ctx, d.CallID); err != nil {
-				return err
-			}
-			if err := save(calls.Expire(c, d, now), nil); err != nil {
-				return err
-			}
+		// judy times out, with no read after it.
+		if c, err = tx.Call(ctx, "call-ivan"); err != nil {
+			return err
 		}
-		return nil
+		return save(calls.Expire(c, deadline("call-ivan"), now), nil)
 	})
-	if err != nil || n != 3 {
-		t.Fatalf("UpdateDue = %d, %v; want 3 deadlines", n, err)
+	if err != nil || n != len(pairs) {
+		t.Fatalf("UpdateDue = %d, %v; want %d deadlines", n, err, len(pairs))
 	}
 	if n := count(t, s, "call_users WHERE busy = 1 AND call_seq = (SELECT seq FROM calls WHERE id = 'call-alice')"); n != 0 {
 		t.Errorf("%d users of alice's call busy after the claim, want none: the ended call frees bob", n)
@@ -210,13 +263,82 @@ func testClaimWritesItsRowsTogether(t *testing.T, cache bool) {
 	for _, w := range []struct {
 		call, user string
 		state      calls.UserState
-	}{{"call-alice", "bob", calls.StateAccepted}, {"call-carol", "dave", calls.StateTimeout}, {"call-erin", "frank", calls.StateAccepted}} {
+	}{
+		{"call-alice", "bob", calls.StateAccepted}, {"call-carol", "dave", calls.StateTimeout},
+		{"call-erin", "frank", calls.StateAccepted}, {"call-gina", "hank", calls.StateAccepted},
+		{"call-ivan", "judy", calls.StateTimeout}, {"call-xena", "yan", calls.StateInviting},
+		{"call-kate", "liam", calls.StateReceived},
+	} {
 		c, err := s.Call(ctx, w.call)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if u := c.User(w.user); u == nil || u.State != w.state {
 			t.Errorf("%s in %s after the claim: %+v, want %s", w.user, w.call, u, w.state)
+		}
+	}
+	if pending, err := s.PendingInvitations(ctx, "yan", 10); err != nil || len(pending) != 1 || pending[0].CallID != "call-xena" {
+		t.Errorf("yan's pending invitations after the claim: %+v (%v), want call-xena's", pending, err)
+	}
+}
+
+// A claim whose held-back rows fail to be written fails, whatever its fn
+// does after: a Save after the failure returns it, and so does the claim,
+// so the calls' rows never commit without their users and events.
+func TestClaimFailedWriteStaysItsOutcome(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	for _, c := range [][2]string{{"alice", "bob"}, {"carol", "dave"}} {
+		storetest.Save(t, s, storetest.NewCall("call-"+c[0], c[0], 1_000, c[1]))
+	}
+	err := s.write(ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.Exec(`CREATE TRIGGER no_events_for_bob BEFORE INSERT ON events WHEN NEW.user_id = 'bob'
+			BEGIN SELECT RAISE(ABORT, 'no events for bob'); END`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var saveAfter error
+	_, err = s.UpdateDue(ctx, 40_000, 64, func(tx calls.Tx, due []calls.Deadline) error {
+		slices.SortFunc(due, func(a, b calls.Deadline) int { return strings.Compare(a.CallID, b.CallID) }) // alice's first
+		read := map[string]*calls.Call{}
+		for _, d := range due {
+			c, err := tx.Call(ctx, d.CallID)
+			if err != nil {
+				return err
+			}
+			read[d.CallID] = c
+		}
+		saveAfter = nil
+		for i, d := range due {
+			ch := calls.Expire(read[d.CallID], d, 40_000)
+			if i > 0 {
+				saveAfter = tx.Save(ctx, ch)
+				continue
+			}
+			if err := tx.Save(ctx, ch); err != nil {
+				return err
+			}
+			// The read writes bob's rows first, and fails; a careless fn
+			// goes on.
+			_, _ = tx.BusyUsers(ctx, []string{"erin"}, "")
+		}
+		return nil
+	})
+	if err == nil {
+		t.Fatal("UpdateDue succeeded although bob's events could not be written")
+	}
+	if saveAfter == nil {
+		t.Error("a Save after the failed write succeeded")
+	}
+	for _, w := range [][2]string{{"call-alice", "bob"}, {"call-carol", "dave"}} {
+		c, err := s.Call(ctx, w[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u := c.User(w[1]); u.State != calls.StateInviting || c.State != calls.CallStarted {
+			t.Errorf("%s after the failed claim: call %s, %s %s; want nothing written", w[0], c.State, w[1], u.State)
 		}
 	}
 }

@@ -11,14 +11,26 @@ import (
 // Store.UpdateDue) until they are written together, wideRows to an
 // INSERT, where each change would run its own statements: a claim of 64
 // invitations timing out writes its 192 events and 64 users in 16
-// statements instead of 128, and fires 6 to 8 % more deadlines a second
+// statements instead of 128, and fires 4 to 7 % more deadlines a second
 // (BenchmarkFireDeadlines, docs/benchmarks.md). calls.Tx lets Save send
 // its writes later, as long as the IDs are set by the time Update
 // returns. The rows are written (flush) before the transaction reads
 // what they would change, and before the claim returns.
+//
+// A failed write of them stays the claim's outcome (err): every later
+// flush and Save returns it, so a claim whose fn went on past a failed
+// read cannot commit its calls' rows without their users and events. The
+// write at the claim's end comes after fn has told the scheduler its
+// deadlines fired (calls.ClaimBatching.Pipelined): when it fails (an I/O
+// error, a full disk), the next claim may already be queued and take the
+// same deadlines while the failed claim's are fired one by one. That is
+// work done twice, not a deadline fired twice: every change reads the
+// rows under the one writer, and a deadline already fired only clears
+// itself (calls.Expire).
 type deferredRows struct {
 	users  []any           // sqlUpsertUser's arguments, userRowArgs a row
 	events [][]calls.Event // each Save's, in order; flush sets their IDs in place
+	err    error
 }
 
 // holdsCall reports whether a row of the call seq is waiting.
@@ -36,8 +48,8 @@ func (d *deferredRows) holdsCall(seq int64) bool {
 // rows the writer's cache cannot know of, as a failed Save does.
 func (t *callsTx) flush(ctx context.Context) error {
 	d := t.deferred
-	if d == nil || len(d.users) == 0 && len(d.events) == 0 {
-		return nil
+	if d == nil || d.err != nil || len(d.users) == 0 && len(d.events) == 0 {
+		return d.failed()
 	}
 	ctx = detached(ctx)
 	err := t.flushUsers(ctx, d.users)
@@ -49,9 +61,18 @@ func (t *callsTx) flush(ctx context.Context) error {
 	d.users, d.events = d.users[:0], d.events[:0]
 	if err != nil {
 		t.s.cache.reset()
-		return fmt.Errorf("db: write a claim's rows: %w", err)
+		d.err = fmt.Errorf("db: write a claim's rows: %w", err)
 	}
-	return nil
+	return d.err
+}
+
+// failed returns the error of an earlier flush, nil when there was none
+// (or d is nil: nothing is held back).
+func (d *deferredRows) failed() error {
+	if d == nil {
+		return nil
+	}
+	return d.err
 }
 
 func (t *callsTx) flushUsers(ctx context.Context, args []any) error {
@@ -61,10 +82,12 @@ func (t *callsTx) flushUsers(ctx context.Context, args []any) error {
 		}
 		args = args[wideRows*userRowArgs:]
 	}
-	for ; len(args) > 0; args = args[userRowArgs:] {
-		if _, err := t.stmt(t.s.wst.upsertUser).ExecContext(ctx, args[:userRowArgs]...); err != nil {
+	for len(args) > 0 {
+		n := min(len(args)/userRowArgs, maxEventRows)
+		if _, err := t.stmt(t.s.wst.upsertUsers[n-1]).ExecContext(ctx, args[:n*userRowArgs]...); err != nil {
 			return err
 		}
+		args = args[n*userRowArgs:]
 	}
 	return nil
 }

@@ -33,11 +33,13 @@ var (
 
 // eventLog returns the shared reads of the event log over the read pool,
 // each run with its statement prepared by Open (see eventReads). They do
-// not check for a closed store: the closed pool answers.
+// not check for a closed store up front: the closed statement answers,
+// and readFailed makes that db.ErrClosed, and a busy or failing disk
+// unavailable, so a stream retries rather than ends.
 func (s *Store) eventLog() db.EventLog {
 	return db.NewEventLog(sqlx.QUESTION,
 		func() (sqlx.QueryerContext, error) { return eventReads{s}, nil },
-		func(err error) error { return err }).Visible(s.durableEvent.Load)
+		s.readFailed).Visible(s.durableEvent.Load)
 }
 
 // eventReads runs a query of the event log with its statement prepared on

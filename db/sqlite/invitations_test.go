@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"log/slog"
 	"path/filepath"
@@ -194,5 +195,19 @@ func TestMigration0002BackfillsPendingInvitations(t *testing.T) {
 	got, err := s.PendingInvitations(ctx, "bob", 10)
 	if err != nil || len(got) != 1 || got[0].ID != 1 || got[0].Type != calls.EventReceived {
 		t.Fatalf("PendingInvitations after the upgrade = %+v (%v), want event 1", got, err)
+	}
+}
+
+// A read of the event log after Close is unavailable (db.ErrClosed), as
+// a busy or failing disk is: a stream retries it, rather than ending as
+// on a defect.
+func TestEventLogReadAfterCloseIsUnavailable(t *testing.T) {
+	s := openTest(t)
+	manyPending(t, s, "bob", 1)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.EventsAfter(context.Background(), "bob", 0, 10); !errors.Is(err, calls.ErrUnavailable) {
+		t.Fatalf("EventsAfter after Close = %v, want calls.ErrUnavailable", err)
 	}
 }

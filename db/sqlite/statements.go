@@ -107,6 +107,7 @@ type writeStatements struct {
 	insertCall, updateCall      *sqlx.Stmt
 	updateCallSeq               *sqlx.Stmt
 	upsertUser                  *sqlx.Stmt
+	upsertUsers                 [maxEventRows]*sqlx.Stmt // [n-1] upserts n rows (a claim's, deferredRows)
 	insertEvents                [maxEventRows]*sqlx.Stmt // [n-1] inserts n rows
 	wideEvents, wideUsers       *sqlx.Stmt               // wideRows rows each
 	setInvitation, clearBusy    *sqlx.Stmt
@@ -138,6 +139,11 @@ func prepareWrite(ctx context.Context, wdb *sqlx.DB) (*writeStatements, error) {
 	st.updateCall = p.prepare(sqlUpdateCall)
 	st.updateCallSeq = p.prepare(sqlUpdateCallSeq)
 	st.upsertUser = p.prepare(sqlUpsertUser)
+	st.upsertUsers[0] = st.upsertUser
+	for n := 2; n <= maxEventRows; n++ {
+		st.upsertUsers[n-1] = p.prepare(sqlUpsertUserInto + strings.Repeat(sqlUpsertUserRow+", ", n-1) +
+			sqlUpsertUserRow + sqlUpsertUserSet)
+	}
 	for n := range maxEventRows {
 		st.insertEvents[n] = p.prepare(sqlInsertEvent + strings.Repeat(", (?, ?, ?, ?, ?, ?)", n))
 	}
@@ -171,6 +177,7 @@ func (st *writeStatements) close() {
 	}
 	closeAll(st.insertEvents[:]...)
 	closeAll(st.wideEvents, st.wideUsers)
+	closeAll(st.upsertUsers[1:]...) // [0] is upsertUser
 	closeAll(st.savepoint, st.release, st.rollbackTo, st.lastEventID, st.selectCallByID, st.selectUsers,
 		st.insertCall, st.updateCall, st.updateCallSeq, st.upsertUser, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed, st.busyUsers, st.userBusy,
 		st.callsByID, st.usersOfCalls, st.dueDeadlines,
@@ -184,7 +191,7 @@ type readStatements struct {
 	selectCallByID, selectUsers, selectIdempotency *sqlx.Stmt
 
 	// dispatcher holds the webhook dispatcher's reads (see
-	// Store.preparedRead), eventLog the event log's (preparedQueryer),
+	// Store.preparedRead), eventLog the event log's (eventReads),
 	// by their text.
 	dispatcher, eventLog map[string]*sqlx.Stmt
 }

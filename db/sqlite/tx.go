@@ -121,6 +121,9 @@ var _ calls.CallsLoader = (*callsTx)(nil)
 // rows the cache cannot know (its request may still succeed), so it
 // empties the cache.
 func (t *callsTx) Save(ctx context.Context, ch *calls.Change) error {
+	if err := t.deferred.failed(); err != nil {
+		return err // the claim's held-back rows were not written
+	}
 	t.s.reqWrote = true // before any statement: a failure may follow one that wrote
 	var prev *calls.Call
 	if ch.Call != nil {
