@@ -83,16 +83,24 @@ func BenchmarkInvitations(b *testing.B) {
 	})
 }
 
+// withPending opens a store where user has n pending invitations
+// (manyPending) and returns it with the last event id.
+func withPending(tb testing.TB, user string, n int) (*Store, int64) {
+	tb.Helper()
+	s := openTest(tb)
+	manyPending(tb, s, user, n)
+	last, err := s.LastEventID(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s, last
+}
+
 // Every read of the event log runs its prepared statement: as text, the
 // driver would parse it on each run, most of a stream opening's reads.
 func TestEventLogReadsRunPrepared(t *testing.T) {
-	s := openTest(t)
-	manyPending(t, s, "bob", 2)
+	s, last := withPending(t, "bob", 2)
 	ctx := context.Background()
-	last, err := s.LastEventID(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	before, hits := s.unprepared.Load(), s.prepared.Load()
 	if list, err := s.EventsAfter(ctx, "bob", 0, 100); err != nil || len(list) != 4 {
 		t.Fatalf("EventsAfter: %d events, %v", len(list), err)
@@ -126,13 +134,8 @@ func TestEventLogReadsRunPrepared(t *testing.T) {
 //
 //	go test -run '^$' -bench StreamOpening -benchtime 2s ./db/sqlite/
 func BenchmarkStreamOpening(b *testing.B) {
-	s := openTest(b)
-	manyPending(b, s, "bob", 3)
+	s, last := withPending(b, "bob", 3)
 	ctx := context.Background()
-	last, err := s.LastEventID(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
 	b.Run("events-after", func(b *testing.B) {
 		for b.Loop() {
 			if list, err := s.EventsAfter(ctx, "bob", last-2, 100); err != nil || len(list) != 2 {

@@ -98,6 +98,11 @@ const (
 		WHERE enabled = 1 AND deleted = 0 AND (event_types = '' OR instr(event_types, ',' || ? || ',') > 0)`
 )
 
+// upsertUserRows is sqlUpsertUser for n rows.
+func upsertUserRows(n int) string {
+	return sqlUpsertUserInto + strings.Repeat(sqlUpsertUserRow+", ", n-1) + sqlUpsertUserRow + sqlUpsertUserSet
+}
+
 // writeStatements are prepared on the single writer connection and bound to
 // each batch's transaction with txStmt.
 type writeStatements struct {
@@ -141,15 +146,13 @@ func prepareWrite(ctx context.Context, wdb *sqlx.DB) (*writeStatements, error) {
 	st.upsertUser = p.prepare(sqlUpsertUser)
 	st.upsertUsers[0] = st.upsertUser
 	for n := 2; n <= maxEventRows; n++ {
-		st.upsertUsers[n-1] = p.prepare(sqlUpsertUserInto + strings.Repeat(sqlUpsertUserRow+", ", n-1) +
-			sqlUpsertUserRow + sqlUpsertUserSet)
+		st.upsertUsers[n-1] = p.prepare(upsertUserRows(n))
 	}
 	for n := range maxEventRows {
 		st.insertEvents[n] = p.prepare(sqlInsertEvent + strings.Repeat(", (?, ?, ?, ?, ?, ?)", n))
 	}
 	st.wideEvents = p.prepare(sqlInsertEvent + strings.Repeat(", (?, ?, ?, ?, ?, ?)", wideRows-1))
-	st.wideUsers = p.prepare(sqlUpsertUserInto + strings.Repeat(sqlUpsertUserRow+", ", wideRows-1) +
-		sqlUpsertUserRow + sqlUpsertUserSet)
+	st.wideUsers = p.prepare(upsertUserRows(wideRows))
 	st.setInvitation = p.prepare(sqlSetInvitation)
 	st.clearBusy = p.prepare(sqlClearBusy)
 	st.insertMessage = p.prepare(sqlInsertMessage)
