@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -17,11 +19,13 @@ import (
 )
 
 // keyedPost is one POST /calls with an Idempotency-Key against a process;
-// err is set when no answer came (the process died under it).
+// err is set when no answer came (the process died under it), and written
+// says whether the whole request had left for the server before that.
 type keyedPost struct {
 	status   int
 	callID   string
 	replayed bool
+	written  bool
 	err      error
 }
 
@@ -30,20 +34,22 @@ func postKeyed(client *http.Client, p *process, user, key string, body []byte) k
 	if err != nil {
 		return keyedPost{err: err}
 	}
-	req, _ := http.NewRequest("POST", p.url+"/calls", bytes.NewReader(body))
+	var written atomic.Bool
+	trace := &httptrace.ClientTrace{WroteRequest: func(w httptrace.WroteRequestInfo) { written.Store(w.Err == nil) }}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "POST", p.url+"/calls", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Idempotency-Key", key)
 	res, err := client.Do(req)
 	if err != nil {
-		return keyedPost{err: err}
+		return keyedPost{written: written.Load(), err: err}
 	}
 	defer res.Body.Close()
 	data, err := io.ReadAll(res.Body)
 	if err != nil {
-		return keyedPost{err: err}
+		return keyedPost{written: true, err: err}
 	}
-	out := keyedPost{status: res.StatusCode, replayed: res.Header.Get("Idempotent-Replayed") == "true"}
+	out := keyedPost{status: res.StatusCode, written: true, replayed: res.Header.Get("Idempotent-Replayed") == "true"}
 	var created struct{ CallID string }
 	if res.StatusCode == http.StatusCreated {
 		if err := json.Unmarshal(data, &created); err != nil {
@@ -69,22 +75,27 @@ func TestIdempotentRetryAfterCrash(t *testing.T) {
 	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
 	defer client.CloseIdleConnections()
 
-	const n, killAfter = 200, 40
+	// Workers post key after key until the process dies, so whenever the
+	// kill lands there are requests between arrival and answer, however
+	// quickly the server commits and however slowly this client runs: an
+	// earlier version sent a fixed 200 at once, and a fast server under a
+	// loaded CI machine had answered all of them before the signal landed.
+	const n, workers, killAfter = 2000, 48, 40
 	type request struct {
 		user, key, invitee string
 		body               []byte
 	}
 	reqs := make([]request, n)
 	for i := range reqs {
-		invitee := fmt.Sprintf("idem-callee-%03d", i)
+		invitee := fmt.Sprintf("idem-callee-%04d", i)
 		body, _ := json.Marshal(map[string]any{"invitees": []string{invitee}, "timeout": 600})
-		reqs[i] = request{user: fmt.Sprintf("caller%d", i%8), key: fmt.Sprintf("key-%03d", i), invitee: invitee, body: body}
+		reqs[i] = request{user: fmt.Sprintf("caller%d", i%8), key: fmt.Sprintf("key-%04d", i), invitee: invitee, body: body}
 	}
 
-	// All at once; SIGKILL as soon as killAfter of them were answered, so
-	// the rest are somewhere between arrival and answer.
+	// SIGKILL as soon as killAfter were answered; a worker stops at its
+	// first request that got no answer.
 	first := make([]keyedPost, n)
-	var acked atomic.Int32
+	var next, acked atomic.Int32
 	var killOnce sync.Once
 	kill := func() {
 		killOnce.Do(func() {
@@ -93,42 +104,53 @@ func TestIdempotentRetryAfterCrash(t *testing.T) {
 			}
 		})
 	}
-	start := make(chan struct{})
 	var wg sync.WaitGroup
-	for i := range reqs {
+	for range workers {
 		wg.Go(func() {
-			<-start
-			first[i] = postKeyed(client, p, reqs[i].user, reqs[i].key, reqs[i].body)
-			if first[i].err == nil && acked.Add(1) == killAfter {
-				kill()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				first[i] = postKeyed(client, p, reqs[i].user, reqs[i].key, reqs[i].body)
+				if first[i].err != nil {
+					return
+				}
+				if acked.Add(1) == killAfter {
+					kill()
+				}
 			}
 		})
 	}
-	close(start)
 	wg.Wait()
 	kill() // in case fewer than killAfter were answered
 	p.cmd.Wait()
 	client.CloseIdleConnections()
-	answered, died := 0, 0
+	sent := min(int(next.Load()), n) // keys past this were never tried
+	reqs, first = reqs[:sent], first[:sent]
+	answered, died, inFlight := 0, 0, 0
 	for i, f := range first {
 		switch {
 		case f.err != nil:
 			died++
+			if f.written {
+				inFlight++
+			}
 		case f.status != http.StatusCreated:
 			t.Fatalf("%s before the crash: %d", reqs[i].key, f.status)
 		default:
 			answered++
 		}
 	}
-	t.Logf("before the crash: %d answered, %d cut off", answered, died)
-	if died == 0 {
-		t.Fatal("the crash cut off no request: the test proves nothing")
+	t.Logf("before the crash: %d answered, %d cut off (%d of them sent whole)", answered, died, inFlight)
+	if inFlight == 0 {
+		t.Fatal("the crash cut off no request the server could have received: the test proves nothing")
 	}
 
 	p = startProcess(t, bin, dbPath, addr)
 	// The retries, concurrently too: the store serializes them, no key is
 	// "still in progress" after a restart.
-	retried := make([]keyedPost, n)
+	retried := make([]keyedPost, len(reqs))
 	for i := range reqs {
 		wg.Go(func() { retried[i] = postKeyed(client, p, reqs[i].user, reqs[i].key, reqs[i].body) })
 	}
