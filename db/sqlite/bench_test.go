@@ -87,23 +87,32 @@ func benchUpdate(b *testing.B, opts Options, conc int) {
 // path SQLite took before it fired deadlines in batches. cpu-µs/deadline
 // is the process's CPU time over the same span, write-p99-ms the p99
 // latency of small writes made one after the other meanwhile (what a
-// request waits behind the deadlines firing). Run with:
+// request waits behind the deadlines firing). In "batched" and "each"
+// every call has a caller and an invitee of its own, numbered in the
+// order the calls are made and fire, so the rows indexed by user that a
+// claim writes sit side by side; "batched-1000-pairs" spreads the calls
+// over 1,000 caller-invitee pairs, as loadgen's deadlines mode does, so
+// that each of them writes a page of its own in every index by user.
+// Run with:
 //
 //	go test -run '^$' -bench FireDeadlines -benchtime 20000x ./db/sqlite/
 func BenchmarkFireDeadlines(b *testing.B) {
+	batched := func(s *Store) calls.Store { return s }
 	modes := []struct {
-		name string
-		wrap func(*Store) calls.Store
+		name  string
+		wrap  func(*Store) calls.Store
+		pairs int // 0: a pair per call
 	}{
-		{"batched", func(s *Store) calls.Store { return s }},
-		{"each", func(s *Store) calls.Store { return struct{ calls.Store }{s} }},
+		{"batched", batched, 0},
+		{"each", func(s *Store) calls.Store { return struct{ calls.Store }{s} }, 0},
+		{"batched-1000-pairs", batched, 1000},
 	}
 	for _, m := range modes {
-		b.Run(m.name, func(b *testing.B) { benchFireDeadlines(b, m.wrap) })
+		b.Run(m.name, func(b *testing.B) { benchFireDeadlines(b, m.wrap, m.pairs) })
 	}
 }
 
-func benchFireDeadlines(b *testing.B, wrap func(*Store) calls.Store) {
+func benchFireDeadlines(b *testing.B, wrap func(*Store) calls.Store, pairs int) {
 	s := openTest(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -111,7 +120,11 @@ func benchFireDeadlines(b *testing.B, wrap func(*Store) calls.Store) {
 	for i := 0; i < b.N; i += perTx {
 		err := s.Update(ctx, func(tx calls.Tx) error {
 			for j := i; j < min(i+perTx, b.N); j++ {
-				ch := storetest.NewCall(fmt.Sprintf("c%07d", j), fmt.Sprintf("caller%d", j), 1_000, fmt.Sprintf("callee%d", j))
+				u := j
+				if pairs > 0 {
+					u = j * 7919 % pairs // 7919 is prime: consecutive calls go to pairs far apart
+				}
+				ch := storetest.NewCall(fmt.Sprintf("c%07d", j), fmt.Sprintf("caller%d", u), 1_000, fmt.Sprintf("callee%d", u))
 				if err := tx.Save(ctx, ch); err != nil {
 					return err
 				}

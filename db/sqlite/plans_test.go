@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"context"
 	"strings"
 	"testing"
 )
@@ -54,6 +55,9 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		// keys one JSON array each (the users sorted into list order).
 		{"calls by id", sqlCallsByID, []any{`["a","b"]`}, []string{"sqlite_autoindex_calls_1 (id=?)"}, []string{"SCAN calls"}, false},
 		{"users of calls", sqlUsersOfCalls, []any{`[1,2]`}, []string{"PRIMARY KEY (call_seq=?)"}, []string{"SCAN call_users"}, true},
+		// The gauge's counts read their partial indexes, never the table.
+		{"count started calls", sqlCountStarted, nil, []string{"COVERING INDEX calls_started"}, nil, false},
+		{"count ended calls", sqlCountEnded, nil, []string{"COVERING INDEX calls_ended"}, nil, false},
 		// The retention of ended calls walks migration 0006's index from
 		// the oldest, never the table.
 		{"prune calls", sqlPruneCalls, []any{1, 10}, []string{"calls_ended (end_time<?)"}, []string{"SCAN calls"}, false},
@@ -99,4 +103,31 @@ func queryPlan(t *testing.T, s *Store, query string, args ...any) string {
 		t.Fatal(err)
 	}
 	return strings.Join(plan, "; ")
+}
+
+// Migration 0011 moves the count of started calls to an index by seq: a
+// database upgraded with started and ended calls in it counts them as
+// before, and its calls_started_by_caller, which every call's start and
+// end kept up to date, is gone.
+func TestMigration0011CountsStartedCallsBySeq(t *testing.T) {
+	path, raw := schemaBefore(t, "0011")
+	for _, q := range []string{
+		`INSERT INTO calls (id, caller, mode, state, timeout, create_time, end_time) VALUES
+			('a', 'alice', 'general', 'started', 60, 1000, 0),
+			('b', 'bob', 'general', 'ended', 60, 1000, 2000),
+			('c', 'carol', 'advanced', 'started', 60, 1000, 0)`,
+	} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.Close()
+	s := openAt(t, path)
+	started, ended, err := s.CallCounts(context.Background())
+	if err != nil || started != 2 || ended != 1 {
+		t.Fatalf("CallCounts after the upgrade = %d started, %d ended (%v); want 2, 1", started, ended, err)
+	}
+	if n := count(t, s, "sqlite_master WHERE type = 'index' AND name = 'calls_started_by_caller'"); n != 0 {
+		t.Fatalf("calls_started_by_caller is still there after 0011")
+	}
 }

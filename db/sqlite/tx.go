@@ -329,13 +329,15 @@ const noInviteeAccepted = `NOT EXISTS (SELECT 1 FROM call_users u
 
 // The caller-offline queries. The start-up arming's literal state =
 // 'started' and caller_tracked = 1 let SQLite use the partial index
-// calls_tracked_started (0003), which pages it by seq.
+// calls_tracked_started (0003), which pages it by seq; it is named, since
+// calls_started (0011, every started call by seq) would serve too, walking
+// the untracked calls as well.
 const (
 	// Migration 0007's index holds just the calls presence can change.
 	sqlCallerOfflineCalls = `SELECT ` + callColumns + ` FROM calls c INDEXED BY calls_presence
 		WHERE c.caller = ? AND c.presence_matters = 1 AND c.seq > ?
 		ORDER BY c.seq LIMIT ?`
-	sqlTrackedCallerOfflineCalls = `SELECT ` + callColumns + ` FROM calls c
+	sqlTrackedCallerOfflineCalls = `SELECT ` + callColumns + ` FROM calls c INDEXED BY calls_tracked_started
 		WHERE c.state = 'started' AND c.caller_tracked = 1 AND c.seq > ? AND ` + noInviteeAccepted + `
 		ORDER BY c.seq LIMIT ?`
 )
