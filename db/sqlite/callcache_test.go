@@ -473,3 +473,51 @@ func TestSameCallRowSeesEveryUpdatedColumn(t *testing.T) {
 		t.Errorf("sqlUpdateCall has %d placeholders, want the %d columns and the seq", n, len(changes))
 	}
 }
+
+// userRow is what readUserRow reads of a user's row in a call.
+type userRow struct {
+	state     string
+	timeoutAt int64
+	busy      int
+}
+
+func readUserRow(t *testing.T, s *Store, callID, user string) userRow {
+	t.Helper()
+	var r userRow
+	err := s.rdb.QueryRow(`SELECT u.state, u.timeout_at, u.busy FROM call_users u JOIN calls c ON c.seq = u.call_seq
+		WHERE c.id = ? AND u.user_id = ?`, callID, user).Scan(&r.state, &r.timeoutAt, &r.busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// A user who quits an advanced call is no longer busy, and is busy again
+// on joining it again, though neither changes a deadline of theirs: a
+// write that kept the busy flag of the row as it was would pass every
+// other test, since the flag is in no calls.Call.
+func TestRejoinMakesTheUserBusyAgain(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	svc := calls.NewService(calls.Options{Store: s})
+	bob := calls.Actor{UserID: "bob"}
+	r, err := svc.Invite(ctx, calls.Actor{UserID: "alice"}, calls.InviteInput{Invitees: []string{"bob", "carol"}, Mode: calls.ModeAdvanced})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Accept(ctx, bob, r.CallID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Quit(ctx, bob, r.CallID, calls.LeaveInput{}); err != nil {
+		t.Fatal(err)
+	}
+	if row := readUserRow(t, s, r.CallID, "bob"); row.busy != 0 {
+		t.Fatalf("bob's row after quitting: %+v, want not busy", row)
+	}
+	if _, err := svc.Join(ctx, bob, r.CallID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if row := readUserRow(t, s, r.CallID, "bob"); row.busy != 1 || row.state != string(calls.StateAccepted) {
+		t.Fatalf("bob's row after joining again: %+v, want accepted and busy", row)
+	}
+}

@@ -7,7 +7,7 @@
 -- each. Keyed by seq, a new call's entry goes at the right edge, which
 -- every new call shares, and the calls a claim of deadlines ends (created
 -- together, so due together) sit side by side. With 1,000 callers a
--- deadline fired took 6 % less of the writer's CPU
+-- deadline fired took 8 % less CPU
 -- (BenchmarkFireDeadlines/batched-1000-pairs, docs/benchmarks.md).
 DROP INDEX IF EXISTS calls_started_by_caller;
 CREATE INDEX calls_started ON calls (seq) WHERE state = 'started';
