@@ -257,7 +257,11 @@ func benchCycle(b *testing.B, opts Options, conc int, spread bool) {
 				}
 				u := i
 				if spread {
-					u = i * 7919 % 1_000_003 // both prime: every i < 1,000,003 a name of its own
+					// Both prime: a name of its own for each of the
+					// first 1,000,003 cycles. Past that a name comes
+					// back while its user is still in a call, and
+					// Invite refuses it (busy).
+					u = i * 7919 % 1_000_003
 				}
 				callee := calls.Actor{UserID: fmt.Sprintf("callee%d", u), Device: "phone"}
 				r, err := svc.Invite(ctx, caller, calls.InviteInput{Invitees: []string{callee.UserID}})

@@ -493,9 +493,9 @@ func readUserRow(t *testing.T, s *Store, callID, user string) userRow {
 }
 
 // A user who quits an advanced call is no longer busy, and is busy again
-// on joining it again, though neither changes a deadline of theirs: a
-// write that kept the busy flag of the row as it was would pass every
-// other test, since the flag is in no calls.Call.
+// on joining it again, though neither changes a deadline of theirs. The
+// flag is in no calls.Call, so the cache-mirror walk cannot see a write
+// that leaves it wrong.
 func TestRejoinMakesTheUserBusyAgain(t *testing.T) {
 	s := openTest(t)
 	ctx := context.Background()
