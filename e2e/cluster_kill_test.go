@@ -65,6 +65,7 @@ func startClusterProcs(t *testing.T, n int, dsn string) []*clusterProc {
 		t.Cleanup(func() {
 			_ = p.cmd.Process.Kill()
 			_ = p.cmd.Wait()
+			checkRaces(t, fmt.Sprintf("node %d", i), p.logs)
 			if t.Failed() {
 				t.Logf("node %d log:\n%s", i, p.logs)
 			}

@@ -26,7 +26,12 @@ var (
 )
 
 // buildServer compiles cmd/api once per test run: the crash test must kill
-// a real process, not a goroutine.
+// a real process, not a goroutine. It is built with the race detector when
+// the tests are (scripts/test runs them so): go test has then compiled
+// every package it needs that way already, and the build is a link of a
+// few seconds, where a build without it compiles everything afresh on a
+// clean machine (90 s on a 2-core CI box, on the suite's longest path).
+// The binary also reports its own data races (see checkRaces).
 func buildServer(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -36,7 +41,11 @@ func buildServer(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "callsig")
-		out, err := exec.Command("go", "build", "-o", binPath, "callsig/cmd/api").CombinedOutput()
+		args := []string{"build", "-o", binPath}
+		if raceBuild {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, "callsig/cmd/api")...).CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -45,6 +54,16 @@ func buildServer(t *testing.T) string {
 		t.Fatal(buildErr)
 	}
 	return binPath
+}
+
+// checkRaces fails t when a server built with the race detector (see
+// buildServer) reported a data race in its log, logs, once the process
+// has exited.
+func checkRaces(t *testing.T, name string, logs *bytes.Buffer) {
+	t.Helper()
+	if raceBuild && bytes.Contains(logs.Bytes(), []byte("WARNING: DATA RACE")) {
+		t.Errorf("%s reported a data race:\n%s", name, logs)
+	}
 }
 
 type process struct {
@@ -68,7 +87,11 @@ func startProcess(t *testing.T, bin, dbPath, addr string, env ...string) *proces
 		t.Fatal(err)
 	}
 	p := &process{t: t, cmd: cmd, url: "http://" + addr, logs: logs}
-	t.Cleanup(func() { p.cmd.Process.Kill(); p.cmd.Wait() })
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		checkRaces(t, "the server", logs)
+	})
 	var err error
 	ready := wait.Until(20*time.Second, func() bool {
 		var res *http.Response
