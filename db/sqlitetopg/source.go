@@ -2,9 +2,11 @@ package sqlitetopg
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/url"
 	"os"
@@ -34,25 +36,60 @@ type source struct {
 }
 
 // stamp is what any write to the file changes: the size and modification
-// time of the database file and of its WAL (zero when there is none).
+// time of the database file and of its WAL (zero when there is none), and
+// what a write changes where neither does. A filesystem may keep times to
+// the second or coarser, and a write may leave both sizes as they were: a
+// WAL that was all checkpointed is written again from its start, inside
+// its old length, and a file in rollback-journal mode is rewritten in
+// place. So the stamp also holds a digest of the WAL (every commit writes
+// frames to it, each with a checksum and the WAL's salts) and the file
+// change counter of the database header (rollback mode increments it on
+// every commit). Reading a WAL costs little: a node checkpoints it at
+// about 4 MiB.
 type stamp struct {
 	size, walSize int64
 	mod, walMod   time.Time
+	counter       [4]byte
+	walSum        [sha256.Size]byte
 }
+
+// counterOffset is where the database header holds its file change
+// counter (https://sqlite.org/fileformat2.html#file_change_counter).
+const counterOffset = 24
 
 func stampOf(abs string) (stamp, error) {
 	var st stamp
-	fi, err := os.Stat(abs)
+	f, err := os.Open(abs)
+	if err != nil {
+		return st, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
 	if err != nil {
 		return st, err
 	}
 	st.size, st.mod = fi.Size(), fi.ModTime()
-	switch wi, err := os.Stat(abs + "-wal"); {
-	case err == nil:
-		st.walSize, st.walMod = wi.Size(), wi.ModTime()
-	case !errors.Is(err, fs.ErrNotExist):
+	if _, err := f.ReadAt(st.counter[:], counterOffset); err != nil && !errors.Is(err, io.EOF) {
 		return st, err
 	}
+	w, err := os.Open(abs + "-wal")
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return st, nil
+	case err != nil:
+		return st, err
+	}
+	defer w.Close()
+	wi, err := w.Stat()
+	if err != nil {
+		return st, err
+	}
+	st.walSize, st.walMod = wi.Size(), wi.ModTime()
+	h := sha256.New()
+	if _, err := io.Copy(h, w); err != nil {
+		return st, fmt.Errorf("read its WAL: %w", err)
+	}
+	h.Sum(st.walSum[:0])
 	return st, nil
 }
 
@@ -120,10 +157,10 @@ func (s *source) unchanged() error {
 }
 
 // equal: an empty WAL is no WAL (the copy's own read-only open creates
-// one where a stopped node removed it); a write appends frames to it.
+// one where a stopped node removed it); a write writes frames to it.
 func (a stamp) equal(b stamp) bool {
-	return a.size == b.size && a.mod.Equal(b.mod) && a.walSize == b.walSize &&
-		(a.walSize == 0 || a.walMod.Equal(b.walMod))
+	return a.size == b.size && a.mod.Equal(b.mod) && a.counter == b.counter &&
+		a.walSize == b.walSize && (a.walSize == 0 || a.walMod.Equal(b.walMod) && a.walSum == b.walSum)
 }
 
 // checkSchema refuses a file that is not a callsig database at the
