@@ -1,7 +1,6 @@
 package calls
 
 import (
-	"errors"
 	"log/slog"
 	"time"
 )
@@ -90,5 +89,3 @@ func NewService(o Options) *Service {
 	s.sched = newScheduler(s)
 	return s
 }
-
-var errTODO = errors.New("not implemented")
