@@ -35,20 +35,6 @@ func recipientsOf(evs []Event) []string {
 	return ids
 }
 
-func eventFor(t *testing.T, ch *Change, typ EventType, userID string) Event {
-	t.Helper()
-	var found []Event
-	for _, e := range eventsOf(ch, typ) {
-		if e.UserID == userID {
-			found = append(found, e)
-		}
-	}
-	if len(found) != 1 {
-		t.Fatalf("%s has %d %s events, want 1", userID, len(found), typ)
-	}
-	return found[0]
-}
-
 func decode(t *testing.T, raw json.RawMessage) map[string]any {
 	t.Helper()
 	var m map[string]any

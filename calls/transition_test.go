@@ -212,13 +212,6 @@ func cancelOp(invitees ...string) func(c *Call, a Actor) (*Change, error) {
 	}
 }
 
-func wantActorState(s UserState) func(t *testing.T, before, after *Call, a Actor) {
-	return func(t *testing.T, before, after *Call, a Actor) {
-		t.Helper()
-		wantStates(t, after, map[string]UserState{a.UserID: s})
-	}
-}
-
 var tableOps = []tableOp{
 	{name: "cancel of the invitee they invited", run: cancelOp("dave"), device: "phone",
 		check: func(t *testing.T, before, after *Call, a Actor) {

@@ -142,11 +142,6 @@ func (p *page) run(what string, actions ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
-func (p *page) do(actions ...chromedp.Action[chromedp.Void]) {
-	p.t.Helper()
-	p.run("run actions", actions...)
-}
-
 // fail reports a failed step with the page's errors and latest events.
 func (p *page) fail(what string, err error) {
 	p.t.Helper()
