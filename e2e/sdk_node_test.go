@@ -22,7 +22,11 @@ import (
 // any lifetime or exp, move the clock (token expiry, invitation timeouts),
 // restart the server on its address and read a user's committed event log.
 // None of that is in the production server.
+//
+// It runs in parallel with the other parallel tests: it waits far more
+// than it computes (30 s with 7 s of CPU, node included, under -race).
 func TestSDKNode(t *testing.T) {
+	t.Parallel()
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Fatal("node (>= 20) is needed for the JavaScript client's tests")

@@ -39,8 +39,10 @@ func TestClosedStoreAnswers503(t *testing.T) {
 }
 
 // Another process holding the database's write lock past busy_timeout
-// (SQLITE_BUSY) is "retry later", not an internal error.
+// (SQLITE_BUSY) is "retry later", not an internal error. In parallel with
+// the other parallel tests: it spends its 13 s waiting out busy_timeout.
 func TestBusyDatabaseAnswers503(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t)
 	alice := s.Client("alice")
 	alice.Invite(nil, "bob")
