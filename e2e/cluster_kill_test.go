@@ -55,7 +55,7 @@ func startClusterProcs(t *testing.T, n int, dsn string) []*clusterProc {
 			"CALLSIG_PRESENCE_LEASE=2s", "CALLSIG_HEARTBEAT_TIMEOUT=2s",
 			// The attempts the killed node had in flight are retried by
 			// the others after this.
-			"CALLSIG_WEBHOOK_LEASE=20s")
+			"CALLSIG_WEBHOOK_LEASE=20s", raceEnv)
 		logs := &bytes.Buffer{}
 		cmd.Stdout, cmd.Stderr = logs, logs
 		if err := cmd.Start(); err != nil {
@@ -65,7 +65,7 @@ func startClusterProcs(t *testing.T, n int, dsn string) []*clusterProc {
 		t.Cleanup(func() {
 			_ = p.cmd.Process.Kill()
 			_ = p.cmd.Wait()
-			checkRaces(t, fmt.Sprintf("node %d", i), p.logs)
+			checkRaces(t, fmt.Sprintf("node %d", i), p.logs.Bytes())
 			if t.Failed() {
 				t.Logf("node %d log:\n%s", i, p.logs)
 			}
@@ -81,6 +81,9 @@ func startClusterProcs(t *testing.T, n int, dsn string) []*clusterProc {
 			res.Body.Close()
 			return res.StatusCode == http.StatusOK
 		}) {
+			// Its log is whole (and no longer written) once it has exited.
+			_ = p.cmd.Process.Kill()
+			_ = p.cmd.Wait()
 			t.Fatalf("node %d did not become ready:\n%s", i, p.logs)
 		}
 	}

@@ -57,14 +57,20 @@ func buildServer(t *testing.T) string {
 }
 
 // checkRaces fails t when a server built with the race detector (see
-// buildServer) reported a data race in its log, logs, once the process
-// has exited.
-func checkRaces(t *testing.T, name string, logs *bytes.Buffer) {
+// buildServer) reported a data race in its log, logs, read once the
+// process has exited. The server's environment ends with raceEnv.
+func checkRaces(t *testing.T, name string, logs []byte) {
 	t.Helper()
-	if raceBuild && bytes.Contains(logs.Bytes(), []byte("WARNING: DATA RACE")) {
+	if raceBuild && bytes.Contains(logs, []byte("WARNING: DATA RACE")) {
 		t.Errorf("%s reported a data race:\n%s", name, logs)
 	}
 }
+
+// raceEnv, last in a server's environment, has the race detector write
+// its reports to the server's standard error, where checkRaces reads
+// them, whatever GORACE the tests run with (log_path would send them to
+// files).
+const raceEnv = "GORACE="
 
 type process struct {
 	t    *testing.T
@@ -80,7 +86,7 @@ const crashSecret = "crash-test-secret-0123456789abcdef0123"
 func startProcess(t *testing.T, bin, dbPath, addr string, env ...string) *process {
 	t.Helper()
 	cmd := exec.Command(bin, "-addr", addr, "-db", dbPath)
-	cmd.Env = append(append(os.Environ(), "CALLSIG_JWT_SECRET="+crashSecret, "CALLSIG_RATE_LIMIT=0"), env...)
+	cmd.Env = append(append(append(os.Environ(), "CALLSIG_JWT_SECRET="+crashSecret, "CALLSIG_RATE_LIMIT=0"), env...), raceEnv)
 	logs := &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
@@ -90,7 +96,7 @@ func startProcess(t *testing.T, bin, dbPath, addr string, env ...string) *proces
 	t.Cleanup(func() {
 		p.cmd.Process.Kill()
 		p.cmd.Wait()
-		checkRaces(t, "the server", logs)
+		checkRaces(t, "the server", logs.Bytes())
 	})
 	var err error
 	ready := wait.Until(20*time.Second, func() bool {
@@ -102,6 +108,9 @@ func startProcess(t *testing.T, bin, dbPath, addr string, env ...string) *proces
 		return res.StatusCode == http.StatusOK
 	})
 	if !ready {
+		// Its log is whole (and no longer written) once it has exited.
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
 		t.Fatalf("server did not become ready: %v\n%s", err, logs)
 	}
 	return p

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -11,9 +13,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"callsig/internal/pgtest"
 	"callsig/internal/wait"
 )
 
@@ -26,25 +30,18 @@ import (
 // It mostly waits on curl, so it runs beside the other parallel tests.
 func TestREADMECurlWalkthrough(t *testing.T) {
 	t.Parallel()
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		t.Fatal("bash is needed to run the README's commands")
-	}
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Fatal("curl is needed to run the README's commands")
-	}
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	blocks := curlWalkthrough(t, string(readme))
+	blocks := readmeBlocks(t, string(readme), "Try it with curl", 3)
 
 	bin := buildServer(t)
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	srv := exec.Command(bin)
 	srv.Dir = dir
-	srv.Env = append(withoutCallsigEnv(os.Environ()), "CALLSIG_ADDR="+addr)
+	srv.Env = append(withoutCallsigEnv(os.Environ()), "CALLSIG_ADDR="+addr, raceEnv)
 	logs := &bytes.Buffer{}
 	srv.Stdout, srv.Stderr = logs, logs
 	if err := srv.Start(); err != nil {
@@ -53,7 +50,7 @@ func TestREADMECurlWalkthrough(t *testing.T) {
 	t.Cleanup(func() {
 		_ = srv.Process.Kill()
 		_ = srv.Wait()
-		checkRaces(t, "the server", logs)
+		checkRaces(t, "the server", logs.Bytes())
 	})
 	if !wait.Until(20*time.Second, func() bool {
 		res, err := http.Get("http://" + addr + "/readyz")
@@ -66,34 +63,18 @@ func TestREADMECurlWalkthrough(t *testing.T) {
 		t.Fatalf("the server did not become ready")
 	}
 
-	var script strings.Builder
-	script.WriteString("set -eu\n")
-	// `go run ./cmd/api ARGS` is the built binary, run where it keeps
-	// its data (the token subcommand reads the development secret there).
-	script.WriteString(`go() { if [ "$1" = run ] && [ "$2" = ./cmd/api ]; then shift 2; "$CALLSIG_BIN" "$@"; else command go "$@"; fi; }` + "\n")
-	for _, b := range blocks {
-		for _, line := range strings.Split(b, "\n") {
-			line = strings.ReplaceAll(line, "localhost:8080", addr)
-			if strings.HasPrefix(line, "curl -N ") {
-				// The listening terminal: in the background, and on once
-				// its stream has answered (its first bytes come at once).
-				line += " > bob-events.txt 2>&1 &\n" +
-					"for _ in $(seq 200); do [ -s bob-events.txt ] && break; sleep 0.05; done\n" +
-					"echo; echo '== walkthrough'"
-			}
-			script.WriteString(line + "\n")
+	// `go run ./cmd/api ARGS` is the built binary, run where it keeps its
+	// data (the token subcommand reads the development secret there).
+	prelude := `go() { if [ "$1" = run ] && [ "$2" = ./cmd/api ]; then shift 2; "$CALLSIG_BIN" "$@"; else command go "$@"; fi; }`
+	out := runSnippets(t, dir, bin, prelude, blocks, nil, func(line string) string {
+		line = strings.ReplaceAll(line, "localhost:8080", addr)
+		if strings.HasPrefix(line, "curl -N ") {
+			// The listening terminal: in the background, and on once its
+			// stream has answered (its first bytes come at once).
+			line += " > bob-events.txt 2>&1 &\n" + waitForBytes("bob-events.txt") + "\necho; echo '== walkthrough'"
 		}
-	}
-	script.WriteString("kill %1\n")
-	cmd := exec.Command(bash, "-c", script.String())
-	cmd.Dir = dir
-	cmd.Env = append(withoutCallsigEnv(os.Environ()), "CALLSIG_BIN="+bin)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("the README's commands failed: %v\nscript:\n%s\nstdout:\n%s\nstderr:\n%s", err, script.String(), out, stderr.String())
-	}
+		return line
+	})
 
 	// Each `curl -s` prints one JSON answer, with no newline between them.
 	_, answers, _ := bytes.Cut(out, []byte("== walkthrough\n"))
@@ -146,23 +127,91 @@ func TestREADMECurlWalkthrough(t *testing.T) {
 	}
 }
 
-// curlWalkthrough returns the sh blocks of the README's "Try it with curl"
-// section, in order.
-func curlWalkthrough(t *testing.T, readme string) []string {
+// readmeBlocks returns the sh blocks of the README section under the
+// heading ("## " or "### "), in order, failing t when there are fewer than
+// want.
+func readmeBlocks(t *testing.T, readme, heading string, want int) []string {
 	t.Helper()
-	_, section, ok := strings.Cut(readme, "\n## Try it with curl\n")
-	if !ok {
-		t.Fatal(`README.md has no "## Try it with curl" section`)
+	var section string
+	for _, level := range []string{"## ", "### "} {
+		if _, rest, ok := strings.Cut(readme, "\n"+level+heading+"\n"); ok {
+			// Up to the next heading of any level but the first (lines
+			// of the sh blocks start with "# ").
+			section = rest
+			if i := regexp.MustCompile(`\n#{2,6} `).FindStringIndex(rest); i != nil {
+				section = rest[:i[0]]
+			}
+			break
+		}
 	}
-	section, _, _ = strings.Cut(section, "\n## ")
 	var blocks []string
 	for _, m := range regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(section, -1) {
 		blocks = append(blocks, m[1])
 	}
-	if len(blocks) < 3 {
-		t.Fatalf("the walkthrough has %d sh blocks, want its setup and its two calls", len(blocks))
+	if len(blocks) < want {
+		t.Fatalf("README.md's %q has %d sh blocks, want %d", heading, len(blocks), want)
 	}
 	return blocks
+}
+
+// runSnippets runs the README's blocks with bash in dir, "set -eu", after
+// prelude, each line through rewrite, with the environment of the tests
+// but their CALLSIG_ settings, plus CALLSIG_BIN=bin and env. It runs in a
+// process group of its own, killed when the test ends: the snippets
+// leave servers and streams running in the background, as a reader's
+// terminals would. It returns the standard output, failing t when the
+// script fails.
+func runSnippets(t *testing.T, dir, bin, prelude string, blocks, env []string, rewrite func(string) string) []byte {
+	t.Helper()
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Fatal("bash is needed to run the README's commands")
+	}
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatal("curl is needed to run the README's commands")
+	}
+	var script strings.Builder
+	script.WriteString("set -eu\n" + prelude + "\n")
+	for _, b := range blocks {
+		for _, line := range strings.Split(b, "\n") {
+			script.WriteString(rewrite(line) + "\n")
+		}
+	}
+	cmd := exec.Command(bash, "-c", script.String())
+	cmd.Dir = dir
+	cmd.Env = append(append(append(withoutCallsigEnv(os.Environ()), "CALLSIG_BIN="+bin), env...), raceEnv)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Files, not pipes: Wait would wait for the background processes,
+	// which hold the script's output too.
+	stdout, err := os.Create(filepath.Join(t.TempDir(), "stdout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdout.Close()
+	stderr, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pgid := cmd.Process.Pid
+	t.Cleanup(func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
+	err = cmd.Wait()
+	out, _ := os.ReadFile(stdout.Name())
+	if err != nil {
+		errs, _ := os.ReadFile(stderr.Name())
+		t.Fatalf("the README's commands failed: %v\nscript:\n%s\nstdout:\n%s\nstderr:\n%s", err, script.String(), out, errs)
+	}
+	return out
+}
+
+// waitForBytes is a shell loop that waits up to 10 s for file to hold
+// something: a stream started in the background has answered.
+func waitForBytes(file string) string {
+	return "for _ in $(seq 200); do [ -s " + file + " ] && break; sleep 0.05; done"
 }
 
 // withoutCallsigEnv drops the CALLSIG_ settings of the environment the
@@ -188,4 +237,84 @@ func userState(call map[string]any, user string) string {
 		}
 	}
 	return ""
+}
+
+// The README's "Running a cluster" walkthrough, run as written: three
+// nodes of the built binary on one PostgreSQL database and the machine's
+// NATS, bob listening on one node, alice inviting him through another,
+// bob accepting on the third. Changed from the text: the database is the
+// test's own (made by it, not by createdb), the ports are free ones, `go
+// build` copies the built binary, the nodes' logs and bob's stream go to
+// files, the script waits for the nodes' /readyz (a reader types slower
+// than a script) and the nodes' NATS subjects have a prefix of the test's.
+func TestREADMEClusterWalkthrough(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := readmeBlocks(t, string(readme), "Running a cluster", 1)
+	dsn := pgtest.NewDatabase(t)
+	db := dsn[strings.LastIndex(dsn, "/")+1 : strings.Index(dsn, "?")]
+	bin := buildServer(t)
+	dir := t.TempDir()
+	ports := map[string]string{}
+	for _, p := range []string{"8081", "8082", "8083"} {
+		ports["127.0.0.1:"+p] = freeAddr(t)
+	}
+	var ready strings.Builder
+	for _, addr := range ports {
+		ready.WriteString("for _ in $(seq 300); do curl -sf http://" + addr + "/readyz > /dev/null && break; sleep 0.1; done\n")
+	}
+	prelude := `go() { if [ "$1" = build ] && [ "$2" = -o ]; then cp "$CALLSIG_BIN" "$3"; else command go "$@"; fi; }`
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	env := []string{"CALLSIG_NATS_PREFIX=callsig-readme-" + hex.EncodeToString(r[:])}
+	out := runSnippets(t, dir, bin, prelude, blocks, env, func(line string) string {
+		if strings.HasPrefix(line, "createdb ") {
+			return ": the test made the database " + db
+		}
+		line = strings.ReplaceAll(line, "/callsig?", "/"+db+"?")
+		for readmeAddr, addr := range ports {
+			line = strings.ReplaceAll(line, readmeAddr, addr)
+		}
+		switch {
+		case strings.HasPrefix(line, "CALLSIG_NODE_ID=") && strings.HasSuffix(line, " &"):
+			line = strings.TrimSuffix(line, "&") + ">> nodes.log 2>&1 &"
+			if strings.HasPrefix(line, "CALLSIG_NODE_ID=c ") {
+				line += "\n" + ready.String()
+			}
+		case strings.HasPrefix(line, "curl -N ") && strings.HasSuffix(line, " &"):
+			line = strings.TrimSuffix(line, "&") + "> bob-events.txt 2>&1 &\n" + waitForBytes("bob-events.txt") + "\necho; echo '== walkthrough'"
+		}
+		return line
+	})
+
+	_, answer, _ := bytes.Cut(out, []byte("== walkthrough\n"))
+	var accepted map[string]any
+	if err := json.Unmarshal(answer, &accepted); err != nil {
+		t.Fatalf("bob's accept answered %q: %v\nstdout:\n%s", answer, err, out)
+	}
+	if _, problem := accepted["code"]; problem {
+		t.Fatalf("bob's accept on node c: %v", accepted)
+	}
+	events, err := os.ReadFile(filepath.Join(dir, "bob-events.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^event: callInvitationReceived$`).Match(events) {
+		t.Errorf("bob's stream on node a did not show the invitation made on node b:\n%s", events)
+	}
+	// What the README says each node logs at startup.
+	logs, err := os.ReadFile(filepath.Join(dir, "nodes.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRaces(t, "a node", logs)
+	for _, node := range []string{"a", "b", "c"} {
+		want := regexp.MustCompile(`store open.* node=` + node + ` backend=postgres host=127\.0\.0\.1:5432 database=` + db + `\b`)
+		if !want.Match(logs) {
+			t.Errorf("no startup line of node %s as the README shows it (%s) in:\n%s", node, want, logs)
+		}
+	}
 }
