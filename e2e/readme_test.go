@@ -30,11 +30,7 @@ import (
 // It mostly waits on curl, so it runs beside the other parallel tests.
 func TestREADMECurlWalkthrough(t *testing.T) {
 	t.Parallel()
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks := readmeBlocks(t, string(readme), "Try it with curl", 3)
+	blocks := readmeBlocks(t, "Try it with curl", 3)
 
 	bin := buildServer(t)
 	dir := t.TempDir()
@@ -117,21 +113,38 @@ func TestREADMECurlWalkthrough(t *testing.T) {
 		}
 	}
 
-	// Bob's terminal showed his invitations as they came.
-	events, err := os.ReadFile(filepath.Join(dir, "bob-events.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := len(regexp.MustCompile(`(?m)^event: callInvitationReceived$`).FindAll(events, -1)); n != 2 {
+	// Bob's terminal shows his invitations (delivered apart from the
+	// answers, so perhaps a moment after the last).
+	if events, n := invitationsShown(filepath.Join(dir, "bob-events.txt"), 2); n != 2 {
 		t.Errorf("bob's stream showed %d invitations, want 2:\n%s", n, events)
 	}
 }
 
-// readmeBlocks returns the sh blocks of the README section under the
+// invitationsShown waits up to 10 s for the stream written to file to hold
+// want invitations, and returns what it holds and how many it shows.
+func invitationsShown(file string, want int) ([]byte, int) {
+	var (
+		events []byte
+		n      int
+	)
+	wait.Until(10*time.Second, func() bool {
+		events, _ = os.ReadFile(file)
+		n = len(regexp.MustCompile(`(?m)^event: callInvitationReceived$`).FindAll(events, -1))
+		return n >= want
+	})
+	return events, n
+}
+
+// readmeBlocks returns the sh blocks of README.md's section under the
 // heading ("## " or "### "), in order, failing t when there are fewer than
 // want.
-func readmeBlocks(t *testing.T, readme, heading string, want int) []string {
+func readmeBlocks(t *testing.T, heading string, want int) []string {
 	t.Helper()
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
 	var section string
 	for _, level := range []string{"## ", "### "} {
 		if _, rest, ok := strings.Cut(readme, "\n"+level+heading+"\n"); ok {
@@ -249,11 +262,7 @@ func userState(call map[string]any, user string) string {
 // than a script) and the nodes' NATS subjects have a prefix of the test's.
 func TestREADMEClusterWalkthrough(t *testing.T) {
 	t.Parallel()
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks := readmeBlocks(t, string(readme), "Running a cluster", 1)
+	blocks := readmeBlocks(t, "Running a cluster", 1)
 	dsn := pgtest.NewDatabase(t)
 	db := dsn[strings.LastIndex(dsn, "/")+1 : strings.Index(dsn, "?")]
 	bin := buildServer(t)
@@ -298,12 +307,8 @@ func TestREADMEClusterWalkthrough(t *testing.T) {
 	if _, problem := accepted["code"]; problem {
 		t.Fatalf("bob's accept on node c: %v", accepted)
 	}
-	events, err := os.ReadFile(filepath.Join(dir, "bob-events.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !regexp.MustCompile(`(?m)^event: callInvitationReceived$`).Match(events) {
-		t.Errorf("bob's stream on node a did not show the invitation made on node b:\n%s", events)
+	if events, n := invitationsShown(filepath.Join(dir, "bob-events.txt"), 1); n != 1 {
+		t.Errorf("bob's stream on node a showed %d invitations, want the one made on node b:\n%s", n, events)
 	}
 	// What the README says each node logs at startup.
 	logs, err := os.ReadFile(filepath.Join(dir, "nodes.log"))
