@@ -41,8 +41,15 @@ func nodeMetric(t *testing.T, nodeURL, series string) (v float64, ok bool) {
 // waitReady waits until /readyz answers 200 (PostgreSQL reachable again).
 func waitReady(t *testing.T, s *testkit.Server) {
 	t.Helper()
-	wait.For(t, 20*time.Second, "/readyz is 200 again", func() bool {
-		res, err := http.Get(s.URL + "/readyz")
+	waitURLReady(t, s.URL)
+}
+
+// waitURLReady waits up to 20 s for the server at url to answer /readyz
+// with 200.
+func waitURLReady(t *testing.T, url string) {
+	t.Helper()
+	wait.For(t, 20*time.Second, url+"/readyz is 200", func() bool {
+		res, err := http.Get(url + "/readyz")
 		if err != nil {
 			return false
 		}

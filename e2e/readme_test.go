@@ -48,16 +48,7 @@ func TestREADMECurlWalkthrough(t *testing.T) {
 		_ = srv.Wait()
 		checkRaces(t, "the server", logs.Bytes())
 	})
-	if !wait.Until(20*time.Second, func() bool {
-		res, err := http.Get("http://" + addr + "/readyz")
-		if err != nil {
-			return false
-		}
-		res.Body.Close()
-		return res.StatusCode == http.StatusOK
-	}) {
-		t.Fatalf("the server did not become ready")
-	}
+	waitURLReady(t, "http://"+addr)
 
 	// `go run ./cmd/api ARGS` is the built binary, run where it keeps its
 	// data (the token subcommand reads the development secret there).
@@ -322,4 +313,91 @@ func TestREADMEClusterWalkthrough(t *testing.T) {
 			t.Errorf("no startup line of node %s as the README shows it (%s) in:\n%s", node, want, logs)
 		}
 	}
+}
+
+// The README's "Moving from SQLite to PostgreSQL" commands, run as
+// written: a development-mode node made a call and was stopped (SIGTERM);
+// `go run ./cmd/api migrate -from callsig.db -to URL` copies its file, and
+// a node started on the URL with the file's secret serves the call to the
+// token the old node minted. Changed from the text: the URL is the test's
+// database, the secret is `$(cat callsig.db.secret)` as the README's text
+// says, and the node runs in the background at the test's address.
+func TestREADMEMoveToPostgres(t *testing.T) {
+	t.Parallel()
+	blocks := readmeBlocks(t, "Moving from SQLite to PostgreSQL", 1)
+	bin := buildServer(t)
+	dir := t.TempDir()
+	addr := freeAddr(t)
+
+	// The SQLite node the move starts from, with a call pending.
+	old := exec.Command(bin)
+	old.Dir = dir
+	old.Env = append(withoutCallsigEnv(os.Environ()), "CALLSIG_ADDR="+addr, raceEnv)
+	logs := &bytes.Buffer{}
+	old.Stdout, old.Stderr = logs, logs
+	if err := old.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = old.Process.Kill() })
+	waitURLReady(t, "http://"+addr)
+	mint := exec.Command(bin, "token", "-user", "alice")
+	mint.Dir, mint.Env = dir, withoutCallsigEnv(os.Environ())
+	token, err := mint.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := strings.TrimSpace(string(token))
+	call := readmeDo(t, addr, tok, "POST", "/calls", `{"invitees":["bob"],"timeout":600}`, http.StatusCreated)
+	if err := old.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Wait(); err != nil {
+		t.Fatalf("the SQLite node's exit after SIGTERM: %v\n%s", err, logs)
+	}
+	checkRaces(t, "the SQLite node", logs.Bytes())
+
+	dsn := pgtest.NewDatabase(t)
+	prelude := `go() { if [ "$1" = run ] && [ "$2" = ./cmd/api ]; then shift 2; "$CALLSIG_BIN" "$@"; else command go "$@"; fi; }`
+	runSnippets(t, dir, bin, prelude, blocks, []string{"CALLSIG_ADDR=" + addr}, func(line string) string {
+		line = strings.ReplaceAll(line, "postgres://callsig@db.example.com/callsig", dsn)
+		if strings.HasPrefix(line, "CALLSIG_DB=") {
+			line = strings.ReplaceAll(line, "CALLSIG_JWT_SECRET=…", "CALLSIG_JWT_SECRET=$(cat callsig.db.secret)")
+			line += " > node.log 2>&1 &"
+		}
+		return line
+	})
+	waitURLReady(t, "http://"+addr)
+	got := readmeDo(t, addr, tok, "GET", "/calls/"+call["callID"].(string), "", http.StatusOK)
+	if got["state"] != "started" || got["caller"] != "alice" || userState(got, "bob") == "" {
+		t.Errorf("the call after the move: %v; want alice's started call to bob", got)
+	}
+	nodeLog, _ := os.ReadFile(filepath.Join(dir, "node.log"))
+	if !bytes.Contains(nodeLog, []byte("backend=postgres")) {
+		t.Errorf("the node after the move does not say it runs on PostgreSQL:\n%s", nodeLog)
+	}
+	checkRaces(t, "the PostgreSQL node", nodeLog)
+}
+
+// readmeDo sends one request with token and wants status; it returns the
+// decoded answer.
+func readmeDo(t *testing.T, addr, token, method, path, body string, status int) map[string]any {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil || res.StatusCode != status {
+		t.Fatalf("%s %s: %d %v (%v), want %d", method, path, res.StatusCode, out, err, status)
+	}
+	return out
 }
