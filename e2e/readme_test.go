@@ -35,20 +35,7 @@ func TestREADMECurlWalkthrough(t *testing.T) {
 	bin := buildServer(t)
 	dir := t.TempDir()
 	addr := freeAddr(t)
-	srv := exec.Command(bin)
-	srv.Dir = dir
-	srv.Env = append(withoutCallsigEnv(os.Environ()), "CALLSIG_ADDR="+addr, raceEnv)
-	logs := &bytes.Buffer{}
-	srv.Stdout, srv.Stderr = logs, logs
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = srv.Process.Kill()
-		_ = srv.Wait()
-		checkRaces(t, "the server", logs.Bytes())
-	})
-	waitURLReady(t, "http://"+addr)
+	startDevNode(t, bin, dir, addr)
 
 	// `go run ./cmd/api ARGS` is the built binary, run where it keeps its
 	// data (the token subcommand reads the development secret there).
@@ -124,6 +111,28 @@ func invitationsShown(file string, want int) ([]byte, int) {
 		return n >= want
 	})
 	return events, n
+}
+
+// startDevNode starts bin as the README starts it: in dir, on its defaults
+// (development mode, data in dir), at addr; and waits until it is ready.
+// It is killed when the test ends, and its log then checked for races.
+func startDevNode(t *testing.T, bin, dir, addr string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(bin)
+	cmd.Dir = dir
+	cmd.Env = append(withoutCallsigEnv(os.Environ()), "CALLSIG_ADDR="+addr, raceEnv)
+	logs := &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait() // an error when the test waited already
+		checkRaces(t, "the development-mode node", logs.Bytes())
+	})
+	waitURLReady(t, "http://"+addr)
+	return cmd, logs
 }
 
 // readmeBlocks returns the sh blocks of README.md's section under the
@@ -330,16 +339,7 @@ func TestREADMEMoveToPostgres(t *testing.T) {
 	addr := freeAddr(t)
 
 	// The SQLite node the move starts from, with a call pending.
-	old := exec.Command(bin)
-	old.Dir = dir
-	old.Env = append(withoutCallsigEnv(os.Environ()), "CALLSIG_ADDR="+addr, raceEnv)
-	logs := &bytes.Buffer{}
-	old.Stdout, old.Stderr = logs, logs
-	if err := old.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = old.Process.Kill() })
-	waitURLReady(t, "http://"+addr)
+	old, logs := startDevNode(t, bin, dir, addr)
 	mint := exec.Command(bin, "token", "-user", "alice")
 	mint.Dir, mint.Env = dir, withoutCallsigEnv(os.Environ())
 	token, err := mint.Output()
@@ -354,7 +354,6 @@ func TestREADMEMoveToPostgres(t *testing.T) {
 	if err := old.Wait(); err != nil {
 		t.Fatalf("the SQLite node's exit after SIGTERM: %v\n%s", err, logs)
 	}
-	checkRaces(t, "the SQLite node", logs.Bytes())
 
 	dsn := pgtest.NewDatabase(t)
 	prelude := `go() { if [ "$1" = run ] && [ "$2" = ./cmd/api ]; then shift 2; "$CALLSIG_BIN" "$@"; else command go "$@"; fi; }`
