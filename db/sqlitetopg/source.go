@@ -44,8 +44,9 @@ type source struct {
 // place. So the stamp also holds a digest of the WAL (every commit writes
 // frames to it, each with a checksum and the WAL's salts) and the file
 // change counter of the database header (rollback mode increments it on
-// every commit). Reading a WAL costs little: a node checkpoints it at
-// about 4 MiB.
+// every commit). Reading a WAL costs little: a node checkpoints at about
+// 4 MiB of frames, so its WAL is seldom much larger (nothing caps it,
+// though: a long read during a burst of writes can leave it longer).
 type stamp struct {
 	size, walSize int64
 	mod, walMod   time.Time
