@@ -484,6 +484,19 @@ func PresenceMatters(c *Call) bool {
 // offline (timer armed at now+grace) to one of its calls the caller-offline
 // rule applies to; any other call is left alone (nil).
 func CallerPresence(call *Call, online bool, now int64, grace time.Duration) *Change {
+	return callerPresence(call, online, now, now, grace)
+}
+
+// CallerOffline is CallerPresence for a caller whose last stream closed at
+// since, reported only now: the grace runs from since (or from the call's
+// creation, when later), so a report that waited (the store out of reach,
+// the workers busy) does not give a gone caller that much longer. A grace
+// already over is armed as due, and fires at once.
+func CallerOffline(call *Call, since, now int64, grace time.Duration) *Change {
+	return callerPresence(call, false, min(since, now), now, grace)
+}
+
+func callerPresence(call *Call, online bool, since, now int64, grace time.Duration) *Change {
 	if !CallerOfflineApplies(call) {
 		return nil
 	}
@@ -498,7 +511,7 @@ func CallerPresence(call *Call, online bool, now int64, grace time.Duration) *Ch
 		// out (a backend's call stays untracked).
 		c.CallerTracked, t.callDirty = true, true
 	case !online && c.CallerTracked:
-		c.CallerOfflineAt, t.callDirty = now+grace.Milliseconds(), true
+		c.CallerOfflineAt, t.callDirty = max(since, c.CreateTime)+grace.Milliseconds(), true
 		t.arm(c.CallerOfflineAt)
 	}
 	return t.done()

@@ -107,3 +107,38 @@ func TestCallerOfflineCountsOnlyInvitees(t *testing.T) {
 		})
 	}
 }
+
+// An offline report made late (its store out of reach, its workers busy)
+// arms the grace from when the caller's last stream closed, not from when
+// the report ran: a caller gone for a minute-long outage is not given a
+// minute more. A grace over by then is armed as due; a close before the
+// call existed counts from the call's creation; a close time after the
+// report (clocks apart) counts as now.
+func TestCallerOfflineSince(t *testing.T) {
+	grace := testCfg.HeartbeatTimeout.Milliseconds()
+	created := now0
+	cases := []struct {
+		name       string
+		since, now int64
+		want       int64
+	}{
+		{"reported at once", created + 5_000, created + 5_000, created + 5_000 + grace},
+		{"reported late, within the grace", created + 5_000, created + 5_000 + grace/2, created + 5_000 + grace},
+		{"reported after the grace ended", created + 5_000, created + 5_000 + 3*grace, created + 5_000 + grace},
+		{"closed before the call was made", created - 60_000, created + 1_000, created + grace},
+		{"closed after the report ran", created + 9_000, created + 5_000, created + 5_000 + grace},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ch, _, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Invitees: []string{"bob"}}, created, testCfg, true, nil)
+			c := mustChange(t, ch, err)
+			c = mustChange(t, CallerOffline(c, tc.since, tc.now, testCfg.HeartbeatTimeout), nil)
+			if c.CallerOfflineAt != tc.want {
+				t.Fatalf("callerOfflineAt %d, want %d", c.CallerOfflineAt, tc.want)
+			}
+			if ch := Expire(c, Deadline{CallID: c.ID, Kind: DeadlineCallerOffline, At: tc.want}, max(tc.now, tc.want)); ch == nil || ch.Call.State != CallEnded {
+				t.Fatalf("the armed grace did not end the call at %d", max(tc.now, tc.want))
+			}
+		})
+	}
+}

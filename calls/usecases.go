@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // Invite starts a call from actor to in.Invitees (POST /calls).
@@ -228,16 +229,17 @@ func (s *Service) expire(ctx context.Context, c *Call, d Deadline, now int64, un
 // reports the user online: the caller-offline timers of its calls stop,
 // and those calls become tracked.
 func (s *Service) UserOnline(ctx context.Context, userID string) error {
-	return s.callerPresence(ctx, userID, true)
+	return s.callerPresence(ctx, userID, true, time.Time{})
 }
 
-// UserOffline is called when a user's last stream closes: its tracked
-// calls get cancelled unless it comes back within the grace period.
-func (s *Service) UserOffline(ctx context.Context, userID string) error {
-	return s.callerPresence(ctx, userID, false)
+// UserOffline is called when a user's last stream closes, at since (zero:
+// now): its tracked calls get cancelled unless it comes back within the
+// grace period, counted from since however late the report is made.
+func (s *Service) UserOffline(ctx context.Context, userID string, since time.Time) error {
+	return s.callerPresence(ctx, userID, false, since)
 }
 
-func (s *Service) callerPresence(ctx context.Context, userID string, online bool) error {
+func (s *Service) callerPresence(ctx context.Context, userID string, online bool, since time.Time) error {
 	// In pages of presenceBatch calls, one transaction each: a caller with
 	// thousands of started calls must not hold the writer (and every other
 	// request behind it) for all of them at once. Each page is idempotent,
@@ -257,9 +259,19 @@ func (s *Service) callerPresence(ctx context.Context, userID string, online bool
 			}
 			n = len(list)
 			now := s.now()
+			from := now
+			if !since.IsZero() {
+				from = since.UnixMilli()
+			}
 			for _, c := range list {
 				last = c.Seq
-				if ch := CallerPresence(c, online, now, s.cfg.HeartbeatTimeout); ch != nil {
+				var ch *Change
+				if online {
+					ch = CallerPresence(c, true, now, s.cfg.HeartbeatTimeout)
+				} else {
+					ch = CallerOffline(c, from, now, s.cfg.HeartbeatTimeout)
+				}
+				if ch != nil {
 					if err := tx.Save(ctx, ch); err != nil {
 						return err
 					}

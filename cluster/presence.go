@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,7 +42,7 @@ type PresenceStore interface {
 type Service interface {
 	MarkDelivered(ctx context.Context, callID, userID string, invitedAt int64) error
 	UserOnline(ctx context.Context, userID string) error
-	UserOffline(ctx context.Context, userID string) error
+	UserOffline(ctx context.Context, userID string, since time.Time) error
 }
 
 // PresenceOptions configures NewPresence.
@@ -50,8 +52,11 @@ type PresenceOptions struct {
 	Node    string        // this node's id (required)
 	// Lease is how long this node's rows count after its last renewal
 	// (renewed every Lease/3; the dead nodes are swept as often).
-	Lease      time.Duration
-	Logger     *slog.Logger
+	Lease  time.Duration
+	Logger *slog.Logger
+	// Clock tells when a swept user went offline (nil: the system clock);
+	// the service's, so that its grace periods run from then.
+	Clock      calls.Clock
 	Registerer prometheus.Registerer // nil: metrics kept, not exported
 	// CheckTimeout bounds one "online anywhere" query (default 250 ms): it
 	// is asked inside a write transaction.
@@ -86,7 +91,7 @@ type Presence struct {
 	// reportAgain and offlineAgain.
 	rewriteRows  bool
 	reportAgain  map[string]struct{}
-	offlineAgain map[string]struct{}
+	offlineAgain map[string]time.Time // the user's first failed report's since
 	// lapsed tells the work loop that a renewal wrote this node's rows
 	// again after it was swept: its users are to be reported online.
 	lapsed chan struct{}
@@ -115,6 +120,9 @@ func NewPresence(o PresenceOptions) (*Presence, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Clock == nil {
+		o.Clock = calls.SystemClock{}
 	}
 	p := &Presence{o: o, log: o.Logger, users: map[string]struct{}{}, lapsed: make(chan struct{}, 1)}
 	p.gauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -229,8 +237,9 @@ func (p *Presence) Announce(ctx context.Context, userID string) error {
 	return p.o.Store.AddPresence(ctx, p.o.Node, userID)
 }
 
-// UserOffline records that the user's last stream on this node closed.
-func (p *Presence) UserOffline(ctx context.Context, userID string) error {
+// UserOffline records that the user's last stream on this node closed at
+// since.
+func (p *Presence) UserOffline(ctx context.Context, userID string, since time.Time) error {
 	if p.abandoned.Load() {
 		return nil
 	}
@@ -240,7 +249,7 @@ func (p *Presence) UserOffline(ctx context.Context, userID string) error {
 	if err := p.o.Store.RemovePresence(ctx, p.o.Node, userID); err != nil {
 		return err
 	}
-	return p.offlineUnlessElsewhere(ctx, userID)
+	return p.offlineUnlessElsewhere(ctx, userID, since)
 }
 
 // offlineUnlessElsewhere reports userID offline to the service unless a
@@ -258,7 +267,7 @@ func (p *Presence) UserOffline(ctx context.Context, userID string) error {
 // stands for it. That matters most to the reports of a sweep or of Join,
 // which the hub does not order with its own: the clients of a killed node
 // reconnect just as its replacement reports their users.
-func (p *Presence) offlineUnlessElsewhere(ctx context.Context, userID string) error {
+func (p *Presence) offlineUnlessElsewhere(ctx context.Context, userID string, since time.Time) error {
 	if p.holds(userID) {
 		return nil // a stream here: online, whatever the rows say now
 	}
@@ -266,7 +275,7 @@ func (p *Presence) offlineUnlessElsewhere(ctx context.Context, userID string) er
 	if err != nil || on {
 		return err
 	}
-	if err := p.o.Service.UserOffline(ctx, userID); err != nil {
+	if err := p.o.Service.UserOffline(ctx, userID, since); err != nil {
 		return err
 	}
 	if on, err = p.o.Store.Online(ctx, userID, ""); err != nil || !on {
@@ -316,7 +325,7 @@ func (p *Presence) work(ctx context.Context, every time.Duration) {
 	leftover := p.leftover
 	p.leftover = nil
 	p.mu.Unlock()
-	p.reportOffline(ctx, leftover)
+	p.reportOffline(ctx, since(leftover, p.o.Clock.Now()))
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -341,12 +350,9 @@ func (p *Presence) round(ctx context.Context) {
 	p.reportOnlineAgain(ctx)
 	p.sweep(ctx)
 	if len(p.offlineAgain) > 0 {
-		users := make([]string, 0, len(p.offlineAgain))
-		for u := range p.offlineAgain {
-			users = append(users, u)
-		}
-		clear(p.offlineAgain)
-		p.reportOffline(ctx, users)
+		again := p.offlineAgain
+		p.offlineAgain = nil
+		p.reportOffline(ctx, again)
 	}
 }
 
@@ -472,7 +478,7 @@ func (p *Presence) sweep(ctx context.Context) {
 		}
 		p.swept.Add(float64(n))
 		p.log.Info("swept dead nodes", "nodes", n, "users_offline", len(offline))
-		p.reportOffline(ctx, offline)
+		p.reportOffline(ctx, since(offline, p.o.Clock.Now()))
 		p.reportOnlineAgain(ctx) // this node swept meanwhile: not after the whole sweep
 	}
 }
@@ -482,19 +488,30 @@ func (p *Presence) sweep(ctx context.Context) {
 // the same id), unless a live node holds them meanwhile. Those whose
 // report fails are tried again at the work loop's next round: their rows
 // are gone, and nothing else would report them.
-func (p *Presence) reportOffline(ctx context.Context, users []string) {
-	failed := p.each(ctx, users, func(ctx context.Context, u string) error {
-		return p.offlineUnlessElsewhere(ctx, u)
+func (p *Presence) reportOffline(ctx context.Context, offline map[string]time.Time) {
+	failed := p.each(ctx, slices.Collect(maps.Keys(offline)), func(ctx context.Context, u string) error {
+		return p.offlineUnlessElsewhere(ctx, u, offline[u])
 	})
 	if len(failed) > 0 && ctx.Err() == nil {
 		if p.offlineAgain == nil {
-			p.offlineAgain = make(map[string]struct{}, len(failed))
+			p.offlineAgain = make(map[string]time.Time, len(failed))
 		}
 		for _, u := range failed {
-			p.offlineAgain[u] = struct{}{}
+			// The first report's time: the grace runs from when the user
+			// was found gone, not from when the store came back.
+			p.offlineAgain[u] = offline[u]
 		}
 		p.log.Warn("report presence: offline reports failed, tried again at the next round", "users", len(failed))
 	}
+}
+
+// since maps each of users to at.
+func since(users []string, at time.Time) map[string]time.Time {
+	m := make(map[string]time.Time, len(users))
+	for _, u := range users {
+		m[u] = at
+	}
+	return m
 }
 
 // reportWorkers bounds the concurrent reports of a sweep or a leave.
@@ -555,11 +572,10 @@ func (p *Presence) leave(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, min(leaveTimeout, p.o.Lease))
 	defer cancel()
 	if len(p.offlineAgain) > 0 { // the work loop has ended: one last try
-		again := make([]string, 0, len(p.offlineAgain))
-		for u := range p.offlineAgain {
-			again = append(again, u)
-		}
-		if failed := p.each(ctx, again, p.offlineUnlessElsewhere); len(failed) > 0 {
+		again := p.offlineAgain
+		if failed := p.each(ctx, slices.Collect(maps.Keys(again)), func(ctx context.Context, u string) error {
+			return p.offlineUnlessElsewhere(ctx, u, again[u])
+		}); len(failed) > 0 {
 			p.log.Error("leave the cluster: offline reports of swept users left unmade", "users", len(failed))
 		}
 	}
@@ -573,7 +589,7 @@ func (p *Presence) leave(ctx context.Context) {
 		delete(p.users, u)
 		p.mu.Unlock()
 		left.Add(1)
-		return p.offlineUnlessElsewhere(ctx, u)
+		return p.offlineUnlessElsewhere(ctx, u, p.o.Clock.Now())
 	})
 	if int(left.Load()) < len(users) {
 		p.log.Warn("left the cluster partly: the lease will lapse and another node will sweep the rest", "users", len(users), "removed", left.Load())

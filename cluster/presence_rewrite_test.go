@@ -142,7 +142,7 @@ func (s *fakeService) UserOnline(_ context.Context, user string) error {
 	return nil
 }
 
-func (s *fakeService) UserOffline(context.Context, string) error { return nil }
+func (s *fakeService) UserOffline(context.Context, string, time.Time) error { return nil }
 
 // reports returns the online reports counted so far, and starts a new
 // count.
@@ -233,7 +233,7 @@ func TestRenewRewritesPresenceUntilDone(t *testing.T) {
 		n := newRewriteNode(t)
 		n.store.sweptBy("a", 1)
 		n.renew("renewal finding the row re-inserted, rows write failing", nil, none)
-		if err := n.p.UserOffline(t.Context(), "carol"); err != nil {
+		if err := n.p.UserOffline(t.Context(), "carol", time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		n.renew("renewal after carol left", []string{"alice", "bob"}, map[string]int{"alice": 1, "bob": 1})

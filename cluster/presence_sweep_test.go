@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"callsig/internal/fakeclock"
 	"callsig/internal/wait"
 )
 
@@ -66,7 +67,7 @@ type offlineReports struct {
 	delay time.Duration
 }
 
-func (s *offlineReports) UserOffline(context.Context, string) error {
+func (s *offlineReports) UserOffline(context.Context, string, time.Time) error {
 	time.Sleep(s.delay)
 	return nil
 }
@@ -97,39 +98,63 @@ func TestSweepReportsDoNotHoldTheLease(t *testing.T) {
 	}
 }
 
-// flakyOffline fails the first failN offline reports.
+// flakyOffline fails the first failN offline reports, moving clock (when
+// set) on by a minute at each, and records since when since is set.
 type flakyOffline struct {
 	fakeService
+	clock   *fakeclock.Clock
 	mu      sync.Mutex
 	failN   int
 	offline map[string]int
+	since   map[string]time.Time // of the report made
 }
 
-func (s *flakyOffline) UserOffline(_ context.Context, u string) error {
+func (s *flakyOffline) UserOffline(_ context.Context, u string, since time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failN > 0 {
 		s.failN--
+		if s.clock != nil {
+			s.clock.Advance(time.Minute)
+		}
 		return errFlapping
 	}
 	s.offline[u]++
+	if s.since != nil {
+		s.since[u] = since
+	}
 	return nil
 }
 
 // A dead node's user whose offline report fails every quick retry (the
 // database briefly out of reach) is reported later: the sweep removed the
 // user's rows, and nothing else would ever report the user, whose calls
-// would then never follow the caller-offline rule.
+// would then never follow the caller-offline rule. The report made later
+// says when the sweep found the user gone, so the grace is not put off by
+// the outage.
 func TestSweptUserOfflineRetriedAfterFailures(t *testing.T) {
 	st := &sweepingStore{fakeStore: newFakeStore(), users: []string{"caller"}}
-	svc := &flakyOffline{fakeService: *newFakeService(), failN: 3, offline: map[string]int{}}
-	p := joined(t, st, svc, 150*time.Millisecond)
+	swept := time.UnixMilli(1_000_000)
+	clock := fakeclock.New(swept)
+	svc := &flakyOffline{fakeService: *newFakeService(), clock: clock, failN: 3, offline: map[string]int{}, since: map[string]time.Time{}}
+	p, err := NewPresence(PresenceOptions{Store: st, Service: svc, Node: "a", Lease: 150 * time.Millisecond, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Join(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	running(t, p)
 	wait.For(t, 5*time.Second, "the offline report of the dead node's user", func() bool {
 		svc.mu.Lock()
 		defer svc.mu.Unlock()
 		return svc.offline["caller"] == 1
 	})
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if got := svc.since["caller"]; !got.Equal(swept) {
+		t.Fatalf("the retried report says offline since %v, want the sweep's %v (the clock is at %v)", got, swept, clock.Now())
+	}
 }
 
 // seqSweepStore is a fakeStore whose SweepDead hands out batches of users
@@ -162,7 +187,7 @@ type slowFillers struct {
 	offline []string
 }
 
-func (s *slowFillers) UserOffline(_ context.Context, u string) error {
+func (s *slowFillers) UserOffline(_ context.Context, u string, _ time.Time) error {
 	if strings.HasPrefix(u, "u") {
 		time.Sleep(s.delay)
 		return nil

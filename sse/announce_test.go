@@ -49,7 +49,7 @@ func (z *announceRows) UserOnline(_ context.Context, u string) error {
 	z.set(u, true)
 	return nil
 }
-func (z *announceRows) UserOffline(_ context.Context, u string) error {
+func (z *announceRows) UserOffline(_ context.Context, u string, _ time.Time) error {
 	z.set(u, false)
 	return nil
 }

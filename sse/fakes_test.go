@@ -237,6 +237,8 @@ type recorder struct {
 	// invitedAt holds the invitation time of each delivery report made,
 	// by "call user".
 	invitedAt map[string]int64
+	// offlineSince is the since of the last UserOffline call.
+	offlineSince time.Time
 }
 
 func newRecorder() *recorder { return &recorder{changed: make(chan struct{}, 1)} }
@@ -282,7 +284,10 @@ func (r *recorder) MarkDelivered(_ context.Context, callID, user string, invited
 func (r *recorder) UserOnline(_ context.Context, user string) error {
 	return r.presence("online " + user)
 }
-func (r *recorder) UserOffline(_ context.Context, user string) error {
+func (r *recorder) UserOffline(_ context.Context, user string, since time.Time) error {
+	r.mu.Lock()
+	r.offlineSince = since
+	r.mu.Unlock()
 	return r.presence("offline " + user)
 }
 

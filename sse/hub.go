@@ -63,7 +63,9 @@ type MovedLog interface {
 type Service interface {
 	MarkDelivered(ctx context.Context, callID, userID string, invitedAt int64) error
 	UserOnline(ctx context.Context, userID string) error
-	UserOffline(ctx context.Context, userID string) error
+	// UserOffline: since is when the user's last stream closed, which a
+	// report delayed by a store out of reach follows by that long.
+	UserOffline(ctx context.Context, userID string, since time.Time) error
 }
 
 // Options configures a Hub; zero durations and sizes get the defaults.
@@ -486,7 +488,7 @@ func (h *Hub) subscribe(user, device string, cut deadliner, conn net.Conn, stop 
 	h.users[user] = append(list, s)
 	h.m.open.Inc()
 	if len(list) == 0 {
-		h.work.presence(user, true)
+		h.work.presence(user, true, time.Time{})
 	}
 	return s, h.next - 1, true
 }
@@ -550,7 +552,7 @@ func (h *Hub) unsubscribe(s *subscriber) {
 		return
 	}
 	delete(h.users, s.user)
-	h.work.presence(s.user, false)
+	h.work.presence(s.user, false, h.o.Clock.Now())
 }
 
 // Committed is told of each commit's events (calls.Notifier). It never

@@ -51,6 +51,9 @@ type presenceState struct {
 	// no report accounts for yet: the next report is made even if the
 	// user is offline and reported so, and its UserOffline deletes it.
 	announced bool
+	// offlineAt is when want last turned false: an offline report made
+	// late (retried, parked) still starts the grace from then.
+	offlineAt time.Time
 	// episode: the user came online since the last report began. An
 	// online report accounts for it; otherwise, when the user is offline
 	// again before its turn, the offline is reported even if no online
@@ -102,8 +105,8 @@ func newWork(log *slog.Logger, svc Service, parked prometheus.Gauge) *work {
 	}
 }
 
-// presence records that user is now online or offline.
-func (w *work) presence(user string, online bool) {
+// presence records that user is online or offline since at.
+func (w *work) presence(user string, online bool, at time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.presenceOff {
@@ -113,6 +116,8 @@ func (w *work) presence(user string, online bool) {
 	st.want = online
 	if online {
 		st.episode = true
+	} else {
+		st.offlineAt = at
 	}
 	w.due(user, st)
 }
@@ -290,7 +295,7 @@ func (w *work) step(ctx context.Context) bool {
 			w.forget(user, st)
 			continue
 		}
-		online, episode, announced := st.want, st.episode, st.announced
+		online, episode, announced, since := st.want, st.episode, st.announced, st.offlineAt
 		st.busy, st.reporting, st.dirty, st.announced, st.episode = true, online, false, false, false
 		retry := st.failing
 		more := len(w.queue) > 0 || len(w.deliveries) > 0
@@ -298,7 +303,7 @@ func (w *work) step(ctx context.Context) bool {
 		if more {
 			w.signal() // let another worker take the rest meanwhile
 		}
-		ok := w.reportPresence(ctx, user, online, retry)
+		ok := w.reportPresence(ctx, user, online, since, retry)
 		w.mu.Lock()
 		st.busy, st.failing = false, !ok
 		if ok {
@@ -358,18 +363,18 @@ func (w *work) forget(user string, st *presenceState) {
 	}
 }
 
-// reportPresence reports user online or offline, retrying with backoff
-// (as many times as a delivery report) while ctx lasts, once only when
-// retry (a parked report tried again), and says whether the report was
-// made. A report that fails is parked (see deliveryAttempts).
-func (w *work) reportPresence(ctx context.Context, user string, online, retry bool) bool {
+// reportPresence reports user online, or offline since since, retrying
+// with backoff (as many times as a delivery report) while ctx lasts, once
+// only when retry (a parked report tried again), and says whether the
+// report was made. A report that fails is parked (see deliveryAttempts).
+func (w *work) reportPresence(ctx context.Context, user string, online bool, since time.Time, retry bool) bool {
 	wait := deliveryBackoff
 	for n := 1; ; n++ {
 		var err error
 		if online {
 			err = w.svc.UserOnline(ctx, user)
 		} else {
-			err = w.svc.UserOffline(ctx, user)
+			err = w.svc.UserOffline(ctx, user, since)
 		}
 		if err == nil {
 			if retry {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A user is online while it has a stream; the first open and last close
@@ -25,10 +26,19 @@ func TestPresenceAndDeliveryReports(t *testing.T) {
 	b.next()
 	r.svc.waitReports(t, "online bob", "delivered c1 bob")
 	a.close()
+	before := time.Now()
 	b.close()
 	r.svc.waitReports(t, "online bob", "delivered c1 bob", "offline bob")
 	if r.hub.Online("bob") || r.hub.Streams() != 0 {
 		t.Fatal("still online")
+	}
+	// The offline report says when the last stream closed (the grace
+	// period runs from then, however late the report is made).
+	r.svc.mu.Lock()
+	since := r.svc.offlineSince
+	r.svc.mu.Unlock()
+	if since.Before(before) || since.After(time.Now()) {
+		t.Fatalf("offline reported since %v, want the close, after %v", since, before)
 	}
 }
 
@@ -46,8 +56,8 @@ func TestPresenceReportsCoalesce(t *testing.T) {
 		for w.step(ctx) {
 		}
 	}
-	w.presence("a", true)
-	w.presence("a", false)
+	w.presence("a", true, time.Time{})
+	w.presence("a", false, time.Time{})
 	drain()
 	if got, want := strings.Join(rec.list(), "|"), "offline a"; got != want {
 		t.Fatalf("a blip before any report: %q, want %q", got, want)
@@ -57,12 +67,12 @@ func TestPresenceReportsCoalesce(t *testing.T) {
 	}
 	rec = newRecorder()
 	w = newWork(slog.New(slog.DiscardHandler), rec, nil)
-	w.presence("a", true)
+	w.presence("a", true, time.Time{})
 	drain()
-	w.presence("a", false)
-	w.presence("a", true)
+	w.presence("a", false, time.Time{})
+	w.presence("a", true, time.Time{})
 	drain()
-	w.presence("a", false)
+	w.presence("a", false, time.Time{})
 	drain()
 	if got, want := strings.Join(rec.list(), "|"), "online a|online a|offline a"; got != want {
 		t.Fatalf("reports %q, want %q", got, want)
@@ -80,8 +90,8 @@ func TestUnreportedEpisodeOfflineRetried(t *testing.T) {
 	rec.failPresence = deliveryAttempts // every quick retry of the first report
 	w := newWork(slog.New(slog.DiscardHandler), rec, nil)
 	ctx := context.Background()
-	w.presence("a", true)
-	w.presence("a", false)
+	w.presence("a", true, time.Time{})
+	w.presence("a", false, time.Time{})
 	for w.step(ctx) {
 	}
 	w.unpark()
@@ -135,10 +145,10 @@ func TestAnnouncedReportRetriedAfterFailure(t *testing.T) {
 	svc := &scriptedReports{}
 	w := newWork(slog.New(slog.DiscardHandler), svc, nil)
 	ctx := context.Background()
-	w.presence("a", true)
+	w.presence("a", true, time.Time{})
 	for w.step(ctx) {
 	}
-	w.presence("a", false)
+	w.presence("a", false, time.Time{})
 	// A stream evicted meanwhile announces itself while the offline
 	// report runs, its insert landing after that report's delete.
 	svc.during = func() { w.announced("a") }
@@ -160,10 +170,44 @@ func TestAnnouncedReportRetriedAfterFailure(t *testing.T) {
 	}
 }
 
+// An offline report parked while the store is out of reach is made later
+// with the time the user's last stream closed, so the caller-offline grace
+// runs from then; when the user came back and left again meanwhile, from
+// the last close.
+func TestParkedOfflineKeepsItsTime(t *testing.T) {
+	closed := []time.Time{time.UnixMilli(1_000), time.UnixMilli(2_000)}
+	for _, reconnect := range []bool{false, true} {
+		svc := &scriptedReports{}
+		w := newWork(slog.New(slog.DiscardHandler), svc, nil)
+		ctx := context.Background()
+		w.presence("a", true, time.Time{})
+		for w.step(ctx) {
+		}
+		w.presence("a", false, closed[0])
+		svc.failing = true
+		for w.step(ctx) {
+		}
+		want := closed[0]
+		if reconnect {
+			w.presence("a", true, time.Time{})
+			w.presence("a", false, closed[1])
+			want = closed[1]
+		}
+		svc.failing = false
+		w.unpark()
+		for w.step(ctx) {
+		}
+		if len(svc.since) != 1 || !svc.since[0].Equal(want) {
+			t.Fatalf("reconnect %v: offline reports made with %v, want one with %v", reconnect, svc.since, want)
+		}
+	}
+}
+
 // scriptedReports is a Service for one goroutine stepping work by hand:
 // during runs inside the next presence report, failing fails them.
 type scriptedReports struct {
 	made    []string
+	since   []time.Time // of each offline report made
 	failed  int
 	failing bool
 	during  func()
@@ -173,8 +217,12 @@ func (s *scriptedReports) MarkDelivered(context.Context, string, string, int64) 
 func (s *scriptedReports) UserOnline(_ context.Context, u string) error {
 	return s.report("online " + u)
 }
-func (s *scriptedReports) UserOffline(_ context.Context, u string) error {
-	return s.report("offline " + u)
+func (s *scriptedReports) UserOffline(_ context.Context, u string, since time.Time) error {
+	if err := s.report("offline " + u); err != nil {
+		return err
+	}
+	s.since = append(s.since, since)
+	return nil
 }
 
 func (s *scriptedReports) report(r string) error {

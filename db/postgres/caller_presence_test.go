@@ -87,7 +87,7 @@ func TestCallerPresenceTakesTurnsWithAChangeOfTheCall(t *testing.T) {
 		run        func(context.Context, *calls.Service) error
 	}{
 		{"caller's last stream closes", "CallerOfflineCalls", func(ctx context.Context, s *calls.Service) error {
-			return s.UserOffline(ctx, "alice")
+			return s.UserOffline(ctx, "alice", time.Time{})
 		}},
 		{"node start arms the grace", "TrackedCallerOfflineCalls", func(ctx context.Context, s *calls.Service) error {
 			return s.Run(ctx) // arms, then fires deadlines until ctx ends

@@ -138,7 +138,7 @@ func (r *presenceReports) UserOnline(_ context.Context, userID string) error {
 	return nil
 }
 
-func (r *presenceReports) UserOffline(_ context.Context, userID string) error {
+func (r *presenceReports) UserOffline(_ context.Context, userID string, _ time.Time) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.offline = append(r.offline, userID)

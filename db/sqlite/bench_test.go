@@ -320,7 +320,7 @@ func BenchmarkPresenceStaleCalls(b *testing.B) {
 		if err := svc.UserOnline(ctx, "mallory"); err != nil {
 			b.Fatal(err)
 		}
-		if err := svc.UserOffline(ctx, "mallory"); err != nil {
+		if err := svc.UserOffline(ctx, "mallory", time.Time{}); err != nil {
 			b.Fatal(err)
 		}
 	}

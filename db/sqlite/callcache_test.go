@@ -119,7 +119,7 @@ func (w *walk) step(ctx context.Context, rng *rand.Rand) (op int, err error) {
 	case op == 9:
 		err = w.svc.Expire(ctx, calls.Deadline{CallID: id, UserID: pick(), Kind: calls.DeadlineTimeout, At: w.clock.Now().UnixMilli()})
 	case op == 10:
-		err = w.svc.UserOffline(ctx, actor.UserID)
+		err = w.svc.UserOffline(ctx, actor.UserID, time.Time{})
 	}
 	if err == nil {
 		w.mu.Lock()

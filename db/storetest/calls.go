@@ -479,10 +479,19 @@ func testCallerPresenceInPages(t *testing.T, s db.Store) {
 		t.Fatal(err)
 	}
 	check("online", func(c *calls.Call) bool { return c.CallerTracked && c.CallerOfflineAt == 0 })
-	if err := svc.UserOffline(ctx, "alice"); err != nil {
+	if err := svc.UserOffline(ctx, "alice", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	check("offline", func(c *calls.Call) bool { return c.CallerOfflineAt == 40_000 })
+	// A report made late (the stream closed at 4 s, reported at 10 s)
+	// arms every page from the close, not from the report.
+	if err := svc.UserOnline(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.UserOffline(ctx, "alice", time.UnixMilli(4_000)); err != nil {
+		t.Fatal(err)
+	}
+	check("offline since 4 s", func(c *calls.Call) bool { return c.CallerOfflineAt == 34_000 })
 }
 
 // savesPerUpdate is a db.Store that records the most calls one Update saved.

@@ -117,7 +117,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 	fwd := &hubService{}
 	var hubSvc sse.Service = fwd
 	if IsPostgresDSN(cfg.DB) {
-		if err := a.newClusterPresence(ctx, fwd); err != nil {
+		if err := a.newClusterPresence(ctx, fwd, opts.Clock); err != nil {
 			a.Close()
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"callsig/calls"
 	"callsig/cluster"
 	"callsig/db/postgres"
 )
@@ -17,7 +18,7 @@ const clusterDeadlinePoll = time.Second
 // postgres.Presence), builds the cluster presence reporting to svc and
 // writes this node's first lease. With SQLite none of it exists: the hub
 // alone is the presence, as before.
-func (a *App) newClusterPresence(ctx context.Context, svc cluster.Service) error {
+func (a *App) newClusterPresence(ctx context.Context, svc cluster.Service, clock calls.Clock) error {
 	ps, err := postgres.OpenPresence(ctx, a.Config.DB, postgres.PresenceOptions{StatementTimeout: a.Config.PGStatementTimeout})
 	if err != nil {
 		return redactDSN(err, a.Config.DB)
@@ -25,7 +26,7 @@ func (a *App) newClusterPresence(ctx context.Context, svc cluster.Service) error
 	a.presenceStore = ps
 	registerPools(a.Registry, ps)
 	a.Presence, err = cluster.NewPresence(cluster.PresenceOptions{
-		Store: ps, Service: svc, Node: a.Config.NodeID, Lease: a.Config.PresenceLease,
+		Store: ps, Service: svc, Node: a.Config.NodeID, Lease: a.Config.PresenceLease, Clock: clock,
 		Logger: a.log.With("component", "presence"), Registerer: a.Registry,
 	})
 	if err != nil {
