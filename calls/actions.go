@@ -491,7 +491,7 @@ func CallerPresence(call *Call, online bool, now int64, grace time.Duration) *Ch
 // since, reported only now: the grace runs from since (or from the call's
 // creation, when later), so a report that waited (the store out of reach,
 // the workers busy) does not give a gone caller that much longer. A grace
-// already over is armed as due, and fires at once.
+// already over is armed as due, and fires at once; one armed later is kept.
 func CallerOffline(call *Call, since, now int64, grace time.Duration) *Change {
 	return callerPresence(call, false, min(since, now), now, grace)
 }
@@ -511,8 +511,13 @@ func callerPresence(call *Call, online bool, since, now int64, grace time.Durati
 		// out (a backend's call stays untracked).
 		c.CallerTracked, t.callDirty = true, true
 	case !online && c.CallerTracked:
-		c.CallerOfflineAt, t.callDirty = max(since, c.CreateTime)+grace.Milliseconds(), true
-		t.arm(c.CallerOfflineAt)
+		// Never brought forward: a report that waited (a sweep's, retried
+		// on one node while the caller came back on another and left
+		// again, whose own report armed the grace from then) is stale.
+		if at := max(since, c.CreateTime) + grace.Milliseconds(); at > c.CallerOfflineAt {
+			c.CallerOfflineAt, t.callDirty = at, true
+			t.arm(at)
+		}
 	}
 	return t.done()
 }

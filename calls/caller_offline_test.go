@@ -113,7 +113,8 @@ func TestCallerOfflineCountsOnlyInvitees(t *testing.T) {
 // the report ran: a caller gone for a minute-long outage is not given a
 // minute more. A grace over by then is armed as due; a close before the
 // call existed counts from the call's creation; a close time after the
-// report (clocks apart) counts as now.
+// report (clocks apart) counts as now. A stale report (the caller came
+// back and left again, reported meanwhile) leaves the later grace armed.
 func TestCallerOfflineSince(t *testing.T) {
 	grace := testCfg.HeartbeatTimeout.Milliseconds()
 	created := now0
@@ -127,12 +128,23 @@ func TestCallerOfflineSince(t *testing.T) {
 		{"reported after the grace ended", created + 5_000, created + 5_000 + 3*grace, created + 5_000 + grace},
 		{"closed before the call was made", created - 60_000, created + 1_000, created + grace},
 		{"closed after the report ran", created + 9_000, created + 5_000, created + 5_000 + grace},
+		{"a stale report after a later one", created + 1_000, created + 20_000, created + 8_000 + grace},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ch, _, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Invitees: []string{"bob"}}, created, testCfg, true, nil)
 			c := mustChange(t, ch, err)
-			c = mustChange(t, CallerOffline(c, tc.since, tc.now, testCfg.HeartbeatTimeout), nil)
+			if tc.since < created+5_000 && tc.now > created+8_000 {
+				// The caller came back and left again at 8 s, reported
+				// before this report from 1 s.
+				c = mustChange(t, CallerPresence(c, true, created+7_000, testCfg.HeartbeatTimeout), nil)
+				c = mustChange(t, CallerOffline(c, created+8_000, created+8_000, testCfg.HeartbeatTimeout), nil)
+				if ch := CallerOffline(c.Saved(), tc.since, tc.now, testCfg.HeartbeatTimeout); ch != nil {
+					t.Fatalf("a stale report changed the call: callerOfflineAt %d", ch.Call.CallerOfflineAt)
+				}
+			} else {
+				c = mustChange(t, CallerOffline(c, tc.since, tc.now, testCfg.HeartbeatTimeout), nil)
+			}
 			if c.CallerOfflineAt != tc.want {
 				t.Fatalf("callerOfflineAt %d, want %d", c.CallerOfflineAt, tc.want)
 			}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -290,4 +291,36 @@ func TestLoneCallerGoneEndsTheCall(t *testing.T) {
 			t.Fatalf("call ended with %q, want caller_offline", c.EndReason)
 		}
 	})
+}
+
+// A caller whose last stream closes while the store is out of reach has
+// its offline report parked, and made once the store is back: the grace
+// still runs from the close, not from the report. Before, a caller gone
+// during an outage got the outage's length more before its calls were
+// cancelled.
+func TestCallerGraceRunsFromTheCloseAfterAnOutage(t *testing.T) {
+	proxy := testkit.StartTCPProxy(t, "127.0.0.1:5432")
+	s := testkit.Start(t, testkit.WithBackend(testkit.Postgres), testkit.WithFakeClock(), testkit.WithDSN(func(dsn string) string {
+		return strings.Replace(dsn, "127.0.0.1:5432", proxy.Addr, 1)
+	}))
+	grace := s.Config.HeartbeatTimeout
+	alice := listen(t, s, "alice", "")
+	bob := listen(t, s, "bob", "")
+	c1 := s.Client("alice").Invite(map[string]any{"timeout": 600}, "bob").CallID
+	bob.expect(ev(calls.EventReceived, c1), changed(c1, "bob=received"))
+
+	proxy.Cut()
+	closed := s.Now()
+	alice.drop()
+	parked := func() float64 { v, _ := nodeMetric(t, s.URL, "callsig_sse_reports_parked"); return v }
+	wait.For(t, 30*time.Second, "the offline report parked", func() bool { return parked() >= 1 })
+	s.Advance(grace / 2) // the outage lasts half the grace
+	proxy.Restore()
+	waitReady(t, s)
+	if at := offlineArmed(t, s, c1); at != closed+grace.Milliseconds() {
+		t.Fatalf("offline deadline %d, want the close + grace %d (not the report + grace %d)",
+			at, closed+grace.Milliseconds(), s.Now()+grace.Milliseconds())
+	}
+	s.Advance(grace / 2)
+	bob.expect(ev(calls.EventCancelled, c1), changed(c1, "bob=cancelled"))
 }
