@@ -490,11 +490,22 @@ func CallerPresence(call *Call, online bool, now int64, grace time.Duration) *Ch
 // CallerOffline is CallerPresence for a caller whose last stream closed at
 // since, reported only now: the grace runs from since (or from the call's
 // creation, when later), so a report that waited (the store out of reach,
-// the workers busy) does not give a gone caller that much longer. A grace
-// already over is armed as due, and fires at once; one armed later is kept.
+// the workers busy) does not give a gone caller that much longer. Still,
+// a late report leaves at least LateOfflineLeft (or the grace, if
+// shorter) before the grace ends: in a cluster the caller may have
+// reconnected to another node during the outage, whose online report and
+// presence row wait for the store as this report did, and a grace armed
+// as already over would cancel a connected caller's calls before they
+// land. One armed later is kept.
 func CallerOffline(call *Call, since, now int64, grace time.Duration) *Change {
 	return callerPresence(call, false, min(since, now), now, grace)
 }
+
+// LateOfflineLeft is the least of the grace a late offline report leaves
+// (see CallerOffline): several times the second after which a report
+// parked while the store was out of reach is tried again, plus the bound
+// of a presence check.
+const LateOfflineLeft = 5 * time.Second
 
 func callerPresence(call *Call, online bool, since, now int64, grace time.Duration) *Change {
 	if !CallerOfflineApplies(call) {
@@ -514,7 +525,9 @@ func callerPresence(call *Call, online bool, since, now int64, grace time.Durati
 		// Never brought forward: a report that waited (a sweep's, retried
 		// on one node while the caller came back on another and left
 		// again, whose own report armed the grace from then) is stale.
-		if at := max(since, c.CreateTime) + grace.Milliseconds(); at > c.CallerOfflineAt {
+		at := max(since, c.CreateTime) + grace.Milliseconds()
+		at = max(at, now+min(grace, LateOfflineLeft).Milliseconds())
+		if at > c.CallerOfflineAt {
 			c.CallerOfflineAt, t.callDirty = at, true
 			t.arm(at)
 		}

@@ -111,7 +111,9 @@ func TestCallerOfflineCountsOnlyInvitees(t *testing.T) {
 // An offline report made late (its store out of reach, its workers busy)
 // arms the grace from when the caller's last stream closed, not from when
 // the report ran: a caller gone for a minute-long outage is not given a
-// minute more. A grace over by then is armed as due; a close before the
+// minute more. A grace over by then, or nearly, still leaves
+// LateOfflineLeft: in a cluster the caller may be back on another node
+// whose online report waited for the store too. A close before the
 // call existed counts from the call's creation; a close time after the
 // report (clocks apart) counts as now. A stale report (the caller came
 // back and left again, reported meanwhile) leaves the later grace armed.
@@ -125,7 +127,8 @@ func TestCallerOfflineSince(t *testing.T) {
 	}{
 		{"reported at once", created + 5_000, created + 5_000, created + 5_000 + grace},
 		{"reported late, within the grace", created + 5_000, created + 5_000 + grace/2, created + 5_000 + grace},
-		{"reported after the grace ended", created + 5_000, created + 5_000 + 3*grace, created + 5_000 + grace},
+		{"reported with less than LateOfflineLeft of it left", created + 5_000, created + 5_000 + grace - 1_000, created + 5_000 + grace - 1_000 + LateOfflineLeft.Milliseconds()},
+		{"reported after the grace ended", created + 5_000, created + 5_000 + 3*grace, created + 5_000 + 3*grace + LateOfflineLeft.Milliseconds()},
 		{"closed before the call was made", created - 60_000, created + 1_000, created + grace},
 		{"closed after the report ran", created + 9_000, created + 5_000, created + 5_000 + grace},
 		{"a stale report after a later one", created + 1_000, created + 20_000, created + 8_000 + grace},
