@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"callsig/internal/fakeclock"
 )
 
 // A user is online while it has a stream; the first open and last close
@@ -26,19 +28,39 @@ func TestPresenceAndDeliveryReports(t *testing.T) {
 	b.next()
 	r.svc.waitReports(t, "online bob", "delivered c1 bob")
 	a.close()
-	before := time.Now()
 	b.close()
 	r.svc.waitReports(t, "online bob", "delivered c1 bob", "offline bob")
 	if r.hub.Online("bob") || r.hub.Streams() != 0 {
 		t.Fatal("still online")
 	}
-	// The offline report says when the last stream closed (the grace
-	// period runs from then, however late the report is made).
+}
+
+// The hub dates an offline report with its clock's time when the user's
+// last stream closed, and keeps that date when the report fails and is
+// made later: the caller-offline grace runs from the close.
+func TestOfflineReportDatedAtTheClose(t *testing.T) {
+	clk := fakeclock.New(time.UnixMilli(1_000_000_000))
+	r := newRig(t, Options{Clock: clk})
+	c := r.open("bob", "phone", "")
+	r.svc.waitReports(t, "online bob")
+	closed := clk.Now()
+	r.svc.mu.Lock()
+	r.svc.failPresence = deliveryAttempts // every quick retry: parked
+	r.svc.mu.Unlock()
+	c.close()
+	want := make([]string, 0, deliveryAttempts+2)
+	want = append(want, "online bob")
+	for range deliveryAttempts {
+		want = append(want, "failed offline bob")
+	}
+	r.svc.waitReports(t, want...)
+	clk.Advance(time.Minute) // the store is out of reach for a minute
+	r.svc.waitReports(t, append(want, "offline bob")...)
 	r.svc.mu.Lock()
 	since := r.svc.offlineSince
 	r.svc.mu.Unlock()
-	if since.Before(before) || since.After(time.Now()) {
-		t.Fatalf("offline reported since %v, want the close, after %v", since, before)
+	if !since.Equal(closed) {
+		t.Fatalf("offline reported since %v, want the close %v (the clock is at %v)", since, closed, clk.Now())
 	}
 }
 
