@@ -22,8 +22,17 @@ import (
 // would stall them all, and a starved renewal would get a busy node
 // declared dead. The times are the database server's clock
 // (clock_timestamp), so the nodes' clocks never have to agree.
+//
+// Within the pool, the writes (a stream's row, a sweep, a node clearing
+// or leaving) hold at most all connections but one (see writer): a burst
+// of them, the streams of a dead node reconnecting here or rows stuck
+// behind a lock, must not make the checks asked while a request is
+// answered (Online, bounded to a fraction of a second, and unknown counts
+// as offline) or the lease renewal wait for a connection. Those two are
+// short and never wait on a row lock a write holds for long.
 type Presence struct {
 	db     *sqlx.DB
+	writes chan struct{} // a token per connection a write may hold
 	closed atomic.Bool
 }
 
@@ -47,7 +56,8 @@ func OpenPresence(ctx context.Context, dsn string, opts PresenceOptions) (*Prese
 	if err != nil {
 		return nil, err
 	}
-	return &Presence{db: sdb}, nil
+	// A pool of one cannot keep one back.
+	return &Presence{db: sdb, writes: make(chan struct{}, max(opts.MaxConns-1, 1))}, nil
 }
 
 // Close closes the pool; later calls fail with db.ErrClosed.
@@ -69,6 +79,22 @@ func (p *Presence) pool() (*sqlx.DB, error) {
 		return nil, db.ErrClosed
 	}
 	return p.db, nil
+}
+
+// writer is pool for a write: it waits, as long as ctx allows, until
+// fewer than all connections but one are held by writes, and returns the
+// release of its turn with the pool.
+func (p *Presence) writer(ctx context.Context) (*sqlx.DB, func(), error) {
+	q, err := p.pool()
+	if err != nil {
+		return nil, nil, err
+	}
+	select {
+	case p.writes <- struct{}{}:
+		return q, func() { <-p.writes }, nil
+	case <-ctx.Done():
+		return nil, nil, unavailable(fmt.Errorf("db: presence: waiting for a connection: %w", ctx.Err()))
+	}
 }
 
 // nowMS is the database server's time in Unix ms, read per statement.
@@ -96,10 +122,11 @@ func (p *Presence) RenewLease(ctx context.Context, node string, lease time.Durat
 
 // AddPresence records that node holds a stream of user (idempotent).
 func (p *Presence) AddPresence(ctx context.Context, node, user string) error {
-	q, err := p.pool()
+	q, done, err := p.writer(ctx)
 	if err != nil {
 		return err
 	}
+	defer done()
 	if _, err := q.ExecContext(ctx, `INSERT INTO presence (node_id, user_id) VALUES ($1, $2)
 		ON CONFLICT DO NOTHING`, node, user); err != nil {
 		return unavailable(fmt.Errorf("db: add presence of %s on %s: %w", user, node, err))
@@ -110,10 +137,11 @@ func (p *Presence) AddPresence(ctx context.Context, node, user string) error {
 // AddPresences records several users at once (a node swept as dead
 // writing its rows again).
 func (p *Presence) AddPresences(ctx context.Context, node string, users []string) error {
-	q, err := p.pool()
+	q, done, err := p.writer(ctx)
 	if err != nil {
 		return err
 	}
+	defer done()
 	if _, err := q.ExecContext(ctx, `INSERT INTO presence (node_id, user_id)
 		SELECT $1, u FROM unnest($2::text[]) AS u ON CONFLICT DO NOTHING`, node, users); err != nil {
 		return unavailable(fmt.Errorf("db: add presence of %d users on %s: %w", len(users), node, err))
@@ -123,10 +151,11 @@ func (p *Presence) AddPresences(ctx context.Context, node string, users []string
 
 // RemovePresence deletes node's row of user (idempotent).
 func (p *Presence) RemovePresence(ctx context.Context, node, user string) error {
-	q, err := p.pool()
+	q, done, err := p.writer(ctx)
 	if err != nil {
 		return err
 	}
+	defer done()
 	if _, err := q.ExecContext(ctx, `DELETE FROM presence WHERE node_id = $1 AND user_id = $2`, node, user); err != nil {
 		return unavailable(fmt.Errorf("db: remove presence of %s on %s: %w", user, node, err))
 	}
@@ -164,10 +193,11 @@ const sweepBatch = 16
 // sweep (its renewal then inserts a fresh row: RenewLease says so) or is
 // renewed before, and then is not expired any more.
 func (p *Presence) SweepDead(ctx context.Context, self string) (nodes int, offline []string, err error) {
-	q, err := p.pool()
+	q, done, err := p.writer(ctx)
 	if err != nil {
 		return 0, nil, err
 	}
+	defer done()
 	tx, err := q.BeginTxx(ctx, nil)
 	if err != nil {
 		return 0, nil, unavailable(fmt.Errorf("db: sweep nodes: begin: %w", err))
@@ -225,10 +255,11 @@ func nowOffline(ctx context.Context, tx *sqlx.Tx, gone []string) ([]string, erro
 // could leave, whose streams died with it. Its lease does not lapse (the
 // new process renews the same row), so no sweep would ever remove them.
 func (p *Presence) ClearNode(ctx context.Context, node string) (offline []string, err error) {
-	q, err := p.pool()
+	q, done, err := p.writer(ctx)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	tx, err := q.BeginTxx(ctx, nil)
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("db: clear presence of node %s: begin: %w", node, err))
@@ -250,10 +281,11 @@ func (p *Presence) ClearNode(ctx context.Context, node string) (offline []string
 // RemoveNode deletes node's row (a node leaving gracefully, once its
 // presence rows are gone); any presence rows left are deleted with it.
 func (p *Presence) RemoveNode(ctx context.Context, node string) error {
-	q, err := p.pool()
+	q, done, err := p.writer(ctx)
 	if err != nil {
 		return err
 	}
+	defer done()
 	tx, err := q.BeginTxx(ctx, nil)
 	if err != nil {
 		return unavailable(fmt.Errorf("db: remove node %s: %w", node, err))
