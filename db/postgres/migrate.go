@@ -1,0 +1,211 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"callsig/db"
+)
+
+// migrationLock is the advisory lock key that serializes migrations of
+// processes opening the same database at once ("callsig" in ASCII).
+const migrationLock = 0x63616c6c736967
+
+// lockPoll is how often a process waiting for another's migration tries
+// the lock again.
+const lockPoll = 100 * time.Millisecond
+
+// noTransaction is the first line of a migration that runs outside a
+// transaction, one statement at a time: CREATE or DROP INDEX
+// CONCURRENTLY, which cannot run in one, and which a rolling upgrade
+// needs so that building an index over a large table does not hold
+// every write to it for as long as the build takes (a plain CREATE INDEX
+// locks out INSERT, UPDATE and DELETE). Such a migration is rerun from
+// its start if it fails or its process dies before its version is
+// recorded, so each of its statements must be idempotent, and a CREATE
+// INDEX CONCURRENTLY is preceded by a DROP INDEX CONCURRENTLY IF EXISTS
+// of the same name: a build that failed leaves an invalid index that IF
+// NOT EXISTS would keep. Its statements end with ";" at the end of a
+// line; lines starting with "--" are comments.
+const noTransaction = "-- callsig:no-transaction"
+
+// migrator is the db.Migrator of a PostgreSQL database: the applied
+// versions are rows of schema_migrations, each written in its migration's
+// transaction (or, for a migration run outside one, once all of it ran).
+//
+// The lock is taken by polling, never by waiting in PostgreSQL: a CREATE
+// INDEX CONCURRENTLY waits for every transaction whose snapshot predates
+// it, and a process blocked in pg_advisory_lock holds one, waiting in
+// turn for the lock the building session holds. PostgreSQL would break
+// that deadlock by failing one of the two.
+type migrator struct{ db *sqlx.DB }
+
+func (m migrator) Version(ctx context.Context) (int, error) {
+	err := m.inLock(ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    INTEGER PRIMARY KEY,
+			applied_at BIGINT  NOT NULL
+		)`)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("create schema_migrations: %w", err)
+	}
+	var current int
+	if err := m.db.GetContext(ctx, &current, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`); err != nil {
+		return 0, err
+	}
+	return current, nil
+}
+
+func (m migrator) Apply(ctx context.Context, mig db.Migration) (bool, error) {
+	if strings.HasPrefix(mig.SQL, noTransaction) {
+		return m.applyOutsideTx(ctx, mig)
+	}
+	applied := false
+	err := m.inLock(ctx, func(tx *sqlx.Tx) error {
+		// Checked again under the lock: another process may have applied it.
+		if done, err := isApplied(ctx, tx, mig.Version); err != nil || done {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, mig.SQL); err != nil {
+			return err
+		}
+		if err := record(ctx, tx, mig.Version); err != nil {
+			return err
+		}
+		applied = true
+		return nil
+	})
+	return applied && err == nil, err
+}
+
+// applyOutsideTx runs a migration marked noTransaction on one session,
+// holding the migration lock as a session lock, each statement on its
+// own and with no statement timeout (an index build over a large table
+// takes what it takes), then records its version.
+func (m migrator) applyOutsideTx(ctx context.Context, mig db.Migration) (applied bool, err error) {
+	conn, err := m.db.Connx(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	for {
+		var got bool
+		if err := conn.GetContext(ctx, &got, `SELECT pg_try_advisory_lock($1)`, int64(migrationLock)); err != nil {
+			return false, err
+		}
+		if got {
+			break
+		}
+		if err := sleep(ctx, lockPoll); err != nil {
+			return false, err
+		}
+	}
+	defer func() {
+		// A session lock outlives a failed statement: released even then,
+		// with a context of its own (ctx may be why it failed).
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		// If it fails, the session is broken, and its end ends the lock.
+		_, _ = conn.ExecContext(uctx, `SELECT pg_advisory_unlock($1)`, int64(migrationLock))
+	}()
+	if done, err := isApplied(ctx, conn, mig.Version); err != nil || done {
+		return false, err
+	}
+	if _, err := conn.ExecContext(ctx, `SET statement_timeout = 0`); err != nil {
+		return false, err
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `RESET statement_timeout`) //nolint:errcheck // the session is the migration's own
+	for i, stmt := range statements(mig.SQL) {
+		if _, err := conn.ExecContext(ctx, stmt); err != nil {
+			return false, fmt.Errorf("statement %d (run outside a transaction; the next start runs them all again): %w", i+1, err)
+		}
+	}
+	if err := record(ctx, conn, mig.Version); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// statements splits a noTransaction migration into its statements.
+func statements(script string) []string {
+	var list []string
+	var cur strings.Builder
+	for line := range strings.Lines(script) {
+		trimmed := strings.TrimSpace(line)
+		if trimmed == "" || strings.HasPrefix(trimmed, "--") {
+			continue
+		}
+		cur.WriteString(line)
+		if strings.HasSuffix(trimmed, ";") {
+			list = append(list, strings.TrimSpace(cur.String()))
+			cur.Reset()
+		}
+	}
+	if rest := strings.TrimSpace(cur.String()); rest != "" {
+		list = append(list, rest)
+	}
+	return list
+}
+
+// isApplied reports whether version is recorded.
+func isApplied(ctx context.Context, q sqlx.QueryerContext, version int) (bool, error) {
+	var done int
+	if err := sqlx.GetContext(ctx, q, &done, `SELECT COUNT(*) FROM schema_migrations WHERE version = $1`, version); err != nil {
+		return false, err
+	}
+	return done > 0, nil
+}
+
+// record records version as applied.
+func record(ctx context.Context, q sqlx.ExecerContext, version int) error {
+	_, err := q.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)`,
+		version, time.Now().UnixMilli())
+	return err
+}
+
+// inLock runs fn in a transaction holding the migration lock, taken by
+// polling (see migrator): a transaction that did not get it ends, so
+// holds no snapshot while it waits.
+func (m migrator) inLock(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	for {
+		tx, err := m.db.BeginTxx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		var got bool
+		if err := tx.GetContext(ctx, &got, `SELECT pg_try_advisory_xact_lock($1)`, int64(migrationLock)); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		if !got {
+			_ = tx.Rollback()
+			if err := sleep(ctx, lockPoll); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := fn(tx); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		return tx.Commit()
+	}
+}
+
+// sleep waits d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
