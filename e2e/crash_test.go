@@ -59,11 +59,13 @@ func buildServer(t *testing.T) string {
 // checkRaces fails t when a server built with the race detector (see
 // buildServer) reported a data race in its log, logs, read once the
 // process has exited. The server's environment ends with raceEnv.
-func checkRaces(t *testing.T, name string, logs []byte) {
+func checkRaces(t *testing.T, name string, logs []byte) (reported bool) {
 	t.Helper()
 	if raceBuild && bytes.Contains(logs, []byte("WARNING: DATA RACE")) {
 		t.Errorf("%s reported a data race:\n%s", name, logs)
+		return true
 	}
+	return false
 }
 
 // raceEnv, last in a server's environment, has the race detector write
