@@ -2,10 +2,13 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jmoiron/sqlx"
 
 	"callsig/db"
@@ -42,7 +45,10 @@ const noTransaction = "-- callsig:no-transaction"
 // it, and a process blocked in pg_advisory_lock holds one, waiting in
 // turn for the lock the building session holds. PostgreSQL would break
 // that deadlock by failing one of the two.
-type migrator struct{ db *sqlx.DB }
+type migrator struct {
+	db  *sqlx.DB
+	log *slog.Logger
+}
 
 func (m migrator) Version(ctx context.Context) (int, error) {
 	err := m.inLock(ctx, func(tx *sqlx.Tx) error {
@@ -64,7 +70,7 @@ func (m migrator) Version(ctx context.Context) (int, error) {
 
 func (m migrator) Apply(ctx context.Context, mig db.Migration) (bool, error) {
 	if strings.HasPrefix(mig.SQL, noTransaction) {
-		return m.applyOutsideTx(ctx, mig)
+		return m.applyOutsideTxRetrying(ctx, mig)
 	}
 	applied := false
 	err := m.inLock(ctx, func(tx *sqlx.Tx) error {
@@ -82,6 +88,31 @@ func (m migrator) Apply(ctx context.Context, mig db.Migration) (bool, error) {
 		return nil
 	})
 	return applied && err == nil, err
+}
+
+// deadlockRetries is how many times a migration run outside a transaction
+// is run again after PostgreSQL failed it to break a deadlock.
+const deadlockRetries = 5
+
+// applyOutsideTxRetrying is applyOutsideTx, run again when PostgreSQL
+// broke a deadlock by failing it. A node of a version before polling for
+// the lock (before 0009) that starts while an index builds waits for the
+// lock inside a transaction, holding a snapshot the build waits for:
+// PostgreSQL then fails one of the two. If it fails the build, the build
+// runs again once the lock is free (that node, finding the schema newer
+// than its own, refuses to start either way).
+func (m migrator) applyOutsideTxRetrying(ctx context.Context, mig db.Migration) (bool, error) {
+	for attempt := 0; ; attempt++ {
+		applied, err := m.applyOutsideTx(ctx, mig)
+		var pe *pgconn.PgError
+		if err == nil || attempt == deadlockRetries || !errors.As(err, &pe) || pe.Code != "40P01" {
+			return applied, err
+		}
+		m.log.Warn("database migration failed to break a deadlock; running it again", "name", mig.Name, "err", err)
+		if err := sleep(ctx, lockPoll); err != nil {
+			return false, err
+		}
+	}
 }
 
 // applyOutsideTx runs a migration marked noTransaction on one session,
@@ -107,21 +138,27 @@ func (m migrator) applyOutsideTx(ctx context.Context, mig db.Migration) (applied
 		}
 	}
 	defer func() {
-		// A session lock outlives a failed statement: released even then,
-		// with a context of its own (ctx may be why it failed).
+		// A session lock and setting outlive a failed statement: undone
+		// even then, with a context of their own (ctx may be why it
+		// failed), bounded (the path may be silent). If they fail, the
+		// session is broken, and its end ends both.
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		// If it fails, the session is broken, and its end ends the lock.
+		_, _ = conn.ExecContext(uctx, `RESET statement_timeout`)
 		_, _ = conn.ExecContext(uctx, `SELECT pg_advisory_unlock($1)`, int64(migrationLock))
 	}()
 	if done, err := isApplied(ctx, conn, mig.Version); err != nil || done {
 		return false, err
 	}
+	list, err := statements(mig.SQL)
+	if err != nil {
+		return false, err
+	}
+	m.log.Info("database migration: running outside a transaction (an index built CONCURRENTLY: writes go on meanwhile, and it may take long on a large table)", "name", mig.Name)
 	if _, err := conn.ExecContext(ctx, `SET statement_timeout = 0`); err != nil {
 		return false, err
 	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), `RESET statement_timeout`) //nolint:errcheck // the session is the migration's own
-	for i, stmt := range statements(mig.SQL) {
+	for i, stmt := range list {
 		if _, err := conn.ExecContext(ctx, stmt); err != nil {
 			return false, fmt.Errorf("statement %d (run outside a transaction; the next start runs them all again): %w", i+1, err)
 		}
@@ -132,16 +169,22 @@ func (m migrator) applyOutsideTx(ctx context.Context, mig db.Migration) (applied
 	return true, nil
 }
 
-// statements splits a noTransaction migration into its statements.
-func statements(script string) []string {
+// statements splits a noTransaction migration into its statements. A
+// line with text after a ";" is refused: sent with the next statement as
+// one query, it would run both in a transaction block, which CONCURRENTLY
+// refuses.
+func statements(script string) ([]string, error) {
 	var list []string
 	var cur strings.Builder
-	for line := range strings.Lines(script) {
+	for n, line := range strings.Split(script, "\n") {
 		trimmed := strings.TrimSpace(line)
 		if trimmed == "" || strings.HasPrefix(trimmed, "--") {
 			continue
 		}
-		cur.WriteString(line)
+		if i := strings.Index(trimmed, ";"); i >= 0 && i < len(trimmed)-1 {
+			return nil, fmt.Errorf("line %d: text after \";\" (a statement outside a transaction ends its line)", n+1)
+		}
+		cur.WriteString(line + "\n")
 		if strings.HasSuffix(trimmed, ";") {
 			list = append(list, strings.TrimSpace(cur.String()))
 			cur.Reset()
@@ -150,7 +193,7 @@ func statements(script string) []string {
 	if rest := strings.TrimSpace(cur.String()); rest != "" {
 		list = append(list, rest)
 	}
-	return list
+	return list, nil
 }
 
 // isApplied reports whether version is recorded.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"callsig/db"
 	"callsig/internal/pgtest"
 	"callsig/internal/wait"
@@ -37,65 +39,95 @@ func indexes(t *testing.T, q interface {
 	return names
 }
 
-// Migration 0009 builds its index CONCURRENTLY, outside a transaction:
-// while the build waits (here for a transaction holding a snapshot, as a
-// long build over a large table would take its time), the nodes of the
-// previous version keep writing calls. A plain CREATE INDEX would hold
-// every INSERT into calls until it ended.
-func TestIndexMigrationLetsWritesThrough(t *testing.T) {
+// upTo8 is a database at schema version 8 and a pool on it.
+func upTo8(t *testing.T) (string, *sqlx.DB) {
+	t.Helper()
 	ctx := context.Background()
 	dsn := pgtest.NewDatabase(t)
-	raw, err := openPool(ctx, dsn, 3, 10*time.Second, false, "")
+	raw, err := openPool(ctx, dsn, 4, 10*time.Second, false, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer raw.Close()
-	log := slog.New(slog.DiscardHandler)
-	if err := db.Migrate(ctx, migrator{raw}, migrationsUpTo(t, 8), log); err != nil {
+	t.Cleanup(func() { raw.Close() })
+	if err := db.Migrate(ctx, migrator{raw, slog.New(slog.DiscardHandler)}, migrationsUpTo(t, 8), slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	insert := func(id string) error {
-		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		_, err := raw.ExecContext(ictx, `INSERT INTO calls (id, caller, mode, state, timeout, create_time)
-			VALUES ($1, 'alice', 'general', 'started', 30, 1)`, id)
-		return err
-	}
-	if err := insert("before"); err != nil {
-		t.Fatal(err)
-	}
+	return dsn, raw
+}
 
-	holder, err := raw.BeginTxx(ctx, nil)
+// insertCall writes a started call, bounded to 2 s.
+func insertCall(q sqlx.ExecerContext, id string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := q.ExecContext(ctx, `INSERT INTO calls (id, caller, mode, state, timeout, create_time)
+		VALUES ($1, 'alice', 'general', 'started', 30, 1)`, id)
+	return err
+}
+
+// holdAWrite begins a transaction that has written a call and stays open:
+// an index build waits for it (the one of a node running the previous
+// version, mid-request), concurrently or not.
+func holdAWrite(t *testing.T, raw *sqlx.DB) *sqlx.Tx {
+	t.Helper()
+	holder, err := raw.BeginTxx(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer holder.Rollback() //nolint:errcheck // committed below
-	if _, err := holder.ExecContext(ctx, `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ`); err != nil {
+	t.Cleanup(func() { _ = holder.Rollback() })
+	if err := insertCall(holder, "held"); err != nil {
 		t.Fatal(err)
 	}
-	var n int
-	if err := holder.GetContext(ctx, &n, `SELECT count(*) FROM calls`); err != nil { // takes the snapshot
-		t.Fatal(err)
-	}
+	return holder
+}
 
-	done := make(chan error, 1)
-	go func() { done <- migrate(ctx, dsn, 10*time.Second, migrationsUpTo(t, 9), log) }()
-	wait.For(t, 10*time.Second, "the index build waiting for the older snapshot", func() bool {
+// waitForTheBuild waits until migration 0009's index build waits on a
+// lock.
+func waitForTheBuild(t *testing.T, raw *sqlx.DB) {
+	t.Helper()
+	wait.For(t, 10*time.Second, "the index build waiting on a lock", func() bool {
 		var waiting int
-		if err := raw.GetContext(ctx, &waiting, `SELECT count(*) FROM pg_stat_activity
-			WHERE query LIKE 'CREATE INDEX CONCURRENTLY%' AND wait_event_type = 'Lock'`); err != nil {
+		if err := raw.GetContext(context.Background(), &waiting, `SELECT count(*) FROM pg_stat_activity
+			WHERE query LIKE '%CREATE INDEX%' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`); err != nil {
 			t.Fatal(err)
 		}
 		return waiting > 0
 	})
+}
+
+// check0009 checks what 0009 leaves: calls_started valid, the index by
+// caller gone, the version recorded once.
+func check0009(t *testing.T, raw *sqlx.DB) {
+	t.Helper()
+	got := indexes(t, raw)
+	if !slices.Contains(got, "calls_started") || slices.Contains(got, "calls_started_by_caller") {
+		t.Fatalf("valid indexes of calls after 0009: %v; want calls_started, not calls_started_by_caller", got)
+	}
+	var recorded int
+	if err := raw.GetContext(context.Background(), &recorded, `SELECT count(*) FROM schema_migrations WHERE version = 9`); err != nil || recorded != 1 {
+		t.Fatalf("0009 recorded %d times (%v), want once", recorded, err)
+	}
+}
+
+// Migration 0009 builds its index CONCURRENTLY, outside a transaction:
+// while the build waits for a write still open (a node of the previous
+// version mid-request; over a large table the build itself takes long),
+// that version's nodes keep writing calls. A plain CREATE INDEX would
+// queue its lock behind that write, and every later write behind it.
+func TestIndexMigrationLetsWritesThrough(t *testing.T) {
+	ctx := context.Background()
+	dsn, raw := upTo8(t)
+	holder := holdAWrite(t, raw)
+	done := make(chan error, 1)
+	go func() { done <- migrate(ctx, dsn, 10*time.Second, migrationsUpTo(t, 9), slog.New(slog.DiscardHandler)) }()
+	waitForTheBuild(t, raw)
 	for _, id := range []string{"during-1", "during-2"} {
-		if err := insert(id); err != nil {
+		if err := insertCall(raw, id); err != nil {
 			t.Fatalf("a write while the index builds: %v", err)
 		}
 	}
 	select {
 	case err := <-done:
-		t.Fatalf("the migration ended (%v) with an older snapshot still open", err)
+		t.Fatalf("the migration ended (%v) with a write still open", err)
 	default:
 	}
 	if err := holder.Commit(); err != nil {
@@ -104,19 +136,70 @@ func TestIndexMigrationLetsWritesThrough(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
-
-	got := indexes(t, raw)
-	if !slices.Contains(got, "calls_started") || slices.Contains(got, "calls_started_by_caller") {
-		t.Fatalf("valid indexes of calls after 0009: %v; want calls_started, not calls_started_by_caller", got)
-	}
+	check0009(t, raw)
 	var started int
 	if err := raw.GetContext(ctx, &started, `SELECT count(*) FROM calls WHERE state = 'started'`); err != nil || started != 3 {
 		t.Fatalf("started calls: %d (%v), want 3", started, err)
 	}
-	var recorded int
-	if err := raw.GetContext(ctx, &recorded, `SELECT count(*) FROM schema_migrations WHERE version = 9`); err != nil || recorded != 1 {
-		t.Fatalf("0009 recorded %d times (%v), want once", recorded, err)
+}
+
+// A node of a version before 0009 that starts while the index builds
+// waits for the migration lock inside a transaction (pg_advisory_xact_lock),
+// holding a snapshot the build waits for in turn. PostgreSQL breaks the
+// deadlock by failing one of them; when it fails the build, the build
+// runs again once the lock is free, and the new node starts.
+func TestIndexMigrationOutlivesAnOlderNodeStarting(t *testing.T) {
+	ctx := context.Background()
+	dsn, raw := upTo8(t)
+	holder := holdAWrite(t, raw)
+	done := make(chan error, 1)
+	go func() { done <- migrate(ctx, dsn, 10*time.Second, migrationsUpTo(t, 9), slog.New(slog.DiscardHandler)) }()
+	waitForTheBuild(t, raw)
+
+	// The older node's start, as its migrator ran it.
+	old, err := raw.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer old.Close()
+	// Its deadlock check runs (and finds none) before the cycle closes,
+	// so it is the build's check that finds it: the build is failed.
+	if _, err := old.ExecContext(ctx, `SET deadlock_timeout = '20ms'`); err != nil {
+		t.Fatal(err)
+	}
+	oldDone := make(chan error, 1)
+	go func() {
+		tx, err := old.BeginTx(ctx, nil)
+		if err == nil {
+			if _, err = tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLock)); err == nil {
+				err = tx.Commit()
+			} else {
+				_ = tx.Rollback()
+			}
+		}
+		oldDone <- err
+	}()
+	wait.For(t, 10*time.Second, "the older node waiting for the migration lock", func() bool {
+		var waiting int
+		if err := raw.GetContext(ctx, &waiting, `SELECT count(*) FROM pg_stat_activity
+			WHERE query LIKE 'SELECT pg_advisory_xact_lock%' AND wait_event_type = 'Lock'`); err != nil {
+			t.Fatal(err)
+		}
+		return waiting > 0
+	})
+	// No event shows that its one deadlock check has run: ten times its
+	// timeout.
+	time.Sleep(200 * time.Millisecond)
+	if err := holder.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("migrate with an older node starting meanwhile: %v", err)
+	}
+	if err := <-oldDone; err != nil {
+		t.Logf("the older node's start: %v", err) // either may be failed
+	}
+	check0009(t, raw)
 }
 
 // Several processes opening a database at once apply each migration
@@ -189,7 +272,12 @@ DROP INDEX CONCURRENTLY IF EXISTS b`
 		"CREATE INDEX CONCURRENTLY a\n    ON t (x) WHERE y = 'z';",
 		"DROP INDEX CONCURRENTLY IF EXISTS b",
 	}
-	if got := statements(script); !slices.Equal(got, want) {
-		t.Fatalf("statements:\n%q\nwant\n%q", got, want)
+	if got, err := statements(script); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("statements:\n%q (%v)\nwant\n%q", got, err, want)
+	}
+	// Sent with the next statement as one query, both would run in a
+	// transaction block.
+	if got, err := statements("DROP INDEX CONCURRENTLY a; -- old\nCREATE INDEX CONCURRENTLY a ON t (x);\n"); err == nil {
+		t.Fatalf("a line with text after its \";\": %q, no error", got)
 	}
 }

@@ -33,7 +33,7 @@ func TestMigrations0005And0006BackfillPresence(t *testing.T) {
 	if len(old) != 4 {
 		t.Fatalf("migrations before 0005: %d, want 4", len(old))
 	}
-	if err := db.Migrate(ctx, migrator{raw}, old, slog.New(slog.DiscardHandler)); err != nil {
+	if err := db.Migrate(ctx, migrator{raw, slog.New(slog.DiscardHandler)}, old, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	// storetest.PresenceFixture, as SQLite's test writes it.

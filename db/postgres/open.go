@@ -139,7 +139,7 @@ func migrate(ctx context.Context, dsn string, timeout time.Duration, list []db.M
 		return err
 	}
 	defer mdb.Close()
-	return db.Migrate(ctx, migrator{mdb}, list, log)
+	return db.Migrate(ctx, migrator{mdb, log}, list, log)
 }
 
 // warmConns is how many sessions Open opens ahead of the first requests.
