@@ -377,7 +377,12 @@ func (p *Presence) renew(ctx context.Context) {
 		p.log.Warn("presence lease had lapsed and this node was swept as dead; writing its users' presence again", "users", p.LocalUsers())
 		p.rewriteRows = true
 	}
-	p.rewrite(ctx)
+	// Bounded as the renewal is: the rows' write may queue behind other
+	// presence writes, and the next renewal must not wait for it (it
+	// retries the write).
+	wctx, wcancel := context.WithTimeout(ctx, p.o.Lease/3)
+	defer wcancel()
+	p.rewrite(wctx)
 }
 
 // rewrite writes this node's rows again after it was swept as dead, on
@@ -398,7 +403,7 @@ func (p *Presence) rewrite(ctx context.Context) {
 	}
 	if users := p.localUsers(); len(users) > 0 {
 		if err := p.o.Store.AddPresences(ctx, p.o.Node, users); err != nil {
-			if ctx.Err() == nil {
+			if !errors.Is(ctx.Err(), context.Canceled) { // not stopping: failed, or out of time
 				p.log.Error("write presence again after a lapsed lease (retried at the next renewal)", "err", err)
 			}
 			return

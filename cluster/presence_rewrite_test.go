@@ -239,3 +239,61 @@ func TestRenewRewritesPresenceUntilDone(t *testing.T) {
 		n.renew("renewal after carol left", []string{"alice", "bob"}, map[string]int{"alice": 1, "bob": 1})
 	})
 }
+
+// hangingAdds is a fakeStore whose next AddPresences waits until its
+// context ends: the rows' write queued behind other presence writes.
+type hangingAdds struct {
+	*fakeStore
+	hang chan struct{} // closed: the next AddPresences has hung
+}
+
+func (s *hangingAdds) AddPresences(ctx context.Context, node string, users []string) error {
+	select {
+	case <-s.hang:
+		return s.fakeStore.AddPresences(ctx, node, users)
+	default:
+	}
+	close(s.hang)
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A renewal that writes the rows again after a sweep bounds that write as
+// it bounds itself: one that hangs must not hold the next renewals until
+// the lease lapses again. The next renewal writes them.
+func TestRenewDoesNotWaitForAHangingRewrite(t *testing.T) {
+	store := &hangingAdds{fakeStore: newFakeStore(), hang: make(chan struct{})}
+	svc := newFakeService()
+	const lease = 300 * time.Millisecond
+	p, err := NewPresence(PresenceOptions{Store: store, Service: svc, Node: "a", Lease: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Join(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range rewriteUsers {
+		if err := p.UserOnline(t.Context(), u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store.sweptBy("a", 0)
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		p.renew(t.Context())
+	}()
+	select {
+	case <-renewed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the renewal waited for the rows' write past its own bound (lease/3)")
+	}
+	<-store.hang
+	if got := store.users("a"); len(got) != 0 {
+		t.Fatalf("rows of node a after the hanging write: %v, want none", got)
+	}
+	p.renew(t.Context())
+	if got := store.users("a"); !slices.Equal(got, rewriteUsers) {
+		t.Fatalf("rows of node a after the next renewal: %v, want %v", got, rewriteUsers)
+	}
+}
