@@ -125,6 +125,7 @@ func (m migrator) applyOutsideTx(ctx context.Context, mig db.Migration) (applied
 		return false, err
 	}
 	defer conn.Close()
+	waited := false
 	for {
 		var got bool
 		if err := conn.GetContext(ctx, &got, `SELECT pg_try_advisory_lock($1)`, int64(migrationLock)); err != nil {
@@ -133,7 +134,7 @@ func (m migrator) applyOutsideTx(ctx context.Context, mig db.Migration) (applied
 		if got {
 			break
 		}
-		if err := sleep(ctx, lockPoll); err != nil {
+		if err := m.waitForLock(ctx, &waited); err != nil {
 			return false, err
 		}
 	}
@@ -216,6 +217,7 @@ func record(ctx context.Context, q sqlx.ExecerContext, version int) error {
 // polling (see migrator): a transaction that did not get it ends, so
 // holds no snapshot while it waits.
 func (m migrator) inLock(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	waited := false
 	for {
 		tx, err := m.db.BeginTxx(ctx, nil)
 		if err != nil {
@@ -228,7 +230,7 @@ func (m migrator) inLock(ctx context.Context, fn func(tx *sqlx.Tx) error) error 
 		}
 		if !got {
 			_ = tx.Rollback()
-			if err := sleep(ctx, lockPoll); err != nil {
+			if err := m.waitForLock(ctx, &waited); err != nil {
 				return err
 			}
 			continue
@@ -239,6 +241,17 @@ func (m migrator) inLock(ctx context.Context, fn func(tx *sqlx.Tx) error) error 
 		}
 		return tx.Commit()
 	}
+}
+
+// waitForLock waits before the next try at the migration lock, saying so
+// in the log the first time (*waited): a node starting behind another's
+// long migration (an index build) would otherwise wait in silence.
+func (m migrator) waitForLock(ctx context.Context, waited *bool) error {
+	if !*waited {
+		*waited = true
+		m.log.Info("database migration: waiting for another process's migration to end")
+	}
+	return sleep(ctx, lockPoll)
 }
 
 // sleep waits d or until ctx is done.

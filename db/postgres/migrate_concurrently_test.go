@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -279,5 +280,63 @@ DROP INDEX CONCURRENTLY IF EXISTS b`
 	// transaction block.
 	if got, err := statements("DROP INDEX CONCURRENTLY a; -- old\nCREATE INDEX CONCURRENTLY a ON t (x);\n"); err == nil {
 		t.Fatalf("a line with text after its \";\": %q, no error", got)
+	}
+}
+
+// lockedLog is a log written by one goroutine and read by another.
+type lockedLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// A process starting while another holds the migration lock (a long
+// index build) says in its log that it waits, and migrates once the lock
+// is free.
+func TestMigrationWaitingForTheLockSaysSo(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	raw, err := openPool(ctx, dsn, 1, 10*time.Second, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	other, err := raw.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := other.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, int64(migrationLock)); err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedLog{}
+	done := make(chan error, 1)
+	go func() {
+		done <- migrate(ctx, dsn, 10*time.Second, migrationsUpTo(t, 1<<30), slog.New(slog.NewTextHandler(logs, nil)))
+	}()
+	wait.For(t, 10*time.Second, "the log saying the migration waits", func() bool {
+		return strings.Contains(logs.String(), "waiting for another process's migration")
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("migrated (%v) while another process held the lock", err)
+	default:
+	}
+	if _, err := other.ExecContext(ctx, `SELECT pg_advisory_unlock($1)`, int64(migrationLock)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("migrate once the lock was free: %v", err)
 	}
 }
