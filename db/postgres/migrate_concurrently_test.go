@@ -81,18 +81,33 @@ func holdAWrite(t *testing.T, raw *sqlx.DB) *sqlx.Tx {
 	return holder
 }
 
-// waitForTheBuild waits until migration 0009's index build waits on a
-// lock.
-func waitForTheBuild(t *testing.T, raw *sqlx.DB) {
+// waitForLockWait waits until a session other than raw's runs a query
+// LIKE pattern and waits on a lock.
+func waitForLockWait(t *testing.T, raw *sqlx.DB, what, pattern string) {
 	t.Helper()
-	wait.For(t, 10*time.Second, "the index build waiting on a lock", func() bool {
+	wait.For(t, 10*time.Second, what, func() bool {
 		var waiting int
 		if err := raw.GetContext(context.Background(), &waiting, `SELECT count(*) FROM pg_stat_activity
-			WHERE query LIKE '%CREATE INDEX%' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`); err != nil {
+			WHERE query LIKE $1 AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`, pattern); err != nil {
 			t.Fatal(err)
 		}
 		return waiting > 0
 	})
+}
+
+// buildBehindAWrite migrates a database at version 8 to 9 while a write
+// is held open (holdAWrite), and returns once 0009's index build waits
+// for it: the pool, the write, and where migrate's outcome comes.
+func buildBehindAWrite(t *testing.T) (*sqlx.DB, *sqlx.Tx, <-chan error) {
+	t.Helper()
+	dsn, raw := upTo8(t)
+	holder := holdAWrite(t, raw)
+	done := make(chan error, 1)
+	go func() {
+		done <- migrate(context.Background(), dsn, 10*time.Second, migrationsUpTo(t, 9), slog.New(slog.DiscardHandler))
+	}()
+	waitForLockWait(t, raw, "the index build waiting on a lock", "%CREATE INDEX%")
+	return raw, holder, done
 }
 
 // check0009 checks what 0009 leaves: calls_started valid, the index by
@@ -116,11 +131,7 @@ func check0009(t *testing.T, raw *sqlx.DB) {
 // queue its lock behind that write, and every later write behind it.
 func TestIndexMigrationLetsWritesThrough(t *testing.T) {
 	ctx := context.Background()
-	dsn, raw := upTo8(t)
-	holder := holdAWrite(t, raw)
-	done := make(chan error, 1)
-	go func() { done <- migrate(ctx, dsn, 10*time.Second, migrationsUpTo(t, 9), slog.New(slog.DiscardHandler)) }()
-	waitForTheBuild(t, raw)
+	raw, holder, done := buildBehindAWrite(t)
 	for _, id := range []string{"during-1", "during-2"} {
 		if err := insertCall(raw, id); err != nil {
 			t.Fatalf("a write while the index builds: %v", err)
@@ -151,11 +162,7 @@ func TestIndexMigrationLetsWritesThrough(t *testing.T) {
 // runs again once the lock is free, and the new node starts.
 func TestIndexMigrationOutlivesAnOlderNodeStarting(t *testing.T) {
 	ctx := context.Background()
-	dsn, raw := upTo8(t)
-	holder := holdAWrite(t, raw)
-	done := make(chan error, 1)
-	go func() { done <- migrate(ctx, dsn, 10*time.Second, migrationsUpTo(t, 9), slog.New(slog.DiscardHandler)) }()
-	waitForTheBuild(t, raw)
+	raw, holder, done := buildBehindAWrite(t)
 
 	// The older node's start, as its migrator ran it.
 	old, err := raw.Conn(ctx)
@@ -180,14 +187,7 @@ func TestIndexMigrationOutlivesAnOlderNodeStarting(t *testing.T) {
 		}
 		oldDone <- err
 	}()
-	wait.For(t, 10*time.Second, "the older node waiting for the migration lock", func() bool {
-		var waiting int
-		if err := raw.GetContext(ctx, &waiting, `SELECT count(*) FROM pg_stat_activity
-			WHERE query LIKE 'SELECT pg_advisory_xact_lock%' AND wait_event_type = 'Lock'`); err != nil {
-			t.Fatal(err)
-		}
-		return waiting > 0
-	})
+	waitForLockWait(t, raw, "the older node waiting for the migration lock", "SELECT pg_advisory_xact_lock%")
 	// No event shows that its one deadlock check has run: ten times its
 	// timeout.
 	time.Sleep(200 * time.Millisecond)
