@@ -52,7 +52,8 @@ const exactCountBelow = 100_000
 // CallCounts returns how many calls are started and ended, for the
 // callsig_calls gauge, read on every scrape of every node, so it must stay
 // cheap however big the table grows. Started calls (the live ones, few)
-// are counted exactly along the partial index calls_started.
+// are counted exactly along the partial index calls_started (0009;
+// TestStartedCallsCountedAlongTheirIndex).
 // Ended calls are nearly every row: up to exactCountBelow rows they are
 // counted exactly, beyond that the total is PostgreSQL's own estimate
 // (pg_class.reltuples, refreshed by autovacuum and ANALYZE), so a scrape
