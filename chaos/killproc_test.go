@@ -84,7 +84,7 @@ func (s *killServer) start() time.Duration {
 		"-log-level", "warn")
 	cmd.Env = append(os.Environ(), s.env...)
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test
+	cmd.SysProcAttr = childAttr()
 	began := time.Now()
 	if err := cmd.Start(); err != nil {
 		s.t.Fatal(err)

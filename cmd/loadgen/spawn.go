@@ -134,8 +134,7 @@ func (s *server) start(ctx context.Context) (time.Duration, error) {
 	if s.env != nil {
 		cmd.Env = append(os.Environ(), s.env...)
 	}
-	// Never outlive the load generator, whatever happens to it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childAttr()
 	began := time.Now()
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("start server: %w", err)
@@ -284,32 +283,6 @@ func (s *server) logTail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// raiseOpenFileLimit lifts the soft RLIMIT_NOFILE to the hard limit, for
-// the streams of this process and, inherited, of a spawned server.
-func raiseOpenFileLimit() (uint64, error) {
-	var l syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		return 0, err
-	}
-	if l.Cur < l.Max {
-		l.Cur = l.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-			return 0, err
-		}
-	}
-	return l.Cur, nil
-}
-
-// selfCPU is the CPU time the load generator itself has used: it shares
-// the machine with the server, which matters on 2 cores.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // machineBusy is the CPU time all processes have used since boot (the

@@ -3,7 +3,6 @@ package app
 import (
 	"log/slog"
 	"net"
-	"syscall"
 )
 
 // connReserve is how many connections beyond the cap are accepted to answer
@@ -22,15 +21,15 @@ func fdHeadroom(limit int) int { return max(100, limit/10) }
 // that is lowered to it: past the limit accept fails with EMFILE and new
 // clients hang in the backlog, health checks included.
 func maxConnections(configured int, log *slog.Logger) int {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+	limit, err := openFileLimit()
+	if err != nil {
 		log.Warn("cannot read the open-file limit; connection cap as configured", "err", err)
 		if configured > 0 {
 			return configured
 		}
 		return 1024
 	}
-	limit := int(min(rl.Cur, 1<<20))
+	limit = min(limit, 1<<20)
 	budget := limit - fdHeadroom(limit) - connReserve
 	if budget < 1 {
 		budget = max(1, limit/2)

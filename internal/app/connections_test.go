@@ -2,18 +2,17 @@ package app
 
 import (
 	"log/slog"
-	"syscall"
 	"testing"
 )
 
 // The cap stays below the open-file limit with headroom for the database,
 // webhooks and the health reserve, whatever is configured.
 func TestMaxConnectionsBelowTheFileLimit(t *testing.T) {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+	limit, err := openFileLimit()
+	if err != nil {
 		t.Fatal(err)
 	}
-	limit := int(min(rl.Cur, 1<<20))
+	limit = min(limit, 1<<20)
 	log := slog.New(slog.DiscardHandler)
 	derived := maxConnections(0, log)
 	if derived < 1 || derived+connReserve+fdHeadroom(limit) > limit && derived > limit/2 {

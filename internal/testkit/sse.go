@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -539,17 +538,7 @@ type StuckStream struct {
 // nothing after the request is sent.
 func (s *Server) StuckStream(user string) *StuckStream {
 	s.T.Helper()
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			// A small MSS too: the server sizes its send buffer from the
-			// segment size (64 KiB on loopback: megabytes of buffer).
-			serr = errors.Join(
-				syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1024),
-				syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_MAXSEG, 536))
-		})
-		return errors.Join(err, serr)
-	}}
+	d := net.Dialer{Control: tinyReceiveBuffer}
 	addr := strings.TrimPrefix(s.URL, "http://")
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
