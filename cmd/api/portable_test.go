@@ -13,9 +13,6 @@ import (
 // whatever Linux-only system calls the rest of the repository makes
 // (those live in files built for Unix or Linux only, beside a fallback).
 func TestServerBuildsForMacOSAndWindows(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cross-compiles the server twice")
-	}
 	t.Parallel()
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	for _, goos := range []string{"darwin", "windows"} {
