@@ -1,9 +1,8 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
-	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,35 +11,20 @@ import (
 )
 
 // logBuffer collects the server's JSON log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+type logBuffer struct{ testkit.LogBuffer }
 
 // has says whether any log line so far contains s.
-func (b *logBuffer) has(s string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Contains(b.buf.Bytes(), []byte(s))
-}
+func (b *logBuffer) has(s string) bool { return b.Has(s) }
 
 // requests returns the access-log lines for route.
 func (b *logBuffer) requests(t *testing.T, route string) []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	for _, line := range bytes.Split(b.buf.Bytes(), []byte("\n")) {
+	for _, line := range strings.Split(b.String(), "\n") {
 		var m map[string]any
-		if len(line) == 0 {
+		if line == "" {
 			continue
 		}
-		if err := json.Unmarshal(line, &m); err != nil {
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
 			t.Fatalf("log line %q: %v", line, err)
 		}
 		if m["msg"] == "http request" && m["route"] == route {

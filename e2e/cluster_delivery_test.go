@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
 	"testing"
@@ -85,10 +84,8 @@ func TestClusterDeliveryWithoutNATS(t *testing.T) {
 	if n := scrapeMetric(t, a, "callsig_sse_catchup_missed_total"); n < 1 {
 		t.Errorf("callsig_sse_catchup_missed_total on A = %v, want at least 1", n)
 	}
-	logs.mu.Lock()
-	defer logs.mu.Unlock()
-	if !bytes.Contains(logs.buf.Bytes(), []byte("PostgreSQL without NATS: single node")) {
-		t.Errorf("no startup line about running without NATS in %s", logs.buf.String())
+	if !logs.has("PostgreSQL without NATS: single node") {
+		t.Errorf("no startup line about running without NATS in %s", logs)
 	}
 }
 

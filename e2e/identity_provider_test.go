@@ -291,9 +291,7 @@ func TestIdentityProviderDownAtStart(t *testing.T) {
 	}))
 	wait.For(t, 10*time.Second, "a fetch of the key set", func() bool { return idp.Hits() >= 1 })
 	wait.For(t, 10*time.Second, "the failed fetch to be logged", func() bool {
-		logs.mu.Lock()
-		defer logs.mu.Unlock()
-		return strings.Contains(logs.buf.String(), "identity provider key set not fetched")
+		return logs.has("identity provider key set not fetched")
 	})
 
 	s.Client("dave").Get("/calls").Want(http.StatusOK)

@@ -11,12 +11,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"callsig/handlers"
+	"callsig/internal/testkit"
 	"callsig/internal/wait"
 )
 
@@ -35,22 +35,7 @@ func TestMain(m *testing.M) {
 const testSecret = "test-secret-of-at-least-32-bytes!!"
 
 // logBuffer collects a server's log lines for the test to wait on.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuffer = testkit.LogBuffer
 
 var listeningAddr = regexp.MustCompile(`msg="callsig listening" addr=(\S+)`)
 
