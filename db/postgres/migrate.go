@@ -125,18 +125,12 @@ func (m migrator) applyOutsideTx(ctx context.Context, mig db.Migration) (applied
 		return false, err
 	}
 	defer conn.Close()
-	waited := false
-	for {
-		var got bool
-		if err := conn.GetContext(ctx, &got, `SELECT pg_try_advisory_lock($1)`, int64(migrationLock)); err != nil {
-			return false, err
-		}
-		if got {
-			break
-		}
-		if err := m.waitForLock(ctx, &waited); err != nil {
-			return false, err
-		}
+	err = m.untilLocked(ctx, func() (got bool, err error) {
+		err = conn.GetContext(ctx, &got, `SELECT pg_try_advisory_lock($1)`, int64(migrationLock))
+		return got, err
+	})
+	if err != nil {
+		return false, err
 	}
 	defer func() {
 		// A session lock and setting outlive a failed statement: undone
@@ -217,41 +211,43 @@ func record(ctx context.Context, q sqlx.ExecerContext, version int) error {
 // polling (see migrator): a transaction that did not get it ends, so
 // holds no snapshot while it waits.
 func (m migrator) inLock(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
-	waited := false
-	for {
-		tx, err := m.db.BeginTxx(ctx, nil)
-		if err != nil {
-			return err
+	var tx *sqlx.Tx
+	err := m.untilLocked(ctx, func() (got bool, err error) {
+		if tx, err = m.db.BeginTxx(ctx, nil); err != nil {
+			return false, err
 		}
-		var got bool
-		if err := tx.GetContext(ctx, &got, `SELECT pg_try_advisory_xact_lock($1)`, int64(migrationLock)); err != nil {
+		if err = tx.GetContext(ctx, &got, `SELECT pg_try_advisory_xact_lock($1)`, int64(migrationLock)); err != nil || !got {
 			_ = tx.Rollback()
-			return err
 		}
-		if !got {
-			_ = tx.Rollback()
-			if err := m.waitForLock(ctx, &waited); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := fn(tx); err != nil {
-			_ = tx.Rollback()
-			return err
-		}
-		return tx.Commit()
+		return got, err
+	})
+	if err != nil {
+		return err
 	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
 }
 
-// waitForLock waits before the next try at the migration lock, saying so
-// in the log the first time (*waited): a node starting behind another's
-// long migration (an index build) would otherwise wait in silence.
-func (m migrator) waitForLock(ctx context.Context, waited *bool) error {
-	if !*waited {
-		*waited = true
-		m.log.Info("database migration: waiting for another process's migration to end")
+// untilLocked calls try until it takes the migration lock, lockPoll
+// apart, saying so in the log the first time it has to wait: a node
+// starting behind another's long migration (an index build) would
+// otherwise wait in silence.
+func (m migrator) untilLocked(ctx context.Context, try func() (bool, error)) error {
+	for waited := false; ; waited = true {
+		got, err := try()
+		if err != nil || got {
+			return err
+		}
+		if !waited {
+			m.log.Info("database migration: waiting for another process's migration to end")
+		}
+		if err := sleep(ctx, lockPoll); err != nil {
+			return err
+		}
 	}
-	return sleep(ctx, lockPoll)
 }
 
 // sleep waits d or until ctx is done.
