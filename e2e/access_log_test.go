@@ -7,11 +7,12 @@ import (
 	"time"
 
 	"callsig/internal/testkit"
+	"callsig/internal/testlog"
 	"callsig/internal/wait"
 )
 
 // logBuffer collects the server's JSON log lines.
-type logBuffer struct{ testkit.LogBuffer }
+type logBuffer struct{ testlog.Buffer }
 
 // has says whether any log line so far contains s.
 func (b *logBuffer) has(s string) bool { return b.Has(s) }

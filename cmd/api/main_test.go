@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"callsig/handlers"
-	"callsig/internal/testkit"
+	"callsig/internal/testlog"
 	"callsig/internal/wait"
 )
 
@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 const testSecret = "test-secret-of-at-least-32-bytes!!"
 
 // logBuffer collects a server's log lines for the test to wait on.
-type logBuffer = testkit.LogBuffer
+type logBuffer = testlog.Buffer
 
 var listeningAddr = regexp.MustCompile(`msg="callsig listening" addr=(\S+)`)
 

@@ -13,6 +13,7 @@ import (
 
 	"callsig/db"
 	"callsig/internal/pgtest"
+	"callsig/internal/testlog"
 	"callsig/internal/wait"
 )
 
@@ -283,24 +284,6 @@ DROP INDEX CONCURRENTLY IF EXISTS b`
 	}
 }
 
-// lockedLog is a log written by one goroutine and read by another.
-type lockedLog struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // A process starting while another holds the migration lock (a long
 // index build) says in its log that it waits, and migrates once the lock
 // is free.
@@ -320,7 +303,7 @@ func TestMigrationWaitingForTheLockSaysSo(t *testing.T) {
 	if _, err := other.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, int64(migrationLock)); err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedLog{}
+	logs := &testlog.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- migrate(ctx, dsn, 10*time.Second, migrationsUpTo(t, 1<<30), slog.New(slog.NewTextHandler(logs, nil)))
