@@ -212,7 +212,10 @@ export interface CallsigEventMap {
    * The server no longer has the events after the client's position (pruned,
    * or the position is ahead of its log: its database was wiped or restored):
    * reload with queryCallInvitationList. The client forgets the position;
-   * the invitations still pending follow, then live events.
+   * the invitations still pending follow, then live events. Also sent when a
+   * token renewal had to replace a stream that never reached its first
+   * position (its opening held up for more than 5 s): what that stream held
+   * is unknown.
    */
   reset: Record<string, never>;
   /** A handler threw (or the promise an async one returned rejected), or tokenProvider failed. */

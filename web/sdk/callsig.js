@@ -339,11 +339,20 @@ export class CallsigClient {
     this.#renewOnEvent = null;
     const q = new URLSearchParams({access_token: this.#token, deviceID: this.#deviceID});
     if (this.#lastEventID >= 0) q.set('lastEventID', String(this.#lastEventID));
+    // Blind: opened with no position while another stream is open, that
+    // stream's synced event waited for in vain (POSITION_WAIT, or
+    // RESET_RENEW_DELAY after a reset). es starts at the head of the log
+    // as of its own opening, and closing the open stream then drops what
+    // that one holds and has not handed over (its body held up by a proxy,
+    // say): a cancellation, a callee's answer to the app's own call. No
+    // id tells what that was, so es's opening tells the app to reload, as
+    // the server's reset does.
+    const blind = this.#lastEventID < 0 && [...this.#streams].some((s) => this.#renewals.get(s)?.openedAt > 0);
     const es = new this.#EventSource(`${this.#baseURL}/events?${q}`);
     if (this.#lastEventID < 0) this.#unsynced.add(es);
     this.#streams.add(es);
     this.#streamTokens.set(es, this.#token);
-    this.#renewals.set(es, {chain, openedAt: 0});
+    this.#renewals.set(es, {chain, openedAt: 0, blind});
     this.#current = es;
     let opened = false;
     es.onopen = () => {
@@ -358,6 +367,7 @@ export class CallsigClient {
       // opens before a renewal's and closes it. Left on the renewal, its
       // warnings would be ignored and it would end at its token's exp.
       this.#current = es;
+      if (r?.blind) this.#emit('reset', {}); // before es's first event (see #connect)
       // A stream opened without the login object (renewToken while login's
       // stream was connecting) closed login's: it settles the login.
       const pending = login || this.#pendingLogin;

@@ -61,3 +61,42 @@ test('the old stream reopens on its own before a renewal opens: its next tokenWi
   assert.deepEqual(bob.events.of('connectionStateChanged').map((e) => e.data.state), ['connecting', 'connected'], 'no gap seen');
   await exactlyTheLog(bob);
 });
+
+// A renewal asked for while the open stream's opening (the pending
+// invitations, then synced, the first position) is held up (a proxy holding
+// its body here) waits POSITION_WAIT (5 s) for a position, then opens with
+// none, at the head of the log, and closes the held stream. What that
+// stream held is gone (here the callee's answer to bob's own call), and no
+// id tells what it was: the app is told to reload, before anything the new
+// stream hands over.
+test('a renewal that waits in vain for the open stream\'s position: the app is told to reload', async (t) => {
+  const held = gate(); // the login stream's body: never let through
+  const proxy = await streamProxy((n, req, res) => forward(req, res, n === 0 ? {body: held} : {}));
+  t.after(() => proxy.close());
+  const bobID = user('bob');
+  const carolID = user('carol');
+  const bob = client(bobID, {baseURL: proxy.url});
+  const carol = client(carolID);
+  await carol.login();
+  t.after(() => carol.logout());
+  await bob.login(); // open: the headers pass, the body is held
+  t.after(() => bob.logout());
+  const first = await proxy.stream(0);
+
+  const c1 = await bob.callInvite([carolID], {timeout: 600});
+  await carol.events.wait(is('callInvitationReceived', c1.callID), 'carol rung');
+  await carol.callAccept(c1.callID); // bob's first stream holds the answer
+  const asked = Date.now();
+  await bob.renewToken(await token(bobID, 7200));
+  const renewal = await proxy.stream(1, 15000);
+  assert.ok(Date.now() - asked >= 4500, 'the renewal waited for a position first');
+  assert.equal(renewal.query, null, 'opened with no position');
+  await first.closed; // the renewal is open
+  await bob.events.wait((e) => e.name === 'reset', 'reset');
+
+  const c2 = await carol.callInvite([bobID], {timeout: 600});
+  await bob.events.wait(is('callInvitationReceived', c2.callID), 'an invitation on the renewed stream');
+  const names = bob.events.list.filter((e) => e.name === 'reset' || e.name.startsWith('call')).map((e) => e.name);
+  assert.deepEqual(names, ['reset', 'callInvitationReceived'], 'the reset first; nothing of the held stream');
+  assert.deepEqual(bob.events.of('connectionStateChanged').map((e) => e.data.state), ['connecting', 'connected'], 'no gap seen');
+});
