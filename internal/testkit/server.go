@@ -58,6 +58,9 @@ type node struct {
 	// have (see app.App.Run).
 	stopParts context.CancelFunc
 	ran       chan error
+	// unhold releases the port a stopped node holds until it listens again
+	// (see holdPort); nil when it holds none.
+	unhold func()
 }
 
 // Option adjusts a test server before it starts.
@@ -175,6 +178,12 @@ func (s *Server) startNode(n *node) {
 		addr = "127.0.0.1:0"
 	}
 	ln, err := listen(addr)
+	s.mu.Lock()
+	if n.unhold != nil {
+		n.unhold()
+		n.unhold = nil
+	}
+	s.mu.Unlock()
 	if err != nil {
 		a.Close()
 		t.Fatalf("listen %s: %v", addr, err)
@@ -199,10 +208,11 @@ func (s *Server) startNode(n *node) {
 // listen binds addr, retrying briefly: after a restart the old socket may
 // need a moment to be released.
 func listen(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: reusePort}
 	var err error
 	for range 50 {
 		var ln net.Listener
-		if ln, err = net.Listen("tcp", addr); err == nil {
+		if ln, err = lc.Listen(context.Background(), "tcp", addr); err == nil {
 			return ln, nil
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -210,23 +220,41 @@ func listen(addr string) (net.Listener, error) {
 	return nil, err
 }
 
-// Stop shuts the server (every node) down as SIGTERM would. Safe to call
-// twice.
+// Stop shuts the server (every node) down as SIGTERM would, and gives up
+// the ports of nodes stopped to be started again. Safe to call twice.
 func (s *Server) Stop() {
 	for _, n := range s.nodes {
-		s.stopNode(n)
+		s.stopNode(n, false)
+		s.mu.Lock()
+		if n.unhold != nil {
+			n.unhold()
+			n.unhold = nil
+		}
+		s.mu.Unlock()
 	}
 }
 
 // stopNode shuts one node down as SIGTERM would; a stopped node is left
-// alone.
-func (s *Server) stopNode(n *node) {
+// alone. With hold, the node's port is held until it listens again:
+// otherwise a test running meanwhile could get it (a listener on port 0,
+// an outgoing connection), and the node could not come back on its
+// address.
+func (s *Server) stopNode(n *node, hold bool) {
 	s.mu.Lock()
 	a, hs, stopParts, ran := n.app, n.http, n.stopParts, n.ran
 	n.app, n.http = nil, nil
 	s.mu.Unlock()
 	if a == nil {
 		return
+	}
+	if hold {
+		unhold, err := holdPort(n.addr)
+		if err != nil {
+			s.T.Logf("testkit: node %s restarts without its port held: %v", n.addr, err)
+		}
+		s.mu.Lock()
+		n.unhold = unhold
+		s.mu.Unlock()
 	}
 	a.BeginShutdown()
 	hs.Config.SetKeepAlivesEnabled(false)
@@ -249,7 +277,9 @@ func (s *Server) stopNode(n *node) {
 // addresses and clock, as an operator restarting the process would.
 func (s *Server) Restart() {
 	s.T.Helper()
-	s.Stop()
+	for _, n := range s.nodes {
+		s.stopNode(n, true)
+	}
 	s.start()
 }
 
@@ -278,7 +308,7 @@ func (s *Server) StopNode(i int) {
 	if s.lb != nil {
 		s.lb.setDown(i, true)
 	}
-	s.stopNode(s.nodes[i])
+	s.stopNode(s.nodes[i], true)
 }
 
 // StartNode starts a stopped node i again on its address.
