@@ -46,12 +46,12 @@ func (w Webhooks) NextWebhookDue(ctx context.Context, now int64) (webhooks.Due, 
 
 // ExpireWebhookDeliveries fails up to limit pending deliveries created
 // before createdBefore (Unix ms), due before it too, and not leased at
-// now, in one write transaction, and returns how many. Callers loop while a full batch came
-// back.
-func (w Webhooks) ExpireWebhookDeliveries(ctx context.Context, createdBefore, now int64, limit int) (int, error) {
+// leasedAt, in one write transaction, and returns how many. Callers loop
+// while a full batch came back.
+func (w Webhooks) ExpireWebhookDeliveries(ctx context.Context, createdBefore, leasedAt int64, limit int) (int, error) {
 	var n int64
 	err := w.write(ctx, func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(w.statementCtx(ctx), w.sql.ExpireDeliveries, webhooks.ExpiredReason, createdBefore, now, limit)
+		res, err := tx.ExecContext(w.statementCtx(ctx), w.sql.ExpireDeliveries, webhooks.ExpiredReason, createdBefore, leasedAt, limit)
 		if err != nil {
 			return err
 		}

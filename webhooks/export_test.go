@@ -21,3 +21,6 @@ func (d *Dispatcher) TimerAt() int64 {
 	defer d.mu.Unlock()
 	return d.timerAt
 }
+
+// ExpireLeaseMargin is expireLeaseMargin, for the test of its end.
+const ExpireLeaseMargin = expireLeaseMargin

@@ -25,6 +25,15 @@ const (
 	// minExpireAfter is the least time a pending delivery is overdue
 	// before it is failed as expired: past the retry schedule's ~28 hours.
 	minExpireAfter = 48 * time.Hour
+	// expireLeaseMargin is how long after its lease ended a delivery is
+	// left alone by the expiry. An attempt outlives its lease only when
+	// its node's clock jumped or it stalled; the node's next claim then
+	// renews the lease, and the attempt records its outcome with it. Failed
+	// as expired meanwhile, the delivery would have dropped the lease, and
+	// the outcome would be ignored: listed as expired, a delivery its
+	// endpoint took. An hour is far past an attempt (15 s) and its record
+	// (10 s), and past a clock jumped or skewed by less than that.
+	expireLeaseMargin = time.Hour
 )
 
 // ExpiredReason is the last error of a delivery failed for its age.
@@ -177,7 +186,7 @@ func (r *Retention) expire(ctx context.Context) error {
 	before := now.Add(-r.expireAfter).UnixMilli()
 	total := 0
 	for {
-		n, err := r.store.ExpireWebhookDeliveries(ctx, before, now.UnixMilli(), r.batch)
+		n, err := r.store.ExpireWebhookDeliveries(ctx, before, now.Add(-expireLeaseMargin).UnixMilli(), r.batch)
 		total += n
 		r.expired.Add(float64(n))
 		if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -178,5 +180,95 @@ func TestRetentionPurgesDeletedEndpoints(t *testing.T) {
 	}
 	if store.purged != 3 {
 		t.Fatalf("%d deleted endpoints purged, want 3", store.purged)
+	}
+}
+
+// claimsHeld lets the store's first claim through and holds the later
+// ones until proceed (or their context ends): nothing renews the lease of
+// an attempt in flight meanwhile.
+type claimsHeld struct {
+	webhooks.Store
+	n       atomic.Int32
+	proceed chan struct{}
+}
+
+func (s *claimsHeld) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) (webhooks.Claimed, error) {
+	if s.n.Add(1) > 1 {
+		select {
+		case <-s.proceed:
+		case <-ctx.Done():
+			return webhooks.Claimed{}, ctx.Err()
+		}
+	}
+	return s.Store.ClaimWebhookDeliveries(ctx, c)
+}
+
+// A delivery overdue by half the period whose attempt is in flight when
+// its lease runs out (the clock jumped), before a claim renews the lease,
+// is not failed as expired under the attempt: the endpoint's answer is
+// recorded, not ignored for a lost lease. A lease left by an attempt that
+// never records (its node died) holds the expiry off for the margin only.
+func TestRetentionLeavesAnAttemptThatOutlivedItsLease(t *testing.T) {
+	r := newRig(t)
+	url, entered, release := hangingReceiver(t, http.StatusOK)
+	e := r.endpoint(url)
+	r.call()
+	r.clock.Advance(84*time.Hour + time.Minute) // overdue by more than half the period
+	store := &claimsHeld{Store: r.store, proceed: make(chan struct{})}
+	var proceed sync.Once // a failing test must not leave a claim held
+	t.Cleanup(func() { proceed.Do(func() { close(store.proceed) }) })
+	d, stop := r.dispatcherOn(store, webhooks.DispatcherOptions{}, nil)
+	d.Wake()
+	wait.For(t, 10*time.Second, "the attempt in flight", func() bool { return entered.Load() == 1 })
+
+	r.clock.Advance(3 * time.Minute) // past the 2-minute lease; no claim renews it
+	ret, err := webhooks.NewRetention(r.store, webhooks.RetentionOptions{Clock: r.clock, Period: 7 * 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prune := func() {
+		t.Helper()
+		if _, err := ret.Prune(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prune()
+	if l := r.deliveries(e.ID); len(l) != 1 || l[0].Status != webhooks.DeliveryPending {
+		t.Fatalf("the delivery whose attempt is in flight, after a pass: %+v, want pending", l)
+	}
+	close(release)
+	r.waitDelivery(e.ID, attempts(1, webhooks.DeliveryDelivered))
+	proceed.Do(func() { close(store.proceed) })
+	stop()
+
+	// A lease whose attempt never records.
+	r.call()
+	r.clock.Advance(84*time.Hour + time.Minute)
+	now := r.clock.Now()
+	claimed, err := r.store.ClaimWebhookDeliveries(context.Background(), webhooks.Claim{Now: now.UnixMilli(),
+		LeaseUntil: now.Add(2 * time.Minute).UnixMilli(), Limit: 1, Share: 1})
+	if err != nil || len(claimed.Attempts) != 1 {
+		t.Fatalf("claim = %+v (%v), want the new delivery", claimed, err)
+	}
+	id := strconv.FormatInt(claimed.Attempts[0].DeliveryID, 10)
+	status := func() webhooks.Delivery {
+		t.Helper()
+		for _, d := range r.deliveries(e.ID) {
+			if d.ID == id {
+				return d
+			}
+		}
+		t.Fatalf("delivery %s gone", id)
+		return webhooks.Delivery{}
+	}
+	r.clock.Advance(2*time.Minute + webhooks.ExpireLeaseMargin - time.Minute)
+	prune()
+	if d := status(); d.Status != webhooks.DeliveryPending {
+		t.Fatalf("a minute before the margin after the lease ends: %+v, want pending", d)
+	}
+	r.clock.Advance(2 * time.Minute)
+	prune()
+	if d := status(); d.Status != webhooks.DeliveryFailed || d.LastError != webhooks.ExpiredReason {
+		t.Fatalf("after the margin: %+v, want failed as expired", d)
 	}
 }

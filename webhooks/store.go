@@ -47,11 +47,12 @@ type Store interface {
 	// deleted at now.
 	PurgeDeletedWebhookEndpoints(ctx context.Context, now, deletedBefore int64, limit int) (int, error)
 	// ExpireWebhookDeliveries fails up to limit pending deliveries created
-	// before createdBefore, due since before it too, and not leased at now
-	// (their endpoint never took them: down, its breaker open, or too slow
-	// for what it gets); it returns how many it failed. One whose time is
-	// still to come (a Retry-After, an admin's retry) is left alone.
-	ExpireWebhookDeliveries(ctx context.Context, createdBefore, now int64, limit int) (int, error)
+	// before createdBefore, due since before it too, and with no lease
+	// running at leasedAt (their endpoint never took them: down, its
+	// breaker open, or too slow for what it gets); it returns how many it
+	// failed. One whose time is still to come (a Retry-After, an admin's
+	// retry) is left alone.
+	ExpireWebhookDeliveries(ctx context.Context, createdBefore, leasedAt int64, limit int) (int, error)
 }
 
 // Tx is the view of the store inside UpdateWebhooks: the admin writes an
