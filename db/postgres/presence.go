@@ -38,7 +38,7 @@ type Presence struct {
 
 // PresenceOptions configures OpenPresence; the zero value is the default.
 type PresenceOptions struct {
-	MaxConns         int           // the pool (default 3)
+	MaxConns         int           // the pool (default 4: three for writes, one kept for checks and renewals)
 	StatementTimeout time.Duration // server-side bound per statement (default 2 s)
 	Logger           *slog.Logger
 }
@@ -47,7 +47,7 @@ type PresenceOptions struct {
 // The schema is Open's: open the Store first, which migrates.
 func OpenPresence(ctx context.Context, dsn string, opts PresenceOptions) (*Presence, error) {
 	if opts.MaxConns <= 0 {
-		opts.MaxConns = 3
+		opts.MaxConns = 4
 	}
 	if opts.StatementTimeout <= 0 {
 		opts.StatementTimeout = 2 * time.Second
