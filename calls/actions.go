@@ -1,6 +1,10 @@
 package calls
 
-import "time"
+import (
+	"cmp"
+	"slices"
+	"time"
+)
 
 // NewCall is the transition that creates a call: the caller is accepted,
 // each invitee is inviting with its timers armed. callerOnline says whether
@@ -348,6 +352,33 @@ func Delivered(call *Call, userID string, invitedAt, now int64) *Change {
 	t.setState(u, StateReceived)
 	t.stateChanged(u)
 	return t.ch
+}
+
+// DueDeadlines lists the deadlines of call that Expire fires at now, in
+// the order they fell due. The scheduler fires them late when it lags (a
+// restart, many falling due at once); an action on the call fires them
+// first (Service.settle), so that, say, an invitation past its timeout is
+// no longer accepted.
+func DueDeadlines(call *Call, now int64) []Deadline {
+	if call.State == CallEnded {
+		return nil
+	}
+	var due []Deadline
+	for _, u := range call.Users {
+		if u.State == StateInviting && u.NotReceivedAt != 0 && u.NotReceivedAt <= now {
+			due = append(due, Deadline{CallID: call.ID, UserID: u.UserID, Kind: DeadlineNotReceived, At: u.NotReceivedAt})
+		}
+		if u.State.Pending() && u.TimeoutAt != 0 && u.TimeoutAt <= now {
+			due = append(due, Deadline{CallID: call.ID, UserID: u.UserID, Kind: DeadlineTimeout, At: u.TimeoutAt})
+		}
+	}
+	if call.CallerOfflineAt != 0 && call.CallerOfflineAt <= now && CallerOfflineApplies(call) {
+		due = append(due, Deadline{CallID: call.ID, Kind: DeadlineCallerOffline, At: call.CallerOfflineAt})
+	}
+	// Stable: a user's not-received check before its timeout at the same
+	// instant, users in the call's order.
+	slices.SortStableFunc(due, func(a, b Deadline) int { return cmp.Compare(a.At, b.At) })
+	return due
 }
 
 // Expire fires one due deadline. It is idempotent: a deadline that lost a

@@ -1073,3 +1073,53 @@ func TestAcceptCancelRace(t *testing.T) {
 		wantCode(t, err, CodeInvalidState)
 	})
 }
+
+// DueDeadlines lists what Expire would fire at now, in the order the
+// deadlines fell due: what an action fires first when the scheduler lags.
+func TestDueDeadlines(t *testing.T) {
+	due := now0 + 90_000
+	timeout := func(user string, at int64) Deadline {
+		return Deadline{CallID: "call0123456789abcdef", UserID: user, Kind: DeadlineTimeout, At: at}
+	}
+	cases := []struct {
+		name  string
+		setup func(c *Call)
+		now   int64
+		want  []Deadline
+	}{
+		{name: "nothing before it is due", now: due - 1},
+		{name: "each pending invitee's timeout, in the call's order", now: due,
+			want: []Deadline{timeout("bob", due), timeout("carol", due)}},
+		{name: "the earliest first", setup: func(c *Call) { c.User("carol").TimeoutAt = now0 + 50_000 }, now: due,
+			want: []Deadline{timeout("carol", now0+50_000), timeout("bob", due)}},
+		{name: "a received invitee's timeout too", setup: func(c *Call) { c.User("bob").State = StateReceived }, now: due,
+			want: []Deadline{timeout("bob", due), timeout("carol", due)}},
+		{name: "not an answered invitee's", setup: func(c *Call) { u := c.User("bob"); u.State, u.TimeoutAt = StateRejected, 0 }, now: due,
+			want: []Deadline{timeout("carol", due)}},
+		{name: "the not-received check before the timeout", setup: func(c *Call) { c.User("bob").NotReceivedAt = now0 + 5_000 }, now: due,
+			want: []Deadline{{CallID: "call0123456789abcdef", UserID: "bob", Kind: DeadlineNotReceived, At: now0 + 5_000}, timeout("bob", due), timeout("carol", due)}},
+		{name: "the not-received check only while inviting", setup: func(c *Call) {
+			u := c.User("bob")
+			u.State, u.NotReceivedAt = StateReceived, now0+5_000
+		}, now: now0 + 6_000},
+		{name: "the caller's offline grace", setup: func(c *Call) { c.CallerOfflineAt = now0 + 30_000 }, now: now0 + 30_000,
+			want: []Deadline{{CallID: "call0123456789abcdef", Kind: DeadlineCallerOffline, At: now0 + 30_000}}},
+		{name: "not a grace the rule no longer watches", setup: func(c *Call) {
+			c.CallerOfflineAt = now0 + 30_000
+			u := c.User("bob")
+			u.State, u.TimeoutAt, u.AcceptTime = StateAccepted, 0, now0+1
+		}, now: now0 + 30_000},
+		{name: "nothing of an ended call", setup: func(c *Call) { c.State, c.EndTime = CallEnded, now0+1 }, now: due},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := buildCall(ModeGeneral, row("bob", StateInviting, "alice"), row("carol", StateInviting, "alice"))
+			if tc.setup != nil {
+				tc.setup(c)
+			}
+			if got := DueDeadlines(c, tc.now); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("DueDeadlines = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package calls
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -311,10 +312,17 @@ func mutate[R any](s *Service, ctx context.Context, op, callID string, f func(c 
 
 // mutateTx is mutate for a transition that needs more facts from the
 // store than the call itself (read with tx, in the same transaction).
+//
+// The call's deadlines past due are fired first, in the same transaction
+// (settle). When the transition then refuses the action (a 4xx of the
+// contract: the invitation it answers timed out, say), what they fired is
+// still committed, and the refusal returned after.
 func mutateTx[R any](s *Service, ctx context.Context, op, callID string, f func(tx Tx, c *Call, now int64) (*Change, error), result func(*Change) R) (R, error) {
 	var (
-		ch  *Change
-		res R
+		ch      *Change
+		res     R
+		settled []*Change
+		refused error
 	)
 	idem := NewIdempotentRun(ctx)
 	if result == nil {
@@ -322,7 +330,7 @@ func mutateTx[R any](s *Service, ctx context.Context, op, callID string, f func(
 	}
 	err := s.store.Update(ctx, func(tx Tx) error {
 		var zero R
-		ch, res = nil, zero
+		ch, res, settled, refused = nil, zero, settled[:0], nil
 		if replay, err := idem.Recorded(ctx, tx); replay || err != nil {
 			return err
 		}
@@ -330,7 +338,16 @@ func mutateTx[R any](s *Service, ctx context.Context, op, callID string, f func(
 		if err != nil {
 			return err
 		}
-		ch, err = f(tx, c, s.now())
+		now := s.now()
+		if c, settled, err = s.settle(ctx, tx, c, now, settled); err != nil {
+			return err
+		}
+		ch, err = f(tx, c, now)
+		var domain *Error
+		if err != nil && len(settled) > 0 && errors.As(err, &domain) {
+			ch, refused = nil, err
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -350,11 +367,57 @@ func mutateTx[R any](s *Service, ctx context.Context, op, callID string, f func(
 		var zero R
 		return zero, fmt.Errorf("%s %s: %w", op, callID, err)
 	}
+	for _, sc := range settled {
+		s.committed(sc)
+	}
+	if refused != nil {
+		var zero R
+		return zero, fmt.Errorf("%s %s: %w", op, callID, refused)
+	}
 	idem.Committed()
 	if ch != nil {
 		s.committed(ch)
 	}
 	return res, nil
+}
+
+// settle fires the deadlines of c past due at now (DueDeadlines), each as
+// the scheduler would (expire), saving each change in tx, and returns the
+// call as they left it and the changes, appended to into. Without it an
+// action that comes before the scheduler has fired a deadline (a restart,
+// many falling due at once) acts on the call as it was: accepting an
+// invitation past its timeout, or saving a call whose caller's offline
+// grace has run out. The users of the call are locked first, as the
+// scheduler locks them (UserLocker).
+func (s *Service) settle(ctx context.Context, tx Tx, c *Call, now int64, into []*Change) (*Call, []*Change, error) {
+	due := DueDeadlines(c, now)
+	if len(due) == 0 {
+		return c, into, nil
+	}
+	users := make([]string, 0, len(c.Users))
+	for _, u := range c.Users {
+		users = append(users, u.UserID)
+	}
+	if err := lockUsers(ctx, tx, users); err != nil {
+		return nil, into, err
+	}
+	unknown := false // presence could not tell (see expire)
+	for _, d := range due {
+		ch := s.expire(ctx, c, d, now, &unknown)
+		if ch == nil {
+			continue
+		}
+		s.resolvePush(ctx, ch)
+		if err := tx.Save(ctx, ch); err != nil {
+			return nil, into, fmt.Errorf("settle %s of %s: %w", d.Kind, c.ID, err)
+		}
+		into = append(into, ch)
+		var err error
+		if c, err = tx.Call(ctx, c.ID); err != nil {
+			return nil, into, err
+		}
+	}
+	return c, into, nil
 }
 
 // resolvePush turns a push request into call.push_requested webhooks for

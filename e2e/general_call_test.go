@@ -3,6 +3,7 @@ package e2e
 import (
 	"net/http"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -136,6 +137,42 @@ func TestGeneralCallTimeout(t *testing.T) {
 		}
 		wantTypes(t, s.Log("bob"), id, calls.EventReceived, calls.EventTimeout, calls.EventUserStateChanged)
 		wantTypes(t, s.Log("alice"), id, calls.EventCreated, calls.EventUserStateChanged)
+	})
+}
+
+// An invitation whose timeout has passed is not accepted, even when the
+// accept comes before the scheduler has fired the timeout (it lags when
+// many fall due at once, or after a restart): the accept fires it first,
+// and gets 409. Each timeout is told once, whoever fired it.
+func TestNoAcceptAfterTheTimeout(t *testing.T) {
+	testkit.Matrix(t, func(t *testing.T, backend testkit.Option) {
+		s := testkit.Start(t, backend, testkit.WithFakeClock())
+		alice, bob := s.Client("alice"), s.Client("bob")
+		const n = 50
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = alice.Invite(map[string]any{"timeout": 1}, "bob").CallID
+		}
+		s.Advance(2 * time.Second) // every one due; the scheduler starts on them
+		answers := make([]*testkit.Response, n)
+		var wg sync.WaitGroup
+		for i, id := range ids {
+			wg.Go(func() { answers[i] = bob.Action(id, "accept", nil) })
+		}
+		wg.Wait()
+		for i, id := range ids {
+			answers[i].WantProblemIn(http.StatusConflict, "invalid_state", "call_ended")
+			c := waitCall(t, alice, id, func(c testkit.Call) bool { return c.State == calls.CallEnded })
+			if st := testkit.UserState(c, "bob"); st != calls.StateTimeout {
+				t.Fatalf("call %s: bob %s after an accept past his timeout, want timeout", id, st)
+			}
+		}
+		log := s.Log("bob")
+		for _, id := range ids {
+			if got := testkit.Types(log, id); !slices.Equal(got, []calls.EventType{calls.EventReceived, calls.EventTimeout, calls.EventUserStateChanged}) {
+				t.Fatalf("bob's events of %s: %v, want the invitation, one timeout and its state change", id, got)
+			}
+		}
 	})
 }
 
