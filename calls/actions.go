@@ -128,12 +128,17 @@ func Cancel(call *Call, actor Actor, in CancelInput, now int64) (*Change, []stri
 	errInvitees := []string{}
 	mine := false
 	if len(in.Invitees) == 0 {
+		// "All mine still pending": forbidden to one who invited nobody;
+		// to an inviter whose invitations were all answered meanwhile (an
+		// accept that won the race), 409 as for a named one.
 		for _, u := range t.call.Users {
-			if u.Inviter == actor.UserID && u.State.Pending() && u.UserID != actor.UserID {
-				targets = append(targets, u)
+			if u.Inviter == actor.UserID && u.UserID != actor.UserID {
+				mine = true
+				if u.State.Pending() {
+					targets = append(targets, u)
+				}
 			}
 		}
-		mine = len(targets) > 0
 	} else {
 		for _, id := range in.Invitees {
 			u := t.call.User(id)
@@ -151,11 +156,11 @@ func Cancel(call *Call, actor Actor, in CancelInput, now int64) (*Change, []stri
 	}
 	switch {
 	case !mine && len(in.Invitees) == 0:
-		// An empty list means "all mine still pending": say that none is,
-		// rather than name users the caller never listed.
-		return nil, nil, errorf(CodeForbidden, "you have no pending invitations in this call to cancel")
+		return nil, nil, errorf(CodeForbidden, "you invited no one in this call")
 	case !mine:
 		return nil, nil, errorf(CodeForbidden, "you did not invite these users")
+	case len(targets) == 0 && len(in.Invitees) == 0:
+		return nil, nil, errorf(CodeInvalidState, "none of your invitations is pending any more")
 	case len(targets) == 0:
 		return nil, nil, errorf(CodeInvalidState, "none of these invitations is pending any more")
 	}
