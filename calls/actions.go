@@ -250,17 +250,17 @@ func Join(call *Call, actor Actor, ext string, now int64, cfg Config) (*Change, 
 	switch {
 	case u == nil && call.Mode != ModeAdvanced:
 		return nil, ErrCallNotFound
+	case u == nil && len(call.Users) >= cfg.MaxCallUsers:
+		// The contract's "a user who is not in the call and may not join
+		// it": 404, the very answer for an unknown call, so an outsider
+		// learns nothing of this one, not even that it has ended.
+		return nil, ErrCallNotFound
 	case call.State == CallEnded:
 		return nil, errorf(CodeCallEnded, "call %s has ended", call.ID)
 	case call.Mode != ModeAdvanced:
 		return nil, errorf(CodeWrongMode, "join needs an advanced-mode call")
 	case u != nil && u.State == StateAccepted && u.MainDevice == actor.Device:
 		return nil, errorf(CodeAlreadyInCall, "already in the call on device %q", actor.Device)
-	case u == nil && len(call.Users) >= cfg.MaxCallUsers:
-		// The contract's "a user who is not in the call and may not join
-		// it": 404, the very answer for an unknown call, so an outsider
-		// learns nothing of this one.
-		return nil, ErrCallNotFound
 	}
 	if err := checkExtendedData("extendedData", ext); err != nil {
 		return nil, err

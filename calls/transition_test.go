@@ -418,6 +418,10 @@ func TestNonMember(t *testing.T) {
 		}
 		_, err := Join(c, as("eve"), "", tableNow, testCfg)
 		wantCode(t, err, CodeCallNotFound)
+		// Ended too: still call_not_found, not call_ended, which would tell
+		// an outsider the call exists.
+		_, err = Join(endedCopy(c), as("eve"), "", tableNow, testCfg)
+		wantCode(t, err, CodeCallNotFound)
 		// A member already in the list still may join a full call.
 		ch, err := Join(c, as("u9"), "", tableNow, testCfg)
 		wantStates(t, mustChange(t, ch, err), map[string]UserState{"u9": StateAccepted})
