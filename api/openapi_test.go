@@ -60,6 +60,9 @@ func TestOperationsFollowConventions(t *testing.T) {
 			authenticated := op.Security == nil || len(*op.Security) > 0
 			if authenticated {
 				for _, status := range []int{400, 401, 429, 500, 503} {
+					if status == 429 && path == "/events" {
+						continue // an empty stream with a retry: EventSource gives up on 429
+					}
 					if op.Responses.Status(status) == nil {
 						t.Errorf("%s: authenticated operation lacks %d", name, status)
 					}

@@ -1,9 +1,7 @@
 package handlers
 
 import (
-	"math"
 	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -50,9 +48,7 @@ func (a *authenticator) refuseFailing(w http.ResponseWriter, r *http.Request) bo
 	if wait <= 0 {
 		return false
 	}
-	secs := max(int(math.Ceil(wait.Seconds())), 1)
-	w.Header().Set("Retry-After", strconv.Itoa(secs))
-	writeError(w, r, newError(codeRateLimited, "too many failed logins from this address, retry in %d s", secs))
+	tooMany(w, r, wait, "too many failed logins from this address")
 	return true
 }
 

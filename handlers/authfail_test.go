@@ -3,6 +3,7 @@ package handlers
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -14,7 +15,7 @@ import (
 // keep the sessions they have), while other addresses, and private ones
 // (a proxy's), go on. A bad admin token counts alike.
 func TestFailedLoginsAreLimitedPerAddress(t *testing.T) {
-	h := newTestHandler(t, func(d *Deps) { d.RateLimit = 1000 })
+	h := newTestHandler(t, func(d *Deps) { d.RateLimit, d.Events = 1000, &fakeStream{} })
 	bad := map[string]string{"Authorization": "Bearer not-a-token"}
 	good := authed(t, "alice")
 	get := func(remote string, header map[string]string) (int, string) {
@@ -38,6 +39,12 @@ func TestFailedLoginsAreLimitedPerAddress(t *testing.T) {
 	}
 	if code, _ := get(guesser, good); code != 429 {
 		t.Fatalf("a good token from the limited address: %d, want 429", code)
+	}
+	// Its event stream waits too, answered as EventSource comes back from:
+	// an empty stream with the wait as its retry.
+	if w := do(h, req{method: "GET", path: "/events", header: good, remote: guesser}); w.Code != 200 ||
+		w.Header().Get("Content-Type") != "text/event-stream" || !strings.Contains(w.Body.String(), "retry: ") {
+		t.Fatalf("a stream from the limited address: %d %q %q, want an empty stream with a retry", w.Code, w.Header().Get("Content-Type"), w.Body)
 	}
 	// A token verified lately costs no signature check: bob goes on.
 	if code, _ := get(guesser, known); code == 401 || code == 429 {

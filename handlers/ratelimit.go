@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"callsig/sse"
 )
 
 // rateLimiter is a token bucket per key (the user): rate tokens a second,
@@ -97,14 +99,27 @@ func (l *rateLimiter) sweep(now time.Time) {
 func (l *rateLimiter) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if ok, wait := l.allow(clientKey(r)); !ok {
-			secs := int(math.Ceil(wait.Seconds()))
-			secs = max(secs, 1)
-			w.Header().Set("Retry-After", strconv.Itoa(secs))
-			writeError(w, r, newError(codeRateLimited, "rate limit exceeded, retry in %d s", secs))
+			tooMany(w, r, wait, "rate limit exceeded")
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// tooMany answers a request over a limit: 429 rate_limited with
+// Retry-After, except the event stream's. EventSource gives up for good
+// on any status but 200 (a browser's and the JavaScript client's login
+// alike), and comes back after a stream that ends: the stream gets an
+// empty one (sse.Refuse) whose retry is the wait, as at the connection
+// cap.
+func tooMany(w http.ResponseWriter, r *http.Request, wait time.Duration, why string) {
+	secs := max(int(math.Ceil(wait.Seconds())), 1)
+	if r.Method == http.MethodGet && r.URL.Path == eventsRoute {
+		sse.Refuse(w, r, time.Duration(secs)*time.Second, why+"; reconnect later")
+		return
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	writeError(w, r, newError(codeRateLimited, "%s, retry in %d s", why, secs))
 }
 
 // clientKey is the authenticated user, or "#anon:<address>" before auth.

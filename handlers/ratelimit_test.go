@@ -3,6 +3,7 @@ package handlers
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,5 +78,30 @@ func TestRateLimitMiddleware(t *testing.T) {
 	clock.Advance(2 * time.Second)
 	if w := call(); w.Code != http.StatusOK {
 		t.Fatalf("after waiting: %d", w.Code)
+	}
+}
+
+// A stream over the limit gets an empty stream, not 429: EventSource gives
+// up for good on any status but 200, and reconnects after a stream that
+// ends, here once the wait is over (retry), from the id it had.
+func TestRateLimitedStreamIsAnEmptyStream(t *testing.T) {
+	clock := fakeclock.New(time.Unix(1000, 0))
+	l := newRateLimiter(0.5, 1, clock.Now)
+	h := newAuthenticator(AuthConfig{Secret: testSecret}).requireUser(true)(l.middleware(whoAmI))
+	open := func() *httptest.ResponseRecorder {
+		r := httptest.NewRequest("GET", eventsRoute+"?access_token="+token(t, "alice", nil), nil)
+		r.Header.Set("Last-Event-ID", "42")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	if w := open(); w.Code != http.StatusOK || w.Header().Get("Content-Type") == "text/event-stream" {
+		t.Fatalf("first stream: %d %q, want it passed on", w.Code, w.Header().Get("Content-Type"))
+	}
+	w := open()
+	body := w.Body.String()
+	if w.Code != http.StatusOK || w.Header().Get("Content-Type") != "text/event-stream" ||
+		!strings.Contains(body, "retry: 2000\n") || !strings.Contains(body, "id: 42\n") {
+		t.Fatalf("stream over the limit: %d %q %q, want 200, an empty stream with retry: 2000 and id: 42", w.Code, w.Header().Get("Content-Type"), body)
 	}
 }
