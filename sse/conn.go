@@ -40,6 +40,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 func (st *stream) serve() {
 	defer st.h.streams.Done()
 	b := make([]byte, 16)
+	sent := 0 // what the client sent after its request (see maxClientBytes)
 	for {
 		isLive := st.state.Load() == live
 		var at time.Time // before going live: no deadline
@@ -65,7 +66,10 @@ func (st *stream) serve() {
 				continue
 			}
 		}
-		_, err := st.conn.Read(b)
+		n, err := st.conn.Read(b)
+		if sent += n; sent > maxClientBytes {
+			err = errClientSent
+		}
 		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 			continue
 		}
@@ -84,10 +88,22 @@ func (st *stream) serve() {
 			}
 			return
 		}
+		if errors.Is(err, errClientSent) {
+			st.end(err)
+			return
+		}
 		st.end(errGone)
 		return
 	}
 }
+
+// maxClientBytes is how much a client may send on its stream's connection
+// after its request, which an EventSource never does: a body sent with the
+// GET, which nothing reads, at most. More ends the stream as a client that
+// left would, or a client writing into it could make the server read it,
+// 16 bytes a system call, for as long as it liked, at every other user's
+// expense.
+const maxClientBytes = 1024
 
 // goLive hands a hijacked stream over to serve once it is open, and gives
 // up the opening goroutine's count in h.streams. If the client left

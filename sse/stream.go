@@ -31,6 +31,9 @@ var (
 	errShutdown = errors.New("sse: server shutting down")
 	errGone     = errors.New("sse: client gone")
 	errEvicted  = errors.New("sse: closed for a newer stream of the user")
+	// errClientSent ends a stream whose client sent more than
+	// maxClientBytes after its request.
+	errClientSent = errors.New("sse: the client wrote into its stream")
 	// errTokenExpired ends a stream at its token's exp.
 	errTokenExpired = errors.New("sse: the stream's token expired")
 	// errPrunedBehind ends a stream whose catch-up found the log pruned
@@ -451,9 +454,14 @@ func (st *stream) watchClient() (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		var b [1]byte
+		var b [16]byte
+		sent := 0
 		for {
-			_, err := st.conn.Read(b[:])
+			n, err := st.conn.Read(b[:])
+			if sent += n; sent > maxClientBytes {
+				st.cancel() // as if it left (see serve)
+				return
+			}
 			switch {
 			case err == nil:
 			case errors.Is(err, os.ErrDeadlineExceeded):
