@@ -223,6 +223,10 @@ type Hub struct {
 	// readers holds a token per stream reading the log (Options.LogReaders),
 	// headReaders per stream reading its head for its headers.
 	readers, headReaders chan struct{}
+	// presenceSilentUntil and storeSilentUntil (Unix ns) are set when the
+	// heads stage's presence write or head read failed: until then the
+	// stage does not wait for that one again (see openHead).
+	presenceSilentUntil, storeSilentUntil atomic.Int64
 	// userReaders serializes the log reads of one user's streams (by a
 	// stripe of the user ID): a user opening streams in a loop queues one
 	// read at a time for readers, so other users' streams are not starved.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -125,12 +126,31 @@ func (st *stream) runOpening() {
 // The read takes no turn of the catch-ups' (read): it is one primary-key
 // lookup, as the announce is one row's write, both bounded by the stage's
 // slots.
+//
+// When the store fails the stage (a PostgreSQL gone silent: each write and
+// read waits out its bound), the streams that come within
+// headsStoreBackoff do not wait for the failed part again: a presence
+// write is left to the presence report, which retries, as a failed one
+// is; without its head a stream ends once its headers and opening block
+// are out, and its client comes back after its retry. Before, each
+// waited for its write and for a turn of the few head reads, each held
+// for the whole bound, and the last of a dozen streams got its headers
+// 35 s late.
 func (st *stream) openHead() bool {
-	st.announce()
+	h := st.h
 	a := &st.opening
+	if !silent(&h.presenceSilentUntil) {
+		if err := st.announce(); err != nil && st.ctx.Err() == nil {
+			h.presenceSilentUntil.Store(time.Now().Add(headsStoreBackoff).UnixNano())
+		}
+	}
 	var err error
-	if st.h.perUser() {
-		a.head, err = st.userHead(false)
+	if h.perUser() {
+		if silent(&h.storeSilentUntil) {
+			err = errStoreSilent
+		} else if a.head, err = st.userHead(false); err != nil && st.ctx.Err() == nil {
+			h.storeSilentUntil.Store(time.Now().Add(headsStoreBackoff).UnixNano())
+		}
 	}
 	if serr := st.sendHead(a.last, a.resume); err == nil {
 		err = serr
@@ -142,6 +162,25 @@ func (st *stream) openHead() bool {
 	}
 	return true
 }
+
+// headsStoreBackoff is how long after a heads-stage failure of the store
+// the stage asks it nothing (see openHead); headsStoreBound bounds its
+// write and read, a one-row write and a primary-key lookup, where a log
+// read's bound (Options.ReadTimeout) is for pages.
+const (
+	headsStoreBackoff = 3 * time.Second
+	headsStoreBound   = 2 * time.Second
+)
+
+// silent says whether a heads-stage part that failed is still let be
+// (until, Unix ns; see openHead).
+func silent(until *atomic.Int64) bool {
+	u := until.Load()
+	return u != 0 && time.Now().UnixNano() < u
+}
+
+// errStoreSilent ends a stream the heads stage opened without the store.
+var errStoreSilent = errors.New("sse: the store failed a stream's opening moments ago")
 
 // dequeueEvicted ends the stream, and reports so, when it was evicted
 // (Hub.evictOldest) while it waited in an openers' queue. Eviction stops

@@ -165,7 +165,7 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 // false.
 func (st *stream) openOrEnd(last int64, resume bool, head int64) bool {
 	if !st.headSent {
-		st.announce()
+		_ = st.announce() // a failure is logged; the presence report retries
 	}
 	if err := st.open(last, resume, head); err != nil {
 		st.end(err)
@@ -393,7 +393,10 @@ func (st *stream) userHead(inTurn bool) (int64, error) {
 		case <-octx.Done():
 			return 0, fmt.Errorf("sse: wait to read the user's newest event id: %w", octx.Err())
 		}
-		ctx, cancel := context.WithTimeout(octx, st.h.o.ReadTimeout)
+		if silent(&st.h.storeSilentUntil) {
+			return 0, errStoreSilent // failed for another stream while this one waited its turn
+		}
+		ctx, cancel := context.WithTimeout(octx, min(st.h.o.ReadTimeout, headsStoreBound))
 		defer cancel()
 		err := f(ctx)
 		return head, err
@@ -864,19 +867,21 @@ func (st *stream) batch() error {
 
 // announce records the user's presence before the headers go out (see
 // Options.Announce).
-func (st *stream) announce() {
+func (st *stream) announce() error {
 	if st.h.o.Announce == nil {
-		return
+		return nil
 	}
 	octx, ocancel := st.opContext()
 	defer ocancel()
-	ctx, cancel := context.WithTimeout(octx, st.h.o.ReadTimeout)
+	ctx, cancel := context.WithTimeout(octx, min(st.h.o.ReadTimeout, headsStoreBound))
 	defer cancel()
-	if err := st.h.o.Announce(ctx, st.user); err != nil && st.ctx.Err() == nil {
+	err := st.h.o.Announce(ctx, st.user)
+	if err != nil && st.ctx.Err() == nil {
 		st.h.log.Warn("record presence before the stream opens; the presence report retries", "user", st.user, "err", err)
 	}
 	// Even when it failed: it may have written the row all the same.
 	st.h.work.announced(st.user)
+	return err
 }
 
 // storeRetry is how soon a stream whose log read found the store down
