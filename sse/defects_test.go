@@ -565,3 +565,43 @@ resumed:
 		t.Fatalf("resuming from %s: %+v, want reset", last, b)
 	}
 }
+
+// A stream whose opening waits for a turn to read the log (the one reader
+// held by another stream's read, as in a burst of openings) still gets a
+// comment line every heartbeat: nothing else is written meanwhile, and a
+// proxy may take a quiet stream for dead (a review: none in 1.5 s with a
+// 100-ms heartbeat).
+func TestHeartbeatsWhileWaitingForATurn(t *testing.T) {
+	r := newRig(t, Options{Heartbeat: 100 * time.Millisecond, LogReaders: 1})
+	r.log.pendingGate = newGate(2)
+	release := sync.OnceFunc(func() { close(r.log.pendingGate.hold) })
+	defer release() // on a failure too: let the streams go, so the rig can stop
+	r.open("alice", "d", "")
+	<-r.log.pendingGate.entered // alice's read holds the one turn
+	c := r.open("bob", "d", "")
+	if b := c.raw(); b.event != "" || b.comment {
+		t.Fatalf("first block %+v, want the opening block", b)
+	}
+	comments := 0
+	deadline := time.After(550 * time.Millisecond)
+	for waiting := true; waiting; {
+		select {
+		case b := <-c.blocks:
+			if !b.comment {
+				t.Fatalf("%+v while waiting for a turn, want only comments", b)
+			}
+			comments++
+		case <-deadline:
+			waiting = false
+		}
+	}
+	if comments < 3 {
+		t.Errorf("%d comments in 550 ms of waiting with a 100-ms heartbeat, want 5 or so", comments)
+	}
+	release()
+	for b := c.raw(); b.event != "synced"; b = c.raw() {
+		if !b.comment {
+			t.Fatalf("%+v, want comments, then the head", b)
+		}
+	}
+}

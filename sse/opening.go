@@ -282,6 +282,7 @@ func (st *stream) writeConn(b []byte) error {
 func (st *stream) sendHead(last int64, resume bool) error {
 	st.writeHeader()
 	st.headSent = true
+	st.nextBeat = time.Now().Add(st.h.o.Heartbeat) // for read, until goLive
 	if err := st.writeRaw(openingBlock(st.h.o.Retry, last, resume && last >= 0)); err != nil {
 		return err
 	}

@@ -429,16 +429,62 @@ func (st *stream) read(f func(ctx context.Context) error) error {
 		defer st.watchClient()()
 	}
 	for _, tokens := range []chan struct{}{st.h.userReader(st.user), st.h.readers} {
-		select {
-		case tokens <- struct{}{}:
-			defer func() { <-tokens }()
-		case <-octx.Done():
-			return fmt.Errorf("sse: wait to read the event log: %w", octx.Err())
+		if err := st.awaitTurn(octx, tokens); err != nil {
+			return err
+		}
+		defer func() { <-tokens }()
+	}
+	// A read that ran its whole bound would pass the next heartbeat:
+	// written now instead of late (but not before every read when
+	// heartbeats come more often than a read's bound).
+	if st.headSent && time.Until(st.nextBeat) < min(st.h.o.ReadTimeout, st.h.o.Heartbeat/2) {
+		if err := st.beat(); err != nil {
+			return err
 		}
 	}
 	ctx, cancel := context.WithTimeout(octx, st.h.o.ReadTimeout)
 	defer cancel()
 	return f(ctx)
+}
+
+// awaitTurn takes a token of tokens for read, writing the heartbeats that
+// fall due meanwhile once the stream's headers are out. Waits for a turn
+// have no bound (a burst of openings queues there), and serve, or the
+// opener, which writes the heartbeats otherwise, is the one waiting: a
+// long queue, or a slow store, kept an opening or a catch-up silent past
+// the contract's comment line every 15 s, and a proxy may take a quiet
+// stream for dead.
+func (st *stream) awaitTurn(ctx context.Context, tokens chan struct{}) error {
+	select {
+	case tokens <- struct{}{}:
+		return nil
+	default:
+	}
+	var beat <-chan time.Time
+	if st.headSent {
+		t := time.NewTimer(time.Until(st.nextBeat))
+		defer t.Stop()
+		beat = t.C
+	}
+	for {
+		select {
+		case tokens <- struct{}{}:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("sse: wait to read the event log: %w", ctx.Err())
+		case <-beat:
+			if err := st.beat(); err != nil {
+				return err
+			}
+			beat = time.After(st.h.o.Heartbeat)
+		}
+	}
+}
+
+// beat writes a heartbeat and sets the next one (see read).
+func (st *stream) beat() error {
+	st.nextBeat = time.Now().Add(st.h.o.Heartbeat)
+	return st.writeHeartbeat()
 }
 
 // watchClient has a goroutine read the connection of a live stream while

@@ -79,7 +79,11 @@ func TestHeartbeat(t *testing.T) {
 	r := newRig(t, Options{Heartbeat: 20 * time.Millisecond})
 	c := r.open("bob", "default", "")
 	c.raw() // opening
-	c.raw() // head
+	for b := c.raw(); b.event != "synced"; b = c.raw() {
+		if !b.comment {
+			t.Fatalf("%+v before the head, want only comments", b)
+		}
+	}
 	for range 3 {
 		if b := c.raw(); !b.comment {
 			t.Fatalf("%+v, want a comment", b)
