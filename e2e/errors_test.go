@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -233,4 +234,17 @@ func TestIdempotencyKeyCoversTheDevice(t *testing.T) {
 			t.Fatalf("the phone's retry was not replayed: %v", res.Header)
 		}
 	})
+}
+
+// A timeout written as 90.0 (Python's json.dumps of a float) is the
+// integer 90 to the spec's validation and to the server alike; 90.5 is
+// refused with the field named.
+func TestTimeoutWrittenAsAFloat(t *testing.T) {
+	s := testkit.Start(t)
+	alice := s.Client("alice")
+	res := alice.Post("/calls", json.RawMessage(`{"invitees":["bob"],"timeout":90.0}`))
+	if res.Status != http.StatusCreated || !strings.Contains(string(res.Body), `"timeout":90`) {
+		t.Fatalf("timeout 90.0: %d %s, want 201 with timeout 90", res.Status, res.Body)
+	}
+	alice.Post("/calls", json.RawMessage(`{"invitees":["bob"],"timeout":90.5}`)).WantProblem(http.StatusBadRequest, "invalid_request")
 }

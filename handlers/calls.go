@@ -15,7 +15,7 @@ type (
 	createCallBody struct {
 		Invitees               []string          `json:"invitees"`
 		Mode                   calls.Mode        `json:"mode"`
-		Timeout                int               `json:"timeout"`
+		Timeout                wholeNumber       `json:"timeout"`
 		ExtendedData           string            `json:"extendedData"`
 		PushConfig             *calls.PushConfig `json:"pushConfig"`
 		EnableNotReceivedCheck bool              `json:"enableNotReceivedCheck"`
@@ -44,7 +44,7 @@ type (
 func mountCalls(r chi.Router, svc *calls.Service) {
 	r.Method(http.MethodPost, "/calls", action(false, http.StatusCreated, func(ctx context.Context, a calls.Actor, _ string, b createCallBody) (*calls.InviteResult, error) {
 		return svc.Invite(ctx, a, calls.InviteInput{
-			Invitees: b.Invitees, Mode: b.Mode, Timeout: b.Timeout, ExtendedData: b.ExtendedData,
+			Invitees: b.Invitees, Mode: b.Mode, Timeout: int(b.Timeout), ExtendedData: b.ExtendedData,
 			PushConfig: b.PushConfig, EnableNotReceivedCheck: b.EnableNotReceivedCheck, BusyPolicy: b.BusyPolicy,
 		})
 	}))

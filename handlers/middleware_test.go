@@ -209,3 +209,41 @@ func TestDecodeJSON(t *testing.T) {
 		})
 	}
 }
+
+// An integer field takes what JSON Schema counts as an integer (the spec's
+// validation lets 90.0 and 9e1 through), and refuses the rest with a
+// message naming what came.
+func TestWholeNumberFields(t *testing.T) {
+	for _, tt := range []struct {
+		json string
+		want int
+		msg  string // "" = decoded to want
+	}{
+		{`90`, 90, ""},
+		{`90.0`, 90, ""},
+		{`9e1`, 90, ""},
+		{`-5`, -5, ""},
+		{`null`, 0, ""},
+		{`90.5`, 0, "must be an integer, not number 90.5"},
+		{`"90"`, 0, "must be an integer, not string"},
+		{`true`, 0, "must be an integer, not bool"},
+		{`1e300`, 0, "must be an integer, not number 1e300"},
+	} {
+		t.Run(tt.json, func(t *testing.T) {
+			var b struct {
+				Timeout wholeNumber `json:"timeout"`
+			}
+			err := decodeJSON(httptest.NewRequest("POST", "/", strings.NewReader(`{"timeout":`+tt.json+`}`)), &b, false)
+			if tt.msg == "" {
+				if err != nil || int(b.Timeout) != tt.want {
+					t.Fatalf("timeout %s: %d, %v; want %d", tt.json, b.Timeout, err, tt.want)
+				}
+				return
+			}
+			p := toProblem(err)
+			if len(p.Errors) != 1 || p.Errors[0].Field != "timeout" || p.Errors[0].Message != tt.msg {
+				t.Fatalf("timeout %s: %+v, want field timeout: %q", tt.json, p, tt.msg)
+			}
+		})
+	}
+}

@@ -59,8 +59,8 @@ func mountSystem(r chi.Router, s *server) {
 }
 
 type devTokenBody struct {
-	UserID     string `json:"userID"`
-	TTLSeconds int    `json:"ttlSeconds"`
+	UserID     string      `json:"userID"`
+	TTLSeconds wholeNumber `json:"ttlSeconds"`
 }
 
 type devTokenResult struct {
@@ -88,7 +88,7 @@ func devToken(mint func(string, time.Duration) (string, time.Time, bool)) http.H
 				writeError(w, r, invalidField("ttlSeconds", "must be between 60 and 86400"))
 				return
 			}
-			ttl = time.Duration(b.TTLSeconds) * time.Second
+			ttl = time.Duration(int64(b.TTLSeconds)) * time.Second
 		}
 		token, exp, ok := mint(b.UserID, ttl)
 		if !ok {
