@@ -47,6 +47,15 @@ func TestCallModel(t *testing.T) {
 		{"accepting twice", []histStep{create("general"), act(opAccept, "u1", t0, 200, ""), act(opAccept, "u1", t0, 200, "")}, false},
 		{"accepting twice is invalid_state", []histStep{create("general"), act(opAccept, "u1", t0, 200, ""), act(opAccept, "u1", t0, 409, "invalid_state")}, true},
 		{"the caller accepting", []histStep{create("advanced"), act(opAccept, "u0", t0, 409, "invalid_state")}, true},
+		{"cancelling all mine once they all answered is invalid_state", []histStep{
+			create("advanced"), act(opAccept, "u1", t0, 200, ""), act(opReject, "u2", t0, 200, ""), act(opCancel, "u0", t0, 409, "invalid_state"),
+		}, true},
+		{"cancelling all mine once they all answered is not forbidden", []histStep{
+			create("advanced"), act(opAccept, "u1", t0, 200, ""), act(opReject, "u2", t0, 200, ""), act(opCancel, "u0", t0, 403, "forbidden"),
+		}, false},
+		{"cancelling all by one who invited no one is forbidden", []histStep{
+			create("advanced"), act(opAccept, "u1", t0, 200, ""), act(opCancel, "u1", t0, 403, "forbidden"),
+		}, true},
 		{"quit on a general call", []histStep{create("general"), act(opQuit, "u0", t0, 409, "wrong_mode")}, true},
 		{"an outsider reading", []histStep{create("general"), act(opGet, "u3", t0, 404, "call_not_found")}, true},
 		{"a timeout before its deadline", []histStep{

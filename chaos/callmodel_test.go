@@ -432,13 +432,15 @@ func (c callModel) observeUsers(list []userInfo) (callModel, bool) {
 func callerDevice(device string) string { return "" }
 
 // refusal is the error code the contract gives op on c ("" when allowed),
-// checked in the documented order: not in the call, ended, wrong mode,
-// the user's state.
+// checked in the documented order: not in the call (or, for a join, not
+// let in: a full call), ended, wrong mode, the user's state.
 func (c callModel) refusal(in callInput, me *modelUser) string {
 	advancedOnly := in.Kind == opInvite || in.Kind == opJoin || in.Kind == opQuit || in.Kind == opEnd
 	switch {
 	case in.Kind == opJoin && me == nil && c.mode != "advanced":
 		return "call_not_found" // a general call cannot be joined: hidden from outsiders
+	case in.Kind == opJoin && me == nil && c.n >= maxUsers:
+		return "call_not_found" // may not join a full call, ended or not (api/openapi.yaml's order)
 	case in.Kind != opJoin && me == nil:
 		return "call_not_found"
 	case in.Kind == opGet || in.Kind == opFinal:
@@ -461,27 +463,28 @@ func (c callModel) refusal(in callInput, me *modelUser) string {
 		if me != nil && me.state == accepted && me.device == in.Device {
 			return "already_in_call"
 		}
-		if me == nil && c.n >= maxUsers {
-			return "call_not_found"
-		}
 	}
 	return ""
 }
 
-// cancelTargets applies cancel's rules: the named invitees (or, with an
-// empty list, every pending one) the actor invited; none invited by the
-// actor is forbidden, none of them pending any more is invalid_state.
+// cancelTargets applies cancel's rules (api/openapi.yaml): the named
+// invitees (or, with an empty list, every pending one) the actor invited;
+// none of the named invited by the actor (with an empty list: nobody in
+// the call invited by the actor) is forbidden, none of them pending any
+// more is invalid_state.
 func (c callModel) cancelTargets(in callInput) (targets, errInvitees []string, code string) {
 	errInvitees = []string{}
 	mine := false
 	if len(in.Invitees) == 0 {
 		for i := range c.n {
 			u := c.users[i]
-			if u.inviter == in.User && u.id != in.User && pending(u.state) {
-				targets = append(targets, u.id)
+			if u.inviter == in.User && u.id != in.User {
+				mine = true
+				if pending(u.state) {
+					targets = append(targets, u.id)
+				}
 			}
 		}
-		mine = len(targets) > 0
 	}
 	for _, id := range in.Invitees {
 		u := c.user(id)
