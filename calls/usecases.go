@@ -108,7 +108,7 @@ func (s *Service) CallingInvite(ctx context.Context, actor Actor, callID string,
 			res.BusyUsers = ch.BusyUsers
 		}
 		return res
-	})
+	}, in.Invitees...)
 }
 
 // Join joins an advanced call or moves the actor's main device. The answer
@@ -120,7 +120,7 @@ func (s *Service) Join(ctx context.Context, actor Actor, callID, extendedData st
 	}, func(ch *Change) *JoinResult {
 		c := ch.Call
 		return &JoinResult{CallID: callID, CreateTime: c.CreateTime, JoinTime: ch.now, ExtendedData: c.ExtendedData, CallUserList: c.Info().CallUserList}
-	})
+	}, actor.UserID)
 }
 
 // Quit leaves an advanced call.
@@ -306,8 +306,8 @@ const presenceBatch = 200
 // that an Idempotency in ctx records it with the change (nil: no answer,
 // for the internal use-cases). On a replay nothing is applied and the zero
 // R is returned: the answer is the Idempotency's Response.
-func mutate[R any](s *Service, ctx context.Context, op, callID string, f func(c *Call, now int64) (*Change, error), result func(*Change) R) (R, error) {
-	return mutateTx(s, ctx, op, callID, func(_ Tx, c *Call, now int64) (*Change, error) { return f(c, now) }, result)
+func mutate[R any](s *Service, ctx context.Context, op, callID string, f func(c *Call, now int64) (*Change, error), result func(*Change) R, also ...string) (R, error) {
+	return mutateTx(s, ctx, op, callID, func(_ Tx, c *Call, now int64) (*Change, error) { return f(c, now) }, result, also...)
 }
 
 // mutateTx is mutate for a transition that needs more facts from the
@@ -316,8 +316,10 @@ func mutate[R any](s *Service, ctx context.Context, op, callID string, f func(c 
 // The call's deadlines past due are fired first, in the same transaction
 // (settle). When the transition then refuses the action (a 4xx of the
 // contract: the invitation it answers timed out, say), what they fired is
-// still committed, and the refusal returned after.
-func mutateTx[R any](s *Service, ctx context.Context, op, callID string, f func(tx Tx, c *Call, now int64) (*Change, error), result func(*Change) R) (R, error) {
+// still committed, and the refusal returned after. also names the users
+// the action may add to the call (a joiner, invitees): they are locked
+// with the call's, in one order, should a deadline be settled first.
+func mutateTx[R any](s *Service, ctx context.Context, op, callID string, f func(tx Tx, c *Call, now int64) (*Change, error), result func(*Change) R, also ...string) (R, error) {
 	var (
 		ch      *Change
 		res     R
@@ -339,7 +341,7 @@ func mutateTx[R any](s *Service, ctx context.Context, op, callID string, f func(
 			return err
 		}
 		now := s.now()
-		if c, settled, err = s.settle(ctx, tx, c, now, settled); err != nil {
+		if c, settled, err = s.settle(ctx, tx, c, now, settled, also); err != nil {
 			return err
 		}
 		ch, err = f(tx, c, now)
@@ -387,14 +389,17 @@ func mutateTx[R any](s *Service, ctx context.Context, op, callID string, f func(
 // action that comes before the scheduler has fired a deadline (a restart,
 // many falling due at once) acts on the call as it was: accepting an
 // invitation past its timeout, or saving a call whose caller's offline
-// grace has run out. The users of the call are locked first, as the
-// scheduler locks them (UserLocker).
-func (s *Service) settle(ctx context.Context, tx Tx, c *Call, now int64, into []*Change) (*Call, []*Change, error) {
+// grace has run out. The users of the call, and also (the users the action
+// may add), are locked first, in one order (UserLocker): locked later, in
+// a statement of their own, those the action adds would be taken out of
+// order, and PostgreSQL found deadlocks with a change over the same users
+// (a review: a settling join against an invitation by the joiner).
+func (s *Service) settle(ctx context.Context, tx Tx, c *Call, now int64, into []*Change, also []string) (*Call, []*Change, error) {
 	due := DueDeadlines(c, now)
 	if len(due) == 0 {
 		return c, into, nil
 	}
-	users := make([]string, 0, len(c.Users))
+	users := slices.Clone(also)
 	for _, u := range c.Users {
 		users = append(users, u.UserID)
 	}
