@@ -105,3 +105,43 @@ func TestRateLimitedStreamIsAnEmptyStream(t *testing.T) {
 		t.Fatalf("stream over the limit: %d %q %q, want 200, an empty stream with retry: 2000 and id: 42", w.Code, w.Header().Get("Content-Type"), body)
 	}
 }
+
+// A large answer costs a token per bytesPerToken: a user within the
+// request rate who asks for megabytes waits for them, and a small answer
+// costs its one token as before.
+func TestRateLimitChargesLargeAnswers(t *testing.T) {
+	clock := fakeclock.New(time.Unix(1000, 0))
+	l := newRateLimiter(1, 1, clock.Now)
+	size := 0
+	h := newAuthenticator(AuthConfig{Secret: testSecret}).requireUser(false)(l.middleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write(make([]byte, size))
+	})))
+	call := func() *httptest.ResponseRecorder {
+		r := httptest.NewRequest("GET", "/calls", nil)
+		r.Header.Set("Authorization", "Bearer "+token(t, "alice", nil))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	size = 1000
+	for range 3 {
+		if w := call(); w.Code != http.StatusOK {
+			t.Fatalf("a small answer a second: %d", w.Code)
+		}
+		clock.Advance(time.Second)
+	}
+	size = 3*bytesPerToken + 10 // its token, and 3 more
+	if w := call(); w.Code != http.StatusOK {
+		t.Fatalf("the large answer: %d", w.Code)
+	}
+	clock.Advance(time.Second)
+	w := call()
+	decodeProblem(t, w, 429, "rate_limited")
+	if got := w.Header().Get("Retry-After"); got != "1" {
+		t.Fatalf("Retry-After %q after a large answer, want 1 (the bucket held -1 after a second: 3 more tokens, capped at -burst)", got)
+	}
+	clock.Advance(2 * time.Second)
+	if w := call(); w.Code != http.StatusOK {
+		t.Fatalf("once the cost is paid: %d", w.Code)
+	}
+}
