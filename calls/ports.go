@@ -130,6 +130,10 @@ type Tx interface {
 	// invitation (see busy.go). Asked inside the invitation's transaction, so
 	// the answer is the committed truth the invitation is written against.
 	BusyUsers(ctx context.Context, userIDs []string, exceptCallID string) ([]string, error)
+	// StartedCalls counts the started calls userID is accepted in (the
+	// caller of one is), up to limit: the bound on started calls a user
+	// may create (Config.MaxStartedCalls).
+	StartedCalls(ctx context.Context, userID string, limit int) (int, error)
 	IdempotencyTx
 }
 

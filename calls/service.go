@@ -7,7 +7,14 @@ import (
 
 // Limits and durations of the contract that a deployment may configure.
 type Config struct {
-	MaxCallUsers     int           // users ever in one call, caller included (default 10)
+	MaxCallUsers int // users ever in one call, caller included (default 10)
+	// MaxStartedCalls bounds the started calls a user may be accepted in
+	// and still create another (0: no bound). An advanced call ends only
+	// by end or when nobody is left accepted or pending, and its caller
+	// is accepted: a caller with no stream (untracked) whose invitees all
+	// timed out holds it started for good, past every retention, so one
+	// user creating them in a loop grew the calls without end.
+	MaxStartedCalls  int
 	NotReceivedAfter time.Duration // enableNotReceivedCheck delay (default 5s)
 	HeartbeatTimeout time.Duration // caller-offline grace (default 30s)
 	// DeadlinePoll, when set, is the longest the scheduler waits before

@@ -24,7 +24,7 @@ func (s *Service) Invite(ctx context.Context, actor Actor, in InviteInput) (*Inv
 		if err := lockUsers(ctx, tx, append([]string{actor.UserID}, in.Invitees...)); err != nil {
 			return err
 		}
-		busy, err := tx.BusyUsers(ctx, in.Invitees, id)
+		busy, err := s.inviteChecks(ctx, tx, actor, in.Invitees, id)
 		if err != nil {
 			return err
 		}
@@ -49,6 +49,35 @@ func (s *Service) Invite(ctx context.Context, actor Actor, in InviteInput) (*Inv
 		s.committed(ch)
 	}
 	return res, nil
+}
+
+// inviteChecks reads, in a new call's transaction, which invitees are
+// busy, and refuses the call (409 invalid_state) when the caller is
+// accepted in Config.MaxStartedCalls started calls already. The caller is
+// asked with the invitees (one read): only a caller busy somewhere is
+// counted.
+func (s *Service) inviteChecks(ctx context.Context, tx Tx, actor Actor, invitees []string, callID string) ([]string, error) {
+	limit := s.cfg.MaxStartedCalls
+	if limit <= 0 {
+		return tx.BusyUsers(ctx, invitees, callID)
+	}
+	busy, err := tx.BusyUsers(ctx, append(slices.Clone(invitees), actor.UserID), callID)
+	if err != nil {
+		return nil, err
+	}
+	i := slices.Index(busy, actor.UserID)
+	if i < 0 {
+		return busy, nil
+	}
+	busy = slices.Delete(busy, i, i+1)
+	n, err := tx.StartedCalls(ctx, actor.UserID, limit)
+	if err != nil {
+		return nil, err
+	}
+	if n >= limit {
+		return nil, errorf(CodeInvalidState, "you are in %d started calls, the most a user may be in to start another: end or quit one first", n)
+	}
+	return busy, nil
 }
 
 // Cancel cancels pending invitations the actor sent.

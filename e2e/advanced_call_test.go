@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,6 +127,45 @@ func TestAdvancedCallFull(t *testing.T) {
 		if full.Detail != none.Detail || full.Title != none.Title {
 			t.Errorf("a full call's 404 %+v differs from an unknown call's %+v", full, none)
 		}
+	})
+}
+
+// A user may be in at most CALLSIG_MAX_STARTED_CALLS_PER_USER started
+// calls and still create another. A caller with no stream whose advanced
+// calls' invitees all time out stays accepted in each for good (the call
+// ends only by end, or when nobody is left), so a user creating them in a
+// loop grew the calls past every retention (a review: 349 such calls in
+// 5 s, none pruned). Ending one makes room; others are not held back.
+func TestStartedCallsPerUserAreBounded(t *testing.T) {
+	testkit.Matrix(t, func(t *testing.T, backend testkit.Option) {
+		s := testkit.Start(t, backend, testkit.WithFakeClock(), testkit.WithConfig(func(c *app.Config) { c.MaxStartedCalls = 3 }))
+		mallory := s.Client("mallory")
+		var ids []string
+		for i := range 3 {
+			ids = append(ids, mallory.Invite(map[string]any{"mode": "advanced", "timeout": 1}, fmt.Sprintf("ghost%d", i)).CallID)
+		}
+		s.Advance(2 * time.Second) // every invitee times out: mallory alone, accepted, in each
+		for i, id := range ids {
+			c := waitCall(t, mallory, id, func(c testkit.Call) bool {
+				return testkit.UserState(c, fmt.Sprintf("ghost%d", i)) == calls.StateTimeout
+			})
+			if c.State != calls.CallStarted {
+				t.Fatalf("an advanced call whose invitees timed out: %+v, want it started (its caller is in it)", c)
+			}
+		}
+		p := mallory.Post("/calls", map[string]any{"invitees": []string{"ghost9"}, "mode": "advanced"}).
+			WantProblem(http.StatusConflict, "invalid_state")
+		if !strings.Contains(p.Detail, "3 started calls") {
+			t.Errorf("detail %q, want it to say how many", p.Detail)
+		}
+		// Another user is not held back, nor are mallory's invitations.
+		bob := s.Client("bob")
+		bobs := bob.Invite(nil, "mallory").CallID
+		mallory.Action(bobs, "reject", nil).Want(http.StatusOK)
+		// Ending one makes room for one.
+		mallory.Action(ids[0], "end", nil).Want(http.StatusOK)
+		mallory.Invite(map[string]any{"mode": "advanced"}, "ghost10")
+		mallory.Post("/calls", map[string]any{"invitees": []string{"ghost11"}}).WantProblem(http.StatusConflict, "invalid_state")
 	})
 }
 

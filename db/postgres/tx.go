@@ -505,6 +505,23 @@ func queueBusyUsers(b *pgx.Batch, users []string, exceptCallID string, busy *[]s
 	}
 }
 
+// sqlStartedCalls counts a user's rows in call_users_busy, up to a limit.
+const sqlStartedCalls = `SELECT count(*) FROM (SELECT 1 FROM call_users WHERE user_id = $1 AND busy LIMIT $2) s`
+
+// StartedCalls counts the started calls userID is accepted in, up to
+// limit. Called after BusyUsers found the user busy (calls.Service.Invite),
+// seldom: a round trip of its own.
+func (t *callsTx) StartedCalls(ctx context.Context, userID string, limit int) (int, error) {
+	t.deferLocks([]string{userID})
+	var n int
+	b := &pgx.Batch{}
+	b.Queue(sqlStartedCalls, userID, limit).QueryRow(func(row pgx.Row) error { return row.Scan(&n) })
+	if err := t.send(ctx, b); err != nil {
+		return 0, fmt.Errorf("db: started calls of %s: %w", userID, err)
+	}
+	return n, nil
+}
+
 // BusyUsers returns those of userIDs accepted in a started call other than
 // exceptCallID.
 func (t *callsTx) BusyUsers(ctx context.Context, userIDs []string, exceptCallID string) ([]string, error) {

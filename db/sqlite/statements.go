@@ -119,6 +119,7 @@ type writeStatements struct {
 	insertMessage, fanOut       *sqlx.Stmt
 	subscribed, busyUsers       *sqlx.Stmt
 	userBusy                    *sqlx.Stmt
+	startedCalls                *sqlx.Stmt
 	callsByID, usersOfCalls     *sqlx.Stmt // a claim's calls (callsTx.Calls)
 	dueDeadlines                *sqlx.Stmt // UpdateDue's claim
 
@@ -160,6 +161,7 @@ func prepareWrite(ctx context.Context, wdb *sqlx.DB) (*writeStatements, error) {
 	st.subscribed = p.prepare(sqlSubscribed)
 	st.busyUsers = p.prepare(sqlBusyUsers)
 	st.userBusy = p.prepare(sqlUserBusy)
+	st.startedCalls = p.prepare(sqlStartedCalls)
 	st.callsByID = p.prepare(sqlCallsByID)
 	st.usersOfCalls = p.prepare(sqlUsersOfCalls)
 	st.dueDeadlines = p.prepare(sqlDueDeadlines)
@@ -182,7 +184,7 @@ func (st *writeStatements) close() {
 	closeAll(st.wideEvents, st.wideUsers)
 	closeAll(st.upsertUsers[1:]...) // [0] is upsertUser
 	closeAll(st.savepoint, st.release, st.rollbackTo, st.lastEventID, st.selectCallByID, st.selectUsers,
-		st.insertCall, st.updateCall, st.updateCallSeq, st.upsertUser, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed, st.busyUsers, st.userBusy,
+		st.insertCall, st.updateCall, st.updateCallSeq, st.upsertUser, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed, st.busyUsers, st.userBusy, st.startedCalls,
 		st.callsByID, st.usersOfCalls, st.dueDeadlines,
 		st.selectIdempotency, st.upsertIdempotency)
 	closeAll(slices.Collect(maps.Values(st.dispatcher))...)

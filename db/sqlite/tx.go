@@ -380,6 +380,28 @@ const sqlBusyUsers = `SELECT j.value FROM json_each(?) j WHERE EXISTS (SELECT 1 
 const sqlUserBusy = `SELECT EXISTS (SELECT 1 FROM call_users u JOIN calls c ON c.seq = u.call_seq
 	WHERE u.user_id = ? AND u.busy = 1 AND c.id <> ?)`
 
+// sqlStartedCalls counts a user's rows in call_users_busy, up to a limit.
+const sqlStartedCalls = `SELECT count(*) FROM (SELECT 1 FROM call_users u WHERE u.user_id = ? AND u.busy = 1 LIMIT ?)`
+
+// StartedCalls counts the started calls userID is accepted in, up to
+// limit.
+func (t *callsTx) StartedCalls(ctx context.Context, userID string, limit int) (int, error) {
+	ctx = detached(ctx)
+	if err := t.flush(ctx); err != nil {
+		return 0, err
+	}
+	var n int
+	if err := t.stmt(t.s.wst.startedCalls).QueryRowContext(ctx, userID, limit).Scan(&n); err != nil {
+		return 0, fmt.Errorf("db: started calls of %s: %w", userID, err)
+	}
+	return n, nil
+}
+
+// smallBusyCheck is how many users BusyUsers looks up one by one
+// (sqlUserBusy) rather than through the JSON table: an invitation asks for
+// its invitee and its caller (see calls.Service.Invite).
+const smallBusyCheck = 2
+
 // BusyUsers returns those of userIDs accepted in a started call other than
 // exceptCallID.
 func (t *callsTx) BusyUsers(ctx context.Context, userIDs []string, exceptCallID string) ([]string, error) {
@@ -390,15 +412,19 @@ func (t *callsTx) BusyUsers(ctx context.Context, userIDs []string, exceptCallID 
 	if err := t.flush(ctx); err != nil {
 		return nil, err
 	}
-	if len(userIDs) == 1 {
-		var busy bool
-		if err := t.stmt(t.s.wst.userBusy).QueryRowContext(ctx, userIDs[0], exceptCallID).Scan(&busy); err != nil {
-			return nil, fmt.Errorf("db: busy users: %w", err)
+	if len(userIDs) <= smallBusyCheck {
+		var found []string
+		for _, u := range userIDs {
+			var busy bool
+			if err := t.stmt(t.s.wst.userBusy).QueryRowContext(ctx, u, exceptCallID).Scan(&busy); err != nil {
+				return nil, fmt.Errorf("db: busy users: %w", err)
+			}
+			if busy && !slices.Contains(found, u) {
+				found = append(found, u)
+			}
 		}
-		if busy {
-			return []string{userIDs[0]}, nil
-		}
-		return nil, nil
+		slices.Sort(found)
+		return found, nil
 	}
 	ids, err := json.Marshal(userIDs)
 	if err != nil {

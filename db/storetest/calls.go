@@ -731,8 +731,65 @@ func testBusyUsers(t *testing.T, s db.Store) {
 			t.Errorf("BusyUsers([%s], except %s) = %v, want %v", tc.user, tc.except, got, tc.want)
 		}
 	}
+	// Two users (an invitee and the caller asked at once), one of them
+	// named twice.
+	for _, tc := range []struct {
+		users []string
+		want  []string
+	}{
+		{[]string{"two", "only"}, []string{"two"}}, // only is in solo alone
+		{[]string{"nobody", "u05"}, []string{"u05"}},
+		{[]string{"ended", "nobody"}, nil},
+		{[]string{"u07", "u07"}, []string{"u07"}},
+	} {
+		if got := busy(tc.users, "solo"); !slices.Equal(got, tc.want) {
+			t.Errorf("BusyUsers(%v, except solo) = %v, want %v", tc.users, got, tc.want)
+		}
+	}
 	if got := busy(nil, "solo"); len(got) != 0 {
 		t.Errorf("BusyUsers(none) = %v, want none", got)
+	}
+}
+
+// StartedCalls counts the started calls a user is accepted in, up to the
+// limit: the caller of each, not an ended one, not a pending invitee.
+func testStartedCalls(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	for i := range 5 {
+		Save(t, s, NewCall(fmt.Sprintf("c%d", i), "alice", 1000, "bob"))
+	}
+	Save(t, s, NewCall("gone", "alice", 1000, "carol"))
+	update(t, s, "gone", func(c *calls.Call) *calls.Change {
+		c.State = calls.CallEnded
+		return &calls.Change{Call: c}
+	})
+	count := func(user string, limit int) int {
+		t.Helper()
+		var n int
+		err := s.Update(ctx, func(tx calls.Tx) error {
+			var err error
+			n, err = tx.StartedCalls(ctx, user, limit)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("StartedCalls(%s, %d): %v", user, limit, err)
+		}
+		return n
+	}
+	for _, tc := range []struct {
+		user  string
+		limit int
+		want  int
+	}{
+		{"alice", 10, 5},
+		{"alice", 3, 3},
+		{"bob", 10, 0}, // invited, not accepted
+		{"carol", 10, 0},
+		{"nobody", 10, 0},
+	} {
+		if got := count(tc.user, tc.limit); got != tc.want {
+			t.Errorf("StartedCalls(%s, %d) = %d, want %d", tc.user, tc.limit, got, tc.want)
+		}
 	}
 }
 

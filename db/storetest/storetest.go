@@ -58,6 +58,7 @@ var tests = []contract{
 	{"CallerBackBeforeItsReportKeepsItsCall", testCallerBackBeforeItsReportKeepsItsCall},
 	{"CallCounts", testCallCounts},
 	{"BusyUsers", testBusyUsers},
+	{"StartedCalls", testStartedCalls},
 	{"ClosedStoreIsUnavailable", testClosedStoreIsUnavailable},
 	// the event log (sse.Log)
 	{"EventIDsIncreasePerUser", testEventIDsIncreasePerUser},

@@ -161,7 +161,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		Notifier: append(notify, a.fanout.notifiers()...),
 		Presence: presence,
 		Logger:   log,
-		Config: calls.Config{MaxCallUsers: cfg.MaxCallUsers, NotReceivedAfter: cfg.NotReceivedAfter, HeartbeatTimeout: cfg.HeartbeatTimeout,
+		Config: calls.Config{MaxCallUsers: cfg.MaxCallUsers, MaxStartedCalls: cfg.MaxStartedCalls, NotReceivedAfter: cfg.NotReceivedAfter, HeartbeatTimeout: cfg.HeartbeatTimeout,
 			DeadlinePoll: deadlinePoll, SharedPresence: a.Presence != nil},
 	})
 	fwd.Service = a.Service

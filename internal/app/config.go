@@ -31,6 +31,7 @@ type Config struct {
 	HeartbeatTimeout    time.Duration
 	NotReceivedAfter    time.Duration
 	MaxCallUsers        int
+	MaxStartedCalls     int // started calls a user may be in and still create one (0: no bound)
 	WebhookAllowPrivate bool
 	WebhookURL          string
 	WebhookSecret       string
@@ -68,7 +69,7 @@ type Config struct {
 func Defaults() Config {
 	return Config{
 		Addr: ":8080", DB: "callsig.db", JWTUserClaim: "sub", HeartbeatTimeout: 30 * time.Second, NotReceivedAfter: 5 * time.Second,
-		MaxCallUsers: 10, WebhookRetention: 7 * 24 * time.Hour, WebhookLease: 2 * time.Minute, WebhookWorkers: webhooks.DefaultWorkers, WebhookShare: webhooks.DefaultShare, Synchronous: "FULL", EventRetention: 24 * time.Hour, CallRetention: 30 * 24 * time.Hour, RateLimit: 50, RateBurst: 100,
+		MaxCallUsers: 10, MaxStartedCalls: 1000, WebhookRetention: 7 * 24 * time.Hour, WebhookLease: 2 * time.Minute, WebhookWorkers: webhooks.DefaultWorkers, WebhookShare: webhooks.DefaultShare, Synchronous: "FULL", EventRetention: 24 * time.Hour, CallRetention: 30 * 24 * time.Hour, RateLimit: 50, RateBurst: 100,
 		ShutdownTimeout: 15 * time.Second, ReadTimeout: 30 * time.Second, MaxStreamsPerUser: 10, LogLevel: "info", LogFormat: "text",
 		GCHeadroomMiB: 32,
 		PGMaxConns:    16, PGStatementTimeout: 5 * time.Second, PresenceLease: 15 * time.Second, NATSPrefix: "callsig",
@@ -100,6 +101,7 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"heartbeat-timeout", "CALLSIG_HEARTBEAT_TIMEOUT", "caller-offline grace period", &c.HeartbeatTimeout},
 		{"not-received-after", "CALLSIG_NOT_RECEIVED_AFTER", "delay before an undelivered invitee becomes notYetReceived", &c.NotReceivedAfter},
 		{"max-call-users", "CALLSIG_MAX_CALL_USERS", "users ever in one call, caller included", &c.MaxCallUsers},
+		{"max-started-calls-per-user", "CALLSIG_MAX_STARTED_CALLS_PER_USER", "started calls a user may be in (accepted, the caller included) and still create another; 0: no bound", &c.MaxStartedCalls},
 		{"webhook-allow-private", "CALLSIG_WEBHOOK_ALLOW_PRIVATE", "allow webhooks to loopback/private addresses", &c.WebhookAllowPrivate},
 		{"webhook-url", "CALLSIG_WEBHOOK_URL", "a webhook endpoint configured without the API", &c.WebhookURL},
 		{"webhook-secret", "CALLSIG_WEBHOOK_SECRET", "its signing secret (whsec_...)", &c.WebhookSecret},
@@ -190,6 +192,9 @@ func (c Config) validate() error {
 	var errs []error
 	if c.MaxCallUsers < 2 {
 		errs = append(errs, errors.New("max-call-users must be at least 2"))
+	}
+	if c.MaxStartedCalls < 0 {
+		errs = append(errs, errors.New("max-started-calls-per-user must not be negative"))
 	}
 	if c.MaxStreamsPerUser < 1 {
 		errs = append(errs, errors.New("max-streams-per-user must be at least 1"))
