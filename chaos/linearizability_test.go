@@ -30,6 +30,12 @@ import (
 // (callmodel_test.go). A failing history is written as porcupine's HTML
 // visualization and its path printed.
 func TestLinearizability(t *testing.T) {
+	for _, b := range chaosBackends(t) {
+		t.Run(b.String(), func(t *testing.T) { checkLinearizability(t, b) })
+	}
+}
+
+func checkLinearizability(t *testing.T, backend testkit.Backend) {
 	const (
 		clients = 6
 		slots   = 3
@@ -52,7 +58,7 @@ func TestLinearizability(t *testing.T) {
 	if *long {
 		run, enough, most, checkTimeout = 3*time.Minute, 0, 3*time.Minute, 10*time.Minute
 	}
-	srv := testkit.Start(t, testkit.WithFakeClock(), testkit.WithConfig(func(c *app.Config) {
+	srv := testkit.Start(t, testkit.WithBackend(backend), testkit.WithFakeClock(), testkit.WithConfig(func(c *app.Config) {
 		c.MaxCallUsers = maxUsers
 		c.NotReceivedAfter = notReceivedAfter * time.Millisecond
 	}))
