@@ -9,7 +9,7 @@ import (
 type Config struct {
 	MaxCallUsers int // users ever in one call, caller included (default 10)
 	// MaxStartedCalls bounds the started calls a user may be accepted in
-	// and still create another (0: no bound). An advanced call ends only
+	// and still create an advanced call (0: no bound). An advanced call ends only
 	// by end or when nobody is left accepted or pending, and its caller
 	// is accepted: a caller with no stream (untracked) whose invitees all
 	// timed out holds it started for good, past every retention, so one

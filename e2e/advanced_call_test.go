@@ -131,7 +131,7 @@ func TestAdvancedCallFull(t *testing.T) {
 }
 
 // A user may be in at most CALLSIG_MAX_STARTED_CALLS_PER_USER started
-// calls and still create another. A caller with no stream whose advanced
+// calls and still create an advanced one. A caller with no stream whose advanced
 // calls' invitees all time out stays accepted in each for good (the call
 // ends only by end, or when nobody is left), so a user creating them in a
 // loop grew the calls past every retention (a review: 349 such calls in
@@ -165,7 +165,10 @@ func TestStartedCallsPerUserAreBounded(t *testing.T) {
 		// Ending one makes room for one.
 		mallory.Action(ids[0], "end", nil).Want(http.StatusOK)
 		mallory.Invite(map[string]any{"mode": "advanced"}, "ghost10")
-		mallory.Post("/calls", map[string]any{"invitees": []string{"ghost11"}}).WantProblem(http.StatusConflict, "invalid_state")
+		mallory.Post("/calls", map[string]any{"invitees": []string{"ghost11"}, "mode": "advanced"}).WantProblem(http.StatusConflict, "invalid_state")
+		// A general call ends by itself once its invitees are done: not
+		// bounded so.
+		mallory.Invite(nil, "ghost12")
 	})
 }
 

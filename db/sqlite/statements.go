@@ -120,6 +120,7 @@ type writeStatements struct {
 	subscribed, busyUsers       *sqlx.Stmt
 	userBusy                    *sqlx.Stmt
 	startedCalls                *sqlx.Stmt
+	twoBusy                     *sqlx.Stmt
 	callsByID, usersOfCalls     *sqlx.Stmt // a claim's calls (callsTx.Calls)
 	dueDeadlines                *sqlx.Stmt // UpdateDue's claim
 
@@ -162,6 +163,7 @@ func prepareWrite(ctx context.Context, wdb *sqlx.DB) (*writeStatements, error) {
 	st.busyUsers = p.prepare(sqlBusyUsers)
 	st.userBusy = p.prepare(sqlUserBusy)
 	st.startedCalls = p.prepare(sqlStartedCalls)
+	st.twoBusy = p.prepare(sqlTwoBusy)
 	st.callsByID = p.prepare(sqlCallsByID)
 	st.usersOfCalls = p.prepare(sqlUsersOfCalls)
 	st.dueDeadlines = p.prepare(sqlDueDeadlines)
@@ -184,7 +186,7 @@ func (st *writeStatements) close() {
 	closeAll(st.wideEvents, st.wideUsers)
 	closeAll(st.upsertUsers[1:]...) // [0] is upsertUser
 	closeAll(st.savepoint, st.release, st.rollbackTo, st.lastEventID, st.selectCallByID, st.selectUsers,
-		st.insertCall, st.updateCall, st.updateCallSeq, st.upsertUser, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed, st.busyUsers, st.userBusy, st.startedCalls,
+		st.insertCall, st.updateCall, st.updateCallSeq, st.upsertUser, st.setInvitation, st.clearBusy, st.insertMessage, st.fanOut, st.subscribed, st.busyUsers, st.userBusy, st.startedCalls, st.twoBusy,
 		st.callsByID, st.usersOfCalls, st.dueDeadlines,
 		st.selectIdempotency, st.upsertIdempotency)
 	closeAll(slices.Collect(maps.Values(st.dispatcher))...)

@@ -397,10 +397,12 @@ func (t *callsTx) StartedCalls(ctx context.Context, userID string, limit int) (i
 	return n, nil
 }
 
-// smallBusyCheck is how many users BusyUsers looks up one by one
-// (sqlUserBusy) rather than through the JSON table: an invitation asks for
-// its invitee and its caller (see calls.Service.Invite).
-const smallBusyCheck = 2
+// sqlTwoBusy is sqlUserBusy for two users in one statement: the usual
+// invitation asks for its invitee and its caller (calls.Service.Invite),
+// and a statement's execution costs the writer more than its lookup.
+const sqlTwoBusy = `SELECT
+	EXISTS (SELECT 1 FROM call_users u JOIN calls c ON c.seq = u.call_seq WHERE u.user_id = ?1 AND u.busy = 1 AND c.id <> ?3),
+	EXISTS (SELECT 1 FROM call_users u JOIN calls c ON c.seq = u.call_seq WHERE u.user_id = ?2 AND u.busy = 1 AND c.id <> ?3)`
 
 // BusyUsers returns those of userIDs accepted in a started call other than
 // exceptCallID.
@@ -412,19 +414,29 @@ func (t *callsTx) BusyUsers(ctx context.Context, userIDs []string, exceptCallID 
 	if err := t.flush(ctx); err != nil {
 		return nil, err
 	}
-	if len(userIDs) <= smallBusyCheck {
+	if len(userIDs) == 1 {
+		var busy bool
+		if err := t.stmt(t.s.wst.userBusy).QueryRowContext(ctx, userIDs[0], exceptCallID).Scan(&busy); err != nil {
+			return nil, fmt.Errorf("db: busy users: %w", err)
+		}
+		if busy {
+			return []string{userIDs[0]}, nil
+		}
+		return nil, nil
+	}
+	if len(userIDs) == 2 {
+		var busy [2]bool
+		if err := t.stmt(t.s.wst.twoBusy).QueryRowContext(ctx, userIDs[0], userIDs[1], exceptCallID).Scan(&busy[0], &busy[1]); err != nil {
+			return nil, fmt.Errorf("db: busy users: %w", err)
+		}
 		var found []string
-		for _, u := range userIDs {
-			var busy bool
-			if err := t.stmt(t.s.wst.userBusy).QueryRowContext(ctx, u, exceptCallID).Scan(&busy); err != nil {
-				return nil, fmt.Errorf("db: busy users: %w", err)
-			}
-			if busy && !slices.Contains(found, u) {
-				found = append(found, u)
+		for i, b := range busy {
+			if b {
+				found = append(found, userIDs[i])
 			}
 		}
 		slices.Sort(found)
-		return found, nil
+		return slices.Compact(found), nil
 	}
 	ids, err := json.Marshal(userIDs)
 	if err != nil {
