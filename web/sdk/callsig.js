@@ -367,7 +367,12 @@ export class CallsigClient {
       // opens before a renewal's and closes it. Left on the renewal, its
       // warnings would be ignored and it would end at its token's exp.
       this.#current = es;
-      if (r?.blind) this.#emit('reset', {}); // before es's first event (see #connect)
+      if (r?.blind) {
+        // Once: the EventSource's own reconnections of es resume from its
+        // Last-Event-ID and lose nothing.
+        r.blind = false;
+        this.#emit('reset', {}); // before es's first event (see #connect)
+      }
       // A stream opened without the login object (renewToken while login's
       // stream was connecting) closed login's: it settles the login.
       const pending = login || this.#pendingLogin;

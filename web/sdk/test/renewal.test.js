@@ -71,7 +71,8 @@ test('the old stream reopens on its own before a renewal opens: its next tokenWi
 // stream hands over.
 test('a renewal that waits in vain for the open stream\'s position: the app is told to reload', async (t) => {
   const held = gate(); // the login stream's body: never let through
-  const proxy = await streamProxy((n, req, res) => forward(req, res, n === 0 ? {body: held} : {}));
+  const cut = gate(); // ends the renewal's connection; its EventSource comes back by itself
+  const proxy = await streamProxy((n, req, res) => forward(req, res, n === 0 ? {body: held} : n === 1 ? {cut} : {}));
   t.after(() => proxy.close());
   const bobID = user('bob');
   const carolID = user('carol');
@@ -98,5 +99,13 @@ test('a renewal that waits in vain for the open stream\'s position: the app is t
   await bob.events.wait(is('callInvitationReceived', c2.callID), 'an invitation on the renewed stream');
   const names = bob.events.list.filter((e) => e.name === 'reset' || e.name.startsWith('call')).map((e) => e.name);
   assert.deepEqual(names, ['reset', 'callInvitationReceived'], 'the reset first; nothing of the held stream');
-  assert.deepEqual(bob.events.of('connectionStateChanged').map((e) => e.data.state), ['connecting', 'connected'], 'no gap seen');
+
+  // The renewed stream's own reconnection resumes from its last id: no
+  // second reset.
+  cut.release();
+  const back = await proxy.stream(2);
+  assert.equal(back.header, bob.lastEventID, 'the EventSource came back with its last id');
+  const c3 = await carol.callInvite([bobID], {timeout: 600});
+  await bob.events.wait(is('callInvitationReceived', c3.callID), 'an invitation after the reconnection');
+  assert.equal(bob.events.of('reset').length, 1, 'one reset: the reconnection lost nothing');
 });
