@@ -40,12 +40,13 @@ var aLongTimeAgo = time.Unix(1, 0)
 func (st *stream) serve() {
 	defer st.h.streams.Done()
 	b := make([]byte, 16)
-	sent := 0 // what the client sent after its request (see maxClientBytes)
 	for {
 		isLive := st.state.Load() == live
-		var at time.Time // before going live: no deadline
+		var at time.Time // before going live: no deadline, but while queued (beatWhileQueued)
 		if isLive {
 			at = st.wakeAt()
+		} else if q := st.queuedBeat.Load(); q != 0 {
+			at = time.Unix(0, q)
 		}
 		// The deadline before the checks: a poke from now on, after a
 		// check found nothing to do, makes the read return at once.
@@ -67,8 +68,14 @@ func (st *stream) serve() {
 			}
 		}
 		n, err := st.conn.Read(b)
-		if sent += n; sent > maxClientBytes {
+		if st.clientSent += n; st.clientSent > maxClientBytes {
 			err = errClientSent
+		}
+		if !isLive && !at.IsZero() && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(at) {
+			if st.beatWhileQueued() {
+				return
+			}
+			continue
 		}
 		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 			continue

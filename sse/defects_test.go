@@ -605,3 +605,46 @@ func TestHeartbeatsWhileWaitingForATurn(t *testing.T) {
 		}
 	}
 }
+
+// A stream whose headers are out and which waits in the queue for a
+// catch-up slot (every one busy: a burst of openings, a slow store) gets
+// a comment line every heartbeat too, from serve, and is opened as usual
+// once a slot frees (a review: none in 550 ms with a 100-ms heartbeat).
+func TestHeartbeatsWhileQueuedForACatchUpSlot(t *testing.T) {
+	r := newRig(t, Options{Heartbeat: 100 * time.Millisecond, MaxOpeners: 1})
+	r.log.pendingGate = newGate(2)
+	release := sync.OnceFunc(func() { close(r.log.pendingGate.hold) })
+	defer release() // on a failure too: let the streams go, so the rig can stop
+	r.open("alice", "d", "")
+	<-r.log.pendingGate.entered // alice's catch-up holds the one slot
+	c := r.open("bob", "d", "")
+	if b := c.raw(); b.event != "" || b.comment {
+		t.Fatalf("first block %+v, want the opening block", b)
+	}
+	comments := 0
+	deadline := time.After(550 * time.Millisecond)
+	for waiting := true; waiting; {
+		select {
+		case b := <-c.blocks:
+			if !b.comment {
+				t.Fatalf("%+v while queued, want only comments", b)
+			}
+			comments++
+		case <-deadline:
+			waiting = false
+		}
+	}
+	if comments < 3 {
+		t.Errorf("%d comments in 550 ms queued with a 100-ms heartbeat, want 5 or so", comments)
+	}
+	release()
+	for b := c.raw(); b.event != "synced"; b = c.raw() {
+		if !b.comment {
+			t.Fatalf("%+v, want comments, then the head", b)
+		}
+	}
+	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
+	if b := c.next(); b.event != "callInvitationReceived" {
+		t.Fatalf("after the opening %+v, want the live invitation", b)
+	}
+}

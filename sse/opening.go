@@ -70,7 +70,14 @@ func (h *Hub) startOpening(st *stream) {
 		return
 	}
 	o.queue = append(o.queue, st)
+	beats := o == &h.catchUps && st.headSent && st.conn != nil
+	if beats {
+		st.queuedBeat.Store(time.Now().Add(h.o.Heartbeat).UnixNano())
+	}
 	h.omu.Unlock()
+	if beats {
+		st.sub.poke() // serve reads its deadline again: the heartbeat's
+	}
 	select {
 	case <-st.sub.evicted:
 		// Evicted before it was queued: the eviction's poke found it
@@ -148,7 +155,7 @@ func (st *stream) openHead() bool {
 	if h.perUser() {
 		if silent(&h.storeSilentUntil) {
 			err = errStoreSilent
-		} else if a.head, err = st.userHead(false); err != nil && st.ctx.Err() == nil {
+		} else if a.head, err = st.userHead(false); err != nil && st.ctx.Err() == nil && !errors.Is(err, errStoreSilent) {
 			h.storeSilentUntil.Store(time.Now().Add(headsStoreBackoff).UnixNano())
 		}
 	}
@@ -241,9 +248,49 @@ func (st *stream) releaseSlot() {
 	next := o.queue[0]
 	o.queue[0] = nil
 	o.queue = o.queue[1:]
+	next.queuedBeat.Store(0)
 	h.omu.Unlock()
 	next.slot = o
 	go next.runOpening()
+}
+
+// beatWhileQueued writes a heartbeat for a stream waiting in the
+// catch-ups' queue with its headers out, and reports whether the stream
+// ended. That wait has no bound (a burst of reconnections, a slow store,
+// every opener slot busy), and nobody wrote the stream meanwhile: it was
+// silent past the contract's comment line every 15 s (a review). serve
+// takes it out of the queue first, under omu, so no opener can take it
+// while it writes, and puts it back at its place after, or starts it if a
+// slot freed meanwhile.
+func (st *stream) beatWhileQueued() bool {
+	h := st.h
+	o := &h.catchUps
+	h.omu.Lock()
+	i := slices.Index(o.queue, st)
+	if i < 0 {
+		h.omu.Unlock()
+		return false // an opener has it, or an eviction took it out
+	}
+	o.queue = slices.Delete(o.queue, i, i+1)
+	h.omu.Unlock()
+	if err := st.beat(); err != nil {
+		st.end(err)
+		h.streams.Done() // the opening's count
+		return true
+	}
+	h.omu.Lock()
+	if o.n < o.max {
+		o.n++
+		st.queuedBeat.Store(0)
+		h.omu.Unlock()
+		st.slot = o
+		go st.runOpening()
+		return false
+	}
+	o.queue = slices.Insert(o.queue, min(i, len(o.queue)), st)
+	st.queuedBeat.Store(time.Now().Add(h.o.Heartbeat).UnixNano())
+	h.omu.Unlock()
+	return false
 }
 
 // writeConn writes b to the hijacked connection (flush has armed the write

@@ -254,6 +254,14 @@ type stream struct {
 	// picked is set by the opener that takes the stream, or by serve when
 	// the client left before one did (see serve).
 	picked atomic.Bool
+	// clientSent counts what the client sent on the connection after its
+	// request, read by serve or, during a read of the log, watchClient:
+	// one count for both (see maxClientBytes).
+	clientSent int
+	// queuedBeat is when serve writes the next heartbeat of a stream
+	// waiting in the catch-ups' queue with its headers out (Unix ns; 0:
+	// not waiting so). See beatWhileQueued.
+	queuedBeat atomic.Int64
 	// retrying is set while a retry of a log read the store refused is
 	// pending (see retryLater).
 	retrying atomic.Bool
@@ -504,10 +512,9 @@ func (st *stream) watchClient() (stop func()) {
 	go func() {
 		defer close(done)
 		var b [16]byte
-		sent := 0
 		for {
 			n, err := st.conn.Read(b[:])
-			if sent += n; sent > maxClientBytes {
+			if st.clientSent += n; st.clientSent > maxClientBytes {
 				st.cancel() // as if it left (see serve)
 				return
 			}
@@ -806,7 +813,7 @@ func (st *stream) run() error {
 		case <-st.sub.evicted:
 			return errEvicted
 		case <-tick.C:
-			err = st.writeHeartbeat()
+			err = st.beat() // and the next one's time, for read's check
 		case <-st.sub.ch: // frames, a wake-up, or a token timer (see armToken)
 			var warn bool
 			if warn, err = st.tokenDue(); err == nil && warn {
