@@ -572,38 +572,7 @@ resumed:
 // proxy may take a quiet stream for dead (a review: none in 1.5 s with a
 // 100-ms heartbeat).
 func TestHeartbeatsWhileWaitingForATurn(t *testing.T) {
-	r := newRig(t, Options{Heartbeat: 100 * time.Millisecond, LogReaders: 1})
-	r.log.pendingGate = newGate(2)
-	release := sync.OnceFunc(func() { close(r.log.pendingGate.hold) })
-	defer release() // on a failure too: let the streams go, so the rig can stop
-	r.open("alice", "d", "")
-	<-r.log.pendingGate.entered // alice's read holds the one turn
-	c := r.open("bob", "d", "")
-	if b := c.raw(); b.event != "" || b.comment {
-		t.Fatalf("first block %+v, want the opening block", b)
-	}
-	comments := 0
-	deadline := time.After(550 * time.Millisecond)
-	for waiting := true; waiting; {
-		select {
-		case b := <-c.blocks:
-			if !b.comment {
-				t.Fatalf("%+v while waiting for a turn, want only comments", b)
-			}
-			comments++
-		case <-deadline:
-			waiting = false
-		}
-	}
-	if comments < 3 {
-		t.Errorf("%d comments in 550 ms of waiting with a 100-ms heartbeat, want 5 or so", comments)
-	}
-	release()
-	for b := c.raw(); b.event != "synced"; b = c.raw() {
-		if !b.comment {
-			t.Fatalf("%+v, want comments, then the head", b)
-		}
-	}
+	heartbeatsWhileHeld(t, Options{LogReaders: 1}, "waiting for a turn")
 }
 
 // A stream whose headers are out and which waits in the queue for a
@@ -611,31 +580,40 @@ func TestHeartbeatsWhileWaitingForATurn(t *testing.T) {
 // a comment line every heartbeat too, from serve, and is opened as usual
 // once a slot frees (a review: none in 550 ms with a 100-ms heartbeat).
 func TestHeartbeatsWhileQueuedForACatchUpSlot(t *testing.T) {
-	r := newRig(t, Options{Heartbeat: 100 * time.Millisecond, MaxOpeners: 1})
+	heartbeatsWhileHeld(t, Options{MaxOpeners: 1}, "queued for a catch-up slot")
+}
+
+// heartbeatsWhileHeld opens alice's stream, whose read of her pending
+// invitations holds (with o's one reader, or one opener), then bob's,
+// which waits behind it: bob gets comments only, about one every 100 ms,
+// and once alice's read goes on his head and then live events.
+func heartbeatsWhileHeld(t *testing.T, o Options, waiting string) {
+	o.Heartbeat = 100 * time.Millisecond
+	r := newRig(t, o)
 	r.log.pendingGate = newGate(2)
 	release := sync.OnceFunc(func() { close(r.log.pendingGate.hold) })
 	defer release() // on a failure too: let the streams go, so the rig can stop
 	r.open("alice", "d", "")
-	<-r.log.pendingGate.entered // alice's catch-up holds the one slot
+	<-r.log.pendingGate.entered // alice's read holds the way
 	c := r.open("bob", "d", "")
 	if b := c.raw(); b.event != "" || b.comment {
 		t.Fatalf("first block %+v, want the opening block", b)
 	}
 	comments := 0
 	deadline := time.After(550 * time.Millisecond)
-	for waiting := true; waiting; {
+	for held := true; held; {
 		select {
 		case b := <-c.blocks:
 			if !b.comment {
-				t.Fatalf("%+v while queued, want only comments", b)
+				t.Fatalf("%+v while %s, want only comments", b, waiting)
 			}
 			comments++
 		case <-deadline:
-			waiting = false
+			held = false
 		}
 	}
 	if comments < 3 {
-		t.Errorf("%d comments in 550 ms queued with a 100-ms heartbeat, want 5 or so", comments)
+		t.Errorf("%d comments in 550 ms %s with a 100-ms heartbeat, want 5 or so", comments, waiting)
 	}
 	release()
 	for b := c.raw(); b.event != "synced"; b = c.raw() {
