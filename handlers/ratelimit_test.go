@@ -60,21 +60,11 @@ func TestRateLimitMiddleware(t *testing.T) {
 	clock := fakeclock.New(time.Unix(1000, 0))
 	l := newRateLimiter(0.5, 1, clock.Now)
 	h := newAuthenticator(AuthConfig{Secret: testSecret}).requireUser(false)(l.middleware(whoAmI))
-	call := func() *httptest.ResponseRecorder {
-		r := httptest.NewRequest("GET", "/calls", nil)
-		r.Header.Set("Authorization", "Bearer "+token(t, "alice", nil))
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		return w
-	}
+	call := func() *httptest.ResponseRecorder { return aliceGets(t, h) }
 	if w := call(); w.Code != http.StatusOK {
 		t.Fatalf("first request: %d", w.Code)
 	}
-	w := call()
-	decodeProblem(t, w, 429, "rate_limited")
-	if got := w.Header().Get("Retry-After"); got != "2" {
-		t.Fatalf("Retry-After = %q, want 2", got)
-	}
+	wantRateLimited(t, call(), "2")
 	clock.Advance(2 * time.Second)
 	if w := call(); w.Code != http.StatusOK {
 		t.Fatalf("after waiting: %d", w.Code)
@@ -116,13 +106,7 @@ func TestRateLimitChargesLargeAnswers(t *testing.T) {
 	h := newAuthenticator(AuthConfig{Secret: testSecret}).requireUser(false)(l.middleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write(make([]byte, size))
 	})))
-	call := func() *httptest.ResponseRecorder {
-		r := httptest.NewRequest("GET", "/calls", nil)
-		r.Header.Set("Authorization", "Bearer "+token(t, "alice", nil))
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		return w
-	}
+	call := func() *httptest.ResponseRecorder { return aliceGets(t, h) }
 	size = 1000
 	for range 3 {
 		if w := call(); w.Code != http.StatusOK {
@@ -135,13 +119,30 @@ func TestRateLimitChargesLargeAnswers(t *testing.T) {
 		t.Fatalf("the large answer: %d", w.Code)
 	}
 	clock.Advance(time.Second)
-	w := call()
-	decodeProblem(t, w, 429, "rate_limited")
-	if got := w.Header().Get("Retry-After"); got != "1" {
-		t.Fatalf("Retry-After %q after a large answer, want 1 (the bucket held -1 after a second: 3 more tokens, capped at -burst)", got)
-	}
+	// The bucket held -1 after the large answer's second: 3 more tokens,
+	// capped at minus the burst.
+	wantRateLimited(t, call(), "1")
 	clock.Advance(2 * time.Second)
 	if w := call(); w.Code != http.StatusOK {
 		t.Fatalf("once the cost is paid: %d", w.Code)
+	}
+}
+
+// aliceGets sends GET /calls as alice through h.
+func aliceGets(t *testing.T, h http.Handler) *httptest.ResponseRecorder {
+	t.Helper()
+	r := httptest.NewRequest("GET", "/calls", nil)
+	r.Header.Set("Authorization", "Bearer "+token(t, "alice", nil))
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+// wantRateLimited checks a 429 rate_limited with Retry-After want.
+func wantRateLimited(t *testing.T, w *httptest.ResponseRecorder, want string) {
+	t.Helper()
+	decodeProblem(t, w, 429, "rate_limited")
+	if got := w.Header().Get("Retry-After"); got != want {
+		t.Fatalf("Retry-After = %q, want %s", got, want)
 	}
 }
