@@ -1,6 +1,10 @@
 package calls
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	"callsig/internal/jsonenc"
+)
 
 // EventType names an SSE event; the names follow ZIM's callbacks.
 type EventType string
@@ -168,7 +172,7 @@ const (
 // mustJSON encodes payloads built from plain structs of strings and numbers,
 // which cannot fail to encode.
 func mustJSON(v any) json.RawMessage {
-	b, err := json.Marshal(v)
+	b, err := jsonenc.Marshal(v)
 	if err != nil {
 		panic("calls: encoding event payload: " + err.Error())
 	}

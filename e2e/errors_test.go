@@ -9,6 +9,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"callsig/calls"
 	"callsig/internal/app"
 	"callsig/internal/testkit"
 )
@@ -247,4 +248,27 @@ func TestTimeoutWrittenAsAFloat(t *testing.T) {
 		t.Fatalf("timeout 90.0: %d %s, want 201 with timeout 90", res.Status, res.Body)
 	}
 	alice.Post("/calls", json.RawMessage(`{"invitees":["bob"],"timeout":90.5}`)).WantProblem(http.StatusBadRequest, "invalid_request")
+}
+
+// Markup in extendedData reaches the answer and the invitee's event as it
+// was sent: not as six-byte escapes of <, > and & (2 KiB of "<" made a
+// 12-KiB field in every copy).
+func TestMarkupIsNotEscaped(t *testing.T) {
+	s := testkit.Start(t)
+	bob := listen(t, s, "bob", "")
+	const ext = `<b>hi</b> & bye`
+	res := s.Client("alice").Post("/calls", map[string]any{"invitees": []string{"bob"}, "extendedData": ext})
+	if res.Status != http.StatusCreated || !strings.Contains(string(res.Body), `"extendedData":"<b>hi</b> & bye"`) {
+		t.Fatalf("answer %d %s, want the extendedData as sent", res.Status, res.Body)
+	}
+	var id string
+	if err := json.Unmarshal(res.Body, &struct {
+		CallID *string `json:"callID"`
+	}{&id}); err != nil {
+		t.Fatal(err)
+	}
+	ev := bob.expect(ev(calls.EventReceived, id))[0]
+	if !strings.Contains(ev.Data, `"extendedData":"<b>hi</b> & bye"`) {
+		t.Fatalf("bob's event %s, want the extendedData as sent", ev.Data)
+	}
 }

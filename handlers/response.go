@@ -2,13 +2,13 @@ package handlers
 
 import (
 	"bufio"
-	"encoding/json"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 
 	"callsig/calls"
+	"callsig/internal/jsonenc"
 )
 
 // responseRecorder remembers the status and size of a response. It forwards
@@ -125,7 +125,7 @@ func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
 // the answers the use-cases record for Idempotency-Key replay, so a replay
 // is byte for byte the first answer.
 func encodeJSON(status int, v any) (calls.StoredResponse, error) {
-	body, err := json.Marshal(v)
+	body, err := jsonenc.Marshal(v)
 	if err != nil {
 		return calls.StoredResponse{}, err
 	}

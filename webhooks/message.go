@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"callsig/calls"
+	"callsig/internal/jsonenc"
 )
 
 // Message is one webhook message ready for the outbox: the webhook-id
@@ -33,7 +34,7 @@ const timestampLayout = "2006-01-02T15:04:05.000Z07:00"
 // It is pure apart from the random ID, so the store calls it inside the
 // transaction that writes the change: the outbox row commits with it.
 func NewMessage(h calls.HookEvent) (Message, error) {
-	payload, err := json.Marshal(body{
+	payload, err := jsonenc.Marshal(body{
 		Type:      h.Type,
 		Timestamp: time.UnixMilli(h.Time).UTC().Format(timestampLayout),
 		Data:      h.Data,
