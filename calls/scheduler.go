@@ -516,16 +516,15 @@ func (s *Service) expireClaimed(ctx context.Context, cl DeadlineClaimer, limit i
 					return err
 				}
 			}
-			ch := s.expire(ctx, c, d, now, &unknown)
+			ch, err := s.fire(ctx, tx, c, d, now, &unknown)
+			if err != nil {
+				return err
+			}
 			if ch == nil {
 				loaded[d.CallID] = c // unchanged
 				continue
 			}
 			delete(loaded, d.CallID)
-			s.resolvePush(ctx, ch)
-			if err := tx.Save(ctx, ch); err != nil {
-				return fmt.Errorf("expire %s of %s: %w", d.Kind, d.CallID, err)
-			}
 			changes = append(changes, ch)
 		}
 		tell(ran, len(due))

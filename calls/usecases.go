@@ -441,21 +441,34 @@ func (s *Service) settle(ctx context.Context, tx Tx, c *Call, now int64, into []
 	}
 	unknown := false // presence could not tell (see expire)
 	for _, d := range due {
-		ch := s.expire(ctx, c, d, now, &unknown)
+		ch, err := s.fire(ctx, tx, c, d, now, &unknown)
+		if err != nil {
+			return nil, into, fmt.Errorf("settle: %w", err)
+		}
 		if ch == nil {
 			continue
 		}
-		s.resolvePush(ctx, ch)
-		if err := tx.Save(ctx, ch); err != nil {
-			return nil, into, fmt.Errorf("settle %s of %s: %w", d.Kind, c.ID, err)
-		}
 		into = append(into, ch)
-		var err error
 		if c, err = tx.Call(ctx, c.ID); err != nil {
 			return nil, into, err
 		}
 	}
 	return c, into, nil
+}
+
+// fire fires the deadline d of c (expire) and saves its change in tx,
+// with the pushes it asks for; nil when it changed nothing. The scheduler
+// (expireClaimed) and an action (settle) fire deadlines alike.
+func (s *Service) fire(ctx context.Context, tx Tx, c *Call, d Deadline, now int64, unknown *bool) (*Change, error) {
+	ch := s.expire(ctx, c, d, now, unknown)
+	if ch == nil {
+		return nil, nil
+	}
+	s.resolvePush(ctx, ch)
+	if err := tx.Save(ctx, ch); err != nil {
+		return nil, fmt.Errorf("expire %s of %s: %w", d.Kind, d.CallID, err)
+	}
+	return ch, nil
 }
 
 // resolvePush turns a push request into call.push_requested webhooks for

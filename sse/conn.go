@@ -148,9 +148,8 @@ func (st *stream) step() (worked bool, err error) {
 	} else if warn {
 		return true, onFreshStack(st.writeWarning)
 	}
-	if now := time.Now(); !now.Before(st.nextBeat) {
-		st.nextBeat = now.Add(st.h.o.Heartbeat)
-		return true, onFreshStack(st.writeHeartbeat)
+	if !time.Now().Before(st.nextBeat) {
+		return true, onFreshStack(st.beat)
 	}
 	if st.sub.due() {
 		return true, onFreshStack(st.writeBatch)

@@ -61,21 +61,10 @@ func (h *Hub) startOpening(st *stream) {
 	if !st.headSent {
 		o = &h.heads
 	}
-	h.omu.Lock()
-	if o.n < o.max {
-		o.n++
-		h.omu.Unlock()
-		st.slot = o
-		go st.runOpening()
+	if !h.place(st, o, -1) {
 		return
 	}
-	o.queue = append(o.queue, st)
-	beats := o == &h.catchUps && st.headSent && st.conn != nil
-	if beats {
-		st.queuedBeat.Store(time.Now().Add(h.o.Heartbeat).UnixNano())
-	}
-	h.omu.Unlock()
-	if beats {
+	if st.queuedBeat.Load() != 0 {
 		st.sub.poke() // serve reads its deadline again: the heartbeat's
 	}
 	select {
@@ -86,6 +75,31 @@ func (h *Hub) startOpening(st *stream) {
 		st.sub.poke()
 	default:
 	}
+}
+
+// place has st opened at once if a slot of o is free, else queues it at
+// index at (-1: last), and reports whether it queued it. A stream queued
+// for a catch-up with its headers out gets its next heartbeat's time
+// (see beatWhileQueued).
+func (h *Hub) place(st *stream, o *openers, at int) (queued bool) {
+	h.omu.Lock()
+	if o.n < o.max {
+		o.n++
+		st.queuedBeat.Store(0)
+		h.omu.Unlock()
+		st.slot = o
+		go st.runOpening()
+		return false
+	}
+	if at < 0 || at > len(o.queue) {
+		at = len(o.queue)
+	}
+	o.queue = slices.Insert(o.queue, at, st)
+	if o == &h.catchUps && st.headSent && st.conn != nil {
+		st.queuedBeat.Store(time.Now().Add(h.o.Heartbeat).UnixNano())
+	}
+	h.omu.Unlock()
+	return true
 }
 
 // runOpening runs the stream's stage of opening and gives up its slot. A
@@ -278,18 +292,7 @@ func (st *stream) beatWhileQueued() bool {
 		h.streams.Done() // the opening's count
 		return true
 	}
-	h.omu.Lock()
-	if o.n < o.max {
-		o.n++
-		st.queuedBeat.Store(0)
-		h.omu.Unlock()
-		st.slot = o
-		go st.runOpening()
-		return false
-	}
-	o.queue = slices.Insert(o.queue, min(i, len(o.queue)), st)
-	st.queuedBeat.Store(time.Now().Add(h.o.Heartbeat).UnixNano())
-	h.omu.Unlock()
+	h.place(st, o, i)
 	return false
 }
 
