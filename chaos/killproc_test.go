@@ -81,6 +81,9 @@ func (s *killServer) start() time.Duration {
 		// Callers are not tracked as offline while the server is down: a
 		// call cancelled for that would hide what the check looks for.
 		"-heartbeat-timeout", "10m",
+		// The machine's PostgreSQL is shared with the other packages'
+		// tests (see testkit.Start).
+		"-pg-max-conns", "8",
 		"-log-level", "warn")
 	cmd.Env = append(os.Environ(), s.env...)
 	cmd.Stdout, cmd.Stderr = log, log

@@ -111,6 +111,12 @@ func Start(t testing.TB, opts ...Option) *Server {
 	st.cfg.AdminToken = AdminToken
 	st.cfg.RateLimit = 0
 	st.cfg.WebhookAllowPrivate = true
+	// Tests share the machine's PostgreSQL (max_connections 100) with the
+	// other packages' tests running at once: a 3-node cluster at the
+	// default pool (16, and 4 for presence, a node) held 60 connections,
+	// and parallel cluster tests ran it out ("too many clients", a 503 in
+	// CI). 8 a node is more than any test's load uses.
+	st.cfg.PGMaxConns = 8
 	for _, o := range opts {
 		o(&st)
 	}
