@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,9 +37,15 @@ type JWKS struct {
 	log  *slog.Logger
 	http *http.Client
 	// unknownKID limits the fetches caused by tokens naming a kid not in
-	// the cached set: shared by every key set Run swaps in, so a flood of
-	// made-up kids costs the provider one request per period.
-	unknownKID   *rate.Limiter
+	// the cached set, so a flood of made-up kids costs the provider one
+	// request per period.
+	unknownKID *rate.Limiter
+	// learning is closed when the fetch for an unknown kid in flight
+	// ends; nil while none is. Tokens naming a kid the cache lacks wait
+	// for that fetch rather than each asking the limiter, which would
+	// refuse all but the first while the provider's new key is on its way.
+	mu           sync.Mutex
+	learning     chan struct{}
 	refreshEvery time.Duration
 	retryMin     time.Duration
 	retryMax     time.Duration
@@ -50,7 +57,10 @@ type JWKSOptions struct {
 	URL    string       // the provider's JWKS address (required)
 	Logger *slog.Logger // nil discards
 	// RefreshEvery is how often the key set is fetched again, to see keys
-	// added and revoked (default 1 h, as keyfunc's).
+	// added and revoked (default 5 min): a key the provider removed is
+	// trusted until then (plus a minute of the token cache), so this is
+	// the revocation delay. keyfunc's hour was too long for that, and a
+	// few KiB per node every few minutes cost the provider nothing.
 	RefreshEvery time.Duration
 	// UnknownKIDEvery is the least time between two fetches caused by a
 	// token with an unknown kid (default 30 s).
@@ -62,10 +72,11 @@ type JWKSOptions struct {
 	RetryMin, RetryMax time.Duration
 }
 
-// jwksFetchTimeout bounds one fetch of the key set, including a request's
-// wait for the unknown-kid rate limiter: a request naming an unknown kid
-// waits at most this long, and only when the limiter is about to allow a
-// fetch; otherwise it is refused at once.
+// jwksFetchTimeout bounds one fetch of the key set, and a request's wait
+// for the unknown-kid rate limiter: a request naming an unknown kid waits
+// for a slot only when the limiter allows one within this long (and is
+// refused at once otherwise), then for the fetch, which has the whole
+// bound of its own.
 const jwksFetchTimeout = 5 * time.Second
 
 // jwksMaxBytes bounds the key set document: a few keys take a few KiB.
@@ -99,7 +110,7 @@ func NewJWKS(o JWKSOptions) (*JWKS, error) {
 			*d = v
 		}
 	}
-	def(&o.RefreshEvery, time.Hour)
+	def(&o.RefreshEvery, 5*time.Minute)
 	def(&o.UnknownKIDEvery, 30*time.Second)
 	def(&o.RetryMin, time.Second)
 	def(&o.RetryMax, time.Minute)
@@ -153,19 +164,16 @@ func (j *JWKS) fetch(ctx context.Context) (int, error) {
 		Client:      j.http,
 		Ctx:         ctx,
 		HTTPTimeout: jwksFetchTimeout,
-		// A refresh on an unknown kid failing (the provider down) is
-		// logged here; the token is refused, the cached keys stay.
-		RefreshErrorHandler: func(ctx context.Context, err error) {
-			j.log.Warn("identity provider key set not refreshed for an unknown kid", "url", j.url, "err", err)
-		},
 	})
 	if err != nil {
 		return 0, err
 	}
+	// No RefreshUnknownKID: jwkset would wait for the limiter and fetch
+	// under one deadline (a request that waited 4.5 s left the fetch
+	// 0.5 s) and refuse every token but the first while that fetch is in
+	// flight. learn does both.
 	client, err := jwkset.NewHTTPClient(jwkset.HTTPClientOptions{
-		HTTPURLs:          map[string]jwkset.Storage{j.url: storage},
-		RefreshUnknownKID: j.unknownKID,
-		RateLimitWaitMax:  jwksFetchTimeout,
+		HTTPURLs: map[string]jwkset.Storage{j.url: storage},
 	})
 	if err != nil {
 		return 0, err
@@ -199,24 +207,74 @@ func (j *JWKS) key(ctx context.Context, t *jwt.Token) (any, error) {
 	if kid == "" {
 		return nil, errNoKID
 	}
-	// A refresh for an unknown kid runs past the request that asked for
-	// it (bounded by the fetch's own timeout): it takes the rate
-	// limiter's slot (UnknownKIDEvery) for everyone, and a client that
-	// hung up at once cancelled it, leaving the provider's newly published
-	// key unlearnt until the slot came round again.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*jwksFetchTimeout)
-	defer cancel()
 	// Read first on its own so "unknown kid" (including a refresh refused
 	// by the rate limiter or failed) is told apart from a key that does
 	// not fit; the keyfunc's own read below then hits the cache.
 	if _, err := ks.storage.KeyRead(ctx, kid); err != nil {
-		return nil, errUnknownKID
+		if !j.learn(ctx) {
+			return nil, errUnknownKID
+		}
+		if ks = j.current.Load(); ks == nil {
+			return nil, errUnknownKID
+		}
+		if _, err := ks.storage.KeyRead(ctx, kid); err != nil {
+			return nil, errUnknownKID
+		}
 	}
 	key, err := ks.keyfunc.KeyfuncCtx(ctx)(t)
 	if err != nil || !keyFits(t.Method.Alg(), key) {
 		return nil, errKeyMismatch
 	}
 	return key, nil
+}
+
+// learn fetches the key set again for a token whose kid the cached set
+// lacks, and reports whether a fetch ended meanwhile (its keys then
+// current). A token arriving while such a fetch is in flight waits for it
+// instead of asking the limiter again; the first one waits for the
+// limiter's next slot only when it comes within jwksFetchTimeout. The
+// fetch runs on the request's goroutine but not on its context, with a
+// whole jwksFetchTimeout: it serves every token waiting, so a client that
+// hangs up at once must not cancel it (the slot would be spent and the
+// provider's newly published key left unlearnt until the next one).
+func (j *JWKS) learn(ctx context.Context) bool {
+	j.mu.Lock()
+	if done := j.learning; done != nil {
+		j.mu.Unlock()
+		select {
+		case <-done:
+			return true
+		case <-ctx.Done():
+			return false
+		case <-time.After(2 * jwksFetchTimeout):
+			return false
+		}
+	}
+	r := j.unknownKID.Reserve()
+	if delay := r.Delay(); delay > jwksFetchTimeout {
+		r.Cancel()
+		j.mu.Unlock()
+		return false
+	}
+	done := make(chan struct{})
+	j.learning = done
+	j.mu.Unlock()
+	defer func() {
+		j.mu.Lock()
+		j.learning = nil
+		j.mu.Unlock()
+		close(done)
+	}()
+	if delay := r.Delay(); delay > 0 {
+		time.Sleep(delay)
+	}
+	fetchCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), jwksFetchTimeout)
+	defer cancel()
+	if _, err := j.fetch(fetchCtx); err != nil {
+		j.log.Warn("identity provider key set not refreshed for an unknown kid", "url", j.url, "err", err)
+		return false
+	}
+	return true
 }
 
 // keyFits pins each algorithm to its key type, so a token cannot pick how
