@@ -64,7 +64,8 @@ var (
 		FROM (SELECT id, time FROM events ORDER BY id LIMIT ?) x) f
 	WHERE f.stop IS NULL OR f.id < f.stop)`
 
-	sqlOldestEventID = `SELECT COALESCE(MIN(id), 0) FROM events`
+	// OldestEventIDSQL reads the smallest event id kept, 0 when none is.
+	OldestEventIDSQL = `SELECT COALESCE(MIN(id), 0) FROM events`
 
 	// eventColumnsE is EventColumns qualified for a query joining events
 	// as e.
@@ -101,7 +102,7 @@ func NewEventLog(bindType int, pool func() (sqlx.QueryerContext, error), failed 
 		pendingInvitations:    sqlx.Rebind(bindType, PendingInvitationsSQL),
 		unreceivedInvitations: sqlx.Rebind(bindType, UnreceivedInvitationsSQL),
 		eventRecipients:       sqlx.Rebind(bindType, EventRecipientsSQL),
-		oldestEventID:         sqlOldestEventID,
+		oldestEventID:         OldestEventIDSQL,
 	}
 }
 

@@ -96,9 +96,99 @@ func (s *Store) NewestEventIDs(ctx context.Context, users []string) (map[string]
 const pruneBatch = 1000
 
 // PruneEvents deletes the events older than before (Unix ms), a batch per
-// transaction, and returns how many it deleted.
+// transaction, and returns how many it deleted; then it deletes the
+// event_users rows of users none of whose events is left (see
+// pruneEventUsers).
 func (s *Store) PruneEvents(ctx context.Context, before int64) (int64, error) {
-	return s.pruneLoop(ctx, "events", sqlx.Rebind(sqlx.DOLLAR, db.PruneEventsSQL), before)
+	n, err := s.pruneLoop(ctx, "events", sqlx.Rebind(sqlx.DOLLAR, db.PruneEventsSQL), before)
+	if err != nil {
+		return n, err
+	}
+	users, err := s.pruneEventUsers(ctx)
+	if users > 0 {
+		s.log.Info("pruned the id rows of users with no event left", "deleted", users)
+	}
+	return n, err
+}
+
+// The sweep of event_users (pruneEventUsers).
+const (
+	sqlEventUsersPage     = `SELECT user_id, last_id FROM event_users WHERE user_id > $1 ORDER BY user_id LIMIT $2`
+	sqlLockEventUsersGone = `SELECT user_id FROM event_users WHERE user_id = ANY($1) ORDER BY user_id
+		FOR UPDATE SKIP LOCKED`
+	sqlDeleteEventUsersGone = `DELETE FROM event_users WHERE user_id = ANY($1) AND ($2::bigint = 0 OR last_id < $2::bigint)`
+)
+
+// pruneEventUsers deletes the event_users rows whose user has no event
+// left in the log: every user ever invited has one (made-up user ids
+// included: a caller inviting nine new ids a request left nine rows that
+// outlived every retention), and the busy check makes rows for users it
+// only looks at (last_id 0). Such a user is then as one never seen: a new
+// stream starts at id 0, and the next event recreates the row with a
+// larger id (one sequence for all). It walks the table by user id, a page
+// per statement, so it holds nothing for long.
+//
+// A row may go when its last_id is below the oldest event kept, read
+// after the row is locked: a user's ids are taken under that row lock, so
+// while the sweep holds it no event of the user is in flight, and last_id
+// is the user's newest committed one. (Read before the lock, an event
+// committing in between, with an id below the oldest read, would lose its
+// row.) Rows a writer holds are skipped until the next sweep.
+func (s *Store) pruneEventUsers(ctx context.Context) (int64, error) {
+	oldest, err := s.OldestEventID(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for cursor := ""; ctx.Err() == nil; {
+		q, err := s.query()
+		if err != nil {
+			return total, err
+		}
+		var page []struct {
+			User   string `db:"user_id"`
+			LastID int64  `db:"last_id"`
+		}
+		if err := sqlx.SelectContext(ctx, q, &page, sqlEventUsersPage, cursor, pruneBatch); err != nil {
+			return total, s.failed(fmt.Errorf("db: prune event users: %w", err))
+		}
+		if len(page) == 0 {
+			break
+		}
+		cursor = page[len(page)-1].User
+		var gone []string
+		for _, r := range page {
+			if oldest == 0 || r.LastID < oldest {
+				gone = append(gone, r.User)
+			}
+		}
+		if len(gone) > 0 {
+			err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+				var locked []string
+				if err := tx.SelectContext(ctx, &locked, sqlLockEventUsersGone, gone); err != nil || len(locked) == 0 {
+					return err
+				}
+				var now int64
+				if err := tx.QueryRowContext(ctx, db.OldestEventIDSQL).Scan(&now); err != nil {
+					return err
+				}
+				res, err := tx.ExecContext(ctx, sqlDeleteEventUsersGone, locked, now)
+				if err != nil {
+					return err
+				}
+				n, err := res.RowsAffected()
+				total += n
+				return err
+			})
+			if err != nil {
+				return total, fmt.Errorf("db: prune event users: %w", err)
+			}
+		}
+		if len(page) < pruneBatch {
+			break
+		}
+	}
+	return total, nil
 }
 
 // The retention of ended calls: the oldest pruneBatch, their users first
