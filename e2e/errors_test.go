@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -137,6 +138,29 @@ func TestRateLimited(t *testing.T) {
 	}
 	// Other users are not affected.
 	s.Client("bob").Get("/calls").Want(http.StatusOK)
+}
+
+// A stream's replay of the log counts against its user's rate limit by
+// its bytes, as an answer's body does: a user reconnecting from an old id
+// replayed its whole kept log for one request's token each (a review: 8
+// MB/s within a limit that holds answers to 3.2 MB/s).
+func TestStreamReplayIsCharged(t *testing.T) {
+	s := testkit.Start(t, testkit.WithConfig(func(c *app.Config) { c.RateLimit, c.RateBurst = 1, 20 }))
+	mallory := s.Client("mallory")
+	// Each callInvitationCreated holds it twice (the call's and the
+	// caller's), each control character escaped to six bytes: 15 of them
+	// are some 370 KB, about 6 requests' worth at 64 KiB.
+	big := strings.Repeat("\x01", 2048)
+	for i := range 15 {
+		mallory.Invite(map[string]any{"extendedData": big, "timeout": 600}, fmt.Sprintf("ghost-%d", i))
+	}
+	log := s.Log("mallory")
+	st := s.Stream("mallory", "", fmt.Sprint(log[0].ID-1))
+	st.WaitFor("callInvitationCreated", func(e testkit.Event) bool { return e.ID() == log[len(log)-1].ID }, 5*time.Second)
+	st.Close()
+	// 20 − 15 creates − 1 stream (+ a token a second) left about 4, less
+	// the replay's 6: the next request waits.
+	mallory.Get("/calls?count=1").WantProblem(http.StatusTooManyRequests, "rate_limited")
 }
 
 // A repeated POST with the same Idempotency-Key returns the first answer

@@ -60,10 +60,11 @@ func (l *rateLimiter) allow(key string) (ok bool, retryAfter time.Duration) {
 }
 
 // charge takes n more tokens from key's bucket, for a request that cost
-// more than one (see bytesPerToken). The bucket may go below zero, so the
-// next requests wait, but not below -burst: one huge answer must not
-// lock its user out for long.
-func (l *rateLimiter) charge(key string, n float64) {
+// more than one (see bytesPerToken), and says how long until the bucket
+// is back at zero. The bucket may go below zero, so the next requests
+// wait, but not below -burst: one huge answer must not lock its user out
+// for long.
+func (l *rateLimiter) charge(key string, n float64) (owed time.Duration) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -74,6 +75,10 @@ func (l *rateLimiter) charge(key string, n float64) {
 	}
 	b.refill(now, l.rate, l.burst)
 	b.tokens = max(b.tokens-n, -l.burst)
+	if b.tokens >= 0 {
+		return 0
+	}
+	return time.Duration(-b.tokens / l.rate * float64(time.Second))
 }
 
 // wait says how long until key has a token, without taking one (0: now).
@@ -121,7 +126,12 @@ func (l *rateLimiter) middleware(next http.Handler) http.Handler {
 			return
 		}
 		if r.URL.Path == eventsRoute {
-			next.ServeHTTP(w, r) // a stream: bounded by the streams a user may hold
+			// A stream: bounded by the streams a user may hold. What it
+			// replays from the log is charged by the bytes as it goes, as
+			// an answer's body is, and waits when over (sse.Charge).
+			next.ServeHTTP(w, r.WithContext(sse.WithCharge(r.Context(), func(n int) time.Duration {
+				return l.charge(key, float64(n)/bytesPerToken)
+			})))
 			return
 		}
 		cw := &countingWriter{ResponseWriter: w}

@@ -351,6 +351,8 @@ type rig struct {
 	srv *httptest.Server
 	// served counts the handler calls that have returned.
 	served atomic.Int64
+	// charge, when set before streams open, is their Charge.
+	charge Charge
 }
 
 func newRig(t testing.TB, o Options, configure ...func(*http.Server)) *rig {
@@ -379,6 +381,9 @@ func newRig(t testing.TB, o Options, configure ...func(*http.Server)) *rig {
 	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		q := req.URL.Query()
 		left, _ := time.ParseDuration(q.Get("left")) // the token's time left (none: 0)
+		if r.charge != nil {
+			req = req.WithContext(WithCharge(req.Context(), r.charge))
+		}
 		hub.ServeEvents(w, req, q.Get("user"), q.Get("device"), left)
 		r.served.Add(1)
 	}))

@@ -25,6 +25,8 @@ type metrics struct {
 	// parked is how many delivery and presence reports wait for the store
 	// to answer again (see deliveryAttempts).
 	parked prometheus.Gauge
+	// replayWaits counts catch-ups paused for their user's share (Charge).
+	replayWaits prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -78,6 +80,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "callsig_sse_reports_parked",
 			Help: "Delivery and presence reports that failed every quick retry (the store out of reach) and are tried again every second until it answers.",
 		}),
+		replayWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "callsig_sse_replay_waits_total",
+			Help: "Times a stream catching up from the event log waited before its next page: its user's replays were over the rate limit's share (one request per 64 KiB).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -117,6 +123,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.parked, err = prom.Register(reg, m.parked); err != nil {
+		return nil, err
+	}
+	if m.replayWaits, err = prom.Register(reg, m.replayWaits); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -82,7 +82,7 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 	hdr.Set("Cache-Control", "no-cache")
 	hdr.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 
-	st := &stream{h: h, w: w, rc: rc, user: userID, device: deviceID, deadlines: true}
+	st := &stream{h: h, w: w, rc: rc, user: userID, device: deviceID, deadlines: true, charge: chargeFrom(r.Context())}
 	if tokenLeft > 0 {
 		// Measured from now on the hub's clock, so tests drive it.
 		st.expires = h.o.Clock.Now().Add(tokenLeft)
@@ -220,6 +220,12 @@ type stream struct {
 	w   http.ResponseWriter      // nil once hijacked
 	rc  *http.ResponseController // nil once hijacked
 	sub *subscriber
+
+	// charge counts what the stream writes from the log against its
+	// user's share (nil: free); owed is the wait the last page left to
+	// serve before the next (see pay, pause).
+	charge Charge
+	owed   time.Duration
 	// ctx bounds the stream's log reads: cancelled (see cancel) when the
 	// client leaves, when the stream ends and, once the stream is
 	// interruptible (see open), when the hub shuts down.
@@ -692,7 +698,9 @@ func (st *stream) resumeFrom(last, head int64) (gap, more bool, err error) {
 	if err != nil || gap {
 		return gap, false, err
 	}
-	return false, len(list) == pageSize, st.writePage(list, false)
+	n, err := st.writePage(list, false)
+	st.pay(n)
+	return false, len(list) == pageSize, err
 }
 
 // movedEventID returns the last id SQLite had given when the log was
@@ -750,6 +758,9 @@ func (st *stream) pending(list []calls.Event, head int64) error {
 // not checked: its position is recent, far from what pruning removes.
 func (st *stream) catchUp(lagging bool, checkFrom int) error {
 	for page := 0; ; page++ {
+		if err := st.pause(); err != nil {
+			return err
+		}
 		var list []calls.Event
 		from, gap := st.lastID, false
 		err := st.read(func(ctx context.Context) (err error) {
@@ -770,30 +781,35 @@ func (st *stream) catchUp(lagging bool, checkFrom int) error {
 			_ = st.flush()
 			return errPrunedBehind
 		}
-		if err := st.writePage(list, lagging); err != nil {
+		n, err := st.writePage(list, lagging)
+		if err != nil {
 			return err
 		}
+		st.pay(n)
 		if len(list) < pageSize {
 			return nil
 		}
 	}
 }
 
-// writePage writes a page of the log read by a catch-up. A lagging
-// stream's frames carry their event's time as the start of their delivery
-// lag (on the real clock only: a fake one's times are not wall times).
-func (st *stream) writePage(list []calls.Event, lagging bool) error {
+// writePage writes a page of the log read by a catch-up, and returns the
+// bytes of its frames. A lagging stream's frames carry their event's time
+// as the start of their delivery lag (on the real clock only: a fake
+// one's times are not wall times).
+func (st *stream) writePage(list []calls.Event, lagging bool) (n int, err error) {
 	_, realClock := st.h.o.Clock.(calls.SystemClock)
 	for i := range list {
 		var at time.Time
 		if lagging && realClock {
 			at = time.UnixMilli(list[i].Time)
 		}
-		if err := st.writeFrame(newFrame(&list[i], at)); err != nil {
-			return err
+		f := newFrame(&list[i], at)
+		n += len(f.bytes)
+		if err := st.writeFrame(f); err != nil {
+			return n, err
 		}
 	}
-	return nil
+	return n, nil
 }
 
 // run writes live events and heartbeats until the stream ends, for a

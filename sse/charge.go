@@ -1,0 +1,72 @@
+package sse
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Charge counts bytes a stream wrote from the log against its user's
+// share (the per-user rate limit) and returns how long the stream is to
+// wait before it reads more: a stream resuming from an old id replays the
+// user's whole kept log, megabytes for one request's worth, and a client
+// reconnecting in a loop replayed it again and again (a review: 8 MB/s
+// from one user within a rate limit that holds answers to 3.2 MB/s),
+// each replay holding one of the shared read turns a page at a time.
+// Events handed to a stream as they commit are not charged.
+type Charge func(bytes int) (wait time.Duration)
+
+type chargeKey struct{}
+
+// WithCharge returns ctx carrying charge, for the request whose stream
+// ServeEvents serves: the rate limit that knows the user attaches it.
+func WithCharge(ctx context.Context, charge Charge) context.Context {
+	return context.WithValue(ctx, chargeKey{}, charge)
+}
+
+func chargeFrom(ctx context.Context) Charge {
+	c, _ := ctx.Value(chargeKey{}).(Charge)
+	return c
+}
+
+// pay charges the bytes of a page the stream wrote from the log; the wait
+// it owes is served before its next read of a page (see pause).
+func (st *stream) pay(bytes int) {
+	if st.charge != nil && bytes > 0 {
+		st.owed = st.charge(bytes)
+	}
+}
+
+// pause serves the wait a catch-up owes before it reads its next page,
+// writing the heartbeats that fall due meanwhile, until the stream ends.
+// No read turn is held while it waits.
+func (st *stream) pause() error {
+	d := st.owed
+	st.owed = 0
+	if d <= 0 {
+		return nil
+	}
+	octx, ocancel := st.opContext()
+	defer ocancel()
+	if st.conn != nil && st.state.Load() == live {
+		defer st.watchClient()()
+	}
+	st.h.m.replayWaits.Inc()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	beat := time.NewTimer(time.Until(st.nextBeat))
+	defer beat.Stop()
+	for {
+		select {
+		case <-t.C:
+			return nil
+		case <-octx.Done():
+			return fmt.Errorf("sse: wait to replay more of the log: %w", octx.Err())
+		case <-beat.C:
+			if err := st.beat(); err != nil {
+				return err
+			}
+			beat.Reset(st.h.o.Heartbeat)
+		}
+	}
+}
