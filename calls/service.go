@@ -9,11 +9,13 @@ import (
 type Config struct {
 	MaxCallUsers int // users ever in one call, caller included (default 10)
 	// MaxStartedCalls bounds the started calls a user may be accepted in
-	// and still create an advanced call (0: no bound). An advanced call ends only
+	// and still create a call (0: no bound). An advanced call ends only
 	// by end or when nobody is left accepted or pending, and its caller
 	// is accepted: a caller with no stream (untracked) whose invitees all
 	// timed out holds it started for good, past every retention, so one
-	// user creating them in a loop grew the calls without end.
+	// user creating them in a loop grew the calls without end. Pending
+	// general calls count too: each is rewritten when its caller's
+	// presence changes (see Service.inviteChecks).
 	MaxStartedCalls  int
 	NotReceivedAfter time.Duration // enableNotReceivedCheck delay (default 5s)
 	HeartbeatTimeout time.Duration // caller-offline grace (default 30s)

@@ -166,9 +166,32 @@ func TestStartedCallsPerUserAreBounded(t *testing.T) {
 		mallory.Action(ids[0], "end", nil).Want(http.StatusOK)
 		mallory.Invite(map[string]any{"mode": "advanced"}, "ghost10")
 		mallory.Post("/calls", map[string]any{"invitees": []string{"ghost11"}, "mode": "advanced"}).WantProblem(http.StatusConflict, "invalid_state")
-		// A general call ends by itself once its invitees are done: not
-		// bounded so.
-		mallory.Invite(nil, "ghost12")
+		// A general call too: each pending one is rewritten when its
+		// caller's stream opens or closes.
+		mallory.Post("/calls", map[string]any{"invitees": []string{"ghost12"}}).WantProblem(http.StatusConflict, "invalid_state")
+	})
+}
+
+// Pending general calls count against CALLSIG_MAX_STARTED_CALLS_PER_USER:
+// within a 600-s timeout a caller at the rate limit held some 30,000, and
+// every open and close of its stream rewrote each of them on the writer.
+// Once one ends (here it times out), there is room for another.
+func TestPendingGeneralCallsAreBounded(t *testing.T) {
+	testkit.Matrix(t, func(t *testing.T, backend testkit.Option) {
+		s := testkit.Start(t, backend, testkit.WithFakeClock(), testkit.WithConfig(func(c *app.Config) { c.MaxStartedCalls = 3 }))
+		mallory := s.Client("mallory")
+		st := s.Stream("mallory", "", "") // tracked: its presence changes rewrite them
+		defer st.Close()
+		first := mallory.Invite(map[string]any{"timeout": 1}, "ghost0").CallID
+		mallory.Invite(map[string]any{"timeout": 60}, "ghost1")
+		mallory.Invite(map[string]any{"timeout": 60}, "ghost2")
+		p := mallory.Post("/calls", map[string]any{"invitees": []string{"ghost3"}}).WantProblem(http.StatusConflict, "invalid_state")
+		if !strings.Contains(p.Detail, "3 started calls") {
+			t.Errorf("detail %q, want it to say how many", p.Detail)
+		}
+		s.Advance(2 * time.Second)
+		waitCall(t, mallory, first, func(c testkit.Call) bool { return c.State == calls.CallEnded })
+		mallory.Invite(nil, "ghost3")
 	})
 }
 
