@@ -163,6 +163,22 @@ func TestStreamReplayIsCharged(t *testing.T) {
 	mallory.Get("/calls?count=1").WantProblem(http.StatusTooManyRequests, "rate_limited")
 }
 
+// An Idempotency-Key stores what the service answered, refusals included,
+// but not a request refused for its form before it ran (the spec's schema):
+// the same key with the body corrected acts, as with Stripe's keys.
+func TestIdempotencyKeyOfARefusal(t *testing.T) {
+	s := testkit.Start(t)
+	alice := s.Client("alice")
+	alice.SkipSpec = true // the first body breaks the spec on purpose
+	alice.Header.Set("Idempotency-Key", "k-schema")
+	alice.Post("/calls", map[string]any{"invitees": []string{}}).WantProblem(http.StatusBadRequest, "invalid_request")
+	alice.Post("/calls", map[string]any{"invitees": []string{"bob"}}).Want(http.StatusCreated)
+	// Refused by the service: stored, and the key is spent.
+	alice.Header.Set("Idempotency-Key", "k-self")
+	alice.Post("/calls", map[string]any{"invitees": []string{"alice"}}).WantProblem(http.StatusBadRequest, "invalid_request")
+	alice.Post("/calls", map[string]any{"invitees": []string{"bob"}}).WantProblem(http.StatusUnprocessableEntity, "idempotency_conflict")
+}
+
 // A repeated POST with the same Idempotency-Key returns the first answer
 // and creates nothing new.
 func TestIdempotentInvite(t *testing.T) {
