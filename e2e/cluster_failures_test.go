@@ -285,3 +285,37 @@ func TestClusterOneNodeLosesPostgres(t *testing.T) {
 	bob.expect(ev(calls.EventReceived, c3), changed(c3, "bob=received"))
 	bob.seenExactlyTheLog()
 }
+
+// A node stopped (SIGTERM, a scale-down, a rolling restart) during an
+// attempt releases the delivery, due at once; nothing wakes the other
+// nodes' dispatchers, so it waited until one of them committed a webhook
+// of its own (a review: none within 30 s). They look at the outbox every
+// few seconds (the same gap let a killed node's attempts wait past their
+// leases).
+func TestClusterSendsWhatAStoppedNodeReleased(t *testing.T) {
+	s := testkit.Start(t, testkit.WithBackend(testkit.Cluster))
+	rcv := s.NewReceiver()
+	wh := s.RegisterWebhook(rcv, "call.created")
+	release := rcv.Hold()
+	defer release()
+	s.Client("alice").OnNode(0).Invite(nil, "bob")
+	rcv.WaitInFlight(1)
+	s.StopNode(0)
+	rcv.WaitInFlight(0)
+	release()
+	first := rcv.Deliveries()
+	if len(first) != 1 {
+		t.Fatalf("receiver got %d deliveries before the stop, want 1", len(first))
+	}
+	stopped := time.Now()
+	if !wait.Until(30*time.Second, func() bool {
+		for _, d := range rcv.Deliveries() {
+			if d.ID == first[0].ID && d.Received.After(stopped) {
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("30 s after node 0 stopped and released it, no other node sent delivery %s: %+v", first[0].ID, s.WebhookDeliveries(wh.ID))
+	}
+}

@@ -99,6 +99,15 @@ func (d *Dispatcher) send(ctx context.Context, a Attempt) (status int, retryAfte
 		return 0, 0, "", describe(err)
 	}
 	defer res.Body.Close()
+	if res.StatusCode < 200 {
+		// 101 Switching Protocols: the transport hands the connection
+		// over as the body, past the client's timeout and ctx, and a
+		// read waited as long as the receiver held it (a worker and a
+		// share slot for good, and a shutdown that never ended). No
+		// webhook answer is an upgrade; closing the body closes it.
+		d.metrics.latency.Observe(time.Since(start).Seconds())
+		return res.StatusCode, 0, "", nil
+	}
 	raw, rerr := io.ReadAll(io.LimitReader(res.Body, MaxResponseBody))
 	d.metrics.latency.Observe(time.Since(start).Seconds())
 	if rerr != nil && ctx.Err() != nil {

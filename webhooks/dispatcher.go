@@ -57,6 +57,14 @@ type DispatcherOptions struct {
 	Jitter   Jitter        // default TenPercent
 	// UserAgent is sent with every delivery.
 	UserAgent string
+	// Poll, when set, is the longest the dispatcher goes without looking
+	// at the outbox while it knows of nothing due (0: it waits for a
+	// wake-up). Another process's work wakes no one here: in a cluster,
+	// what a node stopped during an attempt released, the attempts of a
+	// node that died once their leases lapse, and the retries it had
+	// scheduled, were sent only when a survivor happened to commit a
+	// webhook of its own (a review: none within 90 s of a kill).
+	Poll time.Duration
 }
 
 // Dispatcher drains the webhook outbox: it claims due deliveries, sends
@@ -81,6 +89,7 @@ type Dispatcher struct {
 	jitter    Jitter
 	userAgent string
 	maxWait   time.Duration // maxTimerWait, but in tests
+	poll      time.Duration // DispatcherOptions.Poll
 
 	wake chan struct{} // buffered(1): "look at the outbox again"
 
@@ -138,7 +147,7 @@ func NewDispatcher(store Store, o DispatcherOptions) (*Dispatcher, error) {
 	}
 	return &Dispatcher{
 		store: store, clock: o.Clock, client: o.Client, log: o.Logger, metrics: m,
-		workers: o.Workers, share: o.Share, reserve: o.Workers / reserveDivisor, breakerO: o.Breaker, lease: o.Lease, jitter: o.Jitter, maxWait: maxTimerWait,
+		workers: o.Workers, share: o.Share, reserve: o.Workers / reserveDivisor, breakerO: o.Breaker, lease: o.Lease, jitter: o.Jitter, maxWait: maxTimerWait, poll: o.Poll,
 		userAgent: o.UserAgent, wake: make(chan struct{}, 1),
 		inflight: map[int64]int64{}, perEndpoint: map[string]int{}, unrecorded: map[string]int{}, breakers: map[string]*breaker{},
 	}, nil
@@ -391,6 +400,8 @@ func (d *Dispatcher) setTimer(at int64) {
 	if at != 0 && at <= now {
 		at = 0
 		d.Wake()
+	} else if d.poll > 0 && (at == 0 || at > now+d.poll.Milliseconds()) {
+		at = now + d.poll.Milliseconds()
 	}
 	if at > now+d.maxWait.Milliseconds() {
 		// A timer counts elapsed time, not the wall clock's: after the

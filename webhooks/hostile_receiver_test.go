@@ -251,3 +251,76 @@ func TestHugeResponseHeadersAreRefused(t *testing.T) {
 		t.Fatalf("an answer with %d bytes of headers: %s, last error %d bytes; want a failed attempt with a short error", len(big), d.Status, len(d.LastError))
 	}
 }
+
+// A receiver answering 101 Switching Protocols (with Connection: Upgrade)
+// and then saying nothing more made the transport hand the raw connection
+// over as the body: the client's timeout no longer ended the attempt,
+// which hung (a worker, a share slot, and the dispatcher's shutdown) for
+// as long as the receiver kept the connection open (a review).
+func TestSwitchingProtocolsAnswerEndsTheAttempt(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			go func() {
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: hold\r\n\r\n"))
+				// ...and never another byte, never a close.
+			}()
+		}
+	}()
+	r := newRig(t)
+	e := r.endpoint("http://" + ln.Addr().String() + "/hook")
+	_, stop := r.dispatcher(webhooks.DispatcherOptions{
+		Client: webhooks.NewClient(webhooks.ClientOptions{AllowPrivate: true, Timeout: time.Second}),
+	})
+	// Whatever happens, hang up at the end so the test can finish.
+	defer func() {
+		stopped := make(chan struct{})
+		go func() { stop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(3 * time.Second):
+			t.Errorf("the dispatcher did not stop within 3 s of its context's end: the attempt still hangs")
+		}
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		<-stopped
+	}()
+	r.call()
+	// The attempt must end (a failure, recorded) within its 1 s timeout.
+	var l []webhooks.Delivery
+	ok := wait.Until(5*time.Second, func() bool {
+		l, _ = r.store.WebhookDeliveries(context.Background(), e.ID, webhooks.DeliveryQuery{})
+		return len(l) == 1 && l[0].Attempts == 1
+	})
+	if !ok {
+		t.Errorf("5 s after the call, with a 1 s attempt timeout, the attempt is still not over: %+v", l)
+	}
+}

@@ -35,6 +35,7 @@ func (a *App) newWebhooks(opts Options) (*webhookParts, error) {
 		Lease:    a.Config.WebhookLease,
 		Workers:  a.Config.WebhookWorkers,
 		Share:    a.Config.WebhookShare,
+		Poll:     webhookPoll(a.Config),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("webhook dispatcher: %w", err)
@@ -57,3 +58,18 @@ func (a *App) newWebhooks(opts Options) (*webhookParts, error) {
 	}
 	return &webhookParts{dispatcher: d, retention: ret, registry: reg}, nil
 }
+
+// webhookPoll is how often a dispatcher on PostgreSQL looks at the outbox
+// while it knows of nothing due (webhooks.DispatcherOptions.Poll): other
+// nodes' released or lapsed attempts wake no one here. One indexed read a
+// node every few seconds. On SQLite this process is the only one.
+func webhookPoll(c Config) time.Duration {
+	if IsPostgresDSN(c.DB) {
+		return clusterWebhookPoll
+	}
+	return 0
+}
+
+// clusterWebhookPoll: a delivery a stopped node released waits at most this
+// long for another node; one a killed node held, its lease and this.
+const clusterWebhookPoll = 2 * time.Second
