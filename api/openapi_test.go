@@ -349,6 +349,8 @@ func TestDocumentationSchemas(t *testing.T) {
 		{schema: "CallInvitationTimeoutData", value: `{"callID":"Zk3vQ9mT2xLp8RwN4bYc7A","mode":"advanced"}`},
 		{schema: "TokenWillExpireData", value: `{"second":30}`},
 		{schema: "TokenWillExpireData", value: `{"second":-1}`, wantErr: true},
+		{schema: "RefusedData", value: `{"retry":5000,"reason":"the server holds as many connections as it allows; reconnect later"}`},
+		{schema: "RefusedData", value: `{"retry":5000}`, wantErr: true},
 		{schema: "CallUserStateChangedData", value: `{"callID":"Zk3vQ9mT2xLp8RwN4bYc7A","callUserList":[{"userID":"bob","state":"accepted","inviter":"alice","extendedData":"","updateTime":2}]}`},
 		{schema: "WebhookPayload", value: `{"type":"call.ended","timestamp":"2026-01-01T00:00:12Z","data":{"callID":"Zk3vQ9mT2xLp8RwN4bYc7A","operatedUserID":"alice","endTime":1,"reason":"caller_offline"}}`},
 		{schema: "WebhookPayload", value: `{"type":"call.push_requested","timestamp":"2026-01-01T00:00:12Z","data":{"callID":"Zk3vQ9mT2xLp8RwN4bYc7A","userID":"bob","kind":"invitation","pushConfig":{"title":"t"}}}`},

@@ -63,10 +63,11 @@ func TestConnectionCapKeepsHealthAnswering(t *testing.T) {
 		}
 	}
 	// An event stream at the cap: not a 503, on which EventSource would
-	// give up for good, but an empty stream asking for a later reconnection.
+	// give up for good, but an empty stream asking for a later
+	// reconnection, and saying so in its refused event.
 	res, body = fresh(t, s, "/events", s.Token("dave"))
 	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "text/event-stream" ||
-		!strings.HasPrefix(string(body), "retry: ") || strings.Contains(string(body), "id:") {
+		!strings.HasPrefix(string(body), "retry: 5000\nevent: refused\ndata: {\"retry\":5000,") || strings.Contains(string(body), "id:") {
 		t.Fatalf("event stream at the cap: %d %s %q", res.StatusCode, res.Header.Get("Content-Type"), body)
 	}
 	if got := scrapeMetric(t, s, "callsig_http_connections_max"); got != 3 {

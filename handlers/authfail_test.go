@@ -41,10 +41,11 @@ func TestFailedLoginsAreLimitedPerAddress(t *testing.T) {
 		t.Fatalf("a good token from the limited address: %d, want 429", code)
 	}
 	// Its event stream waits too, answered as EventSource comes back from:
-	// an empty stream with the wait as its retry.
+	// an empty stream with the wait as its retry, and the refused event.
 	if w := do(h, req{method: "GET", path: "/events", header: good, remote: guesser}); w.Code != 200 ||
-		w.Header().Get("Content-Type") != "text/event-stream" || !strings.Contains(w.Body.String(), "retry: ") {
-		t.Fatalf("a stream from the limited address: %d %q %q, want an empty stream with a retry", w.Code, w.Header().Get("Content-Type"), w.Body)
+		w.Header().Get("Content-Type") != "text/event-stream" || !strings.Contains(w.Body.String(), "retry: ") ||
+		!strings.Contains(w.Body.String(), "event: refused\n") {
+		t.Fatalf("a stream from the limited address: %d %q %q, want an empty stream with a retry and the refused event", w.Code, w.Header().Get("Content-Type"), w.Body)
 	}
 	// A token verified lately costs no signature check: bob goes on.
 	if code, _ := get(guesser, known); code == 401 || code == 429 {

@@ -91,8 +91,9 @@ func TestRateLimitedStreamIsAnEmptyStream(t *testing.T) {
 	w := open()
 	body := w.Body.String()
 	if w.Code != http.StatusOK || w.Header().Get("Content-Type") != "text/event-stream" ||
-		!strings.Contains(body, "retry: 2000\n") || !strings.Contains(body, "id: 42\n") {
-		t.Fatalf("stream over the limit: %d %q %q, want 200, an empty stream with retry: 2000 and id: 42", w.Code, w.Header().Get("Content-Type"), body)
+		!strings.Contains(body, "retry: 2000\n") || !strings.Contains(body, "id: 42\n") ||
+		!strings.Contains(body, "event: refused\ndata: {\"retry\":2000,\"reason\":\"rate limit exceeded; reconnect later\"}\n") {
+		t.Fatalf("stream over the limit: %d %q %q, want 200, an empty stream with retry: 2000, id: 42 and the refused event", w.Code, w.Header().Get("Content-Type"), body)
 	}
 }
 
