@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"callsig/internal/app"
 	"callsig/internal/testkit"
 )
 
@@ -21,7 +22,10 @@ import (
 // server of this test, on another loopback port, lets them mint tokens of
 // any lifetime or exp, move the clock (token expiry, invitation timeouts),
 // restart the server on its address and read a user's committed event log.
-// None of that is in the production server.
+// None of that is in the production server. A second server, on the wall
+// clock, holds each user to a request every 2 s (bursts of 2), for the
+// tests of a stream the server refuses (sse.Refuse); it shares the first
+// one's JWT secret, so the control's tokens are good on both.
 //
 // It runs in parallel with the other parallel tests: it waits far more
 // than it computes (30 s with 7 s of CPU, node included, under -race).
@@ -40,6 +44,7 @@ func TestSDKNode(t *testing.T) {
 	}
 	s := testkit.Start(t, testkit.WithFakeClock())
 	control := startSDKControl(t, s)
+	limited := testkit.Start(t, testkit.WithConfig(func(c *app.Config) { c.RateLimit, c.RateBurst = 0.5, 2 }))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -52,7 +57,7 @@ func TestSDKNode(t *testing.T) {
 	args := append([]string{"--test", "--test-concurrency=1", "--test-reporter=spec"}, files...)
 	cmd := exec.CommandContext(ctx, node, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CALLSIG_URL="+s.URL, "CALLSIG_CONTROL_URL="+control, "NO_COLOR=1")
+	cmd.Env = append(os.Environ(), "CALLSIG_URL="+s.URL, "CALLSIG_CONTROL_URL="+control, "CALLSIG_LIMITED_URL="+limited.URL, "NO_COLOR=1")
 	out, err := cmd.CombinedOutput()
 	t.Logf("node --test:\n%s", out)
 	if err != nil {

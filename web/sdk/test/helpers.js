@@ -8,8 +8,10 @@ import {CallsigClient} from '../callsig.js';
 
 export const URL = process.env.CALLSIG_URL;
 export const CONTROL = process.env.CALLSIG_CONTROL_URL;
-if (!URL || !CONTROL) {
-  throw new Error('run these through the Go test: go test ./e2e -run TestSDKNode (it sets CALLSIG_URL and CALLSIG_CONTROL_URL)');
+/** A second server that allows each user a request every 2 s, in bursts of 2 (the control's tokens are good there too). */
+export const LIMITED_URL = process.env.CALLSIG_LIMITED_URL;
+if (!URL || !CONTROL || !LIMITED_URL) {
+  throw new Error('run these through the Go test: go test ./e2e -run TestSDKNode (it sets CALLSIG_URL, CALLSIG_CONTROL_URL and CALLSIG_LIMITED_URL)');
 }
 
 async function control(method, path) {

@@ -6,13 +6,14 @@ import http from 'node:http';
 import {URL} from './helpers.js';
 
 /**
- * Passes req to the server and its answer back: the head once head
- * resolves, the body once body resolves. Once cut resolves, the answer
- * ends (the server's stream with it) after a `retry: 10`, so the
- * EventSource, which is not closed, comes back by itself 10 ms later.
+ * Passes req to the server (to: its URL, the server under test when left
+ * out) and its answer back: the head once head resolves, the body once
+ * body resolves. Once cut resolves, the answer ends (the server's stream
+ * with it) after a `retry: 10`, so the EventSource, which is not closed,
+ * comes back by itself 10 ms later.
  */
-export function forward(req, res, {head, body, cut} = {}) {
-  const up = http.request(URL + req.url, {method: req.method, headers: req.headers});
+export function forward(req, res, {head, body, cut, to = URL} = {}) {
+  const up = http.request(to + req.url, {method: req.method, headers: req.headers});
   res.on('close', () => up.destroy());
   up.on('error', () => res.destroy());
   up.on('response', async (ur) => {
@@ -30,20 +31,22 @@ export function forward(req, res, {head, body, cut} = {}) {
 }
 
 /**
- * A proxy to the server that records every GET /events: its access_token
- * and lastEventID (query), Last-Event-ID (header) and when the client
- * closed it. plan(n, req, res) answers the nth stream; every other request
- * is forwarded.
+ * A proxy to the server (to: its URL, the server under test when left out)
+ * that records every GET /events: its access_token and lastEventID
+ * (query), Last-Event-ID (header), when it was asked for (at) and when it
+ * ended (closed, and gone once it has).
+ * plan(n, req, res) answers the nth stream; every other request is
+ * forwarded.
  */
-export function streamProxy(plan) {
+export function streamProxy(plan, to = URL) {
   const streams = [];
   const waiters = [];
   const server = http.createServer((req, res) => {
     const u = new globalThis.URL(req.url, 'http://proxy');
-    if (req.method !== 'GET' || u.pathname !== '/events') return forward(req, res);
+    if (req.method !== 'GET' || u.pathname !== '/events') return forward(req, res, {to});
     const s = {n: streams.length, token: u.searchParams.get('access_token'), query: u.searchParams.get('lastEventID'),
-      header: req.headers['last-event-id']};
-    s.closed = new Promise((resolve) => res.on('close', resolve));
+      header: req.headers['last-event-id'], at: Date.now(), gone: false};
+    s.closed = new Promise((resolve) => res.on('close', () => { s.gone = true; resolve(); }));
     streams.push(s);
     for (const w of waiters.filter((w) => w.n === s.n)) {
       waiters.splice(waiters.indexOf(w), 1);
