@@ -330,10 +330,12 @@ export class CallsigClient {
   off<K extends CallsigEventName>(name: K, handler?: CallsigEventHandler<K>): this;
 
   /**
-   * Opens the user's event stream; resolves once it is open. Rejects with
-   * code `stream_refused` (after one retry with tokenProvider's token) or
-   * `logged_out` (logout() came first). A login() while another is in
-   * flight shares its outcome.
+   * Opens the user's event stream; resolves once the server serves it (a
+   * stream it refuses for now, with its `refused` event, keeps login()
+   * pending while the client tries again after the server's retry).
+   * Rejects with code `stream_refused` (an HTTP error, after one retry
+   * with tokenProvider's token) or `logged_out` (logout() came first). A
+   * login() while another is in flight shares its outcome.
    */
   login(): Promise<void>;
   /** Closes the event stream; a login() still connecting rejects with `logged_out`. */

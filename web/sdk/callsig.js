@@ -18,7 +18,11 @@
 //   but only with a token that expires later than the stream's: a new
 //   stream whose token has 30 s or less left is warned at once, and
 //   reopening it with such a token again would loop as fast as the network
-//   allows.
+//   allows;
+// - a stream the server refuses for now (an empty stream whose one event is
+//   `refused`: connection cap, rate limit) opens, to EventSource, like any
+//   other: it is not taken as served, so login() does not resolve on it and
+//   a refused renewal does not close the working stream.
 
 /** The call events of ZIM, in the names the server sends. */
 export const CALL_EVENTS = Object.freeze([
@@ -100,6 +104,15 @@ const RESET_RENEW_DELAY = 1000;
 // How long renewToken waits at most for the position of a stream whose
 // opening has not come yet (see renewToken).
 const POSITION_WAIT = 5000;
+// How long a stream that opened and has sent no event yet must stay open
+// to be taken as served (see #connect). The server refuses a stream it
+// will not serve now with an open that carries one event, refused, in the
+// same write as the headers, and then ends it; a stream it serves may
+// send nothing for a while (one resumed with nothing to replay sends an
+// opening block with no event). 400 ms leaves a refusal's block ample time
+// to follow its headers, even through a proxy that splits them, and keeps
+// an app shown "connected" no later than a person would notice.
+const COMMIT_DELAY = 400;
 
 function pick(config, keys) {
   const out = {};
@@ -122,7 +135,7 @@ export class CallsigClient {
   #loggedIn = false;
   #lastEventID = -1; // the highest event id handed to the app (-1: none yet, or since a reset)
   #streams = new Set(); // open EventSources: more than one only while renewing
-  #current = null; // the newest stream, or the one that opened and closed the others, or got a reset and closed them
+  #current = null; // the newest stream, or the one that was served and closed the others, or got a reset and closed them
   #streamTokens = new Map(); // EventSource -> the token it was opened with
   #renewals = new Map(); // EventSource -> {chain, openedAt}: renewals in a row that led to it, when it opened
   #reconnectTimer = 0;
@@ -130,7 +143,8 @@ export class CallsigClient {
   #unsynced = new WeakSet(); // streams opened without a position whose synced event has not come
   #renewOnEvent = null; // {es, chain}: a renewal a reset dropped or renewToken put off, made again on es's synced event (or by #renewTimer)
   #backoff = 0;
-  #pendingLogin = null; // {resolve, reject} of a login() whose stream is not open yet
+  #notBefore = 0; // Date.now() before which no stream opens: a refusal's retry (see #onRefused)
+  #pendingLogin = null; // {resolve, reject} of a login() whose stream is not served yet
   #loginPromise = null; // the login() in flight, returned to concurrent callers
   #session = 0; // bumped by logout(): a login() begun before it must not go on
 
@@ -217,8 +231,11 @@ export class CallsigClient {
   // ---- session ------------------------------------------------------------
 
   /**
-   * Opens the user's event stream; resolves once it is open. Rejects with
-   * CallsigError code `stream_refused` when the server refuses it (after
+   * Opens the user's event stream; resolves once the server serves it. A
+   * stream the server does not serve now (its `refused` event: connection
+   * cap, rate limit) leaves it pending while the client tries again after
+   * the wait the server asks for. Rejects with CallsigError code
+   * `stream_refused` when the server refuses it with an HTTP error (after
    * one retry with a token from tokenProvider), `logged_out` when logout()
    * comes first. A login() while another is in flight shares its outcome.
    */
@@ -331,12 +348,25 @@ export class CallsigClient {
   // ---- the event stream ---------------------------------------------------
 
   // connect opens a new stream from the last event id. The streams already
-  // open stay until it is open (a renewal has no gap); events that come on
-  // both are handed over once, by id.
+  // open stay until it is served (a renewal has no gap); events that come
+  // on both are handed over once, by id. Before #notBefore it is put off
+  // until then.
+  //
+  // Served, not open: the server answers a stream it will not serve now
+  // with an open one that carries only the event refused and ends. So an
+  // open is taken as served (commit) at the stream's first other event, or
+  // once it has stayed open COMMIT_DELAY; a refused one is dropped (see
+  // #onRefused). Each open of es is so, the EventSource's own reconnections
+  // of it included.
   #connect(login, chain = 0) {
     clearTimeout(this.#reconnectTimer);
     clearTimeout(this.#renewTimer);
     this.#renewOnEvent = null;
+    const wait = this.#notBefore - Date.now();
+    if (wait > 0) {
+      this.#reconnectTimer = setTimeout(() => { if (this.#loggedIn) this.#connect(login, chain); }, wait);
+      return;
+    }
     const q = new URLSearchParams({access_token: this.#token, deviceID: this.#deviceID});
     if (this.#lastEventID >= 0) q.set('lastEventID', String(this.#lastEventID));
     // Blind: opened with no position while another stream is open, that
@@ -354,10 +384,18 @@ export class CallsigClient {
     this.#streamTokens.set(es, this.#token);
     this.#renewals.set(es, {chain, openedAt: 0, blind});
     this.#current = es;
-    let opened = false;
-    es.onopen = () => {
+    let served = false; // es was committed once
+    let trial = false; // es is open and not committed yet
+    let trialTimer = 0;
+    const endTrial = () => {
+      trial = false;
+      clearTimeout(trialTimer);
+    };
+    const commit = () => {
+      if (!trial) return;
+      endTrial();
       if (!this.#streams.has(es)) return;
-      opened = true;
+      served = true;
       this.#backoff = 0;
       const r = this.#renewals.get(es);
       if (r) r.openedAt = Date.now();
@@ -379,7 +417,14 @@ export class CallsigClient {
       this.#setState('connected');
       if (pending) pending.resolve();
     };
+    es.onopen = () => {
+      if (!this.#streams.has(es)) return;
+      endTrial();
+      trial = true;
+      trialTimer = setTimeout(commit, COMMIT_DELAY);
+    };
     es.onerror = (ev) => {
+      endTrial();
       if (!this.#streams.has(es)) return;
       if (es.readyState !== 2 /* CLOSED */) {
         // The EventSource reconnects by itself, with Last-Event-ID.
@@ -391,13 +436,13 @@ export class CallsigClient {
       this.#streamTokens.delete(es);
       this.#renewals.delete(es);
       if (es === this.#current && this.#streams.size > 0) {
-        // A renewal failed (es never opened: had it, the others would be
-        // gone): the newest stream left goes on (a Set keeps the order
+        // A renewal failed (es was never served: had it, the others would
+        // be gone): the newest stream left goes on (a Set keeps the order
         // they were opened in).
         this.#current = [...this.#streams].pop();
       }
       const status = ev && ev.code ? ev.code : 0;
-      if (login && !opened && !login.renewed && this.#tokenProvider && (status === 0 || status === 401)) {
+      if (login && !served && !login.renewed && this.#tokenProvider && (status === 0 || status === 401)) {
         // The token given was stale (a browser's EventSource does not tell
         // the status): one more try with the provider's.
         login.renewed = true;
@@ -414,7 +459,7 @@ export class CallsigClient {
         });
         return;
       }
-      if (login && !opened) {
+      if (login && !served) {
         this.#loggedIn = false;
         for (const s of this.#streams) s.close();
         this.#streams.clear();
@@ -427,10 +472,49 @@ export class CallsigClient {
       }
       if (this.#streams.size === 0 && this.#loggedIn) this.#reconnectLater();
     };
-    for (const type of CALL_EVENTS) es.addEventListener(type, (ev) => this.#onEvent(es, type, ev));
-    es.addEventListener('reset', (ev) => this.#onReset(es, ev));
-    es.addEventListener('synced', (ev) => this.#onSynced(es, ev));
-    es.addEventListener('tokenWillExpire', (ev) => this.#onTokenWillExpire(es, ev));
+    // Any event but refused shows es served: committed before it is handled.
+    const on = (type, handle) => es.addEventListener(type, (ev) => {
+      commit();
+      handle(ev);
+    });
+    for (const type of CALL_EVENTS) on(type, (ev) => this.#onEvent(es, type, ev));
+    on('reset', (ev) => this.#onReset(es, ev));
+    on('synced', (ev) => this.#onSynced(es, ev));
+    on('tokenWillExpire', (ev) => this.#onTokenWillExpire(es, ev));
+    es.addEventListener('refused', (ev) => {
+      endTrial();
+      this.#onRefused(es, ev);
+    });
+  }
+
+  // refused: the server does not serve es now (its connection cap, the
+  // user's request rate, too many failed logins from this address) and
+  // ends it; the event's retry is how long to wait (ms). es served nothing,
+  // and is dropped as a stream refused with an HTTP error is; the other
+  // streams stay as they are, so a refused renewal leaves the working
+  // stream on, handing its events over as before. When es was the current
+  // stream, the attempt it was is made again, not before that retry nor
+  // the usual backoff: the renewal, the login's stream (a pending login()
+  // settles on the next), or a reconnection. Another's refusal (an older
+  // stream's own reconnection while a renewal is opening) needs nothing:
+  // the current one is on its way.
+  #onRefused(es, ev) {
+    if (!this.#streams.has(es)) return;
+    const current = es === this.#current;
+    const chain = this.#renewals.get(es)?.chain ?? 0;
+    this.#drop(es);
+    if (!current) return;
+    this.#current = [...this.#streams].pop() ?? null;
+    let retry = 0;
+    try {
+      retry = Number(JSON.parse(ev.data).retry) || 0;
+    } catch {
+      // the backoff alone
+    }
+    this.#backoff = Math.min(15000, this.#backoff ? this.#backoff * 2 : 500);
+    this.#notBefore = Date.now() + Math.max(retry, this.#backoff);
+    if (this.#streams.size === 0 && this.#state === 'connected') this.#setState('reconnecting', 'refused');
+    this.#connect(this.#pendingLogin, chain);
   }
 
   // drop closes es and forgets it.
