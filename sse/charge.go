@@ -54,19 +54,23 @@ func (st *stream) pause() error {
 	st.h.m.replayWaits.Inc()
 	t := time.NewTimer(d)
 	defer t.Stop()
-	beat := time.NewTimer(time.Until(st.nextBeat))
-	defer beat.Stop()
+	var beat <-chan time.Time
+	if st.headSent {
+		b := time.NewTimer(time.Until(st.nextBeat))
+		defer b.Stop()
+		beat = b.C
+	}
 	for {
 		select {
 		case <-t.C:
 			return nil
 		case <-octx.Done():
 			return fmt.Errorf("sse: wait to replay more of the log: %w", octx.Err())
-		case <-beat.C:
+		case <-beat:
 			if err := st.beat(); err != nil {
 				return err
 			}
-			beat.Reset(st.h.o.Heartbeat)
+			beat = time.After(st.h.o.Heartbeat)
 		}
 	}
 }

@@ -56,7 +56,10 @@ func TestReplayPaysForItsPages(t *testing.T) {
 		}
 		break
 	}
-	if waited := time.Since(paid); waited < owed-50*time.Millisecond || beats == 0 {
+	// Heartbeats every 40 ms: a pause of 300 ms shows several between
+	// the pages (none without it); the time is only roughly bounded (the
+	// pause began when the page was written, before it was read here).
+	if waited := time.Since(paid); waited < owed/3 || beats < 3 {
 		t.Fatalf("the second page came %v after the first, with %d heartbeats between: want the %v owed, heartbeats going on", waited, beats, owed)
 	}
 	for range 9 {
