@@ -125,9 +125,15 @@ func (m *idempotency) middleware(next http.Handler) http.Handler {
 			CreatedAt: req.now, ExpiresAt: req.expiresAt,
 		})
 		if err != nil {
+			// An answer the key does not hold is never sent: a retry with
+			// the key would act again and may answer otherwise (a refusal
+			// after the call's past-due deadline fired, say: that commits
+			// with the action, the refusal only here). 503: retry.
 			loggerFrom(ctx).Error("recording idempotent response", "err", err)
+			writeError(w, r, newError(codeUnavailable, "the answer could not be recorded under the Idempotency-Key; retry with the same key"))
+			return
 		}
-		if err == nil && !stored && m.replayed(w, r.WithContext(ctx), req) {
+		if !stored && m.replayed(w, r.WithContext(ctx), req) {
 			return // the key was used before: that request's answer stands
 		}
 		held.sendTo(w)

@@ -98,6 +98,44 @@ func TestIdempotencyStoresClientErrors(t *testing.T) {
 	}
 }
 
+// failingPuts is a store whose PutIdempotency fails while fail is set (its
+// transaction's COMMIT failing: a full disk, the store out of reach).
+type failingPuts struct {
+	*sqlite.Store
+	fail atomic.Bool
+}
+
+func (s *failingPuts) PutIdempotency(ctx context.Context, rec calls.IdempotencyRecord) (bool, error) {
+	if s.fail.Load() {
+		return false, fmt.Errorf("%w: commit failed", calls.ErrUnavailable)
+	}
+	return s.Store.PutIdempotency(ctx, rec)
+}
+
+// A refusal the middleware could not record under the key is not sent: a
+// retry with the key would have acted again and could answer otherwise (a
+// review: a 409 after a settled deadline, then 200 for the same key). It
+// is a 503 to retry, and the retry's answer is recorded.
+func TestIdempotencyUnrecordedRefusalIsNotSent(t *testing.T) {
+	store := &failingPuts{Store: openStore(t)}
+	var runs atomic.Int32
+	h := idemRouter(t, store, func(w http.ResponseWriter, r *http.Request) {
+		runs.Add(1)
+		writeError(w, r, newError(codeForbidden, "no"))
+	})
+	store.fail.Store(true)
+	w := idemPost(t, h, "alice", "/things/1", "k", `{}`)
+	decodeProblem(t, w, 503, "unavailable")
+	if w.Header().Get("Retry-After") == "" {
+		t.Fatal("503 without Retry-After")
+	}
+	store.fail.Store(false)
+	decodeProblem(t, idemPost(t, h, "alice", "/things/1", "k", `{}`), 403, "forbidden")
+	if w := idemPost(t, h, "alice", "/things/1", "k", `{}`); w.Header().Get("Idempotent-Replayed") != "true" || runs.Load() != 2 {
+		t.Fatalf("the retry's answer not recorded: runs %d, headers %v", runs.Load(), w.Header())
+	}
+}
+
 func TestIdempotencyReleasesOnServerError(t *testing.T) {
 	var runs atomic.Int32
 	h := idemRouter(t, openStore(t), func(w http.ResponseWriter, r *http.Request) {

@@ -107,7 +107,17 @@ func (p *pipe) commit(ctx context.Context) error {
 	if !p.begun && len(p.queued.QueuedQueries) == 0 {
 		return nil
 	}
-	p.queued.Queue("COMMIT")
+	// A COMMIT of a transaction a failed statement aborted answers
+	// ROLLBACK, not an error: should a write ever go on past a failure it
+	// swallowed, the change would be reported done and not be there (its
+	// events handed to streams, as shown-then-lost). database/sql's and
+	// pgx's own Commit check the same.
+	p.queued.Queue("COMMIT").Exec(func(ct pgconn.CommandTag) error {
+		if ct.String() != "COMMIT" {
+			return fmt.Errorf("%w: the transaction was rolled back (%s): a statement in it failed", calls.ErrUnavailable, ct)
+		}
+		return nil
+	})
 	return p.flush(ctx)
 }
 
