@@ -139,7 +139,7 @@ func (m migrator) applyOutsideTx(ctx context.Context, mig db.Migration) (applied
 		// session is broken, and its end ends both.
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		_, _ = conn.ExecContext(uctx, `RESET statement_timeout`)
+		_, _ = conn.ExecContext(uctx, `RESET statement_timeout; RESET lock_timeout`)
 		_, _ = conn.ExecContext(uctx, `SELECT pg_advisory_unlock($1)`, int64(migrationLock))
 	}()
 	if done, err := isApplied(ctx, conn, mig.Version); err != nil || done {
@@ -150,7 +150,10 @@ func (m migrator) applyOutsideTx(ctx context.Context, mig db.Migration) (applied
 		return false, err
 	}
 	m.log.Info("database migration: running outside a transaction (an index built CONCURRENTLY: writes go on meanwhile, and it may take long on a large table)", "name", mig.Name)
-	if _, err := conn.ExecContext(ctx, `SET statement_timeout = 0`); err != nil {
+	// Nor a lock wait bound: CREATE INDEX CONCURRENTLY waits for every
+	// transaction older than it, as long as they run, and holds no lock
+	// that queues others meanwhile.
+	if _, err := conn.ExecContext(ctx, `SET statement_timeout = 0; SET lock_timeout = 0`); err != nil {
 		return false, err
 	}
 	for i, stmt := range list {

@@ -108,3 +108,37 @@ func TestLongMigrationScriptOutlastsTheAnswerBound(t *testing.T) {
 		t.Fatal("the same statements on a pool session passed: the test shows nothing")
 	}
 }
+
+// A migration's statements have no time bound (an index built or a column
+// filled over a large table takes what it takes: under the store's
+// statement timeout such an upgrade failed at every start), but a wait
+// for a lock does: one queued behind a long transaction would hold up
+// every query queued behind it.
+func TestMigrationStatementsOutlastTheStatementTimeout(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	const timeout = 100 * time.Millisecond
+	slow := []db.Migration{{Version: 1, Name: "0001_slow.sql", SQL: "CREATE TABLE big (id INTEGER); SELECT pg_sleep(0.5);"}}
+	if err := migrate(ctx, dsn, timeout, slow, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatalf("a 0.5-s statement with a %v statement timeout: %v", timeout, err)
+	}
+	holder, err := openPool(ctx, dsn, 1, time.Minute, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	tx, err := holder.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `LOCK TABLE big IN ACCESS SHARE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	blocked := append(slow, db.Migration{Version: 2, Name: "0002_alter.sql", SQL: "ALTER TABLE big ADD COLUMN x INTEGER;"})
+	start := time.Now()
+	err = migrate(ctx, dsn, timeout, blocked, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "lock timeout") || time.Since(start) > 5*time.Second {
+		t.Fatalf("a migration behind a held lock: %v after %v, want a lock timeout soon", err, time.Since(start))
+	}
+}

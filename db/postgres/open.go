@@ -70,6 +70,20 @@ var migrationFiles embed.FS
 // that answers only at its end. what names the pool in the error ("" for
 // the store's).
 func openPool(ctx context.Context, dsn string, maxConns int, timeout time.Duration, quiet bool, what string) (*sqlx.DB, error) {
+	cfg, err := sessionConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(timeout.Milliseconds(), 10)
+	if quiet {
+		cfg.DialFunc = dialQuiet(cfg.DialFunc, answerBound(timeout))
+	}
+	return connect(ctx, cfg, maxConns, what)
+}
+
+// sessionConfig parses dsn into the settings every session of the store
+// shares.
+func sessionConfig(dsn string) (*pgx.ConnConfig, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		// pgx's message never repeats the password.
@@ -79,11 +93,13 @@ func openPool(ctx context.Context, dsn string, maxConns int, timeout time.Durati
 		cfg.RuntimeParams = map[string]string{}
 	}
 	cfg.RuntimeParams["synchronous_commit"] = "on"
-	cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(timeout.Milliseconds(), 10)
 	cfg.DialFunc = dialer(cfg.ConnectTimeout).DialContext
-	if quiet {
-		cfg.DialFunc = dialQuiet(cfg.DialFunc, answerBound(timeout))
-	}
+	return cfg, nil
+}
+
+// connect opens a pool of maxConns sessions with cfg and checks that the
+// server answers.
+func connect(ctx context.Context, cfg *pgx.ConnConfig, maxConns int, what string) (*sqlx.DB, error) {
 	sdb := sqlx.NewDb(stdlib.OpenDB(*cfg), "pgx")
 	sdb.SetMaxOpenConns(maxConns)
 	sdb.SetMaxIdleConns(maxConns)
@@ -129,12 +145,22 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 
 // migrate brings the schema up to date on a session of its own: a
 // migration is a script of several statements sent as one query, and
-// PostgreSQL answers it only once all have run, each within the statement
-// timeout but together for longer than a pool session waits for a silent
-// server (quietConn): an upgrade over a large table would fail at every
-// start.
+// PostgreSQL answers it only once all have run, together for longer than
+// a pool session waits for a silent server (quietConn). Its statements
+// have no time bound either: an index built or a column filled over a
+// large table takes as long as it takes, and under the store's statement
+// timeout (5 s by default) such an upgrade failed at every start (found
+// by review, 300,000 calls). What is bounded, by timeout, is a wait for a
+// lock (lock_timeout): a migration queued behind a long transaction
+// would otherwise hold up every query queued behind it in turn.
 func migrate(ctx context.Context, dsn string, timeout time.Duration, list []db.Migration, log *slog.Logger) error {
-	mdb, err := openPool(ctx, dsn, 1, timeout, false, "the migration session ")
+	cfg, err := sessionConfig(dsn)
+	if err != nil {
+		return err
+	}
+	cfg.RuntimeParams["statement_timeout"] = "0"
+	cfg.RuntimeParams["lock_timeout"] = strconv.FormatInt(timeout.Milliseconds(), 10)
+	mdb, err := connect(ctx, cfg, 1, "the migration session ")
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"path/filepath"
@@ -196,6 +197,51 @@ func TestMigration0005BackfillsBusy(t *testing.T) {
 	})
 	if err != nil || !slices.Equal(busy, []string{"alice", "bob"}) {
 		t.Fatalf("busy after the upgrade = %v (%v), want [alice bob]", busy, err)
+	}
+}
+
+// Migration 0012 settles call.missed for the users who answered before
+// 0005 added missed_time (as 0 for every row): one who had accepted,
+// joined or rejected in a call still started, invited again and left
+// unanswered, got a call.missed the rule forbids. Not the caller (its
+// accept_time is the creation, no answer), a pending invitee, or a user of
+// an ended call.
+func TestMigration0012SettlesMissedForAnsweredUsers(t *testing.T) {
+	path, raw := schemaBefore(t, "0005")
+	for _, q := range []string{
+		`INSERT INTO calls (id, caller, mode, state, timeout, create_time) VALUES ('live', 'alice', 'advanced', 'started', 600, 1000)`,
+		`INSERT INTO calls (id, caller, mode, state, timeout, create_time, end_time) VALUES ('over', 'carol', 'general', 'ended', 600, 1000, 2000)`,
+		`INSERT INTO call_users (call_seq, user_id, ord, state, update_time, accept_time, timeout_at) VALUES
+			(1, 'alice', 0, 'accepted', 1000, 1000, 0), (1, 'bob', 1, 'accepted', 1500, 1500, 0),
+			(1, 'carol', 2, 'rejected', 1600, 0, 0), (1, 'dave', 3, 'inviting', 1000, 0, 601000),
+			(1, 'erin', 4, 'quit', 1900, 1700, 0),
+			(2, 'carol', 0, 'accepted', 1000, 1000, 0), (2, 'frank', 1, 'accepted', 1500, 1500, 0)`,
+	} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.Close()
+	openAt(t, path)
+	check, err := sqlx.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer check.Close()
+	var rows []struct {
+		Call   int64  `db:"call_seq"`
+		User   string `db:"user_id"`
+		Missed int64  `db:"missed_time"`
+	}
+	if err := check.Select(&rows, `SELECT call_seq, user_id, missed_time FROM call_users ORDER BY call_seq, ord`); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{"1/alice": 0, "1/bob": 1500, "1/carol": 1600, "1/dave": 0, "1/erin": 1900, "2/carol": 0, "2/frank": 0}
+	for _, r := range rows {
+		k := fmt.Sprintf("%d/%s", r.Call, r.User)
+		if r.Missed != want[k] {
+			t.Errorf("%s: missed_time %d after the upgrade, want %d", k, r.Missed, want[k])
+		}
 	}
 }
 
