@@ -13,7 +13,10 @@ import (
 // reconnecting in a loop replayed it again and again (a review: 8 MB/s
 // from one user within a rate limit that holds answers to 3.2 MB/s),
 // each replay holding one of the shared read turns a page at a time.
-// Events handed to a stream as they commit are not charged.
+// Events handed to a stream as they commit are not charged, nor the log
+// reads of a live stream (a wake-up, a full buffer; with PerUserIDOrder
+// every event from another node): only a replay, the catch-up of a stream
+// resuming from its Last-Event-ID.
 type Charge func(bytes int) (wait time.Duration)
 
 type chargeKey struct{}
@@ -29,23 +32,34 @@ func chargeFrom(ctx context.Context) Charge {
 	return c
 }
 
-// pay charges the bytes of a page the stream wrote from the log; the wait
-// it owes is served before its next read of a page (see pause).
+// pay charges the bytes of a page a replay wrote from the log; the wait
+// it owes, as of now, is served before the replay's next page (see pause).
 func (st *stream) pay(bytes int) {
-	if st.charge != nil && bytes > 0 {
-		st.owed = st.charge(bytes)
+	if st.charge == nil || bytes <= 0 {
+		return
+	}
+	if wait := st.charge(bytes); wait > 0 {
+		st.owedUntil = time.Now().Add(wait)
 	}
 }
 
-// pause serves the wait a catch-up owes before it reads its next page,
-// writing the heartbeats that fall due meanwhile, until the stream ends.
-// No read turn is held while it waits.
+// pause serves what a replay owes before it reads its next page, writing
+// the heartbeats that fall due meanwhile, until the stream ends. What it
+// wrote goes out first (the client has paid for it), and it gives up its
+// opener slot, if it holds one, as a write that blocks does (writeConn):
+// a slot is held for reading and writing, and other users' openings
+// queued behind a replay over its share waited out its pauses. No read
+// turn is held meanwhile either.
 func (st *stream) pause() error {
-	d := st.owed
-	st.owed = 0
+	d := time.Until(st.owedUntil)
+	st.owedUntil = time.Time{}
 	if d <= 0 {
 		return nil
 	}
+	if err := st.flush(); err != nil {
+		return err
+	}
+	st.releaseSlot()
 	octx, ocancel := st.opContext()
 	defer ocancel()
 	if st.conn != nil && st.state.Load() == live {

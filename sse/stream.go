@@ -221,11 +221,11 @@ type stream struct {
 	rc  *http.ResponseController // nil once hijacked
 	sub *subscriber
 
-	// charge counts what the stream writes from the log against its
-	// user's share (nil: free); owed is the wait the last page left to
-	// serve before the next (see pay, pause).
-	charge Charge
-	owed   time.Duration
+	// charge counts what the stream replays from the log against its
+	// user's share (nil: free); owedUntil is when the replay may read its
+	// next page (see pay, pause).
+	charge    Charge
+	owedUntil time.Time
 	// ctx bounds the stream's log reads: cancelled (see cancel) when the
 	// client leaves, when the stream ends and, once the stream is
 	// interruptible (see open), when the hub shuts down.
@@ -758,8 +758,10 @@ func (st *stream) pending(list []calls.Event, head int64) error {
 // not checked: its position is recent, far from what pruning removes.
 func (st *stream) catchUp(lagging bool, checkFrom int) error {
 	for page := 0; ; page++ {
-		if err := st.pause(); err != nil {
-			return err
+		if !lagging {
+			if err := st.pause(); err != nil {
+				return err
+			}
 		}
 		var list []calls.Event
 		from, gap := st.lastID, false
@@ -785,7 +787,9 @@ func (st *stream) catchUp(lagging bool, checkFrom int) error {
 		if err != nil {
 			return err
 		}
-		st.pay(n)
+		if !lagging {
+			st.pay(n) // a replay's; a live stream's reads are not counted
+		}
 		if len(list) < pageSize {
 			return nil
 		}
