@@ -57,9 +57,9 @@ type DispatcherOptions struct {
 	Jitter   Jitter        // default TenPercent
 	// UserAgent is sent with every delivery.
 	UserAgent string
-	// Poll, when set, is the longest the dispatcher goes without looking
-	// at the outbox while it knows of nothing due (0: it waits for a
-	// wake-up). Another process's work wakes no one here: in a cluster,
+	// Poll, when set, is how often the dispatcher reads when a delivery
+	// is next due, and wakes by then if it would not already (0: it
+	// knows only what its own commits, attempts and timer tell it). Another process's work wakes no one here: in a cluster,
 	// what a node stopped during an attempt released, the attempts of a
 	// node that died once their leases lapse, and the retries it had
 	// scheduled, were sent only when a survivor happened to commit a
@@ -201,14 +201,41 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	var workers sync.WaitGroup
 	defer workers.Wait()
 	defer d.setTimer(0)
+	var poll <-chan time.Time
+	if d.poll > 0 {
+		t := time.NewTicker(d.poll)
+		defer t.Stop()
+		poll = t.C
+	}
 	d.Wake() // deliveries left pending by a previous run
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-d.wake:
+			d.drain(ctx, &workers)
+		case <-poll:
+			d.look(ctx)
 		}
-		d.drain(ctx, &workers)
+	}
+}
+
+// look reads when a delivery is next due and has the dispatcher wake by
+// then, unless it wakes sooner already (see Poll): what another process
+// did wakes no one here. One read, the one a drain ends with; the claim,
+// a write transaction on PostgreSQL, only once something is due.
+func (d *Dispatcher) look(ctx context.Context) {
+	now := d.clock.Now().UnixMilli()
+	due, err := d.store.NextWebhookDue(ctx, now)
+	if err != nil {
+		return // the next poll, or a drain, reads it again
+	}
+	next := d.nextWake(due, now)
+	d.mu.Lock()
+	armed := d.timerAt
+	d.mu.Unlock()
+	if next != 0 && (armed == 0 || next < armed) {
+		d.setTimer(next)
 	}
 }
 
@@ -400,8 +427,6 @@ func (d *Dispatcher) setTimer(at int64) {
 	if at != 0 && at <= now {
 		at = 0
 		d.Wake()
-	} else if d.poll > 0 && (at == 0 || at > now+d.poll.Milliseconds()) {
-		at = now + d.poll.Milliseconds()
 	}
 	if at > now+d.maxWait.Milliseconds() {
 		// A timer counts elapsed time, not the wall clock's: after the

@@ -503,3 +503,37 @@ func TestDispatcherBoundsAnEndpointsUnrecordedAttempts(t *testing.T) {
 		return r.count(e.ID, func(d webhooks.Delivery) bool { return d.Status == webhooks.DeliveryDelivered }) == n
 	})
 }
+
+// countingStore counts the claims (write transactions on PostgreSQL) and
+// the reads of when a delivery is next due.
+type countingStore struct {
+	webhooks.Store
+	claims, dues atomic.Int64
+}
+
+func (s *countingStore) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) (webhooks.Claimed, error) {
+	s.claims.Add(1)
+	return s.Store.ClaimWebhookDeliveries(ctx, c)
+}
+
+func (s *countingStore) NextWebhookDue(ctx context.Context, now int64) (webhooks.Due, error) {
+	s.dues.Add(1)
+	return s.Store.NextWebhookDue(ctx, now)
+}
+
+// A dispatcher with Poll reads when a delivery is next due every Poll (in
+// a cluster, another node's released or lapsed attempts wake no one here),
+// and claims only when something is: each poll was a whole drain, a write
+// transaction on PostgreSQL (a review).
+func TestPollReadsAndClaimsOnlyWhatIsDue(t *testing.T) {
+	r := newRig(t)
+	cs := &countingStore{Store: r.store}
+	_, stop := r.dispatcherOn(cs, webhooks.DispatcherOptions{Poll: 20 * time.Millisecond}, nil)
+	wait.For(t, 5*time.Second, "the first drain", func() bool { return cs.dues.Load() > 0 })
+	c0, d0 := cs.claims.Load(), cs.dues.Load()
+	wait.For(t, 5*time.Second, "five polls", func() bool { return cs.dues.Load() >= d0+5 })
+	if c := cs.claims.Load() - c0; c > 0 {
+		t.Fatalf("polls with nothing in the outbox made %d claims", c)
+	}
+	stop()
+}

@@ -59,10 +59,11 @@ func (a *App) newWebhooks(opts Options) (*webhookParts, error) {
 	return &webhookParts{dispatcher: d, retention: ret, registry: reg}, nil
 }
 
-// webhookPoll is how often a dispatcher on PostgreSQL looks at the outbox
-// while it knows of nothing due (webhooks.DispatcherOptions.Poll): other
-// nodes' released or lapsed attempts wake no one here. One indexed read a
-// node every few seconds. On SQLite this process is the only one.
+// webhookPoll is how often a dispatcher on PostgreSQL reads when a
+// delivery is next due (webhooks.DispatcherOptions.Poll): other nodes'
+// released or lapsed attempts wake no one here. One read a node every few
+// seconds; a claim only when something is due. On SQLite this process is
+// the only one.
 func webhookPoll(c Config) time.Duration {
 	if IsPostgresDSN(c.DB) {
 		return clusterWebhookPoll
