@@ -86,6 +86,7 @@ const jwksMaxBytes = 1 << 20
 type jwksKeys struct {
 	storage jwkset.Storage
 	keyfunc keyfunc.Keyfunc
+	began   time.Time // when its fetch began
 }
 
 // Errors of tokens verified with the provider's keys; their messages are
@@ -160,6 +161,7 @@ func (j *JWKS) Run(ctx context.Context) error {
 // fetch reads the key set and, when that succeeds, makes it the current
 // one; it returns how many usable keys it holds.
 func (j *JWKS) fetch(ctx context.Context) (int, error) {
+	began := time.Now()
 	storage, err := jwkset.NewStorageFromHTTP(j.url, jwkset.HTTPClientStorageOptions{
 		Client:      j.http,
 		Ctx:         ctx,
@@ -187,7 +189,19 @@ func (j *JWKS) fetch(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	j.current.Store(&jwksKeys{storage: client, keyfunc: kf})
+	// Only over an older fetch's keys: a slow periodic fetch that began
+	// before the provider rotated must not undo what a fetch for the new
+	// kid (learn) stored meanwhile.
+	next := &jwksKeys{storage: client, keyfunc: kf, began: began}
+	for {
+		cur := j.current.Load()
+		if cur != nil && cur.began.After(began) {
+			break
+		}
+		if j.current.CompareAndSwap(cur, next) {
+			break
+		}
+	}
 	return len(keys), nil
 }
 

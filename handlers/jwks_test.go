@@ -341,3 +341,49 @@ func TestNewKIDWaitsForTheFetchInFlight(t *testing.T) {
 		t.Fatalf("%d of %d requests with the provider's newly published kid refused while its key set was being fetched", refused, users)
 	}
 }
+
+// A fetch that began before another stores its keys only if that other
+// has not stored newer ones meanwhile: a slow periodic fetch begun before
+// the provider rotated undid the keys a fetch for the new kid had just
+// learnt, and the new kid waited for the next slot.
+func TestSlowOlderFetchDoesNotUndoNewerKeys(t *testing.T) {
+	doc1, _ := ed25519KeySet(t)
+	doc2, _ := ed25519KeySet(t)
+	doc2 = bytes.Replace(doc2, []byte(`"ed-1"`), []byte(`"ed-2"`), 1)
+	var n atomic.Int64
+	held, release := make(chan struct{}), make(chan struct{})
+	provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch n.Add(1) {
+		case 2: // the slow one, begun before the rotation
+			close(held)
+			<-release
+			_, _ = w.Write(doc1)
+		case 1:
+			_, _ = w.Write(doc1)
+		default:
+			_, _ = w.Write(doc2)
+		}
+	}))
+	defer provider.Close()
+	j, err := NewJWKS(JWKSOptions{URL: provider.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := j.fetch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	slow := make(chan error, 1)
+	go func() { _, err := j.fetch(ctx); slow <- err }()
+	<-held
+	if _, err := j.fetch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.current.Load().storage.KeyRead(ctx, "ed-2"); err != nil {
+		t.Fatalf("after the slow older fetch ended, the newer keys are gone: %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -104,6 +105,10 @@ func (s *Store) PruneEvents(ctx context.Context, before int64) (int64, error) {
 	if err != nil {
 		return n, err
 	}
+	if last := s.usersSwept.Load(); last != 0 && time.Since(time.Unix(0, last)) < s.usersSweepEvery {
+		return n, nil
+	}
+	s.usersSwept.Store(time.Now().UnixNano())
 	users, err := s.pruneEventUsers(ctx)
 	if users > 0 {
 		s.log.Info("pruned the id rows of users with no event left", "deleted", users)

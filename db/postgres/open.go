@@ -34,6 +34,10 @@ type Options struct {
 	StatementTimeout time.Duration
 	// Logger receives migration notices (default: discarded).
 	Logger *slog.Logger
+	// EventUsersSweepEvery is how often pruning the events also walks
+	// event_users for the rows of users with no event left (default an
+	// hour: the events are pruned every minute, on every node).
+	EventUsersSweepEvery time.Duration
 }
 
 // Store is the PostgreSQL implementation of db.Store. It is safe for
@@ -53,6 +57,11 @@ type Store struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// usersSwept is when PruneEvents last walked event_users (Unix ns, 0:
+	// not yet); it does once every usersSweepEvery.
+	usersSwept      atomic.Int64
+	usersSweepEvery time.Duration
 }
 
 // migrationFiles are PostgreSQL's schema changes, applied once each in
@@ -118,6 +127,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 8
 	}
+	if opts.EventUsersSweepEvery <= 0 {
+		opts.EventUsersSweepEvery = time.Hour
+	}
 	if opts.StatementTimeout <= 0 {
 		opts.StatementTimeout = 10 * time.Second
 	}
@@ -137,7 +149,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	warmPool(ctx, sdb, min(opts.MaxConns, warmConns), log)
-	s := &Store{db: sdb, maxConns: opts.MaxConns, log: log, txBound: answerBound(opts.StatementTimeout)}
+	s := &Store{db: sdb, maxConns: opts.MaxConns, log: log, txBound: answerBound(opts.StatementTimeout), usersSweepEvery: opts.EventUsersSweepEvery}
 	s.Webhooks = db.NewWebhooks(webhookSQL, s.inTx, s.read)
 	s.EventLog = s.eventLog()
 	return s, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"callsig/db/storetest"
 )
@@ -26,6 +27,7 @@ func eventUsers(t *testing.T, s *Store) int {
 func TestPruningEventsDeletesTheRowsOfUsersWithNoneLeft(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t)
+	s.usersSweepEvery = time.Nanosecond // every pruning walks it (an hour apart otherwise)
 	for i := range 250 {
 		invitees := make([]string, 9)
 		for j := range invitees {

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"callsig/db"
 	"callsig/db/postgres"
@@ -11,10 +12,11 @@ import (
 )
 
 // TestContract runs the store contract suite on PostgreSQL: a fresh
-// database per test, the default options.
+// database per test, the default options but for event_users, walked at
+// every pruning rather than hourly (the suite prunes and checks at once).
 func TestContract(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) db.Store {
-		s, err := postgres.Open(context.Background(), pgtest.NewDatabase(t), postgres.Options{})
+		s, err := postgres.Open(context.Background(), pgtest.NewDatabase(t), postgres.Options{EventUsersSweepEvery: time.Nanosecond})
 		if err != nil {
 			t.Fatalf("Open: %v", err)
 		}
