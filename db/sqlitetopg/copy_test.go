@@ -287,3 +287,30 @@ func TestCopyLeavesOutKeysPostgreSQLCannotHold(t *testing.T) {
 		}
 	}
 }
+
+// A stored answer with an empty body (SQLite: a zero-length BLOB, not
+// NULL) keeps an empty body, not NULL (the driver reads it as nil), and a
+// NULL stays NULL.
+func TestCopyKeepsEmptyBodies(t *testing.T) {
+	ctx := context.Background()
+	path := sourceFile(t)
+	execSQLite(t, path,
+		stmt{`INSERT INTO idempotency_keys (scope, key, fingerprint, status, body, created_at, expires_at) VALUES ('alice', 'k', 'f', 204, x'', 1, ?)`, []any{int64(1) << 50}},
+		stmt{`INSERT INTO idempotency_keys (scope, key, fingerprint, status, body, created_at, expires_at) VALUES ('alice', 'n', 'f', 204, NULL, 1, ?)`, []any{int64(1) << 50}},
+	)
+	dsn := pgtest.NewDatabase(t)
+	if _, err := Copy(ctx, path, dsn, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if n := count(t, conn, `SELECT count(*) FROM idempotency_keys WHERE body IS NULL`); n != 1 {
+		t.Errorf("%d NULL bodies, want 1: a zero-length body became NULL", n)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM idempotency_keys WHERE body = '\x'::bytea`); n != 1 {
+		t.Errorf("%d empty bodies, want 1", n)
+	}
+}

@@ -106,7 +106,11 @@ func (r *rowSource) Values() ([]any, error) {
 		case text:
 			out[i] = r.texts[i]
 		case blob:
-			out[i] = r.blobs[i] // nil is NULL
+			if b := r.blobs[i]; b != nil {
+				out[i] = b[1:] // the byte reads put ahead (table.reads)
+			} else {
+				out[i] = []byte(nil) // NULL
+			}
 		}
 	}
 	return out, nil

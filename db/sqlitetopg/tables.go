@@ -1,5 +1,7 @@
 package sqlitetopg
 
+import "fmt"
+
 // kind is how a column's SQLite value is read and handed to PostgreSQL.
 type kind int
 
@@ -115,6 +117,12 @@ func (t table) reads() []string {
 	for i, c := range t.columns {
 		if e, ok := t.read[c.name]; ok {
 			out[i] = e
+		} else if c.kind == blob {
+			// The driver reads a zero-length BLOB as nil, which is NULL
+			// to pgx: a stored answer's empty body became NULL (a
+			// review). One byte ahead of every value keeps them apart
+			// (rowSource.Values takes it off).
+			out[i] = fmt.Sprintf("x'00' || %[1]s AS %[1]s", c.name)
 		}
 	}
 	return out
