@@ -2,7 +2,9 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -12,6 +14,10 @@ import (
 
 	"callsig/db"
 )
+
+// ErrInUse is Open's error for a database file another process holds: a
+// SQLite file serves one node.
+var ErrInUse = errors.New("db: the database file is in use by another callsig process (a SQLite file serves one node: stop that one first)")
 
 // Open opens (creating if needed) the SQLite database at path, applies the
 // pending migrations, prepares the hot statements and starts the writer.
@@ -38,6 +44,19 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err := createPrivate(path); err != nil {
 		return nil, err
 	}
+	var lock io.Closer = io.NopCloser(nil)
+	if path != ":memory:" {
+		var err error
+		if lock, err = Lock(path); err != nil {
+			return nil, err
+		}
+	}
+	opened := false
+	defer func() {
+		if !opened {
+			lock.Close()
+		}
+	}()
 	// FULL is kept by the syncer (see syncer.go): the connection commits
 	// with NORMAL and the WAL is fsynced before the answers.
 	connSync := sync
@@ -86,6 +105,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 
 	s := &Store{
+		lock:     lock,
 		wdb:      wdb,
 		rdb:      rdb,
 		log:      log,
@@ -129,6 +149,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	go s.runWriter()
+	opened = true
 	return s, nil
 }
 

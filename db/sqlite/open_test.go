@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -33,4 +34,31 @@ func TestDatabaseFilesArePrivate(t *testing.T) {
 			t.Errorf("%s: mode %o, want 600", filepath.Base(p), perm)
 		}
 	}
+}
+
+// A second store on a file another holds is refused (ErrInUse): two
+// servers on one file each kept a writer and a cache of calls of their
+// own, and a reject answered by one was overwritten by an accept the other
+// served from its cache (a review). Closed, the file opens again.
+func TestSecondStoreOnOneFileIsRefused(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "callsig.db")
+	first, err := Open(ctx, path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(ctx, path, Options{}); !errors.Is(err, ErrInUse) {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("a second Open of a held file: %v, want ErrInUse", err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Open(ctx, path, Options{})
+	if err != nil {
+		t.Fatalf("Open once the first closed: %v", err)
+	}
+	again.Close()
 }

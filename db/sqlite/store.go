@@ -46,6 +46,8 @@ type Store struct {
 	// The webhook endpoints and outbox over this store's writer and read
 	// pool (set by Open).
 	db.Webhooks
+	// lock holds the file for this process (see Lock).
+	lock io.Closer
 	// The event log's reads, over the read pool (set by Open).
 	db.EventLog
 
@@ -204,6 +206,7 @@ func (s *Store) Close() error {
 		if holder != nil {
 			_ = holder.Close()
 		}
+		_ = s.lock.Close() // last: see Lock
 	})
 	return s.closeErr
 }
