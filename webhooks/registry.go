@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"callsig/calls"
+	"callsig/internal/redact"
 )
 
 // ConfiguredID is the fixed ID of the endpoint configured by
@@ -145,7 +146,7 @@ func (r *Registry) Configure(ctx context.Context, rawURL, secret string) error {
 		return err
 	}
 	if secret == "" {
-		return fmt.Errorf("webhook URL %q given without a webhook secret (whsec_...)", rawURL)
+		return fmt.Errorf("webhook URL %s given without a webhook secret (whsec_...)", redact.URL(rawURL))
 	}
 	key, err := ParseSecret(secret)
 	if err != nil {
@@ -154,7 +155,7 @@ func (r *Registry) Configure(ctx context.Context, rawURL, secret string) error {
 	// A name that does not resolve yet (DNS not up at boot) must not keep
 	// the server from starting; every delivery is checked at dial time.
 	if err := CheckURL(ctx, rawURL, r.allowPrivate, r.resolver); err != nil && !errors.Is(err, ErrUnresolvable) && !errors.Is(err, calls.ErrUnavailable) {
-		return fmt.Errorf("webhook URL %q: %s", rawURL, err)
+		return fmt.Errorf("webhook URL %s: %s", redact.URL(rawURL), redact.Err(err, rawURL))
 	}
 	return r.store.PutWebhookEndpoint(ctx, &Endpoint{
 		ID: ConfiguredID, URL: rawURL, Secret: SecretPrefix + encodeKey(key),

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"callsig/calls"
 	"callsig/handlers"
 	"callsig/internal/app"
 )
@@ -106,7 +107,11 @@ func serve(ctx context.Context, stopSignals func(), args []string, getenv func(s
 	defer cancel()
 	a.BeginShutdown()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
-		log.Warn("shutdown did not finish in time", "err", err)
+		// Requests cut off: no clean stop, whatever follows (exit 1,
+		// as for a background part that would not stop).
+		err = fmt.Errorf("in-flight requests did not finish within the shutdown timeout: %w", err)
+		log.Error("stopping", "err", err)
+		failed = errors.Join(failed, err)
 		srv.Close()
 	}
 	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -169,6 +174,12 @@ func token(args []string, getenv func(string) string, stdout io.Writer) error {
 	}
 	if user == "" {
 		return errors.New("token: -user is required")
+	}
+	if !calls.ValidUserID(user) {
+		return fmt.Errorf("token: -user %q is no user ID: 1 to 128 of [A-Za-z0-9_.@:-]", user)
+	}
+	if ttl <= 0 {
+		return fmt.Errorf("token: -ttl %s must be positive", ttl)
 	}
 	secret, _, _, err := app.ResolveSecret(cfg)
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"callsig/handlers"
 	"callsig/internal/testlog"
@@ -173,5 +176,73 @@ func TestSecondSignalKills(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the second signal did not end the process\n%s", logs)
+	}
+}
+
+// callsig token refuses a TTL that is not positive, a user that is no
+// user ID and a stray argument, rather than print a token and exit 0.
+func TestTokenBadInput(t *testing.T) {
+	env := func(k string) string {
+		if k == "CALLSIG_JWT_SECRET" {
+			return testSecret
+		}
+		return ""
+	}
+	for _, args := range [][]string{
+		{"-user", "alice", "-ttl", "-1h"},
+		{"-user", "alice", "-ttl", "0s"},
+		{"-user", "not a valid user!"},
+		{"-user", "alice", "extra"},
+	} {
+		var out bytes.Buffer
+		err := token(args, env, &out)
+		if err == nil {
+			tok := strings.TrimSpace(out.String())
+			c := jwt.MapClaims{}
+			_, _, _ = jwt.NewParser().ParseUnverified(tok, c)
+			exp, _ := c.GetExpirationTime()
+			t.Errorf("token %q: exit 0, printed a token (sub=%v exp=%v, now=%v)", args, c["sub"], exp, time.Now().Truncate(time.Second))
+		}
+	}
+}
+
+// A SIGTERM whose in-flight requests do not finish within the shutdown
+// timeout is no clean stop: serve fails (exit 1), as for a background part
+// that would not stop; it returned nil (an operations review).
+func TestCutRequestFailsTheStop(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &logBuffer{}
+	args := []string{"-addr", "127.0.0.1:0", "-db", filepath.Join(t.TempDir(), "callsig.db"), "-shutdown-timeout", "1s"}
+	getenv := func(k string) string {
+		if k == "CALLSIG_JWT_SECRET" {
+			return testSecret
+		}
+		return ""
+	}
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, func() {}, args, getenv, logs) }()
+	addr := listening(t, logs)
+	tok, _ := handlers.MintToken([]byte(testSecret), handlers.TokenRequest{UserID: "alice", TTL: time.Hour}, time.Now())
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /calls HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n", addr, tok)
+	status, _ := bufio.NewReader(conn).ReadString('\n')
+	if !strings.Contains(status, "100 Continue") {
+		t.Fatalf("%q", status)
+	}
+	fmt.Fprint(conn, "{")
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "in-flight requests") {
+			t.Fatalf("in-flight request cut at the shutdown timeout: serve returned %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not return")
 	}
 }

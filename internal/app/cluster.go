@@ -11,7 +11,10 @@ import (
 // wakes local streams for theirs. nil without NATS: its methods then do
 // nothing, and the node delivers what other nodes commit through the
 // hub's periodic catch-up only (single node, or a cluster without NATS).
-type fanout struct{ *cluster.Fanout }
+type fanout struct {
+	*cluster.Fanout
+	url string // CALLSIG_NATS_URL, to keep its password out of errors
+}
 
 // newFanout builds the fan-out for the hub's streams (not connected yet:
 // see connect), or returns nil without NATS, saying so for PostgreSQL.
@@ -27,9 +30,9 @@ func (a *App) newFanout(hub cluster.Waker) (*fanout, error) {
 		Logger: a.log.With("component", "cluster"), Registerer: a.Registry,
 	})
 	if err != nil {
-		return nil, err
+		return nil, redactDSN(err, a.Config.NATSURL)
 	}
-	return &fanout{f}, nil
+	return &fanout{f, a.Config.NATSURL}, nil
 }
 
 // notifiers returns the fan-out as the service's notifier, if any.
@@ -54,7 +57,7 @@ func (f *fanout) connect() error {
 	if f == nil {
 		return nil
 	}
-	return f.Connect()
+	return redactDSN(f.Connect(), f.url) // the NATS URL may hold a password
 }
 
 // close drains and closes the connection if Run did not.

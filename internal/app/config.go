@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net/url"
 	"regexp"
 	"strings"
@@ -147,6 +148,12 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	// The flag package stops at the first word that is no flag: every
+	// flag after it was dropped without a word ("serve -jwt-secret x"
+	// started in development mode).
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q: every setting is a flag (-name value); see -h", fs.Arg(0))
+	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	for _, v := range vars {
@@ -190,6 +197,22 @@ var registeredClaims = map[string]bool{"iss": true, "aud": true, "exp": true, "n
 
 func (c Config) validate() error {
 	var errs []error
+	if c.Addr == "" {
+		errs = append(errs, errors.New("addr must not be empty (host:port, or :port for every interface)"))
+	}
+	if c.DB == "" {
+		errs = append(errs, errors.New("db must not be empty (a SQLite file path, or a postgres:// URL)"))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, errors.New("shutdown-timeout must be positive"))
+	}
+	// NaN compares false with everything: checked as not >= 0.
+	if !(c.RateLimit >= 0) || math.IsInf(c.RateLimit, 0) {
+		errs = append(errs, errors.New("rate-limit must be a number of requests a second, 0 or more (0: off)"))
+	}
+	if c.RateBurst < 0 {
+		errs = append(errs, errors.New("rate-burst must not be negative"))
+	}
 	if c.MaxCallUsers < 2 {
 		errs = append(errs, errors.New("max-call-users must be at least 2"))
 	}

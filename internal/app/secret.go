@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -17,10 +18,15 @@ func devSecret(dbPath string) ([]byte, string, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
 		s := strings.TrimSpace(string(b))
-		if len(s) >= 32 {
-			return []byte(s), path, nil
+		if len(s) < 32 {
+			return nil, path, fmt.Errorf("development secret %s is too short; delete it to make a new one", path)
 		}
-		return nil, path, fmt.Errorf("development secret %s is too short; delete it to make a new one", path)
+		// Anyone who reads it mints tokens for any user: one made
+		// readable by others (copied, or written by hand) is refused.
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			return nil, path, fmt.Errorf("development secret %s is readable by others (%v): chmod 600 it, or delete it to make a new one", path, fi.Mode().Perm())
+		}
+		return []byte(s), path, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
 		return nil, path, fmt.Errorf("read development secret: %w", err)
@@ -30,20 +36,27 @@ func devSecret(dbPath string) ([]byte, string, error) {
 		return nil, path, err
 	}
 	s := base64.RawURLEncoding.EncodeToString(raw)
-	// O_EXCL: two servers started at once on one database agree on one secret.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return devSecret(dbPath)
-	}
+	// Written whole to a file of its own, then linked into place, which
+	// fails if the secret exists: two servers (or a server and `callsig
+	// token`) started at once on one database agree on one secret, and
+	// neither reads a secret half written (created with O_EXCL and then
+	// written, the other process read it empty and called it too short).
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".new-*")
 	if err != nil {
 		return nil, path, fmt.Errorf("create development secret: %w", err)
 	}
-	if _, err := f.WriteString(s + "\n"); err != nil {
-		f.Close()
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(s + "\n"); err != nil {
+		tmp.Close()
 		return nil, path, fmt.Errorf("write development secret: %w", err)
 	}
-	if err := f.Close(); err != nil {
+	if err := tmp.Close(); err != nil {
 		return nil, path, fmt.Errorf("write development secret: %w", err)
+	}
+	if err := os.Link(tmp.Name(), path); errors.Is(err, fs.ErrExist) {
+		return devSecret(dbPath)
+	} else if err != nil {
+		return nil, path, fmt.Errorf("create development secret: %w", err)
 	}
 	return []byte(s), path, nil
 }

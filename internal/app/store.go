@@ -12,6 +12,7 @@ import (
 	"callsig/db/postgres"
 	"callsig/db/sqlite"
 	"callsig/handlers"
+	"callsig/internal/redact"
 	"callsig/sse"
 	"callsig/webhooks"
 )
@@ -83,14 +84,4 @@ func RedactedDB(dsn string) string {
 }
 
 // redactDSN keeps a password in dsn out of err's text.
-func redactDSN(err error, dsn string) error {
-	u, perr := url.Parse(dsn)
-	if perr != nil || u.User == nil {
-		return err
-	}
-	pw, ok := u.User.Password()
-	if !ok || pw == "" || !strings.Contains(err.Error(), pw) {
-		return err
-	}
-	return fmt.Errorf("%s", strings.ReplaceAll(err.Error(), pw, "xxxxx"))
-}
+func redactDSN(err error, dsn string) error { return redact.Err(err, dsn) }
