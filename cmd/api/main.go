@@ -34,9 +34,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, stop, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "callsig:", err)
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0) // -h: the usage was asked for and printed
 		}
+		fmt.Fprintln(os.Stderr, "callsig:", err)
 		os.Exit(1)
 	}
 }
