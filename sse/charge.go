@@ -68,12 +68,8 @@ func (st *stream) pause() error {
 	st.h.m.replayWaits.Inc()
 	t := time.NewTimer(d)
 	defer t.Stop()
-	var beat <-chan time.Time
-	if st.headSent {
-		b := time.NewTimer(time.Until(st.nextBeat))
-		defer b.Stop()
-		beat = b.C
-	}
+	beat, stop := st.beatDue()
+	defer stop()
 	for {
 		select {
 		case <-t.C:

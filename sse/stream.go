@@ -474,12 +474,8 @@ func (st *stream) awaitTurn(ctx context.Context, tokens chan struct{}) error {
 		return nil
 	default:
 	}
-	var beat <-chan time.Time
-	if st.headSent {
-		t := time.NewTimer(time.Until(st.nextBeat))
-		defer t.Stop()
-		beat = t.C
-	}
+	beat, stop := st.beatDue()
+	defer stop()
 	for {
 		select {
 		case tokens <- struct{}{}:
@@ -493,6 +489,17 @@ func (st *stream) awaitTurn(ctx context.Context, tokens chan struct{}) error {
 			beat = time.After(st.h.o.Heartbeat)
 		}
 	}
+}
+
+// beatDue returns the channel of the heartbeat due next while the stream
+// waits (nil before its headers are out: nothing is written then), and
+// what stops its timer. After each, the next is a Heartbeat away.
+func (st *stream) beatDue() (<-chan time.Time, func()) {
+	if !st.headSent {
+		return nil, func() {}
+	}
+	t := time.NewTimer(time.Until(st.nextBeat))
+	return t.C, func() { t.Stop() }
 }
 
 // beat writes a heartbeat and sets the next one (see read).
