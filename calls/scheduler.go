@@ -371,8 +371,8 @@ func (s *Service) Run(ctx context.Context) error {
 	return nil
 }
 
-// armCallersAtStart treats every tracked caller as just gone offline
-// (with Config.SharedPresence, only those with no grace armed),
+// armCallersAtStart treats every tracked caller with no grace armed (one
+// connected at the stop) as just gone offline,
 // through the same pure CallerPresence (and so the same predicate) that
 // UserOffline uses. A caller whose stream is already open again is skipped:
 // Run may start after the HTTP server, and Presence turns online before
@@ -433,10 +433,14 @@ func (s *Service) armCallersBatch(ctx context.Context, after int64) (n int, last
 		online := map[string]bool{}
 		for _, c := range list {
 			last = max(last, c.Seq)
-			if s.cfg.SharedPresence && c.CallerOfflineAt > 0 {
-				// Armed when the caller left (or by a node's sweep); a
-				// node restarting must not postpone it: in a rolling
-				// restart every node would.
+			if c.CallerOfflineAt > 0 {
+				// Armed when the caller left (or by a node's sweep): a
+				// restart must not postpone it. A caller gone before the
+				// stop is not the stop's doing, and a server restarting
+				// in a loop (or, in a cluster, every node of a rolling
+				// restart) would keep the call ringing for good. Past
+				// due, it fires right after the start. Only the callers
+				// connected at the stop, unarmed, get the grace from now.
 				continue
 			}
 			on, seen := online[c.Caller]
