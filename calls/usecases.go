@@ -47,8 +47,28 @@ func (s *Service) Invite(ctx context.Context, actor Actor, in InviteInput) (*Inv
 	idem.Committed()
 	if ch != nil {
 		s.committed(ch)
+		s.recheckCaller(ctx, ch.Call)
 	}
 	return res, nil
+}
+
+// recheckCaller arms the grace of a call created tracked whose caller is
+// offline once it committed. With presence in the store (SharedPresence:
+// PostgreSQL), the caller's last stream may close while the creation's
+// transaction, which read the caller online, is still open: the offline
+// report then reads the caller's calls without this one (uncommitted), and
+// the call stayed tracked and never armed, so it was never cancelled (a
+// review). Asked after the commit, presence tells whether such a report
+// may have missed it; the report run again arms it (and any other it
+// missed so). Its grace counts from now rather than from the close. On
+// SQLite the one writer orders the report after the creation anyway.
+func (s *Service) recheckCaller(ctx context.Context, c *Call) {
+	if !s.cfg.SharedPresence || !c.CallerTracked || s.online(ctx, c.Caller, true) {
+		return
+	}
+	if err := s.callerPresence(ctx, c.Caller, false, time.Time{}); err != nil {
+		s.log.Warn("caller gone as its call was created: its grace may not be armed until the next report or start", "call", c.ID, "caller", c.Caller, "err", err)
+	}
 }
 
 // inviteChecks reads, in a new call's transaction, which invitees are
