@@ -298,8 +298,15 @@ func TestClusterSendsWhatAStoppedNodeReleased(t *testing.T) {
 	wh := s.RegisterWebhook(rcv, "call.created")
 	release := rcv.Hold()
 	defer release()
+	// Node 0 alone while it takes the attempt: the others, which look at
+	// the outbox every 2 s, could take it first, and node 0's stop would
+	// then release nothing.
+	s.StopNode(1)
+	s.StopNode(2)
 	s.Client("alice").OnNode(0).Invite(nil, "bob")
 	rcv.WaitInFlight(1)
+	s.StartNode(1)
+	s.StartNode(2)
 	s.StopNode(0)
 	rcv.WaitInFlight(0)
 	release()
