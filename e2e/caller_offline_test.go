@@ -259,6 +259,11 @@ func TestLoneCallerGoneEndsTheCall(t *testing.T) {
 		s := testkit.Start(t, backend, testkit.WithFakeClock())
 		grace := s.Config.HeartbeatTimeout
 		alice, c1 := loneCallerCall(t, s)
+		// carol is connected at the stop: her call is the one the start
+		// arms, the sign that the start-up arming has run.
+		listen(t, s, "carol", "")
+		marker := s.Client("carol").Invite(map[string]any{"mode": "advanced", "timeout": 600}, "dave").CallID
+		s.Client("dave").Action(marker, "reject", nil).Want(http.StatusOK)
 		alice.drop()
 		armed := offlineArmed(t, s, c1)
 		s.Advance(grace / 2)
@@ -269,7 +274,9 @@ func TestLoneCallerGoneEndsTheCall(t *testing.T) {
 		// (a review), so a server restarting in a loop kept the call for
 		// good. The start arms only the callers connected at the stop.
 		at := armed
-		time.Sleep(300 * time.Millisecond) // the start-up arming, which must leave it
+		wait.For(t, eventWait, "the start-up arming of the call of a caller connected at the stop", func() bool {
+			return loadCall(t, s, marker).CallerOfflineAt != 0
+		})
 		if got := loadCall(t, s, c1).CallerOfflineAt; got != at {
 			t.Fatalf("caller-offline deadline after the restart: %d, armed at %d before it", got, at)
 		}
