@@ -40,6 +40,15 @@ const testSecret = "test-secret-of-at-least-32-bytes!!"
 // logBuffer collects a server's log lines for the test to wait on.
 type logBuffer = testlog.Buffer
 
+// secretEnv is an environment that holds testSecret as CALLSIG_JWT_SECRET
+// and nothing else.
+func secretEnv(k string) string {
+	if k == "CALLSIG_JWT_SECRET" {
+		return testSecret
+	}
+	return ""
+}
+
 var listeningAddr = regexp.MustCompile(`msg="callsig listening" addr=(\S+)`)
 
 // listening waits for the server's "listening" line and returns its address.
@@ -66,12 +75,7 @@ func TestServeStopsWhenContextIsDone(t *testing.T) {
 	defer cancel()
 	logs := &logBuffer{}
 	args := []string{"-addr", "127.0.0.1:0", "-db", filepath.Join(t.TempDir(), "callsig.db"), "-shutdown-timeout", "2s"}
-	getenv := func(k string) string {
-		if k == "CALLSIG_JWT_SECRET" {
-			return testSecret
-		}
-		return ""
-	}
+	getenv := secretEnv
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, func() {}, args, getenv, logs) }()
 	listening(t, logs)
@@ -182,12 +186,7 @@ func TestSecondSignalKills(t *testing.T) {
 // callsig token refuses a TTL that is not positive, a user that is no
 // user ID and a stray argument, rather than print a token and exit 0.
 func TestTokenBadInput(t *testing.T) {
-	env := func(k string) string {
-		if k == "CALLSIG_JWT_SECRET" {
-			return testSecret
-		}
-		return ""
-	}
+	env := secretEnv
 	for _, args := range [][]string{
 		{"-user", "alice", "-ttl", "-1h"},
 		{"-user", "alice", "-ttl", "0s"},
@@ -214,12 +213,7 @@ func TestCutRequestFailsTheStop(t *testing.T) {
 	defer cancel()
 	logs := &logBuffer{}
 	args := []string{"-addr", "127.0.0.1:0", "-db", filepath.Join(t.TempDir(), "callsig.db"), "-shutdown-timeout", "1s"}
-	getenv := func(k string) string {
-		if k == "CALLSIG_JWT_SECRET" {
-			return testSecret
-		}
-		return ""
-	}
+	getenv := secretEnv
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, func() {}, args, getenv, logs) }()
 	addr := listening(t, logs)

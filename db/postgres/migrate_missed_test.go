@@ -3,13 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"slices"
 	"testing"
-	"time"
-
-	"callsig/db"
-	"callsig/internal/pgtest"
 )
 
 // An answer settles call.missed only since 0ead6cf (PostgreSQL migration
@@ -20,19 +14,7 @@ import (
 // the caller, a pending invitee and users of ended calls stay as they are.
 func TestMigration0010SettlesMissedForAnsweredUsers(t *testing.T) {
 	ctx := context.Background()
-	dsn := pgtest.NewDatabase(t)
-	raw, err := openPool(ctx, dsn, 2, 10*time.Second, false, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	all, err := db.Migrations(migrationFiles, "migrations")
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := slices.DeleteFunc(all, func(m db.Migration) bool { return m.Version >= 6 })
-	if err := db.Migrate(ctx, migrator{raw, slog.New(slog.DiscardHandler)}, old, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	dsn, raw := schemaBefore(t, 6)
 	for _, q := range []string{
 		`INSERT INTO calls (id, caller, mode, state, timeout, create_time, end_time) VALUES ('live', 'alice', 'advanced', 'started', 600, 1000, 0)`,
 		`INSERT INTO call_users (call_seq, user_id, ord, state, update_time, accept_time, timeout_at)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"callsig/db"
 	"callsig/db/storetest"
 	"callsig/internal/pgtest"
@@ -20,22 +22,7 @@ import (
 // call left unmarked would never follow the caller-offline rule).
 func TestMigrations0005And0006BackfillPresence(t *testing.T) {
 	ctx := context.Background()
-	dsn := pgtest.NewDatabase(t)
-	raw, err := openPool(ctx, dsn, 2, 10*time.Second, false, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	all, err := db.Migrations(migrationFiles, "migrations")
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := slices.DeleteFunc(all, func(m db.Migration) bool { return m.Version >= 5 })
-	if len(old) != 4 {
-		t.Fatalf("migrations before 0005: %d, want 4", len(old))
-	}
-	if err := db.Migrate(ctx, migrator{raw, slog.New(slog.DiscardHandler)}, old, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	dsn, raw := schemaBefore(t, 5)
 	// storetest.PresenceFixture, as SQLite's test writes it.
 	for _, q := range []string{
 		`INSERT INTO calls (id, caller, mode, state, timeout, create_time, end_time, caller_tracked, caller_offline_at) VALUES
@@ -141,4 +128,32 @@ func TestMigrationStatementsOutlastTheStatementTimeout(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "lock timeout") || time.Since(start) > 5*time.Second {
 		t.Fatalf("a migration behind a held lock: %v after %v, want a lock timeout soon", err, time.Since(start))
 	}
+}
+
+// schemaBefore makes a database with the migrations numbered below version
+// applied, as a server of that time left it, and returns its DSN and a
+// pool to fill it (closed when the test ends; close it sooner to open the
+// store, which applies the rest).
+func schemaBefore(t *testing.T, version int) (string, *sqlx.DB) {
+	t.Helper()
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	raw, err := openPool(ctx, dsn, 2, 10*time.Second, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	all, err := db.Migrations(migrationFiles, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := slices.DeleteFunc(all, func(m db.Migration) bool { return m.Version >= version })
+	if len(old) != version-1 {
+		t.Fatalf("migrations before %04d: %d, want %d", version, len(old), version-1)
+	}
+	log := slog.New(slog.DiscardHandler)
+	if err := db.Migrate(ctx, migrator{raw, log}, old, log); err != nil {
+		t.Fatal(err)
+	}
+	return dsn, raw
 }
