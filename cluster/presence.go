@@ -249,6 +249,15 @@ func (p *Presence) UserOffline(ctx context.Context, userID string, since time.Ti
 	if err := p.o.Store.RemovePresence(ctx, p.o.Node, userID); err != nil {
 		return err
 	}
+	// The user may have opened a stream here again while this report was
+	// under way: the hub holds it from the start (it subscribes a stream
+	// before announcing it), and the row its announcement wrote may be
+	// the one just removed. Without it every other node counted the user
+	// offline, and the service was told so, until the hub's next report
+	// (online, due since the stream opened) wrote it again.
+	if p.local != nil && p.local.Online(userID) {
+		return p.o.Store.AddPresence(ctx, p.o.Node, userID)
+	}
 	return p.offlineUnlessElsewhere(ctx, userID, since)
 }
 

@@ -998,6 +998,14 @@ func (st *stream) writeFrame(f *frame) error {
 	if !f.forDevice(st.device) {
 		return nil
 	}
+	// Listed before the write: a frame that takes the buffer past flushAt
+	// goes out with the flush its own write makes, and that flush reports
+	// it. Listed after, it waited for a later flush (the next page of a
+	// catch-up, read in turn), and a stream ending before one left an
+	// invitation its client had without a report.
+	if f.typ == calls.EventReceived {
+		st.invitations = append(st.invitations, f)
+	}
 	if err := st.writeRaw(f.bytes); err != nil {
 		return err
 	}
@@ -1005,9 +1013,6 @@ func (st *stream) writeFrame(f *frame) error {
 	m.written.Inc()
 	if !f.committed.IsZero() {
 		m.lag.Observe(time.Since(f.committed).Seconds())
-	}
-	if f.typ == calls.EventReceived {
-		st.invitations = append(st.invitations, f)
 	}
 	return nil
 }
