@@ -1003,10 +1003,15 @@ func (st *stream) writeFrame(f *frame) error {
 	// it. Listed after, it waited for a later flush (the next page of a
 	// catch-up, read in turn), and a stream ending before one left an
 	// invitation its client had without a report.
-	if f.typ == calls.EventReceived {
+	invitation := f.typ == calls.EventReceived
+	if invitation {
 		st.invitations = append(st.invitations, f)
 	}
 	if err := st.writeRaw(f.bytes); err != nil {
+		if invitation && len(st.invitations) > 0 && st.invitations[len(st.invitations)-1] == f {
+			// Not (or not wholly) written: no later flush may report it.
+			st.invitations = st.invitations[:len(st.invitations)-1]
+		}
 		return err
 	}
 	m := st.h.m
