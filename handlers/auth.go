@@ -275,6 +275,12 @@ func (a *authenticator) verify(ctx context.Context, token string) (user string, 
 	c := tokenClaims{userClaim: a.cfg.UserClaim}
 	method, err := a.checkSignature(ctx, token)
 	if err == nil {
+		// From here on a refusal is the issuer's token's (signedRefusal).
+		defer func() {
+			if err != nil {
+				err = signedRefusal{err}
+			}
+		}()
 		// Verified: the claims are decoded, once, and checked as jwt's
 		// ParseWithClaims would (our Validate included).
 		if _, _, err = a.parser.ParseUnverified(token, &c); err == nil {
@@ -458,12 +464,15 @@ func (a *authenticator) requireUser(fromQuery bool) func(http.Handler) http.Hand
 			v, cached := a.recent(token)
 			user, admin, exp := v.user, v.admin, v.exp
 			if !cached {
-				if a.refuseFailing(w, r) {
+				if !a.reserveFailure(w, r) {
 					return
 				}
 				var err error
-				if user, admin, exp, err = a.verifyAndCache(r.Context(), token); err != nil {
-					a.failed(r)
+				user, admin, exp, err = a.verifyAndCache(r.Context(), token)
+				if err == nil || errors.As(err, new(signedRefusal)) {
+					a.spare(r)
+				}
+				if err != nil {
 					unauthorized(w, r, err.Error(), true)
 					return
 				}
@@ -498,17 +507,21 @@ func (a *authenticator) requireAdmin(next http.Handler) http.Handler {
 		v, cached := a.recent(token)
 		r, info := ensureInfo(r)
 		if !cached {
-			if a.refuseFailing(w, r) {
+			if !a.reserveFailure(w, r) {
 				return
 			}
 			if a.cfg.AdminToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(a.cfg.AdminToken)) == 1 {
+				a.spare(r)
 				info.user, info.device, info.admin = adminTokenUser, DefaultDevice, true
 				next.ServeHTTP(w, r)
 				return
 			}
 			var err error
-			if v.user, v.admin, _, err = a.verifyAndCache(r.Context(), token); err != nil {
-				a.failed(r)
+			v.user, v.admin, _, err = a.verifyAndCache(r.Context(), token)
+			if err == nil || errors.As(err, new(signedRefusal)) {
+				a.spare(r)
+			}
+			if err != nil {
 				unauthorized(w, r, err.Error(), true)
 				return
 			}

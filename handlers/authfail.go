@@ -34,33 +34,49 @@ func failedAuthKey(r *http.Request) (string, bool) {
 	return key.String(), true
 }
 
-// refuseFailing answers 429 when r's address has used up its failed
-// logins, and reports whether it did.
-func (a *authenticator) refuseFailing(w http.ResponseWriter, r *http.Request) bool {
+// reserveFailure takes one of r's address's failed logins before its
+// token is verified, or answers 429 and reports false when they are used
+// up. Taken before, not counted after: requests arriving together all
+// passed a check made before any of them was counted, and each was
+// verified (tokens of an unknown kid wait seconds for the provider's key
+// set, so any number of them did). A token that turns out not to be a
+// failure gives its reservation back (spare).
+func (a *authenticator) reserveFailure(w http.ResponseWriter, r *http.Request) bool {
 	if a.failures == nil {
-		return false
+		return true
 	}
 	key, ok := failedAuthKey(r)
 	if !ok {
+		return true
+	}
+	if ok, wait := a.failures.allow(key); !ok {
+		tooMany(w, r, wait, "too many failed logins from this address")
 		return false
 	}
-	wait := a.failures.wait(key)
-	if wait <= 0 {
-		return false
-	}
-	tooMany(w, r, wait, "too many failed logins from this address")
 	return true
 }
 
-// failed counts a failed login against r's address.
-func (a *authenticator) failed(r *http.Request) {
+// spare gives back the failed login reserveFailure took for r, whose
+// token verified, or whose signature did (signedRefusal): not a guess.
+func (a *authenticator) spare(r *http.Request) {
 	if a.failures == nil {
 		return
 	}
 	if key, ok := failedAuthKey(r); ok {
-		a.failures.allow(key)
+		a.failures.refund(key)
 	}
 }
+
+// signedRefusal is verify's error for a token whose signature verified
+// but whose claims were refused (expired, not yet valid, another
+// audience): it was made by the issuer, so it is not a guess and does not
+// count as a failed login of its address. Users behind one NAT whose
+// tokens expired together (laptops waking up) used up its failed logins,
+// and their colleagues' fresh tokens got 429. Verifying one costs a
+// signature check, as a valid token's first use does.
+type signedRefusal struct{ error }
+
+func (e signedRefusal) Unwrap() error { return e.error }
 
 // limitFailures turns the limit on, with now as its clock.
 func (a *authenticator) limitFailures(now func() time.Time) {

@@ -59,6 +59,18 @@ func (l *rateLimiter) allow(key string) (ok bool, retryAfter time.Duration) {
 	return false, time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
 }
 
+// refund gives back a token allow took, for a request that turned out
+// not to be what the bucket counts (see authenticator.spare).
+func (l *rateLimiter) refund(key string) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b := l.buckets[key]; b != nil { // none: swept, being full
+		b.refill(now, l.rate, l.burst)
+		b.tokens = min(b.tokens+1, l.burst)
+	}
+}
+
 // charge takes n more tokens from key's bucket, for a request that cost
 // more than one (see bytesPerToken), and says how long until the bucket
 // is back at zero. The bucket may go below zero, so the next requests
