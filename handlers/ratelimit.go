@@ -93,22 +93,6 @@ func (l *rateLimiter) charge(key string, n float64) (owed time.Duration) {
 	return time.Duration(-b.tokens / l.rate * float64(time.Second))
 }
 
-// wait says how long until key has a token, without taking one (0: now).
-func (l *rateLimiter) wait(key string) time.Duration {
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.buckets[key]
-	if b == nil {
-		return 0
-	}
-	b.refill(now, l.rate, l.burst)
-	if b.tokens >= 1 {
-		return 0
-	}
-	return time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
-}
-
 func (b *bucket) refill(now time.Time, rate, burst float64) {
 	if elapsed := now.Sub(b.last).Seconds(); elapsed > 0 {
 		b.tokens = min(burst, b.tokens+elapsed*rate)
