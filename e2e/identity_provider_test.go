@@ -295,13 +295,22 @@ func TestIdentityProviderDownAtStart(t *testing.T) {
 	})
 
 	s.Client("dave").Get("/calls").Want(http.StatusOK)
+	// The server cannot check the token: 503, not a 401 that tells the
+	// client its token is bad; a stream is refused with a retry.
 	tok := idp.Token("rsa-1", jwt.MapClaims{"sub": "alice"})
-	wantRefused(t, s, tok, "signing keys are not available yet")
+	res := as(s, "alice", tok).Get("/calls")
+	p := res.WantProblem(http.StatusServiceUnavailable, "unavailable")
+	if !strings.Contains(p.Detail, "signing keys are not available yet") || res.Header.Get("Retry-After") != "5" {
+		t.Fatalf("detail %q, Retry-After %q", p.Detail, res.Header.Get("Retry-After"))
+	}
+	st := s.OpenStream(testkit.StreamOptions{User: "alice", NoAuthHeader: true, Query: url.Values{"access_token": {tok}}})
+	st.WaitFor("refused", nil, 10*time.Second)
+	st.Close()
 
 	idp.Up()
 	wait.For(t, 10*time.Second, "the provider's token to be accepted once it is back", func() bool {
 		code, detail := try(s, tok)
-		if code != http.StatusOK && code != http.StatusUnauthorized {
+		if code != http.StatusOK && code != http.StatusServiceUnavailable {
 			t.Fatalf("provider token answered %d %s", code, detail)
 		}
 		return code == http.StatusOK

@@ -9,10 +9,13 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"callsig/sse"
 )
 
 // AuthConfig says how requests are authenticated.
@@ -434,6 +437,37 @@ func unauthorized(w http.ResponseWriter, r *http.Request, reason string, tokenGi
 	writeError(w, r, newError(codeUnauthorized, "%s", reason))
 }
 
+// refuseToken answers a token verifyAndCache refused. Keys not fetched
+// yet (the identity provider down since the server started) are the
+// server's failure, not the token's: 503 with Retry-After, an event
+// stream an empty one whose retry is that wait (EventSource gives up on a
+// 503), and not a 401, which tells a client its token is bad (the
+// JavaScript client asks the app for another).
+func refuseToken(w http.ResponseWriter, r *http.Request, err error) {
+	if !errors.Is(err, errJWKSUnavailable) {
+		unauthorized(w, r, err.Error(), true)
+		return
+	}
+	if r.Method == http.MethodGet && r.URL.Path == eventsRoute {
+		sse.Refuse(w, r, keysUnavailableRetry, err.Error()+"; reconnect later")
+		return
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(int(keysUnavailableRetry/time.Second)))
+	writeError(w, r, newError(codeUnavailable, "%s; retry later", err))
+}
+
+// keysUnavailableRetry is how long a client is asked to wait while the
+// identity provider's keys have never been fetched (a failed fetch is
+// retried after 1 s, backing off to a minute: see JWKS).
+const keysUnavailableRetry = 5 * time.Second
+
+// notAGuess reports whether a token verifyAndCache answered with err
+// spends nothing of its address's failed logins: it verified, or its
+// signature did (signedRefusal), or it could not be checked at all.
+func notAGuess(err error) bool {
+	return err == nil || errors.As(err, new(signedRefusal)) || errors.Is(err, errJWKSUnavailable)
+}
+
 // requireUser authenticates a user by bearer JWT (or, with fromQuery, by
 // ?access_token=, which EventSource needs) and names the device: from
 // X-Device-ID, or from ?deviceID= with fromQuery; missing means "default".
@@ -469,11 +503,11 @@ func (a *authenticator) requireUser(fromQuery bool) func(http.Handler) http.Hand
 				}
 				var err error
 				user, admin, exp, err = a.verifyAndCache(r.Context(), token)
-				if err == nil || errors.As(err, new(signedRefusal)) {
+				if notAGuess(err) {
 					a.spare(r)
 				}
 				if err != nil {
-					unauthorized(w, r, err.Error(), true)
+					refuseToken(w, r, err)
 					return
 				}
 			}
@@ -518,11 +552,11 @@ func (a *authenticator) requireAdmin(next http.Handler) http.Handler {
 			}
 			var err error
 			v.user, v.admin, _, err = a.verifyAndCache(r.Context(), token)
-			if err == nil || errors.As(err, new(signedRefusal)) {
+			if notAGuess(err) {
 				a.spare(r)
 			}
 			if err != nil {
-				unauthorized(w, r, err.Error(), true)
+				refuseToken(w, r, err)
 				return
 			}
 		}
