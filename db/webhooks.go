@@ -174,6 +174,10 @@ const (
 		JOIN webhook_messages m ON m.id = d.message_id WHERE d.id = ?`
 	sqlRetryDelivery = `UPDATE webhook_deliveries
 		SET status = 'pending', next_attempt_at = ?, delivered_at = 0 WHERE id = ?`
+	// An endpoint's deliveries leased at now: a range of
+	// webhook_deliveries_leased, the handful of leases running.
+	sqlAttemptsInFlight = `SELECT COUNT(*) FROM webhook_deliveries
+		WHERE locked_until > ? AND endpoint_id = ?`
 )
 
 // WebhookNotFound is the error of an unknown or deleted endpoint.
@@ -227,6 +231,20 @@ func (w Webhooks) DeleteWebhookEndpoint(ctx context.Context, id string, now int6
 		}
 		return failPending(ctx, tx, id, now, "endpoint deleted")
 	})
+}
+
+// WebhookAttemptsInFlight counts the deliveries of an endpoint leased at
+// now (Unix ms): attempts a dispatcher, of any node, claimed and has not
+// recorded yet, which may still be sending (or about to).
+func (w Webhooks) WebhookAttemptsInFlight(ctx context.Context, endpointID string, now int64) (int, error) {
+	var n int
+	err := w.read(ctx, func(tx *sqlx.Tx) error {
+		return tx.QueryRowContext(ctx, tx.Rebind(sqlAttemptsInFlight), now, endpointID).Scan(&n)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("db: attempts in flight to %s: %w", endpointID, err)
+	}
+	return n, nil
 }
 
 // failPending fails the pending deliveries of an endpoint that will not be

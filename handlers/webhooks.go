@@ -24,7 +24,9 @@ type WebhookAdmin interface {
 	List(ctx context.Context) ([]webhooks.Endpoint, error)
 	// Get returns one endpoint without its secret.
 	Get(ctx context.Context, id string) (*webhooks.Endpoint, error)
-	// Delete removes an endpoint; its pending deliveries fail.
+	// Delete removes an endpoint; its pending deliveries fail. It returns
+	// once the attempts in flight to the endpoint have ended, so nothing
+	// reaches it after the answer.
 	Delete(ctx context.Context, id string) error
 	// Deliveries lists an endpoint's deliveries still kept, newest first.
 	Deliveries(ctx context.Context, id string, q webhooks.DeliveryQuery) ([]webhooks.Delivery, error)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"callsig/calls"
@@ -185,10 +186,49 @@ func (r *Registry) Get(ctx context.Context, id string) (*Endpoint, error) {
 	return e, nil
 }
 
-// Delete removes an endpoint; its pending deliveries fail.
+// Delete removes an endpoint; its pending deliveries fail. It returns once
+// the attempts in flight to it have ended: an attempt claimed before the
+// deletion committed has read the URL and the secret already, and may not
+// have sent anything yet (resolving, dialing, handshaking, up to its
+// timeout). Answered at once, the admin who deleted the endpoint (its
+// URL now someone else's, its secret leaked) saw a signed request go out
+// after the 204. The wait ends after deleteDrain at most: a lease still
+// held then is a dead node's, which sends nothing, and a deleted
+// endpoint's deliveries are never claimed again (nor retried). A client
+// that gives up ends the wait; the deletion stands.
 func (r *Registry) Delete(ctx context.Context, id string) error {
-	return r.store.DeleteWebhookEndpoint(ctx, id, r.clock.Now().UnixMilli())
+	if err := r.store.DeleteWebhookEndpoint(ctx, id, r.clock.Now().UnixMilli()); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(deleteDrain) // real time: attempts time out by it
+	for {
+		n, err := r.store.WebhookAttemptsInFlight(ctx, id, r.clock.Now().UnixMilli())
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("webhook %s deleted; waiting for its attempts in flight: %w", id, err)
+		}
+		if n == 0 || time.Now().After(deadline) {
+			return nil
+		}
+		t := time.NewTimer(deletePoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
 }
+
+// deleteDrain bounds Delete's wait for the attempts in flight to the
+// endpoint it deleted: one attempt's timeout, and the time to record its
+// outcome (deliver's). It is below the REST requests' deadline.
+const deleteDrain = AttemptTimeout + 10*time.Second
+
+// deletePoll is how often Delete looks whether those attempts ended.
+const deletePoll = 25 * time.Millisecond
 
 // Deliveries lists an endpoint's deliveries, newest first.
 func (r *Registry) Deliveries(ctx context.Context, id string, q DeliveryQuery) ([]Delivery, error) {

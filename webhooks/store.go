@@ -18,6 +18,9 @@ type Store interface {
 	WebhookEndpoints(ctx context.Context) ([]Endpoint, error)
 	WebhookEndpoint(ctx context.Context, id string) (*Endpoint, error)
 	DeleteWebhookEndpoint(ctx context.Context, id string, now int64) error
+	// WebhookAttemptsInFlight counts the deliveries of an endpoint leased
+	// at now (Unix ms): claimed by a dispatcher and not yet recorded.
+	WebhookAttemptsInFlight(ctx context.Context, endpointID string, now int64) (int, error)
 	WebhookDeliveries(ctx context.Context, endpointID string, q DeliveryQuery) ([]Delivery, error)
 
 	// ClaimWebhookDeliveries leases due deliveries as c allows, renews the
