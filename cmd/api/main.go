@@ -104,7 +104,14 @@ func serve(ctx context.Context, stopSignals func(), args []string, getenv func(s
 	}
 
 	log.Info("shutting down: finishing in-flight requests and closing streams")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	// One deadline for the whole shutdown, as an orchestrator counts its
+	// grace period (Kubernetes' terminationGracePeriodSeconds): each step
+	// waited the whole timeout, one after the other, so a stop could take
+	// three times it and be killed midway. The requests get it less a
+	// reserve, kept for the background parts and the close, which share
+	// what is left.
+	deadline := time.Now().Add(cfg.ShutdownTimeout)
+	shutdownCtx, cancel := context.WithDeadline(context.Background(), deadline.Add(-shutdownReserve(cfg.ShutdownTimeout)))
 	defer cancel()
 	a.BeginShutdown()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
@@ -119,7 +126,7 @@ func serve(ctx context.Context, stopSignals func(), args []string, getenv func(s
 		log.Warn("serve", "err", err)
 	}
 	stopParts()
-	if err := waitFor(ran, cfg.ShutdownTimeout); errors.Is(err, errShutdownTimeout) {
+	if err := waitFor(ran, time.Until(deadline)); errors.Is(err, errShutdownTimeout) {
 		err = fmt.Errorf("background parts: %w", err)
 		log.Error("stopping", "err", err)
 		failed = errors.Join(failed, err)
@@ -131,7 +138,7 @@ func serve(ctx context.Context, stopSignals func(), args []string, getenv func(s
 	// not committed is rolled back, as after a crash.
 	closed := make(chan error, 1)
 	go func() { closed <- a.Close() }()
-	if err := waitFor(closed, cfg.ShutdownTimeout); err != nil {
+	if err := waitFor(closed, time.Until(deadline)); err != nil {
 		return errors.Join(failed, fmt.Errorf("close: %w", err))
 	}
 	if failed != nil {
@@ -141,20 +148,34 @@ func serve(ctx context.Context, stopSignals func(), args []string, getenv func(s
 	return nil
 }
 
+// shutdownReserve is the part of the shutdown timeout the requests in
+// flight leave to the background parts and the database close: a tenth,
+// at most a second (they stop in milliseconds unless the store hangs).
+func shutdownReserve(timeout time.Duration) time.Duration {
+	return min(timeout/10, time.Second)
+}
+
 // errShutdownTimeout is waitFor giving up.
 var errShutdownTimeout = errors.New("did not stop within the shutdown timeout")
 
 // waitFor waits for a step of the shutdown to report on done, at most
-// timeout: a background part stuck in a write must not keep the process
-// from exiting, which then reports the failure (exit status 1).
+// timeout (what is left of the shutdown's): a background part stuck in a
+// write must not keep the process from exiting, which then reports the
+// failure (exit status 1). A step that has reported already is taken even
+// with no time left.
 func waitFor(done <-chan error, timeout time.Duration) error {
-	t := time.NewTimer(timeout)
+	select {
+	case err := <-done:
+		return err
+	default:
+	}
+	t := time.NewTimer(max(timeout, 0))
 	defer t.Stop()
 	select {
 	case err := <-done:
 		return err
 	case <-t.C:
-		return fmt.Errorf("%w (%s)", errShutdownTimeout, timeout)
+		return fmt.Errorf("%w (%s left)", errShutdownTimeout, max(timeout, 0).Round(time.Millisecond))
 	}
 }
 

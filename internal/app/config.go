@@ -116,7 +116,7 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"call-retention", "CALLSIG_CALL_RETENTION", "how long ended calls stay listed (GET /calls) after they ended; 0 keeps them forever", &c.CallRetention},
 		{"rate-limit", "CALLSIG_RATE_LIMIT", "requests per second per user (0: off)", &c.RateLimit},
 		{"rate-burst", "CALLSIG_RATE_BURST", "burst of the per-user rate limit", &c.RateBurst},
-		{"shutdown-timeout", "CALLSIG_SHUTDOWN_TIMEOUT", "how long shutdown waits for in-flight requests", &c.ShutdownTimeout},
+		{"shutdown-timeout", "CALLSIG_SHUTDOWN_TIMEOUT", "how long the whole shutdown may take (requests in flight, background work, database close)", &c.ShutdownTimeout},
 		{"read-timeout", "CALLSIG_READ_TIMEOUT", "how long a request (headers and body) may take to arrive; slower is 408", &c.ReadTimeout},
 		{"max-streams-per-user", "CALLSIG_MAX_STREAMS_PER_USER", "open event streams per user; a newer one closes the oldest", &c.MaxStreamsPerUser},
 		{"max-connections", "CALLSIG_MAX_CONNECTIONS", "connections served at once (0: the open-file limit less headroom)", &c.MaxConnections},
