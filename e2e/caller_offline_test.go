@@ -308,6 +308,7 @@ func TestLoneCallerGoneEndsTheCall(t *testing.T) {
 // during an outage got the outage's length more before its calls were
 // cancelled.
 func TestCallerGraceRunsFromTheCloseAfterAnOutage(t *testing.T) {
+	t.Parallel()
 	proxy := testkit.StartTCPProxy(t, "127.0.0.1:5432")
 	s := testkit.Start(t, testkit.WithBackend(testkit.Postgres), testkit.WithFakeClock(), testkit.WithDSN(func(dsn string) string {
 		return strings.Replace(dsn, "127.0.0.1:5432", proxy.Addr, 1)

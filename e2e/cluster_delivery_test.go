@@ -37,6 +37,7 @@ func startNodes(t *testing.T, n int, nats string, opts ...testkit.Option) []*tes
 // every delivery crosses nodes. The catch-up is lengthened to an hour, so
 // only the NATS wake-ups can deliver within the wait.
 func TestClusterDeliveryAcrossNodes(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 3, natsURL, testkit.WithEventCatchUp(time.Hour))
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	for _, n := range nodes {
@@ -73,6 +74,7 @@ func TestClusterDeliveryAcrossNodes(t *testing.T) {
 // catch-up, which counts it; the node says at startup it runs without
 // NATS.
 func TestClusterDeliveryWithoutNATS(t *testing.T) {
+	t.Parallel()
 	logs := &logBuffer{}
 	nodes := startNodes(t, 2, "", testkit.WithLogs(logs))
 	a, b := nodes[0], nodes[1]
@@ -103,6 +105,7 @@ func waitNATS(t *testing.T, n *testkit.Server) {
 // waits for its event, so the reports reach node A in the log's order;
 // the catch-up is an hour away, so nothing else reads.
 func TestClusterHandsOverEventsWithoutLogReads(t *testing.T) {
+	t.Parallel()
 	nodes := startNodes(t, 2, natsURL, testkit.WithEventCatchUp(time.Hour))
 	a, b := nodes[0], nodes[1]
 	for _, n := range nodes {

@@ -68,6 +68,7 @@ const natsConnected = "callsig_nats_connected"
 // says NATS is gone, and when NATS is back the nodes reconnect by
 // themselves.
 func TestClusterNATSDown(t *testing.T) {
+	t.Parallel()
 	nats := testkit.StartNATS(t)
 	s := testkit.Start(t, testkit.WithBackend(testkit.Cluster), testkit.WithNATS(nats.URL))
 	nodes := s.Nodes()
@@ -108,6 +109,7 @@ func TestClusterNATSDown(t *testing.T) {
 // stay open. Once the path is back everything works again, on the same
 // streams, and what was acknowledged before is all there.
 func TestClusterPostgresUnreachable(t *testing.T) {
+	t.Parallel()
 	proxy := testkit.StartTCPProxy(t, "127.0.0.1:5432")
 	s := testkit.Start(t, testkit.WithBackend(testkit.Postgres), testkit.WithDSN(func(dsn string) string {
 		return strings.Replace(dsn, "127.0.0.1:5432", proxy.Addr, 1)
@@ -172,6 +174,7 @@ func TestClusterPostgresUnreachable(t *testing.T) {
 // waited for a turn of the two head reads, each held 5 s, and the last of
 // a dozen got its headers 35 s late (a review).
 func TestStreamHeadersWhilePostgresIsSilent(t *testing.T) {
+	t.Parallel()
 	proxy := testkit.StartTCPProxy(t, "127.0.0.1:5432")
 	s := testkit.Start(t, testkit.WithBackend(testkit.Postgres), testkit.WithDSN(func(dsn string) string {
 		return strings.Replace(dsn, "127.0.0.1:5432", proxy.Addr, 1)
@@ -210,6 +213,7 @@ func TestStreamHeadersWhilePostgresIsSilent(t *testing.T) {
 // The server does not stop over it: it tries again until PostgreSQL is
 // back, then arms the grace, and deadlines fire as after any restart.
 func TestPostgresUnreachableAsTheServerStarts(t *testing.T) {
+	t.Parallel()
 	proxy := testkit.StartTCPProxy(t, "127.0.0.1:5432")
 	logs := &logBuffer{}
 	s := testkit.Start(t, testkit.WithBackend(testkit.Postgres), testkit.WithFakeClock(), testkit.WithLogs(logs),
@@ -246,6 +250,7 @@ func TestPostgresUnreachableAsTheServerStarts(t *testing.T) {
 // it, marks bob received, and bob counts online again for the next
 // invitation; the stream had every event once, in order.
 func TestClusterOneNodeLosesPostgres(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	proxy := testkit.StartTCPProxy(t, "127.0.0.1:5432")
 	node := func(id, db string) *testkit.Server {
@@ -293,6 +298,7 @@ func TestClusterOneNodeLosesPostgres(t *testing.T) {
 // few seconds (the same gap let a killed node's attempts wait past their
 // leases).
 func TestClusterSendsWhatAStoppedNodeReleased(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithBackend(testkit.Cluster))
 	rcv := s.NewReceiver()
 	wh := s.RegisterWebhook(rcv, "call.created")

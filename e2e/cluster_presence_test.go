@@ -32,6 +32,7 @@ func clusterNode(t *testing.T, dsn, id string) *testkit.Server {
 // caller-offline rule: cancelled for the pending invitee, ended as
 // caller_offline.
 func TestClusterPresenceFollowsADeadNode(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	a := clusterNode(t, dsn, "node-a")
 	b := clusterNode(t, dsn, "node-b")
@@ -68,6 +69,7 @@ func TestClusterPresenceFollowsADeadNode(t *testing.T) {
 // A's offline report, and its graceful leave, find node B's row and arm no
 // caller-offline grace; the leave removes node A's own rows and lease.
 func TestClusterPresenceStreamMovesNodes(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	a := clusterNode(t, dsn, "node-a")
 	b := clusterNode(t, dsn, "node-b")

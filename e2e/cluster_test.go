@@ -26,6 +26,7 @@ func listenOn(t *testing.T, s *testkit.Server, i int, user string) *listener {
 // caller, whose stream is on node A too, then moves to node C and resumes
 // there. Every event arrives once, in order, wherever it was committed.
 func TestClusterCallAcrossNodes(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithBackend(testkit.Cluster))
 	const a, b, c = 0, 1, 2
 	bob := listenOn(t, s, a, "bob")
@@ -56,6 +57,7 @@ func ptr[T any](v T) *T { return &v }
 // invitee's timeout is written once. One node is stopped before they fall
 // due: the others fire its deadlines too.
 func TestClusterDeadlinesFireOnce(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithBackend(testkit.Cluster))
 	const n = 60
 	ids := make([]string, n)
@@ -91,6 +93,7 @@ func TestClusterDeadlinesFireOnce(t *testing.T) {
 // The same Idempotency-Key sent to two nodes at once runs once: both
 // answers name one call, and the caller has exactly one.
 func TestClusterIdempotencyAcrossNodes(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithBackend(testkit.Cluster))
 	for round := range 5 {
 		key := fmt.Sprintf("cluster-key-%d", round)
@@ -123,6 +126,7 @@ func TestClusterIdempotencyAcrossNodes(t *testing.T) {
 // Each webhook attempt is made by exactly one node: events committed on
 // every node reach a real receiver once each.
 func TestClusterWebhooksOnce(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithBackend(testkit.Cluster))
 	rcv := s.NewReceiver()
 	s.RegisterWebhook(rcv, "call.created")
@@ -183,6 +187,7 @@ func TestNodeIdentity(t *testing.T) {
 // node B is tracked by the caller-offline rule (the node records the
 // presence before sending the stream's headers, not a moment later).
 func TestClusterOnlineAsSoonAsTheStreamOpens(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithBackend(testkit.Cluster))
 	for i := range 20 {
 		caller := fmt.Sprintf("caller%d", i)

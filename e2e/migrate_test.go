@@ -20,6 +20,7 @@ import (
 // pending deadlines, retries the pending webhook delivery with the same
 // secret and replays idempotent requests.
 func TestMigrateSQLiteToPostgres(t *testing.T) {
+	t.Parallel()
 	s1 := testkit.Start(t, testkit.WithFakeClock())
 	alice, bob, carol := s1.Client("alice"), s1.Client("bob"), s1.Client("carol")
 	erin, gina, henry := s1.Client("erin"), s1.Client("gina"), s1.Client("henry")
