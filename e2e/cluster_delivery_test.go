@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"testing"
@@ -16,16 +18,28 @@ import (
 // natsURL is the development NATS server (see the README's test script).
 const natsURL = "nats://127.0.0.1:4222"
 
+// natsPrefix is a NATS subject prefix of a cluster's own: the tests run
+// in parallel on the machine's NATS, and clusters on one prefix hear each
+// other's commits (the same user ids, woken or handed events of another
+// database).
+func natsPrefix() string {
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	return "callsig-e2e-" + hex.EncodeToString(r[:])
+}
+
 // startNodes starts n in-process nodes on one fresh PostgreSQL database,
-// with NATS at natsURL unless nats is "", and the other options.
+// with NATS at natsURL unless nats is "" (on subjects of their own), and
+// the other options.
 func startNodes(t *testing.T, n int, nats string, opts ...testkit.Option) []*testkit.Server {
 	t.Helper()
 	dsn := pgtest.NewDatabase(t) // dropped after the nodes stop (cleanups run last first)
+	prefix := natsPrefix()
 	nodes := make([]*testkit.Server, n)
 	for i := range nodes {
 		id := fmt.Sprintf("node%c", 'a'+i)
 		o := append([]testkit.Option{testkit.WithDB(dsn), testkit.WithConfig(func(c *app.Config) {
-			c.NATSURL, c.NodeID = nats, id
+			c.NATSURL, c.NodeID, c.NATSPrefix = nats, id, prefix
 		})}, opts...)
 		nodes[i] = testkit.Start(t, o...)
 	}

@@ -253,9 +253,10 @@ func TestClusterOneNodeLosesPostgres(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	proxy := testkit.StartTCPProxy(t, "127.0.0.1:5432")
+	prefix := natsPrefix()
 	node := func(id, db string) *testkit.Server {
 		return testkit.Start(t, testkit.WithDB(db), testkit.WithConfig(func(c *app.Config) {
-			c.NATSURL, c.NodeID, c.PresenceLease = natsURL, id, 2*time.Second
+			c.NATSURL, c.NodeID, c.PresenceLease, c.NATSPrefix = natsURL, id, 2*time.Second, prefix
 		}))
 	}
 	a := node("nodea", strings.Replace(dsn, "127.0.0.1:5432", proxy.Addr, 1))
