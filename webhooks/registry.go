@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -30,6 +31,9 @@ type Registry struct {
 	allowPrivate bool
 	resolver     Resolver
 	wake         func() // pokes the dispatcher after a manual retry
+	// stopping is closed by BeginShutdown: Delete no longer waits.
+	stopping chan struct{}
+	stopOnce sync.Once
 }
 
 // RegistryOptions configures NewRegistry.
@@ -50,7 +54,16 @@ func NewRegistry(store Store, o RegistryOptions) *Registry {
 	if o.Wake == nil {
 		o.Wake = func() {}
 	}
-	return &Registry{store: store, clock: o.Clock, allowPrivate: o.AllowPrivate, resolver: o.Resolver, wake: o.Wake}
+	return &Registry{store: store, clock: o.Clock, allowPrivate: o.AllowPrivate, resolver: o.Resolver, wake: o.Wake,
+		stopping: make(chan struct{})}
+}
+
+// BeginShutdown ends Delete's waits for attempts in flight, now and from
+// now on: the server is stopping, and the dispatcher that runs them stops
+// (cutting them short, see Dispatcher.Run) only once the requests have
+// finished, a Delete's among them.
+func (r *Registry) BeginShutdown() {
+	r.stopOnce.Do(func() { close(r.stopping) })
 }
 
 func invalidField(field, format string, args ...any) *calls.Error {
@@ -215,6 +228,9 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 		t := time.NewTimer(deletePoll)
 		select {
 		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-r.stopping:
 			t.Stop()
 			return nil
 		case <-t.C:

@@ -24,6 +24,7 @@ import (
 	"callsig/handlers"
 	"callsig/sse"
 	"callsig/web"
+	"callsig/webhooks"
 )
 
 // App is a running callsig: everything but the listener.
@@ -40,6 +41,7 @@ type App struct {
 	maxConns int                 // the connection cap (see Listener)
 	conns    *handlers.ConnLimit // applies it
 	hub      *sse.Hub
+	webhooks *webhooks.Registry
 	fanout   *fanout // nil without NATS
 	parts    []part  // the background parts Run runs
 	// Presence is the cluster-wide presence (PostgreSQL); nil with SQLite,
@@ -140,6 +142,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		a.Close()
 		return nil, err
 	}
+	a.webhooks = hooks.registry
 	if a.fanout, err = a.newFanout(a.hub); err != nil {
 		a.Close()
 		return nil, err
@@ -316,9 +319,15 @@ func (a *App) Server() *http.Server {
 }
 
 // BeginShutdown ends open event streams so their clients reconnect
-// elsewhere while the HTTP server drains the other requests.
+// elsewhere while the HTTP server drains the other requests, and has a
+// DELETE /webhooks/{id} answer without waiting for the attempts in flight
+// to the endpoint: the dispatcher running them stops only once the
+// requests are done, so such a wait held the drain to its deadline.
 func (a *App) BeginShutdown() {
 	a.hub.Shutdown()
+	if a.webhooks != nil {
+		a.webhooks.BeginShutdown()
+	}
 }
 
 // devToken mints user tokens for POST /dev/token, only in development mode
