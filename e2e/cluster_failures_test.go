@@ -174,7 +174,6 @@ func TestClusterPostgresUnreachable(t *testing.T) {
 // waited for a turn of the two head reads, each held 5 s, and the last of
 // a dozen got its headers 35 s late (a review).
 func TestStreamHeadersWhilePostgresIsSilent(t *testing.T) {
-	t.Parallel()
 	proxy := testkit.StartTCPProxy(t, "127.0.0.1:5432")
 	s := testkit.Start(t, testkit.WithBackend(testkit.Postgres), testkit.WithDSN(func(dsn string) string {
 		return strings.Replace(dsn, "127.0.0.1:5432", proxy.Addr, 1)
@@ -250,7 +249,6 @@ func TestPostgresUnreachableAsTheServerStarts(t *testing.T) {
 // it, marks bob received, and bob counts online again for the next
 // invitation; the stream had every event once, in order.
 func TestClusterOneNodeLosesPostgres(t *testing.T) {
-	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	proxy := testkit.StartTCPProxy(t, "127.0.0.1:5432")
 	prefix := natsPrefix()
