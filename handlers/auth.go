@@ -177,6 +177,7 @@ type authenticator struct {
 	validator *jwt.Validator // then checks its claims, with the parser's options
 	methods   []string       // the algorithms admitted
 	cache     *tokenCache
+	expired   *tokenCache  // tokens the issuer signed, refused as expired
 	failures  *rateLimiter // failed logins per address (authfail.go); nil: not limited
 }
 
@@ -218,7 +219,8 @@ func newAuthenticator(cfg AuthConfig) *authenticator {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
 	return &authenticator{cfg: cfg, parser: jwt.NewParser(opts...), validator: jwt.NewValidator(opts...), methods: methods,
-		cache: newTokenCache(tokenCacheTTL, tokenCacheMax, tokenCacheBytes)}
+		cache:   newTokenCache(tokenCacheTTL, tokenCacheMax, tokenCacheBytes),
+		expired: newTokenCache(tokenCacheTTL, tokenCacheMax, tokenCacheBytes)}
 }
 
 // keyFor picks the verification key: the secret for HS256, the provider's
@@ -258,14 +260,32 @@ func (a *authenticator) recent(token string) (verifiedToken, bool) {
 	return a.cache.get(token, time.Now())
 }
 
-// verifyAndCache is parse after a cache miss.
+// verifyAndCache is parse after a cache miss. A token the issuer signed
+// that has expired is remembered too (it stays expired): it is not a
+// failed login (signedRefusal), so its address's share does not bound how
+// often it is sent, and a client repeating one would otherwise cost a
+// signature check (tens of µs for RS256) each time.
 func (a *authenticator) verifyAndCache(ctx context.Context, token string) (user string, admin bool, exp time.Time, err error) {
+	now := time.Now()
+	if _, ok := a.expired.get(token, now); ok {
+		return "", false, time.Time{}, signedRefusal{errTokenExpired}
+	}
 	user, admin, exp, err = a.verify(ctx, token)
-	if err == nil {
-		a.cache.put(token, verifiedToken{user: user, admin: admin, exp: exp}, time.Now())
+	switch {
+	case err == nil:
+		a.cache.put(token, verifiedToken{user: user, admin: admin, exp: exp}, now)
+	case errors.Is(err, errTokenExpired) && len(token) <= maxTokenLength:
+		a.expired.put(token, verifiedToken{exp: neverExpires}, now)
 	}
 	return user, admin, exp, err
 }
+
+// errTokenExpired is verify's refusal of a token past its exp.
+var errTokenExpired = errors.New("token is expired")
+
+// neverExpires is the exp of the expired-token cache's entries, which
+// end with their time in the cache alone.
+var neverExpires = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // verify is parse without the cache.
 func (a *authenticator) verify(ctx context.Context, token string) (user string, admin bool, exp time.Time, err error) {
@@ -297,7 +317,7 @@ func (a *authenticator) verify(ctx context.Context, token string) (user string, 
 	case isOurs(err):
 		return "", false, time.Time{}, unwrapOurs(err)
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return "", false, time.Time{}, errors.New("token is expired")
+		return "", false, time.Time{}, errTokenExpired
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
 		return "", false, time.Time{}, errors.New("token has no " + missingClaim(err) + " claim")
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"errors"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -395,5 +396,26 @@ func TestOneSpellingOfAToken(t *testing.T) {
 	}
 	if n := len(a.cache.entries); n != 1 {
 		t.Errorf("%d cached entries, want the one token", n)
+	}
+}
+
+// An expired token the issuer signed is remembered: sent again it is
+// refused without another signature check. It spends nothing of its
+// address's failed logins, so nothing else bounds how often it may come.
+func TestExpiredTokenIsCheckedOnce(t *testing.T) {
+	a := newAuthenticator(AuthConfig{Secret: testSecret})
+	tok := token(t, "alice", jwt.MapClaims{"exp": time.Now().Add(-time.Minute).Unix()})
+	for i := range 3 {
+		_, _, _, err := a.verifyAndCache(context.Background(), tok)
+		if !errors.Is(err, errTokenExpired) || !errors.As(err, new(signedRefusal)) {
+			t.Fatalf("try %d: %v, want the issuer's token refused as expired", i, err)
+		}
+		// Checked again, the signature would now fail: the refusals after
+		// the first come from the cache.
+		a.cfg.Secret = []byte("another-secret-0123456789abcdef")
+	}
+	other := token(t, "bob", jwt.MapClaims{"exp": time.Now().Add(-time.Minute).Unix()})
+	if _, _, _, err := a.verifyAndCache(context.Background(), other); err == nil || errors.Is(err, errTokenExpired) {
+		t.Fatalf("a token not seen before: %v, want its signature checked (and failed)", err)
 	}
 }
