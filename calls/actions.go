@@ -389,6 +389,20 @@ func DueDeadlines(call *Call, now int64) []Deadline {
 // Expire fires one due deadline. It is idempotent: a deadline that lost a
 // race (the invitee answered, the caller came back) only clears itself.
 func Expire(call *Call, d Deadline, now int64) *Change {
+	return expire(call, d, now, 0)
+}
+
+// expire is Expire, with the grace the service arms the caller-offline
+// timer with. A caller-offline grace that ends while the call goes on (a
+// user who joined uninvited is in it: the rule cancels the pending
+// invitations, and finish keeps the call for him) is armed again, grace
+// from now: the rule is a standing one ("if no one but the caller is left
+// in accepted, it ends"), and checked only at its firing it let the call,
+// once he quit, stay started for as long as its caller stayed away (and
+// him busy), and the invitations made meanwhile ring. A caller back in
+// time clears it (CallerPresence); grace 0 arms nothing (the tests of the
+// pure firing).
+func expire(call *Call, d Deadline, now int64, grace time.Duration) *Change {
 	t := begin(call, now)
 	c := t.call
 	if c.State == CallEnded {
@@ -427,6 +441,10 @@ func Expire(call *Call, d Deadline, now int64) *Change {
 			t.cancel(c.Caller, pending, "", nil, MissedCallerOffline)
 		}
 		t.finish(c.Caller, EndCallerOffline)
+		if c.State == CallStarted && grace > 0 && CallerOfflineApplies(c) {
+			c.CallerOfflineAt = now + grace.Milliseconds()
+			t.arm(c.CallerOfflineAt)
+		}
 	}
 	return t.done()
 }

@@ -277,7 +277,7 @@ func (s *Service) expire(ctx context.Context, c *Call, d Deadline, now int64, un
 			return CallerPresence(c, true, now, s.cfg.HeartbeatTimeout)
 		}
 	}
-	return Expire(c, d, now)
+	return expire(c, d, now, s.cfg.HeartbeatTimeout)
 }
 
 // UserOnline is called when a user's first stream opens, after Presence
