@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"callsig/calls"
-	"callsig/db/postgres"
 	"callsig/internal/pgtest"
 )
 
@@ -134,14 +133,4 @@ func TestNoIDVisibleBeforeASmallerOne(t *testing.T) {
 			t.Fatalf("event %d: saw %d, log %d", i, seen[i], all[i].ID)
 		}
 	}
-}
-
-// openDSN opens a store (a node) on the database at dsn.
-func openDSN(t *testing.T, dsn string) *postgres.Store {
-	s, err := postgres.Open(context.Background(), dsn, postgres.Options{MaxConns: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
 }

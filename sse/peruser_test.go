@@ -29,7 +29,14 @@ import (
 // openPostgres opens a store on a fresh database, closed with the test.
 func openPostgres(t *testing.T) *postgres.Store {
 	t.Helper()
-	s, err := postgres.Open(context.Background(), pgtest.NewDatabase(t), postgres.Options{MaxConns: 8})
+	return openDSN(t, pgtest.NewDatabase(t))
+}
+
+// openDSN opens a store (a node) on the database at dsn, closed with the
+// test.
+func openDSN(t *testing.T, dsn string) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(context.Background(), dsn, postgres.Options{MaxConns: 8})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,6 +37,43 @@ func TestMain(m *testing.M) {
 }
 
 const testSecret = "test-secret-of-at-least-32-bytes!!"
+
+// requestInFlight starts a POST /calls at addr whose body never ends, and
+// returns once its handler reads it: Expect: 100-continue makes the server
+// say when a handler starts reading the body, and from then on the request
+// is in flight. The connection is closed when t ends.
+func requestInFlight(t *testing.T, addr, tok string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "POST /calls HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n", addr, tok)
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.Contains(status, "100 Continue") {
+		t.Fatalf("the request in flight: %q (%v), want 100 Continue", status, err)
+	}
+	fmt.Fprint(conn, "{")
+}
+
+// inviteBob has the server at addr create a call to bob with tok.
+func inviteBob(t *testing.T, addr, tok string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/calls", strings.NewReader(`{"invitees":["bob"]}`))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /calls: %s", res.Status)
+	}
+}
 
 // logBuffer collects a server's log lines for the test to wait on.
 type logBuffer = testlog.Buffer
@@ -141,21 +179,7 @@ func TestSecondSignalKills(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	// Expect: 100-continue makes the server say when a handler starts
-	// reading the body: from then on the request is in flight.
-	fmt.Fprintf(conn, "POST /calls HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"+
-		"Content-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n", addr, tok)
-	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-	status, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil || !strings.Contains(status, "100 Continue") {
-		t.Fatalf("the slow request: %q (%v), want 100 Continue\n%s", status, err, logs)
-	}
-	fmt.Fprint(conn, "{")
+	requestInFlight(t, addr, tok)
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -218,18 +242,7 @@ func TestCutRequestFailsTheStop(t *testing.T) {
 	go func() { done <- serve(ctx, func() {}, args, getenv, logs) }()
 	addr := listening(t, logs)
 	tok, _ := handlers.MintToken([]byte(testSecret), handlers.TokenRequest{UserID: "alice", TTL: time.Hour}, time.Now())
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "POST /calls HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"+
-		"Content-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n", addr, tok)
-	status, _ := bufio.NewReader(conn).ReadString('\n')
-	if !strings.Contains(status, "100 Continue") {
-		t.Fatalf("%q", status)
-	}
-	fmt.Fprint(conn, "{")
+	requestInFlight(t, addr, tok)
 	cancel()
 	select {
 	case err := <-done:

@@ -1,109 +1,21 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"callsig/handlers"
 	"callsig/internal/pgtest"
+	"callsig/internal/testkit"
 	"callsig/internal/wait"
 	"callsig/webhooks"
 )
-
-// freezingProxy forwards TCP connections to target until freeze, after
-// which it forwards nothing more and holds every connection open, old and
-// new: a database that stopped answering (a failover, a partition) without
-// closing anything.
-type freezingProxy struct {
-	ln     net.Listener
-	target string
-	frozen chan struct{}
-	once   sync.Once
-	mu     sync.Mutex
-	conns  []net.Conn
-}
-
-func newFreezingProxy(t *testing.T, target string) *freezingProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &freezingProxy{ln: ln, target: target, frozen: make(chan struct{})}
-	t.Cleanup(func() {
-		p.freeze()
-		ln.Close()
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-	})
-	go p.serve()
-	return p
-}
-
-func (p *freezingProxy) freeze() { p.once.Do(func() { close(p.frozen) }) }
-
-func (p *freezingProxy) keep(c net.Conn) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.conns = append(p.conns, c)
-}
-
-func (p *freezingProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.keep(c)
-		select {
-		case <-p.frozen:
-			continue // held open, never answered
-		default:
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.keep(up)
-		go p.pipe(c, up)
-		go p.pipe(up, c)
-	}
-}
-
-// pipe copies from src to dst until the proxy freezes; what is read after
-// that is dropped, and the connections stay open.
-func (p *freezingProxy) pipe(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		select {
-		case <-p.frozen:
-			<-make(chan struct{}) // held until the test closes the connections
-		default:
-		}
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
 
 // The shutdown's steps (the requests in flight, the background parts,
 // the database close) each waited the whole CALLSIG_SHUTDOWN_TIMEOUT, one
@@ -124,8 +36,8 @@ func TestShutdownIsBoundedAsAWhole(t *testing.T) {
 	defer receiver.Close()
 
 	dsn := pgtest.NewDatabase(t)
-	proxy := newFreezingProxy(t, "127.0.0.1:5432")
-	dsn = strings.Replace(dsn, "127.0.0.1:5432", proxy.ln.Addr().String(), 1)
+	proxy := testkit.StartTCPProxy(t, "127.0.0.1:5432")
+	dsn = strings.Replace(dsn, "127.0.0.1:5432", proxy.Addr, 1)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -155,17 +67,7 @@ func TestShutdownIsBoundedAsAWhole(t *testing.T) {
 	}()
 
 	// A call: its webhook attempt hangs at the receiver.
-	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/calls", strings.NewReader(`{"invitees":["bob"]}`))
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	if res.StatusCode != http.StatusCreated && res.StatusCode != http.StatusOK {
-		t.Fatalf("POST /calls: %s", res.Status)
-	}
+	inviteBob(t, addr, tok)
 	select {
 	case <-entered:
 	case <-time.After(20 * time.Second):
@@ -173,20 +75,9 @@ func TestShutdownIsBoundedAsAWhole(t *testing.T) {
 	}
 
 	// A request in flight whose body never ends.
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "POST /calls HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"+
-		"Content-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n", addr, tok)
-	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-	if status, _ := bufio.NewReader(conn).ReadString('\n'); !strings.Contains(status, "100 Continue") {
-		t.Fatalf("the slow request: %q", status)
-	}
-	fmt.Fprint(conn, "{")
+	requestInFlight(t, addr, tok)
 
-	proxy.freeze()
+	proxy.Freeze()
 	start := time.Now()
 	cancel()
 	var stopErr error
