@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"callsig/handlers"
+	"callsig/internal/wait"
 )
 
 // A DELETE /webhooks/{id} waits for the attempts in flight to the
@@ -84,7 +85,18 @@ func TestShutdownWithADeleteWaitingForAnAttempt(t *testing.T) {
 		}
 		deleted <- err
 	}()
-	time.Sleep(300 * time.Millisecond) // the DELETE waits for the attempt
+	// The deletion committed (the endpoint is gone) and its DELETE waits
+	// for the attempt: the server is stopped then.
+	wait.For(t, 10*time.Second, "the deletion to commit", func() bool {
+		res := do(http.MethodGet, "/webhooks/"+ep.ID, admin, "")
+		res.Body.Close()
+		return res.StatusCode == http.StatusNotFound
+	})
+	select {
+	case err := <-deleted:
+		t.Fatalf("the DELETE answered (%v) while the attempt was in flight", err)
+	default:
+	}
 	cancel()
 	var stopErr error
 	select {
