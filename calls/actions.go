@@ -442,7 +442,10 @@ func expire(call *Call, d Deadline, now int64, grace time.Duration) *Change {
 		}
 		t.finish(c.Caller, EndCallerOffline)
 		if c.State == CallStarted && grace > 0 && CallerOfflineApplies(c) {
-			c.CallerOfflineAt = now + grace.Milliseconds()
+			// At most once a second: a grace of a millisecond (the config
+			// allows it) would otherwise rewrite the call a thousand
+			// times a second while its caller stays away.
+			c.CallerOfflineAt = now + max(grace, time.Second).Milliseconds()
 			t.arm(c.CallerOfflineAt)
 		}
 	}
