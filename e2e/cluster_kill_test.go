@@ -124,6 +124,7 @@ func clusterDo(base, user, method, path string, body any) (int, map[string]any) 
 // it was to send are sent by the others; and every call acknowledged by
 // any node, before or after the kill, is there.
 func TestClusterNodeKill(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	procs := startClusterProcs(t, 3, dsn)
 	victim, live := procs[0], procs[1:]

@@ -148,6 +148,7 @@ func (p *process) do(user, method, path string, body any) (int, map[string]any) 
 // 201 is there after a restart on the same file, and a timeout that fell
 // due while the server was down fires as soon as it is back.
 func TestCrashLosesNothing(t *testing.T) {
+	t.Parallel()
 	bin := buildServer(t)
 	dbPath := filepath.Join(t.TempDir(), "callsig.db")
 	addr := freeAddr(t)
@@ -214,6 +215,7 @@ func freeAddr(t *testing.T) string {
 // SIGTERM: the server finishes, closes the database and exits 0; the data
 // is there on the next start.
 func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
 	bin := buildServer(t)
 	dbPath := filepath.Join(t.TempDir(), "callsig.db")
 	addr := freeAddr(t)

@@ -74,6 +74,7 @@ func postKeyed(client *http.Client, p *process, user, key string, body []byte) k
 // timing (logged; in most runs some had): the chaos suite's
 // kill-and-retry check (chaos/killcheck_test.go) meets that case in bulk.
 func TestIdempotentRetryAfterCrash(t *testing.T) {
+	t.Parallel()
 	bin := buildServer(t)
 	dbPath := filepath.Join(t.TempDir(), "callsig.db")
 	addr := freeAddr(t)

@@ -14,6 +14,7 @@ import (
 // the declarations say what callsig.js does. tsc is the one pinned in
 // api/tools (scripts/test installs it): no new dependency.
 func TestSDKTypes(t *testing.T) {
+	t.Parallel()
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)

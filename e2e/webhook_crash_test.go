@@ -17,6 +17,7 @@ import (
 // sends it again as soon as it is up, under the same webhook-id, rather
 // than after the lease (2 minutes by default).
 func TestCrashMidWebhookSendsItAgainAtOnce(t *testing.T) {
+	t.Parallel()
 	bin := buildServer(t)
 	dbPath := filepath.Join(t.TempDir(), "callsig.db")
 	addr := freeAddr(t)
