@@ -73,11 +73,18 @@ func TestCallerOfflineRuleStandsWhileTheCallerIsAway(t *testing.T) {
 			t.Fatalf("empty firings sent %d webhooks", n-hooksBefore)
 		}
 
-		// Restart keeps the re-armed deadline.
+		// Restart keeps the re-armed deadline. erin is connected at the
+		// stop: her call is the one the start arms, the sign that the
+		// start-up arming has run.
+		listen(t, s, "erin", "")
+		marker := s.Client("erin").Invite(map[string]any{"mode": "advanced", "timeout": 600}, "frank").CallID
+		s.Client("frank").Action(marker, "reject", nil).Want(http.StatusOK)
 		armed := loadCall(t, s, id).CallerOfflineAt
 		s.Restart()
 		dave.reconnect()
-		time.Sleep(300 * time.Millisecond)
+		wait.For(t, eventWait, "the start-up arming of the call of a caller connected at the stop", func() bool {
+			return loadCall(t, s, marker).CallerOfflineAt != 0
+		})
 		if got := loadCall(t, s, id).CallerOfflineAt; got != armed {
 			t.Fatalf("after a restart the deadline is %d, want %d kept", got, armed)
 		}
