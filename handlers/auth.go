@@ -488,6 +488,22 @@ func notAGuess(err error) bool {
 	return err == nil || errors.As(err, new(signedRefusal)) || errors.Is(err, errJWKSUnavailable)
 }
 
+// verifyReserved verifies a token not in the cache, for which
+// reserveFailure took one of r's address's failed logins: given back
+// unless the token was a guess (notAGuess). A refused token is answered
+// here (refuseToken), and ok is false.
+func (a *authenticator) verifyReserved(w http.ResponseWriter, r *http.Request, token string) (user string, admin bool, exp time.Time, ok bool) {
+	user, admin, exp, err := a.verifyAndCache(r.Context(), token)
+	if notAGuess(err) {
+		a.spare(r)
+	}
+	if err != nil {
+		refuseToken(w, r, err)
+		return "", false, time.Time{}, false
+	}
+	return user, admin, exp, true
+}
+
 // requireUser authenticates a user by bearer JWT (or, with fromQuery, by
 // ?access_token=, which EventSource needs) and names the device: from
 // X-Device-ID, or from ?deviceID= with fromQuery; missing means "default".
@@ -521,13 +537,8 @@ func (a *authenticator) requireUser(fromQuery bool) func(http.Handler) http.Hand
 				if !a.reserveFailure(w, r) {
 					return
 				}
-				var err error
-				user, admin, exp, err = a.verifyAndCache(r.Context(), token)
-				if notAGuess(err) {
-					a.spare(r)
-				}
-				if err != nil {
-					refuseToken(w, r, err)
+				var ok bool
+				if user, admin, exp, ok = a.verifyReserved(w, r, token); !ok {
 					return
 				}
 			}
@@ -570,13 +581,8 @@ func (a *authenticator) requireAdmin(next http.Handler) http.Handler {
 				next.ServeHTTP(w, r)
 				return
 			}
-			var err error
-			v.user, v.admin, _, err = a.verifyAndCache(r.Context(), token)
-			if notAGuess(err) {
-				a.spare(r)
-			}
-			if err != nil {
-				refuseToken(w, r, err)
+			var ok bool
+			if v.user, v.admin, _, ok = a.verifyReserved(w, r, token); !ok {
 				return
 			}
 		}
