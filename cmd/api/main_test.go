@@ -75,6 +75,19 @@ func inviteBob(t *testing.T, addr, tok string) {
 	}
 }
 
+// served waits at most within for serve, started with done, to return,
+// and returns what it returned.
+func served(t *testing.T, done <-chan error, within time.Duration, logs *logBuffer) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(within):
+		t.Fatalf("serve did not return within %v\n%s", within, logs)
+		return nil
+	}
+}
+
 // logBuffer collects a server's log lines for the test to wait on.
 type logBuffer = testlog.Buffer
 
@@ -118,13 +131,8 @@ func TestServeStopsWhenContextIsDone(t *testing.T) {
 	go func() { done <- serve(ctx, func() {}, args, getenv, logs) }()
 	listening(t, logs)
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve = %v, want nil after a clean shutdown\n%s", err, logs)
-		}
-	case <-time.After(2*2*time.Second + 5*time.Second): // HTTP drain and parts, each bounded, and slack
-		t.Fatalf("serve did not return after its context was done\n%s", logs)
+	if err := served(t, done, 2*time.Second+5*time.Second, logs); err != nil { // the shutdown's bound, and slack
+		t.Fatalf("serve = %v, want nil after a clean shutdown\n%s", err, logs)
 	}
 	if !strings.Contains(logs.String(), "stopped") {
 		t.Fatalf("no clean stop logged:\n%s", logs)
@@ -244,12 +252,7 @@ func TestCutRequestFailsTheStop(t *testing.T) {
 	tok, _ := handlers.MintToken([]byte(testSecret), handlers.TokenRequest{UserID: "alice", TTL: time.Hour}, time.Now())
 	requestInFlight(t, addr, tok)
 	cancel()
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), "in-flight requests") {
-			t.Fatalf("in-flight request cut at the shutdown timeout: serve returned %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("serve did not return")
+	if err := served(t, done, 20*time.Second, logs); err == nil || !strings.Contains(err.Error(), "in-flight requests") {
+		t.Fatalf("in-flight request cut at the shutdown timeout: serve returned %v", err)
 	}
 }

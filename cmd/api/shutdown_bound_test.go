@@ -80,12 +80,7 @@ func TestShutdownIsBoundedAsAWhole(t *testing.T) {
 	proxy.Freeze()
 	start := time.Now()
 	cancel()
-	var stopErr error
-	select {
-	case stopErr = <-done:
-	case <-time.After(10 * timeout):
-		t.Fatalf("serve did not return\n%s", logs)
-	}
+	stopErr := served(t, done, 10*timeout, logs)
 	took := time.Since(start)
 	t.Logf("shutdown took %v (timeout %v): %v", took, timeout, stopErr)
 	if stopErr == nil {

@@ -98,12 +98,7 @@ func TestShutdownWithADeleteWaitingForAnAttempt(t *testing.T) {
 	default:
 	}
 	cancel()
-	var stopErr error
-	select {
-	case stopErr = <-done:
-	case <-time.After(10 * timeout):
-		t.Fatalf("serve did not return\n%s", logs)
-	}
+	stopErr := served(t, done, 10*timeout, logs)
 	if err := <-deleted; err != nil {
 		t.Errorf("the DELETE in flight as the server stopped: %v", err)
 	}
