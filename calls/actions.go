@@ -164,20 +164,36 @@ func Cancel(call *Call, actor Actor, in CancelInput, now int64) (*Change, []stri
 	case len(targets) == 0:
 		return nil, nil, errorf(CodeInvalidState, "none of these invitations is pending any more")
 	}
-	t.cancel(actor.UserID, targets, in.ExtendedData, in.PushConfig, MissedCancelled)
+	t.cancel(targets, in.ExtendedData, in.PushConfig, MissedCancelled)
 	t.finish(actor.UserID, "")
 	return t.done(), errInvitees, nil
 }
 
 // cancel withdraws pending invitations; why is the call.missed reason
-// (cancelled by the inviter, or because the caller went offline).
-func (t *transition) cancel(inviter string, targets []*CallUser, ext string, push *PushConfig, why MissedReason) {
+// (cancelled by the inviter, or because the caller went offline). Each
+// invitee's callInvitationCancelled names the inviter its
+// callInvitationReceived named, so an app can match the two: a cancel
+// withdraws only the actor's own invitations, but the caller-offline rule
+// withdraws those of everyone in the call.
+func (t *transition) cancel(targets []*CallUser, ext string, push *PushConfig, why MissedReason) {
 	ids := make([]string, len(targets))
+	var inviters []string
 	for i, u := range targets {
 		t.setState(u, StateCancelled)
 		ids[i] = u.UserID
+		if !slices.Contains(inviters, u.Inviter) {
+			inviters = append(inviters, u.Inviter)
+		}
 	}
-	t.emit(EventCancelled, cancelledData{CallID: t.call.ID, Inviter: inviter, Mode: t.call.Mode, ExtendedData: ext}, ids...)
+	for _, inviter := range inviters {
+		var to []string
+		for _, u := range targets {
+			if u.Inviter == inviter {
+				to = append(to, u.UserID)
+			}
+		}
+		t.emit(EventCancelled, cancelledData{CallID: t.call.ID, Inviter: inviter, Mode: t.call.Mode, ExtendedData: ext}, to...)
+	}
 	t.stateChanged(targets...)
 	for _, u := range targets {
 		t.missed(u, why)
@@ -438,7 +454,7 @@ func expire(call *Call, d Deadline, now int64, grace time.Duration) *Change {
 			}
 		}
 		if len(pending) > 0 {
-			t.cancel(c.Caller, pending, "", nil, MissedCallerOffline)
+			t.cancel(pending, "", nil, MissedCallerOffline)
 		}
 		t.finish(c.Caller, EndCallerOffline)
 		if c.State == CallStarted && grace > 0 && CallerOfflineApplies(c) {

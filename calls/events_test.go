@@ -280,6 +280,27 @@ func TestCallInvitationCancelled(t *testing.T) {
 	}
 }
 
+// The caller-offline rule withdraws everyone's pending invitations, not
+// only the caller's: each invitee is told the inviter its
+// callInvitationReceived named (dave was invited by bob), as call.missed
+// does.
+func TestCallInvitationCancelledByTheCallerOfflineRule(t *testing.T) {
+	c := tableCall(ModeGeneral, StateNotYetReceived)
+	c.CallerTracked, c.CallerOfflineAt = true, tableNow
+	ch := Expire(c, Deadline{CallID: c.ID, Kind: DeadlineCallerOffline}, tableNow)
+	mustChange(t, ch, nil)
+	evs := eventsOf(ch, EventCancelled)
+	if got := recipientsOf(evs); len(got) != 3 {
+		t.Fatalf("callInvitationCancelled sent to %v, want bob, carol and dave", got)
+	}
+	want := map[string]string{"bob": "alice", "carol": "alice", "dave": "bob"}
+	for _, e := range evs {
+		if d := decode(t, e.Data); d["inviter"] != want[e.UserID] {
+			t.Errorf("to %s: inviter %v, want %s", e.UserID, d["inviter"], want[e.UserID])
+		}
+	}
+}
+
 func TestCallInvitationTimeout(t *testing.T) {
 	_, c := newCall(t, ModeGeneral, InviteInput{}, "bob", "carol")
 	ch := Expire(c, Deadline{CallID: c.ID, UserID: "bob", Kind: DeadlineTimeout}, now0+90_000)

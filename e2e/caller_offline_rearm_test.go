@@ -40,14 +40,19 @@ func TestCallerOfflineRuleStandsWhileTheCallerIsAway(t *testing.T) {
 			t.Fatalf("re-armed at %d, want %d", at2, at+grace)
 		}
 
-		// dave invites carol meanwhile: the next firing cancels her.
+		// dave invites carol meanwhile: the next firing cancels her, and tells
+		// her it was dave's invitation.
 		s.Client("dave").Action(id, "invite", map[string]any{"invitees": []string{"carol"}}).Want(http.StatusOK)
 		e := carol.expect(ev(calls.EventReceived, id), changed(id, "carol=inviting"), changed(id, "carol=received"))[0].Fields()
-		t.Logf("carol's callInvitationReceived inviter=%v", e["inviter"])
+		if e["inviter"] != "dave" {
+			t.Fatalf("carol's callInvitationReceived names inviter %v, want dave", e["inviter"])
+		}
 		dave.expect(changed(id, "carol=inviting"), changed(id, "carol=received"))
 		s.Advance(time.Duration(at2-s.Now()) * time.Millisecond)
 		e = carol.expect(ev(calls.EventCancelled, id), changed(id, "carol=cancelled"))[0].Fields()
-		t.Logf("carol's callInvitationCancelled inviter=%v", e["inviter"])
+		if e["inviter"] != "dave" {
+			t.Fatalf("carol's callInvitationCancelled names inviter %v, want dave (who invited her)", e["inviter"])
+		}
 		dave.expect(changed(id, "carol=cancelled"))
 		at3 := loadCall(t, s, id).CallerOfflineAt
 		if at3 != at2+grace {
