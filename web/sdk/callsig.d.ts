@@ -264,8 +264,13 @@ export interface CallsigClientOptions {
   /** Required where there is no global EventSource (Node: `import { EventSource } from 'eventsource'`). */
   EventSource?: new (url: string) => EventSourceLike;
   fetch?: typeof fetch;
-  /** Retries of network errors and 503: attempts in all (default 5), first delay and cap in ms (200, 5000). */
-  retry?: { attempts?: number; baseDelay?: number; maxDelay?: number };
+  /**
+   * Retries of network errors and 503, each with the request's one
+   * Idempotency-Key: attempts in all (default 5), first delay and cap in ms
+   * (200, 5000), and how long an attempt waits for its whole answer before
+   * it counts as a network error (default 15000 ms; 0: no limit).
+   */
+  retry?: { attempts?: number; baseDelay?: number; maxDelay?: number; timeout?: number };
 }
 
 /**

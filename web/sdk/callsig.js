@@ -8,8 +8,9 @@
 //
 // What it does that apps otherwise get wrong:
 // - every POST carries a generated Idempotency-Key and is retried with the
-//   same key on network errors and 503 (with backoff, honouring
-//   Retry-After), so a retried callInvite never creates two calls;
+//   same key on network errors, attempts unanswered within retry.timeout
+//   and 503 (with backoff, honouring Retry-After), so a retried callInvite
+//   never creates two calls;
 // - the event stream resumes from the last event id whatever ends it
 //   (network, server restart, token expiry) and drops an event it gets
 //   twice, so handlers see each event once, in order;
@@ -157,7 +158,7 @@ export class CallsigClient {
    * @param {string} [options.userClaim] the JWT claim holding the user ID, as the server's CALLSIG_JWT_USER_CLAIM ("sub" when left out)
    * @param {typeof EventSource} [options.EventSource] required where there is no global EventSource (Node)
    * @param {typeof fetch} [options.fetch]
-   * @param {{attempts?: number, baseDelay?: number, maxDelay?: number}} [options.retry]
+   * @param {{attempts?: number, baseDelay?: number, maxDelay?: number, timeout?: number}} [options.retry]
    */
   constructor(options = {}) {
     const {baseURL = '', token, tokenProvider, deviceID = 'default', userClaim = 'sub', EventSource: ES, fetch: f, retry} = options;
@@ -169,7 +170,7 @@ export class CallsigClient {
     this.#userClaim = userClaim;
     this.#EventSource = ES || globalThis.EventSource;
     this.#fetch = f || globalThis.fetch.bind(globalThis);
-    this.#retry = {attempts: 5, baseDelay: 200, maxDelay: 5000, ...retry};
+    this.#retry = {attempts: 5, baseDelay: 200, maxDelay: 5000, timeout: 15000, ...retry};
   }
 
   /** The signed-in user: the token's userClaim ("sub" by default); "" when the token is not a JWT. */
@@ -681,9 +682,10 @@ export class CallsigClient {
   // ---- HTTP -------------------------------------------------------------------
 
   // request sends one API call and returns the decoded body. A POST carries
-  // one Idempotency-Key over all its attempts; network errors and 503 are
-  // retried with backoff (Retry-After when given); a 401 gets one retry
-  // with a token from tokenProvider.
+  // one Idempotency-Key over all its attempts; network errors (an attempt
+  // unanswered within retry.timeout included) and 503 are retried with
+  // backoff (Retry-After when given); a 401 gets one retry with a token
+  // from tokenProvider.
   async #request(method, path, body) {
     const key = method === 'POST' ? randomKey() : '';
     let renewed = false;
@@ -706,21 +708,33 @@ export class CallsigClient {
         }
         throw new CallsigError({code: 'network_error', detail: `the server did not answer: ${e && e.message ? e.message : e}`});
       };
+      // An attempt that gets no whole answer within retry.timeout is one
+      // more network error: a dead connection (a phone that changed
+      // networks) tells fetch nothing for minutes, and the app, left
+      // waiting, would retry the action itself, with a new key.
+      const abort = new AbortController();
+      const timeout = this.#retry.timeout;
+      const timer = timeout > 0 ? setTimeout(() => abort.abort(new Error(`no answer within ${timeout} ms`)), timeout) : 0;
+      init.signal = abort.signal;
       let res;
-      try {
-        res = await this.#fetch(this.#baseURL + path, init);
-      } catch (e) {
-        await networkError(e);
-        continue;
-      }
       let text = '';
       try {
-        text = await res.text();
-      } catch (e) {
-        if (res.ok) {
-          await networkError(e);
+        try {
+          res = await this.#fetch(this.#baseURL + path, init);
+        } catch (e) {
+          await networkError(abort.signal.aborted ? abort.signal.reason : e);
           continue;
         }
+        try {
+          text = await res.text();
+        } catch (e) {
+          if (res.ok) {
+            await networkError(abort.signal.aborted ? abort.signal.reason : e);
+            continue;
+          }
+        }
+      } finally {
+        clearTimeout(timer);
       }
       let data = null;
       try {

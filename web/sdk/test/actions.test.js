@@ -1,0 +1,75 @@
+// What happens to an action (callInvite, callAccept, …) when its first
+// attempt is not answered: the client must retry it itself with the same
+// Idempotency-Key, the one way it runs once. An app left to retry it (a
+// call screen's own timeout, the user tapping again) sends a new key, and
+// the server runs it twice: two calls ringing.
+import {test} from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import {client, URL, user} from './helpers.js';
+
+// within fails when p does not settle within ms.
+function within(p, ms, what) {
+  let timer;
+  return Promise.race([p, new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not settled within ${ms} ms`)), ms);
+  })]).finally(() => clearTimeout(timer));
+}
+
+// proxy forwards every request to the server and records it; the first
+// POST /calls is passed to handle(req, res, body, up) instead, up sending
+// it on to the server (and resolving with the server's status and body).
+function proxy(handle) {
+  const seen = [];
+  const sockets = new Set();
+  let handled = false;
+  const up = (req, body) => new Promise((resolve, reject) => {
+    const r = http.request(URL + req.url, {method: req.method, headers: req.headers}, (ur) => {
+      const back = [];
+      ur.on('data', (c) => back.push(c));
+      ur.on('end', () => resolve({status: ur.statusCode, headers: ur.headers, body: Buffer.concat(back)}));
+    });
+    r.on('error', reject);
+    r.end(body);
+  });
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', async () => {
+      const body = Buffer.concat(chunks);
+      seen.push({method: req.method, url: req.url, key: req.headers['idempotency-key'], body: body.toString()});
+      if (!handled && req.method === 'POST' && req.url === '/calls') {
+        handled = true;
+        return handle(req, res, body, () => up(req, body));
+      }
+      const a = await up(req, body);
+      res.writeHead(a.status, a.headers);
+      res.end(a.body);
+    });
+  });
+  server.on('connection', (s) => { sockets.add(s); s.on('close', () => sockets.delete(s)); });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
+    seen, url: `http://127.0.0.1:${server.address().port}`,
+    close: () => { for (const s of sockets) s.destroy(); server.close(); },
+  })));
+}
+
+test('a callInvite the server did but never answered (a dead connection) is retried after the attempt timeout, with the same key: one call', async (t) => {
+  let done;
+  const committed = new Promise((r) => { done = r; });
+  // The server gets the request and commits the call; its answer never
+  // reaches the client, whose connection stays open and silent (a phone
+  // that changed networks: nothing tells fetch the connection is dead).
+  const p = await proxy(async (req, res, body, up) => { await up(); done(); });
+  t.after(() => p.close());
+  const aliceID = user('alice');
+  const alice = client(aliceID, {baseURL: p.url, retry: {baseDelay: 10, timeout: 1000}});
+  const invite = alice.callInvite([user('bob')], {timeout: 600});
+  await committed;
+  const res = await within(invite, 10000, 'callInvite');
+  const posts = p.seen.filter((r) => r.method === 'POST');
+  assert.equal(posts.length, 2, 'the first attempt and one retry');
+  assert.equal(posts[1].key, posts[0].key, 'the retry carries the same key');
+  const list = await client(aliceID).queryCallInvitationList();
+  assert.deepEqual(list.callList.map((c) => c.callID), [res.callID], 'exactly one call');
+});
