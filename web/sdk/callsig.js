@@ -688,6 +688,11 @@ export class CallsigClient {
   // from tokenProvider.
   async #request(method, path, body) {
     const key = method === 'POST' ? randomKey() : '';
+    // The body as called, serialized once: a retry carries the same key and
+    // must carry the same body (the server replays the first answer only
+    // for the same body), whatever the app has done since with the arrays
+    // and objects it passed.
+    const payload = method === 'POST' ? JSON.stringify(body || {}) : undefined;
     let renewed = false;
     for (let attempt = 0; ; attempt++) {
       if (!this.#token) await this.#refreshToken();
@@ -696,7 +701,7 @@ export class CallsigClient {
       if (method === 'POST') {
         headers['Content-Type'] = 'application/json';
         headers['Idempotency-Key'] = key;
-        init.body = JSON.stringify(body || {});
+        init.body = payload;
       }
       // A network error, and a 2xx whose body is cut or unreadable: the
       // server may have done it, so retry with the same key (it replays

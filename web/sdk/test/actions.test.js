@@ -73,3 +73,26 @@ test('a callInvite the server did but never answered (a dead connection) is retr
   const list = await client(aliceID).queryCallInvitationList();
   assert.deepEqual(list.callList.map((c) => c.callID), [res.callID], 'exactly one call');
 });
+
+test('a callInvite retried after a lost answer sends the body it was called with, though the app has reused its arrays since', async (t) => {
+  const invitees = [user('bob')];
+  // The server commits the call; its answer is lost with the connection.
+  // Meanwhile the app clears the selection it passed (a call screen's
+  // `selected.length = 0` once the call is placed).
+  const p = await proxy(async (req, res, body, up) => {
+    await up();
+    invitees.length = 0;
+    req.socket.destroy();
+  });
+  t.after(() => p.close());
+  const aliceID = user('alice');
+  const alice = client(aliceID, {baseURL: p.url, retry: {baseDelay: 10}});
+  await alice.queryCallInvitationList(); // a token first: callInvite sends its first attempt at once
+  const res = await within(alice.callInvite(invitees, {timeout: 600}), 10000, 'callInvite');
+  const posts = p.seen.filter((r) => r.method === 'POST');
+  assert.equal(posts.length, 2, 'the first attempt and one retry');
+  assert.equal(posts[1].key, posts[0].key, 'the retry carries the same key');
+  assert.equal(posts[1].body, posts[0].body, 'the retry carries the same body');
+  const list = await client(aliceID).queryCallInvitationList();
+  assert.deepEqual(list.callList.map((c) => c.callID), [res.callID], 'exactly one call');
+});
