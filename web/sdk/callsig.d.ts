@@ -194,8 +194,13 @@ export interface ConnectionStateChangedData {
   reason: string;
 }
 
+/**
+ * The stream's token expires soon: 30 s before its exp, or, when the stream
+ * came back after the token expired (the device offline through the
+ * warning) and no tokenProvider can renew it, at once with `second` 0.
+ */
 export interface TokenWillExpireData {
-  /** Seconds until the stream's token expires. */
+  /** Seconds until the stream's token expires (0: expired). */
   second: number;
 }
 

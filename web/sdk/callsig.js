@@ -148,6 +148,7 @@ export class CallsigClient {
   #pendingLogin = null; // {resolve, reject} of a login() whose stream is not served yet
   #loginPromise = null; // the login() in flight, returned to concurrent callers
   #session = 0; // bumped by logout(): a login() begun before it must not go on
+  #expiryTold = ''; // the token whose expiry a stream refused for good told the app of (see #warnExpired)
 
   /**
    * @param {object} options
@@ -433,6 +434,7 @@ export class CallsigClient {
         return;
       }
       // Refused (an expired token, say): EventSource gives up; we do not.
+      const esToken = this.#streamTokens.get(es);
       this.#streams.delete(es);
       this.#streamTokens.delete(es);
       this.#renewals.delete(es);
@@ -471,7 +473,10 @@ export class CallsigClient {
           detail: (ev && ev.message) || 'the server refused the event stream'}));
         return;
       }
-      if (this.#streams.size === 0 && this.#loggedIn) this.#reconnectLater();
+      if (this.#streams.size === 0 && this.#loggedIn) {
+        this.#reconnectLater();
+        if (!this.#tokenProvider) this.#warnExpired(esToken, status);
+      }
     };
     // Any event but refused shows es served: committed before it is handled.
     const on = (type, handle) => es.addEventListener(type, (ev) => {
@@ -539,6 +544,24 @@ export class CallsigClient {
       }
       if (this.#loggedIn && this.#streams.size === 0) this.#connect();
     }, this.#backoff);
+  }
+
+  // warnExpired tells the app, with tokenWillExpire, that the stream
+  // refused for good (status: its HTTP status, 0 when unknown) was opened
+  // with a token that expired or has 30 s or less left, when only the app
+  // can give another (no tokenProvider). The server's warning came on no
+  // stream: the device was offline from before it until after exp (a
+  // phone asleep), and the EventSource came back with the expired token.
+  // Untold, the app would never call renewToken and the client would try
+  // that token for ever. Told once per token, as the server does; by exp
+  // too, since a browser's EventSource does not give the status.
+  #warnExpired(token, status) {
+    if (!token || token !== this.#token || this.#expiryTold === token) return;
+    const exp = tokenClaims(token)?.exp;
+    const left = Number.isFinite(exp) ? Math.ceil(exp - Date.now() / 1000) : NaN;
+    if (status !== 401 && !(left <= 30)) return;
+    this.#expiryTold = token;
+    this.#emit('tokenWillExpire', {second: left > 0 ? left : 0});
   }
 
   // seen moves the position to ev's id; false when ev was handed over
