@@ -284,7 +284,9 @@ export interface CallsigClientOptions {
  *   answer was cut, after every retry;
  * - `stream_refused`: login's event stream was refused (after one retry
  *   with a token from tokenProvider);
- * - `logged_out`: logout() was called while login() was connecting;
+ * - `logged_out`: logout() was called while login() was connecting, or
+ *   before a request's next attempt (none is sent after a logout: the
+ *   token may be another user's by then; the action may have been done);
  * - `no_token`: tokenProvider returned no token;
  * - `token_provider_failed`: tokenProvider threw or rejected (its error is
  *   the CallsigError's `cause`);
@@ -348,7 +350,7 @@ export class CallsigClient {
    * login() while another is in flight shares its outcome.
    */
   login(): Promise<void>;
-  /** Closes the event stream; a login() still connecting rejects with `logged_out`. */
+  /** Closes the event stream; a login() still connecting, and a request due to be retried, reject with `logged_out`. */
   logout(): void;
   /**
    * Replaces the token (without tokenProvider: call it on tokenWillExpire).

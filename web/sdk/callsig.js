@@ -270,7 +270,7 @@ export class CallsigClient {
     });
   }
 
-  /** Closes the event stream; a later login starts a new one (with the invitations still pending). A login() still connecting rejects with code `logged_out`. */
+  /** Closes the event stream; a later login starts a new one (with the invitations still pending). A login() still connecting, and a request due to be retried (see #request), reject with code `logged_out`. */
   logout() {
     this.#session++;
     this.#loggedIn = false;
@@ -717,8 +717,17 @@ export class CallsigClient {
     // and objects it passed.
     const payload = method === 'POST' ? JSON.stringify(body || {}) : undefined;
     let renewed = false;
+    // A request is the signed-in user's: after a logout() the client's
+    // token (and tokenProvider's next) may be another user's, and an
+    // attempt sent with it would run the action as that user (an account
+    // switched on the same client, ZIM's way: logout, then login). So no
+    // attempt goes out once logout() has come.
+    const session = this.#session;
     for (let attempt = 0; ; attempt++) {
       if (!this.#token) await this.#refreshToken();
+      if (session !== this.#session) {
+        throw new CallsigError({code: 'logged_out', detail: 'logout() was called before the request was answered; it may have been done'});
+      }
       const headers = {Authorization: `Bearer ${this.#token}`, 'X-Device-ID': this.#deviceID, Accept: 'application/json'};
       const init = {method, headers, cache: 'no-store'};
       if (method === 'POST') {

@@ -6,7 +6,7 @@
 import {test} from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import {client, URL, user} from './helpers.js';
+import {client, token, URL, user} from './helpers.js';
 
 // within fails when p does not settle within ms.
 function within(p, ms, what) {
@@ -42,9 +42,15 @@ function proxy(handle) {
         handled = true;
         return handle(req, res, body, () => up(req, body));
       }
-      const a = await up(req, body);
-      res.writeHead(a.status, a.headers);
-      res.end(a.body);
+      // Passed on as it comes: an event stream never ends.
+      const r = http.request(URL + req.url, {method: req.method, headers: req.headers}, (ur) => {
+        res.writeHead(ur.statusCode, ur.headers);
+        res.flushHeaders();
+        ur.pipe(res);
+      });
+      res.on('close', () => r.destroy());
+      r.on('error', () => res.destroy());
+      r.end(body);
     });
   });
   server.on('connection', (s) => { sockets.add(s); s.on('close', () => sockets.delete(s)); });
@@ -95,4 +101,34 @@ test('a callInvite retried after a lost answer sends the body it was called with
   assert.equal(posts[1].body, posts[0].body, 'the retry carries the same body');
   const list = await client(aliceID).queryCallInvitationList();
   assert.deepEqual(list.callList.map((c) => c.callID), [res.callID], 'exactly one call');
+});
+
+test('an action retried after logout() is not sent with the next user\'s token: it rejects logged_out', async (t) => {
+  // The first POST /calls never reaches the server: held, then its
+  // connection is cut, once the app has switched users.
+  let cut;
+  const held = new Promise((r) => { cut = r; });
+  let reached;
+  const arrived = new Promise((r) => { reached = r; });
+  const p = await proxy(async (req) => { reached(); await held; req.socket.destroy(); });
+  t.after(() => p.close());
+  const aliceID = user('alice');
+  const carolID = user('carol');
+  let current = aliceID; // the app's signed-in user, which its tokenProvider asks its backend for
+  const c = client(aliceID, {baseURL: p.url, retry: {baseDelay: 10}, tokenProvider: () => token(current)});
+  await c.login();
+  t.after(() => c.logout());
+  const invite = c.callInvite([user('bob')], {timeout: 600, extendedData: 'from alice'});
+  await arrived;
+  // The app switches accounts on the same client, ZIM's way: logout, then login as carol.
+  c.logout();
+  current = carolID;
+  await c.renewToken(await token(carolID));
+  await c.login();
+  assert.equal(c.userID, carolID);
+  cut();
+  const outcome = await within(invite.then((r) => `resolved: a call by ${r.call.caller}`, (e) => e.code), 10000, 'callInvite');
+  assert.equal(outcome, 'logged_out');
+  const carols = await client(carolID).queryCallInvitationList();
+  assert.deepEqual(carols.callList.map((x) => x.extendedData), [], 'alice\'s call was placed as carol');
 });
