@@ -270,10 +270,11 @@ export interface CallsigClientOptions {
   EventSource?: new (url: string) => EventSourceLike;
   fetch?: typeof fetch;
   /**
-   * Retries of network errors and 503, each with the request's one
-   * Idempotency-Key: attempts in all (default 5), first delay and cap in ms
-   * (200, 5000), and how long an attempt waits for its whole answer before
-   * it counts as a network error (default 15000 ms; 0: no limit).
+   * Retries of network errors, 503 and a proxy's 502 and 504, each with
+   * the request's one Idempotency-Key: attempts in all (default 5), first
+   * delay and cap in ms (200, 5000), and how long an attempt waits for its
+   * whole answer before it counts as a network error (default 15000 ms; 0:
+   * no limit).
    */
   retry?: { attempts?: number; baseDelay?: number; maxDelay?: number; timeout?: number };
 }

@@ -8,9 +8,9 @@
 //
 // What it does that apps otherwise get wrong:
 // - every POST carries a generated Idempotency-Key and is retried with the
-//   same key on network errors, attempts unanswered within retry.timeout
-//   and 503 (with backoff, honouring Retry-After), so a retried callInvite
-//   never creates two calls;
+//   same key on network errors, attempts unanswered within retry.timeout,
+//   503 and a proxy's 502 and 504 (with backoff, honouring Retry-After),
+//   so a retried callInvite never creates two calls;
 // - the event stream resumes from the last event id whatever ends it
 //   (network, server restart, token expiry) and drops an event it gets
 //   twice, so handlers see each event once, in order;
@@ -114,6 +114,13 @@ const POSITION_WAIT = 5000;
 // to follow its headers, even through a proxy that splits them, and keeps
 // an app shown "connected" no later than a person would notice.
 const COMMIT_DELAY = 400;
+
+// The answers retried with the request's key: the server's 503 (it did
+// nothing, and asks to be asked again), and a reverse proxy's 502 and 504,
+// which say nothing of whether the server did it (nginx's 504 comes when
+// the server is slow to answer, perhaps having done it): like a network
+// error, only the same key may ask again.
+const TRANSIENT = new Set([502, 503, 504]);
 
 function pick(config, keys) {
   const out = {};
@@ -706,7 +713,8 @@ export class CallsigClient {
 
   // request sends one API call and returns the decoded body. A POST carries
   // one Idempotency-Key over all its attempts; network errors (an attempt
-  // unanswered within retry.timeout included) and 503 are retried with
+  // unanswered within retry.timeout included), 503 and a proxy's 502 and
+  // 504 are retried with
   // backoff (Retry-After when given); a 401 gets one retry with a token
   // from tokenProvider.
   async #request(method, path, body) {
@@ -786,7 +794,7 @@ export class CallsigClient {
         continue;
       }
       const retryAfter = res.headers.get('Retry-After') ? Number(res.headers.get('Retry-After')) : undefined;
-      if (res.status === 503 && attempt + 1 < this.#retry.attempts) {
+      if (TRANSIENT.has(res.status) && attempt + 1 < this.#retry.attempts) {
         await sleep(this.#delay(attempt, retryAfter));
         continue;
       }

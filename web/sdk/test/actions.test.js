@@ -132,3 +132,24 @@ test('an action retried after logout() is not sent with the next user\'s token: 
   const carols = await client(carolID).queryCallInvitationList();
   assert.deepEqual(carols.callList.map((x) => x.extendedData), [], 'alice\'s call was placed as carol');
 });
+
+test('a callInvite the server did but a reverse proxy answered 504 (upstream timed out) is retried with the same key: one call', async (t) => {
+  // nginx in front of the server (docs/events.md, "Running behind a
+  // proxy") gave up waiting for the answer: the call exists, the client
+  // gets nginx's 504 page.
+  const p = await proxy(async (req, res, body, up) => {
+    await up();
+    res.writeHead(504, {'Content-Type': 'text/html'});
+    res.end('<html><head><title>504 Gateway Time-out</title></head><body><center><h1>504 Gateway Time-out</h1></center><hr><center>nginx</center></body></html>\n');
+  });
+  t.after(() => p.close());
+  const aliceID = user('alice');
+  const alice = client(aliceID, {baseURL: p.url, retry: {baseDelay: 10}});
+  const outcome = await within(alice.callInvite([user('bob')], {timeout: 600}).then((r) => r, (e) => `rejected: ${e.code}`), 10000, 'callInvite');
+  assert.equal(typeof outcome, 'object', String(outcome));
+  const posts = p.seen.filter((r) => r.method === 'POST');
+  assert.equal(posts.length, 2, 'the first attempt and one retry');
+  assert.equal(posts[1].key, posts[0].key, 'the retry carries the same key');
+  const list = await client(aliceID).queryCallInvitationList();
+  assert.deepEqual(list.callList.map((c) => c.callID), [outcome.callID], 'exactly one call');
+});
