@@ -767,14 +767,14 @@ export class CallsigClient {
         try {
           res = await this.#fetch(this.#baseURL + path, init);
         } catch (e) {
-          await networkError(abort.signal.aborted ? abort.signal.reason : e);
+          await networkError(abort.signal.aborted && abort.signal.reason ? abort.signal.reason : e);
           continue;
         }
         try {
           text = await res.text();
         } catch (e) {
           if (res.ok) {
-            await networkError(abort.signal.aborted ? abort.signal.reason : e);
+            await networkError(abort.signal.aborted && abort.signal.reason ? abort.signal.reason : e);
             continue;
           }
         }
