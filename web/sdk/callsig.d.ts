@@ -347,7 +347,9 @@ export class CallsigClient {
    * stream it refuses for now, with its `refused` event, keeps login()
    * pending while the client tries again after the server's retry).
    * Rejects with code `stream_refused` (an HTTP error, after one retry
-   * with tokenProvider's token) or `logged_out` (logout() came first). A
+   * with tokenProvider's token; a 502, 503 or 504, the server out of reach
+   * for now, keeps it pending while the client tries again, where the
+   * EventSource tells the status) or `logged_out` (logout() came first). A
    * login() while another is in flight shares its outcome.
    */
   login(): Promise<void>;

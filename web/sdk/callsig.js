@@ -245,8 +245,10 @@ export class CallsigClient {
    * cap, rate limit) leaves it pending while the client tries again after
    * the wait the server asks for. Rejects with CallsigError code
    * `stream_refused` when the server refuses it with an HTTP error (after
-   * one retry with a token from tokenProvider), `logged_out` when logout()
-   * comes first. A login() while another is in flight shares its outcome.
+   * one retry with a token from tokenProvider; a 502, 503 or 504, the
+   * server out of reach for now, keeps it pending while the client tries
+   * again, where the EventSource tells the status: Node's eventsource
+   * does, a browser's does not), `logged_out` when logout() comes first. A login() while another is in flight shares its outcome.
    */
   login() {
     if (this.#loginPromise) return this.#loginPromise;
@@ -452,6 +454,14 @@ export class CallsigClient {
         this.#current = [...this.#streams].pop();
       }
       const status = ev && ev.code ? ev.code : 0;
+      if (login && !served && TRANSIENT.has(status)) {
+        // Not refused: the server is out of reach for now (a proxy's 502
+        // while it restarts). As after a network error, which EventSource
+        // retries by itself, login() stays pending while the client comes
+        // back with backoff.
+        if (this.#streams.size === 0) this.#reconnectLater('network');
+        return;
+      }
       if (login && !served && !login.renewed && this.#tokenProvider && (status === 0 || status === 401)) {
         // The token given was stale (a browser's EventSource does not tell
         // the status): one more try with the provider's.
@@ -538,8 +548,8 @@ export class CallsigClient {
     this.#renewals.delete(es);
   }
 
-  #reconnectLater() {
-    this.#setState('reconnecting', 'refused');
+  #reconnectLater(reason = 'refused') {
+    this.#setState('reconnecting', reason);
     this.#backoff = Math.min(15000, this.#backoff ? this.#backoff * 2 : 500);
     clearTimeout(this.#reconnectTimer);
     this.#reconnectTimer = setTimeout(async () => {
@@ -549,7 +559,8 @@ export class CallsigClient {
       } catch (e) {
         this.#emit('error', {error: e, event: 'tokenProvider'});
       }
-      if (this.#loggedIn && this.#streams.size === 0) this.#connect();
+      // A pending login's stream is still login's: refused, it settles it.
+      if (this.#loggedIn && this.#streams.size === 0) this.#connect(this.#pendingLogin);
     }, this.#backoff);
   }
 
