@@ -248,7 +248,8 @@ export class CallsigClient {
    * one retry with a token from tokenProvider; a 502, 503 or 504, the
    * server out of reach for now, keeps it pending while the client tries
    * again, where the EventSource tells the status: Node's eventsource
-   * does, a browser's does not), `logged_out` when logout() comes first. A login() while another is in flight shares its outcome.
+   * does, a browser's does not), `logged_out` when logout() comes first.
+   * A login() while another is in flight shares its outcome.
    */
   login() {
     if (this.#loginPromise) return this.#loginPromise;
@@ -725,9 +726,8 @@ export class CallsigClient {
   // request sends one API call and returns the decoded body. A POST carries
   // one Idempotency-Key over all its attempts; network errors (an attempt
   // unanswered within retry.timeout included), 503 and a proxy's 502 and
-  // 504 are retried with
-  // backoff (Retry-After when given); a 401 gets one retry with a token
-  // from tokenProvider.
+  // 504 are retried with backoff (Retry-After when given); a 401 gets one
+  // retry with a token from tokenProvider.
   async #request(method, path, body) {
     const key = method === 'POST' ? randomKey() : '';
     // The body as called, serialized once: a retry carries the same key and
@@ -745,7 +745,7 @@ export class CallsigClient {
     for (let attempt = 0; ; attempt++) {
       if (!this.#token) await this.#refreshToken();
       if (session !== this.#session) {
-        throw new CallsigError({code: 'logged_out', detail: 'logout() was called before the request was answered; it may have been done'});
+        throw new CallsigError({code: 'logged_out', detail: 'logout() came before the request\'s next attempt; an earlier one may have been done'});
       }
       const headers = {Authorization: `Bearer ${this.#token}`, 'X-Device-ID': this.#deviceID, Accept: 'application/json'};
       const init = {method, headers, cache: 'no-store'};
