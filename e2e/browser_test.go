@@ -143,6 +143,7 @@ func TestBrowserDemo(t *testing.T) {
 // security headers the page relies on, and answers as the spec says (the
 // test client checks every response against api/openapi.yaml).
 func TestDemoPageServed(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t)
 	anon := s.Client("nobody")
 	anon.Token = ""

@@ -6,7 +6,9 @@
 // that mostly wait (leases, timeouts, a stopped PostgreSQL or NATS; the
 // cluster's, with a database and NATS subjects of their own), so that they
 // wait while the others compute; and the crash tests, which check what
-// survives a kill, not how fast (their waits are bounds of seconds). Tests
+// survives a kill, not how fast (their waits are bounds of seconds); and
+// the short ones that time nothing (errors, tokens, webhooks on the fake
+// clock, the served files). Tests
 // that measure how long something takes under a load of their own
 // (stalls, many streams, the browser's) run alone, one after the other,
 // where their bounds mean what they say.

@@ -18,6 +18,7 @@ import (
 // Every error code of the contract, reached over real HTTP, as a clear
 // problem+json body that matches the spec.
 func TestErrorCodes(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t)
 	alice, bob := s.Client("alice"), s.Client("bob")
 	general := alice.Invite(nil, "bob").CallID
@@ -124,7 +125,10 @@ func TestErrorCodes(t *testing.T) {
 
 // The per-user rate limit answers 429 with Retry-After.
 func TestRateLimited(t *testing.T) {
-	s := testkit.Start(t, testkit.WithConfig(func(c *app.Config) { c.RateLimit, c.RateBurst = 1, 2 }))
+	t.Parallel()
+	// A bucket that barely refills (a token every 100 s): however slowly a
+	// loaded machine runs the five requests, the third finds it empty.
+	s := testkit.Start(t, testkit.WithConfig(func(c *app.Config) { c.RateLimit, c.RateBurst = 0.01, 2 }))
 	alice := s.Client("alice")
 	var last *testkit.Response
 	for range 5 {
@@ -145,6 +149,7 @@ func TestRateLimited(t *testing.T) {
 // replayed its whole kept log for one request's token each (a review: 8
 // MB/s within a limit that holds answers to 3.2 MB/s).
 func TestStreamReplayIsCharged(t *testing.T) {
+	t.Parallel()
 	// A bucket that barely refills (a token every 100 s), big enough that
 	// nothing here waits: what is left at the end is what was charged, however
 	// slowly the machine ran the test (at a token a second, a slow run
@@ -182,6 +187,7 @@ func TestStreamReplayIsCharged(t *testing.T) {
 // but not a request refused for its form before it ran (the spec's schema):
 // the same key with the body corrected acts, as with Stripe's keys.
 func TestIdempotencyKeyOfARefusal(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t)
 	alice := s.Client("alice")
 	alice.SkipSpec = true // the first body breaks the spec on purpose
@@ -254,6 +260,7 @@ func TestNULInFreeTextIsRefused(t *testing.T) {
 // A replayed refusal carries the headers of the first answer: the
 // problem's X-Content-Type-Options was missing from the replay.
 func TestReplayedProblemKeepsItsHeaders(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t)
 	bob := s.Client("bob")
 	bob.Header.Set("Idempotency-Key", "nf")
@@ -296,6 +303,7 @@ func TestIdempotencyKeyCoversTheDevice(t *testing.T) {
 // integer 90 to the spec's validation and to the server alike; 90.5 is
 // refused with the field named.
 func TestTimeoutWrittenAsAFloat(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t)
 	alice := s.Client("alice")
 	res := alice.Post("/calls", json.RawMessage(`{"invitees":["bob"],"timeout":90.0}`))
@@ -309,6 +317,7 @@ func TestTimeoutWrittenAsAFloat(t *testing.T) {
 // was sent: not as six-byte escapes of <, > and & (2 KiB of "<" made a
 // 12-KiB field in every copy).
 func TestMarkupIsNotEscaped(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t)
 	bob := listen(t, s, "bob", "")
 	const ext = `<b>hi</b> & bye`

@@ -91,6 +91,7 @@ func wantRefused(t *testing.T, s *testkit.Server, token, detail string) {
 // Tokens signed with each algorithm work for a whole call, beside callsig's
 // own HS256 tokens: the user ID comes from sub whatever signed the token.
 func TestIdentityProviderAlgorithms(t *testing.T) {
+	t.Parallel()
 	idp := testkit.NewIdentityProvider(t)
 	s := startWithProvider(t, idp)
 	alice := as(s, "alice", idp.Token("rsa-1", jwt.MapClaims{"sub": "alice"}))
@@ -116,6 +117,7 @@ func TestIdentityProviderAlgorithms(t *testing.T) {
 // The provider publishes a new key and signs with it: the first token
 // naming the new kid makes callsig fetch the set again, and it is accepted.
 func TestIdentityProviderKeyRotation(t *testing.T) {
+	t.Parallel()
 	idp := testkit.NewIdentityProvider(t)
 	s := startWithProvider(t, idp)
 	before := idp.Hits()
@@ -182,6 +184,7 @@ func TestIdentityProviderUnknownKIDFlood(t *testing.T) {
 // type, "none" and HS256 with the provider's public key are forgeries,
 // and keys callsig does not accept refuse their tokens.
 func TestIdentityProviderWrongAlgorithm(t *testing.T) {
+	t.Parallel()
 	idp := testkit.NewIdentityProvider(t)
 	idp.AddBareKey("ec-bare", jwt.SigningMethodES256)
 	idp.AddBareKey("rsa-bare", jwt.SigningMethodRS256)
@@ -258,6 +261,7 @@ func swapAlg(t *testing.T, token, alg string) string {
 // The provider goes down: keys already fetched keep working, a kid not
 // seen yet is refused with 401 (the refresh it causes fails), never 500.
 func TestIdentityProviderDown(t *testing.T) {
+	t.Parallel()
 	idp := testkit.NewIdentityProvider(t)
 	s := startWithProvider(t, idp)
 	idp.Down()
@@ -283,6 +287,7 @@ func TestIdentityProviderDown(t *testing.T) {
 // it, serves HS256 tokens, refuses the provider's with 401 (not 500), and
 // accepts them once the provider is back and the keys have arrived.
 func TestIdentityProviderDownAtStart(t *testing.T) {
+	t.Parallel()
 	idp := testkit.NewIdentityProvider(t)
 	idp.Down()
 	logs := &logBuffer{}
@@ -322,6 +327,7 @@ func TestIdentityProviderDownAtStart(t *testing.T) {
 // Auth0's "auth0|123" is). A token without it, or with an invalid one, is
 // 401; callsig's own HS256 tokens carry the user in that claim too.
 func TestIdentityProviderUserClaim(t *testing.T) {
+	t.Parallel()
 	idp := testkit.NewIdentityProvider(t)
 	s := startWithProvider(t, idp, testkit.WithConfig(func(c *app.Config) { c.JWTUserClaim = "uid" }))
 
@@ -342,6 +348,7 @@ func TestIdentityProviderUserClaim(t *testing.T) {
 
 // The email claim as the user ID, as an app keyed by email would use it.
 func TestIdentityProviderEmailClaim(t *testing.T) {
+	t.Parallel()
 	idp := testkit.NewIdentityProvider(t)
 	s := startWithProvider(t, idp, testkit.WithConfig(func(c *app.Config) { c.JWTUserClaim = "email" }))
 	alice := as(s, "alice@example.com", idp.Token("ed-1", jwt.MapClaims{"sub": "1", "email": "alice@example.com"}))
@@ -355,6 +362,7 @@ func TestIdentityProviderEmailClaim(t *testing.T) {
 // GET /events takes a provider's token as ?access_token= too (EventSource
 // cannot send headers), and the stream is that token's user's.
 func TestIdentityProviderEventStream(t *testing.T) {
+	t.Parallel()
 	idp := testkit.NewIdentityProvider(t)
 	s := startWithProvider(t, idp)
 	bobToken := idp.Token("ec-1", jwt.MapClaims{"sub": "bob"})
@@ -377,6 +385,7 @@ func TestIdentityProviderEventStream(t *testing.T) {
 // (nbf and iat past it are refused, never wrapped around), iss and aud
 // when configured; role=admin does not open the admin endpoints.
 func TestIdentityProviderClaimRules(t *testing.T) {
+	t.Parallel()
 	idp := testkit.NewIdentityProvider(t)
 	s := startWithProvider(t, idp, testkit.WithConfig(func(c *app.Config) { c.JWTIssuer, c.JWTAudience = "https://idp.example", "callsig" }))
 	good := jwt.MapClaims{"iss": "https://idp.example", "aud": "callsig"}

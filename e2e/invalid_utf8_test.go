@@ -10,6 +10,7 @@ import (
 // A string that is not valid UTF-8 is refused with 400 naming its field,
 // not stored with its bytes silently replaced by U+FFFD.
 func TestInvalidUTF8IsRefused(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t)
 	alice, bob := s.Client("alice"), s.Client("bob")
 

@@ -15,6 +15,7 @@ import (
 // in the log). Bob's client resumes with its Last-Event-ID on the restarted
 // server, which had the invitation: bob becomes received.
 func TestLostDeliveryReportIsMadeOnResume(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithFakeClock())
 	bob := s.Stream("bob", "", "")
 	alice := s.Client("alice")

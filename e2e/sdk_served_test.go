@@ -13,6 +13,7 @@ import (
 // module that revalidates, with CORS for an allowed origin, as the spec
 // says (the test client checks every answer against it).
 func TestSDKServed(t *testing.T) {
+	t.Parallel()
 	const origin = "https://app.example.com"
 	s := testkit.Start(t, testkit.WithConfig(func(c *app.Config) { c.CORSOrigins = []string{origin} }))
 	anon := s.Client("nobody")

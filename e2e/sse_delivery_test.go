@@ -17,6 +17,7 @@ import (
 // A stream answers at once with the event-stream headers and a retry hint,
 // and accepts the token in the query for EventSource.
 func TestEventStreamOpens(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithFakeClock())
 
 	st := s.Stream("alice", "", "")
@@ -137,6 +138,7 @@ func TestEveryEventReachesExactlyItsRecipients(t *testing.T) {
 // A browser app on another origin, when allowed by CALLSIG_CORS_ORIGINS,
 // can open the stream with EventSource (token in the query, no preflight).
 func TestEventStreamCrossOrigin(t *testing.T) {
+	t.Parallel()
 	const origin = "https://app.example"
 	s := testkit.Start(t, testkit.WithFakeClock(), testkit.WithConfig(func(c *app.Config) { c.CORSOrigins = []string{origin} }))
 	st := s.OpenStream(testkit.StreamOptions{

@@ -12,6 +12,7 @@ import (
 // new one closes the user's oldest, whose client resumes with
 // Last-Event-ID and misses nothing; the other streams stay open.
 func TestStreamsPerUserCapClosesTheOldest(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithConfig(func(c *app.Config) { c.MaxStreamsPerUser = 2 }))
 	first := s.Stream("alice", "phone", "")
 	second := s.Stream("alice", "laptop", "")

@@ -11,6 +11,7 @@ import (
 // Health, readiness, the spec and Prometheus metrics are served without a
 // token; metrics count requests by route pattern and calls by state.
 func TestSystemEndpoints(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t)
 	anon := s.Client("anon")
 	anon.Token = ""
@@ -96,6 +97,7 @@ func TestSystemEndpoints(t *testing.T) {
 
 // The profiler is there for admins and nobody else.
 func TestPprofNeedsAdmin(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t)
 	user := s.Client("alice")
 	user.SkipSpec = true // /debug/pprof is operational, not part of the API contract
@@ -113,6 +115,7 @@ func TestPprofNeedsAdmin(t *testing.T) {
 // by pool: the writer and the read pool on SQLite, the store's and the
 // presence's pools on PostgreSQL.
 func TestPoolMetrics(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		backend testkit.Backend
 		pools   []string

@@ -11,6 +11,7 @@ import (
 // CALLSIG_WEBHOOK_URL and CALLSIG_WEBHOOK_SECRET configure one endpoint
 // without the API; it follows the configuration at every start.
 func TestWebhookConfiguredEndpoint(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithFakeClock())
 	rcv := s.NewReceiver()
 	secret := webhooks.NewSecret()

@@ -37,6 +37,7 @@ func wantDueIn(t *testing.T, s *testkit.Server, d testkit.WebhookDelivery, delay
 // A receiver that fails twice gets the event three times, on the retry
 // schedule, with one webhook-id and a fresh signature each time.
 func TestWebhookRetriesUntilDelivered(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithFakeClock())
 	rcv := s.NewReceiver()
 	wh := s.RegisterWebhook(rcv, "call.created")
@@ -80,6 +81,7 @@ func TestWebhookRetriesUntilDelivered(t *testing.T) {
 
 // Retry-After longer than the schedule's delay is honoured.
 func TestWebhookHonoursRetryAfter(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithFakeClock())
 	rcv := s.NewReceiver()
 	wh := s.RegisterWebhook(rcv, "call.created")
@@ -99,6 +101,7 @@ func TestWebhookHonoursRetryAfter(t *testing.T) {
 
 // Redirects and client errors are failures too, retried like the rest.
 func TestWebhookNon2xxAnswersAreRetried(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithFakeClock())
 	for _, status := range []int{http.StatusMovedPermanently, http.StatusBadRequest, http.StatusNotFound, http.StatusInternalServerError} {
 		rcv := s.NewReceiver()
@@ -118,6 +121,7 @@ func TestWebhookNon2xxAnswersAreRetried(t *testing.T) {
 // 410 Gone disables the endpoint: its pending deliveries fail and nothing
 // more is queued for it, while other endpoints go on receiving.
 func TestWebhookGoneDisablesEndpoint(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithFakeClock())
 	gone, other := s.NewReceiver(), s.NewReceiver()
 	wh := s.RegisterWebhook(gone)
@@ -174,6 +178,7 @@ func TestWebhookGoneDisablesEndpoint(t *testing.T) {
 // A receiver that is down while callsig restarts still gets every event
 // afterwards, each with its original webhook-id.
 func TestWebhookPendingSurviveRestart(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithFakeClock())
 	rcv := s.NewReceiver()
 	wh := s.RegisterWebhook(rcv)
@@ -221,6 +226,7 @@ func TestWebhookPendingSurviveRestart(t *testing.T) {
 // After the last scheduled attempt a delivery is failed, stays listed, and
 // an admin can retry it by hand with the same webhook-id.
 func TestWebhookFailedDeliveryRetriedByHand(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithFakeClock())
 	rcv := s.NewReceiver()
 	wh := s.RegisterWebhook(rcv, "call.created")
@@ -261,6 +267,7 @@ func TestWebhookFailedDeliveryRetriedByHand(t *testing.T) {
 // API acknowledged would be lost) and once the endpoint is disabled (the
 // delivery would be failed unsent); otherwise it is taken and sent.
 func TestWebhookRetryRefusedInFlightOrDisabled(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithFakeClock())
 	rcv := s.NewReceiver()
 	wh := s.RegisterWebhook(rcv, "call.created")

@@ -16,6 +16,7 @@ func noPrivate(c *app.Config) { c.WebhookAllowPrivate = false }
 
 // Registration refuses URLs of internal addresses, literal or resolved.
 func TestWebhookRefusesInternalURLs(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithFakeClock(), testkit.WithConfig(noPrivate))
 	for _, u := range []string{
 		"http://10.0.0.1/hook",
@@ -48,6 +49,7 @@ func TestWebhookRefusesInternalURLs(t *testing.T) {
 // (here: registered while private addresses were) is refused at dial time
 // once they are not, and the receiver never sees a request.
 func TestWebhookRefusesInternalAddressAtDialTime(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithFakeClock())
 	rcv := s.NewReceiver()
 	wh := s.RegisterWebhook(rcv, "call.created")
@@ -70,6 +72,7 @@ func TestWebhookRefusesInternalAddressAtDialTime(t *testing.T) {
 // 3xx and its Location (here another receiver) is never requested, so a
 // public endpoint cannot bounce deliveries to an internal one.
 func TestWebhookDoesNotFollowRedirects(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t, testkit.WithFakeClock())
 	bouncer, target := s.NewReceiver(), s.NewReceiver()
 	wh := s.RegisterWebhook(bouncer, "call.created")
