@@ -78,6 +78,15 @@ type WebhookSQL struct {
 	// pending deliveries created before before, due before it too, and
 	// not leased at now, with reason as their last error.
 	ExpireDeliveries string
+	// PendingCount(endpoint id) counts an endpoint's pending deliveries.
+	PendingCount string
+	// BacklogCut(endpoint id, offset) selects the id of an endpoint's
+	// pending delivery with offset newer pending ones (no row: none).
+	BacklogCut string
+	// DropDeliveries(reason, endpoint id, up to, now, limit) fails up to
+	// limit pending deliveries of the endpoint with an id up to up to and
+	// not leased at now, with reason as their last error.
+	DropDeliveries string
 }
 
 // Webhooks implements the webhooks.Store methods whose logic every backend

@@ -22,6 +22,13 @@ const (
 	// DefaultPruneBatch bounds each pruning write, so a large backlog never
 	// holds the single writer (and the requests queued behind it) for long.
 	DefaultPruneBatch = 500
+	// DefaultMaxPending is how many pending deliveries an endpoint may
+	// have (see Retention.dropBacklog): hours of a busy app's events, so a
+	// receiver's restart, deploy or short outage loses nothing, and at an
+	// endpoint's share of attempts in flight a receiver back up drains it
+	// within minutes; yet a dead receiver's backlog is tens of MB of the
+	// outbox (with its messages' bodies, a few hundred MB) at most.
+	DefaultMaxPending = 100_000
 	// minExpireAfter is the least time a pending delivery is overdue
 	// before it is failed as expired: past the retry schedule's ~28 hours.
 	minExpireAfter = 48 * time.Hour
@@ -47,6 +54,9 @@ type RetentionOptions struct {
 	Period   time.Duration         // default DefaultRetention
 	Interval time.Duration         // default DefaultPruneInterval (at most Period)
 	Batch    int                   // default DefaultPruneBatch
+	// MaxPending bounds each endpoint's pending deliveries; default
+	// DefaultMaxPending.
+	MaxPending int
 }
 
 // Retention prunes the outbox: finished (delivered or failed) deliveries
@@ -59,7 +69,11 @@ type RetentionOptions struct {
 // answering too slowly for what it is sent) would have them pile up for
 // as long as it stays registered. Overdue, not old: one that a receiver's
 // Retry-After put off, or an admin's retry made due again, has its time
-// still to come.
+// still to come. Time alone bounds no backlog, though: at a busy app's
+// rate a dead receiver's would reach millions of deliveries before any is
+// overdue, each owed to the receiver once back. So each endpoint keeps
+// MaxPending pending deliveries at most: the oldest beyond them are
+// failed as dropped at every pass (see dropBacklog).
 type Retention struct {
 	store       Store
 	clock       calls.Clock
@@ -68,8 +82,10 @@ type Retention struct {
 	expireAfter time.Duration
 	interval    time.Duration
 	batch       int
+	maxPending  int
 	pruned      prometheus.Counter
 	expired     prometheus.Counter
+	dropped     prometheus.Counter
 }
 
 // NewRetention returns the pruner of store's outbox; Run runs it.
@@ -90,6 +106,9 @@ func NewRetention(store Store, o RetentionOptions) (*Retention, error) {
 	if o.Batch <= 0 {
 		o.Batch = DefaultPruneBatch
 	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = DefaultMaxPending
+	}
 	pruned := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "callsig_webhook_deliveries_pruned_total",
 		Help: "Finished webhook deliveries deleted after the retention period.",
@@ -97,6 +116,10 @@ func NewRetention(store Store, o RetentionOptions) (*Retention, error) {
 	expired := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "callsig_webhook_deliveries_expired_total",
 		Help: "Webhook deliveries failed as expired: still pending and overdue by half the retention period (at least 48 h).",
+	})
+	dropped := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "callsig_webhook_deliveries_dropped_total",
+		Help: "Webhook deliveries failed unsent because their endpoint's backlog passed its limit (the oldest pending beyond it).",
 	})
 	if o.Registry != nil {
 		var err error
@@ -106,10 +129,14 @@ func NewRetention(store Store, o RetentionOptions) (*Retention, error) {
 		if expired, err = prom.Register(o.Registry, expired); err != nil {
 			return nil, err
 		}
+		if dropped, err = prom.Register(o.Registry, dropped); err != nil {
+			return nil, err
+		}
 	}
 	return &Retention{store: store, clock: o.Clock, log: o.Logger, period: o.Period,
 		expireAfter: max(o.Period/2, minExpireAfter),
-		interval:    o.Interval, batch: o.Batch, pruned: pruned, expired: expired}, nil
+		interval:    o.Interval, batch: o.Batch, maxPending: o.MaxPending,
+		pruned: pruned, expired: expired, dropped: dropped}, nil
 }
 
 // Run prunes at once and then every Interval until ctx is done; it
@@ -135,13 +162,14 @@ func (r *Retention) Run(ctx context.Context) error {
 	}
 }
 
-// Prune fails the pending deliveries past their time and deletes what is
-// past retention now, one bounded batch per write, and returns how many
-// deliveries it deleted.
+// Prune fails the pending deliveries past their time and those beyond
+// their endpoint's bound, and deletes what is past retention now, one
+// bounded batch per write, and returns how many deliveries it deleted.
 func (r *Retention) Prune(ctx context.Context) (int, error) {
 	if err := r.expire(ctx); err != nil {
 		return 0, err
 	}
+	r.dropBacklog(ctx)
 	before := r.clock.Now().Add(-r.period).UnixMilli()
 	total := 0
 	for {

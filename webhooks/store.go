@@ -56,6 +56,15 @@ type Store interface {
 	// failed. One whose time is still to come (a Retry-After, an admin's
 	// retry) is left alone.
 	ExpireWebhookDeliveries(ctx context.Context, createdBefore, leasedAt int64, limit int) (int, error)
+	// WebhookBacklogCut returns the id of the newest pending delivery of
+	// an endpoint that is not among its keep newest pending ones: those
+	// with an id up to it are its backlog beyond keep. It returns 0 when
+	// the endpoint has keep pending deliveries or fewer.
+	WebhookBacklogCut(ctx context.Context, endpointID string, keep int) (int64, error)
+	// DropWebhookDeliveries fails up to limit pending deliveries of an
+	// endpoint with an id up to upTo and no lease running at leasedAt,
+	// with reason as their last error, and returns how many it failed.
+	DropWebhookDeliveries(ctx context.Context, endpointID string, upTo, leasedAt int64, reason string, limit int) (int, error)
 }
 
 // Tx is the view of the store inside UpdateWebhooks: the admin writes an

@@ -111,6 +111,28 @@ var webhookSQL = db.WebhookSQL{
 		WHERE id IN (SELECT id FROM webhook_deliveries
 			WHERE status = 'pending' AND created_at < $2 AND next_attempt_at < $2 AND locked_until <= $3
 			LIMIT $4 FOR UPDATE SKIP LOCKED)`,
+	// An endpoint's backlog (db.Webhooks.WebhookBacklogCut): its count
+	// from webhook_deliveries_pending; the cut from the endpoint's pending
+	// deliveries, read through that index and sorted. MATERIALIZED keeps
+	// the read to them: with ORDER BY id on the table, the generic plan a
+	// prepared statement turns to walked the primary key back from the
+	// newest delivery of every endpoint (the endpoint and the status a
+	// filter), reading all the others' deliveries newer than its cut.
+	PendingCount: `SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'pending'`,
+	BacklogCut: `WITH p AS MATERIALIZED (SELECT id FROM webhook_deliveries
+			WHERE endpoint_id = $1 AND status = 'pending')
+		SELECT id FROM p ORDER BY id DESC LIMIT 1 OFFSET $2`,
+	// The backlog beyond the cut, in due order (the order of
+	// webhook_deliveries_pending, which a failed delivery leaves). Rows
+	// another transaction holds are skipped, and the status is checked
+	// again outside (see PruneDeliveries): an admin's retry, or a node
+	// claiming them, goes first; the next pass finds what is left.
+	DropDeliveries: `UPDATE webhook_deliveries
+		SET status = 'failed', next_attempt_at = 0, locked_until = 0, last_error = $1
+		WHERE id IN (SELECT id FROM webhook_deliveries
+			WHERE endpoint_id = $2 AND status = 'pending' AND id <= $3 AND locked_until <= $4
+			ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED)
+		AND status = 'pending'`,
 }
 
 // WebhookQueueStats returns how many deliveries are pending and when the

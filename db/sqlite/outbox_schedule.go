@@ -55,6 +55,23 @@ const (
 		SET status = 'failed', next_attempt_at = 0, locked_until = 0, last_error = ?1
 		WHERE id IN (SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_by_status_age
 			WHERE status = 'pending' AND created_at < ?2 AND next_attempt_at < ?2 AND locked_until <= ?3 LIMIT ?4)`
+	// An endpoint's backlog (db.Webhooks.WebhookBacklogCut): its count a
+	// range of webhook_deliveries_pending alone; the cut a walk of
+	// webhook_deliveries_by_endpoint back from its newest delivery, past
+	// the kept ones only, with no sort.
+	sqlPendingCountOf = `SELECT COUNT(*) FROM webhook_deliveries INDEXED BY webhook_deliveries_pending
+		WHERE endpoint_id = ? AND status = 'pending'`
+	sqlBacklogCut = `SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_by_endpoint
+		WHERE endpoint_id = ? AND status = 'pending' ORDER BY id DESC LIMIT 1 OFFSET ?`
+	// The backlog beyond the cut, in due order: a range of
+	// webhook_deliveries_pending, which holds the id (the rowid) itself,
+	// so the kept deliveries on the way cost no read of the table. A
+	// delivery failed leaves the index: the next batch does not meet it.
+	sqlDropDeliveries = `UPDATE webhook_deliveries
+		SET status = 'failed', next_attempt_at = 0, locked_until = 0, last_error = ?1
+		WHERE id IN (SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_pending
+			WHERE endpoint_id = ?2 AND status = 'pending' AND id <= ?3 AND locked_until <= ?4
+			ORDER BY next_attempt_at LIMIT ?5)`
 	// The pending deliveries, not leased at now, of endpoints that were
 	// disabled or deleted: they will never be sent. Most are failed when
 	// the endpoint goes (failPending); these are the ones an attempt in

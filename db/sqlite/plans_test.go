@@ -45,6 +45,12 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		{"outbox expire", sqlExpireDeliveries, []any{"r", 1, 1, 10}, []string{"webhook_deliveries_by_status_age (status=? AND created_at<?)"}, nil, false},
 		{"outbox prune", sqlPruneDeliveries, []any{1, 10}, []string{"COVERING INDEX webhook_deliveries_by_status_age"}, nil, false},
 		{"outbox dead endpoints", sqlFailDeadEndpoints, []any{1}, []string{"webhook_deliveries_pending"}, nil, false},
+		// An endpoint's backlog: its count from the pending index alone,
+		// the cut walking its deliveries back from the newest with no
+		// sort, and the drop a range of the pending index.
+		{"outbox backlog count", sqlPendingCountOf, []any{"wh"}, []string{"COVERING INDEX webhook_deliveries_pending (endpoint_id=?)"}, nil, false},
+		{"outbox backlog cut", sqlBacklogCut, []any{"wh", 10}, []string{"webhook_deliveries_by_endpoint (endpoint_id=?)"}, nil, false},
+		{"outbox backlog drop", sqlDropDeliveries, []any{"r", "wh", 10, 1, 10}, []string{"webhook_deliveries_pending (endpoint_id=?)"}, nil, false},
 		// The busy check looks each invitee up in 0005's partial index: never
 		// the invitee's history (call_users_by_user) nor a scan, and only up
 		// to the first row (an EXISTS, a scalar subquery): a join read all

@@ -34,6 +34,9 @@ var webhookSQL = db.WebhookSQL{
 	PurgeEndpoints:    sqlPurgeEndpoints,
 	StampDeleted:      `UPDATE webhook_endpoints SET deleted_at = ? WHERE deleted = 1 AND deleted_at = 0`,
 	ExpireDeliveries:  sqlExpireDeliveries,
+	PendingCount:      sqlPendingCountOf,
+	BacklogCut:        sqlBacklogCut,
+	DropDeliveries:    sqlDropDeliveries,
 }
 
 // The endpoints' statements; SQLite stores booleans as 0 and 1.

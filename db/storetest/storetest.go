@@ -95,6 +95,7 @@ var tests = []contract{
 	{"PruneWebhookDeliveries", testPruneWebhookDeliveries},
 	{"PurgeDeletedWebhookEndpoints", testPurgeDeletedWebhookEndpoints},
 	{"ExpireWebhookDeliveries", testExpireWebhookDeliveries},
+	{"DropWebhookBacklog", testDropWebhookBacklog},
 }
 
 // markDirty sets the unexported dirty flag, as a transition would. Package

@@ -40,6 +40,7 @@ type Config struct {
 	WebhookLease        time.Duration
 	WebhookWorkers      int // webhook attempts in flight at most, over all endpoints
 	WebhookShare        int // webhook attempts in flight to one endpoint at most
+	WebhookMaxPending   int // pending webhook deliveries one endpoint may have; the oldest beyond are dropped
 	CORSOrigins         []string
 	Synchronous         string
 	EventRetention      time.Duration
@@ -70,7 +71,7 @@ type Config struct {
 func Defaults() Config {
 	return Config{
 		Addr: ":8080", DB: "callsig.db", JWTUserClaim: "sub", HeartbeatTimeout: 30 * time.Second, NotReceivedAfter: 5 * time.Second,
-		MaxCallUsers: 10, MaxStartedCalls: 1000, WebhookRetention: 7 * 24 * time.Hour, WebhookLease: 2 * time.Minute, WebhookWorkers: webhooks.DefaultWorkers, WebhookShare: webhooks.DefaultShare, Synchronous: "FULL", EventRetention: 24 * time.Hour, CallRetention: 30 * 24 * time.Hour, RateLimit: 50, RateBurst: 100,
+		MaxCallUsers: 10, MaxStartedCalls: 1000, WebhookRetention: 7 * 24 * time.Hour, WebhookLease: 2 * time.Minute, WebhookWorkers: webhooks.DefaultWorkers, WebhookShare: webhooks.DefaultShare, WebhookMaxPending: webhooks.DefaultMaxPending, Synchronous: "FULL", EventRetention: 24 * time.Hour, CallRetention: 30 * 24 * time.Hour, RateLimit: 50, RateBurst: 100,
 		ShutdownTimeout: 15 * time.Second, ReadTimeout: 30 * time.Second, MaxStreamsPerUser: 10, LogLevel: "info", LogFormat: "text",
 		GCHeadroomMiB: 32,
 		PGMaxConns:    16, PGStatementTimeout: 5 * time.Second, PresenceLease: 15 * time.Second, NATSPrefix: "callsig",
@@ -110,6 +111,7 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"webhook-lease", "CALLSIG_WEBHOOK_LEASE", "how long a webhook attempt stays claimed by the node making it; a dead node's attempts are retried by another after it", &c.WebhookLease},
 		{"webhook-workers", "CALLSIG_WEBHOOK_WORKERS", "webhook attempts in flight at most, over all endpoints (a goroutine and an outgoing connection each)", &c.WebhookWorkers},
 		{"webhook-share", "CALLSIG_WEBHOOK_SHARE", "webhook attempts in flight to any one endpoint at most: one endpoint's rate is at most this over its answer time", &c.WebhookShare},
+		{"webhook-max-pending", "CALLSIG_WEBHOOK_MAX_PENDING", "pending webhook deliveries one endpoint may have: beyond it (a receiver long down) the oldest are failed as dropped", &c.WebhookMaxPending},
 		{"cors-origins", "CALLSIG_CORS_ORIGINS", "comma-separated origins allowed for browser apps", &cors},
 		{"synchronous", "CALLSIG_SYNCHRONOUS", "SQLite synchronous: FULL (durable) or NORMAL", &c.Synchronous},
 		{"event-retention", "CALLSIG_EVENT_RETENTION", "how long the event log keeps events for replay", &c.EventRetention},
@@ -245,6 +247,9 @@ func (c Config) validate() error {
 	}
 	if c.WebhookShare < 1 || c.WebhookShare > c.WebhookWorkers {
 		errs = append(errs, errors.New("webhook-share must be between 1 and webhook-workers"))
+	}
+	if c.WebhookMaxPending < 1 {
+		errs = append(errs, errors.New("webhook-max-pending must be at least 1"))
 	}
 	if c.CallRetention < 0 {
 		errs = append(errs, errors.New("call-retention must not be negative (0 keeps ended calls forever)"))

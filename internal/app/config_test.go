@@ -136,3 +136,28 @@ func TestConfigWebhookWorkersAndShare(t *testing.T) {
 		}
 	}
 }
+
+// The bound on an endpoint's pending deliveries defaults to the package's,
+// is set by flag or environment, and is at least 1.
+func TestConfigWebhookMaxPending(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	for _, tt := range []struct {
+		args []string
+		env  map[string]string
+		want int
+	}{
+		{nil, nil, webhooks.DefaultMaxPending},
+		{nil, map[string]string{"CALLSIG_WEBHOOK_MAX_PENDING": "5000"}, 5000},
+		{[]string{"-webhook-max-pending", "7"}, map[string]string{"CALLSIG_WEBHOOK_MAX_PENDING": "5000"}, 7},
+	} {
+		c, err := ParseConfig("test", tt.args, env(tt.env), nil)
+		if err != nil || c.WebhookMaxPending != tt.want {
+			t.Errorf("%v %v: max pending %d, %v; want %d", tt.args, tt.env, c.WebhookMaxPending, err, tt.want)
+		}
+	}
+	for _, bad := range []string{"0", "-1"} {
+		if _, err := ParseConfig("test", []string{"-webhook-max-pending", bad}, env(nil), nil); err == nil || !strings.Contains(err.Error(), "webhook-max-pending") {
+			t.Errorf("-webhook-max-pending %s: %v", bad, err)
+		}
+	}
+}

@@ -42,6 +42,7 @@ func (a *App) newWebhooks(opts Options) (*webhookParts, error) {
 	}
 	ret, err := webhooks.NewRetention(a.Store, webhooks.RetentionOptions{
 		Clock: clock, Logger: log, Registry: a.Registry, Period: a.Config.WebhookRetention,
+		MaxPending: a.Config.WebhookMaxPending,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("webhook retention: %w", err)
