@@ -13,6 +13,7 @@ import (
 	"callsig/calls"
 	"callsig/internal/app"
 	"callsig/internal/testkit"
+	"callsig/internal/wait"
 )
 
 // Every error code of the contract, reached over real HTTP, as a clear
@@ -180,6 +181,52 @@ func TestStreamReplayIsCharged(t *testing.T) {
 	}
 	if passed < 2 || passed > 7 {
 		t.Fatalf("%d requests passed after the replay, want 2–7 (10 if the replay was not charged)", passed)
+	}
+}
+
+// A new stream's opening replays the invitations still pending for its
+// user (the newest 100) from the log, and that counts against the user's
+// rate limit by its bytes as a resume's replay does: it went uncounted, so
+// a user whose friends had invited it to 100 calls with the largest
+// extendedData (some 25 KB an invitation, its control characters escaped)
+// got 2.5 MB a stream for one request's token, 50 streams a second within
+// the default limit: 125 MB/s where answers are held to 3.2 MB/s.
+func TestStreamPendingReplayIsCharged(t *testing.T) {
+	// As in TestStreamReplayIsCharged: a bucket that barely refills, so
+	// what is left at the end is what was charged.
+	s := testkit.Start(t, testkit.WithConfig(func(c *app.Config) { c.RateLimit, c.RateBurst = 0.01, 12 }))
+	// 15 callers (each its own bucket) invite mallory once each: some
+	// 370 KB of pending invitations, about 6 requests' worth at 64 KiB.
+	big := strings.Repeat("\x01", 2048)
+	for i := range 15 {
+		s.Client(fmt.Sprintf("friend-%d", i)).Invite(map[string]any{"extendedData": big, "timeout": 600}, "mallory")
+	}
+	st := s.Stream("mallory", "", "")
+	wait.For(t, 5*time.Second, "the opening's synced event", func() bool { return st.Synced() == 1 })
+	invitations := 0
+	for _, e := range st.Pending() {
+		if e.Type == string(calls.EventReceived) {
+			invitations++
+		}
+	}
+	if invitations != 15 {
+		t.Fatalf("the opening replayed %d invitations, want 15", invitations)
+	}
+	st.Close()
+	// 12 − 1 stream left 11 for requests, less the opening's 6 or so:
+	// about 5 pass before the bucket is empty.
+	mallory := s.Client("mallory")
+	passed := 0
+	for ; passed < 12; passed++ {
+		r := mallory.Get("/calls?count=1")
+		if r.Status == http.StatusTooManyRequests {
+			r.WantProblem(http.StatusTooManyRequests, "rate_limited")
+			break
+		}
+		r.Want(http.StatusOK)
+	}
+	if passed < 2 || passed > 7 {
+		t.Fatalf("%d requests passed after the opening, want 2–7 (11 if its pending invitations were not charged)", passed)
 	}
 }
 

@@ -732,8 +732,13 @@ func (st *stream) movedEventID() (int64, error) {
 // pending for the user, then the synced event that moves the client to the
 // head of the log, so a reconnection resumes from there. It is written
 // even when the last invitation is the head: the opening always ends with
-// it, and a client may wait for it.
+// it, and a client may wait for it. What it writes is a replay from the
+// log, charged as a resume's is (pay): up to Options.PendingReplay
+// invitations of some 25 KB each at the largest extendedData, which a
+// user reopening streams in a loop got for one request's token apiece.
 func (st *stream) pending(list []calls.Event, head int64) error {
+	n := 0
+	defer func() { st.pay(n) }()
 	for i := range list {
 		e := &list[i]
 		// Later ones reach the subscriber's buffer; writing them here too
@@ -741,7 +746,9 @@ func (st *stream) pending(list []calls.Event, head int64) error {
 		if e.ID > head || (e.Device != "" && e.Device != st.device) {
 			continue
 		}
-		if err := st.writeFrame(newFrame(e, time.Time{})); err != nil {
+		f := newFrame(e, time.Time{})
+		n += len(f.bytes)
+		if err := st.writeFrame(f); err != nil {
 			return err
 		}
 	}
