@@ -85,12 +85,14 @@ func TestClientLeavingCancelsTheCatchUp(t *testing.T) {
 }
 
 // A new stream replays at most PendingReplay invitations (the log returns
-// the newest); the last is the head here, so no id block follows.
+// the newest); the last is the head here, so no id block follows. Only
+// those it sent are reported delivered (c1, still inviting, was not).
 func TestPendingReplayIsCapped(t *testing.T) {
 	r := newRig(t, Options{PendingReplay: 2})
 	evs := r.log.add(inv("bob", "c1"), inv("bob", "c2"), inv("bob", "c3"))
 	r.hub.Committed(evs, 0)
 	r.log.pending["bob"] = []int64{1, 2, 3}
+	r.log.unreceived["bob"] = []int64{1, 2, 3}
 	c := r.open("bob", "d", "")
 	c.raw() // opening
 	for _, want := range []string{"2", "3"} {

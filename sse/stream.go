@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -246,8 +247,10 @@ type stream struct {
 	lastID    int64
 	deadlines bool // false once the writer turned out not to support them
 	canStop   bool // Shutdown may end the stream (see open)
-	// invitations written since the last flush, reported once flushed.
+	// invitations written since the last flush, reported once flushed;
+	// none is listed while unlisted (see pending).
 	invitations []*frame
+	unlisted    bool
 	// expires is when the stream's token expires, on the hub's clock (zero:
 	// never); see armToken.
 	expires time.Time
@@ -378,13 +381,45 @@ func (st *stream) open(last int64, resume bool, head int64) error {
 			return err
 		}
 	}
-	if err := st.pending(pending, head); err != nil {
+	sent, err := st.pending(pending, head)
+	if err != nil {
 		return err
 	}
 	if err := st.flush(); err != nil {
 		return err
 	}
+	if err := st.reportPending(sent, head); err != nil {
+		return err
+	}
 	st.interruptible()
+	return nil
+}
+
+// reportPending reports as delivered, once flushed, the invitations a new
+// stream's opening sent (sent, ids up to head) whose invitee is still
+// inviting or notYetReceived, as the rows say. The others were received
+// before, and each report is a write transaction: an opening reported all
+// of its up to Options.PendingReplay, so one request (a token of the rate
+// limit) cost up to 100 writes of nothing, which the work's set of
+// reported ids hid only until it was emptied (8,192 ids) or the server
+// restarted. One bounded read instead.
+func (st *stream) reportPending(sent []int64, head int64) error {
+	if len(sent) == 0 {
+		return nil
+	}
+	var list []calls.Event
+	err := st.read(func(ctx context.Context) (err error) {
+		list, err = st.h.o.Log.UnreceivedInvitations(ctx, st.user, head, st.h.o.PendingReplay)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range list {
+		if slices.Contains(sent, e.ID) {
+			st.h.work.delivered(e.ID, e.CallID, st.user, e.Time)
+		}
+	}
 	return nil
 }
 
@@ -736,9 +771,15 @@ func (st *stream) movedEventID() (int64, error) {
 // log, charged as a resume's is (pay): up to Options.PendingReplay
 // invitations of some 25 KB each at the largest extendedData, which a
 // user reopening streams in a loop got for one request's token apiece.
-func (st *stream) pending(list []calls.Event, head int64) error {
+//
+// Its invitations are not listed for flush to report (unlisted), since
+// most of them may have been received before: reportPending reports those
+// that were not. sent are their ids.
+func (st *stream) pending(list []calls.Event, head int64) (sent []int64, err error) {
 	n := 0
 	defer func() { st.pay(n) }()
+	st.unlisted = true
+	defer func() { st.unlisted = false }()
 	for i := range list {
 		e := &list[i]
 		// Later ones reach the subscriber's buffer; writing them here too
@@ -749,14 +790,17 @@ func (st *stream) pending(list []calls.Event, head int64) error {
 		f := newFrame(e, time.Time{})
 		n += len(f.bytes)
 		if err := st.writeFrame(f); err != nil {
-			return err
+			return nil, err
+		}
+		if f.typ == calls.EventReceived && f.forDevice(st.device) {
+			sent = append(sent, f.id)
 		}
 	}
 	if err := st.writeRaw(syncedBlock(head)); err != nil {
-		return err
+		return nil, err
 	}
 	st.setPosition(head)
-	return nil
+	return sent, nil
 }
 
 // catchUp writes the user's events after lastID from the log, a page per
@@ -1010,7 +1054,7 @@ func (st *stream) writeFrame(f *frame) error {
 	// it. Listed after, it waited for a later flush (the next page of a
 	// catch-up, read in turn), and a stream ending before one left an
 	// invitation its client had without a report.
-	invitation := f.typ == calls.EventReceived
+	invitation := f.typ == calls.EventReceived && !st.unlisted
 	if invitation {
 		st.invitations = append(st.invitations, f)
 	}
