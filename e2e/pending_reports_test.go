@@ -61,3 +61,42 @@ func countType(evs []testkit.Event, typ calls.EventType) int {
 	}
 	return n
 }
+
+// The same for a stream resuming from an old Last-Event-ID: its replay
+// reported every invitation it held, received or not (a write each), for
+// the token or two its bytes are charged.
+func TestResumeReportsOnlyUnreceivedInvitations(t *testing.T) {
+	s := testkit.Start(t)
+	const n = 100
+	for i := range n {
+		s.Client(fmt.Sprintf("friend-%d", i%10)).Invite(map[string]any{"timeout": 600}, "mallory")
+	}
+	st := s.Stream("mallory", "", "")
+	for range n {
+		st.WaitFor(string(calls.EventUserStateChanged), func(e testkit.Event) bool { return e.Users()["mallory"] == string(calls.StateReceived) }, 10*time.Second)
+	}
+	st.Close()
+	s.Restart()
+
+	before := scrapeMetric(t, s, "callsig_store_writes_total")
+	// From before the first invitation: the whole log is replayed.
+	first := s.Log("mallory")[0].ID
+	st = s.Stream("mallory", "", fmt.Sprint(first-1))
+	marker := s.Client("marker").Invite(nil, "mallory").CallID
+	replayed := 0
+	for {
+		e := st.Next(10 * time.Second)
+		if e.Type == string(calls.EventReceived) && e.CallID() != marker {
+			replayed++
+		}
+		if e.Type == string(calls.EventUserStateChanged) && e.CallID() == marker && e.Users()["mallory"] == string(calls.StateReceived) {
+			break
+		}
+	}
+	if replayed != n {
+		t.Fatalf("the resume replayed %d invitations, want %d", replayed, n)
+	}
+	if writes := scrapeMetric(t, s, "callsig_store_writes_total") - before; writes > 20 {
+		t.Fatalf("%v store writes for one resume whose %d invitations were all received, want a few (none reported again)", writes, n)
+	}
+}

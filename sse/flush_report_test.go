@@ -32,7 +32,10 @@ func backlogAcrossAFlush(r *rig) {
 	for i := len(evs); i < pageSize+10; i++ {
 		evs = append(evs, changedEv("bob", fmt.Sprint("o", i), "other"))
 	}
-	r.hub.Committed(r.log.add(evs...), 0)
+	added := r.log.add(evs...)
+	r.hub.Committed(added, 0)
+	// Still inviting: a replay reports only those (see reportReplayed).
+	r.log.unreceived["bob"] = []int64{added[15].ID}
 }
 
 // An invitation whose frame is what takes a stream's buffer past flushAt

@@ -247,10 +247,12 @@ type stream struct {
 	lastID    int64
 	deadlines bool // false once the writer turned out not to support them
 	canStop   bool // Shutdown may end the stream (see open)
-	// invitations written since the last flush, reported once flushed;
-	// none is listed while unlisted (see pending).
+	// invitations written since the last flush, reported once flushed.
+	// While unlisted (a replay from the log), their ids go to replayed
+	// instead, reported only if still unreceived (see reportReplayed).
 	invitations []*frame
 	unlisted    bool
+	replayed    []int64
 	// expires is when the stream's token expires, on the hub's clock (zero:
 	// never); see armToken.
 	expires time.Time
@@ -381,35 +383,40 @@ func (st *stream) open(last int64, resume bool, head int64) error {
 			return err
 		}
 	}
-	sent, err := st.pending(pending, head)
-	if err != nil {
+	if err := st.pending(pending, head); err != nil {
 		return err
 	}
-	if err := st.flush(); err != nil {
-		return err
-	}
-	if err := st.reportPending(sent, head); err != nil {
+	// The newest PendingReplay pending up to head hold every one sent.
+	if err := st.reportReplayed(head, h.o.PendingReplay); err != nil {
 		return err
 	}
 	st.interruptible()
 	return nil
 }
 
-// reportPending reports as delivered, once flushed, the invitations a new
-// stream's opening sent (sent, ids up to head) whose invitee is still
-// inviting or notYetReceived, as the rows say. The others were received
-// before, and each report is a write transaction: an opening reported all
-// of its up to Options.PendingReplay, so one request (a token of the rate
-// limit) cost up to 100 writes of nothing, which the work's set of
-// reported ids hid only until it was emptied (8,192 ids) or the server
-// restarted. One bounded read instead.
-func (st *stream) reportPending(sent []int64, head int64) error {
+// reportReplayed flushes what the stream wrote, then reports as delivered
+// the invitations it replayed from the log (st.replayed, ids up to upTo)
+// whose invitee is still inviting or notYetReceived, as the rows say: a
+// replay holds received ones too (a new stream's pending invitations, a
+// resume's events), and each report is a write transaction. Reporting
+// every one flushed cost one request (a token of the rate limit) up to
+// 100 writes of nothing, which the work's set of reported ids hid only
+// until it was emptied (8,192 ids) or the server restarted. One bounded
+// read instead; limit must be at least the pending invitations of the
+// user above the replay's start and up to upTo, so that the newest limit
+// of them (what is read) hold every one replayed.
+func (st *stream) reportReplayed(upTo int64, limit int) error {
+	sent := st.replayed
+	st.replayed = nil
+	if err := st.flush(); err != nil {
+		return err
+	}
 	if len(sent) == 0 {
 		return nil
 	}
 	var list []calls.Event
 	err := st.read(func(ctx context.Context) (err error) {
-		list, err = st.h.o.Log.UnreceivedInvitations(ctx, st.user, head, st.h.o.PendingReplay)
+		list, err = st.h.o.Log.UnreceivedInvitations(ctx, st.user, upTo, limit)
 		return err
 	})
 	if err != nil {
@@ -421,6 +428,26 @@ func (st *stream) reportPending(sent []int64, head int64) error {
 		}
 	}
 	return nil
+}
+
+// replayPage writes a page of a resume's replay from the log (unlisted),
+// charges it (pay: before its bytes go out), flushes it and reports its
+// invitations still unreceived.
+func (st *stream) replayPage(list []calls.Event) error {
+	st.unlisted = true
+	n, err := st.writePage(list, false)
+	st.unlisted = false
+	st.pay(n)
+	if err != nil || len(list) == 0 {
+		return err
+	}
+	invitations := 0
+	for i := range list {
+		if list[i].Type == calls.EventReceived {
+			invitations++
+		}
+	}
+	return st.reportReplayed(list[len(list)-1].ID, invitations)
 }
 
 // userHead reads the user's newest event id (0: none), for PerUserIDOrder:
@@ -740,8 +767,7 @@ func (st *stream) resumeFrom(last, head int64) (gap, more bool, err error) {
 	if err != nil || gap {
 		return gap, false, err
 	}
-	n, err := st.writePage(list, false)
-	st.pay(n)
+	err = st.replayPage(list)
 	return false, len(list) == pageSize, err
 }
 
@@ -773,9 +799,9 @@ func (st *stream) movedEventID() (int64, error) {
 // user reopening streams in a loop got for one request's token apiece.
 //
 // Its invitations are not listed for flush to report (unlisted), since
-// most of them may have been received before: reportPending reports those
-// that were not. sent are their ids.
-func (st *stream) pending(list []calls.Event, head int64) (sent []int64, err error) {
+// most of them may have been received before: reportReplayed reports
+// those that were not.
+func (st *stream) pending(list []calls.Event, head int64) error {
 	n := 0
 	defer func() { st.pay(n) }()
 	st.unlisted = true
@@ -790,17 +816,14 @@ func (st *stream) pending(list []calls.Event, head int64) (sent []int64, err err
 		f := newFrame(e, time.Time{})
 		n += len(f.bytes)
 		if err := st.writeFrame(f); err != nil {
-			return nil, err
-		}
-		if f.typ == calls.EventReceived && f.forDevice(st.device) {
-			sent = append(sent, f.id)
+			return err
 		}
 	}
 	if err := st.writeRaw(syncedBlock(head)); err != nil {
-		return nil, err
+		return err
 	}
 	st.setPosition(head)
-	return sent, nil
+	return nil
 }
 
 // catchUp writes the user's events after lastID from the log, a page per
@@ -841,12 +864,16 @@ func (st *stream) catchUp(lagging bool, checkFrom int) error {
 			_ = st.flush()
 			return errPrunedBehind
 		}
-		n, err := st.writePage(list, lagging)
+		// A live stream's events are new: their invitations are reported
+		// as flushed, and its reads are not counted. A replay's may have
+		// been received before, and are paid for.
+		if lagging {
+			_, err = st.writePage(list, true)
+		} else {
+			err = st.replayPage(list)
+		}
 		if err != nil {
 			return err
-		}
-		if !lagging {
-			st.pay(n) // a replay's; a live stream's reads are not counted
 		}
 		if len(list) < pageSize {
 			return nil
@@ -1054,7 +1081,11 @@ func (st *stream) writeFrame(f *frame) error {
 	// it. Listed after, it waited for a later flush (the next page of a
 	// catch-up, read in turn), and a stream ending before one left an
 	// invitation its client had without a report.
-	invitation := f.typ == calls.EventReceived && !st.unlisted
+	invitation := f.typ == calls.EventReceived
+	if invitation && st.unlisted {
+		st.replayed = append(st.replayed, f.id)
+		invitation = false
+	}
 	if invitation {
 		st.invitations = append(st.invitations, f)
 	}
