@@ -192,6 +192,7 @@ func TestStreamReplayIsCharged(t *testing.T) {
 // got 2.5 MB a stream for one request's token, 50 streams a second within
 // the default limit: 125 MB/s where answers are held to 3.2 MB/s.
 func TestStreamPendingReplayIsCharged(t *testing.T) {
+	t.Parallel()
 	// As in TestStreamReplayIsCharged: a bucket that barely refills, so
 	// what is left at the end is what was charged.
 	s := testkit.Start(t, testkit.WithConfig(func(c *app.Config) { c.RateLimit, c.RateBurst = 0.01, 12 }))

@@ -21,6 +21,7 @@ import (
 // with no-op reports (a review: 90 such users, each stream opened once a
 // round, made some 3,000 writes a round).
 func TestOpeningReportsOnlyUnreceivedInvitations(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t)
 	const n = 100 // Options.PendingReplay: what an opening replays at most
 	for i := range n {
@@ -66,6 +67,7 @@ func countType(evs []testkit.Event, typ calls.EventType) int {
 // reported every invitation it held, received or not (a write each), for
 // the token or two its bytes are charged.
 func TestResumeReportsOnlyUnreceivedInvitations(t *testing.T) {
+	t.Parallel()
 	s := testkit.Start(t)
 	const n = 100
 	for i := range n {

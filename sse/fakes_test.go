@@ -37,6 +37,8 @@ type memLog struct {
 	// afterErr, when set, is what EventsAfter returns (after counting);
 	// pendingErr what the next PendingInvitations returns (once).
 	afterErr, pendingErr error
+	// unreceivedErr, when set, is what UnreceivedInvitations returns.
+	unreceivedErr error
 	// Gates, when set, hold a kind of read: PendingInvitations, EventsAfter
 	// and OldestEventID.
 	pendingGate, afterGate, oldestGate readGate
@@ -148,6 +150,9 @@ func (l *memLog) byID(ids []int64) []calls.Event {
 func (l *memLog) UnreceivedInvitations(_ context.Context, user string, upTo int64, limit int) ([]calls.Event, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.unreceivedErr != nil {
+		return nil, l.unreceivedErr
+	}
 	var ids []int64
 	for _, id := range l.unreceived[user] {
 		if id <= upTo {

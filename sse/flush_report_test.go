@@ -91,3 +91,22 @@ func TestInvitationCrossingTheFlushIsReportedWhenTheStreamEnds(t *testing.T) {
 	c.ended()
 	wait.For(t, 2*time.Second, "the delivery of cinv", func() bool { return slices.Contains(r.svc.list(), "delivered cinv bob") })
 }
+
+// A replayed invitation whose bytes went out is reported when the stream
+// ends before the read that tells which of them are still unreceived
+// (here it fails): its client may have it, and a report is idempotent.
+func TestReplayedInvitationIsReportedWhenTheStreamEndsBeforeItsRead(t *testing.T) {
+	r := newRig(t, Options{})
+	backlogAcrossAFlush(r)
+	r.log.mu.Lock()
+	r.log.unreceivedErr = errors.New("db: no such table: call_users")
+	r.log.mu.Unlock()
+	c := r.open("bob", "d", "0")
+	for {
+		if b := c.next(); b.event == string(calls.EventReceived) {
+			break
+		}
+	}
+	c.ended()
+	wait.For(t, 2*time.Second, "the delivery of cinv", func() bool { return slices.Contains(r.svc.list(), "delivered cinv bob") })
+}

@@ -200,6 +200,7 @@ func hijack(rc *http.ResponseController, hdr http.Header) (net.Conn, []byte) {
 
 // end unsubscribes the stream and closes its connection, if it has one.
 func (st *stream) end(err error) {
+	st.reportFlushedReplay()
 	st.h.unsubscribe(st.sub)
 	st.disarmToken()
 	st.close()
@@ -248,11 +249,14 @@ type stream struct {
 	deadlines bool // false once the writer turned out not to support them
 	canStop   bool // Shutdown may end the stream (see open)
 	// invitations written since the last flush, reported once flushed.
-	// While unlisted (a replay from the log), their ids go to replayed
-	// instead, reported only if still unreceived (see reportReplayed).
+	// While unlisted (a replay from the log), they go to replayed instead,
+	// and a flush moves them to replayedOut: reportReplayed reports those
+	// still unreceived, and a stream ending before it (a write, or its
+	// read, failed) reports them all, as a flush would have (see end).
 	invitations []*frame
 	unlisted    bool
-	replayed    []int64
+	replayed    []*frame
+	replayedOut []*frame
 	// expires is when the stream's token expires, on the hub's clock (zero:
 	// never); see armToken.
 	expires time.Time
@@ -406,12 +410,10 @@ func (st *stream) open(last int64, resume bool, head int64) error {
 // user above the replay's start and up to upTo, so that the newest limit
 // of them (what is read) hold every one replayed.
 func (st *stream) reportReplayed(upTo int64, limit int) error {
-	sent := st.replayed
-	st.replayed = nil
 	if err := st.flush(); err != nil {
 		return err
 	}
-	if len(sent) == 0 {
+	if len(st.replayedOut) == 0 {
 		return nil
 	}
 	var list []calls.Event
@@ -420,14 +422,28 @@ func (st *stream) reportReplayed(upTo int64, limit int) error {
 		return err
 	})
 	if err != nil {
-		return err
+		return err // the stream ends, and end reports them all
 	}
+	sent := st.replayedOut
+	st.replayedOut = nil
 	for _, e := range list {
-		if slices.Contains(sent, e.ID) {
+		if slices.ContainsFunc(sent, func(f *frame) bool { return f.id == e.ID }) {
 			st.h.work.delivered(e.ID, e.CallID, st.user, e.Time)
 		}
 	}
 	return nil
+}
+
+// reportFlushedReplay reports every replayed invitation a flush sent and
+// reportReplayed has not read about: the stream is ending, and its client
+// may have them. Reports are idempotent; this costs at most what the
+// flushes before the failure sent.
+func (st *stream) reportFlushedReplay() {
+	for i, f := range st.replayedOut {
+		st.h.work.delivered(f.id, f.callID, st.user, f.time)
+		st.replayedOut[i] = nil
+	}
+	st.replayedOut = nil
 }
 
 // replayPage writes a page of a resume's replay from the log (unlisted),
@@ -1082,17 +1098,17 @@ func (st *stream) writeFrame(f *frame) error {
 	// catch-up, read in turn), and a stream ending before one left an
 	// invitation its client had without a report.
 	invitation := f.typ == calls.EventReceived
-	if invitation && st.unlisted {
-		st.replayed = append(st.replayed, f.id)
-		invitation = false
+	list := &st.invitations
+	if st.unlisted {
+		list = &st.replayed
 	}
 	if invitation {
-		st.invitations = append(st.invitations, f)
+		*list = append(*list, f)
 	}
 	if err := st.writeRaw(f.bytes); err != nil {
-		if invitation && len(st.invitations) > 0 && st.invitations[len(st.invitations)-1] == f {
+		if l := *list; invitation && len(l) > 0 && l[len(l)-1] == f {
 			// Not (or not wholly) written: no later flush may report it.
-			st.invitations = st.invitations[:len(st.invitations)-1]
+			*list = l[:len(l)-1]
 		}
 		return err
 	}
@@ -1225,6 +1241,9 @@ func (st *stream) flush() error {
 		st.invitations[i] = nil
 	}
 	st.invitations = st.invitations[:0]
+	st.replayedOut = append(st.replayedOut, st.replayed...)
+	clear(st.replayed)
+	st.replayed = st.replayed[:0]
 	return nil
 }
 
