@@ -54,6 +54,8 @@ type presenceState struct {
 	// offlineAt is when want last turned false: an offline report made
 	// late (retried, parked) still starts the grace from then.
 	offlineAt time.Time
+	// notBefore: the user's next report waits until then (see pace).
+	notBefore time.Time
 	// episode: the user came online since the last report began. An
 	// online report accounts for it; otherwise, when the user is offline
 	// again before its turn, the offline is reported even if no online
@@ -137,9 +139,56 @@ func (w *work) state(user string) *presenceState {
 func (w *work) due(user string, st *presenceState) {
 	st.dirty = true
 	if !st.busy && !st.queued {
-		st.queued = true
-		w.queue = append(w.queue, user)
-		w.signal()
+		w.enqueue(user, st)
+	}
+}
+
+// A user's presence reports are paced by what they cost: a report that
+// took d (pacedFrom or more) is followed by the user's next one no sooner
+// than paceFactor × d later, at most maxPace. A report writes each of the
+// user's started calls (up to CALLSIG_MAX_STARTED_CALLS_PER_USER), so a
+// caller with a thousand of them opening and closing a stream in a loop,
+// well within the rate limit, kept the one SQLite writer three quarters
+// busy with its reports (a review: 9 openings a second). Changes meanwhile
+// coalesce as they do while a report runs (an offline overtaken by a
+// reconnection is not reported), so such a user holds a fifth of a
+// worker's time at most (two reports in ten times one's cost: the state
+// of a user offline and reported so is forgotten, pace and all, so the
+// next online report is not held), and less of the writer's when it is
+// busy (d grows). Nothing waits on a late report: the grace runs from the close
+// (offlineAt), and a deadline checks presence itself before it fires.
+// A report of a few calls takes well under pacedFrom and is never held.
+const (
+	pacedFrom  = 5 * time.Millisecond
+	paceFactor = 8
+	maxPace    = 2 * time.Second
+)
+
+// enqueue queues user's report, at once or, when the last one's pace
+// holds it (notBefore), once that has passed. mu is held.
+func (w *work) enqueue(user string, st *presenceState) {
+	st.queued = true
+	if wait := time.Until(st.notBefore); wait > 0 {
+		time.AfterFunc(wait, func() {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if w.presenceOff || w.users[user] != st || !st.queued {
+				return
+			}
+			w.queue = append(w.queue, user)
+			w.signal()
+		})
+		return
+	}
+	w.queue = append(w.queue, user)
+	w.signal()
+}
+
+// pace sets when user's next report may start after one that took d. mu
+// is held.
+func pace(st *presenceState, d time.Duration) {
+	if d >= pacedFrom {
+		st.notBefore = time.Now().Add(min(paceFactor*d, maxPace))
 	}
 }
 
@@ -303,8 +352,12 @@ func (w *work) step(ctx context.Context) bool {
 		if more {
 			w.signal() // let another worker take the rest meanwhile
 		}
+		began := time.Now()
 		ok := w.reportPresence(ctx, user, online, since, retry)
 		w.mu.Lock()
+		if ok { // a failed one waited out its backoff, and is parked
+			pace(st, time.Since(began))
+		}
 		st.busy, st.failing = false, !ok
 		if ok {
 			st.applied = online
@@ -328,8 +381,7 @@ func (w *work) step(ctx context.Context) bool {
 			return true
 		}
 		if st.dirty && !w.presenceOff {
-			st.queued = true
-			w.queue = append(w.queue, user)
+			w.enqueue(user, st)
 		} else {
 			w.forget(user, st)
 		}

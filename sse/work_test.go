@@ -6,10 +6,12 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"callsig/internal/fakeclock"
+	"callsig/internal/wait"
 )
 
 // A user is online while it has a stream; the first open and last close
@@ -258,4 +260,81 @@ func (s *scriptedReports) report(r string) error {
 	}
 	s.made = append(s.made, r)
 	return nil
+}
+
+// slowReports is a Service whose presence reports take cost each, as a
+// caller's with many started calls do, and which records when each ran.
+type slowReports struct {
+	cost time.Duration
+	mu   sync.Mutex
+	runs []reportRun
+}
+
+type reportRun struct {
+	online     bool
+	start, end time.Time
+}
+
+func (s *slowReports) MarkDelivered(context.Context, string, string, int64) error { return nil }
+func (s *slowReports) UserOnline(_ context.Context, _ string) error               { return s.run(true) }
+func (s *slowReports) UserOffline(_ context.Context, _ string, _ time.Time) error {
+	return s.run(false)
+}
+
+func (s *slowReports) run(online bool) error {
+	start := time.Now()
+	time.Sleep(s.cost)
+	s.mu.Lock()
+	s.runs = append(s.runs, reportRun{online: online, start: start, end: time.Now()})
+	s.mu.Unlock()
+	return nil
+}
+
+// A user whose presence reports are costly (a caller with many started
+// calls: each report writes them all) and who opens and closes a stream
+// in a loop gets its next report only paceFactor times the last one's
+// cost after it, its changes meanwhile coalesced: it held the writer
+// three quarters busy at nine openings a second (a review). The last
+// state is still the one reported.
+func TestCostlyPresenceReportsArePaced(t *testing.T) {
+	svc := &slowReports{cost: 20 * time.Millisecond}
+	w := newWork(slog.New(slog.DiscardHandler), svc, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() { w.run(ctx) })
+	}
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	flips := 0
+	for end := time.Now().Add(time.Second); time.Now().Before(end); flips++ {
+		w.presence("mallory", flips%2 == 0, time.Now())
+		time.Sleep(2 * time.Millisecond)
+	}
+	w.presence("mallory", true, time.Now()) // ends online
+	wait.For(t, 10*time.Second, "the last report, online", func() bool {
+		svc.mu.Lock()
+		defer svc.mu.Unlock()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		st := w.users["mallory"]
+		return st != nil && st.applied && !st.busy && !st.queued && len(svc.runs) > 0 && svc.runs[len(svc.runs)-1].online
+	})
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	for i := 1; i < len(svc.runs); i++ {
+		prev, next := svc.runs[i-1], svc.runs[i]
+		if !prev.online {
+			continue // its state may have been forgotten (see pace)
+		}
+		if gap, cost := next.start.Sub(prev.end), prev.end.Sub(prev.start); gap < (paceFactor-1)*cost {
+			t.Fatalf("report %d began %v after the last, which took %v: want %d times that", i, gap, cost, paceFactor)
+		}
+	}
+	if len(svc.runs) > 10 {
+		t.Fatalf("%d reports for %d changes in a second of %v reports", len(svc.runs), flips, svc.cost)
+	}
+	t.Logf("%d changes, %d reports", flips, len(svc.runs))
 }
