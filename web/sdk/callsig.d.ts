@@ -281,8 +281,8 @@ export interface CallsigClientOptions {
 
 /**
  * The codes the client itself produces, beside the server's problem codes:
- * - `network_error` (status 0): the server did not answer, or its 2xx
- *   answer was cut, after every retry;
+ * - `network_error` (status 0): the server did not answer (a proxy's 502
+ *   or 504 included), or its 2xx answer was cut, after every retry;
  * - `stream_refused`: login's event stream was refused (after one retry
  *   with a token from tokenProvider);
  * - `logged_out`: logout() was called while login() was connecting, or

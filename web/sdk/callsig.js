@@ -809,6 +809,15 @@ export class CallsigClient {
         await sleep(this.#delay(attempt, retryAfter));
         continue;
       }
+      if (res.status === 502 || res.status === 504) {
+        // The last attempt got a proxy's 502 or 504: still no answer of
+        // the server's, which may have done it (an earlier attempt, say,
+        // just before it went down). Thrown as http_502 the app would take
+        // it for a refusal and act again under a new key: network_error
+        // says "may have been done", as after any unanswered attempt.
+        await networkError(new Error(`a proxy's ${res.status} (${res.statusText || 'no answer from the server'})`));
+        continue; // not reached: it was the last attempt
+      }
       if (res.status === 401 && !renewed && this.#tokenProvider) {
         renewed = true;
         await this.#refreshToken();

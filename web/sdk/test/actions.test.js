@@ -17,9 +17,10 @@ function within(p, ms, what) {
 }
 
 // proxy forwards every request to the server and records it; the first
-// POST /calls is passed to handle(req, res, body, up) instead, up sending
-// it on to the server (and resolving with the server's status and body).
-function proxy(handle) {
+// POST /calls (every one with every) is passed to handle(req, res, body,
+// up) instead, up sending it on to the server (and resolving with the
+// server's status and body).
+function proxy(handle, {every = false} = {}) {
   const seen = [];
   const sockets = new Set();
   let handled = false;
@@ -38,7 +39,7 @@ function proxy(handle) {
     req.on('end', async () => {
       const body = Buffer.concat(chunks);
       seen.push({method: req.method, url: req.url, key: req.headers['idempotency-key'], body: body.toString()});
-      if (!handled && req.method === 'POST' && req.url === '/calls') {
+      if ((every || !handled) && req.method === 'POST' && req.url === '/calls') {
         handled = true;
         return handle(req, res, body, () => up(req, body));
       }
@@ -152,4 +153,29 @@ test('a callInvite the server did but a reverse proxy answered 504 (upstream tim
   assert.equal(posts[1].key, posts[0].key, 'the retry carries the same key');
   const list = await client(aliceID).queryCallInvitationList();
   assert.deepEqual(list.callList.map((c) => c.callID), [outcome.callID], 'exactly one call');
+});
+
+test('a callInvite a proxy answers 502 until the retries run out (the server restarting after it did it) rejects network_error, not http_502', async (t) => {
+  // The server commits the call and goes down before answering; nginx
+  // answers 502 to that attempt and to every retry while it restarts. The
+  // call may exist: the app must not be told a plain HTTP failure, which
+  // it would take as "not done" and place the call again under a new key.
+  let first = true;
+  const p = await proxy(async (req, res, body, up) => {
+    if (first) {
+      first = false;
+      await up();
+    }
+    res.writeHead(502, {'Content-Type': 'text/html'});
+    res.end('<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>\n');
+  }, {every: true});
+  t.after(() => p.close());
+  const aliceID = user('alice');
+  const alice = client(aliceID, {baseURL: p.url, retry: {attempts: 3, baseDelay: 10}});
+  const outcome = await within(alice.callInvite([user('bob')], {timeout: 600}).then(() => 'resolved', (e) => e.code), 10000, 'callInvite');
+  assert.equal(outcome, 'network_error');
+  const posts = p.seen.filter((r) => r.method === 'POST');
+  assert.equal(posts.length, 3, 'every attempt');
+  const list = await client(aliceID).queryCallInvitationList();
+  assert.equal(list.callList.length, 1, 'the call the first attempt placed');
 });
