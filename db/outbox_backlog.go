@@ -9,6 +9,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/jmoiron/sqlx"
 )
@@ -18,13 +19,18 @@ import (
 // pending deliveries or fewer. It reads; the retention pass calls it
 // once per endpoint and then drops up to the cut in batches
 // (DropWebhookDeliveries). The count comes first: it reads the
-// endpoint's range of the pending index alone, so an endpoint within its
-// bound (nearly all of them) costs no more than that.
+// endpoint's range of the pending index alone, and no further than keep,
+// so an endpoint within its bound (nearly all of them) costs no more than
+// that, and one far beyond it no more than its bound.
 func (w Webhooks) WebhookBacklogCut(ctx context.Context, endpointID string, keep int) (int64, error) {
 	var cut int64
 	err := w.read(ctx, func(tx *sqlx.Tx) error {
 		var n int
-		if err := tx.QueryRowContext(ctx, w.sql.PendingCount, endpointID).Scan(&n); err != nil {
+		limit := keep
+		if keep < math.MaxInt64 {
+			limit++ // one past keep tells it passed
+		}
+		if err := tx.QueryRowContext(ctx, w.sql.PendingCount, endpointID, limit).Scan(&n); err != nil {
 			return err
 		}
 		if n <= keep {

@@ -78,7 +78,9 @@ type WebhookSQL struct {
 	// pending deliveries created before before, due before it too, and
 	// not leased at now, with reason as their last error.
 	ExpireDeliveries string
-	// PendingCount(endpoint id) counts an endpoint's pending deliveries.
+	// PendingCount(endpoint id, limit) counts an endpoint's pending
+	// deliveries, up to limit (keep+1: enough to tell whether it is past
+	// keep).
 	PendingCount string
 	// BacklogCut(endpoint id, offset) selects the id of an endpoint's
 	// pending delivery with offset newer pending ones (no row: none).

@@ -111,17 +111,23 @@ var webhookSQL = db.WebhookSQL{
 		WHERE id IN (SELECT id FROM webhook_deliveries
 			WHERE status = 'pending' AND created_at < $2 AND next_attempt_at < $2 AND locked_until <= $3
 			LIMIT $4 FOR UPDATE SKIP LOCKED)`,
-	// An endpoint's backlog (db.Webhooks.WebhookBacklogCut): its count
-	// from webhook_deliveries_pending; the cut from the endpoint's pending
-	// deliveries, read through that index and sorted. MATERIALIZED keeps
-	// the read to them: with ORDER BY id on the table, the generic plan a
-	// prepared statement turns to walked the primary key back from the
-	// newest delivery of every endpoint (the endpoint and the status a
-	// filter), reading all the others' deliveries newer than its cut.
-	PendingCount: `SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'pending'`,
-	BacklogCut: `WITH p AS MATERIALIZED (SELECT id FROM webhook_deliveries
-			WHERE endpoint_id = $1 AND status = 'pending')
-		SELECT id FROM p ORDER BY id DESC LIMIT 1 OFFSET $2`,
+	// An endpoint's backlog (db.Webhooks.WebhookBacklogCut), each read
+	// bounded by the limit, not by the backlog: a dead receiver's
+	// millions, read and sorted whole, took seconds a pass and failed once
+	// past the statement timeout, so the bound never held. The count stops
+	// at $2 (keep+1), in webhook_deliveries_pending. The cut walks
+	// webhook_deliveries_by_endpoint back from the endpoint's newest
+	// delivery, past the kept ones. The endpoint is a range, not an
+	// equality, in both: with endpoint_id = $1 the planner drops it from
+	// the order, and the generic plan a prepared statement turns to walked
+	// the primary key back from the newest delivery of every endpoint
+	// (reading the others' newer ones, a busy endpoint's millions), or
+	// scanned the table for a count.
+	PendingCount: `SELECT count(*) FROM (SELECT 1 FROM webhook_deliveries
+			WHERE endpoint_id >= $1 AND endpoint_id <= $1 AND status = 'pending' LIMIT $2) p`,
+	BacklogCut: `SELECT id FROM webhook_deliveries
+		WHERE endpoint_id >= $1 AND endpoint_id <= $1 AND status = 'pending'
+		ORDER BY endpoint_id DESC, id DESC LIMIT 1 OFFSET $2`,
 	// The backlog beyond the cut, in due order (the order of
 	// webhook_deliveries_pending, which a failed delivery leaves). Rows
 	// another transaction holds are skipped, and the status is checked

@@ -55,14 +55,15 @@ const (
 		SET status = 'failed', next_attempt_at = 0, locked_until = 0, last_error = ?1
 		WHERE id IN (SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_by_status_age
 			WHERE status = 'pending' AND created_at < ?2 AND next_attempt_at < ?2 AND locked_until <= ?3 LIMIT ?4)`
-	// An endpoint's backlog (db.Webhooks.WebhookBacklogCut): its count a
-	// range of webhook_deliveries_pending alone; the cut a walk of
-	// webhook_deliveries_by_endpoint back from its newest delivery, past
-	// the kept ones only, with no sort.
-	sqlPendingCountOf = `SELECT COUNT(*) FROM webhook_deliveries INDEXED BY webhook_deliveries_pending
-		WHERE endpoint_id = ? AND status = 'pending'`
+	// An endpoint's backlog (db.Webhooks.WebhookBacklogCut), each read
+	// bounded by the limit, not by the backlog: its count a range of
+	// webhook_deliveries_pending alone, which stops at ?2 (keep+1); the cut a
+	// walk of webhook_deliveries_by_endpoint back from its newest
+	// delivery, past the kept ones only, with no sort.
+	sqlPendingCountOf = `SELECT COUNT(*) FROM (SELECT 1 FROM webhook_deliveries INDEXED BY webhook_deliveries_pending
+		WHERE endpoint_id = ?1 AND status = 'pending' LIMIT ?2)`
 	sqlBacklogCut = `SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_by_endpoint
-		WHERE endpoint_id = ? AND status = 'pending' ORDER BY id DESC LIMIT 1 OFFSET ?`
+		WHERE endpoint_id = ?1 AND status = 'pending' ORDER BY id DESC LIMIT 1 OFFSET ?2`
 	// The backlog beyond the cut, in due order: a range of
 	// webhook_deliveries_pending, which holds the id (the rowid) itself,
 	// so the kept deliveries on the way cost no read of the table. A

@@ -48,7 +48,7 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		// An endpoint's backlog: its count from the pending index alone,
 		// the cut walking its deliveries back from the newest with no
 		// sort, and the drop a range of the pending index.
-		{"outbox backlog count", sqlPendingCountOf, []any{"wh"}, []string{"COVERING INDEX webhook_deliveries_pending (endpoint_id=?)"}, nil, false},
+		{"outbox backlog count", sqlPendingCountOf, []any{"wh", 10}, []string{"COVERING INDEX webhook_deliveries_pending (endpoint_id=?)"}, nil, false},
 		{"outbox backlog cut", sqlBacklogCut, []any{"wh", 10}, []string{"webhook_deliveries_by_endpoint (endpoint_id=?)"}, nil, false},
 		{"outbox backlog drop", sqlDropDeliveries, []any{"r", "wh", 10, 1, 10}, []string{"webhook_deliveries_pending (endpoint_id=?)"}, nil, false},
 		// The busy check looks each invitee up in 0005's partial index: never
