@@ -132,7 +132,7 @@ export class CallsigClient {
   #baseURL;
   #token;
   #tokenProvider;
-  #refreshing = null;
+  #refreshing = null; // {session, promise}: the provider's call in flight, and the session it was asked in
   #userClaim;
   #deviceID;
   #EventSource;
@@ -333,10 +333,16 @@ export class CallsigClient {
     this.#connect();
   }
 
-  // fetchToken asks tokenProvider for a token (one call at a time).
+  // fetchToken asks tokenProvider for a token (one call at a time within a
+  // session). A call asked before logout() is not shared with the session
+  // after it: its token may be the user's who was signed in (the app
+  // switching accounts as its backend answers), and a login() sharing it
+  // would open the next user's stream, and send their requests, as them.
   #fetchToken() {
-    if (!this.#refreshing) {
-      this.#refreshing = Promise.resolve()
+    const session = this.#session;
+    if (!this.#refreshing || this.#refreshing.session !== session) {
+      const call = {session};
+      call.promise = Promise.resolve()
         .then(() => this.#tokenProvider())
         .then((t) => {
           if (!t || typeof t !== 'string') throw new CallsigError({code: 'no_token', detail: 'tokenProvider returned no token'});
@@ -345,15 +351,22 @@ export class CallsigClient {
           throw new CallsigError({code: 'token_provider_failed',
             detail: `tokenProvider failed: ${e && e.message ? e.message : String(e)}`, cause: e});
         })
-        .finally(() => { this.#refreshing = null; });
+        .finally(() => { if (this.#refreshing === call) this.#refreshing = null; });
+      this.#refreshing = call;
     }
-    return this.#refreshing;
+    return this.#refreshing.promise;
   }
 
-  // refreshToken replaces the token with the provider's; false without one.
+  // refreshToken replaces the token with the provider's; false without one,
+  // and when logout() came while the provider was asked: that token is
+  // left, the last session's (see fetchToken), and the caller, which
+  // checks the session after, gives up.
   async #refreshToken() {
     if (!this.#tokenProvider) return false;
-    this.#token = await this.#fetchToken();
+    const session = this.#session;
+    const t = await this.#fetchToken();
+    if (session !== this.#session) return false;
+    this.#token = t;
     return true;
   }
 

@@ -179,3 +179,37 @@ test('a callInvite a proxy answers 502 until the retries run out (the server res
   const list = await client(aliceID).queryCallInvitationList();
   assert.equal(list.callList.length, 1, 'the call the first attempt placed');
 });
+
+test('a token tokenProvider gives for the user signed in before logout() is not taken after it: the next user signs in as themself', async (t) => {
+  // The app switches accounts while the client is still asking its
+  // backend for the first user's token (a slow answer, for the first
+  // request's attempt): logout, then login with the provider now giving
+  // the next user's tokens.
+  const aliceID = user('alice');
+  const carolID = user('carol');
+  let current = aliceID;
+  let release;
+  const held = new Promise((r) => { release = r; });
+  let asked;
+  const askedForAlice = new Promise((r) => { asked = r; });
+  const c = client(aliceID, {retry: {baseDelay: 10}, tokenProvider: async () => {
+    const u = current;
+    if (u === aliceID) {
+      asked();
+      await held;
+    }
+    return token(u);
+  }});
+  const first = c.queryCallInvitationList().then(() => 'resolved', (e) => e.code);
+  await askedForAlice;
+  c.logout();
+  current = carolID;
+  const login = c.login();
+  t.after(() => c.logout());
+  release(); // alice's token comes, after the logout
+  await within(login, 10000, 'carol\'s login');
+  assert.equal(await within(first, 10000, 'alice\'s request'), 'logged_out');
+  assert.equal(c.userID, carolID, 'the signed-in user');
+  const placed = await within(c.callInvite([user('bob')], {timeout: 600}), 10000, 'carol\'s callInvite');
+  assert.equal(placed.call.caller, carolID, 'the caller of carol\'s call');
+});
