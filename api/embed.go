@@ -9,6 +9,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"sync"
 
 	"github.com/getkin/kin-openapi/openapi3"
 )
@@ -33,3 +34,12 @@ func Load(ctx context.Context) (*openapi3.T, error) {
 	}
 	return doc, nil
 }
+
+// Document returns Spec parsed and validated once per process and shared:
+// callers must not modify it (Load gives a document of one's own). Every
+// server a process starts reads the same embedded bytes, and parsing them
+// is not free: about 25 ms, and 125–200 ms under the race detector, paid by
+// each app a test starts (a cluster test starts three).
+func Document() (*openapi3.T, error) { return document() }
+
+var document = sync.OnceValues(func() (*openapi3.T, error) { return Load(context.Background()) })

@@ -109,7 +109,7 @@ func New(d Deps) (http.Handler, error) {
 	if s.metrics, err = newHTTPMetrics(d.Registry); err != nil {
 		return nil, fmt.Errorf("handlers: metrics: %w", err)
 	}
-	doc, err := api.Load(context.Background())
+	doc, err := api.Document()
 	if err != nil {
 		return nil, fmt.Errorf("handlers: %w", err)
 	}

@@ -28,9 +28,13 @@ type validator struct {
 	routes map[string]*routers.Route
 }
 
-func newValidator(doc *openapi3.T) (*validator, error) {
+// newValidator leaves shared unchanged: it is api.Document, which every
+// server of the process reads.
+func newValidator(shared *openapi3.T) (*validator, error) {
 	// Match paths only: the document's servers may name hosts this process
 	// is not reached by.
+	own := *shared
+	doc := &own
 	doc.Servers = openapi3.Servers{{URL: "/"}}
 	router, err := gorillamux.NewRouter(doc)
 	if err != nil {

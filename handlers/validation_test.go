@@ -262,3 +262,26 @@ func TestValidationErrorsAreBounded(t *testing.T) {
 		})
 	}
 }
+
+// Every server of a process validates against the one shared
+// api.Document: building a validator must leave it as it is (the
+// validator's servers are its own).
+func TestValidatorLeavesTheSharedDocumentAlone(t *testing.T) {
+	shared, err := api.Document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := slices.Clone(shared.Servers)
+	v, err := newValidator(shared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(before, shared.Servers) { // the same *Server values
+		t.Fatalf("servers of the shared document after newValidator: %v, want %v", shared.Servers, before)
+	}
+	for _, r := range v.routes {
+		if r.Spec == shared || r.Server.URL != "/" {
+			t.Fatalf("route %s %s: the shared document, or server %q; want a document of its own matching /", r.Method, r.Path, r.Server.URL)
+		}
+	}
+}
