@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"testing"
 	"time"
 
@@ -24,31 +25,66 @@ const AdminDSN = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 // backend.
 func NewDatabase(t testing.TB) string {
 	t.Helper()
+	return NewDatabaseFrom(t, "")
+}
+
+// NewDatabaseFrom is NewDatabase with a copy of the database template
+// (PostgreSQL's CREATE DATABASE … TEMPLATE), which no session may be
+// connected to; "" is the server's empty template1.
+func NewDatabaseFrom(t testing.TB, template string) string {
+	t.Helper()
+	name, err := Create("callsig_test_", template)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := Drop(name); err != nil {
+			t.Error(err)
+		}
+	})
+	return DSN(name)
+}
+
+// DSN is the URL of the local server's database name.
+func DSN(name string) string {
+	return "postgres://postgres@127.0.0.1:5432/" + name + "?sslmode=disable"
+}
+
+// Create creates a database named prefix and a random suffix, a copy of
+// template ("" for an empty one), and returns its name. The caller drops
+// it (Drop); NewDatabase ties that to a test.
+func Create(prefix, template string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	admin, err := pgx.Connect(ctx, AdminDSN)
 	if err != nil {
-		t.Fatalf("PostgreSQL is not reachable at 127.0.0.1:5432 (%v); start it (scripts/test starts it)", err)
+		return "", fmt.Errorf("PostgreSQL is not reachable at 127.0.0.1:5432 (%v); start it (scripts/test starts it)", err)
 	}
 	defer admin.Close(context.Background())
 	var b [8]byte
 	rand.Read(b[:])
-	name := "callsig_test_" + hex.EncodeToString(b[:])
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("create database %s: %v", name, err)
+	name := prefix + hex.EncodeToString(b[:])
+	q := "CREATE DATABASE " + name
+	if template != "" {
+		q += " TEMPLATE " + template
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		admin, err := pgx.Connect(ctx, AdminDSN)
-		if err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-			return
-		}
-		defer admin.Close(context.Background())
-		if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-	})
-	return "postgres://postgres@127.0.0.1:5432/" + name + "?sslmode=disable"
+	if _, err := admin.Exec(ctx, q); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	return name, nil
+}
+
+// Drop drops the database name, whoever is still connected to it.
+func Drop(name string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, AdminDSN)
+	if err != nil {
+		return fmt.Errorf("drop database %s: %w", name, err)
+	}
+	defer admin.Close(context.Background())
+	if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("drop database %s: %w", name, err)
+	}
+	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"callsig/internal/app"
-	"callsig/internal/pgtest"
 )
 
 // Backend is what a test server runs on. The end-to-end stories run on
@@ -91,7 +90,7 @@ func (st *settings) configure(t testing.TB) app.Config {
 	if b == SQLite {
 		return *cfg
 	}
-	cfg.DB = pgtest.NewDatabase(t)
+	cfg.DB = newDatabase(t)
 	if st.rewriteDSN != nil {
 		cfg.DB = st.rewriteDSN(cfg.DB)
 	}

@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -89,7 +90,7 @@ func WithLogs(w io.Writer) Option { return func(s *settings) { s.logs = w } }
 func WithConfig(f func(*app.Config)) Option { return func(s *settings) { f(&s.cfg) } }
 
 // WithPostgres runs the server on its own fresh PostgreSQL database
-// (pgtest.NewDatabase), dropped when the test ends.
+// (see newDatabase), dropped when the test ends.
 func WithPostgres() Option { return WithBackend(Postgres) }
 
 // WithEventCatchUp sets the hub's periodic catch-up with PostgreSQL
@@ -146,7 +147,27 @@ func (s *Server) start() {
 		if len(s.nodes) > 1 || n.cfg.NodeID == "" {
 			n.cfg.NodeID = fmt.Sprintf("node-%c", 'a'+i)
 		}
-		s.startNode(n)
+	}
+	// The nodes open together, as a cluster's would: opening is mostly
+	// waiting on PostgreSQL (sessions, the migrations' lock), a few
+	// hundred milliseconds a node that a story paid three times over.
+	apps := make([]*app.App, len(s.nodes))
+	errs := make([]error, len(s.nodes))
+	var wg sync.WaitGroup
+	for i, n := range s.nodes {
+		wg.Go(func() { apps[i], errs[i] = s.newApp(n) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, a := range apps {
+			if a != nil {
+				a.Close()
+			}
+		}
+		t.Fatalf("start callsig: %v", err)
+	}
+	for i, n := range s.nodes {
+		s.serve(n, apps[i])
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -166,19 +187,30 @@ func (s *Server) start() {
 }
 
 func (s *Server) startNode(n *node) {
-	t := s.T
-	t.Helper()
-	opts := app.Options{Logger: testLogger(t), EventCatchUp: s.catchUp}
+	s.T.Helper()
+	a, err := s.newApp(n)
+	if err != nil {
+		s.T.Fatalf("start callsig: %v", err)
+	}
+	s.serve(n, a)
+}
+
+// newApp opens node n's app; safe to call for several nodes at once.
+func (s *Server) newApp(n *node) (*app.App, error) {
+	opts := app.Options{Logger: testLogger(s.T), EventCatchUp: s.catchUp}
 	if s.logs != nil {
 		opts.Logger = slog.New(slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	if s.Clock != nil {
 		opts.Clock = s.Clock
 	}
-	a, err := app.New(context.Background(), n.cfg, opts)
-	if err != nil {
-		t.Fatalf("start callsig: %v", err)
-	}
+	return app.New(context.Background(), n.cfg, opts)
+}
+
+// serve serves a, node n's freshly opened app, on the node's address.
+func (s *Server) serve(n *node, a *app.App) {
+	t := s.T
+	t.Helper()
 	addr := n.addr
 	if addr == "" {
 		addr = "127.0.0.1:0"
