@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,7 +29,8 @@ import (
 // one's JWT secret, so the control's tokens are good on both.
 //
 // It runs in parallel with the other parallel tests: it waits far more
-// than it computes (30 s with 7 s of CPU, node included, under -race).
+// than it computes (its files took 75 s one after another, most of it
+// waiting on the wall clock; in three groups at once, 25 s).
 func TestSDKNode(t *testing.T) {
 	t.Parallel()
 	node, err := exec.LookPath("node")
@@ -42,28 +44,62 @@ func TestSDKNode(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "eventsource")); err != nil {
 		t.Fatal("web/sdk/node_modules is missing: run `npm ci` in web/sdk (scripts/test does)")
 	}
-	s := testkit.Start(t, testkit.WithFakeClock())
-	control := startSDKControl(t, s)
-	limited := testkit.Start(t, testkit.WithConfig(func(c *app.Config) { c.RateLimit, c.RateBurst = 0.5, 2 }))
-
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	// The test files by name: given the directory, node 20 would run
 	// test/helpers.js as a test too.
 	files, err := filepath.Glob(filepath.Join(dir, "test", "*.test.js"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no web/sdk/test/*.test.js (%v)", err)
 	}
-	args := append([]string{"--test", "--test-concurrency=1", "--test-reporter=spec"}, files...)
-	cmd := exec.CommandContext(ctx, node, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CALLSIG_URL="+s.URL, "CALLSIG_CONTROL_URL="+control, "CALLSIG_LIMITED_URL="+limited.URL, "NO_COLOR=1")
-	out, err := cmd.CombinedOutput()
-	t.Logf("node --test:\n%s", out)
-	if err != nil {
-		t.Fatalf("node --test: %v", err)
+	// The files run one at a time against a server (they move its clock
+	// and restart it), in sdkShards groups at once, each with servers of
+	// its own: most of their time is waiting on the wall clock, and one
+	// group held one of go test's parallel slots for 75 s.
+	type shard struct {
+		files []string
+		env   []string
+		out   []byte
+		err   error
+		took  time.Duration
+	}
+	shards := make([]*shard, min(sdkShards, len(files)))
+	for i := range shards {
+		s := testkit.Start(t, testkit.WithFakeClock())
+		control := startSDKControl(t, s)
+		limited := testkit.Start(t, testkit.WithConfig(func(c *app.Config) { c.RateLimit, c.RateBurst = 0.5, 2 }))
+		shards[i] = &shard{env: append(os.Environ(), "CALLSIG_URL="+s.URL, "CALLSIG_CONTROL_URL="+control, "CALLSIG_LIMITED_URL="+limited.URL, "NO_COLOR=1")}
+	}
+	for i, f := range files {
+		shards[i%len(shards)].files = append(shards[i%len(shards)].files, f)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, sh := range shards {
+		wg.Go(func() {
+			start := time.Now()
+			args := append([]string{"--test", "--test-concurrency=1", "--test-reporter=spec"}, sh.files...)
+			cmd := exec.CommandContext(ctx, node, args...)
+			cmd.Dir = dir
+			cmd.Env = sh.env
+			sh.out, sh.err = cmd.CombinedOutput()
+			sh.took = time.Since(start)
+		})
+	}
+	wg.Wait()
+	for _, sh := range shards {
+		names := make([]string, len(sh.files))
+		for i, f := range sh.files {
+			names[i] = filepath.Base(f)
+		}
+		t.Logf("node --test %s (%v):\n%s", strings.Join(names, " "), sh.took.Round(time.Millisecond), sh.out)
+		if sh.err != nil {
+			t.Errorf("node --test %s: %v", strings.Join(names, " "), sh.err)
+		}
 	}
 }
+
+// sdkShards is how many groups of TestSDKNode's files run at once.
+const sdkShards = 3
 
 // startSDKControl serves the test-only controls of TestSDKNode and returns
 // its URL.
