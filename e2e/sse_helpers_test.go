@@ -204,7 +204,7 @@ func loadCall(t *testing.T, s *testkit.Server, id string) *calls.Call {
 }
 
 // scrapeMetric reads one unlabelled series from GET /metrics.
-func scrapeMetric(t *testing.T, s *testkit.Server, name string) float64 {
+func scrapeMetric(t testing.TB, s *testkit.Server, name string) float64 {
 	t.Helper()
 	res, err := http.Get(s.URL + "/metrics")
 	if err != nil {
