@@ -11,5 +11,6 @@
 // clock, the served files). Tests
 // that measure how long something takes under a load of their own
 // (stalls, many streams, the browser's) run alone, one after the other,
-// where their bounds mean what they say.
+// where their bounds mean what they say. The PostgreSQL backends start
+// on copies of one database migrated once (TestMain, testkit.Main).
 package e2e
