@@ -133,8 +133,10 @@ func Start(t testing.TB, opts ...Option) *Server {
 	for range st.backend.nodes() {
 		s.nodes = append(s.nodes, &node{})
 	}
-	s.start()
+	// Before start: a node that fails to serve ends the test, and those
+	// already serving are stopped.
 	t.Cleanup(s.Stop)
+	s.start()
 	return s
 }
 
@@ -166,8 +168,15 @@ func (s *Server) start() {
 		}
 		t.Fatalf("start callsig: %v", err)
 	}
+	served := 0
+	defer func() { // serve failed (t.Fatalf): the apps not serving yet are closed
+		for _, a := range apps[min(served+1, len(apps)):] {
+			a.Close()
+		}
+	}()
 	for i, n := range s.nodes {
-		s.serve(n, apps[i])
+		s.serve(n, apps[i]) // closes apps[i] itself if it fails
+		served = i + 1
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
