@@ -148,7 +148,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	warmPool(ctx, sdb, min(opts.MaxConns, warmConns), log)
+	warmPool(ctx, sdb, min(max(opts.MaxConns/2, 1), warmConns), log)
 	s := &Store{db: sdb, maxConns: opts.MaxConns, log: log, txBound: answerBound(opts.StatementTimeout), usersSweepEvery: opts.EventUsersSweepEvery}
 	s.Webhooks = db.NewWebhooks(webhookSQL, s.inTx, s.read)
 	s.EventLog = s.eventLog()
@@ -186,7 +186,7 @@ func migrate(ctx context.Context, dsn string, timeout time.Duration, list []db.M
 // 40 ms of a 3-node run came in its first half second (docs/benchmarks.md,
 // "The cross-node tail at 50 cycles/s"). Four, not the whole pool: the
 // rest open as load needs them, and many nodes (or test apps) share
-// max_connections.
+// max_connections; of a small pool, half.
 const warmConns = 4
 
 // warmPool opens n sessions at once and returns them to the pool idle.

@@ -8,9 +8,9 @@ import (
 )
 
 // Open opens warmConns sessions ahead of the first requests, and no more
-// than the pool holds.
+// than half the pool holds.
 func TestOpenWarmsThePool(t *testing.T) {
-	for _, tc := range []struct{ maxConns, want int }{{16, warmConns}, {2, 2}} {
+	for _, tc := range []struct{ maxConns, want int }{{16, warmConns}, {4, 2}, {1, 1}} {
 		s, err := Open(context.Background(), pgtest.NewDatabase(t), Options{MaxConns: tc.maxConns})
 		if err != nil {
 			t.Fatalf("Open: %v", err)

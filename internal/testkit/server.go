@@ -116,8 +116,11 @@ func Start(t testing.TB, opts ...Option) *Server {
 	// other packages' tests running at once: a 3-node cluster at the
 	// default pool (16, and 4 for presence, a node) held 60 connections,
 	// and parallel cluster tests ran it out ("too many clients", a 503 in
-	// CI). 8 a node is more than any test's load uses.
-	st.cfg.PGMaxConns = 8
+	// CI). At 8 a node (4 of them opened at the start) e2e alone held 56
+	// at its peak, and beside chaos's cluster and db/postgres ran it out
+	// again once its nodes opened together; 4 a node (2 opened at the
+	// start) is what the stories use.
+	st.cfg.PGMaxConns = 4
 	for _, o := range opts {
 		o(&st)
 	}
