@@ -47,7 +47,19 @@ export interface ErrorUser {
 
 // ---- configs ----------------------------------------------------------------
 
-export interface CallInviteConfig {
+/** What every action's config may carry. */
+export interface ActionConfig {
+  /**
+   * The Idempotency-Key of every attempt (default: a new random one). Give
+   * the `idempotencyKey` of a CallsigError the same action failed with
+   * (`network_error`, `logged_out`: it may have been done) to get the first
+   * answer rather than act twice; the body must be the same. 1–255
+   * characters.
+   */
+  idempotencyKey?: string;
+}
+
+export interface CallInviteConfig extends ActionConfig {
   mode?: CallMode;
   /** Seconds an invitee has to answer, 1–600 (default 90). */
   timeout?: number;
@@ -59,24 +71,24 @@ export interface CallInviteConfig {
   busyPolicy?: BusyPolicy;
 }
 
-export interface CallCancelConfig {
+export interface CallCancelConfig extends ActionConfig {
   extendedData?: string;
   pushConfig?: PushConfig;
 }
 
-export interface CallAcceptConfig {
+export interface CallAcceptConfig extends ActionConfig {
   extendedData?: string;
 }
 
 export type CallRejectConfig = CallAcceptConfig;
 export type CallJoinConfig = CallAcceptConfig;
 
-export interface CallingInviteConfig {
+export interface CallingInviteConfig extends ActionConfig {
   pushConfig?: PushConfig;
   busyPolicy?: BusyPolicy;
 }
 
-export interface CallQuitConfig {
+export interface CallQuitConfig extends ActionConfig {
   extendedData?: string;
   pushConfig?: PushConfig;
 }
@@ -274,7 +286,7 @@ export interface CallsigClientOptions {
    * the request's one Idempotency-Key: attempts in all (default 5), first
    * delay and cap in ms (200, 5000), and how long an attempt waits for its
    * whole answer before it counts as a network error (default 15000 ms; 0:
-   * no limit).
+   * no limit). A field left undefined keeps its default.
    */
   retry?: { attempts?: number; baseDelay?: number; maxDelay?: number; timeout?: number };
 }
@@ -309,6 +321,7 @@ export interface CallsigErrorInit {
   title?: string;
   errors?: { field: string; message: string }[];
   retryAfter?: number;
+  idempotencyKey?: string;
   /** The error this one wraps (tokenProvider's, for `token_provider_failed`). */
   cause?: unknown;
 }
@@ -327,6 +340,12 @@ export class CallsigError extends Error {
   readonly errors: { field: string; message: string }[];
   /** Seconds from Retry-After, when sent. */
   readonly retryAfter?: number;
+  /**
+   * The Idempotency-Key of the failed action's every attempt (actions
+   * only): retry the action with it as ActionConfig.idempotencyKey after a
+   * `network_error` or `logged_out`, which leave unknown whether it was done.
+   */
+  readonly idempotencyKey?: string;
 }
 
 export class CallsigClient {

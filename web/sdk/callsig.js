@@ -10,7 +10,9 @@
 // - every POST carries a generated Idempotency-Key and is retried with the
 //   same key on network errors, attempts unanswered within retry.timeout,
 //   503 and a proxy's 502 and 504 (with backoff, honouring Retry-After),
-//   so a retried callInvite never creates two calls;
+//   so a retried callInvite never creates two calls; when every attempt
+//   went unanswered (network_error), the error carries the key, and the
+//   app's own retry passes it back (config.idempotencyKey) to stay one call;
 // - the event stream resumes from the last event id whatever ends it
 //   (network, server restart, token expiry) and drops an event it gets
 //   twice, so handlers see each event once, in order;
@@ -39,7 +41,7 @@ const CLIENT_EVENTS = new Set([...CALL_EVENTS, 'connectionStateChanged', 'tokenW
 
 /** An HTTP API error: the problem+json body's status, code and detail. */
 export class CallsigError extends Error {
-  constructor({status = 0, code = 'unknown', detail = '', title = '', errors, retryAfter, cause} = {}) {
+  constructor({status = 0, code = 'unknown', detail = '', title = '', errors, retryAfter, idempotencyKey, cause} = {}) {
     super(detail || title || code, cause === undefined ? undefined : {cause});
     this.name = 'CallsigError';
     /** HTTP status; 0 when the server could not be reached. */
@@ -52,6 +54,14 @@ export class CallsigError extends Error {
     this.errors = errors || [];
     /** Seconds from Retry-After, when the server sent it. */
     this.retryAfter = retryAfter;
+    /**
+     * The Idempotency-Key every attempt of the failed action carried (an
+     * action's error only). After a `network_error` or a `logged_out` the
+     * action may have been done: the same action again with this key as
+     * its config's `idempotencyKey` gets the first answer instead of acting
+     * twice.
+     */
+    this.idempotencyKey = idempotencyKey;
   }
 }
 
@@ -178,7 +188,11 @@ export class CallsigClient {
     this.#userClaim = userClaim;
     this.#EventSource = ES || globalThis.EventSource;
     this.#fetch = f || globalThis.fetch.bind(globalThis);
-    this.#retry = {attempts: 5, baseDelay: 200, maxDelay: 5000, timeout: 15000, ...retry};
+    // A field left undefined keeps its default: {timeout: undefined} (an
+    // app passing its own optional settings through) must not switch the
+    // attempt timeout off, which only 0 does.
+    this.#retry = {attempts: 5, baseDelay: 200, maxDelay: 5000, timeout: 15000,
+      ...Object.fromEntries(Object.entries(retry || {}).filter(([, v]) => v !== undefined))};
   }
 
   /** The signed-in user: the token's userClaim ("sub" by default); "" when the token is not a JWT. */
@@ -740,9 +754,25 @@ export class CallsigClient {
   // one Idempotency-Key over all its attempts; network errors (an attempt
   // unanswered within retry.timeout included), 503 and a proxy's 502 and
   // 504 are retried with backoff (Retry-After when given); a 401 gets one
-  // retry with a token from tokenProvider.
-  async #request(method, path, body) {
-    const key = method === 'POST' ? randomKey() : '';
+  // retry with a token from tokenProvider. key is the app's own
+  // Idempotency-Key for a POST (an action's config.idempotencyKey: the
+  // key of an earlier attempt that failed as network_error); a new one
+  // otherwise. Every error of a POST carries its key.
+  async #request(method, path, body, key) {
+    if (method !== 'POST') return this.#attempts(method, path, body, '');
+    key = key === undefined ? randomKey() : key;
+    if (typeof key !== 'string' || key.length < 1 || key.length > 255) {
+      throw new TypeError('CallsigClient: idempotencyKey must be a string of 1 to 255 characters');
+    }
+    try {
+      return await this.#attempts(method, path, body, key);
+    } catch (e) {
+      if (e instanceof CallsigError) e.idempotencyKey = key;
+      throw e;
+    }
+  }
+
+  async #attempts(method, path, body, key) {
     // The body as called, serialized once: a retry carries the same key and
     // must carry the same body (the server replays the first answer only
     // for the same body), whatever the app has done since with the arrays
@@ -850,51 +880,51 @@ export class CallsigClient {
     return d / 2 + Math.random() * (d / 2); // jitter: retries of many clients spread out
   }
 
-  #post(callID, action, body) {
-    return this.#request('POST', `/calls/${encodeURIComponent(callID)}/${action}`, body);
+  #post(callID, action, body, config) {
+    return this.#request('POST', `/calls/${encodeURIComponent(callID)}/${action}`, body, config.idempotencyKey);
   }
 
   // ---- the ZIM call-invitation API --------------------------------------------
 
-  /** Starts a call (POST /calls). config: mode, timeout, extendedData, pushConfig, enableNotReceivedCheck, busyPolicy. */
+  /** Starts a call (POST /calls). config: mode, timeout, extendedData, pushConfig, enableNotReceivedCheck, busyPolicy, idempotencyKey (see CallsigError.idempotencyKey). */
   callInvite(invitees, config = {}) {
     return this.#request('POST', '/calls', {invitees,
-      ...pick(config, ['mode', 'timeout', 'extendedData', 'pushConfig', 'enableNotReceivedCheck', 'busyPolicy'])});
+      ...pick(config, ['mode', 'timeout', 'extendedData', 'pushConfig', 'enableNotReceivedCheck', 'busyPolicy'])}, config.idempotencyKey);
   }
 
-  /** Cancels invitations the user sent (empty invitees: all pending ones). config: extendedData, pushConfig. */
+  /** Cancels invitations the user sent (empty invitees: all pending ones). config: extendedData, pushConfig, idempotencyKey (see CallsigError.idempotencyKey). */
   callCancel(invitees, callID, config = {}) {
-    return this.#post(callID, 'cancel', {invitees: invitees || [], ...pick(config, ['extendedData', 'pushConfig'])});
+    return this.#post(callID, 'cancel', {invitees: invitees || [], ...pick(config, ['extendedData', 'pushConfig'])}, config);
   }
 
-  /** Accepts an invitation. config: extendedData. */
+  /** Accepts an invitation. config: extendedData, idempotencyKey (see CallsigError.idempotencyKey). */
   callAccept(callID, config = {}) {
-    return this.#post(callID, 'accept', pick(config, ['extendedData']));
+    return this.#post(callID, 'accept', pick(config, ['extendedData']), config);
   }
 
-  /** Rejects an invitation. config: extendedData. */
+  /** Rejects an invitation. config: extendedData, idempotencyKey (see CallsigError.idempotencyKey). */
   callReject(callID, config = {}) {
-    return this.#post(callID, 'reject', pick(config, ['extendedData']));
+    return this.#post(callID, 'reject', pick(config, ['extendedData']), config);
   }
 
-  /** Invites more users into an advanced call. config: pushConfig, busyPolicy. */
+  /** Invites more users into an advanced call. config: pushConfig, busyPolicy, idempotencyKey (see CallsigError.idempotencyKey). */
   callingInvite(invitees, callID, config = {}) {
-    return this.#post(callID, 'invite', {invitees, ...pick(config, ['pushConfig', 'busyPolicy'])});
+    return this.#post(callID, 'invite', {invitees, ...pick(config, ['pushConfig', 'busyPolicy'])}, config);
   }
 
-  /** Joins an advanced call. config: extendedData. */
+  /** Joins an advanced call. config: extendedData, idempotencyKey (see CallsigError.idempotencyKey). */
   callJoin(callID, config = {}) {
-    return this.#post(callID, 'join', pick(config, ['extendedData']));
+    return this.#post(callID, 'join', pick(config, ['extendedData']), config);
   }
 
-  /** Leaves an advanced call. config: extendedData, pushConfig. */
+  /** Leaves an advanced call. config: extendedData, pushConfig, idempotencyKey (see CallsigError.idempotencyKey). */
   callQuit(callID, config = {}) {
-    return this.#post(callID, 'quit', pick(config, ['extendedData', 'pushConfig']));
+    return this.#post(callID, 'quit', pick(config, ['extendedData', 'pushConfig']), config);
   }
 
-  /** Ends an advanced call for everyone. config: extendedData, pushConfig. */
+  /** Ends an advanced call for everyone. config: extendedData, pushConfig, idempotencyKey (see CallsigError.idempotencyKey). */
   callEnd(callID, config = {}) {
-    return this.#post(callID, 'end', pick(config, ['extendedData', 'pushConfig']));
+    return this.#post(callID, 'end', pick(config, ['extendedData', 'pushConfig']), config);
   }
 
   /** The user's calls, newest first. config: count (default 20), nextFlag (0 = from the newest). */

@@ -6,6 +6,7 @@
 import {test} from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import {CallsigClient} from '../callsig.js';
 import {client, token, URL, user} from './helpers.js';
 
 // within fails when p does not settle within ms.
@@ -172,12 +173,65 @@ test('a callInvite a proxy answers 502 until the retries run out (the server res
   t.after(() => p.close());
   const aliceID = user('alice');
   const alice = client(aliceID, {baseURL: p.url, retry: {attempts: 3, baseDelay: 10}});
-  const outcome = await within(alice.callInvite([user('bob')], {timeout: 600}).then(() => 'resolved', (e) => e.code), 10000, 'callInvite');
-  assert.equal(outcome, 'network_error');
+  const err = await within(alice.callInvite([user('bob')], {timeout: 600}).then(() => null, (e) => e), 10000, 'callInvite');
+  assert.equal(err && err.code, 'network_error');
   const posts = p.seen.filter((r) => r.method === 'POST');
   assert.equal(posts.length, 3, 'every attempt');
+  assert.equal(err.idempotencyKey, posts[0].key, 'the error names the key its attempts carried');
   const list = await client(aliceID).queryCallInvitationList();
   assert.equal(list.callList.length, 1, 'the call the first attempt placed');
+
+  // The app tries again once the server is back (straight to it here),
+  // with the failed action's key: the first answer, not a second call.
+  const again = client(aliceID, {retry: {attempts: 1}});
+  const res = await within(again.callInvite(JSON.parse(posts[0].body).invitees, {timeout: 600, idempotencyKey: err.idempotencyKey}), 10000, 'the callInvite again');
+  assert.equal(res.callID, list.callList[0].callID, 'the call the first attempt placed, replayed');
+  const after = await client(aliceID).queryCallInvitationList();
+  assert.deepEqual(after.callList.map((c) => c.callID), [res.callID], 'still one call');
+});
+
+test('an action given an idempotencyKey sends it on every attempt; an unusable one is refused before anything is sent', async (t) => {
+  const p = await proxy(async (req, res) => { req.socket.destroy(); });
+  t.after(() => p.close());
+  const aliceID = user('alice');
+  const alice = client(aliceID, {baseURL: p.url, retry: {baseDelay: 10}});
+  await alice.queryCallInvitationList(); // a token first
+  const res = await within(alice.callInvite([user('bob')], {timeout: 600, idempotencyKey: 'app-key-1'}), 10000, 'callInvite');
+  const posts = p.seen.filter((r) => r.method === 'POST');
+  assert.deepEqual(posts.map((r) => r.key), ['app-key-1', 'app-key-1'], 'the first attempt (cut) and its retry');
+  // The server rejects the same key with another body; the error names it.
+  const conflict = await alice.callInvite([user('carol')], {timeout: 600, idempotencyKey: 'app-key-1'}).then(() => null, (e) => e);
+  assert.deepEqual([conflict && conflict.code, conflict && conflict.idempotencyKey], ['idempotency_conflict', 'app-key-1']);
+  const before = p.seen.length;
+  for (const bad of ['', 'k'.repeat(256), 42]) {
+    await assert.rejects(alice.callAccept(res.callID, {idempotencyKey: bad}), TypeError, `idempotencyKey ${JSON.stringify(bad)}`);
+  }
+  assert.equal(p.seen.length, before, 'nothing sent for an unusable key');
+});
+
+test('retry.timeout given as undefined keeps the default attempt timeout (15 s), which only 0 switches off', async (t) => {
+  // No server: a fetch that never answers, until its attempt is aborted.
+  t.mock.timers.enable({apis: ['setTimeout']});
+  const signals = [];
+  const fetch = (url, init) => new Promise((_, reject) => {
+    signals.push(init.signal);
+    init.signal.addEventListener('abort', () => reject(init.signal.reason));
+  });
+  const mk = (timeout) => new CallsigClient({baseURL: 'http://127.0.0.1:9', token: 'x', fetch, retry: {attempts: 1, timeout}});
+  const outcome = mk(undefined).callAccept('c1').then(() => null, (e) => e);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(signals.length, 1, 'the attempt is out');
+  t.mock.timers.tick(14999);
+  assert.equal(signals[0].aborted, false);
+  t.mock.timers.tick(1);
+  const err = await outcome;
+  assert.deepEqual([err && err.code, err && err.detail], ['network_error', 'the server did not answer: no answer within 15000 ms']);
+
+  mk(0).callAccept('c2').then(() => assert.fail('answered'), () => assert.fail('gave up'));
+  await new Promise((r) => setImmediate(r));
+  t.mock.timers.tick(3_600_000);
+  assert.equal(signals.length, 2);
+  assert.equal(signals[1].aborted, false, 'timeout 0: an attempt waits as long as it takes');
 });
 
 test('a token tokenProvider gives for the user signed in before logout() is not taken after it: the next user signs in as themself', async (t) => {

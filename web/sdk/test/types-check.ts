@@ -35,7 +35,16 @@ async function app(): Promise<void> {
   }
   client.on('callInvitationReceived', (c, data) => { void c.callAccept(data.callID); });
   client.on('tokenWillExpire', (c, { second }) => { void second; });
-  const r = await client.callInvite(['bob'], { mode: 'general', timeout: 60, busyPolicy: 'ring' });
+  let r: CallInviteResult;
+  try {
+    r = await client.callInvite(['bob'], { mode: 'general', timeout: 60, busyPolicy: 'ring' });
+  } catch (e) {
+    // Unanswered: the same call again under the key it was sent with.
+    if (!(e instanceof CallsigError) || e.code !== 'network_error') throw e;
+    const key: string | undefined = e.idempotencyKey;
+    r = await client.callInvite(['bob'], { mode: 'general', timeout: 60, busyPolicy: 'ring', idempotencyKey: key });
+  }
+  await client.callAccept(r.callID, { idempotencyKey: 'k1' });
   busy(r, await client.callingInvite(['carol'], r.callID));
   const me: string = client.userID;
   void me;
