@@ -367,8 +367,9 @@ export class CallsigClient {
    * pending while the client tries again after the server's retry).
    * Rejects with code `stream_refused` (an HTTP error, after one retry
    * with tokenProvider's token; a 502, 503 or 504, the server out of reach
-   * for now, keeps it pending while the client tries again, where the
-   * EventSource tells the status) or `logged_out` (logout() came first). A
+   * for now, keeps it pending while the client tries again; where the
+   * EventSource does not tell the status, a browser's, the client asks
+   * GET /calls with the same token) or `logged_out` (logout() came first). A
    * login() while another is in flight shares its outcome.
    */
   login(): Promise<void>;

@@ -261,8 +261,8 @@ export class CallsigClient {
    * `stream_refused` when the server refuses it with an HTTP error (after
    * one retry with a token from tokenProvider; a 502, 503 or 504, the
    * server out of reach for now, keeps it pending while the client tries
-   * again, where the EventSource tells the status: Node's eventsource
-   * does, a browser's does not), `logged_out` when logout() comes first.
+   * again; a browser's EventSource does not tell the status, which the
+   * client then asks the API for), `logged_out` when logout() comes first.
    * A login() while another is in flight shares its outcome.
    */
   login() {
@@ -482,40 +482,20 @@ export class CallsigClient {
         this.#current = [...this.#streams].pop();
       }
       const status = ev && ev.code ? ev.code : 0;
-      if (login && !served && TRANSIENT.has(status)) {
-        // Not refused: the server is out of reach for now (a proxy's 502
-        // while it restarts). As after a network error, which EventSource
-        // retries by itself, login() stays pending while the client comes
-        // back with backoff.
-        if (this.#streams.size === 0) this.#reconnectLater('network');
-        return;
-      }
-      if (login && !served && !login.renewed && this.#tokenProvider && (status === 0 || status === 401)) {
-        // The token given was stale (a browser's EventSource does not tell
-        // the status): one more try with the provider's.
-        login.renewed = true;
-        const session = this.#session;
-        // Another stream (a renewToken's) may open meanwhile and settle
-        // the login: then there is nothing left to retry or reject.
-        this.#refreshToken().then(() => {
-          if (session === this.#session && this.#loggedIn && this.#pendingLogin === login) this.#connect(login);
-        }, (e) => {
-          if (session !== this.#session || this.#pendingLogin !== login) return;
-          this.#loggedIn = false;
-          this.#setState('disconnected', 'refused');
-          login.reject(e);
-        });
-        return;
-      }
       if (login && !served) {
-        this.#loggedIn = false;
-        for (const s of this.#streams) s.close();
-        this.#streams.clear();
-        this.#streamTokens.clear();
-        this.#renewals.clear();
-        this.#setState('disconnected', 'refused');
-        login.reject(new CallsigError({status, code: 'stream_refused',
-          detail: (ev && ev.message) || 'the server refused the event stream'}));
+        if (status !== 0) {
+          this.#loginStreamFailed(login, status, ev);
+          return;
+        }
+        // A browser's EventSource tells no status: a proxy's 502 while the
+        // server restarts looks like a refusal, and login() rejected at
+        // once. The API, asked with the same token, tells which it is.
+        const session = this.#session;
+        this.#probe().then((probed) => {
+          if (session === this.#session && this.#loggedIn && this.#pendingLogin === login) {
+            this.#loginStreamFailed(login, probed, ev);
+          }
+        });
         return;
       }
       if (this.#streams.size === 0 && this.#loggedIn) {
@@ -574,6 +554,69 @@ export class CallsigClient {
     this.#streams.delete(es);
     this.#streamTokens.delete(es);
     this.#renewals.delete(es);
+  }
+
+  // loginStreamFailed settles what the failure of login's stream, never
+  // served, means for the login: status is its HTTP status (0: unknown;
+  // -1: the server did not answer the probe). Out of reach for now (a
+  // proxy's 502 or 504, a 503), the login stays pending while the
+  // client comes back with backoff; a stale token gets one more try with
+  // the provider's; anything else rejects stream_refused.
+  #loginStreamFailed(login, status, ev) {
+    if (TRANSIENT.has(status) || status === -1) {
+      // Not refused: the server is out of reach for now (a proxy's 502
+      // while it restarts, or no answer to the probe). As after a network
+      // error, which EventSource retries by itself, login() stays pending
+      // while the client comes back with backoff.
+      if (this.#streams.size === 0) this.#reconnectLater('network');
+      return;
+    }
+    if (!login.renewed && this.#tokenProvider && (status === 0 || status === 401)) {
+      // The token given was stale (or the status is unknown: the probe
+      // was answered, the stream was not): one more try with the
+      // provider's.
+      login.renewed = true;
+      const session = this.#session;
+      // Another stream (a renewToken's) may open meanwhile and settle
+      // the login: then there is nothing left to retry or reject.
+      this.#refreshToken().then(() => {
+        if (session === this.#session && this.#loggedIn && this.#pendingLogin === login) this.#connect(login);
+      }, (e) => {
+        if (session !== this.#session || this.#pendingLogin !== login) return;
+        this.#loggedIn = false;
+        this.#setState('disconnected', 'refused');
+        login.reject(e);
+      });
+      return;
+    }
+    this.#loggedIn = false;
+    for (const s of this.#streams) s.close();
+    this.#streams.clear();
+    this.#streamTokens.clear();
+    this.#renewals.clear();
+    this.#setState('disconnected', 'refused');
+    login.reject(new CallsigError({status, code: 'stream_refused',
+      detail: (ev && ev.message) || 'the server refused the event stream'}));
+  }
+
+  // probe asks the API, with the stream's token, the status a browser's
+  // EventSource does not give: GET /calls?count=1 is refused for the same
+  // token and the same outage as the stream (-1 when nothing answers
+  // within retry.timeout, 0 when it is served).
+  async #probe() {
+    const abort = new AbortController();
+    const timeout = this.#retry.timeout;
+    const timer = timeout > 0 ? setTimeout(() => abort.abort(), timeout) : 0;
+    try {
+      const res = await this.#fetch(`${this.#baseURL}/calls?count=1`, {cache: 'no-store', signal: abort.signal,
+        headers: {Authorization: `Bearer ${this.#token}`, 'X-Device-ID': this.#deviceID, Accept: 'application/json'}});
+      res.body?.cancel?.().catch(() => {});
+      return res.ok ? 0 : res.status; // answered: the stream's failure is its own
+    } catch {
+      return -1;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   #reconnectLater(reason = 'refused') {
