@@ -172,6 +172,8 @@ func TestRequestValidation(t *testing.T) {
 		{name: "events without token", method: "GET", target: "/events", header: map[string]string{"Authorization": ""}, wantErr: true},
 		{name: "events bad Last-Event-ID", method: "GET", target: "/events", header: map[string]string{"Last-Event-ID": "abc"}, wantErr: true},
 		{name: "events bad deviceID", method: "GET", target: "/events?deviceID=a%20b", wantErr: true},
+		{name: "events with heartbeat events", method: "GET", target: "/events?heartbeat=event"},
+		{name: "events bad heartbeat", method: "GET", target: "/events?heartbeat=frame", wantErr: true},
 
 		{name: "create webhook", method: "POST", target: "/webhooks", body: `{"url":"https://example.com/h","eventTypes":["call.ended"],"description":"d"}`},
 		{name: "create webhook bad event type", method: "POST", target: "/webhooks", body: `{"url":"https://example.com/h","eventTypes":["call.started"]}`, wantErr: true},

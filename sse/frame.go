@@ -66,6 +66,10 @@ func appendOneLine(b, data []byte) []byte {
 // Fixed blocks of the stream.
 var (
 	heartbeatBlock = []byte(": ping\n\n")
+	// heartbeatEventBlock is a heartbeat for ?heartbeat=event: still the
+	// comment the contract promises, in a block that is also an event
+	// (no id: the client's position stays where it is).
+	heartbeatEventBlock = []byte(": ping\nevent: heartbeat\ndata: {}\n\n")
 	// resetBlock tells a client that events after its Last-Event-ID were
 	// pruned. It carries data because EventSource drops an event with none.
 	resetBlock = []byte("event: reset\ndata: {}\n\n")

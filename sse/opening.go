@@ -328,13 +328,22 @@ func (st *stream) writeConn(b []byte) error {
 	return err
 }
 
-// sendHead writes and flushes the response head and the opening block.
+// sendHead writes and flushes the response head and the opening block,
+// with a first heartbeat event where the client asked for them: it tells
+// the client at once that they will come, so it can watch the stream
+// from its start (a connection that dies before the first interval would
+// otherwise go unwatched).
 func (st *stream) sendHead(last int64, resume bool) error {
 	st.writeHeader()
 	st.headSent = true
 	st.nextBeat = time.Now().Add(st.h.o.Heartbeat) // for read, until goLive
 	if err := st.writeRaw(openingBlock(st.h.o.Retry, last, resume && last >= 0)); err != nil {
 		return err
+	}
+	if st.beatEvent {
+		if err := st.writeRaw(heartbeatEventBlock); err != nil {
+			return err
+		}
 	}
 	return st.flush()
 }

@@ -83,7 +83,8 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 	hdr.Set("Cache-Control", "no-cache")
 	hdr.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 
-	st := &stream{h: h, w: w, rc: rc, user: userID, device: deviceID, deadlines: true, charge: chargeFrom(r.Context())}
+	st := &stream{h: h, w: w, rc: rc, user: userID, device: deviceID, deadlines: true, charge: chargeFrom(r.Context()),
+		beatEvent: r.URL.Query().Get("heartbeat") == "event"}
 	if tokenLeft > 0 {
 		// Measured from now on the hub's clock, so tests drive it.
 		st.expires = h.o.Clock.Now().Add(tokenLeft)
@@ -247,6 +248,11 @@ type stream struct {
 	// position in the log, and the duplicate filter.
 	lastID    int64
 	deadlines bool // false once the writer turned out not to support them
+	// beatEvent: the client asked for its heartbeats as events
+	// (?heartbeat=event), which an EventSource dispatches and a comment is
+	// not: the one way a browser app can tell a silent stream (a phone
+	// that changed networks, a half-open connection) from a quiet one.
+	beatEvent bool
 	canStop   bool // Shutdown may end the stream (see open)
 	// invitations written since the last flush, reported once flushed.
 	// While unlisted (a replay from the log), they go to replayed instead,
@@ -958,9 +964,14 @@ func (st *stream) writeWarning() error {
 	return st.flush()
 }
 
-// writeHeartbeat writes and flushes a heartbeat comment.
+// writeHeartbeat writes and flushes a heartbeat: a comment, and the
+// heartbeat event too where the client asked for it.
 func (st *stream) writeHeartbeat() error {
-	if err := st.writeRaw(heartbeatBlock); err != nil {
+	b := heartbeatBlock
+	if st.beatEvent {
+		b = heartbeatEventBlock
+	}
+	if err := st.writeRaw(b); err != nil {
 		return err
 	}
 	return st.flush()

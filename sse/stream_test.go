@@ -91,6 +91,53 @@ func TestHeartbeat(t *testing.T) {
 	}
 }
 
+// A stream opened with ?heartbeat=event gets each heartbeat as an event
+// too, without an id, and still as the comment the contract promises; the
+// first right after the opening block.
+func TestHeartbeatEvents(t *testing.T) {
+	r := newRig(t, Options{Heartbeat: 20 * time.Millisecond})
+	c := r.openQuery("user=bob&device=default&heartbeat=event", "")
+	c.raw() // opening
+	for b := c.raw(); b.event != "synced"; b = c.raw() {
+		if b != (block{event: "heartbeat", data: "{}", comment: true}) {
+			t.Fatalf("%+v before the head, want only heartbeats", b)
+		}
+	}
+	for range 3 {
+		if b := c.raw(); b != (block{event: "heartbeat", data: "{}", comment: true}) {
+			t.Fatalf("%+v, want a heartbeat event with its comment and no id", b)
+		}
+	}
+	r.hub.Committed(r.log.add(changedEv("bob", "c1", "")), 0)
+	b := c.next()
+	for b.event == "heartbeat" {
+		b = c.next()
+	}
+	if b.id != "1" {
+		t.Fatalf("got %+v, want event 1 among the heartbeats", b)
+	}
+}
+
+// The first heartbeat event comes with the opening block, not an interval
+// later: the client watches the stream from its start.
+func TestHeartbeatEventAtOnce(t *testing.T) {
+	r := newRig(t, Options{Heartbeat: time.Hour})
+	for _, last := range []string{"", "0"} { // new, resuming
+		c := r.openQuery("user=bob&device=default&heartbeat=event", last)
+		if b := c.raw(); b.event != "" || b.comment {
+			t.Fatalf("Last-Event-ID %q: first block %+v, want the opening", last, b)
+		}
+		if b := c.raw(); b != (block{event: "heartbeat", data: "{}", comment: true}) {
+			t.Fatalf("Last-Event-ID %q: after the opening %+v, want a heartbeat event", last, b)
+		}
+	}
+	c := r.open("bob", "default", "")
+	c.raw() // opening
+	if b := c.raw(); b.event != "synced" {
+		t.Fatalf("without ?heartbeat=event: %+v after the opening, want synced", b)
+	}
+}
+
 // The server's ReadTimeout would cancel a request mid-stream; the stream
 // clears its read deadline.
 func TestStreamOutlivesReadTimeout(t *testing.T) {

@@ -289,6 +289,14 @@ export interface CallsigClientOptions {
    * no limit). A field left undefined keeps its default.
    */
   retry?: { attempts?: number; baseDelay?: number; maxDelay?: number; timeout?: number };
+  /**
+   * Ms without an event or heartbeat after which a stream counts as dead
+   * (a connection gone silent, which EventSource never notices) and is
+   * reopened from the last event (default 40000; 0: never). Watched once
+   * the server's first heartbeat event shows it sends them (at least every
+   * 15 s).
+   */
+  heartbeatTimeout?: number;
 }
 
 /**

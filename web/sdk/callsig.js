@@ -15,7 +15,9 @@
 //   app's own retry passes it back (config.idempotencyKey) to stay one call;
 // - the event stream resumes from the last event id whatever ends it
 //   (network, server restart, token expiry) and drops an event it gets
-//   twice, so handlers see each event once, in order;
+//   twice, so handlers see each event once, in order; a stream gone
+//   silent past heartbeatTimeout (a dead connection, which EventSource
+//   never notices) is reopened the same way;
 // - on tokenWillExpire it asks tokenProvider for a new token and opens the
 //   next stream from the last event id before the server ends the old one,
 //   but only with a token that expires later than the stream's: a new
@@ -148,6 +150,7 @@ export class CallsigClient {
   #EventSource;
   #fetch;
   #retry;
+  #heartbeatTimeout;
   #handlers = new Map();
   #state = 'disconnected';
   #loggedIn = false;
@@ -177,9 +180,11 @@ export class CallsigClient {
    * @param {typeof EventSource} [options.EventSource] required where there is no global EventSource (Node)
    * @param {typeof fetch} [options.fetch]
    * @param {{attempts?: number, baseDelay?: number, maxDelay?: number, timeout?: number}} [options.retry]
+   * @param {number} [options.heartbeatTimeout] ms without a heartbeat or event after which a stream counts as dead and is reopened (default 40000; 0: never)
    */
   constructor(options = {}) {
-    const {baseURL = '', token, tokenProvider, deviceID = 'default', userClaim = 'sub', EventSource: ES, fetch: f, retry} = options;
+    const {baseURL = '', token, tokenProvider, deviceID = 'default', userClaim = 'sub', EventSource: ES, fetch: f, retry,
+      heartbeatTimeout = 40000} = options;
     if (!token && !tokenProvider) throw new TypeError('CallsigClient: give a token or a tokenProvider');
     this.#baseURL = String(baseURL).replace(/\/+$/, '');
     this.#token = token || '';
@@ -193,6 +198,7 @@ export class CallsigClient {
     // attempt timeout off, which only 0 does.
     this.#retry = {attempts: 5, baseDelay: 200, maxDelay: 5000, timeout: 15000,
       ...Object.fromEntries(Object.entries(retry || {}).filter(([, v]) => v !== undefined))};
+    this.#heartbeatTimeout = heartbeatTimeout;
   }
 
   /** The signed-in user: the token's userClaim ("sub" by default); "" when the token is not a JWT. */
@@ -406,7 +412,10 @@ export class CallsigClient {
       this.#reconnectTimer = setTimeout(() => { if (this.#loggedIn) this.#connect(login, chain); }, wait);
       return;
     }
-    const q = new URLSearchParams({access_token: this.#token, deviceID: this.#deviceID});
+    // heartbeat=event: the server's heartbeats come as events, which
+    // EventSource shows (see #watch); a server that does not know it sends
+    // comments only, and the stream goes unwatched.
+    const q = new URLSearchParams({access_token: this.#token, deviceID: this.#deviceID, heartbeat: 'event'});
     if (this.#lastEventID >= 0) q.set('lastEventID', String(this.#lastEventID));
     // Blind: opened with no position while another stream is open, that
     // stream's synced event waited for in vain (POSITION_WAIT, or
@@ -504,10 +513,17 @@ export class CallsigClient {
       }
     };
     // Any event but refused shows es served: committed before it is handled.
+    const alive = this.#watch(es);
     const on = (type, handle) => es.addEventListener(type, (ev) => {
       commit();
+      alive(type);
       handle(ev);
     });
+    // Not through on: a heartbeat comes with the opening block of a
+    // stream the server serves, before its first event, and commits
+    // nothing (the server's refusal is what tells a refused stream; the
+    // commit keeps waiting for an event or COMMIT_DELAY, as without one).
+    es.addEventListener('heartbeat', () => alive('heartbeat'));
     for (const type of CALL_EVENTS) on(type, (ev) => this.#onEvent(es, type, ev));
     on('reset', (ev) => this.#onReset(es, ev));
     on('synced', (ev) => this.#onSynced(es, ev));
@@ -549,6 +565,35 @@ export class CallsigClient {
   }
 
   // drop closes es and forgets it.
+  // watch returns what es's events report to (alive(type)): once its
+  // first heartbeat event shows that the server sends them (one at least
+  // every 15 s), a stream that then goes heartbeatTimeout with no event is
+  // taken as dead and reopened from the last event. A connection that died
+  // without a word (a phone that changed networks, a NAT that forgot it)
+  // leaves an EventSource open and waiting for ever, the user unreachable
+  // while the app shows connected.
+  #watch(es) {
+    const ms = this.#heartbeatTimeout;
+    let timer = 0;
+    let beating = false;
+    const silent = () => {
+      if (!this.#streams.has(es)) return;
+      this.#drop(es);
+      if (es === this.#current && this.#streams.size > 0) this.#current = [...this.#streams].pop();
+      if (this.#streams.size > 0 || !this.#loggedIn) return;
+      this.#setState('reconnecting', 'network');
+      this.#connect(this.#pendingLogin);
+    };
+    return (type) => {
+      if (!(ms > 0) || !this.#streams.has(es)) return;
+      beating ||= type === 'heartbeat';
+      if (!beating) return;
+      clearTimeout(timer);
+      timer = setTimeout(silent, ms);
+      timer?.unref?.(); // Node: the stream's socket keeps the process up, not this timer
+    };
+  }
+
   #drop(es) {
     es.close();
     this.#streams.delete(es);
