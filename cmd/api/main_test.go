@@ -28,6 +28,9 @@ import (
 // server by a test below (CALLSIG_TEST_MAIN_ARGS holds its arguments), so
 // signals reach the process exactly as they reach a deployed one.
 func TestMain(m *testing.M) {
+	if goos, ok := os.LookupEnv("CALLSIG_TEST_TYPECHECK"); ok {
+		typeCheckMain(goos) // see TestServerBuildsForMacOSAndWindows
+	}
 	if args, ok := os.LookupEnv("CALLSIG_TEST_MAIN_ARGS"); ok {
 		os.Args = append([]string{"callsig"}, strings.Fields(args)...)
 		main()
