@@ -167,6 +167,14 @@ func (s *server) routes() http.Handler {
 	// but never buffered, validated or timed out.
 	if s.deps.Events != nil {
 		r.With(s.auth.requireUser(true), s.limit, wellFormedQuery).Get(eventsRoute, func(w http.ResponseWriter, r *http.Request) {
+			// The one query parameter the stream itself reads that
+			// requireUser does not check (the validator never sees the
+			// stream): a client asking for something unknown is told so,
+			// rather than silently getting comments.
+			if h := r.URL.Query().Get("heartbeat"); h != "" && h != "comment" && h != "event" {
+				writeError(w, r, invalidField("heartbeat", "must be comment or event"))
+				return
+			}
 			info := infoFrom(r.Context())
 			s.deps.Events.ServeEvents(w, r, info.user, info.device, tokenLeft(info.expires))
 		})

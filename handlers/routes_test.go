@@ -125,6 +125,25 @@ func TestEventsRoute(t *testing.T) {
 		t.Fatalf("events with header: %d %+v", w.Code, stream)
 	}
 	decodeProblem(t, do(h, req{method: "GET", path: "/events?access_token=bad"}), 401, "unauthorized")
+	for _, beat := range []string{"comment", "event"} {
+		if w := do(h, req{method: "GET", path: "/events?heartbeat=" + beat, header: authed(t, "dave")}); w.Code != 200 || stream.user != "dave" {
+			t.Fatalf("events with heartbeat=%s: %d %+v", beat, w.Code, stream)
+		}
+	}
+	for _, beat := range []string{"frame", "Event", ""} {
+		stream.user = ""
+		w := do(h, req{method: "GET", path: "/events?heartbeat=" + beat, header: authed(t, "erin")})
+		if beat == "" { // empty: as if left out
+			if w.Code != 200 || stream.user != "erin" {
+				t.Fatalf("events with heartbeat= (empty): %d %+v", w.Code, stream)
+			}
+			continue
+		}
+		decodeProblem(t, w, 400, "invalid_request")
+		if stream.user != "" {
+			t.Fatalf("heartbeat=%s: the stream was served", beat)
+		}
+	}
 }
 
 func TestMetricsUseRoutePatterns(t *testing.T) {

@@ -54,7 +54,8 @@ export interface ActionConfig {
    * the `idempotencyKey` of a CallsigError the same action failed with
    * (`network_error`, `logged_out`: it may have been done) to get the first
    * answer rather than act twice; the body must be the same. 1–255
-   * characters.
+   * printable ASCII characters without spaces (anything else throws a
+   * TypeError before a request is sent).
    */
   idempotencyKey?: string;
 }
@@ -292,9 +293,10 @@ export interface CallsigClientOptions {
   /**
    * Ms without an event or heartbeat after which a stream counts as dead
    * (a connection gone silent, which EventSource never notices) and is
-   * reopened from the last event (default 40000; 0: never). Watched once
-   * the server's first heartbeat event shows it sends them (at least every
-   * 15 s).
+   * reopened from the last event (default 40000; 0: never), with any
+   * other stream still opening. Each connection is watched once its first
+   * heartbeat event (with the stream's opening) shows that the server
+   * sends them, at least every 15 s: keep it well above that.
    */
   heartbeatTimeout?: number;
 }

@@ -198,6 +198,9 @@ export class CallsigClient {
     // attempt timeout off, which only 0 does.
     this.#retry = {attempts: 5, baseDelay: 200, maxDelay: 5000, timeout: 15000,
       ...Object.fromEntries(Object.entries(retry || {}).filter(([, v]) => v !== undefined))};
+    if (typeof heartbeatTimeout !== 'number' || !(heartbeatTimeout >= 0)) {
+      throw new TypeError('CallsigClient: heartbeatTimeout must be a number of ms, 0 or more');
+    }
     this.#heartbeatTimeout = heartbeatTimeout;
   }
 
@@ -465,6 +468,7 @@ export class CallsigClient {
       this.#setState('connected');
       if (pending) pending.resolve();
     };
+    const watch = this.#watch(es);
     es.onopen = () => {
       if (!this.#streams.has(es)) return;
       endTrial();
@@ -473,6 +477,10 @@ export class CallsigClient {
     };
     es.onerror = (ev) => {
       endTrial();
+      // The connection is gone: the EventSource reconnects by itself, or
+      // the stream is over. A reconnection is watched again from its own
+      // first heartbeat (it may reach a node that sends none).
+      watch.pause();
       if (!this.#streams.has(es)) return;
       if (es.readyState !== 2 /* CLOSED */) {
         // The EventSource reconnects by itself, with Last-Event-ID.
@@ -500,7 +508,7 @@ export class CallsigClient {
         // server restarts looks like a refusal, and login() rejected at
         // once. The API, asked with the same token, tells which it is.
         const session = this.#session;
-        this.#probe().then((probed) => {
+        this.#probe(esToken).then((probed) => {
           if (session === this.#session && this.#loggedIn && this.#pendingLogin === login) {
             this.#loginStreamFailed(login, probed, ev);
           }
@@ -513,17 +521,16 @@ export class CallsigClient {
       }
     };
     // Any event but refused shows es served: committed before it is handled.
-    const alive = this.#watch(es);
     const on = (type, handle) => es.addEventListener(type, (ev) => {
       commit();
-      alive(type);
+      watch.alive(type);
       handle(ev);
     });
     // Not through on: a heartbeat comes with the opening block of a
     // stream the server serves, before its first event, and commits
     // nothing (the server's refusal is what tells a refused stream; the
     // commit keeps waiting for an event or COMMIT_DELAY, as without one).
-    es.addEventListener('heartbeat', () => alive('heartbeat'));
+    es.addEventListener('heartbeat', () => watch.alive('heartbeat'));
     for (const type of CALL_EVENTS) on(type, (ev) => this.#onEvent(es, type, ev));
     on('reset', (ev) => this.#onReset(es, ev));
     on('synced', (ev) => this.#onSynced(es, ev));
@@ -565,32 +572,40 @@ export class CallsigClient {
   }
 
   // drop closes es and forgets it.
-  // watch returns what es's events report to (alive(type)): once its
-  // first heartbeat event shows that the server sends them (one at least
-  // every 15 s), a stream that then goes heartbeatTimeout with no event is
-  // taken as dead and reopened from the last event. A connection that died
+  // watch watches es for silence: alive(type) for each of its events,
+  // pause() when its connection is gone. Once a heartbeat event shows that
+  // the server at the other end sends them (one at least every 15 s, the
+  // first with the opening block), a connection that then goes
+  // heartbeatTimeout with no event is taken as dead. A connection that died
   // without a word (a phone that changed networks, a NAT that forgot it)
   // leaves an EventSource open and waiting for ever, the user unreachable
-  // while the app shows connected.
+  // while the app shows connected. Every stream is dropped then, a renewal
+  // still opening included (it may be held up the same way, and nothing
+  // watches it before its first heartbeat), and the client comes back from
+  // the last event as after any loss of its streams.
   #watch(es) {
     const ms = this.#heartbeatTimeout;
     let timer = 0;
     let beating = false;
     const silent = () => {
-      if (!this.#streams.has(es)) return;
-      this.#drop(es);
-      if (es === this.#current && this.#streams.size > 0) this.#current = [...this.#streams].pop();
-      if (this.#streams.size > 0 || !this.#loggedIn) return;
-      this.#setState('reconnecting', 'network');
-      this.#connect(this.#pendingLogin);
+      if (!this.#streams.has(es) || !this.#loggedIn) return;
+      for (const s of [...this.#streams]) this.#drop(s);
+      this.#current = null;
+      this.#reconnectLater('network');
     };
-    return (type) => {
-      if (!(ms > 0) || !this.#streams.has(es)) return;
-      beating ||= type === 'heartbeat';
-      if (!beating) return;
-      clearTimeout(timer);
-      timer = setTimeout(silent, ms);
-      timer?.unref?.(); // Node: the stream's socket keeps the process up, not this timer
+    return {
+      alive: (type) => {
+        if (!(ms > 0) || !this.#streams.has(es)) return;
+        beating ||= type === 'heartbeat';
+        if (!beating) return;
+        clearTimeout(timer);
+        timer = setTimeout(silent, ms);
+        timer?.unref?.(); // Node: the stream's socket keeps the process up, not this timer
+      },
+      pause: () => {
+        beating = false;
+        clearTimeout(timer);
+      },
     };
   }
 
@@ -604,15 +619,17 @@ export class CallsigClient {
   // loginStreamFailed settles what the failure of login's stream, never
   // served, means for the login: status is its HTTP status (0: unknown;
   // -1: the server did not answer the probe). Out of reach for now (a
-  // proxy's 502 or 504, a 503), the login stays pending while the
+  // 5xx, a 429), the login stays pending while the
   // client comes back with backoff; a stale token gets one more try with
   // the provider's; anything else rejects stream_refused.
   #loginStreamFailed(login, status, ev) {
-    if (TRANSIENT.has(status) || status === -1) {
+    if (TRANSIENT.has(status) || status === 429 || status >= 500 || status === -1) {
       // Not refused: the server is out of reach for now (a proxy's 502
-      // while it restarts, or no answer to the probe). As after a network
-      // error, which EventSource retries by itself, login() stays pending
-      // while the client comes back with backoff.
+      // while it restarts, a proxy's rate limit, or no answer to the
+      // probe); the server itself refuses a stream for now with its
+      // refused event, not with a status. As after a network error, which
+      // EventSource retries by itself, login() stays pending while the
+      // client comes back with backoff.
       if (this.#streams.size === 0) this.#reconnectLater('network');
       return;
     }
@@ -647,14 +664,13 @@ export class CallsigClient {
   // probe asks the API, with the stream's token, the status a browser's
   // EventSource does not give: GET /calls?count=1 is refused for the same
   // token and the same outage as the stream (-1 when nothing answers
-  // within retry.timeout, 0 when it is served).
-  async #probe() {
+  // within retry.timeout, 15 s if that is 0; 0 when it is served).
+  async #probe(token) {
     const abort = new AbortController();
-    const timeout = this.#retry.timeout;
-    const timer = timeout > 0 ? setTimeout(() => abort.abort(), timeout) : 0;
+    const timer = setTimeout(() => abort.abort(), this.#retry.timeout > 0 ? this.#retry.timeout : 15000);
     try {
       const res = await this.#fetch(`${this.#baseURL}/calls?count=1`, {cache: 'no-store', signal: abort.signal,
-        headers: {Authorization: `Bearer ${this.#token}`, 'X-Device-ID': this.#deviceID, Accept: 'application/json'}});
+        headers: {Authorization: `Bearer ${token || this.#token}`, 'X-Device-ID': this.#deviceID, Accept: 'application/json'}});
       res.body?.cancel?.().catch(() => {});
       return res.ok ? 0 : res.status; // answered: the stream's failure is its own
     } catch {
@@ -849,8 +865,10 @@ export class CallsigClient {
   async #request(method, path, body, key) {
     if (method !== 'POST') return this.#attempts(method, path, body, '');
     key = key === undefined ? randomKey() : key;
-    if (typeof key !== 'string' || key.length < 1 || key.length > 255) {
-      throw new TypeError('CallsigClient: idempotencyKey must be a string of 1 to 255 characters');
+    // What a header carries as is: a key fetch refuses would fail every
+    // attempt, and read as network_error ("may have been done").
+    if (typeof key !== 'string' || !/^[\x21-\x7e]{1,255}$/.test(key)) {
+      throw new TypeError('CallsigClient: idempotencyKey must be 1 to 255 printable ASCII characters, without spaces');
     }
     try {
       return await this.#attempts(method, path, body, key);
@@ -969,7 +987,7 @@ export class CallsigClient {
   }
 
   #post(callID, action, body, config) {
-    return this.#request('POST', `/calls/${encodeURIComponent(callID)}/${action}`, body, config.idempotencyKey);
+    return this.#request('POST', `/calls/${encodeURIComponent(callID)}/${action}`, body, config?.idempotencyKey);
   }
 
   // ---- the ZIM call-invitation API --------------------------------------------
@@ -977,7 +995,7 @@ export class CallsigClient {
   /** Starts a call (POST /calls). config: mode, timeout, extendedData, pushConfig, enableNotReceivedCheck, busyPolicy, idempotencyKey (see CallsigError.idempotencyKey). */
   callInvite(invitees, config = {}) {
     return this.#request('POST', '/calls', {invitees,
-      ...pick(config, ['mode', 'timeout', 'extendedData', 'pushConfig', 'enableNotReceivedCheck', 'busyPolicy'])}, config.idempotencyKey);
+      ...pick(config, ['mode', 'timeout', 'extendedData', 'pushConfig', 'enableNotReceivedCheck', 'busyPolicy'])}, config?.idempotencyKey);
   }
 
   /** Cancels invitations the user sent (empty invitees: all pending ones). config: extendedData, pushConfig, idempotencyKey (see CallsigError.idempotencyKey). */

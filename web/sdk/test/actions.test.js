@@ -203,10 +203,16 @@ test('an action given an idempotencyKey sends it on every attempt; an unusable o
   const conflict = await alice.callInvite([user('carol')], {timeout: 600, idempotencyKey: 'app-key-1'}).then(() => null, (e) => e);
   assert.deepEqual([conflict && conflict.code, conflict && conflict.idempotencyKey], ['idempotency_conflict', 'app-key-1']);
   const before = p.seen.length;
-  for (const bad of ['', 'k'.repeat(256), 42]) {
+  for (const bad of ['', 'k'.repeat(256), 42, '呼叫-1', 'a\nb', 'with space']) {
     await assert.rejects(alice.callAccept(res.callID, {idempotencyKey: bad}), TypeError, `idempotencyKey ${JSON.stringify(bad)}`);
   }
   assert.equal(p.seen.length, before, 'nothing sent for an unusable key');
+  // A config of null is as none (pick() always took it): an answer, not
+  // a TypeError thrown at the call.
+  const placed = await alice.callInvite([user('bob')], null);
+  assert.ok(placed.callID);
+  const outcome = await alice.callCancel([], placed.callID, null).then(() => 'cancelled', (e) => e.code);
+  assert.equal(outcome, 'cancelled');
 });
 
 test('retry.timeout given as undefined keeps the default attempt timeout (15 s), which only 0 switches off', async (t) => {

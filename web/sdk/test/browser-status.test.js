@@ -26,13 +26,17 @@ class BrowserEventSource {
 // down is a proxy that answers nginx's 502 to every request (streams and
 // API alike, as while the server restarts) until up() is called, then
 // forwards them; it counts what it answered while down.
-function down() {
+// With silentAPI, API requests get no answer at all (the connection is
+// cut) instead.
+function down({silentAPI = false} = {}) {
   const seen = {events: 0, api: 0};
   let isUp = false;
   const server = http.createServer((req, res) => {
     if (isUp) return forward(req, res);
-    seen[new globalThis.URL(req.url, 'http://proxy').pathname === '/events' ? 'events' : 'api']++;
+    const stream = new globalThis.URL(req.url, 'http://proxy').pathname === '/events';
+    seen[stream ? 'events' : 'api']++;
     req.resume();
+    if (silentAPI && !stream) return req.socket.destroy();
     res.writeHead(502, {'Content-Type': 'text/html'});
     res.end('<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>\n');
   });
@@ -43,8 +47,8 @@ function down() {
   })));
 }
 
-test('a browser\'s login() while the proxy answers 502 (a restart) stays pending and resolves once the server is back', async (t) => {
-  const proxy = await down();
+for (const silentAPI of [false, true]) test(`a browser's login() while the proxy answers 502 (a restart)${silentAPI ? ', and the API no answer at all,' : ''} stays pending and resolves once the server is back`, async (t) => {
+  const proxy = await down({silentAPI});
   t.after(() => proxy.close());
   const bobID = user('bob');
   const bob = client(bobID, {baseURL: proxy.url, EventSource: BrowserEventSource});

@@ -6,8 +6,8 @@
 import {test} from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import {client, exactlyTheLog, is, URL, user} from './helpers.js';
-import {forward, streamProxy} from './proxy.js';
+import {client, exactlyTheLog, is, token, URL, user} from './helpers.js';
+import {forward, gate, streamProxy} from './proxy.js';
 
 // passUntilSilent forwards the server's stream until the returned
 // promise's silence() is called, then passes nothing more while keeping
@@ -58,4 +58,81 @@ test('a stream gone silent (a half-open connection) is reopened after heartbeatT
   const states = bob.events.of('connectionStateChanged').map((e) => `${e.data.state}${e.data.reason ? ':' + e.data.reason : ''}`);
   assert.deepEqual(states, ['connecting', 'connected', 'reconnecting:network', 'connected']);
   await exactlyTheLog(bob);
+});
+
+// withoutHeartbeatEvents forwards a stream as a node that sends no
+// heartbeat events would serve it (an older one, in a rolling upgrade):
+// without the client's ?heartbeat=event.
+function withoutHeartbeatEvents(req, res) {
+  const u = new globalThis.URL(req.url, 'http://proxy');
+  u.searchParams.delete('heartbeat');
+  req.url = u.pathname + u.search;
+  forward(req, res);
+}
+
+test('a stream from a node that sends no heartbeat events is not watched, the EventSource\'s own reconnection to one included', async (t) => {
+  // The first stream reaches a node that sends them, and ends; the
+  // EventSource comes back by itself, to a node that does not.
+  const cut = gate();
+  const proxy = await streamProxy((n, req, res) => (n === 0 ? forward(req, res, {cut}) : withoutHeartbeatEvents(req, res)));
+  t.after(() => proxy.close());
+  const bobID = user('bob');
+  const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout: 300});
+  t.after(() => bob.logout());
+  await bob.login();
+  cut.release();
+  const second = await proxy.stream(1);
+  await bob.events.wait((e) => e.name === 'connectionStateChanged' && e.data.state === 'connected' && bob.events.of('connectionStateChanged').length > 2,
+    'connected again');
+  // Five heartbeatTimeouts of a quiet, healthy stream: still the same one,
+  // and it delivers.
+  await new Promise((r) => setTimeout(r, 1500));
+  const alice = client(user('alice'));
+  const c1 = await alice.callInvite([bobID], {timeout: 600});
+  await bob.events.wait(is('callInvitationReceived', c1.callID), 'an invitation on the unwatched stream');
+  assert.equal(second.gone, false, 'the stream from the node without heartbeat events is still open');
+  await assert.rejects(proxy.stream(2, 10), /no stream 2/, 'no stream opened after it');
+});
+
+test('a silent stream with a renewal still opening (held up by a proxy) drops both and comes back', async (t) => {
+  let silence;
+  const held = gate(); // never released: the renewal's head never comes
+  const proxy = await streamProxy((n, req, res) => {
+    if (n === 0) silence = passUntilSilent(req, res);
+    else if (n === 1) forward(req, res, {head: held});
+    else forward(req, res);
+  });
+  t.after(() => proxy.close());
+  const bobID = user('bob');
+  const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout: 1000});
+  t.after(() => bob.logout());
+  await bob.login();
+  silence();
+  bob.renewToken(await token(bobID, 7200));
+  const renewal = await proxy.stream(1);
+  const alice = client(user('alice'));
+  const c1 = await alice.callInvite([bobID], {timeout: 600});
+  await proxy.stream(2, 10000); // the client comes back
+  assert.equal(renewal.gone, true, 'the renewal that never opened is dropped too');
+  await bob.events.wait(is('callInvitationReceived', c1.callID), 'the invitation sent into the silence');
+  await exactlyTheLog(bob);
+});
+
+test('a heartbeat does not commit a stream: one that ends right after its opening is not taken as served', async (t) => {
+  // The first stream's node answers with the opening block and its first
+  // heartbeat, then ends it (a stream the server could not go on with);
+  // the EventSource comes back, to a stream that is served.
+  const proxy = await streamProxy((n, req, res) => {
+    if (n > 0) return forward(req, res);
+    res.writeHead(200, {'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache'});
+    res.write('retry: 10\n\n: ping\nevent: heartbeat\ndata: {}\n\n');
+    setTimeout(() => res.end(), 50);
+  });
+  t.after(() => proxy.close());
+  const bob = client(user('bob'), {baseURL: proxy.url});
+  t.after(() => bob.logout());
+  await bob.login();
+  await proxy.stream(1);
+  const states = bob.events.of('connectionStateChanged').map((e) => e.data.state);
+  assert.deepEqual(states, ['connecting', 'reconnecting', 'connected'], 'connected only on the stream that is served');
 });
