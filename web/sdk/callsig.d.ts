@@ -54,8 +54,8 @@ export interface ActionConfig {
    * the `idempotencyKey` of a CallsigError the same action failed with
    * (`network_error`, `logged_out`: it may have been done) to get the first
    * answer rather than act twice; the body must be the same. 1–255
-   * printable ASCII characters without spaces (anything else throws a
-   * TypeError before a request is sent).
+   * printable ASCII characters, no space at either end (anything else
+   * throws a TypeError before a request is sent).
    */
   idempotencyKey?: string;
 }
@@ -296,7 +296,9 @@ export interface CallsigClientOptions {
    * reopened from the last event (default 40000; 0: never), with any
    * other stream still opening. Each connection is watched once its first
    * heartbeat event (with the stream's opening) shows that the server
-   * sends them, at least every 15 s: keep it well above that.
+   * sends them, at least every 15 s: keep it well above that. A watched
+   * stream whose connection drops must have a new one open within it too.
+   * At most 2147483647 (anything else throws a TypeError).
    */
   heartbeatTimeout?: number;
 }
@@ -379,7 +381,8 @@ export class CallsigClient {
    * with tokenProvider's token; a 502, 503 or 504, the server out of reach
    * for now, keeps it pending while the client tries again; where the
    * EventSource does not tell the status, a browser's, the client asks
-   * GET /calls with the same token) or `logged_out` (logout() came first). A
+   * GET /calls?count=1 with the same token, and no answer, a 429 or any
+   * 5xx to that keeps it pending too) or `logged_out` (logout() came first). A
    * login() while another is in flight shares its outcome.
    */
   login(): Promise<void>;

@@ -198,8 +198,9 @@ export class CallsigClient {
     // attempt timeout off, which only 0 does.
     this.#retry = {attempts: 5, baseDelay: 200, maxDelay: 5000, timeout: 15000,
       ...Object.fromEntries(Object.entries(retry || {}).filter(([, v]) => v !== undefined))};
-    if (typeof heartbeatTimeout !== 'number' || !(heartbeatTimeout >= 0)) {
-      throw new TypeError('CallsigClient: heartbeatTimeout must be a number of ms, 0 or more');
+    // setTimeout takes up to 2^31-1 ms, and fires at once beyond.
+    if (typeof heartbeatTimeout !== 'number' || !(heartbeatTimeout >= 0 && heartbeatTimeout <= 2 ** 31 - 1)) {
+      throw new TypeError('CallsigClient: heartbeatTimeout must be a number of ms from 0 to 2147483647');
     }
     this.#heartbeatTimeout = heartbeatTimeout;
   }
@@ -271,7 +272,9 @@ export class CallsigClient {
    * one retry with a token from tokenProvider; a 502, 503 or 504, the
    * server out of reach for now, keeps it pending while the client tries
    * again; a browser's EventSource does not tell the status, which the
-   * client then asks the API for), `logged_out` when logout() comes first.
+   * client then asks the API for with GET /calls?count=1, and no answer,
+   * a 429 or any 5xx to that keeps it pending too), `logged_out` when
+   * logout() comes first.
    * A login() while another is in flight shares its outcome.
    */
   login() {
@@ -470,6 +473,7 @@ export class CallsigClient {
     };
     const watch = this.#watch(es);
     es.onopen = () => {
+      watch.opened();
       if (!this.#streams.has(es)) return;
       endTrial();
       trial = true;
@@ -477,10 +481,7 @@ export class CallsigClient {
     };
     es.onerror = (ev) => {
       endTrial();
-      // The connection is gone: the EventSource reconnects by itself, or
-      // the stream is over. A reconnection is watched again from its own
-      // first heartbeat (it may reach a node that sends none).
-      watch.pause();
+      watch.pause(); // the connection is gone (see #watch)
       if (!this.#streams.has(es)) return;
       if (es.readyState !== 2 /* CLOSED */) {
         // The EventSource reconnects by itself, with Last-Event-ID.
@@ -510,7 +511,7 @@ export class CallsigClient {
         const session = this.#session;
         this.#probe(esToken).then((probed) => {
           if (session === this.#session && this.#loggedIn && this.#pendingLogin === login) {
-            this.#loginStreamFailed(login, probed, ev);
+            this.#loginStreamFailed(login, probed, ev, true);
           }
         });
         return;
@@ -573,7 +574,8 @@ export class CallsigClient {
 
   // drop closes es and forgets it.
   // watch watches es for silence: alive(type) for each of its events,
-  // pause() when its connection is gone. Once a heartbeat event shows that
+  // pause() when its connection is gone, opened() when the EventSource has
+  // a connection again. Once a heartbeat event shows that
   // the server at the other end sends them (one at least every 15 s, the
   // first with the opening block), a connection that then goes
   // heartbeatTimeout with no event is taken as dead. A connection that died
@@ -602,9 +604,22 @@ export class CallsigClient {
         timer = setTimeout(silent, ms);
         timer?.unref?.(); // Node: the stream's socket keeps the process up, not this timer
       },
+      // The connection is gone, and the EventSource comes back by
+      // itself (or the stream is over, and silent finds it dropped). A
+      // watched stream's next connection must open within ms: one held
+      // up (a proxy that never sends its head) is as silent as a dead
+      // one. Once open it is watched from its own first heartbeat, as it
+      // may be a node that sends none. The deadline runs from the first
+      // error of a row of failed tries.
       pause: () => {
+        if (!beating || !(ms > 0)) return;
         beating = false;
         clearTimeout(timer);
+        timer = setTimeout(silent, ms);
+        timer?.unref?.();
+      },
+      opened: () => {
+        if (!beating) clearTimeout(timer);
       },
     };
   }
@@ -618,16 +633,17 @@ export class CallsigClient {
 
   // loginStreamFailed settles what the failure of login's stream, never
   // served, means for the login: status is its HTTP status (0: unknown;
-  // -1: the server did not answer the probe). Out of reach for now (a
-  // 5xx, a 429), the login stays pending while the
+  // -1: the server did not answer the probe; probed: status is the
+  // probe's). Out of reach for now (a 502, 503 or 504; a probe's 429 or
+  // other 5xx, which say nothing of the stream), the login stays pending while the
   // client comes back with backoff; a stale token gets one more try with
   // the provider's; anything else rejects stream_refused.
-  #loginStreamFailed(login, status, ev) {
-    if (TRANSIENT.has(status) || status === 429 || status >= 500 || status === -1) {
+  #loginStreamFailed(login, status, ev, probed = false) {
+    if (TRANSIENT.has(status) || status === -1 || (probed && (status === 429 || status >= 500))) {
       // Not refused: the server is out of reach for now (a proxy's 502
-      // while it restarts, a proxy's rate limit, or no answer to the
-      // probe); the server itself refuses a stream for now with its
-      // refused event, not with a status. As after a network error, which
+      // while it restarts, or no answer to the probe; the server itself
+      // refuses a stream for now with its refused event, not a status,
+      // so a 429 can only be a proxy's). As after a network error, which
       // EventSource retries by itself, login() stays pending while the
       // client comes back with backoff.
       if (this.#streams.size === 0) this.#reconnectLater('network');
@@ -865,10 +881,11 @@ export class CallsigClient {
   async #request(method, path, body, key) {
     if (method !== 'POST') return this.#attempts(method, path, body, '');
     key = key === undefined ? randomKey() : key;
-    // What a header carries as is: a key fetch refuses would fail every
-    // attempt, and read as network_error ("may have been done").
-    if (typeof key !== 'string' || !/^[\x21-\x7e]{1,255}$/.test(key)) {
-      throw new TypeError('CallsigClient: idempotencyKey must be 1 to 255 printable ASCII characters, without spaces');
+    // What a header carries as is: a key fetch refuses (not ASCII, a
+    // line break) would fail every attempt, read as network_error ("may
+    // have been done"), and spaces at either end would be trimmed off it.
+    if (typeof key !== 'string' || key.length > 255 || !/^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/.test(key)) {
+      throw new TypeError('CallsigClient: idempotencyKey must be 1 to 255 printable ASCII characters, no space at either end');
     }
     try {
       return await this.#attempts(method, path, body, key);
@@ -1035,6 +1052,7 @@ export class CallsigClient {
 
   /** The user's calls, newest first. config: count (default 20), nextFlag (0 = from the newest). */
   queryCallInvitationList(config = {}) {
+    config ??= {};
     const q = new URLSearchParams();
     if (config.count !== undefined) q.set('count', String(config.count));
     if (config.nextFlag) q.set('nextFlag', String(config.nextFlag));

@@ -203,7 +203,7 @@ test('an action given an idempotencyKey sends it on every attempt; an unusable o
   const conflict = await alice.callInvite([user('carol')], {timeout: 600, idempotencyKey: 'app-key-1'}).then(() => null, (e) => e);
   assert.deepEqual([conflict && conflict.code, conflict && conflict.idempotencyKey], ['idempotency_conflict', 'app-key-1']);
   const before = p.seen.length;
-  for (const bad of ['', 'k'.repeat(256), 42, '呼叫-1', 'a\nb', 'with space']) {
+  for (const bad of ['', 'k'.repeat(256), 42, '呼叫-1', 'a\nb', ' padded', 'padded ']) {
     await assert.rejects(alice.callAccept(res.callID, {idempotencyKey: bad}), TypeError, `idempotencyKey ${JSON.stringify(bad)}`);
   }
   assert.equal(p.seen.length, before, 'nothing sent for an unusable key');
@@ -213,6 +213,13 @@ test('an action given an idempotencyKey sends it on every attempt; an unusable o
   assert.ok(placed.callID);
   const outcome = await alice.callCancel([], placed.callID, null).then(() => 'cancelled', (e) => e.code);
   assert.equal(outcome, 'cancelled');
+  assert.ok((await alice.queryCallInvitationList(null)).callList.length > 0);
+  // A space inside a key is a header's: sent as is.
+  const spaced = await alice.callInvite([user('bob')], {timeout: 600, idempotencyKey: 'order 12'});
+  assert.equal(p.seen.at(-1).key, 'order 12');
+  assert.ok(spaced.callID);
+  const again = await alice.callInvite([user('bob')], {timeout: 600, idempotencyKey: 'order 12'}).then((r) => r.callID, (e) => e.code);
+  assert.equal(again, 'idempotency_conflict', 'the server took the key as sent: another body under it');
 });
 
 test('retry.timeout given as undefined keeps the default attempt timeout (15 s), which only 0 switches off', async (t) => {

@@ -26,9 +26,9 @@ class BrowserEventSource {
 // down is a proxy that answers nginx's 502 to every request (streams and
 // API alike, as while the server restarts) until up() is called, then
 // forwards them; it counts what it answered while down.
-// With silentAPI, API requests get no answer at all (the connection is
-// cut) instead.
-function down({silentAPI = false} = {}) {
+// api answers API requests while down: 502 (as the streams), 429 (a
+// proxy's rate limit) or 'cut' (no answer at all: the connection is cut).
+function down({api = 502} = {}) {
   const seen = {events: 0, api: 0};
   let isUp = false;
   const server = http.createServer((req, res) => {
@@ -36,7 +36,8 @@ function down({silentAPI = false} = {}) {
     const stream = new globalThis.URL(req.url, 'http://proxy').pathname === '/events';
     seen[stream ? 'events' : 'api']++;
     req.resume();
-    if (silentAPI && !stream) return req.socket.destroy();
+    if (api === 'cut' && !stream) return req.socket.destroy();
+    if (api === 429 && !stream) return res.writeHead(429, {'Retry-After': '1'}).end();
     res.writeHead(502, {'Content-Type': 'text/html'});
     res.end('<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>\n');
   });
@@ -47,8 +48,8 @@ function down({silentAPI = false} = {}) {
   })));
 }
 
-for (const silentAPI of [false, true]) test(`a browser's login() while the proxy answers 502 (a restart)${silentAPI ? ', and the API no answer at all,' : ''} stays pending and resolves once the server is back`, async (t) => {
-  const proxy = await down({silentAPI});
+for (const api of [502, 429, 'cut']) test(`a browser's login() while the proxy answers its stream 502 (a restart) and the API ${api === 'cut' ? 'nothing' : api} stays pending and resolves once the server is back`, async (t) => {
+  const proxy = await down({api});
   t.after(() => proxy.close());
   const bobID = user('bob');
   const bob = client(bobID, {baseURL: proxy.url, EventSource: BrowserEventSource});
@@ -75,4 +76,24 @@ test('a browser\'s login() with a token the server refuses, and a provider whose
   const e = await bob.login().then(() => null, (e) => e);
   assert.deepEqual([e && e.code, e && e.status], ['stream_refused', 401]);
   assert.equal(bob.connectionState, 'disconnected');
+});
+
+test('in Node, where EventSource tells the status, a stream answered 500 rejects login() stream_refused 500 after one retry', async (t) => {
+  // Not an outage a proxy answers for: the server failed the stream
+  // itself, and would again. Only a 502, 503 or 504 keeps login() pending.
+  const server = http.createServer((req, res) => {
+    if (new globalThis.URL(req.url, 'http://proxy').pathname !== '/events') return forward(req, res);
+    req.resume();
+    res.writeHead(500, {'Content-Type': 'application/problem+json'});
+    res.end('{"code":"internal"}');
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => { server.closeAllConnections(); server.close(); });
+  const bob = client(user('bob'), {baseURL: `http://127.0.0.1:${server.address().port}`});
+  t.after(() => bob.logout());
+  let timer;
+  const e = await Promise.race([bob.login().then(() => null, (e) => e),
+    new Promise((r) => { timer = setTimeout(() => r({code: 'still pending after 10 s'}), 10000); })]);
+  clearTimeout(timer);
+  assert.deepEqual([e && e.code, e && e.status], ['stream_refused', 500]);
 });

@@ -136,3 +136,30 @@ test('a heartbeat does not commit a stream: one that ends right after its openin
   const states = bob.events.of('connectionStateChanged').map((e) => e.data.state);
   assert.deepEqual(states, ['connecting', 'reconnecting', 'connected'], 'connected only on the stream that is served');
 });
+
+test('a watched stream whose connection drops must have the next open within heartbeatTimeout: one held up is reopened', async (t) => {
+  // The first connection ends; the EventSource's own reconnection reaches
+  // a proxy that never sends its head.
+  const cut = gate();
+  const held = gate(); // never released
+  const proxy = await streamProxy((n, req, res) => (n === 0 ? forward(req, res, {cut}) : n === 1 ? forward(req, res, {head: held}) : forward(req, res)));
+  t.after(() => proxy.close());
+  const bobID = user('bob');
+  const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout: 1000});
+  t.after(() => bob.logout());
+  await bob.login();
+  cut.release();
+  const stuck = await proxy.stream(1);
+  await proxy.stream(2, 10000);
+  assert.equal(stuck.gone, true, 'the held reconnection is dropped');
+  const alice = client(user('alice'));
+  const c1 = await alice.callInvite([bobID], {timeout: 600});
+  await bob.events.wait(is('callInvitationReceived', c1.callID), 'an invitation on the stream that replaced it');
+});
+
+test('heartbeatTimeout must be a number setTimeout takes', () => {
+  for (const bad of [Infinity, 2 ** 31, -1, NaN, null, '40000']) {
+    assert.throws(() => client(user('bob'), {heartbeatTimeout: bad}), TypeError, `heartbeatTimeout ${bad}`);
+  }
+  for (const good of [0, 40000, 2 ** 31 - 1]) client(user('bob'), {heartbeatTimeout: good});
+});
