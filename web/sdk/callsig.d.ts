@@ -296,9 +296,10 @@ export interface CallsigClientOptions {
    * reopened from the last event (default 40000; 0: never), with any
    * other stream still opening. Each connection is watched once its first
    * heartbeat event (with the stream's opening) shows that the server
-   * sends them, at least every 15 s: keep it well above that. A watched
-   * stream whose connection drops must have a new one open within it too.
-   * At most 2147483647 (anything else throws a TypeError).
+   * sends them, at least every 15 s: keep it well above that. A
+   * connection must also open (its response head) within it, the first
+   * one and each after a drop: one held up is dropped the same way. At
+   * most 2147483647 (anything else throws a TypeError).
    */
   heartbeatTimeout?: number;
 }

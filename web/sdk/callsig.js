@@ -575,7 +575,7 @@ export class CallsigClient {
   // drop closes es and forgets it.
   // watch watches es for silence: alive(type) for each of its events,
   // pause() when its connection is gone, opened() when the EventSource has
-  // a connection again. Once a heartbeat event shows that
+  // a connection. Once a heartbeat event shows that
   // the server at the other end sends them (one at least every 15 s, the
   // first with the opening block), a connection that then goes
   // heartbeatTimeout with no event is taken as dead. A connection that died
@@ -585,9 +585,13 @@ export class CallsigClient {
   // still opening included (it may be held up the same way, and nothing
   // watches it before its first heartbeat), and the client comes back from
   // the last event as after any loss of its streams.
+  //
+  // A connection must also open (its response head: the server sends it
+  // at once) within heartbeatTimeout, the first one included: one held up
+  // by a proxy, or a renewal's, would otherwise leave the client waiting
+  // on it for ever, a pending login() with it.
   #watch(es) {
     const ms = this.#heartbeatTimeout;
-    let timer = 0;
     let beating = false;
     const silent = () => {
       if (!this.#streams.has(es) || !this.#loggedIn) return;
@@ -595,31 +599,37 @@ export class CallsigClient {
       this.#current = null;
       this.#reconnectLater('network');
     };
+    // Until a connection opens, it has ms to: the first one, and each the
+    // EventSource makes by itself after an error (counted from the first
+    // error of a row of failed tries).
+    let opening = false;
+    let timer = 0;
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(silent, ms);
+      timer?.unref?.(); // Node: the stream's socket keeps the process up, not this timer
+    };
+    const waitForOpen = () => {
+      if (opening || !(ms > 0)) return;
+      opening = true;
+      beating = false;
+      arm();
+    };
+    waitForOpen();
     return {
       alive: (type) => {
         if (!(ms > 0) || !this.#streams.has(es)) return;
         beating ||= type === 'heartbeat';
-        if (!beating) return;
-        clearTimeout(timer);
-        timer = setTimeout(silent, ms);
-        timer?.unref?.(); // Node: the stream's socket keeps the process up, not this timer
+        if (beating) arm();
       },
-      // The connection is gone, and the EventSource comes back by
-      // itself (or the stream is over, and silent finds it dropped). A
-      // watched stream's next connection must open within ms: one held
-      // up (a proxy that never sends its head) is as silent as a dead
-      // one. Once open it is watched from its own first heartbeat, as it
-      // may be a node that sends none. The deadline runs from the first
-      // error of a row of failed tries.
-      pause: () => {
-        if (!beating || !(ms > 0)) return;
-        beating = false;
-        clearTimeout(timer);
-        timer = setTimeout(silent, ms);
-        timer?.unref?.();
-      },
+      // The connection is gone, and the EventSource comes back by itself
+      // (or the stream is over, and silent finds it dropped).
+      pause: waitForOpen,
+      // Open: watched from its own first heartbeat, as it may be a node
+      // that sends none.
       opened: () => {
-        if (!beating) clearTimeout(timer);
+        opening = false;
+        clearTimeout(timer);
       },
     };
   }

@@ -77,16 +77,16 @@ test('a stream from a node that sends no heartbeat events is not watched, the Ev
   const proxy = await streamProxy((n, req, res) => (n === 0 ? forward(req, res, {cut}) : withoutHeartbeatEvents(req, res)));
   t.after(() => proxy.close());
   const bobID = user('bob');
-  const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout: 300});
+  const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout: 1000});
   t.after(() => bob.logout());
   await bob.login();
   cut.release();
   const second = await proxy.stream(1);
   await bob.events.wait((e) => e.name === 'connectionStateChanged' && e.data.state === 'connected' && bob.events.of('connectionStateChanged').length > 2,
     'connected again');
-  // Five heartbeatTimeouts of a quiet, healthy stream: still the same one,
-  // and it delivers.
-  await new Promise((r) => setTimeout(r, 1500));
+  // Three heartbeatTimeouts of a quiet, healthy stream: still the same
+  // one, and it delivers.
+  await new Promise((r) => setTimeout(r, 3000));
   const alice = client(user('alice'));
   const c1 = await alice.callInvite([bobID], {timeout: 600});
   await bob.events.wait(is('callInvitationReceived', c1.callID), 'an invitation on the unwatched stream');
@@ -162,4 +162,18 @@ test('heartbeatTimeout must be a number setTimeout takes', () => {
     assert.throws(() => client(user('bob'), {heartbeatTimeout: bad}), TypeError, `heartbeatTimeout ${bad}`);
   }
   for (const good of [0, 40000, 2 ** 31 - 1]) client(user('bob'), {heartbeatTimeout: good});
+});
+
+test('a login() whose stream never opens (its head held up) is not left hanging: the next stream is tried after heartbeatTimeout', async (t) => {
+  const held = gate(); // never released
+  const proxy = await streamProxy((n, req, res) => (n === 0 ? forward(req, res, {head: held}) : forward(req, res)));
+  t.after(() => proxy.close());
+  const bob = client(user('bob'), {baseURL: proxy.url, heartbeatTimeout: 1000});
+  t.after(() => bob.logout());
+  let timer;
+  const outcome = await Promise.race([bob.login().then(() => 'connected', (e) => `rejected ${e.code}`),
+    new Promise((r) => { timer = setTimeout(() => r('still pending after 10 s'), 10000); })]);
+  clearTimeout(timer);
+  assert.equal(outcome, 'connected');
+  assert.equal((await proxy.stream(0)).gone, true, 'the held stream is dropped');
 });
