@@ -298,8 +298,8 @@ export interface CallsigClientOptions {
    * heartbeat event (with the stream's opening) shows that the server
    * sends them, at least every 15 s: keep it well above that. A
    * connection must also open (its response head) within it, the first
-   * one and each after a drop: one held up is dropped the same way. At
-   * most 2147483647 (anything else throws a TypeError).
+   * one and each after a drop: one held up is dropped the same way. 0, or
+   * 1000 to 2147483647 (anything else throws a TypeError).
    */
   heartbeatTimeout?: number;
 }

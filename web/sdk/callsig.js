@@ -198,9 +198,11 @@ export class CallsigClient {
     // attempt timeout off, which only 0 does.
     this.#retry = {attempts: 5, baseDelay: 200, maxDelay: 5000, timeout: 15000,
       ...Object.fromEntries(Object.entries(retry || {}).filter(([, v]) => v !== undefined))};
-    // setTimeout takes up to 2^31-1 ms, and fires at once beyond.
-    if (typeof heartbeatTimeout !== 'number' || !(heartbeatTimeout >= 0 && heartbeatTimeout <= 2 ** 31 - 1)) {
-      throw new TypeError('CallsigClient: heartbeatTimeout must be a number of ms from 0 to 2147483647');
+    // setTimeout takes up to 2^31-1 ms, and fires at once beyond; under a
+    // second a stream resumed with nothing to replay would be given up
+    // before it counts as served (COMMIT_DELAY), again and again.
+    if (typeof heartbeatTimeout !== 'number' || !(heartbeatTimeout === 0 || heartbeatTimeout >= 1000 && heartbeatTimeout <= 2 ** 31 - 1)) {
+      throw new TypeError('CallsigClient: heartbeatTimeout must be 0 (off) or a number of ms from 1000 to 2147483647');
     }
     this.#heartbeatTimeout = heartbeatTimeout;
   }
