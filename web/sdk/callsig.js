@@ -180,7 +180,7 @@ export class CallsigClient {
    * @param {typeof EventSource} [options.EventSource] required where there is no global EventSource (Node)
    * @param {typeof fetch} [options.fetch]
    * @param {{attempts?: number, baseDelay?: number, maxDelay?: number, timeout?: number}} [options.retry]
-   * @param {number} [options.heartbeatTimeout] ms without a heartbeat or event after which a stream counts as dead and is reopened (default 40000; 0: never)
+   * @param {number} [options.heartbeatTimeout] ms without a heartbeat or event (or without its head, for a connection opening) after which a stream counts as dead and is reopened (default 40000; 0: never; else 1000 or more)
    */
   constructor(options = {}) {
     const {baseURL = '', token, tokenProvider, deviceID = 'default', userClaim = 'sub', EventSource: ES, fetch: f, retry,
@@ -584,9 +584,9 @@ export class CallsigClient {
   // without a word (a phone that changed networks, a NAT that forgot it)
   // leaves an EventSource open and waiting for ever, the user unreachable
   // while the app shows connected. Every stream is dropped then, a renewal
-  // still opening included (it may be held up the same way, and nothing
-  // watches it before its first heartbeat), and the client comes back from
-  // the last event as after any loss of its streams.
+  // still opening included (it may be held up the same way), and the
+  // client comes back from the last event as after any loss of its
+  // streams.
   //
   // A connection must also open (its response head: the server sends it
   // at once) within heartbeatTimeout, the first one included: one held up
