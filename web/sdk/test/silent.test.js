@@ -70,17 +70,26 @@ function withoutHeartbeatEvents(req, res) {
   forward(req, res);
 }
 
-test('a stream from a node that sends no heartbeat events is not watched, the EventSource\'s own reconnection to one included', async (t) => {
-  // The first stream reaches a node that sends them, and ends; the
-  // EventSource comes back by itself, to a node that does not.
+// afterADrop logs bob in (heartbeatTimeout 1 s) through a proxy that
+// passes his first stream until he is connected, then ends it, and answers
+// the streams after it (the EventSource's own reconnection first) with
+// next(n, req, res).
+async function afterADrop(t, next) {
   const cut = gate();
-  const proxy = await streamProxy((n, req, res) => (n === 0 ? forward(req, res, {cut}) : withoutHeartbeatEvents(req, res)));
+  const proxy = await streamProxy((n, req, res) => (n === 0 ? forward(req, res, {cut}) : next(n, req, res)));
   t.after(() => proxy.close());
   const bobID = user('bob');
   const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout: 1000});
   t.after(() => bob.logout());
   await bob.login();
   cut.release();
+  return {proxy, bob, bobID};
+}
+
+test('a stream from a node that sends no heartbeat events is not watched, the EventSource\'s own reconnection to one included', async (t) => {
+  // The first stream reaches a node that sends them, and ends; the
+  // EventSource comes back by itself, to a node that does not.
+  const {proxy, bob, bobID} = await afterADrop(t, (n, req, res) => withoutHeartbeatEvents(req, res));
   const second = await proxy.stream(1);
   await bob.events.wait((e) => e.name === 'connectionStateChanged' && e.data.state === 'connected' && bob.events.of('connectionStateChanged').length > 2,
     'connected again');
@@ -140,15 +149,8 @@ test('a heartbeat does not commit a stream: one that ends right after its openin
 test('a watched stream whose connection drops must have the next open within heartbeatTimeout: one held up is reopened', async (t) => {
   // The first connection ends; the EventSource's own reconnection reaches
   // a proxy that never sends its head.
-  const cut = gate();
   const held = gate(); // never released
-  const proxy = await streamProxy((n, req, res) => (n === 0 ? forward(req, res, {cut}) : n === 1 ? forward(req, res, {head: held}) : forward(req, res)));
-  t.after(() => proxy.close());
-  const bobID = user('bob');
-  const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout: 1000});
-  t.after(() => bob.logout());
-  await bob.login();
-  cut.release();
+  const {proxy, bob, bobID} = await afterADrop(t, (n, req, res) => forward(req, res, n === 1 ? {head: held} : {}));
   const stuck = await proxy.stream(1);
   await proxy.stream(2, 10000);
   assert.equal(stuck.gone, true, 'the held reconnection is dropped');
