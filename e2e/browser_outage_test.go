@@ -2,8 +2,13 @@ package e2e
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -86,4 +91,72 @@ func TestBrowserStreamGoneSilent(t *testing.T) {
 		states, _ := seen()
 		return states[len(states)-1] == "connected"
 	})
+}
+
+// A browser's login() while the proxy in front of the server answers 502
+// (nginx while the server restarts): Chromium's EventSource fails the
+// stream without telling the page its status, so the client asks the API
+// what it is, finds the proxy's 502 there too, and stays pending until
+// the server is back, where it used to reject stream_refused at the
+// second failure.
+func TestBrowserLoginThroughARestart(t *testing.T) {
+	browser := startBrowser(t)
+	s := testkit.Start(t, testkit.WithConfig(func(c *app.Config) { c.JWTSecret = "" }))
+	backend, err := url.Parse(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var down atomic.Bool
+	var streams, probes atomic.Int64
+	forward := httputil.NewSingleHostReverseProxy(backend)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() && (r.URL.Path == "/events" || r.URL.Path == "/calls") {
+			if r.URL.Path == "/events" {
+				streams.Add(1)
+			} else {
+				probes.Add(1)
+			}
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusBadGateway)
+			_, _ = w.Write([]byte("<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>\n"))
+			return
+		}
+		forward.ServeHTTP(w, r)
+	}))
+	t.Cleanup(proxy.Close)
+	bob := openDemo(t, browser, proxy.URL, "bob")
+	eval := func(what, js string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(bob.ctx, browserWait)
+		defer cancel()
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js, chromedp.EvalAwaitPromise))
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return v
+	}
+	down.Store(true)
+	eval("a login while the proxy answers 502", `(async () => {
+		const {CallsigClient} = await import('/sdk/callsig.js');
+		const token = async () => (await (await fetch('/dev/token', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: '{"userID":"bob"}'})).json()).token;
+		const c = new CallsigClient({tokenProvider: token, deviceID: 'restart'});
+		window.login = 'pending';
+		c.login().then(() => { window.login = 'connected'; }, (e) => { window.login = 'rejected ' + e.code + ' ' + e.status; });
+		return '';
+	})()`)
+	// Two streams refused and probed: a refusal would have settled login()
+	// at the second.
+	wait.For(t, browserWait, "two streams and two probes answered 502, or login() settled", func() bool {
+		return streams.Load() >= 2 && probes.Load() >= 2 || eval("login's outcome", `window.login`) != "pending"
+	})
+	if got := eval("login's outcome", `window.login`); got != "pending" {
+		t.Fatalf("login() with the proxy answering 502: %s, want pending", got)
+	}
+	down.Store(false)
+	wait.For(t, browserWait, "login() once the server is back", func() bool {
+		return eval("login's outcome", `window.login`) != "pending"
+	})
+	if got := eval("login's outcome", `window.login`); got != "connected" {
+		t.Fatalf("login() after the restart: %s, want connected", got)
+	}
 }
