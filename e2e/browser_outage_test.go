@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -28,7 +29,9 @@ import (
 // proxy: every byte held, both ways, nothing refused.
 func TestBrowserStreamGoneSilent(t *testing.T) {
 	browser := startBrowser(t)
-	s := testkit.Start(t, testkit.WithConfig(func(c *app.Config) { c.JWTSecret = "" }))
+	// Heartbeats every 250 ms: the page's client gives a stream up after
+	// 1.5 s without one, and a quiet, healthy stream must outlive that.
+	s := testkit.Start(t, testkit.WithConfig(func(c *app.Config) { c.JWTSecret = "" }), testkit.WithStreamHeartbeat(250*time.Millisecond))
 	proxy := testkit.StartTCPProxy(t, strings.TrimPrefix(s.URL, "http://"))
 	bob := openDemo(t, browser, "http://"+proxy.Addr, "bob")
 

@@ -63,7 +63,10 @@ func TestSDKNode(t *testing.T) {
 	}
 	shards := make([]*shard, min(sdkShards, len(files)))
 	for i := range shards {
-		s := testkit.Start(t, testkit.WithFakeClock())
+		// Heartbeats every 250 ms, real time: the client's tests of silent
+		// streams set heartbeatTimeout to 1-1.5 s, and a quiet, healthy
+		// stream must outlive it.
+		s := testkit.Start(t, testkit.WithFakeClock(), testkit.WithStreamHeartbeat(250*time.Millisecond))
 		control := startSDKControl(t, s)
 		limited := testkit.Start(t, testkit.WithConfig(func(c *app.Config) { c.RateLimit, c.RateBurst = 0.5, 2 }))
 		shards[i] = &shard{env: append(os.Environ(), "CALLSIG_URL="+s.URL, "CALLSIG_CONTROL_URL="+control, "CALLSIG_LIMITED_URL="+limited.URL, "NO_COLOR=1")}

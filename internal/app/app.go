@@ -65,6 +65,11 @@ type Options struct {
 	// (sse.Options.CatchUpEvery, default 1s); a test of NATS wake-ups
 	// lengthens it so only they can deliver in time.
 	EventCatchUp time.Duration
+	// StreamHeartbeat is the event streams' heartbeat interval
+	// (sse.Options.Heartbeat, default 15 s): the JavaScript client's tests
+	// of silent streams shorten it below their heartbeatTimeout, so that a
+	// quiet, healthy stream is told from a silent one.
+	StreamHeartbeat time.Duration
 }
 
 // New opens the store and builds the service, event delivery and the

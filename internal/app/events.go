@@ -26,6 +26,7 @@ func (a *App) newEvents(ctx context.Context, opts Options, svc sse.Service) (*ss
 		Retention:  a.Config.EventRetention,
 
 		MaxStreamsPerUser: a.Config.MaxStreamsPerUser,
+		Heartbeat:         opts.StreamHeartbeat,
 	}
 	if IsPostgresDSN(a.Config.DB) {
 		o.IDOrder = sse.PerUserIDOrder

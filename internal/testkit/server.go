@@ -40,6 +40,8 @@ type Server struct {
 	logs  io.Writer // nil: the test log
 	spec  *specValidator
 	mu    sync.Mutex
+	// heartbeat is app.Options.StreamHeartbeat (0: the default).
+	heartbeat time.Duration
 	// catchUp is app.Options.EventCatchUp (0: the default).
 	catchUp time.Duration
 	// BeforeRun, when set, runs at each node's start between building the
@@ -74,6 +76,7 @@ type settings struct {
 	logs      io.Writer
 	backend   Backend
 	catchUp   time.Duration
+	heartbeat time.Duration
 	// Cluster settings (see WithNATS, WithDSN).
 	natsURL    string
 	rewriteDSN func(string) string
@@ -96,6 +99,11 @@ func WithPostgres() Option { return WithBackend(Postgres) }
 // WithEventCatchUp sets the hub's periodic catch-up with PostgreSQL
 // (app.Options.EventCatchUp): a test proving NATS wake-ups lengthens it.
 func WithEventCatchUp(d time.Duration) Option { return func(s *settings) { s.catchUp = d } }
+
+// WithStreamHeartbeat sets the event streams' heartbeat interval
+// (app.Options.StreamHeartbeat): a test of the client's silence detection
+// makes it shorter than the client's heartbeatTimeout.
+func WithStreamHeartbeat(d time.Duration) Option { return func(s *settings) { s.heartbeat = d } }
 
 // AdminToken is the admin bearer token test servers are configured with.
 const AdminToken = "test-admin-token-0123456789abcdef"
@@ -124,7 +132,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	for _, o := range opts {
 		o(&st)
 	}
-	s := &Server{T: t, Dir: dir, Backend: st.backend, spec: loadSpec(t), logs: st.logs, catchUp: st.catchUp}
+	s := &Server{T: t, Dir: dir, Backend: st.backend, spec: loadSpec(t), logs: st.logs, catchUp: st.catchUp, heartbeat: st.heartbeat}
 	s.Config = st.configure(t)
 	if st.fakeClock {
 		at := Epoch
@@ -209,7 +217,7 @@ func (s *Server) startNode(n *node) {
 
 // newApp opens node n's app; safe to call for several nodes at once.
 func (s *Server) newApp(n *node) (*app.App, error) {
-	opts := app.Options{Logger: testLogger(s.T), EventCatchUp: s.catchUp}
+	opts := app.Options{Logger: testLogger(s.T), EventCatchUp: s.catchUp, StreamHeartbeat: s.heartbeat}
 	if s.logs != nil {
 		opts.Logger = slog.New(slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
