@@ -661,6 +661,14 @@ export class CallsigClient {
       if (this.#streams.size === 0) this.#reconnectLater('network');
       return;
     }
+    if (probed && status === 0 && !login.reprobed) {
+      // The API answered: the server may be back since the stream's
+      // failure (a restart behind a proxy that just ended). One more try
+      // before the failure counts as the stream's own.
+      login.reprobed = true;
+      if (this.#streams.size === 0) this.#reconnectLater('network');
+      return;
+    }
     if (!login.renewed && this.#tokenProvider && (status === 0 || status === 401)) {
       // The token given was stale (or the status is unknown: the probe
       // was answered, the stream was not): one more try with the

@@ -7,8 +7,8 @@ import {test} from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import {EventSource} from 'eventsource';
-import {client, is, user} from './helpers.js';
-import {forward} from './proxy.js';
+import {client, is, token, user} from './helpers.js';
+import {forward, streamProxy} from './proxy.js';
 
 // BrowserEventSource is the eventsource package as a browser's
 // EventSource shows itself to the client: the same stream, the same
@@ -69,6 +69,21 @@ for (const api of [502, 429, 'cut']) test(`a browser's login() while the proxy a
   const alice = client(user('alice'));
   const c1 = await alice.callInvite([bobID], {timeout: 600});
   await bob.events.wait(is('callInvitationReceived', c1.callID), 'an invitation once connected');
+});
+
+test('a browser\'s login() whose stream got a 502 just before the server came back (the probe served) connects, with no tokenProvider', async (t) => {
+  const proxy = await streamProxy((n, req, res) => {
+    if (n > 0) return forward(req, res);
+    req.resume();
+    res.writeHead(502, {'Content-Type': 'text/html'});
+    res.end('<html><body>502 Bad Gateway</body></html>\n');
+  });
+  t.after(() => proxy.close());
+  const bobID = user('bob');
+  const bob = client(bobID, {baseURL: proxy.url, EventSource: BrowserEventSource, token: await token(bobID), tokenProvider: undefined});
+  t.after(() => bob.logout());
+  const outcome = await bob.login().then(() => 'connected', (e) => `rejected ${e.code} ${e.status}`);
+  assert.equal(outcome, 'connected');
 });
 
 test('a browser\'s login() with a token the server refuses, and a provider whose token it refuses too, rejects stream_refused 401', async () => {
