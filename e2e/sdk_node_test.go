@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -84,6 +85,11 @@ func TestSDKNode(t *testing.T) {
 			cmd := exec.CommandContext(ctx, node, args...)
 			cmd.Dir = dir
 			cmd.Env = sh.env
+			// node --test runs each file in a child process: past the
+			// deadline the whole group goes, or a hung file's child
+			// outlives the test (and the suite) still holding its ports.
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 			sh.out, sh.err = cmd.CombinedOutput()
 			sh.took = time.Since(start)
 		})
