@@ -281,9 +281,11 @@ func TestClusterOneNodeLosesPostgres(t *testing.T) {
 	proxy.Restore()
 	waitReady(t, a)
 	bob.expect(changed(c2, "bob=received"))
-	if n := parked(); n != 0 {
-		t.Errorf("%v reports still parked after the delivery was made", n)
-	}
+	// The delivery report is made; others parked beside it (an online
+	// report of bob's, when the cut outlasted A's lease and B swept it)
+	// are tried again every second, and the gauge reads them until then
+	// (seen in CI: 1 still parked right after the delivery).
+	wait.For(t, 20*time.Second, "node A's parked reports made", func() bool { return parked() == 0 })
 	wait.For(t, 20*time.Second, "node B counts bob online again", func() bool { return b.App.Presence.Online("bob") })
 	c3 := b.Client("dave").Invite(nil, "bob").CallID
 	bob.expect(ev(calls.EventReceived, c3), changed(c3, "bob=received"))
