@@ -239,6 +239,19 @@ func (p *page) typeInto(sel, text string) {
 }
 
 // text returns the text of sel.
+// eval evaluates js in the page, awaiting the promise it may return, and
+// returns its string.
+func (p *page) eval(what, js string) string {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, browserWait)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js, chromedp.EvalAwaitPromise))
+	if err != nil {
+		p.fail(what, err)
+	}
+	return v
+}
+
 func (p *page) text(sel string) string {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(p.ctx, browserWait)

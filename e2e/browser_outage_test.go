@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -11,8 +10,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/chromedp/chromedp"
 
 	"callsig/internal/app"
 	"callsig/internal/testkit"
@@ -37,17 +34,7 @@ func TestBrowserStreamGoneSilent(t *testing.T) {
 
 	// A client of the page's own, with a short heartbeatTimeout (the demo
 	// keeps the default 40 s), from the module the server serves.
-	eval := func(what, js string) string {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(bob.ctx, browserWait)
-		defer cancel()
-		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js, chromedp.EvalAwaitPromise))
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		return v
-	}
-	eval("a client of bob's", `(async () => {
+	bob.eval("a client of bob's", `(async () => {
 		const {CallsigClient} = await import('/sdk/callsig.js');
 		const res = await fetch('/dev/token', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: '{"userID":"bob"}'});
 		const c = new CallsigClient({token: (await res.json()).token, deviceID: 'silent', heartbeatTimeout: 1500});
@@ -58,7 +45,7 @@ func TestBrowserStreamGoneSilent(t *testing.T) {
 		return '';
 	})()`)
 	seen := func() (states, calls []string) {
-		v := eval("what the page saw", `window.seen.states.join(' ') + '|' + window.seen.calls.join(' ')`)
+		v := bob.eval("what the page saw", `window.seen.states.join(' ') + '|' + window.seen.calls.join(' ')`)
 		st, cs, _ := strings.Cut(v, "|")
 		return strings.Fields(st), strings.Fields(cs)
 	}
@@ -128,18 +115,8 @@ func TestBrowserLoginThroughARestart(t *testing.T) {
 	}))
 	t.Cleanup(proxy.Close)
 	bob := openDemo(t, browser, proxy.URL, "bob")
-	eval := func(what, js string) string {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(bob.ctx, browserWait)
-		defer cancel()
-		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js, chromedp.EvalAwaitPromise))
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		return v
-	}
 	down.Store(true)
-	eval("a login while the proxy answers 502", `(async () => {
+	bob.eval("a login while the proxy answers 502", `(async () => {
 		const {CallsigClient} = await import('/sdk/callsig.js');
 		const token = async () => (await (await fetch('/dev/token', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: '{"userID":"bob"}'})).json()).token;
 		const c = new CallsigClient({tokenProvider: token, deviceID: 'restart'});
@@ -150,16 +127,16 @@ func TestBrowserLoginThroughARestart(t *testing.T) {
 	// Two streams refused and probed: a refusal would have settled login()
 	// at the second.
 	wait.For(t, browserWait, "two streams and two probes answered 502, or login() settled", func() bool {
-		return streams.Load() >= 2 && probes.Load() >= 2 || eval("login's outcome", `window.login`) != "pending"
+		return streams.Load() >= 2 && probes.Load() >= 2 || bob.eval("login's outcome", `window.login`) != "pending"
 	})
-	if got := eval("login's outcome", `window.login`); got != "pending" {
+	if got := bob.eval("login's outcome", `window.login`); got != "pending" {
 		t.Fatalf("login() with the proxy answering 502: %s, want pending", got)
 	}
 	down.Store(false)
 	wait.For(t, browserWait, "login() once the server is back", func() bool {
-		return eval("login's outcome", `window.login`) != "pending"
+		return bob.eval("login's outcome", `window.login`) != "pending"
 	})
-	if got := eval("login's outcome", `window.login`); got != "connected" {
+	if got := bob.eval("login's outcome", `window.login`); got != "connected" {
 		t.Fatalf("login() after the restart: %s, want connected", got)
 	}
 }
