@@ -162,6 +162,7 @@ export class CallsigClient {
   #reconnectTimer = 0;
   #renewTimer = 0;
   #unsynced = new WeakSet(); // streams opened without a position whose synced event has not come
+  #beating = new WeakSet(); // streams that have shown a heartbeat event: their server sends them
   #renewOnEvent = null; // {es, chain}: a renewal a reset dropped or renewToken put off, made again on es's synced event (or by #renewTimer)
   #backoff = 0;
   #notBefore = 0; // Date.now() before which no stream opens: a refusal's retry (see #onRefused)
@@ -474,15 +475,41 @@ export class CallsigClient {
       if (pending) pending.resolve();
     };
     const watch = this.#watch(es);
+    // A renewal of a stream whose server sends heartbeat events must show
+    // one (or an event) before it replaces that stream: open alone, its
+    // body may be held by a proxy, and closing the working stream for it
+    // would leave the client deaf, watched from a first heartbeat that
+    // never comes. One that shows neither within heartbeatTimeout of its
+    // opening is dropped and made again, the working stream kept.
+    let proving = false; // es opened, and waits for a heartbeat before its trial
+    let proofTimer = 0;
+    const endProof = () => {
+      proving = false;
+      clearTimeout(proofTimer);
+    };
+    const startTrial = () => {
+      endProof();
+      trial = true;
+      trialTimer = setTimeout(commit, COMMIT_DELAY);
+    };
     es.onopen = () => {
       watch.opened();
       if (!this.#streams.has(es)) return;
       endTrial();
-      trial = true;
-      trialTimer = setTimeout(commit, COMMIT_DELAY);
+      endProof();
+      const ms = this.#heartbeatTimeout;
+      const replaces = [...this.#streams].some((s) => s !== es && this.#beating.has(s) && this.#renewals.get(s)?.openedAt > 0);
+      if (served || !(ms > 0) || !replaces) {
+        startTrial();
+        return;
+      }
+      proving = true;
+      proofTimer = setTimeout(() => this.#unproven(es, chain), ms);
+      proofTimer?.unref?.();
     };
     es.onerror = (ev) => {
       endTrial();
+      endProof();
       watch.pause(); // the connection is gone (see #watch)
       if (!this.#streams.has(es)) return;
       if (es.readyState !== 2 /* CLOSED */) {
@@ -525,6 +552,10 @@ export class CallsigClient {
     };
     // Any event but refused shows es served: committed before it is handled.
     const on = (type, handle) => es.addEventListener(type, (ev) => {
+      if (proving) {
+        endProof();
+        trial = true;
+      }
       commit();
       watch.alive(type);
       handle(ev);
@@ -533,13 +564,20 @@ export class CallsigClient {
     // stream the server serves, before its first event, and commits
     // nothing (the server's refusal is what tells a refused stream; the
     // commit keeps waiting for an event or COMMIT_DELAY, as without one).
-    es.addEventListener('heartbeat', () => watch.alive('heartbeat'));
+    // A renewal that must show a heartbeat (see onopen) starts its trial
+    // with the first.
+    es.addEventListener('heartbeat', () => {
+      this.#beating.add(es);
+      if (proving) startTrial();
+      watch.alive('heartbeat');
+    });
     for (const type of CALL_EVENTS) on(type, (ev) => this.#onEvent(es, type, ev));
     on('reset', (ev) => this.#onReset(es, ev));
     on('synced', (ev) => this.#onSynced(es, ev));
     on('tokenWillExpire', (ev) => this.#onTokenWillExpire(es, ev));
     es.addEventListener('refused', (ev) => {
       endTrial();
+      endProof();
       this.#onRefused(es, ev);
     });
   }
@@ -574,7 +612,25 @@ export class CallsigClient {
     this.#connect(this.#pendingLogin, chain);
   }
 
-  // drop closes es and forgets it.
+  // unproven drops es, a renewal that opened and showed no heartbeat nor
+  // event within heartbeatTimeout (see #connect), and makes it again with
+  // backoff; the stream it was to replace goes on meanwhile. When that
+  // one has ended too, this is a reconnection, as after any loss.
+  #unproven(es, chain) {
+    if (!this.#streams.has(es) || !this.#loggedIn) return;
+    const current = es === this.#current;
+    this.#drop(es);
+    if (!current) return;
+    this.#current = [...this.#streams].pop() ?? null;
+    if (this.#streams.size === 0) {
+      this.#reconnectLater('network');
+      return;
+    }
+    this.#backoff = Math.min(15000, this.#backoff ? this.#backoff * 2 : 500);
+    this.#notBefore = Date.now() + this.#backoff;
+    this.#connect(this.#pendingLogin, chain);
+  }
+
   // watch watches es for silence: alive(type) for each of its events,
   // pause() when its connection is gone, opened() when the EventSource has
   // a connection. Once a heartbeat event shows that

@@ -179,3 +179,34 @@ test('a login() whose stream never opens (its head held up) is not left hanging:
   assert.equal(outcome, 'connected');
   assert.equal((await proxy.stream(0)).gone, true, 'the held stream is dropped');
 });
+
+test('a renewal whose body a proxy holds does not replace the working stream: it is dropped after heartbeatTimeout and made again', async (t) => {
+  // The renewal's head comes (it opens) and its body never does: taken as
+  // served on its opening alone, it would close the working stream and
+  // leave the client deaf, watched from a first heartbeat that never comes.
+  const held = gate(); // never released
+  const proxy = await streamProxy((n, req, res) => forward(req, res, n === 1 ? {body: held} : {}));
+  t.after(() => proxy.close());
+  const bobID = user('bob');
+  const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout: 1000});
+  t.after(() => bob.logout());
+  await bob.login();
+  const first = await proxy.stream(0);
+  const renewed = await token(bobID, 7200);
+  bob.renewToken(renewed);
+  const renewal = await proxy.stream(1);
+  await new Promise((r) => setTimeout(r, 600)); // open, past the 400 ms a stream with no event needs to be taken as served
+  const alice = client(user('alice'));
+  const c1 = await alice.callInvite([bobID], {timeout: 600});
+  await bob.events.wait(is('callInvitationReceived', c1.callID), 'an invitation while the renewal is held, on the working stream');
+  const again = await proxy.stream(2, 10000);
+  assert.equal(renewal.gone, true, 'the held renewal is dropped');
+  assert.equal(again.token, renewed, 'the renewal is made again, with the renewed token');
+  await first.closed; // replaced by the renewal that is served
+  const c2 = await alice.callInvite([bobID], {timeout: 600});
+  await bob.events.wait(is('callInvitationReceived', c2.callID), 'an invitation on the renewed stream');
+  await bob.events.wait(is('callUserStateChanged', c2.callID, bobID, 'received'), 'its received mark, the last event of the log');
+  const states = bob.events.of('connectionStateChanged').map((e) => e.data.state);
+  assert.deepEqual(states, ['connecting', 'connected'], 'connected throughout');
+  await exactlyTheLog(bob);
+});
