@@ -162,7 +162,8 @@ export class CallsigClient {
   #reconnectTimer = 0;
   #renewTimer = 0;
   #unsynced = new WeakSet(); // streams opened without a position whose synced event has not come
-  #beating = new WeakSet(); // streams that have shown a heartbeat event: their server sends them
+  #heartbeats = false; // a stream has shown a heartbeat event: the server sends them, each connection's first with its opening
+  #proving = new Map(); // EventSource -> its unproven(): opened, and waiting for a heartbeat or an event (see #connect)
   #renewOnEvent = null; // {es, chain}: a renewal a reset dropped or renewToken put off, made again on es's synced event (or by #renewTimer)
   #backoff = 0;
   #notBefore = 0; // Date.now() before which no stream opens: a refusal's retry (see #onRefused)
@@ -321,6 +322,7 @@ export class CallsigClient {
     this.#streams.clear();
     this.#streamTokens.clear();
     this.#renewals.clear();
+    this.#proving.clear();
     this.#current = null;
     // The pending login is rejected before 'disconnected' is emitted: a
     // login() from that event's handler is a new one, not to be rejected.
@@ -475,17 +477,20 @@ export class CallsigClient {
       if (pending) pending.resolve();
     };
     const watch = this.#watch(es);
-    // A renewal of a stream whose server sends heartbeat events must show
-    // one (or an event) before it replaces that stream: open alone, its
-    // body may be held by a proxy, and closing the working stream for it
-    // would leave the client deaf, watched from a first heartbeat that
-    // never comes. One that shows neither within heartbeatTimeout of its
-    // opening is dropped and made again, the working stream kept.
+    // Once a stream has shown a heartbeat event, the server sends one
+    // with each connection's opening block, so every connection opened
+    // after it (a renewal, a reconnection, the EventSource's own) must
+    // show one, or an event, before it counts as served: open alone, its
+    // body may be held by a proxy, and taken as served it would leave the
+    // client deaf (a renewal closing the working stream for it), watched
+    // from a first heartbeat that never comes. One that shows neither
+    // within heartbeatTimeout of its opening is dropped (#unproven).
     let proving = false; // es opened, and waits for a heartbeat before its trial
     let proofTimer = 0;
     const endProof = () => {
       proving = false;
       clearTimeout(proofTimer);
+      this.#proving.delete(es);
     };
     const startTrial = () => {
       endProof();
@@ -498,13 +503,17 @@ export class CallsigClient {
       endTrial();
       endProof();
       const ms = this.#heartbeatTimeout;
-      const replaces = [...this.#streams].some((s) => s !== es && this.#beating.has(s) && this.#renewals.get(s)?.openedAt > 0);
-      if (served || !(ms > 0) || !replaces) {
+      if (!(ms > 0) || !this.#heartbeats) {
         startTrial();
         return;
       }
       proving = true;
-      proofTimer = setTimeout(() => this.#unproven(es, chain), ms);
+      const unproven = () => {
+        endProof();
+        this.#unproven(es, chain);
+      };
+      this.#proving.set(es, unproven);
+      proofTimer = setTimeout(unproven, ms);
       proofTimer?.unref?.();
     };
     es.onerror = (ev) => {
@@ -545,7 +554,8 @@ export class CallsigClient {
         });
         return;
       }
-      if (this.#streams.size === 0 && this.#loggedIn) {
+      if (this.#streams.size > 0) this.#ended();
+      else if (this.#loggedIn) {
         this.#reconnectLater();
         if (!this.#tokenProvider) this.#warnExpired(esToken, status);
       }
@@ -567,7 +577,7 @@ export class CallsigClient {
     // A renewal that must show a heartbeat (see onopen) starts its trial
     // with the first.
     es.addEventListener('heartbeat', () => {
-      this.#beating.add(es);
+      this.#heartbeats = true;
       if (proving) startTrial();
       watch.alive('heartbeat');
     });
@@ -598,7 +608,10 @@ export class CallsigClient {
     const current = es === this.#current;
     const chain = this.#renewals.get(es)?.chain ?? 0;
     this.#drop(es);
-    if (!current) return;
+    if (!current) {
+      this.#ended();
+      return;
+    }
     this.#current = [...this.#streams].pop() ?? null;
     let retry = 0;
     try {
@@ -612,10 +625,11 @@ export class CallsigClient {
     this.#connect(this.#pendingLogin, chain);
   }
 
-  // unproven drops es, a renewal that opened and showed no heartbeat nor
-  // event within heartbeatTimeout (see #connect), and makes it again with
-  // backoff; the stream it was to replace goes on meanwhile. When that
-  // one has ended too, this is a reconnection, as after any loss.
+  // unproven drops es, a connection that opened and showed no heartbeat
+  // nor event within heartbeatTimeout (see #connect). A renewal is made
+  // again with backoff, the stream it was to replace going on meanwhile;
+  // when no other stream is left, the client comes back from the last
+  // event, as after any loss.
   #unproven(es, chain) {
     if (!this.#streams.has(es) || !this.#loggedIn) return;
     const current = es === this.#current;
@@ -629,6 +643,16 @@ export class CallsigClient {
     this.#backoff = Math.min(15000, this.#backoff ? this.#backoff * 2 : 500);
     this.#notBefore = Date.now() + this.#backoff;
     this.#connect(this.#pendingLogin, chain);
+  }
+
+  // ended: a stream ended, and what is left may be only streams still
+  // waiting for their proof (see #connect), such as a renewal whose body
+  // a proxy holds, while the app is shown connected. A healthy one shows
+  // its heartbeat with its opening, so one still waiting now is given up
+  // at once rather than at its heartbeatTimeout.
+  #ended() {
+    if ([...this.#streams].some((s) => !this.#proving.has(s))) return;
+    for (const unproven of [...this.#proving.values()]) unproven();
   }
 
   // watch watches es for silence: alive(type) for each of its events,
@@ -694,6 +718,7 @@ export class CallsigClient {
 
   #drop(es) {
     es.close();
+    this.#proving.delete(es);
     this.#streams.delete(es);
     this.#streamTokens.delete(es);
     this.#renewals.delete(es);
@@ -748,6 +773,7 @@ export class CallsigClient {
     this.#streams.clear();
     this.#streamTokens.clear();
     this.#renewals.clear();
+    this.#proving.clear();
     this.#setState('disconnected', 'refused');
     login.reject(new CallsigError({status, code: 'stream_refused',
       detail: (ev && ev.message) || 'the server refused the event stream'}));

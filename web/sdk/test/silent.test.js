@@ -6,7 +6,7 @@
 import {test} from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import {client, exactlyTheLog, is, token, URL, user} from './helpers.js';
+import {advance, client, exactlyTheLog, is, token, URL, user} from './helpers.js';
 import {forward, gate, streamProxy} from './proxy.js';
 
 // passUntilSilent forwards the server's stream until the returned
@@ -86,21 +86,30 @@ async function afterADrop(t, next) {
   return {proxy, bob, bobID};
 }
 
-test('a stream from a node that sends no heartbeat events is not watched, the EventSource\'s own reconnection to one included', async (t) => {
+test('once heartbeats were seen, a connection to a node without them (a rolling upgrade) is reopened each heartbeatTimeout until an event shows it serves; nothing is lost', async (t) => {
   // The first stream reaches a node that sends them, and ends; the
-  // EventSource comes back by itself, to a node that does not.
-  const {proxy, bob, bobID} = await afterADrop(t, (n, req, res) => withoutHeartbeatEvents(req, res));
+  // EventSource comes back by itself, to a node that does not, and so
+  // does every stream after it.
+  let latest = 0;
+  const {proxy, bob, bobID} = await afterADrop(t, (n, req, res) => {
+    latest = n;
+    withoutHeartbeatEvents(req, res);
+  });
   const second = await proxy.stream(1);
-  await bob.events.wait((e) => e.name === 'connectionStateChanged' && e.data.state === 'connected' && bob.events.of('connectionStateChanged').length > 2,
-    'connected again');
-  // Three heartbeatTimeouts of a quiet, healthy stream: still the same
-  // one, and it delivers.
-  await new Promise((r) => setTimeout(r, 3000));
+  await proxy.stream(2, 10000);
+  assert.equal(second.gone, true, 'the resumed stream that showed nothing within heartbeatTimeout is dropped');
   const alice = client(user('alice'));
   const c1 = await alice.callInvite([bobID], {timeout: 600});
-  await bob.events.wait(is('callInvitationReceived', c1.callID), 'an invitation on the unwatched stream');
-  assert.equal(second.gone, false, 'the stream from the node without heartbeat events is still open');
-  await assert.rejects(proxy.stream(2, 10), /no stream 2/, 'no stream opened after it');
+  await bob.events.wait(is('callInvitationReceived', c1.callID), 'an invitation from the node without heartbeat events');
+  await bob.events.wait(is('callUserStateChanged', c1.callID, bobID, 'received'), 'its received mark');
+  const carrier = await proxy.stream(latest);
+  // An event showed the stream served: it is kept, unwatched, for three
+  // heartbeatTimeouts of a quiet, healthy stream.
+  await new Promise((r) => setTimeout(r, 3000));
+  assert.equal(carrier.gone, false, 'the stream that carried events is still open');
+  await assert.rejects(proxy.stream(latest + 1, 10), /no stream/, 'no stream opened after it');
+  assert.equal(bob.events.of('connectionStateChanged').at(-1).data.state, 'connected');
+  await exactlyTheLog(bob);
 });
 
 test('a silent stream with a renewal still opening (held up by a proxy) drops both and comes back', async (t) => {
@@ -209,4 +218,76 @@ test('a renewal whose body a proxy holds does not replace the working stream: it
   const states = bob.events.of('connectionStateChanged').map((e) => e.data.state);
   assert.deepEqual(states, ['connecting', 'connected'], 'connected throughout');
   await exactlyTheLog(bob);
+});
+
+// expiringProxy forwards bob's streams, the first one's token as the
+// first, and refuses that token (401) on any later stream: past its exp,
+// as the server's fake clock has it, its EventSource's return would be
+// let in by a clock the proxy does not move. hold(n) says which streams'
+// bodies are held.
+async function expiringProxy(t, hold) {
+  let first = '';
+  const proxy = await streamProxy((n, req, res) => {
+    const tok = new globalThis.URL(req.url, 'http://p').searchParams.get('access_token');
+    if (n === 0) first = tok;
+    else if (tok === first) {
+      res.writeHead(401, {'Content-Type': 'application/problem+json'});
+      res.end('{}');
+      return;
+    }
+    forward(req, res, hold(n) ? {body: gate()} : {});
+  });
+  t.after(() => proxy.close());
+  return proxy;
+}
+
+test('a held renewal left alone when the stream it was to replace ends is given up at once: the client comes back, not deaf while connected', async (t) => {
+  const proxy = await expiringProxy(t, (n) => n === 1);
+  const bobID = user('bob');
+  let provided = 0;
+  // heartbeatTimeout 8 s stands for the default 40 s against the 30 s
+  // warning: the old stream ends before the renewal's proof is due.
+  const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout: 8000,
+    tokenProvider: () => token(bobID, ++provided === 1 ? 40 : 3600)});
+  t.after(() => bob.logout());
+  await bob.login();
+  const first = await proxy.stream(0);
+  await advance(10_000); // 30 s left: tokenWillExpire, and the renewal, its body held
+  const renewal = await proxy.stream(1);
+  await new Promise((r) => setTimeout(r, 600));
+  const t0 = Date.now();
+  await advance(30_000); // the first token's exp: the server ends the old stream
+  await first.closed;
+  const alice = client(user('alice'));
+  const c1 = await alice.callInvite([bobID], {timeout: 600});
+  await bob.events.wait(is('callInvitationReceived', c1.callID), 'the invitation', 15000);
+  const took = Date.now() - t0;
+  assert.ok(took < 5000, `the invitation came ${took} ms after the old stream ended (the held renewal's proof was due after 8 s)`);
+  assert.equal(renewal.gone, true, 'the held renewal is dropped');
+  const states = bob.events.of('connectionStateChanged').map((e) => e.data.state);
+  assert.deepEqual(states, ['connecting', 'connected', 'reconnecting', 'connected']);
+  await bob.events.wait(is('callUserStateChanged', c1.callID, bobID, 'received'), 'its received mark');
+  await exactlyTheLog(bob);
+});
+
+test('once heartbeats were seen, no connection whose body is held is taken as connected: each is dropped after heartbeatTimeout', async (t) => {
+  // After the first stream, every stream's head passes and its body never does.
+  const proxy = await expiringProxy(t, (n) => n > 0);
+  const bobID = user('bob');
+  let provided = 0;
+  const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout: 1500,
+    tokenProvider: () => token(bobID, ++provided === 1 ? 40 : 3600)});
+  t.after(() => bob.logout());
+  await bob.login();
+  const first = await proxy.stream(0);
+  await advance(10_000); // tokenWillExpire: the renewal, held
+  await proxy.stream(1);
+  await advance(30_000); // the old stream's exp
+  await first.closed;
+  const held = await proxy.stream(3, 15000); // two held streams after it, at least
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.notEqual(bob.connectionState, 'connected', 'no stream has shown anything, yet the client says connected');
+  await held.closed; // dropped in its turn
+  assert.equal(bob.events.of('connectionStateChanged').filter((e) => e.data.state === 'connected').length, 1,
+    'connected once, on the first stream only');
 });
