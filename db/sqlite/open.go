@@ -63,6 +63,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if sync == "FULL" && !opts.InlineSync {
 		connSync = "NORMAL"
 	}
+	if err := registerWALVFS(); err != nil {
+		return nil, err
+	}
 	wdb, err := sqlx.Open("sqlite", path+"?"+writerParams(connSync))
 	if err != nil {
 		return nil, fmt.Errorf("db: open writer: %w", err)
@@ -280,6 +283,8 @@ func writerParams(sync string) string {
 		// never fail halfway when upgrading a read lock (a SQLITE_BUSY that
 		// busy_timeout cannot retry).
 		"_txlock=immediate",
+		// Its WAL writes are gathered into one call per commit (walvfs.go).
+		"vfs=" + walVFSName,
 	}, "&")
 }
 

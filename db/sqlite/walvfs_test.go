@@ -1,0 +1,177 @@
+package sqlite
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// The WAL VFS must leave the file as the unix VFS would after every
+// commit: each commit's frames written before COMMIT returns, in order,
+// through transactions that spill frames before they commit, that rewrite
+// a frame of their own, that roll back, and WAL restarts after
+// checkpoints. After each commit a reader on the default VFS (its own
+// file descriptors) must see exactly what was committed, and a copy of
+// the files taken then (what a SIGKILL leaves) must open whole.
+func TestWALVFSKeepsEveryCommitInTheFile(t *testing.T) {
+	if err := registerWALVFS(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "w.db")
+	// cache_size(20): a transaction of a few hundred rows spills frames to
+	// the WAL before its commit, and rewrites some of them.
+	w, err := sqlx.Open("sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=cache_size(20)&vfs="+walVFSName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	w.SetMaxOpenConns(1)
+	r, err := sqlx.Open("sqlite", path+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := w.Exec("CREATE TABLE t (id INTEGER PRIMARY KEY, user TEXT NOT NULL, v BLOB NOT NULL); CREATE INDEX t_user ON t (user, id)"); err != nil {
+		t.Fatal(err)
+	}
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	model := map[int64]int{} // id -> len(v): what is committed
+	given0, made0 := walWrites.given.Load(), walWrites.made.Load()
+	var next int64
+	for i := range 80 {
+		tx, err := w.Beginx()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending := map[int64]int{}
+		for range 1 + rng.IntN(120) {
+			if len(model) > 0 && rng.IntN(4) == 0 {
+				// Rewrite a committed row: pages written earlier in this
+				// transaction are written again.
+				id := rng.Int64N(next) + 1
+				if _, ok := model[id]; !ok {
+					continue
+				}
+				n := rng.IntN(2000)
+				if _, err := tx.Exec("UPDATE t SET v = ? WHERE id = ?", bytes.Repeat([]byte{byte(i)}, n), id); err != nil {
+					t.Fatal(err)
+				}
+				pending[id] = n
+				continue
+			}
+			next++
+			n := rng.IntN(2000)
+			if _, err := tx.Exec("INSERT INTO t (id, user, v) VALUES (?, ?, ?)", next, fmt.Sprintf("u%d", rng.IntN(500)), bytes.Repeat([]byte{byte(i)}, n)); err != nil {
+				t.Fatal(err)
+			}
+			pending[next] = n
+		}
+		if rng.IntN(5) == 0 {
+			if err := tx.Rollback(); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			if err := tx.Commit(); err != nil {
+				t.Fatalf("commit %d: %v", i, err)
+			}
+			for id, n := range pending {
+				model[id] = n
+			}
+		}
+		if i%20 == 19 {
+			mode := []string{"PASSIVE", "RESTART", "TRUNCATE"}[rng.IntN(3)]
+			if _, err := w.Exec("PRAGMA wal_checkpoint(" + mode + ")"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		checkRows(t, r, model, fmt.Sprintf("reader after transaction %d", i))
+		if i%16 == 15 {
+			// What a SIGKILL now leaves: the files as the kernel has them.
+			cp := filepath.Join(t.TempDir(), "copy.db")
+			copyFile(t, path, cp)
+			copyFile(t, path+"-wal", cp+"-wal")
+			c, err := sqlx.Open("sqlite", cp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ok string
+			if err := c.Get(&ok, "PRAGMA integrity_check"); err != nil || ok != "ok" {
+				t.Fatalf("copy after transaction %d: integrity_check %q, %v", i, ok, err)
+			}
+			checkRows(t, c, model, fmt.Sprintf("copy after transaction %d", i))
+			c.Close()
+		}
+	}
+	t.Logf("WAL writes: %d given by SQLite, %d made", walWrites.given.Load()-given0, walWrites.made.Load()-made0)
+}
+
+// Commits of many small rows over many users, as the writer's group
+// commits are: their frames are written with a call or so each, not two
+// per frame.
+func TestWALVFSGathersACommitsFrames(t *testing.T) {
+	s := openTest(t)
+	if err := s.write(context.Background(), func(tx *sqlx.Tx) error {
+		_, err := tx.Exec("CREATE TABLE gathered (user TEXT NOT NULL, k TEXT NOT NULL, PRIMARY KEY (user, k))")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	given0, made0, commits := walWrites.given.Load(), walWrites.made.Load(), 0
+	for i := range 50 {
+		if err := s.write(context.Background(), func(tx *sqlx.Tx) error {
+			for j := range 100 {
+				if _, err := tx.Exec("INSERT INTO gathered (user, k) VALUES (?, ?)",
+					fmt.Sprintf("user-%d", (i*100+j)*7919%5000), fmt.Sprintf("k-%d-%d", i, j)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		commits++
+	}
+	given, made := walWrites.given.Load()-given0, walWrites.made.Load()-made0
+	t.Logf("%d commits: %d WAL writes given by SQLite, %d made", commits, given, made)
+	if given < int64(commits)*10 || made > int64(commits)*3 {
+		t.Errorf("%d commits: %d WAL writes given, %d made: not gathered into a few a commit", commits, given, made)
+	}
+}
+
+// checkRows compares the rows q sees with model by count and by sums
+// that a missing, extra or stale row changes.
+func checkRows(t *testing.T, q sqlx.Queryer, model map[int64]int, what string) {
+	t.Helper()
+	var want struct{ n, sumN, sumIDN int64 }
+	for id, n := range model {
+		want.n++
+		want.sumN += int64(n)
+		want.sumIDN += id * int64(n+1)
+	}
+	var got struct{ n, sumN, sumIDN int64 }
+	if err := q.QueryRowx("SELECT count(*), coalesce(sum(length(v)), 0), coalesce(sum(id * (length(v) + 1)), 0) FROM t").Scan(&got.n, &got.sumN, &got.sumIDN); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if got != want {
+		t.Fatalf("%s: rows, bytes, id-weighted bytes %v, want %v", what, got, want)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
