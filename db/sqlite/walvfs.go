@@ -81,6 +81,16 @@ type walFile struct {
 	n      int64
 	off    int64
 	commit bool // the last write was a commit frame's header: its page ends the commit
+
+	// lost: a flush failed, and the frames it held from lostAt on are not
+	// in the file: frames of a transaction that has not committed (a
+	// commit's own flush fails its COMMIT). Until SQLite writes a frame
+	// header (or the WAL's) at or before lostAt, starting over from there
+	// after the rollback the error brings, the writes and the reads of
+	// anything from lostAt on fail: that transaction can neither read the
+	// lost frames back nor commit, since its commit frame comes after them.
+	lost   bool
+	lostAt int64
 }
 
 // registerWALVFS registers walVFSName once.
@@ -175,8 +185,23 @@ func (w *walFile) flush(tls *libc.TLS, pFile uintptr) int32 {
 	w.n = 0
 	for done := int64(0); done < n; done += walWriteMax {
 		if rc := baseWrite(tls, pFile, w.mem+uintptr(done), int32(min(walWriteMax, n-done)), w.off+done); rc != sqlite3.SQLITE_OK {
+			w.lost, w.lostAt = true, w.off
 			return rc
 		}
+	}
+	return sqlite3.SQLITE_OK
+}
+
+// settle writes the buffer before an operation other than a write, and
+// fails it with SQLITE_IOERR_WRITE when that write fails. Not the write's
+// own code: a SQLITE_FULL from a read made SQLite roll back only the
+// statement reading, and commit the transaction with frames the
+// wal-index lists and the file lacks (a review reproduced it on a full
+// disk); an I/O error rolls back the whole transaction, as the write's
+// failure did when it was not deferred.
+func (w *walFile) settle(tls *libc.TLS, pFile uintptr) int32 {
+	if w.flush(tls, pFile) != sqlite3.SQLITE_OK {
+		return sqlite3.SQLITE_IOERR_WRITE
 	}
 	return sqlite3.SQLITE_OK
 }
@@ -191,6 +216,12 @@ func baseWrite(tls *libc.TLS, pFile, buf uintptr, amt int32, off int64) int32 {
 func walWrite(tls *libc.TLS, pFile, zBuf uintptr, amt int32, off int64) int32 {
 	walWrites.given.Add(1)
 	w := walFileOf(pFile)
+	if w.lost {
+		if !((amt == 24 || amt == 32 && off == 0) && off <= w.lostAt) {
+			return sqlite3.SQLITE_IOERR_WRITE
+		}
+		w.lost = false // SQLite writes frames again from before what was lost
+	}
 	if w.n > 0 && (off != w.off+w.n || w.n+int64(amt) > walBufferSize) {
 		if rc := w.flush(tls, pFile); rc != sqlite3.SQLITE_OK {
 			return rc
@@ -223,35 +254,43 @@ func walWrite(tls *libc.TLS, pFile, zBuf uintptr, amt int32, off int64) int32 {
 }
 
 func walRead(tls *libc.TLS, pFile, zBuf uintptr, amt int32, off int64) int32 {
-	if rc := walFileOf(pFile).flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+	w := walFileOf(pFile)
+	if rc := w.settle(tls, pFile); rc != sqlite3.SQLITE_OK {
 		return rc
+	}
+	if w.lost && off+int64(amt) > w.lostAt {
+		return sqlite3.SQLITE_IOERR_READ
 	}
 	return (*(*func(*libc.TLS, uintptr, uintptr, int32, int64) int32)(unsafe.Pointer(&struct{ uintptr }{base.FxRead})))(tls, pFile, zBuf, amt, off)
 }
 
 func walTruncate(tls *libc.TLS, pFile uintptr, size int64) int32 {
-	if rc := walFileOf(pFile).flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+	w := walFileOf(pFile)
+	if rc := w.settle(tls, pFile); rc != sqlite3.SQLITE_OK {
 		return rc
+	}
+	if size <= w.lostAt {
+		w.lost = false // what was lost is cut off
 	}
 	return (*(*func(*libc.TLS, uintptr, int64) int32)(unsafe.Pointer(&struct{ uintptr }{base.FxTruncate})))(tls, pFile, size)
 }
 
 func walSync(tls *libc.TLS, pFile uintptr, flags int32) int32 {
-	if rc := walFileOf(pFile).flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+	if rc := walFileOf(pFile).settle(tls, pFile); rc != sqlite3.SQLITE_OK {
 		return rc
 	}
 	return (*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&struct{ uintptr }{base.FxSync})))(tls, pFile, flags)
 }
 
 func walFileSize(tls *libc.TLS, pFile, pSize uintptr) int32 {
-	if rc := walFileOf(pFile).flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+	if rc := walFileOf(pFile).settle(tls, pFile); rc != sqlite3.SQLITE_OK {
 		return rc
 	}
 	return (*(*func(*libc.TLS, uintptr, uintptr) int32)(unsafe.Pointer(&struct{ uintptr }{base.FxFileSize})))(tls, pFile, pSize)
 }
 
 func walFileControl(tls *libc.TLS, pFile uintptr, op int32, pArg uintptr) int32 {
-	if rc := walFileOf(pFile).flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+	if rc := walFileOf(pFile).settle(tls, pFile); rc != sqlite3.SQLITE_OK {
 		return rc
 	}
 	return (*(*func(*libc.TLS, uintptr, int32, uintptr) int32)(unsafe.Pointer(&struct{ uintptr }{base.FxFileControl})))(tls, pFile, op, pArg)

@@ -7,9 +7,14 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"unsafe"
 
 	"github.com/jmoiron/sqlx"
+	"modernc.org/libc"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // The WAL VFS must leave the file as the unix VFS would after every
@@ -173,5 +178,163 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, b, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// walWriteFails makes the writes the WAL VFS makes to its files fail with
+// SQLITE_FULL, as a full disk does, once failWALWrites has put
+// failingWALWrite in their place.
+var (
+	walWriteFails atomic.Bool
+	walWriteOrig  uintptr
+)
+
+func failingWALWrite(tls *libc.TLS, pFile, buf uintptr, amt int32, off int64) int32 {
+	if walWriteFails.Load() {
+		return sqlite3.SQLITE_FULL
+	}
+	return (*(*func(*libc.TLS, uintptr, uintptr, int32, int64) int32)(unsafe.Pointer(&struct{ uintptr }{walWriteOrig})))(tls, pFile, buf, amt, off)
+}
+
+// failWALWrites puts failingWALWrite under the WAL VFS (after a WAL file
+// has been opened through it) until the test ends.
+func failWALWrites(t *testing.T) {
+	walMu.Lock()
+	defer walMu.Unlock()
+	if base.FxWrite == 0 {
+		t.Fatal("no WAL file opened through the WAL VFS yet")
+	}
+	walWriteOrig = base.FxWrite
+	*(*func(*libc.TLS, uintptr, uintptr, int32, int64) int32)(unsafe.Pointer(&base.FxWrite)) = failingWALWrite
+	t.Cleanup(func() {
+		walMu.Lock()
+		defer walMu.Unlock()
+		walWriteFails.Store(false)
+		base.FxWrite = walWriteOrig
+	})
+}
+
+func walBuffered() int64 {
+	walMu.Lock()
+	defer walMu.Unlock()
+	var n int64
+	for _, w := range walFiles {
+		n += w.n
+	}
+	return n
+}
+
+// A deferred write that fails (a disk full for a moment) must fail the
+// whole transaction, as the write itself failing did: frames a
+// transaction spilled stay buffered, and their write failing inside a
+// read was a SQLITE_FULL that SQLite took as the statement's alone, then
+// committed a transaction whose frames the file lacked (reproduced by a
+// review on a full tmpfs). And once the disk has room, the connection
+// goes on.
+func TestWALVFSAFailedDeferredWriteFailsTheTransaction(t *testing.T) {
+	if err := registerWALVFS(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "f.db")
+	w, err := sqlx.Open("sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=cache_size(10)&vfs="+walVFSName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	w.SetMaxOpenConns(1)
+	w.MustExec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL); CREATE TABLE u (id INTEGER PRIMARY KEY, k TEXT UNIQUE)")
+	failWALWrites(t)
+
+	tx, err := w.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A request (a savepoint of a group commit) spills frames.
+	tx.MustExec("SAVEPOINT a")
+	for i := 1; i <= 60; i++ {
+		tx.MustExec("INSERT INTO t (id, v) VALUES (?, ?)", i, bytes.Repeat([]byte{byte(i)}, 3000))
+	}
+	tx.MustExec("RELEASE a")
+	if walBuffered() == 0 {
+		t.Fatal("premise: no spilled frames buffered")
+	}
+	// The next one reads a spilled page while the disk is full.
+	walWriteFails.Store(true)
+	tx.MustExec("SAVEPOINT b")
+	if _, err := tx.Exec("INSERT INTO u (k) SELECT 'k' || id FROM t"); err == nil {
+		t.Fatal("reading spilled frames whose write failed succeeded")
+	}
+	tx.Exec("ROLLBACK TO b") // gone with the transaction, if rolled back
+	tx.Exec("RELEASE b")
+	walWriteFails.Store(false)
+	if err := tx.Commit(); err == nil {
+		var n int
+		err := w.Get(&n, "SELECT count(*) FROM t")
+		t.Fatalf("the transaction whose spilled frames were lost committed (a reader counts %d rows of 60, %v)", n, err)
+	}
+
+	// The disk has room again: the connection writes and reads on.
+	w.MustExec("INSERT INTO t (id, v) VALUES (1000, x'01')")
+	r, err := sqlx.Open("sqlite", path+"?_pragma=query_only(1)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	checkRows(t, r, map[int64]int{1000: 1}, "a reader after the next commit")
+	var ok string
+	if err := r.Get(&ok, "PRAGMA integrity_check"); err != nil || ok != "ok" {
+		t.Fatalf("integrity_check: %q, %v", ok, err)
+	}
+}
+
+// The same through the writer's group commit: requests answered OK are in
+// the file; a full disk under one request's read of another's spilled
+// frames fails the batch.
+func TestWALVFSAFailedDeferredWriteFailsTheBatch(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "callsig.db")
+	s := openAt(t, path)
+	failWALWrites(t)
+	if err := s.write(context.Background(), func(tx *sqlx.Tx) error {
+		_, err := tx.Exec("PRAGMA cache_size = 10")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a := func(tx *sqlx.Tx) error {
+		for range 60 {
+			if _, err := tx.Exec(`INSERT INTO events (user_id, type, data, time) VALUES ('a', 't', ?, 1)`, strings.Repeat("x", 3000)); err != nil {
+				return err
+			}
+		}
+		if walBuffered() == 0 {
+			t.Error("premise: no spilled frames buffered")
+		}
+		return nil
+	}
+	b := func(tx *sqlx.Tx) error {
+		walWriteFails.Store(true)
+		defer walWriteFails.Store(false)
+		_, err := tx.Exec(`INSERT INTO events (user_id, type, data, time) SELECT 'b', type, data, time FROM events WHERE user_id = 'a'`)
+		return err
+	}
+	errs := inOneBatch(t, s, a, b, insertEvent("c"))
+	if errs[1] == nil {
+		t.Fatal("B read frames whose write failed, and succeeded")
+	}
+	for i, user := range []string{"a", "", "c"} {
+		if user == "" || errs[i] != nil {
+			continue
+		}
+		var n int
+		if err := s.rdb.Get(&n, "SELECT count(*) FROM events WHERE user_id = ?", user); err != nil || n == 0 {
+			t.Errorf("request %s was answered OK; a reader counts %d of its rows, %v", user, n, err)
+		}
+	}
+	if err := s.write(context.Background(), insertEvent("d")); err != nil {
+		t.Fatalf("a write after the disk has room again: %v", err)
+	}
+	var ok string
+	if err := s.rdb.Get(&ok, "PRAGMA integrity_check"); err != nil || ok != "ok" {
+		t.Fatalf("integrity_check: %.200q, %v", ok, err)
 	}
 }
