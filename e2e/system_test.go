@@ -78,6 +78,11 @@ func TestSystemEndpoints(t *testing.T) {
 				t.Errorf("metrics lack %s", name)
 			}
 		}
+		// The WAL's writes went through the writer's VFS, gathered (the
+		// e2e tests share a process: these count every server's).
+		if w, c := scrapeMetric(t, s, "callsig_store_wal_writes_total"), scrapeMetric(t, s, "callsig_store_wal_write_calls_total"); w <= 0 || c <= 0 || c >= w {
+			t.Errorf("callsig_store_wal_writes_total = %v, callsig_store_wal_write_calls_total = %v: want both above 0, the calls fewer", w, c)
+		}
 		// Nothing failed after writing: no group commit was run twice.
 		if r := scrapeMetric(t, s, "callsig_store_batch_replays_total"); r != 0 {
 			t.Errorf("callsig_store_batch_replays_total = %v, want 0", r)

@@ -29,6 +29,10 @@ type WriterStats struct {
 	// running without a savepoint, failed after writing (see run):
 	// near zero unless writes fail in the database.
 	Replays int64
+	// The WAL writes SQLite made through the writer's VFS (walvfs.go)
+	// and the write calls they were gathered into, in this process (not
+	// since the store opened).
+	WALWrites, WALWriteCalls int64
 }
 
 // WriterStats returns the writer's running totals.
@@ -46,6 +50,8 @@ func (s *Store) WriterStats() WriterStats {
 		CallCacheHits:   c.cacheHits.Load(),
 		CallCacheMisses: c.cacheMisses.Load(),
 		Replays:         s.replays.Load(),
+		WALWrites:       walWrites.given.Load(),
+		WALWriteCalls:   walWrites.made.Load(),
 	}
 }
 

@@ -62,6 +62,7 @@ type writerCollector struct {
 	store                                       writerStatser
 	writes, commits, syncs, latency, wait, busy *prometheus.Desc
 	sync, cacheHits, cacheMisses, replays       *prometheus.Desc
+	walWrites, walWriteCalls                    *prometheus.Desc
 }
 
 func newWriterCollector(store writerStatser) *writerCollector {
@@ -80,11 +81,15 @@ func newWriterCollector(store writerStatser) *writerCollector {
 		cacheMisses: d("callsig_store_call_cache_misses_total", "Calls a write read from the SQLite rows."),
 		replays: d("callsig_store_batch_replays_total",
 			"Group commits rolled back and run again because a write failed after writing without a savepoint; near zero unless the database fails writes."),
+		walWrites: d("callsig_store_wal_writes_total",
+			"Writes SQLite made to the WAL (two per frame: its header, its page)."),
+		walWriteCalls: d("callsig_store_wal_write_calls_total",
+			"Write system calls those WAL writes were gathered into (a few per commit)."),
 	}
 }
 
 func (c *writerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.writes, c.commits, c.syncs, c.latency, c.wait, c.busy, c.sync, c.cacheHits, c.cacheMisses, c.replays} {
+	for _, d := range []*prometheus.Desc{c.writes, c.commits, c.syncs, c.latency, c.wait, c.busy, c.sync, c.cacheHits, c.cacheMisses, c.replays, c.walWrites, c.walWriteCalls} {
 		ch <- d
 	}
 }
@@ -104,6 +109,8 @@ func (c *writerCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.cacheHits, float64(s.CallCacheHits))
 	counter(c.cacheMisses, float64(s.CallCacheMisses))
 	counter(c.replays, float64(s.Replays))
+	counter(c.walWrites, float64(s.WALWrites))
+	counter(c.walWriteCalls, float64(s.WALWriteCalls))
 }
 
 // registerPools exports the database/sql statistics (go_sql_*, labelled
