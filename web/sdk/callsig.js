@@ -163,6 +163,9 @@ export class CallsigClient {
   #renewTimer = 0;
   #unsynced = new WeakSet(); // streams opened without a position whose synced event has not come
   #heartbeats = false; // a stream has shown a heartbeat event: the server sends them, each connection's first with its opening
+  #live = new Set(); // streams served, or in their trial, whose connection is open
+  #everOpened = new WeakSet(); // streams whose connection opened once: their EventSource may come back by itself
+  #proofBackoff = 0; // the wait before a renewal dropped unproven is made again (see #unproven)
   #proving = new Map(); // EventSource -> its unproven(): opened, and waiting for a heartbeat or an event (see #connect)
   #renewOnEvent = null; // {es, chain}: a renewal a reset dropped or renewToken put off, made again on es's synced event (or by #renewTimer)
   #backoff = 0;
@@ -323,6 +326,7 @@ export class CallsigClient {
     this.#streamTokens.clear();
     this.#renewals.clear();
     this.#proving.clear();
+    this.#live.clear();
     this.#current = null;
     // The pending login is rejected before 'disconnected' is emitted: a
     // login() from that event's handler is a new one, not to be rejected.
@@ -447,6 +451,7 @@ export class CallsigClient {
     let trial = false; // es is open and not committed yet
     let trialTimer = 0;
     const endTrial = () => {
+      if (trial) this.#live.delete(es);
       trial = false;
       clearTimeout(trialTimer);
     };
@@ -455,7 +460,9 @@ export class CallsigClient {
       endTrial();
       if (!this.#streams.has(es)) return;
       served = true;
+      this.#live.add(es);
       this.#backoff = 0;
+      this.#proofBackoff = 0;
       const r = this.#renewals.get(es);
       if (r) r.openedAt = Date.now();
       for (const old of this.#streams) if (old !== es) this.#drop(old);
@@ -495,10 +502,13 @@ export class CallsigClient {
     const startTrial = () => {
       endProof();
       trial = true;
+      this.#live.add(es);
       trialTimer = setTimeout(commit, COMMIT_DELAY);
     };
     es.onopen = () => {
       watch.opened();
+      this.#everOpened.add(es);
+      this.#live.delete(es);
       if (!this.#streams.has(es)) return;
       endTrial();
       endProof();
@@ -519,10 +529,12 @@ export class CallsigClient {
     es.onerror = (ev) => {
       endTrial();
       endProof();
+      this.#live.delete(es);
       watch.pause(); // the connection is gone (see #watch)
       if (!this.#streams.has(es)) return;
       if (es.readyState !== 2 /* CLOSED */) {
         // The EventSource reconnects by itself, with Last-Event-ID.
+        this.#ended();
         if (this.#streams.size === 1) this.#setState('reconnecting', 'network');
         return;
       }
@@ -634,25 +646,37 @@ export class CallsigClient {
     if (!this.#streams.has(es) || !this.#loggedIn) return;
     const current = es === this.#current;
     this.#drop(es);
-    if (!current) return;
+    if (!current) {
+      this.#ended();
+      return;
+    }
     this.#current = [...this.#streams].pop() ?? null;
     if (this.#streams.size === 0) {
       this.#reconnectLater('network');
       return;
     }
-    this.#backoff = Math.min(15000, this.#backoff ? this.#backoff * 2 : 500);
-    this.#notBefore = Date.now() + this.#backoff;
+    // A backoff of its own: the working stream goes on, and its own loss
+    // later should not wait for renewals a proxy held.
+    this.#proofBackoff = Math.min(15000, this.#proofBackoff ? this.#proofBackoff * 2 : 500);
+    this.#notBefore = Date.now() + this.#proofBackoff;
     this.#connect(this.#pendingLogin, chain);
   }
 
-  // ended: a stream ended, and what is left may be only streams still
-  // waiting for their proof (see #connect), such as a renewal whose body
-  // a proxy holds, while the app is shown connected. A healthy one shows
-  // its heartbeat with its opening, so one still waiting now is given up
-  // at once rather than at its heartbeatTimeout.
+  // ended: a stream's connection ended, and what is left may be no
+  // stream served or in its trial (#live), only streams still waiting for
+  // their proof (see #connect), such as a renewal whose body a proxy
+  // holds, while the app is shown connected. A healthy one shows its
+  // heartbeat with its opening, so one still waiting now is given up at
+  // once rather than at its heartbeatTimeout; and when no stream left has
+  // ever opened (its EventSource would come back by itself), those that
+  // never did (a renewal whose head is held) are given up too.
   #ended() {
-    if ([...this.#streams].some((s) => !this.#proving.has(s))) return;
+    if (!this.#loggedIn || [...this.#streams].some((s) => this.#live.has(s))) return;
     for (const unproven of [...this.#proving.values()]) unproven();
+    // Nothing comes back by itself: a renewal whose head is held is as deaf.
+    const back = (s) => this.#everOpened.has(s) && !this.#proving.has(s);
+    if ([...this.#streams].some(back)) return;
+    for (const s of [...this.#streams]) if (this.#streams.has(s)) this.#unproven(s, this.#renewals.get(s)?.chain ?? 0);
   }
 
   // watch watches es for silence: alive(type) for each of its events,
@@ -718,6 +742,7 @@ export class CallsigClient {
 
   #drop(es) {
     es.close();
+    this.#live.delete(es);
     this.#proving.delete(es);
     this.#streams.delete(es);
     this.#streamTokens.delete(es);
@@ -774,6 +799,7 @@ export class CallsigClient {
     this.#streamTokens.clear();
     this.#renewals.clear();
     this.#proving.clear();
+    this.#live.clear();
     this.#setState('disconnected', 'refused');
     login.reject(new CallsigError({status, code: 'stream_refused',
       detail: (ev && ev.message) || 'the server refused the event stream'}));

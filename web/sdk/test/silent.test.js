@@ -223,8 +223,8 @@ test('a renewal whose body a proxy holds does not replace the working stream: it
 // expiringProxy forwards bob's streams, the first one's token as the
 // first, and refuses that token (401) on any later stream: past its exp,
 // as the server's fake clock has it, its EventSource's return would be
-// let in by a clock the proxy does not move. hold(n) says which streams'
-// bodies are held.
+// let in by a clock the proxy does not move. hold(n) gives the nth
+// stream's forward options (a held head or body).
 async function expiringProxy(t, hold) {
   let first = '';
   const proxy = await streamProxy((n, req, res) => {
@@ -235,14 +235,14 @@ async function expiringProxy(t, hold) {
       res.end('{}');
       return;
     }
-    forward(req, res, hold(n) ? {body: gate()} : {});
+    forward(req, res, hold(n));
   });
   t.after(() => proxy.close());
   return proxy;
 }
 
 test('a held renewal left alone when the stream it was to replace ends is given up at once: the client comes back, not deaf while connected', async (t) => {
-  const proxy = await expiringProxy(t, (n) => n === 1);
+  const proxy = await expiringProxy(t, (n) => (n === 1 ? {body: gate()} : {}));
   const bobID = user('bob');
   let provided = 0;
   // heartbeatTimeout 8 s stands for the default 40 s against the 30 s
@@ -272,7 +272,7 @@ test('a held renewal left alone when the stream it was to replace ends is given 
 
 test('once heartbeats were seen, no connection whose body is held is taken as connected: each is dropped after heartbeatTimeout', async (t) => {
   // After the first stream, every stream's head passes and its body never does.
-  const proxy = await expiringProxy(t, (n) => n > 0);
+  const proxy = await expiringProxy(t, (n) => (n > 0 ? {body: gate()} : {}));
   const bobID = user('bob');
   let provided = 0;
   const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout: 1500,
@@ -290,4 +290,49 @@ test('once heartbeats were seen, no connection whose body is held is taken as co
   await held.closed; // dropped in its turn
   assert.equal(bob.events.of('connectionStateChanged').filter((e) => e.data.state === 'connected').length, 1,
     'connected once, on the first stream only');
+});
+
+test('a renewal whose head is held, left alone when the stream it was to replace ends, is given up at once too', async (t) => {
+  const proxy = await expiringProxy(t, (n) => (n === 1 ? {head: gate()} : {}));
+  const bobID = user('bob');
+  let provided = 0;
+  const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout: 8000,
+    tokenProvider: () => token(bobID, ++provided === 1 ? 40 : 3600)});
+  t.after(() => bob.logout());
+  await bob.login();
+  const first = await proxy.stream(0);
+  await advance(10_000); // tokenWillExpire: the renewal, its head held
+  const renewal = await proxy.stream(1);
+  await new Promise((r) => setTimeout(r, 600));
+  const t0 = Date.now();
+  await advance(30_000); // the old stream's exp
+  await first.closed;
+  const alice = client(user('alice'));
+  const c1 = await alice.callInvite([bobID], {timeout: 600});
+  await bob.events.wait(is('callInvitationReceived', c1.callID), 'the invitation', 15000);
+  const took = Date.now() - t0;
+  assert.ok(took < 5000, `the invitation came ${took} ms after the old stream ended (the held renewal's open deadline was 8 s)`);
+  assert.equal(renewal.gone, true, 'the renewal that never opened is dropped');
+});
+
+test('the working stream\'s connection drops while a held renewal waits for its proof: the client says so at once', async (t) => {
+  const cut = gate();
+  const proxy = await streamProxy((n, req, res) => forward(req, res, n === 0 ? {cut} : {body: gate()})); // every later body held
+  t.after(() => proxy.close());
+  const bobID = user('bob');
+  const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout: 1500});
+  t.after(() => bob.logout());
+  await bob.login();
+  bob.renewToken(await token(bobID, 7200));
+  await proxy.stream(1);
+  await new Promise((r) => setTimeout(r, 800));
+  const t0 = Date.now();
+  cut.release(); // the working stream's connection ends; its EventSource comes back, held too
+  await proxy.stream(2);
+  let left = -1;
+  for (let i = 0; i < 100 && left < 0; i++) {
+    if (bob.connectionState !== 'connected') left = Date.now() - t0;
+    else await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.ok(left >= 0 && left < 1000, `left connected ${left} ms after the cut (-1: not within 2 s), no stream delivering`);
 });
