@@ -183,34 +183,44 @@ func copyFile(t *testing.T, from, to string) {
 
 // walWriteFails makes the writes the WAL VFS makes to its files fail with
 // SQLITE_FULL, as a full disk does, once failWALWrites has put
-// failingWALWrite in their place.
+// failingWALWrite in their place; walWriteFailAt makes the one whose
+// number (walWritesSeen, counted from 0) it holds fail.
 var (
-	walWriteFails atomic.Bool
-	walWriteOrig  uintptr
+	walWriteFails  atomic.Bool
+	walWriteFailAt atomic.Int64
+	walWritesSeen  atomic.Int64
+	walWriteOrig   uintptr // the base write, while failingWALWrite is in its place
 )
 
 func failingWALWrite(tls *libc.TLS, pFile, buf uintptr, amt int32, off int64) int32 {
-	if walWriteFails.Load() {
+	if i := walWritesSeen.Add(1) - 1; walWriteFails.Load() || i == walWriteFailAt.Load() {
 		return sqlite3.SQLITE_FULL
 	}
 	return (*(*func(*libc.TLS, uintptr, uintptr, int32, int64) int32)(unsafe.Pointer(&struct{ uintptr }{walWriteOrig})))(tls, pFile, buf, amt, off)
 }
 
 // failWALWrites puts failingWALWrite under the WAL VFS (after a WAL file
-// has been opened through it) until the test ends.
+// has been opened through it) until the test ends; called again, it
+// leaves it there.
 func failWALWrites(t *testing.T) {
 	walMu.Lock()
 	defer walMu.Unlock()
 	if base.FxWrite == 0 {
 		t.Fatal("no WAL file opened through the WAL VFS yet")
 	}
+	if walWriteOrig != 0 {
+		return
+	}
 	walWriteOrig = base.FxWrite
+	walWriteFailAt.Store(-1)
 	*(*func(*libc.TLS, uintptr, uintptr, int32, int64) int32)(unsafe.Pointer(&base.FxWrite)) = failingWALWrite
 	t.Cleanup(func() {
 		walMu.Lock()
 		defer walMu.Unlock()
 		walWriteFails.Store(false)
+		walWriteFailAt.Store(-1)
 		base.FxWrite = walWriteOrig
+		walWriteOrig = 0
 	})
 }
 
@@ -337,4 +347,108 @@ func TestWALVFSAFailedDeferredWriteFailsTheBatch(t *testing.T) {
 	if err := s.rdb.Get(&ok, "PRAGMA integrity_check"); err != nil || ok != "ok" {
 		t.Fatalf("integrity_check: %.200q, %v", ok, err)
 	}
+}
+
+// A write that fails at any point of a transaction (its spills, the pages
+// it rewrites in place, its commit's frames and checksums, the WAL's
+// header after a restart) never comes with a COMMIT that succeeds; what
+// committed is what a reader, the writer, and the files reopened show;
+// and the connection goes on: a healthy write, or none and a checkpoint
+// of each kind. Each write position is failed in turn. (From the second
+// review of the VFS's failure handling, which found no defect.)
+func TestWALVFSAWriteFailedAtAnyPoint(t *testing.T) {
+	if err := registerWALVFS(); err != nil {
+		t.Fatal(err)
+	}
+	for _, writeAfter := range []bool{true, false} {
+		for _, restart := range []bool{false, true} {
+			for k := int64(0); ; k++ {
+				if k == 400 {
+					t.Fatalf("restart=%v: the transaction still failed at its 400th write", restart)
+				}
+				if !failAtWrite(t, restart, writeAfter, k) {
+					t.Logf("restart=%v, write after=%v: %d write positions failed in turn", restart, writeAfter, k)
+					break // the k-th write was past the transaction's
+				}
+			}
+		}
+	}
+}
+
+// failAtWrite runs one transaction whose kth write through the VFS fails,
+// checks what it left, and says whether a write failed.
+func failAtWrite(t *testing.T, restart, writeAfter bool, k int64) (failed bool) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	open := func() *sqlx.DB {
+		w, err := sqlx.Open("sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=cache_size(8)&vfs="+walVFSName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.SetMaxOpenConns(1)
+		return w
+	}
+	w := open()
+	defer func() { w.Close() }()
+	w.MustExec("CREATE TABLE t (id INTEGER PRIMARY KEY, user TEXT NOT NULL DEFAULT '', v BLOB NOT NULL)")
+	model := map[int64]int{}
+	for i := int64(1); i <= 20; i++ {
+		w.MustExec("INSERT INTO t (id, v) VALUES (?, ?)", i, bytes.Repeat([]byte{1}, 1500))
+		model[i] = 1500
+	}
+	if restart {
+		w.MustExec("PRAGMA wal_checkpoint(RESTART)")
+	}
+	failWALWrites(t)
+	walWriteFailAt.Store(walWritesSeen.Load() + k)
+	tx, err := w.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := map[int64]int{}
+	for round := range 3 { // the same rows again: spilled pages written again in place
+		for i := int64(1); i <= 40 && err == nil; i++ {
+			n := 1000 + round*300 + int(i)
+			_, err = tx.Exec("INSERT OR REPLACE INTO t (id, v) VALUES (?, ?)", i, bytes.Repeat([]byte{byte(round)}, n))
+			pending[i] = n
+		}
+	}
+	cerr := tx.Commit()
+	failed = walWritesSeen.Load() > walWriteFailAt.Load()
+	walWriteFailAt.Store(-1)
+	what := fmt.Sprintf("restart=%v k=%d", restart, k)
+	if cerr == nil {
+		if failed {
+			t.Fatalf("%s: a write failed (the statement's error: %v) and COMMIT succeeded", what, err)
+		}
+		for id, n := range pending {
+			model[id] = n
+		}
+	}
+	r, err := sqlx.Open("sqlite", path+"?_pragma=query_only(1)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	checkRows(t, r, model, what+": a reader")
+	checkRows(t, w, model, what+": the writer")
+	if writeAfter {
+		if _, err := w.Exec("INSERT INTO t (id, v) VALUES (1000, x'01')"); err != nil {
+			t.Fatalf("%s: a healthy write after: %v", what, err)
+		}
+		model[1000] = 1
+	} else {
+		if _, err := w.Exec("PRAGMA wal_checkpoint(" + []string{"PASSIVE", "RESTART", "TRUNCATE"}[k%3] + ")"); err != nil {
+			t.Fatalf("%s: a checkpoint after: %v", what, err)
+		}
+		checkRows(t, w, model, what+": the writer after a checkpoint")
+	}
+	w.MustExec("PRAGMA wal_checkpoint(PASSIVE)")
+	w.Close()
+	w = open()
+	var ok string
+	if err := w.Get(&ok, "PRAGMA integrity_check"); err != nil || ok != "ok" {
+		t.Fatalf("%s: integrity_check after reopening: %q, %v", what, ok, err)
+	}
+	checkRows(t, w, model, what+": reopened")
+	return failed
 }
