@@ -241,47 +241,51 @@ async function expiringProxy(t, hold) {
   return proxy;
 }
 
-test('a held renewal left alone when the stream it was to replace ends is given up at once: the client comes back, not deaf while connected', async (t) => {
-  const proxy = await expiringProxy(t, (n) => (n === 1 ? {body: gate()} : {}));
+// renewingWithTokenAboutToExpire logs bob in through expiringProxy(t,
+// hold) with a token 40 s from its exp and a provider of long ones, and
+// moves the server's clock to its tokenWillExpire (30 s left): the
+// renewal is the proxy's stream 1. The old stream ends when the clock is
+// moved 30 s more (exp).
+async function renewingWithTokenAboutToExpire(t, hold, heartbeatTimeout) {
+  const proxy = await expiringProxy(t, hold);
   const bobID = user('bob');
   let provided = 0;
-  // heartbeatTimeout 8 s stands for the default 40 s against the 30 s
-  // warning: the old stream ends before the renewal's proof is due.
-  const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout: 8000,
+  const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout,
     tokenProvider: () => token(bobID, ++provided === 1 ? 40 : 3600)});
   t.after(() => bob.logout());
   await bob.login();
   const first = await proxy.stream(0);
-  await advance(10_000); // 30 s left: tokenWillExpire, and the renewal, its body held
+  await advance(10_000);
   const renewal = await proxy.stream(1);
-  await new Promise((r) => setTimeout(r, 600));
-  const t0 = Date.now();
-  await advance(30_000); // the first token's exp: the server ends the old stream
-  await first.closed;
-  const alice = client(user('alice'));
-  const c1 = await alice.callInvite([bobID], {timeout: 600});
-  await bob.events.wait(is('callInvitationReceived', c1.callID), 'the invitation', 15000);
-  const took = Date.now() - t0;
-  assert.ok(took < 5000, `the invitation came ${took} ms after the old stream ended (the held renewal's proof was due after 8 s)`);
-  assert.equal(renewal.gone, true, 'the held renewal is dropped');
-  const states = bob.events.of('connectionStateChanged').map((e) => e.data.state);
-  assert.deepEqual(states, ['connecting', 'connected', 'reconnecting', 'connected']);
-  await bob.events.wait(is('callUserStateChanged', c1.callID, bobID, 'received'), 'its received mark');
-  await exactlyTheLog(bob);
-});
+  return {proxy, bob, bobID, first, renewal};
+}
+
+for (const part of ['body', 'head']) {
+  test(`a renewal whose ${part} is held, left alone when the stream it was to replace ends, is given up at once: the client comes back, not deaf while connected`, async (t) => {
+    // heartbeatTimeout 8 s stands for the default 40 s against the 30 s
+    // warning: the old stream ends before the renewal's proof (or its
+    // open deadline) is due.
+    const {bob, bobID, first, renewal} = await renewingWithTokenAboutToExpire(t, (n) => (n === 1 ? {[part]: gate()} : {}), 8000);
+    await new Promise((r) => setTimeout(r, 600));
+    const t0 = Date.now();
+    await advance(30_000); // the first token's exp: the server ends the old stream
+    await first.closed;
+    const alice = client(user('alice'));
+    const c1 = await alice.callInvite([bobID], {timeout: 600});
+    await bob.events.wait(is('callInvitationReceived', c1.callID), 'the invitation', 15000);
+    const took = Date.now() - t0;
+    assert.ok(took < 5000, `the invitation came ${took} ms after the old stream ended (the held renewal was given up after 8 s)`);
+    assert.equal(renewal.gone, true, 'the held renewal is dropped');
+    const states = bob.events.of('connectionStateChanged').map((e) => e.data.state);
+    assert.deepEqual(states, ['connecting', 'connected', 'reconnecting', 'connected']);
+    await bob.events.wait(is('callUserStateChanged', c1.callID, bobID, 'received'), 'its received mark');
+    await exactlyTheLog(bob);
+  });
+}
 
 test('once heartbeats were seen, no connection whose body is held is taken as connected: each is dropped after heartbeatTimeout', async (t) => {
   // After the first stream, every stream's head passes and its body never does.
-  const proxy = await expiringProxy(t, (n) => (n > 0 ? {body: gate()} : {}));
-  const bobID = user('bob');
-  let provided = 0;
-  const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout: 1500,
-    tokenProvider: () => token(bobID, ++provided === 1 ? 40 : 3600)});
-  t.after(() => bob.logout());
-  await bob.login();
-  const first = await proxy.stream(0);
-  await advance(10_000); // tokenWillExpire: the renewal, held
-  await proxy.stream(1);
+  const {proxy, bob, first} = await renewingWithTokenAboutToExpire(t, (n) => (n > 0 ? {body: gate()} : {}), 1500);
   await advance(30_000); // the old stream's exp
   await first.closed;
   const held = await proxy.stream(3, 15000); // two held streams after it, at least
@@ -290,29 +294,6 @@ test('once heartbeats were seen, no connection whose body is held is taken as co
   await held.closed; // dropped in its turn
   assert.equal(bob.events.of('connectionStateChanged').filter((e) => e.data.state === 'connected').length, 1,
     'connected once, on the first stream only');
-});
-
-test('a renewal whose head is held, left alone when the stream it was to replace ends, is given up at once too', async (t) => {
-  const proxy = await expiringProxy(t, (n) => (n === 1 ? {head: gate()} : {}));
-  const bobID = user('bob');
-  let provided = 0;
-  const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout: 8000,
-    tokenProvider: () => token(bobID, ++provided === 1 ? 40 : 3600)});
-  t.after(() => bob.logout());
-  await bob.login();
-  const first = await proxy.stream(0);
-  await advance(10_000); // tokenWillExpire: the renewal, its head held
-  const renewal = await proxy.stream(1);
-  await new Promise((r) => setTimeout(r, 600));
-  const t0 = Date.now();
-  await advance(30_000); // the old stream's exp
-  await first.closed;
-  const alice = client(user('alice'));
-  const c1 = await alice.callInvite([bobID], {timeout: 600});
-  await bob.events.wait(is('callInvitationReceived', c1.callID), 'the invitation', 15000);
-  const took = Date.now() - t0;
-  assert.ok(took < 5000, `the invitation came ${took} ms after the old stream ended (the held renewal's open deadline was 8 s)`);
-  assert.equal(renewal.gone, true, 'the renewal that never opened is dropped');
 });
 
 test('the working stream\'s connection drops while a held renewal waits for its proof: the client says so at once', async (t) => {
