@@ -298,7 +298,10 @@ export interface CallsigClientOptions {
    * heartbeat event (with the stream's opening) shows that the server
    * sends them, at least every 15 s: keep it well above that. A
    * connection must also open (its response head) within it, the first
-   * one and each after a drop: one held up is dropped the same way. 0, or
+   * one and each after a drop: one held up is dropped the same way; and,
+   * once a heartbeat came, or when opened without a position (a login's),
+   * show a heartbeat or an event within it, or it is not taken as served
+   * (its body held by a proxy) and is dropped too. 0, or
    * 1000 to 2147483647 (anything else throws a TypeError).
    */
   heartbeatTimeout?: number;

@@ -490,8 +490,12 @@ export class CallsigClient {
     // show one, or an event, before it counts as served: open alone, its
     // body may be held by a proxy, and taken as served it would leave the
     // client deaf (a renewal closing the working stream for it), watched
-    // from a first heartbeat that never comes. One that shows neither
-    // within heartbeatTimeout of its opening is dropped (#unproven).
+    // from a first heartbeat that never comes. So must a stream opened
+    // without a position (a login's, or after a reset), until it has shown
+    // something: any server of this project sends it its opening block
+    // (the pending invitations, synced) at once, heartbeats or not. One
+    // that shows neither within heartbeatTimeout of its opening is dropped
+    // (#unproven).
     let proving = false; // es opened, and waits for a heartbeat before its trial
     let proofTimer = 0;
     const endProof = () => {
@@ -513,7 +517,8 @@ export class CallsigClient {
       endTrial();
       endProof();
       const ms = this.#heartbeatTimeout;
-      if (!(ms > 0) || !this.#heartbeats) {
+      const prove = this.#heartbeats || (this.#unsynced.has(es) && !served);
+      if (!(ms > 0) || !prove) {
         startTrial();
         return;
       }

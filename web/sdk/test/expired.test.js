@@ -8,17 +8,18 @@ import {test} from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import {client, is, token, URL, user} from './helpers.js';
-import {forward, streamProxy} from './proxy.js';
+import {forward, passUntil, streamProxy} from './proxy.js';
 
 const exp = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString()).exp;
 
 test('a stream back after its token expired while away: the app gets tokenWillExpire, renews, and gets its calls', async (t) => {
   let expired;
   const gone = new Promise((r) => { expired = r; });
-  // The login's stream: the server's headers pass, its body (the warning
-  // it sends at once, the token having under 30 s) never does, as for a
-  // device offline; once the token has expired the connection ends, and
-  // the EventSource, not closed, comes back by itself with its token.
+  // The login's stream: its opening passes (up to synced), and the
+  // warning the server sends next (at once, the token having under 30 s)
+  // never does, as for a device gone offline; once the token has expired
+  // the connection ends, and the EventSource, not closed, comes back by
+  // itself with its token.
   const proxy = await streamProxy((n, req, res) => {
     if (n > 0) return forward(req, res);
     const up = http.request(URL + req.url, {method: req.method, headers: req.headers});
@@ -26,6 +27,7 @@ test('a stream back after its token expired while away: the app gets tokenWillEx
     up.on('response', async (ur) => {
       res.writeHead(ur.statusCode, ur.headers);
       res.flushHeaders();
+      await passUntil(ur, res, 'synced');
       await gone;
       res.end('retry: 10\n\n');
     });

@@ -8,11 +8,14 @@ import {URL} from './helpers.js';
 /**
  * Passes req to the server (to: its URL, the server under test when left
  * out) and its answer back: the head once head resolves, the body once
- * body resolves. Once cut resolves, the answer ends (the server's stream
- * with it) after a `retry: 10`, so the EventSource, which is not closed,
- * comes back by itself 10 ms later.
+ * body resolves. With until (an event's type: 'heartbeat', 'synced'), the
+ * body up to and including the first block of that event passes with the
+ * head, and only the rest waits for body: a proxy that let a stream's
+ * first flushes through and holds what follows. Once cut resolves, the
+ * answer ends (the server's stream with it) after a `retry: 10`, so the
+ * EventSource, which is not closed, comes back by itself 10 ms later.
  */
-export function forward(req, res, {head, body, cut, to = URL} = {}) {
+export function forward(req, res, {head, body, until, cut, to = URL} = {}) {
   const up = http.request(to + req.url, {method: req.method, headers: req.headers});
   res.on('close', () => up.destroy());
   up.on('error', () => res.destroy());
@@ -20,6 +23,7 @@ export function forward(req, res, {head, body, cut, to = URL} = {}) {
     await head;
     res.writeHead(ur.statusCode, ur.headers);
     res.flushHeaders();
+    if (until) await passUntil(ur, res, until);
     await body;
     ur.pipe(res);
     if (!cut) return;
@@ -28,6 +32,26 @@ export function forward(req, res, {head, body, cut, to = URL} = {}) {
     res.end('retry: 10\n\n'); // res's close (above) then ends the server's stream
   });
   req.pipe(up);
+}
+
+// passUntil writes ur's body to res up to the end of the first block of
+// an event of type, and leaves the rest in ur, paused.
+export function passUntil(ur, res, type) {
+  return new Promise((resolve) => {
+    let buf = Buffer.alloc(0);
+    const onData = (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      const at = buf.indexOf(`event: ${type}\n`);
+      const end = at < 0 ? -1 : buf.indexOf('\n\n', at);
+      if (end < 0) return;
+      ur.pause();
+      ur.off('data', onData);
+      res.write(buf.subarray(0, end + 2));
+      if (end + 2 < buf.length) ur.unshift(buf.subarray(end + 2));
+      resolve();
+    };
+    ur.on('data', onData);
+  });
 }
 
 /**

@@ -79,28 +79,38 @@ test('a refused renewal leaves the working stream on: its events arrive once, an
   assert.deepEqual(states(bob), ['connecting', 'connected'], 'no gap seen');
 });
 
-// A served stream may send nothing for a while: its body held up (a proxy
-// here), or resumed with nothing to replay (an opening block with no
-// event). It is taken as served all the same once it has stayed open a
-// moment.
-test('a stream served that sends nothing is connected: login() resolves, and a resumed stream with no event', async (t) => {
-  const held = gate(); // the login stream's body
-  const cut = gate(); // then its connection ends; its EventSource comes back by itself
-  const proxy = await streamProxy((n, req, res) => forward(req, res, n === 0 ? {body: held, cut} : {}));
+// A stream whose body a proxy holds shows nothing, not even what every
+// stream opened without a position gets at once (its opening block, up to
+// synced): taken as served on its opening alone, it would show the app
+// connected while deaf, watched from a first heartbeat that never comes.
+// It must show its opening first; one that does not within
+// heartbeatTimeout is given up and asked for again. A resumed stream with
+// nothing to replay shows its heartbeat, and is served.
+test('a stream whose body is held is not connected: it is asked for again; a resumed stream with no event is connected', async (t) => {
+  const held = gate(); // the login stream's body: never let through
+  const cut = gate(); // the next one's connection ends; its EventSource comes back by itself
+  const proxy = await streamProxy((n, req, res) => forward(req, res, n === 0 ? {body: held} : n === 1 ? {cut} : {}));
   t.after(() => proxy.close());
   const bobID = user('bob');
-  const bob = client(bobID, {baseURL: proxy.url});
+  const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout: 2000});
   t.after(() => bob.logout());
-  await bob.login(); // the headers pass, nothing else
+  let loggedIn = false;
+  const login = bob.login().then(() => { loggedIn = true; });
+  const first = await proxy.stream(0);
+  const again = await proxy.stream(1, 8000); // after heartbeatTimeout and a backoff
+  assert.ok(again.at - first.at >= 2000 - 50, `asked for again ${again.at - first.at} ms after the held one`);
+  assert.equal(loggedIn, false, 'login() resolved on the held stream');
+  assert.deepEqual(states(bob), ['connecting', 'reconnecting'], 'shown connected on the held stream');
+  await first.closed;
+  await login;
   assert.equal(bob.connectionState, 'connected');
 
-  held.release();
   const c1 = await client(user('alice')).callInvite([bobID], {timeout: 600});
   await bob.events.wait(is('callUserStateChanged', c1.callID, bobID, 'received'), 'the invitation');
   cut.release();
-  const back = await proxy.stream(1);
+  const back = await proxy.stream(2);
   assert.equal(back.header, bob.lastEventID, 'resumed from the last event');
   await bob.events.wait((e) => e.name === 'connectionStateChanged' && e.data.state === 'connected' &&
-    bob.events.of('connectionStateChanged').indexOf(e) > 1, 'connected again on the resumed stream');
-  assert.deepEqual(states(bob), ['connecting', 'connected', 'reconnecting', 'connected']);
+    bob.events.of('connectionStateChanged').indexOf(e) > 2, 'connected again on the resumed stream');
+  assert.deepEqual(states(bob), ['connecting', 'reconnecting', 'connected', 'reconnecting', 'connected']);
 });

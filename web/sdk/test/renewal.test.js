@@ -63,16 +63,18 @@ test('the old stream reopens on its own before a renewal opens: its next tokenWi
 });
 
 // A renewal asked for while the open stream's opening (the pending
-// invitations, then synced, the first position) is held up (a proxy holding
-// its body here) waits POSITION_WAIT (5 s) for a position, then opens with
+// invitations, then synced, the first position) is held up (a proxy that
+// let its first heartbeat through, the stream's proof that it is served,
+// and holds the rest) waits POSITION_WAIT (5 s) for a position, then opens with
 // none, at the head of the log, and closes the held stream. What that
 // stream held is gone (here the callee's answer to bob's own call), and no
 // id tells what it was: the app is told to reload, before anything the new
 // stream hands over.
 test('a renewal that waits in vain for the open stream\'s position: the app is told to reload', async (t) => {
-  const held = gate(); // the login stream's body: never let through
+  const held = gate(); // the login stream's body after its heartbeat: never let through
   const cut = gate(); // ends the renewal's connection; its EventSource comes back by itself
-  const proxy = await streamProxy((n, req, res) => forward(req, res, n === 0 ? {body: held} : n === 1 ? {cut} : {}));
+  const proxy = await streamProxy((n, req, res) =>
+    forward(req, res, n === 0 ? {until: 'heartbeat', body: held} : n === 1 ? {cut} : {}));
   t.after(() => proxy.close());
   const bobID = user('bob');
   const carolID = user('carol');
@@ -80,7 +82,7 @@ test('a renewal that waits in vain for the open stream\'s position: the app is t
   const carol = client(carolID);
   await carol.login();
   t.after(() => carol.logout());
-  await bob.login(); // open: the headers pass, the body is held
+  await bob.login(); // served: its heartbeat passed, the rest is held
   t.after(() => bob.logout());
   const first = await proxy.stream(0);
 
