@@ -492,10 +492,11 @@ export class CallsigClient {
     // client deaf (a renewal closing the working stream for it), watched
     // from a first heartbeat that never comes. So must a stream opened
     // without a position (a login's, or after a reset), until it has shown
-    // something: any server of this project sends it its opening block
-    // (the pending invitations, synced) at once, heartbeats or not. One
-    // that shows neither within heartbeatTimeout of its opening is dropped
-    // (#unproven).
+    // something: a node sends it its opening block (the pending
+    // invitations, synced) at once, heartbeats or not; one older than
+    // synced (2026-12-03) may send nothing, and is not served by this
+    // client (README). One that shows neither within heartbeatTimeout of
+    // its opening is dropped (#unproven).
     let proving = false; // es opened, and waits for a heartbeat before its trial
     let proofTimer = 0;
     const endProof = () => {

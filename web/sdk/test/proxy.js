@@ -81,6 +81,8 @@ export function streamProxy(plan, to = URL) {
   });
   const proxy = {
     server,
+    /** Every stream's record, in the order they were asked for. */
+    streams,
     /** Resolves with the nth stream's record once it is asked for, or fails after ms. */
     stream: (n, ms = 10000) => (streams[n] ? Promise.resolve(streams[n]) : new Promise((resolve, reject) => {
       const w = {n, resolve};

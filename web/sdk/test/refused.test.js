@@ -114,3 +114,26 @@ test('a stream whose body is held is not connected: it is asked for again; a res
     bob.events.of('connectionStateChanged').indexOf(e) > 2, 'connected again on the resumed stream');
   assert.deepEqual(states(bob), ['connecting', 'reconnecting', 'connected', 'reconnecting', 'connected']);
 });
+
+test('logout while the login\'s stream waits to show its opening: login() rejects, and the next login() is not disturbed', async (t) => {
+  const held = gate(); // the first stream's body: never let through
+  const proxy = await streamProxy((n, req, res) => forward(req, res, n === 0 ? {body: held} : {}));
+  t.after(() => proxy.close());
+  const bobID = user('bob');
+  const bob = client(bobID, {baseURL: proxy.url, heartbeatTimeout: 1000});
+  t.after(() => bob.logout());
+  const first = bob.login().then(() => 'resolved', (e) => e.code);
+  const held0 = await proxy.stream(0);
+  const out = Date.now();
+  bob.logout();
+  assert.equal(await first, 'logged_out');
+  await held0.closed;
+  await bob.login();
+  // Past the first stream's heartbeatTimeout: its proof's timer, had it
+  // outlived the logout, would have dropped the new stream by now.
+  await new Promise((r) => setTimeout(r, Math.max(0, out + 1500 - Date.now())));
+  const c1 = await client(user('alice')).callInvite([bobID], {timeout: 600});
+  await bob.events.wait(is('callInvitationReceived', c1.callID), 'an invitation on the second login\'s stream');
+  assert.equal(proxy.streams.length, 2, 'streams asked for');
+  assert.deepEqual(states(bob), ['connecting', 'disconnected', 'connecting', 'connected']);
+});
