@@ -103,7 +103,12 @@ func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(cal
 					return err
 				}
 			}
-			slices.SortFunc(due, func(a, b calls.Deadline) int { return cmp.Compare(a.At, b.At) })
+			// The order DueDeadlines reads and calls.DueDeadlines fires: at
+			// one instant, a user's not-received check before its timeout.
+			slices.SortFunc(due, func(a, b calls.Deadline) int {
+				return cmp.Or(cmp.Compare(a.At, b.At), cmp.Compare(a.Kind, b.Kind),
+					cmp.Compare(a.CallID, b.CallID), cmp.Compare(a.UserID, b.UserID))
+			})
 			return fn(newCallsTx(p), due)
 		})
 	})

@@ -545,3 +545,38 @@ func testCallerBackBeforeItsReportKeepsItsCall(t *testing.T, s db.Store) {
 		t.Fatalf("later, fired by Service.Expire: %+v (%v), want started, its grace cleared", c, err)
 	}
 }
+
+// A user whose not-received check and timeout fall due at the same instant
+// (an invitation's timeout equal to CALLSIG_NOT_RECEIVED_AFTER, or both
+// past due after downtime) is handed to the scheduler not-received first,
+// as DueDeadlines orders them and as calls.DueDeadlines (the request-side
+// settle) fires them: the invitee goes notYetReceived, then timeout.
+func testUpdateDueTieOrderMatchesDueDeadlines(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	cl := claimer(t, s)
+	ch := NewCall("tie", "alice", 0, "bob")
+	ch.Call.NotReceivedCheck = true
+	ch.Call.Users[1].TimeoutAt = 300
+	ch.Call.Users[1].NotReceivedAt = 300
+	Save(t, s, ch)
+
+	read, err := s.DueDeadlines(ctx, 500, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var given []calls.Deadline
+	if _, err := cl.UpdateDue(ctx, 500, 10, func(_ calls.Tx, due []calls.Deadline) error {
+		given = append(given[:0], due...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.Call(ctx, "tie")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pure := calls.DueDeadlines(c, 500)
+	if fmt.Sprint(given) != fmt.Sprint(read) || fmt.Sprint(given) != fmt.Sprint(pure) {
+		t.Errorf("UpdateDue handed\n %v\nDueDeadlines reads\n %v\ncalls.DueDeadlines fires\n %v", given, read, pure)
+	}
+}

@@ -50,6 +50,7 @@ var tests = []contract{
 	{"LateDeliveryOfAnEarlierInvitation", testLateDeliveryOfAnEarlierInvitation},
 	// calls.DeadlineClaimer and the scheduler over it
 	{"UpdateDueHandsDueDeadlines", testUpdateDueHandsDueDeadlines},
+	{"UpdateDueTieOrderMatchesDueDeadlines", testUpdateDueTieOrderMatchesDueDeadlines},
 	{"UpdateDueRollsBackOnError", testUpdateDueRollsBackOnError},
 	{"UpdateDueFiresEachDeadlineOnce", testUpdateDueFiresEachDeadlineOnce},
 	{"SchedulerFiresEachDeadlineOnce", testSchedulerFiresEachDeadlineOnce},
