@@ -88,6 +88,7 @@ func copyAll(ctx context.Context, from, dsn string, opts Options) (*Report, erro
 	if err != nil {
 		return nil, err
 	}
+	defer src.release() // after the close below, and after the commit
 	defer src.Close()
 
 	// Opening the store applies PostgreSQL's migrations (under their

@@ -33,6 +33,19 @@ type source struct {
 	*sql.DB
 	path  string // absolute
 	stamp stamp
+	// lock holds the file (sqlite.Lock) from the open until after the
+	// target's commit: a node started meanwhile fails at once (ErrInUse)
+	// rather than writing between the last check and the commit.
+	lock io.Closer
+}
+
+// release lets the file go. Only after the close: closing the lock's
+// descriptor would drop the POSIX locks the connection holds on the file.
+func (s *source) release() {
+	if s.lock != nil {
+		s.lock.Close()
+		s.lock = nil
+	}
 }
 
 // stamp is what any write to the file changes: the size and modification
@@ -112,8 +125,16 @@ func openSource(ctx context.Context, path string) (*source, error) {
 	if busy {
 		return nil, fmt.Errorf("source %s: %w", path, ErrSourceInUse)
 	}
+	lock, err := sqlite.Lock(abs)
+	if errors.Is(err, sqlite.ErrInUse) {
+		return nil, fmt.Errorf("source %s: %w", path, ErrSourceInUse)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("source %s: %w", path, err)
+	}
 	st, err := stampOf(abs)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("source %s: %w", path, err)
 	}
 	// A file: URI, so SQLite itself applies mode=ro (a plain path would
@@ -122,15 +143,17 @@ func openSource(ctx context.Context, path string) (*source, error) {
 	u := url.URL{Scheme: "file", Path: abs, RawQuery: "mode=ro&_pragma=busy_timeout(5000)"}
 	src, err := sql.Open("sqlite", u.String())
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("source %s: %w", path, err)
 	}
 	// One connection: every read is in one transaction (one snapshot).
 	src.SetMaxOpenConns(1)
 	if err := checkSchema(ctx, src); err != nil {
 		src.Close()
+		lock.Close()
 		return nil, fmt.Errorf("source %s: %w", path, err)
 	}
-	return &source{DB: src, path: abs, stamp: st}, nil
+	return &source{DB: src, path: abs, stamp: st, lock: lock}, nil
 }
 
 // unchanged checks, once the copy has read everything and closed the

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"callsig/db/sqlite"
 	"callsig/internal/pgtest"
 	"callsig/internal/testkit"
 	"callsig/internal/wait"
@@ -173,4 +174,46 @@ func TestCopyRefusesSourceWrittenDuringIt(t *testing.T) {
 	if n := count(t, conn, `SELECT count(*) FROM calls`); n != 2 {
 		t.Fatalf("the copy took %d calls, want 2 (c1, and c2 written during the first copy)", n)
 	}
+}
+
+// The file stays taken (sqlite.Lock, as a node takes it) from the copy's
+// start until after the target's commit: a node started in between, after
+// the last check that nothing wrote the file, fails at once rather than
+// writing what the committed copy lacks. A deferred trigger makes the
+// commit take seconds here; in practice it is a round trip.
+func TestCopyHoldsTheFileUntilItsCommit(t *testing.T) {
+	ctx := context.Background()
+	src := sourceFile(t)
+	dsn := pgtest.NewDatabase(t)
+	conn := openTarget(t, dsn)
+	for _, q := range []string{
+		`CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$`,
+		`CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON calls DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()`,
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Copy(ctx, src, dsn, Options{})
+		done <- err
+	}()
+	wait.For(t, 20*time.Second, "the copy's commit under way", func() bool {
+		return count(t, conn, `SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'`) > 0
+	})
+	if lock, err := sqlite.Lock(src); !errors.Is(err, sqlite.ErrInUse) {
+		if err == nil {
+			lock.Close()
+		}
+		t.Fatalf("a node's lock on the file while the copy commits: %v, want ErrInUse", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("copy: %v", err)
+	}
+	lock, err := sqlite.Lock(src)
+	if err != nil {
+		t.Fatalf("the file after the copy: %v", err)
+	}
+	lock.Close()
 }
