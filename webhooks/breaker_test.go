@@ -151,3 +151,25 @@ func TestDispatcherCircuitBreaker(t *testing.T) {
 		}
 	}
 }
+
+// An endpoint failing under the breaker's threshold has its state
+// exported as 0 (closed), as docs/webhooks.md says: the series used to be
+// written only on a transition, so such an endpoint had none, which the
+// docs call healthy.
+func TestBreakerStateIsClosedWhileFailingUnderTheThreshold(t *testing.T) {
+	r := newRig(t)
+	srv, _ := countingServer(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	e := r.endpoint(srv.URL)
+	reg := prometheus.NewRegistry()
+	r.dispatcher(webhooks.DispatcherOptions{Jitter: webhooks.NoJitter, Registry: reg,
+		Breaker: webhooks.BreakerOptions{Failures: 5, CoolDown: time.Minute}})
+	for range 3 {
+		r.call()
+	}
+	wait.For(t, 10*time.Second, "three failed attempts", func() bool {
+		return r.count(e.ID, func(d webhooks.Delivery) bool { return d.Attempts == 1 }) == 3
+	})
+	if s := labeled(t, reg, "callsig_webhook_breaker_state", e.ID); s != webhooks.BreakerClosed {
+		t.Fatalf("breaker state of an endpoint with 3 failures in a row: %v (-1: no series), want 0", s)
+	}
+}

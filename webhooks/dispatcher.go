@@ -543,6 +543,9 @@ func (d *Dispatcher) feedBreaker(endpointID string, failed bool, at int64) {
 		}
 		b = &breaker{}
 		d.breakers[endpointID] = b
+		// Failing, under the threshold: a series from the first failure,
+		// as docs/webhooks.md says (absent means healthy).
+		d.metrics.breakerState.WithLabelValues(endpointID).Set(float64(BreakerClosed))
 	}
 	d.report(endpointID, b.record(failed, at, d.breakerO))
 	if b.state == BreakerClosed && b.failures == 0 {

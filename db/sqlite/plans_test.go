@@ -4,6 +4,9 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"callsig/db"
+	"callsig/webhooks"
 )
 
 // TestQueryPlansUseIndexes guards the indexes the schema comments promise:
@@ -15,6 +18,8 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 	// the user's newest invitation and read events by primary key: never the
 	// user's events or history.
 	invitation := []string{"events_by_user", "SCAN e"}
+	deliveries, deliveriesArgs := db.DeliveriesQuery("wh", webhooks.DeliveryQuery{Limit: 10})
+	failed, failedArgs := db.DeliveriesQuery("wh", webhooks.DeliveryQuery{Status: webhooks.DeliveryFailed, Limit: 10})
 	for _, q := range []struct {
 		name, query string
 		args        []any
@@ -50,6 +55,10 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		// sort, and the drop a range of the pending index.
 		{"outbox backlog count", sqlPendingCountOf, []any{"wh", 10}, []string{"COVERING INDEX webhook_deliveries_pending (endpoint_id=?)"}, nil, false},
 		{"outbox backlog cut", sqlBacklogCut, []any{"wh", 10}, []string{"webhook_deliveries_by_endpoint (endpoint_id=?)"}, nil, false},
+		// An endpoint's deliveries newest first, all or of one status: a
+		// range of an index in its order, never a filter over the log.
+		{"deliveries of an endpoint", deliveries, deliveriesArgs, []string{"webhook_deliveries_by_endpoint (endpoint_id>? AND endpoint_id<?)"}, nil, false},
+		{"deliveries of an endpoint by status", failed, failedArgs, []string{"webhook_deliveries_by_endpoint_status (endpoint_id=? AND status=?)"}, nil, false},
 		{"outbox backlog drop", sqlDropDeliveries, []any{"r", "wh", 10, 1, 10}, []string{"webhook_deliveries_pending (endpoint_id=?)"}, nil, false},
 		// The busy check looks each invitee up in 0005's partial index: never
 		// the invitee's history (call_users_by_user) nor a scan, and only up
