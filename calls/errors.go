@@ -26,6 +26,9 @@ const (
 	// CodeEndpointDisabled: a delivery of a disabled webhook endpoint
 	// cannot be retried; it would be failed unsent.
 	CodeEndpointDisabled Code = "endpoint_disabled"
+	// CodeWebhookLimit: no more webhook endpoints may be registered until
+	// one is deleted (webhooks.MaxEndpoints).
+	CodeWebhookLimit Code = "webhook_limit"
 	// CodeUnavailable: the store cannot serve now (overloaded, busy or
 	// closed for shutdown); the same request may succeed when retried.
 	CodeUnavailable Code = "unavailable"

@@ -48,6 +48,7 @@ var codes = map[string]codeInfo{
 	codeIdempotencyConflict:            {http.StatusConflict, "Idempotency conflict"},
 	string(calls.CodeDeliveryInFlight): {http.StatusConflict, "Delivery in flight"},
 	string(calls.CodeEndpointDisabled): {http.StatusConflict, "Endpoint disabled"},
+	string(calls.CodeWebhookLimit):     {http.StatusConflict, "Webhook limit reached"},
 	codeRequestTimeout:                 {http.StatusRequestTimeout, "Request timeout"},
 	codePayloadTooLarge:                {http.StatusRequestEntityTooLarge, "Payload too large"},
 	codeUnsupportedMediaType:           {http.StatusUnsupportedMediaType, "Unsupported media type"},

@@ -23,6 +23,13 @@ const ConfiguredID = "wh_config"
 // MaxDescription is the longest endpoint description, in characters.
 const MaxDescription = 256
 
+// MaxEndpoints is how many endpoints (not deleted, disabled ones and the
+// configured one included) may be registered at once. Every claim of
+// deliveries reads each live endpoint's due ones on the store's writer:
+// 5,000 endpoints with nothing due cost 109 ms a claim on SQLite (a
+// review's measurement), taken from every call's change.
+const MaxEndpoints = 100
+
 // Registry is the admin side of webhooks (handlers.WebhookAdmin): it
 // validates and stores endpoints and lists and retries their deliveries.
 type Registry struct {
@@ -131,6 +138,14 @@ func (r *Registry) Create(ctx context.Context, in CreateInput) (*Endpoint, error
 		out = nil
 		if replay, err := idem.Recorded(ctx, tx); replay || err != nil {
 			return err
+		}
+		n, err := tx.WebhookEndpointCount(ctx)
+		if err != nil {
+			return err
+		}
+		if n >= MaxEndpoints {
+			return &calls.Error{Code: calls.CodeWebhookLimit,
+				Message: fmt.Sprintf("%d webhook endpoints are registered, the most there may be: delete one first", n)}
 		}
 		if err := tx.InsertWebhookEndpoint(ctx, e); err != nil {
 			return err

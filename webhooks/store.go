@@ -74,6 +74,10 @@ type Tx interface {
 	calls.IdempotencyTx
 	// InsertWebhookEndpoint registers a new endpoint, secret included.
 	InsertWebhookEndpoint(ctx context.Context, e *Endpoint) error
+	// WebhookEndpointCount returns how many endpoints are not deleted. It
+	// holds back every other transaction that asks until this one ends, so
+	// the count stays true until the insert it guards commits.
+	WebhookEndpointCount(ctx context.Context) (int, error)
 	// RetryWebhookDelivery puts a delivery of a live endpoint back to
 	// pending, due at now, and returns it; calls.ErrNotFound when there is
 	// no such delivery, calls.ErrDeliveryInFlight while an attempt holds its

@@ -45,6 +45,20 @@ func (t *webhookTx) InsertWebhookEndpoint(ctx context.Context, e *webhooks.Endpo
 	return db.InsertEndpoint(ctx, t.tx, sqlInsertEndpoint, e)
 }
 
+// WebhookEndpointCount counts the endpoints not deleted, under a
+// transaction-scoped advisory lock that two nodes registering endpoints at
+// once take in turn: each counts what the other committed.
+func (t *webhookTx) WebhookEndpointCount(ctx context.Context) (int, error) {
+	var n int
+	if _, err := t.tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('callsig:webhook_endpoints'))`); err != nil {
+		return 0, fmt.Errorf("db: lock the webhook endpoints' count: %w", err)
+	}
+	if err := t.tx.QueryRowContext(ctx, `SELECT count(*) FROM webhook_endpoints WHERE NOT deleted`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("db: count webhook endpoints: %w", err)
+	}
+	return n, nil
+}
+
 // RetryWebhookDelivery puts a delivery back to pending; see
 // db.RetryDelivery.
 func (t *webhookTx) RetryWebhookDelivery(ctx context.Context, endpointID string, deliveryID, now int64) (*webhooks.Delivery, error) {

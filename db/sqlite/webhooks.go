@@ -106,6 +106,16 @@ func (t *webhookTx) InsertWebhookEndpoint(ctx context.Context, e *webhooks.Endpo
 	return db.InsertEndpoint(ctx, t.tx, sqlInsertEndpoint, e)
 }
 
+// WebhookEndpointCount counts the endpoints not deleted; the single
+// writer holds every other transaction back.
+func (t *webhookTx) WebhookEndpointCount(ctx context.Context) (int, error) {
+	var n int
+	if err := t.tx.QueryRowContext(detached(ctx), `SELECT count(*) FROM webhook_endpoints WHERE deleted = 0`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("db: count webhook endpoints: %w", err)
+	}
+	return n, nil
+}
+
 // RetryWebhookDelivery puts a delivery back to pending; see
 // db.RetryDelivery. The single writer keeps an attempt from taking its
 // lease meanwhile.

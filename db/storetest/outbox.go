@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"callsig/calls"
 	"callsig/db"
@@ -852,4 +853,62 @@ func testPurgeDeletedWebhookEndpoints(t *testing.T, s db.Store) {
 	}
 	purge(0)
 	purgeBefore(3001, 1)
+}
+
+// The count of endpoints not deleted that guards the registry's limit
+// holds a second transaction that asks back until the first, which counted
+// and then registered one, has committed: two admins (on two nodes)
+// registering the last endpoint allowed at once see each other's.
+func testWebhookEndpointCount(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	count := func() int {
+		t.Helper()
+		var n int
+		if err := s.UpdateWebhooks(ctx, func(tx webhooks.Tx) (err error) { n, err = tx.WebhookEndpointCount(ctx); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("count of an empty store = %d", n)
+	}
+	putEndpoint(t, s, "a", 1)
+	putEndpoint(t, s, "b", 1)
+	if err := s.DeleteWebhookEndpoint(ctx, "a", 10); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("count after two endpoints and a deletion = %d, want 1", n)
+	}
+
+	counted, release := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- s.UpdateWebhooks(ctx, func(tx webhooks.Tx) error {
+			if _, err := tx.WebhookEndpointCount(ctx); err != nil {
+				return err
+			}
+			close(counted)
+			<-release
+			return tx.InsertWebhookEndpoint(ctx, &webhooks.Endpoint{ID: "c", URL: "https://c.example", Secret: "whsec_c", CreatedAt: 20})
+		})
+	}()
+	<-counted
+	second := make(chan int, 1)
+	go func() { second <- count() }()
+	// The second asks while the first holds its count; it must not answer
+	// before the first ends (SQLite's one writer runs them in turn too).
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case n := <-second:
+		t.Fatalf("a count answered (%d) while another transaction held its own", n)
+	default:
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if n := <-second; n != 2 {
+		t.Fatalf("the count that waited = %d, want 2 (the first transaction's endpoint)", n)
+	}
 }

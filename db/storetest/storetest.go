@@ -78,6 +78,7 @@ var tests = []contract{
 	// the webhook endpoints and outbox (webhooks.Store)
 	{"WebhookEndpointsAdmin", testWebhookEndpointsAdmin},
 	{"IdempotentWebhookCreate", testIdempotentWebhookCreate},
+	{"WebhookEndpointCount", testWebhookEndpointCount},
 	{"HooksFanOutToSubscribedEnabledEndpoints", testHooksFanOutToSubscribedEnabledEndpoints},
 	{"ChangeQueuesItsSubscribedHooks", testChangeQueuesItsSubscribedHooks},
 	{"ClaimWebhookDeliveriesPerEndpoint", testClaimWebhookDeliveriesPerEndpoint},
