@@ -83,11 +83,16 @@ func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(cal
 				{calls.DeadlineNotReceived, fmt.Sprintf(sqlClaimUserDeadlines, "not_received_at")},
 				{calls.DeadlineCallerOffline, sqlClaimCallerOffline},
 			}
+			// Each kind up to the whole limit, then the earliest limit of
+			// them all: read in turn, each up to what the kinds before it
+			// left, a claim full of timeouts handed none of the earlier or
+			// same-instant not-received checks of their users (which then
+			// fired stale), where SQLite's claim (sqlDueDeadlines) ranks
+			// every kind together. The calls of the rows left out stay
+			// locked until this commit; another node's claim passes over
+			// them for one round.
 			for _, k := range kinds {
-				if len(due) >= limit {
-					break
-				}
-				rows, err := tx.QueryContext(ctx, k.query, string(k.kind), now, limit-len(due))
+				rows, err := tx.QueryContext(ctx, k.query, string(k.kind), now, limit)
 				if err != nil {
 					return fmt.Errorf("db: claim %s deadlines: %w", k.kind, err)
 				}
@@ -97,18 +102,19 @@ func (s *Store) UpdateDue(ctx context.Context, now int64, limit int, fn func(cal
 				}
 				due = append(due, got...)
 			}
-			n = len(due)
-			if len(due) > 0 {
-				if due, err = stillDue(ctx, tx, due); err != nil {
-					return err
-				}
-			}
 			// The order DueDeadlines reads and calls.DueDeadlines fires: at
 			// one instant, a user's not-received check before its timeout.
 			slices.SortFunc(due, func(a, b calls.Deadline) int {
 				return cmp.Or(cmp.Compare(a.At, b.At), cmp.Compare(a.Kind, b.Kind),
 					cmp.Compare(a.CallID, b.CallID), cmp.Compare(a.UserID, b.UserID))
 			})
+			due = due[:min(len(due), limit)]
+			n = len(due)
+			if len(due) > 0 {
+				if due, err = stillDue(ctx, tx, due); err != nil {
+					return err
+				}
+			}
 			return fn(newCallsTx(p), due)
 		})
 	})

@@ -580,3 +580,33 @@ func testUpdateDueTieOrderMatchesDueDeadlines(t *testing.T, s db.Store) {
 		t.Errorf("UpdateDue handed\n %v\nDueDeadlines reads\n %v\ncalls.DueDeadlines fires\n %v", given, read, pure)
 	}
 }
+
+// A claim bounded by its limit hands the first deadlines in DueDeadlines'
+// order, whatever their kinds: not all the due timeouts before any
+// not-received check, even an earlier one (a claim that read kind by kind,
+// each up to what the kinds before it left, did).
+func testUpdateDueLimitKeepsTheOrder(t *testing.T, s db.Store) {
+	ctx := context.Background()
+	cl := claimer(t, s)
+	ch := NewCall("tie2", "alice", 0, "bob", "carol")
+	ch.Call.NotReceivedCheck = true
+	for _, u := range ch.Call.Users[1:] {
+		u.NotReceivedAt = 200 // earlier than the timeout
+		u.TimeoutAt = 300
+	}
+	Save(t, s, ch)
+	read, err := s.DueDeadlines(ctx, 500, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var given []calls.Deadline
+	if _, err := cl.UpdateDue(ctx, 500, 2, func(_ calls.Tx, due []calls.Deadline) error {
+		given = append(given[:0], due...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(given) != fmt.Sprint(read) {
+		t.Errorf("UpdateDue(limit 2) handed\n %v\nDueDeadlines(limit 2) reads\n %v", given, read)
+	}
+}

@@ -51,6 +51,7 @@ var tests = []contract{
 	// calls.DeadlineClaimer and the scheduler over it
 	{"UpdateDueHandsDueDeadlines", testUpdateDueHandsDueDeadlines},
 	{"UpdateDueTieOrderMatchesDueDeadlines", testUpdateDueTieOrderMatchesDueDeadlines},
+	{"UpdateDueLimitKeepsTheOrder", testUpdateDueLimitKeepsTheOrder},
 	{"UpdateDueRollsBackOnError", testUpdateDueRollsBackOnError},
 	{"UpdateDueFiresEachDeadlineOnce", testUpdateDueFiresEachDeadlineOnce},
 	{"SchedulerFiresEachDeadlineOnce", testSchedulerFiresEachDeadlineOnce},
