@@ -30,6 +30,9 @@ func (d *Dispatcher) attempt(ctx context.Context, a Attempt) (o Outcome, failed,
 	failed = err != nil || status >= 500 || status == http.StatusRequestTimeout || status == http.StatusTooManyRequests
 	now := d.clock.Now()
 	o.At, o.StatusCode = now.UnixMilli(), status
+	if failed && retryAfter > 0 {
+		o.quietUntil = now.Add(retryAfter).UnixMilli()
+	}
 
 	var outcome string
 	switch {

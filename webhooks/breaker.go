@@ -17,6 +17,11 @@ import "time"
 // closed ──Failures consecutive failures──► open ──CoolDown──► half-open
 // half-open: one probe attempt; success ► closed, failure ► open again with
 // the cool-down doubled (at most MaxCoolDown).
+//
+// A failure whose answer carried Retry-After (a 503 or 429 of a receiver
+// in maintenance) keeps the breaker open at least that long, up to
+// MaxCoolDown: probing it sooner only spends a delivery's attempt on an
+// answer it already gave.
 
 // BreakerOptions configures the breakers; zero fields get defaults.
 type BreakerOptions struct {
@@ -76,7 +81,7 @@ func (b *breaker) slots(now int64, share int) (int, *transition) {
 }
 
 // record counts the outcome of an attempt that ended at now.
-func (b *breaker) record(failed bool, now int64, o BreakerOptions) *transition {
+func (b *breaker) record(failed bool, now int64, o BreakerOptions, quietUntil int64) *transition {
 	if !failed {
 		if b.state == BreakerClosed {
 			b.failures = 0
@@ -96,9 +101,18 @@ func (b *breaker) record(failed bool, now int64, o BreakerOptions) *transition {
 	case BreakerHalfOpen:
 		b.coolDown = min(2*b.coolDown, o.MaxCoolDown)
 	case BreakerOpen:
-		return nil // an attempt started before it opened
+		// An attempt started before it opened: only a Retry-After longer
+		// than the cool-down left changes it (no transition: still open).
+		b.openUntil = max(b.openUntil, b.asked(now, o, quietUntil))
+		return nil
 	}
 	from := b.state
-	b.state, b.openUntil = BreakerOpen, now+b.coolDown.Milliseconds()
+	b.state, b.openUntil = BreakerOpen, max(now+b.coolDown.Milliseconds(), b.asked(now, o, quietUntil))
 	return &transition{from: from, to: BreakerOpen, failures: b.failures, until: b.openUntil}
+}
+
+// asked is when a receiver's Retry-After (quietUntil, Unix ms; 0: none)
+// asks to be left alone until, at most MaxCoolDown from now.
+func (b *breaker) asked(now int64, o BreakerOptions, quietUntil int64) int64 {
+	return min(quietUntil, now+o.MaxCoolDown.Milliseconds())
 }

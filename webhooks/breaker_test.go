@@ -173,3 +173,35 @@ func TestBreakerStateIsClosedWhileFailingUnderTheThreshold(t *testing.T) {
 		t.Fatalf("breaker state of an endpoint with 3 failures in a row: %v (-1: no series), want 0", s)
 	}
 }
+
+// A receiver that answers 503 with Retry-After is left alone that long by
+// its breaker, not probed at the end of a shorter cool-down: the probe
+// would spend an attempt of a delivery on an answer it already gave.
+func TestDispatcherBreakerHonoursRetryAfter(t *testing.T) {
+	r := newRig(t)
+	srv, hits := countingServer(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Retry-After", "300")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	okSrv, _ := countingServer(t, nil)
+	failing, healthy := r.endpoint(srv.URL), r.endpoint(okSrv.URL)
+	reg := prometheus.NewRegistry()
+	r.dispatcher(webhooks.DispatcherOptions{Jitter: webhooks.NoJitter, Registry: reg,
+		Breaker: webhooks.BreakerOptions{Failures: 1, CoolDown: time.Minute, MaxCoolDown: 10 * time.Minute}})
+
+	r.call()
+	wait.For(t, 10*time.Second, "the breaker to open", func() bool {
+		return labeled(t, reg, "callsig_webhook_breaker_state", failing.ID) == webhooks.BreakerOpen
+	})
+	// Past the cool-down, within the Retry-After: a new delivery, due at
+	// once, is not sent as a probe; the healthy endpoint's delivery of the
+	// same call is the marker that the dispatcher looked.
+	r.clock.Advance(2 * time.Minute)
+	r.call()
+	wait.For(t, 10*time.Second, "the healthy endpoint's second delivery", func() bool { return r.count(healthy.ID, delivered) == 2 })
+	if n := hits.Load(); n != 1 {
+		t.Fatalf("%d attempts within the receiver's Retry-After, want the 1 that opened the breaker", n)
+	}
+	r.clock.Advance(4 * time.Minute) // past the Retry-After: one probe
+	wait.For(t, 10*time.Second, "the probe after the Retry-After", func() bool { return hits.Load() >= 2 })
+}

@@ -489,7 +489,7 @@ func (d *Dispatcher) deliver(ctx context.Context, workers *sync.WaitGroup, a Att
 	if !abandoned && o.DisableReason == "" {
 		d.mu.Lock()
 		d.releaseShare(a.EndpointID)
-		d.feedBreaker(a.EndpointID, failed, o.At)
+		d.feedBreaker(a.EndpointID, failed, o.At, o.quietUntil)
 		answered = true
 		d.mu.Unlock()
 		d.Wake()
@@ -533,9 +533,9 @@ func (d *Dispatcher) releaseShare(endpointID string) {
 	}
 }
 
-// feedBreaker records an answered attempt in its endpoint's breaker; d.mu
-// is held.
-func (d *Dispatcher) feedBreaker(endpointID string, failed bool, at int64) {
+// feedBreaker records an answered attempt in its endpoint's breaker
+// (quietUntil: when its Retry-After, if any, ends); d.mu is held.
+func (d *Dispatcher) feedBreaker(endpointID string, failed bool, at, quietUntil int64) {
 	b := d.breakers[endpointID]
 	if b == nil {
 		if !failed {
@@ -547,7 +547,7 @@ func (d *Dispatcher) feedBreaker(endpointID string, failed bool, at int64) {
 		// as docs/webhooks.md says (absent means healthy).
 		d.metrics.breakerState.WithLabelValues(endpointID).Set(float64(BreakerClosed))
 	}
-	d.report(endpointID, b.record(failed, at, d.breakerO))
+	d.report(endpointID, b.record(failed, at, d.breakerO, quietUntil))
 	if b.state == BreakerClosed && b.failures == 0 {
 		// A closed, healthy breaker is the default, kept by nobody: its
 		// series go with it, or an endpoint that tripped, recovered and

@@ -109,4 +109,7 @@ type Outcome struct {
 	// URL is where the attempt was sent ("": not known). A 410 from an
 	// address the endpoint no longer has says nothing of the new one.
 	URL string
+	// quietUntil is when the answer's Retry-After ends (Unix ms; 0: none),
+	// for the endpoint's breaker; not stored.
+	quietUntil int64
 }
