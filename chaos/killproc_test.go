@@ -3,7 +3,6 @@ package chaos
 import (
 	"database/sql"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // the "sqlite" driver, to check the file after the last kill
+
+	"callsig/internal/testkit"
 )
 
 // killSecret is the fixed HS256 secret of the server under test.
@@ -50,12 +51,7 @@ func buildCallsig(t *testing.T) string {
 func newKillServer(t *testing.T, bin, db string, env ...string) *killServer {
 	t.Helper()
 	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testkit.FreeAddr(t)
 	s := &killServer{t: t, bin: bin, db: db, addr: addr, log: filepath.Join(dir, "server.log"), env: env}
 	t.Cleanup(s.kill)
 	return s

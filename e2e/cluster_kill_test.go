@@ -45,7 +45,7 @@ func startClusterProcs(t *testing.T, n int, dsn string) []*clusterProc {
 	prefix := "callsig-kill-" + hex.EncodeToString(r[:])
 	procs := make([]*clusterProc, n)
 	for i := range n {
-		addr := freeAddr(t)
+		addr := testkit.FreeAddr(t)
 		cmd := exec.Command(bin, "-addr", addr)
 		cmd.Env = append(os.Environ(),
 			"CALLSIG_DB="+dsn, "CALLSIG_NATS_URL="+testkit.NATSURL, "CALLSIG_NATS_PREFIX="+prefix,

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"callsig/handlers"
+	"callsig/internal/testkit"
 	"callsig/internal/wait"
 )
 
@@ -151,7 +151,7 @@ func TestCrashLosesNothing(t *testing.T) {
 	t.Parallel()
 	bin := buildServer(t)
 	dbPath := filepath.Join(t.TempDir(), "callsig.db")
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	p := startProcess(t, bin, dbPath, addr)
 
 	type acked struct{ id, caller string }
@@ -202,23 +202,13 @@ func TestCrashLosesNothing(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // SIGTERM: the server finishes, closes the database and exits 0; the data
 // is there on the next start.
 func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
 	bin := buildServer(t)
 	dbPath := filepath.Join(t.TempDir(), "callsig.db")
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	p := startProcess(t, bin, dbPath, addr)
 	status, body := p.do("alice", "POST", "/calls", map[string]any{"invitees": []string{"bob"}})
 	if status != http.StatusCreated {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"callsig/handlers"
+	"callsig/internal/testkit"
 )
 
 // keyedPost is one POST /calls with an Idempotency-Key against a process;
@@ -77,7 +78,7 @@ func TestIdempotentRetryAfterCrash(t *testing.T) {
 	t.Parallel()
 	bin := buildServer(t)
 	dbPath := filepath.Join(t.TempDir(), "callsig.db")
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	p := startProcess(t, bin, dbPath, addr)
 	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
 	defer client.CloseIdleConnections()

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"callsig/internal/pgtest"
+	"callsig/internal/testkit"
 	"callsig/internal/wait"
 )
 
@@ -34,7 +35,7 @@ func TestREADMECurlWalkthrough(t *testing.T) {
 
 	bin := buildServer(t)
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	startDevNode(t, bin, dir, addr)
 
 	// `go run ./cmd/api ARGS` is the built binary, run where it keeps its
@@ -269,7 +270,7 @@ func TestREADMEClusterWalkthrough(t *testing.T) {
 	dir := t.TempDir()
 	ports := map[string]string{}
 	for _, p := range []string{"8081", "8082", "8083"} {
-		ports["127.0.0.1:"+p] = freeAddr(t)
+		ports["127.0.0.1:"+p] = testkit.FreeAddr(t)
 	}
 	var ready strings.Builder
 	for _, addr := range ports {
@@ -336,7 +337,7 @@ func TestREADMEMoveToPostgres(t *testing.T) {
 	blocks := readmeBlocks(t, "Moving from SQLite to PostgreSQL", 1)
 	bin := buildServer(t)
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 
 	// The SQLite node the move starts from, with a call pending.
 	old, logs := startDevNode(t, bin, dir, addr)

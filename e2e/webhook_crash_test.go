@@ -20,7 +20,7 @@ func TestCrashMidWebhookSendsItAgainAtOnce(t *testing.T) {
 	t.Parallel()
 	bin := buildServer(t)
 	dbPath := filepath.Join(t.TempDir(), "callsig.db")
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	rcv := testkit.NewReceiver(t)
 	secret := webhooks.NewSecret()
 	rcv.SetSecret(secret)

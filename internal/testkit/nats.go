@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -31,13 +33,12 @@ func StartNATS(t testing.TB) *NATSServer {
 	if _, err := os.Stat(natsBinary); err != nil {
 		t.Fatalf("%s not found (%v): scripts/test installs it", natsBinary, err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := FreeAddr(t)
+	port, err := strconv.Atoi(addr[strings.LastIndexByte(addr, ':')+1:])
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	n := &NATSServer{t: t, port: port, URL: fmt.Sprintf("nats://127.0.0.1:%d", port)}
+	n := &NATSServer{t: t, port: port, URL: "nats://" + addr}
 	n.Start()
 	t.Cleanup(n.Stop)
 	return n
