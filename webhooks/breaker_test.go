@@ -3,6 +3,7 @@ package webhooks_test
 import (
 	"context"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -204,4 +205,73 @@ func TestDispatcherBreakerHonoursRetryAfter(t *testing.T) {
 	}
 	r.clock.Advance(4 * time.Minute) // past the Retry-After: one probe
 	wait.For(t, 10*time.Second, "the probe after the Retry-After", func() bool { return hits.Load() >= 2 })
+}
+
+// staleSchedule hands the dispatcher a schedule read while an attempt was
+// in flight, and only once that attempt's outcome is written (and a moment
+// more, for the dispatcher to count it ended): the order a busy process
+// can give a drain's last read and a worker's record.
+type staleSchedule struct {
+	webhooks.Store
+	inFlight <-chan struct{} // closed once the attempt is at the receiver
+	read     chan struct{}   // closed once the stale schedule is read
+	recorded chan struct{}   // closed once an outcome is written
+	once     sync.Once
+	armed    atomic.Bool
+}
+
+func (s *staleSchedule) NextWebhookDue(ctx context.Context, now int64) (webhooks.Due, error) {
+	due, err := s.Store.NextWebhookDue(ctx, now)
+	select {
+	case <-s.inFlight:
+	default:
+		return due, err
+	}
+	if !s.armed.CompareAndSwap(false, true) {
+		return due, err
+	}
+	close(s.read)
+	<-s.recorded
+	time.Sleep(50 * time.Millisecond)
+	return due, err
+}
+
+func (s *staleSchedule) FinishWebhookAttempts(ctx context.Context, o []webhooks.Outcome) ([]bool, error) {
+	lost, err := s.Store.FinishWebhookAttempts(ctx, o)
+	s.once.Do(func() { close(s.recorded) })
+	return lost, err
+}
+
+// A breaker tripped by an attempt whose outcome was written while the
+// dispatcher read its schedule is kept: that schedule showed the
+// endpoint's delivery leased, not waiting, and the breaker was forgotten
+// as soon as it tripped (the next delivery went out at once).
+func TestDispatcherKeepsABreakerTrippedWhileTheScheduleWasRead(t *testing.T) {
+	r := newRig(t)
+	inFlight := make(chan struct{})
+	var once sync.Once
+	store := &staleSchedule{Store: r.store, inFlight: inFlight, read: make(chan struct{}), recorded: make(chan struct{})}
+	srv, hits := countingServer(t, func(w http.ResponseWriter, _ *http.Request) {
+		once.Do(func() { close(inFlight) })
+		<-store.read // the dispatcher has read its schedule
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	okSrv, _ := countingServer(t, nil)
+	failing, healthy := r.endpoint(srv.URL), r.endpoint(okSrv.URL)
+	reg := prometheus.NewRegistry()
+	r.dispatcherOn(store, webhooks.DispatcherOptions{Jitter: webhooks.NoJitter, Registry: reg,
+		Breaker: webhooks.BreakerOptions{Failures: 1, CoolDown: time.Minute}}, nil)
+	r.call()
+	wait.For(t, 10*time.Second, "the first attempt recorded", func() bool {
+		return r.count(failing.ID, func(d webhooks.Delivery) bool { return d.Attempts == 1 }) == 1
+	})
+	wait.For(t, 10*time.Second, "the stale schedule handed over", func() bool { return store.armed.Load() })
+	// Within the cool-down: a new delivery, due at once, waits; the
+	// healthy endpoint's delivery of the same call is the marker.
+	r.clock.Advance(10 * time.Second)
+	r.call()
+	wait.For(t, 10*time.Second, "the healthy endpoint's second delivery", func() bool { return r.count(healthy.ID, delivered) == 2 })
+	if n := hits.Load(); n != 1 {
+		t.Fatalf("%d attempts to an endpoint whose breaker had just opened, want 1", n)
+	}
 }

@@ -100,11 +100,17 @@ type Dispatcher struct {
 	// recorded: those at the receiver, and those answered whose outcome
 	// is being written (see deliver).
 	unrecorded map[string]int
-	breakers   map[string]*breaker
-	timer      calls.Timer
-	timerAt    int64 // Unix ms the timer fires at, 0 when none
-	running    bool
-	claiming   chan struct{} // open while a claim runs (lease.go)
+	// ends counts the attempts that ended (their outcome written, or
+	// given up); endedAt is its value at each endpoint's latest. A
+	// schedule (NextWebhookDue) read after ends was n shows what every
+	// attempt counted up to n wrote, and maybe more (see nextWake).
+	ends     uint64
+	endedAt  map[string]uint64
+	breakers map[string]*breaker
+	timer    calls.Timer
+	timerAt  int64 // Unix ms the timer fires at, 0 when none
+	running  bool
+	claiming chan struct{} // open while a claim runs (lease.go)
 
 	// outcomes carries the answered attempts' outcomes to the recorder
 	// (recorder.go); made by Run before any attempt starts.
@@ -149,7 +155,7 @@ func NewDispatcher(store Store, o DispatcherOptions) (*Dispatcher, error) {
 		store: store, clock: o.Clock, client: o.Client, log: o.Logger, metrics: m,
 		workers: o.Workers, share: o.Share, reserve: o.Workers / reserveDivisor, breakerO: o.Breaker, lease: o.Lease, jitter: o.Jitter, maxWait: maxTimerWait, poll: o.Poll,
 		userAgent: o.UserAgent, wake: make(chan struct{}, 1),
-		inflight: map[int64]int64{}, perEndpoint: map[string]int{}, unrecorded: map[string]int{}, breakers: map[string]*breaker{},
+		inflight: map[int64]int64{}, perEndpoint: map[string]int{}, unrecorded: map[string]int{}, endedAt: map[string]uint64{}, breakers: map[string]*breaker{},
 	}, nil
 }
 
@@ -226,11 +232,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // a write transaction on PostgreSQL, only once something is due.
 func (d *Dispatcher) look(ctx context.Context) {
 	now := d.clock.Now().UnixMilli()
+	ends := d.endsSoFar()
 	due, err := d.store.NextWebhookDue(ctx, now)
 	if err != nil {
 		return // the next poll, or a drain, reads it again
 	}
-	next := d.nextWake(due, now)
+	next := d.nextWake(due, now, ends)
 	d.mu.Lock()
 	armed := d.timerAt
 	d.mu.Unlock()
@@ -301,6 +308,7 @@ func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
 		return
 	}
 	now := d.clock.Now().UnixMilli()
+	ends := d.endsSoFar()
 	due, err := d.store.NextWebhookDue(ctx, now)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -309,7 +317,7 @@ func (d *Dispatcher) drain(ctx context.Context, workers *sync.WaitGroup) {
 		}
 		return
 	}
-	next := d.nextWake(due, now)
+	next := d.nextWake(due, now, ends)
 	if took == 0 && next != 0 && next <= claimedAt {
 		// Due when the claim ran, yet it took nothing: what is due cannot
 		// be claimed here (a delivery in flight here whose lease another
@@ -378,13 +386,20 @@ func (d *Dispatcher) nextLeaseEnd(now int64) int64 {
 	return next
 }
 
+// endsSoFar is d.ends, read before a schedule is (see nextWake).
+func (d *Dispatcher) endsSoFar() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ends
+}
+
 // nextWake returns when the dispatcher must look again (Unix ms, 0: only
 // when woken): the earliest due time of an endpoint that has a free share
 // (an endpoint at its share, or with an attempt in flight while only the
 // reserve is free, is woken for by a finishing attempt), put
 // off to the end of its cool-down while its breaker is open, or the end
 // of a lease, whichever comes first.
-func (d *Dispatcher) nextWake(due Due, now int64) int64 {
+func (d *Dispatcher) nextWake(due Due, now int64, ends uint64) int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	// A breaker is kept while its endpoint has deliveries waiting or in
@@ -392,9 +407,17 @@ func (d *Dispatcher) nextWake(due Due, now int64) int64 {
 	// and metric series would otherwise stay for as long as the process
 	// lives, however many endpoints are created and deleted. A live
 	// endpoint whose backlog emptied learns its state again if it fails.
+	// Not when one of its attempts ended after due was read (ends, the
+	// count before): due may show that attempt's delivery leased, not
+	// waiting, and the breaker it just tripped was forgotten at once.
 	for id := range d.breakers {
-		if _, waiting := due.Endpoints[id]; !waiting && d.unrecorded[id] == 0 {
+		if _, waiting := due.Endpoints[id]; !waiting && d.unrecorded[id] == 0 && d.endedAt[id] <= ends {
 			d.forgetBreaker(id)
+		}
+	}
+	for id, at := range d.endedAt {
+		if at <= ends && d.breakers[id] == nil {
+			delete(d.endedAt, id)
 		}
 	}
 	next := due.LeaseEnd
@@ -482,6 +505,8 @@ func (d *Dispatcher) deliver(ctx context.Context, workers *sync.WaitGroup, a Att
 		if d.unrecorded[a.EndpointID]--; d.unrecorded[a.EndpointID] <= 0 {
 			delete(d.unrecorded, a.EndpointID)
 		}
+		d.ends++
+		d.endedAt[a.EndpointID] = d.ends
 		d.mu.Unlock()
 		d.Wake()
 	}()
