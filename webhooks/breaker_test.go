@@ -2,6 +2,7 @@ package webhooks_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -273,5 +274,43 @@ func TestDispatcherKeepsABreakerTrippedWhileTheScheduleWasRead(t *testing.T) {
 	wait.For(t, 10*time.Second, "the healthy endpoint's second delivery", func() bool { return r.count(healthy.ID, delivered) == 2 })
 	if n := hits.Load(); n != 1 {
 		t.Fatalf("%d attempts to an endpoint whose breaker had just opened, want 1", n)
+	}
+}
+
+// A breaker opened by its delivery's last attempt, which leaves its
+// endpoint nothing waiting, stays open for the receiver's Retry-After: the
+// next delivery waits too, rather than finding the breaker forgotten.
+func TestDispatcherKeepsAnOpenBreakerWithNothingWaiting(t *testing.T) {
+	r := newRig(t)
+	srv, hits := countingServer(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Retry-After", "600")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	okSrv, _ := countingServer(t, nil)
+	failing, healthy := r.endpoint(srv.URL), r.endpoint(okSrv.URL)
+	reg := prometheus.NewRegistry()
+	last := len(webhooks.Schedule)
+	r.dispatcher(webhooks.DispatcherOptions{Jitter: webhooks.NoJitter, Registry: reg,
+		Breaker: webhooks.BreakerOptions{Failures: last, CoolDown: time.Minute, MaxCoolDown: 10 * time.Minute}})
+	r.call()
+	for n := 1; n <= last; n++ {
+		wait.For(t, 10*time.Second, fmt.Sprintf("attempt %d recorded", n), func() bool {
+			return r.count(failing.ID, func(d webhooks.Delivery) bool { return d.Attempts == n }) == 1
+		})
+		if n < last {
+			r.clock.Advance(11 * time.Hour) // past the schedule's next step
+		}
+	}
+	wait.For(t, 10*time.Second, "the delivery failed and the breaker open", func() bool {
+		return r.count(failing.ID, func(d webhooks.Delivery) bool { return d.Status == webhooks.DeliveryFailed }) == 1 &&
+			labeled(t, reg, "callsig_webhook_breaker_state", failing.ID) == webhooks.BreakerOpen
+	})
+	// Within the Retry-After: the next delivery waits; the healthy
+	// endpoint's delivery of the same call is the marker.
+	r.clock.Advance(2 * time.Minute)
+	r.call()
+	wait.For(t, 10*time.Second, "the healthy endpoint's second delivery", func() bool { return r.count(healthy.ID, delivered) == 2 })
+	if n := hits.Load(); n != int32(last) {
+		t.Fatalf("%d attempts, want the %d of the first delivery: the next was sent inside the Retry-After", n, last)
 	}
 }

@@ -410,7 +410,13 @@ func (d *Dispatcher) nextWake(due Due, now int64, ends uint64) int64 {
 	// Not when one of its attempts ended after due was read (ends, the
 	// count before): due may show that attempt's delivery leased, not
 	// waiting, and the breaker it just tripped was forgotten at once.
-	for id := range d.breakers {
+	// Nor while it is open: the failure that opened it may have been its
+	// delivery's last attempt, the receiver's Retry-After still running
+	// for the next delivery (the open period ends within MaxCoolDown).
+	for id, b := range d.breakers {
+		if b.state == BreakerOpen && b.openUntil > now {
+			continue
+		}
 		if _, waiting := due.Endpoints[id]; !waiting && d.unrecorded[id] == 0 && d.endedAt[id] <= ends {
 			d.forgetBreaker(id)
 		}
