@@ -1,11 +1,8 @@
 package postgres
 
 import (
-	"context"
 	"strings"
 	"testing"
-
-	"callsig/internal/pgtest"
 )
 
 // The cut of an endpoint's backlog reads that endpoint's deliveries
@@ -15,42 +12,14 @@ import (
 // deliveries (a busy endpoint's millions) to find a small one's cut. (How
 // many of its own it reads: TestBacklogCostIsBoundedByTheLimit.)
 func TestBacklogCutPlanReadsTheEndpointsPendingDeliveries(t *testing.T) {
-	ctx := context.Background()
-	s, err := Open(ctx, pgtest.NewDatabase(t), Options{MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	for _, q := range []string{
+	s := storeWith(t, Options{MaxConns: 2},
 		`INSERT INTO webhook_messages (msg_id, type, payload, created_at) VALUES ('m', 'call.created', '\x7b7d', 1)`,
 		`INSERT INTO webhook_deliveries (message_id, endpoint_id, status, next_attempt_at, created_at)
 			SELECT (SELECT id FROM webhook_messages), 'ok', 'delivered', 0, g FROM generate_series(1, 50000) g`,
 		`INSERT INTO webhook_deliveries (message_id, endpoint_id, status, next_attempt_at, created_at)
 			SELECT (SELECT id FROM webhook_messages), 'dead', 'pending', g, g FROM generate_series(1, 20000) g`,
-		`ANALYZE webhook_deliveries`,
-	} {
-		if _, err := s.db.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	tx, err := s.db.BeginTxx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback() //nolint:errcheck // read only
-	for _, q := range []string{
-		`SET LOCAL plan_cache_mode = force_generic_plan`,
-		`PREPARE cut(text, int) AS ` + webhookSQL.BacklogCut,
-	} {
-		if _, err := tx.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	var lines []string
-	if err := tx.SelectContext(ctx, &lines, `EXPLAIN EXECUTE cut('dead', 100)`); err != nil {
-		t.Fatal(err)
-	}
-	plan := strings.Join(lines, "\n")
+		`ANALYZE webhook_deliveries`)
+	plan := genericPlans(t, s, []string{`PREPARE cut(text, int) AS ` + webhookSQL.BacklogCut}, `EXPLAIN EXECUTE cut('dead', 100)`)[0]
 	if !strings.Contains(plan, "webhook_deliveries_by_endpoint") || strings.Contains(plan, "webhook_deliveries_pkey") || strings.Contains(plan, "Seq Scan") {
 		t.Errorf("generic plan of the backlog cut:\n%s\nwant a read of webhook_deliveries_by_endpoint", plan)
 	}
