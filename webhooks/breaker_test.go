@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -176,15 +177,39 @@ func TestBreakerStateIsClosedWhileFailingUnderTheThreshold(t *testing.T) {
 	}
 }
 
+// unavailableFor is a receiver that answers every request 503 with
+// Retry-After: seconds (after hold, when set), and counts them.
+func unavailableFor(t *testing.T, seconds string, hold func()) (*httptest.Server, *atomic.Int32) {
+	return countingServer(t, func(w http.ResponseWriter, _ *http.Request) {
+		if hold != nil {
+			hold()
+		}
+		w.Header().Set("Retry-After", seconds)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+}
+
+// heldBack makes one more call and checks that the failing endpoint got
+// nothing of it: the healthy endpoint's delivery of the same call (its
+// nth) is the marker that the dispatcher looked; hits must still
+// be want.
+func heldBack(t *testing.T, r *rig, healthy *webhooks.Endpoint, n int, hits *atomic.Int32, want int32) {
+	t.Helper()
+	r.call()
+	wait.For(t, 10*time.Second, fmt.Sprintf("the healthy endpoint's delivery %d", n), func() bool {
+		return r.count(healthy.ID, delivered) == n
+	})
+	if got := hits.Load(); got != want {
+		t.Fatalf("%d attempts to the failing endpoint, want %d: a delivery went out while its breaker should be open", got, want)
+	}
+}
+
 // A receiver that answers 503 with Retry-After is left alone that long by
 // its breaker, not probed at the end of a shorter cool-down: the probe
 // would spend an attempt of a delivery on an answer it already gave.
 func TestDispatcherBreakerHonoursRetryAfter(t *testing.T) {
 	r := newRig(t)
-	srv, hits := countingServer(t, func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Retry-After", "300")
-		w.WriteHeader(http.StatusServiceUnavailable)
-	})
+	srv, hits := unavailableFor(t, "300", nil)
 	okSrv, _ := countingServer(t, nil)
 	failing, healthy := r.endpoint(srv.URL), r.endpoint(okSrv.URL)
 	reg := prometheus.NewRegistry()
@@ -199,11 +224,7 @@ func TestDispatcherBreakerHonoursRetryAfter(t *testing.T) {
 	// once, is not sent as a probe; the healthy endpoint's delivery of the
 	// same call is the marker that the dispatcher looked.
 	r.clock.Advance(2 * time.Minute)
-	r.call()
-	wait.For(t, 10*time.Second, "the healthy endpoint's second delivery", func() bool { return r.count(healthy.ID, delivered) == 2 })
-	if n := hits.Load(); n != 1 {
-		t.Fatalf("%d attempts within the receiver's Retry-After, want the 1 that opened the breaker", n)
-	}
+	heldBack(t, r, healthy, 2, hits, 1)
 	r.clock.Advance(4 * time.Minute) // past the Retry-After: one probe
 	wait.For(t, 10*time.Second, "the probe after the Retry-After", func() bool { return hits.Load() >= 2 })
 }
@@ -252,10 +273,9 @@ func TestDispatcherKeepsABreakerTrippedWhileTheScheduleWasRead(t *testing.T) {
 	inFlight := make(chan struct{})
 	var once sync.Once
 	store := &staleSchedule{Store: r.store, inFlight: inFlight, read: make(chan struct{}), recorded: make(chan struct{})}
-	srv, hits := countingServer(t, func(w http.ResponseWriter, _ *http.Request) {
+	srv, hits := unavailableFor(t, "0", func() {
 		once.Do(func() { close(inFlight) })
 		<-store.read // the dispatcher has read its schedule
-		w.WriteHeader(http.StatusServiceUnavailable)
 	})
 	okSrv, _ := countingServer(t, nil)
 	failing, healthy := r.endpoint(srv.URL), r.endpoint(okSrv.URL)
@@ -270,11 +290,7 @@ func TestDispatcherKeepsABreakerTrippedWhileTheScheduleWasRead(t *testing.T) {
 	// Within the cool-down: a new delivery, due at once, waits; the
 	// healthy endpoint's delivery of the same call is the marker.
 	r.clock.Advance(10 * time.Second)
-	r.call()
-	wait.For(t, 10*time.Second, "the healthy endpoint's second delivery", func() bool { return r.count(healthy.ID, delivered) == 2 })
-	if n := hits.Load(); n != 1 {
-		t.Fatalf("%d attempts to an endpoint whose breaker had just opened, want 1", n)
-	}
+	heldBack(t, r, healthy, 2, hits, 1)
 }
 
 // A breaker opened by its delivery's last attempt, which leaves its
@@ -282,10 +298,7 @@ func TestDispatcherKeepsABreakerTrippedWhileTheScheduleWasRead(t *testing.T) {
 // next delivery waits too, rather than finding the breaker forgotten.
 func TestDispatcherKeepsAnOpenBreakerWithNothingWaiting(t *testing.T) {
 	r := newRig(t)
-	srv, hits := countingServer(t, func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Retry-After", "600")
-		w.WriteHeader(http.StatusServiceUnavailable)
-	})
+	srv, hits := unavailableFor(t, "600", nil)
 	okSrv, _ := countingServer(t, nil)
 	failing, healthy := r.endpoint(srv.URL), r.endpoint(okSrv.URL)
 	reg := prometheus.NewRegistry()
@@ -308,9 +321,5 @@ func TestDispatcherKeepsAnOpenBreakerWithNothingWaiting(t *testing.T) {
 	// Within the Retry-After: the next delivery waits; the healthy
 	// endpoint's delivery of the same call is the marker.
 	r.clock.Advance(2 * time.Minute)
-	r.call()
-	wait.For(t, 10*time.Second, "the healthy endpoint's second delivery", func() bool { return r.count(healthy.ID, delivered) == 2 })
-	if n := hits.Load(); n != int32(last) {
-		t.Fatalf("%d attempts, want the %d of the first delivery: the next was sent inside the Retry-After", n, last)
-	}
+	heldBack(t, r, healthy, 2, hits, int32(last))
 }
