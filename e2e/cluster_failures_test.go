@@ -314,22 +314,32 @@ func TestClusterSendsWhatAStoppedNodeReleased(t *testing.T) {
 	rcv.WaitInFlight(1)
 	s.StartNode(1)
 	s.StartNode(2)
+	// StopNode returns once node 0's attempt is cut short. Another node
+	// may send the released delivery at once, held like the first: the
+	// receiver need not be seen with nothing in flight in between (a
+	// loaded machine missed that gap), so it lets every request go now,
+	// and each is told from the other by when it came.
+	stopping := time.Now()
 	s.StopNode(0)
-	rcv.WaitInFlight(0)
 	release()
-	first := rcv.Deliveries()
-	if len(first) != 1 {
-		t.Fatalf("receiver got %d deliveries before the stop, want 1", len(first))
-	}
-	stopped := time.Now()
+	var firstID string
 	if !wait.Until(30*time.Second, func() bool {
+		var before, after []string
 		for _, d := range rcv.Deliveries() {
-			if d.ID == first[0].ID && d.Received.After(stopped) {
-				return true
+			if d.Received.Before(stopping) {
+				before = append(before, d.ID)
+			} else {
+				after = append(after, d.ID)
 			}
 		}
-		return false
+		if len(before) > 1 {
+			t.Fatalf("receiver got %d deliveries before the stop, want 1", len(before))
+		}
+		if len(before) == 1 {
+			firstID = before[0]
+		}
+		return firstID != "" && slices.Contains(after, firstID)
 	}) {
-		t.Fatalf("30 s after node 0 stopped and released it, no other node sent delivery %s: %+v", first[0].ID, s.WebhookDeliveries(wh.ID))
+		t.Fatalf("30 s after node 0 stopped and released it, no other node sent delivery %q: %+v", firstID, s.WebhookDeliveries(wh.ID))
 	}
 }
