@@ -34,6 +34,10 @@ type memLog struct {
 	// of its call (from 1), before the read (a pruning between pages).
 	onAfter func(n int)
 	afters  int
+	// onOldest, when set, runs as an OldestEventID begins, with the
+	// number of its call (from 1): a pruning batch after a page's read.
+	onOldest func(n int)
+	oldests  int
 	// afterErr, when set, is what EventsAfter returns (after counting);
 	// pendingErr what the next PendingInvitations returns (once).
 	afterErr, pendingErr error
@@ -191,6 +195,13 @@ func (l *memLog) readsOf(user string) int {
 func (l *memLog) OldestEventID(ctx context.Context) (int64, error) {
 	if err := l.oldestGate.wait(ctx); err != nil {
 		return 0, err
+	}
+	l.mu.Lock()
+	l.oldests++
+	n, hook := l.oldests, l.onOldest
+	l.mu.Unlock()
+	if hook != nil {
+		hook(n)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -50,3 +50,105 @@ func TestResumeSeesPruningAfterItsExpiryCheck(t *testing.T) {
 		t.Fatalf("resumed from 1 while id 2 (bob's) was pruned: first event %+v, want reset (or id 2); event 2 was skipped silently", b)
 	}
 }
+
+// dropOldest removes the log's n oldest events, as one batch of the
+// pruner does (db.InBatches: a transaction per batch, in id order).
+func (l *memLog) dropOldest(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = l.events[min(n, len(l.events)):]
+}
+
+// A pruning run is a series of batches. One that ran just before a
+// resuming stream's page was read (taking bob's event 2) and one just
+// after, emptying the log, left OldestEventID at 0 — an empty log, not
+// "pruned past the client" — so the stream wrote the page from event 3 on
+// without a reset and event 2 was skipped silently. It must reset (or
+// write event 2). Found by a review, which reproduced it through HTTP: a
+// server back after a day down prunes everything at once while every
+// client resumes.
+func TestResumeSeesABatchedPruneEmptyTheLog(t *testing.T) {
+	r := newRig(t, Options{})
+	old := time.Now().Add(-time.Hour).UnixMilli()
+	r.log.add(
+		calls.Event{UserID: "alice", CallID: "c0", Type: calls.EventUserStateChanged, Time: old}, // 1
+		calls.Event{UserID: "bob", CallID: "c1", Type: calls.EventUserStateChanged, Time: old},   // 2
+		calls.Event{UserID: "bob", CallID: "c2", Type: calls.EventUserStateChanged, Time: old},   // 3
+		calls.Event{UserID: "bob", CallID: "c3", Type: calls.EventUserStateChanged, Time: old},   // 4
+	)
+	r.hub.mu.Lock()
+	r.hub.next = 5
+	r.hub.mu.Unlock()
+	r.log.mu.Lock()
+	r.log.onAfter = func(n int) {
+		if n == 1 { // the first batch, before the page: ids 1 and 2
+			r.log.dropOldest(2)
+		}
+	}
+	r.log.onOldest = func(n int) {
+		if n == 2 { // 1: the expiry check; 2: after the page. The rest goes.
+			r.log.dropOldest(100)
+		}
+	}
+	r.log.mu.Unlock()
+
+	c := r.open("bob", "d", "1")
+	if b := c.raw(); b.id != "1" {
+		t.Fatalf("opening %+v", b)
+	}
+	switch b := c.next(); {
+	case b.event == "reset", b.id == "2":
+	default:
+		t.Fatalf("resumed from 1 while bob's event 2 was pruned before the page was read: first event %+v, want reset (or id 2)", b)
+	}
+}
+
+// The same between two pages of a long catch-up: the stream must end
+// (errPrunedBehind, its client then resumes and is told to reset) rather
+// than write the second page over the hole.
+func TestCatchUpSeesABatchedPruneEmptyTheLog(t *testing.T) {
+	r := newRig(t, Options{})
+	old := time.Now().Add(-time.Hour).UnixMilli()
+	var evs []calls.Event
+	for range pageSize + 10 {
+		evs = append(evs, calls.Event{UserID: "bob", CallID: "c", Type: calls.EventUserStateChanged, Time: old})
+	}
+	r.log.add(evs...)
+	r.hub.mu.Lock()
+	r.hub.next = int64(pageSize + 11)
+	r.hub.mu.Unlock()
+	r.log.mu.Lock()
+	r.log.onAfter = func(n int) {
+		if n == 2 { // before page 2 is read: ids up to pageSize+5 go
+			r.log.dropOldest(pageSize + 5)
+		}
+	}
+	r.log.onOldest = func(n int) {
+		if n == 3 { // 1: the expiry check; 2: after page 1; 3: after page 2
+			r.log.dropOldest(1000)
+		}
+	}
+	r.log.mu.Unlock()
+
+	c := r.open("bob", "d", "0")
+	if b := c.raw(); b.id != "0" {
+		t.Fatalf("opening %+v", b)
+	}
+	var last string
+	for range pageSize {
+		last = c.next().id
+	}
+	for {
+		select {
+		case b, ok := <-c.blocks:
+			if !ok {
+				return // ended: the client resumes from its last id and resets
+			}
+			if b.event != "" {
+				t.Fatalf("after id %s: %+v; ids %d..%d were pruned before page 2 was read and skipped silently", last, b, pageSize+1, pageSize+5)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("stream still open after id %s, and nothing more", last)
+		}
+	}
+}

@@ -770,9 +770,13 @@ func (st *stream) expired(last, head int64) (bool, error) {
 // past last since expired looked: between the two, a reconnection storm
 // can keep a stream waiting for its turn to read for seconds, and a
 // client at the retention's edge would otherwise skip the events pruned
-// meanwhile without a reset. The oldest id is read after the page:
-// pruning only raises it, so if it is still at most last+1 the page read
-// every event after last. more reports a full page: the catch-up goes on.
+// meanwhile without a reset. The oldest id is read after the page: while
+// the log holds anything, pruning only raises it, so if it is still at
+// most last+1 the page read every event after last. An empty log (oldest
+// 0) says nothing of what went before the page: pruning runs in batches,
+// and one before the read may have taken events after last that the
+// batch emptying the log hides. Then only a page with nothing to read up
+// to head is whole. more reports a full page: the catch-up goes on.
 func (st *stream) resumeFrom(last, head int64) (gap, more bool, err error) {
 	log := st.h.o.Log
 	var list []calls.Event
@@ -783,7 +787,7 @@ func (st *stream) resumeFrom(last, head int64) (gap, more bool, err error) {
 			return err
 		}
 		oldest, err := log.OldestEventID(ctx)
-		gap = oldest == 0 && len(list) == 0 && last < head || oldest > last+1
+		gap = oldest == 0 && (len(list) > 0 || last < head) || oldest > last+1
 		return err
 	})
 	if err != nil || gap {
@@ -874,7 +878,7 @@ func (st *stream) catchUp(lagging bool, checkFrom int) error {
 				return err
 			}
 			oldest, err := st.h.o.Log.OldestEventID(ctx)
-			gap = oldest > from+1 || oldest == 0 && len(list) == 0
+			gap = oldest > from+1 || oldest == 0 // emptied: see resumeFrom
 			return err
 		})
 		if err != nil {
