@@ -38,6 +38,9 @@ type Deps struct {
 	CORSOrigins []string
 	// BodyLimit is the largest request body in bytes (0: DefaultBodyLimit).
 	BodyLimit int64
+	// AnswerTimeout bounds a request other than the event stream, its
+	// answer written included (0: DefaultAnswerTimeout; see writeDeadline).
+	AnswerTimeout time.Duration
 	// RateLimit is requests per second per user (0: no limit), with bursts
 	// of RateBurst (0: the rate rounded up, at least 1).
 	RateLimit float64
@@ -101,6 +104,9 @@ func New(d Deps) (http.Handler, error) {
 	if d.BodyLimit <= 0 {
 		d.BodyLimit = DefaultBodyLimit
 	}
+	if d.AnswerTimeout <= 0 {
+		d.AnswerTimeout = DefaultAnswerTimeout
+	}
 	if d.Ready == nil {
 		d.Ready = func(context.Context) error { return nil }
 	}
@@ -129,7 +135,7 @@ func New(d Deps) (http.Handler, error) {
 func (s *server) routes() http.Handler {
 	r := chi.NewRouter()
 	// Every request, streams included: none of these buffers the body.
-	r.Use(requestID(s.log), accessLog, s.metrics.middleware, recoverPanics, refuseOverflow, cors(parseOrigins(s.deps.CORSOrigins)))
+	r.Use(writeDeadline(s.deps.AnswerTimeout), requestID(s.log), accessLog, s.metrics.middleware, recoverPanics, refuseOverflow, cors(parseOrigins(s.deps.CORSOrigins)))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, newError(codeNotFound, "no such resource: %s", r.URL.Path))
 	})
@@ -166,7 +172,7 @@ func (s *server) routes() http.Handler {
 	// The event stream: authenticated (also by ?access_token=) and limited,
 	// but never buffered, validated or timed out.
 	if s.deps.Events != nil {
-		r.With(s.auth.requireUser(true), s.limit, wellFormedQuery).Get(eventsRoute, func(w http.ResponseWriter, r *http.Request) {
+		r.With(s.auth.requireUser(true), s.limit, wellFormedQuery, noWriteDeadline).Get(eventsRoute, func(w http.ResponseWriter, r *http.Request) {
 			// The one query parameter the stream itself reads that
 			// requireUser does not check (the validator never sees the
 			// stream): a client asking for something unknown is told so,

@@ -15,7 +15,7 @@ import (
 // runs as long as it is asked to.
 func (s *server) mountPprof(r chi.Router) {
 	r.Route("/debug/pprof", func(r chi.Router) {
-		r.Use(s.auth.requireAdmin)
+		r.Use(s.auth.requireAdmin, noWriteDeadline)
 		r.Get("/", pprof.Index)
 		r.Get("/cmdline", pprof.Cmdline)
 		r.Get("/profile", pprof.Profile)

@@ -130,11 +130,7 @@ func (l *rateLimiter) middleware(next http.Handler) http.Handler {
 			})))
 			return
 		}
-		cw := &countingWriter{ResponseWriter: w}
-		next.ServeHTTP(cw, r)
-		if extra := cw.n / bytesPerToken; extra > 0 {
-			l.charge(key, float64(extra))
-		}
+		next.ServeHTTP(&countingWriter{ResponseWriter: w, charge: func(n int) { l.charge(key, float64(n)) }}, r)
 	})
 }
 
@@ -147,16 +143,25 @@ func (l *rateLimiter) middleware(next http.Handler) http.Handler {
 // times bytesPerToken a second (3.2 MB/s at the default 50).
 const bytesPerToken = 64 << 10
 
-// countingWriter counts the bytes of an answer's body.
+// countingWriter charges an answer's body to its user, a token for each
+// bytesPerToken past the first. Each write is charged before it is made:
+// charged once written, an answer its client never reads (a write blocked
+// until the deadline, see writeDeadline) cost nothing meanwhile, and a
+// user could have as many such answers pending as requests the rate let
+// through (a review: 150 pages of 13 MB at once, within the limit).
 type countingWriter struct {
 	http.ResponseWriter
-	n int
+	n      int
+	charge func(tokens int)
 }
 
 func (w *countingWriter) Write(b []byte) (int, error) {
-	n, err := w.ResponseWriter.Write(b)
-	w.n += n
-	return n, err
+	before := w.n / bytesPerToken
+	w.n += len(b)
+	if extra := w.n/bytesPerToken - before; extra > 0 {
+		w.charge(extra)
+	}
+	return w.ResponseWriter.Write(b)
 }
 
 // Unwrap lets http.ResponseController reach the writer below.

@@ -129,6 +129,41 @@ func TestRateLimitChargesLargeAnswers(t *testing.T) {
 	}
 }
 
+// An answer is charged before it is written: one whose client does not
+// read it, its write blocked, already holds its user back. Charged after
+// the write, a user had as many such answers pending as the request rate
+// let through, each holding its memory and connection (a review: 150
+// unread pages of 13 MB).
+func TestRateLimitChargesAnAnswerBeforeWritingIt(t *testing.T) {
+	clock := fakeclock.New(time.Unix(1000, 0))
+	l := newRateLimiter(1, 2, clock.Now)
+	h := newAuthenticator(AuthConfig{Secret: testSecret}).requireUser(false)(l.middleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write(make([]byte, 4*bytesPerToken))
+	})))
+	r := httptest.NewRequest("GET", "/calls", nil)
+	r.Header.Set("Authorization", "Bearer "+token(t, "alice", nil))
+	w := &blockedWriter{ResponseRecorder: httptest.NewRecorder(), entered: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan struct{})
+	go func() { defer close(done); h.ServeHTTP(w, r) }()
+	<-w.entered // the answer's write is blocked: the client reads nothing
+	wantRateLimited(t, aliceGets(t, h), "3")
+	close(w.release)
+	<-done
+}
+
+// blockedWriter's Write waits for release, as a write to a client that
+// does not read does.
+type blockedWriter struct {
+	*httptest.ResponseRecorder
+	entered, release chan struct{}
+}
+
+func (w *blockedWriter) Write(b []byte) (int, error) {
+	close(w.entered)
+	<-w.release
+	return w.ResponseRecorder.Write(b)
+}
+
 // aliceGets sends GET /calls as alice through h.
 func aliceGets(t *testing.T, h http.Handler) *httptest.ResponseRecorder {
 	t.Helper()
