@@ -92,7 +92,8 @@
 // answer.
 //
 // Failures: an unreachable server, a connection lost, too many
-// connections, a statement timeout, a deadlock or serialization failure
-// are wrapped in calls.ErrUnavailable (503 with Retry-After, never 500);
-// after Close every call fails with db.ErrClosed.
+// connections, a statement timeout, a deadlock or serialization failure,
+// a session the server ended (any FATAL) are wrapped in
+// calls.ErrUnavailable (503 with Retry-After, never 500); after Close
+// every call fails with db.ErrClosed.
 package postgres

@@ -22,9 +22,10 @@ import (
 // as calls.ErrUnavailable, so the HTTP layer answers 503 with Retry-After
 // instead of 500: the server unreachable or going away, out of
 // connections, memory or disk, failing I/O, turned into a read-only
-// standby, a statement timeout, and the conflicts PostgreSQL resolves by
+// standby, a statement timeout, the conflicts PostgreSQL resolves by
 // aborting one transaction (deadlock, serialization failure, lock not
-// available). A retry later may well succeed.
+// available), and a session PostgreSQL ended on its own (a FATAL). A
+// retry later may well succeed.
 func unavailable(err error) error {
 	if err == nil || errors.Is(err, calls.ErrUnavailable) {
 		return err
@@ -42,10 +43,20 @@ func unavailable(err error) error {
 // server out of reach, not a bug; 503 says "maybe", which it is. So is a
 // connection that ends mid-answer (io.ErrUnexpectedEOF): a pipeline is
 // often the first a write sends on a connection that broke meanwhile.
+//
+// An error PostgreSQL sends as FATAL or PANIC ends the session, whatever
+// its code: its transaction did not commit, or (ended during COMMIT) its
+// outcome is unknown, as with a connection lost then, which is 503 too.
+// The list below names such codes too, but cannot name those a later
+// release adds (PostgreSQL 17's transaction_timeout was one): a code
+// missed there answered 500, as idle_in_transaction_session_timeout
+// (25P03) ending a write whose fn waited did.
 func transient(err error) bool {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch {
+		case sessionEnded(pe):
+			return true
 		case pe.Code[:2] == "08": // connection exception
 			return true
 		case pe.Code == "40001", pe.Code == "40P01": // serialization failure, deadlock
@@ -60,6 +71,10 @@ func transient(err error) bool {
 			return true
 		case pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03": // shutdown, cannot connect now
 			return true
+		case pe.Code == "57P04", pe.Code == "57P05": // database dropped, idle_session_timeout
+			return true
+		case pe.Code == "25P03", pe.Code == "25P04": // idle_in_transaction_session_timeout, transaction_timeout (PostgreSQL 17)
+			return true
 		}
 		return false
 	}
@@ -67,6 +82,17 @@ func transient(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) || lostConnection(err) ||
 		errors.Is(err, sql.ErrConnDone) || errors.Is(err, pgconn.ErrConnClosed) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) && !errors.Is(err, context.Canceled)
+}
+
+// sessionEnded says whether PostgreSQL ended the session with pe (FATAL or
+// PANIC). The unlocalized severity is the one to compare (PostgreSQL 9.6
+// and later send it); Severity is translated under lc_messages.
+func sessionEnded(pe *pgconn.PgError) bool {
+	sev := pe.SeverityUnlocalized
+	if sev == "" {
+		sev = pe.Severity
+	}
+	return sev == "FATAL" || sev == "PANIC"
 }
 
 // failed classifies an error: one met after Close (the pool closed under
