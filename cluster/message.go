@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"callsig/calls"
+	"callsig/internal/jsonenc"
 )
 
 // A message is text: the publishing node's id on the first line, then a
@@ -62,6 +63,13 @@ type wireEvent struct {
 
 // eventLine is ev's line, for an event that names its predecessor: the
 // only kind another node can hand over (false: announce its user only).
+//
+// It is encoded as the log's data is (jsonenc, no HTML escaping), so the
+// data arrives byte for byte as committed: the other node's streams write
+// an event handed over under the same id and with the same bytes as one
+// read from the log. json.Marshal compacted the data with <, > and &
+// escaped, and a call's markup grew sixfold on the wire and on streams.
+// Compacting the log's data, compact already, leaves it as it is.
 func eventLine(ev *calls.Event) (string, bool) {
 	if ev.After <= 0 {
 		return "", false
@@ -70,7 +78,7 @@ func eventLine(ev *calls.Event) (string, bool) {
 	if len(data) == 0 {
 		data = json.RawMessage("null")
 	}
-	b, err := json.Marshal(wireEvent{ID: ev.ID, After: ev.After, Device: ev.Device, CallID: ev.CallID,
+	b, err := jsonenc.Marshal(wireEvent{ID: ev.ID, After: ev.After, Device: ev.Device, CallID: ev.CallID,
 		Type: ev.Type, Time: ev.Time, Data: data})
 	if err != nil {
 		return "", false

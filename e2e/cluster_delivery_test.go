@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,5 +160,48 @@ func TestClusterHandsOverEventsWithoutLogReads(t *testing.T) {
 	// the cancellation (node B) of each round.
 	if got := metric("callsig_sse_events_handed_over_total") - handed; got < 3*rounds {
 		t.Errorf("node A handed over %v events, want at least %d", got, 3*rounds)
+	}
+}
+
+// One event id is one data line, whichever way it reaches a stream: an
+// invitation with markup in its extendedData, committed on node B and
+// handed over to bob's stream on node A (no log read there), has the bytes
+// a stream on node B resuming before it reads from the log. The hand-over
+// re-encoded the data with <, > and & escaped (\u003c), so the same event
+// differed by node.
+func TestClusterHandedOverEventKeepsItsBytes(t *testing.T) {
+	t.Parallel()
+	nodes := startNodes(t, 2, natsURL, testkit.WithEventCatchUp(time.Hour))
+	a, b := nodes[0], nodes[1]
+	for _, n := range nodes {
+		waitNATS(t, n)
+	}
+	_ = b.Stream("alice", "", "") // the caller stays online
+	bobA := a.Stream("bob", "", "")
+	alice := b.Client("alice")
+	// Bob's first event has no predecessor (read from the log); what
+	// follows on it is handed over.
+	first := alice.Invite(map[string]any{"timeout": 30}, "bob").CallID
+	bobA.WaitFor(string(calls.EventReceived), func(e testkit.Event) bool { return e.CallID() == first }, 5*time.Second)
+	alice.Action(first, "cancel", map[string]any{"invitees": []string{"bob"}}).Want(http.StatusOK)
+	before := bobA.WaitFor(string(calls.EventCancelled), func(e testkit.Event) bool { return e.CallID() == first }, 5*time.Second)
+
+	reads, ok := nodeMetric(t, a.URL, "callsig_sse_log_reads_total")
+	if !ok {
+		t.Fatal("node A exports no callsig_sse_log_reads_total")
+	}
+	const markup = "<b>Tom & Jerry</b> — Zoë"
+	id := alice.Invite(map[string]any{"timeout": 30, "extendedData": markup}, "bob").CallID
+	live := bobA.WaitFor(string(calls.EventReceived), func(e testkit.Event) bool { return e.CallID() == id }, 5*time.Second)
+	if now, _ := nodeMetric(t, a.URL, "callsig_sse_log_reads_total"); now != reads {
+		t.Fatalf("node A read the log for the invitation (%v reads, was %v): not a hand-over", now, reads)
+	}
+	fromLog := b.Stream("bob", "", strconv.FormatInt(before.ID(), 10)).
+		WaitFor(string(calls.EventReceived), func(e testkit.Event) bool { return e.CallID() == id }, 5*time.Second)
+	if live.ID() != fromLog.ID() || live.Data != fromLog.Data {
+		t.Fatalf("event %d differs by node:\n handed over: %s\n from log:    %s", live.ID(), live.Data, fromLog.Data)
+	}
+	if !strings.Contains(live.Data, markup) {
+		t.Errorf("event data %s does not carry %q as sent", live.Data, markup)
 	}
 }
