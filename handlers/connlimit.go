@@ -121,6 +121,7 @@ func (ll *limitListener) Accept() (net.Conn, error) {
 			_ = c.Close()
 			continue
 		}
+		forgetDeadPeer(c, deadPeerTimeout)
 		n := l.open.Add(1)
 		if n <= l.max {
 			return &limitedConn{Conn: c, l: l, addr: addr}, nil
@@ -205,6 +206,18 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	}
 	return ctx
 }
+
+// deadPeerTimeout is how long a connection's sent bytes may stay
+// unacknowledged before the kernel closes it (TCP_USER_TIMEOUT). A phone
+// that leaves its network sends no FIN or RST: without it, its stream's
+// heartbeats just sat in the socket's buffer, the kernel retried for
+// many minutes, and the user counted as online all that while (a
+// review: a caller gone for 3 min kept its call ringing, no push went out
+// and the caller-offline rule never ran). With a heartbeat every 15 s, a
+// silent peer's stream now ends within 45 s, its user goes offline and
+// the caller's grace begins. A client on a bad network that stays silent
+// this long reconnects with Last-Event-ID, losing nothing.
+const deadPeerTimeout = 30 * time.Second
 
 // observability are the routes answered on a connection above the cap.
 var observability = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
