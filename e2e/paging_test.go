@@ -65,6 +65,14 @@ func TestListCallsPaging(t *testing.T) {
 		if len(res.CallList) != 25 || res.NextFlag != 0 {
 			t.Fatalf("count above 100: %d calls, nextFlag %d", len(res.CallList), res.NextFlag)
 		}
+		// However large: a count past int64 is still above 100, not a
+		// malformed one.
+		res = calls.ListResult{}
+		alice.Get("/calls?count=99999999999999999999").Want(http.StatusOK).JSON(&res)
+		if len(res.CallList) != 25 || res.NextFlag != 0 {
+			t.Fatalf("count past int64: %d calls, nextFlag %d", len(res.CallList), res.NextFlag)
+		}
+		alice.Get("/calls?count=-99999999999999999999").WantProblem(http.StatusBadRequest, "invalid_request")
 		alice.Get("/calls?count=abc").WantProblem(http.StatusBadRequest, "invalid_request")
 		alice.Get("/calls?nextFlag=-1").WantProblem(http.StatusBadRequest, "invalid_request")
 	})

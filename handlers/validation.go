@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -26,6 +27,9 @@ type validator struct {
 	// routes maps "METHOD path" to every operation of the document, for
 	// the lookup by chi's route pattern (see find). Built once, read only.
 	routes map[string]*routers.Route
+	// unbounded lists, per operation, its query parameters typed integer
+	// with neither format nor maximum (see boundedForValidation).
+	unbounded map[*openapi3.Operation][]string
 }
 
 // newValidator leaves shared unchanged: it is api.Document, which every
@@ -41,10 +45,21 @@ func newValidator(shared *openapi3.T) (*validator, error) {
 		return nil, err
 	}
 	routes := make(map[string]*routers.Route)
+	unbounded := make(map[*openapi3.Operation][]string)
 	for path, item := range doc.Paths.Map() {
 		for method, op := range item.Operations() {
 			routes[method+" "+path] = &routers.Route{Spec: doc, Server: doc.Servers[0],
 				Path: path, PathItem: item, Method: method, Operation: op}
+			for _, ps := range []openapi3.Parameters{item.Parameters, op.Parameters} {
+				for _, p := range ps {
+					if p.Value == nil || p.Value.In != openapi3.ParameterInQuery || p.Value.Schema == nil {
+						continue
+					}
+					if sc := p.Value.Schema.Value; sc != nil && sc.Type.Is(openapi3.TypeInteger) && sc.Format == "" && sc.Max == nil {
+						unbounded[op] = append(unbounded[op], p.Value.Name)
+					}
+				}
+			}
 		}
 	}
 	opts := &openapi3filter.Options{
@@ -57,7 +72,37 @@ func newValidator(shared *openapi3.T) (*validator, error) {
 	}
 	firstOnly := *opts
 	firstOnly.MultiError = false
-	return &validator{router: router, routes: routes, opts: opts, firstOnly: &firstOnly}, nil
+	return &validator{router: router, routes: routes, unbounded: unbounded, opts: opts, firstOnly: &firstOnly}, nil
+}
+
+// boundedForValidation returns r, or, when a query parameter of route
+// typed integer with neither format nor maximum holds an integer past
+// int64, a copy of r in which it reads as the largest int64. JSON Schema
+// bounds no integer, and the contract treats any count above 100 as 100;
+// kin-openapi parses every integer as an int64 and answered such a count
+// "must be an integer". Only the copy is validated: the handler reads the
+// value the client sent.
+func (v *validator) boundedForValidation(r *http.Request, route *routers.Route) *http.Request {
+	names := v.unbounded[route.Operation]
+	if len(names) == 0 {
+		return r
+	}
+	q, changed := r.URL.Query(), false
+	for _, name := range names {
+		for i, s := range q[name] {
+			if n, err := strconv.ParseInt(s, 10, 64); errors.Is(err, strconv.ErrRange) && n > 0 {
+				q[name][i], changed = strconv.FormatInt(n, 10), true
+			}
+		}
+	}
+	if !changed {
+		return r
+	}
+	u := *r.URL
+	u.RawQuery = q.Encode()
+	rv := *r
+	rv.URL = &u
+	return &rv
 }
 
 // multiErrorBody is the largest body validated for every offending field.
@@ -93,7 +138,7 @@ func (v *validator) middleware(next http.Handler) http.Handler {
 			opts = v.firstOnly
 		}
 		err = openapi3filter.ValidateRequest(r.Context(), &openapi3filter.RequestValidationInput{
-			Request: r, PathParams: params, Route: route, Options: opts,
+			Request: v.boundedForValidation(r, route), PathParams: params, Route: route, Options: opts,
 		})
 		setBody(r, body) // validation consumed it
 		if err != nil {
