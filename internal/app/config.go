@@ -64,7 +64,10 @@ type Config struct {
 	NodeID             string        // this node's name in logs, metrics and /readyz (default: random per start)
 	PGMaxConns         int           // PostgreSQL connection pool size
 	PGStatementTimeout time.Duration // bound on every PostgreSQL statement
-	PresenceLease      time.Duration // how long a silent node's streams still count as online
+	// PresenceLease is how long a silent node's streams still count as
+	// online; 0: the default, which follows HeartbeatTimeout (see
+	// presenceLease).
+	PresenceLease time.Duration
 }
 
 // Defaults returns the configuration `go run ./cmd/api` starts with.
@@ -74,7 +77,7 @@ func Defaults() Config {
 		MaxCallUsers: 10, MaxStartedCalls: 1000, WebhookRetention: 7 * 24 * time.Hour, WebhookLease: 2 * time.Minute, WebhookWorkers: webhooks.DefaultWorkers, WebhookShare: webhooks.DefaultShare, WebhookMaxPending: webhooks.DefaultMaxPending, Synchronous: "FULL", EventRetention: 24 * time.Hour, CallRetention: 30 * 24 * time.Hour, RateLimit: 50, RateBurst: 100,
 		ShutdownTimeout: 15 * time.Second, ReadTimeout: 30 * time.Second, MaxStreamsPerUser: 10, LogLevel: "info", LogFormat: "text",
 		GCHeadroomMiB: 32,
-		PGMaxConns:    16, PGStatementTimeout: 5 * time.Second, PresenceLease: 15 * time.Second, NATSPrefix: "callsig",
+		PGMaxConns:    16, PGStatementTimeout: 5 * time.Second, NATSPrefix: "callsig",
 	}
 }
 
@@ -131,7 +134,7 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"node-id", "CALLSIG_NODE_ID", "this node's id in logs, metrics and /readyz (default: random per start)", &c.NodeID},
 		{"pg-max-conns", "CALLSIG_PG_MAX_CONNS", "PostgreSQL connection pool size", &c.PGMaxConns},
 		{"pg-statement-timeout", "CALLSIG_PG_STATEMENT_TIMEOUT", "bound on each PostgreSQL statement", &c.PGStatementTimeout},
-		{"presence-lease", "CALLSIG_PRESENCE_LEASE", "how long the streams of a node that stopped renewing still count as online", &c.PresenceLease},
+		{"presence-lease", "CALLSIG_PRESENCE_LEASE", "how long the streams of a node that stopped renewing still count as online, at least 1s and at most twice heartbeat-timeout (0: 15s, or twice heartbeat-timeout if shorter)", &c.PresenceLease},
 	}
 	for _, v := range vars {
 		switch p := v.p.(type) {
@@ -321,10 +324,35 @@ func (c Config) validateCluster() []error {
 	if c.PGStatementTimeout <= 0 {
 		errs = append(errs, errors.New("pg-statement-timeout must be positive"))
 	}
-	if c.PresenceLease < time.Second || c.PresenceLease > 2*c.HeartbeatTimeout {
-		errs = append(errs, errors.New("presence-lease must be at least 1s and at most twice heartbeat-timeout: a dead node's callers must go offline before long"))
+	switch {
+	case c.PresenceLease != 0:
+		// A lease given is checked on SQLite too, which never reads it,
+		// as every other cluster setting is: a value that is wrong is
+		// refused where it is written, not when the same settings first
+		// run a cluster.
+		if c.PresenceLease < time.Second || c.PresenceLease > 2*c.HeartbeatTimeout {
+			errs = append(errs, fmt.Errorf("presence-lease %v must be at least 1s and at most twice heartbeat-timeout (%v): a dead node's callers must go offline before long", c.PresenceLease, c.HeartbeatTimeout))
+		}
+	case pg && c.presenceLease() < time.Second:
+		errs = append(errs, fmt.Errorf("heartbeat-timeout %v is too short for a PostgreSQL db: a node's presence lease, at least 1s, must be at most twice it", c.HeartbeatTimeout))
 	}
 	return errs
+}
+
+// defaultPresenceLease is the presence lease when none is given and the
+// heartbeat timeout is 7.5 s or more.
+const defaultPresenceLease = 15 * time.Second
+
+// presenceLease is the lease a cluster node holds: the one given, or
+// defaultPresenceLease, or twice the heartbeat timeout when that is
+// shorter. A fixed default would be refused with any heartbeat timeout
+// below 7.5 s, and stopped a SQLite server, which holds no lease, from
+// starting with one.
+func (c Config) presenceLease() time.Duration {
+	if c.PresenceLease != 0 {
+		return c.PresenceLease
+	}
+	return min(defaultPresenceLease, 2*c.HeartbeatTimeout)
 }
 
 // randomNodeID names a node that was given no id: unique per start.

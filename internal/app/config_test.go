@@ -1,8 +1,10 @@
 package app
 
 import (
+	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"callsig/webhooks"
 )
@@ -159,5 +161,58 @@ func TestConfigWebhookMaxPending(t *testing.T) {
 		if _, err := ParseConfig("test", []string{"-webhook-max-pending", bad}, env(nil), nil); err == nil || !strings.Contains(err.Error(), "webhook-max-pending") {
 			t.Errorf("-webhook-max-pending %s: %v", bad, err)
 		}
+	}
+}
+
+// The presence lease is a cluster setting: left unset, it is 15 s or
+// twice the heartbeat timeout if that is shorter, so a short heartbeat
+// timeout starts a server without a lease of its own (5s on SQLite exited
+// 1 with "presence-lease must be at least 1s and at most twice
+// heartbeat-timeout"). A lease given is checked on SQLite too, and a
+// cluster refuses a heartbeat timeout too short for any lease.
+func TestConfigPresenceLease(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	pg := []string{"-db", "postgres://callsig@127.0.0.1/callsig", "-jwt-secret", strings.Repeat("k", 32)}
+	for _, tt := range []struct {
+		name      string
+		args      []string
+		env       map[string]string
+		wantLease time.Duration
+		wantErr   string
+	}{
+		{"defaults", []string{"-db", "x.db"}, nil, 15 * time.Second, ""},
+		{"heartbeat 5s on sqlite", []string{"-db", "x.db"}, map[string]string{"CALLSIG_HEARTBEAT_TIMEOUT": "5s"}, 10 * time.Second, ""},
+		{"heartbeat 3s on sqlite", []string{"-db", "x.db", "-heartbeat-timeout", "3s"}, nil, 6 * time.Second, ""},
+		{"heartbeat 200ms on sqlite", []string{"-db", "x.db", "-heartbeat-timeout", "200ms"}, nil, 400 * time.Millisecond, ""},
+		{"heartbeat 1m", []string{"-heartbeat-timeout", "1m"}, nil, 15 * time.Second, ""},
+		{"heartbeat 5s on postgres", append([]string{"-heartbeat-timeout", "5s"}, pg...), nil, 10 * time.Second, ""},
+		{"lease given", []string{"-presence-lease", "40s", "-heartbeat-timeout", "20s"}, nil, 40 * time.Second, ""},
+		{"lease from the environment", nil, map[string]string{"CALLSIG_PRESENCE_LEASE": "4s", "CALLSIG_HEARTBEAT_TIMEOUT": "3s"}, 4 * time.Second, ""},
+		{"lease 0 is the default", []string{"-presence-lease", "0", "-heartbeat-timeout", "3s"}, nil, 6 * time.Second, ""},
+		{"lease given too long on sqlite", []string{"-db", "x.db", "-heartbeat-timeout", "5s", "-presence-lease", "15s"}, nil, 0, "presence-lease 15s must be at least 1s and at most twice heartbeat-timeout (5s)"},
+		{"lease given too short", []string{"-presence-lease", "500ms"}, nil, 0, "presence-lease 500ms must be at least 1s"},
+		{"lease given negative", []string{"-presence-lease", "-1s"}, nil, 0, "presence-lease -1s must be"},
+		{"heartbeat too short for a cluster", append([]string{"-heartbeat-timeout", "400ms"}, pg...), nil, 0, "heartbeat-timeout 400ms is too short for a PostgreSQL db"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := ParseConfig("test", tt.args, env(tt.env), nil)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("%v %v: %v, want an error saying %q", tt.args, tt.env, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || c.presenceLease() != tt.wantLease {
+				t.Fatalf("%v %v: lease %v, %v; want %v", tt.args, tt.env, c.presenceLease(), err, tt.wantLease)
+			}
+		})
+	}
+
+	// A Config built by hand (tests, New) follows the heartbeat timeout
+	// too.
+	c := Defaults()
+	c.DB, c.NodeID, c.HeartbeatTimeout = "x.db", "n1", 5*time.Second
+	if err := errors.Join(c.validateCluster()...); err != nil || c.presenceLease() != 10*time.Second {
+		t.Errorf("Defaults with heartbeat 5s: lease %v, %v; want 10s", c.presenceLease(), err)
 	}
 }

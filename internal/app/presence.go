@@ -26,7 +26,7 @@ func (a *App) newClusterPresence(ctx context.Context, svc cluster.Service, clock
 	a.presenceStore = ps
 	registerPools(a.Registry, ps)
 	a.Presence, err = cluster.NewPresence(cluster.PresenceOptions{
-		Store: ps, Service: svc, Node: a.Config.NodeID, Lease: a.Config.PresenceLease, Clock: clock,
+		Store: ps, Service: svc, Node: a.Config.NodeID, Lease: a.Config.presenceLease(), Clock: clock,
 		Logger: a.log.With("component", "presence"), Registerer: a.Registry,
 	})
 	if err != nil {
@@ -35,6 +35,6 @@ func (a *App) newClusterPresence(ctx context.Context, svc cluster.Service, clock
 	if err := a.Presence.Join(ctx); err != nil {
 		return fmt.Errorf("join the cluster presence: %w", err)
 	}
-	a.log.Info("cluster presence joined", "lease", a.Config.PresenceLease)
+	a.log.Info("cluster presence joined", "lease", a.Config.presenceLease())
 	return nil
 }
