@@ -2,12 +2,14 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -314,4 +316,16 @@ func addrKey(remote net.Addr) (key netip.Prefix, capped bool) {
 	}
 	key, err = ip.Prefix(bits)
 	return key, err == nil
+}
+
+// SyscallConn reaches the socket below, for the event stream's reading of
+// what its client has acknowledged (sse.unackedBytes).
+func (c *limitedConn) SyscallConn() (syscall.RawConn, error) { return rawConn(c.Conn) }
+
+// rawConn is c's syscall.RawConn, when it has one.
+func rawConn(c net.Conn) (syscall.RawConn, error) {
+	if sc, ok := c.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
 }

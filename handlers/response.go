@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"callsig/calls"
 	"callsig/internal/jsonenc"
@@ -96,6 +97,9 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	c.written.Add(int64(n))
 	return n, err
 }
+
+// SyscallConn reaches the socket below (see limitedConn.SyscallConn).
+func (c *countingConn) SyscallConn() (syscall.RawConn, error) { return rawConn(c.Conn) }
 
 func (c *countingConn) Close() error {
 	err := c.Conn.Close()

@@ -148,6 +148,9 @@ func (st *stream) step() (worked bool, err error) {
 	} else if warn {
 		return true, onFreshStack(st.writeWarning)
 	}
+	if !st.ackAt.IsZero() && !time.Now().Before(st.ackAt) {
+		st.checkAcks(time.Now())
+	}
 	if !time.Now().Before(st.nextBeat) {
 		return true, onFreshStack(st.beat)
 	}
@@ -172,6 +175,9 @@ type tokenState struct {
 // warning or end when sooner and told by the read deadline.
 func (st *stream) wakeAt() time.Time {
 	at := st.nextBeat
+	if !st.ackAt.IsZero() && st.ackAt.Before(at) {
+		at = st.ackAt
+	}
 	if st.token.byDeadline {
 		due := st.expires
 		if !st.token.warned {

@@ -141,6 +141,9 @@ type Options struct {
 	// CatchUpBatch is how many users one read of that check asks about
 	// (default 500).
 	CatchUpBatch int
+	// unackedBytes reads what a connection's peer has not acknowledged
+	// (see acked.go); tests replace it.
+	unackedBytes func(net.Conn) (int64, bool)
 }
 
 // IDOrder is what the event log promises about the order of its ids.
@@ -172,6 +175,9 @@ const (
 func (o *Options) defaults() {
 	if o.Clock == nil {
 		o.Clock = calls.SystemClock{}
+	}
+	if o.unackedBytes == nil {
+		o.unackedBytes = unackedBytes
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

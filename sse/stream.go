@@ -261,6 +261,14 @@ type stream struct {
 	// read, failed) reports them all, as a flush would have (see end).
 	invitations []*frame
 	unlisted    bool
+	// sent counts the bytes a hijacked stream wrote; unacked are its
+	// invitations written but not yet acknowledged by the client, checked
+	// again at ackAt (zero: none), ackWait after the last check (see
+	// acked.go).
+	sent        int64
+	unacked     []unacked
+	ackAt       time.Time
+	ackWait     time.Duration
 	replayed    []*frame
 	replayedOut []*frame
 	// expires is when the stream's token expires, on the hub's clock (zero:
@@ -1243,10 +1251,14 @@ func (st *stream) flush() error {
 	if st.conn != nil {
 		if len(st.buf) > 0 {
 			err := st.writeConn(st.buf)
+			st.sent += int64(len(st.buf))
 			st.buf = nil // not kept: an idle stream holds no buffer
 			if err != nil {
 				return err
 			}
+		}
+		if len(st.invitations) > 0 {
+			st.awaitAcks()
 		}
 	} else if err := st.rc.Flush(); err != nil {
 		return err

@@ -1,0 +1,61 @@
+package sse
+
+import (
+	"net"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"callsig/internal/wait"
+)
+
+// fakeAcks stands for the kernel's count of a connection's unacknowledged
+// bytes (unackedBytes), as a client whose network went silent leaves them.
+type fakeAcks struct {
+	unacked atomic.Int64
+	checks  atomic.Int64
+}
+
+func (a *fakeAcks) bytes(net.Conn) (int64, bool) {
+	a.checks.Add(1)
+	return a.unacked.Load(), true
+}
+
+// An invitation counts as delivered once the client acknowledged its
+// bytes, not once they are in the socket: a review blackholed an invitee's
+// network and the invitation showed received at once, so the caller never
+// saw notYetReceived and no push went out.
+func TestInvitationIsDeliveredOnceAcknowledged(t *testing.T) {
+	acks := &fakeAcks{}
+	acks.unacked.Store(1 << 40) // nothing acknowledged
+	r := newRig(t, Options{unackedBytes: acks.bytes})
+	c := r.open("bob", "d", "")
+	r.svc.waitReports(t, "online bob")
+	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
+	c.next()
+	// The stream looked at the acknowledgements after writing (the first
+	// look is part of the flush) and again while waiting: not delivered.
+	checks := acks.checks.Load()
+	wait.For(t, 5*time.Second, "the stream checks the acknowledgements again", func() bool { return acks.checks.Load() >= checks+3 })
+	if got := r.svc.list(); slices.Contains(got, "delivered c1 bob") {
+		t.Fatalf("reports %q: an invitation whose bytes no one acknowledged counted as delivered", got)
+	}
+	acks.unacked.Store(0)
+	r.svc.waitReports(t, "online bob", "delivered c1 bob")
+}
+
+// A stream that ends with an invitation unacknowledged does not report it:
+// the client may never have had it (it comes again with the pending
+// invitations of its next stream).
+func TestInvitationUnacknowledgedWhenTheStreamEndsIsNotDelivered(t *testing.T) {
+	acks := &fakeAcks{}
+	acks.unacked.Store(1 << 40)
+	r := newRig(t, Options{unackedBytes: acks.bytes})
+	c := r.open("bob", "d", "")
+	r.svc.waitReports(t, "online bob")
+	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
+	c.next()
+	c.close()
+	r.svc.waitReports(t, "online bob", "offline bob")
+}
