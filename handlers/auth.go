@@ -81,6 +81,12 @@ var decodedClaims = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "r
 // "admin" grant the admin endpoints.
 var errClaimCase = errors.New("token has a claim named as a registered one (or role) in another case")
 
+// errCritical: a token whose header lists critical extensions (crit),
+// which RFC 7515 says a recipient that does not understand them must
+// refuse. callsig understands none: whatever such an extension restricts
+// (the device a token is bound to, say) would be ignored.
+var errCritical = errors.New("token has crit header parameters this server does not understand")
+
 // errClaimNotNumber: exp, iat or nbf given as something other than a JSON
 // number. RFC 7519 NumericDate is a number; jwt's decoder also takes
 // "1767229200" (a string), which a careless issuer could produce.
@@ -375,6 +381,9 @@ func (a *authenticator) checkSignature(ctx context.Context, token string) (jwt.S
 	if err := json.Unmarshal(raw, &header); err != nil {
 		return nil, jwt.ErrTokenMalformed
 	}
+	if _, ok := header["crit"]; ok {
+		return nil, errCritical
+	}
 	alg, _ := header["alg"].(string)
 	method := jwt.GetSigningMethod(alg)
 	if method == nil || !slices.Contains(a.methods, alg) {
@@ -408,7 +417,7 @@ func tokenCharsOK(token string) bool {
 
 // ourTokenErrors are the token errors of ours, with messages for the
 // client, that jwt wraps in its own words.
-var ourTokenErrors = []error{errClaimNotNumber, errClaimCase, errIssuedInFuture, errNotValidYet, errTimeOutOfRange, errJWKSUnavailable, errNoKID, errUnknownKID, errKeyMismatch}
+var ourTokenErrors = []error{errClaimNotNumber, errClaimCase, errCritical, errIssuedInFuture, errNotValidYet, errTimeOutOfRange, errJWKSUnavailable, errNoKID, errUnknownKID, errKeyMismatch}
 
 func isOurs(err error) bool {
 	for _, e := range ourTokenErrors {

@@ -127,6 +127,18 @@ func TestRequireUser(t *testing.T) {
 			return s
 		}(), want: 200, wantBody: "alice default"},
 		{name: "undecodable signature", header: "Bearer " + token(t, "alice", nil) + "!", want: 401, wantBody: "token is invalid"},
+		// RFC 7515 4.1.11: an extension the server does not know of,
+		// marked critical, makes the token one it must refuse.
+		{name: "crit header", header: "Bearer " + func() string {
+			tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": exp})
+			tok.Header["crit"] = []string{"x-bound"}
+			tok.Header["x-bound"] = "device-1"
+			s, err := tok.SignedString(testSecret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}(), want: 401, wantBody: "crit"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

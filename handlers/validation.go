@@ -288,6 +288,11 @@ func schemaMessage(e *openapi3.SchemaError) string {
 	if e.SchemaField == "required" {
 		return "is required"
 	}
+	// kin-openapi's words for a number past float64 (1e400): the
+	// client is told what is wrong, not how Go decodes.
+	if strings.HasPrefix(e.Reason, "cannot convert json.Number") {
+		return "must be a number within range"
+	}
 	return e.Reason
 }
 

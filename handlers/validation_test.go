@@ -203,18 +203,24 @@ func TestValidationAgainstSpec(t *testing.T) {
 	hdr := authed(t, "alice")
 	tests := []struct {
 		name, method, path, body, field string
+		message                         string // "": any
 	}{
-		{"too many invitees", "POST", "/calls", `{"invitees":["a","b","c","d","e","f","g","h","i","j"]}`, "invitees"},
-		{"unknown field", "POST", "/calls", `{"invitees":["bob"],"colour":"red"}`, "colour"},
-		{"timeout range", "POST", "/calls", `{"invitees":["bob"],"timeout":601}`, "timeout"},
-		{"count not an integer", "GET", "/calls?count=many", ``, "count"},
-		{"call ID charset", "POST", "/calls/abc$def/accept", ``, "callID"},
+		{"too many invitees", "POST", "/calls", `{"invitees":["a","b","c","d","e","f","g","h","i","j"]}`, "invitees", ""},
+		{"unknown field", "POST", "/calls", `{"invitees":["bob"],"colour":"red"}`, "colour", "unknown field"},
+		{"timeout range", "POST", "/calls", `{"invitees":["bob"],"timeout":601}`, "timeout", ""},
+		// Past float64: said in the client's words, not Go's.
+		{"timeout past float64", "POST", "/calls", `{"invitees":["bob"],"timeout":1e400}`, "timeout", "must be a number within range"},
+		{"count not an integer", "GET", "/calls?count=many", ``, "count", ""},
+		{"call ID charset", "POST", "/calls/abc$def/accept", ``, "callID", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := decodeProblem(t, do(h, req{method: tt.method, path: tt.path, body: tt.body, header: hdr}), 400, "invalid_request")
 			if len(p.Errors) == 0 || p.Errors[0].Field != tt.field {
 				t.Fatalf("errors = %+v, want field %s", p.Errors, tt.field)
+			}
+			if tt.message != "" && p.Errors[0].Message != tt.message {
+				t.Fatalf("message %q, want %q", p.Errors[0].Message, tt.message)
 			}
 		})
 	}
