@@ -41,6 +41,9 @@ type Deps struct {
 	// AnswerTimeout bounds a request other than the event stream, its
 	// answer written included (0: DefaultAnswerTimeout; see writeDeadline).
 	AnswerTimeout time.Duration
+	// Answers holds the answers in progress, for a shutdown to cut short
+	// (nil: a registry of the handler's own, which nothing cuts).
+	Answers *Answers
 	// RateLimit is requests per second per user (0: no limit), with bursts
 	// of RateBurst (0: the rate rounded up, at least 1).
 	RateLimit float64
@@ -107,6 +110,9 @@ func New(d Deps) (http.Handler, error) {
 	if d.AnswerTimeout <= 0 {
 		d.AnswerTimeout = DefaultAnswerTimeout
 	}
+	if d.Answers == nil {
+		d.Answers = &Answers{}
+	}
 	if d.Ready == nil {
 		d.Ready = func(context.Context) error { return nil }
 	}
@@ -135,7 +141,7 @@ func New(d Deps) (http.Handler, error) {
 func (s *server) routes() http.Handler {
 	r := chi.NewRouter()
 	// Every request, streams included: none of these buffers the body.
-	r.Use(writeDeadline(s.deps.AnswerTimeout), requestID(s.log), accessLog, s.metrics.middleware, recoverPanics, refuseOverflow, cors(parseOrigins(s.deps.CORSOrigins)))
+	r.Use(writeDeadline(s.deps.Answers, s.deps.AnswerTimeout), requestID(s.log), accessLog, s.metrics.middleware, recoverPanics, refuseOverflow, cors(parseOrigins(s.deps.CORSOrigins)))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, newError(codeNotFound, "no such resource: %s", r.URL.Path))
 	})

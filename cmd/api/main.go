@@ -111,9 +111,14 @@ func serve(ctx context.Context, stopSignals func(), args []string, getenv func(s
 	// reserve, kept for the background parts and the close, which share
 	// what is left.
 	deadline := time.Now().Add(cfg.ShutdownTimeout)
-	shutdownCtx, cancel := context.WithDeadline(context.Background(), deadline.Add(-shutdownReserve(cfg.ShutdownTimeout)))
+	requestsEnd := deadline.Add(-shutdownReserve(cfg.ShutdownTimeout))
+	shutdownCtx, cancel := context.WithDeadline(context.Background(), requestsEnd)
 	defer cancel()
 	a.BeginShutdown()
+	// An answer still being written then is one its client does not read:
+	// cut it a little before the requests' end, so that it ends the
+	// request and the drain finishes cleanly in time.
+	a.CutAnswersAt(requestsEnd.Add(-shutdownReserve(cfg.ShutdownTimeout)))
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		// Requests cut off: no clean stop, whatever follows (exit 1,
 		// as for a background part that would not stop).

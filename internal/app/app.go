@@ -40,6 +40,7 @@ type App struct {
 	log      *slog.Logger
 	maxConns int                 // the connection cap (see Listener)
 	conns    *handlers.ConnLimit // applies it
+	answers  handlers.Answers    // the answers in progress (see CutAnswersAt)
 	hub      *sse.Hub
 	webhooks *webhooks.Registry
 	fanout   *fanout // nil without NATS
@@ -219,6 +220,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		DevToken:    a.devToken(),
 		Demo:        web.Handler(),
 		SDK:         web.SDKHandler(),
+		Answers:     &a.answers,
 	})
 	if err != nil {
 		a.Close()
@@ -334,6 +336,12 @@ func (a *App) BeginShutdown() {
 		a.webhooks.BeginShutdown()
 	}
 }
+
+// CutAnswersAt brings the write deadline of every answer in progress (and
+// of any begun later) forward to at, if later: a shutdown's, so that one
+// whose client does not read it ends before the shutdown's own deadline
+// rather than hold the shutdown to it.
+func (a *App) CutAnswersAt(at time.Time) { a.answers.CutAt(at) }
 
 // devToken mints user tokens for POST /dev/token, only in development mode
 // (the generated secret): with a configured secret it answers 404, so a
