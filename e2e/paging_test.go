@@ -73,6 +73,9 @@ func TestListCallsPaging(t *testing.T) {
 			t.Fatalf("count past int64: %d calls, nextFlag %d", len(res.CallList), res.NextFlag)
 		}
 		alice.Get("/calls?count=-99999999999999999999").WantProblem(http.StatusBadRequest, "invalid_request")
+		// ParseInt stops at the overflow, before the junk after it.
+		alice.Get("/calls?count=99999999999999999999abc").WantProblem(http.StatusBadRequest, "invalid_request")
+		alice.Get("/calls?count=99999999999999999999.5").WantProblem(http.StatusBadRequest, "invalid_request")
 		alice.Get("/calls?count=abc").WantProblem(http.StatusBadRequest, "invalid_request")
 		alice.Get("/calls?nextFlag=-1").WantProblem(http.StatusBadRequest, "invalid_request")
 	})

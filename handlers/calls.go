@@ -2,7 +2,6 @@ package handlers
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"strconv"
 
@@ -101,10 +100,10 @@ func listCalls(svc *calls.Service) http.HandlerFunc {
 		q := r.URL.Query()
 		count, nextFlag := int64(calls.DefaultListCount), int64(0)
 		if s := q.Get("count"); s != "" {
-			// A count past int64 is still above 100 (ParseInt gives the
-			// largest int64 with ErrRange): the contract bounds none.
-			n, err := strconv.ParseInt(s, 10, 64)
-			if (err != nil && !(errors.Is(err, strconv.ErrRange) && n > 0)) || n < 1 {
+			// A count past int64 is still above 100: the contract
+			// bounds none.
+			n, err := parseUnbounded(s)
+			if err != nil || n < 1 {
 				writeError(w, r, invalidField("count", "must be a positive integer"))
 				return
 			}

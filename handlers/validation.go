@@ -3,6 +3,7 @@ package handlers
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -90,7 +91,7 @@ func (v *validator) boundedForValidation(r *http.Request, route *routers.Route) 
 	q, changed := r.URL.Query(), false
 	for _, name := range names {
 		for i, s := range q[name] {
-			if n, err := strconv.ParseInt(s, 10, 64); errors.Is(err, strconv.ErrRange) && n > 0 {
+			if n, err := parseUnbounded(s); err == nil && n == math.MaxInt64 {
 				q[name][i], changed = strconv.FormatInt(n, 10), true
 			}
 		}
@@ -344,4 +345,20 @@ func clip(s string) string {
 		cut--
 	}
 	return s[:cut] + "…"
+}
+
+// parseUnbounded parses a decimal integer as ParseInt does, except that one
+// past int64 reads as the largest int64. ParseInt gives that with ErrRange
+// as soon as the digits overflow, before it looks at what follows: so
+// "99999999999999999999abc" came back as the largest int64 too, and was
+// taken for a count above 100 (a review).
+func parseUnbounded(s string) (int64, error) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if errors.Is(err, strconv.ErrRange) && n > 0 {
+		digits := strings.TrimPrefix(s, "+")
+		if digits != "" && strings.Trim(digits, "0123456789") == "" {
+			return n, nil
+		}
+	}
+	return n, err
 }

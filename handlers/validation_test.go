@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -288,6 +289,34 @@ func TestValidatorLeavesTheSharedDocumentAlone(t *testing.T) {
 	for _, r := range v.routes {
 		if r.Spec == shared || r.Server.URL != "/" {
 			t.Fatalf("route %s %s: the shared document, or server %q; want a document of its own matching /", r.Method, r.Path, r.Server.URL)
+		}
+	}
+}
+
+// A count past int64 is a count above 100, and only digits are one:
+// ParseInt gives the largest int64 as soon as the digits overflow, before
+// it looks at what follows.
+func TestParseUnbounded(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"5", 5, true},
+		{"+7", 7, true},
+		{"99999999999999999999", math.MaxInt64, true},
+		{"+99999999999999999999", math.MaxInt64, true},
+		{"99999999999999999999abc", 0, false},
+		{"99999999999999999999.5", 0, false},
+		{"99999999999999999999 ", 0, false},
+		{"-99999999999999999999", 0, false},
+		{"5abc", 0, false},
+		{"", 0, false},
+	}
+	for _, tt := range tests {
+		n, err := parseUnbounded(tt.in)
+		if (err == nil) != tt.ok || tt.ok && n != tt.want {
+			t.Errorf("parseUnbounded(%q) = %d, %v; want %d, ok %v", tt.in, n, err, tt.want, tt.ok)
 		}
 	}
 }

@@ -9,10 +9,22 @@ import "time"
 // invitee showed received and the caller was never told notYetReceived (a
 // review blackholed an invitee's network: received at once, no push).
 // Where the connection cannot tell (not Linux, or not hijacked), the write
-// counts, as before.
+// counts, as before. Only the nearest TCP peer acknowledges: behind a
+// proxy that ends TCP, that is the proxy.
 
-// unacked is an invitation written but not acknowledged yet: end is the
-// stream's byte count (stream.sent) once its bytes were written.
+// ackState is a stream's invitations written but not acknowledged yet,
+// allocated with the first of them and dropped once all are: an idle
+// stream holds only the pointer.
+type ackState struct {
+	// sent counts the bytes written since the state was made; an
+	// invitation's end is sent once its bytes were written. Bytes written
+	// before it, and not acknowledged, only make the wait longer.
+	sent int64
+	list []unacked
+	at   time.Time     // the next check
+	wait time.Duration // between the last two checks
+}
+
 type unacked struct {
 	f   *frame
 	end int64
@@ -26,42 +38,56 @@ const (
 	ackMaxCheck   = 500 * time.Millisecond
 )
 
-// awaitAcks takes the invitations just flushed, whose bytes end at
-// st.sent, and reports those already acknowledged.
+// wrote counts n bytes written, for the invitations awaiting their ACK.
+func (st *stream) wrote(n int) {
+	if st.acks != nil {
+		st.acks.sent += int64(n)
+	}
+}
+
+// awaitAcks takes the invitations just flushed, whose bytes end with the
+// last write, and reports those already acknowledged.
 func (st *stream) awaitAcks() {
+	if st.acks == nil {
+		// Counting from here, the flush that wrote these invitations
+		// is not counted: their end is 0, and they are acknowledged
+		// once nothing written is unacknowledged.
+		st.acks = &ackState{}
+	}
 	for i, f := range st.invitations {
-		st.unacked = append(st.unacked, unacked{f: f, end: st.sent})
+		st.acks.list = append(st.acks.list, unacked{f: f, end: st.acks.sent})
 		st.invitations[i] = nil
 	}
 	st.invitations = st.invitations[:0]
-	st.ackWait = 0
+	st.acks.wait = 0
 	st.checkAcks(time.Now())
 }
 
 // checkAcks reports the invitations whose bytes the client acknowledged,
-// and arms the next check (ackAt) while some are not.
+// and arms the next check while some are not.
 func (st *stream) checkAcks(now time.Time) {
-	if len(st.unacked) == 0 {
+	a := st.acks
+	if a == nil {
 		return
 	}
-	through := st.sent
+	through := a.sent
 	if q, ok := st.h.o.unackedBytes(st.conn); ok {
 		through -= q
 	}
 	n := 0
-	for _, a := range st.unacked {
-		if a.end > through {
+	for _, u := range a.list {
+		if u.end > through {
 			break
 		}
-		st.h.work.delivered(a.f.id, a.f.callID, st.user, a.f.time)
+		st.h.work.delivered(u.f.id, u.f.callID, st.user, u.f.time)
 		n++
 	}
-	clear(st.unacked[:n])
-	st.unacked = st.unacked[n:]
-	if len(st.unacked) == 0 {
-		st.unacked, st.ackAt, st.ackWait = nil, time.Time{}, 0
+	if n == len(a.list) {
+		st.acks = nil
 		return
 	}
-	st.ackWait = min(max(2*st.ackWait, ackFirstCheck), ackMaxCheck)
-	st.ackAt = now.Add(st.ackWait)
+	clear(a.list[:n])
+	a.list = a.list[n:]
+	a.wait = min(max(2*a.wait, ackFirstCheck), ackMaxCheck)
+	a.at = now.Add(a.wait)
 }

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"callsig/internal/wait"
 )
@@ -58,4 +59,34 @@ func TestInvitationUnacknowledgedWhenTheStreamEndsIsNotDelivered(t *testing.T) {
 	c.next()
 	c.close()
 	r.svc.waitReports(t, "online bob", "offline bob")
+}
+
+// A client that acknowledges and closes at once (its FIN carries the ACK)
+// had its invitation: the stream's end reads the count one last time. A
+// review found it dropped, the invitee left inviting.
+func TestInvitationAcknowledgedAsTheStreamEndsIsDelivered(t *testing.T) {
+	acks := &fakeAcks{}
+	acks.unacked.Store(1 << 40)
+	r := newRig(t, Options{unackedBytes: acks.bytes})
+	c := r.open("bob", "d", "")
+	r.svc.waitReports(t, "online bob")
+	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
+	c.next()
+	// Once the checks have backed off to ackMaxCheck, the next is far
+	// off: the close is seen before it.
+	checks := acks.checks.Load()
+	wait.For(t, 5*time.Second, "the checks back off", func() bool { return acks.checks.Load() >= checks+8 })
+	acks.unacked.Store(0)
+	c.close()
+	r.svc.waitReportSet(t, "online bob", "delivered c1 bob", "offline bob")
+}
+
+// Idle streams are many: the acknowledgement state is a pointer, made for
+// the first invitation awaiting its ACK, and the stream stays in the size
+// class it had before (480 bytes; the state's fields in the stream cost
+// 96 bytes a stream).
+func TestStreamKeepsItsSizeClass(t *testing.T) {
+	if size := unsafe.Sizeof(stream{}); size > 480 {
+		t.Fatalf("a stream is %d bytes, over 480 (the next size class is 576)", size)
+	}
 }

@@ -148,7 +148,7 @@ func (st *stream) step() (worked bool, err error) {
 	} else if warn {
 		return true, onFreshStack(st.writeWarning)
 	}
-	if !st.ackAt.IsZero() && !time.Now().Before(st.ackAt) {
+	if st.acks != nil && !time.Now().Before(st.acks.at) {
 		st.checkAcks(time.Now())
 	}
 	if !time.Now().Before(st.nextBeat) {
@@ -175,8 +175,8 @@ type tokenState struct {
 // warning or end when sooner and told by the read deadline.
 func (st *stream) wakeAt() time.Time {
 	at := st.nextBeat
-	if !st.ackAt.IsZero() && st.ackAt.Before(at) {
-		at = st.ackAt
+	if st.acks != nil && st.acks.at.Before(at) {
+		at = st.acks.at
 	}
 	if st.token.byDeadline {
 		due := st.expires

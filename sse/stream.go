@@ -202,6 +202,9 @@ func hijack(rc *http.ResponseController, hdr http.Header) (net.Conn, []byte) {
 // end unsubscribes the stream and closes its connection, if it has one.
 func (st *stream) end(err error) {
 	st.reportFlushedReplay()
+	// A client may acknowledge and close at once (its FIN carries the
+	// ACK): what it acknowledged counts, read while the socket is open.
+	st.checkAcks(time.Now())
 	st.h.unsubscribe(st.sub)
 	st.disarmToken()
 	st.close()
@@ -254,32 +257,29 @@ type stream struct {
 	// that changed networks, a half-open connection) from a quiet one.
 	beatEvent bool
 	canStop   bool // Shutdown may end the stream (see open)
+	unlisted  bool // see invitations
+	headSent  bool // see opening
 	// invitations written since the last flush, reported once flushed.
 	// While unlisted (a replay from the log), they go to replayed instead,
 	// and a flush moves them to replayedOut: reportReplayed reports those
 	// still unreceived, and a stream ending before it (a write, or its
 	// read, failed) reports them all, as a flush would have (see end).
 	invitations []*frame
-	unlisted    bool
-	// sent counts the bytes a hijacked stream wrote; unacked are its
-	// invitations written but not yet acknowledged by the client, checked
-	// again at ackAt (zero: none), ackWait after the last check (see
-	// acked.go).
-	sent        int64
-	unacked     []unacked
-	ackAt       time.Time
-	ackWait     time.Duration
+	// acks holds a hijacked stream's invitations written but not yet
+	// acknowledged by the client (nil: none; see acked.go).
+	acks        *ackState
 	replayed    []*frame
 	replayedOut []*frame
 	// expires is when the stream's token expires, on the hub's clock (zero:
 	// never); see armToken.
 	expires time.Time
-	// headSent is set once the response head and the opening block are
-	// out; opening holds what a hijacked stream's opener needs, slot the
-	// openers whose slot it holds, if any (see startOpening).
-	headSent bool
-	opening  openArgs
-	slot     *openers
+	// headSent (above, with the other flags: a stream is allocated in a
+	// size class, and each padded flag cost 8 bytes) is set once the
+	// response head and the opening block are out; opening holds what a
+	// hijacked stream's opener needs, slot the openers whose slot it
+	// holds, if any (see startOpening).
+	opening openArgs
+	slot    *openers
 	// picked is set by the opener that takes the stream, or by serve when
 	// the client left before one did (see serve).
 	picked atomic.Bool
@@ -1251,7 +1251,7 @@ func (st *stream) flush() error {
 	if st.conn != nil {
 		if len(st.buf) > 0 {
 			err := st.writeConn(st.buf)
-			st.sent += int64(len(st.buf))
+			st.wrote(len(st.buf))
 			st.buf = nil // not kept: an idle stream holds no buffer
 			if err != nil {
 				return err
