@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"net"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -28,7 +29,15 @@ func TestAcceptedConnectionsForgetADeadPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sc.Close()
-	raw, err := sc.(*limitedConn).Conn.(*net.TCPConn).SyscallConn()
+	// Through the wrappers an event stream holds once it hijacked the
+	// connection, as the stream reads its unacknowledged bytes: were the
+	// chain broken, that would quietly count each write as acknowledged.
+	var held net.Conn = &countingConn{Conn: sc, closed: func(int64) {}}
+	sys, ok := held.(syscall.Conn)
+	if !ok {
+		t.Fatal("a hijacked connection does not reach its socket (syscall.Conn)")
+	}
+	raw, err := sys.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
