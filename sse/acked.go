@@ -8,6 +8,7 @@ import "time"
 // stream writes then sits in the socket's buffer. Counted at the write, the
 // invitee showed received and the caller was never told notYetReceived (a
 // review blackholed an invitee's network: received at once, no push).
+// So do the invitations a new or resuming stream replays from the log.
 // Where the connection cannot tell (not Linux, or not hijacked), the write
 // counts, as before. Only the nearest TCP peer acknowledges: behind a
 // proxy that ends TCP, that is the proxy.

@@ -90,3 +90,28 @@ func TestStreamKeepsItsSizeClass(t *testing.T) {
 		t.Fatalf("a stream is %d bytes, over 480 (the next size class is 576)", size)
 	}
 }
+
+// The pending invitations a new stream starts with count once
+// acknowledged too: a phone whose network dies as it reconnects has not
+// had them.
+func TestReplayedInvitationIsDeliveredOnceAcknowledged(t *testing.T) {
+	acks := &fakeAcks{}
+	acks.unacked.Store(1 << 40)
+	r := newRig(t, Options{unackedBytes: acks.bytes})
+	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
+	r.log.pending["bob"] = []int64{1}
+	r.log.unreceived["bob"] = []int64{1}
+	c := r.open("bob", "d", "")
+	c.raw() // opening
+	if b := c.raw(); b.id != "1" || b.event == "" {
+		t.Fatalf("%+v, want the pending invitation", b)
+	}
+	r.svc.waitReports(t, "online bob")
+	checks := acks.checks.Load()
+	wait.For(t, 5*time.Second, "the stream checks the acknowledgements again", func() bool { return acks.checks.Load() >= checks+3 })
+	if got := r.svc.list(); slices.Contains(got, "delivered c1 bob") {
+		t.Fatalf("reports %q: a replayed invitation whose bytes no one acknowledged counted as delivered", got)
+	}
+	acks.unacked.Store(0)
+	r.svc.waitReports(t, "online bob", "delivered c1 bob")
+}

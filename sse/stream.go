@@ -441,9 +441,19 @@ func (st *stream) reportReplayed(upTo int64, limit int) error {
 	sent := st.replayedOut
 	st.replayedOut = nil
 	for _, e := range list {
-		if slices.ContainsFunc(sent, func(f *frame) bool { return f.id == e.ID }) {
+		i := slices.IndexFunc(sent, func(f *frame) bool { return f.id == e.ID })
+		switch {
+		case i < 0:
+		case st.conn != nil:
+			// Once acknowledged, as a live one (see acked.go): the
+			// flush above left no other invitation listed.
+			st.invitations = append(st.invitations, sent[i])
+		default:
 			st.h.work.delivered(e.ID, e.CallID, st.user, e.Time)
 		}
+	}
+	if len(st.invitations) > 0 {
+		st.awaitAcks()
 	}
 	return nil
 }
