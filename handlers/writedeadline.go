@@ -82,6 +82,15 @@ type answerKey struct{}
 func writeDeadline(answers *Answers, timeout time.Duration) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == eventsRoute {
+				// Bounded until authenticated (see noWriteDeadline), and
+				// not kept: a shutdown ends streams itself, and whatever
+				// this put in the request's context an idle stream would
+				// hold for its life.
+				_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout))
+				next.ServeHTTP(w, r)
+				return
+			}
 			rc := http.NewResponseController(w)
 			answers.begin(rc, time.Now().Add(timeout))
 			defer answers.end(rc)
