@@ -141,7 +141,7 @@ func New(d Deps) (http.Handler, error) {
 func (s *server) routes() http.Handler {
 	r := chi.NewRouter()
 	// Every request, streams included: none of these buffers the body.
-	r.Use(writeDeadline(s.deps.Answers, s.deps.AnswerTimeout), requestID(s.log), accessLog, s.metrics.middleware, recoverPanics, refuseOverflow, cors(parseOrigins(s.deps.CORSOrigins)))
+	r.Use(writeDeadline(s.deps.Answers, s.deps.AnswerTimeout), requestID(s.log), accessLog, s.metrics.middleware, recoverPanics, refuseOverflow, cors(parseOrigins(s.deps.CORSOrigins)), oneEach)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, newError(codeNotFound, "no such resource: %s", r.URL.Path))
 	})
