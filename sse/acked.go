@@ -9,8 +9,8 @@ import "time"
 // invitee showed received and the caller was never told notYetReceived (a
 // review blackholed an invitee's network: received at once, no push).
 // So do the invitations a new or resuming stream replays from the log.
-// Where the connection cannot tell (not Linux, or not hijacked), the write
-// counts, as before. Only the nearest TCP peer acknowledges: behind a
+// Where the connection cannot tell (not Linux, or not hijacked; asked once,
+// as the stream takes it over: stream.ackable), the write counts, as before. Only the nearest TCP peer acknowledges: behind a
 // proxy that ends TCP, that is the proxy.
 
 // ackState is a stream's invitations written but not acknowledged yet,
@@ -71,10 +71,13 @@ func (st *stream) checkAcks(now time.Time) {
 	if a == nil {
 		return
 	}
-	through := a.sent
-	if q, ok := st.h.o.unackedBytes(st.conn); ok {
-		through -= q
+	q, ok := st.h.o.unackedBytes(st.conn)
+	if !ok {
+		// The socket told before (ackable): closed since, as the
+		// client left. What it had not acknowledged stays so.
+		q = a.sent + 1
 	}
+	through := a.sent - q
 	n := 0
 	for _, u := range a.list {
 		if u.end > through {

@@ -1,6 +1,8 @@
 package sse
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"sync/atomic"
@@ -114,4 +116,71 @@ func TestReplayedInvitationIsDeliveredOnceAcknowledged(t *testing.T) {
 	}
 	acks.unacked.Store(0)
 	r.svc.waitReports(t, "online bob", "delivered c1 bob")
+}
+
+// A replayed invitation whose report waits on the read of which are still
+// unreceived, when that read fails and the stream ends, counts as a live
+// one: once acknowledged. The stream's end reported it, unacknowledged.
+func TestReplayedInvitationWhoseReadFailedWaitsForItsAck(t *testing.T) {
+	acks := &fakeAcks{}
+	acks.unacked.Store(1 << 40)
+	r := newRig(t, Options{unackedBytes: acks.bytes})
+	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
+	r.log.pending["bob"] = []int64{1}
+	r.log.unreceived["bob"] = []int64{1}
+	r.log.unreceivedErr = errors.New("store down")
+	c := r.open("bob", "d", "")
+	c.raw() // opening
+	c.raw() // the pending invitation; the read after it fails, the stream ends
+	// Its online report may be overtaken by the offline one: the end is
+	// the offline report, whichever came.
+	wait.For(t, 5*time.Second, "the stream's end reported", func() bool { return slices.Contains(r.svc.list(), "offline bob") })
+	if got := r.svc.list(); slices.Contains(got, "delivered c1 bob") {
+		t.Fatalf("reports %q: a replayed invitation no one acknowledged counted as delivered", got)
+	}
+}
+
+// The client of a stream still opening leaves: serve closes the socket,
+// and the opening's end can no longer ask it what was acknowledged. That
+// is not "cannot tell" (count the writes), which reported an invitation
+// the blackholed client never had.
+func TestReplayedInvitationOfAClientThatLeftWhileOpening(t *testing.T) {
+	var server atomic.Pointer[net.Conn]
+	kernel := func(c net.Conn) (int64, bool) {
+		server.CompareAndSwap(nil, &c)
+		if _, ok := unackedBytes(c); !ok { // closed: the kernel says nothing
+			return 0, false
+		}
+		return 1 << 40, true // nothing acknowledged
+	}
+	r := newRig(t, Options{unackedBytes: kernel})
+	for i := range pageSize + 10 {
+		r.hub.Committed(r.log.add(inv("bob", fmt.Sprintf("c%d", i+1))), 0)
+	}
+	r.log.unreceived["bob"] = []int64{1}
+	second, release := make(chan struct{}), make(chan struct{})
+	r.log.mu.Lock()
+	r.log.onAfter = func(n int) {
+		if n == 2 { // the catch-up's second page: the stream is opening
+			close(second)
+			<-release
+		}
+	}
+	r.log.mu.Unlock()
+	c := r.open("bob", "d", "0")
+	<-second // the first page is out, c1 awaiting its ACK
+	c.res.Body.Close()
+	wait.For(t, 5*time.Second, "the server closes the socket of the client that left", func() bool {
+		p := server.Load()
+		if p == nil {
+			return false
+		}
+		_, ok := unackedBytes(*p)
+		return !ok
+	})
+	close(release)
+	wait.For(t, 5*time.Second, "the stream's end reported", func() bool { return slices.Contains(r.svc.list(), "offline bob") })
+	if got := r.svc.list(); slices.Contains(got, "delivered c1 bob") {
+		t.Fatalf("reports %q: a replayed invitation no one acknowledged counted as delivered", got)
+	}
 }

@@ -93,6 +93,9 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request, userID, device
 	if conn, head := hijack(rc, hdr); conn != nil {
 		st.w, st.rc, st.conn, st.head = nil, nil, conn, head
 		cut = conn
+		// Asked once, while the socket is surely open: a failure later
+		// (closed as the client left) is no licence to count writes.
+		_, st.ackable = h.o.unackedBytes(conn)
 	}
 	last, resume := lastEventID(r)
 	// The context of the stream's log reads, ended when the client leaves,
@@ -201,6 +204,17 @@ func hijack(rc *http.ResponseController, hdr http.Header) (net.Conn, []byte) {
 
 // end unsubscribes the stream and closes its connection, if it has one.
 func (st *stream) end(err error) {
+	if st.ackable && len(st.replayedOut) > 0 {
+		// Replayed invitations flushed but not yet reported (the read
+		// of which are unreceived failed, or the client left during
+		// it) count as the live ones do: once acknowledged (see
+		// acked.go). Listed ones never flushed are not the client's.
+		clear(st.invitations)
+		st.invitations = append(st.invitations[:0], st.replayedOut...)
+		clear(st.replayedOut)
+		st.replayedOut = nil
+		st.awaitAcks()
+	}
 	st.reportFlushedReplay()
 	// A client may acknowledge and close at once (its FIN carries the
 	// ACK): what it acknowledged counts, read while the socket is open.
@@ -259,6 +273,7 @@ type stream struct {
 	canStop   bool // Shutdown may end the stream (see open)
 	unlisted  bool // see invitations
 	headSent  bool // see opening
+	ackable   bool // the socket tells what its peer acknowledged (see acked.go)
 	// invitations written since the last flush, reported once flushed.
 	// While unlisted (a replay from the log), they go to replayed instead,
 	// and a flush moves them to replayedOut: reportReplayed reports those
@@ -444,7 +459,7 @@ func (st *stream) reportReplayed(upTo int64, limit int) error {
 		i := slices.IndexFunc(sent, func(f *frame) bool { return f.id == e.ID })
 		switch {
 		case i < 0:
-		case st.conn != nil:
+		case st.ackable:
 			// Once acknowledged, as a live one (see acked.go): the
 			// flush above left no other invitation listed.
 			st.invitations = append(st.invitations, sent[i])
@@ -1267,7 +1282,7 @@ func (st *stream) flush() error {
 				return err
 			}
 		}
-		if len(st.invitations) > 0 {
+		if st.ackable && len(st.invitations) > 0 {
 			st.awaitAcks()
 		}
 	} else if err := st.rc.Flush(); err != nil {
