@@ -41,8 +41,10 @@ type Deps struct {
 	// AnswerTimeout bounds a request other than the event stream, its
 	// answer written included (0: DefaultAnswerTimeout; see writeDeadline).
 	AnswerTimeout time.Duration
-	// Answers holds the answers in progress, for a shutdown to cut short
-	// (nil: a registry of the handler's own, which nothing cuts).
+	// Answers follows the connections with a request in progress, for a
+	// shutdown to cut their answers short; the server must have its
+	// ConnState as hook (nil: one of the handler's own, which nothing
+	// cuts).
 	Answers *Answers
 	// RateLimit is requests per second per user (0: no limit), with bursts
 	// of RateBurst (0: the rate rounded up, at least 1).

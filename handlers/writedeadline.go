@@ -1,9 +1,10 @@
 package handlers
 
 import (
-	"context"
+	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -12,63 +13,69 @@ import (
 // requestTimeout for the work, then 15 s to write the answer.
 const DefaultAnswerTimeout = requestTimeout + 15*time.Second
 
-// Answers are the requests in progress whose answers have a write
-// deadline (see writeDeadline). A shutdown brings their deadlines forward
-// (CutAt), so that an answer its client does not read ends before the
-// shutdown's own deadline: without that, one such client made every
-// shutdown wait its whole timeout and exit with an error. The zero value
-// is ready to use; its methods are safe for concurrent use.
+// Answers follows the connections with a request in progress (ConnState,
+// the http.Server's hook), so that a shutdown can bring their write
+// deadlines forward (CutAt): an answer its client does not read then ends
+// before the shutdown's own deadline. Without that, one such client made
+// every shutdown wait its whole timeout and exit with an error. By
+// connection, not by handler: net/http writes an answer of under 4 KiB
+// after its handler has returned, so a registry of handlers missed the
+// small answers, most of them (a review). The zero value is ready to use;
+// its methods are safe for concurrent use.
 type Answers struct {
-	mu    sync.Mutex
-	cut   time.Time // zero: no shutdown yet
-	inUse map[*http.ResponseController]time.Time
+	cut    atomic.Int64 // Unix ns; 0: no shutdown yet
+	mu     sync.Mutex
+	active map[net.Conn]struct{}
 }
 
-// CutAt moves the write deadline of every answer in progress, and of every
-// one begun from now on, to at (if later than at).
-func (a *Answers) CutAt(at time.Time) {
+// ConnState is an http.Server's ConnState hook. A connection is followed
+// while a request on it is in progress; idle, hijacked (an event stream:
+// a shutdown ends those itself) or closed, it is not.
+func (a *Answers) ConnState(c net.Conn, s http.ConnState) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.cut = at
-	for rc, d := range a.inUse {
-		if d.After(at) {
-			_ = rc.SetWriteDeadline(at)
-			a.inUse[rc] = at
-		}
+	if s != http.StateActive {
+		delete(a.active, c)
+		return
+	}
+	if a.active == nil {
+		a.active = make(map[net.Conn]struct{})
+	}
+	a.active[c] = struct{}{}
+}
+
+// CutAt moves the write deadline of every connection with a request in
+// progress, and of every request begun from now on, to at (if later than
+// at, for those begun from now on).
+func (a *Answers) CutAt(at time.Time) {
+	a.cut.Store(at.UnixNano())
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for c := range a.active {
+		_ = c.SetWriteDeadline(at)
 	}
 }
 
-// begin arms rc's deadline at d, or at the cut if earlier, and keeps rc
-// for CutAt until end.
-func (a *Answers) begin(rc *http.ResponseController, d time.Time) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if !a.cut.IsZero() && a.cut.Before(d) {
-		d = a.cut
+// arm sets the write deadline of a request's connection: d, or the cut if
+// one came and is earlier.
+func (a *Answers) arm(rc *http.ResponseController, d time.Time) {
+	cut := func() (time.Time, bool) {
+		if n := a.cut.Load(); n != 0 && n < d.UnixNano() {
+			return time.Unix(0, n), true
+		}
+		return time.Time{}, false
+	}
+	if at, ok := cut(); ok {
+		d = at
 	}
 	// Not supported by a test's recorder: nothing to bound there.
 	_ = rc.SetWriteDeadline(d)
-	if a.inUse == nil {
-		a.inUse = make(map[*http.ResponseController]time.Time)
+	// A cut between the two reads set this connection's deadline, which
+	// the line above may have moved back: set it again.
+	if at, ok := cut(); ok && at.Before(d) {
+		_ = rc.SetWriteDeadline(at)
 	}
-	a.inUse[rc] = d
 }
-
-// end forgets rc.
-func (a *Answers) end(rc *http.ResponseController) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	delete(a.inUse, rc)
-}
-
-// answer is a request's entry in Answers, in its context for
-// noWriteDeadline.
-type answer struct {
-	of *Answers
-	rc *http.ResponseController
-}
-
-type answerKey struct{}
 
 // writeDeadline arms the connection's write deadline for each request, so
 // a client that never reads its answers holds the answer's memory, its
@@ -77,24 +84,14 @@ type answerKey struct{}
 // blocked in a write waited as long as the client did (a review: 150
 // unread 13 MB pages of GET /calls held 2.3 GB for minutes, and every
 // shutdown waited its whole timeout for them). Routes that answer for
-// longer clear it once the request is authenticated (noWriteDeadline), so
-// an unauthenticated client's refusals are bounded too.
+// longer lift it once the request is authenticated (noWriteDeadline), so
+// an unauthenticated client's refusals are bounded too. net/http clears it
+// once the answer is written, before the connection's next request.
 func writeDeadline(answers *Answers, timeout time.Duration) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == eventsRoute {
-				// Bounded until authenticated (see noWriteDeadline), and
-				// not kept: a shutdown ends streams itself, and whatever
-				// this put in the request's context an idle stream would
-				// hold for its life.
-				_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout))
-				next.ServeHTTP(w, r)
-				return
-			}
-			rc := http.NewResponseController(w)
-			answers.begin(rc, time.Now().Add(timeout))
-			defer answers.end(rc)
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), answerKey{}, answer{answers, rc})))
+			answers.arm(http.NewResponseController(w), time.Now().Add(timeout))
+			next.ServeHTTP(w, r)
 		})
 	}
 }
@@ -105,9 +102,6 @@ func writeDeadline(answers *Answers, timeout time.Duration) func(http.Handler) h
 // for before answering.
 func noWriteDeadline(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if an, ok := r.Context().Value(answerKey{}).(answer); ok {
-			an.of.end(an.rc) // a shutdown's cut is not for it
-		}
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 		next.ServeHTTP(w, r)
 	})

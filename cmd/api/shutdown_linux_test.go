@@ -16,6 +16,22 @@ import (
 // written are cut a little before the requests' end (App.CutAnswersAt). A
 // review stopped a server so: 15.5 s, the whole timeout, then an error.
 func TestUnreadAnswerDoesNotHoldTheStop(t *testing.T) {
+	t.Run("large answers", func(t *testing.T) {
+		// Blocked in the handler's write.
+		unreadAnswersHoldNoStop(t, 100, "/openapi.yaml")
+	})
+	t.Run("small answers", func(t *testing.T) {
+		// 404s of 1.6 KB: net/http writes such an answer after its
+		// handler returned, where a registry of handlers (a first
+		// version) no longer saw it (a review).
+		unreadAnswersHoldNoStop(t, 5000, "/"+strings.Repeat("a", 1500))
+	})
+}
+
+// unreadAnswersHoldNoStop pipelines n requests for path on a connection
+// that reads nothing, then stops the server: the stop must end cleanly,
+// within its timeout.
+func unreadAnswersHoldNoStop(t *testing.T, n int, path string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	logs := &logBuffer{}
@@ -38,13 +54,13 @@ func TestUnreadAnswerDoesNotHoldTheStop(t *testing.T) {
 	defer conn.Close()
 	// Far more than the socket buffers hold: the server's write blocks.
 	var reqs strings.Builder
-	for range 100 {
-		fmt.Fprintf(&reqs, "GET /openapi.yaml HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
+	for range n {
+		fmt.Fprintf(&reqs, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, addr)
 	}
-	if _, err := conn.Write([]byte(reqs.String())); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(500 * time.Millisecond) // the buffers fill within milliseconds
+	// Written while the server answers: the server stops reading once
+	// its own writes block, and so would this write.
+	go func() { _, _ = conn.Write([]byte(reqs.String())) }()
+	time.Sleep(time.Second) // the buffers fill within milliseconds
 	start := time.Now()
 	cancel()
 	if err := served(t, done, 3*time.Second+5*time.Second, logs); err != nil {

@@ -321,6 +321,7 @@ func (a *App) Server() *http.Server {
 		ReadTimeout:    a.Config.ReadTimeout,
 		IdleTimeout:    120 * time.Second,
 		ConnContext:    handlers.ConnContext,
+		ConnState:      a.answers.ConnState,
 		ErrorLog:       slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
 }
