@@ -115,6 +115,20 @@ func waitNATS(t *testing.T, n *testkit.Server) {
 	})
 }
 
+// handOverNodes starts two nodes on NATS with the periodic catch-up an
+// hour away, so that only hand-overs bring a stream events: bob listens on
+// node a, alice (online on node b) acts through node b.
+func handOverNodes(t *testing.T) (a, b *testkit.Server, bobA *testkit.Stream, alice *testkit.Client) {
+	t.Helper()
+	nodes := startNodes(t, 2, natsURL, testkit.WithEventCatchUp(time.Hour))
+	a, b = nodes[0], nodes[1]
+	for _, n := range nodes {
+		waitNATS(t, n)
+	}
+	_ = b.Stream("alice", "", "") // the caller stays online
+	return a, b, a.Stream("bob", "", ""), b.Client("alice")
+}
+
 // Events that follow on what a stream already has are handed to it from
 // their commit report, even when another node committed them (they travel
 // whole over NATS): the stream's node reads no log for them. Each action
@@ -122,14 +136,7 @@ func waitNATS(t *testing.T, n *testkit.Server) {
 // the catch-up is an hour away, so nothing else reads.
 func TestClusterHandsOverEventsWithoutLogReads(t *testing.T) {
 	t.Parallel()
-	nodes := startNodes(t, 2, natsURL, testkit.WithEventCatchUp(time.Hour))
-	a, b := nodes[0], nodes[1]
-	for _, n := range nodes {
-		waitNATS(t, n)
-	}
-	_ = b.Stream("alice", "", "") // the caller stays online
-	bobA := a.Stream("bob", "", "")
-	alice := b.Client("alice")
+	a, _, bobA, alice := handOverNodes(t)
 	round := func() {
 		id := alice.Invite(map[string]any{"timeout": 30}, "bob").CallID
 		bobA.WaitFor(string(calls.EventReceived), func(e testkit.Event) bool { return e.CallID() == id }, 5*time.Second)
@@ -171,14 +178,7 @@ func TestClusterHandsOverEventsWithoutLogReads(t *testing.T) {
 // differed by node.
 func TestClusterHandedOverEventKeepsItsBytes(t *testing.T) {
 	t.Parallel()
-	nodes := startNodes(t, 2, natsURL, testkit.WithEventCatchUp(time.Hour))
-	a, b := nodes[0], nodes[1]
-	for _, n := range nodes {
-		waitNATS(t, n)
-	}
-	_ = b.Stream("alice", "", "") // the caller stays online
-	bobA := a.Stream("bob", "", "")
-	alice := b.Client("alice")
+	a, b, bobA, alice := handOverNodes(t)
 	// Bob's first event has no predecessor (read from the log); what
 	// follows on it is handed over.
 	first := alice.Invite(map[string]any{"timeout": 30}, "bob").CallID

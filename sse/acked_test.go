@@ -25,36 +25,57 @@ func (a *fakeAcks) bytes(net.Conn) (int64, bool) {
 	return a.unacked.Load(), true
 }
 
+// silentRig is a rig whose clients acknowledge nothing until told (acks).
+func silentRig(t *testing.T) (*rig, *fakeAcks) {
+	acks := &fakeAcks{}
+	acks.unacked.Store(1 << 40)
+	return newRig(t, Options{unackedBytes: acks.bytes}), acks
+}
+
+// wantNotDeliveredUntilAcked checks that report (an invitation's
+// delivery) is not made while the stream looks at the acknowledgements
+// and finds none (the first look is part of the flush), then is once the
+// client acknowledges everything; want are all the reports then.
+func (a *fakeAcks) wantNotDeliveredUntilAcked(t *testing.T, r *rig, report string, want ...string) {
+	t.Helper()
+	checks := a.checks.Load()
+	wait.For(t, 5*time.Second, "the stream checks the acknowledgements again", func() bool { return a.checks.Load() >= checks+3 })
+	if got := r.svc.list(); slices.Contains(got, report) {
+		t.Fatalf("reports %q: an invitation whose bytes no one acknowledged counted as delivered", got)
+	}
+	a.unacked.Store(0)
+	r.svc.waitReports(t, want...)
+}
+
+// wantNotDeliveredAtTheEnd checks that report is not made by the time the
+// stream's end is reported (its user offline; the online report may be
+// overtaken).
+func wantNotDeliveredAtTheEnd(t *testing.T, r *rig, report string) {
+	t.Helper()
+	wait.For(t, 5*time.Second, "the stream's end reported", func() bool { return slices.Contains(r.svc.list(), "offline bob") })
+	if got := r.svc.list(); slices.Contains(got, report) {
+		t.Fatalf("reports %q: an invitation no one acknowledged counted as delivered", got)
+	}
+}
+
 // An invitation counts as delivered once the client acknowledged its
 // bytes, not once they are in the socket: a review blackholed an invitee's
 // network and the invitation showed received at once, so the caller never
 // saw notYetReceived and no push went out.
 func TestInvitationIsDeliveredOnceAcknowledged(t *testing.T) {
-	acks := &fakeAcks{}
-	acks.unacked.Store(1 << 40) // nothing acknowledged
-	r := newRig(t, Options{unackedBytes: acks.bytes})
+	r, acks := silentRig(t)
 	c := r.open("bob", "d", "")
 	r.svc.waitReports(t, "online bob")
 	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
 	c.next()
-	// The stream looked at the acknowledgements after writing (the first
-	// look is part of the flush) and again while waiting: not delivered.
-	checks := acks.checks.Load()
-	wait.For(t, 5*time.Second, "the stream checks the acknowledgements again", func() bool { return acks.checks.Load() >= checks+3 })
-	if got := r.svc.list(); slices.Contains(got, "delivered c1 bob") {
-		t.Fatalf("reports %q: an invitation whose bytes no one acknowledged counted as delivered", got)
-	}
-	acks.unacked.Store(0)
-	r.svc.waitReports(t, "online bob", "delivered c1 bob")
+	acks.wantNotDeliveredUntilAcked(t, r, "delivered c1 bob", "online bob", "delivered c1 bob")
 }
 
 // A stream that ends with an invitation unacknowledged does not report it:
 // the client may never have had it (it comes again with the pending
 // invitations of its next stream).
 func TestInvitationUnacknowledgedWhenTheStreamEndsIsNotDelivered(t *testing.T) {
-	acks := &fakeAcks{}
-	acks.unacked.Store(1 << 40)
-	r := newRig(t, Options{unackedBytes: acks.bytes})
+	r, _ := silentRig(t)
 	c := r.open("bob", "d", "")
 	r.svc.waitReports(t, "online bob")
 	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
@@ -67,9 +88,7 @@ func TestInvitationUnacknowledgedWhenTheStreamEndsIsNotDelivered(t *testing.T) {
 // had its invitation: the stream's end reads the count one last time. A
 // review found it dropped, the invitee left inviting.
 func TestInvitationAcknowledgedAsTheStreamEndsIsDelivered(t *testing.T) {
-	acks := &fakeAcks{}
-	acks.unacked.Store(1 << 40)
-	r := newRig(t, Options{unackedBytes: acks.bytes})
+	r, acks := silentRig(t)
 	c := r.open("bob", "d", "")
 	r.svc.waitReports(t, "online bob")
 	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
@@ -97,9 +116,7 @@ func TestStreamKeepsItsSizeClass(t *testing.T) {
 // acknowledged too: a phone whose network dies as it reconnects has not
 // had them.
 func TestReplayedInvitationIsDeliveredOnceAcknowledged(t *testing.T) {
-	acks := &fakeAcks{}
-	acks.unacked.Store(1 << 40)
-	r := newRig(t, Options{unackedBytes: acks.bytes})
+	r, acks := silentRig(t)
 	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
 	r.log.pending["bob"] = []int64{1}
 	r.log.unreceived["bob"] = []int64{1}
@@ -109,22 +126,14 @@ func TestReplayedInvitationIsDeliveredOnceAcknowledged(t *testing.T) {
 		t.Fatalf("%+v, want the pending invitation", b)
 	}
 	r.svc.waitReports(t, "online bob")
-	checks := acks.checks.Load()
-	wait.For(t, 5*time.Second, "the stream checks the acknowledgements again", func() bool { return acks.checks.Load() >= checks+3 })
-	if got := r.svc.list(); slices.Contains(got, "delivered c1 bob") {
-		t.Fatalf("reports %q: a replayed invitation whose bytes no one acknowledged counted as delivered", got)
-	}
-	acks.unacked.Store(0)
-	r.svc.waitReports(t, "online bob", "delivered c1 bob")
+	acks.wantNotDeliveredUntilAcked(t, r, "delivered c1 bob", "online bob", "delivered c1 bob")
 }
 
 // A replayed invitation whose report waits on the read of which are still
 // unreceived, when that read fails and the stream ends, counts as a live
 // one: once acknowledged. The stream's end reported it, unacknowledged.
 func TestReplayedInvitationWhoseReadFailedWaitsForItsAck(t *testing.T) {
-	acks := &fakeAcks{}
-	acks.unacked.Store(1 << 40)
-	r := newRig(t, Options{unackedBytes: acks.bytes})
+	r, _ := silentRig(t)
 	r.hub.Committed(r.log.add(inv("bob", "c1")), 0)
 	r.log.pending["bob"] = []int64{1}
 	r.log.unreceived["bob"] = []int64{1}
@@ -132,12 +141,7 @@ func TestReplayedInvitationWhoseReadFailedWaitsForItsAck(t *testing.T) {
 	c := r.open("bob", "d", "")
 	c.raw() // opening
 	c.raw() // the pending invitation; the read after it fails, the stream ends
-	// Its online report may be overtaken by the offline one: the end is
-	// the offline report, whichever came.
-	wait.For(t, 5*time.Second, "the stream's end reported", func() bool { return slices.Contains(r.svc.list(), "offline bob") })
-	if got := r.svc.list(); slices.Contains(got, "delivered c1 bob") {
-		t.Fatalf("reports %q: a replayed invitation no one acknowledged counted as delivered", got)
-	}
+	wantNotDeliveredAtTheEnd(t, r, "delivered c1 bob")
 }
 
 // The client of a stream still opening leaves: serve closes the socket,
@@ -179,8 +183,5 @@ func TestReplayedInvitationOfAClientThatLeftWhileOpening(t *testing.T) {
 		return !ok
 	})
 	close(release)
-	wait.For(t, 5*time.Second, "the stream's end reported", func() bool { return slices.Contains(r.svc.list(), "offline bob") })
-	if got := r.svc.list(); slices.Contains(got, "delivered c1 bob") {
-		t.Fatalf("reports %q: a replayed invitation no one acknowledged counted as delivered", got)
-	}
+	wantNotDeliveredAtTheEnd(t, r, "delivered c1 bob")
 }

@@ -93,17 +93,23 @@ func (l *memLog) add(evs ...calls.Event) []calls.Event {
 	return evs
 }
 
+// runHook counts a read in *calls and runs *hook, if set, with its number,
+// outside the lock (a hook may prune the log).
+func (l *memLog) runHook(calls *int, hook *func(n int)) {
+	l.mu.Lock()
+	*calls++
+	n, h := *calls, *hook
+	l.mu.Unlock()
+	if h != nil {
+		h(n)
+	}
+}
+
 func (l *memLog) EventsAfter(ctx context.Context, user string, after int64, limit int) ([]calls.Event, error) {
 	if err := l.afterGate.wait(ctx); err != nil {
 		return nil, err
 	}
-	l.mu.Lock()
-	l.afters++
-	n, hook := l.afters, l.onAfter
-	l.mu.Unlock()
-	if hook != nil {
-		hook(n)
-	}
+	l.runHook(&l.afters, &l.onAfter)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.reads[user]++
@@ -196,13 +202,7 @@ func (l *memLog) OldestEventID(ctx context.Context) (int64, error) {
 	if err := l.oldestGate.wait(ctx); err != nil {
 		return 0, err
 	}
-	l.mu.Lock()
-	l.oldests++
-	n, hook := l.oldests, l.onOldest
-	l.mu.Unlock()
-	if hook != nil {
-		hook(n)
-	}
+	l.runHook(&l.oldests, &l.onOldest)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.events) == 0 {

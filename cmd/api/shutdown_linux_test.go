@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"callsig/internal/testkit"
 )
 
 // A client that asks for answers and reads none must not hold a graceful
@@ -40,14 +40,7 @@ func unreadAnswersHoldNoStop(t *testing.T, n int, path string) {
 	go func() { done <- serve(ctx, func() {}, args, secretEnv, logs) }()
 	addr := listening(t, logs)
 
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) }); err != nil {
-			return err
-		}
-		return serr
-	}}
-	conn, err := d.Dial("tcp", addr)
+	conn, err := testkit.DialNotReading(addr)
 	if err != nil {
 		t.Fatal(err)
 	}

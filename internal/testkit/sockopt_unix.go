@@ -4,6 +4,7 @@ package testkit
 
 import (
 	"errors"
+	"net"
 	"syscall"
 )
 
@@ -18,4 +19,12 @@ func tinyReceiveBuffer(_, _ string, c syscall.RawConn) error {
 			syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_MAXSEG, 536))
 	})
 	return errors.Join(err, serr)
+}
+
+// DialNotReading connects to addr with a tiny receive window, for a client
+// that sends requests and reads none of the answers: the server's writes
+// block after some tens of KiB (see StuckStream).
+func DialNotReading(addr string) (net.Conn, error) {
+	d := net.Dialer{Control: tinyReceiveBuffer}
+	return d.Dial("tcp", addr)
 }
