@@ -82,16 +82,28 @@ func (st *stream) serve() {
 		}
 		// The client left (or the stream closed the connection).
 		if st.state.CompareAndSwap(opening, deserted) {
-			st.close()
 			st.cancel()
 			if st.picked.CompareAndSwap(false, true) {
 				// No opener has it (it may wait in the queue): gone
 				// from the hub now, not once one gets to it, so the
 				// user may go offline and it takes no place of the
 				// user's streams. The opener that gets to it only
-				// ends it. One that has it already (announcing
-				// presence, say) ends it itself, after its work.
+				// ends it.
+				st.close()
 				st.h.unsubscribe(st.sub)
+			} else {
+				// One that has it already (announcing presence,
+				// writing the opening) ends it itself, after its
+				// work: its writes are cut short now (and fail from
+				// now on, see deserted), and its end, the socket
+				// still open, reads what the client acknowledged
+				// before the close. Closed here, that read failed,
+				// and invitations a healthy client had acknowledged
+				// went unreported (a review).
+				_ = st.conn.SetWriteDeadline(aLongTimeAgo)
+			}
+			if st.h.o.onDeserted != nil {
+				st.h.o.onDeserted()
 			}
 			return
 		}
@@ -102,6 +114,17 @@ func (st *stream) serve() {
 		st.end(errGone)
 		return
 	}
+}
+
+// deserted reports whether the client of the stream, still opening, left
+// (see serve); if so it cuts the connection's writes short again, after
+// whatever deadline the caller just set.
+func (st *stream) deserted() bool {
+	if st.conn == nil || st.state.Load() != deserted {
+		return false
+	}
+	_ = st.conn.SetWriteDeadline(aLongTimeAgo)
+	return true
 }
 
 // maxClientBytes is how much a client may send on its stream's connection

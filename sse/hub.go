@@ -144,6 +144,9 @@ type Options struct {
 	// unackedBytes reads what a connection's peer has not acknowledged
 	// (see acked.go); tests replace it.
 	unackedBytes func(net.Conn) (int64, bool)
+	// onDeserted, when set, runs as serve sees the client of a stream
+	// still opening leave (tests).
+	onDeserted func()
 }
 
 // IDOrder is what the event log promises about the order of its ids.

@@ -306,6 +306,9 @@ func (st *stream) writeConn(b []byte) error {
 		return err
 	}
 	_ = st.conn.SetWriteDeadline(time.Now().Add(writeProbe))
+	if st.deserted() { // as in stream.deadline
+		return errGone
+	}
 	n, err := st.conn.Write(b)
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		return err

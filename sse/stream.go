@@ -1214,6 +1214,11 @@ func (st *stream) deadline() error {
 			st.h.log.Warn("event stream without write deadlines: the response writer does not support them")
 		}
 	}
+	// After the deadline is set: serve cuts the writes of a stream its
+	// client left, and a deadline set just after must not undo that.
+	if st.deserted() {
+		return errGone
+	}
 	return st.stopping()
 }
 
