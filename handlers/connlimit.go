@@ -200,9 +200,10 @@ func (c *limitedConn) CloseWrite() error {
 
 type overflowKey struct{}
 
-// ConnContext marks the requests of a connection accepted above the cap
-// (http.Server.ConnContext).
+// ConnContext marks the requests of a connection accepted above the cap,
+// and gives each its connection, for Answers (http.Server.ConnContext).
 func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	ctx = context.WithValue(ctx, connKey{}, c) // see Answers
 	if lc, ok := c.(*limitedConn); ok && lc.overflow {
 		return context.WithValue(ctx, overflowKey{}, true)
 	}

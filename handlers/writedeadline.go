@@ -23,9 +23,11 @@ const DefaultAnswerTimeout = requestTimeout + 15*time.Second
 // small answers, most of them (a review). The zero value is ready to use;
 // its methods are safe for concurrent use.
 type Answers struct {
-	cut    atomic.Int64 // Unix ns; 0: no shutdown yet
-	mu     sync.Mutex
-	active map[net.Conn]struct{}
+	cut atomic.Int64 // Unix ns; 0: no shutdown yet
+	mu  sync.Mutex
+	// active holds each connection with a request in progress, and the
+	// write deadline its request armed (zero: none yet).
+	active map[net.Conn]time.Time
 }
 
 // ConnState is an http.Server's ConnState hook. A connection is followed
@@ -39,26 +41,38 @@ func (a *Answers) ConnState(c net.Conn, s http.ConnState) {
 		return
 	}
 	if a.active == nil {
-		a.active = make(map[net.Conn]struct{})
+		a.active = make(map[net.Conn]time.Time)
 	}
-	a.active[c] = struct{}{}
+	a.active[c] = time.Time{}
+}
+
+// armed records d, the write deadline a request armed on c.
+func (a *Answers) armed(c net.Conn, d time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.active[c]; ok {
+		a.active[c] = d
+	}
 }
 
 // CutAt moves the write deadline of every connection with a request in
-// progress, and of every request begun from now on, to at (if later than
-// at, for those begun from now on).
+// progress, and of every request begun from now on, to at, if later than
+// at: an earlier one stands (a review found it moved later).
 func (a *Answers) CutAt(at time.Time) {
 	a.cut.Store(at.UnixNano())
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for c := range a.active {
-		_ = c.SetWriteDeadline(at)
+	for c, d := range a.active {
+		if d.IsZero() || d.After(at) {
+			_ = c.SetWriteDeadline(at)
+			a.active[c] = at
+		}
 	}
 }
 
 // arm sets the write deadline of a request's connection: d, or the cut if
 // one came and is earlier.
-func (a *Answers) arm(rc *http.ResponseController, d time.Time) {
+func (a *Answers) arm(r *http.Request, rc *http.ResponseController, d time.Time) {
 	cut := func() (time.Time, bool) {
 		if n := a.cut.Load(); n != 0 && n < d.UnixNano() {
 			return time.Unix(0, n), true
@@ -70,12 +84,18 @@ func (a *Answers) arm(rc *http.ResponseController, d time.Time) {
 	}
 	// Not supported by a test's recorder: nothing to bound there.
 	_ = rc.SetWriteDeadline(d)
+	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+		a.armed(c, d)
+	}
 	// A cut between the two reads set this connection's deadline, which
 	// the line above may have moved back: set it again.
 	if at, ok := cut(); ok && at.Before(d) {
 		_ = rc.SetWriteDeadline(at)
 	}
 }
+
+// connKey holds a request's connection in its context (ConnContext).
+type connKey struct{}
 
 // writeDeadline arms the connection's write deadline for each request, so
 // a client that never reads its answers holds the answer's memory, its
@@ -90,7 +110,7 @@ func (a *Answers) arm(rc *http.ResponseController, d time.Time) {
 func writeDeadline(answers *Answers, timeout time.Duration) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			answers.arm(http.NewResponseController(w), time.Now().Add(timeout))
+			answers.arm(r, http.NewResponseController(w), time.Now().Add(timeout))
 			next.ServeHTTP(w, r)
 		})
 	}
