@@ -296,22 +296,22 @@ func (st *stream) beatWhileQueued() bool {
 	return false
 }
 
-// writeConn writes b to the hijacked connection (flush has armed the write
-// deadline). While the stream holds an opener slot it first gives the
+// writeConn writes b to the hijacked connection (flush has armed the
+// write deadline), and returns how much of it went out: acknowledgements
+// are counted against that (see acked.go). While the stream holds an opener slot it first gives the
 // write writeProbe: a write still blocked then gives the slot up, and the
 // rest goes out under the full deadline.
-func (st *stream) writeConn(b []byte) error {
+func (st *stream) writeConn(b []byte) (int, error) {
 	if st.slot == nil {
-		_, err := st.conn.Write(b)
-		return err
+		return st.conn.Write(b)
 	}
 	_ = st.conn.SetWriteDeadline(time.Now().Add(writeProbe))
 	if st.deserted() { // as in stream.deadline
-		return errGone
+		return 0, errGone
 	}
 	n, err := st.conn.Write(b)
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		return err
+		return n, err
 	}
 	st.releaseSlot()
 	// The timeout may have been Shutdown's or an eviction's cut, not the
@@ -319,16 +319,16 @@ func (st *stream) writeConn(b []byte) error {
 	// stream still opening ends, interruptible or not). Checked after the
 	// deadline is armed again too: a cut in between must not be undone.
 	if err := st.ctx.Err(); err != nil {
-		return err
+		return n, err
 	}
 	if err := st.deadline(); err != nil {
-		return err
+		return n, err
 	}
 	if err := st.ctx.Err(); err != nil {
-		return err
+		return n, err
 	}
-	_, err = st.conn.Write(b[n:])
-	return err
+	m, err := st.conn.Write(b[n:])
+	return n + m, err
 }
 
 // sendHead writes and flushes the response head and the opening block,

@@ -1280,8 +1280,11 @@ func (st *stream) flush() error {
 	}
 	if st.conn != nil {
 		if len(st.buf) > 0 {
-			err := st.writeConn(st.buf)
-			st.wrote(len(st.buf))
+			// What went out only: a write cut short (the client
+			// left, a deadline) counted whole made earlier bytes
+			// still unacknowledged look acknowledged (a review).
+			n, err := st.writeConn(st.buf)
+			st.wrote(n)
 			st.buf = nil // not kept: an idle stream holds no buffer
 			if err != nil {
 				return err
