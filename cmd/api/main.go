@@ -118,7 +118,7 @@ func serve(ctx context.Context, stopSignals func(), args []string, getenv func(s
 	// An answer still being written then is one its client does not read:
 	// cut it a little before the requests' end, so that it ends the
 	// request and the drain finishes cleanly in time.
-	a.CutAnswersAt(requestsEnd.Add(-shutdownReserve(cfg.ShutdownTimeout)))
+	a.CutAnswersAt(requestsEnd.Add(-cutLead(requestsEnd.Sub(time.Now()), cfg.ShutdownTimeout)))
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		// Requests cut off: no clean stop, whatever follows (exit 1,
 		// as for a background part that would not stop).
@@ -158,6 +158,21 @@ func serve(ctx context.Context, stopSignals func(), args []string, getenv func(s
 // at most a second (they stop in milliseconds unless the store hangs).
 func shutdownReserve(timeout time.Duration) time.Duration {
 	return min(timeout/10, time.Second)
+}
+
+// drainPoll is the longest http.Server.Shutdown waits between two looks at
+// its connections (net/http's shutdownPollIntervalMax, 500 ms, plus its
+// jitter of a tenth).
+const drainPoll = 550 * time.Millisecond
+
+// cutLead is how long before the requests' end (left from now) the
+// answers still being written are cut: long enough for the drain to look
+// again after they end. The shutdown reserve alone (300 ms of a 3 s
+// timeout) was shorter than the drain's look, and a cut answer's end went
+// unseen until the deadline had passed. Never more than half of what is
+// left.
+func cutLead(left, timeout time.Duration) time.Duration {
+	return min(max(shutdownReserve(timeout), drainPoll), left/2)
 }
 
 // errShutdownTimeout is waitFor giving up.

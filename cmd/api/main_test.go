@@ -259,3 +259,19 @@ func TestCutRequestFailsTheStop(t *testing.T) {
 		t.Fatalf("in-flight request cut at the shutdown timeout: serve returned %v", err)
 	}
 }
+
+// The shutdown cuts unread answers early enough for the drain, which looks
+// at its connections at most every drainPoll, to see them end in time,
+// and never later than half of what the requests have left.
+func TestCutLead(t *testing.T) {
+	tests := []struct{ left, timeout, want time.Duration }{
+		{14 * time.Second, 15 * time.Second, time.Second}, // the reserve
+		{2700 * time.Millisecond, 3 * time.Second, drainPoll},
+		{900 * time.Millisecond, time.Second, 450 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		if got := cutLead(tt.left, tt.timeout); got != tt.want {
+			t.Errorf("cutLead(%v, %v) = %v, want %v", tt.left, tt.timeout, got, tt.want)
+		}
+	}
+}
