@@ -7,11 +7,12 @@ import "time"
 // socket: a phone that left its network sends no FIN or RST, and what the
 // stream writes then sits in the socket's buffer. Counted at the write, the
 // invitee showed received and the caller was never told notYetReceived (a
-// review blackholed an invitee's network: received at once, no push).
-// So do the invitations a new or resuming stream replays from the log.
-// Where the connection cannot tell (not Linux, or not hijacked; asked once,
-// as the stream takes it over: stream.ackable), the write counts, as before. Only the nearest TCP peer acknowledges: behind a
-// proxy that ends TCP, that is the proxy.
+// review blackholed an invitee's network: received at once). So do the
+// invitations a new or resuming stream replays from the log. Where the
+// connection cannot tell (not Linux, or not hijacked; asked once, as the
+// stream takes it over: stream.ackable), the write counts, as before. Only
+// the nearest TCP peer acknowledges: behind a proxy that ends TCP, that is
+// the proxy.
 
 // ackState is a stream's invitations written but not acknowledged yet,
 // allocated with the first of them and dropped once all are: an idle
@@ -46,20 +47,28 @@ func (st *stream) wrote(n int) {
 	}
 }
 
-// awaitAcks takes the invitations just flushed, whose bytes end with the
-// last write, and reports those already acknowledged.
-func (st *stream) awaitAcks() {
+// flushed reports fs, invitations whose bytes went out, as delivered: at
+// once, or once acknowledged where the socket tells (ackable). Those
+// already acknowledged are reported now.
+func (st *stream) flushed(fs []*frame) {
+	if !st.ackable {
+		for _, f := range fs {
+			st.h.work.delivered(f.id, f.callID, st.user, f.time)
+		}
+		return
+	}
+	if len(fs) == 0 {
+		return
+	}
 	if st.acks == nil {
 		// Counting from here, the flush that wrote these invitations
 		// is not counted: their end is 0, and they are acknowledged
 		// once nothing written is unacknowledged.
 		st.acks = &ackState{}
 	}
-	for i, f := range st.invitations {
+	for _, f := range fs {
 		st.acks.list = append(st.acks.list, unacked{f: f, end: st.acks.sent})
-		st.invitations[i] = nil
 	}
-	st.invitations = st.invitations[:0]
 	st.acks.wait = 0
 	st.checkAcks(time.Now())
 }

@@ -298,9 +298,9 @@ func (st *stream) beatWhileQueued() bool {
 
 // writeConn writes b to the hijacked connection (flush has armed the
 // write deadline), and returns how much of it went out: acknowledgements
-// are counted against that (see acked.go). While the stream holds an opener slot it first gives the
-// write writeProbe: a write still blocked then gives the slot up, and the
-// rest goes out under the full deadline.
+// are counted against that (see acked.go). While the stream holds an
+// opener slot it first gives the write writeProbe: a write still blocked
+// then gives the slot up, and the rest goes out under the full deadline.
 func (st *stream) writeConn(b []byte) (int, error) {
 	if st.slot == nil {
 		return st.conn.Write(b)

@@ -204,17 +204,6 @@ func hijack(rc *http.ResponseController, hdr http.Header) (net.Conn, []byte) {
 
 // end unsubscribes the stream and closes its connection, if it has one.
 func (st *stream) end(err error) {
-	if st.ackable && len(st.replayedOut) > 0 {
-		// Replayed invitations flushed but not yet reported (the read
-		// of which are unreceived failed, or the client left during
-		// it) count as the live ones do: once acknowledged (see
-		// acked.go). Listed ones never flushed are not the client's.
-		clear(st.invitations)
-		st.invitations = append(st.invitations[:0], st.replayedOut...)
-		clear(st.replayedOut)
-		st.replayedOut = nil
-		st.awaitAcks()
-	}
 	st.reportFlushedReplay()
 	// A client may acknowledge and close at once (its FIN carries the
 	// ACK): what it acknowledged counts, read while the socket is open.
@@ -271,14 +260,17 @@ type stream struct {
 	// that changed networks, a half-open connection) from a quiet one.
 	beatEvent bool
 	canStop   bool // Shutdown may end the stream (see open)
-	unlisted  bool // see invitations
-	headSent  bool // see opening
-	ackable   bool // the socket tells what its peer acknowledged (see acked.go)
-	// invitations written since the last flush, reported once flushed.
-	// While unlisted (a replay from the log), they go to replayed instead,
-	// and a flush moves them to replayedOut: reportReplayed reports those
-	// still unreceived, and a stream ending before it (a write, or its
-	// read, failed) reports them all, as a flush would have (see end).
+	// The flags sit together: a stream is allocated in a size class, and
+	// a flag between wider fields cost 8 bytes of padding.
+	unlisted bool // see invitations
+	headSent bool // the response head and the opening block are out
+	ackable  bool // the socket tells what its peer acknowledged (see acked.go)
+	// invitations written since the last flush, reported once flushed
+	// (see flushed). While unlisted (a replay from the log), they go to
+	// replayed instead, and a flush moves them to replayedOut:
+	// reportReplayed reports those still unreceived, and a stream ending
+	// before it (a write, or its read, failed) reports them all, as a
+	// flush would have (see end).
 	invitations []*frame
 	// acks holds a hijacked stream's invitations written but not yet
 	// acknowledged by the client (nil: none; see acked.go).
@@ -288,11 +280,8 @@ type stream struct {
 	// expires is when the stream's token expires, on the hub's clock (zero:
 	// never); see armToken.
 	expires time.Time
-	// headSent (above, with the other flags: a stream is allocated in a
-	// size class, and each padded flag cost 8 bytes) is set once the
-	// response head and the opening block are out; opening holds what a
-	// hijacked stream's opener needs, slot the openers whose slot it
-	// holds, if any (see startOpening).
+	// opening holds what a hijacked stream's opener needs, slot the
+	// openers whose slot it holds, if any (see startOpening).
 	opening openArgs
 	slot    *openers
 	// picked is set by the opener that takes the stream, or by serve when
@@ -455,33 +444,24 @@ func (st *stream) reportReplayed(upTo int64, limit int) error {
 	}
 	sent := st.replayedOut
 	st.replayedOut = nil
+	var unreceived []*frame
 	for _, e := range list {
-		i := slices.IndexFunc(sent, func(f *frame) bool { return f.id == e.ID })
-		switch {
-		case i < 0:
-		case st.ackable:
-			// Once acknowledged, as a live one (see acked.go): the
-			// flush above left no other invitation listed.
-			st.invitations = append(st.invitations, sent[i])
-		default:
-			st.h.work.delivered(e.ID, e.CallID, st.user, e.Time)
+		if i := slices.IndexFunc(sent, func(f *frame) bool { return f.id == e.ID }); i >= 0 {
+			unreceived = append(unreceived, sent[i])
 		}
 	}
-	if len(st.invitations) > 0 {
-		st.awaitAcks()
-	}
+	st.flushed(unreceived)
 	return nil
 }
 
 // reportFlushedReplay reports every replayed invitation a flush sent and
 // reportReplayed has not read about: the stream is ending, and its client
-// may have them. Reports are idempotent; this costs at most what the
-// flushes before the failure sent.
+// may have them (once acknowledged, where the socket tells: see flushed).
+// Reports are idempotent; this costs at most what the flushes before the
+// failure sent.
 func (st *stream) reportFlushedReplay() {
-	for i, f := range st.replayedOut {
-		st.h.work.delivered(f.id, f.callID, st.user, f.time)
-		st.replayedOut[i] = nil
-	}
+	st.flushed(st.replayedOut)
+	clear(st.replayedOut)
 	st.replayedOut = nil
 }
 
@@ -1290,16 +1270,11 @@ func (st *stream) flush() error {
 				return err
 			}
 		}
-		if st.ackable && len(st.invitations) > 0 {
-			st.awaitAcks()
-		}
 	} else if err := st.rc.Flush(); err != nil {
 		return err
 	}
-	for i, f := range st.invitations {
-		st.h.work.delivered(f.id, f.callID, st.user, f.time)
-		st.invitations[i] = nil
-	}
+	st.flushed(st.invitations)
+	clear(st.invitations)
 	st.invitations = st.invitations[:0]
 	st.replayedOut = append(st.replayedOut, st.replayed...)
 	clear(st.replayed)
