@@ -130,7 +130,7 @@ func (l *rateLimiter) middleware(next http.Handler) http.Handler {
 			})))
 			return
 		}
-		next.ServeHTTP(&countingWriter{ResponseWriter: w, charge: func(n int) { l.charge(key, float64(n)) }}, r)
+		next.ServeHTTP(&countingWriter{ResponseWriter: w, l: l, key: key}, r)
 	})
 }
 
@@ -151,15 +151,16 @@ const bytesPerToken = 64 << 10
 // through (a review: 150 pages of 13 MB at once, within the limit).
 type countingWriter struct {
 	http.ResponseWriter
-	n      int
-	charge func(tokens int)
+	n   int
+	l   *rateLimiter
+	key string
 }
 
 func (w *countingWriter) Write(b []byte) (int, error) {
 	before := w.n / bytesPerToken
 	w.n += len(b)
 	if extra := w.n/bytesPerToken - before; extra > 0 {
-		w.charge(extra)
+		w.l.charge(w.key, float64(extra))
 	}
 	return w.ResponseWriter.Write(b)
 }
