@@ -86,3 +86,49 @@ func TestWriteCutShortCountsOnlyWhatWentOut(t *testing.T) {
 		t.Fatalf("reports %v: c%d, unread and unacknowledged (%d bytes in the server's queue), counted as delivered", got, pageSize, lastQ.Load())
 	}
 }
+
+// The opener of a stream whose client left ends it, which closes the
+// socket, once its work stops at the stream's cancelled context. A store
+// that ignores the context held the socket, and its connection's place
+// under the cap, for as long as it liked (a review's leftover): the socket
+// is now closed after ReadTimeout whatever the opener does.
+func TestDesertedStreamIsClosedWhileItsOpenerHangs(t *testing.T) {
+	var mu sync.Mutex
+	var server net.Conn
+	acks := func(c net.Conn) (int64, bool) {
+		mu.Lock()
+		server = c
+		mu.Unlock()
+		return unackedBytes(c)
+	}
+	left := make(chan struct{})
+	r := newRig(t, Options{unackedBytes: acks, ReadTimeout: 300 * time.Millisecond, onDeserted: func() { close(left) }})
+	for i := range pageSize + 10 {
+		r.hub.Committed(r.log.add(inv("bob", fmt.Sprintf("c%d", i+1))), 0)
+	}
+	r.log.unreceived["bob"] = []int64{1}
+	second, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	r.log.mu.Lock()
+	r.log.onAfter = func(n int) {
+		if n == 2 { // the catch-up's second page hangs, deaf to its context
+			close(second)
+			<-release
+		}
+	}
+	r.log.mu.Unlock()
+	c := r.open("bob", "d", "0")
+	<-second
+	c.res.Body.Close()
+	select {
+	case <-left:
+	case <-time.After(5 * time.Second):
+		t.Fatal("serve never saw the client leave")
+	}
+	wait.For(t, 5*time.Second, "the deserted stream's socket closed", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		_, open := unackedBytes(server)
+		return !open
+	})
+}

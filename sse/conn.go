@@ -101,6 +101,11 @@ func (st *stream) serve() {
 				// and invitations a healthy client had acknowledged
 				// went unreported (a review).
 				_ = st.conn.SetWriteDeadline(aLongTimeAgo)
+				// Its work stops at the cancel, unless a store
+				// ignores its context: the socket, and the
+				// connection's place under the cap, are then freed
+				// after what one read of the log may take anyway.
+				time.AfterFunc(st.h.o.ReadTimeout, st.close)
 			}
 			if st.h.o.onDeserted != nil {
 				st.h.o.onDeserted()
