@@ -88,6 +88,9 @@ type EventLog struct {
 	visible func() int64
 
 	eventsAfter, pendingInvitations, unreceivedInvitations, eventRecipients, oldestEventID string
+	// restores are the gaps of the restores the log went through (see
+	// RestoreMarkType), read once (LoadRestores).
+	restores []restoreGap
 }
 
 // NewEventLog returns the shared event log reads of a backend: bindType is

@@ -58,6 +58,13 @@ type MovedLog interface {
 	MovedEventID(ctx context.Context) (int64, error)
 }
 
+// RestoredLog is a Log that may have been restored from a backup: ids in
+// a restore's gap were given by the backed-up server after the backup,
+// never by this log (db.RestoreMarkType); both stores implement it.
+type RestoredLog interface {
+	NeverGiven(id int64) bool
+}
+
 // Service is what the hub reports deliveries and presence to; calls.Service
 // implements it.
 type Service interface {

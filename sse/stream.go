@@ -729,6 +729,11 @@ func (st *stream) expired(last, head int64) (bool, error) {
 	if last < 0 {
 		return true, nil
 	}
+	if rl, ok := log.(RestoredLog); ok && rl.NeverGiven(last) {
+		// The client saw events after the backup this log was restored
+		// from: what it knows is not what the log holds.
+		return true, nil
+	}
 	var moved int64
 	if st.h.perUser() {
 		// head is the user's newest id: above it, last is no id this

@@ -1,9 +1,11 @@
 // Command api runs the callsig server, or with `token` mints a user token,
-// or with `migrate` copies a stopped node's SQLite file into PostgreSQL.
+// or with `migrate` copies a stopped node's SQLite file into PostgreSQL,
+// or with `backup` copies a running node's SQLite file.
 //
 //	go run ./cmd/api                       # serve on :8080 with ./callsig.db
 //	go run ./cmd/api token -user alice     # print a JWT for alice
 //	go run ./cmd/api migrate -from callsig.db -to postgres://user@host/callsig
+//	go run ./cmd/api backup -db callsig.db -to backup.db
 package main
 
 import (
@@ -25,7 +27,7 @@ import (
 )
 
 func main() {
-	if len(os.Args) < 2 || (os.Args[1] != "token" && os.Args[1] != "migrate") {
+	if len(os.Args) < 2 || (os.Args[1] != "token" && os.Args[1] != "migrate" && os.Args[1] != "backup") {
 		smallStacks() // the server only: it may hold tens of thousands of streams
 	}
 	// The first signal starts a graceful shutdown; serve then calls stop,
@@ -48,6 +50,9 @@ func run(ctx context.Context, stopSignals func(), args []string, getenv func(str
 	}
 	if len(args) > 0 && args[0] == "migrate" {
 		return migrate(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "backup" {
+		return backup(ctx, args[1:], getenv, stdout, stderr)
 	}
 	return serve(ctx, stopSignals, args, getenv, stderr)
 }

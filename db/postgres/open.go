@@ -152,6 +152,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	s := &Store{db: sdb, maxConns: opts.MaxConns, log: log, txBound: answerBound(opts.StatementTimeout), usersSweepEvery: opts.EventUsersSweepEvery}
 	s.Webhooks = db.NewWebhooks(webhookSQL, s.inTx, s.read)
 	s.EventLog = s.eventLog()
+	if err := s.EventLog.LoadRestores(ctx); err != nil {
+		sdb.Close()
+		return nil, err
+	}
 	return s, nil
 }
 

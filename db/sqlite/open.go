@@ -145,6 +145,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err == nil {
 		s.rst, err = prepareRead(ctx, rdb, s.EventLog.Queries())
 	}
+	if err == nil {
+		err = s.EventLog.LoadRestores(ctx)
+	}
 	if err != nil {
 		s.wst.close()
 		rdb.Close()

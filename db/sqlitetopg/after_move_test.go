@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"callsig/calls"
+	"callsig/db/sqlite"
 	"callsig/internal/pgtest"
 	"callsig/internal/testkit"
 )
@@ -225,5 +227,41 @@ func TestEmptyLogAfterMoveResets(t *testing.T) {
 	defer st2.Close()
 	if e, ok := st2.TryNext(5 * time.Second); !ok || e.Type != "reset" {
 		t.Fatalf("after the move bob's client resuming from %s read ok=%v %q, want reset", h, ok, e.Type)
+	}
+}
+
+// A backup restored by moving it to PostgreSQL keeps its restore's gap
+// (db.RestoreMarkType): a client that saw an event the backed-up node gave
+// after the backup is reset on the cluster, as it is on SQLite.
+func TestRestoredBackupMovedKeepsItsGap(t *testing.T) {
+	s1 := testkit.Start(t)
+	alice := s1.Client("alice")
+	bob := s1.Stream("bob", "", "")
+	kept := alice.Invite(map[string]any{"timeout": 600}, "bob").CallID
+	bob.WaitFor(string(calls.EventReceived), func(e testkit.Event) bool { return e.CallID() == kept }, 10*time.Second)
+	out := filepath.Join(t.TempDir(), "backup.db")
+	rep, err := sqlite.Backup(context.Background(), s1.Config.DB, out, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := alice.Invite(nil, "bob").CallID
+	held := bob.WaitFor(string(calls.EventReceived), func(e testkit.Event) bool { return e.CallID() == lost }, 10*time.Second).ID()
+	if held <= rep.LastEventID {
+		t.Fatalf("premise: bob's event after the backup has id %d, the backup's last is %d", held, rep.LastEventID)
+	}
+	s1.Stop()
+
+	dsn := pgtest.NewDatabase(t)
+	if _, err := Copy(context.Background(), out, dsn, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	s2 := testkit.Start(t, testkit.WithDB(dsn))
+	st := s2.Stream("bob", "", strconv.FormatInt(held, 10))
+	defer st.Close()
+	if e := st.Next(5 * time.Second); e.Type != "reset" {
+		t.Fatalf("bob resumed from %d on the moved backup: got %v, want reset", held, e)
+	}
+	if e := st.Next(5 * time.Second); e.Type != string(calls.EventReceived) || e.CallID() != kept {
+		t.Fatalf("bob after the reset: got %v, want the pending invitation of %s", e, kept)
 	}
 }

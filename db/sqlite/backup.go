@@ -1,0 +1,167 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"callsig/db"
+)
+
+// RestoreGap is how far a backup moves the event ids on: a server started
+// on the backup gives its first id RestoreGap past the last the backup
+// holds. The ids between are those the backed-up server may have given
+// after the backup (2^40: three years of 10,000 events a second), which a
+// client may hold: resuming from one of them gets a reset (db.Restores),
+// never the restored server's events under an id that named another.
+// Each restore uses 2^40 of JavaScript's 2^53 safe integers.
+const RestoreGap = 1 << 40
+
+// BackupReport is what Backup made.
+type BackupReport struct {
+	Bytes       int64         // the backup file's size
+	LastEventID int64         // the last id of the log backed up
+	FirstNewID  int64         // the first id a server started on the backup gives
+	Took        time.Duration // from the start to the file's fsync
+}
+
+// Backup writes a consistent copy of the database at from, which a server
+// may have open and be writing, to the new file to (VACUUM INTO: one read
+// transaction, so the copy holds every commit up to a point and nothing
+// after). In the copy, the event ids move on by RestoreGap behind a
+// restore mark (see db.Restores), so that a server started on it one day
+// resets the clients that hold ids the backed-up server gave after the
+// backup. The file is fsynced, with its directory, before Backup returns.
+// to must not exist: an old backup is never overwritten by half of a new
+// one.
+func Backup(ctx context.Context, from, to string, now time.Time) (*BackupReport, error) {
+	start := time.Now()
+	abs, err := filepath.Abs(from)
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	out, err := filepath.Abs(to)
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	// Created empty first, which VACUUM INTO fills: readable by its owner
+	// only, as the database (it holds webhook signing secrets), and never
+	// an existing file.
+	f, err := os.OpenFile(out, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("backup: %s already exists: give a new file", to)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	f.Close()
+	done := false
+	defer func() {
+		if !done {
+			os.Remove(out)
+		}
+	}()
+	// mode=ro: the server's file is only read (a file: URI, so SQLite
+	// applies it); busy_timeout waits out a checkpoint in progress.
+	u := url.URL{Scheme: "file", Path: abs, RawQuery: "mode=ro&_pragma=busy_timeout(5000)"}
+	src, err := sql.Open("sqlite", u.String())
+	if err != nil {
+		return nil, fmt.Errorf("backup: open %s: %w", from, err)
+	}
+	defer src.Close()
+	if err := isCallsig(ctx, src); err != nil {
+		return nil, fmt.Errorf("backup: %s: %w", from, err)
+	}
+	if _, err := src.ExecContext(ctx, "VACUUM INTO ?", out); err != nil {
+		return nil, fmt.Errorf("backup: copy %s: %w", from, err)
+	}
+	if err := src.Close(); err != nil {
+		return nil, fmt.Errorf("backup: close %s: %w", from, err)
+	}
+	rep, err := markRestore(ctx, out, now)
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	info, err := os.Stat(out)
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	rep.Bytes = info.Size()
+	rep.Took = time.Since(start)
+	done = true
+	return rep, nil
+}
+
+// isCallsig refuses a file with no event log: marking it would fail
+// after the copy, or mark a file of something else.
+func isCallsig(ctx context.Context, conn *sql.DB) error {
+	var n int
+	err := conn.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('events', 'calls')`).Scan(&n)
+	if err != nil {
+		return err
+	}
+	if n != 2 {
+		return errors.New("not a callsig database")
+	}
+	return nil
+}
+
+// markRestore moves the copy's event ids on by RestoreGap behind a restore
+// mark, in rollback-journal mode with a full sync (nothing else has the
+// new file open), and fsyncs the file and its directory.
+func markRestore(ctx context.Context, path string, now time.Time) (*BackupReport, error) {
+	u := url.URL{Scheme: "file", Path: path, RawQuery: "_pragma=journal_mode(DELETE)&_pragma=synchronous(FULL)"}
+	conn, err := sql.Open("sqlite", u.String())
+	if err != nil {
+		return nil, fmt.Errorf("open the copy: %w", err)
+	}
+	defer conn.Close()
+	rep := &BackupReport{}
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("mark the copy: %w", err)
+	}
+	defer tx.Rollback()
+	err = tx.QueryRowContext(ctx, `SELECT seq FROM sqlite_sequence WHERE name = 'events'`).Scan(&rep.LastEventID)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("mark the copy: read its last event id: %w", err)
+	}
+	mark := rep.LastEventID + RestoreGap
+	if _, err := tx.ExecContext(ctx, db.InsertRestoreMarkSQL, mark, db.RestoreMarkData(rep.LastEventID), now.UnixMilli()); err != nil {
+		return nil, fmt.Errorf("mark the copy: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("mark the copy: %w", err)
+	}
+	if err := conn.Close(); err != nil {
+		return nil, fmt.Errorf("close the copy: %w", err)
+	}
+	if err := syncFileAndDir(path); err != nil {
+		return nil, err
+	}
+	rep.FirstNewID = mark + 1
+	return rep, nil
+}
+
+func syncFileAndDir(path string) error {
+	for _, p := range []string{path, filepath.Dir(path)} {
+		f, err := os.Open(p)
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", p, err)
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", p, err)
+		}
+	}
+	return nil
+}
