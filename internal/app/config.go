@@ -32,7 +32,7 @@ type Config struct {
 	HeartbeatTimeout    time.Duration
 	NotReceivedAfter    time.Duration
 	MaxCallUsers        int
-	MaxStartedCalls     int // started calls a user may be in and still create an advanced one (0: no bound)
+	MaxStartedCalls     int // started calls a user may be in and still start a call, general or advanced (0: no bound)
 	WebhookAllowPrivate bool
 	WebhookURL          string
 	WebhookSecret       string
@@ -106,7 +106,7 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"heartbeat-timeout", "CALLSIG_HEARTBEAT_TIMEOUT", "caller-offline grace period", &c.HeartbeatTimeout},
 		{"not-received-after", "CALLSIG_NOT_RECEIVED_AFTER", "delay before an undelivered invitee becomes notYetReceived", &c.NotReceivedAfter},
 		{"max-call-users", "CALLSIG_MAX_CALL_USERS", "users ever in one call, caller included", &c.MaxCallUsers},
-		{"max-started-calls-per-user", "CALLSIG_MAX_STARTED_CALLS_PER_USER", "started calls a user may be in (accepted, the caller included) and still create an advanced call; 0: no bound", &c.MaxStartedCalls},
+		{"max-started-calls-per-user", "CALLSIG_MAX_STARTED_CALLS_PER_USER", "started calls a user may be in (accepted, the caller included) and still start a call, general or advanced; 0: no bound", &c.MaxStartedCalls},
 		{"webhook-allow-private", "CALLSIG_WEBHOOK_ALLOW_PRIVATE", "allow webhooks to loopback/private addresses", &c.WebhookAllowPrivate},
 		{"webhook-url", "CALLSIG_WEBHOOK_URL", "a webhook endpoint configured without the API", &c.WebhookURL},
 		{"webhook-secret", "CALLSIG_WEBHOOK_SECRET", "its signing secret (whsec_...)", &c.WebhookSecret},
