@@ -152,16 +152,14 @@ func markRestore(ctx context.Context, path string, now time.Time) (*BackupReport
 }
 
 func syncFileAndDir(path string) error {
-	for _, p := range []string{path, filepath.Dir(path)} {
-		f, err := os.Open(p)
-		if err != nil {
-			return fmt.Errorf("sync %s: %w", p, err)
-		}
-		err = f.Sync()
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("sync %s: %w", p, err)
-		}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", path, err)
 	}
-	return nil
+	err = f.Sync()
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
 }

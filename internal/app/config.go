@@ -122,7 +122,7 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 		{"rate-limit", "CALLSIG_RATE_LIMIT", "requests per second per user (0: off)", &c.RateLimit},
 		{"rate-burst", "CALLSIG_RATE_BURST", "burst of the per-user rate limit", &c.RateBurst},
 		{"shutdown-timeout", "CALLSIG_SHUTDOWN_TIMEOUT", "how long the whole shutdown may take (requests in flight, background work, database close)", &c.ShutdownTimeout},
-		{"read-timeout", "CALLSIG_READ_TIMEOUT", "how long a request (headers and body) may take to arrive; slower is 408", &c.ReadTimeout},
+		{"read-timeout", "CALLSIG_READ_TIMEOUT", "how long a request may take to arrive, its headers at most 10s of it; slower is 408", &c.ReadTimeout},
 		{"max-streams-per-user", "CALLSIG_MAX_STREAMS_PER_USER", "open event streams per user; a newer one closes the oldest", &c.MaxStreamsPerUser},
 		{"max-connections", "CALLSIG_MAX_CONNECTIONS", "connections served at once (0: the open-file limit less headroom)", &c.MaxConnections},
 		{"max-connections-per-address", "CALLSIG_MAX_CONNECTIONS_PER_ADDRESS", "connections one client address may hold (0: a sixteenth of max-connections, at least 256; max-connections or more: no cap); loopback and private addresses are exempt", &c.MaxConnsPerAddress},
