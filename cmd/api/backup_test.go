@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,20 +14,7 @@ import (
 func TestBackupCommand(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "callsig.db")
-	server := exec.Command(os.Args[0], "-test.run=^$")
-	server.Env = append(os.Environ(), "CALLSIG_TEST_MAIN_ARGS=-addr 127.0.0.1:0 -db "+path, "CALLSIG_JWT_SECRET=")
-	logs := &logBuffer{}
-	server.Stdout, server.Stderr = logs, logs
-	if err := server.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- server.Wait() }()
-	t.Cleanup(func() {
-		_ = server.Process.Kill()
-		<-exited
-	})
-	listening(t, logs)
+	startMain(t, "-addr 127.0.0.1:0 -db "+path, "CALLSIG_JWT_SECRET=")
 
 	out := filepath.Join(dir, "backup.db")
 	code, stdout, stderr := runMain(t, "backup", "-db", path, "-to", out)

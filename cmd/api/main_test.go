@@ -103,6 +103,34 @@ func secretEnv(k string) string {
 	return ""
 }
 
+// mainProcess is the real main (the callsig binary, see TestMain) run as
+// a server: its logs, and its exit once it has exited.
+type mainProcess struct {
+	*exec.Cmd
+	logs   *logBuffer
+	exited chan error // Wait's result; put back by whoever takes it
+}
+
+// startMain starts the real main with args (one string, as
+// CALLSIG_TEST_MAIN_ARGS takes them) and env added to the test's
+// environment, waits until it listens, and kills it at the test's end.
+func startMain(t *testing.T, args string, env ...string) (p *mainProcess, addr string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), "CALLSIG_TEST_MAIN_ARGS="+args), env...)
+	p = &mainProcess{Cmd: cmd, logs: &logBuffer{}, exited: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.exited
+	})
+	return p, listening(t, p.logs)
+}
+
 var listeningAddr = regexp.MustCompile(`msg="callsig listening" addr=(\S+)`)
 
 // listening waits for the server's "listening" line and returns its address.
@@ -166,23 +194,9 @@ func TestWaitForIsBounded(t *testing.T) {
 // in flight; a second one kills the process at once, as an operator
 // pressing Ctrl-C twice expects.
 func TestSecondSignalKills(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(),
-		"CALLSIG_TEST_MAIN_ARGS=-addr 127.0.0.1:0 -db "+filepath.Join(t.TempDir(), "callsig.db")+
-			" -shutdown-timeout 60s -read-timeout 60s",
-		"CALLSIG_JWT_SECRET="+testSecret)
-	logs := &logBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	addr := listening(t, logs)
+	cmd, addr := startMain(t, "-addr 127.0.0.1:0 -db "+filepath.Join(t.TempDir(), "callsig.db")+
+		" -shutdown-timeout 60s -read-timeout 60s", "CALLSIG_JWT_SECRET="+testSecret)
+	logs, exited := cmd.logs, cmd.exited
 
 	// A request whose body never finishes keeps the graceful shutdown
 	// waiting (up to the read and shutdown timeouts, here a minute).

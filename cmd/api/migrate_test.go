@@ -43,21 +43,8 @@ func runMain(t *testing.T, args ...string) (code int, stdout, stderr string) {
 // prints the password of the target URL.
 func TestMigrateCommand(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "callsig.db")
-	server := exec.Command(os.Args[0], "-test.run=^$")
-	server.Env = append(os.Environ(), "CALLSIG_TEST_MAIN_ARGS=-addr 127.0.0.1:0 -db "+path,
-		"CALLSIG_JWT_SECRET="+testSecret)
-	logs := &logBuffer{}
-	server.Stdout, server.Stderr = logs, logs
-	if err := server.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- server.Wait() }()
-	t.Cleanup(func() {
-		_ = server.Process.Kill()
-		<-exited
-	})
-	addr := listening(t, logs)
+	server, addr := startMain(t, "-addr 127.0.0.1:0 -db "+path, "CALLSIG_JWT_SECRET="+testSecret)
+	logs, exited := server.logs, server.exited
 	tok, err := handlers.MintToken([]byte(testSecret), handlers.TokenRequest{UserID: "alice", TTL: time.Hour}, time.Now())
 	if err != nil {
 		t.Fatal(err)
