@@ -208,6 +208,13 @@ func (c Config) validate() error {
 	if c.DB == "" {
 		errs = append(errs, errors.New("db must not be empty (a SQLite file path, or a postgres:// URL)"))
 	}
+	// Anything but a postgres:// URL is a SQLite path: a libpq key=value
+	// string or POSTGRES:// started a one-node SQLite server on a file
+	// named after it, password and all (and logged that name). Never
+	// repeated here: it may hold a password.
+	if !IsPostgresDSN(c.DB) && looksLikeConnString(c.DB) {
+		errs = append(errs, errors.New("db looks like a connection string, not a SQLite file path: PostgreSQL is selected by a URL beginning with postgres:// or postgresql:// (lower case), e.g. postgres://user:password@host:5432/database"))
+	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("shutdown-timeout must be positive"))
 	}
@@ -295,6 +302,18 @@ func (c Config) validate() error {
 	}
 	errs = append(errs, c.validateCluster()...)
 	return errors.Join(errs...)
+}
+
+// libpqKeyword finds a libpq key=value connection string ("host=db
+// user=callsig password=..."), which pgx accepts but callsig would take
+// for a SQLite file name.
+var libpqKeyword = regexp.MustCompile(`(?i)(^|\s)(host|hostaddr|dbname|user|password|port|sslmode|service)\s*=`)
+
+// looksLikeConnString says whether a db setting that is no postgres://
+// URL is still meant for a database server rather than a file: another
+// scheme (POSTGRES://, pgsql://) or a key=value string.
+func looksLikeConnString(db string) bool {
+	return strings.Contains(db, "://") || libpqKeyword.MatchString(db)
 }
 
 // nodeIDPattern is what a node id may hold: it is a metrics label value and

@@ -71,7 +71,8 @@ func describePostgres(dsn string) (host, database string) {
 }
 
 // RedactedDB is what may be logged of the CALLSIG_DB setting: a SQLite
-// path as it is, a PostgreSQL URL with its password replaced by xxxxx.
+// path as it is, a PostgreSQL URL with its password replaced by xxxxx,
+// whether in user:password@ or in the query (?password=, which pgx takes).
 func RedactedDB(dsn string) string {
 	if !IsPostgresDSN(dsn) {
 		return dsn
@@ -80,7 +81,7 @@ func RedactedDB(dsn string) string {
 	if err != nil {
 		return "postgres://?" // unparsable: it may hold a password anywhere
 	}
-	return u.Redacted()
+	return redact.RedactedURL(u)
 }
 
 // redactDSN keeps a password in dsn out of err's text.

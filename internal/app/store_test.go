@@ -81,3 +81,51 @@ func TestNodeID(t *testing.T) {
 		t.Errorf("CALLSIG_NODE_ID=eu-1: %q, %v", c.NodeID, err)
 	}
 }
+
+// A password in the query of a postgres:// URL (?password=, which pgx
+// takes) was logged as it was in "callsig listening": only the one of
+// user:password@ was redacted.
+func TestRedactedDBHidesQueryPasswords(t *testing.T) {
+	for _, dsn := range []string{
+		"postgres://callsig:s3cret@127.0.0.1:5432/callsig",
+		"postgres://callsig@127.0.0.1:5432/callsig?password=s3cret",
+		"postgresql://callsig@db/callsig?sslmode=require&PASSWORD=s3cret",
+		"postgres://callsig@db/callsig?sslpassword=s3cret&sslkey=/k",
+	} {
+		if got := RedactedDB(dsn); strings.Contains(got, "s3cret") || !strings.Contains(got, "xxxxx") {
+			t.Errorf("RedactedDB(%q) = %q", dsn, got)
+		}
+	}
+	if got := RedactedDB("postgres://callsig@db/callsig?sslmode=disable"); got != "postgres://callsig@db/callsig?sslmode=disable" {
+		t.Errorf("a URL without a password changed: %q", got)
+	}
+}
+
+// A database setting meant for PostgreSQL but not spelled as a lower-case
+// postgres:// URL was taken for a SQLite path: a libpq key=value string
+// started a one-node SQLite server on a file named after it (password
+// included, and logged), POSTGRES:// failed quoting the password.
+func TestConnectionStringThatIsNoPostgresURLIsRefused(t *testing.T) {
+	noenv := func(string) string { return "" }
+	for _, db := range []string{
+		"host=127.0.0.1 user=postgres password=s3cret dbname=callsig",
+		"dbname=callsig password=s3cret",
+		"POSTGRES://postgres:s3cret@127.0.0.1:5432/callsig",
+		"Postgresql://postgres:s3cret@db/callsig",
+		"pgsql://postgres:s3cret@db/callsig",
+	} {
+		_, err := ParseConfig("test", []string{"-db", db, "-jwt-secret", strings.Repeat("k", 32)}, noenv, nil)
+		if err == nil || !strings.Contains(err.Error(), "postgres://") {
+			t.Errorf("-db %q: %v, want a refusal naming postgres://", db, err)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("-db %q: the error shows the password: %v", db, err)
+		}
+	}
+	for _, db := range []string{"callsig.db", "/var/lib/callsig/callsig.db", "./data/host=a/callsig.db", ":memory:"} {
+		if _, err := ParseConfig("test", []string{"-db", db}, noenv, nil); err != nil {
+			t.Errorf("-db %q (a SQLite path): %v", db, err)
+		}
+	}
+}

@@ -16,16 +16,72 @@ import (
 var urlPassword = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:([^@/]*)@`)
 
 // Err returns err with rawURL's password, if any, replaced by xxxxx in
-// its text (nil stays nil).
+// its text (nil stays nil). The password is the one of user:password@ and
+// that of a query parameter naming one (postgres://u@h/db?password=...,
+// which pgx takes as well).
 func Err(err error, rawURL string) error {
 	if err == nil {
 		return nil
 	}
-	m := urlPassword.FindStringSubmatch(rawURL)
-	if m == nil || m[1] == "" || !strings.Contains(err.Error(), m[1]) {
+	msg := err.Error()
+	for _, pw := range passwords(rawURL) {
+		msg = strings.ReplaceAll(msg, pw, "xxxxx")
+	}
+	if msg == err.Error() {
 		return err
 	}
-	return errors.New(strings.ReplaceAll(err.Error(), m[1], "xxxxx"))
+	return errors.New(msg)
+}
+
+// passwords returns the passwords rawURL holds: in its user information
+// and in query parameters whose name holds "password" (password,
+// sslpassword).
+func passwords(rawURL string) []string {
+	var out []string
+	if m := urlPassword.FindStringSubmatch(rawURL); m != nil && m[1] != "" {
+		out = append(out, m[1])
+	}
+	if _, query, ok := strings.Cut(rawURL, "?"); ok {
+		if q, err := url.ParseQuery(query); err == nil {
+			for k, vs := range q {
+				if !IsPasswordParam(k) {
+					continue
+				}
+				for _, v := range vs {
+					if v != "" {
+						out = append(out, v)
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// IsPasswordParam says whether a URL query parameter named name holds a
+// password (pgx reads password and sslpassword from a postgres:// URL's
+// query).
+func IsPasswordParam(name string) bool {
+	return strings.Contains(strings.ToLower(name), "password")
+}
+
+// RedactedURL returns u's text with the password of its user information
+// and of its query parameters replaced by xxxxx.
+func RedactedURL(u *url.URL) string {
+	c := *u
+	if q := c.Query(); len(q) > 0 {
+		changed := false
+		for k := range q {
+			if IsPasswordParam(k) {
+				q.Set(k, "xxxxx")
+				changed = true
+			}
+		}
+		if changed {
+			c.RawQuery = q.Encode()
+		}
+	}
+	return c.Redacted()
 }
 
 // URL returns rawURL quoted for a message, its password replaced, or a
@@ -35,5 +91,5 @@ func URL(rawURL string) string {
 	if err != nil {
 		return "(an unparsable URL)"
 	}
-	return strconv.Quote(u.Redacted())
+	return strconv.Quote(RedactedURL(u))
 }

@@ -31,3 +31,15 @@ func TestErrAndURL(t *testing.T) {
 		t.Errorf("URL of an unparsable one = %s", got)
 	}
 }
+
+// A password in a URL's query (postgres://u@h/db?password=...) is kept out
+// of errors and quoted URLs too.
+func TestQueryPassword(t *testing.T) {
+	raw := "postgres://u@db:5432/x?sslmode=disable&password=hunter2"
+	if got := Err(errors.New("connect "+raw+": refused"), raw).Error(); strings.Contains(got, "hunter2") {
+		t.Errorf("Err = %q", got)
+	}
+	if got := URL(raw); strings.Contains(got, "hunter2") || !strings.Contains(got, "sslmode=disable") {
+		t.Errorf("URL = %s", got)
+	}
+}
