@@ -1,9 +1,12 @@
 package handlers
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -65,5 +68,24 @@ func TestCutMovesDeadlinesForwardOnly(t *testing.T) {
 	a.CutAt(now.Add(5 * time.Second))
 	if len(late.set) != 1 {
 		t.Errorf("an idle connection's deadline was set: %v", late.set)
+	}
+}
+
+// /debug/pprof/cmdline printed the process's arguments (-jwt-secret,
+// -admin-token, a -db password) to any admin, a JWT with role "admin"
+// included: it is not served.
+func TestPprofDoesNotServeCmdline(t *testing.T) {
+	srv := httptest.NewServer(newTestHandler(t, nil))
+	defer srv.Close()
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/debug/pprof/cmdline", nil)
+	req.Header.Set("Authorization", "Bearer admin-secret")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || strings.Contains(string(body), os.Args[0]) {
+		t.Fatalf("GET /debug/pprof/cmdline as admin: %d %q", resp.StatusCode, body)
 	}
 }
