@@ -186,3 +186,20 @@ func TestDevToken(t *testing.T) {
 	devMode = false
 	decodeProblem(t, do(h, req{method: "POST", path: "/dev/token", body: `{"userID":"alice"}`}), 404, "not_found")
 }
+
+// The access log wrote the request's method as the client sent it: a
+// method of 60 KB (anything net/http parses as a token, up to the header
+// block's 64 KiB) made a 60 KB line at Info, with no token needed. It
+// logs what the metrics label: OTHER for a method it does not serve.
+func TestAccessLogBoundsTheMethod(t *testing.T) {
+	var logs bytes.Buffer
+	h := newTestHandler(t, func(d *Deps) { d.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
+	do(h, req{method: strings.Repeat("A", 20000), path: "/healthz"})
+	var line map[string]any
+	if err := json.Unmarshal(bytes.TrimSpace(logs.Bytes()), &line); err != nil {
+		t.Fatalf("%v: %.300s", err, logs.String())
+	}
+	if line["method"] != "OTHER" || logs.Len() > 1000 {
+		t.Fatalf("access log of a 20000-byte method: %d bytes, method %.40v", logs.Len(), line["method"])
+	}
+}
