@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
 
 	"callsig/webhooks"
 )
@@ -187,6 +188,13 @@ func ParseConfig(name string, args []string, getenv func(string) string, extra f
 	return c, c.validate()
 }
 
+// The shortest read and shutdown timeouts accepted: below them a server
+// serves no client, or no stop is clean.
+const (
+	minReadTimeout     = time.Second
+	minShutdownTimeout = time.Second
+)
+
 // maxWebhookWorkers bounds webhook-workers: each is a goroutine and an
 // outgoing connection, held for up to an attempt's 15 s.
 const maxWebhookWorkers = 4096
@@ -215,8 +223,11 @@ func (c Config) validate() error {
 	if !IsPostgresDSN(c.DB) && looksLikeConnString(c.DB) {
 		errs = append(errs, errors.New("db looks like a connection string, not a SQLite file path: PostgreSQL is selected by a URL beginning with postgres:// or postgresql:// (lower case), e.g. postgres://user:password@host:5432/database"))
 	}
-	if c.ShutdownTimeout <= 0 {
-		errs = append(errs, errors.New("shutdown-timeout must be positive"))
+	// A few nanoseconds were accepted: every stop then exited 1 without
+	// closing the database ("did not stop within the shutdown timeout (0s
+	// left)").
+	if c.ShutdownTimeout < minShutdownTimeout {
+		errs = append(errs, fmt.Errorf("shutdown-timeout must be at least %s", minShutdownTimeout))
 	}
 	// NaN compares false with everything: checked as not >= 0.
 	if !(c.RateLimit >= 0) || math.IsInf(c.RateLimit, 0) {
@@ -243,8 +254,10 @@ func (c Config) validate() error {
 	if c.GCHeadroomMiB < 0 || c.GCHeadroomMiB > 1<<20 {
 		errs = append(errs, errors.New("gc-headroom-mib must be between 0 and 1048576"))
 	}
-	if c.ReadTimeout <= 0 {
-		errs = append(errs, errors.New("read-timeout must be positive"))
+	// read-timeout=1ns (a unit left out, a typo) started a server that
+	// closed every connection before reading a request.
+	if c.ReadTimeout < minReadTimeout {
+		errs = append(errs, fmt.Errorf("read-timeout must be at least %s", minReadTimeout))
 	}
 	if c.HeartbeatTimeout <= 0 || c.NotReceivedAfter <= 0 {
 		errs = append(errs, errors.New("heartbeat-timeout and not-received-after must be positive"))
@@ -284,6 +297,12 @@ func (c Config) validate() error {
 	// can register a webhook that receives every user's calls.
 	if c.AdminToken != "" && len(c.AdminToken) < 32 {
 		errs = append(errs, errors.New("admin-token must be at least 32 bytes (e.g. head -c 24 /dev/urandom | base64)"))
+	}
+	// A bearer header cannot carry them (the server trims what it is
+	// sent): a token read from a file with its newline was accepted, and
+	// no request could ever match it.
+	if c.AdminToken != "" && (strings.TrimSpace(c.AdminToken) != c.AdminToken || strings.ContainsFunc(c.AdminToken, unicode.IsControl)) {
+		errs = append(errs, errors.New("admin-token must not begin or end with white space or hold control characters: no bearer header can carry them (a newline read from a file?)"))
 	}
 	if !claimPattern.MatchString(c.JWTUserClaim) || registeredClaims[c.JWTUserClaim] {
 		errs = append(errs, fmt.Errorf("jwt-user-claim %q must be a claim name of [A-Za-z0-9_.:/@#-] other than iss, aud, exp, nbf, iat, jti and role", c.JWTUserClaim))

@@ -20,6 +20,15 @@ func TestInvalidValuesAreRefused(t *testing.T) {
 		{"-rate-limit", "-10"},
 		{"-rate-limit", "NaN"},
 		{"-rate-burst", "-1"},
+		// A unit left out: a stop that is never clean, a server that
+		// reads no request.
+		{"-shutdown-timeout", "15ns"},
+		{"-read-timeout", "1ns"},
+		{"-read-timeout", "30ms"},
+		// No bearer header carries them: the token never matched.
+		{"-admin-token", strings.Repeat("a", 40) + "\n"},
+		{"-admin-token", " " + strings.Repeat("a", 40)},
+		{"-admin-token", strings.Repeat("a", 20) + "\x00" + strings.Repeat("a", 20)},
 	} {
 		if c, err := ParseConfig("callsig", bad, noEnv, nil); err == nil {
 			t.Errorf("%v accepted (ShutdownTimeout=%v RateLimit=%v RateBurst=%d)", bad, c.ShutdownTimeout, c.RateLimit, c.RateBurst)
