@@ -104,3 +104,15 @@ func TestDevSecretConcurrentStart(t *testing.T) {
 		t.Fatalf("%d of 400 concurrent starts failed: %s", fails, msg)
 	}
 }
+
+// A CALLSIG_* variable no setting reads (a typo: CALLSIG_HEARTBEAT_TIMOUT)
+// was ignored without a word, and the server started with the default.
+// UnknownEnv names it, for cmd/api to warn; every setting's variable and
+// the tests' own variables are known.
+func TestUnknownEnv(t *testing.T) {
+	got := UnknownEnv([]string{"CALLSIG_HEARTBEAT_TIMOUT=5s", "CALLSIG_DB=x.db", "CALLSIG_JWT_SECRET=a=b", "CALLSIG_CORS_ORIGINS=*",
+		"CALLSIG_PRESENCE_LEASE=2s", "CALLSIG_TEST_LOG=1", "HOME=/root", "CALLSIG_ADMINTOKEN=x"})
+	if strings.Join(got, ",") != "CALLSIG_HEARTBEAT_TIMOUT,CALLSIG_ADMINTOKEN" {
+		t.Fatalf("UnknownEnv = %q", got)
+	}
+}
