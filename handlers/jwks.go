@@ -18,6 +18,8 @@ import (
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/time/rate"
+
+	"callsig/internal/redact"
 )
 
 // JWKS verifies tokens signed by the app's identity provider (Keycloak,
@@ -33,9 +35,12 @@ import (
 // in a fresh key set only when a fetch succeeds, so keys already cached
 // keep working while the provider is down.
 type JWKS struct {
-	url  string
-	log  *slog.Logger
-	http *http.Client
+	url string
+	// logURL is url as logged: its password, if any, replaced (a
+	// provider's key set behind basic authentication).
+	logURL string
+	log    *slog.Logger
+	http   *http.Client
 	// unknownKID limits the fetches caused by tokens naming a kid not in
 	// the cached set, so a flood of made-up kids costs the provider one
 	// request per period.
@@ -118,6 +123,7 @@ func NewJWKS(o JWKSOptions) (*JWKS, error) {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	return &JWKS{
 		url:          o.URL,
+		logURL:       redact.Attr(o.URL),
 		log:          o.Logger,
 		http:         &http.Client{Transport: limitedBody{transport}, Timeout: jwksFetchTimeout},
 		unknownKID:   rate.NewLimiter(rate.Every(o.UnknownKIDEvery), 1),
@@ -147,11 +153,11 @@ func (j *JWKS) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
-			j.log.Warn("identity provider key set not fetched; retrying", "url", j.url, "err", err,
+			j.log.Warn("identity provider key set not fetched; retrying", "url", j.logURL, "err", err,
 				"retry_in", backoff, "cached_keys", j.current.Load() != nil)
 			next, backoff = backoff, min(2*backoff, j.retryMax)
 		default:
-			j.log.Info("identity provider key set fetched", "url", j.url, "keys", n)
+			j.log.Info("identity provider key set fetched", "url", j.logURL, "keys", n)
 			next, backoff = j.refreshEvery, j.retryMin
 		}
 		timer.Reset(next)
@@ -285,7 +291,7 @@ func (j *JWKS) learn(ctx context.Context) bool {
 	fetchCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), jwksFetchTimeout)
 	defer cancel()
 	if _, err := j.fetch(fetchCtx); err != nil {
-		j.log.Warn("identity provider key set not refreshed for an unknown kid", "url", j.url, "err", err)
+		j.log.Warn("identity provider key set not refreshed for an unknown kid", "url", j.logURL, "err", err)
 		return false
 	}
 	return true

@@ -8,8 +8,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -386,4 +388,46 @@ func TestSlowOlderFetchDoesNotUndoNewerKeys(t *testing.T) {
 	if _, err := j.current.Load().storage.KeyRead(ctx, "ed-2"); err != nil {
 		t.Fatalf("after the slow older fetch ended, the newer keys are gone: %v", err)
 	}
+}
+
+// The key set's URL was logged as configured, the password of a provider
+// behind basic authentication included (net/http's own error hid it).
+func TestJWKSLogsNoPassword(t *testing.T) {
+	provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"keys":[]}`))
+	}))
+	defer provider.Close()
+	var logs syncBuffer
+	u := strings.Replace(provider.URL, "http://", "http://idp:hunter2@", 1) + "/jwks"
+	j, err := NewJWKS(JWKSOptions{URL: u, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- j.Run(ctx) }()
+	wait.For(t, 5*time.Second, "the key set fetched", func() bool { return strings.Contains(logs.String(), "key set fetched") })
+	cancel()
+	<-done
+	if strings.Contains(logs.String(), "hunter2") || !strings.Contains(logs.String(), "idp:xxxxx@") {
+		t.Fatalf("log: %s", logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer a logger writes from another goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode"
 
+	"callsig/internal/redact"
 	"callsig/webhooks"
 )
 
@@ -265,7 +266,7 @@ func (c Config) validate() error {
 	}
 	if c.JWKSURL != "" {
 		if u, err := url.Parse(c.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("jwks-url %q must be an absolute http(s) URL", c.JWKSURL))
+			errs = append(errs, fmt.Errorf("jwks-url %s must be an absolute http(s) URL", redact.URL(c.JWKSURL)))
 		}
 		// A provider's keys sign tokens for every app it serves (every
 		// Firebase project shares one key set): without iss or aud pinned,

@@ -93,3 +93,14 @@ func URL(rawURL string) string {
 	}
 	return strconv.Quote(RedactedURL(u))
 }
+
+// Attr returns rawURL for a log attribute (not quoted: the handler
+// quotes), its password replaced, or a placeholder when it does not
+// parse.
+func Attr(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "(an unparsable URL)"
+	}
+	return RedactedURL(u)
+}
