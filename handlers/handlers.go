@@ -90,6 +90,10 @@ type server struct {
 	validate *validator
 	limit    func(http.Handler) http.Handler
 	idem     func(http.Handler) http.Handler
+	// notReady and scrapeFailed sample the warnings /readyz and /metrics
+	// log while the store is down: anyone may call them, as often as
+	// they like.
+	notReady, scrapeFailed *sometimes
 }
 
 // New builds the HTTP handler of the whole API.
@@ -118,7 +122,8 @@ func New(d Deps) (http.Handler, error) {
 	if d.Ready == nil {
 		d.Ready = func(context.Context) error { return nil }
 	}
-	s := &server{deps: d, log: d.Logger, auth: newAuthenticator(d.Auth), limit: passThrough, idem: passThrough}
+	s := &server{deps: d, log: d.Logger, auth: newAuthenticator(d.Auth), limit: passThrough, idem: passThrough,
+		notReady: &sometimes{every: unauthenticatedWarnEvery}, scrapeFailed: &sometimes{every: unauthenticatedWarnEvery}}
 	var err error
 	if s.metrics, err = newHTTPMetrics(d.Registry); err != nil {
 		return nil, fmt.Errorf("handlers: metrics: %w", err)

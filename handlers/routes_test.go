@@ -203,3 +203,33 @@ func TestAccessLogBoundsTheMethod(t *testing.T) {
 		t.Fatalf("access log of a 20000-byte method: %d bytes, method %.40v", logs.Len(), line["method"])
 	}
 }
+
+// With the store down, every GET /readyz (no token needed) logged a
+// warning with the store's error, at the rate anyone sent them: one is
+// logged, then at most one per unauthenticatedWarnEvery, with the count
+// of those held back.
+func TestNotReadyWarningIsSampled(t *testing.T) {
+	var logs bytes.Buffer
+	h := newTestHandler(t, func(d *Deps) {
+		d.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+		d.Ready = func(context.Context) error { return errors.New("store down") }
+	})
+	for range 50 {
+		if w := do(h, req{method: "GET", path: "/readyz"}); w.Code != http.StatusServiceUnavailable {
+			t.Fatalf("/readyz: %d", w.Code)
+		}
+	}
+	if n := strings.Count(logs.String(), `"msg":"not ready"`); n != 1 {
+		t.Fatalf("50 GET /readyz with the store down: %d warnings", n)
+	}
+	s := &sometimes{every: time.Second}
+	now := time.Now()
+	for i, want := range []bool{true, false, false} {
+		if ok, _ := s.allow(now.Add(time.Duration(i) * time.Millisecond)); ok != want {
+			t.Fatalf("allow #%d = %v", i, ok)
+		}
+	}
+	if ok, held := s.allow(now.Add(time.Second)); !ok || held != 2 {
+		t.Fatalf("a second later: %v, %d held", ok, held)
+	}
+}
