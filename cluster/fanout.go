@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"callsig/calls"
+	"callsig/internal/redact"
 )
 
 // Waker is what the announcements of another node are handed to: the SSE
@@ -108,7 +109,7 @@ func (f *Fanout) Connect() error {
 		nats.NoEcho(),
 		nats.DrainTimeout(drainTimeout),
 		nats.ConnectHandler(func(c *nats.Conn) {
-			log.Info("NATS connected: cross-node wake-ups on", "url", c.ConnectedUrlRedacted())
+			log.Info("NATS connected: cross-node wake-ups on", "url", redact.TokenAttr(c.ConnectedUrlRedacted()))
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
@@ -116,7 +117,7 @@ func (f *Fanout) Connect() error {
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info("NATS reconnected: cross-node wake-ups on again", "url", c.ConnectedUrlRedacted())
+			log.Info("NATS reconnected: cross-node wake-ups on again", "url", redact.TokenAttr(c.ConnectedUrlRedacted()))
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			log.Warn("NATS error: wake-ups may be lost; the periodic catch-up covers them", "err", err)

@@ -3,6 +3,7 @@ package app
 import (
 	"callsig/calls"
 	"callsig/cluster"
+	"callsig/internal/redact"
 )
 
 // fanout is the node's part in cluster delivery: with NATS configured
@@ -13,7 +14,7 @@ import (
 // hub's periodic catch-up only (single node, or a cluster without NATS).
 type fanout struct {
 	*cluster.Fanout
-	url string // CALLSIG_NATS_URL, to keep its password out of errors
+	url string // CALLSIG_NATS_URL, to keep its password or token out of errors
 }
 
 // newFanout builds the fan-out for the hub's streams (not connected yet:
@@ -30,7 +31,7 @@ func (a *App) newFanout(hub cluster.Waker) (*fanout, error) {
 		Logger: a.log.With("component", "cluster"), Registerer: a.Registry,
 	})
 	if err != nil {
-		return nil, redactDSN(err, a.Config.NATSURL)
+		return nil, redact.TokenErr(err, a.Config.NATSURL)
 	}
 	return &fanout{f, a.Config.NATSURL}, nil
 }
@@ -57,7 +58,7 @@ func (f *fanout) connect() error {
 	if f == nil {
 		return nil
 	}
-	return redactDSN(f.Connect(), f.url) // the NATS URL may hold a password
+	return redact.TokenErr(f.Connect(), f.url) // the NATS URL may hold a password or a token
 }
 
 // close drains and closes the connection if Run did not.

@@ -104,3 +104,36 @@ func Attr(rawURL string) string {
 	}
 	return RedactedURL(u)
 }
+
+// urlToken finds the user of scheme://user@host given without a password,
+// which NATS takes for a token (nats://TOKEN@host:4222).
+var urlToken = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*://([^/@:]+)@`)
+
+// TokenErr is Err for a URL whose user, when given without a password,
+// is a secret too: NATS's token form.
+func TokenErr(err error, rawURL string) error {
+	err = Err(err, rawURL)
+	if err == nil {
+		return nil
+	}
+	m := urlToken.FindStringSubmatch(rawURL)
+	if m == nil || !strings.Contains(err.Error(), m[1]) {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), m[1], "xxxxx"))
+}
+
+// TokenAttr is Attr for a URL whose user, when given without a password,
+// is a secret too (NATS's token form): that user is replaced as well.
+func TokenAttr(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "(an unparsable URL)"
+	}
+	if u.User != nil {
+		if _, ok := u.User.Password(); !ok {
+			u.User = url.User("xxxxx")
+		}
+	}
+	return RedactedURL(u)
+}

@@ -43,3 +43,25 @@ func TestQueryPassword(t *testing.T) {
 		t.Errorf("URL = %s", got)
 	}
 }
+
+// NATS takes the user of nats://TOKEN@host, given without a password, for
+// a token: it was logged as it was at every connection ("NATS connected"),
+// and quoted whole by the error of a malformed URL.
+func TestNATSToken(t *testing.T) {
+	raw := "nats://s3cr3tTok@127.0.0.1:42x22"
+	if got := TokenErr(errors.New(`parse "`+raw+`": invalid port ":42x22" after host`), raw).Error(); strings.Contains(got, "s3cr3tTok") {
+		t.Errorf("TokenErr = %q", got)
+	}
+	if got := TokenErr(errors.New("connect nats://u:hunter2@h: refused"), "nats://u:hunter2@h").Error(); strings.Contains(got, "hunter2") || !strings.Contains(got, "u:xxxxx") {
+		t.Errorf("TokenErr with a password = %q", got)
+	}
+	for raw, want := range map[string]string{
+		"nats://s3cr3tTok@127.0.0.1:4222": "nats://xxxxx@127.0.0.1:4222",
+		"nats://u:hunter2@127.0.0.1:4222": "nats://u:xxxxx@127.0.0.1:4222",
+		"nats://127.0.0.1:4222":           "nats://127.0.0.1:4222",
+	} {
+		if got := TokenAttr(raw); got != want {
+			t.Errorf("TokenAttr(%q) = %q, want %q", raw, got, want)
+		}
+	}
+}
