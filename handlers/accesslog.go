@@ -38,8 +38,16 @@ func accessLog(next http.Handler) http.Handler {
 func accessLine(r *http.Request, rec *responseRecorder) func(bytes int64, d time.Duration) {
 	status := rec.Status()
 	// Client errors are the client's business: only 5xx raise the level.
+	// A 503 is a state the server is in (overload, shutdown, the store out
+	// of reach, each logged once where it starts), not a fault of the
+	// request: at Error, every client's requests during an outage wrote a
+	// line that no log level could hold back but hiding every error (an
+	// operator review); at Warn, CALLSIG_LOG_LEVEL=error does.
 	level := slog.LevelInfo
-	if status >= 500 {
+	switch {
+	case status == http.StatusServiceUnavailable:
+		level = slog.LevelWarn
+	case status >= 500:
 		level = slog.LevelError
 	}
 	// The method as the metrics label it (a constant string): a client
