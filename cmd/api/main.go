@@ -73,6 +73,9 @@ func serve(ctx context.Context, stopSignals func(), args []string, getenv func(s
 	for _, name := range app.UnknownEnv(os.Environ()) {
 		log.Warn("unknown setting ignored: no setting reads this variable (a typo?); see -h", "var", name)
 	}
+	if w := cfg.SecretWarning(); w != "" {
+		log.Warn(w)
+	}
 	// Process-wide (see gc.go), so undone when serve returns.
 	defer tuneGC(uint64(cfg.GCHeadroomMiB)<<20, getenv("GOGC") != "", log)()
 	a, err := app.New(ctx, cfg, app.Options{Logger: log})

@@ -80,3 +80,16 @@ var notSettings = map[string]bool{
 	"CALLSIG_BIN": true, "CALLSIG_CONTROL_URL": true, "CALLSIG_LIMITED_URL": true, "CALLSIG_SKIP_BROWSER": true,
 	"CALLSIG_TEST_LOG": true, "CALLSIG_TEST_MAIN_ARGS": true, "CALLSIG_TEST_TYPECHECK": true, "CALLSIG_UPDATE_DOCS": true, "CALLSIG_URL": true,
 }
+
+// SecretWarning says what is likely wrong with a JWT secret that is
+// accepted (empty: nothing): white space at either end, a newline kept
+// from a file, which is part of the HS256 key, so tokens another service
+// signs with the secret as it meant it are refused. Not refused, as a
+// short admin token is: a service reading the same file signs with the
+// same bytes, and such a deployment works.
+func (c Config) SecretWarning() string {
+	if c.JWTSecret != "" && c.JWTSecret != strings.TrimSpace(c.JWTSecret) {
+		return "jwt-secret begins or ends with white space (a newline kept from a file?): it is part of the key, and tokens signed without it are refused"
+	}
+	return ""
+}

@@ -116,3 +116,18 @@ func TestUnknownEnv(t *testing.T) {
 		t.Fatalf("UnknownEnv = %q", got)
 	}
 }
+
+// A JWT secret with white space at an end is accepted (a service reading
+// the same file signs with the same bytes) but named in a warning.
+func TestSecretWarning(t *testing.T) {
+	for secret, warn := range map[string]bool{
+		"":                                   false,
+		"secretsecretsecretsecretsecret12":   false,
+		"secretsecretsecretsecretsecret12\n": true,
+		" secretsecretsecretsecretsecret12":  true,
+	} {
+		if got := (Config{JWTSecret: secret}).SecretWarning(); (got != "") != warn {
+			t.Errorf("secret %q: warning %q, want one: %v", secret, got, warn)
+		}
+	}
+}
