@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -50,6 +51,12 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (db.Store, err
 	host, database := describePostgres(cfg.DB)
 	s, err := postgres.Open(ctx, cfg.DB, postgres.Options{MaxConns: cfg.PGMaxConns, StatementTimeout: cfg.PGStatementTimeout, Logger: log})
 	if err != nil {
+		if errors.Is(err, calls.ErrUnavailable) {
+			// Its text speaks to an HTTP client ("overloaded, busy or
+			// shutting down; retry later"), not to an operator whose
+			// database is out of reach: the cause follows it.
+			err = errors.New(strings.Replace(err.Error(), calls.ErrUnavailable.Error()+": ", "cannot reach it: ", 1))
+		}
 		// pgx errors may quote the connection string; say where, not how.
 		return nil, fmt.Errorf("open PostgreSQL database %q on %s: %w", database, host, redactDSN(err, cfg.DB))
 	}

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,5 +128,24 @@ func TestConnectionStringThatIsNoPostgresURLIsRefused(t *testing.T) {
 		if _, err := ParseConfig("test", []string{"-db", db}, noenv, nil); err != nil {
 			t.Errorf("-db %q (a SQLite path): %v", db, err)
 		}
+	}
+}
+
+// A PostgreSQL database out of reach at the start says so, with the
+// cause, not the text an HTTP client gets for a 503 ("overloaded, busy or
+// shutting down; retry later"), and never the password.
+func TestUnreachablePostgresAtStart(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	cfg := Defaults()
+	cfg.DB = "postgres://callsig:s3cret@" + addr + "/callsig?sslmode=disable&connect_timeout=2"
+	_, err = openStore(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "cannot reach it") || !strings.Contains(err.Error(), "connection refused") ||
+		strings.Contains(err.Error(), "overloaded") || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("open on a closed port: %v", err)
 	}
 }
