@@ -72,7 +72,9 @@ func (d *Dispatcher) attempt(ctx context.Context, a Attempt) (o Outcome, failed,
 	case OutcomeFailed:
 		log.Warn("webhook delivery failed; no attempt left", "status", status, "err", o.Error)
 	case OutcomeGone:
-		log.Warn("webhook endpoint answered 410 Gone; disabled", "url", a.URL)
+		// The host only: a receiver's URL may carry a secret in its path
+		// or query, and the log line names the endpoint already.
+		log.Warn("webhook endpoint answered 410 Gone; disabled", "host", urlHost(a.URL))
 	}
 	return o, failed, false
 }
@@ -166,4 +168,12 @@ func clean(s string, max int) string {
 		s += "…"
 	}
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// urlHost is the host of a webhook URL, for a log line.
+func urlHost(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Host
+	}
+	return ""
 }

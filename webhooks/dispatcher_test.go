@@ -3,6 +3,7 @@ package webhooks_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -536,4 +537,27 @@ func TestPollReadsAndClaimsOnlyWhatIsDue(t *testing.T) {
 		t.Fatalf("polls with nothing in the outbox made %d claims", c)
 	}
 	stop()
+}
+
+// A 410 disables the endpoint with a warning that names its host, never
+// the whole URL, whose path or query may hold the receiver's secret.
+func TestGoneIsLoggedWithoutTheURLsSecret(t *testing.T) {
+	r := newRig(t)
+	srv, _ := countingServer(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusGone) })
+	e := r.endpoint(srv.URL + "/hooks/s3cret-path?token=s3cret-query")
+	var mu sync.Mutex
+	var logs strings.Builder
+	r.dispatcher(webhooks.DispatcherOptions{Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))})
+	r.call()
+	r.waitDelivery(e.ID, func(d webhooks.Delivery) bool { return d.Status == webhooks.DeliveryFailed })
+	wait.For(t, 10*time.Second, "the 410's warning", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(logs.String(), "410 Gone")
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if out := logs.String(); strings.Contains(out, "s3cret") || !strings.Contains(out, "host="+strings.TrimPrefix(srv.URL, "http://")) {
+		t.Fatalf("logs:\n%s", out)
+	}
 }
