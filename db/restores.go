@@ -30,7 +30,8 @@ func RestoreMarkData(after int64) string {
 	return `{"after":` + strconv.FormatInt(after, 10) + `}`
 }
 
-// restoreGap is the ids after through mark, never given by this log.
+// restoreGap is the ids after the last copied one (after) and before the
+// mark, never given by this log.
 type restoreGap struct{ after, mark int64 }
 
 // LoadRestores reads the log's restore marks, once as the store opens:
@@ -69,10 +70,12 @@ func (l *EventLog) LoadRestores(ctx context.Context) error {
 
 // NeverGiven reports whether id lies in the gap of a restore: an id the
 // backed-up server may have given after the backup, which names nothing
-// in this log (see RestoreMarkType).
+// in this log (see RestoreMarkType). The mark's own id is not in the gap:
+// the restored log gives it (a stream opened before its first new event
+// is synced at it), and the backed-up server never came near it.
 func (l EventLog) NeverGiven(id int64) bool {
 	for _, g := range l.restores {
-		if id > g.after && id <= g.mark {
+		if id > g.after && id < g.mark {
 			return true
 		}
 	}

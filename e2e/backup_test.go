@@ -75,9 +75,52 @@ func TestBackupAndRestore(t *testing.T) {
 		if e.ID() > daveLast && e.ID() <= rep.LastEventID {
 			continue // dave's own events the backup holds
 		}
+		if e.Type == string(calls.EventUserStateChanged) && e.CallID() == kept {
+			// bob's receipt of kept is written after his stream flushed
+			// it, so the backup may hold him still inviting: his reset
+			// stream delivered it again on the restored node.
+			continue
+		}
 		if e.Type != string(calls.EventCancelled) || e.CallID() != kept || e.ID() < rep.FirstNewID {
 			t.Fatalf("dave after the restore: got %v (id %d), want the cancellation of %s with an id from %d", e, e.ID(), kept, rep.FirstNewID)
 		}
 		break
+	}
+}
+
+// A stream opened on a restored node before it has written any event is
+// synced at the head, the restore mark's id: resuming from it is resuming
+// from an id this node gave, not a reset. (Counting the mark in the gap
+// reset every such client at every reconnection until the node's first
+// new event, each time replaying its pending invitations.)
+func TestRestoredNodeResumesFromItsSyncedID(t *testing.T) {
+	t.Parallel()
+	s1 := testkit.Start(t)
+	s1.Client("alice").Invite(nil, "bob")
+	out := filepath.Join(t.TempDir(), "backup.db")
+	rep, err := sqlite.Backup(context.Background(), s1.Config.DB, out, time.Now())
+	if err != nil {
+		t.Fatalf("backup: %v", err)
+	}
+	s1.Stop()
+
+	s2 := testkit.Start(t, testkit.WithDB(out))
+	// carol has nothing pending: her new stream is synced at the head
+	// and nothing else is written meanwhile.
+	carol := s2.Stream("carol", "", "")
+	wait.For(t, 10*time.Second, "carol's synced event", func() bool { return carol.Synced() == 1 })
+	synced := carol.LastEventID()
+	if synced != strconv.FormatInt(rep.FirstNewID-1, 10) {
+		t.Fatalf("carol synced at %s, want the head %d", synced, rep.FirstNewID-1)
+	}
+	carol.Close()
+
+	carol2 := s2.Stream("carol", "", synced)
+	if e, ok := carol2.TryNext(time.Second); ok {
+		t.Fatalf("carol resumed from the id the restored node synced her at (%s): got %v, want nothing", synced, e)
+	}
+	call := s2.Client("alice").Invite(nil, "carol").CallID
+	if e := carol2.Next(10 * time.Second); e.Type != string(calls.EventReceived) || e.CallID() != call || e.ID() < rep.FirstNewID {
+		t.Fatalf("carol after resuming: got %v (id %d), want the invitation of %s with an id from %d", e, e.ID(), call, rep.FirstNewID)
 	}
 }

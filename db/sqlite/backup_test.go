@@ -85,7 +85,7 @@ func TestBackupOfARunningStore(t *testing.T) {
 	if err != nil || last != rep.LastEventID+RestoreGap || rep.FirstNewID != last+1 {
 		t.Fatalf("the backup's last event id %d (%v), report %+v: want %d", last, err, rep, rep.LastEventID+RestoreGap)
 	}
-	for id, want := range map[int64]bool{rep.LastEventID: false, rep.LastEventID + 1: true, last: true, last + 1: false, 0: false} {
+	for id, want := range map[int64]bool{rep.LastEventID: false, rep.LastEventID + 1: true, last - 1: true, last: false, last + 1: false, 0: false} {
 		if got := b.NeverGiven(id); got != want {
 			t.Errorf("backup: NeverGiven(%d) = %v, want %v", id, got, want)
 		}
