@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"callsig/db/sqlite"
 )
 
 // `callsig backup` copies the database of a running development-mode
@@ -47,5 +51,47 @@ func TestBackupCommand(t *testing.T) {
 		if code != 1 || !strings.Contains(stderr, c.want) {
 			t.Errorf("%v: exit %d, want 1 with %q\n%s%s", c.args, code, c.want, stdout, stderr)
 		}
+	}
+}
+
+// A backup that fails while it writes the copy (here the file size limit,
+// as a full disk does) leaves nothing beside the file it was to create: not
+// the file, nor the rollback journal SQLite wrote for it.
+func TestBackupFailingToWriteLeavesNothing(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("needs bash for ulimit")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "callsig.db")
+	st, err := sqlite.Open(context.Background(), path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = raw.Exec(`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 30000)
+		INSERT INTO events (user_id, type, data, time) SELECT 'u' || i, 'x', printf('%.200c', 'y'), 0 FROM n`)
+	raw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outDir := t.TempDir()
+	out := filepath.Join(outDir, "backup.db")
+	// 1 MiB at most per file: the copy (some 8 MiB, more than SQLite's page
+	// cache, which spills to the file through a journal) fails midway.
+	cmd := exec.Command("bash", "-c", `trap "" XFSZ; ulimit -f 1024; exec "$0" -test.run='^$'`, os.Args[0])
+	cmd.Env = append(os.Environ(), "CALLSIG_TEST_MAIN_ARGS=backup -db "+path+" -to "+out)
+	b, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("a backup beyond the file size limit succeeded:\n%s", b)
+	}
+	left, _ := os.ReadDir(outDir)
+	for _, e := range left {
+		t.Errorf("the failed backup left %s (%s)", e.Name(), strings.TrimSpace(string(b)))
 	}
 }

@@ -66,7 +66,11 @@ func Backup(ctx context.Context, from, to string, now time.Time) (*BackupReport,
 	done := false
 	defer func() {
 		if !done {
+			// With the rollback journal SQLite wrote beside it when the
+			// copy failed (a full disk, a file size limit): a file named
+			// after one that does not exist, which nothing else removes.
 			os.Remove(out)
+			os.Remove(out + "-journal")
 		}
 	}()
 	// mode=ro: the server's file is only read (a file: URI, so SQLite
