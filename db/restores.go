@@ -2,21 +2,30 @@ package db
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
+	"time"
 )
 
-// A restore mark is an event of no user that `callsig backup` writes into
-// its copy, at the last id of the copied log plus a gap (sqlite.RestoreGap):
-// a server started on the copy gives its ids from past the mark. The ids
-// between the last copied one and the mark are those the backed-up server
-// may have given after the backup; a client holding one saw events the
-// restored log does not have, so its stream is reset (NeverGiven) rather
-// than resumed, and no event of the restored server ever comes under an
-// id that named another. Marks are copied with the log (callsig migrate)
-// and pruned with it: once a mark is pruned, so is every id below it, and
-// a position in its gap is older than the log, reset as any other.
+// A restore mark is an event of no user that moves a log's ids on past a
+// gap. A client holding an id in the gap saw events the log does not have,
+// so its stream is reset (NeverGiven) rather than resumed, and no event of
+// the log ever comes under an id that named another.
+//
+// `callsig backup` writes one into its copy, at the last id of the copied
+// log plus sqlite.RestoreGap, with the time of the backup (backupAt): the
+// gap holds what the backed-up server gives after the backup. That mark is
+// the same in every copy of the backup file, so the first start on a copy
+// (the log's last id still the backup's mark: StartRestored) writes a mark
+// of its own, past a gap sized by the time since the backup
+// (restoreRate): a backup restored twice, the first restored node having
+// run meanwhile, gives the second ids above any the first gave. Marks are
+// copied with the log (callsig migrate, which does what a first start
+// does) and pruned with it: once a mark is pruned, so is every id below
+// it, and a position in its gap is older than the log, reset as any other.
 const RestoreMarkType = "logRestored"
 
 var (
@@ -25,9 +34,58 @@ var (
 	restoreMarksSQL      = `SELECT id, data FROM events WHERE user_id = '' AND type = '` + RestoreMarkType + `' ORDER BY id`
 )
 
-// RestoreMarkData is a mark's data: the last id of the log it follows.
-func RestoreMarkData(after int64) string {
-	return `{"after":` + strconv.FormatInt(after, 10) + `}`
+// RestoreMarkData is a mark's data: the last id of the log it follows,
+// and for a backup's mark, when the backup was made (Unix ms; 0: none).
+func RestoreMarkData(after, backupAt int64) string {
+	if backupAt == 0 {
+		return `{"after":` + strconv.FormatInt(after, 10) + `}`
+	}
+	return `{"after":` + strconv.FormatInt(after, 10) + `,"backupAt":` + strconv.FormatInt(backupAt, 10) + `}`
+}
+
+// restoreRate bounds the ids a node gives a millisecond: 1,000 (a million
+// events a second, some 60 times what a 2-core node writes). A restored
+// node's gap is the time since the backup at that rate, so its ids pass
+// those of any node started on the same backup before it, which ran for
+// less time. 285 years of it fill JavaScript's 2^53 safe integers.
+const restoreRate = 1000
+
+// StartRestored writes a restored log's own restore mark when the log's
+// last id (lastID) is still the mark of the backup it was copied from: the
+// first start on a copy of a backup. It returns the mark written, or 0
+// when the log is no untouched backup. q reads the SQLite file (backups
+// are SQLite's); ins writes the mark, where the log now is (InsertRestoreMarkSQL
+// in the dialect and transaction of the caller).
+func StartRestored(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, lastID int64, now time.Time, ins func(ctx context.Context, id int64, data string, at int64) error) (int64, error) {
+	var data string
+	err := q.QueryRowContext(ctx, pendingMarkSQL, lastID).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("db: read the backup's restore mark: %w", err)
+	}
+	var d markData
+	if err := json.Unmarshal([]byte(data), &d); err != nil {
+		return 0, fmt.Errorf("db: restore mark %d: bad data %q", lastID, data)
+	}
+	if d.BackupAt == 0 {
+		return 0, nil // a restored node's own mark: it ran, and gave no id since
+	}
+	mark := lastID + 1 + max(now.UnixMilli()-d.BackupAt, 0)*restoreRate
+	if err := ins(ctx, mark, RestoreMarkData(lastID, 0), now.UnixMilli()); err != nil {
+		return 0, fmt.Errorf("db: write the restored log's restore mark: %w", err)
+	}
+	return mark, nil
+}
+
+var pendingMarkSQL = `SELECT data FROM events WHERE id = ? AND user_id = '' AND type = '` + RestoreMarkType + `'`
+
+type markData struct {
+	After    int64 `json:"after"`
+	BackupAt int64 `json:"backupAt"`
 }
 
 // restoreGap is the ids after the last copied one (after) and before the
@@ -53,9 +111,7 @@ func (l *EventLog) LoadRestores(ctx context.Context) error {
 		if err := rows.Scan(&id, &data); err != nil {
 			return l.failed(fmt.Errorf("db: read restore marks: %w", err))
 		}
-		var d struct {
-			After int64 `json:"after"`
-		}
+		var d markData
 		if err := json.Unmarshal([]byte(data), &d); err != nil || d.After >= id {
 			return fmt.Errorf("db: restore mark %d: bad data %q", id, data)
 		}

@@ -65,8 +65,8 @@ func backup(ctx context.Context, args []string, getenv func(string) string, stdo
 		os.Remove(to)
 		return fmt.Errorf("backup: %w", err)
 	}
-	fmt.Fprintf(stdout, "backed up %s into %s: %d bytes in %s; events up to id %d, a node started on it gives ids from %d\n",
-		from, to, rep.Bytes, rep.Took.Round(time.Millisecond), rep.LastEventID, rep.FirstNewID)
+	fmt.Fprintf(stdout, "backed up %s into %s: %d bytes in %s; events up to id %d; a node started on it gives ids above %d\n",
+		from, to, rep.Bytes, rep.Took.Round(time.Millisecond), rep.LastEventID, rep.Mark)
 	if secret {
 		fmt.Fprintf(stdout, "copied the development secret into %s.secret\n", to)
 	}

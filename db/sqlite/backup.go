@@ -5,17 +5,20 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"callsig/db"
 )
 
 // RestoreGap is how far a backup moves the event ids on: a server started
-// on the backup gives its first id RestoreGap past the last the backup
-// holds. The ids between are those the backed-up server may have given
+// on the backup gives its ids past RestoreGap after the last the backup
+// holds (and further, by the time since the backup: db.StartRestored). The ids between are those the backed-up server may have given
 // after the backup (2^40: three years of 10,000 events a second), which a
 // client may hold: resuming from one of them gets a reset (db.Restores),
 // never the restored server's events under an id that named another.
@@ -26,7 +29,7 @@ const RestoreGap = 1 << 40
 type BackupReport struct {
 	Bytes       int64         // the backup file's size
 	LastEventID int64         // the last id of the log backed up
-	FirstNewID  int64         // the first id a server started on the backup gives
+	Mark        int64         // the backup's restore mark: a server started on it gives ids above it
 	Took        time.Duration // from the start to the file's fsync
 }
 
@@ -139,7 +142,7 @@ func markRestore(ctx context.Context, path string, now time.Time) (*BackupReport
 		return nil, fmt.Errorf("mark the copy: read its last event id: %w", err)
 	}
 	mark := rep.LastEventID + RestoreGap
-	if _, err := tx.ExecContext(ctx, db.InsertRestoreMarkSQL, mark, db.RestoreMarkData(rep.LastEventID), now.UnixMilli()); err != nil {
+	if _, err := tx.ExecContext(ctx, db.InsertRestoreMarkSQL, mark, db.RestoreMarkData(rep.LastEventID, now.UnixMilli()), now.UnixMilli()); err != nil {
 		return nil, fmt.Errorf("mark the copy: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -151,7 +154,7 @@ func markRestore(ctx context.Context, path string, now time.Time) (*BackupReport
 	if err := syncFileAndDir(path); err != nil {
 		return nil, err
 	}
-	rep.FirstNewID = mark + 1
+	rep.Mark = mark
 	return rep, nil
 }
 
@@ -166,4 +169,27 @@ func syncFileAndDir(path string) error {
 		return fmt.Errorf("sync %s: %w", path, err)
 	}
 	return syncDir(filepath.Dir(path))
+}
+
+// startRestored gives a copy of a backup, at its first start, a restore
+// mark of its own (db.StartRestored): the same backup restored twice must
+// not give the ids the first restored node gave. Durable with the first
+// commit after it: the syncer's fsync of the WAL takes its frames too.
+func startRestored(ctx context.Context, wdb *sqlx.DB, log *slog.Logger) error {
+	var last int64
+	err := wdb.QueryRowContext(ctx, `SELECT seq FROM sqlite_sequence WHERE name = 'events'`).Scan(&last)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("db: read the last event id: %w", err)
+	}
+	mark, err := db.StartRestored(ctx, wdb, last, time.Now(), func(ctx context.Context, id int64, data string, at int64) error {
+		_, err := wdb.ExecContext(ctx, db.InsertRestoreMarkSQL, id, data, at)
+		return err
+	})
+	if mark > 0 {
+		log.Info("first start on a restored backup: event ids go on past a gap", "backup_mark", last, "first_id", mark+1)
+	}
+	return err
 }

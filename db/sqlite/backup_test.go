@@ -63,7 +63,7 @@ func TestBackupOfARunningStore(t *testing.T) {
 	for saved.Load() < 40 {
 		time.Sleep(time.Millisecond)
 	}
-	rep, err := Backup(ctx, path, out, time.UnixMilli(5_000))
+	rep, err := Backup(ctx, path, out, time.Now().Add(-2*time.Second))
 	close(stop)
 	wg.Wait()
 	if err := <-wrote; err != nil {
@@ -75,17 +75,27 @@ func TestBackupOfARunningStore(t *testing.T) {
 	if fi, err := os.Stat(out); err != nil || fi.Mode().Perm() != 0o600 || fi.Size() != rep.Bytes {
 		t.Fatalf("backup file: %v %v, report %+v", fi, err, rep)
 	}
+	if rep.Mark != rep.LastEventID+RestoreGap {
+		t.Fatalf("report %+v: want the mark %d past the last id", rep, RestoreGap)
+	}
+	// A second copy of the backup, restored later.
+	again := filepath.Join(dir, "again.db")
+	if raw, err := os.ReadFile(out); err != nil || os.WriteFile(again, raw, 0o600) != nil {
+		t.Fatalf("copy the backup: %v", err)
+	}
 
 	b := openAt(t, out)
 	nCalls, events := count(t, b, "calls"), count(t, b, "events WHERE user_id = 'bob'")
 	if nCalls < 20 || events != nCalls || int64(nCalls) != rep.LastEventID {
 		t.Fatalf("backup holds %d calls and %d events of bob, last event id %d: want one event per call", nCalls, events, rep.LastEventID)
 	}
+	// Its first start moved the ids on again, by the 2 s since the backup.
 	last, err := b.LastEventID(ctx)
-	if err != nil || last != rep.LastEventID+RestoreGap || rep.FirstNewID != last+1 {
-		t.Fatalf("the backup's last event id %d (%v), report %+v: want %d", last, err, rep, rep.LastEventID+RestoreGap)
+	if err != nil || last <= rep.Mark+2_000*1_000 || last > rep.Mark+60_000*1_000 {
+		t.Fatalf("the restored log's last event id %d (%v), report %+v: want the backup's mark and some 2 s of ids past it", last, err, rep)
 	}
-	for id, want := range map[int64]bool{rep.LastEventID: false, rep.LastEventID + 1: true, last - 1: true, last: false, last + 1: false, 0: false} {
+	for id, want := range map[int64]bool{rep.LastEventID: false, rep.LastEventID + 1: true, rep.Mark - 1: true, rep.Mark + 1: true,
+		last - 1: true, last: false, last + 1: false, 0: false} {
 		if got := b.NeverGiven(id); got != want {
 			t.Errorf("backup: NeverGiven(%d) = %v, want %v", id, got, want)
 		}
@@ -95,16 +105,30 @@ func TestBackupOfARunningStore(t *testing.T) {
 	}
 	storetest.Save(t, b, storetest.NewCall("after-restore", "alice", 9_000, "bob"))
 	var id int64
-	if err := b.rdb.Get(&id, "SELECT id FROM events WHERE call_id = 'after-restore'"); err != nil || id != rep.FirstNewID {
-		t.Fatalf("first event on the backup: id %d (%v), want %d", id, err, rep.FirstNewID)
+	if err := b.rdb.Get(&id, "SELECT id FROM events WHERE call_id = 'after-restore'"); err != nil || id != last+1 {
+		t.Fatalf("first event on the backup: id %d (%v), want %d", id, err, last+1)
 	}
-	// The mark is no user's event.
+	// The marks are no user's events.
 	got, err := b.EventsAfter(ctx, "", 0, 10)
-	if err != nil || len(got) != 1 {
+	if err != nil || len(got) != 2 {
 		t.Fatalf("events of user '': %v %v", got, err)
 	}
-	if list, err := b.EventsAfter(ctx, "bob", rep.LastEventID, 10); err != nil || len(list) != 1 || list[0].ID != rep.FirstNewID {
+	if list, err := b.EventsAfter(ctx, "bob", rep.LastEventID, 10); err != nil || len(list) != 1 || list[0].ID != last+1 {
 		t.Fatalf("bob's events after the backup's last: %+v %v", list, err)
+	}
+	// A restart is no restore: no new mark.
+	b.Close()
+	b = openAt(t, out)
+	if head, err := b.LastEventID(ctx); err != nil || head != last+1 {
+		t.Fatalf("after a restart the last event id is %d (%v), want %d", head, err, last+1)
+	}
+	// The same backup restored again, later: its ids pass every id the
+	// first restored log gave, which are in its gap.
+	time.Sleep(5 * time.Millisecond)
+	a := openAt(t, again)
+	head, err := a.LastEventID(ctx)
+	if err != nil || head <= last+1 || !a.NeverGiven(last+1) || a.NeverGiven(head+1) {
+		t.Fatalf("the backup restored again: last id %d (%v), the first restore's event %d in its gap: %v", head, err, last+1, a.NeverGiven(last+1))
 	}
 }
 
@@ -146,5 +170,64 @@ func TestBackupRefuses(t *testing.T) {
 	}
 	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a failed backup left %s: %v", out, err)
+	}
+}
+
+// A WAL that grew while a reader held an old snapshot (a backup's copy)
+// is cut back once it restarts (journal_size_limit), through the store's
+// own WAL file layer.
+func TestWALShrinksAfterAReaderHeldItLong(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "callsig.db")
+	s := openAt(t, path)
+	var limit int
+	if err := s.wdb.QueryRowContext(ctx, "PRAGMA journal_size_limit").Scan(&limit); err != nil || limit != walSizeLimit {
+		t.Fatalf("journal_size_limit = %d (%v), want %d", limit, err, walSizeLimit)
+	}
+	// A limit of 1 MiB here, to grow past it quickly.
+	if _, err := s.wdb.ExecContext(ctx, "PRAGMA journal_size_limit = 1048576"); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := sql.Open("sqlite", path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	rtx, err := reader.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := rtx.QueryRowContext(ctx, "SELECT count(*) FROM events").Scan(&n); err != nil { // the snapshot is taken
+		t.Fatal(err)
+	}
+	i := 0
+	save := func(k int) {
+		for range k {
+			storetest.Save(t, s, storetest.NewCall(fmt.Sprintf("c%07d", i), "alice", 1_000, "bob", "carol", "dave"))
+			i++
+		}
+	}
+	walSize := func() int64 {
+		fi, err := os.Stat(path + "-wal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	for walSize() < 4<<20 {
+		save(100)
+	}
+	grown := walSize()
+	if err := rtx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	// Checkpoints catch up, and the WAL restarts from its start.
+	deadline := time.Now().Add(30 * time.Second)
+	for walSize() > 1<<20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the WAL stayed at %d bytes (grown to %d), want at most 1 MiB once it restarted", walSize(), grown)
+		}
+		save(20)
 	}
 }

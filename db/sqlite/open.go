@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/jmoiron/sqlx"
@@ -90,6 +91,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	if err := releaseLeases(ctx, wdb, log); err != nil {
+		wdb.Close()
+		return nil, err
+	}
+	if err := startRestored(ctx, wdb, log); err != nil {
 		wdb.Close()
 		return nil, err
 	}
@@ -257,6 +262,11 @@ func createPrivate(path string) error {
 	return f.Close()
 }
 
+// walSizeLimit is the length a WAL is cut back to when it restarts
+// (journal_size_limit): 64 MiB, well above the 4 MiB a checkpoint keeps it
+// at under load, so the truncation costs nothing then.
+const walSizeLimit = 64 << 20
+
 // writerParams are the DSN parameters of the writer connection. The driver
 // runs busy_timeout first and the other _pragma values after it in name
 // order; none of them depends on running before another.
@@ -273,6 +283,11 @@ func writerParams(sync string) string {
 		// survives power loss; NORMAL (opt-in) syncs only at checkpoints and
 		// may lose the last commits, never consistency.
 		"_pragma=synchronous(" + sync + ")",
+		// A WAL grows past its usual few MiB while a reader holds an old
+		// snapshot (a backup, a long replay): SQLite writes from its start
+		// again once a checkpoint caught up, but keeps the file's length.
+		// Truncated to this when it restarts, it gives the disk back.
+		"_pragma=journal_size_limit(" + strconv.Itoa(walSizeLimit) + ")",
 		// call_users and webhook_deliveries must point at existing parents;
 		// SQLite leaves enforcement off unless asked, per connection.
 		"_pragma=foreign_keys(1)",

@@ -264,4 +264,23 @@ func TestRestoredBackupMovedKeepsItsGap(t *testing.T) {
 	if e := st.Next(5 * time.Second); e.Type != string(calls.EventReceived) || e.CallID() != kept {
 		t.Fatalf("bob after the reset: got %v, want the pending invitation of %s", e, kept)
 	}
+
+	// The cluster runs and is lost; the same backup is moved again. bob's
+	// client holds an id the first cluster gave: in the new one's gap.
+	again := s2.Client("alice").Invite(nil, "bob").CallID
+	held = st.WaitFor(string(calls.EventReceived), func(e testkit.Event) bool { return e.CallID() == again }, 10*time.Second).ID()
+	s2.Stop()
+	dsn2 := pgtest.NewDatabase(t)
+	if _, err := Copy(context.Background(), out, dsn2, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	s3 := testkit.Start(t, testkit.WithDB(dsn2))
+	for range 3 { // bob's newest id passes the one he holds, were ids given again
+		s3.Client("alice").Invite(nil, "bob")
+	}
+	st3 := s3.Stream("bob", "", strconv.FormatInt(held, 10))
+	defer st3.Close()
+	if e := st3.Next(5 * time.Second); e.Type != "reset" {
+		t.Fatalf("bob resumed from %d, given by the first cluster moved from the backup, on the second: got %v, want reset", held, e)
+	}
 }

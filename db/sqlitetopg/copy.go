@@ -10,7 +10,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jmoiron/sqlx"
 
+	"callsig/db"
 	"callsig/db/postgres"
 )
 
@@ -158,6 +160,19 @@ func copyAll(ctx context.Context, from, dsn string, opts Options) (*Report, erro
 				return nil, fmt.Errorf("copy %s: %w", t.name, err)
 			}
 		}
+	}
+	// A backup never started on SQLite gets the restore mark its first
+	// start would have written (db.StartRestored), so that the same backup
+	// moved twice never gives ids the first cluster gave.
+	mark, err := db.StartRestored(ctx, stx, seqs["events"], opts.Now(), func(ctx context.Context, id int64, data string, at int64) error {
+		_, err := tx.Exec(ctx, sqlx.Rebind(sqlx.DOLLAR, db.InsertRestoreMarkSQL), id, data, at)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("copy events: %w", err)
+	}
+	if mark > 0 {
+		seqs["events"] = mark
 	}
 	// Each user's newest id, the row db/postgres's writers update to take
 	// the user's next id.
