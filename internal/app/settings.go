@@ -1,6 +1,9 @@
 package app
 
-import "strings"
+import (
+	"regexp"
+	"strings"
+)
 
 // setting is one configuration value: its flag, its CALLSIG_* variable,
 // its usage and where it is stored.
@@ -66,13 +69,32 @@ func UnknownEnv(environ []string) []string {
 	}
 	var out []string
 	for _, kv := range environ {
-		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "CALLSIG_") && !known[name] && !notSettings[name] {
+		name, value, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "CALLSIG_") && !known[name] && !notSettings[name] && !serviceLink(name, value) {
 			out = append(out, name)
 		}
 	}
 	return out
 }
+
+// serviceLink says whether name=value is one of the variables Kubernetes
+// gives every container for each service of its namespace (enableServiceLinks,
+// on by default): a service named callsig, or callsig-nats, gives
+// CALLSIG_SERVICE_HOST, CALLSIG_NATS_PORT=tcp://10.0.0.7:4222 and so on,
+// which name no setting and are no typo. X_PORT counts only with such a
+// tcp:// (udp://, sctp://) value: CALLSIG_PORT=9000 is an operator's
+// guess at a setting (CALLSIG_ADDR), worth the warning.
+func serviceLink(name, value string) bool {
+	if k8sServiceVar.MatchString(name) {
+		return true
+	}
+	return strings.HasSuffix(name, "_PORT") && k8sPortValue.MatchString(value)
+}
+
+var (
+	k8sServiceVar = regexp.MustCompile(`^[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)$`)
+	k8sPortValue  = regexp.MustCompile(`^(tcp|udp|sctp)://[^/]+:[0-9]+$`)
+)
 
 // notSettings are CALLSIG_* variables the tests and scripts read, never
 // the server: set beside it, they are no typo.

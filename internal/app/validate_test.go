@@ -131,3 +131,21 @@ func TestSecretWarning(t *testing.T) {
 		}
 	}
 }
+
+// Kubernetes gives every container variables for each service of its
+// namespace: a service named callsig (or callsig-nats) gives CALLSIG_*
+// ones, which named no setting and were warned about as typos at every
+// start. A guess at a setting (CALLSIG_PORT=9000) is still named.
+func TestUnknownEnvIgnoresKubernetesServiceLinks(t *testing.T) {
+	got := UnknownEnv([]string{
+		"CALLSIG_SERVICE_HOST=10.96.0.12", "CALLSIG_SERVICE_PORT=8080", "CALLSIG_SERVICE_PORT_HTTP=8080",
+		"CALLSIG_PORT=tcp://10.96.0.12:8080", "CALLSIG_PORT_8080_TCP=tcp://10.96.0.12:8080",
+		"CALLSIG_PORT_8080_TCP_PROTO=tcp", "CALLSIG_PORT_8080_TCP_PORT=8080", "CALLSIG_PORT_8080_TCP_ADDR=10.96.0.12",
+		"CALLSIG_NATS_SERVICE_HOST=10.96.0.13", "CALLSIG_NATS_PORT=tcp://10.96.0.13:4222",
+		"CALLSIG_NATS_PORT_4222_TCP_ADDR=10.96.0.13",
+		"CALLSIG_HEARTBEAT_TIMOUT=5s", "CALLSIG_PORT=9000",
+	})
+	if strings.Join(got, ",") != "CALLSIG_HEARTBEAT_TIMOUT,CALLSIG_PORT" {
+		t.Fatalf("UnknownEnv = %q", got)
+	}
+}
