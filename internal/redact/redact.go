@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/url"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -35,27 +36,37 @@ func Err(err error, rawURL string) error {
 
 // passwords returns the passwords rawURL holds: in its user information
 // and in query parameters whose name holds "password" (password,
-// sslpassword).
+// sslpassword), as written and unescaped, the longest first. The query is
+// split by hand: url.ParseQuery refuses a pair with a ';' or a bad escape
+// (a password such as "a;b" or "50%off"), and all of them once one pair is
+// bad, and such a password was then left in the text.
 func passwords(rawURL string) []string {
 	var out []string
 	if m := urlPassword.FindStringSubmatch(rawURL); m != nil && m[1] != "" {
 		out = append(out, m[1])
 	}
 	if _, query, ok := strings.Cut(rawURL, "?"); ok {
-		if q, err := url.ParseQuery(query); err == nil {
-			for k, vs := range q {
-				if !IsPasswordParam(k) {
-					continue
-				}
-				for _, v := range vs {
-					if v != "" {
-						out = append(out, v)
-					}
-				}
+		for _, pair := range strings.Split(query, "&") {
+			k, v, _ := strings.Cut(pair, "=")
+			if !IsPasswordParam(unescaped(k)) || v == "" {
+				continue
+			}
+			out = append(out, v)
+			if u := unescaped(v); u != v && u != "" {
+				out = append(out, u)
 			}
 		}
 	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
 	return out
+}
+
+// unescaped is s query-unescaped, or s itself when it holds a bad escape.
+func unescaped(s string) string {
+	if u, err := url.QueryUnescape(s); err == nil {
+		return u
+	}
+	return s
 }
 
 // IsPasswordParam says whether a URL query parameter named name holds a
@@ -66,19 +77,23 @@ func IsPasswordParam(name string) bool {
 }
 
 // RedactedURL returns u's text with the password of its user information
-// and of its query parameters replaced by xxxxx.
+// and of its query parameters replaced by xxxxx. The query is rewritten
+// pair by pair, the others left as they were (url.Values would drop a
+// pair it cannot parse, a password with a ';' or a bad escape among them,
+// and so leave it in the text).
 func RedactedURL(u *url.URL) string {
 	c := *u
-	if q := c.Query(); len(q) > 0 {
+	if c.RawQuery != "" {
+		pairs := strings.Split(c.RawQuery, "&")
 		changed := false
-		for k := range q {
-			if IsPasswordParam(k) {
-				q.Set(k, "xxxxx")
+		for i, pair := range pairs {
+			if k, _, ok := strings.Cut(pair, "="); ok && IsPasswordParam(unescaped(k)) {
+				pairs[i] = k + "=xxxxx"
 				changed = true
 			}
 		}
 		if changed {
-			c.RawQuery = q.Encode()
+			c.RawQuery = strings.Join(pairs, "&")
 		}
 	}
 	return c.Redacted()

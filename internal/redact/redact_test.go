@@ -65,3 +65,26 @@ func TestNATSToken(t *testing.T) {
 		}
 	}
 }
+
+// A query password url.ParseQuery refuses (a ';' in it, an unescaped '%'),
+// or one beside another pair it refuses, was left as it was: in
+// "callsig listening" (RedactedDB) and in errors quoting the DSN.
+func TestQueryPasswordParseQueryRefuses(t *testing.T) {
+	for _, raw := range []string{
+		"postgres://u@db/x?password=hun;ter2",
+		"postgres://u@db/x?sslmode=disable&password=hunter2%zz",
+		"postgres://u@db/x?password=hunter2&application_name=100%",
+		"postgres://u@db/x?password=hunter%212",
+	} {
+		err := Err(errors.New("cannot parse `"+raw+"`: invalid connect_timeout"), raw).Error()
+		for _, got := range []string{err, URL(raw), Attr(raw)} {
+			if strings.Contains(got, "hun") || !strings.Contains(got, "xxxxx") {
+				t.Errorf("%s: %q", raw, got)
+			}
+		}
+	}
+	// The other pairs stay as they were written.
+	if got := Attr("postgres://u@db/x?sslmode=disable&password=p&application_name=100%"); got != "postgres://u@db/x?sslmode=disable&password=xxxxx&application_name=100%" {
+		t.Errorf("Attr = %q", got)
+	}
+}
