@@ -125,17 +125,23 @@ func Attr(rawURL string) string {
 var urlToken = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*://([^/@:]+)@`)
 
 // TokenErr is Err for a URL whose user, when given without a password,
-// is a secret too: NATS's token form.
+// is a secret too: NATS's token form. rawURL may list servers separated
+// by commas (as NATS takes them), each with its own secrets: an error
+// about the second one quotes it.
 func TokenErr(err error, rawURL string) error {
-	err = Err(err, rawURL)
-	if err == nil {
-		return nil
+	for _, one := range strings.Split(rawURL, ",") {
+		one = strings.TrimSpace(one)
+		err = Err(err, one)
+		if err == nil {
+			return nil
+		}
+		m := urlToken.FindStringSubmatch(one)
+		if m == nil || !strings.Contains(err.Error(), m[1]) {
+			continue
+		}
+		err = errors.New(strings.ReplaceAll(err.Error(), m[1], "xxxxx"))
 	}
-	m := urlToken.FindStringSubmatch(rawURL)
-	if m == nil || !strings.Contains(err.Error(), m[1]) {
-		return err
-	}
-	return errors.New(strings.ReplaceAll(err.Error(), m[1], "xxxxx"))
+	return err
 }
 
 // TokenAttr is Attr for a URL whose user, when given without a password,

@@ -88,3 +88,18 @@ func TestQueryPasswordParseQueryRefuses(t *testing.T) {
 		t.Errorf("Attr = %q", got)
 	}
 }
+
+// NATS takes a comma-separated list of servers: an error about the second
+// one (a bad port) quoted its token or password, redacted only in the
+// first.
+func TestNATSServerListSecrets(t *testing.T) {
+	for raw, quoted := range map[string]string{
+		"nats://tokA@10.0.0.1:4222,nats://tokB@10.0.0.2:42x22":    "nats://tokB@10.0.0.2:42x22",
+		"nats://a:pwA@10.0.0.1:4222, nats://b:pwB@10.0.0.2:42x22": "nats://b:pwB@10.0.0.2:42x22",
+	} {
+		got := TokenErr(errors.New(`parse "`+quoted+`": invalid port ":42x22" after host`), raw).Error()
+		if strings.Contains(got, "tokB") || strings.Contains(got, "pwB") || !strings.Contains(got, "xxxxx") {
+			t.Errorf("TokenErr(%q) = %q", raw, got)
+		}
+	}
+}
