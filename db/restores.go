@@ -53,32 +53,44 @@ const restoreRate = 1000
 // StartRestored writes a restored log's own restore mark when the log's
 // last id (lastID) is still the mark of the backup it was copied from: the
 // first start on a copy of a backup. It returns the mark written, or 0
-// when the log is no untouched backup. q reads the SQLite file (backups
+// when the log is no untouched backup, and how far the clock is behind
+// the backup's time (see ClockBehindWarning). q reads the SQLite file (backups
 // are SQLite's); ins writes the mark, where the log now is (InsertRestoreMarkSQL
 // in the dialect and transaction of the caller).
 func StartRestored(ctx context.Context, q interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
-}, lastID int64, now time.Time, ins func(ctx context.Context, id int64, data string, at int64) error) (int64, error) {
+}, lastID int64, now time.Time, ins func(ctx context.Context, id int64, data string, at int64) error) (mark int64, behind time.Duration, err error) {
 	var data string
-	err := q.QueryRowContext(ctx, pendingMarkSQL, lastID).Scan(&data)
+	err = q.QueryRowContext(ctx, pendingMarkSQL, lastID).Scan(&data)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
+		return 0, 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("db: read the backup's restore mark: %w", err)
+		return 0, 0, fmt.Errorf("db: read the backup's restore mark: %w", err)
 	}
 	var d markData
 	if err := json.Unmarshal([]byte(data), &d); err != nil {
-		return 0, fmt.Errorf("db: restore mark %d: bad data %q", lastID, data)
+		return 0, 0, fmt.Errorf("db: restore mark %d: bad data %q", lastID, data)
 	}
 	if d.BackupAt == 0 {
-		return 0, nil // a restored node's own mark: it ran, and gave no id since
+		return 0, 0, nil // a restored node's own mark: it ran, and gave no id since
 	}
-	mark := lastID + 1 + max(now.UnixMilli()-d.BackupAt, 0)*restoreRate
+	elapsed := now.UnixMilli() - d.BackupAt
+	if elapsed < 0 {
+		behind = time.Duration(-elapsed) * time.Millisecond
+	}
+	mark = lastID + 1 + max(elapsed, 0)*restoreRate
 	if err := ins(ctx, mark, RestoreMarkData(lastID, 0), now.UnixMilli()); err != nil {
-		return 0, fmt.Errorf("db: write the restored log's restore mark: %w", err)
+		return 0, 0, fmt.Errorf("db: write the restored log's restore mark: %w", err)
 	}
-	return mark, nil
+	return mark, behind, nil
+}
+
+// ClockBehindWarning is what a first start on a backup whose time is
+// ahead of the clock says: the gap that keeps its ids above those of an
+// earlier restore of the same backup is sized by the clock.
+func ClockBehindWarning(behind time.Duration) string {
+	return fmt.Sprintf("this clock is %v behind the backup's time: if this backup was restored before, on a host whose clock was not behind too, the ids that node gave may be given again (its clients then resume silently); set the clock right and restore again", behind.Round(time.Millisecond))
 }
 
 var pendingMarkSQL = `SELECT data FROM events WHERE id = ? AND user_id = '' AND type = '` + RestoreMarkType + `'`

@@ -8,6 +8,7 @@ import (
 	"io"
 	"text/tabwriter"
 
+	"callsig/db"
 	"callsig/db/sqlitetopg"
 	"callsig/internal/app"
 )
@@ -81,6 +82,9 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	for _, d := range rep.Dropped {
 		fmt.Fprintf(stdout, "left out of %s: %d %s whose key is not UTF-8 (no server since accepts such a key: no client can replay it)\n",
 			d.Table, d.Rows, plural(d.Rows, "row", "rows"))
+	}
+	if rep.ClockBehind > 0 {
+		fmt.Fprintln(stderr, "warning:", db.ClockBehindWarning(rep.ClockBehind))
 	}
 	_, err = fmt.Fprintf(stdout, "copied into %s in %s (next event id after %d)\n", target, rep.Took.Round(1e6), rep.LastEventID)
 	return err

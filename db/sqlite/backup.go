@@ -184,12 +184,15 @@ func startRestored(ctx context.Context, wdb *sqlx.DB, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("db: read the last event id: %w", err)
 	}
-	mark, err := db.StartRestored(ctx, wdb, last, time.Now(), func(ctx context.Context, id int64, data string, at int64) error {
+	mark, behind, err := db.StartRestored(ctx, wdb, last, time.Now(), func(ctx context.Context, id int64, data string, at int64) error {
 		_, err := wdb.ExecContext(ctx, db.InsertRestoreMarkSQL, id, data, at)
 		return err
 	})
 	if mark > 0 {
 		log.Info("first start on a restored backup: event ids go on past a gap", "backup_mark", last, "first_id", mark+1)
+	}
+	if behind > 0 {
+		log.Warn(db.ClockBehindWarning(behind))
 	}
 	return err
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,5 +230,27 @@ func TestWALShrinksAfterAReaderHeldItLong(t *testing.T) {
 			t.Fatalf("the WAL stayed at %d bytes (grown to %d), want at most 1 MiB once it restarted", walSize(), grown)
 		}
 		save(20)
+	}
+}
+
+// A first start on a backup made, by the clock, after now says so: the
+// gap that keeps its ids above an earlier restore's is sized by the clock.
+func TestRestoreOnAClockBehindTheBackupWarns(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path, out := filepath.Join(dir, "callsig.db"), filepath.Join(dir, "backup.db")
+	s := openAt(t, path)
+	storetest.Save(t, s, storetest.NewCall("c1", "alice", 1_000, "bob"))
+	if _, err := Backup(ctx, path, out, time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	b, err := Open(ctx, out, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if !strings.Contains(logs.String(), "behind the backup's time") {
+		t.Fatalf("no warning of the clock behind the backup:\n%s", logs.String())
 	}
 }

@@ -62,6 +62,9 @@ type Report struct {
 	// LastEventID is where PostgreSQL's event id sequence now stands: the
 	// next event gets a larger id.
 	LastEventID int64
+	// ClockBehind, when the file is a backup never started, is how far the
+	// clock was behind the backup's time (db.ClockBehindWarning).
+	ClockBehind time.Duration
 	Took        time.Duration
 }
 
@@ -164,7 +167,7 @@ func copyAll(ctx context.Context, from, dsn string, opts Options) (*Report, erro
 	// A backup never started on SQLite gets the restore mark its first
 	// start would have written (db.StartRestored), so that the same backup
 	// moved twice never gives ids the first cluster gave.
-	mark, err := db.StartRestored(ctx, stx, seqs["events"], opts.Now(), func(ctx context.Context, id int64, data string, at int64) error {
+	mark, behind, err := db.StartRestored(ctx, stx, seqs["events"], opts.Now(), func(ctx context.Context, id int64, data string, at int64) error {
 		_, err := tx.Exec(ctx, sqlx.Rebind(sqlx.DOLLAR, db.InsertRestoreMarkSQL), id, data, at)
 		return err
 	})
@@ -174,6 +177,7 @@ func copyAll(ctx context.Context, from, dsn string, opts Options) (*Report, erro
 	if mark > 0 {
 		seqs["events"] = mark
 	}
+	rep.ClockBehind = behind
 	// Each user's newest id, the row db/postgres's writers update to take
 	// the user's next id.
 	tag, err := tx.Exec(ctx, `INSERT INTO event_users (user_id, last_id) SELECT user_id, max(id) FROM events GROUP BY user_id`)
