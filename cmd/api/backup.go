@@ -56,6 +56,13 @@ func backup(ctx context.Context, args []string, getenv func(string) string, stdo
 	case app.IsPostgresDSN(from):
 		return errors.New("backup: a PostgreSQL database is backed up with PostgreSQL's own tools (pg_dump, base backups)")
 	}
+	// Checked before the copy, which would be thrown away when the
+	// secret could not be put beside it.
+	if _, err := os.Stat(from + ".secret"); err == nil {
+		if _, err := os.Lstat(to + ".secret"); err == nil {
+			return fmt.Errorf("backup: %s.secret already exists: give a new file", to)
+		}
+	}
 	rep, err := sqlite.Backup(ctx, from, to, time.Now())
 	if err != nil {
 		return err

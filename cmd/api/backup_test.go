@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,6 +41,11 @@ func TestBackupCommand(t *testing.T) {
 		}
 	}
 
+	// A secret left by an earlier backup of that name: refused before the
+	// copy, which is not made.
+	if err := os.WriteFile(filepath.Join(dir, "stale.secret"), []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		args []string
 		want string
@@ -47,11 +53,15 @@ func TestBackupCommand(t *testing.T) {
 		{[]string{"backup", "-db", path, "-to", out}, "already exists"},
 		{[]string{"backup", "-db", path}, "-to is required"},
 		{[]string{"backup", "-db", "postgres://x@127.0.0.1/db", "-to", filepath.Join(dir, "pg.db")}, "PostgreSQL's own tools"},
+		{[]string{"backup", "-db", path, "-to", filepath.Join(dir, "stale")}, "stale.secret already exists"},
 	} {
 		code, stdout, stderr := runMain(t, c.args...)
 		if code != 1 || !strings.Contains(stderr, c.want) {
 			t.Errorf("%v: exit %d, want 1 with %q\n%s%s", c.args, code, c.want, stdout, stderr)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "stale")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused backup made its copy: %v", err)
 	}
 }
 
