@@ -93,6 +93,13 @@ func Backup(ctx context.Context, from, to string, now time.Time) (*BackupReport,
 	if err := src.Close(); err != nil {
 		return nil, fmt.Errorf("backup: close %s: %w", from, err)
 	}
+	// The copy may hold commits the node has not fsynced yet (it answers
+	// once its syncer has): made durable now, so that a power cut of the
+	// node right after the backup cannot lose ids the backup holds, and
+	// have the node give them again to other events.
+	if err := syncIfThere(abs + "-wal"); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
 	rep, err := markRestore(ctx, out, now)
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
@@ -195,4 +202,21 @@ func startRestored(ctx context.Context, wdb *sqlx.DB, log *slog.Logger) error {
 		log.Warn(db.ClockBehindWarning(behind))
 	}
 	return err
+}
+
+// syncIfThere fsyncs the file at path when there is one: fsync needs no
+// write access, and it flushes what any process wrote.
+func syncIfThere(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	return nil
 }
