@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -104,5 +105,19 @@ func TestBackupFailingToWriteLeavesNothing(t *testing.T) {
 	left, _ := os.ReadDir(outDir)
 	for _, e := range left {
 		t.Errorf("the failed backup left %s (%s)", e.Name(), strings.TrimSpace(string(b)))
+	}
+}
+
+// The server's -h names the subcommands, which its flags do not show.
+func TestHelpNamesTheSubcommands(t *testing.T) {
+	var out strings.Builder
+	err := run(context.Background(), func() {}, []string{"-h"}, func(string) string { return "" }, &out, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("run -h = %v, want flag.ErrHelp", err)
+	}
+	for _, want := range []string{"callsig token", "callsig migrate", "callsig backup", "-addr"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("-h does not show %q:\n%s", want, out.String())
+		}
 	}
 }

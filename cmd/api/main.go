@@ -57,12 +57,26 @@ func run(ctx context.Context, stopSignals func(), args []string, getenv func(str
 	return serve(ctx, stopSignals, args, getenv, stderr)
 }
 
+const serveUsage = `Usage: callsig [flags]          serve (each flag also reads a CALLSIG_* variable)
+       callsig token -user ID    print a token signed with the JWT secret (-h: its flags)
+       callsig migrate -h        copy a stopped node's SQLite file into PostgreSQL
+       callsig backup -h         copy a running node's SQLite file
+
+Flags:
+`
+
 // serve reads like the table of contents of the server: configure, build,
 // listen, and on a signal shut down in order. stopSignals is called as the
 // shutdown begins (before anything is logged), so that from then on a
 // signal has its default action: a second one kills the process.
 func serve(ctx context.Context, stopSignals func(), args []string, getenv func(string) string, stderr io.Writer) error {
-	cfg, err := app.ParseConfig("callsig", args, getenv, nil)
+	cfg, err := app.ParseConfig("callsig", args, getenv, func(fs *flag.FlagSet) {
+		fs.SetOutput(stderr)
+		fs.Usage = func() {
+			fmt.Fprint(fs.Output(), serveUsage)
+			fs.PrintDefaults()
+		}
+	})
 	if err != nil {
 		return err
 	}
