@@ -40,7 +40,7 @@ func settings(c *Config, cors *string) []setting {
 		{"event-retention", "CALLSIG_EVENT_RETENTION", "how long the event log keeps events for replay", &c.EventRetention},
 		{"call-retention", "CALLSIG_CALL_RETENTION", "how long ended calls stay listed (GET /calls) after they ended; 0 keeps them forever", &c.CallRetention},
 		{"rate-limit", "CALLSIG_RATE_LIMIT", "requests per second per user (0: off)", &c.RateLimit},
-		{"rate-burst", "CALLSIG_RATE_BURST", "burst of the per-user rate limit", &c.RateBurst},
+		{"rate-burst", "CALLSIG_RATE_BURST", "burst of the per-user rate limit (0: the rate, rounded up)", &c.RateBurst},
 		{"shutdown-timeout", "CALLSIG_SHUTDOWN_TIMEOUT", "how long the whole shutdown may take (requests in flight, background work, database close)", &c.ShutdownTimeout},
 		{"read-timeout", "CALLSIG_READ_TIMEOUT", "how long a request may take to arrive, its headers at most 10s of it; slower is 408", &c.ReadTimeout},
 		{"max-streams-per-user", "CALLSIG_MAX_STREAMS_PER_USER", "open event streams per user; a newer one closes the oldest", &c.MaxStreamsPerUser},
