@@ -61,3 +61,51 @@ func TestStuckReaderDelaysNobody(t *testing.T) {
 	}
 	bob.WaitEnded(eventWait)
 }
+
+// A stream that fell behind (its buffer in the hub full while its client
+// did not read) loses nothing: once the client reads again, it gets every
+// invitation made meanwhile, in order, on the same connection (or, should
+// the server have cut it, after resuming with its Last-Event-ID). A hub
+// that dropped what did not fit, without making the stream read the log,
+// would go on with the next event as if nothing had been missed.
+func TestStreamThatFellBehindLosesNothing(t *testing.T) {
+	s := testkit.Start(t)
+	stuck := s.StuckStream("bob")
+	alice := s.Client("alice")
+	alice.SkipSpec = true
+	big := map[string]any{"extendedData": strings.Repeat("x", 2048)}
+	var ids []string
+	for i := 0; ; i++ {
+		if i == 2000 {
+			t.Fatal("the stuck stream never fell behind: is it reading?")
+		}
+		ids = append(ids, alice.Invite(big, "bob").CallID)
+		if i%10 == 0 && scrapeMetric(t, s, "callsig_sse_subscribers_dropped_total") > 0 {
+			break
+		}
+	}
+	for range 10 { // and some after it fell behind
+		ids = append(ids, alice.Invite(big, "bob").CallID)
+	}
+	bob := stuck.Unstick(t, "bob")
+	for i, id := range ids {
+		deadline := time.Now().Add(eventWait)
+		for {
+			e, ok := bob.TryNext(time.Until(deadline))
+			if !ok && bob.Ended() && time.Now().Before(deadline) {
+				bob = s.Stream("bob", "", bob.LastEventID()) // cut off: resume
+				continue
+			}
+			if !ok {
+				t.Fatalf("invitation %d of %d (%s) never reached bob's stream, which fell behind after %d", i+1, len(ids), id, len(ids)-10)
+			}
+			if e.Type != string(calls.EventReceived) {
+				continue
+			}
+			if e.CallID() != id {
+				t.Fatalf("bob's stream sent invitation %s where %d of %d (%s) was due: one was lost", e.CallID(), i+1, len(ids), id)
+			}
+			break
+		}
+	}
+}

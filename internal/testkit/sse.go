@@ -556,3 +556,25 @@ func (s *Server) StuckStream(user string) *StuckStream {
 
 // Close drops the connection.
 func (st *StuckStream) Close() { st.conn.Close() }
+
+// Unstick starts reading the stuck stream of user: the Stream returned
+// parses everything the server wrote on the connection, from the first
+// byte of its answer, as a client that was only slow would.
+func (st *StuckStream) Unstick(t testing.TB, user string) *Stream {
+	t.Helper()
+	res, err := http.ReadResponse(bufio.NewReader(st.conn), nil)
+	if err != nil {
+		t.Fatalf("read the stuck stream's answer: %v", err)
+	}
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("stuck stream of %s: status %d", user, res.StatusCode)
+	}
+	s := &Stream{
+		t: t, User: user, Header: res.Header,
+		body: res.Body, cancel: func() { st.conn.Close() }, done: make(chan struct{}),
+		arrived: make(chan struct{}, 1), retry: -1,
+	}
+	go s.read()
+	t.Cleanup(s.Close)
+	return s
+}
