@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/jmoiron/sqlx"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,14 +22,7 @@ import (
 // the -wal file may still be dirty or under writeback, or a power cut
 // could take back what was answered. No other write runs meanwhile.
 func TestAnsweredWriteLeavesNoDirtyWALPage(t *testing.T) {
-	dir := t.TempDir()
-	var fs unix.Statfs_t
-	if err := unix.Statfs(dir, &fs); err != nil {
-		t.Fatal(err)
-	}
-	if fs.Type == unix.TMPFS_MAGIC || fs.Type == unix.RAMFS_MAGIC {
-		t.Skip("the temporary directory is in memory: its pages are never clean")
-	}
+	dir := diskDir(t)
 	path := filepath.Join(dir, "callsig.db")
 	wal := path + "-wal" // SQLite's name for it, not the one the syncer holds
 	s := openAt(t, path)
@@ -37,25 +31,84 @@ func TestAnsweredWriteLeavesNoDirtyWALPage(t *testing.T) {
 		if err := s.write(ctx, insertEvent(fmt.Sprintf("u%d", i))); err != nil {
 			t.Fatal(err)
 		}
-		f, err := os.Open(wal)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var st unix.Cachestat_t
-		err = unix.Cachestat(uint(f.Fd()), &unix.CachestatRange{}, &st, 0) // Len 0: to the end
-		f.Close()
-		if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EOPNOTSUPP) {
-			t.Skipf("cachestat: %v", err)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.Cache == 0 {
-			t.Skip("the WAL has no page in the page cache: nothing to tell")
-		}
-		if st.Dirty != 0 || st.Writeback != 0 {
+		if st := pageCache(t, wal); st.Dirty != 0 || st.Writeback != 0 {
 			t.Fatalf("write %d answered with %d dirty and %d writeback pages of %d in %s's page cache: not fsynced",
 				i, st.Dirty, st.Writeback, st.Cache, wal)
 		}
 	}
+}
+
+// What a killed process left in the WAL may be in the page cache only (it
+// was never answered, so never fsynced): Open makes it durable before the
+// store reads any of it as durable (its events fed to streams, a stored
+// answer replayed). The files are written here without an fsync, as such
+// a process leaves them, and must be clean once Open returns.
+func TestOpenMakesALeftOverWALDurable(t *testing.T) {
+	dir := diskDir(t)
+	from := filepath.Join(t.TempDir(), "callsig.db")
+	s := openAt(t, from)
+	ctx := context.Background()
+	if err := s.write(ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.Exec("PRAGMA wal_autocheckpoint=0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := s.write(ctx, insertEvent(fmt.Sprintf("u%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "callsig.db")
+	for _, suffix := range []string{"", "-wal"} { // as a SIGKILL leaves them: no fsync
+		if err := os.WriteFile(path+suffix, readFile(t, from+suffix), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := pageCache(t, path+"-wal"); st.Dirty == 0 {
+		t.Skip("the copied WAL is clean already: nothing to tell")
+	}
+	openAt(t, path)
+	if st := pageCache(t, path+"-wal"); st.Dirty != 0 || st.Writeback != 0 {
+		t.Fatalf("Open returned with %d dirty and %d writeback pages of %d of the WAL it found: not fsynced",
+			st.Dirty, st.Writeback, st.Cache)
+	}
+}
+
+// diskDir is a temporary directory, the test skipped where it is in
+// memory (tmpfs: its pages are never clean, fsync or not).
+func diskDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil {
+		t.Fatal(err)
+	}
+	if fs.Type == unix.TMPFS_MAGIC || fs.Type == unix.RAMFS_MAGIC {
+		t.Skip("the temporary directory is in memory: its pages are never clean")
+	}
+	return dir
+}
+
+// pageCache is what the page cache holds of the file at path
+// (cachestat(2), Linux 6.5); the test is skipped where it cannot tell.
+func pageCache(t *testing.T, path string) unix.Cachestat_t {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st unix.Cachestat_t
+	err = unix.Cachestat(uint(f.Fd()), &unix.CachestatRange{}, &st, 0) // Len 0: to the end
+	if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EOPNOTSUPP) {
+		t.Skipf("cachestat: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Cache == 0 {
+		t.Skipf("%s has no page in the page cache: nothing to tell", path)
+	}
+	return st
 }
