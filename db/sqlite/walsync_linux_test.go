@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"golang.org/x/sys/unix"
@@ -111,4 +112,41 @@ func pageCache(t *testing.T, path string) unix.Cachestat_t {
 		t.Skipf("%s has no page in the page cache: nothing to tell", path)
 	}
 	return st
+}
+
+// A backup may copy commits its node has not fsynced yet; it fsyncs the
+// node's WAL once the copy is made, so that a power cut of the node then
+// cannot lose ids the backup holds (and have the node give them again).
+func TestBackupMakesTheNodesWALDurable(t *testing.T) {
+	dir := diskDir(t)
+	from := filepath.Join(t.TempDir(), "callsig.db")
+	s := openAt(t, from)
+	ctx := context.Background()
+	if err := s.write(ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.Exec("PRAGMA wal_autocheckpoint=0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := s.write(ctx, insertEvent(fmt.Sprintf("u%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "callsig.db")
+	for _, suffix := range []string{"", "-wal"} { // written, not fsynced, as a node's commits before its syncer's turn
+		if err := os.WriteFile(path+suffix, readFile(t, from+suffix), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := pageCache(t, path+"-wal"); st.Dirty == 0 {
+		t.Skip("the copied WAL is clean already: nothing to tell")
+	}
+	if _, err := Backup(ctx, path, filepath.Join(dir, "backup.db"), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if st := pageCache(t, path+"-wal"); st.Dirty != 0 || st.Writeback != 0 {
+		t.Fatalf("Backup returned with %d dirty and %d writeback pages of %d of the node's WAL: not fsynced",
+			st.Dirty, st.Writeback, st.Cache)
+	}
 }
