@@ -33,12 +33,7 @@ func TestPowerCutKeepsWhatWasAnswered(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "callsig.db")
 	s := openAt(t, path)
 	ctx := context.Background()
-	if err := s.write(ctx, func(tx *sqlx.Tx) error {
-		_, err := tx.Exec("PRAGMA wal_autocheckpoint=0")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	noCheckpoints(t, s)
 	dbBefore := readFile(t, path)
 
 	// durable is the WAL bytes a completed fsync covers: at first the
@@ -188,4 +183,16 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// noCheckpoints turns the writer's automatic checkpoints off, so that the
+// WAL only grows and the database file stays as it is.
+func noCheckpoints(t *testing.T, s *Store) {
+	t.Helper()
+	if err := s.write(context.Background(), func(tx *sqlx.Tx) error {
+		_, err := tx.Exec("PRAGMA wal_autocheckpoint=0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 }

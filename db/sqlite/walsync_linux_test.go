@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmoiron/sqlx"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,23 +44,30 @@ func TestAnsweredWriteLeavesNoDirtyWALPage(t *testing.T) {
 // answer replayed). The files are written here without an fsync, as such
 // a process leaves them, and must be clean once Open returns.
 func TestOpenMakesALeftOverWALDurable(t *testing.T) {
-	dir := diskDir(t)
+	path := unsyncedCopy(t) // as a SIGKILL leaves it
+	openAt(t, path)
+	if st := pageCache(t, path+"-wal"); st.Dirty != 0 || st.Writeback != 0 {
+		t.Fatalf("Open returned with %d dirty and %d writeback pages of %d of the WAL it found: not fsynced",
+			st.Dirty, st.Writeback, st.Cache)
+	}
+}
+
+// unsyncedCopy returns the path of a database on disk (diskDir) with five
+// events in its WAL, written and never fsynced; the test is skipped where
+// the kernel wrote them out already.
+func unsyncedCopy(t *testing.T) string {
+	t.Helper()
 	from := filepath.Join(t.TempDir(), "callsig.db")
 	s := openAt(t, from)
 	ctx := context.Background()
-	if err := s.write(ctx, func(tx *sqlx.Tx) error {
-		_, err := tx.Exec("PRAGMA wal_autocheckpoint=0")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	noCheckpoints(t, s)
 	for i := range 5 {
 		if err := s.write(ctx, insertEvent(fmt.Sprintf("u%d", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	path := filepath.Join(dir, "callsig.db")
-	for _, suffix := range []string{"", "-wal"} { // as a SIGKILL leaves them: no fsync
+	path := filepath.Join(diskDir(t), "callsig.db")
+	for _, suffix := range []string{"", "-wal"} {
 		if err := os.WriteFile(path+suffix, readFile(t, from+suffix), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -69,11 +75,7 @@ func TestOpenMakesALeftOverWALDurable(t *testing.T) {
 	if st := pageCache(t, path+"-wal"); st.Dirty == 0 {
 		t.Skip("the copied WAL is clean already: nothing to tell")
 	}
-	openAt(t, path)
-	if st := pageCache(t, path+"-wal"); st.Dirty != 0 || st.Writeback != 0 {
-		t.Fatalf("Open returned with %d dirty and %d writeback pages of %d of the WAL it found: not fsynced",
-			st.Dirty, st.Writeback, st.Cache)
-	}
+	return path
 }
 
 // diskDir is a temporary directory, the test skipped where it is in
@@ -118,31 +120,8 @@ func pageCache(t *testing.T, path string) unix.Cachestat_t {
 // node's WAL once the copy is made, so that a power cut of the node then
 // cannot lose ids the backup holds (and have the node give them again).
 func TestBackupMakesTheNodesWALDurable(t *testing.T) {
-	dir := diskDir(t)
-	from := filepath.Join(t.TempDir(), "callsig.db")
-	s := openAt(t, from)
-	ctx := context.Background()
-	if err := s.write(ctx, func(tx *sqlx.Tx) error {
-		_, err := tx.Exec("PRAGMA wal_autocheckpoint=0")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 5 {
-		if err := s.write(ctx, insertEvent(fmt.Sprintf("u%d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	path := filepath.Join(dir, "callsig.db")
-	for _, suffix := range []string{"", "-wal"} { // written, not fsynced, as a node's commits before its syncer's turn
-		if err := os.WriteFile(path+suffix, readFile(t, from+suffix), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if st := pageCache(t, path+"-wal"); st.Dirty == 0 {
-		t.Skip("the copied WAL is clean already: nothing to tell")
-	}
-	if _, err := Backup(ctx, path, filepath.Join(dir, "backup.db"), time.Now()); err != nil {
+	path := unsyncedCopy(t) // as a node's commits before its syncer's turn
+	if _, err := Backup(context.Background(), path, filepath.Join(filepath.Dir(path), "backup.db"), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if st := pageCache(t, path+"-wal"); st.Dirty != 0 || st.Writeback != 0 {
