@@ -36,7 +36,10 @@ import (
 //     no load after the restart checks the restart re-arms them by itself;
 //   - webhooks: every message of the outbox reached a real receiver,
 //     signed, and nothing else did; each call has exactly one call.created
-//     and, ended, one call.ended message (the endpoint takes these two);
+//     and, ended, one call.ended message; every state change the users'
+//     logs show has exactly one call.user_state_changed, every invitation
+//     they show ended unanswered (as docs/webhooks.md rules) exactly one
+//     call.missed, and nothing else has either;
 //   - integrity: the SQLite file passes PRAGMA integrity_check after the
 //     last SIGKILL.
 //

@@ -17,15 +17,19 @@ import (
 	"callsig/internal/testkit"
 )
 
-// kHooks is the webhook endpoint of the kill test: testkit's receiver, in
-// the test process (it never dies), which checks every request's signature
-// and body and records it. The endpoint takes call.created and call.ended
-// only: every event type would queue more messages than one endpoint's
-// share of the dispatcher (4 attempts in flight) drains on these two cores,
-// and these two are what the check ties to the calls.
-type kHooks struct{ rcv *testkit.Receiver }
+// kHooks are the webhook endpoints of the kill test: testkit's receivers,
+// in the test process (they never die), which check every request's
+// signature and body and record it. One endpoint takes call.created and
+// call.ended, the other call.user_state_changed and call.missed: each
+// endpoint has its own share of the dispatcher's attempts, so the state
+// changes (the most numerous messages) do not hold back the others, and
+// the check ties every type the load makes to the calls. (call.push_requested
+// needs a pushConfig, which no request of the load carries.)
+type kHooks struct{ calls, states *testkit.Receiver }
 
-func newKHooks(t *testing.T) *kHooks { return &kHooks{rcv: testkit.NewReceiver(t)} }
+func newKHooks(t *testing.T) *kHooks {
+	return &kHooks{calls: testkit.NewReceiver(t), states: testkit.NewReceiver(t)}
+}
 
 // killAdminToken is the admin token of the server under test.
 const killAdminToken = "chaos-admin-token-0123456789abcdef-0123456789"
@@ -37,11 +41,18 @@ func (h *kHooks) env() []string {
 	return []string{"CALLSIG_ADMIN_TOKEN=" + killAdminToken, "CALLSIG_WEBHOOK_ALLOW_PRIVATE=true", "CALLSIG_WEBHOOK_LEASE=20s"}
 }
 
-// register subscribes h to call.created and call.ended on the server at
-// base, and gives the receiver the secret the answer shows.
+// register subscribes h's receivers to their types on the server at base.
 func (h *kHooks) register(t *testing.T, base string) {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"url": h.rcv.URL(), "eventTypes": []string{"call.created", "call.ended"}})
+	registerHook(t, base, h.calls, "call.created", "call.ended")
+	registerHook(t, base, h.states, "call.user_state_changed", "call.missed")
+}
+
+// registerHook subscribes rcv to types on the server at base, and gives
+// the receiver the secret the answer shows.
+func registerHook(t *testing.T, base string, rcv *testkit.Receiver, types ...string) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"url": rcv.URL(), "eventTypes": types})
 	req, err := http.NewRequest(http.MethodPost, base+"/webhooks", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -59,13 +70,14 @@ func (h *kHooks) register(t *testing.T, base string) {
 	if b, _ := io.ReadAll(res.Body); res.StatusCode != http.StatusCreated || json.Unmarshal(b, &ep) != nil {
 		t.Fatalf("POST /webhooks: %d %s", res.StatusCode, b)
 	}
-	h.rcv.SetSecret(ep.Secret)
+	rcv.SetSecret(ep.Secret)
 }
 
 // kHook is a message the receiver got, by its first valid copy.
 type kHook struct {
 	typ, callID string
 	body        []byte
+	data        json.RawMessage
 }
 
 // received returns the valid messages the receiver got by webhook-id, how
@@ -74,7 +86,7 @@ type kHook struct {
 // copies.
 func (h *kHooks) received() (got map[string]kHook, requests int, bad []string) {
 	got = map[string]kHook{}
-	ds := h.rcv.Deliveries()
+	ds := append(h.calls.Deliveries(), h.states.Deliveries()...)
 	for _, d := range ds {
 		if !d.Valid {
 			bad = append(bad, fmt.Sprintf("webhook %s (%s): an invalid request", d.ID, d.Type))
@@ -90,7 +102,7 @@ func (h *kHooks) received() (got map[string]kHook, requests int, bad []string) {
 			CallID string `json:"callID"`
 		}
 		_ = json.Unmarshal(d.Data, &data)
-		got[d.ID] = kHook{typ: d.Type, callID: data.CallID, body: d.Body}
+		got[d.ID] = kHook{typ: d.Type, callID: data.CallID, body: d.Body, data: d.Data}
 	}
 	return got, len(ds), bad
 }
@@ -158,11 +170,13 @@ func (f *kFinal) waitHooks(ctx context.Context, t *testing.T, db string) {
 	}
 }
 
-// checkHooks: every message of the outbox was delivered to the receiver,
-// signed, under its webhook-id; the receiver got nothing the outbox does
-// not hold (nothing sent for a change a crash lost); and each call, as
-// GET shows it at the end, has exactly one call.created message and, once
-// ended, exactly one call.ended (no change's messages lost or made twice).
+// checkHooks: every message of the outbox was delivered to the receivers,
+// signed, under its webhook-id; the receivers got nothing the outbox does
+// not hold (nothing sent for a change a crash lost); each call, as GET
+// shows it at the end, has exactly one call.created message and, once
+// ended, exactly one call.ended (no change's messages lost or made twice);
+// and the state changes and missed calls the users' logs show each have
+// exactly one message, and nothing else has one (checkStateHooks).
 func (f *kFinal) checkHooks(t *testing.T) {
 	received, requests, bad := f.hooks.received()
 	for id, o := range f.outbox {
@@ -205,10 +219,12 @@ func (f *kFinal) checkHooks(t *testing.T) {
 			bad = append(bad, fmt.Sprintf("call.created webhook for call %s, which GET /calls does not list", id))
 		}
 	}
+	stateBad, checked := f.checkStateHooks(received)
+	bad = append(bad, stateBad...)
 	types := map[string]int{}
 	for _, got := range received {
 		types[got.typ]++
 	}
-	t.Logf("%d webhook messages in the outbox, %d received %v, in %d requests", len(f.outbox), len(received), types, requests)
+	t.Logf("%d webhook messages in the outbox, %d received %v, in %d requests; tied to the logs: %v", len(f.outbox), len(received), types, requests, checked)
 	report(t, "webhooks", bad)
 }
