@@ -17,12 +17,12 @@ import (
 )
 
 // RestoreGap is how far a backup moves the event ids on: a server started
-// on the backup gives its ids past RestoreGap after the last the backup
-// holds (and further, by the time since the backup: db.StartRestored). The ids between are those the backed-up server may have given
-// after the backup (2^40: three years of 10,000 events a second), which a
-// client may hold: resuming from one of them gets a reset (db.Restores),
-// never the restored server's events under an id that named another.
-// Each restore uses 2^40 of JavaScript's 2^53 safe integers.
+// on the backup gives its ids past it, after the last the backup holds
+// (and further, by the time since the backup: db.StartRestored). The ids
+// between are those the backed-up server may have given after the backup
+// (2^40: three years of 10,000 events a second), which a client may hold:
+// resuming from one of them gets a reset (db.RestoreMarkType), never the
+// restored server's events under an id that named another.
 const RestoreGap = 1 << 40
 
 // BackupReport is what Backup made.
@@ -37,11 +37,11 @@ type BackupReport struct {
 // may have open and be writing, to the new file to (VACUUM INTO: one read
 // transaction, so the copy holds every commit up to a point and nothing
 // after). In the copy, the event ids move on by RestoreGap behind a
-// restore mark (see db.Restores), so that a server started on it one day
-// resets the clients that hold ids the backed-up server gave after the
-// backup. The file is fsynced, with its directory, before Backup returns.
-// to must not exist: an old backup is never overwritten by half of a new
-// one.
+// restore mark (db.RestoreMarkType), so that a server started on it one
+// day resets the clients that hold ids given after the backup. The file is
+// fsynced, with its directory, before Backup returns, and so is the WAL of
+// from. to must not exist: an old backup is never overwritten by half of a
+// new one.
 func Backup(ctx context.Context, from, to string, now time.Time) (*BackupReport, error) {
 	start := time.Now()
 	abs, err := filepath.Abs(from)
