@@ -66,6 +66,10 @@ func runSoak(ctx context.Context, t *target, tab *table, fig figures) error {
 			l.churnStream(loadCtx, u, churnCounters)
 		}()
 	}
+	// Before the sampler starts: it writes to t.log too, its first sample
+	// at once (a race the detector caught in CI).
+	fmt.Fprintf(t.log, "loadgen: soak for %s: %.0f cycles/s over %d pairs, %d streams coming and going, a sample every %s…\n",
+		cfg.duration, cfg.rate, n/2, len(churn), cfg.sampleEvery)
 	var samples []soakSample
 	var sampleErr error
 	sampled := make(chan struct{})
@@ -78,8 +82,6 @@ func runSoak(ctx context.Context, t *target, tab *table, fig figures) error {
 	for i := 0; i < n; i += 2 {
 		pairs <- pair{k: i / 2, caller: users[i], invitee: users[i+1]}
 	}
-	fmt.Fprintf(t.log, "loadgen: soak for %s: %.0f cycles/s over %d pairs, %d streams coming and going, a sample every %s…\n",
-		cfg.duration, cfg.rate, n/2, len(churn), cfg.sampleEvery)
 	l.paced(loadCtx, pairs, began)
 	wg.Wait()
 	<-sampled
