@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"syscall"
+	"time"
 )
 
 // Lock takes the database file at path for this process (Open holds it
@@ -23,12 +24,27 @@ import (
 // The descriptor stays open until the store is closed: closing a
 // descriptor of the file drops every POSIX lock the process holds on it,
 // SQLite's own included.
+//
+// A lock held is tried again for lockWait before the file counts as in
+// use: a child process being started (fork, then exec) holds a copy of
+// every descriptor until its exec closes them, the lock's included, so a
+// store closed and opened again in one process (a restart in tests, with
+// other tests starting processes) could find its own released lock still
+// held for that moment.
 func Lock(path string) (io.Closer, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("db: open %s to lock it: %w", path, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	deadline := time.Now().Add(lockWait)
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("%w: %s", ErrInUse, path)
@@ -37,3 +53,6 @@ func Lock(path string) (io.Closer, error) {
 	}
 	return f, nil
 }
+
+// lockWait is how long Lock waits for a lock held (see Lock).
+const lockWait = 500 * time.Millisecond
