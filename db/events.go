@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync/atomic"
 
 	"github.com/jmoiron/sqlx"
 
@@ -89,8 +90,9 @@ type EventLog struct {
 
 	eventsAfter, pendingInvitations, unreceivedInvitations, eventRecipients, oldestEventID string
 	// restores are the gaps of the restores the log went through (see
-	// RestoreMarkType), read once (LoadRestores).
-	restores []restoreGap
+	// RestoreMarkType), read as the store opens (LoadRestores) and shared
+	// by every copy of the log.
+	restores *atomic.Pointer[[]restoreGap]
 }
 
 // NewEventLog returns the shared event log reads of a backend: bindType is
@@ -106,6 +108,7 @@ func NewEventLog(bindType int, pool func() (sqlx.QueryerContext, error), failed 
 		unreceivedInvitations: sqlx.Rebind(bindType, UnreceivedInvitationsSQL),
 		eventRecipients:       sqlx.Rebind(bindType, EventRecipientsSQL),
 		oldestEventID:         OldestEventIDSQL,
+		restores:              new(atomic.Pointer[[]restoreGap]),
 	}
 }
 

@@ -31,7 +31,8 @@ const RestoreMarkType = "logRestored"
 var (
 	// InsertRestoreMarkSQL(mark id, data, time) writes a mark.
 	InsertRestoreMarkSQL = `INSERT INTO events (id, user_id, type, data, time) VALUES (?, '', '` + RestoreMarkType + `', ?, ?)`
-	restoreMarksSQL      = `SELECT id, data FROM events WHERE user_id = '' AND type = '` + RestoreMarkType + `' ORDER BY id`
+	// RestoreMarksSQL reads every restore mark (id, data) in id order.
+	RestoreMarksSQL = `SELECT id, data FROM events WHERE user_id = '' AND type = '` + RestoreMarkType + `' ORDER BY id`
 )
 
 // RestoreMarkData is a mark's data: the last id of the log it follows,
@@ -86,6 +87,26 @@ func StartRestored(ctx context.Context, q interface {
 	return mark, behind, nil
 }
 
+// RestoreGap is how many ids a restore mark leaves for those the lost
+// server may have given after its copy was made (2^40: three years of
+// 10,000 events a second), which a client may hold: resuming from one of
+// them gets a reset, never the restored log's events under an id that
+// named another.
+const RestoreGap = 1 << 40
+
+// CopyMark is the restore mark of a log found to be a copy of unknown
+// age (db/postgres: the database was restored, copied or failed over),
+// whose last id is last. Its gap holds every id the lost original may
+// have given after the copy was made (RestoreGap of them), and, as
+// StartRestored's, every id of a node that started on another copy of
+// the same log before now: those stay under restoreRate ids a
+// millisecond since the epoch. Nothing dates the copy, so the clock
+// stands in for the backup's time: the ids start near 1.8e15 (2026), well
+// under JavaScript's 2^53 (9e15) for two centuries.
+func CopyMark(last int64, now time.Time) int64 {
+	return max(last+1, now.UnixMilli()*restoreRate) + RestoreGap
+}
+
 // ClockBehindWarning is what a first start on a backup whose time is
 // ahead of the clock says: the gap that keeps its ids above those of an
 // earlier restore of the same backup is sized by the clock.
@@ -104,35 +125,53 @@ type markData struct {
 // mark, never given by this log.
 type restoreGap struct{ after, mark int64 }
 
-// LoadRestores reads the log's restore marks, once as the store opens:
-// only a backup writes them, into a file no server has open.
-func (l *EventLog) LoadRestores(ctx context.Context) error {
+// LoadRestores reads the log's restore marks as the store opens. Only a
+// backup (into a file no server has open) or a store finding its
+// database restored (db/postgres, before any of its sessions writes)
+// writes them.
+func (l EventLog) LoadRestores(ctx context.Context) error {
 	q, err := l.pool()
 	if err != nil {
 		return err
 	}
-	rows, err := q.QueryContext(ctx, restoreMarksSQL)
+	rows, err := q.QueryContext(ctx, RestoreMarksSQL)
 	if err != nil {
 		return l.failed(fmt.Errorf("db: read restore marks: %w", err))
 	}
 	defer rows.Close()
-	var gaps []restoreGap
+	var marks []RestoreMark
 	for rows.Next() {
-		var id int64
-		var data string
-		if err := rows.Scan(&id, &data); err != nil {
+		var m RestoreMark
+		if err := rows.Scan(&m.ID, &m.Data); err != nil {
 			return l.failed(fmt.Errorf("db: read restore marks: %w", err))
 		}
-		var d markData
-		if err := json.Unmarshal([]byte(data), &d); err != nil || d.After >= id {
-			return fmt.Errorf("db: restore mark %d: bad data %q", id, data)
-		}
-		gaps = append(gaps, restoreGap{after: d.After, mark: id})
+		marks = append(marks, m)
 	}
 	if err := rows.Err(); err != nil {
 		return l.failed(fmt.Errorf("db: read restore marks: %w", err))
 	}
-	l.restores = gaps
+	return l.SetRestores(marks)
+}
+
+// RestoreMark is a row RestoreMarksSQL reads.
+type RestoreMark struct {
+	ID   int64
+	Data string
+}
+
+// SetRestores makes marks, every restore mark of the log in id order,
+// the gaps NeverGiven knows, in every copy of l: a store may learn of a
+// restore while it serves.
+func (l EventLog) SetRestores(marks []RestoreMark) error {
+	gaps := make([]restoreGap, 0, len(marks))
+	for _, m := range marks {
+		var d markData
+		if err := json.Unmarshal([]byte(m.Data), &d); err != nil || d.After >= m.ID {
+			return fmt.Errorf("db: restore mark %d: bad data %q", m.ID, m.Data)
+		}
+		gaps = append(gaps, restoreGap{after: d.After, mark: m.ID})
+	}
+	l.restores.Store(&gaps)
 	return nil
 }
 
@@ -142,7 +181,14 @@ func (l *EventLog) LoadRestores(ctx context.Context) error {
 // the restored log gives it (a stream opened before its first new event
 // is synced at it), and the backed-up server never came near it.
 func (l EventLog) NeverGiven(id int64) bool {
-	for _, g := range l.restores {
+	if l.restores == nil {
+		return false // a log not made by NewEventLog: no restore known
+	}
+	gaps := l.restores.Load()
+	if gaps == nil {
+		return false
+	}
+	for _, g := range *gaps {
 		if id > g.after && id < g.mark {
 			return true
 		}

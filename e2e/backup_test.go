@@ -3,14 +3,17 @@ package e2e
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"callsig/calls"
 	"callsig/db/sqlite"
+	"callsig/internal/pgtest"
 	"callsig/internal/testkit"
 	"callsig/internal/wait"
 )
@@ -169,4 +172,42 @@ func TestSameBackupRestoredTwice(t *testing.T) {
 	}
 	alice.Get("/calls/" + lost).Want(http.StatusNotFound)
 	alice.Get("/calls/" + kept).Want(http.StatusOK)
+}
+
+// An operator restores a cluster's PostgreSQL database from a backup
+// (here a copy made with CREATE DATABASE … TEMPLATE: a dump restored into
+// a new database gets a new oid as well). The node started on it finds
+// the database is not the one it last served and moves the ids on: bob,
+// who saw an invitation the backup does not hold, is reset, even once
+// the restored node has given him newer events.
+func TestPostgresRestoredFromABackup(t *testing.T) {
+	t.Parallel()
+	s1 := testkit.Start(t, testkit.WithPostgres())
+	kept := s1.Client("alice").Invite(map[string]any{"timeout": 600}, "bob").CallID
+	dsn := s1.Config.DB
+	s1.Stop()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup := pgtest.NewDatabaseFrom(t, strings.TrimPrefix(u.Path, "/"))
+
+	s2 := testkit.Start(t, testkit.WithDB(dsn))
+	bob := s2.Stream("bob", "", "")
+	lost := s2.Client("alice").Invite(nil, "bob").CallID
+	held := bob.WaitFor(string(calls.EventReceived), func(e testkit.Event) bool { return e.CallID() == lost }, 10*time.Second).ID()
+	bob.Close()
+	s2.Stop()
+
+	s3 := testkit.Start(t, testkit.WithDB(backup))
+	alice := s3.Client("alice")
+	alice.Get("/calls/" + lost).Want(http.StatusNotFound)
+	alice.Get("/calls/" + kept).Want(http.StatusOK)
+	for range 3 { // bob's newest id passes the one he holds, were ids given again
+		alice.Invite(nil, "bob")
+	}
+	bob3 := s3.Stream("bob", "", strconv.FormatInt(held, 10))
+	if e := bob3.Next(10 * time.Second); e.Type != "reset" {
+		t.Fatalf("bob resumed from %d, given after the backup, on the restored database: got %v, want reset", held, e)
+	}
 }

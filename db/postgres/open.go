@@ -78,7 +78,7 @@ var migrationFiles embed.FS
 // migrations' session, whose scripts run several statements in one query
 // that answers only at its end. what names the pool in the error ("" for
 // the store's).
-func openPool(ctx context.Context, dsn string, maxConns int, timeout time.Duration, quiet bool, what string) (*sqlx.DB, error) {
+func openPool(ctx context.Context, dsn string, maxConns int, timeout time.Duration, quiet bool, what string, opts ...stdlib.OptionOpenDB) (*sqlx.DB, error) {
 	cfg, err := sessionConfig(dsn)
 	if err != nil {
 		return nil, err
@@ -87,7 +87,7 @@ func openPool(ctx context.Context, dsn string, maxConns int, timeout time.Durati
 	if quiet {
 		cfg.DialFunc = dialQuiet(cfg.DialFunc, answerBound(timeout))
 	}
-	return connect(ctx, cfg, maxConns, what)
+	return connect(ctx, cfg, maxConns, what, opts...)
 }
 
 // sessionConfig parses dsn into the settings every session of the store
@@ -106,10 +106,10 @@ func sessionConfig(dsn string) (*pgx.ConnConfig, error) {
 	return cfg, nil
 }
 
-// connect opens a pool of maxConns sessions with cfg and checks that the
-// server answers.
-func connect(ctx context.Context, cfg *pgx.ConnConfig, maxConns int, what string) (*sqlx.DB, error) {
-	sdb := sqlx.NewDb(stdlib.OpenDB(*cfg), "pgx")
+// connect opens a pool of maxConns sessions with cfg and opts and checks
+// that the server answers.
+func connect(ctx context.Context, cfg *pgx.ConnConfig, maxConns int, what string, opts ...stdlib.OptionOpenDB) (*sqlx.DB, error) {
+	sdb := sqlx.NewDb(stdlib.OpenDB(*cfg, opts...), "pgx")
 	sdb.SetMaxOpenConns(maxConns)
 	sdb.SetMaxIdleConns(maxConns)
 	sdb.SetConnMaxIdleTime(5 * time.Minute)
@@ -144,7 +144,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err := migrate(ctx, dsn, opts.StatementTimeout, list, log); err != nil {
 		return nil, err
 	}
-	sdb, err := openPool(ctx, dsn, opts.MaxConns, opts.StatementTimeout, true, "")
+	// Every session checks the database's identity before it serves
+	// (identity.go); the first, the ping, settles it.
+	ids := &identityCheck{log: log, now: time.Now}
+	sdb, err := openPool(ctx, dsn, opts.MaxConns, opts.StatementTimeout, true, "", stdlib.OptionAfterConnect(ids.check))
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +155,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	s := &Store{db: sdb, maxConns: opts.MaxConns, log: log, txBound: answerBound(opts.StatementTimeout), usersSweepEvery: opts.EventUsersSweepEvery}
 	s.Webhooks = db.NewWebhooks(webhookSQL, s.inTx, s.read)
 	s.EventLog = s.eventLog()
-	if err := s.EventLog.LoadRestores(ctx); err != nil {
+	if err := ids.attach(s.EventLog); err != nil {
 		sdb.Close()
 		return nil, err
 	}

@@ -20,10 +20,10 @@ import (
 // on the backup gives its ids past it, after the last the backup holds
 // (and further, by the time since the backup: db.StartRestored). The ids
 // between are those the backed-up server may have given after the backup
-// (2^40: three years of 10,000 events a second), which a client may hold:
-// resuming from one of them gets a reset (db.RestoreMarkType), never the
-// restored server's events under an id that named another.
-const RestoreGap = 1 << 40
+// (db.RestoreGap), which a client may hold: resuming from one of them gets
+// a reset (db.RestoreMarkType), never the restored server's events under
+// an id that named another.
+const RestoreGap = db.RestoreGap
 
 // BackupReport is what Backup made.
 type BackupReport struct {
