@@ -12,8 +12,9 @@ import (
 
 // Scheduler fires the durable deadlines (invitation timeouts, not-received
 // checks, caller-offline grace). The deadlines live in the store; the
-// scheduler keeps one timer on the earliest of them, so an idle server does
-// no work, and a restart re-arms everything with one query.
+// scheduler keeps one timer on the earliest of them (or a minute away, at
+// most: see maxTimerWait), so an idle server does no work, and a restart
+// re-arms everything with one query.
 type Scheduler struct {
 	s    *Service
 	wake chan struct{}
@@ -41,6 +42,14 @@ const (
 	retryDelay     = time.Second
 )
 
+// maxTimerWait bounds the timer's wait: a timer counts elapsed time (Go's
+// monotonic clock), the deadlines are wall-clock times, and after the wall
+// clock stepped forward (NTP, a VM resumed) a timer set for a deadline ten
+// minutes away would still wait ten minutes, past the deadlines set since
+// that fall due earlier by the stepped clock. Reading the earliest
+// deadline again every maxTimerWait bounds that to a minute.
+const maxTimerWait = time.Minute
+
 func newScheduler(s *Service) *Scheduler {
 	return &Scheduler{s: s, wake: make(chan struct{}, 1)}
 }
@@ -50,6 +59,7 @@ func newScheduler(s *Service) *Scheduler {
 // round is running: the round's end sets the timer for at if it is the
 // earliest.
 func (sc *Scheduler) Arm(at int64) {
+	now := sc.s.now()
 	sc.mu.Lock()
 	if sc.inRound {
 		if sc.armed == 0 || at < sc.armed {
@@ -58,7 +68,10 @@ func (sc *Scheduler) Arm(at int64) {
 		sc.mu.Unlock()
 		return
 	}
-	earlier := sc.next == 0 || at < sc.next
+	// A timer whose time the clock has passed either has just fired (a
+	// poke more is harmless) or waits on: the wall clock stepped forward
+	// past it (see maxTimerWait), and at may fall due long before it ends.
+	earlier := sc.next == 0 || at < sc.next || sc.next <= now
 	sc.mu.Unlock()
 	if earlier {
 		sc.poke()
@@ -332,6 +345,9 @@ func (sc *Scheduler) setTimerLocked(at int64) {
 	if sc.timer != nil {
 		sc.timer.Stop()
 		sc.timer = nil
+	}
+	if at > 0 {
+		at = min(at, sc.s.now()+maxTimerWait.Milliseconds())
 	}
 	sc.next = at
 	if at <= 0 {

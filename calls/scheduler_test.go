@@ -594,3 +594,67 @@ func TestClaimPipelineEnds(t *testing.T) {
 		})
 	}
 }
+
+// steppedClock is the system clock (synctest's, in a bubble) with its
+// wall time stepped by offset, as NTP or a VM resumed steps it; its timers
+// count elapsed time, as Go's do on the monotonic clock.
+type steppedClock struct{ offset atomic.Int64 }
+
+func (c *steppedClock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *steppedClock) AfterFunc(d time.Duration, f func()) Timer {
+	return time.AfterFunc(d, f)
+}
+
+func (s *claimStore) add(at int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending = append(s.pending, at)
+}
+
+func (s *claimStore) has(at int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Contains(s.pending, at)
+}
+
+// The wall clock steps forward while the scheduler waits for a distant
+// deadline. Its timer counts elapsed time, so that wait still ends where
+// it would have; a deadline set after the step fires when the stepped
+// clock reaches it, not when that old wait ends (an invitation made with
+// a 30 s timeout rang for ten minutes).
+func TestSchedulerFollowsTheClockSteppingForward(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		step    time.Duration
+		timeout time.Duration // of the deadline set after the step
+	}{
+		{"past the armed deadline", 10*time.Minute + time.Second, 30 * time.Second},
+		// Later than the armed deadline by the stepped clock, earlier
+		// than the end of the timer's wait.
+		{"short of the armed deadline", 5 * time.Minute, 7 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				clock := &steppedClock{}
+				st := &claimStore{pending: []int64{clock.Now().Add(10 * time.Minute).UnixMilli()}}
+				s := NewService(Options{Store: st, Clock: clock})
+				ctx, cancel := context.WithCancel(t.Context())
+				done := make(chan struct{})
+				go func() { defer close(done); s.sched.run(ctx) }()
+				synctest.Wait() // the first round is over, its timer set
+
+				clock.offset.Add(int64(tc.step))
+				near := clock.Now().Add(tc.timeout).UnixMilli()
+				st.add(near)
+				s.sched.Arm(near)
+				time.Sleep(tc.timeout + time.Millisecond)
+				synctest.Wait()
+				if st.has(near) {
+					t.Errorf("a deadline %v after the step had not fired %v after it", tc.timeout, tc.timeout)
+				}
+				cancel()
+				<-done
+			})
+		})
+	}
+}
