@@ -336,7 +336,7 @@ func End(call *Call, actor Actor, in LeaveInput, now int64) (*Change, error) {
 	to := t.audience("")
 	t.end(actor.UserID, EndByEnd)
 	t.emit(EventEnded, endedData{
-		CallID: call.ID, Caller: call.Caller, OperatedUserID: actor.UserID, Mode: call.Mode, EndTime: now, ExtendedData: in.ExtendedData,
+		CallID: call.ID, Caller: call.Caller, OperatedUserID: actor.UserID, Mode: call.Mode, EndTime: t.now, ExtendedData: in.ExtendedData,
 	}, to...)
 	t.requestPush(PushEnd, in.PushConfig, t.audience(actor.UserID))
 	return t.ch, nil
@@ -384,6 +384,7 @@ func DueDeadlines(call *Call, now int64) []Deadline {
 	if call.State == CallEnded {
 		return nil
 	}
+	now = max(now, call.latestTime()) // as the transition sees it (begin)
 	var due []Deadline
 	for _, u := range call.Users {
 		if u.State == StateInviting && u.NotReceivedAt != 0 && u.NotReceivedAt <= now {
@@ -427,7 +428,7 @@ func expire(call *Call, d Deadline, now int64, grace time.Duration) *Change {
 	switch d.Kind {
 	case DeadlineTimeout:
 		u := c.User(d.UserID)
-		if u == nil || !u.State.Pending() || u.TimeoutAt == 0 || u.TimeoutAt > now {
+		if u == nil || !u.State.Pending() || u.TimeoutAt == 0 || u.TimeoutAt > t.now {
 			return t.clearStale(d)
 		}
 		t.setState(u, StateTimeout)
@@ -437,13 +438,13 @@ func expire(call *Call, d Deadline, now int64, grace time.Duration) *Change {
 		t.finish(u.UserID, "")
 	case DeadlineNotReceived:
 		u := c.User(d.UserID)
-		if u == nil || u.State != StateInviting || u.NotReceivedAt == 0 || u.NotReceivedAt > now {
+		if u == nil || u.State != StateInviting || u.NotReceivedAt == 0 || u.NotReceivedAt > t.now {
 			return t.clearStale(d)
 		}
 		t.setState(u, StateNotYetReceived)
 		t.stateChanged(u)
 	case DeadlineCallerOffline:
-		if c.CallerOfflineAt == 0 || c.CallerOfflineAt > now || !CallerOfflineApplies(c) {
+		if c.CallerOfflineAt == 0 || c.CallerOfflineAt > t.now || !CallerOfflineApplies(c) {
 			return t.clearStale(d)
 		}
 		c.CallerOfflineAt, t.callDirty = 0, true
@@ -461,7 +462,7 @@ func expire(call *Call, d Deadline, now int64, grace time.Duration) *Change {
 			// At most once a second: a grace of a millisecond (the config
 			// allows it) would otherwise rewrite the call a thousand
 			// times a second while its caller stays away.
-			c.CallerOfflineAt = now + max(grace, time.Second).Milliseconds()
+			c.CallerOfflineAt = t.now + max(grace, time.Second).Milliseconds()
 			t.arm(c.CallerOfflineAt)
 		}
 	}
@@ -599,7 +600,7 @@ func callerPresence(call *Call, online bool, since, now int64, grace time.Durati
 		// on one node while the caller came back on another and left
 		// again, whose own report armed the grace from then) is stale.
 		at := max(since, c.CreateTime) + grace.Milliseconds()
-		at = max(at, now+min(grace, LateOfflineLeft).Milliseconds())
+		at = max(at, t.now+min(grace, LateOfflineLeft).Milliseconds())
 		if at > c.CallerOfflineAt {
 			c.CallerOfflineAt, t.callDirty = at, true
 			t.arm(at)

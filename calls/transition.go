@@ -17,9 +17,28 @@ type transition struct {
 	callDirty bool
 }
 
+// begin starts a transition of call at now, or at the call's latest time
+// when now is earlier: a call's times never go back (its endTime before
+// its createTime, an answer's updateTime before the invitation's, events
+// of the call dated before the ones they follow), though the clock that
+// gives now may be behind the one that dated the call before (another
+// node's, by the skew NTP leaves; this one's, before NTP stepped it
+// back). Deadlines are compared with that time too, so the transition's
+// "due" agrees with the times it writes.
 func begin(call *Call, now int64) *transition {
 	c := call.Clone()
+	now = max(now, c.latestTime())
 	return &transition{ch: &Change{Call: c, now: now}, call: c, now: now}
+}
+
+// latestTime is the latest of the times call records as past: its
+// creation, its end, and its users' invitations, answers and changes.
+func (c *Call) latestTime() int64 {
+	t := max(c.CreateTime, c.EndTime)
+	for _, u := range c.Users {
+		t = max(t, u.UpdateTime, u.InviteTime, u.AcceptTime)
+	}
+	return t
 }
 
 // setState moves u to state and keeps its deadlines consistent: a user who

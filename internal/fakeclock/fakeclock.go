@@ -104,3 +104,24 @@ func (c *Clock) Armed(at time.Time) bool {
 	}
 	return false
 }
+
+// Skewed is a clock that reads another's time plus an offset, and runs its
+// timers on the other clock: the clock of a cluster node that is off from
+// the others', as NTP leaves them by tens of milliseconds or more.
+type Skewed struct {
+	base   calls.Clock
+	offset time.Duration
+}
+
+var _ calls.Clock = (*Skewed)(nil)
+
+// NewSkewed returns a clock offset ahead of base (behind when negative).
+func NewSkewed(base calls.Clock, offset time.Duration) *Skewed {
+	return &Skewed{base: base, offset: offset}
+}
+
+// Now returns the base clock's time plus the offset.
+func (s *Skewed) Now() time.Time { return s.base.Now().Add(s.offset) }
+
+// AfterFunc runs f after d on the base clock.
+func (s *Skewed) AfterFunc(d time.Duration, f func()) calls.Timer { return s.base.AfterFunc(d, f) }

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -44,6 +45,8 @@ type Server struct {
 	heartbeat time.Duration
 	// catchUp is app.Options.EventCatchUp (0: the default).
 	catchUp time.Duration
+	// offsets are the nodes' clock offsets (WithClockOffsets).
+	offsets []time.Duration
 	// BeforeRun, when set, runs at each node's start between building the
 	// app and starting its background parts: a story can make the store
 	// unreachable just as the parts start (see TCPProxy.Cut).
@@ -73,6 +76,7 @@ type settings struct {
 	cfg       app.Config
 	fakeClock bool
 	clockAt   time.Time // where the fake clock starts; zero: Epoch
+	offsets   []time.Duration
 	logs      io.Writer
 	backend   Backend
 	catchUp   time.Duration
@@ -84,6 +88,13 @@ type settings struct {
 
 // WithFakeClock runs the server on a manual clock (s.Clock.Advance).
 func WithFakeClock() Option { return func(s *settings) { s.fakeClock = true } }
+
+// WithClockOffsets runs the server on a manual clock and node i on that
+// clock plus offsets[i] (minus, when negative; 0 past the list): the nodes
+// of a cluster whose clocks disagree. Timers run on the manual clock.
+func WithClockOffsets(offsets ...time.Duration) Option {
+	return func(s *settings) { s.fakeClock, s.offsets = true, offsets }
+}
 
 // WithLogs sends the server's log, from level info, to w as JSON lines
 // (for tests of what it logs) instead of the test log.
@@ -132,7 +143,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	for _, o := range opts {
 		o(&st)
 	}
-	s := &Server{T: t, Dir: dir, Backend: st.backend, spec: loadSpec(t), logs: st.logs, catchUp: st.catchUp, heartbeat: st.heartbeat}
+	s := &Server{T: t, Dir: dir, Backend: st.backend, spec: loadSpec(t), logs: st.logs, catchUp: st.catchUp, heartbeat: st.heartbeat, offsets: st.offsets}
 	s.Config = st.configure(t)
 	if st.fakeClock {
 		at := Epoch
@@ -218,11 +229,13 @@ func (s *Server) startNode(n *node) {
 // newApp opens node n's app; safe to call for several nodes at once.
 func (s *Server) newApp(n *node) (*app.App, error) {
 	opts := app.Options{Logger: testLogger(s.T), EventCatchUp: s.catchUp, StreamHeartbeat: s.heartbeat}
+	if i := slices.Index(s.nodes, n); s.Clock != nil && i < len(s.offsets) && s.offsets[i] != 0 {
+		opts.Clock = fakeclock.NewSkewed(s.Clock, s.offsets[i])
+	} else if s.Clock != nil {
+		opts.Clock = s.Clock
+	}
 	if s.logs != nil {
 		opts.Logger = slog.New(slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	if s.Clock != nil {
-		opts.Clock = s.Clock
 	}
 	return app.New(context.Background(), n.cfg, opts)
 }
