@@ -160,3 +160,18 @@ func drain(t *testing.T, st *testkit.Stream, callIDs ...string) []testkit.Event 
 	}
 	return out
 }
+
+// The wall clock steps forward past a stream's token's exp (NTP correcting
+// a clock that was behind, a VM resumed): the token has expired, and the
+// stream ends within a heartbeat, not once the time its token had left
+// when it opened has elapsed.
+func TestStreamEndsWhenTheClockStepsPastItsToken(t *testing.T) {
+	t.Parallel()
+	s := testkit.Start(t, testkit.WithClockOffsets(), testkit.WithStreamHeartbeat(100*time.Millisecond))
+	st := streamWithToken(s, "bob", s.TokenFor("bob", time.Hour), "")
+	c := s.Client("alice").Invite(nil, "bob").CallID
+	st.WaitFor(string(calls.EventReceived), func(e testkit.Event) bool { return e.CallID() == c }, eventWait)
+
+	s.StepClock(0, 2*time.Hour)
+	st.WaitEnded(eventWait)
+}

@@ -248,7 +248,7 @@ func (st *stream) armToken(left time.Duration) {
 // tokenDue reports errTokenExpired once the token has ended, else whether
 // the warning is due and not yet sent (it is then taken as sent).
 func (st *stream) tokenDue() (warn bool, err error) {
-	if st.token.expired.Load() {
+	if st.tokenPast() {
 		return false, errTokenExpired
 	}
 	if st.token.warn.Load() && !st.token.warned {
@@ -273,4 +273,22 @@ func (s *subscriber) poke() {
 	if s.conn != nil {
 		_ = s.conn.SetReadDeadline(aLongTimeAgo)
 	}
+}
+
+// tokenPast reports whether the token has ended: told by its timer (or a
+// hijacked stream's read deadline), or by the clock. Those count the time
+// elapsed since the opening, and exp is a wall-clock time: after the wall
+// clock stepped forward past it (NTP, a VM resumed), they would keep a
+// stream open on an expired token for as long as the step, every request
+// with that token refused meanwhile. Asked at every wake-up, heartbeats
+// included, so such a stream ends within a heartbeat.
+func (st *stream) tokenPast() bool {
+	if st.token.expired.Load() {
+		return true
+	}
+	if !st.expires.IsZero() && !st.h.o.Clock.Now().Before(st.expires.Round(0)) {
+		st.token.expired.Store(true)
+		return true
+	}
+	return false
 }

@@ -111,3 +111,33 @@ func TestTokenExpiryWithoutTakeover(t *testing.T) {
 	c.ended()
 	wait.For(t, 3*time.Second, "the stream gone", func() bool { return r.hub.Streams() == 0 })
 }
+
+// The wall clock steps forward past the token's exp (NTP, a VM resumed)
+// while its timers, counting elapsed time, have an hour to go: the stream
+// ends at its next wake-up, a heartbeat at most, taken over or not.
+func TestTokenExpiryAfterTheClockStepped(t *testing.T) {
+	for _, takeover := range []bool{true, false} {
+		t.Run(fmt.Sprintf("takeover=%v", takeover), func(t *testing.T) {
+			clk := fakeclock.NewSkewed(fakeclock.New(time.UnixMilli(1_000_000_000)), 0)
+			var configure []func(*http.Server)
+			if !takeover {
+				configure = append(configure, func(s *http.Server) {
+					inner := s.Handler
+					s.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+						inner.ServeHTTP(noHijack{w}, req)
+					})
+				})
+			}
+			r := newRig(t, Options{Clock: clk, Heartbeat: 50 * time.Millisecond}, configure...)
+			c := r.openQuery("user=bob&device=d&left=1h", "")
+			c.raw() // opening
+			c.raw() // head
+			r.hub.Committed(r.log.add(changedEv("bob", "c1", "")), 0)
+			if b := c.next(); b.id != "1" {
+				t.Fatalf("got %+v, want event 1", b)
+			}
+			clk.Step(2 * time.Hour)
+			c.ended()
+		})
+	}
+}

@@ -962,6 +962,9 @@ func (st *stream) run() error {
 		case <-st.sub.evicted:
 			return errEvicted
 		case <-tick.C:
+			if st.tokenPast() { // the clock stepped past it (see tokenPast)
+				return errTokenExpired
+			}
 			err = st.beat() // and the next one's time, for read's check
 		case <-st.sub.ch: // frames, a wake-up, or a token timer (see armToken)
 			var warn bool

@@ -5,6 +5,7 @@ package fakeclock
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"callsig/calls"
@@ -107,21 +108,28 @@ func (c *Clock) Armed(at time.Time) bool {
 
 // Skewed is a clock that reads another's time plus an offset, and runs its
 // timers on the other clock: the clock of a cluster node that is off from
-// the others', as NTP leaves them by tens of milliseconds or more.
+// the others', as NTP leaves them by tens of milliseconds or more, or a
+// wall clock stepped (Step: NTP, a VM resumed) while timers count elapsed
+// time, as Go's do on the monotonic clock.
 type Skewed struct {
 	base   calls.Clock
-	offset time.Duration
+	offset atomic.Int64 // ns
 }
 
 var _ calls.Clock = (*Skewed)(nil)
 
 // NewSkewed returns a clock offset ahead of base (behind when negative).
 func NewSkewed(base calls.Clock, offset time.Duration) *Skewed {
-	return &Skewed{base: base, offset: offset}
+	s := &Skewed{base: base}
+	s.offset.Store(int64(offset))
+	return s
 }
 
 // Now returns the base clock's time plus the offset.
-func (s *Skewed) Now() time.Time { return s.base.Now().Add(s.offset) }
+func (s *Skewed) Now() time.Time { return s.base.Now().Add(time.Duration(s.offset.Load())) }
 
-// AfterFunc runs f after d on the base clock.
+// AfterFunc runs f after d on the base clock: a Step does not move it.
 func (s *Skewed) AfterFunc(d time.Duration, f func()) calls.Timer { return s.base.AfterFunc(d, f) }
+
+// Step moves the clock's time by d (back when negative), and nothing else.
+func (s *Skewed) Step(d time.Duration) { s.offset.Add(int64(d)) }

@@ -35,6 +35,9 @@ type Server struct {
 	Clock   *fakeclock.Clock // nil when the server runs on the real clock
 	App     *app.App         // the first node's
 	URL     string
+	// Clocks are the nodes' own clocks over Clock with WithClockOffsets
+	// (nil otherwise): node i's reads Clock plus its offset.
+	Clocks []*fakeclock.Skewed
 
 	nodes []*node
 	lb    *balancer // nil with one node
@@ -45,8 +48,6 @@ type Server struct {
 	heartbeat time.Duration
 	// catchUp is app.Options.EventCatchUp (0: the default).
 	catchUp time.Duration
-	// offsets are the nodes' clock offsets (WithClockOffsets).
-	offsets []time.Duration
 	// BeforeRun, when set, runs at each node's start between building the
 	// app and starting its background parts: a story can make the store
 	// unreachable just as the parts start (see TCPProxy.Cut).
@@ -89,11 +90,13 @@ type settings struct {
 // WithFakeClock runs the server on a manual clock (s.Clock.Advance).
 func WithFakeClock() Option { return func(s *settings) { s.fakeClock = true } }
 
-// WithClockOffsets runs the server on a manual clock and node i on that
-// clock plus offsets[i] (minus, when negative; 0 past the list): the nodes
-// of a cluster whose clocks disagree. Timers run on the manual clock.
+// WithClockOffsets runs the server on a manual clock and node i on its own
+// clock (Server.Clocks), the manual one plus offsets[i] (minus, when
+// negative; 0 past the list): the nodes of a cluster whose clocks
+// disagree. Timers run on the manual clock; Server.StepClock steps a
+// node's clock without them, as NTP steps a wall clock.
 func WithClockOffsets(offsets ...time.Duration) Option {
-	return func(s *settings) { s.fakeClock, s.offsets = true, offsets }
+	return func(s *settings) { s.fakeClock, s.offsets = true, append([]time.Duration{}, offsets...) }
 }
 
 // WithLogs sends the server's log, from level info, to w as JSON lines
@@ -143,7 +146,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	for _, o := range opts {
 		o(&st)
 	}
-	s := &Server{T: t, Dir: dir, Backend: st.backend, spec: loadSpec(t), logs: st.logs, catchUp: st.catchUp, heartbeat: st.heartbeat, offsets: st.offsets}
+	s := &Server{T: t, Dir: dir, Backend: st.backend, spec: loadSpec(t), logs: st.logs, catchUp: st.catchUp, heartbeat: st.heartbeat}
 	s.Config = st.configure(t)
 	if st.fakeClock {
 		at := Epoch
@@ -152,8 +155,15 @@ func Start(t testing.TB, opts ...Option) *Server {
 		}
 		s.Clock = fakeclock.New(at)
 	}
-	for range st.backend.nodes() {
+	for i := range st.backend.nodes() {
 		s.nodes = append(s.nodes, &node{})
+		if st.offsets != nil {
+			var off time.Duration
+			if i < len(st.offsets) {
+				off = st.offsets[i]
+			}
+			s.Clocks = append(s.Clocks, fakeclock.NewSkewed(s.Clock, off))
+		}
 	}
 	// Before start: a node that fails to serve ends the test, and those
 	// already serving are stopped.
@@ -229,8 +239,8 @@ func (s *Server) startNode(n *node) {
 // newApp opens node n's app; safe to call for several nodes at once.
 func (s *Server) newApp(n *node) (*app.App, error) {
 	opts := app.Options{Logger: testLogger(s.T), EventCatchUp: s.catchUp, StreamHeartbeat: s.heartbeat}
-	if i := slices.Index(s.nodes, n); s.Clock != nil && i < len(s.offsets) && s.offsets[i] != 0 {
-		opts.Clock = fakeclock.NewSkewed(s.Clock, s.offsets[i])
+	if s.Clocks != nil {
+		opts.Clock = s.Clocks[slices.Index(s.nodes, n)]
 	} else if s.Clock != nil {
 		opts.Clock = s.Clock
 	}
@@ -456,6 +466,17 @@ func (s *Server) Advance(d time.Duration) {
 		s.T.Fatal("Advance needs WithFakeClock")
 	}
 	s.Clock.Advance(d)
+}
+
+// StepClock steps node i's clock by d (back when negative) and leaves its
+// timers as they are, as NTP or a VM resumed steps a wall clock. It needs
+// WithClockOffsets.
+func (s *Server) StepClock(i int, d time.Duration) {
+	s.T.Helper()
+	if s.Clocks == nil {
+		s.T.Fatal("StepClock needs WithClockOffsets")
+	}
+	s.Clocks[i].Step(d)
 }
 
 // Now returns the server's current time in Unix ms.
