@@ -46,7 +46,7 @@ func (st *stream) serve() {
 		if isLive {
 			at = st.wakeAt()
 		} else if q := st.queuedBeat.Load(); q != 0 {
-			at = time.Unix(0, q)
+			at = st.h.at(q)
 		}
 		// The deadline before the checks: a poke from now on, after a
 		// check found nothing to do, makes the read return at once.

@@ -239,10 +239,16 @@ type Hub struct {
 	// readers holds a token per stream reading the log (Options.LogReaders),
 	// headReaders per stream reading its head for its headers.
 	readers, headReaders chan struct{}
-	// presenceSilentUntil and storeSilentUntil (Unix ns) are set when the
-	// heads stage's presence write or head read failed: until then the
-	// stage does not wait for that one again (see openHead).
+	// presenceSilentUntil and storeSilentUntil (ns since epoch) are set
+	// when the heads stage's presence write or head read failed: until
+	// then the stage does not wait for that one again (see openHead).
 	presenceSilentUntil, storeSilentUntil atomic.Int64
+	// epoch is when the hub was made: the times it keeps in atomics count
+	// from it (since, at), on Go's monotonic clock, which a step of the
+	// wall clock (NTP, a VM resumed) does not move. A wall-clock time
+	// there would hold a back-off or a queued stream's heartbeat as long
+	// again as a step back.
+	epoch time.Time
 	// userReaders serializes the log reads of one user's streams (by a
 	// stripe of the user ID): a user opening streams in a loop queues one
 	// read at a time for readers, so other users' streams are not starved.
@@ -379,7 +385,7 @@ func New(ctx context.Context, o Options) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Hub{
+	h := &Hub{epoch: time.Now(),
 		o: o, log: o.Logger, m: m, work: newWork(o.Logger, o.Service, m.parked),
 		done: make(chan struct{}), readers: make(chan struct{}, o.LogReaders),
 		headReaders: make(chan struct{}, max(1, o.LogReaders/4)),

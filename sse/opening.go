@@ -96,7 +96,7 @@ func (h *Hub) place(st *stream, o *openers, at int) (queued bool) {
 	}
 	o.queue = slices.Insert(o.queue, at, st)
 	if o == &h.catchUps && st.headSent && st.conn != nil {
-		st.queuedBeat.Store(time.Now().Add(h.o.Heartbeat).UnixNano())
+		st.queuedBeat.Store(h.since() + int64(h.o.Heartbeat))
 	}
 	h.omu.Unlock()
 	return true
@@ -160,17 +160,17 @@ func (st *stream) runOpening() {
 func (st *stream) openHead() bool {
 	h := st.h
 	a := &st.opening
-	if !silent(&h.presenceSilentUntil) {
+	if !h.silent(&h.presenceSilentUntil) {
 		if err := st.announce(); err != nil && st.ctx.Err() == nil {
-			h.presenceSilentUntil.Store(time.Now().Add(headsStoreBackoff).UnixNano())
+			h.presenceSilentUntil.Store(h.since() + int64(headsStoreBackoff))
 		}
 	}
 	var err error
 	if h.perUser() {
-		if silent(&h.storeSilentUntil) {
+		if h.silent(&h.storeSilentUntil) {
 			err = errStoreSilent
 		} else if a.head, err = st.userHead(false); err != nil && st.ctx.Err() == nil && !errors.Is(err, errStoreSilent) {
-			h.storeSilentUntil.Store(time.Now().Add(headsStoreBackoff).UnixNano())
+			h.storeSilentUntil.Store(h.since() + int64(headsStoreBackoff))
 		}
 	}
 	if serr := st.sendHead(a.last, a.resume); err == nil {
@@ -194,11 +194,17 @@ const (
 )
 
 // silent says whether a heads-stage part that failed is still let be
-// (until, Unix ns; see openHead).
-func silent(until *atomic.Int64) bool {
+// (until, ns since the hub's epoch; see openHead).
+func (h *Hub) silent(until *atomic.Int64) bool {
 	u := until.Load()
-	return u != 0 && time.Now().UnixNano() < u
+	return u != 0 && h.since() < u
 }
+
+// since is the time since the hub's epoch, in ns; at turns such a time
+// back into a time.Time that keeps its monotonic reading (a deadline).
+func (h *Hub) since() int64 { return int64(time.Since(h.epoch)) }
+
+func (h *Hub) at(ns int64) time.Time { return h.epoch.Add(time.Duration(ns)) }
 
 // errStoreSilent ends a stream the heads stage opened without the store.
 var errStoreSilent = errors.New("sse: the store failed a stream's opening moments ago")

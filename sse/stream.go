@@ -292,7 +292,7 @@ type stream struct {
 	// one count for both (see maxClientBytes).
 	clientSent int
 	// queuedBeat is when serve writes the next heartbeat of a stream
-	// waiting in the catch-ups' queue with its headers out (Unix ns; 0:
+	// waiting in the catch-ups' queue with its headers out (Hub.since; 0:
 	// not waiting so). See beatWhileQueued.
 	queuedBeat atomic.Int64
 	// retrying is set while a retry of a log read the store refused is
@@ -504,7 +504,7 @@ func (st *stream) userHead(inTurn bool) (int64, error) {
 		case <-octx.Done():
 			return 0, fmt.Errorf("sse: wait to read the user's newest event id: %w", octx.Err())
 		}
-		if silent(&st.h.storeSilentUntil) {
+		if st.h.silent(&st.h.storeSilentUntil) {
 			return 0, errStoreSilent // failed for another stream while this one waited its turn
 		}
 		ctx, cancel := context.WithTimeout(octx, min(st.h.o.ReadTimeout, headsStoreBound))
