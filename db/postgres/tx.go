@@ -427,9 +427,11 @@ const noInviteeAccepted = `NOT EXISTS (SELECT 1 FROM call_users u
 // checks again (CallerOfflineApplies), whatever the SQL re-check of a row
 // updated meanwhile saw of call_users.
 var (
-	// Migration 0005's index holds just the calls presence can change.
+	// Migration 0005's index holds just the calls presence can change,
+	// and the calls a node before 0005 inserted (0013), which keep the
+	// mark when they end there: state = 'started' leaves those unlocked.
 	sqlCallerOfflineCalls = `SELECT ` + db.Prefixed("c.", db.CallColumns) + ` FROM calls c
-		WHERE c.caller = $1 AND c.presence_matters AND c.seq > $2
+		WHERE c.caller = $1 AND c.presence_matters AND c.state = 'started' AND c.seq > $2
 		ORDER BY c.seq LIMIT $3 FOR UPDATE OF c`
 	sqlTrackedCallerOfflineCalls = `SELECT ` + db.Prefixed("c.", db.CallColumns) + ` FROM calls c
 		WHERE c.state = 'started' AND c.caller_tracked AND c.seq > $1 AND ` + noInviteeAccepted + `

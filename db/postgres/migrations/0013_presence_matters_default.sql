@@ -1,0 +1,11 @@
+-- 0013: a call inserted without presence_matters counts as one presence
+-- may change. A node of a version before 0005 (before 2026-12-03), still
+-- serving during a rolling upgrade, inserts calls without the column:
+-- they took false, stayed out of calls_presence, and when their caller's
+-- last stream closed on a newer node the caller-offline rule was never
+-- applied (the invitees rang until their timeout). With true, such a call
+-- is read and calls.CallerOfflineApplies decides, as for any call a store
+-- returns; every node from 0005 on writes the column with each call row,
+-- so the default reaches only the older nodes' inserts. A change of the
+-- catalog only: no row is rewritten.
+ALTER TABLE calls ALTER COLUMN presence_matters SET DEFAULT true;
