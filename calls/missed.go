@@ -53,13 +53,24 @@ type callMissedHookData struct {
 // ended unanswered, unless u's call.missed was settled in this call before
 // (produced, or made moot by an answer).
 func (t *transition) missed(u *CallUser, reason MissedReason) {
-	if u.MissedTime != 0 {
+	if u.MissedTime != 0 || acceptedUnsettled(t.call, u) {
 		return
 	}
 	u.MissedTime, u.dirty = t.now, true
 	t.hook(HookCallMissed, callMissedHookData{
 		CallID: t.call.ID, UserID: u.UserID, Caller: t.call.Caller, Inviter: u.Inviter, Reason: reason, Time: t.now,
 	})
+}
+
+// acceptedUnsettled reports whether u accepted or joined in c without
+// MissedTime recording it: a node of a version before 2026-12-03 (0ead6cf)
+// saved answers so, and one still serving during a rolling upgrade goes
+// on doing it after the migrations (SQLite's 0012, PostgreSQL's 0010)
+// settled the rows they found. AcceptTime shows the answer; the caller's
+// is its call's creation, which is no answer. (A rejection such a node
+// saved leaves no trace once the user is invited again.)
+func acceptedUnsettled(c *Call, u *CallUser) bool {
+	return u.AcceptTime > 0 && u.UserID != c.Caller
 }
 
 // answered settles u's call.missed without one: u has just accepted, joined

@@ -289,3 +289,29 @@ func TestAnswerSettlesCallMissed(t *testing.T) {
 		}
 	})
 }
+
+// During a rolling upgrade from a version before 0ead6cf, a node of that
+// version saves an accept without settling call.missed (MissedTime stays
+// 0). The user, quitting and invited again by a newer node, must still
+// get no call.missed when that invitation goes unanswered: he answered
+// this call once.
+func TestCallMissedNeverAfterAnAcceptAnOlderNodeSaved(t *testing.T) {
+	ch, _, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Mode: ModeAdvanced, Invitees: []string{"bob", "carol"}}, now0, testCfg, false, nil)
+	c := mustChange(t, ch, err)
+	ch, err = Answer(c, as("bob"), true, "", now0+1000)
+	c = mustChange(t, ch, err)
+	ch, err = Answer(c, as("carol"), true, "", now0+2000)
+	c = mustChange(t, ch, err)
+	c.User("carol").MissedTime = 0 // as the older node saved the accept
+	ch, err = Quit(c, as("carol"), LeaveInput{}, now0+3000)
+	c = mustChange(t, ch, err)
+	ch, _, err = CallingInvite(c, as("bob"), CallingInviteInput{Invitees: []string{"carol"}}, now0+4000, testCfg, nil)
+	c = mustChange(t, ch, err)
+	ch = Expire(c, Deadline{CallID: c.ID, UserID: "carol", Kind: DeadlineTimeout}, c.User("carol").TimeoutAt)
+	if ch == nil || ch.Call.User("carol").State != StateTimeout {
+		t.Fatal("carol's timeout changed nothing")
+	}
+	if got := missedHooks(t, ch); len(got) != 0 {
+		t.Errorf("call.missed %+v for carol, who accepted before", got)
+	}
+}
