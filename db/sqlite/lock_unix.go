@@ -51,8 +51,45 @@ func Lock(path string) (io.Closer, error) {
 		}
 		return nil, fmt.Errorf("db: lock %s: %w", path, err)
 	}
+	open, err := openElsewhere(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("db: check whether %s is open elsewhere: %w", path, err)
+	}
+	if open {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s (open in a process that takes no flock: a callsig node of a version before 2026-12-07, a backup being made, or another program)",
+			ErrInUse, path)
+	}
 	return f, nil
 }
 
 // lockWait is how long Lock waits for a lock held (see Lock).
 const lockWait = 500 * time.Millisecond
+
+// SQLite's unix locking protocol (os_unix.c): in WAL mode (callsig's, in
+// every version) a connection holds a read lock on the "shared" byte range
+// of the database file for as long as it is open.
+const (
+	pendingByte = 0x40000000
+	sharedFirst = pendingByte + 2
+	sharedSize  = 510
+)
+
+// openElsewhere reports whether another process has the database file of
+// f open in SQLite, flock or not: a node of a version before the flock
+// (2359a34) still running when the new one starts, as an upgrade that
+// starts the new process before the old has stopped does (a Kubernetes
+// rolling update of a Deployment on one volume, say). The new node then
+// migrated the schema under it and both served, each with a writer and a
+// cache of calls of its own. It asks with F_GETLK on f, which takes no
+// lock: locks of this process are not reported (nor are they a forked
+// child's: POSIX locks are not inherited), and f stays open (closing a
+// descriptor of the file would drop them).
+func openElsewhere(f *os.File) (bool, error) {
+	lk := syscall.Flock_t{Type: syscall.F_WRLCK, Whence: io.SeekStart, Start: sharedFirst, Len: sharedSize}
+	if err := syscall.FcntlFlock(f.Fd(), syscall.F_GETLK, &lk); err != nil {
+		return false, err
+	}
+	return lk.Type != syscall.F_UNLCK, nil
+}

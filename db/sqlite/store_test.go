@@ -22,8 +22,12 @@ import (
 )
 
 // TestMain fails the package if any test leaves a goroutine running, the
-// writer's above all.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// writer's above all. Started by a test as another process (holdOpenEnv),
+// it holds a database open instead.
+func TestMain(m *testing.M) {
+	holdOpenIfAsked()
+	goleak.VerifyTestMain(m)
+}
 
 func TestMigrationsIdempotentOnReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "m.db")
