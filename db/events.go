@@ -48,8 +48,15 @@ var (
 	ORDER BY u.invitation_event_id DESC LIMIT ?) p
 	JOIN events e ON e.id = p.id
 	WHERE p.state IN ('` + string(calls.StateInviting) + `', '` + string(calls.StateNotYetReceived) + `')`
-	// EventRecipientsSQL(from id, to id, limit) reads a range of ids.
-	EventRecipientsSQL = `SELECT DISTINCT user_id FROM events WHERE id BETWEEN ? AND ? LIMIT ?`
+	// EventRecipientsSQL(from id, to id, limit) reads a range of ids, in
+	// id order: so SQLite walks the primary key over the range, whatever
+	// its statistics. Asked for the distinct users alone, with the
+	// statistics a production file carries (a user's events counted as
+	// 2,001, see TestQueryPlansUnderProductionStatistics), it skip-scanned
+	// events_by_user instead, a seek per user with events in the log: 20
+	// ms for 12,400 such users where the range takes 0.1-0.3 ms.
+	EventRecipientsSQL = `SELECT DISTINCT user_id FROM (
+	SELECT user_id FROM events WHERE id BETWEEN ? AND ? ORDER BY id) r LIMIT ?`
 	// PruneEventsSQL(before, limit) deletes one batch of the oldest events:
 	// of the first limit by id, those before the first one at or after
 	// before. What is kept is a suffix of the ids, as the streams' gap
