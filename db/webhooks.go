@@ -89,6 +89,12 @@ type WebhookSQL struct {
 	// limit pending deliveries of the endpoint with an id up to up to and
 	// not leased at now, with reason as their last error.
 	DropDeliveries string
+	// AttemptsInFlight(now, endpoint id) counts the endpoint's deliveries
+	// leased at now: a range of the partial index on locked_until > 0,
+	// the handful of leases running, never the endpoint's delivery log.
+	// The statement must spell the literal locked_until > 0: from the
+	// bound now alone no planner can tell that index holds the rows.
+	AttemptsInFlight string
 }
 
 // Webhooks implements the webhooks.Store methods whose logic every backend
@@ -207,10 +213,6 @@ const (
 		JOIN webhook_messages m ON m.id = d.message_id WHERE d.id = ?`
 	sqlRetryDelivery = `UPDATE webhook_deliveries
 		SET status = 'pending', next_attempt_at = ?, delivered_at = 0 WHERE id = ?`
-	// An endpoint's deliveries leased at now: a range of
-	// webhook_deliveries_leased, the handful of leases running.
-	sqlAttemptsInFlight = `SELECT COUNT(*) FROM webhook_deliveries
-		WHERE locked_until > ? AND endpoint_id = ?`
 )
 
 // WebhookNotFound is the error of an unknown or deleted endpoint.
@@ -272,7 +274,7 @@ func (w Webhooks) DeleteWebhookEndpoint(ctx context.Context, id string, now int6
 func (w Webhooks) WebhookAttemptsInFlight(ctx context.Context, endpointID string, now int64) (int, error) {
 	var n int
 	err := w.read(ctx, func(tx *sqlx.Tx) error {
-		return tx.QueryRowContext(ctx, tx.Rebind(sqlAttemptsInFlight), now, endpointID).Scan(&n)
+		return tx.QueryRowContext(ctx, w.sql.AttemptsInFlight, now, endpointID).Scan(&n)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("db: attempts in flight to %s: %w", endpointID, err)

@@ -81,6 +81,10 @@ var webhookSQL = db.WebhookSQL{
 		FROM webhook_endpoints e WHERE e.enabled AND NOT e.deleted`,
 	NextLeaseEnd: `SELECT COALESCE(min(locked_until), 0) FROM webhook_deliveries
 		WHERE locked_until > 0 AND locked_until > $1`,
+	// The literal locked_until > 0 lets the generic plan use the partial
+	// index webhook_deliveries_leased (see db.WebhookSQL.AttemptsInFlight).
+	AttemptsInFlight: `SELECT COUNT(*) FROM webhook_deliveries
+		WHERE locked_until > 0 AND locked_until > $1 AND endpoint_id = $2`,
 	// Rows another transaction holds (an admin's retry putting one back to
 	// pending) are skipped, not waited for: after the wait PostgreSQL
 	// rechecks only the outer statement's conditions, and a bare id IN

@@ -102,6 +102,9 @@ func checkPlans(t *testing.T, s *Store) {
 		{"outbox claim per endpoint", sqlClaimEndpoint, []any{"wh", 1, 1, 4}, []string{"webhook_deliveries_pending"}, nil, false},
 		{"outbox next due per endpoint", sqlNextDueByEndpoint, []any{1}, []string{"webhook_deliveries_pending"}, nil, false},
 		{"outbox next lease end", sqlNextLeaseEnd, []any{1}, []string{"webhook_deliveries_leased"}, nil, false},
+		// A deletion's wait for the attempts in flight: the leases alone,
+		// never the endpoint's delivery log.
+		{"outbox attempts in flight", sqlAttemptsInFlight, []any{1, "wh"}, []string{"webhook_deliveries_leased (locked_until>?)"}, nil, false},
 		{"outbox pending count", sqlPendingCount, nil, []string{"COVERING INDEX webhook_deliveries_by_status_age"}, nil, false},
 		{"outbox oldest pending", sqlOldestPending, nil, []string{"COVERING INDEX webhook_deliveries_by_status_age"}, nil, false},
 		{"outbox expire", sqlExpireDeliveries, []any{"r", 1, 1, 10}, []string{"webhook_deliveries_by_status_age (status=? AND created_at<?)"}, nil, false},

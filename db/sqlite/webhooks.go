@@ -37,6 +37,7 @@ var webhookSQL = db.WebhookSQL{
 	PendingCount:      sqlPendingCountOf,
 	BacklogCut:        sqlBacklogCut,
 	DropDeliveries:    sqlDropDeliveries,
+	AttemptsInFlight:  sqlAttemptsInFlight,
 }
 
 // The endpoints' statements; SQLite stores booleans as 0 and 1.
