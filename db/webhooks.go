@@ -205,9 +205,15 @@ const (
 		CROSS JOIN webhook_messages m
 		WHERE m.id = d.message_id AND d.endpoint_id >= ? AND d.endpoint_id <= ?
 		ORDER BY d.endpoint_id DESC, d.id DESC LIMIT ?`
+	// With a status, the status is a range of one as well: as an
+	// equality, where it is common among all deliveries (another
+	// endpoint's failed backlog), PostgreSQL took the endpoint's share of
+	// it for as common and, the order being id alone, walked the primary
+	// key back filtering every delivery (0.4-0.7 s for 4.6 million, in
+	// the generic and the custom plan alike, for an endpoint with none).
 	sqlSelectDeliveriesByStatus = `SELECT ` + DeliveryColumns + ` FROM webhook_deliveries d
 		CROSS JOIN webhook_messages m
-		WHERE m.id = d.message_id AND d.endpoint_id = ? AND d.status = ?
+		WHERE m.id = d.message_id AND d.endpoint_id = ? AND d.status >= ? AND d.status <= ?
 		ORDER BY d.endpoint_id DESC, d.status DESC, d.id DESC LIMIT ?`
 	sqlSelectDelivery = `SELECT ` + DeliveryColumns + ` FROM webhook_deliveries d
 		JOIN webhook_messages m ON m.id = d.message_id WHERE d.id = ?`
@@ -329,7 +335,7 @@ func (w Webhooks) WebhookDeliveries(ctx context.Context, endpointID string, q we
 // the backends' plan tests.
 func DeliveriesQuery(endpointID string, q webhooks.DeliveryQuery) (string, []any) {
 	if q.Status != "" {
-		return sqlSelectDeliveriesByStatus, []any{endpointID, string(q.Status), q.Limit}
+		return sqlSelectDeliveriesByStatus, []any{endpointID, string(q.Status), string(q.Status), q.Limit}
 	}
 	return sqlSelectDeliveries, []any{endpointID, endpointID, q.Limit}
 }
