@@ -178,7 +178,7 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 				out.Renewed = append(out.Renewed, id)
 			}
 		}
-		if _, err := w.writeStatement(tx, w.sql.FailDeadEndpoints).ExecContext(ctx, c.Now); err != nil {
+		if _, err := w.writeStatement(tx, w.sql.FailDeadEndpoints).ExecContext(ctx, c.Now, FailBatch); err != nil {
 			return fmt.Errorf("fail deliveries of dead endpoints: %w", err)
 		}
 		type endpoint struct{ id, url, secret string }
@@ -351,7 +351,8 @@ func (w Webhooks) finish(ctx context.Context, tx *sqlx.Tx, finish Statement, o w
 	if _, err := tx.ExecContext(ctx, w.sql.DisableEndpoint, o.DisableReason, o.EndpointID); err != nil {
 		return false, err
 	}
-	return false, failPending(ctx, tx, o.EndpointID, o.At, "endpoint disabled: "+o.DisableReason)
+	_, err = w.failPending(ctx, tx, o.EndpointID, o.At, "endpoint disabled: "+o.DisableReason)
+	return false, err
 }
 
 // ReleaseWebhookDelivery ends the lease of an attempt that was abandoned

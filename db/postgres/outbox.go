@@ -66,7 +66,7 @@ var webhookSQL = db.WebhookSQL{
 		AND d.status = 'pending' AND d.locked_until <= $1
 		AND d.id IN (SELECT x.id FROM webhook_deliveries x JOIN webhook_endpoints y ON y.id = x.endpoint_id
 			WHERE (NOT y.enabled OR y.deleted) AND x.status = 'pending' AND x.locked_until <= $1
-			FOR UPDATE OF x SKIP LOCKED)`,
+			LIMIT $2 FOR UPDATE OF x SKIP LOCKED)`,
 	// One endpoint's due deliveries, not leased, in due order. SKIP LOCKED:
 	// rows another node is claiming right now are passed over, not waited
 	// for; the lease it writes keeps them from being claimed after.
@@ -81,6 +81,14 @@ var webhookSQL = db.WebhookSQL{
 		FROM webhook_endpoints e WHERE e.enabled AND NOT e.deleted`,
 	NextLeaseEnd: `SELECT COALESCE(min(locked_until), 0) FROM webhook_deliveries
 		WHERE locked_until > 0 AND locked_until > $1`,
+	// A batch of an endpoint's pending deliveries (db.Webhooks.failPending).
+	// The conditions are checked again outside: after waiting for a row
+	// another transaction holds, PostgreSQL rechecks only those.
+	FailPending: `UPDATE webhook_deliveries
+		SET status = 'failed', last_error = $1, next_attempt_at = 0, locked_until = 0
+		WHERE id IN (SELECT id FROM webhook_deliveries
+			WHERE endpoint_id = $2 AND status = 'pending' AND locked_until <= $3 LIMIT $4)
+		AND status = 'pending' AND locked_until <= $3`,
 	// The literal locked_until > 0 lets the generic plan use the partial
 	// index webhook_deliveries_leased (see db.WebhookSQL.AttemptsInFlight).
 	AttemptsInFlight: `SELECT COUNT(*) FROM webhook_deliveries

@@ -73,17 +73,31 @@ const (
 		WHERE id IN (SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_pending
 			WHERE endpoint_id = ?2 AND status = 'pending' AND id <= ?3 AND locked_until <= ?4
 			ORDER BY next_attempt_at LIMIT ?5)`
+	// A batch of the pending deliveries, not leased at now, of an
+	// endpoint that goes (db.Webhooks.failPending), oldest first: a range
+	// of webhook_deliveries_by_endpoint_status in id order, so a batch's
+	// rows, and their entries in every index, sit side by side and its
+	// commit writes a few pages. Taken in due order (the pending index),
+	// they were strewn over the table and its indexes, and each batch of
+	// 1,000 wrote thousands of pages to the WAL.
+	sqlFailPending = `UPDATE webhook_deliveries
+		SET status = 'failed', last_error = ?1, next_attempt_at = 0, locked_until = 0
+		WHERE id IN (SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_by_endpoint_status
+			WHERE endpoint_id = ?2 AND status = 'pending' AND locked_until <= ?3 ORDER BY id LIMIT ?4)`
 	// The pending deliveries, not leased at now, of endpoints that were
 	// disabled or deleted: they will never be sent. Most are failed when
 	// the endpoint goes (failPending); these are the ones an attempt in
-	// flight then put back to pending. Each dead endpoint costs one probe
-	// of webhook_deliveries_pending.
-	sqlFailDeadEndpoints = `UPDATE webhook_deliveries INDEXED BY webhook_deliveries_pending
+	// flight then put back to pending, and those of a backlog beyond the
+	// batch a 410 failed. At most a batch per claim (db.FailBatch), in
+	// id order as failPending's. Each dead endpoint costs one probe of
+	// webhook_deliveries_by_endpoint_status.
+	sqlFailDeadEndpoints = `UPDATE webhook_deliveries
 		SET status = 'failed', next_attempt_at = 0, locked_until = 0,
 			last_error = (SELECT CASE WHEN e.deleted = 1 THEN 'endpoint deleted' ELSE 'endpoint disabled' END
 				FROM webhook_endpoints e WHERE e.id = endpoint_id)
-		WHERE status = 'pending' AND locked_until <= ?
-		AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE enabled = 0 OR deleted = 1)`
+		WHERE id IN (SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_by_endpoint_status
+			WHERE status = 'pending' AND locked_until <= ?1
+			AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE enabled = 0 OR deleted = 1) LIMIT ?2)`
 	// A message goes with its last delivery; webhook_deliveries_by_message
 	// answers "is it still referenced".
 	sqlPruneMessage = `DELETE FROM webhook_messages WHERE id = ?1

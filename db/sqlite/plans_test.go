@@ -109,7 +109,8 @@ func checkPlans(t *testing.T, s *Store) {
 		{"outbox oldest pending", sqlOldestPending, nil, []string{"COVERING INDEX webhook_deliveries_by_status_age"}, nil, false},
 		{"outbox expire", sqlExpireDeliveries, []any{"r", 1, 1, 10}, []string{"webhook_deliveries_by_status_age (status=? AND created_at<?)"}, nil, false},
 		{"outbox prune", sqlPruneDeliveries, []any{1, 10}, []string{"COVERING INDEX webhook_deliveries_by_status_age"}, nil, false},
-		{"outbox dead endpoints", sqlFailDeadEndpoints, []any{1}, []string{"webhook_deliveries_pending"}, nil, false},
+		{"outbox dead endpoints", sqlFailDeadEndpoints, []any{1, 10}, []string{"webhook_deliveries_by_endpoint_status (endpoint_id=? AND status=?)"}, []string{"SCAN webhook_deliveries"}, false},
+		{"outbox fail an endpoint's pending", sqlFailPending, []any{"r", "wh", 1, 10}, []string{"webhook_deliveries_by_endpoint_status (endpoint_id=? AND status=?)"}, []string{"SCAN webhook_deliveries"}, false},
 		// An endpoint's backlog: its count from the pending index alone,
 		// the cut walking its deliveries back from the newest with no
 		// sort, and the drop a range of the pending index.

@@ -37,6 +37,7 @@ var webhookSQL = db.WebhookSQL{
 	PendingCount:      sqlPendingCountOf,
 	BacklogCut:        sqlBacklogCut,
 	DropDeliveries:    sqlDropDeliveries,
+	FailPending:       sqlFailPending,
 	AttemptsInFlight:  sqlAttemptsInFlight,
 }
 
