@@ -84,6 +84,9 @@ type Store struct {
 	// when its fsync has made them durable.
 	durableFeed atomic.Pointer[func([]calls.Event)]
 	replays     atomic.Int64 // batches rolled back and run again (replay)
+	// endedCount is the callsig_calls gauge's count of ended calls (see
+	// CallCounts).
+	endedCount endedCount
 	// prepared and unprepared count the statements db.Webhooks ran
 	// through preparedWrite and preparedRead, and db.EventLog through
 	// eventReads: prepared, or as text (a statement it did not
