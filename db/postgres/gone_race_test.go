@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"callsig/calls"
+	"callsig/db"
 	"callsig/db/storetest"
 	"callsig/internal/pgtest"
 	"callsig/internal/wait"
@@ -185,7 +186,7 @@ func TestClaimsOfTwoNodesDoNotDeadlockOnADeadEndpoint(t *testing.T) {
 	}()
 	// A's claim has renewed D1 and either finished or waits for D2's lock.
 	finished, errA := lockedOrDone(t, s, done)
-	_, errB := tb.ExecContext(ctx, webhookSQL.FailDeadEndpoints, now)
+	_, errB := tb.ExecContext(ctx, webhookSQL.FailDeadEndpoints, now, db.FailBatch)
 	if !finished {
 		select {
 		case errA = <-done:
