@@ -29,9 +29,11 @@ import (
 // identifier (new with every initdb, so with pg_upgrade and a logical
 // copy to a new server), the database's oid (new with every CREATE
 // DATABASE, so with a dump restored into a new database or a TEMPLATE
-// copy) and the WAL timeline (new at the end of every archive recovery:
-// a point-in-time restore, a promoted replica). database_identity holds
-// the identity the nodes last served. Every session of the store's pool
+// copy), the WAL timeline (new at the end of every archive recovery: a
+// point-in-time restore, a promoted replica) and the events table's oid
+// (new when a dump is restored into the database it was taken from,
+// pg_restore --clean, whose database_identity row is the dump's).
+// database_identity holds the identity the nodes last served. Every session of the store's pool
 // compares the identity it finds with the one its process knows as it
 // connects, before any statement of the store runs on it. The first
 // session of a process, and one that finds another identity, settles it
@@ -45,9 +47,10 @@ import (
 // upgraded with pg_upgrade) costs a jump of the ids and nothing else: no
 // client holds an id in the gap. What this does not see: a copy of the
 // data directory restored as it was (a file-system snapshot, recovered
-// as after a crash, keeps all three), and a database restored under
+// as after a crash, keeps every part), and a database restored under
 // running nodes whose sessions outlive it (none do across a restart of
-// the server or a database dropped and created again).
+// the server or a database dropped and created again; all do when a dump
+// is restored into the same database, pg_restore --clean).
 
 // identityLock is the advisory lock key of identity checks ("callsig:"
 // in ASCII).
@@ -55,15 +58,19 @@ const identityLock = 0x63616c6c7369673a
 
 // identity is what tells a database from its copies. A part this role
 // may not read (a managed service's restriction) is null, and ignored.
+// events is the events table's oid (pg_class): a dump restored into the
+// database it was taken from (pg_restore --clean) keeps the other three,
+// and the dump's database_identity row names them, but it creates the
+// table anew. VACUUM FULL, CLUSTER and TRUNCATE keep it.
 type identity struct {
-	system, oid, timeline sql.NullInt64
+	system, oid, timeline, events sql.NullInt64
 }
 
 // matches reports whether a and b may be the same database: every part
 // both know is equal.
 func (a identity) matches(b identity) bool {
 	same := func(x, y sql.NullInt64) bool { return !x.Valid || !y.Valid || x.Int64 == y.Int64 }
-	return same(a.system, b.system) && same(a.oid, b.oid) && same(a.timeline, b.timeline)
+	return same(a.system, b.system) && same(a.oid, b.oid) && same(a.timeline, b.timeline) && same(a.events, b.events)
 }
 
 func (a identity) String() string {
@@ -73,7 +80,7 @@ func (a identity) String() string {
 		}
 		return fmt.Sprint(v.Int64)
 	}
-	return fmt.Sprintf("system %s, database oid %s, timeline %s", part(a.system), part(a.oid), part(a.timeline))
+	return fmt.Sprintf("system %s, database oid %s, timeline %s, events table oid %s", part(a.system), part(a.oid), part(a.timeline), part(a.events))
 }
 
 // identityParts read the parts of a session's identity. The timeline is
@@ -84,15 +91,16 @@ var identityParts = []string{
 	`SELECT system_identifier FROM pg_control_system()`,
 	`SELECT oid::bigint FROM pg_database WHERE datname = current_database()`,
 	`SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint`,
+	`SELECT 'events'::regclass::oid::bigint`,
 }
 
 // readIdentity reads conn's identity: in one round trip when every part
 // may be read, else part by part, a part that fails left unknown.
 func readIdentity(ctx context.Context, conn *pgx.Conn) (identity, error) {
 	var id identity
-	dst := []*sql.NullInt64{&id.system, &id.oid, &id.timeline}
-	all := "SELECT (" + identityParts[0] + "), (" + identityParts[1] + "), (" + identityParts[2] + ")"
-	err := conn.QueryRow(ctx, all).Scan(dst[0], dst[1], dst[2])
+	dst := []*sql.NullInt64{&id.system, &id.oid, &id.timeline, &id.events}
+	all := "SELECT (" + identityParts[0] + "), (" + identityParts[1] + "), (" + identityParts[2] + "), (" + identityParts[3] + ")"
+	err := conn.QueryRow(ctx, all).Scan(dst[0], dst[1], dst[2], dst[3])
 	if err == nil {
 		return id, nil
 	}
@@ -167,20 +175,21 @@ func (c *identityCheck) settle(ctx context.Context, conn *pgx.Conn, cur identity
 			return err
 		}
 		var row identity
-		err := tx.QueryRow(ctx, `SELECT system_id, database_oid, timeline FROM database_identity`).Scan(&row.system, &row.oid, &row.timeline)
+		err := tx.QueryRow(ctx, `SELECT system_id, database_oid, timeline, events_oid FROM database_identity`).Scan(&row.system, &row.oid, &row.timeline, &row.events)
 		now := c.now()
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			// The first start, or the first since this check came (a
 			// restore before it cannot be told).
-			_, err = tx.Exec(ctx, `INSERT INTO database_identity (system_id, database_oid, timeline, updated_at) VALUES ($1, $2, $3, $4)`,
-				cur.system, cur.oid, cur.timeline, now.UnixMilli())
+			_, err = tx.Exec(ctx, `INSERT INTO database_identity (system_id, database_oid, timeline, events_oid, updated_at) VALUES ($1, $2, $3, $4, $5)`,
+				cur.system, cur.oid, cur.timeline, cur.events, now.UnixMilli())
 		case err != nil:
 		case row.matches(cur) && row == cur:
 		case row.matches(cur):
 			// A part one of them could not read: keep what either knows.
 			_, err = tx.Exec(ctx, `UPDATE database_identity SET system_id = COALESCE($1, system_id),
-				database_oid = COALESCE($2, database_oid), timeline = COALESCE($3, timeline)`, cur.system, cur.oid, cur.timeline)
+				database_oid = COALESCE($2, database_oid), timeline = COALESCE($3, timeline),
+				events_oid = COALESCE($4, events_oid)`, cur.system, cur.oid, cur.timeline, cur.events)
 		default:
 			err = c.markCopy(ctx, tx, row, cur, now)
 		}
@@ -225,8 +234,8 @@ func (c *identityCheck) markCopy(ctx context.Context, tx pgx.Tx, was, cur identi
 	if _, err := tx.Exec(ctx, `SELECT setval('event_ids', $1)`, mark); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, `UPDATE database_identity SET system_id = $1, database_oid = $2, timeline = $3, updated_at = $4`,
-		cur.system, cur.oid, cur.timeline, now.UnixMilli()); err != nil {
+	if _, err := tx.Exec(ctx, `UPDATE database_identity SET system_id = $1, database_oid = $2, timeline = $3, events_oid = $4, updated_at = $5`,
+		cur.system, cur.oid, cur.timeline, cur.events, now.UnixMilli()); err != nil {
 		return err
 	}
 	c.log.Warn("postgres: this database is not the one the nodes last served (restored from a backup, copied, or a replica promoted): event ids move on past a restore mark; clients holding an id the lost database gave are reset",

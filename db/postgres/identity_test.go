@@ -168,18 +168,20 @@ func TestDatabaseRestoredUnderARunningStore(t *testing.T) {
 func TestIdentityMatches(t *testing.T) {
 	n := func(v int64) sql.NullInt64 { return sql.NullInt64{Int64: v, Valid: true} }
 	unknown := sql.NullInt64{}
-	base := identity{n(7), n(16384), n(1)}
+	base := identity{n(7), n(16384), n(1), n(16390)}
 	for _, tc := range []struct {
 		name string
 		b    identity
 		want bool
 	}{
 		{"same", base, true},
-		{"another server (initdb, pg_upgrade)", identity{n(8), n(16384), n(1)}, false},
-		{"another database (pg_restore into a new one)", identity{n(7), n(16385), n(1)}, false},
-		{"another timeline (point-in-time recovery, a promoted replica)", identity{n(7), n(16384), n(2)}, false},
-		{"system unknown", identity{unknown, n(16384), n(1)}, true},
-		{"timeline unknown, oid differs", identity{n(7), n(16385), unknown}, false},
+		{"another server (initdb, pg_upgrade)", identity{n(8), n(16384), n(1), n(16390)}, false},
+		{"another database (pg_restore into a new one)", identity{n(7), n(16385), n(1), n(16390)}, false},
+		{"another timeline (point-in-time recovery, a promoted replica)", identity{n(7), n(16384), n(2), n(16390)}, false},
+		{"another events table (pg_restore --clean into the same database)", identity{n(7), n(16384), n(1), n(16500)}, false},
+		{"system unknown", identity{unknown, n(16384), n(1), n(16390)}, true},
+		{"events table unknown (a row from before 0013)", identity{n(7), n(16384), n(1), unknown}, true},
+		{"timeline unknown, oid differs", identity{n(7), n(16385), unknown, n(16390)}, false},
 		{"nothing known", identity{}, true},
 	} {
 		if got := base.matches(tc.b); got != tc.want {
