@@ -41,6 +41,12 @@ var (
 	// past its position between two pages: its client resumes from its
 	// last id, and is told to reset.
 	errPrunedBehind = errors.New("sse: the log was pruned past the stream's position during its catch-up")
+	// errRestoredBehind ends a stream whose position the log learned,
+	// while it served, to be in a restore's gap (a PostgreSQL database
+	// restored under a running node: RestoredLog): its client saw events
+	// the log does not hold, resumes from its last id, and is told to
+	// reset.
+	errRestoredBehind = errors.New("sse: the log was restored under the stream, past its position")
 )
 
 // ServeEvents streams userID's events to a client on deviceID (GET /events;
@@ -1123,6 +1129,14 @@ func (st *stream) retryLater() {
 func (st *stream) writeFrame(f *frame) error {
 	if f.id <= st.lastID {
 		return nil
+	}
+	if rl, ok := st.h.o.Log.(RestoredLog); ok && rl.NeverGiven(st.lastID) {
+		// The log was restored since the stream got there: what comes
+		// now is the restored log's, under ids past a gap its client's
+		// events are in. Written, the client would go on with the lost
+		// events as if they held.
+		_ = st.flush()
+		return errRestoredBehind
 	}
 	st.setPosition(f.id)
 	if !f.forDevice(st.device) {
