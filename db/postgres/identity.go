@@ -218,19 +218,24 @@ func (c *identityCheck) settle(ctx context.Context, conn *pgx.Conn, cur identity
 // after the last this database holds may have been given by the one it
 // was copied from.
 func (c *identityCheck) markCopy(ctx context.Context, tx pgx.Tx, was, cur identity, now time.Time) error {
-	var last int64
-	if err := tx.QueryRow(ctx, `SELECT GREATEST(
+	// The gap starts after the last id the log holds (last), not at the
+	// sequence: a standby or a point-in-time restore holds event_ids as
+	// WAL-logged, which nextval does 32 values ahead, so the sequence may
+	// stand up to 32 past the log's last id while the lost database gave
+	// every id up to it. The mark goes past both.
+	var last, seq int64
+	if err := tx.QueryRow(ctx, `SELECT
 			(SELECT COALESCE(MAX(id), 0) FROM events),
-			(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM event_ids))`).Scan(&last); err != nil {
+			(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM event_ids)`).Scan(&last, &seq); err != nil {
 		return err
 	}
-	mark := db.CopyMark(last, now)
+	mark := db.CopyMark(max(last, seq), now)
 	if _, err := tx.Exec(ctx, sqlx.Rebind(sqlx.DOLLAR, db.InsertRestoreMarkSQL), mark, db.RestoreMarkData(last, 0), now.UnixMilli()); err != nil {
 		return err
 	}
 	// setval is not undone by a rollback: a commit that fails leaves the
 	// ids moved on and no mark, which the next session's check writes
-	// past them (last reads the sequence too).
+	// past them (seq).
 	if _, err := tx.Exec(ctx, `SELECT setval('event_ids', $1)`, mark); err != nil {
 		return err
 	}
@@ -239,7 +244,7 @@ func (c *identityCheck) markCopy(ctx context.Context, tx pgx.Tx, was, cur identi
 		return err
 	}
 	c.log.Warn("postgres: this database is not the one the nodes last served (restored from a backup, copied, or a replica promoted): event ids move on past a restore mark; clients holding an id the lost database gave are reset",
-		"was", was.String(), "now", cur.String(), "last_id", last, "mark", mark)
+		"was", was.String(), "now", cur.String(), "last_id", last, "sequence", seq, "mark", mark)
 	return nil
 }
 
