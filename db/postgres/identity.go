@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -139,6 +140,18 @@ func (c *identityCheck) check(ctx context.Context, conn *pgx.Conn) error {
 	if err != nil {
 		return fmt.Errorf("db: read the database's identity: %w", err)
 	}
+	if !cur.timeline.Valid {
+		// A standby's timeline cannot be read, and it matches any. It
+		// cannot write either, until it is promoted, which starts a new
+		// timeline and leaves this session open: reset checks it again.
+		var standby bool
+		if err := conn.QueryRow(ctx, inRecoverySQL).Scan(&standby); err != nil {
+			return fmt.Errorf("db: read the database's identity: %w", err)
+		}
+		if standby {
+			conn.PgConn().CustomData()[standbyKey] = true
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.known != nil && c.known.matches(cur) {
@@ -154,6 +167,34 @@ func (c *identityCheck) check(ctx context.Context, conn *pgx.Conn) error {
 		}
 	}
 	c.known, c.marks = &cur, marks
+	return nil
+}
+
+// standbyKey marks, in its custom data, a session that connected to a
+// server in recovery (a standby): check could not read its timeline.
+const standbyKey = "callsig.identity.standby"
+
+// inRecoverySQL tells a standby (a variable for tests, which have none).
+var inRecoverySQL = `SELECT pg_is_in_recovery()`
+
+// reset runs as the pool hands out a session it handed out before. A
+// session that connected to a standby passed check whatever its timeline:
+// once the standby is promoted (a failover behind a proxy or a multi-host
+// DSN that reached it first), the same session could write, with
+// event_ids where the standby had them, before any session saw the new
+// timeline and moved them on past a restore mark. So it is dropped as
+// soon as its server is out of recovery, and the pool opens one that
+// check settles (found with a real standby behind PgBouncer: the session
+// wrote id 2, which the lost primary had given, and no mark came). A
+// promotion between this and the session's next BEGIN is not seen.
+func (c *identityCheck) reset(ctx context.Context, conn *pgx.Conn) error {
+	if conn.PgConn().CustomData()[standbyKey] == nil {
+		return nil
+	}
+	var standby bool
+	if err := conn.QueryRow(ctx, inRecoverySQL).Scan(&standby); err != nil || !standby {
+		return driver.ErrBadConn
+	}
 	return nil
 }
 

@@ -145,9 +145,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	// Every session checks the database's identity before it serves
-	// (identity.go); the first, the ping, settles it.
+	// (identity.go); the first, the ping, settles it. A session of a
+	// standby is checked again as it is reused (reset).
 	ids := &identityCheck{log: log, now: time.Now}
-	sdb, err := openPool(ctx, dsn, opts.MaxConns, opts.StatementTimeout, true, "", stdlib.OptionAfterConnect(ids.check))
+	sdb, err := openPool(ctx, dsn, opts.MaxConns, opts.StatementTimeout, true, "", stdlib.OptionAfterConnect(ids.check), stdlib.OptionResetSession(ids.reset))
 	if err != nil {
 		return nil, err
 	}
