@@ -220,10 +220,8 @@ func (c *identityCheck) settle(ctx context.Context, conn *pgx.Conn, cur identity
 		now := c.now()
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
-			// The first start, or the first since this check came (a
-			// restore before it cannot be told).
-			_, err = tx.Exec(ctx, `INSERT INTO database_identity (system_id, database_oid, timeline, events_oid, updated_at) VALUES ($1, $2, $3, $4, $5)`,
-				cur.system, cur.oid, cur.timeline, cur.events, now.UnixMilli())
+			// The first start, or the first since this check came.
+			err = c.markCopy(ctx, tx, nil, cur, now)
 		case err != nil:
 		case row.matches(cur) && row == cur:
 		case row.matches(cur):
@@ -232,7 +230,7 @@ func (c *identityCheck) settle(ctx context.Context, conn *pgx.Conn, cur identity
 				database_oid = COALESCE($2, database_oid), timeline = COALESCE($3, timeline),
 				events_oid = COALESCE($4, events_oid)`, cur.system, cur.oid, cur.timeline, cur.events)
 		default:
-			err = c.markCopy(ctx, tx, row, cur, now)
+			err = c.markCopy(ctx, tx, &row, cur, now)
 		}
 		if err != nil {
 			return err
@@ -257,8 +255,13 @@ func (c *identityCheck) settle(ctx context.Context, conn *pgx.Conn, cur identity
 // markCopy writes the restore mark of a database whose identity is cur
 // where the nodes last served was, and moves event_ids past it: the ids
 // after the last this database holds may have been given by the one it
-// was copied from.
-func (c *identityCheck) markCopy(ctx context.Context, tx pgx.Tx, was, cur identity, now time.Time) error {
+// was copied from. was is nil when no identity was recorded yet: a log
+// that holds events then may be a backup taken before the identity was
+// (by a version before migration 0012, which no row dates), restored
+// after the upgrade, so it is moved on as well; for the upgrade itself
+// that is a harmless jump. A log that never gave an id (a new database,
+// or one callsig migrate is about to fill) only records its identity.
+func (c *identityCheck) markCopy(ctx context.Context, tx pgx.Tx, was *identity, cur identity, now time.Time) error {
 	// The gap starts after the last id the log holds (last), not at the
 	// sequence: a standby or a point-in-time restore holds event_ids as
 	// WAL-logged, which nextval does 32 values ahead, so the sequence may
@@ -270,6 +273,16 @@ func (c *identityCheck) markCopy(ctx context.Context, tx pgx.Tx, was, cur identi
 			(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM event_ids)`).Scan(&last, &seq); err != nil {
 		return err
 	}
+	if was == nil && last == 0 && seq == 0 {
+		_, err := tx.Exec(ctx, `INSERT INTO database_identity (system_id, database_oid, timeline, events_oid, updated_at) VALUES ($1, $2, $3, $4, $5)`,
+			cur.system, cur.oid, cur.timeline, cur.events, now.UnixMilli())
+		return err
+	}
+	// An id in (last, seq] may also be one a node of the previous version
+	// is writing meanwhile (an upgrade node by node): a client that saw
+	// its event is reset once, needlessly. Starting the gap at seq
+	// instead would miss the lost ids under a sequence that a check
+	// interrupted before its commit moved on (setval, below).
 	mark := db.CopyMark(max(last, seq), now)
 	if _, err := tx.Exec(ctx, sqlx.Rebind(sqlx.DOLLAR, db.InsertRestoreMarkSQL), mark, db.RestoreMarkData(last, 0), now.UnixMilli()); err != nil {
 		return err
@@ -279,6 +292,15 @@ func (c *identityCheck) markCopy(ctx context.Context, tx pgx.Tx, was, cur identi
 	// past them (seq).
 	if _, err := tx.Exec(ctx, `SELECT setval('event_ids', $1)`, mark); err != nil {
 		return err
+	}
+	if was == nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO database_identity (system_id, database_oid, timeline, events_oid, updated_at) VALUES ($1, $2, $3, $4, $5)`,
+			cur.system, cur.oid, cur.timeline, cur.events, now.UnixMilli()); err != nil {
+			return err
+		}
+		c.log.Warn("postgres: no identity of this database was recorded yet (the first start of this version, or a backup taken before it restored): event ids move on past a restore mark; clients holding an id given after such a backup are reset",
+			"now", cur.String(), "last_id", last, "sequence", seq, "mark", mark)
+		return nil
 	}
 	if _, err := tx.Exec(ctx, `UPDATE database_identity SET system_id = $1, database_oid = $2, timeline = $3, events_oid = $4, updated_at = $5`,
 		cur.system, cur.oid, cur.timeline, cur.events, now.UnixMilli()); err != nil {
