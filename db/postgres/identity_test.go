@@ -180,7 +180,7 @@ func TestIdentityMatches(t *testing.T) {
 		{"another timeline (point-in-time recovery, a promoted replica)", identity{n(7), n(16384), n(2), n(16390)}, false},
 		{"another events table (pg_restore --clean into the same database)", identity{n(7), n(16384), n(1), n(16500)}, false},
 		{"system unknown", identity{unknown, n(16384), n(1), n(16390)}, true},
-		{"events table unknown (a row from before 0013)", identity{n(7), n(16384), n(1), unknown}, true},
+		{"events table unknown (a row from before 0014)", identity{n(7), n(16384), n(1), unknown}, true},
 		{"timeline unknown, oid differs", identity{n(7), n(16385), unknown, n(16390)}, false},
 		{"nothing known", identity{}, true},
 	} {

@@ -1,4 +1,4 @@
--- 0013: the events table's oid joins the database's identity (identity.go):
+-- 0014: the events table's oid joins the database's identity (identity.go):
 -- a dump restored into the database it was taken from (pg_restore --clean)
 -- keeps the server, the database's oid and the timeline, and brings back
 -- the dump's database_identity row, but creates the events table anew.
