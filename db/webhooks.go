@@ -185,6 +185,8 @@ func (w Webhooks) statementCtx(ctx context.Context) context.Context {
 
 // The statements spelled alike everywhere, with ? placeholders.
 const (
+	// An endpoint's state, live or not (failDeadBacklog).
+	sqlEndpointState = `SELECT enabled, deleted, disabled_reason FROM webhook_endpoints WHERE id = ?`
 	// An endpoint's deliveries, newest first: a backward walk of
 	// webhook_deliveries_by_endpoint, or with a status of
 	// webhook_deliveries_by_endpoint_status (SQLite's 0013, PostgreSQL's
@@ -243,16 +245,57 @@ func InsertEndpoint(ctx context.Context, tx *sqlx.Tx, query string, e *webhooks.
 // configuration (not the API) describes it. A replaced endpoint keeps its
 // creation time; it is enabled again only when its URL or secret changed,
 // so restarting with the configuration that earned a 410 does not undo it.
+//
+// An endpoint disabled (a 410) or deleted has what is left of its pending
+// deliveries not leased at e.CreatedAt (the time of the put) failed
+// first, a batch per write (failPending), the last with the put: a 410
+// fails one batch, the claims' sweep of dead endpoints the rest, one at
+// each claim, and no claim runs while no endpoint is live. Enabled again
+// by a new address, the endpoint had the rest sent to it: deliveries
+// queued for the address that answered 410, or for an endpoint deleted.
 func (w Webhooks) PutWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) error {
-	return w.write(ctx, func(tx *sqlx.Tx) error {
-		ctx := w.statementCtx(ctx)
-		_, err := tx.ExecContext(ctx, w.sql.PutEndpoint,
-			e.ID, e.URL, e.Secret, EncodeEventTypes(e.EventTypes), e.Description, e.CreatedAt)
+	for {
+		more := false
+		err := w.write(ctx, func(tx *sqlx.Tx) error {
+			ctx := w.statementCtx(ctx)
+			n, err := w.failDeadBacklog(ctx, tx, e.ID, e.CreatedAt)
+			if err != nil {
+				return err
+			}
+			if more = n == FailBatch; more {
+				return nil // a batch per write; the put with the last
+			}
+			_, err = tx.ExecContext(ctx, w.sql.PutEndpoint,
+				e.ID, e.URL, e.Secret, EncodeEventTypes(e.EventTypes), e.Description, e.CreatedAt)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("db: put webhook %s: %w", e.ID, err)
 		}
-		return nil
-	})
+		if !more {
+			return nil
+		}
+	}
+}
+
+// failDeadBacklog fails a batch of the pending deliveries not leased at
+// now of the endpoint id if it is disabled or deleted, and returns how
+// many (PutWebhookEndpoint).
+func (w Webhooks) failDeadBacklog(ctx context.Context, tx *sqlx.Tx, id string, now int64) (int64, error) {
+	var enabled, deleted bool
+	var reason string
+	err := tx.QueryRowContext(ctx, tx.Rebind(sqlEndpointState), id).Scan(&enabled, &deleted, &reason)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && enabled && !deleted {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	reason = "endpoint disabled: " + reason
+	if deleted {
+		reason = "endpoint deleted"
+	}
+	return w.failPending(ctx, tx, id, now, reason)
 }
 
 // DeleteWebhookEndpoint soft-deletes an endpoint (its deliveries keep

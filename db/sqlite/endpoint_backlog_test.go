@@ -77,3 +77,60 @@ func TestEndpointBacklogFailedABatchPerWrite(t *testing.T) {
 		}
 	}
 }
+
+// A 410 fails the whole backlog before the endpoint can come back: the
+// configuration's new address for it (PutWebhookEndpoint enables it
+// again) must not be sent what was queued for the address that answered
+// 410. With a batch per 410 and the rest left to the claims' sweep,
+// which no claim makes while no endpoint is live, the deliveries beyond
+// the first batch stayed pending and were sent to the new address once
+// it was put.
+func TestGoneBacklogNotSentWhenTheEndpointComesBack(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	backlog := 2*db.FailBatch + 5
+	err := s.write(ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.Exec(`
+			INSERT INTO webhook_endpoints (id, url, secret, created_at) VALUES ('down', 'https://down', 's', 1);
+			INSERT INTO webhook_messages (id, msg_id, type, payload, created_at) VALUES (1, 'msg_1', 'call.created', '{}', 100)`)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+			INSERT INTO webhook_deliveries (message_id, endpoint_id, status, next_attempt_at, created_at)
+			SELECT 1, 'down', 'pending', 100, 100 FROM n`, backlog)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var attempt int64
+	if err := s.rdb.Get(&attempt, `SELECT min(id) FROM webhook_deliveries WHERE endpoint_id = 'down'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.write(ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.Exec(`UPDATE webhook_deliveries SET locked_until = 1000 WHERE id = ?`, attempt)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err = s.FinishWebhookAttempt(ctx, webhooks.Outcome{DeliveryID: attempt, Lease: 1000, EndpointID: "down", At: 300,
+		StatusCode: 410, Error: "gone", DisableReason: "410 Gone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The configuration gives the endpoint a new address: enabled again.
+	if err := s.PutWebhookEndpoint(ctx, &webhooks.Endpoint{ID: "down", URL: "https://new", Secret: "s", CreatedAt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	claimed, err := s.ClaimWebhookDeliveries(ctx, webhooks.Claim{Now: 400, LeaseUntil: 2000, Limit: 10, Share: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(claimed.Attempts) != 0 {
+		t.Errorf("the endpoint back: %d deliveries queued before its 410 claimed to be sent, want none", len(claimed.Attempts))
+	}
+	if n := count(t, s, "webhook_deliveries WHERE endpoint_id = 'down' AND status = 'failed' AND last_error = 'endpoint disabled: 410 Gone'"); n != backlog-1 {
+		t.Errorf("%d deliveries failed as the endpoint's, want %d", n, backlog-1)
+	}
+}
