@@ -131,8 +131,9 @@ func pick[T any](c webhooks.Claim, cands []T, endpoint func(T) string) (taken []
 // leased are never returned as attempts; those still holding the lease of
 // their attempt in flight (its lease ran out) are leased again for it and
 // returned as Renewed. Pending deliveries of endpoints disabled or
-// deleted meanwhile are failed on the way. More reports that c.Limit left
-// due deliveries behind.
+// deleted meanwhile are failed on the way, up to db.FailBatch a claim.
+// More reports that c.Limit left due deliveries behind, or that the claim
+// failed some of those, and may have left more of them.
 //
 // Each endpoint is read on its own (WebhookSQL.ClaimEndpoint), so an
 // endpoint with a large backlog costs the claim its share, never its
@@ -178,7 +179,12 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 				out.Renewed = append(out.Renewed, id)
 			}
 		}
-		if _, err := w.writeStatement(tx, w.sql.FailDeadEndpoints).ExecContext(ctx, c.Now, FailBatch); err != nil {
+		res, err := w.writeStatement(tx, w.sql.FailDeadEndpoints).ExecContext(ctx, c.Now, FailBatch)
+		if err != nil {
+			return fmt.Errorf("fail deliveries of dead endpoints: %w", err)
+		}
+		swept, err := res.RowsAffected()
+		if err != nil {
 			return fmt.Errorf("fail deliveries of dead endpoints: %w", err)
 		}
 		type endpoint struct{ id, url, secret string }
@@ -247,6 +253,11 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 			return cands[i].a.DeliveryID < cands[j].a.DeliveryID
 		})
 		cands, out.More = pick(c, cands, func(k candidate) string { return k.a.EndpointID })
+		// A sweep that failed some may have left more (a batch each):
+		// claimed again at once, so a dead endpoint's backlog is failed
+		// now, not only at claims that something else due brings, which
+		// never come while no endpoint is live.
+		out.More = out.More || swept > 0
 		lease, message := w.writeStatement(tx, tx.Rebind(sqlLeaseDelivery)), w.writeStatement(tx, tx.Rebind(sqlSelectMessage))
 		for _, k := range cands {
 			a := k.a

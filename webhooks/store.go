@@ -146,7 +146,9 @@ type Claimed struct {
 	// and is now theirs again until Claim.LeaseUntil: their attempts'
 	// outcomes must carry that lease.
 	Renewed []int64
-	// More reports that Claim.Limit left due deliveries behind.
+	// More reports that Claim.Limit left due deliveries behind, or that
+	// the claim failed deliveries of dead endpoints, a batch of which it
+	// fails at most: either way, claim again.
 	More bool
 }
 
