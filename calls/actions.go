@@ -78,6 +78,13 @@ func (t *transition) invite(inviter string, ids []string, cfg Config, policy Bus
 			u = &CallUser{UserID: id}
 			t.call.Users = append(t.call.Users, u)
 		}
+		if u.MissedTime == 0 && (u.State == StateRejected || acceptedUnsettled(t.call, u)) {
+			// An answer a node of a version before 0ead6cf saved, which
+			// left call.missed unsettled (see acceptedUnsettled): this
+			// invitation erases its trace (a join's AcceptTime below, a
+			// rejection's state), so it settles it first.
+			t.answered(u)
+		}
 		if u.Inviter == u.UserID {
 			// He joined uninvited and is invited now: his join's AcceptTime
 			// would count as an accepted invitation (anyInviteeAccepted)

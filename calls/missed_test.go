@@ -315,3 +315,41 @@ func TestCallMissedNeverAfterAnAcceptAnOlderNodeSaved(t *testing.T) {
 		t.Errorf("call.missed %+v for carol, who accepted before", got)
 	}
 }
+
+// As TestCallMissedNeverAfterAnAcceptAnOlderNodeSaved, for a join and a
+// rejection an older node saved (MissedTime 0). The invitation that
+// follows erased their trace: a joiner's AcceptTime is cleared when he is
+// invited (so that his join does not count as an accepted invitation),
+// and a rejected invitee becomes inviting again. Either then got the
+// call.missed the rule forbids when it went unanswered.
+func TestCallMissedNeverAfterAJoinOrRejectionAnOlderNodeSaved(t *testing.T) {
+	for _, answer := range []string{"join", "reject"} {
+		t.Run(answer, func(t *testing.T) {
+			ch, _, err := NewCall("call0123456789abcdef", as("alice"), InviteInput{Mode: ModeAdvanced, Invitees: []string{"bob", "carol"}}, now0, testCfg, false, nil)
+			c := mustChange(t, ch, err)
+			ch, err = Answer(c, as("bob"), true, "", now0+1000)
+			c = mustChange(t, ch, err)
+			if answer == "join" {
+				ch, err = Join(c, as("dave"), "", now0+2000, testCfg)
+				c = mustChange(t, ch, err)
+				c.User("dave").MissedTime = 0 // as the older node saved the join
+				ch, err = Quit(c, as("dave"), LeaveInput{}, now0+3000)
+				c = mustChange(t, ch, err)
+			} else {
+				ch, err = Answer(c, as("carol"), false, "", now0+2000)
+				c = mustChange(t, ch, err)
+				c.User("carol").MissedTime = 0 // as the older node saved the rejection
+			}
+			who := map[string]string{"join": "dave", "reject": "carol"}[answer]
+			ch, _, err = CallingInvite(c, as("bob"), CallingInviteInput{Invitees: []string{who}}, now0+4000, testCfg, nil)
+			c = mustChange(t, ch, err)
+			ch = Expire(c, Deadline{CallID: c.ID, UserID: who, Kind: DeadlineTimeout}, c.User(who).TimeoutAt)
+			if ch == nil || ch.Call.User(who).State != StateTimeout {
+				t.Fatalf("%s's timeout changed nothing", who)
+			}
+			if got := missedHooks(t, ch); len(got) != 0 {
+				t.Errorf("call.missed %+v for %s, who answered (%s) before", got, who, answer)
+			}
+		})
+	}
+}
