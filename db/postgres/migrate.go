@@ -48,6 +48,10 @@ const noTransaction = "-- callsig:no-transaction"
 type migrator struct {
 	db  *sqlx.DB
 	log *slog.Logger
+	// settings sets the session's own timeouts again (setSQL): they were
+	// set as it connected, not at its start, so RESET would not restore
+	// them but the server's defaults.
+	settings string
 }
 
 func (m migrator) Version(ctx context.Context) (int, error) {
@@ -139,7 +143,7 @@ func (m migrator) applyOutsideTx(ctx context.Context, mig db.Migration) (applied
 		// session is broken, and its end ends both.
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		_, _ = conn.ExecContext(uctx, `RESET statement_timeout; RESET lock_timeout`)
+		_, _ = conn.ExecContext(uctx, m.settings)
 		_, _ = conn.ExecContext(uctx, `SELECT pg_advisory_unlock($1)`, int64(migrationLock))
 	}()
 	if done, err := isApplied(ctx, conn, mig.Version); err != nil || done {

@@ -51,7 +51,7 @@ func upTo8(t *testing.T) (string, *sqlx.DB) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { raw.Close() })
-	if err := db.Migrate(ctx, migrator{raw, slog.New(slog.DiscardHandler)}, migrationsUpTo(t, 8), slog.New(slog.DiscardHandler)); err != nil {
+	if err := db.Migrate(ctx, migrator{db: raw, log: slog.New(slog.DiscardHandler), settings: setSQL([]setting{{"statement_timeout", "10000"}})}, migrationsUpTo(t, 8), slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	return dsn, raw

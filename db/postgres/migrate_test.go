@@ -152,7 +152,7 @@ func schemaBefore(t *testing.T, version int) (string, *sqlx.DB) {
 		t.Fatalf("migrations before %04d: %d, want %d", version, len(old), version-1)
 	}
 	log := slog.New(slog.DiscardHandler)
-	if err := db.Migrate(ctx, migrator{raw, log}, old, log); err != nil {
+	if err := db.Migrate(ctx, migrator{db: raw, log: log, settings: setSQL([]setting{{"statement_timeout", "10000"}})}, old, log); err != nil {
 		t.Fatal(err)
 	}
 	return dsn, raw

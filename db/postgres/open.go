@@ -79,11 +79,10 @@ var migrationFiles embed.FS
 // that answers only at its end. what names the pool in the error ("" for
 // the store's).
 func openPool(ctx context.Context, dsn string, maxConns int, timeout time.Duration, quiet bool, what string, opts ...stdlib.OptionOpenDB) (*sqlx.DB, error) {
-	cfg, err := sessionConfig(dsn)
+	cfg, err := sessionConfig(dsn, setting{"statement_timeout", strconv.FormatInt(timeout.Milliseconds(), 10)})
 	if err != nil {
 		return nil, err
 	}
-	cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(timeout.Milliseconds(), 10)
 	if quiet {
 		cfg.DialFunc = dialQuiet(cfg.DialFunc, answerBound(timeout))
 	}
@@ -91,18 +90,16 @@ func openPool(ctx context.Context, dsn string, maxConns int, timeout time.Durati
 }
 
 // sessionConfig parses dsn into the settings every session of the store
-// shares.
-func sessionConfig(dsn string) (*pgx.ConnConfig, error) {
+// shares, committing synchronously, with more, and sets them on each
+// session as it connects (setOnConnect).
+func sessionConfig(dsn string, more ...setting) (*pgx.ConnConfig, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		// pgx's message never repeats the password.
 		return nil, fmt.Errorf("db: postgres dsn: %w", err)
 	}
-	if cfg.RuntimeParams == nil {
-		cfg.RuntimeParams = map[string]string{}
-	}
-	cfg.RuntimeParams["synchronous_commit"] = "on"
 	cfg.DialFunc = dialer(cfg.ConnectTimeout).DialContext
+	setOnConnect(cfg, append([]setting{{"synchronous_commit", "on"}}, more...))
 	return cfg, nil
 }
 
@@ -174,18 +171,17 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 // lock (lock_timeout): a migration queued behind a long transaction
 // would otherwise hold up every query queued behind it in turn.
 func migrate(ctx context.Context, dsn string, timeout time.Duration, list []db.Migration, log *slog.Logger) error {
-	cfg, err := sessionConfig(dsn)
+	settings := []setting{{"statement_timeout", "0"}, {"lock_timeout", strconv.FormatInt(timeout.Milliseconds(), 10)}}
+	cfg, err := sessionConfig(dsn, settings...)
 	if err != nil {
 		return err
 	}
-	cfg.RuntimeParams["statement_timeout"] = "0"
-	cfg.RuntimeParams["lock_timeout"] = strconv.FormatInt(timeout.Milliseconds(), 10)
 	mdb, err := connect(ctx, cfg, 1, "the migration session ")
 	if err != nil {
 		return err
 	}
 	defer mdb.Close()
-	return db.Migrate(ctx, migrator{mdb, log}, list, log)
+	return db.Migrate(ctx, migrator{db: mdb, log: log, settings: setSQL(settings)}, list, log)
 }
 
 // warmConns is how many sessions Open opens ahead of the first requests.

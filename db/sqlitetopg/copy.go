@@ -109,15 +109,16 @@ func copyAll(ctx context.Context, from, dsn string, opts Options) (*Report, erro
 	if err != nil {
 		return nil, fmt.Errorf("target: %w", err) // pgx never repeats the password
 	}
-	if cfg.RuntimeParams == nil {
-		cfg.RuntimeParams = map[string]string{}
-	}
-	cfg.RuntimeParams["synchronous_commit"] = "on"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("target %s/%s: %w", cfg.Host, cfg.Database, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	// Set on the session, not as a startup parameter, which a connection
+	// pooler (PgBouncer) refuses or drops (db/postgres, settings.go).
+	if _, err := conn.Exec(ctx, "SET synchronous_commit = on"); err != nil {
+		return nil, fmt.Errorf("target %s/%s: %w", cfg.Host, cfg.Database, err)
+	}
 
 	// One snapshot of the file for every table.
 	stx, err := src.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
