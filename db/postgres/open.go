@@ -138,6 +138,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Before anything runs through a pooler that would mix the sessions.
+	if err := checkPooling(ctx, dsn); err != nil {
+		return nil, err
+	}
 	if err := migrate(ctx, dsn, opts.StatementTimeout, list, log); err != nil {
 		return nil, err
 	}
