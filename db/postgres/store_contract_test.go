@@ -24,3 +24,18 @@ func TestContract(t *testing.T) {
 		return s
 	})
 }
+
+// TestContractBehindPgBouncer runs the suite through one PgBouncer in
+// session mode, configured as docs/cluster.md says ("Behind PgBouncer"):
+// every operation of the store works there. Skipped without pgbouncer.
+func TestContractBehindPgBouncer(t *testing.T) {
+	bouncer := postgres.StartPgBouncer(t, "session")
+	storetest.Run(t, func(t *testing.T) db.Store {
+		s, err := postgres.Open(context.Background(), postgres.ThroughPgBouncer(pgtest.NewDatabase(t), bouncer), postgres.Options{EventUsersSweepEvery: time.Nanosecond})
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
