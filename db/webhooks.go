@@ -92,6 +92,8 @@ type WebhookSQL struct {
 	// FailPending(reason, endpoint id, now, limit) fails up to limit of
 	// an endpoint's pending deliveries not leased at now, with reason as
 	// their last error: a range of the partial index on the pending ones.
+	// None while the endpoint is enabled and not deleted: put back between
+	// two batches of its deletion, what is queued for it is its own.
 	FailPending string
 	// AttemptsInFlight(now, endpoint id) counts the endpoint's deliveries
 	// leased at now: a range of the partial index on locked_until > 0,
@@ -311,6 +313,9 @@ func (w Webhooks) failDeadBacklog(ctx context.Context, tx *sqlx.Tx, id string, n
 // Only an empty batch ends the loop: on PostgreSQL a batch comes back
 // short too when another node's sweep, running beside it, held some of
 // its rows and failed them, and the rest were left pending after the 204.
+// A batch is empty too once the endpoint is live again (another node's
+// PutWebhookEndpoint brought the id back): from then on what is pending
+// is the live endpoint's.
 func (w Webhooks) DeleteWebhookEndpoint(ctx context.Context, id string, now int64) error {
 	var n int64
 	err := w.write(ctx, func(tx *sqlx.Tx) error {

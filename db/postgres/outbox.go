@@ -83,12 +83,16 @@ var webhookSQL = db.WebhookSQL{
 		WHERE locked_until > 0 AND locked_until > $1`,
 	// A batch of an endpoint's pending deliveries (db.Webhooks.failPending).
 	// The conditions are checked again outside: after waiting for a row
-	// another transaction holds, PostgreSQL rechecks only those.
+	// another transaction holds, PostgreSQL rechecks only those. None
+	// while the endpoint is live: another node may have put the id back
+	// between two batches of a deletion, and what is queued from then on
+	// is the live endpoint's.
 	FailPending: `UPDATE webhook_deliveries
 		SET status = 'failed', last_error = $1, next_attempt_at = 0, locked_until = 0
 		WHERE id IN (SELECT id FROM webhook_deliveries
 			WHERE endpoint_id = $2 AND status = 'pending' AND locked_until <= $3 LIMIT $4)
-		AND status = 'pending' AND locked_until <= $3`,
+		AND status = 'pending' AND locked_until <= $3
+		AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = $2 AND (deleted OR NOT enabled))`,
 	// The literal locked_until > 0 lets the generic plan use the partial
 	// index webhook_deliveries_leased (see db.WebhookSQL.AttemptsInFlight).
 	AttemptsInFlight: `SELECT COUNT(*) FROM webhook_deliveries

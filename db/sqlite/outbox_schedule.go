@@ -80,10 +80,14 @@ const (
 	// commit writes a few pages. Taken in due order (the pending index),
 	// they were strewn over the table and its indexes, and each batch of
 	// 1,000 wrote thousands of pages to the WAL.
+	// None while the endpoint is live (put back since it went): what is
+	// queued for it then is its own.
 	sqlFailPending = `UPDATE webhook_deliveries
 		SET status = 'failed', last_error = ?1, next_attempt_at = 0, locked_until = 0
 		WHERE id IN (SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_by_endpoint_status
-			WHERE endpoint_id = ?2 AND status = 'pending' AND locked_until <= ?3 ORDER BY id LIMIT ?4)`
+			WHERE endpoint_id = ?2 AND status = 'pending' AND locked_until <= ?3
+			AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = ?2 AND (enabled = 0 OR deleted = 1))
+			ORDER BY id LIMIT ?4)`
 	// The pending deliveries, not leased at now, of endpoints that were
 	// disabled or deleted: they will never be sent. Most are failed when
 	// the endpoint goes (failPending); these are the ones an attempt in
