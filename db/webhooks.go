@@ -44,6 +44,12 @@ type WebhookSQL struct {
 	// transaction ends where the store locks rows: a PutEndpoint moving
 	// it commits before the read or after the transaction.
 	EndpointURL string
+	// EndpointState(id) selects enabled, deleted, disabled_reason of an
+	// endpoint, locking its row until the transaction ends where the
+	// store locks rows: a 410's outcome or a deletion, committing
+	// beside a put, is seen by the put's failing of a dead backlog
+	// (PutWebhookEndpoint) before it enables the endpoint again.
+	EndpointState string
 
 	// LiveEndpoints() selects id, url, secret of the enabled, live
 	// endpoints, ordered by id bytewise.
@@ -187,8 +193,6 @@ func (w Webhooks) statementCtx(ctx context.Context) context.Context {
 
 // The statements spelled alike everywhere, with ? placeholders.
 const (
-	// An endpoint's state, live or not (failDeadBacklog).
-	sqlEndpointState = `SELECT enabled, deleted, disabled_reason FROM webhook_endpoints WHERE id = ?`
 	// An endpoint's deliveries, newest first: a backward walk of
 	// webhook_deliveries_by_endpoint, or with a status of
 	// webhook_deliveries_by_endpoint_status (SQLite's 0013, PostgreSQL's
@@ -286,7 +290,7 @@ func (w Webhooks) PutWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) 
 func (w Webhooks) failDeadBacklog(ctx context.Context, tx *sqlx.Tx, id string, now int64) (int64, error) {
 	var enabled, deleted bool
 	var reason string
-	err := tx.QueryRowContext(ctx, tx.Rebind(sqlEndpointState), id).Scan(&enabled, &deleted, &reason)
+	err := tx.QueryRowContext(ctx, w.sql.EndpointState, id).Scan(&enabled, &deleted, &reason)
 	if errors.Is(err, sql.ErrNoRows) || err == nil && enabled && !deleted {
 		return 0, nil
 	}

@@ -53,6 +53,10 @@ var webhookSQL = db.WebhookSQL{
 	DisableEndpoint: `UPDATE webhook_endpoints SET enabled = false, disabled_reason = $1
 		WHERE id = $2 AND enabled`,
 	EndpointURL: `SELECT url FROM webhook_endpoints WHERE id = $1 FOR UPDATE`,
+	// Locked: a put reading it waits for a 410's outcome or a deletion
+	// being written, and fails what that left pending before it enables
+	// the endpoint again (db.Webhooks.PutWebhookEndpoint).
+	EndpointState: `SELECT enabled, deleted, disabled_reason FROM webhook_endpoints WHERE id = $1 FOR UPDATE`,
 	LiveEndpoints: `SELECT id, url, secret FROM webhook_endpoints
 		WHERE enabled AND NOT deleted ORDER BY id COLLATE "C"`,
 	// Rows another transaction holds are skipped: two nodes' claims each

@@ -23,7 +23,8 @@ var webhookSQL = db.WebhookSQL{
 	DeleteEndpoint:    sqlDeleteEndpoint,
 	EndpointExists:    sqlEndpointExists,
 	DisableEndpoint:   sqlDisableEndpoint,
-	EndpointURL:       `SELECT url FROM webhook_endpoints WHERE id = ?`, // one writer: no lock needed
+	EndpointURL:       `SELECT url FROM webhook_endpoints WHERE id = ?`,                               // one writer: no lock needed
+	EndpointState:     `SELECT enabled, deleted, disabled_reason FROM webhook_endpoints WHERE id = ?`, // one writer
 	LiveEndpoints:     sqlLiveEndpoints,
 	FailDeadEndpoints: sqlFailDeadEndpoints,
 	ClaimEndpoint:     sqlClaimEndpoint,
