@@ -193,6 +193,11 @@ func (w Webhooks) statementCtx(ctx context.Context) context.Context {
 
 // The statements spelled alike everywhere, with ? placeholders.
 const (
+	// Is any of an endpoint's deliveries pending, not leased at now, while
+	// it is dead (failBatch)? The conditions of WebhookSQL.FailPending.
+	sqlDeadPendingLeft = `SELECT 1 FROM webhook_deliveries
+		WHERE endpoint_id = ? AND status = 'pending' AND locked_until <= ?
+		AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = ? AND (NOT enabled OR deleted)) LIMIT 1`
 	// An endpoint's deliveries, newest first: a backward walk of
 	// webhook_deliveries_by_endpoint, or with a status of
 	// webhook_deliveries_by_endpoint_status (SQLite's 0013, PostgreSQL's
@@ -254,7 +259,7 @@ func InsertEndpoint(ctx context.Context, tx *sqlx.Tx, query string, e *webhooks.
 //
 // An endpoint disabled (a 410) or deleted has what is left of its pending
 // deliveries not leased at e.CreatedAt (the time of the put) failed
-// first, a batch per write (failPending), then put: a 410
+// first, a batch per write (failBatch), then put: a 410
 // fails one batch, the claims' sweep of dead endpoints the rest, one at
 // each claim, and no claim runs while no endpoint is live. Enabled again
 // by a new address, the endpoint had the rest sent to it: deliveries
@@ -262,13 +267,13 @@ func InsertEndpoint(ctx context.Context, tx *sqlx.Tx, query string, e *webhooks.
 func (w Webhooks) PutWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) error {
 	for {
 		more := false
-		err := w.write(ctx, func(tx *sqlx.Tx) error {
+		err := w.write(ctx, func(tx *sqlx.Tx) (err error) {
 			ctx := w.statementCtx(ctx)
-			n, err := w.failDeadBacklog(ctx, tx, e.ID, e.CreatedAt)
+			more, err = w.failDeadBacklog(ctx, tx, e.ID, e.CreatedAt)
 			if err != nil {
 				return err
 			}
-			if more = n > 0; more {
+			if more {
 				return nil // a batch per write; the put once none is left
 			}
 			_, err = tx.ExecContext(ctx, w.sql.PutEndpoint,
@@ -287,21 +292,44 @@ func (w Webhooks) PutWebhookEndpoint(ctx context.Context, e *webhooks.Endpoint) 
 // failDeadBacklog fails a batch of the pending deliveries not leased at
 // now of the endpoint id if it is disabled or deleted, and returns how
 // many (PutWebhookEndpoint).
-func (w Webhooks) failDeadBacklog(ctx context.Context, tx *sqlx.Tx, id string, now int64) (int64, error) {
+func (w Webhooks) failDeadBacklog(ctx context.Context, tx *sqlx.Tx, id string, now int64) (bool, error) {
 	var enabled, deleted bool
 	var reason string
 	err := tx.QueryRowContext(ctx, w.sql.EndpointState, id).Scan(&enabled, &deleted, &reason)
 	if errors.Is(err, sql.ErrNoRows) || err == nil && enabled && !deleted {
-		return 0, nil
+		return false, nil
 	}
 	if err != nil {
-		return 0, err
+		return false, err
 	}
 	reason = "endpoint disabled: " + reason
 	if deleted {
 		reason = "endpoint deleted"
 	}
-	return w.failPending(ctx, tx, id, now, reason)
+	return w.failBatch(ctx, tx, id, now, reason)
+}
+
+// failBatch fails a batch of a dead endpoint's pending deliveries
+// (failPending) and reports whether any may be left. A batch that failed
+// none is not the end on PostgreSQL: it waits for the rows another
+// transaction holds and skips those it finds failed, so when another
+// node's sweep of dead endpoints (WebhookSQL.FailDeadEndpoints) held
+// all of the batch, none came back with more pending past it. Then one
+// read more, its snapshot taken after that wait, says whether any are.
+func (w Webhooks) failBatch(ctx context.Context, tx *sqlx.Tx, id string, now int64, reason string) (bool, error) {
+	n, err := w.failPending(ctx, tx, id, now, reason)
+	if err != nil || n > 0 {
+		return n > 0, err
+	}
+	var one int
+	err = tx.QueryRowContext(ctx, tx.Rebind(sqlDeadPendingLeft), id, now, id).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("db: deliveries left of %s: %w", id, err)
+	}
+	return true, nil
 }
 
 // DeleteWebhookEndpoint soft-deletes an endpoint (its deliveries keep
@@ -321,7 +349,7 @@ func (w Webhooks) failDeadBacklog(ctx context.Context, tx *sqlx.Tx, id string, n
 // PutWebhookEndpoint brought the id back): from then on what is pending
 // is the live endpoint's.
 func (w Webhooks) DeleteWebhookEndpoint(ctx context.Context, id string, now int64) error {
-	var n int64
+	var more bool
 	err := w.write(ctx, func(tx *sqlx.Tx) error {
 		ctx := w.statementCtx(ctx)
 		res, err := tx.ExecContext(ctx, w.sql.DeleteEndpoint, now, id)
@@ -333,12 +361,12 @@ func (w Webhooks) DeleteWebhookEndpoint(ctx context.Context, id string, now int6
 		} else if n == 0 {
 			return WebhookNotFound(id)
 		}
-		n, err = w.failPending(ctx, tx, id, now, "endpoint deleted")
+		more, err = w.failBatch(ctx, tx, id, now, "endpoint deleted")
 		return err
 	})
-	for err == nil && n > 0 {
+	for err == nil && more {
 		err = w.write(ctx, func(tx *sqlx.Tx) (err error) {
-			n, err = w.failPending(w.statementCtx(ctx), tx, id, now, "endpoint deleted")
+			more, err = w.failBatch(w.statementCtx(ctx), tx, id, now, "endpoint deleted")
 			return err
 		})
 		if err != nil {
