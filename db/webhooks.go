@@ -340,8 +340,9 @@ func (w Webhooks) failBatch(ctx context.Context, tx *sqlx.Tx, id string, now int
 // The deliveries are failed a batch per write (failPending), the first
 // with the deletion: no claim takes a deleted endpoint's deliveries, so
 // nothing is sent in between, and a backlog never holds the writer for
-// long. Should a later batch fail, the deletion stands and the claims'
-// sweep of dead endpoints (WebhookSQL.FailDeadEndpoints) fails the rest.
+// long. The later batches go on when ctx ends (the client gave up).
+// Should one fail, the deletion stands and the claims' sweep of dead
+// endpoints (WebhookSQL.FailDeadEndpoints) fails the rest.
 // Only an empty batch ends the loop: on PostgreSQL a batch comes back
 // short too when another node's sweep, running beside it, held some of
 // its rows and failed them, and the rest were left pending after the 204.
@@ -364,9 +365,15 @@ func (w Webhooks) DeleteWebhookEndpoint(ctx context.Context, id string, now int6
 		more, err = w.failBatch(ctx, tx, id, now, "endpoint deleted")
 		return err
 	})
+	// The rest whether or not the caller waits any longer (a client that
+	// hangs up, the REST deadline): a claim's sweep would fail what is
+	// left only when something else brings a claim, none while no
+	// endpoint is live, and it stayed pending (listed, counted in the
+	// queue's statistics) until it expired.
+	bg := context.WithoutCancel(ctx)
 	for err == nil && more {
-		err = w.write(ctx, func(tx *sqlx.Tx) (err error) {
-			more, err = w.failBatch(w.statementCtx(ctx), tx, id, now, "endpoint deleted")
+		err = w.write(bg, func(tx *sqlx.Tx) (err error) {
+			more, err = w.failBatch(w.statementCtx(bg), tx, id, now, "endpoint deleted")
 			return err
 		})
 		if err != nil {
