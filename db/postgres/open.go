@@ -67,6 +67,22 @@ type Store struct {
 // migrationFiles are PostgreSQL's schema changes, applied once each in
 // version order by db.Migrate. A released file is never edited.
 //
+// The events table's oid is part of the database's identity (identity.go,
+// migration 0014). A rewrite keeps it (ALTER TABLE … TYPE, VACUUM FULL,
+// CLUSTER), a new table does not: a migration that replaces events (a
+// table created, filled, the old one dropped and the new renamed) would
+// have every node take the database for a restore, a jump of the ids and
+// a reset of the clients holding ids being written then. Such a migration
+// records the new oid itself, where the row holds the old one:
+//
+//	DO $$ DECLARE old bigint := 'events'::regclass::oid; BEGIN
+//		-- … replace events …
+//		UPDATE database_identity SET events_oid = 'events'::regclass::oid WHERE events_oid = old;
+//	END $$;
+//
+// (only where it held the old one: a dump restored before the migration
+// keeps the dump's row, and must still be told apart).
+//
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
