@@ -293,7 +293,9 @@ func (w Webhooks) ClaimWebhookDeliveries(ctx context.Context, c webhooks.Claim) 
 //
 // The deliveries are written in id order, as a claim renews leases: in
 // two orders, a claim and a batch locking the same rows on PostgreSQL
-// deadlock, and one of them is aborted.
+// deadlock, and one of them is aborted. The rows of the endpoints a 410
+// disables are taken before any delivery's, as the put and the deletion
+// of an endpoint take them.
 func (w Webhooks) FinishWebhookAttempts(ctx context.Context, outcomes []webhooks.Outcome) (lost []bool, err error) {
 	lost = make([]bool, len(outcomes))
 	order := make([]int, len(outcomes))
@@ -301,8 +303,28 @@ func (w Webhooks) FinishWebhookAttempts(ctx context.Context, outcomes []webhooks
 		order[i] = i
 	}
 	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(outcomes[a].DeliveryID, outcomes[b].DeliveryID) })
+	// The endpoints a 410 disables, in id order, before any delivery:
+	// the put and the deletion of an endpoint take its row, then its
+	// deliveries (to fail them), those whose leases ran out included.
+	// Taken after the delivery of an outcome before them, the endpoint's
+	// row closed a cycle with a put or a deletion waiting for that
+	// delivery, and PostgreSQL aborted one side.
+	var gone []string
+	for _, o := range outcomes {
+		if o.DisableReason != "" && o.URL != "" {
+			gone = append(gone, o.EndpointID)
+		}
+	}
+	slices.Sort(gone)
+	gone = slices.Compact(gone)
 	err = w.write(ctx, func(tx *sqlx.Tx) error {
 		ctx := w.statementCtx(ctx)
+		for _, id := range gone {
+			var url string
+			if err := tx.QueryRowContext(ctx, w.sql.EndpointURL, id).Scan(&url); err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("endpoint %s: %w", id, err)
+			}
+		}
 		finish := w.writeStatement(tx, tx.Rebind(sqlFinishAttempt))
 		for _, i := range order {
 			o := outcomes[i]
