@@ -86,17 +86,30 @@ var webhookSQL = db.WebhookSQL{
 	NextLeaseEnd: `SELECT COALESCE(min(locked_until), 0) FROM webhook_deliveries
 		WHERE locked_until > 0 AND locked_until > $1`,
 	// A batch of an endpoint's pending deliveries (db.Webhooks.failPending).
-	// The conditions are checked again outside: after waiting for a row
-	// another transaction holds, PostgreSQL rechecks only those. None
-	// while the endpoint is live: another node may have put the id back
-	// between two batches of a deletion, and what is queued from then on
-	// is the live endpoint's.
+	// None while the endpoint is live: another node may have put the id
+	// back between two batches of a deletion, and what is queued from
+	// then on is the live endpoint's.
+	//
+	// The rows are locked in id order (FOR UPDATE under the ORDER BY, a
+	// range of webhook_deliveries_by_endpoint_status), as a claim renews
+	// leases and FinishWebhookAttempts writes outcomes: those not leased
+	// at now include attempts whose leases ran out, which a claim may be
+	// renewing. Locked in the order of the plan (a hash join reading
+	// every pending delivery of every endpoint in the order they lie in
+	// the table), a batch and a renewal of two of them deadlocked, and
+	// PostgreSQL aborted one (TestFailingADeadBacklogBesideARenewalDoesNotDeadlock).
+	// After a wait for a row, its conditions are checked again (the
+	// locking clause's and the outer ones), so a row failed meanwhile is
+	// passed over and the LIMIT takes the next. The outer statement reads
+	// the batch's ids by the primary key (= ANY of the array), not every
+	// pending delivery.
 	FailPending: `UPDATE webhook_deliveries
 		SET status = 'failed', last_error = $1, next_attempt_at = 0, locked_until = 0
-		WHERE id IN (SELECT id FROM webhook_deliveries
-			WHERE endpoint_id = $2 AND status = 'pending' AND locked_until <= $3 LIMIT $4)
-		AND status = 'pending' AND locked_until <= $3
-		AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = $2 AND (deleted OR NOT enabled))`,
+		WHERE id = ANY (ARRAY(SELECT id FROM webhook_deliveries
+			WHERE endpoint_id = $2 AND status = 'pending' AND locked_until <= $3
+			AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = $2 AND (deleted OR NOT enabled))
+			ORDER BY id LIMIT $4 FOR UPDATE))
+		AND status = 'pending' AND locked_until <= $3`,
 	// The literal locked_until > 0 lets the generic plan use the partial
 	// index webhook_deliveries_leased (see db.WebhookSQL.AttemptsInFlight).
 	AttemptsInFlight: `SELECT COUNT(*) FROM webhook_deliveries
