@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -340,9 +341,11 @@ func (w Webhooks) failBatch(ctx context.Context, tx *sqlx.Tx, id string, now int
 // The deliveries are failed a batch per write (failPending), the first
 // with the deletion: no claim takes a deleted endpoint's deliveries, so
 // nothing is sent in between, and a backlog never holds the writer for
-// long. The later batches go on when ctx ends (the client gave up).
-// Should one fail, the deletion stands and the claims' sweep of dead
-// endpoints (WebhookSQL.FailDeadEndpoints) fails the rest.
+// long. The later batches go on when ctx ends (the client gave up). One
+// the store cannot serve now is tried again, a few times; should one
+// fail for good, the deletion stands and the error is returned (the
+// claims' sweep of dead endpoints, WebhookSQL.FailDeadEndpoints, fails
+// the rest when a claim comes).
 // Only an empty batch ends the loop: on PostgreSQL a batch comes back
 // short too when another node's sweep, running beside it, held some of
 // its rows and failed them, and the rest were left pending after the 204.
@@ -371,17 +374,38 @@ func (w Webhooks) DeleteWebhookEndpoint(ctx context.Context, id string, now int6
 	// endpoint is live, and it stayed pending (listed, counted in the
 	// queue's statistics) until it expired.
 	bg := context.WithoutCancel(ctx)
-	for err == nil && more {
+	pause := batchRetryPause
+	for tries := 1; err == nil && more; tries++ {
 		err = w.write(bg, func(tx *sqlx.Tx) (err error) {
 			more, err = w.failBatch(w.statementCtx(bg), tx, id, now, "endpoint deleted")
 			return err
 		})
+		// A batch the store cannot serve now (a statement timeout behind
+		// a row another transaction holds, a deadlock's abort, a
+		// connection lost) is tried again: given up at once, the 204
+		// went out with the rest pending, which nothing failed but its
+		// expiry (no claim comes for a dead endpoint). Past the bound,
+		// the error, not a 204 over a backlog still pending.
+		if err != nil && errors.Is(err, calls.ErrUnavailable) && !errors.Is(err, ErrClosed) && tries < batchRetries {
+			time.Sleep(pause)
+			err, more, pause = nil, true, 2*pause
+			continue
+		}
 		if err != nil {
-			return nil // deleted; the sweep fails the rest
+			return fmt.Errorf("db: webhook %s deleted; failing its pending deliveries: %w", id, err)
 		}
 	}
 	return err
 }
+
+// A batch of a deletion's backlog the store cannot serve now is tried
+// batchRetries times in all, pausing batchRetryPause, then twice as long
+// each time (some 6 s in all): about what a failover or a lock held
+// past a statement timeout takes to clear.
+const (
+	batchRetries    = 8
+	batchRetryPause = 50 * time.Millisecond
+)
 
 // WebhookAttemptsInFlight counts the deliveries of an endpoint leased at
 // now (Unix ms): attempts a dispatcher, of any node, claimed and has not

@@ -1,0 +1,94 @@
+package postgres
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"callsig/db"
+	"callsig/internal/pgtest"
+	"callsig/internal/wait"
+	"callsig/webhooks"
+)
+
+// A later batch of a deletion that PostgreSQL cannot serve now (a
+// statement timeout behind a row another transaction holds; a deadlock's
+// abort; a connection lost) ended the deletion's loop with no error: the
+// 204 went out with the rest of the backlog pending, though the deletion
+// promises all of it failed before the answer, and nothing fails it
+// later but its expiry (the sweep of dead endpoints runs at claims, which
+// no dead endpoint brings). Such a batch is now tried again.
+func TestDeletionRetriesABatchThatCouldNotBeServed(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, pgtest.NewDatabase(t), Options{StatementTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.PutWebhookEndpoint(ctx, &webhooks.Endpoint{ID: "wh_e", URL: "https://e.example/", Secret: "whsec_e", CreatedAt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	backlog := 2*db.FailBatch + 5
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO webhook_messages (msg_id, type, payload, created_at) VALUES ('msg_1', 'call.created', '{}', 100)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO webhook_deliveries (message_id, endpoint_id, next_attempt_at, created_at)
+		SELECT (SELECT id FROM webhook_messages), 'wh_e', 100, 100 FROM generate_series(1, $1)`, backlog); err != nil {
+		t.Fatal(err)
+	}
+	var second int64 // a delivery of the deletion's second batch
+	if err := s.db.GetContext(ctx, &second, `SELECT min(id) + $1 + 10 FROM webhook_deliveries`, db.FailBatch); err != nil {
+		t.Fatal(err)
+	}
+	// Held past the statement timeout: the second batch times out.
+	other, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback()
+	if _, err := other.ExecContext(ctx, `SELECT id FROM webhook_deliveries WHERE id = $1 FOR UPDATE`, second); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.DeleteWebhookEndpoint(ctx, "wh_e", 200) }()
+	// Until the batch that waited has timed out and another waits, or the
+	// deletion returns.
+	var first time.Time
+	returned := false
+	wait.For(t, 10*time.Second, "a batch timed out and tried again", func() bool {
+		select {
+		case err := <-done:
+			returned = true
+			done <- err
+			return true
+		default:
+		}
+		var start time.Time
+		if err := s.db.QueryRowContext(ctx, `SELECT query_start FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&start); err != nil {
+			return false
+		}
+		if first.IsZero() {
+			first = start
+		}
+		return start.After(first)
+	})
+	if err := other.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the deletion did not return")
+	}
+	var pending int
+	if err := s.db.GetContext(ctx, &pending, `SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = 'wh_e' AND status = 'pending'`); err != nil {
+		t.Fatal(err)
+	}
+	if pending != 0 {
+		t.Errorf("after the deletion returned (before the row was let go: %v): %d of its deliveries pending, want 0", returned, pending)
+	}
+}
