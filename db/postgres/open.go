@@ -171,7 +171,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	warmPool(ctx, sdb, min(max(opts.MaxConns/2, 1), warmConns), log)
 	s := &Store{db: sdb, maxConns: opts.MaxConns, log: log, txBound: answerBound(opts.StatementTimeout), usersSweepEvery: opts.EventUsersSweepEvery}
-	s.Webhooks = db.NewWebhooks(webhookSQL, s.inTx, s.read)
+	s.Webhooks = db.NewWebhooks(webhookSQL, s.inTxRetrying, s.read)
 	s.EventLog = s.eventLog()
 	if err := ids.attach(s.EventLog); err != nil {
 		sdb.Close()

@@ -163,6 +163,19 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	return nil
 }
 
+// inTxRetrying is inTx run again when PostgreSQL aborts it to resolve a
+// conflict (retryConflicts), as Update is: the webhook store's writes
+// (db.Webhooks) run fn again from the start. A claim renewing the leases
+// of attempts whose leases ran out, beside the outcome of a 410 failing
+// the endpoint's pending deliveries (those leases among them), locks two
+// of them in two orders; PostgreSQL aborted one, and run once, an
+// aborted outcome was dropped (the delivery sent again after its lease),
+// an aborted put failed a node's start, an aborted claim waited for the
+// next.
+func (s *Store) inTxRetrying(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	return s.retryConflicts(ctx, func() error { return s.inTx(ctx, fn) })
+}
+
 // outOfTime marks err unavailable when the write transaction's deadline
 // has passed: database/sql rolls the transaction back then, and what
 // comes after (a statement, COMMIT) fails with sql.ErrTxDone, which is
