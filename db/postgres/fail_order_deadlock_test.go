@@ -36,7 +36,7 @@ func TestFailingADeadBacklogBesideARenewalDoesNotDeadlock(t *testing.T) {
 
 func failBesideRenewal(t *testing.T, run func(s *Store) error) {
 	ctx := context.Background()
-	s := openStore(t)
+	s := openStoreSlowDeadlocks(t)
 	if err := s.PutWebhookEndpoint(ctx, &webhooks.Endpoint{ID: "wh_e", URL: "https://old.example/", Secret: "whsec_e", CreatedAt: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -112,8 +112,8 @@ func failBesideRenewal(t *testing.T, run func(s *Store) error) {
 			if err != nil {
 				t.Errorf("the %s: %v", name, err)
 			}
-		case <-time.After(15 * time.Second):
-			t.Fatalf("the %s did not return", name)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the %s did not return: a deadlock (deadlock_timeout 20 s here)", name)
 		}
 	}
 	// Each of the two either renewed by the claim or failed with the
