@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"callsig/db"
-	"callsig/webhooks"
 )
 
 // A deletion failing its endpoint's backlog a batch per write stops once
@@ -18,30 +17,11 @@ import (
 func TestDeletionStopsWhenTheEndpointIsPutBack(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t)
-	if err := s.PutWebhookEndpoint(ctx, &webhooks.Endpoint{ID: "wh_e", URL: "https://e.example/", Secret: "whsec_e", CreatedAt: 1}); err != nil {
-		t.Fatal(err)
-	}
 	backlog := 2*db.FailBatch + 5
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO webhook_messages (msg_id, type, payload, created_at) VALUES ('msg_1', 'call.created', '{}', 100)`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO webhook_deliveries (message_id, endpoint_id, next_attempt_at, created_at)
-		SELECT (SELECT id FROM webhook_messages), 'wh_e', 100, 100 FROM generate_series(1, $1)`, backlog); err != nil {
-		t.Fatal(err)
-	}
-	var second int64 // a delivery of the deletion's second batch
-	if err := s.db.GetContext(ctx, &second, `SELECT min(id) + $1 + 10 FROM webhook_deliveries`, db.FailBatch); err != nil {
-		t.Fatal(err)
-	}
+	queueBacklog(t, s, "https://e.example/", backlog)
+	second := secondBatchDelivery(t, s) // a delivery of the deletion's second batch
 	// Hold the deletion in its second batch.
-	other, err := s.db.BeginTxx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Rollback()
-	if _, err := other.ExecContext(ctx, `SELECT id FROM webhook_deliveries WHERE id = $1 FOR UPDATE`, second); err != nil {
-		t.Fatal(err)
-	}
+	other := holdDelivery(t, s, second)
 	done := make(chan error, 1)
 	go func() { done <- s.DeleteWebhookEndpoint(ctx, "wh_e", 200) }()
 	if finished, err := lockedOrDone(t, s, done); finished {

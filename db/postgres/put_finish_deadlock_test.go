@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"callsig/internal/pgtest"
-	"callsig/internal/wait"
 	"callsig/webhooks"
 )
 
@@ -63,23 +62,7 @@ func putBesideOutcomes(t *testing.T, run func(s *Store) error, wantEnabled bool)
 	// Something else holds the first delivery's row a moment (a claim
 	// renewing it, an admin's retry): the outcomes wait for it first,
 	// then the put.
-	hold, err := s.db.BeginTxx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Rollback()
-	if _, err := hold.ExecContext(ctx, `SELECT id FROM webhook_deliveries WHERE id = $1 FOR UPDATE`, first); err != nil {
-		t.Fatal(err)
-	}
-	waiting := func(n int) {
-		t.Helper()
-		wait.For(t, 10*time.Second, "sessions waiting for a lock", func() bool {
-			var got int
-			err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
-				WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&got)
-			return err == nil && got >= n
-		})
-	}
+	hold := holdDelivery(t, s, first)
 	finished := make(chan error, 1)
 	go func() {
 		_, err := s.FinishWebhookAttempts(ctx, []webhooks.Outcome{
@@ -90,12 +73,12 @@ func putBesideOutcomes(t *testing.T, run func(s *Store) error, wantEnabled bool)
 		})
 		finished <- err
 	}()
-	waiting(1)
+	waitLocked(t, s, 1)
 	put := make(chan error, 1)
 	go func() {
 		put <- run(s)
 	}()
-	waiting(2)
+	waitLocked(t, s, 2)
 	if err := hold.Commit(); err != nil {
 		t.Fatal(err)
 	}

@@ -19,17 +19,8 @@ import (
 func TestPutBesideA410FailsTheGoneBacklog(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t)
-	if err := s.PutWebhookEndpoint(ctx, &webhooks.Endpoint{ID: "wh_e", URL: "https://old.example/", Secret: "whsec_e", CreatedAt: 1}); err != nil {
-		t.Fatal(err)
-	}
 	backlog := 2*db.FailBatch + 5
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO webhook_messages (msg_id, type, payload, created_at) VALUES ('msg_1', 'call.created', '{}', 100)`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO webhook_deliveries (message_id, endpoint_id, next_attempt_at, created_at)
-		SELECT (SELECT id FROM webhook_messages), 'wh_e', 100, 100 FROM generate_series(1, $1)`, backlog); err != nil {
-		t.Fatal(err)
-	}
+	queueBacklog(t, s, "https://old.example/", backlog)
 	// The 410's outcome, not committed yet.
 	gone, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {

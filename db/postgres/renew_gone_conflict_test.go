@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"callsig/internal/wait"
 	"callsig/webhooks"
 )
 
@@ -34,37 +33,21 @@ func TestClaimBesideA410OutcomeIsRunAgainWhenAborted(t *testing.T) {
 	first, second := min(ids[0], ids[1]), max(ids[0], ids[1])
 	// Something holds the first a moment: the claim queues behind it,
 	// then the outcome's failing of the backlog.
-	hold, err := s.db.BeginTxx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Rollback()
-	if _, err := hold.ExecContext(ctx, `SELECT id FROM webhook_deliveries WHERE id = $1 FOR UPDATE`, first); err != nil {
-		t.Fatal(err)
-	}
-	waiting := func(n int) {
-		t.Helper()
-		wait.For(t, 10*time.Second, "sessions waiting for a lock", func() bool {
-			var got int
-			err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
-				WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&got)
-			return err == nil && got >= n
-		})
-	}
+	hold := holdDelivery(t, s, first)
 	claimed := make(chan error, 1)
 	go func() {
 		_, err := s.ClaimWebhookDeliveries(ctx, webhooks.Claim{Now: 5000, LeaseUntil: 50_000, Limit: 10, Share: 10,
 			InFlight: map[int64]int64{first: 1000, second: 1000}})
 		claimed <- err
 	}()
-	waiting(1)
+	waitLocked(t, s, 1)
 	finished := make(chan error, 1)
 	go func() {
 		_, err := s.FinishWebhookAttempts(ctx, []webhooks.Outcome{{DeliveryID: second, Lease: 1000, EndpointID: "wh_e",
 			URL: "https://old.example/", At: 5000, StatusCode: 410, Error: "410", DisableReason: "receiver answered 410"}})
 		finished <- err
 	}()
-	waiting(2)
+	waitLocked(t, s, 2)
 	if err := hold.Commit(); err != nil {
 		t.Fatal(err)
 	}
