@@ -31,6 +31,7 @@ func TestCallerOfflineRuleStandsWhileTheCallerIsAway(t *testing.T) {
 		bob.expect(changed(id, "dave=accepted"))
 		dave.expect(changed(id, "dave=accepted"))
 		alice.drop()
+		offlineEverywhere(t, s, "alice")
 		at := offlineArmed(t, s, id)
 		s.Advance(time.Duration(at-s.Now()) * time.Millisecond)
 		bob.expect(ev(calls.EventCancelled, id), changed(id, "bob=cancelled"))
@@ -103,6 +104,7 @@ func TestCallerOfflineRuleStandsWhileTheCallerIsAway(t *testing.T) {
 		}
 		left := s.Now()
 		alice.drop()
+		offlineEverywhere(t, s, "alice")
 		if got := offlineArmed(t, s, id); got != left+grace {
 			t.Fatalf("armed at %d, want %d", got, left+grace)
 		}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,23 @@ func offlineArmed(t *testing.T, s *testkit.Server, id string) int64 {
 		return at != 0
 	})
 	return at
+}
+
+// offlineEverywhere waits until every node of s counts user offline. The
+// caller-offline deadline's firing asks the cluster's presence, and on a
+// loaded machine a node's row of a stream closed a moment ago may still
+// stand when the test moves the fake clock to the deadline: the grace is
+// then cleared as the caller's, and armed again only by that node's late
+// report, calls.LateOfflineLeft on (seen in CI, twice: the cancellation
+// never came within the wait).
+func offlineEverywhere(t *testing.T, s *testkit.Server, user string) {
+	t.Helper()
+	for i := range s.Nodes() {
+		wait.For(t, eventWait, user+" offline on node "+strconv.Itoa(i), func() bool {
+			a := s.NodeApp(i)
+			return a == nil || a.Presence == nil || !a.Presence.Online(user)
+		})
+	}
 }
 
 // A caller whose every stream stays closed for CALLSIG_HEARTBEAT_TIMEOUT,
@@ -44,6 +62,7 @@ func TestCallerOfflineCancelsTheCall(t *testing.T) {
 		}
 
 		tab.drop()
+		offlineEverywhere(t, s, "alice")
 		// A grace from the last close. On a loaded cluster the node of
 		// the first stream may report its close (2 graces ago) after the
 		// last one's node: that report finds nobody online and arms the
