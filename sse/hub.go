@@ -65,6 +65,10 @@ type RestoredLog interface {
 	NeverGiven(id int64) bool
 }
 
+// neverGiven reports whether id lies in a restore's gap of the log
+// (RestoredLog), false for a log that was never restored.
+func (h *Hub) neverGiven(id int64) bool { return h.restored != nil && h.restored.NeverGiven(id) }
+
 // Service is what the hub reports deliveries and presence to; calls.Service
 // implements it.
 type Service interface {
@@ -249,6 +253,9 @@ type Hub struct {
 	// there would hold a back-off or a queued stream's heartbeat as long
 	// again as a step back.
 	epoch time.Time
+	// restored is the log's RestoredLog, nil when it is none: asked at
+	// every frame a stream writes (see writeFrame), so found once.
+	restored RestoredLog
 	// userReaders serializes the log reads of one user's streams (by a
 	// stripe of the user ID): a user opening streams in a loop queues one
 	// read at a time for readers, so other users' streams are not starved.
@@ -385,7 +392,8 @@ func New(ctx context.Context, o Options) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Hub{epoch: time.Now(),
+	restored, _ := o.Log.(RestoredLog)
+	h := &Hub{epoch: time.Now(), restored: restored,
 		o: o, log: o.Logger, m: m, work: newWork(o.Logger, o.Service, m.parked),
 		done: make(chan struct{}), readers: make(chan struct{}, o.LogReaders),
 		headReaders: make(chan struct{}, max(1, o.LogReaders/4)),

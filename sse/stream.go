@@ -735,7 +735,7 @@ func (st *stream) expired(last, head int64) (bool, error) {
 	if last < 0 {
 		return true, nil
 	}
-	if rl, ok := log.(RestoredLog); ok && rl.NeverGiven(last) {
+	if st.h.neverGiven(last) {
 		// The client saw events after the backup this log was restored
 		// from: what it knows is not what the log holds.
 		return true, nil
@@ -1130,7 +1130,7 @@ func (st *stream) writeFrame(f *frame) error {
 	if f.id <= st.lastID {
 		return nil
 	}
-	if rl, ok := st.h.o.Log.(RestoredLog); ok && rl.NeverGiven(st.lastID) {
+	if st.h.neverGiven(st.lastID) {
 		// The log was restored since the stream got there: what comes
 		// now is the restored log's, under ids past a gap its client's
 		// events are in. Written, the client would go on with the lost
