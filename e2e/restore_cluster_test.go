@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"net/http"
 	"net/url"
 	"os/exec"
 	"path/filepath"
@@ -26,7 +25,7 @@ import (
 func TestClusterRestoredUnderALiveStream(t *testing.T) {
 	for _, tool := range []string{"pg_dump", "pg_restore"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed: %v", tool, err)
+			t.Fatalf("%s is not installed (%v): it comes with PostgreSQL; scripts/test installs postgresql-client when it is missing", tool, err)
 		}
 	}
 	t.Parallel()
@@ -64,19 +63,7 @@ func TestClusterRestoredUnderALiveStream(t *testing.T) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	var after string
-	for i := 0; after == "" && i < 100; i++ {
-		r := s.Client("alice").OnNode(0).Post("/calls", map[string]any{"invitees": []string{"bob"}, "timeout": 600})
-		if r.Status == http.StatusCreated {
-			var res calls.InviteResult
-			r.JSON(&res)
-			after = res.CallID
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if after == "" {
-		t.Fatal("no invitation after the restore")
-	}
+	after := inviteOnceServed(t, s.Client("alice").OnNode(0), "bob")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		e, ok := bob.TryNext(time.Until(deadline))

@@ -13,6 +13,7 @@ import (
 	"callsig/calls"
 	"callsig/internal/pgtest"
 	"callsig/internal/testkit"
+	"callsig/internal/wait"
 )
 
 // An operator restores the cluster's PostgreSQL database from a backup
@@ -61,24 +62,10 @@ func TestPostgresRestoredUnderALiveStream(t *testing.T) {
 
 	// The node's sessions died with the database: a request may fail
 	// while the pool replaces them.
-	var after string
-	deadline := time.Now().Add(15 * time.Second)
-	for after == "" {
-		r := alice.Post("/calls", map[string]any{"invitees": []string{"bob"}, "timeout": 600})
-		if r.Status == http.StatusCreated {
-			var res calls.InviteResult
-			r.JSON(&res)
-			after = res.CallID
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no invitation after the restore: %d %s", r.Status, r.Body)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	after := inviteOnceServed(t, alice, "bob")
 	alice.Get("/calls/" + lost).Want(http.StatusNotFound)
 
-	deadline = time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		e, ok := bob.TryNext(time.Until(deadline))
 		if !ok {
@@ -99,4 +86,28 @@ func TestPostgresRestoredUnderALiveStream(t *testing.T) {
 			t.Fatalf("bob's live stream, which saw call %s the restored database does not hold, went on past the restore: got %v without a reset", lost, e)
 		}
 	}
+}
+
+// inviteOnceServed invites invitee as c's user once the node serves again,
+// and returns the call: after a database is restored under a node, its
+// pool's sessions are dead, and requests may fail while the pool replaces
+// them.
+func inviteOnceServed(t *testing.T, c *testkit.Client, invitee string) string {
+	t.Helper()
+	var id string
+	var last *testkit.Response
+	ok := wait.Until(15*time.Second, func() bool {
+		last = c.Post("/calls", map[string]any{"invitees": []string{invitee}, "timeout": 600})
+		if last.Status != http.StatusCreated {
+			return false
+		}
+		var res calls.InviteResult
+		last.JSON(&res)
+		id = res.CallID
+		return true
+	})
+	if !ok {
+		t.Fatalf("no invitation after the restore: %d %s", last.Status, last.Body)
+	}
+	return id
 }

@@ -70,3 +70,27 @@ func waitLocked(t *testing.T, s *Store, n int) {
 		return err == nil && got >= n
 	})
 }
+
+// awaitDone waits for the result of what, run in the background, and
+// fails t if it failed or did not return.
+func awaitDone(t *testing.T, done <-chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("%s did not return", what)
+	}
+}
+
+// pendingBacklog counts wh_e's deliveries still pending.
+func pendingBacklog(t *testing.T, s *Store) int {
+	t.Helper()
+	var n int
+	if err := s.db.GetContext(context.Background(), &n, `SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = 'wh_e' AND status = 'pending'`); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"testing"
-	"time"
 
 	"callsig/db"
 )
@@ -34,18 +33,8 @@ func TestDeletionFailsTheBacklogBesideAnotherNodesSweep(t *testing.T) {
 	if err := other.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the deletion did not return")
-	}
-	var pending int
-	if err := s.db.GetContext(ctx, &pending, `SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = 'wh_e' AND status = 'pending'`); err != nil {
-		t.Fatal(err)
-	}
+	awaitDone(t, done, "the deletion")
+	pending := pendingBacklog(t, s)
 	if pending != 0 {
 		t.Errorf("after the deletion returned: %d of its deliveries pending, want 0", pending)
 	}

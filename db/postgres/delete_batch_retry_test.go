@@ -56,18 +56,8 @@ func TestDeletionRetriesABatchThatCouldNotBeServed(t *testing.T) {
 	if err := other.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("the deletion did not return")
-	}
-	var pending int
-	if err := s.db.GetContext(ctx, &pending, `SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = 'wh_e' AND status = 'pending'`); err != nil {
-		t.Fatal(err)
-	}
+	awaitDone(t, done, "the deletion")
+	pending := pendingBacklog(t, s)
 	if pending != 0 {
 		t.Errorf("after the deletion returned (before the row was let go: %v): %d of its deliveries pending, want 0", returned, pending)
 	}

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"testing"
-	"time"
 
 	"callsig/db"
 )
@@ -45,14 +44,7 @@ func TestDeletionStopsWhenTheEndpointIsPutBack(t *testing.T) {
 	if err := other.Rollback(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the deletion did not return")
-	}
+	awaitDone(t, done, "the deletion")
 	var pending int
 	if err := s.db.GetContext(ctx, &pending, `SELECT count(*) FROM webhook_deliveries
 		WHERE endpoint_id = 'wh_e' AND status = 'pending' AND created_at = 300`); err != nil {

@@ -74,10 +74,7 @@ func TestEmptyBatchBesideASweepIsNotTheEnd(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("did not return")
 			}
-			var pending int
-			if err := s.db.GetContext(ctx, &pending, `SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = 'wh_e' AND status = 'pending'`); err != nil {
-				t.Fatal(err)
-			}
+			pending := pendingBacklog(t, s)
 			if pending != 0 {
 				t.Errorf("%d of the dead backlog pending after the %s returned, want 0", pending, tc.name)
 			}

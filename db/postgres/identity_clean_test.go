@@ -16,7 +16,7 @@ import (
 func TestDumpRestoredIntoTheSameDatabase(t *testing.T) {
 	for _, tool := range []string{"pg_dump", "pg_restore"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed: %v", tool, err)
+			t.Fatalf("%s is not installed (%v): it comes with PostgreSQL; scripts/test installs postgresql-client when it is missing", tool, err)
 		}
 	}
 	dsn := pgtest.NewDatabase(t)

@@ -14,6 +14,7 @@ import (
 	"callsig/db"
 	"callsig/db/storetest"
 	"callsig/internal/pgtest"
+	"callsig/internal/wait"
 )
 
 func openStoreAt(t *testing.T, dsn string) *Store {
@@ -144,18 +145,13 @@ func TestDatabaseRestoredUnderARunningStore(t *testing.T) {
 
 	// The pool's sessions died with the database: a write may fail once.
 	var next int64
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	if !wait.Until(10*time.Second, func() bool {
 		ch := storetest.NewCall("next", "alice", time.Now().UnixMilli(), "bob")
-		err := s.Update(context.Background(), func(tx calls.Tx) error { return tx.Save(context.Background(), ch) })
-		if err == nil {
-			next = ch.Events[0].ID
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("write after the restore: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
+		err = s.Update(context.Background(), func(tx calls.Tx) error { return tx.Save(context.Background(), ch) })
+		next = ch.Events[0].ID
+		return err == nil
+	}) {
+		t.Fatalf("write after the restore: %v", err)
 	}
 	if next <= lost {
 		t.Errorf("after the restore under it, the store gave id %d, not above %d which it gave before", next, lost)

@@ -20,6 +20,7 @@ import (
 	"callsig/calls"
 	"callsig/db"
 	"callsig/internal/pgtest"
+	"callsig/internal/wait"
 )
 
 // pgbouncerBin is where Debian's pgbouncer package installs it.
@@ -32,11 +33,13 @@ var pgbouncerPorts = [2]int{19700, 19800}
 // StartPgBouncer starts a PgBouncer of its own for t in front of the
 // local development server (pgtest), in pool_mode mode and with the
 // other pgbouncer.ini lines given, and returns its address. PgBouncer is
-// stopped when t ends. Without pgbouncer installed, t is skipped.
+// stopped when t ends. Without pgbouncer installed, t fails.
 func StartPgBouncer(t testing.TB, mode string, lines ...string) string {
 	t.Helper()
 	if _, err := os.Stat(pgbouncerBin); err != nil {
-		t.Skipf("PgBouncer is not installed (%s: %v; Debian: apt-get install pgbouncer): the store is not tried behind it", pgbouncerBin, err)
+		// scripts/test installs it; the suite never silently skips a
+		// deployment the docs describe.
+		t.Fatalf("PgBouncer is not installed (%s: %v): run scripts/test, which installs it, or apt-get install pgbouncer", pgbouncerBin, err)
 	}
 	// Its own directory, readable by all: as root, PgBouncer runs as
 	// nobody (it refuses to run as root).
@@ -93,21 +96,22 @@ default_pool_size = 40
 			t.Logf("pgbouncer (%s):\n%s", mode, out.String())
 		}
 	})
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			break
-		}
+	var dialErr error
+	if !wait.Until(10*time.Second, func() bool {
 		select {
 		case <-exited:
 			t.Fatalf("pgbouncer exited at start:\n%s", out.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pgbouncer does not listen on %s: %v\n%s", addr, err, out.String())
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			dialErr = err
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
+		c.Close()
+		return true
+	}) {
+		t.Fatalf("pgbouncer does not listen on %s: %v\n%s", addr, dialErr, out.String())
 	}
 	return addr
 }

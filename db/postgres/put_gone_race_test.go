@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"testing"
-	"time"
 
 	"callsig/db"
 	"callsig/webhooks"
@@ -44,22 +43,12 @@ func TestPutBesideA410FailsTheGoneBacklog(t *testing.T) {
 	if err := gone.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the put did not return")
-	}
+	awaitDone(t, done, "the put")
 	var enabled bool
 	if err := s.db.GetContext(ctx, &enabled, `SELECT enabled FROM webhook_endpoints WHERE id = 'wh_e'`); err != nil {
 		t.Fatal(err)
 	}
-	var pending int
-	if err := s.db.GetContext(ctx, &pending, `SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = 'wh_e' AND status = 'pending'`); err != nil {
-		t.Fatal(err)
-	}
+	pending := pendingBacklog(t, s)
 	if !enabled || pending != 0 {
 		t.Errorf("after the put: enabled %v, %d of the backlog the 410 disabled pending for the new address; want enabled, 0", enabled, pending)
 	}

@@ -5,10 +5,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"runtime"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // The database holds webhook signing secrets and stored responses: it and
@@ -63,30 +61,4 @@ func TestSecondStoreOnOneFileIsRefused(t *testing.T) {
 		t.Fatalf("Open once the first closed: %v", err)
 	}
 	again.Close()
-}
-
-// A lock another descriptor of the file holds for a moment (a child
-// process between its fork and its exec holds a copy of the closed
-// store's) is waited for: the store opens once it is let go.
-func TestLockHeldForAMomentIsWaitedFor(t *testing.T) {
-	if runtime.GOOS == "windows" || runtime.GOOS == "plan9" {
-		t.Skip("no flock here: Lock takes nothing")
-	}
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "callsig.db")
-	first, err := Open(ctx, path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first.Close()
-	held, err := Lock(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.AfterFunc(100*time.Millisecond, func() { held.Close() })
-	s, err := Open(ctx, path, Options{})
-	if err != nil {
-		t.Fatalf("Open while the lock is held for 100 ms: %v", err)
-	}
-	s.Close()
 }
